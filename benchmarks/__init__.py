@@ -1,0 +1,1 @@
+"""Benchmarks for vecshard: datasets with exact ground truth, recall and latency reporting."""

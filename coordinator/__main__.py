@@ -1,0 +1,57 @@
+"""`vecshard coordinator`: run one coordinator until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+from pathlib import Path
+
+from coordinator.config import CoordinatorConfig
+from coordinator.server import create_server
+from protos import serving
+from registry.settings import load_settings
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="vecshard coordinator",
+        description="Run a coordinator: the public RetrievalService. Resolves routes in the "
+        "etcd registry, fans searches out to shards and merges the results. Settings also come "
+        "from --config (TOML, [coordinator] table) and VECSHARD__COORDINATOR__<KEY> variables.",
+    )
+    p.add_argument("--config", type=Path, help="TOML file with a [coordinator] table")
+    p.add_argument("--etcd", help="etcd endpoint HOST:PORT (default 127.0.0.1:2379)")
+    p.add_argument("--etcd-prefix", help="registry key prefix (default /vecshard/v1/)")
+    p.add_argument("--listen", help="gRPC listen address (default 127.0.0.1:0 = any free port)")
+    p.add_argument("--metrics-host", help="Prometheus HTTP host (default 127.0.0.1)")
+    p.add_argument("--metrics-port", type=int, help="Prometheus HTTP port (default 0 = any free)")
+    p.add_argument("--default-timeout", type=float, help="seconds, when the caller sets no deadline")
+    p.add_argument("--log-level", help="debug|info|warning|error (default info)")
+    return p.parse_args(argv)
+
+
+async def serve(cfg: CoordinatorConfig) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    running = await create_server(cfg)
+    host = cfg.listen.rsplit(":", 1)[0]
+    host = "127.0.0.1" if host in ("0.0.0.0", "[::]", "") else host
+    serving.announce_ready(role="coordinator", grpc=f"{host}:{running.port}", metrics=running.metrics_port)
+    await stop.wait()
+    await running.stop(cfg.grace_seconds)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    overrides = {k: v for k, v in vars(args).items() if k != "config"}
+    cfg = load_settings(CoordinatorConfig, "coordinator", file=args.config, overrides=overrides)
+    serving.configure_logging(cfg.log_level)
+    asyncio.run(serve(cfg))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,27 @@
+"""Coordinator settings (defaults → file → VECSHARD__COORDINATOR__* → flags)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from registry.keys import DEFAULT_PREFIX
+
+
+@dataclass(frozen=True)
+class CoordinatorConfig:
+    etcd: str = "127.0.0.1:2379"
+    etcd_prefix: str = DEFAULT_PREFIX
+    listen: str = "127.0.0.1:0"
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 0
+    # Used when the caller sets no deadline.
+    default_timeout: float = 10.0
+    max_batch_records: int = 10_000
+    grace_seconds: float = 20.0
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        if self.default_timeout <= 0:
+            raise ValueError(f"default_timeout {self.default_timeout} must be > 0 seconds")
+        if self.max_batch_records < 1:
+            raise ValueError("max_batch_records must be ≥ 1")

@@ -1,0 +1,207 @@
+"""proto ↔ domain for the public RetrievalService and for calls to shards."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from coordinator.merge import Hit
+from coordinator.model import (
+    Access,
+    Lookup,
+    LookupStatus,
+    SearchQuery,
+    SearchResult,
+    ShardAnswer,
+    ShardQuery,
+    WriteRecord,
+)
+from protos.errors import InvalidArgument
+from protos.vecshard.v1 import common_pb2 as cpb
+from protos.vecshard.v1 import retrieval_pb2 as pb
+from protos.vecshard.v1.internal import shard_pb2 as spb
+from protos.vectors import from_bytes, to_bytes
+from registry.convert import (
+    METRIC_TO_PB,
+    attributes_from_pb,
+    filter_from_pb,
+    filter_to_pb,
+    key_from_pb,
+    key_to_pb,
+    value_to_pb,
+)
+from registry.model import AttrType, EntityKey, Metric, VersionRef
+from registry.snapshot import ResolvedRoute
+
+_STATUS_FROM_PB = {cpb.FOUND: LookupStatus.FOUND, cpb.MISSING: LookupStatus.MISSING, cpb.DELETED: LookupStatus.DELETED}
+_STATUS_TO_PB = {v: k for k, v in _STATUS_FROM_PB.items()}
+
+
+def access_from_pb(a: cpb.AccessContext) -> Access:
+    return Access(a.tenant_id, a.purpose, a.subject_id, a.principal)
+
+
+def search_from_pb(req: pb.SearchRequest) -> SearchQuery:
+    return SearchQuery(
+        route=req.route,
+        access=access_from_pb(req.access),
+        vector=from_bytes(req.query_vector, what="query_vector"),
+        k=req.k,
+        filter=filter_from_pb(req.filter),
+    )
+
+
+def search_to_pb(r: SearchResult) -> pb.SearchResponse:
+    d = r.diagnostics
+    return pb.SearchResponse(
+        hits=[
+            pb.Hit(key=key_to_pb(h.key), score=h.score, rank=i, shard_id=h.shard_id)
+            for i, h in enumerate(r.hits)
+        ],
+        route=r.route,
+        bundle=r.bundle,
+        index_name=r.index.name,
+        index_version=r.index.version,
+        embedding_name=r.index.embedding.name,
+        embedding_version=r.index.embedding.version,
+        metric=METRIC_TO_PB[Metric(r.metric)],
+        diagnostics=pb.SearchDiagnostics(
+            resolve_ms=d.resolve_ms,
+            fanout_ms=d.fanout_ms,
+            merge_ms=d.merge_ms,
+            shards_searched=d.shards_searched,
+            candidates=d.candidates,
+        ),
+    )
+
+
+def record_from_pb(r: cpb.EmbeddingRecord, i: int) -> WriteRecord:
+    key = key_from_pb(r.key)
+    where = f"records[{i}] {tuple(key)}"
+    return WriteRecord(
+        key=key,
+        vector=from_bytes(r.vector, what=where),
+        source_version=r.source_version,
+        model_version=r.model_version,
+        created_at=r.created_at_unix_micros,
+        attributes=attributes_from_pb(r.attributes, where),
+        norm=r.norm,
+    )
+
+
+def record_to_pb(r: WriteRecord) -> cpb.EmbeddingRecord:
+    return cpb.EmbeddingRecord(
+        key=key_to_pb(r.key),
+        vector=to_bytes(r.vector) if r.vector.size else b"",
+        source_version=r.source_version,
+        model_version=r.model_version,
+        created_at_unix_micros=r.created_at,
+        attributes={k: value_to_pb(v) for k, v in r.attributes.items()},
+        norm=r.norm,
+    )
+
+
+def keys_from_pb(keys: Sequence[cpb.EntityKey]) -> list[EntityKey]:
+    return [key_from_pb(k) for k in keys]
+
+
+def lookups_to_pb(lookups: Sequence[Lookup]) -> pb.BatchGetEmbeddingsResponse:
+    return pb.BatchGetEmbeddingsResponse(
+        records=[
+            cpb.EmbeddingLookup(
+                key=key_to_pb(lk.key),
+                status=_STATUS_TO_PB[lk.status],
+                record=record_to_pb(lk.record) if lk.record is not None else None,
+            )
+            for lk in lookups
+        ]
+    )
+
+
+def describe_route_to_pb(r: ResolvedRoute) -> pb.DescribeRouteResponse:
+    ix = r.index
+    return pb.DescribeRouteResponse(
+        route=r.route.name,
+        bundle=r.bundle.name,
+        index_name=ix.name,
+        index_version=ix.version,
+        embedding_name=ix.embedding.name,
+        embedding_version=ix.embedding.version,
+        query_embedding_name=r.bundle.query_embedding.name,
+        query_embedding_version=r.bundle.query_embedding.version,
+        dimension=r.query_family.dimension,
+        metric=METRIC_TO_PB[r.item_family.metric],
+        attributes=[pb.AttributeSchema(name=n, type=AttrType(t).value) for n, t in sorted(ix.attributes.items())],
+        max_k=ix.max_k,
+        index_kind=ix.kind.value,
+        num_buckets=ix.num_buckets,
+    )
+
+
+# --- calls to shards ---------------------------------------------------------
+
+
+def index_ref_pb(ref: VersionRef) -> spb.IndexRef:
+    return spb.IndexRef(name=ref.name, version=ref.version)
+
+
+def shard_search_pb(index: VersionRef, queries: Sequence[ShardQuery]) -> spb.SearchRequest:
+    return spb.SearchRequest(
+        index=index_ref_pb(index),
+        queries=[
+            spb.Query(vector=to_bytes(q.vector), k=q.k, tenant_id=q.tenant_id, filter=filter_to_pb(q.filter))
+            for q in queries
+        ],
+    )
+
+
+def shard_answers(resp: spb.SearchResponse, shard_id: str, expected: int) -> list[ShardAnswer]:
+    if len(resp.results) != expected:
+        raise InvalidArgument(f"shard {shard_id} answered {len(resp.results)} queries, expected {expected}")
+    return [
+        ShardAnswer(
+            hits=[Hit(h.score, key_from_pb(h.key), shard_id, h.bucket) for h in r.hits],
+            candidates=r.candidates,
+        )
+        for r in resp.results
+    ]
+
+
+def shard_upsert_batches(
+    index: VersionRef, records: Sequence[tuple[WriteRecord, int]], batch_size: int
+) -> list[spb.UpsertBatch]:
+    ref = index_ref_pb(index)
+    return [
+        spb.UpsertBatch(
+            index=ref,
+            records=[
+                spb.BucketedRecord(record=record_to_pb(r), bucket=b) for r, b in records[i : i + batch_size]
+            ],
+        )
+        for i in range(0, len(records), batch_size)
+    ]
+
+
+def shard_delete_pb(index: VersionRef, keys: Sequence[EntityKey], source_version: int) -> spb.DeleteRequest:
+    return spb.DeleteRequest(index=index_ref_pb(index), keys=[key_to_pb(k) for k in keys], source_version=source_version)
+
+
+def shard_batch_get_pb(index: VersionRef, keys: Sequence[EntityKey], include_vectors: bool) -> spb.BatchGetRequest:
+    return spb.BatchGetRequest(index=index_ref_pb(index), keys=[key_to_pb(k) for k in keys], include_vectors=include_vectors)
+
+
+def shard_lookups(resp: spb.BatchGetResponse) -> list[Lookup]:
+    out = []
+    for lk in resp.records:
+        record = None
+        if lk.status == cpb.FOUND:
+            record = WriteRecord(
+                key=key_from_pb(lk.record.key),
+                vector=from_bytes(lk.record.vector),
+                source_version=lk.record.source_version,
+                model_version=lk.record.model_version,
+                created_at=lk.record.created_at_unix_micros,
+                attributes=attributes_from_pb(lk.record.attributes, "stored record"),
+                norm=lk.record.norm,
+            )
+        out.append(Lookup(key_from_pb(lk.key), _STATUS_FROM_PB[lk.status], record))
+    return out

@@ -1,0 +1,86 @@
+"""The coordinator's request and result types (plain data, no protobuf)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+import numpy as np
+
+from coordinator.merge import Hit
+from registry.filters import Filter
+from registry.model import AttrValue, EntityKey, IndexVersion
+
+
+@dataclass(frozen=True)
+class Access:
+    tenant_id: str
+    purpose: str = ""
+    subject_id: str = ""
+    principal: str = ""
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    route: str
+    access: Access
+    vector: np.ndarray
+    k: int
+    filter: Filter | None = None
+
+
+@dataclass(frozen=True)
+class ShardQuery:
+    vector: np.ndarray
+    k: int
+    tenant_id: str
+    filter: Filter | None = None
+
+
+@dataclass(frozen=True)
+class WriteRecord:
+    key: EntityKey
+    vector: np.ndarray
+    source_version: int = 0
+    model_version: str = ""
+    created_at: int = 0
+    attributes: dict[str, AttrValue] = field(default_factory=dict)
+    norm: float = 0.0
+
+
+class LookupStatus(Enum):
+    FOUND = "found"
+    MISSING = "missing"
+    DELETED = "deleted"
+
+
+@dataclass(frozen=True)
+class Lookup:
+    key: EntityKey
+    status: LookupStatus
+    record: WriteRecord | None = None
+
+
+@dataclass(frozen=True)
+class ShardAnswer:
+    hits: list[Hit]
+    candidates: int
+
+
+@dataclass(frozen=True)
+class Diagnostics:
+    resolve_ms: float
+    fanout_ms: float
+    merge_ms: float
+    shards_searched: int
+    candidates: int
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    hits: list[Hit]  # in the global order
+    route: str
+    bundle: str
+    index: IndexVersion
+    metric: str
+    diagnostics: Diagnostics

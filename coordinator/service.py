@@ -1,0 +1,277 @@
+"""The retrieval engine: resolve, check, fan out, merge. No protobuf here.
+
+Search: route → bundle → index (compatibility checked in `registry.snapshot`),
+then one serving replica per bucket, one call per shard in parallel, and the
+pure merge in `coordinator.merge`. Writes go to every replica of the record's
+bucket in every index version built on the embedding version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from coordinator.merge import merge_topk
+from coordinator.model import (
+    Access,
+    Diagnostics,
+    Lookup,
+    LookupStatus,
+    SearchQuery,
+    SearchResult,
+    ShardQuery,
+    WriteRecord,
+)
+from coordinator.shards import Shard
+from protos.errors import InvalidArgument, NotFound, PermissionDenied, Unavailable
+from protos.vectors import check_vector
+from registry.filters import validate_filter
+from registry.model import EmbeddingFamily, EntityKey, IndexVersion, Metric, Placement, VersionRef
+from registry.placement import bucket_of
+from registry.snapshot import ResolvedRoute, Snapshot, indexes_for_embedding, resolve_route
+from registry.watcher import SnapshotCache
+
+ShardFactory = Callable[[str, str], Shard]
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_batch_records: int = 10_000
+    max_lookup_keys: int = 10_000
+
+
+def _now_micros() -> int:
+    return time.time_ns() // 1000
+
+
+class RetrievalEngine:
+    def __init__(self, cache: SnapshotCache, shards: ShardFactory, limits: Limits | None = None) -> None:
+        self.cache = cache
+        self.shards = shards
+        self.limits = limits or Limits()
+
+    # --- registry -------------------------------------------------------------
+
+    async def _fresh(self, lookup: Callable[[Snapshot], object]) -> Snapshot:
+        """The current snapshot; if `lookup` says NOT_FOUND, re-read etcd once
+        (an object created a moment ago may not have reached our watch yet)."""
+        snap = self.cache.snapshot
+        try:
+            lookup(snap)
+            return snap
+        except NotFound:
+            return await asyncio.to_thread(self.cache.refresh)
+
+    async def describe_route(self, name: str) -> ResolvedRoute:
+        snap = await self._fresh(lambda s: resolve_route(s, name))
+        return resolve_route(snap, name)
+
+    @staticmethod
+    def _check_purpose(access: Access, family: EmbeddingFamily) -> None:
+        if family.allowed_purposes and access.purpose not in family.allowed_purposes:
+            raise PermissionDenied(
+                f"purpose {access.purpose!r} may not read embedding family {family.name!r}; "
+                f"allowed purposes: {list(family.allowed_purposes)}"
+            )
+
+    def _replica_targets(self, snap: Snapshot, index: IndexVersion, placement: Placement) -> dict[str, Shard]:
+        """One serving replica per bucket (the first listed that is serving)."""
+        targets: dict[str, Shard] = {}
+        for bucket, replicas in enumerate(placement.buckets):
+            member = next((m for m in map(snap.serving_shard, replicas) if m is not None), None)
+            if member is None:
+                raise Unavailable(
+                    f"bucket {bucket} of index {index.ref} has no serving replica "
+                    f"(placed on {list(replicas)})"
+                )
+            targets.setdefault(member.shard_id, self.shards(member.shard_id, member.address))
+        return targets
+
+    def _all_replicas(self, snap: Snapshot, index: IndexVersion, bucket: int, placement: Placement) -> list[Shard]:
+        out = []
+        for shard_id in placement.buckets[bucket]:
+            member = snap.shards.get(shard_id)
+            if member is None:
+                raise Unavailable(
+                    f"shard {shard_id} (bucket {bucket} of index {index.ref}) is not registered; "
+                    "writes need every replica"
+                )
+            out.append(self.shards(member.shard_id, member.address))
+        return out
+
+    # --- search ---------------------------------------------------------------
+
+    async def search(self, q: SearchQuery, timeout: float) -> SearchResult:
+        t0 = time.perf_counter()
+        resolved = await self.describe_route(q.route)
+        snap = self.cache.snapshot
+        index, family = resolved.index, resolved.query_family
+        self._check_purpose(q.access, resolved.item_family)
+        check_vector(q.vector, family.dimension, what="query_vector")
+        if not 1 <= q.k <= index.max_k:
+            raise InvalidArgument(f"k={q.k} is out of range; expected 1..{index.max_k}")
+        if q.filter is not None:
+            validate_filter(q.filter, index.attributes)
+        targets = self._replica_targets(snap, index, resolved.placement)
+        t1 = time.perf_counter()
+
+        query = ShardQuery(q.vector, q.k, q.access.tenant_id, q.filter)
+        answers = await asyncio.gather(
+            *(shard.search(index.ref, [query], timeout) for shard in targets.values())
+        )
+        t2 = time.perf_counter()
+        hits = merge_topk((a[0].hits for a in answers), q.k)
+        t3 = time.perf_counter()
+        return SearchResult(
+            hits=hits,
+            route=resolved.route.name,
+            bundle=resolved.bundle.name,
+            index=index,
+            metric=resolved.item_family.metric.value,
+            diagnostics=Diagnostics(
+                resolve_ms=(t1 - t0) * 1e3,
+                fanout_ms=(t2 - t1) * 1e3,
+                merge_ms=(t3 - t2) * 1e3,
+                shards_searched=len(targets),
+                candidates=sum(a[0].candidates for a in answers),
+            ),
+        )
+
+    # --- writes ---------------------------------------------------------------
+
+    async def _embedding(self, ref: VersionRef) -> tuple[Snapshot, EmbeddingFamily, list[IndexVersion]]:
+        snap = await self._fresh(lambda s: indexes_for_embedding(s, ref))
+        return snap, snap.family(ref.name), indexes_for_embedding(snap, ref)
+
+    @staticmethod
+    def _own_key(key: EntityKey, access: Access, family: EmbeddingFamily, where: str) -> EntityKey:
+        """Fills an empty tenant/type from the caller and family; refuses others'."""
+        tenant = key.tenant_id or access.tenant_id
+        if tenant != access.tenant_id:
+            raise PermissionDenied(
+                f"{where}: tenant {key.tenant_id!r} differs from the caller's tenant {access.tenant_id!r}"
+            )
+        etype = key.entity_type or family.entity_type
+        if etype != family.entity_type:
+            raise InvalidArgument(
+                f"{where}: entity_type {key.entity_type!r}, expected {family.entity_type!r} "
+                f"for family {family.name!r}"
+            )
+        if not key.entity_id:
+            raise InvalidArgument(f"{where}: entity_id is empty, expected a non-empty id")
+        return EntityKey(tenant, etype, key.entity_id)
+
+    def _checked_records(
+        self, access: Access, family: EmbeddingFamily, records: Sequence[WriteRecord]
+    ) -> list[WriteRecord]:
+        if not records:
+            raise InvalidArgument("upsert: no records; expected 1.." f"{self.limits.max_batch_records}")
+        if len(records) > self.limits.max_batch_records:
+            raise InvalidArgument(
+                f"upsert: {len(records)} records in one request, expected at most "
+                f"{self.limits.max_batch_records}; split the batch"
+            )
+        now = _now_micros()
+        out = []
+        for i, r in enumerate(records):
+            where = f"records[{i}] {tuple(r.key)}"
+            key = self._own_key(r.key, access, family, where)
+            check_vector(r.vector, family.dimension, what=where)
+            if (family.metric is Metric.COSINE or family.normalize) and not np.any(r.vector):
+                raise InvalidArgument(f"{where}: zero vector cannot be normalized (cosine); expected norm > 0")
+            out.append(
+                replace(
+                    r,
+                    key=key,
+                    source_version=r.source_version or now,
+                    created_at=r.created_at or now,
+                )
+            )
+        return out
+
+    async def upsert(
+        self, access: Access, embedding: VersionRef, records: Sequence[WriteRecord], timeout: float
+    ) -> tuple[int, int]:
+        snap, family, indexes = await self._embedding(embedding)
+        self._check_purpose(access, family)
+        checked = self._checked_records(access, family, records)
+        # Resolve every destination before writing anything, so a missing
+        # replica rejects the request instead of half-writing it.
+        plan: list[tuple[int, Shard, VersionRef, list[tuple[WriteRecord, int]]]] = []
+        for n, index in enumerate(indexes):
+            placement = snap.placement(index.ref)
+            per_shard: dict[str, tuple[Shard, list[tuple[WriteRecord, int]]]] = {}
+            for r in checked:
+                bucket = bucket_of(r.key.tenant_id, r.key.entity_id, index.num_buckets)
+                for shard in self._all_replicas(snap, index, bucket, placement):
+                    per_shard.setdefault(shard.shard_id, (shard, []))[1].append((r, bucket))
+            plan.extend((n, shard, index.ref, recs) for shard, recs in per_shard.values())
+        results = await asyncio.gather(*(shard.upsert(ref, recs, timeout) for _, shard, ref, recs in plan))
+        # Counts come from the first index version (the others hold the same records).
+        written = sum(w for (n, *_), (w, _) in zip(plan, results, strict=True) if n == 0)
+        ignored = sum(i for (n, *_), (_, i) in zip(plan, results, strict=True) if n == 0)
+        return written, ignored
+
+    async def delete(
+        self, access: Access, embedding: VersionRef, keys: Sequence[EntityKey], source_version: int, timeout: float
+    ) -> int:
+        snap, family, indexes = await self._embedding(embedding)
+        self._check_purpose(access, family)
+        if len(keys) > self.limits.max_batch_records:
+            raise InvalidArgument(f"delete: {len(keys)} keys, expected at most {self.limits.max_batch_records}")
+        owned = [self._own_key(k, access, family, f"keys[{i}] {tuple(k)}") for i, k in enumerate(keys)]
+        version = source_version or _now_micros()
+        calls = []
+        for n, index in enumerate(indexes):
+            placement = snap.placement(index.ref)
+            per_shard: dict[str, tuple[Shard, list[EntityKey]]] = {}
+            for key in owned:
+                bucket = bucket_of(key.tenant_id, key.entity_id, index.num_buckets)
+                for shard in self._all_replicas(snap, index, bucket, placement):
+                    per_shard.setdefault(shard.shard_id, (shard, []))[1].append(key)
+            calls.extend((n, shard, index.ref, ks) for shard, ks in per_shard.values())
+        results = await asyncio.gather(*(s.delete(ref, ks, version, timeout) for _, s, ref, ks in calls))
+        return sum(d for (n, *_), d in zip(calls, results, strict=True) if n == 0)
+
+    # --- lookups --------------------------------------------------------------
+
+    async def batch_get(
+        self,
+        access: Access,
+        embedding: VersionRef,
+        keys: Sequence[EntityKey],
+        include_vectors: bool,
+        timeout: float,
+    ) -> list[Lookup]:
+        snap, family, indexes = await self._embedding(embedding)
+        self._check_purpose(access, family)
+        if len(keys) > self.limits.max_lookup_keys:
+            raise InvalidArgument(f"lookup: {len(keys)} keys, expected at most {self.limits.max_lookup_keys}")
+        owned = [self._own_key(k, access, family, f"keys[{i}] {tuple(k)}") for i, k in enumerate(keys)]
+        index = indexes[0]
+        placement = snap.placement(index.ref)
+        targets = self._replica_targets(snap, index, placement)
+        by_bucket_shard: dict[int, Shard] = {}
+        for bucket, replicas in enumerate(placement.buckets):
+            shard_id = next(s for s in replicas if s in targets)
+            by_bucket_shard[bucket] = targets[shard_id]
+        groups: dict[str, list[int]] = defaultdict(list)
+        for pos, key in enumerate(owned):
+            shard = by_bucket_shard[bucket_of(key.tenant_id, key.entity_id, index.num_buckets)]
+            groups[shard.shard_id].append(pos)
+        answers = await asyncio.gather(
+            *(
+                targets[sid].batch_get(index.ref, [owned[p] for p in positions], include_vectors, timeout)
+                for sid, positions in groups.items()
+            )
+        )
+        out: list[Lookup | None] = [None] * len(owned)
+        for positions, lookups in zip(groups.values(), answers, strict=True):
+            for pos, lk in zip(positions, lookups, strict=True):
+                out[pos] = lk
+        return [lk if lk is not None else Lookup(owned[i], LookupStatus.MISSING) for i, lk in enumerate(out)]

@@ -1,0 +1,61 @@
+"""RetrievalService: proto → domain → RetrievalEngine → proto, nothing else."""
+
+from __future__ import annotations
+
+import grpc.aio
+
+from coordinator import convert
+from coordinator.service import RetrievalEngine
+from protos.vecshard.v1 import retrieval_pb2 as pb
+from protos.vecshard.v1 import retrieval_pb2_grpc
+from registry.model import VersionRef
+
+
+class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
+    def __init__(self, engine: RetrievalEngine, default_timeout: float) -> None:
+        self.engine = engine
+        self.default_timeout = default_timeout
+
+    def _timeout(self, context: grpc.aio.ServicerContext) -> float:
+        remaining = context.time_remaining()
+        return remaining if remaining is not None else self.default_timeout
+
+    async def Search(self, request: pb.SearchRequest, context: grpc.aio.ServicerContext) -> pb.SearchResponse:
+        result = await self.engine.search(convert.search_from_pb(request), self._timeout(context))
+        return convert.search_to_pb(result)
+
+    async def BatchGetEmbeddings(
+        self, request: pb.BatchGetEmbeddingsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.BatchGetEmbeddingsResponse:
+        lookups = await self.engine.batch_get(
+            convert.access_from_pb(request.access),
+            VersionRef(request.embedding_name, request.embedding_version),
+            convert.keys_from_pb(request.keys),
+            request.include_vectors,
+            self._timeout(context),
+        )
+        return convert.lookups_to_pb(lookups)
+
+    async def Upsert(self, request: pb.UpsertRequest, context: grpc.aio.ServicerContext) -> pb.UpsertResponse:
+        written, ignored = await self.engine.upsert(
+            convert.access_from_pb(request.access),
+            VersionRef(request.embedding_name, request.embedding_version),
+            [convert.record_from_pb(r, i) for i, r in enumerate(request.records)],
+            self._timeout(context),
+        )
+        return pb.UpsertResponse(written=written, ignored_stale=ignored)
+
+    async def Delete(self, request: pb.DeleteRequest, context: grpc.aio.ServicerContext) -> pb.DeleteResponse:
+        deleted = await self.engine.delete(
+            convert.access_from_pb(request.access),
+            VersionRef(request.embedding_name, request.embedding_version),
+            convert.keys_from_pb(request.keys),
+            request.source_version,
+            self._timeout(context),
+        )
+        return pb.DeleteResponse(deleted=deleted)
+
+    async def DescribeRoute(
+        self, request: pb.DescribeRouteRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DescribeRouteResponse:
+        return convert.describe_route_to_pb(await self.engine.describe_route(request.route))

@@ -1,0 +1,109 @@
+"""How the coordinator talks to shards, without caring where they live.
+
+`Shard` is the protocol the query logic uses, in domain types only, so the
+logic is testable with in-memory shards; `RemoteShard` implements it over gRPC
+(asyncio). `ShardPool` keeps one channel per shard address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol, TypeVar
+
+import grpc
+import grpc.aio
+
+from coordinator import convert
+from coordinator.errors import shard_error
+from coordinator.model import Lookup, ShardAnswer, ShardQuery, WriteRecord
+from protos import serving
+from protos.vecshard.v1.internal import shard_pb2_grpc
+from registry.model import EntityKey, VersionRef
+
+UPSERT_BATCH = 1000
+T = TypeVar("T")
+
+
+class Shard(Protocol):
+    shard_id: str
+    address: str
+
+    async def search(self, index: VersionRef, queries: Sequence[ShardQuery], timeout: float) -> list[ShardAnswer]: ...
+
+    async def upsert(
+        self, index: VersionRef, records: Sequence[tuple[WriteRecord, int]], timeout: float
+    ) -> tuple[int, int]:
+        """Writes (record, bucket) pairs; returns (written, ignored_stale)."""
+        ...
+
+    async def delete(self, index: VersionRef, keys: Sequence[EntityKey], source_version: int, timeout: float) -> int: ...
+
+    async def batch_get(
+        self, index: VersionRef, keys: Sequence[EntityKey], include_vectors: bool, timeout: float
+    ) -> list[Lookup]: ...
+
+
+class RemoteShard:
+    def __init__(self, shard_id: str, address: str) -> None:
+        self.shard_id = shard_id
+        self.address = address
+        self.channel = grpc.aio.insecure_channel(address, options=serving.grpc_options())
+        self.stub = shard_pb2_grpc.ShardServiceStub(self.channel)
+
+    async def _call(self, call: Callable[[], Awaitable[T]]) -> T:
+        try:
+            return await call()
+        except grpc.RpcError as exc:
+            raise shard_error(self.shard_id, self.address, exc) from exc
+
+    async def search(self, index: VersionRef, queries: Sequence[ShardQuery], timeout: float) -> list[ShardAnswer]:
+        req = convert.shard_search_pb(index, queries)
+        resp = await self._call(lambda: self.stub.Search(req, timeout=timeout))
+        return convert.shard_answers(resp, self.shard_id, len(queries))
+
+    async def upsert(
+        self, index: VersionRef, records: Sequence[tuple[WriteRecord, int]], timeout: float
+    ) -> tuple[int, int]:
+        batches = convert.shard_upsert_batches(index, records, UPSERT_BATCH)
+        ack = await self._call(lambda: self.stub.Upsert(iter(batches), timeout=timeout))
+        return ack.written, ack.ignored_stale
+
+    async def delete(self, index: VersionRef, keys: Sequence[EntityKey], source_version: int, timeout: float) -> int:
+        req = convert.shard_delete_pb(index, keys, source_version)
+        ack = await self._call(lambda: self.stub.Delete(req, timeout=timeout))
+        return int(ack.deleted)
+
+    async def batch_get(
+        self, index: VersionRef, keys: Sequence[EntityKey], include_vectors: bool, timeout: float
+    ) -> list[Lookup]:
+        req = convert.shard_batch_get_pb(index, keys, include_vectors)
+        resp = await self._call(lambda: self.stub.BatchGet(req, timeout=timeout))
+        return convert.shard_lookups(resp)
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+
+class ShardPool:
+    """One RemoteShard per shard id; a shard that moved gets a new channel."""
+
+    def __init__(self) -> None:
+        self._shards: dict[str, RemoteShard] = {}
+        self._closing: set[asyncio.Task[None]] = set()
+
+    def get(self, shard_id: str, address: str) -> Shard:
+        shard = self._shards.get(shard_id)
+        if shard is None or shard.address != address:
+            if shard is not None:
+                task = asyncio.ensure_future(shard.close())
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
+            shard = RemoteShard(shard_id, address)
+            self._shards[shard_id] = shard
+        return shard
+
+    async def close(self) -> None:
+        for shard in self._shards.values():
+            await shard.close()
+        self._shards.clear()

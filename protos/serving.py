@@ -1,0 +1,201 @@
+"""What every vecshard server has: error mapping, request metrics, health,
+reflection and a Prometheus endpoint — written once for the sync shard server
+and the asyncio coordinator alike.
+
+Servicers stay thin: they raise `protos.errors.VecshardError` subclasses and
+the interceptor turns them into statuses whose message says what was expected.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+import grpc
+import grpc.aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import Counter, Histogram, start_http_server
+
+from protos.errors import VecshardError
+
+log = logging.getLogger(__name__)
+
+REQUESTS = Counter(
+    "vecshard_grpc_requests_total",
+    "gRPC requests handled, by service, method and status code",
+    ["component", "service", "method", "code"],
+)
+LATENCY = Histogram(
+    "vecshard_grpc_request_duration_seconds",
+    "gRPC request handling time, by service and method",
+    ["component", "service", "method"],
+    buckets=(0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+)
+
+
+def _split(full_method: str) -> tuple[str, str]:
+    _, service, method = full_method.split("/", 2)
+    return service, method
+
+
+def _status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    if isinstance(exc, VecshardError):
+        return exc.code, exc.message
+    log.exception("unhandled error in handler", exc_info=exc)
+    return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"
+
+
+def _rebuild(handler: grpc.RpcMethodHandler, wrap: Callable[[Any], Any]) -> grpc.RpcMethodHandler:
+    if handler.unary_unary:
+        factory, behavior = grpc.unary_unary_rpc_method_handler, handler.unary_unary
+    elif handler.stream_unary:
+        factory, behavior = grpc.stream_unary_rpc_method_handler, handler.stream_unary
+    elif handler.unary_stream:
+        factory, behavior = grpc.unary_stream_rpc_method_handler, handler.unary_stream
+    else:
+        factory, behavior = grpc.stream_stream_rpc_method_handler, handler.stream_stream
+    return factory(
+        wrap(behavior),
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
+
+
+# The health and reflection services are not wrapped: their streams must not be
+# counted as requests, and they never raise domain errors.
+_PASSTHROUGH = ("/grpc.health.v1.", "/grpc.reflection.")
+
+
+class SyncServerInterceptor(grpc.ServerInterceptor):
+    """Errors → statuses and request metrics for the thread-pool server."""
+
+    def __init__(self, component: str) -> None:
+        self.component = component
+
+    def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
+        handler = continuation(handler_call_details)
+        name = handler_call_details.method
+        if handler is None or name.startswith(_PASSTHROUGH):
+            return handler
+        service, method = _split(name)
+        component = self.component
+
+        def wrap(behavior: Callable[..., Any]) -> Callable[..., Any]:
+            def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
+                start = time.perf_counter()
+                code = grpc.StatusCode.OK
+                try:
+                    return behavior(request, context)
+                except Exception as exc:
+                    if context.code() is not None:  # the servicer aborted on its own
+                        code = context.code()
+                        raise
+                    code, message = _status_of(exc)
+                    context.abort(code, message)
+                finally:
+                    REQUESTS.labels(component, service, method, code.name).inc()
+                    LATENCY.labels(component, service, method).observe(time.perf_counter() - start)
+
+            return wrapped
+
+        return _rebuild(handler, wrap)
+
+
+class AsyncServerInterceptor(grpc.aio.ServerInterceptor):
+    """Errors → statuses and request metrics for the asyncio server."""
+
+    def __init__(self, component: str) -> None:
+        self.component = component
+
+    async def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
+        handler = await continuation(handler_call_details)
+        name = handler_call_details.method
+        if handler is None or name.startswith(_PASSTHROUGH):
+            return handler
+        service, method = _split(name)
+        component = self.component
+
+        def wrap(behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+            async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                start = time.perf_counter()
+                code = grpc.StatusCode.OK
+                try:
+                    return await behavior(request, context)
+                except grpc.aio.AbortError:
+                    code = context.code() or grpc.StatusCode.UNKNOWN
+                    raise
+                except Exception as exc:
+                    code, message = _status_of(exc)
+                    await context.abort(code, message)
+                finally:
+                    REQUESTS.labels(component, service, method, code.name).inc()
+                    LATENCY.labels(component, service, method).observe(time.perf_counter() - start)
+
+            return wrapped
+
+        return _rebuild(handler, wrap)
+
+
+def add_health_and_reflection(
+    server: grpc.Server | grpc.aio.Server, service_names: Iterable[str]
+) -> health.HealthServicer:
+    """Registers health (every service starts NOT_SERVING) and reflection.
+
+    The caller flips services to SERVING once they can answer correctly (a shard
+    only after its segments are loaded), so a readiness probe never sees a
+    half-started server as ready.
+    """
+    names = list(service_names)
+    servicer = health.HealthServicer(experimental_non_blocking=True)
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    for name in ["", *names]:
+        servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    return servicer
+
+
+def set_serving(servicer: health.HealthServicer, service_names: Iterable[str], serving: bool) -> None:
+    status = (
+        health_pb2.HealthCheckResponse.SERVING
+        if serving
+        else health_pb2.HealthCheckResponse.NOT_SERVING
+    )
+    for name in ["", *service_names]:
+        servicer.set(name, status)
+
+
+def start_metrics(host: str, port: int) -> int:
+    """Serves Prometheus metrics over HTTP; port 0 picks a free one. Returns the port."""
+    server, _thread = start_http_server(port, addr=host)
+    return int(server.server_port)
+
+
+def grpc_options(max_message_mb: int = 64) -> list[tuple[str, int]]:
+    size = max_message_mb * 1024 * 1024
+    return [
+        ("grpc.max_send_message_length", size),
+        ("grpc.max_receive_message_length", size),
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+def announce_ready(**fields: object) -> None:
+    """One JSON line on stdout once serving: how a parent process (`vecshard up`,
+    tests) learns the ports a server bound with port 0, without guessing."""
+    import json
+    import os
+    import sys
+
+    print(json.dumps({"event": "ready", "pid": os.getpid(), **fields}), flush=True)
+    sys.stdout.flush()
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=__import__("sys").stderr,
+    )

@@ -1,0 +1,157 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Metric(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    METRIC_UNSPECIFIED: _ClassVar[Metric]
+    INNER_PRODUCT: _ClassVar[Metric]
+    COSINE: _ClassVar[Metric]
+    L2: _ClassVar[Metric]
+
+class LookupStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LOOKUP_STATUS_UNSPECIFIED: _ClassVar[LookupStatus]
+    FOUND: _ClassVar[LookupStatus]
+    MISSING: _ClassVar[LookupStatus]
+    DELETED: _ClassVar[LookupStatus]
+METRIC_UNSPECIFIED: Metric
+INNER_PRODUCT: Metric
+COSINE: Metric
+L2: Metric
+LOOKUP_STATUS_UNSPECIFIED: LookupStatus
+FOUND: LookupStatus
+MISSING: LookupStatus
+DELETED: LookupStatus
+
+class EntityKey(_message.Message):
+    __slots__ = ("tenant_id", "entity_type", "entity_id")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    ENTITY_TYPE_FIELD_NUMBER: _ClassVar[int]
+    ENTITY_ID_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    entity_type: str
+    entity_id: str
+    def __init__(self, tenant_id: _Optional[str] = ..., entity_type: _Optional[str] = ..., entity_id: _Optional[str] = ...) -> None: ...
+
+class StringList(_message.Message):
+    __slots__ = ("values",)
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, values: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class AttributeValue(_message.Message):
+    __slots__ = ("string_value", "int_value", "float_value", "string_list_value")
+    STRING_VALUE_FIELD_NUMBER: _ClassVar[int]
+    INT_VALUE_FIELD_NUMBER: _ClassVar[int]
+    FLOAT_VALUE_FIELD_NUMBER: _ClassVar[int]
+    STRING_LIST_VALUE_FIELD_NUMBER: _ClassVar[int]
+    string_value: str
+    int_value: int
+    float_value: float
+    string_list_value: StringList
+    def __init__(self, string_value: _Optional[str] = ..., int_value: _Optional[int] = ..., float_value: _Optional[float] = ..., string_list_value: _Optional[_Union[StringList, _Mapping]] = ...) -> None: ...
+
+class Filter(_message.Message):
+    __slots__ = ("eq", "in_set", "range", "all_of", "any_of", "negate")
+    EQ_FIELD_NUMBER: _ClassVar[int]
+    IN_SET_FIELD_NUMBER: _ClassVar[int]
+    RANGE_FIELD_NUMBER: _ClassVar[int]
+    ALL_OF_FIELD_NUMBER: _ClassVar[int]
+    ANY_OF_FIELD_NUMBER: _ClassVar[int]
+    NEGATE_FIELD_NUMBER: _ClassVar[int]
+    eq: Eq
+    in_set: In
+    range: Range
+    all_of: FilterList
+    any_of: FilterList
+    negate: Filter
+    def __init__(self, eq: _Optional[_Union[Eq, _Mapping]] = ..., in_set: _Optional[_Union[In, _Mapping]] = ..., range: _Optional[_Union[Range, _Mapping]] = ..., all_of: _Optional[_Union[FilterList, _Mapping]] = ..., any_of: _Optional[_Union[FilterList, _Mapping]] = ..., negate: _Optional[_Union[Filter, _Mapping]] = ...) -> None: ...
+
+class Eq(_message.Message):
+    __slots__ = ("attribute", "value")
+    ATTRIBUTE_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    attribute: str
+    value: AttributeValue
+    def __init__(self, attribute: _Optional[str] = ..., value: _Optional[_Union[AttributeValue, _Mapping]] = ...) -> None: ...
+
+class In(_message.Message):
+    __slots__ = ("attribute", "values")
+    ATTRIBUTE_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    attribute: str
+    values: _containers.RepeatedCompositeFieldContainer[AttributeValue]
+    def __init__(self, attribute: _Optional[str] = ..., values: _Optional[_Iterable[_Union[AttributeValue, _Mapping]]] = ...) -> None: ...
+
+class Range(_message.Message):
+    __slots__ = ("attribute", "gte", "gt", "lte", "lt")
+    ATTRIBUTE_FIELD_NUMBER: _ClassVar[int]
+    GTE_FIELD_NUMBER: _ClassVar[int]
+    GT_FIELD_NUMBER: _ClassVar[int]
+    LTE_FIELD_NUMBER: _ClassVar[int]
+    LT_FIELD_NUMBER: _ClassVar[int]
+    attribute: str
+    gte: float
+    gt: float
+    lte: float
+    lt: float
+    def __init__(self, attribute: _Optional[str] = ..., gte: _Optional[float] = ..., gt: _Optional[float] = ..., lte: _Optional[float] = ..., lt: _Optional[float] = ...) -> None: ...
+
+class FilterList(_message.Message):
+    __slots__ = ("filters",)
+    FILTERS_FIELD_NUMBER: _ClassVar[int]
+    filters: _containers.RepeatedCompositeFieldContainer[Filter]
+    def __init__(self, filters: _Optional[_Iterable[_Union[Filter, _Mapping]]] = ...) -> None: ...
+
+class AccessContext(_message.Message):
+    __slots__ = ("tenant_id", "purpose", "subject_id", "principal")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    purpose: str
+    subject_id: str
+    principal: str
+    def __init__(self, tenant_id: _Optional[str] = ..., purpose: _Optional[str] = ..., subject_id: _Optional[str] = ..., principal: _Optional[str] = ...) -> None: ...
+
+class EmbeddingRecord(_message.Message):
+    __slots__ = ("key", "vector", "source_version", "model_version", "created_at_unix_micros", "attributes", "norm")
+    class AttributesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: AttributeValue
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[AttributeValue, _Mapping]] = ...) -> None: ...
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_UNIX_MICROS_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
+    NORM_FIELD_NUMBER: _ClassVar[int]
+    key: EntityKey
+    vector: bytes
+    source_version: int
+    model_version: str
+    created_at_unix_micros: int
+    attributes: _containers.MessageMap[str, AttributeValue]
+    norm: float
+    def __init__(self, key: _Optional[_Union[EntityKey, _Mapping]] = ..., vector: _Optional[bytes] = ..., source_version: _Optional[int] = ..., model_version: _Optional[str] = ..., created_at_unix_micros: _Optional[int] = ..., attributes: _Optional[_Mapping[str, AttributeValue]] = ..., norm: _Optional[float] = ...) -> None: ...
+
+class EmbeddingLookup(_message.Message):
+    __slots__ = ("key", "status", "record")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    RECORD_FIELD_NUMBER: _ClassVar[int]
+    key: EntityKey
+    status: LookupStatus
+    record: EmbeddingRecord
+    def __init__(self, key: _Optional[_Union[EntityKey, _Mapping]] = ..., status: _Optional[_Union[LookupStatus, str]] = ..., record: _Optional[_Union[EmbeddingRecord, _Mapping]] = ...) -> None: ...

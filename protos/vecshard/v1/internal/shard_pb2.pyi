@@ -1,0 +1,148 @@
+from protos.vecshard.v1 import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class IndexRef(_message.Message):
+    __slots__ = ("name", "version")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
+
+class BucketedRecord(_message.Message):
+    __slots__ = ("record", "bucket")
+    RECORD_FIELD_NUMBER: _ClassVar[int]
+    BUCKET_FIELD_NUMBER: _ClassVar[int]
+    record: _common_pb2.EmbeddingRecord
+    bucket: int
+    def __init__(self, record: _Optional[_Union[_common_pb2.EmbeddingRecord, _Mapping]] = ..., bucket: _Optional[int] = ...) -> None: ...
+
+class UpsertBatch(_message.Message):
+    __slots__ = ("index", "records")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    index: IndexRef
+    records: _containers.RepeatedCompositeFieldContainer[BucketedRecord]
+    def __init__(self, index: _Optional[_Union[IndexRef, _Mapping]] = ..., records: _Optional[_Iterable[_Union[BucketedRecord, _Mapping]]] = ...) -> None: ...
+
+class UpsertAck(_message.Message):
+    __slots__ = ("written", "ignored_stale", "sequence")
+    WRITTEN_FIELD_NUMBER: _ClassVar[int]
+    IGNORED_STALE_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    written: int
+    ignored_stale: int
+    sequence: int
+    def __init__(self, written: _Optional[int] = ..., ignored_stale: _Optional[int] = ..., sequence: _Optional[int] = ...) -> None: ...
+
+class DeleteRequest(_message.Message):
+    __slots__ = ("index", "keys", "source_version")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    index: IndexRef
+    keys: _containers.RepeatedCompositeFieldContainer[_common_pb2.EntityKey]
+    source_version: int
+    def __init__(self, index: _Optional[_Union[IndexRef, _Mapping]] = ..., keys: _Optional[_Iterable[_Union[_common_pb2.EntityKey, _Mapping]]] = ..., source_version: _Optional[int] = ...) -> None: ...
+
+class DeleteAck(_message.Message):
+    __slots__ = ("deleted", "sequence")
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    deleted: int
+    sequence: int
+    def __init__(self, deleted: _Optional[int] = ..., sequence: _Optional[int] = ...) -> None: ...
+
+class Query(_message.Message):
+    __slots__ = ("vector", "k", "filter", "tenant_id")
+    VECTOR_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    vector: bytes
+    k: int
+    filter: _common_pb2.Filter
+    tenant_id: str
+    def __init__(self, vector: _Optional[bytes] = ..., k: _Optional[int] = ..., filter: _Optional[_Union[_common_pb2.Filter, _Mapping]] = ..., tenant_id: _Optional[str] = ...) -> None: ...
+
+class SearchRequest(_message.Message):
+    __slots__ = ("index", "queries")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    QUERIES_FIELD_NUMBER: _ClassVar[int]
+    index: IndexRef
+    queries: _containers.RepeatedCompositeFieldContainer[Query]
+    def __init__(self, index: _Optional[_Union[IndexRef, _Mapping]] = ..., queries: _Optional[_Iterable[_Union[Query, _Mapping]]] = ...) -> None: ...
+
+class ShardHit(_message.Message):
+    __slots__ = ("key", "score", "bucket")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    BUCKET_FIELD_NUMBER: _ClassVar[int]
+    key: _common_pb2.EntityKey
+    score: float
+    bucket: int
+    def __init__(self, key: _Optional[_Union[_common_pb2.EntityKey, _Mapping]] = ..., score: _Optional[float] = ..., bucket: _Optional[int] = ...) -> None: ...
+
+class QueryResult(_message.Message):
+    __slots__ = ("hits", "candidates")
+    HITS_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    hits: _containers.RepeatedCompositeFieldContainer[ShardHit]
+    candidates: int
+    def __init__(self, hits: _Optional[_Iterable[_Union[ShardHit, _Mapping]]] = ..., candidates: _Optional[int] = ...) -> None: ...
+
+class SearchResponse(_message.Message):
+    __slots__ = ("results", "shard_id")
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    SHARD_ID_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[QueryResult]
+    shard_id: str
+    def __init__(self, results: _Optional[_Iterable[_Union[QueryResult, _Mapping]]] = ..., shard_id: _Optional[str] = ...) -> None: ...
+
+class BatchGetRequest(_message.Message):
+    __slots__ = ("index", "keys", "include_vectors")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_VECTORS_FIELD_NUMBER: _ClassVar[int]
+    index: IndexRef
+    keys: _containers.RepeatedCompositeFieldContainer[_common_pb2.EntityKey]
+    include_vectors: bool
+    def __init__(self, index: _Optional[_Union[IndexRef, _Mapping]] = ..., keys: _Optional[_Iterable[_Union[_common_pb2.EntityKey, _Mapping]]] = ..., include_vectors: _Optional[bool] = ...) -> None: ...
+
+class BatchGetResponse(_message.Message):
+    __slots__ = ("records",)
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    records: _containers.RepeatedCompositeFieldContainer[_common_pb2.EmbeddingLookup]
+    def __init__(self, records: _Optional[_Iterable[_Union[_common_pb2.EmbeddingLookup, _Mapping]]] = ...) -> None: ...
+
+class DescribeRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class IndexStats(_message.Message):
+    __slots__ = ("index", "kind", "live_count", "tombstone_count")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    LIVE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    TOMBSTONE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    index: IndexRef
+    kind: str
+    live_count: int
+    tombstone_count: int
+    def __init__(self, index: _Optional[_Union[IndexRef, _Mapping]] = ..., kind: _Optional[str] = ..., live_count: _Optional[int] = ..., tombstone_count: _Optional[int] = ...) -> None: ...
+
+class DescribeResponse(_message.Message):
+    __slots__ = ("shard_id", "indexes", "sequence")
+    SHARD_ID_FIELD_NUMBER: _ClassVar[int]
+    INDEXES_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    shard_id: str
+    indexes: _containers.RepeatedCompositeFieldContainer[IndexStats]
+    sequence: int
+    def __init__(self, shard_id: _Optional[str] = ..., indexes: _Optional[_Iterable[_Union[IndexStats, _Mapping]]] = ..., sequence: _Optional[int] = ...) -> None: ...

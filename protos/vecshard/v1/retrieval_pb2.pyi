@@ -1,0 +1,176 @@
+from protos.vecshard.v1 import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class SearchRequest(_message.Message):
+    __slots__ = ("route", "access", "query_vector", "k", "filter")
+    ROUTE_FIELD_NUMBER: _ClassVar[int]
+    ACCESS_FIELD_NUMBER: _ClassVar[int]
+    QUERY_VECTOR_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    route: str
+    access: _common_pb2.AccessContext
+    query_vector: bytes
+    k: int
+    filter: _common_pb2.Filter
+    def __init__(self, route: _Optional[str] = ..., access: _Optional[_Union[_common_pb2.AccessContext, _Mapping]] = ..., query_vector: _Optional[bytes] = ..., k: _Optional[int] = ..., filter: _Optional[_Union[_common_pb2.Filter, _Mapping]] = ...) -> None: ...
+
+class Hit(_message.Message):
+    __slots__ = ("key", "score", "rank", "shard_id")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    RANK_FIELD_NUMBER: _ClassVar[int]
+    SHARD_ID_FIELD_NUMBER: _ClassVar[int]
+    key: _common_pb2.EntityKey
+    score: float
+    rank: int
+    shard_id: str
+    def __init__(self, key: _Optional[_Union[_common_pb2.EntityKey, _Mapping]] = ..., score: _Optional[float] = ..., rank: _Optional[int] = ..., shard_id: _Optional[str] = ...) -> None: ...
+
+class SearchDiagnostics(_message.Message):
+    __slots__ = ("resolve_ms", "fanout_ms", "merge_ms", "shards_searched", "candidates")
+    RESOLVE_MS_FIELD_NUMBER: _ClassVar[int]
+    FANOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    MERGE_MS_FIELD_NUMBER: _ClassVar[int]
+    SHARDS_SEARCHED_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    resolve_ms: float
+    fanout_ms: float
+    merge_ms: float
+    shards_searched: int
+    candidates: int
+    def __init__(self, resolve_ms: _Optional[float] = ..., fanout_ms: _Optional[float] = ..., merge_ms: _Optional[float] = ..., shards_searched: _Optional[int] = ..., candidates: _Optional[int] = ...) -> None: ...
+
+class SearchResponse(_message.Message):
+    __slots__ = ("hits", "route", "bundle", "index_name", "index_version", "embedding_name", "embedding_version", "metric", "diagnostics")
+    HITS_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_FIELD_NUMBER: _ClassVar[int]
+    INDEX_NAME_FIELD_NUMBER: _ClassVar[int]
+    INDEX_VERSION_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_NAME_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_VERSION_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    DIAGNOSTICS_FIELD_NUMBER: _ClassVar[int]
+    hits: _containers.RepeatedCompositeFieldContainer[Hit]
+    route: str
+    bundle: str
+    index_name: str
+    index_version: str
+    embedding_name: str
+    embedding_version: str
+    metric: _common_pb2.Metric
+    diagnostics: SearchDiagnostics
+    def __init__(self, hits: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ..., route: _Optional[str] = ..., bundle: _Optional[str] = ..., index_name: _Optional[str] = ..., index_version: _Optional[str] = ..., embedding_name: _Optional[str] = ..., embedding_version: _Optional[str] = ..., metric: _Optional[_Union[_common_pb2.Metric, str]] = ..., diagnostics: _Optional[_Union[SearchDiagnostics, _Mapping]] = ...) -> None: ...
+
+class BatchGetEmbeddingsRequest(_message.Message):
+    __slots__ = ("access", "embedding_name", "embedding_version", "keys", "include_vectors")
+    ACCESS_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_NAME_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_VERSION_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_VECTORS_FIELD_NUMBER: _ClassVar[int]
+    access: _common_pb2.AccessContext
+    embedding_name: str
+    embedding_version: str
+    keys: _containers.RepeatedCompositeFieldContainer[_common_pb2.EntityKey]
+    include_vectors: bool
+    def __init__(self, access: _Optional[_Union[_common_pb2.AccessContext, _Mapping]] = ..., embedding_name: _Optional[str] = ..., embedding_version: _Optional[str] = ..., keys: _Optional[_Iterable[_Union[_common_pb2.EntityKey, _Mapping]]] = ..., include_vectors: _Optional[bool] = ...) -> None: ...
+
+class BatchGetEmbeddingsResponse(_message.Message):
+    __slots__ = ("records",)
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    records: _containers.RepeatedCompositeFieldContainer[_common_pb2.EmbeddingLookup]
+    def __init__(self, records: _Optional[_Iterable[_Union[_common_pb2.EmbeddingLookup, _Mapping]]] = ...) -> None: ...
+
+class UpsertRequest(_message.Message):
+    __slots__ = ("access", "embedding_name", "embedding_version", "records")
+    ACCESS_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_NAME_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_VERSION_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    access: _common_pb2.AccessContext
+    embedding_name: str
+    embedding_version: str
+    records: _containers.RepeatedCompositeFieldContainer[_common_pb2.EmbeddingRecord]
+    def __init__(self, access: _Optional[_Union[_common_pb2.AccessContext, _Mapping]] = ..., embedding_name: _Optional[str] = ..., embedding_version: _Optional[str] = ..., records: _Optional[_Iterable[_Union[_common_pb2.EmbeddingRecord, _Mapping]]] = ...) -> None: ...
+
+class UpsertResponse(_message.Message):
+    __slots__ = ("written", "ignored_stale")
+    WRITTEN_FIELD_NUMBER: _ClassVar[int]
+    IGNORED_STALE_FIELD_NUMBER: _ClassVar[int]
+    written: int
+    ignored_stale: int
+    def __init__(self, written: _Optional[int] = ..., ignored_stale: _Optional[int] = ...) -> None: ...
+
+class DeleteRequest(_message.Message):
+    __slots__ = ("access", "embedding_name", "embedding_version", "keys", "source_version")
+    ACCESS_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_NAME_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_VERSION_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    access: _common_pb2.AccessContext
+    embedding_name: str
+    embedding_version: str
+    keys: _containers.RepeatedCompositeFieldContainer[_common_pb2.EntityKey]
+    source_version: int
+    def __init__(self, access: _Optional[_Union[_common_pb2.AccessContext, _Mapping]] = ..., embedding_name: _Optional[str] = ..., embedding_version: _Optional[str] = ..., keys: _Optional[_Iterable[_Union[_common_pb2.EntityKey, _Mapping]]] = ..., source_version: _Optional[int] = ...) -> None: ...
+
+class DeleteResponse(_message.Message):
+    __slots__ = ("deleted",)
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    deleted: int
+    def __init__(self, deleted: _Optional[int] = ...) -> None: ...
+
+class DescribeRouteRequest(_message.Message):
+    __slots__ = ("route",)
+    ROUTE_FIELD_NUMBER: _ClassVar[int]
+    route: str
+    def __init__(self, route: _Optional[str] = ...) -> None: ...
+
+class AttributeSchema(_message.Message):
+    __slots__ = ("name", "type")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    type: str
+    def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ...) -> None: ...
+
+class DescribeRouteResponse(_message.Message):
+    __slots__ = ("route", "bundle", "index_name", "index_version", "embedding_name", "embedding_version", "query_embedding_name", "query_embedding_version", "dimension", "metric", "attributes", "max_k", "index_kind", "num_buckets")
+    ROUTE_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_FIELD_NUMBER: _ClassVar[int]
+    INDEX_NAME_FIELD_NUMBER: _ClassVar[int]
+    INDEX_VERSION_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_NAME_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_VERSION_FIELD_NUMBER: _ClassVar[int]
+    QUERY_EMBEDDING_NAME_FIELD_NUMBER: _ClassVar[int]
+    QUERY_EMBEDDING_VERSION_FIELD_NUMBER: _ClassVar[int]
+    DIMENSION_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_K_FIELD_NUMBER: _ClassVar[int]
+    INDEX_KIND_FIELD_NUMBER: _ClassVar[int]
+    NUM_BUCKETS_FIELD_NUMBER: _ClassVar[int]
+    route: str
+    bundle: str
+    index_name: str
+    index_version: str
+    embedding_name: str
+    embedding_version: str
+    query_embedding_name: str
+    query_embedding_version: str
+    dimension: int
+    metric: _common_pb2.Metric
+    attributes: _containers.RepeatedCompositeFieldContainer[AttributeSchema]
+    max_k: int
+    index_kind: str
+    num_buckets: int
+    def __init__(self, route: _Optional[str] = ..., bundle: _Optional[str] = ..., index_name: _Optional[str] = ..., index_version: _Optional[str] = ..., embedding_name: _Optional[str] = ..., embedding_version: _Optional[str] = ..., query_embedding_name: _Optional[str] = ..., query_embedding_version: _Optional[str] = ..., dimension: _Optional[int] = ..., metric: _Optional[_Union[_common_pb2.Metric, str]] = ..., attributes: _Optional[_Iterable[_Union[AttributeSchema, _Mapping]]] = ..., max_k: _Optional[int] = ..., index_kind: _Optional[str] = ..., num_buckets: _Optional[int] = ...) -> None: ...

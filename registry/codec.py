@@ -1,0 +1,109 @@
+"""JSON encoding of registry objects, with a schema version in every value.
+
+The decoder is driven by the dataclass type hints, so adding a field with a
+default never breaks reading values written by an older version.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from collections.abc import Mapping
+from enum import Enum
+from typing import Any, TypeVar
+
+from protos.errors import InvalidArgument
+from registry import model
+
+SCHEMA_VERSION = 1
+T = TypeVar("T")
+
+KINDS: dict[str, type] = {
+    cls.__name__: cls
+    for cls in (
+        model.EmbeddingFamily,
+        model.EmbeddingVersion,
+        model.IndexVersion,
+        model.Placement,
+        model.Bundle,
+        model.Route,
+        model.ShardMember,
+    )
+}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Enum):
+        return value.value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def encode(obj: Any) -> bytes:
+    doc = {"schema": SCHEMA_VERSION, "kind": type(obj).__name__, "spec": _plain(obj)}
+    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _build(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            return None
+        return _build(next(a for a in args if a is not type(None)), value, where)
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, where)
+    if isinstance(tp, type) and issubclass(tp, Enum):
+        try:
+            return tp(value)
+        except ValueError:
+            allowed = ", ".join(m.value for m in tp)
+            raise InvalidArgument(f"{where}: {value!r} is not one of {allowed}") from None
+    if origin is tuple:
+        item = args[0] if args else Any
+        return tuple(_build(item, v, where) for v in value)
+    if origin in (Mapping, dict) or tp is Mapping:
+        vt = args[1] if len(args) == 2 else Any
+        return model.frozen_map({k: _build(vt, v, f"{where}.{k}") for k, v in value.items()})
+    if tp in (int, float, str, bool):
+        if tp is float and isinstance(value, int):
+            return float(value)
+        if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+            raise InvalidArgument(f"{where}: expected {tp.__name__}, got {value!r}")
+    return value
+
+
+def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
+    """Builds `cls` from plain data, naming the field when a value is wrong."""
+    where = where or cls.__name__
+    if not isinstance(data, Mapping):
+        raise InvalidArgument(f"{where}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = set(data) - names
+    if unknown:
+        raise InvalidArgument(f"{where}: unknown field(s) {sorted(unknown)}; expected {sorted(names)}")
+    kwargs = {k: _build(hints[k], v, f"{where}.{k}") for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise InvalidArgument(f"{where}: {exc}") from None
+
+
+def decode(raw: bytes) -> Any:
+    doc = json.loads(raw)
+    if doc.get("schema") != SCHEMA_VERSION:
+        raise InvalidArgument(
+            f"registry value has schema {doc.get('schema')!r}; this build reads {SCHEMA_VERSION}"
+        )
+    kind = doc.get("kind")
+    if kind not in KINDS:
+        raise InvalidArgument(f"unknown registry kind {kind!r}; expected one of {sorted(KINDS)}")
+    return from_dict(KINDS[kind], doc["spec"])

@@ -1,0 +1,103 @@
+"""proto ↔ domain for the types every service shares (keys, metrics,
+attributes, filters). Service packages keep their own convert.py for the rest."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from protos.errors import InvalidArgument
+from protos.vecshard.v1 import common_pb2 as pb
+from registry.filters import And, Eq, Filter, In, Not, Or, Range
+from registry.model import AttrValue, EntityKey, Metric
+
+METRIC_TO_PB = {
+    Metric.INNER_PRODUCT: pb.INNER_PRODUCT,
+    Metric.COSINE: pb.COSINE,
+    Metric.L2: pb.L2,
+}
+
+
+def key_from_pb(k: pb.EntityKey) -> EntityKey:
+    return EntityKey(k.tenant_id, k.entity_type, k.entity_id)
+
+
+def key_to_pb(k: EntityKey) -> pb.EntityKey:
+    return pb.EntityKey(tenant_id=k.tenant_id, entity_type=k.entity_type, entity_id=k.entity_id)
+
+
+def value_from_pb(v: pb.AttributeValue, where: str) -> AttrValue:
+    kind = v.WhichOneof("kind")
+    if kind is None:
+        raise InvalidArgument(f"{where}: attribute value is empty, expected string/int/float/string list")
+    if kind == "string_list_value":
+        return tuple(v.string_list_value.values)
+    return getattr(v, kind)  # type: ignore[no-any-return]
+
+
+def value_to_pb(v: AttrValue) -> pb.AttributeValue:
+    if isinstance(v, bool):
+        raise InvalidArgument(f"attribute value {v!r}: booleans are not an attribute type")
+    if isinstance(v, str):
+        return pb.AttributeValue(string_value=v)
+    if isinstance(v, int):
+        return pb.AttributeValue(int_value=v)
+    if isinstance(v, float):
+        return pb.AttributeValue(float_value=v)
+    if isinstance(v, tuple | list):
+        return pb.AttributeValue(string_list_value=pb.StringList(values=list(v)))
+    raise InvalidArgument(f"attribute value {v!r}: expected str, int, float or list of str")
+
+
+def attributes_from_pb(attrs: Mapping[str, pb.AttributeValue], where: str) -> dict[str, AttrValue]:
+    return {name: value_from_pb(v, f"{where}.{name}") for name, v in attrs.items()}
+
+
+def filter_from_pb(f: pb.Filter, depth: int = 0) -> Filter | None:
+    if depth > 32:
+        raise InvalidArgument("filter nests deeper than 32 levels")
+    kind = f.WhichOneof("kind")
+    if kind is None:
+        return None
+    if kind == "eq":
+        return Eq(f.eq.attribute, value_from_pb(f.eq.value, f"filter eq {f.eq.attribute!r}"))
+    if kind == "in_set":
+        where = f"filter in_set {f.in_set.attribute!r}"
+        return In(f.in_set.attribute, tuple(value_from_pb(v, where) for v in f.in_set.values))
+    if kind == "range":
+        r = f.range
+        return Range(
+            r.attribute,
+            r.gte if r.HasField("gte") else None,
+            r.gt if r.HasField("gt") else None,
+            r.lte if r.HasField("lte") else None,
+            r.lt if r.HasField("lt") else None,
+        )
+    subs = f.all_of.filters if kind == "all_of" else f.any_of.filters if kind == "any_of" else None
+    if subs is not None:
+        parts = tuple(p for p in (filter_from_pb(s, depth + 1) for s in subs) if p is not None)
+        if not parts:
+            raise InvalidArgument(f"filter {kind}: expected at least one non-empty sub-filter")
+        return And(parts) if kind == "all_of" else Or(parts)
+    inner = filter_from_pb(f.negate, depth + 1)
+    if inner is None:
+        raise InvalidArgument("filter negate: expected a non-empty sub-filter")
+    return Not(inner)
+
+
+def filter_to_pb(f: Filter | None) -> pb.Filter:
+    match f:
+        case None:
+            return pb.Filter()
+        case Eq(attribute, value):
+            return pb.Filter(eq=pb.Eq(attribute=attribute, value=value_to_pb(value)))
+        case In(attribute, values):
+            return pb.Filter(in_set=pb.In(attribute=attribute, values=[value_to_pb(v) for v in values]))
+        case Range(attribute, gte, gt, lte, lt):
+            return pb.Filter(range=pb.Range(attribute=attribute, gte=gte, gt=gt, lte=lte, lt=lt))
+        case And(filters):
+            return pb.Filter(all_of=pb.FilterList(filters=[filter_to_pb(s) for s in filters]))
+        case Or(filters):
+            return pb.Filter(any_of=pb.FilterList(filters=[filter_to_pb(s) for s in filters]))
+        case Not(inner):
+            return pb.Filter(negate=filter_to_pb(inner))
+    raise TypeError(f"not a filter: {f!r}")

@@ -1,0 +1,37 @@
+"""The registry's key space under one prefix (DESIGN §3)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_PREFIX = "/vecshard/v1/"
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str = DEFAULT_PREFIX
+
+    def __post_init__(self) -> None:
+        if not self.prefix.startswith("/") or not self.prefix.endswith("/"):
+            raise ValueError(f"registry prefix {self.prefix!r} must start and end with '/'")
+
+    def family(self, name: str) -> str:
+        return f"{self.prefix}embeddings/{name}/family"
+
+    def embedding_version(self, name: str, version: str) -> str:
+        return f"{self.prefix}embeddings/{name}/versions/{version}"
+
+    def index(self, name: str, version: str) -> str:
+        return f"{self.prefix}indexes/{name}/{version}"
+
+    def placement(self, name: str, version: str) -> str:
+        return f"{self.prefix}placement/{name}/{version}"
+
+    def bundle(self, name: str) -> str:
+        return f"{self.prefix}bundles/{name}"
+
+    def route(self, name: str) -> str:
+        return f"{self.prefix}routes/{name}"
+
+    def shard(self, shard_id: str) -> str:
+        return f"{self.prefix}cluster/shards/{shard_id}"

@@ -1,0 +1,68 @@
+"""A shard's lease-bound registration in `cluster/shards/{id}`.
+
+The key disappears when the lease expires, so a SIGKILLed shard stops being
+routed to within the TTL. A keep-alive thread refreshes the lease and, if it
+was lost (etcd restarted, long pause), registers again under a new one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+
+from registry import codec
+from registry.keys import Keys
+from registry.model import ShardMember, ShardState
+from registry.store import Lease, RegistryStore
+
+log = logging.getLogger(__name__)
+
+
+class ShardRegistration:
+    def __init__(self, store: RegistryStore, keys: Keys, member: ShardMember, ttl: int = 10) -> None:
+        self.store = store
+        self.keys = keys
+        self.member = member
+        self.ttl = ttl
+        self._lease: Lease | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def register(self) -> None:
+        self._lease = self.store.lease(self.ttl)
+        self.store.put(self.keys.shard(self.member.shard_id), codec.encode(self.member), lease=self._lease)
+
+    def set_state(self, state: ShardState) -> None:
+        self.member = dataclasses.replace(self.member, state=state)
+        self.store.put(self.keys.shard(self.member.shard_id), codec.encode(self.member), lease=self._lease)
+
+    def start(self) -> None:
+        self.register()
+        self._thread = threading.Thread(target=self._keepalive, name="shard-lease", daemon=True)
+        self._thread.start()
+
+    def _keepalive(self) -> None:
+        while not self._stop.wait(self.ttl / 3):
+            try:
+                assert self._lease is not None
+                self._lease.refresh()
+                if self.store.get(self.keys.shard(self.member.shard_id)) is None:
+                    self.register()  # lease expired while etcd was away: come back
+            except Exception as exc:  # noqa: BLE001 - retry until etcd answers again
+                log.warning("lease refresh failed: %s", exc)
+                try:
+                    self.register()
+                except Exception:  # noqa: BLE001
+                    pass
+
+    def close(self) -> None:
+        """Releases the lease so coordinators stop routing here at once."""
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=5)
+        if self._lease is not None:
+            try:
+                self._lease.revoke()
+            except Exception as exc:  # noqa: BLE001 - the lease expires on its own anyway
+                log.warning("could not revoke lease: %s", exc)

@@ -1,0 +1,161 @@
+"""The registry's data model (DESIGN §2) as immutable domain objects.
+
+Every object is a frozen dataclass so a `Snapshot` can be shared between
+threads and compared; the etcd encoding lives in `registry.codec`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Any, NamedTuple
+
+
+class Metric(StrEnum):
+    INNER_PRODUCT = "inner_product"
+    COSINE = "cosine"
+    L2 = "l2"
+
+
+class Status(StrEnum):
+    BUILDING = "building"
+    VALIDATING = "validating"
+    READY = "ready"
+    PRODUCTION = "production"
+    DEPRECATED = "deprecated"
+    FAILED = "failed"
+
+
+SERVABLE = frozenset({Status.READY, Status.PRODUCTION})
+
+
+class AttrType(StrEnum):
+    STRING = "string"
+    INT = "int"
+    FLOAT = "float"
+    STRING_LIST = "string_list"
+
+
+class IndexKind(StrEnum):
+    FLAT = "flat"
+    HNSW = "hnsw"
+    IVFPQ = "ivfpq"
+
+
+class ShardState(StrEnum):
+    SERVING = "serving"
+    DRAINING = "draining"
+
+
+def frozen_map(m: Mapping[str, Any] | None = None) -> Mapping[str, Any]:
+    return MappingProxyType(dict(m or {}))
+
+
+@dataclass(frozen=True)
+class VersionRef:
+    name: str
+    version: str
+
+    def __str__(self) -> str:
+        return f"{self.name}@{self.version}"
+
+
+@dataclass(frozen=True)
+class EmbeddingFamily:
+    name: str
+    entity_type: str
+    dimension: int
+    metric: Metric
+    # Vectors are L2-normalized once at ingest (and queries before scoring).
+    normalize: bool = False
+    owner: str = ""
+    privacy_class: str = ""
+    # Empty means any purpose may read it.
+    allowed_purposes: tuple[str, ...] = ()
+    # Query families whose vectors may be scored against this family's items.
+    compatible_query_families: tuple[str, ...] = ()
+    retention_days: int = 0
+
+
+@dataclass(frozen=True)
+class EmbeddingVersion:
+    name: str
+    version: str
+    status: Status = Status.READY
+    model_version: str = ""
+
+    @property
+    def ref(self) -> VersionRef:
+        return VersionRef(self.name, self.version)
+
+
+@dataclass(frozen=True)
+class IndexVersion:
+    name: str
+    version: str
+    embedding: VersionRef
+    kind: IndexKind = IndexKind.FLAT
+    params: Mapping[str, Any] = field(default_factory=frozen_map)
+    num_buckets: int = 16
+    placement: str = "hash"
+    # Filterable attributes and their types; a filter on any other is rejected.
+    attributes: Mapping[str, AttrType] = field(default_factory=frozen_map)
+    status: Status = Status.READY
+    max_k: int = 1000
+
+    @property
+    def ref(self) -> VersionRef:
+        return VersionRef(self.name, self.version)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Bucket → replica shard ids for one index version."""
+
+    index: VersionRef
+    buckets: tuple[tuple[str, ...], ...]
+
+    def shards(self) -> tuple[str, ...]:
+        return tuple(sorted({s for replicas in self.buckets for s in replicas}))
+
+    def buckets_of(self, shard_id: str) -> tuple[int, ...]:
+        return tuple(b for b, replicas in enumerate(self.buckets) if shard_id in replicas)
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """Versions that must move together; a route points at exactly one."""
+
+    name: str
+    query_embedding: VersionRef
+    item_embedding: VersionRef
+    index: VersionRef
+    feature_set: VersionRef | None = None
+
+
+@dataclass(frozen=True)
+class Route:
+    name: str
+    bundle: str
+
+
+@dataclass(frozen=True)
+class ShardMember:
+    shard_id: str
+    address: str
+    state: ShardState = ShardState.SERVING
+    metrics_address: str = ""
+
+
+class EntityKey(NamedTuple):
+    """(tenant_id, entity_type, entity_id); never key by entity_id alone."""
+
+    tenant_id: str
+    entity_type: str
+    entity_id: str
+
+
+# An attribute value: string, int, float, or string list (as a tuple).
+AttrValue = str | int | float | tuple[str, ...]

@@ -1,0 +1,156 @@
+"""The narrow storage interface of the registry, and its etcd implementation.
+
+Everything above this (snapshots, routing, membership) is logic over the five
+verbs here: get, put, delete, list-prefix, watch, plus compare-and-swap
+transactions and leases. `EtcdStore` talks to a real etcd through `pyetcd`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import pyetcd
+import pyetcd.exceptions
+
+from protos.errors import Unavailable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Entry:
+    key: str
+    value: bytes
+    mod_revision: int
+
+
+@dataclass(frozen=True)
+class Put:
+    key: str
+    value: bytes
+    lease: int | None = None
+
+
+@dataclass(frozen=True)
+class Delete:
+    key: str
+
+
+@dataclass(frozen=True)
+class ModRevisionIs:
+    """Compare: the key's mod_revision equals `revision` (0 = key absent)."""
+
+    key: str
+    revision: int
+
+
+class Lease(Protocol):
+    id: int
+
+    def refresh(self) -> None: ...
+
+    def revoke(self) -> None: ...
+
+
+class RegistryStore(Protocol):
+    def get(self, key: str) -> Entry | None: ...
+
+    def put(self, key: str, value: bytes, lease: Lease | None = None) -> None: ...
+
+    def delete(self, key: str) -> bool: ...
+
+    def list_prefix(self, prefix: str) -> tuple[list[Entry], int]:
+        """Entries under `prefix` and the store revision they were read at."""
+        ...
+
+    def txn(self, compares: Sequence[ModRevisionIs], ops: Sequence[Put | Delete]) -> bool: ...
+
+    def watch_prefix(self, prefix: str, on_event: Callable[[Exception | None], None]) -> Callable[[], None]:
+        """Calls `on_event(None)` on any change under prefix, `on_event(exc)` when
+        the watch breaks; returns a function that cancels the watch."""
+        ...
+
+    def lease(self, ttl: int) -> Lease: ...
+
+    def close(self) -> None: ...
+
+
+def _unavailable(exc: Exception, endpoint: str) -> Unavailable:
+    return Unavailable(f"etcd at {endpoint} is unreachable ({type(exc).__name__}: {exc})")
+
+
+class EtcdStore:
+    """RegistryStore over a real etcd 3.5 cluster."""
+
+    def __init__(self, endpoint: str, timeout: float = 5.0) -> None:
+        host, _, port = endpoint.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"etcd endpoint {endpoint!r} must be HOST:PORT")
+        self.endpoint = endpoint
+        # time_retry=0: pyetcd otherwise refuses to touch an endpoint for 300 s
+        # after one failed call, which would turn a brief etcd restart into a
+        # five-minute outage of the registry.
+        endpoint_ = pyetcd.Endpoint(host, int(port), secure=False, time_retry=0.0)
+        self._client = pyetcd.MultiEndpointEtcd3Client(endpoints=[endpoint_], timeout=timeout)
+        self._lock = threading.Lock()
+
+    def _call(self, fn: Callable[[], object]) -> object:
+        try:
+            return fn()
+        except (
+            pyetcd.exceptions.ConnectionFailedError,
+            pyetcd.exceptions.ConnectionTimeoutError,
+            pyetcd.exceptions.NoServerAvailableError,
+        ) as exc:
+            raise _unavailable(exc, self.endpoint) from exc
+
+    def get(self, key: str) -> Entry | None:
+        value, meta = self._call(lambda: self._client.get(key))  # type: ignore[misc]
+        if value is None:
+            return None
+        return Entry(key, value, meta.mod_revision)
+
+    def put(self, key: str, value: bytes, lease: Lease | None = None) -> None:
+        self._call(lambda: self._client.put(key, value, lease=lease))
+
+    def delete(self, key: str) -> bool:
+        return bool(self._call(lambda: self._client.delete(key)))
+
+    def list_prefix(self, prefix: str) -> tuple[list[Entry], int]:
+        resp = self._call(lambda: self._client.get_prefix_response(prefix))
+        entries = [Entry(kv.key.decode(), kv.value, kv.mod_revision) for kv in resp.kvs]  # type: ignore[attr-defined]
+        return entries, int(resp.header.revision)  # type: ignore[attr-defined]
+
+    def txn(self, compares: Sequence[ModRevisionIs], ops: Sequence[Put | Delete]) -> bool:
+        t = self._client.transactions
+        cmp = [t.mod(c.key) == c.revision for c in compares]
+        success = [
+            t.put(op.key, op.value, lease=op.lease) if isinstance(op, Put) else t.delete(op.key)
+            for op in ops
+        ]
+        ok, _ = self._call(lambda: self._client.transaction(compare=cmp, success=success, failure=[]))  # type: ignore[misc]
+        return bool(ok)
+
+    def watch_prefix(self, prefix: str, on_event: Callable[[Exception | None], None]) -> Callable[[], None]:
+        def callback(resp: object) -> None:
+            on_event(resp if isinstance(resp, Exception) else None)
+
+        watch_id = self._call(lambda: self._client.add_watch_prefix_callback(prefix, callback))
+
+        def cancel() -> None:
+            try:
+                self._client.cancel_watch(watch_id)
+            except Exception:  # noqa: BLE001 - cancelling a dead watch must not fail shutdown
+                log.debug("cancel_watch failed", exc_info=True)
+
+        return cancel
+
+    def lease(self, ttl: int) -> Lease:
+        return self._call(lambda: self._client.lease(ttl))  # type: ignore[return-value]
+
+    def close(self) -> None:
+        self._client.close()

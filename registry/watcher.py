@@ -1,0 +1,91 @@
+"""A snapshot of the registry kept current by an etcd watch.
+
+Why full reloads: the registry is small (hundreds of keys), and reloading the
+whole prefix on any event makes the snapshot consistent at one revision, with
+no per-event patching to get wrong. If etcd is unreachable the last good
+snapshot keeps serving and `staleness()` says for how long.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from registry.registry import Registry
+from registry.snapshot import Snapshot
+
+log = logging.getLogger(__name__)
+
+
+class SnapshotCache:
+    def __init__(self, registry: Registry, poll_interval: float = 5.0) -> None:
+        self.registry = registry
+        self.poll_interval = poll_interval
+        self._snapshot = Snapshot()
+        self._loaded_at = 0.0
+        self._changed = threading.Event()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._cancel_watch: Callable[[], None] | None = None
+        self._thread: threading.Thread | None = None
+        self._listeners: list[Callable[[Snapshot], None]] = []
+
+    @property
+    def snapshot(self) -> Snapshot:
+        return self._snapshot
+
+    def staleness(self) -> float:
+        """Seconds since the snapshot was last confirmed current."""
+        return 0.0 if self._cancel_watch and self._loaded_at else time.monotonic() - self._loaded_at
+
+    def on_change(self, listener: Callable[[Snapshot], None]) -> None:
+        self._listeners.append(listener)
+
+    def refresh(self) -> Snapshot:
+        """Reloads now; raises Unavailable if etcd cannot be read."""
+        snap = self.registry.snapshot()
+        with self._lock:
+            if snap.revision >= self._snapshot.revision:
+                self._snapshot = snap
+                self._loaded_at = time.monotonic()
+        for listener in self._listeners:
+            listener(self._snapshot)
+        return self._snapshot
+
+    def start(self) -> None:
+        self.refresh()
+        self._thread = threading.Thread(target=self._run, name="registry-watch", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._changed.set()
+        if self._cancel_watch:
+            self._cancel_watch()
+        if self._thread:
+            self._thread.join(timeout=5)
+
+    def _on_event(self, exc: Exception | None) -> None:
+        if exc is not None:
+            log.warning("registry watch broke: %s", exc)
+            self._cancel_watch = None
+        self._changed.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if self._cancel_watch is None:
+                    self._cancel_watch = self.registry.store.watch_prefix(
+                        self.registry.keys.prefix, self._on_event
+                    )
+                    self.refresh()  # catch up on anything missed while unwatched
+                self._changed.wait(self.poll_interval)
+                self._changed.clear()
+                if not self._stop.is_set():
+                    self.refresh()
+            except Exception as exc:  # noqa: BLE001 - keep serving the last snapshot
+                log.warning("registry refresh failed, serving snapshot %.1fs old: %s", self.staleness(), exc)
+                self._cancel_watch = None
+                self._stop.wait(min(self.poll_interval, 1.0))

@@ -1,0 +1,55 @@
+"""`vecshard shard`: run one shard server until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+from pathlib import Path
+
+from protos import serving
+from registry.settings import load_settings
+from shard_server.config import ShardConfig
+from shard_server.server import create_server
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="vecshard shard",
+        description="Run a shard server: holds buckets of index versions in RocksDB and "
+        "answers searches, lookups and writes from coordinators. Settings also come from "
+        "--config (TOML, [shard] table) and VECSHARD__SHARD__<KEY> environment variables.",
+    )
+    p.add_argument("--config", type=Path, help="TOML file with a [shard] table")
+    p.add_argument("--shard-id", help="stable id of this shard (e.g. shard-0)")
+    p.add_argument("--data-dir", help="directory for RocksDB and segment files")
+    p.add_argument("--etcd", help="etcd endpoint HOST:PORT (default 127.0.0.1:2379)")
+    p.add_argument("--etcd-prefix", help="registry key prefix (default /vecshard/v1/)")
+    p.add_argument("--listen", help="gRPC listen address (default 127.0.0.1:0 = any free port)")
+    p.add_argument("--advertise", help="address coordinators dial (default: the bound address)")
+    p.add_argument("--metrics-host", help="Prometheus HTTP host (default 127.0.0.1)")
+    p.add_argument("--metrics-port", type=int, help="Prometheus HTTP port (default 0 = any free)")
+    p.add_argument("--lease-ttl", type=int, help="membership lease TTL in seconds (default 10)")
+    p.add_argument("--log-level", help="debug|info|warning|error (default info)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    overrides = {k: v for k, v in vars(args).items() if k != "config"}
+    cfg = load_settings(ShardConfig, "shard", file=args.config, overrides=overrides)
+    serving.configure_logging(cfg.log_level)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    running = create_server(cfg)
+    serving.announce_ready(
+        role="shard", id=cfg.shard_id, grpc=running.address, metrics=running.metrics_port
+    )
+    stop.wait()
+    running.stop(cfg.grace_seconds)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,109 @@
+"""proto ↔ domain for the shard service."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from protos.vecshard.v1 import common_pb2 as cpb
+from protos.vecshard.v1.internal import shard_pb2 as pb
+from protos.vectors import from_bytes, to_bytes
+from registry.convert import attributes_from_pb, filter_from_pb, key_from_pb, key_to_pb, value_to_pb
+from registry.model import VersionRef
+from shard_server.flat_segment import SegmentResult
+from shard_server.partition import Lookup, LookupStatus, Query, WriteResult
+from shard_server.records import Record
+from shard_server.service import IndexStats
+
+_STATUS = {
+    LookupStatus.FOUND: cpb.FOUND,
+    LookupStatus.MISSING: cpb.MISSING,
+    LookupStatus.DELETED: cpb.DELETED,
+}
+
+
+def index_ref(ref: pb.IndexRef) -> VersionRef:
+    return VersionRef(ref.name, ref.version)
+
+
+def record_from_pb(r: pb.BucketedRecord) -> Record:
+    key = key_from_pb(r.record.key)
+    where = f"record {tuple(key)}"
+    return Record(
+        key=key,
+        vector=from_bytes(r.record.vector, what=where),
+        source_version=r.record.source_version,
+        model_version=r.record.model_version,
+        created_at=r.record.created_at_unix_micros,
+        attributes=attributes_from_pb(r.record.attributes, where),
+        bucket=r.bucket,
+    )
+
+
+def record_to_pb(r: Record, include_vector: bool) -> cpb.EmbeddingRecord:
+    return cpb.EmbeddingRecord(
+        key=key_to_pb(r.key),
+        vector=to_bytes(r.vector) if include_vector else b"",
+        source_version=r.source_version,
+        model_version=r.model_version,
+        created_at_unix_micros=r.created_at,
+        attributes={k: value_to_pb(v) for k, v in r.attributes.items()},
+        norm=r.norm,
+    )
+
+
+def queries_from_pb(req: pb.SearchRequest) -> list[Query]:
+    return [
+        Query(
+            vector=from_bytes(q.vector, what=f"query {i}"),
+            k=q.k,
+            tenant_id=q.tenant_id,
+            filter=filter_from_pb(q.filter),
+        )
+        for i, q in enumerate(req.queries)
+    ]
+
+
+def search_response(shard_id: str, results: Sequence[SegmentResult]) -> pb.SearchResponse:
+    return pb.SearchResponse(
+        shard_id=shard_id,
+        results=[
+            pb.QueryResult(
+                hits=[pb.ShardHit(key=key_to_pb(h.key), score=h.score, bucket=h.bucket) for h in r.hits],
+                candidates=r.candidates,
+            )
+            for r in results
+        ],
+    )
+
+
+def lookups_to_pb(lookups: Sequence[Lookup], include_vectors: bool) -> pb.BatchGetResponse:
+    return pb.BatchGetResponse(
+        records=[
+            cpb.EmbeddingLookup(
+                key=key_to_pb(lk.key),
+                status=_STATUS[lk.status],
+                record=record_to_pb(lk.record, include_vectors) if lk.record is not None else None,
+            )
+            for lk in lookups
+        ]
+    )
+
+
+def upsert_ack(result: WriteResult) -> pb.UpsertAck:
+    return pb.UpsertAck(written=result.written, ignored_stale=result.ignored_stale, sequence=result.sequence)
+
+
+def describe_response(shard_id: str, stats: Sequence[IndexStats], sequence: int) -> pb.DescribeResponse:
+    return pb.DescribeResponse(
+        shard_id=shard_id,
+        sequence=sequence,
+        indexes=[
+            pb.IndexStats(
+                index=pb.IndexRef(name=s.index.name, version=s.index.version),
+                kind=s.kind,
+                live_count=s.live_count,
+                tombstone_count=s.tombstone_count,
+            )
+            for s in stats
+        ],
+    )

@@ -1,0 +1,61 @@
+"""The one score function every shard uses (DESIGN §6).
+
+Canonical scores are accumulated in float64 and rounded once to float32: the
+products of float32 values are exact in float64, and the float64 sum's error is
+far below a float32 ulp, so the same (query, vector) pair gets the same float32
+score whatever BLAS kernel, batch shape or shard computed it. Candidate
+generation may use fast float32 math; only these scores are ever returned.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from protos.errors import InvalidArgument
+from registry.model import Metric
+
+F32 = np.float32
+
+
+def normalized(vec: np.ndarray, *, what: str = "vector") -> np.ndarray:
+    """Unit-length copy, computed in float64 then rounded (deterministic)."""
+    v64 = vec.astype(np.float64)
+    norm = float(np.sqrt(v64 @ v64))
+    if norm == 0.0:
+        raise InvalidArgument(f"{what}: zero vector cannot be normalized (cosine metric); expected norm > 0")
+    return (v64 / norm).astype(F32)
+
+
+def prepare_query(vec: np.ndarray, metric: Metric, normalize: bool) -> np.ndarray:
+    if metric is Metric.COSINE or normalize:
+        return normalized(vec, what="query vector")
+    return np.asarray(vec, dtype=F32)
+
+
+def canonical_scores(metric: Metric, query: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """Higher-is-better scores: inner product, cosine (on normalized vectors), -L2 distance."""
+    if vectors.shape[0] == 0:
+        return np.empty(0, dtype=F32)
+    q = query.astype(np.float64)
+    x = vectors.astype(np.float64)
+    if metric is Metric.L2:
+        diff = x - q
+        # "+ 0.0" turns -0.0 (an exact match) into 0.0, so equal scores are equal bytes.
+        return (-np.sqrt(np.einsum("ij,ij->i", diff, diff)) + 0.0).astype(F32)
+    return (x @ q).astype(F32)
+
+
+def approx_scores(
+    metric: Metric, query: np.ndarray, vectors: np.ndarray, sq_norms: np.ndarray
+) -> tuple[np.ndarray, float]:
+    """Fast float32 scores that order like the canonical ones, and a bound on
+    how far apart two of them may be from their canonical order (for L2 the
+    scale is -distance², monotone in the canonical score)."""
+    dots = vectors @ query
+    d = vectors.shape[1] if vectors.ndim == 2 else 1
+    qn = float(query @ query)
+    max_sq = float(sq_norms.max()) if sq_norms.size else 0.0
+    eps = 4.0 * d * float(np.finfo(F32).eps)
+    if metric is Metric.L2:
+        return 2.0 * dots - sq_norms, eps * (qn + max_sq) * 4.0
+    return dots, eps * float(np.sqrt(qn * max_sq)) * 2.0

@@ -1,0 +1,81 @@
+"""Assembles a running shard server from its config."""
+
+from __future__ import annotations
+
+import logging
+from concurrent import futures
+from dataclasses import dataclass
+
+import grpc
+
+from protos import serving
+from protos.vecshard.v1.internal import shard_pb2_grpc
+from registry.membership import ShardRegistration
+from registry.model import ShardMember
+from registry.registry import Registry
+from registry.store import EtcdStore
+from registry.watcher import SnapshotCache
+from shard_server.config import ShardConfig
+from shard_server.service import ShardNode
+from shard_server.servicer import ShardServicer
+from shard_server.storage import ShardStore
+
+log = logging.getLogger(__name__)
+SERVICE = "vecshard.v1.internal.ShardService"
+
+
+@dataclass
+class RunningShard:
+    server: grpc.Server
+    port: int
+    metrics_port: int
+    address: str
+    node: ShardNode
+    registration: ShardRegistration
+    cache: SnapshotCache
+    health: object
+
+    def stop(self, grace: float) -> None:
+        """Graceful: leave the registry first so no new queries arrive, then
+        finish in-flight calls, then close storage."""
+        serving.set_serving(self.health, [SERVICE], False)  # type: ignore[arg-type]
+        self.registration.close()
+        self.server.stop(grace).wait()
+        self.cache.stop()
+        self.node.store.close()
+
+
+def create_server(cfg: ShardConfig) -> RunningShard:
+    store = ShardStore(cfg.data_dir / "rocksdb")
+    etcd = EtcdStore(cfg.etcd)
+    registry = Registry(etcd, cfg.etcd_prefix)
+    cache = SnapshotCache(registry)
+    cache.start()
+    node = ShardNode(cfg.shard_id, store, cache)
+
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=cfg.max_workers, thread_name_prefix="shard-rpc"),
+        interceptors=[serving.SyncServerInterceptor("shard")],
+        options=serving.grpc_options(),
+    )
+    shard_pb2_grpc.add_ShardServiceServicer_to_server(ShardServicer(node), server)
+    health = serving.add_health_and_reflection(server, [SERVICE])
+    port = server.add_insecure_port(cfg.listen)
+    if port == 0:
+        raise OSError(f"could not bind {cfg.listen}")
+    server.start()
+    # Segments load before the shard says it is ready or registers.
+    opened = node.load_all()
+    host = cfg.listen.rsplit(":", 1)[0]
+    address = cfg.advertise or f"{'127.0.0.1' if host in ('0.0.0.0', '[::]', '') else host}:{port}"
+    metrics_port = serving.start_metrics(cfg.metrics_host, cfg.metrics_port)
+    registration = ShardRegistration(
+        etcd,
+        registry.keys,
+        ShardMember(cfg.shard_id, address, metrics_address=f"{cfg.metrics_host}:{metrics_port}"),
+        ttl=cfg.lease_ttl,
+    )
+    registration.start()
+    serving.set_serving(health, [SERVICE], True)
+    log.info("shard %s serving on %s with %d index partitions", cfg.shard_id, address, opened)
+    return RunningShard(server, port, metrics_port, address, node, registration, cache, health)
