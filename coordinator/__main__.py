@@ -26,7 +26,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--listen", help="gRPC listen address (default 127.0.0.1:0 = any free port)")
     p.add_argument("--metrics-host", help="Prometheus HTTP host (default 127.0.0.1)")
     p.add_argument("--metrics-port", type=int, help="Prometheus HTTP port (default 0 = any free)")
-    p.add_argument("--default-timeout", type=float, help="seconds, when the caller sets no deadline")
+    p.add_argument(
+        "--default-timeout", type=float, help="seconds, when the caller sets no deadline"
+    )
     p.add_argument("--log-level", help="debug|info|warning|error (default info)")
     return p.parse_args(argv)
 
@@ -39,7 +41,9 @@ async def serve(cfg: CoordinatorConfig) -> None:
     running = await create_server(cfg)
     host = cfg.listen.rsplit(":", 1)[0]
     host = "127.0.0.1" if host in ("0.0.0.0", "[::]", "") else host
-    serving.announce_ready(role="coordinator", grpc=f"{host}:{running.port}", metrics=running.metrics_port)
+    serving.announce_ready(
+        role="coordinator", grpc=f"{host}:{running.port}", metrics=running.metrics_port
+    )
     await stop.wait()
     await running.stop(cfg.grace_seconds)
 

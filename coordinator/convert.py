@@ -32,7 +32,11 @@ from registry.convert import (
 from registry.model import AttrType, EntityKey, Metric, VersionRef
 from registry.snapshot import ResolvedRoute
 
-_STATUS_FROM_PB = {cpb.FOUND: LookupStatus.FOUND, cpb.MISSING: LookupStatus.MISSING, cpb.DELETED: LookupStatus.DELETED}
+_STATUS_FROM_PB = {
+    cpb.FOUND: LookupStatus.FOUND,
+    cpb.MISSING: LookupStatus.MISSING,
+    cpb.DELETED: LookupStatus.DELETED,
+}
 _STATUS_TO_PB = {v: k for k, v in _STATUS_FROM_PB.items()}
 
 
@@ -130,7 +134,10 @@ def describe_route_to_pb(r: ResolvedRoute) -> pb.DescribeRouteResponse:
         query_embedding_version=r.bundle.query_embedding.version,
         dimension=r.query_family.dimension,
         metric=METRIC_TO_PB[r.item_family.metric],
-        attributes=[pb.AttributeSchema(name=n, type=AttrType(t).value) for n, t in sorted(ix.attributes.items())],
+        attributes=[
+            pb.AttributeSchema(name=n, type=AttrType(t).value)
+            for n, t in sorted(ix.attributes.items())
+        ],
         max_k=ix.max_k,
         index_kind=ix.kind.value,
         num_buckets=ix.num_buckets,
@@ -148,7 +155,12 @@ def shard_search_pb(index: VersionRef, queries: Sequence[ShardQuery]) -> spb.Sea
     return spb.SearchRequest(
         index=index_ref_pb(index),
         queries=[
-            spb.Query(vector=to_bytes(q.vector), k=q.k, tenant_id=q.tenant_id, filter=filter_to_pb(q.filter))
+            spb.Query(
+                vector=to_bytes(q.vector),
+                k=q.k,
+                tenant_id=q.tenant_id,
+                filter=filter_to_pb(q.filter),
+            )
             for q in queries
         ],
     )
@@ -156,7 +168,9 @@ def shard_search_pb(index: VersionRef, queries: Sequence[ShardQuery]) -> spb.Sea
 
 def shard_answers(resp: spb.SearchResponse, shard_id: str, expected: int) -> list[ShardAnswer]:
     if len(resp.results) != expected:
-        raise InvalidArgument(f"shard {shard_id} answered {len(resp.results)} queries, expected {expected}")
+        raise InvalidArgument(
+            f"shard {shard_id} answered {len(resp.results)} queries, expected {expected}"
+        )
     return [
         ShardAnswer(
             hits=[Hit(h.score, key_from_pb(h.key), shard_id, h.bucket) for h in r.hits],
@@ -174,19 +188,30 @@ def shard_upsert_batches(
         spb.UpsertBatch(
             index=ref,
             records=[
-                spb.BucketedRecord(record=record_to_pb(r), bucket=b) for r, b in records[i : i + batch_size]
+                spb.BucketedRecord(record=record_to_pb(r), bucket=b)
+                for r, b in records[i : i + batch_size]
             ],
         )
         for i in range(0, len(records), batch_size)
     ]
 
 
-def shard_delete_pb(index: VersionRef, keys: Sequence[EntityKey], source_version: int) -> spb.DeleteRequest:
-    return spb.DeleteRequest(index=index_ref_pb(index), keys=[key_to_pb(k) for k in keys], source_version=source_version)
+def shard_delete_pb(
+    index: VersionRef, keys: Sequence[EntityKey], source_version: int
+) -> spb.DeleteRequest:
+    return spb.DeleteRequest(
+        index=index_ref_pb(index), keys=[key_to_pb(k) for k in keys], source_version=source_version
+    )
 
 
-def shard_batch_get_pb(index: VersionRef, keys: Sequence[EntityKey], include_vectors: bool) -> spb.BatchGetRequest:
-    return spb.BatchGetRequest(index=index_ref_pb(index), keys=[key_to_pb(k) for k in keys], include_vectors=include_vectors)
+def shard_batch_get_pb(
+    index: VersionRef, keys: Sequence[EntityKey], include_vectors: bool
+) -> spb.BatchGetRequest:
+    return spb.BatchGetRequest(
+        index=index_ref_pb(index),
+        keys=[key_to_pb(k) for k in keys],
+        include_vectors=include_vectors,
+    )
 
 
 def shard_lookups(resp: spb.BatchGetResponse) -> list[Lookup]:

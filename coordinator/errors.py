@@ -17,7 +17,11 @@ def shard_error(shard_id: str, address: str, exc: BaseException) -> VecshardErro
     """A shard call failed: keep the shard's status code, name the shard."""
     if isinstance(exc, grpc.RpcError):
         err = from_rpc_error(exc)
-        if err.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNKNOWN, grpc.StatusCode.CANCELLED):
+        if err.code in (
+            grpc.StatusCode.UNAVAILABLE,
+            grpc.StatusCode.UNKNOWN,
+            grpc.StatusCode.CANCELLED,
+        ):
             return Unavailable(f"shard {shard_id} at {address} is unavailable: {err.message}")
         err.message = f"shard {shard_id}: {err.message}"
         err.args = (err.message,)

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from registry.model import EntityKey
-from registry.ordering import order_key
+from registry.ordering import OrderKey, order_key
 
 
 @dataclass(frozen=True)
@@ -20,12 +20,17 @@ class Hit:
     bucket: int
 
 
+def _total_key(h: Hit) -> tuple[OrderKey, str, int]:
+    # Copies of one key from two replicas tie on the global order; shard and
+    # bucket make the choice between them independent of arrival order too.
+    return order_key(h.score, h.key), h.shard_id, h.bucket
+
+
 def merge_topk(per_shard: Iterable[Sequence[Hit]], k: int) -> list[Hit]:
     best: dict[EntityKey, Hit] = {}
     for hits in per_shard:
         for h in hits:
             cur = best.get(h.key)
-            if cur is None or (order_key(h.score, h.key), h.shard_id) < (order_key(cur.score, cur.key), cur.shard_id):
+            if cur is None or _total_key(h) < _total_key(cur):
                 best[h.key] = h
-    ordered = sorted(best.values(), key=lambda h: (order_key(h.score, h.key), h.shard_id))
-    return ordered[:k]
+    return sorted(best.values(), key=_total_key)[:k]

@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 import numpy as np
 
@@ -24,19 +25,21 @@ from coordinator.model import (
     LookupStatus,
     SearchQuery,
     SearchResult,
+    ShardAnswer,
     ShardQuery,
     WriteRecord,
 )
 from coordinator.shards import Shard
 from protos.errors import InvalidArgument, NotFound, PermissionDenied, Unavailable
 from protos.vectors import check_vector
-from registry.filters import validate_filter
+from registry.filters import validate_attributes, validate_filter
 from registry.model import EmbeddingFamily, EntityKey, IndexVersion, Metric, Placement, VersionRef
 from registry.placement import bucket_of
 from registry.snapshot import ResolvedRoute, Snapshot, indexes_for_embedding, resolve_route
 from registry.watcher import SnapshotCache
 
 ShardFactory = Callable[[str, str], Shard]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,9 @@ def _now_micros() -> int:
 
 
 class RetrievalEngine:
-    def __init__(self, cache: SnapshotCache, shards: ShardFactory, limits: Limits | None = None) -> None:
+    def __init__(
+        self, cache: SnapshotCache, shards: ShardFactory, limits: Limits | None = None
+    ) -> None:
         self.cache = cache
         self.shards = shards
         self.limits = limits or Limits()
@@ -79,7 +84,9 @@ class RetrievalEngine:
                 f"allowed purposes: {list(family.allowed_purposes)}"
             )
 
-    def _replica_targets(self, snap: Snapshot, index: IndexVersion, placement: Placement) -> dict[str, Shard]:
+    def _replica_targets(
+        self, snap: Snapshot, index: IndexVersion, placement: Placement
+    ) -> dict[str, Shard]:
         """One serving replica per bucket (the first listed that is serving)."""
         targets: dict[str, Shard] = {}
         for bucket, replicas in enumerate(placement.buckets):
@@ -92,7 +99,9 @@ class RetrievalEngine:
             targets.setdefault(member.shard_id, self.shards(member.shard_id, member.address))
         return targets
 
-    def _all_replicas(self, snap: Snapshot, index: IndexVersion, bucket: int, placement: Placement) -> list[Shard]:
+    def _all_replicas(
+        self, snap: Snapshot, index: IndexVersion, bucket: int, placement: Placement
+    ) -> list[Shard]:
         out = []
         for shard_id in placement.buckets[bucket]:
             member = snap.shards.get(shard_id)
@@ -103,6 +112,19 @@ class RetrievalEngine:
                 )
             out.append(self.shards(member.shard_id, member.address))
         return out
+
+    async def _retry_if_moved(self, snap: Snapshot, op: Callable[[Snapshot], Awaitable[T]]) -> T:
+        """Runs `op` on the snapshot; if a shard is unreachable and the registry
+        has since moved shards (a restarted shard comes back on a new address),
+        runs it once more on the fresh snapshot. Every shard operation is
+        idempotent (writes carry their source_version), so a retry is safe."""
+        try:
+            return await op(snap)
+        except Unavailable:
+            fresh = await asyncio.to_thread(self.cache.refresh)
+            if dict(fresh.shards) == dict(snap.shards):
+                raise
+            return await op(fresh)
 
     # --- search ---------------------------------------------------------------
 
@@ -117,13 +139,17 @@ class RetrievalEngine:
             raise InvalidArgument(f"k={q.k} is out of range; expected 1..{index.max_k}")
         if q.filter is not None:
             validate_filter(q.filter, index.attributes)
-        targets = self._replica_targets(snap, index, resolved.placement)
         t1 = time.perf_counter()
-
         query = ShardQuery(q.vector, q.k, q.access.tenant_id, q.filter)
-        answers = await asyncio.gather(
-            *(shard.search(index.ref, [query], timeout) for shard in targets.values())
-        )
+
+        async def fan_out(snap: Snapshot) -> tuple[dict[str, Shard], list[list[ShardAnswer]]]:
+            targets = self._replica_targets(snap, index, snap.placement(index.ref))
+            answers = await asyncio.gather(
+                *(shard.search(index.ref, [query], timeout) for shard in targets.values())
+            )
+            return targets, list(answers)
+
+        targets, answers = await self._retry_if_moved(snap, fan_out)
         t2 = time.perf_counter()
         hits = merge_topk((a[0].hits for a in answers), q.k)
         t3 = time.perf_counter()
@@ -144,7 +170,9 @@ class RetrievalEngine:
 
     # --- writes ---------------------------------------------------------------
 
-    async def _embedding(self, ref: VersionRef) -> tuple[Snapshot, EmbeddingFamily, list[IndexVersion]]:
+    async def _embedding(
+        self, ref: VersionRef
+    ) -> tuple[Snapshot, EmbeddingFamily, list[IndexVersion]]:
         snap = await self._fresh(lambda s: indexes_for_embedding(s, ref))
         return snap, snap.family(ref.name), indexes_for_embedding(snap, ref)
 
@@ -167,10 +195,18 @@ class RetrievalEngine:
         return EntityKey(tenant, etype, key.entity_id)
 
     def _checked_records(
-        self, access: Access, family: EmbeddingFamily, records: Sequence[WriteRecord]
+        self,
+        access: Access,
+        family: EmbeddingFamily,
+        indexes: Sequence[IndexVersion],
+        records: Sequence[WriteRecord],
     ) -> list[WriteRecord]:
+        """Everything a shard would reject is rejected here first, so no shard
+        writes part of a batch that another shard refuses."""
         if not records:
-            raise InvalidArgument("upsert: no records; expected 1.." f"{self.limits.max_batch_records}")
+            raise InvalidArgument(
+                f"upsert: no records; expected 1..{self.limits.max_batch_records}"
+            )
         if len(records) > self.limits.max_batch_records:
             raise InvalidArgument(
                 f"upsert: {len(records)} records in one request, expected at most "
@@ -183,7 +219,11 @@ class RetrievalEngine:
             key = self._own_key(r.key, access, family, where)
             check_vector(r.vector, family.dimension, what=where)
             if (family.metric is Metric.COSINE or family.normalize) and not np.any(r.vector):
-                raise InvalidArgument(f"{where}: zero vector cannot be normalized (cosine); expected norm > 0")
+                raise InvalidArgument(
+                    f"{where}: zero vector cannot be normalized (cosine); expected norm > 0"
+                )
+            for index in indexes:
+                validate_attributes(r.attributes, index.attributes, where)
             out.append(
                 replace(
                     r,
@@ -199,44 +239,65 @@ class RetrievalEngine:
     ) -> tuple[int, int]:
         snap, family, indexes = await self._embedding(embedding)
         self._check_purpose(access, family)
-        checked = self._checked_records(access, family, records)
-        # Resolve every destination before writing anything, so a missing
-        # replica rejects the request instead of half-writing it.
-        plan: list[tuple[int, Shard, VersionRef, list[tuple[WriteRecord, int]]]] = []
-        for n, index in enumerate(indexes):
-            placement = snap.placement(index.ref)
-            per_shard: dict[str, tuple[Shard, list[tuple[WriteRecord, int]]]] = {}
-            for r in checked:
-                bucket = bucket_of(r.key.tenant_id, r.key.entity_id, index.num_buckets)
-                for shard in self._all_replicas(snap, index, bucket, placement):
-                    per_shard.setdefault(shard.shard_id, (shard, []))[1].append((r, bucket))
-            plan.extend((n, shard, index.ref, recs) for shard, recs in per_shard.values())
-        results = await asyncio.gather(*(shard.upsert(ref, recs, timeout) for _, shard, ref, recs in plan))
-        # Counts come from the first index version (the others hold the same records).
-        written = sum(w for (n, *_), (w, _) in zip(plan, results, strict=True) if n == 0)
-        ignored = sum(i for (n, *_), (_, i) in zip(plan, results, strict=True) if n == 0)
-        return written, ignored
+        checked = self._checked_records(access, family, indexes, records)
+
+        async def write(snap: Snapshot) -> tuple[int, int]:
+            # Resolve every destination before writing anything, so a missing
+            # replica rejects the request instead of half-writing it.
+            plan: list[tuple[int, Shard, VersionRef, list[tuple[WriteRecord, int]]]] = []
+            for n, index in enumerate(indexes):
+                placement = snap.placement(index.ref)
+                per_shard: dict[str, tuple[Shard, list[tuple[WriteRecord, int]]]] = {}
+                for r in checked:
+                    bucket = bucket_of(r.key.tenant_id, r.key.entity_id, index.num_buckets)
+                    for shard in self._all_replicas(snap, index, bucket, placement):
+                        per_shard.setdefault(shard.shard_id, (shard, []))[1].append((r, bucket))
+                plan.extend((n, shard, index.ref, recs) for shard, recs in per_shard.values())
+            results = await asyncio.gather(
+                *(shard.upsert(ref, recs, timeout) for _, shard, ref, recs in plan)
+            )
+            # Counts come from the first index version (the others hold the same records).
+            written = sum(w for (n, *_), (w, _) in zip(plan, results, strict=True) if n == 0)
+            ignored = sum(i for (n, *_), (_, i) in zip(plan, results, strict=True) if n == 0)
+            return written, ignored
+
+        return await self._retry_if_moved(snap, write)
 
     async def delete(
-        self, access: Access, embedding: VersionRef, keys: Sequence[EntityKey], source_version: int, timeout: float
+        self,
+        access: Access,
+        embedding: VersionRef,
+        keys: Sequence[EntityKey],
+        source_version: int,
+        timeout: float,
     ) -> int:
         snap, family, indexes = await self._embedding(embedding)
         self._check_purpose(access, family)
         if len(keys) > self.limits.max_batch_records:
-            raise InvalidArgument(f"delete: {len(keys)} keys, expected at most {self.limits.max_batch_records}")
-        owned = [self._own_key(k, access, family, f"keys[{i}] {tuple(k)}") for i, k in enumerate(keys)]
+            raise InvalidArgument(
+                f"delete: {len(keys)} keys, expected at most {self.limits.max_batch_records}"
+            )
+        owned = [
+            self._own_key(k, access, family, f"keys[{i}] {tuple(k)}") for i, k in enumerate(keys)
+        ]
         version = source_version or _now_micros()
-        calls = []
-        for n, index in enumerate(indexes):
-            placement = snap.placement(index.ref)
-            per_shard: dict[str, tuple[Shard, list[EntityKey]]] = {}
-            for key in owned:
-                bucket = bucket_of(key.tenant_id, key.entity_id, index.num_buckets)
-                for shard in self._all_replicas(snap, index, bucket, placement):
-                    per_shard.setdefault(shard.shard_id, (shard, []))[1].append(key)
-            calls.extend((n, shard, index.ref, ks) for shard, ks in per_shard.values())
-        results = await asyncio.gather(*(s.delete(ref, ks, version, timeout) for _, s, ref, ks in calls))
-        return sum(d for (n, *_), d in zip(calls, results, strict=True) if n == 0)
+
+        async def remove(snap: Snapshot) -> int:
+            calls = []
+            for n, index in enumerate(indexes):
+                placement = snap.placement(index.ref)
+                per_shard: dict[str, tuple[Shard, list[EntityKey]]] = {}
+                for key in owned:
+                    bucket = bucket_of(key.tenant_id, key.entity_id, index.num_buckets)
+                    for shard in self._all_replicas(snap, index, bucket, placement):
+                        per_shard.setdefault(shard.shard_id, (shard, []))[1].append(key)
+                calls.extend((n, shard, index.ref, ks) for shard, ks in per_shard.values())
+            results = await asyncio.gather(
+                *(s.delete(ref, ks, version, timeout) for _, s, ref, ks in calls)
+            )
+            return sum(d for (n, *_), d in zip(calls, results, strict=True) if n == 0)
+
+        return await self._retry_if_moved(snap, remove)
 
     # --- lookups --------------------------------------------------------------
 
@@ -251,27 +312,41 @@ class RetrievalEngine:
         snap, family, indexes = await self._embedding(embedding)
         self._check_purpose(access, family)
         if len(keys) > self.limits.max_lookup_keys:
-            raise InvalidArgument(f"lookup: {len(keys)} keys, expected at most {self.limits.max_lookup_keys}")
-        owned = [self._own_key(k, access, family, f"keys[{i}] {tuple(k)}") for i, k in enumerate(keys)]
-        index = indexes[0]
-        placement = snap.placement(index.ref)
-        targets = self._replica_targets(snap, index, placement)
-        by_bucket_shard: dict[int, Shard] = {}
-        for bucket, replicas in enumerate(placement.buckets):
-            shard_id = next(s for s in replicas if s in targets)
-            by_bucket_shard[bucket] = targets[shard_id]
-        groups: dict[str, list[int]] = defaultdict(list)
-        for pos, key in enumerate(owned):
-            shard = by_bucket_shard[bucket_of(key.tenant_id, key.entity_id, index.num_buckets)]
-            groups[shard.shard_id].append(pos)
-        answers = await asyncio.gather(
-            *(
-                targets[sid].batch_get(index.ref, [owned[p] for p in positions], include_vectors, timeout)
-                for sid, positions in groups.items()
+            raise InvalidArgument(
+                f"lookup: {len(keys)} keys, expected at most {self.limits.max_lookup_keys}"
             )
-        )
+        owned = [
+            self._own_key(k, access, family, f"keys[{i}] {tuple(k)}") for i, k in enumerate(keys)
+        ]
+        index = indexes[0]
+
+        async def fetch(snap: Snapshot) -> tuple[dict[str, list[int]], list[list[Lookup]]]:
+            placement = snap.placement(index.ref)
+            targets = self._replica_targets(snap, index, placement)
+            by_bucket_shard = {
+                bucket: targets[next(s for s in replicas if s in targets)]
+                for bucket, replicas in enumerate(placement.buckets)
+            }
+            groups: dict[str, list[int]] = defaultdict(list)
+            for pos, key in enumerate(owned):
+                shard = by_bucket_shard[bucket_of(key.tenant_id, key.entity_id, index.num_buckets)]
+                groups[shard.shard_id].append(pos)
+            answers = await asyncio.gather(
+                *(
+                    targets[sid].batch_get(
+                        index.ref, [owned[p] for p in positions], include_vectors, timeout
+                    )
+                    for sid, positions in groups.items()
+                )
+            )
+            return groups, list(answers)
+
+        groups, answers = await self._retry_if_moved(snap, fetch)
         out: list[Lookup | None] = [None] * len(owned)
         for positions, lookups in zip(groups.values(), answers, strict=True):
             for pos, lk in zip(positions, lookups, strict=True):
                 out[pos] = lk
-        return [lk if lk is not None else Lookup(owned[i], LookupStatus.MISSING) for i, lk in enumerate(out)]
+        return [
+            lk if lk is not None else Lookup(owned[i], LookupStatus.MISSING)
+            for i, lk in enumerate(out)
+        ]

@@ -20,7 +20,9 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
         remaining = context.time_remaining()
         return remaining if remaining is not None else self.default_timeout
 
-    async def Search(self, request: pb.SearchRequest, context: grpc.aio.ServicerContext) -> pb.SearchResponse:
+    async def Search(
+        self, request: pb.SearchRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SearchResponse:
         result = await self.engine.search(convert.search_from_pb(request), self._timeout(context))
         return convert.search_to_pb(result)
 
@@ -36,7 +38,9 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
         )
         return convert.lookups_to_pb(lookups)
 
-    async def Upsert(self, request: pb.UpsertRequest, context: grpc.aio.ServicerContext) -> pb.UpsertResponse:
+    async def Upsert(
+        self, request: pb.UpsertRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UpsertResponse:
         written, ignored = await self.engine.upsert(
             convert.access_from_pb(request.access),
             VersionRef(request.embedding_name, request.embedding_version),
@@ -45,7 +49,9 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
         )
         return pb.UpsertResponse(written=written, ignored_stale=ignored)
 
-    async def Delete(self, request: pb.DeleteRequest, context: grpc.aio.ServicerContext) -> pb.DeleteResponse:
+    async def Delete(
+        self, request: pb.DeleteRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeleteResponse:
         deleted = await self.engine.delete(
             convert.access_from_pb(request.access),
             VersionRef(request.embedding_name, request.embedding_version),

@@ -29,7 +29,9 @@ class Shard(Protocol):
     shard_id: str
     address: str
 
-    async def search(self, index: VersionRef, queries: Sequence[ShardQuery], timeout: float) -> list[ShardAnswer]: ...
+    async def search(
+        self, index: VersionRef, queries: Sequence[ShardQuery], timeout: float
+    ) -> list[ShardAnswer]: ...
 
     async def upsert(
         self, index: VersionRef, records: Sequence[tuple[WriteRecord, int]], timeout: float
@@ -37,7 +39,9 @@ class Shard(Protocol):
         """Writes (record, bucket) pairs; returns (written, ignored_stale)."""
         ...
 
-    async def delete(self, index: VersionRef, keys: Sequence[EntityKey], source_version: int, timeout: float) -> int: ...
+    async def delete(
+        self, index: VersionRef, keys: Sequence[EntityKey], source_version: int, timeout: float
+    ) -> int: ...
 
     async def batch_get(
         self, index: VersionRef, keys: Sequence[EntityKey], include_vectors: bool, timeout: float
@@ -57,7 +61,9 @@ class RemoteShard:
         except grpc.RpcError as exc:
             raise shard_error(self.shard_id, self.address, exc) from exc
 
-    async def search(self, index: VersionRef, queries: Sequence[ShardQuery], timeout: float) -> list[ShardAnswer]:
+    async def search(
+        self, index: VersionRef, queries: Sequence[ShardQuery], timeout: float
+    ) -> list[ShardAnswer]:
         req = convert.shard_search_pb(index, queries)
         resp = await self._call(lambda: self.stub.Search(req, timeout=timeout))
         return convert.shard_answers(resp, self.shard_id, len(queries))
@@ -69,7 +75,9 @@ class RemoteShard:
         ack = await self._call(lambda: self.stub.Upsert(iter(batches), timeout=timeout))
         return ack.written, ack.ignored_stale
 
-    async def delete(self, index: VersionRef, keys: Sequence[EntityKey], source_version: int, timeout: float) -> int:
+    async def delete(
+        self, index: VersionRef, keys: Sequence[EntityKey], source_version: int, timeout: float
+    ) -> int:
         req = convert.shard_delete_pb(index, keys, source_version)
         ack = await self._call(lambda: self.stub.Delete(req, timeout=timeout))
         return int(ack.deleted)

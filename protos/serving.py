@@ -153,11 +153,15 @@ def add_health_and_reflection(
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
     for name in ["", *names]:
         servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-    reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    reflection.enable_server_reflection(
+        [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+    )
     return servicer
 
 
-def set_serving(servicer: health.HealthServicer, service_names: Iterable[str], serving: bool) -> None:
+def set_serving(
+    servicer: health.HealthServicer, service_names: Iterable[str], serving: bool
+) -> None:
     status = (
         health_pb2.HealthCheckResponse.SERVING
         if serving

@@ -89,7 +89,9 @@ def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = set(data) - names
     if unknown:
-        raise InvalidArgument(f"{where}: unknown field(s) {sorted(unknown)}; expected {sorted(names)}")
+        raise InvalidArgument(
+            f"{where}: unknown field(s) {sorted(unknown)}; expected {sorted(names)}"
+        )
     kwargs = {k: _build(hints[k], v, f"{where}.{k}") for k, v in data.items()}
     try:
         return cls(**kwargs)

@@ -28,7 +28,9 @@ def key_to_pb(k: EntityKey) -> pb.EntityKey:
 def value_from_pb(v: pb.AttributeValue, where: str) -> AttrValue:
     kind = v.WhichOneof("kind")
     if kind is None:
-        raise InvalidArgument(f"{where}: attribute value is empty, expected string/int/float/string list")
+        raise InvalidArgument(
+            f"{where}: attribute value is empty, expected string/int/float/string list"
+        )
     if kind == "string_list_value":
         return tuple(v.string_list_value.values)
     return getattr(v, kind)  # type: ignore[no-any-return]
@@ -91,7 +93,9 @@ def filter_to_pb(f: Filter | None) -> pb.Filter:
         case Eq(attribute, value):
             return pb.Filter(eq=pb.Eq(attribute=attribute, value=value_to_pb(value)))
         case In(attribute, values):
-            return pb.Filter(in_set=pb.In(attribute=attribute, values=[value_to_pb(v) for v in values]))
+            return pb.Filter(
+                in_set=pb.In(attribute=attribute, values=[value_to_pb(v) for v in values])
+            )
         case Range(attribute, gte, gt, lte, lt):
             return pb.Filter(range=pb.Range(attribute=attribute, gte=gte, gt=gt, lte=lte, lt=lt))
         case And(filters):

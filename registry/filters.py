@@ -7,6 +7,7 @@ not carry is false; `Not` of it is therefore true.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -93,7 +94,9 @@ def validate_filter(f: Filter, schema: Mapping[str, AttrType]) -> None:
         case In(attribute, values):
             kind = _schema_type(attribute, schema)
             if not values:
-                raise InvalidArgument(f"filter in_set on {attribute!r}: expected at least one value")
+                raise InvalidArgument(
+                    f"filter in_set on {attribute!r}: expected at least one value"
+                )
             for value in values:
                 if not _value_ok(kind, value):
                     raise InvalidArgument(
@@ -117,7 +120,9 @@ def validate_filter(f: Filter, schema: Mapping[str, AttrType]) -> None:
             validate_filter(inner, schema)
 
 
-def validate_attributes(attrs: Mapping[str, AttrValue], schema: Mapping[str, AttrType], where: str) -> None:
+def validate_attributes(
+    attrs: Mapping[str, AttrValue], schema: Mapping[str, AttrType], where: str
+) -> None:
     """A record's declared attributes must have their declared type."""
     for name, value in attrs.items():
         kind = schema.get(name)
@@ -129,7 +134,13 @@ def validate_attributes(attrs: Mapping[str, AttrValue], schema: Mapping[str, Att
             else _value_ok(kind, value) and not isinstance(value, tuple)
         )
         if not ok:
-            raise InvalidArgument(f"{where}: attribute {name!r} is {value!r}, expected {kind.value}")
+            raise InvalidArgument(
+                f"{where}: attribute {name!r} is {value!r}, expected {kind.value}"
+            )
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InvalidArgument(
+                f"{where}: attribute {name!r} is {value}, expected a finite number"
+            )
 
 
 def _leaf(f: Eq | In | Range, value: AttrValue | None) -> bool:

@@ -20,7 +20,9 @@ log = logging.getLogger(__name__)
 
 
 class ShardRegistration:
-    def __init__(self, store: RegistryStore, keys: Keys, member: ShardMember, ttl: int = 10) -> None:
+    def __init__(
+        self, store: RegistryStore, keys: Keys, member: ShardMember, ttl: int = 10
+    ) -> None:
         self.store = store
         self.keys = keys
         self.member = member
@@ -31,11 +33,15 @@ class ShardRegistration:
 
     def register(self) -> None:
         self._lease = self.store.lease(self.ttl)
-        self.store.put(self.keys.shard(self.member.shard_id), codec.encode(self.member), lease=self._lease)
+        self.store.put(
+            self.keys.shard(self.member.shard_id), codec.encode(self.member), lease=self._lease
+        )
 
     def set_state(self, state: ShardState) -> None:
         self.member = dataclasses.replace(self.member, state=state)
-        self.store.put(self.keys.shard(self.member.shard_id), codec.encode(self.member), lease=self._lease)
+        self.store.put(
+            self.keys.shard(self.member.shard_id), codec.encode(self.member), lease=self._lease
+        )
 
     def start(self) -> None:
         self.register()
@@ -50,11 +56,7 @@ class ShardRegistration:
                 if self.store.get(self.keys.shard(self.member.shard_id)) is None:
                     self.register()  # lease expired while etcd was away: come back
             except Exception as exc:  # noqa: BLE001 - retry until etcd answers again
-                log.warning("lease refresh failed: %s", exc)
-                try:
-                    self.register()
-                except Exception:  # noqa: BLE001
-                    pass
+                log.warning("lease refresh failed, will retry: %s", exc)
 
     def close(self) -> None:
         """Releases the lease so coordinators stop routing here at once."""

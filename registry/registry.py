@@ -40,7 +40,9 @@ class Registry:
     def put_embedding_version(self, version: EmbeddingVersion) -> None:
         if self.store.get(self.keys.family(version.name)) is None:
             raise NotFound(f"unknown embedding family {version.name!r}; create it first")
-        self.store.put(self.keys.embedding_version(version.name, version.version), codec.encode(version))
+        self.store.put(
+            self.keys.embedding_version(version.name, version.version), codec.encode(version)
+        )
 
     def create_index(
         self, index: IndexVersion, shard_ids: Sequence[str], replicas: int = 1
@@ -48,7 +50,12 @@ class Registry:
         """Creates an index version and its placement atomically; never overwrites."""
         if index.num_buckets <= 0:
             raise InvalidArgument(f"index {index.ref}: num_buckets must be > 0")
-        if self.store.get(self.keys.embedding_version(index.embedding.name, index.embedding.version)) is None:
+        if (
+            self.store.get(
+                self.keys.embedding_version(index.embedding.name, index.embedding.version)
+            )
+            is None
+        ):
             raise NotFound(f"index {index.ref}: unknown embedding version {index.embedding}")
         placement = assign_buckets(index.ref, index.num_buckets, shard_ids, replicas)
         key = self.keys.index(index.name, index.version)

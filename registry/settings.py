@@ -20,7 +20,7 @@ class ConfigError(ValueError):
 
 
 def _coerce(tp: Any, raw: Any, where: str) -> Any:
-    if typing.get_origin(tp) in (typing.Union, getattr(__import__("types"), "UnionType")):
+    if typing.get_origin(tp) in (typing.Union, __import__("types").UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if raw is None or raw == "":
             return None
@@ -41,11 +41,17 @@ def _coerce(tp: Any, raw: Any, where: str) -> Any:
             return tp(raw)
         if typing.get_origin(tp) is tuple:
             items = raw.split(",") if isinstance(raw, str) else list(raw)
-            return tuple(_coerce(typing.get_args(tp)[0], i.strip() if isinstance(i, str) else i, where) for i in items if i != "")
+            return tuple(
+                _coerce(typing.get_args(tp)[0], i.strip() if isinstance(i, str) else i, where)
+                for i in items
+                if i != ""
+            )
         if isinstance(tp, type) and issubclass(tp, Path):
             return Path(raw)
     except (TypeError, ValueError):
-        raise ConfigError(f"{where}: {raw!r} is not a valid {getattr(tp, '__name__', tp)}") from None
+        raise ConfigError(
+            f"{where}: {raw!r} is not a valid {getattr(tp, '__name__', tp)}"
+        ) from None
     return raw
 
 
@@ -71,13 +77,17 @@ def load_settings(
         unknown = set(table) - names
         if unknown:
             raise ConfigError(f"config file {file} [{section}]: unknown keys {sorted(unknown)}")
-        values.update({k: _coerce(hints[k], v, f"{file} [{section}].{k}") for k, v in table.items()})
+        values.update(
+            {k: _coerce(hints[k], v, f"{file} [{section}].{k}") for k, v in table.items()}
+        )
     env_prefix = f"VECSHARD__{section.upper()}__"
     for var, raw in env.items():
         if var.startswith(env_prefix):
-            key = var[len(env_prefix):].lower()
+            key = var[len(env_prefix) :].lower()
             if key not in names:
-                raise ConfigError(f"environment {var}: unknown setting; expected one of {sorted(names)}")
+                raise ConfigError(
+                    f"environment {var}: unknown setting; expected one of {sorted(names)}"
+                )
             values[key] = _coerce(hints[key], raw, f"environment {var}")
     for key, raw in (overrides or {}).items():
         if raw is not None:

@@ -126,7 +126,9 @@ def resolve_route(snapshot: Snapshot, name: str) -> ResolvedRoute:
     item_family = snapshot.family(index.embedding.name)
     query_family = snapshot.family(bundle.query_embedding.name)
     check_query_compatible(query_family, item_family)
-    return ResolvedRoute(route, bundle, index, item_family, query_family, snapshot.placement(index.ref))
+    return ResolvedRoute(
+        route, bundle, index, item_family, query_family, snapshot.placement(index.ref)
+    )
 
 
 def check_query_compatible(query: EmbeddingFamily, item: EmbeddingFamily) -> None:
@@ -151,9 +153,7 @@ def indexes_for_embedding(snapshot: Snapshot, ref: VersionRef) -> list[IndexVers
     if ref not in snapshot.embedding_versions:
         raise NotFound(f"unknown embedding version {ref}")
     found = [
-        ix
-        for ix in snapshot.indexes.values()
-        if ix.embedding == ref and ix.status != Status.FAILED
+        ix for ix in snapshot.indexes.values() if ix.embedding == ref and ix.status != Status.FAILED
     ]
     if not found:
         raise FailedPrecondition(

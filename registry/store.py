@@ -69,7 +69,9 @@ class RegistryStore(Protocol):
 
     def txn(self, compares: Sequence[ModRevisionIs], ops: Sequence[Put | Delete]) -> bool: ...
 
-    def watch_prefix(self, prefix: str, on_event: Callable[[Exception | None], None]) -> Callable[[], None]:
+    def watch_prefix(
+        self, prefix: str, on_event: Callable[[Exception | None], None]
+    ) -> Callable[[], None]:
         """Calls `on_event(None)` on any change under prefix, `on_event(exc)` when
         the watch breaks; returns a function that cancels the watch."""
         ...
@@ -132,10 +134,14 @@ class EtcdStore:
             t.put(op.key, op.value, lease=op.lease) if isinstance(op, Put) else t.delete(op.key)
             for op in ops
         ]
-        ok, _ = self._call(lambda: self._client.transaction(compare=cmp, success=success, failure=[]))  # type: ignore[misc]
+        ok, _ = self._call(
+            lambda: self._client.transaction(compare=cmp, success=success, failure=[])
+        )  # type: ignore[misc]
         return bool(ok)
 
-    def watch_prefix(self, prefix: str, on_event: Callable[[Exception | None], None]) -> Callable[[], None]:
+    def watch_prefix(
+        self, prefix: str, on_event: Callable[[Exception | None], None]
+    ) -> Callable[[], None]:
         def callback(resp: object) -> None:
             on_event(resp if isinstance(resp, Exception) else None)
 

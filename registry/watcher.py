@@ -86,6 +86,8 @@ class SnapshotCache:
                 if not self._stop.is_set():
                     self.refresh()
             except Exception as exc:  # noqa: BLE001 - keep serving the last snapshot
-                log.warning("registry refresh failed, serving snapshot %.1fs old: %s", self.staleness(), exc)
+                log.warning(
+                    "registry refresh failed, serving snapshot %.1fs old: %s", self.staleness(), exc
+                )
                 self._cancel_watch = None
                 self._stop.wait(min(self.poll_interval, 1.0))

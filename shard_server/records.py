@@ -15,7 +15,9 @@ import numpy as np
 
 from registry.model import AttrValue, EntityKey, VersionRef
 
-_HEADER = struct.Struct("<qqfIHI")  # source_version, created_at, norm, bucket, len(model), len(attrs)
+_HEADER = struct.Struct(
+    "<qqfIHI"
+)  # source_version, created_at, norm, bucket, len(model), len(attrs)
 
 
 def _part(s: str) -> bytes:
@@ -28,7 +30,9 @@ def index_prefix(index: VersionRef) -> bytes:
 
 
 def record_key(index: VersionRef, key: EntityKey) -> bytes:
-    return index_prefix(index) + _part(key.tenant_id) + _part(key.entity_type) + _part(key.entity_id)
+    return (
+        index_prefix(index) + _part(key.tenant_id) + _part(key.entity_type) + _part(key.entity_id)
+    )
 
 
 def parse_record_key(raw: bytes) -> tuple[VersionRef, EntityKey]:
@@ -61,8 +65,12 @@ def _attr_json(v: AttrValue) -> Any:
 
 def encode_record(rec: Record) -> bytes:
     model = rec.model_version.encode()
-    attrs = json.dumps({k: _attr_json(v) for k, v in rec.attributes.items()}, sort_keys=True).encode()
-    header = _HEADER.pack(rec.source_version, rec.created_at, rec.norm, rec.bucket, len(model), len(attrs))
+    attrs = json.dumps(
+        {k: _attr_json(v) for k, v in rec.attributes.items()}, sort_keys=True
+    ).encode()
+    header = _HEADER.pack(
+        rec.source_version, rec.created_at, rec.norm, rec.bucket, len(model), len(attrs)
+    )
     return header + model + attrs + np.ascontiguousarray(rec.vector, dtype="<f4").tobytes()
 
 

@@ -22,7 +22,9 @@ def normalized(vec: np.ndarray, *, what: str = "vector") -> np.ndarray:
     v64 = vec.astype(np.float64)
     norm = float(np.sqrt(v64 @ v64))
     if norm == 0.0:
-        raise InvalidArgument(f"{what}: zero vector cannot be normalized (cosine metric); expected norm > 0")
+        raise InvalidArgument(
+            f"{what}: zero vector cannot be normalized (cosine metric); expected norm > 0"
+        )
     return (v64 / norm).astype(F32)
 
 

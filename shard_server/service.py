@@ -81,7 +81,9 @@ class ShardNode:
         self._check_buckets(ref, {r.bucket for r in records})
         return part.upsert(records)
 
-    def delete(self, ref: VersionRef, keys: Sequence[EntityKey], source_version: int) -> WriteResult:
+    def delete(
+        self, ref: VersionRef, keys: Sequence[EntityKey], source_version: int
+    ) -> WriteResult:
         return self.partition(ref).delete(keys, source_version)
 
     def search(self, ref: VersionRef, queries: Sequence[Query]) -> list[SegmentResult]:
@@ -93,5 +95,7 @@ class ShardNode:
     def describe(self) -> list[IndexStats]:
         return [
             IndexStats(ref, p.segment.kind, len(p.segment), p.tombstones)
-            for ref, p in sorted(self._partitions.items(), key=lambda kv: (kv[0].name, kv[0].version))
+            for ref, p in sorted(
+                self._partitions.items(), key=lambda kv: (kv[0].name, kv[0].version)
+            )
         ]

@@ -17,7 +17,9 @@ class ShardServicer(shard_pb2_grpc.ShardServiceServicer):
     def __init__(self, node: ShardNode) -> None:
         self.node = node
 
-    def Upsert(self, request_iterator: Iterator[pb.UpsertBatch], context: grpc.ServicerContext) -> pb.UpsertAck:
+    def Upsert(
+        self, request_iterator: Iterator[pb.UpsertBatch], context: grpc.ServicerContext
+    ) -> pb.UpsertAck:
         written = ignored = sequence = 0
         for batch in request_iterator:
             result = self.node.upsert(
@@ -30,17 +32,29 @@ class ShardServicer(shard_pb2_grpc.ShardServiceServicer):
 
     def Delete(self, request: pb.DeleteRequest, context: grpc.ServicerContext) -> pb.DeleteAck:
         result = self.node.delete(
-            convert.index_ref(request.index), [key_from_pb(k) for k in request.keys], request.source_version
+            convert.index_ref(request.index),
+            [key_from_pb(k) for k in request.keys],
+            request.source_version,
         )
         return pb.DeleteAck(deleted=result.written, sequence=result.sequence)
 
     def Search(self, request: pb.SearchRequest, context: grpc.ServicerContext) -> pb.SearchResponse:
-        results = self.node.search(convert.index_ref(request.index), convert.queries_from_pb(request))
+        results = self.node.search(
+            convert.index_ref(request.index), convert.queries_from_pb(request)
+        )
         return convert.search_response(self.node.shard_id, results)
 
-    def BatchGet(self, request: pb.BatchGetRequest, context: grpc.ServicerContext) -> pb.BatchGetResponse:
-        lookups = self.node.batch_get(convert.index_ref(request.index), [key_from_pb(k) for k in request.keys])
+    def BatchGet(
+        self, request: pb.BatchGetRequest, context: grpc.ServicerContext
+    ) -> pb.BatchGetResponse:
+        lookups = self.node.batch_get(
+            convert.index_ref(request.index), [key_from_pb(k) for k in request.keys]
+        )
         return convert.lookups_to_pb(lookups, request.include_vectors)
 
-    def Describe(self, request: pb.DescribeRequest, context: grpc.ServicerContext) -> pb.DescribeResponse:
-        return convert.describe_response(self.node.shard_id, self.node.describe(), self.node.store.sequence)
+    def Describe(
+        self, request: pb.DescribeRequest, context: grpc.ServicerContext
+    ) -> pb.DescribeResponse:
+        return convert.describe_response(
+            self.node.shard_id, self.node.describe(), self.node.store.sequence
+        )

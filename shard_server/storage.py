@@ -74,4 +74,10 @@ class ShardStore:
             it.next()
 
     def close(self) -> None:
+        """Closes column families before the database: RocksDB keeps its LOCK
+        file while any handle is open, and a restart in the same process (or a
+        test reopening the directory) would fail to acquire it."""
+        cfs, self._cfs, self._handles = self._cfs, {}, {}
+        for cf in cfs.values():
+            cf.close()
         self._db.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import h5py
@@ -15,6 +16,7 @@ from benchmarks.datasets import (
     DATA_DIR_ENV,
     REPO_ROOT,
     Dataset,
+    Metric,
     cached_ground_truth,
     data_dir,
     exact_ground_truth,
@@ -200,7 +202,7 @@ def test_exact_ground_truth_reproduces_third_party_fmnistsmall() -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def brute_force_topk(base: np.ndarray, queries: np.ndarray, k: int, metric: str) -> np.ndarray:
+def brute_force_topk(base: np.ndarray, queries: np.ndarray, k: int, metric: Metric) -> np.ndarray:
     """Reference: the full distance matrix, then a full sort by (distance, id)."""
     b, q = base.astype(np.float64), queries.astype(np.float64)
     if metric == "l2":
@@ -227,7 +229,7 @@ def tie_heavy_data(seed: int) -> tuple[np.ndarray, np.ndarray]:
 @pytest.mark.parametrize("metric", ["l2", "inner_product", "cosine"])
 @pytest.mark.parametrize(("chunk_size", "base_chunk_size"), [(1, 1), (3, 7), (5, 50), (512, 4096)])
 def test_chunked_ground_truth_equals_brute_force(
-    metric: str, chunk_size: int, base_chunk_size: int
+    metric: Metric, chunk_size: int, base_chunk_size: int
 ) -> None:
     if metric == "cosine":
         # Normalizing rounds, so equal-direction ties are not exact; use continuous data.
@@ -250,7 +252,7 @@ def test_chunked_ground_truth_equals_brute_force(
     data=st.data(),
 )
 def test_chunked_ground_truth_equals_brute_force_on_any_tie_pattern(
-    base: np.ndarray, n_queries: int, metric: str, data: st.DataObject
+    base: np.ndarray, n_queries: int, metric: Metric, data: st.DataObject
 ) -> None:
     queries = base[data.draw(st.lists(st.integers(0, len(base) - 1), min_size=n_queries))]
     queries = np.concatenate([queries, np.full((1, 3), 1, dtype=np.int8)])
@@ -275,7 +277,9 @@ def test_exact_ground_truth_refuses_bad_input() -> None:
 def test_cached_ground_truth_is_reused_and_keyed_by_k_and_metric(tmp_path: Path) -> None:
     dataset = gaussian_mixture(300, 8, 4, 20, seed=3)
     first = cached_ground_truth(dataset, 10, tmp_path)
-    np.testing.assert_array_equal(first, exact_ground_truth(dataset.base, dataset.queries, 10, "l2"))
+    np.testing.assert_array_equal(
+        first, exact_ground_truth(dataset.base, dataset.queries, 10, "l2")
+    )
     (path,) = tmp_path.glob("*.ivecs")
     # Plant a different (valid) answer: a second call must return the file, proving reuse.
     write_ivecs(path, first[:, ::-1])
@@ -284,7 +288,7 @@ def test_cached_ground_truth_is_reused_and_keyed_by_k_and_metric(tmp_path: Path)
     write_ivecs(path, first[:, :3])
     np.testing.assert_array_equal(cached_ground_truth(dataset, 10, tmp_path), first)
     cached_ground_truth(dataset, 5, tmp_path)
-    cached_ground_truth(Dataset(**{**vars(dataset), "metric": "cosine"}), 10, tmp_path)
+    cached_ground_truth(replace(dataset, metric="cosine"), 10, tmp_path)
     assert len(list(tmp_path.glob("*.ivecs"))) == 3
 
 
@@ -402,6 +406,7 @@ def test_gaussian_mixture_attributes_and_tenants() -> None:
     assert attrs["year"].min() >= 2000 and attrs["year"].max() <= 2025
     assert all(isinstance(tags, list) and len(tags) <= 3 for tags in attrs["tags"])
     assert any(tags for tags in attrs["tags"]) and any(not tags for tags in attrs["tags"])
+    assert dataset.tenants is not None
     tenants, counts = np.unique(dataset.tenants, return_counts=True)
     assert len(tenants) == 5 and counts.max() > 2 * counts.min()  # skewed, like real tenants
 
@@ -440,11 +445,10 @@ def test_load_file_reads_user_vecs(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("metric", ["l2", "cosine", "inner_product"])
-def test_hdf5_round_trip(tmp_path: Path, metric: str) -> None:
-    source = gaussian_mixture(150, 6, 3, 12, seed=4, metric=metric)  # type: ignore[arg-type]
-    source = Dataset(
-        **{**vars(source), "ground_truth": exact_ground_truth(source.base, source.queries, 10, metric)}  # type: ignore[arg-type]
-    )
+def test_hdf5_round_trip(tmp_path: Path, metric: Metric) -> None:
+    source = gaussian_mixture(150, 6, 3, 12, seed=4, metric=metric)
+    truth = exact_ground_truth(source.base, source.queries, 10, source.metric)
+    source = replace(source, ground_truth=truth)
     path = tmp_path / "set.hdf5"
     write_hdf5(path, source)
     loaded = load_hdf5(path)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import fnmatch
 import functools
+import importlib
 import re
 import shutil
 import subprocess
@@ -22,6 +23,10 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+
+from coordinator.config import CoordinatorConfig
+from registry.settings import load_settings
+from shard_server.config import ShardConfig
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
@@ -450,6 +455,8 @@ def test_shard_statefulset(overlay: str) -> None:
         "0.0.0.0:7400",
         "--advertise",
         f"$(POD_NAME).{headless['metadata']['name']}.$(POD_NAMESPACE).svc.cluster.local:7400",
+        "--metrics-host",
+        "0.0.0.0",
         "--metrics-port",
         "9100",
     ]
@@ -504,6 +511,8 @@ def test_coordinator_deployment_service_and_autoscaler(overlay: str) -> None:
         "$(VECSHARD_ETCD)",
         "--listen",
         "0.0.0.0:7300",
+        "--metrics-host",
+        "0.0.0.0",
         "--metrics-port",
         "9100",
     ]
@@ -533,6 +542,64 @@ def test_coordinator_deployment_service_and_autoscaler(overlay: str) -> None:
         assert pdb["spec"]["minAvailable"] < hpa["spec"]["minReplicas"]
     else:
         assert pdb["spec"]["maxUnavailable"] >= 1
+
+
+# ---------------------------------------------------------------- manifests vs the CLI
+
+
+def _pod_env(objs: list[Obj], c: Obj, pod_name: str) -> dict[str, str]:
+    """The variables the kubelet would give container `c` of pod `pod_name`."""
+    config_maps = {o["metadata"]["name"]: o.get("data", {}) for o in of_kind(objs, "ConfigMap")}
+    fields = {"metadata.name": pod_name, "metadata.namespace": NAMESPACE}
+    env: dict[str, str] = {}
+    for var in c.get("env", []):
+        source = var.get("valueFrom", {})
+        if "fieldRef" in source:
+            env[var["name"]] = fields[source["fieldRef"]["fieldPath"]]
+        elif "configMapKeyRef" in source:
+            ref = source["configMapKeyRef"]
+            env[var["name"]] = config_maps[ref["name"]][ref["key"]]
+        else:
+            env[var["name"]] = VAR_REF.sub(lambda m: env[m.group(1)], var["value"])
+    return env
+
+
+@pytest.mark.parametrize(
+    ("component", "pod_name", "config_cls", "grpc_port"),
+    [
+        ("shard", "vecshard-shard-0", ShardConfig, 7400),
+        ("coordinator", "vecshard-coordinator-6d9f-abcde", CoordinatorConfig, 7300),
+    ],
+)
+def test_container_args_parse_with_the_real_cli(
+    component: str, pod_name: str, config_cls: type, grpc_port: int
+) -> None:
+    """The args, expanded as the kubelet would, are accepted by the role's own flag
+    parser and settings loader, bind every interface, and name the health service
+    the server really registers; the server's own grace period fits the pod's."""
+    objs = render("prod")
+    workload = workload_of(objs, component)
+    (c,) = pod_spec(workload)["containers"]
+    env = _pod_env(objs, c, pod_name)
+    argv = [VAR_REF.sub(lambda m: env[m.group(1)], a) for a in c["args"]]
+    assert argv[0] == component
+    package = "shard_server" if component == "shard" else "coordinator"
+    args = importlib.import_module(f"{package}.__main__").parse_args(argv[1:])
+    overrides = {k: v for k, v in vars(args).items() if k != "config"}
+    cfg = load_settings(config_cls, component, env={}, overrides=overrides)
+
+    assert cfg.listen == f"0.0.0.0:{grpc_port}"
+    assert (cfg.metrics_host, cfg.metrics_port) == ("0.0.0.0", 9100)
+    assert cfg.etcd == the(objs, "ConfigMap", "vecshard-config")["data"]["etcd_endpoints"]
+    if component == "shard":
+        assert cfg.shard_id == pod_name
+        assert str(cfg.data_dir) == "/data"
+        assert cfg.advertise == f"{pod_name}.vecshard-shard.{NAMESPACE}.svc.cluster.local:7400"
+    service = importlib.import_module(f"{package}.server").SERVICE
+    assert c["readinessProbe"]["grpc"] == {"port": grpc_port, "service": service}
+    pre_stop = c.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", [])
+    pre_stop_s = int(pre_stop[1]) if pre_stop[:1] == ["sleep"] else 0
+    assert pre_stop_s + cfg.grace_seconds < pod_spec(workload)["terminationGracePeriodSeconds"]
 
 
 # ---------------------------------------------------------------- etcd

@@ -1,0 +1,64 @@
+"""The CLI's JSON filter syntax, parsed into `registry.filters` objects.
+
+{"eq": {"category": "books"}}          {"in": {"category": ["books", "music"]}}
+{"range": {"price": {"gte": 5, "lt": 20}}}
+{"and": [F, F, ...]}   {"or": [F, ...]}   {"not": F}
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from protos.errors import InvalidArgument
+from registry.filters import And, Eq, Filter, In, Not, Or, Range
+
+_BOUNDS = ("gte", "gt", "lte", "lt")
+
+
+def _single(d: Any, op: str) -> tuple[str, Any]:
+    if not isinstance(d, dict) or len(d) != 1:
+        raise InvalidArgument(f'"{op}" takes an object with exactly one attribute, got {d!r}')
+    return next(iter(d.items()))
+
+
+def _value(v: Any) -> Any:
+    return tuple(v) if isinstance(v, list) else v
+
+
+def from_obj(obj: Any) -> Filter:
+    if not isinstance(obj, dict) or len(obj) != 1:
+        raise InvalidArgument(
+            f"a filter is an object with one operator (eq, in, range, and, or, not), got {obj!r}"
+        )
+    op, arg = next(iter(obj.items()))
+    if op == "eq":
+        attr, value = _single(arg, op)
+        return Eq(attr, _value(value))
+    if op == "in":
+        attr, values = _single(arg, op)
+        if not isinstance(values, list):
+            raise InvalidArgument(f'"in" on {attr!r} takes a list of values, got {values!r}')
+        return In(attr, tuple(values))
+    if op == "range":
+        attr, bounds = _single(arg, op)
+        if not isinstance(bounds, dict) or set(bounds) - set(_BOUNDS):
+            raise InvalidArgument(
+                f'"range" on {attr!r} takes bounds among {_BOUNDS}, got {bounds!r}'
+            )
+        return Range(attr, **{k: float(v) for k, v in bounds.items()})
+    if op in ("and", "or"):
+        if not isinstance(arg, list) or not arg:
+            raise InvalidArgument(f'"{op}" takes a non-empty list of filters')
+        parts = tuple(from_obj(a) for a in arg)
+        return And(parts) if op == "and" else Or(parts)
+    if op == "not":
+        return Not(from_obj(arg))
+    raise InvalidArgument(f"unknown filter operator {op!r}; expected eq, in, range, and, or, not")
+
+
+def parse(text: str) -> Filter:
+    try:
+        return from_obj(json.loads(text))
+    except json.JSONDecodeError as exc:
+        raise InvalidArgument(f"filter is not valid JSON: {exc}") from None

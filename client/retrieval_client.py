@@ -1,0 +1,302 @@
+"""A typed Python client for the public RetrievalService.
+
+It checks what it can before sending (vector dimension and finiteness against
+the route, k, tenant, purpose, timeout), so mistakes fail fast with a clear
+`InvalidArgument`, and it raises the `protos.errors` tree for server errors.
+
+    with RetrievalClient("127.0.0.1:7300", tenant_id="acme", purpose="recommendation") as c:
+        c.upsert("items", "v1", [Record("item-1", vec, attributes={"category": "books"})])
+        for hit in c.search("home_feed", query, k=10, filter=Eq("category", "books")).hits:
+            print(hit.rank, hit.key.entity_id, hit.score)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import grpc
+import numpy as np
+
+from client.errors import rpc_errors
+from protos.errors import InvalidArgument
+from protos.vecshard.v1 import common_pb2 as cpb
+from protos.vecshard.v1 import retrieval_pb2 as pb
+from protos.vecshard.v1 import retrieval_pb2_grpc
+from protos.vectors import check_vector, from_bytes, to_bytes
+from registry.convert import attributes_from_pb, filter_to_pb, key_from_pb, key_to_pb, value_to_pb
+from registry.filters import Filter
+from registry.model import AttrValue, EntityKey
+
+
+@dataclass(frozen=True)
+class Hit:
+    key: EntityKey
+    score: float
+    rank: int
+    shard_id: str
+
+
+@dataclass(frozen=True)
+class SearchResponse:
+    hits: list[Hit]
+    route: str
+    bundle: str
+    index: str
+    embedding: str
+    metric: str
+    diagnostics: Mapping[str, float]
+
+
+@dataclass(frozen=True)
+class Record:
+    """One embedding to write; tenant and entity type default to the client's
+    tenant and the family's entity type."""
+
+    entity_id: str
+    vector: np.ndarray | Sequence[float]
+    attributes: Mapping[str, AttrValue] = field(default_factory=dict)
+    source_version: int = 0
+    model_version: str = ""
+    entity_type: str = ""
+    tenant_id: str = ""
+
+
+@dataclass(frozen=True)
+class Lookup:
+    key: EntityKey
+    status: str  # "found" | "missing" | "deleted"
+    vector: np.ndarray | None = None
+    attributes: Mapping[str, AttrValue] = field(default_factory=dict)
+    source_version: int = 0
+    model_version: str = ""
+    created_at_unix_micros: int = 0
+    norm: float = 0.0
+
+
+@dataclass(frozen=True)
+class RouteInfo:
+    route: str
+    bundle: str
+    index: str
+    embedding: str
+    query_embedding: str
+    dimension: int
+    metric: str
+    attributes: Mapping[str, str]
+    max_k: int
+
+
+_STATUS = {cpb.FOUND: "found", cpb.MISSING: "missing", cpb.DELETED: "deleted"}
+_METRIC = {cpb.INNER_PRODUCT: "inner_product", cpb.COSINE: "cosine", cpb.L2: "l2"}
+
+
+class RetrievalClient:
+    def __init__(
+        self,
+        address: str,
+        *,
+        tenant_id: str,
+        purpose: str,
+        principal: str = "",
+        subject_id: str = "",
+        timeout: float = 5.0,
+    ) -> None:
+        if not isinstance(tenant_id, str) or not tenant_id:
+            raise InvalidArgument(
+                "tenant_id must be a non-empty string (every request is scoped to a tenant)"
+            )
+        if not isinstance(purpose, str) or not purpose:
+            raise InvalidArgument("purpose must be a non-empty string, e.g. 'recommendation'")
+        if not timeout > 0:
+            raise InvalidArgument(f"timeout={timeout}: expected a positive number of seconds")
+        self.address = address
+        self.timeout = timeout
+        self.access = cpb.AccessContext(
+            tenant_id=tenant_id, purpose=purpose, principal=principal, subject_id=subject_id
+        )
+        self._channel = grpc.insecure_channel(address)
+        self._stub = retrieval_pb2_grpc.RetrievalServiceStub(self._channel)
+        self._routes: dict[str, RouteInfo] = {}
+
+    def __enter__(self) -> RetrievalClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def _timeout(self, timeout: float | None) -> float:
+        t = self.timeout if timeout is None else timeout
+        if not t > 0:
+            raise InvalidArgument(f"timeout={t}: expected a positive number of seconds")
+        return t
+
+    def describe_route(
+        self, route: str, *, refresh: bool = False, timeout: float | None = None
+    ) -> RouteInfo:
+        if refresh or route not in self._routes:
+            with rpc_errors():
+                r = self._stub.DescribeRoute(
+                    pb.DescribeRouteRequest(route=route), timeout=self._timeout(timeout)
+                )
+            self._routes[route] = RouteInfo(
+                route=r.route,
+                bundle=r.bundle,
+                index=f"{r.index_name}@{r.index_version}",
+                embedding=f"{r.embedding_name}@{r.embedding_version}",
+                query_embedding=f"{r.query_embedding_name}@{r.query_embedding_version}",
+                dimension=r.dimension,
+                metric=_METRIC.get(r.metric, "unspecified"),
+                attributes={a.name: a.type for a in r.attributes},
+                max_k=r.max_k,
+            )
+        return self._routes[route]
+
+    def search(
+        self,
+        route: str,
+        vector: np.ndarray | Sequence[float],
+        k: int = 10,
+        *,
+        filter: Filter | None = None,  # noqa: A002 - the natural name for callers
+        timeout: float | None = None,
+    ) -> SearchResponse:
+        info = self.describe_route(route, timeout=timeout)
+        vec = np.asarray(vector, dtype=np.float32)
+        check_vector(vec.reshape(-1) if vec.ndim == 1 else vec, info.dimension, what="query vector")
+        if not isinstance(k, int) or not 1 <= k <= info.max_k:
+            raise InvalidArgument(f"k={k!r}: expected an int in 1..{info.max_k}")
+        req = pb.SearchRequest(
+            route=route,
+            access=self.access,
+            query_vector=to_bytes(vec),
+            k=k,
+            filter=filter_to_pb(filter),
+        )
+        with rpc_errors():
+            r = self._stub.Search(req, timeout=self._timeout(timeout))
+        d = r.diagnostics
+        return SearchResponse(
+            hits=[Hit(key_from_pb(h.key), h.score, h.rank, h.shard_id) for h in r.hits],
+            route=r.route,
+            bundle=r.bundle,
+            index=f"{r.index_name}@{r.index_version}",
+            embedding=f"{r.embedding_name}@{r.embedding_version}",
+            metric=_METRIC.get(r.metric, "unspecified"),
+            diagnostics={
+                "resolve_ms": d.resolve_ms,
+                "fanout_ms": d.fanout_ms,
+                "merge_ms": d.merge_ms,
+                "shards_searched": d.shards_searched,
+                "candidates": d.candidates,
+            },
+        )
+
+    def _record_pb(self, r: Record, dim: int | None) -> cpb.EmbeddingRecord:
+        vec = np.asarray(r.vector, dtype=np.float32)
+        if vec.ndim != 1:
+            raise InvalidArgument(
+                f"record {r.entity_id!r}: vector must be 1-d, got shape {vec.shape}"
+            )
+        check_vector(vec, dim if dim is not None else vec.shape[0], what=f"record {r.entity_id!r}")
+        return cpb.EmbeddingRecord(
+            key=cpb.EntityKey(
+                tenant_id=r.tenant_id, entity_type=r.entity_type, entity_id=r.entity_id
+            ),
+            vector=to_bytes(vec),
+            source_version=r.source_version,
+            model_version=r.model_version,
+            attributes={k: value_to_pb(v) for k, v in r.attributes.items()},
+        )
+
+    def upsert(
+        self,
+        embedding_name: str,
+        embedding_version: str,
+        records: Iterable[Record],
+        *,
+        batch_size: int = 1000,
+        timeout: float | None = None,
+    ) -> tuple[int, int]:
+        """Writes in batches; returns (written, ignored_stale). Every record is
+        checked (same dimension, finite) before the first batch is sent."""
+        items = list(records)
+        dim = int(np.asarray(items[0].vector).shape[0]) if items else None
+        protos = [self._record_pb(r, dim) for r in items]
+        written = ignored = 0
+        for i in range(0, len(protos), batch_size):
+            req = pb.UpsertRequest(
+                access=self.access,
+                embedding_name=embedding_name,
+                embedding_version=embedding_version,
+                records=protos[i : i + batch_size],
+            )
+            with rpc_errors():
+                resp = self._stub.Upsert(req, timeout=self._timeout(timeout))
+            written += resp.written
+            ignored += resp.ignored_stale
+        return written, ignored
+
+    def _keys(self, keys: Iterable[str | EntityKey]) -> list[cpb.EntityKey]:
+        return [
+            cpb.EntityKey(entity_id=k) if isinstance(k, str) else key_to_pb(EntityKey(*k))
+            for k in keys
+        ]
+
+    def delete(
+        self,
+        embedding_name: str,
+        embedding_version: str,
+        keys: Iterable[str | EntityKey],
+        *,
+        source_version: int = 0,
+        timeout: float | None = None,
+    ) -> int:
+        req = pb.DeleteRequest(
+            access=self.access,
+            embedding_name=embedding_name,
+            embedding_version=embedding_version,
+            keys=self._keys(keys),
+            source_version=source_version,
+        )
+        with rpc_errors():
+            return int(self._stub.Delete(req, timeout=self._timeout(timeout)).deleted)
+
+    def batch_get(
+        self,
+        embedding_name: str,
+        embedding_version: str,
+        keys: Iterable[str | EntityKey],
+        *,
+        include_vectors: bool = True,
+        timeout: float | None = None,
+    ) -> list[Lookup]:
+        """One Lookup per key, in request order; misses are statuses, not errors."""
+        req = pb.BatchGetEmbeddingsRequest(
+            access=self.access,
+            embedding_name=embedding_name,
+            embedding_version=embedding_version,
+            keys=self._keys(keys),
+            include_vectors=include_vectors,
+        )
+        with rpc_errors():
+            resp = self._stub.BatchGetEmbeddings(req, timeout=self._timeout(timeout))
+        out = []
+        for lk in resp.records:
+            found = lk.status == cpb.FOUND
+            out.append(
+                Lookup(
+                    key=key_from_pb(lk.key),
+                    status=_STATUS.get(lk.status, "missing"),
+                    vector=from_bytes(lk.record.vector) if found and lk.record.vector else None,
+                    attributes=attributes_from_pb(lk.record.attributes, "record") if found else {},
+                    source_version=lk.record.source_version,
+                    model_version=lk.record.model_version,
+                    created_at_unix_micros=lk.record.created_at_unix_micros,
+                    norm=lk.record.norm,
+                )
+            )
+        return out

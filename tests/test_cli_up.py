@@ -1,0 +1,70 @@
+"""`vecshard up`: the demo prints real results and exits 0 with --once, and
+Ctrl-C leaves no process behind."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+VECSHARD = str(Path(sys.executable).parent / "vecshard")
+
+
+def test_demo_once_prints_results_and_exits_zero(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [VECSHARD, "up", "--demo", "--once", "--shards", "2", "--data-dir", str(tmp_path / "d")],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    text = out.stdout
+    assert "vecshard local cluster is up" in text
+    assert re.search(r"upserted 3000 items for tenant 'acme'", text)
+    # result tables: rank, an item id, a score in the jazz cluster, a shard
+    rows = re.findall(r"^\s+\d+\s+item-\d{5}\s+0\.9\d{3}\s+jazz", text, flags=re.M)
+    assert len(rows) >= 5, text
+    assert re.search(r"item-99999\s+missing", text) and re.search(r"deleted\s*$", text, flags=re.M)
+    assert text.rstrip().endswith("stopped.")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is not a running process
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def test_ctrl_c_stops_every_process(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [VECSHARD, "up", "--shards", "2", "--data-dir", str(tmp_path / "d")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + 120
+    for line in proc.stdout:
+        lines.append(line)
+        if "Press Ctrl-C" in line or time.monotonic() > deadline:
+            break
+    pids = [int(p) for p in re.findall(r"pid (\d+)", "".join(lines))]
+    assert len(pids) == 4, "".join(lines)  # etcd, 2 shards, coordinator
+    assert all(_alive(p) for p in pids)
+    proc.send_signal(signal.SIGINT)
+    rest, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, rest
+    assert "stopped." in rest
+    assert [p for p in pids if _alive(p)] == []
