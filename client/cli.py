@@ -13,7 +13,15 @@ import numpy as np
 
 from protos.errors import VecshardError
 
-SERVER_ROLES = {"shard": "shard_server", "coordinator": "coordinator"}
+# Commands that run as their own module in a fresh interpreter: the servers
+# (client must not import server code, DESIGN §1) and the benchmark tools
+# (benchmarks build on client, not the other way round).
+SERVER_ROLES = {
+    "shard": "shard_server",
+    "coordinator": "coordinator",
+    "bench": "benchmarks.search_bench",
+    "loadtest": "benchmarks.loadtest",
+}
 
 
 def _exec_server(module: str, argv: list[str]) -> int:
