@@ -40,8 +40,6 @@ def _split_ref(text: str) -> tuple[str, str]:
 
 def cmd_up(args: argparse.Namespace) -> int:
     from client.local_cluster import LocalCluster
-    from registry.registry import Registry
-    from registry.store import EtcdStore
 
     cluster = LocalCluster(Path(args.data_dir).resolve(), num_shards=args.shards)
     if args.fresh:
@@ -72,15 +70,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         if args.demo:
             from client.demo import EMBEDDING, PURPOSE, ROUTE, run_demo
 
-            store = EtcdStore(cluster.endpoint)
-            try:
-                run_demo(
-                    Registry(store, cluster.etcd_prefix),
-                    cluster.coordinator_address,
-                    cluster.shard_ids(),
-                )
-            finally:
-                store.close()
+            run_demo(cluster.coordinator_address)
             print(
                 "\nQuery it from another terminal, e.g.:\n"
                 f"  vecshard search --coordinator {cluster.coordinator_address} --route {ROUTE} "
@@ -154,20 +144,79 @@ def cmd_describe_route(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_registry_apply(args: argparse.Namespace) -> int:
-    from client.spec import apply, load_documents
-    from registry.registry import Registry
-    from registry.store import EtcdStore
+def _registry(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from client.registry_client import RegistryClient
 
-    store = EtcdStore(args.etcd)
-    try:
-        registry = Registry(store, args.etcd_prefix)
-        shard_ids = args.shards.split(",") if args.shards else sorted(registry.snapshot().shards)
-        for path in args.file:
-            for line in apply(registry, load_documents(Path(path)), shard_ids):
+    return RegistryClient(
+        args.coordinator, who=args.who or os.environ.get("USER", "cli"), timeout=args.timeout
+    )
+
+
+def cmd_registry(args: argparse.Namespace) -> int:
+    import json
+
+    verb = args.registry_command
+    with _registry(args) as reg:
+        if verb == "apply":
+            text = "\n---\n".join(
+                Path(f).read_text() if f != "-" else sys.stdin.read() for f in args.file
+            )
+            for line in reg.apply(text, dry_run=args.dry_run, why=args.why):
                 print(line)
-    finally:
-        store.close()
+        elif verb == "get":
+            obj = reg.get(args.kind, args.name, args.version or "")
+            print(
+                json.dumps(
+                    {"kind": obj.kind, "mod_revision": obj.mod_revision, "spec": obj.spec}, indent=2
+                )
+            )
+        elif verb == "list":
+            for obj in reg.list(args.kind):
+                name = (
+                    obj.spec.get("name")
+                    or obj.spec.get("tenant_id")
+                    or obj.spec.get("shard_id", "")
+                )
+                version = obj.spec.get("version", "")
+                status = obj.spec.get("status", obj.spec.get("state", ""))
+                print(f"{name:<28} {version:<12} {status:<12} rev {obj.mod_revision}")
+        elif verb == "promote":
+            obj = reg.promote(args.kind, args.name, args.version, args.status)
+            print(f"{obj.kind} {args.name}@{args.version} is now {obj.spec['status']}")
+        elif verb == "switch":
+            reg.switch_route(
+                args.route,
+                args.bundle,
+                canary_bundle=args.canary_bundle or "",
+                canary_share=args.canary_share,
+                shadow_bundle=args.shadow_bundle or "",
+                expected_revision=args.expected_revision,
+                why=args.why,
+            )
+            print(f"route {args.route} → {args.bundle}")
+        elif verb == "rollback":
+            obj = reg.rollback(args.route, why=args.why)
+            print(f"route {args.route} rolled back to bundle {obj.spec['bundle']}")
+        elif verb == "history":
+            for c in reg.history(args.route):
+                before = (c.before or {}).get("bundle", "-")
+                after = (c.after or {}).get("bundle", "-")
+                print(f"{c.when}  rev {c.revision:<6} {c.who:<14} {before} → {after}  {c.why}")
+        elif verb == "check-compat":
+            ok, reason = reg.check_compat(args.query_version, args.index_version)
+            print("compatible" if ok else f"incompatible: {reason}")
+            return 0 if ok else 3
+        elif verb in ("drain", "undrain"):
+            reg.set_shard_state(
+                args.shard_id, "draining" if verb == "drain" else "serving", args.why
+            )
+            print(f"shard {args.shard_id} is now {'draining' if verb == 'drain' else 'serving'}")
+        elif verb == "status":
+            st = reg.status()
+            print(f"revision {st.revision}, snapshot staleness {st.staleness_seconds:.1f}s")
+            for sh in st.shards:
+                print(f"  {sh.shard_id:<12} {sh.address:<22} {sh.state}")
+            print(f"  routes: {', '.join(st.routes) or 'none'}")
     return 0
 
 
@@ -226,16 +275,84 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("route")
     d.set_defaults(func=cmd_describe_route)
 
-    reg = sub.add_parser("registry", help="registry administration")
+    reg = sub.add_parser("registry", help="registry administration through a coordinator")
     reg_sub = reg.add_subparsers(dest="registry_command", metavar="VERB", required=True)
-    ap = reg_sub.add_parser("apply", help="apply YAML specs (kind + spec documents)")
-    ap.add_argument("-f", "--file", action="append", required=True, help="spec file (repeatable)")
-    ap.add_argument("--etcd", default="127.0.0.1:2379", help="etcd endpoint HOST:PORT")
-    ap.add_argument("--etcd-prefix", default="/vecshard/v1/")
-    ap.add_argument(
-        "--shards", help="comma-separated shard ids for new index versions (default: registered)"
+
+    def reg_args(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sp.add_argument("--coordinator", required=True, help="coordinator address HOST:PORT")
+        sp.add_argument("--who", help="recorded in route history (default: $USER)")
+        sp.add_argument("--timeout", type=float, default=10.0)
+        sp.set_defaults(func=cmd_registry)
+        return sp
+
+    ap = reg_args(
+        reg_sub.add_parser(
+            "apply", help="apply YAML specs (kind + spec documents); prints the diff"
+        )
     )
-    ap.set_defaults(func=cmd_registry_apply)
+    ap.add_argument(
+        "-f",
+        "--file",
+        action="append",
+        required=True,
+        help="spec file, or - for stdin (repeatable)",
+    )
+    ap.add_argument(
+        "--dry-run", action="store_true", help="validate and show the diff, change nothing"
+    )
+    ap.add_argument("--why", default="", help="reason, recorded in route history")
+    g = reg_args(reg_sub.add_parser("get", help="one object as JSON"))
+    g.add_argument(
+        "kind", help="EmbeddingFamily, EmbeddingVersion, IndexVersion, Bundle, Route, Tenant, ..."
+    )
+    g.add_argument("name")
+    g.add_argument("version", nargs="?")
+    ls = reg_args(reg_sub.add_parser("list", help="objects of one kind"))
+    ls.add_argument("kind")
+    pr = reg_args(
+        reg_sub.add_parser("promote", help="move a version along its status state machine")
+    )
+    pr.add_argument("kind", choices=["EmbeddingVersion", "IndexVersion"])
+    pr.add_argument("name")
+    pr.add_argument("version")
+    pr.add_argument("status", help="validating | ready | production | deprecated | failed")
+    sw = reg_args(
+        reg_sub.add_parser("switch", help="point a route at a bundle (checked for compatibility)")
+    )
+    sw.add_argument("route")
+    sw.add_argument("bundle")
+    sw.add_argument("--canary-bundle")
+    sw.add_argument(
+        "--canary-share", type=float, default=0.0, help="share of subjects in the canary, 0..1"
+    )
+    sw.add_argument("--shadow-bundle")
+    sw.add_argument(
+        "--expected-revision",
+        type=int,
+        default=0,
+        help="fail if the route moved since this revision",
+    )
+    sw.add_argument("--why", default="")
+    rb = reg_args(reg_sub.add_parser("rollback", help="point a route back at its previous bundles"))
+    rb.add_argument("route")
+    rb.add_argument("--why", default="")
+    hi = reg_args(reg_sub.add_parser("history", help="who changed a route, when, from, to, why"))
+    hi.add_argument("route")
+    cc = reg_args(
+        reg_sub.add_parser(
+            "check-compat", help="can a query embedding version query an index version?"
+        )
+    )
+    cc.add_argument("query_version", help="NAME@VERSION")
+    cc.add_argument("index_version", help="NAME@VERSION")
+    for verb, text in (
+        ("drain", "stop new queries to a shard"),
+        ("undrain", "let a shard serve again"),
+    ):
+        d = reg_args(reg_sub.add_parser(verb, help=text))
+        d.add_argument("shard_id")
+        d.add_argument("--why", default="")
+    reg_args(reg_sub.add_parser("status", help="the registry as the coordinator sees it"))
     return p
 
 

@@ -8,10 +8,9 @@ from collections.abc import Callable
 
 import numpy as np
 
+from client.registry_client import RegistryClient
 from client.retrieval_client import Record, RetrievalClient
-from client.spec import apply
 from registry.filters import And, Eq, Range
-from registry.registry import Registry
 
 DIM = 32
 TOPICS = ["cooking", "travel", "jazz", "chess", "hiking", "sci-fi", "gardening", "retro-games"]
@@ -111,12 +110,11 @@ def _table(client: RetrievalClient, hits: list, say: Callable[[str], None]) -> N
         )
 
 
-def run_demo(
-    registry: Registry, coordinator: str, shard_ids: list[str], say: Callable[[str], None] = print
-) -> None:
+def run_demo(coordinator: str, say: Callable[[str], None] = print) -> None:
     say("\n== registry: applying the demo spec (family, version, index, bundle, route)")
-    for line in apply(registry, SPEC, shard_ids):
-        say(f"    {line}")
+    with RegistryClient(coordinator, who="vecshard up --demo") as registry:
+        for line in registry.apply(SPEC, why="demo data set"):
+            say(f"    {line}")
 
     centres, per_tenant = catalogue()
     for tenant, recs in per_tenant.items():

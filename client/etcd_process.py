@@ -83,5 +83,11 @@ class EtcdProcess:
     def stop(self) -> None:
         self.child.stop()
 
+    def restart(self, timeout: float = 30.0) -> None:
+        """Starts again on the same ports and data (after stop or kill)."""
+        if self.child.alive():
+            self.child.stop()
+        self.start(timeout)
+
     def kill(self) -> None:
         self.child.kill()

@@ -24,6 +24,7 @@ class LocalCluster:
     etcd: EtcdProcess | None = None
     shards: dict[str, ChildProcess] = field(default_factory=dict)
     coordinator: ChildProcess | None = None
+    extra_coordinators: list[ChildProcess] = field(default_factory=list)
 
     @property
     def logs(self) -> Path:
@@ -53,14 +54,7 @@ class LocalCluster:
             for shard_id in self.shard_ids():
                 self.shards[shard_id] = self._shard_process(shard_id)
                 self.shards[shard_id].start()
-            self.coordinator = ChildProcess(
-                "coordinator",
-                python_module(
-                    "coordinator", "--etcd", self.endpoint, "--etcd-prefix", self.etcd_prefix
-                ),
-                self.logs / "coordinator.log",
-                self.extra_env,
-            )
+            self.coordinator = self._coordinator_process("coordinator")
             self.coordinator.start()
             for child in [*self.shards.values(), self.coordinator]:
                 child.wait_ready(timeout)
@@ -88,6 +82,23 @@ class LocalCluster:
             self.extra_env,
         )
 
+    def _coordinator_process(self, name: str) -> ChildProcess:
+        return ChildProcess(
+            name,
+            python_module(
+                "coordinator", "--etcd", self.endpoint, "--etcd-prefix", self.etcd_prefix
+            ),
+            self.logs / f"{name}.log",
+            self.extra_env,
+        )
+
+    def add_coordinator(self, timeout: float = 60.0) -> str:
+        """Starts one more coordinator on the same registry; returns its address."""
+        child = self._coordinator_process(f"coordinator-{len(self.extra_coordinators) + 1}")
+        self.extra_coordinators.append(child)
+        child.start()
+        return str(child.wait_ready(timeout)["grpc"])
+
     def kill_shard(self, shard_id: str) -> None:
         self.shards[shard_id].kill()
 
@@ -100,13 +111,19 @@ class LocalCluster:
         return child.wait_ready(timeout)
 
     def pids(self) -> list[int]:
-        children = [*self.shards.values(), self.coordinator, self.etcd.child if self.etcd else None]
+        children = [
+            *self.shards.values(),
+            self.coordinator,
+            *self.extra_coordinators,
+            self.etcd.child if self.etcd else None,
+        ]
         return [c.pid for c in children if c is not None and c.pid is not None]
 
     def stop(self) -> None:
         """Coordinator first (no new requests), then shards, then etcd."""
-        if self.coordinator is not None:
-            self.coordinator.stop()
+        for child in [*self.extra_coordinators, self.coordinator]:
+            if child is not None:
+                child.stop()
         for child in self.shards.values():
             child.stop()
         if self.etcd is not None:

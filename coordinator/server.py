@@ -7,18 +7,22 @@ from dataclasses import dataclass
 
 import grpc.aio
 
+from coordinator import metrics
 from coordinator.config import CoordinatorConfig
+from coordinator.registry_servicer import RegistryServicer
 from coordinator.service import Limits, RetrievalEngine
 from coordinator.servicer import RetrievalServicer
 from coordinator.shards import ShardPool
 from protos import serving
-from protos.vecshard.v1 import retrieval_pb2_grpc
+from protos.vecshard.v1 import registry_pb2_grpc, retrieval_pb2_grpc
+from registry.admin import RegistryAdmin
 from registry.registry import Registry
 from registry.store import EtcdStore
 from registry.watcher import SnapshotCache
 
 log = logging.getLogger(__name__)
 SERVICE = "vecshard.v1.RetrievalService"
+REGISTRY_SERVICE = "vecshard.v1.RegistryService"
 
 
 @dataclass
@@ -29,9 +33,11 @@ class RunningCoordinator:
     cache: SnapshotCache
     pool: ShardPool
     health: object
+    engine: RetrievalEngine
 
     async def stop(self, grace: float) -> None:
-        serving.set_serving(self.health, [SERVICE], False)  # type: ignore[arg-type]
+        serving.set_serving(self.health, [SERVICE, REGISTRY_SERVICE], False)  # type: ignore[arg-type]
+        await self.engine.drain_background()
         await self.server.stop(grace)
         await self.pool.close()
         self.cache.stop()
@@ -41,6 +47,8 @@ async def create_server(cfg: CoordinatorConfig) -> RunningCoordinator:
     registry = Registry(EtcdStore(cfg.etcd), cfg.etcd_prefix)
     cache = SnapshotCache(registry)
     cache.start()
+    metrics.REGISTRY_STALENESS.labels("coordinator").set_function(cache.staleness)
+    metrics.REGISTRY_REVISION.labels("coordinator").set_function(lambda: cache.snapshot.revision)
     pool = ShardPool()
     engine = RetrievalEngine(cache, pool.get, Limits(max_batch_records=cfg.max_batch_records))
     server = grpc.aio.server(
@@ -49,12 +57,15 @@ async def create_server(cfg: CoordinatorConfig) -> RunningCoordinator:
     retrieval_pb2_grpc.add_RetrievalServiceServicer_to_server(
         RetrievalServicer(engine, cfg.default_timeout), server
     )
-    health = serving.add_health_and_reflection(server, [SERVICE])
+    registry_pb2_grpc.add_RegistryServiceServicer_to_server(
+        RegistryServicer(RegistryAdmin(registry), cache), server
+    )
+    health = serving.add_health_and_reflection(server, [SERVICE, REGISTRY_SERVICE])
     port = server.add_insecure_port(cfg.listen)
     if port == 0:
         raise OSError(f"could not bind {cfg.listen}")
     await server.start()
     metrics_port = serving.start_metrics(cfg.metrics_host, cfg.metrics_port)
-    serving.set_serving(health, [SERVICE], True)
+    serving.set_serving(health, [SERVICE, REGISTRY_SERVICE], True)
     log.info("coordinator serving on port %d (registry revision %d)", port, cache.snapshot.revision)
-    return RunningCoordinator(server, port, metrics_port, cache, pool, health)
+    return RunningCoordinator(server, port, metrics_port, cache, pool, health, engine)

@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
 import numpy as np
 
+from coordinator import metrics
 from coordinator.merge import merge_topk
 from coordinator.model import (
     Access,
@@ -35,7 +36,13 @@ from protos.vectors import check_vector
 from registry.filters import validate_attributes, validate_filter
 from registry.model import EmbeddingFamily, EntityKey, IndexVersion, Metric, Placement, VersionRef
 from registry.placement import bucket_of
-from registry.snapshot import ResolvedRoute, Snapshot, indexes_for_embedding, resolve_route
+from registry.snapshot import (
+    ResolvedRoute,
+    Snapshot,
+    indexes_for_embedding,
+    resolve_route,
+    resolve_shadow,
+)
 from registry.watcher import SnapshotCache
 
 ShardFactory = Callable[[str, str], Shard]
@@ -59,6 +66,7 @@ class RetrievalEngine:
         self.cache = cache
         self.shards = shards
         self.limits = limits or Limits()
+        self._tasks: set[asyncio.Future[None]] = set()
 
     # --- registry -------------------------------------------------------------
 
@@ -72,9 +80,9 @@ class RetrievalEngine:
         except NotFound:
             return await asyncio.to_thread(self.cache.refresh)
 
-    async def describe_route(self, name: str) -> ResolvedRoute:
-        snap = await self._fresh(lambda s: resolve_route(s, name))
-        return resolve_route(snap, name)
+    async def describe_route(self, name: str, subject: str = "") -> ResolvedRoute:
+        snap = await self._fresh(lambda s: resolve_route(s, name, subject))
+        return resolve_route(snap, name, subject)
 
     @staticmethod
     def _check_purpose(access: Access, family: EmbeddingFamily) -> None:
@@ -130,7 +138,43 @@ class RetrievalEngine:
 
     async def search(self, q: SearchQuery, timeout: float) -> SearchResult:
         t0 = time.perf_counter()
-        resolved = await self.describe_route(q.route)
+        resolved = await self.describe_route(q.route, q.access.subject_id)
+        metrics.ROUTE_ARM.labels(q.route, resolved.arm).inc()
+        result = await self._search_resolved(q, resolved, timeout, t0)
+        shadow = resolve_shadow(self.cache.snapshot, resolved.route)
+        if shadow is not None and resolved.arm == "primary":
+            self._background(self._shadow(q, shadow, result, timeout))
+        return result
+
+    def _background(self, coro: Coroutine[object, object, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)  # a strong reference until it finishes
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain_background(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _shadow(
+        self, q: SearchQuery, shadow: ResolvedRoute, primary: SearchResult, timeout: float
+    ) -> None:
+        """Searches the shadow bundle; only its overlap and latency are kept."""
+        route = q.route
+        try:
+            t0 = time.perf_counter()
+            res = await self._search_resolved(q, shadow, timeout, t0)
+        except Exception:  # noqa: BLE001 - a shadow failure must never reach callers
+            metrics.SHADOW_ERRORS.labels(route).inc()
+            return
+        a, b = {h.key for h in primary.hits}, {h.key for h in res.hits}
+        metrics.SHADOW_OVERLAP.labels(route).observe(len(a & b) / len(a | b) if a | b else 1.0)
+        metrics.SHADOW_LATENCY_DELTA.labels(route).observe(
+            (res.diagnostics.fanout_ms - primary.diagnostics.fanout_ms) / 1e3
+        )
+
+    async def _search_resolved(
+        self, q: SearchQuery, resolved: ResolvedRoute, timeout: float, t0: float
+    ) -> SearchResult:
         snap = self.cache.snapshot
         index, family = resolved.index, resolved.query_family
         self._check_purpose(q.access, resolved.item_family)

@@ -30,8 +30,16 @@ KINDS: dict[str, type] = {
         model.Bundle,
         model.Route,
         model.ShardMember,
+        model.RouteChange,
+        model.Tenant,
+        model.ShardStateIntent,
     )
 }
+
+
+def register_kind(cls: type) -> None:
+    """Lets other registry modules (feature definitions) add encodable kinds."""
+    KINDS[cls.__name__] = cls
 
 
 def _plain(value: Any) -> Any:

@@ -35,3 +35,16 @@ class Keys:
 
     def shard(self, shard_id: str) -> str:
         return f"{self.prefix}cluster/shards/{shard_id}"
+
+    def shard_intent(self, shard_id: str) -> str:
+        return f"{self.prefix}cluster/intents/{shard_id}"
+
+    def route_history(self, name: str, revision: int | None = None) -> str:
+        base = f"{self.prefix}history/routes/{name}/"
+        return base if revision is None else f"{base}{revision:020d}"
+
+    def tenant(self, tenant_id: str) -> str:
+        return f"{self.prefix}tenants/{tenant_id}"
+
+    def feature(self, kind: str, name: str, version: str = "") -> str:
+        return f"{self.prefix}features/{kind}/{name}" + (f"/{version}" if version else "")

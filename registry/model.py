@@ -85,6 +85,10 @@ class EmbeddingVersion:
     version: str
     status: Status = Status.READY
     model_version: str = ""
+    # Query embedding versions whose vectors may be scored against this
+    # (item) version. The version itself is always compatible with itself.
+    compatible_query_versions: tuple[VersionRef, ...] = ()
+    created_at: str = ""
 
     @property
     def ref(self) -> VersionRef:
@@ -137,8 +141,54 @@ class Bundle:
 
 @dataclass(frozen=True)
 class Route:
+    """Serving code names a route, never an index version.
+
+    A canary bundle takes `canary_share` of the traffic, chosen by a stable
+    hash of the request's subject (one user sees one bundle); a shadow bundle
+    is searched in the background and only measured, never returned.
+    """
+
     name: str
     bundle: str
+    canary_bundle: str = ""
+    canary_share: float = 0.0
+    shadow_bundle: str = ""
+
+
+@dataclass(frozen=True)
+class RouteChange:
+    """One entry of a route's history: who changed it, when, from, to, why."""
+
+    route: str
+    revision: int
+    who: str
+    when: str
+    why: str
+    before: Route | None
+    after: Route | None
+
+
+@dataclass(frozen=True)
+class Tenant:
+    tenant_id: str
+    display_name: str = ""
+    # Serving class for metrics labels and quotas, e.g. "gold", "standard".
+    tenant_class: str = "standard"
+    # Empty means every purpose is allowed for this tenant.
+    allowed_purposes: tuple[str, ...] = ()
+    # Buckets of each index this tenant's data lives in; empty means all.
+    buckets: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class ShardStateIntent:
+    """An operator's wish for a shard (e.g. draining before a restart), kept
+    apart from the shard's own lease-bound registration so it survives the
+    shard restarting and is not overwritten by it."""
+
+    shard_id: str
+    state: ShardState
+    reason: str = ""
 
 
 @dataclass(frozen=True)

@@ -1,26 +1,42 @@
 """Reads and writes of registry objects through a `RegistryStore`.
 
-Multi-key changes (an index version and its placement) are one transaction.
-The control-plane issue grows this into the full admin surface.
+Every multi-key change is one etcd transaction. Versions are immutable once
+ready (only their status moves, along `registry.lifecycle`); a route switch
+compares the route's previous mod_revision, checks the new bundle's
+compatibility, and appends a history entry — all in the same transaction.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
 from collections.abc import Sequence
+from typing import Any
 
-from protos.errors import AlreadyExists, InvalidArgument, NotFound
+from protos.errors import AlreadyExists, Conflict, FailedPrecondition, InvalidArgument, NotFound
 from registry import codec
 from registry.keys import Keys
+from registry.lifecycle import FROZEN, check_transition
 from registry.model import (
     Bundle,
     EmbeddingFamily,
     EmbeddingVersion,
     IndexVersion,
     Route,
+    RouteChange,
+    ShardState,
+    ShardStateIntent,
+    Status,
+    Tenant,
+    VersionRef,
 )
 from registry.placement import assign_buckets
-from registry.snapshot import Snapshot, build_snapshot
-from registry.store import ModRevisionIs, Put, RegistryStore
+from registry.snapshot import Snapshot, build_snapshot, resolve_bundle
+from registry.store import Delete, Entry, ModRevisionIs, Put, RegistryStore
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
 
 
 class Registry:
@@ -32,17 +48,78 @@ class Registry:
         entries, revision = self.store.list_prefix(self.keys.prefix)
         return build_snapshot(entries, revision, self.keys)
 
+    # --- generic -------------------------------------------------------------
+
+    def key_of(self, obj: Any) -> str:
+        match obj:
+            case EmbeddingFamily():
+                return self.keys.family(obj.name)
+            case EmbeddingVersion():
+                return self.keys.embedding_version(obj.name, obj.version)
+            case IndexVersion():
+                return self.keys.index(obj.name, obj.version)
+            case Bundle():
+                return self.keys.bundle(obj.name)
+            case Route():
+                return self.keys.route(obj.name)
+            case Tenant():
+                return self.keys.tenant(obj.tenant_id)
+            case ShardStateIntent():
+                return self.keys.shard_intent(obj.shard_id)
+        kind = type(obj).__name__
+        if kind in codec.KINDS:  # feature definitions, groups, sets
+            return self.keys.feature(kind, obj.name, getattr(obj, "version", ""))
+        raise InvalidArgument(f"cannot store a {kind} in the registry")
+
+    def read(self, key: str) -> tuple[Any, int] | None:
+        entry = self.store.get(key)
+        return None if entry is None else (codec.decode(entry.value), entry.mod_revision)
+
+    def _put_versioned(self, obj: Any, status: Status | None, what: str) -> None:
+        """Creates, or updates within the rules: content frozen once ready,
+        status only along the state machine. Compare-and-swap on the key."""
+        key = self.key_of(obj)
+        current = self.store.get(key)
+        if current is not None:
+            old = codec.decode(current.value)
+            if status is not None:
+                if old.status in FROZEN and dataclasses.replace(old, status=status) != obj:
+                    raise FailedPrecondition(
+                        f"{what} is {old.status.value} and immutable; only its status may change "
+                        "(create a new version to change what it means)"
+                    )
+                check_transition(what, old.status, status)
+            if old == obj:
+                return
+        expected = current.mod_revision if current is not None else 0
+        if not self.store.txn([ModRevisionIs(key, expected)], [Put(key, codec.encode(obj))]):
+            raise Conflict(f"{what} changed concurrently; re-read and retry")
+
+    # --- objects -------------------------------------------------------------
+
     def put_family(self, family: EmbeddingFamily) -> None:
+        """Owner, purposes and compatibility lists may change; what vectors
+        mean (entity type, dimension, metric, normalization) may not."""
         if family.dimension <= 0:
             raise InvalidArgument(f"family {family.name!r}: dimension must be > 0")
+        found = self.read(self.keys.family(family.name))
+        if found is not None:
+            fixed = [
+                f
+                for f in ("entity_type", "dimension", "metric", "normalize")
+                if getattr(found[0], f) != getattr(family, f)
+            ]
+            if fixed:
+                raise FailedPrecondition(
+                    f"family {family.name!r}: {', '.join(fixed)} cannot change on an existing family; "
+                    "create a new family"
+                )
         self.store.put(self.keys.family(family.name), codec.encode(family))
 
     def put_embedding_version(self, version: EmbeddingVersion) -> None:
         if self.store.get(self.keys.family(version.name)) is None:
             raise NotFound(f"unknown embedding family {version.name!r}; create it first")
-        self.store.put(
-            self.keys.embedding_version(version.name, version.version), codec.encode(version)
-        )
+        self._put_versioned(version, version.status, f"embedding version {version.ref}")
 
     def create_index(
         self, index: IndexVersion, shard_ids: Sequence[str], replicas: int = 1
@@ -69,10 +146,147 @@ class Registry:
         if not ok:
             raise AlreadyExists(f"index version {index.ref} already exists; versions are immutable")
 
-    def put_bundle(self, bundle: Bundle) -> None:
-        self.store.put(self.keys.bundle(bundle.name), codec.encode(bundle))
+    def set_status(self, kind: str, ref: VersionRef, status: Status) -> Any:
+        """Moves an embedding or index version along the state machine."""
+        key = (
+            self.keys.embedding_version(ref.name, ref.version)
+            if kind == "EmbeddingVersion"
+            else self.keys.index(ref.name, ref.version)
+            if kind == "IndexVersion"
+            else None
+        )
+        if key is None:
+            raise InvalidArgument(f"status applies to EmbeddingVersion or IndexVersion, not {kind}")
+        found = self.read(key)
+        if found is None:
+            raise NotFound(f"unknown {kind} {ref}")
+        obj = dataclasses.replace(found[0], status=status)
+        self._put_versioned(obj, status, f"{kind} {ref}")
+        return obj
 
-    def put_route(self, route: Route) -> None:
-        if self.store.get(self.keys.bundle(route.bundle)) is None:
-            raise NotFound(f"route {route.name!r}: unknown bundle {route.bundle!r}")
-        self.store.put(self.keys.route(route.name), codec.encode(route))
+    def put_bundle(self, bundle: Bundle) -> None:
+        """Bundles are immutable: a different bundle needs a new name."""
+        key = self.keys.bundle(bundle.name)
+        current = self.store.get(key)
+        if current is not None:
+            if codec.decode(current.value) == bundle:
+                return
+            raise FailedPrecondition(
+                f"bundle {bundle.name!r} already exists with other versions; bundles are immutable, "
+                "create a new bundle"
+            )
+        if not self.store.txn([ModRevisionIs(key, 0)], [Put(key, codec.encode(bundle))]):
+            raise Conflict(f"bundle {bundle.name!r} was created concurrently")
+
+    def put_tenant(self, tenant: Tenant) -> None:
+        self.store.put(self.keys.tenant(tenant.tenant_id), codec.encode(tenant))
+
+    def put_object(self, obj: Any) -> None:
+        """Feature definitions, groups and sets: versioned, immutable once written."""
+        key = self.key_of(obj)
+        current = self.store.get(key)
+        if current is not None:
+            if codec.decode(current.value) == obj:
+                return
+            raise FailedPrecondition(
+                f"{type(obj).__name__} {obj.name!r} version {getattr(obj, 'version', '')!r} already "
+                "exists with other content; changing semantics needs a new version"
+            )
+        if not self.store.txn([ModRevisionIs(key, 0)], [Put(key, codec.encode(obj))]):
+            raise Conflict(f"{type(obj).__name__} {obj.name!r} was created concurrently")
+
+    # --- routes ----------------------------------------------------------------
+
+    def put_route(
+        self, route: Route, who: str = "", why: str = "", expected_revision: int | None = None
+    ) -> Route:
+        """Creates or switches a route in one transaction: compare the route's
+        mod_revision (the one the caller read, or the current one), check the
+        new bundles resolve and are compatible, append a history entry."""
+        if not 0.0 <= route.canary_share <= 1.0:
+            raise InvalidArgument(
+                f"route {route.name!r}: canary_share {route.canary_share} must be in [0, 1]"
+            )
+        if route.canary_share > 0 and not route.canary_bundle:
+            raise InvalidArgument(f"route {route.name!r}: canary_share without canary_bundle")
+        key = self.keys.route(route.name)
+        snap = self.snapshot()
+        for arm, bundle in (
+            ("primary", route.bundle),
+            ("canary", route.canary_bundle),
+            ("shadow", route.shadow_bundle),
+        ):
+            if bundle:
+                resolve_bundle(
+                    snap, route, bundle, arm
+                )  # NOT_FOUND / FAILED_PRECONDITION, nothing written
+        current = self.store.get(key)
+        before = codec.decode(current.value) if current is not None else None
+        revision = current.mod_revision if current is not None else 0
+        if expected_revision is not None and expected_revision != revision:
+            raise Conflict(
+                f"route {route.name!r} is at revision {revision}, not {expected_revision}: "
+                "someone else changed it; re-read and retry"
+            )
+        if before == route:
+            return route
+        change = RouteChange(route.name, revision, who or "unknown", _now(), why, before, route)
+        ok = self.store.txn(
+            [ModRevisionIs(key, revision)],
+            [
+                Put(key, codec.encode(route)),
+                Put(self.keys.route_history(route.name, revision), codec.encode(change)),
+            ],
+        )
+        if not ok:
+            raise Conflict(
+                f"route {route.name!r} changed concurrently (another switch won); re-read and retry"
+            )
+        return route
+
+    def route_with_revision(self, name: str) -> tuple[Route, int]:
+        found = self.read(self.keys.route(name))
+        if found is None:
+            raise NotFound(f"unknown route {name!r}")
+        return found[0], found[1]
+
+    def history(self, name: str) -> list[RouteChange]:
+        entries, _ = self.store.list_prefix(self.keys.route_history(name))
+        return [codec.decode(e.value) for e in entries]
+
+    def rollback(self, name: str, who: str = "", why: str = "") -> Route:
+        """Points the route back at the bundles it had before its last change."""
+        route, revision = self.route_with_revision(name)
+        changes = [c for c in self.history(name) if c.after is not None]
+        if not changes or changes[-1].before is None:
+            raise FailedPrecondition(f"route {name!r} has no earlier state to roll back to")
+        previous = changes[-1].before
+        return self.put_route(
+            previous, who, why or f"rollback from {route.bundle}", expected_revision=revision
+        )
+
+    def delete_route(self, name: str, who: str = "", why: str = "") -> None:
+        route, revision = self.route_with_revision(name)
+        change = RouteChange(name, revision, who or "unknown", _now(), why, route, None)
+        ok = self.store.txn(
+            [ModRevisionIs(self.keys.route(name), revision)],
+            [
+                Delete(self.keys.route(name)),
+                Put(self.keys.route_history(name, revision), codec.encode(change)),
+            ],
+        )
+        if not ok:
+            raise Conflict(f"route {name!r} changed concurrently; re-read and retry")
+
+    # --- shards ----------------------------------------------------------------
+
+    def set_shard_state(self, shard_id: str, state: ShardState, reason: str = "") -> None:
+        """Operator intent: `draining` stops new queries reaching the shard."""
+        key = self.keys.shard_intent(shard_id)
+        if state is ShardState.SERVING:
+            self.store.delete(key)
+        else:
+            self.store.put(key, codec.encode(ShardStateIntent(shard_id, state, reason)))
+
+    def entries(self, subprefix: str) -> list[Entry]:
+        return self.store.list_prefix(self.keys.prefix + subprefix)[0]

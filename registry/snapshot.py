@@ -7,24 +7,29 @@ when etcd is unreachable.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from protos.errors import FailedPrecondition, NotFound
 from registry import codec
+from registry.compat import bundle_parts, check_bundle
 from registry.keys import Keys
 from registry.model import (
-    SERVABLE,
     Bundle,
     EmbeddingFamily,
     EmbeddingVersion,
     IndexVersion,
     Placement,
     Route,
+    RouteChange,
     ShardMember,
     ShardState,
+    ShardStateIntent,
     Status,
+    Tenant,
     VersionRef,
 )
 from registry.store import Entry
@@ -42,6 +47,10 @@ class Snapshot:
     bundles: Mapping[str, Bundle] = field(default_factory=dict)
     routes: Mapping[str, Route] = field(default_factory=dict)
     shards: Mapping[str, ShardMember] = field(default_factory=dict)
+    tenants: Mapping[str, Tenant] = field(default_factory=dict)
+    intents: Mapping[str, ShardStateIntent] = field(default_factory=dict)
+    # Feature definitions, groups and sets by (kind, name, version).
+    features: Mapping[tuple[str, str, str], object] = field(default_factory=dict)
 
     def family(self, name: str) -> EmbeddingFamily:
         try:
@@ -74,6 +83,8 @@ class ResolvedRoute:
     item_family: EmbeddingFamily
     query_family: EmbeddingFamily
     placement: Placement
+    # "primary" or "canary": which arm of the route this request took.
+    arm: str = "primary"
 
 
 def build_snapshot(entries: list[Entry], revision: int, keys: Keys) -> Snapshot:
@@ -86,7 +97,13 @@ def build_snapshot(entries: list[Entry], revision: int, keys: Keys) -> Snapshot:
     bundles: dict[str, Bundle] = {}
     routes: dict[str, Route] = {}
     shards: dict[str, ShardMember] = {}
+    tenants: dict[str, Tenant] = {}
+    intents: dict[str, ShardStateIntent] = {}
+    features: dict[tuple[str, str, str], object] = {}
+    history_prefix = keys.route_history("")[: -len("/")]
     for entry in entries:
+        if entry.key.startswith(history_prefix):
+            continue  # history is read on demand, not served from
         try:
             obj = codec.decode(entry.value)
         except Exception as exc:  # noqa: BLE001 - one bad value must not hide the rest
@@ -107,43 +124,88 @@ def build_snapshot(entries: list[Entry], revision: int, keys: Keys) -> Snapshot:
                 routes[obj.name] = obj
             case ShardMember():
                 shards[obj.shard_id] = obj
-    return Snapshot(revision, families, versions, indexes, placements, bundles, routes, shards)
+            case Tenant():
+                tenants[obj.tenant_id] = obj
+            case ShardStateIntent():
+                intents[obj.shard_id] = obj
+            case RouteChange():
+                pass
+            case _:
+                features[
+                    (type(obj).__name__, getattr(obj, "name", ""), getattr(obj, "version", ""))
+                ] = obj
+    # An operator's intent (draining) overrides what the shard says of itself.
+    for shard_id, intent in intents.items():
+        if shard_id in shards:
+            shards[shard_id] = dataclasses.replace(shards[shard_id], state=intent.state)
+    return Snapshot(
+        revision,
+        families,
+        versions,
+        indexes,
+        placements,
+        bundles,
+        routes,
+        shards,
+        tenants,
+        intents,
+        features,
+    )
 
 
-def resolve_route(snapshot: Snapshot, name: str) -> ResolvedRoute:
+def in_canary(route: str, subject: str, share: float) -> bool:
+    """Stable per subject: the same user always lands in the same arm."""
+    if share <= 0.0:
+        return False
+    digest = hashlib.blake2b(f"{route}\x00{subject}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") / 2**64 < share
+
+
+def resolve_bundle(
+    snapshot: Snapshot, route: Route, bundle_name: str, arm: str = "primary"
+) -> ResolvedRoute:
+    """A bundle checked for compatibility, or FAILED_PRECONDITION naming both sides."""
+    bundle = snapshot.bundles.get(bundle_name)
+    if bundle is None:
+        raise NotFound(f"route {route.name!r} points at unknown bundle {bundle_name!r}")
+    parts = bundle_parts(bundle, snapshot.families, snapshot.embedding_versions, snapshot.indexes)
+    try:
+        check_bundle(parts)
+    except FailedPrecondition as exc:
+        raise FailedPrecondition(
+            f"route {route.name!r} ({arm} bundle {bundle_name!r}): {exc.message}"
+        ) from None
+    return ResolvedRoute(
+        route,
+        bundle,
+        parts.index,
+        parts.item_family,
+        parts.query_family,
+        snapshot.placement(parts.index.ref),
+        arm,
+    )
+
+
+def resolve_route(snapshot: Snapshot, name: str, subject: str = "") -> ResolvedRoute:
     route = snapshot.routes.get(name)
     if route is None:
         known = ", ".join(sorted(snapshot.routes)) or "none"
         raise NotFound(f"unknown route {name!r}; known routes: {known}")
-    bundle = snapshot.bundles.get(route.bundle)
-    if bundle is None:
-        raise NotFound(f"route {name!r} points at unknown bundle {route.bundle!r}")
-    index = snapshot.index(bundle.index)
-    if index.status not in SERVABLE:
-        raise FailedPrecondition(
-            f"route {name!r}: index {index.ref} is {index.status.value}, expected ready or production"
-        )
-    item_family = snapshot.family(index.embedding.name)
-    query_family = snapshot.family(bundle.query_embedding.name)
-    check_query_compatible(query_family, item_family)
-    return ResolvedRoute(
-        route, bundle, index, item_family, query_family, snapshot.placement(index.ref)
-    )
+    if route.canary_bundle and in_canary(route.name, subject, route.canary_share):
+        return resolve_bundle(snapshot, route, route.canary_bundle, "canary")
+    return resolve_bundle(snapshot, route, route.bundle)
 
 
-def check_query_compatible(query: EmbeddingFamily, item: EmbeddingFamily) -> None:
-    """Query vectors may only be scored against items of a compatible family."""
-    if query.name != item.name and query.name not in item.compatible_query_families:
-        raise FailedPrecondition(
-            f"query family {query.name!r} is not declared compatible with item family "
-            f"{item.name!r} (compatible: {list(item.compatible_query_families)})"
-        )
-    for attr in ("dimension", "metric", "normalize"):
-        q, i = getattr(query, attr), getattr(item, attr)
-        if q != i:
-            raise FailedPrecondition(
-                f"query family {query.name!r} has {attr}={q}, item family {item.name!r} has {attr}={i}"
-            )
+def resolve_shadow(snapshot: Snapshot, route: Route) -> ResolvedRoute | None:
+    """The shadow arm, if the route has one that resolves; a broken shadow
+    must never fail the primary request, so it yields None instead."""
+    if not route.shadow_bundle:
+        return None
+    try:
+        return resolve_bundle(snapshot, route, route.shadow_bundle, "shadow")
+    except (NotFound, FailedPrecondition) as exc:
+        log.warning("shadow bundle of route %s does not resolve: %s", route.name, exc)
+        return None
 
 
 def indexes_for_embedding(snapshot: Snapshot, ref: VersionRef) -> list[IndexVersion]:

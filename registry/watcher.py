@@ -31,6 +31,7 @@ class SnapshotCache:
         self._cancel_watch: Callable[[], None] | None = None
         self._thread: threading.Thread | None = None
         self._listeners: list[Callable[[Snapshot], None]] = []
+        self._last_warning = 0.0
 
     @property
     def snapshot(self) -> Snapshot:
@@ -69,7 +70,7 @@ class SnapshotCache:
 
     def _on_event(self, exc: Exception | None) -> None:
         if exc is not None:
-            log.warning("registry watch broke: %s", exc)
+            log.warning("registry watch broke (%s); serving the last snapshot", type(exc).__name__)
             self._cancel_watch = None
         self._changed.set()
 

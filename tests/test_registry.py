@@ -39,7 +39,9 @@ def populate(reg: Registry, shards: list[str], status: Status = Status.READY) ->
         )
     )
     reg.put_family(EmbeddingFamily("users", "user", 8, Metric.COSINE, normalize=True))
-    reg.put_embedding_version(EmbeddingVersion("items", "v1"))
+    reg.put_embedding_version(
+        EmbeddingVersion("items", "v1", compatible_query_versions=(VersionRef("users", "v1"),))
+    )
     reg.put_embedding_version(EmbeddingVersion("users", "v1"))
     reg.create_index(
         IndexVersion(
@@ -157,20 +159,21 @@ def test_route_resolution_and_compatibility(registry: Registry) -> None:
             "b2", VersionRef("ads", "v1"), VersionRef("items", "v1"), VersionRef("items-flat", "v1")
         )
     )
-    registry.put_route(Route("ads", "b2"))
     with pytest.raises(
         FailedPrecondition, match="'ads' is not declared compatible with item family 'items'"
     ):
-        resolve_route(registry.snapshot(), "ads")
-    registry.put_family(EmbeddingFamily("users", "user", 16, Metric.COSINE, normalize=True))
-    with pytest.raises(FailedPrecondition, match="dimension=16"):
-        resolve_route(registry.snapshot(), "home")
+        registry.put_route(Route("ads", "b2"))
+    assert "ads" not in registry.snapshot().routes
+    # what vectors mean cannot change under a live route
+    with pytest.raises(FailedPrecondition, match="dimension cannot change"):
+        registry.put_family(EmbeddingFamily("users", "user", 16, Metric.COSINE, normalize=True))
+    assert resolve_route(registry.snapshot(), "home").query_family.dimension == 8
 
 
-def test_index_that_is_not_ready_is_not_served(registry: Registry) -> None:
-    populate(registry, ["s0"], status=Status.BUILDING)
+def test_index_that_is_not_ready_is_not_routed_to(registry: Registry) -> None:
     with pytest.raises(FailedPrecondition, match="building, expected ready or production"):
-        resolve_route(registry.snapshot(), "home")
+        populate(registry, ["s0"], status=Status.BUILDING)
+    assert "home" not in registry.snapshot().routes
 
 
 def test_watch_brings_changes_to_a_cache(registry: Registry) -> None:

@@ -1,0 +1,28 @@
+"""Coordinator metrics. Labels carry routes, arms and outcomes — never raw ids."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+REGISTRY_STALENESS = Gauge(
+    "vecshard_registry_staleness_seconds",
+    "Seconds since the registry snapshot was last confirmed current (0 while the watch is live)",
+    ["component"],
+)
+REGISTRY_REVISION = Gauge(
+    "vecshard_registry_revision", "etcd revision of the serving snapshot", ["component"]
+)
+ROUTE_ARM = Counter("vecshard_route_requests_total", "Searches by route and arm", ["route", "arm"])
+SHADOW_OVERLAP = Histogram(
+    "vecshard_shadow_topk_jaccard",
+    "Jaccard overlap of the primary and shadow top-k",
+    ["route"],
+    buckets=(0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 1.0),
+)
+SHADOW_LATENCY_DELTA = Histogram(
+    "vecshard_shadow_latency_delta_seconds",
+    "Shadow search latency minus primary search latency",
+    ["route"],
+    buckets=(-0.05, -0.01, -0.005, -0.001, 0.0, 0.001, 0.005, 0.01, 0.05, 0.1),
+)
+SHADOW_ERRORS = Counter("vecshard_shadow_errors_total", "Shadow searches that failed", ["route"])

@@ -1,0 +1,315 @@
+"""The registry's admin verbs over plain data: apply (with a diff and dry-run,
+like `kubectl apply`), get, list, promote, switch, rollback, history,
+check-compat. The RegistryService servicer and the CLI both call these, so one
+piece of code validates every change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import yaml
+
+from protos.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from registry import codec
+from registry.compat import bundle_parts, check_bundle
+from registry.model import (
+    Bundle,
+    EmbeddingFamily,
+    EmbeddingVersion,
+    IndexVersion,
+    Route,
+    RouteChange,
+    Status,
+    Tenant,
+    VersionRef,
+)
+from registry.registry import Registry
+from registry.snapshot import Snapshot, resolve_bundle
+
+# Dependencies first: a route needs its bundle, a bundle its versions.
+ORDER = [
+    "Tenant",
+    "EmbeddingFamily",
+    "EmbeddingVersion",
+    "IndexVersion",
+    "FeatureDefinition",
+    "FeatureGroup",
+    "FeatureSet",
+    "Bundle",
+    "Route",
+]
+_FAMILY_FIXED = ("entity_type", "dimension", "metric", "normalize")
+
+
+def parse_documents(text: str) -> list[dict[str, Any]]:
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if d]
+    except yaml.YAMLError as exc:
+        raise InvalidArgument(f"specs are not valid YAML/JSON: {exc}") from None
+    for i, d in enumerate(docs):
+        if not isinstance(d, dict) or "kind" not in d:
+            raise InvalidArgument(f"document {i}: expected a mapping with 'kind' and 'spec'")
+    return docs
+
+
+def to_json(obj: Any) -> str:
+    return json.dumps(json.loads(codec.encode(obj))["spec"], sort_keys=True)
+
+
+def parse_ref(text: str, what: str) -> VersionRef:
+    name, sep, version = text.partition("@")
+    if not sep or not name or not version:
+        raise InvalidArgument(f"{what} {text!r}: expected NAME@VERSION")
+    return VersionRef(name, version)
+
+
+def _diff(old: Any, new: Any) -> list[str]:
+    a = json.loads(codec.encode(old))["spec"]
+    b = json.loads(codec.encode(new))["spec"]
+    return [
+        f"{k}: {json.dumps(a.get(k))} → {json.dumps(b.get(k))}"
+        for k in sorted(set(a) | set(b))
+        if a.get(k) != b.get(k)
+    ]
+
+
+def _label(obj: Any) -> str:
+    kind = type(obj).__name__
+    name = getattr(obj, "name", None) or getattr(obj, "tenant_id", "")
+    version = getattr(obj, "version", "")
+    return f"{kind} {name}@{version}" if version else f"{kind} {name}"
+
+
+@dataclasses.dataclass
+class Planned:
+    obj: Any
+    doc: Mapping[str, Any]
+    current: Any | None
+
+
+class RegistryAdmin:
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+
+    # --- apply -----------------------------------------------------------------
+
+    def _parse(self, docs: Iterable[Mapping[str, Any]]) -> list[Planned]:
+        planned = []
+        for i, doc in enumerate(docs):
+            kind = doc.get("kind")
+            if kind not in ORDER or kind not in codec.KINDS:
+                raise InvalidArgument(
+                    f"document {i}: kind {kind!r}, expected one of {[k for k in ORDER if k in codec.KINDS]}"
+                )
+            obj = codec.from_dict(
+                codec.KINDS[kind], doc.get("spec") or {}, f"document {i} ({kind})"
+            )
+            found = self.registry.read(self.registry.key_of(obj))
+            planned.append(Planned(obj, doc, found[0] if found else None))
+        planned.sort(key=lambda p: ORDER.index(type(p.obj).__name__))
+        return planned
+
+    def _validate(self, p: Planned, overlay: Snapshot) -> None:
+        """The checks a write would make, without writing (for dry-run too)."""
+        obj, cur = p.obj, p.current
+        if isinstance(obj, EmbeddingFamily) and isinstance(cur, EmbeddingFamily):
+            changed = [f for f in _FAMILY_FIXED if getattr(cur, f) != getattr(obj, f)]
+            if changed:
+                raise FailedPrecondition(
+                    f"{_label(obj)}: {', '.join(changed)} cannot change on an existing family "
+                    "(versions and indexes depend on it); create a new family"
+                )
+        if (
+            isinstance(obj, IndexVersion)
+            and cur is not None
+            and dataclasses.replace(cur, status=obj.status) != obj
+        ):
+            raise FailedPrecondition(
+                f"{_label(obj)} already exists with other content; versions are immutable"
+            )
+        if isinstance(obj, Bundle) and cur is not None and cur != obj:
+            raise FailedPrecondition(
+                f"{_label(obj)} exists with other versions; bundles are immutable"
+            )
+        if isinstance(obj, Route):
+            for arm, bundle in (
+                ("primary", obj.bundle),
+                ("canary", obj.canary_bundle),
+                ("shadow", obj.shadow_bundle),
+            ):
+                if bundle:
+                    resolve_bundle(overlay, obj, bundle, arm)
+
+    @staticmethod
+    def _overlay(snap: Snapshot, planned: Sequence[Planned]) -> Snapshot:
+        """The snapshot as it would be after the apply (for route checks)."""
+        families, versions = dict(snap.families), dict(snap.embedding_versions)
+        indexes, bundles, placements = dict(snap.indexes), dict(snap.bundles), dict(snap.placements)
+        for p in planned:
+            match p.obj:
+                case EmbeddingFamily():
+                    families[p.obj.name] = p.obj
+                case EmbeddingVersion():
+                    versions[p.obj.ref] = p.obj
+                case IndexVersion():
+                    indexes[p.obj.ref] = p.obj
+                    placements.setdefault(p.obj.ref, None)  # type: ignore[arg-type]
+                case Bundle():
+                    bundles[p.obj.name] = p.obj
+        return dataclasses.replace(
+            snap,
+            families=families,
+            embedding_versions=versions,
+            indexes=indexes,
+            bundles=bundles,
+            placements=placements,
+        )
+
+    def apply(
+        self,
+        docs: Iterable[Mapping[str, Any]],
+        *,
+        dry_run: bool = False,
+        who: str = "",
+        why: str = "",
+        shard_ids: Sequence[str] | None = None,
+    ) -> list[str]:
+        planned = self._parse(docs)
+        snap = self.registry.snapshot()
+        overlay = self._overlay(snap, planned)
+        lines = []
+        for p in planned:
+            self._validate(p, overlay)
+            if p.current is None:
+                lines.append(f"{_label(p.obj)} created")
+            elif p.current == p.obj:
+                lines.append(f"{_label(p.obj)} unchanged")
+            else:
+                lines.append(f"{_label(p.obj)} updated: " + "; ".join(_diff(p.current, p.obj)))
+        if dry_run:
+            return [f"{line} (dry run)" for line in lines]
+        registered = sorted(snap.shards)
+        for p in planned:
+            if p.current == p.obj:
+                continue
+            self._write(p, list(p.doc.get("shards") or shard_ids or registered), who, why)
+        return lines
+
+    def _write(self, p: Planned, shards: list[str], who: str, why: str) -> None:
+        reg, obj = self.registry, p.obj
+        match obj:
+            case EmbeddingFamily():
+                reg.put_family(obj)
+            case EmbeddingVersion():
+                reg.put_embedding_version(obj)
+            case IndexVersion():
+                if p.current is None:
+                    if not shards:
+                        raise FailedPrecondition(
+                            f"{_label(obj)}: no shards to place it on (none registered and none given)"
+                        )
+                    try:
+                        reg.create_index(obj, shards, int(p.doc.get("replicas", 1)))
+                    except AlreadyExists:
+                        raise FailedPrecondition(
+                            f"{_label(obj)} was created concurrently"
+                        ) from None
+                else:
+                    reg.set_status("IndexVersion", obj.ref, obj.status)
+            case Bundle():
+                reg.put_bundle(obj)
+            case Route():
+                reg.put_route(obj, who, why)
+            case Tenant():
+                reg.put_tenant(obj)
+            case _:
+                reg.put_object(obj)
+
+    # --- reads -----------------------------------------------------------------
+
+    def get(self, kind: str, name: str, version: str = "") -> tuple[Any, int]:
+        probe = self._key(kind, name, version)
+        found = self.registry.read(probe)
+        if found is None:
+            raise NotFound(f"no {kind} {name}{'@' + version if version else ''}")
+        return found
+
+    def _key(self, kind: str, name: str, version: str) -> str:
+        keys = self.registry.keys
+        table = {
+            "EmbeddingFamily": lambda: keys.family(name),
+            "EmbeddingVersion": lambda: keys.embedding_version(name, version),
+            "IndexVersion": lambda: keys.index(name, version),
+            "Placement": lambda: keys.placement(name, version),
+            "Bundle": lambda: keys.bundle(name),
+            "Route": lambda: keys.route(name),
+            "Tenant": lambda: keys.tenant(name),
+            "ShardMember": lambda: keys.shard(name),
+        }
+        if kind in table:
+            return table[kind]()
+        if kind in codec.KINDS:
+            return keys.feature(kind, name, version)
+        raise InvalidArgument(f"unknown kind {kind!r}; expected one of {sorted(codec.KINDS)}")
+
+    def list(self, kind: str) -> list[tuple[Any, int]]:
+        if kind not in codec.KINDS:
+            raise InvalidArgument(f"unknown kind {kind!r}; expected one of {sorted(codec.KINDS)}")
+        out = []
+        for entry in self.registry.entries(""):
+            try:
+                obj = codec.decode(entry.value)
+            except InvalidArgument:
+                continue
+            if type(obj).__name__ == kind:
+                out.append((obj, entry.mod_revision))
+        return out
+
+    # --- changes ---------------------------------------------------------------
+
+    def promote(self, kind: str, name: str, version: str, status: str) -> Any:
+        try:
+            target = Status(status)
+        except ValueError:
+            raise InvalidArgument(
+                f"status {status!r}: expected one of {[s.value for s in Status]}"
+            ) from None
+        return self.registry.set_status(kind, VersionRef(name, version), target)
+
+    def switch_route(
+        self,
+        name: str,
+        bundle: str,
+        *,
+        canary_bundle: str = "",
+        canary_share: float = 0.0,
+        shadow_bundle: str = "",
+        expected_revision: int | None = None,
+        who: str = "",
+        why: str = "",
+    ) -> Route:
+        route = Route(name, bundle, canary_bundle, canary_share, shadow_bundle)
+        return self.registry.put_route(route, who, why, expected_revision=expected_revision)
+
+    def rollback(self, name: str, who: str = "", why: str = "") -> Route:
+        return self.registry.rollback(name, who, why)
+
+    def history(self, name: str) -> list[RouteChange]:
+        return self.registry.history(name)
+
+    def check_compat(self, query_version: str, index_version: str) -> str:
+        """Empty when compatible, else the reason naming both sides."""
+        q = parse_ref(query_version, "query version")
+        ix = parse_ref(index_version, "index version")
+        snap = self.registry.snapshot()
+        index = snap.index(ix)
+        probe = Bundle("(check-compat)", q, index.embedding, ix)
+        try:
+            check_bundle(bundle_parts(probe, snap.families, snap.embedding_versions, snap.indexes))
+        except FailedPrecondition as exc:
+            return exc.message
+        return ""

@@ -1,0 +1,161 @@
+"""The control plane on a real etcd: immutability, status moves, atomic route
+switches with history and rollback, declarative apply with diff and dry-run,
+and the example specs."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from protos.errors import Conflict, FailedPrecondition, InvalidArgument
+from registry import codec
+from registry.admin import RegistryAdmin, parse_documents
+from registry.model import (
+    EmbeddingFamily,
+    EmbeddingVersion,
+    Metric,
+    Route,
+    ShardMember,
+    Status,
+    VersionRef,
+)
+from registry.registry import Registry
+
+pytestmark = pytest.mark.integration
+EXAMPLES = Path(__file__).resolve().parent.parent / "deploy" / "examples"
+
+
+def example_docs() -> list[dict]:
+    return [d for f in sorted(EXAMPLES.glob("*.yaml")) for d in parse_documents(f.read_text())]
+
+
+@pytest.fixture
+def admin(registry: Registry) -> RegistryAdmin:
+    for sid in ("shard-0", "shard-1"):
+        registry.store.put(
+            registry.keys.shard(sid), codec.encode(ShardMember(sid, f"127.0.0.1:{sid[-1]}"))
+        )
+    return RegistryAdmin(registry)
+
+
+def test_examples_apply_then_reapply_unchanged(admin: RegistryAdmin) -> None:
+    dry = admin.apply(example_docs(), dry_run=True)
+    assert all(line.endswith("created (dry run)") for line in dry), dry
+    assert admin.registry.snapshot().routes == {}  # a dry run writes nothing
+    lines = admin.apply(example_docs(), who="ci", why="bootstrap")
+    assert len(lines) == len(example_docs()) and all(line.endswith("created") for line in lines)
+    snap = admin.registry.snapshot()
+    assert snap.routes["home_feed"].canary_bundle == "home_2026_11"
+    assert set(snap.tenants) == {"acme", "globex"}
+    assert snap.placement(VersionRef("items_flat", "2026-10")).shards() == ("shard-0", "shard-1")
+    assert all(line.endswith("unchanged") for line in admin.apply(example_docs()))
+
+
+def test_switch_to_an_incompatible_bundle_fails_and_leaves_the_route(admin: RegistryAdmin) -> None:
+    admin.apply(example_docs())
+    before, rev = admin.registry.route_with_revision("home_feed")
+    with pytest.raises(
+        FailedPrecondition,
+        match="dimension differs: query family 'user_tower' has dimension=64, item family 'item_tower_xl' has dimension=128",
+    ):
+        admin.switch_route("home_feed", "home_xl_broken", who="alice", why="try xl")
+    assert admin.registry.route_with_revision("home_feed") == (before, rev)
+    assert "dimension differs" in admin.check_compat("user_tower@2026-11", "items_xl_flat@2026-11")
+    assert admin.check_compat("user_tower@2026-11", "items_flat@2026-11") == ""
+    assert "not declared compatible" in admin.check_compat(
+        "user_tower@2026-10", "items_flat@2026-11"
+    )
+
+
+def test_apply_prints_a_diff_and_refuses_semantic_changes(admin: RegistryAdmin) -> None:
+    admin.apply(example_docs())
+    changed = [dict(d) for d in example_docs() if d["kind"] == "Route"]
+    changed[0]["spec"] = {**changed[0]["spec"], "canary_share": 0.5}
+    (line,) = admin.apply(changed, dry_run=True)
+    assert line == "Route home_feed updated: canary_share: 0.1 → 0.5 (dry run)"
+    assert admin.registry.snapshot().routes["home_feed"].canary_share == 0.1
+    admin.apply(changed, who="bob", why="widen canary")
+    assert admin.registry.snapshot().routes["home_feed"].canary_share == 0.5
+    frozen = {
+        "kind": "EmbeddingVersion",
+        "spec": {
+            "name": "user_tower",
+            "version": "2026-10",
+            "status": "ready",
+            "model_version": "other",
+        },
+    }
+    with pytest.raises(FailedPrecondition, match="immutable; only its status may change"):
+        admin.apply([frozen])
+    family = {
+        "kind": "EmbeddingFamily",
+        "spec": {
+            "name": "item_tower",
+            "entity_type": "item",
+            "dimension": 32,
+            "metric": "inner_product",
+        },
+    }
+    with pytest.raises(FailedPrecondition, match="dimension cannot change"):
+        admin.apply([family], dry_run=True)
+    with pytest.raises(InvalidArgument, match="kind 'Nope'"):
+        admin.apply([{"kind": "Nope", "spec": {}}])
+
+
+def test_status_moves_follow_the_state_machine(registry: Registry) -> None:
+    registry.put_family(EmbeddingFamily("f", "item", 4, Metric.L2))
+    registry.put_embedding_version(EmbeddingVersion("f", "v1", Status.BUILDING))
+    admin = RegistryAdmin(registry)
+    for status in ("validating", "ready", "production", "deprecated", "production"):
+        assert admin.promote("EmbeddingVersion", "f", "v1", status).status.value == status
+    with pytest.raises(FailedPrecondition, match="cannot move from production to building"):
+        admin.promote("EmbeddingVersion", "f", "v1", "building")
+    with pytest.raises(InvalidArgument, match="expected one of"):
+        admin.promote("EmbeddingVersion", "f", "v1", "shipped")
+
+
+def test_concurrent_switches_exactly_one_wins(admin: RegistryAdmin) -> None:
+    admin.apply(example_docs())
+    _, rev = admin.registry.route_with_revision("home_feed")
+    barrier = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def switch(bundle: str, who: str) -> None:
+        barrier.wait()
+        try:
+            admin.switch_route("home_feed", bundle, expected_revision=rev, who=who, why="race")
+            outcomes.append(f"won:{bundle}")
+        except Conflict as exc:
+            assert "re-read and retry" in exc.message
+            outcomes.append("conflict")
+
+    threads = [
+        threading.Thread(target=switch, args=a)
+        for a in (("home_2026_11", "alice"), ("home_2026_10", "bob"))
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(o.split(":")[0] for o in outcomes) == ["conflict", "won"]
+    winner = next(o.split(":")[1] for o in outcomes if o.startswith("won"))
+    assert admin.registry.route_with_revision("home_feed")[0].bundle == winner
+
+
+def test_history_and_rollback(admin: RegistryAdmin) -> None:
+    admin.apply(example_docs(), who="ci", why="bootstrap")
+    admin.switch_route("home_feed", "home_2026_11", who="alice", why="promote november")
+    history = admin.history("home_feed")
+    assert [(c.who, c.why) for c in history] == [("ci", "bootstrap"), ("alice", "promote november")]
+    last = history[-1]
+    assert last.before is not None and last.after is not None
+    assert (last.before.bundle, last.after.bundle) == ("home_2026_10", "home_2026_11")
+    assert last.when.endswith("+00:00")
+    route = admin.rollback("home_feed", who="bob", why="ctr dropped")
+    assert route == Route("home_feed", "home_2026_10", "home_2026_11", 0.1, "home_2026_11")
+    assert [(c.who, c.after.bundle) for c in admin.history("home_feed")][-1] == (
+        "bob",
+        "home_2026_10",
+    )  # type: ignore[union-attr]
