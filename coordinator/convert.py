@@ -51,6 +51,8 @@ def search_from_pb(req: pb.SearchRequest) -> SearchQuery:
         vector=from_bytes(req.query_vector, what="query_vector"),
         k=req.k,
         filter=filter_from_pb(req.filter),
+        require_complete=req.require_complete,
+        cursor=req.cursor,
     )
 
 
@@ -74,7 +76,37 @@ def search_to_pb(r: SearchResult) -> pb.SearchResponse:
             merge_ms=d.merge_ms,
             shards_searched=d.shards_searched,
             candidates=d.candidates,
+            shards_skipped=d.shards_skipped,
+            hedges_fired=d.hedges_fired,
+            arm=d.arm,
         ),
+        partial=r.partial,
+        missing_buckets=list(r.missing_buckets),
+        completeness=r.completeness,
+        next_cursor=r.next_cursor,
+    )
+
+
+def search_debug_to_pb(r: SearchResult, bundle_json: str) -> pb.SearchDebugResponse:
+    return pb.SearchDebugResponse(
+        response=search_to_pb(r),
+        shards=[
+            pb.ShardDebug(
+                shard_id=t.shard_id,
+                buckets=list(t.buckets),
+                bound=t.bound if t.bound is not None else 0.0,
+                bound_known=t.bound is not None,
+                outcome=t.outcome,
+                wave=t.wave,
+                latency_ms=t.latency_ms,
+                candidates=t.candidates,
+                error=t.error,
+                hedged=t.hedged,
+            )
+            for t in r.trace
+        ],
+        filter_selectivity=r.filter_selectivity,
+        resolved_bundle_json=bundle_json,
     )
 
 

@@ -26,3 +26,20 @@ SHADOW_LATENCY_DELTA = Histogram(
     buckets=(-0.05, -0.01, -0.005, -0.001, 0.0, 0.001, 0.005, 0.01, 0.05, 0.1),
 )
 SHADOW_ERRORS = Counter("vecshard_shadow_errors_total", "Shadow searches that failed", ["route"])
+HEDGES = Counter("vecshard_hedges_total", "Hedged shard calls, fired and won", ["route", "outcome"])
+SEARCH_PHASE = Histogram(
+    "vecshard_search_phase_seconds",
+    "Search latency by phase",
+    ["route", "phase"],
+    buckets=(0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1, 5),
+)
+SHARDS_PER_QUERY = Histogram(
+    "vecshard_search_shards",
+    "Shards searched and skipped by bound per query",
+    ["route", "outcome"],
+    buckets=(0, 1, 2, 3, 4, 6, 8, 12, 16, 32, 64),
+)
+PARTIAL = Counter(
+    "vecshard_search_partial_total", "Searches answered with partial results", ["route"]
+)
+SHED = Counter("vecshard_shed_total", "Requests shed with RESOURCE_EXHAUSTED", ["reason"])

@@ -27,6 +27,8 @@ class SearchQuery:
     vector: np.ndarray
     k: int
     filter: Filter | None = None
+    require_complete: bool = False
+    cursor: str = ""
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,24 @@ class Diagnostics:
     merge_ms: float
     shards_searched: int
     candidates: int
+    shards_skipped: int = 0
+    hedges_fired: int = 0
+    arm: str = "primary"
+
+
+@dataclass(frozen=True)
+class ShardTrace:
+    """What happened to one shard of one search (for SearchDebug)."""
+
+    shard_id: str
+    buckets: tuple[int, ...]
+    bound: float | None
+    outcome: str  # searched | skipped_by_bound | failed | timed_out
+    wave: int
+    latency_ms: float = 0.0
+    candidates: int = 0
+    error: str = ""
+    hedged: bool = False
 
 
 @dataclass(frozen=True)
@@ -84,3 +104,9 @@ class SearchResult:
     index: IndexVersion
     metric: str
     diagnostics: Diagnostics
+    partial: bool = False
+    missing_buckets: tuple[int, ...] = ()
+    completeness: float = 1.0
+    next_cursor: str = ""
+    trace: tuple[ShardTrace, ...] = ()
+    filter_selectivity: float = 1.0

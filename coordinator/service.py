@@ -9,16 +9,17 @@ bucket in every index version built on the embedding version.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
 import numpy as np
 
 from coordinator import metrics
-from coordinator.merge import merge_topk
 from coordinator.model import (
     Access,
     Diagnostics,
@@ -26,16 +27,33 @@ from coordinator.model import (
     LookupStatus,
     SearchQuery,
     SearchResult,
-    ShardAnswer,
     ShardQuery,
     WriteRecord,
 )
+from coordinator.partial import require_complete
+from coordinator.replicas import ReplicaTracker
+from coordinator.search import BoundsProvider, FanoutSettings, SearchExecutor, no_bounds
 from coordinator.shards import Shard
-from protos.errors import InvalidArgument, NotFound, PermissionDenied, Unavailable
+from protos.errors import (
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    Unavailable,
+)
 from protos.vectors import check_vector
+from registry import codec
 from registry.filters import validate_attributes, validate_filter
-from registry.model import EmbeddingFamily, EntityKey, IndexVersion, Metric, Placement, VersionRef
-from registry.placement import bucket_of
+from registry.model import (
+    EmbeddingFamily,
+    EntityKey,
+    IndexVersion,
+    Metric,
+    Placement,
+    Tenant,
+    VersionRef,
+)
+from registry.placement import tenant_bucket
 from registry.snapshot import (
     ResolvedRoute,
     Snapshot,
@@ -53,6 +71,9 @@ T = TypeVar("T")
 class Limits:
     max_batch_records: int = 10_000
     max_lookup_keys: int = 10_000
+    # Requests (searches count one each) in flight before new ones are shed.
+    max_in_flight_requests: int = 512
+    max_search_batch: int = 256
 
 
 def _now_micros() -> int:
@@ -61,11 +82,20 @@ def _now_micros() -> int:
 
 class RetrievalEngine:
     def __init__(
-        self, cache: SnapshotCache, shards: ShardFactory, limits: Limits | None = None
+        self,
+        cache: SnapshotCache,
+        shards: ShardFactory,
+        limits: Limits | None = None,
+        tracker: ReplicaTracker | None = None,
+        bounds: BoundsProvider = no_bounds,
+        fanout: FanoutSettings | None = None,
     ) -> None:
         self.cache = cache
         self.shards = shards
         self.limits = limits or Limits()
+        self.tracker = tracker or ReplicaTracker()
+        self.executor = SearchExecutor(shards, self.tracker, bounds, fanout)
+        self._in_flight = 0
         self._tasks: set[asyncio.Future[None]] = set()
 
     # --- registry -------------------------------------------------------------
@@ -136,6 +166,43 @@ class RetrievalEngine:
 
     # --- search ---------------------------------------------------------------
 
+    @contextlib.asynccontextmanager
+    async def admission(self, weight: int = 1) -> AsyncIterator[None]:
+        """Sheds load with RESOURCE_EXHAUSTED instead of queueing without bound:
+        a queue only turns overload into timeouts for everyone."""
+        if weight > self.limits.max_search_batch:
+            raise InvalidArgument(
+                f"{weight} searches in one batch, expected at most {self.limits.max_search_batch}"
+            )
+        if self._in_flight + weight > self.limits.max_in_flight_requests:
+            metrics.SHED.labels("coordinator_in_flight").inc()
+            raise ResourceExhausted(
+                f"coordinator has {self._in_flight} searches in flight (limit "
+                f"{self.limits.max_in_flight_requests}); retry with backoff"
+            )
+        self._in_flight += weight
+        try:
+            yield
+        finally:
+            self._in_flight -= weight
+
+    async def search_many(
+        self, queries: Sequence[SearchQuery], timeout: float
+    ) -> list[SearchResult]:
+        return list(await asyncio.gather(*(self.search(q, timeout) for q in queries)))
+
+    async def search_debug(self, q: SearchQuery, timeout: float) -> tuple[SearchResult, str]:
+        result = await self.search(q, timeout)
+        resolved = await self.describe_route(q.route, q.access.subject_id)
+        bundle_json = json.dumps(json.loads(codec.encode(resolved.bundle))["spec"], sort_keys=True)
+        selectivity = 1.0
+        if q.filter is not None:
+            # Shards count the rows that pass tenant and filter; the same
+            # search without the filter counts the tenant's rows.
+            base = await self.search(replace(q, filter=None, k=1), timeout)
+            selectivity = result.diagnostics.candidates / max(1, base.diagnostics.candidates)
+        return replace(result, filter_selectivity=selectivity), bundle_json
+
     async def search(self, q: SearchQuery, timeout: float) -> SearchResult:
         t0 = time.perf_counter()
         resolved = await self.describe_route(q.route, q.access.subject_id)
@@ -177,28 +244,41 @@ class RetrievalEngine:
     ) -> SearchResult:
         snap = self.cache.snapshot
         index, family = resolved.index, resolved.query_family
-        self._check_purpose(q.access, resolved.item_family)
+        self._check_access(q.access, resolved.item_family, snap)
         check_vector(q.vector, family.dimension, what="query_vector")
         if not 1 <= q.k <= index.max_k:
             raise InvalidArgument(f"k={q.k} is out of range; expected 1..{index.max_k}")
         if q.filter is not None:
             validate_filter(q.filter, index.attributes)
-        t1 = time.perf_counter()
+        tenant = snap.tenants.get(q.access.tenant_id)
+        buckets = self._tenant_buckets(index, tenant)
         query = ShardQuery(q.vector, q.k, q.access.tenant_id, q.filter)
+        t1 = time.perf_counter()
 
-        async def fan_out(snap: Snapshot) -> tuple[dict[str, Shard], list[list[ShardAnswer]]]:
-            targets = self._replica_targets(snap, index, snap.placement(index.ref))
-            answers = await asyncio.gather(
-                *(shard.search(index.ref, [query], timeout) for shard in targets.values())
-            )
-            return targets, list(answers)
-
-        targets, answers = await self._retry_if_moved(snap, fan_out)
+        execution = await self.executor.run(
+            snap, index, snap.placement(index.ref), query, buckets, timeout, q.route
+        )
+        if execution.errors and any(isinstance(e, Unavailable) for e in execution.errors):
+            # A restarted shard comes back on a new address: if the registry
+            # moved shards since, search once more on the fresh snapshot.
+            fresh = await asyncio.to_thread(self.cache.refresh)
+            if dict(fresh.shards) != dict(snap.shards):
+                execution = await self.executor.run(
+                    fresh, index, fresh.placement(index.ref), query, buckets, timeout, q.route
+                )
         t2 = time.perf_counter()
-        hits = merge_topk((a[0].hits for a in answers), q.k)
+        completeness = execution.completeness
+        if completeness.partial:
+            metrics.PARTIAL.labels(q.route).inc()
+            if q.require_complete:
+                require_complete(completeness, execution.errors, execution.deadline_hit)
         t3 = time.perf_counter()
+        metrics.SEARCH_PHASE.labels(q.route, "resolve").observe(t1 - t0)
+        metrics.SEARCH_PHASE.labels(q.route, "fanout").observe(t2 - t1)
+        metrics.SHARDS_PER_QUERY.labels(q.route, "searched").observe(execution.shards_searched)
+        metrics.SHARDS_PER_QUERY.labels(q.route, "skipped").observe(execution.shards_skipped)
         return SearchResult(
-            hits=hits,
+            hits=execution.hits,
             route=resolved.route.name,
             bundle=resolved.bundle.name,
             index=index,
@@ -207,10 +287,42 @@ class RetrievalEngine:
                 resolve_ms=(t1 - t0) * 1e3,
                 fanout_ms=(t2 - t1) * 1e3,
                 merge_ms=(t3 - t2) * 1e3,
-                shards_searched=len(targets),
-                candidates=sum(a[0].candidates for a in answers),
+                shards_searched=execution.shards_searched,
+                candidates=execution.candidates,
+                shards_skipped=execution.shards_skipped,
+                hedges_fired=execution.hedges_fired,
+                arm=resolved.arm,
             ),
+            partial=completeness.partial,
+            missing_buckets=completeness.missing_buckets,
+            completeness=completeness.ratio,
+            trace=execution.trace,
         )
+
+    @staticmethod
+    def _bucket(snap: Snapshot, index: IndexVersion, key: EntityKey) -> int:
+        tenant = snap.tenants.get(key.tenant_id)
+        return tenant_bucket(
+            key.tenant_id, key.entity_id, index.num_buckets, tenant.buckets if tenant else ()
+        )
+
+    @staticmethod
+    def _tenant_buckets(index: IndexVersion, tenant: Tenant | None) -> list[int]:
+        own = [b for b in (tenant.buckets if tenant else ()) if 0 <= b < index.num_buckets]
+        return own or list(range(index.num_buckets))
+
+    def _check_access(self, access: Access, family: EmbeddingFamily, snap: Snapshot) -> None:
+        self._check_purpose(access, family)
+        tenant = snap.tenants.get(access.tenant_id)
+        if (
+            tenant is not None
+            and tenant.allowed_purposes
+            and access.purpose not in tenant.allowed_purposes
+        ):
+            raise PermissionDenied(
+                f"tenant {tenant.tenant_id!r} does not allow purpose {access.purpose!r}; "
+                f"allowed: {list(tenant.allowed_purposes)}"
+            )
 
     # --- writes ---------------------------------------------------------------
 
@@ -282,7 +394,7 @@ class RetrievalEngine:
         self, access: Access, embedding: VersionRef, records: Sequence[WriteRecord], timeout: float
     ) -> tuple[int, int]:
         snap, family, indexes = await self._embedding(embedding)
-        self._check_purpose(access, family)
+        self._check_access(access, family, snap)
         checked = self._checked_records(access, family, indexes, records)
 
         async def write(snap: Snapshot) -> tuple[int, int]:
@@ -293,7 +405,7 @@ class RetrievalEngine:
                 placement = snap.placement(index.ref)
                 per_shard: dict[str, tuple[Shard, list[tuple[WriteRecord, int]]]] = {}
                 for r in checked:
-                    bucket = bucket_of(r.key.tenant_id, r.key.entity_id, index.num_buckets)
+                    bucket = self._bucket(snap, index, r.key)
                     for shard in self._all_replicas(snap, index, bucket, placement):
                         per_shard.setdefault(shard.shard_id, (shard, []))[1].append((r, bucket))
                 plan.extend((n, shard, index.ref, recs) for shard, recs in per_shard.values())
@@ -316,7 +428,7 @@ class RetrievalEngine:
         timeout: float,
     ) -> int:
         snap, family, indexes = await self._embedding(embedding)
-        self._check_purpose(access, family)
+        self._check_access(access, family, snap)
         if len(keys) > self.limits.max_batch_records:
             raise InvalidArgument(
                 f"delete: {len(keys)} keys, expected at most {self.limits.max_batch_records}"
@@ -332,7 +444,7 @@ class RetrievalEngine:
                 placement = snap.placement(index.ref)
                 per_shard: dict[str, tuple[Shard, list[EntityKey]]] = {}
                 for key in owned:
-                    bucket = bucket_of(key.tenant_id, key.entity_id, index.num_buckets)
+                    bucket = self._bucket(snap, index, key)
                     for shard in self._all_replicas(snap, index, bucket, placement):
                         per_shard.setdefault(shard.shard_id, (shard, []))[1].append(key)
                 calls.extend((n, shard, index.ref, ks) for shard, ks in per_shard.values())
@@ -354,7 +466,7 @@ class RetrievalEngine:
         timeout: float,
     ) -> list[Lookup]:
         snap, family, indexes = await self._embedding(embedding)
-        self._check_purpose(access, family)
+        self._check_access(access, family, snap)
         if len(keys) > self.limits.max_lookup_keys:
             raise InvalidArgument(
                 f"lookup: {len(keys)} keys, expected at most {self.limits.max_lookup_keys}"
@@ -373,7 +485,7 @@ class RetrievalEngine:
             }
             groups: dict[str, list[int]] = defaultdict(list)
             for pos, key in enumerate(owned):
-                shard = by_bucket_shard[bucket_of(key.tenant_id, key.entity_id, index.num_buckets)]
+                shard = by_bucket_shard[self._bucket(snap, index, key)]
                 groups[shard.shard_id].append(pos)
             answers = await asyncio.gather(
                 *(

@@ -19,6 +19,16 @@ def bucket_of(tenant_id: str, entity_id: str, num_buckets: int) -> int:
     return int.from_bytes(digest, "little") % num_buckets
 
 
+def tenant_bucket(tenant_id: str, entity_id: str, num_buckets: int, tenant_buckets: Sequence[int] = ()) -> int:
+    """The bucket of an entity. A tenant with its own bucket set (the tenant
+    routing map) lives only in those buckets, so its searches touch only the
+    shards that hold them. The set must not change once the tenant has data."""
+    own = [b for b in tenant_buckets if 0 <= b < num_buckets]
+    if not own:
+        return bucket_of(tenant_id, entity_id, num_buckets)
+    return own[bucket_of(tenant_id, entity_id, len(own))]
+
+
 def assign_buckets(
     index: VersionRef, num_buckets: int, shard_ids: Sequence[str], replicas: int = 1
 ) -> Placement:

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from protos.vecshard.v1 import common_pb2 as protos_dot_vecshard_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"protos/vecshard/v1/retrieval.proto\x12\x0bvecshard.v1\x1a\x1fprotos/vecshard/v1/common.proto\"\x90\x01\n\rSearchRequest\x12\r\n\x05route\x18\x01 \x01(\t\x12*\n\x06\x61\x63\x63\x65ss\x18\x02 \x01(\x0b\x32\x1a.vecshard.v1.AccessContext\x12\x14\n\x0cquery_vector\x18\x03 \x01(\x0c\x12\t\n\x01k\x18\x04 \x01(\r\x12#\n\x06\x66ilter\x18\x05 \x01(\x0b\x32\x13.vecshard.v1.Filter\"Y\n\x03Hit\x12#\n\x03key\x18\x01 \x01(\x0b\x32\x16.vecshard.v1.EntityKey\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x0c\n\x04rank\x18\x03 \x01(\r\x12\x10\n\x08shard_id\x18\x04 \x01(\t\"y\n\x11SearchDiagnostics\x12\x12\n\nresolve_ms\x18\x01 \x01(\x01\x12\x11\n\tfanout_ms\x18\x02 \x01(\x01\x12\x10\n\x08merge_ms\x18\x03 \x01(\x01\x12\x17\n\x0fshards_searched\x18\x04 \x01(\r\x12\x12\n\ncandidates\x18\x05 \x01(\r\"\x87\x02\n\x0eSearchResponse\x12\x1e\n\x04hits\x18\x01 \x03(\x0b\x32\x10.vecshard.v1.Hit\x12\r\n\x05route\x18\x02 \x01(\t\x12\x0e\n\x06\x62undle\x18\x03 \x01(\t\x12\x12\n\nindex_name\x18\x04 \x01(\t\x12\x15\n\rindex_version\x18\x05 \x01(\t\x12\x16\n\x0e\x65mbedding_name\x18\x06 \x01(\t\x12\x19\n\x11\x65mbedding_version\x18\x07 \x01(\t\x12#\n\x06metric\x18\x08 \x01(\x0e\x32\x13.vecshard.v1.Metric\x12\x33\n\x0b\x64iagnostics\x18\t \x01(\x0b\x32\x1e.vecshard.v1.SearchDiagnostics\"\xb9\x01\n\x19\x42\x61tchGetEmbeddingsRequest\x12*\n\x06\x61\x63\x63\x65ss\x18\x01 \x01(\x0b\x32\x1a.vecshard.v1.AccessContext\x12\x16\n\x0e\x65mbedding_name\x18\x02 \x01(\t\x12\x19\n\x11\x65mbedding_version\x18\x03 \x01(\t\x12$\n\x04keys\x18\x04 \x03(\x0b\x32\x16.vecshard.v1.EntityKey\x12\x17\n\x0finclude_vectors\x18\x05 \x01(\x08\"K\n\x1a\x42\x61tchGetEmbeddingsResponse\x12-\n\x07records\x18\x01 \x03(\x0b\x32\x1c.vecshard.v1.EmbeddingLookup\"\x9d\x01\n\rUpsertRequest\x12*\n\x06\x61\x63\x63\x65ss\x18\x01 \x01(\x0b\x32\x1a.vecshard.v1.AccessContext\x12\x16\n\x0e\x65mbedding_name\x18\x02 \x01(\t\x12\x19\n\x11\x65mbedding_version\x18\x03 \x01(\t\x12-\n\x07records\x18\x04 \x03(\x0b\x32\x1c.vecshard.v1.EmbeddingRecord\"8\n\x0eUpsertResponse\x12\x0f\n\x07written\x18\x01 \x01(\r\x12\x15\n\rignored_stale\x18\x02 \x01(\r\"\xac\x01\n\rDeleteRequest\x12*\n\x06\x61\x63\x63\x65ss\x18\x01 \x01(\x0b\x32\x1a.vecshard.v1.AccessContext\x12\x16\n\x0e\x65mbedding_name\x18\x02 \x01(\t\x12\x19\n\x11\x65mbedding_version\x18\x03 \x01(\t\x12$\n\x04keys\x18\x04 \x03(\x0b\x32\x16.vecshard.v1.EntityKey\x12\x16\n\x0esource_version\x18\x05 \x01(\x03\"!\n\x0e\x44\x65leteResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\r\"%\n\x14\x44\x65scribeRouteRequest\x12\r\n\x05route\x18\x01 \x01(\t\"-\n\x0f\x41ttributeSchema\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\"\xf5\x02\n\x15\x44\x65scribeRouteResponse\x12\r\n\x05route\x18\x01 \x01(\t\x12\x0e\n\x06\x62undle\x18\x02 \x01(\t\x12\x12\n\nindex_name\x18\x03 \x01(\t\x12\x15\n\rindex_version\x18\x04 \x01(\t\x12\x16\n\x0e\x65mbedding_name\x18\x05 \x01(\t\x12\x19\n\x11\x65mbedding_version\x18\x06 \x01(\t\x12\x1c\n\x14query_embedding_name\x18\x07 \x01(\t\x12\x1f\n\x17query_embedding_version\x18\x08 \x01(\t\x12\x11\n\tdimension\x18\t \x01(\r\x12#\n\x06metric\x18\n \x01(\x0e\x32\x13.vecshard.v1.Metric\x12\x30\n\nattributes\x18\x0b \x03(\x0b\x32\x1c.vecshard.v1.AttributeSchema\x12\r\n\x05max_k\x18\x0c \x01(\r\x12\x12\n\nindex_kind\x18\r \x01(\t\x12\x13\n\x0bnum_buckets\x18\x0e \x01(\r2\x9a\x03\n\x10RetrievalService\x12\x41\n\x06Search\x12\x1a.vecshard.v1.SearchRequest\x1a\x1b.vecshard.v1.SearchResponse\x12\x65\n\x12\x42\x61tchGetEmbeddings\x12&.vecshard.v1.BatchGetEmbeddingsRequest\x1a\'.vecshard.v1.BatchGetEmbeddingsResponse\x12\x41\n\x06Upsert\x12\x1a.vecshard.v1.UpsertRequest\x1a\x1b.vecshard.v1.UpsertResponse\x12\x41\n\x06\x44\x65lete\x12\x1a.vecshard.v1.DeleteRequest\x1a\x1b.vecshard.v1.DeleteResponse\x12V\n\rDescribeRoute\x12!.vecshard.v1.DescribeRouteRequest\x1a\".vecshard.v1.DescribeRouteResponseBN\n\x0eio.vecshard.v1P\x01Z:github.com/vecshard/vecshard/gen/go/vecshard/v1;vecshardv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"protos/vecshard/v1/retrieval.proto\x12\x0bvecshard.v1\x1a\x1fprotos/vecshard/v1/common.proto\"\xba\x01\n\rSearchRequest\x12\r\n\x05route\x18\x01 \x01(\t\x12*\n\x06\x61\x63\x63\x65ss\x18\x02 \x01(\x0b\x32\x1a.vecshard.v1.AccessContext\x12\x14\n\x0cquery_vector\x18\x03 \x01(\x0c\x12\t\n\x01k\x18\x04 \x01(\r\x12#\n\x06\x66ilter\x18\x05 \x01(\x0b\x32\x13.vecshard.v1.Filter\x12\x18\n\x10require_complete\x18\x06 \x01(\x08\x12\x0e\n\x06\x63ursor\x18\x07 \x01(\t\"Y\n\x03Hit\x12#\n\x03key\x18\x01 \x01(\x0b\x32\x16.vecshard.v1.EntityKey\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x0c\n\x04rank\x18\x03 \x01(\r\x12\x10\n\x08shard_id\x18\x04 \x01(\t\"\xb4\x01\n\x11SearchDiagnostics\x12\x12\n\nresolve_ms\x18\x01 \x01(\x01\x12\x11\n\tfanout_ms\x18\x02 \x01(\x01\x12\x10\n\x08merge_ms\x18\x03 \x01(\x01\x12\x17\n\x0fshards_searched\x18\x04 \x01(\r\x12\x12\n\ncandidates\x18\x05 \x01(\r\x12\x16\n\x0eshards_skipped\x18\x06 \x01(\r\x12\x14\n\x0chedges_fired\x18\x07 \x01(\r\x12\x0b\n\x03\x61rm\x18\x08 \x01(\t\"\xdc\x02\n\x0eSearchResponse\x12\x1e\n\x04hits\x18\x01 \x03(\x0b\x32\x10.vecshard.v1.Hit\x12\r\n\x05route\x18\x02 \x01(\t\x12\x0e\n\x06\x62undle\x18\x03 \x01(\t\x12\x12\n\nindex_name\x18\x04 \x01(\t\x12\x15\n\rindex_version\x18\x05 \x01(\t\x12\x16\n\x0e\x65mbedding_name\x18\x06 \x01(\t\x12\x19\n\x11\x65mbedding_version\x18\x07 \x01(\t\x12#\n\x06metric\x18\x08 \x01(\x0e\x32\x13.vecshard.v1.Metric\x12\x33\n\x0b\x64iagnostics\x18\t \x01(\x0b\x32\x1e.vecshard.v1.SearchDiagnostics\x12\x0f\n\x07partial\x18\n \x01(\x08\x12\x17\n\x0fmissing_buckets\x18\x0b \x03(\r\x12\x14\n\x0c\x63ompleteness\x18\x0c \x01(\x01\x12\x13\n\x0bnext_cursor\x18\r \x01(\t\"B\n\x12SearchBatchRequest\x12,\n\x08requests\x18\x01 \x03(\x0b\x32\x1a.vecshard.v1.SearchRequest\"E\n\x13SearchBatchResponse\x12.\n\tresponses\x18\x01 \x03(\x0b\x32\x1b.vecshard.v1.SearchResponse\"\xb9\x01\n\nShardDebug\x12\x10\n\x08shard_id\x18\x01 \x01(\t\x12\x0f\n\x07\x62uckets\x18\x02 \x03(\r\x12\r\n\x05\x62ound\x18\x03 \x01(\x01\x12\x13\n\x0b\x62ound_known\x18\x04 \x01(\x08\x12\x0f\n\x07outcome\x18\x05 \x01(\t\x12\x0c\n\x04wave\x18\x06 \x01(\r\x12\x12\n\nlatency_ms\x18\x07 \x01(\x01\x12\x12\n\ncandidates\x18\x08 \x01(\r\x12\r\n\x05\x65rror\x18\t \x01(\t\x12\x0e\n\x06hedged\x18\n \x01(\x08\"\xa7\x01\n\x13SearchDebugResponse\x12-\n\x08response\x18\x01 \x01(\x0b\x32\x1b.vecshard.v1.SearchResponse\x12\'\n\x06shards\x18\x02 \x03(\x0b\x32\x17.vecshard.v1.ShardDebug\x12\x1a\n\x12\x66ilter_selectivity\x18\x03 \x01(\x01\x12\x1c\n\x14resolved_bundle_json\x18\x04 \x01(\t\"\xb9\x01\n\x19\x42\x61tchGetEmbeddingsRequest\x12*\n\x06\x61\x63\x63\x65ss\x18\x01 \x01(\x0b\x32\x1a.vecshard.v1.AccessContext\x12\x16\n\x0e\x65mbedding_name\x18\x02 \x01(\t\x12\x19\n\x11\x65mbedding_version\x18\x03 \x01(\t\x12$\n\x04keys\x18\x04 \x03(\x0b\x32\x16.vecshard.v1.EntityKey\x12\x17\n\x0finclude_vectors\x18\x05 \x01(\x08\"K\n\x1a\x42\x61tchGetEmbeddingsResponse\x12-\n\x07records\x18\x01 \x03(\x0b\x32\x1c.vecshard.v1.EmbeddingLookup\"\x9d\x01\n\rUpsertRequest\x12*\n\x06\x61\x63\x63\x65ss\x18\x01 \x01(\x0b\x32\x1a.vecshard.v1.AccessContext\x12\x16\n\x0e\x65mbedding_name\x18\x02 \x01(\t\x12\x19\n\x11\x65mbedding_version\x18\x03 \x01(\t\x12-\n\x07records\x18\x04 \x03(\x0b\x32\x1c.vecshard.v1.EmbeddingRecord\"8\n\x0eUpsertResponse\x12\x0f\n\x07written\x18\x01 \x01(\r\x12\x15\n\rignored_stale\x18\x02 \x01(\r\"\xac\x01\n\rDeleteRequest\x12*\n\x06\x61\x63\x63\x65ss\x18\x01 \x01(\x0b\x32\x1a.vecshard.v1.AccessContext\x12\x16\n\x0e\x65mbedding_name\x18\x02 \x01(\t\x12\x19\n\x11\x65mbedding_version\x18\x03 \x01(\t\x12$\n\x04keys\x18\x04 \x03(\x0b\x32\x16.vecshard.v1.EntityKey\x12\x16\n\x0esource_version\x18\x05 \x01(\x03\"!\n\x0e\x44\x65leteResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\r\"%\n\x14\x44\x65scribeRouteRequest\x12\r\n\x05route\x18\x01 \x01(\t\"-\n\x0f\x41ttributeSchema\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\"\xf5\x02\n\x15\x44\x65scribeRouteResponse\x12\r\n\x05route\x18\x01 \x01(\t\x12\x0e\n\x06\x62undle\x18\x02 \x01(\t\x12\x12\n\nindex_name\x18\x03 \x01(\t\x12\x15\n\rindex_version\x18\x04 \x01(\t\x12\x16\n\x0e\x65mbedding_name\x18\x05 \x01(\t\x12\x19\n\x11\x65mbedding_version\x18\x06 \x01(\t\x12\x1c\n\x14query_embedding_name\x18\x07 \x01(\t\x12\x1f\n\x17query_embedding_version\x18\x08 \x01(\t\x12\x11\n\tdimension\x18\t \x01(\r\x12#\n\x06metric\x18\n \x01(\x0e\x32\x13.vecshard.v1.Metric\x12\x30\n\nattributes\x18\x0b \x03(\x0b\x32\x1c.vecshard.v1.AttributeSchema\x12\r\n\x05max_k\x18\x0c \x01(\r\x12\x12\n\nindex_kind\x18\r \x01(\t\x12\x13\n\x0bnum_buckets\x18\x0e \x01(\r2\xb9\x04\n\x10RetrievalService\x12\x41\n\x06Search\x12\x1a.vecshard.v1.SearchRequest\x1a\x1b.vecshard.v1.SearchResponse\x12\x65\n\x12\x42\x61tchGetEmbeddings\x12&.vecshard.v1.BatchGetEmbeddingsRequest\x1a\'.vecshard.v1.BatchGetEmbeddingsResponse\x12\x41\n\x06Upsert\x12\x1a.vecshard.v1.UpsertRequest\x1a\x1b.vecshard.v1.UpsertResponse\x12\x41\n\x06\x44\x65lete\x12\x1a.vecshard.v1.DeleteRequest\x1a\x1b.vecshard.v1.DeleteResponse\x12V\n\rDescribeRoute\x12!.vecshard.v1.DescribeRouteRequest\x1a\".vecshard.v1.DescribeRouteResponse\x12P\n\x0bSearchBatch\x12\x1f.vecshard.v1.SearchBatchRequest\x1a .vecshard.v1.SearchBatchResponse\x12K\n\x0bSearchDebug\x12\x1a.vecshard.v1.SearchRequest\x1a .vecshard.v1.SearchDebugResponseBN\n\x0eio.vecshard.v1P\x01Z:github.com/vecshard/vecshard/gen/go/vecshard/v1;vecshardv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,31 +34,39 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\016io.vecshard.v1P\001Z:github.com/vecshard/vecshard/gen/go/vecshard/v1;vecshardv1'
   _globals['_SEARCHREQUEST']._serialized_start=85
-  _globals['_SEARCHREQUEST']._serialized_end=229
-  _globals['_HIT']._serialized_start=231
-  _globals['_HIT']._serialized_end=320
-  _globals['_SEARCHDIAGNOSTICS']._serialized_start=322
-  _globals['_SEARCHDIAGNOSTICS']._serialized_end=443
-  _globals['_SEARCHRESPONSE']._serialized_start=446
-  _globals['_SEARCHRESPONSE']._serialized_end=709
-  _globals['_BATCHGETEMBEDDINGSREQUEST']._serialized_start=712
-  _globals['_BATCHGETEMBEDDINGSREQUEST']._serialized_end=897
-  _globals['_BATCHGETEMBEDDINGSRESPONSE']._serialized_start=899
-  _globals['_BATCHGETEMBEDDINGSRESPONSE']._serialized_end=974
-  _globals['_UPSERTREQUEST']._serialized_start=977
-  _globals['_UPSERTREQUEST']._serialized_end=1134
-  _globals['_UPSERTRESPONSE']._serialized_start=1136
-  _globals['_UPSERTRESPONSE']._serialized_end=1192
-  _globals['_DELETEREQUEST']._serialized_start=1195
-  _globals['_DELETEREQUEST']._serialized_end=1367
-  _globals['_DELETERESPONSE']._serialized_start=1369
-  _globals['_DELETERESPONSE']._serialized_end=1402
-  _globals['_DESCRIBEROUTEREQUEST']._serialized_start=1404
-  _globals['_DESCRIBEROUTEREQUEST']._serialized_end=1441
-  _globals['_ATTRIBUTESCHEMA']._serialized_start=1443
-  _globals['_ATTRIBUTESCHEMA']._serialized_end=1488
-  _globals['_DESCRIBEROUTERESPONSE']._serialized_start=1491
-  _globals['_DESCRIBEROUTERESPONSE']._serialized_end=1864
-  _globals['_RETRIEVALSERVICE']._serialized_start=1867
-  _globals['_RETRIEVALSERVICE']._serialized_end=2277
+  _globals['_SEARCHREQUEST']._serialized_end=271
+  _globals['_HIT']._serialized_start=273
+  _globals['_HIT']._serialized_end=362
+  _globals['_SEARCHDIAGNOSTICS']._serialized_start=365
+  _globals['_SEARCHDIAGNOSTICS']._serialized_end=545
+  _globals['_SEARCHRESPONSE']._serialized_start=548
+  _globals['_SEARCHRESPONSE']._serialized_end=896
+  _globals['_SEARCHBATCHREQUEST']._serialized_start=898
+  _globals['_SEARCHBATCHREQUEST']._serialized_end=964
+  _globals['_SEARCHBATCHRESPONSE']._serialized_start=966
+  _globals['_SEARCHBATCHRESPONSE']._serialized_end=1035
+  _globals['_SHARDDEBUG']._serialized_start=1038
+  _globals['_SHARDDEBUG']._serialized_end=1223
+  _globals['_SEARCHDEBUGRESPONSE']._serialized_start=1226
+  _globals['_SEARCHDEBUGRESPONSE']._serialized_end=1393
+  _globals['_BATCHGETEMBEDDINGSREQUEST']._serialized_start=1396
+  _globals['_BATCHGETEMBEDDINGSREQUEST']._serialized_end=1581
+  _globals['_BATCHGETEMBEDDINGSRESPONSE']._serialized_start=1583
+  _globals['_BATCHGETEMBEDDINGSRESPONSE']._serialized_end=1658
+  _globals['_UPSERTREQUEST']._serialized_start=1661
+  _globals['_UPSERTREQUEST']._serialized_end=1818
+  _globals['_UPSERTRESPONSE']._serialized_start=1820
+  _globals['_UPSERTRESPONSE']._serialized_end=1876
+  _globals['_DELETEREQUEST']._serialized_start=1879
+  _globals['_DELETEREQUEST']._serialized_end=2051
+  _globals['_DELETERESPONSE']._serialized_start=2053
+  _globals['_DELETERESPONSE']._serialized_end=2086
+  _globals['_DESCRIBEROUTEREQUEST']._serialized_start=2088
+  _globals['_DESCRIBEROUTEREQUEST']._serialized_end=2125
+  _globals['_ATTRIBUTESCHEMA']._serialized_start=2127
+  _globals['_ATTRIBUTESCHEMA']._serialized_end=2172
+  _globals['_DESCRIBEROUTERESPONSE']._serialized_start=2175
+  _globals['_DESCRIBEROUTERESPONSE']._serialized_end=2548
+  _globals['_RETRIEVALSERVICE']._serialized_start=2551
+  _globals['_RETRIEVALSERVICE']._serialized_end=3120
 # @@protoc_insertion_point(module_scope)

@@ -8,18 +8,22 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class SearchRequest(_message.Message):
-    __slots__ = ("route", "access", "query_vector", "k", "filter")
+    __slots__ = ("route", "access", "query_vector", "k", "filter", "require_complete", "cursor")
     ROUTE_FIELD_NUMBER: _ClassVar[int]
     ACCESS_FIELD_NUMBER: _ClassVar[int]
     QUERY_VECTOR_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
+    REQUIRE_COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
     route: str
     access: _common_pb2.AccessContext
     query_vector: bytes
     k: int
     filter: _common_pb2.Filter
-    def __init__(self, route: _Optional[str] = ..., access: _Optional[_Union[_common_pb2.AccessContext, _Mapping]] = ..., query_vector: _Optional[bytes] = ..., k: _Optional[int] = ..., filter: _Optional[_Union[_common_pb2.Filter, _Mapping]] = ...) -> None: ...
+    require_complete: bool
+    cursor: str
+    def __init__(self, route: _Optional[str] = ..., access: _Optional[_Union[_common_pb2.AccessContext, _Mapping]] = ..., query_vector: _Optional[bytes] = ..., k: _Optional[int] = ..., filter: _Optional[_Union[_common_pb2.Filter, _Mapping]] = ..., require_complete: _Optional[bool] = ..., cursor: _Optional[str] = ...) -> None: ...
 
 class Hit(_message.Message):
     __slots__ = ("key", "score", "rank", "shard_id")
@@ -34,21 +38,27 @@ class Hit(_message.Message):
     def __init__(self, key: _Optional[_Union[_common_pb2.EntityKey, _Mapping]] = ..., score: _Optional[float] = ..., rank: _Optional[int] = ..., shard_id: _Optional[str] = ...) -> None: ...
 
 class SearchDiagnostics(_message.Message):
-    __slots__ = ("resolve_ms", "fanout_ms", "merge_ms", "shards_searched", "candidates")
+    __slots__ = ("resolve_ms", "fanout_ms", "merge_ms", "shards_searched", "candidates", "shards_skipped", "hedges_fired", "arm")
     RESOLVE_MS_FIELD_NUMBER: _ClassVar[int]
     FANOUT_MS_FIELD_NUMBER: _ClassVar[int]
     MERGE_MS_FIELD_NUMBER: _ClassVar[int]
     SHARDS_SEARCHED_FIELD_NUMBER: _ClassVar[int]
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    SHARDS_SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    HEDGES_FIRED_FIELD_NUMBER: _ClassVar[int]
+    ARM_FIELD_NUMBER: _ClassVar[int]
     resolve_ms: float
     fanout_ms: float
     merge_ms: float
     shards_searched: int
     candidates: int
-    def __init__(self, resolve_ms: _Optional[float] = ..., fanout_ms: _Optional[float] = ..., merge_ms: _Optional[float] = ..., shards_searched: _Optional[int] = ..., candidates: _Optional[int] = ...) -> None: ...
+    shards_skipped: int
+    hedges_fired: int
+    arm: str
+    def __init__(self, resolve_ms: _Optional[float] = ..., fanout_ms: _Optional[float] = ..., merge_ms: _Optional[float] = ..., shards_searched: _Optional[int] = ..., candidates: _Optional[int] = ..., shards_skipped: _Optional[int] = ..., hedges_fired: _Optional[int] = ..., arm: _Optional[str] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
-    __slots__ = ("hits", "route", "bundle", "index_name", "index_version", "embedding_name", "embedding_version", "metric", "diagnostics")
+    __slots__ = ("hits", "route", "bundle", "index_name", "index_version", "embedding_name", "embedding_version", "metric", "diagnostics", "partial", "missing_buckets", "completeness", "next_cursor")
     HITS_FIELD_NUMBER: _ClassVar[int]
     ROUTE_FIELD_NUMBER: _ClassVar[int]
     BUNDLE_FIELD_NUMBER: _ClassVar[int]
@@ -58,6 +68,10 @@ class SearchResponse(_message.Message):
     EMBEDDING_VERSION_FIELD_NUMBER: _ClassVar[int]
     METRIC_FIELD_NUMBER: _ClassVar[int]
     DIAGNOSTICS_FIELD_NUMBER: _ClassVar[int]
+    PARTIAL_FIELD_NUMBER: _ClassVar[int]
+    MISSING_BUCKETS_FIELD_NUMBER: _ClassVar[int]
+    COMPLETENESS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_CURSOR_FIELD_NUMBER: _ClassVar[int]
     hits: _containers.RepeatedCompositeFieldContainer[Hit]
     route: str
     bundle: str
@@ -67,7 +81,59 @@ class SearchResponse(_message.Message):
     embedding_version: str
     metric: _common_pb2.Metric
     diagnostics: SearchDiagnostics
-    def __init__(self, hits: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ..., route: _Optional[str] = ..., bundle: _Optional[str] = ..., index_name: _Optional[str] = ..., index_version: _Optional[str] = ..., embedding_name: _Optional[str] = ..., embedding_version: _Optional[str] = ..., metric: _Optional[_Union[_common_pb2.Metric, str]] = ..., diagnostics: _Optional[_Union[SearchDiagnostics, _Mapping]] = ...) -> None: ...
+    partial: bool
+    missing_buckets: _containers.RepeatedScalarFieldContainer[int]
+    completeness: float
+    next_cursor: str
+    def __init__(self, hits: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ..., route: _Optional[str] = ..., bundle: _Optional[str] = ..., index_name: _Optional[str] = ..., index_version: _Optional[str] = ..., embedding_name: _Optional[str] = ..., embedding_version: _Optional[str] = ..., metric: _Optional[_Union[_common_pb2.Metric, str]] = ..., diagnostics: _Optional[_Union[SearchDiagnostics, _Mapping]] = ..., partial: _Optional[bool] = ..., missing_buckets: _Optional[_Iterable[int]] = ..., completeness: _Optional[float] = ..., next_cursor: _Optional[str] = ...) -> None: ...
+
+class SearchBatchRequest(_message.Message):
+    __slots__ = ("requests",)
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    requests: _containers.RepeatedCompositeFieldContainer[SearchRequest]
+    def __init__(self, requests: _Optional[_Iterable[_Union[SearchRequest, _Mapping]]] = ...) -> None: ...
+
+class SearchBatchResponse(_message.Message):
+    __slots__ = ("responses",)
+    RESPONSES_FIELD_NUMBER: _ClassVar[int]
+    responses: _containers.RepeatedCompositeFieldContainer[SearchResponse]
+    def __init__(self, responses: _Optional[_Iterable[_Union[SearchResponse, _Mapping]]] = ...) -> None: ...
+
+class ShardDebug(_message.Message):
+    __slots__ = ("shard_id", "buckets", "bound", "bound_known", "outcome", "wave", "latency_ms", "candidates", "error", "hedged")
+    SHARD_ID_FIELD_NUMBER: _ClassVar[int]
+    BUCKETS_FIELD_NUMBER: _ClassVar[int]
+    BOUND_FIELD_NUMBER: _ClassVar[int]
+    BOUND_KNOWN_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    WAVE_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    HEDGED_FIELD_NUMBER: _ClassVar[int]
+    shard_id: str
+    buckets: _containers.RepeatedScalarFieldContainer[int]
+    bound: float
+    bound_known: bool
+    outcome: str
+    wave: int
+    latency_ms: float
+    candidates: int
+    error: str
+    hedged: bool
+    def __init__(self, shard_id: _Optional[str] = ..., buckets: _Optional[_Iterable[int]] = ..., bound: _Optional[float] = ..., bound_known: _Optional[bool] = ..., outcome: _Optional[str] = ..., wave: _Optional[int] = ..., latency_ms: _Optional[float] = ..., candidates: _Optional[int] = ..., error: _Optional[str] = ..., hedged: _Optional[bool] = ...) -> None: ...
+
+class SearchDebugResponse(_message.Message):
+    __slots__ = ("response", "shards", "filter_selectivity", "resolved_bundle_json")
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    SHARDS_FIELD_NUMBER: _ClassVar[int]
+    FILTER_SELECTIVITY_FIELD_NUMBER: _ClassVar[int]
+    RESOLVED_BUNDLE_JSON_FIELD_NUMBER: _ClassVar[int]
+    response: SearchResponse
+    shards: _containers.RepeatedCompositeFieldContainer[ShardDebug]
+    filter_selectivity: float
+    resolved_bundle_json: str
+    def __init__(self, response: _Optional[_Union[SearchResponse, _Mapping]] = ..., shards: _Optional[_Iterable[_Union[ShardDebug, _Mapping]]] = ..., filter_selectivity: _Optional[float] = ..., resolved_bundle_json: _Optional[str] = ...) -> None: ...
 
 class BatchGetEmbeddingsRequest(_message.Message):
     __slots__ = ("access", "embedding_name", "embedding_version", "keys", "include_vectors")

@@ -59,6 +59,16 @@ class RetrievalServiceStub:
                 request_serializer=protos_dot_vecshard_dot_v1_dot_retrieval__pb2.DescribeRouteRequest.SerializeToString,
                 response_deserializer=protos_dot_vecshard_dot_v1_dot_retrieval__pb2.DescribeRouteResponse.FromString,
                 _registered_method=True)
+        self.SearchBatch = channel.unary_unary(
+                '/vecshard.v1.RetrievalService/SearchBatch',
+                request_serializer=protos_dot_vecshard_dot_v1_dot_retrieval__pb2.SearchBatchRequest.SerializeToString,
+                response_deserializer=protos_dot_vecshard_dot_v1_dot_retrieval__pb2.SearchBatchResponse.FromString,
+                _registered_method=True)
+        self.SearchDebug = channel.unary_unary(
+                '/vecshard.v1.RetrievalService/SearchDebug',
+                request_serializer=protos_dot_vecshard_dot_v1_dot_retrieval__pb2.SearchRequest.SerializeToString,
+                response_deserializer=protos_dot_vecshard_dot_v1_dot_retrieval__pb2.SearchDebugResponse.FromString,
+                _registered_method=True)
 
 
 class RetrievalServiceServicer:
@@ -99,6 +109,22 @@ class RetrievalServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SearchBatch(self, request, context):
+        """Several searches in one call; one response each, in order. Queries are
+        batched per shard, so this is the cheapest way to send many.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SearchDebug(self, request, context):
+        """The same search, with per-shard timings, bounds, skip decisions,
+        candidate counts, filter selectivity and the resolved bundle.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RetrievalServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -126,6 +152,16 @@ def add_RetrievalServiceServicer_to_server(servicer, server):
                     servicer.DescribeRoute,
                     request_deserializer=protos_dot_vecshard_dot_v1_dot_retrieval__pb2.DescribeRouteRequest.FromString,
                     response_serializer=protos_dot_vecshard_dot_v1_dot_retrieval__pb2.DescribeRouteResponse.SerializeToString,
+            ),
+            'SearchBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.SearchBatch,
+                    request_deserializer=protos_dot_vecshard_dot_v1_dot_retrieval__pb2.SearchBatchRequest.FromString,
+                    response_serializer=protos_dot_vecshard_dot_v1_dot_retrieval__pb2.SearchBatchResponse.SerializeToString,
+            ),
+            'SearchDebug': grpc.unary_unary_rpc_method_handler(
+                    servicer.SearchDebug,
+                    request_deserializer=protos_dot_vecshard_dot_v1_dot_retrieval__pb2.SearchRequest.FromString,
+                    response_serializer=protos_dot_vecshard_dot_v1_dot_retrieval__pb2.SearchDebugResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -263,6 +299,60 @@ class RetrievalService:
             '/vecshard.v1.RetrievalService/DescribeRoute',
             protos_dot_vecshard_dot_v1_dot_retrieval__pb2.DescribeRouteRequest.SerializeToString,
             protos_dot_vecshard_dot_v1_dot_retrieval__pb2.DescribeRouteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vecshard.v1.RetrievalService/SearchBatch',
+            protos_dot_vecshard_dot_v1_dot_retrieval__pb2.SearchBatchRequest.SerializeToString,
+            protos_dot_vecshard_dot_v1_dot_retrieval__pb2.SearchBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchDebug(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vecshard.v1.RetrievalService/SearchDebug',
+            protos_dot_vecshard_dot_v1_dot_retrieval__pb2.SearchRequest.SerializeToString,
+            protos_dot_vecshard_dot_v1_dot_retrieval__pb2.SearchDebugResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,72 @@
+"""Replicas → one answer: which replica serves a bucket, when to hedge.
+
+Replica choice is healthy first, then least in-flight, then shard id, so a
+slow or overloaded replica sheds load to its peers. A shard that just failed
+is avoided for a short cool-down. Latency is tracked per shard to hedge a
+call that has run past that shard's observed p95.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict, deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from protos.errors import ResourceExhausted
+
+
+@dataclass
+class ShardHealth:
+    in_flight: int = 0
+    failed_until: float = 0.0
+    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=256))
+
+    def p95(self) -> float | None:
+        if len(self.latencies) < 20:
+            return None
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
+
+
+class ReplicaTracker:
+    """In-flight counts, failure cool-downs and latency windows per shard."""
+
+    def __init__(self, max_in_flight_per_shard: int = 256, cooldown: float = 1.0) -> None:
+        self.max_in_flight = max_in_flight_per_shard
+        self.cooldown = cooldown
+        self._shards: dict[str, ShardHealth] = defaultdict(ShardHealth)
+
+    def health(self, shard_id: str) -> ShardHealth:
+        return self._shards[shard_id]
+
+    def choose(self, candidates: Sequence[str], now: float | None = None) -> str | None:
+        """The best replica among `candidates` (already filtered to serving ones)."""
+        if not candidates:
+            return None
+        now = time.monotonic() if now is None else now
+        return min(
+            candidates,
+            key=lambda s: (self._shards[s].failed_until > now, self._shards[s].in_flight, s),
+        )
+
+    def acquire(self, shard_id: str) -> None:
+        h = self._shards[shard_id]
+        if h.in_flight >= self.max_in_flight:
+            raise ResourceExhausted(
+                f"shard {shard_id} has {h.in_flight} calls in flight (limit {self.max_in_flight}); retry later"
+            )
+        h.in_flight += 1
+
+    def release(self, shard_id: str, latency: float | None, failed: bool = False) -> None:
+        h = self._shards[shard_id]
+        h.in_flight = max(0, h.in_flight - 1)
+        if failed:
+            h.failed_until = time.monotonic() + self.cooldown
+        elif latency is not None:
+            h.latencies.append(latency)
+
+    def hedge_delay(self, shard_id: str, floor: float = 0.002) -> float | None:
+        """Seconds to wait before hedging a call to this shard (its p95)."""
+        p95 = self._shards[shard_id].p95()
+        return None if p95 is None else max(floor, p95)

@@ -1,0 +1,275 @@
+"""One search's trip through the shards: plan (a replica per bucket, tenant
+buckets only), order by score bound, fan out in waves with per-shard
+deadlines and hedging, skip what cannot matter, tolerate what failed.
+
+The logic sees shards only through the `Shard` protocol, so it runs the same
+against in-memory shards in unit tests and real processes in integration tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from coordinator import metrics
+from coordinator.fanout import Target, can_skip, order_by_bound, waves
+from coordinator.merge import Hit, merge_topk
+from coordinator.model import ShardAnswer, ShardQuery, ShardTrace
+from coordinator.partial import Completeness, Decision, classify_shard_error
+from coordinator.replicas import ReplicaTracker
+from coordinator.shards import Shard
+from protos.errors import DeadlineExceeded, VecshardError
+from registry.model import IndexVersion, Placement, VersionRef
+from registry.snapshot import Snapshot
+
+ShardFactory = Callable[[str, str], Shard]
+# (shard_id, index, query vector) → an upper bound on any score the shard can
+# return for that query, or None when the shard published no summary.
+BoundsProvider = Callable[[str, VersionRef, np.ndarray], float | None]
+
+
+def no_bounds(shard_id: str, index: VersionRef, vector: np.ndarray) -> float | None:
+    return None
+
+
+@dataclass(frozen=True)
+class FanoutSettings:
+    # Shards in the first wave when bounds are known (later waves grow).
+    first_wave: int = 1
+    hedge: bool = True
+    # Kept back from the caller's deadline for merging and answering.
+    deadline_margin: float = 0.003
+
+
+@dataclass(frozen=True)
+class Execution:
+    hits: list[Hit]
+    completeness: Completeness
+    trace: tuple[ShardTrace, ...]
+    errors: tuple[BaseException, ...]
+    candidates: int
+    shards_searched: int
+    shards_skipped: int
+    hedges_fired: int
+    deadline_hit: bool
+
+
+def plan_targets(
+    snap: Snapshot,
+    placement: Placement,
+    tracker: ReplicaTracker,
+    buckets: Sequence[int],
+) -> tuple[list[Target], list[int]]:
+    """A serving replica for every bucket, preferring shards already chosen so
+    a query touches as few shards as possible; buckets with no serving
+    replica are returned as unavailable."""
+    chosen: dict[str, list[int]] = {}
+    alternates: dict[str, set[tuple[str, str]]] = {}
+    unavailable: list[int] = []
+    for b in buckets:
+        serving = [s for s in placement.buckets[b] if snap.serving_shard(s) is not None]
+        if not serving:
+            unavailable.append(b)
+            continue
+        already = [s for s in serving if s in chosen]
+        pick = tracker.choose(already or serving)
+        assert pick is not None
+        chosen.setdefault(pick, []).append(b)
+        alternates.setdefault(pick, set()).update(
+            (s, snap.shards[s].address) for s in serving if s != pick
+        )
+    targets = [
+        Target(sid, snap.shards[sid].address, tuple(bs), tuple(sorted(alternates.get(sid, ()))))
+        for sid, bs in chosen.items()
+    ]
+    return targets, unavailable
+
+
+class SearchExecutor:
+    def __init__(
+        self,
+        shards: ShardFactory,
+        tracker: ReplicaTracker,
+        bounds: BoundsProvider = no_bounds,
+        settings: FanoutSettings | None = None,
+    ) -> None:
+        self.shards = shards
+        self.tracker = tracker
+        self.bounds = bounds
+        self.settings = settings or FanoutSettings()
+
+    async def run(
+        self,
+        snap: Snapshot,
+        index: IndexVersion,
+        placement: Placement,
+        query: ShardQuery,
+        buckets: Sequence[int],
+        timeout: float,
+        route: str = "",
+    ) -> Execution:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.0, timeout - self.settings.deadline_margin)
+        targets, unavailable = plan_targets(snap, placement, self.tracker, buckets)
+        bounds = {t.shard_id: self.bounds(t.shard_id, index.ref, query.vector) for t in targets}
+        known = {sid: b for sid, b in bounds.items() if b is not None}
+        ordered = order_by_bound(targets, known)
+        plan = waves(ordered, self.settings.first_wave) if known else [ordered]
+
+        answers: list[list[Hit]] = []
+        hits: list[Hit] = []
+        trace: list[ShardTrace] = []
+        errors: list[BaseException] = []
+        missing = list(unavailable)
+        candidates = searched = skipped = hedges = 0
+        deadline_hit = False
+        for wave_no, wave in enumerate(plan):
+            run_now = []
+            for t in wave:
+                bound = known.get(t.shard_id, math.inf)
+                if can_skip(bound, hits, query.k):
+                    skipped += 1
+                    trace.append(
+                        ShardTrace(
+                            t.shard_id, t.buckets, bounds[t.shard_id], "skipped_by_bound", wave_no
+                        )
+                    )
+                else:
+                    run_now.append(t)
+            outcomes = await asyncio.gather(
+                *(self._call(t, index.ref, query, deadline, route) for t in run_now),
+                return_exceptions=True,
+            )
+            for t, outcome in zip(run_now, outcomes, strict=True):
+                if isinstance(outcome, BaseException):
+                    if isinstance(outcome, asyncio.CancelledError):
+                        raise outcome
+                    if classify_shard_error(outcome) is Decision.ABORT:
+                        raise outcome
+                    timed_out = isinstance(outcome, TimeoutError | DeadlineExceeded)
+                    deadline_hit |= timed_out
+                    errors.append(outcome)
+                    missing.extend(t.buckets)
+                    trace.append(
+                        ShardTrace(
+                            t.shard_id,
+                            t.buckets,
+                            bounds[t.shard_id],
+                            "timed_out" if timed_out else "failed",
+                            wave_no,
+                            error=str(outcome) or type(outcome).__name__,
+                        )
+                    )
+                    continue
+                answer, latency, hedged, answered_by = outcome
+                hedges += hedged
+                searched += 1
+                candidates += answer.candidates
+                answers.append(answer.hits)
+                trace.append(
+                    ShardTrace(
+                        answered_by,
+                        t.buckets,
+                        bounds[t.shard_id],
+                        "searched",
+                        wave_no,
+                        latency * 1e3,
+                        answer.candidates,
+                        hedged=hedged,
+                    )
+                )
+            hits = merge_topk(answers, query.k)
+        return Execution(
+            hits=hits,
+            completeness=Completeness(tuple(sorted(missing)), len(buckets)),
+            trace=tuple(trace),
+            errors=tuple(errors),
+            candidates=candidates,
+            shards_searched=searched,
+            shards_skipped=skipped,
+            hedges_fired=hedges,
+            deadline_hit=deadline_hit,
+        )
+
+    async def _attempt(
+        self, shard_id: str, address: str, index: VersionRef, query: ShardQuery, deadline: float
+    ) -> tuple[ShardAnswer, float]:
+        remaining = deadline - asyncio.get_running_loop().time()
+        if remaining <= 0:
+            raise DeadlineExceeded(f"no time left to ask shard {shard_id}")
+        self.tracker.acquire(shard_id)
+        start = time.perf_counter()
+        try:
+            (answer,) = await self.shards(shard_id, address).search(index, [query], remaining)
+        except asyncio.CancelledError:
+            self.tracker.release(shard_id, None)
+            raise
+        except VecshardError as exc:
+            self.tracker.release(
+                shard_id, None, failed=classify_shard_error(exc) is Decision.TOLERATE
+            )
+            raise
+        except BaseException:
+            self.tracker.release(shard_id, None, failed=True)
+            raise
+        latency = time.perf_counter() - start
+        self.tracker.release(shard_id, latency)
+        return answer, latency
+
+    async def _call(
+        self, t: Target, index: VersionRef, query: ShardQuery, deadline: float, route: str
+    ) -> tuple[ShardAnswer, float, bool, str]:
+        """The target's answer; after its shard's p95 a hedged call goes to
+        another replica and the first good answer wins (the other is cancelled)."""
+        loop = asyncio.get_running_loop()
+        primary = asyncio.ensure_future(
+            self._attempt(t.shard_id, t.address, index, query, deadline)
+        )
+        tasks: dict[asyncio.Future[tuple[ShardAnswer, float]], tuple[str, bool]] = {
+            primary: (t.shard_id, False)
+        }
+        delay = (
+            self.tracker.hedge_delay(t.shard_id) if self.settings.hedge and t.alternates else None
+        )
+        errors: list[BaseException] = []
+        try:
+            if delay is not None:
+                done, _ = await asyncio.wait(
+                    {primary}, timeout=min(delay, max(0.0, deadline - loop.time()))
+                )
+                if not done:
+                    alt = self.tracker.choose([s for s, _ in t.alternates]) or t.alternates[0][0]
+                    address = dict(t.alternates)[alt]
+                    hedge = asyncio.ensure_future(
+                        self._attempt(alt, address, index, query, deadline)
+                    )
+                    tasks[hedge] = (alt, True)
+                    metrics.HEDGES.labels(route, "fired").inc()
+            pending = set(tasks)
+            while pending:
+                done, pending = await asyncio.wait(
+                    pending,
+                    timeout=max(0.0, deadline - loop.time()),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                if not done:
+                    raise DeadlineExceeded(f"shard {t.shard_id} did not answer before the deadline")
+                for task in done:
+                    exc = task.exception()
+                    if exc is None:
+                        shard_id, hedged = tasks[task]
+                        if hedged:
+                            metrics.HEDGES.labels(route, "won").inc()
+                        answer, latency = task.result()
+                        return answer, latency, hedged, shard_id
+                    errors.append(exc)
+            raise errors[0]
+        finally:
+            for task in tasks:
+                if not task.done():
+                    task.cancel()

@@ -1,0 +1,231 @@
+"""The coordinator's search path on plain data with in-memory shards: bounded
+fanout returns exactly the full fanout's answer; partial results, deadlines,
+hedging, replica choice and shedding behave as the policy says."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from coordinator.model import ShardQuery
+from coordinator.replicas import ReplicaTracker
+from coordinator.search import FanoutSettings, SearchExecutor, plan_targets
+from coordinator.service import Limits, RetrievalEngine
+from protos.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted, Unavailable
+from protos.vectors import check_vector
+from registry.filters import Eq
+from registry.model import EntityKey, IndexVersion, Metric, VersionRef
+from shard_server.scoring import normalized
+from tests.inmemory import INDEX, InMemoryShard, snapshot_for
+
+IX = IndexVersion("ix", "v1", VersionRef("f", "v1"), num_buckets=8)
+
+
+def clustered_shards(
+    metric: Metric, n_shards: int, per_shard: int, dim: int, seed: int, grid: bool = False
+) -> list[InMemoryShard]:
+    """Each shard holds one region of space (as with centroid placement), so
+    bounds differ and skipping really happens. On an integer grid many scores
+    tie exactly, also across shards and at the k-th place."""
+    rng = np.random.default_rng(seed)
+    shards = [InMemoryShard(f"s{i}", metric, dim) for i in range(n_shards)]
+    centres = (
+        rng.integers(-1, 2, size=(n_shards, dim))
+        if grid
+        else rng.normal(scale=4.0, size=(n_shards, dim))
+    )
+    for i, shard in enumerate(shards):
+        for j in range(per_shard):
+            noise = rng.integers(-1, 2, size=dim) if grid else rng.normal(size=dim)
+            v = (centres[i] + noise).astype(np.float32)
+            if grid and not v.any():
+                v[0] = 1.0
+            if j % 7 == 0 and j:  # exact duplicates across shards: ties on the merge boundary
+                v = shards[0].vectors[0] if shards[0].vectors else v
+            if metric is Metric.COSINE:
+                v = normalized(v)
+            shard.add(EntityKey("t", "item", f"e{rng.integers(0, 50)}-{i}-{j}"), v, bucket=i)
+    return shards
+
+
+def executor(
+    shards: list[InMemoryShard], bounded: bool, slack: float = 0.0, **kw: object
+) -> SearchExecutor:
+    by_id = {s.shard_id: s for s in shards}
+    bounds = (
+        (lambda sid, ix, q: by_id[sid].true_bound(q) + slack)
+        if bounded
+        else (lambda sid, ix, q: None)
+    )
+    return SearchExecutor(
+        lambda sid, addr: by_id[sid], ReplicaTracker(), bounds, FanoutSettings(**kw)
+    )  # type: ignore[arg-type]
+
+
+def run(
+    ex: SearchExecutor,
+    shards: list[InMemoryShard],
+    q: np.ndarray,
+    k: int,
+    flt=None,
+    timeout: float = 5.0,
+):  # type: ignore[no-untyped-def]
+    snap = snapshot_for(shards, [[s.shard_id] for s in shards])
+    return asyncio.run(
+        ex.run(
+            snap, IX, snap.placement(INDEX), ShardQuery(q, k, "t", flt), range(len(shards)), timeout
+        )
+    )
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    metric=st.sampled_from(list(Metric)),
+    n_shards=st.integers(2, 6),
+    k=st.integers(1, 25),
+    seed=st.integers(0, 10_000),
+    slack=st.sampled_from([0.0, 0.0, 0.5, 5.0]),
+    first_wave=st.integers(1, 3),
+    grid=st.booleans(),
+)
+def test_bounded_fanout_equals_full_fanout(
+    metric: Metric, n_shards: int, k: int, seed: int, slack: float, first_wave: int, grid: bool
+) -> None:
+    shards = clustered_shards(metric, n_shards, 30, 3 if grid else 6, seed, grid)
+    rng = np.random.default_rng(seed + 1)
+    q = (rng.integers(-2, 3, size=3) + 0.0 if grid else rng.normal(scale=4.0, size=6)).astype(
+        np.float32
+    )
+    if not q.any():
+        q[0] = 1.0
+    full = run(executor(shards, bounded=False), shards, q, k)
+    bounded = run(executor(shards, bounded=True, slack=slack, first_wave=first_wave), shards, q, k)
+    assert [(h.score, h.key) for h in bounded.hits] == [(h.score, h.key) for h in full.hits]
+    assert bounded.shards_searched + bounded.shards_skipped == n_shards
+    assert not bounded.completeness.partial
+
+
+def test_a_shard_whose_bound_ties_the_kth_score_is_still_searched() -> None:
+    """Ties break on entity_id: an item scoring exactly the k-th score can win."""
+    a, b = InMemoryShard("a", Metric.INNER_PRODUCT, 1), InMemoryShard("b", Metric.INNER_PRODUCT, 1)
+    for eid, score in (("z1", 10.0), ("z2", 9.0), ("z3", 8.0)):
+        a.add(EntityKey("t", "item", eid), np.array([score], np.float32), 0)
+    b.add(EntityKey("t", "item", "a0"), np.array([8.0], np.float32), 1)  # ties z3, wins on id
+    shards = [a, b]
+    result = run(executor(shards, bounded=True, first_wave=1), shards, np.ones(1, np.float32), 3)
+    assert [h.key.entity_id for h in result.hits] == ["z1", "z2", "a0"]
+    assert result.shards_skipped == 0
+
+
+def test_skipping_happens_on_clustered_data() -> None:
+    shards = clustered_shards(Metric.L2, 8, 40, 8, seed=3)
+    q = shards[2].vectors[5] + 0.01
+    result = run(executor(shards, bounded=True), shards, q, 5)
+    assert result.shards_skipped >= 5
+    assert {h.shard_id for h in result.hits} == {"s2"}
+
+
+def test_filtered_bounded_fanout_is_exact() -> None:
+    shards = clustered_shards(Metric.INNER_PRODUCT, 4, 30, 6, seed=9)
+    q = np.ones(6, np.float32)
+    flt = Eq("nope", "x")  # no record has the attribute: nothing matches
+    assert run(executor(shards, bounded=True), shards, q, 5, flt).hits == []
+
+
+def test_a_failed_shard_gives_partial_results_naming_its_buckets() -> None:
+    shards = clustered_shards(Metric.L2, 4, 20, 4, seed=1)
+    shards[1].error = Unavailable("shard s1 is down")
+    result = run(executor(shards, bounded=False), shards, np.zeros(4, np.float32), 10)
+    assert result.completeness.partial
+    assert result.completeness.missing_buckets == (1,)
+    assert result.completeness.ratio == 0.75
+    assert all(h.shard_id != "s1" for h in result.hits) and len(result.hits) == 10
+
+
+def test_a_request_error_aborts_instead_of_being_tolerated() -> None:
+    shards = clustered_shards(Metric.L2, 3, 10, 4, seed=1)
+    shards[2].error = InvalidArgument("query 0: dimension 3 does not match, expected 4")
+    with pytest.raises(InvalidArgument):
+        run(executor(shards, bounded=False), shards, np.zeros(4, np.float32), 5)
+
+
+def test_a_slow_shard_times_out_within_the_deadline() -> None:
+    shards = clustered_shards(Metric.L2, 3, 10, 4, seed=2)
+    shards[0].delay = 5.0
+
+    start = time.monotonic()
+    result = run(executor(shards, bounded=False), shards, np.zeros(4, np.float32), 5, timeout=0.3)
+    assert time.monotonic() - start < 1.0
+    assert result.deadline_hit and result.completeness.missing_buckets == (0,)
+    assert [t.outcome for t in result.trace if t.shard_id == "s0"] == ["timed_out"]
+
+
+def test_hedge_goes_to_another_replica_after_the_p95() -> None:
+    a, b = InMemoryShard("a", Metric.L2, 4), InMemoryShard("b", Metric.L2, 4)
+    rng = np.random.default_rng(0)
+    for i in range(20):
+        v = rng.normal(size=4).astype(np.float32)
+        a.add(EntityKey("t", "item", f"e{i}"), v, 0)
+        b.add(EntityKey("t", "item", f"e{i}"), v, 0)
+    tracker = ReplicaTracker()
+    for _ in range(50):  # a's observed p95 is ~1 ms
+        tracker.acquire("a")
+        tracker.release("a", 0.001)
+    by_id = {"a": a, "b": b}
+    ex = SearchExecutor(lambda sid, addr: by_id[sid], tracker, settings=FanoutSettings(hedge=True))  # type: ignore[arg-type,return-value]
+    snap = snapshot_for([a, b], [["a", "b"]])
+    a.delay = 2.0
+    targets, _ = plan_targets(snap, snap.placement(INDEX), tracker, [0])
+    assert targets[0].shard_id == "a" and targets[0].alternates == (("b", "mem://b"),)
+    one = IndexVersion("ix", "v1", VersionRef("f", "v1"), num_buckets=1)
+    result = asyncio.run(
+        ex.run(
+            snap, one, snap.placement(INDEX), ShardQuery(np.zeros(4, np.float32), 3, "t"), [0], 5.0
+        )
+    )
+    assert result.hedges_fired == 1 and not result.completeness.partial
+    assert [t.shard_id for t in result.trace] == ["b"] and result.trace[0].hedged
+    assert len(result.hits) == 3
+
+
+def test_replica_choice_prefers_healthy_then_least_loaded() -> None:
+    tracker = ReplicaTracker(max_in_flight_per_shard=2)
+    tracker.acquire("a")
+    assert tracker.choose(["a", "b"]) == "b"
+    tracker.release("b", None, failed=True)  # b just failed: cool-down
+    assert tracker.choose(["a", "b"]) == "a"
+    tracker.acquire("a")
+    with pytest.raises(ResourceExhausted, match="limit 2"):
+        tracker.acquire("a")
+
+
+def test_require_complete_raises_the_right_code() -> None:
+    from coordinator.partial import Completeness, require_complete
+
+    with pytest.raises(DeadlineExceeded, match="1 of 4 buckets did not answer"):
+        require_complete(Completeness((2,), 4), [], deadline_hit=True)
+    with pytest.raises(Unavailable):
+        require_complete(Completeness((2,), 4), [], deadline_hit=False)
+    require_complete(Completeness((), 4), [], deadline_hit=True)
+
+
+def test_coordinator_sheds_when_full() -> None:
+    engine = RetrievalEngine(
+        cache=None, shards=lambda s, a: None, limits=Limits(max_in_flight_requests=2)
+    )  # type: ignore[arg-type]
+
+    async def scenario() -> None:
+        async with engine.admission(), engine.admission():
+            with pytest.raises(ResourceExhausted, match="2 searches in flight"):
+                async with engine.admission():
+                    pass
+        async with engine.admission(2):
+            pass
+
+    asyncio.run(scenario())
+    check_vector(np.zeros(2, np.float32), 2)
