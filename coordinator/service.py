@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import time
 from collections import defaultdict
@@ -35,6 +36,7 @@ from coordinator.replicas import ReplicaTracker
 from coordinator.search import BoundsProvider, FanoutSettings, SearchExecutor, no_bounds
 from coordinator.shards import Shard
 from protos.errors import (
+    FailedPrecondition,
     InvalidArgument,
     NotFound,
     PermissionDenied,
@@ -53,7 +55,7 @@ from registry.model import (
     Tenant,
     VersionRef,
 )
-from registry.placement import tenant_bucket
+from registry.placement import decode_centroids, nearest, tenant_bucket
 from registry.snapshot import (
     ResolvedRoute,
     Snapshot,
@@ -74,6 +76,25 @@ class Limits:
     # Requests (searches count one each) in flight before new ones are shed.
     max_in_flight_requests: int = 512
     max_search_batch: int = 256
+
+
+async def _swallow(task: asyncio.Future[object]) -> None:
+    """Awaits a background replica write; its failure was already tolerated."""
+    with contextlib.suppress(Exception):
+        await task
+
+
+_RANK = {LookupStatus.MISSING: 0, LookupStatus.DELETED: 1, LookupStatus.FOUND: 2}
+
+
+def _better(a: Lookup | None, b: Lookup) -> Lookup:
+    """When several shards answer for a key: found beats deleted beats
+    missing; between two found copies, the newer source_version."""
+    if a is None or _RANK[b.status] > _RANK[a.status]:
+        return b
+    if a.status is b.status is LookupStatus.FOUND and a.record and b.record:
+        return b if b.record.source_version > a.record.source_version else a
+    return a
 
 
 def _now_micros() -> int:
@@ -390,6 +411,84 @@ class RetrievalEngine:
             )
         return out
 
+    def _record_buckets(
+        self, snap: Snapshot, index: IndexVersion, records: Sequence[WriteRecord]
+    ) -> list[int]:
+        """Each record's bucket: hash of tenant and id, or nearest centroid."""
+        if index.placement != "centroid":
+            return [self._bucket(snap, index, r.key) for r in records]
+        placement = snap.placement(index.ref)
+        if not placement.centroids:
+            raise FailedPrecondition(
+                f"index {index.ref} uses centroid placement but its centroids are not trained; "
+                "train them first (RegistryService TrainPlacement / `vecshard registry train-placement`)"
+            )
+        family = snap.family(index.embedding.name)
+        centroids = decode_centroids(placement.centroids, family.dimension)
+        out = [0] * len(records)
+        by_tenant: dict[str, list[int]] = defaultdict(list)
+        for i, r in enumerate(records):
+            by_tenant[r.key.tenant_id].append(i)
+        for tenant_id, rows in by_tenant.items():
+            allowed = self._tenant_buckets(index, snap.tenants.get(tenant_id))
+            picks = nearest(
+                np.stack([records[i].vector for i in rows]), centroids[allowed], family.metric
+            )
+            for i, p in zip(rows, picks, strict=True):
+                out[i] = allowed[int(p)]
+        return out
+
+    def _index_shards(
+        self, snap: Snapshot, index: IndexVersion, placement: Placement
+    ) -> list[Shard]:
+        return [
+            shard
+            for b in range(index.num_buckets)
+            for shard in self._all_replicas(snap, index, b, placement)
+        ]
+
+    async def _quorum_write(
+        self,
+        calls: list[tuple[Shard, set[int], Callable[[], Awaitable[tuple[int, int]]], bool]],
+        quorum: int,
+        replicas: int,
+    ) -> tuple[int, int]:
+        """Runs every replica write; returns once each bucket has `quorum`
+        acknowledgements (counts from first replicas). Writes past the quorum
+        finish in the background; a replica that misses them catches up from
+        a peer before it serves again."""
+        need = min(quorum or replicas, replicas)
+        acks: dict[int, int] = defaultdict(int)
+        buckets = set().union(*(bs for _, bs, _, _ in calls)) if calls else set()
+        tasks = {
+            asyncio.ensure_future(call()): (shard, bs, counts) for shard, bs, call, counts in calls
+        }
+        written = ignored = 0
+        errors: list[BaseException] = []
+        pending = set(tasks)
+        while pending and any(acks[b] < need for b in buckets):
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                shard, bs, counts = tasks[task]
+                if task.exception() is not None:
+                    errors.append(task.exception())  # type: ignore[arg-type]
+                    continue
+                for b in bs:
+                    acks[b] += 1
+                if counts:
+                    w, i = task.result()
+                    written, ignored = written + w, ignored + i
+        short = sorted(b for b in buckets if acks[b] < need)
+        if short:
+            raise (
+                errors[0]
+                if errors
+                else Unavailable(f"buckets {short} got fewer than {need} acknowledgements")
+            )
+        for task in pending:
+            self._background(_swallow(task))
+        return written, ignored
+
     async def upsert(
         self, access: Access, embedding: VersionRef, records: Sequence[WriteRecord], timeout: float
     ) -> tuple[int, int]:
@@ -400,24 +499,63 @@ class RetrievalEngine:
         async def write(snap: Snapshot) -> tuple[int, int]:
             # Resolve every destination before writing anything, so a missing
             # replica rejects the request instead of half-writing it.
-            plan: list[tuple[int, Shard, VersionRef, list[tuple[WriteRecord, int]]]] = []
+            totals = (0, 0)
             for n, index in enumerate(indexes):
                 placement = snap.placement(index.ref)
-                per_shard: dict[str, tuple[Shard, list[tuple[WriteRecord, int]]]] = {}
-                for r in checked:
-                    bucket = self._bucket(snap, index, r.key)
-                    for shard in self._all_replicas(snap, index, bucket, placement):
-                        per_shard.setdefault(shard.shard_id, (shard, []))[1].append((r, bucket))
-                plan.extend((n, shard, index.ref, recs) for shard, recs in per_shard.values())
-            results = await asyncio.gather(
-                *(shard.upsert(ref, recs, timeout) for _, shard, ref, recs in plan)
-            )
-            # Counts come from the first index version (the others hold the same records).
-            written = sum(w for (n, *_), (w, _) in zip(plan, results, strict=True) if n == 0)
-            ignored = sum(i for (n, *_), (_, i) in zip(plan, results, strict=True) if n == 0)
-            return written, ignored
+                buckets = self._record_buckets(snap, index, checked)
+                # (shard, first replica?) → records: counts come from first replicas only
+                groups: dict[
+                    tuple[str, bool], tuple[Shard, set[int], list[tuple[WriteRecord, int]]]
+                ] = {}
+                for r, bucket in zip(checked, buckets, strict=True):
+                    for pos, shard in enumerate(self._all_replicas(snap, index, bucket, placement)):
+                        group = groups.setdefault((shard.shard_id, pos == 0), (shard, set(), []))
+                        group[1].add(bucket)
+                        group[2].append((r, bucket))
+                calls = [
+                    (shard, bs, functools.partial(shard.upsert, index.ref, recs, timeout), first)
+                    for (_, first), (shard, bs, recs) in groups.items()
+                ]
+                if index.placement == "centroid":
+                    # A vector that moved to another centroid must not leave its
+                    # old copy behind: everything older is deleted elsewhere.
+                    calls.extend(
+                        self._move_deletes(snap, index, placement, checked, buckets, timeout)
+                    )
+                replicas = max(len(r) for r in placement.buckets)
+                result = await self._quorum_write(calls, index.write_quorum, replicas)
+                if n == 0:
+                    totals = result
+            return totals
 
         return await self._retry_if_moved(snap, write)
+
+    def _move_deletes(
+        self,
+        snap: Snapshot,
+        index: IndexVersion,
+        placement: Placement,
+        records: Sequence[WriteRecord],
+        buckets: Sequence[int],
+        timeout: float,
+    ) -> list[tuple[Shard, set[int], Callable[[], Awaitable[tuple[int, int]]], bool]]:
+        calls = []
+        for shard in {s.shard_id: s for s in self._index_shards(snap, index, placement)}.values():
+            held = set(placement.buckets_of(shard.shard_id))
+            elsewhere = [r for r, b in zip(records, buckets, strict=True) if b not in held]
+            by_version: dict[int, list[EntityKey]] = defaultdict(list)
+            for r in elsewhere:
+                by_version[r.source_version - 1].append(r.key)
+            for version, keys in by_version.items():
+
+                async def call(
+                    shard: Shard = shard, keys: list[EntityKey] = keys, version: int = version
+                ) -> tuple[int, int]:
+                    await shard.delete(index.ref, keys, version, timeout)
+                    return 0, 0
+
+                calls.append((shard, set(), call, False))
+        return calls
 
     async def delete(
         self,
@@ -439,19 +577,35 @@ class RetrievalEngine:
         version = source_version or _now_micros()
 
         async def remove(snap: Snapshot) -> int:
-            calls = []
+            deleted = 0
             for n, index in enumerate(indexes):
                 placement = snap.placement(index.ref)
-                per_shard: dict[str, tuple[Shard, list[EntityKey]]] = {}
+                per_shard: dict[str, tuple[Shard, set[int], list[EntityKey]]] = {}
                 for key in owned:
-                    bucket = self._bucket(snap, index, key)
-                    for shard in self._all_replicas(snap, index, bucket, placement):
-                        per_shard.setdefault(shard.shard_id, (shard, []))[1].append(key)
-                calls.extend((n, shard, index.ref, ks) for shard, ks in per_shard.values())
-            results = await asyncio.gather(
-                *(s.delete(ref, ks, version, timeout) for _, s, ref, ks in calls)
-            )
-            return sum(d for (n, *_), d in zip(calls, results, strict=True) if n == 0)
+                    if (
+                        index.placement == "centroid"
+                    ):  # the bucket depends on the vector: ask everyone
+                        targets = [
+                            (b, s)
+                            for b in range(index.num_buckets)
+                            for s in self._all_replicas(snap, index, b, placement)
+                        ]
+                    else:
+                        b = self._bucket(snap, index, key)
+                        targets = [(b, s) for s in self._all_replicas(snap, index, b, placement)]
+                    for b, shard in targets:
+                        entry = per_shard.setdefault(shard.shard_id, (shard, set(), []))
+                        entry[1].add(b)
+                        if not entry[2] or entry[2][-1] != key:
+                            entry[2].append(key)
+                results = await asyncio.gather(
+                    *(s.delete(index.ref, ks, version, timeout) for s, _, ks in per_shard.values())
+                )
+                if n == 0:
+                    # each deleted record is counted by every replica holding it
+                    replicas = max(len(r) for r in placement.buckets)
+                    deleted = sum(results) // replicas
+            return deleted
 
         return await self._retry_if_moved(snap, remove)
 
@@ -484,7 +638,10 @@ class RetrievalEngine:
                 for bucket, replicas in enumerate(placement.buckets)
             }
             groups: dict[str, list[int]] = defaultdict(list)
-            for pos, key in enumerate(owned):
+            if index.placement == "centroid":  # the bucket depends on the vector: ask every shard
+                for sid in targets:
+                    groups[sid] = list(range(len(owned)))
+            for pos, key in enumerate(owned if index.placement != "centroid" else ()):
                 shard = by_bucket_shard[self._bucket(snap, index, key)]
                 groups[shard.shard_id].append(pos)
             answers = await asyncio.gather(
@@ -501,7 +658,7 @@ class RetrievalEngine:
         out: list[Lookup | None] = [None] * len(owned)
         for positions, lookups in zip(groups.values(), answers, strict=True):
             for pos, lk in zip(positions, lookups, strict=True):
-                out[pos] = lk
+                out[pos] = _better(out[pos], lk)
         return [
             lk if lk is not None else Lookup(owned[i], LookupStatus.MISSING)
             for i, lk in enumerate(out)

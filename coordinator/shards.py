@@ -94,24 +94,28 @@ class RemoteShard:
 
 
 class ShardPool:
-    """One RemoteShard per shard id; a shard that moved gets a new channel."""
+    """One batching RemoteShard per shard id; a shard that moved gets a new channel."""
 
-    def __init__(self) -> None:
-        self._shards: dict[str, RemoteShard] = {}
+    def __init__(self, max_batch: int = 64, batch_window: float = 0.0) -> None:
+        self.max_batch = max_batch
+        self.batch_window = batch_window
+        self._shards: dict[str, Shard] = {}
         self._closing: set[asyncio.Task[None]] = set()
 
     def get(self, shard_id: str, address: str) -> Shard:
+        from coordinator.batcher import BatchingShard  # batcher wraps this module's shards
+
         shard = self._shards.get(shard_id)
         if shard is None or shard.address != address:
             if shard is not None:
-                task = asyncio.ensure_future(shard.close())
+                task = asyncio.ensure_future(shard.close())  # type: ignore[attr-defined]
                 self._closing.add(task)
                 task.add_done_callback(self._closing.discard)
-            shard = RemoteShard(shard_id, address)
+            shard = BatchingShard(RemoteShard(shard_id, address), self.max_batch, self.batch_window)
             self._shards[shard_id] = shard
         return shard
 
     async def close(self) -> None:
         for shard in self._shards.values():
-            await shard.close()
+            await shard.close()  # type: ignore[attr-defined]
         self._shards.clear()

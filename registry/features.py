@@ -133,20 +133,20 @@ def canonical_value(dtype: FeatureDType, value: Any, where: str = "value") -> An
             raise InvalidArgument(f"{where}: {value} does not fit in int64")
     elif dtype is FeatureDType.FLOAT64:
         if isinstance(value, int | float) and not isinstance(value, bool):
-            out = float(value)
-            if math.isfinite(out):
-                return out
+            number = float(value)
+            if math.isfinite(number):
+                return number
             raise InvalidArgument(f"{where}: {value!r} is not finite; use null for missing")
     elif dtype is FeatureDType.STRING:
         if isinstance(value, str):
             return value
     elif dtype is FeatureDType.FLOAT_LIST and isinstance(value, list | tuple):
-        out = []
+        items = []
         for i, v in enumerate(value):
             if v is None:
                 raise InvalidArgument(f"{where}[{i}]: a float_list may not contain nulls")
-            out.append(canonical_value(FeatureDType.FLOAT64, v, f"{where}[{i}]"))
-        return tuple(out)
+            items.append(canonical_value(FeatureDType.FLOAT64, v, f"{where}[{i}]"))
+        return tuple(items)
     raise InvalidArgument(f"{where}: {value!r} is not a valid {dtype.value} value")
 
 

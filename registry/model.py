@@ -108,6 +108,8 @@ class IndexVersion:
     attributes: Mapping[str, AttrType] = field(default_factory=frozen_map)
     status: Status = Status.READY
     max_k: int = 1000
+    # Replica acknowledgements a write needs per bucket; 0 means all replicas.
+    write_quorum: int = 0
 
     @property
     def ref(self) -> VersionRef:
@@ -116,10 +118,17 @@ class IndexVersion:
 
 @dataclass(frozen=True)
 class Placement:
-    """Bucket → replica shard ids for one index version."""
+    """Bucket → replica shard ids for one index version.
+
+    With `centroid` placement, `centroids` holds one coarse-quantizer centroid
+    per bucket (base64 of little-endian float32, num_buckets × dimension); a
+    vector lives in the bucket of its nearest centroid. Trained once, then
+    immutable: moving centroids would strand the data already placed.
+    """
 
     index: VersionRef
     buckets: tuple[tuple[str, ...], ...]
+    centroids: str = ""
 
     def shards(self) -> tuple[str, ...]:
         return tuple(sorted({s for replicas in self.buckets for s in replicas}))

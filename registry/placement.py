@@ -6,10 +6,13 @@ The hash must be identical in every process and every release (Python's
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from collections.abc import Sequence
 
-from registry.model import Placement, VersionRef
+import numpy as np
+
+from registry.model import Metric, Placement, VersionRef
 
 
 def bucket_of(tenant_id: str, entity_id: str, num_buckets: int) -> int:
@@ -19,7 +22,9 @@ def bucket_of(tenant_id: str, entity_id: str, num_buckets: int) -> int:
     return int.from_bytes(digest, "little") % num_buckets
 
 
-def tenant_bucket(tenant_id: str, entity_id: str, num_buckets: int, tenant_buckets: Sequence[int] = ()) -> int:
+def tenant_bucket(
+    tenant_id: str, entity_id: str, num_buckets: int, tenant_buckets: Sequence[int] = ()
+) -> int:
     """The bucket of an entity. A tenant with its own bucket set (the tenant
     routing map) lives only in those buckets, so its searches touch only the
     shards that hold them. The set must not change once the tenant has data."""
@@ -42,3 +47,58 @@ def assign_buckets(
         tuple(shards[(b + r) % len(shards)] for r in range(replicas)) for b in range(num_buckets)
     )
     return Placement(index=index, buckets=buckets)
+
+
+def encode_centroids(centroids: np.ndarray) -> str:
+    return base64.b64encode(np.ascontiguousarray(centroids, dtype="<f4").tobytes()).decode()
+
+
+def decode_centroids(text: str, dimension: int) -> np.ndarray:
+    flat = np.frombuffer(base64.b64decode(text), dtype="<f4")
+    return flat.reshape(-1, dimension)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    return x / np.where(norms == 0, 1, norms)
+
+
+def train_centroids(
+    sample: np.ndarray, num_buckets: int, metric: Metric, *, iterations: int = 25, seed: int = 0
+) -> np.ndarray:
+    """k-means (spherical for cosine) over a sample: the coarse quantizer of
+    `centroid` placement. Deterministic for a seed; empty clusters are
+    re-seeded from the farthest points so every bucket gets data."""
+    x = np.asarray(sample, dtype=np.float64)
+    if x.ndim != 2 or x.shape[0] < num_buckets:
+        raise ValueError(
+            f"need at least {num_buckets} sample vectors (one per bucket), got {x.shape[0]}"
+        )
+    if metric is Metric.COSINE:
+        x = _unit(x)
+    rng = np.random.default_rng(seed)
+    c = x[rng.choice(x.shape[0], size=num_buckets, replace=False)].copy()
+    for _ in range(iterations):
+        assign = nearest(x, c, Metric.L2)
+        for b in range(num_buckets):
+            members = x[assign == b]
+            if len(members):
+                c[b] = members.mean(axis=0)
+            else:
+                far = np.argmax(((x - c[assign]) ** 2).sum(axis=1))
+                c[b] = x[far]
+        if metric is Metric.COSINE:
+            c = _unit(c)
+    return c.astype(np.float32)
+
+
+def nearest(vectors: np.ndarray, centroids: np.ndarray, metric: Metric) -> np.ndarray:
+    """Bucket per vector: nearest centroid (largest dot for inner product)."""
+    v = np.atleast_2d(np.asarray(vectors, dtype=np.float64))
+    c = np.asarray(centroids, dtype=np.float64)
+    if metric is Metric.INNER_PRODUCT:
+        return np.argmax(v @ c.T, axis=1)
+    if metric is Metric.COSINE:
+        return np.argmax(_unit(v) @ c.T, axis=1)
+    d = (v**2).sum(axis=1)[:, None] - 2 * v @ c.T + (c**2).sum(axis=1)[None, :]
+    return np.argmin(d, axis=1)

@@ -146,6 +146,51 @@ class Registry:
         if not ok:
             raise AlreadyExists(f"index version {index.ref} already exists; versions are immutable")
 
+    def train_placement(self, ref: VersionRef, sample: Any, seed: int = 0) -> int:
+        """Trains and stores the centroids of a `centroid`-placed index version
+        once (compare-and-swap: a second training is refused, since moving
+        centroids would strand placed data). Returns the number of buckets."""
+        import numpy as np
+
+        from registry.placement import encode_centroids, train_centroids
+
+        found = self.read(self.keys.index(ref.name, ref.version))
+        if found is None:
+            raise NotFound(f"unknown index version {ref}")
+        index = found[0]
+        if index.placement != "centroid":
+            raise FailedPrecondition(
+                f"index {ref} uses {index.placement!r} placement; training applies to 'centroid'"
+            )
+        family = self.read(self.keys.family(index.embedding.name))
+        assert family is not None
+        vectors = np.asarray(sample, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[1] != family[0].dimension:
+            raise InvalidArgument(
+                f"sample has shape {vectors.shape}, expected (n, {family[0].dimension})"
+            )
+        if not np.isfinite(vectors).all():
+            raise InvalidArgument("sample contains NaN or Inf")
+        key = self.keys.placement(ref.name, ref.version)
+        entry = self.store.get(key)
+        if entry is None:
+            raise NotFound(f"index {ref} has no placement")
+        placement = codec.decode(entry.value)
+        if placement.centroids:
+            raise FailedPrecondition(
+                f"index {ref} already has trained centroids; they are immutable"
+            )
+        try:
+            centroids = train_centroids(vectors, index.num_buckets, family[0].metric, seed=seed)
+        except ValueError as exc:
+            raise InvalidArgument(f"cannot train placement of {ref}: {exc}") from None
+        updated = dataclasses.replace(placement, centroids=encode_centroids(centroids))
+        if not self.store.txn(
+            [ModRevisionIs(key, entry.mod_revision)], [Put(key, codec.encode(updated))]
+        ):
+            raise Conflict(f"placement of {ref} changed concurrently; re-read and retry")
+        return index.num_buckets
+
     def set_status(self, kind: str, ref: VersionRef, status: Status) -> Any:
         """Moves an embedding or index version along the state machine."""
         key = (

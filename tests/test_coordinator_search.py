@@ -229,3 +229,22 @@ def test_coordinator_sheds_when_full() -> None:
 
     asyncio.run(scenario())
     check_vector(np.zeros(2, np.float32), 2)
+
+
+def test_concurrent_queries_to_one_shard_leave_as_one_call() -> None:
+    from coordinator.batcher import BatchingShard
+
+    shard = clustered_shards(Metric.L2, 1, 50, 4, seed=4)[0]
+    batching = BatchingShard(shard, max_batch=8)  # type: ignore[arg-type]
+    rng = np.random.default_rng(1)
+    queries = [ShardQuery(rng.normal(size=4).astype(np.float32), 5, "t") for _ in range(20)]
+
+    async def scenario() -> list:  # type: ignore[type-arg]
+        return await asyncio.gather(*(batching.search(INDEX, [q], 5.0) for q in queries))
+
+    batched = asyncio.run(scenario())
+    assert batching.calls == 3  # 8 + 8 + 4
+    direct = [asyncio.run(shard.search(INDEX, [q], 5.0)) for q in queries]
+    assert [[(h.score, h.key) for h in a[0].hits] for a in batched] == [
+        [(h.score, h.key) for h in d[0].hits] for d in direct
+    ]
