@@ -211,6 +211,23 @@ def cmd_registry(args: argparse.Namespace) -> int:
                 args.shard_id, "draining" if verb == "drain" else "serving", args.why
             )
             print(f"shard {args.shard_id} is now {'draining' if verb == 'drain' else 'serving'}")
+        elif verb == "train-placement":
+            import numpy as np
+
+            name, version = _split_ref(args.index)
+            path = Path(args.sample)
+            if path.suffix == ".npy":
+                sample = np.load(path)
+            else:
+                from protos.vectors import from_bytes
+
+                raw = path.read_bytes()
+                dim = int(np.frombuffer(raw[:4], dtype="<i4")[0])
+                sample = from_bytes(raw).reshape(-1, dim + 1)[
+                    :, 1:
+                ]  # .fvecs: int32 dim, then floats
+            buckets = reg.train_placement(name, version, sample, seed=args.seed)
+            print(f"trained {buckets} centroids for {args.index} from {len(sample)} vectors")
         elif verb == "status":
             st = reg.status()
             print(f"revision {st.revision}, snapshot staleness {st.staleness_seconds:.1f}s")
@@ -353,6 +370,12 @@ def build_parser() -> argparse.ArgumentParser:
         d.add_argument("shard_id")
         d.add_argument("--why", default="")
     reg_args(reg_sub.add_parser("status", help="the registry as the coordinator sees it"))
+    tp = reg_args(
+        reg_sub.add_parser("train-placement", help="train centroid placement from sample vectors")
+    )
+    tp.add_argument("index", help="NAME@VERSION of an index version with placement: centroid")
+    tp.add_argument("--sample", required=True, help=".npy (n × d float32) or .fvecs file")
+    tp.add_argument("--seed", type=int, default=0)
     return p
 
 

@@ -140,6 +140,17 @@ class RegistryClient:
                 timeout=self.timeout,
             )
 
+    def train_placement(self, index: str, version: str, sample: Any, seed: int = 0) -> int:
+        """Trains a centroid-placed index's coarse quantizer from sample vectors."""
+        import numpy as np
+
+        data = np.ascontiguousarray(sample, dtype="<f4")
+        req = pb.TrainPlacementRequest(
+            index_name=index, index_version=version, sample=data.tobytes(), seed=seed
+        )
+        with rpc_errors():
+            return int(self._stub.TrainPlacement(req, timeout=max(self.timeout, 60.0)).buckets)
+
     def status(self) -> pb.StatusResponse:
         with rpc_errors():
             return self._stub.Status(pb.StatusRequest(), timeout=self.timeout)

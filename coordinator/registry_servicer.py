@@ -13,8 +13,9 @@ import grpc.aio
 from protos.errors import InvalidArgument
 from protos.vecshard.v1 import registry_pb2 as pb
 from protos.vecshard.v1 import registry_pb2_grpc
+from protos.vectors import from_bytes
 from registry.admin import RegistryAdmin, parse_documents, to_json
-from registry.model import ShardState
+from registry.model import ShardState, VersionRef
 from registry.watcher import SnapshotCache
 
 
@@ -121,6 +122,23 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             self.admin.registry.set_shard_state, request.shard_id, state, request.reason
         )
         return pb.SetShardStateResponse()
+
+    async def TrainPlacement(
+        self, request: pb.TrainPlacementRequest, context: grpc.aio.ServicerContext
+    ) -> pb.TrainPlacementResponse:
+        ref = VersionRef(request.index_name, request.index_version)
+        snap = self.cache.snapshot
+        index = snap.indexes.get(ref) or self.cache.refresh().index(ref)
+        dim = self.cache.snapshot.family(index.embedding.name).dimension
+        flat = from_bytes(request.sample, what="sample")
+        if flat.size % dim:
+            raise InvalidArgument(
+                f"sample has {flat.size} values, not a multiple of the dimension {dim}"
+            )
+        buckets = await asyncio.to_thread(
+            self.admin.registry.train_placement, ref, flat.reshape(-1, dim), request.seed
+        )
+        return pb.TrainPlacementResponse(buckets=buckets)
 
     async def Status(
         self, request: pb.StatusRequest, context: grpc.aio.ServicerContext

@@ -46,7 +46,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from protos.errors import FailedPrecondition, InvalidArgument, NotFound
 from registry.model import EntityKey, VersionRef
@@ -464,6 +464,8 @@ class GroupRead:
     schema: GroupSchema
     features: tuple[str, ...]
     outputs: tuple[str, ...]
+    # Definitions of `features`, looked up once per plan, not per entity.
+    definitions: tuple[FeatureDefinition, ...]
 
 
 @dataclass(frozen=True)
@@ -510,6 +512,7 @@ class FeatureCatalog:
                 self.schema(g),
                 tuple(r.feature for r in refs),
                 tuple(r.output_name for r in refs),
+                tuple(self.schema(g).definition(r.feature) for r in refs),
             )
             for g, refs in order.items()
         )
@@ -532,8 +535,13 @@ def readable_groups(
 # Stored values and resolution
 
 
-@dataclass(frozen=True)
-class StoredValue:
+# The three value types below are NamedTuples, not frozen dataclasses: the
+# serving path creates one per entity or per value (1,600+ per GetFeatures of
+# 800 candidates), a NamedTuple is about three times cheaper to build, and the
+# registry codec never stores them (like `registry.model.EntityKey`).
+
+
+class StoredValue(NamedTuple):
     """One feature's value in a stored row; `value` None means null."""
 
     value: Any
@@ -541,8 +549,7 @@ class StoredValue:
     generated_at: int
 
 
-@dataclass(frozen=True)
-class GroupRow:
+class GroupRow(NamedTuple):
     """One entity's row of a group: the unit written online and offline."""
 
     entity: EntityKey
@@ -573,8 +580,7 @@ class PutAck:
     ignored_older: int
 
 
-@dataclass(frozen=True)
-class FeatureValue:
+class FeatureValue(NamedTuple):
     """What a model reads for one feature of one entity.
 
     `missing_reason` is None for a fresh stored value; `default_applied` is the
@@ -659,7 +665,7 @@ def resolve_group(
     no row; a `MissingReason`: the fetch itself failed, e.g. `timeout` or
     `not_computed`)."""
     schema = read.schema
-    defs = [schema.definition(f) for f in read.features]
+    defs = read.definitions
     if not readable(schema, personalized):
         return tuple(missing_value(d, MissingReason.PRIVACY_DISABLED) for d in defs)
     if isinstance(row, MissingReason):

@@ -77,7 +77,15 @@ def train_centroids(
     if metric is Metric.COSINE:
         x = _unit(x)
     rng = np.random.default_rng(seed)
-    c = x[rng.choice(x.shape[0], size=num_buckets, replace=False)].copy()
+    # k-means++ seeding: spread-out starting centroids avoid the local minima
+    # (two centroids in one cluster, one straddling two) of random starts.
+    c = np.empty((num_buckets, x.shape[1]))
+    c[0] = x[rng.integers(x.shape[0])]
+    d2 = ((x - c[0]) ** 2).sum(axis=1)
+    for b in range(1, num_buckets):
+        probs = d2 / d2.sum() if d2.sum() > 0 else None
+        c[b] = x[rng.choice(x.shape[0], p=probs)]
+        d2 = np.minimum(d2, ((x - c[b]) ** 2).sum(axis=1))
     for _ in range(iterations):
         assign = nearest(x, c, Metric.L2)
         for b in range(num_buckets):
@@ -93,11 +101,11 @@ def train_centroids(
 
 
 def nearest(vectors: np.ndarray, centroids: np.ndarray, metric: Metric) -> np.ndarray:
-    """Bucket per vector: nearest centroid (largest dot for inner product)."""
+    """Bucket per vector: the nearest centroid. Inner-product data is grouped
+    by L2 proximity too: compact regions give tight score bounds, whereas
+    argmax-dot would pile vectors onto the largest-norm centroid."""
     v = np.atleast_2d(np.asarray(vectors, dtype=np.float64))
     c = np.asarray(centroids, dtype=np.float64)
-    if metric is Metric.INNER_PRODUCT:
-        return np.argmax(v @ c.T, axis=1)
     if metric is Metric.COSINE:
         return np.argmax(_unit(v) @ c.T, axis=1)
     d = (v**2).sum(axis=1)[:, None] - 2 * v @ c.T + (c**2).sum(axis=1)[None, :]

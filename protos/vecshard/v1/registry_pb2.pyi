@@ -183,3 +183,21 @@ class StatusResponse(_message.Message):
     shards: _containers.RepeatedCompositeFieldContainer[ShardStatus]
     routes: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, revision: _Optional[int] = ..., staleness_seconds: _Optional[float] = ..., shards: _Optional[_Iterable[_Union[ShardStatus, _Mapping]]] = ..., routes: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class TrainPlacementRequest(_message.Message):
+    __slots__ = ("index_name", "index_version", "sample", "seed")
+    INDEX_NAME_FIELD_NUMBER: _ClassVar[int]
+    INDEX_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    index_name: str
+    index_version: str
+    sample: bytes
+    seed: int
+    def __init__(self, index_name: _Optional[str] = ..., index_version: _Optional[str] = ..., sample: _Optional[bytes] = ..., seed: _Optional[int] = ...) -> None: ...
+
+class TrainPlacementResponse(_message.Message):
+    __slots__ = ("buckets",)
+    BUCKETS_FIELD_NUMBER: _ClassVar[int]
+    buckets: int
+    def __init__(self, buckets: _Optional[int] = ...) -> None: ...

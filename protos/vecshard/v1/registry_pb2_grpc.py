@@ -84,6 +84,11 @@ class RegistryServiceStub:
                 request_serializer=protos_dot_vecshard_dot_v1_dot_registry__pb2.StatusRequest.SerializeToString,
                 response_deserializer=protos_dot_vecshard_dot_v1_dot_registry__pb2.StatusResponse.FromString,
                 _registered_method=True)
+        self.TrainPlacement = channel.unary_unary(
+                '/vecshard.v1.RegistryService/TrainPlacement',
+                request_serializer=protos_dot_vecshard_dot_v1_dot_registry__pb2.TrainPlacementRequest.SerializeToString,
+                response_deserializer=protos_dot_vecshard_dot_v1_dot_registry__pb2.TrainPlacementResponse.FromString,
+                _registered_method=True)
 
 
 class RegistryServiceServicer:
@@ -153,6 +158,14 @@ class RegistryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def TrainPlacement(self, request, context):
+        """Trains the coarse quantizer of a `centroid`-placed index version from a
+        sample of its vectors (once; centroids are immutable afterwards).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -205,6 +218,11 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     servicer.Status,
                     request_deserializer=protos_dot_vecshard_dot_v1_dot_registry__pb2.StatusRequest.FromString,
                     response_serializer=protos_dot_vecshard_dot_v1_dot_registry__pb2.StatusResponse.SerializeToString,
+            ),
+            'TrainPlacement': grpc.unary_unary_rpc_method_handler(
+                    servicer.TrainPlacement,
+                    request_deserializer=protos_dot_vecshard_dot_v1_dot_registry__pb2.TrainPlacementRequest.FromString,
+                    response_serializer=protos_dot_vecshard_dot_v1_dot_registry__pb2.TrainPlacementResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -477,6 +495,33 @@ class RegistryService:
             '/vecshard.v1.RegistryService/Status',
             protos_dot_vecshard_dot_v1_dot_registry__pb2.StatusRequest.SerializeToString,
             protos_dot_vecshard_dot_v1_dot_registry__pb2.StatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TrainPlacement(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vecshard.v1.RegistryService/TrainPlacement',
+            protos_dot_vecshard_dot_v1_dot_registry__pb2.TrainPlacementRequest.SerializeToString,
+            protos_dot_vecshard_dot_v1_dot_registry__pb2.TrainPlacementResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,403 @@
+"""The offline store (DESIGN §7): Parquet through pyarrow datasets, written and
+read with the registry's own definitions.
+
+Layout under one root (hive partitioning, so any Arrow/Spark/DuckDB reader
+sees the partition columns):
+
+    features/group={g}/version={v}/date={YYYY-MM-DD}/part-{uuid}-{i}.parquet
+    embeddings/name={n}/version={v}/part-{uuid}-{i}.parquet
+
+A feature file holds `tenant_id, entity_type, entity_id, feature_timestamp,
+generated_at` and one column per feature, typed from the definition's dtype
+(`arrow_type`); `date` is the UTC day of `feature_timestamp`, so a join or a
+materialization reads only the days it needs. Times are
+`timestamp[us, UTC]` in the files (readable as times by every tool) and
+int64 microseconds in memory, like everywhere else in vecshard.
+
+Files are append-only with unique names, and rows keep their input order
+(`preserve_order`); readers visit files in sorted path order. That fixed order
+is what makes the one remaining tie — two rows of an entity with identical
+`(feature_timestamp, generated_at)` — resolve the same way in a join as in a
+materialization (the later row wins in both).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from protos.errors import InvalidArgument, NotFound
+from registry.features import (
+    KEY_COLUMNS,
+    TIME_COLUMNS,
+    FeatureDType,
+    GroupRow,
+    GroupSchema,
+)
+from registry.model import AttrValue, EmbeddingFamily, EntityKey, VersionRef
+
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+_ARROW_TYPES = {
+    FeatureDType.INT64: pa.int64(),
+    FeatureDType.FLOAT64: pa.float64(),
+    FeatureDType.STRING: pa.string(),
+    FeatureDType.BOOL: pa.bool_(),
+    FeatureDType.FLOAT_LIST: pa.list_(pa.float64()),
+}
+_DATE_PARTITIONING = ds.partitioning(pa.schema([("date", pa.string())]), flavor="hive")
+
+
+def arrow_type(dtype: FeatureDType) -> pa.DataType:
+    return _ARROW_TYPES[dtype]
+
+
+def feature_schema(schema: GroupSchema) -> pa.Schema:
+    """The schema of the group's Parquet files (the `date` partition aside)."""
+    return pa.schema(
+        [pa.field(c, pa.string(), nullable=False) for c in KEY_COLUMNS]
+        + [pa.field(c, TIMESTAMP, nullable=False) for c in TIME_COLUMNS]
+        + [pa.field(d.name, arrow_type(d.dtype)) for d in schema.definitions]
+    )
+
+
+def rows_to_table(schema: GroupSchema, rows: Sequence[GroupRow]) -> pa.Table:
+    """Rows checked by the same rule as an online put (`GroupSchema.check_row`)."""
+    checked = [schema.check_row(r) for r in rows]
+    cols: dict[str, list[Any]] = {c: [] for c in feature_schema(schema).names}
+    for r in checked:
+        cols["tenant_id"].append(r.entity.tenant_id)
+        cols["entity_type"].append(r.entity.entity_type)
+        cols["entity_id"].append(r.entity.entity_id)
+        cols["feature_timestamp"].append(r.feature_timestamp)
+        cols["generated_at"].append(r.generated_at)
+        for name in schema.names:
+            cols[name].append(r.values[name])
+    target = feature_schema(schema)
+    arrays = [
+        pa.array(cols[f.name], type=pa.int64()).cast(TIMESTAMP)
+        if f.name in TIME_COLUMNS
+        else pa.array(cols[f.name], type=f.type)
+        for f in target
+    ]
+    return pa.Table.from_arrays(arrays, schema=target)
+
+
+def table_to_rows(schema: GroupSchema, table: pa.Table | pa.RecordBatch) -> list[GroupRow]:
+    """Rows in table order, values canonical (float_list as tuples), so an
+    online put and an offline join see identical values."""
+    tenants = table.column("tenant_id").to_pylist()
+    types = table.column("entity_type").to_pylist()
+    ids = table.column("entity_id").to_pylist()
+    ts = _micros(table.column("feature_timestamp"))
+    gen = _micros(table.column("generated_at"))
+    values = {}
+    for d in schema.definitions:
+        col = table.column(d.name).to_pylist()
+        if d.dtype is FeatureDType.FLOAT_LIST:
+            col = [tuple(v) if v is not None else None for v in col]
+        values[d.name] = col
+    names = schema.names
+    return [
+        GroupRow(
+            EntityKey(tenants[i], types[i], ids[i]),
+            ts[i],
+            gen[i],
+            {n: values[n][i] for n in names},
+        )
+        for i in range(len(ids))
+    ]
+
+
+def _micros(col: pa.Array | pa.ChunkedArray) -> list[int]:
+    return col.cast(TIMESTAMP).cast(pa.int64()).to_pylist()
+
+
+def _check_features(schema: GroupSchema, table: pa.Table) -> pa.Table:
+    """The table cast to the group's file schema, or InvalidArgument naming the
+    problem. Vectorized: the same rules as `check_row`, for bulk writes."""
+    target = feature_schema(schema)
+    where = f"feature group {schema.ref}"
+    missing = [c for c in (*KEY_COLUMNS, *TIME_COLUMNS) if c not in table.column_names]
+    unknown = set(table.column_names) - set(target.names)
+    if missing or unknown:
+        raise InvalidArgument(
+            f"{where}: columns missing {missing}, unknown {sorted(unknown)}; expected {target.names}"
+        )
+    cols = []
+    for f in target:
+        if f.name not in table.column_names:
+            cols.append(pa.nulls(table.num_rows, f.type))
+            continue
+        col = table.column(f.name)
+        if f.name in TIME_COLUMNS and pa.types.is_integer(col.type):
+            col = col.cast(pa.int64()).cast(TIMESTAMP)
+        try:
+            cols.append(col.cast(f.type, safe=True))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise InvalidArgument(f"{where}: column {f.name!r} is not {f.type}: {exc}") from None
+    out = pa.Table.from_arrays(cols, schema=target.with_metadata(None))
+    for c in (*KEY_COLUMNS, *TIME_COLUMNS):
+        if out.column(c).null_count:
+            raise InvalidArgument(f"{where}: column {c!r} has nulls; expected a value in every row")
+    if pc.any(pc.equal(out.column("entity_id"), "")).as_py():
+        raise InvalidArgument(f"{where}: an entity_id is empty; expected non-empty ids")
+    wrong = pc.not_equal(out.column("entity_type"), schema.group.entity_type)
+    if pc.any(wrong).as_py():
+        raise InvalidArgument(
+            f"{where}: rows of entity type other than {schema.group.entity_type!r}"
+        )
+    for d in schema.definitions:
+        col = out.column(d.name)
+        if d.dtype is FeatureDType.FLOAT_LIST:
+            flat = pc.list_flatten(col)
+            if flat.null_count:
+                raise InvalidArgument(f"{where}: {d.name!r} has a null inside a float_list")
+            col = flat
+        floats = d.dtype in (FeatureDType.FLOAT64, FeatureDType.FLOAT_LIST)
+        if floats and pc.any(pc.invert(pc.is_finite(col))).as_py():
+            raise InvalidArgument(
+                f"{where}: {d.name!r} has a non-finite value; use null for missing"
+            )
+    return out
+
+
+@dataclass(frozen=True)
+class FeatureFile:
+    """One Parquet file of a group, as the materializer enumerates them."""
+
+    path: Path
+    date: str
+    num_rows: int
+    size: int
+
+
+@dataclass(frozen=True)
+class EmbeddingRow:
+    key: EntityKey
+    vector: np.ndarray
+    created_at: int  # µs since the epoch
+    source_version: int = 0
+    model_version: str = ""
+    attributes: Mapping[str, AttrValue] = field(default_factory=dict)
+
+
+def embedding_schema(dimension: int) -> pa.Schema:
+    """Vectors as fixed-size float32 lists (zero-copy to an (n, d) array);
+    attributes as JSON text, because their types vary per index version."""
+    return pa.schema(
+        [pa.field(c, pa.string(), nullable=False) for c in KEY_COLUMNS]
+        + [
+            pa.field("vector", pa.list_(pa.float32(), dimension), nullable=False),
+            pa.field("created_at", TIMESTAMP, nullable=False),
+            pa.field("source_version", pa.int64(), nullable=False),
+            pa.field("model_version", pa.string(), nullable=False),
+            pa.field("norm", pa.float32(), nullable=False),
+            pa.field("attributes", pa.string(), nullable=False),
+        ]
+    )
+
+
+def vectors(table: pa.Table) -> np.ndarray:
+    """The `vector` column as an (n, dimension) float32 array."""
+    col = table.column("vector").combine_chunks()
+    dim = col.type.list_size
+    return col.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
+
+
+class OfflineStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    # --- features --------------------------------------------------------------
+
+    def feature_dir(self, group: VersionRef) -> Path:
+        return self.root / "features" / f"group={group.name}" / f"version={group.version}"
+
+    def has_features(self, group: VersionRef) -> bool:
+        """False when nothing was ever written for the group version: its
+        values are then `not_computed`, as online."""
+        return self.feature_dir(group).is_dir()
+
+    def write_features(self, schema: GroupSchema, data: pa.Table | Sequence[GroupRow]) -> int:
+        """Appends rows (a table in the group's schema, or `GroupRow`s),
+        partitioned by UTC date; returns the number written."""
+        table = data if isinstance(data, pa.Table) else rows_to_table(schema, data)
+        table = _check_features(schema, table)
+        if table.num_rows == 0:
+            return 0
+        dates = pc.strftime(table.column("feature_timestamp"), format="%Y-%m-%d")
+        ds.write_dataset(
+            table.append_column("date", dates),
+            self.feature_dir(schema.ref),
+            format="parquet",
+            partitioning=_DATE_PARTITIONING,
+            basename_template=f"part-{uuid.uuid4().hex}-{{i}}.parquet",
+            existing_data_behavior="overwrite_or_ignore",
+            # Row order within a file is part of the tie-break contract.
+            preserve_order=True,
+        )
+        return table.num_rows
+
+    def feature_files(
+        self, schema: GroupSchema, start_date: str | None = None, end_date: str | None = None
+    ) -> list[FeatureFile]:
+        """The group's files whose day is in [start_date, end_date], in the
+        one order every reader uses (by path)."""
+        base = self.feature_dir(schema.ref)
+        if not base.is_dir():
+            raise NotFound(
+                f"no offline data for feature group {schema.ref} under {base}; write it first"
+            )
+        dataset = ds.dataset(base, format="parquet", partitioning=_DATE_PARTITIONING)
+        expr = _date_filter(start_date, end_date)
+        fragments = (
+            dataset.get_fragments(filter=expr) if expr is not None else dataset.get_fragments()
+        )
+        out = []
+        for frag in fragments:
+            path = Path(frag.path)
+            date = ds.get_partition_keys(frag.partition_expression)["date"]
+            out.append(FeatureFile(path, date, frag.metadata.num_rows, path.stat().st_size))
+        return sorted(out, key=lambda f: str(f.path))
+
+    def read_features(
+        self,
+        schema: GroupSchema,
+        *,
+        start_date: str | None = None,
+        end_date: str | None = None,
+        min_timestamp: int | None = None,
+        max_timestamp: int | None = None,
+        generated_cutoff: int | None = None,
+    ) -> pa.Table:
+        """Rows of the group in file order, filtered by day (pruned files),
+        feature_timestamp range and `generated_at <= generated_cutoff`."""
+        conds = []
+        if min_timestamp is not None:
+            conds.append(ds.field("feature_timestamp") >= _ts_scalar(min_timestamp))
+        if max_timestamp is not None:
+            conds.append(ds.field("feature_timestamp") <= _ts_scalar(max_timestamp))
+        if generated_cutoff is not None:
+            conds.append(ds.field("generated_at") <= _ts_scalar(generated_cutoff))
+        expr = None
+        for c in conds:
+            expr = c if expr is None else expr & c
+        target = feature_schema(schema)
+        tables = [
+            pq.read_table(f.path, schema=target, filters=expr)
+            for f in self.feature_files(schema, start_date, end_date)
+        ]
+        if not tables:
+            return target.empty_table()
+        return pa.concat_tables(tables)
+
+    def iter_batches(
+        self, schema: GroupSchema, file: FeatureFile, batch_size: int
+    ) -> Iterator[pa.RecordBatch]:
+        """One file's rows in fixed-size batches, the same split on every call
+        (a resumed materialization skips batches by their index)."""
+        reader = pq.ParquetFile(file.path)
+        yield from reader.iter_batches(batch_size=batch_size, columns=feature_schema(schema).names)
+
+    # --- embeddings ------------------------------------------------------------
+
+    def embedding_dir(self, name: str, version: str) -> Path:
+        return self.root / "embeddings" / f"name={name}" / f"version={version}"
+
+    def write_embeddings(
+        self, family: EmbeddingFamily, version: str, data: pa.Table | Sequence[EmbeddingRow]
+    ) -> int:
+        """Appends embeddings of one family version; checks entity type,
+        dimension and finiteness like an online upsert."""
+        target = embedding_schema(family.dimension)
+        where = f"embedding {family.name}@{version}"
+        table = data if isinstance(data, pa.Table) else _embeddings_table(family, data)
+        try:
+            table = table.select(target.names).cast(target)
+        except (KeyError, pa.ArrowInvalid, ValueError) as exc:
+            raise InvalidArgument(f"{where}: expected columns {target.names}: {exc}") from None
+        if pc.any(pc.not_equal(table.column("entity_type"), family.entity_type)).as_py():
+            raise InvalidArgument(f"{where}: rows of entity type other than {family.entity_type!r}")
+        if table.num_rows and not np.isfinite(vectors(table)).all():
+            raise InvalidArgument(f"{where}: a vector has NaN or Inf; expected finite values")
+        if table.num_rows == 0:
+            return 0
+        ds.write_dataset(
+            table,
+            self.embedding_dir(family.name, version),
+            format="parquet",
+            basename_template=f"part-{uuid.uuid4().hex}-{{i}}.parquet",
+            existing_data_behavior="overwrite_or_ignore",
+            preserve_order=True,
+        )
+        return table.num_rows
+
+    def read_embeddings(
+        self, family: EmbeddingFamily, version: str, filter: ds.Expression | None = None
+    ) -> pa.Table:
+        base = self.embedding_dir(family.name, version)
+        if not base.is_dir():
+            raise NotFound(f"no offline embeddings {family.name}@{version} under {base}")
+        target = embedding_schema(family.dimension)
+        paths = sorted(str(p) for p in base.glob("*.parquet"))
+        return ds.dataset(paths, schema=target, format="parquet").to_table(filter=filter)
+
+
+def _embeddings_table(family: EmbeddingFamily, rows: Sequence[EmbeddingRow]) -> pa.Table:
+    dim = family.dimension
+    vecs = np.zeros((len(rows), dim), dtype=np.float32)
+    for i, r in enumerate(rows):
+        v = np.asarray(r.vector, dtype=np.float32)
+        if v.shape != (dim,):
+            raise InvalidArgument(
+                f"embedding {family.name}, entity {tuple(r.key)}: vector of shape {v.shape}; "
+                f"expected ({dim},)"
+            )
+        vecs[i] = v
+    norms = np.sqrt(np.einsum("ij,ij->i", vecs.astype(np.float64), vecs.astype(np.float64)))
+    attrs = [
+        json.dumps(
+            {k: list(v) if isinstance(v, tuple) else v for k, v in r.attributes.items()},
+            sort_keys=True,
+        )
+        for r in rows
+    ]
+    target = embedding_schema(dim)
+    return pa.Table.from_arrays(
+        [
+            pa.array([r.key.tenant_id for r in rows], pa.string()),
+            pa.array([r.key.entity_type for r in rows], pa.string()),
+            pa.array([r.key.entity_id for r in rows], pa.string()),
+            pa.FixedSizeListArray.from_arrays(pa.array(vecs.reshape(-1)), dim),
+            pa.array([r.created_at for r in rows], pa.int64()).cast(TIMESTAMP),
+            pa.array([r.source_version for r in rows], pa.int64()),
+            pa.array([r.model_version for r in rows], pa.string()),
+            pa.array(norms.astype(np.float32)),
+            pa.array(attrs, pa.string()),
+        ],
+        schema=target,
+    )
+
+
+def _ts_scalar(micros: int) -> pa.Scalar:
+    return pa.scalar(micros, pa.int64()).cast(TIMESTAMP)
+
+
+def _date_filter(start: str | None, end: str | None) -> ds.Expression | None:
+    expr = None
+    if start is not None:
+        expr = ds.field("date") >= start
+    if end is not None:
+        cond = ds.field("date") <= end
+        expr = cond if expr is None else expr & cond
+    return expr
