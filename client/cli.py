@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -45,8 +46,12 @@ def cmd_up(args: argparse.Namespace) -> int:
     if args.fresh:
         cluster.remove_data()
     stop = threading.Event()
+    roll = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    # SIGHUP: restart every shard in turn with the rollout protocol (drain →
+    # idle → restart → serve), as `vecshard rollout shards` does on Kubernetes.
+    signal.signal(signal.SIGHUP, lambda *_: (roll.set(), stop.set()))
     print(
         f"starting etcd, {args.shards} shard(s) and a coordinator (data in {cluster.data_dir}) ...",
         flush=True,
@@ -80,13 +85,35 @@ def cmd_up(args: argparse.Namespace) -> int:
                 flush=True,
             )
         if not args.once:
-            print("\nServing. Press Ctrl-C to stop.", flush=True)
-            stop.wait()
+            print(
+                "\nServing. Press Ctrl-C to stop (kill -HUP for a rolling restart of the shards).",
+                flush=True,
+            )
+            while True:
+                stop.wait()
+                if not roll.is_set():
+                    break
+                roll.clear()
+                stop.clear()
+                _rolling_restart(cluster)
     finally:
         print("stopping the local cluster ...", flush=True)
         cluster.stop()
         print("stopped.", flush=True)
     return 0
+
+
+def _rolling_restart(cluster) -> None:  # type: ignore[no-untyped-def]
+    from client.registry_client import RegistryClient
+    from client.rollout import LocalFleet, Rollout, RolloutFailed
+
+    print("SIGHUP: rolling restart of every shard", flush=True)
+    with RegistryClient(cluster.coordinator_address, who="vecshard up") as reg:
+        try:
+            Rollout(reg, LocalFleet(cluster), say=lambda m: print(m, flush=True)).run()
+            print("rolling restart done", flush=True)
+        except RolloutFailed as exc:
+            print(f"rolling restart stopped: {exc}", flush=True)
 
 
 def _client(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -141,6 +168,37 @@ def cmd_describe_route(args: argparse.Namespace) -> int:
         info = c.describe_route(args.route)
     for field_name, value in vars(info).items():
         print(f"{field_name:<16} {dict(value) if field_name == 'attributes' else value}")
+    return 0
+
+
+def cmd_rollout(args: argparse.Namespace) -> int:
+    from client.registry_client import RegistryClient
+    from client.rollout import KubectlFleet, Rollout, RolloutFailed
+
+    fleet = KubectlFleet(
+        args.image,
+        args.namespace,
+        args.statefulset,
+        args.container,
+        args.kubectl,
+        dry_run=args.dry_run,
+    )
+    if args.dry_run:
+        for cmd in fleet.prepare():
+            print(shlex.join(cmd))
+        for line in Rollout(None, fleet).dry_run():
+            print(line)
+        return 0
+    with RegistryClient(args.coordinator, who=args.who or os.environ.get("USER", "rollout")) as reg:
+        fleet.prepare()
+        try:
+            Rollout(
+                reg, fleet, drain_timeout=args.drain_timeout, ready_timeout=args.ready_timeout
+            ).run()
+        except RolloutFailed as exc:
+            print(f"rollout stopped: {exc}", file=sys.stderr)
+            return 1
+    print(f"all shards of statefulset/{args.statefulset} run {args.image}")
     return 0
 
 
@@ -291,6 +349,36 @@ def build_parser() -> argparse.ArgumentParser:
     client_args(d)
     d.add_argument("route")
     d.set_defaults(func=cmd_describe_route)
+
+    ro = sub.add_parser("rollout", help="roll shard servers to a new image, one shard at a time")
+    ro_sub = ro.add_subparsers(dest="rollout_command", metavar="WHAT", required=True)
+    rs = ro_sub.add_parser(
+        "shards",
+        help="drain → wait idle → lower the StatefulSet partition → wait Ready → serve, per ordinal",
+    )
+    rs.add_argument(
+        "--image", required=True, help="new image, e.g. registry.example/vecshard:1.4.2"
+    )
+    rs.add_argument(
+        "--coordinator", help="coordinator address for registry drains (e.g. a port-forward)"
+    )
+    rs.add_argument("--namespace", default="vecshard")
+    rs.add_argument("--statefulset", default="vecshard-shard")
+    rs.add_argument("--container", default="shard")
+    rs.add_argument(
+        "--kubectl", default="kubectl", help="kubectl binary (default: kubectl on PATH)"
+    )
+    rs.add_argument(
+        "--drain-timeout", type=float, default=120.0, help="seconds to wait for in-flight = 0"
+    )
+    rs.add_argument(
+        "--ready-timeout", type=float, default=600.0, help="seconds to wait for a new pod"
+    )
+    rs.add_argument("--who", help="recorded as the actor (default: $USER)")
+    rs.add_argument(
+        "--dry-run", action="store_true", help="print the kubectl commands, change nothing"
+    )
+    rs.set_defaults(func=cmd_rollout)
 
     reg = sub.add_parser("registry", help="registry administration through a coordinator")
     reg_sub = reg.add_subparsers(dest="registry_command", metavar="VERB", required=True)

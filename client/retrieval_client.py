@@ -45,7 +45,13 @@ class SearchResponse:
     index: str
     embedding: str
     metric: str
-    diagnostics: Mapping[str, float]
+    diagnostics: Mapping[str, float | str]
+    # Some buckets did not answer in time: hits are the best of the rest.
+    partial: bool = False
+    missing_buckets: tuple[int, ...] = ()
+    completeness: float = 1.0
+    # Pass as `cursor=` for the next page; empty on the last page.
+    next_cursor: str = ""
 
 
 @dataclass(frozen=True)
@@ -163,6 +169,8 @@ class RetrievalClient:
         *,
         filter: Filter | None = None,  # noqa: A002 - the natural name for callers
         timeout: float | None = None,
+        require_complete: bool = False,
+        cursor: str = "",
     ) -> SearchResponse:
         info = self.describe_route(route, timeout=timeout)
         vec = np.asarray(vector, dtype=np.float32)
@@ -175,6 +183,8 @@ class RetrievalClient:
             query_vector=to_bytes(vec),
             k=k,
             filter=filter_to_pb(filter),
+            require_complete=require_complete,
+            cursor=cursor,
         )
         with rpc_errors():
             r = self._stub.Search(req, timeout=self._timeout(timeout))
@@ -191,8 +201,15 @@ class RetrievalClient:
                 "fanout_ms": d.fanout_ms,
                 "merge_ms": d.merge_ms,
                 "shards_searched": d.shards_searched,
+                "shards_skipped": d.shards_skipped,
                 "candidates": d.candidates,
+                "hedges_fired": d.hedges_fired,
+                "arm": d.arm,
             },
+            partial=r.partial,
+            missing_buckets=tuple(r.missing_buckets),
+            completeness=r.completeness,
+            next_cursor=r.next_cursor,
         )
 
     def _record_pb(self, r: Record, dim: int | None) -> cpb.EmbeddingRecord:

@@ -221,6 +221,13 @@ class SearchExecutor:
         self.tracker.release(shard_id, latency)
         return answer, latency
 
+    def _spare_replica(self, t: Target, tried: set[str]) -> tuple[str, str] | None:
+        left = [(sid, addr) for sid, addr in t.alternates if sid not in tried]
+        if not left:
+            return None
+        pick = self.tracker.choose([sid for sid, _ in left])
+        return next(p for p in left if p[0] == pick)
+
     async def _call(
         self, t: Target, index: VersionRef, query: ShardQuery, deadline: float, route: str
     ) -> tuple[ShardAnswer, float, bool, str]:
@@ -268,6 +275,13 @@ class SearchExecutor:
                         answer, latency = task.result()
                         return answer, latency, hedged, shard_id
                     errors.append(exc)
+                    # Fail over: a replica that refuses (shutting down, crashed)
+                    # is answered by another before the buckets count as missing.
+                    spare = self._spare_replica(t, {sid for sid, _ in tasks.values()})
+                    if spare is not None and classify_shard_error(exc) is Decision.TOLERATE:
+                        retry = asyncio.ensure_future(self._attempt(*spare, index, query, deadline))
+                        tasks[retry] = (spare[0], False)
+                        pending.add(retry)
             raise errors[0]
         finally:
             for task in tasks:

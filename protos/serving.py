@@ -17,7 +17,7 @@ import grpc
 import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from protos.errors import VecshardError
 
@@ -27,6 +27,11 @@ REQUESTS = Counter(
     "vecshard_grpc_requests_total",
     "gRPC requests handled, by service, method and status code",
     ["component", "service", "method", "code"],
+)
+IN_FLIGHT = Gauge(
+    "vecshard_grpc_in_flight",
+    "gRPC requests being handled now (a drained server waits for this to reach 0)",
+    ["component", "service", "method"],
 )
 LATENCY = Histogram(
     "vecshard_grpc_request_duration_seconds",
@@ -87,6 +92,8 @@ class SyncServerInterceptor(grpc.ServerInterceptor):
             def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
                 start = time.perf_counter()
                 code = grpc.StatusCode.OK
+                gauge = IN_FLIGHT.labels(component, service, method)
+                gauge.inc()
                 try:
                     return behavior(request, context)
                 except Exception as exc:
@@ -96,6 +103,7 @@ class SyncServerInterceptor(grpc.ServerInterceptor):
                     code, message = _status_of(exc)
                     context.abort(code, message)
                 finally:
+                    gauge.dec()
                     REQUESTS.labels(component, service, method, code.name).inc()
                     LATENCY.labels(component, service, method).observe(time.perf_counter() - start)
 
@@ -122,6 +130,8 @@ class AsyncServerInterceptor(grpc.aio.ServerInterceptor):
             async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 start = time.perf_counter()
                 code = grpc.StatusCode.OK
+                gauge = IN_FLIGHT.labels(component, service, method)
+                gauge.inc()
                 try:
                     return await behavior(request, context)
                 except grpc.aio.AbortError:
@@ -131,6 +141,7 @@ class AsyncServerInterceptor(grpc.aio.ServerInterceptor):
                     code, message = _status_of(exc)
                     await context.abort(code, message)
                 finally:
+                    gauge.dec()
                     REQUESTS.labels(component, service, method, code.name).inc()
                     LATENCY.labels(component, service, method).observe(time.perf_counter() - start)
 

@@ -248,3 +248,20 @@ def test_concurrent_queries_to_one_shard_leave_as_one_call() -> None:
     assert [[(h.score, h.key) for h in a[0].hits] for a in batched] == [
         [(h.score, h.key) for h in d[0].hits] for d in direct
     ]
+
+
+def test_a_refusing_replica_fails_over_to_another_without_partial_results() -> None:
+    a, b = InMemoryShard("a", Metric.L2, 4), InMemoryShard("b", Metric.L2, 4)
+    for i in range(10):
+        v = np.full(4, float(i), np.float32)
+        a.add(EntityKey("t", "item", f"e{i}"), v, 0)
+        b.add(EntityKey("t", "item", f"e{i}"), v, 0)
+    a.error = Unavailable("shard a is shutting down")
+    by_id = {"a": a, "b": b}
+    ex = SearchExecutor(lambda sid, addr: by_id[sid], ReplicaTracker(), settings=FanoutSettings(hedge=False))  # type: ignore[arg-type,return-value]
+    snap = snapshot_for([a, b], [["a", "b"]])
+    one = IndexVersion("ix", "v1", VersionRef("f", "v1"), num_buckets=1)
+    result = asyncio.run(ex.run(snap, one, snap.placement(INDEX), ShardQuery(np.zeros(4, np.float32), 3, "t"), [0], 5.0))
+    assert not result.completeness.partial and not result.errors
+    assert [h.key.entity_id for h in result.hits] == ["e0", "e1", "e2"]
+    assert a.calls == 1 and b.calls == 1

@@ -1,0 +1,312 @@
+"""Rolling shard restarts, one shard at a time:
+
+    drain in the registry → coordinators stop sending new queries
+    → wait until the shard's in-flight requests reach zero
+    → restart it (kubectl: lower the StatefulSet partition; local: SIGTERM + start)
+    → wait until the new process is Ready and registered
+    → mark it serving → check the error rate → next shard.
+
+A failed readiness or an error-rate rise stops the rollout and rolls the
+current shard back. The protocol is one class over a `ShardFleet`, so the
+same code drives Kubernetes and the local cluster the tests use.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import subprocess
+import time
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from client.registry_client import RegistryClient
+
+_IN_FLIGHT = re.compile(
+    r'^vecshard_grpc_in_flight\{[^}]*component="shard"[^}]*\} ([0-9.eE+-]+)$', re.M
+)
+
+
+def in_flight_from_metrics(text: str) -> int:
+    """Requests a shard is handling now, from its Prometheus text."""
+    return int(sum(float(v) for v in _IN_FLIGHT.findall(text)))
+
+
+class RolloutFailed(RuntimeError):
+    pass
+
+
+class ShardFleet(Protocol):
+    def shard_ids(self) -> list[str]:
+        """Shards in the order they are rolled."""
+        ...
+
+    def in_flight(self, shard_id: str) -> int: ...
+
+    def restart(self, shard_id: str) -> None: ...
+
+    def wait_ready(self, shard_id: str, timeout: float) -> None: ...
+
+    def rollback(self, shard_id: str) -> None: ...
+
+    def plan(self, shard_id: str) -> list[str]:
+        """What restart would run, for --dry-run."""
+        ...
+
+
+@dataclass
+class Rollout:
+    registry: RegistryClient | None
+    fleet: ShardFleet
+    drain_timeout: float = 60.0
+    ready_timeout: float = 300.0
+    # Returns the coordinators' failed-request count so far; a rise above
+    # `max_new_errors` during one shard's restart stops the rollout.
+    error_count: Callable[[], float] | None = None
+    max_new_errors: float = 0.0
+    say: Callable[[str], None] = print
+
+    def _wait(self, what: str, done: Callable[[], bool], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not done():
+            if time.monotonic() > deadline:
+                raise RolloutFailed(f"timed out after {timeout:.0f}s waiting for {what}")
+            time.sleep(0.05)
+
+    def _state(self, shard_id: str) -> str | None:
+        assert self.registry is not None
+        return next(
+            (s.state for s in self.registry.status().shards if s.shard_id == shard_id), None
+        )
+
+    def dry_run(self) -> list[str]:
+        lines = []
+        for sid in self.fleet.shard_ids():
+            lines.append(f"# {sid}: drain in the registry, wait for in-flight = 0")
+            lines.extend(self.fleet.plan(sid))
+            lines.append(f"# {sid}: wait Ready and registered, mark serving")
+        return lines
+
+    def run(self) -> None:
+        assert self.registry is not None
+        for sid in self.fleet.shard_ids():
+            errors_before = self.error_count() if self.error_count else 0.0
+            self.say(f"[{sid}] draining")
+            self.registry.set_shard_state(sid, "draining", "rollout")
+            self._wait(
+                f"{sid} to show as draining",
+                lambda sid=sid: self._state(sid) == "draining",
+                self.drain_timeout,
+            )
+            self._wait(
+                f"{sid} in-flight requests to reach 0",
+                lambda sid=sid: self.fleet.in_flight(sid) == 0,
+                self.drain_timeout,
+            )
+            self.say(f"[{sid}] idle; restarting")
+            self.fleet.restart(sid)
+            try:
+                self.fleet.wait_ready(sid, self.ready_timeout)
+                self._wait(
+                    f"{sid} to register again",
+                    lambda sid=sid: self._state(sid) is not None,
+                    self.ready_timeout,
+                )
+            except Exception as exc:
+                self.say(f"[{sid}] not ready ({exc}); rolling it back")
+                self.fleet.rollback(sid)
+                raise RolloutFailed(f"{sid} failed readiness: {exc}") from exc
+            self.registry.set_shard_state(sid, "serving")
+            self._wait(
+                f"{sid} to serve", lambda sid=sid: self._state(sid) == "serving", self.drain_timeout
+            )
+            if self.error_count is not None:
+                new = self.error_count() - errors_before
+                if new > self.max_new_errors:
+                    self.say(
+                        f"[{sid}] error rate rose ({new:.0f} failed requests); rolling it back"
+                    )
+                    self.fleet.rollback(sid)
+                    raise RolloutFailed(f"{new:.0f} requests failed while {sid} restarted")
+            self.say(f"[{sid}] serving")
+
+
+class KubectlFleet:
+    """A shard StatefulSet, updated one ordinal at a time via its partition."""
+
+    def __init__(
+        self,
+        image: str,
+        namespace: str = "vecshard",
+        statefulset: str = "vecshard-shard",
+        container: str = "shard",
+        kubectl: str = "kubectl",
+        dry_run: bool = False,
+        run: Callable[[list[str]], str] | None = None,
+    ) -> None:
+        self.image = image
+        self.ns = namespace
+        self.sts = statefulset
+        self.container = container
+        self.kubectl = kubectl
+        self.dry_run = dry_run
+        self._run = run or self._subprocess
+        self._previous_image: str | None = None
+        self._replicas: int | None = None
+
+    def _cmd(self, *args: str) -> list[str]:
+        return [self.kubectl, "-n", self.ns, *args]
+
+    @staticmethod
+    def _subprocess(cmd: list[str]) -> str:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        if out.returncode != 0:
+            raise RolloutFailed(f"{' '.join(cmd)} failed: {out.stderr.strip()}")
+        return out.stdout
+
+    def _partition_patch(self, partition: int) -> list[str]:
+        patch = json.dumps(
+            {
+                "spec": {
+                    "updateStrategy": {
+                        "type": "RollingUpdate",
+                        "rollingUpdate": {"partition": partition},
+                    }
+                }
+            }
+        )
+        return self._cmd("patch", "statefulset", self.sts, "-p", patch)
+
+    def replicas(self) -> int:
+        if self._replicas is None:
+            if self.dry_run:
+                self._replicas = 3
+            else:
+                self._replicas = int(
+                    self._run(
+                        self._cmd("get", "statefulset", self.sts, "-o", "jsonpath={.spec.replicas}")
+                    )
+                )
+        return self._replicas
+
+    def prepare(self) -> list[list[str]]:
+        """Pin the partition at the top so the new image reaches no pod yet."""
+        cmds = [
+            self._partition_patch(self.replicas()),
+            self._cmd("set", "image", f"statefulset/{self.sts}", f"{self.container}={self.image}"),
+        ]
+        if not self.dry_run:
+            self._previous_image = self._run(
+                self._cmd(
+                    "get",
+                    "statefulset",
+                    self.sts,
+                    "-o",
+                    f"jsonpath={{.spec.template.spec.containers[?(@.name=='{self.container}')].image}}",
+                )
+            ).strip()
+            for cmd in cmds:
+                self._run(cmd)
+        return cmds
+
+    def shard_ids(self) -> list[str]:
+        return [f"{self.sts}-{i}" for i in reversed(range(self.replicas()))]
+
+    def _ordinal(self, shard_id: str) -> int:
+        return int(shard_id.rsplit("-", 1)[1])
+
+    def plan(self, shard_id: str) -> list[str]:
+        return [
+            shlex.join(self._partition_patch(self._ordinal(shard_id))),
+            shlex.join(
+                self._cmd("wait", "--for=condition=Ready", f"pod/{shard_id}", "--timeout=300s")
+            ),
+        ]
+
+    def in_flight(self, shard_id: str) -> int:
+        text = self._run(
+            [
+                self.kubectl,
+                "get",
+                "--raw",
+                f"/api/v1/namespaces/{self.ns}/pods/{shard_id}:9100/proxy/metrics",
+            ]
+        )
+        return in_flight_from_metrics(text)
+
+    def restart(self, shard_id: str) -> None:
+        self._run(self._partition_patch(self._ordinal(shard_id)))
+
+    def wait_ready(self, shard_id: str, timeout: float) -> None:
+        revision = self._run(
+            self._cmd("get", "statefulset", self.sts, "-o", "jsonpath={.status.updateRevision}")
+        ).strip()
+        deadline = time.monotonic() + timeout
+        while True:  # the old pod must be gone and the new revision Ready
+            pod = json.loads(self._run(self._cmd("get", "pod", shard_id, "-o", "json")))
+            ready = any(
+                c.get("type") == "Ready" and c.get("status") == "True"
+                for c in pod.get("status", {}).get("conditions", [])
+            )
+            if (
+                pod["metadata"].get("labels", {}).get("controller-revision-hash") == revision
+                and ready
+            ):
+                return
+            if time.monotonic() > deadline:
+                raise RolloutFailed(
+                    f"pod {shard_id} not Ready on revision {revision} after {timeout:.0f}s"
+                )
+            time.sleep(1.0)
+
+    def rollback(self, shard_id: str) -> None:
+        if self._previous_image:
+            self._run(
+                self._cmd(
+                    "set",
+                    "image",
+                    f"statefulset/{self.sts}",
+                    f"{self.container}={self._previous_image}",
+                )
+            )
+        self._run(self._partition_patch(self._ordinal(shard_id)))
+
+
+class LocalFleet:
+    """The shard processes of a `vecshard up` / LocalCluster."""
+
+    def __init__(self, cluster: object, shard_ids: Sequence[str] | None = None) -> None:
+        from client.local_cluster import LocalCluster
+
+        assert isinstance(cluster, LocalCluster)
+        self.cluster = cluster
+        self._ids = list(shard_ids or cluster.shard_ids())
+
+    def shard_ids(self) -> list[str]:
+        return list(self._ids)
+
+    def in_flight(self, shard_id: str) -> int:
+        ready = self.cluster.shards[shard_id].ready or {}
+        url = f"http://127.0.0.1:{ready['metrics']}/metrics"
+        return in_flight_from_metrics(urllib.request.urlopen(url, timeout=5).read().decode())
+
+    def plan(self, shard_id: str) -> list[str]:
+        return [f"SIGTERM {shard_id} (graceful), start it again on the same data directory"]
+
+    def restart(self, shard_id: str) -> None:
+        child = self.cluster.shards[shard_id]
+        rc = child.stop()  # SIGTERM: finish in-flight, release the lease, exit 0
+        if rc != 0:
+            raise RolloutFailed(f"{shard_id} exited with code {rc} on SIGTERM, expected 0")
+        child.start()
+
+    def wait_ready(self, shard_id: str, timeout: float) -> None:
+        self.cluster.shards[shard_id].wait_ready(timeout)
+
+    def rollback(self, shard_id: str) -> None:
+        child = self.cluster.shards[shard_id]
+        if not child.alive():
+            child.start()
