@@ -1,0 +1,177 @@
+"""The Parquet offline store: schemas from the definitions, hive partitions
+by group/version/date and name/version, pruning filters, the same value
+checks as online, and embeddings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pytest
+
+from client.offline_store import (
+    TIMESTAMP,
+    EmbeddingRow,
+    OfflineStore,
+    feature_schema,
+    table_to_rows,
+    vectors,
+)
+from protos.errors import InvalidArgument, NotFound
+from registry.model import EmbeddingFamily, EntityKey, Metric
+from tests.feature_catalog import ACTIVITY, CATALOG, DAY, PROFILE, T0, item, row, user
+
+PROFILE_S = CATALOG.schema(PROFILE)
+ACTIVITY_S = CATALOG.schema(ACTIVITY)
+
+
+def test_schema_follows_the_definitions() -> None:
+    schema = feature_schema(ACTIVITY_S)
+    assert schema.names == [
+        "tenant_id", "entity_type", "entity_id", "feature_timestamp", "generated_at", "ctr_7d", "taste",
+    ]  # fmt: skip
+    assert schema.field("ctr_7d").type == pa.float64()
+    assert schema.field("taste").type == pa.list_(pa.float64())
+    assert schema.field("feature_timestamp").type == TIMESTAMP
+
+
+def test_rows_round_trip_partitioned_by_group_version_and_day(tmp_path: Path) -> None:
+    store = OfflineStore(tmp_path)
+    rows = [
+        row(user("a"), T0, ctr_7d=0.25, taste=[1, 2]),
+        row(user("b"), T0 + DAY, gen=T0 + 2 * DAY, ctr_7d=None, taste=None),
+        row(user("a"), T0 + 2 * DAY, ctr_7d=1e-300, taste=[]),
+    ]
+    assert store.write_features(ACTIVITY_S, rows) == 3
+    back = table_to_rows(ACTIVITY_S, store.read_features(ACTIVITY_S))
+    assert back == [ACTIVITY_S.check_row(r) for r in rows]
+    days = [f.date for f in store.feature_files(ACTIVITY_S)]
+    assert days == ["2023-11-14", "2023-11-15", "2023-11-16"]
+    # Any hive-aware reader sees group, version and date as columns.
+    whole = ds.dataset(tmp_path / "features", format="parquet", partitioning="hive").to_table()
+    assert set(whole.column("group").to_pylist()) == {"user_activity"}
+    assert set(whole.column("version").to_pylist()) == {"v1"}
+    assert whole.num_rows == 3
+
+
+def test_filters_prune_days_times_and_late_generations(tmp_path: Path) -> None:
+    store = OfflineStore(tmp_path)
+    store.write_features(
+        PROFILE_S,
+        [row(user(f"u{d}"), T0 + d * DAY, gen=T0 + d * DAY + 5, account_days=d) for d in range(5)],
+    )
+    ids = lambda t: t.column("entity_id").to_pylist()  # noqa: E731
+    assert ids(store.read_features(PROFILE_S, start_date="2023-11-15", end_date="2023-11-17")) == [
+        "u1", "u2", "u3",
+    ]  # fmt: skip
+    assert len(store.feature_files(PROFILE_S, end_date="2023-11-15")) == 2
+    assert ids(store.read_features(PROFILE_S, min_timestamp=T0 + DAY + 1, max_timestamp=T0 + 3 * DAY)) == [
+        "u2", "u3",
+    ]  # fmt: skip
+    assert ids(store.read_features(PROFILE_S, generated_cutoff=T0 + DAY + 4)) == ["u0"]
+
+
+def test_appends_keep_every_row_in_a_fixed_file_order(tmp_path: Path) -> None:
+    store = OfflineStore(tmp_path)
+    store.write_features(PROFILE_S, [row(user("a"), T0, account_days=1)])
+    store.write_features(PROFILE_S, [row(user("a"), T0, account_days=2)])
+    first = store.read_features(PROFILE_S).column("account_days").to_pylist()
+    assert sorted(first) == [1, 2]
+    assert store.read_features(PROFILE_S).column("account_days").to_pylist() == first
+    files = store.feature_files(PROFILE_S)
+    assert [str(f.path) for f in files] == sorted(str(f.path) for f in files)
+    assert sum(f.num_rows for f in files) == 2
+
+
+def _good() -> dict:
+    return {
+        "tenant_id": ["acme"], "entity_type": ["user"], "entity_id": ["a"],
+        "feature_timestamp": [T0], "generated_at": [T0], "ctr_7d": [0.5], "taste": [[1.0]],
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ({"ctr_7d": [float("nan")]}, "non-finite"),
+        ({"taste": [[1.0, None]]}, "null inside a float_list"),
+        ({"ctr_7d": ["high"]}, "'ctr_7d' is not double"),
+        ({"entity_type": ["item"]}, "entity type other than 'user'"),
+        ({"entity_id": [""]}, "entity_id is empty"),
+        ({"generated_at": [None]}, "'generated_at' has nulls"),
+        ({"color": ["red"]}, "unknown"),
+    ],
+)
+def test_bulk_tables_get_the_same_checks_as_online_puts(
+    tmp_path: Path, table: dict, message: str
+) -> None:
+    cols = _good()
+    cols.update(table)
+    assert OfflineStore(tmp_path / "ok").write_features(ACTIVITY_S, pa.table(_good())) == 1
+    with pytest.raises(InvalidArgument, match=message):
+        OfflineStore(tmp_path).write_features(ACTIVITY_S, pa.table(cols))
+    assert not OfflineStore(tmp_path).has_features(ACTIVITY)
+
+
+def test_integer_microseconds_are_accepted_for_times(tmp_path: Path) -> None:
+    store = OfflineStore(tmp_path)
+    t = pa.table(
+        {
+            "tenant_id": ["acme"], "entity_type": ["user"], "entity_id": ["a"],
+            "feature_timestamp": pa.array([T0], pa.int64()), "generated_at": pa.array([T0], pa.int64()),
+            "premium": [True],
+        }
+    )  # fmt: skip
+    store.write_features(PROFILE_S, t)
+    (r,) = table_to_rows(PROFILE_S, store.read_features(PROFILE_S))
+    assert (r.feature_timestamp, r.values) == (
+        T0,
+        {"age_bucket": None, "account_days": None, "premium": True},
+    )
+
+
+def test_unknown_groups_are_not_found(tmp_path: Path) -> None:
+    store = OfflineStore(tmp_path)
+    assert not store.has_features(PROFILE)
+    with pytest.raises(NotFound, match="no offline data for feature group user_profile@v1"):
+        store.read_features(PROFILE_S)
+
+
+FAMILY = EmbeddingFamily("item_vec", "item", 3, Metric.COSINE)
+
+
+def test_embeddings_partitioned_by_name_and_version(tmp_path: Path) -> None:
+    store = OfflineStore(tmp_path)
+    rows = [
+        EmbeddingRow(
+            item("i1"), np.array([3, 4, 0]), T0, 7, "m1", {"tags": ("a", "b"), "price": 2.5}
+        ),
+        EmbeddingRow(item("i2"), np.array([0, 0, 1]), T0 + 1),
+    ]
+    assert store.write_embeddings(FAMILY, "v2", rows) == 2
+    table = store.read_embeddings(FAMILY, "v2")
+    np.testing.assert_array_equal(vectors(table), np.array([[3, 4, 0], [0, 0, 1]], np.float32))
+    assert table.column("norm").to_pylist() == [5.0, 1.0]
+    assert table.column("attributes").to_pylist()[0] == '{"price": 2.5, "tags": ["a", "b"]}'
+    assert table.column("created_at").cast(pa.int64()).to_pylist() == [T0, T0 + 1]
+    assert (tmp_path / "embeddings" / "name=item_vec" / "version=v2").is_dir()
+    only = store.read_embeddings(FAMILY, "v2", filter=ds.field("entity_id") == "i2")
+    assert only.column("entity_id").to_pylist() == ["i2"]
+    with pytest.raises(NotFound):
+        store.read_embeddings(FAMILY, "v3")
+
+
+def test_embeddings_are_checked_like_online_upserts(tmp_path: Path) -> None:
+    store = OfflineStore(tmp_path)
+    with pytest.raises(InvalidArgument, match=r"expected \(3,\)"):
+        store.write_embeddings(FAMILY, "v1", [EmbeddingRow(item("i"), np.zeros(4), T0)])
+    with pytest.raises(InvalidArgument, match="NaN or Inf"):
+        store.write_embeddings(
+            FAMILY, "v1", [EmbeddingRow(item("i"), np.array([1, np.nan, 0]), T0)]
+        )
+    with pytest.raises(InvalidArgument, match="entity type other than 'item'"):
+        store.write_embeddings(
+            FAMILY, "v1", [EmbeddingRow(EntityKey("t", "user", "u"), np.zeros(3), T0)]
+        )
