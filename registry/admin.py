@@ -135,6 +135,12 @@ class RegistryAdmin:
             raise FailedPrecondition(
                 f"{_label(obj)} exists with other versions; bundles are immutable"
             )
+        if type(obj).__name__ in ("FeatureDefinition", "FeatureGroup", "FeatureSet"):
+            from registry.features import FeatureCatalog, check_compatible_update
+
+            if cur is not None and cur != obj:
+                check_compatible_update(cur, obj)
+            FeatureCatalog.build(overlay.features.values())  # type: ignore[arg-type]
         if isinstance(obj, Route):
             for arm, bundle in (
                 ("primary", obj.bundle),
@@ -148,6 +154,7 @@ class RegistryAdmin:
     def _overlay(snap: Snapshot, planned: Sequence[Planned]) -> Snapshot:
         """The snapshot as it would be after the apply (for route checks)."""
         families, versions = dict(snap.families), dict(snap.embedding_versions)
+        features = dict(snap.features)
         indexes, bundles, placements = dict(snap.indexes), dict(snap.bundles), dict(snap.placements)
         for p in planned:
             match p.obj:
@@ -160,6 +167,9 @@ class RegistryAdmin:
                     placements.setdefault(p.obj.ref, None)  # type: ignore[arg-type]
                 case Bundle():
                     bundles[p.obj.name] = p.obj
+                case _ if type(p.obj).__name__.startswith("Feature"):
+                    key = (type(p.obj).__name__, p.obj.name, p.obj.version)
+                    features[key] = p.obj
         return dataclasses.replace(
             snap,
             families=families,
@@ -167,6 +177,7 @@ class RegistryAdmin:
             indexes=indexes,
             bundles=bundles,
             placements=placements,
+            features=features,
         )
 
     def apply(
@@ -227,7 +238,7 @@ class RegistryAdmin:
             case Tenant():
                 reg.put_tenant(obj)
             case _:
-                reg.put_object(obj)
+                reg.put_object(obj, shards)
 
     # --- reads -----------------------------------------------------------------
 

@@ -38,8 +38,18 @@ KINDS: dict[str, type] = {
 
 
 def register_kind(cls: type) -> None:
-    """Lets other registry modules (feature definitions) add encodable kinds."""
+    """Lets other registry modules add encodable kinds."""
     KINDS[cls.__name__] = cls
+
+
+def _register_features() -> None:
+    from registry import features
+
+    for cls in (features.FeatureDefinition, features.FeatureGroup, features.FeatureSet):
+        register_kind(cls)
+
+
+_register_features()
 
 
 def _plain(value: Any) -> Any:

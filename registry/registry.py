@@ -34,6 +34,13 @@ from registry.placement import assign_buckets
 from registry.snapshot import Snapshot, build_snapshot, resolve_bundle
 from registry.store import Delete, Entry, ModRevisionIs, Put, RegistryStore
 
+FEATURE_BUCKETS = 16
+
+
+def feature_placement_ref(group: str, version: str) -> VersionRef:
+    """Feature groups are placed like index versions, under a reserved name."""
+    return VersionRef(f"features:{group}", version)
+
 
 def _now() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
@@ -226,19 +233,40 @@ class Registry:
     def put_tenant(self, tenant: Tenant) -> None:
         self.store.put(self.keys.tenant(tenant.tenant_id), codec.encode(tenant))
 
-    def put_object(self, obj: Any) -> None:
-        """Feature definitions, groups and sets: versioned, immutable once written."""
+    def put_object(self, obj: Any, shard_ids: Sequence[str] = ()) -> None:
+        """Feature definitions, groups and sets: versioned; only owner and
+        description may change in place. Each is validated against what it
+        references (a group against its definitions, a set against its
+        groups) before it is written. A new feature group gets a placement
+        over the given shards: its rows live on the shard owning the entity's
+        bucket."""
+        from registry.features import FeatureCatalog, FeatureGroup, check_compatible_update
+
         key = self.key_of(obj)
         current = self.store.get(key)
         if current is not None:
-            if codec.decode(current.value) == obj:
+            old = codec.decode(current.value)
+            if old == obj:
                 return
-            raise FailedPrecondition(
-                f"{type(obj).__name__} {obj.name!r} version {getattr(obj, 'version', '')!r} already "
-                "exists with other content; changing semantics needs a new version"
+            check_compatible_update(old, obj)
+        snap = self.snapshot()
+        others = [o for k, o in snap.features.items() if o is not None and self.key_of(o) != key]
+        FeatureCatalog.build([*others, obj])  # raises naming the dangling or inconsistent reference
+        ops: list[Put | Delete] = [Put(key, codec.encode(obj))]
+        if isinstance(obj, FeatureGroup) and current is None:
+            ref = feature_placement_ref(obj.name, obj.version)
+            shards = list(shard_ids) or sorted(snap.shards)
+            if not shards:
+                raise FailedPrecondition(
+                    f"feature group {obj.name}@{obj.version}: no shards registered to place it on"
+                )
+            placement = assign_buckets(ref, FEATURE_BUCKETS, shards)
+            ops.append(Put(self.keys.placement(ref.name, ref.version), codec.encode(placement)))
+        expected = current.mod_revision if current is not None else 0
+        if not self.store.txn([ModRevisionIs(key, expected)], ops):
+            raise Conflict(
+                f"{type(obj).__name__} {obj.name!r} changed concurrently; re-read and retry"
             )
-        if not self.store.txn([ModRevisionIs(key, 0)], [Put(key, codec.encode(obj))]):
-            raise Conflict(f"{type(obj).__name__} {obj.name!r} was created concurrently")
 
     # --- routes ----------------------------------------------------------------
 

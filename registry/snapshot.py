@@ -8,6 +8,7 @@ when etcd is unreachable.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import logging
 from collections.abc import Mapping
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from protos.errors import FailedPrecondition, NotFound
 from registry import codec
 from registry.compat import bundle_parts, check_bundle
+from registry.features import FeatureCatalog
 from registry.keys import Keys
 from registry.model import (
     Bundle,
@@ -51,6 +53,11 @@ class Snapshot:
     intents: Mapping[str, ShardStateIntent] = field(default_factory=dict)
     # Feature definitions, groups and sets by (kind, name, version).
     features: Mapping[tuple[str, str, str], object] = field(default_factory=dict)
+
+    @functools.cached_property
+    def feature_catalog(self) -> FeatureCatalog:
+        """Validated feature definitions, groups and sets (built once per snapshot)."""
+        return FeatureCatalog.build(self.features.values())  # type: ignore[arg-type]
 
     def family(self, name: str) -> EmbeddingFamily:
         try:

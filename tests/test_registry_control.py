@@ -159,3 +159,43 @@ def test_history_and_rollback(admin: RegistryAdmin) -> None:
         "bob",
         "home_2026_10",
     )  # type: ignore[union-attr]
+
+
+def test_feature_definitions_groups_and_sets(admin: RegistryAdmin) -> None:
+    admin.apply(example_docs())
+    snap = admin.registry.snapshot()
+    fs = snap.feature_catalog.feature_set(VersionRef("home_ranker", "v1"))
+    assert [r.output_name for r in fs.features][-1] == "price"
+    assert snap.placement(VersionRef("features:item_stats", "v1")).shards() == (
+        "shard-0",
+        "shard-1",
+    )
+    # owner may change in place; the dtype may not (a new version is needed)
+    owner = {
+        "kind": "FeatureDefinition",
+        "spec": {
+            "name": "item_price",
+            "version": "v1",
+            "entity_type": "item",
+            "dtype": "float64",
+            "privacy_class": "public",
+            "owner": "pricing",
+        },
+    }
+    assert admin.apply([owner]) == [
+        'FeatureDefinition item_price@v1 updated: owner: "catalog" → "pricing"'
+    ]
+    dtype = {"kind": "FeatureDefinition", "spec": {**owner["spec"], "dtype": "int64"}}
+    with pytest.raises(FailedPrecondition, match="dtype"):
+        admin.apply([dtype])
+    dangling = {
+        "kind": "FeatureSet",
+        "spec": {
+            "name": "bad",
+            "version": "v1",
+            "features": [{"group": "nope", "group_version": "v1", "feature": "x"}],
+        },
+    }
+    with pytest.raises(Exception, match="nope"):
+        admin.apply([dangling])
+    assert VersionRef("bad", "v1") not in admin.registry.snapshot().feature_catalog.feature_sets
