@@ -24,7 +24,17 @@ from protos.vecshard.v1 import common_pb2 as cpb
 from protos.vecshard.v1 import retrieval_pb2 as pb
 from protos.vecshard.v1 import retrieval_pb2_grpc
 from protos.vectors import check_vector, from_bytes, to_bytes
-from registry.convert import attributes_from_pb, filter_to_pb, key_from_pb, key_to_pb, value_to_pb
+from registry.convert import (
+    FILL_FROM_PB,
+    REASON_FROM_PB,
+    attributes_from_pb,
+    feature_value_from_pb,
+    feature_value_to_pb,
+    filter_to_pb,
+    key_from_pb,
+    key_to_pb,
+    value_to_pb,
+)
 from registry.filters import Filter
 from registry.model import AttrValue, EntityKey
 
@@ -93,11 +103,144 @@ class RouteInfo:
     max_k: int
 
 
+@dataclass(frozen=True)
+class FeatureValue:
+    """One feature of one entity; `missing_reason` is None when served as stored."""
+
+    name: str
+    value: object
+    missing_reason: str | None = None
+    default_applied: str | None = None
+    staleness_us: int | None = None
+    feature_timestamp_us: int | None = None
+
+
+@dataclass(frozen=True)
+class EntityFeatures:
+    key: EntityKey
+    values: list[FeatureValue]
+
+    def __getitem__(self, name: str) -> FeatureValue:
+        for v in self.values:
+            if v.name == name:
+                return v
+        raise KeyError(
+            f"{name!r}; features of {self.key.entity_type!r}: {[v.name for v in self.values]}"
+        )
+
+
+@dataclass(frozen=True)
+class FeatureResponse:
+    entities: list[EntityFeatures]
+    missing_by_reason: Mapping[str, int]
+    latency_ms: float
+
+
+class FeatureCalls:
+    """GetFeatures / PutFeatures, mixed into RetrievalClient."""
+
+    access: cpb.AccessContext
+    _stub: retrieval_pb2_grpc.RetrievalServiceStub
+
+    def _timeout(self, timeout: float | None) -> float:
+        raise NotImplementedError
+
+    def get_features(
+        self,
+        feature_set: str,
+        version: str,
+        entities: Iterable[EntityKey | tuple[str, str]],
+        *,
+        personalized: bool = True,
+        request_time_us: int = 0,
+        timeout: float | None = None,
+    ) -> FeatureResponse:
+        """Features for entities of any types ((entity_type, entity_id) pairs or
+        EntityKeys), returned in request order; a miss is a reason on the value."""
+        keys = [
+            cpb.EntityKey(entity_type=e[0], entity_id=e[1])
+            if len(e) == 2
+            else key_to_pb(EntityKey(*e))  # type: ignore[arg-type]
+            for e in entities
+        ]
+        req = pb.GetFeaturesRequest(
+            access=self.access,
+            feature_set=feature_set,
+            feature_set_version=version,
+            entities=keys,
+            request_time_us=request_time_us,
+            personalized=personalized,
+        )
+        with rpc_errors():
+            r = self._stub.GetFeatures(req, timeout=self._timeout(timeout))
+        names = {t: list(n.names) for t, n in r.features_by_entity_type.items()}
+        out = []
+        for e in r.entities:
+            key = key_from_pb(e.entity)
+            out.append(
+                EntityFeatures(
+                    key,
+                    [
+                        FeatureValue(
+                            name,
+                            feature_value_from_pb(v),
+                            REASON_FROM_PB.get(v.missing_reason),
+                            FILL_FROM_PB.get(v.default_applied),
+                            v.staleness_us if v.HasField("staleness_us") else None,
+                            v.feature_timestamp_us if v.HasField("feature_timestamp_us") else None,
+                        )
+                        for name, v in zip(names[key.entity_type], e.values, strict=True)
+                    ],
+                )
+            )
+        return FeatureResponse(out, dict(r.diagnostics.missing_by_reason), r.diagnostics.latency_ms)
+
+    def put_features(
+        self,
+        group: str,
+        version: str,
+        rows: Iterable[tuple[EntityKey | tuple[str, str], int, Mapping[str, object]]],
+        *,
+        generated_at_us: int = 0,
+        batch_size: int = 1000,
+        timeout: float | None = None,
+    ) -> tuple[int, int]:
+        """Rows of (entity, feature_timestamp_us, {feature: value}); returns
+        (written, ignored because a newer row is stored)."""
+        protos = []
+        for entity, ts, values in rows:
+            key = (
+                cpb.EntityKey(entity_type=entity[0], entity_id=entity[1])
+                if len(entity) == 2
+                else key_to_pb(EntityKey(*entity))
+            )  # type: ignore[arg-type]
+            protos.append(
+                cpb.FeatureRow(
+                    entity=key,
+                    feature_timestamp_us=ts,
+                    generated_at_us=generated_at_us or ts,
+                    values={k: feature_value_to_pb(v) for k, v in values.items() if v is not None},
+                )
+            )
+        reqs = [
+            pb.PutFeaturesRequest(
+                access=self.access,
+                group=group,
+                group_version=version,
+                rows=protos[i : i + batch_size],
+            )
+            for i in range(0, len(protos), batch_size)
+        ]
+        with rpc_errors():
+            r = self._stub.PutFeatures(iter(reqs), timeout=self._timeout(timeout))
+        return r.written, r.ignored_older
+
+
 _STATUS = {cpb.FOUND: "found", cpb.MISSING: "missing", cpb.DELETED: "deleted"}
 _METRIC = {cpb.INNER_PRODUCT: "inner_product", cpb.COSINE: "cosine", cpb.L2: "l2"}
 
 
-class RetrievalClient:
+class RetrievalClient(FeatureCalls):
     def __init__(
         self,
         address: str,

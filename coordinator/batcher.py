@@ -101,6 +101,12 @@ class BatchingShard:
     ) -> list[Lookup]:
         return await self.inner.batch_get(index, keys, include_vectors, timeout)
 
+    async def get_features(self, *args: object, **kwargs: object) -> list[tuple[object, ...]]:
+        return await self.inner.get_features(*args, **kwargs)  # type: ignore[attr-defined,no-any-return]
+
+    async def put_features(self, *args: object, **kwargs: object) -> tuple[int, int]:
+        return await self.inner.put_features(*args, **kwargs)  # type: ignore[attr-defined,no-any-return]
+
     async def close(self) -> None:
         close = getattr(self.inner, "close", None)
         if close is not None:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from coordinator.merge import Hit
 from coordinator.model import (
     Access,
+    FeatureResult,
     Lookup,
     LookupStatus,
     SearchQuery,
@@ -23,12 +24,15 @@ from protos.vectors import from_bytes, to_bytes
 from registry.convert import (
     METRIC_TO_PB,
     attributes_from_pb,
+    feature_value_from_pb,
+    feature_value_to_pb,
     filter_from_pb,
     filter_to_pb,
     key_from_pb,
     key_to_pb,
     value_to_pb,
 )
+from registry.features import GroupRow
 from registry.model import AttrType, EntityKey, Metric, VersionRef
 from registry.snapshot import ResolvedRoute
 
@@ -262,3 +266,49 @@ def shard_lookups(resp: spb.BatchGetResponse) -> list[Lookup]:
             )
         out.append(Lookup(key_from_pb(lk.key), _STATUS_FROM_PB[lk.status], record))
     return out
+
+
+# --- features -------------------------------------------------------------------
+
+
+def feature_rows_from_pb(req: pb.PutFeaturesRequest) -> list[GroupRow]:
+    return [
+        GroupRow(
+            key_from_pb(r.entity),
+            r.feature_timestamp_us,
+            r.generated_at_us,
+            {name: feature_value_from_pb(v) for name, v in r.values.items()},
+        )
+        for r in req.rows
+    ]
+
+
+def features_to_pb(result: FeatureResult, keys: Sequence[cpb.EntityKey]) -> pb.GetFeaturesResponse:
+    return pb.GetFeaturesResponse(
+        features_by_entity_type={
+            t: pb.FeatureNames(names=n) for t, n in result.names_by_type.items()
+        },
+        entities=[
+            pb.EntityFeatures(
+                entity=k,
+                values=[
+                    feature_value_to_pb(
+                        v.value,
+                        v.missing_reason.value if v.missing_reason else None,
+                        v.default_applied.value if v.default_applied else None,
+                        v.staleness_us,
+                        v.feature_timestamp,
+                    )
+                    for v in row
+                ],
+            )
+            for k, row in zip(keys, result.values, strict=True)
+        ],
+        diagnostics=pb.FeatureDiagnostics(
+            missing_by_reason=result.missing_by_reason,
+            stale=result.stale,
+            entities=len(keys),
+            shards=result.shards,
+            latency_ms=result.latency_ms,
+        ),
+    )

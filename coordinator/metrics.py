@@ -43,3 +43,23 @@ PARTIAL = Counter(
     "vecshard_search_partial_total", "Searches answered with partial results", ["route"]
 )
 SHED = Counter("vecshard_shed_total", "Requests shed with RESOURCE_EXHAUSTED", ["reason"])
+FEATURE_LATENCY = Histogram(
+    "vecshard_feature_request_seconds",
+    "GetFeatures latency",
+    buckets=(0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+)
+FEATURE_ENTITIES = Histogram(
+    "vecshard_feature_entities_per_request",
+    "Entities per GetFeatures request",
+    buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000),
+)
+FEATURE_MISSING = Counter(
+    "vecshard_feature_missing_total",
+    "Feature values not served as stored, by group and reason",
+    ["group", "reason"],
+)
+FEATURE_FRESHNESS = Gauge(
+    "vecshard_feature_last_timestamp_seconds",
+    "Newest feature_timestamp written through this coordinator, per group (freshness)",
+    ["group"],
+)

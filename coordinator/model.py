@@ -8,6 +8,7 @@ from enum import Enum
 import numpy as np
 
 from coordinator.merge import Hit
+from registry.features import FeatureValue
 from registry.filters import Filter
 from registry.model import AttrValue, EntityKey, IndexVersion
 
@@ -110,3 +111,13 @@ class SearchResult:
     next_cursor: str = ""
     trace: tuple[ShardTrace, ...] = ()
     filter_selectivity: float = 1.0
+
+
+@dataclass(frozen=True)
+class FeatureResult:
+    names_by_type: dict[str, list[str]]
+    values: list[list[FeatureValue]]  # per entity, aligned with its type's names
+    missing_by_reason: dict[str, int]
+    stale: int
+    shards: int
+    latency_ms: float

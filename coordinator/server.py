@@ -9,6 +9,7 @@ import grpc.aio
 
 from coordinator import metrics
 from coordinator.config import CoordinatorConfig
+from coordinator.features import FeatureEngine
 from coordinator.registry_servicer import RegistryServicer
 from coordinator.service import Limits, RetrievalEngine
 from coordinator.servicer import RetrievalServicer
@@ -55,7 +56,10 @@ async def create_server(cfg: CoordinatorConfig) -> RunningCoordinator:
         interceptors=[serving.AsyncServerInterceptor("coordinator")], options=serving.grpc_options()
     )
     retrieval_pb2_grpc.add_RetrievalServiceServicer_to_server(
-        RetrievalServicer(engine, cfg.default_timeout), server
+        RetrievalServicer(
+            engine, FeatureEngine(cache, pool.get, engine.tracker), cfg.default_timeout
+        ),
+        server,
     )
     registry_pb2_grpc.add_RegistryServiceServicer_to_server(
         RegistryServicer(RegistryAdmin(registry), cache), server

@@ -5,6 +5,7 @@ from __future__ import annotations
 import grpc.aio
 
 from coordinator import convert
+from coordinator.features import FeatureEngine
 from coordinator.service import RetrievalEngine
 from protos.vecshard.v1 import retrieval_pb2 as pb
 from protos.vecshard.v1 import retrieval_pb2_grpc
@@ -12,8 +13,11 @@ from registry.model import VersionRef
 
 
 class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
-    def __init__(self, engine: RetrievalEngine, default_timeout: float) -> None:
+    def __init__(
+        self, engine: RetrievalEngine, features: FeatureEngine, default_timeout: float
+    ) -> None:
         self.engine = engine
+        self.features = features
         self.default_timeout = default_timeout
 
     def _timeout(self, context: grpc.aio.ServicerContext) -> float:
@@ -60,6 +64,35 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
             self._timeout(context),
         )
         return pb.DeleteResponse(deleted=deleted)
+
+    async def GetFeatures(
+        self, request: pb.GetFeaturesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetFeaturesResponse:
+        access = convert.access_from_pb(request.access)
+        async with self.engine.admission():
+            result = await self.features.get(
+                access,
+                VersionRef(request.feature_set, request.feature_set_version),
+                convert.keys_from_pb(request.entities),
+                request.request_time_us,
+                request.personalized,
+                self._timeout(context),
+            )
+        return convert.features_to_pb(result, request.entities)
+
+    async def PutFeatures(
+        self, request_iterator, context: grpc.aio.ServicerContext
+    ) -> pb.PutFeaturesResponse:  # type: ignore[no-untyped-def]
+        written = ignored = 0
+        async for request in request_iterator:
+            w, i = await self.features.put(
+                convert.access_from_pb(request.access),
+                VersionRef(request.group, request.group_version),
+                convert.feature_rows_from_pb(request),
+                self._timeout(context),
+            )
+            written, ignored = written + w, ignored + i
+        return pb.PutFeaturesResponse(written=written, ignored_older=ignored)
 
     async def DescribeRoute(
         self, request: pb.DescribeRouteRequest, context: grpc.aio.ServicerContext

@@ -18,7 +18,17 @@ from coordinator import convert
 from coordinator.errors import shard_error
 from coordinator.model import Lookup, ShardAnswer, ShardQuery, WriteRecord
 from protos import serving
-from protos.vecshard.v1.internal import shard_pb2_grpc
+from protos.vecshard.v1 import common_pb2 as cpb
+from protos.vecshard.v1.internal import features_pb2 as fpb
+from protos.vecshard.v1.internal import features_pb2_grpc, shard_pb2_grpc
+from registry.convert import (
+    FILL_FROM_PB,
+    REASON_FROM_PB,
+    feature_value_from_pb,
+    feature_value_to_pb,
+    key_to_pb,
+)
+from registry.features import FeatureValue, FillAction, GroupRow, MissingReason
 from registry.model import EntityKey, VersionRef
 
 UPSERT_BATCH = 1000
@@ -54,6 +64,7 @@ class RemoteShard:
         self.address = address
         self.channel = grpc.aio.insecure_channel(address, options=serving.grpc_options())
         self.stub = shard_pb2_grpc.ShardServiceStub(self.channel)
+        self.features = features_pb2_grpc.FeatureShardServiceStub(self.channel)
 
     async def _call(self, call: Callable[[], Awaitable[T]]) -> T:
         try:
@@ -88,6 +99,57 @@ class RemoteShard:
         req = convert.shard_batch_get_pb(index, keys, include_vectors)
         resp = await self._call(lambda: self.stub.BatchGet(req, timeout=timeout))
         return convert.shard_lookups(resp)
+
+    async def get_features(
+        self,
+        group: VersionRef,
+        features: Sequence[str],
+        keys: Sequence[EntityKey],
+        request_time: int,
+        personalized: bool,
+        timeout: float,
+    ) -> list[tuple[FeatureValue, ...]]:
+        req = fpb.GetFeaturesRequest(
+            group=group.name,
+            group_version=group.version,
+            features=list(features),
+            entities=[key_to_pb(k) for k in keys],
+            request_time_us=request_time,
+            personalized=personalized,
+        )
+        resp = await self._call(lambda: self.features.GetFeatures(req, timeout=timeout))
+        return [
+            tuple(
+                FeatureValue(
+                    feature_value_from_pb(v),
+                    MissingReason(REASON_FROM_PB[v.missing_reason]) if v.missing_reason else None,
+                    FillAction(FILL_FROM_PB[v.default_applied]) if v.default_applied else None,
+                    v.staleness_us if v.HasField("staleness_us") else None,
+                    v.feature_timestamp_us if v.HasField("feature_timestamp_us") else None,
+                )
+                for v in e.values
+            )
+            for e in resp.entities
+        ]
+
+    async def put_features(
+        self, group: VersionRef, rows: Sequence[GroupRow], timeout: float
+    ) -> tuple[int, int]:
+        batch = fpb.FeatureBatch(
+            group=group.name,
+            group_version=group.version,
+            rows=[
+                cpb.FeatureRow(
+                    entity=key_to_pb(r.entity),
+                    feature_timestamp_us=r.feature_timestamp,
+                    generated_at_us=r.generated_at,
+                    values={k: feature_value_to_pb(v) for k, v in r.values.items()},
+                )
+                for r in rows
+            ],
+        )
+        ack = await self._call(lambda: self.features.PutFeatures(iter([batch]), timeout=timeout))
+        return ack.written, ack.ignored_older
 
     async def close(self) -> None:
         await self.channel.close()

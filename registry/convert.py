@@ -105,3 +105,68 @@ def filter_to_pb(f: Filter | None) -> pb.Filter:
         case Not(inner):
             return pb.Filter(negate=filter_to_pb(inner))
     raise TypeError(f"not a filter: {f!r}")
+
+
+# --- features -----------------------------------------------------------------
+
+_REASON_TO_PB = {
+    "no_history": pb.NO_HISTORY,
+    "entity_not_found": pb.ENTITY_NOT_FOUND,
+    "stale": pb.STALE,
+    "privacy_disabled": pb.PRIVACY_DISABLED,
+    "timeout": pb.TIMEOUT,
+    "not_computed": pb.NOT_COMPUTED,
+}
+_FILL_TO_PB = {
+    "feature_default": pb.FEATURE_DEFAULT,
+    "null": pb.FILL_NULL,
+    "constant": pb.CONSTANT,
+    "keep_value": pb.KEEP_VALUE,
+}
+REASON_FROM_PB = {v: k for k, v in _REASON_TO_PB.items()}
+FILL_FROM_PB = {v: k for k, v in _FILL_TO_PB.items()}
+
+
+def feature_value_to_pb(
+    value: object,
+    reason: str | None = None,
+    fill: str | None = None,
+    staleness_us: int | None = None,
+    feature_timestamp: int | None = None,
+) -> pb.FeatureValue:
+    """A typed value (None = null) and what the resolution said about it."""
+    out = pb.FeatureValue(
+        missing_reason=_REASON_TO_PB[reason] if reason else pb.MISSING_REASON_UNSPECIFIED,
+        default_applied=_FILL_TO_PB[fill] if fill else pb.FILL_ACTION_UNSPECIFIED,
+    )
+    if staleness_us is not None:
+        out.staleness_us = staleness_us
+    if feature_timestamp is not None:
+        out.feature_timestamp_us = feature_timestamp
+    if value is None:
+        return out
+    if isinstance(value, bool):
+        out.bool_value = value
+    elif isinstance(value, int):
+        out.int64_value = value
+    elif isinstance(value, float):
+        out.float64_value = value
+    elif isinstance(value, str):
+        out.string_value = value
+    elif isinstance(value, list | tuple):
+        out.float_list_value.values.extend(float(v) for v in value)
+    else:
+        raise InvalidArgument(
+            f"feature value {value!r}: expected int, float, str, bool or a list of floats"
+        )
+    return out
+
+
+def feature_value_from_pb(v: pb.FeatureValue) -> object:
+    """The plain value (None when unset = null)."""
+    kind = v.WhichOneof("value")
+    if kind is None:
+        return None
+    if kind == "float_list_value":
+        return list(v.float_list_value.values)
+    return getattr(v, kind)

@@ -9,19 +9,22 @@ from dataclasses import dataclass
 import grpc
 
 from protos import serving
-from protos.vecshard.v1.internal import shard_pb2_grpc
+from protos.vecshard.v1.internal import features_pb2_grpc, shard_pb2_grpc
 from registry.membership import ShardRegistration
 from registry.model import ShardMember
 from registry.registry import Registry
 from registry.store import EtcdStore
 from registry.watcher import SnapshotCache
 from shard_server.config import ShardConfig
+from shard_server.feature_service import FeatureNode
+from shard_server.feature_servicer import FeatureServicer
+from shard_server.feature_store import FeatureShardStore, FeatureStore
 from shard_server.service import ShardNode
 from shard_server.servicer import ShardServicer
-from shard_server.storage import ShardStore
 
 log = logging.getLogger(__name__)
 SERVICE = "vecshard.v1.internal.ShardService"
+FEATURE_SERVICE = "vecshard.v1.internal.FeatureShardService"
 
 
 @dataclass
@@ -46,7 +49,9 @@ class RunningShard:
 
 
 def create_server(cfg: ShardConfig) -> RunningShard:
-    store = ShardStore(cfg.data_dir / "rocksdb")
+    # FeatureShardStore is the ShardStore that also opens the feature groups'
+    # column families already on disk (RocksDB refuses to open without them).
+    store = FeatureShardStore(cfg.data_dir / "rocksdb")
     etcd = EtcdStore(cfg.etcd)
     registry = Registry(etcd, cfg.etcd_prefix)
     cache = SnapshotCache(registry)
@@ -59,7 +64,10 @@ def create_server(cfg: ShardConfig) -> RunningShard:
         options=serving.grpc_options(),
     )
     shard_pb2_grpc.add_ShardServiceServicer_to_server(ShardServicer(node), server)
-    health = serving.add_health_and_reflection(server, [SERVICE])
+    features_pb2_grpc.add_FeatureShardServiceServicer_to_server(
+        FeatureServicer(FeatureNode(FeatureStore(store), cache)), server
+    )
+    health = serving.add_health_and_reflection(server, [SERVICE, FEATURE_SERVICE])
     port = server.add_insecure_port(cfg.listen)
     if port == 0:
         raise OSError(f"could not bind {cfg.listen}")
@@ -76,6 +84,6 @@ def create_server(cfg: ShardConfig) -> RunningShard:
         ttl=cfg.lease_ttl,
     )
     registration.start()
-    serving.set_serving(health, [SERVICE], True)
+    serving.set_serving(health, [SERVICE, FEATURE_SERVICE], True)
     log.info("shard %s serving on %s with %d index partitions", cfg.shard_id, address, opened)
     return RunningShard(server, port, metrics_port, address, node, registration, cache, health)

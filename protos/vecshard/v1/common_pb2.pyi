@@ -20,6 +20,24 @@ class LookupStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FOUND: _ClassVar[LookupStatus]
     MISSING: _ClassVar[LookupStatus]
     DELETED: _ClassVar[LookupStatus]
+
+class MissingReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MISSING_REASON_UNSPECIFIED: _ClassVar[MissingReason]
+    NO_HISTORY: _ClassVar[MissingReason]
+    ENTITY_NOT_FOUND: _ClassVar[MissingReason]
+    STALE: _ClassVar[MissingReason]
+    PRIVACY_DISABLED: _ClassVar[MissingReason]
+    TIMEOUT: _ClassVar[MissingReason]
+    NOT_COMPUTED: _ClassVar[MissingReason]
+
+class FillAction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FILL_ACTION_UNSPECIFIED: _ClassVar[FillAction]
+    FEATURE_DEFAULT: _ClassVar[FillAction]
+    FILL_NULL: _ClassVar[FillAction]
+    CONSTANT: _ClassVar[FillAction]
+    KEEP_VALUE: _ClassVar[FillAction]
 METRIC_UNSPECIFIED: Metric
 INNER_PRODUCT: Metric
 COSINE: Metric
@@ -28,6 +46,18 @@ LOOKUP_STATUS_UNSPECIFIED: LookupStatus
 FOUND: LookupStatus
 MISSING: LookupStatus
 DELETED: LookupStatus
+MISSING_REASON_UNSPECIFIED: MissingReason
+NO_HISTORY: MissingReason
+ENTITY_NOT_FOUND: MissingReason
+STALE: MissingReason
+PRIVACY_DISABLED: MissingReason
+TIMEOUT: MissingReason
+NOT_COMPUTED: MissingReason
+FILL_ACTION_UNSPECIFIED: FillAction
+FEATURE_DEFAULT: FillAction
+FILL_NULL: FillAction
+CONSTANT: FillAction
+KEEP_VALUE: FillAction
 
 class EntityKey(_message.Message):
     __slots__ = ("tenant_id", "entity_type", "entity_id")
@@ -155,3 +185,50 @@ class EmbeddingLookup(_message.Message):
     status: LookupStatus
     record: EmbeddingRecord
     def __init__(self, key: _Optional[_Union[EntityKey, _Mapping]] = ..., status: _Optional[_Union[LookupStatus, str]] = ..., record: _Optional[_Union[EmbeddingRecord, _Mapping]] = ...) -> None: ...
+
+class DoubleList(_message.Message):
+    __slots__ = ("values",)
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, values: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class FeatureValue(_message.Message):
+    __slots__ = ("int64_value", "float64_value", "string_value", "bool_value", "float_list_value", "missing_reason", "default_applied", "staleness_us", "feature_timestamp_us")
+    INT64_VALUE_FIELD_NUMBER: _ClassVar[int]
+    FLOAT64_VALUE_FIELD_NUMBER: _ClassVar[int]
+    STRING_VALUE_FIELD_NUMBER: _ClassVar[int]
+    BOOL_VALUE_FIELD_NUMBER: _ClassVar[int]
+    FLOAT_LIST_VALUE_FIELD_NUMBER: _ClassVar[int]
+    MISSING_REASON_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_APPLIED_FIELD_NUMBER: _ClassVar[int]
+    STALENESS_US_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_TIMESTAMP_US_FIELD_NUMBER: _ClassVar[int]
+    int64_value: int
+    float64_value: float
+    string_value: str
+    bool_value: bool
+    float_list_value: DoubleList
+    missing_reason: MissingReason
+    default_applied: FillAction
+    staleness_us: int
+    feature_timestamp_us: int
+    def __init__(self, int64_value: _Optional[int] = ..., float64_value: _Optional[float] = ..., string_value: _Optional[str] = ..., bool_value: _Optional[bool] = ..., float_list_value: _Optional[_Union[DoubleList, _Mapping]] = ..., missing_reason: _Optional[_Union[MissingReason, str]] = ..., default_applied: _Optional[_Union[FillAction, str]] = ..., staleness_us: _Optional[int] = ..., feature_timestamp_us: _Optional[int] = ...) -> None: ...
+
+class FeatureRow(_message.Message):
+    __slots__ = ("entity", "feature_timestamp_us", "generated_at_us", "values")
+    class ValuesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: FeatureValue
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[FeatureValue, _Mapping]] = ...) -> None: ...
+    ENTITY_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_TIMESTAMP_US_FIELD_NUMBER: _ClassVar[int]
+    GENERATED_AT_US_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    entity: EntityKey
+    feature_timestamp_us: int
+    generated_at_us: int
+    values: _containers.MessageMap[str, FeatureValue]
+    def __init__(self, entity: _Optional[_Union[EntityKey, _Mapping]] = ..., feature_timestamp_us: _Optional[int] = ..., generated_at_us: _Optional[int] = ..., values: _Optional[_Mapping[str, FeatureValue]] = ...) -> None: ...

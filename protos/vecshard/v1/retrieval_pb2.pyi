@@ -240,3 +240,91 @@ class DescribeRouteResponse(_message.Message):
     index_kind: str
     num_buckets: int
     def __init__(self, route: _Optional[str] = ..., bundle: _Optional[str] = ..., index_name: _Optional[str] = ..., index_version: _Optional[str] = ..., embedding_name: _Optional[str] = ..., embedding_version: _Optional[str] = ..., query_embedding_name: _Optional[str] = ..., query_embedding_version: _Optional[str] = ..., dimension: _Optional[int] = ..., metric: _Optional[_Union[_common_pb2.Metric, str]] = ..., attributes: _Optional[_Iterable[_Union[AttributeSchema, _Mapping]]] = ..., max_k: _Optional[int] = ..., index_kind: _Optional[str] = ..., num_buckets: _Optional[int] = ...) -> None: ...
+
+class GetFeaturesRequest(_message.Message):
+    __slots__ = ("access", "feature_set", "feature_set_version", "entities", "request_time_us", "personalized")
+    ACCESS_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_SET_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_SET_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ENTITIES_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_TIME_US_FIELD_NUMBER: _ClassVar[int]
+    PERSONALIZED_FIELD_NUMBER: _ClassVar[int]
+    access: _common_pb2.AccessContext
+    feature_set: str
+    feature_set_version: str
+    entities: _containers.RepeatedCompositeFieldContainer[_common_pb2.EntityKey]
+    request_time_us: int
+    personalized: bool
+    def __init__(self, access: _Optional[_Union[_common_pb2.AccessContext, _Mapping]] = ..., feature_set: _Optional[str] = ..., feature_set_version: _Optional[str] = ..., entities: _Optional[_Iterable[_Union[_common_pb2.EntityKey, _Mapping]]] = ..., request_time_us: _Optional[int] = ..., personalized: _Optional[bool] = ...) -> None: ...
+
+class FeatureNames(_message.Message):
+    __slots__ = ("names",)
+    NAMES_FIELD_NUMBER: _ClassVar[int]
+    names: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, names: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class EntityFeatures(_message.Message):
+    __slots__ = ("entity", "values")
+    ENTITY_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    entity: _common_pb2.EntityKey
+    values: _containers.RepeatedCompositeFieldContainer[_common_pb2.FeatureValue]
+    def __init__(self, entity: _Optional[_Union[_common_pb2.EntityKey, _Mapping]] = ..., values: _Optional[_Iterable[_Union[_common_pb2.FeatureValue, _Mapping]]] = ...) -> None: ...
+
+class FeatureDiagnostics(_message.Message):
+    __slots__ = ("missing_by_reason", "stale", "entities", "shards", "latency_ms")
+    class MissingByReasonEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    MISSING_BY_REASON_FIELD_NUMBER: _ClassVar[int]
+    STALE_FIELD_NUMBER: _ClassVar[int]
+    ENTITIES_FIELD_NUMBER: _ClassVar[int]
+    SHARDS_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    missing_by_reason: _containers.ScalarMap[str, int]
+    stale: int
+    entities: int
+    shards: int
+    latency_ms: float
+    def __init__(self, missing_by_reason: _Optional[_Mapping[str, int]] = ..., stale: _Optional[int] = ..., entities: _Optional[int] = ..., shards: _Optional[int] = ..., latency_ms: _Optional[float] = ...) -> None: ...
+
+class GetFeaturesResponse(_message.Message):
+    __slots__ = ("features_by_entity_type", "entities", "diagnostics")
+    class FeaturesByEntityTypeEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: FeatureNames
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[FeatureNames, _Mapping]] = ...) -> None: ...
+    FEATURES_BY_ENTITY_TYPE_FIELD_NUMBER: _ClassVar[int]
+    ENTITIES_FIELD_NUMBER: _ClassVar[int]
+    DIAGNOSTICS_FIELD_NUMBER: _ClassVar[int]
+    features_by_entity_type: _containers.MessageMap[str, FeatureNames]
+    entities: _containers.RepeatedCompositeFieldContainer[EntityFeatures]
+    diagnostics: FeatureDiagnostics
+    def __init__(self, features_by_entity_type: _Optional[_Mapping[str, FeatureNames]] = ..., entities: _Optional[_Iterable[_Union[EntityFeatures, _Mapping]]] = ..., diagnostics: _Optional[_Union[FeatureDiagnostics, _Mapping]] = ...) -> None: ...
+
+class PutFeaturesRequest(_message.Message):
+    __slots__ = ("access", "group", "group_version", "rows")
+    ACCESS_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    GROUP_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    access: _common_pb2.AccessContext
+    group: str
+    group_version: str
+    rows: _containers.RepeatedCompositeFieldContainer[_common_pb2.FeatureRow]
+    def __init__(self, access: _Optional[_Union[_common_pb2.AccessContext, _Mapping]] = ..., group: _Optional[str] = ..., group_version: _Optional[str] = ..., rows: _Optional[_Iterable[_Union[_common_pb2.FeatureRow, _Mapping]]] = ...) -> None: ...
+
+class PutFeaturesResponse(_message.Message):
+    __slots__ = ("written", "ignored_older")
+    WRITTEN_FIELD_NUMBER: _ClassVar[int]
+    IGNORED_OLDER_FIELD_NUMBER: _ClassVar[int]
+    written: int
+    ignored_older: int
+    def __init__(self, written: _Optional[int] = ..., ignored_older: _Optional[int] = ...) -> None: ...

@@ -69,6 +69,16 @@ class RetrievalServiceStub:
                 request_serializer=protos_dot_vecshard_dot_v1_dot_retrieval__pb2.SearchRequest.SerializeToString,
                 response_deserializer=protos_dot_vecshard_dot_v1_dot_retrieval__pb2.SearchDebugResponse.FromString,
                 _registered_method=True)
+        self.GetFeatures = channel.unary_unary(
+                '/vecshard.v1.RetrievalService/GetFeatures',
+                request_serializer=protos_dot_vecshard_dot_v1_dot_retrieval__pb2.GetFeaturesRequest.SerializeToString,
+                response_deserializer=protos_dot_vecshard_dot_v1_dot_retrieval__pb2.GetFeaturesResponse.FromString,
+                _registered_method=True)
+        self.PutFeatures = channel.stream_unary(
+                '/vecshard.v1.RetrievalService/PutFeatures',
+                request_serializer=protos_dot_vecshard_dot_v1_dot_retrieval__pb2.PutFeaturesRequest.SerializeToString,
+                response_deserializer=protos_dot_vecshard_dot_v1_dot_retrieval__pb2.PutFeaturesResponse.FromString,
+                _registered_method=True)
 
 
 class RetrievalServiceServicer:
@@ -125,6 +135,21 @@ class RetrievalServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetFeatures(self, request, context):
+        """Online features of a feature set for entities of several types, in
+        request order, each value with its missing reason, default and staleness.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PutFeatures(self, request_iterator, context):
+        """Streaming feature writes; an older feature_timestamp never overwrites a newer one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RetrievalServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -162,6 +187,16 @@ def add_RetrievalServiceServicer_to_server(servicer, server):
                     servicer.SearchDebug,
                     request_deserializer=protos_dot_vecshard_dot_v1_dot_retrieval__pb2.SearchRequest.FromString,
                     response_serializer=protos_dot_vecshard_dot_v1_dot_retrieval__pb2.SearchDebugResponse.SerializeToString,
+            ),
+            'GetFeatures': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetFeatures,
+                    request_deserializer=protos_dot_vecshard_dot_v1_dot_retrieval__pb2.GetFeaturesRequest.FromString,
+                    response_serializer=protos_dot_vecshard_dot_v1_dot_retrieval__pb2.GetFeaturesResponse.SerializeToString,
+            ),
+            'PutFeatures': grpc.stream_unary_rpc_method_handler(
+                    servicer.PutFeatures,
+                    request_deserializer=protos_dot_vecshard_dot_v1_dot_retrieval__pb2.PutFeaturesRequest.FromString,
+                    response_serializer=protos_dot_vecshard_dot_v1_dot_retrieval__pb2.PutFeaturesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -353,6 +388,60 @@ class RetrievalService:
             '/vecshard.v1.RetrievalService/SearchDebug',
             protos_dot_vecshard_dot_v1_dot_retrieval__pb2.SearchRequest.SerializeToString,
             protos_dot_vecshard_dot_v1_dot_retrieval__pb2.SearchDebugResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetFeatures(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vecshard.v1.RetrievalService/GetFeatures',
+            protos_dot_vecshard_dot_v1_dot_retrieval__pb2.GetFeaturesRequest.SerializeToString,
+            protos_dot_vecshard_dot_v1_dot_retrieval__pb2.GetFeaturesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutFeatures(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/vecshard.v1.RetrievalService/PutFeatures',
+            protos_dot_vecshard_dot_v1_dot_retrieval__pb2.PutFeaturesRequest.SerializeToString,
+            protos_dot_vecshard_dot_v1_dot_retrieval__pb2.PutFeaturesResponse.FromString,
             options,
             channel_credentials,
             insecure,

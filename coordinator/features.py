@@ -1,0 +1,253 @@
+"""GetFeatures / PutFeatures on the coordinator (DESIGN §7).
+
+A feature set's groups are split by entity type; groups a request may not
+read (behavioural data in non-personalized mode) are answered
+`privacy_disabled` WITHOUT a fetch; the rest are fetched per shard in
+parallel (the shard owning each entity's bucket resolves the values with the
+same functions as the offline joins) and returned in request order. A shard
+that does not answer in time yields `timeout` values, never an error for the
+whole request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+
+from coordinator import metrics
+from coordinator.model import Access, FeatureResult
+from coordinator.partial import Decision, classify_shard_error
+from coordinator.replicas import ReplicaTracker
+from coordinator.search import ShardFactory
+from protos.errors import InvalidArgument, NotFound, PermissionDenied, Unavailable
+from registry.features import (
+    FeatureValue,
+    GroupRead,
+    GroupRow,
+    MissingReason,
+    missing_value,
+    readable,
+)
+from registry.model import EntityKey, VersionRef
+from registry.placement import tenant_bucket
+from registry.registry import FEATURE_BUCKETS, feature_placement_ref
+from registry.snapshot import Snapshot
+from registry.watcher import SnapshotCache
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+class FeatureEngine:
+    def __init__(
+        self,
+        cache: SnapshotCache,
+        shards: ShardFactory,
+        tracker: ReplicaTracker,
+        max_entities: int = 5000,
+    ) -> None:
+        self.cache = cache
+        self.shards = shards
+        self.tracker = tracker
+        self.max_entities = max_entities
+        self._announced: set[VersionRef] = set()
+
+    async def _snapshot_with(self, ok: object) -> Snapshot:
+        snap = self.cache.snapshot
+        try:
+            ok(snap)  # type: ignore[operator]
+            return snap
+        except NotFound:
+            return await asyncio.to_thread(self.cache.refresh)
+
+    @staticmethod
+    def _own(keys: Sequence[EntityKey], access: Access) -> list[EntityKey]:
+        out = []
+        for i, k in enumerate(keys):
+            tenant = k.tenant_id or access.tenant_id
+            if tenant != access.tenant_id:
+                raise PermissionDenied(
+                    f"entities[{i}]: tenant {k.tenant_id!r} differs from the caller's {access.tenant_id!r}"
+                )
+            if not k.entity_type or not k.entity_id:
+                raise InvalidArgument(
+                    f"entities[{i}]: entity_type and entity_id are required, got {tuple(k)}"
+                )
+            out.append(EntityKey(tenant, k.entity_type, k.entity_id))
+        return out
+
+    def _shard_of(
+        self, snap: Snapshot, group: VersionRef, key: EntityKey
+    ) -> tuple[str, str] | None:
+        placement = snap.placement(feature_placement_ref(group.name, group.version))
+        tenant = snap.tenants.get(key.tenant_id)
+        bucket = tenant_bucket(
+            key.tenant_id, key.entity_id, FEATURE_BUCKETS, tenant.buckets if tenant else ()
+        )
+        serving = [s for s in placement.buckets[bucket] if snap.serving_shard(s) is not None]
+        pick = self.tracker.choose(serving)
+        return (pick, snap.shards[pick].address) if pick else None
+
+    async def get(
+        self,
+        access: Access,
+        feature_set: VersionRef,
+        entities: Sequence[EntityKey],
+        request_time: int,
+        personalized: bool,
+        timeout: float,
+    ) -> FeatureResult:
+        t0 = time.perf_counter()
+        if len(entities) > self.max_entities:
+            raise InvalidArgument(
+                f"{len(entities)} entities in one request, expected at most {self.max_entities}"
+            )
+        snap = await self._snapshot_with(lambda s: s.feature_catalog.feature_set(feature_set))
+        catalog = snap.feature_catalog
+        plan = catalog.plan(catalog.feature_set(feature_set))
+        keys = self._own(entities, access)
+        request_time = request_time or _now_us()
+        reads_by_type: dict[str, list[GroupRead]] = defaultdict(list)
+        for read in plan:
+            reads_by_type[read.schema.group.entity_type].append(read)
+        unknown_types = {k.entity_type for k in keys} - set(reads_by_type)
+        if unknown_types:
+            raise InvalidArgument(
+                f"feature set {feature_set} has no features for entity type(s) {sorted(unknown_types)}; "
+                f"it reads {sorted(reads_by_type)}"
+            )
+        # (group read, positions) → values per position
+        results: dict[tuple[int, int], tuple[FeatureValue, ...]] = {}
+        calls = []
+        shards_used: set[str] = set()
+        for read_no, read in enumerate(plan):
+            etype = read.schema.group.entity_type
+            positions = [i for i, k in enumerate(keys) if k.entity_type == etype]
+            if not readable(read.schema, personalized):
+                # Refused, not fetched-then-dropped: no shard is asked.
+                refused = tuple(
+                    missing_value(d, MissingReason.PRIVACY_DISABLED) for d in read.definitions
+                )
+                results.update({(read_no, p): refused for p in positions})
+                continue
+            by_shard: dict[tuple[str, str], list[int]] = defaultdict(list)
+            for p in positions:
+                target = self._shard_of(snap, read.schema.ref, keys[p])
+                if target is None:
+                    unavailable = tuple(
+                        missing_value(d, MissingReason.TIMEOUT) for d in read.definitions
+                    )
+                    results[(read_no, p)] = unavailable
+                    continue
+                by_shard[target].append(p)
+            for (sid, addr), ps in by_shard.items():
+                shards_used.add(sid)
+                calls.append((read_no, read, ps, sid, addr))
+
+        async def fetch(
+            read: GroupRead, ps: list[int], sid: str, addr: str
+        ) -> list[tuple[FeatureValue, ...]]:
+            shard = self.shards(sid, addr)
+            return await shard.get_features(  # type: ignore[attr-defined,no-any-return]
+                read.schema.ref,
+                read.features,
+                [keys[p] for p in ps],
+                request_time,
+                personalized,
+                timeout,
+            )
+
+        answers = await asyncio.gather(
+            *(fetch(r, ps, sid, addr) for _, r, ps, sid, addr in calls), return_exceptions=True
+        )
+        for (read_no, read, ps, _, _), answer in zip(calls, answers, strict=True):
+            if isinstance(answer, BaseException):
+                if classify_shard_error(answer) is Decision.ABORT:
+                    raise answer
+                # the shard did not answer: its entities' values are `timeout`
+                answer = [
+                    tuple(missing_value(d, MissingReason.TIMEOUT) for d in read.definitions)
+                ] * len(ps)
+            results.update({(read_no, p): v for p, v in zip(ps, answer, strict=True)})
+
+        names_by_type = {t: [o for r in rs for o in r.outputs] for t, rs in reads_by_type.items()}
+        read_index = {id(r): n for n, r in enumerate(plan)}
+        values = [
+            [v for r in reads_by_type[k.entity_type] for v in results[(read_index[id(r)], p)]]
+            for p, k in enumerate(keys)
+        ]
+        reasons: Counter[str] = Counter()
+        for r in plan:
+            group = r.schema.ref.name
+            for p, k in enumerate(keys):
+                if k.entity_type != r.schema.group.entity_type:
+                    continue
+                for v in results[(read_index[id(r)], p)]:
+                    if v.missing_reason is not None:
+                        reasons[v.missing_reason.value] += 1
+                        metrics.FEATURE_MISSING.labels(group, v.missing_reason.value).inc()
+        latency = time.perf_counter() - t0
+        metrics.FEATURE_LATENCY.observe(latency)
+        metrics.FEATURE_ENTITIES.observe(len(keys))
+        return FeatureResult(
+            names_by_type,
+            values,
+            dict(reasons),
+            reasons.get("stale", 0),
+            len(shards_used),
+            latency * 1e3,
+        )
+
+    async def put(
+        self, access: Access, group: VersionRef, rows: Sequence[GroupRow], timeout: float
+    ) -> tuple[int, int]:
+        snap = await self._snapshot_with(lambda s: s.feature_catalog.schema(group))
+        schema = snap.feature_catalog.schema(group)
+        owned = self._own([r.entity for r in rows], access)
+        checked = [schema.check_row(r._replace(entity=k)) for r, k in zip(rows, owned, strict=True)]
+        placement = snap.placement(feature_placement_ref(group.name, group.version))
+        per_shard: dict[str, tuple[str, list[GroupRow]]] = {}
+        first: set[str] = set()
+        for r in checked:
+            tenant = snap.tenants.get(r.entity.tenant_id)
+            bucket = tenant_bucket(
+                r.entity.tenant_id,
+                r.entity.entity_id,
+                FEATURE_BUCKETS,
+                tenant.buckets if tenant else (),
+            )
+            for pos, sid in enumerate(placement.buckets[bucket]):
+                member = snap.shards.get(sid)
+                if member is None:
+                    raise Unavailable(
+                        f"shard {sid} (feature bucket {bucket} of {group}) is not registered; writes need every replica"
+                    )
+                per_shard.setdefault(sid, (member.address, []))[1].append(r)
+                if pos == 0:
+                    first.add(sid)
+        if group not in self._announced:
+            # The first write of a group through this coordinator creates its
+            # partition on every shard of the placement (empty batches), so
+            # every shard tells `not_computed` from `entity_not_found` alike.
+            for sid in placement.shards():
+                member = snap.shards.get(sid)
+                if member is not None:
+                    per_shard.setdefault(sid, (member.address, []))
+        acks = await asyncio.gather(
+            *(
+                self.shards(sid, addr).put_features(group, rs, timeout)
+                for sid, (addr, rs) in per_shard.items()
+            )  # type: ignore[attr-defined]
+        )
+        self._announced.add(group)
+        if checked:
+            metrics.FEATURE_FRESHNESS.labels(group.name).set(
+                max(r.feature_timestamp for r in checked) / 1e6
+            )
+        replicas = max(len(b) for b in placement.buckets)
+        written = sum(w for w, _ in acks) // replicas
+        ignored = sum(i for _, i in acks) // replicas
+        return written, ignored

