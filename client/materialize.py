@@ -213,3 +213,44 @@ def materialize(
         ckpt.save()
     bar.finish()
     return MaterializeReport(len(files), batches, skipped, rows_sent, written, ignored, max_ts)
+
+
+class GrpcFeatureSink:
+    """Materializes into a running cluster through the coordinator's
+    PutFeatures, with one tenant-scoped client per tenant in the data."""
+
+    def __init__(
+        self, coordinator: str, purpose: str = "materialization", timeout: float = 60.0
+    ) -> None:
+        self.coordinator = coordinator
+        self.purpose = purpose
+        self.timeout = timeout
+        self._clients: dict[str, Any] = {}
+
+    def _client(self, tenant: str) -> Any:
+        from client.retrieval_client import RetrievalClient
+
+        if tenant not in self._clients:
+            self._clients[tenant] = RetrievalClient(
+                self.coordinator, tenant_id=tenant, purpose=self.purpose, timeout=self.timeout
+            )
+        return self._clients[tenant]
+
+    def put(self, group: GroupSchema, rows: Sequence[GroupRow]) -> PutAck:
+        by_tenant: dict[str, list[GroupRow]] = {}
+        for r in rows:
+            by_tenant.setdefault(r.entity.tenant_id, []).append(r)
+        written = ignored = 0
+        for tenant, trs in by_tenant.items():
+            w, i = self._client(tenant).put_features(
+                group.ref.name,
+                group.ref.version,
+                [(r.entity, r.feature_timestamp, r.values) for r in trs],
+                generated_at=[r.generated_at for r in trs],
+            )
+            written, ignored = written + w, ignored + i
+        return PutAck(written, ignored)
+
+    def close(self) -> None:
+        for c in self._clients.values():
+            c.close()

@@ -202,23 +202,25 @@ class FeatureCalls:
         rows: Iterable[tuple[EntityKey | tuple[str, str], int, Mapping[str, object]]],
         *,
         generated_at_us: int = 0,
+        generated_at: Sequence[int] | None = None,
         batch_size: int = 1000,
         timeout: float | None = None,
     ) -> tuple[int, int]:
         """Rows of (entity, feature_timestamp_us, {feature: value}); returns
         (written, ignored because a newer row is stored)."""
         protos = []
-        for entity, ts, values in rows:
+        for n, (entity, ts, values) in enumerate(rows):
             key = (
                 cpb.EntityKey(entity_type=entity[0], entity_id=entity[1])
                 if len(entity) == 2
-                else key_to_pb(EntityKey(*entity))
-            )  # type: ignore[arg-type]
+                else key_to_pb(EntityKey(*entity))  # type: ignore[arg-type]
+            )
+            gen = generated_at[n] if generated_at is not None else (generated_at_us or ts)
             protos.append(
                 cpb.FeatureRow(
                     entity=key,
                     feature_timestamp_us=ts,
-                    generated_at_us=generated_at_us or ts,
+                    generated_at_us=gen,
                     values={k: feature_value_to_pb(v) for k, v in values.items() if v is not None},
                 )
             )

@@ -168,5 +168,5 @@ def feature_value_from_pb(v: pb.FeatureValue) -> object:
     if kind is None:
         return None
     if kind == "float_list_value":
-        return list(v.float_list_value.values)
+        return tuple(v.float_list_value.values)  # the canonical form (registry.features)
     return getattr(v, kind)

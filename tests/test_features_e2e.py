@@ -121,3 +121,72 @@ def test_bad_feature_requests_are_clear(cluster: LocalCluster) -> None:
             c.get_features("home_ranker", "v1", [("creator", "c1")])
         with pytest.raises(InvalidArgument, match="item_ctr"):
             c.put_features("item_stats", "v1", [(("item", "x"), T0, {"item_ctr": "high"})])
+
+
+def test_offline_online_parity_through_real_processes(
+    make_cluster: ClusterFactory, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    """Materialize an offline data set through the coordinator, then compare
+    GetFeatures with the offline point-in-time join at the same timestamps."""
+    import json
+    import random
+
+    import pyarrow.compute as pc
+
+    from client.materialize import GrpcFeatureSink, MaterializeJob, materialize
+    from client.offline_store import OfflineStore
+    from client.pit_join import load_group_tables, point_in_time_values
+    from registry import codec
+    from tests.feature_catalog import CATALOG, DEFINITIONS, GROUPS, HOUR, MINUTE, RANKER
+    from tests.test_feature_parity import DAYS, MIDNIGHT, WRITTEN, data_set, events_at
+
+    cluster = make_cluster(num_shards=3)
+    docs = [json.loads(codec.encode(o)) for o in (*DEFINITIONS, *GROUPS, RANKER)]
+    with RegistryClient(cluster.coordinator_address) as reg:
+        reg.apply([{"kind": d["kind"], "spec": d["spec"]} for d in docs])
+    rng = random.Random(5)
+    offline = OfflineStore(tmp_path / "offline")
+    for group, rows in data_set(rng).items():
+        offline.write_features(CATALOG.schema(group), rows)
+    sink = GrpcFeatureSink(cluster.coordinator_address)
+    for group in WRITTEN:
+        job = MaterializeJob(
+            CATALOG.schema(group), start_date=DAYS[0], end_date=DAYS[-1], batch_size=50
+        )
+        report = materialize(job, offline, sink, tmp_path / f"ck-{group.name}.json", progress=None)
+        assert report.rows > 0
+    sink.close()
+    compared = 0
+    with client(cluster) as c:
+        for t in (
+            MIDNIGHT + 3 * 86_400 * 1_000_000 + 5 * MINUTE,
+            MIDNIGHT + 3 * 86_400 * 1_000_000 + 2 * HOUR,
+        ):
+            ev = events_at(t, rng)
+            ev = ev.filter(pc.equal(ev.column("tenant_id"), "acme"))  # one tenant per client
+            for personalized in (True, False):
+                tables = load_group_tables(ev, RANKER, CATALOG, offline, personalized=personalized)
+                want = point_in_time_values(ev, RANKER, CATALOG, tables, personalized=personalized)
+                users = ev.column("user_id").to_pylist()
+                items = ev.column("item_id").to_pylist()
+                entities = [("user", u) for u in users] + [("item", i) for i in items]
+                got = c.get_features(
+                    RANKER.name,
+                    RANKER.version,
+                    entities,
+                    personalized=personalized,
+                    request_time_us=t,
+                )
+                for name, values in want.items():
+                    etype = "user" if name.startswith(("user_", "session")) else "item"
+                    offset = 0 if etype == "user" else len(users)
+                    for n, expected in enumerate(values):
+                        v = got.entities[offset + n][name]
+                        assert (v.value, v.missing_reason, v.default_applied, v.staleness_us) == (
+                            expected.value,
+                            expected.missing_reason.value if expected.missing_reason else None,
+                            expected.default_applied.value if expected.default_applied else None,
+                            expected.staleness_us,
+                        ), f"{name} event {n} at {t} personalized={personalized}"
+                        compared += 1
+    assert compared > 500
