@@ -350,8 +350,15 @@ class RetrievalEngine:
     async def _embedding(
         self, ref: VersionRef
     ) -> tuple[Snapshot, EmbeddingFamily, list[IndexVersion]]:
-        snap = await self._fresh(lambda s: indexes_for_embedding(s, ref))
-        return snap, snap.family(ref.name), indexes_for_embedding(snap, ref)
+        snap = self.cache.snapshot
+        try:
+            indexes = indexes_for_embedding(snap, ref)
+        except (NotFound, FailedPrecondition):
+            # Created a moment ago: the version may even have reached our
+            # watch before its index did. Re-read etcd once.
+            snap = await asyncio.to_thread(self.cache.refresh)
+            indexes = indexes_for_embedding(snap, ref)
+        return snap, snap.family(ref.name), indexes
 
     @staticmethod
     def _own_key(key: EntityKey, access: Access, family: EmbeddingFamily, where: str) -> EntityKey:
@@ -659,7 +666,17 @@ class RetrievalEngine:
         for positions, lookups in zip(groups.values(), answers, strict=True):
             for pos, lk in zip(positions, lookups, strict=True):
                 out[pos] = _better(out[pos], lk)
+        expired_before = (
+            _now_micros() - family.ttl_seconds * 1_000_000 if family.ttl_seconds else None
+        )
         return [
-            lk if lk is not None else Lookup(owned[i], LookupStatus.MISSING)
+            Lookup(owned[i], LookupStatus.MISSING)
+            if lk is None
+            or (
+                expired_before is not None
+                and lk.record is not None
+                and lk.record.created_at < expired_before
+            )
+            else lk
             for i, lk in enumerate(out)
         ]

@@ -77,6 +77,9 @@ class EmbeddingFamily:
     # Query families whose vectors may be scored against this family's items.
     compatible_query_families: tuple[str, ...] = ()
     retention_days: int = 0
+    # Session embeddings: a record older than this (by created_at) reads as
+    # missing in lookups; 0 = kept until deleted.
+    ttl_seconds: int = 0
 
 
 @dataclass(frozen=True)

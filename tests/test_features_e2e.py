@@ -190,3 +190,48 @@ def test_offline_online_parity_through_real_processes(
                         ), f"{name} event {n} at {t} personalized={personalized}"
                         compared += 1
     assert compared > 500
+
+
+def test_session_embeddings_expire_in_lookups(cluster: LocalCluster) -> None:
+    import time
+
+    import numpy as np
+
+    from client.retrieval_client import Record
+
+    spec = """
+kind: EmbeddingFamily
+spec: {name: session_vec, entity_type: session, dimension: 4, metric: inner_product, ttl_seconds: 600}
+---
+kind: EmbeddingVersion
+spec: {name: session_vec, version: v1}
+---
+kind: IndexVersion
+spec: {name: session_ix, version: v1, embedding: {name: session_vec, version: v1}, kind: flat, num_buckets: 3}
+"""
+    with RegistryClient(cluster.coordinator_address) as reg:
+        assert reg.apply(spec)[-1] == "IndexVersion session_ix@v1 created"
+    now_us = time.time_ns() // 1000
+    with client(cluster) as c:
+        c.upsert("session_vec", "v1", [Record("fresh", np.ones(4)), Record("old", np.ones(4))])
+        # "old" was created 11 minutes ago: past the family's 10-minute TTL
+        from protos.vecshard.v1 import common_pb2 as cpb
+        from protos.vecshard.v1 import retrieval_pb2 as rpb
+
+        req = rpb.UpsertRequest(
+            access=c.access,
+            embedding_name="session_vec",
+            embedding_version="v1",
+            records=[
+                cpb.EmbeddingRecord(
+                    key=cpb.EntityKey(entity_id="old"),
+                    vector=np.ones(4, np.float32).tobytes(),
+                    created_at_unix_micros=now_us - 660 * S,
+                    source_version=now_us + 3600 * S,
+                )
+            ],
+        )
+        c._stub.Upsert(req)
+        got = c.batch_get("session_vec", "v1", ["fresh", "old", "never"])
+        assert [lk.status for lk in got] == ["found", "missing", "missing"]
+        assert got[0].created_at_unix_micros >= now_us and got[0].norm == 2.0
