@@ -23,6 +23,7 @@ from protos.vecshard.v1.internal import shard_pb2 as spb
 from protos.vectors import from_bytes, to_bytes
 from registry.convert import (
     METRIC_TO_PB,
+    REASON_FROM_PB,
     attributes_from_pb,
     feature_value_from_pb,
     feature_value_to_pb,
@@ -32,7 +33,7 @@ from registry.convert import (
     key_to_pb,
     value_to_pb,
 )
-from registry.features import GroupRow
+from registry.features import FeatureDefinition, GroupRow, MissingReason, missing_value
 from registry.model import AttrType, EntityKey, Metric, VersionRef
 from registry.snapshot import ResolvedRoute
 
@@ -283,25 +284,35 @@ def feature_rows_from_pb(req: pb.PutFeaturesRequest) -> list[GroupRow]:
     ]
 
 
+class ProtoFeatureWire:
+    """`coordinator.features.FeatureWire` over protobuf FeatureValues."""
+
+    def __init__(self) -> None:
+        self._missing: dict[tuple[int, str], cpb.FeatureValue] = {}
+
+    def missing(self, definition: FeatureDefinition, reason: MissingReason) -> cpb.FeatureValue:
+        key = (id(definition), reason.value)
+        v = self._missing.get(key)
+        if v is None:
+            f = missing_value(definition, reason)
+            v = feature_value_to_pb(
+                f.value, reason.value, f.default_applied.value if f.default_applied else None
+            )
+            self._missing[key] = v
+        return v
+
+    def reason(self, value: object) -> str | None:
+        code = value.missing_reason  # type: ignore[attr-defined]
+        return REASON_FROM_PB[code] if code else None
+
+
 def features_to_pb(result: FeatureResult, keys: Sequence[cpb.EntityKey]) -> pb.GetFeaturesResponse:
     return pb.GetFeaturesResponse(
         features_by_entity_type={
             t: pb.FeatureNames(names=n) for t, n in result.names_by_type.items()
         },
         entities=[
-            pb.EntityFeatures(
-                entity=k,
-                values=[
-                    feature_value_to_pb(
-                        v.value,
-                        v.missing_reason.value if v.missing_reason else None,
-                        v.default_applied.value if v.default_applied else None,
-                        v.staleness_us,
-                        v.feature_timestamp,
-                    )
-                    for v in row
-                ],
-            )
+            pb.EntityFeatures(entity=k, values=row)
             for k, row in zip(keys, result.values, strict=True)
         ],
         diagnostics=pb.FeatureDiagnostics(

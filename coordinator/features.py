@@ -15,6 +15,7 @@ import asyncio
 import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
+from typing import Protocol
 
 from coordinator import metrics
 from coordinator.model import Access, FeatureResult
@@ -23,11 +24,10 @@ from coordinator.replicas import ReplicaTracker
 from coordinator.search import ShardFactory
 from protos.errors import InvalidArgument, NotFound, PermissionDenied, Unavailable
 from registry.features import (
-    FeatureValue,
+    FeatureDefinition,
     GroupRead,
     GroupRow,
     MissingReason,
-    missing_value,
     readable,
 )
 from registry.model import EntityKey, VersionRef
@@ -41,14 +41,28 @@ def _now_us() -> int:
     return time.time_ns() // 1000
 
 
+class FeatureWire(Protocol):
+    """Feature values stay in their wire form through the coordinator: it
+    only routes and counts them, and decoding 2,400 values of an 800-item
+    request to encode them again would cost more than the lookup itself."""
+
+    def missing(self, definition: FeatureDefinition, reason: MissingReason) -> object:
+        """The wire value for a feature that was not read (with its default)."""
+        ...
+
+    def reason(self, value: object) -> str | None: ...
+
+
 class FeatureEngine:
     def __init__(
         self,
         cache: SnapshotCache,
         shards: ShardFactory,
         tracker: ReplicaTracker,
+        wire: FeatureWire,
         max_entities: int = 5000,
     ) -> None:
+        self.wire = wire
         self.cache = cache
         self.shards = shards
         self.tracker = tracker
@@ -120,7 +134,7 @@ class FeatureEngine:
                 f"it reads {sorted(reads_by_type)}"
             )
         # (group read, positions) → values per position
-        results: dict[tuple[int, int], tuple[FeatureValue, ...]] = {}
+        results: dict[tuple[int, int], Sequence[object]] = {}
         calls = []
         shards_used: set[str] = set()
         for read_no, read in enumerate(plan):
@@ -129,7 +143,7 @@ class FeatureEngine:
             if not readable(read.schema, personalized):
                 # Refused, not fetched-then-dropped: no shard is asked.
                 refused = tuple(
-                    missing_value(d, MissingReason.PRIVACY_DISABLED) for d in read.definitions
+                    self.wire.missing(d, MissingReason.PRIVACY_DISABLED) for d in read.definitions
                 )
                 results.update({(read_no, p): refused for p in positions})
                 continue
@@ -138,7 +152,7 @@ class FeatureEngine:
                 target = self._shard_of(snap, read.schema.ref, keys[p])
                 if target is None:
                     unavailable = tuple(
-                        missing_value(d, MissingReason.TIMEOUT) for d in read.definitions
+                        self.wire.missing(d, MissingReason.TIMEOUT) for d in read.definitions
                     )
                     results[(read_no, p)] = unavailable
                     continue
@@ -149,7 +163,7 @@ class FeatureEngine:
 
         async def fetch(
             read: GroupRead, ps: list[int], sid: str, addr: str
-        ) -> list[tuple[FeatureValue, ...]]:
+        ) -> list[Sequence[object]]:
             shard = self.shards(sid, addr)
             return await shard.get_features(  # type: ignore[attr-defined,no-any-return]
                 read.schema.ref,
@@ -169,7 +183,7 @@ class FeatureEngine:
                     raise answer
                 # the shard did not answer: its entities' values are `timeout`
                 answer = [
-                    tuple(missing_value(d, MissingReason.TIMEOUT) for d in read.definitions)
+                    tuple(self.wire.missing(d, MissingReason.TIMEOUT) for d in read.definitions)
                 ] * len(ps)
             results.update({(read_no, p): v for p, v in zip(ps, answer, strict=True)})
 
@@ -179,16 +193,21 @@ class FeatureEngine:
             [v for r in reads_by_type[k.entity_type] for v in results[(read_index[id(r)], p)]]
             for p, k in enumerate(keys)
         ]
-        reasons: Counter[str] = Counter()
+        by_group: Counter[tuple[str, str]] = Counter()
+        reason_of = self.wire.reason
         for r in plan:
-            group = r.schema.ref.name
+            group, n = r.schema.ref.name, read_index[id(r)]
+            etype = r.schema.group.entity_type
             for p, k in enumerate(keys):
-                if k.entity_type != r.schema.group.entity_type:
-                    continue
-                for v in results[(read_index[id(r)], p)]:
-                    if v.missing_reason is not None:
-                        reasons[v.missing_reason.value] += 1
-                        metrics.FEATURE_MISSING.labels(group, v.missing_reason.value).inc()
+                if k.entity_type == etype:
+                    for v in results[(n, p)]:
+                        reason = reason_of(v)
+                        if reason is not None:
+                            by_group[(group, reason)] += 1
+        reasons: Counter[str] = Counter()
+        for (group, reason), count in by_group.items():
+            reasons[reason] += count
+            metrics.FEATURE_MISSING.labels(group, reason).inc(count)
         latency = time.perf_counter() - t0
         metrics.FEATURE_LATENCY.observe(latency)
         metrics.FEATURE_ENTITIES.observe(len(keys))

@@ -8,7 +8,6 @@ from enum import Enum
 import numpy as np
 
 from coordinator.merge import Hit
-from registry.features import FeatureValue
 from registry.filters import Filter
 from registry.model import AttrValue, EntityKey, IndexVersion
 
@@ -116,7 +115,8 @@ class SearchResult:
 @dataclass(frozen=True)
 class FeatureResult:
     names_by_type: dict[str, list[str]]
-    values: list[list[FeatureValue]]  # per entity, aligned with its type's names
+    # Per entity, aligned with its type's names; wire values (see FeatureWire).
+    values: list[list[object]]
     missing_by_reason: dict[str, int]
     stale: int
     shards: int

@@ -9,6 +9,7 @@ import grpc.aio
 
 from coordinator import metrics
 from coordinator.config import CoordinatorConfig
+from coordinator.convert import ProtoFeatureWire
 from coordinator.features import FeatureEngine
 from coordinator.registry_servicer import RegistryServicer
 from coordinator.service import Limits, RetrievalEngine
@@ -57,7 +58,9 @@ async def create_server(cfg: CoordinatorConfig) -> RunningCoordinator:
     )
     retrieval_pb2_grpc.add_RetrievalServiceServicer_to_server(
         RetrievalServicer(
-            engine, FeatureEngine(cache, pool.get, engine.tracker), cfg.default_timeout
+            engine,
+            FeatureEngine(cache, pool.get, engine.tracker, ProtoFeatureWire()),
+            cfg.default_timeout,
         ),
         server,
     )

@@ -22,13 +22,10 @@ from protos.vecshard.v1 import common_pb2 as cpb
 from protos.vecshard.v1.internal import features_pb2 as fpb
 from protos.vecshard.v1.internal import features_pb2_grpc, shard_pb2_grpc
 from registry.convert import (
-    FILL_FROM_PB,
-    REASON_FROM_PB,
-    feature_value_from_pb,
     feature_value_to_pb,
     key_to_pb,
 )
-from registry.features import FeatureValue, FillAction, GroupRow, MissingReason
+from registry.features import GroupRow
 from registry.model import EntityKey, VersionRef
 
 UPSERT_BATCH = 1000
@@ -108,7 +105,7 @@ class RemoteShard:
         request_time: int,
         personalized: bool,
         timeout: float,
-    ) -> list[tuple[FeatureValue, ...]]:
+    ) -> list[Sequence[cpb.FeatureValue]]:
         req = fpb.GetFeaturesRequest(
             group=group.name,
             group_version=group.version,
@@ -118,19 +115,8 @@ class RemoteShard:
             personalized=personalized,
         )
         resp = await self._call(lambda: self.features.GetFeatures(req, timeout=timeout))
-        return [
-            tuple(
-                FeatureValue(
-                    feature_value_from_pb(v),
-                    MissingReason(REASON_FROM_PB[v.missing_reason]) if v.missing_reason else None,
-                    FillAction(FILL_FROM_PB[v.default_applied]) if v.default_applied else None,
-                    v.staleness_us if v.HasField("staleness_us") else None,
-                    v.feature_timestamp_us if v.HasField("feature_timestamp_us") else None,
-                )
-                for v in e.values
-            )
-            for e in resp.entities
-        ]
+        # Kept in wire form: the coordinator only routes these (FeatureWire).
+        return [e.values for e in resp.entities]
 
     async def put_features(
         self, group: VersionRef, rows: Sequence[GroupRow], timeout: float
