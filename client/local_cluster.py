@@ -21,6 +21,8 @@ class LocalCluster:
     etcd_endpoint: str | None = None
     lease_ttl: int = 10
     extra_env: dict[str, str] = field(default_factory=dict)
+    # Per-shard environment, e.g. {"shard-1": {"VECSHARD_FAULTS": "Search=delay:2"}}.
+    shard_env: dict[str, dict[str, str]] = field(default_factory=dict)
     etcd: EtcdProcess | None = None
     shards: dict[str, ChildProcess] = field(default_factory=dict)
     coordinator: ChildProcess | None = None
@@ -79,7 +81,7 @@ class LocalCluster:
                 str(self.lease_ttl),
             ),
             self.logs / f"{shard_id}.log",
-            self.extra_env,
+            {**self.extra_env, **self.shard_env.get(shard_id, {})},
         )
 
     def _coordinator_process(self, name: str) -> ChildProcess:

@@ -42,8 +42,14 @@ class FanoutSettings:
     # Shards in the first wave when bounds are known (later waves grow).
     first_wave: int = 1
     hedge: bool = True
-    # Kept back from the caller's deadline for merging and answering.
-    deadline_margin: float = 0.003
+    # Kept back from the caller's deadline for merging and answering: this
+    # share of the budget, at least `min_margin`, at most `max_margin`.
+    margin_share: float = 0.1
+    min_margin: float = 0.005
+    max_margin: float = 0.25
+
+    def margin(self, timeout: float) -> float:
+        return min(self.max_margin, max(self.min_margin, self.margin_share * timeout))
 
 
 @dataclass(frozen=True)
@@ -114,7 +120,7 @@ class SearchExecutor:
         route: str = "",
     ) -> Execution:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + max(0.0, timeout - self.settings.deadline_margin)
+        deadline = loop.time() + max(0.0, timeout - self.settings.margin(timeout))
         targets, unavailable = plan_targets(snap, placement, self.tracker, buckets)
         bounds = {t.shard_id: self.bounds(t.shard_id, index.ref, query.vector) for t in targets}
         known = {sid: b for sid, b in bounds.items() if b is not None}

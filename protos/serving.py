@@ -49,6 +49,8 @@ def _split(full_method: str) -> tuple[str, str]:
 def _status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     if isinstance(exc, VecshardError):
         return exc.code, exc.message
+    if isinstance(exc, _InjectedFault):
+        return exc.code, str(exc)
     log.exception("unhandled error in handler", exc_info=exc)
     return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"
 
@@ -69,6 +71,46 @@ def _rebuild(handler: grpc.RpcMethodHandler, wrap: Callable[[Any], Any]) -> grpc
     )
 
 
+FAULTS_ENV = "VECSHARD_FAULTS"
+
+
+def parse_faults(text: str) -> dict[str, tuple[str, str]]:
+    """Fault injection for resilience tests and game days, e.g.
+    `VECSHARD_FAULTS="Search=delay:2.0,BatchGet=error:UNAVAILABLE"`: a method
+    name, then `delay:SECONDS` (answer late) or `error:CODE` (fail). Off
+    unless the variable is set; a malformed value stops the server at start."""
+    faults: dict[str, tuple[str, str]] = {}
+    for item in filter(None, (p.strip() for p in text.split(","))):
+        method, _, action = item.partition("=")
+        kind, _, arg = action.partition(":")
+        if not method or kind not in ("delay", "error") or not arg:
+            raise ValueError(
+                f"{FAULTS_ENV}: {item!r}; expected METHOD=delay:SECONDS or METHOD=error:CODE"
+            )
+        if kind == "delay":
+            float(arg)
+        elif arg not in grpc.StatusCode.__members__:
+            raise ValueError(f"{FAULTS_ENV}: unknown status code {arg!r}")
+        faults[method] = (kind, arg)
+    return faults
+
+
+def _inject(fault: tuple[str, str] | None) -> None:
+    if fault is None:
+        return
+    kind, arg = fault
+    if kind == "delay":
+        time.sleep(float(arg))
+    else:
+        raise _InjectedFault(grpc.StatusCode[arg])
+
+
+class _InjectedFault(Exception):
+    def __init__(self, code: grpc.StatusCode) -> None:
+        super().__init__(f"injected fault: {code.name} ({FAULTS_ENV})")
+        self.code = code
+
+
 # The health and reflection services are not wrapped: their streams must not be
 # counted as requests, and they never raise domain errors.
 _PASSTHROUGH = ("/grpc.health.v1.", "/grpc.reflection.")
@@ -78,7 +120,12 @@ class SyncServerInterceptor(grpc.ServerInterceptor):
     """Errors → statuses and request metrics for the thread-pool server."""
 
     def __init__(self, component: str) -> None:
+        import os
+
         self.component = component
+        self.faults = parse_faults(os.environ.get(FAULTS_ENV, ""))
+        if self.faults:
+            log.warning("fault injection is ON: %s", self.faults)
 
     def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
         handler = continuation(handler_call_details)
@@ -87,6 +134,7 @@ class SyncServerInterceptor(grpc.ServerInterceptor):
             return handler
         service, method = _split(name)
         component = self.component
+        fault = self.faults.get(method)
 
         def wrap(behavior: Callable[..., Any]) -> Callable[..., Any]:
             def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
@@ -95,6 +143,7 @@ class SyncServerInterceptor(grpc.ServerInterceptor):
                 gauge = IN_FLIGHT.labels(component, service, method)
                 gauge.inc()
                 try:
+                    _inject(fault)
                     return behavior(request, context)
                 except Exception as exc:
                     if context.code() is not None:  # the servicer aborted on its own
