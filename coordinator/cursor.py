@@ -1,0 +1,85 @@
+"""Search cursors: the next page of the same search, stable while writes continue.
+
+A cursor pins the snapshot the first page was read at — the index version,
+the replica chosen for each bucket and each shard's write sequence at that
+moment — and carries the last item's order key. The next page asks the same
+replicas for items strictly after that key and written no later than the
+pinned sequence, so pages never repeat an item and items arriving meanwhile
+cannot shift the order. Coordinators stay stateless: everything is in the
+cursor, which any coordinator can continue.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from protos.errors import InvalidArgument
+from registry.filters import Filter
+from registry.model import EntityKey, VersionRef
+
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class Cursor:
+    route: str
+    bundle: str
+    index: VersionRef
+    query_hash: str
+    served: int
+    last_score: float
+    last_key: EntityKey
+    # shard id → (buckets answered by it, its write sequence when page 1 was read)
+    shards: dict[str, tuple[tuple[int, ...], int]]
+
+
+def query_hash(vector: np.ndarray, k: int, tenant: str, flt: Filter | None) -> str:
+    """Binds a cursor to its search: continuing with another query is refused."""
+    h = hashlib.blake2b(digest_size=12)
+    h.update(np.ascontiguousarray(vector, dtype="<f4").tobytes())
+    h.update(f"|{k}|{tenant}|{flt!r}".encode())
+    return h.hexdigest()
+
+
+def encode(c: Cursor) -> str:
+    doc = {
+        "v": VERSION,
+        "r": c.route,
+        "b": c.bundle,
+        "i": [c.index.name, c.index.version],
+        "q": c.query_hash,
+        "n": c.served,
+        "s": c.last_score,
+        "k": list(c.last_key),
+        "sh": {sid: [list(bs), seq] for sid, (bs, seq) in c.shards.items()},
+    }
+    raw = zlib.compress(json.dumps(doc, separators=(",", ":")).encode())
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode(text: str) -> Cursor:
+    try:
+        raw = zlib.decompress(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+        doc = json.loads(raw)
+        if doc.get("v") != VERSION:
+            raise ValueError(f"cursor version {doc.get('v')!r}")
+        return Cursor(
+            route=doc["r"],
+            bundle=doc["b"],
+            index=VersionRef(*doc["i"]),
+            query_hash=doc["q"],
+            served=int(doc["n"]),
+            last_score=float(doc["s"]),
+            last_key=EntityKey(*doc["k"]),
+            shards={sid: (tuple(bs), int(seq)) for sid, (bs, seq) in doc["sh"].items()},
+        )
+    except (ValueError, KeyError, TypeError, zlib.error) as exc:
+        raise InvalidArgument(
+            f"cursor is not valid ({exc}); pass next_cursor from a previous response unchanged"
+        ) from None

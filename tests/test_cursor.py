@@ -1,0 +1,52 @@
+"""Cursor encoding: round trip, binding to the query, clear errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from coordinator.cursor import Cursor, decode, encode, query_hash
+from protos.errors import InvalidArgument
+from registry.filters import Eq
+from registry.model import EntityKey, VersionRef
+
+text = st.text(min_size=0, max_size=12)
+
+
+@given(
+    score=st.floats(allow_nan=False, allow_infinity=False, width=32),
+    key=st.builds(EntityKey, text, text, text),
+    served=st.integers(0, 10**6),
+    shards=st.dictionaries(
+        text, st.tuples(st.lists(st.integers(0, 63)).map(tuple), st.integers(0, 2**62)), max_size=5
+    ),
+)
+def test_round_trip(score: float, key: EntityKey, served: int, shards: dict) -> None:  # type: ignore[type-arg]
+    c = Cursor("r", "b", VersionRef("ix", "v1"), "h", served, score, key, shards)
+    assert decode(encode(c)) == c
+
+
+def test_query_hash_binds_vector_k_tenant_and_filter() -> None:
+    v = np.ones(4, np.float32)
+    base = query_hash(v, 10, "t", None)
+    assert base == query_hash(v.copy(), 10, "t", None)
+    assert (
+        len(
+            {
+                base,
+                query_hash(v * 2, 10, "t", None),
+                query_hash(v, 11, "t", None),
+                query_hash(v, 10, "u", None),
+                query_hash(v, 10, "t", Eq("a", "b")),
+            }
+        )
+        == 5
+    )
+
+
+@pytest.mark.parametrize("bad", ["", "not-a-cursor", "eJwDAAAAAAE"])
+def test_garbage_is_invalid_argument(bad: str) -> None:
+    with pytest.raises(InvalidArgument, match="next_cursor"):
+        decode(bad)
