@@ -161,15 +161,23 @@ class RetrievalEngine:
     def _all_replicas(
         self, snap: Snapshot, index: IndexVersion, bucket: int, placement: Placement
     ) -> list[Shard]:
-        out = []
-        for shard_id in placement.buckets[bucket]:
-            member = snap.shards.get(shard_id)
-            if member is None:
-                raise Unavailable(
-                    f"shard {shard_id} (bucket {bucket} of index {index.ref}) is not registered; "
-                    "writes need every replica"
-                )
-            out.append(self.shards(member.shard_id, member.address))
+        """The registered replicas of a bucket. Writes need `write_quorum` of
+        them (default all): with fewer registered, the write is refused before
+        anything is sent. A replica that is down when a lower quorum is met
+        catches up from a peer before it serves again."""
+        replicas = placement.buckets[bucket]
+        need = min(index.write_quorum or len(replicas), len(replicas))
+        out = [
+            self.shards(m.shard_id, m.address)
+            for m in (snap.shards.get(s) for s in replicas)
+            if m is not None
+        ]
+        if len(out) < need:
+            missing = [s for s in replicas if s not in snap.shards]
+            raise Unavailable(
+                f"bucket {bucket} of index {index.ref}: replica(s) {missing} not registered; "
+                f"writes need {need} of {len(replicas)}"
+            )
         return out
 
     async def _retry_if_moved(self, snap: Snapshot, op: Callable[[Snapshot], Awaitable[T]]) -> T:
