@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from coordinator import metrics
+from coordinator.exclusion import BucketStats, excludes
 from coordinator.fanout import Target, can_skip, order_by_bound, waves
 from coordinator.merge import Hit, merge_topk
 from coordinator.model import ShardAnswer, ShardQuery, ShardTrace
@@ -34,6 +35,14 @@ BoundsProvider = Callable[[str, VersionRef, np.ndarray], float | None]
 
 
 def no_bounds(shard_id: str, index: VersionRef, vector: np.ndarray) -> float | None:
+    return None
+
+
+# (index, bucket) → min/max per numeric attribute over the bucket, or None.
+StatsProvider = Callable[[VersionRef, int], BucketStats | None]
+
+
+def no_stats(index: VersionRef, bucket: int) -> BucketStats | None:
     return None
 
 
@@ -103,11 +112,13 @@ class SearchExecutor:
         tracker: ReplicaTracker,
         bounds: BoundsProvider = no_bounds,
         settings: FanoutSettings | None = None,
+        stats: StatsProvider = no_stats,
     ) -> None:
         self.shards = shards
         self.tracker = tracker
         self.bounds = bounds
         self.settings = settings or FanoutSettings()
+        self.stats = stats
 
     async def run(
         self,
@@ -121,7 +132,10 @@ class SearchExecutor:
     ) -> Execution:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(0.0, timeout - self.settings.margin(timeout))
-        targets, unavailable = plan_targets(snap, placement, self.tracker, buckets)
+        # Exact exclusion: buckets whose min/max rule the filter out are answered
+        # (empty) without a call, and are not missing.
+        wanted = [b for b in buckets if not excludes(query.filter, self.stats(index.ref, b))]
+        targets, unavailable = plan_targets(snap, placement, self.tracker, wanted)
         bounds = {t.shard_id: self.bounds(t.shard_id, index.ref, query.vector) for t in targets}
         known = {sid: b for sid, b in bounds.items() if b is not None}
         ordered = order_by_bound(targets, known)

@@ -1,0 +1,55 @@
+"""Bucket exclusion never drops a matching record (property), and does
+exclude where min/max prove it."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from coordinator.exclusion import excludes
+from registry.filters import And, Eq, In, Not, Or, Range, matches
+from tests.test_filters import filters
+
+records = st.lists(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "n": st.integers(-5, 5),
+            "x": st.floats(-3, 3, allow_nan=False),
+            "cat": st.sampled_from(["a", "b"]),
+        },
+    ),
+    min_size=1,
+    max_size=20,
+)
+
+
+def stats_of(recs: list[dict]) -> dict[str, tuple[float, float]]:
+    out: dict[str, tuple[float, float]] = {}
+    for attr in ("n", "x"):
+        vals = [r[attr] for r in recs if attr in r]
+        if vals:
+            out[attr] = (min(vals), max(vals))
+    return out
+
+
+@settings(max_examples=400)
+@given(records, filters)
+def test_never_excludes_a_bucket_with_a_match(recs: list[dict], flt) -> None:  # type: ignore[no-untyped-def]
+    if excludes(flt, stats_of(recs)):
+        assert not any(matches(flt, r) for r in recs)
+
+
+def test_excludes_what_min_max_rule_out() -> None:
+    stats = {"price": (10.0, 20.0)}
+    assert excludes(Range("price", gte=25), stats)
+    assert excludes(Range("price", lt=10), stats)
+    assert not excludes(Range("price", lte=10), stats)
+    assert excludes(Eq("price", 5), stats) and not excludes(Eq("price", 15), stats)
+    assert excludes(In("price", (1, 30)), stats) and not excludes(In("price", (1, 12)), stats)
+    assert excludes(And((Eq("cat", "a"), Range("price", gt=20))), stats)
+    assert not excludes(Or((Eq("cat", "a"), Range("price", gt=20))), stats)
+    assert excludes(Or((Range("price", gt=20), Range("price", lt=5))), stats)
+    assert not excludes(Not(Range("price", gt=20)), stats)
+    assert not excludes(Range("other", gt=0), stats)
+    assert not excludes(Range("price", gt=99), None)
