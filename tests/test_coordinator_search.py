@@ -258,10 +258,35 @@ def test_a_refusing_replica_fails_over_to_another_without_partial_results() -> N
         b.add(EntityKey("t", "item", f"e{i}"), v, 0)
     a.error = Unavailable("shard a is shutting down")
     by_id = {"a": a, "b": b}
-    ex = SearchExecutor(lambda sid, addr: by_id[sid], ReplicaTracker(), settings=FanoutSettings(hedge=False))  # type: ignore[arg-type,return-value]
+    ex = SearchExecutor(
+        lambda sid, addr: by_id[sid], ReplicaTracker(), settings=FanoutSettings(hedge=False)
+    )  # type: ignore[arg-type,return-value]
     snap = snapshot_for([a, b], [["a", "b"]])
     one = IndexVersion("ix", "v1", VersionRef("f", "v1"), num_buckets=1)
-    result = asyncio.run(ex.run(snap, one, snap.placement(INDEX), ShardQuery(np.zeros(4, np.float32), 3, "t"), [0], 5.0))
+    result = asyncio.run(
+        ex.run(
+            snap, one, snap.placement(INDEX), ShardQuery(np.zeros(4, np.float32), 3, "t"), [0], 5.0
+        )
+    )
     assert not result.completeness.partial and not result.errors
     assert [h.key.entity_id for h in result.hits] == ["e0", "e1", "e2"]
     assert a.calls == 1 and b.calls == 1
+
+
+def test_buckets_excluded_by_min_max_are_not_asked_and_not_missing() -> None:
+    from registry.filters import Range
+
+    shards = clustered_shards(Metric.L2, 3, 10, 4, seed=5)
+    by_id = {s.shard_id: s for s in shards}
+    stats = {0: {"price": (0.0, 10.0)}, 1: {"price": (100.0, 200.0)}, 2: None}
+    ex = SearchExecutor(
+        lambda sid, addr: by_id[sid],  # type: ignore[arg-type,return-value]
+        ReplicaTracker(),
+        stats=lambda ix, b: stats[b],  # type: ignore[arg-type]
+    )
+    snap = snapshot_for(shards, [["s0"], ["s1"], ["s2"]])
+    three = IndexVersion("ix", "v1", VersionRef("f", "v1"), num_buckets=3)
+    q = ShardQuery(np.zeros(4, np.float32), 5, "t", Range("price", lt=50.0))
+    result = asyncio.run(ex.run(snap, three, snap.placement(INDEX), q, [0, 1, 2], 5.0))
+    assert shards[1].calls == 0 and shards[0].calls == 1 and shards[2].calls == 1
+    assert not result.completeness.partial
