@@ -12,7 +12,7 @@ import numpy as np
 from coordinator.merge import Hit
 from coordinator.model import Lookup, ShardAnswer, ShardQuery, WriteRecord
 from protos.errors import VecshardError
-from registry.model import EntityKey, Metric, Placement, ShardMember, VersionRef
+from registry.model import AttrType, EntityKey, Metric, Placement, ShardMember, VersionRef
 from registry.snapshot import Snapshot
 from shard_server.flat_segment import FlatSegment
 from shard_server.scoring import canonical_scores, prepare_query
@@ -34,7 +34,7 @@ class InMemoryShard:
 
     def __post_init__(self) -> None:
         self.address = self.address or f"mem://{self.shard_id}"
-        self.segment = FlatSegment(self.dim, self.metric, {})
+        self.segment = FlatSegment(self.dim, self.metric, {"price": AttrType.FLOAT})
 
     def add(self, key: EntityKey, vec: np.ndarray, bucket: int) -> None:
         self.segment.upsert(key, vec, {}, bucket)
