@@ -27,8 +27,28 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
     async def Search(
         self, request: pb.SearchRequest, context: grpc.aio.ServicerContext
     ) -> pb.SearchResponse:
-        result = await self.engine.search(convert.search_from_pb(request), self._timeout(context))
+        async with self.engine.admission():
+            result = await self.engine.search(
+                convert.search_from_pb(request), self._timeout(context)
+            )
         return convert.search_to_pb(result)
+
+    async def SearchBatch(
+        self, request: pb.SearchBatchRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SearchBatchResponse:
+        queries = [convert.search_from_pb(r) for r in request.requests]
+        async with self.engine.admission(len(queries)):
+            results = await self.engine.search_many(queries, self._timeout(context))
+        return pb.SearchBatchResponse(responses=[convert.search_to_pb(r) for r in results])
+
+    async def SearchDebug(
+        self, request: pb.SearchRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SearchDebugResponse:
+        async with self.engine.admission():
+            result, bundle_json = await self.engine.search_debug(
+                convert.search_from_pb(request), self._timeout(context)
+            )
+        return convert.search_debug_to_pb(result, bundle_json)
 
     async def BatchGetEmbeddings(
         self, request: pb.BatchGetEmbeddingsRequest, context: grpc.aio.ServicerContext

@@ -1,0 +1,100 @@
+"""SearchBatch and SearchDebug through real processes."""
+
+from __future__ import annotations
+
+import json
+
+import grpc
+import numpy as np
+import pytest
+
+from client.registry_client import RegistryClient
+from client.retrieval_client import Record, RetrievalClient
+from protos.vecshard.v1 import common_pb2 as cpb
+from protos.vecshard.v1 import retrieval_pb2 as pb
+from protos.vecshard.v1 import retrieval_pb2_grpc
+from registry.convert import filter_to_pb
+from registry.filters import Eq
+from tests.conftest import ClusterFactory
+
+pytestmark = pytest.mark.integration
+SPEC = """
+kind: EmbeddingFamily
+spec: {name: v, entity_type: item, dimension: 8, metric: inner_product}
+---
+kind: EmbeddingVersion
+spec: {name: v, version: v1}
+---
+kind: IndexVersion
+spec: {name: ix, version: v1, embedding: {name: v, version: v1}, kind: flat, num_buckets: 6, attributes: {colour: string}}
+---
+kind: Bundle
+spec: {name: b, query_embedding: {name: v, version: v1}, item_embedding: {name: v, version: v1}, index: {name: ix, version: v1}}
+---
+kind: Route
+spec: {name: r, bundle: b}
+"""
+
+
+def test_search_batch_and_debug(make_cluster: ClusterFactory) -> None:
+    cluster = make_cluster(num_shards=3)
+    with RegistryClient(cluster.coordinator_address) as reg:
+        reg.apply(SPEC)
+    rng = np.random.default_rng(0)
+    with RetrievalClient(cluster.coordinator_address, tenant_id="t", purpose="p") as c:
+        c.upsert(
+            "v",
+            "v1",
+            [
+                Record(
+                    f"e{i}",
+                    rng.normal(size=8),
+                    attributes={"colour": "red" if i % 10 == 0 else "blue"},
+                )
+                for i in range(500)
+            ],
+        )
+        queries = [rng.normal(size=8).astype(np.float32) for _ in range(12)]
+        single = [[(h.key.entity_id, h.score) for h in c.search("r", q, 5).hits] for q in queries]
+    access = cpb.AccessContext(tenant_id="t", purpose="p")
+    with grpc.insecure_channel(cluster.coordinator_address) as ch:
+        stub = retrieval_pb2_grpc.RetrievalServiceStub(ch)
+        batch = stub.SearchBatch(
+            pb.SearchBatchRequest(
+                requests=[
+                    pb.SearchRequest(route="r", access=access, query_vector=q.tobytes(), k=5)
+                    for q in queries
+                ]
+            )
+        )
+        assert [[(h.key.entity_id, h.score) for h in r.hits] for r in batch.responses] == single
+        with pytest.raises(grpc.RpcError) as err:
+            stub.SearchBatch(
+                pb.SearchBatchRequest(
+                    requests=[
+                        pb.SearchRequest(
+                            route="r", access=access, query_vector=queries[0].tobytes(), k=5
+                        )
+                    ]
+                    * 300
+                )
+            )
+        assert (
+            err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            and "at most 256" in err.value.details()
+        )
+        dbg = stub.SearchDebug(
+            pb.SearchRequest(
+                route="r",
+                access=access,
+                query_vector=queries[0].tobytes(),
+                k=5,
+                filter=filter_to_pb(Eq("colour", "red")),
+            )
+        )
+    assert json.loads(dbg.resolved_bundle_json)["index"] == {"name": "ix", "version": "v1"}
+    assert {s.shard_id for s in dbg.shards} == {"shard-0", "shard-1", "shard-2"}
+    assert all(s.outcome == "searched" and s.latency_ms > 0 for s in dbg.shards)
+    assert sum(s.candidates for s in dbg.shards) == 50  # the red ones
+    assert dbg.filter_selectivity == pytest.approx(0.1)
+    assert all(h.key.entity_id.endswith("0") for h in dbg.response.hits)
