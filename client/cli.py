@@ -202,6 +202,40 @@ def cmd_rollout(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_features(args: argparse.Namespace) -> int:
+    from client.materialize import GrpcFeatureSink, MaterializeJob, materialize
+    from client.offline_store import OfflineStore
+    from client.registry_client import RegistryClient
+    from registry import codec
+    from registry.features import FeatureCatalog
+
+    with RegistryClient(args.coordinator) as reg:
+        objs = [
+            codec.from_dict(codec.KINDS[kind], o.spec)
+            for kind in ("FeatureDefinition", "FeatureGroup", "FeatureSet")
+            for o in reg.list(kind)
+        ]
+    catalog = FeatureCatalog.build(objs)  # type: ignore[arg-type]
+    name, version = _split_ref(args.group)
+    from registry.model import VersionRef
+
+    schema = catalog.schema(VersionRef(name, version))
+    job = MaterializeJob(schema, args.start, args.end, args.batch_size)
+    checkpoint = Path(args.checkpoint or f".vecshard/materialize-{name}-{version}.json")
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    sink = GrpcFeatureSink(args.coordinator)
+    try:
+        report = materialize(job, OfflineStore(Path(args.offline)), sink, checkpoint)
+    finally:
+        sink.close()
+    print(
+        f"materialized {report.rows} rows of {args.group} from {report.files} file(s): "
+        f"{report.written} written, {report.ignored_older} older than stored; "
+        f"{report.skipped_batches} batch(es) were done by an earlier run (checkpoint {checkpoint})"
+    )
+    return 0
+
+
 def _registry(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from client.registry_client import RegistryClient
 
@@ -349,6 +383,24 @@ def build_parser() -> argparse.ArgumentParser:
     client_args(d)
     d.add_argument("route")
     d.set_defaults(func=cmd_describe_route)
+
+    fe = sub.add_parser("features", help="feature store jobs")
+    fe_sub = fe.add_subparsers(dest="features_command", metavar="JOB", required=True)
+    mat = fe_sub.add_parser(
+        "materialize",
+        help="copy a feature group from the offline store (Parquet) into the online store; "
+        "resumable (checkpoint) and idempotent",
+    )
+    mat.add_argument("--group", required=True, metavar="NAME@VERSION")
+    mat.add_argument("--offline", required=True, help="offline store root directory")
+    mat.add_argument("--coordinator", required=True, help="coordinator address HOST:PORT")
+    mat.add_argument("--start", help="first day YYYY-MM-DD (default: all)")
+    mat.add_argument("--end", help="last day YYYY-MM-DD (default: all)")
+    mat.add_argument("--batch-size", type=int, default=10_000)
+    mat.add_argument(
+        "--checkpoint", help="resume file (default .vecshard/materialize-GROUP-VERSION.json)"
+    )
+    mat.set_defaults(func=cmd_features)
 
     ro = sub.add_parser("rollout", help="roll shard servers to a new image, one shard at a time")
     ro_sub = ro.add_subparsers(dest="rollout_command", metavar="WHAT", required=True)

@@ -235,3 +235,66 @@ spec: {name: session_ix, version: v1, embedding: {name: session_vec, version: v1
         got = c.batch_get("session_vec", "v1", ["fresh", "old", "never"])
         assert [lk.status for lk in got] == ["found", "missing", "missing"]
         assert got[0].created_at_unix_micros >= now_us and got[0].norm == 2.0
+
+
+def test_materialize_cli_copies_offline_rows_online_and_resumes(
+    cluster: LocalCluster, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from client.offline_store import OfflineStore
+    from registry.features import GroupRow
+    from registry.model import EntityKey, VersionRef
+
+    schema_ref = VersionRef("item_stats", "v1")
+    from registry import codec
+    from registry.features import FeatureCatalog
+
+    with RegistryClient(cluster.coordinator_address) as reg:
+        objs = [
+            codec.from_dict(codec.KINDS[k], o.spec)
+            for k in ("FeatureDefinition", "FeatureGroup", "FeatureSet")
+            for o in reg.list(k)
+        ]
+    schema = FeatureCatalog.build(objs).schema(schema_ref)  # type: ignore[arg-type]
+    store = OfflineStore(tmp_path / "offline")
+    rows = [
+        GroupRow(
+            EntityKey("acme", "item", f"m{n}"),
+            T0 + n * S,
+            T0 + n * S,
+            {"item_ctr": n / 100, "item_price": float(n)},
+        )
+        for n in range(50)
+    ]
+    store.write_features(schema, rows)
+    cmd = [
+        str(Path(sys.executable).parent / "vecshard"),
+        "features",
+        "materialize",
+        "--group",
+        "item_stats@v1",
+        "--offline",
+        str(tmp_path / "offline"),
+        "--coordinator",
+        cluster.coordinator_address,
+        "--checkpoint",
+        str(tmp_path / "ck.json"),
+        "--batch-size",
+        "20",
+    ]
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, first.stderr
+    assert "materialized 50 rows" in first.stdout and "50 written" in first.stdout
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert (
+        "materialized 0 rows" in again.stdout
+        and "3 batch(es) were done by an earlier run" in again.stdout
+    )
+    with client(cluster) as c:
+        got = c.get_features(
+            "home_ranker", "v1", [("item", f"m{n}") for n in range(50)], request_time_us=T0 + 60 * S
+        )
+    assert [e["price"].value for e in got.entities] == [float(n) for n in range(50)]
