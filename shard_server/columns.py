@@ -1,12 +1,16 @@
 """Attribute columns of a segment and the vectorized filter evaluator.
 
 It must agree with `registry.filters.matches` (the reference semantics) on
-every record; a property test holds the two together.
+every record; a property test holds the two together. Sealed segments keep
+their columns immutable (`take`/`concat` build new ones) and persist them as
+plain arrays plus JSON, never pickles.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -47,6 +51,85 @@ class AttributeColumns:
         for cols in (self._obj, self._num, self._present):
             for col in cols.values():
                 col[dst] = col[src]
+
+    def value(self, row: int, name: str) -> AttrValue | None:
+        if name in self._obj:
+            v = self._obj[name][row]
+            return tuple(v) if isinstance(v, list) else v  # type: ignore[no-any-return]
+        if not self._present[name][row]:
+            return None
+        return self._num[name][row].item()  # type: ignore[no-any-return]
+
+    def take(self, rows: np.ndarray) -> AttributeColumns:
+        """A new, exactly sized set of columns holding `rows` in that order."""
+        out = AttributeColumns(self.schema, 0)
+        out._obj = {name: col[rows] for name, col in self._obj.items()}
+        out._num = {name: col[rows] for name, col in self._num.items()}
+        out._present = {name: col[rows] for name, col in self._present.items()}
+        return out
+
+    @classmethod
+    def concat(
+        cls, schema: Mapping[str, AttrType], parts: Sequence[AttributeColumns]
+    ) -> AttributeColumns:
+        out = cls(schema, 0)
+        for cols, attr in ((out._obj, "_obj"), (out._num, "_num"), (out._present, "_present")):
+            for name, col in cols.items():
+                cols[name] = np.concatenate([getattr(p, attr)[name] for p in parts] + [col])
+        return out
+
+    def numeric_ranges(
+        self, groups: np.ndarray, n_groups: int
+    ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Per numeric attribute, per group (e.g. bucket): (min, max, rows having it).
+        Groups without the attribute get min=+inf, max=-inf, count 0."""
+        out = {}
+        for name, col in self._num.items():
+            present = self._present[name][: groups.shape[0]]
+            values = col[: groups.shape[0]][present].astype(np.float64)
+            g = groups[present]
+            lo = np.full(n_groups, np.inf)
+            hi = np.full(n_groups, -np.inf)
+            np.minimum.at(lo, g, values)
+            np.maximum.at(hi, g, values)
+            out[name] = (lo, hi, np.bincount(g, minlength=n_groups))
+        return out
+
+    def to_payload(self) -> tuple[dict[str, np.ndarray], bytes]:
+        """Numeric columns as arrays (keyed by position, names may hold any
+        character) and string columns as one JSON document."""
+        names = sorted(self.schema)
+        arrays: dict[str, np.ndarray] = {}
+        objects: dict[str, list[Any]] = {}
+        for i, name in enumerate(names):
+            if name in self._num:
+                arrays[f"attr_num_{i}"] = self._num[name]
+                arrays[f"attr_present_{i}"] = self._present[name]
+            else:
+                objects[name] = [list(v) if isinstance(v, tuple) else v for v in self._obj[name]]
+        doc = {
+            "names": names,
+            "schema": {n: self.schema[n].value for n in names},
+            "objects": objects,
+        }
+        return arrays, json.dumps(doc).encode()
+
+    @classmethod
+    def from_payload(cls, arrays: Mapping[str, np.ndarray], doc: bytes) -> AttributeColumns:
+        meta = json.loads(doc)
+        schema = {name: AttrType(kind) for name, kind in meta["schema"].items()}
+        out = cls(schema, 0)
+        for i, name in enumerate(meta["names"]):
+            if name in out._num:
+                out._num[name] = np.asarray(arrays[f"attr_num_{i}"])
+                out._present[name] = np.asarray(arrays[f"attr_present_{i}"])
+            else:
+                values = meta["objects"][name]
+                col = np.empty(len(values), dtype=object)
+                for row, v in enumerate(values):  # element-wise: numpy would unpack tuples
+                    col[row] = tuple(v) if isinstance(v, list) else v
+                out._obj[name] = col
+        return out
 
     def mask(self, f: Filter, n: int) -> np.ndarray:
         match f:

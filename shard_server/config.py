@@ -1,4 +1,9 @@
-"""Shard server settings (defaults → file → VECSHARD__SHARD__* → flags)."""
+"""Shard server settings (defaults → file → VECSHARD__SHARD__* → flags).
+
+Flat fields (so every one is settable from TOML, environment and flags);
+`lifecycle_policy()` turns the storage-engine ones into the small frozen
+objects the engine takes.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from registry.keys import DEFAULT_PREFIX
+from shard_server.compaction import CompactionPolicy
+from shard_server.lifecycle import LifecyclePolicy
+from shard_server.planner import PlannerPolicy
+from shard_server.sealed_segment import BuildSettings
 
 
 @dataclass(frozen=True)
@@ -23,6 +32,29 @@ class ShardConfig:
     max_workers: int = 16
     grace_seconds: float = 20.0
     log_level: str = "info"
+    # -- storage engine ---------------------------------------------------
+    # The growing segment is sealed at this many rows or this age.
+    seal_rows: int = 20_000
+    seal_age_seconds: float = 60.0
+    # Smaller sealed segments stay flat (exact scan beats an index there).
+    min_index_rows: int = 1_000
+    # Threads of one index build (hnswlib add_items, faiss training).
+    build_threads: int = 1
+    # k-means centroids summarising a flat/hnsw segment (for score bounds).
+    summary_centroids: int = 16
+    # Compaction: merge once this many segments have < compact_small_rows
+    # live rows; rewrite a segment once this share of its rows is deleted.
+    compact_min_segments: int = 4
+    compact_small_rows: int = 80_000
+    compact_deleted_ratio: float = 0.2
+    # Planner: scan a segment exactly when a filter leaves fewer rows than this
+    # share (or count) of it.
+    exact_below_selectivity: float = 0.03
+    exact_below_rows: int = 1024
+    # How often the maintenance thread checks the age threshold.
+    maintenance_interval_seconds: float = 1.0
+    # Search IVF-PQ segments on a GPU when faiss sees one (CPU is the default).
+    use_gpu: bool = False
 
     def __post_init__(self) -> None:
         if not self.shard_id or "/" in self.shard_id:
@@ -31,3 +63,29 @@ class ShardConfig:
             raise ValueError(f"lease_ttl {self.lease_ttl} must be ≥ 2 seconds")
         if self.max_workers < 1:
             raise ValueError("max_workers must be ≥ 1")
+        if self.min_index_rows < 1 or self.build_threads < 1 or self.summary_centroids < 1:
+            raise ValueError("min_index_rows, build_threads and summary_centroids must be ≥ 1")
+        if self.maintenance_interval_seconds <= 0:
+            raise ValueError("maintenance_interval_seconds must be > 0")
+        self.lifecycle_policy()  # validates the engine settings
+
+    def lifecycle_policy(self) -> LifecyclePolicy:
+        return LifecyclePolicy(
+            seal_rows=self.seal_rows,
+            seal_age_seconds=self.seal_age_seconds,
+            build=BuildSettings(
+                min_index_rows=self.min_index_rows,
+                threads=self.build_threads,
+                summary_centroids=self.summary_centroids,
+                use_gpu=self.use_gpu,
+            ),
+            compaction=CompactionPolicy(
+                min_segments=self.compact_min_segments,
+                small_rows=self.compact_small_rows,
+                deleted_ratio=self.compact_deleted_ratio,
+            ),
+            planner=PlannerPolicy(
+                exact_below_selectivity=self.exact_below_selectivity,
+                exact_below_rows=self.exact_below_rows,
+            ),
+        )

@@ -7,12 +7,20 @@ from collections.abc import Sequence
 from protos.vecshard.v1 import common_pb2 as cpb
 from protos.vecshard.v1.internal import shard_pb2 as pb
 from protos.vectors import from_bytes, to_bytes
-from registry.convert import attributes_from_pb, filter_from_pb, key_from_pb, key_to_pb, value_to_pb
+from registry.convert import (
+    METRIC_TO_PB,
+    attributes_from_pb,
+    filter_from_pb,
+    key_from_pb,
+    key_to_pb,
+    value_to_pb,
+)
 from registry.model import VersionRef
-from shard_server.flat_segment import SegmentResult
-from shard_server.partition import Lookup, LookupStatus, Query, WriteResult
+from shard_server.partition import Lookup, LookupStatus, Query, SearchResult, WriteResult
 from shard_server.records import Record
-from shard_server.service import IndexStats
+from shard_server.segment import SearchOptions
+from shard_server.service import IndexStats, SegmentInfo
+from shard_server.summary import BucketStats
 
 _STATUS = {
     LookupStatus.FOUND: cpb.FOUND,
@@ -58,12 +66,19 @@ def queries_from_pb(req: pb.SearchRequest) -> list[Query]:
             k=q.k,
             tenant_id=q.tenant_id,
             filter=filter_from_pb(q.filter),
+            options=SearchOptions(
+                ef_search=q.ef_search,
+                nprobe=q.nprobe,
+                refine_factor=q.refine_factor,
+                exact=q.exact,
+                skip_rerank=q.skip_rerank,
+            ),
         )
         for i, q in enumerate(req.queries)
     ]
 
 
-def search_response(shard_id: str, results: Sequence[SegmentResult]) -> pb.SearchResponse:
+def search_response(shard_id: str, results: Sequence[SearchResult]) -> pb.SearchResponse:
     return pb.SearchResponse(
         shard_id=shard_id,
         results=[
@@ -73,6 +88,8 @@ def search_response(shard_id: str, results: Sequence[SegmentResult]) -> pb.Searc
                     for h in r.hits
                 ],
                 candidates=r.candidates,
+                approximate=r.approximate,
+                plans=r.plans,
             )
             for r in results
         ],
@@ -98,19 +115,49 @@ def upsert_ack(result: WriteResult) -> pb.UpsertAck:
     )
 
 
+def _segment_pb(s: SegmentInfo) -> pb.SegmentSummary:
+    out = pb.SegmentSummary(
+        segment_id=s.id,
+        kind=s.kind,
+        state=s.state,
+        rows=s.rows,
+        deleted_rows=s.deleted,
+        size_bytes=s.nbytes,
+    )
+    if s.summary is not None:
+        out.centroids = to_bytes(s.summary.centroids.reshape(-1))
+        out.radii = to_bytes(s.summary.radii)
+    return out
+
+
+def _bucket_pb(bucket: int, s: BucketStats) -> pb.BucketSummary:
+    return pb.BucketSummary(
+        bucket=bucket,
+        rows=s.rows,
+        ranges=[
+            pb.AttributeRange(attribute=name, min=lo, max=hi, rows=n)
+            for name, (lo, hi, n) in sorted(s.ranges.items())
+        ],
+        tenants=sorted(s.tenants),
+    )
+
+
+def index_stats_pb(s: IndexStats) -> pb.IndexStats:
+    return pb.IndexStats(
+        index=pb.IndexRef(name=s.index.name, version=s.index.version),
+        kind=s.kind,
+        live_count=s.live_count,
+        tombstone_count=s.tombstone_count,
+        segments=[_segment_pb(seg) for seg in s.segments],
+        buckets=[_bucket_pb(b, st) for b, st in sorted(s.buckets.items())],
+        metric=METRIC_TO_PB[s.metric] if s.metric is not None else cpb.METRIC_UNSPECIFIED,
+        dimension=s.dimension,
+    )
+
+
 def describe_response(
     shard_id: str, stats: Sequence[IndexStats], sequence: int
 ) -> pb.DescribeResponse:
     return pb.DescribeResponse(
-        shard_id=shard_id,
-        sequence=sequence,
-        indexes=[
-            pb.IndexStats(
-                index=pb.IndexRef(name=s.index.name, version=s.index.version),
-                kind=s.kind,
-                live_count=s.live_count,
-                tombstone_count=s.tombstone_count,
-            )
-            for s in stats
-        ],
+        shard_id=shard_id, sequence=sequence, indexes=[index_stats_pb(s) for s in stats]
     )

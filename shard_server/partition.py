@@ -1,30 +1,50 @@
 """One index version's data on this shard: the durable records in RocksDB and
-the segment that searches them, kept in step under one write lock.
+the segments that search them, kept in step under one write lock.
 
-Write semantics: an upsert replaces (one live vector per key); a write whose
-source_version is older than the stored one (or than a delete's) is ignored and
-counted; replaying the same batch is idempotent; the batch is synced to the WAL
-before the segment sees it, so whatever a search can return is durable.
+Write semantics: an upsert replaces (one live vector per key, across every
+segment); a write whose source_version is older than the stored one (or than a
+delete's) is ignored and counted; replaying the same batch is idempotent; the
+batch is synced to the WAL before any segment sees it, so whatever a search
+can return is durable, and a delete masks the key's row before it is
+acknowledged, so it takes effect at once and, being a RocksDB tombstone,
+survives sealing, compaction and restarts.
+
+Search: every segment answers on its own (exact, index, or index with the
+filter pushed down, as the planner decides) and `aggregate` merges them.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 
 import numpy as np
 
-from protos.errors import InvalidArgument
+from protos.errors import FailedPrecondition, InvalidArgument
 from protos.vectors import check_vector
 from registry.filters import Filter, validate_attributes, validate_filter
+from registry.index_params import parse_index_params
 from registry.model import EmbeddingFamily, EntityKey, IndexVersion, Metric
+from shard_server import metrics
 from shard_server import records as rec
-from shard_server.flat_segment import FlatSegment, SegmentResult
+from shard_server.aggregate import merge_segment_hits
+from shard_server.lifecycle import LifecycleEvents, LifecyclePolicy, SegmentLifecycle
+from shard_server.recovery import apply_liveness, recover_segments
 from shard_server.scoring import normalized, prepare_query
-from shard_server.storage import RECORDS, TOMBSTONES, ShardStore
+from shard_server.segment import DEFAULT_OPTIONS, Hit, SearchOptions, Segment
+from shard_server.storage import (
+    RECORDS,
+    SEQUENCES,
+    TOMBSTONES,
+    ShardStore,
+    decode_sequence,
+    encode_sequence,
+)
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +75,17 @@ class Query:
     k: int
     tenant_id: str
     filter: Filter | None = None
+    options: SearchOptions = DEFAULT_OPTIONS
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    hits: list[Hit]
+    # Rows that passed tenant and filter, over all segments.
+    candidates: int
+    # plan → segments that answered by it
+    plans: dict[str, int] = field(default_factory=dict)
+    approximate: bool = False
 
 
 def applies(source_version: int, stored: bytes | None, tombstone: bytes | None) -> bool:
@@ -70,29 +101,112 @@ def applies(source_version: int, stored: bytes | None, tombstone: bytes | None) 
 
 
 class IndexPartition:
-    def __init__(self, index: IndexVersion, family: EmbeddingFamily, store: ShardStore) -> None:
+    def __init__(
+        self,
+        index: IndexVersion,
+        family: EmbeddingFamily,
+        store: ShardStore,
+        segments_dir: Path,
+        policy: LifecyclePolicy | None = None,
+        events: LifecycleEvents | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.index = index
         self.family = family
         self.store = store
-        self.segment = FlatSegment(family.dimension, family.metric, index.attributes)
+        try:
+            self.params = parse_index_params(index.kind, index.params, family.dimension)
+        except InvalidArgument as exc:
+            raise FailedPrecondition(f"index version {index.ref}: {exc.message}") from None
         self._prefix = rec.index_prefix(index.ref)
         self._write_lock = threading.Lock()
         self.tombstones = 0
+        self.lifecycle = SegmentLifecycle(
+            index,
+            family,
+            self.params,
+            segments_dir,
+            policy or LifecyclePolicy(),
+            self._write_lock,
+            events,
+            clock,
+        )
+        # Called after writes that make a seal due (the shard's maintenance thread).
+        self.on_seal_due: Callable[[], None] = lambda: None
+        metrics.watch(self)
 
     @property
     def normalize(self) -> bool:
         return self.family.normalize or self.family.metric is Metric.COSINE
 
+    @property
+    def metrics_label(self) -> str:
+        return str(self.index.ref)
+
+    def current_segments(self) -> Iterable[Segment]:
+        return self.lifecycle.set.view
+
     def load(self) -> int:
-        """Rebuilds the segment from RocksDB (the source of truth) at start-up."""
-        count = 0
+        """Opens the partition at start-up: loads persisted segments, masks
+        their rows that RocksDB (the source of truth) no longer holds in that
+        version, and rebuilds only the rest — the growing tail — from RocksDB.
+        Returns the number of live records."""
+        found = recover_segments(
+            self.lifecycle.directory, self.index, self.family, self.params, self.lifecycle.policy
+        )
+        live_seqs = {
+            rec.parse_record_key(raw_key)[1]: decode_sequence(value)
+            for raw_key, value in self.store.iter_prefix(SEQUENCES, self._prefix)
+        }
+        tail: list[tuple[int, rec.Record]] = []
+        if found.manifest_found:
+            covered = apply_liveness(found.segments, live_seqs)
+            missing = sorted((seq, key) for key, seq in live_seqs.items() if key not in covered)
+            for start in range(0, len(missing), 4096):
+                chunk = missing[start : start + 4096]
+                raw_keys = [rec.keyed(self._prefix, key) for _, key in chunk]
+                for (seq, key), value in zip(
+                    chunk, self.store.multi_get(RECORDS, raw_keys), strict=True
+                ):
+                    if value is not None:
+                        tail.append((seq, rec.decode_record(key, value)))
+        else:
+            tail = self._scan_all(live_seqs)
+        tail.sort(key=lambda t: t[0])
+        self.lifecycle.start(
+            found.segments,
+            found.template,
+            found.template_files,
+            found.next_id,
+            rewrite_manifest=found.damaged,
+        )
+        for seq, r in tail:
+            self.lifecycle.set.growing.upsert(r.key, r.vector, r.attributes, r.bucket, seq)
+        self.tombstones = sum(1 for _ in self.store.iter_prefix(TOMBSTONES, self._prefix))
+        if tail:
+            log.info(
+                "%s: %d records from %d segment(s), %d rebuilt from RocksDB",
+                self.index.ref,
+                sum(s.live_count for s in found.segments),
+                len(found.segments),
+                len(tail),
+            )
+        return sum(s.live_count for s in found.segments) + len(tail)
+
+    def _scan_all(self, live_seqs: dict[EntityKey, int]) -> list[tuple[int, rec.Record]]:
+        """Every record (no manifest yet). Records written before write
+        sequences were stored get sequence 0 recorded now."""
+        out, backfill = [], []
         for raw_key, value in self.store.iter_prefix(RECORDS, self._prefix):
             _, key = rec.parse_record_key(raw_key)
-            r = rec.decode_record(key, value)
-            self.segment.upsert(key, r.vector, r.attributes, r.bucket)
-            count += 1
-        self.tombstones = sum(1 for _ in self.store.iter_prefix(TOMBSTONES, self._prefix))
-        return count
+            seq = live_seqs.get(key)
+            if seq is None:
+                seq = 0
+                backfill.append((SEQUENCES, raw_key, encode_sequence(0)))
+            out.append((seq, rec.decode_record(key, value)))
+        if backfill:
+            self.store.write(puts=backfill)
+        return out
 
     def validate(self, records: Sequence[rec.Record]) -> list[rec.Record]:
         """Checks every record before anything is written; returns them ready to
@@ -109,13 +223,25 @@ class IndexPartition:
                 raise InvalidArgument(
                     f"{where}: bucket {r.bucket} out of range 0..{self.index.num_buckets - 1}"
                 )
-            norm = float(np.sqrt(r.vector.astype(np.float64) @ r.vector.astype(np.float64)))
+            v64 = r.vector.astype(np.float64)
+            norm = float(np.sqrt(v64 @ v64))
             vector = (
                 normalized(r.vector, what=where)
                 if self.normalize
                 else np.array(r.vector, dtype=np.float32)
             )
-            out.append(replace(r, vector=vector, norm=norm))
+            out.append(
+                rec.Record(
+                    r.key,
+                    vector,
+                    r.source_version,
+                    r.model_version,
+                    r.created_at,
+                    r.attributes,
+                    norm,
+                    r.bucket,
+                )
+            )
         return out
 
     def upsert(self, records: Sequence[rec.Record]) -> WriteResult:
@@ -127,7 +253,7 @@ class IndexPartition:
             if prev is None or r.source_version >= prev.source_version:
                 latest[r.key] = r
         keys = list(latest)
-        raw_keys = [rec.record_key(self.index.ref, k) for k in keys]
+        raw_keys = [rec.keyed(self._prefix, k) for k in keys]
         with self._write_lock:
             stored = self.store.multi_get(RECORDS, raw_keys)
             tombs = self.store.multi_get(TOMBSTONES, raw_keys)
@@ -142,16 +268,22 @@ class IndexPartition:
             seq = self.store.write(
                 puts=[(RECORDS, k, rec.encode_record(r)) for k, r in apply],
                 deletes=[(TOMBSTONES, k) for k, _ in apply],
+                stamps=[(SEQUENCES, k) for k, _ in apply],
             )
             for _, r in apply:
-                self.segment.upsert(r.key, r.vector, r.attributes, r.bucket)
+                self.lifecycle.upsert(r, seq)
             self.tombstones -= revived
+            due = self.lifecycle.seal_due()
         ignored = len(latest) - len(apply)
+        metrics.RECORDS.labels(self.metrics_label, "written").inc(len(apply))
+        metrics.RECORDS.labels(self.metrics_label, "ignored_stale").inc(ignored)
+        if due:
+            self.on_seal_due()
         return WriteResult(len(apply), ignored, seq)
 
     def delete(self, keys: Sequence[EntityKey], source_version: int) -> WriteResult:
         unique = list(dict.fromkeys(keys))
-        raw_keys = [rec.record_key(self.index.ref, k) for k in unique]
+        raw_keys = [rec.keyed(self._prefix, k) for k in unique]
         with self._write_lock:
             stored = self.store.multi_get(RECORDS, raw_keys)
             tombs = self.store.multi_get(TOMBSTONES, raw_keys)
@@ -166,16 +298,18 @@ class IndexPartition:
                 puts.append((TOMBSTONES, raw_key, rec.encode_tombstone(version)))
                 if old is not None:
                     deletes.append((RECORDS, raw_key))
+                    deletes.append((SEQUENCES, raw_key))
                     removed.append(key)
             new_tombs = sum(1 for t in tombs if t is None)
             seq = self.store.write(puts=puts, deletes=deletes)
             for key in removed:
-                self.segment.delete(key)
+                self.lifecycle.delete(key)
             self.tombstones += new_tombs
+        metrics.RECORDS.labels(self.metrics_label, "deleted").inc(len(removed))
         return WriteResult(len(removed), 0, seq)
 
     def get(self, keys: Sequence[EntityKey]) -> list[Lookup]:
-        raw_keys = [rec.record_key(self.index.ref, k) for k in keys]
+        raw_keys = [rec.keyed(self._prefix, k) for k in keys]
         stored = self.store.multi_get(RECORDS, raw_keys)
         missing = [rk for rk, v in zip(raw_keys, stored, strict=True) if v is None]
         tombs = dict(zip(missing, self.store.multi_get(TOMBSTONES, missing), strict=True))
@@ -189,7 +323,7 @@ class IndexPartition:
                 out.append(Lookup(key, LookupStatus.MISSING))
         return out
 
-    def search(self, queries: Sequence[Query]) -> list[SegmentResult]:
+    def search(self, queries: Sequence[Query]) -> list[SearchResult]:
         prepared = []
         for i, q in enumerate(queries):
             check_vector(q.vector, self.family.dimension, what=f"query {i}")
@@ -198,7 +332,42 @@ class IndexPartition:
             if q.filter is not None:
                 validate_filter(q.filter, self.index.attributes)
             prepared.append(prepare_query(q.vector, self.family.metric, self.normalize))
-        return [
-            self.segment.search(vec, q.k, q.tenant_id, q.filter)
-            for vec, q in zip(prepared, queries, strict=True)
-        ]
+        with self.lifecycle.set.acquire() as segments:
+            return [
+                self._search_one(segments, vec, q) for vec, q in zip(prepared, queries, strict=True)
+            ]
+
+    def _search_one(
+        self, segments: Sequence[Segment], vector: np.ndarray, q: Query
+    ) -> SearchResult:
+        per_segment = []
+        plans: dict[str, int] = {}
+        candidates = 0
+        approximate = False
+        for seg in segments:
+            start = time.perf_counter()
+            res = seg.search(vector, q.k, q.tenant_id, q.filter, q.options)
+            metrics.SEGMENT_SEARCH_SECONDS.labels(seg.kind, res.plan).observe(
+                time.perf_counter() - start
+            )
+            if res.plan != "empty":
+                plans[res.plan] = plans.get(res.plan, 0) + 1
+            candidates += res.candidates
+            approximate |= res.approximate
+            per_segment.append(res.hits)
+        return SearchResult(merge_segment_hits(per_segment, q.k), candidates, plans, approximate)
+
+    # -- maintenance (the shard's maintenance thread, or Flush) -------------
+
+    def maintain(self) -> bool:
+        return self.lifecycle.maintain()
+
+    def flush(self, compact: bool) -> None:
+        """Seals the growing segment now and, if asked, merges all sealed ones."""
+        self.lifecycle.seal(force=True)
+        if compact:
+            self.lifecycle.compact(force=True)
+
+    @property
+    def live_count(self) -> int:
+        return sum(len(s) - s.deleted_count for s in self.lifecycle.set.view)

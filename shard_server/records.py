@@ -30,9 +30,12 @@ def index_prefix(index: VersionRef) -> bytes:
 
 
 def record_key(index: VersionRef, key: EntityKey) -> bytes:
-    return (
-        index_prefix(index) + _part(key.tenant_id) + _part(key.entity_type) + _part(key.entity_id)
-    )
+    return keyed(index_prefix(index), key)
+
+
+def keyed(prefix: bytes, key: EntityKey) -> bytes:
+    """`record_key` with the index prefix computed once by the caller."""
+    return prefix + _part(key.tenant_id) + _part(key.entity_type) + _part(key.entity_id)
 
 
 def parse_record_key(raw: bytes) -> tuple[VersionRef, EntityKey]:

@@ -44,6 +44,7 @@ class RunningShard:
         serving.set_serving(self.health, [SERVICE], False)  # type: ignore[arg-type]
         self.registration.close()
         self.server.stop(grace).wait()
+        self.node.close()
         self.cache.stop()
         self.node.store.close()
 
@@ -56,7 +57,14 @@ def create_server(cfg: ShardConfig) -> RunningShard:
     registry = Registry(etcd, cfg.etcd_prefix)
     cache = SnapshotCache(registry)
     cache.start()
-    node = ShardNode(cfg.shard_id, store, cache)
+    node = ShardNode(
+        cfg.shard_id,
+        store,
+        cache,
+        cfg.data_dir / "segments",
+        cfg.lifecycle_policy(),
+        cfg.maintenance_interval_seconds,
+    )
 
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=cfg.max_workers, thread_name_prefix="shard-rpc"),
@@ -74,6 +82,7 @@ def create_server(cfg: ShardConfig) -> RunningShard:
     server.start()
     # Segments load before the shard says it is ready or registers.
     opened = node.load_all()
+    node.start_maintenance()
     host = cfg.listen.rsplit(":", 1)[0]
     address = cfg.advertise or f"{'127.0.0.1' if host in ('0.0.0.0', '[::]', '') else host}:{port}"
     metrics_port = serving.start_metrics(cfg.metrics_host, cfg.metrics_port)

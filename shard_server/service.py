@@ -1,23 +1,42 @@
-"""The shard node: which index partitions it holds, opened from the registry
-and RocksDB, and the operations the servicer calls. No protobuf here."""
+"""The shard node: which index partitions it holds, opened from the registry,
+RocksDB and the segment files, the maintenance thread that seals and compacts
+them, and the operations the servicer calls. No protobuf here."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
-from protos.errors import FailedPrecondition
-from registry.model import EntityKey, VersionRef
+import faiss
+
+from protos.errors import FailedPrecondition, VecshardError
+from registry.model import EntityKey, Metric, VersionRef
 from registry.watcher import SnapshotCache
 from shard_server.errors import UnknownIndex
-from shard_server.flat_segment import SegmentResult
-from shard_server.partition import IndexPartition, Lookup, Query, WriteResult
+from shard_server.lifecycle import LifecyclePolicy
+from shard_server.maintenance import Maintainer
+from shard_server.partition import IndexPartition, Lookup, Query, SearchResult, WriteResult
 from shard_server.records import Record
+from shard_server.segment import Segment
 from shard_server.storage import ShardStore
+from shard_server.summary import BucketStats, SegmentSummary, merge_bucket_stats
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SegmentInfo:
+    id: str
+    kind: str
+    state: str
+    rows: int
+    deleted: int
+    nbytes: int
+    summary: SegmentSummary | None = None
 
 
 @dataclass(frozen=True)
@@ -26,23 +45,72 @@ class IndexStats:
     kind: str
     live_count: int
     tombstone_count: int
+    metric: Metric | None = None
+    dimension: int = 0
+    segments: list[SegmentInfo] = field(default_factory=list)
+    # Only with summaries.
+    buckets: dict[int, BucketStats] = field(default_factory=dict)
+
+
+def _segment_info(seg: Segment, with_summary: bool) -> SegmentInfo:
+    return SegmentInfo(
+        seg.id,
+        seg.kind,
+        seg.state,
+        len(seg),
+        seg.deleted_count,
+        seg.nbytes(),
+        seg.summary() if with_summary else None,
+    )
 
 
 class ShardNode:
-    def __init__(self, shard_id: str, store: ShardStore, registry: SnapshotCache) -> None:
+    def __init__(
+        self,
+        shard_id: str,
+        store: ShardStore,
+        registry: SnapshotCache,
+        segments_dir: Path,
+        policy: LifecyclePolicy | None = None,
+        maintenance_interval: float = 1.0,
+    ) -> None:
         self.shard_id = shard_id
         self.store = store
         self.registry = registry
+        self.segments_dir = segments_dir
+        self.policy = policy or LifecyclePolicy()
         self._partitions: dict[VersionRef, IndexPartition] = {}
         self._open_lock = threading.Lock()
+        # faiss's OpenMP pool sizes index builds; searches run one query per call.
+        faiss.omp_set_num_threads(self.policy.build.threads)
+        self.maintainer = Maintainer(lambda: list(self._partitions.values()), maintenance_interval)
+
+    def start_maintenance(self) -> None:
+        self.maintainer.start()
+
+    def close(self, timeout: float = 5.0) -> None:
+        self.maintainer.stop(timeout)
 
     def load_all(self) -> int:
-        """Opens every index version the registry places on this shard."""
+        """Opens every index version the registry places on this shard. One
+        that cannot be opened (e.g. invalid parameters) is logged and left
+        closed — its requests fail with the reason — rather than keeping the
+        shard from serving the others."""
         snap = self.registry.snapshot
         for ref, placement in snap.placements.items():
             if self.shard_id in placement.shards() and ref in snap.indexes:
-                self.partition(ref)
+                try:
+                    self.partition(ref)
+                except VecshardError as exc:
+                    log.error("index %s not opened on shard %s: %s", ref, self.shard_id, exc)
         return len(self._partitions)
+
+    def _directory(self, ref: VersionRef) -> Path:
+        """One directory per index version; names are sanitized and made
+        unique with a hash (index names may hold any character)."""
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{ref.name}@{ref.version}")
+        digest = hashlib.blake2b(f"{ref.name}\0{ref.version}".encode(), digest_size=6).hexdigest()
+        return self.segments_dir / f"{safe[:80]}-{digest}"
 
     def partition(self, ref: VersionRef) -> IndexPartition:
         part = self._partitions.get(ref)
@@ -58,10 +126,18 @@ class ShardNode:
             if ref not in snap.indexes:
                 raise UnknownIndex(f"shard {self.shard_id}: unknown index version {ref}")
             index = snap.indexes[ref]
-            part = IndexPartition(index, snap.family(index.embedding.name), self.store)
+            part = IndexPartition(
+                index,
+                snap.family(index.embedding.name),
+                self.store,
+                self._directory(ref),
+                self.policy,
+            )
             count = part.load()
+            part.on_seal_due = self.maintainer.wake
             log.info("opened index %s on shard %s: %d records", ref, self.shard_id, count)
             self._partitions[ref] = part
+            self.maintainer.wake()
             return part
 
     def _check_buckets(self, ref: VersionRef, buckets: set[int]) -> None:
@@ -86,15 +162,38 @@ class ShardNode:
     ) -> WriteResult:
         return self.partition(ref).delete(keys, source_version)
 
-    def search(self, ref: VersionRef, queries: Sequence[Query]) -> list[SegmentResult]:
+    def search(self, ref: VersionRef, queries: Sequence[Query]) -> list[SearchResult]:
         return self.partition(ref).search(queries)
 
     def batch_get(self, ref: VersionRef, keys: Sequence[EntityKey]) -> list[Lookup]:
         return self.partition(ref).get(keys)
 
-    def describe(self) -> list[IndexStats]:
+    def flush(self, ref: VersionRef, compact: bool) -> IndexStats:
+        part = self.partition(ref)
+        part.flush(compact)
+        return self._stats(ref, part, with_summaries=False)
+
+    def _stats(self, ref: VersionRef, part: IndexPartition, with_summaries: bool) -> IndexStats:
+        segments = [_segment_info(s, with_summaries) for s in part.current_segments()]
+        buckets = (
+            merge_bucket_stats(s.summary.buckets for s in segments if s.summary is not None)
+            if with_summaries
+            else {}
+        )
+        return IndexStats(
+            ref,
+            part.index.kind.value,
+            part.live_count,
+            part.tombstones,
+            part.family.metric,
+            part.family.dimension,
+            segments,
+            buckets,
+        )
+
+    def describe(self, with_summaries: bool = False) -> list[IndexStats]:
         return [
-            IndexStats(ref, p.segment.kind, len(p.segment), p.tombstones)
+            self._stats(ref, p, with_summaries)
             for ref, p in sorted(
                 self._partitions.items(), key=lambda kv: (kv[0].name, kv[0].version)
             )

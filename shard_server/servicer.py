@@ -56,5 +56,11 @@ class ShardServicer(shard_pb2_grpc.ShardServiceServicer):
         self, request: pb.DescribeRequest, context: grpc.ServicerContext
     ) -> pb.DescribeResponse:
         return convert.describe_response(
-            self.node.shard_id, self.node.describe(), self.node.store.sequence
+            self.node.shard_id,
+            self.node.describe(request.include_summaries),
+            self.node.store.sequence,
         )
+
+    def Flush(self, request: pb.FlushRequest, context: grpc.ServicerContext) -> pb.FlushResponse:
+        stats = self.node.flush(convert.index_ref(request.index), request.compact)
+        return pb.FlushResponse(stats=convert.index_stats_pb(stats))

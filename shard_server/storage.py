@@ -1,9 +1,14 @@
-"""The shard's RocksDB: one database, column families for records, tombstones
-and metadata. Every write batch is synced to the WAL before it returns, so an
-acknowledged write survives a SIGKILL."""
+"""The shard's RocksDB: one database, column families for records, tombstones,
+record write sequences and metadata. Every write batch is synced to the WAL
+before it returns, so an acknowledged write survives a SIGKILL.
+
+The write sequence of each live record (`record_seqs`) is what lets a
+restarted shard tell which rows of its persisted segments are still the
+current version of their key, so only the rest is rebuilt."""
 
 from __future__ import annotations
 
+import struct
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -13,7 +18,9 @@ from rocksdict import Options, Rdict, WriteBatch, WriteOptions
 RECORDS = "records"
 TOMBSTONES = "tombstones"
 META = "meta"
-COLUMN_FAMILIES = (RECORDS, TOMBSTONES, META)
+# record key → write sequence (int64 LE) of the batch that wrote the record
+SEQUENCES = "record_seqs"
+COLUMN_FAMILIES = (RECORDS, TOMBSTONES, META, SEQUENCES)
 _SEQUENCE_KEY = b"sequence"
 
 
@@ -49,13 +56,18 @@ class ShardStore:
         self,
         puts: Sequence[tuple[str, bytes, bytes]] = (),
         deletes: Sequence[tuple[str, bytes]] = (),
+        stamps: Sequence[tuple[str, bytes]] = (),
     ) -> int:
-        """Applies puts and deletes atomically with a new sequence number, synced."""
+        """Applies puts and deletes atomically with a new sequence number, synced.
+        Each `stamps` key gets that sequence number as its value."""
         with self._seq_lock:
             seq = self._sequence + 1
             batch = WriteBatch(raw_mode=True)
             for cf, key, value in puts:
                 batch.put(key, value, self._handles[cf])
+            stamp = encode_sequence(seq)
+            for cf, key in stamps:
+                batch.put(key, stamp, self._handles[cf])
             for cf, key in deletes:
                 batch.delete(key, self._handles[cf])
             batch.put(_SEQUENCE_KEY, str(seq).encode(), self._handles[META])
@@ -81,3 +93,11 @@ class ShardStore:
         for cf in cfs.values():
             cf.close()
         self._db.close()
+
+
+def encode_sequence(seq: int) -> bytes:
+    return struct.pack("<q", seq)
+
+
+def decode_sequence(raw: bytes) -> int:
+    return int(struct.unpack("<q", raw)[0])

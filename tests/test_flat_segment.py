@@ -1,5 +1,6 @@
-"""The exact segment against brute force, on plain data, for every metric:
-same keys, same order (ties included), scores from the one canonical function."""
+"""The exact segments (the growing one, and a sealed flat one built from its
+live rows) against brute force, on plain data, for every metric: same keys,
+same order (ties included), scores from the one canonical function."""
 
 from __future__ import annotations
 
@@ -9,10 +10,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from registry.filters import Eq, Range, matches
+from registry.index_params import FlatParams
 from registry.model import AttrType, EntityKey, Metric
 from registry.ordering import order_key
-from shard_server.flat_segment import FlatSegment
+from shard_server.growing_segment import GrowingSegment
+from shard_server.planner import PlannerPolicy
 from shard_server.scoring import canonical_scores, normalized, prepare_query
+from shard_server.sealed_segment import BuildSettings, build_sealed
+from shard_server.segment import DEFAULT_OPTIONS
 
 SCHEMA = {"cat": AttrType.STRING, "p": AttrType.FLOAT}
 
@@ -49,14 +54,16 @@ def test_search_equals_brute_force_with_ties_and_deletes(
         EntityKey(f"t{i % 2}", "item", f"id{rng.integers(0, 10_000):05d}-{i}") for i in range(n)
     ]
     attrs = [{"cat": "ab"[i % 2], "p": float(i % 7)} for i in range(n)]
-    seg = FlatSegment(dim, metric, SCHEMA, capacity=4)
+    seg = GrowingSegment("g", dim, metric, SCHEMA, capacity=4)
     for i in range(n):
-        seg.upsert(keys[i], base[i], attrs[i], bucket=i % 3)
+        seg.upsert(keys[i], base[i], attrs[i], bucket=i % 3, seq=i)
     alive = list(range(n))
     for j in rng.choice(n, size=min(deletes, n), replace=False):
         assert seg.delete(keys[j])
         alive.remove(int(j))
     assert not seg.delete(EntityKey("t0", "item", "never-there"))
+    rows, _ = seg.live_rows()
+    sealed = build_sealed("s", rows, metric, FlatParams(), None, BuildSettings(), PlannerPolicy())
     keys_a = [keys[i] for i in alive]
     vecs_a = base[alive] if alive else np.zeros((0, dim), np.float32)
     attrs_a = [attrs[i] for i in alive]
@@ -64,20 +71,23 @@ def test_search_equals_brute_force_with_ties_and_deletes(
         rng.integers(-2, 3, size=dim).astype(np.float32) + 0.5, metric, metric is Metric.COSINE
     )
     for flt in (None, Eq("cat", "a"), Range("p", gte=2.0, lt=5.0)):
-        got = seg.search(q, k, "t0", flt)
         want = brute_force(metric, q, keys_a, vecs_a, attrs_a, "t0", k, flt)
-        assert [(h.score, h.key) for h in got.hits] == want
-        assert all(h.key.tenant_id == "t0" for h in got.hits)
+        for segment in (seg, sealed):
+            got = segment.search(q, k, "t0", flt, DEFAULT_OPTIONS)
+            assert [(h.score, h.key) for h in got.hits] == want
+            assert all(h.key.tenant_id == "t0" for h in got.hits)
 
 
-def test_upsert_replaces_in_place() -> None:
-    seg = FlatSegment(2, Metric.INNER_PRODUCT, {})
+def test_upsert_replaces_and_masks_the_old_row() -> None:
+    seg = GrowingSegment("g", 2, Metric.INNER_PRODUCT, {})
     key = EntityKey("t", "item", "x")
-    seg.upsert(key, np.array([1, 0], np.float32), {}, 0)
-    seg.upsert(key, np.array([0, 1], np.float32), {}, 0)
-    assert len(seg) == 1
-    (hit,) = seg.search(np.array([0, 1], np.float32), 5, "t", None).hits
-    assert hit.score == 1.0
+    seg.upsert(key, np.array([1, 0], np.float32), {}, 0, seq=1)
+    seg.upsert(key, np.array([0, 1], np.float32), {}, 0, seq=2)
+    assert (len(seg), seg.live_count, seg.deleted_count) == (2, 1, 1)
+    (hit,) = seg.search(np.array([1, 1], np.float32), 5, "t", None, DEFAULT_OPTIONS).hits
+    assert (hit.score, hit.seq) == (1.0, 2)
+    rows, source = seg.live_rows()
+    assert rows.keys == (key,) and source.tolist() == [1]
 
 
 @pytest.mark.parametrize("metric", list(Metric))

@@ -33,8 +33,8 @@ def rec(
 
 
 def open_partition(path: Path) -> tuple[ShardStore, IndexPartition]:
-    store = ShardStore(path)
-    part = IndexPartition(INDEX, FAMILY, store)
+    store = ShardStore(path / "rocksdb")
+    part = IndexPartition(INDEX, FAMILY, store, path / "segments")
     part.load()
     return store, part
 

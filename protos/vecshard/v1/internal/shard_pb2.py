@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from protos.vecshard.v1 import common_pb2 as protos_dot_vecshard_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'protos/vecshard/v1/internal/shard.proto\x12\x14vecshard.v1.internal\x1a\x1fprotos/vecshard/v1/common.proto\")\n\x08IndexRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"N\n\x0e\x42ucketedRecord\x12,\n\x06record\x18\x01 \x01(\x0b\x32\x1c.vecshard.v1.EmbeddingRecord\x12\x0e\n\x06\x62ucket\x18\x02 \x01(\r\"s\n\x0bUpsertBatch\x12-\n\x05index\x18\x01 \x01(\x0b\x32\x1e.vecshard.v1.internal.IndexRef\x12\x35\n\x07records\x18\x02 \x03(\x0b\x32$.vecshard.v1.internal.BucketedRecord\"E\n\tUpsertAck\x12\x0f\n\x07written\x18\x01 \x01(\r\x12\x15\n\rignored_stale\x18\x02 \x01(\r\x12\x10\n\x08sequence\x18\x03 \x01(\x04\"|\n\rDeleteRequest\x12-\n\x05index\x18\x01 \x01(\x0b\x32\x1e.vecshard.v1.internal.IndexRef\x12$\n\x04keys\x18\x02 \x03(\x0b\x32\x16.vecshard.v1.EntityKey\x12\x16\n\x0esource_version\x18\x03 \x01(\x03\".\n\tDeleteAck\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\r\x12\x10\n\x08sequence\x18\x02 \x01(\x04\"Z\n\x05Query\x12\x0e\n\x06vector\x18\x01 \x01(\x0c\x12\t\n\x01k\x18\x02 \x01(\r\x12#\n\x06\x66ilter\x18\x03 \x01(\x0b\x32\x13.vecshard.v1.Filter\x12\x11\n\ttenant_id\x18\x04 \x01(\t\"l\n\rSearchRequest\x12-\n\x05index\x18\x01 \x01(\x0b\x32\x1e.vecshard.v1.internal.IndexRef\x12,\n\x07queries\x18\x02 \x03(\x0b\x32\x1b.vecshard.v1.internal.Query\"N\n\x08ShardHit\x12#\n\x03key\x18\x01 \x01(\x0b\x32\x16.vecshard.v1.EntityKey\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x0e\n\x06\x62ucket\x18\x03 \x01(\r\"O\n\x0bQueryResult\x12,\n\x04hits\x18\x01 \x03(\x0b\x32\x1e.vecshard.v1.internal.ShardHit\x12\x12\n\ncandidates\x18\x02 \x01(\r\"V\n\x0eSearchResponse\x12\x32\n\x07results\x18\x01 \x03(\x0b\x32!.vecshard.v1.internal.QueryResult\x12\x10\n\x08shard_id\x18\x02 \x01(\t\"\x7f\n\x0f\x42\x61tchGetRequest\x12-\n\x05index\x18\x01 \x01(\x0b\x32\x1e.vecshard.v1.internal.IndexRef\x12$\n\x04keys\x18\x02 \x03(\x0b\x32\x16.vecshard.v1.EntityKey\x12\x17\n\x0finclude_vectors\x18\x03 \x01(\x08\"A\n\x10\x42\x61tchGetResponse\x12-\n\x07records\x18\x01 \x03(\x0b\x32\x1c.vecshard.v1.EmbeddingLookup\"\x11\n\x0f\x44\x65scribeRequest\"v\n\nIndexStats\x12-\n\x05index\x18\x01 \x01(\x0b\x32\x1e.vecshard.v1.internal.IndexRef\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x12\n\nlive_count\x18\x03 \x01(\x04\x12\x17\n\x0ftombstone_count\x18\x04 \x01(\x04\"i\n\x10\x44\x65scribeResponse\x12\x10\n\x08shard_id\x18\x01 \x01(\t\x12\x31\n\x07indexes\x18\x02 \x03(\x0b\x32 .vecshard.v1.internal.IndexStats\x12\x10\n\x08sequence\x18\x03 \x01(\x04\x32\xb9\x03\n\x0cShardService\x12N\n\x06Upsert\x12!.vecshard.v1.internal.UpsertBatch\x1a\x1f.vecshard.v1.internal.UpsertAck(\x01\x12N\n\x06\x44\x65lete\x12#.vecshard.v1.internal.DeleteRequest\x1a\x1f.vecshard.v1.internal.DeleteAck\x12S\n\x06Search\x12#.vecshard.v1.internal.SearchRequest\x1a$.vecshard.v1.internal.SearchResponse\x12Y\n\x08\x42\x61tchGet\x12%.vecshard.v1.internal.BatchGetRequest\x1a&.vecshard.v1.internal.BatchGetResponse\x12Y\n\x08\x44\x65scribe\x12%.vecshard.v1.internal.DescribeRequest\x1a&.vecshard.v1.internal.DescribeResponseB`\n\x17io.vecshard.v1.internalP\x01ZCgithub.com/vecshard/vecshard/gen/go/vecshard/v1/internal;internalv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'protos/vecshard/v1/internal/shard.proto\x12\x14vecshard.v1.internal\x1a\x1fprotos/vecshard/v1/common.proto\")\n\x08IndexRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"N\n\x0e\x42ucketedRecord\x12,\n\x06record\x18\x01 \x01(\x0b\x32\x1c.vecshard.v1.EmbeddingRecord\x12\x0e\n\x06\x62ucket\x18\x02 \x01(\r\"s\n\x0bUpsertBatch\x12-\n\x05index\x18\x01 \x01(\x0b\x32\x1e.vecshard.v1.internal.IndexRef\x12\x35\n\x07records\x18\x02 \x03(\x0b\x32$.vecshard.v1.internal.BucketedRecord\"E\n\tUpsertAck\x12\x0f\n\x07written\x18\x01 \x01(\r\x12\x15\n\rignored_stale\x18\x02 \x01(\r\x12\x10\n\x08sequence\x18\x03 \x01(\x04\"|\n\rDeleteRequest\x12-\n\x05index\x18\x01 \x01(\x0b\x32\x1e.vecshard.v1.internal.IndexRef\x12$\n\x04keys\x18\x02 \x03(\x0b\x32\x16.vecshard.v1.EntityKey\x12\x16\n\x0esource_version\x18\x03 \x01(\x03\".\n\tDeleteAck\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\r\x12\x10\n\x08sequence\x18\x02 \x01(\x04\"\xb8\x01\n\x05Query\x12\x0e\n\x06vector\x18\x01 \x01(\x0c\x12\t\n\x01k\x18\x02 \x01(\r\x12#\n\x06\x66ilter\x18\x03 \x01(\x0b\x32\x13.vecshard.v1.Filter\x12\x11\n\ttenant_id\x18\x04 \x01(\t\x12\x11\n\tef_search\x18\x05 \x01(\r\x12\x0e\n\x06nprobe\x18\x06 \x01(\r\x12\x15\n\rrefine_factor\x18\x07 \x01(\r\x12\r\n\x05\x65xact\x18\x08 \x01(\x08\x12\x13\n\x0bskip_rerank\x18\t \x01(\x08\"l\n\rSearchRequest\x12-\n\x05index\x18\x01 \x01(\x0b\x32\x1e.vecshard.v1.internal.IndexRef\x12,\n\x07queries\x18\x02 \x03(\x0b\x32\x1b.vecshard.v1.internal.Query\"N\n\x08ShardHit\x12#\n\x03key\x18\x01 \x01(\x0b\x32\x16.vecshard.v1.EntityKey\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x0e\n\x06\x62ucket\x18\x03 \x01(\r\"\xcf\x01\n\x0bQueryResult\x12,\n\x04hits\x18\x01 \x03(\x0b\x32\x1e.vecshard.v1.internal.ShardHit\x12\x12\n\ncandidates\x18\x02 \x01(\r\x12\x13\n\x0b\x61pproximate\x18\x03 \x01(\x08\x12;\n\x05plans\x18\x04 \x03(\x0b\x32,.vecshard.v1.internal.QueryResult.PlansEntry\x1a,\n\nPlansEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01\"V\n\x0eSearchResponse\x12\x32\n\x07results\x18\x01 \x03(\x0b\x32!.vecshard.v1.internal.QueryResult\x12\x10\n\x08shard_id\x18\x02 \x01(\t\"\x7f\n\x0f\x42\x61tchGetRequest\x12-\n\x05index\x18\x01 \x01(\x0b\x32\x1e.vecshard.v1.internal.IndexRef\x12$\n\x04keys\x18\x02 \x03(\x0b\x32\x16.vecshard.v1.EntityKey\x12\x17\n\x0finclude_vectors\x18\x03 \x01(\x08\"A\n\x10\x42\x61tchGetResponse\x12-\n\x07records\x18\x01 \x03(\x0b\x32\x1c.vecshard.v1.EmbeddingLookup\",\n\x0f\x44\x65scribeRequest\x12\x19\n\x11include_summaries\x18\x01 \x01(\x08\"\x9b\x01\n\x0eSegmentSummary\x12\x12\n\nsegment_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x0c\n\x04rows\x18\x04 \x01(\x04\x12\x14\n\x0c\x64\x65leted_rows\x18\x05 \x01(\x04\x12\x12\n\nsize_bytes\x18\x06 \x01(\x04\x12\x11\n\tcentroids\x18\x07 \x01(\x0c\x12\r\n\x05radii\x18\x08 \x01(\x0c\"K\n\x0e\x41ttributeRange\x12\x11\n\tattribute\x18\x01 \x01(\t\x12\x0b\n\x03min\x18\x02 \x01(\x01\x12\x0b\n\x03max\x18\x03 \x01(\x01\x12\x0c\n\x04rows\x18\x04 \x01(\x04\"t\n\rBucketSummary\x12\x0e\n\x06\x62ucket\x18\x01 \x01(\r\x12\x0c\n\x04rows\x18\x02 \x01(\x04\x12\x34\n\x06ranges\x18\x03 \x03(\x0b\x32$.vecshard.v1.internal.AttributeRange\x12\x0f\n\x07tenants\x18\x04 \x03(\t\"\x9c\x02\n\nIndexStats\x12-\n\x05index\x18\x01 \x01(\x0b\x32\x1e.vecshard.v1.internal.IndexRef\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x12\n\nlive_count\x18\x03 \x01(\x04\x12\x17\n\x0ftombstone_count\x18\x04 \x01(\x04\x12\x36\n\x08segments\x18\x05 \x03(\x0b\x32$.vecshard.v1.internal.SegmentSummary\x12\x34\n\x07\x62uckets\x18\x06 \x03(\x0b\x32#.vecshard.v1.internal.BucketSummary\x12#\n\x06metric\x18\x07 \x01(\x0e\x32\x13.vecshard.v1.Metric\x12\x11\n\tdimension\x18\x08 \x01(\r\"i\n\x10\x44\x65scribeResponse\x12\x10\n\x08shard_id\x18\x01 \x01(\t\x12\x31\n\x07indexes\x18\x02 \x03(\x0b\x32 .vecshard.v1.internal.IndexStats\x12\x10\n\x08sequence\x18\x03 \x01(\x04\"N\n\x0c\x46lushRequest\x12-\n\x05index\x18\x01 \x01(\x0b\x32\x1e.vecshard.v1.internal.IndexRef\x12\x0f\n\x07\x63ompact\x18\x02 \x01(\x08\"@\n\rFlushResponse\x12/\n\x05stats\x18\x01 \x01(\x0b\x32 .vecshard.v1.internal.IndexStats2\x8b\x04\n\x0cShardService\x12N\n\x06Upsert\x12!.vecshard.v1.internal.UpsertBatch\x1a\x1f.vecshard.v1.internal.UpsertAck(\x01\x12N\n\x06\x44\x65lete\x12#.vecshard.v1.internal.DeleteRequest\x1a\x1f.vecshard.v1.internal.DeleteAck\x12S\n\x06Search\x12#.vecshard.v1.internal.SearchRequest\x1a$.vecshard.v1.internal.SearchResponse\x12Y\n\x08\x42\x61tchGet\x12%.vecshard.v1.internal.BatchGetRequest\x1a&.vecshard.v1.internal.BatchGetResponse\x12Y\n\x08\x44\x65scribe\x12%.vecshard.v1.internal.DescribeRequest\x1a&.vecshard.v1.internal.DescribeResponse\x12P\n\x05\x46lush\x12\".vecshard.v1.internal.FlushRequest\x1a#.vecshard.v1.internal.FlushResponseB`\n\x17io.vecshard.v1.internalP\x01ZCgithub.com/vecshard/vecshard/gen/go/vecshard/v1/internal;internalv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,6 +33,8 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protos.vecshard.v1.internal
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\027io.vecshard.v1.internalP\001ZCgithub.com/vecshard/vecshard/gen/go/vecshard/v1/internal;internalv1'
+  _globals['_QUERYRESULT_PLANSENTRY']._loaded_options = None
+  _globals['_QUERYRESULT_PLANSENTRY']._serialized_options = b'8\001'
   _globals['_INDEXREF']._serialized_start=98
   _globals['_INDEXREF']._serialized_end=139
   _globals['_BUCKETEDRECORD']._serialized_start=141
@@ -45,26 +47,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DELETEREQUEST']._serialized_end=533
   _globals['_DELETEACK']._serialized_start=535
   _globals['_DELETEACK']._serialized_end=581
-  _globals['_QUERY']._serialized_start=583
-  _globals['_QUERY']._serialized_end=673
-  _globals['_SEARCHREQUEST']._serialized_start=675
-  _globals['_SEARCHREQUEST']._serialized_end=783
-  _globals['_SHARDHIT']._serialized_start=785
-  _globals['_SHARDHIT']._serialized_end=863
-  _globals['_QUERYRESULT']._serialized_start=865
-  _globals['_QUERYRESULT']._serialized_end=944
-  _globals['_SEARCHRESPONSE']._serialized_start=946
-  _globals['_SEARCHRESPONSE']._serialized_end=1032
-  _globals['_BATCHGETREQUEST']._serialized_start=1034
-  _globals['_BATCHGETREQUEST']._serialized_end=1161
-  _globals['_BATCHGETRESPONSE']._serialized_start=1163
-  _globals['_BATCHGETRESPONSE']._serialized_end=1228
-  _globals['_DESCRIBEREQUEST']._serialized_start=1230
-  _globals['_DESCRIBEREQUEST']._serialized_end=1247
-  _globals['_INDEXSTATS']._serialized_start=1249
-  _globals['_INDEXSTATS']._serialized_end=1367
-  _globals['_DESCRIBERESPONSE']._serialized_start=1369
-  _globals['_DESCRIBERESPONSE']._serialized_end=1474
-  _globals['_SHARDSERVICE']._serialized_start=1477
-  _globals['_SHARDSERVICE']._serialized_end=1918
+  _globals['_QUERY']._serialized_start=584
+  _globals['_QUERY']._serialized_end=768
+  _globals['_SEARCHREQUEST']._serialized_start=770
+  _globals['_SEARCHREQUEST']._serialized_end=878
+  _globals['_SHARDHIT']._serialized_start=880
+  _globals['_SHARDHIT']._serialized_end=958
+  _globals['_QUERYRESULT']._serialized_start=961
+  _globals['_QUERYRESULT']._serialized_end=1168
+  _globals['_QUERYRESULT_PLANSENTRY']._serialized_start=1124
+  _globals['_QUERYRESULT_PLANSENTRY']._serialized_end=1168
+  _globals['_SEARCHRESPONSE']._serialized_start=1170
+  _globals['_SEARCHRESPONSE']._serialized_end=1256
+  _globals['_BATCHGETREQUEST']._serialized_start=1258
+  _globals['_BATCHGETREQUEST']._serialized_end=1385
+  _globals['_BATCHGETRESPONSE']._serialized_start=1387
+  _globals['_BATCHGETRESPONSE']._serialized_end=1452
+  _globals['_DESCRIBEREQUEST']._serialized_start=1454
+  _globals['_DESCRIBEREQUEST']._serialized_end=1498
+  _globals['_SEGMENTSUMMARY']._serialized_start=1501
+  _globals['_SEGMENTSUMMARY']._serialized_end=1656
+  _globals['_ATTRIBUTERANGE']._serialized_start=1658
+  _globals['_ATTRIBUTERANGE']._serialized_end=1733
+  _globals['_BUCKETSUMMARY']._serialized_start=1735
+  _globals['_BUCKETSUMMARY']._serialized_end=1851
+  _globals['_INDEXSTATS']._serialized_start=1854
+  _globals['_INDEXSTATS']._serialized_end=2138
+  _globals['_DESCRIBERESPONSE']._serialized_start=2140
+  _globals['_DESCRIBERESPONSE']._serialized_end=2245
+  _globals['_FLUSHREQUEST']._serialized_start=2247
+  _globals['_FLUSHREQUEST']._serialized_end=2325
+  _globals['_FLUSHRESPONSE']._serialized_start=2327
+  _globals['_FLUSHRESPONSE']._serialized_end=2391
+  _globals['_SHARDSERVICE']._serialized_start=2394
+  _globals['_SHARDSERVICE']._serialized_end=2917
 # @@protoc_insertion_point(module_scope)

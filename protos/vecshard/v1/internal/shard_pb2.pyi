@@ -60,16 +60,26 @@ class DeleteAck(_message.Message):
     def __init__(self, deleted: _Optional[int] = ..., sequence: _Optional[int] = ...) -> None: ...
 
 class Query(_message.Message):
-    __slots__ = ("vector", "k", "filter", "tenant_id")
+    __slots__ = ("vector", "k", "filter", "tenant_id", "ef_search", "nprobe", "refine_factor", "exact", "skip_rerank")
     VECTOR_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    EF_SEARCH_FIELD_NUMBER: _ClassVar[int]
+    NPROBE_FIELD_NUMBER: _ClassVar[int]
+    REFINE_FACTOR_FIELD_NUMBER: _ClassVar[int]
+    EXACT_FIELD_NUMBER: _ClassVar[int]
+    SKIP_RERANK_FIELD_NUMBER: _ClassVar[int]
     vector: bytes
     k: int
     filter: _common_pb2.Filter
     tenant_id: str
-    def __init__(self, vector: _Optional[bytes] = ..., k: _Optional[int] = ..., filter: _Optional[_Union[_common_pb2.Filter, _Mapping]] = ..., tenant_id: _Optional[str] = ...) -> None: ...
+    ef_search: int
+    nprobe: int
+    refine_factor: int
+    exact: bool
+    skip_rerank: bool
+    def __init__(self, vector: _Optional[bytes] = ..., k: _Optional[int] = ..., filter: _Optional[_Union[_common_pb2.Filter, _Mapping]] = ..., tenant_id: _Optional[str] = ..., ef_search: _Optional[int] = ..., nprobe: _Optional[int] = ..., refine_factor: _Optional[int] = ..., exact: _Optional[bool] = ..., skip_rerank: _Optional[bool] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
     __slots__ = ("index", "queries")
@@ -90,12 +100,23 @@ class ShardHit(_message.Message):
     def __init__(self, key: _Optional[_Union[_common_pb2.EntityKey, _Mapping]] = ..., score: _Optional[float] = ..., bucket: _Optional[int] = ...) -> None: ...
 
 class QueryResult(_message.Message):
-    __slots__ = ("hits", "candidates")
+    __slots__ = ("hits", "candidates", "approximate", "plans")
+    class PlansEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     HITS_FIELD_NUMBER: _ClassVar[int]
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    APPROXIMATE_FIELD_NUMBER: _ClassVar[int]
+    PLANS_FIELD_NUMBER: _ClassVar[int]
     hits: _containers.RepeatedCompositeFieldContainer[ShardHit]
     candidates: int
-    def __init__(self, hits: _Optional[_Iterable[_Union[ShardHit, _Mapping]]] = ..., candidates: _Optional[int] = ...) -> None: ...
+    approximate: bool
+    plans: _containers.ScalarMap[str, int]
+    def __init__(self, hits: _Optional[_Iterable[_Union[ShardHit, _Mapping]]] = ..., candidates: _Optional[int] = ..., approximate: _Optional[bool] = ..., plans: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
     __slots__ = ("results", "shard_id")
@@ -122,20 +143,74 @@ class BatchGetResponse(_message.Message):
     def __init__(self, records: _Optional[_Iterable[_Union[_common_pb2.EmbeddingLookup, _Mapping]]] = ...) -> None: ...
 
 class DescribeRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("include_summaries",)
+    INCLUDE_SUMMARIES_FIELD_NUMBER: _ClassVar[int]
+    include_summaries: bool
+    def __init__(self, include_summaries: _Optional[bool] = ...) -> None: ...
+
+class SegmentSummary(_message.Message):
+    __slots__ = ("segment_id", "kind", "state", "rows", "deleted_rows", "size_bytes", "centroids", "radii")
+    SEGMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    DELETED_ROWS_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CENTROIDS_FIELD_NUMBER: _ClassVar[int]
+    RADII_FIELD_NUMBER: _ClassVar[int]
+    segment_id: str
+    kind: str
+    state: str
+    rows: int
+    deleted_rows: int
+    size_bytes: int
+    centroids: bytes
+    radii: bytes
+    def __init__(self, segment_id: _Optional[str] = ..., kind: _Optional[str] = ..., state: _Optional[str] = ..., rows: _Optional[int] = ..., deleted_rows: _Optional[int] = ..., size_bytes: _Optional[int] = ..., centroids: _Optional[bytes] = ..., radii: _Optional[bytes] = ...) -> None: ...
+
+class AttributeRange(_message.Message):
+    __slots__ = ("attribute", "min", "max", "rows")
+    ATTRIBUTE_FIELD_NUMBER: _ClassVar[int]
+    MIN_FIELD_NUMBER: _ClassVar[int]
+    MAX_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    attribute: str
+    min: float
+    max: float
+    rows: int
+    def __init__(self, attribute: _Optional[str] = ..., min: _Optional[float] = ..., max: _Optional[float] = ..., rows: _Optional[int] = ...) -> None: ...
+
+class BucketSummary(_message.Message):
+    __slots__ = ("bucket", "rows", "ranges", "tenants")
+    BUCKET_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    RANGES_FIELD_NUMBER: _ClassVar[int]
+    TENANTS_FIELD_NUMBER: _ClassVar[int]
+    bucket: int
+    rows: int
+    ranges: _containers.RepeatedCompositeFieldContainer[AttributeRange]
+    tenants: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, bucket: _Optional[int] = ..., rows: _Optional[int] = ..., ranges: _Optional[_Iterable[_Union[AttributeRange, _Mapping]]] = ..., tenants: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class IndexStats(_message.Message):
-    __slots__ = ("index", "kind", "live_count", "tombstone_count")
+    __slots__ = ("index", "kind", "live_count", "tombstone_count", "segments", "buckets", "metric", "dimension")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     LIVE_COUNT_FIELD_NUMBER: _ClassVar[int]
     TOMBSTONE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    SEGMENTS_FIELD_NUMBER: _ClassVar[int]
+    BUCKETS_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    DIMENSION_FIELD_NUMBER: _ClassVar[int]
     index: IndexRef
     kind: str
     live_count: int
     tombstone_count: int
-    def __init__(self, index: _Optional[_Union[IndexRef, _Mapping]] = ..., kind: _Optional[str] = ..., live_count: _Optional[int] = ..., tombstone_count: _Optional[int] = ...) -> None: ...
+    segments: _containers.RepeatedCompositeFieldContainer[SegmentSummary]
+    buckets: _containers.RepeatedCompositeFieldContainer[BucketSummary]
+    metric: _common_pb2.Metric
+    dimension: int
+    def __init__(self, index: _Optional[_Union[IndexRef, _Mapping]] = ..., kind: _Optional[str] = ..., live_count: _Optional[int] = ..., tombstone_count: _Optional[int] = ..., segments: _Optional[_Iterable[_Union[SegmentSummary, _Mapping]]] = ..., buckets: _Optional[_Iterable[_Union[BucketSummary, _Mapping]]] = ..., metric: _Optional[_Union[_common_pb2.Metric, str]] = ..., dimension: _Optional[int] = ...) -> None: ...
 
 class DescribeResponse(_message.Message):
     __slots__ = ("shard_id", "indexes", "sequence")
@@ -146,3 +221,17 @@ class DescribeResponse(_message.Message):
     indexes: _containers.RepeatedCompositeFieldContainer[IndexStats]
     sequence: int
     def __init__(self, shard_id: _Optional[str] = ..., indexes: _Optional[_Iterable[_Union[IndexStats, _Mapping]]] = ..., sequence: _Optional[int] = ...) -> None: ...
+
+class FlushRequest(_message.Message):
+    __slots__ = ("index", "compact")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    COMPACT_FIELD_NUMBER: _ClassVar[int]
+    index: IndexRef
+    compact: bool
+    def __init__(self, index: _Optional[_Union[IndexRef, _Mapping]] = ..., compact: _Optional[bool] = ...) -> None: ...
+
+class FlushResponse(_message.Message):
+    __slots__ = ("stats",)
+    STATS_FIELD_NUMBER: _ClassVar[int]
+    stats: IndexStats
+    def __init__(self, stats: _Optional[_Union[IndexStats, _Mapping]] = ...) -> None: ...

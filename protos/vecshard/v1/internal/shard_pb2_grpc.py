@@ -59,6 +59,11 @@ class ShardServiceStub:
                 request_serializer=protos_dot_vecshard_dot_v1_dot_internal_dot_shard__pb2.DescribeRequest.SerializeToString,
                 response_deserializer=protos_dot_vecshard_dot_v1_dot_internal_dot_shard__pb2.DescribeResponse.FromString,
                 _registered_method=True)
+        self.Flush = channel.unary_unary(
+                '/vecshard.v1.internal.ShardService/Flush',
+                request_serializer=protos_dot_vecshard_dot_v1_dot_internal_dot_shard__pb2.FlushRequest.SerializeToString,
+                response_deserializer=protos_dot_vecshard_dot_v1_dot_internal_dot_shard__pb2.FlushResponse.FromString,
+                _registered_method=True)
 
 
 class ShardServiceServicer:
@@ -97,6 +102,17 @@ class ShardServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Flush(self, request, context):
+        """Seals the growing segment of an index version now (and, with compact,
+        merges its sealed segments into one), returning once the new segments
+        serve and their manifest is durable. For operators before a planned
+        restart, and for tests and benchmarks; shards seal and compact on their
+        own by size and age. Searches never wait for it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ShardServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -124,6 +140,11 @@ def add_ShardServiceServicer_to_server(servicer, server):
                     servicer.Describe,
                     request_deserializer=protos_dot_vecshard_dot_v1_dot_internal_dot_shard__pb2.DescribeRequest.FromString,
                     response_serializer=protos_dot_vecshard_dot_v1_dot_internal_dot_shard__pb2.DescribeResponse.SerializeToString,
+            ),
+            'Flush': grpc.unary_unary_rpc_method_handler(
+                    servicer.Flush,
+                    request_deserializer=protos_dot_vecshard_dot_v1_dot_internal_dot_shard__pb2.FlushRequest.FromString,
+                    response_serializer=protos_dot_vecshard_dot_v1_dot_internal_dot_shard__pb2.FlushResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -261,6 +282,33 @@ class ShardService:
             '/vecshard.v1.internal.ShardService/Describe',
             protos_dot_vecshard_dot_v1_dot_internal_dot_shard__pb2.DescribeRequest.SerializeToString,
             protos_dot_vecshard_dot_v1_dot_internal_dot_shard__pb2.DescribeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Flush(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vecshard.v1.internal.ShardService/Flush',
+            protos_dot_vecshard_dot_v1_dot_internal_dot_shard__pb2.FlushRequest.SerializeToString,
+            protos_dot_vecshard_dot_v1_dot_internal_dot_shard__pb2.FlushResponse.FromString,
             options,
             channel_credentials,
             insecure,

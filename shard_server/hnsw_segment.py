@@ -1,0 +1,93 @@
+"""The HNSW index of a sealed segment (hnswlib), labels = row numbers.
+
+Why ef is never changed after build: hnswlib keeps ef on the index, shared by
+every concurrent search. A query that wants a wider search asks for more
+results instead (hnswlib searches with max(ef, k)), and the extra candidates
+only improve the exact rerank.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hnswlib
+import numpy as np
+
+from registry.index_params import HnswParams
+from registry.model import Metric
+from shard_server.segment import SearchOptions
+
+
+def _space(metric: Metric) -> str:
+    # Cosine vectors are normalized at ingest, so inner product ranks them.
+    return "l2" if metric is Metric.L2 else "ip"
+
+
+class HnswIndex:
+    kind = "hnsw"
+
+    def __init__(self, index: hnswlib.Index, params: HnswParams, metric: Metric) -> None:
+        self._index = index
+        self.params = params
+        self.metric = metric
+        index.set_ef(params.ef_search)
+
+    @classmethod
+    def build(
+        cls, vectors: np.ndarray, metric: Metric, params: HnswParams, threads: int
+    ) -> HnswIndex:
+        n, dim = vectors.shape
+        index = hnswlib.Index(space=_space(metric), dim=dim)
+        index.init_index(
+            max_elements=max(n, 1),
+            M=params.M,
+            ef_construction=params.ef_construction,
+            random_seed=params.seed,
+        )
+        index.add_items(vectors, np.arange(n), num_threads=threads)
+        return cls(index, params, metric)
+
+    @classmethod
+    def load(cls, path: Path, dim: int, rows: int, metric: Metric, params: HnswParams) -> HnswIndex:
+        index = hnswlib.Index(space=_space(metric), dim=dim)
+        index.load_index(str(path), max_elements=max(rows, 1))
+        if index.get_current_count() != rows:
+            raise ValueError(f"{path}: holds {index.get_current_count()} vectors, expected {rows}")
+        return cls(index, params, metric)
+
+    def save(self, path: Path) -> None:
+        self._index.save_index(str(path))
+
+    def nbytes(self) -> int:
+        return int(self._index.index_file_size())
+
+    def search(
+        self,
+        query: np.ndarray,
+        k: int,
+        allowed: np.ndarray | None,
+        allowed_count: int,
+        options: SearchOptions,
+        boost: float,
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Candidate rows and approximate scores; None when hnswlib cannot
+        find enough allowed rows (the caller then scans them exactly)."""
+        ef = options.ef_search or self.params.ef_search
+        refine = options.refine_factor or self.params.refine_factor
+        # hnswlib's filtered search already keeps going until it holds ef
+        # allowed rows, so a filter needs only a modest widening.
+        wanted = max(int(ef * min(boost, 2.0)), k * refine)
+        n = min(wanted, allowed_count)
+        try:
+            labels, dist = self._index.knn_query(
+                query,
+                k=n,
+                num_threads=1,
+                filter=allowed.__getitem__ if allowed is not None else None,
+            )
+        except RuntimeError:
+            return None
+        rows = labels[0].astype(np.int64)
+        d = dist[0].astype(np.float64)
+        scores = -np.sqrt(np.maximum(d, 0.0)) if self.metric is Metric.L2 else 1.0 - d
+        return rows, scores.astype(np.float32)

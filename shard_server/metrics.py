@@ -1,0 +1,116 @@
+"""Prometheus metrics of the storage engine (`vecshard_shard_*`).
+
+Counters and histograms are observed where things happen; segment gauges
+are computed at scrape time from the live partitions (a collector), so they
+are never stale and need no bookkeeping on the write path. Labels name index
+versions, kinds, states, plans and outcomes — never keys, tenants or vectors.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Iterable, Iterator
+from typing import Protocol
+
+from prometheus_client import REGISTRY, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+RECORDS = Counter(
+    "vecshard_shard_records_total",
+    "Records handled by writes, by index version and outcome (written, ignored_stale, deleted)",
+    ["index", "outcome"],
+)
+BUILD_SECONDS = Histogram(
+    "vecshard_shard_build_seconds",
+    "Time to build a sealed segment, by index version, operation (seal, compact, train) and kind",
+    ["index", "operation", "kind"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+)
+SEGMENT_SEARCH_SECONDS = Histogram(
+    "vecshard_shard_segment_search_seconds",
+    "Time one segment takes to answer one query, by segment kind and plan",
+    ["kind", "plan"],
+    buckets=(0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 1),
+)
+
+
+class SegmentLike(Protocol):
+    kind: str
+
+    @property
+    def state(self) -> str: ...
+
+    def __len__(self) -> int: ...
+
+    @property
+    def deleted_count(self) -> int: ...
+
+    def nbytes(self) -> int: ...
+
+
+class Observed(Protocol):
+    """What the collector reads from a partition."""
+
+    @property
+    def metrics_label(self) -> str: ...
+
+    def current_segments(self) -> Iterable[SegmentLike]: ...
+
+
+class _SegmentCollector(Collector):
+    def __init__(self) -> None:
+        self._partitions: weakref.WeakSet[Observed] = weakref.WeakSet()
+        self._lock = threading.Lock()
+
+    def add(self, partition: Observed) -> None:
+        with self._lock:
+            self._partitions.add(partition)
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ["index", "kind", "state"]
+        count = GaugeMetricFamily("vecshard_shard_segments", "Segments", labels=labels)
+        rows = GaugeMetricFamily(
+            "vecshard_shard_segment_rows", "Rows in segments, deleted ones included", labels=labels
+        )
+        deleted = GaugeMetricFamily(
+            "vecshard_shard_segment_deleted_rows",
+            "Deleted rows still held by segments (until compaction)",
+            labels=labels,
+        )
+        size = GaugeMetricFamily(
+            "vecshard_shard_segment_bytes", "Memory held by segments (estimate)", labels=labels
+        )
+        ratio = GaugeMetricFamily(
+            "vecshard_shard_tombstone_ratio",
+            "Deleted rows / rows across an index version's segments",
+            labels=["index"],
+        )
+        with self._lock:
+            partitions = list(self._partitions)
+        for part in partitions:
+            totals: dict[tuple[str, str], list[int]] = {}
+            for seg in part.current_segments():
+                t = totals.setdefault((seg.kind, seg.state), [0, 0, 0, 0])
+                t[0] += 1
+                t[1] += len(seg)
+                t[2] += seg.deleted_count
+                t[3] += seg.nbytes()
+            label = part.metrics_label
+            for (kind, state), (n, r, d, b) in sorted(totals.items()):
+                for family, value in ((count, n), (rows, r), (deleted, d), (size, b)):
+                    family.add_metric([label, kind, state], value)
+            all_rows = sum(t[1] for t in totals.values())
+            all_deleted = sum(t[2] for t in totals.values())
+            ratio.add_metric([label], all_deleted / all_rows if all_rows else 0.0)
+        yield from (count, rows, deleted, size, ratio)
+
+
+COLLECTOR = _SegmentCollector()
+REGISTRY.register(COLLECTOR)
+
+
+def watch(partition: Observed) -> None:
+    """Includes a partition in the segment gauges for as long as it lives."""
+    COLLECTOR.add(partition)

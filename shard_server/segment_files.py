@@ -1,0 +1,123 @@
+"""A sealed segment on disk: `<id>.npz` (rows, summary; arrays and JSON, never
+pickles) and, for indexed kinds, `<id>.hnsw` / `<id>.ivfpq` (the library's
+own format). Written atomically; loaded only after their checksums match the
+manifest.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+
+from registry.index_params import HnswParams, IndexParams, IvfPqParams
+from registry.model import EntityKey, Metric
+from shard_server.columns import AttributeColumns
+from shard_server.hnsw_segment import HnswIndex
+from shard_server.ivfpq_segment import IvfPqIndex
+from shard_server.manifest import SegmentEntry, verify, write_atomic, write_file_atomic
+from shard_server.planner import PlannerPolicy
+from shard_server.sealed_segment import AnnIndex, SealedSegment
+from shard_server.segment_rows import SegmentRows
+from shard_server.summary import BucketStats, SegmentSummary
+
+
+def _blob(doc: object) -> np.ndarray:
+    return np.frombuffer(json.dumps(doc).encode(), dtype=np.uint8)
+
+
+def _doc(arr: np.ndarray) -> object:
+    return json.loads(arr.tobytes())
+
+
+def save_segment(directory: Path, seg: SealedSegment) -> dict[str, str]:
+    """Writes the segment's files; returns file name → sha256 and records
+    them on the segment (so `release` can delete them)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    rows, summary = seg.rows, seg.summary()
+    attr_arrays, attr_doc = rows.columns.to_payload()
+    arrays = {
+        "vectors": rows.vectors,
+        "sq_norms": rows.sq_norms,
+        "tenants": rows.tenants,
+        "buckets": rows.buckets,
+        "seqs": rows.seqs,
+        "centroids": summary.centroids,
+        "radii": summary.radii,
+        "keys_json": _blob([list(k) for k in rows.keys]),
+        "tenant_names_json": _blob(list(rows.tenant_names)),
+        "attrs_json": np.frombuffer(attr_doc, dtype=np.uint8),
+        "bucket_stats_json": _blob(
+            {
+                str(b): {"rows": s.rows, "ranges": s.ranges, "tenants": sorted(s.tenants)}
+                for b, s in summary.buckets.items()
+            }
+        ),
+        **attr_arrays,
+    }
+
+    def write_rows(f: IO[bytes]) -> None:
+        np.savez(f, **arrays)  # type: ignore[arg-type]
+
+    files = {f"{seg.id}.npz": write_atomic(directory / f"{seg.id}.npz", write_rows)}
+    if seg.index is not None:
+        name = f"{seg.id}.{seg.kind}"
+        files[name] = write_file_atomic(directory / name, seg.index.save)
+    seg.files, seg.directory = files, directory
+    return files
+
+
+def load_segment(
+    directory: Path,
+    entry: SegmentEntry,
+    dim: int,
+    metric: Metric,
+    params: IndexParams,
+    planner: PlannerPolicy,
+    use_gpu: bool,
+) -> SealedSegment:
+    """Loads a segment; raises (ManifestError, ValueError, OSError, ...) when
+    a file is missing, altered or does not match the index version."""
+    verify(directory, entry.files)
+    data = (directory / f"{entry.id}.npz").read_bytes()
+    with np.load(io.BytesIO(data), allow_pickle=False) as z:
+        arrays = {name: z[name] for name in z.files}
+    keys = tuple(EntityKey(*k) for k in _doc(arrays["keys_json"]))  # type: ignore[attr-defined]
+    rows = SegmentRows(
+        keys=keys,
+        vectors=arrays["vectors"],
+        sq_norms=arrays["sq_norms"],
+        tenants=arrays["tenants"],
+        tenant_names=tuple(_doc(arrays["tenant_names_json"])),  # type: ignore[arg-type]
+        buckets=arrays["buckets"],
+        seqs=arrays["seqs"],
+        columns=AttributeColumns.from_payload(arrays, arrays["attrs_json"].tobytes()),
+    )
+    if len(rows) != entry.rows or rows.dim != dim:
+        raise ValueError(
+            f"{directory / entry.id}: {len(rows)} rows of dimension {rows.dim}, "
+            f"expected {entry.rows} of dimension {dim}"
+        )
+    stats = {
+        int(b): BucketStats(
+            rows=int(s["rows"]),
+            ranges={a: (float(r[0]), float(r[1]), int(r[2])) for a, r in s["ranges"].items()},
+            tenants=frozenset(s["tenants"]),
+        )
+        for b, s in _doc(arrays["bucket_stats_json"]).items()  # type: ignore[attr-defined]
+    }
+    summary = SegmentSummary(arrays["centroids"], arrays["radii"], stats)
+    index: AnnIndex | None = None
+    path = directory / f"{entry.id}.{entry.kind}"
+    if entry.kind == "hnsw" and isinstance(params, HnswParams):
+        index = HnswIndex.load(path, dim, len(rows), metric, params)
+    elif entry.kind == "ivfpq" and isinstance(params, IvfPqParams):
+        index = IvfPqIndex.load(path, dim, len(rows), metric, params, use_gpu)
+    elif entry.kind != "flat":
+        raise ValueError(f"{path}: segment kind {entry.kind!r} does not fit this index version")
+    seg = SealedSegment(entry.id, rows, metric, index, summary, planner)
+    seg.files, seg.directory = dict(entry.files), directory
+    return seg

@@ -1,0 +1,102 @@
+"""The rows of a sealed segment: keys, float32 vectors, tenants, buckets,
+write sequences and attribute columns, immutable once built.
+
+Kept separate from any index so that every kind (flat, hnsw, ivfpq) reranks
+and filters over the same exact data, and so compaction can merge rows of
+segments of different kinds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from registry.model import AttrType, EntityKey
+from shard_server.columns import AttributeColumns
+
+
+@dataclass(frozen=True, eq=False)
+class SegmentRows:
+    keys: tuple[EntityKey, ...]
+    vectors: np.ndarray  # (n, d) float32
+    sq_norms: np.ndarray  # (n,) float32
+    tenants: np.ndarray  # (n,) int32 codes into tenant_names
+    tenant_names: tuple[str, ...]
+    buckets: np.ndarray  # (n,) int32
+    seqs: np.ndarray  # (n,) int64
+    columns: AttributeColumns
+    row_of: dict[EntityKey, int] = field(init=False, repr=False)
+    _tenant_code: dict[str, int] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        n = len(self.keys)
+        for name in ("vectors", "sq_norms", "tenants", "buckets", "seqs"):
+            arr = getattr(self, name)
+            if arr.shape[0] != n:
+                raise ValueError(f"segment rows: {name} has {arr.shape[0]} rows, expected {n}")
+            arr.flags.writeable = False
+        object.__setattr__(self, "row_of", {key: i for i, key in enumerate(self.keys)})
+        if len(self.row_of) != n:
+            raise ValueError("segment rows: a key appears twice; sealed rows are one per key")
+        object.__setattr__(
+            self, "_tenant_code", {name: i for i, name in enumerate(self.tenant_names)}
+        )
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    @property
+    def dim(self) -> int:
+        return int(self.vectors.shape[1])
+
+    def tenant_code(self, tenant_id: str) -> int | None:
+        return self._tenant_code.get(tenant_id)
+
+    def take(self, rows: np.ndarray) -> SegmentRows:
+        return SegmentRows(
+            keys=tuple(self.keys[i] for i in rows),
+            vectors=self.vectors[rows],
+            sq_norms=self.sq_norms[rows],
+            tenants=self.tenants[rows],
+            tenant_names=self.tenant_names,
+            buckets=self.buckets[rows],
+            seqs=self.seqs[rows],
+            columns=self.columns.take(rows),
+        )
+
+    @classmethod
+    def empty(cls, dim: int, schema: Mapping[str, AttrType]) -> SegmentRows:
+        return cls(
+            keys=(),
+            vectors=np.zeros((0, dim), np.float32),
+            sq_norms=np.zeros(0, np.float32),
+            tenants=np.zeros(0, np.int32),
+            tenant_names=(),
+            buckets=np.zeros(0, np.int32),
+            seqs=np.zeros(0, np.int64),
+            columns=AttributeColumns(schema, 0),
+        )
+
+    @classmethod
+    def concat(cls, schema: Mapping[str, AttrType], parts: Sequence[SegmentRows]) -> SegmentRows:
+        """One set of rows from several (tenant codes remapped onto one table)."""
+        names: dict[str, int] = {}
+        codes = []
+        for p in parts:
+            remap = np.array(
+                [names.setdefault(t, len(names)) for t in p.tenant_names], dtype=np.int32
+            )
+            codes.append(remap[p.tenants] if len(p) else np.zeros(0, np.int32))
+        dim = parts[0].dim
+        return cls(
+            keys=tuple(k for p in parts for k in p.keys),
+            vectors=np.concatenate([p.vectors for p in parts]).reshape(-1, dim),
+            sq_norms=np.concatenate([p.sq_norms for p in parts]),
+            tenants=np.concatenate(codes).astype(np.int32),
+            tenant_names=tuple(names),
+            buckets=np.concatenate([p.buckets for p in parts]),
+            seqs=np.concatenate([p.seqs for p in parts]),
+            columns=AttributeColumns.concat(schema, [p.columns for p in parts]),
+        )

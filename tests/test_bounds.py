@@ -1,0 +1,124 @@
+"""Score upper bounds (registry.bounds) on plain data, for every metric: the
+bound of a set of balls is ≥ the canonical score of every member, for random
+queries — on random partitions, and on the summaries real segments publish."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from registry.bounds import ball_radii, score_upper_bound
+from registry.index_params import FlatParams, HnswParams, IndexParams, IvfPqParams
+from registry.model import EntityKey, Metric
+from shard_server.columns import AttributeColumns
+from shard_server.ivfpq_segment import IvfPqTemplate
+from shard_server.planner import PlannerPolicy
+from shard_server.scoring import canonical_scores, normalized, prepare_query
+from shard_server.sealed_segment import BuildSettings, build_sealed
+from shard_server.segment_rows import SegmentRows
+
+
+def _data(metric: Metric, rng: np.random.Generator, n: int, dim: int, scale: float) -> np.ndarray:
+    x = (rng.normal(size=(n, dim)) * scale + rng.normal(size=dim) * scale).astype(np.float32)
+    x[np.all(x == 0, axis=1)] = 1.0
+    if metric is Metric.COSINE:
+        x = np.stack([normalized(v) for v in x])
+    return x
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    metric=st.sampled_from(list(Metric)),
+    n=st.integers(1, 80),
+    dim=st.integers(1, 12),
+    n_balls=st.integers(1, 6),
+    seed=st.integers(0, 2**32 - 1),
+    scale=st.sampled_from([1e-3, 1.0, 1e3]),
+)
+def test_bound_is_at_least_every_score_of_every_ball(
+    metric: Metric, n: int, dim: int, n_balls: int, seed: int, scale: float
+) -> None:
+    rng = np.random.default_rng(seed)
+    x = _data(metric, rng, n, dim, scale)
+    assign = rng.integers(0, n_balls, size=n)
+    # Centroids need not be means: the bound must hold for any centre.
+    centroids = (rng.normal(size=(n_balls, dim)) * scale).astype(np.float32)
+    centroids[: min(n_balls, n)] = x[: min(n_balls, n)]
+    radii = ball_radii(x, centroids, assign)
+    for _ in range(5):
+        q = prepare_query(
+            (rng.normal(size=dim) * scale).astype(np.float32) + 1e-3,
+            metric,
+            metric is Metric.COSINE,
+        )
+        scores = canonical_scores(metric, q, x)
+        assert score_upper_bound(metric, q, centroids, radii) >= scores.max()
+        for j in range(n_balls):
+            members = assign == j
+            if members.any():
+                bound = score_upper_bound(metric, q, centroids[j : j + 1], radii[j : j + 1])
+                assert bound >= scores[members].max()
+
+
+def test_bound_is_tight_for_a_ball_of_radius_zero() -> None:
+    c = np.array([[3.0, 4.0]], np.float32)
+    r = np.zeros(1, np.float32)
+    q = np.array([0.0, 0.0], np.float32)
+    assert score_upper_bound(Metric.L2, q, c, r) == pytest.approx(-5.0, rel=1e-5)
+    assert score_upper_bound(Metric.INNER_PRODUCT, np.array([1.0, 0], np.float32), c, r) == (
+        pytest.approx(3.0, rel=1e-5)
+    )
+    assert score_upper_bound(Metric.L2, q, np.zeros((0, 2), np.float32), np.zeros(0)) == float(
+        "-inf"
+    )
+
+
+def test_radii_round_up_to_float32() -> None:
+    x = np.array([[0.1, 0.2], [0.3, -0.7]], np.float32)
+    c = np.zeros((1, 2), np.float32)
+    radii = ball_radii(x, c, np.zeros(2, dtype=np.int64))
+    exact = np.sqrt((x.astype(np.float64) ** 2).sum(axis=1)).max()
+    assert radii.dtype == np.float32 and float(radii[0]) >= exact
+
+
+def _rows(x: np.ndarray) -> SegmentRows:
+    n = x.shape[0]
+    return SegmentRows(
+        keys=tuple(EntityKey("t", "item", f"k{i}") for i in range(n)),
+        vectors=x,
+        sq_norms=(x.astype(np.float64) ** 2).sum(axis=1).astype(np.float32),
+        tenants=np.zeros(n, np.int32),
+        tenant_names=("t",),
+        buckets=(np.arange(n) % 4).astype(np.int32),
+        seqs=np.arange(n, dtype=np.int64),
+        columns=AttributeColumns({}, n),
+    )
+
+
+@pytest.mark.parametrize("metric", list(Metric), ids=lambda m: m.value)
+@pytest.mark.parametrize("kind", ["flat", "hnsw", "ivfpq"])
+def test_published_segment_summaries_bound_every_row(metric: Metric, kind: str) -> None:
+    """The balls a sealed segment publishes (k-means for flat/hnsw, the IVF
+    lists for ivfpq) bound every row's score."""
+    rng = np.random.default_rng(5)
+    centres = rng.normal(size=(8, 16)) * 4
+    x = (centres[rng.integers(0, 8, 3000)] + rng.normal(size=(3000, 16))).astype(np.float32)
+    if metric is Metric.COSINE:
+        x = np.stack([normalized(v) for v in x])
+    params: IndexParams = FlatParams() if kind == "flat" else HnswParams(M=8)
+    template = None
+    if kind == "ivfpq":
+        params = IvfPqParams(nlist=16, m=4, nbits=6, train_size=3000)
+        template = IvfPqTemplate.train(x, metric, params)
+    seg = build_sealed("s", _rows(x), metric, params, template, BuildSettings(), PlannerPolicy())
+    assert seg.kind == kind
+    summary = seg.summary()
+    assert 1 <= summary.centroids.shape[0] <= 16
+    for _ in range(20):
+        q = prepare_query(
+            (rng.normal(size=16) * 4).astype(np.float32), metric, metric is Metric.COSINE
+        )
+        best = canonical_scores(metric, q, x).max()
+        assert score_upper_bound(metric, q, summary.centroids, summary.radii) >= best
