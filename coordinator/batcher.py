@@ -101,6 +101,9 @@ class BatchingShard:
     ) -> list[Lookup]:
         return await self.inner.batch_get(index, keys, include_vectors, timeout)
 
+    async def describe(self, *args: object, **kwargs: object) -> list[tuple[VersionRef, object]]:
+        return await self.inner.describe(*args, **kwargs)  # type: ignore[attr-defined,no-any-return]
+
     async def get_features(self, *args: object, **kwargs: object) -> list[tuple[object, ...]]:
         return await self.inner.get_features(*args, **kwargs)  # type: ignore[attr-defined,no-any-return]
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 from coordinator.merge import Hit
 from coordinator.model import (
     Access,
@@ -323,3 +325,45 @@ def features_to_pb(result: FeatureResult, keys: Sequence[cpb.EntityKey]) -> pb.G
             latency_ms=result.latency_ms,
         ),
     )
+
+
+def index_summaries(resp: spb.DescribeResponse) -> list[tuple[VersionRef, object]]:
+    """Per index: balls over every segment and per-bucket (ranges, tenants).
+    An index with rows but no balls is left out: its bound is unknown."""
+    from coordinator.summaries import IndexSummary
+
+    out: list[tuple[VersionRef, object]] = []
+    for st in resp.indexes:
+        ref = VersionRef(st.index.name, st.index.version)
+        centroids, radii, covered = [], [], True
+        for seg in st.segments:
+            r = np.frombuffer(seg.radii, dtype="<f4")
+            if seg.rows and not r.size:
+                covered = False
+                break
+            if r.size:
+                radii.append(r)
+                centroids.append(
+                    np.frombuffer(seg.centroids, dtype="<f4").reshape(r.size, st.dimension)
+                )
+        if not covered or not st.dimension:
+            continue
+        buckets = {
+            b.bucket: ({a.attribute: (a.min, a.max) for a in b.ranges}, frozenset(b.tenants))
+            for b in st.buckets
+        }
+        out.append(
+            (
+                ref,
+                IndexSummary(
+                    metric=Metric({v: k for k, v in METRIC_TO_PB.items()}[st.metric]),
+                    centroids=np.concatenate(centroids)
+                    if centroids
+                    else np.zeros((0, st.dimension), np.float32),
+                    radii=np.concatenate(radii) if radii else np.zeros(0, np.float32),
+                    buckets=buckets,
+                    fetched_at=0.0,
+                ),
+            )
+        )
+    return out

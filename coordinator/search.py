@@ -38,11 +38,12 @@ def no_bounds(shard_id: str, index: VersionRef, vector: np.ndarray) -> float | N
     return None
 
 
-# (index, bucket) → min/max per numeric attribute over the bucket, or None.
-StatsProvider = Callable[[VersionRef, int], BucketStats | None]
+# (index, bucket) → (min/max per numeric attribute, tenants with rows) over
+# the bucket, or None when unknown.
+StatsProvider = Callable[[VersionRef, int], tuple[BucketStats, frozenset[str]] | None]
 
 
-def no_stats(index: VersionRef, bucket: int) -> BucketStats | None:
+def no_stats(index: VersionRef, bucket: int) -> tuple[BucketStats, frozenset[str]] | None:
     return None
 
 
@@ -134,7 +135,7 @@ class SearchExecutor:
         deadline = loop.time() + max(0.0, timeout - self.settings.margin(timeout))
         # Exact exclusion: buckets whose min/max rule the filter out are answered
         # (empty) without a call, and are not missing.
-        wanted = [b for b in buckets if not excludes(query.filter, self.stats(index.ref, b))]
+        wanted = [b for b in buckets if not self._excluded(index.ref, b, query)]
         targets, unavailable = plan_targets(snap, placement, self.tracker, wanted)
         bounds = {t.shard_id: self.bounds(t.shard_id, index.ref, query.vector) for t in targets}
         known = {sid: b for sid, b in bounds.items() if b is not None}
@@ -215,6 +216,15 @@ class SearchExecutor:
             hedges_fired=hedges,
             deadline_hit=deadline_hit,
         )
+
+    def _excluded(self, index: VersionRef, bucket: int, query: ShardQuery) -> bool:
+        """Exact only: the bucket holds no row of the tenant, or its ranges
+        rule the filter out (see coordinator.exclusion)."""
+        info = self.stats(index, bucket)
+        if info is None:
+            return False
+        ranges, tenants = info
+        return query.tenant_id not in tenants or excludes(query.filter, ranges)
 
     async def _attempt(
         self, shard_id: str, address: str, index: VersionRef, query: ShardQuery, deadline: float

@@ -15,6 +15,7 @@ from coordinator.registry_servicer import RegistryServicer
 from coordinator.service import Limits, RetrievalEngine
 from coordinator.servicer import RetrievalServicer
 from coordinator.shards import ShardPool
+from coordinator.summaries import SummaryCache
 from protos import serving
 from protos.vecshard.v1 import registry_pb2_grpc, retrieval_pb2_grpc
 from registry.admin import RegistryAdmin
@@ -40,6 +41,8 @@ class RunningCoordinator:
     async def stop(self, grace: float) -> None:
         serving.set_serving(self.health, [SERVICE, REGISTRY_SERVICE], False)  # type: ignore[arg-type]
         await self.engine.drain_background()
+        if self.engine.summaries is not None:
+            await self.engine.summaries.stop()
         await self.server.stop(grace)
         await self.pool.close()
         self.cache.stop()
@@ -52,7 +55,11 @@ async def create_server(cfg: CoordinatorConfig) -> RunningCoordinator:
     metrics.REGISTRY_STALENESS.labels("coordinator").set_function(cache.staleness)
     metrics.REGISTRY_REVISION.labels("coordinator").set_function(lambda: cache.snapshot.revision)
     pool = ShardPool()
-    engine = RetrievalEngine(cache, pool.get, Limits(max_batch_records=cfg.max_batch_records))
+    summaries = SummaryCache(cache, lambda sid, addr: pool.get(sid, addr).describe())  # type: ignore[attr-defined]
+    summaries.start()
+    engine = RetrievalEngine(
+        cache, pool.get, Limits(max_batch_records=cfg.max_batch_records), summaries=summaries
+    )
     server = grpc.aio.server(
         interceptors=[serving.AsyncServerInterceptor("coordinator")], options=serving.grpc_options()
     )

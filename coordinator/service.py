@@ -33,8 +33,15 @@ from coordinator.model import (
 )
 from coordinator.partial import require_complete
 from coordinator.replicas import ReplicaTracker
-from coordinator.search import BoundsProvider, FanoutSettings, SearchExecutor, no_bounds
+from coordinator.search import (
+    BoundsProvider,
+    FanoutSettings,
+    SearchExecutor,
+    no_bounds,
+    no_stats,
+)
 from coordinator.shards import Shard
+from coordinator.summaries import SummaryCache
 from protos.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -110,12 +117,18 @@ class RetrievalEngine:
         tracker: ReplicaTracker | None = None,
         bounds: BoundsProvider = no_bounds,
         fanout: FanoutSettings | None = None,
+        summaries: SummaryCache | None = None,
     ) -> None:
         self.cache = cache
         self.shards = shards
         self.limits = limits or Limits()
         self.tracker = tracker or ReplicaTracker()
-        self.executor = SearchExecutor(shards, self.tracker, bounds, fanout)
+        self.summaries = summaries
+        if summaries is not None:
+            bounds = summaries.bound
+        self.executor = SearchExecutor(
+            shards, self.tracker, bounds, fanout, stats=summaries.bucket if summaries else no_stats
+        )
         self._in_flight = 0
         self._tasks: set[asyncio.Future[None]] = set()
 
@@ -462,6 +475,12 @@ class RetrievalEngine:
             for shard in self._all_replicas(snap, index, b, placement)
         ]
 
+    def _written(self, shard_id: str) -> None:
+        """A write reached (or is about to reach) the shard: its cached summary
+        may no longer bound its rows, so it must not be used to skip it."""
+        if self.summaries is not None:
+            self.summaries.invalidate(shard_id)
+
     async def _quorum_write(
         self,
         calls: list[tuple[Shard, set[int], Callable[[], Awaitable[tuple[int, int]]], bool]],
@@ -475,6 +494,8 @@ class RetrievalEngine:
         need = min(quorum or replicas, replicas)
         acks: dict[int, int] = defaultdict(int)
         buckets = set().union(*(bs for _, bs, _, _ in calls)) if calls else set()
+        for shard, *_ in calls:
+            self._written(shard.shard_id)
         tasks = {
             asyncio.ensure_future(call()): (shard, bs, counts) for shard, bs, call, counts in calls
         }
@@ -488,6 +509,7 @@ class RetrievalEngine:
                 if task.exception() is not None:
                     errors.append(task.exception())  # type: ignore[arg-type]
                     continue
+                self._written(shard.shard_id)
                 for b in bs:
                     acks[b] += 1
                 if counts:
@@ -613,6 +635,8 @@ class RetrievalEngine:
                         entry[1].add(b)
                         if not entry[2] or entry[2][-1] != key:
                             entry[2].append(key)
+                for shard, _, _ in per_shard.values():
+                    self._written(shard.shard_id)
                 results = await asyncio.gather(
                     *(s.delete(index.ref, ks, version, timeout) for s, _, ks in per_shard.values())
                 )

@@ -97,6 +97,14 @@ class RemoteShard:
         resp = await self._call(lambda: self.stub.BatchGet(req, timeout=timeout))
         return convert.shard_lookups(resp)
 
+    async def describe(self, timeout: float = 5.0) -> list[tuple[VersionRef, object]]:
+        from protos.vecshard.v1.internal import shard_pb2 as spb
+
+        resp = await self._call(
+            lambda: self.stub.Describe(spb.DescribeRequest(include_summaries=True), timeout=timeout)
+        )
+        return convert.index_summaries(resp)
+
     async def get_features(
         self,
         group: VersionRef,

@@ -278,7 +278,8 @@ def test_buckets_excluded_by_min_max_are_not_asked_and_not_missing() -> None:
 
     shards = clustered_shards(Metric.L2, 3, 10, 4, seed=5)
     by_id = {s.shard_id: s for s in shards}
-    stats = {0: {"price": (0.0, 10.0)}, 1: {"price": (100.0, 200.0)}, 2: None}
+    t = frozenset({"t"})
+    stats = {0: ({"price": (0.0, 10.0)}, t), 1: ({"price": (100.0, 200.0)}, t), 2: None}
     ex = SearchExecutor(
         lambda sid, addr: by_id[sid],  # type: ignore[arg-type,return-value]
         ReplicaTracker(),
