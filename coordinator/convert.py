@@ -199,6 +199,11 @@ def shard_search_pb(index: VersionRef, queries: Sequence[ShardQuery]) -> spb.Sea
                 k=q.k,
                 tenant_id=q.tenant_id,
                 filter=filter_to_pb(q.filter),
+                has_after=q.after is not None,
+                after_score=q.after[0] if q.after else 0.0,
+                after_key=key_to_pb(q.after[1]) if q.after else None,
+                max_sequence=q.max_sequence,
+                served=q.served,
             )
             for q in queries
         ],
@@ -214,6 +219,7 @@ def shard_answers(resp: spb.SearchResponse, shard_id: str, expected: int) -> lis
         ShardAnswer(
             hits=[Hit(h.score, key_from_pb(h.key), shard_id, h.bucket) for h in r.hits],
             candidates=r.candidates,
+            sequence=r.sequence,
         )
         for r in resp.results
     ]

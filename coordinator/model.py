@@ -37,6 +37,11 @@ class ShardQuery:
     k: int
     tenant_id: str
     filter: Filter | None = None
+    # Later pages (coordinator.cursor): strictly after this order key, written
+    # no later than `max_sequence`.
+    after: tuple[float, EntityKey] | None = None
+    max_sequence: int = 0
+    served: int = 0
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,7 @@ class Lookup:
 class ShardAnswer:
     hits: list[Hit]
     candidates: int
+    sequence: int = 0
 
 
 @dataclass(frozen=True)
@@ -94,6 +100,7 @@ class ShardTrace:
     candidates: int = 0
     error: str = ""
     hedged: bool = False
+    sequence: int = 0
 
 
 @dataclass(frozen=True)

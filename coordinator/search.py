@@ -9,6 +9,7 @@ against in-memory shards in unit tests and real processes in integration tests.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -75,6 +76,10 @@ class Execution:
     deadline_hit: bool
 
 
+def _pinned(query: ShardQuery, watermark: int | None) -> ShardQuery:
+    return query if watermark is None else dataclasses.replace(query, max_sequence=watermark)
+
+
 def plan_targets(
     snap: Snapshot,
     placement: Placement,
@@ -130,13 +135,26 @@ class SearchExecutor:
         buckets: Sequence[int],
         timeout: float,
         route: str = "",
+        pins: dict[str, tuple[tuple[int, ...], int]] | None = None,
     ) -> Execution:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(0.0, timeout - self.settings.margin(timeout))
         # Exact exclusion: buckets whose min/max rule the filter out are answered
         # (empty) without a call, and are not missing.
-        wanted = [b for b in buckets if not self._excluded(index.ref, b, query)]
-        targets, unavailable = plan_targets(snap, placement, self.tracker, wanted)
+        watermarks: dict[str, int] = {}
+        if pins is None:
+            wanted = [b for b in buckets if not self._excluded(index.ref, b, query)]
+            targets, unavailable = plan_targets(snap, placement, self.tracker, wanted)
+        else:
+            # A later page: the replicas and write sequences the first page pinned.
+            targets, unavailable = [], []
+            for sid, (pinned, seq) in pins.items():
+                member = snap.serving_shard(sid)
+                if member is None:
+                    unavailable.extend(pinned)
+                else:
+                    targets.append(Target(sid, member.address, pinned))
+                    watermarks[sid] = seq
         bounds = {t.shard_id: self.bounds(t.shard_id, index.ref, query.vector) for t in targets}
         known = {sid: b for sid, b in bounds.items() if b is not None}
         ordered = order_by_bound(targets, known)
@@ -163,7 +181,12 @@ class SearchExecutor:
                 else:
                     run_now.append(t)
             outcomes = await asyncio.gather(
-                *(self._call(t, index.ref, query, deadline, route) for t in run_now),
+                *(
+                    self._call(
+                        t, index.ref, _pinned(query, watermarks.get(t.shard_id)), deadline, route
+                    )
+                    for t in run_now
+                ),
                 return_exceptions=True,
             )
             for t, outcome in zip(run_now, outcomes, strict=True):
@@ -202,6 +225,7 @@ class SearchExecutor:
                         latency * 1e3,
                         answer.candidates,
                         hedged=hedged,
+                        sequence=answer.sequence,
                     )
                 )
             hits = merge_topk(answers, query.k)

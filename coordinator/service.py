@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import json
 import time
@@ -20,6 +21,7 @@ from typing import TypeVar
 
 import numpy as np
 
+from coordinator import cursor as cursors
 from coordinator import metrics
 from coordinator.model import (
     Access,
@@ -35,6 +37,7 @@ from coordinator.partial import require_complete
 from coordinator.replicas import ReplicaTracker
 from coordinator.search import (
     BoundsProvider,
+    Execution,
     FanoutSettings,
     SearchExecutor,
     no_bounds,
@@ -295,10 +298,25 @@ class RetrievalEngine:
         tenant = snap.tenants.get(q.access.tenant_id)
         buckets = self._tenant_buckets(index, tenant)
         query = ShardQuery(q.vector, q.k, q.access.tenant_id, q.filter)
+        qhash = cursors.query_hash(q.vector, q.k, q.access.tenant_id, q.filter)
+        pins = None
+        served = 0
+        if q.cursor:
+            cur = cursors.decode(q.cursor)
+            if cur.route != q.route or cur.query_hash != qhash:
+                raise InvalidArgument(
+                    "cursor belongs to another search; send the same route, vector, k, tenant "
+                    "and filter as the first page"
+                )
+            # The snapshot the first page read: its index version and replicas.
+            index = snap.index(cur.index)
+            pins, served = cur.shards, cur.served
+            query = dataclasses.replace(query, after=(cur.last_score, cur.last_key), served=served)
+            buckets = sorted({b for bs, _ in pins.values() for b in bs})
         t1 = time.perf_counter()
 
         execution = await self.executor.run(
-            snap, index, snap.placement(index.ref), query, buckets, timeout, q.route
+            snap, index, snap.placement(index.ref), query, buckets, timeout, q.route, pins
         )
         if execution.errors and any(isinstance(e, Unavailable) for e in execution.errors):
             # A restarted shard comes back on a new address: if the registry
@@ -306,7 +324,7 @@ class RetrievalEngine:
             fresh = await asyncio.to_thread(self.cache.refresh)
             if dict(fresh.shards) != dict(snap.shards):
                 execution = await self.executor.run(
-                    fresh, index, fresh.placement(index.ref), query, buckets, timeout, q.route
+                    fresh, index, fresh.placement(index.ref), query, buckets, timeout, q.route, pins
                 )
         t2 = time.perf_counter()
         completeness = execution.completeness
@@ -339,6 +357,43 @@ class RetrievalEngine:
             missing_buckets=completeness.missing_buckets,
             completeness=completeness.ratio,
             trace=execution.trace,
+            next_cursor=self._next_cursor(resolved, index, qhash, served, execution, pins, q.k),
+        )
+
+    @staticmethod
+    def _next_cursor(
+        resolved: ResolvedRoute,
+        index: IndexVersion,
+        qhash: str,
+        served: int,
+        execution: Execution,
+        pins: dict[str, tuple[tuple[int, ...], int]] | None,
+        k: int,
+    ) -> str:
+        """A cursor when the page is full. Page 1 pins every shard it asked or
+        skipped by bound (skipped ones get their watermark when they first
+        answer); later pages keep their pins."""
+        if len(execution.hits) < k:
+            return ""
+        answered = {t.shard_id: t for t in execution.trace if t.outcome == "searched"}
+        new_pins: dict[str, tuple[tuple[int, ...], int]] = dict(pins or {})
+        for t in execution.trace:
+            if t.outcome in ("searched", "skipped_by_bound"):
+                old = new_pins.get(t.shard_id, (t.buckets, 0))
+                seq = old[1] or (answered[t.shard_id].sequence if t.shard_id in answered else 0)
+                new_pins[t.shard_id] = (old[0], seq)
+        last = execution.hits[-1]
+        return cursors.encode(
+            cursors.Cursor(
+                resolved.route.name,
+                resolved.bundle.name,
+                index.ref,
+                qhash,
+                served + len(execution.hits),
+                last.score,
+                last.key,
+                new_pins,
+            )
         )
 
     @staticmethod

@@ -73,6 +73,9 @@ def queries_from_pb(req: pb.SearchRequest) -> list[Query]:
                 exact=q.exact,
                 skip_rerank=q.skip_rerank,
             ),
+            after=(q.after_score, key_from_pb(q.after_key)) if q.has_after else None,
+            max_sequence=q.max_sequence,
+            served=q.served,
         )
         for i, q in enumerate(req.queries)
     ]
@@ -90,6 +93,7 @@ def search_response(shard_id: str, results: Sequence[SearchResult]) -> pb.Search
                 candidates=r.candidates,
                 approximate=r.approximate,
                 plans=r.plans,
+                sequence=r.sequence,
             )
             for r in results
         ],

@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 
@@ -30,6 +30,7 @@ from protos.vectors import check_vector
 from registry.filters import Filter, validate_attributes, validate_filter
 from registry.index_params import parse_index_params
 from registry.model import EmbeddingFamily, EntityKey, IndexVersion, Metric
+from registry.ordering import order_key
 from shard_server import metrics
 from shard_server import records as rec
 from shard_server.aggregate import merge_segment_hits
@@ -76,6 +77,11 @@ class Query:
     tenant_id: str
     filter: Filter | None = None
     options: SearchOptions = DEFAULT_OPTIONS
+    # Pagination (see coordinator.cursor): items strictly after this order key,
+    # written no later than `max_sequence` (0 = no limit).
+    after: tuple[float, EntityKey] | None = None
+    max_sequence: int = 0
+    served: int = 0
 
 
 @dataclass(frozen=True)
@@ -86,6 +92,7 @@ class SearchResult:
     # plan → segments that answered by it
     plans: dict[str, int] = field(default_factory=dict)
     approximate: bool = False
+    sequence: int = 0
 
 
 def applies(source_version: int, stored: bytes | None, tombstone: bytes | None) -> bool:
@@ -332,10 +339,42 @@ class IndexPartition:
             if q.filter is not None:
                 validate_filter(q.filter, self.index.attributes)
             prepared.append(prepare_query(q.vector, self.family.metric, self.normalize))
+        sequence = self.store.sequence
         with self.lifecycle.set.acquire() as segments:
             return [
-                self._search_one(segments, vec, q) for vec, q in zip(prepared, queries, strict=True)
+                replace(
+                    self._search_page(segments, vec, q)
+                    if q.after is not None or q.max_sequence
+                    else self._search_one(segments, vec, q),
+                    sequence=sequence,
+                )
+                for vec, q in zip(prepared, queries, strict=True)
             ]
+
+    def _search_page(
+        self, segments: Sequence[Segment], vector: np.ndarray, q: Query
+    ) -> SearchResult:
+        """A later page: the best k items after the cursor's key among records
+        written no later than its watermark. Over-fetches (doubling) until k
+        such items are found or the candidates run out."""
+        after = order_key(*q.after) if q.after is not None else None
+        fetch = q.k + q.served
+        while True:
+            res = self._search_one(
+                segments, vector, replace(q, k=fetch, after=None, max_sequence=0)
+            )
+            hits = [h for h in res.hits if after is None or order_key(h.score, h.key) > after]
+            if q.max_sequence and hits:
+                raw = [rec.record_key(self.index.ref, h.key) for h in hits]
+                seqs = self.store.multi_get(SEQUENCES, raw)
+                hits = [
+                    h
+                    for h, s in zip(hits, seqs, strict=True)
+                    if s is not None and decode_sequence(s) <= q.max_sequence
+                ]
+            if len(hits) >= q.k or len(res.hits) < fetch:
+                return replace(res, hits=hits[: q.k])
+            fetch *= 2
 
     def _search_one(
         self, segments: Sequence[Segment], vector: np.ndarray, q: Query

@@ -60,7 +60,7 @@ class DeleteAck(_message.Message):
     def __init__(self, deleted: _Optional[int] = ..., sequence: _Optional[int] = ...) -> None: ...
 
 class Query(_message.Message):
-    __slots__ = ("vector", "k", "filter", "tenant_id", "ef_search", "nprobe", "refine_factor", "exact", "skip_rerank")
+    __slots__ = ("vector", "k", "filter", "tenant_id", "ef_search", "nprobe", "refine_factor", "exact", "skip_rerank", "has_after", "after_score", "after_key", "max_sequence", "served")
     VECTOR_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
@@ -70,6 +70,11 @@ class Query(_message.Message):
     REFINE_FACTOR_FIELD_NUMBER: _ClassVar[int]
     EXACT_FIELD_NUMBER: _ClassVar[int]
     SKIP_RERANK_FIELD_NUMBER: _ClassVar[int]
+    HAS_AFTER_FIELD_NUMBER: _ClassVar[int]
+    AFTER_SCORE_FIELD_NUMBER: _ClassVar[int]
+    AFTER_KEY_FIELD_NUMBER: _ClassVar[int]
+    MAX_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    SERVED_FIELD_NUMBER: _ClassVar[int]
     vector: bytes
     k: int
     filter: _common_pb2.Filter
@@ -79,7 +84,12 @@ class Query(_message.Message):
     refine_factor: int
     exact: bool
     skip_rerank: bool
-    def __init__(self, vector: _Optional[bytes] = ..., k: _Optional[int] = ..., filter: _Optional[_Union[_common_pb2.Filter, _Mapping]] = ..., tenant_id: _Optional[str] = ..., ef_search: _Optional[int] = ..., nprobe: _Optional[int] = ..., refine_factor: _Optional[int] = ..., exact: _Optional[bool] = ..., skip_rerank: _Optional[bool] = ...) -> None: ...
+    has_after: bool
+    after_score: float
+    after_key: _common_pb2.EntityKey
+    max_sequence: int
+    served: int
+    def __init__(self, vector: _Optional[bytes] = ..., k: _Optional[int] = ..., filter: _Optional[_Union[_common_pb2.Filter, _Mapping]] = ..., tenant_id: _Optional[str] = ..., ef_search: _Optional[int] = ..., nprobe: _Optional[int] = ..., refine_factor: _Optional[int] = ..., exact: _Optional[bool] = ..., skip_rerank: _Optional[bool] = ..., has_after: _Optional[bool] = ..., after_score: _Optional[float] = ..., after_key: _Optional[_Union[_common_pb2.EntityKey, _Mapping]] = ..., max_sequence: _Optional[int] = ..., served: _Optional[int] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
     __slots__ = ("index", "queries")
@@ -100,7 +110,7 @@ class ShardHit(_message.Message):
     def __init__(self, key: _Optional[_Union[_common_pb2.EntityKey, _Mapping]] = ..., score: _Optional[float] = ..., bucket: _Optional[int] = ...) -> None: ...
 
 class QueryResult(_message.Message):
-    __slots__ = ("hits", "candidates", "approximate", "plans")
+    __slots__ = ("hits", "candidates", "approximate", "plans", "sequence")
     class PlansEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -112,11 +122,13 @@ class QueryResult(_message.Message):
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     APPROXIMATE_FIELD_NUMBER: _ClassVar[int]
     PLANS_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     hits: _containers.RepeatedCompositeFieldContainer[ShardHit]
     candidates: int
     approximate: bool
     plans: _containers.ScalarMap[str, int]
-    def __init__(self, hits: _Optional[_Iterable[_Union[ShardHit, _Mapping]]] = ..., candidates: _Optional[int] = ..., approximate: _Optional[bool] = ..., plans: _Optional[_Mapping[str, int]] = ...) -> None: ...
+    sequence: int
+    def __init__(self, hits: _Optional[_Iterable[_Union[ShardHit, _Mapping]]] = ..., candidates: _Optional[int] = ..., approximate: _Optional[bool] = ..., plans: _Optional[_Mapping[str, int]] = ..., sequence: _Optional[int] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
     __slots__ = ("results", "shard_id")
