@@ -538,14 +538,15 @@ class RetrievalEngine:
 
     async def _quorum_write(
         self,
-        calls: list[tuple[Shard, set[int], Callable[[], Awaitable[tuple[int, int]]], bool]],
+        calls: list[tuple[Shard, set[int], Callable[[], Awaitable[tuple[int, int]]], object]],
         quorum: int,
         replicas: int,
     ) -> tuple[int, int]:
         """Runs every replica write; returns once each bucket has `quorum`
-        acknowledgements (counts from first replicas). Writes past the quorum
-        finish in the background; a replica that misses them catches up from
-        a peer before it serves again."""
+        acknowledgements. Calls sharing a group carry the same records to
+        different replicas: the group's first acknowledgement gives its counts
+        (None: not counted). Writes past the quorum finish in the background;
+        a replica that misses them catches up from a peer before it serves."""
         need = min(quorum or replicas, replicas)
         acks: dict[int, int] = defaultdict(int)
         buckets = set().union(*(bs for _, bs, _, _ in calls)) if calls else set()
@@ -555,6 +556,7 @@ class RetrievalEngine:
             asyncio.ensure_future(call()): (shard, bs, counts) for shard, bs, call, counts in calls
         }
         written = ignored = 0
+        counted: set[object] = set()
         errors: list[BaseException] = []
         pending = set(tasks)
         while pending and any(acks[b] < need for b in buckets):
@@ -567,7 +569,8 @@ class RetrievalEngine:
                 self._written(shard.shard_id)
                 for b in bs:
                     acks[b] += 1
-                if counts:
+                if counts is not None and counts not in counted:
+                    counted.add(counts)
                     w, i = task.result()
                     written, ignored = written + w, ignored + i
         short = sorted(b for b in buckets if acks[b] < need)
@@ -595,18 +598,24 @@ class RetrievalEngine:
             for n, index in enumerate(indexes):
                 placement = snap.placement(index.ref)
                 buckets = self._record_buckets(snap, index, checked)
-                # (shard, first replica?) → records: counts come from first replicas only
-                groups: dict[
-                    tuple[str, bool], tuple[Shard, set[int], list[tuple[WriteRecord, int]]]
+                # Records of buckets with the same replicas travel together; each
+                # replica of the set gets the same call (counted once per set).
+                sets: dict[
+                    tuple[str, ...], tuple[list[Shard], set[int], list[tuple[WriteRecord, int]]]
                 ] = {}
                 for r, bucket in zip(checked, buckets, strict=True):
-                    for pos, shard in enumerate(self._all_replicas(snap, index, bucket, placement)):
-                        group = groups.setdefault((shard.shard_id, pos == 0), (shard, set(), []))
-                        group[1].add(bucket)
-                        group[2].append((r, bucket))
-                calls = [
-                    (shard, bs, functools.partial(shard.upsert, index.ref, recs, timeout), first)
-                    for (_, first), (shard, bs, recs) in groups.items()
+                    replicas_ = self._all_replicas(snap, index, bucket, placement)
+                    entry = sets.setdefault(
+                        tuple(x.shard_id for x in replicas_), (replicas_, set(), [])
+                    )
+                    entry[1].add(bucket)
+                    entry[2].append((r, bucket))
+                calls: list[
+                    tuple[Shard, set[int], Callable[[], Awaitable[tuple[int, int]]], object]
+                ] = [
+                    (shard, bs, functools.partial(shard.upsert, index.ref, recs, timeout), key)
+                    for key, (shards_, bs, recs) in sets.items()
+                    for shard in shards_
                 ]
                 if index.placement == "centroid":
                     # A vector that moved to another centroid must not leave its
@@ -630,7 +639,7 @@ class RetrievalEngine:
         records: Sequence[WriteRecord],
         buckets: Sequence[int],
         timeout: float,
-    ) -> list[tuple[Shard, set[int], Callable[[], Awaitable[tuple[int, int]]], bool]]:
+    ) -> list[tuple[Shard, set[int], Callable[[], Awaitable[tuple[int, int]]], object]]:
         calls = []
         for shard in {s.shard_id: s for s in self._index_shards(snap, index, placement)}.values():
             held = set(placement.buckets_of(shard.shard_id))
@@ -646,7 +655,7 @@ class RetrievalEngine:
                     await shard.delete(index.ref, keys, version, timeout)
                     return 0, 0
 
-                calls.append((shard, set(), call, False))
+                calls.append((shard, set(), call, None))
         return calls
 
     async def delete(
@@ -672,33 +681,42 @@ class RetrievalEngine:
             deleted = 0
             for n, index in enumerate(indexes):
                 placement = snap.placement(index.ref)
-                per_shard: dict[str, tuple[Shard, set[int], list[EntityKey]]] = {}
-                for key in owned:
-                    if (
-                        index.placement == "centroid"
-                    ):  # the bucket depends on the vector: ask everyone
-                        targets = [
-                            (b, s)
-                            for b in range(index.num_buckets)
-                            for s in self._all_replicas(snap, index, b, placement)
-                        ]
-                    else:
-                        b = self._bucket(snap, index, key)
-                        targets = [(b, s) for s in self._all_replicas(snap, index, b, placement)]
-                    for b, shard in targets:
-                        entry = per_shard.setdefault(shard.shard_id, (shard, set(), []))
+                replicas = max(len(r) for r in placement.buckets)
+                if index.placement == "centroid":
+                    # The bucket depends on the vector: every bucket's replicas
+                    # get every key; a deleted record is counted once per holder.
+                    sets: dict[tuple[str, ...], tuple[list[Shard], set[int], list[EntityKey]]] = {}
+                    for b in range(index.num_buckets):
+                        reps = self._all_replicas(snap, index, b, placement)
+                        entry = sets.setdefault(
+                            tuple(x.shard_id for x in reps), (reps, set(), list(owned))
+                        )
                         entry[1].add(b)
-                        if not entry[2] or entry[2][-1] != key:
-                            entry[2].append(key)
-                for shard, _, _ in per_shard.values():
-                    self._written(shard.shard_id)
-                results = await asyncio.gather(
-                    *(s.delete(index.ref, ks, version, timeout) for s, _, ks in per_shard.values())
-                )
+                else:
+                    sets = {}
+                    for key in owned:
+                        b = self._bucket(snap, index, key)
+                        reps = self._all_replicas(snap, index, b, placement)
+                        entry = sets.setdefault(tuple(x.shard_id for x in reps), (reps, set(), []))
+                        entry[1].add(b)
+                        entry[2].append(key)
+
+                def call(
+                    shard: Shard, keys: list[EntityKey], ref: VersionRef = index.ref
+                ) -> Callable[[], Awaitable[tuple[int, int]]]:
+                    async def run() -> tuple[int, int]:
+                        return await shard.delete(ref, keys, version, timeout), 0
+
+                    return run
+
+                calls = [
+                    (shard, bs, call(shard, ks), group)
+                    for group, (reps, bs, ks) in sets.items()
+                    for shard in reps
+                ]
+                result = await self._quorum_write(calls, index.write_quorum, replicas)
                 if n == 0:
-                    # each deleted record is counted by every replica holding it
-                    replicas = max(len(r) for r in placement.buckets)
-                    deleted = sum(results) // replicas
+                    deleted = result[0]
             return deleted
 
         return await self._retry_if_moved(snap, remove)
@@ -738,14 +756,22 @@ class RetrievalEngine:
             for pos, key in enumerate(owned if index.placement != "centroid" else ()):
                 shard = by_bucket_shard[self._bucket(snap, index, key)]
                 groups[shard.shard_id].append(pos)
-            answers = await asyncio.gather(
-                *(
-                    targets[sid].batch_get(
-                        index.ref, [owned[p] for p in positions], include_vectors, timeout
-                    )
-                    for sid, positions in groups.items()
-                )
-            )
+
+            async def ask(sid: str, positions: list[int]) -> list[Lookup]:
+                keys = [owned[p] for p in positions]
+                try:
+                    return await targets[sid].batch_get(index.ref, keys, include_vectors, timeout)
+                except Unavailable:
+                    # Fail over: another serving replica holding all these buckets.
+                    held = set(placement.buckets_of(sid))
+                    for alt in placement.shards():
+                        member = snap.serving_shard(alt)
+                        if alt != sid and member and held <= set(placement.buckets_of(alt)):
+                            shard = self.shards(member.shard_id, member.address)
+                            return await shard.batch_get(index.ref, keys, include_vectors, timeout)
+                    raise
+
+            answers = await asyncio.gather(*(ask(sid, ps) for sid, ps in groups.items()))
             return groups, list(answers)
 
         groups, answers = await self._retry_if_moved(snap, fetch)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
@@ -314,6 +314,71 @@ class IndexPartition:
             self.tombstones += new_tombs
         metrics.RECORDS.labels(self.metrics_label, "deleted").inc(len(removed))
         return WriteResult(len(removed), 0, seq)
+
+    def export(
+        self, buckets: set[int], chunk: int = 2000
+    ) -> Iterator[tuple[list[tuple[bytes, bytes]], list[tuple[bytes, int]]]]:
+        """Raw records of `buckets` and every tombstone, for a peer catching up."""
+        records: list[tuple[bytes, bytes]] = []
+        for raw_key, value in self.store.iter_prefix(RECORDS, self._prefix):
+            if rec.bucket_of_value(value) in buckets:
+                records.append((raw_key, value))
+                if len(records) >= chunk:
+                    yield records, []
+                    records = []
+        tombs = [
+            (k, rec.decode_tombstone(v))
+            for k, v in self.store.iter_prefix(TOMBSTONES, self._prefix)
+        ]
+        for i in range(0, max(len(tombs), 1), chunk):
+            yield (records if i == 0 else []), tombs[i : i + chunk]
+
+    def apply_replicated(
+        self, records: Sequence[tuple[bytes, bytes]], tombstones: Sequence[tuple[bytes, int]]
+    ) -> int:
+        """Applies a peer's records and tombstones with the same version rules
+        as client writes (newer wins; a delete wins over its version and older),
+        byte for byte. Idempotent: applying the same export twice changes nothing."""
+        applied = 0
+        with self._write_lock:
+            if records:
+                raw_keys = [k for k, _ in records]
+                stored = self.store.multi_get(RECORDS, raw_keys)
+                tombs = self.store.multi_get(TOMBSTONES, raw_keys)
+                take = [
+                    (k, v)
+                    for (k, v), old, tomb in zip(records, stored, tombs, strict=True)
+                    if old != v and applies(rec.source_version_of(v), old, tomb)
+                ]
+                if take:
+                    seq = self.store.write(
+                        puts=[(RECORDS, k, v) for k, v in take],
+                        deletes=[(TOMBSTONES, k) for k, _ in take],
+                        stamps=[(SEQUENCES, k) for k, _ in take],
+                    )
+                    for k, v in take:
+                        self.lifecycle.upsert(rec.decode_record(rec.parse_record_key(k)[1], v), seq)
+                    applied += len(take)
+            if tombstones:
+                raw_keys = [k for k, _ in tombstones]
+                stored = self.store.multi_get(RECORDS, raw_keys)
+                mine = self.store.multi_get(TOMBSTONES, raw_keys)
+                puts, deletes, removed = [], [], []
+                for (k, version), old, tomb in zip(tombstones, stored, mine, strict=True):
+                    if tomb is not None and rec.decode_tombstone(tomb) >= version:
+                        continue
+                    if old is not None and rec.source_version_of(old) > version:
+                        continue  # the record is newer than the delete
+                    puts.append((TOMBSTONES, k, rec.encode_tombstone(version)))
+                    if old is not None:
+                        deletes += [(RECORDS, k), (SEQUENCES, k)]
+                        removed.append(rec.parse_record_key(k)[1])
+                if puts:
+                    self.store.write(puts=puts, deletes=deletes)
+                    for key in removed:
+                        self.lifecycle.delete(key)
+                    applied += len(puts)
+        return applied
 
     def get(self, keys: Sequence[EntityKey]) -> list[Lookup]:
         raw_keys = [rec.keyed(self._prefix, k) for k in keys]

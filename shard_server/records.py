@@ -101,3 +101,8 @@ def decode_tombstone(raw: bytes) -> int:
 
 def source_version_of(raw: bytes) -> int:
     return int(struct.unpack_from("<q", raw)[0])
+
+
+def bucket_of_value(raw: bytes) -> int:
+    """The bucket a stored record was placed in, without decoding the rest."""
+    return int(_HEADER.unpack_from(raw)[3])

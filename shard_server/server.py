@@ -9,9 +9,9 @@ from dataclasses import dataclass
 import grpc
 
 from protos import serving
-from protos.vecshard.v1.internal import features_pb2_grpc, shard_pb2_grpc
+from protos.vecshard.v1.internal import features_pb2_grpc, replication_pb2_grpc, shard_pb2_grpc
 from registry.membership import ShardRegistration
-from registry.model import ShardMember
+from registry.model import ShardMember, ShardState
 from registry.registry import Registry
 from registry.store import EtcdStore
 from registry.watcher import SnapshotCache
@@ -19,6 +19,7 @@ from shard_server.config import ShardConfig
 from shard_server.feature_service import FeatureNode
 from shard_server.feature_servicer import FeatureServicer
 from shard_server.feature_store import FeatureShardStore, FeatureStore
+from shard_server.replication import ReplicationServicer, catch_up
 from shard_server.service import ShardNode
 from shard_server.servicer import ShardServicer
 
@@ -72,6 +73,7 @@ def create_server(cfg: ShardConfig) -> RunningShard:
         options=serving.grpc_options(),
     )
     shard_pb2_grpc.add_ShardServiceServicer_to_server(ShardServicer(node), server)
+    replication_pb2_grpc.add_ReplicationServiceServicer_to_server(ReplicationServicer(node), server)
     features_pb2_grpc.add_FeatureShardServiceServicer_to_server(
         FeatureServicer(FeatureNode(FeatureStore(store), cache)), server
     )
@@ -86,13 +88,28 @@ def create_server(cfg: ShardConfig) -> RunningShard:
     host = cfg.listen.rsplit(":", 1)[0]
     address = cfg.advertise or f"{'127.0.0.1' if host in ('0.0.0.0', '[::]', '') else host}:{port}"
     metrics_port = serving.start_metrics(cfg.metrics_host, cfg.metrics_port)
+    # Catch up from peer replicas before serving queries: first in bulk while
+    # unregistered, then again once registered as draining (coordinators send
+    # it writes but no queries), so nothing written in between is missed.
+    applied = catch_up(node)
     registration = ShardRegistration(
         etcd,
         registry.keys,
-        ShardMember(cfg.shard_id, address, metrics_address=f"{cfg.metrics_host}:{metrics_port}"),
+        ShardMember(
+            cfg.shard_id,
+            address,
+            state=ShardState.DRAINING,
+            metrics_address=f"{cfg.metrics_host}:{metrics_port}",
+        ),
         ttl=cfg.lease_ttl,
     )
     registration.start()
+    applied += catch_up(node)
+    registration.set_state(ShardState.SERVING)
+    if applied:
+        log.info(
+            "shard %s caught up %d records/tombstones from peer replicas", cfg.shard_id, applied
+        )
     serving.set_serving(health, [SERVICE, FEATURE_SERVICE], True)
     log.info("shard %s serving on %s with %d index partitions", cfg.shard_id, address, opened)
     return RunningShard(server, port, metrics_port, address, node, registration, cache, health)

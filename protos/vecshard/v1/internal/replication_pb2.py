@@ -22,10 +22,9 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
-from protos.vecshard.v1 import common_pb2 as protos_dot_vecshard_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-protos/vecshard/v1/internal/replication.proto\x12\x14vecshard.v1.internal\x1a\x1fprotos/vecshard/v1/common.proto\"K\n\rExportRequest\x12\x12\n\nindex_name\x18\x01 \x01(\t\x12\x15\n\rindex_version\x18\x02 \x01(\t\x12\x0f\n\x07\x62uckets\x18\x03 \x03(\r\"H\n\tTombstone\x12#\n\x03key\x18\x01 \x01(\x0b\x32\x16.vecshard.v1.EntityKey\x12\x16\n\x0esource_version\x18\x02 \x01(\x03\"N\n\x0e\x45xportedRecord\x12,\n\x06record\x18\x01 \x01(\x0b\x32\x1c.vecshard.v1.EmbeddingRecord\x12\x0e\n\x06\x62ucket\x18\x02 \x01(\r\"y\n\x0b\x45xportChunk\x12\x35\n\x07records\x18\x01 \x03(\x0b\x32$.vecshard.v1.internal.ExportedRecord\x12\x33\n\ntombstones\x18\x02 \x03(\x0b\x32\x1f.vecshard.v1.internal.Tombstone2o\n\x12ReplicationService\x12Y\n\rExportBuckets\x12#.vecshard.v1.internal.ExportRequest\x1a!.vecshard.v1.internal.ExportChunk0\x01\x42`\n\x17io.vecshard.v1.internalP\x01ZCgithub.com/vecshard/vecshard/gen/go/vecshard/v1/internal;internalv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-protos/vecshard/v1/internal/replication.proto\x12\x14vecshard.v1.internal\"K\n\rExportRequest\x12\x12\n\nindex_name\x18\x01 \x01(\t\x12\x15\n\rindex_version\x18\x02 \x01(\t\x12\x0f\n\x07\x62uckets\x18\x03 \x03(\r\"&\n\x08RawEntry\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\r\n\x05value\x18\x02 \x01(\x0c\"0\n\tTombstone\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\x16\n\x0esource_version\x18\x02 \x01(\x03\"s\n\x0b\x45xportChunk\x12/\n\x07records\x18\x01 \x03(\x0b\x32\x1e.vecshard.v1.internal.RawEntry\x12\x33\n\ntombstones\x18\x02 \x03(\x0b\x32\x1f.vecshard.v1.internal.Tombstone2o\n\x12ReplicationService\x12Y\n\rExportBuckets\x12#.vecshard.v1.internal.ExportRequest\x1a!.vecshard.v1.internal.ExportChunk0\x01\x42`\n\x17io.vecshard.v1.internalP\x01ZCgithub.com/vecshard/vecshard/gen/go/vecshard/v1/internal;internalv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,14 +32,14 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protos.vecshard.v1.internal
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\027io.vecshard.v1.internalP\001ZCgithub.com/vecshard/vecshard/gen/go/vecshard/v1/internal;internalv1'
-  _globals['_EXPORTREQUEST']._serialized_start=104
-  _globals['_EXPORTREQUEST']._serialized_end=179
-  _globals['_TOMBSTONE']._serialized_start=181
-  _globals['_TOMBSTONE']._serialized_end=253
-  _globals['_EXPORTEDRECORD']._serialized_start=255
-  _globals['_EXPORTEDRECORD']._serialized_end=333
-  _globals['_EXPORTCHUNK']._serialized_start=335
-  _globals['_EXPORTCHUNK']._serialized_end=456
-  _globals['_REPLICATIONSERVICE']._serialized_start=458
-  _globals['_REPLICATIONSERVICE']._serialized_end=569
+  _globals['_EXPORTREQUEST']._serialized_start=71
+  _globals['_EXPORTREQUEST']._serialized_end=146
+  _globals['_RAWENTRY']._serialized_start=148
+  _globals['_RAWENTRY']._serialized_end=186
+  _globals['_TOMBSTONE']._serialized_start=188
+  _globals['_TOMBSTONE']._serialized_end=236
+  _globals['_EXPORTCHUNK']._serialized_start=238
+  _globals['_EXPORTCHUNK']._serialized_end=353
+  _globals['_REPLICATIONSERVICE']._serialized_start=355
+  _globals['_REPLICATIONSERVICE']._serialized_end=466
 # @@protoc_insertion_point(module_scope)

@@ -1,4 +1,3 @@
-from protos.vecshard.v1 import common_pb2 as _common_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -17,26 +16,26 @@ class ExportRequest(_message.Message):
     buckets: _containers.RepeatedScalarFieldContainer[int]
     def __init__(self, index_name: _Optional[str] = ..., index_version: _Optional[str] = ..., buckets: _Optional[_Iterable[int]] = ...) -> None: ...
 
+class RawEntry(_message.Message):
+    __slots__ = ("key", "value")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    key: bytes
+    value: bytes
+    def __init__(self, key: _Optional[bytes] = ..., value: _Optional[bytes] = ...) -> None: ...
+
 class Tombstone(_message.Message):
     __slots__ = ("key", "source_version")
     KEY_FIELD_NUMBER: _ClassVar[int]
     SOURCE_VERSION_FIELD_NUMBER: _ClassVar[int]
-    key: _common_pb2.EntityKey
+    key: bytes
     source_version: int
-    def __init__(self, key: _Optional[_Union[_common_pb2.EntityKey, _Mapping]] = ..., source_version: _Optional[int] = ...) -> None: ...
-
-class ExportedRecord(_message.Message):
-    __slots__ = ("record", "bucket")
-    RECORD_FIELD_NUMBER: _ClassVar[int]
-    BUCKET_FIELD_NUMBER: _ClassVar[int]
-    record: _common_pb2.EmbeddingRecord
-    bucket: int
-    def __init__(self, record: _Optional[_Union[_common_pb2.EmbeddingRecord, _Mapping]] = ..., bucket: _Optional[int] = ...) -> None: ...
+    def __init__(self, key: _Optional[bytes] = ..., source_version: _Optional[int] = ...) -> None: ...
 
 class ExportChunk(_message.Message):
     __slots__ = ("records", "tombstones")
     RECORDS_FIELD_NUMBER: _ClassVar[int]
     TOMBSTONES_FIELD_NUMBER: _ClassVar[int]
-    records: _containers.RepeatedCompositeFieldContainer[ExportedRecord]
+    records: _containers.RepeatedCompositeFieldContainer[RawEntry]
     tombstones: _containers.RepeatedCompositeFieldContainer[Tombstone]
-    def __init__(self, records: _Optional[_Iterable[_Union[ExportedRecord, _Mapping]]] = ..., tombstones: _Optional[_Iterable[_Union[Tombstone, _Mapping]]] = ...) -> None: ...
+    def __init__(self, records: _Optional[_Iterable[_Union[RawEntry, _Mapping]]] = ..., tombstones: _Optional[_Iterable[_Union[Tombstone, _Mapping]]] = ...) -> None: ...
