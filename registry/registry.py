@@ -141,6 +141,16 @@ class Registry:
             is None
         ):
             raise NotFound(f"index {index.ref}: unknown embedding version {index.embedding}")
+        family = self.read(self.keys.family(index.embedding.name))
+        if family is not None:
+            from registry.index_params import parse_index_params
+
+            # a shard would refuse to open bad parameters: refuse them here
+            parse_index_params(index.kind, index.params, family[0].dimension)
+        if index.write_quorum < 0 or index.write_quorum > replicas:
+            raise InvalidArgument(
+                f"index {index.ref}: write_quorum {index.write_quorum} must be 0 (all) .. {replicas} replicas"
+            )
         placement = assign_buckets(index.ref, index.num_buckets, shard_ids, replicas)
         key = self.keys.index(index.name, index.version)
         ok = self.store.txn(

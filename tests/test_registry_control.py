@@ -199,3 +199,30 @@ def test_feature_definitions_groups_and_sets(admin: RegistryAdmin) -> None:
     with pytest.raises(Exception, match="nope"):
         admin.apply([dangling])
     assert VersionRef("bad", "v1") not in admin.registry.snapshot().feature_catalog.feature_sets
+
+
+def test_bad_index_parameters_are_refused_at_creation(admin: RegistryAdmin) -> None:
+    admin.apply(example_docs())
+    bad = {
+        "kind": "IndexVersion",
+        "spec": {
+            "name": "items_hnsw",
+            "version": "v1",
+            "embedding": {"name": "item_tower", "version": "2026-11"},
+            "kind": "hnsw",
+            "params": {"M": -1},
+        },
+    }
+    with pytest.raises(InvalidArgument, match="M=-1, expected 2..256"):
+        admin.apply([bad])
+    quorum = {
+        "kind": "IndexVersion",
+        "spec": {
+            "name": "items_q",
+            "version": "v1",
+            "embedding": {"name": "item_tower", "version": "2026-11"},
+            "write_quorum": 3,
+        },
+    }
+    with pytest.raises(InvalidArgument, match="write_quorum 3"):
+        admin.apply([quorum])
