@@ -316,6 +316,7 @@ class RetrievalClient(FeatureCalls):
         timeout: float | None = None,
         require_complete: bool = False,
         cursor: str = "",
+        skip_rerank: bool = False,
     ) -> SearchResponse:
         info = self.describe_route(route, timeout=timeout)
         vec = np.asarray(vector, dtype=np.float32)
@@ -330,6 +331,7 @@ class RetrievalClient(FeatureCalls):
             filter=filter_to_pb(filter),
             require_complete=require_complete,
             cursor=cursor,
+            skip_rerank=skip_rerank,
         )
         with rpc_errors():
             r = self._stub.Search(req, timeout=self._timeout(timeout))

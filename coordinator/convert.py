@@ -60,6 +60,7 @@ def search_from_pb(req: pb.SearchRequest) -> SearchQuery:
         filter=filter_from_pb(req.filter),
         require_complete=req.require_complete,
         cursor=req.cursor,
+        skip_rerank=req.skip_rerank,
     )
 
 
@@ -204,6 +205,7 @@ def shard_search_pb(index: VersionRef, queries: Sequence[ShardQuery]) -> spb.Sea
                 after_key=key_to_pb(q.after[1]) if q.after else None,
                 max_sequence=q.max_sequence,
                 served=q.served,
+                skip_rerank=q.skip_rerank,
             )
             for q in queries
         ],
@@ -220,6 +222,8 @@ def shard_answers(resp: spb.SearchResponse, shard_id: str, expected: int) -> lis
             hits=[Hit(h.score, key_from_pb(h.key), shard_id, h.bucket) for h in r.hits],
             candidates=r.candidates,
             sequence=r.sequence,
+            approximate=r.approximate,
+            reference_scores=tuple(r.reference_scores),
         )
         for r in resp.results
     ]

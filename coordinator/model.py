@@ -29,6 +29,7 @@ class SearchQuery:
     filter: Filter | None = None
     require_complete: bool = False
     cursor: str = ""
+    skip_rerank: bool = False
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class ShardQuery:
     after: tuple[float, EntityKey] | None = None
     max_sequence: int = 0
     served: int = 0
+    skip_rerank: bool = False
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,8 @@ class ShardAnswer:
     hits: list[Hit]
     candidates: int
     sequence: int = 0
+    approximate: bool = False
+    reference_scores: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from coordinator import metrics
+from coordinator.calibration import Calibrator
 from coordinator.exclusion import BucketStats, excludes
 from coordinator.fanout import Target, can_skip, order_by_bound, waves
 from coordinator.merge import Hit, merge_topk
@@ -125,6 +126,7 @@ class SearchExecutor:
         self.bounds = bounds
         self.settings = settings or FanoutSettings()
         self.stats = stats
+        self.calibrator = Calibrator()
 
     async def run(
         self,
@@ -211,6 +213,13 @@ class SearchExecutor:
                     )
                     continue
                 answer, latency, hedged, answered_by = outcome
+                if answer.approximate:
+                    answer = dataclasses.replace(
+                        answer,
+                        hits=self.calibrator.calibrate(
+                            answered_by, index.ref, answer.hits, answer.reference_scores
+                        ),
+                    )
                 hedges += hedged
                 searched += 1
                 candidates += answer.candidates

@@ -297,7 +297,7 @@ class RetrievalEngine:
             validate_filter(q.filter, index.attributes)
         tenant = snap.tenants.get(q.access.tenant_id)
         buckets = self._tenant_buckets(index, tenant)
-        query = ShardQuery(q.vector, q.k, q.access.tenant_id, q.filter)
+        query = ShardQuery(q.vector, q.k, q.access.tenant_id, q.filter, skip_rerank=q.skip_rerank)
         qhash = cursors.query_hash(q.vector, q.k, q.access.tenant_id, q.filter)
         pins = None
         served = 0

@@ -94,6 +94,7 @@ def search_response(shard_id: str, results: Sequence[SearchResult]) -> pb.Search
                 approximate=r.approximate,
                 plans=r.plans,
                 sequence=r.sequence,
+                reference_scores=r.reference_scores,
             )
             for r in results
         ],

@@ -36,7 +36,7 @@ from shard_server import records as rec
 from shard_server.aggregate import merge_segment_hits
 from shard_server.lifecycle import LifecycleEvents, LifecyclePolicy, SegmentLifecycle
 from shard_server.recovery import apply_liveness, recover_segments
-from shard_server.scoring import normalized, prepare_query
+from shard_server.scoring import canonical_scores, normalized, prepare_query
 from shard_server.segment import DEFAULT_OPTIONS, Hit, SearchOptions, Segment
 from shard_server.storage import (
     RECORDS,
@@ -54,6 +54,10 @@ class LookupStatus(Enum):
     FOUND = "found"
     MISSING = "missing"
     DELETED = "deleted"
+
+
+# Exact scores returned with an approximate answer, for calibration.
+REFERENCE_SAMPLE = 4
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,7 @@ class SearchResult:
     plans: dict[str, int] = field(default_factory=dict)
     approximate: bool = False
     sequence: int = 0
+    reference_scores: tuple[float, ...] = ()
 
 
 def applies(source_version: int, stored: bytes | None, tombstone: bytes | None) -> bool:
@@ -459,7 +464,26 @@ class IndexPartition:
             candidates += res.candidates
             approximate |= res.approximate
             per_segment.append(res.hits)
-        return SearchResult(merge_segment_hits(per_segment, q.k), candidates, plans, approximate)
+        hits = merge_segment_hits(per_segment, q.k)
+        reference: tuple[float, ...] = ()
+        if approximate and hits:
+            reference = self._exact_scores(vector, hits[:REFERENCE_SAMPLE])
+        return SearchResult(hits, candidates, plans, approximate, reference_scores=reference)
+
+    def _exact_scores(self, vector: np.ndarray, hits: Sequence[Hit]) -> tuple[float, ...]:
+        """Canonical scores of a few hits, from their stored vectors: the
+        reference sample for calibrating approximate scores (coordinator)."""
+        raws = self.store.multi_get(RECORDS, [rec.record_key(self.index.ref, h.key) for h in hits])
+        vectors = [
+            rec.decode_record(h.key, raw).vector
+            for h, raw in zip(hits, raws, strict=True)
+            if raw is not None
+        ]
+        if len(vectors) != len(hits):
+            return ()  # deleted meanwhile: no sample this time
+        return tuple(
+            float(s) for s in canonical_scores(self.family.metric, vector, np.stack(vectors))
+        )
 
     # -- maintenance (the shard's maintenance thread, or Flush) -------------
 

@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class SearchRequest(_message.Message):
-    __slots__ = ("route", "access", "query_vector", "k", "filter", "require_complete", "cursor")
+    __slots__ = ("route", "access", "query_vector", "k", "filter", "require_complete", "cursor", "skip_rerank")
     ROUTE_FIELD_NUMBER: _ClassVar[int]
     ACCESS_FIELD_NUMBER: _ClassVar[int]
     QUERY_VECTOR_FIELD_NUMBER: _ClassVar[int]
@@ -16,6 +16,7 @@ class SearchRequest(_message.Message):
     FILTER_FIELD_NUMBER: _ClassVar[int]
     REQUIRE_COMPLETE_FIELD_NUMBER: _ClassVar[int]
     CURSOR_FIELD_NUMBER: _ClassVar[int]
+    SKIP_RERANK_FIELD_NUMBER: _ClassVar[int]
     route: str
     access: _common_pb2.AccessContext
     query_vector: bytes
@@ -23,7 +24,8 @@ class SearchRequest(_message.Message):
     filter: _common_pb2.Filter
     require_complete: bool
     cursor: str
-    def __init__(self, route: _Optional[str] = ..., access: _Optional[_Union[_common_pb2.AccessContext, _Mapping]] = ..., query_vector: _Optional[bytes] = ..., k: _Optional[int] = ..., filter: _Optional[_Union[_common_pb2.Filter, _Mapping]] = ..., require_complete: _Optional[bool] = ..., cursor: _Optional[str] = ...) -> None: ...
+    skip_rerank: bool
+    def __init__(self, route: _Optional[str] = ..., access: _Optional[_Union[_common_pb2.AccessContext, _Mapping]] = ..., query_vector: _Optional[bytes] = ..., k: _Optional[int] = ..., filter: _Optional[_Union[_common_pb2.Filter, _Mapping]] = ..., require_complete: _Optional[bool] = ..., cursor: _Optional[str] = ..., skip_rerank: _Optional[bool] = ...) -> None: ...
 
 class Hit(_message.Message):
     __slots__ = ("key", "score", "rank", "shard_id")

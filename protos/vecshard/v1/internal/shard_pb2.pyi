@@ -110,7 +110,7 @@ class ShardHit(_message.Message):
     def __init__(self, key: _Optional[_Union[_common_pb2.EntityKey, _Mapping]] = ..., score: _Optional[float] = ..., bucket: _Optional[int] = ...) -> None: ...
 
 class QueryResult(_message.Message):
-    __slots__ = ("hits", "candidates", "approximate", "plans", "sequence")
+    __slots__ = ("hits", "candidates", "approximate", "plans", "sequence", "reference_scores")
     class PlansEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -123,12 +123,14 @@ class QueryResult(_message.Message):
     APPROXIMATE_FIELD_NUMBER: _ClassVar[int]
     PLANS_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_SCORES_FIELD_NUMBER: _ClassVar[int]
     hits: _containers.RepeatedCompositeFieldContainer[ShardHit]
     candidates: int
     approximate: bool
     plans: _containers.ScalarMap[str, int]
     sequence: int
-    def __init__(self, hits: _Optional[_Iterable[_Union[ShardHit, _Mapping]]] = ..., candidates: _Optional[int] = ..., approximate: _Optional[bool] = ..., plans: _Optional[_Mapping[str, int]] = ..., sequence: _Optional[int] = ...) -> None: ...
+    reference_scores: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, hits: _Optional[_Iterable[_Union[ShardHit, _Mapping]]] = ..., candidates: _Optional[int] = ..., approximate: _Optional[bool] = ..., plans: _Optional[_Mapping[str, int]] = ..., sequence: _Optional[int] = ..., reference_scores: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
     __slots__ = ("results", "shard_id")
