@@ -210,3 +210,26 @@ class LatencyHistogram:
 def _check_value(value: float) -> None:
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"latency must be finite and >= 0 seconds, got {value}")
+
+
+SUMMARY_PERCENTILES: tuple[float, ...] = (50.0, 90.0, 95.0, 99.0, 99.9)
+
+
+def summarize_ms(values_seconds: ArrayLike) -> dict[str, Any]:
+    """What every report says about a set of latencies: count, mean, p50/p90/p95/p99/p99.9
+    and max in milliseconds (from a ``LatencyHistogram``, so within its 1%), plus the
+    histogram itself so reports from several runs or processes can be merged later.
+
+    NaN entries (requests that never completed) are left out; negative values (two clock
+    reads that tie) count as zero.
+    """
+    values = np.asarray(values_seconds, dtype=np.float64).ravel()
+    histogram = LatencyHistogram()
+    histogram.record_many(np.maximum(values[~np.isnan(values)], 0.0))
+    out: dict[str, Any] = {"count": histogram.count}
+    if histogram.count:
+        out["mean_ms"] = histogram.mean * 1e3
+        out.update({f"p{p:g}_ms": histogram.percentile(p) * 1e3 for p in SUMMARY_PERCENTILES})
+        out["max_ms"] = histogram.max * 1e3
+    out["histogram"] = histogram.to_dict()
+    return out

@@ -1,0 +1,59 @@
+"""CPU time each process of a local cluster spends per query: where the time goes.
+
+On a 2-core machine the load generator, the coordinator and the shards compete for the same
+cores, so QPS is bounded by the CPU one query costs summed over every process it touches.
+Reading each process's user+system time (``/proc/<pid>/stat``) before and after a
+measurement, divided by the queries answered, shows that split without a profiler; the
+profiler (py-spy, see ``benchmarks/README.md``) then says what inside a process costs it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a process so far (None if it is gone or not Linux)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces; the fields after it are fixed.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+class CpuMeter:
+    """CPU seconds used by named processes (and this one) between ``start`` and ``stop``."""
+
+    def __init__(self, pids: Mapping[str, int]) -> None:
+        self.pids = dict(pids)
+        self._start: dict[str, float | None] = {}
+        self._own = 0.0
+
+    def start(self) -> CpuMeter:
+        self._start = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        self._own = time.process_time()
+        return self
+
+    def stop(self) -> dict[str, float | None]:
+        used: dict[str, float | None] = {"client": time.process_time() - self._own}
+        for name, pid in self.pids.items():
+            before, after = self._start.get(name), cpu_seconds(pid)
+            used[name] = None if before is None or after is None else after - before
+        return used
+
+
+def per_query_ms(used: Mapping[str, float | None], queries: int) -> dict[str, float | None]:
+    """CPU milliseconds per answered query for each process, and their total."""
+    if queries <= 0:
+        return {name: None for name in [*used, "total"]}
+    out = {name: None if s is None else s / queries * 1e3 for name, s in used.items()}
+    known = [v for v in out.values() if v is not None]
+    out["total"] = sum(known) if known else None
+    return out
