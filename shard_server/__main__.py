@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-import argparse
+import os
+
+# One BLAS thread per call: the gRPC thread pool already runs queries in
+# parallel, and OpenBLAS starting a thread per core for every matrix-vector
+# product made exact search 10–30× slower on 2 cores (benchmarks/README.md).
+# Set before numpy is imported; an explicit environment value still wins.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
 import signal
 import threading
 from pathlib import Path
