@@ -40,7 +40,7 @@ from rocksdict import Options, Rdict, WriteOptions
 from protos.errors import Internal
 from registry.features import FeatureDType, GroupRow, GroupSchema, PutAck, is_expired
 from registry.model import EntityKey, VersionRef
-from shard_server.records import _part
+from shard_server.records import _part, parse_parts
 from shard_server.storage import COLUMN_FAMILIES, META, ShardStore
 
 _HEADER = struct.Struct("<qqH")  # feature_timestamp, generated_at, len(group version)
@@ -61,12 +61,7 @@ def entity_key(key: EntityKey) -> bytes:
 
 
 def parse_entity_key(raw: bytes) -> EntityKey:
-    parts: list[str] = []
-    pos = 0
-    while pos < len(raw):
-        (n,) = struct.unpack_from("<H", raw, pos)
-        parts.append(raw[pos + 2 : pos + 2 + n].decode())
-        pos += 2 + n
+    parts = parse_parts(raw)
     if len(parts) != 3:
         raise Internal(f"malformed feature key {raw!r}; expected tenant, entity type, id")
     return EntityKey(*parts)

@@ -38,13 +38,19 @@ def keyed(prefix: bytes, key: EntityKey) -> bytes:
     return prefix + _part(key.tenant_id) + _part(key.entity_type) + _part(key.entity_id)
 
 
-def parse_record_key(raw: bytes) -> tuple[VersionRef, EntityKey]:
+def parse_parts(raw: bytes) -> list[str]:
+    """The components of a length-prefixed key (records, features)."""
     parts: list[str] = []
     pos = 0
     while pos < len(raw):
         (n,) = struct.unpack_from("<H", raw, pos)
         parts.append(raw[pos + 2 : pos + 2 + n].decode())
         pos += 2 + n
+    return parts
+
+
+def parse_record_key(raw: bytes) -> tuple[VersionRef, EntityKey]:
+    parts = parse_parts(raw)
     if len(parts) != 5:
         raise ValueError(f"malformed record key {raw!r}")
     return VersionRef(parts[0], parts[1]), EntityKey(parts[2], parts[3], parts[4])

@@ -15,25 +15,11 @@ from protos.errors import InvalidArgument
 from registry.model import EntityKey
 from registry.ordering import order_key
 from tests.conftest import ClusterFactory
+from tests.specs import route_spec
 
 pytestmark = pytest.mark.integration
 DIM = 8
-SPEC = f"""
-kind: EmbeddingFamily
-spec: {{name: v, entity_type: item, dimension: {DIM}, metric: l2}}
----
-kind: EmbeddingVersion
-spec: {{name: v, version: v1}}
----
-kind: IndexVersion
-spec: {{name: ix, version: v1, embedding: {{name: v, version: v1}}, kind: flat, num_buckets: 9}}
----
-kind: Bundle
-spec: {{name: b, query_embedding: {{name: v, version: v1}}, item_embedding: {{name: v, version: v1}}, index: {{name: ix, version: v1}}}}
----
-kind: Route
-spec: {{name: r, bundle: b}}
-"""
+SPEC = route_spec(dim=DIM, num_buckets=9)
 
 
 def test_pages_never_repeat_or_reorder_while_writes_continue(make_cluster: ClusterFactory) -> None:

@@ -15,29 +15,14 @@ from client.registry_client import RegistryClient
 from client.retrieval_client import Record, RetrievalClient
 from protos.errors import DeadlineExceeded
 from tests.conftest import ClusterFactory
+from tests.specs import route_spec
 
 pytestmark = pytest.mark.integration
 DIM = 8
 
 
 def spec(replicas: int) -> str:
-    return f"""
-kind: EmbeddingFamily
-spec: {{name: v, entity_type: item, dimension: {DIM}, metric: l2}}
----
-kind: EmbeddingVersion
-spec: {{name: v, version: v1}}
----
-kind: IndexVersion
-replicas: {replicas}
-spec: {{name: ix, version: v1, embedding: {{name: v, version: v1}}, kind: flat, num_buckets: 8}}
----
-kind: Bundle
-spec: {{name: b, query_embedding: {{name: v, version: v1}}, item_embedding: {{name: v, version: v1}}, index: {{name: ix, version: v1}}}}
----
-kind: Route
-spec: {{name: r, bundle: b}}
-"""
+    return route_spec(dim=DIM, num_buckets=8, replicas=replicas)
 
 
 def load(address: str, n: int = 400) -> None:

@@ -12,26 +12,11 @@ import pytest
 from client.registry_client import RegistryClient
 from client.retrieval_client import Record, RetrievalClient
 from tests.conftest import ClusterFactory
+from tests.specs import route_spec
 
 pytestmark = pytest.mark.integration
 DIM = 8
-SPEC = f"""
-kind: EmbeddingFamily
-spec: {{name: v, entity_type: item, dimension: {DIM}, metric: cosine}}
----
-kind: EmbeddingVersion
-spec: {{name: v, version: v1}}
----
-kind: IndexVersion
-replicas: 2
-spec: {{name: ix, version: v1, embedding: {{name: v, version: v1}}, kind: flat, num_buckets: 4, write_quorum: 1}}
----
-kind: Bundle
-spec: {{name: b, query_embedding: {{name: v, version: v1}}, item_embedding: {{name: v, version: v1}}, index: {{name: ix, version: v1}}}}
----
-kind: Route
-spec: {{name: r, bundle: b}}
-"""
+SPEC = route_spec(dim=DIM, metric="cosine", num_buckets=4, replicas=2, write_quorum=1)
 
 
 def test_restarted_replica_catches_up_and_serves_identical_results(

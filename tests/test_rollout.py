@@ -19,27 +19,12 @@ from client.registry_client import RegistryClient
 from client.retrieval_client import Record, RetrievalClient
 from client.rollout import KubectlFleet, LocalFleet, Rollout, in_flight_from_metrics
 from tests.conftest import ClusterFactory
+from tests.specs import route_spec
 
 pytestmark = pytest.mark.integration
 VECSHARD = str(Path(sys.executable).parent / "vecshard")
 DIM = 16
-SPEC = f"""
-kind: EmbeddingFamily
-spec: {{name: vec, entity_type: item, dimension: {DIM}, metric: l2}}
----
-kind: EmbeddingVersion
-spec: {{name: vec, version: v1}}
----
-kind: IndexVersion
-replicas: 2
-spec: {{name: vec_r2, version: v1, embedding: {{name: vec, version: v1}}, kind: flat, num_buckets: 6}}
----
-kind: Bundle
-spec: {{name: b, query_embedding: {{name: vec, version: v1}}, item_embedding: {{name: vec, version: v1}}, index: {{name: vec_r2, version: v1}}}}
----
-kind: Route
-spec: {{name: r, bundle: b}}
-"""
+SPEC = route_spec(dim=DIM, family="vec", index="vec_r2", num_buckets=6, replicas=2)
 
 
 class Load:

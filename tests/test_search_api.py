@@ -16,24 +16,10 @@ from protos.vecshard.v1 import retrieval_pb2_grpc
 from registry.convert import filter_to_pb
 from registry.filters import Eq
 from tests.conftest import ClusterFactory
+from tests.specs import route_spec
 
 pytestmark = pytest.mark.integration
-SPEC = """
-kind: EmbeddingFamily
-spec: {name: v, entity_type: item, dimension: 8, metric: inner_product}
----
-kind: EmbeddingVersion
-spec: {name: v, version: v1}
----
-kind: IndexVersion
-spec: {name: ix, version: v1, embedding: {name: v, version: v1}, kind: flat, num_buckets: 6, attributes: {colour: string}}
----
-kind: Bundle
-spec: {name: b, query_embedding: {name: v, version: v1}, item_embedding: {name: v, version: v1}, index: {name: ix, version: v1}}
----
-kind: Route
-spec: {name: r, bundle: b}
-"""
+SPEC = route_spec(dim=8, metric="inner_product", num_buckets=6, attributes={"colour": "string"})
 
 
 def test_search_batch_and_debug(make_cluster: ClusterFactory) -> None:

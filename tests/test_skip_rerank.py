@@ -11,24 +11,12 @@ from benchmarks.datasets import gaussian_mixture
 from client.registry_client import RegistryClient
 from client.retrieval_client import Record, RetrievalClient
 from tests.conftest import ClusterFactory
+from tests.specs import route_spec
 
 pytestmark = pytest.mark.integration
-SPEC = """
-kind: EmbeddingFamily
-spec: {name: v, entity_type: item, dimension: 32, metric: l2}
----
-kind: EmbeddingVersion
-spec: {name: v, version: v1}
----
-kind: IndexVersion
-spec: {name: ix, version: v1, embedding: {name: v, version: v1}, kind: hnsw, num_buckets: 4, params: {M: 16, ef_construction: 100, ef_search: 64}}
----
-kind: Bundle
-spec: {name: b, query_embedding: {name: v, version: v1}, item_embedding: {name: v, version: v1}, index: {name: ix, version: v1}}
----
-kind: Route
-spec: {name: r, bundle: b}
-"""
+SPEC = route_spec(
+    dim=32, kind="hnsw", num_buckets=4, params={"M": 16, "ef_construction": 100, "ef_search": 64}
+)
 
 
 def test_skip_rerank_is_calibrated_and_close_to_exact(make_cluster: ClusterFactory) -> None:

@@ -1,0 +1,55 @@
+"""Registry specs the integration tests share: one embedding family, its
+version, an index version, a bundle and a route, as YAML documents."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+
+def route_spec(
+    *,
+    dim: int,
+    metric: str = "l2",
+    family: str = "v",
+    index: str = "ix",
+    route: str = "r",
+    kind: str = "flat",
+    num_buckets: int = 8,
+    replicas: int = 1,
+    write_quorum: int = 0,
+    placement: str = "hash",
+    attributes: Mapping[str, str] | None = None,
+    params: Mapping[str, Any] | None = None,
+) -> str:
+    ix = {
+        "name": index,
+        "version": "v1",
+        "embedding": {"name": family, "version": "v1"},
+        "kind": kind,
+        "num_buckets": num_buckets,
+        "placement": placement,
+        "write_quorum": write_quorum,
+        "attributes": dict(attributes or {}),
+        "params": dict(params or {}),
+    }
+    docs = [
+        {
+            "kind": "EmbeddingFamily",
+            "spec": {"name": family, "entity_type": "item", "dimension": dim, "metric": metric},
+        },
+        {"kind": "EmbeddingVersion", "spec": {"name": family, "version": "v1"}},
+        {"kind": "IndexVersion", "replicas": replicas, "spec": ix},
+        {
+            "kind": "Bundle",
+            "spec": {
+                "name": f"{route}_bundle",
+                "query_embedding": {"name": family, "version": "v1"},
+                "item_embedding": {"name": family, "version": "v1"},
+                "index": {"name": index, "version": "v1"},
+            },
+        },
+        {"kind": "Route", "spec": {"name": route, "bundle": f"{route}_bundle"}},
+    ]
+    return "\n---\n".join(json.dumps(d) for d in docs)  # JSON is YAML
