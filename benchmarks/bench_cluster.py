@@ -73,6 +73,8 @@ class IndexPlan:
 
 @dataclass(frozen=True)
 class KindSupport:
+    """Whether this build's shards serve an index kind, and if not, why."""
+
     kind: str
     supported: bool
     reason: str = ""

@@ -30,7 +30,8 @@ class Curve:
 
     label: str
     kind: str
-    setup: str  # "in-process", "1 shard(s)", "2 shard(s) SearchBatch×16", ...
+    shards: int | None  # None for in-process
+    batched: bool  # SearchBatch calls rather than one query per call
     points: Sequence[tuple[float, float, str]]  # (recall, qps, annotation)
 
 
@@ -39,23 +40,26 @@ _MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 
 
 def recall_qps(curves: Sequence[Curve], path: Path, title: str) -> Path | None:
-    """Recall on x, QPS on a log y axis, one line per (kind, setup); points annotated with
-    their search parameter (``ef_search=64``)."""
+    """Recall on x, QPS on a log y axis, one line per (kind, setup): colour = kind, marker =
+    shard count (× in-process), dashed = in-process, dotted = SearchBatch; points annotated
+    with their search parameter (``ef_search=64``)."""
     plt = _pyplot()
     if plt is None:
         return None
     fig, ax = plt.subplots(figsize=(10, 6.5))
-    setups = sorted({c.setup for c in curves if c.setup != "in-process"})
+    shard_counts = sorted({c.shards for c in curves if c.shards is not None})
     for curve in curves:
         pts = sorted(p for p in curve.points if p[1] > 0)
         if not pts:
             continue
-        inproc = curve.setup == "in-process"
+        inproc = curve.shards is None
         ax.plot(
             [p[0] for p in pts],
             [p[1] for p in pts],
-            "--" if inproc else (":" if "SearchBatch" in curve.setup else "-"),
-            marker="x" if inproc else _MARKERS[setups.index(curve.setup) % len(_MARKERS)],
+            "--" if inproc else (":" if curve.batched else "-"),
+            marker="x"
+            if curve.shards is None
+            else _MARKERS[shard_counts.index(curve.shards) % len(_MARKERS)],
             color=_KIND_COLOURS.get(curve.kind, "tab:grey"),
             label=curve.label,
         )

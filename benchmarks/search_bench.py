@@ -131,13 +131,6 @@ class Point:
         return f"{where} {self.kind}" + (f" SearchBatch×{self.batch}" if self.batch > 1 else "")
 
     @property
-    def setup(self) -> str:
-        """Where it ran, for grouping curves: ``in-process`` or ``N shard(s)[ SearchBatch×B]``."""
-        if self.shards is None:
-            return "in-process"
-        return f"{self.shards} shard(s)" + (f" SearchBatch×{self.batch}" if self.batch > 1 else "")
-
-    @property
     def setting(self) -> str:
         return "" if self.param is None else f"{self.param}={self.value}"
 
@@ -546,7 +539,8 @@ def write_outputs(
         plots.Curve(
             label,
             group[0].kind,
-            group[0].setup,
+            group[0].shards,
+            group[0].batch > 1,
             [(p.recall, p.loaded.qps, p.setting) for p in group],
         )
         for label, group in grouped.items()

@@ -40,7 +40,7 @@ def test_slow_killed_and_failing_shards_give_partial_results_in_time(
         num_shards=4,
         lease_ttl=30,  # the killed shard stays registered: the coordinator must cope with refusals
         shard_env={
-            "shard-0": {"VECSHARD_FAULTS": "Search=delay:3.0"},
+            "shard-0": {"VECSHARD_FAULTS": "Search=delay:5.0"},
             "shard-1": {"VECSHARD_FAULTS": "Search=error:INTERNAL"},
         },
     )
@@ -56,19 +56,19 @@ def test_slow_killed_and_failing_shards_give_partial_results_in_time(
     )
     q = np.zeros(DIM, np.float32)
     with RetrievalClient(
-        cluster.coordinator_address, tenant_id="t", purpose="test", timeout=0.8
+        cluster.coordinator_address, tenant_id="t", purpose="test", timeout=1.5
     ) as c:
         t0 = time.monotonic()
         res = c.search("r", q, 10)
         elapsed = time.monotonic() - t0
-        assert elapsed < 0.8, f"answered after {elapsed:.2f}s, past the 0.8 s deadline"
+        assert elapsed < 1.5, f"answered after {elapsed:.2f}s, past the 1.5 s deadline"
         assert res.partial and list(res.missing_buckets) == down
         assert res.completeness == pytest.approx(1 - len(down) / 8)
         assert len(res.hits) == 10 and {h.shard_id for h in res.hits} == {"shard-3"}
         t0 = time.monotonic()
         with pytest.raises(DeadlineExceeded, match="complete results were required"):
             c.search("r", q, 10, require_complete=True)
-        assert time.monotonic() - t0 < 0.8
+        assert time.monotonic() - t0 < 1.5
 
 
 def test_a_killed_replica_changes_nothing(make_cluster: ClusterFactory) -> None:
