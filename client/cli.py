@@ -173,8 +173,10 @@ def cmd_describe_route(args: argparse.Namespace) -> int:
 
 def cmd_rollout(args: argparse.Namespace) -> int:
     from client.registry_client import RegistryClient
-    from client.rollout import KubectlFleet, Rollout, RolloutFailed
+    from client.rollout import KubectlFleet, Rollout, RolloutFailed, coordinator_errors
 
+    if not args.dry_run and not args.metrics_url:
+        print("warning: no --metrics-url given: the error-rate check is off", file=sys.stderr)
     fleet = KubectlFleet(
         args.image,
         args.namespace,
@@ -193,7 +195,12 @@ def cmd_rollout(args: argparse.Namespace) -> int:
         fleet.prepare()
         try:
             Rollout(
-                reg, fleet, drain_timeout=args.drain_timeout, ready_timeout=args.ready_timeout
+                reg,
+                fleet,
+                drain_timeout=args.drain_timeout,
+                ready_timeout=args.ready_timeout,
+                error_count=coordinator_errors(args.metrics_url) if args.metrics_url else None,
+                max_new_errors=args.max_new_errors,
             ).run()
         except RolloutFailed as exc:
             print(f"rollout stopped: {exc}", file=sys.stderr)
@@ -427,6 +434,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--ready-timeout", type=float, default=600.0, help="seconds to wait for a new pod"
     )
     rs.add_argument("--who", help="recorded as the actor (default: $USER)")
+    rs.add_argument(
+        "--metrics-url",
+        help="a coordinator's Prometheus URL (e.g. a port-forward of :9100/metrics); a rise in "
+        "its failed requests while a shard restarts rolls that shard back and stops",
+    )
+    rs.add_argument(
+        "--max-new-errors", type=float, default=0.0, help="failed requests tolerated per shard"
+    )
     rs.add_argument(
         "--dry-run", action="store_true", help="print the kubectl commands, change nothing"
     )

@@ -30,6 +30,32 @@ _IN_FLIGHT = re.compile(
 )
 
 
+_REQUESTS = re.compile(r"^vecshard_grpc_requests_total\{([^}]*)\} ([0-9.eE+-]+)$", re.M)
+
+
+def failed_requests_from_metrics(text: str) -> float:
+    """Requests a coordinator answered with an error status (not OK, not
+    client mistakes such as INVALID_ARGUMENT/NOT_FOUND), from its Prometheus text."""
+    ignore = (
+        'code="OK"',
+        'code="INVALID_ARGUMENT"',
+        'code="NOT_FOUND"',
+        'code="PERMISSION_DENIED"',
+    )
+    return sum(
+        float(v)
+        for labels, v in _REQUESTS.findall(text)
+        if 'component="coordinator"' in labels and not any(i in labels for i in ignore)
+    )
+
+
+def coordinator_errors(url: str) -> Callable[[], float]:
+    def read() -> float:
+        return failed_requests_from_metrics(urllib.request.urlopen(url, timeout=5).read().decode())
+
+    return read
+
+
 def in_flight_from_metrics(text: str) -> int:
     """Requests a shard is handling now, from its Prometheus text."""
     return int(sum(float(v) for v in _IN_FLIGHT.findall(text)))

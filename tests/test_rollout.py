@@ -186,3 +186,32 @@ def test_in_flight_parsing() -> None:
         'vecshard_grpc_in_flight{component="coordinator",method="Search",service="vecshard.v1.RetrievalService"} 9.0\n'
     )
     assert in_flight_from_metrics(text) == 3
+
+
+def test_failed_requests_are_read_from_coordinator_metrics() -> None:
+    from client.rollout import failed_requests_from_metrics
+
+    text = (
+        'vecshard_grpc_requests_total{code="OK",component="coordinator",method="Search",service="s"} 90.0\n'
+        'vecshard_grpc_requests_total{code="UNAVAILABLE",component="coordinator",method="Search",service="s"} 3.0\n'
+        'vecshard_grpc_requests_total{code="DEADLINE_EXCEEDED",component="coordinator",method="Search",service="s"} 2.0\n'
+        'vecshard_grpc_requests_total{code="INVALID_ARGUMENT",component="coordinator",method="Search",service="s"} 7.0\n'
+        'vecshard_grpc_requests_total{code="INTERNAL",component="shard",method="Search",service="s"} 5.0\n'
+    )
+    assert failed_requests_from_metrics(text) == 5.0
+
+
+def test_an_error_rise_rolls_the_shard_back(make_cluster: ClusterFactory) -> None:
+    from client.rollout import RolloutFailed
+
+    cluster = seeded(make_cluster)
+    errors = iter([0.0, 7.0])
+    with RegistryClient(cluster.coordinator_address, who="test") as reg:
+        rollout = Rollout(
+            reg,
+            LocalFleet(cluster, ["shard-0"]),
+            error_count=lambda: next(errors),
+            say=lambda m: None,
+        )
+        with pytest.raises(RolloutFailed, match="7 requests failed while shard-0 restarted"):
+            rollout.run()
