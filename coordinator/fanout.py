@@ -25,7 +25,8 @@ class Target:
     address: str
     buckets: tuple[int, ...]
     # Other replicas able to answer for the same buckets (for hedging / retry).
-    alternates: tuple[tuple[str, str], ...] = ()
+    # Other replicas: (shard id, address, which of `buckets` it also holds).
+    alternates: tuple[tuple[str, str, tuple[int, ...]], ...] = ()
 
 
 def order_by_bound(targets: Sequence[Target], bounds: Mapping[str, float]) -> list[Target]:

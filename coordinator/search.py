@@ -91,7 +91,8 @@ def plan_targets(
     a query touches as few shards as possible; buckets with no serving
     replica are returned as unavailable."""
     chosen: dict[str, list[int]] = {}
-    alternates: dict[str, set[tuple[str, str]]] = {}
+    # pick → other replica → the pick's buckets it also holds
+    alternates: dict[str, dict[str, list[int]]] = {}
     unavailable: list[int] = []
     for b in buckets:
         serving = [s for s in placement.buckets[b] if snap.serving_shard(s) is not None]
@@ -102,11 +103,19 @@ def plan_targets(
         pick = tracker.choose(already or serving)
         assert pick is not None
         chosen.setdefault(pick, []).append(b)
-        alternates.setdefault(pick, set()).update(
-            (s, snap.shards[s].address) for s in serving if s != pick
-        )
+        for s in serving:
+            if s != pick:
+                alternates.setdefault(pick, {}).setdefault(s, []).append(b)
     targets = [
-        Target(sid, snap.shards[sid].address, tuple(bs), tuple(sorted(alternates.get(sid, ()))))
+        Target(
+            sid,
+            snap.shards[sid].address,
+            tuple(bs),
+            tuple(
+                (alt, snap.shards[alt].address, tuple(covered))
+                for alt, covered in sorted(alternates.get(sid, {}).items())
+            ),
+        )
         for sid, bs in chosen.items()
     ]
     return targets, unavailable
@@ -284,12 +293,39 @@ class SearchExecutor:
         self.tracker.release(shard_id, latency)
         return answer, latency
 
-    def _spare_replica(self, t: Target, tried: set[str]) -> tuple[str, str] | None:
-        left = [(sid, addr) for sid, addr in t.alternates if sid not in tried]
-        if not left:
-            return None
-        pick = self.tracker.choose([sid for sid, _ in left])
-        return next(p for p in left if p[0] == pick)
+    def _full_alternates(self, t: Target) -> list[tuple[str, str]]:
+        """Replicas holding every bucket of the target (safe to hedge to)."""
+        return [(sid, addr) for sid, addr, cov in t.alternates if len(cov) == len(t.buckets)]
+
+    def _cover(self, t: Target, tried: set[str]) -> list[tuple[str, str]] | None:
+        """Untried replicas that together hold all of the target's buckets
+        (greedy, fewest calls first), or None when they cannot."""
+        left = set(t.buckets)
+        pool = {sid: (addr, set(cov)) for sid, addr, cov in t.alternates if sid not in tried}
+        out = []
+        while left:
+            best = max(pool, key=lambda s: (len(pool[s][1] & left), -len(out)), default=None)
+            if best is None or not pool[best][1] & left:
+                return None
+            out.append((best, pool[best][0]))
+            left -= pool.pop(best)[1]
+        return out
+
+    async def _attempt_cover(
+        self, cover: list[tuple[str, str]], index: VersionRef, query: ShardQuery, deadline: float
+    ) -> tuple[ShardAnswer, float]:
+        """Asks several replicas for one target's buckets; their answers merge
+        (duplicates are removed by the shards → result merge)."""
+        answers = await asyncio.gather(
+            *(self._attempt(sid, addr, index, query, deadline) for sid, addr in cover)
+        )
+        hits = [h for a, _ in answers for h in a.hits]
+        return (
+            ShardAnswer(
+                hits, sum(a.candidates for a, _ in answers), max(a.sequence for a, _ in answers)
+            ),
+            max(lat for _, lat in answers),
+        )
 
     async def _call(
         self, t: Target, index: VersionRef, query: ShardQuery, deadline: float, route: str
@@ -303,9 +339,8 @@ class SearchExecutor:
         tasks: dict[asyncio.Future[tuple[ShardAnswer, float]], tuple[str, bool]] = {
             primary: (t.shard_id, False)
         }
-        delay = (
-            self.tracker.hedge_delay(t.shard_id) if self.settings.hedge and t.alternates else None
-        )
+        full = self._full_alternates(t)
+        delay = self.tracker.hedge_delay(t.shard_id) if self.settings.hedge and full else None
         errors: list[BaseException] = []
         try:
             if delay is not None:
@@ -313,8 +348,8 @@ class SearchExecutor:
                     {primary}, timeout=min(delay, max(0.0, deadline - loop.time()))
                 )
                 if not done:
-                    alt = self.tracker.choose([s for s, _ in t.alternates]) or t.alternates[0][0]
-                    address = dict(t.alternates)[alt]
+                    alt = self.tracker.choose([s for s, _ in full]) or full[0][0]
+                    address = dict(full)[alt]
                     hedge = asyncio.ensure_future(
                         self._attempt(alt, address, index, query, deadline)
                     )
@@ -340,10 +375,12 @@ class SearchExecutor:
                     errors.append(exc)
                     # Fail over: a replica that refuses (shutting down, crashed)
                     # is answered by another before the buckets count as missing.
-                    spare = self._spare_replica(t, {sid for sid, _ in tasks.values()})
-                    if spare is not None and classify_shard_error(exc) is Decision.TOLERATE:
-                        retry = asyncio.ensure_future(self._attempt(*spare, index, query, deadline))
-                        tasks[retry] = (spare[0], False)
+                    cover = self._cover(t, {sid for sid, _ in tasks.values()})
+                    if cover and classify_shard_error(exc) is Decision.TOLERATE:
+                        retry = asyncio.ensure_future(
+                            self._attempt_cover(cover, index, query, deadline)
+                        )
+                        tasks[retry] = (cover[0][0], False)
                         pending.add(retry)
             raise errors[0]
         finally:

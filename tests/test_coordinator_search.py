@@ -181,7 +181,7 @@ def test_hedge_goes_to_another_replica_after_the_p95() -> None:
     snap = snapshot_for([a, b], [["a", "b"]])
     a.delay = 2.0
     targets, _ = plan_targets(snap, snap.placement(INDEX), tracker, [0])
-    assert targets[0].shard_id == "a" and targets[0].alternates == (("b", "mem://b"),)
+    assert targets[0].shard_id == "a" and targets[0].alternates == (("b", "mem://b", (0,)),)
     one = IndexVersion("ix", "v1", VersionRef("f", "v1"), num_buckets=1)
     result = asyncio.run(
         ex.run(
@@ -291,3 +291,32 @@ def test_buckets_excluded_by_min_max_are_not_asked_and_not_missing() -> None:
     result = asyncio.run(ex.run(snap, three, snap.placement(INDEX), q, [0, 1, 2], 5.0))
     assert shards[1].calls == 0 and shards[0].calls == 1 and shards[2].calls == 1
     assert not result.completeness.partial
+
+
+def test_failover_covers_every_bucket_when_no_single_replica_holds_them_all() -> None:
+    """Ring placement: a's buckets 0 and 1 have their other replicas on
+    different shards (b and c); losing a must not lose either bucket."""
+    a, b, c = (InMemoryShard(n, Metric.L2, 2) for n in "abc")
+    for bucket, holders in ((0, (a, b)), (1, (a, c))):
+        for i in range(5):
+            v = np.array([bucket * 10.0 + i, 0.0], np.float32)
+            for s in holders:
+                s.add(EntityKey("t", "item", f"b{bucket}-{i}"), v, bucket)
+    by_id = {"a": a, "b": b, "c": c}
+    snap = snapshot_for([a, b, c], [["a", "b"], ["a", "c"]])
+    two = IndexVersion("ix", "v1", VersionRef("f", "v1"), num_buckets=2)
+    q = ShardQuery(np.array([7.0, 0.0], np.float32), 10, "t")
+
+    def run_once() -> list[tuple[float, EntityKey]]:
+        ex = SearchExecutor(
+            lambda sid, addr: by_id[sid], ReplicaTracker(), settings=FanoutSettings(hedge=False)
+        )  # type: ignore[arg-type,return-value]
+        res = asyncio.run(ex.run(snap, two, snap.placement(INDEX), q, [0, 1], 5.0))
+        assert not res.completeness.partial
+        return [(h.score, h.key) for h in res.hits]
+
+    want = run_once()
+    assert len(want) == 10
+    a.error = Unavailable("shard a is down")
+    assert run_once() == want
+    assert b.calls >= 1 and c.calls >= 1
