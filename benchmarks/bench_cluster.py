@@ -1,6 +1,6 @@
 """A real local vecshard cluster loaded with one benchmark data set.
 
-Benchmarks measure what users run, so this is ``client.local_cluster.LocalCluster`` (etcd,
+Benchmarks measure what users run, so this is ``cli.local_cluster.LocalCluster`` (etcd,
 shard and coordinator processes on loopback), set up through the public paths: the
 registry library for families, index versions, bundles and routes, and
 ``RetrievalClient.upsert`` for the data. Entity ids are the data set's row numbers as
@@ -30,23 +30,13 @@ from google.protobuf import json_format
 from numpy.typing import NDArray
 
 from benchmarks import retrieval_api
-from client.etcd_process import EtcdProcess
-from client.local_cluster import LocalCluster
+from cli.etcd_process import EtcdProcess
+from cli.local_cluster import LocalCluster
 from client.retrieval_client import Record, RetrievalClient
+from core.domain import AttrType, AttrValue, Metric, VersionRef
 from protos.vecshard.v1.internal import shard_pb2 as spb
 from protos.vecshard.v1.internal import shard_pb2_grpc
-from registry.model import (
-    AttrType,
-    AttrValue,
-    Bundle,
-    EmbeddingFamily,
-    EmbeddingVersion,
-    IndexKind,
-    IndexVersion,
-    Metric,
-    Route,
-    VersionRef,
-)
+from registry.model import Bundle, EmbeddingFamily, EmbeddingVersion, IndexKind, IndexVersion, Route
 from registry.registry import Registry
 from registry.store import EtcdStore
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from benchmarks.load_report import code_counts
 from benchmarks.open_loop import Clock, EventLog, LoadRun, SideTask
-from client.local_cluster import LocalCluster
+from cli.local_cluster import LocalCluster
 
 
 @dataclass(frozen=True)

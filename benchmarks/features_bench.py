@@ -21,9 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from client.local_cluster import LocalCluster
+from cli.local_cluster import LocalCluster
 from client.registry_client import RegistryClient
 from client.retrieval_client import Record, RetrievalClient
+from core.domain import EntityKey, VersionRef
+from registry.feature_values import resolve_group
 from registry.features import (
     FeatureCatalog,
     FeatureDefinition,
@@ -33,9 +35,7 @@ from registry.features import (
     FeatureSet,
     GroupRow,
     PrivacyClass,
-    resolve_group,
 )
-from registry.model import EntityKey, VersionRef
 from shard_server.feature_store import FeatureShardStore, FeatureStore
 from shard_server.records import decode_record, record_key
 from shard_server.storage import RECORDS

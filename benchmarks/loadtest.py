@@ -56,10 +56,10 @@ from benchmarks.request_mix import (
     search_requests,
 )
 from benchmarks.run_record import RESULTS_DIR, machine, write_json
-from client import filter_syntax
+from cli import filter_syntax
 from client.retrieval_client import RetrievalClient
-from registry.filters import And, Eq, Filter, Range
-from registry.model import AttrType
+from core.domain import AttrType
+from core.filters import And, Eq, Filter, Range
 
 LOCAL_ATTRIBUTES = {"category": AttrType.STRING, "price": AttrType.FLOAT, "year": AttrType.INT}
 

@@ -20,11 +20,11 @@ from google.protobuf.message import Message
 from numpy.typing import NDArray
 
 from benchmarks import retrieval_api
+from core.filters import Filter
+from core.vectors import to_bytes
+from core.wire import filter_to_pb
 from protos.vecshard.v1 import common_pb2 as cpb
 from protos.vecshard.v1 import retrieval_pb2 as pb
-from protos.vectors import to_bytes
-from registry.convert import filter_to_pb
-from registry.filters import Filter
 
 
 @dataclass(frozen=True)

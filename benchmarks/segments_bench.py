@@ -36,19 +36,12 @@ import numpy as np
 from benchmarks.datasets import exact_ground_truth, gaussian_mixture, recall_at_k
 from benchmarks.latency import LatencyHistogram
 from benchmarks.run_record import RESULTS_DIR, machine, write_json
-from client.local_cluster import LocalCluster
+from cli.local_cluster import LocalCluster
+from core.domain import EntityKey, Metric, VersionRef
 from protos.vecshard.v1 import common_pb2 as cpb
 from protos.vecshard.v1.internal import shard_pb2 as pb
 from protos.vecshard.v1.internal import shard_pb2_grpc
-from registry.model import (
-    EmbeddingFamily,
-    EmbeddingVersion,
-    EntityKey,
-    IndexKind,
-    IndexVersion,
-    Metric,
-    VersionRef,
-)
+from registry.model import EmbeddingFamily, EmbeddingVersion, IndexKind, IndexVersion
 from registry.placement import bucket_of
 from registry.registry import Registry
 from registry.store import EtcdStore

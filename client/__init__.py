@@ -1,1 +1,2 @@
-"""Typed Python SDK, the `vecshard` CLI, and the local cluster runner."""
+"""The typed Python SDK over the generated stubs: `RetrievalClient` and
+`RegistryClient`. Needs only grpcio, protobuf and numpy."""

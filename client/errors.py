@@ -1,7 +1,7 @@
-"""The client raises the one exception tree of `protos.errors`; this module
+"""The client raises the one exception tree of `core.errors`; this module
 turns a failed gRPC call into it, in one place.
 
-    protos.errors.VecshardError (.code is the gRPC status, .retryable)
+    core.errors.VecshardError (.code is the gRPC status, .retryable)
     ├── InvalidArgument  — also raised locally, before sending, for bad input
     ├── NotFound, FailedPrecondition, PermissionDenied, ...
     └── Unavailable, DeadlineExceeded, ResourceExhausted (retryable)
@@ -14,7 +14,7 @@ from contextlib import contextmanager
 
 import grpc
 
-from protos.errors import (
+from core.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,

@@ -2,7 +2,7 @@
 
 It checks what it can before sending (vector dimension and finiteness against
 the route, k, tenant, purpose, timeout), so mistakes fail fast with a clear
-`InvalidArgument`, and it raises the `protos.errors` tree for server errors.
+`InvalidArgument`, and it raises the `core.errors` tree for server errors.
 
     with RetrievalClient("127.0.0.1:7300", tenant_id="acme", purpose="recommendation") as c:
         c.upsert("items", "v1", [Record("item-1", vec, attributes={"category": "books"})])
@@ -19,12 +19,11 @@ import grpc
 import numpy as np
 
 from client.errors import rpc_errors
-from protos.errors import InvalidArgument
-from protos.vecshard.v1 import common_pb2 as cpb
-from protos.vecshard.v1 import retrieval_pb2 as pb
-from protos.vecshard.v1 import retrieval_pb2_grpc
-from protos.vectors import check_vector, from_bytes, to_bytes
-from registry.convert import (
+from core.domain import AttrValue, EntityKey
+from core.errors import InvalidArgument
+from core.filters import Filter
+from core.vectors import check_vector, from_bytes, to_bytes
+from core.wire import (
     FILL_FROM_PB,
     REASON_FROM_PB,
     attributes_from_pb,
@@ -35,8 +34,9 @@ from registry.convert import (
     key_to_pb,
     value_to_pb,
 )
-from registry.filters import Filter
-from registry.model import AttrValue, EntityKey
+from protos.vecshard.v1 import common_pb2 as cpb
+from protos.vecshard.v1 import retrieval_pb2 as pb
+from protos.vecshard.v1 import retrieval_pb2_grpc
 
 
 @dataclass(frozen=True)

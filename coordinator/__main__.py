@@ -9,8 +9,8 @@ from pathlib import Path
 
 from coordinator.config import CoordinatorConfig
 from coordinator.server import create_server
-from protos import serving
-from registry.settings import load_settings
+from core import runtime as serving
+from core.settings import load_settings
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from coordinator.model import Lookup, ShardAnswer, ShardQuery, WriteRecord
 from coordinator.shards import Shard
-from registry.model import EntityKey, VersionRef
+from core.domain import EntityKey, VersionRef
 
 
 @dataclass

@@ -21,7 +21,7 @@ from dataclasses import replace
 import numpy as np
 
 from coordinator.merge import Hit
-from registry.model import VersionRef
+from core.domain import VersionRef
 
 
 class Calibrator:

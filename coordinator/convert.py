@@ -18,12 +18,10 @@ from coordinator.model import (
     ShardQuery,
     WriteRecord,
 )
-from protos.errors import InvalidArgument
-from protos.vecshard.v1 import common_pb2 as cpb
-from protos.vecshard.v1 import retrieval_pb2 as pb
-from protos.vecshard.v1.internal import shard_pb2 as spb
-from protos.vectors import from_bytes, to_bytes
-from registry.convert import (
+from core.domain import AttrType, EntityKey, Metric, VersionRef
+from core.errors import InvalidArgument
+from core.vectors import from_bytes, to_bytes
+from core.wire import (
     METRIC_TO_PB,
     REASON_FROM_PB,
     attributes_from_pb,
@@ -35,8 +33,11 @@ from registry.convert import (
     key_to_pb,
     value_to_pb,
 )
-from registry.features import FeatureDefinition, GroupRow, MissingReason, missing_value
-from registry.model import AttrType, EntityKey, Metric, VersionRef
+from protos.vecshard.v1 import common_pb2 as cpb
+from protos.vecshard.v1 import retrieval_pb2 as pb
+from protos.vecshard.v1.internal import shard_pb2 as spb
+from registry.feature_values import missing_value
+from registry.features import FeatureDefinition, GroupRow, MissingReason
 from registry.snapshot import ResolvedRoute
 
 _STATUS_FROM_PB = {

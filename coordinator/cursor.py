@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from protos.errors import InvalidArgument
-from registry.filters import Filter
-from registry.model import EntityKey, VersionRef
+from core.domain import EntityKey, VersionRef
+from core.errors import InvalidArgument
+from core.filters import Filter
 
 VERSION = 1
 

@@ -1,7 +1,7 @@
-"""Coordinator errors are the shared tree in `protos.errors`; this module holds
+"""Coordinator errors are the shared tree in `core.errors`; this module holds
 the policy that turns a shard's failure into one of them.
 
-    protos.errors.VecshardError
+    core.errors.VecshardError
     ├── (a shard's own status, re-raised with the shard named)
     └── Unavailable     a shard could not be reached or has no serving replica
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import grpc
 
-from protos.errors import Unavailable, VecshardError, from_rpc_error
+from core.errors import Unavailable, VecshardError, from_rpc_error
 
 
 def shard_error(shard_id: str, address: str, exc: BaseException) -> VecshardError:

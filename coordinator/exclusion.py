@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from registry.filters import And, Eq, Filter, In, Not, Or, Range
+from core.filters import And, Eq, Filter, In, Not, Or, Range
 
 # attribute → (min, max) over the bucket's live records that carry it
 BucketStats = Mapping[str, tuple[float, float]]

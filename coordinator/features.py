@@ -22,15 +22,9 @@ from coordinator.model import Access, FeatureResult
 from coordinator.partial import Decision, classify_shard_error
 from coordinator.replicas import ReplicaTracker
 from coordinator.search import ShardFactory
-from protos.errors import InvalidArgument, NotFound, PermissionDenied, Unavailable
-from registry.features import (
-    FeatureDefinition,
-    GroupRead,
-    GroupRow,
-    MissingReason,
-    readable,
-)
-from registry.model import EntityKey, VersionRef
+from core.domain import EntityKey, VersionRef
+from core.errors import InvalidArgument, NotFound, PermissionDenied, Unavailable
+from registry.features import FeatureDefinition, GroupRead, GroupRow, MissingReason, readable
 from registry.placement import tenant_bucket
 from registry.registry import FEATURE_BUCKETS, feature_placement_ref
 from registry.snapshot import Snapshot

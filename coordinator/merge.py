@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from registry.model import EntityKey
-from registry.ordering import OrderKey, order_key
+from core.domain import EntityKey
+from core.ordering import OrderKey, order_key
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,9 @@ from enum import Enum
 import numpy as np
 
 from coordinator.merge import Hit
-from registry.filters import Filter
-from registry.model import AttrValue, EntityKey, IndexVersion
+from core.domain import AttrValue, EntityKey
+from core.filters import Filter
+from registry.model import IndexVersion
 
 
 @dataclass(frozen=True)

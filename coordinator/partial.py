@@ -14,7 +14,7 @@ from enum import Enum
 
 import grpc
 
-from protos.errors import DeadlineExceeded, Unavailable, VecshardError
+from core.errors import DeadlineExceeded, Unavailable, VecshardError
 
 
 class Decision(Enum):

@@ -10,12 +10,13 @@ import asyncio
 
 import grpc.aio
 
-from protos.errors import InvalidArgument
+from core.domain import VersionRef
+from core.errors import InvalidArgument
+from core.vectors import from_bytes
 from protos.vecshard.v1 import registry_pb2 as pb
 from protos.vecshard.v1 import registry_pb2_grpc
-from protos.vectors import from_bytes
 from registry.admin import RegistryAdmin, parse_documents, to_json
-from registry.model import ShardState, VersionRef
+from registry.model import ShardState
 from registry.watcher import SnapshotCache
 
 

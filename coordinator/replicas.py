@@ -13,7 +13,7 @@ from collections import defaultdict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from protos.errors import ResourceExhausted
+from core.errors import ResourceExhausted
 
 
 @dataclass

@@ -26,8 +26,9 @@ from coordinator.model import ShardAnswer, ShardQuery, ShardTrace
 from coordinator.partial import Completeness, Decision, classify_shard_error
 from coordinator.replicas import ReplicaTracker
 from coordinator.shards import Shard
-from protos.errors import DeadlineExceeded, VecshardError
-from registry.model import IndexVersion, Placement, VersionRef
+from core.domain import VersionRef
+from core.errors import DeadlineExceeded, VecshardError
+from registry.model import IndexVersion, Placement
 from registry.snapshot import Snapshot
 
 ShardFactory = Callable[[str, str], Shard]

@@ -16,7 +16,7 @@ from coordinator.service import Limits, RetrievalEngine
 from coordinator.servicer import RetrievalServicer
 from coordinator.shards import ShardPool
 from coordinator.summaries import SummaryCache
-from protos import serving
+from core import runtime as serving
 from protos.vecshard.v1 import registry_pb2_grpc, retrieval_pb2_grpc
 from registry.admin import RegistryAdmin
 from registry.registry import Registry

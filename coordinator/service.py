@@ -45,7 +45,8 @@ from coordinator.search import (
 )
 from coordinator.shards import Shard
 from coordinator.summaries import SummaryCache
-from protos.errors import (
+from core.domain import EntityKey, Metric, VersionRef
+from core.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
@@ -53,18 +54,10 @@ from protos.errors import (
     ResourceExhausted,
     Unavailable,
 )
-from protos.vectors import check_vector
+from core.filters import validate_attributes, validate_filter
+from core.vectors import check_vector
 from registry import codec
-from registry.filters import validate_attributes, validate_filter
-from registry.model import (
-    EmbeddingFamily,
-    EntityKey,
-    IndexVersion,
-    Metric,
-    Placement,
-    Tenant,
-    VersionRef,
-)
+from registry.model import EmbeddingFamily, IndexVersion, Placement, Tenant
 from registry.placement import decode_centroids, nearest, tenant_bucket
 from registry.snapshot import (
     ResolvedRoute,

@@ -7,9 +7,9 @@ import grpc.aio
 from coordinator import convert
 from coordinator.features import FeatureEngine
 from coordinator.service import RetrievalEngine
+from core.domain import VersionRef
 from protos.vecshard.v1 import retrieval_pb2 as pb
 from protos.vecshard.v1 import retrieval_pb2_grpc
-from registry.model import VersionRef
 
 
 class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):

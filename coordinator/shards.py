@@ -17,16 +17,16 @@ import grpc.aio
 from coordinator import convert
 from coordinator.errors import shard_error
 from coordinator.model import Lookup, ShardAnswer, ShardQuery, WriteRecord
-from protos import serving
-from protos.vecshard.v1 import common_pb2 as cpb
-from protos.vecshard.v1.internal import features_pb2 as fpb
-from protos.vecshard.v1.internal import features_pb2_grpc, shard_pb2_grpc
-from registry.convert import (
+from core import runtime as serving
+from core.domain import EntityKey, VersionRef
+from core.wire import (
     feature_value_to_pb,
     key_to_pb,
 )
+from protos.vecshard.v1 import common_pb2 as cpb
+from protos.vecshard.v1.internal import features_pb2 as fpb
+from protos.vecshard.v1.internal import features_pb2_grpc, shard_pb2_grpc
 from registry.features import GroupRow
-from registry.model import EntityKey, VersionRef
 
 UPSERT_BATCH = 1000
 T = TypeVar("T")

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from coordinator.exclusion import BucketStats
-from registry.bounds import score_upper_bound
-from registry.model import Metric, VersionRef
+from core.bounds import score_upper_bound
+from core.domain import Metric, VersionRef
 from registry.watcher import SnapshotCache
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,8 @@ from typing import Any
 
 import yaml
 
-from protos.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from core.domain import VersionRef
+from core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from registry import codec
 from registry.compat import bundle_parts, check_bundle
 from registry.model import (
@@ -25,7 +26,6 @@ from registry.model import (
     RouteChange,
     Status,
     Tenant,
-    VersionRef,
 )
 from registry.registry import Registry
 from registry.snapshot import Snapshot, resolve_bundle

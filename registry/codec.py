@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from enum import Enum
 from typing import Any, TypeVar
 
-from protos.errors import InvalidArgument
+from core.errors import InvalidArgument
 from registry import model
 
 SCHEMA_VERSION = 1

@@ -10,15 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from protos.errors import FailedPrecondition, NotFound
-from registry.model import (
-    SERVABLE,
-    Bundle,
-    EmbeddingFamily,
-    EmbeddingVersion,
-    IndexVersion,
-    VersionRef,
-)
+from core.domain import VersionRef
+from core.errors import FailedPrecondition, NotFound
+from registry.model import SERVABLE, Bundle, EmbeddingFamily, EmbeddingVersion, IndexVersion
 
 
 @dataclass(frozen=True)

@@ -48,8 +48,8 @@ from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any, NamedTuple
 
-from protos.errors import FailedPrecondition, InvalidArgument, NotFound
-from registry.model import EntityKey, VersionRef
+from core.domain import EntityKey, VersionRef
+from core.errors import FailedPrecondition, InvalidArgument, NotFound
 
 US_PER_SECOND = 1_000_000
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
@@ -362,6 +362,51 @@ def check_compatible_update(
 # Validated views
 
 
+# The row types below are NamedTuples, not frozen dataclasses: the
+# serving path creates one per entity or per value (1,600+ per GetFeatures of
+# 800 candidates), a NamedTuple is about three times cheaper to build, and the
+# registry codec never stores them (like `core.domain.EntityKey`).
+
+
+class StoredValue(NamedTuple):
+    """One feature's value in a stored row; `value` None means null."""
+
+    value: Any
+    feature_timestamp: int
+    generated_at: int
+
+
+class GroupRow(NamedTuple):
+    """One entity's row of a group: the unit written online and offline."""
+
+    entity: EntityKey
+    feature_timestamp: int
+    generated_at: int
+    values: Mapping[str, Any]
+
+    def stored(self, feature: str) -> StoredValue:
+        return StoredValue(self.values.get(feature), self.feature_timestamp, self.generated_at)
+
+    def supersedes(self, feature_timestamp: int, generated_at: int) -> bool:
+        """Whether this row replaces one stored with these times.
+
+        Rows are ordered by (feature_timestamp, generated_at): an older event
+        never overwrites a newer one, and of two computations of the same
+        event the later one wins, whatever order they arrive in. Equal times
+        replace, so replaying a batch is idempotent.
+        """
+        return (self.feature_timestamp, self.generated_at) >= (feature_timestamp, generated_at)
+
+
+@dataclass(frozen=True)
+class PutAck:
+    """What a feature write did: rows written, and rows ignored because a row
+    at least as new was already stored."""
+
+    written: int
+    ignored_older: int
+
+
 @dataclass(frozen=True)
 class GroupSchema:
     """A group with its definitions resolved (in the group's feature order):
@@ -529,151 +574,3 @@ def readable_groups(
     fetching, so a non-personalized request never reads behavioural data; the
     skipped groups' features resolve to `privacy_disabled` without a read."""
     return tuple(r for r in catalog.plan(fs) if readable(r.schema, personalized))
-
-
-# ---------------------------------------------------------------------------
-# Stored values and resolution
-
-
-# The three value types below are NamedTuples, not frozen dataclasses: the
-# serving path creates one per entity or per value (1,600+ per GetFeatures of
-# 800 candidates), a NamedTuple is about three times cheaper to build, and the
-# registry codec never stores them (like `registry.model.EntityKey`).
-
-
-class StoredValue(NamedTuple):
-    """One feature's value in a stored row; `value` None means null."""
-
-    value: Any
-    feature_timestamp: int
-    generated_at: int
-
-
-class GroupRow(NamedTuple):
-    """One entity's row of a group: the unit written online and offline."""
-
-    entity: EntityKey
-    feature_timestamp: int
-    generated_at: int
-    values: Mapping[str, Any]
-
-    def stored(self, feature: str) -> StoredValue:
-        return StoredValue(self.values.get(feature), self.feature_timestamp, self.generated_at)
-
-    def supersedes(self, feature_timestamp: int, generated_at: int) -> bool:
-        """Whether this row replaces one stored with these times.
-
-        Rows are ordered by (feature_timestamp, generated_at): an older event
-        never overwrites a newer one, and of two computations of the same
-        event the later one wins, whatever order they arrive in. Equal times
-        replace, so replaying a batch is idempotent.
-        """
-        return (self.feature_timestamp, self.generated_at) >= (feature_timestamp, generated_at)
-
-
-@dataclass(frozen=True)
-class PutAck:
-    """What a feature write did: rows written, and rows ignored because a row
-    at least as new was already stored."""
-
-    written: int
-    ignored_older: int
-
-
-class FeatureValue(NamedTuple):
-    """What a model reads for one feature of one entity.
-
-    `missing_reason` is None for a fresh stored value; `default_applied` is the
-    fill used when `value` is not the stored value; `staleness_us` and
-    `feature_timestamp` describe the live stored row, if any.
-    """
-
-    value: Any
-    missing_reason: MissingReason | None = None
-    default_applied: FillAction | None = None
-    staleness_us: int | None = None
-    feature_timestamp: int | None = None
-
-
-def is_expired(ttl_seconds: int | None, feature_timestamp: int, request_time: int) -> bool:
-    """Strictly older than the TTL; a row exactly TTL old is still live."""
-    return (
-        ttl_seconds is not None and request_time - feature_timestamp > ttl_seconds * US_PER_SECOND
-    )
-
-
-def _filled(
-    definition: FeatureDefinition,
-    reason: MissingReason,
-    stored: StoredValue | None = None,
-    staleness_us: int | None = None,
-) -> FeatureValue:
-    fill = definition.default_policy.fill_for(reason)
-    ts = stored.feature_timestamp if stored is not None else None
-    if fill.action is FillAction.KEEP_VALUE and stored is not None:
-        return FeatureValue(stored.value, reason, None, staleness_us, ts)
-    if fill.action is FillAction.CONSTANT:
-        value = fill.constant
-    elif fill.action is FillAction.FEATURE_DEFAULT:
-        value = definition.default_value
-    else:
-        value = None
-    return FeatureValue(value, reason, fill.action, staleness_us, ts)
-
-
-def missing_value(definition: FeatureDefinition, reason: MissingReason) -> FeatureValue:
-    """A value for a feature that was not read (timeout, not computed,
-    privacy), with the definition's fill for that reason."""
-    return _filled(definition, reason)
-
-
-def resolve_value(
-    definition: FeatureDefinition,
-    stored: StoredValue | None,
-    request_time: int,
-    group_ttl_seconds: int | None,
-    personalized: bool,
-) -> FeatureValue:
-    """The value a model reads for one feature, online and offline alike.
-
-    Order of checks: privacy (never served, whatever is stored), absence or
-    expiry (`entity_not_found`), null (`no_history`), then freshness
-    (`stale`). A stored value newer than `request_time` (a producer's clock
-    ahead of the server's) is served with staleness 0: online keeps only the
-    latest value, and losing it to clock skew would be worse.
-    """
-    if not personalized and definition.privacy_class is not PrivacyClass.PUBLIC:
-        return _filled(definition, MissingReason.PRIVACY_DISABLED)
-    if stored is None or is_expired(group_ttl_seconds, stored.feature_timestamp, request_time):
-        return _filled(definition, MissingReason.ENTITY_NOT_FOUND)
-    staleness = max(0, request_time - stored.feature_timestamp)
-    if stored.value is None:
-        return _filled(definition, MissingReason.NO_HISTORY, stored, staleness)
-    sla = definition.freshness_sla_seconds
-    if sla is not None and staleness > sla * US_PER_SECOND:
-        return _filled(definition, MissingReason.STALE, stored, staleness)
-    return FeatureValue(stored.value, None, None, staleness, stored.feature_timestamp)
-
-
-def resolve_group(
-    read: GroupRead,
-    row: GroupRow | MissingReason | None,
-    request_time: int,
-    personalized: bool,
-) -> tuple[FeatureValue, ...]:
-    """Values of `read.features` for one entity from its fetched row (None:
-    no row; a `MissingReason`: the fetch itself failed, e.g. `timeout` or
-    `not_computed`)."""
-    schema = read.schema
-    defs = read.definitions
-    if not readable(schema, personalized):
-        return tuple(missing_value(d, MissingReason.PRIVACY_DISABLED) for d in defs)
-    if isinstance(row, MissingReason):
-        return tuple(missing_value(d, row) for d in defs)
-    ttl = schema.group.ttl_seconds
-    return tuple(
-        resolve_value(
-            d, row.stored(d.name) if row is not None else None, request_time, ttl, personalized
-        )
-        for d in defs
-    )

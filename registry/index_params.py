@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from protos.errors import InvalidArgument
+from core.errors import InvalidArgument
 from registry.model import IndexKind
 
 # faiss warns below 39 training points per centroid; we refuse to train with fewer.

@@ -10,7 +10,7 @@ has reached `ready`: changing what a version means requires a new version.
 
 from __future__ import annotations
 
-from protos.errors import FailedPrecondition
+from core.errors import FailedPrecondition
 from registry.model import Status
 
 TRANSITIONS: dict[Status, frozenset[Status]] = {

@@ -10,13 +10,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import Any
 
-
-class Metric(StrEnum):
-    INNER_PRODUCT = "inner_product"
-    COSINE = "cosine"
-    L2 = "l2"
+from core.domain import AttrType, Metric, VersionRef
 
 
 class Status(StrEnum):
@@ -29,13 +25,6 @@ class Status(StrEnum):
 
 
 SERVABLE = frozenset({Status.READY, Status.PRODUCTION})
-
-
-class AttrType(StrEnum):
-    STRING = "string"
-    INT = "int"
-    FLOAT = "float"
-    STRING_LIST = "string_list"
 
 
 class IndexKind(StrEnum):
@@ -51,15 +40,6 @@ class ShardState(StrEnum):
 
 def frozen_map(m: Mapping[str, Any] | None = None) -> Mapping[str, Any]:
     return MappingProxyType(dict(m or {}))
-
-
-@dataclass(frozen=True)
-class VersionRef:
-    name: str
-    version: str
-
-    def __str__(self) -> str:
-        return f"{self.name}@{self.version}"
 
 
 @dataclass(frozen=True)
@@ -209,15 +189,3 @@ class ShardMember:
     address: str
     state: ShardState = ShardState.SERVING
     metrics_address: str = ""
-
-
-class EntityKey(NamedTuple):
-    """(tenant_id, entity_type, entity_id); never key by entity_id alone."""
-
-    tenant_id: str
-    entity_type: str
-    entity_id: str
-
-
-# An attribute value: string, int, float, or string list (as a tuple).
-AttrValue = str | int | float | tuple[str, ...]

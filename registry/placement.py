@@ -12,7 +12,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from registry.model import Metric, Placement, VersionRef
+from core.domain import Metric, VersionRef
+from registry.model import Placement
 
 
 def bucket_of(tenant_id: str, entity_id: str, num_buckets: int) -> int:

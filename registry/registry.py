@@ -13,7 +13,8 @@ import datetime
 from collections.abc import Sequence
 from typing import Any
 
-from protos.errors import AlreadyExists, Conflict, FailedPrecondition, InvalidArgument, NotFound
+from core.domain import VersionRef
+from core.errors import AlreadyExists, Conflict, FailedPrecondition, InvalidArgument, NotFound
 from registry import codec
 from registry.keys import Keys
 from registry.lifecycle import FROZEN, check_transition
@@ -28,7 +29,6 @@ from registry.model import (
     ShardStateIntent,
     Status,
     Tenant,
-    VersionRef,
 )
 from registry.placement import assign_buckets
 from registry.snapshot import Snapshot, build_snapshot, resolve_bundle

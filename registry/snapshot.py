@@ -14,7 +14,8 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from protos.errors import FailedPrecondition, NotFound
+from core.domain import VersionRef
+from core.errors import FailedPrecondition, NotFound
 from registry import codec
 from registry.compat import bundle_parts, check_bundle
 from registry.features import FeatureCatalog
@@ -32,7 +33,6 @@ from registry.model import (
     ShardStateIntent,
     Status,
     Tenant,
-    VersionRef,
 )
 from registry.store import Entry
 

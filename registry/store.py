@@ -16,7 +16,7 @@ from typing import Protocol
 import pyetcd
 import pyetcd.exceptions
 
-from protos.errors import Unavailable
+from core.errors import Unavailable
 
 log = logging.getLogger(__name__)
 

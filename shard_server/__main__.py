@@ -15,8 +15,8 @@ import signal
 import threading
 from pathlib import Path
 
-from protos import serving
-from registry.settings import load_settings
+from core import runtime as serving
+from core.settings import load_settings
 from shard_server.config import ShardConfig
 from shard_server.server import create_server
 

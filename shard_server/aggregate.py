@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from registry.model import EntityKey
-from registry.ordering import order_key
+from core.domain import EntityKey
+from core.ordering import order_key
 from shard_server.segment import Hit
 
 

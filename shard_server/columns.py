@@ -1,6 +1,6 @@
 """Attribute columns of a segment and the vectorized filter evaluator.
 
-It must agree with `registry.filters.matches` (the reference semantics) on
+It must agree with `core.filters.matches` (the reference semantics) on
 every record; a property test holds the two together. Sealed segments keep
 their columns immutable (`take`/`concat` build new ones) and persist them as
 plain arrays plus JSON, never pickles.
@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from registry.filters import And, Eq, Filter, In, Not, Or, Range
-from registry.model import AttrType, AttrValue
+from core.domain import AttrType, AttrValue
+from core.filters import And, Eq, Filter, In, Not, Or, Range
 
 
 class AttributeColumns:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from protos.vecshard.v1 import common_pb2 as cpb
-from protos.vecshard.v1.internal import shard_pb2 as pb
-from protos.vectors import from_bytes, to_bytes
-from registry.convert import (
+from core.domain import VersionRef
+from core.vectors import from_bytes, to_bytes
+from core.wire import (
     METRIC_TO_PB,
     attributes_from_pb,
     filter_from_pb,
@@ -15,7 +14,8 @@ from registry.convert import (
     key_to_pb,
     value_to_pb,
 )
-from registry.model import VersionRef
+from protos.vecshard.v1 import common_pb2 as cpb
+from protos.vecshard.v1.internal import shard_pb2 as pb
 from shard_server.partition import Lookup, LookupStatus, Query, SearchResult, WriteResult
 from shard_server.records import Record
 from shard_server.segment import SearchOptions

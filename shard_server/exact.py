@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from registry.model import Metric
-from shard_server.scoring import approx_scores
+from core.domain import Metric
+from core.scoring import approx_scores
 
 # Below this share of allowed rows, gathering them first is cheaper than
 # scoring every row and masking.

@@ -6,16 +6,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from protos.errors import InvalidArgument
-from registry.features import (
-    FeatureValue,
-    GroupRead,
-    GroupRow,
-    MissingReason,
-    PutAck,
-    resolve_group,
-)
-from registry.model import EntityKey, VersionRef
+from core.domain import EntityKey, VersionRef
+from core.errors import InvalidArgument
+from registry.feature_values import FeatureValue, resolve_group
+from registry.features import GroupRead, GroupRow, MissingReason, PutAck
 from registry.watcher import SnapshotCache
 from shard_server.feature_store import FeatureStore
 

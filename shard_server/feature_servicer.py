@@ -6,11 +6,11 @@ from collections.abc import Iterator
 
 import grpc
 
+from core.domain import VersionRef
+from core.wire import feature_value_from_pb, feature_value_to_pb, key_from_pb
 from protos.vecshard.v1.internal import features_pb2 as pb
 from protos.vecshard.v1.internal import features_pb2_grpc
-from registry.convert import feature_value_from_pb, feature_value_to_pb, key_from_pb
 from registry.features import GroupRow
-from registry.model import VersionRef
 from shard_server.feature_service import FeatureNode
 
 

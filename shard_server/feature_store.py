@@ -37,9 +37,10 @@ from typing import Protocol
 
 from rocksdict import Options, Rdict, WriteOptions
 
-from protos.errors import Internal
-from registry.features import FeatureDType, GroupRow, GroupSchema, PutAck, is_expired
-from registry.model import EntityKey, VersionRef
+from core.domain import EntityKey, VersionRef
+from core.errors import Internal
+from registry.feature_values import is_expired
+from registry.features import FeatureDType, GroupRow, GroupSchema, PutAck
 from shard_server.records import _part, parse_parts
 from shard_server.storage import COLUMN_FAMILIES, META, ShardStore
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from registry.filters import Filter
-from registry.model import AttrType, AttrValue, EntityKey, Metric
+from core.domain import AttrType, AttrValue, EntityKey, Metric
+from core.filters import Filter
 from shard_server.growing_segment import GrowingSegment
 from shard_server.segment import DEFAULT_OPTIONS, Hit
 

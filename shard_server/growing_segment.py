@@ -15,11 +15,11 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from registry.filters import Filter
-from registry.model import AttrType, AttrValue, EntityKey, Metric
+from core.domain import AttrType, AttrValue, EntityKey, Metric
+from core.filters import Filter
+from core.scoring import canonical_scores
 from shard_server.columns import AttributeColumns
 from shard_server.exact import exact_candidates
-from shard_server.scoring import canonical_scores
 from shard_server.segment import EMPTY_HITS, SearchOptions, SegmentHits, ranked_hits
 from shard_server.segment_rows import SegmentRows
 from shard_server.summary import SegmentSummary, balls_for, bucket_stats, empty_summary

@@ -13,8 +13,8 @@ from pathlib import Path
 import hnswlib
 import numpy as np
 
+from core.domain import Metric
 from registry.index_params import HnswParams
-from registry.model import Metric
 from shard_server.segment import SearchOptions
 
 

@@ -23,8 +23,8 @@ from typing import Any
 import faiss as _faiss
 import numpy as np
 
+from core.domain import Metric
 from registry.index_params import IvfPqParams
-from registry.model import Metric
 from shard_server.segment import SearchOptions
 
 # faiss's generated type stubs miss much of its Python API (search

@@ -30,8 +30,9 @@ from typing import Protocol
 
 import numpy as np
 
+from core.domain import EntityKey
 from registry.index_params import IndexParams, IvfPqParams
-from registry.model import EmbeddingFamily, EntityKey, IndexKind, IndexVersion
+from registry.model import EmbeddingFamily, IndexKind, IndexVersion
 from shard_server import metrics
 from shard_server.compaction import CompactionPolicy, SegmentStat, plan_compaction
 from shard_server.growing_segment import GrowingSegment

@@ -25,18 +25,19 @@ from pathlib import Path
 
 import numpy as np
 
-from protos.errors import FailedPrecondition, InvalidArgument
-from protos.vectors import check_vector
-from registry.filters import Filter, validate_attributes, validate_filter
+from core.domain import EntityKey, Metric
+from core.errors import FailedPrecondition, InvalidArgument
+from core.filters import Filter, validate_attributes, validate_filter
+from core.ordering import order_key
+from core.scoring import canonical_scores, normalized, prepare_query
+from core.vectors import check_vector
 from registry.index_params import parse_index_params
-from registry.model import EmbeddingFamily, EntityKey, IndexVersion, Metric
-from registry.ordering import order_key
+from registry.model import EmbeddingFamily, IndexVersion
 from shard_server import metrics
 from shard_server import records as rec
 from shard_server.aggregate import merge_segment_hits
 from shard_server.lifecycle import LifecycleEvents, LifecyclePolicy, SegmentLifecycle
 from shard_server.recovery import apply_liveness, recover_segments
-from shard_server.scoring import canonical_scores, normalized, prepare_query
 from shard_server.segment import DEFAULT_OPTIONS, Hit, SearchOptions, Segment
 from shard_server.storage import (
     RECORDS,

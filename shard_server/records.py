@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from registry.model import AttrValue, EntityKey, VersionRef
+from core.domain import AttrValue, EntityKey, VersionRef
 
 _HEADER = struct.Struct(
     "<qqfIHI"

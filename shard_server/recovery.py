@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from core.domain import EntityKey
 from registry.index_params import IndexParams, IvfPqParams
-from registry.model import EmbeddingFamily, EntityKey, IndexVersion
+from registry.model import EmbeddingFamily, IndexVersion
 from shard_server.ivfpq_segment import IvfPqTemplate
 from shard_server.lifecycle import TEMPLATE_FILE, LifecyclePolicy
 from shard_server.manifest import MANIFEST, Manifest, ManifestError, read_manifest, verify

@@ -15,10 +15,10 @@ from collections.abc import Iterator
 
 import grpc
 
-from protos import serving
+from core import runtime as serving
+from core.domain import VersionRef
 from protos.vecshard.v1.internal import replication_pb2 as pb
 from protos.vecshard.v1.internal import replication_pb2_grpc
-from registry.model import VersionRef
 from shard_server.service import ShardNode
 
 log = logging.getLogger(__name__)

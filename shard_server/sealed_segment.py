@@ -17,14 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
-from registry.filters import Filter
+from core.domain import EntityKey, Metric
+from core.filters import Filter
+from core.scoring import canonical_scores
 from registry.index_params import HnswParams, IndexParams, IvfPqParams
-from registry.model import EntityKey, Metric
 from shard_server.exact import exact_candidates
 from shard_server.hnsw_segment import HnswIndex
 from shard_server.ivfpq_segment import IvfPqIndex, IvfPqTemplate
 from shard_server.planner import Method, PlannerPolicy, plan_segment_search
-from shard_server.scoring import canonical_scores
 from shard_server.segment import EMPTY_HITS, SearchOptions, SegmentHits, ranked_hits
 from shard_server.segment_rows import SegmentRows
 from shard_server.summary import SegmentSummary, balls_for, bucket_stats, kmeans_balls

@@ -16,9 +16,9 @@ from typing import Protocol
 
 import numpy as np
 
-from registry.filters import Filter
-from registry.model import EntityKey
-from registry.ordering import order_key
+from core.domain import EntityKey
+from core.filters import Filter
+from core.ordering import order_key
 from shard_server.summary import SegmentSummary
 
 

@@ -13,8 +13,8 @@ from typing import IO
 
 import numpy as np
 
+from core.domain import EntityKey, Metric
 from registry.index_params import HnswParams, IndexParams, IvfPqParams
-from registry.model import EntityKey, Metric
 from shard_server.columns import AttributeColumns
 from shard_server.hnsw_segment import HnswIndex
 from shard_server.ivfpq_segment import IvfPqIndex

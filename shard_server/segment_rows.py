@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from registry.model import AttrType, EntityKey
+from core.domain import AttrType, EntityKey
 from shard_server.columns import AttributeColumns
 
 

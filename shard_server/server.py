@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from protos import serving
+from core import runtime as serving
 from protos.vecshard.v1.internal import features_pb2_grpc, replication_pb2_grpc, shard_pb2_grpc
 from registry.membership import ShardRegistration
 from registry.model import ShardMember, ShardState

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import faiss
 
-from protos.errors import FailedPrecondition, VecshardError
-from registry.model import EntityKey, Metric, VersionRef
+from core.domain import EntityKey, Metric, VersionRef
+from core.errors import FailedPrecondition, VecshardError
 from registry.watcher import SnapshotCache
 from shard_server.errors import UnknownIndex
 from shard_server.lifecycle import LifecyclePolicy

@@ -6,9 +6,9 @@ from collections.abc import Iterator
 
 import grpc
 
+from core.wire import key_from_pb
 from protos.vecshard.v1.internal import shard_pb2 as pb
 from protos.vecshard.v1.internal import shard_pb2_grpc
-from registry.convert import key_from_pb
 from shard_server import convert
 from shard_server.service import ShardNode
 

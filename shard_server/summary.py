@@ -1,5 +1,5 @@
 """Segment summaries: balls that cover every row (for score upper bounds, see
-`registry.bounds`) and per-bucket statistics (row counts, numeric attribute
+`core.bounds`) and per-bucket statistics (row counts, numeric attribute
 min/max, tenants) for filter-aware bucket exclusion at the coordinator.
 
 Computed once when a segment is sealed (cheap next to building its index) and
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import faiss
 import numpy as np
 
-from registry.bounds import ball_radii
+from core.bounds import ball_radii
 from registry.index_params import MIN_POINTS_PER_CENTROID
 from shard_server.columns import AttributeColumns
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from client.etcd_process import EtcdProcess
-from client.local_cluster import LocalCluster
+from cli.etcd_process import EtcdProcess
+from cli.local_cluster import LocalCluster
 from registry.registry import Registry
 from registry.store import EtcdStore
 

@@ -6,6 +6,7 @@ Times are µs since the epoch; `T0` is 2023-11-14T22:13:20Z.
 
 from __future__ import annotations
 
+from core.domain import EntityKey, VersionRef
 from registry.features import (
     US_PER_SECOND,
     DefaultPolicy,
@@ -20,7 +21,6 @@ from registry.features import (
     GroupRow,
     PrivacyClass,
 )
-from registry.model import EntityKey, VersionRef
 
 S = US_PER_SECOND
 MINUTE = 60 * S

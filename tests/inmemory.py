@@ -11,11 +11,12 @@ import numpy as np
 
 from coordinator.merge import Hit
 from coordinator.model import Lookup, ShardAnswer, ShardQuery, WriteRecord
-from protos.errors import VecshardError
-from registry.model import AttrType, EntityKey, Metric, Placement, ShardMember, VersionRef
+from core.domain import AttrType, EntityKey, Metric, VersionRef
+from core.errors import VecshardError
+from core.scoring import canonical_scores, prepare_query
+from registry.model import Placement, ShardMember
 from registry.snapshot import Snapshot
 from shard_server.flat_segment import FlatSegment
-from shard_server.scoring import canonical_scores, prepare_query
 
 INDEX = VersionRef("ix", "v1")
 

@@ -13,8 +13,8 @@ import pytest
 from benchmarks.datasets import gaussian_mixture
 from client.registry_client import RegistryClient
 from client.retrieval_client import Record, RetrievalClient
-from registry.model import EntityKey
-from registry.ordering import order_key
+from core.domain import EntityKey
+from core.ordering import order_key
 from tests.conftest import ClusterFactory
 
 pytestmark = pytest.mark.integration
@@ -38,8 +38,8 @@ spec: {{name: r, bundle: b}}
 
 
 def exact_top(base: np.ndarray, ids: list[str], q: np.ndarray, k: int) -> list[str]:
-    from registry.model import Metric
-    from shard_server.scoring import canonical_scores
+    from core.domain import Metric
+    from core.scoring import canonical_scores
 
     scores = canonical_scores(Metric.L2, q, base)
     order = sorted(

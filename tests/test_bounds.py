@@ -1,4 +1,4 @@
-"""Score upper bounds (registry.bounds) on plain data, for every metric: the
+"""Score upper bounds (core.bounds) on plain data, for every metric: the
 bound of a set of balls is ≥ the canonical score of every member, for random
 queries — on random partitions, and on the summaries real segments publish."""
 
@@ -9,13 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from registry.bounds import ball_radii, score_upper_bound
+from core.bounds import ball_radii, score_upper_bound
+from core.domain import EntityKey, Metric
+from core.scoring import canonical_scores, normalized, prepare_query
 from registry.index_params import FlatParams, HnswParams, IndexParams, IvfPqParams
-from registry.model import EntityKey, Metric
 from shard_server.columns import AttributeColumns
 from shard_server.ivfpq_segment import IvfPqTemplate
 from shard_server.planner import PlannerPolicy
-from shard_server.scoring import canonical_scores, normalized, prepare_query
 from shard_server.sealed_segment import BuildSettings, build_sealed
 from shard_server.segment_rows import SegmentRows
 

@@ -6,7 +6,7 @@ import numpy as np
 
 from coordinator.calibration import Calibrator
 from coordinator.merge import Hit
-from registry.model import EntityKey, VersionRef
+from core.domain import EntityKey, VersionRef
 
 IX = VersionRef("ix", "v1")
 

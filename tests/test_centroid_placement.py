@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from client.local_cluster import LocalCluster
+from cli.local_cluster import LocalCluster
 from client.registry_client import RegistryClient
 from client.retrieval_client import Record, RetrievalClient
-from protos.errors import FailedPrecondition
-from registry.model import Metric
+from core.domain import Metric
+from core.errors import FailedPrecondition
 from registry.placement import nearest, train_centroids
 from tests.conftest import ClusterFactory
 

@@ -13,30 +13,22 @@ import grpc
 import numpy as np
 import pytest
 
-from client.local_cluster import LocalCluster
+from cli.local_cluster import LocalCluster
 from client.retrieval_client import Record, RetrievalClient
 from coordinator.model import Access, SearchQuery, ShardAnswer, ShardQuery
 from coordinator.service import RetrievalEngine
 from coordinator.shards import RemoteShard, Shard
-from protos.errors import InvalidArgument, NotFound
+from core.domain import AttrType, Metric, VersionRef
+from core.errors import InvalidArgument, NotFound
+from core.filters import Eq, Filter, Range, matches
+from core.scoring import canonical_scores, normalized, prepare_query
 from protos.vecshard.v1 import common_pb2 as cpb
 from protos.vecshard.v1 import retrieval_pb2 as pb
 from protos.vecshard.v1 import retrieval_pb2_grpc
-from registry.filters import Eq, Filter, Range, matches
-from registry.model import (
-    AttrType,
-    Bundle,
-    EmbeddingFamily,
-    EmbeddingVersion,
-    IndexVersion,
-    Metric,
-    Route,
-    VersionRef,
-)
+from registry.model import Bundle, EmbeddingFamily, EmbeddingVersion, IndexVersion, Route
 from registry.registry import Registry
 from registry.store import EtcdStore
 from registry.watcher import SnapshotCache
-from shard_server.scoring import canonical_scores, normalized, prepare_query
 from tests.conftest import ClusterFactory
 
 pytestmark = pytest.mark.integration

@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from client.local_cluster import LocalCluster
+from cli.local_cluster import LocalCluster
 from client.registry_client import RegistryClient
 from client.retrieval_client import Record, RetrievalClient
-from protos.errors import FailedPrecondition
+from core.errors import FailedPrecondition
 from tests.conftest import ClusterFactory, new_prefix
 
 pytestmark = pytest.mark.integration

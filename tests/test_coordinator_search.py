@@ -16,11 +16,12 @@ from coordinator.model import ShardQuery
 from coordinator.replicas import ReplicaTracker
 from coordinator.search import FanoutSettings, SearchExecutor, plan_targets
 from coordinator.service import Limits, RetrievalEngine
-from protos.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted, Unavailable
-from protos.vectors import check_vector
-from registry.filters import Eq
-from registry.model import EntityKey, IndexVersion, Metric, VersionRef
-from shard_server.scoring import normalized
+from core.domain import EntityKey, Metric, VersionRef
+from core.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted, Unavailable
+from core.filters import Eq
+from core.scoring import normalized
+from core.vectors import check_vector
+from registry.model import IndexVersion
 from tests.inmemory import INDEX, InMemoryShard, snapshot_for
 
 IX = IndexVersion("ix", "v1", VersionRef("f", "v1"), num_buckets=8)
@@ -274,7 +275,7 @@ def test_a_refusing_replica_fails_over_to_another_without_partial_results() -> N
 
 
 def test_buckets_excluded_by_min_max_are_not_asked_and_not_missing() -> None:
-    from registry.filters import Range
+    from core.filters import Range
 
     shards = clustered_shards(Metric.L2, 3, 10, 4, seed=5)
     by_id = {s.shard_id: s for s in shards}

@@ -8,9 +8,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from coordinator.cursor import Cursor, decode, encode, query_hash
-from protos.errors import InvalidArgument
-from registry.filters import Eq
-from registry.model import EntityKey, VersionRef
+from core.domain import EntityKey, VersionRef
+from core.errors import InvalidArgument
+from core.filters import Eq
 
 text = st.text(min_size=0, max_size=12)
 

@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from coordinator.config import CoordinatorConfig
-from registry.settings import load_settings
+from core.settings import load_settings
 from shard_server.config import ShardConfig
 
 REPO = Path(__file__).resolve().parents[1]

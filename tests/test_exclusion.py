@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from coordinator.exclusion import excludes
-from registry.filters import And, Eq, In, Not, Or, Range, matches
+from core.filters import And, Eq, In, Not, Or, Range, matches
 from tests.test_filters import filters
 
 records = st.lists(

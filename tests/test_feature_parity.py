@@ -19,18 +19,12 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from client.materialize import MaterializeJob, materialize
-from client.offline_store import OfflineStore
-from client.pit_join import load_group_tables, point_in_time_values
-from registry.features import (
-    FeatureValue,
-    GroupRow,
-    MissingReason,
-    readable,
-    readable_groups,
-    resolve_group,
-)
-from registry.model import EntityKey
+from core.domain import EntityKey
+from offline.materialize import MaterializeJob, materialize
+from offline.parquet_store import OfflineStore
+from offline.pit_join import load_group_tables, point_in_time_values
+from registry.feature_values import FeatureValue, resolve_group
+from registry.features import GroupRow, MissingReason, readable, readable_groups
 from shard_server.feature_store import FeatureShardStore, FeatureStore
 from tests.feature_catalog import (
     ACTIVITY,

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from protos.errors import InvalidArgument
-from registry.features import GroupRow, PutAck, resolve_group
+from core.errors import InvalidArgument
+from registry.feature_values import resolve_group
+from registry.features import GroupRow, PutAck
 from shard_server.feature_store import FeatureShardStore, FeatureStore, column_family
 from tests.feature_catalog import (
     ACTIVITY,

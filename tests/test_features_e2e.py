@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import pytest
 
-from client.local_cluster import LocalCluster
+from cli.local_cluster import LocalCluster
 from client.registry_client import RegistryClient
 from client.retrieval_client import RetrievalClient
-from protos.errors import InvalidArgument, NotFound
+from core.errors import InvalidArgument, NotFound
 from tests.conftest import ClusterFactory
 
 pytestmark = pytest.mark.integration
@@ -133,9 +133,9 @@ def test_offline_online_parity_through_real_processes(
 
     import pyarrow.compute as pc
 
-    from client.materialize import GrpcFeatureSink, MaterializeJob, materialize
-    from client.offline_store import OfflineStore
-    from client.pit_join import load_group_tables, point_in_time_values
+    from offline.materialize import GrpcFeatureSink, MaterializeJob, materialize
+    from offline.parquet_store import OfflineStore
+    from offline.pit_join import load_group_tables, point_in_time_values
     from registry import codec
     from tests.feature_catalog import CATALOG, DEFINITIONS, GROUPS, HOUR, MINUTE, RANKER
     from tests.test_feature_parity import DAYS, MIDNIGHT, WRITTEN, data_set, events_at
@@ -244,9 +244,9 @@ def test_materialize_cli_copies_offline_rows_online_and_resumes(
     import sys
     from pathlib import Path
 
-    from client.offline_store import OfflineStore
+    from core.domain import EntityKey, VersionRef
+    from offline.parquet_store import OfflineStore
     from registry.features import GroupRow
-    from registry.model import EntityKey, VersionRef
 
     schema_ref = VersionRef("item_stats", "v1")
     from registry import codec

@@ -8,8 +8,10 @@ import json
 
 import pytest
 
-from protos.errors import FailedPrecondition, InvalidArgument, NotFound
+from core.domain import VersionRef
+from core.errors import FailedPrecondition, InvalidArgument, NotFound
 from registry import codec
+from registry.feature_values import FeatureValue, missing_value, resolve_group, resolve_value
 from registry.features import (
     DefaultPolicy,
     FeatureCatalog,
@@ -18,7 +20,6 @@ from registry.features import (
     FeatureGroup,
     FeatureRef,
     FeatureSet,
-    FeatureValue,
     Fill,
     FillAction,
     GroupRow,
@@ -26,12 +27,8 @@ from registry.features import (
     PrivacyClass,
     StoredValue,
     check_compatible_update,
-    missing_value,
     readable_groups,
-    resolve_group,
-    resolve_value,
 )
-from registry.model import VersionRef
 from tests.feature_catalog import (
     ACTIVITY,
     CATALOG,

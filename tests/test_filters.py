@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protos.errors import InvalidArgument
-from registry.convert import filter_from_pb, filter_to_pb
-from registry.filters import And, Eq, Filter, In, Not, Or, Range, matches, validate_filter
-from registry.model import AttrType
+from core.domain import AttrType
+from core.errors import InvalidArgument
+from core.filters import And, Eq, Filter, In, Not, Or, Range, matches, validate_filter
+from core.wire import filter_from_pb, filter_to_pb
 from shard_server.columns import AttributeColumns
 
 SCHEMA = {

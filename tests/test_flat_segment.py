@@ -9,13 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from registry.filters import Eq, Range, matches
+from core.domain import AttrType, EntityKey, Metric
+from core.filters import Eq, Range, matches
+from core.ordering import order_key
+from core.scoring import canonical_scores, normalized, prepare_query
 from registry.index_params import FlatParams
-from registry.model import AttrType, EntityKey, Metric
-from registry.ordering import order_key
 from shard_server.growing_segment import GrowingSegment
 from shard_server.planner import PlannerPolicy
-from shard_server.scoring import canonical_scores, normalized, prepare_query
 from shard_server.sealed_segment import BuildSettings, build_sealed
 from shard_server.segment import DEFAULT_OPTIONS
 

@@ -26,7 +26,7 @@ from benchmarks.request_mix import (
     search_requests,
 )
 from benchmarks.retrieval_api import partial_flag_reader
-from client.local_cluster import LocalCluster
+from cli.local_cluster import LocalCluster
 from tests.conftest import ClusterFactory
 
 pytestmark = pytest.mark.integration

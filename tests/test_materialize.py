@@ -13,9 +13,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from client.materialize import MaterializeJob, Progress, materialize
-from client.offline_store import FeatureFile, OfflineStore, table_to_rows
-from protos.errors import FailedPrecondition
+from core.errors import FailedPrecondition
+from offline.materialize import MaterializeJob, Progress, materialize
+from offline.parquet_store import FeatureFile, OfflineStore, table_to_rows
 from registry.features import GroupRow, GroupSchema, PutAck
 from shard_server.feature_store import FeatureShardStore, FeatureStore, entity_key
 from tests.feature_catalog import CATALOG, DAY, MINUTE, PROFILE, T0, row, user

@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from coordinator.merge import Hit, merge_topk
-from registry.model import EntityKey
-from registry.ordering import order_key
+from core.domain import EntityKey
+from core.ordering import order_key
 
 # Few distinct scores and ids, so ties and duplicate keys are common.
 keys = st.builds(

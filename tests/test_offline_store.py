@@ -11,7 +11,9 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
 
-from client.offline_store import (
+from core.domain import EntityKey, Metric
+from core.errors import InvalidArgument, NotFound
+from offline.parquet_store import (
     TIMESTAMP,
     EmbeddingRow,
     OfflineStore,
@@ -19,8 +21,7 @@ from client.offline_store import (
     table_to_rows,
     vectors,
 )
-from protos.errors import InvalidArgument, NotFound
-from registry.model import EmbeddingFamily, EntityKey, Metric
+from registry.model import EmbeddingFamily
 from tests.feature_catalog import ACTIVITY, CATALOG, DAY, PROFILE, T0, item, row, user
 
 PROFILE_S = CATALOG.schema(PROFILE)

@@ -11,9 +11,9 @@ import pytest
 
 from client.registry_client import RegistryClient
 from client.retrieval_client import Record, RetrievalClient
-from protos.errors import InvalidArgument
-from registry.model import EntityKey
-from registry.ordering import order_key
+from core.domain import EntityKey
+from core.errors import InvalidArgument
+from core.ordering import order_key
 from tests.conftest import ClusterFactory
 from tests.specs import route_spec
 

@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from protos.errors import InvalidArgument
-from registry.model import AttrType, EmbeddingFamily, EntityKey, IndexVersion, Metric, VersionRef
+from core.domain import AttrType, EntityKey, Metric, VersionRef
+from core.errors import InvalidArgument
+from registry.model import EmbeddingFamily, IndexVersion
 from shard_server.partition import IndexPartition, LookupStatus, Query
 from shard_server.records import Record
 from shard_server.storage import ShardStore

@@ -11,14 +11,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from client.offline_store import TIMESTAMP, OfflineStore, rows_to_table
-from client.pit_join import (
+from core.domain import EntityKey, VersionRef
+from core.errors import InvalidArgument
+from offline.parquet_store import TIMESTAMP, OfflineStore, rows_to_table
+from offline.pit_join import (
     build_training_set,
     load_group_tables,
     point_in_time_join,
     point_in_time_values,
 )
-from protos.errors import InvalidArgument
+from registry.feature_values import FeatureValue, resolve_group
 from registry.features import (
     FeatureCatalog,
     FeatureDefinition,
@@ -26,14 +28,11 @@ from registry.features import (
     FeatureGroup,
     FeatureRef,
     FeatureSet,
-    FeatureValue,
     FillAction,
     GroupRow,
     MissingReason,
     PrivacyClass,
-    resolve_group,
 )
-from registry.model import EntityKey, VersionRef
 from tests.feature_catalog import (
     ACTIVITY,
     CATALOG,

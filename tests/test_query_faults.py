@@ -13,7 +13,7 @@ import pytest
 
 from client.registry_client import RegistryClient
 from client.retrieval_client import Record, RetrievalClient
-from protos.errors import DeadlineExceeded
+from core.errors import DeadlineExceeded
 from tests.conftest import ClusterFactory
 from tests.specs import route_spec
 

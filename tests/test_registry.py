@@ -8,20 +8,18 @@ import time
 
 import pytest
 
-from protos.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from core.domain import AttrType, Metric, VersionRef
+from core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from registry import codec
 from registry.membership import ShardRegistration
 from registry.model import (
-    AttrType,
     Bundle,
     EmbeddingFamily,
     EmbeddingVersion,
     IndexVersion,
-    Metric,
     Route,
     ShardMember,
     Status,
-    VersionRef,
 )
 from registry.placement import assign_buckets, bucket_of
 from registry.registry import Registry

@@ -9,18 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from protos.errors import Conflict, FailedPrecondition, InvalidArgument
+from core.domain import Metric, VersionRef
+from core.errors import Conflict, FailedPrecondition, InvalidArgument
 from registry import codec
 from registry.admin import RegistryAdmin, parse_documents
-from registry.model import (
-    EmbeddingFamily,
-    EmbeddingVersion,
-    Metric,
-    Route,
-    ShardMember,
-    Status,
-    VersionRef,
-)
+from registry.model import EmbeddingFamily, EmbeddingVersion, Route, ShardMember, Status
 from registry.registry import Registry
 
 pytestmark = pytest.mark.integration

@@ -8,18 +8,11 @@ import itertools
 
 import pytest
 
-from protos.errors import FailedPrecondition
+from core.domain import Metric, VersionRef
+from core.errors import FailedPrecondition
 from registry.compat import BundleParts, check_bundle
 from registry.lifecycle import check_transition
-from registry.model import (
-    Bundle,
-    EmbeddingFamily,
-    EmbeddingVersion,
-    IndexVersion,
-    Metric,
-    Status,
-    VersionRef,
-)
+from registry.model import Bundle, EmbeddingFamily, EmbeddingVersion, IndexVersion, Status
 from registry.snapshot import in_canary
 
 S = Status

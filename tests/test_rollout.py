@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from client.local_cluster import LocalCluster
+from cli.local_cluster import LocalCluster
+from cli.rollout import KubectlFleet, LocalFleet, Rollout, in_flight_from_metrics
 from client.registry_client import RegistryClient
 from client.retrieval_client import Record, RetrievalClient
-from client.rollout import KubectlFleet, LocalFleet, Rollout, in_flight_from_metrics
 from tests.conftest import ClusterFactory
 from tests.specs import route_spec
 
@@ -189,7 +189,7 @@ def test_in_flight_parsing() -> None:
 
 
 def test_failed_requests_are_read_from_coordinator_metrics() -> None:
-    from client.rollout import failed_requests_from_metrics
+    from cli.rollout import failed_requests_from_metrics
 
     text = (
         'vecshard_grpc_requests_total{code="OK",component="coordinator",method="Search",service="s"} 90.0\n'
@@ -202,7 +202,7 @@ def test_failed_requests_are_read_from_coordinator_metrics() -> None:
 
 
 def test_an_error_rise_rolls_the_shard_back(make_cluster: ClusterFactory) -> None:
-    from client.rollout import RolloutFailed
+    from cli.rollout import RolloutFailed
 
     cluster = seeded(make_cluster)
     errors = iter([0.0, 7.0])

@@ -10,11 +10,11 @@ import pytest
 
 from client.registry_client import RegistryClient
 from client.retrieval_client import Record, RetrievalClient
+from core.filters import Eq
+from core.wire import filter_to_pb
 from protos.vecshard.v1 import common_pb2 as cpb
 from protos.vecshard.v1 import retrieval_pb2 as pb
 from protos.vecshard.v1 import retrieval_pb2_grpc
-from registry.convert import filter_to_pb
-from registry.filters import Eq
 from tests.conftest import ClusterFactory
 from tests.specs import route_spec
 

@@ -18,25 +18,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from protos.errors import FailedPrecondition, InvalidArgument
-from registry.filters import And, Eq, Filter, Not, Or, Range, matches
+from core.domain import AttrType, EntityKey, Metric, VersionRef
+from core.errors import FailedPrecondition, InvalidArgument
+from core.filters import And, Eq, Filter, Not, Or, Range, matches
+from core.ordering import order_key
+from core.scoring import canonical_scores, normalized, prepare_query
 from registry.index_params import HnswParams, IvfPqParams, parse_index_params
-from registry.model import (
-    AttrType,
-    EmbeddingFamily,
-    EntityKey,
-    IndexKind,
-    IndexVersion,
-    Metric,
-    VersionRef,
-)
-from registry.ordering import order_key
+from registry.model import EmbeddingFamily, IndexKind, IndexVersion
 from shard_server.compaction import CompactionPolicy
 from shard_server.lifecycle import LifecyclePolicy
 from shard_server.partition import IndexPartition, Query
 from shard_server.planner import PlannerPolicy
 from shard_server.records import Record
-from shard_server.scoring import canonical_scores, normalized, prepare_query
 from shard_server.sealed_segment import BuildSettings
 from shard_server.segment import SearchOptions
 from shard_server.storage import ShardStore

@@ -8,8 +8,8 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from registry.model import EntityKey
-from registry.ordering import order_key
+from core.domain import EntityKey
+from core.ordering import order_key
 from shard_server.aggregate import merge_segment_hits
 from shard_server.compaction import CompactionPolicy, SegmentStat, plan_compaction
 from shard_server.planner import Method, Plan, PlannerPolicy, plan_segment_search

@@ -15,18 +15,12 @@ import numpy as np
 import pytest
 from prometheus_client import REGISTRY
 
-from registry.filters import Eq
-from registry.model import (
-    AttrType,
-    EmbeddingFamily,
-    EntityKey,
-    IndexKind,
-    IndexVersion,
-    Metric,
-    VersionRef,
-)
-from registry.ordering import order_key
-from registry.settings import ConfigError, load_settings
+from core.domain import AttrType, EntityKey, Metric, VersionRef
+from core.filters import Eq
+from core.ordering import order_key
+from core.scoring import canonical_scores
+from core.settings import ConfigError, load_settings
+from registry.model import EmbeddingFamily, IndexKind, IndexVersion
 from shard_server.compaction import CompactionPolicy
 from shard_server.config import ShardConfig
 from shard_server.lifecycle import TEMPLATE_FILE, LifecyclePolicy
@@ -34,7 +28,6 @@ from shard_server.maintenance import Maintainer
 from shard_server.manifest import MANIFEST, read_manifest
 from shard_server.partition import IndexPartition, Query
 from shard_server.records import Record
-from shard_server.scoring import canonical_scores
 from shard_server.sealed_segment import BuildSettings, SealedSegment
 from shard_server.segment import SearchOptions
 from shard_server.storage import ShardStore

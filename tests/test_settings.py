@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from coordinator.config import CoordinatorConfig
-from registry.settings import ConfigError, load_settings
+from core.settings import ConfigError, load_settings
 from shard_server.config import ShardConfig
 
 

@@ -14,10 +14,11 @@ import grpc
 import numpy as np
 import pytest
 
-from client.local_cluster import LocalCluster
+from cli.local_cluster import LocalCluster
+from core.domain import Metric
 from protos.vecshard.v1 import common_pb2 as cpb
 from protos.vecshard.v1.internal import shard_pb2 as pb
-from registry.model import IndexKind, Metric
+from registry.model import IndexKind
 from tests.conftest import ClusterFactory
 from tests.test_shard_recall import (
     TENANT,

@@ -31,26 +31,19 @@ import numpy as np
 import pytest
 
 from benchmarks.datasets import Dataset, exact_ground_truth, gaussian_mixture, recall_at_k
-from client.local_cluster import LocalCluster
+from cli.local_cluster import LocalCluster
+from core.bounds import score_upper_bound
+from core.domain import AttrType, Metric, VersionRef
+from core.filters import Filter, Range
+from core.scoring import canonical_scores
+from core.wire import filter_to_pb
 from protos.vecshard.v1 import common_pb2 as cpb
 from protos.vecshard.v1.internal import shard_pb2 as pb
 from protos.vecshard.v1.internal import shard_pb2_grpc
-from registry.bounds import score_upper_bound
-from registry.convert import filter_to_pb
-from registry.filters import Filter, Range
-from registry.model import (
-    AttrType,
-    EmbeddingFamily,
-    EmbeddingVersion,
-    IndexKind,
-    IndexVersion,
-    Metric,
-    VersionRef,
-)
+from registry.model import EmbeddingFamily, EmbeddingVersion, IndexKind, IndexVersion
 from registry.placement import bucket_of
 from registry.registry import Registry
 from registry.store import EtcdStore
-from shard_server.scoring import canonical_scores
 from tests.conftest import ClusterFactory
 
 pytestmark = pytest.mark.integration

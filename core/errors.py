@@ -16,7 +16,7 @@ the protos where every service package can use it:
     ├── Unavailable                    UNAVAILABLE (retryable)
     └── Internal                       INTERNAL
 
-Servers raise these from domain code; one interceptor (`protos.serving`) turns
+Servers raise these from domain code; one interceptor (`core.runtime`) turns
 them into statuses. Clients turn `grpc.RpcError` back with `from_rpc_error`.
 Every message says what was wrong and what was expected.
 """

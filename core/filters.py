@@ -11,8 +11,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from protos.errors import InvalidArgument
-from registry.model import AttrType, AttrValue
+from core.domain import AttrType, AttrValue
+from core.errors import InvalidArgument
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from registry.model import Metric
+from core.domain import Metric
 
 # Relative padding: float32 rounding of a score is ≤ 2^-24 relative, the
 # float64 arithmetic here is ~1e-16; 2^-20 covers both with room to spare.

@@ -1,4 +1,4 @@
-"""The CLI's JSON filter syntax, parsed into `registry.filters` objects.
+"""The CLI's JSON filter syntax, parsed into `core.filters` objects.
 
 {"eq": {"category": "books"}}          {"in": {"category": ["books", "music"]}}
 {"range": {"price": {"gte": 5, "lt": 20}}}
@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from protos.errors import InvalidArgument
-from registry.filters import And, Eq, Filter, In, Not, Or, Range
+from core.errors import InvalidArgument
+from core.filters import And, Eq, Filter, In, Not, Or, Range
 
 _BOUNDS = ("gte", "gt", "lte", "lt")
 

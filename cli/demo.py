@@ -10,7 +10,7 @@ import numpy as np
 
 from client.registry_client import RegistryClient
 from client.retrieval_client import Record, RetrievalClient
-from registry.filters import And, Eq, Range
+from core.filters import And, Eq, Range
 
 DIM = 32
 TOPICS = ["cooking", "travel", "jazz", "chess", "hiking", "sci-fi", "gardening", "retro-games"]

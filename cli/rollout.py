@@ -305,7 +305,7 @@ class LocalFleet:
     """The shard processes of a `vecshard up` / LocalCluster."""
 
     def __init__(self, cluster: object, shard_ids: Sequence[str] | None = None) -> None:
-        from client.local_cluster import LocalCluster
+        from cli.local_cluster import LocalCluster
 
         assert isinstance(cluster, LocalCluster)
         self.cluster = cluster

@@ -7,7 +7,7 @@ same in every language a client is written in.
 
 from __future__ import annotations
 
-from registry.model import EntityKey
+from core.domain import EntityKey
 
 OrderKey = tuple[float, bytes, bytes, bytes]
 

@@ -31,21 +31,20 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from client.offline_store import TIMESTAMP, OfflineStore, arrow_type, table_to_rows
-from protos.errors import InvalidArgument
+from core.domain import VersionRef
+from core.errors import InvalidArgument
+from offline.parquet_store import TIMESTAMP, OfflineStore, arrow_type, table_to_rows
+from registry.feature_values import FeatureValue, resolve_group
 from registry.features import (
     US_PER_SECOND,
     FeatureCatalog,
     FeatureSet,
-    FeatureValue,
     GroupRead,
     GroupRow,
     MissingReason,
     readable,
     readable_groups,
-    resolve_group,
 )
-from registry.model import VersionRef
 
 
 def latest_at(

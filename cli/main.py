@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from protos.errors import VecshardError
+from core.errors import VecshardError
 
 # Commands that run as their own module in a fresh interpreter: the servers
 # (client must not import server code, DESIGN §1) and the benchmark tools
@@ -40,7 +40,7 @@ def _split_ref(text: str) -> tuple[str, str]:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from client.local_cluster import LocalCluster
+    from cli.local_cluster import LocalCluster
 
     cluster = LocalCluster(Path(args.data_dir).resolve(), num_shards=args.shards)
     if args.fresh:
@@ -73,7 +73,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         )
         print(f"  logs in {cluster.logs}", flush=True)
         if args.demo:
-            from client.demo import EMBEDDING, PURPOSE, ROUTE, run_demo
+            from cli.demo import EMBEDDING, PURPOSE, ROUTE, run_demo
 
             run_demo(cluster.coordinator_address)
             print(
@@ -104,8 +104,8 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def _rolling_restart(cluster) -> None:  # type: ignore[no-untyped-def]
+    from cli.rollout import LocalFleet, Rollout, RolloutFailed
     from client.registry_client import RegistryClient
-    from client.rollout import LocalFleet, Rollout, RolloutFailed
 
     print("SIGHUP: rolling restart of every shard", flush=True)
     with RegistryClient(cluster.coordinator_address, who="vecshard up") as reg:
@@ -125,7 +125,7 @@ def _client(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from client import filter_syntax
+    from cli import filter_syntax
 
     flt = filter_syntax.parse(args.filter) if args.filter else None
     with _client(args) as c:
@@ -172,8 +172,8 @@ def cmd_describe_route(args: argparse.Namespace) -> int:
 
 
 def cmd_rollout(args: argparse.Namespace) -> int:
+    from cli.rollout import KubectlFleet, Rollout, RolloutFailed, coordinator_errors
     from client.registry_client import RegistryClient
-    from client.rollout import KubectlFleet, Rollout, RolloutFailed, coordinator_errors
 
     if not args.dry_run and not args.metrics_url:
         print("warning: no --metrics-url given: the error-rate check is off", file=sys.stderr)
@@ -210,9 +210,9 @@ def cmd_rollout(args: argparse.Namespace) -> int:
 
 
 def cmd_features(args: argparse.Namespace) -> int:
-    from client.materialize import GrpcFeatureSink, MaterializeJob, materialize
-    from client.offline_store import OfflineStore
     from client.registry_client import RegistryClient
+    from offline.materialize import GrpcFeatureSink, MaterializeJob, materialize
+    from offline.parquet_store import OfflineStore
     from registry import codec
     from registry.features import FeatureCatalog
 
@@ -224,7 +224,7 @@ def cmd_features(args: argparse.Namespace) -> int:
         ]
     catalog = FeatureCatalog.build(objs)  # type: ignore[arg-type]
     name, version = _split_ref(args.group)
-    from registry.model import VersionRef
+    from core.domain import VersionRef
 
     schema = catalog.schema(VersionRef(name, version))
     job = MaterializeJob(schema, args.start, args.end, args.batch_size)
@@ -318,7 +318,7 @@ def cmd_registry(args: argparse.Namespace) -> int:
             if path.suffix == ".npy":
                 sample = np.load(path)
             else:
-                from protos.vectors import from_bytes
+                from core.vectors import from_bytes
 
                 raw = path.read_bytes()
                 dim = int(np.frombuffer(raw[:4], dtype="<i4")[0])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from protos.errors import InvalidArgument
+from core.errors import InvalidArgument
 
 FLOAT32_LE = np.dtype("<f4")
 

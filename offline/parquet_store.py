@@ -36,15 +36,10 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from protos.errors import InvalidArgument, NotFound
-from registry.features import (
-    KEY_COLUMNS,
-    TIME_COLUMNS,
-    FeatureDType,
-    GroupRow,
-    GroupSchema,
-)
-from registry.model import AttrValue, EmbeddingFamily, EntityKey, VersionRef
+from core.domain import AttrValue, EntityKey, VersionRef
+from core.errors import InvalidArgument, NotFound
+from registry.features import KEY_COLUMNS, TIME_COLUMNS, FeatureDType, GroupRow, GroupSchema
+from registry.model import EmbeddingFamily
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 _ARROW_TYPES = {

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
-from client.offline_store import OfflineStore, table_to_rows
-from protos.errors import FailedPrecondition, InvalidArgument
+from core.errors import FailedPrecondition, InvalidArgument
+from offline.parquet_store import OfflineStore, table_to_rows
 from registry.features import GroupRow, GroupSchema, PutAck
 
 CHECKPOINT_FORMAT = 1

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from protos.errors import InvalidArgument
-from registry.model import Metric
+from core.domain import Metric
+from core.errors import InvalidArgument
 
 F32 = np.float32
 

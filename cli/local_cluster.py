@@ -8,8 +8,8 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from client.etcd_process import EtcdProcess
-from client.processes import ChildProcess, python_module
+from cli.etcd_process import EtcdProcess
+from cli.processes import ChildProcess, python_module
 
 
 @dataclass

@@ -2,7 +2,7 @@
 reflection and a Prometheus endpoint — written once for the sync shard server
 and the asyncio coordinator alike.
 
-Servicers stay thin: they raise `protos.errors.VecshardError` subclasses and
+Servicers stay thin: they raise `core.errors.VecshardError` subclasses and
 the interceptor turns them into statuses whose message says what was expected.
 """
 
@@ -19,7 +19,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
-from protos.errors import VecshardError
+from core.errors import VecshardError
 
 log = logging.getLogger(__name__)
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from protos.errors import InvalidArgument
+from core.domain import AttrValue, EntityKey, Metric
+from core.errors import InvalidArgument
+from core.filters import And, Eq, Filter, In, Not, Or, Range
 from protos.vecshard.v1 import common_pb2 as pb
-from registry.filters import And, Eq, Filter, In, Not, Or, Range
-from registry.model import AttrValue, EntityKey, Metric
 
 METRIC_TO_PB = {
     Metric.INNER_PRODUCT: pb.INNER_PRODUCT,
