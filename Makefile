@@ -29,6 +29,8 @@ protos: install
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
+	$(PY) scripts/check_import_cycles.py
 
 bench: install
 	$(PY) -m benchmarks

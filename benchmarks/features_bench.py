@@ -25,9 +25,9 @@ from cli.local_cluster import LocalCluster
 from client.registry_client import RegistryClient
 from client.retrieval_client import Record, RetrievalClient
 from core.domain import EntityKey, VersionRef
+from registry.feature_catalog import FeatureCatalog
 from registry.feature_values import resolve_group
 from registry.features import (
-    FeatureCatalog,
     FeatureDefinition,
     FeatureDType,
     FeatureGroup,

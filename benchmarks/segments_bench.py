@@ -46,7 +46,8 @@ from registry.placement import bucket_of
 from registry.registry import Registry
 from registry.store import EtcdStore
 from shard_server.lifecycle import LifecyclePolicy
-from shard_server.partition import IndexPartition, Query
+from shard_server.model import Query
+from shard_server.partition import IndexPartition
 from shard_server.records import Record
 from shard_server.sealed_segment import BuildSettings
 from shard_server.storage import ShardStore

@@ -214,7 +214,7 @@ def cmd_features(args: argparse.Namespace) -> int:
     from offline.materialize import GrpcFeatureSink, MaterializeJob, materialize
     from offline.parquet_store import OfflineStore
     from registry import codec
-    from registry.features import FeatureCatalog
+    from registry.feature_catalog import FeatureCatalog
 
     with RegistryClient(args.coordinator) as reg:
         objs = [

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-import yaml
 
 from client.errors import rpc_errors
 from protos.vecshard.v1 import registry_pb2 as pb
@@ -52,7 +51,12 @@ class RegistryClient:
     def apply(
         self, documents: str | Iterable[Mapping[str, Any]], *, dry_run: bool = False, why: str = ""
     ) -> list[str]:
-        text = documents if isinstance(documents, str) else yaml.safe_dump_all(list(documents))
+        # JSON documents are YAML documents: the SDK needs no YAML library.
+        text = (
+            documents
+            if isinstance(documents, str)
+            else "\n---\n".join(json.dumps(d) for d in documents)
+        )
         with rpc_errors():
             resp = self._stub.Apply(
                 pb.ApplyRequest(documents=text, dry_run=dry_run, who=self.who, why=why),

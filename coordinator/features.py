@@ -24,7 +24,8 @@ from coordinator.replicas import ReplicaTracker
 from coordinator.search import ShardFactory
 from core.domain import EntityKey, VersionRef
 from core.errors import InvalidArgument, NotFound, PermissionDenied, Unavailable
-from registry.features import FeatureDefinition, GroupRead, GroupRow, MissingReason, readable
+from registry.feature_catalog import GroupRead, readable
+from registry.features import FeatureDefinition, GroupRow, MissingReason
 from registry.placement import tenant_bucket
 from registry.registry import FEATURE_BUCKETS, feature_placement_ref
 from registry.snapshot import Snapshot

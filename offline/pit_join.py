@@ -34,17 +34,9 @@ import pyarrow.compute as pc
 from core.domain import VersionRef
 from core.errors import InvalidArgument
 from offline.parquet_store import TIMESTAMP, OfflineStore, arrow_type, table_to_rows
+from registry.feature_catalog import FeatureCatalog, GroupRead, readable, readable_groups
 from registry.feature_values import FeatureValue, resolve_group
-from registry.features import (
-    US_PER_SECOND,
-    FeatureCatalog,
-    FeatureSet,
-    GroupRead,
-    GroupRow,
-    MissingReason,
-    readable,
-    readable_groups,
-)
+from registry.features import US_PER_SECOND, FeatureSet, GroupRow, MissingReason
 
 
 def latest_at(

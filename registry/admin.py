@@ -136,7 +136,8 @@ class RegistryAdmin:
                 f"{_label(obj)} exists with other versions; bundles are immutable"
             )
         if type(obj).__name__ in ("FeatureDefinition", "FeatureGroup", "FeatureSet"):
-            from registry.features import FeatureCatalog, check_compatible_update
+            from registry.feature_catalog import FeatureCatalog
+            from registry.features import check_compatible_update
 
             if cur is not None and cur != obj:
                 check_compatible_update(cur, obj)

@@ -11,16 +11,15 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from registry.feature_catalog import GroupRead, readable
 from registry.features import (
     US_PER_SECOND,
     FeatureDefinition,
     FillAction,
-    GroupRead,
     GroupRow,
     MissingReason,
     PrivacyClass,
     StoredValue,
-    readable,
 )
 
 # FeatureValue is a NamedTuple like `registry.features.GroupRow`: one is built

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any, NamedTuple
@@ -484,93 +484,3 @@ def validate_group(
             "whole, so split it into one group per class"
         )
     return GroupSchema(group, tuple(defs))
-
-
-def validate_feature_set(fs: FeatureSet, groups: Mapping[VersionRef, GroupSchema]) -> None:
-    """Every reference names an existing group version holding that feature."""
-    for ref in fs.features:
-        schema = groups.get(ref.group_ref)
-        if schema is None:
-            raise NotFound(
-                f"feature set {fs.ref}: group {ref.group_ref} does not exist; expected an exact, "
-                "registered group version"
-            )
-        if ref.feature not in schema.names:
-            raise NotFound(
-                f"feature set {fs.ref}: group {ref.group_ref} has no feature {ref.feature!r}; "
-                f"has {schema.names}"
-            )
-
-
-@dataclass(frozen=True)
-class GroupRead:
-    """The features a feature set reads from one group, in set order."""
-
-    schema: GroupSchema
-    features: tuple[str, ...]
-    outputs: tuple[str, ...]
-    # Definitions of `features`, looked up once per plan, not per entity.
-    definitions: tuple[FeatureDefinition, ...]
-
-
-@dataclass(frozen=True)
-class FeatureCatalog:
-    """Validated definitions, groups and sets: a pure view the coordinator,
-    shards and offline jobs build from a registry snapshot."""
-
-    definitions: Mapping[VersionRef, FeatureDefinition]
-    groups: Mapping[VersionRef, GroupSchema]
-    feature_sets: Mapping[VersionRef, FeatureSet]
-
-    @classmethod
-    def build(
-        cls, objects: Iterable[FeatureDefinition | FeatureGroup | FeatureSet]
-    ) -> FeatureCatalog:
-        """Validates the whole graph; refuses a dangling or inconsistent reference."""
-        objs = list(objects)
-        defs = {o.ref: o for o in objs if isinstance(o, FeatureDefinition)}
-        groups = {o.ref: validate_group(o, defs) for o in objs if isinstance(o, FeatureGroup)}
-        sets = {o.ref: o for o in objs if isinstance(o, FeatureSet)}
-        for fs in sets.values():
-            validate_feature_set(fs, groups)
-        return cls(defs, groups, sets)
-
-    def schema(self, group: VersionRef) -> GroupSchema:
-        try:
-            return self.groups[group]
-        except KeyError:
-            raise NotFound(f"unknown feature group {group}") from None
-
-    def feature_set(self, ref: VersionRef) -> FeatureSet:
-        try:
-            return self.feature_sets[ref]
-        except KeyError:
-            raise NotFound(f"unknown feature set {ref}") from None
-
-    def plan(self, fs: FeatureSet) -> tuple[GroupRead, ...]:
-        """The groups `fs` reads, in order of first reference."""
-        order: dict[VersionRef, list[FeatureRef]] = {}
-        for ref in fs.features:
-            order.setdefault(ref.group_ref, []).append(ref)
-        return tuple(
-            GroupRead(
-                self.schema(g),
-                tuple(r.feature for r in refs),
-                tuple(r.output_name for r in refs),
-                tuple(self.schema(g).definition(r.feature) for r in refs),
-            )
-            for g, refs in order.items()
-        )
-
-
-def readable(schema: GroupSchema, personalized: bool) -> bool:
-    return personalized or schema.privacy_class is PrivacyClass.PUBLIC
-
-
-def readable_groups(
-    fs: FeatureSet, catalog: FeatureCatalog, personalized: bool
-) -> tuple[GroupRead, ...]:
-    """The groups a request may fetch. The online path calls this BEFORE
-    fetching, so a non-personalized request never reads behavioural data; the
-    skipped groups' features resolve to `privacy_disabled` without a read."""
-    return tuple(r for r in catalog.plan(fs) if readable(r.schema, personalized))

@@ -250,7 +250,8 @@ class Registry:
         groups) before it is written. A new feature group gets a placement
         over the given shards: its rows live on the shard owning the entity's
         bucket."""
-        from registry.features import FeatureCatalog, FeatureGroup, check_compatible_update
+        from registry.feature_catalog import FeatureCatalog
+        from registry.features import FeatureGroup, check_compatible_update
 
         key = self.key_of(obj)
         current = self.store.get(key)

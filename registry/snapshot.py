@@ -18,7 +18,7 @@ from core.domain import VersionRef
 from core.errors import FailedPrecondition, NotFound
 from registry import codec
 from registry.compat import bundle_parts, check_bundle
-from registry.features import FeatureCatalog
+from registry.feature_catalog import FeatureCatalog
 from registry.keys import Keys
 from registry.model import (
     Bundle,

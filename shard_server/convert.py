@@ -16,7 +16,7 @@ from core.wire import (
 )
 from protos.vecshard.v1 import common_pb2 as cpb
 from protos.vecshard.v1.internal import shard_pb2 as pb
-from shard_server.partition import Lookup, LookupStatus, Query, SearchResult, WriteResult
+from shard_server.model import Lookup, LookupStatus, Query, SearchResult, WriteResult
 from shard_server.records import Record
 from shard_server.segment import SearchOptions
 from shard_server.service import IndexStats, SegmentInfo

@@ -8,8 +8,9 @@ from collections.abc import Sequence
 
 from core.domain import EntityKey, VersionRef
 from core.errors import InvalidArgument
+from registry.feature_catalog import GroupRead
 from registry.feature_values import FeatureValue, resolve_group
-from registry.features import GroupRead, GroupRow, MissingReason, PutAck
+from registry.features import GroupRow, MissingReason, PutAck
 from registry.watcher import SnapshotCache
 from shard_server.feature_store import FeatureStore
 

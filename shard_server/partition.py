@@ -19,15 +19,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
-from enum import Enum
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from core.domain import EntityKey, Metric
 from core.errors import FailedPrecondition, InvalidArgument
-from core.filters import Filter, validate_attributes, validate_filter
+from core.filters import validate_attributes, validate_filter
 from core.ordering import order_key
 from core.scoring import canonical_scores, normalized, prepare_query
 from core.vectors import check_vector
@@ -37,8 +36,16 @@ from shard_server import metrics
 from shard_server import records as rec
 from shard_server.aggregate import merge_segment_hits
 from shard_server.lifecycle import LifecycleEvents, LifecyclePolicy, SegmentLifecycle
+from shard_server.model import (
+    REFERENCE_SAMPLE,
+    Lookup,
+    LookupStatus,
+    Query,
+    SearchResult,
+    WriteResult,
+)
 from shard_server.recovery import apply_liveness, recover_segments
-from shard_server.segment import DEFAULT_OPTIONS, Hit, SearchOptions, Segment
+from shard_server.segment import Hit, Segment
 from shard_server.storage import (
     RECORDS,
     SEQUENCES,
@@ -49,56 +56,6 @@ from shard_server.storage import (
 )
 
 log = logging.getLogger(__name__)
-
-
-class LookupStatus(Enum):
-    FOUND = "found"
-    MISSING = "missing"
-    DELETED = "deleted"
-
-
-# Exact scores returned with an approximate answer, for calibration.
-REFERENCE_SAMPLE = 4
-
-
-@dataclass(frozen=True)
-class Lookup:
-    key: EntityKey
-    status: LookupStatus
-    record: rec.Record | None = None
-
-
-@dataclass(frozen=True)
-class WriteResult:
-    written: int
-    ignored_stale: int
-    sequence: int
-
-
-@dataclass(frozen=True)
-class Query:
-    vector: np.ndarray
-    k: int
-    tenant_id: str
-    filter: Filter | None = None
-    options: SearchOptions = DEFAULT_OPTIONS
-    # Pagination (see coordinator.cursor): items strictly after this order key,
-    # written no later than `max_sequence` (0 = no limit).
-    after: tuple[float, EntityKey] | None = None
-    max_sequence: int = 0
-    served: int = 0
-
-
-@dataclass(frozen=True)
-class SearchResult:
-    hits: list[Hit]
-    # Rows that passed tenant and filter, over all segments.
-    candidates: int
-    # plan → segments that answered by it
-    plans: dict[str, int] = field(default_factory=dict)
-    approximate: bool = False
-    sequence: int = 0
-    reference_scores: tuple[float, ...] = ()
 
 
 def applies(source_version: int, stored: bytes | None, tombstone: bytes | None) -> bool:

@@ -19,7 +19,8 @@ from registry.watcher import SnapshotCache
 from shard_server.errors import UnknownIndex
 from shard_server.lifecycle import LifecyclePolicy
 from shard_server.maintenance import Maintainer
-from shard_server.partition import IndexPartition, Lookup, Query, SearchResult, WriteResult
+from shard_server.model import Lookup, Query, SearchResult, WriteResult
+from shard_server.partition import IndexPartition
 from shard_server.records import Record
 from shard_server.segment import Segment
 from shard_server.storage import ShardStore

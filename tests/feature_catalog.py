@@ -7,10 +7,10 @@ Times are µs since the epoch; `T0` is 2023-11-14T22:13:20Z.
 from __future__ import annotations
 
 from core.domain import EntityKey, VersionRef
+from registry.feature_catalog import FeatureCatalog
 from registry.features import (
     US_PER_SECOND,
     DefaultPolicy,
-    FeatureCatalog,
     FeatureDefinition,
     FeatureDType,
     FeatureGroup,

@@ -23,8 +23,9 @@ from core.domain import EntityKey
 from offline.materialize import MaterializeJob, materialize
 from offline.parquet_store import OfflineStore
 from offline.pit_join import load_group_tables, point_in_time_values
+from registry.feature_catalog import readable, readable_groups
 from registry.feature_values import FeatureValue, resolve_group
-from registry.features import GroupRow, MissingReason, readable, readable_groups
+from registry.features import GroupRow, MissingReason
 from shard_server.feature_store import FeatureShardStore, FeatureStore
 from tests.feature_catalog import (
     ACTIVITY,

@@ -250,7 +250,7 @@ def test_materialize_cli_copies_offline_rows_online_and_resumes(
 
     schema_ref = VersionRef("item_stats", "v1")
     from registry import codec
-    from registry.features import FeatureCatalog
+    from registry.feature_catalog import FeatureCatalog
 
     with RegistryClient(cluster.coordinator_address) as reg:
         objs = [

@@ -11,10 +11,10 @@ import pytest
 from core.domain import VersionRef
 from core.errors import FailedPrecondition, InvalidArgument, NotFound
 from registry import codec
+from registry.feature_catalog import FeatureCatalog, readable_groups
 from registry.feature_values import FeatureValue, missing_value, resolve_group, resolve_value
 from registry.features import (
     DefaultPolicy,
-    FeatureCatalog,
     FeatureDefinition,
     FeatureDType,
     FeatureGroup,
@@ -27,7 +27,6 @@ from registry.features import (
     PrivacyClass,
     StoredValue,
     check_compatible_update,
-    readable_groups,
 )
 from tests.feature_catalog import (
     ACTIVITY,

@@ -11,7 +11,8 @@ import pytest
 from core.domain import AttrType, EntityKey, Metric, VersionRef
 from core.errors import InvalidArgument
 from registry.model import EmbeddingFamily, IndexVersion
-from shard_server.partition import IndexPartition, LookupStatus, Query
+from shard_server.model import LookupStatus, Query
+from shard_server.partition import IndexPartition
 from shard_server.records import Record
 from shard_server.storage import ShardStore
 

@@ -20,9 +20,9 @@ from offline.pit_join import (
     point_in_time_join,
     point_in_time_values,
 )
+from registry.feature_catalog import FeatureCatalog
 from registry.feature_values import FeatureValue, resolve_group
 from registry.features import (
-    FeatureCatalog,
     FeatureDefinition,
     FeatureDType,
     FeatureGroup,

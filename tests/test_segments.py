@@ -27,7 +27,8 @@ from registry.index_params import HnswParams, IvfPqParams, parse_index_params
 from registry.model import EmbeddingFamily, IndexKind, IndexVersion
 from shard_server.compaction import CompactionPolicy
 from shard_server.lifecycle import LifecyclePolicy
-from shard_server.partition import IndexPartition, Query
+from shard_server.model import Query
+from shard_server.partition import IndexPartition
 from shard_server.planner import PlannerPolicy
 from shard_server.records import Record
 from shard_server.sealed_segment import BuildSettings

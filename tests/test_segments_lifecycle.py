@@ -26,7 +26,8 @@ from shard_server.config import ShardConfig
 from shard_server.lifecycle import TEMPLATE_FILE, LifecyclePolicy
 from shard_server.maintenance import Maintainer
 from shard_server.manifest import MANIFEST, read_manifest
-from shard_server.partition import IndexPartition, Query
+from shard_server.model import Query
+from shard_server.partition import IndexPartition
 from shard_server.records import Record
 from shard_server.sealed_segment import BuildSettings, SealedSegment
 from shard_server.segment import SearchOptions
