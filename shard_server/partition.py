@@ -70,6 +70,18 @@ def applies(source_version: int, stored: bytes | None, tombstone: bytes | None) 
     return tombstone is None or source_version > rec.decode_tombstone(tombstone)
 
 
+def delete_applies(version: int, stored: bytes | None, tombstone: bytes | None) -> bool:
+    """Whether a delete at `version` changes anything: it removes a stored
+    record of its version or older (never a newer one: a late or stale delete
+    must not lose a write acknowledged after it), and it raises the key's
+    tombstone so that every later write of `version` or older is refused.
+
+    One rule for client deletes, centroid move-deletes and replication."""
+    if stored is not None and rec.source_version_of(stored) > version:
+        return False
+    return tombstone is None or rec.decode_tombstone(tombstone) < version
+
+
 class IndexPartition:
     def __init__(
         self,
@@ -258,19 +270,16 @@ class IndexPartition:
             stored = self.store.multi_get(RECORDS, raw_keys)
             tombs = self.store.multi_get(TOMBSTONES, raw_keys)
             puts, deletes, removed = [], [], []
+            new_tombs = 0
             for raw_key, key, old, tomb in zip(raw_keys, unique, stored, tombs, strict=True):
-                version = max(
-                    source_version,
-                    rec.source_version_of(old) if old is not None else source_version,
-                )
-                if tomb is not None:
-                    version = max(version, rec.decode_tombstone(tomb))
-                puts.append((TOMBSTONES, raw_key, rec.encode_tombstone(version)))
+                if not delete_applies(source_version, old, tomb):
+                    continue
+                new_tombs += tomb is None
+                puts.append((TOMBSTONES, raw_key, rec.encode_tombstone(source_version)))
                 if old is not None:
                     deletes.append((RECORDS, raw_key))
                     deletes.append((SEQUENCES, raw_key))
                     removed.append(key)
-            new_tombs = sum(1 for t in tombs if t is None)
             seq = self.store.write(puts=puts, deletes=deletes)
             for key in removed:
                 self.lifecycle.delete(key)
@@ -328,10 +337,9 @@ class IndexPartition:
                 mine = self.store.multi_get(TOMBSTONES, raw_keys)
                 puts, deletes, removed = [], [], []
                 for (k, version), old, tomb in zip(tombstones, stored, mine, strict=True):
-                    if tomb is not None and rec.decode_tombstone(tomb) >= version:
+                    if not delete_applies(version, old, tomb):
                         continue
-                    if old is not None and rec.source_version_of(old) > version:
-                        continue  # the record is newer than the delete
+                    self.tombstones += tomb is None
                     puts.append((TOMBSTONES, k, rec.encode_tombstone(version)))
                     if old is not None:
                         deletes += [(RECORDS, k), (SEQUENCES, k)]

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from core.domain import AttrType, EntityKey, Metric, VersionRef
 from core.errors import InvalidArgument
@@ -54,8 +56,11 @@ def test_versions_retries_and_tombstones_survive_reopen(tmp_path: Path) -> None:
     assert (r.written, r.ignored_stale) == (0, 1)
     assert part.upsert([rec("a", [1, 0, 0, 0], sv=5)]).written == 1
     assert ids(part, [1, 0, 0, 0], k=1) == ["a"]
-    # delete, then a retried old upsert cannot bring it back
-    assert part.delete([EntityKey("t", "item", "b")], source_version=0).written == 1
+    # a delete older than the record removes nothing (issue 14, defect 2) ...
+    assert part.delete([EntityKey("t", "item", "b")], source_version=4).written == 0
+    assert "b" in ids(part, [0, 1, 0, 0])
+    # ... one of its version wins, and a retried old upsert cannot bring it back
+    assert part.delete([EntityKey("t", "item", "b")], source_version=5).written == 1
     assert part.upsert([rec("b", [0, 1, 0, 0], sv=5)]).ignored_stale == 1
     assert "b" not in ids(part, [0, 1, 0, 0])
     store.close()
@@ -115,3 +120,70 @@ def test_tenants_never_mix(tmp_path: Path) -> None:
     assert [h.key for h in res.hits] == [EntityKey("t1", "item", "a")]
     assert ids(part, [1, 0, 0, 0], tenant="nobody") == []
     store.close()
+
+
+# --- the version rules as a property ------------------------------------------
+
+KEYS = [EntityKey("t", "item", x) for x in "xyz"]
+Op = tuple[str, int, int]  # ("upsert" | "delete", key index, source_version)
+
+
+def expected_state(ops: list[Op]) -> dict[int, tuple[str, int]]:
+    """What the rules define, whatever the order: per key, the newest upsert
+    is live unless a delete of its version or newer exists; else deleted if
+    any delete was seen; else missing. Upsert versions are distinct here,
+    so the order of arrival cannot matter."""
+    out: dict[int, tuple[str, int]] = {}
+    for k in range(len(KEYS)):
+        ups = [v for kind, key, v in ops if key == k and kind == "upsert"]
+        dels = [v for kind, key, v in ops if key == k and kind == "delete"]
+        best = max(ups, default=None)
+        if best is not None and (not dels or best > max(dels)):
+            out[k] = ("found", best)
+        elif dels:
+            out[k] = ("deleted", 0)
+        else:
+            out[k] = ("missing", 0)
+    return out
+
+
+@st.composite
+def interleavings(draw: st.DrawFn) -> list[Op]:
+    n = draw(st.integers(1, 25))
+    versions = draw(st.lists(st.integers(1, 60), min_size=n, max_size=n, unique=True))
+    ops: list[Op] = []
+    for v in versions:
+        kind = draw(st.sampled_from(["upsert", "upsert", "delete"]))
+        # deletes may share a version with an upsert: the delete must win
+        version = draw(st.sampled_from([v, *[o[2] for o in ops]])) if kind == "delete" else v
+        ops.append((kind, draw(st.integers(0, len(KEYS) - 1)), version))
+    return ops
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(ops=interleavings())
+def test_any_interleaving_ends_in_the_state_the_version_rules_define(
+    tmp_path_factory: pytest.TempPathFactory, ops: list[Op]
+) -> None:
+    store, part = open_partition(tmp_path_factory.mktemp("prop"))
+    try:
+        for kind, k, version in ops:
+            if kind == "upsert":
+                part.upsert([rec(KEYS[k].entity_id, [1, k, version, 1], sv=version)])
+            else:
+                part.delete([KEYS[k]], source_version=version)
+        want = expected_state(ops)
+        got = part.get(KEYS)
+        for k, lk in enumerate(got):
+            status, version = want[k]
+            assert lk.status.value == status, (k, ops)
+            if status == "found":
+                assert lk.record is not None and lk.record.source_version == version
+        live = {
+            h.key for h in part.search([Query(np.array([1, 1, 1, 1], np.float32), 10, "t")])[0].hits
+        }
+        assert live == {KEYS[k] for k, (s, _) in want.items() if s == "found"}
+    finally:
+        store.close()
