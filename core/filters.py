@@ -64,12 +64,16 @@ def _value_ok(kind: AttrType, value: AttrValue) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def _finite(value: AttrValue) -> bool:
+    return not isinstance(value, float) or math.isfinite(value)
+
+
 def _expected(kind: AttrType) -> str:
     return {
         AttrType.STRING: "a string",
         AttrType.STRING_LIST: "a string (list membership)",
         AttrType.INT: "an int",
-        AttrType.FLOAT: "a number",
+        AttrType.FLOAT: "a finite number",
     }[kind]
 
 
@@ -87,7 +91,7 @@ def validate_filter(f: Filter, schema: Mapping[str, AttrType]) -> None:
     match f:
         case Eq(attribute, value):
             kind = _schema_type(attribute, schema)
-            if not _value_ok(kind, value):
+            if not _value_ok(kind, value) or not _finite(value):
                 raise InvalidArgument(
                     f"filter eq on {attribute!r} ({kind.value}): got {value!r}, expected {_expected(kind)}"
                 )
@@ -98,7 +102,7 @@ def validate_filter(f: Filter, schema: Mapping[str, AttrType]) -> None:
                     f"filter in_set on {attribute!r}: expected at least one value"
                 )
             for value in values:
-                if not _value_ok(kind, value):
+                if not _value_ok(kind, value) or not _finite(value):
                     raise InvalidArgument(
                         f"filter in_set on {attribute!r} ({kind.value}): got {value!r}, "
                         f"expected {_expected(kind)}"
@@ -109,8 +113,17 @@ def validate_filter(f: Filter, schema: Mapping[str, AttrType]) -> None:
                 raise InvalidArgument(
                     f"filter range on {attribute!r} ({kind.value}): expected an int or float attribute"
                 )
-            if gte is None and gt is None and lte is None and lt is None:
+            bounds = {"gte": gte, "gt": gt, "lte": lte, "lt": lt}
+            if all(b is None for b in bounds.values()):
                 raise InvalidArgument(f"filter range on {attribute!r}: expected at least one bound")
+            for name, bound in bounds.items():
+                if bound is not None and not math.isfinite(bound):
+                    # NaN compares false with everything: the filter would
+                    # silently match nothing (or everything under `not`).
+                    raise InvalidArgument(
+                        f"filter range on {attribute!r}: bound {name}={bound}, "
+                        "expected a finite number"
+                    )
         case And(filters) | Or(filters):
             if not filters:
                 raise InvalidArgument("filter all_of/any_of: expected at least one sub-filter")
