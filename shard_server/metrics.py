@@ -35,6 +35,19 @@ SEGMENT_SEARCH_SECONDS = Histogram(
     buckets=(0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 1),
 )
 
+LEASE_WAITS = Counter(
+    "vecshard_shard_summary_lease_waits_total",
+    "Writes whose acknowledgement waited for coordinators' summaries to expire "
+    "(a row outside the summaries they may skip this shard on)",
+    ["index"],
+)
+LEASE_WAIT_SECONDS = Histogram(
+    "vecshard_shard_summary_lease_wait_seconds",
+    "How long such a write's acknowledgement waited",
+    ["index"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5),
+)
+
 
 class SegmentLike(Protocol):
     kind: str

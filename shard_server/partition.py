@@ -54,6 +54,8 @@ from shard_server.storage import (
     decode_sequence,
     encode_sequence,
 )
+from shard_server.summary import SegmentSummary, merge_bucket_stats
+from shard_server.summary_leases import NewRow, SummaryLeases
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +84,10 @@ def delete_applies(version: int, stored: bytes | None, tombstone: bytes | None) 
     return tombstone is None or rec.decode_tombstone(tombstone) < version
 
 
+def _new_row(r: rec.Record) -> NewRow:
+    return NewRow(r.vector, r.bucket, r.key.tenant_id, r.attributes)
+
+
 class IndexPartition:
     def __init__(
         self,
@@ -102,6 +108,10 @@ class IndexPartition:
             raise FailedPrecondition(f"index version {index.ref}: {exc.message}") from None
         self._prefix = rec.index_prefix(index.ref)
         self._write_lock = threading.Lock()
+        self._clock = clock
+        # Summaries handed to coordinators, and the writes that must wait for
+        # them to expire (shard_server.summary_leases).
+        self.leases = SummaryLeases(clock)
         self.tombstones = 0
         self.lifecycle = SegmentLifecycle(
             index,
@@ -226,7 +236,8 @@ class IndexPartition:
             )
         return out
 
-    def upsert(self, records: Sequence[rec.Record]) -> WriteResult:
+    def upsert(self, records: Sequence[rec.Record], writer: str = "") -> WriteResult:
+        """`writer` names the coordinator that sent the write (summary leases)."""
         ready = self.validate(records)
         # Within a batch the highest source_version wins; on a tie, the last one.
         latest: dict[EntityKey, rec.Record] = {}
@@ -256,6 +267,8 @@ class IndexPartition:
                 self.lifecycle.upsert(r, seq)
             self.tombstones -= revived
             due = self.lifecycle.seal_due()
+            hold = self.leases.hold_until([_new_row(r) for _, r in apply], writer)
+        self._wait_for_leases(hold)
         ignored = len(latest) - len(apply)
         metrics.RECORDS.labels(self.metrics_label, "written").inc(len(apply))
         metrics.RECORDS.labels(self.metrics_label, "ignored_stale").inc(ignored)
@@ -312,6 +325,7 @@ class IndexPartition:
         as client writes (newer wins; a delete wins over its version and older),
         byte for byte. Idempotent: applying the same export twice changes nothing."""
         applied = 0
+        hold = 0.0
         with self._write_lock:
             if records:
                 raw_keys = [k for k, _ in records]
@@ -328,8 +342,10 @@ class IndexPartition:
                         deletes=[(TOMBSTONES, k) for k, _ in take],
                         stamps=[(SEQUENCES, k) for k, _ in take],
                     )
-                    for k, v in take:
-                        self.lifecycle.upsert(rec.decode_record(rec.parse_record_key(k)[1], v), seq)
+                    taken = [rec.decode_record(rec.parse_record_key(k)[1], v) for k, v in take]
+                    for r in taken:
+                        self.lifecycle.upsert(r, seq)
+                    hold = max(hold, self.leases.hold_until([_new_row(r) for r in taken]))
                     applied += len(take)
             if tombstones:
                 raw_keys = [k for k, _ in tombstones]
@@ -349,7 +365,38 @@ class IndexPartition:
                     for key in removed:
                         self.lifecycle.delete(key)
                     applied += len(puts)
+        self._wait_for_leases(hold)
         return applied
+
+    def serve_summaries(
+        self, lease_seconds: float, holder: str = ""
+    ) -> list[tuple[Segment, SegmentSummary | None]]:
+        """Every segment with its summary, recorded as handed to `holder`, who
+        may skip this shard on it for `lease_seconds`. Under the write lock, so
+        every write is either in the summary or checked against it. During the
+        quiet period after a write that waited, no summaries (never skipped)."""
+        with self._write_lock:
+            if not self.leases.may_serve():
+                return [(seg, None) for seg in self.current_segments()]
+            out = [(seg, seg.summary()) for seg in self.current_segments()]
+            if out:
+                self.leases.served(
+                    np.concatenate([s.centroids for _, s in out]),
+                    np.concatenate([s.radii for _, s in out]),
+                    merge_bucket_stats(s.buckets for _, s in out),
+                    lease_seconds,
+                    holder,
+                )
+            return [(seg, s) for seg, s in out]
+
+    def _wait_for_leases(self, until: float) -> None:
+        """Holds an acknowledgement (never the data: it is durable and
+        searchable already) until the summaries it escapes have expired."""
+        delay = until - self._clock()
+        if delay > 0:
+            metrics.LEASE_WAITS.labels(self.metrics_label).inc()
+            metrics.LEASE_WAIT_SECONDS.labels(self.metrics_label).observe(delay)
+            time.sleep(delay)
 
     def get(self, keys: Sequence[EntityKey]) -> list[Lookup]:
         raw_keys = [rec.keyed(self._prefix, k) for k in keys]

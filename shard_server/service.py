@@ -53,16 +53,14 @@ class IndexStats:
     buckets: dict[int, BucketStats] = field(default_factory=dict)
 
 
-def _segment_info(seg: Segment, with_summary: bool) -> SegmentInfo:
+def _segment_info(seg: Segment, summary: SegmentSummary | None) -> SegmentInfo:
     return SegmentInfo(
-        seg.id,
-        seg.kind,
-        seg.state,
-        len(seg),
-        seg.deleted_count,
-        seg.nbytes(),
-        seg.summary() if with_summary else None,
+        seg.id, seg.kind, seg.state, len(seg), seg.deleted_count, seg.nbytes(), summary
     )
+
+
+# How long a caller that does not say may use a summary (coordinators say).
+DEFAULT_SUMMARY_LEASE = 2.0
 
 
 class ShardNode:
@@ -153,10 +151,10 @@ class ShardNode:
                 f"it holds {sorted(owned)} (stale placement at the caller?)"
             )
 
-    def upsert(self, ref: VersionRef, records: Sequence[Record]) -> WriteResult:
+    def upsert(self, ref: VersionRef, records: Sequence[Record], writer: str = "") -> WriteResult:
         part = self.partition(ref)
         self._check_buckets(ref, {r.bucket for r in records})
-        return part.upsert(records)
+        return part.upsert(records, writer)
 
     def delete(
         self, ref: VersionRef, keys: Sequence[EntityKey], source_version: int
@@ -172,15 +170,24 @@ class ShardNode:
     def flush(self, ref: VersionRef, compact: bool) -> IndexStats:
         part = self.partition(ref)
         part.flush(compact)
-        return self._stats(ref, part, with_summaries=False)
+        return self._stats(ref, part, summary_lease=None)
 
-    def _stats(self, ref: VersionRef, part: IndexPartition, with_summaries: bool) -> IndexStats:
-        segments = [_segment_info(s, with_summaries) for s in part.current_segments()]
-        buckets = (
-            merge_bucket_stats(s.summary.buckets for s in segments if s.summary is not None)
-            if with_summaries
-            else {}
-        )
+    def _stats(
+        self,
+        ref: VersionRef,
+        part: IndexPartition,
+        summary_lease: float | None,
+        holder: str = "",
+    ) -> IndexStats:
+        """Stats of one index version; with `summary_lease`, also the segment
+        summaries, handed out under that lease (shard_server.summary_leases)."""
+        if summary_lease is None:
+            segments = [_segment_info(s, None) for s in part.current_segments()]
+            buckets = {}
+        else:
+            served = part.serve_summaries(summary_lease, holder)
+            segments = [_segment_info(seg, summary) for seg, summary in served]
+            buckets = merge_bucket_stats(s.buckets for _, s in served if s is not None)
         return IndexStats(
             ref,
             part.index.kind.value,
@@ -192,9 +199,17 @@ class ShardNode:
             buckets,
         )
 
-    def describe(self, with_summaries: bool = False) -> list[IndexStats]:
+    def describe(
+        self,
+        with_summaries: bool = False,
+        summary_lease: float = DEFAULT_SUMMARY_LEASE,
+        holder: str = "",
+    ) -> list[IndexStats]:
+        """Every open index version; with summaries, the caller (`holder`) may
+        skip this shard on them for `summary_lease` seconds and no longer."""
+        lease = summary_lease if with_summaries else None
         return [
-            self._stats(ref, p, with_summaries)
+            self._stats(ref, p, lease, holder)
             for ref, p in sorted(
                 self._partitions.items(), key=lambda kv: (kv[0].name, kv[0].version)
             )

@@ -10,7 +10,7 @@ from core.wire import key_from_pb
 from protos.vecshard.v1.internal import shard_pb2 as pb
 from protos.vecshard.v1.internal import shard_pb2_grpc
 from shard_server import convert
-from shard_server.service import ShardNode
+from shard_server.service import DEFAULT_SUMMARY_LEASE, ShardNode
 
 
 class ShardServicer(shard_pb2_grpc.ShardServiceServicer):
@@ -23,7 +23,9 @@ class ShardServicer(shard_pb2_grpc.ShardServiceServicer):
         written = ignored = sequence = 0
         for batch in request_iterator:
             result = self.node.upsert(
-                convert.index_ref(batch.index), [convert.record_from_pb(r) for r in batch.records]
+                convert.index_ref(batch.index),
+                [convert.record_from_pb(r) for r in batch.records],
+                batch.writer,
             )
             written += result.written
             ignored += result.ignored_stale
@@ -57,7 +59,11 @@ class ShardServicer(shard_pb2_grpc.ShardServiceServicer):
     ) -> pb.DescribeResponse:
         return convert.describe_response(
             self.node.shard_id,
-            self.node.describe(request.include_summaries),
+            self.node.describe(
+                request.include_summaries,
+                request.summary_lease_seconds or DEFAULT_SUMMARY_LEASE,
+                request.holder,
+            ),
             self.node.store.sequence,
         )
 

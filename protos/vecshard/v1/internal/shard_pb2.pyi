@@ -24,12 +24,14 @@ class BucketedRecord(_message.Message):
     def __init__(self, record: _Optional[_Union[_common_pb2.EmbeddingRecord, _Mapping]] = ..., bucket: _Optional[int] = ...) -> None: ...
 
 class UpsertBatch(_message.Message):
-    __slots__ = ("index", "records")
+    __slots__ = ("index", "records", "writer")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     RECORDS_FIELD_NUMBER: _ClassVar[int]
+    WRITER_FIELD_NUMBER: _ClassVar[int]
     index: IndexRef
     records: _containers.RepeatedCompositeFieldContainer[BucketedRecord]
-    def __init__(self, index: _Optional[_Union[IndexRef, _Mapping]] = ..., records: _Optional[_Iterable[_Union[BucketedRecord, _Mapping]]] = ...) -> None: ...
+    writer: str
+    def __init__(self, index: _Optional[_Union[IndexRef, _Mapping]] = ..., records: _Optional[_Iterable[_Union[BucketedRecord, _Mapping]]] = ..., writer: _Optional[str] = ...) -> None: ...
 
 class UpsertAck(_message.Message):
     __slots__ = ("written", "ignored_stale", "sequence")
@@ -157,10 +159,14 @@ class BatchGetResponse(_message.Message):
     def __init__(self, records: _Optional[_Iterable[_Union[_common_pb2.EmbeddingLookup, _Mapping]]] = ...) -> None: ...
 
 class DescribeRequest(_message.Message):
-    __slots__ = ("include_summaries",)
+    __slots__ = ("include_summaries", "summary_lease_seconds", "holder")
     INCLUDE_SUMMARIES_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_LEASE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    HOLDER_FIELD_NUMBER: _ClassVar[int]
     include_summaries: bool
-    def __init__(self, include_summaries: _Optional[bool] = ...) -> None: ...
+    summary_lease_seconds: float
+    holder: str
+    def __init__(self, include_summaries: _Optional[bool] = ..., summary_lease_seconds: _Optional[float] = ..., holder: _Optional[str] = ...) -> None: ...
 
 class SegmentSummary(_message.Message):
     __slots__ = ("segment_id", "kind", "state", "rows", "deleted_rows", "size_bytes", "centroids", "radii")
