@@ -46,10 +46,35 @@ def _now() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
 
 
+# Route changes kept per route in etcd (older ones are dropped in the same
+# transaction that adds a new one; the audit trail keeps every change).
+DEFAULT_ROUTE_HISTORY_LIMIT = 100
+
+
 class Registry:
-    def __init__(self, store: RegistryStore, prefix: str | None = None) -> None:
+    def __init__(
+        self,
+        store: RegistryStore,
+        prefix: str | None = None,
+        route_history_limit: int = DEFAULT_ROUTE_HISTORY_LIMIT,
+    ) -> None:
+        if route_history_limit < 1:
+            raise ValueError(
+                f"route_history_limit={route_history_limit}: expected at least 1 "
+                "(rollback needs the last change)"
+            )
         self.store = store
         self.keys = Keys(prefix) if prefix else Keys()
+        self.route_history_limit = route_history_limit
+
+    def _history_trim(self, name: str) -> list[Put | Delete]:
+        """Deletes of the oldest history entries of a route, so that with the
+        one about to be added it keeps `route_history_limit` entries. Part of
+        the same transaction as the change: the history never grows unbounded
+        and never loses the entry a rollback needs."""
+        entries, _ = self.store.list_prefix(self.keys.route_history(name))
+        excess = len(entries) + 1 - self.route_history_limit
+        return [Delete(e.key) for e in entries[: max(0, excess)]]
 
     def snapshot(self) -> Snapshot:
         entries, revision = self.store.list_prefix(self.keys.prefix)
@@ -320,6 +345,7 @@ class Registry:
             [
                 Put(key, codec.encode(route)),
                 Put(self.keys.route_history(route.name, revision), codec.encode(change)),
+                *self._history_trim(route.name),
             ],
         )
         if not ok:
@@ -357,6 +383,7 @@ class Registry:
             [
                 Delete(self.keys.route(name)),
                 Put(self.keys.route_history(name, revision), codec.encode(change)),
+                *self._history_trim(name),
             ],
         )
         if not ok:

@@ -219,3 +219,29 @@ def test_bad_index_parameters_are_refused_at_creation(admin: RegistryAdmin) -> N
     }
     with pytest.raises(InvalidArgument, match="write_quorum 3"):
         admin.apply([quorum])
+
+
+def test_route_history_is_capped_and_rollback_still_works() -> None:
+    """A long-lived cluster's registry must not grow with every switch (issue 14)."""
+    from registry.memory_store import InMemoryStore
+
+    store = InMemoryStore()
+    try:
+        registry = Registry(store, "/capped/", route_history_limit=3)
+        for sid in ("shard-0", "shard-1"):
+            store.put(registry.keys.shard(sid), codec.encode(ShardMember(sid, "127.0.0.1:1")))
+        admin = RegistryAdmin(registry)
+        admin.apply(example_docs(), who="ci", why="bootstrap")
+        for i in range(10):
+            bundle = "home_2026_11" if i % 2 == 0 else "home_2026_10"
+            admin.switch_route("home_feed", bundle, who="alice", why=f"switch {i}")
+        history = admin.history("home_feed")
+        assert [c.why for c in history] == ["switch 7", "switch 8", "switch 9"]
+        assert len(store.list_prefix(registry.keys.route_history("home_feed"))[0]) == 3
+        assert admin.registry.route_with_revision("home_feed")[0].bundle == "home_2026_10"
+        assert admin.rollback("home_feed", who="bob").bundle == "home_2026_11"
+        assert len(admin.history("home_feed")) == 3
+        with pytest.raises(ValueError, match="route_history_limit"):
+            Registry(store, route_history_limit=0)
+    finally:
+        store.close()
