@@ -6,6 +6,7 @@ interpreter where everything outside that extra is missing."""
 from __future__ import annotations
 
 import importlib.metadata
+import re
 import tomllib
 from functools import cache
 
@@ -140,3 +141,14 @@ def test_the_check_fails_when_an_extra_lacks_a_module() -> None:
     out = run_blocked({"hnswlib"}, IMPORT_ALL, ["shard_server"])
     assert out.returncode != 0
     assert "No module named 'hnswlib'" in out.stderr
+
+
+def test_make_installs_the_dev_extra_again_only_when_pyproject_changes() -> None:
+    makefile = (REPO / "Makefile").read_text()
+    for target in ("run", "test", "lint", "bench"):
+        assert re.search(rf"^{target}: install\b", makefile, re.M), target
+    assert re.search(r"^install: \$\(STAMP\)$", makefile, re.M)
+    rule = re.search(r"^\$\(STAMP\): pyproject\.toml\b.*?\n((?:\t.*\n)+)", makefile, re.M)
+    assert rule, "the stamp file must depend on pyproject.toml"
+    assert "pip install" in rule.group(1) and "-e '.[dev]'" in rule.group(1)
+    assert "touch $(STAMP)" in rule.group(1)
