@@ -9,6 +9,8 @@ STAMP  := $(VENV)/.vecshard-installed
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
+# run, test, lint and bench install the project with the dev extra (the SDK plus the
+# server, offline and bench extras and the test and lint tools; see pyproject.toml).
 # Re-installs only when pyproject.toml changes, so repeated `make test` is fast.
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip wheel setuptools

@@ -33,9 +33,10 @@ import faiss
 import grpc
 import numpy as np
 
-from benchmarks.datasets import exact_ground_truth, gaussian_mixture, recall_at_k
+from benchmarks.ground_truth import exact_ground_truth, recall_at_k
 from benchmarks.latency import LatencyHistogram
 from benchmarks.run_record import RESULTS_DIR, machine, write_json
+from benchmarks.synthetic_data import gaussian_mixture
 from cli.local_cluster import LocalCluster
 from core.domain import EntityKey, Metric, VersionRef
 from protos.vecshard.v1 import common_pb2 as cpb

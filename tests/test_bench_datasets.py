@@ -17,22 +17,25 @@ from benchmarks.datasets import (
     REPO_ROOT,
     Dataset,
     Metric,
-    cached_ground_truth,
     data_dir,
-    exact_ground_truth,
-    gaussian_mixture,
     load_file,
-    load_hdf5,
     load_real,
+)
+from benchmarks.ground_truth import (
+    cached_ground_truth,
+    exact_ground_truth,
+    recall_at_k,
+    with_ground_truth,
+)
+from benchmarks.hdf5_files import load_hdf5, write_hdf5
+from benchmarks.synthetic_data import gaussian_mixture
+from benchmarks.vecs_files import (
     read_bvecs,
     read_fvecs,
     read_ivecs,
     read_vecs,
-    recall_at_k,
-    with_ground_truth,
     write_bvecs,
     write_fvecs,
-    write_hdf5,
     write_ivecs,
 )
 

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from benchmarks.datasets import gaussian_mixture
+from benchmarks.synthetic_data import gaussian_mixture
 from client.registry_client import RegistryClient
 from client.retrieval_client import Record, RetrievalClient
 from core.domain import EntityKey

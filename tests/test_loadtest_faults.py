@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 from benchmarks.bench_cluster import PURPOSE, TENANT, BenchCluster, IndexPlan, row_ids
-from benchmarks.datasets import gaussian_mixture
 from benchmarks.faults import FaultPlan, fault_report, shard_kill
 from benchmarks.load_report import summarize
 from benchmarks.open_loop import LoadRun, OpenLoopConfig, run_open_loop
@@ -26,6 +25,7 @@ from benchmarks.request_mix import (
     search_requests,
 )
 from benchmarks.retrieval_api import partial_flag_reader
+from benchmarks.synthetic_data import gaussian_mixture
 from cli.local_cluster import LocalCluster
 from tests.conftest import ClusterFactory
 

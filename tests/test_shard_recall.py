@@ -1,7 +1,7 @@
 """Issue-4 acceptance through a real shard process (etcd + one shard + a
 coordinator, started by the same LocalCluster users run).
 
-100,000 x 128 clustered vectors (benchmarks.datasets.gaussian_mixture, seed 4)
+100,000 x 128 clustered vectors (benchmarks.synthetic_data.gaussian_mixture, seed 4)
 are written straight to the shard's ShardService into an HNSW and an IVF-PQ
 index version; the shard seals them (50,000 rows per segment) in the
 background. Then, at the parameters below (also stated in the README):
@@ -30,7 +30,9 @@ import grpc
 import numpy as np
 import pytest
 
-from benchmarks.datasets import Dataset, exact_ground_truth, gaussian_mixture, recall_at_k
+from benchmarks.datasets import Dataset
+from benchmarks.ground_truth import exact_ground_truth, recall_at_k
+from benchmarks.synthetic_data import gaussian_mixture
 from cli.local_cluster import LocalCluster
 from core.bounds import score_upper_bound
 from core.domain import AttrType, Metric, VersionRef

@@ -1,0 +1,156 @@
+"""`vecshard --help` lists every command with what it does; every command's and
+sub-command's --help works; with only the SDK installed the CLI still starts, and a
+command that needs an extra exits naming it instead of failing with a traceback."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.import_blocker import EXTRA_ONLY_MODULES, run_blocked
+
+VECSHARD = str(Path(sys.executable).parent / "vecshard")
+
+# Every command, and words its description must contain to be true.
+COMMANDS = {
+    "up": ("local cluster", "loopback"),
+    "shard": ("shard server",),
+    "coordinator": ("run a coordinator",),
+    "search": ("top-k search", "route"),
+    "get": ("fetch stored embeddings",),
+    "describe-route": ("what a route resolves to",),
+    "registry": ("registry administration",),
+    "features": ("feature", "materialize"),
+    "rollout": ("new image", "one shard at a time"),
+    "bench": ("recall/QPS benchmark", "in process", "local clusters"),
+    "loadtest": ("open-loop load test",),
+}
+SUBCOMMANDS = {
+    "registry": [
+        "apply",
+        "get",
+        "list",
+        "promote",
+        "switch",
+        "rollback",
+        "history",
+        "check-compat",
+        "drain",
+        "undrain",
+        "status",
+        "train-placement",
+    ],
+    "features": ["materialize"],
+    "rollout": ["shards"],
+    "bench": ["search"],
+}
+CLI_MAIN = "from cli.main import main\nraise SystemExit(main(sys.argv[1:]))\n"
+
+
+def vecshard(*args: str) -> subprocess.CompletedProcess[str]:
+    # Wide enough that argparse does not wrap a description across lines.
+    env = {**os.environ, "COLUMNS": "250"}
+    return subprocess.run(
+        [VECSHARD, *args], capture_output=True, text=True, timeout=120, env=env, check=False
+    )
+
+
+def listed_commands(help_text: str) -> dict[str, str]:
+    """The `name  description` rows under "commands:" in argparse's help."""
+    section = help_text.split("\ncommands:\n", 1)[1]
+    return dict(re.findall(r"^ {4}(\S+)(?: {2,}|\n {6,})(\S.*)$", section, flags=re.M))
+
+
+def test_top_level_help_lists_every_command_with_a_true_description() -> None:
+    out = vecshard("--help")
+    assert out.returncode == 0, out.stderr
+    listed = listed_commands(out.stdout)
+    assert sorted(listed) == sorted(COMMANDS)
+    for name, words in COMMANDS.items():
+        for word in words:
+            assert word in listed[name], f"{name}: {listed[name]!r} does not say {word!r}"
+    # They are tools that measure a cluster, not servers.
+    for name in ("bench", "loadtest"):
+        assert "server" not in listed[name], listed[name]
+
+
+def test_no_command_prints_the_help_and_exits_2() -> None:
+    out = vecshard()
+    assert out.returncode == 2
+    assert sorted(listed_commands(out.stdout)) == sorted(COMMANDS)
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_command_has_working_help(command: str) -> None:
+    out = vecshard(command, "--help")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.startswith(f"usage: vecshard {command}"), out.stdout[:300]
+    for sub in SUBCOMMANDS.get(command, []):
+        assert re.search(rf"^ {{4}}{re.escape(sub)}\b", out.stdout, flags=re.M), (sub, out.stdout)
+
+
+@pytest.mark.parametrize(
+    ("command", "sub"), [(c, s) for c, subs in SUBCOMMANDS.items() for s in subs]
+)
+def test_every_subcommand_has_working_help(command: str, sub: str) -> None:
+    out = vecshard(command, sub, "--help")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.startswith(f"usage: vecshard {command} {sub}"), out.stdout[:300]
+
+
+# ------------------------------------------------------------ with the SDK only
+
+
+def test_the_cli_starts_with_the_sdk_alone() -> None:
+    out = run_blocked(EXTRA_ONLY_MODULES, CLI_MAIN, ["--help"])
+    assert out.returncode == 0, out.stderr
+    assert sorted(listed_commands(out.stdout)) == sorted(COMMANDS)
+    for args in (
+        ["search", "--help"],
+        ["registry", "apply", "--help"],
+        ["rollout", "shards", "-h"],
+    ):
+        out = run_blocked(EXTRA_ONLY_MODULES, CLI_MAIN, args)
+        assert out.returncode == 0, (args, out.stderr)
+
+
+@pytest.mark.parametrize(
+    ("args", "command", "extra"),
+    [
+        (["up", "--once"], "up", "server"),
+        (["shard", "--help"], "shard", "server"),
+        (["coordinator"], "coordinator", "server"),
+        (["bench", "search", "--help"], "bench", "bench"),
+        (["loadtest", "--local"], "loadtest", "bench"),
+        (
+            [
+                "features",
+                "materialize",
+                "--group",
+                "g@v1",
+                "--offline",
+                ".",
+                "--coordinator",
+                "x:1",
+            ],
+            "features materialize",
+            "offline",
+        ),
+    ],
+)
+def test_a_command_that_needs_a_missing_extra_names_it(
+    args: list[str], command: str, extra: str, tmp_path: Path
+) -> None:
+    if args[0] == "up":
+        args = [*args, "--data-dir", str(tmp_path / "data")]
+    out = run_blocked(EXTRA_ONLY_MODULES, CLI_MAIN, args)
+    assert out.returncode == 1, (out.stdout, out.stderr)
+    assert f"`vecshard {command}` needs the {extra} extra" in out.stderr, out.stderr
+    assert f"pip install 'vecshard[{extra}]'" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "data").exists()  # nothing was started
