@@ -6,15 +6,18 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from coordinator.exclusion import BucketStats
 from coordinator.merge import Hit
 from coordinator.model import (
     Access,
     FeatureResult,
+    IndexSummary,
     Lookup,
     LookupStatus,
     SearchQuery,
     SearchResult,
     ShardAnswer,
+    ShardIndex,
     ShardQuery,
     WriteRecord,
 )
@@ -46,6 +49,7 @@ _STATUS_FROM_PB = {
     cpb.DELETED: LookupStatus.DELETED,
 }
 _STATUS_TO_PB = {v: k for k, v in _STATUS_FROM_PB.items()}
+_METRIC_FROM_PB = {v: k for k, v in METRIC_TO_PB.items()}
 
 
 def access_from_pb(a: cpb.AccessContext) -> Access:
@@ -338,43 +342,45 @@ def features_to_pb(result: FeatureResult, keys: Sequence[cpb.EntityKey]) -> pb.G
     )
 
 
-def index_summaries(resp: spb.DescribeResponse) -> list[tuple[VersionRef, object]]:
+def shard_indexes(resp: spb.DescribeResponse) -> list[ShardIndex]:
     """Per index: balls over every segment and per-bucket (ranges, tenants).
-    An index with rows but no balls is left out: its bound is unknown."""
-    from coordinator.summaries import IndexSummary
-
-    out: list[tuple[VersionRef, object]] = []
+    An index with rows but no balls has no summary: its bound is unknown."""
+    out = []
     for st in resp.indexes:
-        ref = VersionRef(st.index.name, st.index.version)
-        centroids, radii, covered = [], [], True
-        for seg in st.segments:
-            r = np.frombuffer(seg.radii, dtype="<f4")
-            if seg.rows and not r.size:
-                covered = False
-                break
-            if r.size:
-                radii.append(r)
-                centroids.append(
-                    np.frombuffer(seg.centroids, dtype="<f4").reshape(r.size, st.dimension)
-                )
-        if not covered or not st.dimension:
-            continue
-        buckets = {
-            b.bucket: ({a.attribute: (a.min, a.max) for a in b.ranges}, frozenset(b.tenants))
-            for b in st.buckets
-        }
         out.append(
-            (
-                ref,
-                IndexSummary(
-                    metric=Metric({v: k for k, v in METRIC_TO_PB.items()}[st.metric]),
-                    centroids=np.concatenate(centroids)
-                    if centroids
-                    else np.zeros((0, st.dimension), np.float32),
-                    radii=np.concatenate(radii) if radii else np.zeros(0, np.float32),
-                    buckets=buckets,
-                    fetched_at=0.0,
-                ),
+            ShardIndex(
+                VersionRef(st.index.name, st.index.version),
+                st.live_count,
+                st.tombstone_count,
+                _index_summary(st),
             )
         )
     return out
+
+
+def _index_summary(st: spb.IndexStats) -> IndexSummary | None:
+    metric = _METRIC_FROM_PB.get(st.metric)
+    if not st.dimension or metric is None:
+        return None
+    centroids, radii = [], []
+    for seg in st.segments:
+        r = np.frombuffer(seg.radii, dtype="<f4")
+        if seg.rows and not r.size:
+            return None
+        if r.size:
+            radii.append(r)
+            centroids.append(
+                np.frombuffer(seg.centroids, dtype="<f4").reshape(r.size, st.dimension)
+            )
+    buckets: dict[int, tuple[BucketStats, frozenset[str]]] = {
+        b.bucket: ({a.attribute: (a.min, a.max) for a in b.ranges}, frozenset(b.tenants))
+        for b in st.buckets
+    }
+    return IndexSummary(
+        metric=metric,
+        centroids=np.concatenate(centroids)
+        if centroids
+        else np.zeros((0, st.dimension), np.float32),
+        radii=np.concatenate(radii) if radii else np.zeros(0, np.float32),
+        buckets=buckets,
+    )

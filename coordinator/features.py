@@ -21,7 +21,7 @@ from coordinator import metrics
 from coordinator.model import Access, FeatureResult
 from coordinator.partial import Decision, classify_shard_error
 from coordinator.replicas import ReplicaTracker
-from coordinator.search import ShardFactory
+from coordinator.shard import ShardFactory
 from core.domain import EntityKey, VersionRef
 from core.errors import InvalidArgument, NotFound, PermissionDenied, Unavailable
 from registry.feature_catalog import GroupRead, readable
@@ -158,9 +158,9 @@ class FeatureEngine:
 
         async def fetch(
             read: GroupRead, ps: list[int], sid: str, addr: str
-        ) -> list[Sequence[object]]:
+        ) -> Sequence[Sequence[object]]:
             shard = self.shards(sid, addr)
-            return await shard.get_features(  # type: ignore[attr-defined,no-any-return]
+            return await shard.get_features(
                 read.schema.ref,
                 read.features,
                 [keys[p] for p in ps],
@@ -254,7 +254,7 @@ class FeatureEngine:
             *(
                 self.shards(sid, addr).put_features(group, rs, timeout)
                 for sid, (addr, rs) in per_shard.items()
-            )  # type: ignore[attr-defined]
+            )
         )
         self._announced.add(group)
         if checked:

@@ -25,13 +25,12 @@ from coordinator.merge import Hit, merge_topk
 from coordinator.model import ShardAnswer, ShardQuery, ShardTrace
 from coordinator.partial import Completeness, Decision, classify_shard_error
 from coordinator.replicas import ReplicaTracker
-from coordinator.shards import Shard
+from coordinator.shard import ShardFactory
 from core.domain import VersionRef
 from core.errors import DeadlineExceeded, VecshardError
 from registry.model import IndexVersion, Placement
 from registry.snapshot import Snapshot
 
-ShardFactory = Callable[[str, str], Shard]
 # (shard_id, index, query vector) → an upper bound on any score the shard can
 # return for that query, or None when the shard published no summary.
 BoundsProvider = Callable[[str, VersionRef, np.ndarray], float | None]

@@ -14,7 +14,7 @@ from coordinator.features import FeatureEngine
 from coordinator.registry_servicer import RegistryServicer
 from coordinator.service import Limits, RetrievalEngine
 from coordinator.servicer import RetrievalServicer
-from coordinator.shards import ShardPool
+from coordinator.shard_pool import ShardPool
 from coordinator.summaries import SummaryCache
 from core import runtime as serving
 from protos.vecshard.v1 import registry_pb2_grpc, retrieval_pb2_grpc
@@ -55,7 +55,7 @@ async def create_server(cfg: CoordinatorConfig) -> RunningCoordinator:
     metrics.REGISTRY_STALENESS.labels("coordinator").set_function(cache.staleness)
     metrics.REGISTRY_REVISION.labels("coordinator").set_function(lambda: cache.snapshot.revision)
     pool = ShardPool()
-    summaries = SummaryCache(cache, lambda sid, addr: pool.get(sid, addr).describe())  # type: ignore[attr-defined]
+    summaries = SummaryCache(cache, lambda sid, addr: pool.get(sid, addr).describe())
     summaries.start()
     engine = RetrievalEngine(
         cache, pool.get, Limits(max_batch_records=cfg.max_batch_records), summaries=summaries

@@ -43,7 +43,7 @@ from coordinator.search import (
     no_bounds,
     no_stats,
 )
-from coordinator.shards import Shard
+from coordinator.shard import Shard, ShardFactory
 from coordinator.summaries import SummaryCache
 from core.domain import EntityKey, Metric, VersionRef
 from core.errors import (
@@ -68,7 +68,6 @@ from registry.snapshot import (
 )
 from registry.watcher import SnapshotCache
 
-ShardFactory = Callable[[str, str], Shard]
 T = TypeVar("T")
 
 
