@@ -28,12 +28,12 @@ from core.wire import (
     METRIC_TO_PB,
     REASON_FROM_PB,
     attributes_from_pb,
-    feature_value_from_pb,
-    feature_value_to_pb,
+    feature_row_from_pb,
     filter_from_pb,
     filter_to_pb,
     key_from_pb,
     key_to_pb,
+    resolved_value_to_pb,
     value_to_pb,
 )
 from protos.vecshard.v1 import common_pb2 as cpb
@@ -290,15 +290,7 @@ def shard_lookups(resp: spb.BatchGetResponse) -> list[Lookup]:
 
 
 def feature_rows_from_pb(req: pb.PutFeaturesRequest) -> list[GroupRow]:
-    return [
-        GroupRow(
-            key_from_pb(r.entity),
-            r.feature_timestamp_us,
-            r.generated_at_us,
-            {name: feature_value_from_pb(v) for name, v in r.values.items()},
-        )
-        for r in req.rows
-    ]
+    return [GroupRow(*feature_row_from_pb(r)) for r in req.rows]
 
 
 class ProtoFeatureWire:
@@ -311,10 +303,7 @@ class ProtoFeatureWire:
         key = (id(definition), reason.value)
         v = self._missing.get(key)
         if v is None:
-            f = missing_value(definition, reason)
-            v = feature_value_to_pb(
-                f.value, reason.value, f.default_applied.value if f.default_applied else None
-            )
+            v = resolved_value_to_pb(missing_value(definition, reason))
             self._missing[key] = v
         return v
 

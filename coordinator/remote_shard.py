@@ -17,7 +17,7 @@ from coordinator.errors import shard_error
 from coordinator.model import Lookup, ShardAnswer, ShardIndex, ShardQuery, WriteRecord
 from core import runtime as serving
 from core.domain import EntityKey, VersionRef
-from core.wire import feature_value_to_pb, key_to_pb
+from core.wire import feature_row_to_pb, key_to_pb
 from protos.vecshard.v1 import common_pb2 as cpb
 from protos.vecshard.v1.internal import features_pb2 as fpb
 from protos.vecshard.v1.internal import features_pb2_grpc, shard_pb2_grpc
@@ -103,15 +103,7 @@ class RemoteShard:
         batch = fpb.FeatureBatch(
             group=group.name,
             group_version=group.version,
-            rows=[
-                cpb.FeatureRow(
-                    entity=key_to_pb(r.entity),
-                    feature_timestamp_us=r.feature_timestamp,
-                    generated_at_us=r.generated_at,
-                    values={k: feature_value_to_pb(v) for k, v in r.values.items()},
-                )
-                for r in rows
-            ],
+            rows=[feature_row_to_pb(*r) for r in rows],
         )
         ack = await self._call(lambda: self.features.PutFeatures(iter([batch]), timeout=timeout))
         return ack.written, ack.ignored_older
