@@ -22,14 +22,14 @@ from coordinator.model import Access, FeatureResult
 from coordinator.partial import Decision, classify_shard_error
 from coordinator.replicas import ReplicaTracker
 from coordinator.shard import ShardFactory
+from coordinator.snapshots import RegistryView
 from core.domain import EntityKey, VersionRef
-from core.errors import InvalidArgument, NotFound, PermissionDenied, Unavailable
+from core.errors import InvalidArgument, PermissionDenied, Unavailable
 from registry.feature_catalog import GroupRead, readable
 from registry.features import FeatureDefinition, GroupRow, MissingReason
 from registry.placement import tenant_bucket
 from registry.registry import FEATURE_BUCKETS, feature_placement_ref
 from registry.snapshot import Snapshot
-from registry.watcher import SnapshotCache
 
 
 def _now_us() -> int:
@@ -51,26 +51,18 @@ class FeatureWire(Protocol):
 class FeatureEngine:
     def __init__(
         self,
-        cache: SnapshotCache,
+        registry: RegistryView,
         shards: ShardFactory,
         tracker: ReplicaTracker,
         wire: FeatureWire,
         max_entities: int = 5000,
     ) -> None:
         self.wire = wire
-        self.cache = cache
+        self.registry = registry
         self.shards = shards
         self.tracker = tracker
         self.max_entities = max_entities
         self._announced: set[VersionRef] = set()
-
-    async def _snapshot_with(self, ok: object) -> Snapshot:
-        snap = self.cache.snapshot
-        try:
-            ok(snap)  # type: ignore[operator]
-            return snap
-        except NotFound:
-            return await asyncio.to_thread(self.cache.refresh)
 
     @staticmethod
     def _own(keys: Sequence[EntityKey], access: Access) -> list[EntityKey]:
@@ -114,9 +106,8 @@ class FeatureEngine:
             raise InvalidArgument(
                 f"{len(entities)} entities in one request, expected at most {self.max_entities}"
             )
-        snap = await self._snapshot_with(lambda s: s.feature_catalog.feature_set(feature_set))
-        catalog = snap.feature_catalog
-        plan = catalog.plan(catalog.feature_set(feature_set))
+        snap, fs = await self.registry.fresh(lambda s: s.feature_catalog.feature_set(feature_set))
+        plan = snap.feature_catalog.plan(fs)
         keys = self._own(entities, access)
         request_time = request_time or _now_us()
         reads_by_type: dict[str, list[GroupRead]] = defaultdict(list)
@@ -218,8 +209,7 @@ class FeatureEngine:
     async def put(
         self, access: Access, group: VersionRef, rows: Sequence[GroupRow], timeout: float
     ) -> tuple[int, int]:
-        snap = await self._snapshot_with(lambda s: s.feature_catalog.schema(group))
-        schema = snap.feature_catalog.schema(group)
+        snap, schema = await self.registry.fresh(lambda s: s.feature_catalog.schema(group))
         owned = self._own([r.entity for r in rows], access)
         checked = [schema.check_row(r._replace(entity=k)) for r, k in zip(rows, owned, strict=True)]
         placement = snap.placement(feature_placement_ref(group.name, group.version))

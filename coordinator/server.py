@@ -15,6 +15,7 @@ from coordinator.registry_servicer import RegistryServicer
 from coordinator.service import Limits, RetrievalEngine
 from coordinator.servicer import RetrievalServicer
 from coordinator.shard_pool import ShardPool
+from coordinator.snapshots import RegistryView
 from coordinator.summaries import SummaryCache
 from core import runtime as serving
 from protos.vecshard.v1 import registry_pb2_grpc, retrieval_pb2_grpc
@@ -50,7 +51,8 @@ class RunningCoordinator:
 
 async def create_server(cfg: CoordinatorConfig) -> RunningCoordinator:
     registry = Registry(EtcdStore(cfg.etcd), cfg.etcd_prefix)
-    cache = SnapshotCache(registry)
+    cache = SnapshotCache(registry, reread_interval=cfg.registry_reread_interval)
+    view = RegistryView(cache)
     cache.start()
     metrics.REGISTRY_STALENESS.labels("coordinator").set_function(cache.staleness)
     metrics.REGISTRY_REVISION.labels("coordinator").set_function(lambda: cache.snapshot.revision)
@@ -58,7 +60,11 @@ async def create_server(cfg: CoordinatorConfig) -> RunningCoordinator:
     summaries = SummaryCache(cache, lambda sid, addr: pool.get(sid, addr).describe())
     summaries.start()
     engine = RetrievalEngine(
-        cache, pool.get, Limits(max_batch_records=cfg.max_batch_records), summaries=summaries
+        cache,
+        pool.get,
+        Limits(max_batch_records=cfg.max_batch_records),
+        summaries=summaries,
+        registry=view,
     )
     server = grpc.aio.server(
         interceptors=[serving.AsyncServerInterceptor("coordinator")], options=serving.grpc_options()
@@ -66,13 +72,13 @@ async def create_server(cfg: CoordinatorConfig) -> RunningCoordinator:
     retrieval_pb2_grpc.add_RetrievalServiceServicer_to_server(
         RetrievalServicer(
             engine,
-            FeatureEngine(cache, pool.get, engine.tracker, ProtoFeatureWire()),
+            FeatureEngine(view, pool.get, engine.tracker, ProtoFeatureWire()),
             cfg.default_timeout,
         ),
         server,
     )
     registry_pb2_grpc.add_RegistryServiceServicer_to_server(
-        RegistryServicer(RegistryAdmin(registry), cache), server
+        RegistryServicer(RegistryAdmin(registry), cache, view), server
     )
     health = serving.add_health_and_reflection(server, [SERVICE, REGISTRY_SERVICE])
     port = server.add_insecure_port(cfg.listen)

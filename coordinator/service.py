@@ -44,6 +44,7 @@ from coordinator.search import (
     no_stats,
 )
 from coordinator.shard import Shard, ShardFactory
+from coordinator.snapshots import RegistryView
 from coordinator.summaries import SummaryCache
 from core.domain import EntityKey, Metric, VersionRef
 from core.errors import (
@@ -113,8 +114,10 @@ class RetrievalEngine:
         bounds: BoundsProvider = no_bounds,
         fanout: FanoutSettings | None = None,
         summaries: SummaryCache | None = None,
+        registry: RegistryView | None = None,
     ) -> None:
         self.cache = cache
+        self.registry = registry or RegistryView(cache)
         self.shards = shards
         self.limits = limits or Limits()
         self.tracker = tracker or ReplicaTracker()
@@ -129,19 +132,9 @@ class RetrievalEngine:
 
     # --- registry -------------------------------------------------------------
 
-    async def _fresh(self, lookup: Callable[[Snapshot], object]) -> Snapshot:
-        """The current snapshot; if `lookup` says NOT_FOUND, re-read etcd once
-        (an object created a moment ago may not have reached our watch yet)."""
-        snap = self.cache.snapshot
-        try:
-            lookup(snap)
-            return snap
-        except NotFound:
-            return await asyncio.to_thread(self.cache.refresh)
-
     async def describe_route(self, name: str, subject: str = "") -> ResolvedRoute:
-        snap = await self._fresh(lambda s: resolve_route(s, name, subject))
-        return resolve_route(snap, name, subject)
+        _, resolved = await self.registry.fresh(lambda s: resolve_route(s, name, subject))
+        return resolved
 
     @staticmethod
     def _check_purpose(access: Access, family: EmbeddingFamily) -> None:
@@ -188,19 +181,6 @@ class RetrievalEngine:
             )
         return out
 
-    async def _retry_if_moved(self, snap: Snapshot, op: Callable[[Snapshot], Awaitable[T]]) -> T:
-        """Runs `op` on the snapshot; if a shard is unreachable and the registry
-        has since moved shards (a restarted shard comes back on a new address),
-        runs it once more on the fresh snapshot. Every shard operation is
-        idempotent (writes carry their source_version), so a retry is safe."""
-        try:
-            return await op(snap)
-        except Unavailable:
-            fresh = await asyncio.to_thread(self.cache.refresh)
-            if dict(fresh.shards) == dict(snap.shards):
-                raise
-            return await op(fresh)
-
     # --- search ---------------------------------------------------------------
 
     @contextlib.asynccontextmanager
@@ -245,7 +225,7 @@ class RetrievalEngine:
         resolved = await self.describe_route(q.route, q.access.subject_id)
         metrics.ROUTE_ARM.labels(q.route, resolved.arm).inc()
         result = await self._search_resolved(q, resolved, timeout, t0)
-        shadow = resolve_shadow(self.cache.snapshot, resolved.route)
+        shadow = resolve_shadow(self.registry.snapshot, resolved.route)
         if shadow is not None and resolved.arm == "primary":
             self._background(self._shadow(q, shadow, result, timeout))
         return result
@@ -279,7 +259,7 @@ class RetrievalEngine:
     async def _search_resolved(
         self, q: SearchQuery, resolved: ResolvedRoute, timeout: float, t0: float
     ) -> SearchResult:
-        snap = self.cache.snapshot
+        snap = self.registry.snapshot
         index, family = resolved.index, resolved.query_family
         self._check_access(q.access, resolved.item_family, snap)
         check_vector(q.vector, family.dimension, what="query_vector")
@@ -313,8 +293,8 @@ class RetrievalEngine:
         if execution.errors and any(isinstance(e, Unavailable) for e in execution.errors):
             # A restarted shard comes back on a new address: if the registry
             # moved shards since, search once more on the fresh snapshot.
-            fresh = await asyncio.to_thread(self.cache.refresh)
-            if dict(fresh.shards) != dict(snap.shards):
+            fresh = await self.registry.moved(snap)
+            if fresh is not None:
                 execution = await self.executor.run(
                     fresh, index, fresh.placement(index.ref), query, buckets, timeout, q.route, pins
                 )
@@ -418,14 +398,11 @@ class RetrievalEngine:
     async def _embedding(
         self, ref: VersionRef
     ) -> tuple[Snapshot, EmbeddingFamily, list[IndexVersion]]:
-        snap = self.cache.snapshot
-        try:
-            indexes = indexes_for_embedding(snap, ref)
-        except (NotFound, FailedPrecondition):
-            # Created a moment ago: the version may even have reached our
-            # watch before its index did. Re-read etcd once.
-            snap = await asyncio.to_thread(self.cache.refresh)
-            indexes = indexes_for_embedding(snap, ref)
+        # Created a moment ago, the version may even have reached our watch
+        # before its index did: FAILED_PRECONDITION re-reads too.
+        snap, indexes = await self.registry.fresh(
+            lambda s: indexes_for_embedding(s, ref), (NotFound, FailedPrecondition)
+        )
         return snap, snap.family(ref.name), indexes
 
     @staticmethod
@@ -621,7 +598,7 @@ class RetrievalEngine:
                     totals = result
             return totals
 
-        return await self._retry_if_moved(snap, write)
+        return await self.registry.retry_if_moved(snap, write)
 
     def _move_deletes(
         self,
@@ -711,7 +688,7 @@ class RetrievalEngine:
                     deleted = result[0]
             return deleted
 
-        return await self._retry_if_moved(snap, remove)
+        return await self.registry.retry_if_moved(snap, remove)
 
     # --- lookups --------------------------------------------------------------
 
@@ -766,7 +743,7 @@ class RetrievalEngine:
             answers = await asyncio.gather(*(ask(sid, ps) for sid, ps in groups.items()))
             return groups, list(answers)
 
-        groups, answers = await self._retry_if_moved(snap, fetch)
+        groups, answers = await self.registry.retry_if_moved(snap, fetch)
         out: list[Lookup | None] = [None] * len(owned)
         for positions, lookups in zip(groups.values(), answers, strict=True):
             for pos, lk in zip(positions, lookups, strict=True):
