@@ -31,3 +31,15 @@ class CoordinatorConfig:
             )
         if self.max_batch_records < 1:
             raise ValueError("max_batch_records must be ≥ 1")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask for; beyond it the coordinator refuses
+    (INVALID_ARGUMENT) or sheds (RESOURCE_EXHAUSTED) instead of trying."""
+
+    max_batch_records: int = 10_000
+    max_lookup_keys: int = 10_000
+    # Requests (searches count one each) in flight before new ones are shed.
+    max_in_flight_requests: int = 512
+    max_search_batch: int = 256

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 
@@ -308,7 +309,7 @@ class ProtoFeatureWire:
         return v
 
     def reason(self, value: object) -> str | None:
-        code = value.missing_reason  # type: ignore[attr-defined]
+        code = cast(cpb.FeatureValue, value).missing_reason
         return REASON_FROM_PB[code] if code else None
 
 
@@ -318,7 +319,8 @@ def features_to_pb(result: FeatureResult, keys: Sequence[cpb.EntityKey]) -> pb.G
             t: pb.FeatureNames(names=n) for t, n in result.names_by_type.items()
         },
         entities=[
-            pb.EntityFeatures(entity=k, values=row)
+            # Every value is in wire form: from a RemoteShard or ProtoFeatureWire.
+            pb.EntityFeatures(entity=k, values=cast(list[cpb.FeatureValue], row))
             for k, row in zip(keys, result.values, strict=True)
         ],
         diagnostics=pb.FeatureDiagnostics(

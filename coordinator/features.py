@@ -18,16 +18,17 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from coordinator import metrics
+from coordinator.access import own_entities
+from coordinator.buckets import key_bucket
 from coordinator.model import Access, FeatureResult
 from coordinator.partial import Decision, classify_shard_error
 from coordinator.replicas import ReplicaTracker
 from coordinator.shard import ShardFactory
 from coordinator.snapshots import RegistryView
 from core.domain import EntityKey, VersionRef
-from core.errors import InvalidArgument, PermissionDenied, Unavailable
+from core.errors import InvalidArgument, Unavailable
 from registry.feature_catalog import GroupRead, readable
 from registry.features import FeatureDefinition, GroupRow, MissingReason
-from registry.placement import tenant_bucket
 from registry.registry import FEATURE_BUCKETS, feature_placement_ref
 from registry.snapshot import Snapshot
 
@@ -64,30 +65,11 @@ class FeatureEngine:
         self.max_entities = max_entities
         self._announced: set[VersionRef] = set()
 
-    @staticmethod
-    def _own(keys: Sequence[EntityKey], access: Access) -> list[EntityKey]:
-        out = []
-        for i, k in enumerate(keys):
-            tenant = k.tenant_id or access.tenant_id
-            if tenant != access.tenant_id:
-                raise PermissionDenied(
-                    f"entities[{i}]: tenant {k.tenant_id!r} differs from the caller's {access.tenant_id!r}"
-                )
-            if not k.entity_type or not k.entity_id:
-                raise InvalidArgument(
-                    f"entities[{i}]: entity_type and entity_id are required, got {tuple(k)}"
-                )
-            out.append(EntityKey(tenant, k.entity_type, k.entity_id))
-        return out
-
     def _shard_of(
         self, snap: Snapshot, group: VersionRef, key: EntityKey
     ) -> tuple[str, str] | None:
         placement = snap.placement(feature_placement_ref(group.name, group.version))
-        tenant = snap.tenants.get(key.tenant_id)
-        bucket = tenant_bucket(
-            key.tenant_id, key.entity_id, FEATURE_BUCKETS, tenant.buckets if tenant else ()
-        )
+        bucket = key_bucket(snap, FEATURE_BUCKETS, key)
         serving = [s for s in placement.buckets[bucket] if snap.serving_shard(s) is not None]
         pick = self.tracker.choose(serving)
         return (pick, snap.shards[pick].address) if pick else None
@@ -108,7 +90,7 @@ class FeatureEngine:
             )
         snap, fs = await self.registry.fresh(lambda s: s.feature_catalog.feature_set(feature_set))
         plan = snap.feature_catalog.plan(fs)
-        keys = self._own(entities, access)
+        keys = own_entities(entities, access)
         request_time = request_time or _now_us()
         reads_by_type: dict[str, list[GroupRead]] = defaultdict(list)
         for read in plan:
@@ -210,19 +192,13 @@ class FeatureEngine:
         self, access: Access, group: VersionRef, rows: Sequence[GroupRow], timeout: float
     ) -> tuple[int, int]:
         snap, schema = await self.registry.fresh(lambda s: s.feature_catalog.schema(group))
-        owned = self._own([r.entity for r in rows], access)
+        owned = own_entities([r.entity for r in rows], access)
         checked = [schema.check_row(r._replace(entity=k)) for r, k in zip(rows, owned, strict=True)]
         placement = snap.placement(feature_placement_ref(group.name, group.version))
         per_shard: dict[str, tuple[str, list[GroupRow]]] = {}
         first: set[str] = set()
         for r in checked:
-            tenant = snap.tenants.get(r.entity.tenant_id)
-            bucket = tenant_bucket(
-                r.entity.tenant_id,
-                r.entity.entity_id,
-                FEATURE_BUCKETS,
-                tenant.buckets if tenant else (),
-            )
+            bucket = key_bucket(snap, FEATURE_BUCKETS, r.entity)
             for pos, sid in enumerate(placement.buckets[bucket]):
                 member = snap.shards.get(sid)
                 if member is None:

@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass
 
 import grpc.aio
+from grpc_health.v1.health import HealthServicer
 
 from coordinator import metrics
 from coordinator.config import CoordinatorConfig
@@ -36,11 +37,11 @@ class RunningCoordinator:
     metrics_port: int
     cache: SnapshotCache
     pool: ShardPool
-    health: object
+    health: HealthServicer
     engine: RetrievalEngine
 
     async def stop(self, grace: float) -> None:
-        serving.set_serving(self.health, [SERVICE, REGISTRY_SERVICE], False)  # type: ignore[arg-type]
+        serving.set_serving(self.health, [SERVICE, REGISTRY_SERVICE], False)
         await self.engine.drain_background()
         if self.engine.summaries is not None:
             await self.engine.summaries.stop()

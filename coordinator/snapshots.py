@@ -14,8 +14,10 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
-from core.errors import NotFound, Unavailable
-from registry.snapshot import Snapshot
+from core.domain import VersionRef
+from core.errors import FailedPrecondition, NotFound, Unavailable
+from registry.model import EmbeddingFamily, IndexVersion
+from registry.snapshot import Snapshot, indexes_for_embedding
 
 T = TypeVar("T")
 
@@ -93,6 +95,18 @@ class RegistryView:
         except retry_on:
             snap = await self.reread()
             return snap, lookup(snap)
+
+    async def embedding_indexes(
+        self, ref: VersionRef
+    ) -> tuple[Snapshot, EmbeddingFamily, list[IndexVersion]]:
+        """The index versions built on an embedding version (writes go to all
+        of them, lookups read the first). Created a moment ago, the version
+        may reach the watch before its index does: FAILED_PRECONDITION
+        re-reads too."""
+        snap, indexes = await self.fresh(
+            lambda s: indexes_for_embedding(s, ref), (NotFound, FailedPrecondition)
+        )
+        return snap, snap.family(ref.name), indexes
 
     async def moved(self, snap: Snapshot) -> Snapshot | None:
         """After a shard was unreachable: the re-read snapshot if shards moved
