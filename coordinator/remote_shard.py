@@ -40,7 +40,9 @@ class RemoteShard:
     async def _call(self, call: Callable[[], Awaitable[T]]) -> T:
         try:
             return await call()
-        except grpc.RpcError as exc:
+        except (grpc.RpcError, grpc.aio.UsageError) as exc:
+            # UsageError: the channel was closed (the pool replaced a shard
+            # that moved); like any unreachable shard, that is Unavailable.
             raise shard_error(self.shard_id, self.address, exc) from exc
 
     async def search(
