@@ -143,6 +143,7 @@ class InMemoryShard:
         self.error: VecshardError | None = None
         self.calls = 0  # searches
         self.ops: Counter[str] = Counter()  # every call, by method
+        self.log: list[tuple[str, VersionRef | None]] = []  # every call: (method, index or group)
         self.closed = False
         self.sequence = 0
         self.vectors: list[np.ndarray] = []  # what `add` placed (for true_bound)
@@ -164,8 +165,9 @@ class InMemoryShard:
         q = prepare_query(query, self.metric, self.metric is Metric.COSINE)
         return float(canonical_scores(self.metric, q, np.stack(self.vectors)).max())
 
-    async def _enter(self, op: str) -> None:
+    async def _enter(self, op: str, ref: VersionRef | None = None) -> None:
         self.ops[op] += 1
+        self.log.append((op, ref))
         if self.closed:
             raise Unavailable(f"shard {self.shard_id} at {self.address} is closed")
         if self.delay:
@@ -227,7 +229,7 @@ class InMemoryShard:
         self, index: VersionRef, queries: Sequence[ShardQuery], timeout: float
     ) -> list[ShardAnswer]:
         self.calls += 1
-        await self._enter("search")
+        await self._enter("search", index)
         part = self._partition(index)
         prepared = []
         for i, q in enumerate(queries):
@@ -263,7 +265,7 @@ class InMemoryShard:
     async def upsert(
         self, index: VersionRef, records: Sequence[tuple[WriteRecord, int]], timeout: float
     ) -> tuple[int, int]:
-        await self._enter("upsert")
+        await self._enter("upsert", index)
         part = self._partition(index)
         self._check_buckets(index, {b for _, b in records})
         ready = [(part.stored_form(r, b), b) for r, b in records]
@@ -290,7 +292,7 @@ class InMemoryShard:
     ) -> int:
         """`IndexPartition.delete`: the tombstone keeps the newest version the
         key has seen (the delete's, the record's or an older tombstone's)."""
-        await self._enter("delete")
+        await self._enter("delete", index)
         part = self._partition(index)
         self.sequence += 1
         removed = 0
@@ -308,7 +310,7 @@ class InMemoryShard:
     async def batch_get(
         self, index: VersionRef, keys: Sequence[EntityKey], include_vectors: bool, timeout: float
     ) -> list[Lookup]:
-        await self._enter("batch_get")
+        await self._enter("batch_get", index)
         part = self._partition(index)
         out = []
         for key in keys:
@@ -352,7 +354,7 @@ class InMemoryShard:
         personalized: bool,
         timeout: float,
     ) -> list[Sequence[WireFeatureValue]]:
-        await self._enter("get_features")
+        await self._enter("get_features", group)
         schema = self._schema(group)
         unknown = [f for f in features if f not in schema.names]
         if unknown:
@@ -379,7 +381,7 @@ class InMemoryShard:
     async def put_features(
         self, group: VersionRef, rows: Sequence[GroupRow], timeout: float
     ) -> tuple[int, int]:
-        await self._enter("put_features")
+        await self._enter("put_features", group)
         schema = self._schema(group)
         stored = self._features.setdefault(group, {})  # even an empty batch creates it
         checked = [schema.check_row(r) for r in rows]
