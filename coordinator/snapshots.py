@@ -55,8 +55,12 @@ class RegistryView:
 
     async def reread(self) -> Snapshot:
         """A snapshot at least as new as etcd when this call began."""
+        loop = asyncio.get_running_loop()
+        for left in (self._next, self._running):
+            if left is not None and left.get_loop() is not loop:
+                self._next = self._running = None  # left by a loop that has ended
         if self._next is None:
-            self._next = asyncio.get_running_loop().create_future()
+            self._next = loop.create_future()
             self._next.add_done_callback(_retrieved)
             task = asyncio.ensure_future(self._lead(self._next))
             self._leaders.add(task)  # a strong reference until it finishes
@@ -65,7 +69,7 @@ class RegistryView:
 
     async def _lead(self, fut: asyncio.Future[Snapshot]) -> None:
         try:
-            if self._running is not None:
+            if self._running is not None and not self._running.done():
                 await asyncio.wait([self._running])
             # Why here: the thread's read begins after this point, hence after
             # every caller that joined `fut`; later callers need a later read.
