@@ -24,14 +24,12 @@ from core.errors import InvalidArgument
 from core.filters import Filter
 from core.vectors import check_vector, from_bytes, to_bytes
 from core.wire import (
-    FILL_FROM_PB,
-    REASON_FROM_PB,
     attributes_from_pb,
-    feature_value_from_pb,
-    feature_value_to_pb,
+    feature_row_to_pb,
     filter_to_pb,
     key_from_pb,
     key_to_pb,
+    resolved_value_from_pb,
     value_to_pb,
 )
 from protos.vecshard.v1 import common_pb2 as cpb
@@ -181,14 +179,7 @@ class FeatureCalls:
                 EntityFeatures(
                     key,
                     [
-                        FeatureValue(
-                            name,
-                            feature_value_from_pb(v),
-                            REASON_FROM_PB.get(v.missing_reason),
-                            FILL_FROM_PB.get(v.default_applied),
-                            v.staleness_us if v.HasField("staleness_us") else None,
-                            v.feature_timestamp_us if v.HasField("feature_timestamp_us") else None,
-                        )
+                        FeatureValue(name, *resolved_value_from_pb(v))
                         for name, v in zip(names[key.entity_type], e.values, strict=True)
                     ],
                 )
@@ -210,20 +201,9 @@ class FeatureCalls:
         (written, ignored because a newer row is stored)."""
         protos = []
         for n, (entity, ts, values) in enumerate(rows):
-            key = (
-                cpb.EntityKey(entity_type=entity[0], entity_id=entity[1])
-                if len(entity) == 2
-                else key_to_pb(EntityKey(*entity))  # type: ignore[arg-type]
-            )
+            key = EntityKey("", *entity) if len(entity) == 2 else EntityKey(*entity)
             gen = generated_at[n] if generated_at is not None else (generated_at_us or ts)
-            protos.append(
-                cpb.FeatureRow(
-                    entity=key,
-                    feature_timestamp_us=ts,
-                    generated_at_us=gen,
-                    values={k: feature_value_to_pb(v) for k, v in values.items() if v is not None},
-                )
-            )
+            protos.append(feature_row_to_pb(key, ts, gen, values))
         reqs = [
             pb.PutFeaturesRequest(
                 access=self.access,

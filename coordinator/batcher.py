@@ -12,10 +12,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from coordinator.model import Lookup, ShardAnswer, ShardQuery, WriteRecord
-from coordinator.shards import Shard
+from coordinator.model import Lookup, ShardAnswer, ShardIndex, ShardQuery, WriteRecord
+from coordinator.shard import Shard
 from core.domain import EntityKey, VersionRef
+from registry.features import GroupRow
+
+if TYPE_CHECKING:
+    from protos.vecshard.v1.common_pb2 import FeatureValue as WireFeatureValue
 
 
 @dataclass
@@ -101,16 +106,26 @@ class BatchingShard:
     ) -> list[Lookup]:
         return await self.inner.batch_get(index, keys, include_vectors, timeout)
 
-    async def describe(self, *args: object, **kwargs: object) -> list[tuple[VersionRef, object]]:
-        return await self.inner.describe(*args, **kwargs)  # type: ignore[attr-defined,no-any-return]
+    async def describe(self, timeout: float = 5.0) -> list[ShardIndex]:
+        return await self.inner.describe(timeout)
 
-    async def get_features(self, *args: object, **kwargs: object) -> list[tuple[object, ...]]:
-        return await self.inner.get_features(*args, **kwargs)  # type: ignore[attr-defined,no-any-return]
+    async def get_features(
+        self,
+        group: VersionRef,
+        features: Sequence[str],
+        keys: Sequence[EntityKey],
+        request_time: int,
+        personalized: bool,
+        timeout: float,
+    ) -> list[Sequence[WireFeatureValue]]:
+        return await self.inner.get_features(
+            group, features, keys, request_time, personalized, timeout
+        )
 
-    async def put_features(self, *args: object, **kwargs: object) -> tuple[int, int]:
-        return await self.inner.put_features(*args, **kwargs)  # type: ignore[attr-defined,no-any-return]
+    async def put_features(
+        self, group: VersionRef, rows: Sequence[GroupRow], timeout: float
+    ) -> tuple[int, int]:
+        return await self.inner.put_features(group, rows, timeout)
 
     async def close(self) -> None:
-        close = getattr(self.inner, "close", None)
-        if close is not None:
-            await close()
+        await self.inner.close()

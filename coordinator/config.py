@@ -18,10 +18,28 @@ class CoordinatorConfig:
     default_timeout: float = 10.0
     max_batch_records: int = 10_000
     grace_seconds: float = 20.0
+    # Re-reads of the registry on a miss begin at least this far apart (seconds).
+    registry_reread_interval: float = 0.05
     log_level: str = "info"
 
     def __post_init__(self) -> None:
         if self.default_timeout <= 0:
             raise ValueError(f"default_timeout {self.default_timeout} must be > 0 seconds")
+        if self.registry_reread_interval < 0:
+            raise ValueError(
+                f"registry_reread_interval {self.registry_reread_interval} must be >= 0 seconds"
+            )
         if self.max_batch_records < 1:
             raise ValueError("max_batch_records must be ≥ 1")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask for; beyond it the coordinator refuses
+    (INVALID_ARGUMENT) or sheds (RESOURCE_EXHAUSTED) instead of trying."""
+
+    max_batch_records: int = 10_000
+    max_lookup_keys: int = 10_000
+    # Requests (searches count one each) in flight before new ones are shed.
+    max_in_flight_requests: int = 512
+    max_search_batch: int = 256

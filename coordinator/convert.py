@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 
+from coordinator.exclusion import BucketStats
 from coordinator.merge import Hit
 from coordinator.model import (
     Access,
     FeatureResult,
+    IndexSummary,
     Lookup,
     LookupStatus,
     SearchQuery,
     SearchResult,
     ShardAnswer,
+    ShardIndex,
     ShardQuery,
     WriteRecord,
 )
@@ -25,12 +29,12 @@ from core.wire import (
     METRIC_TO_PB,
     REASON_FROM_PB,
     attributes_from_pb,
-    feature_value_from_pb,
-    feature_value_to_pb,
+    feature_row_from_pb,
     filter_from_pb,
     filter_to_pb,
     key_from_pb,
     key_to_pb,
+    resolved_value_to_pb,
     value_to_pb,
 )
 from protos.vecshard.v1 import common_pb2 as cpb
@@ -46,6 +50,7 @@ _STATUS_FROM_PB = {
     cpb.DELETED: LookupStatus.DELETED,
 }
 _STATUS_TO_PB = {v: k for k, v in _STATUS_FROM_PB.items()}
+_METRIC_FROM_PB = {v: k for k, v in METRIC_TO_PB.items()}
 
 
 def access_from_pb(a: cpb.AccessContext) -> Access:
@@ -286,15 +291,7 @@ def shard_lookups(resp: spb.BatchGetResponse) -> list[Lookup]:
 
 
 def feature_rows_from_pb(req: pb.PutFeaturesRequest) -> list[GroupRow]:
-    return [
-        GroupRow(
-            key_from_pb(r.entity),
-            r.feature_timestamp_us,
-            r.generated_at_us,
-            {name: feature_value_from_pb(v) for name, v in r.values.items()},
-        )
-        for r in req.rows
-    ]
+    return [GroupRow(*feature_row_from_pb(r)) for r in req.rows]
 
 
 class ProtoFeatureWire:
@@ -307,15 +304,12 @@ class ProtoFeatureWire:
         key = (id(definition), reason.value)
         v = self._missing.get(key)
         if v is None:
-            f = missing_value(definition, reason)
-            v = feature_value_to_pb(
-                f.value, reason.value, f.default_applied.value if f.default_applied else None
-            )
+            v = resolved_value_to_pb(missing_value(definition, reason))
             self._missing[key] = v
         return v
 
     def reason(self, value: object) -> str | None:
-        code = value.missing_reason  # type: ignore[attr-defined]
+        code = cast(cpb.FeatureValue, value).missing_reason
         return REASON_FROM_PB[code] if code else None
 
 
@@ -325,7 +319,8 @@ def features_to_pb(result: FeatureResult, keys: Sequence[cpb.EntityKey]) -> pb.G
             t: pb.FeatureNames(names=n) for t, n in result.names_by_type.items()
         },
         entities=[
-            pb.EntityFeatures(entity=k, values=row)
+            # Every value is in wire form: from a RemoteShard or ProtoFeatureWire.
+            pb.EntityFeatures(entity=k, values=cast(list[cpb.FeatureValue], row))
             for k, row in zip(keys, result.values, strict=True)
         ],
         diagnostics=pb.FeatureDiagnostics(
@@ -338,43 +333,45 @@ def features_to_pb(result: FeatureResult, keys: Sequence[cpb.EntityKey]) -> pb.G
     )
 
 
-def index_summaries(resp: spb.DescribeResponse) -> list[tuple[VersionRef, object]]:
+def shard_indexes(resp: spb.DescribeResponse) -> list[ShardIndex]:
     """Per index: balls over every segment and per-bucket (ranges, tenants).
-    An index with rows but no balls is left out: its bound is unknown."""
-    from coordinator.summaries import IndexSummary
-
-    out: list[tuple[VersionRef, object]] = []
+    An index with rows but no balls has no summary: its bound is unknown."""
+    out = []
     for st in resp.indexes:
-        ref = VersionRef(st.index.name, st.index.version)
-        centroids, radii, covered = [], [], True
-        for seg in st.segments:
-            r = np.frombuffer(seg.radii, dtype="<f4")
-            if seg.rows and not r.size:
-                covered = False
-                break
-            if r.size:
-                radii.append(r)
-                centroids.append(
-                    np.frombuffer(seg.centroids, dtype="<f4").reshape(r.size, st.dimension)
-                )
-        if not covered or not st.dimension:
-            continue
-        buckets = {
-            b.bucket: ({a.attribute: (a.min, a.max) for a in b.ranges}, frozenset(b.tenants))
-            for b in st.buckets
-        }
         out.append(
-            (
-                ref,
-                IndexSummary(
-                    metric=Metric({v: k for k, v in METRIC_TO_PB.items()}[st.metric]),
-                    centroids=np.concatenate(centroids)
-                    if centroids
-                    else np.zeros((0, st.dimension), np.float32),
-                    radii=np.concatenate(radii) if radii else np.zeros(0, np.float32),
-                    buckets=buckets,
-                    fetched_at=0.0,
-                ),
+            ShardIndex(
+                VersionRef(st.index.name, st.index.version),
+                st.live_count,
+                st.tombstone_count,
+                _index_summary(st),
             )
         )
     return out
+
+
+def _index_summary(st: spb.IndexStats) -> IndexSummary | None:
+    metric = _METRIC_FROM_PB.get(st.metric)
+    if not st.dimension or metric is None:
+        return None
+    centroids, radii = [], []
+    for seg in st.segments:
+        r = np.frombuffer(seg.radii, dtype="<f4")
+        if seg.rows and not r.size:
+            return None
+        if r.size:
+            radii.append(r)
+            centroids.append(
+                np.frombuffer(seg.centroids, dtype="<f4").reshape(r.size, st.dimension)
+            )
+    buckets: dict[int, tuple[BucketStats, frozenset[str]]] = {
+        b.bucket: ({a.attribute: (a.min, a.max) for a in b.ranges}, frozenset(b.tenants))
+        for b in st.buckets
+    }
+    return IndexSummary(
+        metric=metric,
+        centroids=np.concatenate(centroids)
+        if centroids
+        else np.zeros((0, st.dimension), np.float32),
+        radii=np.concatenate(radii) if radii else np.zeros(0, np.float32),
+        buckets=buckets,
+    )

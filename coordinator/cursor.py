@@ -15,15 +15,20 @@ import base64
 import hashlib
 import json
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from coordinator.merge import Hit
+from coordinator.model import ShardTrace
 from core.domain import EntityKey, VersionRef
 from core.errors import InvalidArgument
 from core.filters import Filter
 
 VERSION = 1
+# shard id → (buckets answered by it, its write sequence when page 1 was read)
+Pins = dict[str, tuple[tuple[int, ...], int]]
 
 
 @dataclass(frozen=True)
@@ -35,8 +40,7 @@ class Cursor:
     served: int
     last_score: float
     last_key: EntityKey
-    # shard id → (buckets answered by it, its write sequence when page 1 was read)
-    shards: dict[str, tuple[tuple[int, ...], int]]
+    shards: Pins
 
 
 def query_hash(vector: np.ndarray, k: int, tenant: str, flt: Filter | None) -> str:
@@ -83,3 +87,33 @@ def decode(text: str) -> Cursor:
         raise InvalidArgument(
             f"cursor is not valid ({exc}); pass next_cursor from a previous response unchanged"
         ) from None
+
+
+def next_cursor(
+    route: str,
+    bundle: str,
+    index: VersionRef,
+    qhash: str,
+    served: int,
+    hits: Sequence[Hit],
+    trace: Sequence[ShardTrace],
+    pins: Pins | None,
+    k: int,
+) -> str:
+    """The cursor for the page after `hits`, or "" when the page is not full
+    (nothing follows). Page 1 pins every shard it asked or skipped by bound
+    (a skipped one gets its watermark when it first answers); later pages
+    keep their pins."""
+    if len(hits) < k:
+        return ""
+    answered = {t.shard_id: t for t in trace if t.outcome == "searched"}
+    new_pins: Pins = dict(pins or {})
+    for t in trace:
+        if t.outcome in ("searched", "skipped_by_bound"):
+            old = new_pins.get(t.shard_id, (t.buckets, 0))
+            seq = old[1] or (answered[t.shard_id].sequence if t.shard_id in answered else 0)
+            new_pins[t.shard_id] = (old[0], seq)
+    last = hits[-1]
+    return encode(
+        Cursor(route, bundle, index, qhash, served + len(hits), last.score, last.key, new_pins)
+    )

@@ -48,7 +48,8 @@ def excludes(f: Filter | None, stats: BucketStats | None) -> bool:
             isinstance(v, int | float) and not isinstance(v, bool) for v in values
         ):
             lo, hi = stats[attr]
-            return all(v < lo or v > hi for v in values)
+            numbers = [v for v in values if isinstance(v, int | float)]  # all of them (guard)
+            return all(v < lo or v > hi for v in numbers)
     # A leaf on an attribute no record in the bucket carries is false for all
     # of them only if the stats say the attribute is absent — they do not say
     # that (stats list attributes present), so keep the bucket.

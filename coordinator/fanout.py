@@ -14,6 +14,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from coordinator.failover import Alternate
 from coordinator.merge import Hit
 
 
@@ -24,9 +25,9 @@ class Target:
     shard_id: str
     address: str
     buckets: tuple[int, ...]
-    # Other replicas able to answer for the same buckets (for hedging / retry).
-    # Other replicas: (shard id, address, which of `buckets` it also holds).
-    alternates: tuple[tuple[str, str, tuple[int, ...]], ...] = ()
+    # Other serving replicas, with which of `buckets` each also holds (for
+    # hedging and failover).
+    alternates: tuple[Alternate, ...] = ()
 
 
 def order_by_bound(targets: Sequence[Target], bounds: Mapping[str, float]) -> list[Target]:

@@ -18,18 +18,19 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from coordinator import metrics
+from coordinator.access import own_entities
+from coordinator.buckets import key_bucket
 from coordinator.model import Access, FeatureResult
 from coordinator.partial import Decision, classify_shard_error
 from coordinator.replicas import ReplicaTracker
-from coordinator.search import ShardFactory
+from coordinator.shard import ShardFactory
+from coordinator.snapshots import RegistryView
 from core.domain import EntityKey, VersionRef
-from core.errors import InvalidArgument, NotFound, PermissionDenied, Unavailable
+from core.errors import InvalidArgument, Unavailable
 from registry.feature_catalog import GroupRead, readable
 from registry.features import FeatureDefinition, GroupRow, MissingReason
-from registry.placement import tenant_bucket
 from registry.registry import FEATURE_BUCKETS, feature_placement_ref
 from registry.snapshot import Snapshot
-from registry.watcher import SnapshotCache
 
 
 def _now_us() -> int:
@@ -51,51 +52,24 @@ class FeatureWire(Protocol):
 class FeatureEngine:
     def __init__(
         self,
-        cache: SnapshotCache,
+        registry: RegistryView,
         shards: ShardFactory,
         tracker: ReplicaTracker,
         wire: FeatureWire,
         max_entities: int = 5000,
     ) -> None:
         self.wire = wire
-        self.cache = cache
+        self.registry = registry
         self.shards = shards
         self.tracker = tracker
         self.max_entities = max_entities
         self._announced: set[VersionRef] = set()
 
-    async def _snapshot_with(self, ok: object) -> Snapshot:
-        snap = self.cache.snapshot
-        try:
-            ok(snap)  # type: ignore[operator]
-            return snap
-        except NotFound:
-            return await asyncio.to_thread(self.cache.refresh)
-
-    @staticmethod
-    def _own(keys: Sequence[EntityKey], access: Access) -> list[EntityKey]:
-        out = []
-        for i, k in enumerate(keys):
-            tenant = k.tenant_id or access.tenant_id
-            if tenant != access.tenant_id:
-                raise PermissionDenied(
-                    f"entities[{i}]: tenant {k.tenant_id!r} differs from the caller's {access.tenant_id!r}"
-                )
-            if not k.entity_type or not k.entity_id:
-                raise InvalidArgument(
-                    f"entities[{i}]: entity_type and entity_id are required, got {tuple(k)}"
-                )
-            out.append(EntityKey(tenant, k.entity_type, k.entity_id))
-        return out
-
     def _shard_of(
         self, snap: Snapshot, group: VersionRef, key: EntityKey
     ) -> tuple[str, str] | None:
         placement = snap.placement(feature_placement_ref(group.name, group.version))
-        tenant = snap.tenants.get(key.tenant_id)
-        bucket = tenant_bucket(
-            key.tenant_id, key.entity_id, FEATURE_BUCKETS, tenant.buckets if tenant else ()
-        )
+        bucket = key_bucket(snap, FEATURE_BUCKETS, key)
         serving = [s for s in placement.buckets[bucket] if snap.serving_shard(s) is not None]
         pick = self.tracker.choose(serving)
         return (pick, snap.shards[pick].address) if pick else None
@@ -114,10 +88,9 @@ class FeatureEngine:
             raise InvalidArgument(
                 f"{len(entities)} entities in one request, expected at most {self.max_entities}"
             )
-        snap = await self._snapshot_with(lambda s: s.feature_catalog.feature_set(feature_set))
-        catalog = snap.feature_catalog
-        plan = catalog.plan(catalog.feature_set(feature_set))
-        keys = self._own(entities, access)
+        snap, fs = await self.registry.fresh(lambda s: s.feature_catalog.feature_set(feature_set))
+        plan = snap.feature_catalog.plan(fs)
+        keys = own_entities(entities, access)
         request_time = request_time or _now_us()
         reads_by_type: dict[str, list[GroupRead]] = defaultdict(list)
         for read in plan:
@@ -158,9 +131,9 @@ class FeatureEngine:
 
         async def fetch(
             read: GroupRead, ps: list[int], sid: str, addr: str
-        ) -> list[Sequence[object]]:
+        ) -> Sequence[Sequence[object]]:
             shard = self.shards(sid, addr)
-            return await shard.get_features(  # type: ignore[attr-defined,no-any-return]
+            return await shard.get_features(
                 read.schema.ref,
                 read.features,
                 [keys[p] for p in ps],
@@ -218,21 +191,14 @@ class FeatureEngine:
     async def put(
         self, access: Access, group: VersionRef, rows: Sequence[GroupRow], timeout: float
     ) -> tuple[int, int]:
-        snap = await self._snapshot_with(lambda s: s.feature_catalog.schema(group))
-        schema = snap.feature_catalog.schema(group)
-        owned = self._own([r.entity for r in rows], access)
+        snap, schema = await self.registry.fresh(lambda s: s.feature_catalog.schema(group))
+        owned = own_entities([r.entity for r in rows], access)
         checked = [schema.check_row(r._replace(entity=k)) for r, k in zip(rows, owned, strict=True)]
         placement = snap.placement(feature_placement_ref(group.name, group.version))
         per_shard: dict[str, tuple[str, list[GroupRow]]] = {}
         first: set[str] = set()
         for r in checked:
-            tenant = snap.tenants.get(r.entity.tenant_id)
-            bucket = tenant_bucket(
-                r.entity.tenant_id,
-                r.entity.entity_id,
-                FEATURE_BUCKETS,
-                tenant.buckets if tenant else (),
-            )
+            bucket = key_bucket(snap, FEATURE_BUCKETS, r.entity)
             for pos, sid in enumerate(placement.buckets[bucket]):
                 member = snap.shards.get(sid)
                 if member is None:
@@ -254,7 +220,7 @@ class FeatureEngine:
             *(
                 self.shards(sid, addr).put_features(group, rs, timeout)
                 for sid, (addr, rs) in per_shard.items()
-            )  # type: ignore[attr-defined]
+            )
         )
         self._announced.add(group)
         if checked:

@@ -7,8 +7,9 @@ from enum import Enum
 
 import numpy as np
 
+from coordinator.exclusion import BucketStats
 from coordinator.merge import Hit
-from core.domain import AttrValue, EntityKey
+from core.domain import AttrValue, EntityKey, Metric, VersionRef
 from core.filters import Filter
 from registry.model import IndexVersion
 
@@ -78,6 +79,29 @@ class ShardAnswer:
     sequence: int = 0
     approximate: bool = False
     reference_scores: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True, eq=False)
+class IndexSummary:
+    """Balls (centroids with radii) covering every row a shard holds of one
+    index version, and per bucket (numeric ranges, tenants with rows): what
+    bounds the shard's scores and proves buckets empty for a filter."""
+
+    metric: Metric
+    centroids: np.ndarray  # (n, d) over all segments
+    radii: np.ndarray  # (n,)
+    buckets: dict[int, tuple[BucketStats, frozenset[str]]]
+
+
+@dataclass(frozen=True)
+class ShardIndex:
+    """What a shard says of one index version it holds (Describe)."""
+
+    index: VersionRef
+    live_count: int
+    tombstones: int
+    # None when some rows are not covered by a ball: the bound is unknown.
+    summary: IndexSummary | None
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ import asyncio
 
 import grpc.aio
 
+from coordinator.snapshots import RegistryView
 from core.domain import VersionRef
 from core.errors import InvalidArgument
 from core.vectors import from_bytes
@@ -25,9 +26,10 @@ def _obj(obj: object, revision: int = 0) -> pb.RegistryObject:
 
 
 class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
-    def __init__(self, admin: RegistryAdmin, cache: SnapshotCache) -> None:
+    def __init__(self, admin: RegistryAdmin, cache: SnapshotCache, view: RegistryView) -> None:
         self.admin = admin
         self.cache = cache
+        self.view = view
 
     async def Apply(
         self, request: pb.ApplyRequest, context: grpc.aio.ServicerContext
@@ -128,9 +130,8 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         self, request: pb.TrainPlacementRequest, context: grpc.aio.ServicerContext
     ) -> pb.TrainPlacementResponse:
         ref = VersionRef(request.index_name, request.index_version)
-        snap = self.cache.snapshot
-        index = snap.indexes.get(ref) or self.cache.refresh().index(ref)
-        dim = self.cache.snapshot.family(index.embedding.name).dimension
+        snap, index = await self.view.fresh(lambda s: s.index(ref))
+        dim = snap.family(index.embedding.name).dimension
         flat = from_bytes(request.sample, what="sample")
         if flat.size % dim:
             raise InvalidArgument(

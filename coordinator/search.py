@@ -20,18 +20,18 @@ import numpy as np
 from coordinator import metrics
 from coordinator.calibration import Calibrator
 from coordinator.exclusion import BucketStats, excludes
+from coordinator.failover import Alternate, alternates, failover_cover
 from coordinator.fanout import Target, can_skip, order_by_bound, waves
 from coordinator.merge import Hit, merge_topk
 from coordinator.model import ShardAnswer, ShardQuery, ShardTrace
 from coordinator.partial import Completeness, Decision, classify_shard_error
 from coordinator.replicas import ReplicaTracker
-from coordinator.shards import Shard
+from coordinator.shard import ShardFactory
 from core.domain import VersionRef
 from core.errors import DeadlineExceeded, VecshardError
 from registry.model import IndexVersion, Placement
 from registry.snapshot import Snapshot
 
-ShardFactory = Callable[[str, str], Shard]
 # (shard_id, index, query vector) → an upper bound on any score the shard can
 # return for that query, or None when the shard published no summary.
 BoundsProvider = Callable[[str, VersionRef, np.ndarray], float | None]
@@ -92,8 +92,6 @@ def plan_targets(
     a query touches as few shards as possible; buckets with no serving
     replica are returned as unavailable."""
     chosen: dict[str, list[int]] = {}
-    # pick → other replica → the pick's buckets it also holds
-    alternates: dict[str, dict[str, list[int]]] = {}
     unavailable: list[int] = []
     for b in buckets:
         serving = [s for s in placement.buckets[b] if snap.serving_shard(s) is not None]
@@ -104,19 +102,8 @@ def plan_targets(
         pick = tracker.choose(already or serving)
         assert pick is not None
         chosen.setdefault(pick, []).append(b)
-        for s in serving:
-            if s != pick:
-                alternates.setdefault(pick, {}).setdefault(s, []).append(b)
     targets = [
-        Target(
-            sid,
-            snap.shards[sid].address,
-            tuple(bs),
-            tuple(
-                (alt, snap.shards[alt].address, tuple(covered))
-                for alt, covered in sorted(alternates.get(sid, {}).items())
-            ),
-        )
+        Target(sid, snap.shards[sid].address, tuple(bs), alternates(snap, placement, bs, {sid}))
         for sid, bs in chosen.items()
     ]
     return targets, unavailable
@@ -298,27 +285,13 @@ class SearchExecutor:
         """Replicas holding every bucket of the target (safe to hedge to)."""
         return [(sid, addr) for sid, addr, cov in t.alternates if len(cov) == len(t.buckets)]
 
-    def _cover(self, t: Target, tried: set[str]) -> list[tuple[str, str]] | None:
-        """Untried replicas that together hold all of the target's buckets
-        (greedy, fewest calls first), or None when they cannot."""
-        left = set(t.buckets)
-        pool = {sid: (addr, set(cov)) for sid, addr, cov in t.alternates if sid not in tried}
-        out = []
-        while left:
-            best = max(pool, key=lambda s: (len(pool[s][1] & left), -len(out)), default=None)
-            if best is None or not pool[best][1] & left:
-                return None
-            out.append((best, pool[best][0]))
-            left -= pool.pop(best)[1]
-        return out
-
     async def _attempt_cover(
-        self, cover: list[tuple[str, str]], index: VersionRef, query: ShardQuery, deadline: float
+        self, cover: list[Alternate], index: VersionRef, query: ShardQuery, deadline: float
     ) -> tuple[ShardAnswer, float]:
         """Asks several replicas for one target's buckets; their answers merge
         (duplicates are removed by the shards → result merge)."""
         answers = await asyncio.gather(
-            *(self._attempt(sid, addr, index, query, deadline) for sid, addr in cover)
+            *(self._attempt(sid, addr, index, query, deadline) for sid, addr, _ in cover)
         )
         hits = [h for a, _ in answers for h in a.hits]
         return (
@@ -334,7 +307,7 @@ class SearchExecutor:
         """The target's answer; after its shard's p95 a hedged call goes to
         another replica and the first good answer wins (the other is cancelled)."""
         loop = asyncio.get_running_loop()
-        primary = asyncio.ensure_future(
+        primary: asyncio.Future[tuple[ShardAnswer, float]] = asyncio.ensure_future(
             self._attempt(t.shard_id, t.address, index, query, deadline)
         )
         tasks: dict[asyncio.Future[tuple[ShardAnswer, float]], tuple[str, bool]] = {
@@ -376,7 +349,8 @@ class SearchExecutor:
                     errors.append(exc)
                     # Fail over: a replica that refuses (shutting down, crashed)
                     # is answered by another before the buckets count as missing.
-                    cover = self._cover(t, {sid for sid, _ in tasks.values()})
+                    tried = {sid for sid, _ in tasks.values()}
+                    cover = failover_cover(t.buckets, t.alternates, tried)
                     if cover and classify_shard_error(exc) is Decision.TOLERATE:
                         retry = asyncio.ensure_future(
                             self._attempt_cover(cover, index, query, deadline)

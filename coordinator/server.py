@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass
 
 import grpc.aio
+from grpc_health.v1.health import HealthServicer
 
 from coordinator import metrics
 from coordinator.config import CoordinatorConfig
@@ -14,7 +15,8 @@ from coordinator.features import FeatureEngine
 from coordinator.registry_servicer import RegistryServicer
 from coordinator.service import Limits, RetrievalEngine
 from coordinator.servicer import RetrievalServicer
-from coordinator.shards import ShardPool
+from coordinator.shard_pool import ShardPool
+from coordinator.snapshots import RegistryView
 from coordinator.summaries import SummaryCache
 from core import runtime as serving
 from protos.vecshard.v1 import registry_pb2_grpc, retrieval_pb2_grpc
@@ -35,11 +37,11 @@ class RunningCoordinator:
     metrics_port: int
     cache: SnapshotCache
     pool: ShardPool
-    health: object
+    health: HealthServicer
     engine: RetrievalEngine
 
     async def stop(self, grace: float) -> None:
-        serving.set_serving(self.health, [SERVICE, REGISTRY_SERVICE], False)  # type: ignore[arg-type]
+        serving.set_serving(self.health, [SERVICE, REGISTRY_SERVICE], False)
         await self.engine.drain_background()
         if self.engine.summaries is not None:
             await self.engine.summaries.stop()
@@ -50,15 +52,20 @@ class RunningCoordinator:
 
 async def create_server(cfg: CoordinatorConfig) -> RunningCoordinator:
     registry = Registry(EtcdStore(cfg.etcd), cfg.etcd_prefix)
-    cache = SnapshotCache(registry)
+    cache = SnapshotCache(registry, reread_interval=cfg.registry_reread_interval)
+    view = RegistryView(cache)
     cache.start()
     metrics.REGISTRY_STALENESS.labels("coordinator").set_function(cache.staleness)
     metrics.REGISTRY_REVISION.labels("coordinator").set_function(lambda: cache.snapshot.revision)
     pool = ShardPool()
-    summaries = SummaryCache(cache, lambda sid, addr: pool.get(sid, addr).describe())  # type: ignore[attr-defined]
+    summaries = SummaryCache(cache, lambda sid, addr: pool.get(sid, addr).describe())
     summaries.start()
     engine = RetrievalEngine(
-        cache, pool.get, Limits(max_batch_records=cfg.max_batch_records), summaries=summaries
+        cache,
+        pool.get,
+        Limits(max_batch_records=cfg.max_batch_records),
+        summaries=summaries,
+        registry=view,
     )
     server = grpc.aio.server(
         interceptors=[serving.AsyncServerInterceptor("coordinator")], options=serving.grpc_options()
@@ -66,13 +73,13 @@ async def create_server(cfg: CoordinatorConfig) -> RunningCoordinator:
     retrieval_pb2_grpc.add_RetrievalServiceServicer_to_server(
         RetrievalServicer(
             engine,
-            FeatureEngine(cache, pool.get, engine.tracker, ProtoFeatureWire()),
+            FeatureEngine(view, pool.get, engine.tracker, ProtoFeatureWire()),
             cfg.default_timeout,
         ),
         server,
     )
     registry_pb2_grpc.add_RegistryServiceServicer_to_server(
-        RegistryServicer(RegistryAdmin(registry), cache), server
+        RegistryServicer(RegistryAdmin(registry), cache, view), server
     )
     health = serving.add_health_and_reflection(server, [SERVICE, REGISTRY_SERVICE])
     port = server.add_insecure_port(cfg.listen)

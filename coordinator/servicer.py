@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import grpc.aio
 
 from coordinator import convert
@@ -101,8 +103,10 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
         return convert.features_to_pb(result, request.entities)
 
     async def PutFeatures(
-        self, request_iterator, context: grpc.aio.ServicerContext
-    ) -> pb.PutFeaturesResponse:  # type: ignore[no-untyped-def]
+        self,
+        request_iterator: AsyncIterator[pb.PutFeaturesRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> pb.PutFeaturesResponse:
         written = ignored = 0
         async for request in request_iterator:
             w, i = await self.features.put(

@@ -19,37 +19,34 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from coordinator.exclusion import BucketStats
+from coordinator.model import IndexSummary, ShardIndex
 from core.bounds import score_upper_bound
-from core.domain import Metric, VersionRef
+from core.domain import VersionRef
 from registry.watcher import SnapshotCache
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class IndexSummary:
-    metric: Metric
-    centroids: np.ndarray  # (n, d) over all segments
-    radii: np.ndarray  # (n,)
-    buckets: dict[int, tuple[BucketStats, frozenset[str]]]
+class _Entry:
+    summary: IndexSummary
     fetched_at: float
 
 
 @dataclass
 class SummaryCache:
     cache: SnapshotCache
-    describe: Callable[
-        [str, str], object
-    ]  # (shard_id, address) → awaitable list of IndexStats-like
+    # (shard_id, address) → what the shard says of its index versions
+    describe: Callable[[str, str], Awaitable[list[ShardIndex]]]
     interval: float = 0.5
     max_age: float = 2.0
-    _entries: dict[tuple[str, VersionRef], IndexSummary] = field(default_factory=dict)
+    _entries: dict[tuple[str, VersionRef], _Entry] = field(default_factory=dict)
     # Bumped by every write to the shard (when sent and when acknowledged): a
     # refresh that began under an older epoch must not store what it read.
     _epochs: dict[str, int] = field(default_factory=dict)
@@ -71,10 +68,10 @@ class SummaryCache:
             del self._entries[key]
 
     def _fresh(self, shard_id: str, index: VersionRef) -> IndexSummary | None:
-        s = self._entries.get((shard_id, index))
-        if s is None or time.monotonic() - s.fetched_at > self.max_age:
+        e = self._entries.get((shard_id, index))
+        if e is None or time.monotonic() - e.fetched_at > self.max_age:
             return None
-        return s
+        return e.summary
 
     def bound(self, shard_id: str, index: VersionRef, vector: np.ndarray) -> float | None:
         s = self._fresh(shard_id, index)
@@ -91,9 +88,9 @@ class SummaryCache:
 
     def bucket(self, index: VersionRef, bucket: int) -> tuple[BucketStats, frozenset[str]] | None:
         """Stats of a bucket from any shard with a fresh summary of it."""
-        for (sid, ix), s in self._entries.items():
-            if ix == index and bucket in s.buckets and self._fresh(sid, ix) is not None:
-                return s.buckets[bucket]
+        for (sid, ix), e in self._entries.items():
+            if ix == index and bucket in e.summary.buckets and self._fresh(sid, ix) is not None:
+                return e.summary.buckets[bucket]
         return None
 
     async def refresh_once(self) -> None:
@@ -101,8 +98,7 @@ class SummaryCache:
         shards = {m.shard_id: m.address for m in snap.shards.values()}
         epochs = {sid: self._epochs.get(sid, 0) for sid in shards}
         results = await asyncio.gather(
-            *(self.describe(sid, addr) for sid, addr in shards.items()),
-            return_exceptions=True,  # type: ignore[misc]
+            *(self.describe(sid, addr) for sid, addr in shards.items()), return_exceptions=True
         )
         now = time.monotonic()
         for sid, result in zip(shards, results, strict=True):
@@ -111,10 +107,9 @@ class SummaryCache:
                 continue
             if self._epochs.get(sid, 0) != epochs[sid]:
                 continue  # written to meanwhile: what we read may miss it
-            for ref, summary in result:  # type: ignore[union-attr]
-                self._entries[(sid, ref)] = IndexSummary(
-                    summary.metric, summary.centroids, summary.radii, summary.buckets, now
-                )
+            for ix in result:
+                if ix.summary is not None:
+                    self._entries[(sid, ix.index)] = _Entry(ix.summary, now)
 
     async def _run(self) -> None:
         while True:

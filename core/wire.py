@@ -1,9 +1,11 @@
 """proto ↔ domain for the types every service shares (keys, metrics,
-attributes, filters). Service packages keep their own convert.py for the rest."""
+attributes, filters, feature rows and values). Service packages keep their
+own convert.py for the rest."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Protocol
 
 from core.domain import AttrValue, EntityKey, Metric
 from core.errors import InvalidArgument
@@ -170,3 +172,74 @@ def feature_value_from_pb(v: pb.FeatureValue) -> object:
     if kind == "float_list_value":
         return tuple(v.float_list_value.values)  # the canonical form (registry.features)
     return getattr(v, kind)
+
+
+# A feature row as written, in `registry.features.GroupRow`'s field order:
+# (entity, feature_timestamp, generated_at, values). core cannot name GroupRow
+# (it builds on protos only), so rows cross this module as those four fields.
+FeatureRowFields = tuple[EntityKey, int, int, dict[str, object]]
+
+
+def feature_row_to_pb(
+    entity: EntityKey, feature_timestamp: int, generated_at: int, values: Mapping[str, object]
+) -> pb.FeatureRow:
+    """One entity's row as written; `feature_row_to_pb(*group_row)`. A null
+    value is left out: on the wire an absent value is null, which keeps rows
+    with few values small."""
+    return pb.FeatureRow(
+        entity=key_to_pb(entity),
+        feature_timestamp_us=feature_timestamp,
+        generated_at_us=generated_at,
+        values={k: feature_value_to_pb(v) for k, v in values.items() if v is not None},
+    )
+
+
+def feature_row_from_pb(r: pb.FeatureRow) -> FeatureRowFields:
+    """The row's fields in GroupRow's order: `GroupRow(*feature_row_from_pb(r))`."""
+    return (
+        key_from_pb(r.entity),
+        r.feature_timestamp_us,
+        r.generated_at_us,
+        {name: feature_value_from_pb(v) for name, v in r.values.items()},
+    )
+
+
+class ResolvedFeature(Protocol):
+    """A value as resolved for a model (`registry.feature_values.FeatureValue`;
+    its reason and fill are string enums)."""
+
+    @property
+    def value(self) -> object: ...
+
+    @property
+    def missing_reason(self) -> str | None: ...
+
+    @property
+    def default_applied(self) -> str | None: ...
+
+    @property
+    def staleness_us(self) -> int | None: ...
+
+    @property
+    def feature_timestamp(self) -> int | None: ...
+
+
+# (value, missing reason, fill applied, staleness µs, feature timestamp µs)
+ResolvedFields = tuple[object, str | None, str | None, int | None, int | None]
+
+
+def resolved_value_to_pb(v: ResolvedFeature) -> pb.FeatureValue:
+    return feature_value_to_pb(
+        v.value, v.missing_reason, v.default_applied, v.staleness_us, v.feature_timestamp
+    )
+
+
+def resolved_value_from_pb(v: pb.FeatureValue) -> ResolvedFields:
+    """The fields of a resolved value, in `ResolvedFeature`'s order."""
+    return (
+        feature_value_from_pb(v),
+        REASON_FROM_PB.get(v.missing_reason),
+        FILL_FROM_PB.get(v.default_applied),
+        v.staleness_us if v.HasField("staleness_us") else None,
+        v.feature_timestamp_us if v.HasField("feature_timestamp_us") else None,
+    )

@@ -11,7 +11,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 
 import pyetcd
 import pyetcd.exceptions
@@ -65,6 +65,12 @@ class RegistryStore(Protocol):
 
     def list_prefix(self, prefix: str) -> tuple[list[Entry], int]:
         """Entries under `prefix` and the store revision they were read at."""
+        ...
+
+    def revision(self) -> int:
+        """The store's current revision, as `list_prefix` reports it. Cheap
+        (no values are read); it grows with every change anywhere in the
+        store, so an unchanged revision proves a snapshot is still current."""
         ...
 
     def txn(self, compares: Sequence[ModRevisionIs], ops: Sequence[Put | Delete]) -> bool: ...
@@ -126,6 +132,13 @@ class EtcdStore:
         resp = self._call(lambda: self._client.get_prefix_response(prefix))
         entries = [Entry(kv.key.decode(), kv.value, kv.mod_revision) for kv in resp.kvs]  # type: ignore[attr-defined]
         return entries, int(resp.header.revision)  # type: ignore[attr-defined]
+
+    def revision(self) -> int:
+        def read() -> int:
+            # A count-only range over one key: etcd answers with its header revision.
+            return int(self._client.get_response("/", count_only=True).header.revision)
+
+        return cast(int, self._call(read))
 
     def txn(self, compares: Sequence[ModRevisionIs], ops: Sequence[Put | Delete]) -> bool:
         t = self._client.transactions

@@ -4,6 +4,10 @@ Why full reloads: the registry is small (hundreds of keys), and reloading the
 whole prefix on any event makes the snapshot consistent at one revision, with
 no per-event patching to get wrong. If etcd is unreachable the last good
 snapshot keeps serving and `staleness()` says for how long.
+
+A caller that misses something the watch has not delivered yet calls
+`reread()` (coalesced, rate-limited, skipped at an unchanged revision; see
+`registry.reread`), never `refresh()`, which always loads the whole prefix.
 """
 
 from __future__ import annotations
@@ -14,13 +18,16 @@ import time
 from collections.abc import Callable
 
 from registry.registry import Registry
+from registry.reread import Rereader
 from registry.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
 
 
 class SnapshotCache:
-    def __init__(self, registry: Registry, poll_interval: float = 5.0) -> None:
+    def __init__(
+        self, registry: Registry, poll_interval: float = 5.0, reread_interval: float = 0.05
+    ) -> None:
         self.registry = registry
         self.poll_interval = poll_interval
         self._snapshot = Snapshot()
@@ -32,6 +39,13 @@ class SnapshotCache:
         self._thread: threading.Thread | None = None
         self._listeners: list[Callable[[Snapshot], None]] = []
         self._last_warning = 0.0
+        self._rereader = Rereader(
+            registry.store.revision,
+            lambda: self._snapshot,
+            self.refresh,
+            self._confirmed,
+            reread_interval,
+        )
 
     @property
     def snapshot(self) -> Snapshot:
@@ -44,8 +58,17 @@ class SnapshotCache:
     def on_change(self, listener: Callable[[Snapshot], None]) -> None:
         self._listeners.append(listener)
 
+    def reread(self) -> Snapshot:
+        """A snapshot at least as new as etcd when this call began, for a
+        caller that found something missing; concurrent callers share reads.
+        Raises Unavailable if etcd cannot be read."""
+        return self._rereader.reread()
+
+    def _confirmed(self) -> None:
+        self._loaded_at = time.monotonic()
+
     def refresh(self) -> Snapshot:
-        """Reloads now; raises Unavailable if etcd cannot be read."""
+        """Reloads the whole prefix now; raises Unavailable if etcd cannot be read."""
         snap = self.registry.snapshot()
         with self._lock:
             if snap.revision >= self._snapshot.revision:

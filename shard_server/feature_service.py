@@ -10,7 +10,7 @@ from core.domain import EntityKey, VersionRef
 from core.errors import InvalidArgument
 from registry.feature_catalog import GroupRead
 from registry.feature_values import FeatureValue, resolve_group
-from registry.features import GroupRow, MissingReason, PutAck
+from registry.features import GroupRow, GroupSchema, MissingReason, PutAck
 from registry.watcher import SnapshotCache
 from shard_server.feature_store import FeatureStore
 
@@ -20,10 +20,10 @@ class FeatureNode:
         self.store = store
         self.registry = registry
 
-    def _schema(self, group: VersionRef):  # type: ignore[no-untyped-def]
+    def _schema(self, group: VersionRef) -> GroupSchema:
         catalog = self.registry.snapshot.feature_catalog
         if group not in catalog.groups:
-            catalog = self.registry.refresh().feature_catalog  # defined a moment ago
+            catalog = self.registry.reread().feature_catalog  # defined a moment ago
         return catalog.schema(group)
 
     def put(self, group: VersionRef, rows: Sequence[GroupRow]) -> PutAck:

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import grpc
 
 from core.domain import VersionRef
-from core.wire import feature_value_from_pb, feature_value_to_pb, key_from_pb
+from core.wire import feature_row_from_pb, key_from_pb, resolved_value_to_pb
 from protos.vecshard.v1.internal import features_pb2 as pb
 from protos.vecshard.v1.internal import features_pb2_grpc
 from registry.features import GroupRow
@@ -23,15 +23,7 @@ class FeatureServicer(features_pb2_grpc.FeatureShardServiceServicer):
     ) -> pb.FeatureAck:
         written = ignored = 0
         for batch in request_iterator:
-            rows = [
-                GroupRow(
-                    key_from_pb(r.entity),
-                    r.feature_timestamp_us,
-                    r.generated_at_us,
-                    {name: feature_value_from_pb(v) for name, v in r.values.items()},
-                )
-                for r in batch.rows
-            ]
+            rows = [GroupRow(*feature_row_from_pb(r)) for r in batch.rows]
             ack = self.node.put(VersionRef(batch.group, batch.group_version), rows)
             written += ack.written
             ignored += ack.ignored_older
@@ -49,18 +41,6 @@ class FeatureServicer(features_pb2_grpc.FeatureShardServiceServicer):
         )
         return pb.GetFeaturesResponse(
             entities=[
-                pb.EntityValues(
-                    values=[
-                        feature_value_to_pb(
-                            v.value,
-                            v.missing_reason.value if v.missing_reason else None,
-                            v.default_applied.value if v.default_applied else None,
-                            v.staleness_us,
-                            v.feature_timestamp,
-                        )
-                        for v in row
-                    ]
-                )
-                for row in values
+                pb.EntityValues(values=[resolved_value_to_pb(v) for v in row]) for row in values
             ]
         )

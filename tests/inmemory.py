@@ -1,91 +1,455 @@
-"""In-memory shards for coordinator unit tests: the `Shard` protocol over the
-real exact segment, with optional delay and failure injection."""
+"""In-memory shards for coordinator tests: the whole `Shard` protocol with the
+real shard's rules, so coordinator logic is tested on plain data.
+
+Searches run on the real exact segment (`GrowingSegment`), so scores are the
+real shard's bit for bit. Writes follow `shard_server.partition` (version
+rules of `applies` and `delete`, batch precedence, validation); features
+follow `shard_server.feature_store` and `feature_service` (precedence by
+`GroupRow.supersedes`, TTL, `not_computed` for a group never written) and
+resolve with the same `registry.feature_values` functions. One contract suite
+(`tests/test_shard_contract.py`) holds this shard and a real one to the same
+behaviour. Failure injection: `error` (raised by every call) and `delay`.
+
+Without a registry (`registry=None`) a shard serves any index version with
+the constructor's metric and dimension and one float attribute, `price`:
+enough for search tests that place rows with `add`.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+import itertools
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 import numpy as np
 
 from coordinator.merge import Hit
-from coordinator.model import Lookup, ShardAnswer, ShardQuery, WriteRecord
+from coordinator.model import (
+    IndexSummary,
+    Lookup,
+    LookupStatus,
+    ShardAnswer,
+    ShardIndex,
+    ShardQuery,
+    WriteRecord,
+)
 from core.domain import AttrType, EntityKey, Metric, VersionRef
-from core.errors import VecshardError
-from core.scoring import canonical_scores, prepare_query
-from registry.model import Placement, ShardMember
+from core.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable, VecshardError
+from core.filters import validate_attributes, validate_filter
+from core.ordering import order_key
+from core.scoring import canonical_scores, normalized, prepare_query
+from core.vectors import check_vector
+from core.wire import resolved_value_to_pb
+from protos.vecshard.v1.common_pb2 import FeatureValue as WireFeatureValue
+from registry.feature_catalog import GroupRead
+from registry.feature_values import is_expired, resolve_group
+from registry.features import GroupRow, GroupSchema, MissingReason
+from registry.model import (
+    EmbeddingFamily,
+    EmbeddingVersion,
+    IndexVersion,
+    Placement,
+    ShardMember,
+    Tenant,
+)
 from registry.snapshot import Snapshot
-from shard_server.flat_segment import FlatSegment
+from shard_server.growing_segment import GrowingSegment
+from shard_server.segment import DEFAULT_OPTIONS
 
 INDEX = VersionRef("ix", "v1")
+FAMILY = VersionRef("f", "v1")
+# Buckets an index version has when no registry says (search-only tests).
+UNREGISTERED_BUCKETS = 1 << 16
+
+
+class RegistryReader(Protocol):
+    """What a shard reads of the registry (`registry.watcher.SnapshotCache`)."""
+
+    @property
+    def snapshot(self) -> Snapshot: ...
+
+    def reread(self) -> Snapshot: ...
 
 
 @dataclass
+class StaticRegistry:
+    """A registry that never changes: a snapshot built in the test."""
+
+    snapshot: Snapshot
+
+    def reread(self) -> Snapshot:
+        return self.snapshot
+
+
+def applies(source_version: int, stored: WriteRecord | None, tombstone: int | None) -> bool:
+    """`shard_server.partition.applies` over domain values: an equal version
+    replaces a record; a delete wins over every write of its version or older."""
+    if stored is not None and source_version < stored.source_version:
+        return False
+    return tombstone is None or source_version > tombstone
+
+
+@dataclass
+class _Partition:
+    index: IndexVersion
+    family: EmbeddingFamily
+    segment: GrowingSegment
+    # key → (stored record, bucket, write sequence)
+    records: dict[EntityKey, tuple[WriteRecord, int, int]] = field(default_factory=dict)
+    tombstones: dict[EntityKey, int] = field(default_factory=dict)
+
+    @property
+    def normalize(self) -> bool:
+        return self.family.normalize or self.family.metric is Metric.COSINE
+
+    def stored_form(self, r: WriteRecord, bucket: int) -> WriteRecord:
+        """`IndexPartition.validate`: what the shard keeps of a record."""
+        where = f"record {tuple(r.key)}"
+        if not r.key.entity_id:
+            raise InvalidArgument(f"{where}: entity_id is empty, expected a non-empty id")
+        check_vector(r.vector, self.family.dimension, what=where)
+        validate_attributes(r.attributes, self.index.attributes, where)
+        if bucket >= self.index.num_buckets:
+            raise InvalidArgument(
+                f"{where}: bucket {bucket} out of range 0..{self.index.num_buckets - 1}"
+            )
+        v64 = r.vector.astype(np.float64)
+        vector = (
+            normalized(r.vector, what=where)
+            if self.normalize
+            else np.array(r.vector, dtype=np.float32)
+        )
+        attributes = {k: tuple(v) if isinstance(v, list) else v for k, v in r.attributes.items()}
+        return replace(r, vector=vector, attributes=attributes, norm=float(np.sqrt(v64 @ v64)))
+
+
 class InMemoryShard:
-    shard_id: str
-    metric: Metric
-    dim: int
-    address: str = ""
-    delay: float = 0.0
-    error: VecshardError | None = None
-    calls: int = 0
-    segment: FlatSegment = field(init=False)
-    vectors: list[np.ndarray] = field(default_factory=list)
+    def __init__(
+        self,
+        shard_id: str,
+        metric: Metric = Metric.L2,
+        dim: int = 0,
+        address: str = "",
+        registry: RegistryReader | None = None,
+    ) -> None:
+        self.shard_id = shard_id
+        self.address = address or f"mem://{shard_id}"
+        self.metric, self.dim = metric, dim
+        self.registry = registry
+        self.delay = 0.0
+        self.error: VecshardError | None = None
+        self.calls = 0  # searches
+        self.ops: Counter[str] = Counter()  # every call, by method
+        self.log: list[tuple[str, VersionRef | None]] = []  # every call: (method, index or group)
+        self.closed = False
+        self.sequence = 0
+        self.vectors: list[np.ndarray] = []  # what `add` placed (for true_bound)
+        self._partitions: dict[VersionRef, _Partition] = {}
+        self._features: dict[VersionRef, dict[EntityKey, GroupRow]] = {}
+        self._add_seq = itertools.count(1)
 
-    def __post_init__(self) -> None:
-        self.address = self.address or f"mem://{self.shard_id}"
-        self.segment = FlatSegment(self.dim, self.metric, {"price": AttrType.FLOAT})
+    # --- test helpers -----------------------------------------------------------
 
-    def add(self, key: EntityKey, vec: np.ndarray, bucket: int) -> None:
-        self.segment.upsert(key, vec, {}, bucket)
+    def add(self, key: EntityKey, vec: np.ndarray, bucket: int, index: VersionRef = INDEX) -> None:
+        """Places a row directly (no validation, no version): search tests."""
+        self._partition(index).segment.upsert(key, vec, {}, bucket, next(self._add_seq))
         self.vectors.append(vec)
 
     def true_bound(self, query: np.ndarray) -> float:
-        """The exact best score this shard can return (a tight upper bound)."""
+        """The exact best score among `add`ed rows (a tight upper bound)."""
         if not self.vectors:
             return float("-inf")
         q = prepare_query(query, self.metric, self.metric is Metric.COSINE)
         return float(canonical_scores(self.metric, q, np.stack(self.vectors)).max())
 
-    async def search(
-        self, index: VersionRef, queries: Sequence[ShardQuery], timeout: float
-    ) -> list[ShardAnswer]:
-        self.calls += 1
+    async def _enter(self, op: str, ref: VersionRef | None = None) -> None:
+        self.ops[op] += 1
+        self.log.append((op, ref))
+        if self.closed:
+            raise Unavailable(f"shard {self.shard_id} at {self.address} is closed")
         if self.delay:
             await asyncio.sleep(self.delay)
         if self.error is not None:
             raise self.error
-        out = []
-        for q in queries:
-            vec = prepare_query(q.vector, self.metric, self.metric is Metric.COSINE)
-            res = self.segment.search(vec, q.k, q.tenant_id, q.filter)
-            out.append(
-                ShardAnswer(
-                    [Hit(h.score, h.key, self.shard_id, h.bucket) for h in res.hits], res.candidates
-                )
+
+    # --- the registry, as a shard reads it -------------------------------------------
+
+    def _partition(self, ref: VersionRef) -> _Partition:
+        part = self._partitions.get(ref)
+        if part is not None:
+            return part
+        if self.registry is None:
+            index = IndexVersion(
+                ref.name,
+                ref.version,
+                FAMILY,
+                num_buckets=UNREGISTERED_BUCKETS,
+                attributes={"price": AttrType.FLOAT},
             )
-        return out
+            family = EmbeddingFamily(FAMILY.name, "item", self.dim, self.metric)
+        else:
+            snap = self.registry.snapshot
+            if ref not in snap.indexes:
+                snap = self.registry.reread()  # created after our last watch event
+            if ref not in snap.indexes:
+                raise NotFound(f"shard {self.shard_id}: unknown index version {ref}")
+            index = snap.indexes[ref]
+            family = snap.family(index.embedding.name)
+        segment = GrowingSegment(str(ref), family.dimension, family.metric, index.attributes)
+        part = self._partitions[ref] = _Partition(index, family, segment)
+        return part
+
+    def _check_buckets(self, ref: VersionRef, buckets: set[int]) -> None:
+        if self.registry is None:
+            return
+        snap = self.registry.snapshot
+        placement = snap.placements.get(ref) or self.registry.reread().placement(ref)
+        owned = set(placement.buckets_of(self.shard_id))
+        foreign = buckets - owned
+        if foreign:
+            raise FailedPrecondition(
+                f"shard {self.shard_id} does not hold bucket(s) {sorted(foreign)} of {ref}; "
+                f"it holds {sorted(owned)} (stale placement at the caller?)"
+            )
+
+    def _schema(self, group: VersionRef) -> GroupSchema:
+        if self.registry is None:
+            raise NotFound(f"feature group {group} does not exist")
+        catalog = self.registry.snapshot.feature_catalog
+        if group not in catalog.groups:
+            catalog = self.registry.reread().feature_catalog  # defined a moment ago
+        return catalog.schema(group)
+
+    # --- the Shard protocol ----------------------------------------------------------
+
+    async def search(
+        self, index: VersionRef, queries: Sequence[ShardQuery], timeout: float
+    ) -> list[ShardAnswer]:
+        self.calls += 1
+        await self._enter("search", index)
+        part = self._partition(index)
+        prepared = []
+        for i, q in enumerate(queries):
+            check_vector(q.vector, part.family.dimension, what=f"query {i}")
+            if q.k <= 0 or q.k > part.index.max_k:
+                raise InvalidArgument(f"query {i}: k={q.k}, expected 1..{part.index.max_k}")
+            if q.filter is not None:
+                validate_filter(q.filter, part.index.attributes)
+            prepared.append(prepare_query(q.vector, part.family.metric, part.normalize))
+        return [self._search_one(part, vec, q) for vec, q in zip(prepared, queries, strict=True)]
+
+    def _search_one(self, part: _Partition, vector: np.ndarray, q: ShardQuery) -> ShardAnswer:
+        """`IndexPartition._search_page`: a later page over-fetches (doubling)
+        until k items after the cursor, written by its watermark, are found."""
+        after = order_key(*q.after) if q.after is not None else None
+        fetch = q.k + q.served if after is not None or q.max_sequence else q.k
+        while True:
+            res = part.segment.search(vector, fetch, q.tenant_id, q.filter, DEFAULT_OPTIONS)
+            hits = [
+                h
+                for h in res.hits
+                if (after is None or order_key(h.score, h.key) > after)
+                and (not q.max_sequence or h.seq <= q.max_sequence)
+            ]
+            if len(hits) >= q.k or len(res.hits) < fetch:
+                return ShardAnswer(
+                    [Hit(h.score, h.key, self.shard_id, h.bucket) for h in hits[: q.k]],
+                    res.candidates,
+                    self.sequence,
+                )
+            fetch *= 2
 
     async def upsert(
         self, index: VersionRef, records: Sequence[tuple[WriteRecord, int]], timeout: float
     ) -> tuple[int, int]:
-        raise NotImplementedError
+        await self._enter("upsert", index)
+        part = self._partition(index)
+        self._check_buckets(index, {b for _, b in records})
+        ready = [(part.stored_form(r, b), b) for r, b in records]
+        # Within a batch the highest source_version wins; on a tie, the last one.
+        latest: dict[EntityKey, tuple[WriteRecord, int]] = {}
+        for r, b in ready:
+            prev = latest.get(r.key)
+            if prev is None or r.source_version >= prev[0].source_version:
+                latest[r.key] = (r, b)
+        self.sequence += 1
+        written = 0
+        for key, (r, b) in latest.items():
+            old = part.records.get(key)
+            if not applies(r.source_version, old[0] if old else None, part.tombstones.get(key)):
+                continue
+            part.records[key] = (r, b, self.sequence)
+            part.tombstones.pop(key, None)
+            part.segment.upsert(key, r.vector, r.attributes, b, self.sequence)
+            written += 1
+        return written, len(latest) - written
 
     async def delete(
         self, index: VersionRef, keys: Sequence[EntityKey], source_version: int, timeout: float
     ) -> int:
-        raise NotImplementedError
+        """`IndexPartition.delete`: the tombstone keeps the newest version the
+        key has seen (the delete's, the record's or an older tombstone's)."""
+        await self._enter("delete", index)
+        part = self._partition(index)
+        self.sequence += 1
+        removed = 0
+        for key in dict.fromkeys(keys):
+            old = part.records.get(key)
+            version = max(source_version, old[0].source_version if old else source_version)
+            version = max(version, part.tombstones.get(key, version))
+            part.tombstones[key] = version
+            if old is not None:
+                del part.records[key]
+                part.segment.delete(key)
+                removed += 1
+        return removed
 
     async def batch_get(
         self, index: VersionRef, keys: Sequence[EntityKey], include_vectors: bool, timeout: float
     ) -> list[Lookup]:
-        raise NotImplementedError
+        await self._enter("batch_get", index)
+        part = self._partition(index)
+        out = []
+        for key in keys:
+            found = part.records.get(key)
+            if found is not None:
+                record = found[0]
+                if not include_vectors:
+                    record = replace(record, vector=np.zeros(0, np.float32))
+                out.append(Lookup(key, LookupStatus.FOUND, record))
+            elif key in part.tombstones:
+                out.append(Lookup(key, LookupStatus.DELETED))
+            else:
+                out.append(Lookup(key, LookupStatus.MISSING))
+        return out
+
+    async def describe(self, timeout: float = 5.0) -> list[ShardIndex]:
+        await self._enter("describe")
+        out = []
+        for ref, part in sorted(
+            self._partitions.items(), key=lambda kv: (kv[0].name, kv[0].version)
+        ):
+            s = part.segment.summary()
+            summary = IndexSummary(
+                part.family.metric,
+                s.centroids,
+                s.radii,
+                {
+                    b: ({a: (lo, hi) for a, (lo, hi, _) in st.ranges.items()}, st.tenants)
+                    for b, st in s.buckets.items()
+                },
+            )
+            out.append(ShardIndex(ref, len(part.records), len(part.tombstones), summary))
+        return out
+
+    async def get_features(
+        self,
+        group: VersionRef,
+        features: Sequence[str],
+        keys: Sequence[EntityKey],
+        request_time: int,
+        personalized: bool,
+        timeout: float,
+    ) -> list[Sequence[WireFeatureValue]]:
+        await self._enter("get_features", group)
+        schema = self._schema(group)
+        unknown = [f for f in features if f not in schema.names]
+        if unknown:
+            raise InvalidArgument(
+                f"group {group}: no feature(s) {unknown}; it has {list(schema.names)}"
+            )
+        read = GroupRead(
+            schema, tuple(features), tuple(features), tuple(schema.definition(f) for f in features)
+        )
+        stored = self._features.get(group)
+        if stored is None:
+            missing = resolve_group(read, MissingReason.NOT_COMPUTED, request_time, personalized)
+            return [[resolved_value_to_pb(v) for v in missing]] * len(keys)
+        ttl = schema.group.ttl_seconds
+        out: list[Sequence[WireFeatureValue]] = []
+        for key in keys:
+            row = stored.get(key)
+            if row is not None and is_expired(ttl, row.feature_timestamp, request_time):
+                row = None
+            values = resolve_group(read, row, request_time, personalized)
+            out.append([resolved_value_to_pb(v) for v in values])
+        return out
+
+    async def put_features(
+        self, group: VersionRef, rows: Sequence[GroupRow], timeout: float
+    ) -> tuple[int, int]:
+        await self._enter("put_features", group)
+        schema = self._schema(group)
+        stored = self._features.setdefault(group, {})  # even an empty batch creates it
+        checked = [schema.check_row(r) for r in rows]
+        latest: dict[EntityKey, GroupRow] = {}
+        for r in checked:
+            prev = latest.get(r.entity)
+            if prev is None or r.supersedes(prev.feature_timestamp, prev.generated_at):
+                latest[r.entity] = r
+        written = 0
+        for key, r in latest.items():
+            old = stored.get(key)
+            if old is None or r.supersedes(old.feature_timestamp, old.generated_at):
+                stored[key] = r
+                written += 1
+        return written, len(checked) - written
+
+    async def close(self) -> None:
+        self.closed = True
 
 
 def snapshot_for(shards: Sequence[InMemoryShard], buckets: Sequence[Sequence[str]]) -> Snapshot:
+    """One index version (`INDEX`, unregistered) placed on `shards`."""
     return Snapshot(
         revision=1,
         placements={INDEX: Placement(INDEX, tuple(tuple(b) for b in buckets))},
         shards={s.shard_id: ShardMember(s.shard_id, s.address) for s in shards},
     )
+
+
+def registry_for(
+    shard_ids: Sequence[str],
+    buckets: Sequence[Sequence[str]],
+    *,
+    dim: int = 4,
+    metric: Metric = Metric.L2,
+    placement: str = "hash",
+    write_quorum: int = 0,
+    centroids: str = "",
+    tenants: Mapping[str, Tenant] | None = None,
+    features: Sequence[object] = (),
+    feature_placements: Mapping[VersionRef, Placement] | None = None,
+) -> StaticRegistry:
+    """A registry holding family `f`, its version `v1` and index version
+    `INDEX` placed on `buckets` (replica shard ids per bucket), and feature
+    definitions, groups and sets with their placements."""
+    index = IndexVersion(
+        INDEX.name,
+        INDEX.version,
+        FAMILY,
+        num_buckets=len(buckets),
+        placement=placement,
+        attributes={"price": AttrType.FLOAT},
+        write_quorum=write_quorum,
+    )
+    snap = Snapshot(
+        revision=1,
+        families={FAMILY.name: EmbeddingFamily(FAMILY.name, "item", dim, metric)},
+        embedding_versions={FAMILY: EmbeddingVersion(FAMILY.name, FAMILY.version)},
+        indexes={INDEX: index},
+        placements={
+            INDEX: Placement(INDEX, tuple(tuple(b) for b in buckets), centroids),
+            **(feature_placements or {}),
+        },
+        shards={s: ShardMember(s, f"mem://{s}") for s in shard_ids},
+        tenants=dict(tenants or {}),
+        features={
+            (type(o).__name__, getattr(o, "name", ""), getattr(o, "version", "")): o
+            for o in features
+        },
+    )
+    return StaticRegistry(snap)

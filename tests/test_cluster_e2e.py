@@ -16,8 +16,9 @@ import pytest
 from cli.local_cluster import LocalCluster
 from client.retrieval_client import Record, RetrievalClient
 from coordinator.model import Access, SearchQuery, ShardAnswer, ShardQuery
+from coordinator.remote_shard import RemoteShard
 from coordinator.service import RetrievalEngine
-from coordinator.shards import RemoteShard, Shard
+from coordinator.shard import Shard
 from core.domain import AttrType, Metric, VersionRef
 from core.errors import InvalidArgument, NotFound
 from core.filters import Eq, Filter, Range, matches

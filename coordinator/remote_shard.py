@@ -1,58 +1,32 @@
-"""How the coordinator talks to shards, without caring where they live.
+"""`RemoteShard`: the `Shard` protocol over gRPC (asyncio) to a shard server.
 
-`Shard` is the protocol the query logic uses, in domain types only, so the
-logic is testable with in-memory shards; `RemoteShard` implements it over gRPC
-(asyncio). `ShardPool` keeps one channel per shard address.
+It only translates: domain → request (`coordinator.convert`), one call, the
+shard's status → the error tree (`coordinator.errors.shard_error`).
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 import grpc
 import grpc.aio
 
 from coordinator import convert
 from coordinator.errors import shard_error
-from coordinator.model import Lookup, ShardAnswer, ShardQuery, WriteRecord
+from coordinator.model import Lookup, ShardAnswer, ShardIndex, ShardQuery, WriteRecord
 from core import runtime as serving
 from core.domain import EntityKey, VersionRef
-from core.wire import (
-    feature_value_to_pb,
-    key_to_pb,
-)
+from core.wire import feature_row_to_pb, key_to_pb
 from protos.vecshard.v1 import common_pb2 as cpb
 from protos.vecshard.v1.internal import features_pb2 as fpb
 from protos.vecshard.v1.internal import features_pb2_grpc, shard_pb2_grpc
+from protos.vecshard.v1.internal import shard_pb2 as spb
 from registry.features import GroupRow
 
+# Records per streamed message: big batches stay under gRPC's message limit.
 UPSERT_BATCH = 1000
 T = TypeVar("T")
-
-
-class Shard(Protocol):
-    shard_id: str
-    address: str
-
-    async def search(
-        self, index: VersionRef, queries: Sequence[ShardQuery], timeout: float
-    ) -> list[ShardAnswer]: ...
-
-    async def upsert(
-        self, index: VersionRef, records: Sequence[tuple[WriteRecord, int]], timeout: float
-    ) -> tuple[int, int]:
-        """Writes (record, bucket) pairs; returns (written, ignored_stale)."""
-        ...
-
-    async def delete(
-        self, index: VersionRef, keys: Sequence[EntityKey], source_version: int, timeout: float
-    ) -> int: ...
-
-    async def batch_get(
-        self, index: VersionRef, keys: Sequence[EntityKey], include_vectors: bool, timeout: float
-    ) -> list[Lookup]: ...
 
 
 class RemoteShard:
@@ -66,7 +40,9 @@ class RemoteShard:
     async def _call(self, call: Callable[[], Awaitable[T]]) -> T:
         try:
             return await call()
-        except grpc.RpcError as exc:
+        except (grpc.RpcError, grpc.aio.UsageError) as exc:
+            # UsageError: the channel was closed (the pool replaced a shard
+            # that moved); like any unreachable shard, that is Unavailable.
             raise shard_error(self.shard_id, self.address, exc) from exc
 
     async def search(
@@ -97,13 +73,10 @@ class RemoteShard:
         resp = await self._call(lambda: self.stub.BatchGet(req, timeout=timeout))
         return convert.shard_lookups(resp)
 
-    async def describe(self, timeout: float = 5.0) -> list[tuple[VersionRef, object]]:
-        from protos.vecshard.v1.internal import shard_pb2 as spb
-
-        resp = await self._call(
-            lambda: self.stub.Describe(spb.DescribeRequest(include_summaries=True), timeout=timeout)
-        )
-        return convert.index_summaries(resp)
+    async def describe(self, timeout: float = 5.0) -> list[ShardIndex]:
+        req = spb.DescribeRequest(include_summaries=True)
+        resp = await self._call(lambda: self.stub.Describe(req, timeout=timeout))
+        return convert.shard_indexes(resp)
 
     async def get_features(
         self,
@@ -132,46 +105,10 @@ class RemoteShard:
         batch = fpb.FeatureBatch(
             group=group.name,
             group_version=group.version,
-            rows=[
-                cpb.FeatureRow(
-                    entity=key_to_pb(r.entity),
-                    feature_timestamp_us=r.feature_timestamp,
-                    generated_at_us=r.generated_at,
-                    values={k: feature_value_to_pb(v) for k, v in r.values.items()},
-                )
-                for r in rows
-            ],
+            rows=[feature_row_to_pb(*r) for r in rows],
         )
         ack = await self._call(lambda: self.features.PutFeatures(iter([batch]), timeout=timeout))
         return ack.written, ack.ignored_older
 
     async def close(self) -> None:
         await self.channel.close()
-
-
-class ShardPool:
-    """One batching RemoteShard per shard id; a shard that moved gets a new channel."""
-
-    def __init__(self, max_batch: int = 64, batch_window: float = 0.0) -> None:
-        self.max_batch = max_batch
-        self.batch_window = batch_window
-        self._shards: dict[str, Shard] = {}
-        self._closing: set[asyncio.Task[None]] = set()
-
-    def get(self, shard_id: str, address: str) -> Shard:
-        from coordinator.batcher import BatchingShard  # batcher wraps this module's shards
-
-        shard = self._shards.get(shard_id)
-        if shard is None or shard.address != address:
-            if shard is not None:
-                task = asyncio.ensure_future(shard.close())  # type: ignore[attr-defined]
-                self._closing.add(task)
-                task.add_done_callback(self._closing.discard)
-            shard = BatchingShard(RemoteShard(shard_id, address), self.max_batch, self.batch_window)
-            self._shards[shard_id] = shard
-        return shard
-
-    async def close(self) -> None:
-        for shard in self._shards.values():
-            await shard.close()  # type: ignore[attr-defined]
-        self._shards.clear()

@@ -1,0 +1,63 @@
+"""Which bucket a key or record lives in, and which buckets a tenant uses.
+
+Hash placement: a stable hash of tenant and entity id, inside the tenant's
+own buckets when the registry gives it some. Centroid placement: the nearest
+of the index's trained centroids among the tenant's buckets, so the bucket of
+a record depends on its vector (and a key alone does not say where it is).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+import numpy as np
+
+from coordinator.model import WriteRecord
+from core.domain import EntityKey
+from core.errors import FailedPrecondition
+from registry.model import IndexVersion, Tenant
+from registry.placement import decode_centroids, nearest, tenant_bucket
+from registry.snapshot import Snapshot
+
+
+def tenant_buckets(index: IndexVersion, tenant: Tenant | None) -> list[int]:
+    """The tenant's own buckets of the index, or all of them when it has none."""
+    own = [b for b in (tenant.buckets if tenant else ()) if 0 <= b < index.num_buckets]
+    return own or list(range(index.num_buckets))
+
+
+def key_bucket(snap: Snapshot, num_buckets: int, key: EntityKey) -> int:
+    """The hash bucket of a key (index versions with hash placement, feature groups)."""
+    tenant = snap.tenants.get(key.tenant_id)
+    return tenant_bucket(
+        key.tenant_id, key.entity_id, num_buckets, tenant.buckets if tenant else ()
+    )
+
+
+def record_buckets(
+    snap: Snapshot, index: IndexVersion, records: Sequence[WriteRecord]
+) -> list[int]:
+    """Each record's bucket: hash of tenant and id, or nearest centroid."""
+    if index.placement != "centroid":
+        return [key_bucket(snap, index.num_buckets, r.key) for r in records]
+    placement = snap.placement(index.ref)
+    if not placement.centroids:
+        raise FailedPrecondition(
+            f"index {index.ref} uses centroid placement but its centroids are not trained; "
+            "train them first (RegistryService TrainPlacement / `vecshard registry train-placement`)"
+        )
+    family = snap.family(index.embedding.name)
+    centroids = decode_centroids(placement.centroids, family.dimension)
+    out = [0] * len(records)
+    by_tenant: dict[str, list[int]] = defaultdict(list)
+    for i, r in enumerate(records):
+        by_tenant[r.key.tenant_id].append(i)
+    for tenant_id, rows in by_tenant.items():
+        allowed = tenant_buckets(index, snap.tenants.get(tenant_id))
+        picks = nearest(
+            np.stack([records[i].vector for i in rows]), centroids[allowed], family.metric
+        )
+        for i, p in zip(rows, picks, strict=True):
+            out[i] = allowed[int(p)]
+    return out

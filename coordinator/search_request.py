@@ -1,0 +1,153 @@
+"""One search request on a resolved route, end to end: the request's checks,
+the buckets it may touch, the pins of a later page, the fanout (once more on
+a fresh snapshot when a shard moved), completeness, and the answer.
+
+The fanout itself (replicas, bounds, waves, hedging) is `coordinator.search`;
+this module is what a request adds around it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+
+from coordinator import cursor as cursors
+from coordinator import metrics
+from coordinator.access import check_access
+from coordinator.buckets import tenant_buckets
+from coordinator.model import Diagnostics, SearchQuery, SearchResult, ShardQuery
+from coordinator.partial import require_complete
+from coordinator.search import Execution, SearchExecutor
+from coordinator.snapshots import RegistryView
+from core.errors import InvalidArgument, Unavailable
+from core.filters import validate_filter
+from core.vectors import check_vector
+from registry.model import IndexVersion
+from registry.snapshot import ResolvedRoute, Snapshot
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a request asks the shards: the query, its buckets, and for a later
+    page the index version and replicas page 1 pinned."""
+
+    index: IndexVersion
+    query: ShardQuery
+    qhash: str
+    buckets: list[int]
+    pins: cursors.Pins | None = None
+    served: int = 0
+
+
+def plan_search(snap: Snapshot, q: SearchQuery, resolved: ResolvedRoute) -> Plan:
+    """Checks the request against the route and turns it into a plan."""
+    index, family = resolved.index, resolved.query_family
+    check_access(q.access, resolved.item_family, snap)
+    check_vector(q.vector, family.dimension, what="query_vector")
+    if not 1 <= q.k <= index.max_k:
+        raise InvalidArgument(f"k={q.k} is out of range; expected 1..{index.max_k}")
+    if q.filter is not None:
+        validate_filter(q.filter, index.attributes)
+    query = ShardQuery(q.vector, q.k, q.access.tenant_id, q.filter, skip_rerank=q.skip_rerank)
+    qhash = cursors.query_hash(q.vector, q.k, q.access.tenant_id, q.filter)
+    if not q.cursor:
+        buckets = tenant_buckets(index, snap.tenants.get(q.access.tenant_id))
+        return Plan(index, query, qhash, buckets)
+    cur = cursors.decode(q.cursor)
+    if cur.route != q.route or cur.query_hash != qhash:
+        raise InvalidArgument(
+            "cursor belongs to another search; send the same route, vector, k, tenant "
+            "and filter as the first page"
+        )
+    # The snapshot the first page read: its index version and replicas.
+    return Plan(
+        snap.index(cur.index),
+        dataclasses.replace(query, after=(cur.last_score, cur.last_key), served=cur.served),
+        qhash,
+        sorted({b for bs, _ in cur.shards.values() for b in bs}),
+        cur.shards,
+        cur.served,
+    )
+
+
+async def run_search(
+    registry: RegistryView,
+    executor: SearchExecutor,
+    q: SearchQuery,
+    resolved: ResolvedRoute,
+    timeout: float,
+    t0: float,
+) -> SearchResult:
+    """`t0`: when the request began (resolving its route counts as resolve time)."""
+    snap = registry.snapshot
+    plan = plan_search(snap, q, resolved)
+    t1 = time.perf_counter()
+    execution = await _execute(registry, executor, snap, plan, timeout, q.route)
+    t2 = time.perf_counter()
+    completeness = execution.completeness
+    if completeness.partial:
+        metrics.PARTIAL.labels(q.route).inc()
+        if q.require_complete:
+            require_complete(completeness, execution.errors, execution.deadline_hit)
+    t3 = time.perf_counter()
+    metrics.SEARCH_PHASE.labels(q.route, "resolve").observe(t1 - t0)
+    metrics.SEARCH_PHASE.labels(q.route, "fanout").observe(t2 - t1)
+    metrics.SHARDS_PER_QUERY.labels(q.route, "searched").observe(execution.shards_searched)
+    metrics.SHARDS_PER_QUERY.labels(q.route, "skipped").observe(execution.shards_skipped)
+    return SearchResult(
+        hits=execution.hits,
+        route=resolved.route.name,
+        bundle=resolved.bundle.name,
+        index=plan.index,
+        metric=resolved.item_family.metric.value,
+        diagnostics=Diagnostics(
+            resolve_ms=(t1 - t0) * 1e3,
+            fanout_ms=(t2 - t1) * 1e3,
+            merge_ms=(t3 - t2) * 1e3,
+            shards_searched=execution.shards_searched,
+            candidates=execution.candidates,
+            shards_skipped=execution.shards_skipped,
+            hedges_fired=execution.hedges_fired,
+            arm=resolved.arm,
+        ),
+        partial=completeness.partial,
+        missing_buckets=completeness.missing_buckets,
+        completeness=completeness.ratio,
+        trace=execution.trace,
+        next_cursor=cursors.next_cursor(
+            resolved.route.name,
+            resolved.bundle.name,
+            plan.index.ref,
+            plan.qhash,
+            plan.served,
+            execution.hits,
+            execution.trace,
+            plan.pins,
+            q.k,
+        ),
+    )
+
+
+async def _execute(
+    registry: RegistryView,
+    executor: SearchExecutor,
+    snap: Snapshot,
+    plan: Plan,
+    timeout: float,
+    route: str,
+) -> Execution:
+    async def run(s: Snapshot) -> Execution:
+        placement = s.placement(plan.index.ref)
+        return await executor.run(
+            s, plan.index, placement, plan.query, plan.buckets, timeout, route, plan.pins
+        )
+
+    execution = await run(snap)
+    if any(isinstance(e, Unavailable) for e in execution.errors):
+        # A restarted shard comes back on a new address: if the registry
+        # moved shards since, search once more on the fresh snapshot.
+        fresh = await registry.moved(snap)
+        if fresh is not None:
+            execution = await run(fresh)
+    return execution

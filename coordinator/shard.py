@@ -1,0 +1,106 @@
+"""The `Shard` protocol: everything the coordinator asks of a shard.
+
+Coordinator logic sees shards only through this protocol, so it runs the same
+against in-memory shards (`tests/inmemory.py`) and real processes
+(`coordinator.remote_shard`), and one contract suite
+(`tests/test_shard_contract.py`) holds both to the same behaviour.
+Implementations: `RemoteShard` (gRPC), `BatchingShard` (micro-batches the
+searches of any inner shard).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Protocol
+
+from coordinator.model import Lookup, ShardAnswer, ShardIndex, ShardQuery, WriteRecord
+from core.domain import EntityKey, VersionRef
+from registry.features import GroupRow
+
+if TYPE_CHECKING:
+    # Only a type: feature values cross the coordinator in wire form (below).
+    from protos.vecshard.v1.common_pb2 import FeatureValue as WireFeatureValue
+
+
+class Shard(Protocol):
+    """One shard server. Every call may raise a `core.errors.VecshardError`:
+    `Unavailable` when the shard cannot be reached (retry elsewhere), the
+    shard's own status otherwise (`coordinator.partial` decides which ones a
+    request survives). `timeout` is in seconds."""
+
+    shard_id: str
+    address: str
+
+    async def search(
+        self, index: VersionRef, queries: Sequence[ShardQuery], timeout: float
+    ) -> list[ShardAnswer]:
+        """One answer per query, in order; hits in the global order with
+        canonical scores (unless a query asked `skip_rerank`)."""
+        ...
+
+    async def upsert(
+        self, index: VersionRef, records: Sequence[tuple[WriteRecord, int]], timeout: float
+    ) -> tuple[int, int]:
+        """Writes (record, bucket) pairs; returns (written, ignored_stale).
+
+        Version rules (`shard_server.partition.applies`): a record older than
+        the stored one, or not newer than the key's tombstone, is ignored and
+        counted; an equal version replaces, so a retried batch is idempotent.
+        Within one call the highest source_version of a key wins (the last on
+        a tie). Acknowledged means durable."""
+        ...
+
+    async def delete(
+        self, index: VersionRef, keys: Sequence[EntityKey], source_version: int, timeout: float
+    ) -> int:
+        """Tombstones the keys at `source_version` (or the newer version the
+        key already had) and removes their records; returns how many records
+        were removed. Later writes of that version or older are ignored."""
+        ...
+
+    async def batch_get(
+        self, index: VersionRef, keys: Sequence[EntityKey], include_vectors: bool, timeout: float
+    ) -> list[Lookup]:
+        """One lookup per key, in request order: found, deleted (tombstoned)
+        or missing. Without `include_vectors` a found record's vector is empty."""
+        ...
+
+    async def describe(self, timeout: float = 5.0) -> list[ShardIndex]:
+        """The index versions this shard holds, with the summaries that let
+        the coordinator bound its scores and exclude buckets."""
+        ...
+
+    async def get_features(
+        self,
+        group: VersionRef,
+        features: Sequence[str],
+        keys: Sequence[EntityKey],
+        request_time: int,
+        personalized: bool,
+        timeout: float,
+    ) -> list[Sequence[WireFeatureValue]]:
+        """Per key (request order), the group's `features` resolved on the
+        shard with the same functions as the offline joins.
+
+        Why wire form: the coordinator only routes and counts these values
+        (`coordinator.features.FeatureWire`); decoding the thousands of values
+        of one request to encode them again would cost more than the lookup."""
+        ...
+
+    async def put_features(
+        self, group: VersionRef, rows: Sequence[GroupRow], timeout: float
+    ) -> tuple[int, int]:
+        """Stores rows; returns (written, ignored_older). Precedence is
+        `GroupRow.supersedes`: an older (feature_timestamp, generated_at)
+        never replaces a newer one; equal times replace (idempotent replay).
+        An empty batch creates the group's partition (see features.put)."""
+        ...
+
+    async def close(self) -> None:
+        """Releases the connection; the shard is not used afterwards."""
+        ...
+
+
+# (shard_id, address) → the shard; a pool returns the same one while the
+# address stays the same.
+ShardFactory = Callable[[str, str], Shard]

@@ -1,0 +1,39 @@
+"""`ShardPool`: one shard client per shard id, reused across requests.
+
+Each is a `BatchingShard` around a `RemoteShard`, so concurrent searches for
+one shard share a call. A shard that moved (a restart gets a new address)
+gets a new channel; the old one closes in the background, after the calls
+still using it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from coordinator.batcher import BatchingShard
+from coordinator.remote_shard import RemoteShard
+from coordinator.shard import Shard
+
+
+class ShardPool:
+    def __init__(self, max_batch: int = 64, batch_window: float = 0.0) -> None:
+        self.max_batch = max_batch
+        self.batch_window = batch_window
+        self._shards: dict[str, Shard] = {}
+        self._closing: set[asyncio.Task[None]] = set()
+
+    def get(self, shard_id: str, address: str) -> Shard:
+        shard = self._shards.get(shard_id)
+        if shard is None or shard.address != address:
+            if shard is not None:
+                task = asyncio.ensure_future(shard.close())
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
+            shard = BatchingShard(RemoteShard(shard_id, address), self.max_batch, self.batch_window)
+            self._shards[shard_id] = shard
+        return shard
+
+    async def close(self) -> None:
+        for shard in self._shards.values():
+            await shard.close()
+        self._shards.clear()

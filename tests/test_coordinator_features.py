@@ -1,0 +1,224 @@
+"""The coordinator's feature engine (coordinator/features.py) on plain data,
+with in-memory shards: one fetch per shard and group, values in request
+order, every missing reason (entity_not_found, not_computed, privacy_disabled
+without a fetch, stale, timeout when a shard does not answer), and the first
+write of a group announcing it to every shard of its placement."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import cast
+
+import pytest
+
+from coordinator.buckets import key_bucket
+from coordinator.convert import ProtoFeatureWire
+from coordinator.features import FeatureEngine
+from coordinator.model import Access, FeatureResult
+from coordinator.replicas import ReplicaTracker
+from coordinator.shard import Shard
+from coordinator.snapshots import RegistryView
+from core.domain import EntityKey, VersionRef
+from core.errors import InvalidArgument, NotFound, PermissionDenied, Unavailable
+from core.wire import resolved_value_from_pb
+from protos.vecshard.v1.common_pb2 import FeatureValue
+from registry.features import GroupRow
+from registry.model import Placement
+from registry.registry import FEATURE_BUCKETS, feature_placement_ref
+from tests.feature_catalog import (
+    ACTIVITY,
+    DEFINITIONS,
+    GROUPS,
+    HOUR,
+    ITEM,
+    MINUTE,
+    PROFILE,
+    RANKER,
+    T0,
+    item,
+    row,
+    user,
+)
+from tests.inmemory import InMemoryShard, StaticRegistry, registry_for
+
+ME = Access("acme", "ranking")
+SHARDS = ("s0", "s1")
+
+
+def feature_cluster() -> tuple[FeatureEngine, dict[str, InMemoryShard], StaticRegistry]:
+    """Every group's even buckets on s0, odd buckets on s1."""
+    placements = {
+        feature_placement_ref(g.name, g.version): Placement(
+            feature_placement_ref(g.name, g.version),
+            tuple((SHARDS[b % 2],) for b in range(FEATURE_BUCKETS)),
+        )
+        for g in GROUPS
+    }
+    reg = registry_for(
+        SHARDS,
+        [SHARDS],
+        features=[*DEFINITIONS, *GROUPS, RANKER],
+        feature_placements=placements,
+    )
+    shards = {s: InMemoryShard(s, registry=reg) for s in SHARDS}
+
+    def factory(shard_id: str, address: str) -> Shard:
+        return shards[shard_id]
+
+    return (
+        FeatureEngine(RegistryView(reg), factory, ReplicaTracker(), ProtoFeatureWire()),
+        shards,
+        reg,
+    )
+
+
+def home(reg: StaticRegistry, key: EntityKey) -> str:
+    return SHARDS[key_bucket(reg.snapshot, FEATURE_BUCKETS, key) % 2]
+
+
+def spread(reg: StaticRegistry, keys: Sequence[EntityKey]) -> tuple[list[EntityKey], ...]:
+    """The entities each shard holds, so a request surely touches both."""
+    return tuple([k for k in keys if home(reg, k) == s] for s in SHARDS)
+
+
+def users(reg: StaticRegistry) -> tuple[list[EntityKey], ...]:
+    return spread(reg, [user(f"u{i}") for i in range(12)])
+
+
+def items(reg: StaticRegistry) -> tuple[list[EntityKey], ...]:
+    return spread(reg, [item(f"i{i}") for i in range(12)])
+
+
+class Answer:
+    """A FeatureResult read back by entity position and feature name."""
+
+    def __init__(self, result: FeatureResult, entities: Sequence[EntityKey]) -> None:
+        self.result, self.entities = result, entities
+
+    def __getitem__(self, n: int) -> dict[str, tuple[object, ...]]:
+        names = self.result.names_by_type[self.entities[n].entity_type]
+        wire = cast(list[FeatureValue], self.result.values[n])
+        return {name: resolved_value_from_pb(v) for name, v in zip(names, wire, strict=True)}
+
+
+def get(engine: FeatureEngine, entities: Sequence[EntityKey], personalized: bool = True) -> Answer:
+    ranker = VersionRef(RANKER.name, RANKER.version)
+    result = asyncio.run(engine.get(ME, ranker, entities, T0 + MINUTE, personalized, 5.0))
+    return Answer(result, entities)
+
+
+def put(engine: FeatureEngine, group: VersionRef, rows: Sequence[GroupRow]) -> tuple[int, int]:
+    return asyncio.run(engine.put(ME, group, rows, 5.0))
+
+
+def test_values_come_back_in_request_order_with_one_fetch_per_shard_and_group() -> None:
+    engine, shards, reg = feature_cluster()
+    users0, users1 = users(reg)
+    items0, items1 = items(reg)
+    written = [*users0[:2], *users1[:2]]
+    assert put(
+        engine, PROFILE, [row(u, T0, age_bucket=u.entity_id, account_days=7) for u in written]
+    ) == (4, 0)
+    assert put(
+        engine, ITEM, [row(i, T0, popularity=0.9, category="books") for i in (items0[0], items1[0])]
+    ) == (2, 0)
+
+    ask = [users1[0], items0[0], users0[0], items1[0], user("nobody"), users0[1]]
+    result = get(engine, ask)
+    assert result.result.shards == 2
+    u = result[0]
+    assert u["user_profile__age_bucket"] == (users1[0].entity_id, None, None, MINUTE, T0)
+    assert u["user_profile__account_days"] == (7, None, None, MINUTE, T0)
+    assert u["user_profile__premium"][:3] == (False, "no_history", "feature_default")
+    assert result[2]["user_profile__age_bucket"][0] == users0[0].entity_id
+    assert result[5]["user_profile__age_bucket"][0] == users0[1].entity_id
+    assert result[4]["user_profile__age_bucket"][:3] == (
+        "unknown",
+        "entity_not_found",
+        "feature_default",
+    )
+    # Never written anywhere: the shards have no partition for these groups.
+    assert result[0]["user_ctr"][:2] == (0.0, "not_computed")
+    assert result[1]["item_quality__quality"][:2] == (0.25, "not_computed")
+    assert result[3]["item_stats__popularity"] == (0.9, None, None, MINUTE, T0)
+    # One call per shard and group read, never one per entity.
+    for s in shards.values():
+        reads = [ref for op, ref in s.log if op == "get_features"]
+        assert len(reads) == len(set(reads))
+    assert result.result.missing_by_reason["not_computed"] == 4 * 3 + 2 * 1
+
+
+def test_behavioural_groups_are_refused_without_a_fetch_when_not_personalized() -> None:
+    engine, shards, reg = feature_cluster()
+    users0, users1 = users(reg)
+    put(engine, ACTIVITY, [row(users0[0], T0, ctr_7d=0.5, taste=[1.0, 2.0])])
+    result = get(engine, [users0[0], users1[0]], personalized=False)
+    for n in (0, 1):
+        v = result[n]
+        assert v["user_ctr"][:3] == (0.0, "privacy_disabled", "feature_default")
+        assert v["session__session_clicks"][:2] == (0, "privacy_disabled")
+    asked = {ref for s in shards.values() for op, ref in s.log if op == "get_features"}
+    assert asked and ACTIVITY not in asked and all(ref.name != "session" for ref in asked)
+    assert result.result.missing_by_reason["privacy_disabled"] == 2 * 3
+
+
+def test_a_shard_that_does_not_answer_yields_timeout_values_not_an_error() -> None:
+    engine, shards, reg = feature_cluster()
+    users0, users1 = users(reg)
+    put(engine, PROFILE, [row(u, T0, age_bucket="25-34") for u in (users0[0], users1[0])])
+    shards["s1"].error = Unavailable("shard s1 is down")
+    result = get(engine, [users0[0], users1[0]])
+    assert result[0]["user_profile__age_bucket"][:2] == ("25-34", None)
+    down = result[1]
+    assert all(v[1] == "timeout" for v in down.values())
+    assert result.result.missing_by_reason["timeout"] == len(down)
+    shards["s1"].error = InvalidArgument("group user_profile@v1: no feature(s) ['x']")
+    with pytest.raises(InvalidArgument):  # about the request: every shard would say it
+        get(engine, [users0[0], users1[0]])
+
+
+def test_stale_values_are_counted_and_served() -> None:
+    engine, _, reg = feature_cluster()
+    items0, _ = items(reg)
+    put(engine, ITEM, [row(items0[0], T0 - HOUR, popularity=0.7, category="toys")])
+    result = get(engine, [items0[0]])
+    popularity = result[0]["item_stats__popularity"]
+    assert popularity[:3] == (0.7, "stale", None)  # past its 10 min SLA, still served
+    assert result.result.stale == 1 and result.result.missing_by_reason["stale"] == 1
+
+
+def test_the_first_write_of_a_group_announces_it_to_every_shard() -> None:
+    engine, shards, reg = feature_cluster()
+    users0, users1 = users(reg)
+    put(engine, PROFILE, [row(users0[0], T0, age_bucket="18-24")])  # lands on s0 only
+    assert [ref for op, ref in shards["s1"].log if op == "put_features"] == [PROFILE]
+    result = get(engine, [users1[0]])
+    assert result[0]["user_profile__age_bucket"][:2] == ("unknown", "entity_not_found")
+    put(engine, PROFILE, [row(users0[1], T0, age_bucket="18-24")])
+    assert [ref for op, ref in shards["s1"].log if op == "put_features"] == [PROFILE]
+
+
+def test_writes_keep_the_newest_row_and_count_what_they_ignored() -> None:
+    engine, _, reg = feature_cluster()
+    users0, _ = users(reg)
+    u = users0[0]
+    assert put(engine, PROFILE, [row(u, T0, age_bucket="a")]) == (1, 0)
+    assert put(engine, PROFILE, [row(u, T0 - 1, age_bucket="older")]) == (0, 1)
+    assert put(engine, PROFILE, [row(u, T0, T0 + 1, age_bucket="rerun")]) == (1, 0)
+    assert get(engine, [u])[0]["user_profile__age_bucket"][0] == "rerun"
+
+
+def test_requests_are_checked_before_any_shard_is_asked() -> None:
+    engine, shards, _ = feature_cluster()
+    with pytest.raises(NotFound):
+        asyncio.run(engine.get(ME, VersionRef("nope", "v1"), [user("u")], T0, True, 5.0))
+    with pytest.raises(InvalidArgument, match="no features for entity type"):
+        get(engine, [EntityKey("acme", "shop", "s1")])
+    with pytest.raises(PermissionDenied):
+        get(engine, [user("u", tenant="other")])
+    with pytest.raises(InvalidArgument, match="expected at most"):
+        get(engine, [user(f"u{i}") for i in range(engine.max_entities + 1)])
+    with pytest.raises(InvalidArgument):  # a value of the wrong type
+        put(engine, PROFILE, [row(user("u"), T0, account_days="seven")])
+    assert all(not s.log for s in shards.values())

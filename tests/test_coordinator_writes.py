@@ -1,0 +1,256 @@
+"""The coordinator's write and lookup paths on plain data, with in-memory
+shards: the quorum protocol (a bucket reaches its quorum while a replica
+fails; too few acknowledgements fail the write; writes past the quorum finish
+in the background), centroid move-deletes, and lookup failover by the same
+rule searches use."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import TypeVar
+
+import numpy as np
+import pytest
+
+from coordinator.failover import alternates, failover_cover
+from coordinator.model import Access, LookupStatus, ShardQuery, WriteRecord
+from coordinator.moves import MoveDelete, move_deletes
+from coordinator.quorum import QuorumTally
+from coordinator.replicas import ReplicaTracker
+from coordinator.search import FanoutSettings, SearchExecutor
+from coordinator.service import RetrievalEngine
+from coordinator.shard import Shard
+from core.domain import EntityKey
+from core.errors import FailedPrecondition, Unavailable
+from registry.model import Placement, ShardMember, ShardState
+from registry.placement import encode_centroids
+from tests.inmemory import FAMILY, INDEX, InMemoryShard, StaticRegistry, registry_for
+
+T = TypeVar("T")
+ME = Access("t", "test")
+
+
+def cluster(
+    buckets: list[tuple[str, ...]],
+    registered: tuple[str, ...] | None = None,
+    write_quorum: int = 0,
+    placement: str = "hash",
+    centroids: str = "",
+) -> tuple[RetrievalEngine, dict[str, InMemoryShard], StaticRegistry]:
+    """An engine over in-memory shards named in `buckets` (the replicas of
+    each bucket), all registered and serving unless `registered` says."""
+    ids = sorted({s for b in buckets for s in b})
+    reg = registry_for(
+        registered if registered is not None else ids,
+        buckets,
+        write_quorum=write_quorum,
+        placement=placement,
+        centroids=centroids,
+    )
+    shards = {s: InMemoryShard(s, registry=reg) for s in ids}
+
+    def factory(shard_id: str, address: str) -> Shard:
+        return shards[shard_id]
+
+    return RetrievalEngine(reg, factory), shards, reg
+
+
+def run(work: Callable[[], Awaitable[T]]) -> T:
+    async def scenario() -> T:
+        return await work()
+
+    return asyncio.run(scenario())
+
+
+def rec(eid: str, vec: list[float], version: int = 1) -> WriteRecord:
+    return WriteRecord(EntityKey("t", "item", eid), np.array(vec, np.float32), version)
+
+
+def keys_on(shard: InMemoryShard) -> set[str]:
+    part = shard._partitions.get(INDEX)
+    return {k.entity_id for k in part.records} if part else set()
+
+
+RECORDS = [rec(f"e{i}", [float(i), 1.0, 0.0, 0.0], 10) for i in range(12)]
+
+
+# --- the quorum tally (pure) -------------------------------------------------------
+
+
+def test_the_tally_counts_each_group_once_and_waits_for_every_bucket() -> None:
+    tally = QuorumTally(2, frozenset({0, 1}))
+    tally.ack({0, 1}, "abc", (5, 1))
+    tally.ack({0, 1}, "abc", (5, 1))  # the same records on another replica
+    assert tally.met and tally.result() == (5, 1)
+    short = QuorumTally(2, frozenset({0, 1}))
+    short.ack({0}, "a", (3, 0))
+    short.ack({0, 1}, "b", (2, 0))
+    short.fail(Unavailable("shard c is down"))
+    assert not short.met
+    with pytest.raises(Unavailable, match="shard c is down"):
+        short.result()
+    with pytest.raises(Unavailable, match=r"buckets \[0\] got fewer than 1"):
+        QuorumTally(1, frozenset({0})).result()
+
+
+# --- quorum writes through the engine ------------------------------------------------
+
+
+def test_a_bucket_reaches_its_quorum_while_a_replica_fails() -> None:
+    engine, shards, _ = cluster([("a", "b", "c"), ("b", "c", "a")], write_quorum=2)
+    shards["c"].error = Unavailable("shard c is down")
+    assert run(lambda: engine.upsert(ME, FAMILY, RECORDS, 5.0)) == (12, 0)  # counted once
+    assert keys_on(shards["a"]) == keys_on(shards["b"]) == {r.key.entity_id for r in RECORDS}
+    assert keys_on(shards["c"]) == set()
+    shards["c"].error = None
+    assert run(lambda: engine.upsert(ME, FAMILY, RECORDS[:3], 5.0)) == (3, 0)  # replay
+
+
+def test_too_few_acknowledgements_fail_the_write() -> None:
+    engine, shards, _ = cluster([("a", "b", "c")], write_quorum=2)
+    shards["b"].error = shards["c"].error = Unavailable("shard down")
+    with pytest.raises(Unavailable, match="shard down"):
+        run(lambda: engine.upsert(ME, FAMILY, RECORDS, 5.0))
+    # The default quorum is every replica.
+    engine, shards, _ = cluster([("a", "b")])
+    shards["b"].error = Unavailable("shard b is down")
+    with pytest.raises(Unavailable):
+        run(lambda: engine.delete(ME, FAMILY, [r.key for r in RECORDS], 20, 5.0))
+
+
+def test_a_shard_refusing_the_write_fails_it_with_its_own_error() -> None:
+    engine, shards, _ = cluster([("a", "b")])
+    shards["a"].error = FailedPrecondition("shard a does not hold bucket(s) [0]")
+    with pytest.raises(FailedPrecondition, match="does not hold"):
+        run(lambda: engine.upsert(ME, FAMILY, RECORDS, 5.0))
+
+
+def test_a_write_with_too_few_registered_replicas_sends_nothing() -> None:
+    engine, shards, _ = cluster([("a", "b"), ("b", "a")], registered=("a",))
+    with pytest.raises(Unavailable, match=r"replica\(s\) \['b'\] not registered"):
+        run(lambda: engine.upsert(ME, FAMILY, RECORDS, 5.0))
+    assert shards["a"].ops["upsert"] == shards["b"].ops["upsert"] == 0
+
+
+def test_writes_past_the_quorum_finish_in_the_background() -> None:
+    engine, shards, _ = cluster([("a", "b", "c")], write_quorum=2)
+    shards["c"].delay = 0.3
+
+    async def scenario() -> None:
+        assert await engine.upsert(ME, FAMILY, RECORDS, 5.0) == (12, 0)
+        assert shards["c"].ops["upsert"] == 1 and keys_on(shards["c"]) == set()
+        await engine.drain_background()
+        assert len(keys_on(shards["c"])) == 12
+
+    asyncio.run(scenario())
+
+
+def test_deletes_reach_every_replica_and_count_each_record_once() -> None:
+    engine, shards, _ = cluster([("a", "b"), ("b", "c")])
+    run(lambda: engine.upsert(ME, FAMILY, RECORDS, 5.0))
+    doomed = [r.key for r in RECORDS[:5]] + [EntityKey("t", "item", "never")]
+    assert run(lambda: engine.delete(ME, FAMILY, doomed, 11, 5.0)) == 5
+    found = run(lambda: engine.batch_get(ME, FAMILY, [r.key for r in RECORDS], False, 5.0))
+    assert [lk.status for lk in found] == [LookupStatus.DELETED] * 5 + [LookupStatus.FOUND] * 7
+    assert all(not keys_on(s) & {"e0", "e1", "e2", "e3", "e4"} for s in shards.values())
+
+
+# --- centroid move-deletes -------------------------------------------------------------
+
+
+def test_move_deletes_name_every_other_shard_and_the_version_below() -> None:
+    placement = Placement(INDEX, (("a",), ("b",), ("a", "c")))
+    records = [rec("x", [1, 0, 0, 0], 5), rec("y", [0, 1, 0, 0], 7), rec("z", [0, 0, 1, 0], 5)]
+    assert move_deletes(placement, ["a", "b", "c", "b"], records, [0, 1, 2]) == [
+        MoveDelete("a", (EntityKey("t", "item", "y"),), 6),
+        MoveDelete("b", (EntityKey("t", "item", "x"), EntityKey("t", "item", "z")), 4),
+        MoveDelete("c", (EntityKey("t", "item", "x"),), 4),
+        MoveDelete("c", (EntityKey("t", "item", "y"),), 6),
+    ]
+
+
+def test_a_vector_that_moves_to_another_centroid_leaves_no_copy_behind() -> None:
+    centroids = encode_centroids(np.array([[1, 0, 0, 0], [-1, 0, 0, 0]], np.float32))
+    engine, shards, _ = cluster([("a",), ("b",)], placement="centroid", centroids=centroids)
+    k = EntityKey("t", "item", "k")
+    run(lambda: engine.upsert(ME, FAMILY, [rec("k", [0.9, 0.1, 0, 0], 5)], 5.0))
+    assert (keys_on(shards["a"]), keys_on(shards["b"])) == ({"k"}, set())
+    run(lambda: engine.upsert(ME, FAMILY, [rec("k", [-0.9, 0.1, 0, 0], 6)], 5.0))
+    assert (keys_on(shards["a"]), keys_on(shards["b"])) == (set(), {"k"})
+    (found,) = run(lambda: engine.batch_get(ME, FAMILY, [k], True, 5.0))
+    assert found.status is LookupStatus.FOUND and found.record is not None
+    assert found.record.source_version == 6
+    # The old copy's tombstone is below the new version: moving back works.
+    run(lambda: engine.upsert(ME, FAMILY, [rec("k", [0.8, 0.0, 0.1, 0], 7)], 5.0))
+    assert (keys_on(shards["a"]), keys_on(shards["b"])) == ({"k"}, set())
+
+
+# --- lookup failover: the rule searches use ------------------------------------------
+
+
+def test_a_lookup_is_answered_by_another_replica_when_one_is_down() -> None:
+    engine, shards, _ = cluster([("a", "b"), ("a", "b")])
+    run(lambda: engine.upsert(ME, FAMILY, RECORDS, 5.0))
+    shards["a"].error = Unavailable("shard a is down")
+    found = run(lambda: engine.batch_get(ME, FAMILY, [r.key for r in RECORDS], False, 5.0))
+    assert [lk.status for lk in found] == [LookupStatus.FOUND] * len(RECORDS)
+    assert shards["a"].ops["batch_get"] == 1 and shards["b"].ops["batch_get"] == 1
+
+
+def test_lookups_and_searches_fail_over_to_the_same_replicas() -> None:
+    """Ring placement: a's buckets have their other replicas on b and c. No
+    single replica holds both, so only a cover of the two answers for a."""
+    engine, shards, reg = cluster([("a", "b"), ("a", "c")])
+    run(lambda: engine.upsert(ME, FAMILY, RECORDS, 5.0))
+    shards["a"].error = Unavailable("shard a is down")
+    snap, placement = reg.snapshot, reg.snapshot.placement(INDEX)
+    cover = failover_cover([0, 1], alternates(snap, placement, [0, 1], {"a"}), {"a"})
+    assert cover == [("b", "mem://b", (0,)), ("c", "mem://c", (1,))]
+
+    found = run(lambda: engine.batch_get(ME, FAMILY, [r.key for r in RECORDS], True, 5.0))
+    assert [lk.status for lk in found] == [LookupStatus.FOUND] * len(RECORDS)
+    asked = {s: [ref for op, ref in shards[s].log if op == "batch_get"] for s in "bc"}
+    assert asked == {"b": [INDEX], "c": [INDEX]}
+
+    executor = SearchExecutor(
+        lambda sid, addr: shards[sid], ReplicaTracker(), settings=FanoutSettings(hedge=False)
+    )
+    query = ShardQuery(np.array([3.0, 1.0, 0.0, 0.0], np.float32), 12, "t")
+    result = run(lambda: executor.run(snap, snap.index(INDEX), placement, query, [0, 1], 5.0))
+    assert not result.completeness.partial
+    assert {h.shard_id for h in result.hits} == {"b", "c"} and len(result.hits) == 12
+
+
+def test_a_lookup_fails_when_no_replicas_can_cover_the_failed_one() -> None:
+    engine, shards, reg = cluster([("a", "b"), ("a", "c")])
+    run(lambda: engine.upsert(ME, FAMILY, RECORDS, 5.0))
+    draining = ShardMember("c", "mem://c", ShardState.DRAINING)  # takes no reads
+    reg.snapshot = replace(reg.snapshot, shards={**reg.snapshot.shards, "c": draining})
+    shards["a"].error = Unavailable("shard a is down")
+    with pytest.raises(Unavailable, match="shard a is down"):
+        run(lambda: engine.batch_get(ME, FAMILY, [r.key for r in RECORDS], False, 5.0))
+
+
+def test_the_failover_rule_prefers_one_replica_that_holds_everything() -> None:
+    candidates = [("b", "B", (0,)), ("c", "C", (0, 1)), ("d", "D", (1,))]
+    assert failover_cover([0, 1], candidates, {"a"}) == [("c", "C", (0, 1))]
+    assert failover_cover([0, 1], candidates, {"a", "c"}) == [("b", "B", (0,)), ("d", "D", (1,))]
+    assert failover_cover([0, 1], candidates, {"a", "c", "d"}) is None
+    assert failover_cover([], candidates, set()) == []
+
+
+def test_lookups_reconcile_answers_and_expire_by_ttl() -> None:
+    from coordinator.lookups import better, expire
+    from coordinator.model import Lookup
+
+    k = EntityKey("t", "item", "k")
+    old, new = rec("k", [1, 0, 0, 0], 1), rec("k", [1, 0, 0, 0], 2)
+    found_old, found_new = Lookup(k, LookupStatus.FOUND, old), Lookup(k, LookupStatus.FOUND, new)
+    deleted, missing = Lookup(k, LookupStatus.DELETED), Lookup(k, LookupStatus.MISSING)
+    assert better(better(better(None, missing), deleted), found_old) is found_old
+    assert better(found_old, found_new) is found_new and better(found_new, deleted) is found_new
+    aged = Lookup(k, LookupStatus.FOUND, WriteRecord(k, old.vector, 1, created_at=1_000_000))
+    assert expire([k, k], [aged, None], 10, 20_000_000) == [missing, missing]
+    assert expire([k], [aged], 0, 20_000_000) == [aged]
