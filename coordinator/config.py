@@ -20,6 +20,12 @@ class CoordinatorConfig:
     grace_seconds: float = 20.0
     # Re-reads of the registry on a miss begin at least this far apart (seconds).
     registry_reread_interval: float = 0.05
+    # Shard summaries (bounded fanout, bucket exclusion): asked for this often,
+    # used for at most the lease, counted from the request. A write through
+    # another coordinator that a summary misses is acknowledged only after the
+    # lease expired, so a longer lease delays such writes longer.
+    summary_refresh_seconds: float = 0.3
+    summary_lease_seconds: float = 1.0
     log_level: str = "info"
 
     def __post_init__(self) -> None:
@@ -28,6 +34,11 @@ class CoordinatorConfig:
         if self.registry_reread_interval < 0:
             raise ValueError(
                 f"registry_reread_interval {self.registry_reread_interval} must be >= 0 seconds"
+            )
+        if not 0 < self.summary_refresh_seconds < self.summary_lease_seconds:
+            raise ValueError(
+                f"summary_refresh_seconds {self.summary_refresh_seconds} must be > 0 and below "
+                f"summary_lease_seconds {self.summary_lease_seconds} (else no summary is ever fresh)"
             )
         if self.max_batch_records < 1:
             raise ValueError("max_batch_records must be ≥ 1")

@@ -236,12 +236,13 @@ def shard_answers(resp: spb.SearchResponse, shard_id: str, expected: int) -> lis
 
 
 def shard_upsert_batches(
-    index: VersionRef, records: Sequence[tuple[WriteRecord, int]], batch_size: int
+    index: VersionRef, records: Sequence[tuple[WriteRecord, int]], batch_size: int, writer: str = ""
 ) -> list[spb.UpsertBatch]:
     ref = index_ref_pb(index)
     return [
         spb.UpsertBatch(
             index=ref,
+            writer=writer,
             records=[
                 spb.BucketedRecord(record=record_to_pb(r), bucket=b)
                 for r, b in records[i : i + batch_size]

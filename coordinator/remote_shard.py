@@ -30,9 +30,15 @@ T = TypeVar("T")
 
 
 class RemoteShard:
-    def __init__(self, shard_id: str, address: str) -> None:
+    def __init__(
+        self, shard_id: str, address: str, instance: str = "", summary_lease: float = 1.0
+    ) -> None:
         self.shard_id = shard_id
         self.address = address
+        # This coordinator's identity towards shards: its own summary leases
+        # never delay its own writes (shard_server.summary_leases).
+        self.instance = instance
+        self.summary_lease = summary_lease
         self.channel = grpc.aio.insecure_channel(address, options=serving.grpc_options())
         self.stub = shard_pb2_grpc.ShardServiceStub(self.channel)
         self.features = features_pb2_grpc.FeatureShardServiceStub(self.channel)
@@ -55,7 +61,7 @@ class RemoteShard:
     async def upsert(
         self, index: VersionRef, records: Sequence[tuple[WriteRecord, int]], timeout: float
     ) -> tuple[int, int]:
-        batches = convert.shard_upsert_batches(index, records, UPSERT_BATCH)
+        batches = convert.shard_upsert_batches(index, records, UPSERT_BATCH, self.instance)
         ack = await self._call(lambda: self.stub.Upsert(iter(batches), timeout=timeout))
         return ack.written, ack.ignored_stale
 
@@ -74,7 +80,11 @@ class RemoteShard:
         return convert.shard_lookups(resp)
 
     async def describe(self, timeout: float = 5.0) -> list[ShardIndex]:
-        req = spb.DescribeRequest(include_summaries=True)
+        req = spb.DescribeRequest(
+            include_summaries=True,
+            summary_lease_seconds=self.summary_lease,
+            holder=self.instance,
+        )
         resp = await self._call(lambda: self.stub.Describe(req, timeout=timeout))
         return convert.shard_indexes(resp)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass
 
 import grpc.aio
@@ -57,8 +58,14 @@ async def create_server(cfg: CoordinatorConfig) -> RunningCoordinator:
     cache.start()
     metrics.REGISTRY_STALENESS.labels("coordinator").set_function(cache.staleness)
     metrics.REGISTRY_REVISION.labels("coordinator").set_function(lambda: cache.snapshot.revision)
-    pool = ShardPool()
-    summaries = SummaryCache(cache, lambda sid, addr: pool.get(sid, addr).describe())
+    instance = uuid.uuid4().hex[:12]
+    pool = ShardPool(instance=instance, summary_lease=cfg.summary_lease_seconds)
+    summaries = SummaryCache(
+        cache,
+        lambda sid, addr: pool.get(sid, addr).describe(),
+        interval=cfg.summary_refresh_seconds,
+        max_age=cfg.summary_lease_seconds,
+    )
     summaries.start()
     engine = RetrievalEngine(
         cache,

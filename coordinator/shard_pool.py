@@ -16,9 +16,17 @@ from coordinator.shard import Shard
 
 
 class ShardPool:
-    def __init__(self, max_batch: int = 64, batch_window: float = 0.0) -> None:
+    def __init__(
+        self,
+        max_batch: int = 64,
+        batch_window: float = 0.0,
+        instance: str = "",
+        summary_lease: float = 1.0,
+    ) -> None:
         self.max_batch = max_batch
         self.batch_window = batch_window
+        self.instance = instance
+        self.summary_lease = summary_lease
         self._shards: dict[str, Shard] = {}
         self._closing: set[asyncio.Task[None]] = set()
 
@@ -29,7 +37,8 @@ class ShardPool:
                 task = asyncio.ensure_future(shard.close())
                 self._closing.add(task)
                 task.add_done_callback(self._closing.discard)
-            shard = BatchingShard(RemoteShard(shard_id, address), self.max_batch, self.batch_window)
+            remote = RemoteShard(shard_id, address, self.instance, self.summary_lease)
+            shard = BatchingShard(remote, self.max_batch, self.batch_window)
             self._shards[shard_id] = shard
         return shard
 

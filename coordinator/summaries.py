@@ -6,11 +6,14 @@ Each shard publishes, per index version, balls covering its segments' rows
 score a shard could return for a query, and proves buckets empty for a filter.
 
 Why freshness rules: a bound computed from a summary older than the shard's
-latest write could be too low and skip a shard holding a winner. So a summary
-is used only while younger than `max_age`, and a coordinator drops a shard's
-summary the moment it writes to that shard (until the next refresh); an
-unknown bound is +inf and never skips. Writes through another coordinator are
-covered by `max_age` (default 2 s).
+latest write could be too low and skip a shard holding a winner. A summary is
+a lease: used for at most `max_age` counted from when it was asked for, and
+the shard acknowledges a write that escapes a live lease only once that lease
+has expired (`shard_server.summary_leases`) — so no query that begins after a
+write was acknowledged, through any coordinator, skips on a summary missing
+it. A coordinator also drops a shard's summary the moment it writes to that
+shard (its own leases never delay its writes). An unknown bound is +inf and
+never skips.
 """
 
 from __future__ import annotations
@@ -87,20 +90,42 @@ class SummaryCache:
         return score_upper_bound(s.metric, q, s.centroids, s.radii)
 
     def bucket(self, index: VersionRef, bucket: int) -> tuple[BucketStats, frozenset[str]] | None:
-        """Stats of a bucket from any shard with a fresh summary of it."""
-        for (sid, ix), e in self._entries.items():
-            if ix == index and bucket in e.summary.buckets and self._fresh(sid, ix) is not None:
-                return e.summary.buckets[bucket]
-        return None
+        """Stats of a bucket over *every* replica of it, or None (never
+        exclude) unless each replica has a fresh summary listing the bucket.
+
+        Why every replica: with a write quorum below the replica count, a
+        write is acknowledged once some replicas took it; a replica that has
+        not may still hold a lease on stats without it. Its peers that did
+        acknowledge hold no such stale lease (shard_server.summary_leases), so
+        the union over all replicas always includes the write."""
+        placement = self.cache.snapshot.placements.get(index)
+        if placement is None or not 0 <= bucket < len(placement.buckets):
+            return None
+        ranges: dict[str, tuple[float, float]] = {}
+        tenants: set[str] = set()
+        for sid in placement.buckets[bucket]:
+            summary = self._fresh(sid, index)
+            if summary is None or bucket not in summary.buckets:
+                return None
+            stats, names = summary.buckets[bucket]
+            tenants |= names
+            for attr, (lo, hi) in stats.items():
+                cur = ranges.get(attr)
+                ranges[attr] = (lo, hi) if cur is None else (min(lo, cur[0]), max(hi, cur[1]))
+        if not placement.buckets[bucket]:
+            return None
+        return ranges, frozenset(tenants)
 
     async def refresh_once(self) -> None:
         snap = self.cache.snapshot
         shards = {m.shard_id: m.address for m in snap.shards.values()}
         epochs = {sid: self._epochs.get(sid, 0) for sid in shards}
+        # A summary's lease counts from when it was asked for: the shard
+        # counts from when it answered, which is later (summary_leases).
+        sent = time.monotonic()
         results = await asyncio.gather(
             *(self.describe(sid, addr) for sid, addr in shards.items()), return_exceptions=True
         )
-        now = time.monotonic()
         for sid, result in zip(shards, results, strict=True):
             if isinstance(result, BaseException):
                 self.invalidate(sid)
@@ -109,7 +134,7 @@ class SummaryCache:
                 continue  # written to meanwhile: what we read may miss it
             for ix in result:
                 if ix.summary is not None:
-                    self._entries[(sid, ix.index)] = _Entry(ix.summary, now)
+                    self._entries[(sid, ix.index)] = _Entry(ix.summary, sent)
 
     async def _run(self) -> None:
         while True:

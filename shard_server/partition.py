@@ -379,14 +379,16 @@ class IndexPartition:
             if not self.leases.may_serve():
                 return [(seg, None) for seg in self.current_segments()]
             out = [(seg, seg.summary()) for seg in self.current_segments()]
-            if out:
-                self.leases.served(
-                    np.concatenate([s.centroids for _, s in out]),
-                    np.concatenate([s.radii for _, s in out]),
-                    merge_bucket_stats(s.buckets for _, s in out),
-                    lease_seconds,
-                    holder,
-                )
+            # Recorded even with no segments: "empty" is a summary too (a
+            # coordinator skips an empty shard), and the first write escapes it.
+            dim = self.family.dimension
+            self.leases.served(
+                np.concatenate([np.zeros((0, dim), np.float32), *(s.centroids for _, s in out)]),
+                np.concatenate([np.zeros(0, np.float32), *(s.radii for _, s in out)]),
+                merge_bucket_stats(s.buckets for _, s in out),
+                lease_seconds,
+                holder,
+            )
             return [(seg, s) for seg, s in out]
 
     def _wait_for_leases(self, until: float) -> None:

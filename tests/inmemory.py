@@ -290,17 +290,19 @@ class InMemoryShard:
     async def delete(
         self, index: VersionRef, keys: Sequence[EntityKey], source_version: int, timeout: float
     ) -> int:
-        """`IndexPartition.delete`: the tombstone keeps the newest version the
-        key has seen (the delete's, the record's or an older tombstone's)."""
+        """`IndexPartition.delete`: removes a record of the delete's version or
+        older (never a newer one) and raises the key's tombstone to it."""
         await self._enter("delete", index)
         part = self._partition(index)
         self.sequence += 1
         removed = 0
         for key in dict.fromkeys(keys):
             old = part.records.get(key)
-            version = max(source_version, old[0].source_version if old else source_version)
-            version = max(version, part.tombstones.get(key, version))
-            part.tombstones[key] = version
+            if old is not None and old[0].source_version > source_version:
+                continue  # a stale delete: the newer write stays
+            if part.tombstones.get(key, source_version - 1) >= source_version:
+                continue
+            part.tombstones[key] = source_version
             if old is not None:
                 del part.records[key]
                 part.segment.delete(key)

@@ -84,3 +84,48 @@ def test_centroid_placement_touches_few_shards_and_stays_exact(
         f"\nshards searched per query: median {median}, mean {statistics.mean(searched):.2f}, max {max(searched)} of 8"
     )
     assert median <= 3
+
+
+def _wait_for_skips(c: RetrievalClient, q: np.ndarray) -> None:
+    deadline = time.monotonic() + 30
+    while c.search("r", q, 10).diagnostics["shards_skipped"] == 0:
+        assert time.monotonic() < deadline, "summaries never allowed a skip"
+
+
+def test_a_write_through_another_coordinator_is_never_skipped(
+    make_cluster: ClusterFactory,
+) -> None:
+    """Issue 14, defect 3. Four regions on four shards; one region holds no
+    data yet, so both coordinators' summaries say its shard is empty (bound
+    -inf) and every bucket lists only tenant t. Records written through
+    coordinator A into that region, and a new tenant's first record, must be
+    found at once through coordinator B."""
+    centres = np.eye(4, DIM, dtype=np.float32) * 20
+    rng = np.random.default_rng(9)
+    blobs = np.concatenate([c + rng.normal(size=(300, DIM)) for c in centres]).astype(np.float32)
+    cluster = make_cluster(num_shards=4)
+    b_address = cluster.add_coordinator()
+    loaded = blobs[:900]  # regions 0..2; region 3 stays empty
+    ids = [f"p{i}" for i in range(len(loaded))]
+    spec = SPEC.replace("num_buckets: 8", "num_buckets: 4")
+    with (
+        RegistryClient(cluster.coordinator_address) as reg,
+        RetrievalClient(cluster.coordinator_address, tenant_id="t", purpose="test") as a,
+        RetrievalClient(b_address, tenant_id="t", purpose="test") as b,
+        RetrievalClient(cluster.coordinator_address, tenant_id="t2", purpose="test") as a2,
+        RetrievalClient(b_address, tenant_id="t2", purpose="test") as b2,
+    ):
+        reg.apply(spec)
+        assert reg.train_placement("pts_c", "v1", blobs) == 4
+        a.upsert("pts", "v1", [Record(i, v) for i, v in zip(ids, loaded, strict=True)])
+        new = centres[3] + 0.5
+        _wait_for_skips(b, new)  # B skips the empty shard now
+        a.upsert("pts", "v1", [Record("new", new)])
+        hits = b.search("r", new, 10).hits
+        assert hits[0].key.entity_id == "new", "B skipped the shard that now holds it"
+        every = np.vstack([loaded, new[None, :]])
+        assert [h.key.entity_id for h in hits] == exact_top(every, [*ids, "new"], new, 10)
+        # A new tenant's first record: B's bucket stats list only tenant t.
+        _wait_for_skips(b, loaded[0])
+        a2.upsert("pts", "v1", [Record("first", loaded[0])])
+        assert [h.key.entity_id for h in b2.search("r", loaded[0], 3).hits] == ["first"]

@@ -322,6 +322,23 @@ def test_a_delete_wins_over_equal_and_older_writes(
     run(make_shard, body)
 
 
+def test_a_delete_never_removes_a_newer_write(
+    make_shard: Callable[[], Shard], names: Names
+) -> None:
+    async def body(shard: Shard) -> None:
+        await write(shard, names.index, [record("k", [1, 0, 0, 0], 100)])
+        assert await shard.delete(names.index, [key("k")], 5, TIMEOUT) == 0
+        (k,) = await shard.batch_get(names.index, [key("k")], False, TIMEOUT)
+        assert k.status is LookupStatus.FOUND and k.record is not None
+        assert k.record.source_version == 100
+        assert [e for e, _ in await search(shard, names.index, [1, 0, 0, 0], 3)] == [key("k")]
+        # The older delete still fences writes of its version and older.
+        await shard.delete(names.index, [key("k")], 100, TIMEOUT)
+        assert await write(shard, names.index, [record("k", [1, 0, 0, 0], 50)]) == (0, 1)
+
+    run(make_shard, body)
+
+
 def test_batch_get_answers_every_key_in_request_order(
     make_shard: Callable[[], Shard], names: Names
 ) -> None:

@@ -1,0 +1,70 @@
+"""Bucket exclusion reads stats over every replica of a bucket (issue 14,
+defect 3 with a write quorum below the replica count), from fresh summaries."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import numpy as np
+
+from coordinator.model import IndexSummary, ShardIndex
+from coordinator.summaries import SummaryCache
+from core.domain import Metric, VersionRef
+from registry.model import Placement, ShardMember
+from registry.snapshot import Snapshot
+
+IX = VersionRef("ix", "v1")
+
+
+@dataclass
+class FakeCache:
+    snapshot: Snapshot
+
+
+def summary(tenants: set[str], lo: float, hi: float) -> IndexSummary:
+    return IndexSummary(
+        Metric.L2,
+        np.zeros((1, 2), np.float32),
+        np.ones(1, np.float32),
+        {0: ({"price": (lo, hi)}, frozenset(tenants))},
+    )
+
+
+def cache_with(answers: dict[str, IndexSummary], max_age: float = 5.0) -> SummaryCache:
+    snap = Snapshot(
+        revision=1,
+        placements={IX: Placement(IX, (("r1", "r2"),))},
+        shards={s: ShardMember(s, f"mem://{s}") for s in ("r1", "r2")},
+    )
+
+    async def describe(sid: str, address: str) -> list[ShardIndex]:
+        if sid not in answers:
+            raise ConnectionError(sid)
+        return [ShardIndex(IX, 1, 0, answers[sid])]
+
+    cache = SummaryCache(FakeCache(snap), describe, max_age=max_age)  # type: ignore[arg-type]
+    asyncio.run(cache.refresh_once())
+    return cache
+
+
+def test_every_replica_must_vouch_for_the_bucket() -> None:
+    assert cache_with({"r1": summary({"t"}, 1, 5)}).bucket(IX, 0) is None
+
+
+def test_stats_are_the_union_over_replicas() -> None:
+    cache = cache_with({"r1": summary({"t"}, 1, 5), "r2": summary({"t", "t2"}, 0, 3)})
+    assert cache.bucket(IX, 0) == ({"price": (0, 5)}, frozenset({"t", "t2"}))
+
+
+def test_expired_summaries_vouch_for_nothing() -> None:
+    cache = cache_with({"r1": summary({"t"}, 1, 5), "r2": summary({"t"}, 1, 5)}, max_age=0.0)
+    assert cache.bucket(IX, 0) is None
+    assert cache.bound("r1", IX, np.zeros(2, np.float32)) is None
+
+
+def test_a_write_drops_the_writers_summary_of_that_shard() -> None:
+    cache = cache_with({"r1": summary({"t"}, 1, 5), "r2": summary({"t"}, 1, 5)})
+    assert cache.bucket(IX, 0) is not None
+    cache.invalidate("r2")
+    assert cache.bucket(IX, 0) is None
