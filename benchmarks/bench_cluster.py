@@ -36,7 +36,15 @@ from client.retrieval_client import Record, RetrievalClient
 from core.domain import AttrType, AttrValue, Metric, VersionRef
 from protos.vecshard.v1.internal import shard_pb2 as spb
 from protos.vecshard.v1.internal import shard_pb2_grpc
-from registry.model import Bundle, EmbeddingFamily, EmbeddingVersion, IndexKind, IndexVersion, Route
+from registry.model import (
+    Bundle,
+    EmbeddingFamily,
+    EmbeddingVersion,
+    IndexKind,
+    IndexVersion,
+    Route,
+    Tenant,
+)
 from registry.registry import Registry
 from registry.store import EtcdStore
 
@@ -148,6 +156,7 @@ class BenchCluster:
         try:
             self._store = EtcdStore(self.cluster.endpoint)
             self.registry = Registry(self._store, self.cluster.etcd_prefix)
+            self.registry.put_tenant(Tenant(TENANT, allowed_purposes=(PURPOSE,)))
             self._put_family(FAMILY)
         except BaseException:
             self.stop()

@@ -116,6 +116,9 @@ spec: {{name: bench_vec, version: v1}}
 ---
 kind: IndexVersion
 spec: {{name: bench_ix, version: v1, embedding: {{name: bench_vec, version: v1}}, kind: flat, num_buckets: 12}}
+---
+kind: Tenant
+spec: {{tenant_id: {TENANT}}}
 """
 
 

@@ -64,6 +64,13 @@ SPEC = [
         },
     },
     {"kind": "Route", "spec": {"name": ROUTE, "bundle": "home_feed_v1"}},
+    *(
+        {
+            "kind": "Tenant",
+            "spec": {"tenant_id": t, "display_name": t.title(), "allowed_purposes": [PURPOSE]},
+        }
+        for t in TENANTS
+    ),
 ]
 
 

@@ -16,6 +16,8 @@ from cli.processes import ChildProcess, python_module
 class LocalCluster:
     data_dir: Path
     num_shards: int = 3
+    # Coordinators on the same registry (production runs several; tests use 2).
+    num_coordinators: int = 1
     etcd_prefix: str = "/vecshard/v1/"
     # An etcd already running (tests share one per session); None starts our own.
     etcd_endpoint: str | None = None
@@ -41,8 +43,22 @@ class LocalCluster:
 
     @property
     def coordinator_address(self) -> str:
+        """The first coordinator (for callers that need exactly one)."""
         assert self.coordinator is not None and self.coordinator.ready is not None
         return str(self.coordinator.ready["grpc"])
+
+    @property
+    def coordinators(self) -> list[ChildProcess]:
+        return [c for c in (self.coordinator, *self.extra_coordinators) if c is not None]
+
+    @property
+    def coordinator_addresses(self) -> list[str]:
+        return [str(c.ready["grpc"]) for c in self.coordinators if c.ready is not None]
+
+    @property
+    def coordinator_target(self) -> str:
+        """Every coordinator, as the SDK takes them ("host:port,host:port")."""
+        return ",".join(self.coordinator_addresses)
 
     def shard_ids(self) -> list[str]:
         return [f"shard-{i}" for i in range(self.num_shards)]
@@ -58,7 +74,11 @@ class LocalCluster:
                 self.shards[shard_id].start()
             self.coordinator = self._coordinator_process("coordinator")
             self.coordinator.start()
-            for child in [*self.shards.values(), self.coordinator]:
+            for n in range(1, self.num_coordinators):
+                child = self._coordinator_process(f"coordinator-{n}")
+                self.extra_coordinators.append(child)
+                child.start()
+            for child in [*self.shards.values(), *self.coordinators]:
                 child.wait_ready(timeout)
         except BaseException:
             self.stop()
@@ -98,6 +118,17 @@ class LocalCluster:
         """Starts one more coordinator on the same registry; returns its address."""
         child = self._coordinator_process(f"coordinator-{len(self.extra_coordinators) + 1}")
         self.extra_coordinators.append(child)
+        child.start()
+        return str(child.wait_ready(timeout)["grpc"])
+
+    def kill_coordinator(self, n: int) -> None:
+        """SIGKILLs the n-th coordinator (0 = the first)."""
+        self.coordinators[n].kill()
+
+    def restart_coordinator(self, n: int, timeout: float = 60.0) -> str:
+        child = self.coordinators[n]
+        if child.alive():
+            child.stop()
         child.start()
         return str(child.wait_ready(timeout)["grpc"])
 

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import grpc
-
-from client.errors import rpc_errors
+from client.connection import Connection, RetryPolicy
 from protos.vecshard.v1 import registry_pb2 as pb
 from protos.vecshard.v1 import registry_pb2_grpc
 
@@ -36,17 +34,42 @@ def _obj(o: pb.RegistryObject) -> RegistryObject:
 
 
 class RegistryClient:
-    def __init__(self, address: str, *, who: str = "", timeout: float = 10.0) -> None:
+    """`address` as for `RetrievalClient` (one or several coordinators). Reads,
+    `apply` (declarative) and `set_shard_state` are retried on another
+    coordinator when one is unreachable; `promote`, `switch_route`, `rollback`
+    and `train_placement` are not (a retry could apply them twice)."""
+
+    def __init__(
+        self,
+        address: str | Sequence[str],
+        *,
+        who: str = "",
+        timeout: float = 10.0,
+        retry: RetryPolicy | None = None,
+    ) -> None:
         self.who = who
         self.timeout = timeout
-        self._channel = grpc.insecure_channel(address)
-        self._stub = registry_pb2_grpc.RegistryServiceStub(self._channel)
+        self._conn = Connection(address, retry)
+        self._stubs = [registry_pb2_grpc.RegistryServiceStub(ch) for ch in self._conn.channels]
 
     def __enter__(self) -> RegistryClient:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._channel.close()
+        self._conn.close()
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def _rpc(
+        self, name: str, request: Any, timeout: float | None = None, idempotent: bool = True
+    ) -> Any:
+        return self._conn.call(
+            lambda i: getattr(self._stubs[i], name),
+            request,
+            self.timeout if timeout is None else timeout,
+            idempotent=idempotent,
+        )
 
     def apply(
         self, documents: str | Iterable[Mapping[str, Any]], *, dry_run: bool = False, why: str = ""
@@ -57,32 +80,19 @@ class RegistryClient:
             if isinstance(documents, str)
             else "\n---\n".join(json.dumps(d) for d in documents)
         )
-        with rpc_errors():
-            resp = self._stub.Apply(
-                pb.ApplyRequest(documents=text, dry_run=dry_run, who=self.who, why=why),
-                timeout=self.timeout,
-            )
-        return list(resp.changes)
+        # Declarative: applying the same documents twice changes nothing more.
+        req = pb.ApplyRequest(documents=text, dry_run=dry_run, who=self.who, why=why)
+        return list(self._rpc("Apply", req).changes)
 
     def get(self, kind: str, name: str, version: str = "") -> RegistryObject:
-        with rpc_errors():
-            return _obj(
-                self._stub.Get(
-                    pb.GetRequest(kind=kind, name=name, version=version), timeout=self.timeout
-                )
-            )
+        return _obj(self._rpc("Get", pb.GetRequest(kind=kind, name=name, version=version)))
 
     def list(self, kind: str) -> list[RegistryObject]:
-        with rpc_errors():
-            return [
-                _obj(o)
-                for o in self._stub.List(pb.ListRequest(kind=kind), timeout=self.timeout).objects
-            ]
+        return [_obj(o) for o in self._rpc("List", pb.ListRequest(kind=kind)).objects]
 
     def promote(self, kind: str, name: str, version: str, status: str) -> RegistryObject:
         req = pb.PromoteRequest(kind=kind, name=name, version=version, status=status)
-        with rpc_errors():
-            return _obj(self._stub.Promote(req, timeout=self.timeout))
+        return _obj(self._rpc("Promote", req, idempotent=False))
 
     def switch_route(
         self,
@@ -105,20 +115,14 @@ class RegistryClient:
             who=self.who,
             why=why,
         )
-        with rpc_errors():
-            return _obj(self._stub.SwitchRoute(req, timeout=self.timeout))
+        return _obj(self._rpc("SwitchRoute", req, idempotent=False))
 
     def rollback(self, route: str, *, why: str = "") -> RegistryObject:
-        with rpc_errors():
-            return _obj(
-                self._stub.Rollback(
-                    pb.RollbackRequest(route=route, who=self.who, why=why), timeout=self.timeout
-                )
-            )
+        req = pb.RollbackRequest(route=route, who=self.who, why=why)
+        return _obj(self._rpc("Rollback", req, idempotent=False))
 
     def history(self, route: str) -> list[RouteChange]:
-        with rpc_errors():
-            resp = self._stub.History(pb.HistoryRequest(route=route), timeout=self.timeout)
+        resp = self._rpc("History", pb.HistoryRequest(route=route))
         return [
             RouteChange(
                 c.revision,
@@ -133,16 +137,13 @@ class RegistryClient:
 
     def check_compat(self, query_version: str, index_version: str) -> tuple[bool, str]:
         req = pb.CheckCompatRequest(query_version=query_version, index_version=index_version)
-        with rpc_errors():
-            resp = self._stub.CheckCompat(req, timeout=self.timeout)
+        resp = self._rpc("CheckCompat", req)
         return resp.compatible, resp.reason
 
     def set_shard_state(self, shard_id: str, state: str, reason: str = "") -> None:
-        with rpc_errors():
-            self._stub.SetShardState(
-                pb.SetShardStateRequest(shard_id=shard_id, state=state, reason=reason),
-                timeout=self.timeout,
-            )
+        self._rpc(
+            "SetShardState", pb.SetShardStateRequest(shard_id=shard_id, state=state, reason=reason)
+        )
 
     def train_placement(self, index: str, version: str, sample: Any, seed: int = 0) -> int:
         """Trains a centroid-placed index's coarse quantizer from sample vectors."""
@@ -152,9 +153,9 @@ class RegistryClient:
         req = pb.TrainPlacementRequest(
             index_name=index, index_version=version, sample=data.tobytes(), seed=seed
         )
-        with rpc_errors():
-            return int(self._stub.TrainPlacement(req, timeout=max(self.timeout, 60.0)).buckets)
+        resp = self._rpc("TrainPlacement", req, max(self.timeout, 60.0), idempotent=False)
+        return int(resp.buckets)
 
     def status(self) -> pb.StatusResponse:
-        with rpc_errors():
-            return self._stub.Status(pb.StatusRequest(), timeout=self.timeout)
+        resp: pb.StatusResponse = self._rpc("Status", pb.StatusRequest())
+        return resp

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-import grpc
 import numpy as np
 
-from client.errors import rpc_errors
+from client.connection import Connection, RetryPolicy, now_micros
 from core.domain import AttrValue, EntityKey
 from core.errors import InvalidArgument
 from core.filters import Filter
@@ -138,9 +138,11 @@ class FeatureCalls:
     """GetFeatures / PutFeatures, mixed into RetrievalClient."""
 
     access: cpb.AccessContext
-    _stub: retrieval_pb2_grpc.RetrievalServiceStub
 
     def _timeout(self, timeout: float | None) -> float:
+        raise NotImplementedError
+
+    def _rpc(self, name: str, request: Any, timeout: float | None, idempotent: bool = True) -> Any:
         raise NotImplementedError
 
     def get_features(
@@ -169,8 +171,7 @@ class FeatureCalls:
             request_time_us=request_time_us,
             personalized=personalized,
         )
-        with rpc_errors():
-            r = self._stub.GetFeatures(req, timeout=self._timeout(timeout))
+        r = self._rpc("GetFeatures", req, timeout)
         names = {t: list(n.names) for t, n in r.features_by_entity_type.items()}
         out = []
         for e in r.entities:
@@ -213,8 +214,9 @@ class FeatureCalls:
             )
             for i in range(0, len(protos), batch_size)
         ]
-        with rpc_errors():
-            r = self._stub.PutFeatures(iter(reqs), timeout=self._timeout(timeout))
+        # A client stream: each attempt sends the whole list again (rows are
+        # ordered by their own times, so a retry is idempotent).
+        r = self._rpc("PutFeatures", reqs, timeout)
         return r.written, r.ignored_older
 
 
@@ -223,15 +225,20 @@ _METRIC = {cpb.INNER_PRODUCT: "inner_product", cpb.COSINE: "cosine", cpb.L2: "l2
 
 
 class RetrievalClient(FeatureCalls):
+    """`address`: one coordinator, several ("h1:p,h2:p" or a list), or a DNS
+    name (`dns:///name:port`); calls rotate over them and idempotent calls
+    are retried on another within the deadline (`client.connection`)."""
+
     def __init__(
         self,
-        address: str,
+        address: str | Sequence[str],
         *,
         tenant_id: str,
         purpose: str,
         principal: str = "",
         subject_id: str = "",
         timeout: float = 5.0,
+        retry: RetryPolicy | None = None,
     ) -> None:
         if not isinstance(tenant_id, str) or not tenant_id:
             raise InvalidArgument(
@@ -246,8 +253,8 @@ class RetrievalClient(FeatureCalls):
         self.access = cpb.AccessContext(
             tenant_id=tenant_id, purpose=purpose, principal=principal, subject_id=subject_id
         )
-        self._channel = grpc.insecure_channel(address)
-        self._stub = retrieval_pb2_grpc.RetrievalServiceStub(self._channel)
+        self._conn = Connection(address, retry)
+        self._stubs = [retrieval_pb2_grpc.RetrievalServiceStub(ch) for ch in self._conn.channels]
         self._routes: dict[str, RouteInfo] = {}
 
     def __enter__(self) -> RetrievalClient:
@@ -257,7 +264,7 @@ class RetrievalClient(FeatureCalls):
         self.close()
 
     def close(self) -> None:
-        self._channel.close()
+        self._conn.close()
 
     def _timeout(self, timeout: float | None) -> float:
         t = self.timeout if timeout is None else timeout
@@ -265,14 +272,22 @@ class RetrievalClient(FeatureCalls):
             raise InvalidArgument(f"timeout={t}: expected a positive number of seconds")
         return t
 
+    def _rpc(self, name: str, request: Any, timeout: float | None, idempotent: bool = True) -> Any:
+        """One RPC by name on the next coordinator, retried as `client.connection` says."""
+
+        def method(i: int) -> Any:
+            rpc = getattr(self._stubs[i], name)
+            if isinstance(request, list):  # a client stream: a fresh iterator per attempt
+                return lambda req, timeout: rpc(iter(req), timeout=timeout)
+            return rpc
+
+        return self._conn.call(method, request, self._timeout(timeout), idempotent=idempotent)
+
     def describe_route(
         self, route: str, *, refresh: bool = False, timeout: float | None = None
     ) -> RouteInfo:
         if refresh or route not in self._routes:
-            with rpc_errors():
-                r = self._stub.DescribeRoute(
-                    pb.DescribeRouteRequest(route=route), timeout=self._timeout(timeout)
-                )
+            r = self._rpc("DescribeRoute", pb.DescribeRouteRequest(route=route), timeout)
             self._routes[route] = RouteInfo(
                 route=r.route,
                 bundle=r.bundle,
@@ -313,8 +328,7 @@ class RetrievalClient(FeatureCalls):
             cursor=cursor,
             skip_rerank=skip_rerank,
         )
-        with rpc_errors():
-            r = self._stub.Search(req, timeout=self._timeout(timeout))
+        r = self._rpc("Search", req, timeout)
         d = r.diagnostics
         return SearchResponse(
             hits=[Hit(key_from_pb(h.key), h.score, h.rank, h.shard_id) for h in r.hits],
@@ -339,7 +353,7 @@ class RetrievalClient(FeatureCalls):
             next_cursor=r.next_cursor,
         )
 
-    def _record_pb(self, r: Record, dim: int | None) -> cpb.EmbeddingRecord:
+    def _record_pb(self, r: Record, dim: int | None, now: int) -> cpb.EmbeddingRecord:
         vec = np.asarray(r.vector, dtype=np.float32)
         if vec.ndim != 1:
             raise InvalidArgument(
@@ -351,7 +365,7 @@ class RetrievalClient(FeatureCalls):
                 tenant_id=r.tenant_id, entity_type=r.entity_type, entity_id=r.entity_id
             ),
             vector=to_bytes(vec),
-            source_version=r.source_version,
+            source_version=r.source_version or now,
             model_version=r.model_version,
             attributes={k: value_to_pb(v) for k, v in r.attributes.items()},
         )
@@ -369,7 +383,8 @@ class RetrievalClient(FeatureCalls):
         checked (same dimension, finite) before the first batch is sent."""
         items = list(records)
         dim = int(np.asarray(items[0].vector).shape[0]) if items else None
-        protos = [self._record_pb(r, dim) for r in items]
+        now = now_micros()  # one version for every unversioned record: retries repeat it
+        protos = [self._record_pb(r, dim, now) for r in items]
         written = ignored = 0
         for i in range(0, len(protos), batch_size):
             req = pb.UpsertRequest(
@@ -378,8 +393,7 @@ class RetrievalClient(FeatureCalls):
                 embedding_version=embedding_version,
                 records=protos[i : i + batch_size],
             )
-            with rpc_errors():
-                resp = self._stub.Upsert(req, timeout=self._timeout(timeout))
+            resp = self._rpc("Upsert", req, timeout)
             written += resp.written
             ignored += resp.ignored_stale
         return written, ignored
@@ -404,10 +418,9 @@ class RetrievalClient(FeatureCalls):
             embedding_name=embedding_name,
             embedding_version=embedding_version,
             keys=self._keys(keys),
-            source_version=source_version,
+            source_version=source_version or now_micros(),
         )
-        with rpc_errors():
-            return int(self._stub.Delete(req, timeout=self._timeout(timeout)).deleted)
+        return int(self._rpc("Delete", req, timeout).deleted)
 
     def batch_get(
         self,
@@ -426,8 +439,7 @@ class RetrievalClient(FeatureCalls):
             keys=self._keys(keys),
             include_vectors=include_vectors,
         )
-        with rpc_errors():
-            resp = self._stub.BatchGetEmbeddings(req, timeout=self._timeout(timeout))
+        resp = self._rpc("BatchGetEmbeddings", req, timeout)
         out = []
         for lk in resp.records:
             found = lk.status == cpb.FOUND

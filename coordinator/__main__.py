@@ -10,6 +10,7 @@ from pathlib import Path
 from coordinator.config import CoordinatorConfig
 from coordinator.server import create_server
 from core import runtime as serving
+from core.limits import Limits
 from core.settings import load_settings
 
 
@@ -33,12 +34,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-async def serve(cfg: CoordinatorConfig) -> None:
+async def serve(cfg: CoordinatorConfig, limits: Limits) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    running = await create_server(cfg)
+    running = await create_server(cfg, limits)
     host = cfg.listen.rsplit(":", 1)[0]
     host = "127.0.0.1" if host in ("0.0.0.0", "[::]", "") else host
     serving.announce_ready(
@@ -52,8 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     overrides = {k: v for k, v in vars(args).items() if k != "config"}
     cfg = load_settings(CoordinatorConfig, "coordinator", file=args.config, overrides=overrides)
+    limits = load_settings(Limits, "limits", file=args.config)
     serving.configure_logging(cfg.log_level)
-    asyncio.run(serve(cfg))
+    asyncio.run(serve(cfg, limits))
     return 0
 
 

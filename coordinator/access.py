@@ -11,24 +11,39 @@ from collections.abc import Sequence
 
 from coordinator.model import Access
 from core.domain import EntityKey
-from core.errors import InvalidArgument, PermissionDenied
-from registry.model import EmbeddingFamily
+from core.errors import InvalidArgument, NotFound, PermissionDenied
+from core.limits import Limits
+from registry.model import EmbeddingFamily, Tenant
 from registry.snapshot import Snapshot
 
 
+def require_tenant(snap: Snapshot, tenant_id: str) -> Tenant:
+    """Every request names a registered tenant: an unknown one would bypass
+    its tenant's purpose rules and bucket routing (issue 14, defect 5)."""
+    tenant = snap.tenants.get(tenant_id)
+    if tenant is not None:
+        return tenant
+    if not tenant_id:
+        raise InvalidArgument(
+            "tenant_id is empty; expected a registered tenant id "
+            "(global data lives under a tenant registered for it)"
+        )
+    raise NotFound(
+        f"tenant {tenant_id[:128]!r} is not registered; expected one of the registry's tenants "
+        "(kind: Tenant, `vecshard registry apply`)"
+    )
+
+
 def check_access(access: Access, family: EmbeddingFamily, snap: Snapshot) -> None:
-    """The family must allow the request's purpose, and so must its tenant."""
+    """The tenant must be registered, and the family and the tenant must
+    both allow the request's purpose."""
+    tenant = require_tenant(snap, access.tenant_id)
     if family.allowed_purposes and access.purpose not in family.allowed_purposes:
         raise PermissionDenied(
             f"purpose {access.purpose!r} may not read embedding family {family.name!r}; "
             f"allowed purposes: {list(family.allowed_purposes)}"
         )
-    tenant = snap.tenants.get(access.tenant_id)
-    if (
-        tenant is not None
-        and tenant.allowed_purposes
-        and access.purpose not in tenant.allowed_purposes
-    ):
+    if tenant.allowed_purposes and access.purpose not in tenant.allowed_purposes:
         raise PermissionDenied(
             f"tenant {tenant.tenant_id!r} does not allow purpose {access.purpose!r}; "
             f"allowed: {list(tenant.allowed_purposes)}"
@@ -54,12 +69,17 @@ def own_key(key: EntityKey, access: Access, family: EmbeddingFamily, where: str)
 
 
 def own_keys(
-    keys: Sequence[EntityKey], access: Access, family: EmbeddingFamily, what: str, limit: int
+    keys: Sequence[EntityKey], access: Access, family: EmbeddingFamily, what: str, limits: Limits
 ) -> list[EntityKey]:
-    """The keys of a delete or lookup, owned by the caller, at most `limit`."""
-    if len(keys) > limit:
-        raise InvalidArgument(f"{what}: {len(keys)} keys, expected at most {limit}")
-    return [own_key(k, access, family, f"keys[{i}] {tuple(k)}") for i, k in enumerate(keys)]
+    """The keys of a delete or lookup, owned by the caller, within the limits."""
+    limits.check_count(f"{what} keys", len(keys), "max_keys_per_request")
+    out = []
+    for i, k in enumerate(keys):
+        where = f"keys[{i}]"
+        owned = own_key(k, access, family, where)
+        limits.check_key(owned, where)
+        out.append(owned)
+    return out
 
 
 def own_entities(keys: Sequence[EntityKey], access: Access) -> list[EntityKey]:

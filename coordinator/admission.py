@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 from coordinator import metrics
 from coordinator.config import Limits
-from core.errors import InvalidArgument, ResourceExhausted
+from core.errors import ResourceExhausted
 
 
 class Admission:
@@ -22,10 +22,7 @@ class Admission:
     async def admit(self, weight: int = 1) -> AsyncIterator[None]:
         """Holds `weight` requests (a batch of searches counts each) for the
         duration of the block, or sheds the whole batch."""
-        if weight > self.limits.max_search_batch:
-            raise InvalidArgument(
-                f"{weight} searches in one batch, expected at most {self.limits.max_search_batch}"
-            )
+        self.limits.input.check_count("searches", weight, "max_searches_per_request")
         if self.in_flight + weight > self.limits.max_in_flight_requests:
             metrics.SHED.labels("coordinator_in_flight").inc()
             raise ResourceExhausted(

@@ -35,6 +35,15 @@ def key_bucket(snap: Snapshot, num_buckets: int, key: EntityKey) -> int:
     )
 
 
+def require_trained(snap: Snapshot, index: IndexVersion) -> None:
+    """A centroid-placed index can take writes only once its centroids exist."""
+    if index.placement == "centroid" and not snap.placement(index.ref).centroids:
+        raise FailedPrecondition(
+            f"index {index.ref} uses centroid placement but its centroids are not trained; "
+            "train them first (RegistryService TrainPlacement / `vecshard registry train-placement`)"
+        )
+
+
 def record_buckets(
     snap: Snapshot, index: IndexVersion, records: Sequence[WriteRecord]
 ) -> list[int]:
@@ -42,11 +51,7 @@ def record_buckets(
     if index.placement != "centroid":
         return [key_bucket(snap, index.num_buckets, r.key) for r in records]
     placement = snap.placement(index.ref)
-    if not placement.centroids:
-        raise FailedPrecondition(
-            f"index {index.ref} uses centroid placement but its centroids are not trained; "
-            "train them first (RegistryService TrainPlacement / `vecshard registry train-placement`)"
-        )
+    require_trained(snap, index)
     family = snap.family(index.embedding.name)
     centroids = decode_centroids(placement.centroids, family.dimension)
     out = [0] * len(records)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from core.limits import DEFAULT_LIMITS
+from core.limits import Limits as InputLimits
 from registry.keys import DEFAULT_PREFIX
 
 
@@ -16,7 +18,6 @@ class CoordinatorConfig:
     metrics_port: int = 0
     # Used when the caller sets no deadline.
     default_timeout: float = 10.0
-    max_batch_records: int = 10_000
     grace_seconds: float = 20.0
     # Re-reads of the registry on a miss begin at least this far apart (seconds).
     registry_reread_interval: float = 0.05
@@ -40,17 +41,14 @@ class CoordinatorConfig:
                 f"summary_refresh_seconds {self.summary_refresh_seconds} must be > 0 and below "
                 f"summary_lease_seconds {self.summary_lease_seconds} (else no summary is ever fresh)"
             )
-        if self.max_batch_records < 1:
-            raise ValueError("max_batch_records must be ≥ 1")
 
 
 @dataclass(frozen=True)
 class Limits:
-    """What one request may ask for; beyond it the coordinator refuses
-    (INVALID_ARGUMENT) or sheds (RESOURCE_EXHAUSTED) instead of trying."""
+    """What one request may ask for (`input`: key, record and batch sizes,
+    refused with INVALID_ARGUMENT naming the limit) and how much the
+    coordinator holds at once (beyond it, RESOURCE_EXHAUSTED: shed)."""
 
-    max_batch_records: int = 10_000
-    max_lookup_keys: int = 10_000
+    input: InputLimits = DEFAULT_LIMITS
     # Requests (searches count one each) in flight before new ones are shed.
     max_in_flight_requests: int = 512
-    max_search_batch: int = 256

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from coordinator import metrics
-from coordinator.access import own_entities
+from coordinator.access import own_entities, require_tenant
 from coordinator.buckets import key_bucket
 from coordinator.model import Access, FeatureResult
 from coordinator.partial import Decision, classify_shard_error
@@ -88,7 +88,12 @@ class FeatureEngine:
             raise InvalidArgument(
                 f"{len(entities)} entities in one request, expected at most {self.max_entities}"
             )
-        snap, fs = await self.registry.fresh(lambda s: s.feature_catalog.feature_set(feature_set))
+        snap, fs = await self.registry.fresh(
+            lambda s: (
+                require_tenant(s, access.tenant_id),
+                s.feature_catalog.feature_set(feature_set),
+            )[1]
+        )
         plan = snap.feature_catalog.plan(fs)
         keys = own_entities(entities, access)
         request_time = request_time or _now_us()
@@ -191,7 +196,9 @@ class FeatureEngine:
     async def put(
         self, access: Access, group: VersionRef, rows: Sequence[GroupRow], timeout: float
     ) -> tuple[int, int]:
-        snap, schema = await self.registry.fresh(lambda s: s.feature_catalog.schema(group))
+        snap, schema = await self.registry.fresh(
+            lambda s: (require_tenant(s, access.tenant_id), s.feature_catalog.schema(group))[1]
+        )
         owned = own_entities([r.entity for r in rows], access)
         checked = [schema.check_row(r._replace(entity=k)) for r, k in zip(rows, owned, strict=True)]
         placement = snap.placement(feature_placement_ref(group.name, group.version))

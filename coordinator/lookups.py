@@ -82,9 +82,11 @@ class Lookups:
     ) -> list[Lookup]:
         """One lookup per key, in request order, from the embedding
         version's first index version."""
-        snap, family, indexes = await self.registry.embedding_indexes(embedding)
+        snap, family, indexes = await self.registry.embedding_indexes(
+            embedding, tenant_id=access.tenant_id
+        )
         check_access(access, family, snap)
-        owned = own_keys(keys, access, family, "lookup", self.limits.max_lookup_keys)
+        owned = own_keys(keys, access, family, "lookup", self.limits.input)
         index = indexes[0]
 
         async def fetch(snap: Snapshot) -> list[Lookup | None]:

@@ -13,11 +13,17 @@ import numpy as np
 
 from coordinator.access import own_key
 from coordinator.model import Access, WriteRecord
-from core.domain import Metric
+from core.domain import EntityKey, Metric
 from core.errors import InvalidArgument
 from core.filters import validate_attributes
+from core.limits import Limits
 from core.vectors import check_vector
 from registry.model import EmbeddingFamily, IndexVersion
+
+
+def _short(key: EntityKey) -> str:
+    """A key for an error message: an oversized id must not flood the message."""
+    return repr(tuple(part if len(part) <= 64 else part[:61] + "..." for part in key))
 
 
 def checked_records(
@@ -25,22 +31,22 @@ def checked_records(
     family: EmbeddingFamily,
     indexes: Sequence[IndexVersion],
     records: Sequence[WriteRecord],
-    max_records: int,
+    limits: Limits,
     now_micros: int,
 ) -> list[WriteRecord]:
     """The records with their keys owned and their source_version and
-    created_at defaulted to `now_micros`; the first bad one rejects the batch."""
+    created_at defaulted to `now_micros`; the first bad one rejects the batch
+    (input limits included: core.limits)."""
     if not records:
-        raise InvalidArgument(f"upsert: no records; expected 1..{max_records}")
-    if len(records) > max_records:
-        raise InvalidArgument(
-            f"upsert: {len(records)} records in one request, expected at most "
-            f"{max_records}; split the batch"
-        )
+        raise InvalidArgument(f"upsert: no records; expected 1..{limits.max_records_per_request}")
+    limits.check_count("upsert records", len(records), "max_records_per_request")
     out = []
     for i, r in enumerate(records):
-        where = f"records[{i}] {tuple(r.key)}"
+        where = f"records[{i}] {_short(r.key)}"
         key = own_key(r.key, access, family, where)
+        limits.check_key(key, where)
+        limits.check_attributes(r.attributes, where)
+        limits.check_model_version(r.model_version, where)
         check_vector(r.vector, family.dimension, what=where)
         if (family.metric is Metric.COSINE or family.normalize) and not np.any(r.vector):
             raise InvalidArgument(

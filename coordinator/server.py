@@ -20,6 +20,8 @@ from coordinator.shard_pool import ShardPool
 from coordinator.snapshots import RegistryView
 from coordinator.summaries import SummaryCache
 from core import runtime as serving
+from core.limits import DEFAULT_LIMITS
+from core.limits import Limits as InputLimits
 from protos.vecshard.v1 import registry_pb2_grpc, retrieval_pb2_grpc
 from registry.admin import RegistryAdmin
 from registry.registry import Registry
@@ -51,7 +53,9 @@ class RunningCoordinator:
         self.cache.stop()
 
 
-async def create_server(cfg: CoordinatorConfig) -> RunningCoordinator:
+async def create_server(
+    cfg: CoordinatorConfig, input_limits: InputLimits = DEFAULT_LIMITS
+) -> RunningCoordinator:
     registry = Registry(EtcdStore(cfg.etcd), cfg.etcd_prefix)
     cache = SnapshotCache(registry, reread_interval=cfg.registry_reread_interval)
     view = RegistryView(cache)
@@ -70,7 +74,7 @@ async def create_server(cfg: CoordinatorConfig) -> RunningCoordinator:
     engine = RetrievalEngine(
         cache,
         pool.get,
-        Limits(max_batch_records=cfg.max_batch_records),
+        Limits(input=input_limits),
         summaries=summaries,
         registry=view,
     )

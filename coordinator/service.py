@@ -22,6 +22,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 
 from coordinator import metrics
+from coordinator.access import require_tenant
 from coordinator.admission import Admission
 from coordinator.background import Background
 from coordinator.config import Limits
@@ -37,7 +38,7 @@ from coordinator.summaries import SummaryCache
 from coordinator.writes import Writes
 from core.domain import EntityKey, VersionRef
 from registry import codec
-from registry.snapshot import ResolvedRoute, resolve_route, resolve_shadow
+from registry.snapshot import ResolvedRoute, Snapshot, resolve_route, resolve_shadow
 
 __all__ = ["Limits", "RetrievalEngine"]
 
@@ -84,13 +85,20 @@ class RetrievalEngine:
 
     # --- search ---------------------------------------------------------------
 
-    async def describe_route(self, name: str, subject: str = "") -> ResolvedRoute:
-        _, resolved = await self.registry.fresh(lambda s: resolve_route(s, name, subject))
+    async def describe_route(
+        self, name: str, subject: str = "", tenant_id: str | None = None
+    ) -> ResolvedRoute:
+        def resolve(s: Snapshot) -> ResolvedRoute:
+            if tenant_id is not None:
+                require_tenant(s, tenant_id)  # registered a moment ago elsewhere?
+            return resolve_route(s, name, subject)
+
+        _, resolved = await self.registry.fresh(resolve)
         return resolved
 
     async def search(self, q: SearchQuery, timeout: float) -> SearchResult:
         t0 = time.perf_counter()
-        resolved = await self.describe_route(q.route, q.access.subject_id)
+        resolved = await self.describe_route(q.route, q.access.subject_id, q.access.tenant_id)
         metrics.ROUTE_ARM.labels(q.route, resolved.arm).inc()
         result = await run_search(self.registry, self.executor, q, resolved, timeout, t0)
         shadow = resolve_shadow(self.registry.snapshot, resolved.route)

@@ -14,6 +14,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
+from coordinator.access import require_tenant
+from coordinator.buckets import require_trained
 from core.domain import VersionRef
 from core.errors import FailedPrecondition, NotFound, Unavailable
 from registry.model import EmbeddingFamily, IndexVersion
@@ -101,15 +103,23 @@ class RegistryView:
             return snap, lookup(snap)
 
     async def embedding_indexes(
-        self, ref: VersionRef
+        self, ref: VersionRef, writing: bool = False, tenant_id: str | None = None
     ) -> tuple[Snapshot, EmbeddingFamily, list[IndexVersion]]:
         """The index versions built on an embedding version (writes go to all
         of them, lookups read the first). Created a moment ago, the version
         may reach the watch before its index does: FAILED_PRECONDITION
-        re-reads too."""
-        snap, indexes = await self.fresh(
-            lambda s: indexes_for_embedding(s, ref), (NotFound, FailedPrecondition)
-        )
+        re-reads too, and so does (`writing`) a centroid-placed index whose
+        centroids this coordinator has not seen yet."""
+
+        def writable(s: Snapshot) -> list[IndexVersion]:
+            if tenant_id is not None:
+                require_tenant(s, tenant_id)  # registered a moment ago elsewhere?
+            indexes = indexes_for_embedding(s, ref)
+            for index in indexes if writing else ():
+                require_trained(s, index)  # trained a moment ago through another coordinator?
+            return indexes
+
+        snap, indexes = await self.fresh(writable, (NotFound, FailedPrecondition))
         return snap, snap.family(ref.name), indexes
 
     async def moved(self, snap: Snapshot) -> Snapshot | None:

@@ -92,11 +92,11 @@ class Writes:
         self, access: Access, embedding: VersionRef, records: Sequence[WriteRecord], timeout: float
     ) -> tuple[int, int]:
         """(written, ignored_stale)."""
-        snap, family, indexes = await self.registry.embedding_indexes(embedding)
-        check_access(access, family, snap)
-        checked = checked_records(
-            access, family, indexes, records, self.limits.max_batch_records, now_micros()
+        snap, family, indexes = await self.registry.embedding_indexes(
+            embedding, writing=True, tenant_id=access.tenant_id
         )
+        check_access(access, family, snap)
+        checked = checked_records(access, family, indexes, records, self.limits.input, now_micros())
 
         async def write(snap: Snapshot) -> tuple[int, int]:
             totals = (0, 0)
@@ -179,9 +179,11 @@ class Writes:
         timeout: float,
     ) -> int:
         """Records removed (a record counted once per replica set holding it)."""
-        snap, family, indexes = await self.registry.embedding_indexes(embedding)
+        snap, family, indexes = await self.registry.embedding_indexes(
+            embedding, writing=True, tenant_id=access.tenant_id
+        )
         check_access(access, family, snap)
-        owned = own_keys(keys, access, family, "delete", self.limits.max_batch_records)
+        owned = own_keys(keys, access, family, "delete", self.limits.input)
         version = source_version or now_micros()
 
         async def remove(snap: Snapshot) -> int:

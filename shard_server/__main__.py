@@ -16,6 +16,7 @@ import threading
 from pathlib import Path
 
 from core import runtime as serving
+from core.limits import Limits
 from core.settings import load_settings
 from shard_server.config import ShardConfig
 from shard_server.server import create_server
@@ -46,11 +47,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     overrides = {k: v for k, v in vars(args).items() if k != "config"}
     cfg = load_settings(ShardConfig, "shard", file=args.config, overrides=overrides)
+    limits = load_settings(Limits, "limits", file=args.config)
     serving.configure_logging(cfg.log_level)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    running = create_server(cfg)
+    running = create_server(cfg, limits)
     serving.announce_ready(
         role="shard", id=cfg.shard_id, grpc=running.address, metrics=running.metrics_port
     )

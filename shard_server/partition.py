@@ -27,6 +27,7 @@ import numpy as np
 from core.domain import EntityKey, Metric
 from core.errors import FailedPrecondition, InvalidArgument
 from core.filters import validate_attributes, validate_filter
+from core.limits import DEFAULT_LIMITS, Limits
 from core.ordering import order_key
 from core.scoring import canonical_scores, normalized, prepare_query
 from core.vectors import check_vector
@@ -98,8 +99,10 @@ class IndexPartition:
         policy: LifecyclePolicy | None = None,
         events: LifecycleEvents | None = None,
         clock: Callable[[], float] = time.monotonic,
+        limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         self.index = index
+        self.limits = limits
         self.family = family
         self.store = store
         try:
@@ -206,9 +209,12 @@ class IndexPartition:
         batch, naming its key."""
         out = []
         for r in records:
-            where = f"record {tuple(r.key)}"
+            where = f"record {tuple(p[:64] for p in r.key)}"
             if not r.key.entity_id:
                 raise InvalidArgument(f"{where}: entity_id is empty, expected a non-empty id")
+            # Defence in depth: the coordinator checked these limits already.
+            self.limits.check_key(r.key, where)
+            self.limits.check_attributes(r.attributes, where)
             check_vector(r.vector, self.family.dimension, what=where)
             validate_attributes(r.attributes, self.index.attributes, where)
             if r.bucket >= self.index.num_buckets:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import grpc
 
 from core import runtime as serving
+from core.limits import DEFAULT_LIMITS, Limits
 from protos.vecshard.v1.internal import features_pb2_grpc, replication_pb2_grpc, shard_pb2_grpc
 from registry.membership import ShardRegistration
 from registry.model import ShardMember, ShardState
@@ -50,7 +51,7 @@ class RunningShard:
         self.node.store.close()
 
 
-def create_server(cfg: ShardConfig) -> RunningShard:
+def create_server(cfg: ShardConfig, limits: Limits = DEFAULT_LIMITS) -> RunningShard:
     # FeatureShardStore is the ShardStore that also opens the feature groups'
     # column families already on disk (RocksDB refuses to open without them).
     store = FeatureShardStore(cfg.data_dir / "rocksdb")
@@ -65,6 +66,7 @@ def create_server(cfg: ShardConfig) -> RunningShard:
         cfg.data_dir / "segments",
         cfg.lifecycle_policy(),
         cfg.maintenance_interval_seconds,
+        limits,
     )
 
     server = grpc.server(

@@ -15,6 +15,7 @@ import faiss
 
 from core.domain import EntityKey, Metric, VersionRef
 from core.errors import FailedPrecondition, VecshardError
+from core.limits import DEFAULT_LIMITS, Limits
 from registry.watcher import SnapshotCache
 from shard_server.errors import UnknownIndex
 from shard_server.lifecycle import LifecyclePolicy
@@ -72,8 +73,10 @@ class ShardNode:
         segments_dir: Path,
         policy: LifecyclePolicy | None = None,
         maintenance_interval: float = 1.0,
+        limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         self.shard_id = shard_id
+        self.limits = limits
         self.store = store
         self.registry = registry
         self.segments_dir = segments_dir
@@ -131,6 +134,7 @@ class ShardNode:
                 self.store,
                 self._directory(ref),
                 self.policy,
+                limits=self.limits,
             )
             count = part.load()
             part.on_seal_due = self.maintainer.wake

@@ -49,10 +49,14 @@ ClusterFactory = Callable[..., LocalCluster]
 
 
 def _cluster_factory(etcd: EtcdProcess, base: Path, started: list[LocalCluster]) -> ClusterFactory:
-    def make(num_shards: int = 3, **kwargs: object) -> LocalCluster:
+    def make(num_shards: int = 3, num_coordinators: int = 2, **kwargs: object) -> LocalCluster:
+        """A real cluster; two coordinators by default, as production runs
+        several: clients given `cluster.coordinator_target` alternate between
+        them, so writes, reads and registry changes cross coordinators."""
         cluster = LocalCluster(
             base / uuid.uuid4().hex[:8],
             num_shards=num_shards,
+            num_coordinators=num_coordinators,
             etcd_prefix=new_prefix(),
             etcd_endpoint=etcd.endpoint,
             **kwargs,  # type: ignore[arg-type]

@@ -428,7 +428,8 @@ def registry_for(
 ) -> StaticRegistry:
     """A registry holding family `f`, its version `v1` and index version
     `INDEX` placed on `buckets` (replica shard ids per bucket), and feature
-    definitions, groups and sets with their placements."""
+    definitions, groups and sets with their placements. Tenants `t` and
+    `u` and `acme` are registered unless `tenants` says otherwise."""
     index = IndexVersion(
         INDEX.name,
         INDEX.version,
@@ -448,7 +449,9 @@ def registry_for(
             **(feature_placements or {}),
         },
         shards={s: ShardMember(s, f"mem://{s}") for s in shard_ids},
-        tenants=dict(tenants or {}),
+        tenants=dict(
+            tenants if tenants is not None else {k: Tenant(k) for k in ("t", "u", "acme")}
+        ),
         features={
             (type(o).__name__, getattr(o, "name", ""), getattr(o, "version", "")): o
             for o in features

@@ -7,6 +7,19 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+# Every tenant id the integration tests use: requests must name a registered
+# tenant (coordinator.access.require_tenant).
+TEST_TENANTS = ("t", "t0", "t1", "t2", "t3", "acme", "globex", "u", "other")
+
+
+def tenant_docs(tenants: tuple[str, ...] = TEST_TENANTS) -> list[dict[str, Any]]:
+    return [{"kind": "Tenant", "spec": {"tenant_id": t}} for t in tenants]
+
+
+def tenant_spec(tenants: tuple[str, ...] = TEST_TENANTS) -> str:
+    """The tenants as YAML documents, to append to a spec ("\n---\n" + this)."""
+    return "\n---\n".join(json.dumps(d) for d in tenant_docs(tenants))
+
 
 def route_spec(
     *,
@@ -51,5 +64,6 @@ def route_spec(
             },
         },
         {"kind": "Route", "spec": {"name": route, "bundle": f"{route}_bundle"}},
+        *tenant_docs(),
     ]
     return "\n---\n".join(json.dumps(d) for d in docs)  # JSON is YAML

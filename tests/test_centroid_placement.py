@@ -13,6 +13,7 @@ from core.domain import Metric
 from core.errors import FailedPrecondition
 from registry.placement import nearest, train_centroids
 from tests.conftest import ClusterFactory
+from tests.specs import tenant_spec
 
 
 def blobs(n_per: int, centres: np.ndarray, seed: int) -> np.ndarray:
@@ -63,10 +64,10 @@ def test_moves_between_buckets_leave_one_live_copy(make_cluster: ClusterFactory)
     cluster: LocalCluster = make_cluster(num_shards=2)
     centres = np.eye(4, dtype=np.float32) * 10
     with (
-        RegistryClient(cluster.coordinator_address) as reg,
-        RetrievalClient(cluster.coordinator_address, tenant_id="t", purpose="test") as c,
+        RegistryClient(cluster.coordinator_target) as reg,
+        RetrievalClient(cluster.coordinator_target, tenant_id="t", purpose="test") as c,
     ):
-        reg.apply(SPEC)
+        reg.apply(SPEC + "\n---\n" + tenant_spec())
         with pytest.raises(FailedPrecondition, match="centroids are not trained"):
             c.upsert("pts", "v1", [Record("x", centres[0])])
         assert reg.train_placement("pts_c", "v1", blobs(30, centres, seed=2)) == 4

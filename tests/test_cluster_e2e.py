@@ -26,11 +26,12 @@ from core.scoring import canonical_scores, normalized, prepare_query
 from protos.vecshard.v1 import common_pb2 as cpb
 from protos.vecshard.v1 import retrieval_pb2 as pb
 from protos.vecshard.v1 import retrieval_pb2_grpc
-from registry.model import Bundle, EmbeddingFamily, EmbeddingVersion, IndexVersion, Route
+from registry.model import Bundle, EmbeddingFamily, EmbeddingVersion, IndexVersion, Route, Tenant
 from registry.registry import Registry
 from registry.store import EtcdStore
 from registry.watcher import SnapshotCache
 from tests.conftest import ClusterFactory
+from tests.specs import TEST_TENANTS
 
 pytestmark = pytest.mark.integration
 
@@ -99,6 +100,8 @@ class Data:
 
 
 def setup_registry(registry: Registry, shard_ids: list[str]) -> None:
+    for tenant in TEST_TENANTS:
+        registry.put_tenant(Tenant(tenant))
     for metric in Metric:
         name = f"vec_{metric.value}"
         registry.put_family(EmbeddingFamily(name, "item", DIM, metric, allowed_purposes=(PURPOSE,)))
@@ -138,7 +141,7 @@ def cluster(make_module_cluster: ClusterFactory, data: Data) -> LocalCluster:
     store.close()
     per_tenant = data.records(range(N))
     for tenant, recs in per_tenant.items():
-        with RetrievalClient(cluster.coordinator_address, tenant_id=tenant, purpose=PURPOSE) as c:
+        with RetrievalClient(cluster.coordinator_target, tenant_id=tenant, purpose=PURPOSE) as c:
             for metric in Metric:
                 written, ignored = c.upsert(f"vec_{metric.value}", "v1", recs, batch_size=2000)
                 assert (written, ignored) == (len(recs), 0)
@@ -153,7 +156,7 @@ def search_hits(
     k: int = 10,
     flt: Filter | None = None,
 ):  # type: ignore[no-untyped-def]
-    with RetrievalClient(cluster.coordinator_address, tenant_id=tenant, purpose=PURPOSE) as c:
+    with RetrievalClient(cluster.coordinator_target, tenant_id=tenant, purpose=PURPOSE) as c:
         res = c.search(f"route_{metric.value}", q, k, filter=flt)
     return [(h.key.tenant_id, h.key.entity_id, h.score) for h in res.hits]
 
@@ -262,7 +265,7 @@ def test_batch_get_returns_one_record_per_key_in_request_order(
     for n, row in enumerate(t0_rows):
         keys.append(data.ids[row])
         keys.append(f"unknown-{n}")
-    with RetrievalClient(cluster.coordinator_address, tenant_id="t0", purpose=PURPOSE) as c:
+    with RetrievalClient(cluster.coordinator_target, tenant_id="t0", purpose=PURPOSE) as c:
         got = c.batch_get("vec_l2", "v1", keys)
     assert [lk.key.entity_id for lk in got] == keys
     assert [lk.status for lk in got] == ["found", "missing"] * 50
@@ -279,7 +282,7 @@ def test_sigkilled_shard_serves_every_acknowledged_write_after_restart(
         Record(f"late-{i}", rng.normal(size=DIM).astype(np.float32), source_version=1)
         for i in range(300)
     ]
-    with RetrievalClient(cluster.coordinator_address, tenant_id="t1", purpose=PURPOSE) as c:
+    with RetrievalClient(cluster.coordinator_target, tenant_id="t1", purpose=PURPOSE) as c:
         assert c.upsert("vec_inner_product", "v1", fresh) == (300, 0)
         before = [search_hits(cluster, Metric.INNER_PRODUCT, q, "t1") for q in data.queries[:10]]
         for shard_id in cluster.shard_ids():
@@ -423,14 +426,14 @@ def test_rejected_upsert_writes_nothing(
         raw_stub(cluster).Upsert(req)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert message in err.value.details() and "the-bad-one" in err.value.details()
-    with RetrievalClient(cluster.coordinator_address, tenant_id="t0", purpose=PURPOSE) as c:
+    with RetrievalClient(cluster.coordinator_target, tenant_id="t0", purpose=PURPOSE) as c:
         assert {
             lk.status for lk in c.batch_get("vec_l2", "v1", [f"never-{i}" for i in range(20)])
         } == {"missing"}
 
 
 def test_client_checks_before_sending(cluster: LocalCluster) -> None:
-    with RetrievalClient(cluster.coordinator_address, tenant_id="t0", purpose=PURPOSE) as c:
+    with RetrievalClient(cluster.coordinator_target, tenant_id="t0", purpose=PURPOSE) as c:
         with pytest.raises(InvalidArgument, match="expected 64"):
             c.search("route_l2", np.ones(3), 5)
         with pytest.raises(InvalidArgument, match="1..100"):
@@ -438,8 +441,8 @@ def test_client_checks_before_sending(cluster: LocalCluster) -> None:
         with pytest.raises(NotFound, match="unknown route"):
             c.search("nope", GOOD, 5)
     with pytest.raises(InvalidArgument, match="tenant_id"):
-        RetrievalClient(cluster.coordinator_address, tenant_id="", purpose=PURPOSE)
+        RetrievalClient(cluster.coordinator_target, tenant_id="", purpose=PURPOSE)
     with pytest.raises(InvalidArgument, match="purpose"):
-        RetrievalClient(cluster.coordinator_address, tenant_id="t0", purpose="")
+        RetrievalClient(cluster.coordinator_target, tenant_id="t0", purpose="")
     with pytest.raises(InvalidArgument, match="timeout"):
-        RetrievalClient(cluster.coordinator_address, tenant_id="t0", purpose=PURPOSE, timeout=0)
+        RetrievalClient(cluster.coordinator_target, tenant_id="t0", purpose=PURPOSE, timeout=0)

@@ -65,19 +65,19 @@ def cluster(make_module_cluster: ClusterFactory) -> LocalCluster:
         "registry",
         "apply",
         "--coordinator",
-        c.coordinator_address,
+        c.coordinator_target,
         "--why",
         "bootstrap",
         *sum((["-f", f] for f in EXAMPLES), []),
     )
     assert out.returncode == 0, out.stderr
     assert "Route home_feed created" in out.stdout
-    load_items(c.coordinator_address)
+    load_items(c.coordinator_target)
     return c
 
 
 def test_cli_change_reaches_another_coordinator_within_a_second(cluster: LocalCluster) -> None:
-    other = cluster.add_coordinator()
+    other = cluster.coordinator_addresses[1]
     with RetrievalClient(other, tenant_id="acme", purpose=PURPOSE) as watcher:
         assert watcher.describe_route("home_feed").bundle == "home_2026_10"
         out = cli(
@@ -86,7 +86,7 @@ def test_cli_change_reaches_another_coordinator_within_a_second(cluster: LocalCl
             "home_feed",
             "home_2026_11",
             "--coordinator",
-            cluster.coordinator_address,
+            cluster.coordinator_addresses[0],
             "--why",
             "promote",
         )
@@ -103,7 +103,7 @@ def test_cli_change_reaches_another_coordinator_within_a_second(cluster: LocalCl
 
 
 def test_incompatible_switch_fails_and_leaves_the_route(cluster: LocalCluster) -> None:
-    with RegistryClient(cluster.coordinator_address) as reg:
+    with RegistryClient(cluster.coordinator_target) as reg:
         before = reg.get("Route", "home_feed")
         with pytest.raises(FailedPrecondition, match="dimension differs"):
             reg.switch_route("home_feed", "home_xl_broken", why="oops")
@@ -114,7 +114,7 @@ def test_incompatible_switch_fails_and_leaves_the_route(cluster: LocalCluster) -
         "user_tower@2026-11",
         "items_xl_flat@2026-11",
         "--coordinator",
-        cluster.coordinator_address,
+        cluster.coordinator_target,
     )
     assert out.returncode == 3 and "incompatible: dimension differs" in out.stdout
 
@@ -125,7 +125,7 @@ def test_canary_is_sticky_per_subject_and_shadow_is_measured(cluster: LocalClust
     for i in range(200):
         subject = f"user-{i}"
         with RetrievalClient(
-            cluster.coordinator_address, tenant_id="acme", purpose=PURPOSE, subject_id=subject
+            cluster.coordinator_target, tenant_id="acme", purpose=PURPOSE, subject_id=subject
         ) as c:
             bundles = {c.search("home_feed", q, 5).bundle for _ in range(2)}
         assert len(bundles) == 1, f"{subject} saw {bundles}"
@@ -154,16 +154,16 @@ spec: {name: r2, query_embedding: {name: user_tower, version: "2026-11"}, item_e
 kind: Route
 spec: {name: r2_route, bundle: r2}
 """
-    with RegistryClient(cluster.coordinator_address) as reg:
+    with RegistryClient(cluster.coordinator_target) as reg:
         reg.apply(spec)
-    load_items(cluster.coordinator_address)  # writes go to both replicas of each bucket
+    load_items(cluster.coordinator_target)  # writes go to both replicas of each bucket
     q = np.ones(64, np.float32)
-    with RetrievalClient(cluster.coordinator_address, tenant_id="acme", purpose=PURPOSE) as c:
+    with RetrievalClient(cluster.coordinator_target, tenant_id="acme", purpose=PURPOSE) as c:
         full = [(h.key, h.score) for h in c.search("r2_route", q, 50).hits]
         assert "shard-0" in {h.shard_id for h in c.search("r2_route", q, 50).hits}
         assert (
             cli(
-                "registry", "drain", "shard-0", "--coordinator", cluster.coordinator_address
+                "registry", "drain", "shard-0", "--coordinator", cluster.coordinator_target
             ).returncode
             == 0
         )
@@ -176,14 +176,14 @@ spec: {name: r2_route, bundle: r2}
         ] == full  # same answer from the other replicas
         assert (
             cli(
-                "registry", "undrain", "shard-0", "--coordinator", cluster.coordinator_address
+                "registry", "undrain", "shard-0", "--coordinator", cluster.coordinator_target
             ).returncode
             == 0
         )
 
 
 def test_expired_lease_stops_routing_within_the_ttl(cluster: LocalCluster) -> None:
-    with RegistryClient(cluster.coordinator_address) as reg:
+    with RegistryClient(cluster.coordinator_target) as reg:
         assert "shard-2" in {s.shard_id for s in reg.status().shards}
         cluster.kill_shard("shard-2")
         t0 = time.monotonic()
@@ -200,16 +200,16 @@ def test_etcd_outage_costs_no_search(tmp_path: Path) -> None:
     cluster = LocalCluster(tmp_path / "c", num_shards=2, etcd_prefix=new_prefix())
     cluster.start()
     try:
-        with RegistryClient(cluster.coordinator_address) as reg:
+        with RegistryClient(cluster.coordinator_target) as reg:
             reg.apply("\n---\n".join(Path(f).read_text() for f in EXAMPLES))
-        load_items(cluster.coordinator_address, n=300)
+        load_items(cluster.coordinator_target, n=300)
         failures: list[str] = []
         done = threading.Event()
         searched = [0]
 
         def load() -> None:
             with RetrievalClient(
-                cluster.coordinator_address, tenant_id="acme", purpose=PURPOSE, subject_id="u1"
+                cluster.coordinator_target, tenant_id="acme", purpose=PURPOSE, subject_id="u1"
             ) as c:
                 q = np.ones(64, np.float32)
                 while not done.is_set():
@@ -229,7 +229,7 @@ def test_etcd_outage_costs_no_search(tmp_path: Path) -> None:
             assert time.monotonic() - t0 < 15, "staleness not exported while etcd is down"
         during = searched[0]
         cluster.etcd.restart()
-        with RegistryClient(cluster.coordinator_address) as reg:
+        with RegistryClient(cluster.coordinator_target) as reg:
             deadline = time.monotonic() + 20
             while True:  # the coordinator catches up without a restart
                 try:
@@ -238,7 +238,7 @@ def test_etcd_outage_costs_no_search(tmp_path: Path) -> None:
                 except Exception:  # noqa: BLE001 - etcd may still be electing itself
                     assert time.monotonic() < deadline
             with RetrievalClient(
-                cluster.coordinator_address, tenant_id="acme", purpose=PURPOSE
+                cluster.coordinator_target, tenant_id="acme", purpose=PURPOSE
             ) as c:
                 while c.describe_route("home_feed", refresh=True).bundle != "home_2026_11":
                     assert time.monotonic() < deadline, "coordinator did not catch up"
@@ -253,7 +253,7 @@ def test_etcd_outage_costs_no_search(tmp_path: Path) -> None:
 
 
 def test_registry_service_errors_are_clear(cluster: LocalCluster) -> None:
-    with RegistryClient(cluster.coordinator_address) as reg:
+    with RegistryClient(cluster.coordinator_target) as reg:
         with pytest.raises(Exception, match="unknown kind 'Widget'"):
             reg.list("Widget")
         with pytest.raises(Exception, match="not valid YAML"):

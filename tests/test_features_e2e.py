@@ -12,6 +12,7 @@ from client.registry_client import RegistryClient
 from client.retrieval_client import RetrievalClient
 from core.errors import InvalidArgument, NotFound
 from tests.conftest import ClusterFactory
+from tests.specs import tenant_docs
 
 pytestmark = pytest.mark.integration
 S = 1_000_000
@@ -27,13 +28,14 @@ SPEC = (
 @pytest.fixture(scope="module")
 def cluster(make_module_cluster: ClusterFactory) -> LocalCluster:
     c = make_module_cluster(num_shards=3)
-    with RegistryClient(c.coordinator_address) as reg:
+    with RegistryClient(c.coordinator_target) as reg:
         reg.apply(SPEC)
+        reg.apply(tenant_docs())
     return c
 
 
 def client(cluster: LocalCluster) -> RetrievalClient:
-    return RetrievalClient(cluster.coordinator_address, tenant_id="acme", purpose="recommendation")
+    return RetrievalClient(cluster.coordinator_target, tenant_id="acme", purpose="recommendation")
 
 
 def test_values_in_request_order_with_reasons_defaults_and_staleness(cluster: LocalCluster) -> None:
@@ -142,13 +144,13 @@ def test_offline_online_parity_through_real_processes(
 
     cluster = make_cluster(num_shards=3)
     docs = [json.loads(codec.encode(o)) for o in (*DEFINITIONS, *GROUPS, RANKER)]
-    with RegistryClient(cluster.coordinator_address) as reg:
-        reg.apply([{"kind": d["kind"], "spec": d["spec"]} for d in docs])
+    with RegistryClient(cluster.coordinator_target) as reg:
+        reg.apply([{"kind": d["kind"], "spec": d["spec"]} for d in docs] + tenant_docs())
     rng = random.Random(5)
     offline = OfflineStore(tmp_path / "offline")
     for group, rows in data_set(rng).items():
         offline.write_features(CATALOG.schema(group), rows)
-    sink = GrpcFeatureSink(cluster.coordinator_address)
+    sink = GrpcFeatureSink(cluster.coordinator_target)
     for group in WRITTEN:
         job = MaterializeJob(
             CATALOG.schema(group), start_date=DAYS[0], end_date=DAYS[-1], batch_size=50
@@ -209,7 +211,7 @@ spec: {name: session_vec, version: v1}
 kind: IndexVersion
 spec: {name: session_ix, version: v1, embedding: {name: session_vec, version: v1}, kind: flat, num_buckets: 3}
 """
-    with RegistryClient(cluster.coordinator_address) as reg:
+    with RegistryClient(cluster.coordinator_target) as reg:
         assert reg.apply(spec)[-1] == "IndexVersion session_ix@v1 created"
     now_us = time.time_ns() // 1000
     with client(cluster) as c:
@@ -231,7 +233,7 @@ spec: {name: session_ix, version: v1, embedding: {name: session_vec, version: v1
                 )
             ],
         )
-        c._stub.Upsert(req)
+        c._rpc("Upsert", req, None)
         got = c.batch_get("session_vec", "v1", ["fresh", "old", "never"])
         assert [lk.status for lk in got] == ["found", "missing", "missing"]
         assert got[0].created_at_unix_micros >= now_us and got[0].norm == 2.0
@@ -252,7 +254,7 @@ def test_materialize_cli_copies_offline_rows_online_and_resumes(
     from registry import codec
     from registry.feature_catalog import FeatureCatalog
 
-    with RegistryClient(cluster.coordinator_address) as reg:
+    with RegistryClient(cluster.coordinator_target) as reg:
         objs = [
             codec.from_dict(codec.KINDS[k], o.spec)
             for k in ("FeatureDefinition", "FeatureGroup", "FeatureSet")
@@ -279,7 +281,7 @@ def test_materialize_cli_copies_offline_rows_online_and_resumes(
         "--offline",
         str(tmp_path / "offline"),
         "--coordinator",
-        cluster.coordinator_address,
+        cluster.coordinator_target,
         "--checkpoint",
         str(tmp_path / "ck.json"),
         "--batch-size",

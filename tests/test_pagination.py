@@ -25,19 +25,20 @@ SPEC = route_spec(dim=DIM, num_buckets=9)
 def test_pages_never_repeat_or_reorder_while_writes_continue(make_cluster: ClusterFactory) -> None:
     cluster = make_cluster(num_shards=3)
     rng = np.random.default_rng(0)
-    with RegistryClient(cluster.coordinator_address) as reg:
+    with RegistryClient(cluster.coordinator_target) as reg:
         reg.apply(SPEC)
-    with RetrievalClient(cluster.coordinator_address, tenant_id="t", purpose="p") as c:
+    with RetrievalClient(cluster.coordinator_target, tenant_id="t", purpose="p") as c:
         c.upsert(
             "v", "v1", [Record(f"e{i}", rng.normal(size=DIM)) for i in range(3000)], batch_size=1000
         )
         q = np.zeros(DIM, np.float32)
         stop = threading.Event()
         writes = [0]
+        progress = threading.Condition()
 
         def writer() -> None:
             wrng = np.random.default_rng(1)
-            with RetrievalClient(cluster.coordinator_address, tenant_id="t", purpose="p") as w:
+            with RetrievalClient(cluster.coordinator_target, tenant_id="t", purpose="p") as w:
                 while not stop.is_set():
                     # new items anywhere in the ranking, and items already served
                     # moved further down: neither may show up on a later page
@@ -53,7 +54,9 @@ def test_pages_never_repeat_or_reorder_while_writes_continue(make_cluster: Clust
                         for _ in range(20)
                     ]
                     w.upsert("v", "v1", batch)
-                    writes[0] += 1
+                    with progress:
+                        writes[0] += 1
+                        progress.notify_all()
 
         thread = threading.Thread(target=writer)
         seen: list[tuple[float, str]] = []
@@ -62,7 +65,13 @@ def test_pages_never_repeat_or_reorder_while_writes_continue(make_cluster: Clust
         cursor = first.next_cursor
         thread.start()  # every write from here on is newer than the pinned snapshot
         try:
-            for _ in range(19):
+            for n in range(19):
+                if n < 3:  # pages 2-4 each come after at least one more acknowledged write
+                    before = writes[0]
+                    with progress:
+                        assert progress.wait_for(lambda b=before: writes[0] > b, timeout=20), (
+                            "the writer made no progress"
+                        )
                 page = c.search("r", q, 50, cursor=cursor)
                 assert not page.partial and len(page.hits) == 50
                 seen.extend((h.score, h.key.entity_id) for h in page.hits)

@@ -44,10 +44,10 @@ def test_slow_killed_and_failing_shards_give_partial_results_in_time(
             "shard-1": {"VECSHARD_FAULTS": "Search=error:INTERNAL"},
         },
     )
-    with RegistryClient(cluster.coordinator_address) as reg:
+    with RegistryClient(cluster.coordinator_target) as reg:
         reg.apply(spec(replicas=1))
         placement = reg.get("Placement", "ix", "v1").spec["buckets"]
-    load(cluster.coordinator_address)
+    load(cluster.coordinator_target)
     cluster.kill_shard("shard-2")
     down = sorted(
         b
@@ -56,7 +56,7 @@ def test_slow_killed_and_failing_shards_give_partial_results_in_time(
     )
     q = np.zeros(DIM, np.float32)
     with RetrievalClient(
-        cluster.coordinator_address, tenant_id="t", purpose="test", timeout=1.5
+        cluster.coordinator_target, tenant_id="t", purpose="test", timeout=1.5
     ) as c:
         t0 = time.monotonic()
         res = c.search("r", q, 10)
@@ -73,12 +73,12 @@ def test_slow_killed_and_failing_shards_give_partial_results_in_time(
 
 def test_a_killed_replica_changes_nothing(make_cluster: ClusterFactory) -> None:
     cluster = make_cluster(num_shards=3, lease_ttl=30)
-    with RegistryClient(cluster.coordinator_address) as reg:
+    with RegistryClient(cluster.coordinator_target) as reg:
         reg.apply(spec(replicas=2))
-    load(cluster.coordinator_address)
+    load(cluster.coordinator_target)
     rng = np.random.default_rng(9)
     queries = [rng.normal(size=DIM).astype(np.float32) for _ in range(20)]
-    with RetrievalClient(cluster.coordinator_address, tenant_id="t", purpose="test") as c:
+    with RetrievalClient(cluster.coordinator_target, tenant_id="t", purpose="test") as c:
         before = [[(h.key, h.score) for h in c.search("r", q, 10).hits] for q in queries]
         cluster.kill_shard("shard-1")  # still registered (lease 30 s): every call to it is refused
         for q, want in zip(queries, before, strict=True):

@@ -25,8 +25,8 @@ def test_restarted_replica_catches_up_and_serves_identical_results(
     cluster = make_cluster(num_shards=2, lease_ttl=30)
     rng = np.random.default_rng(0)
     with (
-        RegistryClient(cluster.coordinator_address) as reg,
-        RetrievalClient(cluster.coordinator_address, tenant_id="t", purpose="p") as c,
+        RegistryClient(cluster.coordinator_target) as reg,
+        RetrievalClient(cluster.coordinator_target, tenant_id="t", purpose="p") as c,
     ):
         reg.apply(SPEC)
         c.upsert("v", "v1", [Record(f"e{i}", rng.normal(size=DIM)) for i in range(600)])
@@ -58,7 +58,7 @@ def test_restarted_replica_catches_up_and_serves_identical_results(
         reg.set_shard_state("shard-0", "serving")
     # lookups straight from shard-1's data: stop shard-0 entirely
     cluster.shards["shard-0"].stop()
-    with RetrievalClient(cluster.coordinator_address, tenant_id="t", purpose="p") as c:
+    with RetrievalClient(cluster.coordinator_target, tenant_id="t", purpose="p") as c:
         deadline = time.monotonic() + 15
         while True:
             try:

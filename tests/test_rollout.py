@@ -88,10 +88,10 @@ class Load:
 
 def seeded(make_cluster: ClusterFactory) -> LocalCluster:
     cluster = make_cluster(num_shards=3)
-    with RegistryClient(cluster.coordinator_address) as reg:
+    with RegistryClient(cluster.coordinator_target) as reg:
         reg.apply(SPEC)
     rng = np.random.default_rng(0)
-    with RetrievalClient(cluster.coordinator_address, tenant_id="t", purpose="test") as c:
+    with RetrievalClient(cluster.coordinator_target, tenant_id="t", purpose="test") as c:
         c.upsert(
             "vec",
             "v1",
@@ -103,7 +103,7 @@ def seeded(make_cluster: ClusterFactory) -> LocalCluster:
 def check_acknowledged(cluster: LocalCluster, load: Load) -> None:
     keys = list(load.acked)
     assert len(keys) > 100, "the write load should have been acknowledged many times"
-    with RetrievalClient(cluster.coordinator_address, tenant_id="t", purpose="test") as c:
+    with RetrievalClient(cluster.coordinator_target, tenant_id="t", purpose="test") as c:
         for i in range(0, len(keys), 500):
             chunk = keys[i : i + 500]
             got = c.batch_get("vec", "v1", chunk)
@@ -118,8 +118,8 @@ def test_rolling_restart_under_load_loses_nothing(make_cluster: ClusterFactory) 
     cluster = seeded(make_cluster)
     log: list[str] = []
     with (
-        RegistryClient(cluster.coordinator_address, who="test") as reg,
-        Load(cluster.coordinator_address) as load,
+        RegistryClient(cluster.coordinator_target, who="test") as reg,
+        Load(cluster.coordinator_target) as load,
     ):
         Rollout(reg, LocalFleet(cluster), say=log.append).run()
     assert [line for line in log if line.endswith("serving")] == [
@@ -135,7 +135,7 @@ def test_sigterm_on_a_shard_under_load_is_invisible_to_clients(
     make_cluster: ClusterFactory,
 ) -> None:
     cluster = seeded(make_cluster)
-    with Load(cluster.coordinator_address) as load:
+    with Load(cluster.coordinator_target) as load:
         load.reached(20)
         rc = cluster.shards["shard-1"].stop()  # SIGTERM: graceful
         load.reached(load.searches + 30)
@@ -206,7 +206,7 @@ def test_an_error_rise_rolls_the_shard_back(make_cluster: ClusterFactory) -> Non
 
     cluster = seeded(make_cluster)
     errors = iter([0.0, 7.0])
-    with RegistryClient(cluster.coordinator_address, who="test") as reg:
+    with RegistryClient(cluster.coordinator_target, who="test") as reg:
         rollout = Rollout(
             reg,
             LocalFleet(cluster, ["shard-0"]),

@@ -45,9 +45,9 @@ def test_search_and_batch_get_with_the_sdk_alone(make_cluster: ClusterFactory) -
     rng = np.random.default_rng(11)
     vectors = rng.normal(size=(40, DIM)).astype(np.float32)
     ids = [f"item-{i:05d}" for i in range(len(vectors))]
-    with RegistryClient(cluster.coordinator_address, who="test") as registry:
+    with RegistryClient(cluster.coordinator_target, who="test") as registry:
         registry.apply(SPEC)
-    with RetrievalClient(cluster.coordinator_address, tenant_id=TENANT, purpose=PURPOSE) as c:
+    with RetrievalClient(cluster.coordinator_target, tenant_id=TENANT, purpose=PURPOSE) as c:
         written, _ = c.upsert(
             *EMBEDDING,
             [Record(i, v, source_version=7) for i, v in zip(ids, vectors, strict=True)],
@@ -59,7 +59,7 @@ def test_search_and_batch_get_with_the_sdk_alone(make_cluster: ClusterFactory) -
         EXTRA_ONLY_MODULES + NON_SDK_PACKAGES,
         SDK_SCRIPT,
         [
-            cluster.coordinator_address,
+            cluster.coordinator_target,
             ROUTE,
             *EMBEDDING,
             TENANT,

@@ -24,10 +24,10 @@ SPEC = route_spec(dim=8, metric="inner_product", num_buckets=6, attributes={"col
 
 def test_search_batch_and_debug(make_cluster: ClusterFactory) -> None:
     cluster = make_cluster(num_shards=3)
-    with RegistryClient(cluster.coordinator_address) as reg:
+    with RegistryClient(cluster.coordinator_target) as reg:
         reg.apply(SPEC)
     rng = np.random.default_rng(0)
-    with RetrievalClient(cluster.coordinator_address, tenant_id="t", purpose="p") as c:
+    with RetrievalClient(cluster.coordinator_target, tenant_id="t", purpose="p") as c:
         c.upsert(
             "v",
             "v1",

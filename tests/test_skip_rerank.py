@@ -26,8 +26,8 @@ def test_skip_rerank_is_calibrated_and_close_to_exact(make_cluster: ClusterFacto
         extra_env={"VECSHARD__SHARD__SEAL_ROWS": "1000", "VECSHARD__SHARD__MIN_INDEX_ROWS": "200"},
     )
     with (
-        RegistryClient(cluster.coordinator_address) as reg,
-        RetrievalClient(cluster.coordinator_address, tenant_id="t", purpose="p") as c,
+        RegistryClient(cluster.coordinator_target) as reg,
+        RetrievalClient(cluster.coordinator_target, tenant_id="t", purpose="p") as c,
     ):
         reg.apply(SPEC)
         c.upsert("v", "v1", [Record(f"e{i}", v) for i, v in enumerate(data.base)], batch_size=2000)

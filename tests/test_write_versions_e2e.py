@@ -35,10 +35,10 @@ def _client(address: str) -> RetrievalClient:
 
 def _centroid_cluster(make_cluster: ClusterFactory) -> tuple[LocalCluster, str]:
     cluster = make_cluster(num_shards=3)
-    second = cluster.add_coordinator()
+    second = cluster.coordinator_addresses[1]
     rng = np.random.default_rng(7)
     sample = np.concatenate([c + 0.1 * rng.normal(size=(30, DIM)) for c in CENTRES])
-    with RegistryClient(cluster.coordinator_address) as reg:
+    with RegistryClient(cluster.coordinator_target) as reg:
         reg.apply(route_spec(dim=DIM, num_buckets=REGIONS, placement="centroid"))
         assert reg.train_placement("ix", "v1", sample.astype(np.float32)) == REGIONS
     return cluster, second
@@ -117,8 +117,8 @@ def test_concurrent_versions_across_regions_keep_exactly_the_newest(
 
 def test_a_stale_delete_never_removes_a_newer_write(make_cluster: ClusterFactory) -> None:
     cluster = make_cluster(num_shards=2)
-    second = cluster.add_coordinator()
-    with RegistryClient(cluster.coordinator_address) as reg:
+    second = cluster.coordinator_addresses[1]
+    with RegistryClient(cluster.coordinator_target) as reg:
         reg.apply(route_spec(dim=DIM))
     vec = np.array([1, 2, 3, 4], np.float32)
     with _client(cluster.coordinator_address) as a, _client(second) as b:
