@@ -132,7 +132,7 @@ def parse_index_params(kind: IndexKind, params: Mapping[str, Any], dimension: in
     parsed = cls(**values)
     if isinstance(parsed, IvfPqParams):
         parsed = _complete_ivfpq(parsed, dimension)
-    return parsed  # type: ignore[no-any-return]
+    return parsed
 
 
 def _complete_ivfpq(p: IvfPqParams, dimension: int) -> IvfPqParams:
