@@ -50,7 +50,8 @@ class ShardStore:
     def multi_get(self, cf: str, keys: Sequence[bytes]) -> list[bytes | None]:
         if not keys:
             return []
-        return list(self._cfs[cf].get(list(keys)))
+        # rocksdict's stub says get() -> Any | None; given a list of keys it returns a list.
+        return list(self._cfs[cf].get(list(keys)))  # type: ignore[arg-type]
 
     def write(
         self,
