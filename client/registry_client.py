@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -116,7 +117,8 @@ class RegistryClient:
                 )
             )
 
-    def history(self, route: str) -> list[RouteChange]:
+    # builtins.list: in the class body `list` is the method above.
+    def history(self, route: str) -> builtins.list[RouteChange]:
         with rpc_errors():
             resp = self._stub.History(pb.HistoryRequest(route=route), timeout=self.timeout)
         return [
@@ -157,4 +159,5 @@ class RegistryClient:
 
     def status(self) -> pb.StatusResponse:
         with rpc_errors():
-            return self._stub.Status(pb.StatusRequest(), timeout=self.timeout)
+            status: pb.StatusResponse = self._stub.Status(pb.StatusRequest(), timeout=self.timeout)
+            return status
