@@ -9,7 +9,7 @@ from collections.abc import Callable
 import numpy as np
 
 from client.registry_client import RegistryClient
-from client.retrieval_client import Record, RetrievalClient
+from client.retrieval_client import Hit, Record, RetrievalClient
 from core.filters import And, Eq, Range
 
 DIM = 32
@@ -94,7 +94,7 @@ def catalogue(seed: int = 7) -> tuple[np.ndarray, dict[str, list[Record]]]:
     return centres, per_tenant
 
 
-def _table(client: RetrievalClient, hits: list, say: Callable[[str], None]) -> None:  # type: ignore[type-arg]
+def _table(client: RetrievalClient, hits: list[Hit], say: Callable[[str], None]) -> None:
     if not hits:
         say("    (no results)")
         return
