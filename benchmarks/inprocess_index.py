@@ -119,7 +119,7 @@ class FaissIvfPq:
         iterations = int(params.get("train_iterations", 10))
         quantizer = faiss.IndexFlatL2(dim) if metric == "l2" else faiss.IndexFlatIP(dim)
         ivf = faiss.IndexIVFPQ(quantizer, dim, nlist, m, nbits, faiss_metric)
-        ivf.do_polysemous_training = False  # type: ignore[attr-defined]  # SWIG attribute
+        ivf.do_polysemous_training = False  # type: ignore[attr-defined]  # SWIG attribute, not in faiss's stub
         ivf.cp.niter = ivf.pq.cp.niter = iterations
         ivf.cp.seed = ivf.pq.cp.seed = seed
         faiss.omp_set_num_threads(threads)

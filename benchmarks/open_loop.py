@@ -199,7 +199,10 @@ async def run_open_loop(
     """
     offsets = arrival_offsets(config.rate, config.duration, config.arrivals, config.seed)
     kinds, picks = mix.plan(len(offsets), config.seed + 1)
-    calls = [channel.unary_unary(k.path) for k in mix.kinds]  # bytes in, bytes out
+    # No (de)serializers: bytes in, bytes out.
+    calls: list[grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]] = [
+        channel.unary_unary(k.path) for k in mix.kinds
+    ]
     readers = [k.partial_reader for k in mix.kinds]
     pools = [k.requests for k in mix.kinds]
     rec = _Recorder(len(offsets))
@@ -215,6 +218,8 @@ async def run_open_loop(
         try:
             response = await calls[kind](pools[kind][picks[i]], timeout=timeout)
             reader = readers[kind]
+            # A class built from a descriptor at run time: protobuf's Message type cannot name
+            # its fields.
             if reader is not None and reader.FromString(response).partial:  # type: ignore[attr-defined]
                 rec.partial[i] = True
                 rec.n_partial += 1

@@ -53,7 +53,7 @@ def measure_inprocess(
             index.set_search_param(value)
 
             def search(i: int, index: Any = index) -> NDArray[np.int64]:
-                return index.search(dataset.queries[i], args.k)  # type: ignore[no-any-return]
+                return index.search(dataset.queries[i], args.k)
 
             single = threaded_closed_loop(
                 search,
