@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -21,7 +22,7 @@ EMBEDDING = ("demo_items", "v1")
 ROUTE = "home_feed"
 PURPOSE = "recommendation"
 
-SPEC = [
+SPEC: list[dict[str, Any]] = [
     {
         "kind": "EmbeddingFamily",
         "spec": {

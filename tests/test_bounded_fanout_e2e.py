@@ -78,7 +78,7 @@ def test_centroid_placement_touches_few_shards_and_stays_exact(
             res = c.search("r", q, 10)
             assert not res.partial
             assert [h.key.entity_id for h in res.hits] == exact_top(data.base, ids, q, 10)
-            searched.append(res.diagnostics["shards_searched"])
+            searched.append(int(res.diagnostics["shards_searched"]))
     median = statistics.median(searched)
     print(
         f"\nshards searched per query: median {median}, mean {statistics.mean(searched):.2f}, max {max(searched)} of 8"

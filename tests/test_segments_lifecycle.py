@@ -204,8 +204,8 @@ def test_searches_and_writes_proceed_while_a_seal_and_a_compaction_build(
     assert s.part is not None
     s.upsert(range(0, 700))
     for operation, run in (
-        ("seal", lambda: s.part.lifecycle.seal(force=True)),  # type: ignore[union-attr]
-        ("compact", lambda: s.part.lifecycle.compact(force=True)),  # type: ignore[union-attr]
+        ("seal", lambda: s.part.lifecycle.seal(force=True)),
+        ("compact", lambda: s.part.lifecycle.compact(force=True)),
     ):
         builds.started.clear()
         builds.release.clear()

@@ -87,7 +87,7 @@ class Writer(threading.Thread):
         except BaseException as exc:  # reported by the test
             self.error = exc
 
-    def one_op(self, s) -> None:  # type: ignore[no-untyped-def]
+    def one_op(self, s) -> None:
         self.version += 1
         known = list(self.model.states)
         if known and self.rng.random() < 0.3:
