@@ -218,9 +218,7 @@ async def run_open_loop(
         try:
             response = await calls[kind](pools[kind][picks[i]], timeout=timeout)
             reader = readers[kind]
-            # A class built from a descriptor at run time: protobuf's Message type cannot name
-            # its fields.
-            if reader is not None and reader.FromString(response).partial:  # type: ignore[attr-defined]
+            if reader is not None and reader.FromString(response).partial:  # type: ignore[attr-defined]  # class built at run time
                 rec.partial[i] = True
                 rec.n_partial += 1
         except grpc.aio.AioRpcError as exc:

@@ -50,8 +50,7 @@ class ShardStore:
     def multi_get(self, cf: str, keys: Sequence[bytes]) -> list[bytes | None]:
         if not keys:
             return []
-        # rocksdict's stub says get() -> Any | None; given a list of keys it returns a list.
-        return list(self._cfs[cf].get(list(keys)))  # type: ignore[arg-type]
+        return list(self._cfs[cf].get(list(keys)))  # type: ignore[arg-type]  # rocksdict stub: get() -> Any | None, a list for a list of keys
 
     def write(
         self,
