@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -49,13 +50,13 @@ ClusterFactory = Callable[..., LocalCluster]
 
 
 def _cluster_factory(etcd: EtcdProcess, base: Path, started: list[LocalCluster]) -> ClusterFactory:
-    def make(num_shards: int = 3, **kwargs: object) -> LocalCluster:
+    def make(num_shards: int = 3, **kwargs: Any) -> LocalCluster:
         cluster = LocalCluster(
             base / uuid.uuid4().hex[:8],
             num_shards=num_shards,
             etcd_prefix=new_prefix(),
             etcd_endpoint=etcd.endpoint,
-            **kwargs,  # type: ignore[arg-type]
+            **kwargs,
         )
         started.append(cluster)
         cluster.start()

@@ -222,7 +222,7 @@ def test_same_query_gives_byte_identical_results_whatever_the_shard_order(
 
         def factory(shard_id: str, address: str) -> Shard:
             remotes.setdefault(shard_id, RemoteShard(shard_id, address))
-            return ShuffledShard(remotes[shard_id], rnd)  # type: ignore[return-value]
+            return ShuffledShard(remotes[shard_id], rnd)  # type: ignore[return-value]  # search() only
 
         engine = RetrievalEngine(cache, factory)
         runs = []

@@ -48,8 +48,7 @@ class ClientTally(grpc.aio.UnaryUnaryClientInterceptor):
         self.codes[code.name] += 1
         if code == grpc.StatusCode.OK:
             reader = partial_flag_reader(details.method.decode().rsplit("/", 1)[-1])
-            # A class built from a descriptor at run time: Message cannot name its fields.
-            if reader is not None and reader.FromString(await call).partial:  # type: ignore[attr-defined]
+            if reader is not None and reader.FromString(await call).partial:  # type: ignore[attr-defined]  # class built at run time
                 self.partial += 1
         return call
 

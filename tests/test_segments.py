@@ -105,7 +105,7 @@ class Model:
 
 
 def record(rng: np.random.Generator, i: int, tenant: str, sv: int) -> Record:
-    attrs: dict[str, object] = {}
+    attrs: dict[str, AttrValue] = {}
     if rng.random() < 0.9:
         attrs["cat"] = "abc"[int(rng.integers(0, 3))]
     if rng.random() < 0.9:
@@ -121,7 +121,7 @@ def record(rng: np.random.Generator, i: int, tenant: str, sv: int) -> Record:
         EntityKey(tenant, "item", f"id-{i:04d}"),
         vec,
         sv,
-        attributes=attrs,  # type: ignore[arg-type]
+        attributes=attrs,
         bucket=i % 4,
     )
 
@@ -368,7 +368,7 @@ def test_index_params_are_validated(
         store = ShardStore(Path(tmp))
         try:
             with pytest.raises(FailedPrecondition, match="ix_"):
-                IndexPartition(index(kind, params), family(Metric.L2), store, Path(tmp) / "s")  # type: ignore[arg-type]
+                IndexPartition(index(kind, params), family(Metric.L2), store, Path(tmp) / "s")  # type: ignore[arg-type]  # invalid params are the point
         finally:
             store.close()
 

@@ -143,7 +143,7 @@ def test_every_acknowledged_write_survives_repeated_sigkills(make_cluster: Clust
             with model.cond:
                 target = model.acked_ops + OPS_BETWEEN_KILLS
                 assert model.cond.wait_for(
-                    lambda t=target: model.acked_ops >= t or writer.error is not None,  # type: ignore[misc]
+                    lambda t=target: model.acked_ops >= t or writer.error is not None,  # type: ignore[misc]  # mypy cannot type a default-argument lambda
                     120,
                 ), "the writer stalled"
             assert writer.error is None, writer.error
