@@ -101,7 +101,7 @@ def _defs() -> tuple[list[FeatureObject], FeatureSet]:
     return [*defs, *groups, fs], fs
 
 
-def _docs(objs: list[FeatureObject]) -> list[dict]:
+def _docs(objs: list[FeatureObject]) -> list[dict[str, Any]]:
     from registry import codec
 
     return [
@@ -134,7 +134,7 @@ def progress(what: str, done: int, total: int, start: float) -> None:
     print(f"\r  {what}: {done:,}/{total:,} ({rate:,.0f}/s)", end="", file=sys.stderr, flush=True)
 
 
-def run(entities: int, requests: int, users: int, seed: int) -> dict:
+def run(entities: int, requests: int, users: int, seed: int) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
     objs, fs = _defs()
     with tempfile.TemporaryDirectory(prefix="vecshard-featbench-") as tmp:

@@ -90,7 +90,8 @@ class Hnswlib:
 
     def search(self, query: NDArray[np.float32], k: int) -> NDArray[np.int64]:
         labels, _ = self.index.knn_query(query[None, :], k=k, num_threads=1)
-        return labels[0].astype(np.int64)
+        ids: NDArray[np.int64] = labels[0].astype(np.int64)  # hnswlib is untyped
+        return ids
 
 
 class FaissIvfPq:
@@ -147,7 +148,8 @@ class FaissIvfPq:
     def search(self, query: NDArray[np.float32], k: int) -> NDArray[np.int64]:
         q = _normalized(query) if self.metric == "cosine" else query
         _, labels = self.index.search(q[None, :], k)
-        return labels[0].astype(np.int64)
+        ids: NDArray[np.int64] = labels[0].astype(np.int64)  # numpy types [0] as Any
+        return ids
 
 
 def pq_subquantizers(dim: int) -> int:

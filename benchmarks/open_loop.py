@@ -110,7 +110,9 @@ class LoadRun:
 
     @property
     def ok(self) -> NDArray[np.bool_]:
-        return self.completed & (self.code == self.code_names.index(OK))
+        # Annotated: numpy's stubs type the comparison with an int as Any.
+        ok: NDArray[np.bool_] = self.completed & (self.code == self.code_names.index(OK))
+        return ok
 
     @property
     def latency(self) -> NDArray[np.float64]:
