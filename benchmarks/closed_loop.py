@@ -130,6 +130,8 @@ async def grpc_closed_loop(
     """
     async with grpc.aio.insecure_channel(address) as channel:
         await channel.channel_ready()
+        # Bytes in; a SearchBatchResponse or a SearchResponse out, by `batch`.
+        call: grpc.aio.UnaryUnaryMultiCallable[bytes, Any]
         if batch > 1:
             call = channel.unary_unary(
                 method_path("SearchBatch"), response_deserializer=pb.SearchBatchResponse.FromString

@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -31,6 +32,7 @@ from registry.features import (
     FeatureDefinition,
     FeatureDType,
     FeatureGroup,
+    FeatureObject,
     FeatureRef,
     FeatureSet,
     GroupRow,
@@ -46,7 +48,7 @@ DIM = 32
 T0 = 1_800_000_000_000_000
 
 
-def _defs() -> tuple[list[object], FeatureSet]:
+def _defs() -> tuple[list[FeatureObject], FeatureSet]:
     defs = [
         FeatureDefinition(
             "ctr",
@@ -99,7 +101,7 @@ def _defs() -> tuple[list[object], FeatureSet]:
     return [*defs, *groups, fs], fs
 
 
-def _docs(objs: list[object]) -> list[dict]:
+def _docs(objs: list[FeatureObject]) -> list[dict[str, Any]]:
     from registry import codec
 
     return [
@@ -135,7 +137,7 @@ def progress(what: str, done: int, total: int, start: float) -> None:
     print(f"\r  {what}: {done:,}/{total:,} ({rate:,.0f}/s)", end="", file=sys.stderr, flush=True)
 
 
-def run(entities: int, requests: int, users: int, seed: int) -> dict:
+def run(entities: int, requests: int, users: int, seed: int) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
     objs, fs = _defs()
     with tempfile.TemporaryDirectory(prefix="vecshard-featbench-") as tmp:
@@ -213,7 +215,7 @@ def run(entities: int, requests: int, users: int, seed: int) -> dict:
         # In-process baseline: the same rows in one RocksDB, multi-get + resolve.
         local = FeatureShardStore(Path(tmp) / "inprocess")
         store = FeatureStore(local)
-        catalog = FeatureCatalog.build(objs)  # type: ignore[arg-type]
+        catalog = FeatureCatalog.build(objs)
         plan = catalog.plan(fs)
         schemas = {r.schema.ref: r.schema for r in plan}
         for lo in range(0, entities, 20_000):
@@ -281,11 +283,15 @@ def run(entities: int, requests: int, users: int, seed: int) -> dict:
             raws = local.multi_get(
                 RECORDS, [record_key(VersionRef("bench_ix", "v1"), k) for k in keys]
             )
-            [decode_record(k, raw) for k, raw in zip(keys, raws, strict=True)]
+            # The shard's check too: a key with no row is a miss, not a record to decode.
+            [
+                decode_record(k, raw) if raw is not None else None
+                for k, raw in zip(keys, raws, strict=True)
+            ]
             base_emb.append(time.perf_counter() - t)
         local.close()
 
-    out = {
+    out: dict[str, Any] = {
         "entities": entities,
         "requests": requests,
         "load_seconds": load_s,

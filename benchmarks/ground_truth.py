@@ -83,7 +83,8 @@ def normalized(vectors: NDArray[np.float64]) -> NDArray[np.float64]:
     norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
     if (norms == 0).any():
         raise ValueError("cosine similarity is undefined for zero vectors")
-    return vectors / norms
+    unit: NDArray[np.float64] = vectors / norms  # numpy types the quotient as Any
+    return unit
 
 
 def _distances(

@@ -38,7 +38,8 @@ def _import_h5py() -> ModuleType:
             "reading or writing ann-benchmarks HDF5 files needs h5py: "
             "pip install h5py (it comes with pip install 'vecshard[bench]')"
         ) from exc
-    return h5py
+    module: ModuleType = h5py  # h5py ships no types
+    return module
 
 
 def load_hdf5(path: str | os.PathLike[str], name: str | None = None) -> Dataset:

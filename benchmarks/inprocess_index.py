@@ -90,7 +90,8 @@ class Hnswlib:
 
     def search(self, query: NDArray[np.float32], k: int) -> NDArray[np.int64]:
         labels, _ = self.index.knn_query(query[None, :], k=k, num_threads=1)
-        return labels[0].astype(np.int64)
+        ids: NDArray[np.int64] = labels[0].astype(np.int64)  # hnswlib is untyped
+        return ids
 
 
 class FaissIvfPq:
@@ -119,7 +120,7 @@ class FaissIvfPq:
         iterations = int(params.get("train_iterations", 10))
         quantizer = faiss.IndexFlatL2(dim) if metric == "l2" else faiss.IndexFlatIP(dim)
         ivf = faiss.IndexIVFPQ(quantizer, dim, nlist, m, nbits, faiss_metric)
-        ivf.do_polysemous_training = False  # type: ignore[attr-defined]  # SWIG attribute
+        ivf.do_polysemous_training = False  # type: ignore[attr-defined]  # SWIG attribute, not in faiss's stub
         ivf.cp.niter = ivf.pq.cp.niter = iterations
         ivf.cp.seed = ivf.pq.cp.seed = seed
         faiss.omp_set_num_threads(threads)
@@ -147,7 +148,8 @@ class FaissIvfPq:
     def search(self, query: NDArray[np.float32], k: int) -> NDArray[np.int64]:
         q = _normalized(query) if self.metric == "cosine" else query
         _, labels = self.index.search(q[None, :], k)
-        return labels[0].astype(np.int64)
+        ids: NDArray[np.int64] = labels[0].astype(np.int64)  # numpy types [0] as Any
+        return ids
 
 
 def pq_subquantizers(dim: int) -> int:

@@ -60,7 +60,7 @@ def request_from_json(name: str, body: Mapping[str, Any], access: Mapping[str, s
     except json_format.ParseError as exc:
         raise ValueError(f"request for {name}: {exc}") from exc
     fields = cls.DESCRIPTOR.fields_by_name
-    if "access" in fields and not request.HasField("access"):  # type: ignore[attr-defined]
+    if "access" in fields and not request.HasField("access"):
         json_format.ParseDict({"access": dict(access)}, request)
     return request.SerializeToString()
 

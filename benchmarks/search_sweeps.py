@@ -53,7 +53,8 @@ def measure_inprocess(
             index.set_search_param(value)
 
             def search(i: int, index: Any = index) -> NDArray[np.int64]:
-                return index.search(dataset.queries[i], args.k)  # type: ignore[no-any-return]
+                ids: NDArray[np.int64] = index.search(dataset.queries[i], args.k)
+                return ids
 
             single = threaded_closed_loop(
                 search,

@@ -26,6 +26,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -90,12 +91,16 @@ class Measured:
 
 
 def measure(
-    one: Callable[[np.ndarray], list[int]],
     many: Callable[[np.ndarray], list[list[int]]],
     queries: np.ndarray,
     truth: np.ndarray,
     batch: int,
 ) -> Measured:
+    """Recall and latency one query at a time (a batch of one), then QPS in batches."""
+
+    def one(q: np.ndarray) -> list[int]:
+        return many(q[None])[0]
+
     for q in queries[:20]:  # warm caches and connections
         one(q)
     hist = LatencyHistogram(significant_digits=2)
@@ -228,25 +233,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 part, local_store = in_process(kind, base, Path(tmp) / kind.value, args.threads)
                 local_build = time.perf_counter() - t
                 try:
-                    local = measure(
-                        lambda q, p=part: _local_search(p, q[None])[0],  # type: ignore[misc]
-                        lambda qs, p=part: _local_search(p, qs),  # type: ignore[misc]
-                        queries,
-                        truth,
-                        args.batch,
-                    )
+                    local = measure(partial(_local_search, part), queries, truth, args.batch)
                 finally:
                     local_store.close()
                 t = time.perf_counter()
                 _shard_upsert(stub, kind, base)
                 shard_build = time.perf_counter() - t
-                remote = measure(
-                    lambda q, k=kind: _shard_search(stub, k, q[None])[0],  # type: ignore[misc]
-                    lambda qs, k=kind: _shard_search(stub, k, qs),  # type: ignore[misc]
-                    queries,
-                    truth,
-                    args.batch,
-                )
+                remote = measure(partial(_shard_search, stub, kind), queries, truth, args.batch)
                 results.append(
                     {
                         "kind": kind.value,

@@ -49,9 +49,14 @@ def cmd_up(args: argparse.Namespace) -> int:
     roll = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+
     # SIGHUP: restart every shard in turn with the rollout protocol (drain →
     # idle → restart → serve), as `vecshard rollout shards` does on Kubernetes.
-    signal.signal(signal.SIGHUP, lambda *_: (roll.set(), stop.set()))
+    def on_hup(*_: object) -> None:
+        roll.set()
+        stop.set()
+
+    signal.signal(signal.SIGHUP, on_hup)
     print(
         f"starting etcd, {args.shards} shard(s) and a coordinator (data in {cluster.data_dir}) ...",
         flush=True,

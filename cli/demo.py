@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 from client.registry_client import RegistryClient
-from client.retrieval_client import Record, RetrievalClient
+from client.retrieval_client import Hit, Record, RetrievalClient
 from core.filters import And, Eq, Range
 
 DIM = 32
@@ -21,7 +22,7 @@ EMBEDDING = ("demo_items", "v1")
 ROUTE = "home_feed"
 PURPOSE = "recommendation"
 
-SPEC = [
+SPEC: list[dict[str, Any]] = [
     {
         "kind": "EmbeddingFamily",
         "spec": {
@@ -101,7 +102,7 @@ def catalogue(seed: int = 7) -> tuple[np.ndarray, dict[str, list[Record]]]:
     return centres, per_tenant
 
 
-def _table(client: RetrievalClient, hits: list, say: Callable[[str], None]) -> None:  # type: ignore[type-arg]
+def _table(client: RetrievalClient, hits: list[Hit], say: Callable[[str], None]) -> None:
     if not hits:
         say("    (no results)")
         return

@@ -50,7 +50,7 @@ def cmd_materialize(args: argparse.Namespace) -> int:
             for kind in ("FeatureDefinition", "FeatureGroup", "FeatureSet")
             for o in reg.list(kind)
         ]
-    catalog = FeatureCatalog.build(objs)  # type: ignore[arg-type]
+    catalog = FeatureCatalog.build(objs)
     schema = catalog.schema(VersionRef(name, version))
     job = MaterializeJob(schema, args.start, args.end, args.batch_size)
     checkpoint = Path(args.checkpoint or f".vecshard/materialize-{name}-{version}.json")

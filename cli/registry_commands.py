@@ -210,7 +210,8 @@ def cmd_train_placement(args: argparse.Namespace) -> int:
 
 def _read_sample(path: Path) -> np.ndarray:
     if path.suffix == ".npy":
-        return np.load(path)  # type: ignore[no-any-return]
+        sample: np.ndarray = np.load(path)  # np.load is typed Any: it may hold several arrays
+        return sample
     from core.vectors import from_bytes
 
     # .fvecs: per row an int32 dimension, then the float32 values.

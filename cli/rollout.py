@@ -119,45 +119,47 @@ class Rollout:
     def run(self) -> None:
         assert self.registry is not None
         for sid in self.fleet.shard_ids():
-            errors_before = self.error_count() if self.error_count else 0.0
-            self.say(f"[{sid}] draining")
-            self.registry.set_shard_state(sid, "draining", "rollout")
+            self._roll(sid)
+
+    def _roll(self, sid: str) -> None:
+        """One shard, drain → idle → restart → serve; a method so the waits' lambdas
+        close over this shard's id rather than the loop variable."""
+        assert self.registry is not None
+        errors_before = self.error_count() if self.error_count else 0.0
+        self.say(f"[{sid}] draining")
+        self.registry.set_shard_state(sid, "draining", "rollout")
+        self._wait(
+            f"{sid} to show as draining",
+            lambda: self._state(sid) == "draining",
+            self.drain_timeout,
+        )
+        self._wait(
+            f"{sid} in-flight requests to reach 0",
+            lambda: self.fleet.in_flight(sid) == 0,
+            self.drain_timeout,
+        )
+        self.say(f"[{sid}] idle; restarting")
+        self.fleet.restart(sid)
+        try:
+            self.fleet.wait_ready(sid, self.ready_timeout)
             self._wait(
-                f"{sid} to show as draining",
-                lambda sid=sid: self._state(sid) == "draining",
-                self.drain_timeout,
+                f"{sid} to register again",
+                lambda: self._state(sid) is not None,
+                self.ready_timeout,
             )
-            self._wait(
-                f"{sid} in-flight requests to reach 0",
-                lambda sid=sid: self.fleet.in_flight(sid) == 0,
-                self.drain_timeout,
-            )
-            self.say(f"[{sid}] idle; restarting")
-            self.fleet.restart(sid)
-            try:
-                self.fleet.wait_ready(sid, self.ready_timeout)
-                self._wait(
-                    f"{sid} to register again",
-                    lambda sid=sid: self._state(sid) is not None,
-                    self.ready_timeout,
-                )
-            except Exception as exc:
-                self.say(f"[{sid}] not ready ({exc}); rolling it back")
+        except Exception as exc:
+            self.say(f"[{sid}] not ready ({exc}); rolling it back")
+            self.fleet.rollback(sid)
+            raise RolloutFailed(f"{sid} failed readiness: {exc}") from exc
+        self.registry.set_shard_state(sid, "serving")
+        self._wait(f"{sid} to serve", lambda: self._state(sid) == "serving", self.drain_timeout)
+        if self.error_count is not None:
+            new = self.error_count() - errors_before
+            if new > self.max_new_errors:
+                self.say(f"[{sid}] error rate rose ({new:.0f} failed requests); rolling it back")
                 self.fleet.rollback(sid)
-                raise RolloutFailed(f"{sid} failed readiness: {exc}") from exc
-            self.registry.set_shard_state(sid, "serving")
-            self._wait(
-                f"{sid} to serve", lambda sid=sid: self._state(sid) == "serving", self.drain_timeout
-            )
-            if self.error_count is not None:
-                new = self.error_count() - errors_before
-                if new > self.max_new_errors:
-                    self.say(
-                        f"[{sid}] error rate rose ({new:.0f} failed requests); rolling it back"
-                    )
-                    self.fleet.rollback(sid)
-                    raise RolloutFailed(f"{new:.0f} requests failed while {sid} restarted")
-            self.say(f"[{sid}] serving")
+                raise RolloutFailed(f"{new:.0f} requests failed while {sid} restarted")
+        self.say(f"[{sid}] serving")
 
 
 class KubectlFleet:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -121,7 +122,8 @@ class RegistryClient:
         req = pb.RollbackRequest(route=route, who=self.who, why=why)
         return _obj(self._rpc("Rollback", req, idempotent=False))
 
-    def history(self, route: str) -> list[RouteChange]:
+    # builtins.list: in the class body `list` is the method above.
+    def history(self, route: str) -> builtins.list[RouteChange]:
         resp = self._rpc("History", pb.HistoryRequest(route=route))
         return [
             RouteChange(

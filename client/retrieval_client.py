@@ -160,7 +160,7 @@ class FeatureCalls:
         keys = [
             cpb.EntityKey(entity_type=e[0], entity_id=e[1])
             if len(e) == 2
-            else key_to_pb(EntityKey(*e))  # type: ignore[arg-type]
+            else key_to_pb(EntityKey(*e))
             for e in entities
         ]
         req = pb.GetFeaturesRequest(

@@ -32,7 +32,9 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         self.view = view
 
     async def Apply(
-        self, request: pb.ApplyRequest, context: grpc.aio.ServicerContext
+        self,
+        request: pb.ApplyRequest,
+        context: grpc.aio.ServicerContext[pb.ApplyRequest, pb.ApplyResponse],
     ) -> pb.ApplyResponse:
         docs = parse_documents(request.documents)
         changes = await asyncio.to_thread(
@@ -41,7 +43,9 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         return pb.ApplyResponse(changes=changes, dry_run=request.dry_run)
 
     async def Get(
-        self, request: pb.GetRequest, context: grpc.aio.ServicerContext
+        self,
+        request: pb.GetRequest,
+        context: grpc.aio.ServicerContext[pb.GetRequest, pb.RegistryObject],
     ) -> pb.RegistryObject:
         obj, rev = await asyncio.to_thread(
             self.admin.get, request.kind, request.name, request.version
@@ -49,13 +53,17 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         return _obj(obj, rev)
 
     async def List(
-        self, request: pb.ListRequest, context: grpc.aio.ServicerContext
+        self,
+        request: pb.ListRequest,
+        context: grpc.aio.ServicerContext[pb.ListRequest, pb.ListResponse],
     ) -> pb.ListResponse:
         found = await asyncio.to_thread(self.admin.list, request.kind)
         return pb.ListResponse(objects=[_obj(o, r) for o, r in found])
 
     async def Promote(
-        self, request: pb.PromoteRequest, context: grpc.aio.ServicerContext
+        self,
+        request: pb.PromoteRequest,
+        context: grpc.aio.ServicerContext[pb.PromoteRequest, pb.RegistryObject],
     ) -> pb.RegistryObject:
         obj = await asyncio.to_thread(
             self.admin.promote, request.kind, request.name, request.version, request.status
@@ -63,7 +71,9 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         return _obj(obj)
 
     async def SwitchRoute(
-        self, request: pb.SwitchRouteRequest, context: grpc.aio.ServicerContext
+        self,
+        request: pb.SwitchRouteRequest,
+        context: grpc.aio.ServicerContext[pb.SwitchRouteRequest, pb.RegistryObject],
     ) -> pb.RegistryObject:
         route = await asyncio.to_thread(
             lambda: self.admin.switch_route(
@@ -80,14 +90,18 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         return _obj(route)
 
     async def Rollback(
-        self, request: pb.RollbackRequest, context: grpc.aio.ServicerContext
+        self,
+        request: pb.RollbackRequest,
+        context: grpc.aio.ServicerContext[pb.RollbackRequest, pb.RegistryObject],
     ) -> pb.RegistryObject:
         return _obj(
             await asyncio.to_thread(self.admin.rollback, request.route, request.who, request.why)
         )
 
     async def History(
-        self, request: pb.HistoryRequest, context: grpc.aio.ServicerContext
+        self,
+        request: pb.HistoryRequest,
+        context: grpc.aio.ServicerContext[pb.HistoryRequest, pb.HistoryResponse],
     ) -> pb.HistoryResponse:
         changes = await asyncio.to_thread(self.admin.history, request.route)
         return pb.HistoryResponse(
@@ -105,7 +119,9 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         )
 
     async def CheckCompat(
-        self, request: pb.CheckCompatRequest, context: grpc.aio.ServicerContext
+        self,
+        request: pb.CheckCompatRequest,
+        context: grpc.aio.ServicerContext[pb.CheckCompatRequest, pb.CheckCompatResponse],
     ) -> pb.CheckCompatResponse:
         reason = await asyncio.to_thread(
             self.admin.check_compat, request.query_version, request.index_version
@@ -113,7 +129,9 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         return pb.CheckCompatResponse(compatible=not reason, reason=reason)
 
     async def SetShardState(
-        self, request: pb.SetShardStateRequest, context: grpc.aio.ServicerContext
+        self,
+        request: pb.SetShardStateRequest,
+        context: grpc.aio.ServicerContext[pb.SetShardStateRequest, pb.SetShardStateResponse],
     ) -> pb.SetShardStateResponse:
         try:
             state = ShardState(request.state)
@@ -127,7 +145,9 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         return pb.SetShardStateResponse()
 
     async def TrainPlacement(
-        self, request: pb.TrainPlacementRequest, context: grpc.aio.ServicerContext
+        self,
+        request: pb.TrainPlacementRequest,
+        context: grpc.aio.ServicerContext[pb.TrainPlacementRequest, pb.TrainPlacementResponse],
     ) -> pb.TrainPlacementResponse:
         ref = VersionRef(request.index_name, request.index_version)
         snap, index = await self.view.fresh(lambda s: s.index(ref))
@@ -143,7 +163,9 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         return pb.TrainPlacementResponse(buckets=buckets)
 
     async def Status(
-        self, request: pb.StatusRequest, context: grpc.aio.ServicerContext
+        self,
+        request: pb.StatusRequest,
+        context: grpc.aio.ServicerContext[pb.StatusRequest, pb.StatusResponse],
     ) -> pb.StatusResponse:
         snap = self.cache.snapshot
         return pb.StatusResponse(

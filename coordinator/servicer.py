@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc.aio
 
@@ -22,12 +23,14 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
         self.features = features
         self.default_timeout = default_timeout
 
-    def _timeout(self, context: grpc.aio.ServicerContext) -> float:
+    def _timeout(self, context: grpc.aio.ServicerContext[Any, Any]) -> float:
         remaining = context.time_remaining()
         return remaining if remaining is not None else self.default_timeout
 
     async def Search(
-        self, request: pb.SearchRequest, context: grpc.aio.ServicerContext
+        self,
+        request: pb.SearchRequest,
+        context: grpc.aio.ServicerContext[pb.SearchRequest, pb.SearchResponse],
     ) -> pb.SearchResponse:
         async with self.engine.admission():
             result = await self.engine.search(
@@ -36,7 +39,9 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
         return convert.search_to_pb(result)
 
     async def SearchBatch(
-        self, request: pb.SearchBatchRequest, context: grpc.aio.ServicerContext
+        self,
+        request: pb.SearchBatchRequest,
+        context: grpc.aio.ServicerContext[pb.SearchBatchRequest, pb.SearchBatchResponse],
     ) -> pb.SearchBatchResponse:
         queries = [convert.search_from_pb(r) for r in request.requests]
         async with self.engine.admission(len(queries)):
@@ -44,7 +49,9 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
         return pb.SearchBatchResponse(responses=[convert.search_to_pb(r) for r in results])
 
     async def SearchDebug(
-        self, request: pb.SearchRequest, context: grpc.aio.ServicerContext
+        self,
+        request: pb.SearchRequest,
+        context: grpc.aio.ServicerContext[pb.SearchRequest, pb.SearchDebugResponse],
     ) -> pb.SearchDebugResponse:
         async with self.engine.admission():
             result, bundle_json = await self.engine.search_debug(
@@ -53,7 +60,11 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
         return convert.search_debug_to_pb(result, bundle_json)
 
     async def BatchGetEmbeddings(
-        self, request: pb.BatchGetEmbeddingsRequest, context: grpc.aio.ServicerContext
+        self,
+        request: pb.BatchGetEmbeddingsRequest,
+        context: grpc.aio.ServicerContext[
+            pb.BatchGetEmbeddingsRequest, pb.BatchGetEmbeddingsResponse
+        ],
     ) -> pb.BatchGetEmbeddingsResponse:
         lookups = await self.engine.batch_get(
             convert.access_from_pb(request.access),
@@ -65,7 +76,9 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
         return convert.lookups_to_pb(lookups)
 
     async def Upsert(
-        self, request: pb.UpsertRequest, context: grpc.aio.ServicerContext
+        self,
+        request: pb.UpsertRequest,
+        context: grpc.aio.ServicerContext[pb.UpsertRequest, pb.UpsertResponse],
     ) -> pb.UpsertResponse:
         written, ignored = await self.engine.upsert(
             convert.access_from_pb(request.access),
@@ -76,7 +89,9 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
         return pb.UpsertResponse(written=written, ignored_stale=ignored)
 
     async def Delete(
-        self, request: pb.DeleteRequest, context: grpc.aio.ServicerContext
+        self,
+        request: pb.DeleteRequest,
+        context: grpc.aio.ServicerContext[pb.DeleteRequest, pb.DeleteResponse],
     ) -> pb.DeleteResponse:
         deleted = await self.engine.delete(
             convert.access_from_pb(request.access),
@@ -88,7 +103,9 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
         return pb.DeleteResponse(deleted=deleted)
 
     async def GetFeatures(
-        self, request: pb.GetFeaturesRequest, context: grpc.aio.ServicerContext
+        self,
+        request: pb.GetFeaturesRequest,
+        context: grpc.aio.ServicerContext[pb.GetFeaturesRequest, pb.GetFeaturesResponse],
     ) -> pb.GetFeaturesResponse:
         access = convert.access_from_pb(request.access)
         async with self.engine.admission():
@@ -105,7 +122,7 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
     async def PutFeatures(
         self,
         request_iterator: AsyncIterator[pb.PutFeaturesRequest],
-        context: grpc.aio.ServicerContext,
+        context: grpc.aio.ServicerContext[pb.PutFeaturesRequest, pb.PutFeaturesResponse],
     ) -> pb.PutFeaturesResponse:
         written = ignored = 0
         async for request in request_iterator:
@@ -119,6 +136,8 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
         return pb.PutFeaturesResponse(written=written, ignored_older=ignored)
 
     async def DescribeRoute(
-        self, request: pb.DescribeRouteRequest, context: grpc.aio.ServicerContext
+        self,
+        request: pb.DescribeRouteRequest,
+        context: grpc.aio.ServicerContext[pb.DescribeRouteRequest, pb.DescribeRouteResponse],
     ) -> pb.DescribeRouteResponse:
         return convert.describe_route_to_pb(await self.engine.describe_route(request.route))

@@ -142,7 +142,7 @@ def validate_attributes(
         if kind is None:
             continue  # stored as metadata, not filterable
         ok = (
-            all(isinstance(v, str) for v in value) and isinstance(value, tuple)
+            isinstance(value, tuple) and all(isinstance(v, str) for v in value)
             if kind is AttrType.STRING_LIST
             else _value_ok(kind, value) and not isinstance(value, tuple)
         )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 import grpc.aio
@@ -55,7 +55,15 @@ def _status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"
 
 
-def _rebuild(handler: grpc.RpcMethodHandler, wrap: Callable[[Any], Any]) -> grpc.RpcMethodHandler:
+# A string: grpc's classes are generic only in their stubs, not at run time.
+_Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+
+
+def _rebuild(handler: _Handler, wrap: Callable[[Any], Any]) -> _Handler:
+    # One handler serves both servers: the asyncio server keeps coroutine functions
+    # in the same slots, so the behaviour's type is left open here.
+    factory: Callable[..., _Handler]
+    behavior: Callable[..., Any] | None
     if handler.unary_unary:
         factory, behavior = grpc.unary_unary_rpc_method_handler, handler.unary_unary
     elif handler.stream_unary:
@@ -127,7 +135,11 @@ class SyncServerInterceptor(grpc.ServerInterceptor):
         if self.faults:
             log.warning("fault injection is ON: %s", self.faults)
 
-    def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], _Handler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> _Handler | None:
         handler = continuation(handler_call_details)
         name = handler_call_details.method
         if handler is None or name.startswith(_PASSTHROUGH):
@@ -146,8 +158,9 @@ class SyncServerInterceptor(grpc.ServerInterceptor):
                     _inject(fault)
                     return behavior(request, context)
                 except Exception as exc:
-                    if context.code() is not None:  # the servicer aborted on its own
-                        code = context.code()
+                    aborted = context.code()  # type: ignore[attr-defined]  # grpc has it, its stub not
+                    if aborted is not None:  # the servicer aborted on its own
+                        code = aborted
                         raise
                     code, message = _status_of(exc)
                     context.abort(code, message)
@@ -167,7 +180,11 @@ class AsyncServerInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, component: str) -> None:
         self.component = component
 
-    async def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[_Handler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> _Handler | None:
         handler = await continuation(handler_call_details)
         name = handler_call_details.method
         if handler is None or name.startswith(_PASSTHROUGH):
@@ -176,7 +193,7 @@ class AsyncServerInterceptor(grpc.aio.ServerInterceptor):
         component = self.component
 
         def wrap(behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-            async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
                 start = time.perf_counter()
                 code = grpc.StatusCode.OK
                 gauge = IN_FLIGHT.labels(component, service, method)

@@ -42,8 +42,10 @@ def canonical_scores(metric: Metric, query: np.ndarray, vectors: np.ndarray) -> 
     x = vectors.astype(np.float64)
     if metric is Metric.L2:
         diff = x - q
+        # Annotated: numpy's stubs type einsum's result as Any.
+        distance: np.ndarray = np.sqrt(np.einsum("ij,ij->i", diff, diff))
         # "+ 0.0" turns -0.0 (an exact match) into 0.0, so equal scores are equal bytes.
-        return (-np.sqrt(np.einsum("ij,ij->i", diff, diff)) + 0.0).astype(F32)
+        return (-distance + 0.0).astype(F32)
     return (x @ q).astype(F32)
 
 

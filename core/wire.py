@@ -35,7 +35,8 @@ def value_from_pb(v: pb.AttributeValue, where: str) -> AttrValue:
         )
     if kind == "string_list_value":
         return tuple(v.string_list_value.values)
-    return getattr(v, kind)  # type: ignore[no-any-return]
+    value: AttrValue = getattr(v, kind)  # a oneof's member, named at run time
+    return value
 
 
 def value_to_pb(v: AttrValue) -> pb.AttributeValue:

@@ -114,7 +114,8 @@ def table_to_rows(schema: GroupSchema, table: pa.Table | pa.RecordBatch) -> list
 
 
 def _micros(col: pa.Array | pa.ChunkedArray) -> list[int]:
-    return col.cast(TIMESTAMP).cast(pa.int64()).to_pylist()
+    micros: list[int] = col.cast(TIMESTAMP).cast(pa.int64()).to_pylist()
+    return micros
 
 
 def _check_features(schema: GroupSchema, table: pa.Table) -> pa.Table:
@@ -206,7 +207,8 @@ def vectors(table: pa.Table) -> np.ndarray:
     """The `vector` column as an (n, dimension) float32 array."""
     col = table.column("vector").combine_chunks()
     dim = col.type.list_size
-    return col.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
+    flat: np.ndarray = col.flatten().to_numpy(zero_copy_only=False)
+    return flat.reshape(-1, dim)
 
 
 class OfflineStore:
@@ -241,7 +243,7 @@ class OfflineStore:
             # Row order within a file is part of the tie-break contract.
             preserve_order=True,
         )
-        return table.num_rows
+        return int(table.num_rows)
 
     def feature_files(
         self, schema: GroupSchema, start_date: str | None = None, end_date: str | None = None
@@ -335,7 +337,7 @@ class OfflineStore:
             existing_data_behavior="overwrite_or_ignore",
             preserve_order=True,
         )
-        return table.num_rows
+        return int(table.num_rows)
 
     def read_embeddings(
         self, family: EmbeddingFamily, version: str, filter: ds.Expression | None = None

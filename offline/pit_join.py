@@ -87,7 +87,8 @@ def _joint_codes(
 
 def _codes(arr: pa.Array) -> np.ndarray:
     encoded = arr.dictionary_encode()
-    return encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+    codes: np.ndarray = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False)
+    return codes.astype(np.int64)
 
 
 def _strings(table: pa.Table, column: str, what: str) -> pa.Array:
@@ -314,4 +315,5 @@ def build_training_set(
 
 
 def _day(micros: int) -> str:
-    return pc.strftime(pa.scalar(micros, pa.int64()).cast(TIMESTAMP), format="%Y-%m-%d").as_py()
+    day: str = pc.strftime(pa.scalar(micros, pa.int64()).cast(TIMESTAMP), format="%Y-%m-%d").as_py()
+    return day

@@ -6,6 +6,7 @@ piece of code validates every change.
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import json
 from collections.abc import Iterable, Mapping, Sequence
@@ -22,6 +23,7 @@ from registry.model import (
     EmbeddingFamily,
     EmbeddingVersion,
     IndexVersion,
+    Placement,
     Route,
     RouteChange,
     Status,
@@ -141,7 +143,7 @@ class RegistryAdmin:
 
             if cur is not None and cur != obj:
                 check_compatible_update(cur, obj)
-            FeatureCatalog.build(overlay.features.values())  # type: ignore[arg-type]
+            FeatureCatalog.build(overlay.features.values())
         if isinstance(obj, Route):
             for arm, bundle in (
                 ("primary", obj.bundle),
@@ -165,7 +167,8 @@ class RegistryAdmin:
                     versions[p.obj.ref] = p.obj
                 case IndexVersion():
                     indexes[p.obj.ref] = p.obj
-                    placements.setdefault(p.obj.ref, None)  # type: ignore[arg-type]
+                    # Placed when written; route checks need only that it will be.
+                    placements.setdefault(p.obj.ref, Placement(p.obj.ref, ()))
                 case Bundle():
                     bundles[p.obj.name] = p.obj
                 case _ if type(p.obj).__name__.startswith("Feature"):
@@ -310,7 +313,8 @@ class RegistryAdmin:
     def rollback(self, name: str, who: str = "", why: str = "") -> Route:
         return self.registry.rollback(name, who, why)
 
-    def history(self, name: str) -> list[RouteChange]:
+    # builtins.list: in the class body `list` is the method above.
+    def history(self, name: str) -> builtins.list[RouteChange]:
         return self.registry.history(name)
 
     def check_compat(self, query_version: str, index_version: str) -> str:

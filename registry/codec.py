@@ -12,15 +12,18 @@ import types
 import typing
 from collections.abc import Mapping
 from enum import Enum
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from core.errors import InvalidArgument
 from registry import model
 
-SCHEMA_VERSION = 1
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
-KINDS: dict[str, type] = {
+SCHEMA_VERSION = 1
+T = TypeVar("T", bound="DataclassInstance")
+
+KINDS: dict[str, type[Any]] = {
     cls.__name__: cls
     for cls in (
         model.EmbeddingFamily,
@@ -37,7 +40,7 @@ KINDS: dict[str, type] = {
 }
 
 
-def register_kind(cls: type) -> None:
+def register_kind(cls: type[Any]) -> None:
     """Lets other registry modules add encodable kinds."""
     KINDS[cls.__name__] = cls
 
@@ -104,7 +107,7 @@ def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
     if not isinstance(data, Mapping):
         raise InvalidArgument(f"{where}: expected a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(data) - names
     if unknown:
         raise InvalidArgument(

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 from core.domain import VersionRef
 from core.errors import FailedPrecondition, NotFound
 from registry.model import SERVABLE, Bundle, EmbeddingFamily, EmbeddingVersion, IndexVersion
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 
 @dataclass(frozen=True)
@@ -87,7 +91,7 @@ RULES: tuple[Callable[[BundleParts], None], ...] = (
 )
 
 
-def _get(mapping: Mapping, key, what: str):  # type: ignore[no-untyped-def]
+def _get(mapping: Mapping[K, V], key: K, what: str) -> V:
     try:
         return mapping[key]
     except KeyError:

@@ -12,6 +12,7 @@ from core.errors import NotFound
 from registry.features import (
     FeatureDefinition,
     FeatureGroup,
+    FeatureObject,
     FeatureRef,
     FeatureSet,
     GroupSchema,
@@ -57,9 +58,7 @@ class FeatureCatalog:
     feature_sets: Mapping[VersionRef, FeatureSet]
 
     @classmethod
-    def build(
-        cls, objects: Iterable[FeatureDefinition | FeatureGroup | FeatureSet]
-    ) -> FeatureCatalog:
+    def build(cls, objects: Iterable[FeatureObject]) -> FeatureCatalog:
         """Validates the whole graph; refuses a dangling or inconsistent reference."""
         objs = list(objects)
         defs = {o.ref: o for o in objs if isinstance(o, FeatureDefinition)}

@@ -46,7 +46,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeAlias
 
 from core.domain import EntityKey, VersionRef
 from core.errors import FailedPrecondition, InvalidArgument, NotFound
@@ -322,6 +322,10 @@ class FeatureSet:
         return VersionRef(self.name, self.version)
 
 
+# What the registry keeps under its features/ keys.
+FeatureObject: TypeAlias = FeatureDefinition | FeatureGroup | FeatureSet
+
+
 # ---------------------------------------------------------------------------
 # Versioning rules
 
@@ -330,8 +334,8 @@ MUTABLE_FIELDS = frozenset({"owner", "description"})
 
 
 def check_compatible_update(
-    old: FeatureDefinition | FeatureGroup | FeatureSet,
-    new: FeatureDefinition | FeatureGroup | FeatureSet,
+    old: FeatureObject,
+    new: FeatureObject,
 ) -> None:
     """Refuses an in-place change of what a version means.
 

@@ -73,12 +73,12 @@ class IvfPqParams:
     @property
     def min_train_rows(self) -> int:
         """Fewest vectors the quantizer and codebooks may be trained on."""
-        return MIN_POINTS_PER_CENTROID * max(self.nlist, 2**self.nbits)
+        return MIN_POINTS_PER_CENTROID * max(self.nlist, 1 << self.nbits)
 
 
 IndexParams = FlatParams | HnswParams | IvfPqParams
 
-_CLASSES: dict[IndexKind, type[Any]] = {
+_CLASSES: dict[IndexKind, type[IndexParams]] = {
     IndexKind.FLAT: FlatParams,
     IndexKind.HNSW: HnswParams,
     IndexKind.IVFPQ: IvfPqParams,
@@ -132,7 +132,7 @@ def parse_index_params(kind: IndexKind, params: Mapping[str, Any], dimension: in
     parsed = cls(**values)
     if isinstance(parsed, IvfPqParams):
         parsed = _complete_ivfpq(parsed, dimension)
-    return parsed  # type: ignore[no-any-return]
+    return parsed
 
 
 def _complete_ivfpq(p: IvfPqParams, dimension: int) -> IvfPqParams:

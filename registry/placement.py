@@ -107,7 +107,10 @@ def nearest(vectors: np.ndarray, centroids: np.ndarray, metric: Metric) -> np.nd
     argmax-dot would pile vectors onto the largest-norm centroid."""
     v = np.atleast_2d(np.asarray(vectors, dtype=np.float64))
     c = np.asarray(centroids, dtype=np.float64)
+    buckets: np.ndarray  # numpy's stubs type argmax/argmin with an axis as Any
     if metric is Metric.COSINE:
-        return np.argmax(_unit(v) @ c.T, axis=1)
+        buckets = np.argmax(_unit(v) @ c.T, axis=1)
+        return buckets
     d = (v**2).sum(axis=1)[:, None] - 2 * v @ c.T + (c**2).sum(axis=1)[None, :]
-    return np.argmin(d, axis=1)
+    buckets = np.argmin(d, axis=1)
+    return buckets

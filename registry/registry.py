@@ -231,7 +231,7 @@ class Registry:
             [ModRevisionIs(key, entry.mod_revision)], [Put(key, codec.encode(updated))]
         ):
             raise Conflict(f"placement of {ref} changed concurrently; re-read and retry")
-        return index.num_buckets
+        return int(index.num_buckets)
 
     def set_status(self, kind: str, ref: VersionRef, status: Status) -> Any:
         """Moves an embedding or index version along the state machine."""

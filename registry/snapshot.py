@@ -19,6 +19,7 @@ from core.errors import FailedPrecondition, NotFound
 from registry import codec
 from registry.compat import bundle_parts, check_bundle
 from registry.feature_catalog import FeatureCatalog
+from registry.features import FeatureObject
 from registry.keys import Keys
 from registry.model import (
     Bundle,
@@ -52,12 +53,12 @@ class Snapshot:
     tenants: Mapping[str, Tenant] = field(default_factory=dict)
     intents: Mapping[str, ShardStateIntent] = field(default_factory=dict)
     # Feature definitions, groups and sets by (kind, name, version).
-    features: Mapping[tuple[str, str, str], object] = field(default_factory=dict)
+    features: Mapping[tuple[str, str, str], FeatureObject] = field(default_factory=dict)
 
     @functools.cached_property
     def feature_catalog(self) -> FeatureCatalog:
         """Validated feature definitions, groups and sets (built once per snapshot)."""
-        return FeatureCatalog.build(self.features.values())  # type: ignore[arg-type]
+        return FeatureCatalog.build(self.features.values())
 
     def family(self, name: str) -> EmbeddingFamily:
         try:
@@ -106,7 +107,7 @@ def build_snapshot(entries: list[Entry], revision: int, keys: Keys) -> Snapshot:
     shards: dict[str, ShardMember] = {}
     tenants: dict[str, Tenant] = {}
     intents: dict[str, ShardStateIntent] = {}
-    features: dict[tuple[str, str, str], object] = {}
+    features: dict[tuple[str, str, str], FeatureObject] = {}
     history_prefix = keys.route_history("")[: -len("/")]
     for entry in entries:
         if entry.key.startswith(history_prefix):

@@ -11,7 +11,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, cast
+from typing import Protocol, TypeVar
 
 import pyetcd
 import pyetcd.exceptions
@@ -19,6 +19,8 @@ import pyetcd.exceptions
 from core.errors import Unavailable
 
 log = logging.getLogger(__name__)
+
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,7 @@ class EtcdStore:
         self._client = pyetcd.MultiEndpointEtcd3Client(endpoints=[endpoint_], timeout=timeout)
         self._lock = threading.Lock()
 
-    def _call(self, fn: Callable[[], object]) -> object:
+    def _call(self, fn: Callable[[], R]) -> R:
         try:
             return fn()
         except (
@@ -117,7 +119,7 @@ class EtcdStore:
             raise _unavailable(exc, self.endpoint) from exc
 
     def get(self, key: str) -> Entry | None:
-        value, meta = self._call(lambda: self._client.get(key))  # type: ignore[misc]
+        value, meta = self._call(lambda: self._client.get(key))
         if value is None:
             return None
         return Entry(key, value, meta.mod_revision)
@@ -130,15 +132,15 @@ class EtcdStore:
 
     def list_prefix(self, prefix: str) -> tuple[list[Entry], int]:
         resp = self._call(lambda: self._client.get_prefix_response(prefix))
-        entries = [Entry(kv.key.decode(), kv.value, kv.mod_revision) for kv in resp.kvs]  # type: ignore[attr-defined]
-        return entries, int(resp.header.revision)  # type: ignore[attr-defined]
+        entries = [Entry(kv.key.decode(), kv.value, kv.mod_revision) for kv in resp.kvs]
+        return entries, int(resp.header.revision)
 
     def revision(self) -> int:
         def read() -> int:
             # A count-only range over one key: etcd answers with its header revision.
             return int(self._client.get_response("/", count_only=True).header.revision)
 
-        return cast(int, self._call(read))
+        return self._call(read)
 
     def txn(self, compares: Sequence[ModRevisionIs], ops: Sequence[Put | Delete]) -> bool:
         t = self._client.transactions
@@ -149,7 +151,7 @@ class EtcdStore:
         ]
         ok, _ = self._call(
             lambda: self._client.transaction(compare=cmp, success=success, failure=[])
-        )  # type: ignore[misc]
+        )
         return bool(ok)
 
     def watch_prefix(
@@ -169,7 +171,8 @@ class EtcdStore:
         return cancel
 
     def lease(self, ttl: int) -> Lease:
-        return self._call(lambda: self._client.lease(ttl))  # type: ignore[return-value]
+        lease: Lease = self._call(lambda: self._client.lease(ttl))  # pyetcd is untyped
+        return lease
 
     def close(self) -> None:
         self._client.close()

@@ -55,10 +55,10 @@ class AttributeColumns:
     def value(self, row: int, name: str) -> AttrValue | None:
         if name in self._obj:
             v = self._obj[name][row]
-            return tuple(v) if isinstance(v, list) else v  # type: ignore[no-any-return]
+            return tuple(v) if isinstance(v, list) else v
         if not self._present[name][row]:
             return None
-        return self._num[name][row].item()  # type: ignore[no-any-return]
+        return self._num[name][row].item()
 
     def take(self, rows: np.ndarray) -> AttributeColumns:
         """A new, exactly sized set of columns holding `rows` in that order."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 
@@ -29,7 +29,7 @@ def _blob(doc: object) -> np.ndarray:
     return np.frombuffer(json.dumps(doc).encode(), dtype=np.uint8)
 
 
-def _doc(arr: np.ndarray) -> object:
+def _doc(arr: np.ndarray) -> Any:  # a JSON document this module wrote
     return json.loads(arr.tobytes())
 
 
@@ -60,7 +60,7 @@ def save_segment(directory: Path, seg: SealedSegment) -> dict[str, str]:
     }
 
     def write_rows(f: IO[bytes]) -> None:
-        np.savez(f, **arrays)  # type: ignore[arg-type]
+        np.savez(f, **arrays)  # type: ignore[arg-type]  # numpy stub: **arrays may fill allow_pickle
 
     files = {f"{seg.id}.npz": write_atomic(directory / f"{seg.id}.npz", write_rows)}
     if seg.index is not None:
@@ -85,13 +85,13 @@ def load_segment(
     data = (directory / f"{entry.id}.npz").read_bytes()
     with np.load(io.BytesIO(data), allow_pickle=False) as z:
         arrays = {name: z[name] for name in z.files}
-    keys = tuple(EntityKey(*k) for k in _doc(arrays["keys_json"]))  # type: ignore[attr-defined]
+    keys = tuple(EntityKey(*k) for k in _doc(arrays["keys_json"]))
     rows = SegmentRows(
         keys=keys,
         vectors=arrays["vectors"],
         sq_norms=arrays["sq_norms"],
         tenants=arrays["tenants"],
-        tenant_names=tuple(_doc(arrays["tenant_names_json"])),  # type: ignore[arg-type]
+        tenant_names=tuple(_doc(arrays["tenant_names_json"])),
         buckets=arrays["buckets"],
         seqs=arrays["seqs"],
         columns=AttributeColumns.from_payload(arrays, arrays["attrs_json"].tobytes()),
@@ -107,7 +107,7 @@ def load_segment(
             ranges={a: (float(r[0]), float(r[1]), int(r[2])) for a, r in s["ranges"].items()},
             tenants=frozenset(s["tenants"]),
         )
-        for b, s in _doc(arrays["bucket_stats_json"]).items()  # type: ignore[attr-defined]
+        for b, s in _doc(arrays["bucket_stats_json"]).items()
     }
     summary = SegmentSummary(arrays["centroids"], arrays["radii"], stats)
     index: AnnIndex | None = None

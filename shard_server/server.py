@@ -7,6 +7,7 @@ from concurrent import futures
 from dataclasses import dataclass
 
 import grpc
+from grpc_health.v1.health import HealthServicer
 
 from core import runtime as serving
 from core.limits import DEFAULT_LIMITS, Limits
@@ -38,12 +39,12 @@ class RunningShard:
     node: ShardNode
     registration: ShardRegistration
     cache: SnapshotCache
-    health: object
+    health: HealthServicer
 
     def stop(self, grace: float) -> None:
         """Graceful: leave the registry first so no new queries arrive, then
         finish in-flight calls, then close storage."""
-        serving.set_serving(self.health, [SERVICE], False)  # type: ignore[arg-type]
+        serving.set_serving(self.health, [SERVICE], False)
         self.registration.close()
         self.server.stop(grace).wait()
         self.node.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -49,7 +50,7 @@ ClusterFactory = Callable[..., LocalCluster]
 
 
 def _cluster_factory(etcd: EtcdProcess, base: Path, started: list[LocalCluster]) -> ClusterFactory:
-    def make(num_shards: int = 3, num_coordinators: int = 2, **kwargs: object) -> LocalCluster:
+    def make(num_shards: int = 3, num_coordinators: int = 2, **kwargs: Any) -> LocalCluster:
         """A real cluster; two coordinators by default, as production runs
         several: clients given `cluster.coordinator_target` alternate between
         them, so writes, reads and registry changes cross coordinators."""
@@ -59,7 +60,7 @@ def _cluster_factory(etcd: EtcdProcess, base: Path, started: list[LocalCluster])
             num_coordinators=num_coordinators,
             etcd_prefix=new_prefix(),
             etcd_endpoint=etcd.endpoint,
-            **kwargs,  # type: ignore[arg-type]
+            **kwargs,
         )
         started.append(cluster)
         cluster.start()

@@ -46,7 +46,7 @@ from core.wire import resolved_value_to_pb
 from protos.vecshard.v1.common_pb2 import FeatureValue as WireFeatureValue
 from registry.feature_catalog import GroupRead
 from registry.feature_values import is_expired, resolve_group
-from registry.features import GroupRow, GroupSchema, MissingReason
+from registry.features import FeatureObject, GroupRow, GroupSchema, MissingReason
 from registry.model import (
     EmbeddingFamily,
     EmbeddingVersion,
@@ -423,7 +423,7 @@ def registry_for(
     write_quorum: int = 0,
     centroids: str = "",
     tenants: Mapping[str, Tenant] | None = None,
-    features: Sequence[object] = (),
+    features: Sequence[FeatureObject] = (),
     feature_placements: Mapping[VersionRef, Placement] | None = None,
 ) -> StaticRegistry:
     """A registry holding family `f`, its version `v1` and index version

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -120,11 +122,11 @@ def test_reading_bvecs_as_fvecs_is_caught(tmp_path: Path) -> None:
     ],
 )
 def test_writers_refuse_values_the_format_cannot_hold(
-    tmp_path: Path, writer: object, values: object, message: str
+    tmp_path: Path, writer: Callable[[Path, Any], None], values: object, message: str
 ) -> None:
     path = tmp_path / "x.vecs"
     with pytest.raises(ValueError, match=message):
-        writer(path, values)  # type: ignore[operator]
+        writer(path, values)
     assert not path.exists()
 
 
@@ -274,7 +276,7 @@ def test_exact_ground_truth_refuses_bad_input() -> None:
     with pytest.raises(ValueError, match="zero vectors"):
         exact_ground_truth(np.zeros((5, 3), dtype=np.float32), base, 1, "cosine")
     with pytest.raises(ValueError, match="unknown metric"):
-        exact_ground_truth(base, base, 1, "hamming")  # type: ignore[arg-type]
+        exact_ground_truth(base, base, 1, "hamming")  # type: ignore[arg-type]  # the wrong metric is the point
 
 
 def test_cached_ground_truth_is_reused_and_keyed_by_k_and_metric(tmp_path: Path) -> None:

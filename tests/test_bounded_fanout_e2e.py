@@ -62,9 +62,8 @@ def _wait_for_skips(
     while streak < in_a_row:
         assert time.monotonic() < deadline, "summaries never allowed a skip"
         d = c.search("r", q, 10).diagnostics
-        ok = d["shards_skipped"] > 0 and (
-            not searched_at_most or d["shards_searched"] <= searched_at_most
-        )
+        skipped, searched = int(d["shards_skipped"]), int(d["shards_searched"])
+        ok = skipped > 0 and (not searched_at_most or searched <= searched_at_most)
         streak = streak + 1 if ok else 0
 
 
@@ -96,7 +95,7 @@ def test_centroid_placement_touches_few_shards_and_stays_exact(
             res = c.search("r", q, 10)
             assert not res.partial
             assert [h.key.entity_id for h in res.hits] == exact_top(data.base, ids, q, 10)
-            searched.append(res.diagnostics["shards_searched"])
+            searched.append(int(res.diagnostics["shards_searched"]))
     median = statistics.median(searched)
     print(
         f"\nshards searched per query: median {median}, mean {statistics.mean(searched):.2f}, max {max(searched)} of 8"

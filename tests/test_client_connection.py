@@ -4,6 +4,7 @@ which coordinator, with what backoff, and never past the caller's deadline."""
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 import grpc
 import pytest
@@ -30,7 +31,9 @@ class Tier:
         self.scripts = scripts
         self.calls: list[tuple[int, float]] = []
 
-    def method(self, i: int):  # type: ignore[no-untyped-def] # a stand-in stub method
+    def method(self, i: int) -> Callable[[object, float], str]:
+        """A stand-in for channel i's stub method."""
+
         def rpc(request: object, timeout: float) -> str:
             self.calls.append((i, timeout))
             outcome = self.scripts[i].pop(0) if self.scripts[i] else "ok"

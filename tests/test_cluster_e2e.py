@@ -19,7 +19,7 @@ from coordinator.model import Access, SearchQuery, ShardAnswer, ShardQuery
 from coordinator.remote_shard import RemoteShard
 from coordinator.service import RetrievalEngine
 from coordinator.shard import Shard
-from core.domain import AttrType, Metric, VersionRef
+from core.domain import AttrType, AttrValue, Metric, VersionRef
 from core.errors import InvalidArgument, NotFound
 from core.filters import Eq, Filter, Range, matches
 from core.scoring import canonical_scores, normalized, prepare_query
@@ -57,7 +57,7 @@ class Data:
         self.ids = [
             f"item-{i // 3:05d}" if i < N - N_DUPLICATES else f"dup-{i:05d}" for i in range(N)
         ]
-        self.attrs = [
+        self.attrs: list[dict[str, AttrValue]] = [
             {
                 "genre": ["rock", "jazz", "pop", "folk"][i % 4],
                 "year": 1990 + i % 30,
@@ -84,7 +84,7 @@ class Data:
 
     def brute_force(
         self, metric: Metric, q: np.ndarray, tenant: str, k: int, flt: Filter | None = None
-    ):  # type: ignore[no-untyped-def]
+    ):
         rows = [i for i in np.flatnonzero(self.tenant == tenant) if matches(flt, self.attrs[i])]
         base = self.vectors[rows]
         if metric is Metric.COSINE:
@@ -155,7 +155,7 @@ def search_hits(
     tenant: str,
     k: int = 10,
     flt: Filter | None = None,
-):  # type: ignore[no-untyped-def]
+):
     with RetrievalClient(cluster.coordinator_target, tenant_id=tenant, purpose=PURPOSE) as c:
         res = c.search(f"route_{metric.value}", q, k, filter=flt)
     return [(h.key.tenant_id, h.key.entity_id, h.score) for h in res.hits]
@@ -225,7 +225,7 @@ def test_same_query_gives_byte_identical_results_whatever_the_shard_order(
 
         def factory(shard_id: str, address: str) -> Shard:
             remotes.setdefault(shard_id, RemoteShard(shard_id, address))
-            return ShuffledShard(remotes[shard_id], rnd)  # type: ignore[return-value]
+            return ShuffledShard(remotes[shard_id], rnd)  # type: ignore[return-value]  # search() only
 
         engine = RetrievalEngine(cache, factory)
         runs = []
@@ -291,9 +291,9 @@ def test_sigkilled_shard_serves_every_acknowledged_write_after_restart(
         got = c.batch_get("vec_inner_product", "v1", [r.entity_id for r in fresh])
         assert [lk.status for lk in got] == ["found"] * 300
         assert all(
-            lk.vector is not None and lk.vector.tobytes() == r.vector.tobytes()
+            lk.vector is not None and lk.vector.tobytes() == np.asarray(r.vector).tobytes()
             for lk, r in zip(got, fresh, strict=True)
-        )  # type: ignore[union-attr]
+        )
         after = [search_hits(cluster, Metric.INNER_PRODUCT, q, "t1") for q in data.queries[:10]]
     assert after == before
 
@@ -394,7 +394,7 @@ def test_bad_search_input_gets_a_clear_status(
     with pytest.raises(grpc.RpcError) as err:
         raw_stub(cluster).Search(request_)
     assert err.value.code().name == code
-    assert message in err.value.details()
+    assert message in (err.value.details() or "")
 
 
 @pytest.mark.parametrize(
@@ -425,7 +425,8 @@ def test_rejected_upsert_writes_nothing(
     with pytest.raises(grpc.RpcError) as err:
         raw_stub(cluster).Upsert(req)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert message in err.value.details() and "the-bad-one" in err.value.details()
+    details = err.value.details() or ""
+    assert message in details and "the-bad-one" in details
     with RetrievalClient(cluster.coordinator_target, tenant_id="t0", purpose=PURPOSE) as c:
         assert {
             lk.status for lk in c.batch_get("vec_l2", "v1", [f"never-{i}" for i in range(20)])

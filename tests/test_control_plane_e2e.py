@@ -54,8 +54,8 @@ def metric_value(metrics_port: int, name: str, labels: str = "") -> float:
         + r" ([0-9.eE+-]+)"
     )
     m = re.search(pattern, text)
-    assert m, f"{name} not exported"
-    return float(m.group(m.lastindex))  # type: ignore[arg-type]
+    assert m and m.lastindex, f"{name} not exported"
+    return float(m.group(m.lastindex))
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +132,10 @@ def test_canary_is_sticky_per_subject_and_shadow_is_measured(cluster: LocalClust
         seen[subject] = bundles.pop()
     share = Counter(seen.values())["home_2026_11"] / len(seen)
     assert 0.03 < share < 0.2, share  # canary_share is 0.1
-    port = int(cluster.coordinator.ready["metrics"])  # type: ignore[index,union-attr]
+    assert cluster.coordinator is not None
+    ready = cluster.coordinator.ready
+    assert ready is not None
+    port = int(ready["metrics"])
     deadline = time.monotonic() + 5
     while metric_value(port, "vecshard_shadow_topk_jaccard_count", 'route="home_feed"') < 150:
         assert time.monotonic() < deadline, "shadow searches were not measured"
@@ -221,7 +224,10 @@ def test_etcd_outage_costs_no_search(tmp_path: Path) -> None:
 
         thread = threading.Thread(target=load)
         thread.start()
-        port = int(cluster.coordinator.ready["metrics"])  # type: ignore[index,union-attr]
+        assert cluster.coordinator is not None
+        ready = cluster.coordinator.ready
+        assert ready is not None
+        port = int(ready["metrics"])
         assert cluster.etcd is not None
         cluster.etcd.kill()
         t0 = time.monotonic()

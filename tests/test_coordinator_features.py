@@ -159,7 +159,11 @@ def test_behavioural_groups_are_refused_without_a_fetch_when_not_personalized() 
         assert v["user_ctr"][:3] == (0.0, "privacy_disabled", "feature_default")
         assert v["session__session_clicks"][:2] == (0, "privacy_disabled")
     asked = {ref for s in shards.values() for op, ref in s.log if op == "get_features"}
-    assert asked and ACTIVITY not in asked and all(ref.name != "session" for ref in asked)
+    assert (
+        asked
+        and ACTIVITY not in asked
+        and all(ref is not None and ref.name != "session" for ref in asked)
+    )
     assert result.result.missing_by_reason["privacy_disabled"] == 2 * 3
 
 

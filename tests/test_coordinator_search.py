@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import numpy as np
 import pytest
@@ -22,7 +23,7 @@ from core.filters import Range
 from core.scoring import normalized
 from core.vectors import check_vector
 from registry.model import IndexVersion
-from tests.inmemory import INDEX, InMemoryShard, snapshot_for
+from tests.inmemory import INDEX, InMemoryShard, registry_for, snapshot_for
 
 IX = IndexVersion("ix", "v1", VersionRef("f", "v1"), num_buckets=8)
 
@@ -55,7 +56,7 @@ def clustered_shards(
 
 
 def executor(
-    shards: list[InMemoryShard], bounded: bool, slack: float = 0.0, **kw: object
+    shards: list[InMemoryShard], bounded: bool, slack: float = 0.0, **kw: Any
 ) -> SearchExecutor:
     by_id = {s.shard_id: s for s in shards}
     bounds = (
@@ -65,7 +66,7 @@ def executor(
     )
     return SearchExecutor(
         lambda sid, addr: by_id[sid], ReplicaTracker(), bounds, FanoutSettings(**kw)
-    )  # type: ignore[arg-type]
+    )
 
 
 def run(
@@ -75,7 +76,7 @@ def run(
     k: int,
     flt=None,
     timeout: float = 5.0,
-):  # type: ignore[no-untyped-def]
+):
     snap = snapshot_for(shards, [[s.shard_id] for s in shards])
     return asyncio.run(
         ex.run(
@@ -178,7 +179,7 @@ def test_hedge_goes_to_another_replica_after_the_p95() -> None:
         tracker.acquire("a")
         tracker.release("a", 0.001)
     by_id = {"a": a, "b": b}
-    ex = SearchExecutor(lambda sid, addr: by_id[sid], tracker, settings=FanoutSettings(hedge=True))  # type: ignore[arg-type,return-value]
+    ex = SearchExecutor(lambda sid, addr: by_id[sid], tracker, settings=FanoutSettings(hedge=True))
     snap = snapshot_for([a, b], [["a", "b"]])
     a.delay = 2.0
     targets, _ = plan_targets(snap, snap.placement(INDEX), tracker, [0])
@@ -216,9 +217,9 @@ def test_require_complete_raises_the_right_code() -> None:
 
 
 def test_coordinator_sheds_when_full() -> None:
-    engine = RetrievalEngine(
-        cache=None, shards=lambda s, a: None, limits=Limits(max_in_flight_requests=2)
-    )  # type: ignore[arg-type]
+    reg = registry_for(["s0"], [["s0"]])
+    shard = InMemoryShard("s0", registry=reg)
+    engine = RetrievalEngine(reg, lambda s, a: shard, limits=Limits(max_in_flight_requests=2))
 
     async def scenario() -> None:
         async with engine.admission(), engine.admission():
@@ -236,11 +237,11 @@ def test_concurrent_queries_to_one_shard_leave_as_one_call() -> None:
     from coordinator.batcher import BatchingShard
 
     shard = clustered_shards(Metric.L2, 1, 50, 4, seed=4)[0]
-    batching = BatchingShard(shard, max_batch=8)  # type: ignore[arg-type]
+    batching = BatchingShard(shard, max_batch=8)
     rng = np.random.default_rng(1)
     queries = [ShardQuery(rng.normal(size=4).astype(np.float32), 5, "t") for _ in range(20)]
 
-    async def scenario() -> list:  # type: ignore[type-arg]
+    async def scenario() -> list:
         return await asyncio.gather(*(batching.search(INDEX, [q], 5.0) for q in queries))
 
     batched = asyncio.run(scenario())
@@ -261,7 +262,7 @@ def test_a_refusing_replica_fails_over_to_another_without_partial_results() -> N
     by_id = {"a": a, "b": b}
     ex = SearchExecutor(
         lambda sid, addr: by_id[sid], ReplicaTracker(), settings=FanoutSettings(hedge=False)
-    )  # type: ignore[arg-type,return-value]
+    )
     snap = snapshot_for([a, b], [["a", "b"]])
     one = IndexVersion("ix", "v1", VersionRef("f", "v1"), num_buckets=1)
     result = asyncio.run(
@@ -281,9 +282,9 @@ def test_buckets_excluded_by_min_max_are_not_asked_and_not_missing() -> None:
     t = frozenset({"t"})
     stats = {0: ({"price": (0.0, 10.0)}, t), 1: ({"price": (100.0, 200.0)}, t), 2: None}
     ex = SearchExecutor(
-        lambda sid, addr: by_id[sid],  # type: ignore[arg-type,return-value]
+        lambda sid, addr: by_id[sid],
         ReplicaTracker(),
-        stats=lambda ix, b: stats[b],  # type: ignore[arg-type]
+        stats=lambda ix, b: stats[b],
     )
     snap = snapshot_for(shards, [["s0"], ["s1"], ["s2"]])
     three = IndexVersion("ix", "v1", VersionRef("f", "v1"), num_buckets=3)
@@ -310,7 +311,7 @@ def test_failover_covers_every_bucket_when_no_single_replica_holds_them_all() ->
     def run_once() -> list[tuple[float, EntityKey]]:
         ex = SearchExecutor(
             lambda sid, addr: by_id[sid], ReplicaTracker(), settings=FanoutSettings(hedge=False)
-        )  # type: ignore[arg-type,return-value]
+        )
         res = asyncio.run(ex.run(snap, two, snap.placement(INDEX), q, [0, 1], 5.0))
         assert not res.completeness.partial
         return [(h.score, h.key) for h in res.hits]

@@ -23,7 +23,7 @@ text = st.text(min_size=0, max_size=12)
         text, st.tuples(st.lists(st.integers(0, 63)).map(tuple), st.integers(0, 2**62)), max_size=5
     ),
 )
-def test_round_trip(score: float, key: EntityKey, served: int, shards: dict) -> None:  # type: ignore[type-arg]
+def test_round_trip(score: float, key: EntityKey, served: int, shards: dict) -> None:
     c = Cursor("r", "b", VersionRef("ix", "v1"), "h", served, score, key, shards)
     assert decode(encode(c)) == c
 

@@ -6,6 +6,7 @@ etcd's members, and container args that parse with the real `vecshard shard` and
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 import pytest
 
@@ -184,7 +185,7 @@ def _pod_env(objs: list[Obj], c: Obj, pod_name: str) -> dict[str, str]:
     ],
 )
 def test_container_args_parse_with_the_real_cli(
-    component: str, pod_name: str, config_cls: type, grpc_port: int
+    component: str, pod_name: str, config_cls: type[Any], grpc_port: int
 ) -> None:
     """The args, expanded as the kubelet would, are accepted by the role's own flag
     parser and settings loader, bind every interface, and name the health service

@@ -127,7 +127,7 @@ def test_bad_feature_requests_are_clear(cluster: LocalCluster) -> None:
 
 def test_offline_online_parity_through_real_processes(
     make_cluster: ClusterFactory, tmp_path
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     """Materialize an offline data set through the coordinator, then compare
     GetFeatures with the offline point-in-time join at the same timestamps."""
     import json
@@ -241,7 +241,7 @@ spec: {name: session_ix, version: v1, embedding: {name: session_vec, version: v1
 
 def test_materialize_cli_copies_offline_rows_online_and_resumes(
     cluster: LocalCluster, tmp_path
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     import subprocess
     import sys
     from pathlib import Path
@@ -260,7 +260,7 @@ def test_materialize_cli_copies_offline_rows_online_and_resumes(
             for k in ("FeatureDefinition", "FeatureGroup", "FeatureSet")
             for o in reg.list(k)
         ]
-    schema = FeatureCatalog.build(objs).schema(schema_ref)  # type: ignore[arg-type]
+    schema = FeatureCatalog.build(objs).schema(schema_ref)
     store = OfflineStore(tmp_path / "offline")
     rows = [
         GroupRow(

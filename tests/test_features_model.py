@@ -18,6 +18,7 @@ from registry.features import (
     FeatureDefinition,
     FeatureDType,
     FeatureGroup,
+    FeatureObject,
     FeatureRef,
     FeatureSet,
     Fill,
@@ -47,13 +48,13 @@ CTR = CATALOG.definitions[VersionRef("ctr_7d", "v1")]
 AGE = CATALOG.definitions[VersionRef("age_bucket", "v1")]
 
 
-def roundtrip(obj: object) -> object:
+def roundtrip(obj: FeatureObject) -> FeatureObject:
     spec = json.loads(codec.encode(obj))["spec"]
     return codec.from_dict(type(obj), spec)
 
 
 @pytest.mark.parametrize("obj", [*DEFINITIONS, *GROUPS, RANKER], ids=lambda o: str(o.ref))
-def test_every_kind_round_trips_through_the_registry_codec(obj: object) -> None:
+def test_every_kind_round_trips_through_the_registry_codec(obj: FeatureObject) -> None:
     assert roundtrip(obj) == obj
 
 

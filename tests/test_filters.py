@@ -8,9 +8,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.domain import AttrType
+from core.domain import AttrType, AttrValue
 from core.errors import InvalidArgument
-from core.filters import And, Eq, Filter, In, Not, Or, Range, matches, validate_filter
+from core.filters import (
+    And,
+    Eq,
+    Filter,
+    In,
+    Not,
+    Or,
+    Range,
+    matches,
+    validate_attributes,
+    validate_filter,
+)
 from core.wire import filter_from_pb, filter_to_pb
 from shard_server.columns import AttributeColumns
 
@@ -104,3 +115,19 @@ def test_missing_attribute_rule() -> None:
 def test_invalid_filters_say_what_was_expected(flt: Filter, message: str) -> None:
     with pytest.raises(InvalidArgument, match=message):
         validate_filter(flt, SCHEMA)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("tags", 3),  # a number where a string list is declared: no iteration over it
+        ("tags", 1.5),
+        ("tags", "a"),
+        ("tags", ("a", 2)),
+        ("cat", ("a",)),
+        ("n", "1"),
+    ],
+)
+def test_attributes_of_the_wrong_type_say_what_was_expected(name: str, value: AttrValue) -> None:
+    with pytest.raises(InvalidArgument, match=f"attribute {name!r} is .*expected"):
+        validate_attributes({name: value}, SCHEMA, "records[0]")

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.domain import AttrType, EntityKey, Metric
+from core.domain import AttrType, AttrValue, EntityKey, Metric
 from core.filters import Eq, Range, matches
 from core.ordering import order_key
 from core.scoring import canonical_scores, normalized, prepare_query
@@ -22,7 +22,7 @@ from shard_server.segment import DEFAULT_OPTIONS
 SCHEMA = {"cat": AttrType.STRING, "p": AttrType.FLOAT}
 
 
-def brute_force(metric, q, keys, vecs, attrs, tenant, k, flt=None):  # type: ignore[no-untyped-def]
+def brute_force(metric, q, keys, vecs, attrs, tenant, k, flt=None):
     idx = [i for i, key in enumerate(keys) if key.tenant_id == tenant and matches(flt, attrs[i])]
     if not idx:
         return []
@@ -53,7 +53,7 @@ def test_search_equals_brute_force_with_ties_and_deletes(
     keys = [
         EntityKey(f"t{i % 2}", "item", f"id{rng.integers(0, 10_000):05d}-{i}") for i in range(n)
     ]
-    attrs = [{"cat": "ab"[i % 2], "p": float(i % 7)} for i in range(n)]
+    attrs: list[dict[str, AttrValue]] = [{"cat": "ab"[i % 2], "p": float(i % 7)} for i in range(n)]
     seg = GrowingSegment("g", dim, metric, SCHEMA, capacity=4)
     for i in range(n):
         seg.upsert(keys[i], base[i], attrs[i], bucket=i % 3, seq=i)

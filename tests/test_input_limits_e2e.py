@@ -69,9 +69,10 @@ def lookup_status(stub: retrieval_pb2_grpc.RetrievalServiceStub, eid: str) -> in
 def refused(call: object, code: grpc.StatusCode, *fragments: str) -> None:
     with pytest.raises(grpc.RpcError) as err:
         call()  # type: ignore[operator]
-    assert err.value.code() == code, err.value.details()
+    details = err.value.details() or ""
+    assert err.value.code() == code, details
     for f in fragments:
-        assert f in err.value.details(), err.value.details()
+        assert f in details, details
 
 
 def test_a_10kb_entity_id_is_refused_and_not_written(

@@ -35,20 +35,20 @@ N, DIM = 3000, 16
 KILL_AT, RESTART_AFTER, DURATION, RATE = 1.0, 1.0, 4.0, 120.0
 
 
-class ClientTally(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+class ClientTally(grpc.aio.UnaryUnaryClientInterceptor):
     """Counts every call's final status and partial flag as the client receives them."""
 
     def __init__(self) -> None:
         self.codes: Counter[str] = Counter()
         self.partial = 0
 
-    async def intercept_unary_unary(self, continuation, details, request):  # type: ignore[no-untyped-def]
+    async def intercept_unary_unary(self, continuation, details, request):
         call = await continuation(details, request)
         code = await call.code()
         self.codes[code.name] += 1
         if code == grpc.StatusCode.OK:
             reader = partial_flag_reader(details.method.decode().rsplit("/", 1)[-1])
-            if reader is not None and reader.FromString(await call).partial:
+            if reader is not None and reader.FromString(await call).partial:  # type: ignore[attr-defined]  # class built at run time
                 self.partial += 1
         return call
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.domain import AttrType, EntityKey, Metric, VersionRef
+from core.domain import AttrType, AttrValue, EntityKey, Metric, VersionRef
 from core.errors import InvalidArgument
 from registry.model import EmbeddingFamily, IndexVersion
 from shard_server.model import LookupStatus, Query
@@ -25,7 +25,7 @@ INDEX = IndexVersion(
 
 
 def rec(
-    eid: str, vec: list[float], sv: int = 1, tenant: str = "t", bucket: int = 0, **attrs: object
+    eid: str, vec: list[float], sv: int = 1, tenant: str = "t", bucket: int = 0, **attrs: AttrValue
 ) -> Record:
     return Record(
         EntityKey(tenant, "item", eid),

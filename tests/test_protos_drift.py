@@ -8,7 +8,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _gen_module():  # type: ignore[no-untyped-def]
+def _gen_module():
     spec = importlib.util.spec_from_file_location("gen_protos", ROOT / "scripts" / "gen_protos.py")
     assert spec and spec.loader
     mod = importlib.util.module_from_spec(spec)

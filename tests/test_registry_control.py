@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -148,10 +149,8 @@ def test_history_and_rollback(admin: RegistryAdmin) -> None:
     assert last.when.endswith("+00:00")
     route = admin.rollback("home_feed", who="bob", why="ctr dropped")
     assert route == Route("home_feed", "home_2026_10", "home_2026_11", 0.1, "home_2026_11")
-    assert [(c.who, c.after.bundle) for c in admin.history("home_feed")][-1] == (
-        "bob",
-        "home_2026_10",
-    )  # type: ignore[union-attr]
+    last = admin.history("home_feed")[-1]
+    assert last.after is not None and (last.who, last.after.bundle) == ("bob", "home_2026_10")
 
 
 def test_feature_definitions_groups_and_sets(admin: RegistryAdmin) -> None:
@@ -164,7 +163,7 @@ def test_feature_definitions_groups_and_sets(admin: RegistryAdmin) -> None:
         "shard-1",
     )
     # owner may change in place; the dtype may not (a new version is needed)
-    owner = {
+    owner: dict[str, Any] = {
         "kind": "FeatureDefinition",
         "spec": {
             "name": "item_price",

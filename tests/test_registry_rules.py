@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+from typing import Any
 
 import pytest
 
@@ -51,7 +52,7 @@ IX = IndexVersion("items-ix", "v1", VersionRef("items", "v1"))
 BASE = BundleParts(Bundle("b", QV.ref, IV.ref, IX.ref), Q, QV, ITEM, IV, IX)
 
 
-def with_(**changes: object) -> BundleParts:
+def with_(**changes: Any) -> BundleParts:
     return dataclasses.replace(BASE, **changes)
 
 

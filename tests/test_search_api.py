@@ -65,9 +65,8 @@ def test_search_batch_and_debug(make_cluster: ClusterFactory) -> None:
                     * 300
                 )
             )
-        assert (
-            err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-            and "at most 256" in err.value.details()
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "at most 256" in (
+            err.value.details() or ""
         )
         dbg = stub.SearchDebug(
             pb.SearchRequest(

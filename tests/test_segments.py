@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.domain import AttrType, EntityKey, Metric, VersionRef
+from core.domain import AttrType, AttrValue, EntityKey, Metric, VersionRef
 from core.errors import FailedPrecondition, InvalidArgument
 from core.filters import And, Eq, Filter, Not, Or, Range, matches
 from core.ordering import order_key
@@ -81,13 +82,13 @@ class Model:
 
     def __init__(self, metric: Metric) -> None:
         self.metric = metric
-        self.live: dict[EntityKey, tuple[np.ndarray, dict[str, object]]] = {}
+        self.live: dict[EntityKey, tuple[np.ndarray, dict[str, AttrValue]]] = {}
         self.deleted: set[EntityKey] = set()
 
     def prepared(self, v: np.ndarray) -> np.ndarray:
         return normalized(v) if self.metric is Metric.COSINE else v
 
-    def brute_force(self, q: np.ndarray, tenant: str, flt: Filter | None, k: int):  # type: ignore[no-untyped-def]
+    def brute_force(self, q: np.ndarray, tenant: str, flt: Filter | None, k: int):
         rows = [
             (key, vec)
             for key, (vec, attrs) in self.live.items()
@@ -104,7 +105,7 @@ class Model:
 
 
 def record(rng: np.random.Generator, i: int, tenant: str, sv: int) -> Record:
-    attrs: dict[str, object] = {}
+    attrs: dict[str, AttrValue] = {}
     if rng.random() < 0.9:
         attrs["cat"] = "abc"[int(rng.integers(0, 3))]
     if rng.random() < 0.9:
@@ -120,7 +121,7 @@ def record(rng: np.random.Generator, i: int, tenant: str, sv: int) -> Record:
         EntityKey(tenant, "item", f"id-{i:04d}"),
         vec,
         sv,
-        attributes=attrs,  # type: ignore[arg-type]
+        attributes=attrs,
         bucket=i % 4,
     )
 
@@ -297,7 +298,7 @@ def loaded(tmp_path_factory: pytest.TempPathFactory) -> dict[IndexKind, IndexPar
     return out
 
 
-def recall(part: IndexPartition, queries: np.ndarray, flt: Filter | None = None, **opts: int):  # type: ignore[no-untyped-def]
+def recall(part: IndexPartition, queries: np.ndarray, flt: Filter | None = None, **opts: Any):
     found = part.search([Query(q, 10, "t0", flt, SearchOptions(**opts)) for q in queries])
     exact = part.search([Query(q, 10, "t0", flt, SearchOptions(exact=True)) for q in queries])
     hits = sum(
@@ -367,7 +368,7 @@ def test_index_params_are_validated(
         store = ShardStore(Path(tmp))
         try:
             with pytest.raises(FailedPrecondition, match="ix_"):
-                IndexPartition(index(kind, params), family(Metric.L2), store, Path(tmp) / "s")  # type: ignore[arg-type]
+                IndexPartition(index(kind, params), family(Metric.L2), store, Path(tmp) / "s")  # type: ignore[arg-type]  # invalid params are the point
         finally:
             store.close()
 

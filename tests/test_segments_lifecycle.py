@@ -204,8 +204,8 @@ def test_searches_and_writes_proceed_while_a_seal_and_a_compaction_build(
     assert s.part is not None
     s.upsert(range(0, 700))
     for operation, run in (
-        ("seal", lambda: s.part.lifecycle.seal(force=True)),  # type: ignore[union-attr]
-        ("compact", lambda: s.part.lifecycle.compact(force=True)),  # type: ignore[union-attr]
+        ("seal", lambda: s.part.lifecycle.seal(force=True)),
+        ("compact", lambda: s.part.lifecycle.compact(force=True)),
     ):
         builds.started.clear()
         builds.release.clear()
@@ -292,7 +292,7 @@ def test_restart_loads_segments_and_rebuilds_only_the_tail(
     assert s.part is not None
     s.upsert(range(0, 600))
     s.part.flush(compact=False)
-    sealed_id = s.part.current_segments()[0].id  # type: ignore[index]
+    sealed_id = list(s.part.current_segments())[0].id
     s.upsert(range(600, 650))  # the tail
     s.delete(list(range(0, 10)))  # deletes since the manifest
     s.upsert(list(range(10, 15)), seed=3)  # overwrites since the manifest
@@ -336,7 +336,7 @@ def test_damaged_segment_files_are_rebuilt_from_rocksdb_with_a_warning(
     s.upsert(range(0, 500))
     s.part.flush(compact=False)
     s.upsert(range(500, 520))
-    seg_id = s.part.current_segments()[0].id  # type: ignore[index]
+    seg_id = list(s.part.current_segments())[0].id
     s.close()
     if damage == "flip_rows":
         _corrupt(s.segdir / f"{seg_id}.npz")
@@ -378,7 +378,9 @@ def test_ivfpq_template_is_trained_once_and_survives_restarts(
     s.upsert(range(50, 750))
     s.part.flush(compact=False)
     template = s.part.lifecycle.template
-    digest = read_manifest(s.segdir).template[TEMPLATE_FILE]  # type: ignore[union-attr]
+    manifest = read_manifest(s.segdir)
+    assert manifest is not None and manifest.template is not None
+    digest = manifest.template[TEMPLATE_FILE]
     s.upsert(range(750, 1000))
     s.part.flush(compact=True)
     assert s.part.lifecycle.template is template
@@ -387,7 +389,9 @@ def test_ivfpq_template_is_trained_once_and_survives_restarts(
     part = s.open()
     s.upsert(range(1000, 1200))
     part.flush(compact=False)
-    assert read_manifest(s.segdir).template[TEMPLATE_FILE] == digest  # type: ignore[union-attr]
+    manifest = read_manifest(s.segdir)
+    assert manifest is not None and manifest.template is not None
+    assert manifest.template[TEMPLATE_FILE] == digest
     trained = REGISTRY.get_sample_value("vecshard_shard_build_seconds_count", labels)
     assert trained == trained_before + 1
     s.check_exact()
@@ -452,7 +456,8 @@ def test_the_maintenance_thread_seals_when_writes_make_a_seal_due(
     events = Finished()
     s = make(shards, tmp_path, IndexKind.HNSW, events)
     assert s.part is not None
-    maintainer = Maintainer(lambda: [s.part], interval_seconds=3600)  # type: ignore[list-item]
+    part = s.part
+    maintainer = Maintainer(lambda: [part], interval_seconds=3600)
     s.part.on_seal_due = maintainer.wake
     maintainer.start()
     try:

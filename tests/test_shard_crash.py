@@ -87,7 +87,7 @@ class Writer(threading.Thread):
         except BaseException as exc:  # reported by the test
             self.error = exc
 
-    def one_op(self, s) -> None:  # type: ignore[no-untyped-def]
+    def one_op(self, s) -> None:
         self.version += 1
         known = list(self.model.states)
         if known and self.rng.random() < 0.3:
@@ -143,7 +143,7 @@ def test_every_acknowledged_write_survives_repeated_sigkills(make_cluster: Clust
             with model.cond:
                 target = model.acked_ops + OPS_BETWEEN_KILLS
                 assert model.cond.wait_for(
-                    lambda t=target: model.acked_ops >= t or writer.error is not None,  # type: ignore[misc]
+                    lambda t=target: model.acked_ops >= t or writer.error is not None,  # type: ignore[misc]  # mypy cannot type a default-argument lambda
                     120,
                 ), "the writer stalled"
             assert writer.error is None, writer.error

@@ -330,10 +330,10 @@ def test_queries_during_a_seal_and_a_compaction_succeed_and_stay_correct(loaded:
     threads = [threading.Thread(target=query_loop, args=(i,)) for i in ("hnsw", "ivfpq")]
     for t in threads:
         t.start()
-    start = time.perf_counter()
+    began = time.perf_counter()
     hnsw_stats = s.Flush(pb.FlushRequest(index=ref("hnsw")), timeout=300).stats
     ivfpq_stats = s.Flush(pb.FlushRequest(index=ref("ivfpq"), compact=True), timeout=300).stats
-    flushing = time.perf_counter() - start
+    flushing = time.perf_counter() - began
     stop.set()
     for t in threads:
         t.join(120)

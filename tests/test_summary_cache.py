@@ -43,7 +43,7 @@ def cache_with(answers: dict[str, IndexSummary], max_age: float = 5.0) -> Summar
             raise ConnectionError(sid)
         return [ShardIndex(IX, 1, 0, answers[sid])]
 
-    cache = SummaryCache(FakeCache(snap), describe, max_age=max_age)  # type: ignore[arg-type]
+    cache = SummaryCache(FakeCache(snap), describe, max_age=max_age)  # type: ignore[arg-type]  # reads only .snapshot
     asyncio.run(cache.refresh_once())
     return cache
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from core.bounds import score_upper_bound
-from core.domain import Metric
+from core.domain import AttrValue, Metric
 from shard_server.summary import BucketStats
 from shard_server.summary_leases import NewRow, SummaryLeases
 
@@ -25,8 +25,8 @@ BALL = (np.array([[0.0, 0.0]], np.float32), np.array([1.0], np.float32))
 STATS = {0: BucketStats(3, {"price": (1.0, 10.0, 3)}, frozenset({"t"}))}
 
 
-def row(x: float, y: float, bucket: int = 0, tenant: str = "t", **attrs: object) -> NewRow:
-    return NewRow(np.array([x, y], np.float32), bucket, tenant, attrs)  # type: ignore[arg-type]
+def row(x: float, y: float, bucket: int = 0, tenant: str = "t", **attrs: AttrValue) -> NewRow:
+    return NewRow(np.array([x, y], np.float32), bucket, tenant, attrs)
 
 
 def leases_with_one_summary(clock: Clock, lease: float = 2.0) -> SummaryLeases:
