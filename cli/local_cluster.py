@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cli.etcd_process import EtcdProcess
-from cli.processes import ChildProcess, python_module
+from cli.processes import ChildProcess, free_port, python_module
 
 
 @dataclass
@@ -105,10 +105,19 @@ class LocalCluster:
         )
 
     def _coordinator_process(self, name: str) -> ChildProcess:
+        # A fixed port per coordinator: a restarted coordinator comes back on
+        # the same address, as one behind a Kubernetes Service does, so
+        # clients given every coordinator's address keep reaching it.
         return ChildProcess(
             name,
             python_module(
-                "coordinator", "--etcd", self.endpoint, "--etcd-prefix", self.etcd_prefix
+                "coordinator",
+                "--etcd",
+                self.endpoint,
+                "--etcd-prefix",
+                self.etcd_prefix,
+                "--listen",
+                f"127.0.0.1:{free_port()}",
             ),
             self.logs / f"{name}.log",
             self.extra_env,

@@ -44,6 +44,11 @@ BENCHMARK_ROLES: dict[str, Role] = {
         "bench",
         "open-loop load test of a coordinator (fixed rate, max rate, shard faults)",
     ),
+    "soak": Role(
+        "benchmarks.soak",
+        "bench",
+        "chaos soak: mixed load while processes are killed; checks every answer's invariants",
+    ),
 }
 ROLES = {**SERVER_ROLES, **BENCHMARK_ROLES}
 
