@@ -29,6 +29,7 @@ COMMANDS = {
     "rollout": ("new image", "one shard at a time"),
     "bench": ("recall/QPS benchmark", "in process", "local clusters"),
     "loadtest": ("open-loop load test",),
+    "soak": ("chaos soak", "invariants"),
 }
 SUBCOMMANDS = {
     "registry": [
@@ -75,7 +76,7 @@ def test_top_level_help_lists_every_command_with_a_true_description() -> None:
         for word in words:
             assert word in listed[name], f"{name}: {listed[name]!r} does not say {word!r}"
     # They are tools that measure a cluster, not servers.
-    for name in ("bench", "loadtest"):
+    for name in ("bench", "loadtest", "soak"):
         assert "server" not in listed[name], listed[name]
 
 
@@ -127,6 +128,7 @@ def test_the_cli_starts_with_the_sdk_alone() -> None:
         (["coordinator"], "coordinator", "server"),
         (["bench", "search", "--help"], "bench", "bench"),
         (["loadtest", "--local"], "loadtest", "bench"),
+        (["soak", "--duration", "1"], "soak", "bench"),
         (
             [
                 "features",
