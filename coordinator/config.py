@@ -27,6 +27,11 @@ class CoordinatorConfig:
     summary_refresh_seconds: float = 0.3
     summary_lease_seconds: float = 1.0
     log_level: str = "info"
+    # Adaptive batching per shard and index version (coordinator.batcher):
+    # calls out at once; queries arriving meanwhile queue and leave together
+    # when one returns, or as soon as this many are queued.
+    shard_calls_in_flight: int = 1
+    shard_max_batch: int = 64
 
     def __post_init__(self) -> None:
         if self.default_timeout <= 0:
@@ -42,6 +47,8 @@ class CoordinatorConfig:
             )
         if self.max_batch_records < 1:
             raise ValueError("max_batch_records must be ≥ 1")
+        if self.shard_calls_in_flight < 1 or self.shard_max_batch < 1:
+            raise ValueError("shard_calls_in_flight and shard_max_batch must be ≥ 1")
 
 
 @dataclass(frozen=True)
