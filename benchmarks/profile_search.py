@@ -73,6 +73,7 @@ def _record(pid: int, seconds: float, out: Path, rate: int) -> subprocess.Popen[
             str(pid),
             "--duration",
             str(int(seconds)),
+            "--gil",
             "--rate",
             str(rate),
             "--format",
