@@ -146,6 +146,15 @@ def comparisons(points: Sequence[Point]) -> list[dict[str, Any]]:
     return out
 
 
+def server_cpu(cpu: Mapping[str, float | None] | None) -> float | None:
+    """Coordinator + shards CPU ms per query (the load generator's own excluded)."""
+    if not cpu:
+        return None
+    servers = [v for name, v in cpu.items() if name not in ("client", "total")]
+    known = [v for v in servers if v is not None]
+    return sum(known) if servers and len(known) == len(servers) else None
+
+
 def targets(points: Sequence[Point], target_recall: float = TARGET_RECALL) -> dict[str, Any]:
     """The issue's figures: per kind and shard count, QPS at recall ≥ target and the ratio."""
     out: dict[str, Any] = {"recall_target": target_recall, "by_kind": {}}
@@ -160,6 +169,14 @@ def targets(points: Sequence[Point], target_recall: float = TARGET_RECALL) -> di
             best = qps_at_recall([p.curve_point() for p in mine], target_recall)
             best_batched = qps_at_recall([p.curve_point() for p in batched], target_recall)
             at = next((p for p in mine if best is not None and p.setting == best.label), None)
+            at_batched = next(
+                (
+                    p
+                    for p in batched
+                    if best_batched is not None and p.setting == best_batched.label
+                ),
+                None,
+            )
             rows[str(shards)] = {
                 "qps": best.qps if best else None,
                 "recall": best.recall if best else None,
@@ -168,6 +185,16 @@ def targets(points: Sequence[Point], target_recall: float = TARGET_RECALL) -> di
                 "single_p50_ms": at.to_dict()["single_p50_ms"] if at else None,
                 "p99_ms_at_concurrency": at.to_dict()["p99_ms"] if at else None,
                 "qps_with_search_batch": best_batched.qps if best_batched else None,
+                # What capacity planning reads: CPU ms one query costs each process
+                # (client, coordinator, shard-N) and the servers together, under load.
+                "cpu_ms_per_query": dict(at.cpu_loaded) if at and at.cpu_loaded else None,
+                "server_cpu_ms_per_query": server_cpu(at.cpu_loaded if at else None),
+                "cpu_ms_per_query_search_batch": dict(at_batched.cpu_loaded)
+                if at_batched and at_batched.cpu_loaded
+                else None,
+                "server_cpu_ms_per_query_search_batch": server_cpu(
+                    at_batched.cpu_loaded if at_batched else None
+                ),
             }
         if inproc or rows:
             out["by_kind"][kind] = {

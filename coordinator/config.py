@@ -28,6 +28,11 @@ class CoordinatorConfig:
     summary_refresh_seconds: float = 0.3
     summary_lease_seconds: float = 1.0
     log_level: str = "info"
+    # Adaptive batching per shard and index version (coordinator.batcher):
+    # calls out at once; queries arriving meanwhile queue and leave together
+    # when one returns, or as soon as this many are queued.
+    shard_calls_in_flight: int = 1
+    shard_max_batch: int = 64
 
     def __post_init__(self) -> None:
         if self.default_timeout <= 0:
@@ -41,6 +46,8 @@ class CoordinatorConfig:
                 f"summary_refresh_seconds {self.summary_refresh_seconds} must be > 0 and below "
                 f"summary_lease_seconds {self.summary_lease_seconds} (else no summary is ever fresh)"
             )
+        if self.shard_calls_in_flight < 1 or self.shard_max_batch < 1:
+            raise ValueError("shard_calls_in_flight and shard_max_batch must be ≥ 1")
 
 
 @dataclass(frozen=True)

@@ -219,13 +219,14 @@ def shard_search_pb(index: VersionRef, queries: Sequence[ShardQuery]) -> spb.Sea
 
 
 def shard_answers(resp: spb.SearchResponse, shard_id: str, expected: int) -> list[ShardAnswer]:
+    """The answer of a shard without SearchPacked (a message per hit)."""
     if len(resp.results) != expected:
         raise InvalidArgument(
             f"shard {shard_id} answered {len(resp.results)} queries, expected {expected}"
         )
     return [
-        ShardAnswer(
-            hits=[Hit(h.score, key_from_pb(h.key), shard_id, h.bucket) for h in r.hits],
+        ShardAnswer.of(
+            [Hit(h.score, key_from_pb(h.key), shard_id, h.bucket) for h in r.hits],
             candidates=r.candidates,
             sequence=r.sequence,
             approximate=r.approximate,
@@ -233,6 +234,96 @@ def shard_answers(resp: spb.SearchResponse, shard_id: str, expected: int) -> lis
         )
         for r in resp.results
     ]
+
+
+def _query_pb(q: ShardQuery) -> spb.Query:
+    out = spb.Query(
+        k=q.k,
+        tenant_id=q.tenant_id,
+        max_sequence=q.max_sequence,
+        served=q.served,
+        skip_rerank=q.skip_rerank,
+    )
+    if q.filter is not None:
+        out.filter.CopyFrom(filter_to_pb(q.filter))
+    if q.after is not None:
+        out.has_after = True
+        out.after_score = q.after[0]
+        out.after_key.CopyFrom(key_to_pb(q.after[1]))
+    return out
+
+
+def shard_packed_pb(index: VersionRef, queries: Sequence[ShardQuery]) -> spb.PackedSearchRequest:
+    """The queries as one float32 matrix plus their options (shard.proto)."""
+    matrix = np.stack([q.vector for q in queries]).astype("<f4", copy=False)
+    return spb.PackedSearchRequest(
+        index=index_ref_pb(index),
+        vectors=matrix.tobytes(),
+        dimension=matrix.shape[1],
+        queries=[_query_pb(q) for q in queries],
+    )
+
+
+def shard_packed_answers(
+    resp: spb.PackedSearchResponse, shard_id: str, queries: Sequence[ShardQuery]
+) -> list[ShardAnswer]:
+    """Per query, its slice of the packed arrays; every hit's tenant is its
+    query's (a shard never answers across tenants)."""
+    n = len(queries)
+    counts = list(resp.counts)
+    total = sum(counts)
+    scores = np.frombuffer(resp.scores, dtype="<f4").astype(np.float64)
+    buckets = np.frombuffer(resp.buckets, dtype="<u4").astype(np.int64)
+    id_ends = np.frombuffer(resp.id_ends, dtype="<u4").tolist()
+    table = list(resp.entity_types)
+    codes = np.frombuffer(resp.type_codes, dtype="<u2").tolist() if len(table) > 1 else None
+    ref_counts = list(resp.reference_counts)
+    references = np.frombuffer(resp.reference_scores, dtype="<f4").tolist()
+    if (
+        len(counts) != n
+        or len(resp.candidates) != n
+        or not scores.shape[0] == buckets.shape[0] == len(id_ends) == total
+        or (total and not table)
+        or (codes is not None and len(codes) != total)
+        or len(ref_counts) not in (0, n)
+        or len(resp.approximate) not in (0, n)
+        or sum(ref_counts) != len(references)
+    ):
+        raise InvalidArgument(
+            f"shard {shard_id} sent a malformed packed answer for {n} queries "
+            f"(counts {len(counts)}, hits {total}, scores {scores.shape[0]})"
+        )
+    blob = resp.entity_ids
+    starts = [0, *id_ends[:-1]] if id_ends else []
+    ids = [blob[a:b].decode() for a, b in zip(starts, id_ends, strict=True)]
+    only = table[0] if len(table) == 1 else ""
+    out = []
+    start = ref_start = 0
+    for i, q in enumerate(queries):
+        end = start + counts[i]
+        tenant = q.tenant_id
+        if codes is None:
+            keys = [EntityKey(tenant, only, eid) for eid in ids[start:end]]
+        else:
+            keys = [
+                EntityKey(tenant, table[c], eid)
+                for c, eid in zip(codes[start:end], ids[start:end], strict=True)
+            ]
+        refs = ref_counts[i] if ref_counts else 0
+        out.append(
+            ShardAnswer(
+                scores[start:end],
+                keys,
+                [shard_id] * counts[i],
+                buckets[start:end],
+                resp.candidates[i],
+                resp.sequence,
+                resp.approximate[i] if resp.approximate else False,
+                tuple(references[ref_start : ref_start + refs]),
+            )
+        )
+        start, ref_start = end, ref_start + refs
+    return out
 
 
 def shard_upsert_batches(

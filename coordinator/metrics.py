@@ -2,7 +2,24 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from prometheus_client import Counter, Gauge, Histogram
+
+M = TypeVar("M", Counter, Gauge, Histogram)
+_CHILDREN: dict[tuple[int, tuple[str, ...]], object] = {}
+
+
+def labeled(metric: M, *labels: str) -> M:
+    """`metric.labels(*labels)`, cached: a `labels()` call costs a lock and
+    a dict lookup, several per query. Labels are routes, arms, phases and
+    outcomes (bounded), never ids."""
+    key = (id(metric), labels)
+    child = _CHILDREN.get(key)
+    if child is None:
+        child = _CHILDREN[key] = metric.labels(*labels)
+    return child  # type: ignore[return-value]  # a child has its parent's type
+
 
 REGISTRY_STALENESS = Gauge(
     "vecshard_registry_staleness_seconds",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -72,13 +73,49 @@ class Lookup:
     record: WriteRecord | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ShardAnswer:
-    hits: list[Hit]
+    """One query's answer from a shard, as arrays: hit i is `scores[i]`,
+    `keys[i]`, answered by `shard_ids[i]` from `buckets[i]`. No object per
+    hit until the merge picks the winners (`coordinator.merge.merge_ranked`)."""
+
+    scores: np.ndarray  # float64 (exact float32 scores, or calibrated ones)
+    keys: Sequence[EntityKey]
+    shard_ids: Sequence[str]
+    buckets: np.ndarray  # int64
     candidates: int
     sequence: int = 0
     approximate: bool = False
     reference_scores: tuple[float, ...] = ()
+
+    @property
+    def hits(self) -> list[Hit]:
+        return [
+            Hit(s, key, sid, b)
+            for s, key, sid, b in zip(
+                self.scores.tolist(), self.keys, self.shard_ids, self.buckets.tolist(), strict=True
+            )
+        ]
+
+    @classmethod
+    def of(
+        cls,
+        hits: Sequence[Hit],
+        candidates: int,
+        sequence: int = 0,
+        approximate: bool = False,
+        reference_scores: tuple[float, ...] = (),
+    ) -> ShardAnswer:
+        return cls(
+            np.array([h.score for h in hits], dtype=np.float64),
+            [h.key for h in hits],
+            [h.shard_id for h in hits],
+            np.array([h.bucket for h in hits], dtype=np.int64),
+            candidates,
+            sequence,
+            approximate,
+            reference_scores,
+        )
 
 
 @dataclass(frozen=True, eq=False)

@@ -42,6 +42,8 @@ class RemoteShard:
         self.channel = grpc.aio.insecure_channel(address, options=serving.grpc_options())
         self.stub = shard_pb2_grpc.ShardServiceStub(self.channel)
         self.features = features_pb2_grpc.FeatureShardServiceStub(self.channel)
+        # Whether the shard serves SearchPacked (it does unless it predates it).
+        self.packed = True
 
     async def _call(self, call: Callable[[], Awaitable[T]]) -> T:
         try:
@@ -54,9 +56,23 @@ class RemoteShard:
     async def search(
         self, index: VersionRef, queries: Sequence[ShardQuery], timeout: float
     ) -> list[ShardAnswer]:
-        req = convert.shard_search_pb(index, queries)
-        resp = await self._call(lambda: self.stub.Search(req, timeout=timeout))
-        return convert.shard_answers(resp, self.shard_id, len(queries))
+        if self.packed:
+            req = convert.shard_packed_pb(index, queries)
+            try:
+                resp = await self.stub.SearchPacked(req, timeout=timeout)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() is not grpc.StatusCode.UNIMPLEMENTED:
+                    raise shard_error(self.shard_id, self.address, exc) from exc
+                # A shard from before SearchPacked (a rolling upgrade): ask it
+                # the old way from now on.
+                self.packed = False
+            except grpc.aio.UsageError as exc:
+                raise shard_error(self.shard_id, self.address, exc) from exc
+            else:
+                return convert.shard_packed_answers(resp, self.shard_id, queries)
+        legacy = convert.shard_search_pb(index, queries)
+        old = await self._call(lambda: self.stub.Search(legacy, timeout=timeout))
+        return convert.shard_answers(old, self.shard_id, len(queries))
 
     async def upsert(
         self, index: VersionRef, records: Sequence[tuple[WriteRecord, int]], timeout: float

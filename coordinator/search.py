@@ -22,7 +22,7 @@ from coordinator.calibration import Calibrator
 from coordinator.exclusion import BucketStats, excludes
 from coordinator.failover import Alternate, alternates, failover_cover
 from coordinator.fanout import Target, can_skip, order_by_bound, waves
-from coordinator.merge import Hit, merge_topk
+from coordinator.merge import Hit, merge_ranked
 from coordinator.model import ShardAnswer, ShardQuery, ShardTrace
 from coordinator.partial import Completeness, Decision, classify_shard_error
 from coordinator.replicas import ReplicaTracker
@@ -159,7 +159,7 @@ class SearchExecutor:
         ordered = order_by_bound(targets, known)
         plan = waves(ordered, self.settings.first_wave) if known else [ordered]
 
-        answers: list[list[Hit]] = []
+        answers: list[ShardAnswer] = []
         hits: list[Hit] = []
         trace: list[ShardTrace] = []
         errors: list[BaseException] = []
@@ -211,16 +211,17 @@ class SearchExecutor:
                     continue
                 answer, latency, hedged, answered_by = outcome
                 if answer.approximate:
-                    answer = dataclasses.replace(
-                        answer,
-                        hits=self.calibrator.calibrate(
+                    answer = ShardAnswer.of(
+                        self.calibrator.calibrate(
                             answered_by, index.ref, answer.hits, answer.reference_scores
                         ),
+                        answer.candidates,
+                        answer.sequence,
                     )
                 hedges += hedged
                 searched += 1
                 candidates += answer.candidates
-                answers.append(answer.hits)
+                answers.append(answer)
                 trace.append(
                     ShardTrace(
                         answered_by,
@@ -234,7 +235,7 @@ class SearchExecutor:
                         sequence=answer.sequence,
                     )
                 )
-            hits = merge_topk(answers, query.k)
+            hits = merge_ranked(answers, query.k)
         return Execution(
             hits=hits,
             completeness=Completeness(tuple(sorted(missing)), len(buckets)),
@@ -295,7 +296,7 @@ class SearchExecutor:
         )
         hits = [h for a, _ in answers for h in a.hits]
         return (
-            ShardAnswer(
+            ShardAnswer.of(
                 hits, sum(a.candidates for a, _ in answers), max(a.sequence for a, _ in answers)
             ),
             max(lat for _, lat in answers),

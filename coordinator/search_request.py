@@ -87,14 +87,16 @@ async def run_search(
     t2 = time.perf_counter()
     completeness = execution.completeness
     if completeness.partial:
-        metrics.PARTIAL.labels(q.route).inc()
+        metrics.labeled(metrics.PARTIAL, q.route).inc()
         if q.require_complete:
             require_complete(completeness, execution.errors, execution.deadline_hit)
     t3 = time.perf_counter()
-    metrics.SEARCH_PHASE.labels(q.route, "resolve").observe(t1 - t0)
-    metrics.SEARCH_PHASE.labels(q.route, "fanout").observe(t2 - t1)
-    metrics.SHARDS_PER_QUERY.labels(q.route, "searched").observe(execution.shards_searched)
-    metrics.SHARDS_PER_QUERY.labels(q.route, "skipped").observe(execution.shards_skipped)
+    metrics.labeled(metrics.SEARCH_PHASE, q.route, "resolve").observe(t1 - t0)
+    metrics.labeled(metrics.SEARCH_PHASE, q.route, "fanout").observe(t2 - t1)
+    metrics.labeled(metrics.SHARDS_PER_QUERY, q.route, "searched").observe(
+        execution.shards_searched
+    )
+    metrics.labeled(metrics.SHARDS_PER_QUERY, q.route, "skipped").observe(execution.shards_skipped)
     return SearchResult(
         hits=execution.hits,
         route=resolved.route.name,

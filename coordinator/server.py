@@ -63,7 +63,12 @@ async def create_server(
     metrics.REGISTRY_STALENESS.labels("coordinator").set_function(cache.staleness)
     metrics.REGISTRY_REVISION.labels("coordinator").set_function(lambda: cache.snapshot.revision)
     instance = uuid.uuid4().hex[:12]
-    pool = ShardPool(instance=instance, summary_lease=cfg.summary_lease_seconds)
+    pool = ShardPool(
+        max_batch=cfg.shard_max_batch,
+        calls_in_flight=cfg.shard_calls_in_flight,
+        instance=instance,
+        summary_lease=cfg.summary_lease_seconds,
+    )
     summaries = SummaryCache(
         cache,
         lambda sid, addr: pool.get(sid, addr).describe(),

@@ -28,6 +28,7 @@ from coordinator.background import Background
 from coordinator.config import Limits
 from coordinator.lookups import Lookups
 from coordinator.model import Access, Lookup, SearchQuery, SearchResult, WriteRecord
+from coordinator.plans import RoutePlans
 from coordinator.replicas import ReplicaTracker
 from coordinator.search import BoundsProvider, FanoutSettings, SearchExecutor, no_bounds, no_stats
 from coordinator.search_request import run_search
@@ -38,7 +39,7 @@ from coordinator.summaries import SummaryCache
 from coordinator.writes import Writes
 from core.domain import EntityKey, VersionRef
 from registry import codec
-from registry.snapshot import ResolvedRoute, Snapshot, resolve_route, resolve_shadow
+from registry.snapshot import ResolvedRoute, Snapshot
 
 __all__ = ["Limits", "RetrievalEngine"]
 
@@ -69,6 +70,7 @@ class RetrievalEngine:
         self.background = Background()
         self.writes = Writes(self.registry, shards, self.limits, self._written, self.background)
         self.lookups = Lookups(self.registry, shards, self.limits)
+        self.plans = RoutePlans()
 
     def _written(self, shard_id: str) -> None:
         """A write reached (or is about to reach) the shard: its cached summary
@@ -91,7 +93,7 @@ class RetrievalEngine:
         def resolve(s: Snapshot) -> ResolvedRoute:
             if tenant_id is not None:
                 require_tenant(s, tenant_id)  # registered a moment ago elsewhere?
-            return resolve_route(s, name, subject)
+            return self.plans.route(s, name, subject)
 
         _, resolved = await self.registry.fresh(resolve)
         return resolved
@@ -99,9 +101,9 @@ class RetrievalEngine:
     async def search(self, q: SearchQuery, timeout: float) -> SearchResult:
         t0 = time.perf_counter()
         resolved = await self.describe_route(q.route, q.access.subject_id, q.access.tenant_id)
-        metrics.ROUTE_ARM.labels(q.route, resolved.arm).inc()
+        metrics.labeled(metrics.ROUTE_ARM, q.route, resolved.arm).inc()
         result = await run_search(self.registry, self.executor, q, resolved, timeout, t0)
-        shadow = resolve_shadow(self.registry.snapshot, resolved.route)
+        shadow = self.plans.shadow(self.registry.snapshot, resolved)
         if shadow is not None and resolved.arm == "primary":
 
             async def search_shadow() -> SearchResult:

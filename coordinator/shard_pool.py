@@ -1,7 +1,7 @@
 """`ShardPool`: one shard client per shard id, reused across requests.
 
 Each is a `BatchingShard` around a `RemoteShard`, so concurrent searches for
-one shard share a call. A shard that moved (a restart gets a new address)
+one shard share a call (`calls_in_flight` per index version, then they queue). A shard that moved (a restart gets a new address)
 gets a new channel; the old one closes in the background, after the calls
 still using it.
 """
@@ -19,12 +19,12 @@ class ShardPool:
     def __init__(
         self,
         max_batch: int = 64,
-        batch_window: float = 0.0,
+        calls_in_flight: int = 1,
         instance: str = "",
         summary_lease: float = 1.0,
     ) -> None:
         self.max_batch = max_batch
-        self.batch_window = batch_window
+        self.calls_in_flight = calls_in_flight
         self.instance = instance
         self.summary_lease = summary_lease
         self._shards: dict[str, Shard] = {}
@@ -38,7 +38,7 @@ class ShardPool:
                 self._closing.add(task)
                 task.add_done_callback(self._closing.discard)
             remote = RemoteShard(shard_id, address, self.instance, self.summary_lease)
-            shard = BatchingShard(remote, self.max_batch, self.batch_window)
+            shard = BatchingShard(remote, self.max_batch, self.calls_in_flight)
             self._shards[shard_id] = shard
         return shard
 

@@ -63,3 +63,38 @@ def approx_scores(
     if metric is Metric.L2:
         return 2.0 * dots - sq_norms, eps * (qn + max_sq) * 4.0
     return dots, eps * float(np.sqrt(qn * max_sq)) * 2.0
+
+
+def prepare_queries(queries: np.ndarray, metric: Metric, normalize: bool) -> np.ndarray:
+    """`prepare_query` for a (n, d) matrix at once, row for row the same bytes.
+
+    Why a loop for the norms: a row's norm must not depend on the batch it
+    arrived in (a query's answer is the same alone or batched), and the
+    per-row dot product is the exact computation `normalized` does."""
+    if not (metric is Metric.COSINE or normalize):
+        return np.asarray(queries, dtype=F32)
+    q64 = queries.astype(np.float64)
+    norms = np.array([float(np.sqrt(row @ row)) for row in q64])
+    if not norms.all():
+        bad = int(np.flatnonzero(norms == 0.0)[0])
+        raise InvalidArgument(
+            f"query {bad}: zero vector cannot be normalized (cosine metric); expected norm > 0"
+        )
+    out: np.ndarray = (q64 / norms[:, None]).astype(F32)
+    return out
+
+
+def canonical_scores_rows(metric: Metric, queries: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """`canonical_scores` of many queries at once: query i against its own
+    candidates `vectors[i]` ((n, c, d) → (n, c)), by the same float64
+    kernels, so each score has the bytes the one-query function gives it."""
+    if vectors.shape[1] == 0:
+        return np.empty(vectors.shape[:2], dtype=F32)
+    q = queries.astype(np.float64)
+    x = vectors.astype(np.float64)
+    if metric is Metric.L2:
+        diff = x - q[:, None, :]
+        l2: np.ndarray = (-np.sqrt(np.einsum("qcd,qcd->qc", diff, diff)) + 0.0).astype(F32)
+        return l2
+    dots: np.ndarray = np.matmul(x, q[:, :, None])[..., 0].astype(F32)
+    return dots

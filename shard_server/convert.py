@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 from core.domain import VersionRef
+from core.errors import InvalidArgument
 from core.vectors import from_bytes, to_bytes
 from core.wire import (
     METRIC_TO_PB,
@@ -18,7 +21,7 @@ from protos.vecshard.v1 import common_pb2 as cpb
 from protos.vecshard.v1.internal import shard_pb2 as pb
 from shard_server.model import Lookup, LookupStatus, Query, SearchResult, WriteResult
 from shard_server.records import Record
-from shard_server.segment import SearchOptions
+from shard_server.segment import DEFAULT_OPTIONS, SearchOptions
 from shard_server.service import IndexStats, SegmentInfo
 from shard_server.summary import BucketStats
 
@@ -60,25 +63,73 @@ def record_to_pb(r: Record, include_vector: bool) -> cpb.EmbeddingRecord:
 
 
 def queries_from_pb(req: pb.SearchRequest) -> list[Query]:
-    return [
-        Query(
-            vector=from_bytes(q.vector, what=f"query {i}"),
-            k=q.k,
-            tenant_id=q.tenant_id,
-            filter=filter_from_pb(q.filter),
-            options=SearchOptions(
-                ef_search=q.ef_search,
-                nprobe=q.nprobe,
-                refine_factor=q.refine_factor,
-                exact=q.exact,
-                skip_rerank=q.skip_rerank,
-            ),
-            after=(q.after_score, key_from_pb(q.after_key)) if q.has_after else None,
-            max_sequence=q.max_sequence,
-            served=q.served,
+    return [_query(q, from_bytes(q.vector, what=f"query {i}")) for i, q in enumerate(req.queries)]
+
+
+def _query(q: pb.Query, vector: np.ndarray) -> Query:
+    return Query(
+        vector=vector,
+        k=q.k,
+        tenant_id=q.tenant_id,
+        filter=filter_from_pb(q.filter) if q.HasField("filter") else None,
+        options=SearchOptions(
+            ef_search=q.ef_search,
+            nprobe=q.nprobe,
+            refine_factor=q.refine_factor,
+            exact=q.exact,
+            skip_rerank=q.skip_rerank,
         )
-        for i, q in enumerate(req.queries)
-    ]
+        if q.ef_search or q.nprobe or q.refine_factor or q.exact or q.skip_rerank
+        else DEFAULT_OPTIONS,
+        after=(q.after_score, key_from_pb(q.after_key)) if q.has_after else None,
+        max_sequence=q.max_sequence,
+        served=q.served,
+    )
+
+
+def packed_queries_from_pb(req: pb.PackedSearchRequest) -> list[Query]:
+    """The queries of a packed request, each vector a row view of its matrix."""
+    n, dim = len(req.queries), req.dimension
+    if dim == 0 or len(req.vectors) != 4 * n * dim:
+        raise InvalidArgument(
+            f"packed search: {len(req.vectors)} bytes of vectors for {n} queries of "
+            f"dimension {dim}; expected {4 * n * dim} (little-endian float32, row-major)"
+        )
+    matrix = from_bytes(req.vectors, what="packed query vectors").reshape(n, dim)
+    return [_query(q, matrix[i]) for i, q in enumerate(req.queries)]
+
+
+def packed_search_response(
+    shard_id: str, results: Sequence[SearchResult]
+) -> pb.PackedSearchResponse:
+    """Per-query arrays, concatenated: no message per hit (see shard.proto)."""
+    keys = [key for r in results for key in r.keys]
+    ids = [key.entity_id.encode() for key in keys]
+    types = {key.entity_type for key in keys}
+    table = sorted(types)
+    type_codes = b""
+    if len(table) > 1:
+        code = {t: i for i, t in enumerate(table)}
+        type_codes = np.array([code[key.entity_type] for key in keys], "<u2").tobytes()
+    scores = [r.scores for r in results]
+    buckets = [r.buckets for r in results]
+    return pb.PackedSearchResponse(
+        shard_id=shard_id,
+        sequence=results[0].sequence if results else 0,
+        counts=[len(r.keys) for r in results],
+        candidates=[r.candidates for r in results],
+        approximate=[r.approximate for r in results],
+        scores=np.concatenate(scores).astype("<f4").tobytes() if keys else b"",
+        entity_ids=b"".join(ids),
+        id_ends=np.cumsum([len(i) for i in ids], dtype="<u4").tobytes() if ids else b"",
+        buckets=np.concatenate(buckets).astype("<u4").tobytes() if keys else b"",
+        entity_types=table,
+        type_codes=type_codes,
+        reference_counts=[len(r.reference_scores) for r in results],
+        reference_scores=np.array(
+            [s for r in results for s in r.reference_scores], "<f4"
+        ).tobytes(),
+    )
 
 
 def search_response(shard_id: str, results: Sequence[SearchResult]) -> pb.SearchResponse:

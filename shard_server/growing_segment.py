@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -20,7 +20,14 @@ from core.filters import Filter
 from core.scoring import canonical_scores
 from shard_server.columns import AttributeColumns
 from shard_server.exact import exact_candidates
-from shard_server.segment import EMPTY_HITS, SearchOptions, SegmentHits, ranked_hits
+from shard_server.segment import (
+    EMPTY_HITS,
+    QueryLike,
+    SearchOptions,
+    SegmentHits,
+    no_hits,
+    segment_hits,
+)
 from shard_server.segment_rows import SegmentRows
 from shard_server.summary import SegmentSummary, balls_for, bucket_stats, empty_summary
 
@@ -160,7 +167,7 @@ class GrowingSegment:
                 mask = matched if mask is None else mask & matched
             count = n if mask is None else int(np.count_nonzero(mask))
             if count == 0:
-                return SegmentHits([], 0)
+                return no_hits(0)
             rows = exact_candidates(
                 self.metric, query, self._vectors[:n], self._sq[:n], mask, count, k
             )
@@ -169,7 +176,15 @@ class GrowingSegment:
             # rewritten, so these references stay valid outside the lock.
             keys, buckets, seqs = self._keys, self._bucket, self._seq
         scores = canonical_scores(self.metric, query, vectors)
-        return SegmentHits(ranked_hits(scores, rows, keys, buckets, seqs, k), count)
+        return segment_hits(scores, rows, keys, buckets, seqs, k, count)
+
+    def search_batch(self, queries: np.ndarray, requests: Sequence[QueryLike]) -> list[SegmentHits]:
+        """One query at a time: the growing segment is small and searched
+        exactly, and each query's mask differs."""
+        return [
+            self.search(q, r.k, r.tenant_id, r.filter, r.options)
+            for q, r in zip(queries, requests, strict=True)
+        ]
 
     def live_rows(self) -> tuple[SegmentRows, np.ndarray]:
         """Copies of the live rows (for sealing) and their row numbers here."""

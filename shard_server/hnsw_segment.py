@@ -91,3 +91,21 @@ class HnswIndex:
         d = dist[0].astype(np.float64)
         scores = -np.sqrt(np.maximum(d, 0.0)) if self.metric is Metric.L2 else 1.0 - d
         return rows, scores.astype(np.float32)
+
+    def search_many(
+        self, queries: np.ndarray, k: int, allowed_count: int, options: SearchOptions
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """`search` without a filter for a matrix of queries in one call:
+        (rows, scores), one row per query, or None when hnswlib cannot find
+        enough rows. hnswlib answers each row exactly as it would alone."""
+        ef = options.ef_search or self.params.ef_search
+        refine = options.refine_factor or self.params.refine_factor
+        n = min(max(ef, k * refine), allowed_count)
+        try:
+            labels, dist = self._index.knn_query(queries, k=n, num_threads=1)
+        except RuntimeError:
+            return None
+        rows = labels.astype(np.int64)
+        d = dist.astype(np.float64)
+        scores = -np.sqrt(np.maximum(d, 0.0)) if self.metric is Metric.L2 else 1.0 - d
+        return rows, scores.astype(np.float32)

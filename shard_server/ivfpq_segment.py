@@ -163,3 +163,21 @@ class IvfPqIndex:
         d = dist[0][found].astype(np.float64)
         scores = -np.sqrt(np.maximum(d, 0.0)) if self.metric is Metric.L2 else d
         return rows, scores.astype(np.float32)
+
+    def search_many(
+        self, queries: np.ndarray, k: int, allowed_count: int, options: SearchOptions
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """`search` without a filter for a matrix of queries in one faiss
+        call: (rows, scores), one row per query; None when some query got
+        fewer candidates than asked (the caller then searches it alone)."""
+        nprobe = min(self.params.nlist, options.nprobe or self.params.nprobe)
+        refine = options.refine_factor or self.params.refine_factor
+        n = min(k * refine, allowed_count)
+        q = np.ascontiguousarray(queries, dtype=np.float32)
+        index = self._gpu if self._gpu is not None else self._index
+        dist, labels = index.search(q, n, params=faiss.SearchParametersIVF(nprobe=nprobe))
+        if (labels < 0).any():
+            return None
+        d = dist.astype(np.float64)
+        scores = -np.sqrt(np.maximum(d, 0.0)) if self.metric is Metric.L2 else d
+        return labels.astype(np.int64), scores.astype(np.float32)

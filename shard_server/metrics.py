@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Protocol
 
 from prometheus_client import REGISTRY, Counter, Histogram
@@ -34,6 +34,28 @@ SEGMENT_SEARCH_SECONDS = Histogram(
     ["kind", "plan"],
     buckets=(0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 1),
 )
+
+_SEGMENT_SEARCH_CHILDREN: dict[tuple[str, str], Histogram] = {}
+
+
+class _Planned(Protocol):
+    @property
+    def plan(self) -> str: ...
+
+
+def observe_segment_batch(kind: str, answers: Sequence[_Planned], seconds: float) -> None:
+    """A segment answered a batch in `seconds`: each query is observed with
+    its share, under its plan (children cached: `labels()` costs a lookup)."""
+    if not answers:
+        return
+    share = seconds / len(answers)
+    for a in answers:
+        child = _SEGMENT_SEARCH_CHILDREN.get((kind, a.plan))
+        if child is None:
+            child = SEGMENT_SEARCH_SECONDS.labels(kind, a.plan)
+            _SEGMENT_SEARCH_CHILDREN[(kind, a.plan)] = child
+        child.observe(share)
+
 
 LEASE_WAITS = Counter(
     "vecshard_shard_summary_lease_waits_total",

@@ -3,8 +3,10 @@ service asks an `IndexPartition` and what it answers."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 import numpy as np
 
@@ -52,9 +54,15 @@ class Query:
     served: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SearchResult:
-    hits: list[Hit]
+    """One query's answer in the global order, as arrays (the packed wire's
+    shape): hit i is `scores[i]`, `keys[i]`, `buckets[i]`, `seqs[i]`."""
+
+    scores: np.ndarray  # float32
+    keys: Sequence[EntityKey]
+    buckets: np.ndarray  # int64
+    seqs: np.ndarray  # int64
     # Rows that passed tenant and filter, over all segments.
     candidates: int
     # plan → segments that answered by it
@@ -62,3 +70,27 @@ class SearchResult:
     approximate: bool = False
     sequence: int = 0
     reference_scores: tuple[float, ...] = ()
+
+    @property
+    def hits(self) -> list[Hit]:
+        return [
+            Hit(s, key, b, q)
+            for s, key, b, q in zip(
+                self.scores.tolist(),
+                self.keys,
+                self.buckets.tolist(),
+                self.seqs.tolist(),
+                strict=True,
+            )
+        ]
+
+    @classmethod
+    def from_hits(cls, hits: Sequence[Hit], candidates: int, **rest: Any) -> SearchResult:
+        return cls(
+            np.array([h.score for h in hits], dtype=np.float32),
+            [h.key for h in hits],
+            np.array([h.bucket for h in hits], dtype=np.int64),
+            np.array([h.seq for h in hits], dtype=np.int64),
+            candidates,
+            **rest,
+        )

@@ -29,13 +29,13 @@ from core.errors import FailedPrecondition, InvalidArgument
 from core.filters import validate_attributes, validate_filter
 from core.limits import DEFAULT_LIMITS, Limits
 from core.ordering import order_key
-from core.scoring import canonical_scores, normalized, prepare_query
+from core.scoring import canonical_scores, normalized, prepare_queries
 from core.vectors import check_vector
 from registry.index_params import parse_index_params
 from registry.model import EmbeddingFamily, IndexVersion
 from shard_server import metrics
 from shard_server import records as rec
-from shard_server.aggregate import merge_segment_hits
+from shard_server.aggregate import merge_segment_columns
 from shard_server.lifecycle import LifecycleEvents, LifecyclePolicy, SegmentLifecycle
 from shard_server.model import (
     REFERENCE_SAMPLE,
@@ -46,7 +46,7 @@ from shard_server.model import (
     WriteResult,
 )
 from shard_server.recovery import apply_liveness, recover_segments
-from shard_server.segment import Hit, Segment
+from shard_server.segment import Segment
 from shard_server.storage import (
     RECORDS,
     SEQUENCES,
@@ -422,25 +422,79 @@ class IndexPartition:
         return out
 
     def search(self, queries: Sequence[Query]) -> list[SearchResult]:
-        prepared = []
+        """Every query of a batch, answered as if it came alone: the batch is
+        validated and prepared as one matrix, and each segment searches it
+        at once (`Segment.search_batch`). Later pages go one by one."""
+        if not queries:
+            return []
+        matrix = self._prepared(queries)
+        sequence = self.store.sequence
+        first = [i for i, q in enumerate(queries) if q.after is None and not q.max_sequence]
+        out: list[SearchResult | None] = [None] * len(queries)
+        with self.lifecycle.set.acquire() as segments:
+            if first:
+                batch = [queries[i] for i in first]
+                answers = self._search_segments(segments, matrix[first], batch)
+                for i, answer in zip(first, answers, strict=True):
+                    out[i] = answer
+            for i, q in enumerate(queries):
+                if out[i] is None:
+                    out[i] = self._search_page(segments, matrix[i], q)
+        return [replace(r, sequence=sequence) for r in out if r is not None]
+
+    def _prepared(self, queries: Sequence[Query]) -> np.ndarray:
+        """The batch's checks (the first bad query rejects it, named) and its
+        vectors as one prepared float32 matrix."""
+        dim, max_k = self.family.dimension, self.index.max_k
         for i, q in enumerate(queries):
-            check_vector(q.vector, self.family.dimension, what=f"query {i}")
-            if q.k <= 0 or q.k > self.index.max_k:
-                raise InvalidArgument(f"query {i}: k={q.k}, expected 1..{self.index.max_k}")
+            if q.vector.shape != (dim,):
+                check_vector(q.vector, dim, what=f"query {i}")
+            if q.k <= 0 or q.k > max_k:
+                raise InvalidArgument(f"query {i}: k={q.k}, expected 1..{max_k}")
             if q.filter is not None:
                 validate_filter(q.filter, self.index.attributes)
-            prepared.append(prepare_query(q.vector, self.family.metric, self.normalize))
-        sequence = self.store.sequence
-        with self.lifecycle.set.acquire() as segments:
-            return [
-                replace(
-                    self._search_page(segments, vec, q)
-                    if q.after is not None or q.max_sequence
-                    else self._search_one(segments, vec, q),
-                    sequence=sequence,
-                )
-                for vec, q in zip(prepared, queries, strict=True)
-            ]
+        matrix = np.stack([q.vector for q in queries])
+        if not np.isfinite(matrix).all():
+            bad = int(np.flatnonzero(~np.isfinite(matrix).all(axis=1))[0])
+            check_vector(queries[bad].vector, dim, what=f"query {bad}")
+        return prepare_queries(matrix, self.family.metric, self.normalize)
+
+    def _search_segments(
+        self, segments: Sequence[Segment], matrix: np.ndarray, queries: Sequence[Query]
+    ) -> list[SearchResult]:
+        per_segment = []
+        for seg in segments:
+            start = time.perf_counter()
+            per_segment.append(seg.search_batch(matrix, queries))
+            metrics.observe_segment_batch(seg.kind, per_segment[-1], time.perf_counter() - start)
+        out = []
+        for qi, q in enumerate(queries):
+            parts = [answers[qi] for answers in per_segment]
+            plans: dict[str, int] = {}
+            candidates = 0
+            approximate = False
+            for res in parts:
+                if res.plan != "empty":
+                    plans[res.plan] = plans.get(res.plan, 0) + 1
+                candidates += res.candidates
+                approximate |= res.approximate
+            scores, keys, buckets, seqs = merge_segment_columns(parts, q.k)
+            reference: tuple[float, ...] = ()
+            if approximate and keys:
+                reference = self._exact_scores(matrix[qi], keys[:REFERENCE_SAMPLE])
+            out.append(
+                SearchResult(
+                    scores,
+                    keys,
+                    buckets,
+                    seqs,
+                    candidates,
+                    plans,
+                    approximate,
+                    reference_scores=reference,
+                )  # fmt: skip
+            )
+        return out
 
     def _search_page(
         self, segments: Sequence[Segment], vector: np.ndarray, q: Query
@@ -451,8 +505,8 @@ class IndexPartition:
         after = order_key(*q.after) if q.after is not None else None
         fetch = q.k + q.served
         while True:
-            res = self._search_one(
-                segments, vector, replace(q, k=fetch, after=None, max_sequence=0)
+            (res,) = self._search_segments(
+                segments, vector[None, :], [replace(q, k=fetch, after=None, max_sequence=0)]
             )
             hits = [h for h in res.hits if after is None or order_key(h.score, h.key) > after]
             if q.max_sequence and hits:
@@ -463,44 +517,26 @@ class IndexPartition:
                     for h, s in zip(hits, seqs, strict=True)
                     if s is not None and decode_sequence(s) <= q.max_sequence
                 ]
-            if len(hits) >= q.k or len(res.hits) < fetch:
-                return replace(res, hits=hits[: q.k])
+            if len(hits) >= q.k or len(res.keys) < fetch:
+                return SearchResult.from_hits(
+                    hits[: q.k],
+                    res.candidates,
+                    plans=res.plans,
+                    approximate=res.approximate,
+                    reference_scores=res.reference_scores,
+                )
             fetch *= 2
 
-    def _search_one(
-        self, segments: Sequence[Segment], vector: np.ndarray, q: Query
-    ) -> SearchResult:
-        per_segment = []
-        plans: dict[str, int] = {}
-        candidates = 0
-        approximate = False
-        for seg in segments:
-            start = time.perf_counter()
-            res = seg.search(vector, q.k, q.tenant_id, q.filter, q.options)
-            metrics.SEGMENT_SEARCH_SECONDS.labels(seg.kind, res.plan).observe(
-                time.perf_counter() - start
-            )
-            if res.plan != "empty":
-                plans[res.plan] = plans.get(res.plan, 0) + 1
-            candidates += res.candidates
-            approximate |= res.approximate
-            per_segment.append(res.hits)
-        hits = merge_segment_hits(per_segment, q.k)
-        reference: tuple[float, ...] = ()
-        if approximate and hits:
-            reference = self._exact_scores(vector, hits[:REFERENCE_SAMPLE])
-        return SearchResult(hits, candidates, plans, approximate, reference_scores=reference)
-
-    def _exact_scores(self, vector: np.ndarray, hits: Sequence[Hit]) -> tuple[float, ...]:
+    def _exact_scores(self, vector: np.ndarray, keys: Sequence[EntityKey]) -> tuple[float, ...]:
         """Canonical scores of a few hits, from their stored vectors: the
         reference sample for calibrating approximate scores (coordinator)."""
-        raws = self.store.multi_get(RECORDS, [rec.record_key(self.index.ref, h.key) for h in hits])
+        raws = self.store.multi_get(RECORDS, [rec.record_key(self.index.ref, k) for k in keys])
         vectors = [
-            rec.decode_record(h.key, raw).vector
-            for h, raw in zip(hits, raws, strict=True)
+            rec.decode_record(k, raw).vector
+            for k, raw in zip(keys, raws, strict=True)
             if raw is not None
         ]
-        if len(vectors) != len(hits):
+        if len(vectors) != len(keys):
             return ()  # deleted meanwhile: no sample this time
         return tuple(
             float(s) for s in canonical_scores(self.family.metric, vector, np.stack(vectors))

@@ -12,6 +12,7 @@ reads it without a lock (a row deleted mid-search is a write that raced it).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,13 +20,20 @@ import numpy as np
 
 from core.domain import EntityKey, Metric
 from core.filters import Filter
-from core.scoring import canonical_scores
+from core.scoring import canonical_scores, canonical_scores_rows
 from registry.index_params import HnswParams, IndexParams, IvfPqParams
 from shard_server.exact import exact_candidates
 from shard_server.hnsw_segment import HnswIndex
 from shard_server.ivfpq_segment import IvfPqIndex, IvfPqTemplate
 from shard_server.planner import Method, PlannerPolicy, plan_segment_search
-from shard_server.segment import EMPTY_HITS, SearchOptions, SegmentHits, ranked_hits
+from shard_server.segment import (
+    EMPTY_HITS,
+    QueryLike,
+    SearchOptions,
+    SegmentHits,
+    no_hits,
+    segment_hits,
+)
 from shard_server.segment_rows import SegmentRows
 from shard_server.summary import SegmentSummary, balls_for, bucket_stats, kmeans_balls
 
@@ -66,6 +74,9 @@ class SealedSegment:
         self._deleted = np.zeros(len(rows), dtype=bool)
         self._n_deleted = 0
         self._single_tenant = len(rows.tenant_names) == 1
+        # Each row's position in the global key order (DESIGN §6): the rows
+        # never change, so ranking candidates is one lexsort, no key compared.
+        self._key_rank = key_ranks(rows.keys)
         # Files holding the segment (set once persisted), deleted on release.
         self.files: dict[str, str] = {}
         self.directory: Path | None = None
@@ -133,7 +144,7 @@ class SealedSegment:
         mask = self._allowed(code, flt)
         count = n if mask is None else int(np.count_nonzero(mask))
         if count == 0:
-            return SegmentHits([], 0)
+            return no_hits(0)
         plan = plan_segment_search(n, count, self.index is not None, options.exact, self.planner)
         approximate = False
         found = None
@@ -160,8 +171,81 @@ class SealedSegment:
                 scores, approximate = approx, True
             else:
                 scores = canonical_scores(self.metric, query, self.rows.vectors[rows])
-        hits = ranked_hits(scores, rows, self.rows.keys, self.rows.buckets, self.rows.seqs, k)
-        return SegmentHits(hits, count, method, approximate)
+        return segment_hits(
+            scores,
+            rows,
+            self.rows.keys,
+            self.rows.buckets,
+            self.rows.seqs,
+            k,
+            count,
+            method,
+            approximate,
+            self._key_rank,
+        )
+
+    def _batchable(self, r: QueryLike) -> bool:
+        """Whether the planner would search the whole index with nothing
+        masked (ANN): such queries of a batch share one index call."""
+        return (
+            self.index is not None
+            and not r.options.exact
+            and r.filter is None
+            and self._single_tenant
+            and not self._n_deleted
+            and len(self.rows) > self.planner.exact_below_rows
+            and self.rows.tenant_code(r.tenant_id) is not None
+        )
+
+    def search_batch(self, queries: np.ndarray, requests: Sequence[QueryLike]) -> list[SegmentHits]:
+        out: list[SegmentHits | None] = [None] * len(requests)
+        groups: dict[tuple[int, SearchOptions], list[int]] = {}
+        for i, r in enumerate(requests):
+            if self._batchable(r):
+                groups.setdefault((r.k, r.options), []).append(i)
+        for (k, options), members in groups.items():
+            found = self._ann_batch(queries[members], k, options)
+            if found is None:
+                continue  # answered one by one below, with their fallbacks
+            for j, hits in zip(members, found, strict=True):
+                out[j] = hits
+        return [
+            hits if hits is not None else self.search(q, r.k, r.tenant_id, r.filter, r.options)
+            for hits, q, r in zip(out, queries, requests, strict=True)
+        ]
+
+    def _ann_batch(
+        self, queries: np.ndarray, k: int, options: SearchOptions
+    ) -> list[SegmentHits] | None:
+        """Unmasked ANN for a matrix of queries: one index call, one rerank
+        product. None when the index fell short (the caller then searches
+        each query alone, which scans exactly where it must)."""
+        assert self.index is not None
+        n = len(self.rows)
+        found = self.index.search_many(queries, k, n, options)
+        if found is None or found[0].shape[1] < min(k, n):
+            return None
+        rows, approx = found
+        if options.skip_rerank:
+            scores, approximate = approx, True
+        else:
+            scores = canonical_scores_rows(self.metric, queries, self.rows.vectors[rows])
+            approximate = False
+        return [
+            segment_hits(
+                scores[i],
+                rows[i],
+                self.rows.keys,
+                self.rows.buckets,
+                self.rows.seqs,
+                k,
+                n,
+                "ann",
+                approximate,
+                self._key_rank,
+            )
+            for i in range(rows.shape[0])
+        ]
 
     def release(self) -> None:
         """Deletes the segment's files; called when no search holds it and the
@@ -174,6 +258,21 @@ class SealedSegment:
                 (self.directory / name).unlink(missing_ok=True)
             except OSError as exc:  # a leftover file is collected at the next start
                 log.warning("could not delete segment file %s: %s", self.directory / name, exc)
+
+
+def key_ranks(keys: Sequence[EntityKey]) -> np.ndarray:
+    """Each key's position among `keys` in the global order (unique keys)."""
+    by_order = sorted(
+        range(len(keys)),
+        key=lambda i: (
+            keys[i].entity_id.encode(),
+            keys[i].tenant_id.encode(),
+            keys[i].entity_type.encode(),
+        ),
+    )
+    rank = np.empty(len(keys), dtype=np.int64)
+    rank[by_order] = np.arange(len(keys), dtype=np.int64)
+    return rank
 
 
 def build_sealed(

@@ -47,19 +47,61 @@ class Hit:
     seq: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SegmentHits:
-    """One segment's best hits for one query, in the global order."""
+    """One segment's best hits for one query, in the global order, as arrays
+    (row i: `scores[i]`, `keys[i]`, `buckets[i]`, `seqs[i]`): no object per
+    hit on the search path; `hits` builds them where a caller wants them."""
 
-    hits: list[Hit]
+    scores: np.ndarray  # float32
+    keys: Sequence[EntityKey]
+    buckets: np.ndarray  # int64
+    seqs: np.ndarray  # int64
     # Rows that passed tenant, filter and deletes (what the planner saw).
     candidates: int
     plan: str = "exact"
     # Scores are the index's approximations, not canonical (skip_rerank).
     approximate: bool = False
 
+    @property
+    def hits(self) -> list[Hit]:
+        return [
+            Hit(s, key, b, q)
+            for s, key, b, q in zip(
+                self.scores.tolist(),
+                self.keys,
+                self.buckets.tolist(),
+                self.seqs.tolist(),
+                strict=True,
+            )
+        ]
 
-EMPTY_HITS = SegmentHits([], 0, "empty")
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+_F32 = np.zeros(0, np.float32)
+_I64 = np.zeros(0, np.int64)
+
+
+def no_hits(candidates: int, plan: str = "exact") -> SegmentHits:
+    return SegmentHits(_F32, (), _I64, _I64, candidates, plan)
+
+
+EMPTY_HITS = no_hits(0, "empty")
+
+
+class QueryLike(Protocol):
+    """What a segment reads of one query (`shard_server.model.Query`)."""
+
+    @property
+    def k(self) -> int: ...
+    @property
+    def tenant_id(self) -> str: ...
+    @property
+    def filter(self) -> Filter | None: ...
+    @property
+    def options(self) -> SearchOptions: ...
 
 
 class Segment(Protocol):
@@ -86,6 +128,12 @@ class Segment(Protocol):
     ) -> SegmentHits:
         """The segment's top-k live rows of the tenant that match the filter,
         scored canonically (unless options.skip_rerank)."""
+        ...
+
+    def search_batch(self, queries: np.ndarray, requests: Sequence[QueryLike]) -> list[SegmentHits]:
+        """`search` for every row of the (n, d) matrix `queries` with the
+        matching request: the same answers, with the work done per batch
+        where the segment can (one index call, one rerank product)."""
         ...
 
     def delete(self, key: EntityKey) -> bool:
@@ -127,18 +175,22 @@ class AnnIndex(Protocol):
     def nbytes(self) -> int: ...
 
 
-def ranked_hits(
+def ranked(
     scores: np.ndarray,
     rows: np.ndarray,
     keys: Sequence[EntityKey],
     buckets: np.ndarray,
     seqs: np.ndarray,
     k: int,
-) -> list[Hit]:
+    key_rank: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """The k best of one segment's scored candidates (`rows` index `keys`,
-    `buckets`, `seqs`), in the global order. Only candidates scoring at least
-    the k-th best become Hit objects (ties at the boundary included, so the
-    order among them is decided by the full order key)."""
+    `buckets`, `seqs`), in the global order: (their scores, their rows).
+
+    With `key_rank` (each row's position in the global key order, fixed for
+    an immutable segment) the order is one numpy lexsort. Without it only the
+    candidates scoring at least the k-th best are compared by their keys
+    (ties at the boundary included, so the full order key decides them)."""
     n = scores.shape[0]
     if n > k:
         kth = np.partition(scores, n - k)[n - k]
@@ -146,15 +198,40 @@ def ranked_hits(
     else:
         chosen = np.arange(n)
     picked = rows[chosen]
-    hits = [
-        Hit(s, keys[r], b, q)
-        for s, r, b, q in zip(
-            scores[chosen].tolist(),
-            picked.tolist(),
-            buckets[picked].tolist(),
-            seqs[picked].tolist(),
-            strict=True,
+    top = scores[chosen]
+    if key_rank is not None:
+        order = np.lexsort((key_rank[picked], -top.astype(np.float64)))[:k]
+    else:
+        order = np.array(
+            sorted(
+                range(len(picked)),
+                key=lambda i: order_key(float(top[i]), keys[int(picked[i])]),
+            )[:k],
+            dtype=np.int64,
         )
-    ]
-    hits.sort(key=lambda h: order_key(h.score, h.key))
-    return hits[:k]
+    return top[order], picked[order]
+
+
+def segment_hits(
+    scores: np.ndarray,
+    rows: np.ndarray,
+    keys: Sequence[EntityKey],
+    buckets: np.ndarray,
+    seqs: np.ndarray,
+    k: int,
+    candidates: int,
+    plan: str = "exact",
+    approximate: bool = False,
+    key_rank: np.ndarray | None = None,
+) -> SegmentHits:
+    top, picked = ranked(scores, rows, keys, buckets, seqs, k, key_rank)
+    rows_list = picked.tolist()
+    return SegmentHits(
+        top.astype(np.float32, copy=False),
+        [keys[r] for r in rows_list],
+        buckets[picked].astype(np.int64, copy=False),
+        seqs[picked].astype(np.int64, copy=False),
+        candidates,
+        plan,
+        approximate,
+    )

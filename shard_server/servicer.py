@@ -46,6 +46,14 @@ class ShardServicer(shard_pb2_grpc.ShardServiceServicer):
         )
         return convert.search_response(self.node.shard_id, results)
 
+    def SearchPacked(
+        self, request: pb.PackedSearchRequest, context: grpc.ServicerContext
+    ) -> pb.PackedSearchResponse:
+        results = self.node.search(
+            convert.index_ref(request.index), convert.packed_queries_from_pb(request)
+        )
+        return convert.packed_search_response(self.node.shard_id, results)
+
     def BatchGet(
         self, request: pb.BatchGetRequest, context: grpc.ServicerContext
     ) -> pb.BatchGetResponse:

@@ -255,7 +255,7 @@ class InMemoryShard:
                 and (not q.max_sequence or h.seq <= q.max_sequence)
             ]
             if len(hits) >= q.k or len(res.hits) < fetch:
-                return ShardAnswer(
+                return ShardAnswer.of(
                     [Hit(h.score, h.key, self.shard_id, h.bucket) for h in hits[: q.k]],
                     res.candidates,
                     self.sequence,

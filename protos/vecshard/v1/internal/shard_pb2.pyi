@@ -142,6 +142,48 @@ class SearchResponse(_message.Message):
     shard_id: str
     def __init__(self, results: _Optional[_Iterable[_Union[QueryResult, _Mapping]]] = ..., shard_id: _Optional[str] = ...) -> None: ...
 
+class PackedSearchRequest(_message.Message):
+    __slots__ = ("index", "vectors", "dimension", "queries")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    VECTORS_FIELD_NUMBER: _ClassVar[int]
+    DIMENSION_FIELD_NUMBER: _ClassVar[int]
+    QUERIES_FIELD_NUMBER: _ClassVar[int]
+    index: IndexRef
+    vectors: bytes
+    dimension: int
+    queries: _containers.RepeatedCompositeFieldContainer[Query]
+    def __init__(self, index: _Optional[_Union[IndexRef, _Mapping]] = ..., vectors: _Optional[bytes] = ..., dimension: _Optional[int] = ..., queries: _Optional[_Iterable[_Union[Query, _Mapping]]] = ...) -> None: ...
+
+class PackedSearchResponse(_message.Message):
+    __slots__ = ("shard_id", "sequence", "counts", "candidates", "approximate", "scores", "entity_ids", "id_ends", "buckets", "entity_types", "type_codes", "reference_counts", "reference_scores")
+    SHARD_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    APPROXIMATE_FIELD_NUMBER: _ClassVar[int]
+    SCORES_FIELD_NUMBER: _ClassVar[int]
+    ENTITY_IDS_FIELD_NUMBER: _ClassVar[int]
+    ID_ENDS_FIELD_NUMBER: _ClassVar[int]
+    BUCKETS_FIELD_NUMBER: _ClassVar[int]
+    ENTITY_TYPES_FIELD_NUMBER: _ClassVar[int]
+    TYPE_CODES_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_COUNTS_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_SCORES_FIELD_NUMBER: _ClassVar[int]
+    shard_id: str
+    sequence: int
+    counts: _containers.RepeatedScalarFieldContainer[int]
+    candidates: _containers.RepeatedScalarFieldContainer[int]
+    approximate: _containers.RepeatedScalarFieldContainer[bool]
+    scores: bytes
+    entity_ids: bytes
+    id_ends: bytes
+    buckets: bytes
+    entity_types: _containers.RepeatedScalarFieldContainer[str]
+    type_codes: bytes
+    reference_counts: _containers.RepeatedScalarFieldContainer[int]
+    reference_scores: bytes
+    def __init__(self, shard_id: _Optional[str] = ..., sequence: _Optional[int] = ..., counts: _Optional[_Iterable[int]] = ..., candidates: _Optional[_Iterable[int]] = ..., approximate: _Optional[_Iterable[bool]] = ..., scores: _Optional[bytes] = ..., entity_ids: _Optional[bytes] = ..., id_ends: _Optional[bytes] = ..., buckets: _Optional[bytes] = ..., entity_types: _Optional[_Iterable[str]] = ..., type_codes: _Optional[bytes] = ..., reference_counts: _Optional[_Iterable[int]] = ..., reference_scores: _Optional[bytes] = ...) -> None: ...
+
 class BatchGetRequest(_message.Message):
     __slots__ = ("index", "keys", "include_vectors")
     INDEX_FIELD_NUMBER: _ClassVar[int]

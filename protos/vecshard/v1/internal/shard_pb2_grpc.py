@@ -49,6 +49,11 @@ class ShardServiceStub:
                 request_serializer=protos_dot_vecshard_dot_v1_dot_internal_dot_shard__pb2.SearchRequest.SerializeToString,
                 response_deserializer=protos_dot_vecshard_dot_v1_dot_internal_dot_shard__pb2.SearchResponse.FromString,
                 _registered_method=True)
+        self.SearchPacked = channel.unary_unary(
+                '/vecshard.v1.internal.ShardService/SearchPacked',
+                request_serializer=protos_dot_vecshard_dot_v1_dot_internal_dot_shard__pb2.PackedSearchRequest.SerializeToString,
+                response_deserializer=protos_dot_vecshard_dot_v1_dot_internal_dot_shard__pb2.PackedSearchResponse.FromString,
+                _registered_method=True)
         self.BatchGet = channel.unary_unary(
                 '/vecshard.v1.internal.ShardService/BatchGet',
                 request_serializer=protos_dot_vecshard_dot_v1_dot_internal_dot_shard__pb2.BatchGetRequest.SerializeToString,
@@ -84,7 +89,16 @@ class ShardServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Search(self, request, context):
-        """Many queries in one call (the coordinator micro-batches); one result each.
+        """Many queries in one call; one result each, a message per hit. Kept for
+        coordinators older than SearchPacked; new ones call SearchPacked.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SearchPacked(self, request, context):
+        """The search hot path (DESIGN §5): many queries as one float32 matrix,
+        answered with packed per-query arrays, never a message per hit.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -130,6 +144,11 @@ def add_ShardServiceServicer_to_server(servicer, server):
                     servicer.Search,
                     request_deserializer=protos_dot_vecshard_dot_v1_dot_internal_dot_shard__pb2.SearchRequest.FromString,
                     response_serializer=protos_dot_vecshard_dot_v1_dot_internal_dot_shard__pb2.SearchResponse.SerializeToString,
+            ),
+            'SearchPacked': grpc.unary_unary_rpc_method_handler(
+                    servicer.SearchPacked,
+                    request_deserializer=protos_dot_vecshard_dot_v1_dot_internal_dot_shard__pb2.PackedSearchRequest.FromString,
+                    response_serializer=protos_dot_vecshard_dot_v1_dot_internal_dot_shard__pb2.PackedSearchResponse.SerializeToString,
             ),
             'BatchGet': grpc.unary_unary_rpc_method_handler(
                     servicer.BatchGet,
@@ -228,6 +247,33 @@ class ShardService:
             '/vecshard.v1.internal.ShardService/Search',
             protos_dot_vecshard_dot_v1_dot_internal_dot_shard__pb2.SearchRequest.SerializeToString,
             protos_dot_vecshard_dot_v1_dot_internal_dot_shard__pb2.SearchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchPacked(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vecshard.v1.internal.ShardService/SearchPacked',
+            protos_dot_vecshard_dot_v1_dot_internal_dot_shard__pb2.PackedSearchRequest.SerializeToString,
+            protos_dot_vecshard_dot_v1_dot_internal_dot_shard__pb2.PackedSearchResponse.FromString,
             options,
             channel_credentials,
             insecure,

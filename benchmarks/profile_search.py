@@ -1,0 +1,189 @@
+"""Where a search's CPU goes in each process of a local cluster: py-spy on the coordinator
+and every shard while a closed loop drives them, summarized per process.
+
+    python -m benchmarks.profile_search [--n 100000] [--shards 2] [--seconds 10] [--batch 16]
+
+Loads a Gaussian mixture (the search benchmark's data) into a local cluster with one HNSW
+index version, then for one query per ``Search`` (and, with ``--batch B``, ``SearchBatch``
+×B) records every server process with ``py-spy record --format raw`` (folded stacks) while
+``--concurrency`` calls are in flight. Prints, per process, the functions with the largest
+share of samples (inclusive: on the stack; self: on top) and the CPU milliseconds per query
+from ``/proc``; the folded stacks stay in ``--out-dir`` for flame graphs. py-spy must be
+installed (``pip install py-spy``) and allowed to read other processes (ptrace).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from benchmarks.bench_cluster import BenchCluster, IndexPlan, shared_etcd
+from benchmarks.closed_loop import Timing, grpc_closed_loop
+from benchmarks.process_cpu import CpuMeter, per_query_ms
+from benchmarks.request_mix import access_context, search_requests
+from benchmarks.synthetic_data import gaussian_mixture
+
+
+def folded_summary(lines: Iterable[str], top: int = 25) -> tuple[int, list[tuple[str, int, int]]]:
+    """From py-spy's folded stacks ("frame;frame;... count"): total samples and the `top`
+    functions by inclusive samples, each with (name, inclusive, self)."""
+    inclusive: Counter[str] = Counter()
+    own: Counter[str] = Counter()
+    total = 0
+    for line in lines:
+        stack, _, count = line.rstrip("\n").rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        frames = [_short(f) for f in stack.split(";")]
+        for name in set(frames):
+            inclusive[name] += n
+        own[frames[-1]] += n
+    ranked = sorted(inclusive.items(), key=lambda kv: -kv[1])[:top]
+    return total, [(name, inc, own[name]) for name, inc in ranked]
+
+
+def _short(frame: str) -> str:
+    """`func (path/to/module.py:123)` → `func (module.py)`."""
+    name, _, where = frame.partition(" (")
+    path = where.rstrip(")").rsplit(":", 1)[0]
+    return f"{name} ({Path(path).name})" if path else name
+
+
+def py_spy() -> str | None:
+    """py-spy on PATH, or beside this interpreter (a virtualenv that is not activated)."""
+    beside = Path(sys.executable).parent / "py-spy"
+    return shutil.which("py-spy") or (str(beside) if beside.exists() else None)
+
+
+def _record(pid: int, seconds: float, out: Path, rate: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            py_spy() or "py-spy",
+            "record",
+            "--pid",
+            str(pid),
+            "--duration",
+            str(int(seconds)),
+            "--gil",
+            "--rate",
+            str(rate),
+            "--format",
+            "raw",
+            "--output",
+            str(out),
+            "--nonblocking",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def profile_mode(
+    cluster: BenchCluster,
+    requests: tuple[bytes, ...],
+    args: argparse.Namespace,
+    batch: int,
+    out_dir: Path,
+) -> dict[str, float | None]:
+    local = cluster.cluster
+    pids: dict[str, int] = {
+        sid: child.pid for sid, child in local.shards.items() if child.pid is not None
+    }
+    if local.coordinator is not None and local.coordinator.pid is not None:
+        pids["coordinator"] = local.coordinator.pid
+    tag = "single" if batch <= 1 else f"batch{batch}"
+    spies = {
+        name: _record(pid, args.seconds, out_dir / f"{tag}-{name}.txt", args.rate)
+        for name, pid in pids.items()
+    }
+    meter = CpuMeter(pids).start()
+    result = asyncio.run(
+        grpc_closed_loop(
+            cluster.address,
+            requests,
+            args.k,
+            args.concurrency,
+            Timing(args.seconds, 0.0, cover_all=False),
+            batch=batch,
+        )
+    )
+    cpu = per_query_ms(meter.stop(), result.answered_total)
+    for spy in spies.values():
+        spy.wait()
+    print(f"\n== {tag}: {result.qps:.0f} qps, CPU ms/query {_fmt(cpu)}")
+    for name in pids:
+        path = out_dir / f"{tag}-{name}.txt"
+        if not path.exists():
+            print(f"-- {name}: no profile (py-spy failed: ptrace allowed?)")
+            continue
+        total, ranked = folded_summary(path.read_text().splitlines(), args.top)
+        print(f"-- {name}: {total} samples (inclusive % / self %)")
+        for fn, inc, own in ranked:
+            print(f"   {100 * inc / max(total, 1):5.1f} {100 * own / max(total, 1):5.1f}  {fn}")
+    return cpu
+
+
+def _fmt(cpu: Mapping[str, float | None]) -> str:
+    return " ".join(f"{k}={v:.3f}" for k, v in cpu.items() if v is not None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.profile_search", description=__doc__)
+    p.add_argument("--n", type=int, default=100_000)
+    p.add_argument("--dim", type=int, default=128)
+    p.add_argument("--queries", type=int, default=1000)
+    p.add_argument("--shards", type=int, default=2)
+    p.add_argument("--ef-search", type=int, default=64)
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--batch", type=int, default=16, help="also SearchBatch×B (0: off)")
+    p.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
+    p.add_argument("--top", type=int, default=25)
+    p.add_argument("--cluster-env", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--out-dir", default="benchmarks/results/profile")
+    args = p.parse_args(argv)
+    if py_spy() is None:
+        print("py-spy is not installed (pip install py-spy)", file=sys.stderr)
+        return 2
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data = gaussian_mixture(args.n, args.dim, max(8, args.n // 1000), args.queries, 1)
+    env = dict(item.split("=", 1) for item in args.cluster_env)
+    plan = IndexPlan("prof", "hnsw", {"M": 16, "ef_construction": 100, "ef_search": args.ef_search})
+    with tempfile.TemporaryDirectory(prefix="vecshard-prof-") as tmp:
+        root = Path(tmp)
+        with (
+            shared_etcd(root) as etcd,
+            BenchCluster.local(
+                root / "cluster",
+                args.shards,
+                etcd_endpoint=etcd,
+                env=env,
+                dim=args.dim,
+                metric="l2",
+            ) as cluster,
+        ):
+            cluster.add_index(plan)
+            cluster.ingest(data.base)
+            cluster.build_index(plan.name, 900.0)
+            requests = search_requests(
+                plan.route, access_context("bench", "benchmark"), data.queries, args.k
+            )
+            profile_mode(cluster, requests, args, 1, out_dir)
+            if args.batch > 1:
+                profile_mode(cluster, requests, args, args.batch, out_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
