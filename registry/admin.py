@@ -17,6 +17,7 @@ import yaml
 from core.domain import VersionRef
 from core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from registry import codec
+from registry.change_writes import MODEL_CHANGE_KINDS, put_model_change_object
 from registry.compat import bundle_parts, check_bundle
 from registry.model import (
     Bundle,
@@ -43,6 +44,9 @@ ORDER = [
     "FeatureSet",
     "Bundle",
     "Route",
+    "CanaryQuerySet",
+    "DualWrite",
+    "IndexEvaluation",
 ]
 _FAMILY_FIXED = ("entity_type", "dimension", "metric", "normalize")
 
@@ -241,6 +245,8 @@ class RegistryAdmin:
                 reg.put_route(obj, who, why)
             case Tenant():
                 reg.put_tenant(obj)
+            case _ if type(obj).__name__ in MODEL_CHANGE_KINDS:
+                put_model_change_object(reg, obj)
             case _:
                 reg.put_object(obj, shards)
 
@@ -264,6 +270,10 @@ class RegistryAdmin:
             "Route": lambda: keys.route(name),
             "Tenant": lambda: keys.tenant(name),
             "ShardMember": lambda: keys.shard(name),
+            "IndexEvaluation": lambda: keys.evaluation(name, version),
+            "VersionRetention": lambda: keys.retention(name, version),
+            "CanaryQuerySet": lambda: keys.canary_set(name, version),
+            "DualWrite": lambda: keys.dual_write(name),
         }
         if kind in table:
             return table[kind]()

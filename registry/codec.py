@@ -46,10 +46,17 @@ def register_kind(cls: type[Any]) -> None:
 
 
 def _register_features() -> None:
-    from registry import features
+    from registry import features, quality
 
     for cls in (features.FeatureDefinition, features.FeatureGroup, features.FeatureSet):
         register_kind(cls)
+    for kind in (
+        quality.IndexEvaluation,
+        quality.CanaryQuerySet,
+        model.DualWrite,
+        model.VersionRetention,
+    ):
+        register_kind(kind)
 
 
 _register_features()

@@ -48,3 +48,15 @@ class Keys:
 
     def feature(self, kind: str, name: str, version: str = "") -> str:
         return f"{self.prefix}features/{kind}/{name}" + (f"/{version}" if version else "")
+
+    def evaluation(self, name: str, version: str) -> str:
+        return f"{self.prefix}evaluations/{name}/{version}"
+
+    def retention(self, name: str, version: str) -> str:
+        return f"{self.prefix}retention/{name}/{version}"
+
+    def canary_set(self, name: str, version: str) -> str:
+        return f"{self.prefix}canaries/{name}/{version}"
+
+    def dual_write(self, family: str) -> str:
+        return f"{self.prefix}dualwrites/{family}"

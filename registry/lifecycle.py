@@ -1,10 +1,11 @@
 """The version status state machine (DESIGN §2).
 
-    building → validating → ready → production → deprecated
+    building → validating → ready → production → deprecated → archived
         ↘           ↘          ↘____________________↗   ↑ (rollback re-promotes)
          failed      failed                  deprecated → production
 
-`failed` is terminal. Everything but the status is immutable once a version
+`failed` and `archived` (a deprecated version past its rollback retention,
+whose data the shards dropped) are terminal. Everything but the status is immutable once a version
 has reached `ready`: changing what a version means requires a new version.
 """
 
@@ -18,12 +19,13 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
     Status.VALIDATING: frozenset({Status.READY, Status.FAILED}),
     Status.READY: frozenset({Status.PRODUCTION, Status.DEPRECATED}),
     Status.PRODUCTION: frozenset({Status.DEPRECATED}),
-    Status.DEPRECATED: frozenset({Status.PRODUCTION}),
+    Status.DEPRECATED: frozenset({Status.PRODUCTION, Status.ARCHIVED}),
     Status.FAILED: frozenset(),
+    Status.ARCHIVED: frozenset(),
 }
 
 # Statuses after which a version's content may no longer change.
-FROZEN = frozenset({Status.READY, Status.PRODUCTION, Status.DEPRECATED})
+FROZEN = frozenset({Status.READY, Status.PRODUCTION, Status.DEPRECATED, Status.ARCHIVED})
 
 
 def check_transition(what: str, current: Status, target: Status) -> None:

@@ -22,6 +22,9 @@ class Status(StrEnum):
     PRODUCTION = "production"
     DEPRECATED = "deprecated"
     FAILED = "failed"
+    # Past its rollback retention: data dropped from the shards, kept in the
+    # registry only as a record (terminal).
+    ARCHIVED = "archived"
 
 
 SERVABLE = frozenset({Status.READY, Status.PRODUCTION})
@@ -60,6 +63,9 @@ class EmbeddingFamily:
     # Session embeddings: a record older than this (by created_at) reads as
     # missing in lookups; 0 = kept until deleted.
     ttl_seconds: int = 0
+    # How long a deprecated index version of this family stays loadable as a
+    # rollback target before its data is dropped (registry.migration).
+    rollback_retention_seconds: int = 48 * 3600
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,21 @@ class EmbeddingVersion:
 
 
 @dataclass(frozen=True)
+class QualityGates:
+    """Thresholds an index version must pass in its stored evaluation
+    (`registry.quality`) before it may become ready or production. A
+    threshold of 0 is not gated; `canary_set` (NAME@VERSION) names the
+    labelled queries its canary recall is measured on."""
+
+    k: int = 10
+    min_recall_vs_exact: float = 0.0
+    canary_set: str = ""
+    min_canary_recall: float = 0.0
+    min_overlap_with_production: float = 0.0
+    min_coverage: float = 0.0
+
+
+@dataclass(frozen=True)
 class IndexVersion:
     name: str
     version: str
@@ -93,6 +114,8 @@ class IndexVersion:
     max_k: int = 1000
     # Replica acknowledgements a write needs per bucket; 0 means all replicas.
     write_quorum: int = 0
+    # None: promotion is not gated (versions created before gates existed).
+    gates: QualityGates | None = None
 
     @property
     def ref(self) -> VersionRef:
@@ -189,3 +212,25 @@ class ShardMember:
     address: str
     state: ShardState = ShardState.SERVING
     metrics_address: str = ""
+
+
+@dataclass(frozen=True)
+class DualWrite:
+    """One per family: while `enabled`, writes of `from_version` are also
+    written to `to_version` (through the coordinator's write path)."""
+
+    family: str
+    from_version: str
+    to_version: str
+    enabled: bool = True
+    why: str = ""
+
+
+@dataclass(frozen=True)
+class VersionRetention:
+    """When a deprecated index version stops being a rollback target."""
+
+    index: VersionRef
+    deprecated_at: str
+    keep_until: str
+    archived_at: str = ""

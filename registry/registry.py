@@ -18,6 +18,14 @@ from core.errors import AlreadyExists, Conflict, FailedPrecondition, InvalidArgu
 from registry import codec
 from registry.keys import Keys
 from registry.lifecycle import FROZEN, check_transition
+from registry.migration import (
+    DualWrite,
+    VersionRetention,
+    archived_reason,
+    check_archivable,
+    retention_for,
+    utc_now,
+)
 from registry.model import (
     Bundle,
     EmbeddingFamily,
@@ -31,6 +39,12 @@ from registry.model import (
     Tenant,
 )
 from registry.placement import assign_buckets
+from registry.quality import (
+    CanaryQuerySet,
+    IndexEvaluation,
+    check_gates_declared,
+    gate_failures,
+)
 from registry.snapshot import Snapshot, build_snapshot, resolve_bundle
 from registry.store import Delete, Entry, ModRevisionIs, Put, RegistryStore
 
@@ -98,6 +112,14 @@ class Registry:
                 return self.keys.tenant(obj.tenant_id)
             case ShardStateIntent():
                 return self.keys.shard_intent(obj.shard_id)
+            case IndexEvaluation():
+                return self.keys.evaluation(obj.index.name, obj.index.version)
+            case VersionRetention():
+                return self.keys.retention(obj.index.name, obj.index.version)
+            case CanaryQuerySet():
+                return self.keys.canary_set(obj.name, obj.version)
+            case DualWrite():
+                return self.keys.dual_write(obj.family)
         kind = type(obj).__name__
         if kind in codec.KINDS:  # feature definitions, groups, sets
             return self.keys.feature(kind, obj.name, getattr(obj, "version", ""))
@@ -107,9 +129,12 @@ class Registry:
         entry = self.store.get(key)
         return None if entry is None else (codec.decode(entry.value), entry.mod_revision)
 
-    def _put_versioned(self, obj: Any, status: Status | None, what: str) -> None:
+    def _put_versioned(
+        self, obj: Any, status: Status | None, what: str, also: Sequence[Put | Delete] = ()
+    ) -> None:
         """Creates, or updates within the rules: content frozen once ready,
-        status only along the state machine. Compare-and-swap on the key."""
+        status only along the state machine. Compare-and-swap on the key;
+        `also` is written in the same transaction."""
         key = self.key_of(obj)
         current = self.store.get(key)
         if current is not None:
@@ -124,7 +149,8 @@ class Registry:
             if old == obj:
                 return
         expected = current.mod_revision if current is not None else 0
-        if not self.store.txn([ModRevisionIs(key, expected)], [Put(key, codec.encode(obj))]):
+        ops = [Put(key, codec.encode(obj)), *also]
+        if not self.store.txn([ModRevisionIs(key, expected)], ops):
             raise Conflict(f"{what} changed concurrently; re-read and retry")
 
     # --- objects -------------------------------------------------------------
@@ -159,6 +185,13 @@ class Registry:
         """Creates an index version and its placement atomically; never overwrites."""
         if index.num_buckets <= 0:
             raise InvalidArgument(f"index {index.ref}: num_buckets must be > 0")
+        check_gates_declared(index)
+        if index.gates is not None and index.status not in (Status.BUILDING, Status.VALIDATING):
+            raise FailedPrecondition(
+                f"index {index.ref} declares quality gates, so it cannot be created "
+                f"{index.status.value}: create it building (or validating) and promote it after "
+                f"`vecshard embeddings evaluate {index.ref}` passed"
+            )
         if (
             self.store.get(
                 self.keys.embedding_version(index.embedding.name, index.embedding.version)
@@ -248,8 +281,41 @@ class Registry:
         if found is None:
             raise NotFound(f"unknown {kind} {ref}")
         obj = dataclasses.replace(found[0], status=status)
-        self._put_versioned(obj, status, f"{kind} {ref}")
+        also = self._status_effects(obj, found[0].status) if kind == "IndexVersion" else []
+        self._put_versioned(obj, status, f"{kind} {ref}", also)
         return obj
+
+    def _status_effects(self, index: IndexVersion, current: Status) -> list[Put | Delete]:
+        """Gates and retention of an index version's status move (every path
+        that promotes comes here: CLI, RegistryService, apply): ready and
+        production need a passing evaluation (registry.quality); deprecated
+        starts the rollback retention; archived needs it ended."""
+        ref, target = index.ref, index.status
+        if target == current:
+            return []
+        if target in (Status.READY, Status.PRODUCTION):
+            found = self.read(self.keys.evaluation(ref.name, ref.version))
+            failures = gate_failures(index, found[0] if found else None)
+            if failures:
+                raise FailedPrecondition(
+                    f"index version {ref} cannot become {target.value}: failed gate(s): "
+                    + "; ".join(failures)
+                )
+        retention_key = self.keys.retention(ref.name, ref.version)
+        if target is Status.DEPRECATED:
+            family = self.read(self.keys.family(index.embedding.name))
+            assert family is not None  # an index exists only on an existing family
+            return [Put(retention_key, codec.encode(retention_for(index, family[0], utc_now())))]
+        if target is Status.PRODUCTION and current is Status.DEPRECATED:
+            return [Delete(retention_key)]  # serving again: no longer a retiring version
+        if target is Status.ARCHIVED:
+            kept = self.read(retention_key)
+            now = utc_now()
+            check_archivable(ref, kept[0] if kept else None, now)
+            assert kept is not None
+            done = dataclasses.replace(kept[0], archived_at=now.isoformat(timespec="milliseconds"))
+            return [Put(retention_key, codec.encode(done))]
+        return []
 
     def put_bundle(self, bundle: Bundle) -> None:
         """Bundles are immutable: a different bundle needs a new name."""
@@ -371,6 +437,15 @@ class Registry:
         if not changes or changes[-1].before is None:
             raise FailedPrecondition(f"route {name!r} has no earlier state to roll back to")
         previous = changes[-1].before
+        snap = self.snapshot()
+        for bundle_name in (previous.bundle, previous.canary_bundle, previous.shadow_bundle):
+            bundle = snap.bundles.get(bundle_name)
+            index = snap.indexes.get(bundle.index) if bundle else None
+            if index is not None and index.status is Status.ARCHIVED:
+                raise FailedPrecondition(
+                    f"cannot roll route {name!r} back to bundle {bundle_name!r}: "
+                    + archived_reason(snap, index.ref)
+                )
         return self.put_route(
             previous, who, why or f"rollback from {route.bundle}", expected_revision=revision
         )

@@ -23,6 +23,7 @@ from registry.features import FeatureObject
 from registry.keys import Keys
 from registry.model import (
     Bundle,
+    DualWrite,
     EmbeddingFamily,
     EmbeddingVersion,
     IndexVersion,
@@ -34,7 +35,9 @@ from registry.model import (
     ShardStateIntent,
     Status,
     Tenant,
+    VersionRetention,
 )
+from registry.quality import CanaryQuerySet, IndexEvaluation
 from registry.store import Entry
 
 log = logging.getLogger(__name__)
@@ -54,6 +57,11 @@ class Snapshot:
     intents: Mapping[str, ShardStateIntent] = field(default_factory=dict)
     # Feature definitions, groups and sets by (kind, name, version).
     features: Mapping[tuple[str, str, str], FeatureObject] = field(default_factory=dict)
+    # Model changes (registry.quality, registry.migration).
+    evaluations: Mapping[VersionRef, IndexEvaluation] = field(default_factory=dict)
+    canary_sets: Mapping[VersionRef, CanaryQuerySet] = field(default_factory=dict)
+    dual_writes: Mapping[str, DualWrite] = field(default_factory=dict)
+    retention: Mapping[VersionRef, VersionRetention] = field(default_factory=dict)
 
     @functools.cached_property
     def feature_catalog(self) -> FeatureCatalog:
@@ -108,6 +116,10 @@ def build_snapshot(entries: list[Entry], revision: int, keys: Keys) -> Snapshot:
     tenants: dict[str, Tenant] = {}
     intents: dict[str, ShardStateIntent] = {}
     features: dict[tuple[str, str, str], FeatureObject] = {}
+    evaluations: dict[VersionRef, IndexEvaluation] = {}
+    canaries: dict[VersionRef, CanaryQuerySet] = {}
+    dual_writes: dict[str, DualWrite] = {}
+    retention: dict[VersionRef, VersionRetention] = {}
     history_prefix = keys.route_history("")[: -len("/")]
     for entry in entries:
         if entry.key.startswith(history_prefix):
@@ -138,6 +150,14 @@ def build_snapshot(entries: list[Entry], revision: int, keys: Keys) -> Snapshot:
                 intents[obj.shard_id] = obj
             case RouteChange():
                 pass
+            case IndexEvaluation():
+                evaluations[obj.index] = obj
+            case CanaryQuerySet():
+                canaries[VersionRef(obj.name, obj.version)] = obj
+            case DualWrite():
+                dual_writes[obj.family] = obj
+            case VersionRetention():
+                retention[obj.index] = obj
             case _:
                 features[
                     (type(obj).__name__, getattr(obj, "name", ""), getattr(obj, "version", ""))
@@ -158,6 +178,10 @@ def build_snapshot(entries: list[Entry], revision: int, keys: Keys) -> Snapshot:
         tenants,
         intents,
         features,
+        evaluations,
+        canaries,
+        dual_writes,
+        retention,
     )
 
 
@@ -223,7 +247,9 @@ def indexes_for_embedding(snapshot: Snapshot, ref: VersionRef) -> list[IndexVers
     if ref not in snapshot.embedding_versions:
         raise NotFound(f"unknown embedding version {ref}")
     found = [
-        ix for ix in snapshot.indexes.values() if ix.embedding == ref and ix.status != Status.FAILED
+        ix
+        for ix in snapshot.indexes.values()
+        if ix.embedding == ref and ix.status not in (Status.FAILED, Status.ARCHIVED)
     ]
     if not found:
         raise FailedPrecondition(

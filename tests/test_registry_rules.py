@@ -26,6 +26,7 @@ LEGAL = {
     (S.READY, S.DEPRECATED),
     (S.PRODUCTION, S.DEPRECATED),
     (S.DEPRECATED, S.PRODUCTION),  # rollback re-promotes
+    (S.DEPRECATED, S.ARCHIVED),  # rollback retention ended
 }
 
 

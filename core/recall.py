@@ -1,0 +1,34 @@
+"""Retrieval quality measures shared by evaluation gates (offline), the
+scheduled canary queries (coordinator) and the sampled exact re-checks
+(shards), so every place that says "recall" means the same number."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Hashable, Sequence
+
+
+def recall_at_k(found: Sequence[Hashable], relevant: Collection[Hashable], k: int) -> float:
+    """Share of the relevant items (at most k of them count) among the first
+    k found. With more than k relevant items the best possible is 1.0, not
+    k/len(relevant): a labelled set may list more relevant items than k."""
+    if k <= 0:
+        raise ValueError(f"k={k}: expected k > 0")
+    if not relevant:
+        return 1.0
+    hits = len(set(found[:k]) & set(relevant))
+    return hits / min(k, len(relevant))
+
+
+def overlap_at_k(a: Sequence[Hashable], b: Sequence[Hashable], k: int) -> float:
+    """|top-k(a) ∩ top-k(b)| / k (1.0 when both are empty): how much of one
+    ranking's head the other keeps."""
+    if k <= 0:
+        raise ValueError(f"k={k}: expected k > 0")
+    head_a, head_b = set(a[:k]), set(b[:k])
+    if not head_a and not head_b:
+        return 1.0
+    return len(head_a & head_b) / max(min(k, max(len(head_a), len(head_b))), 1)
+
+
+def mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values) if values else 0.0

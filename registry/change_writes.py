@@ -1,0 +1,81 @@
+"""Writes of the model-change objects (DESIGN §11): evaluations, canary
+query sets, dual-write settings, and archiving a deprecated index version
+whose rollback retention ended. Each is validated against the snapshot and
+written with compare-and-swap, like every registry change."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from core.domain import VersionRef
+from core.errors import Conflict, FailedPrecondition, InvalidArgument, NotFound
+from registry import codec
+from registry.migration import DualWrite, validate_dual_write
+from registry.model import Status
+from registry.quality import CanaryQuerySet, IndexEvaluation, validate_canary_set
+from registry.registry import Registry
+from registry.store import ModRevisionIs, Put
+
+MODEL_CHANGE_KINDS = ("CanaryQuerySet", "DualWrite", "IndexEvaluation")
+
+
+def _cas_put(reg: Registry, obj: Any, what: str, create_only: bool = False) -> None:
+    key = reg.key_of(obj)
+    current = reg.store.get(key)
+    if current is not None:
+        if codec.decode(current.value) == obj:
+            return
+        if create_only:
+            raise FailedPrecondition(
+                f"{what} already exists with other content; it is immutable, create a new version"
+            )
+    expected = current.mod_revision if current is not None else 0
+    if not reg.store.txn([ModRevisionIs(key, expected)], [Put(key, codec.encode(obj))]):
+        raise Conflict(f"{what} changed concurrently; re-read and retry")
+
+
+def put_evaluation(reg: Registry, ev: IndexEvaluation) -> None:
+    """Stored with the index version it measured; a new evaluation replaces
+    the last one (promotion judges the latest). Only while the version has
+    not served: a ready version's evaluation is its promotion record."""
+    found = reg.read(reg.keys.index(ev.index.name, ev.index.version))
+    if found is None:
+        raise NotFound(f"evaluation of unknown index version {ev.index}")
+    if found[0].status not in (Status.BUILDING, Status.VALIDATING):
+        raise FailedPrecondition(
+            f"index version {ev.index} is {found[0].status.value}; evaluations are recorded "
+            "while it is building or validating"
+        )
+    _cas_put(reg, ev, f"evaluation of {ev.index}")
+
+
+def put_canary_set(reg: Registry, canary: CanaryQuerySet) -> None:
+    snap = reg.snapshot()
+    ref = canary.query_embedding
+    if ref not in snap.embedding_versions:
+        raise NotFound(f"canary set {canary.label}: unknown query embedding version {ref}")
+    validate_canary_set(canary, snap.family(ref.name).dimension)
+    _cas_put(reg, canary, f"canary set {canary.label}", create_only=True)
+
+
+def put_dual_write(reg: Registry, dw: DualWrite) -> None:
+    validate_dual_write(reg.snapshot(), dw)
+    _cas_put(reg, dw, f"dual-write setting of family {dw.family}")
+
+
+def put_model_change_object(reg: Registry, obj: Any) -> None:
+    match obj:
+        case IndexEvaluation():
+            put_evaluation(reg, obj)
+        case CanaryQuerySet():
+            put_canary_set(reg, obj)
+        case DualWrite():
+            put_dual_write(reg, obj)
+        case _:
+            raise InvalidArgument(f"{type(obj).__name__} is not a model-change object")
+
+
+def archive(reg: Registry, ref: VersionRef) -> Any:
+    """Archives a deprecated index version whose retention ended (refused
+    before that, naming until when it is kept)."""
+    return reg.set_status("IndexVersion", ref, Status.ARCHIVED)

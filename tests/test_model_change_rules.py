@@ -1,0 +1,180 @@
+"""The registry's model-change rules on a real etcd (DESIGN §11): evaluation
+gates on every promotion path, rollback retention and archiving, dual-write
+settings; and the pure functions they rest on, on plain data."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+
+import pytest
+
+from core.domain import Metric, VersionRef
+from core.errors import FailedPrecondition, InvalidArgument, NotFound
+from core.recall import overlap_at_k, recall_at_k
+from registry.admin import RegistryAdmin
+from registry.change_writes import archive, put_dual_write, put_evaluation
+from registry.migration import DualWrite, due_for_archive, mirror_version, utc_now
+from registry.model import (
+    Bundle,
+    EmbeddingFamily,
+    EmbeddingVersion,
+    IndexVersion,
+    QualityGates,
+    Route,
+    Status,
+)
+from registry.quality import IndexEvaluation, gate_failures
+from registry.registry import Registry
+from registry.snapshot import indexes_for_embedding
+
+pytestmark = pytest.mark.integration
+
+V1, V2 = VersionRef("items", "v1"), VersionRef("items", "v2")
+GATES = QualityGates(k=10, canary_set="c@v1", min_canary_recall=0.9, min_recall_vs_exact=0.8)
+SHARDS = ["s0", "s1"]
+
+
+def evaluation(ref: VersionRef, **measured: object) -> IndexEvaluation:
+    base: dict[str, object] = {
+        "index": ref,
+        "evaluated_at": "2026-01-01T00:00:00+00:00",
+        "k": 10,
+        "canary_set": "c@v1",
+        "canary_recall": 0.95,
+        "recall_vs_exact": 0.9,
+    }
+    return IndexEvaluation(**{**base, **measured})  # type: ignore[arg-type]  # test data
+
+
+def test_gate_failures_name_the_gate_the_measurement_and_the_requirement() -> None:
+    ix = IndexVersion("ix", "v2", V2, gates=GATES)
+    assert gate_failures(dataclasses.replace(ix, gates=None), None) == []
+    assert gate_failures(ix, None) == ["never evaluated: run `vecshard embeddings evaluate ix@v2`"]
+    assert gate_failures(ix, evaluation(ix.ref)) == []
+    (failure,) = gate_failures(ix, evaluation(ix.ref, canary_recall=0.83))
+    assert failure == "min_canary_recall: measured 0.830 < required 0.900"
+    assert gate_failures(ix, evaluation(ix.ref, recall_vs_exact=None)) == [
+        "min_recall_vs_exact: not measured (required ≥ 0.800)"
+    ]
+    assert (
+        "canary_set: evaluated on c@v0"
+        in gate_failures(ix, evaluation(ix.ref, canary_set="c@v0"))[0]
+    )
+    assert "k=5" in gate_failures(ix, evaluation(ix.ref, k=5))[0]
+
+
+def test_recall_and_overlap_at_k() -> None:
+    assert recall_at_k(["a", "b", "c"], ["a", "c", "z"], 3) == pytest.approx(2 / 3)
+    # More relevant items than k: finding k of them is perfect recall.
+    assert recall_at_k(["a", "b"], ["a", "b", "c", "d"], 2) == 1.0
+    assert recall_at_k([], [], 5) == 1.0
+    assert overlap_at_k(["a", "b", "c", "d"], ["d", "c", "x", "y"], 4) == 0.5
+    assert overlap_at_k([], [], 3) == 1.0
+    with pytest.raises(ValueError):
+        recall_at_k(["a"], ["a"], 0)
+
+
+def setup_family(reg: Registry, retention: int = 3600) -> None:
+    reg.put_family(
+        EmbeddingFamily("items", "item", 4, Metric.L2, rollback_retention_seconds=retention)
+    )
+    reg.put_embedding_version(EmbeddingVersion("items", "v1"))
+    reg.put_embedding_version(EmbeddingVersion("items", "v2", status=Status.VALIDATING))
+    reg.create_index(IndexVersion("ix", "v1", V1, num_buckets=2), SHARDS)
+    reg.put_bundle(Bundle("b1", V1, V1, VersionRef("ix", "v1")))
+    reg.put_route(Route("r", "b1"))
+
+
+def test_gated_index_is_created_building_and_promoted_only_after_passing(
+    registry: Registry,
+) -> None:
+    setup_family(registry)
+    with pytest.raises(FailedPrecondition, match="declares quality gates"):
+        registry.create_index(IndexVersion("ix", "v2", V2, num_buckets=2, gates=GATES), SHARDS)
+    with pytest.raises(InvalidArgument, match="needs canary_set"):
+        bad = QualityGates(min_canary_recall=0.5)
+        registry.create_index(
+            IndexVersion("ix", "v9", V2, status=Status.BUILDING, gates=bad), SHARDS
+        )
+    ix = IndexVersion("ix", "v2", V2, num_buckets=2, status=Status.VALIDATING, gates=GATES)
+    registry.create_index(ix, SHARDS)
+    admin = RegistryAdmin(registry)
+    with pytest.raises(FailedPrecondition, match="never evaluated"):
+        admin.promote("IndexVersion", "ix", "v2", "ready")
+    put_evaluation(registry, evaluation(ix.ref, canary_recall=0.5))
+    with pytest.raises(FailedPrecondition, match="min_canary_recall: measured 0.500"):
+        admin.promote("IndexVersion", "ix", "v2", "ready")
+    # apply is gated too: it promotes through the same status move.
+    doc = {"kind": "IndexVersion", "spec": {**_spec(ix), "status": "ready"}}
+    with pytest.raises(FailedPrecondition, match="failed gate"):
+        admin.apply([doc])
+    put_evaluation(registry, evaluation(ix.ref))
+    admin.promote("IndexVersion", "ix", "v2", "ready")
+    assert registry.snapshot().indexes[ix.ref].status is Status.READY
+    # Once it served, its evaluation is its promotion record.
+    with pytest.raises(FailedPrecondition, match="while it is building or validating"):
+        put_evaluation(registry, evaluation(ix.ref, canary_recall=0.1))
+
+
+def _spec(ix: IndexVersion) -> dict[str, object]:
+    import json
+
+    from registry import codec
+
+    spec: dict[str, object] = json.loads(codec.encode(ix))["spec"]
+    return spec
+
+
+def test_deprecated_index_is_kept_then_archived_and_rollback_to_it_is_refused(
+    registry: Registry,
+) -> None:
+    setup_family(registry, retention=0)
+    registry.put_embedding_version(EmbeddingVersion("items", "v2"))
+    registry.create_index(IndexVersion("ix", "v2", V2, num_buckets=2), SHARDS)
+    registry.put_bundle(Bundle("b2", V2, V2, VersionRef("ix", "v2")))
+    registry.put_route(Route("r", "b2"), why="new model")
+    old = VersionRef("ix", "v1")
+    assert due_for_archive(registry.snapshot(), utc_now()) == []
+    registry.set_status("IndexVersion", old, Status.DEPRECATED)
+    snap = registry.snapshot()
+    assert snap.retention[old].keep_until <= utc_now().isoformat()
+    assert due_for_archive(snap, utc_now()) == [old]
+    archive(registry, old)
+    snap = registry.snapshot()
+    assert snap.indexes[old].status is Status.ARCHIVED and snap.retention[old].archived_at
+    with pytest.raises(FailedPrecondition, match="no index version"):
+        indexes_for_embedding(snap, V1)  # writes to v1 no longer reach the archived index
+    with pytest.raises(FailedPrecondition, match="archived at .*rollback retention ended"):
+        registry.rollback("r")
+    with pytest.raises(FailedPrecondition, match="cannot move from archived"):
+        registry.set_status("IndexVersion", old, Status.PRODUCTION)
+
+
+def test_archive_is_refused_while_the_retention_lasts(registry: Registry) -> None:
+    setup_family(registry, retention=3600)
+    old = VersionRef("ix", "v1")
+    registry.set_status("IndexVersion", old, Status.DEPRECATED)
+    later = utc_now() + datetime.timedelta(hours=2)
+    assert due_for_archive(registry.snapshot(), utc_now()) == []
+    assert due_for_archive(registry.snapshot(), later) == [old]
+    with pytest.raises(FailedPrecondition, match="kept as a rollback target until"):
+        archive(registry, old)
+    # A rollback re-promotes it: it is no longer retiring.
+    registry.set_status("IndexVersion", old, Status.PRODUCTION)
+    assert old not in registry.snapshot().retention
+
+
+def test_dual_write_setting(registry: Registry) -> None:
+    setup_family(registry)
+    with pytest.raises(FailedPrecondition, match="has no index version"):
+        put_dual_write(registry, DualWrite("items", "v1", "v2"))
+    with pytest.raises(NotFound, match="unknown embedding version items@v3"):
+        put_dual_write(registry, DualWrite("items", "v1", "v3"))
+    registry.create_index(IndexVersion("ix", "v2", V2, num_buckets=2), SHARDS)
+    put_dual_write(registry, DualWrite("items", "v1", "v2", why="november model"))
+    snap = registry.snapshot()
+    assert mirror_version(snap, V1) == V2
+    assert mirror_version(snap, V2) is None
+    put_dual_write(registry, DualWrite("items", "v1", "v2", enabled=False))
+    assert mirror_version(registry.snapshot(), V1) is None
