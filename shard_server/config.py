@@ -55,6 +55,9 @@ class ShardConfig:
     maintenance_interval_seconds: float = 1.0
     # Search IVF-PQ segments on a GPU when faiss sees one (CPU is the default).
     use_gpu: bool = False
+    # Share of live queries re-run exactly in the background to estimate
+    # recall (vecshard_recall_estimate); 0 turns the re-check off.
+    recall_sample_rate: float = 0.01
 
     def __post_init__(self) -> None:
         if not self.shard_id or "/" in self.shard_id:
@@ -65,6 +68,8 @@ class ShardConfig:
             raise ValueError("max_workers must be ≥ 1")
         if self.min_index_rows < 1 or self.build_threads < 1 or self.summary_centroids < 1:
             raise ValueError("min_index_rows, build_threads and summary_centroids must be ≥ 1")
+        if not 0.0 <= self.recall_sample_rate <= 1.0:
+            raise ValueError(f"recall_sample_rate {self.recall_sample_rate} must be in [0, 1]")
         if self.maintenance_interval_seconds <= 0:
             raise ValueError("maintenance_interval_seconds must be > 0")
         self.lifecycle_policy()  # validates the engine settings

@@ -20,6 +20,7 @@ from core.wire import (
 from protos.vecshard.v1 import common_pb2 as cpb
 from protos.vecshard.v1.internal import shard_pb2 as pb
 from shard_server.model import Lookup, LookupStatus, Query, SearchResult, WriteResult
+from shard_server.recall_check import RecallCheck
 from shard_server.records import Record
 from shard_server.segment import DEFAULT_OPTIONS, SearchOptions
 from shard_server.service import IndexStats, SegmentInfo
@@ -216,4 +217,17 @@ def describe_response(
 ) -> pb.DescribeResponse:
     return pb.DescribeResponse(
         shard_id=shard_id, sequence=sequence, indexes=[index_stats_pb(s) for s in stats]
+    )
+
+
+def recall_check_pb(shard_id: str, check: RecallCheck) -> pb.CheckRecallResponse:
+    return pb.CheckRecallResponse(
+        shard_id=shard_id,
+        queries=check.queries,
+        recall=check.recall,
+        rows=check.rows,
+        kinds=[
+            pb.KindRecall(kind=k.kind, queries=k.queries, recall=k.recall, rows=k.rows)
+            for k in check.kinds
+        ],
     )

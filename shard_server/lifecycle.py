@@ -39,6 +39,7 @@ from shard_server.growing_segment import GrowingSegment
 from shard_server.ivfpq_segment import IvfPqTemplate
 from shard_server.manifest import Manifest, SegmentEntry, write_file_atomic, write_manifest
 from shard_server.planner import PlannerPolicy
+from shard_server.quality_metrics import INDEXING_LAG
 from shard_server.records import Record
 from shard_server.sealed_segment import BuildSettings, SealedSegment, build_sealed
 from shard_server.segment import Segment
@@ -265,6 +266,8 @@ class SegmentLifecycle:
                     seg.mark_deleted(target.deleted_at(src))
                 self.set.swap([target], [seg] if seg is not None else [])
             self._write_manifest()
+            if target.first_write is not None:
+                INDEXING_LAG.labels(self.label).observe(self._clock() - target.first_write)
         self.set.retire([target])
         return True
 

@@ -68,7 +68,9 @@ def create_server(cfg: ShardConfig, limits: Limits = DEFAULT_LIMITS) -> RunningS
         cfg.lifecycle_policy(),
         cfg.maintenance_interval_seconds,
         limits,
+        cfg.recall_sample_rate,
     )
+    cache.on_change(node.on_registry_change)
 
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=cfg.max_workers, thread_name_prefix="shard-rpc"),

@@ -12,17 +12,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import faiss
+import numpy as np
 
 from core.domain import EntityKey, Metric, VersionRef
 from core.errors import FailedPrecondition, VecshardError
 from core.limits import DEFAULT_LIMITS, Limits
+from registry.model import Status
+from registry.snapshot import Snapshot
 from registry.watcher import SnapshotCache
 from shard_server.errors import UnknownIndex
 from shard_server.lifecycle import LifecyclePolicy
 from shard_server.maintenance import Maintainer
 from shard_server.model import Lookup, Query, SearchResult, WriteResult
 from shard_server.partition import IndexPartition
+from shard_server.quality_metrics import observe_vectors
+from shard_server.recall_check import RecallCheck, RecallSampler, check_recall
 from shard_server.records import Record
+from shard_server.retention import drop_index_data
 from shard_server.segment import Segment
 from shard_server.storage import ShardStore
 from shard_server.summary import BucketStats, SegmentSummary, merge_bucket_stats
@@ -74,6 +80,7 @@ class ShardNode:
         policy: LifecyclePolicy | None = None,
         maintenance_interval: float = 1.0,
         limits: Limits = DEFAULT_LIMITS,
+        recall_sample_rate: float = 0.0,
     ) -> None:
         self.shard_id = shard_id
         self.limits = limits
@@ -86,12 +93,34 @@ class ShardNode:
         # faiss's OpenMP pool sizes index builds; searches run one query per call.
         faiss.omp_set_num_threads(self.policy.build.threads)
         self.maintainer = Maintainer(lambda: list(self._partitions.values()), maintenance_interval)
+        self.sampler = RecallSampler(recall_sample_rate)
 
     def start_maintenance(self) -> None:
         self.maintainer.start()
+        self.sampler.start()
 
     def close(self, timeout: float = 5.0) -> None:
+        self.sampler.stop()
         self.maintainer.stop(timeout)
+
+    def on_registry_change(self, snap: Snapshot) -> None:
+        self.drop_archived(snap)
+
+    def drop_archived(self, snap: Snapshot) -> list[VersionRef]:
+        """Closes and deletes the data of every index version the registry
+        archived (registry listener; also at start-up, for a drop cut short)."""
+        dropped = []
+        for ref, index in snap.indexes.items():
+            if index.status is not Status.ARCHIVED:
+                continue
+            with self._open_lock:
+                part = self._partitions.pop(ref, None)
+            directory = self._directory(ref)
+            if part is None and not directory.exists():
+                continue
+            drop_index_data(self.store, ref, directory)
+            dropped.append(ref)
+        return dropped
 
     def load_all(self) -> int:
         """Opens every index version the registry places on this shard. One
@@ -99,8 +128,12 @@ class ShardNode:
         closed — its requests fail with the reason — rather than keeping the
         shard from serving the others."""
         snap = self.registry.snapshot
+        self.drop_archived(snap)
         for ref, placement in snap.placements.items():
-            if self.shard_id in placement.shards() and ref in snap.indexes:
+            index = snap.indexes.get(ref)
+            if index is None or index.status is Status.ARCHIVED:
+                continue
+            if self.shard_id in placement.shards():
                 try:
                     self.partition(ref)
                 except VecshardError as exc:
@@ -128,6 +161,10 @@ class ShardNode:
             if ref not in snap.indexes:
                 raise UnknownIndex(f"shard {self.shard_id}: unknown index version {ref}")
             index = snap.indexes[ref]
+            if index.status is Status.ARCHIVED:
+                raise FailedPrecondition(
+                    f"index version {ref} is archived (rollback retention ended); its data is gone"
+                )
             part = IndexPartition(
                 index,
                 snap.family(index.embedding.name),
@@ -158,7 +195,10 @@ class ShardNode:
     def upsert(self, ref: VersionRef, records: Sequence[Record], writer: str = "") -> WriteResult:
         part = self.partition(ref)
         self._check_buckets(ref, {r.bucket for r in records})
-        return part.upsert(records, writer)
+        result = part.upsert(records, writer)
+        if records:  # validated by the upsert: one dimension, finite
+            observe_vectors(part.metrics_label, np.stack([r.vector for r in records]))
+        return result
 
     def delete(
         self, ref: VersionRef, keys: Sequence[EntityKey], source_version: int
@@ -166,7 +206,13 @@ class ShardNode:
         return self.partition(ref).delete(keys, source_version)
 
     def search(self, ref: VersionRef, queries: Sequence[Query]) -> list[SearchResult]:
-        return self.partition(ref).search(queries)
+        part = self.partition(ref)
+        results = part.search(queries)
+        self.sampler.offer(part, queries, results)
+        return results
+
+    def check_recall(self, ref: VersionRef, k: int, sample: int, seed: int) -> RecallCheck:
+        return check_recall(self.partition(ref), k, sample, seed)
 
     def batch_get(self, ref: VersionRef, keys: Sequence[EntityKey]) -> list[Lookup]:
         return self.partition(ref).get(keys)

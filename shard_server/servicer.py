@@ -78,3 +78,11 @@ class ShardServicer(shard_pb2_grpc.ShardServiceServicer):
     def Flush(self, request: pb.FlushRequest, context: grpc.ServicerContext) -> pb.FlushResponse:
         stats = self.node.flush(convert.index_ref(request.index), request.compact)
         return pb.FlushResponse(stats=convert.index_stats_pb(stats))
+
+    def CheckRecall(
+        self, request: pb.CheckRecallRequest, context: grpc.ServicerContext
+    ) -> pb.CheckRecallResponse:
+        check = self.node.check_recall(
+            convert.index_ref(request.index), request.k or 10, request.sample or 100, request.seed
+        )
+        return convert.recall_check_pb(self.node.shard_id, check)

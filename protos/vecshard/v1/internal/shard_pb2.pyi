@@ -297,3 +297,41 @@ class FlushResponse(_message.Message):
     STATS_FIELD_NUMBER: _ClassVar[int]
     stats: IndexStats
     def __init__(self, stats: _Optional[_Union[IndexStats, _Mapping]] = ...) -> None: ...
+
+class CheckRecallRequest(_message.Message):
+    __slots__ = ("index", "k", "sample", "seed")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    index: IndexRef
+    k: int
+    sample: int
+    seed: int
+    def __init__(self, index: _Optional[_Union[IndexRef, _Mapping]] = ..., k: _Optional[int] = ..., sample: _Optional[int] = ..., seed: _Optional[int] = ...) -> None: ...
+
+class KindRecall(_message.Message):
+    __slots__ = ("kind", "queries", "recall", "rows")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    QUERIES_FIELD_NUMBER: _ClassVar[int]
+    RECALL_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    queries: int
+    recall: float
+    rows: int
+    def __init__(self, kind: _Optional[str] = ..., queries: _Optional[int] = ..., recall: _Optional[float] = ..., rows: _Optional[int] = ...) -> None: ...
+
+class CheckRecallResponse(_message.Message):
+    __slots__ = ("shard_id", "queries", "recall", "kinds", "rows")
+    SHARD_ID_FIELD_NUMBER: _ClassVar[int]
+    QUERIES_FIELD_NUMBER: _ClassVar[int]
+    RECALL_FIELD_NUMBER: _ClassVar[int]
+    KINDS_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    shard_id: str
+    queries: int
+    recall: float
+    kinds: _containers.RepeatedCompositeFieldContainer[KindRecall]
+    rows: int
+    def __init__(self, shard_id: _Optional[str] = ..., queries: _Optional[int] = ..., recall: _Optional[float] = ..., kinds: _Optional[_Iterable[_Union[KindRecall, _Mapping]]] = ..., rows: _Optional[int] = ...) -> None: ...

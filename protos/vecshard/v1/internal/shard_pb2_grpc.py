@@ -69,6 +69,11 @@ class ShardServiceStub:
                 request_serializer=protos_dot_vecshard_dot_v1_dot_internal_dot_shard__pb2.FlushRequest.SerializeToString,
                 response_deserializer=protos_dot_vecshard_dot_v1_dot_internal_dot_shard__pb2.FlushResponse.FromString,
                 _registered_method=True)
+        self.CheckRecall = channel.unary_unary(
+                '/vecshard.v1.internal.ShardService/CheckRecall',
+                request_serializer=protos_dot_vecshard_dot_v1_dot_internal_dot_shard__pb2.CheckRecallRequest.SerializeToString,
+                response_deserializer=protos_dot_vecshard_dot_v1_dot_internal_dot_shard__pb2.CheckRecallResponse.FromString,
+                _registered_method=True)
 
 
 class ShardServiceServicer:
@@ -127,6 +132,15 @@ class ShardServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CheckRecall(self, request, context):
+        """Recall@k of this shard's index against exact search, on a sample of its
+        own stored vectors, per segment kind: the evaluation gate "recall vs
+        exact" before a version is promoted (DESIGN §11).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ShardServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -164,6 +178,11 @@ def add_ShardServiceServicer_to_server(servicer, server):
                     servicer.Flush,
                     request_deserializer=protos_dot_vecshard_dot_v1_dot_internal_dot_shard__pb2.FlushRequest.FromString,
                     response_serializer=protos_dot_vecshard_dot_v1_dot_internal_dot_shard__pb2.FlushResponse.SerializeToString,
+            ),
+            'CheckRecall': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckRecall,
+                    request_deserializer=protos_dot_vecshard_dot_v1_dot_internal_dot_shard__pb2.CheckRecallRequest.FromString,
+                    response_serializer=protos_dot_vecshard_dot_v1_dot_internal_dot_shard__pb2.CheckRecallResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -355,6 +374,33 @@ class ShardService:
             '/vecshard.v1.internal.ShardService/Flush',
             protos_dot_vecshard_dot_v1_dot_internal_dot_shard__pb2.FlushRequest.SerializeToString,
             protos_dot_vecshard_dot_v1_dot_internal_dot_shard__pb2.FlushResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckRecall(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vecshard.v1.internal.ShardService/CheckRecall',
+            protos_dot_vecshard_dot_v1_dot_internal_dot_shard__pb2.CheckRecallRequest.SerializeToString,
+            protos_dot_vecshard_dot_v1_dot_internal_dot_shard__pb2.CheckRecallResponse.FromString,
             options,
             channel_credentials,
             insecure,
