@@ -33,6 +33,12 @@ class CoordinatorConfig:
     # when one returns, or as soon as this many are queued.
     shard_calls_in_flight: int = 1
     shard_max_batch: int = 64
+    # Model changes (DESIGN §11): how often each route's canary query set runs
+    # (0 = never) and under which purpose; how often deprecated index versions
+    # past their rollback retention are archived (0 = never).
+    canary_interval_seconds: float = 60.0
+    canary_purpose: str = "monitoring"
+    retention_sweep_seconds: float = 30.0
 
     def __post_init__(self) -> None:
         if self.default_timeout <= 0:
@@ -48,6 +54,10 @@ class CoordinatorConfig:
             )
         if self.shard_calls_in_flight < 1 or self.shard_max_batch < 1:
             raise ValueError("shard_calls_in_flight and shard_max_batch must be ≥ 1")
+        if self.canary_interval_seconds < 0 or self.retention_sweep_seconds < 0:
+            raise ValueError(
+                "canary_interval_seconds and retention_sweep_seconds must be ≥ 0 (0 = off)"
+            )
 
 
 @dataclass(frozen=True)

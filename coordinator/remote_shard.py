@@ -14,6 +14,8 @@ import grpc.aio
 
 from coordinator import convert
 from coordinator.errors import shard_error
+from coordinator.evaluation import ShardRecall
+from coordinator.evaluation_convert import shard_recall
 from coordinator.model import Lookup, ShardAnswer, ShardIndex, ShardQuery, WriteRecord
 from core import runtime as serving
 from core.domain import EntityKey, VersionRef
@@ -135,6 +137,14 @@ class RemoteShard:
         )
         ack = await self._call(lambda: self.features.PutFeatures(iter([batch]), timeout=timeout))
         return ack.written, ack.ignored_older
+
+    async def check_recall(
+        self, index: VersionRef, k: int, sample: int, seed: int, timeout: float
+    ) -> ShardRecall:
+        req = spb.CheckRecallRequest(
+            index=convert.index_ref_pb(index), k=k, sample=sample, seed=seed
+        )
+        return shard_recall(await self._call(lambda: self.stub.CheckRecall(req, timeout=timeout)))
 
     async def close(self) -> None:
         await self.channel.close()

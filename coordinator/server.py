@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc.aio
 from grpc_health.v1.health import HealthServicer
 
 from coordinator import metrics
+from coordinator.canary_runner import CanaryRunner
 from coordinator.config import CoordinatorConfig
 from coordinator.convert import ProtoFeatureWire
+from coordinator.evaluation import Evaluator
+from coordinator.evaluation_servicer import EvaluationServicer
 from coordinator.features import FeatureEngine
 from coordinator.registry_servicer import RegistryServicer
+from coordinator.retention_sweeper import RetentionSweeper
 from coordinator.service import Limits, RetrievalEngine
 from coordinator.servicer import RetrievalServicer
 from coordinator.shard_pool import ShardPool
@@ -22,7 +27,7 @@ from coordinator.summaries import SummaryCache
 from core import runtime as serving
 from core.limits import DEFAULT_LIMITS
 from core.limits import Limits as InputLimits
-from protos.vecshard.v1 import registry_pb2_grpc, retrieval_pb2_grpc
+from protos.vecshard.v1 import evaluation_pb2_grpc, registry_pb2_grpc, retrieval_pb2_grpc
 from registry.admin import RegistryAdmin
 from registry.registry import Registry
 from registry.store import EtcdStore
@@ -42,9 +47,13 @@ class RunningCoordinator:
     pool: ShardPool
     health: HealthServicer
     engine: RetrievalEngine
+    # Scheduled work (canary queries, retention sweeps), cancelled on stop.
+    jobs: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def stop(self, grace: float) -> None:
         serving.set_serving(self.health, [SERVICE, REGISTRY_SERVICE], False)
+        for job in self.jobs:
+            job.cancel()
         await self.engine.drain_background()
         if self.engine.summaries is not None:
             await self.engine.summaries.stop()
@@ -97,6 +106,10 @@ async def create_server(
     registry_pb2_grpc.add_RegistryServiceServicer_to_server(
         RegistryServicer(RegistryAdmin(registry), cache, view), server
     )
+    evaluation_pb2_grpc.add_EvaluationServiceServicer_to_server(
+        EvaluationServicer(Evaluator(view, engine.executor, pool.remote), cfg.default_timeout),
+        server,
+    )
     health = serving.add_health_and_reflection(server, [SERVICE, REGISTRY_SERVICE])
     port = server.add_insecure_port(cfg.listen)
     if port == 0:
@@ -105,4 +118,13 @@ async def create_server(
     metrics_port = serving.start_metrics(cfg.metrics_host, cfg.metrics_port)
     serving.set_serving(health, [SERVICE, REGISTRY_SERVICE], True)
     log.info("coordinator serving on port %d (registry revision %d)", port, cache.snapshot.revision)
-    return RunningCoordinator(server, port, metrics_port, cache, pool, health, engine)
+    jobs = []
+    if cfg.canary_interval_seconds > 0:
+        canary = CanaryRunner(
+            view, engine.executor, cfg.canary_interval_seconds, cfg.canary_purpose
+        )
+        jobs.append(asyncio.ensure_future(canary.run_forever()))
+    if cfg.retention_sweep_seconds > 0:
+        sweeper = RetentionSweeper(cache, registry, cfg.retention_sweep_seconds)
+        jobs.append(asyncio.ensure_future(sweeper.run_forever()))
+    return RunningCoordinator(server, port, metrics_port, cache, pool, health, engine, jobs)

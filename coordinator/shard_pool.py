@@ -42,6 +42,12 @@ class ShardPool:
             self._shards[shard_id] = shard
         return shard
 
+    def remote(self, shard_id: str, address: str) -> RemoteShard:
+        """The shard's unbatched client, for admin calls (recall checks)."""
+        shard = self.get(shard_id, address)
+        assert isinstance(shard, BatchingShard) and isinstance(shard.inner, RemoteShard)
+        return shard.inner
+
     async def close(self) -> None:
         for shard in self._shards.values():
             await shard.close()

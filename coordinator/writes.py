@@ -16,10 +16,12 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
+from coordinator import quality_metrics
 from coordinator.access import check_access, own_keys
 from coordinator.background import Background
 from coordinator.buckets import key_bucket, record_buckets
 from coordinator.config import Limits
+from coordinator.dual_write import mirror_indexes
 from coordinator.model import Access, WriteRecord
 from coordinator.moves import move_deletes
 from coordinator.quorum import ReplicaCall, run_quorum, write_members
@@ -96,6 +98,8 @@ class Writes:
             embedding, writing=True, tenant_id=access.tenant_id
         )
         check_access(access, family, snap)
+        mirrored = mirror_indexes(snap, embedding)  # dual-write: the first index still counts
+        indexes = [*indexes, *mirrored]
         checked = checked_records(access, family, indexes, records, self.limits.input, now_micros())
 
         async def write(snap: Snapshot) -> tuple[int, int]:
@@ -106,6 +110,8 @@ class Writes:
                 result = await self._quorum(index, placement, calls)
                 if n == 0:
                     totals = result
+            if mirrored:
+                quality_metrics.DUAL_WRITES.labels(embedding.name, "upsert").inc(len(checked))
             return totals
 
         return await self.registry.retry_if_moved(snap, write)
@@ -183,6 +189,8 @@ class Writes:
             embedding, writing=True, tenant_id=access.tenant_id
         )
         check_access(access, family, snap)
+        mirrored = mirror_indexes(snap, embedding)
+        indexes = [*indexes, *mirrored]
         owned = own_keys(keys, access, family, "delete", self.limits.input)
         version = source_version or now_micros()
 
@@ -213,6 +221,8 @@ class Writes:
                 result = await self._quorum(index, placement, calls)
                 if n == 0:
                     deleted = result[0]
+            if mirrored:
+                quality_metrics.DUAL_WRITES.labels(embedding.name, "delete").inc(len(owned))
             return deleted
 
         return await self.registry.retry_if_moved(snap, remove)

@@ -1,0 +1,25 @@
+"""Dual-write during a model change: the index versions a write of one
+embedding version is also copied to, by the family's `DualWrite` setting
+(`registry.migration`). The write path sends the same records (same
+`source_version`) to these as to its own, under the same quorum, so a write
+acknowledged mid-migration is in the new version too, and a retried write
+or a later backfill row is ordered by the usual version rules."""
+
+from __future__ import annotations
+
+from coordinator.buckets import require_trained
+from core.domain import VersionRef
+from registry.migration import mirror_version
+from registry.model import IndexVersion
+from registry.snapshot import Snapshot, indexes_for_embedding
+
+
+def mirror_indexes(snap: Snapshot, ref: VersionRef) -> list[IndexVersion]:
+    """The new version's index versions, or [] when dual-write is off for `ref`."""
+    target = mirror_version(snap, ref)
+    if target is None:
+        return []
+    indexes = indexes_for_embedding(snap, target)
+    for index in indexes:
+        require_trained(snap, index)
+    return indexes
