@@ -10,6 +10,7 @@ import sys
 
 from cli import (
     cluster_commands,
+    embedding_commands,
     feature_commands,
     query_commands,
     registry_commands,
@@ -25,6 +26,7 @@ COMMAND_GROUPS = (
     query_commands.add_commands,
     registry_commands.add_commands,
     feature_commands.add_commands,
+    embedding_commands.add_commands,
     rollout_commands.add_commands,
     role_commands.add_benchmark_commands,
 )
@@ -36,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="vecshard: sharded vector retrieval and feature serving over gRPC.",
         epilog="`vecshard COMMAND --help` shows a command's options. search, get, "
         "describe-route, registry and rollout need only `pip install vecshard` (the SDK); "
-        "up, shard and coordinator need the server extra, features the offline extra, "
+        "up, shard and coordinator need the server extra, features and embeddings the offline extra, "
         "bench and loadtest the bench extra (pip install 'vecshard[server]', ...).",
     )
     sub = p.add_subparsers(dest="command", metavar="COMMAND", title="commands")

@@ -26,6 +26,7 @@ COMMANDS = {
     "describe-route": ("what a route resolves to",),
     "registry": ("registry administration",),
     "features": ("feature", "materialize"),
+    "embeddings": ("model changes", "backfill", "dual-write", "evaluate"),
     "rollout": ("new image", "one shard at a time"),
     "bench": ("recall/QPS benchmark", "in process", "local clusters"),
     "loadtest": ("open-loop load test",),
@@ -47,6 +48,7 @@ SUBCOMMANDS = {
         "train-placement",
     ],
     "features": ["materialize"],
+    "embeddings": ["backfill", "evaluate", "dual-write"],
     "rollout": ["shards"],
     "bench": ["search"],
 }
@@ -141,6 +143,16 @@ def test_the_cli_starts_with_the_sdk_alone() -> None:
                 "x:1",
             ],
             "features materialize",
+            "offline",
+        ),
+        (
+            ["embeddings", "backfill", "--from", ".", "--to", "e@v2", "--coordinator", "x:1"],
+            "embeddings backfill",
+            "offline",
+        ),
+        (
+            ["embeddings", "evaluate", "ix@v2", "--coordinator", "x:1"],
+            "embeddings evaluate",
             "offline",
         ),
     ],

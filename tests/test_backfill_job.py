@@ -1,0 +1,195 @@
+"""The backfill job's logic on plain data and real Parquet files: every
+validation reason, duplicates by key, the rate limiter's arithmetic, and a
+job interrupted mid-way that resumes without writing a row twice or skipping
+one (the sink here records what it is given; the cluster path is in
+tests/test_model_change_e2e.py)."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from core.domain import VersionRef
+from core.errors import FailedPrecondition
+from offline.backfill import BackfillJob, VectorRow, backfill, reference_from_file
+from offline.rate_limit import RowRateLimiter
+from offline.vector_checks import (
+    CheckSettings,
+    check_rows,
+    duplicate_reasons,
+    norm_reference,
+    row_norms,
+)
+
+DIM = 4
+TARGET = VersionRef("items", "v2")
+
+
+def test_every_reason_is_found_in_order() -> None:
+    vectors = np.array(
+        [
+            [1, 0, 0, 0],  # ok
+            [1, 0, 0, 0],  # entity_type
+            [0, 0, 0, 0],  # dimension (zero-filled: the row was 3 long)
+            [np.nan, 1, 0, 0],  # non_finite
+            [0, 0, 0, 0],  # zero_norm
+            [1e-5, 0, 0, 0],  # near_zero_norm
+            [1e4, 0, 0, 0],  # norm_outlier
+        ],
+        dtype=np.float32,
+    )
+    types = ["item", "user", "item", "item", "item", "item", "item"]
+    lengths = np.array([4, 4, 3, 4, 4, 4, 4])
+    ref = norm_reference(np.ones(100), "unit norms")
+    reasons = check_rows(CheckSettings(DIM, "item"), types, lengths, vectors, ref)
+    assert reasons.tolist() == [
+        "",
+        "entity_type",
+        "dimension",
+        "non_finite",
+        "zero_norm",
+        "near_zero_norm",
+        "norm_outlier",
+    ]
+    # Without a reference only the absolute checks apply.
+    assert check_rows(CheckSettings(DIM, "item"), types, lengths, vectors, None)[5:].tolist() == [
+        "",
+        "",
+    ]
+
+
+def test_duplicates_keep_the_highest_source_version_and_the_last_on_a_tie() -> None:
+    keys = [("t", "item", "a"), ("t", "item", "b"), ("t", "item", "a"), ("t", "item", "b")]
+    dup = duplicate_reasons(keys, np.array([5, 1, 3, 1]))
+    assert dup.tolist() == [False, True, True, False]
+
+
+def test_norm_reference_is_robust_and_never_zero_width() -> None:
+    norms = np.concatenate([np.full(99, 2.0), [1e6]])
+    ref = norm_reference(norms, "x")
+    assert ref.median == pytest.approx(2.0)
+    assert ref.sigma_log >= 0.05
+    assert row_norms(np.array([[3.0, 4.0]])).tolist() == [5.0]
+
+
+def test_rate_limiter_keeps_the_average_and_never_waits_for_the_first_batch() -> None:
+    now = [0.0]
+    slept: list[float] = []
+
+    def sleep(s: float) -> None:
+        slept.append(s)
+        now[0] += s
+
+    lim = RowRateLimiter(100.0, clock=lambda: now[0], sleep=sleep)
+    assert lim.acquire(50) == 0.0
+    assert lim.acquire(50) == pytest.approx(0.5)
+    now[0] += 5.0  # idle: no credit hoarded beyond the present
+    assert lim.acquire(100) == 0.0
+    assert lim.acquire(10) == pytest.approx(1.0)
+    assert sum(slept) == pytest.approx(1.5)
+
+
+def write_file(
+    path: Path, ids: Sequence[str], vectors: np.ndarray, versions: Sequence[int]
+) -> None:
+    n = len(ids)
+    table = pa.table(
+        {
+            "tenant_id": ["t"] * n,
+            "entity_type": ["item"] * n,
+            "entity_id": list(ids),
+            "vector": pa.FixedSizeListArray.from_arrays(
+                pa.array(vectors.astype(np.float32).reshape(-1)), DIM
+            ),
+            "source_version": pa.array(list(versions), pa.int64()),
+            "model_version": ["m2"] * n,
+            "attributes": [json.dumps({"cat": f"c{i % 3}"}) for i in range(n)],
+        }
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path)
+
+
+class Recording:
+    """A VectorSink that keeps what it was given; fails after `fail_after` batches."""
+
+    def __init__(self, fail_after: int | None = None) -> None:
+        self.rows: list[VectorRow] = []
+        self.batches = 0
+        self.fail_after = fail_after
+
+    def write(self, embedding: VersionRef, rows: Sequence[VectorRow]) -> tuple[int, int]:
+        if self.fail_after is not None and self.batches >= self.fail_after:
+            raise ConnectionError("killed")
+        self.batches += 1
+        self.rows.extend(rows)
+        return len(rows), 0
+
+
+def dataset(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    src = tmp_path / "src"
+    for f in range(3):
+        vecs = rng.normal(size=(50, DIM))
+        ids = [f"f{f}-{i}" for i in range(50)]
+        versions = [1000 + i for i in range(50)]
+        if f == 1:
+            vecs[3] = 0.0  # zero_norm
+            vecs[4, 0] = np.nan  # non_finite
+            ids[5] = ids[6]  # duplicate: row 6 has the higher version and is kept
+        write_file(src / f"part-{f}.parquet", ids, vecs, versions)
+    return src
+
+
+def test_a_job_killed_mid_way_resumes_without_duplicating_or_skipping(tmp_path: Path) -> None:
+    src = dataset(tmp_path)
+    ref = reference_from_file(src / "part-0.parquet", DIM)
+    job = BackfillJob(src, TARGET, DIM, "item", batch_size=20, reference=ref)
+    ckpt, dead = tmp_path / "ckpt.json", tmp_path / "dead"
+    first = Recording(fail_after=4)  # file 0: 3 batches, file 1: dies in its 2nd
+    with pytest.raises(ConnectionError):
+        backfill(job, first, ckpt, dead, progress=None)
+    second = Recording()
+    out = io.StringIO()
+    report = backfill(job, second, ckpt, dead, progress=out, min_interval=0.0)
+    written = [r.key.entity_id for r in first.rows + second.rows]
+    accepted = 150 - 3  # zero_norm, non_finite, one duplicate
+    assert len(written) == len(set(written)) == accepted
+    assert report.skipped_batches == 4 and report.written == accepted - len(first.rows)
+    assert report.rejected == {"zero_norm": 1, "non_finite": 1, "duplicate_key": 1}
+    assert "rejected duplicate_key=1, non_finite=1, zero_norm=1" in out.getvalue()
+    kept = next(r for r in first.rows + second.rows if r.key.entity_id == "f1-6")
+    assert kept.source_version == 1006 and kept.attributes == {"cat": "c0"}
+    letters = pq.read_table(dead / "part-1.rejected.parquet").to_pylist()
+    assert sorted(r["reason"] for r in letters) == ["duplicate_key", "non_finite", "zero_norm"]
+    # A third run finds everything done and writes nothing.
+    third = Recording()
+    assert backfill(job, third, ckpt, dead, progress=None).written == 0 and not third.rows
+
+
+def test_a_file_mostly_rejected_stops_the_job_before_writing_it(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    write_file(src / "a.parquet", ["x", "y", "z"], np.zeros((3, DIM)), [1, 2, 3])
+    sink = Recording()
+    job = BackfillJob(src, TARGET, DIM, "item", reference=None)
+    with pytest.raises(FailedPrecondition, match="3 of 3 rows rejected .*zero_norm=3"):
+        backfill(job, sink, tmp_path / "c.json", tmp_path / "d", progress=None)
+    assert not sink.rows
+
+
+def test_a_source_file_that_changed_is_refused(tmp_path: Path) -> None:
+    src = dataset(tmp_path)
+    job = BackfillJob(src, TARGET, DIM, "item", batch_size=20)
+    ckpt = tmp_path / "ckpt.json"
+    with pytest.raises(ConnectionError):
+        backfill(job, Recording(fail_after=1), ckpt, tmp_path / "d", progress=None)
+    write_file(src / "part-0.parquet", ["a"], np.ones((1, DIM)), [1])
+    with pytest.raises(FailedPrecondition, match="must not change during a backfill"):
+        backfill(job, Recording(), ckpt, tmp_path / "d", progress=None)
