@@ -29,7 +29,7 @@ from shard_server import quality_metrics
 from shard_server import records as rec
 from shard_server.model import Query, SearchResult
 from shard_server.partition import IndexPartition
-from shard_server.segment import DEFAULT_OPTIONS, SearchOptions
+from shard_server.segment import DEFAULT_OPTIONS, SearchOptions, SegmentHits
 from shard_server.storage import RECORDS
 
 log = logging.getLogger(__name__)
@@ -77,13 +77,26 @@ def _recall(found: Sequence[EntityKey], exact: Sequence[EntityKey], k: int) -> f
     return recall_at_k(list(found), list(exact[:k]), k)
 
 
+def _before(result: SearchResult | SegmentHits, sequence: int) -> list[EntityKey]:
+    """The hits written at or before `sequence`: rows written between the
+    approximate and the exact search must not count as misses."""
+    seqs = result.seqs.tolist()
+    return [key for key, seq in zip(result.keys, seqs, strict=True) if seq <= sequence]
+
+
 def check_recall(part: IndexPartition, k: int, sample: int, seed: int) -> RecallCheck:
     queries = sample_queries(part, sample, seed, k)
     if not queries:
         return RecallCheck(0, 1.0, (), 0)
+    sequence = part.store.sequence
     approx = part.search(queries)
     exact = part.search([replace(q, options=EXACT) for q in queries])
-    shard = mean([_recall(a.keys, e.keys, k) for a, e in zip(approx, exact, strict=True)])
+    shard = mean(
+        [
+            _recall(_before(a, sequence), _before(e, sequence), k)
+            for a, e in zip(approx, exact, strict=True)
+        ]
+    )
     matrix = prepare_queries(
         np.stack([q.vector for q in queries]), part.family.metric, part.normalize
     )
@@ -98,7 +111,9 @@ def check_recall(part: IndexPartition, k: int, sample: int, seed: int) -> Recall
             got = seg.search_batch(matrix, queries)
             want = seg.search_batch(matrix, [replace(q, options=EXACT) for q in queries])
             per_kind.setdefault(seg.kind, []).extend(
-                _recall(g.keys, w.keys, k) for g, w in zip(got, want, strict=True) if len(w)
+                _recall(_before(g, sequence), _before(w, sequence), k)
+                for g, w in zip(got, want, strict=True)
+                if len(w)
             )
     kinds = tuple(
         KindRecall(kind, len(values), mean(values), rows[kind])
