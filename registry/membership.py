@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+from collections.abc import Callable
 
 from registry import codec
 from registry.keys import Keys
@@ -28,6 +29,8 @@ class ShardRegistration:
         self.member = member
         self.ttl = ttl
         self._lease: Lease | None = None
+        # Called when the lease had expired and the shard registered again.
+        self.on_lease_lost: Callable[[], None] = lambda: None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -54,6 +57,7 @@ class ShardRegistration:
                 assert self._lease is not None
                 self._lease.refresh()
                 if self.store.get(self.keys.shard(self.member.shard_id)) is None:
+                    self.on_lease_lost()
                     self.register()  # lease expired while etcd was away: come back
             except Exception as exc:  # noqa: BLE001 - retry until etcd answers again
                 log.warning("lease refresh failed, will retry: %s", exc)

@@ -21,6 +21,7 @@ from shard_server.config import ShardConfig
 from shard_server.feature_service import FeatureNode
 from shard_server.feature_servicer import FeatureServicer
 from shard_server.feature_store import FeatureShardStore, FeatureStore
+from shard_server.node_metrics import LEASE_LOSSES, watch_data_dir
 from shard_server.replication import ReplicationServicer, catch_up
 from shard_server.service import ShardNode
 from shard_server.servicer import ShardServicer
@@ -71,6 +72,7 @@ def create_server(cfg: ShardConfig, limits: Limits = DEFAULT_LIMITS) -> RunningS
         cfg.recall_sample_rate,
     )
     cache.on_change(node.on_registry_change)
+    watch_data_dir(cfg.data_dir)
 
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=cfg.max_workers, thread_name_prefix="shard-rpc"),
@@ -108,6 +110,7 @@ def create_server(cfg: ShardConfig, limits: Limits = DEFAULT_LIMITS) -> RunningS
         ),
         ttl=cfg.lease_ttl,
     )
+    registration.on_lease_lost = LEASE_LOSSES.inc
     registration.start()
     applied += catch_up(node)
     registration.set_state(ShardState.SERVING)

@@ -1,0 +1,77 @@
+"""Shard node metrics for capacity and membership: bytes on disk under the
+data directory and free on its filesystem (computed at scrape time), and
+lease losses (the shard's registration expired and it re-registered: every
+coordinator stopped routing to it meanwhile)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+from prometheus_client import REGISTRY, Counter
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+LEASE_LOSSES = Counter(
+    "vecshard_shard_lease_losses_total",
+    "Times the shard's registration lease expired (etcd unreachable longer than the TTL) "
+    "and it registered again",
+)
+
+
+def _tree_bytes(root: Path) -> int:
+    total = 0
+    stack = [root]
+    while stack:
+        try:
+            entries = list(os.scandir(stack.pop()))
+        except OSError:
+            continue  # removed while scanning (a compaction, a dropped index)
+        for e in entries:
+            try:
+                if e.is_dir(follow_symlinks=False):
+                    stack.append(Path(e.path))
+                else:
+                    total += e.stat(follow_symlinks=False).st_size
+            except OSError:
+                continue
+    return total
+
+
+class _DiskCollector(Collector):
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+
+    def collect(self) -> Iterator[Metric]:
+        used = GaugeMetricFamily(
+            "vecshard_shard_data_bytes",
+            "Bytes under the shard's data directory (RocksDB, segments)",
+        )
+        used.add_metric([], _tree_bytes(self.data_dir))
+        free = GaugeMetricFamily(
+            "vecshard_shard_disk_free_bytes", "Free bytes on the data directory's filesystem"
+        )
+        size = GaugeMetricFamily(
+            "vecshard_shard_disk_size_bytes", "Size of the data directory's filesystem"
+        )
+        try:
+            usage = shutil.disk_usage(self.data_dir)
+            free.add_metric([], usage.free)
+            size.add_metric([], usage.total)
+        except OSError:
+            pass
+        yield from (used, free, size)
+
+
+_DISK: _DiskCollector | None = None
+
+
+def watch_data_dir(data_dir: Path) -> None:
+    """One data directory per shard process (the last one named wins)."""
+    global _DISK
+    if _DISK is None:
+        _DISK = _DiskCollector(data_dir)
+        REGISTRY.register(_DISK)
+    _DISK.data_dir = data_dir
