@@ -17,6 +17,7 @@ registry, where promotion judges it against the version's gates
 
 from __future__ import annotations
 
+import datetime
 import json
 import random
 from collections import defaultdict
@@ -35,7 +36,6 @@ from core.errors import NotFound
 from core.recall import mean, overlap_at_k, recall_at_k
 from offline.backfill import source_files
 from registry import codec
-from registry.migration import iso, utc_now
 from registry.model import EmbeddingFamily, IndexVersion, Status
 from registry.quality import CanaryQuerySet, IndexEvaluation, canary_matrix, gate_failures
 
@@ -126,7 +126,13 @@ class Evaluation:
                 if job.canary_set is not None
                 else (gates.canary_set if gates else "")
             )
-            fields: dict[str, Any] = {"index": index.ref, "evaluated_at": iso(utc_now()), "k": k}
+            fields: dict[str, Any] = {
+                "index": index.ref,
+                "evaluated_at": datetime.datetime.now(datetime.UTC).isoformat(
+                    timespec="milliseconds"
+                ),
+                "k": k,
+            }
             fields.update(self._recall_vs_exact(ev, index, k))
             if canary_name:
                 fields.update(self._canary(reg, ev, index, family, canary_name, k))
