@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from client.connection import Connection, RetryPolicy, now_micros
+from core import tracing
 from core.domain import AttrValue, EntityKey
 from core.errors import InvalidArgument
 from core.filters import Filter
@@ -277,11 +278,14 @@ class RetrievalClient(FeatureCalls):
 
         def method(i: int) -> Any:
             rpc = getattr(self._stubs[i], name)
+            # The trace context rides in the metadata (a no-op without OpenTelemetry).
+            metadata = tracing.outgoing_metadata()
             if isinstance(request, list):  # a client stream: a fresh iterator per attempt
-                return lambda req, timeout: rpc(iter(req), timeout=timeout)
-            return rpc
+                return lambda req, timeout: rpc(iter(req), timeout=timeout, metadata=metadata)
+            return lambda req, timeout: rpc(req, timeout=timeout, metadata=metadata)
 
-        return self._conn.call(method, request, self._timeout(timeout), idempotent=idempotent)
+        with tracing.span(f"vecshard.client/{name}"):
+            return self._conn.call(method, request, self._timeout(timeout), idempotent=idempotent)
 
     def describe_route(
         self, route: str, *, refresh: bool = False, timeout: float | None = None

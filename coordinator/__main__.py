@@ -10,8 +10,10 @@ from pathlib import Path
 from coordinator.config import CoordinatorConfig
 from coordinator.server import create_server
 from core import runtime as serving
+from core import tracing
 from core.limits import Limits
 from core.settings import load_settings
+from core.tracing import TracingConfig
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -55,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_settings(CoordinatorConfig, "coordinator", file=args.config, overrides=overrides)
     limits = load_settings(Limits, "limits", file=args.config)
     serving.configure_logging(cfg.log_level)
+    tracing.configure(
+        "vecshard-coordinator", load_settings(TracingConfig, "tracing", file=args.config)
+    )
     asyncio.run(serve(cfg, limits))
     return 0
 

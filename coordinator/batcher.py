@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from coordinator.model import Lookup, ShardAnswer, ShardIndex, ShardQuery, WriteRecord
 from coordinator.shard import Shard
+from core import tracing
 from core.domain import EntityKey, VersionRef
 from core.errors import DeadlineExceeded
 from registry.features import GroupRow
@@ -123,7 +124,12 @@ class BatchingShard:
             # The call lives as long as its most patient member needs.
             remaining = max(0.001, max(m.deadline for m in batch) - loop.time())
             try:
-                answers = await self.inner.search(index, [m.query for m in batch], remaining)
+                # In the context of the member that opened the call; the
+                # others' spans end when it answers.
+                with tracing.span(
+                    "coordinator.shard_call", shard_id=self.shard_id, batch=len(batch)
+                ):
+                    answers = await self.inner.search(index, [m.query for m in batch], remaining)
             except asyncio.CancelledError:
                 for m in batch:
                     m.future.cancel()

@@ -18,6 +18,7 @@ from coordinator.evaluation import ShardRecall
 from coordinator.evaluation_convert import shard_recall
 from coordinator.model import Lookup, ShardAnswer, ShardIndex, ShardQuery, WriteRecord
 from core import runtime as serving
+from core import tracing
 from core.domain import EntityKey, VersionRef
 from core.wire import feature_row_to_pb, key_to_pb
 from protos.vecshard.v1 import common_pb2 as cpb
@@ -61,7 +62,9 @@ class RemoteShard:
         if self.packed:
             req = convert.shard_packed_pb(index, queries)
             try:
-                resp = await self.stub.SearchPacked(req, timeout=timeout)
+                resp = await self.stub.SearchPacked(
+                    req, timeout=timeout, metadata=tracing.outgoing_metadata()
+                )
             except grpc.aio.AioRpcError as exc:
                 if exc.code() is not grpc.StatusCode.UNIMPLEMENTED:
                     raise shard_error(self.shard_id, self.address, exc) from exc

@@ -27,6 +27,7 @@ from coordinator.model import ShardAnswer, ShardQuery, ShardTrace
 from coordinator.partial import Completeness, Decision, classify_shard_error
 from coordinator.replicas import ReplicaTracker
 from coordinator.shard import ShardFactory
+from core import tracing
 from core.domain import VersionRef
 from core.errors import DeadlineExceeded, VecshardError
 from registry.model import IndexVersion, Placement
@@ -235,7 +236,8 @@ class SearchExecutor:
                         sequence=answer.sequence,
                     )
                 )
-            hits = merge_ranked(answers, query.k)
+            with tracing.span("coordinator.merge", answers=len(answers)):
+                hits = merge_ranked(answers, query.k)
         return Execution(
             hits=hits,
             completeness=Completeness(tuple(sorted(missing)), len(buckets)),
@@ -266,7 +268,9 @@ class SearchExecutor:
         self.tracker.acquire(shard_id)
         start = time.perf_counter()
         try:
-            (answer,) = await self.shards(shard_id, address).search(index, [query], remaining)
+            # Queueing in the shard's batcher and the call: the fanout to one shard.
+            with tracing.span("coordinator.shard", shard_id=shard_id, index=str(index)):
+                (answer,) = await self.shards(shard_id, address).search(index, [query], remaining)
         except asyncio.CancelledError:
             self.tracker.release(shard_id, None)
             raise

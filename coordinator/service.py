@@ -37,6 +37,7 @@ from coordinator.shard import ShardFactory
 from coordinator.snapshots import RegistryView, SnapshotSource
 from coordinator.summaries import SummaryCache
 from coordinator.writes import Writes
+from core import tracing
 from core.domain import EntityKey, VersionRef
 from registry import codec
 from registry.snapshot import ResolvedRoute, Snapshot
@@ -100,7 +101,8 @@ class RetrievalEngine:
 
     async def search(self, q: SearchQuery, timeout: float) -> SearchResult:
         t0 = time.perf_counter()
-        resolved = await self.describe_route(q.route, q.access.subject_id, q.access.tenant_id)
+        with tracing.span("coordinator.resolve", route=q.route):
+            resolved = await self.describe_route(q.route, q.access.subject_id, q.access.tenant_id)
         metrics.labeled(metrics.ROUTE_ARM, q.route, resolved.arm).inc()
         result = await run_search(self.registry, self.executor, q, resolved, timeout, t0)
         shadow = self.plans.shadow(self.registry.snapshot, resolved)

@@ -19,6 +19,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
+from core import tracing
 from core.errors import VecshardError
 
 log = logging.getLogger(__name__)
@@ -160,7 +161,10 @@ class SyncServerInterceptor(grpc.ServerInterceptor):
                 gauge.inc()
                 try:
                     _inject(fault)
-                    return behavior(request, context)
+                    with tracing.server_span(
+                        name, context.invocation_metadata(), component=component
+                    ):
+                        return behavior(request, context)
                 except Exception as exc:
                     aborted = context.code()  # type: ignore[attr-defined]  # grpc has it, its stub not
                     if aborted is not None:  # the servicer aborted on its own
@@ -203,7 +207,10 @@ class AsyncServerInterceptor(grpc.aio.ServerInterceptor):
                 gauge = IN_FLIGHT.labels(component, service, method)
                 gauge.inc()
                 try:
-                    return await behavior(request, context)
+                    with tracing.server_span(
+                        name, context.invocation_metadata(), component=component
+                    ):
+                        return await behavior(request, context)
                 except grpc.aio.AbortError:
                     code = context.code() or grpc.StatusCode.UNKNOWN
                     raise
@@ -281,6 +288,8 @@ def announce_ready(**fields: object) -> None:
 def configure_logging(level: str) -> None:
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format="%(asctime)s %(levelname)s %(name)s%(trace)s: %(message)s",
         stream=__import__("sys").stderr,
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(tracing.TraceIdFilter())

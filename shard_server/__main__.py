@@ -16,8 +16,10 @@ import threading
 from pathlib import Path
 
 from core import runtime as serving
+from core import tracing
 from core.limits import Limits
 from core.settings import load_settings
+from core.tracing import TracingConfig
 from shard_server.config import ShardConfig
 from shard_server.server import create_server
 
@@ -49,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_settings(ShardConfig, "shard", file=args.config, overrides=overrides)
     limits = load_settings(Limits, "limits", file=args.config)
     serving.configure_logging(cfg.log_level)
+    tracing.configure("vecshard-shard", load_settings(TracingConfig, "tracing", file=args.config))
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

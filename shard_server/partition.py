@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core import tracing
 from core.domain import EntityKey, Metric
 from core.errors import FailedPrecondition, InvalidArgument
 from core.filters import validate_attributes, validate_filter
@@ -465,7 +466,8 @@ class IndexPartition:
         per_segment = []
         for seg in segments:
             start = time.perf_counter()
-            per_segment.append(seg.search_batch(matrix, queries))
+            with tracing.span("shard.segment", kind=seg.kind, rows=len(seg)):
+                per_segment.append(seg.search_batch(matrix, queries))
             metrics.observe_segment_batch(seg.kind, per_segment[-1], time.perf_counter() - start)
         out = []
         for qi, q in enumerate(queries):

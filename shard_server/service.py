@@ -14,6 +14,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from core import tracing
 from core.domain import EntityKey, Metric, VersionRef
 from core.errors import FailedPrecondition, VecshardError
 from core.limits import DEFAULT_LIMITS, Limits
@@ -207,7 +208,10 @@ class ShardNode:
 
     def search(self, ref: VersionRef, queries: Sequence[Query]) -> list[SearchResult]:
         part = self.partition(ref)
-        results = part.search(queries)
+        with tracing.span(
+            "shard.search", shard_id=self.shard_id, index=str(ref), queries=len(queries)
+        ):
+            results = part.search(queries)
         self.sampler.offer(part, queries, results)
         return results
 

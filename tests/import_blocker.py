@@ -16,7 +16,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-# What the server, offline, bench and dev extras bring on top of the SDK's
+# What the server, offline, bench, tracing and dev extras bring on top of the SDK's
 # grpcio, protobuf and numpy (pyproject.toml), as top-level modules.
 EXTRA_ONLY_MODULES = (
     "faiss",
@@ -31,6 +31,7 @@ EXTRA_ONLY_MODULES = (
     "grpc_reflection",
     "h5py",
     "matplotlib",
+    "opentelemetry",
 )
 # vecshard's own packages that the SDK must not need.
 NON_SDK_PACKAGES = ("registry", "shard_server", "coordinator", "offline", "cli", "benchmarks")

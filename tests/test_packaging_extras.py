@@ -36,6 +36,11 @@ EXTRA_IMPORTS = {
     ),
     # The benchmark and load-test harness.
     "bench": (["benchmarks"], {"tests"}),
+    # OpenTelemetry for the SDK's and the servers' spans (core.tracing).
+    "tracing": (
+        ["core.tracing", "client"],
+        {"registry", "shard_server", "coordinator", "offline", "tests"},
+    ),
 }
 IMPORT_ALL = """\
 import importlib, pkgutil
@@ -103,7 +108,16 @@ def test_the_bare_install_is_the_sdk() -> None:
 
 
 def test_the_extras_build_on_each_other() -> None:
-    assert set(PROJECT["optional-dependencies"]) == {"server", "offline", "bench", "dev", "gpu"}
+    assert set(PROJECT["optional-dependencies"]) == {
+        "server",
+        "offline",
+        "bench",
+        "dev",
+        "gpu",
+        "tracing",
+    }
+    assert {"opentelemetry-api", "opentelemetry-sdk"} <= distributions("tracing")
+    assert distributions("dev") >= distributions("tracing")
     assert distributions("bench") >= distributions("server") | distributions("offline")
     assert distributions("dev") >= distributions("bench")
     assert {"h5py", "matplotlib"} <= distributions("bench")
