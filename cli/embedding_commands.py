@@ -1,6 +1,7 @@
 """`vecshard embeddings`: model changes as jobs (DESIGN §11) — backfill a new
 embedding version from Parquet, copy live writes into it while that runs
-(dual-write), and evaluate it before promotion."""
+(dual-write), evaluate it before promotion, and add a filterable attribute
+to the records of an index version without re-embedding them."""
 
 from __future__ import annotations
 
@@ -102,6 +103,26 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     dw.add_argument("--why", default="", help="reason, kept with the setting")
     dw.set_defaults(func=cmd_dual_write)
 
+    aa = em_sub.add_parser(
+        "add-attribute",
+        help="add a filterable attribute to an index version and set it on the records it "
+        "holds (a default or a computed column), without re-embedding",
+    )
+    aa.add_argument("index", metavar="NAME@VERSION", help="the index version")
+    aa.add_argument("--name", required=True, help="attribute name")
+    aa.add_argument("--type", required=True, choices=["string", "int", "float", "string_list"])
+    aa.add_argument(
+        "--keys",
+        required=True,
+        metavar="PARQUET_DATASET",
+        help="the records to set it on (columns tenant_id, entity_type, entity_id)",
+    )
+    value = aa.add_mutually_exclusive_group(required=True)
+    value.add_argument("--default", help="the value every record gets")
+    value.add_argument("--value-column", help="a column of --keys holding each record's value")
+    aa.add_argument("--coordinator", required=True, help="coordinator address(es) HOST:PORT[,...]")
+    aa.set_defaults(func=cmd_add_attribute)
+
 
 def cmd_backfill(args: argparse.Namespace) -> int:
     require_extra("vecshard embeddings backfill", "offline")
@@ -175,6 +196,29 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"{args.index} fails its gates: " + "; ".join(failures), file=sys.stderr)
         return 1
     print(f"{args.index} passes its gates", file=sys.stderr)
+    return 0
+
+
+def cmd_add_attribute(args: argparse.Namespace) -> int:
+    require_extra("vecshard embeddings add-attribute", "offline")
+    from core.domain import AttrType, VersionRef
+    from offline.metadata_backfill import AttributeJob, parse_value, set_attribute
+
+    name, version = split_ref(args.index, "index")
+    kind = AttrType(args.type)
+    job = AttributeJob(
+        VersionRef(name, version),
+        args.name,
+        kind,
+        Path(args.keys),
+        default=parse_value(args.default, kind) if args.default is not None else None,
+        value_column=args.value_column or "",
+    )
+    r = set_attribute(args.coordinator, job)
+    print(
+        f"{args.index}: attribute {args.name} set on {r.updated} record(s); {r.unchanged} had it "
+        f"already, {r.missing} not found, {r.no_value} without a value"
+    )
     return 0
 
 

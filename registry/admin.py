@@ -17,7 +17,12 @@ import yaml
 from core.domain import VersionRef
 from core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from registry import codec
-from registry.change_writes import MODEL_CHANGE_KINDS, put_model_change_object
+from registry.change_writes import (
+    MODEL_CHANGE_KINDS,
+    add_index_attributes,
+    attributes_added,
+    put_model_change_object,
+)
 from registry.compat import bundle_parts, check_bundle
 from registry.model import (
     Bundle,
@@ -129,14 +134,8 @@ class RegistryAdmin:
                     f"{_label(obj)}: {', '.join(changed)} cannot change on an existing family "
                     "(versions and indexes depend on it); create a new family"
                 )
-        if (
-            isinstance(obj, IndexVersion)
-            and cur is not None
-            and dataclasses.replace(cur, status=obj.status) != obj
-        ):
-            raise FailedPrecondition(
-                f"{_label(obj)} already exists with other content; versions are immutable"
-            )
+        if isinstance(obj, IndexVersion) and cur is not None:
+            attributes_added(cur, obj)  # only added attributes (and the status) may differ
         if isinstance(obj, Bundle) and cur is not None and cur != obj:
             raise FailedPrecondition(
                 f"{_label(obj)} exists with other versions; bundles are immutable"
@@ -238,6 +237,9 @@ class RegistryAdmin:
                             f"{_label(obj)} was created concurrently"
                         ) from None
                 else:
+                    added = attributes_added(p.current, obj)
+                    if added:
+                        add_index_attributes(reg, obj.ref, added)
                     reg.set_status("IndexVersion", obj.ref, obj.status)
             case Bundle():
                 reg.put_bundle(obj)

@@ -5,13 +5,15 @@ written with compare-and-swap, like every registry change."""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
-from core.domain import VersionRef
+from core.domain import AttrType, VersionRef
 from core.errors import Conflict, FailedPrecondition, InvalidArgument, NotFound
 from registry import codec
 from registry.migration import DualWrite, validate_dual_write
-from registry.model import Status
+from registry.model import IndexVersion, Status, frozen_map
 from registry.quality import CanaryQuerySet, IndexEvaluation, validate_canary_set
 from registry.registry import Registry
 from registry.store import ModRevisionIs, Put
@@ -73,6 +75,49 @@ def put_model_change_object(reg: Registry, obj: Any) -> None:
             put_dual_write(reg, obj)
         case _:
             raise InvalidArgument(f"{type(obj).__name__} is not a model-change object")
+
+
+def attributes_added(current: IndexVersion, new: IndexVersion) -> dict[str, AttrType]:
+    """The attributes `new` adds to `current` when that (and the status) is
+    all that differs; raises when anything else, or an existing attribute's
+    type, would change. Adding a filterable attribute changes what no stored
+    record means, so it is allowed on a version that serves; removing or
+    retyping one would break its filters, so it is not."""
+    changed = {n for n, k in current.attributes.items() if new.attributes.get(n) != k}
+    if changed:
+        raise FailedPrecondition(
+            f"index version {current.ref}: attribute(s) {sorted(changed)} cannot be removed or "
+            "retyped; create a new version"
+        )
+    same = dataclasses.replace(current, status=new.status, attributes=new.attributes)
+    if same != new:
+        raise FailedPrecondition(
+            f"index version {current.ref} already exists with other content; versions are "
+            "immutable (only attributes may be added)"
+        )
+    return {n: k for n, k in new.attributes.items() if n not in current.attributes}
+
+
+def add_index_attributes(reg: Registry, ref: VersionRef, added: Mapping[str, AttrType]) -> Any:
+    """Adds filterable attributes to an index version (compare-and-swap)."""
+    key = reg.keys.index(ref.name, ref.version)
+    entry = reg.store.get(key)
+    if entry is None:
+        raise NotFound(f"unknown index version {ref}")
+    current = codec.decode(entry.value)
+    clash = {n for n, k in added.items() if n in current.attributes and current.attributes[n] != k}
+    if clash:
+        raise FailedPrecondition(
+            f"index version {ref}: attribute(s) {sorted(clash)} exist with another type"
+        )
+    updated = dataclasses.replace(current, attributes=frozen_map({**current.attributes, **added}))
+    if updated == current:
+        return current
+    if not reg.store.txn(
+        [ModRevisionIs(key, entry.mod_revision)], [Put(key, codec.encode(updated))]
+    ):
+        raise Conflict(f"index version {ref} changed concurrently; re-read and retry")
+    return updated
 
 
 def archive(reg: Registry, ref: VersionRef) -> Any:

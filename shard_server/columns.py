@@ -25,12 +25,24 @@ class AttributeColumns:
         self._num: dict[str, np.ndarray] = {}
         self._present: dict[str, np.ndarray] = {}
         for name, kind in self.schema.items():
-            if kind in (AttrType.STRING, AttrType.STRING_LIST):
-                self._obj[name] = np.full(capacity, None, dtype=object)
-            else:
-                dtype = np.int64 if kind is AttrType.INT else np.float64
-                self._num[name] = np.zeros(capacity, dtype=dtype)
-                self._present[name] = np.zeros(capacity, dtype=bool)
+            self._new_column(name, kind, capacity)
+
+    def _new_column(self, name: str, kind: AttrType, capacity: int) -> None:
+        """An empty column: no row has the attribute."""
+        if kind in (AttrType.STRING, AttrType.STRING_LIST):
+            self._obj[name] = np.full(capacity, None, dtype=object)
+        else:
+            dtype = np.int64 if kind is AttrType.INT else np.float64
+            self._num[name] = np.zeros(capacity, dtype=dtype)
+            self._present[name] = np.zeros(capacity, dtype=bool)
+
+    def add_columns(self, added: Mapping[str, AttrType], capacity: int) -> None:
+        """Attributes added to the index version's schema (a metadata
+        backfill): the rows already here lack them until they are written again."""
+        for name, kind in added.items():
+            if name not in self.schema:
+                self.schema[name] = kind
+                self._new_column(name, kind, capacity)
 
     def grow(self, capacity: int) -> None:
         for cols, fill in ((self._obj, None), (self._num, 0), (self._present, False)):
@@ -70,12 +82,26 @@ class AttributeColumns:
 
     @classmethod
     def concat(
-        cls, schema: Mapping[str, AttrType], parts: Sequence[AttributeColumns]
+        cls,
+        schema: Mapping[str, AttrType],
+        parts: Sequence[AttributeColumns],
+        lengths: Sequence[int],
     ) -> AttributeColumns:
+        """`lengths[i]` rows of `parts[i]`; a part from before an attribute was
+        added to the schema contributes rows that lack it."""
         out = cls(schema, 0)
+        full = [
+            p if set(schema) <= set(p.schema) else p._widened(schema, n)
+            for p, n in zip(parts, lengths, strict=True)
+        ]
         for cols, attr in ((out._obj, "_obj"), (out._num, "_num"), (out._present, "_present")):
             for name, col in cols.items():
-                cols[name] = np.concatenate([getattr(p, attr)[name] for p in parts] + [col])
+                cols[name] = np.concatenate([getattr(p, attr)[name] for p in full] + [col])
+        return out
+
+    def _widened(self, schema: Mapping[str, AttrType], rows: int) -> AttributeColumns:
+        out = self.take(np.arange(rows))
+        out.add_columns({n: k for n, k in schema.items() if n not in out.schema}, rows)
         return out
 
     def numeric_ranges(
@@ -132,6 +158,10 @@ class AttributeColumns:
         return out
 
     def mask(self, f: Filter, n: int) -> np.ndarray:
+        if isinstance(f, Eq | In | Range) and f.attribute not in self.schema:
+            # Added to the schema after this segment was built: no row has it,
+            # and a predicate on a missing attribute is false (core.filters).
+            return np.zeros(n, dtype=bool)
         match f:
             case And(filters):
                 out = np.ones(n, dtype=bool)

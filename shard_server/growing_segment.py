@@ -102,6 +102,11 @@ class GrowingSegment:
         self._columns.grow(cap)
         self._cap = cap
 
+    def extend_schema(self, added: Mapping[str, AttrType]) -> None:
+        """New filterable attributes (the caller holds the write lock)."""
+        self.schema.update(added)
+        self._columns.add_columns(added, self._cap)
+
     def upsert(
         self,
         key: EntityKey,

@@ -217,6 +217,14 @@ class SegmentLifecycle:
 
     # -- writes (the caller holds the write lock) ---------------------------
 
+    def extend_schema(self, index: IndexVersion) -> None:
+        """Attributes added to the index version (a metadata backfill): the
+        growing segment and every later one carry them; sealed segments
+        answer "missing" for them until their rows are written again."""
+        added = {n: k for n, k in index.attributes.items() if n not in self.index.attributes}
+        self.index = index
+        self.set.growing.extend_schema(added)
+
     def upsert(self, r: Record, seq: int) -> None:
         """New row in the growing segment first, then the old row masked: a
         racing search sees the new version or both (deduplicated by sequence),

@@ -139,6 +139,12 @@ class IndexPartition:
     def metrics_label(self) -> str:
         return str(self.index.ref)
 
+    def extend_schema(self, index: IndexVersion) -> None:
+        """Filterable attributes added to this index version in the registry."""
+        with self._write_lock:
+            self.index = index
+            self.lifecycle.extend_schema(index)
+
     def current_segments(self) -> Iterable[Segment]:
         return self.lifecycle.set.view
 

@@ -98,5 +98,7 @@ class SegmentRows:
             tenant_names=tuple(names),
             buckets=np.concatenate([p.buckets for p in parts]),
             seqs=np.concatenate([p.seqs for p in parts]),
-            columns=AttributeColumns.concat(schema, [p.columns for p in parts]),
+            columns=AttributeColumns.concat(
+                schema, [p.columns for p in parts], [len(p) for p in parts]
+            ),
         )

@@ -106,6 +106,14 @@ class ShardNode:
 
     def on_registry_change(self, snap: Snapshot) -> None:
         self.drop_archived(snap)
+        self.extend_schemas(snap)
+
+    def extend_schemas(self, snap: Snapshot) -> None:
+        """Open partitions whose index version gained attributes take them."""
+        for ref, part in list(self._partitions.items()):
+            index = snap.indexes.get(ref)
+            if index is not None and set(index.attributes) > set(part.index.attributes):
+                part.extend_schema(index)
 
     def drop_archived(self, snap: Snapshot) -> list[VersionRef]:
         """Closes and deletes the data of every index version the registry
@@ -196,6 +204,10 @@ class ShardNode:
     def upsert(self, ref: VersionRef, records: Sequence[Record], writer: str = "") -> WriteResult:
         part = self.partition(ref)
         self._check_buckets(ref, {r.bucket for r in records})
+        if {a for r in records for a in r.attributes} - set(part.index.attributes):
+            # Metadata, or an attribute added a moment ago that the watch has
+            # not brought yet: a record written now must be filterable on it.
+            self.extend_schemas(self.registry.reread())
         result = part.upsert(records, writer)
         if records:  # validated by the upsert: one dimension, finite
             observe_vectors(part.metrics_label, np.stack([r.vector for r in records]))

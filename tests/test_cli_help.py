@@ -48,7 +48,7 @@ SUBCOMMANDS = {
         "train-placement",
     ],
     "features": ["materialize"],
-    "embeddings": ["backfill", "evaluate", "dual-write"],
+    "embeddings": ["backfill", "evaluate", "dual-write", "add-attribute"],
     "rollout": ["shards"],
     "bench": ["search"],
 }

@@ -558,3 +558,144 @@ def test_recall_estimate_tracks_a_degraded_hnsw_index(cluster: LocalCluster) -> 
     assert estimate is not None
     print(f"recall@{K}: estimate {estimate:.3f}, true {true_recall:.3f}")  # the issue's figure
     assert abs(estimate - true_recall) <= 0.03, (estimate, true_recall)
+
+
+def flush(cluster: LocalCluster, index: str, version: str) -> int:
+    """Seals every shard's rows of the index; returns the sealed rows."""
+    sealed = 0
+    for shard_id in cluster.shard_ids():
+        ready = cluster.shards[shard_id].ready
+        assert ready is not None
+        with grpc.insecure_channel(str(ready["grpc"])) as ch:
+            stats = (
+                shard_pb2_grpc.ShardServiceStub(ch)
+                .Flush(
+                    spb.FlushRequest(index=spb.IndexRef(name=index, version=version)), timeout=60
+                )
+                .stats
+            )
+        sealed += sum(s.rows for s in stats.segments if s.state == "sealed")
+    return sealed
+
+
+def test_metadata_backfill_makes_a_new_attribute_filterable_over_the_whole_corpus(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
+    from core.filters import Eq
+
+    target = cluster.coordinator_target
+    ix = {
+        "name": "meta_ix",
+        "version": "v1",
+        "embedding": {"name": "meta", "version": "v1"},
+        "kind": "flat",
+        "num_buckets": 4,
+        "attributes": {"cat": "string"},
+    }
+    with RegistryClient(target) as reg:
+        reg.apply(
+            [
+                {
+                    "kind": "EmbeddingFamily",
+                    "spec": {
+                        "name": "meta",
+                        "entity_type": "item",
+                        "dimension": DIM,
+                        "metric": "l2",
+                    },
+                },
+                {"kind": "EmbeddingVersion", "spec": {"name": "meta", "version": "v1"}},
+                {"kind": "IndexVersion", "spec": ix},
+                {
+                    "kind": "Bundle",
+                    "spec": {
+                        "name": "mb",
+                        "query_embedding": {"name": "meta", "version": "v1"},
+                        "item_embedding": {"name": "meta", "version": "v1"},
+                        "index": {"name": "meta_ix", "version": "v1"},
+                    },
+                },
+                {"kind": "Route", "spec": {"name": "mr", "bundle": "mb"}},
+            ]
+        )
+    rng = np.random.default_rng(7)
+    ids = [f"m{i}" for i in range(300)]
+    region = ["eu" if i % 2 else "us" for i in range(300)]
+    eu = {i for i, r in zip(ids, region, strict=True) if r == "eu"}
+    with RetrievalClient(target, tenant_id="acme", purpose=PURPOSE) as c:
+        c.upsert(
+            "meta", "v1", [Record(i, rng.normal(size=DIM), attributes={"cat": "a"}) for i in ids]
+        )
+        assert flush(cluster, "meta_ix", "v1") == 300  # the old rows live in sealed segments
+        keys = tmp_path / "keys"
+        keys.mkdir()
+        pq.write_table(
+            pa.table(
+                {
+                    "tenant_id": ["acme"] * 300,
+                    "entity_type": ["item"] * 300,
+                    "entity_id": ids,
+                    "region": region,
+                }
+            ),
+            keys / "keys.parquet",
+        )
+        out = cli(
+            "embeddings",
+            "add-attribute",
+            "meta_ix@v1",
+            "--name",
+            "region",
+            "--type",
+            "string",
+            "--keys",
+            str(keys),
+            "--value-column",
+            "region",
+            "--coordinator",
+            target,
+        )
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert "set on 300 record(s)" in out.stdout, out.stdout
+        hits = c.search("mr", rng.normal(size=DIM), k=300, filter=Eq("region", "eu")).hits
+        assert {h.key.entity_id for h in hits} == eu
+        # A new write carrying it is filterable at once; a rerun changes nothing.
+        c.upsert(
+            "meta",
+            "v1",
+            [Record("late", rng.normal(size=DIM), attributes={"cat": "a", "region": "eu"})],
+        )
+        hits = c.search("mr", rng.normal(size=DIM), k=300, filter=Eq("region", "eu")).hits
+        assert {h.key.entity_id for h in hits} == eu | {"late"}
+        out = cli(
+            "embeddings",
+            "add-attribute",
+            "meta_ix@v1",
+            "--name",
+            "region",
+            "--type",
+            "string",
+            "--keys",
+            str(keys),
+            "--value-column",
+            "region",
+            "--coordinator",
+            target,
+        )
+        assert "set on 0 record(s); 300 had it already" in out.stdout, out.stdout
+        out = cli(
+            "embeddings",
+            "add-attribute",
+            "meta_ix@v1",
+            "--name",
+            "region",
+            "--type",
+            "int",
+            "--keys",
+            str(keys),
+            "--default",
+            "1",
+            "--coordinator",
+            target,
+        )
+        assert out.returncode == 1 and "not int" in out.stderr, out.stderr

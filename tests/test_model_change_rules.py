@@ -178,3 +178,23 @@ def test_dual_write_setting(registry: Registry) -> None:
     assert mirror_version(snap, V2) is None
     put_dual_write(registry, DualWrite("items", "v1", "v2", enabled=False))
     assert mirror_version(registry.snapshot(), V1) is None
+
+
+def test_attributes_may_be_added_to_a_serving_index_version_never_removed_or_retyped(
+    registry: Registry,
+) -> None:
+    from core.domain import AttrType
+    from registry.change_writes import attributes_added
+
+    setup_family(registry)
+    admin = RegistryAdmin(registry)
+    current = registry.snapshot().indexes[VersionRef("ix", "v1")]
+    spec = _spec(current)
+    added = {**spec, "attributes": {"region": "string"}}
+    admin.apply([{"kind": "IndexVersion", "spec": added}])
+    assert registry.snapshot().indexes[current.ref].attributes == {"region": AttrType.STRING}
+    retyped = {**spec, "attributes": {"region": "int"}}
+    with pytest.raises(FailedPrecondition, match="cannot be removed or retyped"):
+        admin.apply([{"kind": "IndexVersion", "spec": retyped}])
+    with pytest.raises(FailedPrecondition, match="only attributes may be added"):
+        attributes_added(current, dataclasses.replace(current, num_buckets=3))
