@@ -30,6 +30,20 @@ except ImportError:  # the bare SDK: tracing is a no-op
 
 log = logging.getLogger(__name__)
 TRACER = "vecshard"
+_active_seen = False
+
+
+def active() -> bool:
+    """Whether a tracer provider is installed (by `configure`, or by the
+    application around the SDK). Until then every call here returns at once:
+    the search path must not pay for spans nobody records."""
+    global _active_seen
+    if _active_seen:
+        return True
+    if not AVAILABLE:
+        return False
+    _active_seen = not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+    return _active_seen
 
 
 @dataclass(frozen=True)
@@ -78,14 +92,14 @@ def configure(service: str, config: TracingConfig) -> bool:
 def span(name: str, **attributes: Any) -> contextlib.AbstractContextManager[Any]:
     """A child span of the current one (a no-op without OpenTelemetry or
     without a configured provider)."""
-    if not AVAILABLE:
+    if not active():
         return contextlib.nullcontext()
     return trace.get_tracer(TRACER).start_as_current_span(name, attributes=attributes or None)
 
 
 def outgoing_metadata() -> tuple[tuple[str, str], ...]:
     """The current trace context as gRPC metadata (empty when there is none)."""
-    if not AVAILABLE:
+    if not active():
         return ()
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
@@ -96,7 +110,7 @@ def outgoing_metadata() -> tuple[tuple[str, str], ...]:
 def server_span(name: str, metadata: Iterable[Any] | None, **attributes: Any) -> Iterator[None]:
     """The span of one served RPC, a child of the caller's span when its
     metadata carries a trace context."""
-    if not AVAILABLE:
+    if not active():
         yield
         return
     carrier = {str(k): v for k, v in (metadata or ()) if isinstance(v, str)}
@@ -112,7 +126,7 @@ def server_span(name: str, metadata: Iterable[Any] | None, **attributes: Any) ->
 
 
 def current_trace_id() -> str:
-    if not AVAILABLE:
+    if not active():
         return ""
     ctx = trace.get_current_span().get_span_context()
     return format(ctx.trace_id, "032x") if ctx.is_valid else ""
