@@ -161,9 +161,7 @@ class SyncServerInterceptor(grpc.ServerInterceptor):
                 gauge.inc()
                 try:
                     _inject(fault)
-                    with tracing.server_span(
-                        name, context.invocation_metadata(), component=component
-                    ):
+                    with tracing.server_span(name, context, component=component):
                         return behavior(request, context)
                 except Exception as exc:
                     aborted = context.code()  # type: ignore[attr-defined]  # grpc has it, its stub not
@@ -207,9 +205,7 @@ class AsyncServerInterceptor(grpc.aio.ServerInterceptor):
                 gauge = IN_FLIGHT.labels(component, service, method)
                 gauge.inc()
                 try:
-                    with tracing.server_span(
-                        name, context.invocation_metadata(), component=component
-                    ):
+                    with tracing.server_span(name, context, component=component):
                         return await behavior(request, context)
                 except grpc.aio.AbortError:
                     code = context.code() or grpc.StatusCode.UNKNOWN

@@ -18,7 +18,7 @@ import contextlib
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 try:
     from opentelemetry import context as otel_context
@@ -106,14 +106,19 @@ def outgoing_metadata() -> tuple[tuple[str, str], ...]:
     return tuple(carrier.items())
 
 
+class _HasMetadata(Protocol):
+    def invocation_metadata(self) -> Iterable[Any] | None: ...
+
+
 @contextlib.contextmanager
-def server_span(name: str, metadata: Iterable[Any] | None, **attributes: Any) -> Iterator[None]:
-    """The span of one served RPC, a child of the caller's span when its
-    metadata carries a trace context."""
+def server_span(name: str, context: _HasMetadata, **attributes: Any) -> Iterator[None]:
+    """The span of one served RPC (`context`: the servicer context), a child
+    of the caller's span when its metadata carries a trace context."""
     if not active():
         yield
         return
-    carrier = {str(k): v for k, v in (metadata or ()) if isinstance(v, str)}
+    metadata = context.invocation_metadata() or ()
+    carrier = {str(k): v for k, v in metadata if isinstance(v, str)}
     token = otel_context.attach(propagate.extract(carrier))
     try:
         tracer = trace.get_tracer(TRACER)

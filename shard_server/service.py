@@ -95,6 +95,9 @@ class ShardNode:
         faiss.omp_set_num_threads(self.policy.build.threads)
         self.maintainer = Maintainer(lambda: list(self._partitions.values()), maintenance_interval)
         self.sampler = RecallSampler(recall_sample_rate)
+        # Per index version: attribute names writes carry that the registry
+        # does not declare (metadata), confirmed by a re-read.
+        self._metadata_only: dict[VersionRef, set[str]] = {}
 
     def start_maintenance(self) -> None:
         self.maintainer.start()
@@ -114,6 +117,7 @@ class ShardNode:
             index = snap.indexes.get(ref)
             if index is not None and set(index.attributes) > set(part.index.attributes):
                 part.extend_schema(index)
+                self._metadata_only.get(ref, set()).difference_update(index.attributes)
 
     def drop_archived(self, snap: Snapshot) -> list[VersionRef]:
         """Closes and deletes the data of every index version the registry
@@ -204,10 +208,14 @@ class ShardNode:
     def upsert(self, ref: VersionRef, records: Sequence[Record], writer: str = "") -> WriteResult:
         part = self.partition(ref)
         self._check_buckets(ref, {r.bucket for r in records})
-        if {a for r in records for a in r.attributes} - set(part.index.attributes):
-            # Metadata, or an attribute added a moment ago that the watch has
-            # not brought yet: a record written now must be filterable on it.
+        known = self._metadata_only.setdefault(ref, set())
+        unknown = {a for r in records for a in r.attributes} - set(part.index.attributes) - known
+        if unknown:
+            # An attribute added a moment ago that the watch has not brought
+            # yet (a record written now must be filterable on it), or plain
+            # metadata: asked once per name, not on every write.
             self.extend_schemas(self.registry.reread())
+            known |= unknown - set(part.index.attributes)
         result = part.upsert(records, writer)
         if records:  # validated by the upsert: one dimension, finite
             observe_vectors(part.metrics_label, np.stack([r.vector for r in records]))
