@@ -198,3 +198,44 @@ def test_attributes_may_be_added_to_a_serving_index_version_never_removed_or_ret
         admin.apply([{"kind": "IndexVersion", "spec": retyped}])
     with pytest.raises(FailedPrecondition, match="only attributes may be added"):
         attributes_added(current, dataclasses.replace(current, num_buckets=3))
+
+
+def test_canary_plan_picks_the_gated_set_and_its_promotion_baseline() -> None:
+    import numpy as np
+
+    from coordinator.canary_runner import canary_plan
+    from registry.model import Placement
+    from registry.quality import CanaryQuery, CanaryQuerySet, encode_vector
+    from registry.snapshot import Snapshot, resolve_route
+
+    fam = EmbeddingFamily("items", "item", 4, Metric.L2)
+    q = (CanaryQuery("t", encode_vector(np.ones(4)), ("a",)),)
+    gated = IndexVersion("ix", "v2", V2, gates=QualityGates(k=5, canary_set="c@v2"))
+    sets = {
+        VersionRef("c", "v1"): CanaryQuerySet("c", "v1", V2, q),
+        VersionRef("c", "v2"): CanaryQuerySet("c", "v2", V2, q),
+        VersionRef("d", "v9"): CanaryQuerySet("d", "v9", V1, q),
+    }
+    snap = Snapshot(
+        families={"items": fam},
+        embedding_versions={V2: EmbeddingVersion("items", "v2")},
+        indexes={gated.ref: gated},
+        placements={gated.ref: Placement(gated.ref, (("s0",),))},
+        bundles={"b": Bundle("b", V2, V2, gated.ref)},
+        routes={"r": Route("r", "b")},
+        canary_sets=sets,
+        evaluations={gated.ref: evaluation(gated.ref, canary_set="c@v2", canary_recall=0.93)},
+    )
+    plan = canary_plan(snap, resolve_route(snap, "r"))
+    assert (
+        plan is not None and plan.canary.label == "c@v2" and plan.k == 5 and plan.baseline == 0.93
+    )
+    # Without gates: the latest set of the route's query embedding, no baseline.
+    plain = dataclasses.replace(gated, gates=None)
+    snap2 = dataclasses.replace(snap, indexes={plain.ref: plain}, evaluations={})
+    plan2 = canary_plan(snap2, resolve_route(snap2, "r"))
+    assert plan2 is not None and plan2.canary.label == "c@v2" and plan2.baseline is None
+    snap3 = dataclasses.replace(
+        snap2, canary_sets={VersionRef("d", "v9"): sets[VersionRef("d", "v9")]}
+    )
+    assert canary_plan(snap3, resolve_route(snap3, "r")) is None  # sets for another model only
