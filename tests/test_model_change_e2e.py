@@ -547,13 +547,19 @@ def test_recall_estimate_tracks_a_degraded_hnsw_index(cluster: LocalCluster) -> 
     assert true_recall < 0.9, f"the index is not degraded enough to test with ({true_recall:.3f})"
     label = 'index="hn_ix@v1"'
 
-    def measured() -> bool:
-        value = shard_metric(
-            cluster, holder, "vecshard_recall_samples_total", label + ',outcome="measured"'
+    def count(outcome: str) -> float:
+        found = shard_metric(
+            cluster, holder, "vecshard_recall_samples_total", f'{label},outcome="{outcome}"'
         )
-        return value is not None and value >= len(queries)
+        return found or 0.0
 
-    wait_for(measured, "the shard to re-check every query")
+    def measured() -> bool:
+        # Under load the re-check queue may drop some (counted): every query
+        # is accounted for once measured + dropped reach the number sent.
+        return count("measured") + count("dropped") >= len(queries)
+
+    wait_for(measured, "the shard to re-check every query", 60)
+    assert count("measured") >= len(queries) / 2
     estimate = shard_metric(cluster, holder, "vecshard_recall_estimate", label)
     assert estimate is not None
     print(f"recall@{K}: estimate {estimate:.3f}, true {true_recall:.3f}")  # the figure
