@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from benchmarks.bench_cluster import FAMILY, TENANT, VERSION, BenchCluster, IndexPlan
+from benchmarks.bench_cluster import FAMILY, PURPOSE, TENANT, VERSION, BenchCluster, IndexPlan
 from benchmarks.synthetic_data import gaussian_mixture
 from core.domain import VersionRef
 from offline.backfill import BackfillJob, ClientVectorSink, backfill, reference_from_file
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.batch_size,
                 reference=reference_from_file(next(iter(sorted(src.glob("*.parquet")))), args.dim),
             )
-            sink = ClientVectorSink(bench.address)
+            sink = ClientVectorSink(bench.address, purpose=PURPOSE)
             cpu0 = resource.getrusage(resource.RUSAGE_SELF)
             t0 = time.perf_counter()
             try:
