@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from core.domain import VersionRef
+from core.domain import EntityKey, VersionRef
 from core.vectors import from_bytes, to_bytes
 from core.wire import (
     METRIC_TO_PB,
@@ -99,6 +99,13 @@ def search_response(shard_id: str, results: Sequence[SearchResult]) -> pb.Search
             for r in results
         ],
     )
+
+
+def lookup_keys(request: pb.BatchGetRequest) -> list[EntityKey]:
+    """The keys of a lookup: a message each, then ids of one tenant and type."""
+    keys = [key_from_pb(k) for k in request.keys]
+    t, et = request.tenant_id, request.entity_type
+    return keys + [EntityKey(t, et, i) for i in request.entity_ids]
 
 
 def lookups_to_pb(lookups: Sequence[Lookup], include_vectors: bool) -> pb.BatchGetResponse:

@@ -14,10 +14,12 @@ from pathlib import Path
 import faiss
 
 from core.domain import EntityKey, Metric, VersionRef
+from core.embedding_columns import EmbeddingColumns
 from core.errors import FailedPrecondition, VecshardError
 from registry.watcher import SnapshotCache
 from shard_server.errors import UnknownIndex
 from shard_server.lifecycle import LifecyclePolicy
+from shard_server.lookup_columns import read_embeddings, record_keys
 from shard_server.maintenance import Maintainer
 from shard_server.model import Lookup, Query, SearchResult, WriteResult
 from shard_server.partition import IndexPartition
@@ -166,6 +168,23 @@ class ShardNode:
 
     def batch_get(self, ref: VersionRef, keys: Sequence[EntityKey]) -> list[Lookup]:
         return self.partition(ref).get(keys)
+
+    def batch_get_columns(
+        self,
+        ref: VersionRef,
+        keys: Sequence[EntityKey],
+        include_vectors: bool,
+        include_attributes: bool,
+    ) -> EmbeddingColumns:
+        """`batch_get` as arrays."""
+        part = self.partition(ref)
+        return read_embeddings(
+            self.store,
+            record_keys(ref, keys),
+            part.family.dimension,
+            include_vectors,
+            include_attributes,
+        )
 
     def flush(self, ref: VersionRef, compact: bool) -> IndexStats:
         part = self.partition(ref)
