@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import cast
 
@@ -11,10 +12,10 @@ from coordinator.exclusion import BucketStats
 from coordinator.merge import Hit
 from coordinator.model import (
     Access,
+    EntityColumns,
     FeatureResult,
+    GroupFetch,
     IndexSummary,
-    Lookup,
-    LookupStatus,
     SearchQuery,
     SearchResult,
     ShardAnswer,
@@ -22,12 +23,23 @@ from coordinator.model import (
     ShardQuery,
     WriteRecord,
 )
-from core.domain import AttrType, EntityKey, Metric, VersionRef
+from core.column_wire import (
+    RowColumns,
+    embeddings_from_pb,
+    embeddings_to_pb,
+    key_columns_from_pb,
+    reason_counts,
+    resolved_from_pb,
+    resolved_to_pb,
+    row_columns_from_pb,
+    row_columns_to_pb,
+)
+from core.domain import AttrType, AttrValue, EntityKey, Metric, VersionRef
+from core.embedding_columns import FOUND, EmbeddingColumns
 from core.errors import InvalidArgument
 from core.vectors import from_bytes, to_bytes
 from core.wire import (
     METRIC_TO_PB,
-    REASON_FROM_PB,
     attributes_from_pb,
     feature_row_from_pb,
     filter_from_pb,
@@ -39,17 +51,14 @@ from core.wire import (
 )
 from protos.vecshard.v1 import common_pb2 as cpb
 from protos.vecshard.v1 import retrieval_pb2 as pb
+from protos.vecshard.v1.internal import features_pb2 as fpb
 from protos.vecshard.v1.internal import shard_pb2 as spb
-from registry.feature_values import missing_value
-from registry.features import FeatureDefinition, GroupRow, MissingReason
+from registry.feature_batches import RowBatch
+from registry.feature_catalog import GroupRead
+from registry.feature_values import missing_columns, resolved_values
+from registry.features import GroupRow, MissingReason
 from registry.snapshot import ResolvedRoute
 
-_STATUS_FROM_PB = {
-    cpb.FOUND: LookupStatus.FOUND,
-    cpb.MISSING: LookupStatus.MISSING,
-    cpb.DELETED: LookupStatus.DELETED,
-}
-_STATUS_TO_PB = {v: k for k, v in _STATUS_FROM_PB.items()}
 _METRIC_FROM_PB = {v: k for k, v in METRIC_TO_PB.items()}
 
 
@@ -154,17 +163,38 @@ def keys_from_pb(keys: Sequence[cpb.EntityKey]) -> list[EntityKey]:
     return [key_from_pb(k) for k in keys]
 
 
-def lookups_to_pb(lookups: Sequence[Lookup]) -> pb.BatchGetEmbeddingsResponse:
-    return pb.BatchGetEmbeddingsResponse(
-        records=[
-            cpb.EmbeddingLookup(
-                key=key_to_pb(lk.key),
-                status=_STATUS_TO_PB[lk.status],
-                record=record_to_pb(lk.record) if lk.record is not None else None,
+def lookup_keys_from_pb(req: pb.BatchGetEmbeddingsRequest) -> list[EntityKey]:
+    """`keys`, then `entity_ids` (tenant and type left to the caller's)."""
+    return keys_from_pb(req.keys) + [EntityKey("", "", i) for i in req.entity_ids]
+
+
+def lookups_to_pb(
+    keys: Sequence[EntityKey], found: EmbeddingColumns, columnar: bool
+) -> pb.BatchGetEmbeddingsResponse:
+    if columnar:
+        return pb.BatchGetEmbeddingsResponse(columns=embeddings_to_pb(found))
+    attrs = found.attributes_json or [""] * len(keys)
+    width = found.vectors.shape[1]
+    records = []
+    for i, (key, code) in enumerate(zip(keys, found.status.tolist(), strict=True)):
+        record = None
+        if code == FOUND:
+            record = cpb.EmbeddingRecord(
+                key=key_to_pb(key),
+                vector=found.vectors[i].tobytes() if width else b"",
+                source_version=int(found.source_version[i]),
+                model_version=found.model_version(i),
+                created_at_unix_micros=int(found.created_at[i]),
+                attributes={k: value_to_pb(_attr(v)) for k, v in json.loads(attrs[i]).items()},
+                norm=float(found.norm[i]),
             )
-            for lk in lookups
-        ]
-    )
+        records.append(cpb.EmbeddingLookup(key=key_to_pb(key), status=code, record=record))
+    return pb.BatchGetEmbeddingsResponse(records=records)
+
+
+def _attr(v: object) -> AttrValue:
+    """An attribute as stored (JSON): a string list comes back as a list."""
+    return tuple(v) if isinstance(v, list) else v  # type: ignore[return-value]  # JSON of an AttrValue
 
 
 def describe_route_to_pb(r: ResolvedRoute) -> pb.DescribeRouteResponse:
@@ -260,78 +290,168 @@ def shard_delete_pb(
     )
 
 
-def shard_batch_get_pb(
-    index: VersionRef, keys: Sequence[EntityKey], include_vectors: bool
+def shard_lookup_pb(
+    index: VersionRef, keys: Sequence[EntityKey], include_vectors: bool, include_attributes: bool
 ) -> spb.BatchGetRequest:
-    return spb.BatchGetRequest(
+    """Keys of one tenant and type (a lookup's always are) travel as ids."""
+    req = spb.BatchGetRequest(
         index=index_ref_pb(index),
-        keys=[key_to_pb(k) for k in keys],
         include_vectors=include_vectors,
+        columnar=True,
+        include_attributes=include_attributes,
     )
+    if keys and len({(k.tenant_id, k.entity_type) for k in keys}) == 1:
+        req.tenant_id, req.entity_type = keys[0].tenant_id, keys[0].entity_type
+        req.entity_ids.extend(k.entity_id for k in keys)
+    else:
+        req.keys.extend(key_to_pb(k) for k in keys)
+    return req
 
 
-def shard_lookups(resp: spb.BatchGetResponse) -> list[Lookup]:
-    out = []
-    for lk in resp.records:
-        record = None
-        if lk.status == cpb.FOUND:
-            record = WriteRecord(
-                key=key_from_pb(lk.record.key),
-                vector=from_bytes(lk.record.vector),
-                source_version=lk.record.source_version,
-                model_version=lk.record.model_version,
-                created_at=lk.record.created_at_unix_micros,
-                attributes=attributes_from_pb(lk.record.attributes, "stored record"),
-                norm=lk.record.norm,
-            )
-        out.append(Lookup(key_from_pb(lk.key), _STATUS_FROM_PB[lk.status], record))
-    return out
+def shard_embeddings(resp: spb.BatchGetResponse, keys: int, shard_id: str) -> EmbeddingColumns:
+    return embeddings_from_pb(resp.columns, keys, f"shard {shard_id}'s lookup answer")
 
 
 # --- features -------------------------------------------------------------------
 
 
-def feature_rows_from_pb(req: pb.PutFeaturesRequest) -> list[GroupRow]:
-    return [GroupRow(*feature_row_from_pb(r)) for r in req.rows]
+def entities_from_pb(req: pb.GetFeaturesRequest) -> list[EntityKey] | EntityColumns:
+    """The request's entities: as columns when it sent only columns."""
+    where = "entity_columns"
+    types, index, ids = key_columns_from_pb(req.entity_columns, where)
+    if not req.entities:
+        return EntityColumns(types, index, ids)
+    return keys_from_pb(req.entities) + [
+        EntityKey("", types[t], i) for t, i in zip(index.tolist(), ids, strict=True)
+    ]
+
+
+def feature_put_from_pb(req: pb.PutFeaturesRequest) -> tuple[list[GroupRow], RowColumns | None]:
+    rows = [GroupRow(*feature_row_from_pb(r)) for r in req.rows]
+    if not req.HasField("columns"):
+        return rows, None
+    where = f"feature group {req.group}@{req.group_version}"
+    return rows, row_columns_from_pb(req.columns, where)
+
+
+def feature_columns_pb(
+    tenant_id: str, fetches: Sequence[GroupFetch], request_time: int, personalized: bool
+) -> fpb.FeatureColumnsRequest:
+    return fpb.FeatureColumnsRequest(
+        tenant_id=tenant_id,
+        groups=[
+            fpb.GroupFetch(
+                group=f.group.name,
+                group_version=f.group.version,
+                features=f.features,
+                entity_ids=f.entity_ids,
+            )
+            for f in fetches
+        ],
+        request_time_us=request_time,
+        personalized=personalized,
+    )
+
+
+# Rows per streamed message: big loads stay well under gRPC's message limit.
+FEATURE_BATCH_ROWS = 20_000
+
+
+def feature_batches_pb(group: VersionRef, batch: RowBatch) -> list[fpb.FeatureBatch]:
+    """The batch as streamed messages of columns, one tenant each (an empty
+    batch is one empty message: it announces the group)."""
+    out = []
+    by_tenant: dict[str, list[int]] = {}
+    for i, k in enumerate(batch.entities):
+        by_tenant.setdefault(k.tenant_id, []).append(i)
+    for tenant, rows in by_tenant.items():
+        for start in range(0, len(rows), FEATURE_BATCH_ROWS):
+            part = batch.take(np.array(rows[start : start + FEATURE_BATCH_ROWS], dtype=np.int64))
+            out.append(
+                fpb.FeatureBatch(
+                    group=group.name,
+                    group_version=group.version,
+                    columns=row_columns_to_pb(
+                        tenant,
+                        [k.entity_id for k in part.entities],
+                        part.feature_timestamp,
+                        part.generated_at,
+                        part.columns,
+                    ),
+                )
+            )
+    return out or [fpb.FeatureBatch(group=group.name, group_version=group.version)]
 
 
 class ProtoFeatureWire:
-    """`coordinator.features.FeatureWire` over protobuf FeatureValues."""
+    """`coordinator.features.FeatureWire` over `ResolvedFeatureColumns`."""
 
-    def __init__(self) -> None:
-        self._missing: dict[tuple[int, str], cpb.FeatureValue] = {}
+    def missing(self, read: GroupRead, reason: MissingReason, rows: int) -> object:
+        return resolved_to_pb(missing_columns(read, reason, rows))
 
-    def missing(self, definition: FeatureDefinition, reason: MissingReason) -> cpb.FeatureValue:
-        key = (id(definition), reason.value)
-        v = self._missing.get(key)
-        if v is None:
-            v = resolved_value_to_pb(missing_value(definition, reason))
-            self._missing[key] = v
-        return v
-
-    def reason(self, value: object) -> str | None:
-        code = cast(cpb.FeatureValue, value).missing_reason
-        return REASON_FROM_PB[code] if code else None
+    def reason_counts(self, columns: object) -> Sequence[int]:
+        counts: list[int] = reason_counts(cast(cpb.ResolvedFeatureColumns, columns)).tolist()
+        return counts
 
 
-def features_to_pb(result: FeatureResult, keys: Sequence[cpb.EntityKey]) -> pb.GetFeaturesResponse:
-    return pb.GetFeaturesResponse(
+def features_to_pb(result: FeatureResult, req: pb.GetFeaturesRequest) -> pb.GetFeaturesResponse:
+    out = pb.GetFeaturesResponse(
         features_by_entity_type={
             t: pb.FeatureNames(names=n) for t, n in result.names_by_type.items()
         },
-        entities=[
-            # Every value is in wire form: from a RemoteShard or ProtoFeatureWire.
-            pb.EntityFeatures(entity=k, values=cast(list[cpb.FeatureValue], row))
-            for k, row in zip(keys, result.values, strict=True)
-        ],
         diagnostics=pb.FeatureDiagnostics(
             missing_by_reason=result.missing_by_reason,
             stale=result.stale,
-            entities=len(keys),
+            entities=len(req.entities) + len(req.entity_columns.entity_ids),
             shards=result.shards,
             latency_ms=result.latency_ms,
         ),
     )
+    if req.columnar:
+        out.blocks.extend(
+            pb.FeatureBlock(
+                entity_type=b.entity_type,
+                outputs=b.outputs,
+                rows=b.rows.astype("<i4").tobytes(),
+                # Passed through as the shard answered: never decoded here.
+                columns=cast(cpb.ResolvedFeatureColumns, b.columns),
+            )
+            for b in result.blocks
+        )
+        return out
+    out.entities.extend(_per_value(result, req))
+    return out
+
+
+def _per_value(result: FeatureResult, req: pb.GetFeaturesRequest) -> list[pb.EntityFeatures]:
+    """The per-value form (requests that did not ask for columns): every
+    value decoded and encoded as a message, so it costs more per entity."""
+    keys = [k for k in req.entities] + [
+        cpb.EntityKey(entity_type=req.entity_columns.entity_types[t], entity_id=i)
+        for t, i in zip(req.entity_columns.type_index, req.entity_columns.entity_ids, strict=True)
+    ]
+    slots = {t: {n: j for j, n in enumerate(names)} for t, names in result.names_by_type.items()}
+    table: dict[str, list[list[cpb.FeatureValue | None]]] = {}
+    for k in keys:
+        table.setdefault(k.entity_type, [])
+    for t, rows in table.items():
+        count = sum(1 for k in keys if k.entity_type == t)
+        rows.extend([None] * len(result.names_by_type.get(t, [])) for _ in range(count))
+    for b in result.blocks:
+        resolved = resolved_from_pb(cast(cpb.ResolvedFeatureColumns, b.columns))
+        where = [slots[b.entity_type][o] for o in b.outputs]
+        for row, values in zip(b.rows.tolist(), resolved_values(resolved), strict=True):
+            for j, v in zip(where, values, strict=True):
+                table[b.entity_type][row][j] = resolved_value_to_pb(v)
+    seen: dict[str, int] = {}
+    out = []
+    for k in keys:
+        n = seen.get(k.entity_type, 0)
+        seen[k.entity_type] = n + 1
+        # Every slot is filled: the blocks hold each entity of a type once.
+        filled = cast(list[cpb.FeatureValue], table[k.entity_type][n])
+        out.append(pb.EntityFeatures(entity=k, values=filled))
+    return out
 
 
 def shard_indexes(resp: spb.DescribeResponse) -> list[ShardIndex]:

@@ -26,7 +26,7 @@ from coordinator.admission import Admission
 from coordinator.background import Background
 from coordinator.config import Limits
 from coordinator.lookups import Lookups
-from coordinator.model import Access, Lookup, SearchQuery, SearchResult, WriteRecord
+from coordinator.model import Access, SearchQuery, SearchResult, WriteRecord
 from coordinator.replicas import ReplicaTracker
 from coordinator.search import BoundsProvider, FanoutSettings, SearchExecutor, no_bounds, no_stats
 from coordinator.search_request import run_search
@@ -36,6 +36,7 @@ from coordinator.snapshots import RegistryView, SnapshotSource
 from coordinator.summaries import SummaryCache
 from coordinator.writes import Writes
 from core.domain import EntityKey, VersionRef
+from core.embedding_columns import EmbeddingColumns
 from registry import codec
 from registry.snapshot import ResolvedRoute, resolve_route, resolve_shadow
 
@@ -145,5 +146,8 @@ class RetrievalEngine:
         keys: Sequence[EntityKey],
         include_vectors: bool,
         timeout: float,
-    ) -> list[Lookup]:
-        return await self.lookups.batch_get(access, embedding, keys, include_vectors, timeout)
+        include_attributes: bool = False,
+    ) -> tuple[list[EntityKey], EmbeddingColumns]:
+        return await self.lookups.batch_get(
+            access, embedding, keys, include_vectors, timeout, include_attributes
+        )
