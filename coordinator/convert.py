@@ -337,17 +337,21 @@ def feature_put_from_pb(req: pb.PutFeaturesRequest) -> tuple[list[GroupRow], Row
 def feature_columns_pb(
     tenant_id: str, fetches: Sequence[GroupFetch], request_time: int, personalized: bool
 ) -> fpb.FeatureColumnsRequest:
-    return fpb.FeatureColumnsRequest(
-        tenant_id=tenant_id,
-        groups=[
+    groups = []
+    for n, f in enumerate(fetches):
+        same = next((j for j in range(n) if fetches[j].entity_ids is f.entity_ids), None)
+        groups.append(
             fpb.GroupFetch(
                 group=f.group.name,
                 group_version=f.group.version,
                 features=f.features,
-                entity_ids=f.entity_ids,
+                entity_ids=f.entity_ids if same is None else (),
+                same_entities_as=0 if same is None else same + 1,
             )
-            for f in fetches
-        ],
+        )
+    return fpb.FeatureColumnsRequest(
+        tenant_id=tenant_id,
+        groups=groups,
         request_time_us=request_time,
         personalized=personalized,
     )

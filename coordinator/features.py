@@ -234,8 +234,13 @@ class FeatureEngine:
                 columns = self.wire.missing(read, MissingReason.UNAVAILABLE, len(rows))
                 blocks.append(FeatureBlock(read.schema.ref, etype, read.outputs, rows, columns))
                 continue
-            fetch = GroupFetch(read.schema.ref, read.features, [ids[r] for r in rows.tolist()])
-            fetches.by_shard[target].append((read, rows, fetch))
+            calls = fetches.by_shard[target]
+            # Another group of the type asked of this shard for the same rows
+            # shares its id list: it travels once (GroupFetch.same_entities_as).
+            twin = next((f for r, rs, f in calls if r.schema.group.entity_type == etype
+                         and np.array_equal(rs, rows)), None)  # fmt: skip
+            entity_ids = twin.entity_ids if twin is not None else [ids[r] for r in rows.tolist()]
+            calls.append((read, rows, GroupFetch(read.schema.ref, read.features, entity_ids)))
 
     async def _fetch(
         self,

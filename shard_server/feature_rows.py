@@ -77,7 +77,7 @@ class RowLayout:
 @lru_cache(maxsize=1024)
 def _layout(names: tuple[str, ...], dtypes: tuple[str, ...], version: str) -> RowLayout:
     raw = version.encode()
-    fields: list[tuple[str, Any]] = [
+    fields: list[tuple[Any, ...]] = [
         ("ts", "<i8"),
         ("gen", "<i8"),
         ("vlen", "<u2"),

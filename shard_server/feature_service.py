@@ -104,14 +104,14 @@ class FeatureNode:
         reads = [self._read(f.group, f.features) for f in fetches]  # all checked first
         # Groups of one entity type are usually asked for the same entities:
         # their keys are encoded once.
-        keys: dict[tuple[str, tuple[str, ...]], list[bytes]] = {}
+        keys: dict[tuple[str, int], list[bytes]] = {}
         out = []
         for read, f in zip(reads, fetches, strict=True):
             etype = read.schema.group.entity_type
-            ids = (etype, tuple(f.entity_ids))
-            if ids not in keys:
-                keys[ids] = entity_keys(tenant_id, etype, f.entity_ids)
-            out.append(self._resolve(read, keys[ids], request_time, personalized))
+            same = (etype, id(f.entity_ids))  # fetches sharing one id list
+            if same not in keys:
+                keys[same] = entity_keys(tenant_id, etype, f.entity_ids)
+            out.append(self._resolve(read, keys[same], request_time, personalized))
         return out
 
     def get(

@@ -13,7 +13,8 @@ from protos.vecshard.v1.internal import features_pb2 as pb
 from protos.vecshard.v1.internal import features_pb2_grpc
 from registry.feature_values import resolved_values
 from registry.features import GroupRow
-from shard_server.feature_service import FeatureNode, GroupFetch
+from shard_server import convert
+from shard_server.feature_service import FeatureNode
 
 
 class FeatureServicer(features_pb2_grpc.FeatureShardServiceServicer):
@@ -41,12 +42,7 @@ class FeatureServicer(features_pb2_grpc.FeatureShardServiceServicer):
     ) -> pb.FeatureColumnsResponse:
         resolved = self.node.get_columns(
             request.tenant_id,
-            [
-                GroupFetch(
-                    VersionRef(g.group, g.group_version), list(g.features), list(g.entity_ids)
-                )
-                for g in request.groups
-            ],
+            convert.group_fetches(request),
             request.request_time_us,
             request.personalized,
         )

@@ -63,7 +63,7 @@ def read_embeddings(
     attributes = [""] * n if include_attributes else None
     versions: dict[str, int] = {}
     if found:
-        live = [stored[i] for i in found]
+        live = [v for v in stored if v is not None]
         lengths = np.fromiter(map(len, live), dtype=np.int64, count=len(live))
         starts = np.zeros(len(live), dtype=np.int64)
         np.cumsum(lengths[:-1], out=starts[1:])

@@ -514,6 +514,17 @@ def test_features_put_and_get_with_precedence_and_missing_reasons(
             [[("none", "no_history", "feature_default", 7260 * S, T0 - 7200 * S)],
              [("rerun", None, None, 60 * S, T0)]],
         ]  # fmt: skip
+        # Two groups of one type asked for the same entities share the ids.
+        ids = ["u1", "u9"]
+        shared = await get_many(
+            shard,
+            [GroupFetch(names.group, (label,), ids), GroupFetch(names.private, (clicks,), ids)],
+        )
+        assert shared == [
+            [[("rerun", None, None, 60 * S, T0)],
+             [("none", "entity_not_found", "feature_default", None, None)]],
+            [[(4, None, None, 60 * S, T0)], [(0, "entity_not_found", "feature_default", None, None)]],
+        ]  # fmt: skip
         with pytest.raises(InvalidArgument):
             await get(shard, names.group, ["nosuchfeature"], ["u1"])
         with pytest.raises(NotFound):

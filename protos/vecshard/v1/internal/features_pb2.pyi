@@ -56,16 +56,18 @@ class GetFeaturesResponse(_message.Message):
     def __init__(self, entities: _Optional[_Iterable[_Union[EntityValues, _Mapping]]] = ...) -> None: ...
 
 class GroupFetch(_message.Message):
-    __slots__ = ("group", "group_version", "features", "entity_ids")
+    __slots__ = ("group", "group_version", "features", "entity_ids", "same_entities_as")
     GROUP_FIELD_NUMBER: _ClassVar[int]
     GROUP_VERSION_FIELD_NUMBER: _ClassVar[int]
     FEATURES_FIELD_NUMBER: _ClassVar[int]
     ENTITY_IDS_FIELD_NUMBER: _ClassVar[int]
+    SAME_ENTITIES_AS_FIELD_NUMBER: _ClassVar[int]
     group: str
     group_version: str
     features: _containers.RepeatedScalarFieldContainer[str]
     entity_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, group: _Optional[str] = ..., group_version: _Optional[str] = ..., features: _Optional[_Iterable[str]] = ..., entity_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    same_entities_as: int
+    def __init__(self, group: _Optional[str] = ..., group_version: _Optional[str] = ..., features: _Optional[_Iterable[str]] = ..., entity_ids: _Optional[_Iterable[str]] = ..., same_entities_as: _Optional[int] = ...) -> None: ...
 
 class FeatureColumnsRequest(_message.Message):
     __slots__ = ("tenant_id", "groups", "request_time_us", "personalized")
