@@ -12,7 +12,7 @@ from typing import TypeVar
 import grpc
 import grpc.aio
 
-from coordinator import convert
+from coordinator import convert, feature_convert
 from coordinator.errors import shard_error
 from coordinator.model import GroupFetch, ShardAnswer, ShardIndex, ShardQuery, WriteRecord
 from core import runtime as serving
@@ -99,7 +99,7 @@ class RemoteShard:
         personalized: bool,
         timeout: float,
     ) -> list[object]:
-        req = convert.feature_columns_pb(tenant_id, fetches, request_time, personalized)
+        req = feature_convert.feature_columns_pb(tenant_id, fetches, request_time, personalized)
         resp = await self._call(lambda: self.features.GetFeatureColumns(req, timeout=timeout))
         # Kept in wire form: the coordinator only routes these (FeatureWire).
         return list(resp.groups)
@@ -107,7 +107,7 @@ class RemoteShard:
     async def put_features(
         self, group: VersionRef, batch: RowBatch, timeout: float
     ) -> tuple[int, int]:
-        batches = convert.feature_batches_pb(group, batch)
+        batches = feature_convert.feature_batches_pb(group, batch)
         ack = await self._call(lambda: self.features.PutFeatures(iter(batches), timeout=timeout))
         return ack.written, ack.ignored_older
 

@@ -11,7 +11,7 @@ from grpc_health.v1.health import HealthServicer
 
 from coordinator import metrics
 from coordinator.config import CoordinatorConfig
-from coordinator.convert import ProtoFeatureWire
+from coordinator.feature_convert import ProtoFeatureWire
 from coordinator.features import FeatureEngine
 from coordinator.registry_servicer import RegistryServicer
 from coordinator.service import Limits, RetrievalEngine

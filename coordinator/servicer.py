@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import grpc.aio
 
-from coordinator import convert
+from coordinator import convert, feature_convert
 from coordinator.features import FeatureEngine
 from coordinator.service import RetrievalEngine
 from core.domain import VersionRef
@@ -96,12 +96,12 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
             result = await self.features.get(
                 access,
                 VersionRef(request.feature_set, request.feature_set_version),
-                convert.entities_from_pb(request),
+                feature_convert.entities_from_pb(request),
                 request.request_time_us,
                 request.personalized,
                 self._timeout(context),
             )
-        return convert.features_to_pb(result, request)
+        return feature_convert.features_to_pb(result, request)
 
     async def PutFeatures(
         self,
@@ -110,7 +110,7 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
     ) -> pb.PutFeaturesResponse:
         written = ignored = 0
         async for request in request_iterator:
-            rows, columns = convert.feature_put_from_pb(request)
+            rows, columns = feature_convert.feature_put_from_pb(request)
             w, i = await self.features.put(
                 convert.access_from_pb(request.access),
                 VersionRef(request.group, request.group_version),

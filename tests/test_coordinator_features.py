@@ -14,7 +14,7 @@ from typing import cast
 import pytest
 
 from coordinator.buckets import key_bucket
-from coordinator.convert import ProtoFeatureWire
+from coordinator.feature_convert import ProtoFeatureWire
 from coordinator.features import FeatureEngine
 from coordinator.model import Access, FeatureResult
 from coordinator.replicas import ReplicaTracker
