@@ -82,6 +82,8 @@ def missing_reason_of(exc: BaseException) -> MissingReason:
 
 def entity_columns(keys: Sequence[EntityKey]) -> EntityColumns:
     types = list(dict.fromkeys(k.entity_type for k in keys))
+    if len(types) > 256:
+        raise InvalidArgument(f"{len(types)} entity types in one request; expected at most 256")
     code = {t: i for i, t in enumerate(types)}
     index = np.fromiter((code[k.entity_type] for k in keys), dtype=np.uint8, count=len(keys))
     return EntityColumns(types, index, [k.entity_id for k in keys])

@@ -268,6 +268,8 @@ def test_requests_are_checked_before_any_shard_is_asked() -> None:
         get(engine, [user("u", tenant="other")])
     with pytest.raises(InvalidArgument, match="expected at most"):
         get(engine, [user(f"u{i}") for i in range(engine.max_entities + 1)])
+    with pytest.raises(InvalidArgument, match="at most 256"):
+        get(engine, [EntityKey("acme", f"type{i}", "x") for i in range(257)])
     with pytest.raises(InvalidArgument):  # a value of the wrong type
         put(engine, PROFILE, [row(user("u"), T0, account_days="seven")])
     assert all(not s.log for s in shards.values())
