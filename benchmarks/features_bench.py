@@ -22,6 +22,7 @@ import json
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -292,10 +293,10 @@ def measure_in_process(
                 "user": [data.users[r % len(data.users)]],
                 "item": [data.items[p] for p in pick],
             }
-            feat.append(timed(lambda ids=ids_by_type: base.get_features(ids, T0 + 1)))  # type: ignore[misc]
+            feat.append(timed(partial(base.get_features, ids_by_type, T0 + 1)))
         for _ in range(requests):
             ids = [data.items[p] for p in rng.choice(n, 100, replace=False)]
-            emb.append(timed(lambda ids=ids: base.get_embeddings(INDEX, ids, DIM)))  # type: ignore[misc]
+            emb.append(timed(partial(base.get_embeddings, INDEX, ids, DIM)))
         return {
             "get_features_800x2+1": percentiles(feat),
             "batch_get_embeddings_100": percentiles(emb),
@@ -326,10 +327,9 @@ def run(
                     out["load"] |= materialize_rate(
                         cluster.coordinator_address, Path(tmp), catalog, data, materialize_rows
                     )
-                pids = {"coordinator": cluster.coordinator.pid} | {  # type: ignore[union-attr]
-                    sid: p.pid for sid, p in cluster.shards.items()
-                }
-                measured = measure_cluster(c, data, requests, {k: v for k, v in pids.items() if v})
+                children = {"coordinator": cluster.coordinator, **cluster.shards}
+                pids = {name: p.pid for name, p in children.items() if p is not None and p.pid}
+                measured = measure_cluster(c, data, requests, pids)
         finally:
             cluster.stop()
         base = measure_in_process(Path(tmp) / "inprocess", catalog, fs, data, requests)
