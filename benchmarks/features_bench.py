@@ -1,13 +1,18 @@
 """Feature and embedding lookup latency through a local 3-shard cluster,
-beside a direct in-process RocksDB multi-get of the same keys (the ratio is
-the figure).
+beside the same work in process (`benchmarks.features_inprocess`: the same
+rows in one RocksDB, read and resolved by the same functions; the ratio is
+the figure), and bulk-load rates.
 
     python -m benchmarks.features_bench --entities 1000000 --requests 2000
 
 One GetFeatures call = 800 items × 2 item feature groups + 1 user (3 groups
-in all); one BatchGetEmbeddings call = 100 keys. Requests are issued one at a
-time (closed loop, one client): this measures service latency, not
-throughput. Writes JSON to benchmarks/results/features_bench.json.
+in all), through the SDK (columnar); one BatchGetEmbeddings call = 100 keys
+(`get_embeddings`, columnar). Requests are issued one at a time (closed
+loop, one client): this measures service latency, not throughput; the CPU
+each process spends per request is reported beside it. Loading is timed per
+kind: PutFeatures rows/s (columns, 20,000 rows per request), materialization
+rows/s (Parquet → coordinator, `offline.materialize`) and upserts/s.
+Writes JSON to benchmarks/results/features_bench.json.
 """
 
 from __future__ import annotations
@@ -17,17 +22,25 @@ import json
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
+from benchmarks.features_inprocess import InProcess, timed
+from benchmarks.process_cpu import CpuMeter, per_query_ms
+from benchmarks.run_record import machine, write_json
 from cli.local_cluster import LocalCluster
+from client.feature_results import arrow_array
 from client.registry_client import RegistryClient
 from client.retrieval_client import Record, RetrievalClient
-from core.domain import EntityKey, VersionRef
+from core.domain import VersionRef
+from core.feature_columns import from_values
+from offline.materialize import GrpcFeatureSink, MaterializeJob, materialize
+from offline.parquet_store import OfflineStore
 from registry.feature_catalog import FeatureCatalog
-from registry.feature_values import resolve_group
 from registry.features import (
     FeatureDefinition,
     FeatureDType,
@@ -35,67 +48,49 @@ from registry.features import (
     FeatureObject,
     FeatureRef,
     FeatureSet,
-    GroupRow,
     PrivacyClass,
 )
-from shard_server.feature_store import FeatureShardStore, FeatureStore
-from shard_server.records import decode_record, record_key
-from shard_server.storage import RECORDS
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TENANT = "bench"
 DIM = 32
 T0 = 1_800_000_000_000_000
+BATCH = 20_000
+INDEX = VersionRef("bench_ix", "v1")
+STATS, META, PROFILE = (VersionRef(g, "v1") for g in ("item_stats", "item_meta", "user_profile"))
+DAILY = VersionRef("item_daily", "v1")
 
 
 def _defs() -> tuple[list[FeatureObject], FeatureSet]:
+    def item(name: str, dtype: FeatureDType, default: object) -> FeatureDefinition:
+        return FeatureDefinition(
+            name, "v1", "item", dtype, PrivacyClass.PUBLIC, "bench", default_value=default
+        )
+
     defs = [
-        FeatureDefinition(
-            "ctr",
-            "v1",
-            "item",
-            FeatureDType.FLOAT64,
-            PrivacyClass.PUBLIC,
-            "bench",
-            default_value=0.0,
-        ),
-        FeatureDefinition(
-            "price",
-            "v1",
-            "item",
-            FeatureDType.FLOAT64,
-            PrivacyClass.PUBLIC,
-            "bench",
-            default_value=0.0,
-        ),
-        FeatureDefinition(
-            "category",
-            "v1",
-            "item",
-            FeatureDType.STRING,
-            PrivacyClass.PUBLIC,
-            "bench",
-            default_value="?",
-        ),
+        item("ctr", FeatureDType.FLOAT64, 0.0),
+        item("price", FeatureDType.FLOAT64, 0.0),
+        item("category", FeatureDType.STRING, "?"),
+        item("clicks", FeatureDType.INT64, 0),
         FeatureDefinition(
             "age", "v1", "user", FeatureDType.INT64, PrivacyClass.PUBLIC, "bench", default_value=0
         ),
     ]
+    v1 = [VersionRef(d.name, "v1") for d in defs]
     groups = [
-        FeatureGroup(
-            "item_stats", "v1", "item", (VersionRef("ctr", "v1"), VersionRef("price", "v1"))
-        ),
-        FeatureGroup("item_meta", "v1", "item", (VersionRef("category", "v1"),)),
-        FeatureGroup("user_profile", "v1", "user", (VersionRef("age", "v1"),)),
+        FeatureGroup(STATS.name, "v1", "item", (v1[0], v1[1])),
+        FeatureGroup(META.name, "v1", "item", (v1[2],)),
+        FeatureGroup(PROFILE.name, "v1", "user", (v1[4],)),
+        FeatureGroup(DAILY.name, "v1", "item", (v1[0], v1[3], v1[2])),
     ]
     fs = FeatureSet(
         "ranker",
         "v1",
         (
-            FeatureRef("item_stats", "v1", "ctr"),
-            FeatureRef("item_stats", "v1", "price"),
-            FeatureRef("item_meta", "v1", "category"),
-            FeatureRef("user_profile", "v1", "age"),
+            FeatureRef(STATS.name, "v1", "ctr"),
+            FeatureRef(STATS.name, "v1", "price"),
+            FeatureRef(META.name, "v1", "category"),
+            FeatureRef(PROFILE.name, "v1", "age"),
         ),
     )
     return [*defs, *groups, fs], fs
@@ -137,9 +132,190 @@ def progress(what: str, done: int, total: int, start: float) -> None:
     print(f"\r  {what}: {done:,}/{total:,} ({rate:,.0f}/s)", end="", file=sys.stderr, flush=True)
 
 
-def run(entities: int, requests: int, users: int, seed: int) -> dict[str, Any]:
-    rng = np.random.default_rng(seed)
+class Data:
+    def __init__(self, entities: int, users: int, seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        self.rng = rng
+        self.items = [f"i{n}" for n in range(entities)]
+        self.users = [f"u{n}" for n in range(users)]
+        self.vectors = rng.normal(size=(entities, DIM)).astype(np.float32)
+        self.ctr = rng.random(entities)
+        self.price = rng.uniform(1, 100, entities)
+        self.category = from_values("string", ["books", "music", "toys"] * (entities // 3 + 1))
+
+    def columns(self, group: VersionRef, lo: int, hi: int) -> dict[str, Any]:
+        rows = np.arange(lo, hi)
+        if group == STATS:
+            return {"ctr": self.ctr[lo:hi], "price": self.price[lo:hi]}
+        return {"category": self.category.take(rows)}
+
+
+def load_cluster(c: RetrievalClient, data: Data) -> dict[str, float]:
+    n = len(data.items)
+    start = time.perf_counter()
+    for lo in range(0, n, BATCH):
+        hi = min(n, lo + BATCH)
+        for group in (STATS, META):
+            c.put_feature_columns(
+                group.name, "v1", data.items[lo:hi], np.full(hi - lo, T0), data.columns(group, lo, hi),
+                batch_size=BATCH,
+            )  # fmt: skip
+        progress("PutFeatures (2 groups)", hi, n, start)
+    c.put_feature_columns(
+        PROFILE.name, "v1", data.users, np.full(len(data.users), T0),
+        {"age": np.full(len(data.users), 30)},
+    )  # fmt: skip
+    put_s = time.perf_counter() - start
+    print(file=sys.stderr)
+    start = time.perf_counter()
+    for lo in range(0, n, 5000):
+        ids = data.items[lo : lo + 5000]
+        c.upsert(
+            "bench_vec", "v1",
+            [Record(i, data.vectors[lo + k], source_version=1) for k, i in enumerate(ids)],
+            batch_size=5000,
+        )  # fmt: skip
+        progress("upserts", lo + len(ids), n, start)
+    upsert_s = time.perf_counter() - start
+    print(file=sys.stderr)
+    rows = 2 * n + len(data.users)
+    return {
+        "put_features_rows": rows,
+        "put_features_seconds": put_s,
+        "put_features_rows_per_s": rows / put_s,
+        "upsert_seconds": upsert_s,
+        "upserts_per_s": n / upsert_s,
+    }
+
+
+def materialize_rate(
+    address: str, tmp: Path, catalog: FeatureCatalog, data: Data, rows: int
+) -> dict[str, float]:
+    """Parquet → PutFeatures through the coordinator, `rows` rows of a
+    3-feature group (float64, int64, string)."""
+    schema = catalog.schema(DAILY)
+    store = OfflineStore(tmp / "offline")
+    n = min(rows, len(data.items))
+    stamps = np.full(n, T0 + 1_000_000, dtype=np.int64)
+    cols = {
+        "ctr": from_values("float64", data.ctr[:n].tolist()),
+        "clicks": from_values("int64", list(range(n))),
+        "category": data.category.take(np.arange(n)),
+    }
+    table = pa.table(
+        {
+            "tenant_id": pa.array([TENANT] * n),
+            "entity_type": pa.array(["item"] * n),
+            "entity_id": pa.array(data.items[:n]),
+            "feature_timestamp": pa.array(stamps),
+            "generated_at": pa.array(stamps),
+            **{name: arrow_array(c) for name, c in cols.items()},
+        }
+    )
+    store.write_features(schema, table)
+    sink = GrpcFeatureSink(address, timeout=600)
+    job = MaterializeJob(schema, batch_size=BATCH)
+    start = time.perf_counter()
+    report = materialize(job, store, sink, tmp / "materialize.json", progress=sys.stderr)
+    seconds = time.perf_counter() - start
+    sink.close()
+    assert report.written == n, report
+    return {
+        "materialize_rows": n,
+        "materialize_seconds": seconds,
+        "materialize_rows_per_s": n / seconds,
+    }
+
+
+def measure_cluster(
+    c: RetrievalClient, data: Data, requests: int, pids: dict[str, int]
+) -> dict[str, Any]:
+    rng = np.random.default_rng(1)
+    n = len(data.items)
+    out: dict[str, Any] = {}
+
+    def features(r: int) -> float:
+        pick = rng.choice(n, 800, replace=False)
+        ents = [("user", data.users[r % len(data.users)])] + [("item", data.items[p]) for p in pick]
+        t = time.perf_counter()
+        res = c.get_features("ranker", "v1", ents, request_time_us=T0 + 1)
+        took = time.perf_counter() - t
+        assert not res.missing_by_reason, res.missing_by_reason
+        assert len(res.frame("item")) == 800
+        return took
+
+    def lookups(r: int) -> float:
+        ids = [data.items[p] for p in rng.choice(n, 100, replace=False)]
+        t = time.perf_counter()
+        got = c.get_embeddings("bench_vec", "v1", ids)
+        took = time.perf_counter() - t
+        assert (got.status == 1).all(), got.statuses()
+        return took
+
+    for name, call in (("get_features_800x2+1", features), ("batch_get_embeddings_100", lookups)):
+        for r in range(min(50, requests)):  # warm connections and caches
+            call(r)
+        meter = CpuMeter(pids).start()
+        start = time.perf_counter()
+        samples = []
+        for r in range(requests):
+            samples.append(call(r))
+            if r % 100 == 0:
+                progress(name, r, requests, start)
+        print(file=sys.stderr)
+        out[name] = {
+            "cluster": percentiles(samples),
+            "cluster_cpu_ms_per_request": per_query_ms(meter.stop(), requests),
+        }
+    return out
+
+
+def measure_in_process(
+    path: Path, catalog: FeatureCatalog, fs: FeatureSet, data: Data, requests: int
+) -> dict[str, Any]:
+    base = InProcess(path, catalog, fs, TENANT)
+    n = len(data.items)
+    try:
+        for lo in range(0, n, BATCH):
+            hi = min(n, lo + BATCH)
+            ids = data.items[lo:hi]
+            for group in (STATS, META):
+                cols = {
+                    k: v if not isinstance(v, np.ndarray) else from_values("float64", v.tolist())
+                    for k, v in data.columns(group, lo, hi).items()
+                }
+                base.put(group, "item", ids, T0, cols)
+            base.put_vectors(INDEX, ids, data.vectors[lo:hi])
+        base.put(
+            PROFILE, "user", data.users, T0, {"age": from_values("int64", [30] * len(data.users))}
+        )
+        rng = np.random.default_rng(1)
+        feat, emb = [], []
+        for r in range(requests):
+            pick = rng.choice(n, 800, replace=False)
+            ids_by_type = {
+                "user": [data.users[r % len(data.users)]],
+                "item": [data.items[p] for p in pick],
+            }
+            feat.append(timed(partial(base.get_features, ids_by_type, T0 + 1)))
+        for _ in range(requests):
+            ids = [data.items[p] for p in rng.choice(n, 100, replace=False)]
+            emb.append(timed(partial(base.get_embeddings, INDEX, ids, DIM)))
+        return {
+            "get_features_800x2+1": percentiles(feat),
+            "batch_get_embeddings_100": percentiles(emb),
+        }
+    finally:
+        base.close()
+
+
+def run(
+    entities: int, requests: int, users: int, seed: int, materialize_rows: int
+) -> dict[str, Any]:
     objs, fs = _defs()
+    catalog = FeatureCatalog.build(objs)
+    data = Data(entities, users, seed)
+    out: dict[str, Any] = {"entities": entities, "requests": requests, "users": users}
     with tempfile.TemporaryDirectory(prefix="vecshard-featbench-") as tmp:
         cluster = LocalCluster(Path(tmp) / "cluster", num_shards=3)
         cluster.start()
@@ -147,166 +323,25 @@ def run(entities: int, requests: int, users: int, seed: int) -> dict[str, Any]:
             with RegistryClient(cluster.coordinator_address) as reg:
                 reg.apply(_docs(objs))
                 reg.apply(EMBED_SPEC)
-            client = RetrievalClient(
-                cluster.coordinator_address, tenant_id=TENANT, purpose="bench", timeout=60
-            )
-            item_ids = [f"i{n}" for n in range(entities)]
-            vectors = rng.normal(size=(entities, DIM)).astype(np.float32)
-            ctr = rng.random(entities)
-            price = rng.uniform(1, 100, entities)
-            start = time.perf_counter()
-            batch = 5000
-            for lo in range(0, entities, batch):
-                ids = item_ids[lo : lo + batch]
-                client.put_features(
-                    "item_stats",
-                    "v1",
-                    [
-                        (
-                            ("item", i),
-                            T0,
-                            {"ctr": float(ctr[lo + n]), "price": float(price[lo + n])},
-                        )
-                        for n, i in enumerate(ids)
-                    ],
-                    batch_size=batch,
-                )
-                client.put_features(
-                    "item_meta",
-                    "v1",
-                    [(("item", i), T0, {"category": "books"}) for i in ids],
-                    batch_size=batch,
-                )
-                client.upsert(
-                    "bench_vec",
-                    "v1",
-                    [Record(i, vectors[lo + n], source_version=1) for n, i in enumerate(ids)],
-                    batch_size=batch,
-                )
-                progress(
-                    "loading items (2 feature groups + embedding)", lo + len(ids), entities, start
-                )
-            client.put_features(
-                "user_profile", "v1", [(("user", f"u{n}"), T0, {"age": 30}) for n in range(users)]
-            )
-            load_s = time.perf_counter() - start
-            print(file=sys.stderr)
-
-            feat_lat, emb_lat = [], []
-            for r in range(requests):
-                pick = rng.choice(entities, 800, replace=False)
-                ents = [("user", f"u{r % users}")] + [("item", item_ids[p]) for p in pick]
-                t = time.perf_counter()
-                res = client.get_features("ranker", "v1", ents, request_time_us=T0 + 1)
-                feat_lat.append(time.perf_counter() - t)
-                assert not res.missing_by_reason, res.missing_by_reason
-                keys = [item_ids[p] for p in rng.choice(entities, 100, replace=False)]
-                t = time.perf_counter()
-                got = client.batch_get("bench_vec", "v1", keys)
-                emb_lat.append(time.perf_counter() - t)
-                assert all(g.status == "found" for g in got)
-                if r % 100 == 0:
-                    progress("requests", r, requests, start)
-            print(file=sys.stderr)
-            client.close()
+            with RetrievalClient(
+                cluster.coordinator_address, tenant_id=TENANT, purpose="bench", timeout=600
+            ) as c:
+                out["load"] = load_cluster(c, data)
+                if materialize_rows:
+                    out["load"] |= materialize_rate(
+                        cluster.coordinator_address, Path(tmp), catalog, data, materialize_rows
+                    )
+                children = {"coordinator": cluster.coordinator, **cluster.shards}
+                pids = {name: p.pid for name, p in children.items() if p is not None and p.pid}
+                measured = measure_cluster(c, data, requests, pids)
         finally:
             cluster.stop()
-
-        # In-process baseline: the same rows in one RocksDB, multi-get + resolve.
-        local = FeatureShardStore(Path(tmp) / "inprocess")
-        store = FeatureStore(local)
-        catalog = FeatureCatalog.build(objs)
-        plan = catalog.plan(fs)
-        schemas = {r.schema.ref: r.schema for r in plan}
-        for lo in range(0, entities, 20_000):
-            ids = item_ids[lo : lo + 20_000]
-            store.put(
-                schemas[VersionRef("item_stats", "v1")],
-                [
-                    GroupRow(
-                        EntityKey(TENANT, "item", i),
-                        T0,
-                        T0,
-                        {"ctr": float(ctr[lo + n]), "price": float(price[lo + n])},
-                    )
-                    for n, i in enumerate(ids)
-                ],
-            )
-            store.put(
-                schemas[VersionRef("item_meta", "v1")],
-                [
-                    GroupRow(EntityKey(TENANT, "item", i), T0, T0, {"category": "books"})
-                    for i in ids
-                ],
-            )
-            from shard_server.records import Record as StoredRecord
-            from shard_server.records import encode_record
-
-            local.write(
-                puts=[
-                    (
-                        RECORDS,
-                        record_key(VersionRef("bench_ix", "v1"), EntityKey(TENANT, "item", i)),
-                        encode_record(
-                            StoredRecord(EntityKey(TENANT, "item", i), vectors[lo + n], 1)
-                        ),
-                    )
-                    for n, i in enumerate(ids)
-                ]
-            )
-        store.put(
-            schemas[VersionRef("user_profile", "v1")],
-            [
-                GroupRow(EntityKey(TENANT, "user", f"u{n}"), T0, T0, {"age": 30})
-                for n in range(users)
-            ],
-        )
-        base_feat, base_emb = [], []
-        for r in range(requests):
-            pick = rng.choice(entities, 800, replace=False)
-            t = time.perf_counter()
-            for read in plan:
-                et = read.schema.group.entity_type
-                keys = (
-                    [EntityKey(TENANT, "user", f"u{r % users}")]
-                    if et == "user"
-                    else [EntityKey(TENANT, "item", item_ids[p]) for p in pick]
-                )
-                rows = store.multi_get(read.schema, keys, T0 + 1)
-                [resolve_group(read, row, T0 + 1, True) for row in rows]
-            base_feat.append(time.perf_counter() - t)
-            keys = [
-                EntityKey(TENANT, "item", item_ids[p])
-                for p in rng.choice(entities, 100, replace=False)
-            ]
-            t = time.perf_counter()
-            raws = local.multi_get(
-                RECORDS, [record_key(VersionRef("bench_ix", "v1"), k) for k in keys]
-            )
-            # The shard's check too: a key with no row is a miss, not a record to decode.
-            [
-                decode_record(k, raw) if raw is not None else None
-                for k, raw in zip(keys, raws, strict=True)
-            ]
-            base_emb.append(time.perf_counter() - t)
-        local.close()
-
-    out: dict[str, Any] = {
-        "entities": entities,
-        "requests": requests,
-        "load_seconds": load_s,
-        "get_features_800x2+1": {
-            "cluster": percentiles(feat_lat),
-            "in_process": percentiles(base_feat),
-        },
-        "batch_get_embeddings_100": {
-            "cluster": percentiles(emb_lat),
-            "in_process": percentiles(base_emb),
-        },
-    }
-    for name in ("get_features_800x2+1", "batch_get_embeddings_100"):
-        c, b = out[name]["cluster"], out[name]["in_process"]
-        out[name]["p95_ratio"] = c["p95"] / b["p95"]
+        base = measure_in_process(Path(tmp) / "inprocess", catalog, fs, data, requests)
+    for name, figures in measured.items():
+        figures["in_process"] = base[name]
+        figures["p95_ratio"] = figures["cluster"]["p95"] / figures["in_process"]["p95"]
+        out[name] = figures
+    out["machine"] = machine()
     return out
 
 
@@ -322,18 +357,32 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--users", type=int, default=10_000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--materialize-rows", type=int, default=None,
+        help="rows materialized from Parquet (default: --entities; 0 skips)",
+    )  # fmt: skip
     p.add_argument("--out", type=Path, default=RESULTS / "features_bench.json")
     args = p.parse_args(argv)
-    result = run(args.entities, args.requests, args.users, args.seed)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
+    rows = args.entities if args.materialize_rows is None else args.materialize_rows
+    result = run(args.entities, args.requests, args.users, args.seed, rows)
+    write_json(args.out, result)
     print(f"\n{'call':<28} {'':>10} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}")
     for name in ("get_features_800x2+1", "batch_get_embeddings_100"):
         for where in ("cluster", "in_process"):
             r = result[name][where]
             print(f"{name:<28} {where:>10} {r['p50']:>8.2f} {r['p95']:>8.2f} {r['p99']:>8.2f}")
         print(f"{'':<28} {'p95 ratio':>10} {result[name]['p95_ratio']:>8.1f}×")
-    print(f"\nwrote {args.out}")
+        cpu = result[name]["cluster_cpu_ms_per_request"]
+        print(f"{'':<28} {'CPU ms/req':>10} " + ", ".join(
+            f"{k} {v:.2f}" for k, v in cpu.items() if v is not None
+        ))  # fmt: skip
+    load = result["load"]
+    print(f"\nPutFeatures {load['put_features_rows_per_s']:,.0f} rows/s, upserts "
+          f"{load['upserts_per_s']:,.0f}/s", end="")  # fmt: skip
+    if "materialize_rows_per_s" in load:
+        print(f", materialization {load['materialize_rows_per_s']:,.0f} rows/s", end="")
+    print(f"; load average {result['machine']['load_average_1_5_15']}")
+    print(f"wrote {args.out}")
     return 0
 
 

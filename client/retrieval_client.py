@@ -19,20 +19,31 @@ from typing import Any
 import numpy as np
 
 from client.connection import Connection, RetryPolicy, now_micros
+from client.feature_calls import FeatureCalls
+from client.feature_results import EntityFeatures, FeatureResponse, FeatureValue
 from core import tracing
+from core.column_wire import embeddings_from_pb
 from core.domain import AttrValue, EntityKey
+from core.embedding_columns import EmbeddingColumns
 from core.errors import InvalidArgument
 from core.filters import Filter
 from core.vectors import check_vector, from_bytes, to_bytes
-from core.wire import (
-    attributes_from_pb,
-    feature_row_to_pb,
-    filter_to_pb,
-    key_from_pb,
-    key_to_pb,
-    resolved_value_from_pb,
-    value_to_pb,
-)
+from core.wire import attributes_from_pb, filter_to_pb, key_from_pb, key_to_pb, value_to_pb
+
+# Feature results live in client.feature_results; named here too for callers
+# that import them from the client module.
+__all__ = [
+    "EmbeddingBatch",
+    "EntityFeatures",
+    "FeatureResponse",
+    "FeatureValue",
+    "Hit",
+    "Lookup",
+    "Record",
+    "RetrievalClient",
+    "RouteInfo",
+    "SearchResponse",
+]
 from protos.vecshard.v1 import common_pb2 as cpb
 from protos.vecshard.v1 import retrieval_pb2 as pb
 from protos.vecshard.v1 import retrieval_pb2_grpc
@@ -80,13 +91,25 @@ class Record:
 @dataclass(frozen=True)
 class Lookup:
     key: EntityKey
-    status: str  # "found" | "missing" | "deleted"
+    # "found" | "missing" | "deleted" | "unavailable" (its shard did not answer)
+    status: str
     vector: np.ndarray | None = None
     attributes: Mapping[str, AttrValue] = field(default_factory=dict)
     source_version: int = 0
     model_version: str = ""
     created_at_unix_micros: int = 0
     norm: float = 0.0
+
+
+@dataclass(frozen=True, eq=False)
+class EmbeddingBatch(EmbeddingColumns):
+    """Stored embeddings of a batch of keys as arrays, in key order:
+    `vectors` (keys × dimension float32; zero rows where not found), a
+    status code per key (`statuses()` names them: found, missing, deleted,
+    unavailable), `source_version`, `created_at`, `norm` and model versions
+    (`model_version(i)`)."""
+
+    keys: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -102,126 +125,12 @@ class RouteInfo:
     max_k: int
 
 
-@dataclass(frozen=True)
-class FeatureValue:
-    """One feature of one entity; `missing_reason` is None when served as stored."""
-
-    name: str
-    value: object
-    missing_reason: str | None = None
-    default_applied: str | None = None
-    staleness_us: int | None = None
-    feature_timestamp_us: int | None = None
-
-
-@dataclass(frozen=True)
-class EntityFeatures:
-    key: EntityKey
-    values: list[FeatureValue]
-
-    def __getitem__(self, name: str) -> FeatureValue:
-        for v in self.values:
-            if v.name == name:
-                return v
-        raise KeyError(
-            f"{name!r}; features of {self.key.entity_type!r}: {[v.name for v in self.values]}"
-        )
-
-
-@dataclass(frozen=True)
-class FeatureResponse:
-    entities: list[EntityFeatures]
-    missing_by_reason: Mapping[str, int]
-    latency_ms: float
-
-
-class FeatureCalls:
-    """GetFeatures / PutFeatures, mixed into RetrievalClient."""
-
-    access: cpb.AccessContext
-
-    def _timeout(self, timeout: float | None) -> float:
-        raise NotImplementedError
-
-    def _rpc(self, name: str, request: Any, timeout: float | None, idempotent: bool = True) -> Any:
-        raise NotImplementedError
-
-    def get_features(
-        self,
-        feature_set: str,
-        version: str,
-        entities: Iterable[EntityKey | tuple[str, str]],
-        *,
-        personalized: bool = True,
-        request_time_us: int = 0,
-        timeout: float | None = None,
-    ) -> FeatureResponse:
-        """Features for entities of any types ((entity_type, entity_id) pairs or
-        EntityKeys), returned in request order; a miss is a reason on the value."""
-        keys = [
-            cpb.EntityKey(entity_type=e[0], entity_id=e[1])
-            if len(e) == 2
-            else key_to_pb(EntityKey(*e))
-            for e in entities
-        ]
-        req = pb.GetFeaturesRequest(
-            access=self.access,
-            feature_set=feature_set,
-            feature_set_version=version,
-            entities=keys,
-            request_time_us=request_time_us,
-            personalized=personalized,
-        )
-        r = self._rpc("GetFeatures", req, timeout)
-        names = {t: list(n.names) for t, n in r.features_by_entity_type.items()}
-        out = []
-        for e in r.entities:
-            key = key_from_pb(e.entity)
-            out.append(
-                EntityFeatures(
-                    key,
-                    [
-                        FeatureValue(name, *resolved_value_from_pb(v))
-                        for name, v in zip(names[key.entity_type], e.values, strict=True)
-                    ],
-                )
-            )
-        return FeatureResponse(out, dict(r.diagnostics.missing_by_reason), r.diagnostics.latency_ms)
-
-    def put_features(
-        self,
-        group: str,
-        version: str,
-        rows: Iterable[tuple[EntityKey | tuple[str, str], int, Mapping[str, object]]],
-        *,
-        generated_at_us: int = 0,
-        generated_at: Sequence[int] | None = None,
-        batch_size: int = 1000,
-        timeout: float | None = None,
-    ) -> tuple[int, int]:
-        """Rows of (entity, feature_timestamp_us, {feature: value}); returns
-        (written, ignored because a newer row is stored)."""
-        protos = []
-        for n, (entity, ts, values) in enumerate(rows):
-            key = EntityKey("", *entity) if len(entity) == 2 else EntityKey(*entity)
-            gen = generated_at[n] if generated_at is not None else (generated_at_us or ts)
-            protos.append(feature_row_to_pb(key, ts, gen, values))
-        reqs = [
-            pb.PutFeaturesRequest(
-                access=self.access,
-                group=group,
-                group_version=version,
-                rows=protos[i : i + batch_size],
-            )
-            for i in range(0, len(protos), batch_size)
-        ]
-        # A client stream: each attempt sends the whole list again (rows are
-        # ordered by their own times, so a retry is idempotent).
-        r = self._rpc("PutFeatures", reqs, timeout)
-        return r.written, r.ignored_older
-
-
-_STATUS = {cpb.FOUND: "found", cpb.MISSING: "missing", cpb.DELETED: "deleted"}
+_STATUS = {
+    cpb.FOUND: "found",
+    cpb.MISSING: "missing",
+    cpb.DELETED: "deleted",
+    cpb.LOOKUP_UNAVAILABLE: "unavailable",
+}
 _METRIC = {cpb.INNER_PRODUCT: "inner_product", cpb.COSINE: "cosine", cpb.L2: "l2"}
 
 
@@ -460,3 +369,31 @@ class RetrievalClient(FeatureCalls):
                 )
             )
         return out
+
+    def get_embeddings(
+        self,
+        embedding_name: str,
+        embedding_version: str,
+        entity_ids: Sequence[str],
+        *,
+        include_vectors: bool = True,
+        timeout: float | None = None,
+    ) -> EmbeddingBatch:
+        """`batch_get` as arrays (the fast path): ids of the family's entity
+        type in the client's tenant, one row per id in order. A key whose
+        shard did not answer is `unavailable`, never an error for the call."""
+        ids = list(entity_ids)
+        req = pb.BatchGetEmbeddingsRequest(
+            access=self.access,
+            embedding_name=embedding_name,
+            embedding_version=embedding_version,
+            entity_ids=ids,
+            include_vectors=include_vectors,
+            columnar=True,
+        )
+        resp = self._rpc("BatchGetEmbeddings", req, timeout)
+        c = embeddings_from_pb(resp.columns, len(ids), "BatchGetEmbeddings answer")
+        return EmbeddingBatch(
+            c.status, c.vectors, c.source_version, c.created_at, c.norm,
+            c.model_versions, c.model_version_index, None, tuple(ids),
+        )  # fmt: skip

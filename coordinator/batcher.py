@@ -24,17 +24,20 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-from coordinator.model import Lookup, ShardAnswer, ShardIndex, ShardQuery, WriteRecord
+from coordinator.model import (
+    GroupFetch,
+    ShardAnswer,
+    ShardIndex,
+    ShardQuery,
+    WriteRecord,
+)
 from coordinator.shard import Shard
 from core import tracing
 from core.domain import EntityKey, VersionRef
+from core.embedding_columns import EmbeddingColumns
 from core.errors import DeadlineExceeded
-from registry.features import GroupRow
-
-if TYPE_CHECKING:
-    from protos.vecshard.v1.common_pb2 import FeatureValue as WireFeatureValue
+from registry.feature_batches import RowBatch
 
 
 @dataclass
@@ -157,30 +160,36 @@ class BatchingShard:
         return await self.inner.delete(index, keys, source_version, timeout)
 
     async def batch_get(
-        self, index: VersionRef, keys: Sequence[EntityKey], include_vectors: bool, timeout: float
-    ) -> list[Lookup]:
-        return await self.inner.batch_get(index, keys, include_vectors, timeout)
+        self,
+        index: VersionRef,
+        keys: Sequence[EntityKey],
+        include_vectors: bool,
+        timeout: float,
+        include_attributes: bool = False,
+    ) -> EmbeddingColumns:
+        return await self.inner.batch_get(
+            index, keys, include_vectors, timeout, include_attributes=include_attributes
+        )
 
     async def describe(self, timeout: float = 5.0) -> list[ShardIndex]:
         return await self.inner.describe(timeout)
 
-    async def get_features(
+    async def get_feature_columns(
         self,
-        group: VersionRef,
-        features: Sequence[str],
-        keys: Sequence[EntityKey],
+        tenant_id: str,
+        fetches: Sequence[GroupFetch],
         request_time: int,
         personalized: bool,
         timeout: float,
-    ) -> list[Sequence[WireFeatureValue]]:
-        return await self.inner.get_features(
-            group, features, keys, request_time, personalized, timeout
+    ) -> list[object]:
+        return await self.inner.get_feature_columns(
+            tenant_id, fetches, request_time, personalized, timeout
         )
 
     async def put_features(
-        self, group: VersionRef, rows: Sequence[GroupRow], timeout: float
+        self, group: VersionRef, batch: RowBatch, timeout: float
     ) -> tuple[int, int]:
-        return await self.inner.put_features(group, rows, timeout)
+        return await self.inner.put_features(group, batch, timeout)
 
     async def close(self) -> None:
         await self.inner.close()

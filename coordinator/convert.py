@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
-from typing import cast
 
 import numpy as np
 
@@ -11,10 +11,7 @@ from coordinator.exclusion import BucketStats
 from coordinator.merge import Hit
 from coordinator.model import (
     Access,
-    FeatureResult,
     IndexSummary,
-    Lookup,
-    LookupStatus,
     SearchQuery,
     SearchResult,
     ShardAnswer,
@@ -22,34 +19,28 @@ from coordinator.model import (
     ShardQuery,
     WriteRecord,
 )
-from core.domain import AttrType, EntityKey, Metric, VersionRef
+from core.column_wire import (
+    embeddings_from_pb,
+    embeddings_to_pb,
+)
+from core.domain import AttrType, AttrValue, EntityKey, Metric, VersionRef
+from core.embedding_columns import FOUND, EmbeddingColumns
 from core.errors import InvalidArgument
 from core.vectors import from_bytes, to_bytes
 from core.wire import (
     METRIC_TO_PB,
-    REASON_FROM_PB,
     attributes_from_pb,
-    feature_row_from_pb,
     filter_from_pb,
     filter_to_pb,
     key_from_pb,
     key_to_pb,
-    resolved_value_to_pb,
     value_to_pb,
 )
 from protos.vecshard.v1 import common_pb2 as cpb
 from protos.vecshard.v1 import retrieval_pb2 as pb
 from protos.vecshard.v1.internal import shard_pb2 as spb
-from registry.feature_values import missing_value
-from registry.features import FeatureDefinition, GroupRow, MissingReason
 from registry.snapshot import ResolvedRoute
 
-_STATUS_FROM_PB = {
-    cpb.FOUND: LookupStatus.FOUND,
-    cpb.MISSING: LookupStatus.MISSING,
-    cpb.DELETED: LookupStatus.DELETED,
-}
-_STATUS_TO_PB = {v: k for k, v in _STATUS_FROM_PB.items()}
 _METRIC_FROM_PB = {v: k for k, v in METRIC_TO_PB.items()}
 
 
@@ -154,17 +145,38 @@ def keys_from_pb(keys: Sequence[cpb.EntityKey]) -> list[EntityKey]:
     return [key_from_pb(k) for k in keys]
 
 
-def lookups_to_pb(lookups: Sequence[Lookup]) -> pb.BatchGetEmbeddingsResponse:
-    return pb.BatchGetEmbeddingsResponse(
-        records=[
-            cpb.EmbeddingLookup(
-                key=key_to_pb(lk.key),
-                status=_STATUS_TO_PB[lk.status],
-                record=record_to_pb(lk.record) if lk.record is not None else None,
+def lookup_keys_from_pb(req: pb.BatchGetEmbeddingsRequest) -> list[EntityKey]:
+    """`keys`, then `entity_ids` (tenant and type left to the caller's)."""
+    return keys_from_pb(req.keys) + [EntityKey("", "", i) for i in req.entity_ids]
+
+
+def lookups_to_pb(
+    keys: Sequence[EntityKey], found: EmbeddingColumns, columnar: bool
+) -> pb.BatchGetEmbeddingsResponse:
+    if columnar:
+        return pb.BatchGetEmbeddingsResponse(columns=embeddings_to_pb(found))
+    attrs = found.attributes_json or [""] * len(keys)
+    width = found.vectors.shape[1]
+    records = []
+    for i, (key, code) in enumerate(zip(keys, found.status.tolist(), strict=True)):
+        record = None
+        if code == FOUND:
+            record = cpb.EmbeddingRecord(
+                key=key_to_pb(key),
+                vector=found.vectors[i].tobytes() if width else b"",
+                source_version=int(found.source_version[i]),
+                model_version=found.model_version(i),
+                created_at_unix_micros=int(found.created_at[i]),
+                attributes={k: value_to_pb(_attr(v)) for k, v in json.loads(attrs[i]).items()},
+                norm=float(found.norm[i]),
             )
-            for lk in lookups
-        ]
-    )
+        records.append(cpb.EmbeddingLookup(key=key_to_pb(key), status=code, record=record))
+    return pb.BatchGetEmbeddingsResponse(records=records)
+
+
+def _attr(v: object) -> AttrValue:
+    """An attribute as stored (JSON): a string list comes back as a list."""
+    return tuple(v) if isinstance(v, list) else v  # type: ignore[return-value]  # JSON of an AttrValue
 
 
 def describe_route_to_pb(r: ResolvedRoute) -> pb.DescribeRouteResponse:
@@ -351,78 +363,26 @@ def shard_delete_pb(
     )
 
 
-def shard_batch_get_pb(
-    index: VersionRef, keys: Sequence[EntityKey], include_vectors: bool
+def shard_lookup_pb(
+    index: VersionRef, keys: Sequence[EntityKey], include_vectors: bool, include_attributes: bool
 ) -> spb.BatchGetRequest:
-    return spb.BatchGetRequest(
+    """Keys of one tenant and type (a lookup's always are) travel as ids."""
+    req = spb.BatchGetRequest(
         index=index_ref_pb(index),
-        keys=[key_to_pb(k) for k in keys],
         include_vectors=include_vectors,
+        columnar=True,
+        include_attributes=include_attributes,
     )
+    if keys and len({(k.tenant_id, k.entity_type) for k in keys}) == 1:
+        req.tenant_id, req.entity_type = keys[0].tenant_id, keys[0].entity_type
+        req.entity_ids.extend(k.entity_id for k in keys)
+    else:
+        req.keys.extend(key_to_pb(k) for k in keys)
+    return req
 
 
-def shard_lookups(resp: spb.BatchGetResponse) -> list[Lookup]:
-    out = []
-    for lk in resp.records:
-        record = None
-        if lk.status == cpb.FOUND:
-            record = WriteRecord(
-                key=key_from_pb(lk.record.key),
-                vector=from_bytes(lk.record.vector),
-                source_version=lk.record.source_version,
-                model_version=lk.record.model_version,
-                created_at=lk.record.created_at_unix_micros,
-                attributes=attributes_from_pb(lk.record.attributes, "stored record"),
-                norm=lk.record.norm,
-            )
-        out.append(Lookup(key_from_pb(lk.key), _STATUS_FROM_PB[lk.status], record))
-    return out
-
-
-# --- features -------------------------------------------------------------------
-
-
-def feature_rows_from_pb(req: pb.PutFeaturesRequest) -> list[GroupRow]:
-    return [GroupRow(*feature_row_from_pb(r)) for r in req.rows]
-
-
-class ProtoFeatureWire:
-    """`coordinator.features.FeatureWire` over protobuf FeatureValues."""
-
-    def __init__(self) -> None:
-        self._missing: dict[tuple[int, str], cpb.FeatureValue] = {}
-
-    def missing(self, definition: FeatureDefinition, reason: MissingReason) -> cpb.FeatureValue:
-        key = (id(definition), reason.value)
-        v = self._missing.get(key)
-        if v is None:
-            v = resolved_value_to_pb(missing_value(definition, reason))
-            self._missing[key] = v
-        return v
-
-    def reason(self, value: object) -> str | None:
-        code = cast(cpb.FeatureValue, value).missing_reason
-        return REASON_FROM_PB[code] if code else None
-
-
-def features_to_pb(result: FeatureResult, keys: Sequence[cpb.EntityKey]) -> pb.GetFeaturesResponse:
-    return pb.GetFeaturesResponse(
-        features_by_entity_type={
-            t: pb.FeatureNames(names=n) for t, n in result.names_by_type.items()
-        },
-        entities=[
-            # Every value is in wire form: from a RemoteShard or ProtoFeatureWire.
-            pb.EntityFeatures(entity=k, values=cast(list[cpb.FeatureValue], row))
-            for k, row in zip(keys, result.values, strict=True)
-        ],
-        diagnostics=pb.FeatureDiagnostics(
-            missing_by_reason=result.missing_by_reason,
-            stale=result.stale,
-            entities=len(keys),
-            shards=result.shards,
-            latency_ms=result.latency_ms,
-        ),
-    )
+def shard_embeddings(resp: spb.BatchGetResponse, keys: int, shard_id: str) -> EmbeddingColumns:
+    return embeddings_from_pb(resp.columns, keys, f"shard {shard_id}'s lookup answer")
 
 
 def shard_indexes(resp: spb.DescribeResponse) -> list[ShardIndex]:

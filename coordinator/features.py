@@ -2,35 +2,57 @@
 
 A feature set's groups are split by entity type; groups a request may not
 read (behavioural data in non-personalized mode) are answered
-`privacy_disabled` WITHOUT a fetch; the rest are fetched per shard in
-parallel (the shard owning each entity's bucket resolves the values with the
-same functions as the offline joins) and returned in request order. A shard
-that does not answer in time yields `timeout` values, never an error for the
-whole request.
+`privacy_disabled` WITHOUT a fetch; the rest are fetched from the shards
+owning each entity's bucket — one call per shard, carrying every group it
+is asked — where they are resolved with the same functions as the offline
+joins, and come back as columns. The coordinator never decodes a value: it
+passes each shard's columns through with the positions of their rows
+(`FeatureBlock`), which the SDK reorders with one array operation.
+
+Per-entity failures are values, never an error for the request (DESIGN §8):
+a shard that does not answer before the deadline yields `timeout` values;
+one that refuses, or a bucket with no serving replica, yields `unavailable`
+at once. Only request-level problems fail the call: an unknown feature set,
+an entity type it does not read, another tenant's entity, too many
+entities, or an error every shard would give (`coordinator.partial`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Sequence
 from typing import Protocol
 
+import numpy as np
+
 from coordinator import metrics
 from coordinator.access import own_entities, require_tenant
-from coordinator.buckets import key_bucket
-from coordinator.model import Access, FeatureResult
+from coordinator.model import (
+    Access,
+    EntityColumns,
+    FeatureBlock,
+    FeatureResult,
+    GroupFetch,
+)
 from coordinator.partial import Decision, classify_shard_error
 from coordinator.replicas import ReplicaTracker
+from coordinator.search import FanoutSettings
 from coordinator.shard import ShardFactory
 from coordinator.snapshots import RegistryView
+from core.column_wire import RowColumns
 from core.domain import EntityKey, VersionRef
-from core.errors import InvalidArgument, Unavailable
+from core.errors import DeadlineExceeded, InvalidArgument, PermissionDenied, Unavailable
+from core.feature_columns import MISSING_REASONS, concat, empty
+from registry.feature_batches import RowBatch, check_batch, rows_to_batch
 from registry.feature_catalog import GroupRead, readable
-from registry.features import FeatureDefinition, GroupRow, MissingReason
+from registry.features import GroupRow, GroupSchema, MissingReason
+from registry.placement import tenant_buckets_of
 from registry.registry import FEATURE_BUCKETS, feature_placement_ref
 from registry.snapshot import Snapshot
+
+_STALE = MISSING_REASONS.index("stale")
 
 
 def _now_us() -> int:
@@ -38,15 +60,44 @@ def _now_us() -> int:
 
 
 class FeatureWire(Protocol):
-    """Feature values stay in their wire form through the coordinator: it
-    only routes and counts them, and decoding 2,400 values of an 800-item
-    request to encode them again would cost more than the lookup itself."""
+    """Resolved columns stay in their wire form through the coordinator: it
+    routes and counts them, and decoding thousands of values per request
+    to encode them again would cost more than the lookup itself."""
 
-    def missing(self, definition: FeatureDefinition, reason: MissingReason) -> object:
-        """The wire value for a feature that was not read (with its default)."""
+    def missing(self, read: GroupRead, reason: MissingReason, rows: int) -> object:
+        """Wire columns for entities that were not read, with the fills."""
         ...
 
-    def reason(self, value: object) -> str | None: ...
+    def reason_counts(self, columns: object) -> Sequence[int]:
+        """How many values carry each missing-reason code (index = code)."""
+        ...
+
+
+def missing_reason_of(exc: BaseException) -> MissingReason:
+    """What a tolerated shard failure means for its entities' values."""
+    if isinstance(exc, DeadlineExceeded):
+        return MissingReason.TIMEOUT
+    return MissingReason.UNAVAILABLE
+
+
+def entity_columns(keys: Sequence[EntityKey]) -> EntityColumns:
+    types = list(dict.fromkeys(k.entity_type for k in keys))
+    if len(types) > 256:
+        raise InvalidArgument(f"{len(types)} entity types in one request; expected at most 256")
+    code = {t: i for i, t in enumerate(types)}
+    index = np.fromiter((code[k.entity_type] for k in keys), dtype=np.uint8, count=len(keys))
+    return EntityColumns(types, index, [k.entity_id for k in keys])
+
+
+class _Fetches:
+    """One request's calls: per shard, the groups it is asked and, per
+    fetch, the rows (positions among the type's entities) it answers for."""
+
+    def __init__(self) -> None:
+        self.by_shard: dict[tuple[str, str], list[tuple[GroupRead, np.ndarray, GroupFetch]]]
+        self.by_shard = defaultdict(list)
+        # Some bucket had no serving replica in the snapshot routed on.
+        self.unsure = False
 
 
 class FeatureEngine:
@@ -57,37 +108,54 @@ class FeatureEngine:
         tracker: ReplicaTracker,
         wire: FeatureWire,
         max_entities: int = 5000,
+        fanout: FanoutSettings | None = None,
     ) -> None:
         self.wire = wire
         self.registry = registry
         self.shards = shards
         self.tracker = tracker
         self.max_entities = max_entities
+        self.fanout = fanout or FanoutSettings()
         self._announced: set[VersionRef] = set()
 
-    def _shard_of(
-        self, snap: Snapshot, group: VersionRef, key: EntityKey
-    ) -> tuple[str, str] | None:
+    def _bucket_shards(self, snap: Snapshot, group: VersionRef) -> list[tuple[str, str] | None]:
+        """Per bucket of the group, the replica asked (None: none serving)."""
         placement = snap.placement(feature_placement_ref(group.name, group.version))
-        bucket = key_bucket(snap, FEATURE_BUCKETS, key)
-        serving = [s for s in placement.buckets[bucket] if snap.serving_shard(s) is not None]
-        pick = self.tracker.choose(serving)
-        return (pick, snap.shards[pick].address) if pick else None
+        out: list[tuple[str, str] | None] = []
+        for replicas in placement.buckets:
+            pick = self.tracker.choose([s for s in replicas if snap.serving_shard(s) is not None])
+            out.append((pick, snap.shards[pick].address) if pick else None)
+        return out
+
+    def _check(
+        self, access: Access, entities: Sequence[EntityKey] | EntityColumns
+    ) -> EntityColumns:
+        if len(entities) > self.max_entities:
+            raise InvalidArgument(
+                f"{len(entities)} entities in one request, expected at most {self.max_entities}"
+            )
+        if not isinstance(entities, EntityColumns):
+            return entity_columns(own_entities(entities, access))
+        if not all(entities.types) or not all(entities.ids):
+            blank = (
+                next(i for i, e in enumerate(entities.ids) if not e) if all(entities.types) else 0
+            )
+            raise InvalidArgument(
+                f"entities[{blank}]: entity_type and entity_id are required, got an empty one"
+            )
+        return entities
 
     async def get(
         self,
         access: Access,
         feature_set: VersionRef,
-        entities: Sequence[EntityKey],
+        entities: Sequence[EntityKey] | EntityColumns,
         request_time: int,
         personalized: bool,
         timeout: float,
     ) -> FeatureResult:
         t0 = time.perf_counter()
-        if len(entities) > self.max_entities:
-            raise InvalidArgument(
-                f"{len(entities)} entities in one request, expected at most {self.max_entities}"
-            )
+        ents = self._check(access, entities)
         snap, fs = await self.registry.fresh(
             lambda s: (
                 require_tenant(s, access.tenant_id),
@@ -95,126 +163,205 @@ class FeatureEngine:
             )[1]
         )
         plan = snap.feature_catalog.plan(fs)
-        keys = own_entities(entities, access)
         request_time = request_time or _now_us()
         reads_by_type: dict[str, list[GroupRead]] = defaultdict(list)
         for read in plan:
             reads_by_type[read.schema.group.entity_type].append(read)
-        unknown_types = {k.entity_type for k in keys} - set(reads_by_type)
+        present = [t for i, t in enumerate(ents.types) if (ents.type_index == i).any()]
+        unknown_types = set(present) - set(reads_by_type)
         if unknown_types:
             raise InvalidArgument(
                 f"feature set {feature_set} has no features for entity type(s) {sorted(unknown_types)}; "
                 f"it reads {sorted(reads_by_type)}"
             )
-        # (group read, positions) → values per position
-        results: dict[tuple[int, int], Sequence[object]] = {}
-        calls = []
-        shards_used: set[str] = set()
-        for read_no, read in enumerate(plan):
-            etype = read.schema.group.entity_type
-            positions = [i for i, k in enumerate(keys) if k.entity_type == etype]
-            if not readable(read.schema, personalized):
-                # Refused, not fetched-then-dropped: no shard is asked.
-                refused = tuple(
-                    self.wire.missing(d, MissingReason.PRIVACY_DISABLED) for d in read.definitions
-                )
-                results.update({(read_no, p): refused for p in positions})
+        blocks, fetches = self._route(snap, access, ents, reads_by_type, personalized)
+        if fetches.unsure:
+            # A bucket with no serving replica in a snapshot a moment old may
+            # have one now (a shard re-registering): route on a fresh one.
+            fresh = await self.registry.moved(snap)
+            if fresh is not None:
+                snap = fresh
+                blocks, fetches = self._route(snap, access, ents, reads_by_type, personalized)
+        answers = await self._fetch(access.tenant_id, fetches, request_time, personalized, timeout)
+        for (_, calls), answer in zip(fetches.by_shard.items(), answers, strict=True):
+            for (read, rows, _), columns in zip(calls, answer, strict=True):
+                etype = read.schema.group.entity_type
+                blocks.append(FeatureBlock(read.schema.ref, etype, read.outputs, rows, columns))
+        return self._result(blocks, reads_by_type, len(ents), len(fetches.by_shard), t0)
+
+    def _route(
+        self,
+        snap: Snapshot,
+        access: Access,
+        ents: EntityColumns,
+        reads_by_type: dict[str, list[GroupRead]],
+        personalized: bool,
+    ) -> tuple[list[FeatureBlock], _Fetches]:
+        blocks: list[FeatureBlock] = []
+        fetches = _Fetches()
+        tenant = snap.tenants.get(access.tenant_id)
+        own_buckets = tenant.buckets if tenant else ()
+        for code, etype in enumerate(ents.types):
+            positions = np.flatnonzero(ents.type_index == code)
+            if not len(positions) or etype not in reads_by_type:
                 continue
-            by_shard: dict[tuple[str, str], list[int]] = defaultdict(list)
-            for p in positions:
-                target = self._shard_of(snap, read.schema.ref, keys[p])
-                if target is None:
-                    unavailable = tuple(
-                        self.wire.missing(d, MissingReason.TIMEOUT) for d in read.definitions
-                    )
-                    results[(read_no, p)] = unavailable
-                    continue
-                by_shard[target].append(p)
-            for (sid, addr), ps in by_shard.items():
-                shards_used.add(sid)
-                calls.append((read_no, read, ps, sid, addr))
+            ids = [ents.ids[p] for p in positions.tolist()]
+            buckets = tenant_buckets_of(access.tenant_id, ids, FEATURE_BUCKETS, own_buckets)
+            for read in reads_by_type[etype]:
+                self._plan_group(snap, read, etype, ids, buckets, personalized, blocks, fetches)
+        return blocks, fetches
 
-        async def fetch(
-            read: GroupRead, ps: list[int], sid: str, addr: str
-        ) -> Sequence[Sequence[object]]:
+    def _plan_group(
+        self,
+        snap: Snapshot,
+        read: GroupRead,
+        etype: str,
+        ids: list[str],
+        buckets: np.ndarray,
+        personalized: bool,
+        blocks: list[FeatureBlock],
+        fetches: _Fetches,
+    ) -> None:
+        """Blocks answered here (privacy, no replica) and fetches to send."""
+        if not readable(read.schema, personalized):
+            # Refused, not fetched-then-dropped: no shard is asked.
+            rows = np.arange(len(ids), dtype=np.int32)
+            columns = self.wire.missing(read, MissingReason.PRIVACY_DISABLED, len(ids))
+            blocks.append(FeatureBlock(read.schema.ref, etype, read.outputs, rows, columns))
+            return
+        targets = self._bucket_shards(snap, read.schema.ref)
+        codes = {t: n for n, t in enumerate(dict.fromkeys(targets))}
+        target_of = np.array([codes[t] for t in targets], dtype=np.int64)[buckets]
+        for target, n in codes.items():
+            rows = np.flatnonzero(target_of == n).astype(np.int32)
+            if not len(rows):
+                continue
+            if target is None:
+                fetches.unsure = True
+                columns = self.wire.missing(read, MissingReason.UNAVAILABLE, len(rows))
+                blocks.append(FeatureBlock(read.schema.ref, etype, read.outputs, rows, columns))
+                continue
+            calls = fetches.by_shard[target]
+            # Another group of the type asked of this shard for the same rows
+            # shares its id list: it travels once (GroupFetch.same_entities_as).
+            twin = next((f for r, rs, f in calls if r.schema.group.entity_type == etype
+                         and np.array_equal(rs, rows)), None)  # fmt: skip
+            entity_ids = twin.entity_ids if twin is not None else [ids[r] for r in rows.tolist()]
+            calls.append((read, rows, GroupFetch(read.schema.ref, read.features, entity_ids)))
+
+    async def _fetch(
+        self,
+        tenant_id: str,
+        fetches: _Fetches,
+        request_time: int,
+        personalized: bool,
+        timeout: float,
+    ) -> list[list[object]]:
+        """Per shard, its answer per fetch; a shard that failed in a way the
+        request survives is answered for with `timeout` / `unavailable`."""
+        budget = max(0.001, timeout - self.fanout.margin(timeout))
+
+        async def ask(
+            sid: str, addr: str, calls: list[tuple[GroupRead, np.ndarray, GroupFetch]]
+        ) -> list[object]:
             shard = self.shards(sid, addr)
-            return await shard.get_features(
-                read.schema.ref,
-                read.features,
-                [keys[p] for p in ps],
-                request_time,
-                personalized,
-                timeout,
+            fetched = [f for _, _, f in calls]
+            try:
+                # The call's deadline bounds it: past `budget` it fails
+                # DEADLINE_EXCEEDED, which answers its entities `timeout`.
+                return await shard.get_feature_columns(
+                    tenant_id, fetched, request_time, personalized, budget
+                )
+            except Exception as exc:  # noqa: BLE001 - classified just below
+                if classify_shard_error(exc) is Decision.ABORT:
+                    raise
+                reason = missing_reason_of(exc)
+                return [self.wire.missing(read, reason, len(rows)) for read, rows, _ in calls]
+
+        return list(
+            await asyncio.gather(
+                *(ask(sid, addr, calls) for (sid, addr), calls in fetches.by_shard.items())
             )
-
-        answers = await asyncio.gather(
-            *(fetch(r, ps, sid, addr) for _, r, ps, sid, addr in calls), return_exceptions=True
         )
-        for (read_no, read, ps, _, _), answer in zip(calls, answers, strict=True):
-            if isinstance(answer, BaseException):
-                if classify_shard_error(answer) is Decision.ABORT:
-                    raise answer
-                # the shard did not answer: its entities' values are `timeout`
-                answer = [
-                    tuple(self.wire.missing(d, MissingReason.TIMEOUT) for d in read.definitions)
-                ] * len(ps)
-            results.update({(read_no, p): v for p, v in zip(ps, answer, strict=True)})
 
-        names_by_type = {t: [o for r in rs for o in r.outputs] for t, rs in reads_by_type.items()}
-        read_index = {id(r): n for n, r in enumerate(plan)}
-        values = [
-            [v for r in reads_by_type[k.entity_type] for v in results[(read_index[id(r)], p)]]
-            for p, k in enumerate(keys)
-        ]
-        by_group: Counter[tuple[str, str]] = Counter()
-        reason_of = self.wire.reason
-        for r in plan:
-            group, n = r.schema.ref.name, read_index[id(r)]
-            etype = r.schema.group.entity_type
-            for p, k in enumerate(keys):
-                if k.entity_type == etype:
-                    for v in results[(n, p)]:
-                        reason = reason_of(v)
-                        if reason is not None:
-                            by_group[(group, reason)] += 1
-        reasons: Counter[str] = Counter()
-        for (group, reason), count in by_group.items():
-            reasons[reason] += count
-            metrics.FEATURE_MISSING.labels(group, reason).inc(count)
+    def _result(
+        self,
+        blocks: list[FeatureBlock],
+        reads_by_type: dict[str, list[GroupRead]],
+        entities: int,
+        shards: int,
+        t0: float,
+    ) -> FeatureResult:
+        counts: dict[str, np.ndarray] = {}
+        for block in blocks:
+            by_code = np.asarray(self.wire.reason_counts(block.columns), dtype=np.int64)
+            counts[block.group.name] = counts.get(block.group.name, 0) + by_code
+        total = np.zeros(len(MISSING_REASONS), dtype=np.int64)
+        for group, by_code in counts.items():
+            total += by_code[: len(total)]
+            for code in np.flatnonzero(by_code[1:]) + 1:
+                metrics.FEATURE_MISSING.labels(group, MISSING_REASONS[code]).inc(int(by_code[code]))
         latency = time.perf_counter() - t0
         metrics.FEATURE_LATENCY.observe(latency)
-        metrics.FEATURE_ENTITIES.observe(len(keys))
+        metrics.FEATURE_ENTITIES.observe(entities)
+        reasons = {str(MISSING_REASONS[c]): int(total[c]) for c in range(1, len(total)) if total[c]}
         return FeatureResult(
-            names_by_type,
-            values,
-            dict(reasons),
-            reasons.get("stale", 0),
-            len(shards_used),
+            {t: [o for r in rs for o in r.outputs] for t, rs in reads_by_type.items()},
+            blocks,
+            reasons,
+            int(total[_STALE]),
+            shards,
             latency * 1e3,
         )
 
     async def put(
-        self, access: Access, group: VersionRef, rows: Sequence[GroupRow], timeout: float
+        self,
+        access: Access,
+        group: VersionRef,
+        rows: Sequence[GroupRow],
+        timeout: float,
+        columns: RowColumns | None = None,
     ) -> tuple[int, int]:
+        """Writes `rows` and `columns`; every row is checked before anything
+        is sent, and one bad row refuses the request (nothing is written)."""
         snap, schema = await self.registry.fresh(
             lambda s: (require_tenant(s, access.tenant_id), s.feature_catalog.schema(group))[1]
         )
         owned = own_entities([r.entity for r in rows], access)
-        checked = [schema.check_row(r._replace(entity=k)) for r, k in zip(rows, owned, strict=True)]
+        batches = [
+            rows_to_batch(schema, [r._replace(entity=k) for r, k in zip(rows, owned, strict=True)])
+        ]
+        if columns is not None:
+            their_tenant, their_type, ids, ts, gen, values = columns
+            if their_tenant not in ("", access.tenant_id):
+                raise PermissionDenied(
+                    f"feature rows of tenant {their_tenant!r} differ from the caller's tenant "
+                    f"{access.tenant_id!r}"
+                )
+            etype = their_type or schema.group.entity_type  # another is refused by the check
+            keys = [EntityKey(access.tenant_id, etype, i) for i in ids]
+            batches.append(check_batch(schema, RowBatch(keys, ts, gen, values)))
         placement = snap.placement(feature_placement_ref(group.name, group.version))
-        per_shard: dict[str, tuple[str, list[GroupRow]]] = {}
-        first: set[str] = set()
-        for r in checked:
-            bucket = key_bucket(snap, FEATURE_BUCKETS, r.entity)
-            for pos, sid in enumerate(placement.buckets[bucket]):
-                member = snap.shards.get(sid)
-                if member is None:
-                    raise Unavailable(
-                        f"shard {sid} (feature bucket {bucket} of {group}) is not registered; writes need every replica"
-                    )
-                per_shard.setdefault(sid, (member.address, []))[1].append(r)
-                if pos == 0:
-                    first.add(sid)
+        tenant = snap.tenants.get(access.tenant_id)
+        own_buckets = tenant.buckets if tenant else ()
+        per_shard: dict[str, tuple[str, list[tuple[RowBatch, np.ndarray]]]] = {}
+        newest = 0
+        for batch in batches:
+            if not len(batch):
+                continue
+            newest = max(newest, int(batch.feature_timestamp.max()))
+            ids = [k.entity_id for k in batch.entities]
+            buckets = tenant_buckets_of(access.tenant_id, ids, FEATURE_BUCKETS, own_buckets)
+            for bucket in np.unique(buckets).tolist():
+                rows_of = np.flatnonzero(buckets == bucket)
+                for sid in placement.buckets[bucket]:
+                    member = snap.shards.get(sid)
+                    if member is None:
+                        raise Unavailable(
+                            f"shard {sid} (feature bucket {bucket} of {group}) is not registered; "
+                            "writes need every replica"
+                        )
+                    per_shard.setdefault(sid, (member.address, []))[1].append((batch, rows_of))
         if group not in self._announced:
             # The first write of a group through this coordinator creates its
             # partition on every shard of the placement (empty batches), so
@@ -225,16 +372,34 @@ class FeatureEngine:
                     per_shard.setdefault(sid, (member.address, []))
         acks = await asyncio.gather(
             *(
-                self.shards(sid, addr).put_features(group, rs, timeout)
-                for sid, (addr, rs) in per_shard.items()
+                self.shards(sid, addr).put_features(group, _gathered(schema, parts), timeout)
+                for sid, (addr, parts) in per_shard.items()
             )
         )
         self._announced.add(group)
-        if checked:
-            metrics.FEATURE_FRESHNESS.labels(group.name).set(
-                max(r.feature_timestamp for r in checked) / 1e6
-            )
+        if newest:
+            metrics.FEATURE_FRESHNESS.labels(group.name).set(newest / 1e6)
         replicas = max(len(b) for b in placement.buckets)
         written = sum(w for w, _ in acks) // replicas
         ignored = sum(i for _, i in acks) // replicas
         return written, ignored
+
+
+def _gathered(schema: GroupSchema, parts: list[tuple[RowBatch, np.ndarray]]) -> RowBatch:
+    """The rows of `parts` as one batch for one shard (empty: the group's
+    announcement)."""
+    taken = [batch.take(rows) for batch, rows in parts]
+    if not taken:
+        zero = np.zeros(0, dtype=np.int64)
+        return RowBatch(
+            [], zero, zero, {d.name: empty(d.dtype.value, 0) for d in schema.definitions}
+        )
+    if len(taken) == 1:
+        return taken[0]
+    names = list(taken[0].columns)
+    return RowBatch(
+        [k for b in taken for k in b.entities],
+        np.concatenate([b.feature_timestamp for b in taken]),
+        np.concatenate([b.generated_at for b in taken]),
+        {n: concat([b.columns[n] for b in taken]) for n in names},
+    )

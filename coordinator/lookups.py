@@ -1,10 +1,19 @@
-"""BatchGetEmbeddings: fetch stored records by key, with a status per key.
+"""BatchGetEmbeddings: fetch stored records by key, with a status per key,
+as arrays (`core.embedding_columns`).
 
 Each bucket is read from its first serving replica; a replica that is
 unreachable is answered for by the failover rule searches use
 (`coordinator.failover`). Where several shards answer for one key (centroid
 placement asks them all; a cover may overlap) the answers are reconciled by
-`better`; records past the family's TTL read as missing.
+`core.embedding_columns.merge`; records past the family's TTL read as
+missing.
+
+Per-key misses are statuses, never an error for the request (DESIGN §8):
+keys whose shard is down, refuses, has no serving replica or does not
+answer in time are `unavailable`, the others answered normally. Only
+request-level problems fail the call: an unknown embedding version, access,
+too many keys, a malformed key, or an error every shard would give
+(`coordinator.partial`).
 """
 
 from __future__ import annotations
@@ -12,65 +21,55 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+import numpy as np
+import numpy.typing as npt
+
 from coordinator.access import check_access, own_keys
-from coordinator.buckets import key_bucket
 from coordinator.config import Limits
 from coordinator.failover import alternates, failover_cover
-from coordinator.model import Access, Lookup, LookupStatus
+from coordinator.model import Access
+from coordinator.partial import Decision, classify_shard_error
+from coordinator.search import FanoutSettings
 from coordinator.shard import ShardFactory
 from coordinator.snapshots import RegistryView
 from coordinator.writes import now_micros
 from core.domain import EntityKey, VersionRef
-from core.errors import Unavailable
+from core.embedding_columns import EmbeddingColumns, expire, reconcile, unanswered
+from core.errors import DeadlineExceeded, Unavailable
 from registry.model import IndexVersion, Placement
+from registry.placement import tenant_buckets_of
 from registry.snapshot import Snapshot
 
-_RANK = {LookupStatus.MISSING: 0, LookupStatus.DELETED: 1, LookupStatus.FOUND: 2}
+Positions = npt.NDArray[np.int64]
+Answer = tuple[Positions, EmbeddingColumns]
 
 
-def better(a: Lookup | None, b: Lookup) -> Lookup:
-    """When several shards answer for a key: found beats deleted beats
-    missing; between two found copies, the newer source_version."""
-    if a is None or _RANK[b.status] > _RANK[a.status]:
-        return b
-    if a.status is b.status is LookupStatus.FOUND and a.record and b.record:
-        return b if b.record.source_version > a.record.source_version else a
-    return a
-
-
-def expire(
-    keys: Sequence[EntityKey], found: Sequence[Lookup | None], ttl_seconds: int, now_us: int
-) -> list[Lookup]:
-    """Unanswered keys, and records created before the TTL, read as missing."""
-    before = now_us - ttl_seconds * 1_000_000 if ttl_seconds else None
-    return [
-        Lookup(key, LookupStatus.MISSING)
-        if lk is None
-        or (before is not None and lk.record is not None and lk.record.created_at < before)
-        else lk
-        for key, lk in zip(keys, found, strict=True)
-    ]
-
-
-def primaries(snap: Snapshot, index: IndexVersion, placement: Placement) -> dict[str, list[int]]:
-    """Each bucket's first serving replica → the buckets it answers for."""
+def primaries(snap: Snapshot, placement: Placement) -> tuple[dict[str, list[int]], list[int]]:
+    """Each bucket's first serving replica → the buckets it answers for; and
+    the buckets with no serving replica (their keys are unavailable)."""
     out: dict[str, list[int]] = {}
+    orphans = []
     for bucket, replicas in enumerate(placement.buckets):
         sid = next((s for s in replicas if snap.serving_shard(s) is not None), None)
         if sid is None:
-            raise Unavailable(
-                f"bucket {bucket} of index {index.ref} has no serving replica "
-                f"(placed on {list(replicas)})"
-            )
-        out.setdefault(sid, []).append(bucket)
-    return out
+            orphans.append(bucket)
+        else:
+            out.setdefault(sid, []).append(bucket)
+    return out, orphans
 
 
 class Lookups:
-    def __init__(self, registry: RegistryView, shards: ShardFactory, limits: Limits) -> None:
+    def __init__(
+        self,
+        registry: RegistryView,
+        shards: ShardFactory,
+        limits: Limits,
+        fanout: FanoutSettings | None = None,
+    ) -> None:
         self.registry = registry
         self.shards = shards
         self.limits = limits
+        self.fanout = fanout or FanoutSettings()
 
     async def batch_get(
         self,
@@ -79,37 +78,43 @@ class Lookups:
         keys: Sequence[EntityKey],
         include_vectors: bool,
         timeout: float,
-    ) -> list[Lookup]:
-        """One lookup per key, in request order, from the embedding
-        version's first index version."""
+        include_attributes: bool = False,
+    ) -> tuple[list[EntityKey], EmbeddingColumns]:
+        """The keys (owned: tenant and type filled in) and one answer per
+        key, in request order, from the embedding version's first index."""
         snap, family, indexes = await self.registry.embedding_indexes(
             embedding, tenant_id=access.tenant_id
         )
         check_access(access, family, snap)
         owned = own_keys(keys, access, family, "lookup", self.limits.input)
         index = indexes[0]
+        width = family.dimension if include_vectors else 0
+        budget = max(0.001, timeout - self.fanout.margin(timeout))
 
-        async def fetch(snap: Snapshot) -> list[Lookup | None]:
-            placement = snap.placement(index.ref)
-            centroid = index.placement == "centroid"
-            # With centroid placement the bucket depends on the vector: every
-            # key is asked of every shard (bucket None: whichever holds it).
-            buckets = [None if centroid else key_bucket(snap, index.num_buckets, k) for k in owned]
-            read = _Read(self, snap, index, placement, owned, buckets, include_vectors, timeout)
-            found: list[Lookup | None] = [None] * len(owned)
+        async def fetch(snap: Snapshot) -> tuple[list[Answer], bool]:
+            read = _Read(self, snap, index, owned, include_vectors, include_attributes, budget)
+            plan, orphans = primaries(snap, read.placement)
             parts = await asyncio.gather(
                 *(
                     read.ask(sid, snap.shards[sid].address, held, {sid})
-                    for sid, held in primaries(snap, index, placement).items()
+                    for sid, held in plan.items()
                 )
             )
-            for part in parts:
-                for pos, lk in part.items():
-                    found[pos] = better(found[pos], lk)
-            return found
+            answers = [a for part in parts for a in part]
+            if orphans:
+                answers.append(read.unavailable(orphans))
+            return answers, read.refused or bool(orphans)
 
-        found = await self.registry.retry_if_moved(snap, fetch)
-        return expire(owned, found, family.ttl_seconds, now_micros())
+        answers, refused = await fetch(snap)
+        if refused:
+            # A shard that moved (restarted on a new address) refuses at the
+            # old one, and one re-registering may be missing from a snapshot
+            # a moment old: once more on a fresh snapshot, if shards moved.
+            fresh = await self.registry.moved(snap)
+            if fresh is not None:
+                answers, _ = await fetch(fresh)
+        found = reconcile(answers, len(owned), width)
+        return owned, expire(found, family.ttl_seconds, now_micros())
 
 
 class _Read:
@@ -120,45 +125,76 @@ class _Read:
         lookups: Lookups,
         snap: Snapshot,
         index: IndexVersion,
-        placement: Placement,
         keys: list[EntityKey],
-        buckets: list[int | None],
         include_vectors: bool,
-        timeout: float,
+        include_attributes: bool,
+        budget: float,
     ) -> None:
         self.shards = lookups.shards
-        self.snap, self.index, self.placement = snap, index, placement
-        self.keys, self.buckets = keys, buckets
-        self.include_vectors, self.timeout = include_vectors, timeout
+        self.snap, self.index = snap, index
+        self.placement = snap.placement(index.ref)
+        self.keys = keys
+        # With centroid placement the bucket depends on the vector: every
+        # key is asked of every shard (bucket -1: whichever holds it).
+        if index.placement == "centroid" or not keys:
+            self.buckets = np.full(len(keys), -1, dtype=np.int64)
+        else:
+            tenant = snap.tenants.get(keys[0].tenant_id)  # a lookup's keys share one
+            self.buckets = tenant_buckets_of(
+                keys[0].tenant_id,
+                [k.entity_id for k in keys],
+                index.num_buckets,
+                tenant.buckets if tenant else (),
+            )
+        self.include_vectors, self.include_attributes = include_vectors, include_attributes
+        self.budget = budget
+        self.width = snap.family(index.embedding.name).dimension if include_vectors else 0
+        self.refused = False
+
+    def positions(self, held: Sequence[int]) -> Positions:
+        return np.flatnonzero((self.buckets < 0) | np.isin(self.buckets, list(held)))
+
+    def unavailable(self, held: Sequence[int]) -> Answer:
+        positions = self.positions(held)
+        return positions, unanswered(len(positions), self.width)
 
     async def ask(
         self, sid: str, address: str, held: Sequence[int], tried: set[str]
-    ) -> dict[int, Lookup]:
-        """Positions → lookups for the keys of `held` buckets, from `sid` or,
-        when it is unreachable, from the replicas the failover rule picks."""
-        wanted = set(held)
-        positions = [p for p, b in enumerate(self.buckets) if b is None or b in wanted]
-        if not positions:
-            return {}
+    ) -> list[Answer]:
+        """Answers for the keys of `held` buckets, from `sid` or, when it
+        cannot answer, from the replicas the failover rule picks; keys no
+        one answered for are unavailable."""
+        positions = self.positions(held)
+        if not len(positions):
+            return []
         try:
+            # The call's deadline bounds it (DEADLINE_EXCEEDED past `budget`).
             answer = await self.shards(sid, address).batch_get(
                 self.index.ref,
-                [self.keys[p] for p in positions],
+                [self.keys[p] for p in positions.tolist()],
                 self.include_vectors,
-                self.timeout,
+                self.budget,
+                include_attributes=self.include_attributes,
             )
-            return dict(zip(positions, answer, strict=True))
-        except Unavailable:
-            candidates = alternates(self.snap, self.placement, held, tried)
-            cover = failover_cover(held, candidates, tried)
-            if cover is None:
+            return [(positions, answer)]
+        except Exception as exc:  # noqa: BLE001 - classified just below
+            if classify_shard_error(exc) is Decision.ABORT:
                 raise
+            if isinstance(exc, DeadlineExceeded):
+                # Too late to ask anyone else.
+                return [(positions, unanswered(len(positions), self.width))]
+            self.refused |= isinstance(exc, Unavailable)
+            candidates = alternates(self.snap, self.placement, held, tried)
+            # Buckets no other replica serves are unavailable; the others are
+            # asked of a cover of replicas, the rule searches use.
+            coverable = sorted({b for _, _, bs in candidates for b in bs})
+            lost = [b for b in held if b not in coverable]
+            cover = failover_cover(coverable, candidates, tried) or []
             tried = tried | {alt for alt, _, _ in cover}
             parts = await asyncio.gather(
                 *(self.ask(alt, addr, share, tried) for alt, addr, share in cover)
             )
-            out: dict[int, Lookup] = {}
-            for part in parts:
-                for pos, lk in part.items():
-                    out[pos] = better(out.get(pos), lk)
-            return out
+            answers = [a for part in parts for a in part]
+            if lost:
+                answers.append(self.unavailable(lost))
+            return answers

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from enum import Enum
 
 import numpy as np
 
@@ -58,19 +57,6 @@ class WriteRecord:
     created_at: int = 0
     attributes: dict[str, AttrValue] = field(default_factory=dict)
     norm: float = 0.0
-
-
-class LookupStatus(Enum):
-    FOUND = "found"
-    MISSING = "missing"
-    DELETED = "deleted"
-
-
-@dataclass(frozen=True)
-class Lookup:
-    key: EntityKey
-    status: LookupStatus
-    record: WriteRecord | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -185,11 +171,47 @@ class SearchResult:
     filter_selectivity: float = 1.0
 
 
+@dataclass(frozen=True, eq=False)
+class EntityColumns:
+    """A request's entities: distinct types, per entity an index into them
+    (uint8) and its id. The tenant is the caller's."""
+
+    types: list[str]
+    type_index: np.ndarray
+    ids: list[str]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@dataclass(frozen=True)
+class GroupFetch:
+    """What a shard is asked of one feature group: features, for entities of
+    the group's type (of the request's tenant)."""
+
+    group: VersionRef
+    features: tuple[str, ...]
+    entity_ids: list[str]
+
+
+@dataclass(frozen=True, eq=False)
+class FeatureBlock:
+    """Resolved values of one group for some entities of one type: `rows`
+    are their positions among the request's entities of that type;
+    `columns` stays in wire form (coordinator.features.FeatureWire)."""
+
+    group: VersionRef
+    entity_type: str
+    outputs: tuple[str, ...]
+    rows: np.ndarray
+    columns: object
+
+
 @dataclass(frozen=True)
 class FeatureResult:
     names_by_type: dict[str, list[str]]
-    # Per entity, aligned with its type's names; wire values (see FeatureWire).
-    values: list[list[object]]
+    # For each group read, blocks that together hold each entity of its type once.
+    blocks: list[FeatureBlock]
     missing_by_reason: dict[str, int]
     stale: int
     shards: int

@@ -12,20 +12,18 @@ from typing import TypeVar
 import grpc
 import grpc.aio
 
-from coordinator import convert
+from coordinator import convert, feature_convert
 from coordinator.errors import shard_error
 from coordinator.evaluation import ShardRecall
 from coordinator.evaluation_convert import shard_recall
-from coordinator.model import Lookup, ShardAnswer, ShardIndex, ShardQuery, WriteRecord
+from coordinator.model import GroupFetch, ShardAnswer, ShardIndex, ShardQuery, WriteRecord
 from core import runtime as serving
 from core import tracing
 from core.domain import EntityKey, VersionRef
-from core.wire import feature_row_to_pb, key_to_pb
-from protos.vecshard.v1 import common_pb2 as cpb
-from protos.vecshard.v1.internal import features_pb2 as fpb
+from core.embedding_columns import EmbeddingColumns
 from protos.vecshard.v1.internal import features_pb2_grpc, shard_pb2_grpc
 from protos.vecshard.v1.internal import shard_pb2 as spb
-from registry.features import GroupRow
+from registry.feature_batches import RowBatch
 
 # Records per streamed message: big batches stay under gRPC's message limit.
 UPSERT_BATCH = 1000
@@ -94,11 +92,16 @@ class RemoteShard:
         return int(ack.deleted)
 
     async def batch_get(
-        self, index: VersionRef, keys: Sequence[EntityKey], include_vectors: bool, timeout: float
-    ) -> list[Lookup]:
-        req = convert.shard_batch_get_pb(index, keys, include_vectors)
+        self,
+        index: VersionRef,
+        keys: Sequence[EntityKey],
+        include_vectors: bool,
+        timeout: float,
+        include_attributes: bool = False,
+    ) -> EmbeddingColumns:
+        req = convert.shard_lookup_pb(index, keys, include_vectors, include_attributes)
         resp = await self._call(lambda: self.stub.BatchGet(req, timeout=timeout))
-        return convert.shard_lookups(resp)
+        return convert.shard_embeddings(resp, len(keys), self.shard_id)
 
     async def describe(self, timeout: float = 5.0) -> list[ShardIndex]:
         req = spb.DescribeRequest(
@@ -109,36 +112,24 @@ class RemoteShard:
         resp = await self._call(lambda: self.stub.Describe(req, timeout=timeout))
         return convert.shard_indexes(resp)
 
-    async def get_features(
+    async def get_feature_columns(
         self,
-        group: VersionRef,
-        features: Sequence[str],
-        keys: Sequence[EntityKey],
+        tenant_id: str,
+        fetches: Sequence[GroupFetch],
         request_time: int,
         personalized: bool,
         timeout: float,
-    ) -> list[Sequence[cpb.FeatureValue]]:
-        req = fpb.GetFeaturesRequest(
-            group=group.name,
-            group_version=group.version,
-            features=list(features),
-            entities=[key_to_pb(k) for k in keys],
-            request_time_us=request_time,
-            personalized=personalized,
-        )
-        resp = await self._call(lambda: self.features.GetFeatures(req, timeout=timeout))
+    ) -> list[object]:
+        req = feature_convert.feature_columns_pb(tenant_id, fetches, request_time, personalized)
+        resp = await self._call(lambda: self.features.GetFeatureColumns(req, timeout=timeout))
         # Kept in wire form: the coordinator only routes these (FeatureWire).
-        return [e.values for e in resp.entities]
+        return list(resp.groups)
 
     async def put_features(
-        self, group: VersionRef, rows: Sequence[GroupRow], timeout: float
+        self, group: VersionRef, batch: RowBatch, timeout: float
     ) -> tuple[int, int]:
-        batch = fpb.FeatureBatch(
-            group=group.name,
-            group_version=group.version,
-            rows=[feature_row_to_pb(*r) for r in rows],
-        )
-        ack = await self._call(lambda: self.features.PutFeatures(iter([batch]), timeout=timeout))
+        batches = feature_convert.feature_batches_pb(group, batch)
+        ack = await self._call(lambda: self.features.PutFeatures(iter(batches), timeout=timeout))
         return ack.written, ack.ignored_older
 
     async def check_recall(

@@ -13,9 +13,9 @@ from grpc_health.v1.health import HealthServicer
 from coordinator import metrics
 from coordinator.canary_runner import CanaryRunner
 from coordinator.config import CoordinatorConfig
-from coordinator.convert import ProtoFeatureWire
 from coordinator.evaluation import Evaluator
 from coordinator.evaluation_servicer import EvaluationServicer
+from coordinator.feature_convert import ProtoFeatureWire
 from coordinator.features import FeatureEngine
 from coordinator.registry_servicer import RegistryServicer
 from coordinator.retention_sweeper import RetentionSweeper

@@ -27,7 +27,7 @@ from coordinator.admission import Admission
 from coordinator.background import Background
 from coordinator.config import Limits
 from coordinator.lookups import Lookups
-from coordinator.model import Access, Lookup, SearchQuery, SearchResult, WriteRecord
+from coordinator.model import Access, SearchQuery, SearchResult, WriteRecord
 from coordinator.plans import RoutePlans
 from coordinator.replicas import ReplicaTracker
 from coordinator.search import BoundsProvider, FanoutSettings, SearchExecutor, no_bounds, no_stats
@@ -39,6 +39,7 @@ from coordinator.summaries import SummaryCache
 from coordinator.writes import Writes
 from core import tracing
 from core.domain import EntityKey, VersionRef
+from core.embedding_columns import EmbeddingColumns
 from registry import codec
 from registry.snapshot import ResolvedRoute, Snapshot
 
@@ -157,5 +158,8 @@ class RetrievalEngine:
         keys: Sequence[EntityKey],
         include_vectors: bool,
         timeout: float,
-    ) -> list[Lookup]:
-        return await self.lookups.batch_get(access, embedding, keys, include_vectors, timeout)
+        include_attributes: bool = False,
+    ) -> tuple[list[EntityKey], EmbeddingColumns]:
+        return await self.lookups.batch_get(
+            access, embedding, keys, include_vectors, timeout, include_attributes
+        )

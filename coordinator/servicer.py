@@ -7,7 +7,7 @@ from typing import Any
 
 import grpc.aio
 
-from coordinator import convert
+from coordinator import convert, feature_convert
 from coordinator.features import FeatureEngine
 from coordinator.service import RetrievalEngine
 from core.domain import VersionRef
@@ -66,14 +66,15 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
             pb.BatchGetEmbeddingsRequest, pb.BatchGetEmbeddingsResponse
         ],
     ) -> pb.BatchGetEmbeddingsResponse:
-        lookups = await self.engine.batch_get(
+        keys, found = await self.engine.batch_get(
             convert.access_from_pb(request.access),
             VersionRef(request.embedding_name, request.embedding_version),
-            convert.keys_from_pb(request.keys),
+            convert.lookup_keys_from_pb(request),
             request.include_vectors,
             self._timeout(context),
+            include_attributes=request.include_attributes or not request.columnar,
         )
-        return convert.lookups_to_pb(lookups)
+        return convert.lookups_to_pb(keys, found, request.columnar)
 
     async def Upsert(
         self,
@@ -112,12 +113,12 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
             result = await self.features.get(
                 access,
                 VersionRef(request.feature_set, request.feature_set_version),
-                convert.keys_from_pb(request.entities),
+                feature_convert.entities_from_pb(request),
                 request.request_time_us,
                 request.personalized,
                 self._timeout(context),
             )
-        return convert.features_to_pb(result, request.entities)
+        return feature_convert.features_to_pb(result, request)
 
     async def PutFeatures(
         self,
@@ -126,11 +127,13 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
     ) -> pb.PutFeaturesResponse:
         written = ignored = 0
         async for request in request_iterator:
+            rows, columns = feature_convert.feature_put_from_pb(request)
             w, i = await self.features.put(
                 convert.access_from_pb(request.access),
                 VersionRef(request.group, request.group_version),
-                convert.feature_rows_from_pb(request),
+                rows,
                 self._timeout(context),
+                columns,
             )
             written, ignored = written + w, ignored + i
         return pb.PutFeaturesResponse(written=written, ignored_older=ignored)

@@ -11,15 +11,18 @@ searches of any inner shard).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
-from coordinator.model import Lookup, ShardAnswer, ShardIndex, ShardQuery, WriteRecord
+from coordinator.model import (
+    GroupFetch,
+    ShardAnswer,
+    ShardIndex,
+    ShardQuery,
+    WriteRecord,
+)
 from core.domain import EntityKey, VersionRef
-from registry.features import GroupRow
-
-if TYPE_CHECKING:
-    # Only a type: feature values cross the coordinator in wire form (below).
-    from protos.vecshard.v1.common_pb2 import FeatureValue as WireFeatureValue
+from core.embedding_columns import EmbeddingColumns
+from registry.feature_batches import RowBatch
 
 
 class Shard(Protocol):
@@ -59,10 +62,16 @@ class Shard(Protocol):
         ...
 
     async def batch_get(
-        self, index: VersionRef, keys: Sequence[EntityKey], include_vectors: bool, timeout: float
-    ) -> list[Lookup]:
-        """One lookup per key, in request order: found, deleted (tombstoned)
-        or missing. Without `include_vectors` a found record's vector is empty."""
+        self,
+        index: VersionRef,
+        keys: Sequence[EntityKey],
+        include_vectors: bool,
+        timeout: float,
+        include_attributes: bool = False,
+    ) -> EmbeddingColumns:
+        """One answer per key, in request order: found, deleted (tombstoned)
+        or missing, as arrays. Without `include_vectors` the vectors have no
+        columns; attributes (JSON) only with `include_attributes`."""
         ...
 
     async def describe(self, timeout: float = 5.0) -> list[ShardIndex]:
@@ -70,17 +79,17 @@ class Shard(Protocol):
         the coordinator bound its scores and exclude buckets."""
         ...
 
-    async def get_features(
+    async def get_feature_columns(
         self,
-        group: VersionRef,
-        features: Sequence[str],
-        keys: Sequence[EntityKey],
+        tenant_id: str,
+        fetches: Sequence[GroupFetch],
         request_time: int,
         personalized: bool,
         timeout: float,
-    ) -> list[Sequence[WireFeatureValue]]:
-        """Per key (request order), the group's `features` resolved on the
-        shard with the same functions as the offline joins.
+    ) -> list[object]:
+        """Per fetch (in order), its features for its entities (in order),
+        resolved on the shard with the same functions as the offline joins,
+        as columns in wire form (`ResolvedFeatureColumns`).
 
         Why wire form: the coordinator only routes and counts these values
         (`coordinator.features.FeatureWire`); decoding the thousands of values
@@ -88,7 +97,7 @@ class Shard(Protocol):
         ...
 
     async def put_features(
-        self, group: VersionRef, rows: Sequence[GroupRow], timeout: float
+        self, group: VersionRef, batch: RowBatch, timeout: float
     ) -> tuple[int, int]:
         """Stores rows; returns (written, ignored_older). Precedence is
         `GroupRow.supersedes`: an older (feature_timestamp, generated_at)

@@ -9,6 +9,7 @@ from typing import Protocol
 
 from core.domain import AttrValue, EntityKey, Metric
 from core.errors import InvalidArgument
+from core.feature_columns import FILL_CODE, REASON_CODE
 from core.filters import And, Eq, Filter, In, Not, Or, Range
 from protos.vecshard.v1 import common_pb2 as pb
 
@@ -112,20 +113,9 @@ def filter_to_pb(f: Filter | None) -> pb.Filter:
 
 # --- features -----------------------------------------------------------------
 
-_REASON_TO_PB = {
-    "no_history": pb.NO_HISTORY,
-    "entity_not_found": pb.ENTITY_NOT_FOUND,
-    "stale": pb.STALE,
-    "privacy_disabled": pb.PRIVACY_DISABLED,
-    "timeout": pb.TIMEOUT,
-    "not_computed": pb.NOT_COMPUTED,
-}
-_FILL_TO_PB = {
-    "feature_default": pb.FEATURE_DEFAULT,
-    "null": pb.FILL_NULL,
-    "constant": pb.CONSTANT,
-    "keep_value": pb.KEEP_VALUE,
-}
+# Codes are the proto enum values (core.feature_columns, checked by a test).
+_REASON_TO_PB = REASON_CODE
+_FILL_TO_PB = FILL_CODE
 REASON_FROM_PB = {v: k for k, v in _REASON_TO_PB.items()}
 FILL_FROM_PB = {v: k for k, v in _FILL_TO_PB.items()}
 
@@ -139,8 +129,8 @@ def feature_value_to_pb(
 ) -> pb.FeatureValue:
     """A typed value (None = null) and what the resolution said about it."""
     out = pb.FeatureValue(
-        missing_reason=_REASON_TO_PB[reason] if reason else pb.MISSING_REASON_UNSPECIFIED,
-        default_applied=_FILL_TO_PB[fill] if fill else pb.FILL_ACTION_UNSPECIFIED,
+        missing_reason=_REASON_TO_PB[reason] if reason else 0,  # type: ignore[arg-type]  # codes are the enum's values
+        default_applied=_FILL_TO_PB[fill] if fill else 0,  # type: ignore[arg-type]  # likewise
     )
     if staleness_us is not None:
         out.staleness_us = staleness_us

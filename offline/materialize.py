@@ -23,23 +23,29 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
+import numpy as np
+
 from core.errors import FailedPrecondition, InvalidArgument
-from offline.parquet_store import OfflineStore, table_to_rows
-from registry.features import GroupRow, GroupSchema, PutAck
+from offline.arrow_columns import table_to_batch
+from offline.parquet_store import OfflineStore
+from registry.feature_batches import RowBatch
+from registry.features import GroupSchema, PutAck
 
 CHECKPOINT_FORMAT = 1
 
 
 class FeatureSink(Protocol):
-    """Where materialized rows go. `put` returns only once the rows are
-    durable (acknowledged), and must be idempotent for a replayed batch."""
+    """Where materialized rows go, a batch of columns at a time (in process:
+    a shard's `FeatureStore`; in a cluster: `GrpcFeatureSink`). `put_batch`
+    returns only once the rows are durable (acknowledged), and must be
+    idempotent for a replayed batch."""
 
-    def put(self, group: GroupSchema, rows: Sequence[GroupRow]) -> PutAck: ...
+    def put_batch(self, group: GroupSchema, batch: RowBatch) -> PutAck: ...
 
 
 @dataclass(frozen=True)
@@ -196,8 +202,8 @@ def materialize(
                 skipped += 1
                 bar.advance(batch.num_rows, fresh=False)
                 continue
-            rows = table_to_rows(job.group, batch)
-            ack = sink.put(job.group, rows)
+            rows = table_to_batch(job.group, batch)
+            ack = sink.put_batch(job.group, rows)
             # Only after the ack: a crash before this line replays the batch.
             state["batches"] = i + 1
             ckpt.save()
@@ -205,8 +211,8 @@ def materialize(
             rows_sent += len(rows)
             written += ack.written
             ignored += ack.ignored_older
-            if rows:
-                newest = max(r.feature_timestamp for r in rows)
+            if len(rows):
+                newest = int(rows.feature_timestamp.max())
                 max_ts = newest if max_ts is None else max(max_ts, newest)
             bar.advance(len(rows))
         state["complete"] = True
@@ -217,7 +223,8 @@ def materialize(
 
 class GrpcFeatureSink:
     """Materializes into a running cluster through the coordinator's
-    PutFeatures, with one tenant-scoped client per tenant in the data."""
+    PutFeatures — columns, not a message per value — with one
+    tenant-scoped client per tenant in the data."""
 
     def __init__(
         self, coordinator: str, purpose: str = "materialization", timeout: float = 60.0
@@ -236,17 +243,22 @@ class GrpcFeatureSink:
             )
         return self._clients[tenant]
 
-    def put(self, group: GroupSchema, rows: Sequence[GroupRow]) -> PutAck:
-        by_tenant: dict[str, list[GroupRow]] = {}
-        for r in rows:
-            by_tenant.setdefault(r.entity.tenant_id, []).append(r)
+    def put_batch(self, group: GroupSchema, batch: RowBatch) -> PutAck:
+        """The batch as columns, one PutFeatures stream per tenant in it."""
+        by_tenant: dict[str, list[int]] = {}
+        for i, key in enumerate(batch.entities):
+            by_tenant.setdefault(key.tenant_id, []).append(i)
         written = ignored = 0
-        for tenant, trs in by_tenant.items():
-            w, i = self._client(tenant).put_features(
+        for tenant, rows in by_tenant.items():
+            part = batch.take(np.array(rows, dtype=np.int64)) if len(by_tenant) > 1 else batch
+            w, i = self._client(tenant).put_feature_columns(
                 group.ref.name,
                 group.ref.version,
-                [(r.entity, r.feature_timestamp, r.values) for r in trs],
-                generated_at=[r.generated_at for r in trs],
+                [k.entity_id for k in part.entities],
+                part.feature_timestamp,
+                dict(part.columns),
+                generated_at_us=part.generated_at,
+                batch_size=max(1, len(part)),
             )
             written, ignored = written + w, ignored + i
         return PutAck(written, ignored)

@@ -5,8 +5,8 @@ For each event and each group of the feature set, the join picks the entity's
 row with the greatest `(feature_timestamp, generated_at)` such that
 `feature_timestamp <= event_time` (and, with a cutoff, `generated_at <=
 generated_cutoff`, so a later backfill cannot leak into an older training
-set); then `registry.features.resolve_group` — the function the online path
-uses — turns that row (or its absence) into value, missing reason, default
+set); then `registry.feature_values.resolve_columns` — the function the online
+path uses — turns that row (or its absence) into value, missing reason, default
 and staleness. TTL expiry, staleness and privacy are therefore decided by the
 same code online and offline.
 
@@ -31,12 +31,21 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from client.feature_results import arrow_array
 from core.domain import VersionRef
 from core.errors import InvalidArgument
-from offline.parquet_store import TIMESTAMP, OfflineStore, arrow_type, table_to_rows
+from core.feature_columns import FILLS, MISSING_REASONS, ResolvedColumns
+from offline.arrow_columns import stored_from_table
+from offline.parquet_store import TIMESTAMP, OfflineStore, arrow_type
+from registry.feature_batches import StoredRows
 from registry.feature_catalog import FeatureCatalog, GroupRead, readable, readable_groups
-from registry.feature_values import FeatureValue, resolve_group
-from registry.features import US_PER_SECOND, FeatureSet, GroupRow, MissingReason
+from registry.feature_values import (
+    FeatureValue,
+    missing_columns,
+    resolve_columns,
+    resolved_values,
+)
+from registry.features import US_PER_SECOND, FeatureSet, MissingReason
 
 
 def latest_at(
@@ -123,15 +132,16 @@ def _entity_column(read: GroupRead, entity_columns: Mapping[str, str] | None) ->
     return (entity_columns or {}).get(et, f"{et}_id")
 
 
-def rows_at(
+def stored_at(
     read: GroupRead,
     rows: pa.Table,
     tenants: pa.Array,
     entities: pa.Array,
     times: np.ndarray,
     generated_cutoff: int | None = None,
-) -> list[GroupRow | None]:
-    """Each event's as-of row of one group (None: no row at or before its time)."""
+) -> StoredRows:
+    """Each event's as-of row of one group (absent: no row at or before its
+    time), as columns."""
     schema = read.schema
     rows = rows.filter(pc.equal(rows.column("entity_type"), schema.group.entity_type))
     if generated_cutoff is not None:
@@ -146,12 +156,7 @@ def rows_at(
         _column_micros(rows, "feature_timestamp"),
         _column_micros(rows, "generated_at"),
     )
-    hits = np.flatnonzero(idx >= 0)
-    matched = table_to_rows(schema, rows.take(pa.array(idx[hits])))
-    out: list[GroupRow | None] = [None] * len(times)
-    for i, row in zip(hits.tolist(), matched, strict=True):
-        out[i] = row
-    return out
+    return stored_from_table(schema, rows, idx)
 
 
 def _column_micros(table: pa.Table, column: str) -> np.ndarray:
@@ -159,7 +164,7 @@ def _column_micros(table: pa.Table, column: str) -> np.ndarray:
     return np.asarray(col.to_numpy(), dtype=np.int64)
 
 
-def point_in_time_values(
+def point_in_time_columns(
     events: pa.Table,
     feature_set: FeatureSet,
     catalog: FeatureCatalog,
@@ -170,38 +175,53 @@ def point_in_time_values(
     entity_columns: Mapping[str, str] | None = None,
     generated_cutoff: int | None = None,
     personalized: bool = True,
-) -> dict[str, list[FeatureValue]]:
-    """Per output column of the feature set, the resolved value of every
-    event, in event order.
+) -> dict[str, tuple[ResolvedColumns, int]]:
+    """Per output column of the feature set, the resolved columns of its
+    group for every event (in event order) and the feature's index in them.
 
     `group_tables` holds each group's offline rows (`OfflineStore` schema); a
     group absent from it has no data (`not_computed`). The event's entity for
     a group is read from `entity_columns[entity_type]` (default
-    `{entity_type}_id`) and its tenant from `tenant_column`.
+    `{entity_type}_id`) and its tenant from `tenant_column`. Resolution is
+    `resolve_columns`, what the shards run, at each event's own time.
     """
     times = event_micros(events, event_time_column)
     tenants = _strings(events, tenant_column, "tenant")
-    out: dict[str, list[FeatureValue]] = {}
+    out: dict[str, tuple[ResolvedColumns, int]] = {}
     for read in catalog.plan(feature_set):
-        per_event: list[tuple[FeatureValue, ...]]
         table = group_tables.get(read.schema.ref)
+        resolved: ResolvedColumns
         if not readable(read.schema, personalized):
             # Never read, as online: privacy is decided before any fetch.
-            per_event = [resolve_group(read, None, int(t), personalized) for t in times]
+            resolved = missing_columns(read, MissingReason.PRIVACY_DISABLED, len(times))
         elif table is None:
-            nc = resolve_group(read, MissingReason.NOT_COMPUTED, 0, personalized)
-            per_event = [nc] * len(times)
+            resolved = missing_columns(read, MissingReason.NOT_COMPUTED, len(times))
         else:
             col = _entity_column(read, entity_columns)
             entities = _strings(events, col, f"id of {read.schema.group.entity_type}")
-            rows = rows_at(read, table, tenants, entities, times, generated_cutoff)
-            per_event = [
-                resolve_group(read, row, int(t), personalized)
-                for row, t in zip(rows, times.tolist(), strict=True)
-            ]
+            stored = stored_at(read, table, tenants, entities, times, generated_cutoff)
+            resolved = resolve_columns(read, stored, times, personalized)
         for j, name in enumerate(read.outputs):
-            out[name] = [values[j] for values in per_event]
+            out[name] = (resolved, j)
     return {ref.output_name: out[ref.output_name] for ref in feature_set.features}
+
+
+def point_in_time_values(
+    events: pa.Table,
+    feature_set: FeatureSet,
+    catalog: FeatureCatalog,
+    group_tables: Mapping[VersionRef, pa.Table],
+    **options: Any,
+) -> dict[str, list[FeatureValue]]:
+    """`point_in_time_columns` as `FeatureValue`s, per output column, in
+    event order (one object per value: for comparisons and small sets)."""
+    columns = point_in_time_columns(events, feature_set, catalog, group_tables, **options)
+    decoded: dict[int, list[tuple[FeatureValue, ...]]] = {}
+    out = {}
+    for name, (resolved, j) in columns.items():
+        rows = decoded.setdefault(id(resolved), resolved_values(resolved))
+        out[name] = [row[j] for row in rows]
+    return out
 
 
 def point_in_time_join(
@@ -215,23 +235,24 @@ def point_in_time_join(
 ) -> pa.Table:
     """`events` with one column per feature of the set (typed by its dtype),
     plus, with `diagnostics`, `{name}__missing_reason`,
-    `{name}__default_applied` and `{name}__staleness_us` per feature.
-    Options are those of `point_in_time_values`."""
-    values = point_in_time_values(events, feature_set, catalog, group_tables, **options)
+    `{name}__default_applied` and `{name}__staleness_us` per feature — the
+    columns `FeatureFrame.to_arrow()` gives online. Options are those of
+    `point_in_time_columns`."""
+    resolved = point_in_time_columns(events, feature_set, catalog, group_tables, **options)
+    reasons = np.array([r or None for r in MISSING_REASONS], dtype=object)
+    fills = np.array([f or None for f in FILLS], dtype=object)
     out = events
     for ref in feature_set.features:
         name = ref.output_name
+        group, j = resolved[name]
         dtype = catalog.schema(ref.group_ref).definition(ref.feature).dtype
-        vals = values[name]
-        columns = {name: pa.array([v.value for v in vals], arrow_type(dtype))}
+        columns = {name: arrow_array(group.columns[j]).cast(arrow_type(dtype))}
         if diagnostics:
-            columns[f"{name}__missing_reason"] = pa.array(
-                [v.missing_reason.value if v.missing_reason else None for v in vals], pa.string()
+            columns[f"{name}__missing_reason"] = pa.array(reasons[group.reasons[j]], pa.string())
+            columns[f"{name}__default_applied"] = pa.array(fills[group.fills[j]], pa.string())
+            columns[f"{name}__staleness_us"] = pa.array(
+                group.staleness_us, pa.int64(), mask=~group.stored
             )
-            columns[f"{name}__default_applied"] = pa.array(
-                [v.default_applied.value if v.default_applied else None for v in vals], pa.string()
-            )
-            columns[f"{name}__staleness_us"] = pa.array([v.staleness_us for v in vals], pa.int64())
         for col_name, arr in columns.items():
             if col_name in out.column_names:
                 raise InvalidArgument(

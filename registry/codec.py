@@ -1,7 +1,11 @@
 """JSON encoding of registry objects, with a schema version in every value.
 
 The decoder is driven by the dataclass type hints, so adding a field with a
-default never breaks reading values written by an older version.
+default never breaks reading values written by an older version. The other
+way round — an older reader refuses fields it does not know — a field added
+later is marked `metadata={"omit_if_default": True}`: it is left out of a
+value while it holds its default, so older readers keep reading every value
+that does not use it (and refuse, rightly, one that does).
 """
 
 from __future__ import annotations
@@ -66,12 +70,22 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Enum):
         return value.value
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {
+            f.name: _plain(getattr(value, f.name))
+            for f in dataclasses.fields(value)
+            if not (f.metadata.get("omit_if_default") and getattr(value, f.name) == _default(f))
+        }
     if isinstance(value, Mapping):
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, tuple | list):
         return [_plain(v) for v in value]
     return value
+
+
+def _default(f: dataclasses.Field[Any]) -> Any:
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return f.default
 
 
 def encode(obj: Any) -> bytes:

@@ -3,14 +3,26 @@ stored rows, their precedence, and the missing reasons with their fills
 (DESIGN §7). Definitions, groups and sets live in `registry.features`.
 
 The one rule this module exists for: **a missing, stale or expired value is
-resolved by the same function online and offline** (`resolve_value`), so a
+resolved by the same function online and offline** (`resolve_columns`), so a
 model sees the same defaults and missing reasons in training as in serving.
+
+`resolve_value` states the rules one value at a time, as a reader would
+check them; `resolve_columns` applies the same rules to a group's columns
+with array operations — what the shards and the offline joins run, because
+a per-value Python step for the thousands of values of one request cost more
+than the lookup. A property test (`tests/test_feature_columns.py`) holds the
+two equal on random rows, definitions and times.
 """
 
 from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+import numpy as np
+import numpy.typing as npt
+
+from core.feature_columns import FILL_CODE, REASON_CODE, FeatureColumn, ResolvedColumns, repeat
+from registry.feature_batches import StoredRows
 from registry.feature_catalog import GroupRead, readable
 from registry.features import (
     US_PER_SECOND,
@@ -123,3 +135,129 @@ def resolve_group(
         )
         for d in defs
     )
+
+
+# --- the same rules, a column at a time ------------------------------------------
+
+
+def _fill_value(definition: FeatureDefinition, reason: MissingReason) -> tuple[Any, FillAction]:
+    fill = definition.default_policy.fill_for(reason)
+    if fill.action is FillAction.CONSTANT:
+        return fill.constant, fill.action
+    if fill.action is FillAction.FEATURE_DEFAULT:
+        return definition.default_value, fill.action
+    return None, fill.action
+
+
+def missing_columns(read: GroupRead, reason: MissingReason, rows: int) -> ResolvedColumns:
+    """Every value of `read` for `rows` entities that were not read (privacy,
+    timeout, unavailable, not computed): the definitions' fills."""
+    zeros = np.zeros(rows, dtype=np.int64)
+    columns, fills = [], []
+    for d in read.definitions:
+        value, action = _fill_value(d, reason)
+        columns.append(repeat(d.dtype.value, value, rows))
+        fills.append(FILL_CODE[action.value])
+    shape = (len(read.definitions), rows)
+    return ResolvedColumns(
+        read.features,
+        tuple(columns),
+        np.full(shape, REASON_CODE[reason.value], dtype=np.uint8),
+        np.repeat(np.array(fills, dtype=np.uint8)[:, None], rows, axis=1).reshape(shape),
+        np.zeros(rows, dtype=bool),
+        zeros,
+        zeros,
+    )
+
+
+def resolve_columns(
+    read: GroupRead,
+    stored: StoredRows | MissingReason,
+    request_time: int | npt.NDArray[np.int64],
+    personalized: bool,
+    rows: int | None = None,
+) -> ResolvedColumns:
+    """`resolve_group` for every row of `stored` at once (or, for a fetch
+    that failed, `rows` rows of that reason): the same order of checks —
+    privacy, absence or expiry, null, freshness — as masks. `request_time`
+    is one time for all rows (online) or one per row (an offline join's
+    event times)."""
+    n = len(stored) if isinstance(stored, StoredRows) else int(rows or 0)
+    if not readable(read.schema, personalized):
+        return missing_columns(read, MissingReason.PRIVACY_DISABLED, n)
+    if isinstance(stored, MissingReason):
+        return missing_columns(read, stored, n)
+    ts = stored.feature_timestamp
+    present = stored.present.copy()
+    ttl = read.schema.group.ttl_seconds
+    if ttl is not None:
+        present &= request_time - ts <= ttl * US_PER_SECOND
+    staleness = np.where(present, np.maximum(0, request_time - ts), 0)
+    columns, reasons, fills = [], [], []
+    for d in read.definitions:
+        col: FeatureColumn = stored.columns[d.name]
+        valid = col.valid & present
+        sla = d.freshness_sla_seconds
+        stale = (
+            valid & (staleness > sla * US_PER_SECOND)
+            if sla is not None
+            else np.zeros(n, dtype=bool)
+        )
+        reason = np.zeros(n, dtype=np.uint8)
+        fill = np.zeros(n, dtype=np.uint8)
+        for why, mask in (
+            (MissingReason.ENTITY_NOT_FOUND, ~present),
+            (MissingReason.NO_HISTORY, present & ~col.valid),
+            (MissingReason.STALE, stale),
+        ):
+            if not mask.any():
+                continue
+            reason[mask] = REASON_CODE[why.value]
+            value, action = _fill_value(d, why)
+            if action is FillAction.KEEP_VALUE:
+                continue
+            fill[mask] = FILL_CODE[action.value]
+            col = col.where(mask, repeat(d.dtype.value, value, n))
+        columns.append(col)
+        reasons.append(reason)
+        fills.append(fill)
+    shape = (len(read.definitions), n)
+    return ResolvedColumns(
+        read.features,
+        tuple(columns),
+        np.array(reasons, dtype=np.uint8).reshape(shape),
+        np.array(fills, dtype=np.uint8).reshape(shape),
+        present,
+        staleness.astype(np.int64),
+        np.where(present, ts, 0).astype(np.int64),
+    )
+
+
+def resolved_values(resolved: ResolvedColumns) -> list[tuple[FeatureValue, ...]]:
+    """Per row, the `FeatureValue`s of resolved columns (per-value objects:
+    for comparisons and the per-value wire form only)."""
+    values = [c.to_list() for c in resolved.columns]
+    stored = resolved.stored.tolist()
+    staleness = resolved.staleness_us.tolist()
+    ts = resolved.feature_timestamp_us.tolist()
+    reasons = [[_REASONS[c] for c in row] for row in resolved.reasons.tolist()]
+    fills = [[_FILLS[c] for c in row] for row in resolved.fills.tolist()]
+    return [
+        tuple(
+            FeatureValue(
+                values[j][i],
+                reasons[j][i],
+                fills[j][i],
+                staleness[i] if stored[i] else None,
+                ts[i] if stored[i] else None,
+            )
+            for j in range(len(values))
+        )
+        for i in range(resolved.rows)
+    ]
+
+
+_REASONS: dict[int, MissingReason | None] = {0: None} | {
+    REASON_CODE[r.value]: r for r in MissingReason
+}
+_FILLS: dict[int, FillAction | None] = {0: None} | {FILL_CODE[f.value]: f for f in FillAction}

@@ -29,7 +29,12 @@ Missing reasons, and what each means (both paths):
   by default the stale value is still served (policy `keep_value`).
 - `privacy_disabled`: the request is not personalized and the feature is not
   `public`; such groups are never fetched (`readable_groups`).
-- `timeout`: the shard holding the row did not answer in time (online only).
+- `timeout`: the shard holding the row was asked but did not answer within
+  the request's deadline (online only).
+- `unavailable`: no shard holding the row could be asked — none is serving
+  its bucket (lease expired, drained) or every one refused the call (down,
+  shutting down, overloaded) — so the value is unknown at once, without
+  waiting out the deadline (online only).
 - `not_computed`: the group version has no data at all where it was asked
   for (no column family on the shard; no dataset offline).
 
@@ -88,6 +93,7 @@ class MissingReason(StrEnum):
     PRIVACY_DISABLED = "privacy_disabled"
     TIMEOUT = "timeout"
     NOT_COMPUTED = "not_computed"
+    UNAVAILABLE = "unavailable"
 
 
 class FillAction(StrEnum):
@@ -174,6 +180,9 @@ class DefaultPolicy:
     privacy_disabled: Fill = field(default_factory=Fill)
     timeout: Fill = field(default_factory=Fill)
     not_computed: Fill = field(default_factory=Fill)
+    # Added after values were first stored: left out of a value while it is
+    # the default, so older readers keep reading definitions (registry.codec).
+    unavailable: Fill = field(default_factory=Fill, metadata={"omit_if_default": True})
 
     def fill_for(self, reason: MissingReason) -> Fill:
         fill: Fill = getattr(self, reason.value)

@@ -35,6 +35,25 @@ def tenant_bucket(
     return own[bucket_of(tenant_id, entity_id, len(own))]
 
 
+def tenant_buckets_of(
+    tenant_id: str,
+    entity_ids: Sequence[str],
+    num_buckets: int,
+    tenant_buckets: Sequence[int] = (),
+) -> np.ndarray:
+    """`tenant_bucket` of many ids of one tenant, as an int64 array: one
+    digest per id, the arithmetic vectorized (a GetFeatures of 800
+    candidates hashes 800 ids)."""
+    own = [b for b in tenant_buckets if 0 <= b < num_buckets]
+    prefix = tenant_id.encode() + b"\x00"
+    blake = hashlib.blake2b
+    digests = b"".join([blake(prefix + i.encode(), digest_size=8).digest() for i in entity_ids])
+    hashes = np.frombuffer(digests, dtype="<u8")
+    if not own:
+        return (hashes % np.uint64(num_buckets)).astype(np.int64)
+    return np.array(own, dtype=np.int64)[(hashes % np.uint64(len(own))).astype(np.int64)]
+
+
 def assign_buckets(
     index: VersionRef, num_buckets: int, shard_ids: Sequence[str], replicas: int = 1
 ) -> Placement:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from core.domain import VersionRef
+from core.domain import EntityKey, VersionRef
 from core.errors import InvalidArgument
 from core.vectors import from_bytes, to_bytes
 from core.wire import (
@@ -18,7 +18,9 @@ from core.wire import (
     value_to_pb,
 )
 from protos.vecshard.v1 import common_pb2 as cpb
+from protos.vecshard.v1.internal import features_pb2 as fpb
 from protos.vecshard.v1.internal import shard_pb2 as pb
+from shard_server.feature_service import GroupFetch
 from shard_server.model import Lookup, LookupStatus, Query, SearchResult, WriteResult
 from shard_server.recall_check import RecallCheck
 from shard_server.records import Record
@@ -151,6 +153,30 @@ def search_response(shard_id: str, results: Sequence[SearchResult]) -> pb.Search
             for r in results
         ],
     )
+
+
+def group_fetches(request: fpb.FeatureColumnsRequest) -> list[GroupFetch]:
+    """The fetches of a request; one naming an earlier one's entities
+    (`same_entities_as`) shares that one's id list."""
+    out: list[GroupFetch] = []
+    for n, g in enumerate(request.groups):
+        if g.same_entities_as:
+            if not 0 < g.same_entities_as <= n:
+                raise InvalidArgument(
+                    f"groups[{n}].same_entities_as {g.same_entities_as}; expected 1..{n}"
+                )
+            ids = out[g.same_entities_as - 1].entity_ids
+        else:
+            ids = list(g.entity_ids)
+        out.append(GroupFetch(VersionRef(g.group, g.group_version), list(g.features), ids))
+    return out
+
+
+def lookup_keys(request: pb.BatchGetRequest) -> list[EntityKey]:
+    """The keys of a lookup: a message each, then ids of one tenant and type."""
+    keys = [key_from_pb(k) for k in request.keys]
+    t, et = request.tenant_id, request.entity_type
+    return keys + [EntityKey(t, et, i) for i in request.entity_ids]
 
 
 def lookups_to_pb(lookups: Sequence[Lookup], include_vectors: bool) -> pb.BatchGetResponse:

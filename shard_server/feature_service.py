@@ -1,18 +1,33 @@
 """The shard's feature operations over its `FeatureStore`, resolved with the
-same `registry.features` functions the offline joins use (parity by
-construction). No protobuf here."""
+same `registry.feature_values` functions the offline joins use (parity by
+construction), a group's column at a time. No protobuf here."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
 
 from core.domain import EntityKey, VersionRef
 from core.errors import InvalidArgument
-from registry.feature_catalog import GroupRead
-from registry.feature_values import FeatureValue, resolve_group
+from core.feature_columns import FeatureColumn, ResolvedColumns
+from registry.feature_batches import RowBatch
+from registry.feature_catalog import GroupRead, readable
+from registry.feature_values import resolve_columns
 from registry.features import GroupRow, GroupSchema, MissingReason, PutAck
 from registry.watcher import SnapshotCache
-from shard_server.feature_store import FeatureStore
+from shard_server.feature_store import FeatureStore, entity_key, entity_keys
+
+
+@dataclass(frozen=True)
+class GroupFetch:
+    """Features of one group for entities of its type (of one tenant)."""
+
+    group: VersionRef
+    features: Sequence[str]
+    entity_ids: Sequence[str]
 
 
 class FeatureNode:
@@ -26,12 +41,78 @@ class FeatureNode:
             catalog = self.registry.reread().feature_catalog  # defined a moment ago
         return catalog.schema(group)
 
+    def _read(self, group: VersionRef, features: Sequence[str]) -> GroupRead:
+        schema = self._schema(group)
+        unknown = [f for f in features if f not in schema.names]
+        if unknown:
+            raise InvalidArgument(
+                f"group {group}: no feature(s) {unknown}; it has {list(schema.names)}"
+            )
+        return GroupRead(
+            schema, tuple(features), tuple(features), tuple(schema.definition(f) for f in features)
+        )
+
     def put(self, group: VersionRef, rows: Sequence[GroupRow]) -> PutAck:
         schema = self._schema(group)
         # An empty batch announces the group: its partition exists from now
         # on, so absent entities read `entity_not_found`, not `not_computed`.
         self.store.ensure_group(group)
         return self.store.put(schema, rows)
+
+    def put_columns(
+        self,
+        group: VersionRef,
+        tenant_id: str,
+        entity_type: str,
+        entity_ids: Sequence[str],
+        feature_timestamp: npt.NDArray[np.int64],
+        generated_at: npt.NDArray[np.int64],
+        columns: Mapping[str, FeatureColumn],
+    ) -> PutAck:
+        schema = self._schema(group)
+        etype = entity_type or schema.group.entity_type  # another is refused by the check
+        batch = RowBatch(
+            [EntityKey(tenant_id, etype, i) for i in entity_ids],
+            feature_timestamp,
+            generated_at,
+            columns,
+        )
+        self.store.ensure_group(group)
+        return self.store.put_batch(schema, batch)
+
+    def _resolve(
+        self, read: GroupRead, keys: Sequence[bytes], request_time: int, personalized: bool
+    ) -> ResolvedColumns:
+        n = len(keys)
+        if not readable(read.schema, personalized):
+            # Refused before any read, as on the coordinator.
+            return resolve_columns(
+                read, MissingReason.PRIVACY_DISABLED, request_time, personalized, n
+            )
+        if not self.store.has_group(read.schema.ref):
+            return resolve_columns(read, MissingReason.NOT_COMPUTED, request_time, personalized, n)
+        return resolve_columns(read, self.store.read(read.schema, keys), request_time, personalized)
+
+    def get_columns(
+        self,
+        tenant_id: str,
+        fetches: Sequence[GroupFetch],
+        request_time: int,
+        personalized: bool,
+    ) -> list[ResolvedColumns]:
+        """Per fetch, its features for its entities (in order), resolved."""
+        reads = [self._read(f.group, f.features) for f in fetches]  # all checked first
+        # Groups of one entity type are usually asked for the same entities:
+        # their keys are encoded once.
+        keys: dict[tuple[str, int], list[bytes]] = {}
+        out = []
+        for read, f in zip(reads, fetches, strict=True):
+            etype = read.schema.group.entity_type
+            same = (etype, id(f.entity_ids))  # fetches sharing one id list
+            if same not in keys:
+                keys[same] = entity_keys(tenant_id, etype, f.entity_ids)
+            out.append(self._resolve(read, keys[same], request_time, personalized))
+        return out
 
     def get(
         self,
@@ -40,19 +121,7 @@ class FeatureNode:
         keys: Sequence[EntityKey],
         request_time: int,
         personalized: bool,
-    ) -> list[tuple[FeatureValue, ...]]:
-        schema = self._schema(group)
-        unknown = [f for f in features if f not in schema.names]
-        if unknown:
-            raise InvalidArgument(
-                f"group {group}: no feature(s) {unknown}; it has {list(schema.names)}"
-            )
-        read = GroupRead(
-            schema, tuple(features), tuple(features), tuple(schema.definition(f) for f in features)
-        )
-        if not self.store.has_group(group):
-            return [
-                resolve_group(read, MissingReason.NOT_COMPUTED, request_time, personalized)
-            ] * len(keys)
-        rows = self.store.multi_get(schema, keys, request_time)
-        return [resolve_group(read, row, request_time, personalized) for row in rows]
+    ) -> ResolvedColumns:
+        """One group for any keys (the per-value RPC of older coordinators)."""
+        read = self._read(group, features)
+        return self._resolve(read, [entity_key(k) for k in keys], request_time, personalized)

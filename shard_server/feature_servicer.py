@@ -6,11 +6,14 @@ from collections.abc import Iterator
 
 import grpc
 
+from core.column_wire import resolved_to_pb, row_columns_from_pb
 from core.domain import VersionRef
 from core.wire import feature_row_from_pb, key_from_pb, resolved_value_to_pb
 from protos.vecshard.v1.internal import features_pb2 as pb
 from protos.vecshard.v1.internal import features_pb2_grpc
+from registry.feature_values import resolved_values
 from registry.features import GroupRow
+from shard_server import convert
 from shard_server.feature_service import FeatureNode
 
 
@@ -23,16 +26,32 @@ class FeatureServicer(features_pb2_grpc.FeatureShardServiceServicer):
     ) -> pb.FeatureAck:
         written = ignored = 0
         for batch in request_iterator:
-            rows = [GroupRow(*feature_row_from_pb(r)) for r in batch.rows]
-            ack = self.node.put(VersionRef(batch.group, batch.group_version), rows)
-            written += ack.written
-            ignored += ack.ignored_older
+            group = VersionRef(batch.group, batch.group_version)
+            acks = [self.node.put(group, [GroupRow(*feature_row_from_pb(r)) for r in batch.rows])]
+            if batch.HasField("columns"):
+                where = f"feature group {group}"
+                acks.append(
+                    self.node.put_columns(group, *row_columns_from_pb(batch.columns, where))
+                )
+            written += sum(a.written for a in acks)
+            ignored += sum(a.ignored_older for a in acks)
         return pb.FeatureAck(written=written, ignored_older=ignored)
+
+    def GetFeatureColumns(
+        self, request: pb.FeatureColumnsRequest, context: grpc.ServicerContext
+    ) -> pb.FeatureColumnsResponse:
+        resolved = self.node.get_columns(
+            request.tenant_id,
+            convert.group_fetches(request),
+            request.request_time_us,
+            request.personalized,
+        )
+        return pb.FeatureColumnsResponse(groups=[resolved_to_pb(r) for r in resolved])
 
     def GetFeatures(
         self, request: pb.GetFeaturesRequest, context: grpc.ServicerContext
     ) -> pb.GetFeaturesResponse:
-        values = self.node.get(
+        resolved = self.node.get(
             VersionRef(request.group, request.group_version),
             list(request.features),
             [key_from_pb(k) for k in request.entities],
@@ -41,6 +60,7 @@ class FeatureServicer(features_pb2_grpc.FeatureShardServiceServicer):
         )
         return pb.GetFeaturesResponse(
             entities=[
-                pb.EntityValues(values=[resolved_value_to_pb(v) for v in row]) for row in values
+                pb.EntityValues(values=[resolved_value_to_pb(v) for v in row])
+                for row in resolved_values(resolved)
             ]
         )

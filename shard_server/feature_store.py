@@ -5,19 +5,9 @@ group version is created, scanned, purged or dropped without touching
 another, and a multi-get reads exactly one family. Keys are the entity key,
 length-prefixed like `shard_server.records` (`tenant | entity_type |
 entity_id`): no id can make two keys collide, and a tenant prefix iterates.
-
-A value is a fixed binary header — `feature_timestamp`, `generated_at` (int64
-µs) and the group version — followed by the row's values as a JSON array in
-the group's feature order. Why this split:
-
-- the write path compares times on every put and reads only the header
-  (16 bytes, no JSON parse);
-- values are mixed dtypes with nulls, strings and lists; the C JSON codec
-  handles them faster than a per-dtype struct walk in Python, round-trips
-  float64 exactly (shortest repr) and keeps null distinct;
-- positional, because a group version's feature list is immutable (a new
-  feature is a new group version, hence a new column family), so names need
-  not be repeated in every row.
+A value is one packed row (`shard_server.feature_rows`): a header with the
+row's times, then the values laid out from the group's schema, so a
+multi-get decodes into columns without a Python object per value.
 
 Writes follow `GroupRow.supersedes`: an older `(feature_timestamp,
 generated_at)` never overwrites a newer one (counted as `ignored_older`);
@@ -28,25 +18,33 @@ RocksDB batch synced to the WAL before it returns (through
 
 from __future__ import annotations
 
-import json
 import struct
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
 from rocksdict import Options, Rdict, WriteOptions
 
 from core.domain import EntityKey, VersionRef
 from core.errors import Internal
+from registry.feature_batches import (
+    RowBatch,
+    StoredRows,
+    batch_to_rows,
+    check_batch,
+    newest_per_entity,
+    rows_to_batch,
+)
 from registry.feature_values import is_expired
-from registry.features import FeatureDType, GroupRow, GroupSchema, PutAck
+from registry.features import GroupRow, GroupSchema, PutAck
+from shard_server.feature_rows import decode_rows, encode_rows, row_times
 from shard_server.records import _part, parse_parts
 from shard_server.storage import COLUMN_FAMILIES, META, ShardStore
 
-_HEADER = struct.Struct("<qqH")  # feature_timestamp, generated_at, len(group version)
-_TIMES = struct.Struct("<qq")
 _SEQUENCE_KEY = b"sequence"
+_LENGTH = struct.Struct("<H")  # of a key part, as `records._part` writes it
 # Purges delete in chunks so one purge never holds the write lock for long.
 _PURGE_CHUNK = 4096
 
@@ -61,64 +59,18 @@ def entity_key(key: EntityKey) -> bytes:
     return _part(key.tenant_id) + _part(key.entity_type) + _part(key.entity_id)
 
 
+def entity_keys(tenant_id: str, entity_type: str, entity_ids: Sequence[str]) -> list[bytes]:
+    """`entity_key` of many ids of one tenant and type (the prefix once)."""
+    prefix = _part(tenant_id) + _part(entity_type)
+    length = _LENGTH.pack
+    return [prefix + length(len(b)) + b for b in [i.encode() for i in entity_ids]]
+
+
 def parse_entity_key(raw: bytes) -> EntityKey:
     parts = parse_parts(raw)
     if len(parts) != 3:
         raise Internal(f"malformed feature key {raw!r}; expected tenant, entity type, id")
     return EntityKey(*parts)
-
-
-def encode_row(schema: GroupSchema, row: GroupRow) -> bytes:
-    version = schema.group.version.encode()
-    values = [row.values.get(name) for name in schema.names]
-    body = json.dumps(values, separators=(",", ":"), allow_nan=False).encode()
-    return _HEADER.pack(row.feature_timestamp, row.generated_at, len(version)) + version + body
-
-
-def row_times(raw: bytes) -> tuple[int, int]:
-    ts, gen = _TIMES.unpack_from(raw)
-    return ts, gen
-
-
-def decode_row(schema: GroupSchema, key: EntityKey, raw: bytes) -> GroupRow:
-    (row,) = decode_rows(schema, [key], [raw])
-    return row
-
-
-def decode_rows(
-    schema: GroupSchema, keys: Sequence[EntityKey], raws: Sequence[bytes]
-) -> list[GroupRow]:
-    """Rows of one group, decoded together: one `json.loads` over all bodies
-    is several times faster than one call per row, and a GetFeatures of 800
-    candidates decodes hundreds of rows per shard."""
-    tag = struct.pack("<H", len(schema.group.version)) + schema.group.version.encode()
-    start = _HEADER.size - 2
-    head = start + len(tag)
-    bodies = []
-    for key, raw in zip(keys, raws, strict=True):
-        if raw[start:head] != tag:
-            raise Internal(
-                f"feature row of {tuple(key)} in {column_family(schema.ref)} is not of group "
-                f"version {schema.group.version!r}"
-            )
-        bodies.append(raw[head:])
-    decoded = json.loads(b"[" + b",".join(bodies) + b"]") if bodies else []
-    names = schema.names
-    # JSON has no tuple; float_list values come back as lists.
-    lists = [i for i, d in enumerate(schema.definitions) if d.dtype is FeatureDType.FLOAT_LIST]
-    out = []
-    for key, raw, values in zip(keys, raws, decoded, strict=True):
-        if len(values) != len(names):
-            raise Internal(
-                f"feature row of {tuple(key)} in {column_family(schema.ref)} has {len(values)} "
-                f"values; expected {len(names)}"
-            )
-        for i in lists:
-            if values[i] is not None:
-                values[i] = tuple(values[i])
-        ts, gen = row_times(raw)
-        out.append(GroupRow(key, ts, gen, dict(zip(names, values, strict=True))))
-    return out
 
 
 class FeatureStorage(Protocol):
@@ -206,32 +158,46 @@ class FeatureStore:
         self._storage.ensure_column_family(column_family(group))
 
     def put(self, group: GroupSchema, rows: Sequence[GroupRow]) -> PutAck:
-        """Writes rows that are at least as new as what is stored, synced.
+        """`put_batch` of rows (each checked by `GroupSchema.check_row`)."""
+        return self.put_batch(group, rows_to_batch(group, rows))
+
+    def put_batch(self, group: GroupSchema, batch: RowBatch) -> PutAck:
+        """Writes the rows that are at least as new as what is stored, synced.
 
         Every row is checked before anything is written (one bad row rejects
         the batch, naming it). Within the batch the newest row per entity
         wins, on a tie the later one — the order a replay repeats.
         """
-        checked = [group.check_row(r) for r in rows]
-        latest: dict[EntityKey, GroupRow] = {}
-        for r in checked:
-            prev = latest.get(r.entity)
-            if prev is None or r.supersedes(prev.feature_timestamp, prev.generated_at):
-                latest[r.entity] = r
-        if not latest:
+        batch = check_batch(group, batch)
+        if not len(batch):
             return PutAck(0, 0)
+        latest = batch.take(newest_per_entity(batch))
         cf = column_family(group.ref)
-        keys = [entity_key(k) for k in latest]
+        keys = [entity_key(k) for k in latest.entities]
+        ts, gen = latest.feature_timestamp.tolist(), latest.generated_at.tolist()
         with self._write_lock:
             self._storage.ensure_column_family(cf)
             stored = self._storage.multi_get(cf, keys)
-            puts = []
-            for raw_key, r, old in zip(keys, latest.values(), stored, strict=True):
-                if old is None or r.supersedes(*row_times(old)):
-                    puts.append((cf, raw_key, encode_row(group, r)))
-            if puts:
-                self._storage.write(puts=puts)
-        return PutAck(len(puts), len(checked) - len(puts))
+            wins = [
+                i
+                for i, old in enumerate(stored)
+                if old is None or (ts[i], gen[i]) >= row_times(old)
+            ]
+            if wins:
+                rows = latest.take(np.array(wins, dtype=np.int64))
+                values = encode_rows(group, rows.feature_timestamp, rows.generated_at, rows.columns)
+                self._storage.write(
+                    puts=[(cf, keys[i], v) for i, v in zip(wins, values, strict=True)]
+                )
+        return PutAck(len(wins), len(batch) - len(wins))
+
+    def read(self, group: GroupSchema, keys: Sequence[bytes]) -> StoredRows:
+        """Stored rows of `keys` (`entity_key`s) as columns, in `keys` order;
+        TTL and staleness are for the resolution (`resolve_columns`)."""
+        cf = column_family(group.ref)
+        if not keys or not self._storage.has_column_family(cf):
+            return decode_rows(group, [None] * len(keys))
+        return decode_rows(group, self._storage.multi_get(cf, list(keys)))
 
     def multi_get(
         self,
@@ -239,27 +205,28 @@ class FeatureStore:
         keys: Sequence[EntityKey],
         request_time: int | None = None,
     ) -> list[GroupRow | None]:
-        """Stored rows in `keys` order, None where there is none.
+        """Stored rows in `keys` order as `GroupRow`s, None where there is
+        none (a per-row view for tests and tools; serving reads `read`).
 
         With `request_time`, rows past the group's TTL read as None — the
-        same answer `resolve_value` gives for them (`entity_not_found`), but
-        without decoding them.
+        same answer `resolve_value` gives for them (`entity_not_found`).
         """
-        cf = column_family(group.ref)
-        if not keys or not self._storage.has_column_family(cf):
-            return [None] * len(keys)
-        raws = self._storage.multi_get(cf, [entity_key(k) for k in keys])
-        ttl = group.group.ttl_seconds
-        live: list[tuple[int, bytes]] = [
-            (i, raw)
-            for i, raw in enumerate(raws)
-            if raw is not None
-            and (request_time is None or not is_expired(ttl, row_times(raw)[0], request_time))
-        ]
-        rows = decode_rows(group, [keys[i] for i, _ in live], [raw for _, raw in live])
+        stored = self.read(group, [entity_key(k) for k in keys])
+        live = np.flatnonzero(stored.present)
+        rows = batch_to_rows(
+            group,
+            RowBatch(
+                [keys[i] for i in live.tolist()],
+                stored.feature_timestamp[live],
+                stored.generated_at[live],
+                {name: c.take(live) for name, c in stored.columns.items()},
+            ),
+        )
         out: list[GroupRow | None] = [None] * len(keys)
-        for (i, _), r in zip(live, rows, strict=True):
-            out[i] = r
+        ttl = group.group.ttl_seconds
+        for i, r in zip(live.tolist(), rows, strict=True):
+            if request_time is None or not is_expired(ttl, r.feature_timestamp, request_time):
+                out[i] = r
         return out
 
     def scan(self, group: GroupSchema, tenant_id: str | None = None) -> Iterator[GroupRow]:
@@ -269,7 +236,13 @@ class FeatureStore:
             return
         prefix = _part(tenant_id) if tenant_id is not None else b""
         for raw_key, raw in self._storage.iter_prefix(cf, prefix):
-            yield decode_row(group, parse_entity_key(raw_key), raw)
+            key = parse_entity_key(raw_key)
+            stored = decode_rows(group, [raw])
+            (row,) = batch_to_rows(
+                group,
+                RowBatch([key], stored.feature_timestamp, stored.generated_at, stored.columns),
+            )
+            yield row
 
     def purge_expired(self, group: GroupSchema, now: int) -> int:
         """Deletes rows past the group's TTL; returns how many.

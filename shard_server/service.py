@@ -16,6 +16,7 @@ import numpy as np
 
 from core import tracing
 from core.domain import EntityKey, Metric, VersionRef
+from core.embedding_columns import EmbeddingColumns
 from core.errors import FailedPrecondition, VecshardError
 from core.limits import DEFAULT_LIMITS, Limits
 from registry.model import Status
@@ -23,6 +24,7 @@ from registry.snapshot import Snapshot
 from registry.watcher import SnapshotCache
 from shard_server.errors import UnknownIndex
 from shard_server.lifecycle import LifecyclePolicy
+from shard_server.lookup_columns import read_embeddings, record_keys
 from shard_server.maintenance import Maintainer
 from shard_server.model import Lookup, Query, SearchResult, WriteResult
 from shard_server.partition import IndexPartition
@@ -240,6 +242,23 @@ class ShardNode:
 
     def batch_get(self, ref: VersionRef, keys: Sequence[EntityKey]) -> list[Lookup]:
         return self.partition(ref).get(keys)
+
+    def batch_get_columns(
+        self,
+        ref: VersionRef,
+        keys: Sequence[EntityKey],
+        include_vectors: bool,
+        include_attributes: bool,
+    ) -> EmbeddingColumns:
+        """`batch_get` as arrays."""
+        part = self.partition(ref)
+        return read_embeddings(
+            self.store,
+            record_keys(ref, keys),
+            part.family.dimension,
+            include_vectors,
+            include_attributes,
+        )
 
     def flush(self, ref: VersionRef, compact: bool) -> IndexStats:
         part = self.partition(ref)

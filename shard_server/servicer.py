@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import grpc
 
+from core.column_wire import embeddings_to_pb
 from core.wire import key_from_pb
 from protos.vecshard.v1.internal import shard_pb2 as pb
 from protos.vecshard.v1.internal import shard_pb2_grpc
@@ -57,6 +58,14 @@ class ShardServicer(shard_pb2_grpc.ShardServiceServicer):
     def BatchGet(
         self, request: pb.BatchGetRequest, context: grpc.ServicerContext
     ) -> pb.BatchGetResponse:
+        if request.columnar:
+            columns = self.node.batch_get_columns(
+                convert.index_ref(request.index),
+                convert.lookup_keys(request),
+                request.include_vectors,
+                request.include_attributes,
+            )
+            return pb.BatchGetResponse(columns=embeddings_to_pb(columns))
         lookups = self.node.batch_get(
             convert.index_ref(request.index), [key_from_pb(k) for k in request.keys]
         )

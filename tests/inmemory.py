@@ -6,7 +6,8 @@ real shard's bit for bit. Writes follow `shard_server.partition` (version
 rules of `applies` and `delete`, batch precedence, validation); features
 follow `shard_server.feature_store` and `feature_service` (precedence by
 `GroupRow.supersedes`, TTL, `not_computed` for a group never written) and
-resolve with the same `registry.feature_values` functions. One contract suite
+resolve with the same `registry.feature_values` functions; answers are the
+same columns in wire form a real shard sends. One contract suite
 (`tests/test_shard_contract.py`) holds this shard and a real one to the same
 behaviour. Failure injection: `error` (raised by every call) and `delay`.
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -28,24 +30,37 @@ import numpy as np
 
 from coordinator.merge import Hit
 from coordinator.model import (
+    GroupFetch,
     IndexSummary,
-    Lookup,
-    LookupStatus,
     ShardAnswer,
     ShardIndex,
     ShardQuery,
     WriteRecord,
 )
+from core.column_wire import resolved_to_pb
 from core.domain import AttrType, EntityKey, Metric, VersionRef
-from core.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable, VecshardError
+from core.embedding_columns import DELETED, FOUND, MISSING, EmbeddingColumns, unanswered
+from core.errors import (
+    DeadlineExceeded,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+    VecshardError,
+)
 from core.filters import validate_attributes, validate_filter
 from core.ordering import order_key
 from core.scoring import canonical_scores, normalized, prepare_query
 from core.vectors import check_vector
-from core.wire import resolved_value_to_pb
-from protos.vecshard.v1.common_pb2 import FeatureValue as WireFeatureValue
-from registry.feature_catalog import GroupRead
-from registry.feature_values import is_expired, resolve_group
+from registry.feature_batches import (
+    RowBatch,
+    batch_to_rows,
+    check_batch,
+    newest_per_entity,
+    stored_rows,
+)
+from registry.feature_catalog import GroupRead, readable
+from registry.feature_values import missing_columns, resolve_columns
 from registry.features import FeatureObject, GroupRow, GroupSchema, MissingReason
 from registry.model import (
     EmbeddingFamily,
@@ -165,11 +180,18 @@ class InMemoryShard:
         q = prepare_query(query, self.metric, self.metric is Metric.COSINE)
         return float(canonical_scores(self.metric, q, np.stack(self.vectors)).max())
 
-    async def _enter(self, op: str, ref: VersionRef | None = None) -> None:
+    async def _enter(
+        self, op: str, ref: VersionRef | None = None, timeout: float | None = None
+    ) -> None:
+        """With `timeout`, a delay past it fails the call DEADLINE_EXCEEDED
+        at the timeout, as a gRPC call's deadline does."""
         self.ops[op] += 1
         self.log.append((op, ref))
         if self.closed:
             raise Unavailable(f"shard {self.shard_id} at {self.address} is closed")
+        if timeout is not None and self.delay > timeout:
+            await asyncio.sleep(timeout)
+            raise DeadlineExceeded(f"shard {self.shard_id}: Deadline Exceeded")
         if self.delay:
             await asyncio.sleep(self.delay)
         if self.error is not None:
@@ -310,23 +332,35 @@ class InMemoryShard:
         return removed
 
     async def batch_get(
-        self, index: VersionRef, keys: Sequence[EntityKey], include_vectors: bool, timeout: float
-    ) -> list[Lookup]:
-        await self._enter("batch_get", index)
+        self,
+        index: VersionRef,
+        keys: Sequence[EntityKey],
+        include_vectors: bool,
+        timeout: float,
+        include_attributes: bool = False,
+    ) -> EmbeddingColumns:
+        await self._enter("batch_get", index, timeout)
         part = self._partition(index)
-        out = []
-        for key in keys:
+        width = part.family.dimension if include_vectors else 0
+        out = unanswered(len(keys), width, MISSING)
+        versions: dict[str, int] = {}
+        attributes = [""] * len(keys) if include_attributes else None
+        for i, key in enumerate(keys):
             found = part.records.get(key)
-            if found is not None:
-                record = found[0]
-                if not include_vectors:
-                    record = replace(record, vector=np.zeros(0, np.float32))
-                out.append(Lookup(key, LookupStatus.FOUND, record))
-            elif key in part.tombstones:
-                out.append(Lookup(key, LookupStatus.DELETED))
-            else:
-                out.append(Lookup(key, LookupStatus.MISSING))
-        return out
+            if found is None:
+                out.status[i] = DELETED if key in part.tombstones else MISSING
+                continue
+            r = found[0]
+            out.status[i] = FOUND
+            if width:
+                out.vectors[i] = r.vector
+            out.source_version[i], out.created_at[i] = r.source_version, r.created_at
+            out.norm[i] = r.norm
+            out.model_version_index[i] = versions.setdefault(r.model_version, len(versions))
+            if attributes is not None:
+                attrs = {k: list(v) if isinstance(v, tuple) else v for k, v in r.attributes.items()}
+                attributes[i] = json.dumps(attrs, sort_keys=True)
+        return replace(out, model_versions=list(versions), attributes_json=attributes)
 
     async def describe(self, timeout: float = 5.0) -> list[ShardIndex]:
         await self._enter("describe")
@@ -347,56 +381,55 @@ class InMemoryShard:
             out.append(ShardIndex(ref, len(part.records), len(part.tombstones), summary))
         return out
 
-    async def get_features(
+    async def get_feature_columns(
         self,
-        group: VersionRef,
-        features: Sequence[str],
-        keys: Sequence[EntityKey],
+        tenant_id: str,
+        fetches: Sequence[GroupFetch],
         request_time: int,
         personalized: bool,
         timeout: float,
-    ) -> list[Sequence[WireFeatureValue]]:
-        await self._enter("get_features", group)
-        schema = self._schema(group)
-        unknown = [f for f in features if f not in schema.names]
-        if unknown:
-            raise InvalidArgument(
-                f"group {group}: no feature(s) {unknown}; it has {list(schema.names)}"
-            )
-        read = GroupRead(
-            schema, tuple(features), tuple(features), tuple(schema.definition(f) for f in features)
-        )
-        stored = self._features.get(group)
-        if stored is None:
-            missing = resolve_group(read, MissingReason.NOT_COMPUTED, request_time, personalized)
-            return [[resolved_value_to_pb(v) for v in missing]] * len(keys)
-        ttl = schema.group.ttl_seconds
-        out: list[Sequence[WireFeatureValue]] = []
-        for key in keys:
-            row = stored.get(key)
-            if row is not None and is_expired(ttl, row.feature_timestamp, request_time):
-                row = None
-            values = resolve_group(read, row, request_time, personalized)
-            out.append([resolved_value_to_pb(v) for v in values])
+    ) -> list[object]:
+        await self._enter("get_feature_columns", None, timeout)
+        self.log.extend(("get_features", f.group) for f in fetches)
+        reads = []
+        for f in fetches:  # every fetch is checked before any is answered
+            schema = self._schema(f.group)
+            unknown = [x for x in f.features if x not in schema.names]
+            if unknown:
+                raise InvalidArgument(
+                    f"group {f.group}: no feature(s) {unknown}; it has {list(schema.names)}"
+                )
+            defs = tuple(schema.definition(x) for x in f.features)
+            reads.append(GroupRead(schema, tuple(f.features), tuple(f.features), defs))
+        out: list[object] = []
+        for read, f in zip(reads, fetches, strict=True):
+            stored = self._features.get(f.group)
+            n = len(f.entity_ids)
+            if not readable(read.schema, personalized):
+                resolved = missing_columns(read, MissingReason.PRIVACY_DISABLED, n)
+            elif stored is None:
+                resolved = missing_columns(read, MissingReason.NOT_COMPUTED, n)
+            else:
+                etype = read.schema.group.entity_type
+                rows = [stored.get(EntityKey(tenant_id, etype, i)) for i in f.entity_ids]
+                found = stored_rows(read.schema, rows)
+                resolved = resolve_columns(read, found, request_time, personalized)
+            out.append(resolved_to_pb(resolved))
         return out
 
     async def put_features(
-        self, group: VersionRef, rows: Sequence[GroupRow], timeout: float
+        self, group: VersionRef, batch: RowBatch, timeout: float
     ) -> tuple[int, int]:
         await self._enter("put_features", group)
         schema = self._schema(group)
         stored = self._features.setdefault(group, {})  # even an empty batch creates it
-        checked = [schema.check_row(r) for r in rows]
-        latest: dict[EntityKey, GroupRow] = {}
-        for r in checked:
-            prev = latest.get(r.entity)
-            if prev is None or r.supersedes(prev.feature_timestamp, prev.generated_at):
-                latest[r.entity] = r
+        checked = check_batch(schema, batch)
+        latest = batch_to_rows(schema, checked.take(newest_per_entity(checked)))
         written = 0
-        for key, r in latest.items():
-            old = stored.get(key)
+        for r in latest:
+            old = stored.get(r.entity)
             if old is None or r.supersedes(old.feature_timestamp, old.generated_at):
-                stored[key] = r
+                stored[r.entity] = r
                 written += 1
         return written, len(checked) - written
 

@@ -8,21 +8,23 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import cast
 
 import pytest
 
 from coordinator.buckets import key_bucket
-from coordinator.convert import ProtoFeatureWire
+from coordinator.feature_convert import ProtoFeatureWire
 from coordinator.features import FeatureEngine
 from coordinator.model import Access, FeatureResult
 from coordinator.replicas import ReplicaTracker
 from coordinator.shard import Shard
 from coordinator.snapshots import RegistryView
+from core.column_wire import resolved_from_pb
 from core.domain import EntityKey, VersionRef
 from core.errors import InvalidArgument, NotFound, PermissionDenied, Unavailable
-from core.wire import resolved_value_from_pb
-from protos.vecshard.v1.common_pb2 import FeatureValue
+from protos.vecshard.v1.common_pb2 import ResolvedFeatureColumns
+from registry.feature_values import FeatureValue, resolved_values
 from registry.features import GroupRow
 from registry.model import Placement
 from registry.registry import FEATURE_BUCKETS, feature_placement_ref
@@ -91,20 +93,45 @@ def items(reg: StaticRegistry) -> tuple[list[EntityKey], ...]:
 
 
 class Answer:
-    """A FeatureResult read back by entity position and feature name."""
+    """A FeatureResult read back by entity position and feature name: its
+    blocks (columns in wire form) decoded and put back in request order."""
 
     def __init__(self, result: FeatureResult, entities: Sequence[EntityKey]) -> None:
         self.result, self.entities = result, entities
+        self.cells: dict[tuple[str, int], dict[str, tuple[object, ...]]] = {}
+        for b in result.blocks:
+            resolved = resolved_from_pb(cast(ResolvedFeatureColumns, b.columns))
+            for r, values in zip(b.rows.tolist(), resolved_values(resolved), strict=True):
+                cell = self.cells.setdefault((b.entity_type, r), {})
+                assert not set(b.outputs) & set(cell), "an entity answered twice"
+                cell.update(zip(b.outputs, map(plain, values), strict=True))
 
     def __getitem__(self, n: int) -> dict[str, tuple[object, ...]]:
-        names = self.result.names_by_type[self.entities[n].entity_type]
-        wire = cast(list[FeatureValue], self.result.values[n])
-        return {name: resolved_value_from_pb(v) for name, v in zip(names, wire, strict=True)}
+        etype = self.entities[n].entity_type
+        row = sum(1 for k in self.entities[:n] if k.entity_type == etype)
+        cell = self.cells[(etype, row)]
+        assert set(cell) == set(self.result.names_by_type[etype])  # every value, once
+        return cell
 
 
-def get(engine: FeatureEngine, entities: Sequence[EntityKey], personalized: bool = True) -> Answer:
+def plain(v: FeatureValue) -> tuple[object, ...]:
+    return (
+        v.value,
+        v.missing_reason.value if v.missing_reason else None,
+        v.default_applied.value if v.default_applied else None,
+        v.staleness_us,
+        v.feature_timestamp,
+    )
+
+
+def get(
+    engine: FeatureEngine,
+    entities: Sequence[EntityKey],
+    personalized: bool = True,
+    timeout: float = 5.0,
+) -> Answer:
     ranker = VersionRef(RANKER.name, RANKER.version)
-    result = asyncio.run(engine.get(ME, ranker, entities, T0 + MINUTE, personalized, 5.0))
+    result = asyncio.run(engine.get(ME, ranker, entities, T0 + MINUTE, personalized, timeout))
     return Answer(result, entities)
 
 
@@ -167,7 +194,7 @@ def test_behavioural_groups_are_refused_without_a_fetch_when_not_personalized() 
     assert result.result.missing_by_reason["privacy_disabled"] == 2 * 3
 
 
-def test_a_shard_that_does_not_answer_yields_timeout_values_not_an_error() -> None:
+def test_a_shard_that_refuses_or_answers_late_costs_its_entities_not_the_request() -> None:
     engine, shards, reg = feature_cluster()
     users0, users1 = users(reg)
     put(engine, PROFILE, [row(u, T0, age_bucket="25-34") for u in (users0[0], users1[0])])
@@ -175,11 +202,33 @@ def test_a_shard_that_does_not_answer_yields_timeout_values_not_an_error() -> No
     result = get(engine, [users0[0], users1[0]])
     assert result[0]["user_profile__age_bucket"][:2] == ("25-34", None)
     down = result[1]
-    assert all(v[1] == "timeout" for v in down.values())
-    assert result.result.missing_by_reason["timeout"] == len(down)
+    assert all(v[1] == "unavailable" for v in down.values())
+    assert down["user_profile__age_bucket"][:3] == ("unknown", "unavailable", "feature_default")
+    assert result.result.missing_by_reason["unavailable"] == len(down)
+    shards["s1"].error, shards["s1"].delay = None, 2.0
+    late = get(engine, [users0[0], users1[0]], timeout=0.3)
+    assert late[0]["user_profile__age_bucket"][:2] == ("25-34", None)
+    assert all(v[1] == "timeout" for v in late[1].values())
+    assert late.result.missing_by_reason == {"timeout": len(late[1])} | {
+        r: n for r, n in late.result.missing_by_reason.items() if r != "timeout"
+    }
+    shards["s1"].delay = 0.0
     shards["s1"].error = InvalidArgument("group user_profile@v1: no feature(s) ['x']")
     with pytest.raises(InvalidArgument):  # about the request: every shard would say it
         get(engine, [users0[0], users1[0]])
+
+
+def test_entities_of_a_bucket_without_a_serving_replica_are_unavailable() -> None:
+    engine, shards, reg = feature_cluster()
+    users0, users1 = users(reg)
+    put(engine, PROFILE, [row(u, T0, age_bucket="25-34") for u in (users0[0], users1[0])])
+    reg.snapshot = replace(
+        reg.snapshot, shards={"s0": reg.snapshot.shards["s0"]}
+    )  # s1's lease ended
+    result = get(engine, [users0[0], users1[0]])
+    assert result[0]["user_profile__age_bucket"][:2] == ("25-34", None)
+    assert result[1]["user_profile__age_bucket"][:2] == ("unknown", "unavailable")
+    assert not [op for op, _ in shards["s1"].log if op.startswith("get_feature")]
 
 
 def test_stale_values_are_counted_and_served() -> None:
@@ -223,6 +272,8 @@ def test_requests_are_checked_before_any_shard_is_asked() -> None:
         get(engine, [user("u", tenant="other")])
     with pytest.raises(InvalidArgument, match="expected at most"):
         get(engine, [user(f"u{i}") for i in range(engine.max_entities + 1)])
+    with pytest.raises(InvalidArgument, match="at most 256"):
+        get(engine, [EntityKey("acme", f"type{i}", "x") for i in range(257)])
     with pytest.raises(InvalidArgument):  # a value of the wrong type
         put(engine, PROFILE, [row(user("u"), T0, account_days="seven")])
     assert all(not s.log for s in shards.values())

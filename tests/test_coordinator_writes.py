@@ -14,8 +14,9 @@ from typing import TypeVar
 import numpy as np
 import pytest
 
+from coordinator.buckets import key_bucket
 from coordinator.failover import alternates, failover_cover
-from coordinator.model import Access, LookupStatus, ShardQuery, WriteRecord
+from coordinator.model import Access, ShardQuery, WriteRecord
 from coordinator.moves import MoveDelete, move_deletes
 from coordinator.quorum import QuorumTally
 from coordinator.replicas import ReplicaTracker
@@ -23,7 +24,7 @@ from coordinator.search import FanoutSettings, SearchExecutor
 from coordinator.service import RetrievalEngine
 from coordinator.shard import Shard
 from core.domain import EntityKey
-from core.errors import FailedPrecondition, Unavailable
+from core.errors import FailedPrecondition, InvalidArgument, Unavailable
 from registry.model import Placement, ShardMember, ShardState
 from registry.placement import encode_centroids
 from tests.inmemory import FAMILY, INDEX, InMemoryShard, StaticRegistry, registry_for
@@ -152,8 +153,8 @@ def test_deletes_reach_every_replica_and_count_each_record_once() -> None:
     run(lambda: engine.upsert(ME, FAMILY, RECORDS, 5.0))
     doomed = [r.key for r in RECORDS[:5]] + [EntityKey("t", "item", "never")]
     assert run(lambda: engine.delete(ME, FAMILY, doomed, 11, 5.0)) == 5
-    found = run(lambda: engine.batch_get(ME, FAMILY, [r.key for r in RECORDS], False, 5.0))
-    assert [lk.status for lk in found] == [LookupStatus.DELETED] * 5 + [LookupStatus.FOUND] * 7
+    _, found = run(lambda: engine.batch_get(ME, FAMILY, [r.key for r in RECORDS], False, 5.0))
+    assert found.statuses() == ["deleted"] * 5 + ["found"] * 7
     assert all(not keys_on(s) & {"e0", "e1", "e2", "e3", "e4"} for s in shards.values())
 
 
@@ -179,9 +180,9 @@ def test_a_vector_that_moves_to_another_centroid_leaves_no_copy_behind() -> None
     assert (keys_on(shards["a"]), keys_on(shards["b"])) == ({"k"}, set())
     run(lambda: engine.upsert(ME, FAMILY, [rec("k", [-0.9, 0.1, 0, 0], 6)], 5.0))
     assert (keys_on(shards["a"]), keys_on(shards["b"])) == (set(), {"k"})
-    (found,) = run(lambda: engine.batch_get(ME, FAMILY, [k], True, 5.0))
-    assert found.status is LookupStatus.FOUND and found.record is not None
-    assert found.record.source_version == 6
+    _, found = run(lambda: engine.batch_get(ME, FAMILY, [k], True, 5.0))
+    assert found.statuses() == ["found"] and found.source_version.tolist() == [6]
+    assert np.allclose(found.vectors[0], [-0.9, 0.1, 0, 0])  # the family is L2: as written
     # The old copy's tombstone is below the new version: moving back works.
     run(lambda: engine.upsert(ME, FAMILY, [rec("k", [0.8, 0.0, 0.1, 0], 7)], 5.0))
     assert (keys_on(shards["a"]), keys_on(shards["b"])) == ({"k"}, set())
@@ -194,8 +195,8 @@ def test_a_lookup_is_answered_by_another_replica_when_one_is_down() -> None:
     engine, shards, _ = cluster([("a", "b"), ("a", "b")])
     run(lambda: engine.upsert(ME, FAMILY, RECORDS, 5.0))
     shards["a"].error = Unavailable("shard a is down")
-    found = run(lambda: engine.batch_get(ME, FAMILY, [r.key for r in RECORDS], False, 5.0))
-    assert [lk.status for lk in found] == [LookupStatus.FOUND] * len(RECORDS)
+    _, found = run(lambda: engine.batch_get(ME, FAMILY, [r.key for r in RECORDS], False, 5.0))
+    assert found.statuses() == ["found"] * len(RECORDS)
     assert shards["a"].ops["batch_get"] == 1 and shards["b"].ops["batch_get"] == 1
 
 
@@ -209,8 +210,8 @@ def test_lookups_and_searches_fail_over_to_the_same_replicas() -> None:
     cover = failover_cover([0, 1], alternates(snap, placement, [0, 1], {"a"}), {"a"})
     assert cover == [("b", "mem://b", (0,)), ("c", "mem://c", (1,))]
 
-    found = run(lambda: engine.batch_get(ME, FAMILY, [r.key for r in RECORDS], True, 5.0))
-    assert [lk.status for lk in found] == [LookupStatus.FOUND] * len(RECORDS)
+    _, found = run(lambda: engine.batch_get(ME, FAMILY, [r.key for r in RECORDS], True, 5.0))
+    assert found.statuses() == ["found"] * len(RECORDS)
     asked = {s: [ref for op, ref in shards[s].log if op == "batch_get"] for s in "bc"}
     assert asked == {"b": [INDEX], "c": [INDEX]}
 
@@ -223,14 +224,31 @@ def test_lookups_and_searches_fail_over_to_the_same_replicas() -> None:
     assert {h.shard_id for h in result.hits} == {"b", "c"} and len(result.hits) == 12
 
 
-def test_a_lookup_fails_when_no_replicas_can_cover_the_failed_one() -> None:
+def test_keys_no_replica_can_answer_are_unavailable_the_others_found() -> None:
+    """Per-key statuses, never an error for the request (issue 14, defect 4):
+    a's buckets cannot be covered (c drains), so their keys are unavailable."""
     engine, shards, reg = cluster([("a", "b"), ("a", "c")])
     run(lambda: engine.upsert(ME, FAMILY, RECORDS, 5.0))
     draining = ShardMember("c", "mem://c", ShardState.DRAINING)  # takes no reads
     reg.snapshot = replace(reg.snapshot, shards={**reg.snapshot.shards, "c": draining})
     shards["a"].error = Unavailable("shard a is down")
-    with pytest.raises(Unavailable, match="shard a is down"):
-        run(lambda: engine.batch_get(ME, FAMILY, [r.key for r in RECORDS], False, 5.0))
+    keys = [r.key for r in RECORDS]
+    _, found = run(lambda: engine.batch_get(ME, FAMILY, keys, True, 5.0))
+    on_b = [key_bucket(reg.snapshot, 2, k) == 0 for k in keys]
+    assert found.statuses() == ["found" if b else "unavailable" for b in on_b]
+    assert not found.vectors[~np.array(on_b)].any()
+    # Not even a's replicas serving: every key unavailable, still no error.
+    gone = ShardMember("b", "mem://b", ShardState.DRAINING)
+    reg.snapshot = replace(reg.snapshot, shards={**reg.snapshot.shards, "b": gone})
+    _, found = run(lambda: engine.batch_get(ME, FAMILY, keys, False, 5.0))
+    assert found.statuses() == ["unavailable"] * len(keys)
+    # A problem with the request itself is still an error.
+    shards["a"].error = InvalidArgument("bad key")
+    reg.snapshot = replace(
+        reg.snapshot, shards={**reg.snapshot.shards, "b": ShardMember("b", "mem://b")}
+    )
+    with pytest.raises(InvalidArgument):
+        run(lambda: engine.batch_get(ME, FAMILY, keys, False, 5.0))
 
 
 def test_the_failover_rule_prefers_one_replica_that_holds_everything() -> None:
@@ -242,15 +260,32 @@ def test_the_failover_rule_prefers_one_replica_that_holds_everything() -> None:
 
 
 def test_lookups_reconcile_answers_and_expire_by_ttl() -> None:
-    from coordinator.lookups import better, expire
-    from coordinator.model import Lookup
+    """found beats deleted beats unavailable beats missing; of two found
+    copies the newer; past the family's TTL a record reads as missing."""
+    from core.embedding_columns import FOUND, EmbeddingColumns, expire, reconcile, unanswered
 
-    k = EntityKey("t", "item", "k")
-    old, new = rec("k", [1, 0, 0, 0], 1), rec("k", [1, 0, 0, 0], 2)
-    found_old, found_new = Lookup(k, LookupStatus.FOUND, old), Lookup(k, LookupStatus.FOUND, new)
-    deleted, missing = Lookup(k, LookupStatus.DELETED), Lookup(k, LookupStatus.MISSING)
-    assert better(better(better(None, missing), deleted), found_old) is found_old
-    assert better(found_old, found_new) is found_new and better(found_new, deleted) is found_new
-    aged = Lookup(k, LookupStatus.FOUND, WriteRecord(k, old.vector, 1, created_at=1_000_000))
-    assert expire([k, k], [aged, None], 10, 20_000_000) == [missing, missing]
-    assert expire([k], [aged], 0, 20_000_000) == [aged]
+    def one(status: int, sv: int = 0, created: int = 0) -> EmbeddingColumns:
+        c = unanswered(1, 2, status)
+        c.source_version[0], c.created_at[0] = sv, created
+        c.vectors[0] = sv
+        return c
+
+    at = np.array([0])
+    missing, deleted, unavailable = one(2), one(3), one(4)
+    old, new = one(FOUND, 1, 1_000_000), one(FOUND, 2, 30_000_000)
+    for parts, want in [
+        ([missing, deleted, old], ("found", 1)),
+        ([old, new, deleted], ("found", 2)),
+        ([new, old], ("found", 2)),
+        ([missing, unavailable], ("unavailable", 0)),
+        ([unavailable, deleted], ("deleted", 0)),
+        ([missing], ("missing", 0)),
+        ([], ("unavailable", 0)),
+    ]:
+        got = reconcile([(at, p) for p in parts], 1, 2)
+        assert (got.statuses()[0], int(got.source_version[0])) == want, parts
+        assert got.vectors[0].tolist() == [want[1]] * 2
+    both = reconcile([(at, old), (np.array([1]), new)], 2, 2)
+    aged = expire(both, 10, 20_000_000)
+    assert aged.statuses() == ["missing", "found"] and aged.vectors[0].tolist() == [0, 0]
+    assert expire(both, 0, 20_000_000) is both

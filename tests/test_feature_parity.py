@@ -5,8 +5,9 @@ value, missing reason, default and staleness must be equal.
 
 The online path here is the flow GetFeatures follows on a shard: decide the
 readable groups first (behavioural groups are never read for a
-non-personalized request — the storage below records every read), multi-get
-each group with the request time, resolve with `resolve_group`.
+non-personalized request — the storage below records every read), read each
+group's columns, resolve them with `resolve_columns`; the offline join picks
+each event's as-of row and resolves it with the same function.
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ from core.domain import EntityKey
 from offline.materialize import MaterializeJob, materialize
 from offline.parquet_store import OfflineStore
 from offline.pit_join import load_group_tables, point_in_time_values
+from registry.feature_batches import StoredRows
 from registry.feature_catalog import readable, readable_groups
-from registry.feature_values import FeatureValue, resolve_group
-from registry.features import GroupRow, MissingReason
-from shard_server.feature_store import FeatureShardStore, FeatureStore
+from registry.feature_values import FeatureValue, resolve_columns, resolved_values
+from registry.features import MissingReason
+from shard_server.feature_store import FeatureShardStore, FeatureStore, entity_key
 from tests.feature_catalog import (
     ACTIVITY,
     CATALOG,
@@ -111,25 +113,27 @@ def events_at(t: int, rng: random.Random) -> pa.Table:
 
 
 def online_values(fs: FeatureStore, events: pa.Table, t: int, personalized: bool) -> dict:
-    """Values for every event as the online path serves them at time `t`."""
+    """Values for every event as a shard serves them at time `t`: read the
+    group's columns, resolve them with `resolve_columns`."""
     tenants = events.column("tenant_id").to_pylist()
     out: dict[str, list[FeatureValue]] = {}
     fetched = {r.schema.ref for r in readable_groups(RANKER, CATALOG, personalized)}
     for read in CATALOG.plan(RANKER):
         et = read.schema.group.entity_type
         keys = [
-            EntityKey(tn, et, e)
+            entity_key(EntityKey(tn, et, e))
             for tn, e in zip(tenants, events.column(f"{et}_id").to_pylist(), strict=True)
         ]
-        rows: Sequence[GroupRow | MissingReason | None]
+        stored: StoredRows | MissingReason
         if read.schema.ref not in fetched:
             assert not readable(read.schema, personalized)
-            rows = [None] * len(keys)
+            stored = MissingReason.PRIVACY_DISABLED
         elif not fs.has_group(read.schema.ref):
-            rows = [MissingReason.NOT_COMPUTED] * len(keys)
+            stored = MissingReason.NOT_COMPUTED
         else:
-            rows = fs.multi_get(read.schema, keys, request_time=t)
-        per_event = [resolve_group(read, r, t, personalized) for r in rows]
+            stored = fs.read(read.schema, keys)
+        resolved = resolve_columns(read, stored, t, personalized, rows=len(keys))
+        per_event = resolved_values(resolved)
         for j, name in enumerate(read.outputs):
             out[name] = [v[j] for v in per_event]
     return out
@@ -188,4 +192,5 @@ def test_online_and_offline_agree_value_by_value(tmp_path: Path, storage: Record
                         compared += 1
     assert compared == 3 * 5 * 2 * 40 * len(RANKER.features)
     # The comparison exercised every reason the offline side can produce.
-    assert set(seen) == {None, *MissingReason} - {MissingReason.TIMEOUT}
+    online_only = {MissingReason.TIMEOUT, MissingReason.UNAVAILABLE}
+    assert set(seen) == {None, *MissingReason} - online_only

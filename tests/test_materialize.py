@@ -7,7 +7,7 @@ from __future__ import annotations
 import io
 import json
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -16,6 +16,7 @@ import pytest
 from core.errors import FailedPrecondition
 from offline.materialize import MaterializeJob, Progress, materialize
 from offline.parquet_store import FeatureFile, OfflineStore, table_to_rows
+from registry.feature_batches import RowBatch
 from registry.features import GroupRow, GroupSchema, PutAck
 from shard_server.feature_store import FeatureShardStore, FeatureStore, entity_key
 from tests.feature_catalog import CATALOG, DAY, MINUTE, PROFILE, T0, row, user
@@ -36,11 +37,11 @@ class CrashingSink:
         self.inner, self.fail_on, self.after_write = inner, fail_on, after_write
         self.puts = 0
 
-    def put(self, group: GroupSchema, rows: Sequence[GroupRow]) -> PutAck:
+    def put_batch(self, group: GroupSchema, rows: RowBatch) -> PutAck:
         self.puts += 1
         if self.puts == self.fail_on and not self.after_write:
             raise Crash
-        ack = self.inner.put(group, rows)
+        ack = self.inner.put_batch(group, rows)
         if self.puts == self.fail_on:
             raise Crash
         return ack
@@ -51,9 +52,9 @@ class CountingSink:
         self.inner = inner
         self.batches: list[int] = []
 
-    def put(self, group: GroupSchema, rows: Sequence[GroupRow]) -> PutAck:
+    def put_batch(self, group: GroupSchema, rows: RowBatch) -> PutAck:
         self.batches.append(len(rows))
-        return self.inner.put(group, rows)
+        return self.inner.put_batch(group, rows)
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from registry.model import (
     ShardMember,
     Status,
 )
-from registry.placement import assign_buckets, bucket_of
+from registry.placement import assign_buckets, bucket_of, tenant_bucket, tenant_buckets_of
 from registry.registry import Registry
 from registry.snapshot import indexes_for_embedding, resolve_route
 from registry.store import Delete, EtcdStore, ModRevisionIs, Put
@@ -119,6 +119,14 @@ def test_placement_is_stable_and_replicas_are_distinct() -> None:
     p = assign_buckets(VersionRef("ix", "v1"), 6, ["a", "b", "c"], replicas=2)
     assert all(len(set(r)) == 2 for r in p.buckets)
     assert p.buckets_of("a") == (0, 2, 3, 5)
+
+
+def test_buckets_of_many_ids_are_each_ids_bucket() -> None:
+    ids = [f"e{i}" for i in range(500)] + ["", "ü", "a\x00b"]
+    for own in ((), (3, 5, 7), (1,), (99, 2)):
+        want = [tenant_bucket("t", i, 16, own) for i in ids]
+        assert tenant_buckets_of("t", ids, 16, own).tolist() == want
+    assert tenant_buckets_of("t", [], 16).tolist() == []
 
 
 def test_index_versions_are_created_atomically_and_never_overwritten(registry: Registry) -> None:

@@ -10,6 +10,7 @@ so the module's one shard process serves every test without interference.
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ import numpy as np
 import pytest
 
 from cli.local_cluster import LocalCluster
-from coordinator.model import Lookup, LookupStatus, ShardQuery, WriteRecord
+from coordinator.model import ShardQuery, WriteRecord
 from coordinator.remote_shard import RemoteShard
 from coordinator.shard import Shard
 from core.bounds import score_upper_bound
@@ -27,9 +28,7 @@ from core.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailab
 from core.filters import And, Eq, Filter, In, Not, Range, matches
 from core.ordering import order_key
 from core.scoring import canonical_scores, prepare_query
-from core.wire import resolved_value_from_pb
 from registry.admin import RegistryAdmin
-from registry.features import GroupRow
 from registry.registry import Registry
 from registry.store import EtcdStore
 from registry.watcher import SnapshotCache
@@ -221,7 +220,7 @@ async def search(
 
 async def statuses(shard: Shard, index: VersionRef, eids: list[str]) -> list[str]:
     found = await shard.batch_get(index, [key(e) for e in eids], False, TIMEOUT)
-    return [lk.status.value for lk in found]
+    return found.statuses()
 
 
 def test_upsert_then_search_gives_every_match_in_the_global_order(
@@ -255,14 +254,14 @@ def test_a_stale_upsert_is_ignored_and_counted(
         assert await write(shard, names.index, [record("a", [0, 1, 0, 0], 4)]) == (0, 1)
         mixed = [record("a", [0, 0, 1, 0], 3), record("b", [0, 0, 0, 1], 1)]
         assert await write(shard, names.index, mixed) == (1, 1)
-        (a,) = await shard.batch_get(names.index, [key("a")], True, TIMEOUT)
-        assert a.record is not None and a.record.source_version == 5
-        assert a.record.vector.tolist() == [1.0, 0.0, 0.0, 0.0]
+        a = await shard.batch_get(names.index, [key("a")], True, TIMEOUT)
+        assert a.statuses() == ["found"] and a.source_version.tolist() == [5]
+        assert a.vectors.tolist() == [[1.0, 0.0, 0.0, 0.0]]
         # Within one batch the highest version of a key wins, whatever the order.
         batch = [record("c", [1, 1, 0, 0], 9), record("c", [0, 1, 1, 0], 2)]
         assert await write(shard, names.index, batch) == (1, 0)
-        (c,) = await shard.batch_get(names.index, [key("c")], False, TIMEOUT)
-        assert c.record is not None and c.record.source_version == 9
+        c = await shard.batch_get(names.index, [key("c")], False, TIMEOUT)
+        assert c.statuses() == ["found"] and c.source_version.tolist() == [9]
 
     run(make_shard, body)
 
@@ -313,9 +312,9 @@ def test_a_delete_wins_over_equal_and_older_writes(
         assert await write(shard, names.index, [record("k", [1, 1, 1, 0], 6)]) == (0, 1)
         assert await statuses(shard, names.index, ["k"]) == ["deleted"]
         assert await write(shard, names.index, [record("k", [0, 0, 0, 1], 9)]) == (1, 0)
-        (k,) = await shard.batch_get(names.index, [key("k")], True, TIMEOUT)
-        assert k.status is LookupStatus.FOUND and k.record is not None
-        assert (k.record.source_version, k.record.vector.tolist()) == (9, [0.0, 0.0, 0.0, 1.0])
+        k = await shard.batch_get(names.index, [key("k")], True, TIMEOUT)
+        assert k.statuses() == ["found"]
+        assert (int(k.source_version[0]), k.vectors[0].tolist()) == (9, [0.0, 0.0, 0.0, 1.0])
         (ix,) = [i for i in await shard.describe(TIMEOUT) if i.index == names.index]
         assert (ix.live_count, ix.tombstones) == (1, 0)  # the newer write revived the key
 
@@ -328,9 +327,8 @@ def test_a_delete_never_removes_a_newer_write(
     async def body(shard: Shard) -> None:
         await write(shard, names.index, [record("k", [1, 0, 0, 0], 100)])
         assert await shard.delete(names.index, [key("k")], 5, TIMEOUT) == 0
-        (k,) = await shard.batch_get(names.index, [key("k")], False, TIMEOUT)
-        assert k.status is LookupStatus.FOUND and k.record is not None
-        assert k.record.source_version == 100
+        k = await shard.batch_get(names.index, [key("k")], False, TIMEOUT)
+        assert k.statuses() == ["found"] and k.source_version.tolist() == [100]
         assert [e for e, _ in await search(shard, names.index, [1, 0, 0, 0], 3)] == [key("k")]
         # The older delete still fences writes of its version and older.
         await shard.delete(names.index, [key("k")], 100, TIMEOUT)
@@ -349,22 +347,28 @@ def test_batch_get_answers_every_key_in_request_order(
         await write(shard, names.index, [a, b, c])
         await shard.delete(names.index, [key("b")], 4, TIMEOUT)
         eids = ["a", "x", "b", "c", "y", "a"]
-        found = await shard.batch_get(names.index, [key(e) for e in eids], True, TIMEOUT)
-        assert [(lk.key.entity_id, lk.status.value) for lk in found] == [
-            ("a", "found"), ("x", "missing"), ("b", "deleted"),
-            ("c", "found"), ("y", "missing"), ("a", "found"),
-        ]  # fmt: skip
-        first = found[0].record
-        assert first is not None and first.key == key("a")
-        assert (first.source_version, first.model_version, first.created_at) == (7, "m1", 1007)
-        assert first.attributes == {"genre": "jazz", "year": 2001, "tags": ("x", "y")}
-        assert first.norm == pytest.approx(5.0)
-        assert first.vector.tolist() == pytest.approx([0.6, 0.0, 0.0, 0.8])  # cosine: normalized
-        assert found[1].record is None and found[2].record is None
+        keys = [key(e) for e in eids]
+        found = await shard.batch_get(names.index, keys, True, TIMEOUT, include_attributes=True)
+        assert found.statuses() == ["found", "missing", "deleted", "found", "missing", "found"]
+        assert found.source_version.tolist() == [7, 0, 0, 3, 0, 7]
+        assert found.created_at.tolist() == [1007, 0, 0, 1003, 0, 1007]
+        assert [found.model_version(i) for i in range(6)] == ["m1", "", "", "m1", "", "m1"]
+        assert found.attributes_json is not None
+        assert json.loads(found.attributes_json[0]) == {
+            "genre": "jazz",
+            "year": 2001,
+            "tags": ["x", "y"],
+        }
+        assert found.attributes_json[1:3] == ["", ""]
+        assert found.norm[0] == pytest.approx(5.0)
+        assert found.vectors[0].tolist() == pytest.approx(
+            [0.6, 0.0, 0.0, 0.8]
+        )  # cosine: normalized
+        assert not found.vectors[[1, 2, 4]].any()
         without = await shard.batch_get(names.index, [key("a")], False, TIMEOUT)
-        assert without[0].record is not None and without[0].record.vector.size == 0
+        assert without.vectors.shape == (1, 0) and without.attributes_json is None
         other = await shard.batch_get(names.index, [key("a", tenant="u")], True, TIMEOUT)
-        assert other == [Lookup(key("a", tenant="u"), LookupStatus.MISSING)]
+        assert other.statuses() == ["missing"] and other.vectors.tolist() == [[0.0] * DIM]
 
     run(make_shard, body)
 
@@ -434,60 +438,6 @@ def test_bad_requests_are_refused_the_same_way(
         with pytest.raises(InvalidArgument):
             await search(shard, names.index, np.ones(DIM + 1), 3)
         assert await statuses(shard, names.index, ["a"]) == ["missing"]  # nothing half-written
-
-    run(make_shard, body)
-
-
-def test_features_put_and_get_with_precedence_and_missing_reasons(
-    make_shard: Callable[[], Shard], names: Names
-) -> None:
-    label, ctr, clicks, quality = (f"{f}{names.tag}" for f in ("label", "ctr", "clicks", "quality"))
-    u1, u2, u9 = (EntityKey("t", "user", u) for u in ("u1", "u2", "u9"))
-
-    async def get(shard: Shard, group: VersionRef, feats: list[str], keys: list[EntityKey],
-                  personalized: bool = True) -> list[list[tuple[object, ...]]]:  # fmt: skip
-        rows = await shard.get_features(group, feats, keys, T0 + 60 * S, personalized, TIMEOUT)
-        return [[resolved_value_from_pb(v) for v in row] for row in rows]
-
-    async def body(shard: Shard) -> None:
-        rows = [
-            GroupRow(u1, T0, T0, {label: "gold", ctr: 0.25}),
-            GroupRow(u2, T0 - 2 * 3600 * S, T0, {label: None, ctr: 0.5}),
-        ]
-        assert await shard.put_features(names.group, rows, TIMEOUT) == (2, 0)
-        assert await get(shard, names.group, [ctr, label], [u1, u2, u9]) == [
-            [(0.25, None, None, 60 * S, T0), ("gold", None, None, 60 * S, T0)],
-            [(0.5, "stale", None, 7260 * S, T0 - 7200 * S),  # a stale value is still served
-             ("none", "no_history", "feature_default", 7260 * S, T0 - 7200 * S)],
-            [(0.0, "entity_not_found", "feature_default", None, None),
-             ("none", "entity_not_found", "feature_default", None, None)],
-        ]  # fmt: skip
-        older = GroupRow(u1, T0 - S, T0 + S, {label: "old"})
-        same_event_earlier_run = GroupRow(u1, T0, T0 - S, {label: "early"})
-        assert await shard.put_features(names.group, [older, same_event_earlier_run], TIMEOUT) == (
-            0,
-            2,
-        )
-        rerun = GroupRow(u1, T0, T0 + S, {label: "rerun", ctr: 0.3})
-        assert await shard.put_features(names.group, [rerun], TIMEOUT) == (1, 0)
-        assert await shard.put_features(names.group, [rerun], TIMEOUT) == (1, 0)  # equal replaces
-        (u1_now,) = await get(shard, names.group, [label], [u1])
-        assert u1_now == [("rerun", None, None, 60 * S, T0)]
-        # A behavioural group is not served to a non-personalized request.
-        await shard.put_features(names.private, [GroupRow(u1, T0, T0, {clicks: 4})], TIMEOUT)
-        assert await get(shard, names.private, [clicks], [u1]) == [[(4, None, None, 60 * S, T0)]]
-        assert await get(shard, names.private, [clicks], [u1], personalized=False) == [
-            [(0, "privacy_disabled", "feature_default", None, None)]
-        ]
-        # A group this shard never stored anything for: not computed.
-        item = EntityKey("t", "item", "i1")
-        assert await get(shard, names.unwritten, [quality], [item]) == [
-            [(0.5, "not_computed", "feature_default", None, None)]
-        ]
-        with pytest.raises(InvalidArgument):
-            await get(shard, names.group, ["nosuchfeature"], [u1])
-        with pytest.raises(NotFound):
-            await get(shard, VersionRef("nosuchgroup", "v1"), [label], [u1])
 
     run(make_shard, body)
 

@@ -11,10 +11,11 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coordinator.model import Access, Lookup, WriteRecord
+from coordinator.model import Access, WriteRecord
 from coordinator.service import RetrievalEngine
 from coordinator.shard import Shard
 from core.domain import EntityKey
+from core.embedding_columns import EmbeddingColumns
 from registry.placement import encode_centroids
 from tests.inmemory import FAMILY, INDEX, InMemoryShard, registry_for
 
@@ -64,7 +65,7 @@ def apply(ops: list[Op], placement: str) -> tuple[dict[str, tuple[str, int]], di
 
     engine = RetrievalEngine(reg, factory)
 
-    async def run() -> list[Lookup]:
+    async def run() -> EmbeddingColumns:
         for kind, k, v, region in ops:
             key = EntityKey("t", "item", KEYS[k])
             if kind == "upsert":
@@ -73,13 +74,13 @@ def apply(ops: list[Op], placement: str) -> tuple[dict[str, tuple[str, int]], di
             else:
                 await engine.delete(ME, FAMILY, [key], v, 5.0)
         keys = [EntityKey("t", "item", k) for k in KEYS]
-        return list(await engine.batch_get(ME, FAMILY, keys, True, 5.0))
+        _, columns = await engine.batch_get(ME, FAMILY, keys, True, 5.0)
+        return columns
 
-    lookups = asyncio.run(run())
+    columns = asyncio.run(run())
     state = {}
-    for name, lk in zip(KEYS, lookups, strict=True):
-        version = lk.record.source_version if lk.record is not None else 0
-        state[name] = (lk.status.value, version)
+    for i, (name, status) in enumerate(zip(KEYS, columns.statuses(), strict=True)):
+        state[name] = (status, int(columns.source_version[i]) if status == "found" else 0)
     copies = {
         name: sum(
             EntityKey("t", "item", name)

@@ -20,6 +20,7 @@ class LookupStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FOUND: _ClassVar[LookupStatus]
     MISSING: _ClassVar[LookupStatus]
     DELETED: _ClassVar[LookupStatus]
+    LOOKUP_UNAVAILABLE: _ClassVar[LookupStatus]
 
 class MissingReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -30,6 +31,7 @@ class MissingReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PRIVACY_DISABLED: _ClassVar[MissingReason]
     TIMEOUT: _ClassVar[MissingReason]
     NOT_COMPUTED: _ClassVar[MissingReason]
+    UNAVAILABLE: _ClassVar[MissingReason]
 
 class FillAction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -46,6 +48,7 @@ LOOKUP_STATUS_UNSPECIFIED: LookupStatus
 FOUND: LookupStatus
 MISSING: LookupStatus
 DELETED: LookupStatus
+LOOKUP_UNAVAILABLE: LookupStatus
 MISSING_REASON_UNSPECIFIED: MissingReason
 NO_HISTORY: MissingReason
 ENTITY_NOT_FOUND: MissingReason
@@ -53,6 +56,7 @@ STALE: MissingReason
 PRIVACY_DISABLED: MissingReason
 TIMEOUT: MissingReason
 NOT_COMPUTED: MissingReason
+UNAVAILABLE: MissingReason
 FILL_ACTION_UNSPECIFIED: FillAction
 FEATURE_DEFAULT: FillAction
 FILL_NULL: FillAction
@@ -232,3 +236,92 @@ class FeatureRow(_message.Message):
     generated_at_us: int
     values: _containers.MessageMap[str, FeatureValue]
     def __init__(self, entity: _Optional[_Union[EntityKey, _Mapping]] = ..., feature_timestamp_us: _Optional[int] = ..., generated_at_us: _Optional[int] = ..., values: _Optional[_Mapping[str, FeatureValue]] = ...) -> None: ...
+
+class EntityKeyColumns(_message.Message):
+    __slots__ = ("entity_types", "type_index", "entity_ids")
+    ENTITY_TYPES_FIELD_NUMBER: _ClassVar[int]
+    TYPE_INDEX_FIELD_NUMBER: _ClassVar[int]
+    ENTITY_IDS_FIELD_NUMBER: _ClassVar[int]
+    entity_types: _containers.RepeatedScalarFieldContainer[str]
+    type_index: bytes
+    entity_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, entity_types: _Optional[_Iterable[str]] = ..., type_index: _Optional[bytes] = ..., entity_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class FeatureColumn(_message.Message):
+    __slots__ = ("dtype", "length", "validity", "offsets", "values")
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    VALIDITY_FIELD_NUMBER: _ClassVar[int]
+    OFFSETS_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    dtype: str
+    length: int
+    validity: bytes
+    offsets: bytes
+    values: bytes
+    def __init__(self, dtype: _Optional[str] = ..., length: _Optional[int] = ..., validity: _Optional[bytes] = ..., offsets: _Optional[bytes] = ..., values: _Optional[bytes] = ...) -> None: ...
+
+class ResolvedFeatureColumns(_message.Message):
+    __slots__ = ("features", "rows", "columns", "missing_reasons", "fills", "stored", "staleness_us", "feature_timestamp_us")
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    MISSING_REASONS_FIELD_NUMBER: _ClassVar[int]
+    FILLS_FIELD_NUMBER: _ClassVar[int]
+    STORED_FIELD_NUMBER: _ClassVar[int]
+    STALENESS_US_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_TIMESTAMP_US_FIELD_NUMBER: _ClassVar[int]
+    features: _containers.RepeatedScalarFieldContainer[str]
+    rows: int
+    columns: _containers.RepeatedCompositeFieldContainer[FeatureColumn]
+    missing_reasons: bytes
+    fills: bytes
+    stored: bytes
+    staleness_us: bytes
+    feature_timestamp_us: bytes
+    def __init__(self, features: _Optional[_Iterable[str]] = ..., rows: _Optional[int] = ..., columns: _Optional[_Iterable[_Union[FeatureColumn, _Mapping]]] = ..., missing_reasons: _Optional[bytes] = ..., fills: _Optional[bytes] = ..., stored: _Optional[bytes] = ..., staleness_us: _Optional[bytes] = ..., feature_timestamp_us: _Optional[bytes] = ...) -> None: ...
+
+class FeatureRowColumns(_message.Message):
+    __slots__ = ("tenant_id", "entity_ids", "feature_timestamp_us", "generated_at_us", "values", "entity_type")
+    class ValuesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: FeatureColumn
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[FeatureColumn, _Mapping]] = ...) -> None: ...
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    ENTITY_IDS_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_TIMESTAMP_US_FIELD_NUMBER: _ClassVar[int]
+    GENERATED_AT_US_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    ENTITY_TYPE_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    entity_ids: _containers.RepeatedScalarFieldContainer[str]
+    feature_timestamp_us: bytes
+    generated_at_us: bytes
+    values: _containers.MessageMap[str, FeatureColumn]
+    entity_type: str
+    def __init__(self, tenant_id: _Optional[str] = ..., entity_ids: _Optional[_Iterable[str]] = ..., feature_timestamp_us: _Optional[bytes] = ..., generated_at_us: _Optional[bytes] = ..., values: _Optional[_Mapping[str, FeatureColumn]] = ..., entity_type: _Optional[str] = ...) -> None: ...
+
+class EmbeddingColumns(_message.Message):
+    __slots__ = ("status", "dimension", "vectors", "source_version", "created_at_us", "norm", "model_versions", "model_version_index", "attributes_json")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    DIMENSION_FIELD_NUMBER: _ClassVar[int]
+    VECTORS_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_US_FIELD_NUMBER: _ClassVar[int]
+    NORM_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_INDEX_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTES_JSON_FIELD_NUMBER: _ClassVar[int]
+    status: bytes
+    dimension: int
+    vectors: bytes
+    source_version: bytes
+    created_at_us: bytes
+    norm: bytes
+    model_versions: _containers.RepeatedScalarFieldContainer[str]
+    model_version_index: bytes
+    attributes_json: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, status: _Optional[bytes] = ..., dimension: _Optional[int] = ..., vectors: _Optional[bytes] = ..., source_version: _Optional[bytes] = ..., created_at_us: _Optional[bytes] = ..., norm: _Optional[bytes] = ..., model_versions: _Optional[_Iterable[str]] = ..., model_version_index: _Optional[bytes] = ..., attributes_json: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -138,24 +138,32 @@ class SearchDebugResponse(_message.Message):
     def __init__(self, response: _Optional[_Union[SearchResponse, _Mapping]] = ..., shards: _Optional[_Iterable[_Union[ShardDebug, _Mapping]]] = ..., filter_selectivity: _Optional[float] = ..., resolved_bundle_json: _Optional[str] = ...) -> None: ...
 
 class BatchGetEmbeddingsRequest(_message.Message):
-    __slots__ = ("access", "embedding_name", "embedding_version", "keys", "include_vectors")
+    __slots__ = ("access", "embedding_name", "embedding_version", "keys", "include_vectors", "columnar", "entity_ids", "include_attributes")
     ACCESS_FIELD_NUMBER: _ClassVar[int]
     EMBEDDING_NAME_FIELD_NUMBER: _ClassVar[int]
     EMBEDDING_VERSION_FIELD_NUMBER: _ClassVar[int]
     KEYS_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_VECTORS_FIELD_NUMBER: _ClassVar[int]
+    COLUMNAR_FIELD_NUMBER: _ClassVar[int]
+    ENTITY_IDS_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
     access: _common_pb2.AccessContext
     embedding_name: str
     embedding_version: str
     keys: _containers.RepeatedCompositeFieldContainer[_common_pb2.EntityKey]
     include_vectors: bool
-    def __init__(self, access: _Optional[_Union[_common_pb2.AccessContext, _Mapping]] = ..., embedding_name: _Optional[str] = ..., embedding_version: _Optional[str] = ..., keys: _Optional[_Iterable[_Union[_common_pb2.EntityKey, _Mapping]]] = ..., include_vectors: _Optional[bool] = ...) -> None: ...
+    columnar: bool
+    entity_ids: _containers.RepeatedScalarFieldContainer[str]
+    include_attributes: bool
+    def __init__(self, access: _Optional[_Union[_common_pb2.AccessContext, _Mapping]] = ..., embedding_name: _Optional[str] = ..., embedding_version: _Optional[str] = ..., keys: _Optional[_Iterable[_Union[_common_pb2.EntityKey, _Mapping]]] = ..., include_vectors: _Optional[bool] = ..., columnar: _Optional[bool] = ..., entity_ids: _Optional[_Iterable[str]] = ..., include_attributes: _Optional[bool] = ...) -> None: ...
 
 class BatchGetEmbeddingsResponse(_message.Message):
-    __slots__ = ("records",)
+    __slots__ = ("records", "columns")
     RECORDS_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
     records: _containers.RepeatedCompositeFieldContainer[_common_pb2.EmbeddingLookup]
-    def __init__(self, records: _Optional[_Iterable[_Union[_common_pb2.EmbeddingLookup, _Mapping]]] = ...) -> None: ...
+    columns: _common_pb2.EmbeddingColumns
+    def __init__(self, records: _Optional[_Iterable[_Union[_common_pb2.EmbeddingLookup, _Mapping]]] = ..., columns: _Optional[_Union[_common_pb2.EmbeddingColumns, _Mapping]] = ...) -> None: ...
 
 class UpsertRequest(_message.Message):
     __slots__ = ("access", "embedding_name", "embedding_version", "records")
@@ -244,20 +252,24 @@ class DescribeRouteResponse(_message.Message):
     def __init__(self, route: _Optional[str] = ..., bundle: _Optional[str] = ..., index_name: _Optional[str] = ..., index_version: _Optional[str] = ..., embedding_name: _Optional[str] = ..., embedding_version: _Optional[str] = ..., query_embedding_name: _Optional[str] = ..., query_embedding_version: _Optional[str] = ..., dimension: _Optional[int] = ..., metric: _Optional[_Union[_common_pb2.Metric, str]] = ..., attributes: _Optional[_Iterable[_Union[AttributeSchema, _Mapping]]] = ..., max_k: _Optional[int] = ..., index_kind: _Optional[str] = ..., num_buckets: _Optional[int] = ...) -> None: ...
 
 class GetFeaturesRequest(_message.Message):
-    __slots__ = ("access", "feature_set", "feature_set_version", "entities", "request_time_us", "personalized")
+    __slots__ = ("access", "feature_set", "feature_set_version", "entities", "request_time_us", "personalized", "columnar", "entity_columns")
     ACCESS_FIELD_NUMBER: _ClassVar[int]
     FEATURE_SET_FIELD_NUMBER: _ClassVar[int]
     FEATURE_SET_VERSION_FIELD_NUMBER: _ClassVar[int]
     ENTITIES_FIELD_NUMBER: _ClassVar[int]
     REQUEST_TIME_US_FIELD_NUMBER: _ClassVar[int]
     PERSONALIZED_FIELD_NUMBER: _ClassVar[int]
+    COLUMNAR_FIELD_NUMBER: _ClassVar[int]
+    ENTITY_COLUMNS_FIELD_NUMBER: _ClassVar[int]
     access: _common_pb2.AccessContext
     feature_set: str
     feature_set_version: str
     entities: _containers.RepeatedCompositeFieldContainer[_common_pb2.EntityKey]
     request_time_us: int
     personalized: bool
-    def __init__(self, access: _Optional[_Union[_common_pb2.AccessContext, _Mapping]] = ..., feature_set: _Optional[str] = ..., feature_set_version: _Optional[str] = ..., entities: _Optional[_Iterable[_Union[_common_pb2.EntityKey, _Mapping]]] = ..., request_time_us: _Optional[int] = ..., personalized: _Optional[bool] = ...) -> None: ...
+    columnar: bool
+    entity_columns: _common_pb2.EntityKeyColumns
+    def __init__(self, access: _Optional[_Union[_common_pb2.AccessContext, _Mapping]] = ..., feature_set: _Optional[str] = ..., feature_set_version: _Optional[str] = ..., entities: _Optional[_Iterable[_Union[_common_pb2.EntityKey, _Mapping]]] = ..., request_time_us: _Optional[int] = ..., personalized: _Optional[bool] = ..., columnar: _Optional[bool] = ..., entity_columns: _Optional[_Union[_common_pb2.EntityKeyColumns, _Mapping]] = ...) -> None: ...
 
 class FeatureNames(_message.Message):
     __slots__ = ("names",)
@@ -294,8 +306,20 @@ class FeatureDiagnostics(_message.Message):
     latency_ms: float
     def __init__(self, missing_by_reason: _Optional[_Mapping[str, int]] = ..., stale: _Optional[int] = ..., entities: _Optional[int] = ..., shards: _Optional[int] = ..., latency_ms: _Optional[float] = ...) -> None: ...
 
+class FeatureBlock(_message.Message):
+    __slots__ = ("entity_type", "outputs", "rows", "columns")
+    ENTITY_TYPE_FIELD_NUMBER: _ClassVar[int]
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    entity_type: str
+    outputs: _containers.RepeatedScalarFieldContainer[str]
+    rows: bytes
+    columns: _common_pb2.ResolvedFeatureColumns
+    def __init__(self, entity_type: _Optional[str] = ..., outputs: _Optional[_Iterable[str]] = ..., rows: _Optional[bytes] = ..., columns: _Optional[_Union[_common_pb2.ResolvedFeatureColumns, _Mapping]] = ...) -> None: ...
+
 class GetFeaturesResponse(_message.Message):
-    __slots__ = ("features_by_entity_type", "entities", "diagnostics")
+    __slots__ = ("features_by_entity_type", "entities", "diagnostics", "blocks")
     class FeaturesByEntityTypeEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -306,22 +330,26 @@ class GetFeaturesResponse(_message.Message):
     FEATURES_BY_ENTITY_TYPE_FIELD_NUMBER: _ClassVar[int]
     ENTITIES_FIELD_NUMBER: _ClassVar[int]
     DIAGNOSTICS_FIELD_NUMBER: _ClassVar[int]
+    BLOCKS_FIELD_NUMBER: _ClassVar[int]
     features_by_entity_type: _containers.MessageMap[str, FeatureNames]
     entities: _containers.RepeatedCompositeFieldContainer[EntityFeatures]
     diagnostics: FeatureDiagnostics
-    def __init__(self, features_by_entity_type: _Optional[_Mapping[str, FeatureNames]] = ..., entities: _Optional[_Iterable[_Union[EntityFeatures, _Mapping]]] = ..., diagnostics: _Optional[_Union[FeatureDiagnostics, _Mapping]] = ...) -> None: ...
+    blocks: _containers.RepeatedCompositeFieldContainer[FeatureBlock]
+    def __init__(self, features_by_entity_type: _Optional[_Mapping[str, FeatureNames]] = ..., entities: _Optional[_Iterable[_Union[EntityFeatures, _Mapping]]] = ..., diagnostics: _Optional[_Union[FeatureDiagnostics, _Mapping]] = ..., blocks: _Optional[_Iterable[_Union[FeatureBlock, _Mapping]]] = ...) -> None: ...
 
 class PutFeaturesRequest(_message.Message):
-    __slots__ = ("access", "group", "group_version", "rows")
+    __slots__ = ("access", "group", "group_version", "rows", "columns")
     ACCESS_FIELD_NUMBER: _ClassVar[int]
     GROUP_FIELD_NUMBER: _ClassVar[int]
     GROUP_VERSION_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
     access: _common_pb2.AccessContext
     group: str
     group_version: str
     rows: _containers.RepeatedCompositeFieldContainer[_common_pb2.FeatureRow]
-    def __init__(self, access: _Optional[_Union[_common_pb2.AccessContext, _Mapping]] = ..., group: _Optional[str] = ..., group_version: _Optional[str] = ..., rows: _Optional[_Iterable[_Union[_common_pb2.FeatureRow, _Mapping]]] = ...) -> None: ...
+    columns: _common_pb2.FeatureRowColumns
+    def __init__(self, access: _Optional[_Union[_common_pb2.AccessContext, _Mapping]] = ..., group: _Optional[str] = ..., group_version: _Optional[str] = ..., rows: _Optional[_Iterable[_Union[_common_pb2.FeatureRow, _Mapping]]] = ..., columns: _Optional[_Union[_common_pb2.FeatureRowColumns, _Mapping]] = ...) -> None: ...
 
 class PutFeaturesResponse(_message.Message):
     __slots__ = ("written", "ignored_older")

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from protos.vecshard.v1 import common_pb2 as protos_dot_vecshard_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*protos/vecshard/v1/internal/features.proto\x12\x14vecshard.v1.internal\x1a\x1fprotos/vecshard/v1/common.proto\"[\n\x0c\x46\x65\x61tureBatch\x12\r\n\x05group\x18\x01 \x01(\t\x12\x15\n\rgroup_version\x18\x02 \x01(\t\x12%\n\x04rows\x18\x03 \x03(\x0b\x32\x17.vecshard.v1.FeatureRow\"4\n\nFeatureAck\x12\x0f\n\x07written\x18\x01 \x01(\r\x12\x15\n\rignored_older\x18\x02 \x01(\r\"\xa5\x01\n\x12GetFeaturesRequest\x12\r\n\x05group\x18\x01 \x01(\t\x12\x15\n\rgroup_version\x18\x02 \x01(\t\x12\x10\n\x08\x66\x65\x61tures\x18\x03 \x03(\t\x12(\n\x08\x65ntities\x18\x04 \x03(\x0b\x32\x16.vecshard.v1.EntityKey\x12\x17\n\x0frequest_time_us\x18\x05 \x01(\x03\x12\x14\n\x0cpersonalized\x18\x06 \x01(\x08\"9\n\x0c\x45ntityValues\x12)\n\x06values\x18\x01 \x03(\x0b\x32\x19.vecshard.v1.FeatureValue\"K\n\x13GetFeaturesResponse\x12\x34\n\x08\x65ntities\x18\x01 \x03(\x0b\x32\".vecshard.v1.internal.EntityValues2\xd0\x01\n\x13\x46\x65\x61tureShardService\x12U\n\x0bPutFeatures\x12\".vecshard.v1.internal.FeatureBatch\x1a .vecshard.v1.internal.FeatureAck(\x01\x12\x62\n\x0bGetFeatures\x12(.vecshard.v1.internal.GetFeaturesRequest\x1a).vecshard.v1.internal.GetFeaturesResponseB`\n\x17io.vecshard.v1.internalP\x01ZCgithub.com/vecshard/vecshard/gen/go/vecshard/v1/internal;internalv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*protos/vecshard/v1/internal/features.proto\x12\x14vecshard.v1.internal\x1a\x1fprotos/vecshard/v1/common.proto\"\x8c\x01\n\x0c\x46\x65\x61tureBatch\x12\r\n\x05group\x18\x01 \x01(\t\x12\x15\n\rgroup_version\x18\x02 \x01(\t\x12%\n\x04rows\x18\x03 \x03(\x0b\x32\x17.vecshard.v1.FeatureRow\x12/\n\x07\x63olumns\x18\x04 \x01(\x0b\x32\x1e.vecshard.v1.FeatureRowColumns\"4\n\nFeatureAck\x12\x0f\n\x07written\x18\x01 \x01(\r\x12\x15\n\rignored_older\x18\x02 \x01(\r\"\xa5\x01\n\x12GetFeaturesRequest\x12\r\n\x05group\x18\x01 \x01(\t\x12\x15\n\rgroup_version\x18\x02 \x01(\t\x12\x10\n\x08\x66\x65\x61tures\x18\x03 \x03(\t\x12(\n\x08\x65ntities\x18\x04 \x03(\x0b\x32\x16.vecshard.v1.EntityKey\x12\x17\n\x0frequest_time_us\x18\x05 \x01(\x03\x12\x14\n\x0cpersonalized\x18\x06 \x01(\x08\"9\n\x0c\x45ntityValues\x12)\n\x06values\x18\x01 \x03(\x0b\x32\x19.vecshard.v1.FeatureValue\"K\n\x13GetFeaturesResponse\x12\x34\n\x08\x65ntities\x18\x01 \x03(\x0b\x32\".vecshard.v1.internal.EntityValues\"r\n\nGroupFetch\x12\r\n\x05group\x18\x01 \x01(\t\x12\x15\n\rgroup_version\x18\x02 \x01(\t\x12\x10\n\x08\x66\x65\x61tures\x18\x03 \x03(\t\x12\x12\n\nentity_ids\x18\x04 \x03(\t\x12\x18\n\x10same_entities_as\x18\x05 \x01(\r\"\x8b\x01\n\x15\x46\x65\x61tureColumnsRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x30\n\x06groups\x18\x02 \x03(\x0b\x32 .vecshard.v1.internal.GroupFetch\x12\x17\n\x0frequest_time_us\x18\x03 \x01(\x03\x12\x14\n\x0cpersonalized\x18\x04 \x01(\x08\"M\n\x16\x46\x65\x61tureColumnsResponse\x12\x33\n\x06groups\x18\x01 \x03(\x0b\x32#.vecshard.v1.ResolvedFeatureColumns2\xc0\x02\n\x13\x46\x65\x61tureShardService\x12U\n\x0bPutFeatures\x12\".vecshard.v1.internal.FeatureBatch\x1a .vecshard.v1.internal.FeatureAck(\x01\x12\x62\n\x0bGetFeatures\x12(.vecshard.v1.internal.GetFeaturesRequest\x1a).vecshard.v1.internal.GetFeaturesResponse\x12n\n\x11GetFeatureColumns\x12+.vecshard.v1.internal.FeatureColumnsRequest\x1a,.vecshard.v1.internal.FeatureColumnsResponseB`\n\x17io.vecshard.v1.internalP\x01ZCgithub.com/vecshard/vecshard/gen/go/vecshard/v1/internal;internalv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,16 +33,22 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protos.vecshard.v1.internal
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\027io.vecshard.v1.internalP\001ZCgithub.com/vecshard/vecshard/gen/go/vecshard/v1/internal;internalv1'
-  _globals['_FEATUREBATCH']._serialized_start=101
-  _globals['_FEATUREBATCH']._serialized_end=192
-  _globals['_FEATUREACK']._serialized_start=194
-  _globals['_FEATUREACK']._serialized_end=246
-  _globals['_GETFEATURESREQUEST']._serialized_start=249
-  _globals['_GETFEATURESREQUEST']._serialized_end=414
-  _globals['_ENTITYVALUES']._serialized_start=416
-  _globals['_ENTITYVALUES']._serialized_end=473
-  _globals['_GETFEATURESRESPONSE']._serialized_start=475
-  _globals['_GETFEATURESRESPONSE']._serialized_end=550
-  _globals['_FEATURESHARDSERVICE']._serialized_start=553
-  _globals['_FEATURESHARDSERVICE']._serialized_end=761
+  _globals['_FEATUREBATCH']._serialized_start=102
+  _globals['_FEATUREBATCH']._serialized_end=242
+  _globals['_FEATUREACK']._serialized_start=244
+  _globals['_FEATUREACK']._serialized_end=296
+  _globals['_GETFEATURESREQUEST']._serialized_start=299
+  _globals['_GETFEATURESREQUEST']._serialized_end=464
+  _globals['_ENTITYVALUES']._serialized_start=466
+  _globals['_ENTITYVALUES']._serialized_end=523
+  _globals['_GETFEATURESRESPONSE']._serialized_start=525
+  _globals['_GETFEATURESRESPONSE']._serialized_end=600
+  _globals['_GROUPFETCH']._serialized_start=602
+  _globals['_GROUPFETCH']._serialized_end=716
+  _globals['_FEATURECOLUMNSREQUEST']._serialized_start=719
+  _globals['_FEATURECOLUMNSREQUEST']._serialized_end=858
+  _globals['_FEATURECOLUMNSRESPONSE']._serialized_start=860
+  _globals['_FEATURECOLUMNSRESPONSE']._serialized_end=937
+  _globals['_FEATURESHARDSERVICE']._serialized_start=940
+  _globals['_FEATURESHARDSERVICE']._serialized_end=1260
 # @@protoc_insertion_point(module_scope)

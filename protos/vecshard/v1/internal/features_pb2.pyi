@@ -8,14 +8,16 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class FeatureBatch(_message.Message):
-    __slots__ = ("group", "group_version", "rows")
+    __slots__ = ("group", "group_version", "rows", "columns")
     GROUP_FIELD_NUMBER: _ClassVar[int]
     GROUP_VERSION_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
     group: str
     group_version: str
     rows: _containers.RepeatedCompositeFieldContainer[_common_pb2.FeatureRow]
-    def __init__(self, group: _Optional[str] = ..., group_version: _Optional[str] = ..., rows: _Optional[_Iterable[_Union[_common_pb2.FeatureRow, _Mapping]]] = ...) -> None: ...
+    columns: _common_pb2.FeatureRowColumns
+    def __init__(self, group: _Optional[str] = ..., group_version: _Optional[str] = ..., rows: _Optional[_Iterable[_Union[_common_pb2.FeatureRow, _Mapping]]] = ..., columns: _Optional[_Union[_common_pb2.FeatureRowColumns, _Mapping]] = ...) -> None: ...
 
 class FeatureAck(_message.Message):
     __slots__ = ("written", "ignored_older")
@@ -52,3 +54,35 @@ class GetFeaturesResponse(_message.Message):
     ENTITIES_FIELD_NUMBER: _ClassVar[int]
     entities: _containers.RepeatedCompositeFieldContainer[EntityValues]
     def __init__(self, entities: _Optional[_Iterable[_Union[EntityValues, _Mapping]]] = ...) -> None: ...
+
+class GroupFetch(_message.Message):
+    __slots__ = ("group", "group_version", "features", "entity_ids", "same_entities_as")
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    GROUP_VERSION_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    ENTITY_IDS_FIELD_NUMBER: _ClassVar[int]
+    SAME_ENTITIES_AS_FIELD_NUMBER: _ClassVar[int]
+    group: str
+    group_version: str
+    features: _containers.RepeatedScalarFieldContainer[str]
+    entity_ids: _containers.RepeatedScalarFieldContainer[str]
+    same_entities_as: int
+    def __init__(self, group: _Optional[str] = ..., group_version: _Optional[str] = ..., features: _Optional[_Iterable[str]] = ..., entity_ids: _Optional[_Iterable[str]] = ..., same_entities_as: _Optional[int] = ...) -> None: ...
+
+class FeatureColumnsRequest(_message.Message):
+    __slots__ = ("tenant_id", "groups", "request_time_us", "personalized")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_TIME_US_FIELD_NUMBER: _ClassVar[int]
+    PERSONALIZED_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    groups: _containers.RepeatedCompositeFieldContainer[GroupFetch]
+    request_time_us: int
+    personalized: bool
+    def __init__(self, tenant_id: _Optional[str] = ..., groups: _Optional[_Iterable[_Union[GroupFetch, _Mapping]]] = ..., request_time_us: _Optional[int] = ..., personalized: _Optional[bool] = ...) -> None: ...
+
+class FeatureColumnsResponse(_message.Message):
+    __slots__ = ("groups",)
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    groups: _containers.RepeatedCompositeFieldContainer[_common_pb2.ResolvedFeatureColumns]
+    def __init__(self, groups: _Optional[_Iterable[_Union[_common_pb2.ResolvedFeatureColumns, _Mapping]]] = ...) -> None: ...

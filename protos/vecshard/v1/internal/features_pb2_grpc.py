@@ -44,6 +44,11 @@ class FeatureShardServiceStub:
                 request_serializer=protos_dot_vecshard_dot_v1_dot_internal_dot_features__pb2.GetFeaturesRequest.SerializeToString,
                 response_deserializer=protos_dot_vecshard_dot_v1_dot_internal_dot_features__pb2.GetFeaturesResponse.FromString,
                 _registered_method=True)
+        self.GetFeatureColumns = channel.unary_unary(
+                '/vecshard.v1.internal.FeatureShardService/GetFeatureColumns',
+                request_serializer=protos_dot_vecshard_dot_v1_dot_internal_dot_features__pb2.FeatureColumnsRequest.SerializeToString,
+                response_deserializer=protos_dot_vecshard_dot_v1_dot_internal_dot_features__pb2.FeatureColumnsResponse.FromString,
+                _registered_method=True)
 
 
 class FeatureShardServiceServicer:
@@ -57,7 +62,16 @@ class FeatureShardServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetFeatures(self, request, context):
-        """Multi-get of one group for many entities, resolved on the shard.
+        """Multi-get of one group for many entities, resolved on the shard, a
+        message per value (coordinators before GetFeatureColumns).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetFeatureColumns(self, request, context):
+        """Multi-get of several groups in one call, resolved on the shard and
+        answered as columns.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -75,6 +89,11 @@ def add_FeatureShardServiceServicer_to_server(servicer, server):
                     servicer.GetFeatures,
                     request_deserializer=protos_dot_vecshard_dot_v1_dot_internal_dot_features__pb2.GetFeaturesRequest.FromString,
                     response_serializer=protos_dot_vecshard_dot_v1_dot_internal_dot_features__pb2.GetFeaturesResponse.SerializeToString,
+            ),
+            'GetFeatureColumns': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetFeatureColumns,
+                    request_deserializer=protos_dot_vecshard_dot_v1_dot_internal_dot_features__pb2.FeatureColumnsRequest.FromString,
+                    response_serializer=protos_dot_vecshard_dot_v1_dot_internal_dot_features__pb2.FeatureColumnsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -131,6 +150,33 @@ class FeatureShardService:
             '/vecshard.v1.internal.FeatureShardService/GetFeatures',
             protos_dot_vecshard_dot_v1_dot_internal_dot_features__pb2.GetFeaturesRequest.SerializeToString,
             protos_dot_vecshard_dot_v1_dot_internal_dot_features__pb2.GetFeaturesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetFeatureColumns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vecshard.v1.internal.FeatureShardService/GetFeatureColumns',
+            protos_dot_vecshard_dot_v1_dot_internal_dot_features__pb2.FeatureColumnsRequest.SerializeToString,
+            protos_dot_vecshard_dot_v1_dot_internal_dot_features__pb2.FeatureColumnsResponse.FromString,
             options,
             channel_credentials,
             insecure,

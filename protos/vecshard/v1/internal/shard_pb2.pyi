@@ -185,20 +185,32 @@ class PackedSearchResponse(_message.Message):
     def __init__(self, shard_id: _Optional[str] = ..., sequence: _Optional[int] = ..., counts: _Optional[_Iterable[int]] = ..., candidates: _Optional[_Iterable[int]] = ..., approximate: _Optional[_Iterable[bool]] = ..., scores: _Optional[bytes] = ..., entity_ids: _Optional[bytes] = ..., id_ends: _Optional[bytes] = ..., buckets: _Optional[bytes] = ..., entity_types: _Optional[_Iterable[str]] = ..., type_codes: _Optional[bytes] = ..., reference_counts: _Optional[_Iterable[int]] = ..., reference_scores: _Optional[bytes] = ...) -> None: ...
 
 class BatchGetRequest(_message.Message):
-    __slots__ = ("index", "keys", "include_vectors")
+    __slots__ = ("index", "keys", "include_vectors", "columnar", "tenant_id", "entity_type", "entity_ids", "include_attributes")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     KEYS_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_VECTORS_FIELD_NUMBER: _ClassVar[int]
+    COLUMNAR_FIELD_NUMBER: _ClassVar[int]
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    ENTITY_TYPE_FIELD_NUMBER: _ClassVar[int]
+    ENTITY_IDS_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
     index: IndexRef
     keys: _containers.RepeatedCompositeFieldContainer[_common_pb2.EntityKey]
     include_vectors: bool
-    def __init__(self, index: _Optional[_Union[IndexRef, _Mapping]] = ..., keys: _Optional[_Iterable[_Union[_common_pb2.EntityKey, _Mapping]]] = ..., include_vectors: _Optional[bool] = ...) -> None: ...
+    columnar: bool
+    tenant_id: str
+    entity_type: str
+    entity_ids: _containers.RepeatedScalarFieldContainer[str]
+    include_attributes: bool
+    def __init__(self, index: _Optional[_Union[IndexRef, _Mapping]] = ..., keys: _Optional[_Iterable[_Union[_common_pb2.EntityKey, _Mapping]]] = ..., include_vectors: _Optional[bool] = ..., columnar: _Optional[bool] = ..., tenant_id: _Optional[str] = ..., entity_type: _Optional[str] = ..., entity_ids: _Optional[_Iterable[str]] = ..., include_attributes: _Optional[bool] = ...) -> None: ...
 
 class BatchGetResponse(_message.Message):
-    __slots__ = ("records",)
+    __slots__ = ("records", "columns")
     RECORDS_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
     records: _containers.RepeatedCompositeFieldContainer[_common_pb2.EmbeddingLookup]
-    def __init__(self, records: _Optional[_Iterable[_Union[_common_pb2.EmbeddingLookup, _Mapping]]] = ...) -> None: ...
+    columns: _common_pb2.EmbeddingColumns
+    def __init__(self, records: _Optional[_Iterable[_Union[_common_pb2.EmbeddingLookup, _Mapping]]] = ..., columns: _Optional[_Union[_common_pb2.EmbeddingColumns, _Mapping]] = ...) -> None: ...
 
 class DescribeRequest(_message.Message):
     __slots__ = ("include_summaries", "summary_lease_seconds", "holder")

@@ -1,0 +1,226 @@
+"""GetFeatures / PutFeatures for `RetrievalClient`, both columnar on the wire.
+
+`get_features` asks for columns and returns a `FeatureResponse` (numpy
+arrays per entity type). `put_features` takes rows and sends them as
+columns; `put_feature_columns` takes the columns themselves (numpy arrays,
+sequences with None for null, or `FeatureColumn`s) — the fast path for bulk
+loads. Each feature's dtype is taken from its values (bool, int, float,
+str, a list of floats); the server refuses, naming the feature, a dtype
+other than the definition's (ints are accepted for float64 features).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from client.feature_results import FeatureResponse
+from core.column_wire import key_columns_to_pb, row_columns_to_pb
+from core.domain import EntityKey
+from core.errors import InvalidArgument
+from core.feature_columns import (
+    BOOL,
+    FLOAT64,
+    FLOAT_LIST,
+    INT64,
+    STRING,
+    VALUE_DTYPE,
+    FeatureColumn,
+    from_values,
+)
+from protos.vecshard.v1 import common_pb2 as cpb
+from protos.vecshard.v1 import retrieval_pb2 as pb
+
+EntityLike = EntityKey | tuple[str, str]
+_KINDS = {bool: BOOL, int: INT64, float: FLOAT64, str: STRING, list: FLOAT_LIST, tuple: FLOAT_LIST}
+_NUMPY = {"b": BOOL, "i": INT64, "u": INT64, "f": FLOAT64}
+
+
+def _key(e: EntityLike) -> EntityKey:
+    return EntityKey("", *e) if len(e) == 2 else EntityKey(*e)
+
+
+def to_column(name: str, values: Any) -> FeatureColumn:
+    """A feature's values as a column: numpy arrays (masked arrays: the
+    mask is null), sequences with None for null, or a column already."""
+    if isinstance(values, FeatureColumn):
+        return values
+    if isinstance(values, np.ndarray) and values.dtype.kind in _NUMPY:
+        dtype = _NUMPY[values.dtype.kind]
+        mask = np.ma.getmaskarray(values)
+        data = np.ma.getdata(values).astype(VALUE_DTYPE[dtype])
+        data[mask] = 0
+        return FeatureColumn(dtype, ~mask, data)
+    seq = list(values)
+    kinds = {_KINDS.get(type(v)) for v in seq if v is not None}
+    if kinds == {INT64, FLOAT64}:  # a float feature written partly as ints
+        kinds = {FLOAT64}
+        seq = [float(v) if v is not None else None for v in seq]
+    if None in kinds or len(kinds) > 1:
+        raise InvalidArgument(
+            f"feature {name!r}: values of several or unknown types "
+            f"({sorted({type(v).__name__ for v in seq if v is not None})}); expected one of "
+            "bool, int, float, str or a list of floats, None for null"
+        )
+    if not kinds:  # all null: the server takes a null column of any dtype
+        return from_values(FLOAT64, seq)
+    kind = str(next(iter(kinds)))
+    if kind == FLOAT_LIST:
+        seq = [tuple(float(x) for x in v) if v is not None else None for v in seq]
+    return from_values(kind, seq)
+
+
+class FeatureCalls:
+    """GetFeatures / PutFeatures, mixed into RetrievalClient."""
+
+    access: cpb.AccessContext
+
+    def _rpc(self, name: str, request: Any, timeout: float | None, idempotent: bool = True) -> Any:
+        raise NotImplementedError
+
+    def _timeout(self, timeout: float | None) -> float:
+        raise NotImplementedError
+
+    def get_features(
+        self,
+        feature_set: str,
+        version: str,
+        entities: Iterable[EntityLike] | Mapping[str, Sequence[str]],
+        *,
+        personalized: bool = True,
+        request_time_us: int = 0,
+        timeout: float | None = None,
+    ) -> FeatureResponse:
+        """Features for entities of any types, by entity type in request
+        order; a miss is a reason on the value, never an error. `entities`:
+        (entity_type, entity_id) pairs or EntityKeys of the client's tenant,
+        or — cheapest — {entity_type: [ids]} (request order: type by type)."""
+        types, ids = self._entities(entities)
+        req = pb.GetFeaturesRequest(
+            access=self.access,
+            feature_set=feature_set,
+            feature_set_version=version,
+            entity_columns=key_columns_to_pb(types, ids),
+            request_time_us=request_time_us,
+            personalized=personalized,
+            columnar=True,
+        )
+        r = self._rpc("GetFeatures", req, timeout)
+        return FeatureResponse(self.access.tenant_id, req.entity_columns, r)
+
+    def _entities(
+        self, entities: Iterable[EntityLike] | Mapping[str, Sequence[str]]
+    ) -> tuple[list[str], list[str]]:
+        """Per entity its type and id, checking a key's tenant."""
+        if isinstance(entities, Mapping):
+            types = [t for t, batch in entities.items() for _ in range(len(batch))]
+            return types, [i for batch in entities.values() for i in batch]
+        types, ids = [], []
+        mine = ("", self.access.tenant_id)
+        for e in entities:
+            if len(e) == 2:
+                t, i = e
+            else:
+                tenant, t, i = e
+                if tenant not in mine:
+                    raise InvalidArgument(
+                        f"entity {tuple(e)} is of another tenant than the client's "
+                        f"{self.access.tenant_id!r}"
+                    )
+            types.append(t)
+            ids.append(i)
+        return types, ids
+
+    def put_features(
+        self,
+        group: str,
+        version: str,
+        rows: Iterable[tuple[EntityLike, int, Mapping[str, object]]],
+        *,
+        generated_at_us: int = 0,
+        generated_at: Sequence[int] | None = None,
+        batch_size: int = 10_000,
+        timeout: float | None = None,
+    ) -> tuple[int, int]:
+        """Rows of (entity, feature_timestamp_us, {feature: value}); returns
+        (written, ignored because a newer row is stored)."""
+        items = list(rows)
+        names = list(dict.fromkeys(n for _, _, values in items for n in values))
+        ts = np.array([t for _, t, _ in items], dtype=np.int64)
+        if generated_at is not None:
+            gen = np.asarray(generated_at, dtype=np.int64)
+        else:
+            gen = np.full(len(items), generated_at_us, dtype=np.int64) if generated_at_us else ts
+        keys = [_key(e) for e, _, _ in items]
+        return self.put_feature_columns(
+            group,
+            version,
+            keys,
+            ts,
+            {n: [values.get(n) for _, _, values in items] for n in names},
+            generated_at_us=gen,
+            batch_size=batch_size,
+            timeout=timeout,
+        )
+
+    def put_feature_columns(
+        self,
+        group: str,
+        version: str,
+        entities: Sequence[str | EntityLike],
+        feature_timestamp_us: npt.ArrayLike,
+        columns: Mapping[str, Any],
+        *,
+        generated_at_us: npt.ArrayLike | None = None,
+        batch_size: int = 10_000,
+        timeout: float | None = None,
+    ) -> tuple[int, int]:
+        """Rows given as columns: entity ids (or keys) of the group's entity
+        type, a feature timestamp per row (µs), and per feature its values.
+        Every batch is checked by the server before any row of it is
+        written; returns (written, ignored because a newer row is stored)."""
+        keys = [EntityKey("", "", e) if isinstance(e, str) else _key(e) for e in entities]
+        tenants = {k.tenant_id for k in keys} - {"", self.access.tenant_id}
+        types = {k.entity_type for k in keys} - {""}
+        if tenants or len(types) > 1:
+            raise InvalidArgument(
+                f"rows of tenants {sorted(tenants)} and entity types {sorted(types)}; expected "
+                f"the client's tenant {self.access.tenant_id!r} and the group's one entity type"
+            )
+        ids = [k.entity_id for k in keys]
+        n = len(ids)
+        ts = np.asarray(feature_timestamp_us, dtype=np.int64).reshape(-1)
+        gen = ts if generated_at_us is None else np.asarray(generated_at_us, dtype=np.int64)
+        cols = {name: to_column(name, v) for name, v in columns.items()}
+        for what, length in [("feature_timestamp_us", len(ts)), ("generated_at_us", len(gen))] + [
+            (f"feature {name!r}", len(c)) for name, c in cols.items()
+        ]:
+            if length != n:
+                raise InvalidArgument(f"{what} has {length} values; expected {n}, one per entity")
+        if batch_size <= 0:
+            raise InvalidArgument(f"batch_size {batch_size}; expected a positive number")
+        reqs = []
+        for start in range(0, max(n, 1), batch_size):
+            part = np.arange(start, min(n, start + batch_size))
+            reqs.append(
+                pb.PutFeaturesRequest(
+                    access=self.access,
+                    group=group,
+                    group_version=version,
+                    columns=row_columns_to_pb(
+                        "",
+                        ids[start : start + batch_size],
+                        ts[part],
+                        gen[part],
+                        {name: c.take(part) if n > batch_size else c for name, c in cols.items()},
+                        entity_type=next(iter(types), ""),
+                    ),
+                )
+            )
+        # A client stream: each attempt sends the whole list again (rows are
+        # ordered by their own times, so a retry is idempotent).
+        r = self._rpc("PutFeatures", reqs, timeout)
+        return r.written, r.ignored_older
