@@ -35,6 +35,25 @@ def tenant_bucket(
     return own[bucket_of(tenant_id, entity_id, len(own))]
 
 
+def tenant_buckets_of(
+    tenant_id: str,
+    entity_ids: Sequence[bytes],
+    num_buckets: int,
+    tenant_buckets: Sequence[int] = (),
+) -> np.ndarray:
+    """`tenant_bucket` for many ids of one tenant (UTF-8 bytes) at once, the
+    same bucket for each. blake2b is computed per id (it cannot be
+    vectorized, and must stay the hash every release used); the digests are
+    read as one uint64 array and everything after that is array arithmetic."""
+    prefix = tenant_id.encode() + b"\x00"
+    digests = b"".join(hashlib.blake2b(prefix + eid, digest_size=8).digest() for eid in entity_ids)
+    h = np.frombuffer(digests, dtype="<u8")
+    own = np.array([b for b in tenant_buckets if 0 <= b < num_buckets], dtype=np.int64)
+    if not own.size:
+        return (h % np.uint64(num_buckets)).astype(np.int64)
+    return own[(h % np.uint64(own.size)).astype(np.int64)]
+
+
 def assign_buckets(
     index: VersionRef, num_buckets: int, shard_ids: Sequence[str], replicas: int = 1
 ) -> Placement:
