@@ -274,7 +274,7 @@ class RecordColumns:
         return out
 
 
-def first_row(mask: np.ndarray) -> int | None:
+def first_row(mask: np.ndarray | np.bool_) -> int | None:
     """The first row a boolean mask flags, or None."""
     hits = np.flatnonzero(mask)
     return int(hits[0]) if hits.size else None

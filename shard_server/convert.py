@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
+from core.columns_wire import U32, array_from_bytes, record_columns_from_pb
 from core.domain import VersionRef
+from core.record_columns import RecordColumns
 from core.vectors import from_bytes, to_bytes
 from core.wire import (
     METRIC_TO_PB,
@@ -45,6 +49,13 @@ def record_from_pb(r: pb.BucketedRecord) -> Record:
         attributes=attributes_from_pb(r.record.attributes, where),
         bucket=r.bucket,
     )
+
+
+def columns_batch_from_pb(b: pb.UpsertColumnsBatch) -> tuple[str, RecordColumns, np.ndarray]:
+    """(tenant, records, bucket per row) of one batch of rows as columns."""
+    records = record_columns_from_pb(b.records)
+    buckets = array_from_bytes(b.buckets, U32, len(records), "buckets")
+    return b.tenant_id, records, buckets.astype(np.int64)
 
 
 def record_to_pb(r: Record, include_vector: bool) -> cpb.EmbeddingRecord:

@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
 from core.domain import AttrType, AttrValue, EntityKey, Metric
 from core.filters import Filter
+from core.record_columns import AttributeColumn
 from core.scoring import canonical_scores
 from shard_server.columns import AttributeColumns
 from shard_server.exact import exact_candidates
+from shard_server.row_batch import row_dots
 from shard_server.segment import EMPTY_HITS, SearchOptions, SegmentHits, ranked_hits
 from shard_server.segment_rows import SegmentRows
 from shard_server.summary import SegmentSummary, balls_for, bucket_stats, empty_summary
@@ -85,8 +87,8 @@ class GrowingSegment:
     def nbytes(self) -> int:
         return self._n * (self.dim * 4 + 4 + 4 + 4 + 8 + 1)
 
-    def _grow(self) -> None:
-        cap = self._cap * 2
+    def _grow(self, minimum: int) -> None:
+        cap = max(self._cap * 2, minimum)
         for name in ("_vectors", "_sq", "_tenant", "_bucket", "_seq", "_deleted"):
             old = getattr(self, name)
             new = np.zeros((cap, *old.shape[1:]), dtype=old.dtype)
@@ -103,27 +105,65 @@ class GrowingSegment:
         bucket: int,
         seq: int = 0,
     ) -> None:
+        """One row (tests, in-memory shards); writes come in batches (`append`)."""
+        columns = tuple(
+            (name, AttributeColumn.of(kind, [attrs[name]]))
+            for name, kind in self.schema.items()
+            if attrs.get(name) is not None
+        )
+        self.append(
+            [key],
+            np.asarray(vector, dtype=np.float32).reshape(1, self.dim),
+            np.zeros(1, dtype=np.int32),
+            (key.tenant_id,),
+            np.array([bucket]),
+            np.array([seq]),
+            columns,
+        )
+
+    def append(
+        self,
+        keys: Sequence[EntityKey],
+        vectors: np.ndarray,
+        tenants: np.ndarray,
+        tenant_names: Sequence[str],
+        buckets: np.ndarray,
+        seqs: np.ndarray,
+        columns: Sequence[tuple[str, AttributeColumn]] = (),
+    ) -> None:
+        """Rows for keys that are distinct within the call, in one step: the
+        arrays are filled by slice, and each key's previous row (if any) is
+        masked. `tenants` are codes into `tenant_names`."""
+        n = len(keys)
+        if not n:
+            return
+        if n > 1 and len(set(keys)) != n:
+            raise ValueError("growing segment: a key appears twice in one append")
+        sq = row_dots(vectors)
         with self._lock:
             if self._frozen:
                 raise SegmentFrozen(f"segment {self.id} is frozen for sealing")
-            if self._n == self._cap:
-                self._grow()
-            row = self._n
-            self._vectors[row] = vector
-            self._sq[row] = float(vector @ vector)
-            self._tenant[row] = self._tenant_codes.setdefault(
-                key.tenant_id, len(self._tenant_codes)
+            start, end = self._n, self._n + n
+            if end > self._cap:
+                self._grow(end)
+            codes = np.array(
+                [self._tenant_codes.setdefault(t, len(self._tenant_codes)) for t in tenant_names],
+                dtype=np.int32,
             )
-            self._bucket[row] = bucket
-            self._seq[row] = seq
-            self._columns.set_row(row, attrs)
-            self._keys.append(key)
-            old = self._row_of.get(key)
-            self._row_of[key] = row
-            self._n += 1
-            if old is not None and not self._deleted[old]:
-                self._deleted[old] = True
-                self._n_deleted += 1
+            self._vectors[start:end] = vectors
+            self._sq[start:end] = sq
+            self._tenant[start:end] = codes[tenants]
+            self._bucket[start:end] = buckets
+            self._seq[start:end] = seqs
+            self._columns.set_rows(start, n, columns)
+            old = [r for r in map(self._row_of.get, keys) if r is not None]
+            self._row_of.update(zip(keys, range(start, end), strict=True))
+            self._keys.extend(keys)
+            self._n = end
+            if old:
+                rows = np.array(old, dtype=np.int64)
+                self._n_deleted += int(np.count_nonzero(~self._deleted[rows]))
+                self._deleted[rows] = True
             if self.first_write is None:
                 self.first_write = self._clock()
 
@@ -135,6 +175,17 @@ class GrowingSegment:
             self._deleted[row] = True
             self._n_deleted += 1
             return True
+
+    def delete_many(self, keys: Sequence[EntityKey]) -> int:
+        with self._lock:
+            rows = [r for r in map(self._row_of.get, keys) if r is not None]
+            if not rows:
+                return 0
+            picked = np.unique(np.array(rows, dtype=np.int64))
+            fresh = picked[~self._deleted[picked]]
+            self._deleted[fresh] = True
+            self._n_deleted += int(fresh.shape[0])
+            return int(fresh.shape[0])
 
     def freeze(self) -> None:
         """No more appends: the segment is about to be sealed."""

@@ -39,7 +39,7 @@ from shard_server.growing_segment import GrowingSegment
 from shard_server.ivfpq_segment import IvfPqTemplate
 from shard_server.manifest import Manifest, SegmentEntry, write_file_atomic, write_manifest
 from shard_server.planner import PlannerPolicy
-from shard_server.records import Record
+from shard_server.row_batch import RowBatch
 from shard_server.sealed_segment import BuildSettings, SealedSegment, build_sealed
 from shard_server.segment import Segment
 from shard_server.segment_files import save_segment
@@ -216,13 +216,21 @@ class SegmentLifecycle:
 
     # -- writes (the caller holds the write lock) ---------------------------
 
-    def upsert(self, r: Record, seq: int) -> None:
-        """New row in the growing segment first, then the old row masked: a
-        racing search sees the new version or both (deduplicated by sequence),
-        never neither."""
-        self.set.growing.upsert(r.key, r.vector, r.attributes, r.bucket, seq)
+    def upsert(self, rows: RowBatch, seq: int | np.ndarray) -> None:
+        """New rows (keys distinct) in the growing segment first, then their
+        old rows masked: a racing search sees the new version or both
+        (deduplicated by sequence), never neither."""
+        self.set.growing.append(
+            rows.keys,
+            rows.vectors,
+            rows.tenants,
+            rows.tenant_names,
+            rows.buckets,
+            np.broadcast_to(np.asarray(seq, dtype=np.int64), (len(rows),)),
+            rows.columns,
+        )
         for seg in self.set.sealed:
-            seg.delete(r.key)
+            seg.delete_many(rows.keys)
 
     def delete(self, key: EntityKey) -> None:
         for seg in self.set.view:

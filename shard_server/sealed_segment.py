@@ -12,6 +12,7 @@ reads it without a lock (a row deleted mid-search is a write that raced it).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,6 +98,16 @@ class SealedSegment:
         self._deleted[row] = True
         self._n_deleted += 1
         return True
+
+    def delete_many(self, keys: Sequence[EntityKey]) -> int:
+        rows = [r for r in map(self.rows.row_of.get, keys) if r is not None]
+        if not rows:
+            return 0
+        picked = np.unique(np.array(rows, dtype=np.int64))
+        fresh = picked[~self._deleted[picked]]
+        self._deleted[fresh] = True
+        self._n_deleted += int(fresh.shape[0])
+        return int(fresh.shape[0])
 
     def mark_deleted(self, mask: np.ndarray) -> None:
         """ORs rows into the bitmap (at a swap, or from RocksDB at load)."""

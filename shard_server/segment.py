@@ -92,6 +92,10 @@ class Segment(Protocol):
         """Masks the key's live row, if this segment holds one."""
         ...
 
+    def delete_many(self, keys: Sequence[EntityKey]) -> int:
+        """Masks the live rows of many keys at once; returns how many."""
+        ...
+
     def summary(self) -> SegmentSummary:
         """Balls covering every row (for score bounds) and per-bucket stats."""
         ...

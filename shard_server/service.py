@@ -12,9 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import faiss
+import numpy as np
 
 from core.domain import EntityKey, Metric, VersionRef
 from core.errors import FailedPrecondition, VecshardError
+from core.record_columns import RecordColumns
 from registry.watcher import SnapshotCache
 from shard_server.errors import UnknownIndex
 from shard_server.lifecycle import LifecyclePolicy
@@ -156,6 +158,18 @@ class ShardNode:
         self._check_buckets(ref, {r.bucket for r in records})
         return part.upsert(records, writer)
 
+    def upsert_columns(
+        self,
+        ref: VersionRef,
+        tenant_id: str,
+        records: RecordColumns,
+        buckets: np.ndarray,
+        writer: str = "",
+    ) -> WriteResult:
+        part = self.partition(ref)
+        self._check_buckets(ref, set(np.unique(buckets).tolist()))
+        return part.upsert_columns(tenant_id, records, buckets, writer)
+
     def delete(
         self, ref: VersionRef, keys: Sequence[EntityKey], source_version: int
     ) -> WriteResult:
@@ -168,8 +182,11 @@ class ShardNode:
         return self.partition(ref).get(keys)
 
     def flush(self, ref: VersionRef, compact: bool) -> IndexStats:
+        """Seals (and compacts) the index version, and writes RocksDB's
+        memtables to disk: after a Flush the shard holds what it serves."""
         part = self.partition(ref)
         part.flush(compact)
+        self.store.flush_memtables()
         return self._stats(ref, part, summary_lease=None)
 
     def _stats(

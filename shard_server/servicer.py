@@ -32,6 +32,20 @@ class ShardServicer(shard_pb2_grpc.ShardServiceServicer):
             sequence = result.sequence
         return pb.UpsertAck(written=written, ignored_stale=ignored, sequence=sequence)
 
+    def UpsertColumns(
+        self, request_iterator: Iterator[pb.UpsertColumnsBatch], context: grpc.ServicerContext
+    ) -> pb.UpsertAck:
+        written = ignored = sequence = 0
+        for batch in request_iterator:
+            tenant_id, records, buckets = convert.columns_batch_from_pb(batch)
+            result = self.node.upsert_columns(
+                convert.index_ref(batch.index), tenant_id, records, buckets, batch.writer
+            )
+            written += result.written
+            ignored += result.ignored_stale
+            sequence = result.sequence
+        return pb.UpsertAck(written=written, ignored_stale=ignored, sequence=sequence)
+
     def Delete(self, request: pb.DeleteRequest, context: grpc.ServicerContext) -> pb.DeleteAck:
         result = self.node.delete(
             convert.index_ref(request.index),
