@@ -6,6 +6,7 @@ the route, k, tenant, purpose, timeout), so mistakes fail fast with a clear
 
     with RetrievalClient("127.0.0.1:7300", tenant_id="acme", purpose="recommendation") as c:
         c.upsert("items", "v1", [Record("item-1", vec, attributes={"category": "books"})])
+        c.upsert_matrix("items", "v1", ids, matrix, attributes={"price": prices})  # bulk
         for hit in c.search("home_feed", query, k=10, filter=Eq("category", "books")).hits:
             print(hit.rank, hit.key.entity_id, hit.score)
 """
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 import grpc
 import numpy as np
 
+from client.column_writes import ColumnWrites
 from client.errors import rpc_errors
 from core.domain import AttrValue, EntityKey
 from core.errors import InvalidArgument
@@ -222,7 +224,7 @@ _STATUS = {cpb.FOUND: "found", cpb.MISSING: "missing", cpb.DELETED: "deleted"}
 _METRIC = {cpb.INNER_PRODUCT: "inner_product", cpb.COSINE: "cosine", cpb.L2: "l2"}
 
 
-class RetrievalClient(FeatureCalls):
+class RetrievalClient(FeatureCalls, ColumnWrites):
     def __init__(
         self,
         address: str,

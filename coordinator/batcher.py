@@ -14,9 +14,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from coordinator.model import Lookup, ShardAnswer, ShardIndex, ShardQuery, WriteRecord
 from coordinator.shard import Shard
 from core.domain import EntityKey, VersionRef
+from core.record_columns import RecordColumns
 from registry.features import GroupRow
 
 if TYPE_CHECKING:
@@ -95,6 +98,16 @@ class BatchingShard:
         self, index: VersionRef, records: Sequence[tuple[WriteRecord, int]], timeout: float
     ) -> tuple[int, int]:
         return await self.inner.upsert(index, records, timeout)
+
+    async def upsert_columns(
+        self,
+        index: VersionRef,
+        tenant_id: str,
+        records: RecordColumns,
+        buckets: np.ndarray,
+        timeout: float,
+    ) -> tuple[int, int]:
+        return await self.inner.upsert_columns(index, tenant_id, records, buckets, timeout)
 
     async def delete(
         self, index: VersionRef, keys: Sequence[EntityKey], source_version: int, timeout: float

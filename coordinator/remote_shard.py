@@ -11,12 +11,14 @@ from typing import TypeVar
 
 import grpc
 import grpc.aio
+import numpy as np
 
 from coordinator import convert
 from coordinator.errors import shard_error
 from coordinator.model import Lookup, ShardAnswer, ShardIndex, ShardQuery, WriteRecord
 from core import runtime as serving
 from core.domain import EntityKey, VersionRef
+from core.record_columns import RecordColumns
 from core.wire import feature_row_to_pb, key_to_pb
 from protos.vecshard.v1 import common_pb2 as cpb
 from protos.vecshard.v1.internal import features_pb2 as fpb
@@ -26,6 +28,8 @@ from registry.features import GroupRow
 
 # Records per streamed message: big batches stay under gRPC's message limit.
 UPSERT_BATCH = 1000
+# Bytes per streamed message of rows as columns (each is one synced RocksDB batch).
+UPSERT_COLUMNS_BYTES = 16 << 20
 T = TypeVar("T")
 
 
@@ -63,6 +67,20 @@ class RemoteShard:
     ) -> tuple[int, int]:
         batches = convert.shard_upsert_batches(index, records, UPSERT_BATCH, self.instance)
         ack = await self._call(lambda: self.stub.Upsert(iter(batches), timeout=timeout))
+        return ack.written, ack.ignored_stale
+
+    async def upsert_columns(
+        self,
+        index: VersionRef,
+        tenant_id: str,
+        records: RecordColumns,
+        buckets: np.ndarray,
+        timeout: float,
+    ) -> tuple[int, int]:
+        batches = convert.shard_upsert_columns_batches(
+            index, tenant_id, records, buckets, UPSERT_COLUMNS_BYTES, self.instance
+        )
+        ack = await self._call(lambda: self.stub.UpsertColumns(iter(batches), timeout=timeout))
         return ack.written, ack.ignored_stale
 
     async def delete(

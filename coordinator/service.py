@@ -36,6 +36,7 @@ from coordinator.snapshots import RegistryView, SnapshotSource
 from coordinator.summaries import SummaryCache
 from coordinator.writes import Writes
 from core.domain import EntityKey, VersionRef
+from core.record_columns import RecordColumns
 from registry import codec
 from registry.snapshot import ResolvedRoute, resolve_route, resolve_shadow
 
@@ -127,6 +128,11 @@ class RetrievalEngine:
         self, access: Access, embedding: VersionRef, records: Sequence[WriteRecord], timeout: float
     ) -> tuple[int, int]:
         return await self.writes.upsert(access, embedding, records, timeout)
+
+    async def upsert_columns(
+        self, access: Access, embedding: VersionRef, records: RecordColumns, timeout: float
+    ) -> tuple[int, int]:
+        return await self.writes.upsert_columns(access, embedding, records, timeout)
 
     async def delete(
         self,

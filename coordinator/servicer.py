@@ -75,6 +75,14 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
         )
         return pb.UpsertResponse(written=written, ignored_stale=ignored)
 
+    async def UpsertColumns(
+        self, request: pb.UpsertColumnsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UpsertResponse:
+        written, ignored = await self.engine.upsert_columns(
+            *convert.upsert_columns_from_pb(request), self._timeout(context)
+        )
+        return pb.UpsertResponse(written=written, ignored_stale=ignored)
+
     async def Delete(
         self, request: pb.DeleteRequest, context: grpc.aio.ServicerContext
     ) -> pb.DeleteResponse:
