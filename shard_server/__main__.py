@@ -18,6 +18,7 @@ from pathlib import Path
 from core import runtime as serving
 from core.settings import load_settings
 from shard_server.config import ShardConfig
+from shard_server.memory import configure_allocator
 from shard_server.server import create_server
 
 
@@ -47,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {k: v for k, v in vars(args).items() if k != "config"}
     cfg = load_settings(ShardConfig, "shard", file=args.config, overrides=overrides)
     serving.configure_logging(cfg.log_level)
+    configure_allocator()
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

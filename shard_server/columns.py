@@ -74,6 +74,14 @@ class AttributeColumns:
                 ):
                     obj[start + i] = value  # one by one: numpy would unpack a tuple
 
+    def nbytes(self) -> int:
+        """Arrays, plus the string objects of string columns (estimated)."""
+        numeric = sum(c.nbytes for c in self._num.values()) + sum(
+            c.nbytes for c in self._present.values()
+        )
+        objects = sum(c.nbytes + 56 * int(np.count_nonzero(c)) for c in self._obj.values())
+        return numeric + objects
+
     def move_row(self, src: int, dst: int) -> None:
         for cols in (self._obj, self._num, self._present):
             for col in cols.values():

@@ -20,6 +20,7 @@ from core.wire import (
 )
 from protos.vecshard.v1 import common_pb2 as cpb
 from protos.vecshard.v1.internal import shard_pb2 as pb
+from shard_server.memory import ProcessMemory
 from shard_server.model import Lookup, LookupStatus, Query, SearchResult, WriteResult
 from shard_server.records import Record
 from shard_server.segment import SearchOptions
@@ -168,12 +169,20 @@ def index_stats_pb(s: IndexStats) -> pb.IndexStats:
         buckets=[_bucket_pb(b, st) for b, st in sorted(s.buckets.items())],
         metric=METRIC_TO_PB[s.metric] if s.metric is not None else cpb.METRIC_UNSPECIFIED,
         dimension=s.dimension,
+        memory_bytes=s.memory_bytes,
+        mapped_bytes=s.mapped_bytes,
+        bytes_per_vector=s.bytes_per_vector,
     )
 
 
 def describe_response(
-    shard_id: str, stats: Sequence[IndexStats], sequence: int
+    shard_id: str, stats: Sequence[IndexStats], sequence: int, memory: ProcessMemory
 ) -> pb.DescribeResponse:
     return pb.DescribeResponse(
-        shard_id=shard_id, sequence=sequence, indexes=[index_stats_pb(s) for s in stats]
+        shard_id=shard_id,
+        sequence=sequence,
+        indexes=[index_stats_pb(s) for s in stats],
+        process_rss_bytes=memory.rss,
+        process_rss_anon_bytes=memory.anon,
+        process_rss_file_bytes=memory.file,
     )

@@ -21,6 +21,7 @@ from core.record_columns import AttributeColumn
 from core.scoring import canonical_scores
 from shard_server.columns import AttributeColumns
 from shard_server.exact import exact_candidates
+from shard_server.key_table import KeyTable
 from shard_server.row_batch import row_dots
 from shard_server.segment import EMPTY_HITS, SearchOptions, SegmentHits, ranked_hits
 from shard_server.segment_rows import SegmentRows
@@ -85,7 +86,14 @@ class GrowingSegment:
         return self._n - self._n_deleted
 
     def nbytes(self) -> int:
-        return self._n * (self.dim * 4 + 4 + 4 + 4 + 8 + 1)
+        """Arrays as allocated (capacity, not rows), and the keys with their
+        row map (Python objects, about 300 bytes a key: the growing segment
+        is bounded by the seal threshold, sealed ones hold keys in arrays)."""
+        arrays = (self._vectors, self._sq, self._tenant, self._bucket, self._seq, self._deleted)
+        return sum(a.nbytes for a in arrays) + self._columns.nbytes() + 300 * len(self._row_of)
+
+    def mapped_bytes(self) -> int:
+        return 0
 
     def _grow(self, minimum: int) -> None:
         cap = max(self._cap * 2, minimum)
@@ -229,7 +237,7 @@ class GrowingSegment:
             live = np.flatnonzero(~self._deleted[:n])
             names = sorted(self._tenant_codes, key=self._tenant_codes.__getitem__)
             rows = SegmentRows(
-                keys=tuple(self._keys[i] for i in live),
+                keys=KeyTable.of([self._keys[i] for i in live.tolist()]),
                 vectors=self._vectors[live],
                 sq_norms=self._sq[live],
                 tenants=self._tenant[live],

@@ -38,6 +38,7 @@ from shard_server.compaction import CompactionPolicy, SegmentStat, plan_compacti
 from shard_server.growing_segment import GrowingSegment
 from shard_server.ivfpq_segment import IvfPqTemplate
 from shard_server.manifest import Manifest, SegmentEntry, write_file_atomic, write_manifest
+from shard_server.memory import release_free_memory
 from shard_server.planner import PlannerPolicy
 from shard_server.row_batch import RowBatch
 from shard_server.sealed_segment import BuildSettings, SealedSegment, build_sealed
@@ -274,6 +275,7 @@ class SegmentLifecycle:
                 self.set.swap([target], [seg] if seg is not None else [])
             self._write_manifest()
         self.set.retire([target])
+        release_free_memory()  # the growing segment's arrays and the build's copies
         return True
 
     def _stat(self, seg: SealedSegment) -> SegmentStat:
@@ -314,6 +316,7 @@ class SegmentLifecycle:
                 self.set.swap(group, [seg] if seg is not None else [])
             self._write_manifest()
         self.set.retire(group)
+        release_free_memory()
         return True
 
     def _build(self, operation: str, rows: SegmentRows) -> SealedSegment | None:

@@ -21,6 +21,7 @@ from registry.watcher import SnapshotCache
 from shard_server.errors import UnknownIndex
 from shard_server.lifecycle import LifecyclePolicy
 from shard_server.maintenance import Maintainer
+from shard_server.memory import release_free_memory
 from shard_server.model import Lookup, Query, SearchResult, WriteResult
 from shard_server.partition import IndexPartition
 from shard_server.records import Record
@@ -40,6 +41,7 @@ class SegmentInfo:
     deleted: int
     nbytes: int
     summary: SegmentSummary | None = None
+    mapped_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -54,10 +56,31 @@ class IndexStats:
     # Only with summaries.
     buckets: dict[int, BucketStats] = field(default_factory=dict)
 
+    @property
+    def memory_bytes(self) -> int:
+        return sum(s.nbytes for s in self.segments)
+
+    @property
+    def mapped_bytes(self) -> int:
+        return sum(s.mapped_bytes for s in self.segments)
+
+    @property
+    def bytes_per_vector(self) -> float:
+        """Memory per row held (deleted rows not yet compacted away count)."""
+        rows = sum(s.rows for s in self.segments)
+        return self.memory_bytes / rows if rows else 0.0
+
 
 def _segment_info(seg: Segment, summary: SegmentSummary | None) -> SegmentInfo:
     return SegmentInfo(
-        seg.id, seg.kind, seg.state, len(seg), seg.deleted_count, seg.nbytes(), summary
+        seg.id,
+        seg.kind,
+        seg.state,
+        len(seg),
+        seg.deleted_count,
+        seg.nbytes(),
+        summary,
+        seg.mapped_bytes(),
     )
 
 
@@ -187,6 +210,7 @@ class ShardNode:
         part = self.partition(ref)
         part.flush(compact)
         self.store.flush_memtables()
+        release_free_memory()
         return self._stats(ref, part, summary_lease=None)
 
     def _stats(

@@ -10,6 +10,7 @@ from core.wire import key_from_pb
 from protos.vecshard.v1.internal import shard_pb2 as pb
 from protos.vecshard.v1.internal import shard_pb2_grpc
 from shard_server import convert
+from shard_server.memory import process_memory
 from shard_server.service import DEFAULT_SUMMARY_LEASE, ShardNode
 
 
@@ -79,6 +80,7 @@ class ShardServicer(shard_pb2_grpc.ShardServiceServicer):
                 request.holder,
             ),
             self.node.store.sequence,
+            process_memory(),
         )
 
     def Flush(self, request: pb.FlushRequest, context: grpc.ServicerContext) -> pb.FlushResponse:

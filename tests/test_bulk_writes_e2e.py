@@ -7,12 +7,15 @@ that was acknowledged."""
 
 from __future__ import annotations
 
+import grpc
 import numpy as np
 import pytest
 
 from client.registry_client import RegistryClient
 from client.retrieval_client import Record, RetrievalClient
 from core.errors import InvalidArgument
+from protos.vecshard.v1.internal import shard_pb2 as spb
+from protos.vecshard.v1.internal import shard_pb2_grpc
 from tests.conftest import ClusterFactory
 from tests.specs import route_spec
 
@@ -122,6 +125,20 @@ def test_columns_store_and_answer_exactly_what_records_do(make_cluster: ClusterF
         assert {lk.status for lk in c.batch_get("fb", "v1", ["new0", "new-a", "new-c"])} == {
             "missing"
         }
+
+    # Each shard says what its rows cost in memory, and what the process holds.
+    for child in cluster.shards.values():
+        assert child.ready is not None
+        with grpc.insecure_channel(str(child.ready["grpc"])) as channel:
+            described = shard_pb2_grpc.ShardServiceStub(channel).Describe(
+                spb.DescribeRequest(), timeout=30
+            )
+        ix = next(i for i in described.indexes if i.index.name == "ixb")
+        assert ix.memory_bytes > ix.live_count * DIM * 4 > 0
+        assert ix.bytes_per_vector == pytest.approx(
+            ix.memory_bytes / sum(g.rows for g in ix.segments)
+        )
+        assert described.process_rss_bytes >= described.process_rss_anon_bytes > ix.memory_bytes
 
     # What was acknowledged survives a SIGKILL of a shard.
     cluster.kill_shard("shard-1")

@@ -234,7 +234,7 @@ def test_searches_and_writes_proceed_while_a_seal_and_a_compaction_build(
         )
         for seg in sealed:
             for i in range(0, 60):
-                row = seg.rows.row_of.get(EntityKey("t", "item", f"id-{i:05d}"))
+                row = seg.rows.row_of(EntityKey("t", "item", f"id-{i:05d}"))
                 assert row is None or seg.deleted_at(np.array([row]))[0]
     assert [k for k, *_ in s.segments()] == [kind.value, "flat"]
     builds.hold = False
@@ -254,7 +254,7 @@ def test_replaced_files_are_deleted_only_after_the_last_search_releases_them(
     s.upsert(range(300, 600))
     s.part.flush(compact=False)
     old = {p.name for p in s.segdir.iterdir()} - {MANIFEST}
-    assert len(old) == 4  # two segments: rows + graph each
+    assert len(old) == 6  # two segments: rows, vectors and graph each
     with s.part.lifecycle.set.acquire() as held:  # an in-flight search
         s.part.flush(compact=True)
         manifest = read_manifest(s.segdir)
