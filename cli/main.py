@@ -9,6 +9,7 @@ import argparse
 import sys
 
 from cli import (
+    capacity_commands,
     cluster_commands,
     feature_commands,
     query_commands,
@@ -27,6 +28,7 @@ COMMAND_GROUPS = (
     feature_commands.add_commands,
     rollout_commands.add_commands,
     role_commands.add_benchmark_commands,
+    capacity_commands.add_commands,
 )
 
 

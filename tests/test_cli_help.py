@@ -29,6 +29,7 @@ COMMANDS = {
     "rollout": ("new image", "one shard at a time"),
     "bench": ("recall/QPS benchmark", "in process", "local clusters"),
     "loadtest": ("open-loop load test",),
+    "capacity": ("shards, cores and memory", "measured benchmark figures"),
 }
 SUBCOMMANDS = {
     "registry": [
