@@ -12,9 +12,11 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
+from core.bounds import ball_radii
 from core.domain import AttrType, AttrValue, EntityKey, Metric
 from core.filters import Filter
 from core.record_columns import AttributeColumn
@@ -25,7 +27,20 @@ from shard_server.key_table import KeyTable
 from shard_server.row_batch import row_dots
 from shard_server.segment import EMPTY_HITS, SearchOptions, SegmentHits, ranked_hits
 from shard_server.segment_rows import SegmentRows
-from shard_server.summary import SegmentSummary, balls_for, bucket_stats, empty_summary
+from shard_server.summary import (
+    SegmentSummary,
+    balls_for,
+    bucket_stats,
+    empty_summary,
+    merge_bucket_stats,
+)
+
+
+@dataclass(frozen=True)
+class _GrowingSummary:
+    rows: int  # rows it covers
+    centred_at: int  # rows when its centre was the mean
+    summary: SegmentSummary
 
 
 class SegmentFrozen(RuntimeError):
@@ -63,7 +78,7 @@ class GrowingSegment:
         self._n = 0
         self._n_deleted = 0
         self._frozen = False
-        self._summary: tuple[int, SegmentSummary] | None = None
+        self._summary: _GrowingSummary | None = None
         # Monotonic time of the first write: the age threshold counts from it.
         self.first_write: float | None = None
         # Why a lock for reads and writes: an append may reallocate the arrays
@@ -253,25 +268,53 @@ class GrowingSegment:
             return self._deleted[rows].copy()
 
     def summary(self) -> SegmentSummary:
-        """One ball around the mean (cheap, computed on demand and cached per
-        row count; deleted rows stay inside, which keeps it a valid bound)."""
+        """One ball covering every row (deleted ones stay inside, which keeps
+        it a valid bound) and per-bucket stats, cached per row count.
+
+        Why incremental: coordinators ask for summaries every few hundred
+        milliseconds while writes keep adding rows, and recomputing over every
+        row each time cost a loaded shard half its CPU during a bulk load.
+        New rows widen the cached ball (same centre) and merge into the cached
+        stats; the centre moves to the mean again only when the rows have
+        doubled since it was set, so the work stays proportional to the rows
+        written."""
         with self._lock:
             n = self._n
-            if self._summary is not None and self._summary[0] == n:
-                return self._summary[1]
+            cached = self._summary
+            if cached is not None and cached.rows == n:
+                return cached.summary
             if n == 0:
                 return empty_summary(self.dim)
-            vectors = self._vectors[:n].copy()
-            buckets = self._bucket[:n].copy()
-            tenants = self._tenant[:n].copy()
-            columns = self._columns.take(np.arange(n))
+            fresh = cached is None or n >= 2 * cached.centred_at
+            start = 0 if fresh or cached is None else cached.rows
+            # Views, not copies: rows below n never change, and a growing
+            # array is replaced, never rewritten (see `search`).
+            vectors = self._vectors[start:n]
+            buckets = self._bucket[start:n]
+            tenants = self._tenant[start:n]
+            columns = self._columns.take(np.arange(start, n))
             names = sorted(self._tenant_codes, key=self._tenant_codes.__getitem__)
-        centre = vectors.astype(np.float64).mean(axis=0, keepdims=True).astype(np.float32)
-        centroids, radii = balls_for(vectors, centre, np.zeros(n, dtype=np.int64))
-        summary = SegmentSummary(centroids, radii, bucket_stats(buckets, tenants, names, columns))
+        stats = bucket_stats(buckets, tenants, names, columns)
+        if fresh or cached is None:
+            centre = vectors.mean(axis=0, dtype=np.float64, keepdims=True).astype(np.float32)
+            centroids, radii = balls_for(vectors, centre, np.zeros(n, dtype=np.int64))
+            state = _GrowingSummary(n, n, SegmentSummary(centroids, radii, stats))
+        else:
+            old = cached.summary
+            wider = ball_radii(vectors, old.centroids, np.zeros(n - start, dtype=np.int64))
+            state = _GrowingSummary(
+                n,
+                cached.centred_at,
+                SegmentSummary(
+                    old.centroids,
+                    np.maximum(old.radii, wider),
+                    merge_bucket_stats([old.buckets, stats]),
+                ),
+            )
         with self._lock:
-            self._summary = (n, summary)
-        return summary
+            if self._summary is None or self._summary.rows < n:
+                self._summary = state
+        return state.summary
 
     def release(self) -> None:
         """Nothing on disk; memory goes with the last reference."""

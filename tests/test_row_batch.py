@@ -331,3 +331,54 @@ def test_a_batch_appended_at_once_equals_rows_appended_one_by_one() -> None:
             a = one.search(q, 10, tenant, None, DEFAULT_OPTIONS)
             b = many.search(q, 10, tenant, None, DEFAULT_OPTIONS)
             assert a.hits == b.hits
+
+
+def test_the_growing_summary_kept_up_to_date_covers_every_row() -> None:
+    """Summaries asked for between writes (as coordinators do) are widened
+    row by row instead of recomputed: still one ball holding every row, and
+    the bucket stats of all rows."""
+    rng = np.random.default_rng(11)
+    kept = GrowingSegment("g", 6, Metric.L2, SCHEMA)
+    whole = GrowingSegment("w", 6, Metric.L2, SCHEMA)
+    batches = []
+    for step in range(15):
+        n = int(rng.integers(1, 60))
+        records = [
+            rec.Record(
+                EntityKey(["t", "u", "v"][int(rng.integers(0, 3))], "item", f"s{step}-{i}"),
+                (rng.normal(size=6) * (1 + 10 * (step % 5 == 4))).astype(np.float32),
+                attributes={"price": float(rng.normal())} if rng.random() < 0.7 else {},
+                bucket=int(rng.integers(0, 8)),
+            )
+            for i in range(n)
+        ]
+        batches.append(RowBatch.from_records(records, 6))
+    far = [
+        rec.Record(
+            EntityKey("t", "item", f"far{i}"), np.full(6, 50.0 * (i + 1), np.float32), bucket=9
+        )
+        for i in range(3)
+    ]
+    batches.append(RowBatch.from_records(far, 6))  # too few to move the centre: widens the ball
+    for b in batches:
+        kept.append(
+            b.keys, b.vectors, b.tenants, b.tenant_names, b.buckets, np.zeros(len(b)), b.columns
+        )
+        kept.summary()
+    everything = RowBatch.from_records(
+        [r for b in batches for r in (b.record(i) for i in range(len(b)))], 6
+    )
+    whole.append(
+        everything.keys,
+        everything.vectors,
+        everything.tenants,
+        everything.tenant_names,
+        everything.buckets,
+        np.zeros(len(everything)),
+        everything.columns,
+    )
+    s = kept.summary()
+    (centre,), (radius,) = s.centroids.astype(np.float64), s.radii.astype(np.float64)
+    dist = np.sqrt(((everything.vectors.astype(np.float64) - centre) ** 2).sum(axis=1))
+    assert (dist <= radius).all()
+    assert s.buckets == whole.summary().buckets
