@@ -113,9 +113,11 @@ def table(report: dict[str, Any]) -> str:
             f"{c['search']['recall_at_10']:>9.3f}"
         )
         cpu = c["columns"]["cpu_us_per_row"]
+        servers = sum(v for k, v in cpu.items() if k != "client" and v is not None)
         lines.append(
             "     CPU µs per row: "
             + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items() if v is not None)
+            + f"; servers {servers:.1f} (in process {r['inprocess']['cpu_us_per_row']:.1f})"
         )
     return "\n".join(lines)
 

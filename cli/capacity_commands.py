@@ -108,7 +108,8 @@ def cmd_capacity(args: argparse.Namespace) -> int:
     print(f"  cores provisioned {p.shard_processes * args.cores_per_shard:>10,}   on shards")
     print(f"  memory            {_gib(p.total_memory_bytes):>14}   (all replicas)")
     print(
-        f"  index build       {p.initial_build_hours:>10.1f} h initial; one shard rebuilds in {p.rebuild_shard_hours:.1f} h"
+        f"  index build       {p.rebuild_shard_hours:>10.1f} h   one pass over a shard's rows "
+        "(all shards build at once)"
     )
     print()
     print("derivation:")

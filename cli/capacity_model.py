@@ -118,10 +118,11 @@ def _load(path: Path) -> dict[str, Any]:
 
 def _machine(doc: Mapping[str, Any]) -> str:
     m = doc.get("machine") or {}
-    load = m.get("load_average_1_5_15") or ["?"]
+    load = (m.get("load_average_1_5_15") or [None])[0]
     return (
         f"{m.get('cpus_usable', '?')} CPUs ({m.get('cpu_model', '?')}), "
-        f"load {load[0]}, commit {str(m.get('git_commit') or '?')[:8]}, {m.get('date_utc', '?')}"
+        f"load average {load if load is None else round(float(load), 1)}, "
+        f"commit {str(m.get('git_commit') or '?')[:8]}, {m.get('date_utc', '?')}"
     )
 
 
@@ -308,7 +309,6 @@ class Plan:
     ingest_cores: float
     total_cores: float
     rebuild_shard_hours: float
-    initial_build_hours: float
     derivation: list[str] = field(default_factory=list)
 
 
@@ -334,7 +334,12 @@ def plan(m: Measurements, t: Target) -> Plan:
     say = out.append
     d = t.dim
     bpv, how = _per_dim(m, [x.bytes_per_vector for x in m.dims], d, "memory per vector")
-    say(f"memory per vector: {bpv:,.0f} B at d={d} ({how}); raw float32 is {4 * d} B")
+    anon, _ = _per_dim(m, [x.bytes_per_vector_after_flush for x in m.dims], d, "memory per vector")
+    say(
+        f"memory per vector: {bpv:,.0f} B at d={d} ({how}), with every vector's page of the "
+        f"mapped vector files cached (after Flush, before searches touch them: {anon:,.0f} B); "
+        f"raw float32 is {4 * d} B"
+    )
     empty = _mean([x.empty_shard_bytes for x in m.dims])
     growing = t.seal_rows * (4 * d + 330)
     fixed = empty + t.rocksdb_mib * MIB + growing
@@ -394,6 +399,12 @@ def plan(m: Measurements, t: Target) -> Plan:
         f"(asked {t.replicas}); coordinators {coord_cores:.1f} cores → {coordinators} × {t.cores_per_coordinator}"
     )
 
+    if coord_cores > shard_cores:
+        say(
+            f"note: the coordinators' per-shard work ({s.coordinator_per_shard_ms:.3f} ms a shard a "
+            f"query) outweighs the shards' own: fewer, larger shards (--shard-memory-gib) cut it, "
+            "and so would centroid placement (a query reaches few shards; not modelled here)"
+        )
     cpu_row, how_c = _per_dim(m, [x.ingest_cpu_us_per_row for x in m.dims], d, "ingest CPU")
     build_cost, how_b = _per_dim(
         m, [1.0 / x.build_rows_per_s_per_core for x in m.dims], d, "build rate"
@@ -409,12 +420,11 @@ def plan(m: Measurements, t: Target) -> Plan:
     shard_memory = fixed + rows * bpv
     total_memory = shard_memory * shards * replicas
     rebuild_h = rows * build_cost / t.cores_per_shard / 3600
-    initial_h = t.vectors * replicas * build_cost / (shards * replicas * t.cores_per_shard) / 3600
     say(
-        f"index build: {1 / build_cost:,.0f} rows/s per core at d={d} ({how_b}, per row, "
-        f"× the same log2 growth): one shard rebuilds in {rebuild_h:.1f} h on "
-        f"{t.cores_per_shard} cores; the initial build of every replica takes {initial_h:.1f} h "
-        "with all shards building at once"
+        f"index build: {1 / build_cost:,.0f} rows/s per core at d={d} (cost per row {how_b}, "
+        f"× the same log2 growth): one pass over a shard's rows takes {rebuild_h:.1f} h on its "
+        f"{t.cores_per_shard} cores (VECSHARD__SHARD__BUILD_THREADS={t.cores_per_shard}), every "
+        f"shard building at once; compactions that merge segments build their rows again"
     )
     return Plan(
         shards=shards,
@@ -429,6 +439,5 @@ def plan(m: Measurements, t: Target) -> Plan:
         ingest_cores=ingest_cores,
         total_cores=shard_cores + coord_cores + ingest_cores,
         rebuild_shard_hours=rebuild_h,
-        initial_build_hours=initial_h,
         derivation=out,
     )
