@@ -201,6 +201,10 @@ class BenchCluster:
         )
         self.registry.put_embedding_version(EmbeddingVersion(name, VERSION))
 
+    def add_family(self, name: str) -> None:
+        """Another embedding family (and its version v1) like the benchmark's own."""
+        self._put_family(name)
+
     def add_index(self, plan: IndexPlan, family: str = FAMILY) -> None:
         """Registers the index version on every shard, a bundle and a route to it.
 

@@ -9,6 +9,7 @@ import argparse
 import sys
 
 from cli import (
+    capacity_commands,
     cluster_commands,
     embedding_commands,
     feature_commands,
@@ -29,6 +30,7 @@ COMMAND_GROUPS = (
     embedding_commands.add_commands,
     rollout_commands.add_commands,
     role_commands.add_benchmark_commands,
+    capacity_commands.add_commands,
 )
 
 

@@ -6,6 +6,7 @@ the route, k, tenant, purpose, timeout), so mistakes fail fast with a clear
 
     with RetrievalClient("127.0.0.1:7300", tenant_id="acme", purpose="recommendation") as c:
         c.upsert("items", "v1", [Record("item-1", vec, attributes={"category": "books"})])
+        c.upsert_matrix("items", "v1", ids, matrix, attributes={"price": prices})  # bulk
         for hit in c.search("home_feed", query, k=10, filter=Eq("category", "books")).hits:
             print(hit.rank, hit.key.entity_id, hit.score)
 """
@@ -18,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from client.column_writes import ColumnWrites
 from client.connection import Connection, RetryPolicy, now_micros
 from client.feature_calls import FeatureCalls
 from client.feature_results import EntityFeatures, FeatureResponse, FeatureValue
@@ -134,7 +136,7 @@ _STATUS = {
 _METRIC = {cpb.INNER_PRODUCT: "inner_product", cpb.COSINE: "cosine", cpb.L2: "l2"}
 
 
-class RetrievalClient(FeatureCalls):
+class RetrievalClient(FeatureCalls, ColumnWrites):
     """`address`: one coordinator, several ("h1:p,h2:p" or a list), or a DNS
     name (`dns:///name:port`); calls rotate over them and idempotent calls
     are retried on another within the deadline (`client.connection`)."""

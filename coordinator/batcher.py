@@ -25,6 +25,8 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from coordinator.model import (
     GroupFetch,
     ShardAnswer,
@@ -37,6 +39,7 @@ from core import tracing
 from core.domain import EntityKey, VersionRef
 from core.embedding_columns import EmbeddingColumns
 from core.errors import DeadlineExceeded
+from core.record_columns import RecordColumns
 from registry.feature_batches import RowBatch
 
 
@@ -153,6 +156,16 @@ class BatchingShard:
         self, index: VersionRef, records: Sequence[tuple[WriteRecord, int]], timeout: float
     ) -> tuple[int, int]:
         return await self.inner.upsert(index, records, timeout)
+
+    async def upsert_columns(
+        self,
+        index: VersionRef,
+        tenant_id: str,
+        records: RecordColumns,
+        buckets: np.ndarray,
+        timeout: float,
+    ) -> tuple[int, int]:
+        return await self.inner.upsert_columns(index, tenant_id, records, buckets, timeout)
 
     async def delete(
         self, index: VersionRef, keys: Sequence[EntityKey], source_version: int, timeout: float

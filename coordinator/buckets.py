@@ -16,8 +16,9 @@ import numpy as np
 from coordinator.model import WriteRecord
 from core.domain import EntityKey
 from core.errors import FailedPrecondition
+from core.record_columns import RecordColumns
 from registry.model import IndexVersion, Tenant
-from registry.placement import decode_centroids, nearest, tenant_bucket
+from registry.placement import decode_centroids, nearest, tenant_bucket, tenant_buckets_of
 from registry.snapshot import Snapshot
 
 
@@ -44,16 +45,41 @@ def require_trained(snap: Snapshot, index: IndexVersion) -> None:
         )
 
 
+def _centroids(snap: Snapshot, index: IndexVersion) -> np.ndarray:
+    placement = snap.placement(index.ref)
+    require_trained(snap, index)
+    family = snap.family(index.embedding.name)
+    return decode_centroids(placement.centroids, family.dimension)
+
+
+def column_buckets(
+    snap: Snapshot, index: IndexVersion, tenant_id: str, records: RecordColumns
+) -> np.ndarray:
+    """`record_buckets` for records of one tenant as columns, as an array:
+    the hash of every id in one pass, or one nearest-centroid matrix product."""
+    tenant = snap.tenants.get(tenant_id)
+    if index.placement != "centroid":
+        return tenant_buckets_of(
+            tenant_id,
+            records.entity_ids.raw_list(),
+            index.num_buckets,
+            tenant.buckets if tenant else (),
+        )
+    centroids = _centroids(snap, index)
+    family = snap.family(index.embedding.name)
+    allowed = np.array(tenant_buckets(index, tenant), dtype=np.int64)
+    picked: np.ndarray = allowed[nearest(records.vectors, centroids[allowed], family.metric)]
+    return picked
+
+
 def record_buckets(
     snap: Snapshot, index: IndexVersion, records: Sequence[WriteRecord]
 ) -> list[int]:
     """Each record's bucket: hash of tenant and id, or nearest centroid."""
     if index.placement != "centroid":
         return [key_bucket(snap, index.num_buckets, r.key) for r in records]
-    placement = snap.placement(index.ref)
-    require_trained(snap, index)
+    centroids = _centroids(snap, index)
     family = snap.family(index.embedding.name)
-    centroids = decode_centroids(placement.centroids, family.dimension)
     out = [0] * len(records)
     by_tenant: dict[str, list[int]] = defaultdict(list)
     for i, r in enumerate(records):

@@ -23,9 +23,11 @@ from core.column_wire import (
     embeddings_from_pb,
     embeddings_to_pb,
 )
+from core.columns_wire import record_columns_from_pb, record_columns_to_pb
 from core.domain import AttrType, AttrValue, EntityKey, Metric, VersionRef
 from core.embedding_columns import FOUND, EmbeddingColumns
 from core.errors import InvalidArgument
+from core.record_columns import RecordColumns
 from core.vectors import from_bytes, to_bytes
 from core.wire import (
     METRIC_TO_PB,
@@ -353,6 +355,46 @@ def shard_upsert_batches(
         )
         for i in range(0, len(records), batch_size)
     ]
+
+
+def shard_upsert_columns_batches(
+    index: VersionRef,
+    tenant_id: str,
+    records: RecordColumns,
+    buckets: np.ndarray,
+    max_bytes: int,
+    writer: str = "",
+) -> list[spb.UpsertColumnsBatch]:
+    """One message per batch of rows, each of about `max_bytes` at most (a
+    big request stays under gRPC's message limit)."""
+    n = len(records)
+    row_bytes = records.dimension * 4 + int(records.entity_ids.lengths().mean() if n else 0) + 64
+    step = max(1, max_bytes // row_bytes)
+    ref = index_ref_pb(index)
+    out = []
+    for start in range(0, n, step):
+        rows = np.arange(start, min(n, start + step))
+        part = records if rows.shape[0] == n else records.take(rows)
+        out.append(
+            spb.UpsertColumnsBatch(
+                index=ref,
+                writer=writer,
+                tenant_id=tenant_id,
+                records=record_columns_to_pb(part),
+                buckets=np.ascontiguousarray(buckets[rows], dtype="<u4").tobytes(),
+            )
+        )
+    return out
+
+
+def upsert_columns_from_pb(
+    req: pb.UpsertColumnsRequest,
+) -> tuple[Access, VersionRef, RecordColumns]:
+    return (
+        access_from_pb(req.access),
+        VersionRef(req.embedding_name, req.embedding_version),
+        record_columns_from_pb(req.records),
+    )
 
 
 def shard_delete_pb(

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from coordinator.model import WriteRecord
 from core.domain import EntityKey
 from registry.model import Placement
@@ -31,12 +33,33 @@ def move_deletes(
 ) -> list[MoveDelete]:
     """Per shard of the index (in `shard_ids` order) and per version: the
     keys of the records whose new bucket that shard does not hold."""
+    return move_deletes_of(
+        placement,
+        shard_ids,
+        [r.key for r in records],
+        np.asarray(buckets, dtype=np.int64),
+        np.array([r.source_version for r in records], dtype=np.int64),
+    )
+
+
+def move_deletes_of(
+    placement: Placement,
+    shard_ids: Iterable[str],
+    keys: Sequence[EntityKey],
+    buckets: np.ndarray,
+    source_versions: np.ndarray,
+) -> list[MoveDelete]:
+    """`move_deletes` over arrays (records as columns): rows grouped per
+    shard and version with array operations, keys listed in row order."""
     out: list[MoveDelete] = []
     for shard_id in dict.fromkeys(shard_ids):
-        held = set(placement.buckets_of(shard_id))
-        by_version: dict[int, list[EntityKey]] = {}
-        for r, b in zip(records, buckets, strict=True):
-            if b not in held:
-                by_version.setdefault(r.source_version - 1, []).append(r.key)
-        out.extend(MoveDelete(shard_id, tuple(keys), v) for v, keys in by_version.items())
+        moved = ~np.isin(buckets, np.array(placement.buckets_of(shard_id), dtype=np.int64))
+        if not moved.any():
+            continue
+        versions = source_versions[moved] - 1
+        rows = np.flatnonzero(moved)
+        for v in dict.fromkeys(versions.tolist()):
+            out.append(
+                MoveDelete(shard_id, tuple(keys[i] for i in rows[versions == v].tolist()), v)
+            )
     return out

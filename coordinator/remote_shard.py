@@ -11,6 +11,7 @@ from typing import TypeVar
 
 import grpc
 import grpc.aio
+import numpy as np
 
 from coordinator import convert, feature_convert
 from coordinator.errors import shard_error
@@ -21,12 +22,15 @@ from core import runtime as serving
 from core import tracing
 from core.domain import EntityKey, VersionRef
 from core.embedding_columns import EmbeddingColumns
+from core.record_columns import RecordColumns
 from protos.vecshard.v1.internal import features_pb2_grpc, shard_pb2_grpc
 from protos.vecshard.v1.internal import shard_pb2 as spb
 from registry.feature_batches import RowBatch
 
 # Records per streamed message: big batches stay under gRPC's message limit.
 UPSERT_BATCH = 1000
+# Bytes per streamed message of rows as columns (each is one synced RocksDB batch).
+UPSERT_COLUMNS_BYTES = 16 << 20
 T = TypeVar("T")
 
 
@@ -82,6 +86,20 @@ class RemoteShard:
     ) -> tuple[int, int]:
         batches = convert.shard_upsert_batches(index, records, UPSERT_BATCH, self.instance)
         ack = await self._call(lambda: self.stub.Upsert(iter(batches), timeout=timeout))
+        return ack.written, ack.ignored_stale
+
+    async def upsert_columns(
+        self,
+        index: VersionRef,
+        tenant_id: str,
+        records: RecordColumns,
+        buckets: np.ndarray,
+        timeout: float,
+    ) -> tuple[int, int]:
+        batches = convert.shard_upsert_columns_batches(
+            index, tenant_id, records, buckets, UPSERT_COLUMNS_BYTES, self.instance
+        )
+        ack = await self._call(lambda: self.stub.UpsertColumns(iter(batches), timeout=timeout))
         return ack.written, ack.ignored_stale
 
     async def delete(

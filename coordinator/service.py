@@ -40,6 +40,7 @@ from coordinator.writes import Writes
 from core import tracing
 from core.domain import EntityKey, VersionRef
 from core.embedding_columns import EmbeddingColumns
+from core.record_columns import RecordColumns
 from registry import codec
 from registry.snapshot import ResolvedRoute, Snapshot
 
@@ -140,6 +141,11 @@ class RetrievalEngine:
         self, access: Access, embedding: VersionRef, records: Sequence[WriteRecord], timeout: float
     ) -> tuple[int, int]:
         return await self.writes.upsert(access, embedding, records, timeout)
+
+    async def upsert_columns(
+        self, access: Access, embedding: VersionRef, records: RecordColumns, timeout: float
+    ) -> tuple[int, int]:
+        return await self.writes.upsert_columns(access, embedding, records, timeout)
 
     async def delete(
         self,

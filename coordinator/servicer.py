@@ -89,6 +89,16 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
         )
         return pb.UpsertResponse(written=written, ignored_stale=ignored)
 
+    async def UpsertColumns(
+        self,
+        request: pb.UpsertColumnsRequest,
+        context: grpc.aio.ServicerContext[pb.UpsertColumnsRequest, pb.UpsertResponse],
+    ) -> pb.UpsertResponse:
+        written, ignored = await self.engine.upsert_columns(
+            *convert.upsert_columns_from_pb(request), self._timeout(context)
+        )
+        return pb.UpsertResponse(written=written, ignored_stale=ignored)
+
     async def Delete(
         self,
         request: pb.DeleteRequest,

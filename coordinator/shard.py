@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+import numpy as np
+
 from coordinator.model import (
     GroupFetch,
     ShardAnswer,
@@ -22,6 +24,7 @@ from coordinator.model import (
 )
 from core.domain import EntityKey, VersionRef
 from core.embedding_columns import EmbeddingColumns
+from core.record_columns import RecordColumns
 from registry.feature_batches import RowBatch
 
 
@@ -51,6 +54,19 @@ class Shard(Protocol):
         counted; an equal version replaces, so a retried batch is idempotent.
         Within one call the highest source_version of a key wins (the last on
         a tie). Acknowledged means durable."""
+        ...
+
+    async def upsert_columns(
+        self,
+        index: VersionRef,
+        tenant_id: str,
+        records: RecordColumns,
+        buckets: np.ndarray,
+        timeout: float,
+    ) -> tuple[int, int]:
+        """`upsert` of rows of one tenant as columns, `buckets[i]` the bucket
+        of row i (`records.entity_type` and every source_version are set).
+        The same rules, answered the same way; no object per record."""
         ...
 
     async def delete(

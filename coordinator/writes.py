@@ -16,19 +16,24 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
+import numpy as np
+
 from coordinator import quality_metrics
 from coordinator.access import check_access, own_keys
 from coordinator.background import Background
-from coordinator.buckets import key_bucket, record_buckets
+from coordinator.buckets import column_buckets, key_bucket, record_buckets
 from coordinator.config import Limits
 from coordinator.dual_write import mirror_indexes
 from coordinator.model import Access, WriteRecord
-from coordinator.moves import move_deletes
+from coordinator.moves import MoveDelete, move_deletes, move_deletes_of
+from coordinator.packed_records import checked_columns
 from coordinator.quorum import ReplicaCall, run_quorum, write_members
 from coordinator.records import checked_records
 from coordinator.shard import Shard, ShardFactory
 from coordinator.snapshots import RegistryView
 from core.domain import EntityKey, VersionRef
+from core.errors import FailedPrecondition
+from core.record_columns import RecordColumns
 from registry.model import IndexVersion, Placement, ShardMember
 from registry.snapshot import Snapshot
 
@@ -57,6 +62,30 @@ def replica_sets(
     return sets
 
 
+def column_replica_sets(
+    snap: Snapshot, index: IndexVersion, placement: Placement, buckets: np.ndarray
+) -> dict[tuple[str, ...], tuple[list[ShardMember], set[int], np.ndarray]]:
+    """`replica_sets` over a bucket array: per replica set (in the order its
+    first row comes), its members, its buckets and the rows placed in them
+    (in row order). The replicas of each distinct bucket are looked up once,
+    not per row."""
+    distinct, first = np.unique(buckets, return_index=True)
+    sets: dict[tuple[str, ...], tuple[list[ShardMember], set[int]]] = {}
+    ids: dict[tuple[str, ...], int] = {}
+    set_of_bucket = np.empty(distinct.shape[0], dtype=np.int64)
+    for i in np.argsort(first, kind="stable").tolist():
+        b = int(distinct[i])
+        members = write_members(snap, index, b, placement)
+        name = tuple(m.shard_id for m in members)
+        sets.setdefault(name, (members, set()))[1].add(b)
+        set_of_bucket[i] = ids.setdefault(name, len(ids))
+    set_of_row = set_of_bucket[np.searchsorted(distinct, buckets)]
+    return {
+        name: (members, bs, np.flatnonzero(set_of_row == ids[name]))
+        for name, (members, bs) in sets.items()
+    }
+
+
 def replica_count(placement: Placement) -> int:
     return max(len(r) for r in placement.buckets)
 
@@ -72,6 +101,7 @@ class Writes:
     ) -> None:
         self.registry = registry
         self.shards = shards
+        # Input limits (`limits.input`: key, attribute, batch sizes) and shedding.
         self.limits = limits
         self.on_write = on_write
         self.background = background
@@ -90,6 +120,26 @@ class Writes:
             self.background.spawn,
         )
 
+    async def _write_all(
+        self,
+        snap: Snapshot,
+        indexes: Sequence[IndexVersion],
+        calls_for: Callable[[Snapshot, int, IndexVersion, Placement], list[ReplicaCall]],
+    ) -> tuple[int, int]:
+        """Every index version in turn under the quorum protocol; answers what
+        the first counted. Once more on a fresh snapshot if shards moved."""
+
+        async def write(snap: Snapshot) -> tuple[int, int]:
+            totals = (0, 0)
+            for n, index in enumerate(indexes):
+                placement = snap.placement(index.ref)
+                result = await self._quorum(index, placement, calls_for(snap, n, index, placement))
+                if n == 0:
+                    totals = result
+            return totals
+
+        return await self.registry.retry_if_moved(snap, write)
+
     async def upsert(
         self, access: Access, embedding: VersionRef, records: Sequence[WriteRecord], timeout: float
     ) -> tuple[int, int]:
@@ -101,65 +151,136 @@ class Writes:
         mirrored = mirror_indexes(snap, embedding)  # dual-write: the first index still counts
         indexes = [*indexes, *mirrored]
         checked = checked_records(access, family, indexes, records, self.limits.input, now_micros())
+        # Centroids trained a moment ago may not have reached the watch yet.
+        snap, buckets = await self.registry.fresh(
+            lambda s: [record_buckets(s, index, checked) for index in indexes],
+            (FailedPrecondition,),
+        )
 
-        async def write(snap: Snapshot) -> tuple[int, int]:
-            totals = (0, 0)
-            for n, index in enumerate(indexes):
-                placement = snap.placement(index.ref)
-                calls = self._upsert_calls(snap, index, placement, checked, timeout)
-                result = await self._quorum(index, placement, calls)
-                if n == 0:
-                    totals = result
-            if mirrored:
-                quality_metrics.DUAL_WRITES.labels(embedding.name, "upsert").inc(len(checked))
-            return totals
+        def calls(snap: Snapshot, n: int, index: IndexVersion, p: Placement) -> list[ReplicaCall]:
+            sets = replica_sets(
+                snap, index, p, [(b, (r, b)) for r, b in zip(checked, buckets[n], strict=True)]
+            )
+            out = [
+                ReplicaCall(
+                    m.shard_id,
+                    frozenset(bs),
+                    functools.partial(self._shard(m).upsert, index.ref, recs, timeout),
+                    group,
+                )
+                for group, (members, bs, recs) in sets.items()
+                for m in members
+            ]
+            if index.placement == "centroid":
+                out += self._move_delete_calls(
+                    snap,
+                    index,
+                    p,
+                    move_deletes(p, self._all_members(snap, index, p), checked, buckets[n]),
+                    timeout,
+                )
+            return out
 
-        return await self.registry.retry_if_moved(snap, write)
+        result = await self._write_all(snap, indexes, calls)
+        if mirrored:
+            quality_metrics.DUAL_WRITES.labels(embedding.name, "upsert").inc(len(checked))
+        return result
 
-    def _upsert_calls(
+    async def upsert_columns(
+        self, access: Access, embedding: VersionRef, records: RecordColumns, timeout: float
+    ) -> tuple[int, int]:
+        """`upsert` for records as columns: validated, placed and split per
+        replica set with array operations; each shard gets its rows as one
+        slice of the columns. (written, ignored_stale)."""
+        snap, family, indexes = await self.registry.embedding_indexes(
+            embedding, writing=True, tenant_id=access.tenant_id
+        )
+        check_access(access, family, snap)
+        mirrored = mirror_indexes(snap, embedding)  # dual-write: the first index still counts
+        indexes = [*indexes, *mirrored]
+        checked = checked_columns(
+            access,
+            family,
+            indexes,
+            records,
+            self.limits.input,
+            self.limits.input.max_records_per_request,
+            now_micros(),
+        )
+        tenant = access.tenant_id
+        snap, buckets = await self.registry.fresh(
+            lambda s: [column_buckets(s, index, tenant, checked) for index in indexes],
+            (FailedPrecondition,),
+        )
+
+        def calls(snap: Snapshot, n: int, index: IndexVersion, p: Placement) -> list[ReplicaCall]:
+            out = []
+            for group, (members, bs, rows) in column_replica_sets(
+                snap, index, p, buckets[n]
+            ).items():
+                part = checked if rows.shape[0] == len(checked) else checked.take(rows)
+                out += [
+                    ReplicaCall(
+                        m.shard_id,
+                        frozenset(bs),
+                        functools.partial(
+                            self._shard(m).upsert_columns,
+                            index.ref,
+                            tenant,
+                            part,
+                            buckets[n][rows],
+                            timeout,
+                        ),
+                        group,
+                    )
+                    for m in members
+                ]
+            if index.placement == "centroid":
+                keys = [EntityKey(tenant, checked.entity_type, i) for i in checked.entity_ids]
+                moves = move_deletes_of(
+                    p, self._all_members(snap, index, p), keys, buckets[n], checked.source_versions
+                )
+                out += self._move_delete_calls(snap, index, p, moves, timeout)
+            return out
+
+        result = await self._write_all(snap, indexes, calls)
+        if mirrored:
+            quality_metrics.DUAL_WRITES.labels(embedding.name, "upsert").inc(len(checked))
+        return result
+
+    @staticmethod
+    def _all_members(snap: Snapshot, index: IndexVersion, p: Placement) -> dict[str, ShardMember]:
+        return {
+            m.shard_id: m
+            for b in range(index.num_buckets)
+            for m in write_members(snap, index, b, p)
+        }
+
+    def _move_delete_calls(
         self,
         snap: Snapshot,
         index: IndexVersion,
         placement: Placement,
-        records: Sequence[WriteRecord],
+        moves: Sequence[MoveDelete],
         timeout: float,
     ) -> list[ReplicaCall]:
-        buckets = record_buckets(snap, index, records)
-        sets = replica_sets(
-            snap, index, placement, [(b, (r, b)) for r, b in zip(records, buckets, strict=True)]
-        )
-        calls = [
+        """Centroid placement: the older copies of moved keys go (uncounted)."""
+        members = self._all_members(snap, index, placement)
+        return [
             ReplicaCall(
-                m.shard_id,
-                frozenset(bs),
-                functools.partial(self._shard(m).upsert, index.ref, recs, timeout),
-                group,
+                d.shard_id,
+                frozenset(),
+                self._delete_run(
+                    self._shard(members[d.shard_id]),
+                    index.ref,
+                    d.keys,
+                    d.source_version,
+                    timeout,
+                    counted=False,
+                ),
             )
-            for group, (members, bs, recs) in sets.items()
-            for m in members
+            for d in moves
         ]
-        if index.placement == "centroid":
-            members = {
-                m.shard_id: m
-                for b in range(index.num_buckets)
-                for m in write_members(snap, index, b, placement)
-            }
-            for d in move_deletes(placement, members, records, buckets):
-                calls.append(
-                    ReplicaCall(
-                        d.shard_id,
-                        frozenset(),
-                        self._delete_run(
-                            self._shard(members[d.shard_id]),
-                            index.ref,
-                            d.keys,
-                            d.source_version,
-                            timeout,
-                            counted=False,
-                        ),
-                    )
-                )
-        return calls
 
     @staticmethod
     def _delete_run(

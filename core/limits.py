@@ -17,11 +17,15 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii
 
-from core.domain import AttrValue, EntityKey
+import numpy as np
+
+from core.domain import AttrType, AttrValue, EntityKey
 from core.errors import InvalidArgument
+from core.record_columns import AttributeColumn, PackedStrings, StringLists, first_row
 
 
 @dataclass(frozen=True)
@@ -117,6 +121,106 @@ class Limits:
                 f"{what}: {count} in one request, expected at most {limit} "
                 f"(limits.{limit_name}); split the batch"
             )
+
+    # --- the same limits over records as columns (core.record_columns) -------
+    # One verdict per row equal to the per-record checks above, computed with
+    # array operations; `where(i)` names row i in the message.
+
+    def check_key_columns(
+        self,
+        tenant_id: str,
+        entity_type: str,
+        entity_ids: PackedStrings,
+        where: Callable[[int], str],
+    ) -> None:
+        if len(entity_ids):
+            self.check_key(EntityKey(tenant_id, entity_type, ""), where(0))
+        row = first_row(entity_ids.lengths() > self.max_entity_id_bytes)
+        if row is not None:
+            self.check_key(EntityKey(tenant_id, entity_type, entity_ids[row]), where(row))
+
+    def check_attribute_columns(
+        self, columns: Mapping[str, AttributeColumn], n: int, where: Callable[[int], str]
+    ) -> None:
+        if not columns:
+            return
+        counts = np.zeros(n, dtype=np.int64)
+        for col in columns.values():
+            counts += col.present
+        row = first_row(counts > self.max_attributes_per_record)
+        if row is not None:
+            raise InvalidArgument(
+                f"{where(row)}: {int(counts[row])} attributes, expected at most "
+                f"{self.max_attributes_per_record} (limits.max_attributes_per_record)"
+            )
+        # JSON size of each row's attributes: "{" + "name":value pairs joined by "," + "}".
+        size = np.full(n, 2, dtype=np.int64) + np.maximum(counts - 1, 0)
+        for name, col in columns.items():
+            self._check_column(name, col, where)
+            size += col.present * (len(encode_basestring_ascii(name)) + 1 + _json_sizes(col))
+        row = first_row(size > self.max_attributes_bytes)
+        if row is not None:
+            raise InvalidArgument(
+                f"{where(row)}: attributes take {int(size[row])} bytes encoded, expected at "
+                f"most {self.max_attributes_bytes} (limits.max_attributes_bytes)"
+            )
+
+    def _check_column(self, name: str, col: AttributeColumn, where: Callable[[int], str]) -> None:
+        row = first_row(col.present)
+        if row is None:
+            return
+        if len(name.encode()) > self.max_attribute_name_bytes:
+            self.check_attributes({name: 0}, where(row))  # raises, worded as for one record
+        values = col.values
+        bad: int | None = None
+        if isinstance(values, np.ndarray):
+            if col.type is AttrType.FLOAT:
+                bad = first_row(col.present & ~np.isfinite(values))
+        elif isinstance(values, StringLists):
+            items = np.diff(values.offsets)
+            too_long = _row_sums(values.items.lengths(), values.offsets)
+            bad = first_row(
+                col.present
+                & (
+                    (items > self.max_attribute_list_items)
+                    | (too_long > self.max_attribute_value_bytes)
+                )
+            )
+        else:
+            bad = first_row(col.present & (values.lengths() > self.max_attribute_value_bytes))
+        if bad is not None:
+            value = col.value(bad)
+            assert value is not None
+            self._check_value(name, value, where(bad))
+
+
+def _row_sums(per_item: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Per row, the sum of its items' values (row i holds items offsets[i]:offsets[i+1])."""
+    total = np.zeros(per_item.shape[0] + 1, dtype=np.int64)
+    np.cumsum(per_item, out=total[1:])
+    sums: np.ndarray = total[offsets[1:]] - total[offsets[:-1]]
+    return sums
+
+
+def _json_sizes(col: AttributeColumn) -> np.ndarray:
+    """Per row, the length of the value as `json.dumps` writes it (rows without
+    the attribute: whatever; the caller masks them)."""
+    values = col.values
+    if isinstance(values, StringLists):
+        items = np.fromiter(
+            map(len, map(encode_basestring_ascii, values.items.tolist())),
+            dtype=np.int64,
+            count=len(values.items),
+        )
+        counts = np.diff(values.offsets)
+        return 2 + np.where(counts > 0, _row_sums(items, values.offsets) + counts - 1, 0)
+    if isinstance(values, PackedStrings):
+        texts = map(encode_basestring_ascii, values.tolist())
+    elif col.type is AttrType.FLOAT:
+        texts = map(float.__repr__, values.tolist())  # what json.dumps writes for a float
+    else:
+        texts = map(str, values.tolist())
+    return np.fromiter(map(len, texts), dtype=np.int64, count=len(col))
 
 
 def _plain(attrs: Mapping[str, AttrValue]) -> dict[str, object]:

@@ -21,6 +21,7 @@ from core.limits import Limits
 from core.settings import load_settings
 from core.tracing import TracingConfig
 from shard_server.config import ShardConfig
+from shard_server.memory import configure_allocator
 from shard_server.server import create_server
 
 
@@ -52,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     limits = load_settings(Limits, "limits", file=args.config)
     serving.configure_logging(cfg.log_level)
     tracing.configure("vecshard-shard", load_settings(TracingConfig, "tracing", file=args.config))
+    configure_allocator()
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -16,6 +16,7 @@ import numpy as np
 
 from core.domain import AttrType, AttrValue
 from core.filters import And, Eq, Filter, In, Not, Or, Range
+from core.record_columns import AttributeColumn
 
 
 class AttributeColumns:
@@ -58,6 +59,40 @@ class AttributeColumns:
             value = attrs.get(name)
             self._present[name][row] = value is not None
             self._num[name][row] = value if value is not None else 0
+
+    def set_rows(self, start: int, n: int, columns: Sequence[tuple[str, AttributeColumn]]) -> None:
+        """Rows start..start+n from a batch's columns (validated against the
+        schema: a declared attribute's column has its type, or int for float)."""
+        end = start + n
+        given: dict[str, list[AttributeColumn]] = {}
+        for name, col in columns:
+            if name in self.schema and col.present.any():
+                given.setdefault(name, []).append(col)
+        for name, num in self._num.items():
+            values = np.zeros(n, dtype=num.dtype)
+            present = np.zeros(n, dtype=bool)
+            for col in given.get(name, ()):
+                values = np.where(col.present, np.asarray(col.values, dtype=num.dtype), values)
+                present |= col.present
+            num[start:end] = values
+            self._present[name][start:end] = present
+        for name, obj in self._obj.items():
+            obj[start:end] = None
+            for col in given.get(name, ()):
+                for i, value in zip(
+                    np.flatnonzero(col.present).tolist(),
+                    col.take(np.flatnonzero(col.present)).tolist(),
+                    strict=True,
+                ):
+                    obj[start + i] = value  # one by one: numpy would unpack a tuple
+
+    def nbytes(self) -> int:
+        """Arrays, plus the string objects of string columns (estimated)."""
+        numeric = sum(c.nbytes for c in self._num.values()) + sum(
+            c.nbytes for c in self._present.values()
+        )
+        objects = sum(c.nbytes + 56 * int(np.count_nonzero(c)) for c in self._obj.values())
+        return numeric + objects
 
     def move_row(self, src: int, dst: int) -> None:
         for cols in (self._obj, self._num, self._present):

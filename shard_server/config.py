@@ -15,6 +15,7 @@ from shard_server.compaction import CompactionPolicy
 from shard_server.lifecycle import LifecyclePolicy
 from shard_server.planner import PlannerPolicy
 from shard_server.sealed_segment import BuildSettings
+from shard_server.storage import MIB, StoreMemory
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,11 @@ class ShardConfig:
     # Share of live queries re-run exactly in the background to estimate
     # recall (vecshard_recall_estimate); 0 turns the re-check off.
     recall_sample_rate: float = 0.01
+    # -- RocksDB's own memory (shard_server.storage.StoreMemory) -------------
+    # Memtables of all column families together, one memtable, block cache.
+    rocksdb_memtable_mib: int = 64
+    rocksdb_write_buffer_mib: int = 16
+    rocksdb_block_cache_mib: int = 32
 
     def __post_init__(self) -> None:
         if not self.shard_id or "/" in self.shard_id:
@@ -73,6 +79,14 @@ class ShardConfig:
         if self.maintenance_interval_seconds <= 0:
             raise ValueError("maintenance_interval_seconds must be > 0")
         self.lifecycle_policy()  # validates the engine settings
+        self.store_memory()
+
+    def store_memory(self) -> StoreMemory:
+        return StoreMemory(
+            memtable_bytes=self.rocksdb_memtable_mib * MIB,
+            write_buffer_bytes=self.rocksdb_write_buffer_mib * MIB,
+            block_cache_bytes=self.rocksdb_block_cache_mib * MIB,
+        )
 
     def lifecycle_policy(self) -> LifecyclePolicy:
         return LifecyclePolicy(

@@ -6,8 +6,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from core.columns_wire import U32, array_from_bytes, record_columns_from_pb
 from core.domain import EntityKey, VersionRef
 from core.errors import InvalidArgument
+from core.record_columns import RecordColumns
 from core.vectors import from_bytes, to_bytes
 from core.wire import (
     METRIC_TO_PB,
@@ -21,6 +23,7 @@ from protos.vecshard.v1 import common_pb2 as cpb
 from protos.vecshard.v1.internal import features_pb2 as fpb
 from protos.vecshard.v1.internal import shard_pb2 as pb
 from shard_server.feature_service import GroupFetch
+from shard_server.memory import ProcessMemory
 from shard_server.model import Lookup, LookupStatus, Query, SearchResult, WriteResult
 from shard_server.recall_check import RecallCheck
 from shard_server.records import Record
@@ -51,6 +54,13 @@ def record_from_pb(r: pb.BucketedRecord) -> Record:
         attributes=attributes_from_pb(r.record.attributes, where),
         bucket=r.bucket,
     )
+
+
+def columns_batch_from_pb(b: pb.UpsertColumnsBatch) -> tuple[str, RecordColumns, np.ndarray]:
+    """(tenant, records, bucket per row) of one batch of rows as columns."""
+    records = record_columns_from_pb(b.records)
+    buckets = array_from_bytes(b.buckets, U32, len(records), "buckets")
+    return b.tenant_id, records, buckets.astype(np.int64)
 
 
 def record_to_pb(r: Record, include_vector: bool) -> cpb.EmbeddingRecord:
@@ -235,14 +245,22 @@ def index_stats_pb(s: IndexStats) -> pb.IndexStats:
         buckets=[_bucket_pb(b, st) for b, st in sorted(s.buckets.items())],
         metric=METRIC_TO_PB[s.metric] if s.metric is not None else cpb.METRIC_UNSPECIFIED,
         dimension=s.dimension,
+        memory_bytes=s.memory_bytes,
+        mapped_bytes=s.mapped_bytes,
+        bytes_per_vector=s.bytes_per_vector,
     )
 
 
 def describe_response(
-    shard_id: str, stats: Sequence[IndexStats], sequence: int
+    shard_id: str, stats: Sequence[IndexStats], sequence: int, memory: ProcessMemory
 ) -> pb.DescribeResponse:
     return pb.DescribeResponse(
-        shard_id=shard_id, sequence=sequence, indexes=[index_stats_pb(s) for s in stats]
+        shard_id=shard_id,
+        sequence=sequence,
+        indexes=[index_stats_pb(s) for s in stats],
+        process_rss_bytes=memory.rss,
+        process_rss_anon_bytes=memory.anon,
+        process_rss_file_bytes=memory.file,
     )
 
 

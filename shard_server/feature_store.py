@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-from rocksdict import Options, Rdict, WriteOptions
 
 from core.domain import EntityKey, VersionRef
 from core.errors import Internal
@@ -41,9 +40,8 @@ from registry.feature_values import is_expired
 from registry.features import GroupRow, GroupSchema, PutAck
 from shard_server.feature_rows import decode_rows, encode_rows, row_times
 from shard_server.records import _part, parse_parts
-from shard_server.storage import COLUMN_FAMILIES, META, ShardStore
+from shard_server.storage import ShardStore, StoreMemory
 
-_SEQUENCE_KEY = b"sequence"
 _LENGTH = struct.Struct("<H")  # of a key part, as `records._part` writes it
 # Purges delete in chunks so one purge never holds the write lock for long.
 _PURGE_CHUNK = 4096
@@ -94,34 +92,11 @@ class FeatureStorage(Protocol):
 
 
 class FeatureShardStore(ShardStore):
-    """`ShardStore` with column families created at runtime.
+    """`ShardStore` with column families created at runtime (one per feature
+    group version); `ShardStore` opens the ones already on disk."""
 
-    Stopgap until `shard_server/storage.py` holds this itself (see the
-    report of issue 6): RocksDB refuses to open a database without naming
-    every column family it holds, and `ShardStore.__init__` names only its
-    fixed ones, so a shard that created feature families could not restart.
-    This opener lists the families on disk and opens them all.
-    """
-
-    def __init__(self, path: Path) -> None:
-        path.mkdir(parents=True, exist_ok=True)
-        opts = Options(raw_mode=True)
-        opts.create_if_missing(True)
-        opts.create_missing_column_families(True)
-        on_disk = Rdict.list_cf(str(path), opts) if (path / "CURRENT").exists() else []
-        names = list(dict.fromkeys([*COLUMN_FAMILIES, *(n for n in on_disk if n != "default")]))
-        self._db = Rdict(
-            str(path),
-            options=opts,
-            column_families={cf: Options(raw_mode=True) for cf in names},
-        )
-        self._cfs = {cf: self._db.get_column_family(cf) for cf in names}
-        self._handles = {cf: self._db.get_column_family_handle(cf) for cf in names}
-        self._sync = WriteOptions()
-        self._sync.sync = True
-        raw = self._cfs[META].get(_SEQUENCE_KEY)
-        self._sequence = int(raw) if raw is not None else 0
-        self._seq_lock = threading.Lock()
+    def __init__(self, path: Path, memory: StoreMemory | None = None) -> None:
+        super().__init__(path, memory)
         self._cf_lock = threading.Lock()
 
     def ensure_column_family(self, name: str) -> None:
@@ -130,7 +105,7 @@ class FeatureShardStore(ShardStore):
         with self._cf_lock:
             if name in self._cfs:
                 return
-            cf = self._db.create_column_family(name, Options(raw_mode=True))
+            cf = self._db.create_column_family(name, self._cf_options())
             self._handles[name] = self._db.get_column_family_handle(name)
             self._cfs[name] = cf
 

@@ -12,14 +12,19 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
+from core.bounds import ball_radii
 from core.domain import AttrType, AttrValue, EntityKey, Metric
 from core.filters import Filter
+from core.record_columns import AttributeColumn
 from core.scoring import canonical_scores
 from shard_server.columns import AttributeColumns
 from shard_server.exact import exact_candidates
+from shard_server.key_table import KeyTable
+from shard_server.row_batch import row_dots
 from shard_server.segment import (
     EMPTY_HITS,
     QueryLike,
@@ -29,7 +34,20 @@ from shard_server.segment import (
     segment_hits,
 )
 from shard_server.segment_rows import SegmentRows
-from shard_server.summary import SegmentSummary, balls_for, bucket_stats, empty_summary
+from shard_server.summary import (
+    SegmentSummary,
+    balls_for,
+    bucket_stats,
+    empty_summary,
+    merge_bucket_stats,
+)
+
+
+@dataclass(frozen=True)
+class _GrowingSummary:
+    rows: int  # rows it covers
+    centred_at: int  # rows when its centre was the mean
+    summary: SegmentSummary
 
 
 class SegmentFrozen(RuntimeError):
@@ -67,7 +85,7 @@ class GrowingSegment:
         self._n = 0
         self._n_deleted = 0
         self._frozen = False
-        self._summary: tuple[int, SegmentSummary] | None = None
+        self._summary: _GrowingSummary | None = None
         # Monotonic time of the first write: the age threshold counts from it.
         self.first_write: float | None = None
         # Why a lock for reads and writes: an append may reallocate the arrays
@@ -90,10 +108,17 @@ class GrowingSegment:
         return self._n - self._n_deleted
 
     def nbytes(self) -> int:
-        return self._n * (self.dim * 4 + 4 + 4 + 4 + 8 + 1)
+        """Arrays as allocated (capacity, not rows), and the keys with their
+        row map (Python objects, about 300 bytes a key: the growing segment
+        is bounded by the seal threshold, sealed ones hold keys in arrays)."""
+        arrays = (self._vectors, self._sq, self._tenant, self._bucket, self._seq, self._deleted)
+        return sum(a.nbytes for a in arrays) + self._columns.nbytes() + 300 * len(self._row_of)
 
-    def _grow(self) -> None:
-        cap = self._cap * 2
+    def mapped_bytes(self) -> int:
+        return 0
+
+    def _grow(self, minimum: int) -> None:
+        cap = max(self._cap * 2, minimum)
         for name in ("_vectors", "_sq", "_tenant", "_bucket", "_seq", "_deleted"):
             old = getattr(self, name)
             new = np.zeros((cap, *old.shape[1:]), dtype=old.dtype)
@@ -115,27 +140,65 @@ class GrowingSegment:
         bucket: int,
         seq: int = 0,
     ) -> None:
+        """One row (tests, in-memory shards); writes come in batches (`append`)."""
+        columns = tuple(
+            (name, AttributeColumn.of(kind, [attrs[name]]))
+            for name, kind in self.schema.items()
+            if attrs.get(name) is not None
+        )
+        self.append(
+            [key],
+            np.asarray(vector, dtype=np.float32).reshape(1, self.dim),
+            np.zeros(1, dtype=np.int32),
+            (key.tenant_id,),
+            np.array([bucket]),
+            np.array([seq]),
+            columns,
+        )
+
+    def append(
+        self,
+        keys: Sequence[EntityKey],
+        vectors: np.ndarray,
+        tenants: np.ndarray,
+        tenant_names: Sequence[str],
+        buckets: np.ndarray,
+        seqs: np.ndarray,
+        columns: Sequence[tuple[str, AttributeColumn]] = (),
+    ) -> None:
+        """Rows for keys that are distinct within the call, in one step: the
+        arrays are filled by slice, and each key's previous row (if any) is
+        masked. `tenants` are codes into `tenant_names`."""
+        n = len(keys)
+        if not n:
+            return
+        if n > 1 and len(set(keys)) != n:
+            raise ValueError("growing segment: a key appears twice in one append")
+        sq = row_dots(vectors)
         with self._lock:
             if self._frozen:
                 raise SegmentFrozen(f"segment {self.id} is frozen for sealing")
-            if self._n == self._cap:
-                self._grow()
-            row = self._n
-            self._vectors[row] = vector
-            self._sq[row] = float(vector @ vector)
-            self._tenant[row] = self._tenant_codes.setdefault(
-                key.tenant_id, len(self._tenant_codes)
+            start, end = self._n, self._n + n
+            if end > self._cap:
+                self._grow(end)
+            codes = np.array(
+                [self._tenant_codes.setdefault(t, len(self._tenant_codes)) for t in tenant_names],
+                dtype=np.int32,
             )
-            self._bucket[row] = bucket
-            self._seq[row] = seq
-            self._columns.set_row(row, attrs)
-            self._keys.append(key)
-            old = self._row_of.get(key)
-            self._row_of[key] = row
-            self._n += 1
-            if old is not None and not self._deleted[old]:
-                self._deleted[old] = True
-                self._n_deleted += 1
+            self._vectors[start:end] = vectors
+            self._sq[start:end] = sq
+            self._tenant[start:end] = codes[tenants]
+            self._bucket[start:end] = buckets
+            self._seq[start:end] = seqs
+            self._columns.set_rows(start, n, columns)
+            old = [r for r in map(self._row_of.get, keys) if r is not None]
+            self._row_of.update(zip(keys, range(start, end), strict=True))
+            self._keys.extend(keys)
+            self._n = end
+            if old:
+                rows = np.array(old, dtype=np.int64)
+                self._n_deleted += int(np.count_nonzero(~self._deleted[rows]))
+                self._deleted[rows] = True
             if self.first_write is None:
                 self.first_write = self._clock()
 
@@ -147,6 +210,17 @@ class GrowingSegment:
             self._deleted[row] = True
             self._n_deleted += 1
             return True
+
+    def delete_many(self, keys: Sequence[EntityKey]) -> int:
+        with self._lock:
+            rows = [r for r in map(self._row_of.get, keys) if r is not None]
+            if not rows:
+                return 0
+            picked = np.unique(np.array(rows, dtype=np.int64))
+            fresh = picked[~self._deleted[picked]]
+            self._deleted[fresh] = True
+            self._n_deleted += int(fresh.shape[0])
+            return int(fresh.shape[0])
 
     def freeze(self) -> None:
         """No more appends: the segment is about to be sealed."""
@@ -198,7 +272,7 @@ class GrowingSegment:
             live = np.flatnonzero(~self._deleted[:n])
             names = sorted(self._tenant_codes, key=self._tenant_codes.__getitem__)
             rows = SegmentRows(
-                keys=tuple(self._keys[i] for i in live),
+                keys=KeyTable.of([self._keys[i] for i in live.tolist()]),
                 vectors=self._vectors[live],
                 sq_norms=self._sq[live],
                 tenants=self._tenant[live],
@@ -214,25 +288,53 @@ class GrowingSegment:
             return self._deleted[rows].copy()
 
     def summary(self) -> SegmentSummary:
-        """One ball around the mean (cheap, computed on demand and cached per
-        row count; deleted rows stay inside, which keeps it a valid bound)."""
+        """One ball covering every row (deleted ones stay inside, which keeps
+        it a valid bound) and per-bucket stats, cached per row count.
+
+        Why incremental: coordinators ask for summaries every few hundred
+        milliseconds while writes keep adding rows, and recomputing over every
+        row each time cost a loaded shard half its CPU during a bulk load.
+        New rows widen the cached ball (same centre) and merge into the cached
+        stats; the centre moves to the mean again only when the rows have
+        doubled since it was set, so the work stays proportional to the rows
+        written."""
         with self._lock:
             n = self._n
-            if self._summary is not None and self._summary[0] == n:
-                return self._summary[1]
+            cached = self._summary
+            if cached is not None and cached.rows == n:
+                return cached.summary
             if n == 0:
                 return empty_summary(self.dim)
-            vectors = self._vectors[:n].copy()
-            buckets = self._bucket[:n].copy()
-            tenants = self._tenant[:n].copy()
-            columns = self._columns.take(np.arange(n))
+            fresh = cached is None or n >= 2 * cached.centred_at
+            start = 0 if fresh or cached is None else cached.rows
+            # Views, not copies: rows below n never change, and a growing
+            # array is replaced, never rewritten (see `search`).
+            vectors = self._vectors[start:n]
+            buckets = self._bucket[start:n]
+            tenants = self._tenant[start:n]
+            columns = self._columns.take(np.arange(start, n))
             names = sorted(self._tenant_codes, key=self._tenant_codes.__getitem__)
-        centre = vectors.astype(np.float64).mean(axis=0, keepdims=True).astype(np.float32)
-        centroids, radii = balls_for(vectors, centre, np.zeros(n, dtype=np.int64))
-        summary = SegmentSummary(centroids, radii, bucket_stats(buckets, tenants, names, columns))
+        stats = bucket_stats(buckets, tenants, names, columns)
+        if fresh or cached is None:
+            centre = vectors.mean(axis=0, dtype=np.float64, keepdims=True).astype(np.float32)
+            centroids, radii = balls_for(vectors, centre, np.zeros(n, dtype=np.int64))
+            state = _GrowingSummary(n, n, SegmentSummary(centroids, radii, stats))
+        else:
+            old = cached.summary
+            wider = ball_radii(vectors, old.centroids, np.zeros(n - start, dtype=np.int64))
+            state = _GrowingSummary(
+                n,
+                cached.centred_at,
+                SegmentSummary(
+                    old.centroids,
+                    np.maximum(old.radii, wider),
+                    merge_bucket_stats([old.buckets, stats]),
+                ),
+            )
         with self._lock:
-            self._summary = (n, summary)
-        return summary
+            if self._summary is None or self._summary.rows < n:
+                self._summary = state
+        return state.summary
 
     def release(self) -> None:
         """Nothing on disk; memory goes with the last reference."""

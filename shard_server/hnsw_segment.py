@@ -59,7 +59,10 @@ class HnswIndex:
         self._index.save_index(str(path))
 
     def nbytes(self) -> int:
-        return int(self._index.index_file_size())
+        """In memory: the saved size (vectors, graph, labels) plus what only
+        lives in memory — the label map and a lock per element, measured at
+        126–150 bytes per element (hnswlib 0.8)."""
+        return int(self._index.index_file_size()) + 136 * int(self._index.get_current_count())
 
     def search(
         self,

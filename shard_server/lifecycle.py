@@ -38,9 +38,10 @@ from shard_server.compaction import CompactionPolicy, SegmentStat, plan_compacti
 from shard_server.growing_segment import GrowingSegment
 from shard_server.ivfpq_segment import IvfPqTemplate
 from shard_server.manifest import Manifest, SegmentEntry, write_file_atomic, write_manifest
+from shard_server.memory import release_free_memory
 from shard_server.planner import PlannerPolicy
 from shard_server.quality_metrics import INDEXING_LAG
-from shard_server.records import Record
+from shard_server.row_batch import RowBatch
 from shard_server.sealed_segment import BuildSettings, SealedSegment, build_sealed
 from shard_server.segment import Segment
 from shard_server.segment_files import save_segment
@@ -225,13 +226,21 @@ class SegmentLifecycle:
         self.index = index
         self.set.growing.extend_schema(added)
 
-    def upsert(self, r: Record, seq: int) -> None:
-        """New row in the growing segment first, then the old row masked: a
-        racing search sees the new version or both (deduplicated by sequence),
-        never neither."""
-        self.set.growing.upsert(r.key, r.vector, r.attributes, r.bucket, seq)
+    def upsert(self, rows: RowBatch, seq: int | np.ndarray) -> None:
+        """New rows (keys distinct) in the growing segment first, then their
+        old rows masked: a racing search sees the new version or both
+        (deduplicated by sequence), never neither."""
+        self.set.growing.append(
+            rows.keys,
+            rows.vectors,
+            rows.tenants,
+            rows.tenant_names,
+            rows.buckets,
+            np.broadcast_to(np.asarray(seq, dtype=np.int64), (len(rows),)),
+            rows.columns,
+        )
         for seg in self.set.sealed:
-            seg.delete(r.key)
+            seg.delete_many(rows.keys)
 
     def delete(self, key: EntityKey) -> None:
         for seg in self.set.view:
@@ -277,6 +286,7 @@ class SegmentLifecycle:
             if target.first_write is not None:
                 INDEXING_LAG.labels(self.label).observe(self._clock() - target.first_write)
         self.set.retire([target])
+        release_free_memory()  # the growing segment's arrays and the build's copies
         return True
 
     def _stat(self, seg: SealedSegment) -> SegmentStat:
@@ -317,6 +327,7 @@ class SegmentLifecycle:
                 self.set.swap(group, [seg] if seg is not None else [])
             self._write_manifest()
         self.set.retire(group)
+        release_free_memory()
         return True
 
     def _build(self, operation: str, rows: SegmentRows) -> SealedSegment | None:

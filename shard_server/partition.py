@@ -27,10 +27,11 @@ import numpy as np
 from core import tracing
 from core.domain import EntityKey, Metric
 from core.errors import FailedPrecondition, InvalidArgument
-from core.filters import validate_attributes, validate_filter
+from core.filters import validate_filter
 from core.limits import DEFAULT_LIMITS, Limits
 from core.ordering import order_key
-from core.scoring import canonical_scores, normalized, prepare_queries
+from core.record_columns import RecordColumns
+from core.scoring import canonical_scores, prepare_queries
 from core.vectors import check_vector
 from registry.index_params import parse_index_params
 from registry.model import EmbeddingFamily, IndexVersion
@@ -46,7 +47,8 @@ from shard_server.model import (
     SearchResult,
     WriteResult,
 )
-from shard_server.recovery import apply_liveness, recover_segments
+from shard_server.recovery import records_to_rebuild, recover_segments
+from shard_server.row_batch import RowBatch, applying, latest_rows, prepare_rows
 from shard_server.segment import Segment
 from shard_server.storage import (
     RECORDS,
@@ -54,10 +56,9 @@ from shard_server.storage import (
     TOMBSTONES,
     ShardStore,
     decode_sequence,
-    encode_sequence,
 )
 from shard_server.summary import SegmentSummary, merge_bucket_stats
-from shard_server.summary_leases import NewRow, SummaryLeases
+from shard_server.summary_leases import NewRows, SummaryLeases
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +87,10 @@ def delete_applies(version: int, stored: bytes | None, tombstone: bytes | None) 
     return tombstone is None or rec.decode_tombstone(tombstone) < version
 
 
-def _new_row(r: rec.Record) -> NewRow:
-    return NewRow(r.vector, r.bucket, r.key.tenant_id, r.attributes)
+def _new_rows(rows: RowBatch) -> NewRows:
+    return NewRows(
+        rows.vectors, rows.buckets, rows.tenants, rows.tenant_names, rows.numeric_columns()
+    )
 
 
 class IndexPartition:
@@ -156,25 +159,7 @@ class IndexPartition:
         found = recover_segments(
             self.lifecycle.directory, self.index, self.family, self.params, self.lifecycle.policy
         )
-        live_seqs = {
-            rec.parse_record_key(raw_key)[1]: decode_sequence(value)
-            for raw_key, value in self.store.iter_prefix(SEQUENCES, self._prefix)
-        }
-        tail: list[tuple[int, rec.Record]] = []
-        if found.manifest_found:
-            covered = apply_liveness(found.segments, live_seqs)
-            missing = sorted((seq, key) for key, seq in live_seqs.items() if key not in covered)
-            for start in range(0, len(missing), 4096):
-                chunk = missing[start : start + 4096]
-                raw_keys = [rec.keyed(self._prefix, key) for _, key in chunk]
-                for (seq, key), value in zip(
-                    chunk, self.store.multi_get(RECORDS, raw_keys), strict=True
-                ):
-                    if value is not None:
-                        tail.append((seq, rec.decode_record(key, value)))
-        else:
-            tail = self._scan_all(live_seqs)
-        tail.sort(key=lambda t: t[0])
+        tail = records_to_rebuild(self.store, self._prefix, found)
         self.lifecycle.start(
             found.segments,
             found.template,
@@ -182,8 +167,11 @@ class IndexPartition:
             found.next_id,
             rewrite_manifest=found.damaged,
         )
-        for seq, r in tail:
-            self.lifecycle.set.growing.upsert(r.key, r.vector, r.attributes, r.bucket, seq)
+        dim = self.family.dimension
+        for start in range(0, len(tail), 4096):
+            chunk = tail[start : start + 4096]
+            rows = RowBatch.from_records([r for _, r in chunk], dim)
+            self.lifecycle.upsert(rows, np.array([seq for seq, _ in chunk], dtype=np.int64))
         self.tombstones = sum(1 for _ in self.store.iter_prefix(TOMBSTONES, self._prefix))
         if tail:
             log.info(
@@ -195,99 +183,65 @@ class IndexPartition:
             )
         return sum(s.live_count for s in found.segments) + len(tail)
 
-    def _scan_all(self, live_seqs: dict[EntityKey, int]) -> list[tuple[int, rec.Record]]:
-        """Every record (no manifest yet). Records written before write
-        sequences were stored get sequence 0 recorded now."""
-        out, backfill = [], []
-        for raw_key, value in self.store.iter_prefix(RECORDS, self._prefix):
-            _, key = rec.parse_record_key(raw_key)
-            seq = live_seqs.get(key)
-            if seq is None:
-                seq = 0
-                backfill.append((SEQUENCES, raw_key, encode_sequence(0)))
-            out.append((seq, rec.decode_record(key, value)))
-        if backfill:
-            self.store.write(puts=backfill)
-        return out
-
-    def validate(self, records: Sequence[rec.Record]) -> list[rec.Record]:
-        """Checks every record before anything is written; returns them ready to
-        store (normalized where the family says so). One bad record rejects the
-        batch, naming its key."""
-        out = []
-        for r in records:
-            where = f"record {tuple(p[:64] for p in r.key)}"
-            if not r.key.entity_id:
-                raise InvalidArgument(f"{where}: entity_id is empty, expected a non-empty id")
-            # Defence in depth: the coordinator checked these limits already.
-            self.limits.check_key(r.key, where)
-            self.limits.check_attributes(r.attributes, where)
-            check_vector(r.vector, self.family.dimension, what=where)
-            validate_attributes(r.attributes, self.index.attributes, where)
-            if r.bucket >= self.index.num_buckets:
-                raise InvalidArgument(
-                    f"{where}: bucket {r.bucket} out of range 0..{self.index.num_buckets - 1}"
-                )
-            v64 = r.vector.astype(np.float64)
-            norm = float(np.sqrt(v64 @ v64))
-            vector = (
-                normalized(r.vector, what=where)
-                if self.normalize
-                else np.array(r.vector, dtype=np.float32)
-            )
-            out.append(
-                rec.Record(
-                    r.key,
-                    vector,
-                    r.source_version,
-                    r.model_version,
-                    r.created_at,
-                    r.attributes,
-                    norm,
-                    r.bucket,
-                )
-            )
-        return out
-
     def upsert(self, records: Sequence[rec.Record], writer: str = "") -> WriteResult:
-        """`writer` names the coordinator that sent the write (summary leases)."""
-        ready = self.validate(records)
-        # Within a batch the highest source_version wins; on a tie, the last one.
-        latest: dict[EntityKey, rec.Record] = {}
-        for r in ready:
-            prev = latest.get(r.key)
-            if prev is None or r.source_version >= prev.source_version:
-                latest[r.key] = r
-        keys = list(latest)
-        raw_keys = [rec.keyed(self._prefix, k) for k in keys]
+        """Per-record writes (`ShardService.Upsert`): the same path as columns."""
+        return self.write(RowBatch.from_records(records, self.family.dimension), writer)
+
+    def upsert_columns(
+        self, tenant_id: str, records: RecordColumns, buckets: np.ndarray, writer: str = ""
+    ) -> WriteResult:
+        """Rows of one tenant as columns (`ShardService.UpsertColumns`)."""
+        return self.write(RowBatch.from_columns(tenant_id, records, buckets), writer)
+
+    def write(self, batch: RowBatch, writer: str = "") -> WriteResult:
+        """Checks every row before anything is written (one bad row rejects
+        the batch, naming its key), keeps the newest version of each key,
+        applies the version rules against RocksDB and writes what applies in
+        one batch synced to the WAL, then appends it to the growing segment.
+        `writer` names the coordinator that sent the write (summary leases)."""
+        ready = prepare_rows(batch, self.family, self.index, self.limits)
+        raw_keys = rec.row_keys(self._prefix, ready.keys)
+        keep = latest_rows(raw_keys, ready.source_versions)
+        if keep.shape[0] != len(ready):
+            ready = ready.take(keep)
+            raw_keys = [raw_keys[i] for i in keep.tolist()]
         with self._write_lock:
-            stored = self.store.multi_get(RECORDS, raw_keys)
             tombs = self.store.multi_get(TOMBSTONES, raw_keys)
-            apply: list[tuple[bytes, rec.Record]] = []
-            revived = 0
-            for raw_key, key, old, tomb in zip(raw_keys, keys, stored, tombs, strict=True):
-                r = latest[key]
-                if not applies(r.source_version, old, tomb):
-                    continue
-                apply.append((raw_key, r))
-                revived += tomb is not None
-            seq = self.store.write(
-                puts=[(RECORDS, k, rec.encode_record(r)) for k, r in apply],
-                deletes=[(TOMBSTONES, k) for k, _ in apply],
-                stamps=[(SEQUENCES, k) for k, _ in apply],
+            applies_now = applying(
+                ready.source_versions, self.store.multi_get(RECORDS, raw_keys), tombs
             )
-            for _, r in apply:
-                self.lifecycle.upsert(r, seq)
-            self.tombstones -= revived
+            rows = np.flatnonzero(applies_now)
+            if rows.shape[0] != len(ready):
+                ready = ready.take(rows)
+                picked = rows.tolist()
+                raw_keys = [raw_keys[i] for i in picked]
+                tombs = [tombs[i] for i in picked]
+            revived = [k for k, t in zip(raw_keys, tombs, strict=True) if t is not None]
+            values = rec.encode_rows(
+                ready.source_versions,
+                ready.created_at,
+                ready.norms if ready.norms is not None else np.zeros(len(ready)),
+                ready.buckets,
+                ready.model_versions,
+                rec.attributes_json(ready.columns, len(ready)),
+                ready.vectors,
+            )
+            seq = self.store.write_columns(
+                puts=[(RECORDS, raw_keys, values)],
+                deletes=[(TOMBSTONES, revived)],
+                stamps=[(SEQUENCES, raw_keys)],
+            )
+            self.lifecycle.upsert(ready, seq)
+            self.tombstones -= len(revived)
             due = self.lifecycle.seal_due()
-            hold = self.leases.hold_until([_new_row(r) for _, r in apply], writer)
+            hold = self.leases.hold_until(_new_rows(ready), writer)
         self._wait_for_leases(hold)
-        ignored = len(latest) - len(apply)
-        metrics.RECORDS.labels(self.metrics_label, "written").inc(len(apply))
+        ignored = len(keep) - len(ready)
+        metrics.RECORDS.labels(self.metrics_label, "written").inc(len(ready))
         metrics.RECORDS.labels(self.metrics_label, "ignored_stale").inc(ignored)
         if due:
             self.on_seal_due()
-        return WriteResult(len(apply), ignored, seq)
+        return WriteResult(len(ready), ignored, seq)
 
     def delete(self, keys: Sequence[EntityKey], source_version: int) -> WriteResult:
         unique = list(dict.fromkeys(keys))
@@ -355,10 +309,12 @@ class IndexPartition:
                         deletes=[(TOMBSTONES, k) for k, _ in take],
                         stamps=[(SEQUENCES, k) for k, _ in take],
                     )
-                    taken = [rec.decode_record(rec.parse_record_key(k)[1], v) for k, v in take]
-                    for r in taken:
-                        self.lifecycle.upsert(r, seq)
-                    hold = max(hold, self.leases.hold_until([_new_row(r) for r in taken]))
+                    taken = RowBatch.from_records(
+                        [rec.decode_record(rec.parse_record_key(k)[1], v) for k, v in take],
+                        self.family.dimension,
+                    )
+                    self.lifecycle.upsert(taken, seq)
+                    hold = max(hold, self.leases.hold_until(_new_rows(taken)))
                     applied += len(take)
             if tombstones:
                 raw_keys = [k for k, _ in tombstones]

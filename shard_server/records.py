@@ -8,16 +8,31 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 import numpy as np
 
-from core.domain import AttrValue, EntityKey, VersionRef
+from core.domain import AttrType, AttrValue, EntityKey, VersionRef
+from core.record_columns import AttributeColumn
 
 _HEADER = struct.Struct(
     "<qqfIHI"
 )  # source_version, created_at, norm, bucket, len(model), len(attrs)
+# The same header as a numpy record, to encode a batch of them at once.
+_HEADER_DTYPE = np.dtype(
+    [
+        ("source_version", "<i8"),
+        ("created_at", "<i8"),
+        ("norm", "<f4"),
+        ("bucket", "<u4"),
+        ("model_len", "<u2"),
+        ("attrs_len", "<u4"),
+    ]
+)
+assert _HEADER_DTYPE.itemsize == _HEADER.size
 
 
 def _part(s: str) -> bytes:
@@ -112,3 +127,91 @@ def source_version_of(raw: bytes) -> int:
 def bucket_of_value(raw: bytes) -> int:
     """The bucket a stored record was placed in, without decoding the rest."""
     return int(_HEADER.unpack_from(raw)[3])
+
+
+# --- a batch at once (shard_server.row_batch) ---------------------------------
+# Byte for byte what `encode_record` writes for each row (a test holds them
+# together), without a Python object per value.
+
+
+def _json_float(v: float) -> str:
+    """What `json.dumps` writes for a float (specials as JSON's own names)."""
+    if v != v:
+        return "NaN"
+    if v in (float("inf"), float("-inf")):
+        return "Infinity" if v > 0 else "-Infinity"
+    return float.__repr__(v)
+
+
+def _json_values(col: AttributeColumn) -> list[str]:
+    if col.type is AttrType.STRING_LIST:
+        return [
+            "[" + ", ".join(map(encode_basestring_ascii, items)) + "]"
+            for items in col.values.tolist()
+        ]
+    if col.type is AttrType.STRING:
+        return list(map(encode_basestring_ascii, col.values.tolist()))
+    if col.type is AttrType.FLOAT:
+        return list(map(_json_float, col.values.tolist()))
+    return list(map(int.__repr__, col.values.tolist()))
+
+
+def attributes_json(columns: Sequence[tuple[str, AttributeColumn]], n: int) -> list[bytes]:
+    """Per row, `json.dumps(attributes, sort_keys=True)` of the row's attributes."""
+    present = [(name, col) for name, col in columns if col.present.any()]
+    if not present:
+        return [b"{}"] * n
+    parts = []
+    for name, col in sorted(present, key=lambda c: c[0]):  # stable: a name's types stay adjacent
+        head = encode_basestring_ascii(name) + ": "
+        parts.append(
+            [
+                head + v if p else ""
+                for v, p in zip(_json_values(col), col.present.tolist(), strict=True)
+            ]
+        )
+    return [
+        ("{" + ", ".join(p for p in row if p) + "}").encode() for row in zip(*parts, strict=True)
+    ]
+
+
+def encode_rows(
+    source_versions: np.ndarray,
+    created_at: np.ndarray,
+    norms: np.ndarray,
+    buckets: np.ndarray,
+    model_versions: Sequence[str],
+    attrs: Sequence[bytes],
+    vectors: np.ndarray,
+) -> list[bytes]:
+    """`encode_record` of every row: one header array and one vector buffer,
+    then one join per row."""
+    n = source_versions.shape[0]
+    models = [m.encode() for m in model_versions]
+    header = np.empty(n, dtype=_HEADER_DTYPE)
+    header["source_version"] = source_versions
+    header["created_at"] = created_at
+    header["norm"] = norms
+    header["bucket"] = buckets
+    header["model_len"] = np.fromiter(map(len, models), dtype=np.int64, count=n)
+    header["attrs_len"] = np.fromiter(map(len, attrs), dtype=np.int64, count=n)
+    head = memoryview(header.tobytes())
+    vec = memoryview(np.ascontiguousarray(vectors, dtype="<f4").tobytes())
+    h, d = _HEADER.size, vectors.shape[1] * 4
+    return [
+        b"".join((head[i * h : i * h + h], models[i], attrs[i], vec[i * d : i * d + d]))
+        for i in range(n)
+    ]
+
+
+def row_keys(prefix: bytes, keys: Sequence[EntityKey]) -> list[bytes]:
+    """`keyed` for many keys; tenant and entity type parts are encoded once each."""
+    parts: dict[str, bytes] = {}
+
+    def part(s: str) -> bytes:
+        p = parts.get(s)
+        if p is None:
+            p = parts[s] = _part(s)
+        return p
+
+    return [prefix + part(t) + part(e) + _part(i) for t, e, i in keys]

@@ -20,11 +20,13 @@ import numpy as np
 from core.domain import EntityKey
 from registry.index_params import IndexParams, IvfPqParams
 from registry.model import EmbeddingFamily, IndexVersion
+from shard_server import records as rec
 from shard_server.ivfpq_segment import IvfPqTemplate
 from shard_server.lifecycle import TEMPLATE_FILE, LifecyclePolicy
 from shard_server.manifest import MANIFEST, Manifest, ManifestError, read_manifest, verify
 from shard_server.sealed_segment import SealedSegment
 from shard_server.segment_files import load_segment
+from shard_server.storage import RECORDS, SEQUENCES, ShardStore, decode_sequence, encode_sequence
 
 log = logging.getLogger(__name__)
 
@@ -137,3 +139,48 @@ def apply_liveness(
                 dead[row] = True
         seg.mark_deleted(dead)
     return covered
+
+
+def records_to_rebuild(
+    store: ShardStore, prefix: bytes, found: Recovered
+) -> list[tuple[int, rec.Record]]:
+    """(write sequence, record) of every live record of the index version
+    (`prefix`) that the loaded segments do not serve — the growing tail —
+    in write order; the segments' rows that RocksDB no longer holds in that
+    version are masked on the way."""
+    live_seqs = {
+        rec.parse_record_key(raw_key)[1]: decode_sequence(value)
+        for raw_key, value in store.iter_prefix(SEQUENCES, prefix)
+    }
+    tail: list[tuple[int, rec.Record]] = []
+    if found.manifest_found:
+        covered = apply_liveness(found.segments, live_seqs)
+        missing = sorted((seq, key) for key, seq in live_seqs.items() if key not in covered)
+        for start in range(0, len(missing), 4096):
+            chunk = missing[start : start + 4096]
+            raw_keys = [rec.keyed(prefix, key) for _, key in chunk]
+            for (seq, key), value in zip(chunk, store.multi_get(RECORDS, raw_keys), strict=True):
+                if value is not None:
+                    tail.append((seq, rec.decode_record(key, value)))
+    else:
+        tail = _scan_all(store, prefix, live_seqs)
+    tail.sort(key=lambda t: t[0])
+    return tail
+
+
+def _scan_all(
+    store: ShardStore, prefix: bytes, live_seqs: dict[EntityKey, int]
+) -> list[tuple[int, rec.Record]]:
+    """Every record (no manifest yet). Records written before write
+    sequences were stored get sequence 0 recorded now."""
+    out, backfill = [], []
+    for raw_key, value in store.iter_prefix(RECORDS, prefix):
+        _, key = rec.parse_record_key(raw_key)
+        seq = live_seqs.get(key)
+        if seq is None:
+            seq = 0
+            backfill.append((SEQUENCES, raw_key, encode_sequence(0)))
+        out.append((seq, rec.decode_record(key, value)))
+    if backfill:
+        store.write(puts=backfill)
+    return out

@@ -98,16 +98,27 @@ class SealedSegment:
         return int(self.rows.seqs.max()) if len(self.rows) else 0
 
     def nbytes(self) -> int:
-        own = self.rows.vectors.nbytes + len(self.rows) * 24
+        """Memory the segment holds: its index, its rows (not the mapped
+        vector file: `mapped_bytes`) and the deleted-row bitmap."""
+        own = self.rows.nbytes() + self._deleted.nbytes
         return own + (self.index.nbytes() if self.index is not None else 0)
 
+    def mapped_bytes(self) -> int:
+        return self.rows.mapped_bytes()
+
     def delete(self, key: EntityKey) -> bool:
-        row = self.rows.row_of.get(key)
-        if row is None or self._deleted[row]:
-            return False
-        self._deleted[row] = True
-        self._n_deleted += 1
-        return True
+        return self.delete_many([key]) == 1
+
+    def delete_many(self, keys: Sequence[EntityKey]) -> int:
+        rows = self.rows.rows_of(keys)
+        rows = rows[rows >= 0]
+        if not rows.shape[0]:
+            return 0
+        picked = np.unique(rows)
+        fresh = picked[~self._deleted[picked]]
+        self._deleted[fresh] = True
+        self._n_deleted += int(fresh.shape[0])
+        return int(fresh.shape[0])
 
     def mark_deleted(self, mask: np.ndarray) -> None:
         """ORs rows into the bitmap (at a swap, or from RocksDB at load)."""

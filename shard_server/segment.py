@@ -140,11 +140,21 @@ class Segment(Protocol):
         """Masks the key's live row, if this segment holds one."""
         ...
 
+    def delete_many(self, keys: Sequence[EntityKey]) -> int:
+        """Masks the live rows of many keys at once; returns how many."""
+        ...
+
     def summary(self) -> SegmentSummary:
         """Balls covering every row (for score bounds) and per-bucket stats."""
         ...
 
-    def nbytes(self) -> int: ...
+    def nbytes(self) -> int:
+        """Memory the segment holds in the process (not its mapped files)."""
+        ...
+
+    def mapped_bytes(self) -> int:
+        """Bytes of the segment's files mapped into memory (vectors)."""
+        ...
 
     def release(self) -> None:
         """Called once no search holds the segment any more and it has left the

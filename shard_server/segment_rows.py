@@ -4,22 +4,29 @@ write sequences and attribute columns, immutable once built.
 Kept separate from any index so that every kind (flat, hnsw, ivfpq) reranks
 and filters over the same exact data, and so compaction can merge rows of
 segments of different kinds.
+
+Memory: keys are a `KeyTable` (arrays, ~35 bytes a row), and once the
+segment's files are written its vectors are the segment's own float32 file
+mapped read-only (`with_vectors`), so the process holds no second copy of
+them beside the index's: the page cache keeps what reranks touch, and gives
+it back under memory pressure.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from core.domain import AttrType, EntityKey
 from shard_server.columns import AttributeColumns
+from shard_server.key_table import KeyTable
 
 
 @dataclass(frozen=True, eq=False)
 class SegmentRows:
-    keys: tuple[EntityKey, ...]
+    keys: KeyTable
     vectors: np.ndarray  # (n, d) float32
     sq_norms: np.ndarray  # (n,) float32
     tenants: np.ndarray  # (n,) int32 codes into tenant_names
@@ -27,7 +34,6 @@ class SegmentRows:
     buckets: np.ndarray  # (n,) int32
     seqs: np.ndarray  # (n,) int64
     columns: AttributeColumns
-    row_of: dict[EntityKey, int] = field(init=False, repr=False)
     _tenant_code: dict[str, int] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -37,12 +43,40 @@ class SegmentRows:
             if arr.shape[0] != n:
                 raise ValueError(f"segment rows: {name} has {arr.shape[0]} rows, expected {n}")
             arr.flags.writeable = False
-        object.__setattr__(self, "row_of", {key: i for i, key in enumerate(self.keys)})
-        if len(self.row_of) != n:
+        if self.keys.has_duplicates():
             raise ValueError("segment rows: a key appears twice; sealed rows are one per key")
         object.__setattr__(
             self, "_tenant_code", {name: i for i, name in enumerate(self.tenant_names)}
         )
+
+    def with_vectors(self, vectors: np.ndarray) -> SegmentRows:
+        """The same rows over another copy of the same vectors (the mapped file)."""
+        if vectors.shape != self.vectors.shape:
+            raise ValueError(
+                f"segment rows: vectors {vectors.shape}, expected {self.vectors.shape}"
+            )
+        return replace(self, vectors=vectors)
+
+    def row_of(self, key: EntityKey) -> int | None:
+        return self.keys.row_of(key)
+
+    def rows_of(self, keys: Sequence[EntityKey]) -> np.ndarray:
+        """The row of each key, -1 where these rows do not hold it."""
+        return self.keys.rows_of(keys)
+
+    def nbytes(self) -> int:
+        """Memory the rows hold, without vectors mapped from a file."""
+        mapped = isinstance(self.vectors, np.memmap)
+        arrays = (self.sq_norms, self.tenants, self.buckets, self.seqs)
+        return (
+            (0 if mapped else self.vectors.nbytes)
+            + sum(a.nbytes for a in arrays)
+            + self.keys.nbytes()
+            + self.columns.nbytes()
+        )
+
+    def mapped_bytes(self) -> int:
+        return self.vectors.nbytes if isinstance(self.vectors, np.memmap) else 0
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -56,7 +90,7 @@ class SegmentRows:
 
     def take(self, rows: np.ndarray) -> SegmentRows:
         return SegmentRows(
-            keys=tuple(self.keys[i] for i in rows),
+            keys=self.keys.take(rows),
             vectors=self.vectors[rows],
             sq_norms=self.sq_norms[rows],
             tenants=self.tenants[rows],
@@ -69,7 +103,7 @@ class SegmentRows:
     @classmethod
     def empty(cls, dim: int, schema: Mapping[str, AttrType]) -> SegmentRows:
         return cls(
-            keys=(),
+            keys=KeyTable.of([]),
             vectors=np.zeros((0, dim), np.float32),
             sq_norms=np.zeros(0, np.float32),
             tenants=np.zeros(0, np.int32),
@@ -91,7 +125,7 @@ class SegmentRows:
             codes.append(remap[p.tenants] if len(p) else np.zeros(0, np.int32))
         dim = parts[0].dim
         return cls(
-            keys=tuple(k for p in parts for k in p.keys),
+            keys=KeyTable.concat([p.keys for p in parts]),
             vectors=np.concatenate([p.vectors for p in parts]).reshape(-1, dim),
             sq_norms=np.concatenate([p.sq_norms for p in parts]),
             tenants=np.concatenate(codes).astype(np.int32),

@@ -56,7 +56,7 @@ class RunningShard:
 def create_server(cfg: ShardConfig, limits: Limits = DEFAULT_LIMITS) -> RunningShard:
     # FeatureShardStore is the ShardStore that also opens the feature groups'
     # column families already on disk (RocksDB refuses to open without them).
-    store = FeatureShardStore(cfg.data_dir / "rocksdb")
+    store = FeatureShardStore(cfg.data_dir / "rocksdb", cfg.store_memory())
     etcd = EtcdStore(cfg.etcd)
     registry = Registry(etcd, cfg.etcd_prefix)
     cache = SnapshotCache(registry)

@@ -19,6 +19,7 @@ from core.domain import EntityKey, Metric, VersionRef
 from core.embedding_columns import EmbeddingColumns
 from core.errors import FailedPrecondition, VecshardError
 from core.limits import DEFAULT_LIMITS, Limits
+from core.record_columns import RecordColumns
 from registry.model import Status
 from registry.snapshot import Snapshot
 from registry.watcher import SnapshotCache
@@ -26,6 +27,7 @@ from shard_server.errors import UnknownIndex
 from shard_server.lifecycle import LifecyclePolicy
 from shard_server.lookup_columns import read_embeddings, record_keys
 from shard_server.maintenance import Maintainer
+from shard_server.memory import release_free_memory
 from shard_server.model import Lookup, Query, SearchResult, WriteResult
 from shard_server.partition import IndexPartition
 from shard_server.quality_metrics import observe_vectors
@@ -48,6 +50,7 @@ class SegmentInfo:
     deleted: int
     nbytes: int
     summary: SegmentSummary | None = None
+    mapped_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -62,10 +65,31 @@ class IndexStats:
     # Only with summaries.
     buckets: dict[int, BucketStats] = field(default_factory=dict)
 
+    @property
+    def memory_bytes(self) -> int:
+        return sum(s.nbytes for s in self.segments)
+
+    @property
+    def mapped_bytes(self) -> int:
+        return sum(s.mapped_bytes for s in self.segments)
+
+    @property
+    def bytes_per_vector(self) -> float:
+        """Memory per row held (deleted rows not yet compacted away count)."""
+        rows = sum(s.rows for s in self.segments)
+        return self.memory_bytes / rows if rows else 0.0
+
 
 def _segment_info(seg: Segment, summary: SegmentSummary | None) -> SegmentInfo:
     return SegmentInfo(
-        seg.id, seg.kind, seg.state, len(seg), seg.deleted_count, seg.nbytes(), summary
+        seg.id,
+        seg.kind,
+        seg.state,
+        len(seg),
+        seg.deleted_count,
+        seg.nbytes(),
+        summary,
+        seg.mapped_bytes(),
     )
 
 
@@ -223,6 +247,18 @@ class ShardNode:
             observe_vectors(part.metrics_label, np.stack([r.vector for r in records]))
         return result
 
+    def upsert_columns(
+        self,
+        ref: VersionRef,
+        tenant_id: str,
+        records: RecordColumns,
+        buckets: np.ndarray,
+        writer: str = "",
+    ) -> WriteResult:
+        part = self.partition(ref)
+        self._check_buckets(ref, set(np.unique(buckets).tolist()))
+        return part.upsert_columns(tenant_id, records, buckets, writer)
+
     def delete(
         self, ref: VersionRef, keys: Sequence[EntityKey], source_version: int
     ) -> WriteResult:
@@ -261,8 +297,12 @@ class ShardNode:
         )
 
     def flush(self, ref: VersionRef, compact: bool) -> IndexStats:
+        """Seals (and compacts) the index version, and writes RocksDB's
+        memtables to disk: after a Flush the shard holds what it serves."""
         part = self.partition(ref)
         part.flush(compact)
+        self.store.flush_memtables()
+        release_free_memory()
         return self._stats(ref, part, summary_lease=None)
 
     def _stats(

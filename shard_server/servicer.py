@@ -11,6 +11,7 @@ from core.wire import key_from_pb
 from protos.vecshard.v1.internal import shard_pb2 as pb
 from protos.vecshard.v1.internal import shard_pb2_grpc
 from shard_server import convert
+from shard_server.memory import process_memory
 from shard_server.service import DEFAULT_SUMMARY_LEASE, ShardNode
 
 
@@ -27,6 +28,20 @@ class ShardServicer(shard_pb2_grpc.ShardServiceServicer):
                 convert.index_ref(batch.index),
                 [convert.record_from_pb(r) for r in batch.records],
                 batch.writer,
+            )
+            written += result.written
+            ignored += result.ignored_stale
+            sequence = result.sequence
+        return pb.UpsertAck(written=written, ignored_stale=ignored, sequence=sequence)
+
+    def UpsertColumns(
+        self, request_iterator: Iterator[pb.UpsertColumnsBatch], context: grpc.ServicerContext
+    ) -> pb.UpsertAck:
+        written = ignored = sequence = 0
+        for batch in request_iterator:
+            tenant_id, records, buckets = convert.columns_batch_from_pb(batch)
+            result = self.node.upsert_columns(
+                convert.index_ref(batch.index), tenant_id, records, buckets, batch.writer
             )
             written += result.written
             ignored += result.ignored_stale
@@ -82,6 +97,7 @@ class ShardServicer(shard_pb2_grpc.ShardServiceServicer):
                 request.holder,
             ),
             self.node.store.sequence,
+            process_memory(),
         )
 
     def Flush(self, request: pb.FlushRequest, context: grpc.ServicerContext) -> pb.FlushResponse:

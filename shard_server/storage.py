@@ -4,16 +4,23 @@ before it returns, so an acknowledged write survives a SIGKILL.
 
 The write sequence of each live record (`record_seqs`) is what lets a
 restarted shard tell which rows of its persisted segments are still the
-current version of their key, so only the rest is rebuilt."""
+current version of their key, so only the rest is rebuilt.
+
+RocksDB's own memory is bounded (`StoreMemory`): memtables of every column
+family together, and one block cache shared by all of them. Left at its
+defaults, each column family keeps up to two 64 MiB memtables and its own
+block cache, which on a shard of a few hundred thousand vectors is more
+memory than the vectors themselves."""
 
 from __future__ import annotations
 
 import struct
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from rocksdict import Options, Rdict, WriteBatch, WriteOptions
+from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch, WriteOptions
 
 RECORDS = "records"
 TOMBSTONES = "tombstones"
@@ -22,26 +29,61 @@ META = "meta"
 SEQUENCES = "record_seqs"
 COLUMN_FAMILIES = (RECORDS, TOMBSTONES, META, SEQUENCES)
 _SEQUENCE_KEY = b"sequence"
+MIB = 1 << 20
+
+
+@dataclass(frozen=True)
+class StoreMemory:
+    # Memtables of all column families together: past it RocksDB flushes the
+    # largest to disk (every write is in the WAL already; nothing waits on it).
+    memtable_bytes: int = 64 * MIB
+    # One memtable of one column family.
+    write_buffer_bytes: int = 16 * MIB
+    # Block cache shared by every column family (index and filter blocks too).
+    block_cache_bytes: int = 32 * MIB
+
+    def __post_init__(self) -> None:
+        if min(self.memtable_bytes, self.write_buffer_bytes, self.block_cache_bytes) < MIB:
+            raise ValueError("RocksDB memory bounds must be at least 1 MiB each")
 
 
 class ShardStore:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, memory: StoreMemory | None = None) -> None:
+        """Opens every column family on disk (RocksDB refuses to open a
+        database without naming them all), creating the fixed ones."""
         path.mkdir(parents=True, exist_ok=True)
-        opts = Options(raw_mode=True)
+        self.memory = memory or StoreMemory()
+        self._cache = Cache(self.memory.block_cache_bytes)
+        opts = self._cf_options()
         opts.create_if_missing(True)
         opts.create_missing_column_families(True)
+        opts.set_db_write_buffer_size(self.memory.memtable_bytes)
+        on_disk = Rdict.list_cf(str(path), opts) if (path / "CURRENT").exists() else []
+        names = list(dict.fromkeys([*COLUMN_FAMILIES, *(n for n in on_disk if n != "default")]))
         self._db = Rdict(
             str(path),
             options=opts,
-            column_families={cf: Options(raw_mode=True) for cf in COLUMN_FAMILIES},
+            column_families={cf: self._cf_options() for cf in names},
         )
-        self._cfs = {cf: self._db.get_column_family(cf) for cf in COLUMN_FAMILIES}
-        self._handles = {cf: self._db.get_column_family_handle(cf) for cf in COLUMN_FAMILIES}
+        self._cfs = {cf: self._db.get_column_family(cf) for cf in names}
+        self._handles = {cf: self._db.get_column_family_handle(cf) for cf in names}
         self._sync = WriteOptions()
         self._sync.sync = True
         raw = self._cfs[META].get(_SEQUENCE_KEY)
         self._sequence = int(raw) if raw is not None else 0
         self._seq_lock = threading.Lock()
+
+    def _cf_options(self) -> Options:
+        opts = Options(raw_mode=True)
+        opts.set_write_buffer_size(self.memory.write_buffer_bytes)
+        table = BlockBasedOptions()
+        table.set_block_cache(self._cache)
+        table.set_cache_index_and_filter_blocks(True)
+        # Every write looks its keys up first; most are new: a bloom filter
+        # (10 bits a key) answers "absent" without reading data blocks.
+        table.set_bloom_filter(10, False)
+        opts.set_block_based_table_factory(table)
+        return opts
 
     @property
     def sequence(self) -> int:
@@ -74,6 +116,48 @@ class ShardStore:
             self._db.write(batch, self._sync)
             self._sequence = seq
             return seq
+
+    def write_columns(
+        self,
+        puts: Iterable[tuple[str, Sequence[bytes], Sequence[bytes]]] = (),
+        deletes: Iterable[tuple[str, Sequence[bytes]]] = (),
+        stamps: Iterable[tuple[str, Sequence[bytes]]] = (),
+    ) -> int:
+        """`write` for keys and values given as parallel lists per column
+        family: one batch, synced, no tuple per row."""
+        with self._seq_lock:
+            seq = self._sequence + 1
+            batch = WriteBatch(raw_mode=True)
+            put, delete = batch.put, batch.delete
+            for cf, keys, values in puts:
+                handle = self._handles[cf]
+                for key, value in zip(keys, values, strict=True):
+                    put(key, value, handle)
+            stamp = encode_sequence(seq)
+            for cf, keys in stamps:
+                handle = self._handles[cf]
+                for key in keys:
+                    put(key, stamp, handle)
+            for cf, keys in deletes:
+                handle = self._handles[cf]
+                for key in keys:
+                    delete(key, handle)
+            batch.put(_SEQUENCE_KEY, str(seq).encode(), self._handles[META])
+            self._db.write(batch, self._sync)
+            self._sequence = seq
+            return seq
+
+    def flush_memtables(self) -> None:
+        """Writes every memtable to disk and frees it (Flush before a planned
+        restart: less WAL to replay, and the memory back)."""
+        for cf in self._cfs.values():
+            cf.flush(True)
+
+    def memtable_bytes(self) -> int:
+        return sum(
+            int(cf.property_int_value("rocksdb.cur-size-all-mem-tables") or 0)
+            for cf in self._cfs.values()
+        )
 
     def iter_prefix(self, cf: str, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         it = self._cfs[cf].iter()

@@ -27,7 +27,7 @@ once, not per batch; coordinators then simply do not skip the shard.
 
 The record of served summaries is kept under the partition's write lock (a
 write is either in a summary or checked against it). Pure logic over numpy
-arrays; the clock is injected.
+arrays, a whole write at once (`NewRows`); the clock is injected.
 """
 
 from __future__ import annotations
@@ -61,6 +61,49 @@ class NewRow:
     attributes: Mapping[str, AttrValue]
 
 
+@dataclass(frozen=True, eq=False)
+class NewRows:
+    """The rows of one write, as arrays: what a summary could fail to cover."""
+
+    vectors: np.ndarray  # (n, d) float32
+    buckets: np.ndarray  # (n,) int
+    tenants: np.ndarray  # (n,) int codes into tenant_names
+    tenant_names: Sequence[str]
+    # (attribute, float64 values, present) per int or float attribute column
+    numeric: Sequence[tuple[str, np.ndarray, np.ndarray]] = ()
+
+    def __len__(self) -> int:
+        return int(self.buckets.shape[0])
+
+    @classmethod
+    def of(cls, rows: Sequence[NewRow]) -> NewRows:
+        names: dict[str, int] = {}
+        numeric: dict[str, tuple[list[float], list[bool]]] = {}
+        for i, r in enumerate(rows):
+            names.setdefault(r.tenant_id, len(names))
+            for name, value in r.attributes.items():
+                if isinstance(value, str | tuple | bool):
+                    continue
+                values, present = numeric.setdefault(name, ([], []))
+                values.extend([0.0] * (i - len(values)) + [float(value)])
+                present.extend([False] * (i - len(present)) + [True])
+        n = len(rows)
+        return cls(
+            np.stack([r.vector for r in rows]) if rows else np.zeros((0, 0), np.float32),
+            np.array([r.bucket for r in rows], dtype=np.int64),
+            np.array([names[r.tenant_id] for r in rows], dtype=np.int64),
+            tuple(names),
+            [
+                (
+                    name,
+                    np.array(values + [0.0] * (n - len(values))),
+                    np.array(present + [False] * (n - len(present))),
+                )
+                for name, (values, present) in numeric.items()
+            ],
+        )
+
+
 def _outside_balls(vectors: np.ndarray, centroids: np.ndarray, radii: np.ndarray) -> np.ndarray:
     """Per row: lies in no ball (computed in float64 over the stored float32
     balls, the numbers a coordinator bounds with)."""
@@ -76,22 +119,27 @@ def _outside_balls(vectors: np.ndarray, centroids: np.ndarray, radii: np.ndarray
     return ~((dist + margin) <= radii.astype(np.float64)[None, :]).any(axis=1)
 
 
-def _escapes_stats(row: NewRow, stats: BucketStats | None) -> bool:
-    """Whether bucket exclusion on these stats could wrongly skip the row:
-    its tenant is not listed, or a numeric attribute with stats lies outside
-    their range (attributes without stats never exclude, see
-    coordinator.exclusion)."""
-    if stats is None:
-        return False  # no stats for the bucket: a coordinator never excludes it
-    if row.tenant_id not in stats.tenants:
-        return True
-    for name, value in row.attributes.items():
-        rng = stats.ranges.get(name)
-        if rng is None or isinstance(value, str | tuple | bool):
+def _escapes_stats(rows: NewRows, buckets: Mapping[int, BucketStats]) -> bool:
+    """Whether bucket exclusion on these stats could wrongly skip a row: its
+    tenant is not listed for its bucket, or a numeric attribute with stats
+    lies outside their range (attributes without stats never exclude, see
+    coordinator.exclusion; buckets without stats are never excluded)."""
+    for bucket in np.unique(rows.buckets).tolist():
+        stats = buckets.get(bucket)
+        if stats is None:
             continue
-        lo, hi, _ = rng
-        if not lo <= float(value) <= hi:
-            return True
+        in_bucket = rows.buckets == bucket
+        for code in np.unique(rows.tenants[in_bucket]).tolist():
+            if rows.tenant_names[code] not in stats.tenants:
+                return True
+        for name, values, present in rows.numeric:
+            rng = stats.ranges.get(name)
+            if rng is None:
+                continue
+            lo, hi, _ = rng
+            v = values[in_bucket & present]
+            if (~((lo <= v) & (v <= hi))).any():  # NaN escapes too, as `not lo <= v <= hi`
+                return True
     return False
 
 
@@ -123,20 +171,20 @@ class SummaryLeases:
         self._live = [c for c in self._live if c.expires > now]
         self._live.append(Coverage(centroids, radii, buckets, now + lease_seconds, holder))
 
-    def hold_until(self, rows: Sequence[NewRow], writer: str = "") -> float:
+    def hold_until(self, rows: NewRows | Sequence[NewRow], writer: str = "") -> float:
         """The clock time before which the write of `rows`, sent by the
         coordinator `writer`, must not be acknowledged (0.0: at once)."""
         now = self._clock()
         self._live = [c for c in self._live if c.expires > now]
-        if not rows or not self._live:
+        if not len(rows) or not self._live:
             return 0.0
-        vectors = np.stack([r.vector for r in rows])
+        batch = rows if isinstance(rows, NewRows) else NewRows.of(rows)
         until = 0.0
         for cov in self._live:
             if cov.expires <= until or (writer and cov.holder == writer):
                 continue
-            escaped = _outside_balls(vectors, cov.centroids, cov.radii).any() or any(
-                _escapes_stats(r, cov.buckets.get(r.bucket)) for r in rows
+            escaped = _outside_balls(batch.vectors, cov.centroids, cov.radii).any() or (
+                _escapes_stats(batch, cov.buckets)
             )
             if escaped:
                 until = cov.expires

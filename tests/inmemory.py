@@ -50,6 +50,7 @@ from core.errors import (
 )
 from core.filters import validate_attributes, validate_filter
 from core.ordering import order_key
+from core.record_columns import RecordColumns
 from core.scoring import canonical_scores, normalized, prepare_query
 from core.vectors import check_vector
 from registry.feature_batches import (
@@ -288,6 +289,37 @@ class InMemoryShard:
         self, index: VersionRef, records: Sequence[tuple[WriteRecord, int]], timeout: float
     ) -> tuple[int, int]:
         await self._enter("upsert", index)
+        return self._upsert(index, records)
+
+    async def upsert_columns(
+        self,
+        index: VersionRef,
+        tenant_id: str,
+        records: RecordColumns,
+        buckets: np.ndarray,
+        timeout: float,
+    ) -> tuple[int, int]:
+        """`upsert` of the rows, one record each (the rules are the same)."""
+        await self._enter("upsert_columns", index)
+        rows = [
+            (
+                WriteRecord(
+                    EntityKey(tenant_id, records.entity_type, eid),
+                    records.vectors[i],
+                    int(records.source_versions[i]),
+                    records.model_version,
+                    int(records.created_at[i]),
+                    records.attributes_of(i),
+                ),
+                int(buckets[i]),
+            )
+            for i, eid in enumerate(records.entity_ids.tolist())
+        ]
+        return self._upsert(index, rows)
+
+    def _upsert(
+        self, index: VersionRef, records: Sequence[tuple[WriteRecord, int]]
+    ) -> tuple[int, int]:
         part = self._partition(index)
         self._check_buckets(index, {b for _, b in records})
         ready = [(part.stored_form(r, b), b) for r, b in records]

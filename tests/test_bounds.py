@@ -15,6 +15,7 @@ from core.scoring import canonical_scores, normalized, prepare_query
 from registry.index_params import FlatParams, HnswParams, IndexParams, IvfPqParams
 from shard_server.columns import AttributeColumns
 from shard_server.ivfpq_segment import IvfPqTemplate
+from shard_server.key_table import KeyTable
 from shard_server.planner import PlannerPolicy
 from shard_server.sealed_segment import BuildSettings, build_sealed
 from shard_server.segment_rows import SegmentRows
@@ -86,7 +87,7 @@ def test_radii_round_up_to_float32() -> None:
 def _rows(x: np.ndarray) -> SegmentRows:
     n = x.shape[0]
     return SegmentRows(
-        keys=tuple(EntityKey("t", "item", f"k{i}") for i in range(n)),
+        keys=KeyTable.of([EntityKey("t", "item", f"k{i}") for i in range(n)]),
         vectors=x,
         sq_norms=(x.astype(np.float64) ** 2).sum(axis=1).astype(np.float32),
         tenants=np.zeros(n, np.int32),

@@ -31,6 +31,7 @@ COMMANDS = {
     "bench": ("recall/QPS benchmark", "in process", "local clusters"),
     "loadtest": ("open-loop load test",),
     "soak": ("chaos soak", "invariants"),
+    "capacity": ("shards, cores and memory", "measured benchmark figures"),
 }
 SUBCOMMANDS = {
     "registry": [

@@ -87,7 +87,7 @@ def test_upsert_replaces_and_masks_the_old_row() -> None:
     (hit,) = seg.search(np.array([1, 1], np.float32), 5, "t", None, DEFAULT_OPTIONS).hits
     assert (hit.score, hit.seq) == (1.0, 2)
     rows, source = seg.live_rows()
-    assert rows.keys == (key,) and source.tolist() == [1]
+    assert tuple(rows.keys) == (key,) and source.tolist() == [1]
 
 
 @pytest.mark.parametrize("metric", list(Metric))

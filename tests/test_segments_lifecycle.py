@@ -234,7 +234,7 @@ def test_searches_and_writes_proceed_while_a_seal_and_a_compaction_build(
         )
         for seg in sealed:
             for i in range(0, 60):
-                row = seg.rows.row_of.get(EntityKey("t", "item", f"id-{i:05d}"))
+                row = seg.rows.row_of(EntityKey("t", "item", f"id-{i:05d}"))
                 assert row is None or seg.deleted_at(np.array([row]))[0]
     assert [k for k, *_ in s.segments()] == [kind.value, "flat"]
     builds.hold = False
@@ -254,7 +254,7 @@ def test_replaced_files_are_deleted_only_after_the_last_search_releases_them(
     s.upsert(range(300, 600))
     s.part.flush(compact=False)
     old = {p.name for p in s.segdir.iterdir()} - {MANIFEST}
-    assert len(old) == 4  # two segments: rows + graph each
+    assert len(old) == 6  # two segments: rows, vectors and graph each
     with s.part.lifecycle.set.acquire() as held:  # an in-flight search
         s.part.flush(compact=True)
         manifest = read_manifest(s.segdir)
@@ -477,16 +477,19 @@ def test_engine_settings_come_from_config_and_bad_ones_stop_start_up(tmp_path: P
         env={
             "VECSHARD__SHARD__SEAL_ROWS": "123",
             "VECSHARD__SHARD__EXACT_BELOW_SELECTIVITY": "0.1",
+            "VECSHARD__SHARD__ROCKSDB_BLOCK_CACHE_MIB": "8",
         },
         overrides=base,
     )
     policy = cfg.lifecycle_policy()
     assert (policy.seal_rows, policy.planner.exact_below_selectivity) == (123, 0.1)
+    assert cfg.store_memory().block_cache_bytes == 8 << 20
     for key, value, message in (
         ("SEAL_ROWS", "0", "seal_rows"),
         ("COMPACT_MIN_SEGMENTS", "1", "min_segments"),
         ("EXACT_BELOW_SELECTIVITY", "2", "exact_below_selectivity"),
         ("BUILD_THREADS", "0", "build_threads"),
+        ("ROCKSDB_MEMTABLE_MIB", "0", "RocksDB memory bounds"),
     ):
         with pytest.raises(ConfigError, match=message):
             load_settings(

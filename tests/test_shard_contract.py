@@ -23,10 +23,11 @@ from coordinator.model import ShardQuery, WriteRecord
 from coordinator.remote_shard import RemoteShard
 from coordinator.shard import Shard
 from core.bounds import score_upper_bound
-from core.domain import AttrValue, EntityKey, Metric, VersionRef
+from core.domain import AttrType, AttrValue, EntityKey, Metric, VersionRef
 from core.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from core.filters import And, Eq, Filter, In, Not, Range, matches
 from core.ordering import order_key
+from core.record_columns import AttributeColumn, PackedStrings, RecordColumns
 from core.scoring import canonical_scores, prepare_query
 from registry.admin import RegistryAdmin
 from registry.registry import Registry
@@ -203,8 +204,57 @@ def expected(
     return [(r.key, float(s)) for s, r in ranked[:k]]
 
 
-async def write(shard: Shard, index: VersionRef, records: list[WriteRecord]) -> tuple[int, int]:
-    return await shard.upsert(index, [(r, bucket_of(r)) for r in records], TIMEOUT)
+Write = Callable[..., Awaitable[tuple[int, int]]]
+_KINDS = {
+    str: AttrType.STRING,
+    int: AttrType.INT,
+    float: AttrType.FLOAT,
+    tuple: AttrType.STRING_LIST,
+}
+
+
+def as_columns(records: list[WriteRecord]) -> RecordColumns:
+    """Records of one tenant (and one model version) as columns."""
+    kinds = {n: _KINDS[type(v)] for r in records for n, v in r.attributes.items()}
+    return RecordColumns(
+        PackedStrings.of([r.key.entity_id for r in records]),
+        np.stack([r.vector for r in records]),
+        np.array([r.source_version for r in records], dtype=np.int64),
+        np.array([r.created_at for r in records], dtype=np.int64),
+        {
+            n: AttributeColumn.of(k, [r.attributes.get(n) for r in records])
+            for n, k in kinds.items()
+        },
+        records[0].model_version,
+        "item",
+    )
+
+
+@pytest.fixture(params=["records", "columns"])
+def write(request: pytest.FixtureRequest) -> Write:
+    """Writes through `upsert` (a record each) or `upsert_columns` (rows of a
+    tenant as columns): every rule of the contract holds for both."""
+
+    async def by_records(
+        shard: Shard, index: VersionRef, records: list[WriteRecord], bucket: int | None = None
+    ) -> tuple[int, int]:
+        pairs = [(r, bucket_of(r) if bucket is None else bucket) for r in records]
+        return await shard.upsert(index, pairs, TIMEOUT)
+
+    async def by_columns(
+        shard: Shard, index: VersionRef, records: list[WriteRecord], bucket: int | None = None
+    ) -> tuple[int, int]:
+        written = ignored = 0
+        for tenant in dict.fromkeys(r.key.tenant_id for r in records):
+            mine = [r for r in records if r.key.tenant_id == tenant]
+            buckets = [bucket_of(r) if bucket is None else bucket for r in mine]
+            w, i = await shard.upsert_columns(
+                index, tenant, as_columns(mine), np.array(buckets), TIMEOUT
+            )
+            written, ignored = written + w, ignored + i
+        return written, ignored
+
+    return by_records if request.param == "records" else by_columns
 
 
 async def search(
@@ -224,7 +274,7 @@ async def statuses(shard: Shard, index: VersionRef, eids: list[str]) -> list[str
 
 
 def test_upsert_then_search_gives_every_match_in_the_global_order(
-    make_shard: Callable[[], Shard], names: Names
+    make_shard: Callable[[], Shard], names: Names, write: Write
 ) -> None:
     data = catalogue(16)
     others = [record(f"o{i}", [1.0, 0.0, 0.0, float(i)], tenant="u") for i in range(4)]
@@ -247,7 +297,7 @@ def test_upsert_then_search_gives_every_match_in_the_global_order(
 
 
 def test_a_stale_upsert_is_ignored_and_counted(
-    make_shard: Callable[[], Shard], names: Names
+    make_shard: Callable[[], Shard], names: Names, write: Write
 ) -> None:
     async def body(shard: Shard) -> None:
         assert await write(shard, names.index, [record("a", [1, 0, 0, 0], 5)]) == (1, 0)
@@ -266,7 +316,9 @@ def test_a_stale_upsert_is_ignored_and_counted(
     run(make_shard, body)
 
 
-def test_replaying_a_batch_is_idempotent(make_shard: Callable[[], Shard], names: Names) -> None:
+def test_replaying_a_batch_is_idempotent(
+    make_shard: Callable[[], Shard], names: Names, write: Write
+) -> None:
     data = catalogue(8)
 
     async def body(shard: Shard) -> None:
@@ -280,7 +332,9 @@ def test_replaying_a_batch_is_idempotent(make_shard: Callable[[], Shard], names:
     run(make_shard, body)
 
 
-def test_delete_then_lookup_says_deleted(make_shard: Callable[[], Shard], names: Names) -> None:
+def test_delete_then_lookup_says_deleted(
+    make_shard: Callable[[], Shard], names: Names, write: Write
+) -> None:
     data = catalogue(6)
 
     async def body(shard: Shard) -> None:
@@ -303,7 +357,7 @@ def test_delete_then_lookup_says_deleted(make_shard: Callable[[], Shard], names:
 
 
 def test_a_delete_wins_over_equal_and_older_writes(
-    make_shard: Callable[[], Shard], names: Names
+    make_shard: Callable[[], Shard], names: Names, write: Write
 ) -> None:
     async def body(shard: Shard) -> None:
         await write(shard, names.index, [record("k", [1, 0, 0, 0], 5)])
@@ -322,7 +376,7 @@ def test_a_delete_wins_over_equal_and_older_writes(
 
 
 def test_a_delete_never_removes_a_newer_write(
-    make_shard: Callable[[], Shard], names: Names
+    make_shard: Callable[[], Shard], names: Names, write: Write
 ) -> None:
     async def body(shard: Shard) -> None:
         await write(shard, names.index, [record("k", [1, 0, 0, 0], 100)])
@@ -338,7 +392,7 @@ def test_a_delete_never_removes_a_newer_write(
 
 
 def test_batch_get_answers_every_key_in_request_order(
-    make_shard: Callable[[], Shard], names: Names
+    make_shard: Callable[[], Shard], names: Names, write: Write
 ) -> None:
     a = record("a", [3, 0, 0, 4], 7, genre="jazz", year=2001, tags=("x", "y"))
     b, c = record("b", [0, 1, 0, 0], 2), record("c", [0, 0, 2, 0], 3)
@@ -373,7 +427,9 @@ def test_batch_get_answers_every_key_in_request_order(
     run(make_shard, body)
 
 
-def test_filters_narrow_the_search_exactly(make_shard: Callable[[], Shard], names: Names) -> None:
+def test_filters_narrow_the_search_exactly(
+    make_shard: Callable[[], Shard], names: Names, write: Write
+) -> None:
     data = catalogue(18, seed=3)
     filters: list[Filter] = [
         Eq("genre", "rock"),
@@ -395,7 +451,7 @@ def test_filters_narrow_the_search_exactly(make_shard: Callable[[], Shard], name
 
 
 def test_describe_returns_the_index_and_its_summary_bounds_every_row(
-    make_shard: Callable[[], Shard], names: Names
+    make_shard: Callable[[], Shard], names: Names, write: Write
 ) -> None:
     data = catalogue(12, seed=5)
 
@@ -420,7 +476,7 @@ def test_describe_returns_the_index_and_its_summary_bounds_every_row(
 
 
 def test_bad_requests_are_refused_the_same_way(
-    make_shard: Callable[[], Shard], names: Names
+    make_shard: Callable[[], Shard], names: Names, write: Write
 ) -> None:
     unknown = VersionRef("nosuchindex", "v1")
 
@@ -432,7 +488,7 @@ def test_bad_requests_are_refused_the_same_way(
         with pytest.raises(InvalidArgument):
             await write(shard, names.index, [record("a", [1.0, 2.0])])
         with pytest.raises(FailedPrecondition):  # a bucket the shard does not hold
-            await shard.upsert(names.index, [(record("a", [1, 0, 0, 0]), BUCKETS)], TIMEOUT)
+            await write(shard, names.index, [record("a", [1, 0, 0, 0])], BUCKETS)
         with pytest.raises(InvalidArgument):
             await search(shard, names.index, np.ones(DIM), 0)
         with pytest.raises(InvalidArgument):
@@ -442,7 +498,7 @@ def test_bad_requests_are_refused_the_same_way(
     run(make_shard, body)
 
 
-def test_close_ends_the_shard(make_shard: Callable[[], Shard], names: Names) -> None:
+def test_close_ends_the_shard(make_shard: Callable[[], Shard], names: Names, write: Write) -> None:
     async def body(shard: Shard) -> None:
         await write(shard, names.index, [record("a", [1, 0, 0, 0])])
         await shard.close()

@@ -1,5 +1,5 @@
 """Crash test through a real shard process: SIGKILL it repeatedly while a
-writer streams upserts, overwrites and deletes (with seals and compactions
+writer streams upserts (per record and as columns), overwrites and deletes (with seals and compactions
 running underneath: tiny thresholds), restart it each time, and check that
 every acknowledged write is present exactly once and every acknowledged
 delete absent. A write in flight when the shard died may have landed or not;
@@ -15,12 +15,17 @@ import numpy as np
 import pytest
 
 from cli.local_cluster import LocalCluster
+from core.columns_wire import record_columns_to_pb
 from core.domain import Metric
+from core.record_columns import PackedStrings, RecordColumns
 from protos.vecshard.v1 import common_pb2 as cpb
 from protos.vecshard.v1.internal import shard_pb2 as pb
+from protos.vecshard.v1.internal import shard_pb2_grpc
 from registry.model import IndexKind
+from registry.placement import bucket_of
 from tests.conftest import ClusterFactory
 from tests.test_shard_recall import (
+    BUCKETS,
     TENANT,
     ref,
     register,
@@ -36,6 +41,29 @@ DIM = 16
 KILLS = 5
 OPS_BETWEEN_KILLS = 25
 ABSENT = b""  # the state of a key that is deleted or was never written
+
+
+def upsert_columns_batch(
+    s: shard_pb2_grpc.ShardServiceStub,
+    index: str,
+    ids: list[str],
+    vectors: np.ndarray,
+    source_version: int,
+) -> pb.UpsertAck:
+    records = RecordColumns(
+        PackedStrings.of(ids),
+        vectors,
+        np.full(len(ids), source_version, np.int64),
+        np.zeros(len(ids), np.int64),
+        entity_type="item",
+    )
+    batch = pb.UpsertColumnsBatch(
+        index=ref(index),
+        tenant_id=TENANT,
+        records=record_columns_to_pb(records),
+        buckets=np.array([bucket_of(TENANT, i, BUCKETS) for i in ids], "<u4").tobytes(),
+    )
+    return s.UpsertColumns(iter([batch]), timeout=30)
 
 
 @dataclass
@@ -111,7 +139,9 @@ class Writer(threading.Thread):
             keys = list(dict.fromkeys(fresh + again))
             vectors = self.rng.normal(size=(len(keys), DIM)).astype(np.float32)
             changes = {k: v.tobytes() for k, v in zip(keys, vectors, strict=True)}
-            call = lambda: upsert_batch(s, "ix", keys, vectors, self.version)  # noqa: E731
+            # Half the writes per record (Upsert), half as columns (UpsertColumns).
+            write = upsert_batch if self.rng.random() < 0.5 else upsert_columns_batch
+            call = lambda: write(s, "ix", keys, vectors, self.version)  # noqa: E731
         try:
             call()
         except grpc.RpcError:

@@ -190,6 +190,58 @@ class EmbeddingLookup(_message.Message):
     record: EmbeddingRecord
     def __init__(self, key: _Optional[_Union[EntityKey, _Mapping]] = ..., status: _Optional[_Union[LookupStatus, str]] = ..., record: _Optional[_Union[EmbeddingRecord, _Mapping]] = ...) -> None: ...
 
+class PackedStrings(_message.Message):
+    __slots__ = ("data", "offsets")
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    OFFSETS_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    offsets: bytes
+    def __init__(self, data: _Optional[bytes] = ..., offsets: _Optional[bytes] = ...) -> None: ...
+
+class PackedStringLists(_message.Message):
+    __slots__ = ("items", "offsets")
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    OFFSETS_FIELD_NUMBER: _ClassVar[int]
+    items: PackedStrings
+    offsets: bytes
+    def __init__(self, items: _Optional[_Union[PackedStrings, _Mapping]] = ..., offsets: _Optional[bytes] = ...) -> None: ...
+
+class AttributeColumn(_message.Message):
+    __slots__ = ("name", "present", "int_values", "float_values", "string_values", "string_list_values")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PRESENT_FIELD_NUMBER: _ClassVar[int]
+    INT_VALUES_FIELD_NUMBER: _ClassVar[int]
+    FLOAT_VALUES_FIELD_NUMBER: _ClassVar[int]
+    STRING_VALUES_FIELD_NUMBER: _ClassVar[int]
+    STRING_LIST_VALUES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    present: bytes
+    int_values: bytes
+    float_values: bytes
+    string_values: PackedStrings
+    string_list_values: PackedStringLists
+    def __init__(self, name: _Optional[str] = ..., present: _Optional[bytes] = ..., int_values: _Optional[bytes] = ..., float_values: _Optional[bytes] = ..., string_values: _Optional[_Union[PackedStrings, _Mapping]] = ..., string_list_values: _Optional[_Union[PackedStringLists, _Mapping]] = ...) -> None: ...
+
+class RecordColumns(_message.Message):
+    __slots__ = ("entity_ids", "vectors", "dimension", "source_versions", "created_at_unix_micros", "model_version", "attributes", "entity_type")
+    ENTITY_IDS_FIELD_NUMBER: _ClassVar[int]
+    VECTORS_FIELD_NUMBER: _ClassVar[int]
+    DIMENSION_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_UNIX_MICROS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
+    ENTITY_TYPE_FIELD_NUMBER: _ClassVar[int]
+    entity_ids: PackedStrings
+    vectors: bytes
+    dimension: int
+    source_versions: bytes
+    created_at_unix_micros: bytes
+    model_version: str
+    attributes: _containers.RepeatedCompositeFieldContainer[AttributeColumn]
+    entity_type: str
+    def __init__(self, entity_ids: _Optional[_Union[PackedStrings, _Mapping]] = ..., vectors: _Optional[bytes] = ..., dimension: _Optional[int] = ..., source_versions: _Optional[bytes] = ..., created_at_unix_micros: _Optional[bytes] = ..., model_version: _Optional[str] = ..., attributes: _Optional[_Iterable[_Union[AttributeColumn, _Mapping]]] = ..., entity_type: _Optional[str] = ...) -> None: ...
+
 class DoubleList(_message.Message):
     __slots__ = ("values",)
     VALUES_FIELD_NUMBER: _ClassVar[int]

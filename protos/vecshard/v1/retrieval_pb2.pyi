@@ -177,6 +177,18 @@ class UpsertRequest(_message.Message):
     records: _containers.RepeatedCompositeFieldContainer[_common_pb2.EmbeddingRecord]
     def __init__(self, access: _Optional[_Union[_common_pb2.AccessContext, _Mapping]] = ..., embedding_name: _Optional[str] = ..., embedding_version: _Optional[str] = ..., records: _Optional[_Iterable[_Union[_common_pb2.EmbeddingRecord, _Mapping]]] = ...) -> None: ...
 
+class UpsertColumnsRequest(_message.Message):
+    __slots__ = ("access", "embedding_name", "embedding_version", "records")
+    ACCESS_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_NAME_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_VERSION_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    access: _common_pb2.AccessContext
+    embedding_name: str
+    embedding_version: str
+    records: _common_pb2.RecordColumns
+    def __init__(self, access: _Optional[_Union[_common_pb2.AccessContext, _Mapping]] = ..., embedding_name: _Optional[str] = ..., embedding_version: _Optional[str] = ..., records: _Optional[_Union[_common_pb2.RecordColumns, _Mapping]] = ...) -> None: ...
+
 class UpsertResponse(_message.Message):
     __slots__ = ("written", "ignored_stale")
     WRITTEN_FIELD_NUMBER: _ClassVar[int]

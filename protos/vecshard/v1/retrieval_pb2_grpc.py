@@ -49,6 +49,11 @@ class RetrievalServiceStub:
                 request_serializer=protos_dot_vecshard_dot_v1_dot_retrieval__pb2.UpsertRequest.SerializeToString,
                 response_deserializer=protos_dot_vecshard_dot_v1_dot_retrieval__pb2.UpsertResponse.FromString,
                 _registered_method=True)
+        self.UpsertColumns = channel.unary_unary(
+                '/vecshard.v1.RetrievalService/UpsertColumns',
+                request_serializer=protos_dot_vecshard_dot_v1_dot_retrieval__pb2.UpsertColumnsRequest.SerializeToString,
+                response_deserializer=protos_dot_vecshard_dot_v1_dot_retrieval__pb2.UpsertResponse.FromString,
+                _registered_method=True)
         self.Delete = channel.unary_unary(
                 '/vecshard.v1.RetrievalService/Delete',
                 request_serializer=protos_dot_vecshard_dot_v1_dot_retrieval__pb2.DeleteRequest.SerializeToString,
@@ -100,6 +105,15 @@ class RetrievalServiceServicer:
 
     def Upsert(self, request, context):
         """Insert or replace embedding records of one embedding version.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpsertColumns(self, request, context):
+        """The bulk form of Upsert: the records as columns (ids packed, one float32
+        matrix, one typed column per attribute), the same rules, no message per
+        record. The cheapest way to write many records.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -166,6 +180,11 @@ def add_RetrievalServiceServicer_to_server(servicer, server):
             'Upsert': grpc.unary_unary_rpc_method_handler(
                     servicer.Upsert,
                     request_deserializer=protos_dot_vecshard_dot_v1_dot_retrieval__pb2.UpsertRequest.FromString,
+                    response_serializer=protos_dot_vecshard_dot_v1_dot_retrieval__pb2.UpsertResponse.SerializeToString,
+            ),
+            'UpsertColumns': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpsertColumns,
+                    request_deserializer=protos_dot_vecshard_dot_v1_dot_retrieval__pb2.UpsertColumnsRequest.FromString,
                     response_serializer=protos_dot_vecshard_dot_v1_dot_retrieval__pb2.UpsertResponse.SerializeToString,
             ),
             'Delete': grpc.unary_unary_rpc_method_handler(
@@ -279,6 +298,33 @@ class RetrievalService:
             target,
             '/vecshard.v1.RetrievalService/Upsert',
             protos_dot_vecshard_dot_v1_dot_retrieval__pb2.UpsertRequest.SerializeToString,
+            protos_dot_vecshard_dot_v1_dot_retrieval__pb2.UpsertResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpsertColumns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vecshard.v1.RetrievalService/UpsertColumns',
+            protos_dot_vecshard_dot_v1_dot_retrieval__pb2.UpsertColumnsRequest.SerializeToString,
             protos_dot_vecshard_dot_v1_dot_retrieval__pb2.UpsertResponse.FromString,
             options,
             channel_credentials,

@@ -33,6 +33,20 @@ class UpsertBatch(_message.Message):
     writer: str
     def __init__(self, index: _Optional[_Union[IndexRef, _Mapping]] = ..., records: _Optional[_Iterable[_Union[BucketedRecord, _Mapping]]] = ..., writer: _Optional[str] = ...) -> None: ...
 
+class UpsertColumnsBatch(_message.Message):
+    __slots__ = ("index", "writer", "tenant_id", "records", "buckets")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    WRITER_FIELD_NUMBER: _ClassVar[int]
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    BUCKETS_FIELD_NUMBER: _ClassVar[int]
+    index: IndexRef
+    writer: str
+    tenant_id: str
+    records: _common_pb2.RecordColumns
+    buckets: bytes
+    def __init__(self, index: _Optional[_Union[IndexRef, _Mapping]] = ..., writer: _Optional[str] = ..., tenant_id: _Optional[str] = ..., records: _Optional[_Union[_common_pb2.RecordColumns, _Mapping]] = ..., buckets: _Optional[bytes] = ...) -> None: ...
+
 class UpsertAck(_message.Message):
     __slots__ = ("written", "ignored_stale", "sequence")
     WRITTEN_FIELD_NUMBER: _ClassVar[int]
@@ -267,7 +281,7 @@ class BucketSummary(_message.Message):
     def __init__(self, bucket: _Optional[int] = ..., rows: _Optional[int] = ..., ranges: _Optional[_Iterable[_Union[AttributeRange, _Mapping]]] = ..., tenants: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class IndexStats(_message.Message):
-    __slots__ = ("index", "kind", "live_count", "tombstone_count", "segments", "buckets", "metric", "dimension")
+    __slots__ = ("index", "kind", "live_count", "tombstone_count", "segments", "buckets", "metric", "dimension", "memory_bytes", "mapped_bytes", "bytes_per_vector")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     LIVE_COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -276,6 +290,9 @@ class IndexStats(_message.Message):
     BUCKETS_FIELD_NUMBER: _ClassVar[int]
     METRIC_FIELD_NUMBER: _ClassVar[int]
     DIMENSION_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAPPED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    BYTES_PER_VECTOR_FIELD_NUMBER: _ClassVar[int]
     index: IndexRef
     kind: str
     live_count: int
@@ -284,17 +301,26 @@ class IndexStats(_message.Message):
     buckets: _containers.RepeatedCompositeFieldContainer[BucketSummary]
     metric: _common_pb2.Metric
     dimension: int
-    def __init__(self, index: _Optional[_Union[IndexRef, _Mapping]] = ..., kind: _Optional[str] = ..., live_count: _Optional[int] = ..., tombstone_count: _Optional[int] = ..., segments: _Optional[_Iterable[_Union[SegmentSummary, _Mapping]]] = ..., buckets: _Optional[_Iterable[_Union[BucketSummary, _Mapping]]] = ..., metric: _Optional[_Union[_common_pb2.Metric, str]] = ..., dimension: _Optional[int] = ...) -> None: ...
+    memory_bytes: int
+    mapped_bytes: int
+    bytes_per_vector: float
+    def __init__(self, index: _Optional[_Union[IndexRef, _Mapping]] = ..., kind: _Optional[str] = ..., live_count: _Optional[int] = ..., tombstone_count: _Optional[int] = ..., segments: _Optional[_Iterable[_Union[SegmentSummary, _Mapping]]] = ..., buckets: _Optional[_Iterable[_Union[BucketSummary, _Mapping]]] = ..., metric: _Optional[_Union[_common_pb2.Metric, str]] = ..., dimension: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., mapped_bytes: _Optional[int] = ..., bytes_per_vector: _Optional[float] = ...) -> None: ...
 
 class DescribeResponse(_message.Message):
-    __slots__ = ("shard_id", "indexes", "sequence")
+    __slots__ = ("shard_id", "indexes", "sequence", "process_rss_bytes", "process_rss_anon_bytes", "process_rss_file_bytes")
     SHARD_ID_FIELD_NUMBER: _ClassVar[int]
     INDEXES_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    PROCESS_RSS_BYTES_FIELD_NUMBER: _ClassVar[int]
+    PROCESS_RSS_ANON_BYTES_FIELD_NUMBER: _ClassVar[int]
+    PROCESS_RSS_FILE_BYTES_FIELD_NUMBER: _ClassVar[int]
     shard_id: str
     indexes: _containers.RepeatedCompositeFieldContainer[IndexStats]
     sequence: int
-    def __init__(self, shard_id: _Optional[str] = ..., indexes: _Optional[_Iterable[_Union[IndexStats, _Mapping]]] = ..., sequence: _Optional[int] = ...) -> None: ...
+    process_rss_bytes: int
+    process_rss_anon_bytes: int
+    process_rss_file_bytes: int
+    def __init__(self, shard_id: _Optional[str] = ..., indexes: _Optional[_Iterable[_Union[IndexStats, _Mapping]]] = ..., sequence: _Optional[int] = ..., process_rss_bytes: _Optional[int] = ..., process_rss_anon_bytes: _Optional[int] = ..., process_rss_file_bytes: _Optional[int] = ...) -> None: ...
 
 class FlushRequest(_message.Message):
     __slots__ = ("index", "compact")

@@ -39,6 +39,11 @@ class ShardServiceStub:
                 request_serializer=protos_dot_vecshard_dot_v1_dot_internal_dot_shard__pb2.UpsertBatch.SerializeToString,
                 response_deserializer=protos_dot_vecshard_dot_v1_dot_internal_dot_shard__pb2.UpsertAck.FromString,
                 _registered_method=True)
+        self.UpsertColumns = channel.stream_unary(
+                '/vecshard.v1.internal.ShardService/UpsertColumns',
+                request_serializer=protos_dot_vecshard_dot_v1_dot_internal_dot_shard__pb2.UpsertColumnsBatch.SerializeToString,
+                response_deserializer=protos_dot_vecshard_dot_v1_dot_internal_dot_shard__pb2.UpsertAck.FromString,
+                _registered_method=True)
         self.Delete = channel.unary_unary(
                 '/vecshard.v1.internal.ShardService/Delete',
                 request_serializer=protos_dot_vecshard_dot_v1_dot_internal_dot_shard__pb2.DeleteRequest.SerializeToString,
@@ -82,6 +87,14 @@ class ShardServiceServicer:
     def Upsert(self, request_iterator, context):
         """A client stream of batches; each batch is synced to the WAL before the
         next is read, and the response acknowledges all of them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpsertColumns(self, request_iterator, context):
+        """The same as columns: one message per batch of rows, written in one
+        RocksDB batch synced to the WAL before the next is read.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -149,6 +162,11 @@ def add_ShardServiceServicer_to_server(servicer, server):
                     request_deserializer=protos_dot_vecshard_dot_v1_dot_internal_dot_shard__pb2.UpsertBatch.FromString,
                     response_serializer=protos_dot_vecshard_dot_v1_dot_internal_dot_shard__pb2.UpsertAck.SerializeToString,
             ),
+            'UpsertColumns': grpc.stream_unary_rpc_method_handler(
+                    servicer.UpsertColumns,
+                    request_deserializer=protos_dot_vecshard_dot_v1_dot_internal_dot_shard__pb2.UpsertColumnsBatch.FromString,
+                    response_serializer=protos_dot_vecshard_dot_v1_dot_internal_dot_shard__pb2.UpsertAck.SerializeToString,
+            ),
             'Delete': grpc.unary_unary_rpc_method_handler(
                     servicer.Delete,
                     request_deserializer=protos_dot_vecshard_dot_v1_dot_internal_dot_shard__pb2.DeleteRequest.FromString,
@@ -211,6 +229,33 @@ class ShardService:
             target,
             '/vecshard.v1.internal.ShardService/Upsert',
             protos_dot_vecshard_dot_v1_dot_internal_dot_shard__pb2.UpsertBatch.SerializeToString,
+            protos_dot_vecshard_dot_v1_dot_internal_dot_shard__pb2.UpsertAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpsertColumns(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/vecshard.v1.internal.ShardService/UpsertColumns',
+            protos_dot_vecshard_dot_v1_dot_internal_dot_shard__pb2.UpsertColumnsBatch.SerializeToString,
             protos_dot_vecshard_dot_v1_dot_internal_dot_shard__pb2.UpsertAck.FromString,
             options,
             channel_credentials,

@@ -1,0 +1,175 @@
+"""`vecshard capacity` on fabricated measurement files: every figure of the
+plan follows from the measurements by the model's stated arithmetic, and a
+missing or unusable measurement is a clear error, not a guess."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cli.capacity_model import GIB, MIB, MeasurementError, Target, load_measurements, plan
+from cli.main import main
+
+N = 100_000
+
+
+def ingest_doc(
+    dims: dict[int, float],
+    search_ms: dict[int, float] | None = None,
+    recall: float = 0.97,
+) -> dict[str, Any]:
+    """An ingest benchmark result: 2 shards of 50,000 rows; per dimension,
+    bytes per vector after the search pass (flush: 100 less)."""
+    runs = []
+    for dim, bpv in dims.items():
+        memory = {
+            f"shard-{i}": {
+                "rows": N // 2,
+                "empty": {"rss": 80 * MIB, "anon": 30 * MIB, "file": 50 * MIB},
+                "bytes_per_vector_after_flush": {"rss": bpv - 100},
+                "bytes_per_vector_after_search": {"rss": bpv},
+                "describe": {"bytes_per_vector": bpv / 2},
+            }
+            for i in range(2)
+        }
+        runs.append(
+            {
+                "dim": dim,
+                "n": N,
+                "inprocess": {
+                    "rows_per_s": 200_000.0,
+                    "build_rows_per_s": 2_000.0 * 128 / dim,
+                    "search_cpu_ms_per_query": (search_ms or {}).get(dim, 0.1),
+                },
+                "cluster": {
+                    "columns": {
+                        "rows_per_s": 100_000.0,
+                        "cpu_us_per_row": {
+                            "client": 1.0,
+                            "coordinator": 3.0,
+                            "shard-0": 4.0,
+                            "shard-1": 4.0,
+                        },
+                    },
+                    "memory": memory,
+                    "search": {
+                        "recall_at_10": recall,
+                        "params": {"ef_search": 64},
+                        "cpu_ms_per_query": {
+                            "client": 0.4,
+                            "coordinator": 2.0,
+                            "shard-0": 1.1,
+                            "shard-1": 1.1,
+                        },
+                    },
+                },
+            }
+        )
+    return {
+        "benchmark": "ingest",
+        "machine": {"cpus_usable": 2, "cpu_model": "test", "load_average_1_5_15": [1.0], "git_commit": "abc", "date_utc": "now"},
+        "config": {"kind": "hnsw", "shards": 2},
+        "runs": runs,
+    }  # fmt: skip
+
+
+def write(tmp_path: Path, name: str, doc: dict[str, Any]) -> Path:
+    path = tmp_path / name
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def test_every_figure_follows_from_the_measurements(tmp_path: Path) -> None:
+    ingest = write(
+        tmp_path, "ingest.json", ingest_doc({100: 1000.0, 200: 1400.0}, {100: 0.1, 200: 0.2})
+    )
+    m = load_measurements(ingest, None, 0.95)
+    t = Target(vectors=1e8, dim=300, qps=1000, recall=0.95, replicas=2, shard_memory_gib=16)
+    p = plan(m, t)
+    bpv = 1800.0  # the line through (100, 1000) and (200, 1400)
+    fixed = 80 * MIB + 96 * MIB + 20_000 * (4 * 300 + 330)
+    per_shard = math.floor((16 * GIB * 0.8 - fixed) / bpv)
+    assert p.shards == math.ceil(1e8 / per_shard)
+    assert p.vectors_per_shard == pytest.approx(1e8 / p.shards)
+    assert p.shard_memory_bytes == pytest.approx(fixed + p.vectors_per_shard * bpv)
+    assert p.total_memory_bytes == pytest.approx(p.shard_memory_bytes * p.shards * p.replicas)
+    # Shard CPU: overhead (1.1 measured − 0.1 in process at d=100) + search at d=300
+    # (0.3 by the line through (100, 0.1), (200, 0.2)) grown by log2 of the rows.
+    grow = math.log2(p.vectors_per_shard) / math.log2(N)
+    shard_ms = 1.0 + 0.3 * grow
+    assert p.shard_cores == pytest.approx(p.shards * 1000 * shard_ms / 1e3 / 0.6)
+    # Coordinator: all of the measured 2.0 ms counted per shard (one shard count measured).
+    assert p.coordinator_cores == pytest.approx(1000 * (2.0 / 2 * p.shards) / 1e3 / 0.6)
+    assert p.replicas == max(2, math.ceil(1000 * shard_ms / 1e3 / 0.6 / 16))
+    assert any("1,800 B at d=300" in line for line in p.derivation)
+
+
+def test_the_coordinator_is_fitted_over_shard_counts_from_the_search_benchmark(
+    tmp_path: Path,
+) -> None:
+    ingest = write(tmp_path, "ingest.json", ingest_doc({128: 1200.0, 384: 2300.0}))
+
+    def point(shards: int, coordinator: float, recall: float, value: int) -> dict[str, Any]:
+        cpu = {"coordinator": coordinator, **{f"shard-{i}": 1.0 for i in range(shards)}}
+        return {
+            "system": "cluster", "kind": "hnsw", "shards": shards, "param": "ef_search",
+            "value": value, "batch": 1, "recall_at_k": recall, "cpu_ms_per_query_loaded": cpu,
+        }  # fmt: skip
+
+    search = {
+        "dataset": {"n": 100_000, "dim": 128},
+        "settings": {"threads": 2},
+        "points": [
+            point(1, 1.5, 0.96, 64), point(2, 2.0, 0.97, 64), point(4, 3.0, 0.99, 64),
+            point(1, 1.0, 0.90, 16),  # cheaper, but below the recall
+            {"system": "in-process", "kind": "hnsw", "value": 64, "qps": 10_000.0},
+        ],
+    }  # fmt: skip
+    m = load_measurements(ingest, write(tmp_path, "search.json", search), 0.95)
+    assert (m.search.shards, m.search.setting) == (1, "ef_search=64")
+    assert m.search.coordinator_per_shard_ms == pytest.approx(0.5)  # 1.5, 2.0, 3.0 at 1, 2, 4
+    assert m.search.inprocess_search_ms == pytest.approx(0.2)  # 2 threads / 10,000 QPS
+    p = plan(m, Target(vectors=1e7, dim=128, qps=100, recall=0.95))
+    assert p.coordinator_cores == pytest.approx(100 * (1.0 + 0.5 * p.shards) / 1e3 / 0.6)
+
+
+@pytest.mark.parametrize(
+    ("doc", "target_dim", "recall", "message"),
+    [
+        (ingest_doc({128: 1200.0}), 768, 0.95, "measured at d=128 only"),
+        (ingest_doc({128: 1200.0, 384: 2300.0}, recall=0.9), 128, 0.95, "below --recall 0.95"),
+        ({"benchmark": "search"}, 128, 0.95, "not an ingest benchmark"),
+        (
+            {"benchmark": "ingest", "runs": [{"dim": 128}]},
+            128,
+            0.95,
+            "run `python -m benchmarks.ingest_bench` again",
+        ),
+    ],
+)
+def test_an_unusable_measurement_is_refused_saying_what_to_run(
+    tmp_path: Path, doc: dict[str, Any], target_dim: int, recall: float, message: str
+) -> None:
+    ingest = write(tmp_path, "ingest.json", doc)
+    with pytest.raises(MeasurementError, match=message):
+        plan(
+            load_measurements(ingest, None, recall),
+            Target(vectors=1e9, dim=target_dim, qps=10, recall=recall),
+        )
+
+
+def test_the_command_prints_the_plan_and_its_derivation(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ingest = write(tmp_path, "ingest-1.json", ingest_doc({128: 1200.0, 384: 2300.0}))
+    argv = ["capacity", "--vectors", "1e9", "--dim", "768", "--qps", "5000", "--recall", "0.95"]
+    assert main([*argv, "--replicas", "2", "--ingest", str(ingest)]) == 0
+    out = capsys.readouterr().out
+    for expected in ("shards", "replicas", "cores needed", "memory", "derivation:", str(ingest)):
+        assert expected in out
+    assert main([*argv, "--ingest", str(tmp_path / "missing.json")]) == 2
+    assert "python -m benchmarks.ingest_bench" in capsys.readouterr().err
