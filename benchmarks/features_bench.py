@@ -144,11 +144,16 @@ def run(entities: int, requests: int, users: int, seed: int) -> dict[str, Any]:
         cluster = LocalCluster(Path(tmp) / "cluster", num_shards=3)
         cluster.start()
         try:
-            with RegistryClient(cluster.coordinator_address) as reg:
+            creds = cluster.credentials()
+            with RegistryClient(cluster.coordinator_address, credentials=creds) as reg:
                 reg.apply(_docs(objs))
                 reg.apply(EMBED_SPEC)
             client = RetrievalClient(
-                cluster.coordinator_address, tenant_id=TENANT, purpose="bench", timeout=60
+                cluster.coordinator_address,
+                tenant_id=TENANT,
+                purpose="bench",
+                timeout=60,
+                credentials=creds,
             )
             item_ids = [f"i{n}" for n in range(entities)]
             vectors = rng.normal(size=(entities, DIM)).astype(np.float32)

@@ -30,6 +30,7 @@ from typing import TypeVar
 
 import grpc
 
+from client.credentials import Credentials
 from core.errors import DeadlineExceeded, InvalidArgument, from_rpc_error
 
 Req = TypeVar("Req")
@@ -81,17 +82,24 @@ class Connection:
         address: str | Sequence[str],
         policy: RetryPolicy | None = None,
         *,
+        credentials: Credentials | None = None,
         sleep: Callable[[float], None] = time.sleep,
         seed: int | None = None,
     ) -> None:
         self.addresses = addresses_of(address)
         self.policy = policy or RetryPolicy()
-        options = [
+        creds = credentials if credentials is not None else Credentials.from_env()
+        options: list[tuple[str, str | int]] = [
             ("grpc.lb_policy_name", "round_robin"),  # one DNS name, many records
             ("grpc.max_send_message_length", _MAX_MESSAGE),
             ("grpc.max_receive_message_length", _MAX_MESSAGE),
+            *creds.channel_options(),
         ]
-        self.channels = [grpc.insecure_channel(a, options=options) for a in self.addresses]
+        # TLS always: coordinators serve nothing else (client.credentials).
+        channel_creds = creds.channel_credentials()
+        self.channels = [
+            grpc.secure_channel(a, channel_creds, options=options) for a in self.addresses
+        ]
         self._turn = itertools.count(random.Random(seed).randrange(len(self.channels)))
         self._lock = threading.Lock()
         self._rng = random.Random(seed)

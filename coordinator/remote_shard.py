@@ -15,6 +15,7 @@ import grpc.aio
 from coordinator import convert
 from coordinator.errors import shard_error
 from coordinator.model import Lookup, ShardAnswer, ShardIndex, ShardQuery, WriteRecord
+from coordinator.vouching import call_metadata, search_metadata
 from core import runtime as serving
 from core.domain import EntityKey, VersionRef
 from core.wire import feature_row_to_pb, key_to_pb
@@ -31,7 +32,13 @@ T = TypeVar("T")
 
 class RemoteShard:
     def __init__(
-        self, shard_id: str, address: str, instance: str = "", summary_lease: float = 1.0
+        self,
+        shard_id: str,
+        address: str,
+        instance: str = "",
+        summary_lease: float = 1.0,
+        *,
+        credentials: grpc.ChannelCredentials,
     ) -> None:
         self.shard_id = shard_id
         self.address = address
@@ -39,7 +46,9 @@ class RemoteShard:
         # never delay its own writes (shard_server.summary_leases).
         self.instance = instance
         self.summary_lease = summary_lease
-        self.channel = grpc.aio.insecure_channel(address, options=serving.grpc_options())
+        # Mutual TLS: the shard admits only cluster components (core.identity),
+        # and every call names its caller (coordinator.vouching).
+        self.channel = grpc.aio.secure_channel(address, credentials, options=serving.grpc_options())
         self.stub = shard_pb2_grpc.ShardServiceStub(self.channel)
         self.features = features_pb2_grpc.FeatureShardServiceStub(self.channel)
         # Whether the shard serves SearchPacked (it does unless it predates it).
@@ -59,7 +68,9 @@ class RemoteShard:
         if self.packed:
             req = convert.shard_packed_pb(index, queries)
             try:
-                resp = await self.stub.SearchPacked(req, timeout=timeout)
+                resp = await self.stub.SearchPacked(
+                    req, timeout=timeout, metadata=search_metadata(queries)
+                )
             except grpc.aio.AioRpcError as exc:
                 if exc.code() is not grpc.StatusCode.UNIMPLEMENTED:
                     raise shard_error(self.shard_id, self.address, exc) from exc
@@ -71,28 +82,35 @@ class RemoteShard:
             else:
                 return convert.shard_packed_answers(resp, self.shard_id, queries)
         legacy = convert.shard_search_pb(index, queries)
-        old = await self._call(lambda: self.stub.Search(legacy, timeout=timeout))
+        old = await self._call(
+            lambda: self.stub.Search(legacy, timeout=timeout, metadata=search_metadata(queries))
+        )
         return convert.shard_answers(old, self.shard_id, len(queries))
 
     async def upsert(
         self, index: VersionRef, records: Sequence[tuple[WriteRecord, int]], timeout: float
     ) -> tuple[int, int]:
         batches = convert.shard_upsert_batches(index, records, UPSERT_BATCH, self.instance)
-        ack = await self._call(lambda: self.stub.Upsert(iter(batches), timeout=timeout))
+        md = call_metadata()
+        ack = await self._call(
+            lambda: self.stub.Upsert(iter(batches), timeout=timeout, metadata=md)
+        )
         return ack.written, ack.ignored_stale
 
     async def delete(
         self, index: VersionRef, keys: Sequence[EntityKey], source_version: int, timeout: float
     ) -> int:
         req = convert.shard_delete_pb(index, keys, source_version)
-        ack = await self._call(lambda: self.stub.Delete(req, timeout=timeout))
+        md = call_metadata()
+        ack = await self._call(lambda: self.stub.Delete(req, timeout=timeout, metadata=md))
         return int(ack.deleted)
 
     async def batch_get(
         self, index: VersionRef, keys: Sequence[EntityKey], include_vectors: bool, timeout: float
     ) -> list[Lookup]:
         req = convert.shard_batch_get_pb(index, keys, include_vectors)
-        resp = await self._call(lambda: self.stub.BatchGet(req, timeout=timeout))
+        md = call_metadata()
+        resp = await self._call(lambda: self.stub.BatchGet(req, timeout=timeout, metadata=md))
         return convert.shard_lookups(resp)
 
     async def describe(self, timeout: float = 5.0) -> list[ShardIndex]:
@@ -121,7 +139,10 @@ class RemoteShard:
             request_time_us=request_time,
             personalized=personalized,
         )
-        resp = await self._call(lambda: self.features.GetFeatures(req, timeout=timeout))
+        md = call_metadata()
+        resp = await self._call(
+            lambda: self.features.GetFeatures(req, timeout=timeout, metadata=md)
+        )
         # Kept in wire form: the coordinator only routes these (FeatureWire).
         return [e.values for e in resp.entities]
 
@@ -133,7 +154,10 @@ class RemoteShard:
             group_version=group.version,
             rows=[feature_row_to_pb(*r) for r in rows],
         )
-        ack = await self._call(lambda: self.features.PutFeatures(iter([batch]), timeout=timeout))
+        md = call_metadata()
+        ack = await self._call(
+            lambda: self.features.PutFeatures(iter([batch]), timeout=timeout, metadata=md)
+        )
         return ack.written, ack.ignored_older
 
     async def close(self) -> None:

@@ -79,6 +79,15 @@ def _rebuild(handler: _Handler, wrap: Callable[[Any], Any]) -> _Handler:
     )
 
 
+def wrap_handler(handler: _Handler, wrap: Callable[[Any], Any]) -> _Handler:
+    """The same handler with its behaviour wrapped (for other interceptors)."""
+    return _rebuild(handler, wrap)
+
+
+# Health and reflection answer without credentials (probes, service discovery);
+# they reveal only the API's shape, never data.
+PASSTHROUGH = ("/grpc.health.v1.", "/grpc.reflection.")
+
 FAULTS_ENV = "VECSHARD_FAULTS"
 
 
@@ -121,7 +130,7 @@ class _InjectedFault(Exception):
 
 # The health and reflection services are not wrapped: their streams must not be
 # counted as requests, and they never raise domain errors.
-_PASSTHROUGH = ("/grpc.health.v1.", "/grpc.reflection.")
+_PASSTHROUGH = PASSTHROUGH
 
 
 class SyncServerInterceptor(grpc.ServerInterceptor):
@@ -250,6 +259,27 @@ def set_serving(
     )
     for name in ["", *service_names]:
         servicer.set(name, status)
+
+
+def health_only_server(
+    servicer: health.HealthServicer, listen: str, *, aio: bool
+) -> tuple[grpc.Server | grpc.aio.Server, int]:
+    """A plaintext port serving gRPC health and nothing else, for Kubernetes'
+    gRPC probes, which cannot speak TLS (KEP-2727): it reveals only whether
+    each service is SERVING, never data, and takes no credentials. Shares the
+    main server's health servicer, so both ports always agree. Not started."""
+    server: grpc.Server | grpc.aio.Server
+    if aio:
+        server = grpc.aio.server()
+    else:
+        from concurrent import futures
+
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="health"))
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    port = server.add_insecure_port(listen)
+    if port == 0:
+        raise OSError(f"could not bind the health port {listen}")
+    return server, port
 
 
 def start_metrics(host: str, port: int) -> int:

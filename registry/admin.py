@@ -17,6 +17,7 @@ import yaml
 from core.domain import VersionRef
 from core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from registry import codec
+from registry.access_policy import Principal
 from registry.compat import bundle_parts, check_bundle
 from registry.model import (
     Bundle,
@@ -34,6 +35,7 @@ from registry.snapshot import Snapshot, resolve_bundle
 
 # Dependencies first: a route needs its bundle, a bundle its versions.
 ORDER = [
+    "Principal",
     "Tenant",
     "EmbeddingFamily",
     "EmbeddingVersion",
@@ -128,7 +130,10 @@ class RegistryAdmin:
         if (
             isinstance(obj, IndexVersion)
             and cur is not None
-            and dataclasses.replace(cur, status=obj.status) != obj
+            and dataclasses.replace(
+                cur, status=obj.status, restricted_attributes=obj.restricted_attributes
+            )
+            != obj
         ):
             raise FailedPrecondition(
                 f"{_label(obj)} already exists with other content; versions are immutable"
@@ -234,13 +239,18 @@ class RegistryAdmin:
                             f"{_label(obj)} was created concurrently"
                         ) from None
                 else:
-                    reg.set_status("IndexVersion", obj.ref, obj.status)
+                    if obj.status != p.current.status:
+                        reg.set_status("IndexVersion", obj.ref, obj.status)
+                    if obj.restricted_attributes != p.current.restricted_attributes:
+                        reg.set_restricted_attributes(obj.ref, obj.restricted_attributes)
             case Bundle():
                 reg.put_bundle(obj)
             case Route():
                 reg.put_route(obj, who, why)
             case Tenant():
                 reg.put_tenant(obj)
+            case Principal():
+                reg.put_principal(obj)
             case _:
                 reg.put_object(obj, shards)
 
@@ -263,6 +273,7 @@ class RegistryAdmin:
             "Bundle": lambda: keys.bundle(name),
             "Route": lambda: keys.route(name),
             "Tenant": lambda: keys.tenant(name),
+            "Principal": lambda: keys.principal(name),
             "ShardMember": lambda: keys.shard(name),
         }
         if kind in table:

@@ -93,6 +93,9 @@ class IndexVersion:
     max_k: int = 1000
     # Replica acknowledgements a write needs per bucket; 0 means all replicas.
     write_quorum: int = 0
+    # Attributes a caller may filter on only with a grant (a filter is a side
+    # channel into the data); a policy, so it may change on a ready version.
+    restricted_attributes: tuple[str, ...] = ()
 
     @property
     def ref(self) -> VersionRef:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from core.domain import VersionRef
 from core.errors import FailedPrecondition, NotFound
 from registry import codec
+from registry.access_policy import Principal
 from registry.compat import bundle_parts, check_bundle
 from registry.feature_catalog import FeatureCatalog
 from registry.features import FeatureObject
@@ -54,6 +55,8 @@ class Snapshot:
     intents: Mapping[str, ShardStateIntent] = field(default_factory=dict)
     # Feature definitions, groups and sets by (kind, name, version).
     features: Mapping[tuple[str, str, str], FeatureObject] = field(default_factory=dict)
+    # Who may call, with which role, for which tenants and purposes (DESIGN §10).
+    principals: Mapping[str, Principal] = field(default_factory=dict)
 
     @functools.cached_property
     def feature_catalog(self) -> FeatureCatalog:
@@ -108,6 +111,7 @@ def build_snapshot(entries: list[Entry], revision: int, keys: Keys) -> Snapshot:
     tenants: dict[str, Tenant] = {}
     intents: dict[str, ShardStateIntent] = {}
     features: dict[tuple[str, str, str], FeatureObject] = {}
+    principals: dict[str, Principal] = {}
     history_prefix = keys.route_history("")[: -len("/")]
     for entry in entries:
         if entry.key.startswith(history_prefix):
@@ -138,6 +142,8 @@ def build_snapshot(entries: list[Entry], revision: int, keys: Keys) -> Snapshot:
                 intents[obj.shard_id] = obj
             case RouteChange():
                 pass
+            case Principal():
+                principals[obj.name] = obj
             case _:
                 features[
                     (type(obj).__name__, getattr(obj, "name", ""), getattr(obj, "version", ""))
@@ -158,6 +164,7 @@ def build_snapshot(entries: list[Entry], revision: int, keys: Keys) -> Snapshot:
         tenants,
         intents,
         features,
+        principals,
     )
 
 

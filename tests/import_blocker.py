@@ -31,6 +31,8 @@ EXTRA_ONLY_MODULES = (
     "grpc_reflection",
     "h5py",
     "matplotlib",
+    "jwt",
+    "cryptography",
 )
 # vecshard's own packages that the SDK must not need.
 NON_SDK_PACKAGES = ("registry", "shard_server", "coordinator", "offline", "cli", "benchmarks")

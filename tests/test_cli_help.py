@@ -25,6 +25,8 @@ COMMANDS = {
     "get": ("fetch stored embeddings",),
     "describe-route": ("what a route resolves to",),
     "registry": ("registry administration",),
+    "auth": ("cluster PKI", "bearer tokens"),
+    "audit": ("verify or export", "audit trail"),
     "features": ("feature", "materialize"),
     "rollout": ("new image", "one shard at a time"),
     "bench": ("recall/QPS benchmark", "in process", "local clusters"),
@@ -47,6 +49,8 @@ SUBCOMMANDS = {
         "train-placement",
     ],
     "features": ["materialize"],
+    "auth": ["pki", "token", "bootstrap-admin"],
+    "audit": ["verify", "export"],
     "rollout": ["shards"],
     "bench": ["search"],
 }

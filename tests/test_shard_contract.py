@@ -11,14 +11,22 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pytest
 
-from cli.local_cluster import LocalCluster
-from coordinator.model import Lookup, LookupStatus, ShardQuery, WriteRecord
+from cli.local_cluster import ADMIN, LocalCluster
+from coordinator import vouching
+from coordinator.model import (
+    Lookup,
+    LookupStatus,
+    ShardAnswer,
+    ShardIndex,
+    ShardQuery,
+    WriteRecord,
+)
 from coordinator.remote_shard import RemoteShard
 from coordinator.shard import Shard
 from core.bounds import score_upper_bound
@@ -27,11 +35,12 @@ from core.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailab
 from core.filters import And, Eq, Filter, In, Not, Range, matches
 from core.ordering import order_key
 from core.scoring import canonical_scores, prepare_query
+from core.vouch import Vouch
 from core.wire import resolved_value_from_pb
+from protos.vecshard.v1.common_pb2 import FeatureValue
 from registry.admin import RegistryAdmin
 from registry.features import GroupRow
 from registry.registry import Registry
-from registry.store import EtcdStore
 from registry.watcher import SnapshotCache
 from tests.conftest import ClusterFactory
 from tests.inmemory import InMemoryShard
@@ -39,6 +48,7 @@ from tests.inmemory import InMemoryShard
 pytestmark = pytest.mark.integration
 
 SHARD = "shard-0"
+PURPOSE = "test"
 DIM = 4
 BUCKETS = 4
 TIMEOUT = 10.0
@@ -53,11 +63,96 @@ def cluster(make_module_cluster: ClusterFactory) -> LocalCluster:
 
 @pytest.fixture(scope="module")
 def registry(cluster: LocalCluster) -> Iterator[SnapshotCache]:
-    store = EtcdStore(cluster.endpoint)
+    store = cluster.etcd_store()
     cache = SnapshotCache(Registry(store, cluster.etcd_prefix))
+    # The shard serves only registered tenants (it checks every vouch).
+    RegistryAdmin(cache.registry).apply(
+        [{"kind": "Tenant", "spec": {"tenant_id": t}} for t in ("t", "u", "nobody")]
+    )
     cache.refresh()
     yield cache
     store.close()
+
+
+class Vouching:
+    """What a coordinator adds to each shard call (coordinator.vouching): the
+    caller of every query, and of every other call, per tenant. Calls that
+    mix tenants go as one call per tenant, as a coordinator's would (a
+    request is for one tenant); the in-memory shard gets the same calls."""
+
+    def __init__(self, inner: Shard) -> None:
+        self.inner = inner
+        self.shard_id, self.address = inner.shard_id, inner.address
+
+    @staticmethod
+    def _as(tenant: str) -> None:
+        vouching.CALLER.set(Vouch(ADMIN, PURPOSE, tenant))
+
+    async def search(
+        self, index: VersionRef, queries: Sequence[ShardQuery], timeout: float
+    ) -> list[ShardAnswer]:
+        vouched = [replace(q, principal=ADMIN, purpose=PURPOSE) for q in queries]
+        return await self.inner.search(index, vouched, timeout)
+
+    async def upsert(
+        self, index: VersionRef, records: Sequence[tuple[WriteRecord, int]], timeout: float
+    ) -> tuple[int, int]:
+        written = ignored = 0
+        for tenant in dict.fromkeys(r.key.tenant_id for r, _ in records):
+            self._as(tenant)
+            w, i = await self.inner.upsert(
+                index, [(r, b) for r, b in records if r.key.tenant_id == tenant], timeout
+            )
+            written, ignored = written + w, ignored + i
+        return written, ignored
+
+    async def delete(
+        self, index: VersionRef, keys: Sequence[EntityKey], source_version: int, timeout: float
+    ) -> int:
+        deleted = 0
+        for tenant in dict.fromkeys(k.tenant_id for k in keys):
+            self._as(tenant)
+            mine = [k for k in keys if k.tenant_id == tenant]
+            deleted += await self.inner.delete(index, mine, source_version, timeout)
+        return deleted
+
+    async def batch_get(
+        self, index: VersionRef, keys: Sequence[EntityKey], include_vectors: bool, timeout: float
+    ) -> list[Lookup]:
+        by_tenant: dict[str, list[Lookup]] = {}
+        for tenant in dict.fromkeys(k.tenant_id for k in keys):
+            self._as(tenant)
+            mine = [k for k in keys if k.tenant_id == tenant]
+            by_tenant[tenant] = list(
+                await self.inner.batch_get(index, mine, include_vectors, timeout)
+            )
+        return [by_tenant[k.tenant_id].pop(0) for k in keys]
+
+    async def describe(self, timeout: float = 5.0) -> list[ShardIndex]:
+        return await self.inner.describe(timeout)
+
+    async def get_features(
+        self,
+        group: VersionRef,
+        features: Sequence[str],
+        keys: Sequence[EntityKey],
+        request_time: int,
+        personalized: bool,
+        timeout: float,
+    ) -> list[Sequence[FeatureValue]]:
+        self._as(keys[0].tenant_id if keys else "t")
+        return await self.inner.get_features(
+            group, features, keys, request_time, personalized, timeout
+        )
+
+    async def put_features(
+        self, group: VersionRef, rows: Sequence[GroupRow], timeout: float
+    ) -> tuple[int, int]:
+        self._as(rows[0].entity.tenant_id if rows else "t")
+        return await self.inner.put_features(group, rows, timeout)
+
+    async def close(self) -> None:
+        await self.inner.close()
 
 
 @pytest.fixture(params=["in-memory", "remote"])
@@ -66,7 +161,9 @@ def make_shard(request: pytest.FixtureRequest, registry: SnapshotCache) -> Calla
     if request.param == "in-memory":
         return lambda: InMemoryShard(SHARD, registry=registry)
     address = registry.snapshot.shards[SHARD].address
-    return lambda: RemoteShard(SHARD, address)
+    cluster: LocalCluster = request.getfixturevalue("cluster")
+    creds = cluster.peer_credentials()
+    return lambda: Vouching(RemoteShard(SHARD, address, credentials=creds))
 
 
 @dataclass(frozen=True)
