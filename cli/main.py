@@ -12,6 +12,7 @@ from cli import (
     audit_commands,
     auth_commands,
     cluster_commands,
+    erasure_commands,
     feature_commands,
     query_commands,
     registry_commands,
@@ -26,6 +27,7 @@ COMMAND_GROUPS = (
     role_commands.add_server_commands,
     query_commands.add_commands,
     registry_commands.add_commands,
+    erasure_commands.add_commands,
     auth_commands.add_commands,
     audit_commands.add_commands,
     feature_commands.add_commands,
@@ -39,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="vecshard",
         description="vecshard: sharded vector retrieval and feature serving over gRPC.",
         epilog="`vecshard COMMAND --help` shows a command's options. search, get, "
-        "describe-route, registry, audit verify and rollout need only "
+        "describe-route, registry, delete-subject, audit verify and rollout need only "
         "`pip install vecshard` (the SDK; credentials from VECSHARD_TOKEN_FILE and "
         "VECSHARD_CA_FILE); up, shard, coordinator and auth need the server extra, features "
         "and audit export the offline extra, bench and loadtest the bench extra "

@@ -19,6 +19,8 @@ from coordinator.auth_interceptor import AuthInterceptor
 from coordinator.authn import TokenVerifier
 from coordinator.config import AuditSettings, AuthSettings, CoordinatorConfig
 from coordinator.convert import ProtoFeatureWire
+from coordinator.erasure import ErasureEngine
+from coordinator.erasure_servicer import ErasureServicer
 from coordinator.features import FeatureEngine
 from coordinator.registry_servicer import RegistryServicer
 from coordinator.service import Limits, RetrievalEngine
@@ -32,7 +34,7 @@ from core.errors import NotFound, PermissionDenied
 from core.limits import DEFAULT_LIMITS
 from core.limits import Limits as InputLimits
 from core.tls import TlsSettings, server_credentials
-from protos.vecshard.v1 import registry_pb2_grpc, retrieval_pb2_grpc
+from protos.vecshard.v1 import erasure_pb2_grpc, registry_pb2_grpc, retrieval_pb2_grpc
 from registry.access_policy import Principal
 from registry.admin import RegistryAdmin
 from registry.registry import Registry
@@ -170,6 +172,9 @@ async def create_server(
     )
     registry_pb2_grpc.add_RegistryServiceServicer_to_server(
         RegistryServicer(RegistryAdmin(registry), cache, view), server
+    )
+    erasure_pb2_grpc.add_ErasureServiceServicer_to_server(
+        ErasureServicer(ErasureEngine(view, pool.get, identity.channel_credentials())), server
     )
     health = serving.add_health_and_reflection(server, [SERVICE, REGISTRY_SERVICE])
     port = server.add_secure_port(cfg.listen, public_credentials)

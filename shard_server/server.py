@@ -12,7 +12,12 @@ from grpc_health.v1.health import HealthServicer
 from core import runtime as serving
 from core.limits import DEFAULT_LIMITS, Limits
 from core.tls import TlsSettings, server_credentials
-from protos.vecshard.v1.internal import features_pb2_grpc, replication_pb2_grpc, shard_pb2_grpc
+from protos.vecshard.v1.internal import (
+    erasure_pb2_grpc,
+    features_pb2_grpc,
+    replication_pb2_grpc,
+    shard_pb2_grpc,
+)
 from registry.membership import ShardRegistration
 from registry.model import ShardMember, ShardState
 from registry.registry import Registry
@@ -20,6 +25,8 @@ from registry.store import EtcdStore
 from registry.watcher import SnapshotCache
 from shard_server.access_guard import ShardAccessGuard
 from shard_server.config import ShardConfig
+from shard_server.erasure import ShardEraser
+from shard_server.erasure_servicer import ErasureServicer
 from shard_server.feature_service import FeatureNode
 from shard_server.feature_servicer import FeatureServicer
 from shard_server.feature_store import FeatureShardStore, FeatureStore
@@ -91,6 +98,9 @@ def create_server(
     replication_pb2_grpc.add_ReplicationServiceServicer_to_server(ReplicationServicer(node), server)
     features_pb2_grpc.add_FeatureShardServiceServicer_to_server(
         FeatureServicer(FeatureNode(FeatureStore(store), cache)), server
+    )
+    erasure_pb2_grpc.add_ShardErasureServiceServicer_to_server(
+        ErasureServicer(ShardEraser(node, store, cfg.data_dir)), server
     )
     health = serving.add_health_and_reflection(server, [SERVICE, FEATURE_SERVICE])
     port = server.add_secure_port(cfg.listen, credentials)

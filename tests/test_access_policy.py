@@ -14,7 +14,7 @@ from core.errors import InvalidArgument, PermissionDenied
 from core.filters import And, Eq, Filter, In, Not, Or, Range
 from core.vouch import ERASURE_PURPOSE, Vouch, decode, encode, from_metadata
 from protos.vecshard.v1 import common_pb2 as cpb
-from protos.vecshard.v1 import registry_pb2, retrieval_pb2
+from protos.vecshard.v1 import erasure_pb2, registry_pb2, retrieval_pb2
 from registry.access_policy import (
     ANY,
     Principal,
@@ -128,7 +128,7 @@ def test_bind_access_rewrites_the_request_from_the_grant() -> None:
 def test_every_public_method_has_an_access_rule() -> None:
     """A method missing from the table is refused at run time (fail closed);
     this keeps the table complete as services grow."""
-    for module in (retrieval_pb2, registry_pb2):
+    for module in (retrieval_pb2, registry_pb2, erasure_pb2):
         for service in module.DESCRIPTOR.services_by_name.values():
             for method in service.methods:
                 assert f"/{service.full_name}/{method.name}" in RULES, method.full_name

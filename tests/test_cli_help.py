@@ -25,6 +25,7 @@ COMMANDS = {
     "get": ("fetch stored embeddings",),
     "describe-route": ("what a route resolves to",),
     "registry": ("registry administration",),
+    "delete-subject": ("erase a user or item everywhere", "verify"),
     "auth": ("cluster PKI", "bearer tokens"),
     "audit": ("verify or export", "audit trail"),
     "features": ("feature", "materialize"),
