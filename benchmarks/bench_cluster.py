@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import grpc
 import numpy as np
 from google.protobuf import json_format
 from numpy.typing import NDArray
@@ -33,6 +32,7 @@ from benchmarks import retrieval_api
 from cli.etcd_process import EtcdProcess
 from cli.local_cluster import LocalCluster
 from cli.pki import LocalPki
+from client.credentials import Credentials
 from client.retrieval_client import Record, RetrievalClient
 from core.domain import AttrType, AttrValue, Metric, VersionRef
 from protos.vecshard.v1.internal import shard_pb2 as spb
@@ -192,9 +192,9 @@ class BenchCluster:
             credentials=self.cluster.credentials(),
         )
 
-    def channel_credentials(self) -> grpc.ChannelCredentials:
-        """TLS and the admin token, for raw gRPC load (closed loops)."""
-        return self.cluster.credentials().channel_credentials()
+    def credentials(self) -> Credentials:
+        """The CA and the admin token, for raw gRPC load (closed and open loops)."""
+        return self.cluster.credentials()
 
     # -- registry -------------------------------------------------------------------------
 

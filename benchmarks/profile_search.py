@@ -114,7 +114,7 @@ def profile_mode(
             args.concurrency,
             Timing(args.seconds, 0.0, cover_all=False),
             batch=batch,
-            credentials=cluster.channel_credentials(),
+            credentials=cluster.credentials(),
         )
     )
     cpu = per_query_ms(meter.stop(), result.answered_total)

@@ -241,7 +241,7 @@ def measure_cluster(
                     args.k,
                     1,
                     Timing(args.latency_duration, args.warmup, cover_all=False),
-                    credentials=cluster.channel_credentials(),
+                    credentials=cluster.credentials(),
                 ),
             )
             loaded, cpu_loaded = _metered(
@@ -252,7 +252,7 @@ def measure_cluster(
                     args.k,
                     args.concurrency,
                     Timing(args.duration, 0.5),
-                    credentials=cluster.channel_credentials(),
+                    credentials=cluster.credentials(),
                 ),
             )
             point = Point(
@@ -281,7 +281,7 @@ def measure_cluster(
                         args.concurrency,
                         Timing(args.duration, 0.5, cover_all=False),
                         batch=args.search_batch,
-                        credentials=cluster.channel_credentials(),
+                        credentials=cluster.credentials(),
                     ),
                 )
                 point = replace(

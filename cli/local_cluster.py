@@ -121,14 +121,16 @@ class LocalCluster:
         import grpc
 
         creds = self.credentials(principal)
-        return grpc.secure_channel(address or self.coordinator_address, creds.channel_credentials())
+        return grpc.secure_channel(
+            address or self.coordinator_address, creds.composite_credentials()
+        )
 
     def aio_channel(self, address: str | None = None, principal: str = ADMIN) -> grpc.aio.Channel:
         import grpc.aio
 
         creds = self.credentials(principal)
         return grpc.aio.secure_channel(
-            address or self.coordinator_address, creds.channel_credentials()
+            address or self.coordinator_address, creds.composite_credentials()
         )
 
     def peer_credentials(

@@ -95,8 +95,10 @@ class Connection:
             ("grpc.max_receive_message_length", _MAX_MESSAGE),
             *creds.channel_options(),
         ]
-        # TLS always: coordinators serve nothing else (client.credentials).
+        # TLS always: coordinators serve nothing else (client.credentials);
+        # the token goes with every call as metadata.
         channel_creds = creds.channel_credentials()
+        self.metadata = creds.call_metadata()
         self.channels = [
             grpc.secure_channel(a, channel_creds, options=options) for a in self.addresses
         ]
@@ -133,7 +135,7 @@ class Connection:
                     f"({attempt} attempt(s) over {len(self.addresses)} address(es))"
                 )
             try:
-                return method(self._next())(request, timeout=remaining)
+                return method(self._next())(request, timeout=remaining, metadata=self.metadata)
             except grpc.RpcError as exc:
                 code = exc.code() if hasattr(exc, "code") else None
                 attempt += 1

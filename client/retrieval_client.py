@@ -289,7 +289,9 @@ class RetrievalClient(FeatureCalls):
         def method(i: int) -> Any:
             rpc = getattr(self._stubs[i], name)
             if isinstance(request, list):  # a client stream: a fresh iterator per attempt
-                return lambda req, timeout: rpc(iter(req), timeout=timeout)
+                return lambda req, timeout, metadata: rpc(
+                    iter(req), timeout=timeout, metadata=metadata
+                )
             return rpc
 
         return self._conn.call(method, request, self._timeout(timeout), idempotent=idempotent)

@@ -83,6 +83,9 @@ def _grants(view: RegistryView) -> Callable[[str], Awaitable[Principal]]:
         return principal
 
     async def grants(name: str) -> Principal:
+        found = view.snapshot.principals.get(name)
+        if found is not None:  # the common case: no re-read machinery
+            return found
         try:
             _, principal = await view.fresh(lambda s: lookup(s, name))
         except NotFound:

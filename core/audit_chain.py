@@ -62,10 +62,14 @@ def chain_hash(key: bytes, prev: str, body: bytes) -> str:
 
 
 def seal(key: bytes, seq: int, prev: str, record: Mapping[str, Any]) -> tuple[bytes, str]:
-    """The line for `record` at `seq` after `prev`, and the record's hash."""
-    body = {**record, "seq": seq, "prev": prev}
-    digest = chain_hash(key, prev, canonical(body))
-    return canonical({**body, "hash": digest}) + b"\n", digest
+    """The line for `record` at `seq` after `prev`, and the record's hash.
+
+    The line is the canonical body with `hash` appended as its last member
+    (one serialization per record: this runs for every call served);
+    verification parses the line and recomputes the body's canonical form."""
+    body = canonical({**record, "seq": seq, "prev": prev})
+    digest = chain_hash(key, prev, body)
+    return body[:-1] + b',"hash":"' + digest.encode() + b'"}\n', digest
 
 
 def segment_files(directory: Path) -> list[Path]:

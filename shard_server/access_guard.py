@@ -153,7 +153,7 @@ class ShardAccessGuard(grpc.ServerInterceptor):
         def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
             if rule is None:
                 raise PermissionDenied(f"{method} has no access policy on the shard; refused")
-            role = peer_component(context.auth_context())
+            role = peer_component(context.peer_identities())
             if role not in rule.peers:
                 raise PermissionDenied(
                     f"{method} answers {sorted(p.value for p in rule.peers)} only; the caller's "

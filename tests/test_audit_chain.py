@@ -234,3 +234,28 @@ def test_cli_verify_reports_tampering_with_exit_1(tmp_path: Path) -> None:
     assert bad.returncode == 1
     assert "coordinator-b" in bad.stdout and "TAMPERED" in bad.stdout
     assert "coordinator-a: 50 records in 1 file(s), seq 1..50: OK" in bad.stdout
+
+
+def test_export_to_parquet_keeps_every_record_and_its_chain_fields(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    from offline.audit_export import export_parquet
+
+    for name in ("coordinator-a", "coordinator-b"):
+        w = ChainWriter(tmp_path / "audit" / name, KEY)
+        w.append(
+            [
+                {"rpc": "Search", "principal": "svc", "tenant": "acme", "code": "OK",
+                 "results": 2, "result_ids": ["h1", "h2"], "k": 10},
+                {"rpc": "Upsert", "principal": "svc", "code": "OK", "ids": ["h3"]},
+            ]
+        )  # fmt: skip
+        w.close()
+    assert export_parquet(tmp_path / "audit", tmp_path / "audit.parquet") == 4
+    table = pq.read_table(tmp_path / "audit.parquet")
+    rows = table.to_pylist()
+    assert sorted({r["chain"] for r in rows}) == ["coordinator-a", "coordinator-b"]
+    first = next(r for r in rows if r["chain"] == "coordinator-a" and r["seq"] == 1)
+    assert first["result_ids"] == ["h1", "h2"] and first["results"] == 2
+    assert json.loads(first["details"]) == {"k": 10}
+    assert all(r["hash"] and r["prev"] for r in rows)

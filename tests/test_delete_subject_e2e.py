@@ -286,3 +286,28 @@ def test_a_subject_is_erased_everywhere_verified_and_gone_from_the_bytes(
                 assert path.name in markers or path.name.startswith("MANIFEST-"), path
     for path in offline.rglob("*.parquet"):
         assert SUBJECT.entity_id.encode() not in path.read_bytes(), path
+    audit_trail_verifies_against_its_anchors(cluster)
+
+
+def audit_trail_verifies_against_its_anchors(cluster: LocalCluster) -> None:
+    """The stopped coordinators' chains verify, also against the heads they
+    anchored in etcd; cutting the newest record off a chain passes the files
+    alone but not the anchor."""
+    etcd = cluster.certs.etcd
+    args = [
+        VECSHARD, "audit", "verify", "--dir", str(cluster.audit_dir),
+        "--key-file", str(cluster.certs.audit_key_file),
+        "--etcd", cluster.endpoint, "--etcd-prefix", cluster.etcd_prefix,
+        "--etcd-ca-file", str(etcd.ca_file), "--etcd-cert-file", str(etcd.cert_file),
+        "--etcd-key-file", str(etcd.key_file),
+    ]  # fmt: skip
+    ok = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert ok.stdout.count(": OK") == len(cluster.coordinators)
+    newest = max(cluster.audit_dir.rglob("audit-*.jsonl"), key=lambda p: p.stat().st_mtime)
+    lines = newest.read_bytes().splitlines(keepends=True)
+    newest.write_bytes(b"".join(lines[:-1]))
+    files_only = subprocess.run(args[:7], capture_output=True, text=True, timeout=60)
+    assert files_only.returncode == 0  # a consistent, shorter chain
+    anchored = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    assert anchored.returncode == 1 and "removed from its end" in anchored.stdout

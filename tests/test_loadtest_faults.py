@@ -73,7 +73,7 @@ async def load_with_fault(cluster: LocalCluster, mix: RequestMix, tally: ClientT
     plan = FaultPlan("shard-1", kill_at=KILL_AT, restart_after=RESTART_AFTER)
     async with grpc.aio.secure_channel(
         cluster.coordinator_address,
-        cluster.credentials().channel_credentials(),
+        cluster.credentials().composite_credentials(),
         interceptors=[tally],
     ) as channel:
         await channel.channel_ready()

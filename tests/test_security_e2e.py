@@ -286,6 +286,9 @@ def test_a_principal_of_one_tenant_never_reaches_another(
         with pytest.raises(grpc.RpcError) as refused:
             stub.SearchBatch(pb.SearchBatchRequest(requests=[own, other]), timeout=10)
         assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
+        with pytest.raises(grpc.RpcError) as debug:
+            stub.SearchDebug(other, timeout=10)
+        assert debug.value.code() is grpc.StatusCode.PERMISSION_DENIED
     # Globex's identical data is still there for globex's own callers.
     with RetrievalClient(cluster.coordinator_target, tenant_id="globex", purpose="p") as admin:
         assert all(g.status == "found" for g in admin.batch_get("v", "v1", ids))
