@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import grpc
 import numpy as np
 from google.protobuf import json_format
 from numpy.typing import NDArray
@@ -32,6 +31,8 @@ from numpy.typing import NDArray
 from benchmarks import retrieval_api
 from cli.etcd_process import EtcdProcess
 from cli.local_cluster import LocalCluster
+from cli.pki import LocalPki
+from client.credentials import Credentials
 from client.retrieval_client import Record, RetrievalClient
 from core.domain import AttrType, AttrValue, Metric, VersionRef
 from protos.vecshard.v1.internal import shard_pb2 as spb
@@ -46,7 +47,7 @@ from registry.model import (
     Tenant,
 )
 from registry.registry import Registry
-from registry.store import EtcdStore
+from registry.store import EtcdStore  # noqa: TC002 - the annotation of _store
 
 _SHARD_SERVICE = spb.DESCRIPTOR.services_by_name["ShardService"]
 
@@ -133,7 +134,7 @@ class BenchCluster:
         data_dir: Path,
         num_shards: int,
         *,
-        etcd_endpoint: str | None = None,
+        etcd: SharedEtcd | None = None,
         env: Mapping[str, str] | None = None,
         **settings: Any,
     ) -> BenchCluster:
@@ -142,8 +143,9 @@ class BenchCluster:
             data_dir,
             num_shards=num_shards,
             etcd_prefix=f"/vecshard-bench/{uuid.uuid4().hex[:10]}/",
-            etcd_endpoint=etcd_endpoint,
+            etcd_endpoint=etcd.endpoint if etcd else None,
             extra_env=dict(env or {}),
+            pki=etcd.pki if etcd else None,
         )
         return cls(cluster, **settings)
 
@@ -154,7 +156,7 @@ class BenchCluster:
             self.cluster.start()
             self._owned = True
         try:
-            self._store = EtcdStore(self.cluster.endpoint)
+            self._store = self.cluster.etcd_store()
             self.registry = Registry(self._store, self.cluster.etcd_prefix)
             self.registry.put_tenant(Tenant(TENANT, allowed_purposes=(PURPOSE,)))
             self._put_family(FAMILY)
@@ -182,7 +184,17 @@ class BenchCluster:
         return self.cluster.coordinator_address
 
     def client(self, timeout: float = 60.0) -> RetrievalClient:
-        return RetrievalClient(self.address, tenant_id=TENANT, purpose=PURPOSE, timeout=timeout)
+        return RetrievalClient(
+            self.address,
+            tenant_id=TENANT,
+            purpose=PURPOSE,
+            timeout=timeout,
+            credentials=self.cluster.credentials(),
+        )
+
+    def credentials(self) -> Credentials:
+        """The CA and the admin token, for raw gRPC load (closed and open loops)."""
+        return self.cluster.credentials()
 
     # -- registry -------------------------------------------------------------------------
 
@@ -267,7 +279,7 @@ class BenchCluster:
         """Every live shard's own ``Describe`` (index kinds, segments) as JSON-ready dicts."""
         out: dict[str, dict[str, Any]] = {}
         for shard_id, address in self._shard_addresses().items():
-            with grpc.insecure_channel(address) as channel:
+            with self.cluster.shard_channel(address) as channel:
                 stub = shard_pb2_grpc.ShardServiceStub(channel)
                 resp = stub.Describe(spb.DescribeRequest(), timeout=30)
             out[shard_id] = json_format.MessageToDict(resp, preserving_proto_field_name=True)
@@ -308,7 +320,7 @@ class BenchCluster:
             {"index": {"name": index_name, "version": VERSION}, "compact": True}, request_cls()
         )
         for address in self._shard_addresses().values():
-            with grpc.insecure_channel(address) as channel:
+            with self.cluster.shard_channel(address) as channel:
                 call = channel.unary_unary(
                     f"/{_SHARD_SERVICE.full_name}/Flush",
                     request_serializer=request_cls.SerializeToString,
@@ -380,12 +392,20 @@ class BenchCluster:
         return False
 
 
+@dataclass(frozen=True)
+class SharedEtcd:
+    endpoint: str
+    pki: LocalPki
+
+
 @contextmanager
-def shared_etcd(base: Path) -> Iterator[str]:
-    """One etcd for several clusters in a run (each gets its own key prefix)."""
-    etcd = EtcdProcess(base / "etcd-data", base / "etcd.log")
+def shared_etcd(base: Path) -> Iterator[SharedEtcd]:
+    """One etcd for several clusters in a run (each gets its own key prefix),
+    and the PKI they share with it."""
+    pki = LocalPki.ensure(base / "pki")
+    etcd = EtcdProcess(base / "etcd-data", base / "etcd.log", pki.etcd)
     etcd.start()
     try:
-        yield etcd.endpoint
+        yield SharedEtcd(etcd.endpoint, pki)
     finally:
         etcd.stop()

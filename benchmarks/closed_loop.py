@@ -30,6 +30,7 @@ from numpy.typing import NDArray
 
 from benchmarks.latency import summarize_ms
 from benchmarks.retrieval_api import method_path
+from client.credentials import Credentials
 from protos.vecshard.v1 import retrieval_pb2 as pb
 
 # A run stops early once this many calls failed without a single success.
@@ -120,6 +121,8 @@ async def grpc_closed_loop(
     timing: Timing,
     timeout: float = 10.0,
     batch: int = 1,
+    *,
+    credentials: Credentials | None = None,
 ) -> ClosedLoopResult:
     """``concurrency`` concurrent calls through one grpc.aio channel.
 
@@ -128,7 +131,11 @@ async def grpc_closed_loop(
     one SearchBatch of that many queries (for callers that have several at once); QPS then
     counts queries, and latency is per call.
     """
-    async with grpc.aio.insecure_channel(address) as channel:
+    # TLS, and the token as per-call metadata, as the SDK sends them (None: the
+    # SDK's environment, VECSHARD_*).
+    creds = credentials or Credentials.from_env()
+    metadata = creds.call_metadata()
+    async with grpc.aio.secure_channel(address, creds.channel_credentials()) as channel:
         await channel.channel_ready()
         # Bytes in; a SearchBatchResponse or a SearchResponse out, by `batch`.
         call: grpc.aio.UnaryUnaryMultiCallable[bytes, Any]
@@ -164,7 +171,7 @@ async def grpc_closed_loop(
                     return  # nothing ever succeeds (e.g. an RPC this server lacks): stop early
                 body, members = calls[next(counter) % len(calls)]
                 try:
-                    resp = await call(body, timeout=timeout)
+                    resp = await call(body, timeout=timeout, metadata=metadata)
                 except grpc.aio.AioRpcError as exc:
                     failures += 1
                     if t0 >= measure_from or successes == 0:

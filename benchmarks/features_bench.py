@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -320,11 +321,18 @@ def run(
         cluster = LocalCluster(Path(tmp) / "cluster", num_shards=3)
         cluster.start()
         try:
-            with RegistryClient(cluster.coordinator_address) as reg:
+            creds = cluster.credentials()
+            with RegistryClient(cluster.coordinator_address, credentials=creds) as reg:
                 reg.apply(_docs(objs))
                 reg.apply(EMBED_SPEC)
+            # Jobs that open their own clients (materialization) read these.
+            os.environ.update(cluster.client_env())
             with RetrievalClient(
-                cluster.coordinator_address, tenant_id=TENANT, purpose="bench", timeout=600
+                cluster.coordinator_address,
+                tenant_id=TENANT,
+                purpose="bench",
+                timeout=600,
+                credentials=creds,
             ) as c:
                 out["load"] = load_cluster(c, data)
                 if materialize_rows:

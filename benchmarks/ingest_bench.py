@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import ingest_runs
+from benchmarks.bench_cluster import shared_etcd
 from benchmarks.blas_threads import set_blas_threads
 from benchmarks.run_record import RESULTS_DIR, machine, write_json
 from benchmarks.synthetic_data import gaussian_mixture
@@ -59,7 +60,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "runs": [],
     }
-    with tempfile.TemporaryDirectory(prefix="ingest-bench-", dir=args.data_dir) as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="ingest-bench-", dir=args.data_dir) as tmp,
+        shared_etcd(Path(tmp) / "etcd") as etcd,
+    ):
         for dim in args.dims:
             data = gaussian_mixture(
                 args.n, dim, max(10, args.n // 1000), args.queries, seed=args.seed
@@ -76,7 +80,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 not args.no_records,
                 Path(tmp),
                 say,
-                args.etcd,
+                etcd,
             )
             run_["ratio_to_inprocess"] = (
                 run_["cluster"]["columns"]["rows_per_s"] / run_["inprocess"]["rows_per_s"]
@@ -143,7 +147,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--no-records", action="store_true", help="skip the per-record upsert comparison"
     )
     p.add_argument("--data-dir", type=Path, help="where the clusters keep their data")
-    p.add_argument("--etcd", help="a running etcd HOST:PORT (default: start one per cluster)")
     p.add_argument("--out", type=Path, help="JSON path (default benchmarks/results/ingest-*.json)")
     args = p.parse_args(argv)
     if args.n < 1000 or not args.dims or args.shards < 1:

@@ -30,10 +30,19 @@ import grpc
 import numpy as np
 from google.protobuf import json_format
 
-from benchmarks.bench_cluster import FAMILY, TENANT, VERSION, BenchCluster, IndexPlan, records
+from benchmarks.bench_cluster import (
+    FAMILY,
+    TENANT,
+    VERSION,
+    BenchCluster,
+    IndexPlan,
+    SharedEtcd,
+    records,
+)
 from benchmarks.datasets import Dataset
 from benchmarks.ground_truth import exact_ground_truth, recall_at_k
 from benchmarks.process_cpu import CpuMeter, cpu_seconds
+from cli.local_cluster import LocalCluster
 from core.domain import Metric, VersionRef
 from core.record_columns import PackedStrings, RecordColumns
 from protos.vecshard.v1.internal import shard_pb2 as spb
@@ -134,19 +143,22 @@ def _per_vector(before: ProcessMemory, after: ProcessMemory, rows: int) -> dict[
     }
 
 
-def _stub(address: str) -> tuple[grpc.Channel, shard_pb2_grpc.ShardServiceStub]:
-    channel = grpc.insecure_channel(address)
+def _stub(
+    local: LocalCluster, address: str
+) -> tuple[grpc.Channel, shard_pb2_grpc.ShardServiceStub]:
+    """Shards answer cluster components only (mutual TLS): call as a coordinator."""
+    channel = local.shard_channel(address)
     return channel, shard_pb2_grpc.ShardServiceStub(channel)
 
 
-def _flush(address: str, index: str) -> None:
-    channel, stub = _stub(address)
+def _flush(local: LocalCluster, address: str, index: str) -> None:
+    channel, stub = _stub(local, address)
     with channel:
         stub.Flush(spb.FlushRequest(index=spb.IndexRef(name=index, version=VERSION)), timeout=3600)
 
 
-def _describe(address: str, index: str) -> dict[str, Any]:
-    channel, stub = _stub(address)
+def _describe(local: LocalCluster, address: str, index: str) -> dict[str, Any]:
+    channel, stub = _stub(local, address)
     with channel:
         resp = stub.Describe(spb.DescribeRequest(), timeout=60)
     for ix in resp.indexes:
@@ -165,7 +177,7 @@ def cluster(
     with_records: bool,
     root: Path,
     say: Say,
-    etcd: str | None = None,
+    etcd: SharedEtcd | None = None,
 ) -> dict[str, Any]:
     n, dim = data.base.shape
     env = {
@@ -176,14 +188,14 @@ def cluster(
     plan = IndexPlan("ix", kind, params)
     with BenchCluster.local(
         root / f"d{dim}-s{shards}", shards, env=env, dim=dim, metric=data.metric,
-        num_buckets=BUCKETS, etcd_endpoint=etcd,
+        num_buckets=BUCKETS, etcd=etcd,
     ) as bc:  # fmt: skip
         bc.add_index(plan)
         local = bc.cluster
         addresses = {sid: str(c.ready["grpc"]) for sid, c in local.shards.items() if c.ready}
         pids = {sid: c.pid for sid, c in local.shards.items()}
         for address in addresses.values():
-            _flush(address, plan.name)  # opens the (empty) partition
+            _flush(local, address, plan.name)  # opens the (empty) partition
         empty = {sid: _memory(pid) for sid, pid in pids.items()}
         procs = {sid: pid for sid, pid in pids.items() if pid is not None}
         if local.coordinator is not None and local.coordinator.pid is not None:
@@ -212,10 +224,10 @@ def cluster(
             pid = pids[sid]
             before = cpu_seconds(pid) if pid is not None else None
             t = time.perf_counter()
-            _flush(address, plan.name)
+            _flush(local, address, plan.name)
             took = time.perf_counter() - t
             after = cpu_seconds(pid) if pid is not None else None
-            rows_of[sid] = int(_describe(address, plan.name).get("live_count", 0))
+            rows_of[sid] = int(_describe(local, address, plan.name).get("live_count", 0))
             builds[sid] = {
                 "rows": rows_of[sid],
                 "seconds": took,
@@ -226,7 +238,9 @@ def cluster(
         built = [f"{s} {b['rows']} rows in {b['seconds']:.1f} s" for s, b in builds.items()]
         say(f"cluster: built {', '.join(built)}")
         flushed = {sid: _memory(pid) for sid, pid in pids.items()}
-        described = {sid: _describe(address, plan.name) for sid, address in addresses.items()}
+        described = {
+            sid: _describe(local, address, plan.name) for sid, address in addresses.items()
+        }
         out["search"] = search_pass(bc, plan, data, procs, say)
         searched = {sid: _memory(pid) for sid, pid in pids.items()}
         out["memory"] = {

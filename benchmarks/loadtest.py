@@ -44,6 +44,7 @@ from benchmarks.request_mix import (
     parse_mix,
 )
 from benchmarks.run_record import RESULTS_DIR, machine, write_json
+from client.credentials import Credentials
 
 
 def say(text: str) -> None:
@@ -88,7 +89,11 @@ async def drive(args: argparse.Namespace, target: Target, mix: RequestMix) -> di
     loop = asyncio.get_running_loop()
     with contextlib.suppress(NotImplementedError, RuntimeError):
         loop.add_signal_handler(signal.SIGINT, stop.set)  # Ctrl-C: stop sending, still report
-    async with grpc.aio.insecure_channel(target.address) as channel:
+    # TLS and a token: the local cluster's admin, else the SDK's environment.
+    # (The token rides the channel's call credentials: the requests are raw
+    # bytes through a generic harness; it costs the generator, not the servers.)
+    creds = target.cluster.credentials() if target.cluster is not None else Credentials.from_env()
+    async with grpc.aio.secure_channel(target.address, creds.composite_credentials()) as channel:
         await asyncio.wait_for(channel.channel_ready(), timeout=15)
         if args.warmup > 0:
             warm = OpenLoopConfig(

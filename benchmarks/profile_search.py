@@ -114,6 +114,7 @@ def profile_mode(
             args.concurrency,
             Timing(args.seconds, 0.0, cover_all=False),
             batch=batch,
+            credentials=cluster.credentials(),
         )
     )
     cpu = per_query_ms(meter.stop(), result.answered_total)
@@ -167,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
             BenchCluster.local(
                 root / "cluster",
                 args.shards,
-                etcd_endpoint=etcd,
+                etcd=etcd,
                 env=env,
                 dim=args.dim,
                 metric="l2",

@@ -14,7 +14,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from benchmarks import retrieval_api
-from benchmarks.bench_cluster import PURPOSE, TENANT, BenchCluster, IndexPlan
+from benchmarks.bench_cluster import PURPOSE, TENANT, BenchCluster, IndexPlan, SharedEtcd
 from benchmarks.blas_threads import set_blas_threads
 from benchmarks.closed_loop import ClosedLoopResult, Timing, grpc_closed_loop, threaded_closed_loop
 from benchmarks.datasets import Dataset
@@ -164,7 +164,7 @@ def measure_cluster(
     sweeps: Sequence[KindSweep],
     shards: int,
     args: argparse.Namespace,
-    etcd: str,
+    etcd: SharedEtcd,
     data_root: Path,
     say: Say,
 ) -> tuple[list[Point], dict[str, Any]]:
@@ -176,7 +176,7 @@ def measure_cluster(
     with BenchCluster.local(
         data_root / f"shards-{shards}",
         shards,
-        etcd_endpoint=etcd,
+        etcd=etcd,
         env=env,
         dim=dataset.dim,
         metric=dataset.metric,
@@ -241,12 +241,18 @@ def measure_cluster(
                     args.k,
                     1,
                     Timing(args.latency_duration, args.warmup, cover_all=False),
+                    credentials=cluster.credentials(),
                 ),
             )
             loaded, cpu_loaded = _metered(
                 cluster,
                 grpc_closed_loop(
-                    cluster.address, requests, args.k, args.concurrency, Timing(args.duration, 0.5)
+                    cluster.address,
+                    requests,
+                    args.k,
+                    args.concurrency,
+                    Timing(args.duration, 0.5),
+                    credentials=cluster.credentials(),
                 ),
             )
             point = Point(
@@ -275,6 +281,7 @@ def measure_cluster(
                         args.concurrency,
                         Timing(args.duration, 0.5, cover_all=False),
                         batch=args.search_batch,
+                        credentials=cluster.credentials(),
                     ),
                 )
                 point = replace(

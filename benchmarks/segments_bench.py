@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import faiss
-import grpc
 import numpy as np
 
 from benchmarks.ground_truth import exact_ground_truth, recall_at_k
@@ -43,10 +42,9 @@ from core.domain import EntityKey, Metric, VersionRef
 from protos.vecshard.v1 import common_pb2 as cpb
 from protos.vecshard.v1.internal import shard_pb2 as pb
 from protos.vecshard.v1.internal import shard_pb2_grpc
-from registry.model import EmbeddingFamily, EmbeddingVersion, IndexKind, IndexVersion
+from registry.model import EmbeddingFamily, EmbeddingVersion, IndexKind, IndexVersion, Tenant
 from registry.placement import bucket_of
 from registry.registry import Registry
-from registry.store import EtcdStore
 from shard_server.lifecycle import LifecyclePolicy
 from shard_server.model import Query
 from shard_server.partition import IndexPartition
@@ -217,8 +215,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         cluster.start()
         try:
-            store = EtcdStore(cluster.endpoint)
+            store = cluster.etcd_store()
             registry = Registry(store, cluster.etcd_prefix)
+            registry.put_tenant(Tenant(TENANT))
             registry.put_family(_index(kinds[0], args.dim)[0])
             registry.put_embedding_version(EmbeddingVersion("vec", "v1"))
             for kind in kinds:
@@ -226,7 +225,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             store.close()
             ready = cluster.shards["shard-0"].ready
             assert ready is not None
-            channel = grpc.insecure_channel(str(ready["grpc"]))
+            channel = cluster.shard_channel(str(ready["grpc"]))
             stub = shard_pb2_grpc.ShardServiceStub(channel)
             for kind in kinds:
                 t = time.perf_counter()

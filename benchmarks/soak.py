@@ -31,8 +31,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import grpc
-
 from benchmarks.soak_faults import Chaos
 from benchmarks.soak_model import Model, Violation, vector_of
 from benchmarks.soak_workload import (
@@ -46,6 +44,7 @@ from benchmarks.soak_workload import (
     entity,
 )
 from cli.local_cluster import LocalCluster
+from client.credentials import Credentials
 from client.registry_client import RegistryClient
 from client.retrieval_client import RetrievalClient
 from core.domain import EntityKey, VersionRef
@@ -55,7 +54,6 @@ from protos.vecshard.v1.internal import shard_pb2 as spb
 from protos.vecshard.v1.internal import shard_pb2_grpc
 from registry.placement import tenant_bucket
 from registry.registry import Registry
-from registry.store import EtcdStore
 
 NUM_BUCKETS = 8
 SHARDS = 4
@@ -109,9 +107,11 @@ class SoakReport:
         return not self.violations
 
 
-def _wait_all_serving(target: str, shards: int, timeout: float = 90.0) -> None:
+def _wait_all_serving(
+    target: str, shards: int, credentials: Credentials, timeout: float = 90.0
+) -> None:
     deadline = time.monotonic() + timeout
-    with RegistryClient(target, timeout=5.0) as reg:
+    with RegistryClient(target, timeout=5.0, credentials=credentials) as reg:
         while True:
             try:
                 status = reg.status()
@@ -133,7 +133,13 @@ def _final_check(
     ids = [entity(n) for n in range(settings.keys_per_tenant)]
     for address in cluster.coordinator_addresses:
         for tenant in settings.tenants:
-            with RetrievalClient(address, tenant_id=tenant, purpose=PURPOSE, timeout=30) as c:
+            with RetrievalClient(
+                address,
+                tenant_id=tenant,
+                purpose=PURPOSE,
+                timeout=30,
+                credentials=cluster.credentials(),
+            ) as c:
                 for i in range(0, len(ids), 100):
                     chunk = ids[i : i + 100]
                     for eid, lk in zip(chunk, c.batch_get(*FAMILY, chunk), strict=True):
@@ -165,7 +171,7 @@ def _check_replicas(
     seen: dict[tuple[str, str], dict[str, tuple[int, int]]] = {}
     for sid, child in cluster.shards.items():
         assert child.ready is not None
-        with grpc.insecure_channel(str(child.ready["grpc"])) as ch:
+        with cluster.shard_channel(str(child.ready["grpc"]), purpose=PURPOSE) as ch:
             stub = shard_pb2_grpc.ShardServiceStub(ch)
             for tenant in settings.tenants:
                 keys = [key_to_pb(EntityKey(tenant, "item", eid)) for eid in ids]
@@ -175,7 +181,7 @@ def _check_replicas(
                         int(lk.status),
                         int(lk.record.source_version) if lk.status == cpb.FOUND else 0,
                     )
-    store = EtcdStore(cluster.endpoint)
+    store = cluster.etcd_store()
     try:
         placement = Registry(store, cluster.etcd_prefix).snapshot().placement(INDEX)
     finally:
@@ -213,10 +219,14 @@ def run_soak(
         )
         cluster.start()
         try:
-            with RegistryClient(cluster.coordinator_target) as reg:
+            with RegistryClient(
+                cluster.coordinator_target, credentials=cluster.credentials()
+            ) as reg:
                 reg.apply(registry_spec(settings), why="soak")
             model, tally = Model(), Tally()
-            workload = Workload(cluster.coordinator_target, settings, model, tally, seed)
+            workload = Workload(
+                cluster.coordinator_target, settings, model, tally, seed, cluster.credentials()
+            )
             workload.preload()
             log(
                 f"soak: preloaded {settings.keys_per_tenant} keys x {len(settings.tenants)} tenants"
@@ -238,7 +248,7 @@ def run_soak(
                 if not child.alive():
                     child.start()
                     child.wait_ready(60)
-            _wait_all_serving(cluster.coordinator_target, SHARDS)
+            _wait_all_serving(cluster.coordinator_target, SHARDS, cluster.credentials())
             checked = _final_check(cluster, settings, model, tally)
         finally:
             cluster.stop()

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from benchmarks.soak_model import Key, Model, Op, Violation, vector_of
+from client.credentials import Credentials
 from client.registry_client import RegistryClient
 from client.retrieval_client import Record, RetrievalClient
 from core.errors import VecshardError
@@ -84,8 +85,10 @@ class Workload:
         model: Model,
         tally: Tally,
         seed: int,
+        credentials: Credentials | None = None,
     ) -> None:
         self.target = target
+        self.credentials = credentials
         self.s = settings
         self.model = model
         self.tally = tally
@@ -96,7 +99,11 @@ class Workload:
 
     def _client(self, tenant: str) -> RetrievalClient:
         return RetrievalClient(
-            self.target, tenant_id=tenant, purpose=PURPOSE, timeout=self.s.timeout
+            self.target,
+            tenant_id=tenant,
+            purpose=PURPOSE,
+            timeout=self.s.timeout,
+            credentials=self.credentials,
         )
 
     # -- writes ------------------------------------------------------------------------
@@ -213,7 +220,9 @@ class Workload:
     def _switcher(self) -> None:
         """Switches the route between two bundles of the same index: searches
         must keep answering through every switch."""
-        with RegistryClient(self.target, who="soak", timeout=self.s.timeout) as reg:
+        with RegistryClient(
+            self.target, who="soak", timeout=self.s.timeout, credentials=self.credentials
+        ) as reg:
             n = 0
             while not self.stop.wait(2.0):
                 n += 1

@@ -64,6 +64,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     try:
         cluster.start()
         _print_cluster(cluster)
+        _print_credentials(cluster)
         if args.demo:
             _run_demo(cluster)
         if not args.once:
@@ -83,6 +84,21 @@ def cmd_up(args: argparse.Namespace) -> int:
         cluster.stop()
         print("stopped.", flush=True)
     return 0
+
+
+def _print_credentials(cluster: LocalCluster) -> None:
+    env = cluster.client_env()
+    print(
+        "\nEvery connection is TLS (a local CA) and every call needs a token. Credentials of "
+        "the cluster's admin principal, for the SDK and the CLI:"
+    )
+    for name, value in env.items():
+        print(f"  export {name}={value}")
+    print(
+        f"  (the audit trail is in {cluster.audit_dir}; "
+        f"`vecshard audit verify --dir {cluster.audit_dir} --key-file {cluster.certs.audit_key_file}`)",
+        flush=True,
+    )
 
 
 def _print_cluster(cluster: LocalCluster) -> None:
@@ -105,9 +121,13 @@ def _print_cluster(cluster: LocalCluster) -> None:
 def _run_demo(cluster: LocalCluster) -> None:
     from cli.demo import EMBEDDING, PURPOSE, ROUTE, run_demo
 
-    run_demo(cluster.coordinator_address)
+    run_demo(
+        cluster.coordinator_address,
+        cluster.credentials(),
+        lambda principal: cluster.token_file(principal).read_text().strip(),
+    )
     print(
-        "\nQuery it from another terminal, e.g.:\n"
+        "\nQuery it from another terminal (after the exports above), e.g.:\n"
         f"  vecshard search --coordinator {cluster.coordinator_address} --route {ROUTE} "
         f"--tenant acme --purpose {PURPOSE} --like item-00042 --embedding {EMBEDDING[0]}@{EMBEDDING[1]}\n"
         f"  vecshard get --coordinator {cluster.coordinator_address} --tenant acme --purpose {PURPOSE} "
@@ -121,7 +141,9 @@ def _rolling_restart(cluster: LocalCluster) -> None:
     from client.registry_client import RegistryClient
 
     print("SIGHUP: rolling restart of every shard", flush=True)
-    with RegistryClient(cluster.coordinator_address, who="vecshard up") as reg:
+    with RegistryClient(
+        cluster.coordinator_address, who="vecshard up", credentials=cluster.credentials()
+    ) as reg:
         try:
             Rollout(reg, LocalFleet(cluster), say=lambda m: print(m, flush=True)).run()
             print("rolling restart done", flush=True)

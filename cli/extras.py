@@ -21,6 +21,8 @@ SERVER_MODULES = (
     "rocksdict",
     "prometheus_client",
     "yaml",
+    "jwt",
+    "cryptography",
 )
 EXTRA_MODULES: dict[str, tuple[str, ...]] = {
     "server": SERVER_MODULES,

@@ -1,15 +1,35 @@
 """`vecshard up`: etcd, N shard servers and a coordinator as child processes on
 loopback, with all data under one directory. Tests use the same class, so what
-they exercise is what a user runs."""
+they exercise is what a user runs.
+
+Secured like a deployment (DESIGN §10): a throw-away local CA and certificates
+(`cli.pki`), mutual TLS between every component and to etcd, coordinators that
+authenticate every call by token and keep an audit trail under
+`<data-dir>/audit`. The cluster registers one principal, `admin` (role admin,
+every tenant and purpose), and hands out ready-made credentials for it (or any
+other principal): `credentials()`, `client_env()`, `channel()`.
+"""
 
 from __future__ import annotations
 
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cli.etcd_process import EtcdProcess
+from cli.pki import LocalPki
 from cli.processes import ChildProcess, free_port, python_module
+from core.identity import ComponentRole
+
+if TYPE_CHECKING:
+    import grpc
+    import grpc.aio
+
+    from client.credentials import Credentials
+    from registry.store import EtcdStore
+
+ADMIN = "admin"
 
 
 @dataclass
@@ -25,6 +45,9 @@ class LocalCluster:
     extra_env: dict[str, str] = field(default_factory=dict)
     # Per-shard environment, e.g. {"shard-1": {"VECSHARD_FAULTS": "Search=delay:2"}}.
     shard_env: dict[str, dict[str, str]] = field(default_factory=dict)
+    # The PKI (tests share one per session with their etcd); None: made
+    # under <data_dir>/pki.
+    pki: LocalPki | None = None
     etcd: EtcdProcess | None = None
     shards: dict[str, ChildProcess] = field(default_factory=dict)
     coordinator: ChildProcess | None = None
@@ -63,12 +86,123 @@ class LocalCluster:
     def shard_ids(self) -> list[str]:
         return [f"shard-{i}" for i in range(self.num_shards)]
 
+    # -- security ----------------------------------------------------------------
+
+    @property
+    def certs(self) -> LocalPki:
+        if self.pki is None:
+            self.pki = LocalPki.ensure(self.data_dir / "pki")
+        return self.pki
+
+    @property
+    def audit_dir(self) -> Path:
+        return self.data_dir / "audit"
+
+    def token_file(self, principal: str = ADMIN) -> Path:
+        return self.certs.ensure_token(principal)
+
+    def credentials(self, principal: str = ADMIN) -> Credentials:
+        """SDK credentials of `principal` (register its grant first)."""
+        from client.credentials import Credentials
+
+        return Credentials(
+            self.token_file(principal).read_text().strip(), self.certs.ca_file.read_bytes()
+        )
+
+    def client_env(self, principal: str = ADMIN) -> dict[str, str]:
+        """What the SDK and CLI read: the CA and the principal's token file."""
+        return {
+            "VECSHARD_CA_FILE": str(self.certs.ca_file),
+            "VECSHARD_TOKEN_FILE": str(self.token_file(principal)),
+        }
+
+    def channel(self, address: str | None = None, principal: str = ADMIN) -> grpc.Channel:
+        """A raw channel to a coordinator (default: the first), as `principal`."""
+        import grpc
+
+        creds = self.credentials(principal)
+        return grpc.secure_channel(
+            address or self.coordinator_address, creds.composite_credentials()
+        )
+
+    def aio_channel(self, address: str | None = None, principal: str = ADMIN) -> grpc.aio.Channel:
+        import grpc.aio
+
+        creds = self.credentials(principal)
+        return grpc.aio.secure_channel(
+            address or self.coordinator_address, creds.composite_credentials()
+        )
+
+    def peer_credentials(
+        self, role: ComponentRole = ComponentRole.COORDINATOR
+    ) -> grpc.ChannelCredentials:
+        """Mutual-TLS credentials of a cluster component (to call shards directly)."""
+        return self.certs.component(role).read().channel_credentials()
+
+    def shard_channel(
+        self, address: str, *, principal: str = ADMIN, purpose: str = "test"
+    ) -> grpc.Channel:
+        """A channel to a shard as a coordinator would call it (cli.peer_channel)."""
+        from cli.peer_channel import shard_channel
+
+        return shard_channel(address, self.peer_credentials(), principal=principal, purpose=purpose)
+
+    def etcd_store(self, timeout: float = 5.0) -> EtcdStore:
+        from registry.store import EtcdStore
+
+        return EtcdStore(self.endpoint, tls=self.certs.etcd.read(), timeout=timeout)
+
+    def _tls_env(self, role: ComponentRole) -> dict[str, str]:
+        files = self.certs.component(role)
+        etcd = self.certs.etcd
+        return {
+            "VECSHARD__TLS__CA_FILE": str(files.ca_file),
+            "VECSHARD__TLS__CERT_FILE": str(files.cert_file),
+            "VECSHARD__TLS__KEY_FILE": str(files.key_file),
+            "VECSHARD__TLS__ETCD_CERT_FILE": str(etcd.cert_file),
+            "VECSHARD__TLS__ETCD_KEY_FILE": str(etcd.key_file),
+        }
+
+    def _coordinator_env(self) -> dict[str, str]:
+        return {
+            **self._tls_env(ComponentRole.COORDINATOR),
+            "VECSHARD__AUTH__JWKS_FILE": str(self.certs.jwks_file),
+            "VECSHARD__AUTH__CLIENT_CA_FILE": str(self.certs.ca_file),
+            "VECSHARD__AUDIT__DIR": str(self.audit_dir),
+            "VECSHARD__AUDIT__KEY_FILE": str(self.certs.audit_key_file),
+        }
+
+    def register_admin(self) -> None:
+        """The bootstrap grant, written straight to etcd: the first admin cannot
+        be created through the API, which already needs one."""
+        from registry.access_policy import ANY, Principal, Role
+        from registry.registry import Registry
+
+        store = self.etcd_store()
+        try:
+            Registry(store, self.etcd_prefix).put_principal(
+                Principal(
+                    ADMIN,
+                    Role.ADMIN,
+                    (ANY,),
+                    (ANY,),
+                    (ANY,),
+                    description="local cluster bootstrap admin",
+                )
+            )
+        finally:
+            store.close()
+
     def start(self, timeout: float = 60.0) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         try:
             if self.etcd_endpoint is None:
-                self.etcd = EtcdProcess(self.data_dir / "etcd", self.logs / "etcd.log")
+                self.etcd = EtcdProcess(
+                    self.data_dir / "etcd", self.logs / "etcd.log", self.certs.etcd
+                )
                 self.etcd.start(timeout)
+            self.register_admin()
+            self.token_file(ADMIN)
             for shard_id in self.shard_ids():
                 self.shards[shard_id] = self._shard_process(shard_id)
                 self.shards[shard_id].start()
@@ -101,7 +235,11 @@ class LocalCluster:
                 str(self.lease_ttl),
             ),
             self.logs / f"{shard_id}.log",
-            {**self.extra_env, **self.shard_env.get(shard_id, {})},
+            {
+                **self._tls_env(ComponentRole.SHARD),
+                **self.extra_env,
+                **self.shard_env.get(shard_id, {}),
+            },
         )
 
     def _coordinator_process(self, name: str) -> ChildProcess:
@@ -118,9 +256,11 @@ class LocalCluster:
                 self.etcd_prefix,
                 "--listen",
                 f"127.0.0.1:{free_port()}",
+                "--name",
+                name,
             ),
             self.logs / f"{name}.log",
-            self.extra_env,
+            {**self._coordinator_env(), **self.extra_env},
         )
 
     def add_coordinator(self, timeout: float = 60.0) -> str:

@@ -9,9 +9,12 @@ import argparse
 import sys
 
 from cli import (
+    audit_commands,
+    auth_commands,
     capacity_commands,
     cluster_commands,
     embedding_commands,
+    erasure_commands,
     feature_commands,
     query_commands,
     registry_commands,
@@ -26,6 +29,9 @@ COMMAND_GROUPS = (
     role_commands.add_server_commands,
     query_commands.add_commands,
     registry_commands.add_commands,
+    erasure_commands.add_commands,
+    auth_commands.add_commands,
+    audit_commands.add_commands,
     feature_commands.add_commands,
     embedding_commands.add_commands,
     rollout_commands.add_commands,
@@ -39,9 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="vecshard",
         description="vecshard: sharded vector retrieval and feature serving over gRPC.",
         epilog="`vecshard COMMAND --help` shows a command's options. search, get, "
-        "describe-route, registry and rollout need only `pip install vecshard` (the SDK); "
-        "up, shard and coordinator need the server extra, features and embeddings the offline extra, "
-        "bench and loadtest the bench extra (pip install 'vecshard[server]', ...).",
+        "describe-route, registry, delete-subject, audit verify, capacity and rollout need only "
+        "`pip install vecshard` (the SDK; credentials from VECSHARD_TOKEN_FILE and "
+        "VECSHARD_CA_FILE); up, shard, coordinator and auth need the server extra, features, "
+        "embeddings and audit export the offline extra, bench, loadtest and soak the bench extra "
+        "(pip install 'vecshard[server]', ...).",
     )
     sub = p.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     for add_commands in COMMAND_GROUPS:

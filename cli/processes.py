@@ -110,8 +110,10 @@ class ChildProcess:
         if self._reader is not None:
             self._reader.join(timeout=5)
 
-    def stop(self, timeout: float = 20.0) -> int | None:
-        """SIGTERM, wait for a graceful exit, SIGKILL if it does not come."""
+    def stop(self, timeout: float = 40.0) -> int | None:
+        """SIGTERM, wait for a graceful exit, SIGKILL if it does not come.
+        The default outlasts a server's own bound on its stop (grace 20 s +
+        core.runtime.STOP_MARGIN_SECONDS), so a hung stop logs its stacks."""
         if self.proc is None:
             return None
         if self.proc.poll() is None:

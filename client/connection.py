@@ -30,6 +30,7 @@ from typing import TypeVar
 
 import grpc
 
+from client.credentials import Credentials
 from core.errors import DeadlineExceeded, InvalidArgument, from_rpc_error
 
 Req = TypeVar("Req")
@@ -81,17 +82,26 @@ class Connection:
         address: str | Sequence[str],
         policy: RetryPolicy | None = None,
         *,
+        credentials: Credentials | None = None,
         sleep: Callable[[float], None] = time.sleep,
         seed: int | None = None,
     ) -> None:
         self.addresses = addresses_of(address)
         self.policy = policy or RetryPolicy()
-        options = [
+        creds = credentials if credentials is not None else Credentials.from_env()
+        options: list[tuple[str, str | int]] = [
             ("grpc.lb_policy_name", "round_robin"),  # one DNS name, many records
             ("grpc.max_send_message_length", _MAX_MESSAGE),
             ("grpc.max_receive_message_length", _MAX_MESSAGE),
+            *creds.channel_options(),
         ]
-        self.channels = [grpc.insecure_channel(a, options=options) for a in self.addresses]
+        # TLS always: coordinators serve nothing else (client.credentials);
+        # the token goes with every call as metadata.
+        channel_creds = creds.channel_credentials()
+        self.metadata = creds.call_metadata()
+        self.channels = [
+            grpc.secure_channel(a, channel_creds, options=options) for a in self.addresses
+        ]
         self._turn = itertools.count(random.Random(seed).randrange(len(self.channels)))
         self._lock = threading.Lock()
         self._rng = random.Random(seed)
@@ -125,7 +135,7 @@ class Connection:
                     f"({attempt} attempt(s) over {len(self.addresses)} address(es))"
                 )
             try:
-                return method(self._next())(request, timeout=remaining)
+                return method(self._next())(request, timeout=remaining, metadata=self.metadata)
             except grpc.RpcError as exc:
                 code = exc.code() if hasattr(exc, "code") else None
                 attempt += 1

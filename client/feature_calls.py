@@ -98,9 +98,9 @@ class FeatureCalls:
         order; a miss is a reason on the value, never an error. `entities`:
         (entity_type, entity_id) pairs or EntityKeys of the client's tenant,
         or — cheapest — {entity_type: [ids]} (request order: type by type)."""
-        types, ids = self._entities(entities)
+        types, ids, access = self._entities(entities)
         req = pb.GetFeaturesRequest(
-            access=self.access,
+            access=access,
             feature_set=feature_set,
             feature_set_version=version,
             entity_columns=key_columns_to_pb(types, ids),
@@ -109,30 +109,39 @@ class FeatureCalls:
             columnar=True,
         )
         r = self._rpc("GetFeatures", req, timeout)
-        return FeatureResponse(self.access.tenant_id, req.entity_columns, r)
+        return FeatureResponse(access.tenant_id, req.entity_columns, r)
 
     def _entities(
         self, entities: Iterable[EntityLike] | Mapping[str, Sequence[str]]
-    ) -> tuple[list[str], list[str]]:
-        """Per entity its type and id, checking a key's tenant."""
+    ) -> tuple[list[str], list[str], cpb.AccessContext]:
+        """Per entity its type and id, and the access the request goes with.
+        Keys that name a tenant ask for it: the columnar wire carries one
+        tenant per request, so the keys must agree, and the server — not
+        this client — decides whether the caller's grant covers it."""
         if isinstance(entities, Mapping):
             types = [t for t, batch in entities.items() for _ in range(len(batch))]
-            return types, [i for batch in entities.values() for i in batch]
-        types, ids = [], []
-        mine = ("", self.access.tenant_id)
+            return types, [i for batch in entities.values() for i in batch], self.access
+        types, ids, named = [], [], set()
         for e in entities:
             if len(e) == 2:
                 t, i = e
             else:
                 tenant, t, i = e
-                if tenant not in mine:
-                    raise InvalidArgument(
-                        f"entity {tuple(e)} is of another tenant than the client's "
-                        f"{self.access.tenant_id!r}"
-                    )
+                named.add(tenant)
             types.append(t)
             ids.append(i)
-        return types, ids
+        named.discard("")
+        if not named or named == {self.access.tenant_id}:
+            return types, ids, self.access
+        if len(named) > 1 or self.access.tenant_id:
+            raise InvalidArgument(
+                f"entities of tenants {sorted(named)} in one request; expected one tenant"
+                + (f", the client's {self.access.tenant_id!r}" if self.access.tenant_id else "")
+            )
+        access = cpb.AccessContext()
+        access.CopyFrom(self.access)
+        access.tenant_id = named.pop()
+        return types, ids, access
 
     def put_features(
         self,

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from client.connection import Connection, RetryPolicy
+from client.credentials import Credentials, resolve
 from protos.vecshard.v1 import registry_pb2 as pb
 from protos.vecshard.v1 import registry_pb2_grpc
 
@@ -38,7 +39,11 @@ class RegistryClient:
     """`address` as for `RetrievalClient` (one or several coordinators). Reads,
     `apply` (declarative) and `set_shard_state` are retried on another
     coordinator when one is unreachable; `promote`, `switch_route`, `rollback`
-    and `train_placement` are not (a retry could apply them twice)."""
+    and `train_placement` are not (a retry could apply them twice).
+
+    Credentials as for `RetrievalClient`; changes need a principal with the
+    `admin` role. `who` is kept for older coordinators: the registry records
+    the token's principal as who made a change."""
 
     def __init__(
         self,
@@ -47,10 +52,15 @@ class RegistryClient:
         who: str = "",
         timeout: float = 10.0,
         retry: RetryPolicy | None = None,
+        credentials: Credentials | None = None,
+        token: str | None = None,
+        root_certificates: bytes | None = None,
     ) -> None:
         self.who = who
         self.timeout = timeout
-        self._conn = Connection(address, retry)
+        self._conn = Connection(
+            address, retry, credentials=resolve(credentials, token, root_certificates)
+        )
         self._stubs = [registry_pb2_grpc.RegistryServiceStub(ch) for ch in self._conn.channels]
 
     def __enter__(self) -> RegistryClient:

@@ -21,6 +21,7 @@ import numpy as np
 
 from client.column_writes import ColumnWrites
 from client.connection import Connection, RetryPolicy, now_micros
+from client.credentials import Credentials, resolve
 from client.feature_calls import FeatureCalls
 from client.feature_results import EntityFeatures, FeatureResponse, FeatureValue
 from core import tracing
@@ -139,25 +140,33 @@ _METRIC = {cpb.INNER_PRODUCT: "inner_product", cpb.COSINE: "cosine", cpb.L2: "l2
 class RetrievalClient(FeatureCalls, ColumnWrites):
     """`address`: one coordinator, several ("h1:p,h2:p" or a list), or a DNS
     name (`dns:///name:port`); calls rotate over them and idempotent calls
-    are retried on another within the deadline (`client.connection`)."""
+    are retried on another within the deadline (`client.connection`).
+
+    Credentials: `credentials=`, or `token=` (a bearer JWT) and
+    `root_certificates=` (PEM of a private CA), else the environment
+    (`client.credentials`). `tenant_id` and `purpose` must be ones the
+    caller's grant holds; empty means the grant's only one (a principal
+    granted several must name one). `principal` is not sent as identity: the
+    coordinator records the token's principal."""
 
     def __init__(
         self,
         address: str | Sequence[str],
         *,
-        tenant_id: str,
-        purpose: str,
+        tenant_id: str = "",
+        purpose: str = "",
         principal: str = "",
         subject_id: str = "",
         timeout: float = 5.0,
         retry: RetryPolicy | None = None,
+        credentials: Credentials | None = None,
+        token: str | None = None,
+        root_certificates: bytes | None = None,
     ) -> None:
-        if not isinstance(tenant_id, str) or not tenant_id:
-            raise InvalidArgument(
-                "tenant_id must be a non-empty string (every request is scoped to a tenant)"
-            )
-        if not isinstance(purpose, str) or not purpose:
-            raise InvalidArgument("purpose must be a non-empty string, e.g. 'recommendation'")
+        if not isinstance(tenant_id, str):
+            raise InvalidArgument("tenant_id must be a string (empty: the grant's only tenant)")
+        if not isinstance(purpose, str):
+            raise InvalidArgument("purpose must be a string, e.g. 'recommendation'")
         if not timeout > 0:
             raise InvalidArgument(f"timeout={timeout}: expected a positive number of seconds")
         self.address = address
@@ -165,7 +174,9 @@ class RetrievalClient(FeatureCalls, ColumnWrites):
         self.access = cpb.AccessContext(
             tenant_id=tenant_id, purpose=purpose, principal=principal, subject_id=subject_id
         )
-        self._conn = Connection(address, retry)
+        self._conn = Connection(
+            address, retry, credentials=resolve(credentials, token, root_certificates)
+        )
         self._stubs = [retrieval_pb2_grpc.RetrievalServiceStub(ch) for ch in self._conn.channels]
         self._routes: dict[str, RouteInfo] = {}
 
@@ -189,11 +200,16 @@ class RetrievalClient(FeatureCalls, ColumnWrites):
 
         def method(i: int) -> Any:
             rpc = getattr(self._stubs[i], name)
-            # The trace context rides in the metadata (a no-op without OpenTelemetry).
-            metadata = tracing.outgoing_metadata()
+            # The trace context rides in the metadata beside the credentials
+            # the connection adds (a no-op without OpenTelemetry).
+            trace = tracing.outgoing_metadata()
             if isinstance(request, list):  # a client stream: a fresh iterator per attempt
-                return lambda req, timeout: rpc(iter(req), timeout=timeout, metadata=metadata)
-            return lambda req, timeout: rpc(req, timeout=timeout, metadata=metadata)
+                return lambda req, timeout, metadata: rpc(
+                    iter(req), timeout=timeout, metadata=(*metadata, *trace)
+                )
+            return lambda req, timeout, metadata: rpc(
+                req, timeout=timeout, metadata=(*metadata, *trace)
+            )
 
         with tracing.span(f"vecshard.client/{name}"):
             return self._conn.call(method, request, self._timeout(timeout), idempotent=idempotent)

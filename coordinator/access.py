@@ -12,8 +12,10 @@ from collections.abc import Sequence
 from coordinator.model import Access
 from core.domain import EntityKey
 from core.errors import InvalidArgument, NotFound, PermissionDenied
+from core.filters import Filter
 from core.limits import Limits
-from registry.model import EmbeddingFamily, Tenant
+from registry.access_policy import check_purpose, check_restricted_filter, filter_attributes
+from registry.model import EmbeddingFamily, IndexVersion, Tenant
 from registry.snapshot import Snapshot
 
 
@@ -37,17 +39,20 @@ def require_tenant(snap: Snapshot, tenant_id: str) -> Tenant:
 def check_access(access: Access, family: EmbeddingFamily, snap: Snapshot) -> None:
     """The tenant must be registered, and the family and the tenant must
     both allow the request's purpose."""
-    tenant = require_tenant(snap, access.tenant_id)
-    if family.allowed_purposes and access.purpose not in family.allowed_purposes:
-        raise PermissionDenied(
-            f"purpose {access.purpose!r} may not read embedding family {family.name!r}; "
-            f"allowed purposes: {list(family.allowed_purposes)}"
-        )
-    if tenant.allowed_purposes and access.purpose not in tenant.allowed_purposes:
-        raise PermissionDenied(
-            f"tenant {tenant.tenant_id!r} does not allow purpose {access.purpose!r}; "
-            f"allowed: {list(tenant.allowed_purposes)}"
-        )
+    check_purpose(access.purpose, require_tenant(snap, access.tenant_id), family)
+
+
+def check_filter_grant(
+    access: Access, f: Filter | None, index: IndexVersion, snap: Snapshot
+) -> None:
+    """A filter on an attribute the index version marks restricted needs the
+    caller's grant; without it the search is refused, never answered as if
+    the filter were not there."""
+    if f is None or not index.restricted_attributes:
+        return
+    principal = snap.principals.get(access.principal)
+    allowed = principal.restricted_attributes if principal is not None else ()
+    check_restricted_filter(allowed, index, filter_attributes(f), f"principal {access.principal!r}")
 
 
 def own_key(key: EntityKey, access: Access, family: EmbeddingFamily, where: str) -> EntityKey:

@@ -71,11 +71,13 @@ class CanaryRunner:
         interval: float,
         purpose: str = "monitoring",
         timeout: float = 10.0,
+        principal: str = "admin",
     ) -> None:
         self.registry = registry
         self.executor = executor
         self.interval = interval
         self.purpose = purpose
+        self.principal = principal
         self.timeout = timeout
 
     async def run_route(self, snap: Snapshot, route: str) -> float | None:
@@ -90,7 +92,12 @@ class CanaryRunner:
                 run_search(
                     self.registry,
                     self.executor,
-                    SearchQuery(route, Access(q.tenant_id, self.purpose), row, plan.k),
+                    SearchQuery(
+                        route,
+                        Access(q.tenant_id, self.purpose, principal=self.principal),
+                        row,
+                        plan.k,
+                    ),
                     resolved,
                     self.timeout,
                     t0,

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
 
+from core.identity import DEFAULT_ISSUER
 from core.limits import DEFAULT_LIMITS
 from core.limits import Limits as InputLimits
 from registry.keys import DEFAULT_PREFIX
@@ -14,6 +17,12 @@ class CoordinatorConfig:
     etcd: str = "127.0.0.1:2379"
     etcd_prefix: str = DEFAULT_PREFIX
     listen: str = "127.0.0.1:0"
+    # A plaintext port with gRPC health only (Kubernetes probes cannot do
+    # TLS); empty: none.
+    health_listen: str = ""
+    # This coordinator's name in the audit trail; its chain lives in
+    # <audit dir>/<name>, so every coordinator needs its own (default: host name).
+    name: str = field(default_factory=socket.gethostname)
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 0
     # Used when the caller sets no deadline.
@@ -38,6 +47,10 @@ class CoordinatorConfig:
     # past their rollback retention are archived (0 = never).
     canary_interval_seconds: float = 60.0
     canary_purpose: str = "monitoring"
+    # The principal the scheduled canary queries run as: a grant in the
+    # registry with the reader role, the canary sets' tenants and the purpose
+    # above (shards check it like any caller's). `vecshard up` grants "admin".
+    canary_principal: str = "admin"
     retention_sweep_seconds: float = 30.0
 
     def __post_init__(self) -> None:
@@ -58,6 +71,54 @@ class CoordinatorConfig:
             raise ValueError(
                 "canary_interval_seconds and retention_sweep_seconds must be ≥ 0 (0 = off)"
             )
+        if not self.name or "/" in self.name or self.name.startswith("."):
+            raise ValueError(f"name {self.name!r} must be non-empty, without '/', not hidden")
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    """Section `[auth]`: how callers' bearer tokens are verified (DESIGN §10)."""
+
+    # Public keys of token issuers (JWKS); re-read when the file changes.
+    jwks_file: Path | None = None
+    # CA whose certificates may sign a principal's own (x5c) tokens.
+    client_ca_file: Path | None = None
+    issuer: str = DEFAULT_ISSUER
+    # Clock skew tolerated on exp/nbf (seconds).
+    leeway_seconds: float = 30.0
+    token_cache_size: int = 10_000
+
+    def __post_init__(self) -> None:
+        if self.jwks_file is None and self.client_ca_file is None:
+            raise ValueError(
+                "auth.jwks_file or auth.client_ca_file is required: every public call is "
+                "authenticated (VECSHARD__AUTH__JWKS_FILE; `vecshard up` makes one)"
+            )
+        if not 0 <= self.leeway_seconds <= 300:
+            raise ValueError(f"leeway_seconds {self.leeway_seconds} must be in 0..300")
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    """Section `[audit]`: where the coordinator writes its audit trail."""
+
+    dir: Path | None = None
+    # The audit secret: keys the hash chain and salts the hashed ids.
+    key_file: Path | None = None
+    # Reads are group-committed at least this often (seconds); mutations
+    # wait for their fsync.
+    flush_interval: float = 0.1
+    rotate_bytes: int = 64 * 1024 * 1024
+    max_backlog: int = 200_000
+
+    def __post_init__(self) -> None:
+        if self.dir is None or self.key_file is None:
+            raise ValueError(
+                "audit.dir and audit.key_file are required: every coordinator keeps an audit "
+                "trail (VECSHARD__AUDIT__DIR, VECSHARD__AUDIT__KEY_FILE)"
+            )
+        if not 0 < self.flush_interval <= 5:
+            raise ValueError(f"flush_interval {self.flush_interval} must be in (0, 5] seconds")
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,9 @@ class ShardQuery:
     max_sequence: int = 0
     served: int = 0
     skip_rerank: bool = False
+    # Who the query is for (the shard checks the vouch: coordinator.vouching).
+    principal: str = ""
+    purpose: str = ""
 
 
 @dataclass(frozen=True)

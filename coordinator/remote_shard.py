@@ -18,6 +18,7 @@ from coordinator.errors import shard_error
 from coordinator.evaluation import ShardRecall
 from coordinator.evaluation_convert import shard_recall
 from coordinator.model import GroupFetch, ShardAnswer, ShardIndex, ShardQuery, WriteRecord
+from coordinator.vouching import call_metadata, search_metadata
 from core import runtime as serving
 from core import tracing
 from core.domain import EntityKey, VersionRef
@@ -34,9 +35,26 @@ UPSERT_COLUMNS_BYTES = 16 << 20
 T = TypeVar("T")
 
 
+def _call_md() -> tuple[tuple[str, str | bytes], ...]:
+    """The vouch for the request this call serves, and the trace context.
+    Computed in the calling task: the vouch lives in a context variable."""
+    return (*call_metadata(), *tracing.outgoing_metadata())
+
+
+def _search_md(queries: Sequence[ShardQuery]) -> tuple[tuple[str, str | bytes], ...]:
+    """Searches name their callers per query (a batch mixes requests)."""
+    return (*search_metadata(queries), *tracing.outgoing_metadata())
+
+
 class RemoteShard:
     def __init__(
-        self, shard_id: str, address: str, instance: str = "", summary_lease: float = 1.0
+        self,
+        shard_id: str,
+        address: str,
+        instance: str = "",
+        summary_lease: float = 1.0,
+        *,
+        credentials: grpc.ChannelCredentials,
     ) -> None:
         self.shard_id = shard_id
         self.address = address
@@ -44,7 +62,9 @@ class RemoteShard:
         # never delay its own writes (shard_server.summary_leases).
         self.instance = instance
         self.summary_lease = summary_lease
-        self.channel = grpc.aio.insecure_channel(address, options=serving.grpc_options())
+        # Mutual TLS: the shard admits only cluster components (core.identity),
+        # and every call names its caller (coordinator.vouching).
+        self.channel = grpc.aio.secure_channel(address, credentials, options=serving.grpc_options())
         self.stub = shard_pb2_grpc.ShardServiceStub(self.channel)
         self.features = features_pb2_grpc.FeatureShardServiceStub(self.channel)
         # Whether the shard serves SearchPacked (it does unless it predates it).
@@ -65,7 +85,7 @@ class RemoteShard:
             req = convert.shard_packed_pb(index, queries)
             try:
                 resp = await self.stub.SearchPacked(
-                    req, timeout=timeout, metadata=tracing.outgoing_metadata()
+                    req, timeout=timeout, metadata=_search_md(queries)
                 )
             except grpc.aio.AioRpcError as exc:
                 if exc.code() is not grpc.StatusCode.UNIMPLEMENTED:
@@ -78,14 +98,19 @@ class RemoteShard:
             else:
                 return convert.shard_packed_answers(resp, self.shard_id, queries)
         legacy = convert.shard_search_pb(index, queries)
-        old = await self._call(lambda: self.stub.Search(legacy, timeout=timeout))
+        old = await self._call(
+            lambda: self.stub.Search(legacy, timeout=timeout, metadata=_search_md(queries))
+        )
         return convert.shard_answers(old, self.shard_id, len(queries))
 
     async def upsert(
         self, index: VersionRef, records: Sequence[tuple[WriteRecord, int]], timeout: float
     ) -> tuple[int, int]:
         batches = convert.shard_upsert_batches(index, records, UPSERT_BATCH, self.instance)
-        ack = await self._call(lambda: self.stub.Upsert(iter(batches), timeout=timeout))
+        md = _call_md()
+        ack = await self._call(
+            lambda: self.stub.Upsert(iter(batches), timeout=timeout, metadata=md)
+        )
         return ack.written, ack.ignored_stale
 
     async def upsert_columns(
@@ -99,14 +124,18 @@ class RemoteShard:
         batches = convert.shard_upsert_columns_batches(
             index, tenant_id, records, buckets, UPSERT_COLUMNS_BYTES, self.instance
         )
-        ack = await self._call(lambda: self.stub.UpsertColumns(iter(batches), timeout=timeout))
+        md = _call_md()
+        ack = await self._call(
+            lambda: self.stub.UpsertColumns(iter(batches), timeout=timeout, metadata=md)
+        )
         return ack.written, ack.ignored_stale
 
     async def delete(
         self, index: VersionRef, keys: Sequence[EntityKey], source_version: int, timeout: float
     ) -> int:
         req = convert.shard_delete_pb(index, keys, source_version)
-        ack = await self._call(lambda: self.stub.Delete(req, timeout=timeout))
+        md = _call_md()
+        ack = await self._call(lambda: self.stub.Delete(req, timeout=timeout, metadata=md))
         return int(ack.deleted)
 
     async def batch_get(
@@ -118,7 +147,8 @@ class RemoteShard:
         include_attributes: bool = False,
     ) -> EmbeddingColumns:
         req = convert.shard_lookup_pb(index, keys, include_vectors, include_attributes)
-        resp = await self._call(lambda: self.stub.BatchGet(req, timeout=timeout))
+        md = _call_md()
+        resp = await self._call(lambda: self.stub.BatchGet(req, timeout=timeout, metadata=md))
         return convert.shard_embeddings(resp, len(keys), self.shard_id)
 
     async def describe(self, timeout: float = 5.0) -> list[ShardIndex]:
@@ -127,7 +157,8 @@ class RemoteShard:
             summary_lease_seconds=self.summary_lease,
             holder=self.instance,
         )
-        resp = await self._call(lambda: self.stub.Describe(req, timeout=timeout))
+        md = _call_md()
+        resp = await self._call(lambda: self.stub.Describe(req, timeout=timeout, metadata=md))
         return convert.shard_indexes(resp)
 
     async def get_feature_columns(
@@ -139,7 +170,10 @@ class RemoteShard:
         timeout: float,
     ) -> list[object]:
         req = feature_convert.feature_columns_pb(tenant_id, fetches, request_time, personalized)
-        resp = await self._call(lambda: self.features.GetFeatureColumns(req, timeout=timeout))
+        md = _call_md()
+        resp = await self._call(
+            lambda: self.features.GetFeatureColumns(req, timeout=timeout, metadata=md)
+        )
         # Kept in wire form: the coordinator only routes these (FeatureWire).
         return list(resp.groups)
 
@@ -147,7 +181,10 @@ class RemoteShard:
         self, group: VersionRef, batch: RowBatch, timeout: float
     ) -> tuple[int, int]:
         batches = feature_convert.feature_batches_pb(group, batch)
-        ack = await self._call(lambda: self.features.PutFeatures(iter(batches), timeout=timeout))
+        md = _call_md()
+        ack = await self._call(
+            lambda: self.features.PutFeatures(iter(batches), timeout=timeout, metadata=md)
+        )
         return ack.written, ack.ignored_older
 
     async def check_recall(
@@ -156,7 +193,10 @@ class RemoteShard:
         req = spb.CheckRecallRequest(
             index=convert.index_ref_pb(index), k=k, sample=sample, seed=seed
         )
-        return shard_recall(await self._call(lambda: self.stub.CheckRecall(req, timeout=timeout)))
+        md = _call_md()
+        return shard_recall(
+            await self._call(lambda: self.stub.CheckRecall(req, timeout=timeout, metadata=md))
+        )
 
     async def close(self) -> None:
         await self.channel.close()

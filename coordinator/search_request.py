@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from coordinator import cursor as cursors
 from coordinator import metrics
-from coordinator.access import check_access
+from coordinator.access import check_access, check_filter_grant
 from coordinator.buckets import tenant_buckets
 from coordinator.model import Diagnostics, SearchQuery, SearchResult, ShardQuery
 from coordinator.partial import require_complete
@@ -49,7 +49,16 @@ def plan_search(snap: Snapshot, q: SearchQuery, resolved: ResolvedRoute) -> Plan
         raise InvalidArgument(f"k={q.k} is out of range; expected 1..{index.max_k}")
     if q.filter is not None:
         validate_filter(q.filter, index.attributes)
-    query = ShardQuery(q.vector, q.k, q.access.tenant_id, q.filter, skip_rerank=q.skip_rerank)
+        check_filter_grant(q.access, q.filter, index, snap)
+    query = ShardQuery(
+        q.vector,
+        q.k,
+        q.access.tenant_id,
+        q.filter,
+        skip_rerank=q.skip_rerank,
+        principal=q.access.principal,
+        purpose=q.access.purpose,
+    )
     qhash = cursors.query_hash(q.vector, q.k, q.access.tenant_id, q.filter)
     if not q.cursor:
         buckets = tenant_buckets(index, snap.tenants.get(q.access.tenant_id))

@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import grpc.aio
 from grpc_health.v1.health import HealthServicer
 
 from coordinator import metrics
+from coordinator.audit import AuditTrail
+from coordinator.audit_records import Hasher
+from coordinator.auth_interceptor import AuthInterceptor
+from coordinator.authn import TokenVerifier
 from coordinator.canary_runner import CanaryRunner
-from coordinator.config import CoordinatorConfig
+from coordinator.config import AuditSettings, AuthSettings, CoordinatorConfig
+from coordinator.erasure import ErasureEngine
+from coordinator.erasure_servicer import ErasureServicer
 from coordinator.evaluation import Evaluator
 from coordinator.evaluation_servicer import EvaluationServicer
 from coordinator.feature_convert import ProtoFeatureWire
@@ -25,11 +34,21 @@ from coordinator.shard_pool import ShardPool
 from coordinator.snapshots import RegistryView
 from coordinator.summaries import SummaryCache
 from core import runtime as serving
+from core.audit_chain import ChainWriter, derive_keys, read_secret
+from core.errors import NotFound, PermissionDenied
 from core.limits import DEFAULT_LIMITS
 from core.limits import Limits as InputLimits
-from protos.vecshard.v1 import evaluation_pb2_grpc, registry_pb2_grpc, retrieval_pb2_grpc
+from core.tls import TlsSettings, server_credentials
+from protos.vecshard.v1 import (
+    erasure_pb2_grpc,
+    evaluation_pb2_grpc,
+    registry_pb2_grpc,
+    retrieval_pb2_grpc,
+)
+from registry.access_policy import Principal
 from registry.admin import RegistryAdmin
 from registry.registry import Registry
+from registry.snapshot import Snapshot
 from registry.store import EtcdStore
 from registry.watcher import SnapshotCache
 
@@ -47,6 +66,8 @@ class RunningCoordinator:
     pool: ShardPool
     health: HealthServicer
     engine: RetrievalEngine
+    audit: AuditTrail
+    health_server: grpc.aio.Server | None = None
     # Scheduled work (canary queries, retention sweeps), cancelled on stop.
     jobs: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -58,14 +79,72 @@ class RunningCoordinator:
         if self.engine.summaries is not None:
             await self.engine.summaries.stop()
         await self.server.stop(grace)
+        if self.health_server is not None:
+            await self.health_server.stop(0)
         await self.pool.close()
         self.cache.stop()
+        self.audit.close()
+
+
+def _grants(view: RegistryView) -> Callable[[str], Awaitable[Principal]]:
+    """The caller's grant; a principal created a moment ago through another
+    coordinator is found by one re-read."""
+
+    def lookup(snap: Snapshot, name: str) -> Principal:
+        principal = snap.principals.get(name)
+        if principal is None:
+            raise NotFound(name)
+        return principal
+
+    async def grants(name: str) -> Principal:
+        found = view.snapshot.principals.get(name)
+        if found is not None:  # the common case: no re-read machinery
+            return found
+        try:
+            _, principal = await view.fresh(lambda s: lookup(s, name))
+        except NotFound:
+            raise PermissionDenied(
+                f"principal {name[:128]!r} has no grant in the registry (kind: Principal)"
+            ) from None
+        return principal
+
+    return grants
 
 
 async def create_server(
-    cfg: CoordinatorConfig, input_limits: InputLimits = DEFAULT_LIMITS
+    cfg: CoordinatorConfig,
+    tls: TlsSettings,
+    auth: AuthSettings,
+    audit_settings: AuditSettings,
+    input_limits: InputLimits = DEFAULT_LIMITS,
 ) -> RunningCoordinator:
-    registry = Registry(EtcdStore(cfg.etcd), cfg.etcd_prefix)
+    """TLS on the public port (callers authenticate with bearer tokens),
+    mutual TLS to shards and etcd, an audit trail of every call."""
+    files = tls.files()
+    identity = files.read()
+    public_credentials = server_credentials(files, require_client_cert=False)
+    verifier = TokenVerifier(
+        auth.jwks_file,
+        auth.client_ca_file.read_bytes() if auth.client_ca_file else None,
+        issuer=auth.issuer,
+        leeway=auth.leeway_seconds,
+        cache_size=auth.token_cache_size,
+    )
+    registry = Registry(EtcdStore(cfg.etcd, tls=tls.etcd_files().read()), cfg.etcd_prefix)
+    assert audit_settings.dir is not None and audit_settings.key_file is not None
+    chain_key, id_salt = derive_keys(read_secret(audit_settings.key_file))
+    head_key = registry.keys.audit_head(cfg.name)
+
+    def anchor(seq: int, digest: str) -> None:
+        doc = {"seq": seq, "hash": digest, "ts": time.time()}
+        registry.store.put(head_key, json.dumps(doc).encode())
+
+    audit = AuditTrail(
+        ChainWriter(audit_settings.dir / cfg.name, chain_key, audit_settings.rotate_bytes),
+        flush_interval=audit_settings.flush_interval,
+        max_backlog=audit_settings.max_backlog,
+        anchor=anchor,
+    )
     cache = SnapshotCache(registry, reread_interval=cfg.registry_reread_interval)
     view = RegistryView(cache)
     cache.start()
@@ -77,6 +156,7 @@ async def create_server(
         calls_in_flight=cfg.shard_calls_in_flight,
         instance=instance,
         summary_lease=cfg.summary_lease_seconds,
+        credentials=identity.channel_credentials(),
     )
     summaries = SummaryCache(
         cache,
@@ -93,7 +173,11 @@ async def create_server(
         registry=view,
     )
     server = grpc.aio.server(
-        interceptors=[serving.AsyncServerInterceptor("coordinator")], options=serving.grpc_options()
+        interceptors=[
+            serving.AsyncServerInterceptor("coordinator"),
+            AuthInterceptor(verifier, _grants(view), audit, Hasher(id_salt), cfg.name),
+        ],
+        options=serving.grpc_options(),
     )
     retrieval_pb2_grpc.add_RetrievalServiceServicer_to_server(
         RetrievalServicer(
@@ -110,21 +194,36 @@ async def create_server(
         EvaluationServicer(Evaluator(view, engine.executor, pool.remote), cfg.default_timeout),
         server,
     )
+    erasure_pb2_grpc.add_ErasureServiceServicer_to_server(
+        ErasureServicer(ErasureEngine(view, pool.get, identity.channel_credentials())), server
+    )
     health = serving.add_health_and_reflection(server, [SERVICE, REGISTRY_SERVICE])
-    port = server.add_insecure_port(cfg.listen)
+    port = server.add_secure_port(cfg.listen, public_credentials)
     if port == 0:
         raise OSError(f"could not bind {cfg.listen}")
     await server.start()
+    health_server = None
+    if cfg.health_listen:
+        probe, _ = serving.health_only_server(health, cfg.health_listen, aio=True)
+        assert isinstance(probe, grpc.aio.Server)
+        await probe.start()
+        health_server = probe
     metrics_port = serving.start_metrics(cfg.metrics_host, cfg.metrics_port)
     serving.set_serving(health, [SERVICE, REGISTRY_SERVICE], True)
     log.info("coordinator serving on port %d (registry revision %d)", port, cache.snapshot.revision)
     jobs = []
     if cfg.canary_interval_seconds > 0:
         canary = CanaryRunner(
-            view, engine.executor, cfg.canary_interval_seconds, cfg.canary_purpose
+            view,
+            engine.executor,
+            cfg.canary_interval_seconds,
+            cfg.canary_purpose,
+            principal=cfg.canary_principal,
         )
         jobs.append(asyncio.ensure_future(canary.run_forever()))
     if cfg.retention_sweep_seconds > 0:
         sweeper = RetentionSweeper(cache, registry, cfg.retention_sweep_seconds)
         jobs.append(asyncio.ensure_future(sweeper.run_forever()))
-    return RunningCoordinator(server, port, metrics_port, cache, pool, health, engine, jobs)
+    return RunningCoordinator(
+        server, port, metrics_port, cache, pool, health, engine, audit, health_server, jobs
+    )

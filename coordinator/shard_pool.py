@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 
+import grpc
+
 from coordinator.batcher import BatchingShard
 from coordinator.remote_shard import RemoteShard
 from coordinator.shard import Shard
@@ -22,11 +24,14 @@ class ShardPool:
         calls_in_flight: int = 1,
         instance: str = "",
         summary_lease: float = 1.0,
+        *,
+        credentials: grpc.ChannelCredentials,
     ) -> None:
         self.max_batch = max_batch
         self.calls_in_flight = calls_in_flight
         self.instance = instance
         self.summary_lease = summary_lease
+        self.credentials = credentials
         self._shards: dict[str, Shard] = {}
         self._closing: set[asyncio.Task[None]] = set()
 
@@ -37,7 +42,13 @@ class ShardPool:
                 task = asyncio.ensure_future(shard.close())
                 self._closing.add(task)
                 task.add_done_callback(self._closing.discard)
-            remote = RemoteShard(shard_id, address, self.instance, self.summary_lease)
+            remote = RemoteShard(
+                shard_id,
+                address,
+                self.instance,
+                self.summary_lease,
+                credentials=self.credentials,
+            )
             shard = BatchingShard(remote, self.max_batch, self.calls_in_flight)
             self._shards[shard_id] = shard
         return shard

@@ -8,10 +8,13 @@ the interceptor turns them into statuses whose message says what was expected.
 
 from __future__ import annotations
 
+import faulthandler
 import logging
+import os
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, TypeAlias
+from typing import Any, NoReturn, TypeAlias
 
 import grpc
 import grpc.aio
@@ -80,6 +83,15 @@ def _rebuild(handler: _Handler, wrap: Callable[[Any], Any]) -> _Handler:
     )
 
 
+def wrap_handler(handler: _Handler, wrap: Callable[[Any], Any]) -> _Handler:
+    """The same handler with its behaviour wrapped (for other interceptors)."""
+    return _rebuild(handler, wrap)
+
+
+# Health and reflection answer without credentials (probes, service discovery);
+# they reveal only the API's shape, never data.
+PASSTHROUGH = ("/grpc.health.v1.", "/grpc.reflection.")
+
 FAULTS_ENV = "VECSHARD_FAULTS"
 
 
@@ -122,7 +134,7 @@ class _InjectedFault(Exception):
 
 # The health and reflection services are not wrapped: their streams must not be
 # counted as requests, and they never raise domain errors.
-_PASSTHROUGH = ("/grpc.health.v1.", "/grpc.reflection.")
+_PASSTHROUGH = PASSTHROUGH
 
 
 class SyncServerInterceptor(grpc.ServerInterceptor):
@@ -255,6 +267,27 @@ def set_serving(
         servicer.set(name, status)
 
 
+def health_only_server(
+    servicer: health.HealthServicer, listen: str, *, aio: bool
+) -> tuple[grpc.Server | grpc.aio.Server, int]:
+    """A plaintext port serving gRPC health and nothing else, for Kubernetes'
+    gRPC probes, which cannot speak TLS (KEP-2727): it reveals only whether
+    each service is SERVING, never data, and takes no credentials. Shares the
+    main server's health servicer, so both ports always agree. Not started."""
+    server: grpc.Server | grpc.aio.Server
+    if aio:
+        server = grpc.aio.server()
+    else:
+        from concurrent import futures
+
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="health"))
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    port = server.add_insecure_port(listen)
+    if port == 0:
+        raise OSError(f"could not bind the health port {listen}")
+    return server, port
+
+
 def start_metrics(host: str, port: int) -> int:
     """Serves Prometheus metrics over HTTP; port 0 picks a free one. Returns the port."""
     server, _thread = start_http_server(port, addr=host)
@@ -289,3 +322,28 @@ def configure_logging(level: str) -> None:
     )
     for handler in logging.getLogger().handlers:
         handler.addFilter(tracing.TraceIdFilter())
+
+
+# What a graceful stop may take beyond the gRPC grace period (closing storage,
+# leaving the registry) before the watchdog gives up on it.
+STOP_MARGIN_SECONDS = 15.0
+
+
+def arm_stop_watchdog(grace: float) -> None:
+    """Bounds a graceful stop: past grace + margin, every thread's stack goes
+    to the log and the process exits 1. A stop that hangs then says where,
+    instead of being SIGKILLed by its supervisor without a trace."""
+    faulthandler.dump_traceback_later(grace + STOP_MARGIN_SECONDS, exit=True)
+
+
+def exit_after_stop(code: int = 0) -> NoReturn:
+    """Ends a server whose graceful stop is done (storage closed, registry
+    left). Library threads — gRPC pollers, etcd watch and keep-alive — can
+    keep the interpreter from exiting, which once made a drained shard miss
+    its supervisor's deadline; nothing is left to lose, so exit at once."""
+    faulthandler.cancel_dump_traceback_later()
+    tracing.shutdown()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -89,6 +89,15 @@ def configure(service: str, config: TracingConfig) -> bool:
     return True
 
 
+def shutdown() -> None:
+    """Exports the spans still buffered (a server exits with `os._exit`,
+    which skips the SDK's own exit hook)."""
+    provider = trace.get_tracer_provider() if AVAILABLE else None
+    stop = getattr(provider, "shutdown", None)
+    if callable(stop):
+        stop()
+
+
 def span(name: str, **attributes: Any) -> contextlib.AbstractContextManager[Any]:
     """A child span of the current one (a no-op without OpenTelemetry or
     without a configured provider)."""

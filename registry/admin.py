@@ -17,6 +17,7 @@ import yaml
 from core.domain import VersionRef
 from core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from registry import codec
+from registry.access_policy import Principal
 from registry.change_writes import (
     MODEL_CHANGE_KINDS,
     add_index_attributes,
@@ -40,6 +41,7 @@ from registry.snapshot import Snapshot, resolve_bundle
 
 # Dependencies first: a route needs its bundle, a bundle its versions.
 ORDER = [
+    "Principal",
     "Tenant",
     "EmbeddingFamily",
     "EmbeddingVersion",
@@ -135,7 +137,10 @@ class RegistryAdmin:
                     "(versions and indexes depend on it); create a new family"
                 )
         if isinstance(obj, IndexVersion) and cur is not None:
-            attributes_added(cur, obj)  # only added attributes (and the status) may differ
+            # Only added attributes, the status and the restricted list may differ.
+            attributes_added(
+                dataclasses.replace(cur, restricted_attributes=obj.restricted_attributes), obj
+            )
         if isinstance(obj, Bundle) and cur is not None and cur != obj:
             raise FailedPrecondition(
                 f"{_label(obj)} exists with other versions; bundles are immutable"
@@ -237,9 +242,16 @@ class RegistryAdmin:
                             f"{_label(obj)} was created concurrently"
                         ) from None
                 else:
-                    added = attributes_added(p.current, obj)
+                    added = attributes_added(
+                        dataclasses.replace(
+                            p.current, restricted_attributes=obj.restricted_attributes
+                        ),
+                        obj,
+                    )
                     if added:
                         add_index_attributes(reg, obj.ref, added)
+                    if obj.restricted_attributes != p.current.restricted_attributes:
+                        reg.set_restricted_attributes(obj.ref, obj.restricted_attributes)
                     reg.set_status("IndexVersion", obj.ref, obj.status)
             case Bundle():
                 reg.put_bundle(obj)
@@ -249,6 +261,8 @@ class RegistryAdmin:
                 reg.put_tenant(obj)
             case _ if type(obj).__name__ in MODEL_CHANGE_KINDS:
                 put_model_change_object(reg, obj)
+            case Principal():
+                reg.put_principal(obj)
             case _:
                 reg.put_object(obj, shards)
 
@@ -271,6 +285,7 @@ class RegistryAdmin:
             "Bundle": lambda: keys.bundle(name),
             "Route": lambda: keys.route(name),
             "Tenant": lambda: keys.tenant(name),
+            "Principal": lambda: keys.principal(name),
             "ShardMember": lambda: keys.shard(name),
             "IndexEvaluation": lambda: keys.evaluation(name, version),
             "VersionRetention": lambda: keys.retention(name, version),

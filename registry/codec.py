@@ -50,9 +50,14 @@ def register_kind(cls: type[Any]) -> None:
 
 
 def _register_features() -> None:
-    from registry import features, quality
+    from registry import access_policy, features, quality
 
-    for cls in (features.FeatureDefinition, features.FeatureGroup, features.FeatureSet):
+    for cls in (
+        features.FeatureDefinition,
+        features.FeatureGroup,
+        features.FeatureSet,
+        access_policy.Principal,
+    ):
         register_kind(cls)
     for kind in (
         quality.IndexEvaluation,

@@ -46,6 +46,14 @@ class Keys:
     def tenant(self, tenant_id: str) -> str:
         return f"{self.prefix}tenants/{tenant_id}"
 
+    def audit_head(self, coordinator: str) -> str:
+        """Beside the registry's prefix, not under it: the heads move every
+        second, and nothing that watches the registry should reload for that."""
+        return f"{self.prefix.rstrip('/')}-audit/heads/{coordinator}"
+
+    def principal(self, name: str) -> str:
+        return f"{self.prefix}principals/{name}"
+
     def feature(self, kind: str, name: str, version: str = "") -> str:
         return f"{self.prefix}features/{kind}/{name}" + (f"/{version}" if version else "")
 

@@ -116,6 +116,9 @@ class IndexVersion:
     write_quorum: int = 0
     # None: promotion is not gated (versions created before gates existed).
     gates: QualityGates | None = None
+    # Attributes a caller may filter on only with a grant (a filter is a side
+    # channel into the data); a policy, so it may change on a ready version.
+    restricted_attributes: tuple[str, ...] = ()
 
     @property
     def ref(self) -> VersionRef:

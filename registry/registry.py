@@ -16,6 +16,7 @@ from typing import Any
 from core.domain import VersionRef
 from core.errors import AlreadyExists, Conflict, FailedPrecondition, InvalidArgument, NotFound
 from registry import codec
+from registry.access_policy import Principal
 from registry.keys import Keys
 from registry.lifecycle import FROZEN, check_transition
 from registry.migration import (
@@ -120,6 +121,8 @@ class Registry:
                 return self.keys.canary_set(obj.name, obj.version)
             case DualWrite():
                 return self.keys.dual_write(obj.family)
+            case Principal():
+                return self.keys.principal(obj.name)
         kind = type(obj).__name__
         if kind in codec.KINDS:  # feature definitions, groups, sets
             return self.keys.feature(kind, obj.name, getattr(obj, "version", ""))
@@ -205,6 +208,11 @@ class Registry:
 
             # a shard would refuse to open bad parameters: refuse them here
             parse_index_params(index.kind, index.params, family[0].dimension)
+        undeclared = sorted(set(index.restricted_attributes) - set(index.attributes))
+        if undeclared:
+            raise InvalidArgument(
+                f"index {index.ref}: restricted attribute(s) {undeclared} are not declared attributes"
+            )
         if index.write_quorum < 0 or index.write_quorum > replicas:
             raise InvalidArgument(
                 f"index {index.ref}: write_quorum {index.write_quorum} must be 0 (all) .. {replicas} replicas"
@@ -333,6 +341,32 @@ class Registry:
 
     def put_tenant(self, tenant: Tenant) -> None:
         self.store.put(self.keys.tenant(tenant.tenant_id), codec.encode(tenant))
+
+    def put_principal(self, principal: Principal) -> None:
+        """A grant changes in place: the next request is checked against it."""
+        self.store.put(self.keys.principal(principal.name), codec.encode(principal))
+
+    def set_restricted_attributes(self, ref: VersionRef, restricted: tuple[str, ...]) -> None:
+        """Which attributes of an index version need a grant to filter on: a
+        policy, not content, so it may change on an immutable version (a
+        privacy fix must not wait for a rebuild). Compare-and-swap."""
+        key = self.keys.index(ref.name, ref.version)
+        entry = self.store.get(key)
+        if entry is None:
+            raise NotFound(f"unknown index version {ref}")
+        index = codec.decode(entry.value)
+        unknown = sorted(set(restricted) - set(index.attributes))
+        if unknown:
+            raise InvalidArgument(
+                f"index {ref}: restricted attribute(s) {unknown} are not declared attributes"
+            )
+        updated = dataclasses.replace(index, restricted_attributes=tuple(restricted))
+        if updated == index:
+            return
+        if not self.store.txn(
+            [ModRevisionIs(key, entry.mod_revision)], [Put(key, codec.encode(updated))]
+        ):
+            raise Conflict(f"index version {ref} changed concurrently; re-read and retry")
 
     def put_object(self, obj: Any, shard_ids: Sequence[str] = ()) -> None:
         """Feature definitions, groups and sets: versioned; only owner and

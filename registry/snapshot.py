@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from core.domain import VersionRef
 from core.errors import FailedPrecondition, NotFound
 from registry import codec
+from registry.access_policy import Principal
 from registry.compat import bundle_parts, check_bundle
 from registry.feature_catalog import FeatureCatalog
 from registry.features import FeatureObject
@@ -62,6 +63,8 @@ class Snapshot:
     canary_sets: Mapping[VersionRef, CanaryQuerySet] = field(default_factory=dict)
     dual_writes: Mapping[str, DualWrite] = field(default_factory=dict)
     retention: Mapping[VersionRef, VersionRetention] = field(default_factory=dict)
+    # Who may call, with which role, for which tenants and purposes (DESIGN §10).
+    principals: Mapping[str, Principal] = field(default_factory=dict)
 
     @functools.cached_property
     def feature_catalog(self) -> FeatureCatalog:
@@ -120,6 +123,7 @@ def build_snapshot(entries: list[Entry], revision: int, keys: Keys) -> Snapshot:
     canaries: dict[VersionRef, CanaryQuerySet] = {}
     dual_writes: dict[str, DualWrite] = {}
     retention: dict[VersionRef, VersionRetention] = {}
+    principals: dict[str, Principal] = {}
     history_prefix = keys.route_history("")[: -len("/")]
     for entry in entries:
         if entry.key.startswith(history_prefix):
@@ -158,6 +162,8 @@ def build_snapshot(entries: list[Entry], revision: int, keys: Keys) -> Snapshot:
                 dual_writes[obj.family] = obj
             case VersionRetention():
                 retention[obj.index] = obj
+            case Principal():
+                principals[obj.name] = obj
             case _:
                 features[
                     (type(obj).__name__, getattr(obj, "name", ""), getattr(obj, "version", ""))
@@ -182,6 +188,7 @@ def build_snapshot(entries: list[Entry], revision: int, keys: Keys) -> Snapshot:
         canaries,
         dual_writes,
         retention,
+        principals,
     )
 
 

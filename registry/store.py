@@ -17,6 +17,7 @@ import pyetcd
 import pyetcd.exceptions
 
 from core.errors import Unavailable
+from core.tls import TlsIdentity
 
 log = logging.getLogger(__name__)
 
@@ -94,9 +95,13 @@ def _unavailable(exc: Exception, endpoint: str) -> Unavailable:
 
 
 class EtcdStore:
-    """RegistryStore over a real etcd 3.5 cluster."""
+    """RegistryStore over a real etcd 3.5 cluster.
 
-    def __init__(self, endpoint: str, timeout: float = 5.0) -> None:
+    `tls` is required on purpose: every caller states whether it talks mutual
+    TLS to etcd (servers always do; `None` is plaintext, for an etcd that
+    offers nothing else)."""
+
+    def __init__(self, endpoint: str, *, tls: TlsIdentity | None, timeout: float = 5.0) -> None:
         host, _, port = endpoint.rpartition(":")
         if not host or not port.isdigit():
             raise ValueError(f"etcd endpoint {endpoint!r} must be HOST:PORT")
@@ -104,7 +109,13 @@ class EtcdStore:
         # time_retry=0: pyetcd otherwise refuses to touch an endpoint for 300 s
         # after one failed call, which would turn a brief etcd restart into a
         # five-minute outage of the registry.
-        endpoint_ = pyetcd.Endpoint(host, int(port), secure=False, time_retry=0.0)
+        endpoint_ = pyetcd.Endpoint(
+            host,
+            int(port),
+            secure=tls is not None,
+            creds=tls.channel_credentials() if tls is not None else None,
+            time_retry=0.0,
+        )
         self._client = pyetcd.MultiEndpointEtcd3Client(endpoints=[endpoint_], timeout=timeout)
         self._lock = threading.Lock()
 

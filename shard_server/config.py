@@ -27,6 +27,9 @@ class ShardConfig:
     listen: str = "127.0.0.1:0"
     # Address coordinators dial; defaults to the bound listen address.
     advertise: str = ""
+    # A plaintext port with gRPC health only (Kubernetes probes cannot do
+    # TLS); empty: none.
+    health_listen: str = ""
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 0
     lease_ttl: int = 10

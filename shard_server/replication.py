@@ -39,9 +39,10 @@ class ReplicationServicer(replication_pb2_grpc.ReplicationServiceServicer):
             )
 
 
-def catch_up(node: ShardNode, timeout: float = 120.0) -> int:
+def catch_up(node: ShardNode, credentials: grpc.ChannelCredentials, timeout: float = 120.0) -> int:
     """For every replicated bucket this shard holds, pulls from one registered
-    peer replica. Returns how many records and tombstones were applied."""
+    peer replica (over mutual TLS, as a shard). Returns how many records and
+    tombstones were applied."""
     snap = node.registry.refresh()
     applied = 0
     for ref, placement in snap.placements.items():
@@ -57,7 +58,9 @@ def catch_up(node: ShardNode, timeout: float = 120.0) -> int:
             address = snap.shards[peer].address
             part = node.partition(ref)
             try:
-                with grpc.insecure_channel(address, options=serving.grpc_options()) as channel:
+                with grpc.secure_channel(
+                    address, credentials, options=serving.grpc_options()
+                ) as channel:
                     stub = replication_pb2_grpc.ReplicationServiceStub(channel)
                     req = pb.ExportRequest(
                         index_name=ref.name, index_version=ref.version, buckets=sorted(buckets)

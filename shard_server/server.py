@@ -11,13 +11,22 @@ from grpc_health.v1.health import HealthServicer
 
 from core import runtime as serving
 from core.limits import DEFAULT_LIMITS, Limits
-from protos.vecshard.v1.internal import features_pb2_grpc, replication_pb2_grpc, shard_pb2_grpc
+from core.tls import TlsSettings, server_credentials
+from protos.vecshard.v1.internal import (
+    erasure_pb2_grpc,
+    features_pb2_grpc,
+    replication_pb2_grpc,
+    shard_pb2_grpc,
+)
 from registry.membership import ShardRegistration
 from registry.model import ShardMember, ShardState
 from registry.registry import Registry
 from registry.store import EtcdStore
 from registry.watcher import SnapshotCache
+from shard_server.access_guard import ShardAccessGuard
 from shard_server.config import ShardConfig
+from shard_server.erasure import ShardEraser
+from shard_server.erasure_servicer import ErasureServicer
 from shard_server.feature_service import FeatureNode
 from shard_server.feature_servicer import FeatureServicer
 from shard_server.feature_store import FeatureShardStore, FeatureStore
@@ -41,6 +50,7 @@ class RunningShard:
     registration: ShardRegistration
     cache: SnapshotCache
     health: HealthServicer
+    health_server: grpc.Server | None = None
 
     def stop(self, grace: float) -> None:
         """Graceful: leave the registry first so no new queries arrive, then
@@ -48,16 +58,25 @@ class RunningShard:
         serving.set_serving(self.health, [SERVICE], False)
         self.registration.close()
         self.server.stop(grace).wait()
+        if self.health_server is not None:
+            self.health_server.stop(0).wait()
         self.node.close()
         self.cache.stop()
         self.node.store.close()
 
 
-def create_server(cfg: ShardConfig, limits: Limits = DEFAULT_LIMITS) -> RunningShard:
+def create_server(
+    cfg: ShardConfig, tls: TlsSettings, limits: Limits = DEFAULT_LIMITS
+) -> RunningShard:
+    """Serves mutual TLS only: every peer must present a certificate from the
+    cluster CA, and `ShardAccessGuard` admits only cluster components."""
+    files = tls.files()
+    identity = files.read()
+    credentials = server_credentials(files, require_client_cert=True)
     # FeatureShardStore is the ShardStore that also opens the feature groups'
     # column families already on disk (RocksDB refuses to open without them).
     store = FeatureShardStore(cfg.data_dir / "rocksdb", cfg.store_memory())
-    etcd = EtcdStore(cfg.etcd)
+    etcd = EtcdStore(cfg.etcd, tls=tls.etcd_files().read())
     registry = Registry(etcd, cfg.etcd_prefix)
     cache = SnapshotCache(registry)
     cache.start()
@@ -76,7 +95,7 @@ def create_server(cfg: ShardConfig, limits: Limits = DEFAULT_LIMITS) -> RunningS
 
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=cfg.max_workers, thread_name_prefix="shard-rpc"),
-        interceptors=[serving.SyncServerInterceptor("shard")],
+        interceptors=[serving.SyncServerInterceptor("shard"), ShardAccessGuard(cache)],
         options=serving.grpc_options(),
     )
     shard_pb2_grpc.add_ShardServiceServicer_to_server(ShardServicer(node), server)
@@ -84,11 +103,20 @@ def create_server(cfg: ShardConfig, limits: Limits = DEFAULT_LIMITS) -> RunningS
     features_pb2_grpc.add_FeatureShardServiceServicer_to_server(
         FeatureServicer(FeatureNode(FeatureStore(store), cache)), server
     )
+    erasure_pb2_grpc.add_ShardErasureServiceServicer_to_server(
+        ErasureServicer(ShardEraser(node, store, cfg.data_dir)), server
+    )
     health = serving.add_health_and_reflection(server, [SERVICE, FEATURE_SERVICE])
-    port = server.add_insecure_port(cfg.listen)
+    port = server.add_secure_port(cfg.listen, credentials)
     if port == 0:
         raise OSError(f"could not bind {cfg.listen}")
     server.start()
+    health_server = None
+    if cfg.health_listen:
+        probe, _ = serving.health_only_server(health, cfg.health_listen, aio=False)
+        assert isinstance(probe, grpc.Server)
+        probe.start()
+        health_server = probe
     # Segments load before the shard says it is ready or registers.
     opened = node.load_all()
     node.start_maintenance()
@@ -98,7 +126,8 @@ def create_server(cfg: ShardConfig, limits: Limits = DEFAULT_LIMITS) -> RunningS
     # Catch up from peer replicas before serving queries: first in bulk while
     # unregistered, then again once registered as draining (coordinators send
     # it writes but no queries), so nothing written in between is missed.
-    applied = catch_up(node)
+    peer = identity.channel_credentials()
+    applied = catch_up(node, peer)
     registration = ShardRegistration(
         etcd,
         registry.keys,
@@ -112,7 +141,7 @@ def create_server(cfg: ShardConfig, limits: Limits = DEFAULT_LIMITS) -> RunningS
     )
     registration.on_lease_lost = LEASE_LOSSES.inc
     registration.start()
-    applied += catch_up(node)
+    applied += catch_up(node, peer)
     registration.set_state(ShardState.SERVING)
     if applied:
         log.info(
@@ -120,4 +149,6 @@ def create_server(cfg: ShardConfig, limits: Limits = DEFAULT_LIMITS) -> RunningS
         )
     serving.set_serving(health, [SERVICE, FEATURE_SERVICE], True)
     log.info("shard %s serving on %s with %d index partitions", cfg.shard_id, address, opened)
-    return RunningShard(server, port, metrics_port, address, node, registration, cache, health)
+    return RunningShard(
+        server, port, metrics_port, address, node, registration, cache, health, health_server
+    )

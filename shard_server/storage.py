@@ -20,7 +20,16 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch, WriteOptions
+from rocksdict import (
+    BlockBasedOptions,
+    BottommostLevelCompaction,
+    Cache,
+    CompactOptions,
+    Options,
+    Rdict,
+    WriteBatch,
+    WriteOptions,
+)
 
 RECORDS = "records"
 TOMBSTONES = "tombstones"
@@ -168,6 +177,32 @@ class ShardStore:
                 break
             yield key, it.value()
             it.next()
+
+    def compact_all(self) -> None:
+        """Flushes every column family and compacts it into the bottom level,
+        so deleted keys and their values leave the SST files and the WALs that
+        held them become obsolete (a subject erasure's physical purge)."""
+        opts = CompactOptions()
+        opts.set_bottommost_level_compaction(BottommostLevelCompaction.force())
+        cfs = list(self._cfs.values())
+        for cf in cfs:
+            cf.flush(True)
+        self._db.flush_wal(True)
+        for cf in cfs:
+            cf.compact_range(None, None, opts)
+
+    def sst_files(self, cf: str) -> set[str]:
+        """Names of the SST files that hold column family `cf` now."""
+        listing = self._cfs[cf].property_value("rocksdb.sstables") or ""
+        out = set()
+        for line in listing.splitlines():
+            number, sep, _ = line.strip().partition(":")
+            if sep and number.isdigit():
+                out.add(f"{int(number):06d}.sst")
+        return out
+
+    def column_families(self) -> list[str]:
+        return list(self._cfs)
 
     def close(self) -> None:
         """Closes column families before the database: RocksDB keeps its LOCK

@@ -32,6 +32,8 @@ EXTRA_ONLY_MODULES = (
     "h5py",
     "matplotlib",
     "opentelemetry",
+    "jwt",
+    "cryptography",
 )
 # vecshard's own packages that the SDK must not need.
 NON_SDK_PACKAGES = ("registry", "shard_server", "coordinator", "offline", "cli", "benchmarks")

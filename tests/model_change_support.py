@@ -13,7 +13,6 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-import grpc
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -254,7 +253,7 @@ def flush(cluster: LocalCluster, index: str, version: str) -> int:
     for shard_id in cluster.shard_ids():
         ready = cluster.shards[shard_id].ready
         assert ready is not None
-        with grpc.insecure_channel(str(ready["grpc"])) as ch:
+        with cluster.shard_channel(str(ready["grpc"])) as ch:
             stats = (
                 shard_pb2_grpc.ShardServiceStub(ch)
                 .Flush(

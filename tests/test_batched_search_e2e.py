@@ -95,7 +95,7 @@ def test_a_mixed_batch_answers_exactly_what_one_by_one_does(make_cluster: Cluste
     load(cluster.coordinator_address, "rb_f", 60, 2)
     rng = np.random.default_rng(3)
     requests = []
-    with grpc.insecure_channel(cluster.coordinator_address) as ch:
+    with cluster.channel() as ch:
         stub = retrieval_pb2_grpc.RetrievalServiceStub(ch)
         for i in range(48):
             route, tenant = ("ra", "rb")[i % 2], TENANTS[(i // 2) % 2]
@@ -112,7 +112,7 @@ def test_a_mixed_batch_answers_exactly_what_one_by_one_does(make_cluster: Cluste
         assert [answer(r) for r in batched.responses] == one_by_one
 
         async def concurrently(order: list[int]) -> dict[int, list[bytes]]:
-            async with grpc.aio.insecure_channel(cluster.coordinator_address) as ach:
+            async with cluster.aio_channel() as ach:
                 astub = retrieval_pb2_grpc.RetrievalServiceStub(ach)
                 got = await asyncio.gather(*(astub.Search(requests[i]) for i in order))
             return {i: answer(r) for i, r in zip(order, got, strict=True)}
@@ -140,7 +140,7 @@ def test_cancelling_one_caller_leaves_its_batch_mates_intact(make_cluster: Clust
     ]
 
     async def scenario() -> tuple[list[list[bytes]], list[object]]:
-        async with grpc.aio.insecure_channel(cluster.coordinator_address) as ch:
+        async with cluster.aio_channel() as ch:
             stub = retrieval_pb2_grpc.RetrievalServiceStub(ch)
             alone = [answer(await stub.Search(r, timeout=10)) for r in requests]
             calls = [stub.Search(r, timeout=10) for r in requests]
@@ -180,7 +180,7 @@ def test_a_delayed_shard_does_not_hold_queries_for_the_other_shards(
         normal = (time.monotonic() - t0) / 5
 
     async def scenario() -> tuple[list[float], int]:
-        async with grpc.aio.insecure_channel(cluster.coordinator_address) as ch:
+        async with cluster.aio_channel() as ch:
             stub = retrieval_pb2_grpc.RetrievalServiceStub(ch)
             slow = [
                 asyncio.ensure_future(stub.Search(request("slow", "t1", q, 5), timeout=10))

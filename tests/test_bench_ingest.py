@@ -11,22 +11,14 @@ import pytest
 
 from benchmarks import ingest_bench
 from cli.capacity_model import Target, load_measurements, plan
-from cli.etcd_process import EtcdProcess
 
 pytestmark = pytest.mark.integration
 
 
-def test_the_ingest_benchmark_measures_both_sides_and_feeds_capacity(
-    tmp_path: Path, etcd: EtcdProcess
-) -> None:
+def test_the_ingest_benchmark_measures_both_sides_and_feeds_capacity(tmp_path: Path) -> None:
     out = tmp_path / "ingest.json"
     argv = ["--n", "3000", "--dims", "8,24", "--queries", "30", "--shards", "2"]
-    assert (
-        ingest_bench.main(
-            [*argv, "--etcd", etcd.endpoint, "--data-dir", str(tmp_path), "--out", str(out)]
-        )
-        == 0
-    )
+    assert ingest_bench.main([*argv, "--data-dir", str(tmp_path), "--out", str(out)]) == 0
     report = json.loads(out.read_text())
     assert [r["dim"] for r in report["runs"]] == [8, 24]
     for r in report["runs"]:

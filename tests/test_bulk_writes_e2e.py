@@ -7,7 +7,6 @@ that was acknowledged."""
 
 from __future__ import annotations
 
-import grpc
 import numpy as np
 import pytest
 
@@ -130,7 +129,7 @@ def test_columns_store_and_answer_exactly_what_records_do(make_cluster: ClusterF
     # Each shard says what its rows cost in memory, and what the process holds.
     for child in cluster.shards.values():
         assert child.ready is not None
-        with grpc.insecure_channel(str(child.ready["grpc"])) as channel:
+        with cluster.shard_channel(str(child.ready["grpc"])) as channel:
             described = shard_pb2_grpc.ShardServiceStub(channel).Describe(
                 spb.DescribeRequest(), timeout=30
             )

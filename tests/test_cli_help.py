@@ -25,6 +25,9 @@ COMMANDS = {
     "get": ("fetch stored embeddings",),
     "describe-route": ("what a route resolves to",),
     "registry": ("registry administration",),
+    "delete-subject": ("erase a user or item everywhere", "verify"),
+    "auth": ("cluster PKI", "bearer tokens"),
+    "audit": ("verify or export", "audit trail"),
     "features": ("feature", "materialize"),
     "embeddings": ("model changes", "backfill", "dual-write", "evaluate"),
     "rollout": ("new image", "one shard at a time"),
@@ -50,6 +53,8 @@ SUBCOMMANDS = {
     ],
     "features": ["materialize"],
     "embeddings": ["backfill", "evaluate", "dual-write", "add-attribute"],
+    "auth": ["pki", "token", "bootstrap-admin"],
+    "audit": ["verify", "export"],
     "rollout": ["shards"],
     "bench": ["search"],
 }

@@ -31,10 +31,10 @@ class Tier:
         self.scripts = scripts
         self.calls: list[tuple[int, float]] = []
 
-    def method(self, i: int) -> Callable[[object, float], str]:
+    def method(self, i: int) -> Callable[..., str]:
         """A stand-in for channel i's stub method."""
 
-        def rpc(request: object, timeout: float) -> str:
+        def rpc(request: object, timeout: float, metadata: object = ()) -> str:
             self.calls.append((i, timeout))
             outcome = self.scripts[i].pop(0) if self.scripts[i] else "ok"
             if isinstance(outcome, grpc.StatusCode):

@@ -13,7 +13,7 @@ import grpc
 import numpy as np
 import pytest
 
-from cli.local_cluster import LocalCluster
+from cli.local_cluster import ADMIN, LocalCluster
 from client.retrieval_client import Record, RetrievalClient
 from coordinator.model import Access, SearchQuery, ShardAnswer, ShardQuery
 from coordinator.remote_shard import RemoteShard
@@ -28,7 +28,6 @@ from protos.vecshard.v1 import retrieval_pb2 as pb
 from protos.vecshard.v1 import retrieval_pb2_grpc
 from registry.model import Bundle, EmbeddingFamily, EmbeddingVersion, IndexVersion, Route, Tenant
 from registry.registry import Registry
-from registry.store import EtcdStore
 from registry.watcher import SnapshotCache
 from tests.conftest import ClusterFactory
 from tests.specs import TEST_TENANTS
@@ -136,7 +135,7 @@ def data() -> Data:
 @pytest.fixture(scope="module")
 def cluster(make_module_cluster: ClusterFactory, data: Data) -> LocalCluster:
     cluster = make_module_cluster(num_shards=3)
-    store = EtcdStore(cluster.endpoint)
+    store = cluster.etcd_store()
     setup_registry(Registry(store, cluster.etcd_prefix), cluster.shard_ids())
     store.close()
     per_tenant = data.records(range(N))
@@ -210,28 +209,30 @@ def test_same_query_gives_byte_identical_results_whatever_the_shard_order(
         query_vector=q.tobytes(),
         k=50,
     )
-    with grpc.insecure_channel(cluster.coordinator_address) as ch:
+    with cluster.channel() as ch:
         stub = retrieval_pb2_grpc.RetrievalServiceStub(ch)
         first, second = stub.Search(req), stub.Search(req)
     wire = [h.SerializeToString(deterministic=True) for h in first.hits]
     assert wire == [h.SerializeToString(deterministic=True) for h in second.hits]
 
     async def in_process_runs() -> list[list[bytes]]:
-        store = EtcdStore(cluster.endpoint)
+        store = cluster.etcd_store()
         cache = SnapshotCache(Registry(store, cluster.etcd_prefix))
         cache.refresh()
         rnd = random.Random(7)
         remotes: dict[str, RemoteShard] = {}
 
         def factory(shard_id: str, address: str) -> Shard:
-            remotes.setdefault(shard_id, RemoteShard(shard_id, address))
+            remotes.setdefault(
+                shard_id, RemoteShard(shard_id, address, credentials=cluster.peer_credentials())
+            )
             return ShuffledShard(remotes[shard_id], rnd)  # type: ignore[return-value]  # search() only
 
         engine = RetrievalEngine(cache, factory)
         runs = []
         for _ in range(6):
             res = await engine.search(
-                SearchQuery("route_l2", Access(tenant, PURPOSE), q, 50), timeout=10
+                SearchQuery("route_l2", Access(tenant, PURPOSE, principal=ADMIN), q, 50), timeout=10
             )
             runs.append(
                 [
@@ -299,9 +300,7 @@ def test_sigkilled_shard_serves_every_acknowledged_write_after_restart(
 
 
 def raw_stub(cluster: LocalCluster) -> retrieval_pb2_grpc.RetrievalServiceStub:
-    return retrieval_pb2_grpc.RetrievalServiceStub(
-        grpc.insecure_channel(cluster.coordinator_address)
-    )
+    return retrieval_pb2_grpc.RetrievalServiceStub(cluster.channel())
 
 
 ACCESS = cpb.AccessContext(tenant_id="t0", purpose=PURPOSE)
@@ -441,9 +440,18 @@ def test_client_checks_before_sending(cluster: LocalCluster) -> None:
             c.search("route_l2", GOOD, 0)
         with pytest.raises(NotFound, match="unknown route"):
             c.search("nope", GOOD, 5)
-    with pytest.raises(InvalidArgument, match="tenant_id"):
-        RetrievalClient(cluster.coordinator_target, tenant_id="", purpose=PURPOSE)
-    with pytest.raises(InvalidArgument, match="purpose"):
-        RetrievalClient(cluster.coordinator_target, tenant_id="t0", purpose="")
+    # Tenant and purpose may be left to the grant (a principal granted exactly
+    # one); this admin is granted every tenant and purpose, so the server asks.
+    for tenant, purpose, why in (
+        ("", PURPOSE, "tenant_id is empty"),
+        ("t0", "", "purpose is empty"),
+    ):
+        with (
+            RetrievalClient(cluster.coordinator_target, tenant_id=tenant, purpose=purpose) as c,
+            pytest.raises(InvalidArgument, match=why),
+        ):
+            c.search("route_l2", GOOD, 5)
+    with pytest.raises(InvalidArgument, match="tenant_id must be a string"):
+        RetrievalClient(cluster.coordinator_target, tenant_id=None, purpose=PURPOSE)  # type: ignore[arg-type]  # the check under test
     with pytest.raises(InvalidArgument, match="timeout"):
         RetrievalClient(cluster.coordinator_target, tenant_id="t0", purpose=PURPOSE, timeout=0)

@@ -199,9 +199,12 @@ def test_expired_lease_stops_routing_within_the_ttl(cluster: LocalCluster) -> No
     cluster.restart_shard("shard-2")
 
 
-def test_etcd_outage_costs_no_search(tmp_path: Path) -> None:
+def test_etcd_outage_costs_no_search(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cluster = LocalCluster(tmp_path / "c", num_shards=2, etcd_prefix=new_prefix())
     cluster.start()
+    # Its own etcd, so its own local CA and admin token: what the SDK reads.
+    for name, value in cluster.client_env().items():
+        monkeypatch.setenv(name, value)
     try:
         with RegistryClient(cluster.coordinator_target) as reg:
             reg.apply("\n---\n".join(Path(f).read_text() for f in EXAMPLES))

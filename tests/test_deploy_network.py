@@ -65,7 +65,8 @@ def test_network_policies_allow_exactly_the_intended_traffic(overlay: str) -> No
     # (source, namespace) -> {(target component, port) that must be reachable}
     sources: dict[tuple[str, str], set[tuple[str, int]]] = {
         ("coordinator", NAMESPACE): {("shard", 7400), ("etcd", 2379), ("coordinator", 7300)},
-        ("shard", NAMESPACE): {("etcd", 2379), ("coordinator", 7300)},
+        # Shards copy missed writes from peer replicas (ExportBuckets).
+        ("shard", NAMESPACE): {("etcd", 2379), ("coordinator", 7300), ("shard", 7400)},
         ("etcd", NAMESPACE): {("etcd", 2380), ("coordinator", 7300)},
         ("other", NAMESPACE): {("coordinator", 7300)},
         ("other", "monitoring"): {

@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from coordinator.config import CoordinatorConfig
+from coordinator.config import AuditSettings, AuthSettings, CoordinatorConfig
 from core.settings import load_settings
+from core.tls import TlsSettings
 from shard_server.config import ShardConfig
 from tests.k8s_render import (
     NAMESPACE,
@@ -68,6 +69,8 @@ def test_shard_statefulset(overlay: str) -> None:
         "0.0.0.0:7400",
         "--advertise",
         f"$(POD_NAME).{headless['metadata']['name']}.$(POD_NAMESPACE).svc.cluster.local:7400",
+        "--health-listen",
+        "0.0.0.0:7401",
         "--metrics-host",
         "0.0.0.0",
         "--metrics-port",
@@ -82,13 +85,22 @@ def test_shard_statefulset(overlay: str) -> None:
     assert spec["persistentVolumeClaimRetentionPolicy"]["whenScaled"] == "Retain"
 
     # Probes: readiness on the shard service (SERVING only once segments are loaded),
-    # liveness on the overall server.
+    # liveness on the overall server — on the plaintext health-only port, since
+    # Kubernetes' gRPC probes cannot speak the TLS of the main port.
     shard_service = "vecshard.v1.internal.ShardService"
     assert shard_service in proto_service_names()
-    assert shard["readinessProbe"]["grpc"] == {"port": 7400, "service": shard_service}
+    assert shard["readinessProbe"]["grpc"] == {"port": 7401, "service": shard_service}
     assert shard["livenessProbe"]["grpc"].get("service", "") == ""
-    assert shard["livenessProbe"]["grpc"]["port"] == 7400
-    assert shard["startupProbe"]["grpc"]["port"] == 7400
+    assert shard["livenessProbe"]["grpc"]["port"] == 7401
+    assert shard["startupProbe"]["grpc"]["port"] == 7401
+
+    # TLS: the shard's certificate from its Secret, where the settings point.
+    env_values = {e["name"]: e.get("value") for e in shard["env"]}
+    mounts = {m["name"]: m["mountPath"] for m in shard["volumeMounts"]}
+    secrets = {v["name"]: v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
+    assert secrets["tls"] == "vecshard-shard-tls"
+    for key in ("CA_FILE", "CERT_FILE", "KEY_FILE"):
+        assert env_values[f"VECSHARD__TLS__{key}"].startswith(mounts["tls"] + "/")
 
 
 def test_dev_and_prod_shard_anti_affinity() -> None:
@@ -124,6 +136,10 @@ def test_coordinator_deployment_service_and_autoscaler(overlay: str) -> None:
         "$(VECSHARD_ETCD)",
         "--listen",
         "0.0.0.0:7300",
+        "--health-listen",
+        "0.0.0.0:7301",
+        "--name",
+        "$(POD_NAME)",
         "--metrics-host",
         "0.0.0.0",
         "--metrics-port",
@@ -131,7 +147,7 @@ def test_coordinator_deployment_service_and_autoscaler(overlay: str) -> None:
     ]
     retrieval = "vecshard.v1.RetrievalService"
     assert retrieval in proto_service_names()
-    assert coordinator["readinessProbe"]["grpc"] == {"port": 7300, "service": retrieval}
+    assert coordinator["readinessProbe"]["grpc"] == {"port": 7301, "service": retrieval}
     assert coordinator["livenessProbe"]["grpc"].get("service", "") == ""
     # The autoscaler owns the replica count; a replicas field would fight it on apply.
     assert "replicas" not in deployment["spec"]
@@ -189,7 +205,9 @@ def test_container_args_parse_with_the_real_cli(
 ) -> None:
     """The args, expanded as the kubelet would, are accepted by the role's own flag
     parser and settings loader, bind every interface, and name the health service
-    the server really registers; the server's own grace period fits the pod's."""
+    the server really registers; the server's own grace period fits the pod's. The
+    security settings (TLS, and for coordinators auth and audit) load from the
+    container's environment and point into the Secrets' mounts."""
     objs = render("prod")
     workload = workload_of(objs, component)
     (c,) = pod_spec(workload)["containers"]
@@ -209,7 +227,26 @@ def test_container_args_parse_with_the_real_cli(
         assert str(cfg.data_dir) == "/data"
         assert cfg.advertise == f"{pod_name}.vecshard-shard.{NAMESPACE}.svc.cluster.local:7400"
     service = importlib.import_module(f"{package}.server").SERVICE
-    assert c["readinessProbe"]["grpc"] == {"port": grpc_port, "service": service}
+    health_port = grpc_port + 1
+    assert cfg.health_listen == f"0.0.0.0:{health_port}"
+    assert c["readinessProbe"]["grpc"] == {"port": health_port, "service": service}
+    mounts = [m["mountPath"] for m in c["volumeMounts"]]
+    secret_volumes = {
+        m["mountPath"]
+        for m in c["volumeMounts"]
+        for v in pod_spec(workload)["volumes"]
+        if v["name"] == m["name"] and "secret" in v
+    }
+    files = load_settings(TlsSettings, "tls", env=env).files()
+    for path in (files.ca_file, files.cert_file, files.key_file):
+        assert str(path.parent) in secret_volumes, path
+    if component == "coordinator":
+        assert cfg.name == pod_name
+        auth = load_settings(AuthSettings, "auth", env=env)
+        audit = load_settings(AuditSettings, "audit", env=env)
+        assert str(auth.jwks_file.parent) in secret_volumes  # type: ignore[union-attr]  # set in the manifest
+        assert str(audit.key_file.parent) in secret_volumes  # type: ignore[union-attr]  # set in the manifest
+        assert str(audit.dir) in mounts
     pre_stop = c.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", [])
     pre_stop_s = int(pre_stop[1]) if pre_stop[:1] == ["sleep"] else 0
     assert pre_stop_s + cfg.grace_seconds < pod_spec(workload)["terminationGracePeriodSeconds"]
@@ -241,13 +278,16 @@ def test_etcd_members_follow_the_stable_pod_names(overlay: str) -> None:
     assert list(members) == names
     for name in names:
         assert members[name] == (
-            f"http://{name}.{headless['metadata']['name']}.$(POD_NAMESPACE).svc.cluster.local:2380"
+            f"https://{name}.{headless['metadata']['name']}.$(POD_NAMESPACE).svc.cluster.local:2380"
         )
     env = {e["name"]: e.get("value") for e in container(etcd, "etcd")["env"]}
     assert env["ETCD_NAME"] == "$(POD_NAME)"
     assert env["ETCD_INITIAL_ADVERTISE_PEER_URLS"] == (
-        "http://$(POD_NAME).vecshard-etcd.$(POD_NAMESPACE).svc.cluster.local:2380"
+        "https://$(POD_NAME).vecshard-etcd.$(POD_NAMESPACE).svc.cluster.local:2380"
     )
+    # Mutual TLS for clients and peers.
+    assert env["ETCD_LISTEN_CLIENT_URLS"].startswith("https://")
+    assert env["ETCD_CLIENT_CERT_AUTH"] == env["ETCD_PEER_CLIENT_CERT_AUTH"] == "true"
     assert "ETCD_INITIAL_CLUSTER" not in env, "set the initial cluster in one place only"
 
     config = the(objs, "ConfigMap", "vecshard-config")

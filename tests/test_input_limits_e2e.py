@@ -35,7 +35,8 @@ def cluster(make_module_cluster: ClusterFactory) -> LocalCluster:
 @pytest.fixture
 def stub(cluster: LocalCluster) -> Iterator[retrieval_pb2_grpc.RetrievalServiceStub]:
     options = [("grpc.max_send_message_length", 64 << 20)]
-    with grpc.insecure_channel(cluster.coordinator_address, options=options) as ch:
+    creds = cluster.credentials().composite_credentials()
+    with grpc.secure_channel(cluster.coordinator_address, creds, options=options) as ch:
         yield retrieval_pb2_grpc.RetrievalServiceStub(ch)
 
 

@@ -71,8 +71,10 @@ def mix_for(data_queries: np.ndarray) -> RequestMix:
 
 async def load_with_fault(cluster: LocalCluster, mix: RequestMix, tally: ClientTally) -> LoadRun:
     plan = FaultPlan("shard-1", kill_at=KILL_AT, restart_after=RESTART_AFTER)
-    async with grpc.aio.insecure_channel(
-        cluster.coordinator_address, interceptors=[tally]
+    async with grpc.aio.secure_channel(
+        cluster.coordinator_address,
+        cluster.credentials().composite_credentials(),
+        interceptors=[tally],
     ) as channel:
         await channel.channel_ready()
         return await run_open_loop(

@@ -16,7 +16,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import grpc
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -326,7 +325,7 @@ def test_recall_estimate_tracks_a_degraded_hnsw_index(cluster: LocalCluster) -> 
         c.upsert("hn", "v1", [Record(i, v) for i, v in zip(ids, items, strict=True)])
         ready = cluster.shards[holder].ready
         assert ready is not None
-        with grpc.insecure_channel(str(ready["grpc"])) as ch:
+        with cluster.shard_channel(str(ready["grpc"])) as ch:
             stats = (
                 shard_pb2_grpc.ShardServiceStub(ch)
                 .Flush(

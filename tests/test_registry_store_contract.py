@@ -12,7 +12,7 @@ import pytest
 from cli.etcd_process import EtcdProcess
 from core.errors import Unavailable
 from registry.memory_store import InMemoryStore
-from registry.store import Delete, EtcdStore, ModRevisionIs, Put, RegistryStore
+from registry.store import Delete, ModRevisionIs, Put, RegistryStore
 from tests.conftest import new_prefix
 
 
@@ -22,7 +22,7 @@ def store(request: pytest.FixtureRequest) -> Iterator[RegistryStore]:
         s: RegistryStore = InMemoryStore()
     else:
         etcd: EtcdProcess = request.getfixturevalue("etcd")
-        s = EtcdStore(etcd.endpoint)
+        s = etcd.store()
     yield s
     s.close()
 

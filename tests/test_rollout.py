@@ -40,6 +40,12 @@ class Load:
         self.progress = threading.Condition()
         self.threads = [threading.Thread(target=self._search), threading.Thread(target=self._write)]
 
+    def acknowledged(self, n: int, timeout: float = 60.0) -> None:
+        """Keeps the load on until `n` written keys were acknowledged (a
+        quick rollout may end before the writer got that far)."""
+        with self.progress:
+            assert self.progress.wait_for(lambda: len(self.acked) >= n, timeout), len(self.acked)
+
     def reached(self, n: int, timeout: float = 30.0) -> None:
         with self.progress:
             assert self.progress.wait_for(
@@ -83,7 +89,9 @@ class Load:
                     c.upsert("vec", "v1", batch)
                 except Exception:  # noqa: BLE001 - a refused write is not acknowledged, that is fine
                     continue
-                self.acked.update({r.entity_id: np.asarray(r.vector) for r in batch})
+                with self.progress:
+                    self.acked.update({r.entity_id: np.asarray(r.vector) for r in batch})
+                    self.progress.notify_all()
 
 
 def seeded(make_cluster: ClusterFactory) -> LocalCluster:
@@ -122,6 +130,7 @@ def test_rolling_restart_under_load_loses_nothing(make_cluster: ClusterFactory) 
         Load(cluster.coordinator_target) as load,
     ):
         Rollout(reg, LocalFleet(cluster), say=log.append).run()
+        load.acknowledged(120)
     assert [line for line in log if line.endswith("serving")] == [
         f"[{s}] serving" for s in cluster.shard_ids()
     ]

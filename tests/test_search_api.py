@@ -43,7 +43,7 @@ def test_search_batch_and_debug(make_cluster: ClusterFactory) -> None:
         queries = [rng.normal(size=8).astype(np.float32) for _ in range(12)]
         single = [[(h.key.entity_id, h.score) for h in c.search("r", q, 5).hits] for q in queries]
     access = cpb.AccessContext(tenant_id="t", purpose="p")
-    with grpc.insecure_channel(cluster.coordinator_address) as ch:
+    with cluster.channel() as ch:
         stub = retrieval_pb2_grpc.RetrievalServiceStub(ch)
         batch = stub.SearchBatch(
             pb.SearchBatchRequest(

@@ -105,12 +105,12 @@ class Writer(threading.Thread):
         self.version = 0
 
     def run(self) -> None:
-        current = (self.address, stub(self.address))
+        current = (self.address, stub(self.cluster, self.address))
         try:
             while not self.stop.is_set():
                 self.up.wait()
                 if current[0] != self.address:
-                    current = (self.address, stub(self.address))
+                    current = (self.address, stub(self.cluster, self.address))
                 self.one_op(current[1])
         except BaseException as exc:  # reported by the test
             self.error = exc
@@ -197,7 +197,7 @@ def test_every_acknowledged_write_survives_repeated_sigkills(make_cluster: Clust
 
 
 def verify(cluster: LocalCluster, model: Model) -> None:
-    s = stub(shard_address(cluster))
+    s = stub(cluster, shard_address(cluster))
     keys = sorted(model.states)
     got = s.BatchGet(
         pb.BatchGetRequest(

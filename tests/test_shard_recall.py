@@ -26,7 +26,6 @@ import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
-import grpc
 import numpy as np
 import pytest
 
@@ -42,10 +41,9 @@ from core.wire import filter_to_pb
 from protos.vecshard.v1 import common_pb2 as cpb
 from protos.vecshard.v1.internal import shard_pb2 as pb
 from protos.vecshard.v1.internal import shard_pb2_grpc
-from registry.model import EmbeddingFamily, EmbeddingVersion, IndexKind, IndexVersion
+from registry.model import EmbeddingFamily, EmbeddingVersion, IndexKind, IndexVersion, Tenant
 from registry.placement import bucket_of
 from registry.registry import Registry
-from registry.store import EtcdStore
 from tests.conftest import ClusterFactory
 
 pytestmark = pytest.mark.integration
@@ -74,8 +72,9 @@ def register(
     attributes: dict[str, AttrType],
 ) -> None:
     """One family `vec` and one index version per entry, on every shard."""
-    store = EtcdStore(cluster.endpoint)
+    store = cluster.etcd_store()
     registry = Registry(store, cluster.etcd_prefix)
+    registry.put_tenant(Tenant(TENANT))
     registry.put_family(EmbeddingFamily("vec", "item", dim, metric))
     registry.put_embedding_version(EmbeddingVersion("vec", "v1"))
     for name, (kind, params) in indexes.items():
@@ -95,8 +94,9 @@ def register(
     store.close()
 
 
-def stub(address: str) -> shard_pb2_grpc.ShardServiceStub:
-    return shard_pb2_grpc.ShardServiceStub(grpc.insecure_channel(address))
+def stub(cluster: LocalCluster, address: str) -> shard_pb2_grpc.ShardServiceStub:
+    """The shard's stub as a coordinator calls it (mutual TLS, vouched)."""
+    return shard_pb2_grpc.ShardServiceStub(cluster.shard_channel(address))
 
 
 def shard_address(cluster: LocalCluster, shard_id: str = "shard-0") -> str:
@@ -193,7 +193,7 @@ class Loaded:
 
     @functools.cached_property
     def shard(self) -> shard_pb2_grpc.ShardServiceStub:
-        return stub(shard_address(self.cluster))
+        return stub(self.cluster, shard_address(self.cluster))
 
     def row_ids(self, results: Sequence[pb.QueryResult]) -> np.ndarray:
         found = np.full((len(results), 10), -1, dtype=np.int64)

@@ -16,7 +16,6 @@ from client.retrieval_client import Record, RetrievalClient
 from core.domain import Metric, VersionRef
 from registry.placement import decode_centroids, nearest
 from registry.registry import Registry
-from registry.store import EtcdStore
 from tests.conftest import ClusterFactory
 from tests.specs import route_spec
 
@@ -46,7 +45,7 @@ def _centroid_cluster(make_cluster: ClusterFactory) -> tuple[LocalCluster, str]:
 
 def _regions_on_two_shards(cluster: LocalCluster) -> tuple[int, int]:
     """Two centres whose regions (buckets) the registry placed on different shards."""
-    store = EtcdStore(cluster.endpoint)
+    store = cluster.etcd_store()
     try:
         snap = Registry(store, cluster.etcd_prefix).snapshot()
     finally:

@@ -1,0 +1,283 @@
+"""A throw-away local PKI for `vecshard up` and the tests (DESIGN §10).
+
+`vecshard up` must stay one command, and every connection is TLS, so it makes
+what a real deployment gets from its PKI (cert-manager, Vault): a CA, one
+certificate per component role (coordinator, shard, etcd) whose URI SAN names
+the role, an Ed25519 key that signs bearer tokens and its public JWKS, and the
+audit key. Everything lives under one directory, private keys 0600; an
+existing, still-valid set is reused, so restarts keep their identities.
+
+Elliptic-curve keys (P-256; Ed25519 for tokens): generating the whole set takes
+milliseconds, so every test session and local cluster can afford its own.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import json
+import os
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from core.identity import ComponentRole, component_uri, principal_uri
+from core.tls import TlsFiles
+
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
+_DAY = datetime.timedelta(days=1)
+CA_DAYS = 365
+LEAF_DAYS = 90
+# Renew what expires sooner than this when a cluster starts.
+RENEW_BEFORE = datetime.timedelta(days=7)
+# Local admin tokens: a week (a throw-away cluster; production mints short ones).
+TOKEN_SECONDS = 7 * 86_400
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Written 0600 from the start, then renamed into place (never world-readable)."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def _pem_key(key: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def _san(hosts: Sequence[str], uris: Sequence[str]) -> x509.SubjectAlternativeName:
+    names: list[x509.GeneralName] = []
+    for h in hosts:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(h)))
+        except ValueError:
+            names.append(x509.DNSName(h))
+    names += [x509.UniformResourceIdentifier(u) for u in uris]
+    return x509.SubjectAlternativeName(names)
+
+
+@dataclass(frozen=True)
+class CertificateAuthority:
+    key: ec.EllipticCurvePrivateKey
+    cert: x509.Certificate
+
+    @classmethod
+    def create(cls, name: str = "vecshard local CA", days: int = CA_DAYS) -> CertificateAuthority:
+        key = ec.generate_private_key(ec.SECP256R1())
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(_now() - datetime.timedelta(minutes=5))
+            .not_valid_after(_now() + days * _DAY)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+            .sign(key, hashes.SHA256())
+        )
+        return cls(key, cert)
+
+    @classmethod
+    def load(cls, cert_pem: bytes, key_pem: bytes) -> CertificateAuthority:
+        key = serialization.load_pem_private_key(key_pem, password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise ValueError("the CA key must be an EC key")
+        return cls(key, x509.load_pem_x509_certificate(cert_pem))
+
+    @property
+    def cert_pem(self) -> bytes:
+        return self.cert.public_bytes(serialization.Encoding.PEM)
+
+    def issue(
+        self,
+        common_name: str,
+        *,
+        hosts: Sequence[str] = (),
+        uris: Sequence[str] = (),
+        server: bool = True,
+        client: bool = True,
+        days: int = LEAF_DAYS,
+    ) -> tuple[bytes, bytes]:
+        """(certificate PEM, private key PEM) for a leaf signed by this CA."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        usages = [ExtendedKeyUsageOID.SERVER_AUTH] * server + [
+            ExtendedKeyUsageOID.CLIENT_AUTH
+        ] * client
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+            .issuer_name(self.cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(_now() - datetime.timedelta(minutes=5))
+            .not_valid_after(min(_now() + days * _DAY, self.cert.not_valid_after_utc))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(_san(hosts, uris), critical=False)
+            .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), False
+            )
+            .sign(self.key, hashes.SHA256())
+        )
+        return cert.public_bytes(serialization.Encoding.PEM), _pem_key(key)
+
+
+def jwk_of(public: ed25519.Ed25519PublicKey, kid: str) -> dict[str, str]:
+    import base64
+
+    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    x = base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+    return {"kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid, "alg": "EdDSA", "use": "sig"}
+
+
+def new_signing_key() -> tuple[bytes, dict[str, str]]:
+    """(private key PEM, its public JWK with a random kid)."""
+    key = ed25519.Ed25519PrivateKey.generate()
+    return _pem_key(key), jwk_of(key.public_key(), f"local-{secrets.token_hex(4)}")
+
+
+def _expiring(cert_path: Path) -> bool:
+    try:
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    except (OSError, ValueError):
+        return True
+    return cert.not_valid_after_utc - _now() < RENEW_BEFORE
+
+
+@dataclass(frozen=True)
+class LocalPki:
+    """The files of a local cluster's PKI under `root`."""
+
+    root: Path
+
+    @property
+    def ca_file(self) -> Path:
+        return self.root / "ca.pem"
+
+    def cert_file(self, name: str) -> Path:
+        return self.root / f"{name}.pem"
+
+    def key_file(self, name: str) -> Path:
+        return self.root / f"{name}.key"
+
+    def component(self, role: ComponentRole) -> TlsFiles:
+        return TlsFiles(self.ca_file, self.cert_file(role.value), self.key_file(role.value))
+
+    @property
+    def etcd(self) -> TlsFiles:
+        return TlsFiles(self.ca_file, self.cert_file("etcd"), self.key_file("etcd"))
+
+    @property
+    def jwks_file(self) -> Path:
+        return self.root / "jwks.json"
+
+    @property
+    def signing_key_file(self) -> Path:
+        return self.root / "token-signing.key"
+
+    @property
+    def audit_key_file(self) -> Path:
+        return self.root / "audit.key"
+
+    def ca(self) -> CertificateAuthority:
+        return CertificateAuthority.load(
+            self.ca_file.read_bytes(), self.key_file("ca").read_bytes()
+        )
+
+    @classmethod
+    def ensure(cls, root: Path, hosts: Sequence[str] = LOCAL_HOSTS) -> LocalPki:
+        """Creates what is missing or about to expire; keeps the rest."""
+        pki = cls(root)
+        root.mkdir(parents=True, exist_ok=True)
+        os.chmod(root, 0o700)
+        if _expiring(pki.ca_file) or not pki.key_file("ca").exists():
+            ca = CertificateAuthority.create()
+            _write_private(pki.key_file("ca"), _pem_key(ca.key))
+            pki.ca_file.write_bytes(ca.cert_pem)
+            fresh_ca = True
+        else:
+            ca = pki.ca()
+            fresh_ca = False
+        leaves = {
+            ComponentRole.COORDINATOR.value: [component_uri(ComponentRole.COORDINATOR)],
+            ComponentRole.SHARD.value: [component_uri(ComponentRole.SHARD)],
+            "etcd": [],
+        }
+        for name, uris in leaves.items():
+            if fresh_ca or _expiring(pki.cert_file(name)) or not pki.key_file(name).exists():
+                cert, key = ca.issue(name, hosts=hosts, uris=uris)
+                _write_private(pki.key_file(name), key)
+                pki.cert_file(name).write_bytes(cert)
+        if not pki.signing_key_file.exists() or not pki.jwks_file.exists():
+            key_pem, jwk = new_signing_key()
+            _write_private(pki.signing_key_file, key_pem)
+            pki.jwks_file.write_text(json.dumps({"keys": [jwk]}, indent=2))
+        if not pki.audit_key_file.exists():
+            _write_private(pki.audit_key_file, secrets.token_hex(32).encode())
+        return pki
+
+    def issue_principal_cert(self, name: str, days: int = LEAF_DAYS) -> tuple[bytes, bytes]:
+        """A client certificate naming a principal (for self-signed x5c tokens)."""
+        return self.ca().issue(
+            name, uris=[principal_uri(name)], server=False, client=True, days=days
+        )
+
+    def signing_kid(self) -> str:
+        keys = json.loads(self.jwks_file.read_text())["keys"]
+        return str(keys[-1]["kid"])
+
+    def token_file(self, principal: str) -> Path:
+        return self.root / "tokens" / f"{principal}.jwt"
+
+    def mint(self, principal: str, ttl_seconds: float) -> str:
+        from cli.tokens import mint_token
+
+        return mint_token(
+            self.signing_key_file.read_bytes(), self.signing_kid(), principal, ttl_seconds
+        )
+
+    def ensure_token(self, principal: str, ttl_seconds: float = TOKEN_SECONDS) -> Path:
+        """A token file for `principal`, minted again when it has less than a
+        day left; the path is what VECSHARD_TOKEN_FILE points at."""
+        import jwt
+
+        path = self.token_file(principal)
+        try:
+            claims = jwt.decode(path.read_text(), options={"verify_signature": False})
+            if float(claims["exp"]) - _now().timestamp() > 86_400:
+                return path
+        except (OSError, jwt.PyJWTError, KeyError, ValueError):
+            pass
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _write_private(path, self.mint(principal, ttl_seconds).encode())
+        return path

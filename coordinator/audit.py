@@ -1,0 +1,170 @@
+"""The coordinator's audit trail: buffered, group-committed, fail-closed.
+
+Records go to a `core.audit_chain.ChainWriter` from one background thread, in
+batches, each batch written and fsynced once. What that means for durability:
+
+- a **mutation** (a write, a delete, a registry change, an erasure) is
+  acknowledged only after its record is on disk (`record_durable` awaits the
+  fsync of the batch holding it); registry changes and erasures also write a
+  durable *attempt* record before they run, so a crash in between still
+  leaves who tried what;
+- a **read** (search, lookup, features) is never made to wait: its record is
+  in the next batch, fsynced within `flush_interval` (group commit). A crash
+  can lose the records of reads answered in that last interval — no data
+  changed, and the window is bounded.
+
+Fail closed: when records cannot be written (disk full, I/O error) or the
+backlog passes `max_backlog`, requests are refused (UNAVAILABLE /
+RESOURCE_EXHAUSTED) rather than served unaudited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from core.audit_chain import ChainWriter
+from core.errors import ResourceExhausted, Unavailable
+
+log = logging.getLogger(__name__)
+
+
+class AuditTrail:
+    def __init__(
+        self,
+        writer: ChainWriter,
+        *,
+        flush_interval: float = 0.1,
+        max_backlog: int = 200_000,
+        anchor: Callable[[int, str], None] | None = None,
+        anchor_interval: float = 1.0,
+    ) -> None:
+        """`anchor(seq, hash)` records the chain's head outside its files (etcd),
+        at most every `anchor_interval` seconds and at close; a failure is
+        logged and retried, never fails a request (the files are the record)."""
+        if flush_interval <= 0:
+            raise ValueError("flush_interval must be > 0 seconds")
+        self.anchor = anchor
+        self.anchor_interval = anchor_interval
+        self._anchored = (0, "")
+        self._anchored_at = 0.0
+        self.writer = writer
+        self.flush_interval = flush_interval
+        self.max_backlog = max_backlog
+        self._queue: list[Mapping[str, Any]] = []
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._failed: BaseException | None = None
+        self.written = 0
+        self.batches = 0
+        self._thread = threading.Thread(target=self._run, name="audit", daemon=True)
+        self._thread.start()
+        if writer.torn_bytes:
+            self.record(
+                {
+                    "event": "recovered",
+                    "ts": time.time(),
+                    "torn_bytes": writer.torn_bytes,
+                }
+            )
+
+    def _check(self) -> None:
+        if self._failed is not None:
+            raise Unavailable(f"audit trail cannot be written ({self._failed}); refusing requests")
+        if len(self._queue) >= self.max_backlog:
+            raise ResourceExhausted(
+                f"audit trail backlog of {len(self._queue)} records; shedding until it drains"
+            )
+
+    def ready(self) -> None:
+        """Raises when a request could not be audited (checked before serving it)."""
+        with self._cond:
+            self._check()
+
+    def record(self, rec: Mapping[str, Any]) -> None:
+        """Queues a record for the next group commit (reads: never waits)."""
+        with self._cond:
+            self._check()
+            self._queue.append(rec)
+            if len(self._queue) == 1:
+                self._cond.notify()
+
+    async def record_durable(self, rec: Mapping[str, Any]) -> None:
+        """Returns once the record is fsynced (mutations: before the ack)."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        with self._cond:
+            self._check()
+            self._queue.append(rec)
+            self._waiters.append((loop, fut))
+            self._cond.notify()
+        await fut
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._stopping:
+                    self._cond.wait()
+                if not self._waiters and not self._stopping:
+                    # Reads only: let the batch grow for up to one interval.
+                    self._cond.wait(self.flush_interval)
+                batch, self._queue = self._queue, []
+                waiters, self._waiters = self._waiters, []
+                stopping = self._stopping
+            error: BaseException | None = None
+            if batch:
+                try:
+                    self.writer.append(list(batch))
+                    self.writer.sync()
+                    self.written += len(batch)
+                    self.batches += 1
+                except Exception as exc:  # noqa: BLE001 - any write failure fails closed
+                    log.error("audit trail write failed: %s", exc)
+                    error = exc
+                    with self._cond:
+                        self._failed = exc
+            for loop, fut in waiters:
+                loop.call_soon_threadsafe(_settle, fut, error)
+            self._anchor(force=stopping)
+            if stopping:
+                with self._cond:
+                    if not self._queue:
+                        return
+
+    def _anchor(self, force: bool = False) -> None:
+        head = (self.writer.seq, self.writer.prev)
+        now = time.monotonic()
+        if self.anchor is None or head == self._anchored or head[0] == 0:
+            return
+        if not force and now - self._anchored_at < self.anchor_interval:
+            return
+        try:
+            self.anchor(*head)
+        except Exception as exc:  # noqa: BLE001 - etcd down: anchor again later
+            log.warning("could not anchor the audit head at seq %d: %s", head[0], exc)
+            return
+        finally:
+            self._anchored_at = now
+        self._anchored = head
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Writes and fsyncs what is queued, then closes the chain."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        self._thread.join(timeout)
+        self.writer.close()
+
+
+def _settle(fut: asyncio.Future[None], error: BaseException | None) -> None:
+    if fut.done():
+        return
+    if error is None:
+        fut.set_result(None)
+    else:
+        fut.set_exception(Unavailable(f"audit record not written: {error}"))

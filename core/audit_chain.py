@@ -1,0 +1,259 @@
+"""The audit trail's files: append-only, hash-chained, rotated (DESIGN §10).
+
+One chain per coordinator, in its own directory, as JSON lines in segment
+files `audit-<first seq>.jsonl`. Every record carries its sequence number and
+the hash of the record before it, and its own hash is
+
+    HMAC-SHA256(chain key, previous hash ‖ canonical JSON of the record)
+
+so editing, removing or reordering any record breaks the chain at that point,
+and — because the hash is keyed — whoever can write the files but lacks the
+key cannot recompute a consistent chain after a change. Rotation only starts a
+new file; the chain runs on across files.
+
+What a chain alone cannot show is a cut at its end (the newest records or
+file removed). So the coordinator also *anchors* its head — (seq, hash) — in
+etcd, outside the files, every second; verification against the anchor finds
+a removed tail too (`verify_chain(..., anchor=...)`).
+
+Stdlib only: the coordinator writes with it, `vecshard audit verify` and the
+Parquet export read with it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import hmac
+import json
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+GENESIS = "0" * 64
+PREFIX = "audit-"
+SUFFIX = ".jsonl"
+LOCK = ".lock"
+
+
+def derive_keys(secret: bytes) -> tuple[bytes, bytes]:
+    """(chain key, id-hashing salt) from the audit secret, kept apart so the
+    salt given to someone matching ids cannot forge the chain."""
+    chain = hmac.new(secret, b"vecshard audit chain v1", hashlib.sha256).digest()
+    salt = hmac.new(secret, b"vecshard audit ids v1", hashlib.sha256).digest()
+    return chain, salt
+
+
+def read_secret(path: Path) -> bytes:
+    text = path.read_bytes().strip()
+    if len(text) < 32:
+        raise ValueError(f"audit key {path} is too short; expected at least 32 bytes")
+    return text
+
+
+def canonical(record: Mapping[str, Any]) -> bytes:
+    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def chain_hash(key: bytes, prev: str, body: bytes) -> str:
+    return hmac.new(key, prev.encode() + body, hashlib.sha256).hexdigest()
+
+
+def seal(key: bytes, seq: int, prev: str, record: Mapping[str, Any]) -> tuple[bytes, str]:
+    """The line for `record` at `seq` after `prev`, and the record's hash.
+
+    The line is the canonical body with `hash` appended as its last member
+    (one serialization per record: this runs for every call served);
+    verification parses the line and recomputes the body's canonical form."""
+    body = canonical({**record, "seq": seq, "prev": prev})
+    digest = chain_hash(key, prev, body)
+    return body[:-1] + b',"hash":"' + digest.encode() + b'"}\n', digest
+
+
+def segment_files(directory: Path) -> list[Path]:
+    return sorted(directory.glob(f"{PREFIX}*{SUFFIX}"))
+
+
+def _last_record(path: Path) -> tuple[dict[str, Any] | None, int]:
+    """The last complete record of a file and the byte length of the file up
+    to its end (a torn last line, from a crash mid-write, is not counted)."""
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1
+    if end == 0:
+        return None, 0
+    start = data.rfind(b"\n", 0, end - 1) + 1
+    return json.loads(data[start:end]), end
+
+
+class ChainWriter:
+    """Appends to one chain. One writer per directory (an flock guards it);
+    not thread-safe: the coordinator's audit thread is its only user."""
+
+    def __init__(self, directory: Path, key: bytes, rotate_bytes: int = 64 << 20) -> None:
+        if rotate_bytes < 4096:
+            raise ValueError(f"rotate_bytes {rotate_bytes} must be at least 4096")
+        self.directory = directory
+        self.key = key
+        self.rotate_bytes = rotate_bytes
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._lock = open(directory / LOCK, "a")  # noqa: SIM115 - held for the writer's life
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.close()
+            raise RuntimeError(
+                f"audit chain {directory} is held by another process; each coordinator needs "
+                "its own audit directory (set --name)"
+            ) from None
+        self.seq, self.prev = 0, GENESIS
+        self.torn_bytes = 0
+        self._file: IO[bytes] | None = None
+        self._size = 0
+        files = segment_files(directory)
+        if files:
+            last, end = _last_record(files[-1])
+            size = files[-1].stat().st_size
+            if end < size:  # a torn tail: the crash lost what was never fsynced
+                self.torn_bytes = size - end
+                with open(files[-1], "r+b") as f:
+                    f.truncate(end)
+                    os.fsync(f.fileno())
+            if last is not None:
+                self.seq, self.prev = int(last["seq"]), str(last["hash"])
+            self._open(files[-1])
+
+    def _open(self, path: Path) -> None:
+        # Owner-only: the trail names principals, tenants and hashed ids.
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._file = os.fdopen(fd, "ab")
+        self._size = path.stat().st_size
+
+    def append(self, records: list[Mapping[str, Any]]) -> None:
+        for record in records:
+            if self._file is None or self._size >= self.rotate_bytes:
+                self._rotate()
+            assert self._file is not None
+            line, digest = seal(self.key, self.seq + 1, self.prev, record)
+            self._file.write(line)
+            self._size += len(line)
+            self.seq, self.prev = self.seq + 1, digest
+
+    def _rotate(self) -> None:
+        if self._file is not None:
+            self.sync()
+            self._file.close()
+        path = self.directory / f"{PREFIX}{self.seq + 1:012d}{SUFFIX}"
+        self._open(path)
+        _fsync_dir(self.directory)
+
+    def sync(self) -> None:
+        if self._file is not None:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        if self._file is not None:
+            self.sync()
+            self._file.close()
+            self._file = None
+        self._lock.close()
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class Verification:
+    directory: Path
+    files: int = 0
+    records: int = 0
+    first_seq: int = 0
+    last_seq: int = 0
+    last_hash: str = GENESIS
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def iter_lines(directory: Path) -> Iterator[tuple[Path, int, bytes]]:
+    for path in segment_files(directory):
+        with open(path, "rb") as f:
+            for n, line in enumerate(f, 1):
+                yield path, n, line
+
+
+def verify_chain(
+    directory: Path,
+    key: bytes,
+    from_genesis: bool = True,
+    anchor: tuple[int, str] | None = None,
+) -> Verification:
+    """Checks every record's hash, sequence and link. With `from_genesis`
+    the chain must start at 1 (nothing removed from its beginning); else the
+    first record found is taken as the start (older files were archived).
+    With `anchor` (seq, hash) — the head the coordinator recorded elsewhere —
+    the chain must reach that record, with that hash."""
+    out = Verification(directory, files=len(segment_files(directory)))
+    anchored_hash: str | None = None
+    prev: str | None = GENESIS if from_genesis else None
+    expected_seq: int | None = 1 if from_genesis else None
+    for path, n, line in iter_lines(directory):
+        where = f"{path.name}:{n}"
+        if not line.endswith(b"\n"):
+            out.problems.append(f"{where}: torn last line (not terminated)")
+            break
+        try:
+            record = json.loads(line)
+            seq, link, digest = int(record.pop("seq")), str(record.pop("prev")), record.pop("hash")
+        except (ValueError, KeyError, TypeError) as exc:
+            out.problems.append(f"{where}: not an audit record ({exc})")
+            break
+        if expected_seq is not None and seq != expected_seq:
+            kind = "removed" if seq > expected_seq else "reordered or duplicated"
+            out.problems.append(f"{where}: seq {seq}, expected {expected_seq} (records {kind})")
+            break
+        if prev is not None and link != prev:
+            out.problems.append(f"{where}: seq {seq} links to a hash that is not its predecessor's")
+            break
+        body = canonical({**record, "seq": seq, "prev": link})
+        if not hmac.compare_digest(chain_hash(key, link, body), str(digest)):
+            out.problems.append(f"{where}: seq {seq} was altered (its hash does not match)")
+            break
+        if out.records == 0:
+            out.first_seq = seq
+        out.records += 1
+        out.last_seq, out.last_hash = seq, str(digest)
+        prev, expected_seq = str(digest), seq + 1
+        if anchor is not None and seq == anchor[0]:
+            anchored_hash = str(digest)
+    if anchor is not None and not out.problems:
+        if out.last_seq < anchor[0]:
+            out.problems.append(
+                f"the chain ends at seq {out.last_seq}, but its head was anchored at seq "
+                f"{anchor[0]}: records were removed from its end"
+            )
+        elif anchored_hash != anchor[1]:
+            out.problems.append(f"seq {anchor[0]} does not have the anchored hash")
+    return out
+
+
+def read_records(directory: Path) -> Iterator[dict[str, Any]]:
+    for _path, _n, line in iter_lines(directory):
+        if line.endswith(b"\n"):
+            yield json.loads(line)
+
+
+def chains(root: Path) -> list[Path]:
+    """Every chain directory under an audit root (one per coordinator)."""
+    if segment_files(root):
+        return [root]
+    return sorted(d for d in root.iterdir() if d.is_dir() and segment_files(d))

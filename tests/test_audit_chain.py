@@ -1,0 +1,261 @@
+"""The audit trail's files (core.audit_chain), its writer thread
+(coordinator.audit) and what a record may hold (coordinator.audit_records):
+tampering of any one record is found, rotation keeps the chain, a torn tail
+is recovered, records never carry raw vectors or ids."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from coordinator.audit import AuditTrail
+from coordinator.audit_records import Hasher, describe
+from core.audit_chain import (
+    ChainWriter,
+    derive_keys,
+    read_records,
+    segment_files,
+    verify_chain,
+)
+from core.errors import Unavailable
+from protos.vecshard.v1 import common_pb2 as cpb
+from protos.vecshard.v1 import retrieval_pb2 as pb
+
+SECRET = b"0123456789abcdef0123456789abcdef"
+KEY, SALT = derive_keys(SECRET)
+VECSHARD = str(Path(sys.executable).parent / "vecshard")
+
+
+def write(directory: Path, n: int, rotate: int = 64 << 20) -> None:
+    w = ChainWriter(directory, KEY, rotate)
+    w.append([{"rpc": "Search", "i": i, "principal": f"p{i % 3}"} for i in range(n)])
+    w.close()
+
+
+def lines(directory: Path) -> list[tuple[Path, list[bytes]]]:
+    return [(p, p.read_bytes().splitlines(keepends=True)) for p in segment_files(directory)]
+
+
+def test_an_untouched_chain_verifies_across_rotated_files(tmp_path: Path) -> None:
+    write(tmp_path, 300, rotate=4096)
+    v = verify_chain(tmp_path, KEY)
+    assert v.ok, v.problems
+    assert (v.records, v.first_seq, v.last_seq) == (300, 1, 300)
+    assert v.files > 3  # rotated, and the chain runs on across files
+    w = ChainWriter(tmp_path, KEY, 4096)  # a restart continues the chain
+    w.append([{"rpc": "Upsert"}])
+    w.close()
+    assert verify_chain(tmp_path, KEY).last_seq == 301
+
+
+def _tamper(directory: Path, how: str, rng: np.random.Generator) -> None:
+    files = lines(directory)
+    path, rows = files[int(rng.integers(len(files)))]
+    i = int(rng.integers(len(rows)))
+    if how == "edit":
+        record = json.loads(rows[i])
+        record["principal"] = "someone-else"
+        rows[i] = json.dumps(record, sort_keys=True, separators=(",", ":")).encode() + b"\n"
+    elif how == "delete":
+        del rows[i]
+    elif how == "swap":
+        j = i + 1 if i + 1 < len(rows) else i - 1
+        rows[i], rows[j] = rows[j], rows[i]
+    elif how == "drop-file":
+        path.unlink()
+        return
+    path.write_bytes(b"".join(rows))
+
+
+@pytest.mark.parametrize("how", ["edit", "delete", "swap", "drop-file"])
+@pytest.mark.parametrize("seed", range(4))
+def test_any_single_tampering_is_detected(tmp_path: Path, how: str, seed: int) -> None:
+    write(tmp_path, 120, rotate=4096)
+    head = verify_chain(tmp_path, KEY)
+    _tamper(tmp_path, how, np.random.default_rng(seed))
+    # Against the head the coordinator anchored in etcd: a cut at the end too.
+    v = verify_chain(tmp_path, KEY, anchor=(head.last_seq, head.last_hash))
+    assert not v.ok, (how, seed)
+    if how != "drop-file":  # inside the chain, the files alone show it
+        assert not verify_chain(tmp_path, KEY).ok or _cut_at_end(tmp_path, head.last_seq)
+
+
+def _cut_at_end(directory: Path, last_seq: int) -> bool:
+    """Only the newest record went: the chain is consistent but shorter."""
+    return verify_chain(directory, KEY).last_seq == last_seq - 1
+
+
+def test_a_forger_without_the_key_cannot_rechain(tmp_path: Path) -> None:
+    """Recomputing every later hash does not help without the audit key."""
+    write(tmp_path, 20)
+    wrong_key, _ = derive_keys(b"f" * 32)
+    (path, rows) = lines(tmp_path)[0]
+    forged = ChainWriter(tmp_path / "forged", wrong_key)
+    records = [json.loads(r) for r in rows]
+    for r in records:
+        for k in ("seq", "prev", "hash"):
+            r.pop(k)
+    records[5]["principal"] = "forged"
+    forged.append(records)
+    forged.close()
+    assert not verify_chain(tmp_path / "forged", KEY).ok
+
+
+def test_a_torn_tail_from_a_crash_is_cut_and_the_chain_goes_on(tmp_path: Path) -> None:
+    write(tmp_path, 10)
+    path = segment_files(tmp_path)[-1]
+    with open(path, "ab") as f:
+        f.write(b'{"rpc":"Search","half')  # the crash hit mid-line
+    w = ChainWriter(tmp_path, KEY)
+    assert w.torn_bytes > 0
+    w.append([{"rpc": "after"}])
+    w.close()
+    v = verify_chain(tmp_path, KEY)
+    assert v.ok and v.last_seq == 11
+
+
+def test_one_writer_per_chain(tmp_path: Path) -> None:
+    w = ChainWriter(tmp_path, KEY)
+    with pytest.raises(RuntimeError, match="held by another"):
+        ChainWriter(tmp_path, KEY)
+    w.close()
+
+
+def test_the_trail_fsyncs_mutations_before_returning_and_reads_in_batches(tmp_path: Path) -> None:
+    trail = AuditTrail(ChainWriter(tmp_path, KEY), flush_interval=0.05)
+
+    async def scenario() -> None:
+        for i in range(50):
+            trail.record({"rpc": "Search", "i": i})
+        await trail.record_durable({"rpc": "Upsert"})
+        # The durable record is on disk now, with every read queued before it.
+        found = [r["rpc"] for r in read_records(tmp_path)]
+        assert found.count("Search") == 50 and found[-1] == "Upsert"
+
+    asyncio.run(scenario())
+    assert trail.batches < 51  # group commit, not one fsync per record
+    trail.close()
+    assert verify_chain(tmp_path, KEY).records == 51
+
+
+def test_the_trail_fails_closed_when_it_cannot_write(tmp_path: Path) -> None:
+    writer = ChainWriter(tmp_path, KEY)
+    trail = AuditTrail(writer, flush_interval=0.05)
+
+    def broken(records: object) -> None:
+        raise OSError("disk full")
+
+    writer.append = broken  # type: ignore[method-assign]  # a failing disk, for this test
+
+    async def scenario() -> None:
+        with pytest.raises(Unavailable, match="disk full"):
+            await trail.record_durable({"rpc": "Upsert"})
+        with pytest.raises(Unavailable, match="refusing requests"):
+            trail.ready()
+
+    asyncio.run(scenario())
+    trail.close()
+
+
+ids = st.text(st.characters(codec="utf-8", categories=("L", "N")), min_size=8, max_size=24)
+
+
+@settings(max_examples=40)
+@given(
+    eids=st.lists(ids, min_size=1, max_size=5, unique=True),
+    vector=st.lists(st.floats(-1e3, 1e3, allow_nan=False, width=32), min_size=4, max_size=4),
+)
+def test_records_hold_hashes_never_raw_ids_or_vectors(eids: list[str], vector: list[float]) -> None:
+    h = Hasher(SALT)
+    raw = np.asarray(vector, dtype="<f4").tobytes()
+    keys = [cpb.EntityKey(tenant_id="acme", entity_type="user", entity_id=e) for e in eids]
+    calls = [
+        (
+            "/vecshard.v1.RetrievalService/Search",
+            pb.SearchRequest(route="r", query_vector=raw, k=3),
+            pb.SearchResponse(hits=[pb.Hit(key=k) for k in keys]),
+        ),
+        (
+            "/vecshard.v1.RetrievalService/Upsert",
+            pb.UpsertRequest(records=[cpb.EmbeddingRecord(key=k, vector=raw) for k in keys]),
+            pb.UpsertResponse(written=len(keys)),
+        ),
+        ("/vecshard.v1.RetrievalService/Delete", pb.DeleteRequest(keys=keys), None),
+        (
+            "/vecshard.v1.RetrievalService/BatchGetEmbeddings",
+            pb.BatchGetEmbeddingsRequest(keys=keys),
+            pb.BatchGetEmbeddingsResponse(
+                records=[
+                    cpb.EmbeddingLookup(
+                        key=k, status=cpb.FOUND, record=cpb.EmbeddingRecord(key=k, vector=raw)
+                    )
+                    for k in keys
+                ]
+            ),
+        ),
+    ]
+    for method, req, resp in calls:
+        text = json.dumps(describe(h, method, req, resp), ensure_ascii=False)
+        assert not any(e in text for e in eids), (method, text)
+        assert raw.hex() not in text
+        hashed = [h.key(k) for k in keys]
+        assert any(x in text for x in hashed)  # still matchable by whoever holds the salt
+
+
+def test_cli_verify_reports_tampering_with_exit_1(tmp_path: Path) -> None:
+    key_file = tmp_path / "audit.key"
+    key_file.write_bytes(SECRET)
+    os.chmod(key_file, 0o600)
+    write(tmp_path / "audit" / "coordinator-a", 50)
+    write(tmp_path / "audit" / "coordinator-b", 50)
+    args = [
+        VECSHARD,
+        "audit",
+        "verify",
+        "--dir",
+        str(tmp_path / "audit"),
+        "--key-file",
+        str(key_file),
+    ]
+    ok = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert ok.stdout.count(": OK") == 2
+    _tamper(tmp_path / "audit" / "coordinator-b", "swap", np.random.default_rng(1))
+    bad = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1
+    assert "coordinator-b" in bad.stdout and "TAMPERED" in bad.stdout
+    assert "coordinator-a: 50 records in 1 file(s), seq 1..50: OK" in bad.stdout
+
+
+def test_export_to_parquet_keeps_every_record_and_its_chain_fields(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    from offline.audit_export import export_parquet
+
+    for name in ("coordinator-a", "coordinator-b"):
+        w = ChainWriter(tmp_path / "audit" / name, KEY)
+        w.append(
+            [
+                {"rpc": "Search", "principal": "svc", "tenant": "acme", "code": "OK",
+                 "results": 2, "result_ids": ["h1", "h2"], "k": 10},
+                {"rpc": "Upsert", "principal": "svc", "code": "OK", "ids": ["h3"]},
+            ]
+        )  # fmt: skip
+        w.close()
+    assert export_parquet(tmp_path / "audit", tmp_path / "audit.parquet") == 4
+    table = pq.read_table(tmp_path / "audit.parquet")
+    rows = table.to_pylist()
+    assert sorted({r["chain"] for r in rows}) == ["coordinator-a", "coordinator-b"]
+    first = next(r for r in rows if r["chain"] == "coordinator-a" and r["seq"] == 1)
+    assert first["result_ids"] == ["h1", "h2"] and first["results"] == 2
+    assert json.loads(first["details"]) == {"k": 10}
+    assert all(r["hash"] and r["prev"] for r in rows)

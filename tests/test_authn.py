@@ -1,0 +1,163 @@
+"""Token verification (coordinator.authn) and the SDK's credential resolution
+(client.credentials), as plain data: every way a token can be wrong is
+UNAUTHENTICATED, with no processes involved."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from pathlib import Path
+
+import jwt
+import pytest
+
+from cli.pki import CertificateAuthority, LocalPki, new_signing_key
+from cli.tokens import mint_token, mint_x5c_token
+from client.credentials import Credentials, resolve
+from coordinator.authn import TokenVerifier, bearer_token
+from core.errors import InvalidArgument, Unauthenticated
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> LocalPki:
+    return LocalPki.ensure(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture
+def verifier(pki: LocalPki) -> TokenVerifier:
+    return TokenVerifier(pki.jwks_file, pki.ca_file.read_bytes())
+
+
+def signed(pki: LocalPki, **claims: object) -> str:
+    now = int(time.time())
+    base = {"iss": "vecshard", "sub": "svc", "aud": "vecshard", "iat": now, "exp": now + 60}
+    key = pki.signing_key_file.read_bytes()
+    from cryptography.hazmat.primitives import serialization
+
+    private = serialization.load_pem_private_key(key, password=None)
+    payload = {k: v for k, v in {**base, **claims}.items() if v is not None}
+    return jwt.encode(payload, private, algorithm="EdDSA", headers={"kid": pki.signing_kid()})  # type: ignore[arg-type]  # PyJWT's stub narrows keys; Ed25519 is valid
+
+
+def test_a_good_token_names_its_principal_and_is_cached(
+    pki: LocalPki, verifier: TokenVerifier
+) -> None:
+    token = pki.mint("svc-a", 60)
+    first = verifier.verify(token)
+    assert (first.principal, first.via) == ("svc-a", "jwks")
+    assert verifier.verify(token) is first  # the signature is checked once
+
+
+@pytest.mark.parametrize(
+    ("claims", "why"),
+    [
+        ({"exp": int(time.time()) - 600}, "expired"),
+        ({"aud": "someone-else"}, "audience"),
+        ({"iss": "another-issuer"}, "issuer"),
+        ({"nbf": int(time.time()) + 600}, "not yet valid"),
+        ({"sub": ""}, "no principal"),
+        ({"exp": None}, "exp"),
+    ],
+)
+def test_claims_that_do_not_hold_are_refused(
+    pki: LocalPki, verifier: TokenVerifier, claims: dict[str, object], why: str
+) -> None:
+    with pytest.raises(Unauthenticated):
+        verifier.verify(signed(pki, **claims))
+
+
+def test_a_cached_token_still_expires(pki: LocalPki) -> None:
+    now = [time.time()]
+    v = TokenVerifier(pki.jwks_file, clock=lambda: now[0], leeway=0)
+    token = pki.mint("svc", 10)
+    v.verify(token)
+    now[0] += 11
+    with pytest.raises(Unauthenticated, match="expired"):
+        v.verify(token)
+
+
+def test_forged_signatures_and_algorithms_are_refused(
+    pki: LocalPki, verifier: TokenVerifier
+) -> None:
+    other_key, _ = new_signing_key()
+    with pytest.raises(Unauthenticated, match="does not verify"):
+        verifier.verify(mint_token(other_key, pki.signing_kid(), "admin", 60))
+    with pytest.raises(Unauthenticated, match="unknown key"):
+        verifier.verify(mint_token(other_key, "no-such-kid", "admin", 60))
+    # alg=none, and HMAC keyed with the public JWK (algorithm confusion).
+    header = base64.urlsafe_b64encode(
+        json.dumps({"alg": "none", "kid": pki.signing_kid()}).encode()
+    )
+    body = base64.urlsafe_b64encode(json.dumps({"sub": "admin"}).encode())
+    with pytest.raises(Unauthenticated, match="algorithm"):
+        verifier.verify(f"{header.decode().rstrip('=')}.{body.decode().rstrip('=')}.")
+    public = json.loads(pki.jwks_file.read_text())["keys"][0]["x"]
+    hs = jwt.encode({"sub": "admin"}, public, algorithm="HS256", headers={"kid": pki.signing_kid()})
+    with pytest.raises(Unauthenticated, match="algorithm"):
+        verifier.verify(hs)
+    with pytest.raises(Unauthenticated, match="exceeds"):
+        verifier.verify("x" * 20_000)
+    with pytest.raises(Unauthenticated, match="malformed"):
+        verifier.verify("not-a-token")
+
+
+def test_certificate_signed_tokens_must_chain_to_the_ca_and_name_the_principal(
+    pki: LocalPki, verifier: TokenVerifier
+) -> None:
+    cert, key = pki.issue_principal_cert("svc-b")
+    assert verifier.verify(mint_x5c_token(cert, key, "svc-b", 60)).via == "x5c"
+    with pytest.raises(Unauthenticated, match="does not name principal"):
+        verifier.verify(mint_x5c_token(cert, key, "admin", 60))
+    evil = CertificateAuthority.create("evil")
+    ecert, ekey = evil.issue("svc-b", uris=["spiffe://vecshard/principal/svc-b"], server=False)
+    with pytest.raises(Unauthenticated, match="trusted CA"):
+        verifier.verify(mint_x5c_token(ecert, ekey, "svc-b", 60))
+    without_ca = TokenVerifier(pki.jwks_file)
+    with pytest.raises(Unauthenticated, match="not accepted"):
+        without_ca.verify(mint_x5c_token(cert, key, "svc-b", 60))
+
+
+def test_a_rotated_jwks_is_picked_up_without_a_restart(pki: LocalPki, tmp_path: Path) -> None:
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(pki.jwks_file.read_text())
+    v = TokenVerifier(jwks)
+    new_key, new_jwk = new_signing_key()
+    token = mint_token(new_key, new_jwk["kid"], "svc", 60)
+    with pytest.raises(Unauthenticated):
+        v.verify(token)
+    doc = json.loads(jwks.read_text())
+    doc["keys"].append(new_jwk)
+    jwks.write_text(json.dumps(doc))
+    import os
+
+    os.utime(jwks, (time.time() + 5, time.time() + 5))  # a new mtime, whatever the clock
+    assert v.verify(token).principal == "svc"
+
+
+def test_bearer_metadata() -> None:
+    assert bearer_token([("authorization", "Bearer abc")]) == "abc"
+    with pytest.raises(Unauthenticated, match="no credentials"):
+        bearer_token([("x", "y")])
+    with pytest.raises(Unauthenticated, match="Bearer"):
+        bearer_token([("authorization", "Basic abc")])
+
+
+def test_sdk_credentials_resolve_explicit_then_arguments_then_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token_file, ca_file = tmp_path / "t.jwt", tmp_path / "ca.pem"
+    token_file.write_text("from-file\n")
+    ca_file.write_bytes(b"PEM")
+    monkeypatch.setenv("VECSHARD_TOKEN_FILE", str(token_file))
+    monkeypatch.setenv("VECSHARD_CA_FILE", str(ca_file))
+    monkeypatch.delenv("VECSHARD_TOKEN", raising=False)
+    assert resolve(None, None, None) == Credentials("from-file", b"PEM")
+    assert resolve(None, "explicit", None) == Credentials("explicit", b"PEM")
+    given = Credentials("mine", None)
+    assert resolve(given, None, None) is given
+    with pytest.raises(InvalidArgument):
+        resolve(given, "also", None)
+    monkeypatch.setenv("VECSHARD_TOKEN", "from-env")
+    assert Credentials.from_env().token == "from-env"
+    assert "from-env" not in repr(Credentials.from_env())  # never printed
