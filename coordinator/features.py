@@ -48,8 +48,7 @@ from core.feature_columns import MISSING_REASONS, concat, empty
 from registry.feature_batches import RowBatch, check_batch, rows_to_batch
 from registry.feature_catalog import GroupRead, readable
 from registry.features import GroupRow, GroupSchema, MissingReason
-from registry.placement import tenant_buckets_of
-from registry.registry import FEATURE_BUCKETS, feature_placement_ref
+from registry.placement import FEATURE_BUCKETS, feature_placement_ref, tenant_buckets_of
 from registry.snapshot import Snapshot
 
 _STALE = MISSING_REASONS.index("stale")

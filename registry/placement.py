@@ -15,6 +15,13 @@ import numpy as np
 from core.domain import Metric, VersionRef
 from registry.model import Placement
 
+FEATURE_BUCKETS = 16
+
+
+def feature_placement_ref(group: str, version: str) -> VersionRef:
+    """Feature groups are placed like index versions, under a reserved name."""
+    return VersionRef(f"features:{group}", version)
+
 
 def bucket_of(tenant_id: str, entity_id: str, num_buckets: int) -> int:
     digest = hashlib.blake2b(

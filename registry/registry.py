@@ -19,14 +19,7 @@ from registry import codec
 from registry.access_policy import Principal
 from registry.keys import Keys
 from registry.lifecycle import FROZEN, check_transition
-from registry.migration import (
-    DualWrite,
-    VersionRetention,
-    archived_reason,
-    check_archivable,
-    retention_for,
-    utc_now,
-)
+from registry.migration import archived_reason, check_archivable, retention_for, utc_now
 from registry.model import (
     Bundle,
     EmbeddingFamily,
@@ -39,22 +32,11 @@ from registry.model import (
     Status,
     Tenant,
 )
-from registry.placement import assign_buckets
-from registry.quality import (
-    CanaryQuerySet,
-    IndexEvaluation,
-    check_gates_declared,
-    gate_failures,
-)
+from registry.object_keys import key_of
+from registry.placement import FEATURE_BUCKETS, assign_buckets, feature_placement_ref
+from registry.quality import check_gates_declared, gate_failures
 from registry.snapshot import Snapshot, build_snapshot, resolve_bundle
 from registry.store import Delete, Entry, ModRevisionIs, Put, RegistryStore
-
-FEATURE_BUCKETS = 16
-
-
-def feature_placement_ref(group: str, version: str) -> VersionRef:
-    """Feature groups are placed like index versions, under a reserved name."""
-    return VersionRef(f"features:{group}", version)
 
 
 def _now() -> str:
@@ -98,35 +80,7 @@ class Registry:
     # --- generic -------------------------------------------------------------
 
     def key_of(self, obj: Any) -> str:
-        match obj:
-            case EmbeddingFamily():
-                return self.keys.family(obj.name)
-            case EmbeddingVersion():
-                return self.keys.embedding_version(obj.name, obj.version)
-            case IndexVersion():
-                return self.keys.index(obj.name, obj.version)
-            case Bundle():
-                return self.keys.bundle(obj.name)
-            case Route():
-                return self.keys.route(obj.name)
-            case Tenant():
-                return self.keys.tenant(obj.tenant_id)
-            case ShardStateIntent():
-                return self.keys.shard_intent(obj.shard_id)
-            case IndexEvaluation():
-                return self.keys.evaluation(obj.index.name, obj.index.version)
-            case VersionRetention():
-                return self.keys.retention(obj.index.name, obj.index.version)
-            case CanaryQuerySet():
-                return self.keys.canary_set(obj.name, obj.version)
-            case DualWrite():
-                return self.keys.dual_write(obj.family)
-            case Principal():
-                return self.keys.principal(obj.name)
-        kind = type(obj).__name__
-        if kind in codec.KINDS:  # feature definitions, groups, sets
-            return self.keys.feature(kind, obj.name, getattr(obj, "version", ""))
-        raise InvalidArgument(f"cannot store a {kind} in the registry")
+        return key_of(self.keys, obj)
 
     def read(self, key: str) -> tuple[Any, int] | None:
         entry = self.store.get(key)

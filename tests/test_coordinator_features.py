@@ -27,7 +27,7 @@ from protos.vecshard.v1.common_pb2 import ResolvedFeatureColumns
 from registry.feature_values import FeatureValue, resolved_values
 from registry.features import GroupRow
 from registry.model import Placement
-from registry.registry import FEATURE_BUCKETS, feature_placement_ref
+from registry.placement import FEATURE_BUCKETS, feature_placement_ref
 from tests.feature_catalog import (
     ACTIVITY,
     DEFINITIONS,
