@@ -49,7 +49,7 @@ class Shard(Protocol):
     ) -> tuple[int, int]:
         """Writes (record, bucket) pairs; returns (written, ignored_stale).
 
-        Version rules (`shard_server.partition.applies`): a record older than
+        Version rules (`shard_server.version_rules.applies`): a record older than
         the stored one, or not newer than the key's tombstone, is ignored and
         counted; an equal version replaces, so a retried batch is idempotent.
         Within one call the highest source_version of a key wins (the last on

@@ -27,12 +27,10 @@ import numpy as np
 from core import tracing
 from core.domain import EntityKey, Metric
 from core.errors import FailedPrecondition, InvalidArgument
-from core.filters import validate_filter
 from core.limits import DEFAULT_LIMITS, Limits
 from core.ordering import order_key
 from core.record_columns import RecordColumns
-from core.scoring import canonical_scores, prepare_queries
-from core.vectors import check_vector
+from core.scoring import canonical_scores
 from registry.index_params import parse_index_params
 from registry.model import EmbeddingFamily, IndexVersion
 from shard_server import metrics
@@ -47,8 +45,9 @@ from shard_server.model import (
     SearchResult,
     WriteResult,
 )
+from shard_server.query_batch import prepared_queries
 from shard_server.recovery import records_to_rebuild, recover_segments
-from shard_server.row_batch import RowBatch, applying, latest_rows, prepare_rows
+from shard_server.row_batch import RowBatch, latest_rows, prepare_rows
 from shard_server.segment import Segment
 from shard_server.storage import (
     RECORDS,
@@ -59,32 +58,9 @@ from shard_server.storage import (
 )
 from shard_server.summary import SegmentSummary, merge_bucket_stats
 from shard_server.summary_leases import NewRows, SummaryLeases
+from shard_server.version_rules import applies, applying, delete_applies
 
 log = logging.getLogger(__name__)
-
-
-def applies(source_version: int, stored: bytes | None, tombstone: bytes | None) -> bool:
-    """Whether an upsert with `source_version` replaces what is stored.
-
-    An equal version replaces a stored record (a retried batch is idempotent);
-    a delete wins over every write of its version or older, so a retried
-    upsert can never bring a deleted key back.
-    """
-    if stored is not None and source_version < rec.source_version_of(stored):
-        return False
-    return tombstone is None or source_version > rec.decode_tombstone(tombstone)
-
-
-def delete_applies(version: int, stored: bytes | None, tombstone: bytes | None) -> bool:
-    """Whether a delete at `version` changes anything: it removes a stored
-    record of its version or older (never a newer one: a late or stale delete
-    must not lose a write acknowledged after it), and it raises the key's
-    tombstone so that every later write of `version` or older is refused.
-
-    One rule for client deletes, centroid move-deletes and replication."""
-    if stored is not None and rec.source_version_of(stored) > version:
-        return False
-    return tombstone is None or rec.decode_tombstone(tombstone) < version
 
 
 def _new_rows(rows: RowBatch) -> NewRows:
@@ -390,7 +366,7 @@ class IndexPartition:
         at once (`Segment.search_batch`). Later pages go one by one."""
         if not queries:
             return []
-        matrix = self._prepared(queries)
+        matrix = prepared_queries(queries, self.family, self.index, self.normalize)
         sequence = self.store.sequence
         first = [i for i, q in enumerate(queries) if q.after is None and not q.max_sequence]
         out: list[SearchResult | None] = [None] * len(queries)
@@ -404,23 +380,6 @@ class IndexPartition:
                 if out[i] is None:
                     out[i] = self._search_page(segments, matrix[i], q)
         return [replace(r, sequence=sequence) for r in out if r is not None]
-
-    def _prepared(self, queries: Sequence[Query]) -> np.ndarray:
-        """The batch's checks (the first bad query rejects it, named) and its
-        vectors as one prepared float32 matrix."""
-        dim, max_k = self.family.dimension, self.index.max_k
-        for i, q in enumerate(queries):
-            if q.vector.shape != (dim,):
-                check_vector(q.vector, dim, what=f"query {i}")
-            if q.k <= 0 or q.k > max_k:
-                raise InvalidArgument(f"query {i}: k={q.k}, expected 1..{max_k}")
-            if q.filter is not None:
-                validate_filter(q.filter, self.index.attributes)
-        matrix = np.stack([q.vector for q in queries])
-        if not np.isfinite(matrix).all():
-            bad = int(np.flatnonzero(~np.isfinite(matrix).all(axis=1))[0])
-            check_vector(queries[bad].vector, dim, what=f"query {bad}")
-        return prepare_queries(matrix, self.family.metric, self.normalize)
 
     def _search_segments(
         self, segments: Sequence[Segment], matrix: np.ndarray, queries: Sequence[Query]

@@ -275,26 +275,3 @@ def latest_rows(raw_keys: Sequence[bytes], source_versions: np.ndarray) -> np.nd
         if j is None or versions[i] >= versions[j]:
             best[key] = i
     return np.array(sorted(best.values()), dtype=np.int64)
-
-
-def applying(
-    source_versions: np.ndarray,
-    stored: Sequence[bytes | None],
-    tombstones: Sequence[bytes | None],
-) -> np.ndarray:
-    """`partition.applies` for every row at once: newer or equal to the
-    stored record, and newer than the key's tombstone."""
-    n = source_versions.shape[0]
-    stored_sv = np.fromiter(
-        (rec.source_version_of(v) if v is not None else -(2**63) for v in stored),
-        dtype=np.int64,
-        count=n,
-    )
-    tomb_sv = np.fromiter(
-        (rec.decode_tombstone(t) if t is not None else -(2**63) for t in tombstones),
-        dtype=np.int64,
-        count=n,
-    )
-    has_tomb = np.fromiter((t is not None for t in tombstones), dtype=bool, count=n)
-    ok: np.ndarray = (source_versions >= stored_sv) & (~has_tomb | (source_versions > tomb_sv))
-    return ok

@@ -2,8 +2,9 @@
 real shard's rules, so coordinator logic is tested on plain data.
 
 Searches run on the real exact segment (`GrowingSegment`), so scores are the
-real shard's bit for bit. Writes follow `shard_server.partition` (version
-rules of `applies` and `delete`, batch precedence, validation); features
+real shard's bit for bit. Writes follow `shard_server.partition` (the
+version rules of `shard_server.version_rules`, batch precedence,
+validation); features
 follow `shard_server.feature_store` and `feature_service` (precedence by
 `GroupRow.supersedes`, TTL, `not_computed` for a group never written) and
 resolve with the same `registry.feature_values` functions; answers are the
@@ -101,7 +102,7 @@ class StaticRegistry:
 
 
 def applies(source_version: int, stored: WriteRecord | None, tombstone: int | None) -> bool:
-    """`shard_server.partition.applies` over domain values: an equal version
+    """`shard_server.version_rules.applies` over domain values: an equal version
     replaces a record; a delete wins over every write of its version or older."""
     if stored is not None and source_version < stored.source_version:
         return False

@@ -22,12 +22,13 @@ from registry.model import EmbeddingFamily, IndexVersion
 from shard_server import records as rec
 from shard_server.growing_segment import GrowingSegment
 from shard_server.model import Query
-from shard_server.partition import IndexPartition, applies
-from shard_server.row_batch import RowBatch, applying, latest_rows, prepare_rows, row_dots
+from shard_server.partition import IndexPartition
+from shard_server.row_batch import RowBatch, latest_rows, prepare_rows, row_dots
 from shard_server.segment import DEFAULT_OPTIONS
 from shard_server.storage import RECORDS, ShardStore
 from shard_server.summary import BucketStats
 from shard_server.summary_leases import NewRow, NewRows, SummaryLeases, _outside_balls
+from shard_server.version_rules import applies, applying
 
 TEXT = st.text(alphabet='ab"\\é\x00\u2028', max_size=6)
 ATTR = st.one_of(
