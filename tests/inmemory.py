@@ -14,7 +14,8 @@ behaviour. Failure injection: `error` (raised by every call) and `delay`.
 
 Without a registry (`registry=None`) a shard serves any index version with
 the constructor's metric and dimension and one float attribute, `price`:
-enough for search tests that place rows with `add`.
+enough for search tests that place rows with `add`. The registries tests
+build for it are in `tests/static_registry.py`.
 """
 
 from __future__ import annotations
@@ -23,9 +24,8 @@ import asyncio
 import itertools
 import json
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Protocol
 
 import numpy as np
 
@@ -63,42 +63,15 @@ from registry.feature_batches import (
 )
 from registry.feature_catalog import GroupRead, readable
 from registry.feature_values import missing_columns, resolve_columns
-from registry.features import FeatureObject, GroupRow, GroupSchema, MissingReason
-from registry.model import (
-    EmbeddingFamily,
-    EmbeddingVersion,
-    IndexVersion,
-    Placement,
-    ShardMember,
-    Tenant,
-)
+from registry.features import GroupRow, GroupSchema, MissingReason
+from registry.model import EmbeddingFamily, IndexVersion, Placement, ShardMember
 from registry.snapshot import Snapshot
 from shard_server.growing_segment import GrowingSegment
 from shard_server.segment import DEFAULT_OPTIONS
+from tests.static_registry import FAMILY, INDEX, RegistryReader
 
-INDEX = VersionRef("ix", "v1")
-FAMILY = VersionRef("f", "v1")
 # Buckets an index version has when no registry says (search-only tests).
 UNREGISTERED_BUCKETS = 1 << 16
-
-
-class RegistryReader(Protocol):
-    """What a shard reads of the registry (`registry.watcher.SnapshotCache`)."""
-
-    @property
-    def snapshot(self) -> Snapshot: ...
-
-    def reread(self) -> Snapshot: ...
-
-
-@dataclass
-class StaticRegistry:
-    """A registry that never changes: a snapshot built in the test."""
-
-    snapshot: Snapshot
-
-    def reread(self) -> Snapshot:
-        return self.snapshot
 
 
 def applies(source_version: int, stored: WriteRecord | None, tombstone: int | None) -> bool:
@@ -477,50 +450,3 @@ def snapshot_for(shards: Sequence[InMemoryShard], buckets: Sequence[Sequence[str
         placements={INDEX: Placement(INDEX, tuple(tuple(b) for b in buckets))},
         shards={s.shard_id: ShardMember(s.shard_id, s.address) for s in shards},
     )
-
-
-def registry_for(
-    shard_ids: Sequence[str],
-    buckets: Sequence[Sequence[str]],
-    *,
-    dim: int = 4,
-    metric: Metric = Metric.L2,
-    placement: str = "hash",
-    write_quorum: int = 0,
-    centroids: str = "",
-    tenants: Mapping[str, Tenant] | None = None,
-    features: Sequence[FeatureObject] = (),
-    feature_placements: Mapping[VersionRef, Placement] | None = None,
-) -> StaticRegistry:
-    """A registry holding family `f`, its version `v1` and index version
-    `INDEX` placed on `buckets` (replica shard ids per bucket), and feature
-    definitions, groups and sets with their placements. Tenants `t` and
-    `u` and `acme` are registered unless `tenants` says otherwise."""
-    index = IndexVersion(
-        INDEX.name,
-        INDEX.version,
-        FAMILY,
-        num_buckets=len(buckets),
-        placement=placement,
-        attributes={"price": AttrType.FLOAT},
-        write_quorum=write_quorum,
-    )
-    snap = Snapshot(
-        revision=1,
-        families={FAMILY.name: EmbeddingFamily(FAMILY.name, "item", dim, metric)},
-        embedding_versions={FAMILY: EmbeddingVersion(FAMILY.name, FAMILY.version)},
-        indexes={INDEX: index},
-        placements={
-            INDEX: Placement(INDEX, tuple(tuple(b) for b in buckets), centroids),
-            **(feature_placements or {}),
-        },
-        shards={s: ShardMember(s, f"mem://{s}") for s in shard_ids},
-        tenants=dict(
-            tenants if tenants is not None else {k: Tenant(k) for k in ("t", "u", "acme")}
-        ),
-        features={
-            (type(o).__name__, getattr(o, "name", ""), getattr(o, "version", "")): o
-            for o in features
-        },
-    )
-    return StaticRegistry(snap)

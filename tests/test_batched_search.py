@@ -30,7 +30,8 @@ from shard_server.planner import PlannerPolicy
 from shard_server.records import Record
 from shard_server.segment import SearchOptions
 from shard_server.storage import ShardStore
-from tests.inmemory import INDEX, InMemoryShard
+from tests.inmemory import InMemoryShard
+from tests.static_registry import INDEX
 
 DIM = 16
 PARAMS = {

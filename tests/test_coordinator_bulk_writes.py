@@ -29,7 +29,8 @@ from core.limits import DEFAULT_LIMITS
 from core.record_columns import AttributeColumn, PackedStrings, RecordColumns
 from registry.model import EmbeddingFamily, IndexVersion
 from registry.placement import encode_centroids
-from tests.inmemory import FAMILY, INDEX, InMemoryShard, StaticRegistry, registry_for
+from tests.inmemory import InMemoryShard
+from tests.static_registry import FAMILY, INDEX, StaticRegistry, registry_for
 
 T = TypeVar("T")
 ME = Access("t", "test")

@@ -42,7 +42,8 @@ from tests.feature_catalog import (
     row,
     user,
 )
-from tests.inmemory import InMemoryShard, StaticRegistry, registry_for
+from tests.inmemory import InMemoryShard
+from tests.static_registry import StaticRegistry, registry_for
 
 ME = Access("acme", "ranking")
 SHARDS = ("s0", "s1")

@@ -23,7 +23,8 @@ from core.filters import Range
 from core.scoring import normalized
 from core.vectors import check_vector
 from registry.model import IndexVersion
-from tests.inmemory import INDEX, InMemoryShard, registry_for, snapshot_for
+from tests.inmemory import InMemoryShard, snapshot_for
+from tests.static_registry import INDEX, registry_for
 
 IX = IndexVersion("ix", "v1", VersionRef("f", "v1"), num_buckets=8)
 

@@ -27,7 +27,8 @@ from core.domain import EntityKey
 from core.errors import FailedPrecondition, InvalidArgument, Unavailable
 from registry.model import Placement, ShardMember, ShardState
 from registry.placement import encode_centroids
-from tests.inmemory import FAMILY, INDEX, InMemoryShard, StaticRegistry, registry_for
+from tests.inmemory import InMemoryShard
+from tests.static_registry import FAMILY, INDEX, StaticRegistry, registry_for
 
 T = TypeVar("T")
 ME = Access("t", "test")

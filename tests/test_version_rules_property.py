@@ -17,7 +17,8 @@ from coordinator.shard import Shard
 from core.domain import EntityKey
 from core.embedding_columns import EmbeddingColumns
 from registry.placement import encode_centroids
-from tests.inmemory import FAMILY, INDEX, InMemoryShard, registry_for
+from tests.inmemory import InMemoryShard
+from tests.static_registry import FAMILY, INDEX, registry_for
 
 ME = Access("t", "test")
 CENTRES = np.array([[4, 0, 0, 0], [-4, 0, 0, 0], [0, 4, 0, 0], [0, -4, 0, 0]], np.float32)
