@@ -3,7 +3,7 @@
 Coordinator logic sees shards only through this protocol, so it runs the same
 against in-memory shards (`tests/inmemory.py`) and real processes
 (`coordinator.remote_shard`), and one contract suite
-(`tests/test_shard_contract.py`) holds both to the same behaviour.
+(`tests/test_shard_contract_*.py`) holds both to the same behaviour.
 Implementations: `RemoteShard` (gRPC), `BatchingShard` (micro-batches the
 searches of any inner shard).
 """

@@ -9,7 +9,7 @@ follow `shard_server.feature_store` and `feature_service` (precedence by
 `GroupRow.supersedes`, TTL, `not_computed` for a group never written) and
 resolve with the same `registry.feature_values` functions; answers are the
 same columns in wire form a real shard sends. One contract suite
-(`tests/test_shard_contract.py`) holds this shard and a real one to the same
+(`tests/test_shard_contract_*.py`) holds this shard and a real one to the same
 behaviour. Failure injection: `error` (raised by every call) and `delay`.
 
 Without a registry (`registry=None`) a shard serves any index version with

@@ -1,9 +1,9 @@
 """The `Shard` contract's feature methods (coordinator/shard.py:
 `get_feature_columns`, `put_features`), run against the in-memory shard and
-a real shard process like the rest of the suite (tests/test_shard_contract.py,
-whose fixtures this module shares): precedence of writes, every missing
-reason with its fill, staleness, privacy, several groups in one call, and
-bad requests refused whole."""
+a real shard process like the rest of the suite (tests/test_shard_contract_*.py,
+with the fixtures of tests/shard_contract_support.py): precedence of writes,
+every missing reason with its fill, staleness, privacy, several groups in one
+call, and bad requests refused whole."""
 
 from __future__ import annotations
 
@@ -25,25 +25,20 @@ from registry.feature_batches import RowBatch, rows_to_batch
 from registry.feature_values import resolved_values
 from registry.features import GroupRow, GroupSchema
 from registry.watcher import SnapshotCache
-from tests.test_shard_contract import (  # noqa: F401 - fixtures, shared with the suite
-    T0,
-    TIMEOUT,
-    Names,
-    S,
-    cluster,
-    make_shard,
-    names,
-    registry,
-    run,
-)
+from tests import shard_contract_support as support
+from tests.shard_contract_support import T0, TIMEOUT, Names, S, run
 
 pytestmark = pytest.mark.integration
 
+# The suite's fixtures, bound here by name so that pytest finds them in this
+# module (imported, every test's parameters would shadow the imports): the
+# same shards and parametrization in every contract module.
+cluster, registry = support.cluster, support.registry
+make_shard, names = support.make_shard, support.names
+
 
 def test_features_put_and_get_with_precedence_and_missing_reasons(
-    make_shard: Callable[[], Shard],  # noqa: F811 - the suite's fixtures, asked by name
-    names: Names,  # noqa: F811
-    registry: SnapshotCache,  # noqa: F811
+    make_shard: Callable[[], Shard], names: Names, registry: SnapshotCache
 ) -> None:
     label, ctr, clicks, quality = (f"{f}{names.tag}" for f in ("label", "ctr", "clicks", "quality"))
     u1, u2 = (EntityKey("t", "user", u) for u in ("u1", "u2"))

@@ -1,17 +1,23 @@
-"""The `Shard` contract (coordinator/shard.py), one suite for every
-implementation: the in-memory shard the coordinator's unit tests use and a
-real `RemoteShard` talking to a real shard server process. Every test runs
-against both, unchanged; the registry is the same real etcd for both.
+"""What the `Shard` contract suite (tests/test_shard_contract_*.py) shares:
+its fixtures, the caller a coordinator vouches for, and the helpers that
+write, search and compute the expected answers.
 
-Each test gets its own embedding family, index version and feature groups,
-so the module's one shard process serves every test without interference.
+The suite runs every test against every implementation of the protocol
+(coordinator/shard.py): the in-memory shard the coordinator's unit tests use
+and a real `RemoteShard` talking to a real shard server process, unchanged;
+the registry is the same real etcd for both. The fixtures (`cluster`,
+`registry`, `make_shard`, `names`, `write`) are taken into each test module
+by name, so every module gets the same parametrization; `cluster` and
+`registry` are module-scoped, one shard process per test module.
+
+Each test gets its own embedding family, index version and feature groups
+(`names`), so a module's one shard process serves every test without
+interference.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -24,11 +30,9 @@ from coordinator import vouching
 from coordinator.model import GroupFetch, ShardAnswer, ShardIndex, ShardQuery, WriteRecord
 from coordinator.remote_shard import RemoteShard
 from coordinator.shard import Shard
-from core.bounds import score_upper_bound
 from core.domain import AttrType, AttrValue, EntityKey, Metric, VersionRef
 from core.embedding_columns import EmbeddingColumns
-from core.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
-from core.filters import And, Eq, Filter, In, Not, Range, matches
+from core.filters import Filter, matches
 from core.ordering import order_key
 from core.record_columns import AttributeColumn, PackedStrings, RecordColumns
 from core.scoring import canonical_scores, prepare_query
@@ -39,8 +43,6 @@ from registry.registry import Registry
 from registry.watcher import SnapshotCache
 from tests.conftest import ClusterFactory
 from tests.inmemory import InMemoryShard
-
-pytestmark = pytest.mark.integration
 
 SHARD = "shard-0"
 PURPOSE = "test"
@@ -378,246 +380,3 @@ async def search(
 async def statuses(shard: Shard, index: VersionRef, eids: list[str]) -> list[str]:
     found = await shard.batch_get(index, [key(e) for e in eids], False, TIMEOUT)
     return found.statuses()
-
-
-def test_upsert_then_search_gives_every_match_in_the_global_order(
-    make_shard: Callable[[], Shard], names: Names, write: Write
-) -> None:
-    data = catalogue(16)
-    others = [record(f"o{i}", [1.0, 0.0, 0.0, float(i)], tenant="u") for i in range(4)]
-
-    async def body(shard: Shard) -> None:
-        assert await write(shard, names.index, data + others) == (len(data) + 4, 0)
-        rng = np.random.default_rng(1)
-        for q in [data[0].vector, *rng.normal(size=(4, DIM))]:
-            for k in (1, 5, len(data), 50):
-                assert await search(shard, names.index, q, k) == expected(data, q, k)
-        (answer,) = await shard.search(names.index, [ShardQuery(data[3].vector, 3, "t")], TIMEOUT)
-        assert answer.candidates == len(data) and not answer.approximate
-        assert {h.bucket for h in answer.hits} <= set(range(BUCKETS))
-        assert all(
-            h.bucket == bucket_of(next(r for r in data if r.key == h.key)) for h in answer.hits
-        )
-        assert await search(shard, names.index, data[0].vector, 10, tenant="nobody") == []
-
-    run(make_shard, body)
-
-
-def test_a_stale_upsert_is_ignored_and_counted(
-    make_shard: Callable[[], Shard], names: Names, write: Write
-) -> None:
-    async def body(shard: Shard) -> None:
-        assert await write(shard, names.index, [record("a", [1, 0, 0, 0], 5)]) == (1, 0)
-        assert await write(shard, names.index, [record("a", [0, 1, 0, 0], 4)]) == (0, 1)
-        mixed = [record("a", [0, 0, 1, 0], 3), record("b", [0, 0, 0, 1], 1)]
-        assert await write(shard, names.index, mixed) == (1, 1)
-        a = await shard.batch_get(names.index, [key("a")], True, TIMEOUT)
-        assert a.statuses() == ["found"] and a.source_version.tolist() == [5]
-        assert a.vectors.tolist() == [[1.0, 0.0, 0.0, 0.0]]
-        # Within one batch the highest version of a key wins, whatever the order.
-        batch = [record("c", [1, 1, 0, 0], 9), record("c", [0, 1, 1, 0], 2)]
-        assert await write(shard, names.index, batch) == (1, 0)
-        c = await shard.batch_get(names.index, [key("c")], False, TIMEOUT)
-        assert c.statuses() == ["found"] and c.source_version.tolist() == [9]
-
-    run(make_shard, body)
-
-
-def test_replaying_a_batch_is_idempotent(
-    make_shard: Callable[[], Shard], names: Names, write: Write
-) -> None:
-    data = catalogue(8)
-
-    async def body(shard: Shard) -> None:
-        assert await write(shard, names.index, data) == (len(data), 0)
-        before = await search(shard, names.index, data[2].vector, 20)
-        assert await write(shard, names.index, data) == (len(data), 0)  # equal version replaces
-        assert await search(shard, names.index, data[2].vector, 20) == before
-        (ix,) = [i for i in await shard.describe(TIMEOUT) if i.index == names.index]
-        assert (ix.live_count, ix.tombstones) == (len(data), 0)
-
-    run(make_shard, body)
-
-
-def test_delete_then_lookup_says_deleted(
-    make_shard: Callable[[], Shard], names: Names, write: Write
-) -> None:
-    data = catalogue(6)
-
-    async def body(shard: Shard) -> None:
-        await write(shard, names.index, data)
-        assert (
-            await shard.delete(names.index, [key("e01"), key("e02"), key("e01")], 10, TIMEOUT) == 2
-        )
-        assert await statuses(shard, names.index, ["e00", "e01", "e02"]) == [
-            "found", "deleted", "deleted",
-        ]  # fmt: skip
-        hits = await search(shard, names.index, data[1].vector, 20)
-        assert {k.entity_id for k, _ in hits} == {r.key.entity_id for r in data} - {"e01", "e02"}
-        # A key never written: nothing removed, but the delete is remembered.
-        assert await shard.delete(names.index, [key("ghost")], 10, TIMEOUT) == 0
-        assert await statuses(shard, names.index, ["ghost"]) == ["deleted"]
-        (ix,) = [i for i in await shard.describe(TIMEOUT) if i.index == names.index]
-        assert (ix.live_count, ix.tombstones) == (len(data) - 2, 3)
-
-    run(make_shard, body)
-
-
-def test_a_delete_wins_over_equal_and_older_writes(
-    make_shard: Callable[[], Shard], names: Names, write: Write
-) -> None:
-    async def body(shard: Shard) -> None:
-        await write(shard, names.index, [record("k", [1, 0, 0, 0], 5)])
-        assert await shard.delete(names.index, [key("k")], 8, TIMEOUT) == 1
-        assert await write(shard, names.index, [record("k", [1, 1, 0, 0], 8)]) == (0, 1)
-        assert await write(shard, names.index, [record("k", [1, 1, 1, 0], 6)]) == (0, 1)
-        assert await statuses(shard, names.index, ["k"]) == ["deleted"]
-        assert await write(shard, names.index, [record("k", [0, 0, 0, 1], 9)]) == (1, 0)
-        k = await shard.batch_get(names.index, [key("k")], True, TIMEOUT)
-        assert k.statuses() == ["found"]
-        assert (int(k.source_version[0]), k.vectors[0].tolist()) == (9, [0.0, 0.0, 0.0, 1.0])
-        (ix,) = [i for i in await shard.describe(TIMEOUT) if i.index == names.index]
-        assert (ix.live_count, ix.tombstones) == (1, 0)  # the newer write revived the key
-
-    run(make_shard, body)
-
-
-def test_a_delete_never_removes_a_newer_write(
-    make_shard: Callable[[], Shard], names: Names, write: Write
-) -> None:
-    async def body(shard: Shard) -> None:
-        await write(shard, names.index, [record("k", [1, 0, 0, 0], 100)])
-        assert await shard.delete(names.index, [key("k")], 5, TIMEOUT) == 0
-        k = await shard.batch_get(names.index, [key("k")], False, TIMEOUT)
-        assert k.statuses() == ["found"] and k.source_version.tolist() == [100]
-        assert [e for e, _ in await search(shard, names.index, [1, 0, 0, 0], 3)] == [key("k")]
-        # The older delete still fences writes of its version and older.
-        await shard.delete(names.index, [key("k")], 100, TIMEOUT)
-        assert await write(shard, names.index, [record("k", [1, 0, 0, 0], 50)]) == (0, 1)
-
-    run(make_shard, body)
-
-
-def test_batch_get_answers_every_key_in_request_order(
-    make_shard: Callable[[], Shard], names: Names, write: Write
-) -> None:
-    a = record("a", [3, 0, 0, 4], 7, genre="jazz", year=2001, tags=("x", "y"))
-    b, c = record("b", [0, 1, 0, 0], 2), record("c", [0, 0, 2, 0], 3)
-
-    async def body(shard: Shard) -> None:
-        await write(shard, names.index, [a, b, c])
-        await shard.delete(names.index, [key("b")], 4, TIMEOUT)
-        eids = ["a", "x", "b", "c", "y", "a"]
-        keys = [key(e) for e in eids]
-        found = await shard.batch_get(names.index, keys, True, TIMEOUT, include_attributes=True)
-        assert found.statuses() == ["found", "missing", "deleted", "found", "missing", "found"]
-        assert found.source_version.tolist() == [7, 0, 0, 3, 0, 7]
-        assert found.created_at.tolist() == [1007, 0, 0, 1003, 0, 1007]
-        assert [found.model_version(i) for i in range(6)] == ["m1", "", "", "m1", "", "m1"]
-        assert found.attributes_json is not None
-        assert json.loads(found.attributes_json[0]) == {
-            "genre": "jazz",
-            "year": 2001,
-            "tags": ["x", "y"],
-        }
-        assert found.attributes_json[1:3] == ["", ""]
-        assert found.norm[0] == pytest.approx(5.0)
-        assert found.vectors[0].tolist() == pytest.approx(
-            [0.6, 0.0, 0.0, 0.8]
-        )  # cosine: normalized
-        assert not found.vectors[[1, 2, 4]].any()
-        without = await shard.batch_get(names.index, [key("a")], False, TIMEOUT)
-        assert without.vectors.shape == (1, 0) and without.attributes_json is None
-        other = await shard.batch_get(names.index, [key("a", tenant="u")], True, TIMEOUT)
-        assert other.statuses() == ["missing"] and other.vectors.tolist() == [[0.0] * DIM]
-
-    run(make_shard, body)
-
-
-def test_filters_narrow_the_search_exactly(
-    make_shard: Callable[[], Shard], names: Names, write: Write
-) -> None:
-    data = catalogue(18, seed=3)
-    filters: list[Filter] = [
-        Eq("genre", "rock"),
-        Range("year", gte=1995, lt=2003),
-        In("tags", ("a",)),
-        And((Eq("genre", "jazz"), Not(Range("year", gt=2000)))),
-        Eq("genre", "none"),
-    ]
-
-    async def body(shard: Shard) -> None:
-        await write(shard, names.index, data)
-        for flt in filters:
-            got = await search(shard, names.index, data[5].vector, 7, flt=flt)
-            assert got == expected(data, data[5].vector, 7, flt=flt), flt
-        with pytest.raises(InvalidArgument):
-            await search(shard, names.index, data[5].vector, 7, flt=Eq("color", "red"))
-
-    run(make_shard, body)
-
-
-def test_describe_returns_the_index_and_its_summary_bounds_every_row(
-    make_shard: Callable[[], Shard], names: Names, write: Write
-) -> None:
-    data = catalogue(12, seed=5)
-
-    async def body(shard: Shard) -> None:
-        await write(shard, names.index, data)
-        await shard.delete(names.index, [key("e03")], 100, TIMEOUT)
-        # The module cluster's coordinators describe this shard in the
-        # background; when the write escaped a summary one of them held, the
-        # shard withholds summaries for its quiet period (summary_leases).
-        deadline = time.monotonic() + 15.0
-        while True:
-            described = {i.index: i for i in await shard.describe(TIMEOUT)}
-            ix = described[names.index]
-            if ix.summary is not None or time.monotonic() > deadline:
-                break
-            await asyncio.sleep(0.25)
-        assert (ix.live_count, ix.tombstones) == (len(data) - 1, 1)
-        assert ix.summary is not None and ix.summary.metric is names.metric
-        for q in np.random.default_rng(2).normal(size=(8, DIM)):
-            prepared = prepare_query(q, names.metric, True)
-            best = expected(data, q.astype(np.float32), 1)[0][1]
-            bound = score_upper_bound(
-                names.metric, prepared, ix.summary.centroids, ix.summary.radii
-            )
-            assert bound >= best - 1e-5
-        assert set(ix.summary.buckets) == {bucket_of(r) for r in data}
-        assert all(tenants == frozenset({"t"}) for _, tenants in ix.summary.buckets.values())
-
-    run(make_shard, body)
-
-
-def test_bad_requests_are_refused_the_same_way(
-    make_shard: Callable[[], Shard], names: Names, write: Write
-) -> None:
-    unknown = VersionRef("nosuchindex", "v1")
-
-    async def body(shard: Shard) -> None:
-        with pytest.raises(NotFound):
-            await shard.search(unknown, [ShardQuery(np.ones(DIM, np.float32), 1, "t")], TIMEOUT)
-        with pytest.raises(NotFound):
-            await shard.batch_get(unknown, [key("a")], False, TIMEOUT)
-        with pytest.raises(InvalidArgument):
-            await write(shard, names.index, [record("a", [1.0, 2.0])])
-        with pytest.raises(FailedPrecondition):  # a bucket the shard does not hold
-            await write(shard, names.index, [record("a", [1, 0, 0, 0])], BUCKETS)
-        with pytest.raises(InvalidArgument):
-            await search(shard, names.index, np.ones(DIM), 0)
-        with pytest.raises(InvalidArgument):
-            await search(shard, names.index, np.ones(DIM + 1), 3)
-        assert await statuses(shard, names.index, ["a"]) == ["missing"]  # nothing half-written
-
-    run(make_shard, body)
-
-
-def test_close_ends_the_shard(make_shard: Callable[[], Shard], names: Names, write: Write) -> None:
-    async def body(shard: Shard) -> None:
-        await write(shard, names.index, [record("a", [1, 0, 0, 0])])
-        await shard.close()
-        with pytest.raises(Unavailable):
-            await shard.batch_get(names.index, [key("a")], False, TIMEOUT)
-
-    run(make_shard, body)
