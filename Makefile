@@ -33,6 +33,7 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
 	$(PY) scripts/check_import_cycles.py
+	$(PY) scripts/check_module_size.py
 	$(VENV)/bin/mypy
 
 bench: install
