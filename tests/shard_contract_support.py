@@ -5,10 +5,12 @@ write, search and compute the expected answers.
 The suite runs every test against every implementation of the protocol
 (coordinator/shard.py): the in-memory shard the coordinator's unit tests use
 and a real `RemoteShard` talking to a real shard server process, unchanged;
-the registry is the same real etcd for both. The fixtures (`cluster`,
-`registry`, `make_shard`, `names`, `write`) are taken into each test module
-by name, so every module gets the same parametrization; `cluster` and
-`registry` are module-scoped, one shard process per test module.
+the registry is the same real etcd for both. Each test module binds the
+fixtures (`cluster`, `registry`, `make_shard`, `names`, `write`) to their own
+names (`make_shard = support.make_shard`), so every module gets the same
+parametrization; bound rather than imported, since every test's parameters
+shadow them (ruff F811 on an import). `cluster` and `registry` are
+module-scoped: one shard process per test module.
 
 Each test gets its own embedding family, index version and feature groups
 (`names`), so a module's one shard process serves every test without

@@ -41,9 +41,7 @@ from tests.shard_contract_support import (
 
 pytestmark = pytest.mark.integration
 
-# The suite's fixtures, bound here by name so that pytest finds them in this
-# module (imported, every test's parameters would shadow the imports): the
-# same shards and parametrization in every contract module.
+# The suite's fixtures, bound by name (tests/shard_contract_support.py says why).
 cluster, registry = support.cluster, support.registry
 make_shard, names, write = support.make_shard, support.names, support.write
 
