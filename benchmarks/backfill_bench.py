@@ -2,7 +2,7 @@
 
 A local cluster (real etcd, shards and a coordinator), a Parquet dataset of
 `--n` clustered vectors, and `offline.backfill` writing it into a flat index
-version through the coordinators' Upsert (`ClientVectorSink`), unthrottled:
+version through the packed bulk path (`ClientVectorSink`: `upsert_matrix`), unthrottled:
 prints one JSON line with rows/s, and the CPU seconds the job's own process
 spent (validation, Parquet, the client) next to the wall time.
 """

@@ -63,8 +63,8 @@ class VectorRow:
 class VectorSink(Protocol):
     """Where backfilled rows go. `write` returns only once the rows are
     acknowledged (durable), and must be idempotent for a replayed batch.
-    Today: `RetrievalClient.upsert` per tenant (`ClientVectorSink`); the packed
-    columnar path (`upsert_matrix`) implements the same call."""
+    `ClientVectorSink` writes through the packed bulk path; tests give it an
+    in-memory sink."""
 
     def write(self, embedding: VersionRef, rows: Sequence[VectorRow]) -> tuple[int, int]: ...
 
@@ -313,10 +313,10 @@ def backfill(
 
 
 class ClientVectorSink:
-    """Writes through the coordinators' Upsert (`RetrievalClient.upsert`),
-    one tenant-scoped client per tenant, in the job's batches. The packed
-    columnar write path (`RetrievalClient.upsert_matrix`) replaces this
-    class's body when it lands; the job only sees `VectorSink`."""
+    """Writes through the coordinators' packed bulk path
+    (`RetrievalClient.upsert_matrix`: ids, one float32 matrix and attribute
+    columns per request), one tenant-scoped client per tenant, in the job's
+    batches."""
 
     def __init__(self, coordinator: str, purpose: str = "backfill", timeout: float = 60.0) -> None:
         self.coordinator = coordinator
@@ -334,25 +334,23 @@ class ClientVectorSink:
         return self._clients[tenant]
 
     def write(self, embedding: VersionRef, rows: Sequence[VectorRow]) -> tuple[int, int]:
-        from client.retrieval_client import Record
-
-        by_tenant: dict[str, list[Any]] = {}
+        # One request names one tenant, entity type and model version.
+        groups: dict[tuple[str, str, str], list[VectorRow]] = {}
         for r in rows:
-            by_tenant.setdefault(r.key.tenant_id, []).append(
-                Record(
-                    r.key.entity_id,
-                    r.vector,
-                    attributes=r.attributes or {},
-                    source_version=r.source_version,
-                    model_version=r.model_version,
-                    entity_type=r.key.entity_type,
-                    tenant_id=r.key.tenant_id,
-                )
-            )
+            groups.setdefault((r.key.tenant_id, r.key.entity_type, r.model_version), []).append(r)
         written = ignored = 0
-        for tenant, records in by_tenant.items():
-            w, i = self._client(tenant).upsert(
-                embedding.name, embedding.version, records, batch_size=len(records)
+        for (tenant, entity_type, model_version), part in groups.items():
+            names = sorted({n for r in part for n in (r.attributes or {})})
+            attributes = {n: [(r.attributes or {}).get(n) for r in part] for n in names}
+            w, i = self._client(tenant).upsert_matrix(
+                embedding.name,
+                embedding.version,
+                [r.key.entity_id for r in part],
+                np.stack([np.asarray(r.vector, dtype=np.float32) for r in part]),
+                attributes=attributes or None,
+                source_versions=np.array([r.source_version for r in part], dtype=np.int64),
+                model_version=model_version,
+                entity_type=entity_type,
             )
             written, ignored = written + w, ignored + i
         return written, ignored
