@@ -19,7 +19,6 @@ import argparse
 import datetime as dt
 import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from typing import Any
 from benchmarks import ingest_runs
 from benchmarks.bench_cluster import shared_etcd
 from benchmarks.blas_threads import set_blas_threads
-from benchmarks.run_record import RESULTS_DIR, machine, write_json
+from benchmarks.run_record import RESULTS_DIR, machine, scratch_directory, write_json
 from benchmarks.synthetic_data import gaussian_mixture
 
 PARAMS = {
@@ -61,7 +60,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "runs": [],
     }
     with (
-        tempfile.TemporaryDirectory(prefix="ingest-bench-", dir=args.data_dir) as tmp,
+        scratch_directory("ingest-bench-", args.data_dir) as tmp,
         shared_etcd(Path(tmp) / "etcd") as etcd,
     ):
         for dim in args.dims:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from benchmarks.request_mix import (
     json_request_kind,
     search_requests,
 )
+from benchmarks.run_record import scratch_directory
 from benchmarks.synthetic_data import CATEGORIES, gaussian_mixture
 from benchmarks.vecs_files import read_vecs
 from cli import filter_syntax
@@ -78,7 +78,7 @@ def local_target(args: argparse.Namespace, say: Say) -> Iterator[Target]:
     data = gaussian_mixture(args.n, args.dim, max(8, args.n // 1000), 1000, args.seed)
     attrs = {name: data.attributes[name] for name in LOCAL_ATTRIBUTES}
     plan = IndexPlan(f"loadtest_{args.kind}", args.kind, sweeps[args.kind].params)
-    with tempfile.TemporaryDirectory(prefix="vecshard-loadtest-", dir=args.data_dir) as tmp:
+    with scratch_directory("vecshard-loadtest-", args.data_dir) as tmp:
         say(f"starting a local cluster: etcd, {args.shards} shard(s), a coordinator")
         cluster = BenchCluster.local(
             Path(tmp),

@@ -13,6 +13,7 @@ import math
 import os
 import platform
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -89,3 +90,11 @@ def write_json(path: Path, payload: dict[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(_clean(payload), indent=2, allow_nan=False) + "\n")
     return path
+
+
+def scratch_directory(prefix: str, parent: str | Path | None) -> tempfile.TemporaryDirectory[str]:
+    """A run's throw-away data directory under ``--data-dir`` (made if missing,
+    so a fresh path just works), or under the system temp directory."""
+    if parent is not None:
+        Path(parent).mkdir(parents=True, exist_ok=True)
+    return tempfile.TemporaryDirectory(prefix=prefix, dir=parent)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -30,7 +29,7 @@ from benchmarks.datasets import METRICS, REAL_DATASETS, Dataset, load_file, load
 from benchmarks.ground_truth import with_ground_truth
 from benchmarks.hdf5_files import load_hdf5
 from benchmarks.index_kinds import KINDS, configure, default_sweeps
-from benchmarks.run_record import RESULTS_DIR, machine, write_json
+from benchmarks.run_record import RESULTS_DIR, machine, scratch_directory, write_json
 from benchmarks.search_points import TARGET_RECALL, Point, Say, comparisons, targets
 from benchmarks.search_sweeps import measure_cluster, measure_inprocess
 from benchmarks.synthetic_data import gaussian_mixture
@@ -142,7 +141,7 @@ def run(args: argparse.Namespace, say: Say = say_stderr) -> dict[str, Any]:
         points += found
         errors += errs
     if shard_counts and not args.no_cluster:
-        with tempfile.TemporaryDirectory(prefix="vecshard-bench-", dir=args.data_dir) as tmp:
+        with scratch_directory("vecshard-bench-", args.data_dir) as tmp:
             root = Path(tmp)
             with shared_etcd(root) as etcd:
                 for shards in shard_counts:
