@@ -351,8 +351,17 @@ def test_queries_during_a_seal_and_a_compaction_succeed_and_stay_correct(loaded:
 
 
 def test_describe_publishes_summaries_whose_bounds_hold(loaded: Loaded) -> None:
-    resp = loaded.shard.Describe(pb.DescribeRequest(include_summaries=True), timeout=60)
-    by_name = {ix.index.name: ix for ix in resp.indexes}
+    # The cluster's coordinators describe this shard in the background; the
+    # fixture's direct writes escaped a summary one of them held, so the shard
+    # may withhold summaries for its quiet period (shard_server.summary_leases).
+    deadline = time.monotonic() + 15.0
+    while True:
+        resp = loaded.shard.Describe(pb.DescribeRequest(include_summaries=True), timeout=60)
+        by_name = {ix.index.name: ix for ix in resp.indexes}
+        summarized = all(g.radii for n in ("hnsw", "ivfpq") for g in by_name[n].segments if g.rows)
+        if summarized or time.monotonic() > deadline:
+            break
+        time.sleep(0.25)
     price = loaded.data.attributes["price"]
     for name in ("hnsw", "ivfpq"):
         stats = by_name[name]
