@@ -56,6 +56,11 @@ class FanoutSettings:
     # Shards in the first wave when bounds are known (later waves grow).
     first_wave: int = 1
     hedge: bool = True
+    # A wave that has not answered lets the next one go after twice its
+    # slowest shard's p95 (at least `min_wave_patience`), and never after more
+    # than this share of the remaining budget.
+    wave_patience_share: float = 0.25
+    min_wave_patience: float = 0.005
     # Kept back from the caller's deadline for merging and answering: this
     # share of the budget, at least `min_margin`, at most `max_margin`.
     margin_share: float = 0.1
@@ -77,6 +82,18 @@ class Execution:
     shards_skipped: int
     hedges_fired: int
     deadline_hit: bool
+
+
+# A shard call's answer: (answer, latency in seconds, hedged, the replica that answered).
+_Outcome = tuple[ShardAnswer, float, bool, str]
+
+
+def _result(task: asyncio.Future[_Outcome]) -> _Outcome | BaseException:
+    """A finished call's answer or its error (a cancellation propagates)."""
+    if task.cancelled():
+        raise asyncio.CancelledError
+    exc = task.exception()
+    return exc if exc is not None else task.result()
 
 
 def _pinned(query: ShardQuery, watermark: int | None) -> ShardQuery:
@@ -167,8 +184,12 @@ class SearchExecutor:
         missing = list(unavailable)
         candidates = searched = skipped = hedges = 0
         deadline_hit = False
+        # Calls in flight, with the wave each was sent in. A wave that has not
+        # answered within its patience lets the next wave go (its calls stay
+        # in flight): a slow shard early in the order must not hold the shards
+        # after it until the deadline, and then leave them no time at all.
+        pending: dict[asyncio.Future[_Outcome], tuple[Target, int]] = {}
         for wave_no, wave in enumerate(plan):
-            run_now = []
             for t in wave:
                 bound = known.get(t.shard_id, math.inf)
                 if can_skip(bound, hits, query.k):
@@ -178,22 +199,29 @@ class SearchExecutor:
                             t.shard_id, t.buckets, bounds[t.shard_id], "skipped_by_bound", wave_no
                         )
                     )
-                else:
-                    run_now.append(t)
-            outcomes = await asyncio.gather(
-                *(
-                    self._call(
-                        t, index.ref, _pinned(query, watermarks.get(t.shard_id)), deadline, route
-                    )
-                    for t in run_now
-                ),
-                return_exceptions=True,
-            )
-            for t, outcome in zip(run_now, outcomes, strict=True):
+                    continue
+                call = self._call(
+                    t, index.ref, _pinned(query, watermarks.get(t.shard_id)), deadline, route
+                )
+                pending[asyncio.ensure_future(call)] = (t, wave_no)
+            last = wave_no == len(plan) - 1
+            patience = None if last else self._patience([t for t, _ in pending.values()], deadline)
+            done: set[asyncio.Future[_Outcome]] = set()
+            if pending:
+                try:
+                    done, _ = await asyncio.wait(pending, timeout=patience)
+                except asyncio.CancelledError:
+                    for task in pending:
+                        task.cancel()
+                    raise
+            # In the order the calls were sent (deterministic traces).
+            for task in [f for f in pending if f in done]:
+                t, sent_in = pending.pop(task)
+                outcome = _result(task)
                 if isinstance(outcome, BaseException):
-                    if isinstance(outcome, asyncio.CancelledError):
-                        raise outcome
                     if classify_shard_error(outcome) is Decision.ABORT:
+                        for other in pending:
+                            other.cancel()
                         raise outcome
                     timed_out = isinstance(outcome, TimeoutError | DeadlineExceeded)
                     deadline_hit |= timed_out
@@ -205,7 +233,7 @@ class SearchExecutor:
                             t.buckets,
                             bounds[t.shard_id],
                             "timed_out" if timed_out else "failed",
-                            wave_no,
+                            sent_in,
                             error=str(outcome) or type(outcome).__name__,
                         )
                     )
@@ -229,7 +257,7 @@ class SearchExecutor:
                         t.buckets,
                         bounds[t.shard_id],
                         "searched",
-                        wave_no,
+                        sent_in,
                         latency * 1e3,
                         answer.candidates,
                         hedged=hedged,
@@ -249,6 +277,18 @@ class SearchExecutor:
             hedges_fired=hedges,
             deadline_hit=deadline_hit,
         )
+
+    def _patience(self, in_flight: Sequence[Target], deadline: float) -> float:
+        """How long a wave may hold the next one: twice the slowest p95 of
+        the shards it waits for (a share of the remaining budget while a
+        shard's p95 is unknown), never more than that share."""
+        remaining = max(0.0, deadline - asyncio.get_running_loop().time())
+        cap = remaining * self.settings.wave_patience_share
+        delays = [self.tracker.hedge_delay(t.shard_id) for t in in_flight]
+        if not delays or any(d is None for d in delays):
+            return cap
+        slowest = max(d for d in delays if d is not None)
+        return min(cap, max(self.settings.min_wave_patience, 2.0 * slowest))
 
     def _excluded(self, index: VersionRef, bucket: int, query: ShardQuery) -> bool:
         """Exact only: the bucket holds no row of the tenant, or its ranges

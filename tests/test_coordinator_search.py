@@ -168,6 +168,34 @@ def test_a_slow_shard_times_out_within_the_deadline() -> None:
     assert [t.outcome for t in result.trace if t.shard_id == "s0"] == ["timed_out"]
 
 
+def test_a_slow_shard_first_in_bound_order_does_not_hold_the_later_waves() -> None:
+    """Bounded fanout asks the highest bound first. When that shard is slow,
+    its wave lets the next go after its patience: the others answer and only
+    the slow shard's bucket is missing — not every bucket at the deadline."""
+    shards = clustered_shards(Metric.L2, 4, 20, 4, seed=3)
+    by_id = {s.shard_id: s for s in shards}
+    q = np.zeros(4, np.float32)
+    bounds = {"s0": 1e9, "s1": 3.0, "s2": 2.0, "s3": 1.0}  # s0 first, whatever its data
+    shards[0].delay = 5.0
+    ex = SearchExecutor(
+        lambda sid, addr: by_id[sid],
+        ReplicaTracker(),
+        lambda sid, ix, vec: bounds[sid],
+        FanoutSettings(first_wave=1, hedge=False),
+    )
+    start = time.monotonic()
+    result = run(ex, shards, q, 5, timeout=1.0)
+    assert time.monotonic() - start < 1.5
+    assert result.completeness.missing_buckets == (0,)
+    assert result.deadline_hit and result.shards_searched == 3
+    outcomes = {t.shard_id: (t.outcome, t.wave) for t in result.trace}
+    assert outcomes["s0"] == ("timed_out", 0)
+    assert {outcomes[s][0] for s in ("s1", "s2", "s3")} == {"searched"}
+    shards[0].delay, shards[0].error = 0.0, Unavailable("shard s0 is down")
+    without_s0 = run(executor(shards, bounded=False), shards, q, 5)
+    assert [h.key for h in result.hits] == [h.key for h in without_s0.hits]
+
+
 def test_hedge_goes_to_another_replica_after_the_p95() -> None:
     a, b = InMemoryShard("a", Metric.L2, 4), InMemoryShard("b", Metric.L2, 4)
     rng = np.random.default_rng(0)
