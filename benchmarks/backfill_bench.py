@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.batch_size,
                 reference=reference_from_file(next(iter(sorted(src.glob("*.parquet")))), args.dim),
             )
-            sink = ClientVectorSink(bench.address, purpose=PURPOSE)
+            sink = ClientVectorSink(bench.address, purpose=PURPOSE, credentials=bench.credentials())
             cpu0 = resource.getrusage(resource.RUSAGE_SELF)
             t0 = time.perf_counter()
             try:
