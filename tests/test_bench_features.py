@@ -1,0 +1,27 @@
+"""The features benchmark end to end on a tiny data set (real processes, TLS
+and tokens): both sides are measured and the loading rates are reported."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks import features_bench
+
+pytestmark = pytest.mark.integration
+
+
+def test_the_features_benchmark_measures_both_sides(tmp_path: Path) -> None:
+    out = tmp_path / "features.json"
+    argv = ["--entities", "2000", "--requests", "20", "--users", "50"]
+    assert features_bench.main([*argv, "--materialize-rows", "1000", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    load = report["load"]
+    assert load["put_features_rows"] > 2000 and load["materialize_rows"] == 1000
+    assert load["put_features_rows_per_s"] > 0 and load["materialize_rows_per_s"] > 0
+    for call in ("get_features_800x2+1", "batch_get_embeddings_100"):
+        r = report[call]
+        assert r["cluster"]["p50"] > 0 and r["in_process"]["p50"] > 0, call
+        assert r["p95_ratio"] > 0 and r["cluster_cpu_ms_per_request"]["coordinator"] > 0, call
