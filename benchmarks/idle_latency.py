@@ -43,11 +43,13 @@ def _socket_ping() -> tuple[Callable[[], object], Callable[[], None]]:
 
     def echo() -> None:
         conn, _ = server.accept()
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        while data := conn.recv(64):
-            conn.sendall(data)
+        with conn:
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            while data := conn.recv(64):
+                conn.sendall(data)
 
-    threading.Thread(target=echo, daemon=True).start()
+    echo_thread = threading.Thread(target=echo, daemon=True)
+    echo_thread.start()
     client = socket.create_connection(server.getsockname())
     client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
@@ -56,7 +58,8 @@ def _socket_ping() -> tuple[Callable[[], object], Callable[[], None]]:
         return client.recv(64)
 
     def close() -> None:
-        client.close()
+        client.close()  # the echo loop sees EOF and closes its end
+        echo_thread.join(5)
         server.close()
 
     return ping, close
