@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -34,6 +33,7 @@ from benchmarks.features_inprocess import InProcess, timed
 from benchmarks.process_cpu import CpuMeter, per_query_ms
 from benchmarks.run_record import machine, write_json
 from cli.local_cluster import LocalCluster
+from client.credentials import Credentials
 from client.feature_results import arrow_array
 from client.registry_client import RegistryClient
 from client.retrieval_client import Record, RetrievalClient
@@ -190,7 +190,12 @@ def load_cluster(c: RetrievalClient, data: Data) -> dict[str, float]:
 
 
 def materialize_rate(
-    address: str, tmp: Path, catalog: FeatureCatalog, data: Data, rows: int
+    address: str,
+    credentials: Credentials,
+    tmp: Path,
+    catalog: FeatureCatalog,
+    data: Data,
+    rows: int,
 ) -> dict[str, float]:
     """Parquet → PutFeatures through the coordinator, `rows` rows of a
     3-feature group (float64, int64, string)."""
@@ -214,7 +219,7 @@ def materialize_rate(
         }
     )
     store.write_features(schema, table)
-    sink = GrpcFeatureSink(address, timeout=600)
+    sink = GrpcFeatureSink(address, timeout=600, credentials=credentials)
     job = MaterializeJob(schema, batch_size=BATCH)
     start = time.perf_counter()
     report = materialize(job, store, sink, tmp / "materialize.json", progress=sys.stderr)
@@ -325,8 +330,6 @@ def run(
             with RegistryClient(cluster.coordinator_address, credentials=creds) as reg:
                 reg.apply(_docs(objs))
                 reg.apply(EMBED_SPEC)
-            # Jobs that open their own clients (materialization) read these.
-            os.environ.update(cluster.client_env())
             with RetrievalClient(
                 cluster.coordinator_address,
                 tenant_id=TENANT,
@@ -337,7 +340,12 @@ def run(
                 out["load"] = load_cluster(c, data)
                 if materialize_rows:
                     out["load"] |= materialize_rate(
-                        cluster.coordinator_address, Path(tmp), catalog, data, materialize_rows
+                        cluster.coordinator_address,
+                        creds,
+                        Path(tmp),
+                        catalog,
+                        data,
+                        materialize_rows,
                     )
                 children = {"coordinator": cluster.coordinator, **cluster.shards}
                 pids = {name: p.pid for name, p in children.items() if p is not None and p.pid}

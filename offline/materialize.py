@@ -227,11 +227,18 @@ class GrpcFeatureSink:
     tenant-scoped client per tenant in the data."""
 
     def __init__(
-        self, coordinator: str, purpose: str = "materialization", timeout: float = 60.0
+        self,
+        coordinator: str,
+        purpose: str = "materialization",
+        timeout: float = 60.0,
+        credentials: Any = None,
     ) -> None:
         self.coordinator = coordinator
         self.purpose = purpose
         self.timeout = timeout
+        # `client.credentials.Credentials`; None: the SDK's environment
+        # (VECSHARD_CA_FILE, VECSHARD_TOKEN_FILE), as the CLI uses it.
+        self.credentials = credentials
         self._clients: dict[str, Any] = {}
 
     def _client(self, tenant: str) -> Any:
@@ -239,7 +246,11 @@ class GrpcFeatureSink:
 
         if tenant not in self._clients:
             self._clients[tenant] = RetrievalClient(
-                self.coordinator, tenant_id=tenant, purpose=self.purpose, timeout=self.timeout
+                self.coordinator,
+                tenant_id=tenant,
+                purpose=self.purpose,
+                timeout=self.timeout,
+                credentials=self.credentials,
             )
         return self._clients[tenant]
 

@@ -4,6 +4,7 @@ and tokens): both sides are measured and the loading rates are reported."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -15,8 +16,12 @@ pytestmark = pytest.mark.integration
 
 def test_the_features_benchmark_measures_both_sides(tmp_path: Path) -> None:
     out = tmp_path / "features.json"
+    env = {k: v for k, v in os.environ.items() if k.startswith("VECSHARD")}
     argv = ["--entities", "2000", "--requests", "20", "--users", "50"]
     assert features_bench.main([*argv, "--materialize-rows", "1000", "--out", str(out)]) == 0
+    # Its cluster's credentials went to its clients, not into this process's
+    # environment (the suite's other clients read theirs from there).
+    assert {k: v for k, v in os.environ.items() if k.startswith("VECSHARD")} == env
     report = json.loads(out.read_text())
     load = report["load"]
     assert load["put_features_rows"] > 2000 and load["materialize_rows"] == 1000
