@@ -9,6 +9,7 @@ the interceptor turns them into statuses whose message says what was expected.
 from __future__ import annotations
 
 import faulthandler
+import gc
 import logging
 import os
 import sys
@@ -347,3 +348,12 @@ def exit_after_stop(code: int = 0) -> NoReturn:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def freeze_startup_heap() -> None:
+    """Moves everything alive once the server is ready (modules, settings,
+    the registry snapshot, compiled protobuf classes) out of the garbage
+    collector's reach: it is never garbage, and scanning it in every full
+    collection made a coordinator pause 20–70 ms at a time under load."""
+    gc.collect()
+    gc.freeze()

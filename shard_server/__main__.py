@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     running = create_server(cfg, tls, limits)
+    serving.freeze_startup_heap()
     serving.announce_ready(
         role="shard", id=cfg.shard_id, grpc=running.address, metrics=running.metrics_port
     )
