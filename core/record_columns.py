@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 
@@ -184,9 +185,9 @@ class AttributeColumn:
         elif kind is AttrType.FLOAT:
             data = np.array([0.0 if v is None else v for v in values], dtype=np.float64)
         elif kind is AttrType.STRING:
-            data = PackedStrings.of("" if v is None else v for v in values)  # type: ignore[misc]
+            data = PackedStrings.of("" if v is None else cast(str, v) for v in values)
         else:
-            data = StringLists.of([() if v is None else v for v in values])  # type: ignore[misc]
+            data = StringLists.of([() if v is None else cast(Sequence[str], v) for v in values])
         return cls(kind, data, present)
 
     def __len__(self) -> int:
@@ -199,14 +200,11 @@ class AttributeColumn:
             return self.values.row(i)
         if isinstance(self.values, PackedStrings):
             return self.values[i]
-        return self.values[i].item()  # type: ignore[no-any-return]
+        item: int | float = self.values[i].item()
+        return item
 
     def tolist(self) -> list[AttrValue | None]:
-        values: list[AttrValue]
-        if isinstance(self.values, np.ndarray):
-            values = self.values.tolist()
-        else:
-            values = self.values.tolist()  # type: ignore[assignment]
+        values: list[AttrValue] = list(self.values.tolist())
         return [v if p else None for v, p in zip(values, self.present.tolist(), strict=True)]
 
     def take(self, rows: np.ndarray) -> AttributeColumn:
