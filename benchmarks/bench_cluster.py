@@ -369,7 +369,9 @@ class BenchCluster:
             kind,
             False,
             f"the shards serve an index version declared {kind!r} from {served} "
-            f"(rows by segment kind): this build's shard has no {kind} segments",
+            f"(rows by segment kind): either this build's shard has no {kind} segments, or "
+            f"each shard holds fewer rows than its min_index_rows and searches them exactly "
+            f"(--cluster-env VECSHARD__SHARD__MIN_INDEX_ROWS=N lowers it)",
             served_as=tuple(sorted(served)),
         )
 
