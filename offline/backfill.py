@@ -36,6 +36,7 @@ from core.domain import AttrValue, EntityKey, VersionRef
 from core.errors import FailedPrecondition, InvalidArgument, NotFound
 from offline.materialize import Checkpoint, Progress
 from offline.rate_limit import RowRateLimiter
+from offline.tenant_clients import TenantClients
 from offline.vector_checks import (
     CheckSettings,
     NormReference,
@@ -325,26 +326,7 @@ class ClientVectorSink:
         timeout: float = 60.0,
         credentials: Any = None,
     ) -> None:
-        self.coordinator = coordinator
-        self.purpose = purpose
-        self.timeout = timeout
-        # `client.credentials.Credentials`; None: the SDK's environment
-        # (VECSHARD_CA_FILE, VECSHARD_TOKEN_FILE), as the CLI uses it.
-        self.credentials = credentials
-        self._clients: dict[str, Any] = {}
-
-    def _client(self, tenant: str) -> Any:
-        from client.retrieval_client import RetrievalClient
-
-        if tenant not in self._clients:
-            self._clients[tenant] = RetrievalClient(
-                self.coordinator,
-                tenant_id=tenant,
-                purpose=self.purpose,
-                timeout=self.timeout,
-                credentials=self.credentials,
-            )
-        return self._clients[tenant]
+        self._client = TenantClients(coordinator, purpose, timeout, credentials)
 
     def write(self, embedding: VersionRef, rows: Sequence[VectorRow]) -> tuple[int, int]:
         # One request names one tenant, entity type and model version.
@@ -369,5 +351,4 @@ class ClientVectorSink:
         return written, ignored
 
     def close(self) -> None:
-        for c in self._clients.values():
-            c.close()
+        self._client.close()

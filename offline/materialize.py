@@ -33,6 +33,7 @@ import numpy as np
 from core.errors import FailedPrecondition, InvalidArgument
 from offline.arrow_columns import table_to_batch
 from offline.parquet_store import OfflineStore
+from offline.tenant_clients import TenantClients
 from registry.feature_batches import RowBatch
 from registry.features import GroupSchema, PutAck
 
@@ -233,26 +234,7 @@ class GrpcFeatureSink:
         timeout: float = 60.0,
         credentials: Any = None,
     ) -> None:
-        self.coordinator = coordinator
-        self.purpose = purpose
-        self.timeout = timeout
-        # `client.credentials.Credentials`; None: the SDK's environment
-        # (VECSHARD_CA_FILE, VECSHARD_TOKEN_FILE), as the CLI uses it.
-        self.credentials = credentials
-        self._clients: dict[str, Any] = {}
-
-    def _client(self, tenant: str) -> Any:
-        from client.retrieval_client import RetrievalClient
-
-        if tenant not in self._clients:
-            self._clients[tenant] = RetrievalClient(
-                self.coordinator,
-                tenant_id=tenant,
-                purpose=self.purpose,
-                timeout=self.timeout,
-                credentials=self.credentials,
-            )
-        return self._clients[tenant]
+        self._client = TenantClients(coordinator, purpose, timeout, credentials)
 
     def put_batch(self, group: GroupSchema, batch: RowBatch) -> PutAck:
         """The batch as columns, one PutFeatures stream per tenant in it."""
@@ -275,5 +257,4 @@ class GrpcFeatureSink:
         return PutAck(written, ignored)
 
     def close(self) -> None:
-        for c in self._clients.values():
-            c.close()
+        self._client.close()

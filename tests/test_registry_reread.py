@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
 from typing import cast
 
 import pytest
@@ -19,6 +18,7 @@ from registry.reread import Rereader
 from registry.snapshot import Snapshot
 from registry.store import EtcdStore, Put, RegistryStore
 from registry.watcher import SnapshotCache
+from tests.polling import eventually
 
 
 class CountingStore:
@@ -49,16 +49,6 @@ def cache_over(store: CountingStore, interval: float = 0.0) -> SnapshotCache:
     cache = SnapshotCache(Registry(cast(RegistryStore, store), "/t/"), reread_interval=interval)
     cache.refresh()
     return cache
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
-    """Polls a state change made by another thread (no event to wait on)."""
-    tick = threading.Event()
-    for _ in range(int(timeout / 0.005)):
-        if condition():
-            return True
-        tick.wait(0.005)
-    return condition()
 
 
 def test_a_reread_at_an_unchanged_revision_loads_nothing() -> None:
@@ -114,7 +104,9 @@ def test_callers_arriving_during_a_read_share_the_next_one() -> None:
     others = [threading.Thread(target=lambda: later.append(cache.reread())) for _ in range(8)]
     for t in others:
         t.start()
-    assert wait_until(lambda: cache._rereader.waiting == 8)  # all eight wait for a read
+    assert eventually(
+        lambda: cache._rereader.waiting == 8, interval=0.005
+    )  # all eight wait for a read
     gate.set()
     for t in (a, *others):
         t.join(10)

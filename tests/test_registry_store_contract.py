@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -14,6 +14,7 @@ from core.errors import Unavailable
 from registry.memory_store import InMemoryStore
 from registry.store import Delete, ModRevisionIs, Put, RegistryStore
 from tests.conftest import new_prefix
+from tests.polling import eventually
 
 
 @pytest.fixture(params=["memory", "etcd"])
@@ -30,17 +31,6 @@ def store(request: pytest.FixtureRequest) -> Iterator[RegistryStore]:
 @pytest.fixture
 def prefix() -> str:
     return new_prefix()
-
-
-def eventually(check: Callable[[], bool], timeout: float = 10.0) -> bool:
-    """Polls `check` until it holds or `timeout` passes (lease expiry has no
-    event to wait on from the caller's side)."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if check():
-            return True
-        time.sleep(0.05)
-    return check()
 
 
 def test_put_get_delete_and_revisions(store: RegistryStore, prefix: str) -> None:

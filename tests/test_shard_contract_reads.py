@@ -7,15 +7,13 @@ and a real shard process alike, through both write calls
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from collections.abc import Callable
 
 import numpy as np
 import pytest
 
-from coordinator.model import ShardQuery
+from coordinator.model import ShardIndex, ShardQuery
 from coordinator.shard import Shard
 from core.bounds import score_upper_bound
 from core.domain import VersionRef
@@ -23,6 +21,7 @@ from core.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailab
 from core.filters import And, Eq, Filter, In, Not, Range
 from core.scoring import prepare_query
 from tests import shard_contract_support as support
+from tests.polling import poll_async
 from tests.shard_contract_support import (
     BUCKETS,
     DIM,
@@ -136,16 +135,14 @@ def test_describe_returns_the_index_and_its_summary_bounds_every_row(
     async def body(shard: Shard) -> None:
         await write(shard, names.index, data)
         await shard.delete(names.index, [key("e03")], 100, TIMEOUT)
+
         # The module cluster's coordinators describe this shard in the
         # background; when the write escaped a summary one of them held, the
         # shard withholds summaries for its quiet period (summary_leases).
-        deadline = time.monotonic() + 15.0
-        while True:
-            described = {i.index: i for i in await shard.describe(TIMEOUT)}
-            ix = described[names.index]
-            if ix.summary is not None or time.monotonic() > deadline:
-                break
-            await asyncio.sleep(0.25)
+        async def described() -> ShardIndex:
+            return {i.index: i for i in await shard.describe(TIMEOUT)}[names.index]
+
+        ix = await poll_async(described, lambda i: i.summary is not None, 15.0, 0.25)
         assert (ix.live_count, ix.tombstones) == (len(data) - 1, 1)
         assert ix.summary is not None and ix.summary.metric is names.metric
         for q in np.random.default_rng(2).normal(size=(8, DIM)):

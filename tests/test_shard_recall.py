@@ -45,6 +45,7 @@ from registry.model import EmbeddingFamily, EmbeddingVersion, IndexKind, IndexVe
 from registry.placement import bucket_of
 from registry.registry import Registry
 from tests.conftest import ClusterFactory
+from tests.polling import poll
 
 pytestmark = pytest.mark.integration
 
@@ -354,14 +355,14 @@ def test_describe_publishes_summaries_whose_bounds_hold(loaded: Loaded) -> None:
     # The cluster's coordinators describe this shard in the background; the
     # fixture's direct writes escaped a summary one of them held, so the shard
     # may withhold summaries for its quiet period (shard_server.summary_leases).
-    deadline = time.monotonic() + 15.0
-    while True:
+    def described() -> dict[str, pb.IndexStats]:
         resp = loaded.shard.Describe(pb.DescribeRequest(include_summaries=True), timeout=60)
-        by_name = {ix.index.name: ix for ix in resp.indexes}
-        summarized = all(g.radii for n in ("hnsw", "ivfpq") for g in by_name[n].segments if g.rows)
-        if summarized or time.monotonic() > deadline:
-            break
-        time.sleep(0.25)
+        return {ix.index.name: ix for ix in resp.indexes}
+
+    def summarized(by_name: dict[str, pb.IndexStats]) -> bool:
+        return all(g.radii for n in ("hnsw", "ivfpq") for g in by_name[n].segments if g.rows)
+
+    by_name = poll(described, summarized, 15.0, 0.25)
     price = loaded.data.attributes["price"]
     for name in ("hnsw", "ivfpq"):
         stats = by_name[name]
