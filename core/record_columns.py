@@ -110,6 +110,14 @@ class PackedStrings:
         d = self.data
         return [d[a:b].decode() for a, b in zip(o[:-1], o[1:], strict=True)]
 
+    def strings_at(self, rows: np.ndarray) -> list[str]:
+        """Strings `rows` (an int array) as a list: two gathers, no per-item
+        index arithmetic in Python (a search batch's hits at once)."""
+        starts = self.offsets[rows].tolist()
+        ends = self.offsets[rows + 1].tolist()
+        d = self.data
+        return [d[a:b].decode() for a, b in zip(starts, ends, strict=True)]
+
     def take(self, rows: np.ndarray) -> PackedStrings:
         rows = np.asarray(rows, dtype=np.int64)
         lengths = self.lengths()[rows]

@@ -84,17 +84,35 @@ def prepare_queries(queries: np.ndarray, metric: Metric, normalize: bool) -> np.
     return out
 
 
-def canonical_scores_rows(metric: Metric, queries: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+# Temporaries of one chunk of `canonical_scores_rows` stay well below the
+# shards' fixed mmap threshold (1 MiB, shard_server.memory): a block above it
+# is mapped and unmapped on every call, and its page faults cost a batch of
+# 16 queries × 64 candidates × 128 dims (1 MiB in float64, twice) more CPU
+# than the scoring itself (~25 % of the shard's CPU per batched call).
+CHUNK_BYTES = 128 * 1024
+
+
+def canonical_scores_rows(
+    metric: Metric, queries: np.ndarray, vectors: np.ndarray, rows: np.ndarray | None = None
+) -> np.ndarray:
     """`canonical_scores` of many queries at once: query i against its own
-    candidates `vectors[i]` ((n, c, d) → (n, c)), by the same float64
-    kernels, so each score has the bytes the one-query function gives it."""
-    if vectors.shape[1] == 0:
-        return np.empty(vectors.shape[:2], dtype=F32)
-    q = queries.astype(np.float64)
-    x = vectors.astype(np.float64)
-    if metric is Metric.L2:
-        diff = x - q[:, None, :]
-        l2: np.ndarray = (-np.sqrt(np.einsum("qcd,qcd->qc", diff, diff)) + 0.0).astype(F32)
-        return l2
-    dots: np.ndarray = np.matmul(x, q[:, :, None])[..., 0].astype(F32)
-    return dots
+    candidates `vectors[i]` ((n, c, d) → (n, c)) — or, with `rows` ((n, c)
+    ints), against `vectors[rows[i]]` gathered a chunk at a time — by the
+    same float64 kernels, so each score has the bytes the one-query
+    function gives it, whatever the batch or chunk."""
+    n, c = rows.shape if rows is not None else vectors.shape[:2]
+    if c == 0 or n == 0:
+        return np.empty((n, c), dtype=F32)
+    d = vectors.shape[-1]
+    step = max(1, CHUNK_BYTES // (c * d * 8))
+    out = np.empty((n, c), dtype=F32)
+    for lo in range(0, n, step):
+        hi = min(n, lo + step)
+        x = (vectors[rows[lo:hi]] if rows is not None else vectors[lo:hi]).astype(np.float64)
+        q = queries[lo:hi].astype(np.float64)
+        if metric is Metric.L2:
+            diff = x - q[:, None, :]
+            out[lo:hi] = -np.sqrt(np.einsum("qcd,qcd->qc", diff, diff)) + 0.0
+        else:
+            out[lo:hi] = np.matmul(x, q[:, :, None])[..., 0]
+    return out

@@ -131,6 +131,19 @@ class KeyTable(Sequence[EntityKey]):
             self.tenant_names[self.tenants[i]], self.type_names[self.types[i]], self.ids[i]
         )
 
+    def keys_at(self, rows: np.ndarray) -> list[EntityKey]:
+        """The keys of `rows` (an int array), built in one pass: ~0.5 µs a
+        key against ~3 µs through `self[i]` with numpy scalars."""
+        tn, en = self.tenant_names, self.type_names
+        return list(
+            map(
+                EntityKey,
+                [tn[c] for c in self.tenants[rows].tolist()],
+                [en[c] for c in self.types[rows].tolist()],
+                self.ids.strings_at(rows),
+            )
+        )
+
     def __iter__(self) -> Iterator[EntityKey]:
         tenants = [self.tenant_names[c] for c in self.tenants.tolist()]
         types = [self.type_names[c] for c in self.types.tolist()]

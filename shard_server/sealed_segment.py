@@ -33,6 +33,7 @@ from shard_server.segment import (
     SegmentHits,
     no_hits,
     segment_hits,
+    segment_hits_batch,
 )
 from shard_server.segment_rows import SegmentRows
 from shard_server.summary import SegmentSummary, balls_for, bucket_stats, kmeans_balls
@@ -240,23 +241,20 @@ class SealedSegment:
         if options.skip_rerank:
             scores, approximate = approx, True
         else:
-            scores = canonical_scores_rows(self.metric, queries, self.rows.vectors[rows])
+            scores = canonical_scores_rows(self.metric, queries, self.rows.vectors, rows)
             approximate = False
-        return [
-            segment_hits(
-                scores[i],
-                rows[i],
-                self.rows.keys,
-                self.rows.buckets,
-                self.rows.seqs,
-                k,
-                n,
-                "ann",
-                approximate,
-                self._key_rank,
-            )
-            for i in range(rows.shape[0])
-        ]
+        return segment_hits_batch(
+            scores,
+            rows,
+            self.rows.keys,
+            self.rows.buckets,
+            self.rows.seqs,
+            k,
+            n,
+            "ann",
+            approximate,
+            self._key_rank,
+        )
 
     def release(self) -> None:
         """Deletes the segment's files; called when no search holds it and the

@@ -19,6 +19,7 @@ import numpy as np
 from core.domain import EntityKey
 from core.filters import Filter
 from core.ordering import order_key
+from shard_server.key_table import KeyTable
 from shard_server.summary import SegmentSummary
 
 
@@ -245,3 +246,53 @@ def segment_hits(
         plan,
         approximate,
     )
+
+
+def ranked_batch(
+    scores: np.ndarray, rows: np.ndarray, key_rank: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """`ranked` for a batch of queries with the same number of candidates
+    each (row i of `scores` and `rows` is query i's): one lexsort over the
+    whole batch, the query as its first key, instead of a handful of numpy
+    calls per query. The order is total (key ranks are unique), so every
+    query's k best are exactly `ranked`'s. Returns (B, min(k, m)) arrays."""
+    b, m = rows.shape
+    kk = min(k, m)
+    query = np.repeat(np.arange(b), m)
+    order = np.lexsort((key_rank[rows].ravel(), -scores.astype(np.float64).ravel(), query))
+    order = order.reshape(b, m)[:, :kk]
+    return scores.ravel()[order], rows.ravel()[order]
+
+
+def segment_hits_batch(
+    scores: np.ndarray,
+    rows: np.ndarray,
+    keys: KeyTable,
+    buckets: np.ndarray,
+    seqs: np.ndarray,
+    k: int,
+    candidates: int,
+    plan: str,
+    approximate: bool,
+    key_rank: np.ndarray,
+) -> list[SegmentHits]:
+    """`segment_hits` of every query of a batch (row i of `scores`/`rows`):
+    ranked together, the hits' keys built in one pass."""
+    top, picked = ranked_batch(scores, rows, key_rank, k)
+    b, kk = picked.shape
+    flat_keys = keys.keys_at(picked.ravel())
+    top32 = top.astype(np.float32, copy=False)
+    hit_buckets = buckets[picked].astype(np.int64, copy=False)
+    hit_seqs = seqs[picked].astype(np.int64, copy=False)
+    return [
+        SegmentHits(
+            top32[i],
+            flat_keys[i * kk : (i + 1) * kk],
+            hit_buckets[i],
+            hit_seqs[i],
+            candidates,
+            plan,
+            approximate,
+        )
+        for i in range(b)
+    ]
