@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 
 from benchmarks.features_inprocess import InProcess, timed
-from benchmarks.process_cpu import CpuMeter, per_query_ms
+from benchmarks.process_cpu import CpuMeter, per_query_faults, per_query_ms
 from benchmarks.run_record import machine, write_json
 from cli.local_cluster import LocalCluster
 from client.credentials import Credentials
@@ -272,6 +272,7 @@ def measure_cluster(
         out[name] = {
             "cluster": percentiles(samples),
             "cluster_cpu_ms_per_request": per_query_ms(meter.stop(), requests),
+            "cluster_page_faults_per_request": per_query_faults(meter.faults, requests),
         }
     return out
 
@@ -391,6 +392,10 @@ def main(argv: list[str] | None = None) -> int:
         cpu = result[name]["cluster_cpu_ms_per_request"]
         print(f"{'':<28} {'CPU ms/req':>10} " + ", ".join(
             f"{k} {v:.2f}" for k, v in cpu.items() if v is not None
+        ))  # fmt: skip
+        faults = result[name]["cluster_page_faults_per_request"]
+        print(f"{'':<28} {'faults/req':>10} " + ", ".join(
+            f"{k} {v:.1f}" for k, v in faults.items() if v is not None
         ))  # fmt: skip
     load = result["load"]
     print(f"\nPutFeatures {load['put_features_rows_per_s']:,.0f} rows/s, upserts "

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from benchmarks.bench_cluster import BenchCluster, IndexPlan, shared_etcd
 from benchmarks.closed_loop import Timing, grpc_closed_loop
-from benchmarks.process_cpu import CpuMeter, per_query_ms
+from benchmarks.process_cpu import CpuMeter, per_query_faults, per_query_ms
 from benchmarks.request_mix import access_context, search_requests
 from benchmarks.synthetic_data import gaussian_mixture
 
@@ -120,7 +120,12 @@ def profile_mode(
     cpu = per_query_ms(meter.stop(), result.answered_total)
     for spy in spies.values():
         spy.wait()
+    faults = per_query_faults(meter.faults, result.answered_total)
     print(f"\n== {tag}: {result.qps:.0f} qps, CPU ms/query {_fmt(cpu)}")
+    print(
+        "   minor page faults/query "
+        + " ".join(f"{k}={v:.1f}" for k, v in faults.items() if v is not None)
+    )
     for name in pids:
         path = out_dir / f"{tag}-{name}.txt"
         if not path.exists():
