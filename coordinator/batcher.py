@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from coordinator import metrics
 from coordinator.model import (
     GroupFetch,
     ShardAnswer,
@@ -72,6 +73,7 @@ class BatchingShard:
         self._lanes: dict[VersionRef, _Lane] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.calls = 0
+        self._batch_sizes = metrics.labeled(metrics.SHARD_CALL_QUERIES, self.shard_id)
 
     async def search(
         self, index: VersionRef, queries: Sequence[ShardQuery], timeout: float
@@ -125,6 +127,7 @@ class BatchingShard:
 
     async def _send(self, index: VersionRef, lane: _Lane, batch: list[_Member]) -> None:
         self.calls += 1
+        self._batch_sizes.observe(len(batch))
         loop = asyncio.get_running_loop()
         try:
             # The call lives as long as its most patient member needs.

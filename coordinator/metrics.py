@@ -50,6 +50,13 @@ SEARCH_PHASE = Histogram(
     ["route", "phase"],
     buckets=(0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1, 5),
 )
+SHARD_CALL_QUERIES = Histogram(
+    "vecshard_shard_call_queries",
+    "Queries per search call to a shard (adaptive batching: a shard's fixed cost per call is "
+    "~7x its cost per query, so this says how much of it each query pays)",
+    ["shard_id"],
+    buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64),
+)
 SHARDS_PER_QUERY = Histogram(
     "vecshard_search_shards",
     "Shards searched and skipped by bound per query",

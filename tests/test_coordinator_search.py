@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from prometheus_client import REGISTRY
 
 from coordinator.model import ShardQuery
 from coordinator.replicas import ReplicaTracker
@@ -262,11 +263,20 @@ def test_coordinator_sheds_when_full() -> None:
     check_vector(np.zeros(2, np.float32), 2)
 
 
+def batch_size_totals(shard_id: str) -> tuple[float, float]:
+    """(shard calls, queries they carried) on /metrics so far."""
+    labels = {"shard_id": shard_id}
+    count = REGISTRY.get_sample_value("vecshard_shard_call_queries_count", labels)
+    total = REGISTRY.get_sample_value("vecshard_shard_call_queries_sum", labels)
+    return count or 0.0, total or 0.0
+
+
 def test_concurrent_queries_to_one_shard_leave_as_one_call() -> None:
     from coordinator.batcher import BatchingShard
 
     shard = clustered_shards(Metric.L2, 1, 50, 4, seed=4)[0]
     batching = BatchingShard(shard, max_batch=8)
+    calls_before, queries_before = batch_size_totals(shard.shard_id)
     rng = np.random.default_rng(1)
     queries = [ShardQuery(rng.normal(size=4).astype(np.float32), 5, "t") for _ in range(20)]
 
@@ -277,6 +287,9 @@ def test_concurrent_queries_to_one_shard_leave_as_one_call() -> None:
     # The first leaves at once (the shard was idle); the rest queue while it
     # is out, leaving whenever 8 are queued, and the last 3 when a call returns.
     assert batching.calls == 4  # 1 + 8 + 8 + 3
+    # Operators see the same on /metrics: 4 calls carrying the 20 queries.
+    calls_after, queries_after = batch_size_totals(shard.shard_id)
+    assert (calls_after - calls_before, queries_after - queries_before) == (4, 20)
     direct = [asyncio.run(shard.search(INDEX, [q], 5.0)) for q in queries]
     assert [[(h.score, h.key) for h in a[0].hits] for a in batched] == [
         [(h.score, h.key) for h in d[0].hits] for d in direct
