@@ -87,6 +87,31 @@ def _record(pid: int, seconds: float, out: Path, rate: int) -> subprocess.Popen[
     )
 
 
+def shard_call_totals(metrics_port: int | None) -> dict[str, tuple[float, float]]:
+    """Per shard, (search calls, queries they carried) so far, from the coordinator's
+    `vecshard_shard_call_queries` histogram; empty when its metrics are not served."""
+    if not metrics_port:
+        return {}
+    from urllib.request import urlopen
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    out: dict[str, tuple[float, float]] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != "vecshard_shard_call_queries":
+            continue
+        for sample in family.samples:
+            shard = sample.labels.get("shard_id", "")
+            calls, queries = out.get(shard, (0.0, 0.0))
+            if sample.name.endswith("_count"):
+                out[shard] = (sample.value, queries)
+            elif sample.name.endswith("_sum"):
+                out[shard] = (calls, sample.value)
+    return out
+
+
 def profile_mode(
     cluster: BenchCluster,
     requests: tuple[bytes, ...],
@@ -105,6 +130,9 @@ def profile_mode(
         name: _record(pid, args.seconds, out_dir / f"{tag}-{name}.txt", args.rate)
         for name, pid in pids.items()
     }
+    coordinator = local.coordinator
+    metrics_port = coordinator.ready.get("metrics") if coordinator and coordinator.ready else None
+    calls_before = shard_call_totals(metrics_port)
     meter = CpuMeter(pids).start()
     result = asyncio.run(
         grpc_closed_loop(
@@ -121,7 +149,14 @@ def profile_mode(
     for spy in spies.values():
         spy.wait()
     faults = per_query_faults(meter.faults, result.answered_total)
+    calls_after = shard_call_totals(metrics_port)
     print(f"\n== {tag}: {result.qps:.0f} qps, CPU ms/query {_fmt(cpu)}")
+    sizes = {
+        shard: (queries - calls_before.get(shard, (0.0, 0.0))[1])
+        / max(1.0, calls - calls_before.get(shard, (0.0, 0.0))[0])
+        for shard, (calls, queries) in calls_after.items()
+    }
+    print("   queries per shard call " + " ".join(f"{k}={v:.2f}" for k, v in sorted(sizes.items())))
     print(
         "   minor page faults/query "
         + " ".join(f"{k}={v:.1f}" for k, v in faults.items() if v is not None)
