@@ -94,6 +94,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batches", default="1,2,4,16", help="batch sizes, comma-separated")
     p.add_argument("--seconds", type=float, default=4.0, help="per batch size")
     p.add_argument("--out", type=Path, help="also write the figures as JSON here")
+    p.add_argument(
+        "--cluster-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="environment for the cluster's processes (e.g. VECSHARD__SHARD__MAX_WORKERS=2)",
+    )
     args = p.parse_args(argv)
     batches = [int(b) for b in args.batches.split(",")]
     data = gaussian_mixture(args.n, args.dim, max(8, args.n // 1000), max(64, max(batches)), 1)
@@ -102,7 +109,14 @@ def main(argv: list[str] | None = None) -> int:
         root = Path(tmp)
         with (
             shared_etcd(root) as etcd,
-            BenchCluster.local(root / "cluster", 2, etcd=etcd, dim=args.dim, metric="l2") as bc,
+            BenchCluster.local(
+                root / "cluster",
+                2,
+                etcd=etcd,
+                env=dict(item.split("=", 1) for item in args.cluster_env),
+                dim=args.dim,
+                metric="l2",
+            ) as bc,
         ):
             bc.add_index(plan)
             bc.ingest(data.base)

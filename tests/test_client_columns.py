@@ -59,3 +59,35 @@ def test_vectors_and_versions_are_checked_before_sending() -> None:
     cols = record_columns(["a", "é"], [[1, 2], [3, 4]], source_versions=[5, 6])
     assert cols.entity_ids.tolist() == ["a", "é"] and cols.vectors.dtype == np.float32
     assert cols.source_versions.tolist() == [5, 6] and cols.created_at.tolist() == [0, 0]
+
+
+def test_entities_become_columns_in_request_order_whatever_their_form() -> None:
+    """Pairs, EntityKeys, a mix, a generator or a mapping give the same types
+    and ids in request order; keys naming another tenant ask for it; keys
+    naming two tenants are refused before anything is sent."""
+    from client.retrieval_client import RetrievalClient
+    from core.column_wire import key_columns_from_pb, key_columns_to_pb
+    from core.domain import EntityKey
+
+    c = RetrievalClient("127.0.0.1:1", purpose="p")
+    pairs = [("user", "u1"), ("item", "a"), ("item", "é"), ("user", "u2")]
+    want = (["user", "item", "item", "user"], ["u1", "a", "é", "u2"])
+    keys = [EntityKey("", t, i) for t, i in pairs]
+    mixed = [pairs[0], keys[1], pairs[2], keys[3]]
+    for form in (pairs, keys, mixed, iter(pairs), tuple(pairs)):
+        types, ids, access = c._entities(form)
+        assert (types, ids) == want and access.tenant_id == ""
+    types, ids, _ = c._entities({"user": ["u1", "u2"], "item": ["a"]})
+    assert (types, ids) == (["user", "user", "item"], ["u1", "u2", "a"])
+    _, _, access = c._entities([EntityKey("acme", "item", "a"), ("item", "b")])
+    assert access.tenant_id == "acme" and access.purpose == "p"
+    with pytest.raises(InvalidArgument, match="entities of tenants"):
+        c._entities([EntityKey("acme", "item", "a"), EntityKey("globex", "item", "b")])
+    assert c._entities([]) == ([], [], c.access)
+    wire = key_columns_to_pb(*want)
+    assert list(wire.entity_types) == ["user", "item"] and wire.type_index == bytes([0, 1, 1, 0])
+    distinct, index, back_ids = key_columns_from_pb(wire, "test")
+    assert [distinct[i] for i in index.tolist()] == want[0] and back_ids == want[1]
+    with pytest.raises(InvalidArgument, match="257 entity types"):
+        key_columns_to_pb([f"t{i}" for i in range(257)], [str(i) for i in range(257)])
+    c.close()
