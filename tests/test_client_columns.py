@@ -4,11 +4,13 @@ that fail before anything is sent."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import pytest
 
 from client.column_writes import attribute_column, record_columns
-from core.domain import AttrType
+from core.domain import AttrType, EntityKey
 from core.errors import InvalidArgument
 
 
@@ -67,14 +69,20 @@ def test_entities_become_columns_in_request_order_whatever_their_form() -> None:
     naming two tenants are refused before anything is sent."""
     from client.retrieval_client import RetrievalClient
     from core.column_wire import key_columns_from_pb, key_columns_to_pb
-    from core.domain import EntityKey
 
     c = RetrievalClient("127.0.0.1:1", purpose="p")
     pairs = [("user", "u1"), ("item", "a"), ("item", "é"), ("user", "u2")]
     want = (["user", "item", "item", "user"], ["u1", "a", "é", "u2"])
     keys = [EntityKey("", t, i) for t, i in pairs]
-    mixed = [pairs[0], keys[1], pairs[2], keys[3]]
-    for form in (pairs, keys, mixed, iter(pairs), tuple(pairs)):
+    mixed: list[EntityKey | tuple[str, str]] = [pairs[0], keys[1], pairs[2], keys[3]]
+    forms: list[Iterable[EntityKey | tuple[str, str]]] = [
+        pairs,
+        keys,
+        mixed,
+        iter(pairs),
+        tuple(pairs),
+    ]
+    for form in forms:
         types, ids, access = c._entities(form)
         assert (types, ids) == want and access.tenant_id == ""
     types, ids, _ = c._entities({"user": ["u1", "u2"], "item": ["a"]})
