@@ -37,6 +37,26 @@ def cpu_seconds(pid: int) -> float | None:
     return None if fields is None else (int(fields[11]) + int(fields[12])) / _TICKS
 
 
+def context_switches(pid: int) -> int | None:
+    """Context switches, voluntary and not, of every thread of a process so far (None if it
+    is gone or not Linux). Threads that exited meanwhile drop out of the sum, so compare
+    counts over spans in which the process's threads live on (a server under load)."""
+    total = 0
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return None
+    for task in tasks:
+        try:
+            status = (task / "status").read_text()
+        except OSError:
+            continue  # the thread exited
+        for line in status.splitlines():
+            if "ctxt_switches:" in line:
+                total += int(line.split(":", 1)[1])
+    return total
+
+
 def minor_faults(pid: int) -> int | None:
     """Minor page faults of a process so far (None if it is gone or not Linux)."""
     fields = _stat_fields(pid)

@@ -16,17 +16,20 @@ every call (427 faults a call, ~30 % of the shard's CPU), which only this split 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from benchmarks.bench_cluster import PURPOSE, TENANT, VERSION, BenchCluster, IndexPlan, shared_etcd
-from benchmarks.process_cpu import cpu_seconds, minor_faults
+from benchmarks.process_cpu import context_switches, cpu_seconds, minor_faults
 from benchmarks.synthetic_data import gaussian_mixture
 from cli.local_cluster import ADMIN as PRINCIPAL
 from cli.peer_channel import shard_channel
@@ -37,6 +40,45 @@ from core.domain import VersionRef
 from protos.vecshard.v1.internal import shard_pb2_grpc
 
 
+class ProcessCounters:
+    """CPU seconds, minor page faults and context switches of one process over a span."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self._start = self._read()
+
+    def _read(self) -> tuple[float, int, int]:
+        cpu, faults, switches = (
+            cpu_seconds(self.pid),
+            minor_faults(self.pid),
+            context_switches(self.pid),
+        )
+        if cpu is None or faults is None or switches is None:
+            raise RuntimeError(f"process {self.pid} is gone (or /proc is not readable)")
+        return cpu, faults, switches
+
+    def per_call(self, calls: int) -> dict[str, float]:
+        cpu, faults, switches = (b - a for a, b in zip(self._start, self._read(), strict=True))
+        return {
+            "shard_cpu_ms_per_call": cpu * 1e3 / calls,
+            "page_faults_per_call": faults / calls,
+            "context_switches_per_call": switches / calls,
+        }
+
+
+def timed_calls(call: Callable[[], object], pid: int, seconds: float) -> dict[str, float]:
+    """`call` repeated for `seconds`, one at a time; the process's counters per call."""
+    for _ in range(5):  # warm the connection and the server's caches
+        call()
+    done = 0
+    counters, start = ProcessCounters(pid), time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        call()
+        done += 1
+    wall = time.perf_counter() - start
+    return {"calls": done, "wall_ms_per_call": wall * 1e3 / done, **counters.per_call(done)}
+
+
 def measure(
     stub: shard_pb2_grpc.ShardServiceStub,
     pid: int,
@@ -45,31 +87,22 @@ def measure(
     batch: int,
     seconds: float,
 ) -> dict[str, float]:
-    calls = [
-        (shard_packed_pb(index, queries[i : i + batch]), search_metadata(queries[i : i + batch]))
-        for i in range(0, len(queries) - batch + 1, batch)
-    ]
-    for request, metadata in calls[:5]:  # warm the connection and the shard's caches
-        stub.SearchPacked(request, metadata=metadata)
-    done = 0
-    cpu0, faults0, start = cpu_seconds(pid), minor_faults(pid), time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        for request, metadata in calls:
-            stub.SearchPacked(request, metadata=metadata)
-            done += 1
-    wall = time.perf_counter() - start
-    cpu1, faults1 = cpu_seconds(pid), minor_faults(pid)
-    if cpu0 is None or cpu1 is None or faults0 is None or faults1 is None:
-        raise RuntimeError(f"shard process {pid} is gone (or /proc is not readable)")
-    cpu_ms = (cpu1 - cpu0) * 1e3 / done
-    return {
-        "batch": batch,
-        "calls": done,
-        "shard_cpu_ms_per_call": cpu_ms,
-        "shard_cpu_ms_per_query": cpu_ms / batch,
-        "wall_ms_per_call": wall * 1e3 / done,
-        "page_faults_per_call": (faults1 - faults0) / done,
-    }
+    calls = itertools.cycle(
+        [
+            (
+                shard_packed_pb(index, queries[i : i + batch]),
+                search_metadata(queries[i : i + batch]),
+            )
+            for i in range(0, len(queries) - batch + 1, batch)
+        ]
+    )
+
+    def one() -> object:
+        request, metadata = next(calls)
+        return stub.SearchPacked(request, metadata=metadata)
+
+    run = timed_calls(one, pid, seconds)
+    return {"batch": batch, **run, "shard_cpu_ms_per_query": run["shard_cpu_ms_per_call"] / batch}
 
 
 def fixed_and_per_query(runs: list[dict[str, float]]) -> tuple[float, float] | None:
@@ -136,22 +169,33 @@ def main(argv: list[str] | None = None) -> int:
                 stub = shard_pb2_grpc.ShardServiceStub(channel)
                 index = VersionRef(plan.name, VERSION)
                 runs = [measure(stub, child.pid, index, queries, b, args.seconds) for b in batches]
+                # The floor: a call that does nothing (no guard, no work), same server.
+                health_stub: Any = health_pb2_grpc.HealthStub(channel)  # stubs lack Check
+                health = timed_calls(
+                    lambda: health_stub.Check(health_pb2.HealthCheckRequest()),
+                    child.pid,
+                    args.seconds,
+                )
     fit = fixed_and_per_query(runs)
     print(f"{shard_id}, {args.n // 2:,} vectors × {args.dim}, HNSW ef_search=64, k=10")
     print(
-        f"{'batch':>6} {'CPU ms/call':>12} {'ms/query':>9} {'wall ms/call':>13} {'faults/call':>12}"
+        f"{'batch':>6} {'CPU ms/call':>12} {'ms/query':>9} {'wall ms/call':>13} "
+        f"{'faults/call':>12} {'switches/call':>14}"
     )
-    for r in runs:
+    rows: list[tuple[str, dict[str, float]]] = [(str(r["batch"]), r) for r in runs]
+    rows.append(("health", {**health, "shard_cpu_ms_per_query": health["shard_cpu_ms_per_call"]}))
+    for label, r in rows:
         print(
-            f"{r['batch']:>6} {r['shard_cpu_ms_per_call']:>12.3f} "
+            f"{label:>6} {r['shard_cpu_ms_per_call']:>12.3f} "
             f"{r['shard_cpu_ms_per_query']:>9.3f} {r['wall_ms_per_call']:>13.3f} "
-            f"{r['page_faults_per_call']:>12.1f}"
+            f"{r['page_faults_per_call']:>12.1f} {r['context_switches_per_call']:>14.1f}"
         )
     if fit:
         print(f"fit: {fit[0]:.3f} ms fixed per call + {fit[1]:.3f} ms per query")
     if args.out:
         out: dict[str, Any] = {
             "runs": runs,
+            "health_check": health,
             "fixed_ms": fit and fit[0],
             "per_query_ms": fit and fit[1],
         }
