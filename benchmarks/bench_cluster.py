@@ -411,3 +411,22 @@ def shared_etcd(base: Path) -> Iterator[SharedEtcd]:
         yield SharedEtcd(etcd.endpoint, pki)
     finally:
         etcd.stop()
+
+
+@contextmanager
+def serving_cluster(
+    root: Path,
+    shards: int,
+    plan: IndexPlan,
+    base: NDArray[np.float32],
+    env: Mapping[str, str] | None = None,
+) -> Iterator[BenchCluster]:
+    """A local cluster (its own etcd) serving `base` through one index version, built and
+    flushed: what the profiling tools measure against."""
+    with BenchCluster.local(
+        root / "cluster", shards, env=env, dim=base.shape[1], metric="l2"
+    ) as cluster:
+        cluster.add_index(plan)
+        cluster.ingest(base)
+        cluster.build_index(plan.name, 900.0)
+        yield cluster

@@ -64,29 +64,38 @@ def minor_faults(pid: int) -> int | None:
 
 
 class CpuMeter:
-    """CPU seconds used by named processes (and this one) between ``start`` and ``stop``."""
+    """CPU seconds used by named processes (and this one) between ``start`` and ``stop``;
+    their minor page faults and context switches over the same span beside it."""
 
     def __init__(self, pids: Mapping[str, int]) -> None:
         self.pids = dict(pids)
-        self._start: dict[str, float | None] = {}
-        self._faults: dict[str, int | None] = {}
+        self._start: dict[str, tuple[float | None, int | None, int | None]] = {}
         self._own = 0.0
-        # Minor page faults of each server process between start and stop.
+        # Of each named process between start and stop (None: it is gone).
         self.faults: dict[str, int | None] = {}
+        self.switches: dict[str, int | None] = {}
+
+    @staticmethod
+    def _read(pid: int) -> tuple[float | None, int | None, int | None]:
+        return cpu_seconds(pid), minor_faults(pid), context_switches(pid)
 
     def start(self) -> CpuMeter:
-        self._start = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
-        self._faults = {name: minor_faults(pid) for name, pid in self.pids.items()}
+        self._start = {name: self._read(pid) for name, pid in self.pids.items()}
         self._own = time.process_time()
         return self
 
     def stop(self) -> dict[str, float | None]:
         used: dict[str, float | None] = {"client": time.process_time() - self._own}
         for name, pid in self.pids.items():
-            before, after = self._start.get(name), cpu_seconds(pid)
-            used[name] = None if before is None or after is None else after - before
-            was, now = self._faults.get(name), minor_faults(pid)
-            self.faults[name] = None if was is None or now is None else now - was
+            (cpu0, faults0, switches0), (cpu1, faults1, switches1) = (
+                self._start.get(name, (None, None, None)),
+                self._read(pid),
+            )
+            used[name] = None if cpu0 is None or cpu1 is None else cpu1 - cpu0
+            self.faults[name] = None if faults0 is None or faults1 is None else faults1 - faults0
+            self.switches[name] = (
+                None if switches0 is None or switches1 is None else switches1 - switches0
+            )
         return used
 
 

@@ -24,7 +24,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from benchmarks.bench_cluster import BenchCluster, IndexPlan, shared_etcd
+from benchmarks.bench_cluster import BenchCluster, IndexPlan, serving_cluster
 from benchmarks.closed_loop import Timing, grpc_closed_loop
 from benchmarks.process_cpu import CpuMeter, per_query_faults, per_query_ms
 from benchmarks.request_mix import access_context, search_requests
@@ -203,20 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     plan = IndexPlan("prof", "hnsw", {"M": 16, "ef_construction": 100, "ef_search": args.ef_search})
     with tempfile.TemporaryDirectory(prefix="vecshard-prof-") as tmp:
         root = Path(tmp)
-        with (
-            shared_etcd(root) as etcd,
-            BenchCluster.local(
-                root / "cluster",
-                args.shards,
-                etcd=etcd,
-                env=env,
-                dim=args.dim,
-                metric="l2",
-            ) as cluster,
-        ):
-            cluster.add_index(plan)
-            cluster.ingest(data.base)
-            cluster.build_index(plan.name, 900.0)
+        with serving_cluster(root, args.shards, plan, data.base, env) as cluster:
             requests = search_requests(
                 plan.route, access_context("bench", "benchmark"), data.queries, args.k
             )

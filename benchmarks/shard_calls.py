@@ -28,11 +28,10 @@ from typing import Any
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from benchmarks.bench_cluster import PURPOSE, TENANT, VERSION, BenchCluster, IndexPlan, shared_etcd
-from benchmarks.process_cpu import context_switches, cpu_seconds, minor_faults
+from benchmarks.bench_cluster import PURPOSE, TENANT, VERSION, IndexPlan, serving_cluster
+from benchmarks.process_cpu import CpuMeter
 from benchmarks.synthetic_data import gaussian_mixture
 from cli.local_cluster import ADMIN as PRINCIPAL
-from cli.peer_channel import shard_channel
 from coordinator.convert import shard_packed_pb
 from coordinator.model import ShardQuery
 from coordinator.vouching import search_metadata
@@ -40,43 +39,26 @@ from core.domain import VersionRef
 from protos.vecshard.v1.internal import shard_pb2_grpc
 
 
-class ProcessCounters:
-    """CPU seconds, minor page faults and context switches of one process over a span."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self._start = self._read()
-
-    def _read(self) -> tuple[float, int, int]:
-        cpu, faults, switches = (
-            cpu_seconds(self.pid),
-            minor_faults(self.pid),
-            context_switches(self.pid),
-        )
-        if cpu is None or faults is None or switches is None:
-            raise RuntimeError(f"process {self.pid} is gone (or /proc is not readable)")
-        return cpu, faults, switches
-
-    def per_call(self, calls: int) -> dict[str, float]:
-        cpu, faults, switches = (b - a for a, b in zip(self._start, self._read(), strict=True))
-        return {
-            "shard_cpu_ms_per_call": cpu * 1e3 / calls,
-            "page_faults_per_call": faults / calls,
-            "context_switches_per_call": switches / calls,
-        }
-
-
 def timed_calls(call: Callable[[], object], pid: int, seconds: float) -> dict[str, float]:
     """`call` repeated for `seconds`, one at a time; the process's counters per call."""
     for _ in range(5):  # warm the connection and the server's caches
         call()
     done = 0
-    counters, start = ProcessCounters(pid), time.perf_counter()
+    meter, start = CpuMeter({"shard": pid}).start(), time.perf_counter()
     while time.perf_counter() - start < seconds:
         call()
         done += 1
     wall = time.perf_counter() - start
-    return {"calls": done, "wall_ms_per_call": wall * 1e3 / done, **counters.per_call(done)}
+    cpu, faults, switches = meter.stop()["shard"], meter.faults["shard"], meter.switches["shard"]
+    if cpu is None or faults is None or switches is None:
+        raise RuntimeError(f"process {pid} is gone (or /proc is not readable)")
+    return {
+        "calls": done,
+        "wall_ms_per_call": wall * 1e3 / done,
+        "shard_cpu_ms_per_call": cpu * 1e3 / done,
+        "page_faults_per_call": faults / done,
+        "context_switches_per_call": switches / done,
+    }
 
 
 def measure(
@@ -140,31 +122,16 @@ def main(argv: list[str] | None = None) -> int:
     plan = IndexPlan("calls", "hnsw", {"M": 16, "ef_construction": 100, "ef_search": 64})
     with tempfile.TemporaryDirectory(prefix="vecshard-calls-") as tmp:
         root = Path(tmp)
-        with (
-            shared_etcd(root) as etcd,
-            BenchCluster.local(
-                root / "cluster",
-                2,
-                etcd=etcd,
-                env=dict(item.split("=", 1) for item in args.cluster_env),
-                dim=args.dim,
-                metric="l2",
-            ) as bc,
-        ):
-            bc.add_index(plan)
-            bc.ingest(data.base)
-            bc.build_index(plan.name, 900.0)
+        env = dict(item.split("=", 1) for item in args.cluster_env)
+        with serving_cluster(root, 2, plan, data.base, env) as bc:
             shard_id, child = sorted(bc.cluster.shards.items())[0]
             assert child.pid is not None and child.ready is not None
             queries = [
                 ShardQuery(q.astype(np.float32), 10, TENANT, principal=PRINCIPAL, purpose=PURPOSE)
                 for q in data.queries
             ]
-            with shard_channel(
-                str(child.ready["grpc"]),
-                bc.cluster.peer_credentials(),
-                principal=PRINCIPAL,
-                purpose=PURPOSE,
+            with bc.cluster.shard_channel(
+                str(child.ready["grpc"]), principal=PRINCIPAL, purpose=PURPOSE
             ) as channel:
                 stub = shard_pb2_grpc.ShardServiceStub(channel)
                 index = VersionRef(plan.name, VERSION)

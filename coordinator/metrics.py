@@ -1,4 +1,4 @@
-"""Coordinator metrics. Labels carry routes, arms and outcomes — never raw ids."""
+"""Coordinator metrics. Labels carry routes, arms, shards and outcomes — never entity ids."""
 
 from __future__ import annotations
 

@@ -126,7 +126,7 @@ class KeyTable(Sequence[EntityKey]):
 
     def __getitem__(self, i: int | slice) -> EntityKey | list[EntityKey]:
         if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
+            return self.keys_at(np.arange(*i.indices(len(self))))
         return EntityKey(
             self.tenant_names[self.tenants[i]], self.type_names[self.types[i]], self.ids[i]
         )

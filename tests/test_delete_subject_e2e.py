@@ -33,6 +33,7 @@ from registry.registry import Registry
 from shard_server.feature_store import FeatureShardStore
 from shard_server.storage import TOMBSTONES
 from tests.conftest import ClusterFactory
+from tests.polling import poll
 from tests.specs import tenant_docs
 
 pytestmark = pytest.mark.integration
@@ -208,8 +209,8 @@ def test_a_subject_is_erased_everywhere_verified_and_gone_from_the_bytes(
     assert all(vec in before for vec in stored.values())  # the bytes check can fail
     load_thread = SearchLoad(cluster, data[("user_tower", "v1")][SUBJECT.entity_id])
     load_thread.start()
-    while load_thread.searches < 5:  # the load runs, and finds the subject
-        time.sleep(0.01)
+    # The load runs, and finds the subject.
+    assert poll(lambda: load_thread.searches, lambda n: n >= 5, timeout=60) >= 5
     assert load_thread.last_seen
 
     # First run: SIGKILLed right after the tombstones are in.
@@ -243,7 +244,9 @@ def test_a_subject_is_erased_everywhere_verified_and_gone_from_the_bytes(
     assert v["searches"] >= len(INDEXES) and v["lookups"] >= len(INDEXES) and v["files_scanned"]
     assert v["markers"] >= 1  # the tombstones that keep it deleted
 
-    time.sleep(0.5)  # let the load run on after the job returned
+    # The load runs on after the job returned: 5 more searches, none finding it.
+    after = load_thread.searches
+    assert poll(lambda: load_thread.searches, lambda n: n >= after + 5, timeout=60) >= after + 5
     load_thread.stop.set()
     load_thread.join(30)
     assert not load_thread.errors, load_thread.errors[:3]

@@ -6,7 +6,6 @@ attributes need a grant, and shards answer only vouched cluster peers."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ from protos.vecshard.v1 import retrieval_pb2_grpc
 from protos.vecshard.v1.internal import shard_pb2 as spb
 from protos.vecshard.v1.internal import shard_pb2_grpc
 from tests.conftest import ClusterFactory
+from tests.polling import poll
 from tests.specs import route_spec, tenant_docs
 
 pytestmark = pytest.mark.integration
@@ -100,12 +100,12 @@ def audit_records(
     cluster: LocalCluster, match: Callable[[dict[str, Any]], bool], n: int
 ) -> list[dict[str, Any]]:
     """Records the coordinators wrote that match; waits for group commit."""
-    deadline = time.monotonic() + 10
-    while True:
-        found = [r for d in chains(cluster.audit_dir) for r in read_records(d) if match(r)]
-        if len(found) >= n or time.monotonic() > deadline:
-            return sorted(found, key=lambda r: r["ts"])  # one chain per coordinator
-        time.sleep(0.05)
+    found = poll(
+        lambda: [r for d in chains(cluster.audit_dir) for r in read_records(d) if match(r)],
+        lambda records: len(records) >= n,
+        timeout=10,
+    )
+    return sorted(found, key=lambda r: r["ts"])  # one chain per coordinator
 
 
 # -- authentication -------------------------------------------------------------------

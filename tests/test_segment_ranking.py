@@ -64,6 +64,7 @@ def test_keys_at_and_strings_at_are_indexing(ids: list[str], data: st.DataObject
     table = KeyTable.of(keys)
     rows = np.array(data.draw(st.lists(st.integers(0, len(ids) - 1), max_size=40)), dtype=np.int64)
     assert table.keys_at(rows) == [keys[r] for r in rows.tolist()]
+    assert table[1:-1] == keys[1:-1] and table[::2] == keys[::2]
     assert PackedStrings.of(ids).strings_at(rows) == [ids[r] for r in rows.tolist()]
 
 
