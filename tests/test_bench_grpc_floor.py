@@ -1,0 +1,39 @@
+"""The layout-floor benchmark runs end to end (a grpc.aio front and two sync
+backends in their own processes, mutual TLS) and accounts every process's CPU
+to the queries it answered."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks import grpc_floor
+
+
+def test_floor_reports_each_batch_size_with_every_process(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "floor.json"
+    argv = ["--batches", "1,4", "--in-flight", "2", "--seconds", "0.3", "--out", str(out)]
+    assert grpc_floor.main(argv) == 0
+    figures = json.loads(out.read_text())
+    points = figures["points"]
+    assert [p["batch"] for p in points] == [1, 4]
+    for p in points:
+        cpu = p["cpu_ms_per_query"]
+        assert set(cpu) == {"client", "front", "backend-0", "backend-1"}
+        # Every server did work for the calls (answers of the wrong size fail the run).
+        assert p["calls"] > 0 and min(cpu["front"], cpu["backend-0"], cpu["backend-1"]) > 0
+        server = cpu["front"] + cpu["backend-0"] + cpu["backend-1"]
+        assert p["server_cpu_ms_per_query"] == pytest.approx(server)
+        assert p["qps"] > 0 and p["unloaded_p50_ms"] > 0
+    assert "unloaded p50" in capsys.readouterr().out
+
+
+def test_a_backend_that_cannot_start_is_reported(tmp_path: Path) -> None:
+    # No certificates: the first backend exits before it is ready, and the
+    # run says so instead of waiting for a port.
+    with pytest.raises(RuntimeError, match="backend-0 exited before it was ready"):
+        grpc_floor.Layout(tmp_path / "no-pki")
