@@ -21,7 +21,7 @@ from coordinator import metrics
 from coordinator.calibration import Calibrator
 from coordinator.exclusion import BucketStats, excludes
 from coordinator.failover import Alternate, alternates, failover_cover
-from coordinator.fanout import Target, can_skip, order_by_bound, waves
+from coordinator.fanout import Target, WavePolicy, can_skip, order_by_bound, waves
 from coordinator.merge import Hit, merge_ranked
 from coordinator.model import ShardAnswer, ShardQuery, ShardTrace
 from coordinator.partial import Completeness, Decision, classify_shard_error
@@ -133,6 +133,7 @@ class SearchExecutor:
         bounds: BoundsProvider = no_bounds,
         settings: FanoutSettings | None = None,
         stats: StatsProvider = no_stats,
+        wave_policy: WavePolicy | None = None,
     ) -> None:
         self.shards = shards
         self.tracker = tracker
@@ -140,6 +141,7 @@ class SearchExecutor:
         self.settings = settings or FanoutSettings()
         self.stats = stats
         self.calibrator = Calibrator()
+        self.wave_policy = wave_policy or WavePolicy()
 
     async def run(
         self,
@@ -173,7 +175,12 @@ class SearchExecutor:
         bounds = {t.shard_id: self.bounds(t.shard_id, index.ref, query.vector) for t in targets}
         known = {sid: b for sid, b in bounds.items() if b is not None}
         ordered = order_by_bound(targets, known)
-        plan = waves(ordered, self.settings.first_wave) if known else [ordered]
+        # Waves only where bounds have been skipping shards (`WavePolicy`):
+        # asked only when this query could have more than one.
+        multi = bool(known) and len(ordered) > self.settings.first_wave
+        plan = [ordered]
+        if multi and self.wave_policy.use_waves(index.ref):
+            plan = waves(ordered, self.settings.first_wave)
 
         answers: list[ShardAnswer] = []
         hits: list[Hit] = []
@@ -264,6 +271,8 @@ class SearchExecutor:
                 )
             with tracing.span("coordinator.merge", answers=len(answers)):
                 hits = merge_ranked(answers, query.k)
+        if len(plan) > 1:
+            self.wave_policy.record(index.ref, len(ordered) - len(plan[0]), skipped)
         return Execution(
             hits=hits,
             completeness=Completeness(tuple(sorted(missing)), len(buckets)),
