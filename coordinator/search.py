@@ -12,7 +12,7 @@ import asyncio
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,10 +21,11 @@ from coordinator import metrics
 from coordinator.calibration import Calibrator
 from coordinator.exclusion import BucketStats, excludes
 from coordinator.failover import Alternate, alternates, failover_cover
+from coordinator.fanin import Execution, QueryFanin
 from coordinator.fanout import Target, WavePolicy, can_skip, order_by_bound, waves
 from coordinator.merge import Hit, merge_ranked
-from coordinator.model import ShardAnswer, ShardQuery, ShardTrace
-from coordinator.partial import Completeness, Decision, classify_shard_error
+from coordinator.model import ShardAnswer, ShardQuery
+from coordinator.partial import Decision, classify_shard_error
 from coordinator.replicas import ReplicaTracker
 from coordinator.shard import ShardFactory
 from core import tracing
@@ -69,21 +70,9 @@ class FanoutSettings:
         return min(self.max_margin, max(self.min_margin, self.margin_share * timeout))
 
 
-@dataclass(frozen=True)
-class Execution:
-    hits: list[Hit]
-    completeness: Completeness
-    trace: tuple[ShardTrace, ...]
-    errors: tuple[BaseException, ...]
-    candidates: int
-    shards_searched: int
-    shards_skipped: int
-    hedges_fired: int
-    deadline_hit: bool
-
-
-# A shard call's answer: (answer, latency in seconds, hedged, the replica that answered).
-_Outcome = tuple[ShardAnswer, float, bool, str]
+# A shard call's answers (one per query it carried), its latency in seconds,
+# whether it was hedged, and the replica that answered.
+_Outcome = tuple[list[ShardAnswer], float, bool, str]
 
 
 def _result(task: asyncio.Future[_Outcome]) -> _Outcome | BaseException:
@@ -96,6 +85,10 @@ def _result(task: asyncio.Future[_Outcome]) -> _Outcome | BaseException:
 
 def _pinned(query: ShardQuery, watermark: int | None) -> ShardQuery:
     return query if watermark is None else dataclasses.replace(query, max_sequence=watermark)
+
+
+async def _numbered(i: int, execution: Awaitable[Execution]) -> list[tuple[int, Execution]]:
+    return [(i, await execution)]
 
 
 def plan_targets(
@@ -143,6 +136,9 @@ class SearchExecutor:
         self.calibrator = Calibrator()
         self.wave_policy = wave_policy or WavePolicy()
 
+    def _deadline(self, timeout: float) -> float:
+        return asyncio.get_running_loop().time() + max(0.0, timeout - self.settings.margin(timeout))
+
     async def run(
         self,
         snap: Snapshot,
@@ -154,8 +150,7 @@ class SearchExecutor:
         route: str = "",
         pins: dict[str, tuple[tuple[int, ...], int]] | None = None,
     ) -> Execution:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + max(0.0, timeout - self.settings.margin(timeout))
+        deadline = self._deadline(timeout)
         # Exact exclusion: buckets whose min/max rule the filter out are answered
         # (empty) without a call, and are not missing.
         watermarks: dict[str, int] = {}
@@ -172,23 +167,145 @@ class SearchExecutor:
                 else:
                     targets.append(Target(sid, member.address, pinned))
                     watermarks[sid] = seq
-        bounds = {t.shard_id: self.bounds(t.shard_id, index.ref, query.vector) for t in targets}
+        fanin = QueryFanin(self._bounds(index, query, targets), list(unavailable))
+        plan = self._waves(index, fanin.bounds, targets)
+        return await self._fan_out(
+            index, query, plan, fanin, watermarks, len(buckets), deadline, route
+        )
+
+    async def run_many(
+        self,
+        snap: Snapshot,
+        index: IndexVersion,
+        placement: Placement,
+        queries: Sequence[ShardQuery],
+        buckets: Sequence[int],
+        timeout: float,
+        route: str = "",
+    ) -> list[Execution]:
+        """`run` for many first-page queries of one index version (a
+        SearchBatch): queries bound for the same shards in one wave share one
+        call per shard — one task, one hedge, one failover for all — instead
+        of a call, a task and a wait per query and shard. Each query gets the
+        Execution `run` would give it (hits, trace, completeness); a query
+        that goes in waves is fanned out on its own."""
+        deadline = self._deadline(timeout)
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, q in enumerate(queries):
+            wanted = tuple(b for b in buckets if not self._excluded(index.ref, b, q))
+            groups.setdefault(wanted, []).append(i)
+        jobs: list[Awaitable[list[tuple[int, Execution]]]] = []
+        for wanted, members in groups.items():
+            targets, unavailable = plan_targets(snap, placement, self.tracker, wanted)
+            together: list[tuple[int, QueryFanin, list[Target]]] = []
+            for i in members:
+                fanin = QueryFanin(self._bounds(index, queries[i], targets), list(unavailable))
+                plan = self._waves(index, fanin.bounds, targets)
+                if len(plan) > 1:
+                    alone = self._fan_out(
+                        index, queries[i], plan, fanin, {}, len(buckets), deadline, route
+                    )
+                    jobs.append(_numbered(i, alone))
+                else:
+                    together.append((i, fanin, plan[0]))
+            if together:
+                jobs.append(
+                    self._fan_out_together(
+                        index, queries, together, targets, len(buckets), deadline, route
+                    )
+                )
+        out: list[Execution | None] = [None] * len(queries)
+        for part in await asyncio.gather(*jobs):
+            for i, execution in part:
+                out[i] = execution
+        assert all(e is not None for e in out)
+        return out  # type: ignore[return-value]  # every position was filled just above
+
+    async def _fan_out_together(
+        self,
+        index: IndexVersion,
+        queries: Sequence[ShardQuery],
+        together: list[tuple[int, QueryFanin, list[Target]]],
+        targets: list[Target],
+        buckets: int,
+        deadline: float,
+        route: str,
+    ) -> list[tuple[int, Execution]]:
+        """One call per target carrying every query of `together` (each
+        with its fan-in and its targets in bound order, all one wave)."""
+        batch = [queries[i] for i, _, _ in together]
+        calls = {
+            t.shard_id: asyncio.ensure_future(self._call(t, index.ref, batch, deadline, route))
+            for t in targets
+        }
+        if calls:
+            try:
+                await asyncio.wait(calls.values())
+            except asyncio.CancelledError:
+                for task in calls.values():
+                    task.cancel()
+                raise
+        outcomes = {sid: _result(task) for sid, task in calls.items()}
+        for outcome in outcomes.values():
+            if isinstance(outcome, BaseException) and (
+                classify_shard_error(outcome) is Decision.ABORT
+            ):
+                raise outcome
+        out = []
+        for j, (i, fanin, ordered) in enumerate(together):
+            # In bound order, as `run` sends them (deterministic traces).
+            for t in ordered:
+                outcome = outcomes[t.shard_id]
+                if isinstance(outcome, BaseException):
+                    fanin.fail(t, 0, outcome)
+                    continue
+                answers, latency, hedged, answered_by = outcome
+                answer = self._calibrated(answered_by, index.ref, answers[j])
+                fanin.answer(t, 0, answer, latency, hedged, answered_by)
+            with tracing.span("coordinator.merge", answers=len(fanin.answers)):
+                hits = merge_ranked(fanin.answers, queries[i].k)
+            out.append((i, fanin.execution(hits, buckets)))
+        return out
+
+    def _bounds(
+        self, index: IndexVersion, query: ShardQuery, targets: Sequence[Target]
+    ) -> dict[str, float | None]:
+        return {t.shard_id: self.bounds(t.shard_id, index.ref, query.vector) for t in targets}
+
+    def _waves(
+        self, index: IndexVersion, bounds: dict[str, float | None], targets: Sequence[Target]
+    ) -> list[list[Target]]:
+        """The targets ordered by bound, in waves where bounds have been
+        skipping shards (`WavePolicy`: asked only when this query could
+        have more than one wave), else in one."""
         known = {sid: b for sid, b in bounds.items() if b is not None}
         ordered = order_by_bound(targets, known)
-        # Waves only where bounds have been skipping shards (`WavePolicy`):
-        # asked only when this query could have more than one.
         multi = bool(known) and len(ordered) > self.settings.first_wave
-        plan = [ordered]
         if multi and self.wave_policy.use_waves(index.ref):
-            plan = waves(ordered, self.settings.first_wave)
+            return waves(ordered, self.settings.first_wave)
+        return [ordered]
 
-        answers: list[ShardAnswer] = []
+    def _calibrated(self, answered_by: str, index: VersionRef, answer: ShardAnswer) -> ShardAnswer:
+        if not answer.approximate:
+            return answer
+        return ShardAnswer.of(
+            self.calibrator.calibrate(answered_by, index, answer.hits, answer.reference_scores),
+            answer.candidates,
+            answer.sequence,
+        )
+
+    async def _fan_out(
+        self,
+        index: IndexVersion,
+        query: ShardQuery,
+        plan: list[list[Target]],
+        fanin: QueryFanin,
+        watermarks: dict[str, int],
+        buckets: int,
+        deadline: float,
+        route: str,
+    ) -> Execution:
         hits: list[Hit] = []
-        trace: list[ShardTrace] = []
-        errors: list[BaseException] = []
-        missing = list(unavailable)
-        candidates = searched = skipped = hedges = 0
-        deadline_hit = False
         # Calls in flight, with the wave each was sent in. A wave that has not
         # answered within its patience lets the next wave go (its calls stay
         # in flight): a slow shard early in the order must not hold the shards
@@ -196,17 +313,12 @@ class SearchExecutor:
         pending: dict[asyncio.Future[_Outcome], tuple[Target, int]] = {}
         for wave_no, wave in enumerate(plan):
             for t in wave:
-                bound = known.get(t.shard_id, math.inf)
-                if can_skip(bound, hits, query.k):
-                    skipped += 1
-                    trace.append(
-                        ShardTrace(
-                            t.shard_id, t.buckets, bounds[t.shard_id], "skipped_by_bound", wave_no
-                        )
-                    )
+                bound = fanin.bounds[t.shard_id]
+                if can_skip(math.inf if bound is None else bound, hits, query.k):
+                    fanin.skip(t, wave_no)
                     continue
                 call = self._call(
-                    t, index.ref, _pinned(query, watermarks.get(t.shard_id)), deadline, route
+                    t, index.ref, [_pinned(query, watermarks.get(t.shard_id))], deadline, route
                 )
                 pending[asyncio.ensure_future(call)] = (t, wave_no)
             last = wave_no == len(plan) - 1
@@ -228,62 +340,16 @@ class SearchExecutor:
                         for other in pending:
                             other.cancel()
                         raise outcome
-                    timed_out = isinstance(outcome, TimeoutError | DeadlineExceeded)
-                    deadline_hit |= timed_out
-                    errors.append(outcome)
-                    missing.extend(t.buckets)
-                    trace.append(
-                        ShardTrace(
-                            t.shard_id,
-                            t.buckets,
-                            bounds[t.shard_id],
-                            "timed_out" if timed_out else "failed",
-                            sent_in,
-                            error=str(outcome) or type(outcome).__name__,
-                        )
-                    )
+                    fanin.fail(t, sent_in, outcome)
                     continue
-                answer, latency, hedged, answered_by = outcome
-                if answer.approximate:
-                    answer = ShardAnswer.of(
-                        self.calibrator.calibrate(
-                            answered_by, index.ref, answer.hits, answer.reference_scores
-                        ),
-                        answer.candidates,
-                        answer.sequence,
-                    )
-                hedges += hedged
-                searched += 1
-                candidates += answer.candidates
-                answers.append(answer)
-                trace.append(
-                    ShardTrace(
-                        answered_by,
-                        t.buckets,
-                        bounds[t.shard_id],
-                        "searched",
-                        sent_in,
-                        latency * 1e3,
-                        answer.candidates,
-                        hedged=hedged,
-                        sequence=answer.sequence,
-                    )
-                )
-            with tracing.span("coordinator.merge", answers=len(answers)):
-                hits = merge_ranked(answers, query.k)
+                (answer,), latency, hedged, answered_by = outcome
+                answer = self._calibrated(answered_by, index.ref, answer)
+                fanin.answer(t, sent_in, answer, latency, hedged, answered_by)
+            with tracing.span("coordinator.merge", answers=len(fanin.answers)):
+                hits = merge_ranked(fanin.answers, query.k)
         if len(plan) > 1:
-            self.wave_policy.record(index.ref, len(ordered) - len(plan[0]), skipped)
-        return Execution(
-            hits=hits,
-            completeness=Completeness(tuple(sorted(missing)), len(buckets)),
-            trace=tuple(trace),
-            errors=tuple(errors),
-            candidates=candidates,
-            shards_searched=searched,
-            shards_skipped=skipped,
-            hedges_fired=hedges,
-            deadline_hit=deadline_hit,
-        )
+            self.wave_policy.record(index.ref, sum(map(len, plan[1:])), fanin.skipped)
+        return fanin.execution(hits, buckets)
 
     def _patience(self, deadline: float) -> float:
         """How long a wave may hold the next one: a share of the remaining
@@ -302,8 +368,13 @@ class SearchExecutor:
         return query.tenant_id not in tenants or excludes(query.filter, ranges)
 
     async def _attempt(
-        self, shard_id: str, address: str, index: VersionRef, query: ShardQuery, deadline: float
-    ) -> tuple[ShardAnswer, float]:
+        self,
+        shard_id: str,
+        address: str,
+        index: VersionRef,
+        queries: Sequence[ShardQuery],
+        deadline: float,
+    ) -> tuple[list[ShardAnswer], float]:
         remaining = deadline - asyncio.get_running_loop().time()
         if remaining <= 0:
             raise DeadlineExceeded(f"no time left to ask shard {shard_id}")
@@ -312,7 +383,9 @@ class SearchExecutor:
         try:
             # Queueing in the shard's batcher and the call: the fanout to one shard.
             with tracing.span("coordinator.shard", shard_id=shard_id, index=str(index)):
-                (answer,) = await self.shards(shard_id, address).search(index, [query], remaining)
+                answers = await self.shards(shard_id, address).search(
+                    index, list(queries), remaining
+                )
         except asyncio.CancelledError:
             self.tracker.release(shard_id, None)
             raise
@@ -326,38 +399,52 @@ class SearchExecutor:
             raise
         latency = time.perf_counter() - start
         self.tracker.release(shard_id, latency)
-        return answer, latency
+        return answers, latency
 
     def _full_alternates(self, t: Target) -> list[tuple[str, str]]:
         """Replicas holding every bucket of the target (safe to hedge to)."""
         return [(sid, addr) for sid, addr, cov in t.alternates if len(cov) == len(t.buckets)]
 
     async def _attempt_cover(
-        self, cover: list[Alternate], index: VersionRef, query: ShardQuery, deadline: float
-    ) -> tuple[ShardAnswer, float]:
-        """Asks several replicas for one target's buckets; their answers merge
-        (duplicates are removed by the shards → result merge)."""
-        answers = await asyncio.gather(
-            *(self._attempt(sid, addr, index, query, deadline) for sid, addr, _ in cover)
+        self,
+        cover: list[Alternate],
+        index: VersionRef,
+        queries: Sequence[ShardQuery],
+        deadline: float,
+    ) -> tuple[list[ShardAnswer], float]:
+        """Asks several replicas for one target's buckets; per query their
+        answers merge (duplicates are removed by the result merge)."""
+        parts = await asyncio.gather(
+            *(self._attempt(sid, addr, index, queries, deadline) for sid, addr, _ in cover)
         )
-        hits = [h for a, _ in answers for h in a.hits]
-        return (
-            ShardAnswer.of(
-                hits, sum(a.candidates for a, _ in answers), max(a.sequence for a, _ in answers)
-            ),
-            max(lat for _, lat in answers),
-        )
+        merged = []
+        for i in range(len(queries)):
+            answers = [part[i] for part, _ in parts]
+            merged.append(
+                ShardAnswer.of(
+                    [h for a in answers for h in a.hits],
+                    sum(a.candidates for a in answers),
+                    max(a.sequence for a in answers),
+                )
+            )
+        return merged, max(lat for _, lat in parts)
 
     async def _call(
-        self, t: Target, index: VersionRef, query: ShardQuery, deadline: float, route: str
-    ) -> tuple[ShardAnswer, float, bool, str]:
-        """The target's answer; after its shard's p95 a hedged call goes to
-        another replica and the first good answer wins (the other is cancelled)."""
+        self,
+        t: Target,
+        index: VersionRef,
+        queries: Sequence[ShardQuery],
+        deadline: float,
+        route: str,
+    ) -> _Outcome:
+        """The target's answers to `queries`; after its shard's p95 a hedged
+        call goes to another replica and the first good answer wins (the
+        other is cancelled)."""
         loop = asyncio.get_running_loop()
-        primary: asyncio.Future[tuple[ShardAnswer, float]] = asyncio.ensure_future(
-            self._attempt(t.shard_id, t.address, index, query, deadline)
+        primary: asyncio.Future[tuple[list[ShardAnswer], float]] = asyncio.ensure_future(
+            self._attempt(t.shard_id, t.address, index, queries, deadline)
         )
-        tasks: dict[asyncio.Future[tuple[ShardAnswer, float]], tuple[str, bool]] = {
+        tasks: dict[asyncio.Future[tuple[list[ShardAnswer], float]], tuple[str, bool]] = {
             primary: (t.shard_id, False)
         }
         full = self._full_alternates(t)
@@ -372,7 +459,7 @@ class SearchExecutor:
                     alt = self.tracker.choose([s for s, _ in full]) or full[0][0]
                     address = dict(full)[alt]
                     hedge = asyncio.ensure_future(
-                        self._attempt(alt, address, index, query, deadline)
+                        self._attempt(alt, address, index, queries, deadline)
                     )
                     tasks[hedge] = (alt, True)
                     metrics.HEDGES.labels(route, "fired").inc()
@@ -391,8 +478,8 @@ class SearchExecutor:
                         shard_id, hedged = tasks[task]
                         if hedged:
                             metrics.HEDGES.labels(route, "won").inc()
-                        answer, latency = task.result()
-                        return answer, latency, hedged, shard_id
+                        answers, latency = task.result()
+                        return answers, latency, hedged, shard_id
                     errors.append(exc)
                     # Fail over: a replica that refuses (shutting down, crashed)
                     # is answered by another before the buckets count as missing.
@@ -400,7 +487,7 @@ class SearchExecutor:
                     cover = failover_cover(t.buckets, t.alternates, tried)
                     if cover and classify_shard_error(exc) is Decision.TOLERATE:
                         retry = asyncio.ensure_future(
-                            self._attempt_cover(cover, index, query, deadline)
+                            self._attempt_cover(cover, index, queries, deadline)
                         )
                         tasks[retry] = (cover[0][0], False)
                         pending.add(retry)

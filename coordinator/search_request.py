@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from coordinator import cursor as cursors
 from coordinator import metrics
 from coordinator.access import check_access, check_filter_grant
 from coordinator.buckets import tenant_buckets
+from coordinator.fanin import Execution
 from coordinator.model import Diagnostics, SearchQuery, SearchResult, ShardQuery
 from coordinator.partial import require_complete
-from coordinator.search import Execution, SearchExecutor
+from coordinator.search import SearchExecutor
 from coordinator.snapshots import RegistryView
 from core.errors import InvalidArgument, Unavailable
 from core.filters import validate_filter
@@ -93,7 +95,71 @@ async def run_search(
     plan = plan_search(snap, q, resolved)
     t1 = time.perf_counter()
     execution = await _execute(registry, executor, snap, plan, timeout, q.route)
+    return _answer(q, resolved, plan, execution, t0, t1, time.perf_counter())
+
+
+async def run_searches(
+    registry: RegistryView,
+    executor: SearchExecutor,
+    requests: Sequence[tuple[SearchQuery, ResolvedRoute]],
+    timeout: float,
+    t0: float,
+) -> list[SearchResult]:
+    """`run_search` of first pages of one route and index version whose
+    tenants search the same buckets (a SearchBatch's common case): planned
+    one by one, fanned out together (`SearchExecutor.run_many`: one call per
+    shard for all), answered one by one — each the answer `run_search`
+    gives it. The first invalid request fails them all, as it fails a batch."""
+    snap = registry.snapshot
+    plans = [plan_search(snap, q, resolved) for q, resolved in requests]
+    first = plans[0]
+    if any(p.pins is not None or p.index.ref != first.index.ref for p in plans) or any(
+        p.buckets != first.buckets or q.route != requests[0][0].route
+        for (q, _), p in zip(requests, plans, strict=True)
+    ):
+        raise ValueError("run_searches takes first pages of one route, index version and buckets")
+    t1 = time.perf_counter()
+    route = requests[0][0].route
+
+    async def run(s: Snapshot, which: list[int]) -> list[Execution]:
+        return await executor.run_many(
+            s,
+            first.index,
+            s.placement(first.index.ref),
+            [plans[i].query for i in which],
+            first.buckets,
+            timeout,
+            route,
+        )
+
+    executions = await run(snap, list(range(len(plans))))
+    moved = [i for i, e in enumerate(executions) if _refused(e)]
+    if moved:
+        # As `_execute`: a restarted shard comes back on a new address.
+        fresh = await registry.moved(snap)
+        if fresh is not None:
+            for i, execution in zip(moved, await run(fresh, moved), strict=True):
+                executions[i] = execution
     t2 = time.perf_counter()
+    return [
+        _answer(q, resolved, plan, execution, t0, t1, t2)
+        for (q, resolved), plan, execution in zip(requests, plans, executions, strict=True)
+    ]
+
+
+def _refused(execution: Execution) -> bool:
+    return any(isinstance(e, Unavailable) for e in execution.errors)
+
+
+def _answer(
+    q: SearchQuery,
+    resolved: ResolvedRoute,
+    plan: Plan,
+    execution: Execution,
+    t0: float,
+    t1: float,
+    t2: float,
+) -> SearchResult:
     completeness = execution.completeness
     if completeness.partial:
         metrics.labeled(metrics.PARTIAL, q.route).inc()
@@ -155,7 +221,7 @@ async def _execute(
         )
 
     execution = await run(snap)
-    if any(isinstance(e, Unavailable) for e in execution.errors):
+    if _refused(execution):
         # A restarted shard comes back on a new address: if the registry
         # moved shards since, search once more on the fresh snapshot.
         fresh = await registry.moved(snap)

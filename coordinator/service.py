@@ -25,13 +25,14 @@ from coordinator import metrics
 from coordinator.access import require_tenant
 from coordinator.admission import Admission
 from coordinator.background import Background
+from coordinator.buckets import tenant_buckets
 from coordinator.config import Limits
 from coordinator.lookups import Lookups
 from coordinator.model import Access, SearchQuery, SearchResult, WriteRecord
 from coordinator.plans import RoutePlans
 from coordinator.replicas import ReplicaTracker
 from coordinator.search import BoundsProvider, FanoutSettings, SearchExecutor, no_bounds, no_stats
-from coordinator.search_request import run_search
+from coordinator.search_request import run_search, run_searches
 from coordinator.shadow import compare_shadow
 from coordinator.shard import ShardFactory
 from coordinator.snapshots import RegistryView, SnapshotSource
@@ -101,12 +102,24 @@ class RetrievalEngine:
         _, resolved = await self.registry.fresh(resolve)
         return resolved
 
-    async def search(self, q: SearchQuery, timeout: float) -> SearchResult:
-        t0 = time.perf_counter()
+    async def _resolve(self, q: SearchQuery) -> ResolvedRoute:
         with tracing.span("coordinator.resolve", route=q.route):
             resolved = await self.describe_route(q.route, q.access.subject_id, q.access.tenant_id)
         metrics.labeled(metrics.ROUTE_ARM, q.route, resolved.arm).inc()
+        return resolved
+
+    async def search(self, q: SearchQuery, timeout: float) -> SearchResult:
+        t0 = time.perf_counter()
+        resolved = await self._resolve(q)
         result = await run_search(self.registry, self.executor, q, resolved, timeout, t0)
+        self._shadow(q, resolved, result, timeout)
+        return result
+
+    def _shadow(
+        self, q: SearchQuery, resolved: ResolvedRoute, result: SearchResult, timeout: float
+    ) -> None:
+        """The route's shadow bundle, if any, searched in the background and
+        compared with the answer given."""
         shadow = self.plans.shadow(self.registry.snapshot, resolved)
         if shadow is not None and resolved.arm == "primary":
 
@@ -116,12 +129,46 @@ class RetrievalEngine:
                 )
 
             self.background.spawn(compare_shadow(q.route, result, search_shadow))
-        return result
 
     async def search_many(
         self, queries: Sequence[SearchQuery], timeout: float
     ) -> list[SearchResult]:
-        return list(await asyncio.gather(*(self.search(q, timeout) for q in queries)))
+        """Each query's `search` answer. First pages of one route, index
+        version and bucket set go out together (`run_searches`: one call per
+        shard for all of them, not a call, a task and a wait per query and
+        shard); later pages and lone queries go as `search` sends them."""
+        t0 = time.perf_counter()
+        resolved = [await self._resolve(q) for q in queries]
+        snap = self.registry.snapshot
+        groups: dict[tuple[str, VersionRef, tuple[int, ...]], list[int]] = {}
+        pages: list[list[int]] = []  # later pages: pinned to their own replicas
+        for i, (q, r) in enumerate(zip(queries, resolved, strict=True)):
+            if q.cursor:
+                pages.append([i])
+                continue
+            buckets = tenant_buckets(r.index, snap.tenants.get(q.access.tenant_id))
+            groups.setdefault((q.route, r.index.ref, tuple(buckets)), []).append(i)
+
+        async def run(members: list[int]) -> list[tuple[int, SearchResult]]:
+            if len(members) == 1:
+                (i,) = members
+                one = await run_search(
+                    self.registry, self.executor, queries[i], resolved[i], timeout, t0
+                )
+                return [(i, one)]
+            requests = [(queries[i], resolved[i]) for i in members]
+            results = await run_searches(self.registry, self.executor, requests, timeout, t0)
+            return list(zip(members, results, strict=True))
+
+        out: list[SearchResult | None] = [None] * len(queries)
+        for part in await asyncio.gather(*(run(m) for m in [*pages, *groups.values()])):
+            for i, result in part:
+                out[i] = result
+        answers = [r for r in out if r is not None]
+        assert len(answers) == len(queries)
+        for q, r, result in zip(queries, resolved, answers, strict=True):
+            self._shadow(q, r, result, timeout)
+        return answers
 
     async def search_debug(self, q: SearchQuery, timeout: float) -> tuple[SearchResult, str]:
         result = await self.search(q, timeout)

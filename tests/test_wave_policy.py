@@ -10,10 +10,11 @@ import asyncio
 import numpy as np
 import pytest
 
+from coordinator.fanin import Execution
 from coordinator.fanout import WavePolicy
 from coordinator.model import ShardQuery
 from coordinator.replicas import ReplicaTracker
-from coordinator.search import Execution, FanoutSettings, SearchExecutor
+from coordinator.search import FanoutSettings, SearchExecutor
 from core.domain import EntityKey, Metric
 from tests.inmemory import InMemoryShard, snapshot_for
 from tests.static_registry import INDEX
