@@ -14,8 +14,11 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from coordinator.failover import Alternate
+from coordinator.failover import Alternate, alternates
 from coordinator.merge import Hit
+from coordinator.replicas import ReplicaTracker
+from registry.model import Placement
+from registry.snapshot import Snapshot
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,33 @@ class Target:
     # Other serving replicas, with which of `buckets` each also holds (for
     # hedging and failover).
     alternates: tuple[Alternate, ...] = ()
+
+
+def plan_targets(
+    snap: Snapshot,
+    placement: Placement,
+    tracker: ReplicaTracker,
+    buckets: Sequence[int],
+) -> tuple[list[Target], list[int]]:
+    """A serving replica for every bucket, preferring shards already chosen so
+    a query touches as few shards as possible; buckets with no serving
+    replica are returned as unavailable."""
+    chosen: dict[str, list[int]] = {}
+    unavailable: list[int] = []
+    for b in buckets:
+        serving = [s for s in placement.buckets[b] if snap.serving_shard(s) is not None]
+        if not serving:
+            unavailable.append(b)
+            continue
+        already = [s for s in serving if s in chosen]
+        pick = tracker.choose(already or serving)
+        assert pick is not None
+        chosen.setdefault(pick, []).append(b)
+    targets = [
+        Target(sid, snap.shards[sid].address, tuple(bs), alternates(snap, placement, bs, {sid}))
+        for sid, bs in chosen.items()
+    ]
+    return targets, unavailable
 
 
 def order_by_bound(targets: Sequence[Target], bounds: Mapping[str, float]) -> list[Target]:

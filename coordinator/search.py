@@ -20,9 +20,9 @@ import numpy as np
 from coordinator import metrics
 from coordinator.calibration import Calibrator
 from coordinator.exclusion import BucketStats, excludes
-from coordinator.failover import Alternate, alternates, failover_cover
+from coordinator.failover import Alternate, failover_cover
 from coordinator.fanin import Execution, QueryFanin
-from coordinator.fanout import Target, WavePolicy, can_skip, order_by_bound, waves
+from coordinator.fanout import Target, WavePolicy, can_skip, order_by_bound, plan_targets, waves
 from coordinator.merge import Hit, merge_ranked
 from coordinator.model import ShardAnswer, ShardQuery
 from coordinator.partial import Decision, classify_shard_error
@@ -89,33 +89,6 @@ def _pinned(query: ShardQuery, watermark: int | None) -> ShardQuery:
 
 async def _numbered(i: int, execution: Awaitable[Execution]) -> list[tuple[int, Execution]]:
     return [(i, await execution)]
-
-
-def plan_targets(
-    snap: Snapshot,
-    placement: Placement,
-    tracker: ReplicaTracker,
-    buckets: Sequence[int],
-) -> tuple[list[Target], list[int]]:
-    """A serving replica for every bucket, preferring shards already chosen so
-    a query touches as few shards as possible; buckets with no serving
-    replica are returned as unavailable."""
-    chosen: dict[str, list[int]] = {}
-    unavailable: list[int] = []
-    for b in buckets:
-        serving = [s for s in placement.buckets[b] if snap.serving_shard(s) is not None]
-        if not serving:
-            unavailable.append(b)
-            continue
-        already = [s for s in serving if s in chosen]
-        pick = tracker.choose(already or serving)
-        assert pick is not None
-        chosen.setdefault(pick, []).append(b)
-    targets = [
-        Target(sid, snap.shards[sid].address, tuple(bs), alternates(snap, placement, bs, {sid}))
-        for sid, bs in chosen.items()
-    ]
-    return targets, unavailable
 
 
 class SearchExecutor:
@@ -190,9 +163,10 @@ class SearchExecutor:
         Execution `run` would give it (hits, trace, completeness); a query
         that goes in waves is fanned out on its own."""
         deadline = self._deadline(timeout)
+        stats = {b: self.stats(index.ref, b) for b in buckets}
         groups: dict[tuple[int, ...], list[int]] = {}
         for i, q in enumerate(queries):
-            wanted = tuple(b for b in buckets if not self._excluded(index.ref, b, q))
+            wanted = tuple(b for b in buckets if not self._excluded(index.ref, b, q, stats))
             groups.setdefault(wanted, []).append(i)
         jobs: list[Awaitable[list[tuple[int, Execution]]]] = []
         for wanted, members in groups.items():
@@ -358,10 +332,17 @@ class SearchExecutor:
         remaining = max(0.0, deadline - asyncio.get_running_loop().time())
         return remaining * self.settings.wave_patience_share
 
-    def _excluded(self, index: VersionRef, bucket: int, query: ShardQuery) -> bool:
+    def _excluded(
+        self,
+        index: VersionRef,
+        bucket: int,
+        query: ShardQuery,
+        stats: dict[int, tuple[BucketStats, frozenset[str]] | None] | None = None,
+    ) -> bool:
         """Exact only: the bucket holds no row of the tenant, or its ranges
-        rule the filter out (see coordinator.exclusion)."""
-        info = self.stats(index, bucket)
+        rule the filter out (see coordinator.exclusion). `stats`: the
+        buckets' stats read once for a batch of queries."""
+        info = stats[bucket] if stats is not None else self.stats(index, bucket)
         if info is None:
             return False
         ranges, tenants = info
