@@ -9,6 +9,7 @@ way whichever path asked it.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 
 from coordinator.fanout import Target
@@ -110,3 +111,9 @@ class QueryFanin:
             hedges_fired=self.hedges,
             deadline_hit=self.deadline_hit,
         )
+
+
+async def numbered(i: int, execution: Awaitable[Execution]) -> list[tuple[int, Execution]]:
+    """A query's execution with its position in a batch (a batch's fan-outs
+    finish in any order)."""
+    return [(i, await execution)]

@@ -21,7 +21,7 @@ from coordinator import metrics
 from coordinator.calibration import Calibrator
 from coordinator.exclusion import BucketStats, excludes
 from coordinator.failover import Alternate, failover_cover
-from coordinator.fanin import Execution, QueryFanin
+from coordinator.fanin import Execution, QueryFanin, numbered
 from coordinator.fanout import Target, WavePolicy, can_skip, order_by_bound, plan_targets, waves
 from coordinator.merge import Hit, merge_ranked
 from coordinator.model import ShardAnswer, ShardQuery
@@ -85,10 +85,6 @@ def _result(task: asyncio.Future[_Outcome]) -> _Outcome | BaseException:
 
 def _pinned(query: ShardQuery, watermark: int | None) -> ShardQuery:
     return query if watermark is None else dataclasses.replace(query, max_sequence=watermark)
-
-
-async def _numbered(i: int, execution: Awaitable[Execution]) -> list[tuple[int, Execution]]:
-    return [(i, await execution)]
 
 
 class SearchExecutor:
@@ -179,7 +175,7 @@ class SearchExecutor:
                     alone = self._fan_out(
                         index, queries[i], plan, fanin, {}, len(buckets), deadline, route
                     )
-                    jobs.append(_numbered(i, alone))
+                    jobs.append(numbered(i, alone))
                 else:
                     together.append((i, fanin, plan[0]))
             if together:
@@ -410,6 +406,26 @@ class SearchExecutor:
             )
         return merged, max(lat for _, lat in parts)
 
+    async def _call_only(
+        self, t: Target, index: VersionRef, queries: Sequence[ShardQuery], deadline: float
+    ) -> _Outcome:
+        """`_call` where no other replica serves the target (nothing to hedge
+        or fail over to): the attempt runs in the caller's task under the
+        deadline, with no task and no wait of its own."""
+        timeout = asyncio.timeout_at(deadline)
+        try:
+            async with timeout:
+                answers, latency = await self._attempt(
+                    t.shard_id, t.address, index, queries, deadline
+                )
+        except TimeoutError:
+            if not timeout.expired():
+                raise
+            raise DeadlineExceeded(
+                f"shard {t.shard_id} did not answer before the deadline"
+            ) from None
+        return answers, latency, False, t.shard_id
+
     async def _call(
         self,
         t: Target,
@@ -421,6 +437,8 @@ class SearchExecutor:
         """The target's answers to `queries`; after its shard's p95 a hedged
         call goes to another replica and the first good answer wins (the
         other is cancelled)."""
+        if not t.alternates:
+            return await self._call_only(t, index, queries, deadline)
         loop = asyncio.get_running_loop()
         primary: asyncio.Future[tuple[list[ShardAnswer], float]] = asyncio.ensure_future(
             self._attempt(t.shard_id, t.address, index, queries, deadline)
