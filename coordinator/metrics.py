@@ -63,6 +63,12 @@ SHARDS_PER_QUERY = Histogram(
     ["route", "outcome"],
     buckets=(0, 1, 2, 3, 4, 6, 8, 12, 16, 32, 64),
 )
+WAVE_SKIP_RATE = Gauge(
+    "vecshard_search_wave_skip_rate",
+    "Per index version, the decayed share of shards past a query's first wave that their "
+    "bound skipped; below the policy's minimum, queries ask every shard at once",
+    ["index"],
+)
 PARTIAL = Counter(
     "vecshard_search_partial_total", "Searches answered with partial results", ["route"]
 )

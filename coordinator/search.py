@@ -319,6 +319,9 @@ class SearchExecutor:
                 hits = merge_ranked(fanin.answers, query.k)
         if len(plan) > 1:
             self.wave_policy.record(index.ref, sum(map(len, plan[1:])), fanin.skipped)
+            rate = self.wave_policy.skip_rate(index.ref)
+            if rate is not None:
+                metrics.labeled(metrics.WAVE_SKIP_RATE, str(index.ref)).set(rate)
         return fanin.execution(hits, buckets)
 
     def _patience(self, deadline: float) -> float:

@@ -9,6 +9,7 @@ import asyncio
 
 import numpy as np
 import pytest
+from prometheus_client import REGISTRY
 
 from coordinator.fanin import Execution
 from coordinator.fanout import WavePolicy
@@ -114,6 +115,13 @@ def test_shards_alike_are_asked_at_once_after_the_warmup() -> None:
     # After it: one wave, every shard asked at once, but for the exploring queries.
     assert sum(later) <= len(later) // 16 + 1
     assert all(r.shards_searched == 4 for r, w in zip(runs[8:], later, strict=True) if not w)
+    assert skip_rate_metric() < 0.2  # what /metrics shows an operator
+
+
+def skip_rate_metric() -> float:
+    value = REGISTRY.get_sample_value("vecshard_search_wave_skip_rate", {"index": str(IX.ref)})
+    assert value is not None
+    return value
 
 
 def test_shards_that_differ_keep_their_waves_and_skip() -> None:
@@ -123,3 +131,4 @@ def test_shards_that_differ_keep_their_waves_and_skip() -> None:
     runs = searches(shards, queries.astype(np.float32) + rng.normal(scale=0.01, size=(48, 6)), 5)
     assert all(max(t.wave for t in r.trace) > 0 for r in runs)
     assert sum(r.shards_skipped for r in runs[8:]) >= 3 * len(runs[8:])
+    assert skip_rate_metric() >= 0.5
