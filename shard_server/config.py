@@ -62,6 +62,9 @@ class ShardConfig:
     # Share of live queries re-run exactly in the background to estimate
     # recall (vecshard_recall_estimate); 0 turns the re-check off.
     recall_sample_rate: float = 0.01
+    # CPU the re-checks may use, as a share of one core: an exact re-check
+    # scans the whole shard, so its cost grows with it (recall_check.CpuBudget).
+    recall_sample_cpu_share: float = 0.02
     # -- RocksDB's own memory (shard_server.storage.StoreMemory) -------------
     # Memtables of all column families together, one memtable, block cache.
     rocksdb_memtable_mib: int = 64
@@ -79,6 +82,10 @@ class ShardConfig:
             raise ValueError("min_index_rows, build_threads and summary_centroids must be ≥ 1")
         if not 0.0 <= self.recall_sample_rate <= 1.0:
             raise ValueError(f"recall_sample_rate {self.recall_sample_rate} must be in [0, 1]")
+        if not 0.0 < self.recall_sample_cpu_share <= 1.0:
+            raise ValueError(
+                f"recall_sample_cpu_share {self.recall_sample_cpu_share} must be in (0, 1]"
+            )
         if self.maintenance_interval_seconds <= 0:
             raise ValueError("maintenance_interval_seconds must be > 0")
         self.lifecycle_policy()  # validates the engine settings

@@ -25,7 +25,8 @@ RECALL_ESTIMATE = Gauge(
 )
 RECALL_SAMPLES = Counter(
     "vecshard_recall_samples_total",
-    "Live queries re-run exactly, by outcome (measured, dropped when the queue was full, failed)",
+    "Live queries re-run exactly, by outcome (measured, dropped when the queue was full, "
+    "over_budget when the re-checks had spent their CPU share, failed)",
     ["index", "outcome"],
 )
 INDEXING_LAG = Histogram(

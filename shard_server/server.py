@@ -89,6 +89,7 @@ def create_server(
         cfg.maintenance_interval_seconds,
         limits,
         cfg.recall_sample_rate,
+        cfg.recall_sample_cpu_share,
     )
     cache.on_change(node.on_registry_change)
     watch_data_dir(cfg.data_dir)

@@ -108,6 +108,7 @@ class ShardNode:
         maintenance_interval: float = 1.0,
         limits: Limits = DEFAULT_LIMITS,
         recall_sample_rate: float = 0.0,
+        recall_sample_cpu_share: float = 0.02,
     ) -> None:
         self.shard_id = shard_id
         self.limits = limits
@@ -120,7 +121,7 @@ class ShardNode:
         # faiss's OpenMP pool sizes index builds; searches run one query per call.
         faiss.omp_set_num_threads(self.policy.build.threads)
         self.maintainer = Maintainer(lambda: list(self._partitions.values()), maintenance_interval)
-        self.sampler = RecallSampler(recall_sample_rate)
+        self.sampler = RecallSampler(recall_sample_rate, cpu_share=recall_sample_cpu_share)
         # Per index version: attribute names writes carry that the registry
         # does not declare (metadata), confirmed by a re-read.
         self._metadata_only: dict[VersionRef, set[str]] = {}

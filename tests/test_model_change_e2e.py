@@ -68,6 +68,8 @@ def cluster(make_module_cluster: ClusterFactory, data: Data) -> Iterator[LocalCl
             "VECSHARD__COORDINATOR__RETENTION_SWEEP_SECONDS": "0.3",
             "VECSHARD__COORDINATOR__CANARY_INTERVAL_SECONDS": "0.5",
             "VECSHARD__SHARD__RECALL_SAMPLE_RATE": "1.0",
+            # Every query re-checked: a whole core for it, not the default 2 %.
+            "VECSHARD__SHARD__RECALL_SAMPLE_CPU_SHARE": "1.0",
         },
     )
     family = {
@@ -352,7 +354,7 @@ def test_recall_estimate_tracks_a_degraded_hnsw_index(cluster: LocalCluster) -> 
     def measured() -> bool:
         # Under load the re-check queue may drop some (counted): every query
         # is accounted for once measured + dropped reach the number sent.
-        return count("measured") + count("dropped") >= len(queries)
+        return count("measured") + count("dropped") + count("over_budget") >= len(queries)
 
     wait_for(measured, "the shard to re-check every query", 60)
     assert count("measured") >= len(queries) / 2
