@@ -1,28 +1,31 @@
-"""The floor under a search through vecshard's process layout: `python -m benchmarks.grpc_floor`.
+"""The floor under a request through vecshard's process layout: `python -m benchmarks.grpc_floor`.
 
 A search crosses a client → coordinator hop and a coordinator → shard hop to each of two
-shards, in Python gRPC with mutual TLS between the servers. This builds that layout with
-nothing else in it: a *front* process (a ``grpc.aio`` server, as the coordinator) answers
-each call by calling two *backend* processes (sync gRPC servers with a thread pool, as the
-shards) at once and joining their bytes — no protobuf, no search, no routing, no access
-checks, no Python object per hit. Requests and answers are sized like a search's (a
-128-d float32 query in, ten hits out per query), and a call carries ``--batch`` queries
-as ``SearchBatch`` does.
+shards (a GetFeatures of 800 items to each of three), in Python gRPC with mutual TLS
+between the servers. This builds that layout with nothing else in it: a *front* process (a
+``grpc.aio`` server, as the coordinator) answers each call by calling its *backend*
+processes (sync gRPC servers with a thread pool, as the shards) at once and joining their
+bytes — no protobuf, no search, no routing, no access checks, no Python object per hit.
+Requests and answers are sized like the real ones (``--shape search``: a 128-d float32
+query in, ten hits out of each shard; ``--shape features``: an 800-item GetFeatures), and a
+call carries ``--batch`` queries as ``SearchBatch`` does.
 
-Its server CPU per query (front + backends, from ``/proc``) is what the layout costs before
-vecshard does any work, so it bounds from below what ``vecshard bench search`` can reach
-with these processes and this language (issue 12: ≤ 1.0 ms per query with one query per
-call, ≤ 0.4 ms with SearchBatch×16; unloaded p50 ≤ 1.5 ms). The same split as the search
-benchmark's: QPS at ``--in-flight`` calls in flight, CPU per query per process, thread
-switches per call, and the unloaded p50 (one call at a time).
+Its server CPU per query (front + backends, from ``/proc``) and its unloaded latency are what
+the layout costs before vecshard does any work, so they bound from below what ``vecshard bench
+search`` and ``benchmarks.features_bench`` can reach with these processes and this language
+(issue 12: ≤ 1.0 ms per query with one query per call, ≤ 0.4 ms with SearchBatch×16,
+unloaded p50 ≤ 1.5 ms; issue 13: GetFeatures p95 ≤ 10 ms). Printed: QPS at ``--in-flight``
+calls in flight, CPU per query per process, thread switches per call, and the unloaded p50
+and p95 (one call at a time).
 
-    python -m benchmarks.grpc_floor [--batches 1,16] [--in-flight 16] [--seconds 5]
+    python -m benchmarks.grpc_floor [--shape search|features] [--batches 1,16] [--in-flight 16] [--seconds 5]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import statistics
@@ -32,10 +35,12 @@ import tempfile
 import time
 from collections.abc import Sequence
 from concurrent import futures
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
+import numpy as np
 
 from benchmarks.process_cpu import CpuMeter
 from cli.pki import LocalPki
@@ -45,10 +50,27 @@ from core.tls import server_credentials
 
 FRONT_METHOD = "/vecshard.floor.Front/Call"
 BACKEND_METHOD = "/vecshard.floor.Backend/Call"
-QUERY_BYTES = 128 * 4  # one 128-d float32 query
-# Ten hits of one query on the packed internal wire: float32 score, write
-# sequence and an index into a key table, plus the keys (~8 bytes each).
-HITS_BYTES = 10 * (4 + 8 + 4 + 8)
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The sizes of one query's messages, and how many backends it fans out to."""
+
+    name: str
+    request_bytes: int  # one query in the request
+    answer_bytes: int  # one backend's answer to one query
+    backends: int
+
+
+SHAPES = {
+    # A 128-d float32 query in; ten packed hits (score, sequence, key index,
+    # ~8-byte key) out of each of two shards.
+    "search": Shape("search", 128 * 4, 10 * (4 + 8 + 4 + 8), 2),
+    # GetFeatures of 800 items × 2 groups + 1 user (`features_bench`): 6.8 KB
+    # of entity ids in; 57 KB of resolved columns out, a third from each of
+    # three shards (captured from a real request and answer).
+    "features": Shape("features", 6_824, 19_179, 3),
+}
 
 
 def _bytes_handler(method: str, behavior: Any) -> grpc.GenericRpcHandler:
@@ -59,18 +81,16 @@ def _bytes_handler(method: str, behavior: Any) -> grpc.GenericRpcHandler:
     )
 
 
-def _queries(request: bytes) -> int:
-    return max(1, len(request) // QUERY_BYTES)
-
-
-def serve_backend(pki: Path, workers: int) -> None:
-    """A shard's shape: a sync server, a thread pool, mutual TLS."""
+def serve_backend(pki: Path, workers: int, shape: Shape) -> None:
+    """A shard's kind of server: sync, a thread pool, mutual TLS."""
     files = LocalPki(pki).component(ComponentRole.SHARD)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=grpc_options())
-    answer = bytes(HITS_BYTES)
-    server.add_generic_rpc_handlers(
-        (_bytes_handler(BACKEND_METHOD, lambda req, ctx: answer * _queries(req)),)
-    )
+    answer = bytes(shape.answer_bytes)
+
+    def behavior(request: bytes, context: grpc.ServicerContext) -> bytes:
+        return answer * max(1, len(request) // shape.request_bytes)
+
+    server.add_generic_rpc_handlers((_bytes_handler(BACKEND_METHOD, behavior),))
     port = server.add_secure_port(
         "127.0.0.1:0", server_credentials(files, require_client_cert=True)
     )
@@ -102,14 +122,16 @@ async def _serve_front(pki: Path, backends: Sequence[str]) -> None:
 
 
 class Layout:
-    """A front and two backends in their own processes, on loopback."""
+    """A front and its backends in their own processes, on loopback."""
 
-    def __init__(self, pki: Path, backends: int = 2, workers: int = 16) -> None:
+    def __init__(self, pki: Path, shape: Shape = SHAPES["search"], workers: int = 16) -> None:
         """`pki`: a `cli.pki.LocalPki` directory (certificates of both roles)."""
         self.pki = pki
+        self.shape = shape
         self.procs: dict[str, subprocess.Popen[str]] = {}
         ports = [
-            self._start(f"backend-{i}", "backend", f"--workers={workers}") for i in range(backends)
+            self._start(f"backend-{i}", "backend", f"--workers={workers}", f"--shape={shape.name}")
+            for i in range(shape.backends)
         ]
         front = self._start(
             "front", "front", "--backends=" + ",".join(f"127.0.0.1:{p}" for p in ports)
@@ -151,14 +173,13 @@ class Layout:
                 p.stdout.close()
 
 
-async def _load(
-    address: str, pki: Path, batch: int, in_flight: int, seconds: float, pids: dict[str, int]
-) -> dict[str, Any]:
+async def _load(layout: Layout, batch: int, in_flight: int, seconds: float) -> dict[str, Any]:
+    address, pki, pids, shape = layout.address, layout.pki, layout.pids, layout.shape
     creds = grpc.ssl_channel_credentials((pki / "ca.pem").read_bytes())
     async with grpc.aio.secure_channel(address, creds, options=grpc_options()) as channel:
         call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(FRONT_METHOD)
-        request = bytes(QUERY_BYTES * batch)
-        expected = 2 * HITS_BYTES * batch
+        request = bytes(shape.request_bytes * batch)
+        expected = shape.backends * shape.answer_bytes * batch
         for _ in range(20):  # connections, TLS sessions, the servers' threads
             await call(request, timeout=10)
         unloaded = []
@@ -195,35 +216,47 @@ async def _load(
         "server_cpu_ms_per_query": server,
         "context_switches_per_call": {name: (n or 0) / done for name, n in meter.switches.items()},
         "unloaded_p50_ms": statistics.median(unloaded),
+        "unloaded_p95_ms": float(np.percentile(unloaded, 95)),
     }
 
 
-def run(batches: Sequence[int], in_flight: int, seconds: float) -> dict[str, Any]:
+def run(
+    batches: Sequence[int], in_flight: int, seconds: float, shape: Shape = SHAPES["search"]
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="vecshard-floor-") as tmp:
-        layout = Layout(LocalPki.ensure(Path(tmp) / "pki").root)
+        layout = Layout(LocalPki.ensure(Path(tmp) / "pki").root, shape)
         try:
-            points = [
-                asyncio.run(_load(layout.address, layout.pki, b, in_flight, seconds, layout.pids))
-                for b in batches
-            ]
+            points = [asyncio.run(_load(layout, b, in_flight, seconds)) for b in batches]
         finally:
             layout.stop()
-    return {"in_flight": in_flight, "seconds": seconds, "points": points}
+    return {
+        "shape": dataclasses.asdict(shape),
+        "in_flight": in_flight,
+        "seconds": seconds,
+        "points": points,
+    }
 
 
 def report(result: dict[str, Any]) -> str:
+    shape = result["shape"]
+    backends = [f"backend-{i}" for i in range(shape["backends"])]
     lines = [
-        f"front (grpc.aio) + 2 backends (sync), mutual TLS, no work; {result['in_flight']} calls in flight",
-        " batch       QPS  server CPU ms/query  front  backend-0  backend-1  client"
-        "  switches/call front·backends  unloaded p50 ms",
+        f"{shape['name']}: front (grpc.aio) + {len(backends)} backends (sync), mutual TLS, "
+        f"no work; {shape['request_bytes']:,} B in and {shape['answer_bytes']:,} B out of each "
+        f"backend per query; {result['in_flight']} calls in flight",
+        " batch       QPS  server CPU ms/query  front  "
+        + "  ".join(f"{b:>9}" for b in backends)
+        + "  client  switches/call front · backends  unloaded p50 / p95 ms",
     ]
     for p in result["points"]:
         c, s = p["cpu_ms_per_query"], p["context_switches_per_call"]
         lines.append(
             f"{p['batch']:>6} {p['qps']:>9,.0f} {p['server_cpu_ms_per_query']:>20.3f}"
-            f" {c['front']:>6.3f} {c['backend-0']:>10.3f} {c['backend-1']:>10.3f} {c['client']:>7.3f}"
-            f"  {s['front']:>10.1f} · {s['backend-0']:.1f} + {s['backend-1']:.1f}"
-            f" {p['unloaded_p50_ms']:>16.2f}"
+            f" {c['front']:>6.3f}  "
+            + "  ".join(f"{c[b]:>9.3f}" for b in backends)
+            + f" {c['client']:>7.3f}  {s['front']:>13.1f} · "
+            + " + ".join(f"{s[b]:.1f}" for b in backends)
+            + f"  {p['unloaded_p50_ms']:>10.2f} / {p['unloaded_p95_ms']:.2f}"
         )
     return "\n".join(lines)
 
@@ -233,13 +266,21 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m benchmarks.grpc_floor",
         description=(
             "Server CPU per query and unloaded latency of vecshard's process layout "
-            "(a grpc.aio front calling two sync gRPC backends, mutual TLS) with no work "
-            "in it: the floor under `vecshard bench search`."
+            "(a grpc.aio front calling sync gRPC backends at once, mutual TLS) with no "
+            "work in it: the floor under `vecshard bench search` (--shape search) and "
+            "`benchmarks.features_bench` (--shape features)."
         ),
     )
     p.add_argument("--batches", default="1,16", help="queries per call, comma-separated")
     p.add_argument("--in-flight", type=int, default=16, help="calls in flight (default 16)")
     p.add_argument("--seconds", type=float, default=5.0, help="per batch size (default 5)")
+    p.add_argument(
+        "--shape",
+        choices=sorted(SHAPES),
+        default="search",
+        help="message sizes and backends: a search (2 shards) or an 800-item GetFeatures "
+        "(3 shards); default search",
+    )
     p.add_argument("--out", help="also write the figures as JSON here")
     p.add_argument(
         "--role", choices=["bench", "front", "backend"], default="bench", help=argparse.SUPPRESS
@@ -249,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=16, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.role == "backend":
-        serve_backend(Path(args.pki), args.workers)
+        serve_backend(Path(args.pki), args.workers, SHAPES[args.shape])
         return 0
     if args.role == "front":
         asyncio.run(_serve_front(Path(args.pki), args.backends.split(",")))
@@ -257,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     batches = [int(b) for b in args.batches.split(",")]
     if not batches or min(batches) < 1 or args.in_flight < 1 or args.seconds <= 0:
         p.error("--batches must be positive integers, --in-flight ≥ 1 and --seconds > 0")
-    result = run(batches, args.in_flight, args.seconds)
+    result = run(batches, args.in_flight, args.seconds, SHAPES[args.shape])
     result["load_average"] = list(os.getloadavg())
     print(report(result))
     if args.out:

@@ -12,24 +12,26 @@ import pytest
 from benchmarks import grpc_floor
 
 
+@pytest.mark.parametrize("shape, backends", [("search", 2), ("features", 3)])
 def test_floor_reports_each_batch_size_with_every_process(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    shape: str, backends: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "floor.json"
-    argv = ["--batches", "1,4", "--in-flight", "2", "--seconds", "0.3", "--out", str(out)]
-    assert grpc_floor.main(argv) == 0
+    argv = ["--shape", shape, "--batches", "1,4", "--in-flight", "2", "--seconds", "0.3"]
+    assert grpc_floor.main([*argv, "--out", str(out)]) == 0
     figures = json.loads(out.read_text())
+    assert figures["shape"]["name"] == shape and figures["shape"]["backends"] == backends
     points = figures["points"]
     assert [p["batch"] for p in points] == [1, 4]
+    servers = ["front", *(f"backend-{i}" for i in range(backends))]
     for p in points:
         cpu = p["cpu_ms_per_query"]
-        assert set(cpu) == {"client", "front", "backend-0", "backend-1"}
+        assert set(cpu) == {"client", *servers}
         # Every server did work for the calls (answers of the wrong size fail the run).
-        assert p["calls"] > 0 and min(cpu["front"], cpu["backend-0"], cpu["backend-1"]) > 0
-        server = cpu["front"] + cpu["backend-0"] + cpu["backend-1"]
-        assert p["server_cpu_ms_per_query"] == pytest.approx(server)
-        assert p["qps"] > 0 and p["unloaded_p50_ms"] > 0
-    assert "unloaded p50" in capsys.readouterr().out
+        assert p["calls"] > 0 and min(cpu[s] for s in servers) > 0
+        assert p["server_cpu_ms_per_query"] == pytest.approx(sum(cpu[s] for s in servers))
+        assert p["qps"] > 0 and 0 < p["unloaded_p50_ms"] <= p["unloaded_p95_ms"]
+    assert "unloaded p50 / p95" in capsys.readouterr().out
 
 
 def test_a_backend_that_cannot_start_is_reported(tmp_path: Path) -> None:
