@@ -1,4 +1,5 @@
-"""Bounded fanout: which shards to ask, in which waves, and which to skip.
+"""Bounded fanout: which shards to ask, in which waves, which to skip, and
+within what share of the caller's deadline (`FanoutSettings`).
 
 A shard may be skipped once the current k-th result beats every score the
 shard could return. Under the global order (score desc, then entity_id,
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from coordinator.failover import Alternate, alternates
 from coordinator.merge import Hit
 from coordinator.replicas import ReplicaTracker
+from core.domain import VersionRef
 from registry.model import Placement
 from registry.snapshot import Snapshot
 
@@ -31,6 +33,24 @@ class Target:
     # Other serving replicas, with which of `buckets` each also holds (for
     # hedging and failover).
     alternates: tuple[Alternate, ...] = ()
+
+
+@dataclass(frozen=True)
+class FanoutSettings:
+    # Shards in the first wave when bounds are known (later waves grow).
+    first_wave: int = 1
+    hedge: bool = True
+    # A wave that has not answered lets the next one go after this share of
+    # the remaining budget (its calls stay in flight).
+    wave_patience_share: float = 0.25
+    # Kept back from the caller's deadline for merging and answering: this
+    # share of the budget, at least `min_margin`, at most `max_margin`.
+    margin_share: float = 0.1
+    min_margin: float = 0.005
+    max_margin: float = 0.25
+
+    def margin(self, timeout: float) -> float:
+        return min(self.max_margin, max(self.min_margin, self.margin_share * timeout))
 
 
 def plan_targets(
@@ -129,9 +149,9 @@ class WavePolicy:
         self.warmup = warmup
         self.explore_every = explore_every
         self.decay = decay
-        self._by_index: dict[object, _Pruning] = {}
+        self._by_index: dict[VersionRef, _Pruning] = {}
 
-    def use_waves(self, index: object) -> bool:
+    def use_waves(self, index: VersionRef) -> bool:
         """Asked only for a query that could go in more than one wave."""
         p = self._by_index.setdefault(index, _Pruning())
         p.asked += 1
@@ -139,7 +159,7 @@ class WavePolicy:
             return True
         return p.skipped >= self.min_skip_rate * p.later
 
-    def record(self, index: object, later: int, skipped: int) -> None:
+    def record(self, index: VersionRef, later: int, skipped: int) -> None:
         """What a query that went in waves found: `later` targets past its
         first wave, `skipped` of them skipped by bound."""
         p = self._by_index.setdefault(index, _Pruning())
@@ -147,7 +167,7 @@ class WavePolicy:
         p.skipped = p.skipped * self.decay + skipped
         p.observed += 1
 
-    def skip_rate(self, index: object) -> float | None:
+    def skip_rate(self, index: VersionRef) -> float | None:
         """The decayed share of later-wave targets skipped (None: no data)."""
         p = self._by_index.get(index)
         return p.skipped / p.later if p is not None and p.later > 0 else None

@@ -29,6 +29,7 @@ import numpy as np
 
 from coordinator import metrics
 from coordinator.access import own_entities, require_tenant
+from coordinator.fanout import FanoutSettings
 from coordinator.model import (
     Access,
     EntityColumns,
@@ -38,7 +39,6 @@ from coordinator.model import (
 )
 from coordinator.partial import Decision, classify_shard_error
 from coordinator.replicas import ReplicaTracker
-from coordinator.search import FanoutSettings
 from coordinator.shard import ShardFactory
 from coordinator.snapshots import RegistryView
 from core.column_wire import RowColumns

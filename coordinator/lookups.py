@@ -27,9 +27,9 @@ import numpy.typing as npt
 from coordinator.access import check_access, own_keys
 from coordinator.config import Limits
 from coordinator.failover import alternates, failover_cover
+from coordinator.fanout import FanoutSettings
 from coordinator.model import Access
 from coordinator.partial import Decision, classify_shard_error
-from coordinator.search import FanoutSettings
 from coordinator.shard import ShardFactory
 from coordinator.snapshots import RegistryView
 from coordinator.writes import now_micros

@@ -13,7 +13,6 @@ import dataclasses
 import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -22,7 +21,15 @@ from coordinator.calibration import Calibrator
 from coordinator.exclusion import BucketStats, excludes
 from coordinator.failover import Alternate, failover_cover
 from coordinator.fanin import Execution, QueryFanin, numbered
-from coordinator.fanout import Target, WavePolicy, can_skip, order_by_bound, plan_targets, waves
+from coordinator.fanout import (
+    FanoutSettings,
+    Target,
+    WavePolicy,
+    can_skip,
+    order_by_bound,
+    plan_targets,
+    waves,
+)
 from coordinator.merge import Hit, merge_ranked
 from coordinator.model import ShardAnswer, ShardQuery
 from coordinator.partial import Decision, classify_shard_error
@@ -50,24 +57,6 @@ StatsProvider = Callable[[VersionRef, int], tuple[BucketStats, frozenset[str]] |
 
 def no_stats(index: VersionRef, bucket: int) -> tuple[BucketStats, frozenset[str]] | None:
     return None
-
-
-@dataclass(frozen=True)
-class FanoutSettings:
-    # Shards in the first wave when bounds are known (later waves grow).
-    first_wave: int = 1
-    hedge: bool = True
-    # A wave that has not answered lets the next one go after this share of
-    # the remaining budget (its calls stay in flight).
-    wave_patience_share: float = 0.25
-    # Kept back from the caller's deadline for merging and answering: this
-    # share of the budget, at least `min_margin`, at most `max_margin`.
-    margin_share: float = 0.1
-    min_margin: float = 0.005
-    max_margin: float = 0.25
-
-    def margin(self, timeout: float) -> float:
-        return min(self.max_margin, max(self.min_margin, self.margin_share * timeout))
 
 
 # A shard call's answers (one per query it carried), its latency in seconds,
@@ -225,13 +214,7 @@ class SearchExecutor:
         for j, (i, fanin, ordered) in enumerate(together):
             # In bound order, as `run` sends them (deterministic traces).
             for t in ordered:
-                outcome = outcomes[t.shard_id]
-                if isinstance(outcome, BaseException):
-                    fanin.fail(t, 0, outcome)
-                    continue
-                answers, latency, hedged, answered_by = outcome
-                answer = self._calibrated(answered_by, index.ref, answers[j])
-                fanin.answer(t, 0, answer, latency, hedged, answered_by)
+                self._settle(fanin, index, t, 0, outcomes[t.shard_id], j)
             with tracing.span("coordinator.merge", answers=len(fanin.answers)):
                 hits = merge_ranked(fanin.answers, queries[i].k)
             out.append((i, fanin.execution(hits, buckets)))
@@ -255,14 +238,32 @@ class SearchExecutor:
             return waves(ordered, self.settings.first_wave)
         return [ordered]
 
-    def _calibrated(self, answered_by: str, index: VersionRef, answer: ShardAnswer) -> ShardAnswer:
-        if not answer.approximate:
-            return answer
-        return ShardAnswer.of(
-            self.calibrator.calibrate(answered_by, index, answer.hits, answer.reference_scores),
-            answer.candidates,
-            answer.sequence,
-        )
+    def _settle(
+        self,
+        fanin: QueryFanin,
+        index: IndexVersion,
+        t: Target,
+        wave: int,
+        outcome: _Outcome | BaseException,
+        j: int = 0,
+    ) -> None:
+        """One call's outcome for the `j`-th query it carried: a failure the
+        request survives (the caller raised the others), or its answer,
+        calibrated where it was approximate."""
+        if isinstance(outcome, BaseException):
+            fanin.fail(t, wave, outcome)
+            return
+        answers, latency, hedged, answered_by = outcome
+        answer = answers[j]
+        if answer.approximate:
+            answer = ShardAnswer.of(
+                self.calibrator.calibrate(
+                    answered_by, index.ref, answer.hits, answer.reference_scores
+                ),
+                answer.candidates,
+                answer.sequence,
+            )
+        fanin.answer(t, wave, answer, latency, hedged, answered_by)
 
     async def _fan_out(
         self,
@@ -305,16 +306,14 @@ class SearchExecutor:
             for task in [f for f in pending if f in done]:
                 t, sent_in = pending.pop(task)
                 outcome = _result(task)
-                if isinstance(outcome, BaseException):
-                    if classify_shard_error(outcome) is Decision.ABORT:
-                        for other in pending:
-                            other.cancel()
-                        raise outcome
-                    fanin.fail(t, sent_in, outcome)
-                    continue
-                (answer,), latency, hedged, answered_by = outcome
-                answer = self._calibrated(answered_by, index.ref, answer)
-                fanin.answer(t, sent_in, answer, latency, hedged, answered_by)
+                if (
+                    isinstance(outcome, BaseException)
+                    and classify_shard_error(outcome) is Decision.ABORT
+                ):
+                    for other in pending:
+                        other.cancel()
+                    raise outcome
+                self._settle(fanin, index, t, sent_in, outcome)
             with tracing.span("coordinator.merge", answers=len(fanin.answers)):
                 hits = merge_ranked(fanin.answers, query.k)
         if len(plan) > 1:

@@ -8,6 +8,7 @@ this module is what a request adds around it.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 from collections.abc import Sequence
@@ -22,6 +23,7 @@ from coordinator.model import Diagnostics, SearchQuery, SearchResult, ShardQuery
 from coordinator.partial import require_complete
 from coordinator.search import SearchExecutor
 from coordinator.snapshots import RegistryView
+from core.domain import VersionRef
 from core.errors import InvalidArgument, Unavailable
 from core.filters import validate_filter
 from core.vectors import check_vector
@@ -105,45 +107,34 @@ async def run_searches(
     timeout: float,
     t0: float,
 ) -> list[SearchResult]:
-    """`run_search` of first pages of one route and index version whose
-    tenants search the same buckets (a SearchBatch's common case): planned
-    one by one, fanned out together (`SearchExecutor.run_many`: one call per
-    shard for all), answered one by one — each the answer `run_search`
-    gives it. The first invalid request fails them all, as it fails a batch."""
+    """`run_search` of many first pages (a SearchBatch): planned one by one
+    (the first invalid request fails them all, as it fails a batch); those of
+    one route, index version and bucket set fanned out together
+    (`SearchExecutor.run_many`: one call per shard for all of them); each
+    answered as `run_search` answers it."""
     snap = registry.snapshot
     plans = [plan_search(snap, q, resolved) for q, resolved in requests]
-    first = plans[0]
-    if any(p.pins is not None or p.index.ref != first.index.ref for p in plans) or any(
-        p.buckets != first.buckets or q.route != requests[0][0].route
-        for (q, _), p in zip(requests, plans, strict=True)
-    ):
-        raise ValueError("run_searches takes first pages of one route, index version and buckets")
+    if any(p.pins is not None for p in plans):
+        raise ValueError("run_searches takes first pages; a later page goes through run_search")
     t1 = time.perf_counter()
-    route = requests[0][0].route
+    groups: dict[tuple[str, VersionRef, tuple[int, ...]], list[int]] = {}
+    for i, ((q, _), p) in enumerate(zip(requests, plans, strict=True)):
+        groups.setdefault((q.route, p.index.ref, tuple(p.buckets)), []).append(i)
+    executions: list[Execution | None] = [None] * len(plans)
 
-    async def run(s: Snapshot, which: list[int]) -> list[Execution]:
-        return await executor.run_many(
-            s,
-            first.index,
-            s.placement(first.index.ref),
-            [plans[i].query for i in which],
-            first.buckets,
-            timeout,
-            route,
-        )
+    async def run(route: str, members: list[int]) -> None:
+        group = [plans[i] for i in members]
+        found = await _execute_many(registry, executor, snap, group, timeout, route)
+        for i, execution in zip(members, found, strict=True):
+            executions[i] = execution
 
-    executions = await run(snap, list(range(len(plans))))
-    moved = [i for i, e in enumerate(executions) if _refused(e)]
-    if moved:
-        # As `_execute`: a restarted shard comes back on a new address.
-        fresh = await registry.moved(snap)
-        if fresh is not None:
-            for i, execution in zip(moved, await run(fresh, moved), strict=True):
-                executions[i] = execution
+    await asyncio.gather(*(run(route, members) for (route, _, _), members in groups.items()))
     t2 = time.perf_counter()
+    done = [e for e in executions if e is not None]
+    assert len(done) == len(plans)  # every request is in one group
     return [
         _answer(q, resolved, plan, execution, t0, t1, t2)
-        for (q, resolved), plan, execution in zip(requests, plans, executions, strict=True)
+        for (q, resolved), plan, execution in zip(requests, plans, done, strict=True)
     ]
 
 
@@ -228,3 +219,31 @@ async def _execute(
         if fresh is not None:
             execution = await run(fresh)
     return execution
+
+
+async def _execute_many(
+    registry: RegistryView,
+    executor: SearchExecutor,
+    snap: Snapshot,
+    plans: list[Plan],
+    timeout: float,
+    route: str,
+) -> list[Execution]:
+    """`_execute` for first pages of one index version and bucket set."""
+    first = plans[0]
+
+    async def run(s: Snapshot, which: list[int]) -> list[Execution]:
+        queries = [plans[i].query for i in which]
+        placement = s.placement(first.index.ref)
+        return await executor.run_many(
+            s, first.index, placement, queries, first.buckets, timeout, route
+        )
+
+    executions = await run(snap, list(range(len(plans))))
+    moved = [i for i, e in enumerate(executions) if _refused(e)]
+    if moved:
+        fresh = await registry.moved(snap)
+        if fresh is not None:
+            for i, execution in zip(moved, await run(fresh, moved), strict=True):
+                executions[i] = execution
+    return executions

@@ -25,13 +25,13 @@ from coordinator import metrics
 from coordinator.access import require_tenant
 from coordinator.admission import Admission
 from coordinator.background import Background
-from coordinator.buckets import tenant_buckets
 from coordinator.config import Limits
+from coordinator.fanout import FanoutSettings
 from coordinator.lookups import Lookups
 from coordinator.model import Access, SearchQuery, SearchResult, WriteRecord
 from coordinator.plans import RoutePlans
 from coordinator.replicas import ReplicaTracker
-from coordinator.search import BoundsProvider, FanoutSettings, SearchExecutor, no_bounds, no_stats
+from coordinator.search import BoundsProvider, SearchExecutor, no_bounds, no_stats
 from coordinator.search_request import run_search, run_searches
 from coordinator.shadow import compare_shadow
 from coordinator.shard import ShardFactory
@@ -133,35 +133,31 @@ class RetrievalEngine:
     async def search_many(
         self, queries: Sequence[SearchQuery], timeout: float
     ) -> list[SearchResult]:
-        """Each query's `search` answer. First pages of one route, index
-        version and bucket set go out together (`run_searches`: one call per
-        shard for all of them, not a call, a task and a wait per query and
-        shard); later pages and lone queries go as `search` sends them."""
+        """Each query's `search` answer. First pages go through
+        `run_searches` (those of one route, index version and bucket set
+        share one call per shard, not a call, a task and a wait per query and
+        shard); later pages go as `search` sends them."""
         t0 = time.perf_counter()
         resolved = [await self._resolve(q) for q in queries]
-        snap = self.registry.snapshot
-        groups: dict[tuple[str, VersionRef, tuple[int, ...]], list[int]] = {}
-        pages: list[list[int]] = []  # later pages: pinned to their own replicas
-        for i, (q, r) in enumerate(zip(queries, resolved, strict=True)):
-            if q.cursor:
-                pages.append([i])
-                continue
-            buckets = tenant_buckets(r.index, snap.tenants.get(q.access.tenant_id))
-            groups.setdefault((q.route, r.index.ref, tuple(buckets)), []).append(i)
+        firsts = [i for i, q in enumerate(queries) if not q.cursor]
+        # Later pages: each pinned to the replicas its first page read.
+        pages = [i for i, q in enumerate(queries) if q.cursor]
 
-        async def run(members: list[int]) -> list[tuple[int, SearchResult]]:
-            if len(members) == 1:
-                (i,) = members
-                one = await run_search(
-                    self.registry, self.executor, queries[i], resolved[i], timeout, t0
-                )
-                return [(i, one)]
-            requests = [(queries[i], resolved[i]) for i in members]
+        async def first_pages() -> list[tuple[int, SearchResult]]:
+            if not firsts:
+                return []
+            requests = [(queries[i], resolved[i]) for i in firsts]
             results = await run_searches(self.registry, self.executor, requests, timeout, t0)
-            return list(zip(members, results, strict=True))
+            return list(zip(firsts, results, strict=True))
+
+        async def page(i: int) -> list[tuple[int, SearchResult]]:
+            one = await run_search(
+                self.registry, self.executor, queries[i], resolved[i], timeout, t0
+            )
+            return [(i, one)]
 
         out: list[SearchResult | None] = [None] * len(queries)
-        for part in await asyncio.gather(*(run(m) for m in [*pages, *groups.values()])):
+        for part in await asyncio.gather(first_pages(), *map(page, pages)):
             for i, result in part:
                 out[i] = result
         answers = [r for r in out if r is not None]

@@ -23,6 +23,7 @@ from client.retrieval_client import Record, RetrievalClient
 from protos.vecshard.v1.internal import shard_pb2 as spb
 from protos.vecshard.v1.internal import shard_pb2_grpc
 from registry.quality import encode_vector
+from tests.polling import eventually
 
 VECSHARD = str(Path(sys.executable).parent / "vecshard")
 DIM, N, K = 16, 600, 10
@@ -212,11 +213,7 @@ class Load:
 
 def wait_for(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
     """Polls a state another process changes (no event reaches this one)."""
-    tick = threading.Event()
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        tick.wait(0.05)
+    assert eventually(check, timeout), f"timed out waiting for {what}"
 
 
 def coordinator_metric(cluster: LocalCluster, series: str) -> float | None:

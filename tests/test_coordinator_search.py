@@ -14,10 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
-from coordinator.fanout import plan_targets
+from coordinator.fanout import FanoutSettings, plan_targets
 from coordinator.model import ShardQuery
 from coordinator.replicas import ReplicaTracker
-from coordinator.search import FanoutSettings, SearchExecutor
+from coordinator.search import SearchExecutor
 from coordinator.service import Limits, RetrievalEngine
 from core.domain import EntityKey, Metric, VersionRef
 from core.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted, Unavailable

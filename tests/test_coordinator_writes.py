@@ -16,11 +16,12 @@ import pytest
 
 from coordinator.buckets import key_bucket
 from coordinator.failover import alternates, failover_cover
+from coordinator.fanout import FanoutSettings
 from coordinator.model import Access, ShardQuery, WriteRecord
 from coordinator.moves import MoveDelete, move_deletes
 from coordinator.quorum import QuorumTally
 from coordinator.replicas import ReplicaTracker
-from coordinator.search import FanoutSettings, SearchExecutor
+from coordinator.search import SearchExecutor
 from coordinator.service import RetrievalEngine
 from coordinator.shard import Shard
 from core.domain import EntityKey

@@ -14,10 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from coordinator.fanin import Execution
-from coordinator.fanout import WavePolicy
+from coordinator.fanout import FanoutSettings, WavePolicy
 from coordinator.model import ShardQuery
 from coordinator.replicas import ReplicaTracker
-from coordinator.search import FanoutSettings, SearchExecutor
+from coordinator.search import SearchExecutor
 from core.domain import Metric
 from core.errors import InvalidArgument, Unavailable
 from core.filters import Range

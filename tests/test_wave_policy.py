@@ -12,16 +12,16 @@ import pytest
 from prometheus_client import REGISTRY
 
 from coordinator.fanin import Execution
-from coordinator.fanout import WavePolicy
+from coordinator.fanout import FanoutSettings, WavePolicy
 from coordinator.model import ShardQuery
 from coordinator.replicas import ReplicaTracker
-from coordinator.search import FanoutSettings, SearchExecutor
-from core.domain import EntityKey, Metric
+from coordinator.search import SearchExecutor
+from core.domain import EntityKey, Metric, VersionRef
 from tests.inmemory import InMemoryShard, snapshot_for
 from tests.static_registry import INDEX
 from tests.test_coordinator_search import IX, clustered_shards
 
-IXA, IXB = "ix-a", "ix-b"
+IXA, IXB = VersionRef("ix-a", "v1"), VersionRef("ix-b", "v1")
 
 
 def test_the_warmup_goes_in_waves_whatever_it_finds() -> None:
