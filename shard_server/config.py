@@ -70,6 +70,9 @@ class ShardConfig:
     rocksdb_memtable_mib: int = 64
     rocksdb_write_buffer_mib: int = 16
     rocksdb_block_cache_mib: int = 32
+    # Feature rows kept in memory beside RocksDB (shard_server.feature_cache):
+    # groups that fit are read from a dict; 0 reads every group from RocksDB.
+    feature_cache_mib: int = 256
 
     def __post_init__(self) -> None:
         if not self.shard_id or "/" in self.shard_id:
@@ -96,6 +99,7 @@ class ShardConfig:
             memtable_bytes=self.rocksdb_memtable_mib * MIB,
             write_buffer_bytes=self.rocksdb_write_buffer_mib * MIB,
             block_cache_bytes=self.rocksdb_block_cache_mib * MIB,
+            feature_cache_bytes=self.feature_cache_mib * MIB,
         )
 
     def lifecycle_policy(self) -> LifecyclePolicy:

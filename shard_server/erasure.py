@@ -25,13 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.domain import EntityKey
-from shard_server.feature_store import entity_key
+from shard_server.feature_store import FEATURE_FAMILY, entity_key
 from shard_server.service import ShardNode
 from shard_server.storage import TOMBSTONES, ShardStore
 
 log = logging.getLogger(__name__)
-
-FEATURE_PREFIX = "features:"
 
 
 @dataclass(frozen=True)
@@ -53,7 +51,7 @@ class ShardEraser:
         raw = [entity_key(k) for k in keys]
         deleted = 0
         for cf in self.store.column_families():
-            if not cf.startswith(FEATURE_PREFIX):
+            if not cf.startswith(FEATURE_FAMILY):
                 continue
             found = self.store.multi_get(cf, raw)
             dead = [(cf, k) for k, v in zip(raw, found, strict=True) if v is not None]

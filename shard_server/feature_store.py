@@ -18,6 +18,7 @@ RocksDB batch synced to the WAL before it returns (through
 
 from __future__ import annotations
 
+import logging
 import struct
 import threading
 from collections.abc import Iterator, Sequence
@@ -38,10 +39,13 @@ from registry.feature_batches import (
 )
 from registry.feature_values import is_expired
 from registry.features import GroupRow, GroupSchema, PutAck
+from shard_server.feature_cache import FeatureRowCache, row_bytes
 from shard_server.feature_rows import decode_rows, encode_rows, row_times
 from shard_server.records import _part, parse_parts
 from shard_server.storage import ShardStore, StoreMemory
 
+log = logging.getLogger(__name__)
+FEATURE_FAMILY = "features:"  # the prefix of every feature group version's family
 _LENGTH = struct.Struct("<H")  # of a key part, as `records._part` writes it
 # Purges delete in chunks so one purge never holds the write lock for long.
 _PURGE_CHUNK = 4096
@@ -50,7 +54,7 @@ _PURGE_CHUNK = 4096
 def column_family(group: VersionRef) -> str:
     """Names never contain ':' (registry.features validates them), so this
     cannot collide with another group or with the shard's own families."""
-    return f"features:{group.name}:{group.version}"
+    return f"{FEATURE_FAMILY}{group.name}:{group.version}"
 
 
 def entity_key(key: EntityKey) -> bytes:
@@ -93,11 +97,21 @@ class FeatureStorage(Protocol):
 
 class FeatureShardStore(ShardStore):
     """`ShardStore` with column families created at runtime (one per feature
-    group version); `ShardStore` opens the ones already on disk."""
+    group version); `ShardStore` opens the ones already on disk. Feature
+    rows that fit `StoreMemory.feature_cache_bytes` are also kept in memory
+    (`FeatureRowCache`) and read from there: the feature families on disk
+    are copied by a background scan after open, new ones as they are made."""
 
     def __init__(self, path: Path, memory: StoreMemory | None = None) -> None:
         super().__init__(path, memory)
         self._cf_lock = threading.Lock()
+        self.row_cache = FeatureRowCache(self.memory.feature_cache_bytes)
+        self._closing = threading.Event()
+        existing = [cf for cf in self._cfs if cf.startswith(FEATURE_FAMILY)]
+        self._warmer = threading.Thread(
+            target=self._warm, args=(existing,), name="feature-cache-warm", daemon=True
+        )
+        self._warmer.start()
 
     def ensure_column_family(self, name: str) -> None:
         # Why a lock: two writers creating the same family at once would make
@@ -107,10 +121,83 @@ class FeatureShardStore(ShardStore):
                 return
             cf = self._db.create_column_family(name, self._cf_options())
             self._handles[name] = self._db.get_column_family_handle(name)
+            with self._seq_lock:
+                self.row_cache.created(name)
             self._cfs[name] = cf
 
     def has_column_family(self, name: str) -> bool:
         return name in self._cfs
+
+    def multi_get(self, cf: str, keys: Sequence[bytes]) -> list[bytes | None]:
+        rows = self.row_cache.rows(cf)
+        if rows is None:
+            return super().multi_get(cf, keys)
+        get = rows.get
+        return [get(k) for k in keys]
+
+    def _written(
+        self, puts: Sequence[tuple[str, bytes, bytes]], deletes: Sequence[tuple[str, bytes]]
+    ) -> None:
+        changes: list[tuple[str, bytes, bytes | None]] = list(puts)
+        changes += [(cf, k, None) for cf, k in deletes]
+        self.row_cache.applied(changes)
+
+    def _written_columns(
+        self,
+        puts: Sequence[tuple[str, Sequence[bytes], Sequence[bytes]]],
+        deletes: Sequence[tuple[str, Sequence[bytes]]],
+    ) -> None:
+        self._written(
+            [(cf, k, v) for cf, keys, values in puts for k, v in zip(keys, values, strict=True)],
+            [(cf, k) for cf, keys in deletes for k in keys],
+        )
+
+    def wait_for_row_cache(self, timeout: float | None = None) -> bool:
+        """True once the families on disk at open have been copied (or found
+        too large); for tests and tools — reads never wait for it."""
+        self._warmer.join(timeout)
+        return not self._warmer.is_alive()
+
+    def _warm(self, families: list[str]) -> None:
+        cache = self.row_cache
+        for name in families:
+            with self._seq_lock:
+                if not cache.begin_warm(name):
+                    continue
+            # Opened after begin_warm: whatever it misses, begin_warm recorded.
+            rows: dict[bytes, bytes] = {}
+            size, room = 0, cache.budget - cache.used_bytes
+            complete = True
+            it = self._cfs[name].iter()
+            it.seek_to_first()
+            while it.valid():
+                key, value = it.key(), it.value()
+                rows[key] = value
+                size += row_bytes(key, value)
+                if size > room or self._closing.is_set():
+                    complete = False
+                    break
+                it.next()
+            del it
+            with self._seq_lock:
+                if complete:
+                    cache.finish_warm(name, rows, size)
+                elif self._closing.is_set():
+                    cache.abandon_warm(name)
+                    return
+                else:
+                    cache.refuse_warm(name, size)
+        if families:
+            log.info(
+                "feature cache: %d group version(s) on disk copied, %.1f MiB in memory",
+                len(families) - len(cache.over_budget),
+                cache.used_bytes / 2**20,
+            )
+
+    def close(self) -> None:
+        self._closing.set()
+        self._warmer.join()
+        super().close()
 
 
 class FeatureStore:

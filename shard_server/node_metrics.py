@@ -14,6 +14,8 @@ from prometheus_client import REGISTRY, Counter
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from shard_server.feature_cache import FeatureRowCache
+
 LEASE_LOSSES = Counter(
     "vecshard_shard_lease_losses_total",
     "Times the shard's registration lease expired (etcd unreachable longer than the TTL) "
@@ -75,3 +77,43 @@ def watch_data_dir(data_dir: Path) -> None:
         _DISK = _DiskCollector(data_dir)
         REGISTRY.register(_DISK)
     _DISK.data_dir = data_dir
+
+
+class _FeatureCacheCollector(Collector):
+    def __init__(self, cache: FeatureRowCache) -> None:
+        self.cache = cache
+
+    def collect(self) -> Iterator[Metric]:
+        used = GaugeMetricFamily(
+            "vecshard_feature_cache_bytes",
+            "Bytes of feature rows kept in memory beside RocksDB (counted: keys, values and "
+            "Python's per-row overhead)",
+        )
+        used.add_metric([], self.cache.used_bytes)
+        budget = GaugeMetricFamily(
+            "vecshard_feature_cache_budget_bytes",
+            "The feature cache's budget (VECSHARD__SHARD__FEATURE_CACHE_MIB)",
+        )
+        budget.add_metric([], self.cache.budget)
+        groups = GaugeMetricFamily(
+            "vecshard_feature_cache_groups",
+            "Feature group versions by where their rows are read from: in_memory, warming "
+            "(being copied after a restart: read from RocksDB meanwhile), over_budget "
+            "(read from RocksDB)",
+            labels=["state"],
+        )
+        for state, n in self.cache.census().items():
+            groups.add_metric([state], n)
+        yield from (used, budget, groups)
+
+
+_CACHE: _FeatureCacheCollector | None = None
+
+
+def watch_feature_cache(cache: FeatureRowCache) -> None:
+    """One feature store per shard process (the last one named wins)."""
+    global _CACHE
+    if _CACHE is None:
+        _CACHE = _FeatureCacheCollector(cache)
+        REGISTRY.register(_CACHE)
+    _CACHE.cache = cache

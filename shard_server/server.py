@@ -30,7 +30,7 @@ from shard_server.erasure_servicer import ErasureServicer
 from shard_server.feature_service import FeatureNode
 from shard_server.feature_servicer import FeatureServicer
 from shard_server.feature_store import FeatureShardStore, FeatureStore
-from shard_server.node_metrics import LEASE_LOSSES, watch_data_dir
+from shard_server.node_metrics import LEASE_LOSSES, watch_data_dir, watch_feature_cache
 from shard_server.replication import ReplicationServicer, catch_up
 from shard_server.service import ShardNode
 from shard_server.servicer import ShardServicer
@@ -93,6 +93,7 @@ def create_server(
     )
     cache.on_change(node.on_registry_change)
     watch_data_dir(cfg.data_dir)
+    watch_feature_cache(store.row_cache)
 
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=cfg.max_workers, thread_name_prefix="shard-rpc"),

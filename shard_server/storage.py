@@ -50,10 +50,14 @@ class StoreMemory:
     write_buffer_bytes: int = 16 * MIB
     # Block cache shared by every column family (index and filter blocks too).
     block_cache_bytes: int = 32 * MIB
+    # The in-memory copy of feature rows (shard_server.feature_cache); 0: none.
+    feature_cache_bytes: int = 256 * MIB
 
     def __post_init__(self) -> None:
         if min(self.memtable_bytes, self.write_buffer_bytes, self.block_cache_bytes) < MIB:
             raise ValueError("RocksDB memory bounds must be at least 1 MiB each")
+        if self.feature_cache_bytes < 0:
+            raise ValueError(f"feature_cache_bytes {self.feature_cache_bytes} must be ≥ 0")
 
 
 class ShardStore:
@@ -124,7 +128,15 @@ class ShardStore:
             batch.put(_SEQUENCE_KEY, str(seq).encode(), self._handles[META])
             self._db.write(batch, self._sync)
             self._sequence = seq
+            self._written(puts, deletes)
             return seq
+
+    def _written(
+        self, puts: Sequence[tuple[str, bytes, bytes]], deletes: Sequence[tuple[str, bytes]]
+    ) -> None:
+        """Called with the sequence lock held once a batch is durable, so a
+        subclass keeping a copy of some column families (the feature row
+        cache) updates it in write order, before the write returns."""
 
     def write_columns(
         self,
@@ -134,11 +146,12 @@ class ShardStore:
     ) -> int:
         """`write` for keys and values given as parallel lists per column
         family: one batch, synced, no tuple per row."""
+        put_cols, delete_cols = list(puts), list(deletes)  # read twice: here and _written_columns
         with self._seq_lock:
             seq = self._sequence + 1
             batch = WriteBatch(raw_mode=True)
             put, delete = batch.put, batch.delete
-            for cf, keys, values in puts:
+            for cf, keys, values in put_cols:
                 handle = self._handles[cf]
                 for key, value in zip(keys, values, strict=True):
                     put(key, value, handle)
@@ -147,14 +160,22 @@ class ShardStore:
                 handle = self._handles[cf]
                 for key in keys:
                     put(key, stamp, handle)
-            for cf, keys in deletes:
+            for cf, keys in delete_cols:
                 handle = self._handles[cf]
                 for key in keys:
                     delete(key, handle)
             batch.put(_SEQUENCE_KEY, str(seq).encode(), self._handles[META])
             self._db.write(batch, self._sync)
             self._sequence = seq
+            self._written_columns(put_cols, delete_cols)
             return seq
+
+    def _written_columns(
+        self,
+        puts: Sequence[tuple[str, Sequence[bytes], Sequence[bytes]]],
+        deletes: Sequence[tuple[str, Sequence[bytes]]],
+    ) -> None:
+        """`_written` for a `write_columns` batch."""
 
     def flush_memtables(self) -> None:
         """Writes every memtable to disk and frees it (Flush before a planned

@@ -19,6 +19,7 @@ from core.errors import InvalidArgument
 from registry.feature_values import resolve_group
 from registry.features import GroupRow, PutAck
 from shard_server.feature_store import FeatureShardStore, FeatureStore, column_family
+from shard_server.storage import StoreMemory
 from tests.feature_catalog import (
     ACTIVITY,
     CATALOG,
@@ -36,9 +37,14 @@ ACTIVITY_S = CATALOG.schema(ACTIVITY)
 SESSION_S = CATALOG.schema(SESSION)
 
 
-@pytest.fixture
-def shard(tmp_path: Path) -> Iterator[tuple[FeatureShardStore, FeatureStore]]:
-    storage = FeatureShardStore(tmp_path / "shard")
+@pytest.fixture(params=["row cache", "rocksdb only"])
+def shard(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[tuple[FeatureShardStore, FeatureStore]]:
+    """Every test here runs against both read paths: rows served from the
+    in-memory copy (the default) and from RocksDB (a budget of 0)."""
+    budget = StoreMemory().feature_cache_bytes if request.param == "row cache" else 0
+    storage = FeatureShardStore(tmp_path / "shard", StoreMemory(feature_cache_bytes=budget))
     yield storage, FeatureStore(storage)
     storage.close()
 

@@ -478,18 +478,21 @@ def test_engine_settings_come_from_config_and_bad_ones_stop_start_up(tmp_path: P
             "VECSHARD__SHARD__SEAL_ROWS": "123",
             "VECSHARD__SHARD__EXACT_BELOW_SELECTIVITY": "0.1",
             "VECSHARD__SHARD__ROCKSDB_BLOCK_CACHE_MIB": "8",
+            "VECSHARD__SHARD__FEATURE_CACHE_MIB": "0",
         },
         overrides=base,
     )
     policy = cfg.lifecycle_policy()
     assert (policy.seal_rows, policy.planner.exact_below_selectivity) == (123, 0.1)
     assert cfg.store_memory().block_cache_bytes == 8 << 20
+    assert cfg.store_memory().feature_cache_bytes == 0
     for key, value, message in (
         ("SEAL_ROWS", "0", "seal_rows"),
         ("COMPACT_MIN_SEGMENTS", "1", "min_segments"),
         ("EXACT_BELOW_SELECTIVITY", "2", "exact_below_selectivity"),
         ("BUILD_THREADS", "0", "build_threads"),
         ("ROCKSDB_MEMTABLE_MIB", "0", "RocksDB memory bounds"),
+        ("FEATURE_CACHE_MIB", "-1", "feature_cache_bytes"),
     ):
         with pytest.raises(ConfigError, match=message):
             load_settings(

@@ -396,5 +396,7 @@ def test_metrics_are_served(loaded: Loaded) -> None:
         'vecshard_shard_build_seconds_count{index="ivfpq@v1",kind="ivfpq",operation="train"} 1.0',
         'vecshard_shard_tombstone_ratio{index="hnsw@v1"}',
         'vecshard_shard_segment_search_seconds_count{kind="ivfpq",plan="ann"}',
+        "vecshard_feature_cache_budget_bytes 2.68435456e+08",
+        'vecshard_feature_cache_groups{state="over_budget"} 0.0',
     ):
         assert line in text, line

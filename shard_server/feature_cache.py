@@ -1,0 +1,156 @@
+"""An in-memory copy of the shard's feature column families (DESIGN §7), so a
+GetFeatures reads its rows from a dict instead of RocksDB.
+
+Why: an 800-candidate fetch asks each of three shards for ~270 rows of each
+group, and at 1,000,000 items a RocksDB point lookup (memtable skip-list
+seek, index and data block binary search, block-cache lookups) cost ~2 µs a
+key — about 40 % of a shard's CPU per request, and no table or cache option
+moved it (benchmarks/README.md). A dict lookup costs ~0.1 µs.
+
+RocksDB stays the store of record: every write is synced there first, and
+this copy is updated in the same critical section as the write (the
+store's sequence lock), after the batch is durable — so a reader never sees
+a row that is not acknowledged-durable, and once a write returns every
+later read sees it. A group version is served from here only while its
+copy is *complete*: created empty with its column family, or filled by a
+warm-up scan of what is on disk (on open) whose gaps are closed by the
+writes recorded while it ran. Column families that do not fit the byte
+budget are read from RocksDB, as before; the budget is counted, not
+estimated from a process-wide RSS.
+
+Every method except `rows` is called with the store's write lock held;
+`rows` is lock-free (a dict read is atomic under the GIL, and each row is
+independent: a reader racing a write sees, per row, the old or the new one).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+log = logging.getLogger(__name__)
+
+# Python's own bytes per cached row beside its key and value: two bytes
+# objects (~33 bytes of header each) and a dict slot (~50 bytes).
+ROW_OVERHEAD = 120
+# A row the scan or a write must account for: (key, value or None = deleted)
+Change = tuple[bytes, bytes | None]
+
+
+def row_bytes(key: bytes, value: bytes) -> int:
+    return len(key) + len(value) + ROW_OVERHEAD
+
+
+@dataclass
+class _Warming:
+    """Writes that landed since a warm-up began, newest last (None: deleted)."""
+
+    pending: dict[bytes, bytes | None] = field(default_factory=dict)
+
+
+class FeatureRowCache:
+    def __init__(self, budget_bytes: int) -> None:
+        if budget_bytes < 0:
+            raise ValueError(f"feature cache budget {budget_bytes} must be ≥ 0 bytes")
+        self.budget = budget_bytes
+        self._complete: dict[str, dict[bytes, bytes]] = {}
+        self._sizes: dict[str, int] = {}
+        self._warming: dict[str, _Warming] = {}
+        # Column families dropped for the budget: read from RocksDB from then on.
+        self.over_budget: set[str] = set()
+
+    @property
+    def used_bytes(self) -> int:
+        return sum(self._sizes.values())
+
+    def census(self) -> dict[str, int]:
+        """Group versions per state, for the shard's metrics."""
+        return {
+            "in_memory": len(self._complete),
+            "warming": len(self._warming),
+            "over_budget": len(self.over_budget),
+        }
+
+    def rows(self, cf: str) -> dict[bytes, bytes] | None:
+        """The complete copy of `cf`, or None (read RocksDB)."""
+        return self._complete.get(cf)
+
+    def created(self, cf: str) -> None:
+        """A new, empty column family: its copy is complete at once."""
+        if self.budget and cf not in self._complete and cf not in self._warming:
+            self._complete[cf] = {}
+            self._sizes[cf] = 0
+
+    def begin_warm(self, cf: str) -> bool:
+        """Starts recording the writes to `cf`; the caller then scans it (an
+        iterator opened after this call) and hands the rows to `finish_warm`."""
+        if not self.budget or cf in self._complete or cf in self._warming:
+            return False
+        self._warming[cf] = _Warming()
+        return True
+
+    def finish_warm(self, cf: str, scanned: dict[bytes, bytes], size: int) -> bool:
+        """Publishes the scan with the writes recorded since `begin_warm` on
+        top (they are newer than anything the scan saw, or the same)."""
+        warming = self._warming.pop(cf, None)
+        if warming is None:
+            return False
+        for key, value in warming.pending.items():
+            old = scanned.pop(key, None)
+            if old is not None:
+                size -= row_bytes(key, old)
+            if value is not None:
+                scanned[key] = value
+                size += row_bytes(key, value)
+        if self.used_bytes + size > self.budget:
+            self._drop(cf, size)
+            return False
+        self._complete[cf] = scanned
+        self._sizes[cf] = size
+        return True
+
+    def abandon_warm(self, cf: str) -> None:
+        """A scan stopped because the store is closing."""
+        self._warming.pop(cf, None)
+
+    def refuse_warm(self, cf: str, size: int) -> None:
+        """A scan stopped at the budget (`size`: bytes it had copied)."""
+        self._warming.pop(cf, None)
+        self._drop(cf, size)
+
+    def applied(self, changes: Iterable[tuple[str, bytes, bytes | None]]) -> None:
+        """Durable writes, in their order: (column family, key, value or None
+        for a delete). Column families not copied here are ignored."""
+        grown: set[str] = set()
+        for cf, key, value in changes:
+            rows = self._complete.get(cf)
+            if rows is not None:
+                old = rows.pop(key, None)
+                if old is not None:
+                    self._sizes[cf] -= row_bytes(key, old)
+                if value is not None:
+                    rows[key] = value
+                    self._sizes[cf] += row_bytes(key, value)
+                    grown.add(cf)
+            elif cf in self._warming:
+                self._warming[cf].pending[key] = value
+        if grown and self.used_bytes > self.budget:
+            for cf in sorted(grown, key=lambda c: -self._sizes[c]):
+                self._drop(cf, self._sizes[cf])
+                if self.used_bytes <= self.budget:
+                    break
+
+    def _drop(self, cf: str, size: int) -> None:
+        self._complete.pop(cf, None)
+        self._sizes.pop(cf, None)
+        self.over_budget.add(cf)
+        log.warning(
+            "feature rows of %s (%.1f MiB) do not fit the feature cache (%.1f MiB, %.1f MiB "
+            "used by other groups): they are read from RocksDB; raise "
+            "VECSHARD__SHARD__FEATURE_CACHE_MIB to serve them from memory",
+            cf,
+            size / 2**20,
+            self.budget / 2**20,
+            self.used_bytes / 2**20,
+        )
