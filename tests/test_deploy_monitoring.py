@@ -37,6 +37,7 @@ COVERED = {
     "indexing lag": "vecshard_indexing_lag_seconds_bucket",
     "disk": "vecshard_shard_disk_free_bytes",
     "memory": "process_resident_memory_bytes",
+    "feature cache": "vecshard_feature_cache_groups",
 }
 
 
@@ -128,6 +129,7 @@ def test_the_dashboard_and_the_alerts_cover_what_operators_watch() -> None:
         "disk",
         "partial rate",
         "shed rate",
+        "feature cache",
     ):
         assert COVERED[topic].removesuffix("_bucket") in alerts, f"no alert on {topic}"
 
