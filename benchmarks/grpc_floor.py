@@ -81,15 +81,24 @@ def _bytes_handler(method: str, behavior: Any) -> grpc.GenericRpcHandler:
     )
 
 
-def serve_backend(pki: Path, workers: int, shape: Shape) -> None:
-    """A shard's kind of server: sync, a thread pool, mutual TLS."""
+# How a backend serves (issue 12: "measure the sync server against grpc.aio
+# for the shard"): the shards' own kind (sync server, thread pool); grpc.aio
+# answering on its event loop; grpc.aio handing sync handlers to a pool.
+BACKEND_SERVERS = ("sync", "aio", "aio-pool")
+
+
+def serve_backend(pki: Path, workers: int, shape: Shape, kind: str = "sync") -> None:
+    """A shard's kind of server (`kind`: one of BACKEND_SERVERS), mutual TLS."""
     files = LocalPki(pki).component(ComponentRole.SHARD)
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=grpc_options())
     answer = bytes(shape.answer_bytes)
 
-    def behavior(request: bytes, context: grpc.ServicerContext) -> bytes:
+    def behavior(request: bytes, context: Any) -> bytes:
         return answer * max(1, len(request) // shape.request_bytes)
 
+    if kind != "sync":
+        asyncio.run(_serve_aio_backend(files, workers, behavior, kind == "aio-pool"))
+        return
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=grpc_options())
     server.add_generic_rpc_handlers((_bytes_handler(BACKEND_METHOD, behavior),))
     port = server.add_secure_port(
         "127.0.0.1:0", server_credentials(files, require_client_cert=True)
@@ -97,6 +106,25 @@ def serve_backend(pki: Path, workers: int, shape: Shape) -> None:
     server.start()
     announce_ready(port=port)
     server.wait_for_termination()
+
+
+async def _serve_aio_backend(files: Any, workers: int, behavior: Any, pooled: bool) -> None:
+    async def inline(request: bytes, context: Any) -> bytes:
+        return bytes(behavior(request, context))
+
+    server = grpc.aio.server(
+        migration_thread_pool=futures.ThreadPoolExecutor(max_workers=workers) if pooled else None,
+        options=grpc_options(),
+    )
+    server.add_generic_rpc_handlers(
+        (_bytes_handler(BACKEND_METHOD, behavior if pooled else inline),)
+    )
+    port = server.add_secure_port(
+        "127.0.0.1:0", server_credentials(files, require_client_cert=True)
+    )
+    await server.start()
+    announce_ready(port=port)
+    await server.wait_for_termination()
 
 
 async def _serve_front(pki: Path, backends: Sequence[str]) -> None:
@@ -124,13 +152,25 @@ async def _serve_front(pki: Path, backends: Sequence[str]) -> None:
 class Layout:
     """A front and its backends in their own processes, on loopback."""
 
-    def __init__(self, pki: Path, shape: Shape = SHAPES["search"], workers: int = 16) -> None:
+    def __init__(
+        self,
+        pki: Path,
+        shape: Shape = SHAPES["search"],
+        workers: int = 16,
+        backend_server: str = "sync",
+    ) -> None:
         """`pki`: a `cli.pki.LocalPki` directory (certificates of both roles)."""
         self.pki = pki
         self.shape = shape
         self.procs: dict[str, subprocess.Popen[str]] = {}
         ports = [
-            self._start(f"backend-{i}", "backend", f"--workers={workers}", f"--shape={shape.name}")
+            self._start(
+                f"backend-{i}",
+                "backend",
+                f"--workers={workers}",
+                f"--shape={shape.name}",
+                f"--backend-server={backend_server}",
+            )
             for i in range(shape.backends)
         ]
         front = self._start(
@@ -221,16 +261,22 @@ async def _load(layout: Layout, batch: int, in_flight: int, seconds: float) -> d
 
 
 def run(
-    batches: Sequence[int], in_flight: int, seconds: float, shape: Shape = SHAPES["search"]
+    batches: Sequence[int],
+    in_flight: int,
+    seconds: float,
+    shape: Shape = SHAPES["search"],
+    backend_server: str = "sync",
 ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="vecshard-floor-") as tmp:
-        layout = Layout(LocalPki.ensure(Path(tmp) / "pki").root, shape)
+        pki = LocalPki.ensure(Path(tmp) / "pki").root
+        layout = Layout(pki, shape, backend_server=backend_server)
         try:
             points = [asyncio.run(_load(layout, b, in_flight, seconds)) for b in batches]
         finally:
             layout.stop()
     return {
         "shape": dataclasses.asdict(shape),
+        "backend_server": backend_server,
         "in_flight": in_flight,
         "seconds": seconds,
         "points": points,
@@ -241,7 +287,8 @@ def report(result: dict[str, Any]) -> str:
     shape = result["shape"]
     backends = [f"backend-{i}" for i in range(shape["backends"])]
     lines = [
-        f"{shape['name']}: front (grpc.aio) + {len(backends)} backends (sync), mutual TLS, "
+        f"{shape['name']}: front (grpc.aio) + {len(backends)} backends "
+        f"({result.get('backend_server', 'sync')}), mutual TLS, "
         f"no work; {shape['request_bytes']:,} B in and {shape['answer_bytes']:,} B out of each "
         f"backend per query; {result['in_flight']} calls in flight",
         " batch       QPS  server CPU ms/query  front  "
@@ -281,6 +328,14 @@ def main(argv: list[str] | None = None) -> int:
         help="message sizes and backends: a search (2 shards) or an 800-item GetFeatures "
         "(3 shards); default search",
     )
+    p.add_argument(
+        "--backend-server",
+        choices=BACKEND_SERVERS,
+        default="sync",
+        help="how the backends serve: sync (the shards' server: a thread pool; default), aio "
+        "(grpc.aio answering on its event loop) or aio-pool (grpc.aio handing the sync "
+        "handler to a thread pool)",
+    )
     p.add_argument("--out", help="also write the figures as JSON here")
     p.add_argument(
         "--role", choices=["bench", "front", "backend"], default="bench", help=argparse.SUPPRESS
@@ -290,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=16, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.role == "backend":
-        serve_backend(Path(args.pki), args.workers, SHAPES[args.shape])
+        serve_backend(Path(args.pki), args.workers, SHAPES[args.shape], args.backend_server)
         return 0
     if args.role == "front":
         asyncio.run(_serve_front(Path(args.pki), args.backends.split(",")))
@@ -298,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     batches = [int(b) for b in args.batches.split(",")]
     if not batches or min(batches) < 1 or args.in_flight < 1 or args.seconds <= 0:
         p.error("--batches must be positive integers, --in-flight ≥ 1 and --seconds > 0")
-    result = run(batches, args.in_flight, args.seconds, SHAPES[args.shape])
+    result = run(batches, args.in_flight, args.seconds, SHAPES[args.shape], args.backend_server)
     result["load_average"] = list(os.getloadavg())
     print(report(result))
     if args.out:

@@ -1,6 +1,6 @@
-"""The layout-floor benchmark runs end to end (a grpc.aio front and two sync
-backends in their own processes, mutual TLS) and accounts every process's CPU
-to the queries it answered."""
+"""The layout-floor benchmark runs end to end (a grpc.aio front and its
+backends — sync, grpc.aio, or grpc.aio with a pool — in their own processes,
+mutual TLS) and accounts every process's CPU to the queries it answered."""
 
 from __future__ import annotations
 
@@ -12,15 +12,24 @@ import pytest
 from benchmarks import grpc_floor
 
 
-@pytest.mark.parametrize("shape, backends", [("search", 2), ("features", 3)])
+@pytest.mark.parametrize(
+    "shape, backends, server",
+    [
+        ("search", 2, "sync"),
+        ("features", 3, "sync"),
+        ("search", 2, "aio"),
+        ("search", 2, "aio-pool"),
+    ],
+)
 def test_floor_reports_each_batch_size_with_every_process(
-    shape: str, backends: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    shape: str, backends: int, server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "floor.json"
     argv = ["--shape", shape, "--batches", "1,4", "--in-flight", "2", "--seconds", "0.3"]
-    assert grpc_floor.main([*argv, "--out", str(out)]) == 0
+    assert grpc_floor.main([*argv, "--backend-server", server, "--out", str(out)]) == 0
     figures = json.loads(out.read_text())
     assert figures["shape"]["name"] == shape and figures["shape"]["backends"] == backends
+    assert figures["backend_server"] == server
     points = figures["points"]
     assert [p["batch"] for p in points] == [1, 4]
     servers = ["front", *(f"backend-{i}" for i in range(backends))]
@@ -31,7 +40,8 @@ def test_floor_reports_each_batch_size_with_every_process(
         assert p["calls"] > 0 and min(cpu[s] for s in servers) > 0
         assert p["server_cpu_ms_per_query"] == pytest.approx(sum(cpu[s] for s in servers))
         assert p["qps"] > 0 and 0 < p["unloaded_p50_ms"] <= p["unloaded_p95_ms"]
-    assert "unloaded p50 / p95" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "unloaded p50 / p95" in printed and f"backends ({server})" in printed
 
 
 def test_a_backend_that_cannot_start_is_reported(tmp_path: Path) -> None:
