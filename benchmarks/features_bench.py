@@ -32,6 +32,7 @@ import pyarrow as pa
 from benchmarks.features_inprocess import InProcess, timed
 from benchmarks.process_cpu import CpuMeter, per_query_faults, per_query_ms
 from benchmarks.run_record import machine, write_json
+from benchmarks.scrape import samples
 from cli.local_cluster import LocalCluster
 from client.credentials import Credentials
 from client.feature_results import arrow_array
@@ -308,12 +309,30 @@ def measure_in_process(
         for _ in range(requests):
             ids = [data.items[p] for p in rng.choice(n, 100, replace=False)]
             emb.append(timed(partial(base.get_embeddings, INDEX, ids, DIM)))
+        cache = base.storage.row_cache
         return {
             "get_features_800x2+1": percentiles(feat),
             "batch_get_embeddings_100": percentiles(emb),
+            "feature_cache": {"bytes": cache.used_bytes, **cache.census()},
         }
     finally:
         base.close()
+
+
+def shard_feature_caches(cluster: LocalCluster) -> dict[str, dict[str, float]]:
+    """Per shard, what its feature cache held when the requests ran (bytes,
+    group versions in memory / over budget): whether the shards read rows
+    from memory or from RocksDB (`VECSHARD__SHARD__FEATURE_CACHE_MIB`)."""
+    out: dict[str, dict[str, float]] = {}
+    for sid, child in cluster.shards.items():
+        port = child.ready and child.ready.get("metrics")
+        if not port:
+            continue
+        figures = {"bytes": samples(int(port), "vecshard_feature_cache_bytes")[0][2]}
+        for _, labels, value in samples(int(port), "vecshard_feature_cache_groups"):
+            figures[labels["state"]] = value
+        out[sid] = figures
+    return out
 
 
 def run(
@@ -351,9 +370,11 @@ def run(
                 children = {"coordinator": cluster.coordinator, **cluster.shards}
                 pids = {name: p.pid for name, p in children.items() if p is not None and p.pid}
                 measured = measure_cluster(c, data, requests, pids)
+                out["feature_cache"] = shard_feature_caches(cluster)
         finally:
             cluster.stop()
         base = measure_in_process(Path(tmp) / "inprocess", catalog, fs, data, requests)
+        out["feature_cache"]["in_process"] = base.pop("feature_cache")
     for name, figures in measured.items():
         figures["in_process"] = base[name]
         figures["p95_ratio"] = figures["cluster"]["p95"] / figures["in_process"]["p95"]
@@ -397,6 +418,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'':<28} {'faults/req':>10} " + ", ".join(
             f"{k} {v:.1f}" for k, v in faults.items() if v is not None
         ))  # fmt: skip
+    caches = result.get("feature_cache", {})
+    print("\nfeature cache: " + ", ".join(
+        f"{k} {v['bytes'] / 2**20:.1f} MiB ({v.get('in_memory', 0):.0f} in memory, "
+        f"{v.get('over_budget', 0):.0f} over budget)"
+        for k, v in caches.items()
+    ))  # fmt: skip
     load = result["load"]
     print(f"\nPutFeatures {load['put_features_rows_per_s']:,.0f} rows/s, upserts "
           f"{load['upserts_per_s']:,.0f}/s", end="")  # fmt: skip

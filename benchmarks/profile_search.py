@@ -28,6 +28,7 @@ from benchmarks.bench_cluster import BenchCluster, IndexPlan, serving_cluster
 from benchmarks.closed_loop import Timing, grpc_closed_loop
 from benchmarks.process_cpu import CpuMeter, per_query_faults, per_query_ms
 from benchmarks.request_mix import access_context, search_requests
+from benchmarks.scrape import samples
 from benchmarks.synthetic_data import gaussian_mixture
 
 
@@ -92,23 +93,14 @@ def shard_call_totals(metrics_port: int | None) -> dict[str, tuple[float, float]
     `vecshard_shard_call_queries` histogram; empty when its metrics are not served."""
     if not metrics_port:
         return {}
-    from urllib.request import urlopen
-
-    from prometheus_client.parser import text_string_to_metric_families
-
-    with urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as resp:
-        text = resp.read().decode()
     out: dict[str, tuple[float, float]] = {}
-    for family in text_string_to_metric_families(text):
-        if family.name != "vecshard_shard_call_queries":
-            continue
-        for sample in family.samples:
-            shard = sample.labels.get("shard_id", "")
-            calls, queries = out.get(shard, (0.0, 0.0))
-            if sample.name.endswith("_count"):
-                out[shard] = (sample.value, queries)
-            elif sample.name.endswith("_sum"):
-                out[shard] = (calls, sample.value)
+    for name, labels, value in samples(metrics_port, "vecshard_shard_call_queries"):
+        shard = labels.get("shard_id", "")
+        calls, queries = out.get(shard, (0.0, 0.0))
+        if name.endswith("_count"):
+            out[shard] = (value, queries)
+        elif name.endswith("_sum"):
+            out[shard] = (calls, value)
     return out
 
 

@@ -30,3 +30,14 @@ def test_the_features_benchmark_measures_both_sides(tmp_path: Path) -> None:
         r = report[call]
         assert r["cluster"]["p50"] > 0 and r["in_process"]["p50"] > 0, call
         assert r["p95_ratio"] > 0 and r["cluster_cpu_ms_per_request"]["coordinator"] > 0, call
+    # Whether rows were read from memory is in the report: every shard and the
+    # in-process baseline copied the item and user groups (2,000 items ×
+    # 2 groups + 50 users: well within the default budget).
+    caches = report["feature_cache"]
+    assert set(caches) == {"shard-0", "shard-1", "shard-2", "in_process"}
+    for name, cache in caches.items():
+        assert cache["bytes"] > 0 and cache["over_budget"] == 0, name
+        assert cache["in_memory"] >= 2, name  # item_stats, item_meta (+ user_profile)
+    assert sum(c["bytes"] for n, c in caches.items() if n != "in_process") >= (
+        caches["in_process"]["bytes"] * 0.9
+    )
