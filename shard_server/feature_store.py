@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import struct
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -160,6 +161,7 @@ class FeatureShardStore(ShardStore):
 
     def _warm(self, families: list[str]) -> None:
         cache = self.row_cache
+        started = time.monotonic()
         for name in families:
             with self._seq_lock:
                 if not cache.begin_warm(name):
@@ -189,8 +191,9 @@ class FeatureShardStore(ShardStore):
                     cache.refuse_warm(name, size)
         if families:
             log.info(
-                "feature cache: %d group version(s) on disk copied, %.1f MiB in memory",
+                "feature cache: %d group version(s) on disk copied in %.1f s, %.1f MiB in memory",
                 len(families) - len(cache.over_budget),
+                time.monotonic() - started,
                 cache.used_bytes / 2**20,
             )
 
