@@ -64,6 +64,11 @@ class FeatureRowCache:
     def used_bytes(self) -> int:
         return sum(self._sizes.values())
 
+    def tracks(self, cf: str) -> bool:
+        """Whether writes to `cf` must reach `applied` (its copy is complete
+        or being made); the store skips building changes for the others."""
+        return cf in self._complete or cf in self._warming
+
     def census(self) -> dict[str, int]:
         """Group versions per state, for the shard's metrics."""
         return {

@@ -139,18 +139,28 @@ class FeatureShardStore(ShardStore):
     def _written(
         self, puts: Sequence[tuple[str, bytes, bytes]], deletes: Sequence[tuple[str, bytes]]
     ) -> None:
-        changes: list[tuple[str, bytes, bytes | None]] = list(puts)
-        changes += [(cf, k, None) for cf, k in deletes]
-        self.row_cache.applied(changes)
+        tracks = self.row_cache.tracks
+        changes: list[tuple[str, bytes, bytes | None]] = [p for p in puts if tracks(p[0])]
+        changes += [(cf, k, None) for cf, k in deletes if tracks(cf)]
+        if changes:
+            self.row_cache.applied(changes)
 
     def _written_columns(
         self,
         puts: Sequence[tuple[str, Sequence[bytes], Sequence[bytes]]],
         deletes: Sequence[tuple[str, Sequence[bytes]]],
     ) -> None:
+        # The vector write path: its column families are never copied, so
+        # nothing is built per row unless a copied family is in the batch.
+        tracks = self.row_cache.tracks
         self._written(
-            [(cf, k, v) for cf, keys, values in puts for k, v in zip(keys, values, strict=True)],
-            [(cf, k) for cf, keys in deletes for k in keys],
+            [
+                (cf, k, v)
+                for cf, keys, values in puts
+                if tracks(cf)
+                for k, v in zip(keys, values, strict=True)
+            ],
+            [(cf, k) for cf, keys in deletes if tracks(cf) for k in keys],
         )
 
     def wait_for_row_cache(self, timeout: float | None = None) -> bool:

@@ -37,6 +37,9 @@ def test_a_new_family_is_complete_and_follows_writes_in_order() -> None:
     assert cache.rows("b") is None  # not copied: ignored
     cache.applied([("a", b"k", None), ("a", b"gone", None)])
     assert cache.rows("a") == {b"j": b"3"}
+    # Only copied (or being copied) families are worth telling about a write.
+    assert cache.tracks("a") and not cache.tracks("b")
+    assert cache.begin_warm("c") and cache.tracks("c")
     assert cache.used_bytes == row_bytes(b"j", b"3") == 2 + ROW_OVERHEAD
 
 
@@ -72,6 +75,7 @@ def test_a_family_past_the_budget_is_dropped_and_stays_dropped() -> None:
     assert cache.rows("small") == {b"s": b"1"}
     cache.applied([("big", b"d", b"1")])
     assert cache.rows("big") is None  # not resurrected by later writes
+    assert not cache.tracks("big")
     assert cache.used_bytes == ROW_OVERHEAD + 2
     # A warm-up that does not fit is refused the same way.
     assert cache.begin_warm("other")
