@@ -18,35 +18,26 @@ writes recorded while it ran. Column families that do not fit the byte
 budget are read from RocksDB, as before; the budget is counted, not
 estimated from a process-wide RSS.
 
-Every method except `rows` is called with the store's write lock held;
-`rows` is lock-free (a dict read is atomic under the GIL, and each row is
-independent: a reader racing a write sees, per row, the old or the new one).
+Every method that changes the copy is called with the store's sequence
+lock held (the store calls them); `rows` is lock-free (a dict read is
+atomic under the GIL, and each row is independent: a reader racing a write
+sees, per row, the old or the new one), and so are the figures for metrics.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 
 log = logging.getLogger(__name__)
 
 # Python's own bytes per cached row beside its key and value: two bytes
 # objects (~33 bytes of header each) and a dict slot (~50 bytes).
 ROW_OVERHEAD = 120
-# A row the scan or a write must account for: (key, value or None = deleted)
-Change = tuple[bytes, bytes | None]
 
 
 def row_bytes(key: bytes, value: bytes) -> int:
     return len(key) + len(value) + ROW_OVERHEAD
-
-
-@dataclass
-class _Warming:
-    """Writes that landed since a warm-up began, newest last (None: deleted)."""
-
-    pending: dict[bytes, bytes | None] = field(default_factory=dict)
 
 
 class FeatureRowCache:
@@ -56,7 +47,9 @@ class FeatureRowCache:
         self.budget = budget_bytes
         self._complete: dict[str, dict[bytes, bytes]] = {}
         self._sizes: dict[str, int] = {}
-        self._warming: dict[str, _Warming] = {}
+        # Per family being copied: the writes since its warm-up began, the
+        # last per key (None: deleted).
+        self._warming: dict[str, dict[bytes, bytes | None]] = {}
         # Column families dropped for the budget: read from RocksDB from then on.
         self.over_budget: set[str] = set()
 
@@ -92,16 +85,16 @@ class FeatureRowCache:
         iterator opened after this call) and hands the rows to `finish_warm`."""
         if not self.budget or cf in self._complete or cf in self._warming:
             return False
-        self._warming[cf] = _Warming()
+        self._warming[cf] = {}
         return True
 
     def finish_warm(self, cf: str, scanned: dict[bytes, bytes], size: int) -> bool:
         """Publishes the scan with the writes recorded since `begin_warm` on
         top (they are newer than anything the scan saw, or the same)."""
-        warming = self._warming.pop(cf, None)
-        if warming is None:
+        pending = self._warming.pop(cf, None)
+        if pending is None:
             return False
-        for key, value in warming.pending.items():
+        for key, value in pending.items():
             old = scanned.pop(key, None)
             if old is not None:
                 size -= row_bytes(key, old)
@@ -131,7 +124,9 @@ class FeatureRowCache:
         for cf, key, value in changes:
             rows = self._complete.get(cf)
             if rows is not None:
-                old = rows.pop(key, None)
+                # Replaced in one assignment, never popped first: a reader
+                # racing an overwrite must not see the row missing.
+                old = rows.get(key) if value is not None else rows.pop(key, None)
                 if old is not None:
                     self._sizes[cf] -= row_bytes(key, old)
                 if value is not None:
@@ -139,7 +134,7 @@ class FeatureRowCache:
                     self._sizes[cf] += row_bytes(key, value)
                     grown.add(cf)
             elif cf in self._warming:
-                self._warming[cf].pending[key] = value
+                self._warming[cf][key] = value
         if grown and self.used_bytes > self.budget:
             for cf in sorted(grown, key=lambda c: -self._sizes[c]):
                 self._drop(cf, self._sizes[cf])

@@ -7,6 +7,7 @@ with the same answers."""
 from __future__ import annotations
 
 import random
+import sys
 import threading
 from pathlib import Path
 
@@ -82,6 +83,34 @@ def test_a_family_past_the_budget_is_dropped_and_stays_dropped() -> None:
     scanned = {b"x" * 10: b"y" * 10}
     assert not cache.finish_warm("other", scanned, row_bytes(b"x" * 10, b"y" * 10) * 9)
     assert cache.rows("other") is None and "other" in cache.over_budget
+
+
+def test_a_reader_racing_overwrites_never_sees_the_row_missing() -> None:
+    cache = FeatureRowCache(1 << 20)
+    cache.created("a")
+    cache.applied([("a", b"k", b"0")])
+    rows = cache.rows("a")
+    assert rows is not None
+    stop = threading.Event()
+    missing = 0
+
+    def reader() -> None:
+        nonlocal missing
+        while not stop.is_set():
+            missing += rows.get(b"k") is None
+
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as the interpreter can
+    t = threading.Thread(target=reader)
+    t.start()
+    try:
+        for i in range(100_000):
+            cache.applied([("a", b"k", str(i % 7).encode())])
+    finally:
+        stop.set()
+        t.join()
+        sys.setswitchinterval(before)
+    assert missing == 0
 
 
 ops = st.lists(
