@@ -52,6 +52,7 @@ from registry.features import (
     FeatureSet,
     PrivacyClass,
 )
+from shard_server.storage import StoreMemory
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TENANT = "bench"
@@ -61,6 +62,7 @@ BATCH = 20_000
 INDEX = VersionRef("bench_ix", "v1")
 STATS, META, PROFILE = (VersionRef(g, "v1") for g in ("item_stats", "item_meta", "user_profile"))
 DAILY = VersionRef("item_daily", "v1")
+SHARDS = 3
 
 
 def _defs() -> tuple[list[FeatureObject], FeatureSet]:
@@ -281,7 +283,9 @@ def measure_cluster(
 def measure_in_process(
     path: Path, catalog: FeatureCatalog, fs: FeatureSet, data: Data, requests: int
 ) -> dict[str, Any]:
-    base = InProcess(path, catalog, fs, TENANT)
+    # One process doing three shards' reads: their three feature caches' worth.
+    shards = StoreMemory().feature_cache_bytes * SHARDS
+    base = InProcess(path, catalog, fs, TENANT, StoreMemory(feature_cache_bytes=shards))
     n = len(data.items)
     try:
         for lo in range(0, n, BATCH):
@@ -343,7 +347,7 @@ def run(
     data = Data(entities, users, seed)
     out: dict[str, Any] = {"entities": entities, "requests": requests, "users": users}
     with tempfile.TemporaryDirectory(prefix="vecshard-featbench-") as tmp:
-        cluster = LocalCluster(Path(tmp) / "cluster", num_shards=3)
+        cluster = LocalCluster(Path(tmp) / "cluster", num_shards=SHARDS)
         cluster.start()
         try:
             creds = cluster.credentials()

@@ -23,14 +23,24 @@ from registry.features import FeatureSet
 from shard_server.feature_store import FeatureShardStore, FeatureStore, entity_keys
 from shard_server.lookup_columns import read_embeddings, record_keys
 from shard_server.records import Record, encode_record, record_key
-from shard_server.storage import RECORDS
+from shard_server.storage import RECORDS, StoreMemory
 
 Columns = dict[str, FeatureColumn]
 
 
 class InProcess:
-    def __init__(self, path: Path, catalog: FeatureCatalog, fs: FeatureSet, tenant: str) -> None:
-        self.storage = FeatureShardStore(path)
+    def __init__(
+        self,
+        path: Path,
+        catalog: FeatureCatalog,
+        fs: FeatureSet,
+        tenant: str,
+        memory: StoreMemory | None = None,
+    ) -> None:
+        """`memory`: the store's bounds — give its feature cache what the
+        cluster's shards have together, or rows they read from memory are
+        read from RocksDB here."""
+        self.storage = FeatureShardStore(path, memory)
         self.store = FeatureStore(self.storage)
         self.plan: tuple[GroupRead, ...] = catalog.plan(fs)
         self.tenant = tenant
