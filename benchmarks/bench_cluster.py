@@ -117,13 +117,17 @@ class BenchCluster:
         attributes: Mapping[str, AttrType] | None = None,
         num_buckets: int = 16,
         max_k: int = 100,
+        replicas: int = 1,
     ) -> None:
+        """`replicas`: shards holding each bucket of the index versions it adds
+        (each write goes to all of them; a search asks one per bucket)."""
         self.cluster = cluster
         self.dim = dim
         self.metric = Metric(metric)
         self.attributes = dict(attributes or {})
         self.num_buckets = num_buckets
         self.max_k = max_k
+        self.replicas = replicas
         self._owned = False
         self._store: EtcdStore | None = None
         self.registry: Registry | None = None
@@ -237,6 +241,7 @@ class BenchCluster:
                 max_k=self.max_k,
             ),
             self.cluster.shard_ids(),
+            self.replicas,
         )
         bundle = f"bundle_{plan.name}"
         self.registry.put_bundle(

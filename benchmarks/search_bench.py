@@ -242,6 +242,13 @@ def add_search_arguments(s: argparse.ArgumentParser) -> None:
     meas.add_argument("--k", type=int, default=10, help="neighbours per query; recall@k (10)")
     meas.add_argument("--shards", default="1,2,4", help="cluster sizes; empty for none (1,2,4)")
     meas.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        help="shards holding each bucket (1); capped at each cluster's size — every write "
+        "goes to all of them, a search asks one per bucket (hedging, failover)",
+    )
+    meas.add_argument(
         "--concurrency", type=int, default=16, help="cluster requests in flight for QPS (16)"
     )
     meas.add_argument(
@@ -301,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def check_args(args: argparse.Namespace) -> None:
-    for name in ("n", "dim", "queries", "k", "concurrency", "threads", "search_batch"):
+    for name in ("n", "dim", "queries", "k", "concurrency", "threads", "search_batch", "replicas"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise SystemExit(f"--{name} must be >= 1, got {value}")
@@ -317,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     check_args(args)
     payload = run(args)
+    copies = {str(c["shards"]): c.get("replicas", 1) for c in payload["clusters"]}
     for kind, figures in payload["targets"]["by_kind"].items():
         inproc = figures["inprocess"]
         print(
@@ -334,8 +342,9 @@ def main(argv: list[str] | None = None) -> int:
             ratio = f"{row['ratio_to_inprocess']:.3f}" if row["ratio_to_inprocess"] else "-"
             if row["qps_with_search_batch"]:
                 ratio += f"; with SearchBatch {row['qps_with_search_batch']:.0f} qps"
+            each = f" ({copies[shards]} replicas a bucket)" if copies.get(shards, 1) > 1 else ""
             print(
-                f"       cluster {shards} shard(s): {row['qps']:.0f} qps at recall {row['recall']:.3f} "
+                f"       cluster {shards} shard(s){each}: {row['qps']:.0f} qps at recall {row['recall']:.3f} "
                 f"({row['setting'] or 'exact'}), ÷ in-process {ratio}, single p50 {row['single_p50_ms']:.2f} ms"
             )
     for kinds in payload["clusters"]:

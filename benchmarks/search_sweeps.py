@@ -170,7 +170,9 @@ def measure_cluster(
 ) -> tuple[list[Point], dict[str, Any]]:
     gt = dataset.ground_truth
     assert gt is not None
-    info: dict[str, Any] = {"shards": shards, "support": {}}
+    # A cluster smaller than --replicas keeps every bucket on every shard.
+    replicas = min(getattr(args, "replicas", 1), shards)
+    info: dict[str, Any] = {"shards": shards, "replicas": replicas, "support": {}}
     points: list[Point] = []
     env = dict(item.split("=", 1) for item in args.cluster_env)
     with BenchCluster.local(
@@ -181,6 +183,7 @@ def measure_cluster(
         dim=dataset.dim,
         metric=dataset.metric,
         max_k=max(100, args.k),
+        replicas=replicas,
     ) as cluster:
         per_request = retrieval_api.search_params_on_request()
         planned: list[tuple[KindSweep, IndexPlan, int | None, dict[str, int]]] = []
