@@ -58,8 +58,8 @@ class FeatureRowCache:
         return sum(self._sizes.values())
 
     def tracks(self, cf: str) -> bool:
-        """Whether writes to `cf` must reach `applied` (its copy is complete
-        or being made); the store skips building changes for the others."""
+        """Whether writes to `cf` matter here (its copy is complete or being
+        made): lets a caller skip a whole family before building rows."""
         return cf in self._complete or cf in self._warming
 
     def census(self) -> dict[str, int]:
@@ -121,20 +121,34 @@ class FeatureRowCache:
         """Durable writes, in their order: (column family, key, value or None
         for a delete). Column families not copied here are ignored."""
         grown: set[str] = set()
+        # A batch is usually one family: look it up once per run of rows.
+        last: str | None = None
+        rows: dict[bytes, bytes] | None = None
+        pending: dict[bytes, bytes | None] | None = None
+        delta = 0
         for cf, key, value in changes:
-            rows = self._complete.get(cf)
+            if cf != last:
+                if rows is not None and last is not None:
+                    self._sizes[last] += delta
+                    if delta > 0:
+                        grown.add(last)
+                last, delta = cf, 0
+                rows, pending = self._complete.get(cf), self._warming.get(cf)
             if rows is not None:
                 # Replaced in one assignment, never popped first: a reader
                 # racing an overwrite must not see the row missing.
                 old = rows.get(key) if value is not None else rows.pop(key, None)
                 if old is not None:
-                    self._sizes[cf] -= row_bytes(key, old)
+                    delta -= ROW_OVERHEAD + len(key) + len(old)
                 if value is not None:
                     rows[key] = value
-                    self._sizes[cf] += row_bytes(key, value)
-                    grown.add(cf)
-            elif cf in self._warming:
-                self._warming[cf][key] = value
+                    delta += ROW_OVERHEAD + len(key) + len(value)
+            elif pending is not None:
+                pending[key] = value
+        if rows is not None and last is not None:
+            self._sizes[last] += delta
+            if delta > 0:
+                grown.add(last)
         if grown and self.used_bytes > self.budget:
             for cf in sorted(grown, key=lambda c: -self._sizes[c]):
                 self._drop(cf, self._sizes[cf])

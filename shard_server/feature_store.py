@@ -23,6 +23,7 @@ import struct
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from itertools import chain
 from pathlib import Path
 from typing import Protocol
 
@@ -139,28 +140,27 @@ class FeatureShardStore(ShardStore):
     def _written(
         self, puts: Sequence[tuple[str, bytes, bytes]], deletes: Sequence[tuple[str, bytes]]
     ) -> None:
-        tracks = self.row_cache.tracks
-        changes: list[tuple[str, bytes, bytes | None]] = [p for p in puts if tracks(p[0])]
-        changes += [(cf, k, None) for cf, k in deletes if tracks(cf)]
-        if changes:
-            self.row_cache.applied(changes)
+        # One pass: `applied` skips rows of families it does not copy.
+        self.row_cache.applied(chain(puts, ((cf, k, None) for cf, k in deletes)))
 
     def _written_columns(
         self,
         puts: Sequence[tuple[str, Sequence[bytes], Sequence[bytes]]],
         deletes: Sequence[tuple[str, Sequence[bytes]]],
     ) -> None:
-        # The vector write path: its column families are never copied, so
-        # nothing is built per row unless a copied family is in the batch.
+        # The vector write path: its families are never copied, so they are
+        # skipped whole, before anything is built per row.
         tracks = self.row_cache.tracks
-        self._written(
-            [
-                (cf, k, v)
-                for cf, keys, values in puts
-                if tracks(cf)
-                for k, v in zip(keys, values, strict=True)
-            ],
-            [(cf, k) for cf, keys in deletes if tracks(cf) for k in keys],
+        self.row_cache.applied(
+            chain(
+                (
+                    (cf, k, v)
+                    for cf, keys, values in puts
+                    if tracks(cf)
+                    for k, v in zip(keys, values, strict=True)
+                ),
+                ((cf, k, None) for cf, keys in deletes if tracks(cf) for k in keys),
+            )
         )
 
     def wait_for_row_cache(self, timeout: float | None = None) -> bool:

@@ -9,6 +9,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, Generic, TypeVar
 
 from prometheus_client import REGISTRY, Counter
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -21,6 +22,7 @@ LEASE_LOSSES = Counter(
     "Times the shard's registration lease expired (etcd unreachable longer than the TTL) "
     "and it registered again",
 )
+T = TypeVar("T")
 
 
 def _tree_bytes(root: Path) -> int:
@@ -42,16 +44,33 @@ def _tree_bytes(root: Path) -> int:
     return total
 
 
-class _DiskCollector(Collector):
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
+class _Watched(Collector, Generic[T]):
+    """A collector reading one object of the process (retargeted by `_watch`)."""
 
+    def __init__(self, target: T) -> None:
+        self.target = target
+
+
+_WATCHED: dict[type[Any], _Watched[Any]] = {}
+
+
+def _watch(kind: type[_Watched[T]], target: T) -> None:
+    """Registers one collector of `kind` per process; the last target named
+    wins (a shard process has one data directory and one feature store)."""
+    collector = _WATCHED.get(kind)
+    if collector is None:
+        collector = _WATCHED[kind] = kind(target)
+        REGISTRY.register(collector)
+    collector.target = target
+
+
+class _DiskCollector(_Watched[Path]):
     def collect(self) -> Iterator[Metric]:
         used = GaugeMetricFamily(
             "vecshard_shard_data_bytes",
             "Bytes under the shard's data directory (RocksDB, segments)",
         )
-        used.add_metric([], _tree_bytes(self.data_dir))
+        used.add_metric([], _tree_bytes(self.target))
         free = GaugeMetricFamily(
             "vecshard_shard_disk_free_bytes", "Free bytes on the data directory's filesystem"
         )
@@ -59,7 +78,7 @@ class _DiskCollector(Collector):
             "vecshard_shard_disk_size_bytes", "Size of the data directory's filesystem"
         )
         try:
-            usage = shutil.disk_usage(self.data_dir)
+            usage = shutil.disk_usage(self.target)
             free.add_metric([], usage.free)
             size.add_metric([], usage.total)
         except OSError:
@@ -67,34 +86,23 @@ class _DiskCollector(Collector):
         yield from (used, free, size)
 
 
-_DISK: _DiskCollector | None = None
-
-
 def watch_data_dir(data_dir: Path) -> None:
-    """One data directory per shard process (the last one named wins)."""
-    global _DISK
-    if _DISK is None:
-        _DISK = _DiskCollector(data_dir)
-        REGISTRY.register(_DISK)
-    _DISK.data_dir = data_dir
+    _watch(_DiskCollector, data_dir)
 
 
-class _FeatureCacheCollector(Collector):
-    def __init__(self, cache: FeatureRowCache) -> None:
-        self.cache = cache
-
+class _FeatureCacheCollector(_Watched[FeatureRowCache]):
     def collect(self) -> Iterator[Metric]:
         used = GaugeMetricFamily(
             "vecshard_feature_cache_bytes",
             "Bytes of feature rows kept in memory beside RocksDB (counted: keys, values and "
             "Python's per-row overhead)",
         )
-        used.add_metric([], self.cache.used_bytes)
+        used.add_metric([], self.target.used_bytes)
         budget = GaugeMetricFamily(
             "vecshard_feature_cache_budget_bytes",
             "The feature cache's budget (VECSHARD__SHARD__FEATURE_CACHE_MIB)",
         )
-        budget.add_metric([], self.cache.budget)
+        budget.add_metric([], self.target.budget)
         groups = GaugeMetricFamily(
             "vecshard_feature_cache_groups",
             "Feature group versions by where their rows are read from: in_memory, warming "
@@ -102,18 +110,10 @@ class _FeatureCacheCollector(Collector):
             "(read from RocksDB)",
             labels=["state"],
         )
-        for state, n in self.cache.census().items():
+        for state, n in self.target.census().items():
             groups.add_metric([state], n)
         yield from (used, budget, groups)
 
 
-_CACHE: _FeatureCacheCollector | None = None
-
-
 def watch_feature_cache(cache: FeatureRowCache) -> None:
-    """One feature store per shard process (the last one named wins)."""
-    global _CACHE
-    if _CACHE is None:
-        _CACHE = _FeatureCacheCollector(cache)
-        REGISTRY.register(_CACHE)
-    _CACHE.cache = cache
+    _watch(_FeatureCacheCollector, cache)
