@@ -73,6 +73,9 @@ class ShardConfig:
     # Feature rows kept in memory beside RocksDB (shard_server.feature_cache):
     # groups that fit are read from a dict; 0 reads every group from RocksDB.
     feature_cache_mib: int = 256
+    # A group version not read for this long gives its memory up to one that
+    # is read (a model change's new version replacing the old one).
+    feature_cache_idle_seconds: float = 300.0
 
     def __post_init__(self) -> None:
         if not self.shard_id or "/" in self.shard_id:
@@ -100,6 +103,7 @@ class ShardConfig:
             write_buffer_bytes=self.rocksdb_write_buffer_mib * MIB,
             block_cache_bytes=self.rocksdb_block_cache_mib * MIB,
             feature_cache_bytes=self.feature_cache_mib * MIB,
+            feature_cache_idle_seconds=self.feature_cache_idle_seconds,
         )
 
     def lifecycle_policy(self) -> LifecyclePolicy:

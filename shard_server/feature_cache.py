@@ -18,6 +18,16 @@ writes recorded while it ran. Column families that do not fit the byte
 budget are read from RocksDB, as before; the budget is counted, not
 estimated from a process-wide RSS.
 
+Which group versions hold the memory: the ones being read. A model change
+adds a group version and stops reading the old one, which would otherwise
+keep its copy (nothing drops a column family) while the new one — the one
+served — outgrows what is left and is read from RocksDB until a restart.
+So every read notes when its family was last read; a family not read for
+`idle_seconds` gives its memory up (evicted, LRU first) to one that grows
+or is copied, and a family read while over budget is copied again (at most
+every `retry_seconds`) once that room exists. Two groups that are both read
+and do not fit together never evict each other: only idle ones give way.
+
 Every method that changes the copy is called with the store's sequence
 lock held (the store calls them); `rows` is lock-free (a dict read is
 atomic under the GIL, and each row is independent: a reader racing a write
@@ -27,7 +37,8 @@ sees, per row, the old or the new one), and so are the figures for metrics.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 
 log = logging.getLogger(__name__)
 
@@ -41,17 +52,36 @@ def row_bytes(key: bytes, value: bytes) -> int:
 
 
 class FeatureRowCache:
-    def __init__(self, budget_bytes: int) -> None:
+    def __init__(
+        self,
+        budget_bytes: int,
+        idle_seconds: float = 300.0,
+        retry_seconds: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if budget_bytes < 0:
             raise ValueError(f"feature cache budget {budget_bytes} must be ≥ 0 bytes")
+        if idle_seconds <= 0 or retry_seconds <= 0:
+            raise ValueError(
+                f"feature cache idle ({idle_seconds} s) and retry ({retry_seconds} s) "
+                "must be > 0 seconds"
+            )
         self.budget = budget_bytes
+        self.idle_seconds, self.retry_seconds = idle_seconds, retry_seconds
+        self._clock = clock
         self._complete: dict[str, dict[bytes, bytes]] = {}
         self._sizes: dict[str, int] = {}
         # Per family being copied: the writes since its warm-up began, the
         # last per key (None: deleted).
         self._warming: dict[str, dict[bytes, bytes | None]] = {}
-        # Column families dropped for the budget: read from RocksDB from then on.
+        # Column families dropped for the budget: read from RocksDB until a
+        # later copy fits (`due`), with the size they had when dropped.
         self.over_budget: set[str] = set()
+        self._dropped_size: dict[str, int] = {}
+        self._retry_at: dict[str, float] = {}
+        # When each family was last read (or copied): the LRU order of eviction.
+        self._touched: dict[str, float] = {}
+        self.evictions = 0
 
     @property
     def used_bytes(self) -> int:
@@ -64,21 +94,48 @@ class FeatureRowCache:
 
     def census(self) -> dict[str, int]:
         """Group versions per state, for the shard's metrics."""
+        horizon = self._clock() - self.idle_seconds
+        read = sum(self._touched.get(cf, 0.0) >= horizon for cf in list(self.over_budget))
         return {
             "in_memory": len(self._complete),
             "warming": len(self._warming),
-            "over_budget": len(self.over_budget),
+            # Read lately, yet from RocksDB: what an operator should act on.
+            "over_budget": read,
+            # Not read lately (an old version a model change left): harmless.
+            "idle": len(self.over_budget) - read,
         }
 
     def rows(self, cf: str) -> dict[bytes, bytes] | None:
-        """The complete copy of `cf`, or None (read RocksDB)."""
+        """The complete copy of `cf`, or None (read RocksDB). Notes the read:
+        a family read lately keeps its memory."""
+        self._touched[cf] = self._clock()
         return self._complete.get(cf)
+
+    def due(self, cf: str) -> bool:
+        """Whether `cf`, read while over budget, should be copied again now:
+        at most once per `retry_seconds`, and never when it was larger than
+        the whole budget. Lock-free (a read calls it); the copy itself
+        checks for room under the lock (`room_for`)."""
+        if cf not in self.over_budget or self._dropped_size.get(cf, 0) > self.budget:
+            return False
+        now = self._clock()
+        if now < self._retry_at.get(cf, 0.0):
+            return False
+        self._retry_at[cf] = now + self.retry_seconds
+        return True
+
+    def room_for(self, cf: str) -> int:
+        """Bytes a copy of `cf` may take: what is free plus what idle
+        families would give up. 0 when not even its last known size fits."""
+        room = self.budget - self.used_bytes + sum(self._sizes[c] for c in self._idle(cf))
+        return room if room >= self._dropped_size.get(cf, 0) else 0
 
     def created(self, cf: str) -> None:
         """A new, empty column family: its copy is complete at once."""
         if self.budget and cf not in self._complete and cf not in self._warming:
             self._complete[cf] = {}
             self._sizes[cf] = 0
+            self._touched[cf] = self._clock()
 
     def begin_warm(self, cf: str) -> bool:
         """Starts recording the writes to `cf`; the caller then scans it (an
@@ -86,6 +143,7 @@ class FeatureRowCache:
         if not self.budget or cf in self._complete or cf in self._warming:
             return False
         self._warming[cf] = {}
+        self.over_budget.discard(cf)
         return True
 
     def finish_warm(self, cf: str, scanned: dict[bytes, bytes], size: int) -> bool:
@@ -101,11 +159,13 @@ class FeatureRowCache:
             if value is not None:
                 scanned[key] = value
                 size += row_bytes(key, value)
-        if self.used_bytes + size > self.budget:
+        if not self._make_room(size, cf):
             self._drop(cf, size)
             return False
         self._complete[cf] = scanned
         self._sizes[cf] = size
+        self._touched.setdefault(cf, self._clock())
+        self._dropped_size.pop(cf, None)
         return True
 
     def abandon_warm(self, cf: str) -> None:
@@ -113,9 +173,10 @@ class FeatureRowCache:
         self._warming.pop(cf, None)
 
     def refuse_warm(self, cf: str, size: int) -> None:
-        """A scan stopped at the budget (`size`: bytes it had copied)."""
+        """A scan stopped at the budget (`size`: bytes it had copied, at
+        least; the size last known is kept if larger)."""
         self._warming.pop(cf, None)
-        self._drop(cf, size)
+        self._drop(cf, max(size, self._dropped_size.get(cf, 0)))
 
     def applied(self, changes: Iterable[tuple[str, bytes, bytes | None]]) -> None:
         """Durable writes, in their order: (column family, key, value or None
@@ -149,16 +210,54 @@ class FeatureRowCache:
             self._sizes[last] += delta
             if delta > 0:
                 grown.add(last)
-        if grown and self.used_bytes > self.budget:
+        if grown and not self._make_room(0, None):
             for cf in sorted(grown, key=lambda c: -self._sizes[c]):
                 self._drop(cf, self._sizes[cf])
                 if self.used_bytes <= self.budget:
                     break
 
+    def _idle(self, besides: str | None) -> list[str]:
+        """Complete families not read for `idle_seconds`, least recently
+        read first (`besides` excluded)."""
+        horizon = self._clock() - self.idle_seconds
+        idle = [c for c in self._complete if c != besides and self._touched.get(c, 0.0) < horizon]
+        return sorted(idle, key=lambda c: self._touched.get(c, 0.0))
+
+    def _make_room(self, need: int, besides: str | None) -> bool:
+        """Evicts idle families, least recently read first, until `need`
+        more bytes fit the budget; whether they do."""
+        if self.used_bytes + need <= self.budget:
+            return True
+        idle = self._idle(besides)
+        if self.used_bytes + need - sum(self._sizes[c] for c in idle) > self.budget:
+            return False  # evicting them all would not do: evict none
+        for cf in idle:
+            size = self._sizes[cf]
+            self._complete.pop(cf)
+            self._sizes.pop(cf)
+            self._forget(cf, size)
+            self.evictions += 1
+            log.info(
+                "feature cache: evicted %s (%.1f MiB, not read for %.0f s) to make room",
+                cf,
+                size / 2**20,
+                self._clock() - self._touched.get(cf, 0.0),
+            )
+            if self.used_bytes + need <= self.budget:
+                return True
+        return False
+
+    def _forget(self, cf: str, size: int) -> None:
+        """`cf` is read from RocksDB from now on; a read may copy it again
+        after `retry_seconds` (`due`)."""
+        self.over_budget.add(cf)
+        self._dropped_size[cf] = size
+        self._retry_at[cf] = self._clock() + self.retry_seconds
+
     def _drop(self, cf: str, size: int) -> None:
         self._complete.pop(cf, None)
         self._sizes.pop(cf, None)
-        self.over_budget.add(cf)
+        self._forget(cf, size)
         log.warning(
             "feature rows of %s (%.1f MiB) do not fit the feature cache (%.1f MiB, %.1f MiB "
             "used by other groups): they are read from RocksDB; raise "

@@ -22,7 +22,7 @@ import logging
 import struct
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from itertools import chain
 from pathlib import Path
 from typing import Protocol
@@ -104,16 +104,27 @@ class FeatureShardStore(ShardStore):
     (`FeatureRowCache`) and read from there: the feature families on disk
     are copied by a background scan after open, new ones as they are made."""
 
-    def __init__(self, path: Path, memory: StoreMemory | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        memory: StoreMemory | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         super().__init__(path, memory)
         self._cf_lock = threading.Lock()
-        self.row_cache = FeatureRowCache(self.memory.feature_cache_bytes)
+        self.row_cache = FeatureRowCache(
+            self.memory.feature_cache_bytes,
+            idle_seconds=self.memory.feature_cache_idle_seconds,
+            clock=clock,
+        )
         self._closing = threading.Event()
         existing = [cf for cf in self._cfs if cf.startswith(FEATURE_FAMILY)]
         self._warmer = threading.Thread(
             target=self._warm, args=(existing,), name="feature-cache-warm", daemon=True
         )
         self._warmer.start()
+        # Copies of groups read while over budget (FeatureRowCache.due).
+        self._rewarmers: list[threading.Thread] = []
 
     def ensure_column_family(self, name: str) -> None:
         # Why a lock: two writers creating the same family at once would make
@@ -133,6 +144,8 @@ class FeatureShardStore(ShardStore):
     def multi_get(self, cf: str, keys: Sequence[bytes]) -> list[bytes | None]:
         rows = self.row_cache.rows(cf)
         if rows is None:
+            if self.row_cache.due(cf):
+                self._rewarm(cf)
             return super().multi_get(cf, keys)
         get = rows.get
         return [get(k) for k in keys]
@@ -163,22 +176,45 @@ class FeatureShardStore(ShardStore):
             )
         )
 
+    def _rewarm(self, cf: str) -> None:
+        """Copies `cf` again in the background (reads go to RocksDB meanwhile)."""
+        with self._cf_lock:
+            if self._closing.is_set():
+                return
+            self._rewarmers = [t for t in self._rewarmers if t.is_alive()]
+            t = threading.Thread(
+                target=self._warm, args=([cf],), name="feature-cache-rewarm", daemon=True
+            )
+            self._rewarmers.append(t)
+            t.start()
+
     def wait_for_row_cache(self, timeout: float | None = None) -> bool:
         """True once the families on disk at open have been copied (or found
-        too large); for tests and tools — reads never wait for it."""
-        self._warmer.join(timeout)
-        return not self._warmer.is_alive()
+        too large), and any copy a read started since; for tests and tools —
+        reads never wait for it."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cf_lock:
+            threads = [self._warmer, *self._rewarmers]
+        for t in threads:
+            t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in threads)
 
     def _warm(self, families: list[str]) -> None:
         cache = self.row_cache
         started = time.monotonic()
+        copied = 0
         for name in families:
             with self._seq_lock:
                 if not cache.begin_warm(name):
                     continue
+                room = cache.room_for(name)
             # Opened after begin_warm: whatever it misses, begin_warm recorded.
+            if not room:  # not even its last known size fits: no scan
+                with self._seq_lock:
+                    cache.refuse_warm(name, 0)
+                continue
             rows: dict[bytes, bytes] = {}
-            size, room = 0, cache.budget - cache.used_bytes
+            size = 0
             complete = True
             it = self._cfs[name].iter()
             it.seek_to_first()
@@ -193,7 +229,7 @@ class FeatureShardStore(ShardStore):
             del it
             with self._seq_lock:
                 if complete:
-                    cache.finish_warm(name, rows, size)
+                    copied += cache.finish_warm(name, rows, size)
                 elif self._closing.is_set():
                     cache.abandon_warm(name)
                     return
@@ -201,15 +237,18 @@ class FeatureShardStore(ShardStore):
                     cache.refuse_warm(name, size)
         if families:
             log.info(
-                "feature cache: %d group version(s) on disk copied in %.1f s, %.1f MiB in memory",
-                len(families) - len(cache.over_budget),
+                "feature cache: %d of %d group version(s) copied in %.1f s, %.1f MiB in memory",
+                copied,
+                len(families),
                 time.monotonic() - started,
                 cache.used_bytes / 2**20,
             )
 
     def close(self) -> None:
-        self._closing.set()
-        self._warmer.join()
+        with self._cf_lock:
+            self._closing.set()
+        for t in [self._warmer, *self._rewarmers]:
+            t.join()
         super().close()
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from prometheus_client import REGISTRY, Counter
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from shard_server.feature_cache import FeatureRowCache
@@ -106,13 +106,19 @@ class _FeatureCacheCollector(_Watched[FeatureRowCache]):
         groups = GaugeMetricFamily(
             "vecshard_feature_cache_groups",
             "Feature group versions by where their rows are read from: in_memory, warming "
-            "(being copied after a restart: read from RocksDB meanwhile), over_budget "
-            "(read from RocksDB)",
+            "(being copied: read from RocksDB meanwhile), over_budget (read lately, from "
+            "RocksDB: they do not fit), idle (not in memory and not read lately)",
             labels=["state"],
         )
         for state, n in self.target.census().items():
             groups.add_metric([state], n)
-        yield from (used, budget, groups)
+        evictions = CounterMetricFamily(
+            "vecshard_feature_cache_evictions",
+            "Group versions whose copy was given up because they were not read for "
+            "VECSHARD__SHARD__FEATURE_CACHE_IDLE_SECONDS and another needed the room",
+        )
+        evictions.add_metric([], self.target.evictions)
+        yield from (used, budget, groups, evictions)
 
 
 def watch_feature_cache(cache: FeatureRowCache) -> None:

@@ -52,12 +52,18 @@ class StoreMemory:
     block_cache_bytes: int = 32 * MIB
     # The in-memory copy of feature rows (shard_server.feature_cache); 0: none.
     feature_cache_bytes: int = 256 * MIB
+    # A group version not read for this long gives its copy up to one that is.
+    feature_cache_idle_seconds: float = 300.0
 
     def __post_init__(self) -> None:
         if min(self.memtable_bytes, self.write_buffer_bytes, self.block_cache_bytes) < MIB:
             raise ValueError("RocksDB memory bounds must be at least 1 MiB each")
         if self.feature_cache_bytes < 0:
             raise ValueError(f"feature_cache_bytes {self.feature_cache_bytes} must be ≥ 0")
+        if self.feature_cache_idle_seconds <= 0:
+            raise ValueError(
+                f"feature_cache_idle_seconds {self.feature_cache_idle_seconds} must be > 0"
+            )
 
 
 class ShardStore:

@@ -85,6 +85,84 @@ def test_a_family_past_the_budget_is_dropped_and_stays_dropped() -> None:
     assert cache.rows("other") is None and "other" in cache.over_budget
 
 
+class Clock:
+    """A clock the test moves (idle and retry times)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+ROW = ROW_OVERHEAD + 2  # one row of a one-byte key and value
+
+
+def test_an_idle_group_gives_its_memory_to_one_that_grows() -> None:
+    clock = Clock()
+    cache = FeatureRowCache(4 * ROW, idle_seconds=100, retry_seconds=30, clock=clock)
+    for cf in ("old", "new"):
+        cache.created(cf)
+        cache.applied([(cf, b"a", b"1"), (cf, b"b", b"1")])
+    # Both read lately: the one that grows past the budget drops itself.
+    clock.now += 50
+    assert cache.rows("old") is not None
+    cache.applied([("new", b"c", b"1")])
+    assert cache.over_budget == {"new"} and cache.evictions == 0
+    assert cache.rows("old") == {b"a": b"1", b"b": b"1"}
+    # "old" is then not read for longer than idle_seconds: a growing group
+    # takes its memory (least recently read first), and nothing else goes.
+    cache.created("next")
+    clock.now += 101
+    cache.applied([("next", b"a", b"1"), ("next", b"b", b"1"), ("next", b"c", b"1")])
+    assert cache.over_budget == {"new", "old"} and cache.evictions == 1
+    assert cache.rows("next") == {b"a": b"1", b"b": b"1", b"c": b"1"}
+    assert cache.used_bytes == 3 * ROW
+
+
+def test_idle_groups_are_evicted_only_when_that_makes_it_fit() -> None:
+    clock = Clock()
+    cache = FeatureRowCache(3 * ROW, idle_seconds=100, clock=clock)
+    cache.created("idle")
+    cache.applied([("idle", b"a", b"1")])
+    cache.created("busy")
+    clock.now += 200
+    assert cache.rows("busy") == {}
+    # "busy" grows by four rows: evicting "idle" would not make them fit.
+    cache.applied([("busy", k, b"1") for k in (b"a", b"b", b"c", b"d")])
+    assert cache.over_budget == {"busy"} and cache.evictions == 0
+    assert cache.rows("idle") == {b"a": b"1"}
+
+
+def test_a_group_dropped_for_the_budget_is_due_again_only_after_the_retry() -> None:
+    clock = Clock()
+    cache = FeatureRowCache(2 * ROW, idle_seconds=100, retry_seconds=30, clock=clock)
+    cache.created("a")
+    cache.created("b")
+    cache.applied([("a", b"x", b"1")])
+    assert cache.rows("a") is not None
+    cache.applied([("b", b"x", b"1"), ("b", b"y", b"1")])
+    assert cache.over_budget == {"b"}
+    assert not cache.due("a") and not cache.due("b")  # in memory; too soon
+    clock.now += 31
+    assert cache.due("b") and not cache.due("b")  # once per retry
+    # "a" is read: no room for "b"'s two rows (one free) — no scan is worth it.
+    assert cache.rows("a") is not None and cache.room_for("b") == 0
+    clock.now += 101  # "a" idle: its row would make room
+    assert cache.room_for("b") == 2 * ROW
+    assert cache.begin_warm("b") and "b" not in cache.over_budget
+    scanned = {b"x": b"1", b"y": b"1"}
+    assert cache.finish_warm("b", scanned, 2 * ROW)
+    assert cache.rows("b") == scanned and cache.over_budget == {"a"}
+    # A group larger than the whole budget is never tried again.
+    cache.created("huge")
+    cache.applied([("huge", bytes([i]), b"1") for i in range(3)])
+    clock.now += 1000
+    assert "huge" in cache.over_budget and not cache.due("huge")
+    with pytest.raises(ValueError, match="> 0 seconds"):
+        FeatureRowCache(1, idle_seconds=0)
+
+
 def test_a_reader_racing_overwrites_never_sees_the_row_missing() -> None:
     cache = FeatureRowCache(1 << 20)
     cache.created("a")
@@ -241,4 +319,64 @@ def test_a_group_past_the_budget_is_read_from_rocksdb_with_the_same_answers(
     storage = FeatureShardStore(tmp_path, small)
     assert storage.wait_for_row_cache(30)
     assert storage.row_cache.rows(CF) is None and CF in storage.row_cache.over_budget
+    storage.close()
+
+
+def _bytes_of(tmp_path: Path, rows: list[GroupRow]) -> int:
+    storage = FeatureShardStore(tmp_path / "measure")
+    FeatureStore(storage).put(PROFILE_S, rows)
+    size = storage.row_cache.used_bytes
+    storage.close()
+    return size
+
+
+def test_a_new_group_version_takes_the_memory_once_the_old_one_is_not_read(
+    tmp_path: Path,
+) -> None:
+    """A model change: a new group version is written while the old one is
+    still read (it does not fit beside it), then only the new one is read —
+    it is copied into memory in place of the old one, and both answer as
+    RocksDB does throughout."""
+    old_rows = [_profile(i, i) for i in range(150)]
+    size = _bytes_of(tmp_path, old_rows)
+    clock = Clock()
+    memory = StoreMemory(feature_cache_bytes=size * 3 // 2, feature_cache_idle_seconds=300)
+    storage = FeatureShardStore(tmp_path / "shard", memory, clock=clock)
+    fs = FeatureStore(storage)
+    new_cf = column_family(SESSION)
+    fs.put(PROFILE_S, old_rows)
+    assert fs.multi_get(PROFILE_S, [user("u1")])[0] is not None
+    fs.put(SESSION_S, [row(user(f"u{i}"), T0, session_clicks=i) for i in range(150)])
+    assert storage.row_cache.over_budget == {new_cf}  # the old one is read
+    users = [user(f"u{i}") for i in range(0, 160, 7)]
+
+    def read_both() -> None:
+        old = fs.multi_get(PROFILE_S, users)
+        new = fs.multi_get(SESSION_S, users)
+        assert [r.values["account_days"] if r else None for r in old] == [
+            i if i < 150 else None for i in range(0, 160, 7)
+        ]
+        assert [r.values["session_clicks"] if r else None for r in new] == [
+            i if i < 150 else None for i in range(0, 160, 7)
+        ]
+
+    # Both still read: the new one stays on RocksDB even past the retry.
+    for _ in range(3):
+        clock.now += 61
+        read_both()
+        assert storage.wait_for_row_cache(30)
+    assert storage.row_cache.over_budget == {new_cf} and storage.row_cache.evictions == 0
+    # Read and not in memory: what the over-budget alert is about.
+    assert storage.row_cache.census() == {"in_memory": 1, "warming": 0, "over_budget": 1, "idle": 0}
+    # The switch: only the new version is read; past idle_seconds the next
+    # read of it copies it, evicting the old one.
+    for _ in range(6):
+        clock.now += 61
+        assert fs.multi_get(SESSION_S, users[:3])[1] is not None
+        assert storage.wait_for_row_cache(30)
+    assert storage.row_cache.over_budget == {CF} and storage.row_cache.evictions == 1
+    assert storage.row_cache.rows(new_cf) == _on_disk(storage, new_cf)
+    # The old version is not read: on disk, and no cause for an alert.
+    assert storage.row_cache.census() == {"in_memory": 1, "warming": 0, "over_budget": 0, "idle": 1}
+    read_both()
     storage.close()

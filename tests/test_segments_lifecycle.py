@@ -19,10 +19,8 @@ from core.domain import AttrType, EntityKey, Metric, VersionRef
 from core.filters import Eq
 from core.ordering import order_key
 from core.scoring import canonical_scores
-from core.settings import ConfigError, load_settings
 from registry.model import EmbeddingFamily, IndexKind, IndexVersion
 from shard_server.compaction import CompactionPolicy
-from shard_server.config import ShardConfig
 from shard_server.lifecycle import TEMPLATE_FILE, LifecyclePolicy
 from shard_server.maintenance import Maintainer
 from shard_server.manifest import MANIFEST, read_manifest
@@ -467,34 +465,3 @@ def test_the_maintenance_thread_seals_when_writes_make_a_seal_due(
         maintainer.stop(60)
     assert [k for k, *_ in s.segments()] == ["hnsw", "flat"]
     s.check_exact()
-
-
-def test_engine_settings_come_from_config_and_bad_ones_stop_start_up(tmp_path: Path) -> None:
-    base = {"shard_id": "s0", "data_dir": str(tmp_path)}
-    cfg = load_settings(
-        ShardConfig,
-        "shard",
-        env={
-            "VECSHARD__SHARD__SEAL_ROWS": "123",
-            "VECSHARD__SHARD__EXACT_BELOW_SELECTIVITY": "0.1",
-            "VECSHARD__SHARD__ROCKSDB_BLOCK_CACHE_MIB": "8",
-            "VECSHARD__SHARD__FEATURE_CACHE_MIB": "0",
-        },
-        overrides=base,
-    )
-    policy = cfg.lifecycle_policy()
-    assert (policy.seal_rows, policy.planner.exact_below_selectivity) == (123, 0.1)
-    assert cfg.store_memory().block_cache_bytes == 8 << 20
-    assert cfg.store_memory().feature_cache_bytes == 0
-    for key, value, message in (
-        ("SEAL_ROWS", "0", "seal_rows"),
-        ("COMPACT_MIN_SEGMENTS", "1", "min_segments"),
-        ("EXACT_BELOW_SELECTIVITY", "2", "exact_below_selectivity"),
-        ("BUILD_THREADS", "0", "build_threads"),
-        ("ROCKSDB_MEMTABLE_MIB", "0", "RocksDB memory bounds"),
-        ("FEATURE_CACHE_MIB", "-1", "feature_cache_bytes"),
-    ):
-        with pytest.raises(ConfigError, match=message):
-            load_settings(
-                ShardConfig, "shard", env={f"VECSHARD__SHARD__{key}": value}, overrides=base
-            )

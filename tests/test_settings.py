@@ -48,3 +48,37 @@ def test_unknown_file_key_and_missing_required(tmp_path: Path) -> None:
         load_settings(ShardConfig, "shard", file=f, env={})
     with pytest.raises(ConfigError, match="shard_id"):
         load_settings(ShardConfig, "shard", env={}, overrides={"data_dir": "/x"})
+
+
+def test_engine_settings_come_from_config_and_bad_ones_stop_start_up(tmp_path: Path) -> None:
+    base = {"shard_id": "s0", "data_dir": str(tmp_path)}
+    cfg = load_settings(
+        ShardConfig,
+        "shard",
+        env={
+            "VECSHARD__SHARD__SEAL_ROWS": "123",
+            "VECSHARD__SHARD__EXACT_BELOW_SELECTIVITY": "0.1",
+            "VECSHARD__SHARD__ROCKSDB_BLOCK_CACHE_MIB": "8",
+            "VECSHARD__SHARD__FEATURE_CACHE_MIB": "0",
+            "VECSHARD__SHARD__FEATURE_CACHE_IDLE_SECONDS": "30",
+        },
+        overrides=base,
+    )
+    policy = cfg.lifecycle_policy()
+    assert (policy.seal_rows, policy.planner.exact_below_selectivity) == (123, 0.1)
+    memory = cfg.store_memory()
+    assert (memory.block_cache_bytes, memory.feature_cache_bytes) == (8 << 20, 0)
+    assert memory.feature_cache_idle_seconds == 30
+    for key, value, message in (
+        ("SEAL_ROWS", "0", "seal_rows"),
+        ("COMPACT_MIN_SEGMENTS", "1", "min_segments"),
+        ("EXACT_BELOW_SELECTIVITY", "2", "exact_below_selectivity"),
+        ("BUILD_THREADS", "0", "build_threads"),
+        ("ROCKSDB_MEMTABLE_MIB", "0", "RocksDB memory bounds"),
+        ("FEATURE_CACHE_MIB", "-1", "feature_cache_bytes"),
+        ("FEATURE_CACHE_IDLE_SECONDS", "0", "feature_cache_idle_seconds"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            load_settings(
+                ShardConfig, "shard", env={f"VECSHARD__SHARD__{key}": value}, overrides=base
+            )

@@ -398,5 +398,6 @@ def test_metrics_are_served(loaded: Loaded) -> None:
         'vecshard_shard_segment_search_seconds_count{kind="ivfpq",plan="ann"}',
         "vecshard_feature_cache_budget_bytes 2.68435456e+08",
         'vecshard_feature_cache_groups{state="over_budget"} 0.0',
+        "vecshard_feature_cache_evictions_total 0.0",
     ):
         assert line in text, line
