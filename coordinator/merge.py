@@ -5,7 +5,7 @@ Pure: the same inputs in any arrival order give the same list.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -52,6 +52,27 @@ class RankedHits(Protocol):
     def buckets(self) -> np.ndarray: ...
 
 
+def _best_of_each(
+    slots: Iterable[Hashable],
+    keys: Sequence[EntityKey],
+    scores: Sequence[float],
+    shard_ids: Sequence[str],
+    buckets: Sequence[int],
+) -> np.ndarray:
+    """Per distinct slot (a key, or a query's key), the position of its best
+    hit: the full total key decides, only when a slot repeats."""
+    best: dict[Hashable, int] = {}
+    for i, slot in enumerate(slots):
+        cur = best.setdefault(slot, i)
+        if cur != i and (order_key(scores[i], keys[i]), shard_ids[i], buckets[i]) < (
+            order_key(scores[cur], keys[cur]),
+            shard_ids[cur],
+            buckets[cur],
+        ):
+            best[slot] = i
+    return np.fromiter(best.values(), dtype=np.int64, count=len(best))
+
+
 def merge_ranked(parts: Iterable[RankedHits], k: int) -> list[Hit]:
     """`merge_topk` over columnar answers, the same list: one dict pass drops
     duplicate keys (the full total key decides, only when a key repeats),
@@ -65,15 +86,61 @@ def merge_ranked(parts: Iterable[RankedHits], k: int) -> list[Hit]:
     shard_ids = [sid for p in found for sid in p.shard_ids]
     buckets = np.concatenate([np.asarray(p.buckets, dtype=np.int64) for p in found]).tolist()
     score_list = scores.tolist()
-    best: dict[EntityKey, int] = {}
-    for i, key in enumerate(keys):
-        cur = best.setdefault(key, i)
-        if cur != i and (order_key(score_list[i], key), shard_ids[i], buckets[i]) < (
-            order_key(score_list[cur], key),
-            shard_ids[cur],
-            buckets[cur],
-        ):
-            best[key] = i
-    keep = np.fromiter(best.values(), dtype=np.int64, count=len(best))
+    keep = _best_of_each(keys, keys, score_list, shard_ids, buckets)
     order = global_order(scores[keep], [keys[i] for i in keep.tolist()])[:k]
     return [Hit(score_list[i], keys[i], shard_ids[i], buckets[i]) for i in keep[order].tolist()]
+
+
+def merge_ranked_many(
+    per_query: Sequence[Sequence[RankedHits]], ks: Sequence[int]
+) -> list[list[Hit]]:
+    """`merge_ranked` of each query's parts (a SearchBatch's queries, each
+    answered by the same calls), the same lists, in one pass for them all:
+    one dict pass drops duplicates per query, one lexsort orders every
+    query's hits (query, then score), and only runs of equal scores within
+    a query are ordered by their keys (`core.ordering.order_key`)."""
+    n = len(per_query)
+    parts = [(qi, p) for qi, ps in enumerate(per_query) for p in ps if len(p.keys)]
+    if not parts:
+        return [[] for _ in range(n)]
+    scores = np.concatenate([np.asarray(p.scores, dtype=np.float64) for _, p in parts])
+    owner = np.repeat(
+        np.fromiter((qi for qi, _ in parts), dtype=np.int64, count=len(parts)),
+        [len(p.keys) for _, p in parts],
+    )
+    keys = [key for _, p in parts for key in p.keys]
+    shard_ids = [sid for _, p in parts for sid in p.shard_ids]
+    buckets = np.concatenate([np.asarray(p.buckets, dtype=np.int64) for _, p in parts]).tolist()
+    score_list = scores.tolist()
+    slots = zip(owner.tolist(), keys, strict=True)
+    keep = _best_of_each(slots, keys, score_list, shard_ids, buckets)
+    kept_scores, kept_owner = scores[keep], owner[keep]
+    perm = np.lexsort((-kept_scores, kept_owner))
+    ordered = keep[perm]
+    # Runs of equal scores within one query: ordered by their keys.
+    same = (kept_scores[perm][1:] == kept_scores[perm][:-1]) & (
+        kept_owner[perm][1:] == kept_owner[perm][:-1]
+    )
+    if same.any():
+        order = ordered.tolist()
+        ties = np.flatnonzero(same).tolist()
+        lo = 0
+        for j, t in enumerate(ties):
+            if j == 0 or t != ties[j - 1] + 1:
+                lo = t
+            if j + 1 == len(ties) or ties[j + 1] != t + 1:
+                run = order[lo : t + 2]
+                run.sort(key=lambda i: order_key(score_list[i], keys[i]))
+                order[lo : t + 2] = run
+        ordered = np.array(order, dtype=np.int64)
+    # Each query's first k, in order.
+    sorted_owner = owner[ordered]
+    starts = np.searchsorted(sorted_owner, np.arange(n), side="left")
+    rank = np.arange(ordered.shape[0]) - starts[sorted_owner]
+    limits = np.asarray(ks, dtype=np.int64)[sorted_owner]
+    out: list[list[Hit]] = [[] for _ in range(n)]
+    for i, q in zip(
+        ordered[rank < limits].tolist(), sorted_owner[rank < limits].tolist(), strict=True
+    ):
+        out[q].append(Hit(score_list[i], keys[i], shard_ids[i], buckets[i]))
+    return out

@@ -9,17 +9,17 @@ against in-memory shards in unit tests and real processes in integration tests.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import math
-import time
 from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 import numpy as np
 
 from coordinator import metrics
 from coordinator.calibration import Calibrator
 from coordinator.exclusion import BucketStats, excludes
-from coordinator.failover import Alternate, failover_cover
 from coordinator.fanin import Execution, QueryFanin, numbered
 from coordinator.fanout import (
     FanoutSettings,
@@ -30,14 +30,15 @@ from coordinator.fanout import (
     plan_targets,
     waves,
 )
-from coordinator.merge import Hit, merge_ranked
+from coordinator.merge import Hit, merge_ranked, merge_ranked_many
 from coordinator.model import ShardAnswer, ShardQuery
 from coordinator.partial import Decision, classify_shard_error
 from coordinator.replicas import ReplicaTracker
 from coordinator.shard import ShardFactory
+from coordinator.shard_calls import Outcome, ShardCaller, result_of
 from core import tracing
 from core.domain import VersionRef
-from core.errors import DeadlineExceeded, VecshardError
+from core.filters import Filter
 from registry.model import IndexVersion, Placement
 from registry.snapshot import Snapshot
 
@@ -50,6 +51,11 @@ def no_bounds(shard_id: str, index: VersionRef, vector: np.ndarray) -> float | N
     return None
 
 
+# `BoundsProvider` for many query vectors (rows) at once: one bound per row,
+# each exactly what the single form gives it, or None (no summary).
+BatchBoundsProvider = Callable[[str, VersionRef, np.ndarray], np.ndarray | None]
+
+
 # (index, bucket) → (min/max per numeric attribute, tenants with rows) over
 # the bucket, or None when unknown.
 StatsProvider = Callable[[VersionRef, int], tuple[BucketStats, frozenset[str]] | None]
@@ -59,17 +65,20 @@ def no_stats(index: VersionRef, bucket: int) -> tuple[BucketStats, frozenset[str
     return None
 
 
-# A shard call's answers (one per query it carried), its latency in seconds,
-# whether it was hedged, and the replica that answered.
-_Outcome = tuple[list[ShardAnswer], float, bool, str]
+_K = TypeVar("_K")
+_V = TypeVar("_V")
 
 
-def _result(task: asyncio.Future[_Outcome]) -> _Outcome | BaseException:
-    """A finished call's answer or its error (a cancellation propagates)."""
-    if task.cancelled():
-        raise asyncio.CancelledError
-    exc = task.exception()
-    return exc if exc is not None else task.result()
+def _memo_get(memo: dict[_K, _V], key: _K) -> _V | None:
+    try:
+        return memo.get(key)
+    except TypeError:  # an unhashable filter: not remembered
+        return None
+
+
+def _memo_put(memo: dict[_K, _V], key: _K, value: _V) -> None:
+    with contextlib.suppress(TypeError):
+        memo[key] = value
 
 
 def _pinned(query: ShardQuery, watermark: int | None) -> ShardQuery:
@@ -85,11 +94,14 @@ class SearchExecutor:
         settings: FanoutSettings | None = None,
         stats: StatsProvider = no_stats,
         wave_policy: WavePolicy | None = None,
+        batch_bounds: BatchBoundsProvider | None = None,
     ) -> None:
         self.shards = shards
         self.tracker = tracker
         self.bounds = bounds
+        self.batch_bounds = batch_bounds
         self.settings = settings or FanoutSettings()
+        self.caller = ShardCaller(shards, tracker, self.settings)
         self.stats = stats
         self.calibrator = Calibrator()
         self.wave_policy = wave_policy or WavePolicy()
@@ -150,15 +162,21 @@ class SearchExecutor:
         deadline = self._deadline(timeout)
         stats = {b: self.stats(index.ref, b) for b in buckets}
         groups: dict[tuple[int, ...], list[int]] = {}
+        # The buckets a query may touch depend only on its tenant and filter.
+        seen: dict[tuple[str, Filter | None], tuple[int, ...]] = {}
         for i, q in enumerate(queries):
-            wanted = tuple(b for b in buckets if not self._excluded(index.ref, b, q, stats))
+            wanted = _memo_get(seen, (q.tenant_id, q.filter))
+            if wanted is None:
+                wanted = tuple(b for b in buckets if not self._excluded(index.ref, b, q, stats))
+                _memo_put(seen, (q.tenant_id, q.filter), wanted)
             groups.setdefault(wanted, []).append(i)
         jobs: list[Awaitable[list[tuple[int, Execution]]]] = []
         for wanted, members in groups.items():
             targets, unavailable = plan_targets(snap, placement, self.tracker, wanted)
             together: list[tuple[int, QueryFanin, list[Target]]] = []
-            for i in members:
-                fanin = QueryFanin(self._bounds(index, queries[i], targets), list(unavailable))
+            bounds = self._batch_bounds(index, [queries[i] for i in members], targets)
+            for j, i in enumerate(members):
+                fanin = QueryFanin({sid: b[j] for sid, b in bounds.items()}, list(unavailable))
                 plan = self._waves(index, fanin.bounds, targets)
                 if len(plan) > 1:
                     alone = self._fan_out(
@@ -194,7 +212,9 @@ class SearchExecutor:
         with its fan-in and its targets in bound order, all one wave)."""
         batch = [queries[i] for i, _, _ in together]
         calls = {
-            t.shard_id: asyncio.ensure_future(self._call(t, index.ref, batch, deadline, route))
+            t.shard_id: asyncio.ensure_future(
+                self.caller.call(t, index.ref, batch, deadline, route)
+            )
             for t in targets
         }
         if calls:
@@ -204,26 +224,46 @@ class SearchExecutor:
                 for task in calls.values():
                     task.cancel()
                 raise
-        outcomes = {sid: _result(task) for sid, task in calls.items()}
+        outcomes = {sid: result_of(task) for sid, task in calls.items()}
         for outcome in outcomes.values():
             if isinstance(outcome, BaseException) and (
                 classify_shard_error(outcome) is Decision.ABORT
             ):
                 raise outcome
-        out = []
-        for j, (i, fanin, ordered) in enumerate(together):
+        for j, (_, fanin, ordered) in enumerate(together):
             # In bound order, as `run` sends them (deterministic traces).
             for t in ordered:
                 self._settle(fanin, index, t, 0, outcomes[t.shard_id], j)
-            with tracing.span("coordinator.merge", answers=len(fanin.answers)):
-                hits = merge_ranked(fanin.answers, queries[i].k)
-            out.append((i, fanin.execution(hits, buckets)))
-        return out
+        with tracing.span("coordinator.merge", queries=len(together)):
+            merged = merge_ranked_many(
+                [fanin.answers for _, fanin, _ in together], [queries[i].k for i, _, _ in together]
+            )
+        return [
+            (i, fanin.execution(hits, buckets))
+            for (i, fanin, _), hits in zip(together, merged, strict=True)
+        ]
 
     def _bounds(
         self, index: IndexVersion, query: ShardQuery, targets: Sequence[Target]
     ) -> dict[str, float | None]:
         return {t.shard_id: self.bounds(t.shard_id, index.ref, query.vector) for t in targets}
+
+    def _batch_bounds(
+        self, index: IndexVersion, queries: Sequence[ShardQuery], targets: Sequence[Target]
+    ) -> dict[str, list[float | None]]:
+        """Per target, each query's bound: one call per target for them all
+        where the provider takes a batch (the same values as one by one)."""
+        if self.batch_bounds is None or not queries:
+            return {
+                t.shard_id: [self.bounds(t.shard_id, index.ref, q.vector) for q in queries]
+                for t in targets
+            }
+        vectors = np.stack([q.vector for q in queries])
+        out: dict[str, list[float | None]] = {}
+        for t in targets:
+            found = self.batch_bounds(t.shard_id, index.ref, vectors)
+            out[t.shard_id] = [None] * len(queries) if found is None else found.tolist()
+        return out
 
     def _waves(
         self, index: IndexVersion, bounds: dict[str, float | None], targets: Sequence[Target]
@@ -244,7 +284,7 @@ class SearchExecutor:
         index: IndexVersion,
         t: Target,
         wave: int,
-        outcome: _Outcome | BaseException,
+        outcome: Outcome | BaseException,
         j: int = 0,
     ) -> None:
         """One call's outcome for the `j`-th query it carried: a failure the
@@ -281,20 +321,20 @@ class SearchExecutor:
         # answered within its patience lets the next wave go (its calls stay
         # in flight): a slow shard early in the order must not hold the shards
         # after it until the deadline, and then leave them no time at all.
-        pending: dict[asyncio.Future[_Outcome], tuple[Target, int]] = {}
+        pending: dict[asyncio.Future[Outcome], tuple[Target, int]] = {}
         for wave_no, wave in enumerate(plan):
             for t in wave:
                 bound = fanin.bounds[t.shard_id]
                 if can_skip(math.inf if bound is None else bound, hits, query.k):
                     fanin.skip(t, wave_no)
                     continue
-                call = self._call(
+                call = self.caller.call(
                     t, index.ref, [_pinned(query, watermarks.get(t.shard_id))], deadline, route
                 )
                 pending[asyncio.ensure_future(call)] = (t, wave_no)
             last = wave_no == len(plan) - 1
             patience = None if last else self._patience(deadline)
-            done: set[asyncio.Future[_Outcome]] = set()
+            done: set[asyncio.Future[Outcome]] = set()
             if pending:
                 try:
                     done, _ = await asyncio.wait(pending, timeout=patience)
@@ -305,7 +345,7 @@ class SearchExecutor:
             # In the order the calls were sent (deterministic traces).
             for task in [f for f in pending if f in done]:
                 t, sent_in = pending.pop(task)
-                outcome = _result(task)
+                outcome = result_of(task)
                 if (
                     isinstance(outcome, BaseException)
                     and classify_shard_error(outcome) is Decision.ABORT
@@ -345,155 +385,3 @@ class SearchExecutor:
             return False
         ranges, tenants = info
         return query.tenant_id not in tenants or excludes(query.filter, ranges)
-
-    async def _attempt(
-        self,
-        shard_id: str,
-        address: str,
-        index: VersionRef,
-        queries: Sequence[ShardQuery],
-        deadline: float,
-    ) -> tuple[list[ShardAnswer], float]:
-        remaining = deadline - asyncio.get_running_loop().time()
-        if remaining <= 0:
-            raise DeadlineExceeded(f"no time left to ask shard {shard_id}")
-        self.tracker.acquire(shard_id)
-        start = time.perf_counter()
-        try:
-            # Queueing in the shard's batcher and the call: the fanout to one shard.
-            with tracing.span("coordinator.shard", shard_id=shard_id, index=str(index)):
-                answers = await self.shards(shard_id, address).search(
-                    index, list(queries), remaining
-                )
-        except asyncio.CancelledError:
-            self.tracker.release(shard_id, None)
-            raise
-        except VecshardError as exc:
-            self.tracker.release(
-                shard_id, None, failed=classify_shard_error(exc) is Decision.TOLERATE
-            )
-            raise
-        except BaseException:
-            self.tracker.release(shard_id, None, failed=True)
-            raise
-        latency = time.perf_counter() - start
-        self.tracker.release(shard_id, latency)
-        return answers, latency
-
-    def _full_alternates(self, t: Target) -> list[tuple[str, str]]:
-        """Replicas holding every bucket of the target (safe to hedge to)."""
-        return [(sid, addr) for sid, addr, cov in t.alternates if len(cov) == len(t.buckets)]
-
-    async def _attempt_cover(
-        self,
-        cover: list[Alternate],
-        index: VersionRef,
-        queries: Sequence[ShardQuery],
-        deadline: float,
-    ) -> tuple[list[ShardAnswer], float]:
-        """Asks several replicas for one target's buckets; per query their
-        answers merge (duplicates are removed by the result merge)."""
-        parts = await asyncio.gather(
-            *(self._attempt(sid, addr, index, queries, deadline) for sid, addr, _ in cover)
-        )
-        merged = []
-        for i in range(len(queries)):
-            answers = [part[i] for part, _ in parts]
-            merged.append(
-                ShardAnswer.of(
-                    [h for a in answers for h in a.hits],
-                    sum(a.candidates for a in answers),
-                    max(a.sequence for a in answers),
-                )
-            )
-        return merged, max(lat for _, lat in parts)
-
-    async def _call_only(
-        self, t: Target, index: VersionRef, queries: Sequence[ShardQuery], deadline: float
-    ) -> _Outcome:
-        """`_call` where no other replica serves the target (nothing to hedge
-        or fail over to): the attempt runs in the caller's task under the
-        deadline, with no task and no wait of its own."""
-        timeout = asyncio.timeout_at(deadline)
-        try:
-            async with timeout:
-                answers, latency = await self._attempt(
-                    t.shard_id, t.address, index, queries, deadline
-                )
-        except TimeoutError:
-            if not timeout.expired():
-                raise
-            raise DeadlineExceeded(
-                f"shard {t.shard_id} did not answer before the deadline"
-            ) from None
-        return answers, latency, False, t.shard_id
-
-    async def _call(
-        self,
-        t: Target,
-        index: VersionRef,
-        queries: Sequence[ShardQuery],
-        deadline: float,
-        route: str,
-    ) -> _Outcome:
-        """The target's answers to `queries`; after its shard's p95 a hedged
-        call goes to another replica and the first good answer wins (the
-        other is cancelled)."""
-        if not t.alternates:
-            return await self._call_only(t, index, queries, deadline)
-        loop = asyncio.get_running_loop()
-        primary: asyncio.Future[tuple[list[ShardAnswer], float]] = asyncio.ensure_future(
-            self._attempt(t.shard_id, t.address, index, queries, deadline)
-        )
-        tasks: dict[asyncio.Future[tuple[list[ShardAnswer], float]], tuple[str, bool]] = {
-            primary: (t.shard_id, False)
-        }
-        full = self._full_alternates(t)
-        delay = self.tracker.hedge_delay(t.shard_id) if self.settings.hedge and full else None
-        errors: list[BaseException] = []
-        try:
-            if delay is not None:
-                done, _ = await asyncio.wait(
-                    {primary}, timeout=min(delay, max(0.0, deadline - loop.time()))
-                )
-                if not done:
-                    alt = self.tracker.choose([s for s, _ in full]) or full[0][0]
-                    address = dict(full)[alt]
-                    hedge = asyncio.ensure_future(
-                        self._attempt(alt, address, index, queries, deadline)
-                    )
-                    tasks[hedge] = (alt, True)
-                    metrics.HEDGES.labels(route, "fired").inc()
-            pending = set(tasks)
-            while pending:
-                done, pending = await asyncio.wait(
-                    pending,
-                    timeout=max(0.0, deadline - loop.time()),
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-                if not done:
-                    raise DeadlineExceeded(f"shard {t.shard_id} did not answer before the deadline")
-                for task in done:
-                    exc = task.exception()
-                    if exc is None:
-                        shard_id, hedged = tasks[task]
-                        if hedged:
-                            metrics.HEDGES.labels(route, "won").inc()
-                        answers, latency = task.result()
-                        return answers, latency, hedged, shard_id
-                    errors.append(exc)
-                    # Fail over: a replica that refuses (shutting down, crashed)
-                    # is answered by another before the buckets count as missing.
-                    tried = {sid for sid, _ in tasks.values()}
-                    cover = failover_cover(t.buckets, t.alternates, tried)
-                    if cover and classify_shard_error(exc) is Decision.TOLERATE:
-                        retry = asyncio.ensure_future(
-                            self._attempt_cover(cover, index, queries, deadline)
-                        )
-                        tasks[retry] = (cover[0][0], False)
-                        pending.add(retry)
-            raise errors[0]
-        finally:
-            for task in tasks:
-                if not task.done():
-                    task.cancel()

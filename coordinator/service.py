@@ -68,7 +68,12 @@ class RetrievalEngine:
         if summaries is not None:
             bounds = summaries.bound
         self.executor = SearchExecutor(
-            shards, self.tracker, bounds, fanout, stats=summaries.bucket if summaries else no_stats
+            shards,
+            self.tracker,
+            bounds,
+            fanout,
+            stats=summaries.bucket if summaries else no_stats,
+            batch_bounds=summaries.bounds if summaries else None,
         )
         self.admission_control = Admission(self.limits)
         self.background = Background()

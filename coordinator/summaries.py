@@ -29,7 +29,7 @@ import numpy as np
 
 from coordinator.exclusion import BucketStats
 from coordinator.model import IndexSummary, ShardIndex
-from core.bounds import score_upper_bound
+from core.bounds import score_upper_bounds
 from core.domain import VersionRef
 from registry.watcher import SnapshotCache
 
@@ -77,17 +77,23 @@ class SummaryCache:
         return e.summary
 
     def bound(self, shard_id: str, index: VersionRef, vector: np.ndarray) -> float | None:
+        found = self.bounds(shard_id, index, np.asarray(vector)[None, :])
+        return None if found is None else float(found[0])
+
+    def bounds(self, shard_id: str, index: VersionRef, vectors: np.ndarray) -> np.ndarray | None:
+        """`bound` of each row of `vectors` (a SearchBatch's queries), in
+        one pass — and exactly the values `bound` gives each alone."""
         s = self._fresh(shard_id, index)
         if s is None:
             return None
         snap = self.cache.snapshot
         ix = snap.indexes.get(index)
         family = snap.families.get(ix.embedding.name) if ix else None
-        q = np.asarray(vector, dtype=np.float64)
+        q = np.asarray(vectors, dtype=np.float64)
         if family is not None and family.normalize:
-            norm = float(np.sqrt(q @ q))
-            q = q / norm if norm > 0 else q
-        return score_upper_bound(s.metric, q, s.centroids, s.radii)
+            norms = np.sqrt(np.einsum("ij,ij->i", q, q))
+            q = q / np.where(norms > 0, norms, 1.0)[:, None]
+        return score_upper_bounds(s.metric, q, s.centroids, s.radii)
 
     def bucket(self, index: VersionRef, bucket: int) -> tuple[BucketStats, frozenset[str]] | None:
         """Stats of a bucket over *every* replica of it, or None (never

@@ -27,6 +27,9 @@ from core.domain import Metric
 # Relative padding: float32 rounding of a score is ≤ 2^-24 relative, the
 # float64 arithmetic here is ~1e-16; 2^-20 covers both with room to spare.
 _SLACK = 2.0**-20
+# float64 values of one chunk of L2 differences (256 KiB: under malloc's mmap
+# threshold, so no page faults per call).
+_CHUNK_VALUES = 32_768
 
 
 def score_upper_bound(
@@ -38,28 +41,53 @@ def score_upper_bound(
     and for families that normalize; cosine queries are normalized here again,
     harmlessly). No balls → −inf (an empty shard can return nothing).
     """
+    q = np.asarray(query)
+    c = np.asarray(centroids)
+    if c.ndim == 2 and q.shape != (c.shape[1],):
+        raise ValueError(f"query has shape {q.shape}, expected ({c.shape[1]},)")
+    return float(score_upper_bounds(metric, q[None, :], centroids, radii)[0])
+
+
+def score_upper_bounds(
+    metric: Metric, queries: np.ndarray, centroids: np.ndarray, radii: np.ndarray
+) -> np.ndarray:
+    """`score_upper_bound` of each row of `queries` (n × d), float64, with
+    the same arithmetic row by row — a row's bound does not depend on the
+    rows beside it (no BLAS: its blocking may round differently by shape),
+    so a batch of queries gets exactly the bounds each would alone."""
     c = np.asarray(centroids, dtype=np.float64)
     r = np.asarray(radii, dtype=np.float64)
     if c.ndim != 2 or r.shape != (c.shape[0],):
         raise ValueError(f"centroids {c.shape} and radii {r.shape} do not describe the same balls")
+    q = np.asarray(queries, dtype=np.float64)
+    if q.ndim != 2 or q.shape[1] != c.shape[1]:
+        raise ValueError(f"queries have shape {q.shape}, expected (n, {c.shape[1]})")
     if c.shape[0] == 0:
-        return float("-inf")
-    q = np.asarray(query, dtype=np.float64)
-    if q.shape != (c.shape[1],):
-        raise ValueError(f"query has shape {q.shape}, expected ({c.shape[1]},)")
+        return np.full(q.shape[0], -np.inf)
     if metric is Metric.COSINE:
-        norm = float(np.sqrt(q @ q))
-        if norm > 0:
-            q = q / norm
+        norms = np.sqrt(np.einsum("ij,ij->i", q, q))
+        q = q / np.where(norms > 0, norms, 1.0)[:, None]
     if metric is Metric.L2:
-        dist = np.sqrt(np.einsum("ij,ij->i", c - q, c - q))
+        # Per query: the exact differences (no ‖c‖² − 2c·q + ‖q‖² shortcut,
+        # whose cancellation near a centroid would outgrow the slack).
+        # A chunk of queries at a time keeps the n × m × d differences small.
+        step = max(1, _CHUNK_VALUES // max(1, c.size))
+        dist = np.concatenate(
+            [
+                np.sqrt(np.einsum("kij,kij->ki", diff, diff))
+                for diff in (
+                    c[None, :, :] - q[a : a + step, None, :] for a in range(0, len(q), step)
+                )
+            ]
+        )
         bound = -np.maximum(dist - r, 0.0)
         scale = dist + r
     else:
-        qn = float(np.sqrt(q @ q))
-        bound = c @ q + qn * r
+        qn = np.sqrt(np.einsum("ij,ij->i", q, q))[:, None]
+        bound = np.einsum("kj,ij->ki", q, c) + qn * r
         scale = qn * (np.sqrt(np.einsum("ij,ij->i", c, c)) + r)
-    return float(np.max(bound + _SLACK * (scale + np.abs(bound)) + 1e-30))
+    out: np.ndarray = np.max(bound + _SLACK * (scale + np.abs(bound)) + 1e-30, axis=1)
+    return out
 
 
 def ball_radii(vectors: np.ndarray, centroids: np.ndarray, assignment: np.ndarray) -> np.ndarray:

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.bounds import ball_radii, score_upper_bound
+from core.bounds import ball_radii, score_upper_bound, score_upper_bounds
 from core.domain import EntityKey, Metric
 from core.scoring import canonical_scores, normalized, prepare_query
 from registry.index_params import FlatParams, HnswParams, IndexParams, IvfPqParams
@@ -123,3 +123,30 @@ def test_published_segment_summaries_bound_every_row(metric: Metric, kind: str) 
         )
         best = canonical_scores(metric, q, x).max()
         assert score_upper_bound(metric, q, summary.centroids, summary.radii) >= best
+
+
+@given(
+    st.sampled_from(list(Metric)),
+    st.integers(1, 70),
+    st.integers(0, 40),
+    st.integers(1, 200),
+    st.integers(0, 2**32 - 1),
+    st.floats(1e-3, 1e3),
+)
+@settings(max_examples=150, deadline=None)
+def test_a_batch_of_queries_gets_exactly_the_bounds_each_would_alone(
+    metric: Metric, n: int, m: int, dim: int, seed: int, scale: float
+) -> None:
+    """The coordinator bounds a SearchBatch's queries in one call and a
+    lone Search's in another: the traces (and skip decisions) of the two
+    must not differ by a rounding, so the rows are bitwise equal."""
+    rng = np.random.default_rng(seed)
+    centroids = (rng.normal(size=(m, dim)) * scale).astype(np.float32)
+    radii = (rng.random(m) * scale).astype(np.float32)
+    queries = (rng.normal(size=(n, dim)) * scale).astype(np.float32)
+    queries[0] = 0.0  # a zero query (cosine leaves it unnormalized)
+    batch = score_upper_bounds(metric, queries, centroids, radii)
+    alone = np.array([score_upper_bound(metric, q, centroids, radii) for q in queries])
+    assert batch.shape == (n,) and np.array_equal(batch, alone)
+    with pytest.raises(ValueError, match="expected"):
+        score_upper_bounds(metric, queries[:, :-1] if dim > 1 else queries[0], centroids, radii)

@@ -7,7 +7,8 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coordinator.merge import Hit, merge_topk
+from coordinator.merge import Hit, merge_ranked, merge_ranked_many, merge_topk
+from coordinator.model import ShardAnswer
 from core.domain import EntityKey
 from core.ordering import order_key
 
@@ -60,3 +61,40 @@ def test_ties_break_by_entity_id_bytes_then_tenant_then_type() -> None:
     d = Hit(1.0, EntityKey("t1", "user", "a"), "s1", 0)
     e = Hit(2.0, EntityKey("t9", "item", "zzz"), "s2", 0)
     assert merge_topk([[a, d], [b, c], [e]], 10) == [e, c, b, d, a]
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(
+        st.tuples(st.lists(st.lists(hits, max_size=10), max_size=4), st.integers(1, 12)),
+        max_size=8,
+    )
+)
+def test_a_batch_merged_at_once_equals_each_query_merged_alone(
+    queries: list[tuple[list[list[Hit]], int]],
+) -> None:
+    """`merge_ranked_many` (a SearchBatch's queries in one pass) gives every
+    query exactly `merge_ranked`'s list: duplicates, score ties and k each
+    per query, never across queries."""
+    per_query = []
+    for lists, _ in queries:
+        answers = []
+        for hs in lists:
+            unique = list({h.key: h for h in hs}.values())  # a shard answers a key once
+            answers.append(ShardAnswer.of(unique, len(unique)))
+        per_query.append(answers)
+    ks = [k for _, k in queries]
+    assert merge_ranked_many(per_query, ks) == [
+        merge_ranked(answers, k) for answers, k in zip(per_query, ks, strict=True)
+    ]
+
+
+def test_equal_scores_in_two_queries_stay_in_their_queries() -> None:
+    # The last hit of one query and the first of the next tie on score: the
+    # key order applies within a query only.
+    def one(eid: str, score: float) -> ShardAnswer:
+        return ShardAnswer.of([Hit(score, EntityKey("t", "item", eid), "s0", 0)], 1)
+
+    per_query = [[one("b", 1.0)], [one("a", 1.0)], [one("c", 2.0), one("0", 1.0)]]
+    got = merge_ranked_many(per_query, [5, 5, 5])
+    assert [[h.key.entity_id for h in hs] for hs in got] == [["b"], ["a"], ["c", "0"]]

@@ -1,0 +1,195 @@
+"""Calls to the shards that serve a target, for a search: the attempt (the
+replica tracker's in-flight and latency accounting, the deadline), a
+hedge to another replica after the shard's p95, and failover to a cover of
+replicas when one refuses. What a call answers is an `Outcome`; what the
+search does with it is `coordinator.search`."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+
+from coordinator import metrics
+from coordinator.failover import Alternate, failover_cover
+from coordinator.fanout import FanoutSettings, Target
+from coordinator.model import ShardAnswer, ShardQuery
+from coordinator.partial import Decision, classify_shard_error
+from coordinator.replicas import ReplicaTracker
+from coordinator.shard import ShardFactory
+from core import tracing
+from core.domain import VersionRef
+from core.errors import DeadlineExceeded, VecshardError
+
+# A shard call's answers (one per query it carried), its latency in seconds,
+# whether it was hedged, and the replica that answered.
+Outcome = tuple[list[ShardAnswer], float, bool, str]
+
+
+def result_of(task: asyncio.Future[Outcome]) -> Outcome | BaseException:
+    """A finished call's answer or its error (a cancellation propagates)."""
+    if task.cancelled():
+        raise asyncio.CancelledError
+    exc = task.exception()
+    return exc if exc is not None else task.result()
+
+
+class ShardCaller:
+    def __init__(
+        self, shards: ShardFactory, tracker: ReplicaTracker, settings: FanoutSettings
+    ) -> None:
+        self.shards = shards
+        self.tracker = tracker
+        self.settings = settings
+
+    async def _attempt(
+        self,
+        shard_id: str,
+        address: str,
+        index: VersionRef,
+        queries: Sequence[ShardQuery],
+        deadline: float,
+    ) -> tuple[list[ShardAnswer], float]:
+        remaining = deadline - asyncio.get_running_loop().time()
+        if remaining <= 0:
+            raise DeadlineExceeded(f"no time left to ask shard {shard_id}")
+        self.tracker.acquire(shard_id)
+        start = time.perf_counter()
+        try:
+            # Queueing in the shard's batcher and the call: the fanout to one shard.
+            with tracing.span("coordinator.shard", shard_id=shard_id, index=str(index)):
+                answers = await self.shards(shard_id, address).search(
+                    index, list(queries), remaining
+                )
+        except asyncio.CancelledError:
+            self.tracker.release(shard_id, None)
+            raise
+        except VecshardError as exc:
+            self.tracker.release(
+                shard_id, None, failed=classify_shard_error(exc) is Decision.TOLERATE
+            )
+            raise
+        except BaseException:
+            self.tracker.release(shard_id, None, failed=True)
+            raise
+        latency = time.perf_counter() - start
+        self.tracker.release(shard_id, latency)
+        return answers, latency
+
+    def _full_alternates(self, t: Target) -> list[tuple[str, str]]:
+        """Replicas holding every bucket of the target (safe to hedge to)."""
+        return [(sid, addr) for sid, addr, cov in t.alternates if len(cov) == len(t.buckets)]
+
+    async def _attempt_cover(
+        self,
+        cover: list[Alternate],
+        index: VersionRef,
+        queries: Sequence[ShardQuery],
+        deadline: float,
+    ) -> tuple[list[ShardAnswer], float]:
+        """Asks several replicas for one target's buckets; per query their
+        answers merge (duplicates are removed by the result merge)."""
+        parts = await asyncio.gather(
+            *(self._attempt(sid, addr, index, queries, deadline) for sid, addr, _ in cover)
+        )
+        merged = []
+        for i in range(len(queries)):
+            answers = [part[i] for part, _ in parts]
+            merged.append(
+                ShardAnswer.of(
+                    [h for a in answers for h in a.hits],
+                    sum(a.candidates for a in answers),
+                    max(a.sequence for a in answers),
+                )
+            )
+        return merged, max(lat for _, lat in parts)
+
+    async def _call_only(
+        self, t: Target, index: VersionRef, queries: Sequence[ShardQuery], deadline: float
+    ) -> Outcome:
+        """`_call` where no other replica serves the target (nothing to hedge
+        or fail over to): the attempt runs in the caller's task under the
+        deadline, with no task and no wait of its own."""
+        timeout = asyncio.timeout_at(deadline)
+        try:
+            async with timeout:
+                answers, latency = await self._attempt(
+                    t.shard_id, t.address, index, queries, deadline
+                )
+        except TimeoutError:
+            if not timeout.expired():
+                raise
+            raise DeadlineExceeded(
+                f"shard {t.shard_id} did not answer before the deadline"
+            ) from None
+        return answers, latency, False, t.shard_id
+
+    async def call(
+        self,
+        t: Target,
+        index: VersionRef,
+        queries: Sequence[ShardQuery],
+        deadline: float,
+        route: str,
+    ) -> Outcome:
+        """The target's answers to `queries`; after its shard's p95 a hedged
+        call goes to another replica and the first good answer wins (the
+        other is cancelled)."""
+        if not t.alternates:
+            return await self._call_only(t, index, queries, deadline)
+        loop = asyncio.get_running_loop()
+        primary: asyncio.Future[tuple[list[ShardAnswer], float]] = asyncio.ensure_future(
+            self._attempt(t.shard_id, t.address, index, queries, deadline)
+        )
+        tasks: dict[asyncio.Future[tuple[list[ShardAnswer], float]], tuple[str, bool]] = {
+            primary: (t.shard_id, False)
+        }
+        full = self._full_alternates(t)
+        delay = self.tracker.hedge_delay(t.shard_id) if self.settings.hedge and full else None
+        errors: list[BaseException] = []
+        try:
+            if delay is not None:
+                done, _ = await asyncio.wait(
+                    {primary}, timeout=min(delay, max(0.0, deadline - loop.time()))
+                )
+                if not done:
+                    alt = self.tracker.choose([s for s, _ in full]) or full[0][0]
+                    address = dict(full)[alt]
+                    hedge = asyncio.ensure_future(
+                        self._attempt(alt, address, index, queries, deadline)
+                    )
+                    tasks[hedge] = (alt, True)
+                    metrics.HEDGES.labels(route, "fired").inc()
+            pending = set(tasks)
+            while pending:
+                done, pending = await asyncio.wait(
+                    pending,
+                    timeout=max(0.0, deadline - loop.time()),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                if not done:
+                    raise DeadlineExceeded(f"shard {t.shard_id} did not answer before the deadline")
+                for task in done:
+                    exc = task.exception()
+                    if exc is None:
+                        shard_id, hedged = tasks[task]
+                        if hedged:
+                            metrics.HEDGES.labels(route, "won").inc()
+                        answers, latency = task.result()
+                        return answers, latency, hedged, shard_id
+                    errors.append(exc)
+                    # Fail over: a replica that refuses (shutting down, crashed)
+                    # is answered by another before the buckets count as missing.
+                    tried = {sid for sid, _ in tasks.values()}
+                    cover = failover_cover(t.buckets, t.alternates, tried)
+                    if cover and classify_shard_error(exc) is Decision.TOLERATE:
+                        retry = asyncio.ensure_future(
+                            self._attempt_cover(cover, index, queries, deadline)
+                        )
+                        tasks[retry] = (cover[0][0], False)
+                        pending.add(retry)
+            raise errors[0]
+        finally:
+            for task in tasks:
+                if not task.done():
+                    task.cancel()
