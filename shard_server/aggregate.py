@@ -34,7 +34,7 @@ def merge_segment_hits(per_segment: Iterable[Sequence[Hit]], k: int) -> list[Hit
 
 def merge_segment_columns(
     parts: Sequence[SegmentHits], k: int
-) -> tuple[np.ndarray, list[EntityKey], np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, Sequence[EntityKey], np.ndarray, np.ndarray]:
     """`merge_segment_hits` over columnar answers: (scores, keys, buckets,
     seqs) of the k best. One answering segment (the usual case) is passed
     through; otherwise keys are deduplicated (newest write, then the better
@@ -49,7 +49,7 @@ def merge_segment_columns(
         )
     if len(found) == 1:
         p = found[0]
-        return p.scores[:k], list(p.keys[:k]), p.buckets[:k], p.seqs[:k]
+        return p.scores[:k], p.keys[:k], p.buckets[:k], p.seqs[:k]
     scores = np.concatenate([p.scores for p in found])
     keys = [key for p in found for key in p.keys]
     buckets = np.concatenate([p.buckets for p in found])

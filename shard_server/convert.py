@@ -23,6 +23,7 @@ from protos.vecshard.v1 import common_pb2 as cpb
 from protos.vecshard.v1.internal import features_pb2 as fpb
 from protos.vecshard.v1.internal import shard_pb2 as pb
 from shard_server.feature_service import GroupFetch
+from shard_server.key_table import KeyRows
 from shard_server.memory import ProcessMemory
 from shard_server.model import Lookup, LookupStatus, Query, SearchResult, WriteResult
 from shard_server.recall_check import RecallCheck
@@ -116,26 +117,23 @@ def packed_search_response(
     shard_id: str, results: Sequence[SearchResult]
 ) -> pb.PackedSearchResponse:
     """Per-query arrays, concatenated: no message per hit (see shard.proto)."""
-    keys = [key for r in results for key in r.keys]
-    ids = [key.entity_id.encode() for key in keys]
-    types = {key.entity_type for key in keys}
-    table = sorted(types)
-    type_codes = b""
-    if len(table) > 1:
-        code = {t: i for i, t in enumerate(table)}
-        type_codes = np.array([code[key.entity_type] for key in keys], "<u2").tobytes()
-    scores = [r.scores for r in results]
-    buckets = [r.buckets for r in results]
+    counts = [len(r.keys) for r in results]
+    total = sum(counts)
+    ids, id_ends, table, type_codes = _packed_keys([r.keys for r in results])
     return pb.PackedSearchResponse(
         shard_id=shard_id,
         sequence=results[0].sequence if results else 0,
-        counts=[len(r.keys) for r in results],
+        counts=counts,
         candidates=[r.candidates for r in results],
         approximate=[r.approximate for r in results],
-        scores=np.concatenate(scores).astype("<f4").tobytes() if keys else b"",
-        entity_ids=b"".join(ids),
-        id_ends=np.cumsum([len(i) for i in ids], dtype="<u4").tobytes() if ids else b"",
-        buckets=np.concatenate(buckets).astype("<u4").tobytes() if keys else b"",
+        scores=np.concatenate([r.scores for r in results]).astype("<f4").tobytes()
+        if total
+        else b"",
+        entity_ids=ids,
+        id_ends=id_ends,
+        buckets=np.concatenate([r.buckets for r in results]).astype("<u4").tobytes()
+        if total
+        else b"",
         entity_types=table,
         type_codes=type_codes,
         reference_counts=[len(r.reference_scores) for r in results],
@@ -143,6 +141,39 @@ def packed_search_response(
             [s for r in results for s in r.reference_scores], "<f4"
         ).tobytes(),
     )
+
+
+def _packed_keys(
+    per_query: Sequence[Sequence[EntityKey]],
+) -> tuple[bytes, bytes, list[str], bytes]:
+    """(ids, their u32 ends, the sorted entity-type table, u16 type codes when
+    it has more than one type) of every query's hit keys, in order. Hits of
+    one segment's table (the usual answer) are gathered from its arrays."""
+    tables = {id(k.table): k.table for k in per_query if isinstance(k, KeyRows)}
+    if len(tables) == 1 and all(isinstance(k, KeyRows) for k in per_query):
+        (keys,) = tables.values()
+        rows = np.concatenate([k.rows for k in per_query])  # type: ignore[attr-defined]
+        if not rows.shape[0]:
+            return b"", b"", [], b""
+        picked = keys.ids.take(rows)
+        present = np.unique(keys.types[rows])
+        table = sorted(keys.type_names[c] for c in present.tolist())
+        codes = b""
+        if len(table) > 1:
+            recode = np.zeros(len(keys.type_names), dtype="<u2")
+            for c in present.tolist():
+                recode[c] = table.index(keys.type_names[c])
+            codes = recode[keys.types[rows]].tobytes()
+        return picked.data, picked.offsets[1:].astype("<u4").tobytes(), table, codes
+    flat = [key for keys in per_query for key in keys]
+    ids = [key.entity_id.encode() for key in flat]
+    table = sorted({key.entity_type for key in flat})
+    codes = b""
+    if len(table) > 1:
+        code = {t: i for i, t in enumerate(table)}
+        codes = np.array([code[key.entity_type] for key in flat], "<u2").tobytes()
+    ends = np.cumsum([len(i) for i in ids], dtype="<u4").tobytes() if ids else b""
+    return b"".join(ids), ends, table, codes
 
 
 def search_response(shard_id: str, results: Sequence[SearchResult]) -> pb.SearchResponse:

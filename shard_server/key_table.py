@@ -183,3 +183,42 @@ class KeyTable(Sequence[EntityKey]):
             + self._by_hash.nbytes
             + self._hashes.nbytes
         )
+
+
+class KeyRows(Sequence[EntityKey]):
+    """The keys of some rows of a `KeyTable` (a search's hits), built only
+    when asked for: the packed answer takes their ids and types straight
+    from the table's arrays (`packed`), with no key object per hit."""
+
+    __slots__ = ("rows", "table")
+
+    def __init__(self, table: KeyTable, rows: np.ndarray) -> None:
+        self.table = table
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return int(self.rows.shape[0])
+
+    @overload
+    def __getitem__(self, i: int) -> EntityKey: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> KeyRows: ...
+
+    def __getitem__(self, i: int | slice) -> EntityKey | KeyRows:
+        if isinstance(i, slice):
+            return KeyRows(self.table, self.rows[i])
+        return self.table[int(self.rows[i])]
+
+    def __iter__(self) -> Iterator[EntityKey]:
+        return iter(self.table.keys_at(self.rows))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sequence):
+            return NotImplemented
+        return list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]  # equal to lists, so not hashable
+
+    def __repr__(self) -> str:
+        return f"KeyRows({list(self)!r})"

@@ -373,16 +373,20 @@ class IndexPartition:
         with self.lifecycle.set.acquire() as segments:
             if first:
                 batch = [queries[i] for i in first]
-                answers = self._search_segments(segments, matrix[first], batch)
+                answers = self._search_segments(segments, matrix[first], batch, sequence)
                 for i, answer in zip(first, answers, strict=True):
                     out[i] = answer
             for i, q in enumerate(queries):
                 if out[i] is None:
-                    out[i] = self._search_page(segments, matrix[i], q)
-        return [replace(r, sequence=sequence) for r in out if r is not None]
+                    out[i] = replace(self._search_page(segments, matrix[i], q), sequence=sequence)
+        return [r for r in out if r is not None]
 
     def _search_segments(
-        self, segments: Sequence[Segment], matrix: np.ndarray, queries: Sequence[Query]
+        self,
+        segments: Sequence[Segment],
+        matrix: np.ndarray,
+        queries: Sequence[Query],
+        sequence: int = 0,
     ) -> list[SearchResult]:
         per_segment = []
         for seg in segments:
@@ -414,7 +418,8 @@ class IndexPartition:
                     candidates,
                     plans,
                     approximate,
-                    reference_scores=reference,
+                    sequence,
+                    reference,
                 )  # fmt: skip
             )
         return out

@@ -19,7 +19,7 @@ import numpy as np
 from core.domain import EntityKey
 from core.filters import Filter
 from core.ordering import order_key
-from shard_server.key_table import KeyTable
+from shard_server.key_table import KeyRows, KeyTable
 from shard_server.summary import SegmentSummary
 
 
@@ -280,7 +280,7 @@ def segment_hits_batch(
     ranked together, the hits' keys built in one pass."""
     top, picked = ranked_batch(scores, rows, key_rank, k)
     b, kk = picked.shape
-    flat_keys = keys.keys_at(picked.ravel())
+    flat_keys = KeyRows(keys, picked.ravel())
     top32 = top.astype(np.float32, copy=False)
     hit_buckets = buckets[picked].astype(np.int64, copy=False)
     hit_seqs = seqs[picked].astype(np.int64, copy=False)
