@@ -464,11 +464,13 @@ def _index_summary(st: spb.IndexStats) -> IndexSummary | None:
         b.bucket: ({a.attribute: (a.min, a.max) for a in b.ranges}, frozenset(b.tenants))
         for b in st.buckets
     }
+    # Widened once here (exactly: every float32 is a float64), not per query
+    # by every bound (core.bounds computes in float64).
     return IndexSummary(
         metric=metric,
-        centroids=np.concatenate(centroids)
+        centroids=np.concatenate(centroids).astype(np.float64)
         if centroids
-        else np.zeros((0, st.dimension), np.float32),
-        radii=np.concatenate(radii) if radii else np.zeros(0, np.float32),
+        else np.zeros((0, st.dimension), np.float64),
+        radii=np.concatenate(radii).astype(np.float64) if radii else np.zeros(0, np.float64),
         buckets=buckets,
     )

@@ -114,8 +114,8 @@ class IndexSummary:
     bounds the shard's scores and proves buckets empty for a filter."""
 
     metric: Metric
-    centroids: np.ndarray  # (n, d) over all segments
-    radii: np.ndarray  # (n,)
+    centroids: np.ndarray  # (n, d) float64, over all segments
+    radii: np.ndarray  # (n,) float64
     buckets: dict[int, tuple[BucketStats, frozenset[str]]]
 
 

@@ -16,7 +16,7 @@ from prometheus_client import REGISTRY
 
 from coordinator.fanout import FanoutSettings, plan_targets
 from coordinator.model import ShardQuery
-from coordinator.replicas import ReplicaTracker
+from coordinator.replicas import P95_REFRESH, ReplicaTracker
 from coordinator.search import SearchExecutor
 from coordinator.service import Limits, RetrievalEngine
 from core.domain import EntityKey, Metric, VersionRef
@@ -224,6 +224,18 @@ def test_hedge_goes_to_another_replica_after_the_p95() -> None:
     assert result.hedges_fired == 1 and not result.completeness.partial
     assert [t.shard_id for t in result.trace] == ["b"] and result.trace[0].hedged
     assert len(result.hits) == 3
+
+
+def test_a_shards_p95_follows_its_latencies_within_a_few_calls() -> None:
+    tracker = ReplicaTracker()
+    assert tracker.hedge_delay("a") is None  # not enough calls seen
+    for _ in range(100):
+        tracker.release("a", 0.001)
+    assert tracker.hedge_delay("a", floor=0.0) == 0.001
+    # Slower calls: the p95 is recomputed at most P95_REFRESH calls late.
+    for _ in range(P95_REFRESH):
+        tracker.release("a", 0.010)
+    assert tracker.hedge_delay("a", floor=0.0) == 0.010
 
 
 def test_replica_choice_prefers_healthy_then_least_loaded() -> None:
