@@ -9,11 +9,9 @@ against in-memory shards in unit tests and real processes in integration tests.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import math
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar
 
 import numpy as np
 
@@ -42,18 +40,15 @@ from core.filters import Filter
 from registry.model import IndexVersion, Placement
 from registry.snapshot import Snapshot
 
-# (shard_id, index, query vector) → an upper bound on any score the shard can
-# return for that query, or None when the shard published no summary.
-BoundsProvider = Callable[[str, VersionRef, np.ndarray], float | None]
+# (shard_id, index, query vectors as rows) → per row an upper bound on any
+# score the shard can return for that query, or None when the shard published
+# no summary. One search asks with one row, a SearchBatch with all of its
+# queries: a row's bound must not depend on the rows beside it.
+BoundsProvider = Callable[[str, VersionRef, np.ndarray], np.ndarray | None]
 
 
-def no_bounds(shard_id: str, index: VersionRef, vector: np.ndarray) -> float | None:
+def no_bounds(shard_id: str, index: VersionRef, vectors: np.ndarray) -> np.ndarray | None:
     return None
-
-
-# `BoundsProvider` for many query vectors (rows) at once: one bound per row,
-# each exactly what the single form gives it, or None (no summary).
-BatchBoundsProvider = Callable[[str, VersionRef, np.ndarray], np.ndarray | None]
 
 
 # (index, bucket) → (min/max per numeric attribute, tenants with rows) over
@@ -63,22 +58,6 @@ StatsProvider = Callable[[VersionRef, int], tuple[BucketStats, frozenset[str]] |
 
 def no_stats(index: VersionRef, bucket: int) -> tuple[BucketStats, frozenset[str]] | None:
     return None
-
-
-_K = TypeVar("_K")
-_V = TypeVar("_V")
-
-
-def _memo_get(memo: dict[_K, _V], key: _K) -> _V | None:
-    try:
-        return memo.get(key)
-    except TypeError:  # an unhashable filter: not remembered
-        return None
-
-
-def _memo_put(memo: dict[_K, _V], key: _K, value: _V) -> None:
-    with contextlib.suppress(TypeError):
-        memo[key] = value
 
 
 def _pinned(query: ShardQuery, watermark: int | None) -> ShardQuery:
@@ -94,12 +73,10 @@ class SearchExecutor:
         settings: FanoutSettings | None = None,
         stats: StatsProvider = no_stats,
         wave_policy: WavePolicy | None = None,
-        batch_bounds: BatchBoundsProvider | None = None,
     ) -> None:
         self.shards = shards
         self.tracker = tracker
         self.bounds = bounds
-        self.batch_bounds = batch_bounds
         self.settings = settings or FanoutSettings()
         self.caller = ShardCaller(shards, tracker, self.settings)
         self.stats = stats
@@ -137,7 +114,8 @@ class SearchExecutor:
                 else:
                     targets.append(Target(sid, member.address, pinned))
                     watermarks[sid] = seq
-        fanin = QueryFanin(self._bounds(index, query, targets), list(unavailable))
+        bounds = self._bounds(index, [query], targets)
+        fanin = QueryFanin({sid: b[0] for sid, b in bounds.items()}, list(unavailable))
         plan = self._waves(index, fanin.bounds, targets)
         return await self._fan_out(
             index, query, plan, fanin, watermarks, len(buckets), deadline, route
@@ -162,19 +140,20 @@ class SearchExecutor:
         deadline = self._deadline(timeout)
         stats = {b: self.stats(index.ref, b) for b in buckets}
         groups: dict[tuple[int, ...], list[int]] = {}
-        # The buckets a query may touch depend only on its tenant and filter.
+        # The buckets a query may touch depend only on its tenant and filter
+        # (filters are frozen dataclasses of tuples: hashable).
         seen: dict[tuple[str, Filter | None], tuple[int, ...]] = {}
         for i, q in enumerate(queries):
-            wanted = _memo_get(seen, (q.tenant_id, q.filter))
+            wanted = seen.get((q.tenant_id, q.filter))
             if wanted is None:
                 wanted = tuple(b for b in buckets if not self._excluded(index.ref, b, q, stats))
-                _memo_put(seen, (q.tenant_id, q.filter), wanted)
+                seen[(q.tenant_id, q.filter)] = wanted
             groups.setdefault(wanted, []).append(i)
         jobs: list[Awaitable[list[tuple[int, Execution]]]] = []
         for wanted, members in groups.items():
             targets, unavailable = plan_targets(snap, placement, self.tracker, wanted)
             together: list[tuple[int, QueryFanin, list[Target]]] = []
-            bounds = self._batch_bounds(index, [queries[i] for i in members], targets)
+            bounds = self._bounds(index, [queries[i] for i in members], targets)
             for j, i in enumerate(members):
                 fanin = QueryFanin({sid: b[j] for sid, b in bounds.items()}, list(unavailable))
                 plan = self._waves(index, fanin.bounds, targets)
@@ -244,24 +223,13 @@ class SearchExecutor:
         ]
 
     def _bounds(
-        self, index: IndexVersion, query: ShardQuery, targets: Sequence[Target]
-    ) -> dict[str, float | None]:
-        return {t.shard_id: self.bounds(t.shard_id, index.ref, query.vector) for t in targets}
-
-    def _batch_bounds(
         self, index: IndexVersion, queries: Sequence[ShardQuery], targets: Sequence[Target]
     ) -> dict[str, list[float | None]]:
-        """Per target, each query's bound: one call per target for them all
-        where the provider takes a batch (the same values as one by one)."""
-        if self.batch_bounds is None or not queries:
-            return {
-                t.shard_id: [self.bounds(t.shard_id, index.ref, q.vector) for q in queries]
-                for t in targets
-            }
+        """Per target, each query's bound: one provider call per target."""
         vectors = np.stack([q.vector for q in queries])
         out: dict[str, list[float | None]] = {}
         for t in targets:
-            found = self.batch_bounds(t.shard_id, index.ref, vectors)
+            found = self.bounds(t.shard_id, index.ref, vectors)
             out[t.shard_id] = [None] * len(queries) if found is None else found.tolist()
         return out
 

@@ -66,14 +66,13 @@ class RetrievalEngine:
         self.tracker = tracker or ReplicaTracker()
         self.summaries = summaries
         if summaries is not None:
-            bounds = summaries.bound
+            bounds = summaries.bounds
         self.executor = SearchExecutor(
             shards,
             self.tracker,
             bounds,
             fanout,
             stats=summaries.bucket if summaries else no_stats,
-            batch_bounds=summaries.bounds if summaries else None,
         )
         self.admission_control = Admission(self.limits)
         self.background = Background()

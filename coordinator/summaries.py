@@ -76,13 +76,10 @@ class SummaryCache:
             return None
         return e.summary
 
-    def bound(self, shard_id: str, index: VersionRef, vector: np.ndarray) -> float | None:
-        found = self.bounds(shard_id, index, np.asarray(vector)[None, :])
-        return None if found is None else float(found[0])
-
     def bounds(self, shard_id: str, index: VersionRef, vectors: np.ndarray) -> np.ndarray | None:
-        """`bound` of each row of `vectors` (a SearchBatch's queries), in
-        one pass — and exactly the values `bound` gives each alone."""
+        """Per row of `vectors` (one search's query, or a SearchBatch's),
+        the bound on the shard's scores; each row's the same alone or in a
+        batch (`core.bounds.score_upper_bounds`). None: no fresh summary."""
         s = self._fresh(shard_id, index)
         if s is None:
             return None

@@ -20,18 +20,26 @@ def order_key(score: float, key: EntityKey) -> OrderKey:
     return (-float(score), key.entity_id.encode(), key.tenant_id.encode(), key.entity_type.encode())
 
 
-def global_order(scores: np.ndarray, keys: Sequence[EntityKey]) -> np.ndarray:
-    """The permutation that puts (scores[i], keys[i]) in the global order.
+def global_order(
+    scores: np.ndarray, keys: Sequence[EntityKey], groups: np.ndarray | None = None
+) -> np.ndarray:
+    """The permutation that puts (scores[i], keys[i]) in the global order —
+    within each group when `groups` (an int per row: a batch's query) is
+    given, the groups in ascending order.
 
-    numpy sorts by score; only runs of equal scores (rare, but real: the same
-    vector stored under two ids) are ordered by their keys, exactly as
-    `order_key` orders them."""
+    numpy sorts by (group,) score; only runs of equal scores within a group
+    (rare, but real: the same vector stored under two ids) are ordered by
+    their keys, exactly as `order_key` orders them."""
     n = scores.shape[0]
     if n < 2:
         return np.arange(n, dtype=np.int64)
-    perm = np.argsort(-scores.astype(np.float64), kind="stable")
+    neg = -scores.astype(np.float64)
+    perm = np.argsort(neg, kind="stable") if groups is None else np.lexsort((neg, groups))
     ordered = scores[perm]
-    ties = np.flatnonzero(ordered[1:] == ordered[:-1]).tolist()
+    same = ordered[1:] == ordered[:-1]
+    if groups is not None:
+        same &= groups[perm][1:] == groups[perm][:-1]
+    ties = np.flatnonzero(same).tolist()
     lo = 0
     for j, t in enumerate(ties):
         if j == 0 or t != ties[j - 1] + 1:

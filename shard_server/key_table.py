@@ -188,7 +188,8 @@ class KeyTable(Sequence[EntityKey]):
 class KeyRows(Sequence[EntityKey]):
     """The keys of some rows of a `KeyTable` (a search's hits), built only
     when asked for: the packed answer takes their ids and types straight
-    from the table's arrays (`packed`), with no key object per hit."""
+    from the table's arrays (`shard_server.convert.packed_search_response`),
+    with no key object per hit."""
 
     __slots__ = ("rows", "table")
 

@@ -63,7 +63,7 @@ def executor(
 ) -> SearchExecutor:
     by_id = {s.shard_id: s for s in shards}
     bounds = (
-        (lambda sid, ix, q: by_id[sid].true_bound(q) + slack)
+        (lambda sid, ix, qs: np.array([by_id[sid].true_bound(q) + slack for q in qs]))
         if bounded
         else (lambda sid, ix, q: None)
     )
@@ -182,7 +182,7 @@ def test_a_slow_shard_first_in_bound_order_does_not_hold_the_later_waves() -> No
     ex = SearchExecutor(
         lambda sid, addr: by_id[sid],
         ReplicaTracker(),
-        lambda sid, ix, vec: bounds[sid],
+        lambda sid, ix, vecs: np.full(len(vecs), bounds[sid]),
         FanoutSettings(first_wave=1, hedge=False),
     )
     start = time.monotonic()

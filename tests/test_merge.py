@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from coordinator.merge import Hit, merge_ranked, merge_ranked_many, merge_topk
 from coordinator.model import ShardAnswer
 from core.domain import EntityKey
-from core.ordering import order_key
+from core.ordering import global_order, order_key
 
 # Few distinct scores and ids, so ties and duplicate keys are common.
 keys = st.builds(
@@ -98,3 +99,7 @@ def test_equal_scores_in_two_queries_stay_in_their_queries() -> None:
     per_query = [[one("b", 1.0)], [one("a", 1.0)], [one("c", 2.0), one("0", 1.0)]]
     got = merge_ranked_many(per_query, [5, 5, 5])
     assert [[h.key.entity_id for h in hs] for hs in got] == [["b"], ["a"], ["c", "0"]]
+    # The order itself: groups ascending, keys ordering ties within a group only.
+    b, a = EntityKey("t", "item", "b"), EntityKey("t", "item", "a")
+    perm = global_order(np.array([1.0, 1.0, 1.0]), [b, a, b], np.array([0, 1, 1]))
+    assert perm.tolist() == [0, 1, 2]  # in group 1, "a" before "b"

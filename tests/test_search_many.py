@@ -26,24 +26,19 @@ from tests.static_registry import INDEX
 from tests.test_coordinator_search import IX, clustered_shards
 
 
-def executor(
-    shards: list[InMemoryShard], bounded: bool, batch: bool = False, **kw: Any
-) -> SearchExecutor:
-    """`batch`: bounds also come a batch of queries at a time (as the
-    coordinator's summaries give them to `run_many`)."""
+def executor(shards: list[InMemoryShard], bounded: bool, **kw: Any) -> SearchExecutor:
     by_id = {s.shard_id: s for s in shards}
 
-    def many(sid: str, ix: object, vectors: np.ndarray) -> np.ndarray | None:
+    def bounds(sid: str, ix: object, vectors: np.ndarray) -> np.ndarray | None:
         return np.array([by_id[sid].true_bound(v) for v in vectors]) if bounded else None
 
     return SearchExecutor(
         lambda sid, addr: by_id[sid],
         ReplicaTracker(),
-        (lambda sid, ix, q: by_id[sid].true_bound(q)) if bounded else (lambda sid, ix, q: None),
+        bounds,
         FanoutSettings(**kw),
         # Bounded: every query in waves (each fanned out alone); unbounded: one wave.
         wave_policy=WavePolicy(warmup=10**6),
-        batch_bounds=many if batch else None,
     )
 
 
@@ -63,7 +58,6 @@ def both(
     queries: list[ShardQuery],
     bounded: bool,
     timeout: float = 5.0,
-    batch_bounds: bool = False,
 ) -> tuple[list[Execution], list[Execution], list[int]]:
     """Each query through `run` alone, then all through `run_many` (fresh
     executors, so neither learns from the other); shard calls of the batch."""
@@ -75,7 +69,7 @@ def both(
         alone_ex = executor(shards, bounded)
         alone = [await alone_ex.run(snap, IX, placement, q, buckets, timeout) for q in queries]
         before = [s.calls for s in shards]
-        together = await executor(shards, bounded, batch=batch_bounds).run_many(
+        together = await executor(shards, bounded).run_many(
             snap, IX, placement, queries, buckets, timeout
         )
         return alone, together, [s.calls - b for s, b in zip(shards, before, strict=True)]
@@ -91,7 +85,6 @@ def both(
     ks=st.lists(st.integers(1, 20), min_size=1, max_size=8),
     bounded=st.booleans(),
     grid=st.booleans(),
-    batch_bounds=st.booleans(),
 )
 def test_a_batch_answers_each_query_as_run_does(
     metric: Metric,
@@ -100,7 +93,6 @@ def test_a_batch_answers_each_query_as_run_does(
     ks: list[int],
     bounded: bool,
     grid: bool,
-    batch_bounds: bool,
 ) -> None:
     shards = clustered_shards(metric, n_shards, 25, 3 if grid else 6, seed, grid)
     rng = np.random.default_rng(seed + 1)
@@ -113,7 +105,7 @@ def test_a_batch_answers_each_query_as_run_does(
             q[0] = 1.0
         flt = Range("price", gte=1e9) if n % 5 == 4 else None  # nothing has a price
         queries.append(ShardQuery(q, k, "t", flt))
-    alone, together, calls = both(shards, queries, bounded, batch_bounds=batch_bounds)
+    alone, together, calls = both(shards, queries, bounded)
     assert [view(e) for e in together] == [view(e) for e in alone]
     if not bounded:
         assert calls == [1] * n_shards  # the whole batch in one call per shard

@@ -60,7 +60,7 @@ def test_stats_are_the_union_over_replicas() -> None:
 def test_expired_summaries_vouch_for_nothing() -> None:
     cache = cache_with({"r1": summary({"t"}, 1, 5), "r2": summary({"t"}, 1, 5)}, max_age=0.0)
     assert cache.bucket(IX, 0) is None
-    assert cache.bound("r1", IX, np.zeros(2, np.float32)) is None
+    assert cache.bounds("r1", IX, np.zeros((1, 2), np.float32)) is None
 
 
 def test_a_write_drops_the_writers_summary_of_that_shard() -> None:

@@ -83,7 +83,7 @@ def searches(
     ex = SearchExecutor(
         lambda sid, addr: by_id[sid],
         ReplicaTracker(),
-        lambda sid, ix, q: by_id[sid].true_bound(q) + slack,
+        lambda sid, ix, qs: np.array([by_id[sid].true_bound(q) + slack for q in qs]),
         FanoutSettings(first_wave=1, hedge=False),
         wave_policy=WavePolicy(warmup=8, explore_every=16),
     )
