@@ -259,7 +259,12 @@ class GrowingSegment:
 
     def search_batch(self, queries: np.ndarray, requests: Sequence[QueryLike]) -> list[SegmentHits]:
         """One query at a time: the growing segment is small and searched
-        exactly, and each query's mask differs."""
+        exactly, and each query's mask differs. An empty one (just sealed:
+        the usual state under read load) answers the batch at once."""
+        with self._lock:
+            empty = self._n == 0
+        if empty:
+            return [EMPTY_HITS] * len(requests)
         return [
             self.search(q, r.k, r.tenant_id, r.filter, r.options)
             for q, r in zip(queries, requests, strict=True)

@@ -196,25 +196,26 @@ class SealedSegment:
             self._key_rank,
         )
 
-    def _batchable(self, r: QueryLike) -> bool:
-        """Whether the planner would search the whole index with nothing
-        masked (ANN): such queries of a batch share one index call."""
+    def _whole_index(self) -> bool:
+        """Whether a plain query (no filter, not exact, a tenant here) would
+        search the whole index with nothing masked (ANN)."""
         return (
             self.index is not None
-            and not r.options.exact
-            and r.filter is None
             and self._single_tenant
             and not self._n_deleted
             and len(self.rows) > self.planner.exact_below_rows
-            and self.rows.tenant_code(r.tenant_id) is not None
         )
 
     def search_batch(self, queries: np.ndarray, requests: Sequence[QueryLike]) -> list[SegmentHits]:
+        """Queries the planner would answer by ANN over the whole index share
+        one index call per (k, options); the rest go one by one."""
         out: list[SegmentHits | None] = [None] * len(requests)
         groups: dict[tuple[int, SearchOptions], list[int]] = {}
-        for i, r in enumerate(requests):
-            if self._batchable(r):
-                groups.setdefault((r.k, r.options), []).append(i)
+        if self._whole_index():
+            code = self.rows.tenant_code
+            for i, r in enumerate(requests):
+                if not r.options.exact and r.filter is None and code(r.tenant_id) is not None:
+                    groups.setdefault((r.k, r.options), []).append(i)
         for (k, options), members in groups.items():
             found = self._ann_batch(queries[members], k, options)
             if found is None:

@@ -252,16 +252,35 @@ def ranked_batch(
     scores: np.ndarray, rows: np.ndarray, key_rank: np.ndarray, k: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """`ranked` for a batch of queries with the same number of candidates
-    each (row i of `scores` and `rows` is query i's): one lexsort over the
-    whole batch, the query as its first key, instead of a handful of numpy
-    calls per query. The order is total (key ranks are unique), so every
-    query's k best are exactly `ranked`'s. Returns (B, min(k, m)) arrays."""
+    each (row i of `scores` and `rows` is query i's), in a few numpy calls
+    for the whole batch. Each candidate's place in the global order (score
+    descending, then key) is one unsigned 64-bit number — the float32
+    score's bits made order-preserving and flipped, above the key's rank
+    (unique) — so a per-row partial sort is the exact order: every query's k
+    best are exactly `ranked`'s (a lexsort over the whole batch, the query
+    as its first key, cost 5x more). Returns (B, min(k, m)) arrays."""
     b, m = rows.shape
     kk = min(k, m)
-    query = np.repeat(np.arange(b), m)
-    order = np.lexsort((key_rank[rows].ravel(), -scores.astype(np.float64).ravel(), query))
-    order = order.reshape(b, m)[:, :kk]
-    return scores.ravel()[order], rows.ravel()[order]
+    order_keys = (descending_bits(scores).astype(np.uint64) << np.uint64(32)) | key_rank[
+        rows
+    ].astype(np.uint64)
+    if kk < m:
+        best = np.argpartition(order_keys, kk - 1, axis=1)[:, :kk]
+        order = np.take_along_axis(
+            best, np.argsort(np.take_along_axis(order_keys, best, 1), axis=1), 1
+        )
+    else:
+        order = np.argsort(order_keys, axis=1)
+    return np.take_along_axis(scores, order, 1), np.take_along_axis(rows, order, 1)
+
+
+def descending_bits(scores: np.ndarray) -> np.ndarray:
+    """uint32 per float32 score, ordered as the scores descending (equal
+    scores equal; -0.0 is 0.0): the IEEE bits made monotonic (negatives
+    inverted, positives above them), then inverted."""
+    bits = (scores.astype(np.float32, copy=False) + np.float32(0.0)).view(np.uint32)
+    ascending = np.where(bits >> np.uint32(31), ~bits, bits | np.uint32(1 << 31))
+    return ~ascending
 
 
 def segment_hits_batch(

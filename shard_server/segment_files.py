@@ -101,7 +101,7 @@ def _mapped(path: Path, shape: tuple[int, ...]) -> np.ndarray:
     vectors = np.load(path, mmap_mode="r", allow_pickle=False)
     if vectors.dtype != np.dtype("<f4") or vectors.shape != shape:
         raise ValueError(f"{path}: {vectors.dtype} {vectors.shape}, expected float32 {shape}")
-    return vectors
+    return vectors.view(np.ndarray)  # still the mapping (`segment_rows.file_mapped`)
 
 
 def _keys(arrays: dict[str, np.ndarray]) -> KeyTable:

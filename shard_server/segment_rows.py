@@ -14,6 +14,7 @@ it back under memory pressure.
 
 from __future__ import annotations
 
+import mmap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -22,6 +23,20 @@ import numpy as np
 from core.domain import AttrType, EntityKey
 from shard_server.columns import AttributeColumns
 from shard_server.key_table import KeyTable
+
+
+def file_mapped(array: np.ndarray) -> bool:
+    """Whether `array` reads a file mapping (the segment's vector file).
+    Mapped vectors are held as a plain ndarray view of the `np.memmap`:
+    indexing a memmap builds a memmap subclass per result (12 % of a
+    shard's batched search went to that), so the mapping is found through
+    the view's bases instead of its type."""
+    base: object = array
+    while isinstance(base, np.ndarray):
+        if isinstance(base, np.memmap):
+            return True
+        base = base.base
+    return isinstance(base, mmap.mmap)
 
 
 @dataclass(frozen=True, eq=False)
@@ -66,7 +81,7 @@ class SegmentRows:
 
     def nbytes(self) -> int:
         """Memory the rows hold, without vectors mapped from a file."""
-        mapped = isinstance(self.vectors, np.memmap)
+        mapped = file_mapped(self.vectors)
         arrays = (self.sq_norms, self.tenants, self.buckets, self.seqs)
         return (
             (0 if mapped else self.vectors.nbytes)
@@ -76,7 +91,7 @@ class SegmentRows:
         )
 
     def mapped_bytes(self) -> int:
-        return self.vectors.nbytes if isinstance(self.vectors, np.memmap) else 0
+        return self.vectors.nbytes if file_mapped(self.vectors) else 0
 
     def __len__(self) -> int:
         return len(self.keys)

@@ -24,7 +24,7 @@ from shard_server.planner import PlannerPolicy
 from shard_server.sealed_segment import BuildSettings, build_sealed
 from shard_server.segment import DEFAULT_OPTIONS
 from shard_server.segment_files import load_segment, save_segment
-from shard_server.segment_rows import SegmentRows
+from shard_server.segment_rows import SegmentRows, file_mapped
 
 KEYS = st.builds(
     EntityKey,
@@ -86,13 +86,15 @@ def test_a_saved_segment_reads_its_vectors_from_its_file(tmp_path: Path, kind: I
     before = [seg.search(q, 5, "t", None, DEFAULT_OPTIONS).hits for q in rows.vectors[:20]]
     in_memory = seg.nbytes()
     files = save_segment(tmp_path, seg)
-    assert "seg-1.vectors.npy" in files and isinstance(seg.rows.vectors, np.memmap)
+    assert "seg-1.vectors.npy" in files and file_mapped(seg.rows.vectors)
+    # A plain view of the mapping: indexing a np.memmap builds a memmap per result.
+    assert type(seg.rows.vectors) is np.ndarray and not file_mapped(rows.vectors)
     assert seg.mapped_bytes() == rows.vectors.nbytes
     assert seg.nbytes() == in_memory - rows.vectors.nbytes  # no second copy in memory
     assert [seg.search(q, 5, "t", None, DEFAULT_OPTIONS).hits for q in rows.vectors[:20]] == before
     entry = SegmentEntry("seg-1", seg.kind, len(rows), seg.max_seq, files)
     loaded = load_segment(tmp_path, entry, 8, Metric.L2, params, PlannerPolicy(), False)
-    assert isinstance(loaded.rows.vectors, np.memmap)
+    assert file_mapped(loaded.rows.vectors)
     assert loaded.rows.vectors.tobytes() == rows.vectors.tobytes()
     assert list(loaded.rows.keys) == list(rows.keys)
     assert [
@@ -130,7 +132,7 @@ def test_a_segment_written_before_vector_files_still_loads(tmp_path: Path) -> No
     digest = hashlib.sha256((tmp_path / "seg-9.npz").read_bytes()).hexdigest()
     entry = SegmentEntry("seg-9", "flat", 50, 49, {"seg-9.npz": digest})
     loaded = load_segment(tmp_path, entry, 8, Metric.L2, params, PlannerPolicy(), False)
-    assert not isinstance(loaded.rows.vectors, np.memmap)
+    assert not file_mapped(loaded.rows.vectors)
     assert loaded.rows.vectors.tobytes() == rows.vectors.tobytes()
     assert list(loaded.rows.keys) == list(rows.keys)
     assert loaded.rows.row_of(EntityKey("u", "item", "k3")) == 3
