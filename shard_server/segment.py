@@ -261,6 +261,11 @@ def ranked_batch(
     as its first key, cost 5x more). Returns (B, min(k, m)) arrays."""
     b, m = rows.shape
     kk = min(k, m)
+    if key_rank.shape[0] >> 32:  # ranks past 32 bits (no segment is this big)
+        query = np.repeat(np.arange(b), m)
+        flat = np.lexsort((key_rank[rows].ravel(), -scores.astype(np.float64).ravel(), query))
+        order = flat.reshape(b, m)[:, :kk] - (np.arange(b) * m)[:, None]
+        return np.take_along_axis(scores, order, 1), np.take_along_axis(rows, order, 1)
     order_keys = (descending_bits(scores).astype(np.uint64) << np.uint64(32)) | key_rank[
         rows
     ].astype(np.uint64)

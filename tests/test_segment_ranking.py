@@ -18,7 +18,7 @@ from core.domain import EntityKey, Metric
 from core.record_columns import PackedStrings
 from shard_server.key_table import KeyTable
 from shard_server.sealed_segment import key_ranks
-from shard_server.segment import segment_hits, segment_hits_batch
+from shard_server.segment import ranked_batch, segment_hits, segment_hits_batch
 
 
 def table_of(n: int, seed: int) -> KeyTable:
@@ -104,3 +104,23 @@ def test_batched_scores_are_the_single_query_bytes(
         alone = scoring.canonical_scores(metric, queries[i], stored[rows[i]])
         assert gathered[i].tobytes() == alone.tobytes()
         assert given_rows[i].tobytes() == alone.tobytes()
+
+
+def test_ranks_past_32_bits_order_the_same() -> None:
+    """A segment with 2**32 rows or more (key ranks past the 32 bits the
+    packed order keys give them) takes the lexsort: the same order."""
+
+    class HugeRanks:  # the ranks of a tiny table, claiming 2**33 rows
+        def __init__(self, ranks: np.ndarray) -> None:
+            self.ranks, self.shape = ranks, (1 << 33,)
+
+        def __getitem__(self, rows: np.ndarray) -> np.ndarray:
+            return self.ranks[rows]
+
+    rng = np.random.default_rng(5)
+    ranks = rng.permutation(30)
+    rows = np.stack([rng.permutation(30)[:12] for _ in range(6)])
+    scores = rng.integers(-2, 2, size=(6, 12)).astype(np.float32)
+    small = ranked_batch(scores, rows, ranks, 5)
+    huge = ranked_batch(scores, rows, HugeRanks(ranks), 5)  # type: ignore[arg-type]
+    assert all(np.array_equal(a, b) for a, b in zip(small, huge, strict=True))
