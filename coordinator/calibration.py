@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import replace
 
 import numpy as np
 
@@ -52,9 +51,9 @@ class Calibrator:
         out = []
         for h in hits:
             if h.key in exact:
-                out.append(replace(h, score=float(exact[h.key])))
+                out.append(h._replace(score=float(exact[h.key])))
             elif model is not None:
-                out.append(replace(h, score=model[0] * h.score + model[1]))
+                out.append(h._replace(score=model[0] * h.score + model[1]))
             else:
                 out.append(h)
         return out

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import json
+import zlib
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -26,6 +30,21 @@ text = st.text(min_size=0, max_size=12)
 def test_round_trip(score: float, key: EntityKey, served: int, shards: dict) -> None:
     c = Cursor("r", "b", VersionRef("ix", "v1"), "h", served, score, key, shards)
     assert decode(encode(c)) == c
+
+
+def test_small_cursors_are_plain_large_ones_deflated_and_both_decode() -> None:
+    key = EntityKey("t", "item", "i-1")
+    small = Cursor("r", "b", VersionRef("ix", "v1"), "h", 10, 0.5, key, {"s0": ((0, 1), 3)})
+    many = {f"shard-{i}": (tuple(range(i * 8, i * 8 + 8)), 10**9 + i) for i in range(64)}
+    large = Cursor("r", "b", VersionRef("ix", "v1"), "h", 10, 0.5, key, many)
+    small_raw = base64.urlsafe_b64decode(encode(small) + "==")
+    large_raw = base64.urlsafe_b64decode(encode(large) + "==")
+    assert small_raw.startswith(b"{") and not large_raw.startswith(b"{")
+    assert len(encode(large)) < len(json.dumps(many))  # deflate pays off here
+    assert decode(encode(small)) == small and decode(encode(large)) == large
+    # A cursor from a coordinator that deflated every cursor still continues.
+    old = base64.urlsafe_b64encode(zlib.compress(small_raw)).decode().rstrip("=")
+    assert decode(old) == small
 
 
 def test_query_hash_binds_vector_k_tenant_and_filter() -> None:

@@ -77,17 +77,21 @@ def test_a_batch_merged_at_once_equals_each_query_merged_alone(
     """`merge_ranked_many` (a SearchBatch's queries in one pass) gives every
     query exactly `merge_ranked`'s list: duplicates, score ties and k each
     per query, never across queries."""
-    per_query = []
+    per_query, per_query_hits = [], []
     for lists, _ in queries:
-        answers = []
+        answers, shard_hits = [], []
         for hs in lists:
             unique = list({h.key: h for h in hs}.values())  # a shard answers a key once
             answers.append(ShardAnswer.of(unique, len(unique)))
+            shard_hits.append(unique)
         per_query.append(answers)
+        per_query_hits.append(shard_hits)
     ks = [k for _, k in queries]
-    assert merge_ranked_many(per_query, ks) == [
-        merge_ranked(answers, k) for answers, k in zip(per_query, ks, strict=True)
-    ]
+    alone = [merge_ranked(answers, k) for answers, k in zip(per_query, ks, strict=True)]
+    assert merge_ranked_many(per_query, ks) == alone
+    # ... and each is the reference merge of the same hits (a key from two
+    # shards kept once, the better copy).
+    assert alone == [merge_topk(hs, k) for hs, k in zip(per_query_hits, ks, strict=True)]
 
 
 def test_equal_scores_in_two_queries_stay_in_their_queries() -> None:
