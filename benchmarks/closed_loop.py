@@ -31,6 +31,7 @@ from numpy.typing import NDArray
 from benchmarks.latency import summarize_ms
 from benchmarks.retrieval_api import method_path
 from client.credentials import Credentials
+from client.search_results import hit_columns
 from protos.vecshard.v1 import retrieval_pb2 as pb
 
 # A run stops early once this many calls failed without a single success.
@@ -99,15 +100,19 @@ class _Answers:
             self.found[i, : len(row)] = row
 
 
-def _search_calls(requests: Sequence[bytes], batch: int) -> list[tuple[bytes, list[int]]]:
-    """(serialized call, query indexes it answers): one Search each, or SearchBatch groups."""
+def _search_calls(
+    requests: Sequence[bytes], batch: int, packed_hits: bool = True
+) -> list[tuple[bytes, list[int]]]:
+    """(serialized call, query indexes it answers): one Search each, or SearchBatch groups
+    (asking for packed hits, as the SDK's search_batch does, unless told not to)."""
     if batch <= 1:
         return [(r, [i]) for i, r in enumerate(requests)]
     out = []
     for start in range(0, len(requests), batch):
         members = list(range(start, min(start + batch, len(requests))))
         call = pb.SearchBatchRequest(
-            requests=[pb.SearchRequest.FromString(requests[i]) for i in members]
+            requests=[pb.SearchRequest.FromString(requests[i]) for i in members],
+            packed_hits=packed_hits,
         )
         out.append((call.SerializeToString(), members))
     return out
@@ -123,13 +128,14 @@ async def grpc_closed_loop(
     batch: int = 1,
     *,
     credentials: Credentials | None = None,
+    packed_hits: bool = True,
 ) -> ClosedLoopResult:
     """``concurrency`` concurrent calls through one grpc.aio channel.
 
     ``requests`` are serialized SearchRequests, one per query; hits' entity ids must be the
     decimal row numbers (``bench_cluster`` ingests them so). With ``batch > 1`` each call is
-    one SearchBatch of that many queries (for callers that have several at once); QPS then
-    counts queries, and latency is per call.
+    one SearchBatch of that many queries (for callers that have several at once), its hits
+    packed unless ``packed_hits`` is false; QPS then counts queries, and latency is per call.
     """
     # TLS, and the token as per-call metadata, as the SDK sends them (None: the
     # SDK's environment, VECSHARD_*).
@@ -147,7 +153,7 @@ async def grpc_closed_loop(
             call = channel.unary_unary(
                 method_path("Search"), response_deserializer=pb.SearchResponse.FromString
             )
-        calls = _search_calls(requests, batch)
+        calls = _search_calls(requests, batch, packed_hits)
         n = len(requests)
         answers = _Answers(n, k)
         counter = itertools.count()
@@ -184,7 +190,7 @@ async def grpc_closed_loop(
                     completed += len(members)
                 for i, one in zip(members, resp.responses if batch > 1 else [resp], strict=True):
                     if not answers.seen[i]:
-                        answers.note(i, [int(h.key.entity_id) for h in one.hits])
+                        answers.note(i, [int(eid) for eid in hit_columns(one).entity_ids])
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         seconds = time.perf_counter() - measure_from

@@ -171,6 +171,7 @@ def run(args: argparse.Namespace, say: Say = say_stderr) -> dict[str, Any]:
             "shards": shard_counts,
             "concurrency": args.concurrency,
             "search_batch": args.search_batch,
+            "search_batch_hits": "messages" if args.search_batch_messages else "packed",
             "threads": args.threads,
             "duration_s": args.duration,
             "latency_duration_s": args.latency_duration,
@@ -267,6 +268,12 @@ def add_search_arguments(s: argparse.ArgumentParser) -> None:
         default=1,
         metavar="B",
         help="also measure the cluster with B queries per SearchBatch call (default 1: off)",
+    )
+    meas.add_argument(
+        "--search-batch-messages",
+        action="store_true",
+        help="SearchBatch answers with a Hit message per hit (default: packed hits, "
+        "the SDK's search_batch form)",
     )
     meas.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds (1)")
     meas.add_argument("--no-inprocess", action="store_true", help="skip the in-process side")

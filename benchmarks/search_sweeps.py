@@ -285,6 +285,7 @@ def measure_cluster(
                         Timing(args.duration, 0.5, cover_all=False),
                         batch=args.search_batch,
                         credentials=cluster.credentials(),
+                        packed_hits=not args.search_batch_messages,
                     ),
                 )
                 point = replace(

@@ -9,6 +9,8 @@ the route, k, tenant, purpose, timeout), so mistakes fail fast with a clear
         c.upsert_matrix("items", "v1", ids, matrix, attributes={"price": prices})  # bulk
         for hit in c.search("home_feed", query, k=10, filter=Eq("category", "books")).hits:
             print(hit.rank, hit.key.entity_id, hit.score)
+        for answer in c.search_batch("home_feed", queries, k=10):  # many: arrays, not objects
+            print(answer.hits.entity_ids, answer.hits.scores)
 """
 
 from __future__ import annotations
@@ -24,12 +26,15 @@ from client.connection import Connection, RetryPolicy, now_micros
 from client.credentials import Credentials, resolve
 from client.feature_calls import FeatureCalls
 from client.feature_results import EntityFeatures, FeatureResponse, FeatureValue
+from client.search_batches import SearchBatches
+from client.search_results import METRIC_NAMES, Hit, SearchResponse, response_fields
 from core import tracing
 from core.column_wire import embeddings_from_pb
 from core.domain import AttrValue, EntityKey
 from core.embedding_columns import EmbeddingColumns
 from core.errors import InvalidArgument
 from core.filters import Filter
+from core.hits_wire import HitColumns
 from core.vectors import check_vector, from_bytes, to_bytes
 from core.wire import attributes_from_pb, filter_to_pb, key_from_pb, key_to_pb, value_to_pb
 
@@ -41,6 +46,7 @@ __all__ = [
     "FeatureResponse",
     "FeatureValue",
     "Hit",
+    "HitColumns",
     "Lookup",
     "Record",
     "RetrievalClient",
@@ -50,31 +56,6 @@ __all__ = [
 from protos.vecshard.v1 import common_pb2 as cpb
 from protos.vecshard.v1 import retrieval_pb2 as pb
 from protos.vecshard.v1 import retrieval_pb2_grpc
-
-
-@dataclass(frozen=True)
-class Hit:
-    key: EntityKey
-    score: float
-    rank: int
-    shard_id: str
-
-
-@dataclass(frozen=True)
-class SearchResponse:
-    hits: list[Hit]
-    route: str
-    bundle: str
-    index: str
-    embedding: str
-    metric: str
-    diagnostics: Mapping[str, float | str]
-    # Some buckets did not answer in time: hits are the best of the rest.
-    partial: bool = False
-    missing_buckets: tuple[int, ...] = ()
-    completeness: float = 1.0
-    # Pass as `cursor=` for the next page; empty on the last page.
-    next_cursor: str = ""
 
 
 @dataclass(frozen=True)
@@ -134,10 +115,9 @@ _STATUS = {
     cpb.DELETED: "deleted",
     cpb.LOOKUP_UNAVAILABLE: "unavailable",
 }
-_METRIC = {cpb.INNER_PRODUCT: "inner_product", cpb.COSINE: "cosine", cpb.L2: "l2"}
 
 
-class RetrievalClient(FeatureCalls, ColumnWrites):
+class RetrievalClient(FeatureCalls, ColumnWrites, SearchBatches):
     """`address`: one coordinator, several ("h1:p,h2:p" or a list), or a DNS
     name (`dns:///name:port`); calls rotate over them and idempotent calls
     are retried on another within the deadline (`client.connection`).
@@ -226,7 +206,7 @@ class RetrievalClient(FeatureCalls, ColumnWrites):
                 embedding=f"{r.embedding_name}@{r.embedding_version}",
                 query_embedding=f"{r.query_embedding_name}@{r.query_embedding_version}",
                 dimension=r.dimension,
-                metric=_METRIC.get(r.metric, "unspecified"),
+                metric=METRIC_NAMES.get(r.metric, "unspecified"),
                 attributes={a.name: a.type for a in r.attributes},
                 max_k=r.max_k,
             )
@@ -243,7 +223,7 @@ class RetrievalClient(FeatureCalls, ColumnWrites):
         require_complete: bool = False,
         cursor: str = "",
         skip_rerank: bool = False,
-    ) -> SearchResponse:
+    ) -> SearchResponse[list[Hit]]:
         info = self.describe_route(route, timeout=timeout)
         vec = np.asarray(vector, dtype=np.float32)
         check_vector(vec.reshape(-1) if vec.ndim == 1 else vec, info.dimension, what="query vector")
@@ -260,28 +240,9 @@ class RetrievalClient(FeatureCalls, ColumnWrites):
             skip_rerank=skip_rerank,
         )
         r = self._rpc("Search", req, timeout)
-        d = r.diagnostics
         return SearchResponse(
             hits=[Hit(key_from_pb(h.key), h.score, h.rank, h.shard_id) for h in r.hits],
-            route=r.route,
-            bundle=r.bundle,
-            index=f"{r.index_name}@{r.index_version}",
-            embedding=f"{r.embedding_name}@{r.embedding_version}",
-            metric=_METRIC.get(r.metric, "unspecified"),
-            diagnostics={
-                "resolve_ms": d.resolve_ms,
-                "fanout_ms": d.fanout_ms,
-                "merge_ms": d.merge_ms,
-                "shards_searched": d.shards_searched,
-                "shards_skipped": d.shards_skipped,
-                "candidates": d.candidates,
-                "hedges_fired": d.hedges_fired,
-                "arm": d.arm,
-            },
-            partial=r.partial,
-            missing_buckets=tuple(r.missing_buckets),
-            completeness=r.completeness,
-            next_cursor=r.next_cursor,
+            **response_fields(r),
         )
 
     def _record_pb(self, r: Record, dim: int | None, now: int) -> cpb.EmbeddingRecord:

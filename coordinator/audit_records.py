@@ -17,6 +17,7 @@ from typing import Any
 
 from google.protobuf.message import Message
 
+from core.hits_wire import packed_hits_from_pb
 from protos.vecshard.v1 import common_pb2 as cpb
 
 # Salted hashes are 128 bits: enough to match a known id, and records stay short.
@@ -50,6 +51,12 @@ class Hasher:
         hashed = self._id
         return [hashed(k.tenant_id, k.entity_type, k.entity_id) for k in keys]
 
+    def ids(
+        self, tenants: Iterable[str], entity_types: Iterable[str], entity_ids: Iterable[str]
+    ) -> list[str]:
+        """`keys` of keys given as columns."""
+        return list(map(self._id, tenants, entity_types, entity_ids))
+
     def subject(self, tenant: str, entity_type: str, entity_id: str) -> str:
         return self.key(
             cpb.EntityKey(tenant_id=tenant, entity_type=entity_type, entity_id=entity_id)
@@ -69,12 +76,17 @@ def _search(h: Hasher, req: Any, resp: Any) -> dict[str, Any]:
         ),
     }
     if resp is not None:
+        if resp.HasField("packed_hits"):  # read from the arrays: the same ids, the same hashes
+            hits = packed_hits_from_pb(resp.packed_hits)
+            ids = h.ids(hits.tenant_ids, hits.entity_types, hits.entity_ids)
+        else:
+            ids = h.keys(hit.key for hit in resp.hits)
         out.update(
             bundle=resp.bundle,
             index=f"{resp.index_name}@{resp.index_version}",
             embedding=f"{resp.embedding_name}@{resp.embedding_version}",
-            results=len(resp.hits),
-            result_ids=h.keys(hit.key for hit in resp.hits),
+            results=len(ids),
+            result_ids=ids,
             partial=resp.partial,
         )
     return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 
@@ -27,6 +28,7 @@ from core.columns_wire import record_columns_from_pb, record_columns_to_pb
 from core.domain import AttrType, AttrValue, EntityKey, Metric, VersionRef
 from core.embedding_columns import FOUND, EmbeddingColumns
 from core.errors import InvalidArgument
+from core.hits_wire import fill_packed_hits, split_utf8
 from core.record_columns import RecordColumns
 from core.vectors import from_bytes, to_bytes
 from core.wire import (
@@ -63,7 +65,9 @@ def search_from_pb(req: pb.SearchRequest) -> SearchQuery:
     )
 
 
-def search_to_pb(r: SearchResult) -> pb.SearchResponse:
+def search_to_pb(r: SearchResult, packed: bool = False) -> pb.SearchResponse:
+    """The public answer; with `packed`, its hits as `PackedHits` arrays
+    (SearchBatchRequest.packed_hits) instead of a message each."""
     d = r.diagnostics
     resp = pb.SearchResponse(
         route=r.route,
@@ -88,6 +92,10 @@ def search_to_pb(r: SearchResult) -> pb.SearchResponse:
         completeness=r.completeness,
         next_cursor=r.next_cursor,
     )
+    if packed:
+        scores, keys, shard_ids, _ = zip(*r.hits, strict=True) if r.hits else ((), (), (), ())
+        fill_packed_hits(resp.packed_hits, scores, keys, shard_ids)
+        return resp
     # Added in place, the key's fields set on the added message: half the
     # cost of building each Hit and EntityKey and copying them in.
     add = resp.hits.add
@@ -281,6 +289,11 @@ def shard_packed_pb(index: VersionRef, queries: Sequence[ShardQuery]) -> spb.Pac
     )
 
 
+# An EntityKey from a tuple without NamedTuple's keyword-parsing __new__
+# (a third of the cost of a key, built for every hit a shard returns).
+_key = functools.partial(tuple.__new__, EntityKey)
+
+
 def shard_packed_answers(
     resp: spb.PackedSearchResponse, shard_id: str, queries: Sequence[ShardQuery]
 ) -> list[ShardAnswer]:
@@ -310,20 +323,21 @@ def shard_packed_answers(
             f"shard {shard_id} sent a malformed packed answer for {n} queries "
             f"(counts {len(counts)}, hits {total}, scores {scores.shape[0]})"
         )
-    blob = resp.entity_ids
-    starts = [0, *id_ends[:-1]] if id_ends else []
-    ids = [blob[a:b].decode() for a, b in zip(starts, id_ends, strict=True)]
+    ids = split_utf8(resp.entity_ids, id_ends)
     only = table[0] if len(table) == 1 else ""
+    # Read once: every access to a message's field builds a new object.
+    candidates, sequence = list(resp.candidates), resp.sequence
+    approximate = list(resp.approximate) or [False] * n
     out = []
     start = ref_start = 0
     for i, q in enumerate(queries):
         end = start + counts[i]
         tenant = q.tenant_id
         if codes is None:
-            keys = [EntityKey(tenant, only, eid) for eid in ids[start:end]]
+            keys = [_key((tenant, only, eid)) for eid in ids[start:end]]
         else:
             keys = [
-                EntityKey(tenant, table[c], eid)
+                _key((tenant, table[c], eid))
                 for c, eid in zip(codes[start:end], ids[start:end], strict=True)
             ]
         refs = ref_counts[i] if ref_counts else 0
@@ -333,10 +347,10 @@ def shard_packed_answers(
                 keys,
                 [shard_id] * counts[i],
                 buckets[start:end],
-                resp.candidates[i],
-                resp.sequence,
-                resp.approximate[i] if resp.approximate else False,
-                tuple(references[ref_start : ref_start + refs]),
+                candidates[i],
+                sequence,
+                approximate[i],
+                tuple(references[ref_start : ref_start + refs]) if refs else (),
             )
         )
         start, ref_start = end, ref_start + refs

@@ -28,7 +28,7 @@ from core.filters import Filter
 
 VERSION = 1
 # Cursors longer than this are deflated. Below it deflate costs more than it
-# saves: ~10 us a cursor (most of it zlib's set-up), one per full first page,
+# saves: a third of a cursor's ~10 us is zlib's set-up, one per full first page,
 # to shorten a ~200-byte cursor by a third. Either form decodes: a deflate
 # stream never begins with "{".
 _DEFLATE_ABOVE = 512

@@ -46,7 +46,8 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
         queries = [convert.search_from_pb(r) for r in request.requests]
         async with self.engine.admission(len(queries)):
             results = await self.engine.search_many(queries, self._timeout(context))
-        return pb.SearchBatchResponse(responses=[convert.search_to_pb(r) for r in results])
+        packed = request.packed_hits
+        return pb.SearchBatchResponse(responses=[convert.search_to_pb(r, packed) for r in results])
 
     async def SearchDebug(
         self,

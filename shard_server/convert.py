@@ -9,6 +9,7 @@ import numpy as np
 from core.columns_wire import U32, array_from_bytes, record_columns_from_pb
 from core.domain import EntityKey, VersionRef
 from core.errors import InvalidArgument
+from core.hits_wire import join_utf8, string_table
 from core.record_columns import RecordColumns
 from core.vectors import from_bytes, to_bytes
 from core.wire import (
@@ -166,14 +167,11 @@ def _packed_keys(
             codes = recode[keys.types[rows]].tobytes()
         return picked.data, picked.offsets[1:].astype("<u4").tobytes(), table, codes
     flat = [key for keys in per_query for key in keys]
-    ids = [key.entity_id.encode() for key in flat]
-    table = sorted({key.entity_type for key in flat})
-    codes = b""
-    if len(table) > 1:
-        code = {t: i for i, t in enumerate(table)}
-        codes = np.array([code[key.entity_type] for key in flat], "<u2").tobytes()
-    ends = np.cumsum([len(i) for i in ids], dtype="<u4").tobytes() if ids else b""
-    return b"".join(ids), ends, table, codes
+    if not flat:
+        return b"", b"", [], b""
+    ids, ends = join_utf8([key.entity_id for key in flat])
+    table, codes = string_table([key.entity_type for key in flat])
+    return ids, ends, table, codes
 
 
 def search_response(shard_id: str, results: Sequence[SearchResult]) -> pb.SearchResponse:

@@ -17,7 +17,8 @@ import pytest
 from client.registry_client import RegistryClient
 from client.retrieval_client import Record, RetrievalClient
 from core.filters import Range
-from core.wire import filter_to_pb
+from core.hits_wire import packed_hits_from_pb
+from core.wire import filter_to_pb, key_to_pb
 from protos.vecshard.v1 import common_pb2 as cpb
 from protos.vecshard.v1 import retrieval_pb2 as pb
 from protos.vecshard.v1 import retrieval_pb2_grpc
@@ -86,6 +87,19 @@ def answer(resp: pb.SearchResponse) -> list[bytes]:
     ]
 
 
+def unpacked(resp: pb.SearchResponse) -> pb.SearchResponse:
+    """A packed answer with its hits as Hit messages again (rank = position)."""
+    hits = packed_hits_from_pb(resp.packed_hits)
+    out = pb.SearchResponse()
+    out.CopyFrom(resp)
+    out.ClearField("packed_hits")
+    for i, (key, score, shard) in enumerate(
+        zip(hits.keys, hits.scores.tolist(), hits.shard_ids, strict=True)
+    ):
+        out.hits.add(key=key_to_pb(key), score=score, rank=i, shard_id=shard)
+    return out
+
+
 def test_a_mixed_batch_answers_exactly_what_one_by_one_does(make_cluster: ClusterFactory) -> None:
     cluster = make_cluster(num_shards=2)
     with RegistryClient(cluster.coordinator_address) as reg:
@@ -110,6 +124,10 @@ def test_a_mixed_batch_answers_exactly_what_one_by_one_does(make_cluster: Cluste
         one_by_one = [answer(stub.Search(r)) for r in requests]
         batched = stub.SearchBatch(pb.SearchBatchRequest(requests=requests))
         assert [answer(r) for r in batched.responses] == one_by_one
+        # Packed hits (what the SDK's search_batch asks for): the same hits as arrays.
+        packed = stub.SearchBatch(pb.SearchBatchRequest(requests=requests, packed_hits=True))
+        assert all(not r.hits and r.HasField("packed_hits") for r in packed.responses)
+        assert [answer(unpacked(r)) for r in packed.responses] == one_by_one
 
         async def concurrently(order: list[int]) -> dict[int, list[bytes]]:
             async with cluster.aio_channel() as ach:

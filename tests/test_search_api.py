@@ -10,6 +10,7 @@ import pytest
 
 from client.registry_client import RegistryClient
 from client.retrieval_client import Record, RetrievalClient
+from core.errors import InvalidArgument
 from core.filters import Eq
 from core.wire import filter_to_pb
 from protos.vecshard.v1 import common_pb2 as cpb
@@ -42,6 +43,40 @@ def test_search_batch_and_debug(make_cluster: ClusterFactory) -> None:
         )
         queries = [rng.normal(size=8).astype(np.float32) for _ in range(12)]
         single = [[(h.key.entity_id, h.score) for h in c.search("r", q, 5).hits] for q in queries]
+        # The SDK's batch form: packed hits, 12 queries in calls of 5, 5 and 2.
+        answers = c.search_batch("r", np.stack(queries), 5, searches_per_call=5)
+        assert [
+            list(zip(a.hits.entity_ids, a.hits.scores.tolist(), strict=True)) for a in answers
+        ] == single
+        for q, a in zip(queries[:3], answers[:3], strict=True):
+            one = c.search("r", q, 5)
+            assert a.hits.keys == [h.key for h in one.hits]
+            assert a.hits.shard_ids == [h.shard_id for h in one.hits]
+            assert (a.route, a.index, a.metric, a.partial) == (
+                one.route,
+                one.index,
+                one.metric,
+                False,
+            )
+            assert bool(a.next_cursor) == bool(one.next_cursor)
+        filtered = c.search_batch("r", np.stack(queries[:2]), 3, filter=Eq("colour", "red"))
+        assert [a.hits.entity_ids for a in filtered] == [
+            [h.key.entity_id for h in c.search("r", q, 3, filter=Eq("colour", "red")).hits]
+            for q in queries[:2]
+        ]
+        for bad, match in (
+            (np.ones((2, 7), np.float32), r"shape \(2, 7\), expected \(queries, 8\)"),
+            (np.ones(8, np.float32), r"expected \(queries, 8\)"),
+            (
+                np.stack([queries[0], np.full(8, np.nan, np.float32)]),
+                "query vector 1: contains NaN",
+            ),
+        ):
+            with pytest.raises(InvalidArgument, match=match):
+                c.search_batch("r", bad, 5)
+        with pytest.raises(InvalidArgument, match="k=0"):
+            c.search_batch("r", np.stack(queries), 0)
+        assert c.search_batch("r", np.zeros((0, 8), np.float32), 5) == []
     access = cpb.AccessContext(tenant_id="t", purpose="p")
     with cluster.channel() as ch:
         stub = retrieval_pb2_grpc.RetrievalServiceStub(ch)

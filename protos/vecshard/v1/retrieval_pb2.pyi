@@ -60,7 +60,7 @@ class SearchDiagnostics(_message.Message):
     def __init__(self, resolve_ms: _Optional[float] = ..., fanout_ms: _Optional[float] = ..., merge_ms: _Optional[float] = ..., shards_searched: _Optional[int] = ..., candidates: _Optional[int] = ..., shards_skipped: _Optional[int] = ..., hedges_fired: _Optional[int] = ..., arm: _Optional[str] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
-    __slots__ = ("hits", "route", "bundle", "index_name", "index_version", "embedding_name", "embedding_version", "metric", "diagnostics", "partial", "missing_buckets", "completeness", "next_cursor")
+    __slots__ = ("hits", "route", "bundle", "index_name", "index_version", "embedding_name", "embedding_version", "metric", "diagnostics", "partial", "missing_buckets", "completeness", "next_cursor", "packed_hits")
     HITS_FIELD_NUMBER: _ClassVar[int]
     ROUTE_FIELD_NUMBER: _ClassVar[int]
     BUNDLE_FIELD_NUMBER: _ClassVar[int]
@@ -74,6 +74,7 @@ class SearchResponse(_message.Message):
     MISSING_BUCKETS_FIELD_NUMBER: _ClassVar[int]
     COMPLETENESS_FIELD_NUMBER: _ClassVar[int]
     NEXT_CURSOR_FIELD_NUMBER: _ClassVar[int]
+    PACKED_HITS_FIELD_NUMBER: _ClassVar[int]
     hits: _containers.RepeatedCompositeFieldContainer[Hit]
     route: str
     bundle: str
@@ -87,13 +88,38 @@ class SearchResponse(_message.Message):
     missing_buckets: _containers.RepeatedScalarFieldContainer[int]
     completeness: float
     next_cursor: str
-    def __init__(self, hits: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ..., route: _Optional[str] = ..., bundle: _Optional[str] = ..., index_name: _Optional[str] = ..., index_version: _Optional[str] = ..., embedding_name: _Optional[str] = ..., embedding_version: _Optional[str] = ..., metric: _Optional[_Union[_common_pb2.Metric, str]] = ..., diagnostics: _Optional[_Union[SearchDiagnostics, _Mapping]] = ..., partial: _Optional[bool] = ..., missing_buckets: _Optional[_Iterable[int]] = ..., completeness: _Optional[float] = ..., next_cursor: _Optional[str] = ...) -> None: ...
+    packed_hits: PackedHits
+    def __init__(self, hits: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ..., route: _Optional[str] = ..., bundle: _Optional[str] = ..., index_name: _Optional[str] = ..., index_version: _Optional[str] = ..., embedding_name: _Optional[str] = ..., embedding_version: _Optional[str] = ..., metric: _Optional[_Union[_common_pb2.Metric, str]] = ..., diagnostics: _Optional[_Union[SearchDiagnostics, _Mapping]] = ..., partial: _Optional[bool] = ..., missing_buckets: _Optional[_Iterable[int]] = ..., completeness: _Optional[float] = ..., next_cursor: _Optional[str] = ..., packed_hits: _Optional[_Union[PackedHits, _Mapping]] = ...) -> None: ...
+
+class PackedHits(_message.Message):
+    __slots__ = ("scores", "entity_ids", "id_ends", "tenant_ids", "tenant_codes", "entity_types", "type_codes", "shard_ids", "shard_codes")
+    SCORES_FIELD_NUMBER: _ClassVar[int]
+    ENTITY_IDS_FIELD_NUMBER: _ClassVar[int]
+    ID_ENDS_FIELD_NUMBER: _ClassVar[int]
+    TENANT_IDS_FIELD_NUMBER: _ClassVar[int]
+    TENANT_CODES_FIELD_NUMBER: _ClassVar[int]
+    ENTITY_TYPES_FIELD_NUMBER: _ClassVar[int]
+    TYPE_CODES_FIELD_NUMBER: _ClassVar[int]
+    SHARD_IDS_FIELD_NUMBER: _ClassVar[int]
+    SHARD_CODES_FIELD_NUMBER: _ClassVar[int]
+    scores: bytes
+    entity_ids: bytes
+    id_ends: bytes
+    tenant_ids: _containers.RepeatedScalarFieldContainer[str]
+    tenant_codes: bytes
+    entity_types: _containers.RepeatedScalarFieldContainer[str]
+    type_codes: bytes
+    shard_ids: _containers.RepeatedScalarFieldContainer[str]
+    shard_codes: bytes
+    def __init__(self, scores: _Optional[bytes] = ..., entity_ids: _Optional[bytes] = ..., id_ends: _Optional[bytes] = ..., tenant_ids: _Optional[_Iterable[str]] = ..., tenant_codes: _Optional[bytes] = ..., entity_types: _Optional[_Iterable[str]] = ..., type_codes: _Optional[bytes] = ..., shard_ids: _Optional[_Iterable[str]] = ..., shard_codes: _Optional[bytes] = ...) -> None: ...
 
 class SearchBatchRequest(_message.Message):
-    __slots__ = ("requests",)
+    __slots__ = ("requests", "packed_hits")
     REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    PACKED_HITS_FIELD_NUMBER: _ClassVar[int]
     requests: _containers.RepeatedCompositeFieldContainer[SearchRequest]
-    def __init__(self, requests: _Optional[_Iterable[_Union[SearchRequest, _Mapping]]] = ...) -> None: ...
+    packed_hits: bool
+    def __init__(self, requests: _Optional[_Iterable[_Union[SearchRequest, _Mapping]]] = ..., packed_hits: _Optional[bool] = ...) -> None: ...
 
 class SearchBatchResponse(_message.Message):
     __slots__ = ("responses",)
