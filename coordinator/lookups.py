@@ -152,7 +152,10 @@ class _Read:
         self.refused = False
 
     def positions(self, held: Sequence[int]) -> Positions:
-        return np.flatnonzero((self.buckets < 0) | np.isin(self.buckets, list(held)))
+        # A table by bucket (its last entry, False, is what -1 reads).
+        table = np.zeros(self.index.num_buckets + 1, dtype=np.bool_)
+        table[list(held)] = True
+        return np.flatnonzero((self.buckets < 0) | table[self.buckets])
 
     def unavailable(self, held: Sequence[int]) -> Answer:
         positions = self.positions(held)

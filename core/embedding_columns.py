@@ -13,7 +13,7 @@ that may hold the key is down proves nothing, so that key is unavailable.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -151,7 +151,42 @@ def reconcile(
     """One answer per key from answers for some key positions each (which
     may overlap: `merge` keeps the better); a key nobody answered for is
     unavailable."""
+    if _disjoint(parts):
+        return _scatter(parts, keys, dimension)
     out = unanswered(keys, dimension, status=0)
     for positions, answer in parts:
         out = merge(out, positions, answer)
     return blank(out, out.status == 0, UNAVAILABLE)
+
+
+def _disjoint(parts: Sequence[tuple[npt.NDArray[np.int64], EmbeddingColumns]]) -> bool:
+    """Whether each key was answered once (hash placement: one shard per
+    bucket) and without attributes: then `merge` has nothing to choose."""
+    if not parts or any(a.attributes_json is not None for _, a in parts):
+        return False
+    at = np.concatenate([p for p, _ in parts])
+    return bool(np.unique(at).shape[0] == at.shape[0])
+
+
+def _scatter(
+    parts: Sequence[tuple[npt.NDArray[np.int64], EmbeddingColumns]], keys: int, dimension: int
+) -> EmbeddingColumns:
+    """`reconcile` of disjoint answers: each written at its positions once,
+    not merged into a copy of the whole answer per part. The same result,
+    model version table included (a part's versions join it, in order, when
+    it answered a key)."""
+    out = unanswered(keys, dimension, status=0)
+    code: dict[str, int] = {}
+    for positions, a in parts:
+        if not (a.status != 0).any():
+            continue
+        remap = np.array([code.setdefault(v, len(code)) for v in a.model_versions] + [-1])
+        out.status[positions] = a.status
+        if a.vectors.shape[1]:
+            out.vectors[positions] = a.vectors
+        out.source_version[positions] = a.source_version
+        out.created_at[positions] = a.created_at
+        out.norm[positions] = a.norm
+        out.model_version_index[positions] = remap[a.model_version_index]
+    scattered = replace(out, model_versions=list(code))
+    return blank(scattered, scattered.status == 0, UNAVAILABLE)
