@@ -160,7 +160,7 @@ def packed_hits_from_pb(msg: pb.PackedHits) -> HitColumns:
     if len(ends) != n:
         raise InvalidArgument(f"packed hits: {n} scores but {len(ends)} id ends")
     blob = msg.entity_ids
-    if n and (ends[-1] != len(blob) or ends != array("I", sorted(ends))):
+    if (ends[-1] if n else 0) != len(blob) or ends != array("I", sorted(ends)):
         raise InvalidArgument(
             f"packed hits: id ends do not cut the {len(blob)} bytes of ids in order"
         )

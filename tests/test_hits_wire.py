@@ -117,6 +117,7 @@ def test_malformed_packed_hits_are_refused_naming_the_field() -> None:
         "2 scores but 1 id ends": {"id_ends": np.array([1], "<u4").tobytes()},
         "do not cut": {"id_ends": np.array([1, 9], "<u4").tobytes()},
         "not UTF-8": {"entity_ids": b"a\xff\xfe", "id_ends": np.array([1, 3], "<u4").tobytes()},
+        "cut the 2 bytes": {"scores": b"", "id_ends": b"", "entity_ids": b"ab"},
         "bytes of entity type codes": {"type_codes": b"\x00\x00"},
         "past its table": {"shard_codes": np.array([0, 5], "<u2").tobytes()},
     }
