@@ -65,11 +65,18 @@ def observe_segment_batch(kind: str, answers: Sequence[_Planned], seconds: float
 def observe_times(child: Histogram, amount: float, times: int) -> None:
     """`child.observe(amount)` repeated `times` times, as two increments.
     prometheus_client has no counted observe, so this adds to the labelled
-    histogram's own sum and bucket values (its attributes since 0.4; a
-    test checks the exposition equals repeated `observe` calls)."""
+    histogram's own sum and bucket values (its attributes since 0.4). A
+    release without them gets the repeated calls: a search never fails for
+    a metric (`tests/test_shard_metrics.py` says when the fast path is lost)."""
+    try:
+        total, buckets, bounds = child._sum, child._buckets, child._upper_bounds
+    except AttributeError:
+        for _ in range(times):
+            child.observe(amount)
+        return
     child._raise_if_not_observable()
-    child._sum.inc(amount * times)
-    child._buckets[bisect.bisect_left(child._upper_bounds, amount)].inc(times)
+    total.inc(amount * times)
+    buckets[bisect.bisect_left(bounds, amount)].inc(times)
 
 
 LEASE_WAITS = Counter(

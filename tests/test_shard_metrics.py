@@ -4,6 +4,8 @@ so an upstream change to them must fail here, not skew dashboards."""
 
 from __future__ import annotations
 
+from unittest.mock import patch
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -56,6 +58,17 @@ def _samples(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, st
     }
 
 
+def test_the_counted_path_is_the_one_taken() -> None:
+    """prometheus_client still has what `observe_times` adds to: a release
+    without it would fall back to one `observe` per query and fail here."""
+    _, ha, _, _ = _histograms()
+    child = ha.labels("ann")
+    assert all(hasattr(child, a) for a in ("_sum", "_buckets", "_upper_bounds"))
+    with patch.object(child, "observe") as observe:
+        metrics.observe_times(child, 0.001, 5)
+    observe.assert_not_called()
+
+
 def test_a_batch_is_observed_per_query_under_its_plan() -> None:
     class Answer:
         def __init__(self, plan: str) -> None:
@@ -77,3 +90,16 @@ def test_a_batch_is_observed_per_query_under_its_plan() -> None:
         ("ann", "vecshard_shard_segment_search_seconds_count"): 3.0,
         ("exact", "vecshard_shard_segment_search_seconds_count"): 1.0,
     }
+
+
+def test_without_the_histogram_internals_each_query_is_observed() -> None:
+    class Plain:  # a histogram child of a release without _sum/_buckets
+        def __init__(self) -> None:
+            self.seen: list[float] = []
+
+        def observe(self, amount: float) -> None:
+            self.seen.append(amount)
+
+    plain = Plain()
+    metrics.observe_times(plain, 0.002, 3)  # type: ignore[arg-type]
+    assert plain.seen == [0.002] * 3
