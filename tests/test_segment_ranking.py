@@ -9,6 +9,8 @@ integer scores here produce often."""
 
 from __future__ import annotations
 
+from unittest.mock import patch
+
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -16,6 +18,7 @@ from hypothesis import strategies as st
 from core import scoring
 from core.domain import EntityKey, Metric
 from core.record_columns import PackedStrings
+from shard_server import segment
 from shard_server.key_table import KeyTable
 from shard_server.sealed_segment import key_ranks
 from shard_server.segment import ranked_batch, segment_hits, segment_hits_batch
@@ -38,10 +41,13 @@ def table_of(n: int, seed: int) -> KeyTable:
     k=st.integers(1, 50),
     seed=st.integers(0, 2**16),
     odd=st.booleans(),
+    packed=st.booleans(),
 )
 def test_a_batch_ranks_each_query_as_alone(
-    n: int, b: int, m: int, k: int, seed: int, odd: bool
+    n: int, b: int, m: int, k: int, seed: int, odd: bool, packed: bool
 ) -> None:
+    """Both of `ranked_batch`'s orders: a lexsort (small batches), and the
+    packed order keys (forced here by a threshold of 0)."""
     rng = np.random.default_rng(seed)
     table = table_of(n, seed)
     m = min(m, n)
@@ -56,7 +62,8 @@ def test_a_batch_ranks_each_query_as_alone(
     buckets = rng.integers(0, 16, size=n).astype(np.uint32)
     seqs = rng.integers(0, 1000, size=n).astype(np.int64)
     rank = key_ranks(list(table))
-    together = segment_hits_batch(scores, rows, table, buckets, seqs, k, n, "ann", False, rank)
+    with patch.object(segment, "LEXSORT_MAX_CANDIDATES", 0 if packed else 10**9):
+        together = segment_hits_batch(scores, rows, table, buckets, seqs, k, n, "ann", False, rank)
     assert len(together) == b
     for i, got in enumerate(together):
         alone = segment_hits(scores[i], rows[i], table, buckets, seqs, k, n, "ann", False, rank)
@@ -121,6 +128,7 @@ def test_ranks_past_32_bits_order_the_same() -> None:
     ranks = rng.permutation(30)
     rows = np.stack([rng.permutation(30)[:12] for _ in range(6)])
     scores = rng.integers(-2, 2, size=(6, 12)).astype(np.float32)
-    small = ranked_batch(scores, rows, ranks, 5)
-    huge = ranked_batch(scores, rows, HugeRanks(ranks), 5)  # type: ignore[arg-type]
+    with patch.object(segment, "LEXSORT_MAX_CANDIDATES", 0):  # the packed keys, were they able
+        small = ranked_batch(scores, rows, ranks, 5)
+        huge = ranked_batch(scores, rows, HugeRanks(ranks), 5)  # type: ignore[arg-type]
     assert all(np.array_equal(a, b) for a, b in zip(small, huge, strict=True))
