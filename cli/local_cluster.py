@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from cli.etcd_process import EtcdProcess
 from cli.pki import LocalPki
-from cli.processes import ChildProcess, free_port, python_module
+from cli.processes import ChildProcess, python_module
 from core.identity import ComponentRole
 
 if TYPE_CHECKING:
@@ -243,9 +243,10 @@ class LocalCluster:
         )
 
     def _coordinator_process(self, name: str) -> ChildProcess:
-        # A fixed port per coordinator: a restarted coordinator comes back on
-        # the same address, as one behind a Kubernetes Service does, so
-        # clients given every coordinator's address keep reaching it.
+        # Port 0: the coordinator binds a free port itself, and a restarted
+        # coordinator comes back on that address (`ChildProcess` keeps it),
+        # as one behind a Kubernetes Service does, so clients given every
+        # coordinator's address keep reaching it.
         return ChildProcess(
             name,
             python_module(
@@ -255,7 +256,7 @@ class LocalCluster:
                 "--etcd-prefix",
                 self.etcd_prefix,
                 "--listen",
-                f"127.0.0.1:{free_port()}",
+                "127.0.0.1:0",
                 "--name",
                 name,
             ),

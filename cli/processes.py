@@ -69,7 +69,21 @@ class ChildProcess:
                 self._tail.append(line)
                 if line.startswith("{") and '"event": "ready"' in line:
                     self.ready = json.loads(line)
+                    self._keep_address(self.ready)
                     self._ready_event.set()
+
+    def _keep_address(self, ready: dict[str, Any]) -> None:
+        """A server told to listen on port 0 picked its own: later starts
+        ask for that one, so a restart comes back on the same address (as
+        one behind a Kubernetes Service does). Picking a free port here and
+        passing it on instead raced with every other process on the machine
+        for it between the check and the child's bind (a test once failed
+        on "Address already in use")."""
+        if "--listen" not in self.argv or not ready.get("grpc"):
+            return
+        at = self.argv.index("--listen") + 1
+        if at < len(self.argv) and self.argv[at].endswith(":0"):
+            self.argv[at] = str(ready["grpc"])
 
     def wait_ready(self, timeout: float = 60.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout

@@ -85,3 +85,9 @@ def test_a_coordinator_killed_under_load_fails_no_sdk_request(
     with RetrievalClient(cluster.coordinator_addresses[1], tenant_id="t", purpose="p") as c:
         found = c.batch_get("v", "v1", [f"w{i}" for i in range(1, counts["upsert"] + 1)])
         assert all(f.status == "found" for f in found)
+    # The killed coordinator, started again, is back on the address clients were given
+    # (it chose its port itself at first) and answers there.
+    before_kill = cluster.coordinator_addresses[0]
+    assert cluster.restart_coordinator(0) == before_kill
+    with RetrievalClient(before_kill, tenant_id="t", purpose="p") as c:
+        assert c.search("r", data[0], 5).hits
