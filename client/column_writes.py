@@ -14,12 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from client.connection import now_micros
+from client.connection import ClientCalls, now_micros
 from core.columns_wire import record_columns_to_pb
 from core.domain import AttrType, AttrValue
 from core.errors import InvalidArgument
 from core.record_columns import AttributeColumn, PackedStrings, RecordColumns, first_row
-from protos.vecshard.v1 import common_pb2 as cpb
 from protos.vecshard.v1 import retrieval_pb2 as pb
 
 # What one request may carry: the coordinator's record limit, and a size well
@@ -115,16 +114,8 @@ def record_columns(
     )
 
 
-class ColumnWrites:
+class ColumnWrites(ClientCalls):
     """`upsert_matrix`, mixed into RetrievalClient."""
-
-    access: cpb.AccessContext
-
-    def _timeout(self, timeout: float | None) -> float:
-        raise NotImplementedError
-
-    def _rpc(self, name: str, request: Any, timeout: float | None, idempotent: bool = True) -> Any:
-        raise NotImplementedError
 
     def upsert_matrix(
         self,

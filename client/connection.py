@@ -26,12 +26,13 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 
 from client.credentials import Credentials
 from core.errors import DeadlineExceeded, InvalidArgument, from_rpc_error
+from protos.vecshard.v1 import common_pb2 as cpb
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
@@ -149,3 +150,17 @@ class Connection:
     def close(self) -> None:
         for ch in self.channels:
             ch.close()
+
+
+class ClientCalls:
+    """What the parts of `RetrievalClient` kept in their own modules
+    (features, bulk writes, search batches) call on the client they are
+    mixed into: its access context, its timeout rule and its RPC call."""
+
+    access: cpb.AccessContext
+
+    def _timeout(self, timeout: float | None) -> float:
+        raise NotImplementedError
+
+    def _rpc(self, name: str, request: Any, timeout: float | None, idempotent: bool = True) -> Any:
+        raise NotImplementedError

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from client.connection import ClientCalls
 from client.feature_results import FeatureResponse
 from core.column_wire import key_columns_to_pb, row_columns_to_pb
 from core.domain import EntityKey
@@ -73,16 +74,8 @@ def to_column(name: str, values: Any) -> FeatureColumn:
     return from_values(kind, seq)
 
 
-class FeatureCalls:
+class FeatureCalls(ClientCalls):
     """GetFeatures / PutFeatures, mixed into RetrievalClient."""
-
-    access: cpb.AccessContext
-
-    def _rpc(self, name: str, request: Any, timeout: float | None, idempotent: bool = True) -> Any:
-        raise NotImplementedError
-
-    def _timeout(self, timeout: float | None) -> float:
-        raise NotImplementedError
 
     def get_features(
         self,

@@ -14,13 +14,13 @@ from typing import Any
 
 import numpy as np
 
+from client.connection import ClientCalls
 from client.search_results import SearchResponse, hit_columns, response_fields
 from core.errors import InvalidArgument
 from core.filters import Filter
 from core.hits_wire import HitColumns
 from core.vectors import to_bytes
 from core.wire import filter_to_pb
-from protos.vecshard.v1 import common_pb2 as cpb
 from protos.vecshard.v1 import retrieval_pb2 as pb
 
 # The coordinator's default limit on searches per request
@@ -28,17 +28,12 @@ from protos.vecshard.v1 import retrieval_pb2 as pb
 DEFAULT_SEARCHES_PER_CALL = 256
 
 
-class SearchBatches:
+class SearchBatches(ClientCalls):
     """`search_batch`, mixed into RetrievalClient."""
-
-    access: cpb.AccessContext
 
     def describe_route(
         self, route: str, *, refresh: bool = False, timeout: float | None = None
     ) -> Any:
-        raise NotImplementedError
-
-    def _rpc(self, name: str, request: Any, timeout: float | None, idempotent: bool = True) -> Any:
         raise NotImplementedError
 
     def search_batch(

@@ -7,11 +7,10 @@ again, so these are the first line, not the only one.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 
 from coordinator.model import Access
-from core.domain import EntityKey
+from core.domain import EntityKey, key_of
 from core.errors import InvalidArgument, NotFound, PermissionDenied
 from core.filters import Filter
 from core.limits import Limits
@@ -100,16 +99,13 @@ def own_keys(
             and eid
             and (4 * len(eid) <= max_id or len(eid.encode()) <= max_id)
         ):
-            out.append(_key((tenant, etype, eid)))
+            out.append(key_of((tenant, etype, eid)))
             continue
         where = f"keys[{i}]"
         owned = own_key(k, access, family, where)
         limits.check_key(owned, where)
         out.append(owned)
     return out
-
-
-_key = functools.partial(tuple.__new__, EntityKey)
 
 
 def own_entities(keys: Sequence[EntityKey], access: Access) -> list[EntityKey]:

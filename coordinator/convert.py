@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Sequence
 
@@ -25,7 +24,7 @@ from core.column_wire import (
     embeddings_to_pb,
 )
 from core.columns_wire import record_columns_from_pb, record_columns_to_pb
-from core.domain import AttrType, AttrValue, EntityKey, Metric, VersionRef
+from core.domain import AttrType, AttrValue, EntityKey, Metric, VersionRef, key_of
 from core.embedding_columns import FOUND, EmbeddingColumns
 from core.errors import InvalidArgument
 from core.hits_wire import fill_packed_hits, split_utf8
@@ -289,11 +288,6 @@ def shard_packed_pb(index: VersionRef, queries: Sequence[ShardQuery]) -> spb.Pac
     )
 
 
-# An EntityKey from a tuple without NamedTuple's keyword-parsing __new__
-# (a third of the cost of a key, built for every hit a shard returns).
-_key = functools.partial(tuple.__new__, EntityKey)
-
-
 def shard_packed_answers(
     resp: spb.PackedSearchResponse, shard_id: str, queries: Sequence[ShardQuery]
 ) -> list[ShardAnswer]:
@@ -334,10 +328,10 @@ def shard_packed_answers(
         end = start + counts[i]
         tenant = q.tenant_id
         if codes is None:
-            keys = [_key((tenant, only, eid)) for eid in ids[start:end]]
+            keys = [key_of((tenant, only, eid)) for eid in ids[start:end]]
         else:
             keys = [
-                _key((tenant, table[c], eid))
+                key_of((tenant, table[c], eid))
                 for c, eid in zip(codes[start:end], ids[start:end], strict=True)
             ]
         refs = ref_counts[i] if ref_counts else 0

@@ -91,9 +91,8 @@ def merge(
         vectors[rows] = answer.vectors[src]
     sv[rows], created[rows] = answer.source_version[src], answer.created_at[src]
     norm[rows] = answer.norm[src]
-    versions = list(into.model_versions)
-    code = {v: i for i, v in enumerate(versions)}
-    remap = np.array([code.setdefault(v, len(code)) for v in answer.model_versions] + [-1])
+    code = {v: i for i, v in enumerate(into.model_versions)}
+    remap = _join_versions(code, answer.model_versions)
     versions = list(code)
     mv = into.model_version_index.copy()
     mv[rows] = remap[answer.model_version_index[src]]
@@ -103,6 +102,13 @@ def merge(
         for r, s in zip(rows.tolist(), src.tolist(), strict=True):
             attrs[r] = (answer.attributes_json or [""] * len(answer))[s]
     return EmbeddingColumns(status, vectors, sv, created, norm, versions, mv, attrs)
+
+
+def _join_versions(code: dict[str, int], versions: Sequence[str]) -> np.ndarray:
+    """Adds an answer's model versions to a version table (`code`: version
+    → index, in order of first appearance); the answer's version index →
+    the table's, with -1 (no version) kept as -1."""
+    return np.array([code.setdefault(v, len(code)) for v in versions] + [-1])
 
 
 def _take(c: EmbeddingColumns, rows: npt.NDArray[np.int64]) -> EmbeddingColumns:
@@ -180,7 +186,7 @@ def _scatter(
     for positions, a in parts:
         if not (a.status != 0).any():
             continue
-        remap = np.array([code.setdefault(v, len(code)) for v in a.model_versions] + [-1])
+        remap = _join_versions(code, a.model_versions)
         out.status[positions] = a.status
         if a.vectors.shape[1]:
             out.vectors[positions] = a.vectors

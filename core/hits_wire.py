@@ -22,8 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from core.domain import EntityKey
+from core.domain import EntityKey, key_of
 from core.errors import InvalidArgument
+from core.record_columns import decode_pieces
 from protos.vecshard.v1 import retrieval_pb2 as pb
 
 # The array codes used below, by size: 4-byte "I" and "f", 2-byte "H" on
@@ -48,10 +49,9 @@ class HitColumns:
 
     @property
     def keys(self) -> list[EntityKey]:
-        return [
-            EntityKey(t, e, i)
-            for t, e, i in zip(self.tenant_ids, self.entity_types, self.entity_ids, strict=True)
-        ]
+        return list(
+            map(key_of, zip(self.tenant_ids, self.entity_types, self.entity_ids, strict=True))
+        )
 
 
 def join_utf8(values: Sequence[str]) -> tuple[bytes, bytes]:
@@ -77,14 +77,8 @@ def _little_endian(values: array[Any]) -> bytes:
 
 
 def split_utf8(blob: bytes, ends: Sequence[int]) -> list[str]:
-    """`join_utf8` undone. Decoded once: when every byte is ASCII, byte
-    offsets are character offsets and slicing the text spares a decode per
-    value."""
-    starts = [0, *ends[:-1]] if len(ends) else []
-    text = blob.decode()
-    if len(text) == len(blob):
-        return [text[a:b] for a, b in zip(starts, ends, strict=True)]
-    return [blob[a:b].decode() for a, b in zip(starts, ends, strict=True)]
+    """`join_utf8` undone (`core.record_columns.decode_pieces`)."""
+    return decode_pieces(blob, [0, *ends[:-1]] if len(ends) else [], ends)
 
 
 def string_table(values: Sequence[str]) -> tuple[list[str], bytes]:

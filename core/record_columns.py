@@ -32,6 +32,15 @@ def _offsets(lengths: np.ndarray) -> np.ndarray:
     return out
 
 
+def decode_pieces(data: bytes, starts: Sequence[int], ends: Sequence[int]) -> list[str]:
+    """The UTF-8 strings data[starts[i]:ends[i]]. ASCII data (ids usually
+    are) is decoded once and sliced: byte offsets are character offsets."""
+    if data.isascii():
+        text = data.decode()
+        return [text[a:b] for a, b in zip(starts, ends, strict=True)]
+    return [data[a:b].decode() for a, b in zip(starts, ends, strict=True)]
+
+
 def gather_ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """Positions covering [starts[i], starts[i] + lengths[i]) for every i, in
     order: the index array that gathers variable-length pieces in one step."""
@@ -104,11 +113,7 @@ class PackedStrings:
 
     def tolist(self) -> list[str]:
         o = self.offsets.tolist()
-        if self.data.isascii():  # one decode, then character offsets = byte offsets
-            text = self.data.decode()
-            return [text[a:b] for a, b in zip(o[:-1], o[1:], strict=True)]
-        d = self.data
-        return [d[a:b].decode() for a, b in zip(o[:-1], o[1:], strict=True)]
+        return decode_pieces(self.data, o[:-1], o[1:])
 
     def strings_at(self, rows: np.ndarray) -> list[str]:
         """Strings `rows` (an int array) as a list: two gathers, no per-item
