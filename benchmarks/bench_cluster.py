@@ -46,6 +46,7 @@ from registry.model import (
     Route,
     Tenant,
 )
+from registry.placement import decode_centroids
 from registry.registry import Registry
 from registry.store import EtcdStore  # noqa: TC002 - the annotation of _store
 
@@ -55,6 +56,10 @@ TENANT = "bench"
 PURPOSE = "benchmark"
 FAMILY = "bench_items"
 VERSION = "v1"
+PLACEMENTS = ("hash", "centroid")
+# Rows the centroids of `centroid` placement are trained on (k-means over 16 buckets
+# converges on a few thousand; more only slows set-up).
+PLACEMENT_SAMPLE_ROWS = 20_000
 
 
 @dataclass(frozen=True)
@@ -118,9 +123,16 @@ class BenchCluster:
         num_buckets: int = 16,
         max_k: int = 100,
         replicas: int = 1,
+        placement: str = "hash",
     ) -> None:
         """`replicas`: shards holding each bucket of the index versions it adds
-        (each write goes to all of them; a search asks one per bucket)."""
+        (each write goes to all of them; a search asks one per bucket).
+        `placement`: how the index versions it adds spread rows over buckets —
+        `hash` (every shard holds a sample of everything, so every query asks
+        every shard) or `centroid` (nearby rows share a bucket, so score bounds
+        can skip shards; trained on the sample `add_index` is given)."""
+        if placement not in PLACEMENTS:
+            raise ValueError(f"placement must be one of {PLACEMENTS}; got {placement!r}")
         self.cluster = cluster
         self.dim = dim
         self.metric = Metric(metric)
@@ -128,6 +140,7 @@ class BenchCluster:
         self.num_buckets = num_buckets
         self.max_k = max_k
         self.replicas = replicas
+        self.placement = placement
         self._owned = False
         self._store: EtcdStore | None = None
         self.registry: Registry | None = None
@@ -221,13 +234,21 @@ class BenchCluster:
         """Another embedding family (and its version v1) like the benchmark's own."""
         self._put_family(name)
 
-    def add_index(self, plan: IndexPlan, family: str = FAMILY) -> None:
+    def add_index(
+        self,
+        plan: IndexPlan,
+        family: str = FAMILY,
+        sample: NDArray[np.float32] | None = None,
+    ) -> None:
         """Registers the index version on every shard, a bundle and a route to it.
 
         Register before ingesting: the coordinator writes each record to every index
-        version of the embedding version, so one upsert fills them all.
+        version of the embedding version, so one upsert fills them all. With centroid
+        placement the centroids are trained on `sample` (required then) before any write.
         """
         assert self.registry is not None
+        if self.placement == "centroid" and sample is None:
+            raise ValueError("centroid placement needs a sample to train its centroids on")
         embedding = VersionRef(family, VERSION)
         self.registry.create_index(
             IndexVersion(
@@ -239,10 +260,16 @@ class BenchCluster:
                 num_buckets=self.num_buckets,
                 attributes=self.attributes,
                 max_k=self.max_k,
+                placement=self.placement,
             ),
             self.cluster.shard_ids(),
             self.replicas,
         )
+        if self.placement == "centroid":
+            assert sample is not None
+            self.registry.train_placement(
+                VersionRef(plan.name, VERSION), sample[:PLACEMENT_SAMPLE_ROWS]
+            )
         bundle = f"bundle_{plan.name}"
         self.registry.put_bundle(
             Bundle(bundle, embedding, embedding, VersionRef(plan.name, VERSION))
@@ -345,7 +372,18 @@ class BenchCluster:
             "settled": settled,
             "seconds": time.perf_counter() - t0,
             "rows_by_segment_kind": self.served_segments(index_name),
+            **self.placement_of(index_name),
         }
+
+    def placement_of(self, index_name: str) -> dict[str, Any]:
+        """How the registry places the index version's rows: its placement and
+        how many trained centroids it holds (0 for hash placement)."""
+        assert self.registry is not None
+        ref = VersionRef(index_name, VERSION)
+        snap = self.registry.snapshot()
+        placed = snap.placement(ref)
+        centroids = decode_centroids(placed.centroids, self.dim) if placed.centroids else ()
+        return {"placement": snap.index(ref).placement, "centroids": len(centroids)}
 
     def probe_kind(
         self, kind: str, params: Mapping[str, Any], sample: NDArray[np.float32]
@@ -360,7 +398,7 @@ class BenchCluster:
         plan = IndexPlan(family, kind, params)
         try:
             self._put_family(family)
-            self.add_index(plan, family)
+            self.add_index(plan, family, sample)
             self.ingest(sample, family=family)
             self.flush(plan.name)
             with self.client() as c:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import plots
-from benchmarks.bench_cluster import shared_etcd
+from benchmarks.bench_cluster import PLACEMENTS, shared_etcd
 from benchmarks.datasets import METRICS, REAL_DATASETS, Dataset, load_file, load_real
 from benchmarks.ground_truth import with_ground_truth
 from benchmarks.hdf5_files import load_hdf5
@@ -169,6 +169,7 @@ def run(args: argparse.Namespace, say: Say = say_stderr) -> dict[str, Any]:
                 for s in sweeps
             },
             "shards": shard_counts,
+            "placement": args.placement,
             "concurrency": args.concurrency,
             "search_batch": args.search_batch,
             "search_batch_hits": "messages" if args.search_batch_messages else "packed",
@@ -248,6 +249,14 @@ def add_search_arguments(s: argparse.ArgumentParser) -> None:
         default=1,
         help="shards holding each bucket (1); capped at each cluster's size — every write "
         "goes to all of them, a search asks one per bucket (hedging, failover)",
+    )
+    meas.add_argument(
+        "--placement",
+        choices=PLACEMENTS,
+        default="hash",
+        help="how rows spread over buckets (hash): hash — every shard holds a sample of "
+        "everything and every query asks every shard; centroid — nearby rows share a bucket "
+        "(centroids trained on the base vectors), so score bounds can skip shards",
     )
     meas.add_argument(
         "--concurrency", type=int, default=16, help="cluster requests in flight for QPS (16)"

@@ -184,6 +184,7 @@ def measure_cluster(
         metric=dataset.metric,
         max_k=max(100, args.k),
         replicas=replicas,
+        placement=getattr(args, "placement", "hash"),
     ) as cluster:
         per_request = retrieval_api.search_params_on_request()
         planned: list[tuple[KindSweep, IndexPlan, int | None, dict[str, int]]] = []
@@ -200,7 +201,7 @@ def measure_cluster(
                 continue
             for plan, value, extra in plans_for(sweep, per_request):
                 if plan.name not in {p.name for _, p, _, _ in planned}:
-                    cluster.add_index(plan)
+                    cluster.add_index(plan, sample=dataset.base)
                 planned.append((sweep, plan, value, extra))
         if not planned:
             return points, info

@@ -182,18 +182,27 @@ def test_search_bench_end_to_end_on_a_tiny_set(tmp_path: Path) -> None:
         assert "hnsw" in support["reason"] and any("hnsw not measured" in line for line in lines)
 
 
-def test_search_bench_with_replicas_puts_each_bucket_on_that_many_shards(tmp_path: Path) -> None:
+def _two_flat_shards(tmp_path: Path, *extra: str) -> dict[str, Any]:
+    """A run of the benchmark over 1,200 × 8 rows, exact index, 2 shards."""
     args = search_bench.build_parser().parse_args(
         [
             "search", "--n", "1200", "--dim", "8", "--queries", "20", "--kinds", "flat",
-            "--shards", "2", "--replicas", "2", "--concurrency", "2", "--threads", "1",
+            "--shards", "2", "--concurrency", "2", "--threads", "1",
             "--duration", "0.3", "--latency-duration", "0.2", "--warmup", "0.1",
-            "--data-dir", str(tmp_path), "--out-dir", str(tmp_path / "out"), "--name", "copies",
+            "--data-dir", str(tmp_path), "--out-dir", str(tmp_path / "out"), *extra,
         ]
     )  # fmt: skip
-    payload = search_bench.run(args, lambda _: None)
+    return search_bench.run(args, lambda _: None)
+
+
+def test_search_bench_with_replicas_puts_each_bucket_on_that_many_shards(tmp_path: Path) -> None:
+    payload = _two_flat_shards(tmp_path, "--replicas", "2")
     (cluster,) = payload["clusters"]
     assert (cluster["shards"], cluster["replicas"]) == (2, 2)
+    assert (cluster["builds"]["flat"]["placement"], cluster["builds"]["flat"]["centroids"]) == (
+        "hash",
+        0,
+    )
     # Every row on both shards (each holds every bucket), and still exact answers.
     for shard in cluster["describe"].values():
         (stats,) = [s for s in shard["indexes"] if s["index"]["name"] == "flat"]
@@ -206,3 +215,15 @@ def test_replicas_must_be_positive() -> None:
     args = search_bench.build_parser().parse_args(["search", "--replicas", "0"])
     with pytest.raises(SystemExit, match="--replicas must be >= 1"):
         search_bench.check_args(args)
+
+
+def test_search_bench_with_centroid_placement_stays_exact(tmp_path: Path) -> None:
+    payload = _two_flat_shards(tmp_path, "--placement", "centroid")
+    assert payload["settings"]["placement"] == "centroid" and payload["errors"] == []
+    (cluster,) = payload["clusters"]
+    # Trained on the base vectors before the first write: one centroid per bucket.
+    assert cluster["builds"]["flat"]["placement"] == "centroid"
+    assert cluster["builds"]["flat"]["centroids"] == 16
+    # Shards skipped by bound or not, the answers stay exact.
+    (point,) = [p for p in payload["points"] if p["system"] == "cluster"]
+    assert point["recall_at_k"] == 1.0 and point["qps"] > 0
