@@ -46,7 +46,7 @@ from registry.model import (
     Route,
     Tenant,
 )
-from registry.placement import decode_centroids
+from registry.placement import PLACEMENTS, decode_centroids
 from registry.registry import Registry
 from registry.store import EtcdStore  # noqa: TC002 - the annotation of _store
 
@@ -56,7 +56,6 @@ TENANT = "bench"
 PURPOSE = "benchmark"
 FAMILY = "bench_items"
 VERSION = "v1"
-PLACEMENTS = ("hash", "centroid")
 # Rows the centroids of `centroid` placement are trained on (k-means over 16 buckets
 # converges on a few thousand; more only slows set-up).
 PLACEMENT_SAMPLE_ROWS = 20_000

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import plots
-from benchmarks.bench_cluster import PLACEMENTS, shared_etcd
+from benchmarks.bench_cluster import shared_etcd
 from benchmarks.datasets import METRICS, REAL_DATASETS, Dataset, load_file, load_real
 from benchmarks.ground_truth import with_ground_truth
 from benchmarks.hdf5_files import load_hdf5
@@ -33,6 +33,7 @@ from benchmarks.run_record import RESULTS_DIR, machine, scratch_directory, write
 from benchmarks.search_points import TARGET_RECALL, Point, Say, comparisons, targets
 from benchmarks.search_sweeps import measure_cluster, measure_inprocess
 from benchmarks.synthetic_data import gaussian_mixture
+from registry.placement import PLACEMENTS
 
 
 def say_stderr(text: str) -> None:

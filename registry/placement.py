@@ -16,6 +16,9 @@ from core.domain import Metric, VersionRef
 from registry.model import Placement
 
 FEATURE_BUCKETS = 16
+# How an index version spreads rows over buckets: a hash of tenant and id, or
+# the nearest of its trained centroids (`train_centroids`).
+PLACEMENTS = ("hash", "centroid")
 
 
 def feature_placement_ref(group: str, version: str) -> VersionRef:

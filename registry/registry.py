@@ -33,7 +33,12 @@ from registry.model import (
     Tenant,
 )
 from registry.object_keys import key_of
-from registry.placement import FEATURE_BUCKETS, assign_buckets, feature_placement_ref
+from registry.placement import (
+    FEATURE_BUCKETS,
+    PLACEMENTS,
+    assign_buckets,
+    feature_placement_ref,
+)
 from registry.quality import check_gates_declared, gate_failures
 from registry.snapshot import Snapshot, build_snapshot, resolve_bundle
 from registry.store import Delete, Entry, ModRevisionIs, Put, RegistryStore
@@ -142,6 +147,11 @@ class Registry:
         """Creates an index version and its placement atomically; never overwrites."""
         if index.num_buckets <= 0:
             raise InvalidArgument(f"index {index.ref}: num_buckets must be > 0")
+        if index.placement not in PLACEMENTS:
+            # Every reader tests for "centroid": anything else would silently hash.
+            raise InvalidArgument(
+                f"index {index.ref}: placement {index.placement!r}; expected one of {PLACEMENTS}"
+            )
         check_gates_declared(index)
         if index.gates is not None and index.status not in (Status.BUILDING, Status.VALIDATING):
             raise FailedPrecondition(

@@ -153,6 +153,12 @@ def test_index_versions_are_created_atomically_and_never_overwritten(registry: R
     assert registry.snapshot().index(ix.ref).num_buckets == 6
     with pytest.raises(NotFound, match="unknown embedding version"):
         registry.create_index(IndexVersion("x", "v1", VersionRef("items", "v9")), ["s0"])
+    # A misspelt placement would have been hashed without a word: refused, named.
+    with pytest.raises(InvalidArgument, match="placement 'centroids'; expected one of"):
+        registry.create_index(
+            IndexVersion("x", "v1", VersionRef("items", "v1"), placement="centroids"), ["s0"]
+        )
+    assert VersionRef("x", "v1") not in registry.snapshot().indexes
 
 
 def test_route_resolution_and_compatibility(registry: Registry) -> None:
