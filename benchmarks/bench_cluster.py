@@ -208,6 +208,16 @@ class BenchCluster:
             credentials=self.cluster.credentials(),
         )
 
+    @property
+    def server_pids(self) -> dict[str, int]:
+        """Each shard's process id by shard id, and the coordinator's: what the
+        benchmarks meter CPU per query of."""
+        local = self.cluster
+        pids = {sid: child.pid for sid, child in local.shards.items() if child.pid is not None}
+        if local.coordinator is not None and local.coordinator.pid is not None:
+            pids["coordinator"] = local.coordinator.pid
+        return pids
+
     def credentials(self) -> Credentials:
         """The CA and the admin token, for raw gRPC load (closed and open loops)."""
         return self.cluster.credentials()

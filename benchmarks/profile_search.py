@@ -112,11 +112,7 @@ def profile_mode(
     out_dir: Path,
 ) -> dict[str, float | None]:
     local = cluster.cluster
-    pids: dict[str, int] = {
-        sid: child.pid for sid, child in local.shards.items() if child.pid is not None
-    }
-    if local.coordinator is not None and local.coordinator.pid is not None:
-        pids["coordinator"] = local.coordinator.pid
+    pids = cluster.server_pids
     tag = "single" if batch <= 1 else f"batch{batch}"
     spies = {
         name: _record(pid, args.seconds, out_dir / f"{tag}-{name}.txt", args.rate)

@@ -150,11 +150,7 @@ def _metered(
     cluster: BenchCluster, run: Coroutine[Any, Any, ClosedLoopResult]
 ) -> tuple[ClosedLoopResult, dict[str, float | None]]:
     """Runs a closed loop and the CPU milliseconds per query it cost each process."""
-    local = cluster.cluster
-    pids = {sid: child.pid for sid, child in local.shards.items() if child.pid is not None}
-    if local.coordinator is not None and local.coordinator.pid is not None:
-        pids["coordinator"] = local.coordinator.pid
-    meter = CpuMeter(pids).start()
+    meter = CpuMeter(cluster.server_pids).start()
     result = asyncio.run(run)
     return result, per_query_ms(meter.stop(), result.answered_total)
 

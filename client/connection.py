@@ -111,7 +111,8 @@ class Connection:
     def stubs(self, factory: Callable[[grpc.Channel], object]) -> list[object]:
         return [factory(ch) for ch in self.channels]
 
-    def _next(self) -> int:
+    def next_channel(self) -> int:
+        """The channel the next call goes on (calls rotate over the coordinators)."""
         with self._lock:
             return next(self._turn) % len(self.channels)
 
@@ -136,7 +137,9 @@ class Connection:
                     f"({attempt} attempt(s) over {len(self.addresses)} address(es))"
                 )
             try:
-                return method(self._next())(request, timeout=remaining, metadata=self.metadata)
+                return method(self.next_channel())(
+                    request, timeout=remaining, metadata=self.metadata
+                )
             except grpc.RpcError as exc:
                 code = exc.code() if hasattr(exc, "code") else None
                 attempt += 1

@@ -27,7 +27,13 @@ from client.credentials import Credentials, resolve
 from client.feature_calls import FeatureCalls
 from client.feature_results import EntityFeatures, FeatureResponse, FeatureValue
 from client.search_batches import SearchBatches
-from client.search_results import METRIC_NAMES, Hit, SearchResponse, response_fields
+from client.search_coalescing import (
+    DEFAULT_COALESCING,
+    Coalescing,
+    RpcSearchTransport,
+    SearchCoalescer,
+)
+from client.search_results import METRIC_NAMES, Hit, SearchResponse, hit_list, response_fields
 from core import tracing
 from core.column_wire import embeddings_from_pb
 from core.domain import AttrValue, EntityKey
@@ -127,7 +133,12 @@ class RetrievalClient(FeatureCalls, ColumnWrites, SearchBatches):
     (`client.credentials`). `tenant_id` and `purpose` must be ones the
     caller's grant holds; empty means the grant's only one (a principal
     granted several must name one). `principal` is not sent as identity: the
-    coordinator records the token's principal."""
+    coordinator records the token's principal.
+
+    `coalescing`: threads searching at once through one client share
+    `SearchBatch` calls (`client.search_coalescing`: a lone call goes
+    alone, at once; answers, errors and deadlines stay each caller's own);
+    None sends every `search` as its own call."""
 
     def __init__(
         self,
@@ -142,6 +153,7 @@ class RetrievalClient(FeatureCalls, ColumnWrites, SearchBatches):
         credentials: Credentials | None = None,
         token: str | None = None,
         root_certificates: bytes | None = None,
+        coalescing: Coalescing | None = DEFAULT_COALESCING,
     ) -> None:
         if not isinstance(tenant_id, str):
             raise InvalidArgument("tenant_id must be a string (empty: the grant's only tenant)")
@@ -159,6 +171,12 @@ class RetrievalClient(FeatureCalls, ColumnWrites, SearchBatches):
         )
         self._stubs = [retrieval_pb2_grpc.RetrievalServiceStub(ch) for ch in self._conn.channels]
         self._routes: dict[str, RouteInfo] = {}
+        self.searches: SearchCoalescer[pb.SearchRequest, pb.SearchResponse] | None = None
+        if coalescing is not None:
+            transport = RpcSearchTransport(
+                lambda req, t: self._rpc("Search", req, t), self._conn, self._stubs
+            )
+            self.searches = SearchCoalescer(transport, coalescing)
 
     def __enter__(self) -> RetrievalClient:
         return self
@@ -167,6 +185,8 @@ class RetrievalClient(FeatureCalls, ColumnWrites, SearchBatches):
         self.close()
 
     def close(self) -> None:
+        if self.searches is not None:
+            self.searches.close()
         self._conn.close()
 
     def _timeout(self, timeout: float | None) -> float:
@@ -239,11 +259,11 @@ class RetrievalClient(FeatureCalls, ColumnWrites, SearchBatches):
             cursor=cursor,
             skip_rerank=skip_rerank,
         )
-        r = self._rpc("Search", req, timeout)
-        return SearchResponse(
-            hits=[Hit(key_from_pb(h.key), h.score, h.rank, h.shard_id) for h in r.hits],
-            **response_fields(r),
-        )
+        if self.searches is None:
+            r = self._rpc("Search", req, timeout)
+        else:
+            r = self.searches.call(req, self._timeout(timeout))
+        return SearchResponse(hits=hit_list(r), **response_fields(r))
 
     def _record_pb(self, r: Record, dim: int | None, now: int) -> cpb.EmbeddingRecord:
         vec = np.asarray(r.vector, dtype=np.float32)

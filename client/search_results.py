@@ -12,6 +12,7 @@ import numpy as np
 
 from core.domain import EntityKey
 from core.hits_wire import HitColumns, packed_hits_from_pb
+from core.wire import key_from_pb
 from protos.vecshard.v1 import common_pb2 as cpb
 from protos.vecshard.v1 import retrieval_pb2 as pb
 
@@ -77,6 +78,15 @@ def response_fields(r: pb.SearchResponse) -> dict[str, Any]:
         "completeness": r.completeness,
         "next_cursor": r.next_cursor,
     }
+
+
+def hit_list(r: pb.SearchResponse) -> list[Hit]:
+    """A response's hits as `Hit`s, packed or not (a coalesced search asks
+    for packed hits: the coordinator builds no message per hit)."""
+    if r.HasField("packed_hits"):
+        c = packed_hits_from_pb(r.packed_hits)
+        return list(map(Hit, c.keys, c.scores.tolist(), range(len(c)), c.shard_ids))
+    return [Hit(key_from_pb(h.key), h.score, h.rank, h.shard_id) for h in r.hits]
 
 
 def hit_columns(r: pb.SearchResponse) -> HitColumns:

@@ -11,17 +11,7 @@ import pytest
 
 from client.connection import Connection, RetryPolicy, addresses_of
 from core.errors import DeadlineExceeded, InvalidArgument, Unavailable
-
-
-class Failure(grpc.RpcError):
-    def __init__(self, code: grpc.StatusCode) -> None:
-        self._code = code
-
-    def code(self) -> grpc.StatusCode:
-        return self._code
-
-    def details(self) -> str:
-        return f"fake {self._code.name}"
+from tests.rpc_failures import Failure
 
 
 class Tier:

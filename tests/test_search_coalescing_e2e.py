@@ -1,0 +1,121 @@
+"""Threads searching through one SDK client share SearchBatch calls
+(`client.search_coalescing`) — through real processes: the answers are the
+ones each query gets alone, and one query's error stays its caller's."""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+from client.registry_client import RegistryClient
+from client.retrieval_client import Record, RetrievalClient
+from client.search_coalescing import Coalescing
+from core.errors import InvalidArgument
+from core.filters import Eq, Filter
+from tests.conftest import ClusterFactory
+from tests.specs import route_spec
+
+pytestmark = pytest.mark.integration
+SPEC = route_spec(dim=8, metric="inner_product", num_buckets=6, attributes={"colour": "string"})
+
+
+def _answer(r: Any) -> tuple[Any, ...]:
+    return (
+        [(h.key, h.score, h.rank, h.shard_id) for h in r.hits],
+        r.route,
+        r.index,
+        r.metric,
+        r.partial,
+        r.completeness,
+        bool(r.next_cursor),
+    )
+
+
+def _together(calls: list[Callable[[], Any]]) -> list[Any]:
+    """Runs the calls on threads released at once; each one's result or exception."""
+    out: list[Any] = [None] * len(calls)
+    start = threading.Barrier(len(calls))
+
+    def run(i: int) -> None:
+        start.wait()
+        try:
+            out[i] = calls[i]()
+        except Exception as exc:  # the test inspects it
+            out[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return out
+
+
+def test_concurrent_searches_share_batch_calls_and_keep_their_own_answers(
+    make_cluster: ClusterFactory,
+) -> None:
+    cluster = make_cluster(num_shards=2)
+    with RegistryClient(cluster.coordinator_target) as reg:
+        reg.apply(SPEC)
+    rng = np.random.default_rng(3)
+    kw: dict[str, Any] = {"tenant_id": "t", "purpose": "p"}
+    with (
+        RetrievalClient(cluster.coordinator_target, coalescing=None, **kw) as alone,
+        RetrievalClient(
+            cluster.coordinator_target, coalescing=Coalescing(max_in_flight=1), **kw
+        ) as shared,
+    ):
+        alone.upsert(
+            "v",
+            "v1",
+            [
+                Record(f"e{i}", rng.normal(size=8), attributes={"colour": "rgb"[i % 3]})
+                for i in range(400)
+            ],
+        )
+        # Queries that differ in k, filter and page.
+        queries = [rng.normal(size=8).astype(np.float32) for _ in range(10)]
+        filters: list[Filter | None] = [None, Eq("colour", "r"), None, Eq("colour", "g")]
+        asks = [(q, 3 + i % 5, filters[i % 4]) for i, q in enumerate(queries)]
+        firsts = [alone.search("r", q, k, filter=f) for q, k, f in asks]
+        pages = [
+            (q, k, f, first.next_cursor) for (q, k, f), first in zip(asks, firsts, strict=True)
+        ][:3]
+        expected = [_answer(a) for a in firsts] + [
+            _answer(alone.search("r", q, k, filter=f, cursor=c)) for q, k, f, c in pages
+        ]
+        calls: list[Any] = [
+            functools.partial(shared.search, "r", q, k, filter=f) for q, k, f in asks
+        ] + [
+            functools.partial(shared.search, "r", q, k, filter=f, cursor=c) for q, k, f, c in pages
+        ]
+        assert shared.searches is not None
+        for _ in range(20):  # until calls have shared a batch (almost always the first round)
+            got = _together(calls)
+            assert [_answer(g) for g in got] == expected
+            if shared.searches.stats.batched_queries >= 2:
+                break
+        assert shared.searches.stats.mean_batch > 1
+        assert shared.searches.in_flight == 0
+
+        # A query the coordinator refuses fails alone; its batch-mates get their answers.
+        def bad() -> Any:
+            return shared.search("r", queries[0], 5, filter=Eq("colour", 7))
+
+        rode_along = False
+        for _ in range(20):
+            resent = shared.searches.stats.resent
+            got = _together([bad, *calls[:6]])
+            assert isinstance(got[0], InvalidArgument)
+            assert "filter eq on 'colour'" in str(got[0])
+            assert [_answer(g) for g in got[1:]] == expected[:6]
+            if shared.searches.stats.resent > resent:
+                rode_along = True  # the refusal came from a batch call, not a lone one
+                break
+        assert rode_along
+        assert shared.searches.in_flight == 0
