@@ -161,12 +161,17 @@ class SearchCoalescer(Generic[Req, Resp]):
         if direct:
             try:
                 return self.transport.one(request, timeout)
+            except Exception as exc:
+                if self._closed:  # whatever cut the call short, this is why
+                    raise Unavailable("the client was closed") from exc
+                raise
             finally:
                 self._ended()
         return self._await(waiter, timeout)
 
     def close(self) -> None:
-        """Fails every queued call; calls in flight end as their channel closes."""
+        """Fails every queued call; calls in flight end as their channel closes.
+        Each caller cut short gets Unavailable("the client was closed")."""
         with self._lock:
             self._closed = True
             while self._queue:
@@ -188,12 +193,12 @@ class SearchCoalescer(Generic[Req, Resp]):
                 )
         if w.outcome == _OK:
             return w.value  # type: ignore[return-value]
+        if self._closed:  # whatever cut the call short, this is why
+            raise Unavailable("the client was closed")
         if w.outcome == _ERROR:
             assert isinstance(w.value, BaseException)
             raise w.value
         # Its batch failed: the query goes again alone, with the usual retries.
-        if self._closed:
-            raise Unavailable("the client was closed")
         remaining = w.deadline - self._clock()
         if remaining <= 0:
             raise DeadlineExceeded(f"search: no answer within {timeout:.3g} s (its batch failed)")

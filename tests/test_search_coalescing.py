@@ -241,7 +241,21 @@ def test_close_fails_the_queued_calls() -> None:
         with pytest.raises(Unavailable, match="closed"):
             c.call("late", 1.0)
         t.hold.set()
-        assert first.result() == "FIRST"
+        assert first.result() == "FIRST"  # an answer that made it is still given
+
+
+def test_a_call_in_flight_that_a_close_cuts_short_says_the_client_was_closed() -> None:
+    t = FakeTransport()
+    c = SearchCoalescer(t, Coalescing(max_in_flight=1))
+    t.hold.clear()
+    with ThreadPoolExecutor(2) as pool:
+        cut = pool.submit(c.call, "bad-cut", 5.0)  # fails once released, as a closed channel
+        _until(lambda: t.ones == ["bad-cut"])
+        c.close()
+        t.hold.set()
+        with pytest.raises(Unavailable, match="the client was closed"):
+            cut.result()
+    assert c.in_flight == 0
 
 
 def test_settings_are_checked() -> None:

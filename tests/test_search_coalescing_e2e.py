@@ -15,9 +15,10 @@ import pytest
 from client.registry_client import RegistryClient
 from client.retrieval_client import Record, RetrievalClient
 from client.search_coalescing import Coalescing
-from core.errors import InvalidArgument
+from core.errors import InvalidArgument, Unavailable
 from core.filters import Eq, Filter
 from tests.conftest import ClusterFactory
+from tests.polling import poll
 from tests.specs import route_spec
 
 pytestmark = pytest.mark.integration
@@ -119,3 +120,46 @@ def test_concurrent_searches_share_batch_calls_and_keep_their_own_answers(
                 break
         assert rode_along
         assert shared.searches.in_flight == 0
+
+
+def test_closing_a_client_under_concurrent_searches_ends_every_caller(
+    make_cluster: ClusterFactory,
+) -> None:
+    cluster = make_cluster(num_shards=2)
+    with RegistryClient(cluster.coordinator_target) as reg:
+        reg.apply(SPEC)
+    rng = np.random.default_rng(4)
+    client = RetrievalClient(
+        cluster.coordinator_target,
+        tenant_id="t",
+        purpose="p",
+        coalescing=Coalescing(max_in_flight=1),
+    )
+    client.upsert("v", "v1", [Record(f"e{i}", rng.normal(size=8)) for i in range(200)])
+    query = rng.normal(size=8).astype(np.float32)
+    outcomes: list[str] = []
+
+    def loop() -> None:
+        while True:
+            try:
+                client.search("r", query, 5)
+            except Unavailable as exc:
+                outcomes.append(f"unavailable: {exc}")
+                return
+            except Exception as exc:  # anything else fails the test below
+                outcomes.append(f"{type(exc).__name__}: {exc}")
+                return
+
+    threads = [threading.Thread(target=loop) for _ in range(12)]
+    for t in threads:
+        t.start()
+    assert client.searches is not None
+    stats = client.searches.stats
+    assert poll(lambda: stats.batches, lambda n: n >= 3, timeout=10, interval=0.01) >= 3
+    client.close()
+    for t in threads:
+        t.join(timeout=10)
+    assert not any(t.is_alive() for t in threads)
+    assert len(outcomes) == 12
+    assert all(o.startswith("unavailable:") for o in outcomes), outcomes
+    assert client.searches.in_flight == 0
