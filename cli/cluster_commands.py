@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import signal
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cli.extras import require_extra
+from core.signal_waiter import SignalWaiter
 
 if TYPE_CHECKING:
     from cli.local_cluster import LocalCluster
@@ -45,18 +45,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     cluster = LocalCluster(Path(args.data_dir).resolve(), num_shards=args.shards)
     if args.fresh:
         cluster.remove_data()
-    stop = threading.Event()
-    roll = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-
-    # SIGHUP: restart every shard in turn with the rollout protocol (drain →
-    # idle → restart → serve), as `vecshard rollout shards` does on Kubernetes.
-    def on_hup(*_: object) -> None:
-        roll.set()
-        stop.set()
-
-    signal.signal(signal.SIGHUP, on_hup)
+    # SIGINT/SIGTERM stop; SIGHUP restarts every shard in turn with the rollout
+    # protocol (drain → idle → restart → serve), as `vecshard rollout shards`
+    # does on Kubernetes. Acted on here, not in a handler (core.signal_waiter).
+    signals = SignalWaiter((signal.SIGINT, signal.SIGTERM, signal.SIGHUP))
     print(
         f"starting etcd, {args.shards} shard(s) and a coordinator (data in {cluster.data_dir}) ...",
         flush=True,
@@ -72,13 +64,9 @@ def cmd_up(args: argparse.Namespace) -> int:
                 "\nServing. Press Ctrl-C to stop (kill -HUP for a rolling restart of the shards).",
                 flush=True,
             )
-            while True:
-                stop.wait()
-                if not roll.is_set():
-                    break
-                roll.clear()
-                stop.clear()
+            while signals.wait() == signal.SIGHUP:
                 _rolling_restart(cluster)
+                signals.discard(signal.SIGHUP)  # asked again meanwhile: done
     finally:
         print("stopping the local cluster ...", flush=True)
         cluster.stop()

@@ -12,13 +12,13 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
 import signal
-import threading
 from pathlib import Path
 
 from core import runtime as serving
 from core import tracing
 from core.limits import Limits
 from core.settings import load_settings
+from core.signal_waiter import SignalWaiter
 from core.tls import TlsSettings
 from core.tracing import TracingConfig
 from shard_server.config import ShardConfig
@@ -60,15 +60,13 @@ def main(argv: list[str] | None = None) -> int:
     serving.configure_logging(cfg.log_level)
     tracing.configure("vecshard-shard", load_settings(TracingConfig, "tracing", file=args.config))
     configure_allocator()
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    signals = SignalWaiter((signal.SIGTERM, signal.SIGINT))
     running = create_server(cfg, tls, limits)
     serving.freeze_startup_heap()
     serving.announce_ready(
         role="shard", id=cfg.shard_id, grpc=running.address, metrics=running.metrics_port
     )
-    stop.wait()
+    signals.wait()
     serving.arm_stop_watchdog(cfg.grace_seconds)
     running.stop(cfg.grace_seconds)
     serving.exit_after_stop(0)
