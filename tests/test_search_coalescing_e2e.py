@@ -99,7 +99,7 @@ def test_concurrent_searches_share_batch_calls_and_keep_their_own_answers(
         for _ in range(20):  # until calls have shared a batch (almost always the first round)
             got = _together(calls)
             assert [_answer(g) for g in got] == expected
-            if shared.searches.stats.batched_queries >= 2:
+            if shared.searches.stats.mean_batch > 1:  # some call carried several queries
                 break
         assert shared.searches.stats.mean_batch > 1
         assert shared.searches.in_flight == 0
