@@ -2,12 +2,13 @@
 
     python -m benchmarks.sdk_threads [--n 100000] [--threads 16] [--seconds 8] [--rounds 2]
 
-A serving tier calls `RetrievalClient.search` one query at a time from many threads. This
+A serving tier calls `RetrievalClient.search` (or `get_embeddings`, with ``--work lookups``:
+``--keys`` ids each, one in ten never written) one request at a time from many threads. This
 loads a Gaussian mixture (the search benchmark's data) into a local cluster (one HNSW index
 version, 2 shards), then drives it from ``--threads`` threads sharing one client, each
 sending one query per `search` and waiting for it, under each setting in turn — coalescing
 off (`coalescing=None`: one `Search` call per query) and on with each ``--in-flight``
-limit (`client.search_coalescing`) — alternating over ``--rounds`` rounds, since this
+limit (`client.call_coalescing`) — alternating over ``--rounds`` rounds, since this
 machine's speed drifts. Per setting: QPS, latency from the caller's side (p50 / p99), CPU
 milliseconds per query of the client process and of each server process (`/proc`), the
 mean queries per batch call, and whether every query's hits (keys and scores) equal the
@@ -22,36 +23,63 @@ import json
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from benchmarks.bench_cluster import PURPOSE, TENANT, BenchCluster, IndexPlan, serving_cluster
+from benchmarks.bench_cluster import (
+    FAMILY,
+    PURPOSE,
+    TENANT,
+    VERSION,
+    BenchCluster,
+    IndexPlan,
+    serving_cluster,
+)
 from benchmarks.latency import summarize_ms
 from benchmarks.process_cpu import CpuMeter, per_query_ms
 from benchmarks.synthetic_data import gaussian_mixture
+from client.call_coalescing import Coalescing, CoalescingStats
 from client.retrieval_client import RetrievalClient
-from client.search_coalescing import Coalescing
+
+Work = Callable[[RetrievalClient, int], Any]
 
 
-def _hits(client: RetrievalClient, route: str, queries: np.ndarray, k: int) -> list[Any]:
-    return [[(h.key.entity_id, h.score) for h in client.search(route, q, k).hits] for q in queries]
+def search_work(route: str, queries: np.ndarray, k: int) -> Work:
+    """Request i: `search` of query i; its answer's fingerprint (keys, scores)."""
+
+    def work(client: RetrievalClient, i: int) -> Any:
+        return [(h.key.entity_id, h.score) for h in client.search(route, queries[i], k).hits]
+
+    return work
+
+
+def lookup_work(id_lists: list[list[str]]) -> Work:
+    """Request i: `get_embeddings` of id list i; the statuses and vectors."""
+
+    def work(client: RetrievalClient, i: int) -> Any:
+        got = client.get_embeddings(FAMILY, VERSION, id_lists[i])
+        return got.statuses(), got.vectors.tobytes()
+
+    return work
 
 
 def drive(
     client: RetrievalClient,
-    route: str,
-    queries: np.ndarray,
-    k: int,
+    work: Work,
+    requests: int,
+    stats: CoalescingStats | None,
     threads: int,
     seconds: float,
     pids: dict[str, int],
 ) -> dict[str, Any]:
-    """`threads` closed loops on one client for `seconds`; each query's first answer kept."""
+    """`threads` closed loops on one client for `seconds`, request i being
+    `work(client, i)`; each request's first answer kept."""
     stop = time.monotonic() + seconds
     order = itertools.count()
-    answers: dict[int, list[tuple[str, float]]] = {}
+    answers: dict[int, Any] = {}
     latencies: list[float] = []
     errors: list[str] = []
     lock = threading.Lock()
@@ -59,21 +87,19 @@ def drive(
     def loop() -> None:
         mine: list[float] = []
         while time.monotonic() < stop:
-            i = next(order) % len(queries)
+            i = next(order) % requests
             t0 = time.perf_counter()
             try:
-                hits = client.search(route, queries[i], k).hits
+                answer = work(client, i)
             except Exception as exc:  # counted, the run goes on
                 with lock:
                     errors.append(type(exc).__name__)
                 continue
             mine.append(time.perf_counter() - t0)
-            if i not in answers:
-                answers[i] = [(h.key.entity_id, h.score) for h in hits]
+            answers.setdefault(i, answer)
         with lock:
             latencies.extend(mine)
 
-    stats = client.searches.stats if client.searches is not None else None
     before = (stats.batches, stats.batched_queries) if stats else (0, 0)
     meter = CpuMeter(pids).start()
     t0 = time.perf_counter()
@@ -107,6 +133,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ef-search", type=int, default=32)
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--threads", type=int, default=16)
+    p.add_argument(
+        "--work",
+        choices=("search", "lookups"),
+        default="search",
+        help="what each thread sends: one search, or get_embeddings of --keys ids",
+    )
+    p.add_argument("--keys", type=int, default=100, help="ids per lookup (100)")
     p.add_argument("--seconds", type=float, default=8.0)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument(
@@ -125,17 +158,26 @@ def main(argv: list[str] | None = None) -> int:
         serving_cluster(Path(tmp), args.shards, plan, data.base) as cluster,
     ):
         pids = cluster.server_pids
+        if args.work == "search":
+            work, requests = search_work(plan.route, data.queries, args.k), len(data.queries)
+        else:  # ids of stored rows, one in ten of them never written
+            rng = np.random.default_rng(2)
+            id_lists = [
+                [str(j) for j in rng.integers(0, args.n + args.n // 10, args.keys)]
+                for _ in range(args.queries)
+            ]
+            work, requests = lookup_work(id_lists), len(id_lists)
         with _client(cluster, None) as plain:
-            expected = dict(enumerate(_hits(plain, plan.route, data.queries, args.k)))
+            expected = [work(plain, i) for i in range(requests)]
         for rnd in range(args.rounds):
             for name, setting in settings.items():
                 with _client(cluster, setting) as client:
-                    client.search(plan.route, data.queries[0], args.k)  # route cached
-                    row = drive(
-                        client, plan.route, data.queries, args.k, args.threads, args.seconds, pids
-                    )
+                    work(client, 0)  # the route and the channel are ready
+                    coalesced = client.searches if args.work == "search" else client.lookups
+                    stats = coalesced.stats if coalesced is not None else None
+                    row = drive(client, work, requests, stats, args.threads, args.seconds, pids)
                 got = row.pop("answers")
-                row["answers_equal"] = all(expected[i] == hits for i, hits in got.items())
+                row["answers_equal"] = all(expected[i] == answer for i, answer in got.items())
                 rows[name].append(row)
                 print(_line(rnd, name, row), flush=True)
     out = Path(args.out)

@@ -21,18 +21,14 @@ from typing import Any
 
 import numpy as np
 
+from client.call_coalescing import DEFAULT_COALESCING, CallCoalescer, Coalescing
+from client.coalesced_rpcs import RpcLookupTransport, RpcSearchTransport
 from client.column_writes import ColumnWrites
 from client.connection import Connection, RetryPolicy, now_micros
 from client.credentials import Credentials, resolve
 from client.feature_calls import FeatureCalls
 from client.feature_results import EntityFeatures, FeatureResponse, FeatureValue
 from client.search_batches import SearchBatches
-from client.search_coalescing import (
-    DEFAULT_COALESCING,
-    Coalescing,
-    RpcSearchTransport,
-    SearchCoalescer,
-)
 from client.search_results import METRIC_NAMES, Hit, SearchResponse, hit_list, response_fields
 from core import tracing
 from core.column_wire import embeddings_from_pb
@@ -136,9 +132,10 @@ class RetrievalClient(FeatureCalls, ColumnWrites, SearchBatches):
     coordinator records the token's principal.
 
     `coalescing`: threads searching at once through one client share
-    `SearchBatch` calls (`client.search_coalescing`: a lone call goes
-    alone, at once; answers, errors and deadlines stay each caller's own);
-    None sends every `search` as its own call."""
+    `SearchBatch` calls, and their `get_embeddings` of one embedding version
+    share `BatchGetEmbeddings` calls (`client.call_coalescing`: a lone call
+    goes alone, at once; answers, errors and deadlines stay each caller's
+    own); None sends every call as its own."""
 
     def __init__(
         self,
@@ -171,12 +168,19 @@ class RetrievalClient(FeatureCalls, ColumnWrites, SearchBatches):
         )
         self._stubs = [retrieval_pb2_grpc.RetrievalServiceStub(ch) for ch in self._conn.channels]
         self._routes: dict[str, RouteInfo] = {}
-        self.searches: SearchCoalescer[pb.SearchRequest, pb.SearchResponse] | None = None
+        self.searches: CallCoalescer[pb.SearchRequest, pb.SearchResponse] | None = None
+        self.lookups: (
+            CallCoalescer[pb.BatchGetEmbeddingsRequest, pb.BatchGetEmbeddingsResponse] | None
+        ) = None
         if coalescing is not None:
-            transport = RpcSearchTransport(
+            searches = RpcSearchTransport(
                 lambda req, t: self._rpc("Search", req, t), self._conn, self._stubs
             )
-            self.searches = SearchCoalescer(transport, coalescing)
+            self.searches = CallCoalescer(searches, coalescing)
+            lookups = RpcLookupTransport(
+                lambda req, t: self._rpc("BatchGetEmbeddings", req, t), self._conn, self._stubs
+            )
+            self.lookups = CallCoalescer(lookups, coalescing, max_weight=coalescing.max_lookup_keys)
 
     def __enter__(self) -> RetrievalClient:
         return self
@@ -185,8 +189,9 @@ class RetrievalClient(FeatureCalls, ColumnWrites, SearchBatches):
         self.close()
 
     def close(self) -> None:
-        if self.searches is not None:
-            self.searches.close()
+        for coalesced in (self.searches, self.lookups):
+            if coalesced is not None:
+                coalesced.close()
         self._conn.close()
 
     def _timeout(self, timeout: float | None) -> float:
@@ -390,7 +395,10 @@ class RetrievalClient(FeatureCalls, ColumnWrites, SearchBatches):
             include_vectors=include_vectors,
             columnar=True,
         )
-        resp = self._rpc("BatchGetEmbeddings", req, timeout)
+        if self.lookups is None:
+            resp = self._rpc("BatchGetEmbeddings", req, timeout)
+        else:
+            resp = self.lookups.call(req, self._timeout(timeout))
         c = embeddings_from_pb(resp.columns, len(ids), "BatchGetEmbeddings answer")
         return EmbeddingBatch(
             c.status, c.vectors, c.source_version, c.created_at, c.norm,

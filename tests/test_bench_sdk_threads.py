@@ -11,12 +11,13 @@ import pytest
 from benchmarks import sdk_threads
 
 
+@pytest.mark.parametrize("work", ["search", "lookups"])
 def test_sdk_threads_compares_coalescing_off_and_on(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    work: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "sdk.json"
     argv = ["--n", "2000", "--queries", "50", "--threads", "6", "--seconds", "1"]
-    argv += ["--rounds", "1", "--in-flight", "1", "--out", str(out)]
+    argv += ["--rounds", "1", "--in-flight", "1", "--work", work, "--out", str(out)]
     assert sdk_threads.main(argv) == 0
     runs = json.loads(out.read_text())["runs"]
     assert set(runs) == {"off", "in_flight=1"}

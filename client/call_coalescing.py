@@ -1,26 +1,30 @@
-"""Concurrent `search` calls of one client share `SearchBatch` calls.
+"""Concurrent calls of one client share batch calls.
 
-Why: a serving tier answers many requests at once, each with one retrieval
-query, from threads sharing one `RetrievalClient`. One query per `Search`
-call costs the servers ~2.2 ms of CPU per query, most of it gRPC's per-call
-cost in three processes; the same queries 16 to a `SearchBatch` cost ~0.55
-(`vecshard bench search`, 100,000 × 128, 2 shards). Coalescing gives callers
-that cannot batch themselves the batched cost.
+Why: a serving tier answers many requests at once from threads sharing one
+`RetrievalClient`, each with one retrieval query or one lookup. One query
+per `Search` call costs the servers ~2.2 ms of CPU per query, most of it
+gRPC's per-call cost in three processes; the same queries 16 to a
+`SearchBatch` cost ~0.55 (`vecshard bench search`, 100,000 × 128, 2
+shards). Coalescing gives callers that cannot batch themselves the batched
+cost: searches share `SearchBatch` calls, `get_embeddings` lookups of one
+embedding version share one `BatchGetEmbeddings` (`client.coalesced_rpcs`).
 
 The rules (no timer: nothing waits for company):
 - A call that finds fewer than `max_in_flight` calls in flight and nobody
-  queued goes at once, alone, as the ordinary blocking `Search` on its own
+  queued goes at once, alone, as the ordinary blocking call on its own
   thread — a lone caller takes exactly the uncoalesced path (same RPC, same
   retries, same deadline).
-- Otherwise it queues. Whenever a call in flight ends, everything queued
-  (up to `max_batch`) leaves as one batch call; it ends on gRPC's callback
-  thread, which hands each caller its answer and sends the next queue.
+- Otherwise it queues. Whenever a call in flight ends, the oldest queued
+  request and those queued after it that can share its call (the
+  transport's `group`), up to `max_batch` requests and `max_weight` in all,
+  leave as one batch call; it ends on gRPC's callback thread, which hands
+  each caller its answer and sends the next batch.
 - Each caller waits until its own deadline and no longer; a batch's
   deadline is the latest of its members', so nobody is cut short by a
   batch-mate's shorter one.
-- A failed batch is nobody's answer: each member sends its own query again
-  alone, with the usual retries, within its own deadline — so one bad
-  query's error reaches only its caller. Only a batch of one that failed
+- A failed batch is nobody's answer: each member sends its own request
+  again alone, with the usual retries, within its own deadline — so one bad
+  request's error reaches only its caller. Only a batch of one that failed
   with a final (non-retryable) status gives that status directly.
 
 The transport (`BatchTransport`) is injected: `RetrievalClient` sends over
@@ -33,17 +37,11 @@ import functools
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar
 
-import grpc
-
-from client.connection import RETRYABLE, Connection
-from core import tracing
-from core.errors import DeadlineExceeded, InvalidArgument, Unavailable, from_rpc_error
-from protos.vecshard.v1 import retrieval_pb2 as pb
-from protos.vecshard.v1 import retrieval_pb2_grpc
+from core.errors import DeadlineExceeded, InvalidArgument, Unavailable
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
@@ -51,27 +49,37 @@ Resp = TypeVar("Resp")
 
 @dataclass(frozen=True)
 class Coalescing:
-    """How a client coalesces concurrent searches (`RetrievalClient(coalescing=...)`;
-    None there turns it off). `max_batch` bounds the queries of one batch call
-    (the coordinator refuses more than `limits.max_searches_per_request`,
-    256 by default); `max_in_flight` bounds the client's search calls in
-    flight at once — two let the coordinator work on one batch while the
-    shards work on the other."""
+    """How a client coalesces concurrent calls (`RetrievalClient(coalescing=...)`;
+    None there turns it off). `max_batch` bounds the searches of one batch
+    call (the coordinator refuses more than `limits.max_searches_per_request`,
+    256 by default); `max_lookup_keys` the ids of one coalesced lookup (it
+    refuses more than `limits.max_keys_per_request`, 10,000); `max_in_flight`
+    bounds the client's calls in flight at once, per kind — two let the
+    coordinator work on one batch while the shards work on the other."""
 
     max_batch: int = 64
     max_in_flight: int = 2
+    max_lookup_keys: int = 4096
 
     def __post_init__(self) -> None:
-        if not isinstance(self.max_batch, int) or self.max_batch < 1:
-            raise InvalidArgument(f"max_batch={self.max_batch!r}: expected an int ≥ 1")
-        if not isinstance(self.max_in_flight, int) or self.max_in_flight < 1:
-            raise InvalidArgument(f"max_in_flight={self.max_in_flight!r}: expected an int ≥ 1")
+        for name in ("max_batch", "max_in_flight", "max_lookup_keys"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise InvalidArgument(f"{name}={value!r}: expected an int ≥ 1")
 
 
 DEFAULT_COALESCING = Coalescing()
 
 
 class BatchTransport(Protocol[Req, Resp]):
+    def group(self, request: Req) -> Hashable:
+        """Requests share a batch call only with requests of their group."""
+        ...
+
+    def weight(self, request: Req) -> int:
+        """What a request counts against `max_weight` (e.g. its keys)."""
+        ...
+
     def one(self, request: Req, timeout: float) -> Resp:
         """One query, blocking, retried as any call of the client is."""
         ...
@@ -126,15 +134,19 @@ class CoalescingStats:
         return self.batched_queries / self.batches if self.batches else 0.0
 
 
-class SearchCoalescer(Generic[Req, Resp]):
+class CallCoalescer(Generic[Req, Resp]):
+    """One kind of call of one client, coalesced (the rules: module docstring)."""
+
     def __init__(
         self,
         transport: BatchTransport[Req, Resp],
         settings: Coalescing,
         clock: Callable[[], float] = time.monotonic,
+        max_weight: int | None = None,
     ) -> None:
         self.transport = transport
         self.settings = settings
+        self.max_weight = max_weight
         self.stats = CoalescingStats()
         self._clock = clock
         self._lock = threading.Lock()
@@ -211,11 +223,7 @@ class SearchCoalescer(Generic[Req, Resp]):
         next batch. A loop, not recursion: a send that fails at once ends too."""
         while True:
             with self._lock:
-                batch: list[_Waiter[Req, Resp]] = []
-                while self._queue and len(batch) < self.settings.max_batch:
-                    w = self._queue.popleft()
-                    w.state = _SENT
-                    batch.append(w)
+                batch = self._take()
                 if not batch:
                     self._in_flight -= 1
                     return
@@ -232,6 +240,32 @@ class SearchCoalescer(Generic[Req, Resp]):
                 return
             except Exception as exc:  # e.g. a closed channel: nobody's answer
                 self._deliver(batch, exc)
+
+    def _take(self) -> list[_Waiter[Req, Resp]]:
+        """Under the lock: the oldest queued request and those after it of
+        its group, within `max_batch` and `max_weight` (the oldest goes
+        whatever its weight); the rest keep their places."""
+        if not self._queue:
+            return []
+        head = self._queue.popleft()
+        batch, kept = [head], deque[_Waiter[Req, Resp]]()
+        group = self.transport.group(head.request)
+        weight = self.transport.weight(head.request)
+        while self._queue:
+            w = self._queue.popleft()
+            fits = len(batch) < self.settings.max_batch and (
+                self.max_weight is None
+                or weight + self.transport.weight(w.request) <= self.max_weight
+            )
+            if fits and self.transport.group(w.request) == group:
+                batch.append(w)
+                weight += self.transport.weight(w.request)
+            else:
+                kept.append(w)
+        self._queue = kept
+        for w in batch:
+            w.state = _SENT
+        return batch
 
     def _landed(self, batch: list[_Waiter[Req, Resp]], out: list[Resp] | BaseException) -> None:
         try:
@@ -258,63 +292,3 @@ class SearchCoalescer(Generic[Req, Resp]):
         if w.state in (_QUEUED, _SENT):
             w.outcome, w.value, w.state = kind, value, _DONE
             w.wake.release()
-
-
-class RpcSearchTransport:
-    """`BatchTransport` over gRPC for `RetrievalClient`: alone through the
-    client's retried blocking call, batches as `SearchBatch` futures on the
-    connection's next coordinator, asking for packed hits (the coordinator
-    then builds no message per hit; `client.search_results.hit_list` reads
-    either form)."""
-
-    def __init__(
-        self,
-        one: Callable[[pb.SearchRequest, float], pb.SearchResponse],
-        connection: Connection,
-        stubs: list[retrieval_pb2_grpc.RetrievalServiceStub],
-    ) -> None:
-        self._one = one
-        self._conn = connection
-        self._stubs = stubs
-
-    def one(self, request: pb.SearchRequest, timeout: float) -> pb.SearchResponse:
-        return self._one(request, timeout)
-
-    def start(
-        self,
-        requests: list[pb.SearchRequest],
-        timeout: float,
-        done: Callable[[list[pb.SearchResponse] | BaseException], None],
-    ) -> None:
-        stub = self._stubs[self._conn.next_channel()]
-        # The trace context of whichever thread sends: a batch is nobody's own.
-        metadata = (*self._conn.metadata, *tracing.outgoing_metadata())
-        if len(requests) == 1:
-            single = stub.Search.future(requests[0], timeout=timeout, metadata=metadata)
-            single.add_done_callback(lambda f: done(_outcome(f, lambda r: [r])))
-            return
-        batch = stub.SearchBatch.future(
-            pb.SearchBatchRequest(requests=requests, packed_hits=True),
-            timeout=timeout,
-            metadata=metadata,
-        )
-        batch.add_done_callback(lambda f: done(_outcome(f, lambda r: list(r.responses))))
-
-    def final(self, failure: BaseException) -> BaseException | None:
-        if isinstance(failure, grpc.RpcError) and failure.code() not in RETRYABLE:
-            return from_rpc_error(failure)
-        return None
-
-
-def _outcome(
-    future: grpc.Future[Any], answers: Callable[[Any], list[pb.SearchResponse]]
-) -> list[pb.SearchResponse] | BaseException:
-    """Never raises: an exception in a gRPC done-callback would be logged and
-    lost, and with it the batch's slot and its callers' answers."""
-    try:
-        if future.cancelled():  # the channel closed under it
-            return Unavailable("the search's call was cancelled (the client closed)")
-        failure = future.exception()
-        return failure if failure is not None else answers(future.result())
-    except Exception as exc:
-        return exc

@@ -1,20 +1,21 @@
-"""Threads searching through one SDK client share SearchBatch calls
-(`client.search_coalescing`) — through real processes: the answers are the
-ones each query gets alone, and one query's error stays its caller's."""
+"""Threads searching and looking up through one SDK client share batch calls
+(`client.call_coalescing`) — through real processes: the answers are the
+ones each request gets alone, and one request's error stays its caller's."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import pytest
 
+from client.call_coalescing import Coalescing
 from client.registry_client import RegistryClient
 from client.retrieval_client import Record, RetrievalClient
-from client.search_coalescing import Coalescing
 from core.errors import InvalidArgument, Unavailable
 from core.filters import Eq, Filter
 from tests.conftest import ClusterFactory
@@ -37,7 +38,7 @@ def _answer(r: Any) -> tuple[Any, ...]:
     )
 
 
-def _together(calls: list[Callable[[], Any]]) -> list[Any]:
+def _together(calls: Sequence[Callable[[], Any]]) -> list[Any]:
     """Runs the calls on threads released at once; each one's result or exception."""
     out: list[Any] = [None] * len(calls)
     start = threading.Barrier(len(calls))
@@ -57,13 +58,14 @@ def _together(calls: list[Callable[[], Any]]) -> list[Any]:
     return out
 
 
-def test_concurrent_searches_share_batch_calls_and_keep_their_own_answers(
-    make_cluster: ClusterFactory,
-) -> None:
+@contextlib.contextmanager
+def _clients(make_cluster: ClusterFactory) -> Iterator[tuple[RetrievalClient, RetrievalClient]]:
+    """A 2-shard cluster serving SPEC, and two clients of it: one sending
+    every call alone, one coalescing with one call in flight (so concurrent
+    calls queue and share)."""
     cluster = make_cluster(num_shards=2)
     with RegistryClient(cluster.coordinator_target) as reg:
         reg.apply(SPEC)
-    rng = np.random.default_rng(3)
     kw: dict[str, Any] = {"tenant_id": "t", "purpose": "p"}
     with (
         RetrievalClient(cluster.coordinator_target, coalescing=None, **kw) as alone,
@@ -71,6 +73,14 @@ def test_concurrent_searches_share_batch_calls_and_keep_their_own_answers(
             cluster.coordinator_target, coalescing=Coalescing(max_in_flight=1), **kw
         ) as shared,
     ):
+        yield alone, shared
+
+
+def test_concurrent_searches_share_batch_calls_and_keep_their_own_answers(
+    make_cluster: ClusterFactory,
+) -> None:
+    rng = np.random.default_rng(3)
+    with _clients(make_cluster) as (alone, shared):
         alone.upsert(
             "v",
             "v1",
@@ -163,3 +173,47 @@ def test_closing_a_client_under_concurrent_searches_ends_every_caller(
     assert len(outcomes) == 12
     assert all(o.startswith("unavailable:") for o in outcomes), outcomes
     assert client.searches.in_flight == 0
+
+
+def _lookup(b: Any) -> tuple[Any, ...]:
+    return (
+        b.statuses(),
+        b.vectors.tolist(),
+        b.source_version.tolist(),
+        b.norm.tolist(),
+        [b.model_version(i) for i in range(len(b.status))],
+        b.keys,
+    )
+
+
+def test_concurrent_lookups_share_calls_and_keep_their_own_answers(
+    make_cluster: ClusterFactory,
+) -> None:
+    rng = np.random.default_rng(5)
+    with _clients(make_cluster) as (alone, shared):
+        alone.upsert("v", "v1", [Record(f"e{i}", rng.normal(size=8)) for i in range(300)])
+        alone.delete("v", "v1", ["e7"])
+        # Different ids (some missing, one deleted, one repeated), with and
+        # without vectors (those two kinds never share a call).
+        asks = [
+            (
+                [f"e{j}" for j in rng.choice(320, size=5 + i, replace=False)] + ["e7", "e1"],
+                i % 3 > 0,
+            )
+            for i in range(9)
+        ]
+        expected = [
+            _lookup(alone.get_embeddings("v", "v1", ids, include_vectors=v)) for ids, v in asks
+        ]
+        calls = [
+            functools.partial(shared.get_embeddings, "v", "v1", ids, include_vectors=v)
+            for ids, v in asks
+        ]
+        assert shared.lookups is not None
+        for _ in range(20):
+            got = _together(calls)
+            assert [_lookup(g) for g in got] == expected
+            if shared.lookups.stats.mean_batch > 1:
+                break
+        assert shared.lookups.stats.mean_batch > 1
+        assert shared.lookups.in_flight == 0

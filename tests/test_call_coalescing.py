@@ -1,4 +1,4 @@
-"""The SDK's search coalescing (`client.search_coalescing`) on plain data:
+"""The SDK's search coalescing (`client.call_coalescing`) on plain data:
 a transport made of functions and threads, no server."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -15,7 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from client.search_coalescing import Coalescing, RpcSearchTransport, SearchCoalescer
+from client.call_coalescing import CallCoalescer, Coalescing
+from client.coalesced_rpcs import RpcSearchTransport
 from core.errors import DeadlineExceeded, InvalidArgument, Unavailable
 from protos.vecshard.v1 import retrieval_pb2 as pb
 from tests.rpc_failures import Failure
@@ -51,6 +52,13 @@ class FakeTransport:
         self.in_flight = 0
         self.most_in_flight = 0
         self.wrong_count = False
+
+    def group(self, request: str) -> Hashable:
+        """Requests share a call with those of their first letter's case."""
+        return request[:1].isupper()
+
+    def weight(self, request: str) -> int:
+        return len(request)
 
     def _enter(self) -> None:
         with self.lock:
@@ -99,7 +107,7 @@ class FakeTransport:
 
 
 def blocked_first_call(
-    c: SearchCoalescer[str, str], t: FakeTransport, pool: ThreadPoolExecutor
+    c: CallCoalescer[str, str], t: FakeTransport, pool: ThreadPoolExecutor
 ) -> Future[str]:
     """Starts one direct call that blocks until `t.hold` is set again."""
     t.hold.clear()
@@ -109,7 +117,7 @@ def blocked_first_call(
 
 
 def queued_behind_a_call(
-    c: SearchCoalescer[str, str],
+    c: CallCoalescer[str, str],
     t: FakeTransport,
     pool: ThreadPoolExecutor,
     requests: str | list[str],
@@ -130,13 +138,13 @@ def _until(cond: Callable[[], bool], timeout: float = 5.0) -> None:
         time.sleep(0.001)
 
 
-def _queued(c: SearchCoalescer[str, str], n: int) -> None:
+def _queued(c: CallCoalescer[str, str], n: int) -> None:
     _until(lambda: len(c._queue) == n)
 
 
 def test_a_lone_call_goes_alone_through_the_ordinary_call() -> None:
     t = FakeTransport()
-    c = SearchCoalescer(t, Coalescing(max_in_flight=1))
+    c = CallCoalescer(t, Coalescing(max_in_flight=1))
     assert c.call("a", 1.0) == "A"
     assert c.call("b", 1.0) == "B"
     assert t.ones == ["a", "b"] and t.batches == []
@@ -145,7 +153,7 @@ def test_a_lone_call_goes_alone_through_the_ordinary_call() -> None:
 
 def test_calls_queued_behind_a_call_in_flight_leave_together_each_with_its_answer() -> None:
     t = FakeTransport()
-    c = SearchCoalescer(t, Coalescing(max_in_flight=1))
+    c = CallCoalescer(t, Coalescing(max_in_flight=1))
     with ThreadPoolExecutor(8) as pool:
         rest = queued_behind_a_call(c, t, pool, ["b", "c", "d"])
         assert {r: f.result() for r, f in rest.items()} == {"b": "B", "c": "C", "d": "D"}
@@ -155,7 +163,7 @@ def test_calls_queued_behind_a_call_in_flight_leave_together_each_with_its_answe
 
 def test_batches_hold_at_most_max_batch_queries_and_the_queue_drains() -> None:
     t = FakeTransport(delay=lambda: 0.01)
-    c = SearchCoalescer(t, Coalescing(max_batch=2, max_in_flight=1))
+    c = CallCoalescer(t, Coalescing(max_batch=2, max_in_flight=1))
     with ThreadPoolExecutor(8) as pool:
         rest = queued_behind_a_call(c, t, pool, "bcde")
         assert {r: f.result() for r, f in rest.items()} == {r: r.upper() for r in "bcde"}
@@ -163,9 +171,27 @@ def test_batches_hold_at_most_max_batch_queries_and_the_queue_drains() -> None:
     assert t.most_in_flight == 1 and c.in_flight == 0
 
 
+def test_only_requests_of_one_group_share_a_call_and_the_others_keep_their_turn() -> None:
+    t = FakeTransport()
+    c = CallCoalescer(t, Coalescing(max_in_flight=1))
+    with ThreadPoolExecutor(8) as pool:
+        rest = queued_behind_a_call(c, t, pool, ["a", "B", "c", "D"])
+        assert {r: f.result() for r, f in rest.items()} == {"a": "A", "B": "B", "c": "C", "D": "D"}
+    assert [sorted(b) for b in t.batches] == [["a", "c"], ["B", "D"]]
+
+
+def test_a_batch_stays_within_max_weight_and_a_heavy_request_goes_alone() -> None:
+    t = FakeTransport()
+    c = CallCoalescer(t, Coalescing(max_in_flight=1), max_weight=3)
+    with ThreadPoolExecutor(8) as pool:
+        rest = queued_behind_a_call(c, t, pool, ["aa", "bb", "c", "xxxxx"])
+        assert {r: f.result() for r, f in rest.items()} == {r: r.upper() for r in rest}
+    assert [sorted(b) for b in t.batches] == [["aa", "c"], ["bb"], ["xxxxx"]]
+
+
 def test_a_failed_batch_sends_each_query_again_alone_so_an_error_stays_its_callers() -> None:
     t = FakeTransport()
-    c = SearchCoalescer(t, Coalescing(max_in_flight=1))
+    c = CallCoalescer(t, Coalescing(max_in_flight=1))
     with ThreadPoolExecutor(8) as pool:
         rest = queued_behind_a_call(c, t, pool, ["b", "bad-1", "c"])
         assert rest["b"].result() == "B" and rest["c"].result() == "C"
@@ -177,7 +203,7 @@ def test_a_failed_batch_sends_each_query_again_alone_so_an_error_stays_its_calle
 
 def test_a_lone_query_whose_batch_failed_for_good_gets_that_error_without_a_resend() -> None:
     t = FakeTransport()
-    c = SearchCoalescer(t, Coalescing(max_in_flight=1))
+    c = CallCoalescer(t, Coalescing(max_in_flight=1))
     with ThreadPoolExecutor(4) as pool:
         bad = queued_behind_a_call(c, t, pool, ["bad-2"])["bad-2"]
         with pytest.raises(InvalidArgument, match="bad-2"):
@@ -188,7 +214,7 @@ def test_a_lone_query_whose_batch_failed_for_good_gets_that_error_without_a_rese
 def test_an_answer_of_the_wrong_length_is_nobodys_the_queries_go_again_alone() -> None:
     t = FakeTransport()
     t.wrong_count = True
-    c = SearchCoalescer(t, Coalescing(max_in_flight=1))
+    c = CallCoalescer(t, Coalescing(max_in_flight=1))
     with ThreadPoolExecutor(4) as pool:
         rest = queued_behind_a_call(c, t, pool, "xy")
         assert {r: f.result() for r, f in rest.items()} == {"x": "X", "y": "Y"}
@@ -197,7 +223,7 @@ def test_an_answer_of_the_wrong_length_is_nobodys_the_queries_go_again_alone() -
 
 def test_a_queued_caller_waits_no_longer_than_its_own_deadline() -> None:
     t = FakeTransport()
-    c = SearchCoalescer(t, Coalescing(max_in_flight=1))
+    c = CallCoalescer(t, Coalescing(max_in_flight=1))
     with ThreadPoolExecutor(4) as pool:
         first = blocked_first_call(c, t, pool)
         patient = pool.submit(c.call, "p", 5.0)
@@ -215,7 +241,7 @@ def test_a_queued_caller_waits_no_longer_than_its_own_deadline() -> None:
 
 def test_a_caller_whose_batch_is_in_flight_leaves_at_its_deadline_the_others_get_theirs() -> None:
     t = FakeTransport(delay=lambda: 0.3)
-    c = SearchCoalescer(t, Coalescing(max_in_flight=1))
+    c = CallCoalescer(t, Coalescing(max_in_flight=1))
     with ThreadPoolExecutor(4) as pool:
         first = blocked_first_call(c, t, pool)
         patient = pool.submit(c.call, "p", 5.0)
@@ -230,7 +256,7 @@ def test_a_caller_whose_batch_is_in_flight_leaves_at_its_deadline_the_others_get
 
 def test_close_fails_the_queued_calls() -> None:
     t = FakeTransport()
-    c = SearchCoalescer(t, Coalescing(max_in_flight=1))
+    c = CallCoalescer(t, Coalescing(max_in_flight=1))
     with ThreadPoolExecutor(4) as pool:
         first = blocked_first_call(c, t, pool)
         queued = pool.submit(c.call, "q", 5.0)
@@ -246,7 +272,7 @@ def test_close_fails_the_queued_calls() -> None:
 
 def test_a_call_in_flight_that_a_close_cuts_short_says_the_client_was_closed() -> None:
     t = FakeTransport()
-    c = SearchCoalescer(t, Coalescing(max_in_flight=1))
+    c = CallCoalescer(t, Coalescing(max_in_flight=1))
     t.hold.clear()
     with ThreadPoolExecutor(2) as pool:
         cut = pool.submit(c.call, "bad-cut", 5.0)  # fails once released, as a closed channel
@@ -267,14 +293,24 @@ def test_settings_are_checked() -> None:
 
 @settings(max_examples=25, deadline=None)
 @given(
-    requests=st.lists(st.sampled_from(["a", "b", "c", "bad-x", "d", "e"]), min_size=1, max_size=24),
+    requests=st.lists(
+        st.sampled_from(["a", "b", "c", "bad-x", "d", "ee", "F", "GG", "bad-Y"]),
+        min_size=1,
+        max_size=24,
+    ),
     max_batch=st.integers(1, 6),
+    max_weight=st.one_of(st.none(), st.integers(1, 8)),
     max_in_flight=st.integers(1, 3),
     fail_batches=st.booleans(),
     seed=st.integers(0, 2**16),
 )
 def test_every_caller_gets_its_own_answer_under_any_timing(
-    requests: list[str], max_batch: int, max_in_flight: int, fail_batches: bool, seed: int
+    requests: list[str],
+    max_batch: int,
+    max_weight: int | None,
+    max_in_flight: int,
+    fail_batches: bool,
+    seed: int,
 ) -> None:
     rng = random.Random(seed)
     lock = threading.Lock()
@@ -284,7 +320,9 @@ def test_every_caller_gets_its_own_answer_under_any_timing(
             return rng.random() * 0.003
 
     t = FakeTransport(delay=delay, fail_batches=fail_batches)
-    c = SearchCoalescer(t, Coalescing(max_batch=max_batch, max_in_flight=max_in_flight))
+    c = CallCoalescer(
+        t, Coalescing(max_batch=max_batch, max_in_flight=max_in_flight), max_weight=max_weight
+    )
 
     def one(r: str) -> str:
         try:
@@ -299,6 +337,9 @@ def test_every_caller_gets_its_own_answer_under_any_timing(
     if c.stats.resent == 0:  # queries of a failed batch go again on their callers' own
         assert t.most_in_flight <= max_in_flight
     assert all(len(b) <= max_batch for b in t.batches)
+    assert all(len({t.group(r) for r in b}) == 1 for b in t.batches)  # one group a call
+    if max_weight is not None:  # a request heavier than the bound goes alone
+        assert all(len(b) == 1 or sum(map(t.weight, b)) <= max_weight for b in t.batches)
     assert c.in_flight == 0 and not c._queue
     # Every query was answered by a call that carried it (alone or in a batch).
     carried = sorted(t.ones + [r for b in t.batches for r in b])
