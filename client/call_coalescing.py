@@ -108,11 +108,13 @@ class _Waiter(Generic[Req, Resp]):
     """One queued caller. `wake` is held until its outcome is set: a bare
     lock is the cheapest way to block a thread and wake it in CPython."""
 
-    __slots__ = ("request", "deadline", "wake", "state", "outcome", "value")
+    __slots__ = ("request", "deadline", "group", "weight", "wake", "state", "outcome", "value")
 
-    def __init__(self, request: Req, deadline: float) -> None:
+    def __init__(self, request: Req, deadline: float, group: Hashable, weight: int) -> None:
         self.request = request
         self.deadline = deadline
+        self.group = group
+        self.weight = weight
         self.wake = threading.Lock()
         self.wake.acquire()
         self.state = _QUEUED
@@ -160,6 +162,14 @@ class CallCoalescer(Generic[Req, Resp]):
 
     def call(self, request: Req, timeout: float) -> Resp:
         """`request`'s answer, within `timeout` seconds."""
+        # Group and weight once, outside the lock (a lone caller's cost next
+        # to its call: a tuple and a lock).
+        waiter: _Waiter[Req, Resp] = _Waiter(
+            request,
+            self._clock() + timeout,
+            self.transport.group(request),
+            self.transport.weight(request),
+        )
         with self._lock:
             if self._closed:
                 raise Unavailable("the client is closed")
@@ -168,7 +178,6 @@ class CallCoalescer(Generic[Req, Resp]):
                 self._in_flight += 1
                 self.stats.alone += 1
             else:
-                waiter: _Waiter[Req, Resp] = _Waiter(request, self._clock() + timeout)
                 self._queue.append(waiter)
         if direct:
             try:
@@ -200,8 +209,7 @@ class CallCoalescer(Generic[Req, Resp]):
                     w.state = _GONE  # its batch goes on for the others
             if w.state == _GONE:
                 raise DeadlineExceeded(
-                    f"search: no answer within {timeout:.3g} s "
-                    "(queued behind the client's searches in flight)"
+                    f"no answer within {timeout:.3g} s (queued behind the client's calls in flight)"
                 )
         if w.outcome == _OK:
             return w.value  # type: ignore[return-value]
@@ -213,7 +221,7 @@ class CallCoalescer(Generic[Req, Resp]):
         # Its batch failed: the query goes again alone, with the usual retries.
         remaining = w.deadline - self._clock()
         if remaining <= 0:
-            raise DeadlineExceeded(f"search: no answer within {timeout:.3g} s (its batch failed)")
+            raise DeadlineExceeded(f"no answer within {timeout:.3g} s (its batch call failed)")
         with self._lock:
             self.stats.resent += 1
         return self.transport.one(w.request, remaining)
@@ -231,7 +239,7 @@ class CallCoalescer(Generic[Req, Resp]):
                 self.stats.batched_queries += len(batch)
             timeout = max(w.deadline for w in batch) - self._clock()
             if timeout <= 0:
-                self._deliver(batch, DeadlineExceeded("search: every query of the batch expired"))
+                self._deliver(batch, DeadlineExceeded("every request of the batch expired"))
                 continue
             try:
                 self.transport.start(
@@ -249,17 +257,15 @@ class CallCoalescer(Generic[Req, Resp]):
             return []
         head = self._queue.popleft()
         batch, kept = [head], deque[_Waiter[Req, Resp]]()
-        group = self.transport.group(head.request)
-        weight = self.transport.weight(head.request)
+        weight = head.weight
         while self._queue:
             w = self._queue.popleft()
             fits = len(batch) < self.settings.max_batch and (
-                self.max_weight is None
-                or weight + self.transport.weight(w.request) <= self.max_weight
+                self.max_weight is None or weight + w.weight <= self.max_weight
             )
-            if fits and self.transport.group(w.request) == group:
+            if fits and w.group == head.group:
                 batch.append(w)
-                weight += self.transport.weight(w.request)
+                weight += w.weight
             else:
                 kept.append(w)
         self._queue = kept

@@ -1,6 +1,6 @@
 """The gRPC side of call coalescing (`client.call_coalescing`): how
 `RetrievalClient` sends a batch of searches and a batch of lookups, and
-splits the answer back per caller."""
+cuts the answer back per caller."""
 
 from __future__ import annotations
 
@@ -8,9 +8,12 @@ from collections.abc import Callable, Hashable, Sequence
 from typing import Any, Generic, TypeVar
 
 import grpc
+import numpy as np
 
 from client.connection import RETRYABLE, Connection
 from core import tracing
+from core.column_wire import embeddings_from_pb
+from core.embedding_columns import EmbeddingColumns, take
 from core.errors import InvalidArgument, Unavailable, from_rpc_error
 from protos.vecshard.v1 import common_pb2 as cpb
 from protos.vecshard.v1 import retrieval_pb2 as pb
@@ -98,13 +101,11 @@ def _outcome(
         return exc
 
 
-class RpcLookupTransport(
-    _RpcTransport[pb.BatchGetEmbeddingsRequest, pb.BatchGetEmbeddingsResponse]
-):
+class RpcLookupTransport(_RpcTransport[pb.BatchGetEmbeddingsRequest, EmbeddingColumns]):
     """`get_embeddings` (columnar lookups by entity id, in the client's
     tenant): requests of one embedding version and the same options share
-    one `BatchGetEmbeddings` carrying every caller's ids in turn; the
-    answer's columns are cut back per caller (`split_columns`)."""
+    one `BatchGetEmbeddings` carrying every caller's ids in turn; its answer
+    is decoded once and cut back per caller (`cut_answer`)."""
 
     def group(self, request: pb.BatchGetEmbeddingsRequest) -> Hashable:
         # Everything the ids are asked with (the access context is the client's own).
@@ -122,7 +123,7 @@ class RpcLookupTransport(
         self,
         requests: list[pb.BatchGetEmbeddingsRequest],
         timeout: float,
-        done: Callable[[list[pb.BatchGetEmbeddingsResponse] | BaseException], None],
+        done: Callable[[list[EmbeddingColumns] | BaseException], None],
     ) -> None:
         if any(r.keys or not r.columnar for r in requests):
             raise InvalidArgument("only columnar lookups by entity id are coalesced")
@@ -131,59 +132,14 @@ class RpcLookupTransport(
         for r in requests[1:]:
             merged.entity_ids.extend(r.entity_ids)
         counts = [len(r.entity_ids) for r in requests]
-
-        def answers(resp: pb.BatchGetEmbeddingsResponse) -> list[pb.BatchGetEmbeddingsResponse]:
-            return [
-                pb.BatchGetEmbeddingsResponse(columns=part)
-                for part in split_columns(resp.columns, counts)
-            ]
-
-        self._send("BatchGetEmbeddings", merged, timeout, answers, done)
-
-
-# Per-key fields of EmbeddingColumns, each a fixed number of bytes per key.
-_PER_KEY_BYTES = (
-    "status",
-    "vectors",
-    "source_version",
-    "created_at_us",
-    "norm",
-    "model_version_index",
-)
-
-
-def split_columns(
-    columns: cpb.EmbeddingColumns, counts: Sequence[int]
-) -> list[cpb.EmbeddingColumns]:
-    """The answer for keys laid end to end cut into consecutive parts of
-    `counts` keys: each part's per-key fields sliced, the dimension and the
-    model-version table (indexes stay valid) shared."""
-    total = sum(counts)
-    widths: dict[str, int] = {}
-    for name in _PER_KEY_BYTES:
-        size = len(getattr(columns, name))
-        if (size % total if total else size) != 0:
-            raise InvalidArgument(
-                f"BatchGetEmbeddings answer: {name} holds {size} bytes for {total} keys"
-            )
-        widths[name] = size // total if total else 0
-    attrs = list(columns.attributes_json)
-    if attrs and len(attrs) != total:
-        raise InvalidArgument(
-            f"BatchGetEmbeddings answer: {len(attrs)} attribute objects for {total} keys"
+        self._send(
+            "BatchGetEmbeddings", merged, timeout, lambda r: cut_answer(r.columns, counts), done
         )
-    parts: list[cpb.EmbeddingColumns] = []
-    start = 0
-    for n in counts:
-        part = cpb.EmbeddingColumns(
-            dimension=columns.dimension,
-            model_versions=columns.model_versions,
-            attributes_json=attrs[start : start + n],
-            **{
-                name: getattr(columns, name)[start * w : (start + n) * w]
-                for name, w in widths.items()
-            },
-        )
-        parts.append(part)
-        start += n
-    return parts
+
+
+def cut_answer(columns: cpb.EmbeddingColumns, counts: Sequence[int]) -> list[EmbeddingColumns]:
+    """The answer for keys laid end to end, decoded (and checked) once, cut
+    into consecutive parts of `counts` keys: views of the whole's arrays."""
+    whole = embeddings_from_pb(columns, sum(counts), "BatchGetEmbeddings answer")
+    ends = np.cumsum(counts).tolist()
+    return [take(whole, slice(end - n, end)) for n, end in zip(counts, ends, strict=True)]

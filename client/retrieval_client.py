@@ -169,17 +169,13 @@ class RetrievalClient(FeatureCalls, ColumnWrites, SearchBatches):
         self._stubs = [retrieval_pb2_grpc.RetrievalServiceStub(ch) for ch in self._conn.channels]
         self._routes: dict[str, RouteInfo] = {}
         self.searches: CallCoalescer[pb.SearchRequest, pb.SearchResponse] | None = None
-        self.lookups: (
-            CallCoalescer[pb.BatchGetEmbeddingsRequest, pb.BatchGetEmbeddingsResponse] | None
-        ) = None
+        self.lookups: CallCoalescer[pb.BatchGetEmbeddingsRequest, EmbeddingColumns] | None = None
         if coalescing is not None:
             searches = RpcSearchTransport(
                 lambda req, t: self._rpc("Search", req, t), self._conn, self._stubs
             )
             self.searches = CallCoalescer(searches, coalescing)
-            lookups = RpcLookupTransport(
-                lambda req, t: self._rpc("BatchGetEmbeddings", req, t), self._conn, self._stubs
-            )
+            lookups = RpcLookupTransport(self._lookup_columns, self._conn, self._stubs)
             self.lookups = CallCoalescer(lookups, coalescing, max_weight=coalescing.max_lookup_keys)
 
     def __enter__(self) -> RetrievalClient:
@@ -374,6 +370,13 @@ class RetrievalClient(FeatureCalls, ColumnWrites, SearchBatches):
             )
         return out
 
+    def _lookup_columns(
+        self, req: pb.BatchGetEmbeddingsRequest, timeout: float | None
+    ) -> EmbeddingColumns:
+        """One columnar lookup by entity id, sent alone and decoded."""
+        resp = self._rpc("BatchGetEmbeddings", req, timeout)
+        return embeddings_from_pb(resp.columns, len(req.entity_ids), "BatchGetEmbeddings answer")
+
     def get_embeddings(
         self,
         embedding_name: str,
@@ -396,10 +399,9 @@ class RetrievalClient(FeatureCalls, ColumnWrites, SearchBatches):
             columnar=True,
         )
         if self.lookups is None:
-            resp = self._rpc("BatchGetEmbeddings", req, timeout)
+            c = self._lookup_columns(req, timeout)
         else:
-            resp = self.lookups.call(req, self._timeout(timeout))
-        c = embeddings_from_pb(resp.columns, len(ids), "BatchGetEmbeddings answer")
+            c = self.lookups.call(req, self._timeout(timeout))
         return EmbeddingBatch(
             c.status, c.vectors, c.source_version, c.created_at, c.norm,
             c.model_versions, c.model_version_index, None, tuple(ids),

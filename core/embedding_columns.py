@@ -80,7 +80,7 @@ def merge(
 ) -> EmbeddingColumns:
     """`into` with the keys at `positions` replaced by `answer`'s where it is
     better (`answer` holds `len(positions)` keys, in that order)."""
-    here = better_mask(_take(into, positions), answer)
+    here = better_mask(take(into, positions), answer)
     if not here.any():
         return into
     rows, src = positions[here], np.flatnonzero(here)
@@ -111,7 +111,11 @@ def _join_versions(code: dict[str, int], versions: Sequence[str]) -> np.ndarray:
     return np.array([code.setdefault(v, len(code)) for v in versions] + [-1])
 
 
-def _take(c: EmbeddingColumns, rows: npt.NDArray[np.int64]) -> EmbeddingColumns:
+def take(c: EmbeddingColumns, rows: npt.NDArray[np.int64] | slice) -> EmbeddingColumns:
+    """The keys at `rows` (a slice: views, no copy); the version table shared."""
+    attrs = c.attributes_json
+    if attrs is not None:
+        attrs = attrs[rows] if isinstance(rows, slice) else [attrs[i] for i in rows.tolist()]
     return EmbeddingColumns(
         c.status[rows],
         c.vectors[rows],
@@ -120,7 +124,7 @@ def _take(c: EmbeddingColumns, rows: npt.NDArray[np.int64]) -> EmbeddingColumns:
         c.norm[rows],
         c.model_versions,
         c.model_version_index[rows],
-        [c.attributes_json[i] for i in rows.tolist()] if c.attributes_json is not None else None,
+        attrs,
     )
 
 

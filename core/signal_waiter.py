@@ -53,20 +53,26 @@ class SignalWaiter:
         """The oldest signal not yet returned, waiting up to `timeout`
         seconds (None: for ever); None if none came in time."""
         while not self._received:
-            ready, _, _ = select.select([self._read], [], [], timeout)
-            if not ready:
+            if not self._read_pipe(timeout):
                 return None
-            self._received.extend(s for s in os.read(self._read, 4096) if s in self._signals)
         return self._received.popleft()
 
     def discard(self, signum: int) -> None:
         """Forgets the received `signum`s not yet returned (e.g. restart
         requests that came while a restart ran: one restart serves them)."""
-        while select.select([self._read], [], [], 0)[0]:
-            self._received.extend(s for s in os.read(self._read, 4096) if s in self._signals)
+        while self._read_pipe(0):
+            pass
         kept = [s for s in self._received if s != signum]
         self._received.clear()
         self._received.extend(kept)
+
+    def _read_pipe(self, timeout: float | None) -> bool:
+        """Queues the signal numbers the wake-up pipe holds, waiting up to
+        `timeout` for one; False if none came."""
+        if not select.select([self._read], [], [], timeout)[0]:
+            return False
+        self._received.extend(s for s in os.read(self._read, 4096) if s in self._signals)
+        return True
 
     def close(self) -> None:
         """Gives the handlers and the wake-up fd back (tests; a server keeps

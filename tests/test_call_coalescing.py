@@ -19,6 +19,7 @@ from client.call_coalescing import CallCoalescer, Coalescing
 from client.coalesced_rpcs import RpcSearchTransport
 from core.errors import DeadlineExceeded, InvalidArgument, Unavailable
 from protos.vecshard.v1 import retrieval_pb2 as pb
+from tests.polling import poll
 from tests.rpc_failures import Failure
 
 
@@ -131,11 +132,9 @@ def queued_behind_a_call(
     return futures
 
 
-def _until(cond: Callable[[], bool], timeout: float = 5.0) -> None:
-    end = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < end, "condition not reached"
-        time.sleep(0.001)
+def _until(cond: Callable[[], bool]) -> None:
+    """Another thread's progress, which nothing signals (tests.polling)."""
+    assert poll(cond, bool, timeout=5.0, interval=0.001), "condition not reached"
 
 
 def _queued(c: CallCoalescer[str, str], n: int) -> None:

@@ -1,5 +1,5 @@
 """Cutting a coalesced lookup's answer back per caller
-(`client.coalesced_rpcs.split_columns`), on plain data: each part reads as
+(`client.coalesced_rpcs.cut_answer`), on plain data: each part reads as
 the answer to that caller's ids alone."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from client.coalesced_rpcs import split_columns
+from client.coalesced_rpcs import cut_answer
 from core.column_wire import embeddings_from_pb
 from core.errors import InvalidArgument
 from protos.vecshard.v1 import common_pb2 as cpb
@@ -44,11 +44,11 @@ def test_each_part_is_the_answer_for_its_own_ids(
 ) -> None:
     whole_pb = _columns(sum(counts), dim, vectors, attributes, seed)
     whole = embeddings_from_pb(whole_pb, sum(counts), "whole")
-    parts = split_columns(whole_pb, counts)
+    parts = cut_answer(whole_pb, counts)
     assert len(parts) == len(counts)
     start = 0
-    for n, part_pb in zip(counts, parts, strict=True):
-        part = embeddings_from_pb(part_pb, n, "part")
+    for n, part in zip(counts, parts, strict=True):
+        assert len(part) == n
         rows = slice(start, start + n)
         np.testing.assert_array_equal(part.status, whole.status[rows])
         np.testing.assert_array_equal(part.vectors, whole.vectors[rows])
@@ -56,20 +56,21 @@ def test_each_part_is_the_answer_for_its_own_ids(
         np.testing.assert_array_equal(part.created_at, whole.created_at[rows])
         np.testing.assert_array_equal(part.norm, whole.norm[rows])
         # The version table is shared; each key's version is unchanged.
-        assert [part.model_versions[i] if i >= 0 else None for i in part.model_version_index] == [
-            whole.model_versions[i] if i >= 0 else None for i in whole.model_version_index[rows]
+        assert [part.model_version(i) for i in range(n)] == [
+            whole.model_version(i) for i in range(start, start + n)
         ]
-        # (no attribute objects read as None, as in an answer for no keys)
-        assert part.attributes_json == ((whole.attributes_json or [])[rows] or None)
+        assert part.attributes_json == (
+            whole.attributes_json[rows] if whole.attributes_json is not None else None
+        )
         start += n
 
 
 def test_an_answer_that_does_not_fit_the_ids_is_refused() -> None:
     whole = _columns(5, 3, True, True, 0)
-    with pytest.raises(InvalidArgument, match="status holds 5 bytes for 6 keys"):
-        split_columns(whole, [3, 3])
+    with pytest.raises(InvalidArgument, match="status: 5 bytes; expected 6 values"):
+        cut_answer(whole, [3, 3])
     broken = cpb.EmbeddingColumns()
     broken.CopyFrom(whole)
     del broken.attributes_json[-1]
     with pytest.raises(InvalidArgument, match="4 attribute objects for 5 keys"):
-        split_columns(broken, [2, 3])
+        cut_answer(broken, [2, 3])
