@@ -3,7 +3,8 @@
 
 A cluster of 4 shards (two replicas per bucket, writes acknowledged by both), 2
 coordinators and its own etcd takes a mixed workload — concurrent upserts of
-overlapping keys with out-of-order versions, deletes, lookups, searches and
+overlapping keys with out-of-order versions, deletes, lookups, searches (some
+from threads sharing one client, which the SDK coalesces into shared calls) and
 route switches, for two tenants holding identical ids and vectors — while
 shards, a coordinator and etcd are SIGKILLed and restarted and shard replies
 are delayed. Every answer is checked against a model of the acknowledged
@@ -276,13 +277,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--keys", type=int, default=150, help="keys per tenant (overlap grows as it shrinks)"
     )
+    p.add_argument(
+        "--shared-readers",
+        type=int,
+        default=WorkloadSettings.shared_readers,
+        help="reader threads per tenant sharing one client, whose concurrent reads the SDK "
+        f"coalesces into shared calls (default {WorkloadSettings.shared_readers}; 0: none)",
+    )
     p.add_argument("--no-chaos", action="store_true", help="load only, no faults (a baseline)")
     p.add_argument(
         "--data-dir", type=Path, help="keep the cluster's data here (default: a temp dir)"
     )
     p.add_argument("--out", type=Path, help="write the report as JSON here")
     args = p.parse_args(argv)
-    settings = WorkloadSettings(keys_per_tenant=args.keys)
+    if args.shared_readers < 0:
+        p.error("--shared-readers must be 0 or more")
+    settings = WorkloadSettings(keys_per_tenant=args.keys, shared_readers=args.shared_readers)
     report = run_soak(args.duration, args.seed, args.data_dir, settings, not args.no_chaos)
     text = json.dumps(asdict(report), indent=2)
     print(text)

@@ -38,7 +38,12 @@ class WorkloadSettings:
     keys_per_tenant: int = 150
     dim: int = 8
     writers: int = 2
-    readers: int = 2
+    readers: int = 2  # each with its own client: one call per read
+    # Threads per tenant sharing one client, as a serving tier's request
+    # threads do: their concurrent searches and lookups are coalesced by the
+    # SDK into SearchBatch and BatchGetEmbeddings calls (`client.call_coalescing`),
+    # so each answer cut out of a shared call is checked too.
+    shared_readers: int = 4
     max_lag: int = 40  # how far back (in operations) a version may be drawn
     timeout: float = 6.0
 
@@ -161,24 +166,40 @@ class Workload:
 
     # -- reads -------------------------------------------------------------------------
 
-    def lookup(self, c: RetrievalClient, tenant: str, ids: Sequence[str]) -> None:
+    def lookup(
+        self, c: RetrievalClient, tenant: str, ids: Sequence[str], columnar: bool = False
+    ) -> None:
+        """`columnar`: through `get_embeddings`, the answer the SDK coalesces
+        (a part of a shared call when other threads read too); else
+        `batch_get`, one message per key."""
         start = time.monotonic()
         try:
-            got = c.batch_get(*FAMILY, list(ids))
+            if columnar:
+                got = c.get_embeddings(*FAMILY, list(ids))
+                answers = [
+                    (status, int(got.source_version[i]), got.vectors[i])
+                    for i, status in enumerate(got.statuses())
+                ]
+            else:
+                answers = [
+                    (lk.status, lk.source_version, lk.vector)
+                    for lk in c.batch_get(*FAMILY, list(ids))
+                ]
         except VecshardError as exc:
             self.tally.count(f"lookup_failed:{exc.code.name}")
             return
         end = time.monotonic()
-        for eid, lk in zip(ids, got, strict=True):
-            if lk.status == "unavailable":
+        for eid, (status, version, vector) in zip(ids, answers, strict=True):
+            if status == "unavailable":
                 self.tally.count("lookup_key_unavailable")
                 continue
             self.tally.flag(
                 self.model.check_lookup(
-                    (tenant, eid), start, end, lk.status, lk.source_version, lk.vector, self.s.dim
+                    (tenant, eid), start, end, status, version,
+                    vector if status == "found" else None, self.s.dim,
                 )
-            )
-        self.tally.count("lookup_ok")
+            )  # fmt: skip
+        self.tally.count("lookup_columns_ok" if columnar else "lookup_ok")
 
     def search(self, c: RetrievalClient, tenant: str, rng: random.Random) -> None:
         eid = entity(rng.randrange(self.s.keys_per_tenant))
@@ -204,16 +225,37 @@ class Workload:
         )
         self.tally.count("search_partial" if res.partial else "search_ok")
 
+    def _reads(self, c: RetrievalClient, tenant: str, n: int, columnar: bool) -> None:
+        rng = random.Random(self.seed * (3000 if columnar else 2000) + n)
+        while not self.stop.is_set():
+            if rng.random() < 0.5:
+                ids = [entity(rng.randrange(self.s.keys_per_tenant + 20)) for _ in range(8)]
+                self.lookup(c, tenant, list(dict.fromkeys(ids)), columnar)
+            else:
+                self.search(c, tenant, rng)
+
     def _reader(self, n: int) -> None:
-        rng = random.Random(self.seed * 2000 + n)
         tenant = self.s.tenants[n % len(self.s.tenants)]
         with self._client(tenant) as c:
-            while not self.stop.is_set():
-                if rng.random() < 0.5:
-                    ids = [entity(rng.randrange(self.s.keys_per_tenant + 20)) for _ in range(8)]
-                    self.lookup(c, tenant, list(dict.fromkeys(ids)))
-                else:
-                    self.search(c, tenant, rng)
+            self._reads(c, tenant, n, columnar=False)
+
+    def _shared_readers(self, tenant: str, first: int) -> None:
+        """`shared_readers` threads on one client; counts how many of their
+        reads went out in shared calls when they stop."""
+        with self._client(tenant) as c:
+            threads = [
+                threading.Thread(target=self._reads, args=(c, tenant, first + i, True))
+                for i in range(self.s.shared_readers)
+            ]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            for kind, coalescer in (("search", c.searches), ("lookup", c.lookups)):
+                if coalescer is not None:
+                    self.tally.count(f"{kind}_in_shared_calls", coalescer.stats.batched_queries)
+                    self.tally.count(f"{kind}_shared_calls", coalescer.stats.batches)
+                    self.tally.count(f"{kind}_resent_alone", coalescer.stats.resent)
 
     # -- registry ----------------------------------------------------------------------
 
@@ -236,6 +278,11 @@ class Workload:
         targets: list[Callable[[], None]] = [
             *(lambda n=n: self._writer(n) for n in range(self.s.writers)),
             *(lambda n=n: self._reader(n) for n in range(self.s.readers)),
+            *(
+                lambda i=i, t=t: self._shared_readers(t, i * self.s.shared_readers)
+                for i, t in enumerate(self.s.tenants)
+                if self.s.shared_readers
+            ),
             self._switcher,
         ]
         for fn in targets:
