@@ -98,10 +98,17 @@ def serve_backend(pki: Path, workers: int, shape: Shape, kind: str = "sync") -> 
     if kind != "sync":
         asyncio.run(_serve_aio_backend(files, workers, behavior, kind == "aio-pool"))
         return
+    _serve_sync(files, BACKEND_METHOD, behavior, workers, require_client_cert=True)
+
+
+def _serve_sync(
+    files: Any, method: str, behavior: Any, workers: int, require_client_cert: bool
+) -> None:
+    """A sync gRPC server (a thread pool) answering `method`, until killed."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=grpc_options())
-    server.add_generic_rpc_handlers((_bytes_handler(BACKEND_METHOD, behavior),))
+    server.add_generic_rpc_handlers((_bytes_handler(method, behavior),))
     port = server.add_secure_port(
-        "127.0.0.1:0", server_credentials(files, require_client_cert=True)
+        "127.0.0.1:0", server_credentials(files, require_client_cert=require_client_cert)
     )
     server.start()
     announce_ready(port=port)
@@ -127,17 +134,61 @@ async def _serve_aio_backend(files: Any, workers: int, behavior: Any, pooled: bo
     await server.wait_for_termination()
 
 
-async def _serve_front(pki: Path, backends: Sequence[str]) -> None:
+# How the front serves and calls its backends: the coordinator's own kind
+# (grpc.aio both ways, one event loop); grpc.aio serving but calling through a
+# sync channel's futures bridged back to the loop (a shard client "off the
+# event loop"); a sync server whose handler threads call sync futures.
+FRONTS = ("aio", "aio-sync-client", "sync")
+
+
+def _serve_sync_front(pki: Path, backends: Sequence[str]) -> None:
     files = LocalPki(pki).component(ComponentRole.COORDINATOR)
     creds = files.read().channel_credentials()
-    calls: list[grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]] = [
-        grpc.aio.secure_channel(a, creds, options=grpc_options()).unary_unary(BACKEND_METHOD)
+    calls: list[grpc.UnaryUnaryMultiCallable[bytes, bytes]] = [
+        grpc.secure_channel(a, creds, options=grpc_options()).unary_unary(BACKEND_METHOD)
         for a in backends
     ]
 
-    async def call(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
-        answers = await asyncio.gather(*(c(request, timeout=10) for c in calls))
-        return b"".join(answers)
+    def call(request: bytes, context: Any) -> bytes:
+        pending = [c.future(request, timeout=10) for c in calls]
+        return b"".join(f.result() for f in pending)
+
+    _serve_sync(files, FRONT_METHOD, call, 16, require_client_cert=False)
+
+
+async def _serve_front(pki: Path, backends: Sequence[str], kind: str = "aio") -> None:
+    files = LocalPki(pki).component(ComponentRole.COORDINATOR)
+    creds = files.read().channel_credentials()
+    if kind == "aio-sync-client":
+        sync_calls: list[grpc.UnaryUnaryMultiCallable[bytes, bytes]] = [
+            grpc.secure_channel(a, creds, options=grpc_options()).unary_unary(BACKEND_METHOD)
+            for a in backends
+        ]
+        loop = asyncio.get_running_loop()
+
+        def bridged(c: Any, request: bytes) -> asyncio.Future[bytes]:
+            out: asyncio.Future[bytes] = loop.create_future()
+            f = c.future(request, timeout=10)
+
+            def done(f: Any) -> None:
+                loop.call_soon_threadsafe(out.set_result, f.result())
+
+            f.add_done_callback(done)
+            return out
+
+        async def call(request: bytes, context: Any) -> bytes:
+            answers = await asyncio.gather(*(bridged(c, request) for c in sync_calls))
+            return b"".join(answers)
+
+    else:
+        calls: list[grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]] = [
+            grpc.aio.secure_channel(a, creds, options=grpc_options()).unary_unary(BACKEND_METHOD)
+            for a in backends
+        ]
+
+        async def call(request: bytes, context: Any) -> bytes:
+            answers = await asyncio.gather(*(c(request, timeout=10) for c in calls))
+            return b"".join(answers)
 
     server = grpc.aio.server(options=grpc_options())
     server.add_generic_rpc_handlers((_bytes_handler(FRONT_METHOD, call),))
@@ -158,6 +209,7 @@ class Layout:
         shape: Shape = SHAPES["search"],
         workers: int = 16,
         backend_server: str = "sync",
+        front: str = "aio",
     ) -> None:
         """`pki`: a `cli.pki.LocalPki` directory (certificates of both roles)."""
         self.pki = pki
@@ -173,10 +225,13 @@ class Layout:
             )
             for i in range(shape.backends)
         ]
-        front = self._start(
-            "front", "front", "--backends=" + ",".join(f"127.0.0.1:{p}" for p in ports)
+        port = self._start(
+            "front",
+            "front",
+            "--backends=" + ",".join(f"127.0.0.1:{p}" for p in ports),
+            f"--front={front}",
         )
-        self.address = f"localhost:{front}"
+        self.address = f"localhost:{port}"
 
     def _start(self, name: str, role: str, *args: str) -> int:
         cmd = [
@@ -266,10 +321,11 @@ def run(
     seconds: float,
     shape: Shape = SHAPES["search"],
     backend_server: str = "sync",
+    front: str = "aio",
 ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="vecshard-floor-") as tmp:
         pki = LocalPki.ensure(Path(tmp) / "pki").root
-        layout = Layout(pki, shape, backend_server=backend_server)
+        layout = Layout(pki, shape, backend_server=backend_server, front=front)
         try:
             points = [asyncio.run(_load(layout, b, in_flight, seconds)) for b in batches]
         finally:
@@ -277,6 +333,7 @@ def run(
     return {
         "shape": dataclasses.asdict(shape),
         "backend_server": backend_server,
+        "front": front,
         "in_flight": in_flight,
         "seconds": seconds,
         "points": points,
@@ -287,7 +344,7 @@ def report(result: dict[str, Any]) -> str:
     shape = result["shape"]
     backends = [f"backend-{i}" for i in range(shape["backends"])]
     lines = [
-        f"{shape['name']}: front (grpc.aio) + {len(backends)} backends "
+        f"{shape['name']}: front ({result.get('front', 'aio')}) + {len(backends)} backends "
         f"({result.get('backend_server', 'sync')}), mutual TLS, "
         f"no work; {shape['request_bytes']:,} B in and {shape['answer_bytes']:,} B out of each "
         f"backend per query; {result['in_flight']} calls in flight",
@@ -336,6 +393,15 @@ def main(argv: list[str] | None = None) -> int:
         "(grpc.aio answering on its event loop) or aio-pool (grpc.aio handing the sync "
         "handler to a thread pool)",
     )
+    p.add_argument(
+        "--front",
+        choices=FRONTS,
+        default="aio",
+        help="how the front serves and calls the backends: aio (the coordinator's kind: "
+        "grpc.aio both ways; default), aio-sync-client (grpc.aio serving, backends called "
+        "through sync-channel futures bridged to the event loop) or sync (a sync server "
+        "whose handler threads call sync-channel futures)",
+    )
     p.add_argument("--out", help="also write the figures as JSON here")
     p.add_argument(
         "--role", choices=["bench", "front", "backend"], default="bench", help=argparse.SUPPRESS
@@ -348,12 +414,17 @@ def main(argv: list[str] | None = None) -> int:
         serve_backend(Path(args.pki), args.workers, SHAPES[args.shape], args.backend_server)
         return 0
     if args.role == "front":
-        asyncio.run(_serve_front(Path(args.pki), args.backends.split(",")))
+        if args.front == "sync":
+            _serve_sync_front(Path(args.pki), args.backends.split(","))
+        else:
+            asyncio.run(_serve_front(Path(args.pki), args.backends.split(","), args.front))
         return 0
     batches = [int(b) for b in args.batches.split(",")]
     if not batches or min(batches) < 1 or args.in_flight < 1 or args.seconds <= 0:
         p.error("--batches must be positive integers, --in-flight ≥ 1 and --seconds > 0")
-    result = run(batches, args.in_flight, args.seconds, SHAPES[args.shape], args.backend_server)
+    result = run(
+        batches, args.in_flight, args.seconds, SHAPES[args.shape], args.backend_server, args.front
+    )
     result["load_average"] = list(os.getloadavg())
     print(report(result))
     if args.out:
