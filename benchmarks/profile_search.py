@@ -1,7 +1,8 @@
-"""Where a search's CPU goes in each process of a local cluster: py-spy on the coordinator
-and every shard while a closed loop drives them, summarized per process.
+"""Where a search's CPU goes in each process of a local cluster: py-spy (or perf) on the
+coordinator and every shard while a closed loop drives them, summarized per process.
 
-    python -m benchmarks.profile_search [--n 100000] [--shards 2] [--seconds 10] [--batch 16]
+    python -m benchmarks.profile_search [--n 100000] [--shards 2] [--seconds 10] [--batch 16] \
+        [--profiler py-spy|perf]
 
 Loads a Gaussian mixture (the search benchmark's data) into a local cluster with one HNSW
 index version, then for one query per ``Search`` (and, with ``--batch B``, ``SearchBatch``
@@ -10,12 +11,24 @@ index version, then for one query per ``Search`` (and, with ``--batch B``, ``Sea
 share of samples (inclusive: on the stack; self: on top) and the CPU milliseconds per query
 from ``/proc``; the folded stacks stay in ``--out-dir`` for flame graphs. py-spy must be
 installed (``pip install py-spy``) and allowed to read other processes (ptrace).
+
+py-spy sees Python frames while a thread holds the GIL; the CPU a process spends outside
+it — gRPC's core and TLS, the kernel switching threads, RocksDB, numpy and hnswlib with the
+GIL released — it does not. ``--profiler perf`` samples every thread's instruction pointer
+with ``perf record`` instead (cpu-clock, all threads of each process) and prints each
+process's CPU by where it ran — the Python interpreter, gRPC core, the kernel (its
+scheduling and wake-ups apart), numpy, hnswlib, RocksDB, protobuf, libc — and its hottest
+symbols; the ``perf.data`` files stay in ``--out-dir``. perf must be on PATH and allowed to
+sample other processes (root, or ``kernel.perf_event_paranoid`` ≤ 1). In a virtual machine
+without a virtual PMU, kernel samples land where interrupts are re-enabled
+(``finish_task_switch``, ``_raw_spin_unlock_irqrestore``): the time is the scheduler's.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import shutil
 import subprocess
 import sys
@@ -65,6 +78,95 @@ def py_spy() -> str | None:
     return shutil.which("py-spy") or (str(beside) if beside.exists() else None)
 
 
+PROFILERS = ("py-spy", "perf")
+
+# Where a native sample ran, by the library (perf's "dso") it was in; first match wins.
+LIBRARY_GROUPS = (
+    ("python interpreter", ("libpython",)),
+    ("gRPC core", ("cygrpc",)),
+    ("numpy", ("_multiarray_umath", "_umath_linalg", "libopenblas", "libscipy_openblas")),
+    ("hnswlib", ("hnswlib",)),
+    ("faiss", ("_swigfaiss", "libfaiss")),
+    ("RocksDB", ("rocksdict",)),
+    ("protobuf", ("_message",)),
+    ("libc", ("libc.so", "libstdc++", "ld-linux")),
+)
+KERNEL = "[kernel.kallsyms]"
+# Kernel symbols of switching threads and waking them (with cpu-clock sampling in a VM,
+# a context switch's time shows where it re-enables interrupts: finish_task_switch).
+SCHEDULING = (
+    "finish_task_switch",
+    "_raw_spin_unlock_irqrestore",
+    "__schedule",
+    "schedule",
+    "try_to_wake_up",
+    "ttwu_",
+    "futex",
+    "__switch_to",
+    "pick_next_task",
+    "dequeue_task",
+    "enqueue_task",
+)
+
+
+def perf_summary(
+    lines: Iterable[str], top: int = 25
+) -> tuple[dict[str, float], list[tuple[float, str, str]]]:
+    """From ``perf report --stdio -q --sort dso,sym`` ("  12.65%  dso  [.] symbol"): the
+    percentage of samples by group (LIBRARY_GROUPS, "kernel: scheduling", "kernel: other",
+    "other") and the `top` symbols as (percentage, dso, symbol)."""
+    groups: dict[str, float] = {}
+    symbols: list[tuple[float, str, str]] = []
+    for line in lines:
+        parts = line.split(None, 3)
+        if len(parts) < 4 or not parts[0].endswith("%"):
+            continue
+        try:
+            share = float(parts[0].rstrip("%"))
+        except ValueError:
+            continue
+        dso, symbol = parts[1], parts[3].strip()
+        symbols.append((share, dso, symbol))
+        group = _group(dso, symbol)
+        groups[group] = groups.get(group, 0.0) + share
+    symbols.sort(key=lambda row: -row[0])
+    return dict(sorted(groups.items(), key=lambda kv: -kv[1])), symbols[:top]
+
+
+def _group(dso: str, symbol: str) -> str:
+    if dso == KERNEL:
+        scheduling = any(symbol.startswith(s) or s in symbol for s in SCHEDULING)
+        return "kernel: scheduling" if scheduling else "kernel: other"
+    name = Path(dso).name
+    return next(
+        (group for group, marks in LIBRARY_GROUPS if any(m in name for m in marks)), "other"
+    )
+
+
+def perf() -> str | None:
+    return shutil.which("perf")
+
+
+def _record_perf(pid: int, seconds: float, out: Path, rate: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [perf() or "perf", "record", "-F", str(rate), "-o", str(out), "-p", str(pid), "--"]
+        + ["sleep", str(seconds)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def perf_report(data: Path) -> list[str]:
+    """`perf report`'s per-symbol lines for one recording (empty if it cannot be read)."""
+    done = subprocess.run(
+        [perf() or "perf", "report", "-i", str(data), "--stdio", "-q", "--sort", "dso,sym"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return done.stdout.splitlines() if done.returncode == 0 else []
+
+
 def _record(pid: int, seconds: float, out: Path, rate: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [
@@ -110,14 +212,16 @@ def profile_mode(
     args: argparse.Namespace,
     batch: int,
     out_dir: Path,
-) -> dict[str, float | None]:
+) -> dict[str, object]:
+    """One mode's run: CPU per query per process, and where it went (printed; returned
+    for the JSON)."""
     local = cluster.cluster
     pids = cluster.server_pids
     tag = "single" if batch <= 1 else f"batch{batch}"
-    spies = {
-        name: _record(pid, args.seconds, out_dir / f"{tag}-{name}.txt", args.rate)
-        for name, pid in pids.items()
-    }
+    native = args.profiler == "perf"
+    paths = {name: out_dir / f"{tag}-{name}.{'perf.data' if native else 'txt'}" for name in pids}
+    record = _record_perf if native else _record
+    spies = {name: record(pid, args.seconds, paths[name], args.rate) for name, pid in pids.items()}
     coordinator = local.coordinator
     metrics_port = coordinator.ready.get("metrics") if coordinator and coordinator.ready else None
     calls_before = shard_call_totals(metrics_port)
@@ -149,16 +253,32 @@ def profile_mode(
         "   minor page faults/query "
         + " ".join(f"{k}={v:.1f}" for k, v in faults.items() if v is not None)
     )
+    where: dict[str, object] = {}
     for name in pids:
-        path = out_dir / f"{tag}-{name}.txt"
-        if not path.exists():
-            print(f"-- {name}: no profile (py-spy failed: ptrace allowed?)")
+        path = paths[name]
+        lines = (
+            (perf_report(path) if native else path.read_text().splitlines())
+            if path.exists()
+            else []
+        )
+        if not lines:
+            why = "perf_event_paranoid ≤ 1 or root?" if native else "ptrace allowed?"
+            print(f"-- {name}: no profile ({args.profiler} failed: {why})")
             continue
-        total, ranked = folded_summary(path.read_text().splitlines(), args.top)
+        if native:
+            groups, symbols = perf_summary(lines, args.top)
+            where[name] = {"groups_pct": groups, "symbols": symbols}
+            print(f"-- {name}: % of its CPU samples by where they ran (perf, all threads)")
+            print("   " + ", ".join(f"{g} {v:.1f}" for g, v in groups.items()))
+            for share, dso, symbol in symbols:
+                print(f"   {share:5.1f}  {Path(dso).name}  {symbol}")
+            continue
+        total, ranked = folded_summary(lines, args.top)
+        where[name] = {"samples": total, "functions": ranked}
         print(f"-- {name}: {total} samples (inclusive % / self %)")
         for fn, inc, own in ranked:
             print(f"   {100 * inc / max(total, 1):5.1f} {100 * own / max(total, 1):5.1f}  {fn}")
-    return cpu
+    return {"qps": result.qps, "cpu_ms_per_query": cpu, "shard_call_sizes": sizes, "where": where}
 
 
 def _fmt(cpu: Mapping[str, float | None]) -> str:
@@ -176,13 +296,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--batch", type=int, default=16, help="also SearchBatch×B (0: off)")
-    p.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
+    p.add_argument(
+        "--profiler",
+        choices=PROFILERS,
+        default="py-spy",
+        help="py-spy (Python frames holding the GIL; default) or perf (every thread's CPU "
+        "by library: interpreter, gRPC core, kernel scheduling, numpy, RocksDB, ...)",
+    )
+    p.add_argument("--rate", type=int, default=250, help="samples per second")
     p.add_argument("--top", type=int, default=25)
     p.add_argument("--cluster-env", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--out-dir", default="benchmarks/results/profile")
     args = p.parse_args(argv)
-    if py_spy() is None:
+    if args.profiler == "py-spy" and py_spy() is None:
         print("py-spy is not installed (pip install py-spy)", file=sys.stderr)
+        return 2
+    if args.profiler == "perf" and perf() is None:
+        print("perf is not installed (linux-perf / linux-tools)", file=sys.stderr)
         return 2
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -195,9 +325,14 @@ def main(argv: list[str] | None = None) -> int:
             requests = search_requests(
                 plan.route, access_context("bench", "benchmark"), data.queries, args.k
             )
-            profile_mode(cluster, requests, args, 1, out_dir)
+            report = {"single": profile_mode(cluster, requests, args, 1, out_dir)}
             if args.batch > 1:
-                profile_mode(cluster, requests, args, args.batch, out_dir)
+                report[f"batch{args.batch}"] = profile_mode(
+                    cluster, requests, args, args.batch, out_dir
+                )
+    out = out_dir / f"profile-{args.profiler}.json"
+    out.write_text(json.dumps({"args": vars(args), **report}, indent=2, default=str))
+    print(f"\nwrote {out}")
     return 0
 
 

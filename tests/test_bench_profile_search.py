@@ -1,0 +1,98 @@
+"""The profile benchmark's summaries: py-spy's folded stacks by function, and
+perf's samples by where they ran (library, the kernel's scheduling apart)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.profile_search import folded_summary, perf, perf_report, perf_summary
+
+PERF_LINES = """
+# To display the perf.data header info, please use --header/--header-only options.
+    13.75%  [kernel.kallsyms]                         [k] finish_task_switch.isra.0
+    13.02%  libpython3.11.so.1.0                      [.] _PyEval_EvalFrameDefault
+     8.66%  rocksdict.cpython-311-x86_64-linux-gnu.so [.] rocksdb::(anonymous namespace)::SkipListRep::Iterator::Seek
+     5.43%  [kernel.kallsyms]                         [k] _raw_spin_unlock_irqrestore
+     4.00%  /venv/lib/python3.11/site-packages/hnswlib.cpython-311-x86_64-linux-gnu.so  [.] hnswlib::L2SqrSIMD16ExtAVX512
+     2.50%  cygrpc.cpython-311-x86_64-linux-gnu.so    [.] 0x00000000001f2a10
+     1.84%  [kernel.kallsyms]                         [k] tcp_sendmsg
+     1.20%  libc.so.6                                 [.] malloc
+     0.60%  _multiarray_umath.cpython-311-x86_64-linux-gnu.so [.] DOUBLE_add
+     0.40%  libmystery.so                             [.] f
+not a sample line
+""".splitlines()
+
+
+def test_perf_samples_are_grouped_by_where_they_ran() -> None:
+    groups, symbols = perf_summary(PERF_LINES, top=3)
+    assert groups == pytest.approx(
+        {
+            "kernel: scheduling": 13.75 + 5.43,
+            "python interpreter": 13.02,
+            "RocksDB": 8.66,
+            "hnswlib": 4.00,
+            "gRPC core": 2.50,
+            "kernel: other": 1.84,
+            "libc": 1.20,
+            "numpy": 0.60,
+            "other": 0.40,
+        }
+    )
+    assert list(groups) == sorted(groups, key=lambda g: -groups[g])  # largest first
+    assert symbols == [
+        (13.75, "[kernel.kallsyms]", "finish_task_switch.isra.0"),
+        (13.02, "libpython3.11.so.1.0", "_PyEval_EvalFrameDefault"),
+        (
+            8.66,
+            "rocksdict.cpython-311-x86_64-linux-gnu.so",
+            "rocksdb::(anonymous namespace)::SkipListRep::Iterator::Seek",
+        ),
+    ]
+
+
+def test_folded_stacks_count_inclusive_and_self_samples() -> None:
+    lines = [
+        "main (app.py:1);serve (server.py:9);search (index.py:3) 5",
+        "main (app.py:1);serve (server.py:9) 2",
+        "main (app.py:2);idle (loop.py:4) 3",
+        "garbage",
+    ]
+    total, ranked = folded_summary(lines, top=3)
+    assert total == 10
+    assert ranked == [
+        ("main (app.py)", 10, 0),
+        ("serve (server.py)", 7, 2),
+        ("search (index.py)", 5, 5),
+    ]
+
+
+def _perf_works(tmp: Path) -> bool:
+    if perf() is None:
+        return False
+    done = subprocess.run(
+        ["perf", "record", "-o", str(tmp / "probe.data"), "--", "true"],
+        capture_output=True,
+        check=False,
+    )
+    return done.returncode == 0
+
+
+def test_a_real_recording_reads_back_as_python_time(tmp_path: Path) -> None:
+    # Only where perf may sample (root or perf_event_paranoid ≤ 1); the
+    # summaries above are what this checks end to end.
+    if not _perf_works(tmp_path):
+        pytest.skip("perf is not installed or may not sample here")
+    data = tmp_path / "busy.data"
+    busy = "s = 0\nfor i in range(3_000_000):\n    s += i * i\n"
+    subprocess.run(
+        ["perf", "record", "-F", "999", "-o", str(data), "--", sys.executable, "-c", busy],
+        capture_output=True,
+        check=True,
+    )
+    groups, symbols = perf_summary(perf_report(data))
+    assert max(groups, key=lambda g: groups[g]) == "python interpreter", groups
+    assert symbols and sum(groups.values()) > 90
