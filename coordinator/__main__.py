@@ -58,7 +58,7 @@ async def serve(
     running = await create_server(cfg, tls, auth, audit, limits)
     host = cfg.listen.rsplit(":", 1)[0]
     host = "127.0.0.1" if host in ("0.0.0.0", "[::]", "") else host
-    serving.freeze_startup_heap()
+    serving.freeze_startup_heap(cfg.gc_young_threshold)
     serving.announce_ready(
         role="coordinator", grpc=f"{host}:{running.port}", metrics=running.metrics_port
     )

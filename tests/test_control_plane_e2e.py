@@ -145,6 +145,24 @@ def test_canary_is_sticky_per_subject_and_shadow_is_measured(cluster: LocalClust
     )
 
 
+def test_the_coordinator_collects_garbage_rarely(cluster: LocalCluster) -> None:
+    """Its young-generation threshold (50,000, not CPython's 700) reaches the
+    process: at CPython's default these searches collect a dozen times or more
+    (a SearchBatch several times, re-scanning every request in flight)."""
+    assert cluster.coordinator is not None and cluster.coordinator.ready is not None
+    port = int(cluster.coordinator.ready["metrics"])
+    collections = "python_gc_collections_total"
+    before = metric_value(port, collections, 'generation="0"')
+    queries = np.random.default_rng(5).normal(size=(16, 64)).astype(np.float32)
+    with RetrievalClient(cluster.coordinator_target, tenant_id="acme", purpose=PURPOSE) as c:
+        for _ in range(20):
+            c.search_batch("home_feed", queries, 10)
+        for q in queries:
+            c.search("home_feed", q, 10)
+    after = metric_value(port, collections, 'generation="0"')
+    assert after - before <= 2, f"{after - before} young-generation collections"
+
+
 def test_draining_shard_gets_no_new_queries(cluster: LocalCluster) -> None:
     spec = """
 kind: IndexVersion

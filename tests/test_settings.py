@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import pytest
 
 from coordinator.config import CoordinatorConfig
+from core.runtime import freeze_startup_heap
 from core.settings import ConfigError, load_settings
 from shard_server.config import ShardConfig
 
@@ -34,6 +36,7 @@ def test_sources_apply_in_order(tmp_path: Path) -> None:
         ({"VECSHARD__COORDINATOR__DEFAULT_TIMEOUT": "-1"}, "must be > 0"),
         ({"VECSHARD__COORDINATOR__TIMEOUTT": "1"}, "unknown setting"),
         ({"VECSHARD__COORDINATOR__METRICS_PORT": "1.5"}, "not a valid int"),
+        ({"VECSHARD__COORDINATOR__GC_YOUNG_THRESHOLD": "0"}, "collection stays on"),
     ],
 )
 def test_invalid_values_fail_at_start_naming_the_source(env: dict[str, str], message: str) -> None:
@@ -82,3 +85,27 @@ def test_engine_settings_come_from_config_and_bad_ones_stop_start_up(tmp_path: P
             load_settings(
                 ShardConfig, "shard", env={f"VECSHARD__SHARD__{key}": value}, overrides=base
             )
+
+
+def test_the_young_generation_threshold_comes_from_the_settings() -> None:
+    cfg = load_settings(
+        CoordinatorConfig, "coordinator", env={"VECSHARD__COORDINATOR__GC_YOUNG_THRESHOLD": "1234"}
+    )
+    assert cfg.gc_young_threshold == 1234
+    assert load_settings(CoordinatorConfig, "coordinator", env={}).gc_young_threshold == 50_000
+
+
+def test_freezing_the_heap_sets_only_the_young_threshold() -> None:
+    before = gc.get_threshold()
+    try:
+        freeze_startup_heap(4321)
+        assert gc.get_threshold() == (4321, *before[1:])
+        assert gc.get_freeze_count() > 0  # the startup heap left the collector's reach
+        with pytest.raises(ValueError, match="must be ≥ 1"):
+            freeze_startup_heap(0)
+        gc.set_threshold(*before)
+        freeze_startup_heap()  # no threshold: CPython's stays
+        assert gc.get_threshold() == before
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
