@@ -13,6 +13,12 @@ each process spends per request is reported beside it. Loading is timed per
 kind: PutFeatures rows/s (columns, 20,000 rows per request), materialization
 rows/s (Parquet → coordinator, `offline.materialize`) and upserts/s.
 Writes JSON to benchmarks/results/features_bench.json.
+
+`--profiler py-spy|perf` also records every server process while each kind's
+requests run and prints where its CPU went (`benchmarks.profile_search`:
+py-spy's Python frames, or perf's samples of every thread by library); a
+profiled run's latencies carry the profiler's cost, so measure and profile
+in separate runs.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import pyarrow as pa
 
 from benchmarks.features_inprocess import InProcess, timed
 from benchmarks.process_cpu import CpuMeter, per_query_faults, per_query_ms
+from benchmarks.profile_search import PROFILERS, missing, print_where, profiled
 from benchmarks.run_record import machine, write_json
 from benchmarks.scrape import samples
 from cli.local_cluster import LocalCluster
@@ -237,7 +244,12 @@ def materialize_rate(
 
 
 def measure_cluster(
-    c: RetrievalClient, data: Data, requests: int, pids: dict[str, int]
+    c: RetrievalClient,
+    data: Data,
+    requests: int,
+    pids: dict[str, int],
+    profiler: str | None = None,
+    profile_dir: Path | None = None,
 ) -> dict[str, Any]:
     rng = np.random.default_rng(1)
     n = len(data.items)
@@ -264,19 +276,24 @@ def measure_cluster(
     for name, call in (("get_features_800x2+1", features), ("batch_get_embeddings_100", lookups)):
         for r in range(min(50, requests)):  # warm connections and caches
             call(r)
-        meter = CpuMeter(pids).start()
-        start = time.perf_counter()
-        samples = []
-        for r in range(requests):
-            samples.append(call(r))
-            if r % 100 == 0:
-                progress(name, r, requests, start)
-        print(file=sys.stderr)
-        out[name] = {
-            "cluster": percentiles(samples),
-            "cluster_cpu_ms_per_request": per_query_ms(meter.stop(), requests),
-            "cluster_page_faults_per_request": per_query_faults(meter.faults, requests),
-        }
+        with profiled(profiler, pids, profile_dir or RESULTS, name) as where:
+            meter = CpuMeter(pids).start()
+            start = time.perf_counter()
+            samples = []
+            for r in range(requests):
+                samples.append(call(r))
+                if r % 100 == 0:
+                    progress(name, r, requests, start)
+            print(file=sys.stderr)
+            out[name] = {
+                "cluster": percentiles(samples),
+                "cluster_cpu_ms_per_request": per_query_ms(meter.stop(), requests),
+                "cluster_page_faults_per_request": per_query_faults(meter.faults, requests),
+            }
+        if profiler:
+            print(f"== where {name}'s CPU went")
+            print_where(profiler, where)
+            out[name]["profile"] = where
     return out
 
 
@@ -340,7 +357,13 @@ def shard_feature_caches(cluster: LocalCluster) -> dict[str, dict[str, float]]:
 
 
 def run(
-    entities: int, requests: int, users: int, seed: int, materialize_rows: int
+    entities: int,
+    requests: int,
+    users: int,
+    seed: int,
+    materialize_rows: int,
+    profiler: str | None = None,
+    profile_dir: Path | None = None,
 ) -> dict[str, Any]:
     objs, fs = _defs()
     catalog = FeatureCatalog.build(objs)
@@ -373,7 +396,7 @@ def run(
                     )
                 children = {"coordinator": cluster.coordinator, **cluster.shards}
                 pids = {name: p.pid for name, p in children.items() if p is not None and p.pid}
-                measured = measure_cluster(c, data, requests, pids)
+                measured = measure_cluster(c, data, requests, pids, profiler, profile_dir)
                 out["feature_cache"] = shard_feature_caches(cluster)
         finally:
             cluster.stop()
@@ -404,9 +427,26 @@ def main(argv: list[str] | None = None) -> int:
         help="rows materialized from Parquet (default: --entities; 0 skips)",
     )  # fmt: skip
     p.add_argument("--out", type=Path, default=RESULTS / "features_bench.json")
+    p.add_argument(
+        "--profiler",
+        choices=PROFILERS,
+        help="also record every server process while each kind runs and print where its "
+        "CPU went (py-spy or perf; the latencies then carry the profiler's cost)",
+    )
+    p.add_argument(
+        "--profile-dir", type=Path, default=RESULTS / "profile",
+        help="where the recordings go (default benchmarks/results/profile)",
+    )  # fmt: skip
     args = p.parse_args(argv)
     rows = args.entities if args.materialize_rows is None else args.materialize_rows
-    result = run(args.entities, args.requests, args.users, args.seed, rows)
+    if args.profiler:
+        why = missing(args.profiler)
+        if why:
+            p.error(why)
+        args.profile_dir.mkdir(parents=True, exist_ok=True)
+    result = run(
+        args.entities, args.requests, args.users, args.seed, rows, args.profiler, args.profile_dir
+    )
     write_json(args.out, result)
     print(f"\n{'call':<28} {'':>10} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}")
     for name in ("get_features_800x2+1", "batch_get_embeddings_100"):

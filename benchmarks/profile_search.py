@@ -30,12 +30,15 @@ import argparse
 import asyncio
 import json
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from benchmarks.bench_cluster import BenchCluster, IndexPlan, serving_cluster
 from benchmarks.closed_loop import Timing, grpc_closed_loop
@@ -147,15 +150,6 @@ def perf() -> str | None:
     return shutil.which("perf")
 
 
-def _record_perf(pid: int, seconds: float, out: Path, rate: int) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [perf() or "perf", "record", "-F", str(rate), "-o", str(out), "-p", str(pid), "--"]
-        + ["sleep", str(seconds)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
 def perf_report(data: Path) -> list[str]:
     """`perf report`'s per-symbol lines for one recording (empty if it cannot be read)."""
     done = subprocess.run(
@@ -167,27 +161,103 @@ def perf_report(data: Path) -> list[str]:
     return done.stdout.splitlines() if done.returncode == 0 else []
 
 
-def _record(pid: int, seconds: float, out: Path, rate: int) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [
-            py_spy() or "py-spy",
-            "record",
-            "--pid",
-            str(pid),
-            "--duration",
-            str(int(seconds)),
-            "--gil",
-            "--rate",
-            str(rate),
-            "--format",
-            "raw",
-            "--output",
-            str(out),
-            "--nonblocking",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+def missing(profiler: str) -> str | None:
+    """Why `profiler` cannot run here, or None."""
+    if profiler == "perf" and perf() is None:
+        return "perf is not installed (linux-perf / linux-tools)"
+    if profiler == "py-spy" and py_spy() is None:
+        return "py-spy is not installed (pip install py-spy)"
+    return None
+
+
+class Recording:
+    """One process recorded by py-spy (`--gil`, folded stacks) or perf (cpu-clock, every
+    thread) until `stop()`: the work decides how long, not a duration guessed ahead."""
+
+    def __init__(self, profiler: str, pid: int, out: Path, rate: int) -> None:
+        self.profiler, self.out = profiler, out
+        if profiler == "perf":
+            cmd = [perf() or "perf", "record", "-F", str(rate), "-o", str(out), "-p", str(pid)]
+        else:
+            cmd = [py_spy() or "py-spy", "record", "--pid", str(pid), "--gil", "--rate", str(rate)]
+            cmd += ["--format", "raw", "--output", str(out), "--nonblocking"]
+        self._proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """Ends the recording: on SIGINT both profilers write their file and exit."""
+        if self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGINT)
+        try:
+            self._proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+
+    def summary(self, top: int) -> dict[str, Any] | None:
+        """Where the samples went (None when the profiler could not record)."""
+        if not self.out.exists():
+            return None
+        if self.profiler == "perf":
+            lines = perf_report(self.out)
+            if not lines:
+                return None
+            groups, symbols = perf_summary(lines, top)
+            return {"groups_pct": groups, "symbols": symbols}
+        total, ranked = folded_summary(self.out.read_text().splitlines(), top)
+        return {"samples": total, "functions": ranked} if total else None
+
+
+def print_summary(name: str, profiler: str, summary: dict[str, Any] | None) -> None:
+    if summary is None:
+        why = "perf_event_paranoid ≤ 1 or root?" if profiler == "perf" else "ptrace allowed?"
+        print(f"-- {name}: no profile ({profiler} failed: {why})")
+    elif profiler == "perf":
+        groups = summary["groups_pct"]
+        print(f"-- {name}: % of its CPU samples by where they ran (perf, all threads)")
+        print("   " + ", ".join(f"{g} {v:.1f}" for g, v in groups.items()))
+        for share, dso, symbol in summary["symbols"]:
+            print(f"   {share:5.1f}  {Path(dso).name}  {symbol}")
+    else:
+        total = max(summary["samples"], 1)
+        print(f"-- {name}: {summary['samples']} samples (inclusive % / self %)")
+        for fn, inc, own in summary["functions"]:
+            print(f"   {100 * inc / total:5.1f} {100 * own / total:5.1f}  {fn}")
+
+
+def recording_path(out_dir: Path, tag: str, name: str, profiler: str) -> Path:
+    return out_dir / f"{tag}-{name}.{'perf.data' if profiler == 'perf' else 'txt'}"
+
+
+@contextmanager
+def profiled(
+    profiler: str | None,
+    pids: Mapping[str, int],
+    out_dir: Path,
+    tag: str,
+    rate: int = 1000,
+    top: int = 15,
+) -> Iterator[dict[str, Any]]:
+    """Records every process of `pids` while the block runs (nothing when `profiler` is
+    None); afterwards the dict holds where each one's CPU went (`print_where`)."""
+    where: dict[str, Any] = {}
+    if profiler is None:
+        yield where
+        return
+    spies = {
+        name: Recording(profiler, pid, recording_path(out_dir, tag, name, profiler), rate)
+        for name, pid in pids.items()
+    }
+    try:
+        yield where
+    finally:
+        for spy in spies.values():
+            spy.stop()
+    where.update((name, spy.summary(top)) for name, spy in spies.items())
+
+
+def print_where(profiler: str, where: Mapping[str, dict[str, Any] | None]) -> None:
+    for name, summary in where.items():
+        print_summary(name, profiler, summary)
 
 
 def shard_call_totals(metrics_port: int | None) -> dict[str, tuple[float, float]]:
@@ -218,28 +288,23 @@ def profile_mode(
     local = cluster.cluster
     pids = cluster.server_pids
     tag = "single" if batch <= 1 else f"batch{batch}"
-    native = args.profiler == "perf"
-    paths = {name: out_dir / f"{tag}-{name}.{'perf.data' if native else 'txt'}" for name in pids}
-    record = _record_perf if native else _record
-    spies = {name: record(pid, args.seconds, paths[name], args.rate) for name, pid in pids.items()}
     coordinator = local.coordinator
     metrics_port = coordinator.ready.get("metrics") if coordinator and coordinator.ready else None
     calls_before = shard_call_totals(metrics_port)
-    meter = CpuMeter(pids).start()
-    result = asyncio.run(
-        grpc_closed_loop(
-            cluster.address,
-            requests,
-            args.k,
-            args.concurrency,
-            Timing(args.seconds, 0.0, cover_all=False),
-            batch=batch,
-            credentials=cluster.credentials(),
+    with profiled(args.profiler, pids, out_dir, tag, args.rate, args.top) as where:
+        meter = CpuMeter(pids).start()
+        result = asyncio.run(
+            grpc_closed_loop(
+                cluster.address,
+                requests,
+                args.k,
+                args.concurrency,
+                Timing(args.seconds, 0.0, cover_all=False),
+                batch=batch,
+                credentials=cluster.credentials(),
+            )
         )
-    )
-    cpu = per_query_ms(meter.stop(), result.answered_total)
-    for spy in spies.values():
-        spy.wait()
+        cpu = per_query_ms(meter.stop(), result.answered_total)
     faults = per_query_faults(meter.faults, result.answered_total)
     calls_after = shard_call_totals(metrics_port)
     print(f"\n== {tag}: {result.qps:.0f} qps, CPU ms/query {_fmt(cpu)}")
@@ -253,31 +318,7 @@ def profile_mode(
         "   minor page faults/query "
         + " ".join(f"{k}={v:.1f}" for k, v in faults.items() if v is not None)
     )
-    where: dict[str, object] = {}
-    for name in pids:
-        path = paths[name]
-        lines = (
-            (perf_report(path) if native else path.read_text().splitlines())
-            if path.exists()
-            else []
-        )
-        if not lines:
-            why = "perf_event_paranoid ≤ 1 or root?" if native else "ptrace allowed?"
-            print(f"-- {name}: no profile ({args.profiler} failed: {why})")
-            continue
-        if native:
-            groups, symbols = perf_summary(lines, args.top)
-            where[name] = {"groups_pct": groups, "symbols": symbols}
-            print(f"-- {name}: % of its CPU samples by where they ran (perf, all threads)")
-            print("   " + ", ".join(f"{g} {v:.1f}" for g, v in groups.items()))
-            for share, dso, symbol in symbols:
-                print(f"   {share:5.1f}  {Path(dso).name}  {symbol}")
-            continue
-        total, ranked = folded_summary(lines, args.top)
-        where[name] = {"samples": total, "functions": ranked}
-        print(f"-- {name}: {total} samples (inclusive % / self %)")
-        for fn, inc, own in ranked:
-            print(f"   {100 * inc / max(total, 1):5.1f} {100 * own / max(total, 1):5.1f}  {fn}")
+    print_where(args.profiler, where)
     return {"qps": result.qps, "cpu_ms_per_query": cpu, "shard_call_sizes": sizes, "where": where}
 
 
@@ -308,11 +349,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cluster-env", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--out-dir", default="benchmarks/results/profile")
     args = p.parse_args(argv)
-    if args.profiler == "py-spy" and py_spy() is None:
-        print("py-spy is not installed (pip install py-spy)", file=sys.stderr)
-        return 2
-    if args.profiler == "perf" and perf() is None:
-        print("perf is not installed (linux-perf / linux-tools)", file=sys.stderr)
+    why = missing(args.profiler)
+    if why:
+        print(why, file=sys.stderr)
         return 2
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -10,14 +10,20 @@ from pathlib import Path
 import pytest
 
 from benchmarks import features_bench
+from tests import fake_perf
 
 pytestmark = pytest.mark.integration
 
 
-def test_the_features_benchmark_measures_both_sides(tmp_path: Path) -> None:
+def test_the_features_benchmark_measures_both_sides(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     out = tmp_path / "features.json"
     env = {k: v for k, v in os.environ.items() if k.startswith("VECSHARD")}
-    argv = ["--entities", "2000", "--requests", "20", "--users", "50"]
+    # Profiled through the stand-in perf: the recorders' wiring, not perf itself.
+    monkeypatch.setenv("PATH", f"{fake_perf.install(tmp_path / 'bin')}:{os.environ['PATH']}")
+    argv = ["--entities", "2000", "--requests", "20", "--users", "50", "--profiler", "perf"]
+    argv += ["--profile-dir", str(tmp_path / "profiles")]
     assert features_bench.main([*argv, "--materialize-rows", "1000", "--out", str(out)]) == 0
     # Its cluster's credentials went to its clients, not into this process's
     # environment (the suite's other clients read theirs from there).
@@ -30,6 +36,9 @@ def test_the_features_benchmark_measures_both_sides(tmp_path: Path) -> None:
         r = report[call]
         assert r["cluster"]["p50"] > 0 and r["in_process"]["p50"] > 0, call
         assert r["p95_ratio"] > 0 and r["cluster_cpu_ms_per_request"]["coordinator"] > 0, call
+        # Every server process was recorded while this kind ran, and read back.
+        assert set(r["profile"]) == {"coordinator", "shard-0", "shard-1", "shard-2"}, call
+        assert all(p["groups_pct"]["python interpreter"] == 40.0 for p in r["profile"].values())
     # Whether rows were read from memory is in the report: every shard and the
     # in-process baseline copied the item and user groups (2,000 items ×
     # 2 groups + 50 users: well within the default budget).

@@ -3,13 +3,23 @@ perf's samples by where they ran (library, the kernel's scheduling apart)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from benchmarks.profile_search import folded_summary, perf, perf_report, perf_summary
+from benchmarks.profile_search import (
+    folded_summary,
+    missing,
+    perf,
+    perf_report,
+    perf_summary,
+    profiled,
+)
+from tests import fake_perf
 
 PERF_LINES = """
 # To display the perf.data header info, please use --header/--header-only options.
@@ -68,6 +78,32 @@ def test_folded_stacks_count_inclusive_and_self_samples() -> None:
         ("serve (server.py)", 7, 2),
         ("search (index.py)", 5, 5),
     ]
+
+
+def test_a_recording_runs_until_the_block_ends_and_reads_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bin_dir = fake_perf.install(tmp_path / "bin")
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    assert missing("perf") is None
+    out = tmp_path / "rec"
+    out.mkdir()
+    with profiled("perf", {"me": os.getpid(), "also": os.getpid()}, out, "t") as where:
+        time.sleep(0.3)  # the recorders wait for the interrupt, however long this takes
+        assert where == {}
+    assert sorted(p.name for p in out.iterdir()) == ["t-also.perf.data", "t-me.perf.data"]
+    assert set(where) == {"me", "also"}
+    assert where["me"]["groups_pct"] == pytest.approx(
+        {"python interpreter": 40.0, "kernel: scheduling": 25.0, "gRPC core": 20.0, "libc": 15.0}
+    )
+    with profiled(None, {"me": os.getpid()}, out, "none") as nothing:
+        pass
+    assert nothing == {}
+
+
+def test_a_missing_profiler_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # nothing on it
+    assert missing("perf") == "perf is not installed (linux-perf / linux-tools)"
 
 
 def _perf_works(tmp: Path) -> bool:
