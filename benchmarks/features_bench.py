@@ -249,7 +249,7 @@ def measure_cluster(
     requests: int,
     pids: dict[str, int],
     profiler: str | None = None,
-    profile_dir: Path | None = None,
+    profile_dir: Path = RESULTS / "profile",
 ) -> dict[str, Any]:
     rng = np.random.default_rng(1)
     n = len(data.items)
@@ -276,7 +276,7 @@ def measure_cluster(
     for name, call in (("get_features_800x2+1", features), ("batch_get_embeddings_100", lookups)):
         for r in range(min(50, requests)):  # warm connections and caches
             call(r)
-        with profiled(profiler, pids, profile_dir or RESULTS, name) as where:
+        with profiled(profiler, pids, profile_dir, name) as where:
             meter = CpuMeter(pids).start()
             start = time.perf_counter()
             samples = []
@@ -363,7 +363,7 @@ def run(
     seed: int,
     materialize_rows: int,
     profiler: str | None = None,
-    profile_dir: Path | None = None,
+    profile_dir: Path = RESULTS / "profile",
 ) -> dict[str, Any]:
     objs, fs = _defs()
     catalog = FeatureCatalog.build(objs)
@@ -439,11 +439,9 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     args = p.parse_args(argv)
     rows = args.entities if args.materialize_rows is None else args.materialize_rows
-    if args.profiler:
-        why = missing(args.profiler)
-        if why:
-            p.error(why)
-        args.profile_dir.mkdir(parents=True, exist_ok=True)
+    why = missing(args.profiler) if args.profiler else None
+    if why:
+        p.error(why)
     result = run(
         args.entities, args.requests, args.users, args.seed, rows, args.profiler, args.profile_dir
     )

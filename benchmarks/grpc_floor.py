@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import functools
 import json
 import os
 import statistics
@@ -159,36 +160,42 @@ def _serve_sync_front(pki: Path, backends: Sequence[str]) -> None:
 async def _serve_front(pki: Path, backends: Sequence[str], kind: str = "aio") -> None:
     files = LocalPki(pki).component(ComponentRole.COORDINATOR)
     creds = files.read().channel_credentials()
-    if kind == "aio-sync-client":
-        sync_calls: list[grpc.UnaryUnaryMultiCallable[bytes, bytes]] = [
-            grpc.secure_channel(a, creds, options=grpc_options()).unary_unary(BACKEND_METHOD)
-            for a in backends
-        ]
-        loop = asyncio.get_running_loop()
+    loop = asyncio.get_running_loop()
 
-        def bridged(c: Any, request: bytes) -> asyncio.Future[bytes]:
-            out: asyncio.Future[bytes] = loop.create_future()
-            f = c.future(request, timeout=10)
+    def bridged(c: grpc.UnaryUnaryMultiCallable[bytes, bytes], request: bytes) -> Any:
+        """A sync-channel future's outcome, handed back to the event loop."""
+        out: asyncio.Future[bytes] = loop.create_future()
 
-            def done(f: Any) -> None:
+        def done(f: Any) -> None:
+            try:
                 loop.call_soon_threadsafe(out.set_result, f.result())
+            except Exception as exc:  # noqa: BLE001 - the caller's to see, not the callback's
+                loop.call_soon_threadsafe(out.set_exception, exc)
 
-            f.add_done_callback(done)
-            return out
+        c.future(request, timeout=10).add_done_callback(done)
+        return out
 
-        async def call(request: bytes, context: Any) -> bytes:
-            answers = await asyncio.gather(*(bridged(c, request) for c in sync_calls))
-            return b"".join(answers)
-
+    if kind == "aio-sync-client":
+        sends = [
+            functools.partial(
+                bridged,
+                grpc.secure_channel(a, creds, options=grpc_options()).unary_unary(BACKEND_METHOD),
+            )
+            for a in backends
+        ]
     else:
-        calls: list[grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]] = [
-            grpc.aio.secure_channel(a, creds, options=grpc_options()).unary_unary(BACKEND_METHOD)
+        sends = [
+            functools.partial(
+                grpc.aio.secure_channel(a, creds, options=grpc_options()).unary_unary(
+                    BACKEND_METHOD
+                ),
+                timeout=10,
+            )
             for a in backends
         ]
 
-        async def call(request: bytes, context: Any) -> bytes:
-            answers = await asyncio.gather(*(c(request, timeout=10) for c in calls))
-            return b"".join(answers)
+    async def call(request: bytes, context: Any) -> bytes:
+        return b"".join(await asyncio.gather(*(send(request) for send in sends)))
 
     server = grpc.aio.server(options=grpc_options())
     server.add_generic_rpc_handlers((_bytes_handler(FRONT_METHOD, call),))

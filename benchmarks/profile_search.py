@@ -100,7 +100,6 @@ KERNEL = "[kernel.kallsyms]"
 SCHEDULING = (
     "finish_task_switch",
     "_raw_spin_unlock_irqrestore",
-    "__schedule",
     "schedule",
     "try_to_wake_up",
     "ttwu_",
@@ -138,7 +137,7 @@ def perf_summary(
 
 def _group(dso: str, symbol: str) -> str:
     if dso == KERNEL:
-        scheduling = any(symbol.startswith(s) or s in symbol for s in SCHEDULING)
+        scheduling = any(s in symbol for s in SCHEDULING)
         return "kernel: scheduling" if scheduling else "kernel: other"
     name = Path(dso).name
     return next(
@@ -207,7 +206,7 @@ class Recording:
         return {"samples": total, "functions": ranked} if total else None
 
 
-def print_summary(name: str, profiler: str, summary: dict[str, Any] | None) -> None:
+def _print_summary(name: str, profiler: str, summary: dict[str, Any] | None) -> None:
     if summary is None:
         why = "perf_event_paranoid ≤ 1 or root?" if profiler == "perf" else "ptrace allowed?"
         print(f"-- {name}: no profile ({profiler} failed: {why})")
@@ -243,6 +242,7 @@ def profiled(
     if profiler is None:
         yield where
         return
+    out_dir.mkdir(parents=True, exist_ok=True)
     spies = {
         name: Recording(profiler, pid, recording_path(out_dir, tag, name, profiler), rate)
         for name, pid in pids.items()
@@ -257,7 +257,7 @@ def profiled(
 
 def print_where(profiler: str, where: Mapping[str, dict[str, Any] | None]) -> None:
     for name, summary in where.items():
-        print_summary(name, profiler, summary)
+        _print_summary(name, profiler, summary)
 
 
 def shard_call_totals(metrics_port: int | None) -> dict[str, tuple[float, float]]:

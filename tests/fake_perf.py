@@ -1,5 +1,6 @@
 """A stand-in `perf` for the profiling harness's own tests: `perf record -o F
-...` writes F when interrupted (as perf does) and `perf report` prints a
+...` writes F when interrupted (as perf does) and F.ready once it listens for
+the interrupt and `perf report` prints a
 fixed report. The harness wraps an external tool that CI machines may lack or
 forbid; this checks the wrapping (start, stop by SIGINT, read back), while the
 real tool is exercised where it may run (`test_bench_profile_search`)."""
@@ -27,6 +28,7 @@ while [ $# -gt 0 ]; do
   shift
 done
 trap 'echo recorded > "$out"; exit 0' INT
+: > "$out.ready"
 while :; do sleep 0.05; done
 """
 

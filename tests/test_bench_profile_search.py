@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from benchmarks.profile_search import (
     profiled,
 )
 from tests import fake_perf
+from tests.polling import poll
 
 PERF_LINES = """
 # To display the perf.data header info, please use --header/--header-only options.
@@ -89,9 +89,14 @@ def test_a_recording_runs_until_the_block_ends_and_reads_back(
     out = tmp_path / "rec"
     out.mkdir()
     with profiled("perf", {"me": os.getpid(), "also": os.getpid()}, out, "t") as where:
-        time.sleep(0.3)  # the recorders wait for the interrupt, however long this takes
+        # Both recorders are listening for the interrupt that ends the block.
+        ready = [out / "t-me.perf.data.ready", out / "t-also.perf.data.ready"]
+        assert poll(lambda: all(r.exists() for r in ready), bool, timeout=10, interval=0.01)
         assert where == {}
-    assert sorted(p.name for p in out.iterdir()) == ["t-also.perf.data", "t-me.perf.data"]
+    assert sorted(p.name for p in out.glob("*.perf.data")) == [
+        "t-also.perf.data",
+        "t-me.perf.data",
+    ]
     assert set(where) == {"me", "also"}
     assert where["me"]["groups_pct"] == pytest.approx(
         {"python interpreter": 40.0, "kernel: scheduling": 25.0, "gRPC core": 20.0, "libc": 15.0}
