@@ -6,6 +6,7 @@ is recovered, records never carry raw vectors or ids."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import subprocess
@@ -209,6 +210,29 @@ def test_records_hold_hashes_never_raw_ids_or_vectors(eids: list[str], vector: l
         assert raw.hex() not in text
         hashed = [h.key(k) for k in keys]
         assert any(x in text for x in hashed)  # still matchable by whoever holds the salt
+
+
+@settings(max_examples=40)
+@given(
+    keys=st.lists(st.tuples(ids, ids, ids), max_size=6),
+)
+def test_an_id_hash_is_keyed_blake2b_of_tenant_type_and_id(
+    keys: list[tuple[str, str, str]],
+) -> None:
+    """What someone holding the salt computes to ask "was this id returned?":
+    the record's hash of a key, given as a message, as columns or alone."""
+    h = Hasher(SALT)
+    expected = [
+        hashlib.blake2b(f"{t}\x1f{e}\x1f{i}".encode(), key=SALT[:64], digest_size=16).hexdigest()
+        for t, e, i in keys
+    ]
+    messages = [cpb.EntityKey(tenant_id=t, entity_type=e, entity_id=i) for t, e, i in keys]
+    assert h.keys(messages) == expected
+    assert h.ids([t for t, _, _ in keys], [e for _, e, _ in keys], [i for _, _, i in keys]) == (
+        expected
+    )
+    assert [h.key(m) for m in messages] == expected
+    assert [h.subject(t, e, i) for t, e, i in keys] == expected
 
 
 def test_cli_verify_reports_tampering_with_exit_1(tmp_path: Path) -> None:
