@@ -5,14 +5,16 @@ A cluster of 4 shards (two replicas per bucket, writes acknowledged by both), 2
 coordinators and its own etcd takes a mixed workload — concurrent upserts of
 overlapping keys with out-of-order versions, deletes, lookups, searches (some
 from threads sharing one client, which the SDK coalesces into shared calls) and
-route switches, for two tenants holding identical ids and vectors — while
+route switches, for two tenants holding identical ids and vectors, and feature
+rows written out of order and read back (`benchmarks.soak_features`) — while
 shards, a coordinator and etcd are SIGKILLed and restarted and shard replies
 are delayed. Every answer is checked against a model of the acknowledged
 operations (`benchmarks.soak_model`): no acknowledged write lost or
 resurrected after a newer delete, no deleted key returned after its delete
 was acknowledged, no cross-tenant result, every incomplete answer flagged
-partial. After the faults stop, every key is read back through both
-coordinators and every replica of every bucket must hold the same version.
+partial; the same rules for feature rows. After the faults stop, every key's
+record and feature row is read back through both coordinators and every
+replica of every bucket must hold the same version.
 
 Prints operation counts, faults injected and violations; writes JSON; exits
 1 on any violation.
@@ -23,6 +25,7 @@ Prints operation counts, faults injected and violations; writes JSON; exits
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import tempfile
@@ -33,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.soak_faults import Chaos
+from benchmarks.soak_features import FeatureTraffic, feature_spec
 from benchmarks.soak_model import Model, Violation, vector_of
 from benchmarks.soak_workload import (
     BUNDLES,
@@ -91,6 +95,7 @@ def registry_spec(settings: WorkloadSettings) -> list[dict[str, Any]]:
             for b in BUNDLES
         ),
         {"kind": "Route", "spec": {"name": ROUTE, "bundle": BUNDLES[0]}},
+        *feature_spec(),
     ]  # fmt: skip
 
 
@@ -102,6 +107,7 @@ class SoakReport:
     violations: dict[str, int]
     examples: list[dict[str, Any]] = field(default_factory=list)
     final_keys_checked: int = 0
+    final_feature_rows_checked: int = 0
 
     @property
     def ok(self) -> bool:
@@ -126,6 +132,14 @@ def _wait_all_serving(
             time.sleep(0.2)
 
 
+def _client_at(address: str, credentials: Credentials, tenant: str) -> RetrievalClient:
+    """A client of one coordinator (not the cluster's target): the final
+    checks read through each."""
+    return RetrievalClient(
+        address, tenant_id=tenant, purpose=PURPOSE, timeout=30, credentials=credentials
+    )
+
+
 def _final_check(
     cluster: LocalCluster, settings: WorkloadSettings, model: Model, tally: Tally
 ) -> int:
@@ -134,13 +148,7 @@ def _final_check(
     ids = [entity(n) for n in range(settings.keys_per_tenant)]
     for address in cluster.coordinator_addresses:
         for tenant in settings.tenants:
-            with RetrievalClient(
-                address,
-                tenant_id=tenant,
-                purpose=PURPOSE,
-                timeout=30,
-                credentials=cluster.credentials(),
-            ) as c:
+            with _client_at(address, cluster.credentials(), tenant) as c:
                 for i in range(0, len(ids), 100):
                     chunk = ids[i : i + 100]
                     for eid, lk in zip(chunk, c.batch_get(*FAMILY, chunk), strict=True):
@@ -228,13 +236,17 @@ def run_soak(
             workload = Workload(
                 cluster.coordinator_target, settings, model, tally, seed, cluster.credentials()
             )
+            features = FeatureTraffic(workload.client, settings, tally, seed)
             workload.preload()
+            features.preload()
             log(
                 f"soak: preloaded {settings.keys_per_tenant} keys x {len(settings.tenants)} tenants"
+                " (embeddings and feature rows)"
             )
             faults = Chaos(cluster, seed, log=log)
             t0 = time.monotonic()
             workload.start()
+            features.start()
             if chaos:
                 faults.start()
             while time.monotonic() - t0 < duration:
@@ -244,6 +256,7 @@ def run_soak(
                 )
             faults.join()
             workload.join()
+            features.join()
             elapsed = time.monotonic() - t0
             for child in [*cluster.shards.values(), *cluster.coordinators]:
                 if not child.alive():
@@ -251,6 +264,12 @@ def run_soak(
                     child.wait_ready(60)
             _wait_all_serving(cluster.coordinator_target, SHARDS, cluster.credentials())
             checked = _final_check(cluster, settings, model, tally)
+            feature_rows = features.final_check(
+                [
+                    functools.partial(_client_at, address, cluster.credentials())
+                    for address in cluster.coordinator_addresses
+                ]
+            )
         finally:
             cluster.stop()
     by_rule = Counter(v.rule for v in tally.violations)
@@ -263,14 +282,17 @@ def run_soak(
             {"rule": v.rule, "key": list(v.key), "detail": v.detail} for v in tally.violations[:20]
         ],
         final_keys_checked=checked,
+        final_feature_rows_checked=feature_rows,
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="vecshard soak",
-        description="Chaos soak of a local cluster (4 shards, 2 replicas per bucket, "
-        "2 coordinators, its own etcd) with an invariant checker; exits 1 on any violation.",
+        description="Chaos soak of a local cluster (4 shards, 2 replicas per index bucket, "
+        "2 coordinators, its own etcd): embedding writes, lookups, searches, route switches "
+        "and feature rows, every answer checked by an invariant checker; exits 1 on any "
+        "violation.",
     )
     p.add_argument("--duration", type=float, default=600.0, help="seconds of load and faults")
     p.add_argument("--seed", type=int, default=1, help="random seed (workload and faults)")

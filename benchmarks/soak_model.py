@@ -106,13 +106,24 @@ class Model:
     ) -> list[Violation]:
         """One key's lookup answer (status found/deleted/missing; unavailable
         answers are not checked: they claim nothing)."""
+        intact = status != "found" or (
+            vector is not None and vector.tobytes() == vector_of(key[1], version, dim).tobytes()
+        )
+        return self.check_read(key, start, end, status, version, intact)
+
+    def check_read(
+        self, key: Key, start: float, end: float, status: str, version: int, intact: bool = True
+    ) -> list[Violation]:
+        """The rules every point read of a key answers to — embeddings and
+        feature rows alike: status found/deleted/missing, the version found,
+        and `intact`: whether what came with it is what that version wrote."""
         acked_up, acked_del, issued_up, issued_del = self.bounds(key, start, end)
         out = []
         if status == "found":
             if version not in issued_up:
                 out.append(Violation("phantom", key, f"found version {version}, never written"))
-            elif vector is None or vector.tobytes() != vector_of(key[1], version, dim).tobytes():
-                out.append(Violation("corrupt", key, f"version {version} has another vector"))
+            elif not intact:
+                out.append(Violation("corrupt", key, f"version {version} has another value"))
             if version < acked_up:
                 out.append(
                     Violation("lost_write", key, f"found {version}, {acked_up} was acknowledged")

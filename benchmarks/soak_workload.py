@@ -78,8 +78,42 @@ class Versions:
         return (max(1, n - lag) << 20) | n
 
 
+def finish(tally: Tally, ops: Sequence[Op], kind: str, call: Callable[[], object]) -> None:
+    """Sends a write and records in the model how each of its ops ended
+    (acknowledged, or failed: ambiguous, it may have reached some replicas)."""
+    try:
+        call()
+        ok = True
+    except VecshardError as exc:
+        ok = False
+        tally.count(f"{kind}_failed:{exc.code.name}")
+    now = time.monotonic()
+    for op in ops:
+        Model.end(op, ok, now)
+    if ok:
+        tally.count(f"{kind}_ok", len(ops))
+
+
 def entity(n: int) -> str:
     return f"e{n:05d}"
+
+
+Write = Callable[[RetrievalClient, str, Sequence[str]], None]
+
+
+def preload(client: Callable[[str], RetrievalClient], s: WorkloadSettings, write: Write) -> None:
+    """Every key of every tenant written once, 50 to a call, before the faults."""
+    for tenant in s.tenants:
+        with client(tenant) as c:
+            ids = [entity(n) for n in range(s.keys_per_tenant)]
+            for i in range(0, len(ids), 50):
+                write(c, tenant, ids[i : i + 50])
+
+
+def ids_to_write(rng: random.Random, s: WorkloadSettings) -> list[str]:
+    """One to four distinct keys: writers overlap on the same keys on purpose."""
+    picks = (rng.randrange(s.keys_per_tenant) for _ in range(rng.randint(1, 4)))
+    return list(dict.fromkeys(entity(p) for p in picks))
 
 
 class Workload:
@@ -102,7 +136,7 @@ class Workload:
         self.stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
-    def _client(self, tenant: str) -> RetrievalClient:
+    def client(self, tenant: str) -> RetrievalClient:
         return RetrievalClient(
             self.target,
             tenant_id=tenant,
@@ -131,34 +165,17 @@ class Workload:
         self._finish(ops, "delete", lambda: c.delete(*FAMILY, list(ids), source_version=v))
 
     def _finish(self, ops: Sequence[Op], kind: str, call: Callable[[], object]) -> None:
-        try:
-            call()
-            ok = True
-        except VecshardError as exc:
-            ok = False
-            self.tally.count(f"{kind}_failed:{exc.code.name}")
-        now = time.monotonic()
-        for op in ops:
-            self.model.end(op, ok, now)
-        if ok:
-            self.tally.count(f"{kind}_ok", len(ops))
+        finish(self.tally, ops, kind, call)
 
     def preload(self) -> None:
-        for tenant in self.s.tenants:
-            with self._client(tenant) as c:
-                ids = [entity(n) for n in range(self.s.keys_per_tenant)]
-                for i in range(0, len(ids), 50):
-                    self.upsert(c, tenant, ids[i : i + 50])
+        preload(self.client, self.s, self.upsert)
 
     def _writer(self, n: int) -> None:
         rng = random.Random(self.seed * 1000 + n)
         tenant = self.s.tenants[n % len(self.s.tenants)]
-        with self._client(tenant) as c:
+        with self.client(tenant) as c:
             while not self.stop.is_set():
-                ids = [
-                    entity(rng.randrange(self.s.keys_per_tenant)) for _ in range(rng.randint(1, 4))
-                ]
-                ids = list(dict.fromkeys(ids))
+                ids = ids_to_write(rng, self.s)
                 if rng.random() < 0.75:
                     self.upsert(c, tenant, ids)
                 else:
@@ -236,13 +253,13 @@ class Workload:
 
     def _reader(self, n: int) -> None:
         tenant = self.s.tenants[n % len(self.s.tenants)]
-        with self._client(tenant) as c:
+        with self.client(tenant) as c:
             self._reads(c, tenant, n, columnar=False)
 
     def _shared_readers(self, tenant: str, first: int) -> None:
         """`shared_readers` threads on one client; counts how many of their
         reads went out in shared calls when they stop."""
-        with self._client(tenant) as c:
+        with self.client(tenant) as c:
             threads = [
                 threading.Thread(target=self._reads, args=(c, tenant, first + i, True))
                 for i in range(self.s.shared_readers)
