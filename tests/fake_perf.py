@@ -7,6 +7,7 @@ real tool is exercised where it may run (`test_bench_profile_search`)."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 REPORT = """\
@@ -16,20 +17,31 @@ REPORT = """\
     15.00%  libc.so.6                                 [.] malloc
 """
 
-SCRIPT = """#!/bin/sh
-if [ "$1" = "report" ]; then
-  cat <<'END'
-{report}END
-  exit 0
-fi
-out=""
-while [ $# -gt 0 ]; do
-  if [ "$1" = "-o" ]; then out="$2"; fi
-  shift
-done
-trap 'echo recorded > "$out"; exit 0' INT
-: > "$out.ready"
-while :; do sleep 0.05; done
+# Python, not sh: a shell cannot trap a signal that was ignored when it
+# started (POSIX), and SIGINT is ignored in every job a non-interactive shell
+# puts in the background — a suite run as `bash .ci/run &` would find the
+# stand-in deaf to the interrupt that ends a recording. Python's handler is
+# installed whatever the inherited disposition, as real perf's is.
+SCRIPT = """#!{python}
+import signal, sys, time
+from pathlib import Path
+
+args = sys.argv[1:]
+if args[:1] == ["report"]:
+    sys.stdout.write({report!r})
+    sys.exit(0)
+out = Path(args[args.index("-o") + 1])
+
+
+def stop(signum, frame):
+    out.write_text("recorded\\n")
+    sys.exit(0)
+
+
+signal.signal(signal.SIGINT, stop)
+Path(str(out) + ".ready").touch()
+while True:
+    time.sleep(0.05)
 """
 
 
@@ -37,6 +49,6 @@ def install(directory: Path) -> Path:
     """Writes the fake `perf` into `directory` (put it first on PATH)."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "perf"
-    path.write_text(SCRIPT.format(report=REPORT))
+    path.write_text(SCRIPT.format(python=sys.executable, report=REPORT))
     path.chmod(0o755)
     return directory
