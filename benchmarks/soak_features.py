@@ -14,8 +14,9 @@ disk, and must survive that shard's SIGKILL.
 
 from __future__ import annotations
 
+import functools
+import math
 import random
-import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -25,12 +26,14 @@ import numpy as np
 from benchmarks.soak_model import Key, Model, Violation
 from benchmarks.soak_workload import (
     Tally,
+    Threads,
     Versions,
     WorkloadSettings,
     entity,
     finish,
     ids_to_write,
     preload,
+    tenant_loop,
 )
 from client.retrieval_client import RetrievalClient
 from core.errors import VecshardError
@@ -88,8 +91,11 @@ def read_answers(
         if reason in UNREAD:
             out.append(None)
         elif reason is None and has_row:
-            version = int(value)
-            out.append(("found", version, float(version) == value and ts == timestamp_of(version)))
+            if math.isfinite(value) and value == int(value):
+                version = int(value)
+                out.append(("found", version, ts == timestamp_of(version)))
+            else:  # no version wrote it (NaN, a fraction): the row's timestamp names it
+                out.append(("found", ts - BASE_US, False))
         elif reason in ABSENT and not has_row:
             out.append(("missing", 0, True))
         else:
@@ -110,8 +116,8 @@ class FeatureTraffic:
         self.client, self.s, self.tally, self.seed = client, settings, tally, seed
         self.model = Model()
         self.versions = Versions(seed + 7, settings.max_lag)
-        self.stop = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self.threads = Threads()
+        self.stop = self.threads.stop
 
     def put(self, c: RetrievalClient, tenant: str, ids: Sequence[str]) -> None:
         versions = [self.versions.next() for _ in ids]
@@ -153,31 +159,25 @@ class FeatureTraffic:
         preload(self.client, self.s, self.put)
 
     def _writer(self, n: int) -> None:
-        rng = random.Random(self.seed * 5000 + n)
-        tenant = self.s.tenants[n % len(self.s.tenants)]
-        with self.client(tenant) as c:
-            while not self.stop.is_set():
-                self.put(c, tenant, ids_to_write(rng, self.s))
+        tenant_loop(self.client, self.s, self.stop, n, self.seed * 5000 + n, self._write)
+
+    def _write(self, c: RetrievalClient, tenant: str, rng: random.Random) -> None:
+        self.put(c, tenant, ids_to_write(rng, self.s))
 
     def _reader(self, n: int) -> None:
-        rng = random.Random(self.seed * 6000 + n)
-        tenant = self.s.tenants[n % len(self.s.tenants)]
-        with self.client(tenant) as c:
-            while not self.stop.is_set():
-                picks = (rng.randrange(self.s.keys_per_tenant + 20) for _ in range(8))
-                self.get(c, tenant, list(dict.fromkeys(entity(p) for p in picks)))
+        tenant_loop(self.client, self.s, self.stop, n, self.seed * 6000 + n, self._read)
+
+    def _read(self, c: RetrievalClient, tenant: str, rng: random.Random) -> None:
+        picks = (rng.randrange(self.s.keys_per_tenant + 20) for _ in range(8))
+        self.get(c, tenant, list(dict.fromkeys(entity(p) for p in picks)))
 
     def start(self) -> None:
-        for n in range(len(self.s.tenants)):
-            for fn in (self._writer, self._reader):
-                t = threading.Thread(target=fn, args=(n,), daemon=True)
-                t.start()
-                self._threads.append(t)
+        loops = (self._writer, self._reader)  # a writer and a reader per tenant
+        tenants = range(len(self.s.tenants))
+        self.threads.start([functools.partial(fn, n) for n in tenants for fn in loops])
 
     def join(self) -> None:
-        self.stop.set()
-        for t in self._threads:
-            t.join(timeout=60)
+        self.threads.join()
 
     def final_check(self, clients: Sequence[Callable[[str], RetrievalClient]]) -> int:
         """Every key's row through each coordinator once the faults stopped

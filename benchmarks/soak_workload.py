@@ -116,6 +116,42 @@ def ids_to_write(rng: random.Random, s: WorkloadSettings) -> list[str]:
     return list(dict.fromkeys(entity(p) for p in picks))
 
 
+class Threads:
+    """A soak part's daemon threads: started together, ended by one event."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self, targets: Sequence[Callable[[], None]]) -> None:
+        for fn in targets:
+            t = threading.Thread(target=fn, daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def join(self) -> None:
+        self.stop.set()
+        for t in self._threads:
+            t.join(timeout=60)
+
+
+def tenant_loop(
+    client: Callable[[str], RetrievalClient],
+    s: WorkloadSettings,
+    stop: threading.Event,
+    n: int,
+    seed: int,
+    step: Callable[[RetrievalClient, str, random.Random], None],
+) -> None:
+    """Thread `n`'s body: one client of its tenant, `step` again and again
+    (with the thread's own seeded random draws) until `stop`."""
+    rng = random.Random(seed)
+    tenant = s.tenants[n % len(s.tenants)]
+    with client(tenant) as c:
+        while not stop.is_set():
+            step(c, tenant, rng)
+
+
 class Workload:
     def __init__(
         self,
@@ -133,8 +169,8 @@ class Workload:
         self.tally = tally
         self.seed = seed
         self.versions = Versions(seed, settings.max_lag)
-        self.stop = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self.threads = Threads()
+        self.stop = self.threads.stop
 
     def client(self, tenant: str) -> RetrievalClient:
         return RetrievalClient(
@@ -171,15 +207,14 @@ class Workload:
         preload(self.client, self.s, self.upsert)
 
     def _writer(self, n: int) -> None:
-        rng = random.Random(self.seed * 1000 + n)
-        tenant = self.s.tenants[n % len(self.s.tenants)]
-        with self.client(tenant) as c:
-            while not self.stop.is_set():
-                ids = ids_to_write(rng, self.s)
-                if rng.random() < 0.75:
-                    self.upsert(c, tenant, ids)
-                else:
-                    self.delete(c, tenant, ids)
+        tenant_loop(self.client, self.s, self.stop, n, self.seed * 1000 + n, self._write)
+
+    def _write(self, c: RetrievalClient, tenant: str, rng: random.Random) -> None:
+        ids = ids_to_write(rng, self.s)
+        if rng.random() < 0.75:
+            self.upsert(c, tenant, ids)
+        else:
+            self.delete(c, tenant, ids)
 
     # -- reads -------------------------------------------------------------------------
 
@@ -302,12 +337,7 @@ class Workload:
             ),
             self._switcher,
         ]
-        for fn in targets:
-            t = threading.Thread(target=fn, daemon=True)
-            t.start()
-            self._threads.append(t)
+        self.threads.start(targets)
 
     def join(self) -> None:
-        self.stop.set()
-        for t in self._threads:
-            t.join(timeout=60)
+        self.threads.join()

@@ -23,7 +23,7 @@ REPORT = """\
 # stand-in deaf to the interrupt that ends a recording. Python's handler is
 # installed whatever the inherited disposition, as real perf's is.
 SCRIPT = """#!{python}
-import signal, sys, time
+import signal, sys
 from pathlib import Path
 
 args = sys.argv[1:]
@@ -41,7 +41,7 @@ def stop(signum, frame):
 signal.signal(signal.SIGINT, stop)
 Path(str(out) + ".ready").touch()
 while True:
-    time.sleep(0.05)
+    signal.pause()
 """
 
 

@@ -46,6 +46,8 @@ def test_a_column_reads_as_found_missing_unread_or_unexpected() -> None:
         (0.0, False, 0, "unavailable"),
         (0.0, False, 0, "timeout"),
         (0.0, False, 0, "stale"),
+        (float("nan"), True, timestamp_of(V), None),  # corrupt: no version wrote it
+        (V + 0.5, True, timestamp_of(V), None),
     )
     assert read_answers(c.values, c.stored, c.feature_timestamp_us, c.reasons()) == [
         ("found", V, True),
@@ -55,6 +57,8 @@ def test_a_column_reads_as_found_missing_unread_or_unexpected() -> None:
         None,
         None,
         ("unexpected:stale", 0, True),
+        ("found", V, False),
+        ("found", V, False),
     ]
 
 
@@ -94,3 +98,4 @@ def test_each_feature_rule_fires_on_what_it_forbids() -> None:
         "features_phantom"
     ]
     assert rules_for(column((0.0, False, 0, "privacy_disabled"))) == ["features_reason"]
+    assert rules_for(column((float("nan"), True, timestamp_of(V), None))) == ["features_corrupt"]
