@@ -45,6 +45,7 @@ from core.column_wire import RowColumns
 from core.domain import EntityKey, VersionRef
 from core.errors import DeadlineExceeded, InvalidArgument, PermissionDenied, Unavailable
 from core.feature_columns import MISSING_REASONS, concat, empty
+from core.timestamps import check_time
 from registry.feature_batches import RowBatch, check_batch, rows_to_batch
 from registry.feature_catalog import GroupRead, readable
 from registry.features import GroupRow, GroupSchema, MissingReason
@@ -154,6 +155,8 @@ class FeatureEngine:
         timeout: float,
     ) -> FeatureResult:
         t0 = time.perf_counter()
+        if request_time:  # 0: now
+            check_time("request_time_us", request_time, f"feature set {feature_set}")
         ents = self._check(access, entities)
         snap, fs = await self.registry.fresh(
             lambda s: (

@@ -19,6 +19,7 @@ from core.domain import AttrType, Metric
 from core.errors import InvalidArgument
 from core.limits import Limits
 from core.record_columns import RecordColumns, first_row
+from core.timestamps import check_times
 from registry.model import EmbeddingFamily, IndexVersion
 
 
@@ -65,6 +66,7 @@ def checked_columns(
         raise InvalidArgument(
             f"{where(0)}: dimension {records.dimension} does not match, expected {family.dimension}"
         )
+    check_times("created_at_unix_micros", records.created_at, where)  # 0: unset, now
     vectors = records.vectors
     row = first_row(~np.isfinite(vectors).all(axis=1))
     if row is not None:

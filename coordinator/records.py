@@ -17,6 +17,7 @@ from core.domain import EntityKey, Metric
 from core.errors import InvalidArgument
 from core.filters import validate_attributes
 from core.limits import Limits
+from core.timestamps import check_time
 from core.vectors import check_vector
 from registry.model import EmbeddingFamily, IndexVersion
 
@@ -48,6 +49,8 @@ def checked_records(
         limits.check_attributes(r.attributes, where)
         limits.check_model_version(r.model_version, where)
         check_vector(r.vector, family.dimension, what=where)
+        if r.created_at:  # 0: unset, now
+            check_time("created_at_unix_micros", r.created_at, where)
         if (family.metric is Metric.COSINE or family.normalize) and not np.any(r.vector):
             raise InvalidArgument(
                 f"{where}: zero vector cannot be normalized (cosine); expected norm > 0"

@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 
 from core.domain import AttrValue, EntityKey, VersionRef
 from core.errors import InvalidArgument, NotFound
+from core.timestamps import check_times
 from registry.features import KEY_COLUMNS, TIME_COLUMNS, FeatureDType, GroupRow, GroupSchema
 from registry.model import EmbeddingFamily
 
@@ -145,6 +146,9 @@ def _check_features(schema: GroupSchema, table: pa.Table) -> pa.Table:
     for c in (*KEY_COLUMNS, *TIME_COLUMNS):
         if out.column(c).null_count:
             raise InvalidArgument(f"{where}: column {c!r} has nulls; expected a value in every row")
+    for c in TIME_COLUMNS:
+        micros = out.column(c).cast(pa.int64()).to_numpy()
+        check_times(c, micros, lambda i: f"{where}, row {i}")
     if pc.any(pc.equal(out.column("entity_id"), "")).as_py():
         raise InvalidArgument(f"{where}: an entity_id is empty; expected non-empty ids")
     wrong = pc.not_equal(out.column("entity_type"), schema.group.entity_type)

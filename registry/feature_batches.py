@@ -27,6 +27,7 @@ from core.feature_columns import (
     empty,
     from_values,
 )
+from core.timestamps import check_times
 from registry.features import GroupRow, GroupSchema
 
 _INT64 = np.dtype("<i8")
@@ -110,9 +111,10 @@ def batch_to_rows(schema: GroupSchema, batch: RowBatch) -> list[GroupRow]:
 def check_batch(schema: GroupSchema, batch: RowBatch) -> RowBatch:
     """The batch with a column for every feature of the group (null where it
     sent none), or InvalidArgument naming what is wrong — the rules of
-    `GroupSchema.check_row`: the group's entity type, a non-empty id, known
-    features, each of its definition's dtype, and finite floats (null says
-    missing; NaN would break equality and parity)."""
+    `GroupSchema.check_row`: times in range (`core.timestamps`), the group's
+    entity type, a non-empty id, known features, each of its definition's
+    dtype, and finite floats (null says missing; NaN would break equality
+    and parity)."""
     where = f"feature group {schema.ref}"
     n = len(batch.entities)
     for what, times in (
@@ -124,6 +126,7 @@ def check_batch(schema: GroupSchema, batch: RowBatch) -> RowBatch:
                 f"{where}: {what} holds {times.shape} {times.dtype}; expected {n} int64 "
                 "microseconds, one per row"
             )
+        check_times(what, times, lambda i: f"{where}, row {i} {tuple(batch.entities[i])}")
     etype = schema.group.entity_type
     for i, key in enumerate(batch.entities):
         if key.entity_type != etype or not key.entity_id:

@@ -55,6 +55,7 @@ from typing import Any, NamedTuple, TypeAlias
 
 from core.domain import EntityKey, VersionRef
 from core.errors import FailedPrecondition, InvalidArgument, NotFound
+from core.timestamps import check_time
 
 US_PER_SECOND = 1_000_000
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
@@ -447,8 +448,9 @@ class GroupSchema:
         raise NotFound(f"feature group {self.ref} has no feature {feature!r}; has {self.names}")
 
     def check_row(self, row: GroupRow) -> GroupRow:
-        """The row with canonical values; refuses wrong entity type, unknown
-        features and values of the wrong dtype, naming the row."""
+        """The row with canonical values; refuses wrong entity type, times
+        out of range (`core.timestamps`), unknown features and values of the
+        wrong dtype, naming the row."""
         where = f"feature group {self.ref}, entity {tuple(row.entity)}"
         if row.entity.entity_type != self.group.entity_type:
             raise InvalidArgument(
@@ -458,9 +460,7 @@ class GroupSchema:
         if not row.entity.entity_id:
             raise InvalidArgument(f"{where}: entity_id is empty; expected a non-empty id")
         for what in TIME_COLUMNS:
-            t = getattr(row, what)
-            if isinstance(t, bool) or not isinstance(t, int) or not _INT64_MIN <= t <= _INT64_MAX:
-                raise InvalidArgument(f"{where}: {what} {t!r}; expected int64 microseconds")
+            check_time(what, getattr(row, what), where)
         unknown = set(row.values) - set(self.names)
         if unknown:
             raise InvalidArgument(

@@ -13,6 +13,7 @@ import numpy.typing as npt
 from core.domain import EntityKey, VersionRef
 from core.errors import InvalidArgument
 from core.feature_columns import FeatureColumn, ResolvedColumns
+from core.timestamps import check_time
 from registry.feature_batches import RowBatch
 from registry.feature_catalog import GroupRead, readable
 from registry.feature_values import resolve_columns
@@ -83,6 +84,9 @@ class FeatureNode:
     def _resolve(
         self, read: GroupRead, keys: Sequence[bytes], request_time: int, personalized: bool
     ) -> ResolvedColumns:
+        # The coordinator checked it (and put "now" for 0); a shard must not
+        # trust its caller: a time past the range wraps int64 in `now - t`.
+        check_time("request_time_us", request_time, f"feature group {read.schema.ref}")
         n = len(keys)
         if not readable(read.schema, personalized):
             # Refused before any read, as on the coordinator.

@@ -53,6 +53,7 @@ from core.filters import validate_attributes, validate_filter
 from core.ordering import order_key
 from core.record_columns import RecordColumns
 from core.scoring import canonical_scores, normalized, prepare_query
+from core.timestamps import check_time
 from core.vectors import check_vector
 from registry.feature_batches import (
     RowBatch,
@@ -399,6 +400,7 @@ class InMemoryShard:
         self.log.extend(("get_features", f.group) for f in fetches)
         reads = []
         for f in fetches:  # every fetch is checked before any is answered
+            check_time("request_time_us", request_time, f"feature group {f.group}")
             schema = self._schema(f.group)
             unknown = [x for x in f.features if x not in schema.names]
             if unknown:

@@ -122,9 +122,12 @@ def test_columns_store_and_answer_exactly_what_records_do(make_cluster: ClusterF
             c.upsert_matrix("fb", "v1", ["new-a", "new-b"], np.stack([vectors[0], zero[1]]))
         with pytest.raises(InvalidArgument, match="attribute 'year'"):
             c.upsert_matrix("fb", "v1", ["new-c"], vectors[:1], attributes={"year": ["x"]})
-        assert {lk.status for lk in c.batch_get("fb", "v1", ["new0", "new-a", "new-c"])} == {
-            "missing"
-        }
+        with pytest.raises(InvalidArgument, match=r"records\[1\] .*created_at.*nanoseconds"):
+            now_ns = 1_800_000_000 * 10**9
+            c.upsert_matrix("fb", "v1", ["new-d", "new-e"], vectors[:2], created_at=[0, now_ns])
+        assert {
+            lk.status for lk in c.batch_get("fb", "v1", ["new0", "new-a", "new-c", "new-d"])
+        } == {"missing"}
 
     # Each shard says what its rows cost in memory, and what the process holds.
     for child in cluster.shards.values():

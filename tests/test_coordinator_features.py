@@ -7,10 +7,12 @@ write of a group announcing it to every shard of its placement."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import cast
 
+import numpy as np
 import pytest
 
 from coordinator.buckets import key_bucket
@@ -277,4 +279,22 @@ def test_requests_are_checked_before_any_shard_is_asked() -> None:
         get(engine, [EntityKey("acme", f"type{i}", "x") for i in range(257)])
     with pytest.raises(InvalidArgument):  # a value of the wrong type
         put(engine, PROFILE, [row(user("u"), T0, account_days="seven")])
+    ranker = VersionRef(RANKER.name, RANKER.version)
+    for bad in (-1, T0 * 1000, 2**63 - 1, -(2**63)):  # before 1970, nanoseconds, int64 ends
+        with pytest.raises(InvalidArgument, match=f"request_time_us {bad}; expected micro"):
+            asyncio.run(engine.get(ME, ranker, [user("u")], bad, True, 5.0))
+        with pytest.raises(InvalidArgument, match=re.escape(f"'u'): feature_timestamp {bad}; ")):
+            put(engine, PROFILE, [row(user("u"), bad, age_bucket="a")])
+        with pytest.raises(InvalidArgument, match=f"row 1 .*: generated_at {bad}; expected"):
+            asyncio.run(
+                engine.put(
+                    ME,
+                    PROFILE,
+                    [],
+                    5.0,
+                    columns=("", "", ["u", "v"], np.array([T0, T0]), np.array([T0, bad]), {}),
+                )
+            )
+    with pytest.raises(InvalidArgument, match="reads as nanoseconds"):
+        put(engine, PROFILE, [row(user("u"), T0 * 1000, age_bucket="a")])
     assert all(not s.log for s in shards.values())

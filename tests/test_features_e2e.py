@@ -123,6 +123,14 @@ def test_bad_feature_requests_are_clear(cluster: LocalCluster) -> None:
             c.get_features("home_ranker", "v1", [("creator", "c1")])
         with pytest.raises(InvalidArgument, match="item_ctr"):
             c.put_features("item_stats", "v1", [(("item", "x"), T0, {"item_ctr": "high"})])
+        # Nanoseconds sent as microseconds would stamp the row tens of
+        # thousands of years ahead: every later write of it would be ignored.
+        with pytest.raises(InvalidArgument, match="feature_timestamp .* reads as nanoseconds"):
+            c.put_features("item_stats", "v1", [(("item", "ns"), T0 * 1000, {"item_ctr": 0.5})])
+        with pytest.raises(InvalidArgument, match="request_time_us -1; expected microseconds"):
+            c.get_features("home_ranker", "v1", [("item", "ns")], request_time_us=-1)
+        got = c.get_features("home_ranker", "v1", [("item", "ns")], request_time_us=T0)
+        assert set(got.missing_by_reason) == {"entity_not_found"}  # nothing was written
 
 
 def test_offline_online_parity_through_real_processes(

@@ -124,6 +124,14 @@ def test_features_put_and_get_with_precedence_and_missing_reasons(
         with pytest.raises(InvalidArgument, match=ctr):
             await shard.put_features(names.group, bad, TIMEOUT)
         assert (await get(shard, names.group, [ctr], ["u7"]))[0][0][1] == "entity_not_found"
+        # So does a time out of range (nanoseconds here); and a read's own time.
+        late = RowBatch([EntityKey("t", "user", "u7")], np.array([T0 * 1000]), np.array([T0]), {})
+        with pytest.raises(InvalidArgument, match="feature_timestamp .* nanoseconds"):
+            await shard.put_features(names.group, late, TIMEOUT)
+        assert (await get(shard, names.group, [ctr], ["u7"]))[0][0][1] == "entity_not_found"
+        fetch = GroupFetch(names.group, (ctr,), ["u1"])
+        with pytest.raises(InvalidArgument, match="request_time_us -1; expected"):
+            await shard.get_feature_columns("t", [fetch], -1, True, TIMEOUT)
 
     def schema(group: VersionRef) -> GroupSchema:
         return registry.snapshot.feature_catalog.schema(group)
