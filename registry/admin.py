@@ -16,7 +16,7 @@ import yaml
 
 from core.domain import VersionRef
 from core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from registry import codec
+from registry import codec, names, shape_bounds
 from registry.access_policy import Principal
 from registry.change_writes import (
     MODEL_CHANGE_KINDS,
@@ -118,6 +118,7 @@ class RegistryAdmin:
                 raise InvalidArgument(
                     f"document {i}: kind {kind!r}, expected one of {[k for k in ORDER if k in codec.KINDS]}"
                 )
+            codec.check_document(doc, f"document {i} ({kind})")
             obj = codec.from_dict(
                 codec.KINDS[kind], doc.get("spec") or {}, f"document {i} ({kind})"
             )
@@ -129,6 +130,12 @@ class RegistryAdmin:
     def _validate(self, p: Planned, overlay: Snapshot) -> None:
         """The checks a write would make, without writing (for dry-run too)."""
         obj, cur = p.obj, p.current
+        if cur is None:
+            names.check_names(obj, _label(obj))
+        if isinstance(obj, EmbeddingFamily):
+            shape_bounds.check_family(obj)
+        if isinstance(obj, IndexVersion) and cur is None:
+            shape_bounds.check_index(obj)
         if isinstance(obj, EmbeddingFamily) and isinstance(cur, EmbeddingFamily):
             changed = [f for f in _FAMILY_FIXED if getattr(cur, f) != getattr(obj, f)]
             if changed:

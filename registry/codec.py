@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -114,9 +115,14 @@ def _build(tp: Any, value: Any, where: str) -> Any:
             allowed = ", ".join(m.value for m in tp)
             raise InvalidArgument(f"{where}: {value!r} is not one of {allowed}") from None
     if origin is tuple:
+        # Not any iterable: a string would become a tuple of its characters.
+        if not isinstance(value, list | tuple):
+            raise InvalidArgument(f"{where}: expected a list, got {value!r:.80}")
         item = args[0] if args else Any
         return tuple(_build(item, v, where) for v in value)
     if origin in (Mapping, dict) or tp is Mapping:
+        if not isinstance(value, Mapping):
+            raise InvalidArgument(f"{where}: expected a mapping, got {value!r:.80}")
         vt = args[1] if len(args) == 2 else Any
         return model.frozen_map({k: _build(vt, v, f"{where}.{k}") for k, v in value.items()})
     if tp in (int, float, str, bool):
@@ -125,6 +131,42 @@ def _build(tp: Any, value: Any, where: str) -> Any:
         if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
             raise InvalidArgument(f"{where}: expected {tp.__name__}, got {value!r}")
     return value
+
+
+_INT64 = (-(2**63), 2**63 - 1)
+MAX_TEXT = 64 * 1024
+
+
+def check_document(value: Any, where: str) -> None:
+    """A document as a person writes it, before its fields are typed: every
+    integer fits int64, every float is finite, no text holds NUL or passes
+    64 KiB. Why on applied documents only (not on stored values): YAML and
+    JSON read `1e999` as inf and any digit string as an integer, which then
+    pass `isinstance` checks and break comparisons, protobuf fields and
+    arithmetic far from here. Stored values are read as they are: a stricter
+    reader would drop an object in use (undecodable values are skipped)."""
+    if isinstance(value, bool) or value is None:
+        return
+    if isinstance(value, int):
+        if not _INT64[0] <= value <= _INT64[1]:
+            raise InvalidArgument(f"{where}: {value} does not fit in 64 bits")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidArgument(f"{where}: {value}; expected a finite number")
+    elif isinstance(value, str):
+        if len(value) > MAX_TEXT:
+            raise InvalidArgument(
+                f"{where}: text of {len(value)} characters; expected at most {MAX_TEXT}"
+            )
+        if "\x00" in value:
+            raise InvalidArgument(f"{where}: text with a NUL character; expected none")
+    elif isinstance(value, Mapping):
+        for k, v in value.items():
+            check_document(k, f"{where}.{k!r:.40}")
+            check_document(v, f"{where}.{k}")
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            check_document(v, f"{where}[{i}]")
 
 
 def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:

@@ -47,7 +47,6 @@ decoded object compares equal to the one encoded).
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
@@ -55,14 +54,12 @@ from typing import Any, NamedTuple, TypeAlias
 
 from core.domain import EntityKey, VersionRef
 from core.errors import FailedPrecondition, InvalidArgument, NotFound
-from core.timestamps import check_time
+from core.timestamps import MAX_US, check_time
+from registry.names import check_name
 
 US_PER_SECOND = 1_000_000
+_MAX_SECONDS = MAX_US // US_PER_SECOND  # so `seconds * 1e6` cannot wrap int64
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-# Names end up in column family names (`features:{group}:{version}`), hive
-# partition paths (`group=…/version=…`) and Parquet column names, so ':', '/',
-# '=' and spaces are excluded.
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 # Columns every offline feature table carries; a feature may not shadow them.
 KEY_COLUMNS = ("tenant_id", "entity_type", "entity_id")
 TIME_COLUMNS = ("feature_timestamp", "generated_at")
@@ -106,19 +103,11 @@ class FillAction(StrEnum):
     KEEP_VALUE = "keep_value"  # only for `stale`: serve the stored, stale value
 
 
-def _check_name(what: str, value: str) -> None:
-    if not isinstance(value, str) or not _NAME.match(value):
-        raise InvalidArgument(
-            f"{what} {value!r} is not a valid name; expected letters, digits, '_', '.', '-' "
-            "(starting with a letter or digit, at most 128 characters)"
-        )
-
-
 def _check_seconds(what: str, value: int | None) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
-        raise InvalidArgument(
-            f"{what} must be a positive number of seconds or unset, got {value!r}"
-        )
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= _MAX_SECONDS
+    ):
+        raise InvalidArgument(f"{what} must be 1..{_MAX_SECONDS} seconds or unset, got {value!r}")
 
 
 def canonical_value(dtype: FeatureDType, value: Any, where: str = "value") -> Any:
@@ -210,9 +199,9 @@ class FeatureDefinition:
 
     def __post_init__(self) -> None:
         where = f"feature {self.name}@{self.version}"
-        _check_name("feature name", self.name)
-        _check_name(f"{where}: version", self.version)
-        _check_name(f"{where}: entity_type", self.entity_type)
+        check_name("feature name", self.name)
+        check_name(f"{where}: version", self.version)
+        check_name(f"{where}: entity_type", self.entity_type)
         if self.name in RESERVED_NAMES:
             raise InvalidArgument(
                 f"{where}: the name is reserved for a key or time column; expected a name not in "
@@ -271,9 +260,9 @@ class FeatureGroup:
 
     def __post_init__(self) -> None:
         where = f"feature group {self.name}@{self.version}"
-        _check_name("feature group name", self.name)
-        _check_name(f"{where}: version", self.version)
-        _check_name(f"{where}: entity_type", self.entity_type)
+        check_name("feature group name", self.name)
+        check_name(f"{where}: version", self.version)
+        check_name(f"{where}: entity_type", self.entity_type)
         _check_seconds(f"{where}: ttl_seconds", self.ttl_seconds)
         if not self.features:
             raise InvalidArgument(f"{where}: has no features; expected at least one")
@@ -318,8 +307,8 @@ class FeatureSet:
 
     def __post_init__(self) -> None:
         where = f"feature set {self.name}@{self.version}"
-        _check_name("feature set name", self.name)
-        _check_name(f"{where}: version", self.version)
+        check_name("feature set name", self.name)
+        check_name(f"{where}: version", self.version)
         if not self.features:
             raise InvalidArgument(f"{where}: has no features; expected at least one")
         outputs = [f.output_name for f in self.features]

@@ -15,7 +15,7 @@ from typing import Any
 
 from core.domain import VersionRef
 from core.errors import AlreadyExists, Conflict, FailedPrecondition, InvalidArgument, NotFound
-from registry import codec
+from registry import codec, shape_bounds
 from registry.access_policy import Principal
 from registry.keys import Keys
 from registry.lifecycle import FROZEN, check_transition
@@ -120,8 +120,7 @@ class Registry:
     def put_family(self, family: EmbeddingFamily) -> None:
         """Owner, purposes and compatibility lists may change; what vectors
         mean (entity type, dimension, metric, normalization) may not."""
-        if family.dimension <= 0:
-            raise InvalidArgument(f"family {family.name!r}: dimension must be > 0")
+        shape_bounds.check_family(family)
         found = self.read(self.keys.family(family.name))
         if found is not None:
             fixed = [
@@ -145,8 +144,7 @@ class Registry:
         self, index: IndexVersion, shard_ids: Sequence[str], replicas: int = 1
     ) -> None:
         """Creates an index version and its placement atomically; never overwrites."""
-        if index.num_buckets <= 0:
-            raise InvalidArgument(f"index {index.ref}: num_buckets must be > 0")
+        shape_bounds.check_index(index)
         if index.placement not in PLACEMENTS:
             # Every reader tests for "centroid": anything else would silently hash.
             raise InvalidArgument(

@@ -82,7 +82,8 @@ def test_values_are_canonical_so_decoded_objects_compare_equal() -> None:
         ({"name": "a:b"}, "not a valid name"),
         ({"name": "entity_id"}, "reserved"),
         ({"owner": ""}, "owner is empty"),
-        ({"freshness_sla_seconds": 0}, "positive"),
+        ({"freshness_sla_seconds": 0}, r"must be 1\.\.\d+ seconds"),
+        ({"freshness_sla_seconds": 2**62}, r"must be 1\.\.253402300799 seconds"),  # wraps in µs
         (
             {"default_policy": DefaultPolicy(no_history=Fill(FillAction.KEEP_VALUE))},
             "only to stale",
