@@ -341,6 +341,9 @@ class RegistryAdmin:
         who: str = "",
         why: str = "",
     ) -> Route:
+        if name not in self.registry.snapshot().routes:
+            # A switch names a route that serves: one mistyped must not create another.
+            raise NotFound(f"route {name!r} does not exist; create it with `registry apply`")
         route = Route(name, bundle, canary_bundle, canary_share, shadow_bundle)
         return self.registry.put_route(route, who, why, expected_revision=expected_revision)
 

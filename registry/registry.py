@@ -374,6 +374,8 @@ class Registry:
         """Creates or switches a route in one transaction: compare the route's
         mod_revision (the one the caller read, or the current one), check the
         new bundles resolve and are compatible, append a history entry."""
+        if not route.bundle:
+            raise InvalidArgument(f"route {route.name!r}: bundle is empty; a route serves a bundle")
         if not 0.0 <= route.canary_share <= 1.0:
             raise InvalidArgument(
                 f"route {route.name!r}: canary_share {route.canary_share} must be in [0, 1]"

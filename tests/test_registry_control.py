@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from core.domain import Metric, VersionRef
-from core.errors import Conflict, FailedPrecondition, InvalidArgument
+from core.errors import Conflict, FailedPrecondition, InvalidArgument, NotFound
 from registry import codec
 from registry.admin import RegistryAdmin, parse_documents
 from registry.model import EmbeddingFamily, EmbeddingVersion, Route, ShardMember, Status
@@ -61,6 +61,23 @@ def test_switch_to_an_incompatible_bundle_fails_and_leaves_the_route(admin: Regi
     assert "not declared compatible" in admin.check_compat(
         "user_tower@2026-10", "items_flat@2026-11"
     )
+
+
+def test_a_switch_neither_creates_a_route_nor_leaves_one_without_a_bundle(
+    admin: RegistryAdmin,
+) -> None:
+    """A mistyped route name used to create a second route (the real one
+    unchanged, the operator told OK); an empty bundle left the route with
+    nothing to serve."""
+    admin.apply(example_docs())
+    before = admin.registry.snapshot().routes
+    with pytest.raises(NotFound, match="route 'home_fed' does not exist"):
+        admin.switch_route("home_fed", "home_2026_11", who="alice", why="typo")
+    with pytest.raises(InvalidArgument, match="bundle is empty"):
+        admin.switch_route("home_feed", "", who="alice", why="empty")
+    with pytest.raises(InvalidArgument, match="bundle is empty"):
+        admin.apply([{"kind": "Route", "spec": {"name": "bare", "bundle": ""}}])
+    assert admin.registry.snapshot().routes == before
 
 
 def test_apply_prints_a_diff_and_refuses_semantic_changes(admin: RegistryAdmin) -> None:
