@@ -17,7 +17,7 @@ from typing import Any
 
 from core.errors import InvalidArgument
 
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")  # whole names: fullmatch
 
 # Per kind, the fields that name an object or what it is about.
 _NAMED_FIELDS = {
@@ -31,7 +31,7 @@ _NAMED_FIELDS = {
 
 
 def check_name(what: str, value: Any) -> None:
-    if not isinstance(value, str) or not NAME.match(value):
+    if not isinstance(value, str) or not NAME.fullmatch(value):  # `$` would allow a final \n
         raise InvalidArgument(
             f"{what} {value!r} is not a valid name; expected letters, digits, '_', '.', '-' "
             "(starting with a letter or digit, at most 128 characters)"

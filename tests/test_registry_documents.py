@@ -92,6 +92,7 @@ REFUSED = [
     (changed("EmbeddingFamily", "item_tower", name="items:v2"), "not a valid name"),
     (changed("IndexVersion", "items_flat", version="2026 12"), "not a valid name"),
     (changed("Route", "home_feed", name=" home"), "not a valid name"),
+    (changed("Tenant", "acme", tenant_id="acme\n"), "not a valid name"),  # `$` matches before it
     # A TTL whose microseconds wrap int64.
     (changed("FeatureGroup", "user_session", version="v9", ttl_seconds=2**62), "seconds"),
 ]
