@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import NamedTuple
 
+# The range of every integer the wire (protobuf int64) and the registry carry.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
 
 class Metric(StrEnum):
     INNER_PRODUCT = "inner_product"

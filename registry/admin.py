@@ -130,12 +130,12 @@ class RegistryAdmin:
     def _validate(self, p: Planned, overlay: Snapshot) -> None:
         """The checks a write would make, without writing (for dry-run too)."""
         obj, cur = p.obj, p.current
-        if cur is None:
+        if cur is None:  # on creation: an object stored before the rules stays appliable
             names.check_names(obj, _label(obj))
-        if isinstance(obj, EmbeddingFamily):
-            shape_bounds.check_family(obj)
-        if isinstance(obj, IndexVersion) and cur is None:
-            shape_bounds.check_index(obj)
+            if isinstance(obj, EmbeddingFamily):
+                shape_bounds.check_family(obj)
+            if isinstance(obj, IndexVersion):
+                shape_bounds.check_index(obj)
         if isinstance(obj, EmbeddingFamily) and isinstance(cur, EmbeddingFamily):
             changed = [f for f in _FAMILY_FIXED if getattr(cur, f) != getattr(obj, f)]
             if changed:

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from enum import Enum
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from core.domain import INT64_MAX, INT64_MIN
 from core.errors import InvalidArgument
 from registry import model
 
@@ -133,7 +134,6 @@ def _build(tp: Any, value: Any, where: str) -> Any:
     return value
 
 
-_INT64 = (-(2**63), 2**63 - 1)
 MAX_TEXT = 64 * 1024
 
 
@@ -148,7 +148,7 @@ def check_document(value: Any, where: str) -> None:
     if isinstance(value, bool) or value is None:
         return
     if isinstance(value, int):
-        if not _INT64[0] <= value <= _INT64[1]:
+        if not INT64_MIN <= value <= INT64_MAX:
             raise InvalidArgument(f"{where}: {value} does not fit in 64 bits")
     elif isinstance(value, float):
         if not math.isfinite(value):

@@ -52,14 +52,13 @@ from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any, NamedTuple, TypeAlias
 
-from core.domain import EntityKey, VersionRef
+from core.domain import INT64_MAX, INT64_MIN, EntityKey, VersionRef
 from core.errors import FailedPrecondition, InvalidArgument, NotFound
 from core.timestamps import MAX_US, check_time
 from registry.names import check_name
 
 US_PER_SECOND = 1_000_000
 _MAX_SECONDS = MAX_US // US_PER_SECOND  # so `seconds * 1e6` cannot wrap int64
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 # Columns every offline feature table carries; a feature may not shadow them.
 KEY_COLUMNS = ("tenant_id", "entity_type", "entity_id")
 TIME_COLUMNS = ("feature_timestamp", "generated_at")
@@ -124,7 +123,7 @@ def canonical_value(dtype: FeatureDType, value: Any, where: str = "value") -> An
             return value
     elif dtype is FeatureDType.INT64:
         if isinstance(value, int) and not isinstance(value, bool):
-            if _INT64_MIN <= value <= _INT64_MAX:
+            if INT64_MIN <= value <= INT64_MAX:
                 return value
             raise InvalidArgument(f"{where}: {value} does not fit in int64")
     elif dtype is FeatureDType.FLOAT64:

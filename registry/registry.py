@@ -120,9 +120,10 @@ class Registry:
     def put_family(self, family: EmbeddingFamily) -> None:
         """Owner, purposes and compatibility lists may change; what vectors
         mean (entity type, dimension, metric, normalization) may not."""
-        shape_bounds.check_family(family)
         found = self.read(self.keys.family(family.name))
-        if found is not None:
+        if found is None:
+            shape_bounds.check_family(family)  # on creation: one stored before stays writable
+        else:
             fixed = [
                 f
                 for f in ("entity_type", "dimension", "metric", "normalize")

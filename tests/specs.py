@@ -1,11 +1,20 @@
 """Registry specs the integration tests share: one embedding family, its
-version, an index version, a bundle and a route, as YAML documents."""
+version, an index version, a bundle and a route, as YAML documents; and the
+documents of `deploy/examples/` with an admin over two registered shards."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
+
+from registry import codec
+from registry.admin import RegistryAdmin, parse_documents
+from registry.model import ShardMember
+from registry.registry import Registry
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "deploy" / "examples"
 
 # Every tenant id the integration tests use: requests must name a registered
 # tenant (coordinator.access.require_tenant).
@@ -67,3 +76,18 @@ def route_spec(
         *tenant_docs(),
     ]
     return "\n---\n".join(json.dumps(d) for d in docs)  # JSON is YAML
+
+
+def example_docs() -> list[dict[str, Any]]:
+    """Every document of `deploy/examples/`, in file order."""
+    return [d for f in sorted(EXAMPLES.glob("*.yaml")) for d in parse_documents(f.read_text())]
+
+
+def admin_with_shards(registry: Registry) -> RegistryAdmin:
+    """An admin over `registry` with shard-0 and shard-1 registered (index
+    versions are placed on them)."""
+    for sid in ("shard-0", "shard-1"):
+        registry.store.put(
+            registry.keys.shard(sid), codec.encode(ShardMember(sid, f"127.0.0.1:{sid[-1]}"))
+        )
+    return RegistryAdmin(registry)

@@ -5,33 +5,23 @@ and the example specs."""
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from core.domain import Metric, VersionRef
 from core.errors import Conflict, FailedPrecondition, InvalidArgument, NotFound
-from registry import codec
-from registry.admin import RegistryAdmin, parse_documents
-from registry.model import EmbeddingFamily, EmbeddingVersion, Route, ShardMember, Status
+from registry.admin import RegistryAdmin
+from registry.model import EmbeddingFamily, EmbeddingVersion, Route, Status
 from registry.registry import Registry
+from tests.specs import admin_with_shards, example_docs
 
 pytestmark = pytest.mark.integration
-EXAMPLES = Path(__file__).resolve().parent.parent / "deploy" / "examples"
-
-
-def example_docs() -> list[dict]:
-    return [d for f in sorted(EXAMPLES.glob("*.yaml")) for d in parse_documents(f.read_text())]
 
 
 @pytest.fixture
 def admin(registry: Registry) -> RegistryAdmin:
-    for sid in ("shard-0", "shard-1"):
-        registry.store.put(
-            registry.keys.shard(sid), codec.encode(ShardMember(sid, f"127.0.0.1:{sid[-1]}"))
-        )
-    return RegistryAdmin(registry)
+    return admin_with_shards(registry)
 
 
 def test_examples_apply_then_reapply_unchanged(admin: RegistryAdmin) -> None:
@@ -244,9 +234,7 @@ def test_route_history_is_capped_and_rollback_still_works() -> None:
     store = InMemoryStore()
     try:
         registry = Registry(store, "/capped/", route_history_limit=3)
-        for sid in ("shard-0", "shard-1"):
-            store.put(registry.keys.shard(sid), codec.encode(ShardMember(sid, "127.0.0.1:1")))
-        admin = RegistryAdmin(registry)
+        admin = admin_with_shards(registry)
         admin.apply(example_docs(), who="ci", why="bootstrap")
         for i in range(10):
             bundle = "home_2026_11" if i % 2 == 0 else "home_2026_10"

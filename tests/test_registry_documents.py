@@ -12,7 +12,6 @@ import copy
 import dataclasses
 import random
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,16 +26,12 @@ from core.errors import (
 )
 from registry import codec
 from registry.admin import RegistryAdmin, parse_documents
-from registry.model import ShardMember, Tenant
+from registry.model import Tenant
 from registry.registry import Registry
+from tests.specs import admin_with_shards, example_docs
 
 pytestmark = pytest.mark.integration
-EXAMPLES = Path(__file__).resolve().parent.parent / "deploy" / "examples"
 CALLERS_ERRORS = (InvalidArgument, NotFound, AlreadyExists, FailedPrecondition, PermissionDenied)
-
-
-def example_docs() -> list[dict[str, Any]]:
-    return [d for f in sorted(EXAMPLES.glob("*.yaml")) for d in parse_documents(f.read_text())]
 
 
 def example(kind: str, which: str) -> dict[str, Any]:
@@ -50,11 +45,7 @@ def example(kind: str, which: str) -> dict[str, Any]:
 
 @pytest.fixture
 def admin(registry: Registry) -> RegistryAdmin:
-    for sid in ("shard-0", "shard-1"):
-        registry.store.put(
-            registry.keys.shard(sid), codec.encode(ShardMember(sid, f"127.0.0.1:{sid[-1]}"))
-        )
-    admin = RegistryAdmin(registry)
+    admin = admin_with_shards(registry)
     admin.apply(example_docs())
     return admin
 
