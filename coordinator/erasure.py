@@ -44,7 +44,7 @@ from coordinator.snapshots import RegistryView
 from core import runtime as serving
 from core.domain import EntityKey, VersionRef
 from core.embedding_columns import FOUND, EmbeddingColumns
-from core.errors import InvalidArgument
+from core.errors import InvalidArgument, NotFound
 from core.feature_columns import REASON_CODE
 from core.vectors import from_bytes
 from core.vouch import ERASURE_PURPOSE
@@ -106,6 +106,14 @@ def check_subject(subject: EntityKey) -> EntityKey:
     return subject
 
 
+def _groups(snap: Snapshot) -> list[FeatureGroup]:
+    return [
+        g
+        for (kind, _, _), g in snap.features.items()
+        if kind == "FeatureGroup" and isinstance(g, FeatureGroup)
+    ]
+
+
 def _principal() -> str:
     caller = vouching.CALLER.get()
     return caller.principal if caller is not None else ""
@@ -130,6 +138,16 @@ class ErasureEngine:
 
     async def _snapshot(self, subject: EntityKey) -> Snapshot:
         snap, _ = await self.view.fresh(lambda s: require_tenant(s, subject.tenant_id))
+        known = {f.entity_type for f in snap.families.values()} | {
+            g.entity_type for g in _groups(snap)
+        }
+        if subject.entity_type not in known:
+            # A mistyped type would plan nothing, erase nothing and verify
+            # clean: an erasure reported done that never happened.
+            raise NotFound(
+                f"entity type {subject.entity_type!r}: no embedding family or feature group "
+                f"holds it; expected one of {sorted(known)}"
+            )
         return snap
 
     @staticmethod
@@ -170,13 +188,7 @@ class ErasureEngine:
                     )
                     break  # one copy per index version is what verification needs
         groups = sorted(
-            (
-                g
-                for (kind, _, _), g in snap.features.items()
-                if kind == "FeatureGroup"
-                and isinstance(g, FeatureGroup)
-                and g.entity_type == subject.entity_type
-            ),
+            (g for g in _groups(snap) if g.entity_type == subject.entity_type),
             key=lambda g: (g.name, g.version),
         )
         return ErasurePlan(copies, versions, indexes, groups)
@@ -301,13 +313,7 @@ class ErasureEngine:
     async def _verify_features(self, snap: Snapshot, subject: EntityKey, out: Verification) -> None:
         """Every shard is asked for the subject's row of every group of its
         entity type; any answer other than "no row" is a finding."""
-        groups = [
-            g
-            for (kind, _, _), g in snap.features.items()
-            if kind == "FeatureGroup"
-            and isinstance(g, FeatureGroup)
-            and g.entity_type == subject.entity_type
-        ]
+        groups = [g for g in _groups(snap) if g.entity_type == subject.entity_type]
         now = time.time_ns() // 1000
         absent = {REASON_CODE[r] for r in _ABSENT}
         for group in groups:

@@ -25,6 +25,7 @@ from coordinator.search_request import run_search
 from coordinator.snapshots import RegistryView
 from core.domain import VersionRef
 from core.errors import FailedPrecondition, InvalidArgument, Unavailable
+from core.recall import check_recall_sample
 from registry.model import Bundle, IndexVersion, Route, Status
 from registry.snapshot import ResolvedRoute, Snapshot
 
@@ -106,6 +107,7 @@ class Evaluator:
         snap, index = await self.registry.fresh(lambda s: s.index(ref))
         if not 1 <= k <= index.max_k:
             raise InvalidArgument(f"k={k}: expected 1..{index.max_k}")
+        check_recall_sample(sample)
         members = []
         for shard_id in snap.placement(ref).shards():
             member = snap.serving_shard(shard_id)

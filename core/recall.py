@@ -6,6 +6,21 @@ from __future__ import annotations
 
 from collections.abc import Collection, Hashable, Sequence
 
+from core.errors import InvalidArgument
+
+# Stored vectors per shard that one recall check searches, approximately and
+# exactly: each exact search reads every row of the shard, so a sample of
+# 10,000 on a million rows is already minutes of a shard's CPU — past it, a
+# mistyped sample would hold a shard (its RPC threads) for hours.
+MAX_RECALL_SAMPLE = 10_000
+
+
+def check_recall_sample(sample: int) -> None:
+    if not 1 <= sample <= MAX_RECALL_SAMPLE:
+        raise InvalidArgument(
+            f"sample_per_shard={sample}: expected 1..{MAX_RECALL_SAMPLE} stored vectors per shard"
+        )
+
 
 def recall_at_k(found: Sequence[Hashable], relevant: Collection[Hashable], k: int) -> float:
     """Share of the relevant items (at most k of them count) among the first

@@ -208,6 +208,8 @@ class RegistryAdmin:
         why: str = "",
         shard_ids: Sequence[str] | None = None,
     ) -> list[str]:
+        # Before anything is written (a route's change keeps them).
+        codec.check_note("apply", who=who, why=why)
         planned = self._parse(docs)
         snap = self.registry.snapshot()
         overlay = self._overlay(snap, planned)
@@ -352,7 +354,12 @@ class RegistryAdmin:
 
     # builtins.list: in the class body `list` is the method above.
     def history(self, name: str) -> builtins.list[RouteChange]:
-        return self.registry.history(name)
+        changes = self.registry.history(name)
+        if not changes and name not in self.registry.snapshot().routes:
+            # A deleted route keeps its history; a mistyped name has none and
+            # must not read as "never changed".
+            raise NotFound(f"route {name!r} does not exist and has no history")
+        return changes
 
     def check_compat(self, query_version: str, index_version: str) -> str:
         """Empty when compatible, else the reason naming both sides."""

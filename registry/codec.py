@@ -169,6 +169,13 @@ def check_document(value: Any, where: str) -> None:
             check_document(v, f"{where}[{i}]")
 
 
+def check_note(where: str, **notes: str) -> None:
+    """Who made a change and why, kept beside it (route history, shard
+    intents): held to the text rule of documents, so a note past etcd's
+    request size is refused as such, not answered INTERNAL."""
+    check_document(notes, where)
+
+
 def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
     """Builds `cls` from plain data, naming the field when a value is wrong."""
     where = where or cls.__name__

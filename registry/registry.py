@@ -375,6 +375,7 @@ class Registry:
         """Creates or switches a route in one transaction: compare the route's
         mod_revision (the one the caller read, or the current one), check the
         new bundles resolve and are compatible, append a history entry."""
+        codec.check_note(f"route {route.name!r}", who=who, why=why)
         if not route.bundle:
             raise InvalidArgument(f"route {route.name!r}: bundle is empty; a route serves a bundle")
         if not 0.0 <= route.canary_share <= 1.0:
@@ -383,6 +384,11 @@ class Registry:
             )
         if route.canary_share > 0 and not route.canary_bundle:
             raise InvalidArgument(f"route {route.name!r}: canary_share without canary_bundle")
+        if expected_revision is not None and expected_revision < 0:
+            raise InvalidArgument(
+                f"route {route.name!r}: expected_revision {expected_revision}; expected the "
+                "revision the route was read at (RegistryObject.mod_revision), or 0 for any"
+            )
         key = self.keys.route(route.name)
         snap = self.snapshot()
         for arm, bundle in (
@@ -450,6 +456,7 @@ class Registry:
         )
 
     def delete_route(self, name: str, who: str = "", why: str = "") -> None:
+        codec.check_note(f"route {name!r}", who=who, why=why)
         route, revision = self.route_with_revision(name)
         change = RouteChange(name, revision, who or "unknown", _now(), why, route, None)
         ok = self.store.txn(
@@ -466,7 +473,20 @@ class Registry:
     # --- shards ----------------------------------------------------------------
 
     def set_shard_state(self, shard_id: str, state: ShardState, reason: str = "") -> None:
-        """Operator intent: `draining` stops new queries reaching the shard."""
+        """Operator intent: `draining` stops new queries reaching the shard.
+
+        The shard must be known — registered, holding buckets of a placement,
+        or carrying an intent already — though it may be down (draining before
+        a restart): a mistyped id would be answered OK and drain nothing."""
+        codec.check_note(f"shard {shard_id!r}", reason=reason)
+        snap = self.snapshot()
+        known = (
+            set(snap.shards)
+            | set(snap.intents)
+            | {sid for p in snap.placements.values() for sid in p.shards()}
+        )
+        if shard_id not in known:
+            raise NotFound(f"unknown shard {shard_id!r}; known shards: {sorted(known)}")
         key = self.keys.shard_intent(shard_id)
         if state is ShardState.SERVING:
             self.store.delete(key)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from core.domain import EntityKey, VersionRef
-from core.recall import mean, recall_at_k
+from core.recall import check_recall_sample, mean, recall_at_k
 from core.scoring import prepare_queries
 from shard_server import quality_metrics
 from shard_server import records as rec
@@ -86,6 +86,7 @@ def _before(result: SearchResult | SegmentHits, sequence: int) -> list[EntityKey
 
 
 def check_recall(part: IndexPartition, k: int, sample: int, seed: int) -> RecallCheck:
+    check_recall_sample(sample)  # the coordinator checks too; a shard must not trust its caller
     queries = sample_queries(part, sample, seed, k)
     if not queries:
         return RecallCheck(0, 1.0, (), 0)

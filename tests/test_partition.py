@@ -12,9 +12,11 @@ from hypothesis import strategies as st
 
 from core.domain import AttrType, AttrValue, EntityKey, Metric, VersionRef
 from core.errors import InvalidArgument
+from core.recall import MAX_RECALL_SAMPLE
 from registry.model import EmbeddingFamily, IndexVersion
 from shard_server.model import LookupStatus, Query
 from shard_server.partition import IndexPartition
+from shard_server.recall_check import check_recall
 from shard_server.records import Record
 from shard_server.storage import ShardStore
 
@@ -187,3 +189,15 @@ def test_any_interleaving_ends_in_the_state_the_version_rules_define(
         assert live == {KEYS[k] for k, (s, _) in want.items() if s == "found"}
     finally:
         store.close()
+
+
+def test_a_recall_check_samples_at_most_its_bound(tmp_path: Path) -> None:
+    """Each sampled vector is searched exactly over the whole shard: a sample
+    of 2**32 (a typo) held a shard's CPU for as long as it had rows squared."""
+    store, part = open_partition(tmp_path)
+    part.upsert([rec(f"e{i}", [1.0, float(i), 0.0, 0.0]) for i in range(5)])
+    assert check_recall(part, 3, MAX_RECALL_SAMPLE, seed=1).queries == 5
+    for sample in (MAX_RECALL_SAMPLE + 1, 2**32 - 1, 0):
+        with pytest.raises(InvalidArgument, match=f"sample_per_shard={sample}: expected 1..10000"):
+            check_recall(part, 3, sample, seed=1)
+    store.close()

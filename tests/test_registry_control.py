@@ -11,8 +11,9 @@ import pytest
 
 from core.domain import Metric, VersionRef
 from core.errors import Conflict, FailedPrecondition, InvalidArgument, NotFound
+from registry import codec
 from registry.admin import RegistryAdmin
-from registry.model import EmbeddingFamily, EmbeddingVersion, Route, Status
+from registry.model import EmbeddingFamily, EmbeddingVersion, Route, ShardState, Status
 from registry.registry import Registry
 from tests.specs import admin_with_shards, example_docs
 
@@ -249,3 +250,41 @@ def test_route_history_is_capped_and_rollback_still_works() -> None:
             Registry(store, route_history_limit=0)
     finally:
         store.close()
+
+
+def test_admin_calls_with_a_mistyped_name_or_an_oversized_note_are_refused(
+    admin: RegistryAdmin,
+) -> None:
+    """Each used to answer OK or INTERNAL (found feeding mutated admin
+    requests to a real coordinator, tests/test_admin_api_fuzz.py): a shard
+    state for a shard that does not exist was stored and drained nothing; a
+    mistyped route's history read as "never changed"; a negative expected
+    revision read as someone else's change; a 2 MB reason or why passed
+    etcd's request size and answered INTERNAL."""
+    admin.apply(example_docs(), who="ci", why="bootstrap")
+    registry = admin.registry
+    with pytest.raises(NotFound, match=r"unknown shard 'shard-O'; known shards: \['shard-0'"):
+        registry.set_shard_state("shard-O", ShardState.DRAINING, "typo")
+    assert registry.snapshot().intents == {}
+    # A known shard may be drained though down (its registration gone) ...
+    registry.store.delete(registry.keys.shard("shard-1"))
+    registry.set_shard_state("shard-1", ShardState.DRAINING, "restart")
+    assert registry.snapshot().intents["shard-1"].reason == "restart"
+    registry.set_shard_state("shard-1", ShardState.SERVING)
+    with pytest.raises(NotFound, match="route 'home_fed' does not exist and has no history"):
+        admin.history("home_fed")
+    assert [c.why for c in admin.history("home_feed")] == ["bootstrap"]
+    with pytest.raises(InvalidArgument, match="expected_revision -1"):
+        admin.switch_route("home_feed", "home_2026_11", expected_revision=-1)
+    big = "x" * (codec.MAX_TEXT + 1)
+    with pytest.raises(InvalidArgument, match=r"shard 'shard-0'.reason: text of 65537"):
+        registry.set_shard_state("shard-0", ShardState.DRAINING, big)
+    with pytest.raises(InvalidArgument, match=r"route 'home_feed'.why: text of 65537"):
+        admin.switch_route("home_feed", "home_2026_11", why=big)
+    with pytest.raises(InvalidArgument, match=r"apply.who: text of 65537"):
+        admin.apply([{"kind": "Tenant", "spec": {"tenant_id": "initech"}}], who=big)
+    assert "initech" not in registry.snapshot().tenants
+    with pytest.raises(InvalidArgument, match=r"route 'home_feed'.why: text with a NUL"):
+        registry.delete_route("home_feed", why="\x00")
+    assert registry.snapshot().intents == {}
+    assert [c.why for c in admin.history("home_feed")] == ["bootstrap"]
