@@ -81,7 +81,9 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     ev.add_argument("--source", help="the backfill's Parquet dataset (coverage and overlap)")
     ev.add_argument("--k", type=int, help="k (default: the gates' k, else 10)")
     ev.add_argument("--canary-set", help="NAME@VERSION (default: the gates' canary set)")
-    ev.add_argument("--sample", type=int, default=200, help="stored vectors per shard for recall")
+    ev.add_argument(
+        "--sample", type=int, default=200, help="stored vectors per shard for recall (1..10,000)"
+    )
     ev.add_argument(
         "--coverage-attribute",
         action="append",
