@@ -71,7 +71,8 @@ def column_from_pb(c: pb.FeatureColumn, where: str) -> FeatureColumn:
     if c.dtype not in DTYPES:
         raise InvalidArgument(f"{where}: dtype {c.dtype!r}; expected one of {list(DTYPES)}")
     n = c.length
-    valid = np.ones(n, dtype=bool) if not c.validity else bits_from_bytes(c.validity, n, where)
+    # The bytes are checked against `length` before anything of `length`
+    # is allocated: a length of 2**32 - 1 on empty bytes made a 4 GB mask.
     if c.dtype not in VARIABLE:
         if c.offsets:
             raise InvalidArgument(f"{where}: a {c.dtype} column has offsets; expected none")
@@ -79,10 +80,12 @@ def column_from_pb(c: pb.FeatureColumn, where: str) -> FeatureColumn:
             values = bits_from_bytes(c.values, n, f"{where} values")
         else:
             values = array_from_bytes(c.values, VALUE_DTYPE[c.dtype], n, f"{where} values")
+        valid = _validity(c, n, where)
         if not valid.all() and values[~valid].any():
             values = np.where(valid, values, values.dtype.type(0))
         return FeatureColumn(c.dtype, valid, values)
     offsets = array_from_bytes(c.offsets, _I32, n + 1, f"{where} offsets")
+    valid = _validity(c, n, where)
     item = VALUE_DTYPE[c.dtype]
     if len(c.values) % item.itemsize:
         raise InvalidArgument(f"{where}: {len(c.values)} bytes of float64 items")
@@ -99,6 +102,10 @@ def column_from_pb(c: pb.FeatureColumn, where: str) -> FeatureColumn:
         items = gather_ranges(items, offsets[:-1], lengths)
         offsets = offsets_of(lengths)
     return FeatureColumn(c.dtype, valid, items, offsets)
+
+
+def _validity(c: pb.FeatureColumn, n: int, where: str) -> npt.NDArray[np.bool_]:
+    return np.ones(n, dtype=bool) if not c.validity else bits_from_bytes(c.validity, n, where)
 
 
 def _check_utf8(data: npt.NDArray[np.uint8], offsets: np.ndarray, where: str) -> None:
@@ -185,6 +192,11 @@ def row_columns_to_pb(
 def row_columns_from_pb(m: pb.FeatureRowColumns, where: str) -> RowColumns:
     ids = list(m.entity_ids)
     n = len(ids)
+    for name, c in m.values.items():
+        if c.length != n:
+            raise InvalidArgument(
+                f"{where}, feature {name!r}: length {c.length}; expected {n}, one per entity id"
+            )
     return (
         m.tenant_id,
         m.entity_type,
