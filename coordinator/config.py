@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.identity import DEFAULT_ISSUER
-from core.limits import DEFAULT_LIMITS
+from core.limits import DEFAULT_LIMITS, MAX_SUMMARY_LEASE_SECONDS
 from core.limits import Limits as InputLimits
 from registry.keys import DEFAULT_PREFIX
 
@@ -69,6 +69,11 @@ class CoordinatorConfig:
             raise ValueError(
                 f"summary_refresh_seconds {self.summary_refresh_seconds} must be > 0 and below "
                 f"summary_lease_seconds {self.summary_lease_seconds} (else no summary is ever fresh)"
+            )
+        if self.summary_lease_seconds > MAX_SUMMARY_LEASE_SECONDS:
+            raise ValueError(
+                f"summary_lease_seconds {self.summary_lease_seconds}: at most "
+                f"{MAX_SUMMARY_LEASE_SECONDS:g} (a write a summary misses waits out its lease)"
             )
         if self.shard_calls_in_flight < 1 or self.shard_max_batch < 1:
             raise ValueError("shard_calls_in_flight and shard_max_batch must be ≥ 1")

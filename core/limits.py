@@ -228,3 +228,19 @@ def _plain(attrs: Mapping[str, AttrValue]) -> dict[str, object]:
 
 
 DEFAULT_LIMITS = Limits()
+
+# The longest a coordinator may use a shard's summary (DescribeRequest's
+# summary_lease_seconds). A write a live summary misses is acknowledged only
+# when that summary has expired, holding one of the shard's RPC threads
+# meanwhile: a lease of an hour (a mistyped setting) held writes and threads
+# for an hour, and one of 1e308 or inf failed every such write (past sleep's
+# range) until the shard restarted.
+MAX_SUMMARY_LEASE_SECONDS = 10.0
+
+
+def check_summary_lease(seconds: float, where: str) -> None:
+    if not 0 < seconds <= MAX_SUMMARY_LEASE_SECONDS:  # NaN fails too
+        raise InvalidArgument(
+            f"{where}: summary lease of {seconds} s; expected more than 0 and at most "
+            f"{MAX_SUMMARY_LEASE_SECONDS:g} s"
+        )

@@ -18,7 +18,7 @@ from core import tracing
 from core.domain import EntityKey, Metric, VersionRef
 from core.embedding_columns import EmbeddingColumns
 from core.errors import FailedPrecondition, VecshardError
-from core.limits import DEFAULT_LIMITS, Limits
+from core.limits import DEFAULT_LIMITS, Limits, check_summary_lease
 from core.record_columns import RecordColumns
 from registry.model import Status
 from registry.snapshot import Snapshot
@@ -341,6 +341,8 @@ class ShardNode:
     ) -> list[IndexStats]:
         """Every open index version; with summaries, the caller (`holder`) may
         skip this shard on them for `summary_lease` seconds and no longer."""
+        if with_summaries:
+            check_summary_lease(summary_lease, "describe")
         lease = summary_lease if with_summaries else None
         return [
             self._stats(ref, p, lease, holder)

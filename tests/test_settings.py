@@ -37,6 +37,7 @@ def test_sources_apply_in_order(tmp_path: Path) -> None:
         ({"VECSHARD__COORDINATOR__TIMEOUTT": "1"}, "unknown setting"),
         ({"VECSHARD__COORDINATOR__METRICS_PORT": "1.5"}, "not a valid int"),
         ({"VECSHARD__COORDINATOR__GC_YOUNG_THRESHOLD": "0"}, "collection stays on"),
+        ({"VECSHARD__COORDINATOR__SUMMARY_LEASE_SECONDS": "3600"}, "summary_lease_seconds 3600"),
     ],
 )
 def test_invalid_values_fail_at_start_naming_the_source(env: dict[str, str], message: str) -> None:

@@ -21,6 +21,7 @@ from coordinator.model import GroupFetch, ShardQuery
 from coordinator.remote_shard import RemoteShard
 from core import runtime as serving
 from protos.vecshard.v1.internal import features_pb2_grpc, shard_pb2_grpc
+from protos.vecshard.v1.internal import shard_pb2 as spb
 from registry.feature_batches import rows_to_batch
 from registry.features import GroupRow
 from registry.watcher import SnapshotCache
@@ -88,6 +89,8 @@ def test_mutated_internal_requests_get_an_actionable_status(
             await shard.put_features(names.group, rows_to_batch(schema, feature_rows), TIMEOUT)
             fetch = GroupFetch(names.group, (label, ctr), ["u1", "u2"])
             await shard.get_feature_columns("t", [fetch], T0, True, TIMEOUT)
+            await remote.describe()
+            await remote.check_recall(names.index, 3, 4, 1, TIMEOUT)
         finally:
             await shard.close()
 
@@ -113,3 +116,22 @@ def test_mutated_internal_requests_get_an_actionable_status(
         assert refused == {n for n, _, _ in seen}
         name, valid, metadata = next(r for r in seen if r[0] == "SearchPacked")
         assert shard_stub.SearchPacked(valid, timeout=20, metadata=metadata).counts
+
+
+def test_a_summary_lease_past_its_bound_is_refused(cluster: Any, registry: SnapshotCache) -> None:
+    """A write a live summary misses is acknowledged when the summary's lease
+    has expired: a lease of an hour held writes (and RPC threads) for an hour;
+    one of 1e308 or inf failed every such write until the shard restarted
+    (past `time.sleep`'s range). Found by the test above (Describe's
+    mutations were all served)."""
+    address = registry.snapshot.shards[SHARD].address
+    with grpc.secure_channel(address, cluster.peer_credentials(), serving.grpc_options()) as ch:
+        stub = shard_pb2_grpc.ShardServiceStub(ch)
+        for lease in (float("inf"), 1e308, float("nan"), -1.0, 10.5):
+            request = spb.DescribeRequest(include_summaries=True, summary_lease_seconds=lease)
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.Describe(request, timeout=TIMEOUT)
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "expected more than 0 and at most 10 s" in (refused.value.details() or "")
+        request = spb.DescribeRequest(include_summaries=True, summary_lease_seconds=10.0)
+        assert stub.Describe(request, timeout=TIMEOUT).indexes
