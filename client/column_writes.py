@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from client.arguments import entity_ids, float_vectors
 from client.connection import ClientCalls, now_micros
 from core.columns_wire import record_columns_to_pb
 from core.domain import AttrType, AttrValue
@@ -96,7 +97,7 @@ def record_columns(
     entity_type: str = "",
 ) -> RecordColumns:
     """Checked columns: one id per row, a finite 2-d float32 matrix."""
-    matrix = np.ascontiguousarray(vectors, dtype=np.float32)
+    matrix = np.ascontiguousarray(float_vectors(vectors, "vectors"))
     n = len(ids)
     if matrix.ndim != 2 or matrix.shape[0] != n:
         raise InvalidArgument(f"vectors: shape {matrix.shape}, expected ({n}, dimension)")
@@ -148,6 +149,11 @@ class ColumnWrites(ClientCalls):
         source_versions is idempotent)."""
         if batch_size < 1 or max_in_flight < 1:
             raise InvalidArgument("batch_size and max_in_flight must be ≥ 1")
+        ids = entity_ids(ids, "ids")
+        if attributes is not None and not isinstance(attributes, Mapping):
+            raise InvalidArgument(
+                f"attributes: {type(attributes).__name__}; expected a mapping of name to column"
+            )
         if source_versions is None:
             source_versions = np.full(len(ids), now_micros(), dtype=np.int64)
         batch = record_columns(

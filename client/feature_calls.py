@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from client.arguments import entity_ids, integer, items_of, key_parts
 from client.connection import ClientCalls
 from client.feature_results import FeatureResponse
 from core.column_wire import key_columns_to_pb, row_columns_to_pb
@@ -40,8 +41,9 @@ _KINDS = {bool: BOOL, int: INT64, float: FLOAT64, str: STRING, list: FLOAT_LIST,
 _NUMPY = {"b": BOOL, "i": INT64, "u": INT64, "f": FLOAT64}
 
 
-def _key(e: EntityLike) -> EntityKey:
-    return EntityKey("", *e) if len(e) == 2 else EntityKey(*e)
+def _key(e: EntityLike, what: str = "entity") -> EntityKey:
+    parts = key_parts(e, what, (2, 3))
+    return EntityKey("", *parts) if len(parts) == 2 else EntityKey(*parts)
 
 
 def to_column(name: str, values: Any) -> FeatureColumn:
@@ -97,7 +99,7 @@ class FeatureCalls(ClientCalls):
             feature_set=feature_set,
             feature_set_version=version,
             entity_columns=key_columns_to_pb(types, ids),
-            request_time_us=request_time_us,
+            request_time_us=integer(request_time_us, "request_time_us"),
             personalized=personalized,
             columnar=True,
         )
@@ -112,14 +114,17 @@ class FeatureCalls(ClientCalls):
         tenant per request, so the keys must agree, and the server — not
         this client — decides whether the caller's grant covers it."""
         if isinstance(entities, Mapping):
-            types = [t for t, batch in entities.items() for _ in range(len(batch))]
-            return types, [i for batch in entities.values() for i in batch], self.access
+            batches = {t: entity_ids(b, f"entities[{t!r}]") for t, b in entities.items()}
+            types = [t for t, batch in batches.items() for _ in range(len(batch))]
+            return types, [i for batch in batches.values() for i in batch], self.access
         types, ids, named = [], [], set()
-        for e in entities:
-            if len(e) == 2:
-                t, i = e
+        listed = items_of(entities, "entities", "(entity_type, entity_id) pairs or a mapping")
+        for n, e in enumerate(listed):
+            parts = key_parts(e, f"entities[{n}]", (2, 3))
+            if len(parts) == 2:
+                t, i = parts
             else:
-                tenant, t, i = e
+                tenant, t, i = parts
                 named.add(tenant)
             types.append(t)
             ids.append(i)
@@ -149,14 +154,22 @@ class FeatureCalls(ClientCalls):
     ) -> tuple[int, int]:
         """Rows of (entity, feature_timestamp_us, {feature: value}); returns
         (written, ignored because a newer row is stored)."""
-        items = list(rows)
+        items = items_of(rows, "rows", "(entity, feature_timestamp_us, {feature: value}) rows")
+        for n, row in enumerate(items):
+            if not (
+                isinstance(row, tuple | list) and len(row) == 3 and isinstance(row[2], Mapping)
+            ):
+                raise InvalidArgument(
+                    f"rows[{n}]: {row!r:.60}; expected (entity, feature_timestamp_us, "
+                    "{feature: value})"
+                )
         names = list(dict.fromkeys(n for _, _, values in items for n in values))
         ts = np.array([t for _, t, _ in items], dtype=np.int64)
         if generated_at is not None:
             gen = np.asarray(generated_at, dtype=np.int64)
         else:
             gen = np.full(len(items), generated_at_us, dtype=np.int64) if generated_at_us else ts
-        keys = [_key(e) for e, _, _ in items]
+        keys = [_key(e, f"rows[{n}] entity") for n, (e, _, _) in enumerate(items)]
         return self.put_feature_columns(
             group,
             version,
@@ -184,7 +197,10 @@ class FeatureCalls(ClientCalls):
         type, a feature timestamp per row (µs), and per feature its values.
         Every batch is checked by the server before any row of it is
         written; returns (written, ignored because a newer row is stored)."""
-        keys = [EntityKey("", "", e) if isinstance(e, str) else _key(e) for e in entities]
+        keys = [
+            EntityKey("", "", e) if isinstance(e, str) else _key(e, f"entities[{n}]")
+            for n, e in enumerate(items_of(entities, "entities", "a list of entity ids or keys"))
+        ]
         tenants = {k.tenant_id for k in keys} - {"", self.access.tenant_id}
         types = {k.entity_type for k in keys} - {""}
         if tenants or len(types) > 1:

@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from client import arguments
+from client.arguments import float_vectors, integer, items_of, key_parts, text
 from client.call_coalescing import DEFAULT_COALESCING, CallCoalescer, Coalescing
 from client.coalesced_rpcs import RpcLookupTransport, RpcSearchTransport
 from client.column_writes import ColumnWrites
@@ -245,10 +247,11 @@ class RetrievalClient(FeatureCalls, ColumnWrites, SearchBatches):
         cursor: str = "",
         skip_rerank: bool = False,
     ) -> SearchResponse[list[Hit]]:
-        info = self.describe_route(route, timeout=timeout)
-        vec = np.asarray(vector, dtype=np.float32)
-        check_vector(vec.reshape(-1) if vec.ndim == 1 else vec, info.dimension, what="query vector")
-        if not isinstance(k, int) or not 1 <= k <= info.max_k:
+        info = self.describe_route(text(route, "route"), timeout=timeout)
+        vec = float_vectors(vector, "query vector")
+        check_vector(vec, info.dimension, what="query vector")
+        k = integer(k, "k")
+        if not 1 <= k <= info.max_k:
             raise InvalidArgument(f"k={k!r}: expected an int in 1..{info.max_k}")
         req = pb.SearchRequest(
             route=route,
@@ -267,7 +270,8 @@ class RetrievalClient(FeatureCalls, ColumnWrites, SearchBatches):
         return SearchResponse(hits=hit_list(r), **response_fields(r))
 
     def _record_pb(self, r: Record, dim: int | None, now: int) -> cpb.EmbeddingRecord:
-        vec = np.asarray(r.vector, dtype=np.float32)
+        text(r.entity_id, "record entity_id")
+        vec = float_vectors(r.vector, f"record {r.entity_id!r}")
         if vec.ndim != 1:
             raise InvalidArgument(
                 f"record {r.entity_id!r}: vector must be 1-d, got shape {vec.shape}"
@@ -278,7 +282,8 @@ class RetrievalClient(FeatureCalls, ColumnWrites, SearchBatches):
                 tenant_id=r.tenant_id, entity_type=r.entity_type, entity_id=r.entity_id
             ),
             vector=to_bytes(vec),
-            source_version=r.source_version or now,
+            source_version=integer(r.source_version, f"record {r.entity_id!r}: source_version")
+            or now,
             model_version=r.model_version,
             attributes={k: value_to_pb(v) for k, v in r.attributes.items()},
         )
@@ -294,8 +299,12 @@ class RetrievalClient(FeatureCalls, ColumnWrites, SearchBatches):
     ) -> tuple[int, int]:
         """Writes in batches; returns (written, ignored_stale). Every record is
         checked (same dimension, finite) before the first batch is sent."""
-        items = list(records)
-        dim = int(np.asarray(items[0].vector).shape[0]) if items else None
+        items = items_of(records, "records", "a list of Record")
+        for i, r in enumerate(items):
+            if not isinstance(r, Record):
+                raise InvalidArgument(f"records[{i}]: {type(r).__name__}; expected a Record")
+        first = float_vectors(items[0].vector, f"record {items[0].entity_id!r}") if items else None
+        dim = int(first.shape[0]) if first is not None and first.ndim == 1 else None
         now = now_micros()  # one version for every unversioned record: retries repeat it
         protos = [self._record_pb(r, dim, now) for r in items]
         written = ignored = 0
@@ -313,8 +322,10 @@ class RetrievalClient(FeatureCalls, ColumnWrites, SearchBatches):
 
     def _keys(self, keys: Iterable[str | EntityKey]) -> list[cpb.EntityKey]:
         return [
-            cpb.EntityKey(entity_id=k) if isinstance(k, str) else key_to_pb(EntityKey(*k))
-            for k in keys
+            cpb.EntityKey(entity_id=k)
+            if isinstance(k, str)
+            else key_to_pb(EntityKey(*key_parts(k, f"keys[{i}]", (3,))))
+            for i, k in enumerate(items_of(keys, "keys", "a list of entity ids or EntityKeys"))
         ]
 
     def delete(
@@ -389,7 +400,7 @@ class RetrievalClient(FeatureCalls, ColumnWrites, SearchBatches):
         """`batch_get` as arrays (the fast path): ids of the family's entity
         type in the client's tenant, one row per id in order. A key whose
         shard did not answer is `unavailable`, never an error for the call."""
-        ids = list(entity_ids)
+        ids = arguments.entity_ids(entity_ids, "entity_ids")
         req = pb.BatchGetEmbeddingsRequest(
             access=self.access,
             embedding_name=embedding_name,

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from client.arguments import float_vectors, integer, text
 from client.connection import ClientCalls
 from client.search_results import SearchResponse, hit_columns, response_fields
 from core.errors import InvalidArgument
@@ -52,8 +53,8 @@ class SearchBatches(ClientCalls):
         filter for all), answer i for row i, its hits as arrays (see
         `SearchResponse`). `timeout` applies to each call of up to
         `searches_per_call` queries."""
-        info = self.describe_route(route, timeout=timeout)
-        matrix = np.asarray(vectors, dtype=np.float32)
+        info = self.describe_route(text(route, "route"), timeout=timeout)
+        matrix = float_vectors(vectors, "query vectors")
         if matrix.ndim != 2 or matrix.shape[1] != info.dimension:
             raise InvalidArgument(
                 f"query vectors: shape {matrix.shape}, expected (queries, {info.dimension})"
@@ -63,7 +64,8 @@ class SearchBatches(ClientCalls):
             raise InvalidArgument(
                 f"query vector {bad}: contains NaN or Inf, expected finite float32 values"
             )
-        if not isinstance(k, int) or not 1 <= k <= info.max_k:
+        k = integer(k, "k")
+        if not 1 <= k <= info.max_k:
             raise InvalidArgument(f"k={k!r}: expected an int in 1..{info.max_k}")
         if not isinstance(searches_per_call, int) or searches_per_call < 1:
             raise InvalidArgument(f"searches_per_call={searches_per_call!r}: expected an int ≥ 1")

@@ -25,6 +25,8 @@ def from_bytes(data: bytes, *, what: str = "vector") -> np.ndarray:
 
 def check_vector(vec: np.ndarray, dim: int, *, what: str = "vector") -> None:
     """Dimension and finiteness: the checks every hop applies before trusting a vector."""
+    if vec.ndim != 1:
+        raise InvalidArgument(f"{what}: shape {vec.shape}; expected one vector of {dim} values")
     if vec.shape != (dim,):
         raise InvalidArgument(f"{what}: dimension {vec.shape[0]} does not match, expected {dim}")
     if not np.isfinite(vec).all():

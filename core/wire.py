@@ -4,6 +4,7 @@ own convert.py for the rest."""
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping
 from typing import Protocol
 
@@ -49,7 +50,7 @@ def value_to_pb(v: AttrValue) -> pb.AttributeValue:
         return pb.AttributeValue(int_value=v)
     if isinstance(v, float):
         return pb.AttributeValue(float_value=v)
-    if isinstance(v, tuple | list):
+    if isinstance(v, tuple | list) and all(isinstance(x, str) for x in v):
         return pb.AttributeValue(string_list_value=pb.StringList(values=list(v)))
     raise InvalidArgument(f"attribute value {v!r}: expected str, int, float or list of str")
 
@@ -101,6 +102,13 @@ def filter_to_pb(f: Filter | None) -> pb.Filter:
                 in_set=pb.In(attribute=attribute, values=[value_to_pb(v) for v in values])
             )
         case Range(attribute, gte, gt, lte, lt):
+            for bound in (gte, gt, lte, lt):
+                if bound is not None and (
+                    isinstance(bound, bool) or not isinstance(bound, numbers.Real)
+                ):
+                    raise InvalidArgument(
+                        f"filter range {attribute!r}: bound {bound!r}; expected a number or None"
+                    )
             return pb.Filter(range=pb.Range(attribute=attribute, gte=gte, gt=gt, lte=lte, lt=lt))
         case And(filters):
             return pb.Filter(all_of=pb.FilterList(filters=[filter_to_pb(s) for s in filters]))
@@ -108,7 +116,9 @@ def filter_to_pb(f: Filter | None) -> pb.Filter:
             return pb.Filter(any_of=pb.FilterList(filters=[filter_to_pb(s) for s in filters]))
         case Not(inner):
             return pb.Filter(negate=filter_to_pb(inner))
-    raise TypeError(f"not a filter: {f!r}")
+    raise InvalidArgument(
+        f"filter {f!r:.60}: expected one of core.filters' Eq, In, Range, And, Or, Not, or None"
+    )
 
 
 # --- features -----------------------------------------------------------------

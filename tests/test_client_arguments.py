@@ -1,0 +1,122 @@
+"""The SDK refuses a wrong argument before sending anything, with an
+`InvalidArgument` naming it and what was expected — never a numpy,
+protobuf or unpacking error from deep inside, and never a string read as a
+sequence of one-character ids: `delete("fam", "v1", "abc")` deleted the
+entities "a", "b" and "c", and `upsert_matrix(..., "abcd", vectors)` wrote
+four of them (found calling every SDK method with odd arguments through a
+real cluster)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from cli.local_cluster import LocalCluster
+from client.arguments import entity_ids, float_vectors, integer, items_of, key_parts
+from client.registry_client import RegistryClient
+from client.retrieval_client import Record, RetrievalClient
+from core.domain import EntityKey
+from core.errors import InvalidArgument
+from core.filters import Range
+from tests.conftest import ClusterFactory
+from tests.specs import route_spec, tenant_docs
+
+SPEC = (Path(__file__).resolve().parent.parent / "deploy/examples/50-features.yaml").read_text()
+T0 = 1_800_000_000 * 1_000_000
+V = np.random.default_rng(1).normal(size=(4, 8)).astype(np.float32)
+
+
+def odd(value: object) -> Any:
+    """An argument of a type its parameter does not declare."""
+    return value
+
+
+def test_the_argument_checks_name_what_was_expected() -> None:
+    assert entity_ids(("a", "b"), "ids") == ["a", "b"]
+    assert key_parts(EntityKey("t", "item", "a"), "k", (3,)) == ("t", "item", "a")
+    assert integer(np.int64(3), "k") == 3 and type(integer(np.int64(3), "k")) is int
+    assert float_vectors([1, 2], "v").dtype == np.float32
+    cases: list[tuple[Callable[[], Any], str]] = [
+        (lambda: entity_ids("abc", "ids"), r"ids: str 'abc'; expected a list of entity ids \(one"),
+        (lambda: entity_ids(odd(b"ab"), "ids"), "ids: bytes"),
+        (
+            lambda: entity_ids(odd([b"a"]), "ids"),
+            r"ids\[0\]: bytes b'a'; expected an entity id \(str\)",
+        ),
+        (lambda: items_of(None, "keys", "keys"), "keys: NoneType None; expected keys"),
+        (lambda: items_of(3, "keys", "keys"), "keys: int 3; expected keys"),
+        (
+            lambda: key_parts(("a", "b"), "k", (3,)),
+            r"expected \(tenant_id, entity_type, entity_id\)",
+        ),
+        (lambda: key_parts("ab", "k", (2,)), r"k: str 'ab'; expected \(entity_type, entity_id\)"),
+        (lambda: key_parts(("a", 1), "k", (2, 3)), "of str"),
+        (lambda: integer(True, "k"), "k: bool True; expected an int"),
+        (lambda: integer(1.0, "k"), "k: float 1.0; expected an int"),
+        (lambda: float_vectors("1,2", "v"), "v: str '1,2'; expected numbers"),
+        (lambda: float_vectors([[1, 2], [3]], "v"), "v: .*; expected numbers of one shape"),
+    ]
+    for call, message in cases:
+        with pytest.raises(InvalidArgument, match=message):
+            call()
+
+
+@pytest.fixture(scope="module")
+def client(make_module_cluster: ClusterFactory) -> Iterator[RetrievalClient]:
+    cluster: LocalCluster = make_module_cluster(num_shards=2)
+    with RegistryClient(cluster.coordinator_target) as reg:
+        reg.apply(SPEC)
+        reg.apply(tenant_docs())
+        reg.apply(route_spec(dim=8, metric="cosine", family="fam", attributes={"year": "int"}))
+    with RetrievalClient(
+        cluster.coordinator_target, tenant_id="acme", purpose="recommendation"
+    ) as c:
+        c.upsert_matrix("fam", "v1", ["a", "b", "c", "d"], V, attributes={"year": [1, 2, 3, 4]})
+        yield c
+
+
+@pytest.mark.integration
+def test_every_sdk_call_refuses_a_wrong_argument_before_sending(client: RetrievalClient) -> None:
+    c: Any = client  # called with what its signatures refuse
+    item = ("item", "x")
+    cases: list[tuple[Callable[[], Any], str]] = [
+        (lambda: c.search("r", None), "query vector: NoneType None; expected numbers"),
+        (lambda: c.search("r", "abc"), "query vector: str 'abc'"),
+        (lambda: c.search("r", [[1, 2], [3]]), "query vector: .*inhomogeneous"),
+        (lambda: c.search("r", V[:1]), r"query vector: shape \(1, 8\); expected one vector of 8"),
+        (lambda: c.search("r", V[0], k=True), "k: bool True; expected an int"),
+        (lambda: c.search(None, V[0]), "route: NoneType None; expected a str"),
+        (lambda: c.search("r", V[0], filter="year>3"), "filter 'year>3': expected one of"),
+        (lambda: c.search("r", V[0], filter=Range("year", gte=odd("x"))), "bound 'x'; expected a number"),
+        (lambda: c.search_batch("r", "abc"), "query vectors: str 'abc'"),
+        (lambda: c.search_batch("r", V, k=2.0), "k: float 2.0; expected an int"),
+        (lambda: c.upsert_matrix("fam", "v1", "abcd", V), "ids: str 'abcd'; expected a list"),
+        (lambda: c.upsert_matrix("fam", "v1", [1, 2, 3, 4], V), r"ids\[0\]: int 1; expected an entity id"),
+        (lambda: c.upsert_matrix("fam", "v1", list("abcd"), V, attributes=[1]), "attributes: list; expected a mapping"),
+        (lambda: c.upsert("fam", "v1", [Record("a", odd(None))]), "record 'a': NoneType None; expected numbers"),
+        (lambda: c.upsert("fam", "v1", [("a", V[0])]), r"records\[0\]: tuple; expected a Record"),
+        (lambda: c.upsert("fam", "v1", [Record("a", V[0], source_version=odd(1.5))]), "source_version: float 1.5"),
+        (lambda: c.upsert("fam", "v1", [Record("a", V[0], {"year": odd([1, 2])})]), r"attribute value \[1, 2\]"),
+        (lambda: c.delete("fam", "v1", "abc"), "keys: str 'abc'; expected a list of entity ids or EntityKeys"),
+        (lambda: c.delete("fam", "v1", None), "keys: NoneType None"),
+        (lambda: c.batch_get("fam", "v1", "ab"), "keys: str 'ab'"),
+        (lambda: c.batch_get("fam", "v1", [("acme", "item")]), r"keys\[0\]: tuple \('acme', 'item'\); expected \(tenant_id"),
+        (lambda: c.get_embeddings("fam", "v1", "ab"), "entity_ids: str 'ab'"),
+        (lambda: c.get_features("home_ranker", "v1", "user"), "entities: str 'user'"),
+        (lambda: c.get_features("home_ranker", "v1", {"user": "u1"}), r"entities\['user'\]: str 'u1'"),
+        (lambda: c.get_features("home_ranker", "v1", [("user", 1)]), r"entities\[0\]: tuple \('user', 1\)"),
+        (lambda: c.get_features("home_ranker", "v1", [item], request_time_us=1.5), "request_time_us: float 1.5"),
+        (lambda: c.put_features("item_stats", "v1", [("x", T0, {"item_ctr": 0.5})]), r"rows\[0\] entity: str 'x'"),
+        (lambda: c.put_features("item_stats", "v1", [(item, T0, [0.5])]), r"rows\[0\]: .*expected \(entity, feature_timestamp_us"),
+        (lambda: c.put_feature_columns("item_stats", "v1", "xy", [T0, T0], {}), "entities: str 'xy'"),
+    ]  # fmt: skip
+    for call, message in cases:
+        with pytest.raises(InvalidArgument, match=message):
+            call()
+    # Nothing reached the server: "a", "b", "c" are still there.
+    assert [lk.status for lk in c.batch_get("fam", "v1", ["a", "b", "c", "d"])] == ["found"] * 4
+    assert c.search("r", V[0], k=np.int64(2)).hits[0].key.entity_id == "a"
