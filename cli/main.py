@@ -71,6 +71,14 @@ def main(argv: list[str] | None = None) -> int:
     except VecshardError as exc:
         print(f"error ({exc.code.name}): {exc.message}", file=sys.stderr)
         return 1
+    except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
+        # A path the command was given (a spec, a sample, a token, a state
+        # file): what was wrong with it, not a traceback.
+        print(f"error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

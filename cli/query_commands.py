@@ -71,7 +71,13 @@ def cmd_search(args: argparse.Namespace) -> int:
                 raise SystemExit(f"item {args.like!r} is {lk.status}; cannot search by it")
             vector = lk.vector
         elif args.vector:
-            vector = np.array([float(x) for x in args.vector.split(",")], dtype=np.float32)
+            try:
+                vector = np.array([float(x) for x in args.vector.split(",")], dtype=np.float32)
+            except ValueError:
+                raise SystemExit(
+                    f"--vector {args.vector!r}: expected numbers separated by commas, "
+                    "e.g. 0.1,0.2,0.3"
+                ) from None
         else:
             raise SystemExit(
                 "give --vector 0.1,0.2,... or --like ENTITY_ID --embedding NAME@VERSION"

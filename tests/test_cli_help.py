@@ -94,6 +94,20 @@ def test_no_command_prints_the_help_and_exits_2() -> None:
     assert sorted(listed_commands(out.stdout)) == sorted(COMMANDS)
 
 
+def test_a_bad_path_or_vector_is_a_one_line_error_not_a_traceback(tmp_path: Path) -> None:
+    nowhere = "127.0.0.1:1"  # never reached: each is refused first
+    for args, message, code in [
+        (["registry", "apply", "-f", str(tmp_path / "nope.yaml")], "nope.yaml: No such file", 2),
+        (["registry", "apply", "-f", str(tmp_path)], ": Is a directory", 2),
+        (["registry", "train-placement", "ix@v1", "--sample", "/nope.npy"], "/nope.npy: No such", 2),
+        (["search", "--route", "r", "--tenant", "t", "--purpose", "p", "--vector", "1,x"],
+         "--vector '1,x': expected numbers separated by commas", 1),
+    ]:  # fmt: skip
+        out = vecshard(*args, "--coordinator", nowhere)
+        assert (out.returncode, out.stderr.count("\n")) == (code, 1), out.stderr[-2000:]
+        assert message in out.stderr and "Traceback" not in out.stderr
+
+
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_every_command_has_working_help(command: str) -> None:
     out = vecshard(command, "--help")
