@@ -79,6 +79,12 @@ def observe_times(child: Histogram, amount: float, times: int) -> None:
     buckets[bisect.bisect_left(bounds, amount)].inc(times)
 
 
+STORAGE_WRITE_FAILURES = Counter(
+    "vecshard_shard_storage_write_failures_total",
+    "Write batches RocksDB refused, by reason (disk_full, io_error): after one, the shard "
+    "refuses writes until it is restarted (with free space); reads go on",
+    ["reason"],
+)
 LEASE_WAITS = Counter(
     "vecshard_shard_summary_lease_waits_total",
     "Writes whose acknowledgement waited for coordinators' summaries to expire "

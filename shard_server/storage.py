@@ -14,6 +14,7 @@ memory than the vectors themselves."""
 
 from __future__ import annotations
 
+import logging
 import struct
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -30,6 +31,11 @@ from rocksdict import (
     WriteBatch,
     WriteOptions,
 )
+
+from core.errors import ResourceExhausted
+from shard_server import metrics
+
+log = logging.getLogger(__name__)
 
 RECORDS = "records"
 TOMBSTONES = "tombstones"
@@ -71,6 +77,7 @@ class ShardStore:
         """Opens every column family on disk (RocksDB refuses to open a
         database without naming them all), creating the fixed ones."""
         path.mkdir(parents=True, exist_ok=True)
+        self.path = path
         self.memory = memory or StoreMemory()
         self._cache = Cache(self.memory.block_cache_bytes)
         opts = self._cf_options()
@@ -132,10 +139,28 @@ class ShardStore:
             for cf, key in deletes:
                 batch.delete(key, self._handles[cf])
             batch.put(_SEQUENCE_KEY, str(seq).encode(), self._handles[META])
-            self._db.write(batch, self._sync)
+            self._commit(batch)
             self._sequence = seq
             self._written(puts, deletes)
             return seq
+
+    def _commit(self, batch: WriteBatch) -> None:
+        """One synced batch; a failure names what the operator must do.
+        RocksDB applies nothing of a batch whose WAL append failed, and after
+        one it refuses every later write until the database is reopened (its
+        background error; rocksdict has no Resume): reads go on meanwhile."""
+        try:
+            self._db.write(batch, self._sync)
+        except Exception as exc:  # rocksdict raises Exception carrying RocksDB's status text
+            message = str(exc)
+            full = "No space left on device" in message
+            metrics.STORAGE_WRITE_FAILURES.labels("disk_full" if full else "io_error").inc()
+            if full:
+                raise ResourceExhausted(
+                    f"the shard's disk is full ({self.path}): nothing of this write was applied. "
+                    "Free disk space, then restart the shard (it serves reads until then)"
+                ) from exc
+            raise
 
     def _written(
         self, puts: Sequence[tuple[str, bytes, bytes]], deletes: Sequence[tuple[str, bytes]]
@@ -171,7 +196,7 @@ class ShardStore:
                 for key in keys:
                     delete(key, handle)
             batch.put(_SEQUENCE_KEY, str(seq).encode(), self._handles[META])
-            self._db.write(batch, self._sync)
+            self._commit(batch)
             self._sequence = seq
             self._written_columns(put_cols, delete_cols)
             return seq
@@ -236,9 +261,16 @@ class ShardStore:
         file while any handle is open, and a restart in the same process (or a
         test reopening the directory) would fail to acquire it."""
         cfs, self._cfs, self._handles = self._cfs, {}, {}
-        for cf in cfs.values():
-            cf.close()
-        self._db.close()
+        try:
+            for cf in cfs.values():
+                cf.close()
+            self._db.close()
+        except Exception:  # a database refusing writes (disk full) cannot flush
+            # Everything acknowledged is in the WAL already: the next open
+            # replays it. A stop must not fail on it.
+            log.exception(
+                "closing RocksDB at %s failed; its WAL is replayed on the next start", self.path
+            )
 
 
 def encode_sequence(seq: int) -> bytes:

@@ -4,6 +4,7 @@ retries, tombstones that survive reopening, and all-or-nothing validation."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -11,9 +12,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from core.domain import AttrType, AttrValue, EntityKey, Metric, VersionRef
-from core.errors import InvalidArgument
+from core.errors import InvalidArgument, ResourceExhausted
 from core.recall import MAX_RECALL_SAMPLE
 from registry.model import EmbeddingFamily, IndexVersion
+from shard_server import metrics
 from shard_server.model import LookupStatus, Query
 from shard_server.partition import IndexPartition
 from shard_server.recall_check import check_recall
@@ -200,4 +202,42 @@ def test_a_recall_check_samples_at_most_its_bound(tmp_path: Path) -> None:
     for sample in (MAX_RECALL_SAMPLE + 1, 2**32 - 1, 0):
         with pytest.raises(InvalidArgument, match=f"sample_per_shard={sample}: expected 1..10000"):
             check_recall(part, 3, sample, seed=1)
+    store.close()
+
+
+class _FullDisk:
+    """Stands in for the Rdict of a database whose disk filled: every write
+    fails as RocksDB's does (its background error), closing too."""
+
+    def __init__(self, db: Any) -> None:
+        self.db = db
+
+    def write(self, batch: Any, options: Any) -> None:
+        raise Exception(  # noqa: TRY002 - rocksdict raises exactly this
+            "IO error: No space left on device: While appending to file: "
+            "rocksdb/000008.log: No space left on device"
+        )
+
+    def close(self) -> None:
+        self.db.close()
+        raise Exception("IO error: Writer has previous error.")  # noqa: TRY002
+
+
+def test_a_full_disk_refuses_writes_with_resource_exhausted_and_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    """Found filling a shard's disk (a tmpfs) through a real cluster: writes
+    failed with INTERNAL and a RocksDB message, and the shard's stop failed
+    on closing the database; every acknowledged row survived the restart."""
+    store, part = open_partition(tmp_path)
+    part.upsert([rec("kept", [1.0, 0.0, 0.0, 0.0])])
+    store._db = _FullDisk(store._db)  # type: ignore[assignment]
+    before = metrics.STORAGE_WRITE_FAILURES.labels("disk_full")._value.get()
+    with pytest.raises(ResourceExhausted, match=r"disk is full \(.*rocksdb\): nothing of this"):
+        part.upsert([rec("lost", [0.0, 1.0, 0.0, 0.0])])
+    assert metrics.STORAGE_WRITE_FAILURES.labels("disk_full")._value.get() == before + 1
+    assert ids(part, [0.0, 1.0, 0.0, 0.0]) == ["kept"]  # reads go on; the refused row is nowhere
+    store.close()  # logged, not raised
+    store, part = open_partition(tmp_path)
+    assert ids(part, [0.0, 1.0, 0.0, 0.0]) == ["kept"]
     store.close()
