@@ -42,12 +42,19 @@ class AuditTrail:
         max_backlog: int = 200_000,
         anchor: Callable[[int, str], None] | None = None,
         anchor_interval: float = 1.0,
+        on_failure: Callable[[BaseException], None] | None = None,
     ) -> None:
         """`anchor(seq, hash)` records the chain's head outside its files (etcd),
         at most every `anchor_interval` seconds and at close; a failure is
         logged and retried, never fails a request (the files are the record)."""
         if flush_interval <= 0:
             raise ValueError("flush_interval must be > 0 seconds")
+        # Called once, from the audit thread, when the trail first fails: the
+        # coordinator then reports itself not serving (health), so a load
+        # balancer stops sending it requests it would refuse and an
+        # orchestrator restarts it — a restart reopens the chain (a torn
+        # tail is cut) once the disk has room again.
+        self.on_failure = on_failure
         self.anchor = anchor
         self.anchor_interval = anchor_interval
         self._anchored = (0, "")
@@ -80,6 +87,11 @@ class AuditTrail:
             raise ResourceExhausted(
                 f"audit trail backlog of {len(self._queue)} records; shedding until it drains"
             )
+
+    @property
+    def failure(self) -> BaseException | None:
+        """Why the trail stopped taking records, or None while it takes them."""
+        return self._failed
 
     def ready(self) -> None:
         """Raises when a request could not be audited (checked before serving it)."""
@@ -127,7 +139,10 @@ class AuditTrail:
                     log.error("audit trail write failed: %s", exc)
                     error = exc
                     with self._cond:
+                        first = self._failed is None
                         self._failed = exc
+                    if first and self.on_failure is not None:
+                        self.on_failure(exc)
             for loop, fut in waiters:
                 loop.call_soon_threadsafe(_settle, fut, error)
             self._anchor(force=stopping)

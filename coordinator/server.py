@@ -209,7 +209,17 @@ async def create_server(
         await probe.start()
         health_server = probe
     metrics_port = serving.start_metrics(cfg.metrics_host, cfg.metrics_port)
+    loop = asyncio.get_running_loop()
+
+    def audit_failed(exc: BaseException) -> None:
+        # Every request is refused now (fail closed): say so to probes.
+        log.error("audit trail failed (%s): reporting NOT_SERVING until restarted", exc)
+        loop.call_soon_threadsafe(serving.set_serving, health, [SERVICE, REGISTRY_SERVICE], False)
+
+    audit.on_failure = audit_failed
     serving.set_serving(health, [SERVICE, REGISTRY_SERVICE], True)
+    if audit.failure is not None:  # failed before the callback was set (its first record)
+        audit_failed(audit.failure)
     log.info("coordinator serving on port %d (registry revision %d)", port, cache.snapshot.revision)
     jobs = []
     if cfg.canary_interval_seconds > 0:

@@ -167,6 +167,30 @@ def test_the_trail_fails_closed_when_it_cannot_write(tmp_path: Path) -> None:
     trail.close()
 
 
+def test_a_failing_trail_says_so_once(tmp_path: Path) -> None:
+    """The coordinator turns this into NOT_SERVING on its health service:
+    it refuses every request from here on, so probes must see it."""
+    writer = ChainWriter(tmp_path, KEY)
+    failures: list[BaseException] = []
+    trail = AuditTrail(writer, flush_interval=0.05, on_failure=failures.append)
+
+    def broken(records: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    assert trail.failure is None
+    writer.append = broken  # type: ignore[method-assign]  # a full disk, for this test
+
+    async def scenario() -> None:
+        for _ in range(2):
+            with pytest.raises(Unavailable, match="No space left"):
+                await trail.record_durable({"rpc": "Upsert"})
+
+    asyncio.run(scenario())
+    assert [str(e) for e in failures] == ["[Errno 28] No space left on device"]
+    assert trail.failure is failures[0]
+    trail.close()
+
+
 ids = st.text(st.characters(codec="utf-8", categories=("L", "N")), min_size=8, max_size=24)
 
 
