@@ -10,6 +10,8 @@ created (segments rotate every 4 KiB here)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -31,7 +33,7 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 
 def health(cluster: LocalCluster) -> list[int]:
     with cluster.channel() as ch:
-        stub = health_pb2_grpc.HealthStub(ch)
+        stub: Any = health_pb2_grpc.HealthStub(ch)  # the generated stub declares no Check
         return [
             stub.Check(health_pb2.HealthCheckRequest(service=s), timeout=5).status
             for s in ("", "vecshard.v1.RetrievalService", "vecshard.v1.RegistryService")
