@@ -24,9 +24,21 @@ def etcd_binary() -> Path:
 
 
 class EtcdProcess:
-    def __init__(self, data_dir: Path, log_path: Path, tls: TlsFiles, client_port: int = 0) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        log_path: Path,
+        tls: TlsFiles,
+        client_port: int = 0,
+        compaction_retention: str = "1h",
+    ) -> None:
         """`tls`: etcd's certificate (server and client use) and the CA its
-        clients' certificates must come from."""
+        clients' certificates must come from. `compaction_retention`: how much
+        key history etcd keeps — as the Kubernetes manifests set it. Without
+        compaction it keeps every revision: each coordinator anchors its audit
+        chain once a second, ~240 bytes a revision, ~21 MB a day each, until
+        etcd's 2 GiB quota raises its NOSPACE alarm and refuses every write
+        (registry changes, shard registrations)."""
         self.data_dir = data_dir
         self.tls = tls
         self.client_port = client_port or free_port()
@@ -66,6 +78,10 @@ class EtcdProcess:
                 "--initial-cluster",
                 f"vecshard-local=https://127.0.0.1:{self.peer_port}",
                 *files,
+                "--auto-compaction-mode",
+                "periodic",
+                "--auto-compaction-retention",
+                compaction_retention,
                 "--log-level",
                 "warn",
             ],
