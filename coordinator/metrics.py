@@ -29,6 +29,11 @@ REGISTRY_STALENESS = Gauge(
 REGISTRY_REVISION = Gauge(
     "vecshard_registry_revision", "etcd revision of the serving snapshot", ["component"]
 )
+AUDIT_CHAIN_BYTES = Gauge(
+    "vecshard_audit_chain_bytes",
+    "Bytes of this coordinator's audit chain files on disk (rotated files count until they "
+    "are shipped and removed); about 870 bytes a Search, 540 a query of a SearchBatch",
+)
 ROUTE_ARM = Counter("vecshard_route_requests_total", "Searches by route and arm", ["route", "arm"])
 SHADOW_OVERLAP = Histogram(
     "vecshard_shadow_topk_jaccard",

@@ -217,6 +217,7 @@ async def create_server(
         loop.call_soon_threadsafe(serving.set_serving, health, [SERVICE, REGISTRY_SERVICE], False)
 
     audit.on_failure = audit_failed
+    metrics.AUDIT_CHAIN_BYTES.set_function(audit.writer.disk_bytes)
     serving.set_serving(health, [SERVICE, REGISTRY_SERVICE], True)
     if audit.failure is not None:  # failed before the callback was set (its first record)
         audit_failed(audit.failure)

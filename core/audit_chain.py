@@ -124,6 +124,17 @@ class ChainWriter:
                 self.seq, self.prev = int(last["seq"]), str(last["hash"])
             self._open(files[-1])
 
+    def disk_bytes(self) -> int:
+        """Bytes of the chain's files on disk now (rotated ones included until
+        they are shipped and removed): what fills the audit volume."""
+        total = 0
+        for path in segment_files(self.directory):
+            try:
+                total += path.stat().st_size
+            except FileNotFoundError:  # shipped away meanwhile
+                continue
+        return total
+
     def _open(self, path: Path) -> None:
         # Owner-only: the trail names principals, tenants and hashed ids.
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
@@ -144,6 +155,7 @@ class ChainWriter:
         if self._file is not None:
             self.sync()
             self._file.close()
+            self._file = None  # a failed open below must not leave a closed file to flush
         path = self.directory / f"{PREFIX}{self.seq + 1:012d}{SUFFIX}"
         self._open(path)
         _fsync_dir(self.directory)

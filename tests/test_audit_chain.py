@@ -307,3 +307,17 @@ def test_export_to_parquet_keeps_every_record_and_its_chain_fields(tmp_path: Pat
     assert first["result_ids"] == ["h1", "h2"] and first["results"] == 2
     assert json.loads(first["details"]) == {"k": 10}
     assert all(r["hash"] and r["prev"] for r in rows)
+
+
+def test_the_chain_reports_the_bytes_it_holds_on_disk(tmp_path: Path) -> None:
+    """Exported as vecshard_audit_chain_bytes: what fills the audit volume."""
+    writer = ChainWriter(tmp_path, KEY, rotate_bytes=4096)
+    assert writer.disk_bytes() == 0
+    writer.append([{"rpc": "Search", "i": i, "pad": "x" * 200} for i in range(60)])
+    writer.sync()
+    files = segment_files(tmp_path)
+    assert len(files) > 2  # rotated
+    assert writer.disk_bytes() == sum(p.stat().st_size for p in files)
+    files[0].unlink()  # shipped and removed
+    assert writer.disk_bytes() == sum(p.stat().st_size for p in files[1:])
+    writer.close()

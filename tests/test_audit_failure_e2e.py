@@ -67,8 +67,11 @@ def test_a_coordinator_that_cannot_audit_reports_not_serving(make_cluster: Clust
         assert poll(lambda: health(cluster), lambda h: h == not_serving, 10.0, 0.1) == not_serving
         chain.unlink()
         moved.rename(chain)
-        cluster.restart_coordinator(0)
-        assert health(cluster) == [SERVING] * 3
+        cluster.restart_coordinator(0)  # on a new port
+    assert health(cluster) == [SERVING] * 3
+    with RetrievalClient(cluster.coordinator_target, tenant_id="t", purpose="p") as c:
         assert c.search("r", query, k=1).hits == []
+    # The failed trail closed without an error (the stop used to raise).
+    assert "Traceback" not in (cluster.logs / "coordinator.log").read_text()
     key, _ = derive_keys(read_secret(cluster.certs.audit_key_file))
     assert verify_chain(chain, key).ok

@@ -134,6 +134,7 @@ def test_the_dashboard_and_the_alerts_cover_what_operators_watch() -> None:
         assert COVERED[topic].removesuffix("_bucket") in alerts, f"no alert on {topic}"
     # Not charted (it is zero until it pages), alerted on.
     assert "vecshard_shard_storage_write_failures_total" in alerts
+    assert "vecshard_audit_chain_bytes" in alerts
 
 
 def test_alert_rules_are_well_formed() -> None:

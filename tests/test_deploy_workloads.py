@@ -6,9 +6,11 @@ etcd's members, and container args that parse with the real `vecshard shard` and
 from __future__ import annotations
 
 import importlib
+import re
 from typing import Any
 
 import pytest
+import yaml
 
 from coordinator.config import AuditSettings, AuthSettings, CoordinatorConfig
 from core.settings import load_settings
@@ -17,6 +19,7 @@ from shard_server.config import ShardConfig
 from tests.k8s_render import (
     NAMESPACE,
     OVERLAYS,
+    REPO,
     VAR_REF,
     Obj,
     container,
@@ -306,3 +309,26 @@ def test_prod_etcd_has_three_members_a_budget_and_hard_spreading() -> None:
     }
     anti = pod_spec(etcd)["affinity"]["podAntiAffinity"]
     assert anti["requiredDuringSchedulingIgnoredDuringExecution"]
+
+
+_UNITS = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_audit_alert_fires_before_the_audit_volume_evicts_the_pod(overlay: str) -> None:
+    """Past an emptyDir's sizeLimit the kubelet evicts the pod and the
+    volume goes with it: the trail not yet shipped is lost. At ~870 bytes a
+    Search, 2Gi lasts about 80 minutes at 500 searches a second — the alert
+    must come first, with room to ship."""
+    deployment = the(render(overlay), "Deployment", "vecshard-coordinator")
+    (volume,) = [v for v in pod_spec(deployment)["volumes"] if v["name"] == "audit"]
+    number, unit = re.fullmatch(r"(\d+)(Ki|Mi|Gi)", volume["emptyDir"]["sizeLimit"]).groups()  # type: ignore[union-attr]
+    limit = int(number) * _UNITS[unit]
+    alerts = yaml.safe_load((REPO / "deploy/k8s/monitoring/vecshard-alerts.yaml").read_text())
+    (rule,) = [
+        r for g in alerts["groups"] for r in g["rules"] if r["alert"] == "VecshardAuditTrailFilling"
+    ]
+    threshold = 1.0
+    for factor in rule["expr"].split(">")[1].split("*"):
+        threshold *= float(factor)
+    assert 0.5 * limit <= threshold <= 0.8 * limit, (threshold, limit)
