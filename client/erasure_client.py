@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from client.arguments import key_parts
 from client.connection import Connection, RetryPolicy
 from client.credentials import Credentials, resolve
 from core.domain import EntityKey
@@ -65,8 +66,9 @@ class ErasureClient:
 
     @staticmethod
     def _request(subject: EntityKey, job_id: str, why: str, version: int = 0) -> pb.ErasureRequest:
+        key = EntityKey(*key_parts(subject, "subject", (3,)))
         return pb.ErasureRequest(
-            subject=key_to_pb(subject), job_id=job_id, why=why, source_version=version
+            subject=key_to_pb(key), job_id=job_id, why=why, source_version=version
         )
 
     def plan(self, subject: EntityKey, job_id: str = "", why: str = "") -> Plan:

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from client.arguments import float_vectors
 from client.connection import Connection, RetryPolicy
 from core.errors import InvalidArgument
 from core.vectors import to_bytes
@@ -71,7 +72,7 @@ class EvaluationClient:
         `index` (NAME@VERSION), scoped to `tenant_id`; and whether any answer
         was partial."""
         name, _, version = index.partition("@")
-        matrix = np.ascontiguousarray(vectors, dtype=np.float32)
+        matrix = np.ascontiguousarray(float_vectors(vectors, "vectors"))
         if matrix.ndim != 2 or not name or not version:
             raise InvalidArgument("expected an (n, d) query matrix and an index NAME@VERSION")
         req = pb.SearchIndexRequest(

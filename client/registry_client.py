@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from client.arguments import float_vectors, items_of
 from client.connection import Connection, RetryPolicy
 from client.credentials import Credentials, resolve
 from protos.vecshard.v1 import registry_pb2 as pb
@@ -89,7 +90,9 @@ class RegistryClient:
         text = (
             documents
             if isinstance(documents, str)
-            else "\n---\n".join(json.dumps(d) for d in documents)
+            else "\n---\n".join(
+                json.dumps(d) for d in items_of(documents, "documents", "YAML text or mappings")
+            )
         )
         # Declarative: applying the same documents twice changes nothing more.
         req = pb.ApplyRequest(documents=text, dry_run=dry_run, who=self.who, why=why)
@@ -161,7 +164,7 @@ class RegistryClient:
         """Trains a centroid-placed index's coarse quantizer from sample vectors."""
         import numpy as np
 
-        data = np.ascontiguousarray(sample, dtype="<f4")
+        data = np.ascontiguousarray(float_vectors(sample, "sample"), dtype="<f4")
         req = pb.TrainPlacementRequest(
             index_name=index, index_version=version, sample=data.tobytes(), seed=seed
         )

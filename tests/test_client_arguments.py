@@ -17,6 +17,8 @@ import pytest
 
 from cli.local_cluster import LocalCluster
 from client.arguments import entity_ids, float_vectors, integer, items_of, key_parts
+from client.erasure_client import ErasureClient
+from client.evaluation_client import EvaluationClient
 from client.registry_client import RegistryClient
 from client.retrieval_client import Record, RetrievalClient
 from core.domain import EntityKey
@@ -66,8 +68,12 @@ def test_the_argument_checks_name_what_was_expected() -> None:
 
 
 @pytest.fixture(scope="module")
-def client(make_module_cluster: ClusterFactory) -> Iterator[RetrievalClient]:
-    cluster: LocalCluster = make_module_cluster(num_shards=2)
+def cluster(make_module_cluster: ClusterFactory) -> LocalCluster:
+    return make_module_cluster(num_shards=2)
+
+
+@pytest.fixture(scope="module")
+def client(cluster: LocalCluster) -> Iterator[RetrievalClient]:
     with RegistryClient(cluster.coordinator_target) as reg:
         reg.apply(SPEC)
         reg.apply(tenant_docs())
@@ -120,3 +126,23 @@ def test_every_sdk_call_refuses_a_wrong_argument_before_sending(client: Retrieva
     # Nothing reached the server: "a", "b", "c" are still there.
     assert [lk.status for lk in c.batch_get("fam", "v1", ["a", "b", "c", "d"])] == ["found"] * 4
     assert c.search("r", V[0], k=np.int64(2)).hits[0].key.entity_id == "a"
+
+
+@pytest.mark.integration
+def test_the_admin_clients_refuse_a_wrong_argument_before_sending(
+    cluster: LocalCluster, client: RetrievalClient
+) -> None:
+    target = cluster.coordinator_target
+    with RegistryClient(target) as reg, ErasureClient(target) as er, EvaluationClient(target) as ev:
+        cases: list[tuple[Callable[[], Any], str]] = [
+            (lambda: reg.apply(odd(None)), "documents: NoneType None; expected YAML text or mappings"),
+            (lambda: reg.train_placement("ix", "v1", "abc"), "sample: str 'abc'; expected numbers"),
+            (lambda: er.plan(odd("x")), r"subject: str 'x'; expected \(tenant_id, entity_type"),
+            (lambda: er.erase(odd(("t", "item"))), r"subject: tuple \('t', 'item'\)"),
+            (lambda: ev.search_index("ix@v1", "t", "abc", 3), "vectors: str 'abc'"),
+        ]  # fmt: skip
+        for call, message in cases:
+            with pytest.raises(InvalidArgument, match=message):
+                call()
+        # A plain tuple is a key as an EntityKey is.
+        assert er.plan(odd(("acme", "item", "a"))).index_versions == ["ix@v1"]
