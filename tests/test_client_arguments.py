@@ -136,10 +136,10 @@ def test_the_admin_clients_refuse_a_wrong_argument_before_sending(
     with RegistryClient(target) as reg, ErasureClient(target) as er, EvaluationClient(target) as ev:
         cases: list[tuple[Callable[[], Any], str]] = [
             (lambda: reg.apply(odd(None)), "documents: NoneType None; expected YAML text or mappings"),
-            (lambda: reg.train_placement("ix", "v1", "abc"), "sample: str 'abc'; expected numbers"),
+            (lambda: reg.train_placement("ix", "v1", odd("abc")), "sample: str 'abc'; expected numbers"),
             (lambda: er.plan(odd("x")), r"subject: str 'x'; expected \(tenant_id, entity_type"),
             (lambda: er.erase(odd(("t", "item"))), r"subject: tuple \('t', 'item'\)"),
-            (lambda: ev.search_index("ix@v1", "t", "abc", 3), "vectors: str 'abc'"),
+            (lambda: ev.search_index("ix@v1", "t", odd("abc"), 3), "vectors: str 'abc'"),
         ]  # fmt: skip
         for call, message in cases:
             with pytest.raises(InvalidArgument, match=message):
