@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import fcntl
+import os
 import signal
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 from cli.extras import require_extra
 from core.signal_waiter import SignalWaiter
@@ -38,11 +40,38 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     up.set_defaults(func=cmd_up)
 
 
+def _hold_data_dir(data_dir: Path) -> IO[str]:
+    """An exclusive lock on `<data-dir>.lock` for as long as this process
+    runs: a second `vecshard up` on the same directory waited a minute on
+    etcd's own lock and ended in a traceback (and with --fresh would have
+    deleted a running cluster's data). Beside the directory, not in it, so
+    --fresh cannot remove it."""
+    path = data_dir.with_name(data_dir.name + ".lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = open(path, "a+")  # noqa: SIM115 - held for the process's life
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip() or "another process"
+        lock.close()
+        raise SystemExit(
+            f"{data_dir} is in use by another `vecshard up` ({holder}); stop it first, "
+            "or give another --data-dir"
+        ) from None
+    lock.seek(0)
+    lock.truncate()
+    lock.write(f"pid {os.getpid()}")
+    lock.flush()
+    return lock
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     require_extra("vecshard up", "server")
     from cli.local_cluster import LocalCluster
 
     cluster = LocalCluster(Path(args.data_dir).resolve(), num_shards=args.shards)
+    lock = _hold_data_dir(cluster.data_dir)  # noqa: F841 - held until this process exits
     if args.fresh:
         cluster.remove_data()
     # SIGINT/SIGTERM stop; SIGHUP restarts every shard in turn with the rollout

@@ -3,6 +3,7 @@ Ctrl-C leaves no process behind."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import signal
@@ -68,3 +69,27 @@ def test_ctrl_c_stops_every_process(tmp_path: Path) -> None:
     assert proc.returncode == 0, rest
     assert "stopped." in rest
     assert [p for p in pids if _alive(p)] == []
+
+
+def test_a_second_up_on_a_data_dir_in_use_is_refused_at_once(tmp_path: Path) -> None:
+    """It waited a minute on etcd's lock and ended in a traceback; with
+    --fresh it would first have deleted the running cluster's data."""
+    data = tmp_path / "d"
+    data.mkdir()
+    (data / "keep").write_text("a running cluster's data")
+    with open(tmp_path / "d.lock", "w") as held:  # what the first `vecshard up` holds
+        held.write("pid 4242")
+        held.flush()
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        started = time.monotonic()
+        out = subprocess.run(
+            [VECSHARD, "up", "--once", "--fresh", "--data-dir", str(data)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert time.monotonic() - started < 20
+    assert out.returncode == 1
+    assert f"{data} is in use by another `vecshard up` (pid 4242)" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert (data / "keep").exists()
