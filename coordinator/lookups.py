@@ -33,9 +33,10 @@ from coordinator.partial import Decision, classify_shard_error
 from coordinator.shard import ShardFactory
 from coordinator.snapshots import RegistryView
 from coordinator.writes import now_micros
+from core import runtime as serving
 from core.domain import EntityKey, VersionRef
 from core.embedding_columns import EmbeddingColumns, expire, reconcile, unanswered
-from core.errors import DeadlineExceeded, Unavailable
+from core.errors import DeadlineExceeded, InvalidArgument, Unavailable
 from registry.model import IndexVersion, Placement
 from registry.placement import tenant_buckets_of
 from registry.snapshot import Snapshot
@@ -89,6 +90,7 @@ class Lookups:
         owned = own_keys(keys, access, family, "lookup", self.limits.input)
         index = indexes[0]
         width = family.dimension if include_vectors else 0
+        _check_answer_size(len(owned), width)
         budget = max(0.001, timeout - self.fanout.margin(timeout))
 
         async def fetch(snap: Snapshot) -> tuple[list[Answer], bool]:
@@ -201,3 +203,23 @@ class _Read:
             if lost:
                 answers.append(self.unavailable(lost))
             return answers
+
+
+# Room for the vectors of one answer, the rest of the message (keys, statuses,
+# versions, attributes) aside.
+ANSWER_VECTOR_BYTES = (serving.MAX_MESSAGE_MB - 4) * 1024 * 1024
+
+
+def _check_answer_size(keys: int, dimension: int) -> None:
+    """Refused before any shard is asked: 10,000 keys of 2,048 dimensions are
+    82 MB of vectors, past what one answer may carry — the shards did the
+    work, the coordinator failed to send it ("Sent message larger than max",
+    RESOURCE_EXHAUSTED, which callers retry) after ten seconds."""
+    size = keys * dimension * 4
+    if size > ANSWER_VECTOR_BYTES:
+        most = ANSWER_VECTOR_BYTES // (dimension * 4)
+        raise InvalidArgument(
+            f"lookup of {keys} keys × {dimension} dimensions: {size / 1e6:.0f} MB of vectors; "
+            f"one answer carries at most {serving.MAX_MESSAGE_MB} MiB: ask for at most "
+            f"{most} keys per call, or without vectors"
+        )

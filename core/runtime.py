@@ -295,7 +295,11 @@ def start_metrics(host: str, port: int) -> int:
     return int(server.server_port)
 
 
-def grpc_options(max_message_mb: int = 64) -> list[tuple[str, int]]:
+# The largest message a server takes or sends (requests and answers alike).
+MAX_MESSAGE_MB = 64
+
+
+def grpc_options(max_message_mb: int = MAX_MESSAGE_MB) -> list[tuple[str, int]]:
     size = max_message_mb * 1024 * 1024
     return [
         ("grpc.max_send_message_length", size),

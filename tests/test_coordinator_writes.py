@@ -333,3 +333,23 @@ def test_the_index_versions_of_a_write_are_written_together_a_few_at_a_time(
     assert run(lambda: engine.upsert(ME, FAMILY, [rec("a", [1, 0, 0, 0])], 5.0)) == (1, 0)
     assert shard.most == min(versions, INDEX_WRITES_IN_FLIGHT)
     assert {ref for op, ref in shard.log if op == "upsert"} == {INDEX, *(x.ref for x in extra)}
+
+
+def test_a_lookup_whose_vectors_cannot_fit_one_answer_is_refused_before_any_shard() -> None:
+    """10,000 keys of 2,048 dimensions are 82 MB of vectors: the shards did
+    the work, then the coordinator failed to send it (RESOURCE_EXHAUSTED
+    "Sent message larger than max", retried by callers) — ten seconds
+    through a real cluster. Now INVALID_ARGUMENT up front, naming how many
+    keys fit."""
+    reg = registry_for(["a"], [("a",)], dim=2048)
+    shard = InMemoryShard("a", registry=reg)
+    engine = RetrievalEngine(reg, lambda sid, address: shard)
+    keys = [EntityKey("t", "item", f"e{i}") for i in range(10_000)]
+    with pytest.raises(
+        InvalidArgument, match=r"10000 keys × 2048 dimensions: 82 MB .* at most 7680"
+    ):
+        run(lambda: engine.batch_get(ME, FAMILY, keys, True, 5.0))
+    assert shard.ops.get("batch_get", 0) == 0
+    _, found = run(lambda: engine.batch_get(ME, FAMILY, keys, False, 5.0))  # without vectors
+    _, some = run(lambda: engine.batch_get(ME, FAMILY, keys[:7680], True, 5.0))
+    assert found.statuses() == ["missing"] * 10_000 and len(some.statuses()) == 7680
