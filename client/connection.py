@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 import grpc
 
 from client.credentials import Credentials
-from core.errors import DeadlineExceeded, InvalidArgument, from_rpc_error
+from core.errors import DeadlineExceeded, InvalidArgument, from_rpc_error, too_large
 from protos.vecshard.v1 import common_pb2 as cpb
 
 Req = TypeVar("Req")
@@ -143,7 +143,10 @@ class Connection:
             except grpc.RpcError as exc:
                 code = exc.code() if hasattr(exc, "code") else None
                 attempt += 1
-                if not idempotent or code not in RETRYABLE or attempt >= self.policy.max_attempts:
+                transient = code in RETRYABLE and not too_large(
+                    code, exc.details() if hasattr(exc, "details") else None
+                )
+                if not idempotent or not transient or attempt >= self.policy.max_attempts:
                     raise from_rpc_error(exc) from None
                 pause = self.policy.backoff(attempt - 1, self._rng)
                 if time.monotonic() + pause >= deadline:

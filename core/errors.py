@@ -107,4 +107,13 @@ def from_rpc_error(exc: grpc.RpcError) -> VecshardError:
     cls = _BY_CODE.get(code, VecshardError)
     err = cls(details or code.name)
     err.code = code
+    if too_large(code, details):
+        err.retryable = False
     return err
+
+
+def too_large(code: grpc.StatusCode | None, details: str | None) -> bool:
+    """gRPC's own refusal of a message past the size limit (sent or
+    received): RESOURCE_EXHAUSTED like an overload, but the same every time —
+    a retry only repeats the work."""
+    return code == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in (details or "")

@@ -7,11 +7,12 @@ import grpc
 
 
 class Failure(grpc.RpcError):
-    def __init__(self, code: grpc.StatusCode) -> None:
+    def __init__(self, code: grpc.StatusCode, details: str = "") -> None:
         self._code = code
+        self._details = details
 
     def code(self) -> grpc.StatusCode:
         return self._code
 
     def details(self) -> str:
-        return f"fake {self._code.name}"
+        return self._details or f"fake {self._code.name}"
