@@ -25,7 +25,7 @@ from client import arguments
 from client.arguments import float_vectors, integer, items_of, key_parts, text
 from client.call_coalescing import DEFAULT_COALESCING, CallCoalescer, Coalescing
 from client.coalesced_rpcs import RpcLookupTransport, RpcSearchTransport
-from client.column_writes import ColumnWrites
+from client.column_writes import MAX_REQUEST_BYTES, ColumnWrites
 from client.connection import Connection, RetryPolicy, now_micros
 from client.credentials import Credentials, resolve
 from client.feature_calls import FeatureCalls
@@ -307,13 +307,16 @@ class RetrievalClient(FeatureCalls, ColumnWrites, SearchBatches):
         dim = int(first.shape[0]) if first is not None and first.ndim == 1 else None
         now = now_micros()  # one version for every unversioned record: retries repeat it
         protos = [self._record_pb(r, dim, now) for r in items]
+        # Fewer records per request for large vectors, as upsert_matrix does:
+        # 1,000 records of 16,384 dimensions passed the 64 MiB message limit.
+        step = max(1, min(batch_size, MAX_REQUEST_BYTES // max(1, 4 * (dim or 1))))
         written = ignored = 0
-        for i in range(0, len(protos), batch_size):
+        for i in range(0, len(protos), step):
             req = pb.UpsertRequest(
                 access=self.access,
                 embedding_name=embedding_name,
                 embedding_version=embedding_version,
-                records=protos[i : i + batch_size],
+                records=protos[i : i + step],
             )
             resp = self._rpc("Upsert", req, timeout)
             written += resp.written

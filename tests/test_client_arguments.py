@@ -24,6 +24,7 @@ from client.retrieval_client import Record, RetrievalClient
 from core.domain import EntityKey
 from core.errors import InvalidArgument
 from core.filters import Range
+from protos.vecshard.v1 import retrieval_pb2 as pb
 from tests.conftest import ClusterFactory
 from tests.specs import route_spec, tenant_docs
 
@@ -146,3 +147,24 @@ def test_the_admin_clients_refuse_a_wrong_argument_before_sending(
                 call()
         # A plain tuple is a key as an EntityKey is.
         assert er.plan(odd(("acme", "item", "a"))).index_versions == ["ix@v1"]
+
+
+def test_record_upserts_of_large_vectors_go_in_requests_under_the_message_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """1,000 records a request whatever their size: at 16,384 dimensions a
+    request was 64 MiB of vectors, past every server's message limit.
+    (upsert_matrix already sized its requests by bytes.)"""
+    sent: list[Any] = []
+
+    def rpc(self: RetrievalClient, name: str, request: Any, *args: Any, **kw: Any) -> Any:
+        sent.append(request)
+        return pb.UpsertResponse(written=len(request.records))
+
+    monkeypatch.setattr(RetrievalClient, "_rpc", rpc)
+    vectors = np.ones((1000, 16_384), np.float32)
+    with RetrievalClient("127.0.0.1:1", tenant_id="t", purpose="p") as c:
+        written, _ = c.upsert("fam", "v1", [Record(f"e{i}", v) for i, v in enumerate(vectors)])
+    assert written == 1000 and len(sent) > 1
+    assert max(r.ByteSize() for r in sent) < 40 << 20
+    assert [r.key.entity_id for req in sent for r in req.records] == [f"e{i}" for i in range(1000)]
