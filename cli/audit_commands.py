@@ -1,4 +1,4 @@
-"""`vecshard audit verify` and `vecshard audit export`: the audit trail's checks.
+"""`vecshard audit verify`, `archive` and `export`: the audit trail's checks and upkeep.
 
 `verify` reads every chain under an audit root (one per coordinator) and
 checks each record's keyed hash, sequence and link (`core.audit_chain`):
@@ -7,6 +7,9 @@ and the command exits 1. It needs the audit key — without it nobody can
 recompute the chain, which is also what keeps a forger from doing so. With
 `--etcd`, each chain must also reach the head its coordinator anchored in
 etcd, so records cut from the end of the newest file are found too.
+`archive` moves each chain's closed files to an archive directory while the
+coordinators run, checking that archive and volume still form one chain
+(`core.audit_archive`); `verify --archived` then checks what stayed.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from cli.extras import require_extra
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    audit = sub.add_parser("audit", help="verify or export the coordinators' audit trail")
+    audit = sub.add_parser("audit", help="verify, archive or export the coordinators' audit trail")
     verbs = audit.add_subparsers(dest="verb", metavar="VERB", required=True)
 
     v = verbs.add_parser(
@@ -38,20 +41,37 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     v.add_argument("--etcd-key-file", type=Path, help="its private key")
     v.set_defaults(func=cmd_verify)
 
+    a = verbs.add_parser(
+        "archive",
+        help="move closed chain files to an archive directory (safe while coordinators run)",
+    )
+    a.add_argument("--dir", required=True, type=Path, help="audit root (or one chain's dir)")
+    a.add_argument("--to", required=True, type=Path, help="archive root (one dir per chain)")
+    a.add_argument("--key-file", required=True, type=Path, help="the audit key")
+    a.set_defaults(func=cmd_archive)
+
     e = verbs.add_parser("export", help="write the audit trail to Parquet (offline extra)")
     e.add_argument("--dir", required=True, type=Path, help="audit root (or one chain's dir)")
     e.add_argument("--out", required=True, type=Path, help="Parquet file to write")
     e.set_defaults(func=cmd_export)
 
 
-def cmd_verify(args: argparse.Namespace) -> int:
-    from core.audit_chain import chains, derive_keys, read_secret, verify_chain
+def _chains(args: argparse.Namespace) -> tuple[bytes, list[Path]]:
+    """The chain key and every chain under --dir; exits 1 when there is none."""
+    from core.audit_chain import chains, derive_keys, read_secret
 
     key, _salt = derive_keys(read_secret(args.key_file))
     found = chains(args.dir) if args.dir.is_dir() else []
     if not found:
         print(f"no audit chain under {args.dir}")
-        return 1
+        raise SystemExit(1)
+    return key, found
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from core.audit_chain import verify_chain
+
+    key, found = _chains(args)
     heads = _anchored_heads(args, [d.name for d in found]) if args.etcd else {}
     bad = 0
     for directory in found:
@@ -66,6 +86,19 @@ def cmd_verify(args: argparse.Namespace) -> int:
             print(f"  {problem}")
         bad += not v.ok
     return 1 if bad else 0
+
+
+def cmd_archive(args: argparse.Namespace) -> int:
+    from core.audit_archive import archive_closed
+
+    key, found = _chains(args)
+    for directory in found:
+        done = archive_closed(directory, args.to / directory.name, key)
+        print(
+            f"{directory.name}: moved {done.files} file(s), {done.bytes:,} bytes, to "
+            f"{args.to / directory.name}; the volume keeps seq {done.first_seq} on"
+        )
+    return 0
 
 
 def _anchored_heads(args: argparse.Namespace, names: list[str]) -> dict[str, tuple[int, str]]:

@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from core.durable_files import fsync_dir
+
 GENESIS = "0" * 64
 PREFIX = "audit-"
 SUFFIX = ".jsonl"
@@ -158,7 +160,7 @@ class ChainWriter:
             self._file = None  # a failed open below must not leave a closed file to flush
         path = self.directory / f"{PREFIX}{self.seq + 1:012d}{SUFFIX}"
         self._open(path)
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
 
     def sync(self) -> None:
         if self._file is not None:
@@ -171,14 +173,6 @@ class ChainWriter:
             self._file.close()
             self._file = None
         self._lock.close()
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass

@@ -12,13 +12,14 @@ directory, so a crash leaves the old manifest or the new one, never half.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
+
+from core.durable_files import fsync_dir, sha256_file
 
 MANIFEST = "MANIFEST.json"
 FORMAT = 1
@@ -58,22 +59,6 @@ class Manifest:
         for s in self.segments:
             names.update(s.files)
         return names
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> str:

@@ -10,6 +10,9 @@ created (segments rotate every 4 KiB here)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,7 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from cli.local_cluster import LocalCluster
 from client.registry_client import RegistryClient
 from client.retrieval_client import RetrievalClient
-from core.audit_chain import chains, derive_keys, read_secret, verify_chain
+from core.audit_chain import chains, derive_keys, read_secret, segment_files, verify_chain
 from core.errors import Unavailable
 from tests.conftest import ClusterFactory
 from tests.polling import poll
@@ -27,8 +30,13 @@ from tests.specs import route_spec
 
 pytestmark = pytest.mark.integration
 
+VECSHARD = str(Path(sys.executable).parent / "vecshard")
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 SERVING = health_pb2.HealthCheckResponse.SERVING
+
+
+def vecshard(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([VECSHARD, *args], capture_output=True, text=True, timeout=120)
 
 
 def health(cluster: LocalCluster) -> list[int]:
@@ -75,3 +83,31 @@ def test_a_coordinator_that_cannot_audit_reports_not_serving(make_cluster: Clust
     assert "Traceback" not in (cluster.logs / "coordinator.log").read_text()
     key, _ = derive_keys(read_secret(cluster.certs.audit_key_file))
     assert verify_chain(chain, key).ok
+
+
+def test_closed_files_move_to_an_archive_while_the_coordinator_writes(
+    make_cluster: ClusterFactory, tmp_path: Path
+) -> None:
+    cluster = make_cluster(
+        num_shards=1, num_coordinators=1, extra_env={"VECSHARD__AUDIT__ROTATE_BYTES": "4096"}
+    )
+    with RegistryClient(cluster.coordinator_target) as reg:
+        reg.apply(route_spec(dim=4))
+    key_file = str(cluster.certs.audit_key_file)
+    archive = tmp_path / "archive"
+    with RetrievalClient(cluster.coordinator_target, tenant_id="t", purpose="p") as c:
+        for _ in range(3):
+            for _ in range(40):
+                c.search("r", np.ones(4, np.float32), k=1)
+            out = vecshard("audit", "archive", "--dir", str(cluster.audit_dir), "--to",
+                           str(archive), "--key-file", key_file)  # fmt: skip
+            assert out.returncode == 0 and "moved" in out.stdout, out.stderr[-2000:]
+        c.search("r", np.ones(4, np.float32), k=1)  # still serving, still audited
+    (chain,) = chains(cluster.audit_dir)
+    assert len(segment_files(archive / chain.name)) > 2 and len(segment_files(chain)) <= 2
+    whole = vecshard("audit", "verify", "--dir", str(archive), "--key-file", key_file)
+    rest = vecshard(
+        "audit", "verify", "--archived", "--dir", str(cluster.audit_dir), "--key-file", key_file
+    )
+    assert whole.returncode == 0 and rest.returncode == 0, whole.stdout + rest.stdout
+    assert "OK" in whole.stdout and "OK" in rest.stdout

@@ -27,7 +27,7 @@ COMMANDS = {
     "registry": ("registry administration",),
     "delete-subject": ("erase a user or item everywhere", "verify"),
     "auth": ("cluster PKI", "bearer tokens"),
-    "audit": ("verify or export", "audit trail"),
+    "audit": ("verify, archive or export", "audit trail"),
     "features": ("feature", "materialize"),
     "embeddings": ("model changes", "backfill", "dual-write", "evaluate"),
     "rollout": ("new image", "one shard at a time"),
@@ -54,7 +54,7 @@ SUBCOMMANDS = {
     "features": ["materialize"],
     "embeddings": ["backfill", "evaluate", "dual-write", "add-attribute"],
     "auth": ["pki", "token", "bootstrap-admin"],
-    "audit": ["verify", "export"],
+    "audit": ["verify", "archive", "export"],
     "rollout": ["shards"],
     "bench": ["search"],
 }
