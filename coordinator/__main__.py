@@ -12,7 +12,7 @@ from coordinator.server import create_server
 from core import runtime as serving
 from core import tracing
 from core.limits import Limits
-from core.settings import load_settings
+from core.settings import load_settings, run_server
 from core.tls import TlsSettings
 from core.tracing import TracingConfig
 
@@ -84,4 +84,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_server(main, "coordinator"))

@@ -100,3 +100,18 @@ def load_settings(
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"[{section}] {exc}") from None
     return obj
+
+
+def run_server(main: typing.Callable[[], int], role: str) -> int:
+    """A server's entry point: a setting that is missing or wrong (a
+    `ConfigError`, or TLS files not set or unreadable) is one line naming it
+    and exit status 2, not a traceback ahead of the message in the logs."""
+    from core.tls import TlsConfigError
+
+    try:
+        return main()
+    except (ConfigError, TlsConfigError) as exc:
+        import sys
+
+        print(f"vecshard {role}: configuration error: {exc}", file=sys.stderr)
+        return 2

@@ -17,7 +17,7 @@ from pathlib import Path
 from core import runtime as serving
 from core import tracing
 from core.limits import Limits
-from core.settings import load_settings
+from core.settings import load_settings, run_server
 from core.signal_waiter import SignalWaiter
 from core.tls import TlsSettings
 from core.tracing import TracingConfig
@@ -73,4 +73,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_server(main, "shard"))

@@ -188,3 +188,24 @@ def test_a_command_that_needs_a_missing_extra_names_it(
     assert f"pip install 'vecshard[{extra}]'" in out.stderr
     assert "Traceback" not in out.stderr
     assert not (tmp_path / "data").exists()  # nothing was started
+
+
+@pytest.mark.parametrize(
+    ("role", "args", "missing"),
+    [
+        ("coordinator", ["--etcd", "127.0.0.1:1"], "auth.jwks_file or auth.client_ca_file"),
+        ("shard", ["--shard-id", "s0", "--etcd", "127.0.0.1:1"], "tls.ca_file"),
+    ],
+)
+def test_a_server_missing_a_setting_says_which_in_one_line(
+    role: str, args: list[str], missing: str, tmp_path: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VECSHARD")}
+    out = subprocess.run(
+        [VECSHARD, role, *args, "--data-dir", str(tmp_path)] if role == "shard" else
+        [VECSHARD, role, *args],
+        capture_output=True, text=True, timeout=120, env=env, check=False,
+    )  # fmt: skip
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert out.stderr.startswith(f"vecshard {role}: configuration error:") and missing in out.stderr
+    assert "Traceback" not in out.stderr and out.stderr.count("\n") == 1
