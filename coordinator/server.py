@@ -49,7 +49,7 @@ from registry.access_policy import Principal
 from registry.admin import RegistryAdmin
 from registry.registry import Registry
 from registry.snapshot import Snapshot
-from registry.store import EtcdStore
+from registry.store import ETCD_START_WAIT_SECONDS, EtcdStore
 from registry.watcher import SnapshotCache
 
 log = logging.getLogger(__name__)
@@ -130,7 +130,9 @@ async def create_server(
         leeway=auth.leeway_seconds,
         cache_size=auth.token_cache_size,
     )
-    registry = Registry(EtcdStore(cfg.etcd, tls=tls.etcd_files().read()), cfg.etcd_prefix)
+    etcd = EtcdStore(cfg.etcd, tls=tls.etcd_files().read())
+    etcd.wait_reachable(ETCD_START_WAIT_SECONDS)
+    registry = Registry(etcd, cfg.etcd_prefix)
     assert audit_settings.dir is not None and audit_settings.key_file is not None
     chain_key, id_salt = derive_keys(read_secret(audit_settings.key_file))
     head_key = registry.keys.audit_head(cfg.name)

@@ -105,13 +105,18 @@ def load_settings(
 def run_server(main: typing.Callable[[], int], role: str) -> int:
     """A server's entry point: a setting that is missing or wrong (a
     `ConfigError`, or TLS files not set or unreadable) is one line naming it
-    and exit status 2, not a traceback ahead of the message in the logs."""
+    and exit status 2, and etcd unreachable past the start-up wait one line
+    and 1 — not a traceback ahead of the message in the logs."""
+    import sys
+
+    from core.errors import Unavailable
     from core.tls import TlsConfigError
 
     try:
         return main()
     except (ConfigError, TlsConfigError) as exc:
-        import sys
-
         print(f"vecshard {role}: configuration error: {exc}", file=sys.stderr)
         return 2
+    except Unavailable as exc:  # etcd still unreachable after the start-up wait
+        print(f"vecshard {role}: cannot start: {exc.message}", file=sys.stderr)
+        return 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
@@ -20,6 +21,10 @@ from core.errors import Unavailable
 from core.tls import TlsIdentity
 
 log = logging.getLogger(__name__)
+
+# How long a starting server waits for etcd: an etcd pod's restart, within
+# the coordinators' and shards' liveness windows (deploy/k8s/base).
+ETCD_START_WAIT_SECONDS = 60.0
 
 R = TypeVar("R")
 
@@ -140,6 +145,29 @@ class EtcdStore:
 
     def delete(self, key: str) -> bool:
         return bool(self._call(lambda: self._client.delete(key)))
+
+    def wait_reachable(
+        self,
+        timeout: float,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """At a server's start: waits up to `timeout` seconds for etcd rather
+        than exiting at once — a server restarted with etcd (or during an etcd
+        restart) used to exit with a traceback, and an orchestrator's restart
+        back-off then outlasts the outage by minutes. Raises Unavailable after."""
+        deadline = clock() + timeout
+        pause = 0.25
+        while True:
+            try:
+                self.revision()
+                return
+            except Unavailable as exc:
+                if clock() + pause > deadline:
+                    raise
+                log.warning("waiting for etcd: %s; retrying in %.2g s", exc, pause)
+                sleep(pause)
+                pause = min(pause * 2, 5.0)
 
     def list_prefix(self, prefix: str) -> tuple[list[Entry], int]:
         resp = self._call(lambda: self._client.get_prefix_response(prefix))

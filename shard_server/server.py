@@ -21,7 +21,7 @@ from protos.vecshard.v1.internal import (
 from registry.membership import ShardRegistration
 from registry.model import ShardMember, ShardState
 from registry.registry import Registry
-from registry.store import EtcdStore
+from registry.store import ETCD_START_WAIT_SECONDS, EtcdStore
 from registry.watcher import SnapshotCache
 from shard_server.access_guard import ShardAccessGuard
 from shard_server.config import ShardConfig
@@ -77,6 +77,7 @@ def create_server(
     # column families already on disk (RocksDB refuses to open without them).
     store = FeatureShardStore(cfg.data_dir / "rocksdb", cfg.store_memory())
     etcd = EtcdStore(cfg.etcd, tls=tls.etcd_files().read())
+    etcd.wait_reachable(ETCD_START_WAIT_SECONDS)
     registry = Registry(etcd, cfg.etcd_prefix)
     cache = SnapshotCache(registry)
     cache.start()
