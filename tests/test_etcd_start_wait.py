@@ -37,6 +37,7 @@ def test_a_coordinator_and_a_shard_started_while_etcd_is_down_come_up_with_it(
     pki: LocalPki, tmp_path: Path
 ) -> None:
     cluster = LocalCluster(tmp_path / "c", num_shards=1, num_coordinators=1, pki=pki)
+    timers: list[threading.Timer] = []
     try:
         cluster.start()
         assert cluster.etcd is not None
@@ -47,6 +48,7 @@ def test_a_coordinator_and_a_shard_started_while_etcd_is_down_come_up_with_it(
         ]:
             etcd.stop()
             back = threading.Timer(3.0, etcd.restart)
+            timers.append(back)
             back.start()
             started = time.monotonic()
             restart()  # it used to exit with code 1 at once
@@ -55,4 +57,7 @@ def test_a_coordinator_and_a_shard_started_while_etcd_is_down_come_up_with_it(
             text = (cluster.logs / log).read_text()
             assert "waiting for etcd" in text and "Traceback" not in text
     finally:
+        for timer in timers:  # a failed restart must not leave etcd to start after the stop
+            timer.cancel()
+            timer.join()
         cluster.stop()
