@@ -94,6 +94,9 @@ def cmd_archive(args: argparse.Namespace) -> int:
     key, found = _chains(args)
     for directory in found:
         done = archive_closed(directory, args.to / directory.name, key)
+        if not done.files:
+            print(f"{directory.name}: no closed file to move (the newest is being written)")
+            continue
         print(
             f"{directory.name}: moved {done.files} file(s), {done.bytes:,} bytes, to "
             f"{args.to / directory.name}; the volume keeps seq {done.first_seq} on"

@@ -32,7 +32,7 @@ from core.errors import FailedPrecondition
 class Archived:
     files: int
     bytes: int
-    first_seq: int  # of what stays on the volume
+    first_seq: int  # of what stays on the volume (0: nothing was closed, nothing moved)
 
 
 def _first_link(path: Path) -> tuple[int, str]:
@@ -44,21 +44,24 @@ def _first_link(path: Path) -> tuple[int, str]:
 def archive_closed(chain: Path, dest: Path, key: bytes) -> Archived:
     """Moves every closed file of `chain` into `dest` (that chain's archive
     directory), after checking that both verify and meet without a gap;
-    refuses (FailedPrecondition, nothing moved) when they do not."""
-    files = segment_files(chain)
-    closed = files[:-1]
-    here = verify_chain(chain, key, from_genesis=False)
+    refuses (FailedPrecondition, nothing moved) when they do not. The newest
+    file is neither moved nor read: it is being written (its last line may be
+    half flushed)."""
+    closed = segment_files(chain)[:-1]
+    if not closed:
+        return Archived(0, 0, 0)
+    here = verify_chain(chain, key, from_genesis=False, files=closed)
     if not here.ok:
         raise FailedPrecondition(f"{chain} does not verify ({here.problems[0]}); nothing moved")
     dest.mkdir(parents=True, exist_ok=True, mode=0o700)
-    done = {p.name: p for p in segment_files(dest)}
-    if done:
+    done = {p.name for p in segment_files(dest)}
+    # A file copied by a run that stopped before removing it is in both.
+    pending = [p for p in closed if p.name not in done]
+    if done and pending:
         there = verify_chain(dest, key, from_genesis=False)
         if not there.ok:
             raise FailedPrecondition(f"{dest} does not verify ({there.problems[0]}); nothing moved")
-        # A file copied by a run that stopped before removing it is in both.
-        pending = [p for p in files if p.name not in done]
-        seq, prev = _first_link(pending[0]) if pending else (there.last_seq + 1, there.last_hash)
+        seq, prev = _first_link(pending[0])
         if (seq, prev) != (there.last_seq + 1, there.last_hash):
             raise FailedPrecondition(
                 f"{chain} does not continue {dest}: it starts at seq {seq}, the archive ends at "
@@ -67,7 +70,7 @@ def archive_closed(chain: Path, dest: Path, key: bytes) -> Archived:
     moved = size = 0
     for path in closed:
         target = dest / path.name
-        if target.name in done:  # copied by a run that stopped before removing it
+        if target.name in done:
             if sha256_file(target) != sha256_file(path):
                 raise FailedPrecondition(
                     f"{target} differs from {path}: the archive holds another chain; "
@@ -85,7 +88,5 @@ def archive_closed(chain: Path, dest: Path, key: bytes) -> Archived:
         size += path.stat().st_size
         path.unlink()
         moved += 1
-    if moved:
-        fsync_dir(chain)
-    rest = verify_chain(chain, key, from_genesis=False)
-    return Archived(moved, size, rest.first_seq)
+    fsync_dir(chain)
+    return Archived(moved, size, here.last_seq + 1)

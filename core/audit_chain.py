@@ -27,7 +27,7 @@ import hashlib
 import hmac
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -190,8 +190,10 @@ class Verification:
         return not self.problems
 
 
-def iter_lines(directory: Path) -> Iterator[tuple[Path, int, bytes]]:
-    for path in segment_files(directory):
+def iter_lines(
+    directory: Path, files: Sequence[Path] | None = None
+) -> Iterator[tuple[Path, int, bytes]]:
+    for path in segment_files(directory) if files is None else files:
         with open(path, "rb") as f:
             for n, line in enumerate(f, 1):
                 yield path, n, line
@@ -202,17 +204,20 @@ def verify_chain(
     key: bytes,
     from_genesis: bool = True,
     anchor: tuple[int, str] | None = None,
+    files: Sequence[Path] | None = None,
 ) -> Verification:
     """Checks every record's hash, sequence and link. With `from_genesis`
     the chain must start at 1 (nothing removed from its beginning); else the
     first record found is taken as the start (older files were archived).
     With `anchor` (seq, hash) — the head the coordinator recorded elsewhere —
-    the chain must reach that record, with that hash."""
-    out = Verification(directory, files=len(segment_files(directory)))
+    the chain must reach that record, with that hash. `files`: only these of
+    the chain's files, in order (the closed ones, while the newest is written)."""
+    chosen = segment_files(directory) if files is None else list(files)
+    out = Verification(directory, files=len(chosen))
     anchored_hash: str | None = None
     prev: str | None = GENESIS if from_genesis else None
     expected_seq: int | None = 1 if from_genesis else None
-    for path, n, line in iter_lines(directory):
+    for path, n, line in iter_lines(directory, chosen):
         where = f"{path.name}:{n}"
         if not line.endswith(b"\n"):
             out.problems.append(f"{where}: torn last line (not terminated)")

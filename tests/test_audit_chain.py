@@ -368,6 +368,27 @@ def test_closed_files_are_archived_and_archive_and_volume_stay_one_chain(tmp_pat
     writer.close()
 
 
+def test_archiving_never_reads_the_file_being_written(tmp_path: Path) -> None:
+    """The newest file's last line may be half flushed (the writer buffers
+    between syncs) or the file empty (just rotated): archiving refused such a
+    volume as not verifying. It checks and moves the closed files only."""
+    chain, dest = tmp_path / "c0", tmp_path / "archive" / "c0"
+    writer = ChainWriter(chain, KEY, rotate_bytes=4096)
+    writer.append([{"rpc": "Search", "i": i, "pad": "x" * 200} for i in range(60)])
+    writer.close()
+    files = segment_files(chain)
+    with open(files[-1], "ab") as f:
+        f.write(b'{"rpc": "Search", "i": 60, "pa')  # a half-flushed line
+    done = archive_closed(chain, dest, KEY)
+    assert done.files == len(files) - 1 and segment_files(chain) == files[-1:]
+    assert verify_chain(dest, KEY).ok and done.first_seq == verify_chain(dest, KEY).last_seq + 1
+    # Just rotated: the half-written file is closed now (completed), the newest empty.
+    files[-1].write_bytes(files[-1].read_bytes().rsplit(b"\n", 1)[0] + b"\n")
+    (chain / "audit-999999999999.jsonl").write_bytes(b"")
+    assert archive_closed(chain, dest, KEY).files == 1
+    assert verify_chain(dest, KEY).ok and [p.stat().st_size for p in segment_files(chain)] == [0]
+
+
 def test_archiving_refuses_a_chain_that_does_not_verify_or_continue_the_archive(
     tmp_path: Path,
 ) -> None:
