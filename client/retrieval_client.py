@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from client import arguments
+from client.arguments import entity_ids as checked_ids
 from client.arguments import float_vectors, integer, items_of, key_parts, text
 from client.call_coalescing import DEFAULT_COALESCING, CallCoalescer, Coalescing
 from client.coalesced_rpcs import RpcLookupTransport, RpcSearchTransport
@@ -403,7 +403,7 @@ class RetrievalClient(FeatureCalls, ColumnWrites, SearchBatches):
         """`batch_get` as arrays (the fast path): ids of the family's entity
         type in the client's tenant, one row per id in order. A key whose
         shard did not answer is `unavailable`, never an error for the call."""
-        ids = arguments.entity_ids(entity_ids, "entity_ids")
+        ids = checked_ids(entity_ids, "entity_ids")
         req = pb.BatchGetEmbeddingsRequest(
             access=self.access,
             embedding_name=embedding_name,

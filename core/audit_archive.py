@@ -17,14 +17,14 @@ least one place, and a rerun finishes the move.
 
 from __future__ import annotations
 
+import functools
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from core.audit_chain import segment_files, verify_chain
-from core.durable_files import fsync_dir, sha256_file
+from core.durable_files import fsync_dir, sha256_file, write_file_atomic
 from core.errors import FailedPrecondition
 
 
@@ -77,13 +77,8 @@ def archive_closed(chain: Path, dest: Path, key: bytes) -> Archived:
                     "nothing more moved"
                 )
         else:
-            partial = dest / (path.name + ".partial")
-            shutil.copyfile(path, partial)
-            with open(partial, "rb") as f:
-                os.fsync(f.fileno())
-            partial.replace(target)
-            fsync_dir(dest)
-            if sha256_file(target) != sha256_file(path):
+            copied = write_file_atomic(target, functools.partial(shutil.copyfile, path))
+            if copied != sha256_file(path):
                 raise FailedPrecondition(f"{target} differs from {path} after copying; kept both")
         size += path.stat().st_size
         path.unlink()

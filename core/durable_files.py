@@ -1,11 +1,14 @@
-"""Files that must survive a crash: a directory's entries made durable, and a
-file's content hash read in blocks (segment manifests, audit archives)."""
+"""Files that must survive a crash: written through a temporary file, fsynced
+and renamed into place with their directory made durable, and their content
+hash read in blocks (segment files and manifests, audit archives)."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 
 def sha256_file(path: Path) -> str:
@@ -23,3 +26,30 @@ def fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> str:
+    """Writes through a temporary file and renames it into place; returns the
+    sha256 of what was written."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+    digest = sha256_file(tmp)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+    return digest
+
+
+def write_file_atomic(path: Path, save: Callable[[Path], None]) -> str:
+    """Like `write_atomic`, for libraries that only write to a path
+    (hnswlib, faiss)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    save(tmp)
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    digest = sha256_file(tmp)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+    return digest

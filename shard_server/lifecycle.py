@@ -31,13 +31,14 @@ from typing import Protocol
 import numpy as np
 
 from core.domain import EntityKey
+from core.durable_files import write_file_atomic
 from registry.index_params import IndexParams, IvfPqParams
 from registry.model import EmbeddingFamily, IndexKind, IndexVersion
 from shard_server import metrics
 from shard_server.compaction import CompactionPolicy, SegmentStat, plan_compaction
 from shard_server.growing_segment import GrowingSegment
 from shard_server.ivfpq_segment import IvfPqTemplate
-from shard_server.manifest import Manifest, SegmentEntry, write_file_atomic, write_manifest
+from shard_server.manifest import Manifest, SegmentEntry, write_manifest
 from shard_server.memory import release_free_memory
 from shard_server.planner import PlannerPolicy
 from shard_server.quality_metrics import INDEXING_LAG

@@ -13,13 +13,12 @@ directory, so a crash leaves the old manifest or the new one, never half.
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from core.durable_files import fsync_dir, sha256_file
+from core.durable_files import sha256_file, write_atomic
 
 MANIFEST = "MANIFEST.json"
 FORMAT = 1
@@ -59,33 +58,6 @@ class Manifest:
         for s in self.segments:
             names.update(s.files)
         return names
-
-
-def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> str:
-    """Writes through a temporary file and renames it into place; returns the
-    sha256 of what was written."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    digest = sha256_file(tmp)
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-    return digest
-
-
-def write_file_atomic(path: Path, save: Callable[[Path], None]) -> str:
-    """Like `write_atomic`, for libraries that only write to a path
-    (hnswlib, faiss)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    save(tmp)
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    digest = sha256_file(tmp)
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-    return digest
 
 
 def write_manifest(directory: Path, manifest: Manifest) -> None:

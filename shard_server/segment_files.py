@@ -18,13 +18,14 @@ from typing import IO, Any
 import numpy as np
 
 from core.domain import EntityKey, Metric
+from core.durable_files import write_atomic, write_file_atomic
 from core.record_columns import PackedStrings
 from registry.index_params import HnswParams, IndexParams, IvfPqParams
 from shard_server.columns import AttributeColumns
 from shard_server.hnsw_segment import HnswIndex
 from shard_server.ivfpq_segment import IvfPqIndex
 from shard_server.key_table import KeyTable
-from shard_server.manifest import SegmentEntry, verify, write_atomic, write_file_atomic
+from shard_server.manifest import SegmentEntry, verify
 from shard_server.planner import PlannerPolicy
 from shard_server.sealed_segment import AnnIndex, SealedSegment
 from shard_server.segment_rows import SegmentRows
