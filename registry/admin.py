@@ -25,6 +25,7 @@ from registry.change_writes import (
     put_model_change_object,
 )
 from registry.compat import bundle_parts, check_bundle
+from registry.features import FeatureGroup
 from registry.model import (
     Bundle,
     EmbeddingFamily,
@@ -35,6 +36,13 @@ from registry.model import (
     RouteChange,
     Status,
     Tenant,
+)
+from registry.placement import feature_placement_ref
+from registry.placement_options import (
+    PlacementOptions,
+    check_unchanged,
+    placement_options,
+    shards_to_place,
 )
 from registry.registry import Registry
 from registry.snapshot import Snapshot, resolve_bundle
@@ -97,11 +105,19 @@ def _label(obj: Any) -> str:
     return f"{kind} {name}@{version}" if version else f"{kind} {name}"
 
 
+def _placed_ref(obj: IndexVersion | FeatureGroup) -> VersionRef:
+    """The key of the object's placement."""
+    if isinstance(obj, FeatureGroup):
+        return feature_placement_ref(obj.name, obj.version)
+    return obj.ref
+
+
 @dataclasses.dataclass
 class Planned:
     obj: Any
     doc: Mapping[str, Any]
     current: Any | None
+    options: PlacementOptions = PlacementOptions()
 
 
 class RegistryAdmin:
@@ -119,17 +135,23 @@ class RegistryAdmin:
                     f"document {i}: kind {kind!r}, expected one of {[k for k in ORDER if k in codec.KINDS]}"
                 )
             codec.check_document(doc, f"document {i} ({kind})")
+            options = placement_options(doc, kind, f"document {i} ({kind})")
             obj = codec.from_dict(
                 codec.KINDS[kind], doc.get("spec") or {}, f"document {i} ({kind})"
             )
             found = self.registry.read(self.registry.key_of(obj))
-            planned.append(Planned(obj, doc, found[0] if found else None))
+            planned.append(Planned(obj, doc, found[0] if found else None, options))
         planned.sort(key=lambda p: ORDER.index(type(p.obj).__name__))
         return planned
 
     def _validate(self, p: Planned, overlay: Snapshot) -> None:
         """The checks a write would make, without writing (for dry-run too)."""
         obj, cur = p.obj, p.current
+        if isinstance(obj, IndexVersion | FeatureGroup):
+            if cur is None:
+                shards_to_place(p.options, _label(obj), overlay.shards)
+            else:
+                check_unchanged(p.options, _label(obj), overlay.placements.get(_placed_ref(obj)))
         if cur is None:  # on creation: an object stored before the rules stays appliable
             names.check_names(obj, _label(obj))
             if isinstance(obj, EmbeddingFamily):
@@ -206,7 +228,6 @@ class RegistryAdmin:
         dry_run: bool = False,
         who: str = "",
         why: str = "",
-        shard_ids: Sequence[str] | None = None,
     ) -> list[str]:
         # Before anything is written (a route's change keeps them).
         codec.check_note("apply", who=who, why=why)
@@ -224,15 +245,16 @@ class RegistryAdmin:
                 lines.append(f"{_label(p.obj)} updated: " + "; ".join(_diff(p.current, p.obj)))
         if dry_run:
             return [f"{line} (dry run)" for line in lines]
-        registered = sorted(snap.shards)
         for p in planned:
             if p.current == p.obj:
                 continue
-            self._write(p, list(p.doc.get("shards") or shard_ids or registered), who, why)
+            self._write(p, snap, who, why)
         return lines
 
-    def _write(self, p: Planned, shards: list[str], who: str, why: str) -> None:
+    def _write(self, p: Planned, snap: Snapshot, who: str, why: str) -> None:
         reg, obj = self.registry, p.obj
+        placed = isinstance(obj, IndexVersion | FeatureGroup) and p.current is None
+        shards = shards_to_place(p.options, _label(obj), snap.shards) if placed else []
         match obj:
             case EmbeddingFamily():
                 reg.put_family(obj)
@@ -240,12 +262,8 @@ class RegistryAdmin:
                 reg.put_embedding_version(obj)
             case IndexVersion():
                 if p.current is None:
-                    if not shards:
-                        raise FailedPrecondition(
-                            f"{_label(obj)}: no shards to place it on (none registered and none given)"
-                        )
                     try:
-                        reg.create_index(obj, shards, int(p.doc.get("replicas", 1)))
+                        reg.create_index(obj, shards, p.options.replica_count)
                     except AlreadyExists:
                         raise FailedPrecondition(
                             f"{_label(obj)} was created concurrently"
@@ -272,8 +290,10 @@ class RegistryAdmin:
                 put_model_change_object(reg, obj)
             case Principal():
                 reg.put_principal(obj)
+            case FeatureGroup() if p.current is None:
+                reg.put_object(obj, shards, p.options.replica_count)
             case _:
-                reg.put_object(obj, shards)
+                reg.put_object(obj)
 
     # --- reads -----------------------------------------------------------------
 

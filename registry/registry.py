@@ -39,6 +39,7 @@ from registry.placement import (
     assign_buckets,
     feature_placement_ref,
 )
+from registry.placement_options import check_replicas
 from registry.quality import check_gates_declared, gate_failures
 from registry.snapshot import Snapshot, build_snapshot, resolve_bundle
 from registry.store import Delete, Entry, ModRevisionIs, Put, RegistryStore
@@ -176,6 +177,7 @@ class Registry:
             raise InvalidArgument(
                 f"index {index.ref}: restricted attribute(s) {undeclared} are not declared attributes"
             )
+        check_replicas(f"index {index.ref}", replicas, shard_ids)
         if index.write_quorum < 0 or index.write_quorum > replicas:
             raise InvalidArgument(
                 f"index {index.ref}: write_quorum {index.write_quorum} must be 0 (all) .. {replicas} replicas"
@@ -331,13 +333,13 @@ class Registry:
         ):
             raise Conflict(f"index version {ref} changed concurrently; re-read and retry")
 
-    def put_object(self, obj: Any, shard_ids: Sequence[str] = ()) -> None:
+    def put_object(self, obj: Any, shard_ids: Sequence[str] = (), replicas: int = 1) -> None:
         """Feature definitions, groups and sets: versioned; only owner and
         description may change in place. Each is validated against what it
         references (a group against its definitions, a set against its
         groups) before it is written. A new feature group gets a placement
-        over the given shards: its rows live on the shard owning the entity's
-        bucket."""
+        over the given shards: its rows live on the `replicas` shards owning
+        the entity's bucket."""
         from registry.feature_catalog import FeatureCatalog
         from registry.features import FeatureGroup, check_compatible_update
 
@@ -359,7 +361,8 @@ class Registry:
                 raise FailedPrecondition(
                     f"feature group {obj.name}@{obj.version}: no shards registered to place it on"
                 )
-            placement = assign_buckets(ref, FEATURE_BUCKETS, shards)
+            check_replicas(f"feature group {obj.name}@{obj.version}", replicas, shards)
+            placement = assign_buckets(ref, FEATURE_BUCKETS, shards, replicas)
             ops.append(Put(self.keys.placement(ref.name, ref.version), codec.encode(placement)))
         expected = current.mod_revision if current is not None else 0
         if not self.store.txn([ModRevisionIs(key, expected)], ops):
