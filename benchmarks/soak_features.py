@@ -7,9 +7,10 @@ A row's version is its feature timestamp (`timestamp_of`): the shards keep
 the newest, so an older row sent late must be ignored, exactly as an older
 embedding version is. Its one feature's value is the version itself (exact in
 float64), so a read names the write it came from, and a value that does not
-match its row's timestamp is corruption. Feature groups have one replica per
-bucket: a write is acknowledged once the shard owning the entity has it on
-disk, and must survive that shard's SIGKILL.
+match its row's timestamp is corruption. The feature group has two replicas
+per bucket, like the index: a write is acknowledged once both have it on
+disk and must survive either's SIGKILL; a read goes on while one replica is
+down (`feature_key_unavailable` counts the values that could not be read).
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ def feature_spec() -> list[dict[str, Any]]:
         },
         {
             "kind": "FeatureGroup",
+            "replicas": 2,
             "spec": {"name": group, "version": version, "entity_type": ENTITY_TYPE,
                      "features": [{"name": FEATURE, "version": "v1"}]},
         },

@@ -30,20 +30,19 @@ import numpy as np
 from coordinator import metrics
 from coordinator.access import own_entities, require_tenant
 from coordinator.fanout import FanoutSettings
+from coordinator.feature_fetch import FeatureFetcher, Fetches
 from coordinator.model import (
     Access,
     EntityColumns,
     FeatureBlock,
     FeatureResult,
-    GroupFetch,
 )
-from coordinator.partial import Decision, classify_shard_error
 from coordinator.replicas import ReplicaTracker
 from coordinator.shard import ShardFactory
 from coordinator.snapshots import RegistryView
 from core.column_wire import RowColumns
 from core.domain import EntityKey, VersionRef
-from core.errors import DeadlineExceeded, InvalidArgument, PermissionDenied, Unavailable
+from core.errors import InvalidArgument, PermissionDenied, Unavailable
 from core.feature_columns import MISSING_REASONS, concat, empty
 from core.timestamps import check_time
 from registry.feature_batches import RowBatch, check_batch, rows_to_batch
@@ -73,13 +72,6 @@ class FeatureWire(Protocol):
         ...
 
 
-def missing_reason_of(exc: BaseException) -> MissingReason:
-    """What a tolerated shard failure means for its entities' values."""
-    if isinstance(exc, DeadlineExceeded):
-        return MissingReason.TIMEOUT
-    return MissingReason.UNAVAILABLE
-
-
 def entity_columns(keys: Sequence[EntityKey]) -> EntityColumns:
     types = list(dict.fromkeys(k.entity_type for k in keys))
     if len(types) > 256:
@@ -87,17 +79,6 @@ def entity_columns(keys: Sequence[EntityKey]) -> EntityColumns:
     code = {t: i for i, t in enumerate(types)}
     index = np.fromiter((code[k.entity_type] for k in keys), dtype=np.uint8, count=len(keys))
     return EntityColumns(types, index, [k.entity_id for k in keys])
-
-
-class _Fetches:
-    """One request's calls: per shard, the groups it is asked and, per
-    fetch, the rows (positions among the type's entities) it answers for."""
-
-    def __init__(self) -> None:
-        self.by_shard: dict[tuple[str, str], list[tuple[GroupRead, np.ndarray, GroupFetch]]]
-        self.by_shard = defaultdict(list)
-        # Some bucket had no serving replica in the snapshot routed on.
-        self.unsure = False
 
 
 class FeatureEngine:
@@ -117,13 +98,15 @@ class FeatureEngine:
         self.max_entities = max_entities
         self.fanout = fanout or FanoutSettings()
         self._announced: set[VersionRef] = set()
+        self.fetcher = FeatureFetcher(shards, tracker, wire.missing)
 
     def _bucket_shards(self, snap: Snapshot, group: VersionRef) -> list[tuple[str, str] | None]:
         """Per bucket of the group, the replica asked (None: none serving)."""
         placement = snap.placement(feature_placement_ref(group.name, group.version))
         out: list[tuple[str, str] | None] = []
         for replicas in placement.buckets:
-            pick = self.tracker.choose([s for s in replicas if snap.serving_shard(s) is not None])
+            serving = [s for s in replicas if snap.serving_shard(s) is not None]
+            pick = self.tracker.choose(serving, by_position=True)
             out.append((pick, snap.shards[pick].address) if pick else None)
         return out
 
@@ -184,11 +167,12 @@ class FeatureEngine:
             if fresh is not None:
                 snap = fresh
                 blocks, fetches = self._route(snap, access, ents, reads_by_type, personalized)
-        answers = await self._fetch(access.tenant_id, fetches, request_time, personalized, timeout)
-        for (_, calls), answer in zip(fetches.by_shard.items(), answers, strict=True):
-            for (read, rows, _), columns in zip(calls, answer, strict=True):
-                etype = read.schema.group.entity_type
-                blocks.append(FeatureBlock(read.schema.ref, etype, read.outputs, rows, columns))
+        # The calls' deadline bounds them: past it they fail DEADLINE_EXCEEDED,
+        # which answers their entities `timeout`.
+        budget = max(0.001, timeout - self.fanout.margin(timeout))
+        blocks += await self.fetcher.fetch(
+            snap, access.tenant_id, fetches, request_time, personalized, budget
+        )
         return self._result(blocks, reads_by_type, len(ents), len(fetches.by_shard), t0)
 
     def _route(
@@ -198,9 +182,9 @@ class FeatureEngine:
         ents: EntityColumns,
         reads_by_type: dict[str, list[GroupRead]],
         personalized: bool,
-    ) -> tuple[list[FeatureBlock], _Fetches]:
+    ) -> tuple[list[FeatureBlock], Fetches]:
         blocks: list[FeatureBlock] = []
-        fetches = _Fetches()
+        fetches = Fetches()
         tenant = snap.tenants.get(access.tenant_id)
         own_buckets = tenant.buckets if tenant else ()
         for code, etype in enumerate(ents.types):
@@ -222,7 +206,7 @@ class FeatureEngine:
         buckets: np.ndarray,
         personalized: bool,
         blocks: list[FeatureBlock],
-        fetches: _Fetches,
+        fetches: Fetches,
     ) -> None:
         """Blocks answered here (privacy, no replica) and fetches to send."""
         if not readable(read.schema, personalized):
@@ -243,48 +227,7 @@ class FeatureEngine:
                 columns = self.wire.missing(read, MissingReason.UNAVAILABLE, len(rows))
                 blocks.append(FeatureBlock(read.schema.ref, etype, read.outputs, rows, columns))
                 continue
-            calls = fetches.by_shard[target]
-            # Another group of the type asked of this shard for the same rows
-            # shares its id list: it travels once (GroupFetch.same_entities_as).
-            twin = next((f for r, rs, f in calls if r.schema.group.entity_type == etype
-                         and np.array_equal(rs, rows)), None)  # fmt: skip
-            entity_ids = twin.entity_ids if twin is not None else [ids[r] for r in rows.tolist()]
-            calls.append((read, rows, GroupFetch(read.schema.ref, read.features, entity_ids)))
-
-    async def _fetch(
-        self,
-        tenant_id: str,
-        fetches: _Fetches,
-        request_time: int,
-        personalized: bool,
-        timeout: float,
-    ) -> list[list[object]]:
-        """Per shard, its answer per fetch; a shard that failed in a way the
-        request survives is answered for with `timeout` / `unavailable`."""
-        budget = max(0.001, timeout - self.fanout.margin(timeout))
-
-        async def ask(
-            sid: str, addr: str, calls: list[tuple[GroupRead, np.ndarray, GroupFetch]]
-        ) -> list[object]:
-            shard = self.shards(sid, addr)
-            fetched = [f for _, _, f in calls]
-            try:
-                # The call's deadline bounds it: past `budget` it fails
-                # DEADLINE_EXCEEDED, which answers its entities `timeout`.
-                return await shard.get_feature_columns(
-                    tenant_id, fetched, request_time, personalized, budget
-                )
-            except Exception as exc:  # noqa: BLE001 - classified just below
-                if classify_shard_error(exc) is Decision.ABORT:
-                    raise
-                reason = missing_reason_of(exc)
-                return [self.wire.missing(read, reason, len(rows)) for read, rows, _ in calls]
-
-        return list(
-            await asyncio.gather(
-                *(ask(sid, addr, calls) for (sid, addr), calls in fetches.by_shard.items())
-            )
-        )
+            fetches.add(target, read, rows, [ids[r] for r in rows.tolist()], buckets[rows])
 
     def _result(
         self,

@@ -54,14 +54,24 @@ class ReplicaTracker:
     def health(self, shard_id: str) -> ShardHealth:
         return self._shards[shard_id]
 
-    def choose(self, candidates: Sequence[str], now: float | None = None) -> str | None:
-        """The best replica among `candidates` (already filtered to serving ones)."""
+    def choose(
+        self, candidates: Sequence[str], now: float | None = None, *, by_position: bool = False
+    ) -> str | None:
+        """The best replica among `candidates` (already filtered to serving
+        ones); on a tie the lowest shard id, or with `by_position` the first
+        candidate — a bucket's replicas in placement order, whose first
+        replicas are spread evenly over the shards."""
         if not candidates:
             return None
         now = time.monotonic() if now is None else now
+        rank = {s: i for i, s in enumerate(candidates)} if by_position else None
         return min(
             candidates,
-            key=lambda s: (self._shards[s].failed_until > now, self._shards[s].in_flight, s),
+            key=lambda s: (
+                self._shards[s].failed_until > now,
+                self._shards[s].in_flight,
+                rank[s] if rank is not None else s,
+            ),
         )
 
     def acquire(self, shard_id: str) -> None:

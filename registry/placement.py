@@ -21,9 +21,20 @@ FEATURE_BUCKETS = 16
 PLACEMENTS = ("hash", "centroid")
 
 
+FEATURE_PLACEMENT_PREFIX = "features:"
+
+
 def feature_placement_ref(group: str, version: str) -> VersionRef:
     """Feature groups are placed like index versions, under a reserved name."""
-    return VersionRef(f"features:{group}", version)
+    return VersionRef(f"{FEATURE_PLACEMENT_PREFIX}{group}", version)
+
+
+def feature_group_of(placement: VersionRef) -> VersionRef | None:
+    """The feature group a placement places (None: an index version's)."""
+    name = placement.name
+    if not name.startswith(FEATURE_PLACEMENT_PREFIX):
+        return None
+    return VersionRef(name[len(FEATURE_PLACEMENT_PREFIX) :], placement.version)
 
 
 def bucket_of(tenant_id: str, entity_id: str, num_buckets: int) -> int:

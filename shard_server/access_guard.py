@@ -140,6 +140,9 @@ RULES: dict[str, ShardRule] = {
     "/vecshard.v1.internal.ReplicationService/ExportBuckets": ShardRule(
         frozenset({ComponentRole.SHARD})
     ),
+    "/vecshard.v1.internal.ReplicationService/ExportFeatureRows": ShardRule(
+        frozenset({ComponentRole.SHARD})
+    ),
 }
 
 

@@ -388,3 +388,38 @@ class FeatureStore:
                     self._storage.write(deletes=dead)
             purged += len(dead)
         return purged
+
+    def iter_raw(self, group: VersionRef, chunk: int = 2048) -> Iterator[list[tuple[bytes, bytes]]]:
+        """Every stored row of the group as (key, value) as stored, in chunks:
+        what a replica of its buckets copies (`shard_server.feature_replication`)."""
+        cf = column_family(group)
+        if not self._storage.has_column_family(cf):
+            return
+        part: list[tuple[bytes, bytes]] = []
+        for pair in self._storage.iter_prefix(cf, b""):
+            part.append(pair)
+            if len(part) >= chunk:
+                yield part
+                part = []
+        if part:
+            yield part
+
+    def apply_raw(self, group: VersionRef, rows: Sequence[tuple[bytes, bytes]]) -> int:
+        """Writes copied rows (key, value as stored) newer than the row stored
+        (by `(feature_timestamp, generated_at)`, the write rule), so copying
+        twice, or a copy crossing a fresh write, changes nothing; on equal
+        times the stored row stays. Returns how many were written."""
+        cf = column_family(group)
+        with self._write_lock:
+            self._storage.ensure_column_family(cf)
+            if not rows:
+                return 0
+            stored = self._storage.multi_get(cf, [k for k, _ in rows])
+            wins = [
+                (cf, key, value)
+                for (key, value), old in zip(rows, stored, strict=True)
+                if old is None or row_times(value) > row_times(old)
+            ]
+            if wins:
+                self._storage.write(puts=wins)
+        return len(wins)

@@ -19,14 +19,17 @@ from core import runtime as serving
 from core.domain import VersionRef
 from protos.vecshard.v1.internal import replication_pb2 as pb
 from protos.vecshard.v1.internal import replication_pb2_grpc
+from shard_server.feature_replication import RawRows, catch_up_features, rows_in_buckets
+from shard_server.feature_store import FeatureStore
 from shard_server.service import ShardNode
 
 log = logging.getLogger(__name__)
 
 
 class ReplicationServicer(replication_pb2_grpc.ReplicationServiceServicer):
-    def __init__(self, node: ShardNode) -> None:
+    def __init__(self, node: ShardNode, features: FeatureStore) -> None:
         self.node = node
+        self.features = features
 
     def ExportBuckets(
         self, request: pb.ExportRequest, context: grpc.ServicerContext
@@ -38,13 +41,37 @@ class ReplicationServicer(replication_pb2_grpc.ReplicationServiceServicer):
                 tombstones=[pb.Tombstone(key=k, source_version=s) for k, s in tombs],
             )
 
+    def ExportFeatureRows(
+        self, request: pb.FeatureExportRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.ExportChunk]:
+        group = VersionRef(request.group_name, request.group_version)
+        snap = self.node.registry.snapshot
+        for rows in rows_in_buckets(self.features, snap, group, set(request.buckets)):
+            yield pb.ExportChunk(records=[pb.RawEntry(key=k, value=v) for k, v in rows])
 
-def catch_up(node: ShardNode, credentials: grpc.ChannelCredentials, timeout: float = 120.0) -> int:
-    """For every replicated bucket this shard holds, pulls from one registered
-    peer replica (over mutual TLS, as a shard). Returns how many records and
-    tombstones were applied."""
+
+def catch_up(
+    node: ShardNode,
+    features: FeatureStore,
+    credentials: grpc.ChannelCredentials,
+    timeout: float = 120.0,
+) -> int:
+    """For every replicated bucket this shard holds, of index versions and of
+    feature groups, pulls from one registered peer replica (over mutual TLS,
+    as a shard). Returns how many records, tombstones and feature rows were
+    applied."""
     snap = node.registry.refresh()
-    applied = 0
+
+    def export_features(address: str, group: VersionRef, buckets: list[int]) -> Iterator[RawRows]:
+        with grpc.secure_channel(address, credentials, options=serving.grpc_options()) as channel:
+            stub = replication_pb2_grpc.ReplicationServiceStub(channel)
+            req = pb.FeatureExportRequest(
+                group_name=group.name, group_version=group.version, buckets=sorted(buckets)
+            )
+            for chunk in stub.ExportFeatureRows(req, timeout=timeout):
+                yield [(r.key, r.value) for r in chunk.records]
+
+    applied = catch_up_features(features, snap, node.shard_id, export_features)
     for ref, placement in snap.placements.items():
         if ref not in snap.indexes:
             continue

@@ -102,9 +102,12 @@ def create_server(
         options=serving.grpc_options(),
     )
     shard_pb2_grpc.add_ShardServiceServicer_to_server(ShardServicer(node), server)
-    replication_pb2_grpc.add_ReplicationServiceServicer_to_server(ReplicationServicer(node), server)
+    features = FeatureStore(store)
+    replication_pb2_grpc.add_ReplicationServiceServicer_to_server(
+        ReplicationServicer(node, features), server
+    )
     features_pb2_grpc.add_FeatureShardServiceServicer_to_server(
-        FeatureServicer(FeatureNode(FeatureStore(store), cache)), server
+        FeatureServicer(FeatureNode(features, cache)), server
     )
     erasure_pb2_grpc.add_ShardErasureServiceServicer_to_server(
         ErasureServicer(ShardEraser(node, store, cfg.data_dir)), server
@@ -130,7 +133,7 @@ def create_server(
     # unregistered, then again once registered as draining (coordinators send
     # it writes but no queries), so nothing written in between is missed.
     peer = identity.channel_credentials()
-    applied = catch_up(node, peer)
+    applied = catch_up(node, features, peer)
     registration = ShardRegistration(
         etcd,
         registry.keys,
@@ -144,11 +147,13 @@ def create_server(
     )
     registration.on_lease_lost = LEASE_LOSSES.inc
     registration.start()
-    applied += catch_up(node, peer)
+    applied += catch_up(node, features, peer)
     registration.set_state(ShardState.SERVING)
     if applied:
         log.info(
-            "shard %s caught up %d records/tombstones from peer replicas", cfg.shard_id, applied
+            "shard %s caught up %d records, tombstones and feature rows from peer replicas",
+            cfg.shard_id,
+            applied,
         )
     serving.set_serving(health, [SERVICE, FEATURE_SERVICE], True)
     log.info("shard %s serving on %s with %d index partitions", cfg.shard_id, address, opened)

@@ -28,8 +28,7 @@ from core.errors import InvalidArgument, NotFound, PermissionDenied, Unavailable
 from protos.vecshard.v1.common_pb2 import ResolvedFeatureColumns
 from registry.feature_values import FeatureValue, resolved_values
 from registry.features import GroupRow
-from registry.model import Placement
-from registry.placement import FEATURE_BUCKETS, feature_placement_ref
+from registry.placement import FEATURE_BUCKETS, assign_buckets, feature_placement_ref
 from tests.feature_catalog import (
     ACTIVITY,
     DEFINITIONS,
@@ -51,22 +50,22 @@ ME = Access("acme", "ranking")
 SHARDS = ("s0", "s1")
 
 
-def feature_cluster() -> tuple[FeatureEngine, dict[str, InMemoryShard], StaticRegistry]:
-    """Every group's even buckets on s0, odd buckets on s1."""
+def feature_cluster(
+    ids: Sequence[str] = SHARDS, replicas: int = 1
+) -> tuple[FeatureEngine, dict[str, InMemoryShard], StaticRegistry]:
+    """Every group's buckets round-robin over `ids` (by default even buckets
+    on s0, odd on s1), each bucket's replicas on the shards after its first."""
     placements = {
-        feature_placement_ref(g.name, g.version): Placement(
-            feature_placement_ref(g.name, g.version),
-            tuple((SHARDS[b % 2],) for b in range(FEATURE_BUCKETS)),
-        )
-        for g in GROUPS
+        ref: assign_buckets(ref, FEATURE_BUCKETS, ids, replicas)
+        for ref in (feature_placement_ref(g.name, g.version) for g in GROUPS)
     }
     reg = registry_for(
-        SHARDS,
-        [SHARDS],
+        ids,
+        [tuple(ids)],
         features=[*DEFINITIONS, *GROUPS, RANKER],
         feature_placements=placements,
     )
-    shards = {s: InMemoryShard(s, registry=reg) for s in SHARDS}
+    shards = {s: InMemoryShard(s, registry=reg) for s in ids}
 
     def factory(shard_id: str, address: str) -> Shard:
         return shards[shard_id]
@@ -298,3 +297,49 @@ def test_requests_are_checked_before_any_shard_is_asked() -> None:
     with pytest.raises(InvalidArgument, match="reads as nanoseconds"):
         put(engine, PROFILE, [row(user("u"), T0 * 1000, age_bucket="a")])
     assert all(not s.log for s in shards.values())
+
+
+def asked(shard: InMemoryShard) -> int:
+    return shard.ops["get_feature_columns"]
+
+
+def test_a_replica_that_refuses_is_covered_by_the_other_replicas() -> None:
+    """Two replicas per bucket over three shards: a shard that refuses (down,
+    still registered) costs nothing — its rows are asked of the replicas
+    after it, and it is avoided for its cool-down; with a second shard down
+    only the buckets both held are unavailable. Writes need every replica."""
+    ids = ("s0", "s1", "s2")
+    engine, shards, reg = feature_cluster(ids, replicas=2)
+    placement = reg.snapshot.placement(feature_placement_ref(PROFILE.name, PROFILE.version))
+    people = [user(f"u{i}") for i in range(24)]
+    put(engine, PROFILE, [row(u, T0, age_bucket=u.entity_id) for u in people])
+    get(engine, people)  # healthy: each bucket's first replica, so every shard is read
+    assert all(asked(shard) == 1 for shard in shards.values())
+    shards["s1"].error = Unavailable("shard s1 is down")
+    before = asked(shards["s1"])
+    result = get(engine, people)
+    assert asked(shards["s1"]) > before  # s1 was the first choice of some buckets
+    assert [result[n]["user_profile__age_bucket"][:2] for n in range(len(people))] == [
+        (u.entity_id, None) for u in people
+    ]
+    assert "unavailable" not in result.result.missing_by_reason
+    before = asked(shards["s1"])
+    assert [get(engine, people)[n]["user_profile__age_bucket"][0] for n in range(24)] == [
+        u.entity_id for u in people
+    ]
+    assert asked(shards["s1"]) == before  # in its cool-down: not asked first again
+
+    shards["s2"].error = Unavailable("shard s2 is down")
+    result = get(engine, people)
+    lost = {b for b, replicas in enumerate(placement.buckets) if set(replicas) == {"s1", "s2"}}
+    got = [result[n]["user_profile__age_bucket"][:2] for n in range(len(people))]
+    want = [
+        ("unknown", "unavailable")
+        if key_bucket(reg.snapshot, FEATURE_BUCKETS, u) in lost
+        else (u.entity_id, None)
+        for u in people
+    ]
+    assert got == want
+    assert {r for _, r in want} == {None, "unavailable"}  # both kinds of bucket were asked
+    with pytest.raises(Unavailable):  # a write needs every replica of its bucket
+        put(engine, PROFILE, [row(u, T0 + 1, age_bucket="new") for u in people])

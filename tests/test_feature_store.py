@@ -18,6 +18,9 @@ import pytest
 from core.errors import InvalidArgument
 from registry.feature_values import resolve_group
 from registry.features import GroupRow, PutAck
+from registry.placement import FEATURE_BUCKETS, tenant_bucket
+from registry.snapshot import Snapshot
+from shard_server.feature_replication import rows_in_buckets
 from shard_server.feature_store import FeatureShardStore, FeatureStore, column_family
 from shard_server.storage import StoreMemory
 from tests.feature_catalog import (
@@ -233,3 +236,39 @@ def test_acknowledged_rows_survive_sigkill(tmp_path: Path) -> None:
     got = FeatureStore(storage).multi_get(PROFILE_S, [user(f"u{i}") for i in range(20)])
     assert [r.values["account_days"] if r else None for r in got] == list(range(20))
     storage.close()
+
+
+def test_copied_rows_follow_the_write_rule_and_only_their_buckets(
+    shard: tuple, tmp_path: Path
+) -> None:
+    """Replica catch-up (`shard_server.feature_replication`): a peer's rows of
+    some buckets, copied as stored, land only where newer than the copy's own
+    (an older or equally old row stays), and copying again changes nothing."""
+    _, mine = shard
+    peer_storage = FeatureShardStore(tmp_path / "peer")
+    peer = FeatureStore(peer_storage)
+    people = [user(f"u{i}") for i in range(40)]
+    buckets = {tenant_bucket(u.tenant_id, u.entity_id, FEATURE_BUCKETS) for u in people[:10]}
+    wanted = [
+        u for u in people if tenant_bucket(u.tenant_id, u.entity_id, FEATURE_BUCKETS) in buckets
+    ]
+    assert len(wanted) < len(people)
+    peer.put(PROFILE_S, [row(u, T0 + 5, age_bucket="peer") for u in people])
+    newer, same = wanted[0], wanted[1]
+    mine.put(
+        PROFILE_S, [row(newer, T0 + 9, age_bucket="mine"), row(same, T0 + 5, age_bucket="mine")]
+    )
+
+    copied = [r for part in rows_in_buckets(peer, Snapshot(), PROFILE, buckets) for r in part]
+    assert len(copied) == len(wanted)
+    assert mine.apply_raw(PROFILE, copied) == len(wanted) - 2
+    assert mine.apply_raw(PROFILE, copied) == 0
+    got = values(mine.multi_get(PROFILE_S, people))
+    for u, v in zip(people, got, strict=True):
+        if u in (newer, same):
+            assert v is not None and v["age_bucket"] == "mine"
+        elif u in wanted:
+            assert v is not None and v["age_bucket"] == "peer"
+        else:
+            assert v is None  # another bucket: not copied
+    peer_storage.close()

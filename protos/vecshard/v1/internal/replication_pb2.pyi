@@ -16,6 +16,16 @@ class ExportRequest(_message.Message):
     buckets: _containers.RepeatedScalarFieldContainer[int]
     def __init__(self, index_name: _Optional[str] = ..., index_version: _Optional[str] = ..., buckets: _Optional[_Iterable[int]] = ...) -> None: ...
 
+class FeatureExportRequest(_message.Message):
+    __slots__ = ("group_name", "group_version", "buckets")
+    GROUP_NAME_FIELD_NUMBER: _ClassVar[int]
+    GROUP_VERSION_FIELD_NUMBER: _ClassVar[int]
+    BUCKETS_FIELD_NUMBER: _ClassVar[int]
+    group_name: str
+    group_version: str
+    buckets: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, group_name: _Optional[str] = ..., group_version: _Optional[str] = ..., buckets: _Optional[_Iterable[int]] = ...) -> None: ...
+
 class RawEntry(_message.Message):
     __slots__ = ("key", "value")
     KEY_FIELD_NUMBER: _ClassVar[int]

@@ -39,6 +39,11 @@ class ReplicationServiceStub:
                 request_serializer=protos_dot_vecshard_dot_v1_dot_internal_dot_replication__pb2.ExportRequest.SerializeToString,
                 response_deserializer=protos_dot_vecshard_dot_v1_dot_internal_dot_replication__pb2.ExportChunk.FromString,
                 _registered_method=True)
+        self.ExportFeatureRows = channel.unary_stream(
+                '/vecshard.v1.internal.ReplicationService/ExportFeatureRows',
+                request_serializer=protos_dot_vecshard_dot_v1_dot_internal_dot_replication__pb2.FeatureExportRequest.SerializeToString,
+                response_deserializer=protos_dot_vecshard_dot_v1_dot_internal_dot_replication__pb2.ExportChunk.FromString,
+                _registered_method=True)
 
 
 class ReplicationServiceServicer:
@@ -52,12 +57,25 @@ class ReplicationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportFeatureRows(self, request, context):
+        """Every stored row of a feature group version whose entity falls in the
+        given buckets (`records` only), in chunks.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ReplicationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'ExportBuckets': grpc.unary_stream_rpc_method_handler(
                     servicer.ExportBuckets,
                     request_deserializer=protos_dot_vecshard_dot_v1_dot_internal_dot_replication__pb2.ExportRequest.FromString,
+                    response_serializer=protos_dot_vecshard_dot_v1_dot_internal_dot_replication__pb2.ExportChunk.SerializeToString,
+            ),
+            'ExportFeatureRows': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportFeatureRows,
+                    request_deserializer=protos_dot_vecshard_dot_v1_dot_internal_dot_replication__pb2.FeatureExportRequest.FromString,
                     response_serializer=protos_dot_vecshard_dot_v1_dot_internal_dot_replication__pb2.ExportChunk.SerializeToString,
             ),
     }
@@ -87,6 +105,33 @@ class ReplicationService:
             target,
             '/vecshard.v1.internal.ReplicationService/ExportBuckets',
             protos_dot_vecshard_dot_v1_dot_internal_dot_replication__pb2.ExportRequest.SerializeToString,
+            protos_dot_vecshard_dot_v1_dot_internal_dot_replication__pb2.ExportChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportFeatureRows(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/vecshard.v1.internal.ReplicationService/ExportFeatureRows',
+            protos_dot_vecshard_dot_v1_dot_internal_dot_replication__pb2.FeatureExportRequest.SerializeToString,
             protos_dot_vecshard_dot_v1_dot_internal_dot_replication__pb2.ExportChunk.FromString,
             options,
             channel_credentials,

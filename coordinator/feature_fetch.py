@@ -1,0 +1,205 @@
+"""Fetching a GetFeatures request's groups from the shards, with failover.
+
+One call per shard carries every group it is asked. When a call fails for a
+reason about the shard (down, shutting down, overloaded) its rows are asked
+again of the other replicas of their buckets — a cover found by the rule
+searches and lookups use (`coordinator.failover`) — within what is left of
+the request's budget. Why: a shard that dies stays in the registry until its
+lease expires (seconds), and a restart takes as long as loading its rows;
+without failover a feature group with two replicas per bucket would still
+answer `unavailable` for a third of the candidates all that time. Rows that
+no other replica holds, or that no time is left for, get the failed shard's
+missing reason (`unavailable`, `timeout`); the request itself never fails
+for a shard (DESIGN §8).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from collections.abc import Callable
+
+import numpy as np
+
+from coordinator.failover import alternates, failover_cover
+from coordinator.model import FeatureBlock, GroupFetch
+from coordinator.partial import Decision, classify_shard_error
+from coordinator.replicas import ReplicaTracker
+from coordinator.shard import ShardFactory
+from core.errors import DeadlineExceeded
+from registry.feature_catalog import GroupRead
+from registry.features import MissingReason
+from registry.placement import feature_placement_ref
+from registry.snapshot import Snapshot
+
+# Below this much time left a failover call could not answer: its rows are
+# answered `timeout` at once (a first call is always sent).
+MIN_FAILOVER_SECONDS = 0.002
+
+
+def missing_reason_of(exc: BaseException) -> MissingReason:
+    """What a tolerated shard failure means for its entities' values."""
+    if isinstance(exc, DeadlineExceeded):
+        return MissingReason.TIMEOUT
+    return MissingReason.UNAVAILABLE
+
+
+class Call:
+    """One group asked of one shard: the rows (positions among the request's
+    entities of the group's type) it answers for, and each row's bucket."""
+
+    __slots__ = ("read", "rows", "fetch", "buckets")
+
+    def __init__(
+        self, read: GroupRead, rows: np.ndarray, fetch: GroupFetch, buckets: np.ndarray
+    ) -> None:
+        self.read, self.rows, self.fetch, self.buckets = read, rows, fetch, buckets
+
+
+class Fetches:
+    """One request's calls: per shard, the groups it is asked."""
+
+    def __init__(self) -> None:
+        self.by_shard: dict[tuple[str, str], list[Call]] = defaultdict(list)
+        # Some bucket had no serving replica in the snapshot routed on.
+        self.unsure = False
+
+    def add(
+        self,
+        target: tuple[str, str],
+        read: GroupRead,
+        rows: np.ndarray,
+        ids: list[str],
+        buckets: np.ndarray,
+    ) -> None:
+        """Asks `target` for `rows` of `read`. Another group of the type asked
+        of the shard for the same rows shares its id list: it travels once
+        (GroupFetch.same_entities_as)."""
+        calls = self.by_shard[target]
+        etype = read.schema.group.entity_type
+        twin = next((c for c in calls if c.read.schema.group.entity_type == etype
+                     and np.array_equal(c.rows, rows)), None)  # fmt: skip
+        entity_ids = twin.fetch.entity_ids if twin is not None else ids
+        calls.append(
+            Call(read, rows, GroupFetch(read.schema.ref, read.features, entity_ids), buckets)
+        )
+
+
+# Wire columns for rows not read: (group read, reason, how many) → columns.
+Missing = Callable[[GroupRead, MissingReason, int], object]
+
+
+class FeatureFetcher:
+    def __init__(self, shards: ShardFactory, tracker: ReplicaTracker, missing: Missing) -> None:
+        self.shards = shards
+        self.tracker = tracker
+        self.missing = missing
+
+    def _block(self, call: Call, columns: object) -> FeatureBlock:
+        read = call.read
+        return FeatureBlock(
+            read.schema.ref, read.schema.group.entity_type, read.outputs, call.rows, columns
+        )
+
+    def _unread(self, call: Call, reason: MissingReason) -> FeatureBlock:
+        return self._block(call, self.missing(call.read, reason, len(call.rows)))
+
+    async def fetch(
+        self,
+        snap: Snapshot,
+        tenant_id: str,
+        fetches: Fetches,
+        request_time: int,
+        personalized: bool,
+        budget: float,
+    ) -> list[FeatureBlock]:
+        """Every call's blocks; a shard that failed in a way the request
+        survives is asked of other replicas, or answered for with its
+        missing reason."""
+        deadline = asyncio.get_running_loop().time() + budget
+
+        async def ask(
+            sid: str, addr: str, calls: list[Call], tried: frozenset[str]
+        ) -> list[FeatureBlock]:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if tried and remaining < MIN_FAILOVER_SECONDS:
+                return [self._unread(c, MissingReason.TIMEOUT) for c in calls]
+            try:
+                answer = await self._call(
+                    sid, addr, tenant_id, calls, request_time, personalized, remaining
+                )
+                return [self._block(c, cols) for c, cols in zip(calls, answer, strict=True)]
+            except Exception as exc:  # noqa: BLE001 - classified just below
+                if classify_shard_error(exc) is Decision.ABORT:
+                    raise
+                reason = missing_reason_of(exc)
+                if reason is MissingReason.TIMEOUT:
+                    # The call's deadline was the request's: too late to ask anyone else.
+                    return [self._unread(c, reason) for c in calls]
+                tried = tried | {sid}
+                blocks, again = self._failover(snap, calls, tried, reason)
+                parts = await asyncio.gather(
+                    *(ask(alt, alt_addr, cs, tried) for (alt, alt_addr), cs in again.items())
+                )
+                return blocks + [b for part in parts for b in part]
+
+        parts = await asyncio.gather(
+            *(ask(sid, addr, calls, frozenset()) for (sid, addr), calls in fetches.by_shard.items())
+        )
+        return [b for part in parts for b in part]
+
+    async def _call(
+        self,
+        sid: str,
+        addr: str,
+        tenant_id: str,
+        calls: list[Call],
+        request_time: int,
+        personalized: bool,
+        timeout: float,
+    ) -> list[object]:
+        """The call, counted by the replica tracker: a shard that failed is
+        avoided for its cool-down, and replicas are chosen least busy first."""
+        self.tracker.acquire(sid)
+        start = time.perf_counter()
+        try:
+            # Past `timeout` the call fails DEADLINE_EXCEEDED: `timeout` values.
+            answer = await self.shards(sid, addr).get_feature_columns(
+                tenant_id, [c.fetch for c in calls], request_time, personalized, timeout
+            )
+        except asyncio.CancelledError:
+            self.tracker.release(sid, None)
+            raise
+        except BaseException as exc:
+            self.tracker.release(sid, None, failed=classify_shard_error(exc) is Decision.TOLERATE)
+            raise
+        self.tracker.release(sid, time.perf_counter() - start)
+        return answer
+
+    def _failover(
+        self, snap: Snapshot, calls: list[Call], tried: frozenset[str], reason: MissingReason
+    ) -> tuple[list[FeatureBlock], dict[tuple[str, str], list[Call]]]:
+        """For a failed shard's calls: blocks for the rows no untried replica
+        holds, and the calls to send to a cover of replicas for the rest."""
+        blocks: list[FeatureBlock] = []
+        again = Fetches()
+        for call in calls:
+            ref = call.read.schema.ref
+            placement = snap.placement(feature_placement_ref(ref.name, ref.version))
+            held = np.unique(call.buckets).tolist()
+            candidates = alternates(snap, placement, held, tried)
+            coverable = sorted({b for _, _, bs in candidates for b in bs})
+            cover = failover_cover(coverable, candidates, tried) or []
+            answered = np.zeros(len(call.rows), dtype=np.bool_)
+            for alt, address, share in cover:
+                mask = np.isin(call.buckets, share)
+                answered |= mask
+                picked = np.flatnonzero(mask)
+                ids = [call.fetch.entity_ids[i] for i in picked.tolist()]
+                again.add((alt, address), call.read, call.rows[picked], ids, call.buckets[picked])
+            if not answered.all():
+                lost = np.flatnonzero(~answered)
+                rows, buckets = call.rows[lost], call.buckets[lost]
+                blocks.append(self._unread(Call(call.read, rows, call.fetch, buckets), reason))
+        return blocks, again.by_shard

@@ -1,0 +1,88 @@
+"""Feature-row catch-up between the replicas of a feature group's buckets.
+
+A feature write is acknowledged once every replica of each row's bucket has
+it, so a shard that was down missed nothing acknowledged — but a write
+refused because one replica was down (still registered, its calls failing)
+may have reached the others. Without a copy, the replicas of those rows
+would disagree for good once the writer gave up, and a read would answer
+the old or the new row depending on the replica it asked. So a starting
+shard copies, from one registered peer per bucket, every row of its
+replicated buckets that is newer than its own (`FeatureStore.apply_raw`:
+the write rule, so copying twice changes nothing), before it serves reads;
+like index catch-up it runs once unregistered and once registered as
+draining, when it already receives every write.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+
+import numpy as np
+
+from core.domain import VersionRef
+from registry.placement import FEATURE_BUCKETS, feature_group_of, tenant_buckets_of
+from registry.snapshot import Snapshot
+from shard_server.feature_store import FeatureStore, parse_entity_key
+
+log = logging.getLogger(__name__)
+
+RawRows = list[tuple[bytes, bytes]]
+
+
+def rows_in_buckets(
+    store: FeatureStore, snap: Snapshot, group: VersionRef, buckets: set[int]
+) -> Iterator[RawRows]:
+    """The group's stored rows whose entity falls in `buckets`, in chunks
+    (a tenant with its own buckets places its entities in those only)."""
+    for part in store.iter_raw(group):
+        ids_by_tenant: dict[str, list[int]] = defaultdict(list)
+        keys = [parse_entity_key(k) for k, _ in part]
+        for i, key in enumerate(keys):
+            ids_by_tenant[key.tenant_id].append(i)
+        keep = np.zeros(len(part), dtype=np.bool_)
+        wanted = np.array(sorted(buckets), dtype=np.int64)
+        for tenant_id, rows in ids_by_tenant.items():
+            tenant = snap.tenants.get(tenant_id)
+            own = tenant.buckets if tenant else ()
+            ids = [keys[i].entity_id for i in rows]
+            held = tenant_buckets_of(tenant_id, ids, FEATURE_BUCKETS, own)
+            keep[rows] = np.isin(held, wanted)
+        picked = [pair for pair, k in zip(part, keep.tolist(), strict=True) if k]
+        if picked:
+            yield picked
+
+
+# (peer address, group, buckets) → the peer's rows of those buckets, in chunks.
+Export = Callable[[str, VersionRef, list[int]], Iterator[RawRows]]
+
+
+def catch_up_features(store: FeatureStore, snap: Snapshot, shard_id: str, export: Export) -> int:
+    """For every feature group placement with buckets this shard shares with
+    a registered peer, copies that peer's newer rows; returns how many rows
+    were written. A peer that cannot be asked is logged and skipped: the
+    shard then serves what it has, as before catch-up existed."""
+    applied = 0
+    for ref, placement in snap.placements.items():
+        group = feature_group_of(ref)
+        if group is None:
+            continue
+        by_peer: dict[str, list[int]] = defaultdict(list)
+        for b in placement.buckets_of(shard_id):
+            peers = [s for s in placement.buckets[b] if s != shard_id and s in snap.shards]
+            if peers:
+                by_peer[peers[0]].append(b)
+        for peer, buckets in by_peer.items():
+            try:
+                for rows in export(snap.shards[peer].address, group, buckets):
+                    applied += store.apply_raw(group, rows)
+            except Exception as exc:  # noqa: BLE001 - one peer's failure skips its buckets
+                log.warning(
+                    "feature catch-up of %s buckets %s from %s failed: %s",
+                    group,
+                    buckets,
+                    peer,
+                    exc,
+                )
+    return applied

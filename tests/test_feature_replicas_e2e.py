@@ -1,0 +1,105 @@
+"""Feature groups with two replicas per bucket (`replicas: 2` on the
+document), through real processes: a SIGKILLed shard costs no feature value
+— while it is still registered (every call to it is refused, and the
+coordinator asks the other replica) and after its lease expired — while
+writes to its buckets are refused UNAVAILABLE (a write is acknowledged only
+once every replica has it), and once it is back it serves what was written
+before and after."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import grpc
+import pytest
+
+from cli.local_cluster import LocalCluster
+from client.connection import RetryPolicy
+from client.registry_client import RegistryClient
+from client.retrieval_client import RetrievalClient
+from core.errors import VecshardError
+from registry.placement import FEATURE_BUCKETS, bucket_of
+from tests.conftest import ClusterFactory
+from tests.specs import tenant_docs
+from tests.test_lookup_faults import FEATURES, registered, wait_until_gone
+
+pytestmark = pytest.mark.integration
+S = 1_000_000
+T0 = 1_800_000_000 * S
+REPLICATED = FEATURES.replace("kind: FeatureGroup\n", "kind: FeatureGroup\nreplicas: 2\n")
+assert REPLICATED != FEATURES
+
+
+def values(c: RetrievalClient, ids: list[str]) -> list[tuple[object, ...]]:
+    res = c.get_features("ranker", "v1", [("item", i) for i in ids], request_time_us=T0 + 5 * S)
+    return [
+        (e["stats__ctr"].value, e["stats__ctr"].missing_reason, e["stats__label"].value)
+        for e in res.entities
+    ]
+
+
+def serving(reg: RegistryClient, shard_id: str) -> None:
+    deadline = time.monotonic() + 30
+    while (shard_id, "serving") not in {(s.shard_id, s.state) for s in reg.status().shards}:
+        assert time.monotonic() < deadline, f"{shard_id} never served again"
+        time.sleep(0.1)
+
+
+def put(c: RetrievalClient, entity_id: str, ctr: float, label: str) -> None:
+    c.put_features("stats", "v1", [(("item", entity_id), T0 + S, {"ctr": ctr, "label": label})])
+
+
+def test_a_dead_shard_costs_no_feature_value(make_cluster: ClusterFactory) -> None:
+    cluster: LocalCluster = make_cluster(num_shards=3, lease_ttl=4)
+    ids = [f"i{i}" for i in range(60)]
+    with RegistryClient(cluster.coordinator_address) as reg:
+        reg.apply("\n---\n".join(json.dumps(d) for d in tenant_docs()))
+        reg.apply(REPLICATED)
+        buckets = reg.get("Placement", "features:stats", "v1").spec["buckets"]
+        replicas = {i: buckets[bucket_of("t", i, FEATURE_BUCKETS)] for i in ids}
+        assert all(len(set(r)) == 2 for r in replicas.values())
+        first_on_dead = [i for i in ids if replicas[i][0] == "shard-2"]
+        held_by_dead = [i for i in ids if "shard-2" in replicas[i]]
+        assert first_on_dead and len(held_by_dead) > len(first_on_dead)
+        with RetrievalClient(
+            cluster.coordinator_address,
+            tenant_id="t",
+            purpose="test",
+            retry=RetryPolicy(max_attempts=1),
+        ) as c:
+            c.put_features(
+                "stats", "v1", [(("item", i), T0, {"ctr": 0.25, "label": "x"}) for i in ids]
+            )
+            assert values(c, ids) == [(0.25, None, "x")] * len(ids)
+            cluster.kill_shard("shard-2")
+            assert "shard-2" in registered(reg)  # every call to it is refused
+            assert values(c, ids) == [(0.25, None, "x")] * len(ids)
+            early, late = held_by_dead[0], held_by_dead[1]
+            with pytest.raises(VecshardError) as refused:
+                put(c, early, 0.5, "half")
+            assert refused.value.code is grpc.StatusCode.UNAVAILABLE
+            # Refused, yet the live replica has it (the outcome of a refused
+            # write is unknown; retried, it lands everywhere).
+            assert values(c, [early]) == [(0.5, None, "half")]
+
+            wait_until_gone(reg, "shard-2", cluster)
+            assert values(c, [i for i in ids if i != early]) == [(0.25, None, "x")] * 59
+            with pytest.raises(VecshardError, match="writes need every replica") as refused:
+                put(c, late, 0.5, "half")
+            assert refused.value.code is grpc.StatusCode.UNAVAILABLE
+            assert values(c, [late]) == [(0.25, None, "x")]  # refused before it was sent
+
+            cluster.restart_shard("shard-2")
+            serving(reg, "shard-2")
+            for i in held_by_dead[2:]:
+                put(c, i, 0.75, "y")
+            # The restarted shard alone: it copied the row it missed from its
+            # peer replica before serving (catch-up), and has every later write.
+            cluster.kill_shard("shard-0")
+            cluster.kill_shard("shard-1")
+            want = [(0.5, None, "half"), (0.25, None, "x")] + [(0.75, None, "y")] * (
+                len(held_by_dead) - 2
+            )
+            assert values(c, held_by_dead) == want
+
