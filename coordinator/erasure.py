@@ -44,7 +44,7 @@ from coordinator.snapshots import RegistryView
 from core import runtime as serving
 from core.domain import EntityKey, VersionRef
 from core.embedding_columns import FOUND, EmbeddingColumns
-from core.errors import InvalidArgument, NotFound
+from core.errors import InvalidArgument, NotFound, Unavailable
 from core.feature_columns import REASON_CODE
 from core.vectors import from_bytes
 from core.vouch import ERASURE_PURPOSE
@@ -54,6 +54,7 @@ from protos.vecshard.v1.internal import erasure_pb2 as epb
 from protos.vecshard.v1.internal import erasure_pb2_grpc
 from registry.features import FeatureGroup
 from registry.model import IndexVersion
+from registry.placement import feature_placement_ref
 from registry.snapshot import Snapshot
 
 # A verification search asks each shard for this many nearest items.
@@ -148,7 +149,35 @@ class ErasureEngine:
                 f"entity type {subject.entity_type!r}: no embedding family or feature group "
                 f"holds it; expected one of {sorted(known)}"
             )
+        self._require_every_holder(snap, subject.entity_type)
         return snap
+
+    def _require_every_holder(self, snap: Snapshot, entity_type: str) -> None:
+        """Every shard placed to hold the type's data must be registered. Why
+        refuse rather than skip one that is down: it keeps its copy (a
+        feature row has no tombstone to catch up on, an index version with
+        one replica has no peer to catch up from), verification could not
+        ask it, and a feature group's replicas copy newer rows from each
+        other at start — the erased row would come back, and spread."""
+        _, indexes = self._targets(snap, entity_type)
+        placed = [(ix.ref, f"index {ix.ref}") for ix in indexes] + [
+            (feature_placement_ref(g.name, g.version), f"feature group {g.name}@{g.version}")
+            for g in _groups(snap)
+            if g.entity_type == entity_type
+        ]
+        down: dict[str, list[str]] = {}
+        for ref, label in placed:
+            placement = snap.placements.get(ref)
+            for sid in placement.shards() if placement is not None else ():
+                if sid not in snap.shards:
+                    down.setdefault(sid, []).append(label)
+        if down:
+            held = "; ".join(f"{sid} ({', '.join(what)})" for sid, what in sorted(down.items()))
+            raise Unavailable(
+                f"erasure of {entity_type!r} subjects: shard(s) holding copies are not "
+                f"registered: {held}. An erasure must reach and verify every copy; retry "
+                "when they are back"
+            )
 
     @staticmethod
     def _targets(snap: Snapshot, entity_type: str) -> tuple[list[VersionRef], list[IndexVersion]]:

@@ -16,8 +16,10 @@ import pytest
 
 from cli.local_cluster import LocalCluster
 from client.connection import RetryPolicy
+from client.erasure_client import ErasureClient
 from client.registry_client import RegistryClient
 from client.retrieval_client import RetrievalClient
+from core.domain import EntityKey
 from core.errors import VecshardError
 from registry.placement import FEATURE_BUCKETS, bucket_of
 from tests.conftest import ClusterFactory
@@ -103,3 +105,36 @@ def test_a_dead_shard_costs_no_feature_value(make_cluster: ClusterFactory) -> No
             )
             assert values(c, held_by_dead) == want
 
+
+def test_an_erasure_is_refused_while_a_shard_holding_copies_is_down(
+    make_cluster: ClusterFactory,
+) -> None:
+    """The erased row would stay on the down shard (a feature row has no
+    tombstone) and, with replicas, come back to its peers through catch-up:
+    the erasure is refused, naming the shard, with nothing deleted; once the
+    shard is back it runs, and the row stays gone through a restart."""
+    cluster: LocalCluster = make_cluster(num_shards=3, lease_ttl=4)
+    subject = EntityKey("t", "item", "i7")
+    with RegistryClient(cluster.coordinator_address) as reg:
+        reg.apply("\n---\n".join(json.dumps(d) for d in tenant_docs()))
+        reg.apply(REPLICATED)
+        with (
+            RetrievalClient(cluster.coordinator_address, tenant_id="t", purpose="test") as c,
+            ErasureClient(cluster.coordinator_address, retry=RetryPolicy(max_attempts=1)) as er,
+        ):
+            put(c, subject.entity_id, 0.9, "nine")
+            cluster.kill_shard("shard-1")
+            wait_until_gone(reg, "shard-1", cluster)
+            with pytest.raises(VecshardError, match=r"shard-1 \(feature group stats@v1\)") as down:
+                er.erase(subject, why="test")
+            assert down.value.code is grpc.StatusCode.UNAVAILABLE
+            assert values(c, [subject.entity_id]) == [(0.9, None, "nine")]  # nothing deleted
+
+            cluster.restart_shard("shard-1")
+            serving(reg, "shard-1")
+            assert er.erase(subject, why="test").feature_rows_deleted == 2  # both replicas
+            gone = [(0.5, "entity_not_found", "none")]  # the definitions' defaults
+            for sid in ("shard-0", "shard-2", "shard-1"):  # each restarts; catch-up runs
+                cluster.restart_shard(sid)
+                serving(reg, sid)
+                assert values(c, [subject.entity_id]) == gone, sid
