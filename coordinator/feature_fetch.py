@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -70,17 +70,21 @@ class Fetches:
         target: tuple[str, str],
         read: GroupRead,
         rows: np.ndarray,
-        ids: list[str],
         buckets: np.ndarray,
+        ids: Sequence[str],
+        positions: np.ndarray,
     ) -> None:
-        """Asks `target` for `rows` of `read`. Another group of the type asked
-        of the shard for the same rows shares its id list: it travels once
+        """Asks `target` for `rows` of `read`, whose entity ids are `ids` at
+        `positions`. Another group of the type asked of the shard for the
+        same rows shares its id list: it is built once and travels once
         (GroupFetch.same_entities_as)."""
         calls = self.by_shard[target]
         etype = read.schema.group.entity_type
         twin = next((c for c in calls if c.read.schema.group.entity_type == etype
                      and np.array_equal(c.rows, rows)), None)  # fmt: skip
-        entity_ids = twin.fetch.entity_ids if twin is not None else ids
+        entity_ids = (
+            twin.fetch.entity_ids if twin is not None else [ids[p] for p in positions.tolist()]
+        )
         calls.append(
             Call(read, rows, GroupFetch(read.schema.ref, read.features, entity_ids), buckets)
         )
@@ -196,8 +200,8 @@ class FeatureFetcher:
                 mask = np.isin(call.buckets, share)
                 answered |= mask
                 picked = np.flatnonzero(mask)
-                ids = [call.fetch.entity_ids[i] for i in picked.tolist()]
-                again.add((alt, address), call.read, call.rows[picked], ids, call.buckets[picked])
+                rows, buckets = call.rows[picked], call.buckets[picked]
+                again.add((alt, address), call.read, rows, buckets, call.fetch.entity_ids, picked)
             if not answered.all():
                 lost = np.flatnonzero(~answered)
                 rows, buckets = call.rows[lost], call.buckets[lost]

@@ -11,8 +11,9 @@ passes each shard's columns through with the positions of their rows
 
 Per-entity failures are values, never an error for the request (DESIGN §8):
 a shard that does not answer before the deadline yields `timeout` values;
-one that refuses, or a bucket with no serving replica, yields `unavailable`
-at once. Only request-level problems fail the call: an unknown feature set,
+one that refuses has its rows asked of the buckets' other replicas
+(`coordinator.feature_fetch`), and rows no other replica holds — or a bucket
+with no serving replica — yield `unavailable` at once. Only request-level problems fail the call: an unknown feature set,
 an entity type it does not read, another tenant's entity, too many
 entities, or an error every shard would give (`coordinator.partial`).
 """
@@ -227,7 +228,7 @@ class FeatureEngine:
                 columns = self.wire.missing(read, MissingReason.UNAVAILABLE, len(rows))
                 blocks.append(FeatureBlock(read.schema.ref, etype, read.outputs, rows, columns))
                 continue
-            fetches.add(target, read, rows, [ids[r] for r in rows.tolist()], buckets[rows])
+            fetches.add(target, read, rows, buckets[rows], ids, rows)
 
     def _result(
         self,
