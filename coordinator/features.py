@@ -21,6 +21,7 @@ entities, or an error every shard would give (`coordinator.partial`).
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -30,6 +31,7 @@ import numpy as np
 
 from coordinator import metrics
 from coordinator.access import own_entities, require_tenant
+from coordinator.background import Background
 from coordinator.fanout import FanoutSettings
 from coordinator.feature_fetch import FeatureFetcher, Fetches
 from coordinator.model import (
@@ -38,6 +40,7 @@ from coordinator.model import (
     FeatureBlock,
     FeatureResult,
 )
+from coordinator.quorum import ReplicaCall, needed, replica_count, run_quorum
 from coordinator.replicas import ReplicaTracker
 from coordinator.shard import ShardFactory
 from coordinator.snapshots import RegistryView
@@ -49,6 +52,7 @@ from core.timestamps import check_time
 from registry.feature_batches import RowBatch, check_batch, rows_to_batch
 from registry.feature_catalog import GroupRead, readable
 from registry.features import GroupRow, GroupSchema, MissingReason
+from registry.model import Placement
 from registry.placement import FEATURE_BUCKETS, feature_placement_ref, tenant_buckets_of
 from registry.snapshot import Snapshot
 
@@ -91,8 +95,11 @@ class FeatureEngine:
         wire: FeatureWire,
         max_entities: int = 5000,
         fanout: FanoutSettings | None = None,
+        background: Background | None = None,
     ) -> None:
         self.wire = wire
+        # Replica writes still running when a write's quorum was met.
+        self.background = background or Background()
         self.registry = registry
         self.shards = shards
         self.tracker = tracker
@@ -290,7 +297,11 @@ class FeatureEngine:
         placement = snap.placement(feature_placement_ref(group.name, group.version))
         tenant = snap.tenants.get(access.tenant_id)
         own_buckets = tenant.buckets if tenant else ()
-        per_shard: dict[str, tuple[str, list[tuple[RowBatch, np.ndarray]]]] = {}
+        replicas = replica_count(placement)
+        need = needed(schema.group.write_quorum, replicas)
+        # Rows by the replica set of their bucket: each replica of a set gets
+        # the same rows, so the set's first acknowledgement counts them.
+        per_set: dict[tuple[str, ...], tuple[set[int], list[tuple[RowBatch, np.ndarray]]]] = {}
         newest = 0
         for batch in batches:
             if not len(batch):
@@ -299,36 +310,77 @@ class FeatureEngine:
             ids = [k.entity_id for k in batch.entities]
             buckets = tenant_buckets_of(access.tenant_id, ids, FEATURE_BUCKETS, own_buckets)
             for bucket in np.unique(buckets).tolist():
-                rows_of = np.flatnonzero(buckets == bucket)
-                for sid in placement.buckets[bucket]:
-                    member = snap.shards.get(sid)
-                    if member is None:
-                        raise Unavailable(
-                            f"shard {sid} (feature bucket {bucket} of {group}) is not registered; "
-                            "writes need every replica"
-                        )
-                    per_shard.setdefault(sid, (member.address, []))[1].append((batch, rows_of))
-        if group not in self._announced:
-            # The first write of a group through this coordinator creates its
-            # partition on every shard of the placement (empty batches), so
-            # every shard tells `not_computed` from `entity_not_found` alike.
-            for sid in placement.shards():
-                member = snap.shards.get(sid)
-                if member is not None:
-                    per_shard.setdefault(sid, (member.address, []))
-        acks = await asyncio.gather(
-            *(
-                self.shards(sid, addr).put_features(group, _gathered(schema, parts), timeout)
-                for sid, (addr, parts) in per_shard.items()
+                members = placement.buckets[bucket]
+                down = [sid for sid in members if sid not in snap.shards]
+                if len(members) - len(down) < need:
+                    raise Unavailable(
+                        f"feature bucket {bucket} of {group}: replica(s) {down} not registered; "
+                        f"writes need {need} of {len(members)}"
+                    )
+                held, parts = per_set.setdefault(members, (set(), []))
+                held.add(bucket)
+                parts.append((batch, np.flatnonzero(buckets == bucket)))
+        calls = [
+            ReplicaCall(
+                sid,
+                frozenset(held),
+                functools.partial(
+                    self._put_to, sid, snap.shards[sid].address, group, rows_of, timeout
+                ),
+                members,
             )
-        )
-        self._announced.add(group)
+            for members, (held, parts) in per_set.items()
+            for rows_of in [_gathered(schema, parts)]
+            for sid in members
+            if sid in snap.shards
+        ]
+        announcing = None
+        if group not in self._announced:
+            written_to = {c.shard_id for c in calls}
+            announcing = asyncio.ensure_future(
+                self._announce(snap, group, placement, schema, written_to, timeout)
+            )
+        try:
+            written, ignored = await run_quorum(
+                calls, schema.group.write_quorum, replicas, _no_summary, self.background.spawn
+            )
+        finally:
+            if announcing is not None:
+                await announcing
         if newest:
             metrics.FEATURE_FRESHNESS.labels(group.name).set(newest / 1e6)
-        replicas = max(len(b) for b in placement.buckets)
-        written = sum(w for w, _ in acks) // replicas
-        ignored = sum(i for _, i in acks) // replicas
         return written, ignored
+
+    async def _put_to(
+        self, sid: str, address: str, group: VersionRef, rows: RowBatch, timeout: float
+    ) -> tuple[int, int]:
+        return await self.shards(sid, address).put_features(group, rows, timeout)
+
+    async def _announce(
+        self,
+        snap: Snapshot,
+        group: VersionRef,
+        placement: Placement,
+        schema: GroupSchema,
+        written_to: set[str],
+        timeout: float,
+    ) -> None:
+        """The first write of a group through this coordinator creates its
+        partition on every other shard of the placement (empty batches), so
+        every shard tells `not_computed` from `entity_not_found` alike. A
+        shard that cannot be reached now creates it with its first rows."""
+        empty = _gathered(schema, [])
+        targets = [s for s in placement.shards() if s in snap.shards and s not in written_to]
+        results = await asyncio.gather(
+            *(self._put_to(s, snap.shards[s].address, group, empty, timeout) for s in targets),
+            return_exceptions=True,
+        )
+        if not any(isinstance(r, BaseException) for r in results):
+            self._announced.add(group)
+
+
+def _no_summary(shard_id: str) -> None:
+    """Feature writes invalidate no search summary (`run_quorum`'s `on_write`)."""
 
 
 def _gathered(schema: GroupSchema, parts: list[tuple[RowBatch, np.ndarray]]) -> RowBatch:

@@ -23,6 +23,10 @@ from registry.model import IndexVersion, Placement, ShardMember
 from registry.snapshot import Snapshot
 
 
+def replica_count(placement: Placement) -> int:
+    return max(len(r) for r in placement.buckets)
+
+
 def needed(quorum: int, replicas: int) -> int:
     """Acknowledgements a bucket needs: the quorum (0 = every replica),
     never more than there are replicas."""

@@ -184,7 +184,9 @@ async def create_server(
     retrieval_pb2_grpc.add_RetrievalServiceServicer_to_server(
         RetrievalServicer(
             engine,
-            FeatureEngine(view, pool.get, engine.tracker, ProtoFeatureWire()),
+            FeatureEngine(
+                view, pool.get, engine.tracker, ProtoFeatureWire(), background=engine.background
+            ),
             cfg.default_timeout,
         ),
         server,

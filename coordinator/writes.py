@@ -28,7 +28,7 @@ from coordinator.dual_write import mirror_indexes
 from coordinator.model import Access, WriteRecord
 from coordinator.moves import MoveDelete, move_deletes, move_deletes_of
 from coordinator.packed_records import checked_columns
-from coordinator.quorum import ReplicaCall, run_quorum, write_members
+from coordinator.quorum import ReplicaCall, replica_count, run_quorum, write_members
 from coordinator.records import checked_records
 from coordinator.shard import Shard, ShardFactory
 from coordinator.snapshots import RegistryView
@@ -87,10 +87,6 @@ def column_replica_sets(
         name: (members, bs, np.flatnonzero(set_of_row == ids[name]))
         for name, (members, bs) in sets.items()
     }
-
-
-def replica_count(placement: Placement) -> int:
-    return max(len(r) for r in placement.buckets)
 
 
 class Writes:

@@ -41,6 +41,7 @@ from registry.placement import feature_placement_ref
 from registry.placement_options import (
     PlacementOptions,
     check_unchanged,
+    check_write_quorum,
     placement_options,
     shards_to_place,
 )
@@ -150,6 +151,7 @@ class RegistryAdmin:
         if isinstance(obj, IndexVersion | FeatureGroup):
             if cur is None:
                 shards_to_place(p.options, _label(obj), overlay.shards)
+                check_write_quorum(_label(obj), obj.write_quorum, p.options.replica_count)
             else:
                 check_unchanged(p.options, _label(obj), overlay.placements.get(_placed_ref(obj)))
         if cur is None:  # on creation: an object stored before the rules stays appliable

@@ -256,6 +256,8 @@ class FeatureGroup:
     ttl_seconds: int | None = None
     owner: str = ""
     description: str = ""
+    # Replica acknowledgements a write needs per bucket; 0: all (README, Replicas).
+    write_quorum: int = 0
 
     def __post_init__(self) -> None:
         where = f"feature group {self.name}@{self.version}"
@@ -263,6 +265,15 @@ class FeatureGroup:
         check_name(f"{where}: version", self.version)
         check_name(f"{where}: entity_type", self.entity_type)
         _check_seconds(f"{where}: ttl_seconds", self.ttl_seconds)
+        if (
+            isinstance(self.write_quorum, bool)
+            or not isinstance(self.write_quorum, int)
+            or self.write_quorum < 0
+        ):
+            raise InvalidArgument(
+                f"{where}: write_quorum {self.write_quorum!r}; expected 0 (every replica) or a "
+                "number of replicas"
+            )
         if not self.features:
             raise InvalidArgument(f"{where}: has no features; expected at least one")
         names = [f.name for f in self.features]

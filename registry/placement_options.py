@@ -95,12 +95,14 @@ def shards_to_place(
     return shards
 
 
-def check_replicas(where: str, replicas: int, shards: Sequence[str]) -> None:
+def check_replicas(where: str, replicas: int, shards: Sequence[str], write_quorum: int = 0) -> None:
+    """Replicas are distinct shards, and a write quorum is one they can meet."""
     if not 1 <= replicas <= len(set(shards)):
         raise InvalidArgument(
             f"{where}: replicas {replicas}, but it is placed on {len(set(shards))} shard(s); "
             "the replicas of a bucket are distinct shards"
         )
+    check_write_quorum(where, write_quorum, replicas)
 
 
 def check_unchanged(options: PlacementOptions, where: str, placement: Placement | None) -> None:
@@ -115,4 +117,13 @@ def check_unchanged(options: PlacementOptions, where: str, placement: Placement 
             f"{where} was placed with {placed} replica(s); replicas cannot change on an existing "
             f"version (asked: {options.replicas}). Create a new version with replicas: "
             f"{options.replicas} and switch to it"
+        )
+
+
+def check_write_quorum(where: str, quorum: int, replicas: int) -> None:
+    """A write quorum above the replica count could never be met."""
+    if not 0 <= quorum <= replicas:
+        raise InvalidArgument(
+            f"{where}: write_quorum {quorum}, but it has {replicas} replica(s) per bucket; "
+            "expected 0 (every replica) up to the replicas"
         )

@@ -177,11 +177,7 @@ class Registry:
             raise InvalidArgument(
                 f"index {index.ref}: restricted attribute(s) {undeclared} are not declared attributes"
             )
-        check_replicas(f"index {index.ref}", replicas, shard_ids)
-        if index.write_quorum < 0 or index.write_quorum > replicas:
-            raise InvalidArgument(
-                f"index {index.ref}: write_quorum {index.write_quorum} must be 0 (all) .. {replicas} replicas"
-            )
+        check_replicas(f"index {index.ref}", replicas, shard_ids, index.write_quorum)
         placement = assign_buckets(index.ref, index.num_buckets, shard_ids, replicas)
         key = self.keys.index(index.name, index.version)
         ok = self.store.txn(
@@ -361,7 +357,8 @@ class Registry:
                 raise FailedPrecondition(
                     f"feature group {obj.name}@{obj.version}: no shards registered to place it on"
                 )
-            check_replicas(f"feature group {obj.name}@{obj.version}", replicas, shards)
+            where = f"feature group {obj.name}@{obj.version}"
+            check_replicas(where, replicas, shards, obj.write_quorum)
             placement = assign_buckets(ref, FEATURE_BUCKETS, shards, replicas)
             ops.append(Put(self.keys.placement(ref.name, ref.version), codec.encode(placement)))
         expected = current.mod_revision if current is not None else 0

@@ -51,18 +51,19 @@ SHARDS = ("s0", "s1")
 
 
 def feature_cluster(
-    ids: Sequence[str] = SHARDS, replicas: int = 1
+    ids: Sequence[str] = SHARDS, replicas: int = 1, write_quorum: int = 0
 ) -> tuple[FeatureEngine, dict[str, InMemoryShard], StaticRegistry]:
     """Every group's buckets round-robin over `ids` (by default even buckets
     on s0, odd on s1), each bucket's replicas on the shards after its first."""
+    groups = [replace(g, write_quorum=write_quorum) for g in GROUPS]
     placements = {
         ref: assign_buckets(ref, FEATURE_BUCKETS, ids, replicas)
-        for ref in (feature_placement_ref(g.name, g.version) for g in GROUPS)
+        for ref in (feature_placement_ref(g.name, g.version) for g in groups)
     }
     reg = registry_for(
         ids,
         [tuple(ids)],
-        features=[*DEFINITIONS, *GROUPS, RANKER],
+        features=[*DEFINITIONS, *groups, RANKER],
         feature_placements=placements,
     )
     shards = {s: InMemoryShard(s, registry=reg) for s in ids}
@@ -342,4 +343,23 @@ def test_a_replica_that_refuses_is_covered_by_the_other_replicas() -> None:
     assert got == want
     assert {r for _, r in want} == {None, "unavailable"}  # both kinds of bucket were asked
     with pytest.raises(Unavailable):  # a write needs every replica of its bucket
+        put(engine, PROFILE, [row(u, T0 + 1, age_bucket="new") for u in people])
+
+
+def test_a_write_quorum_below_the_replicas_acknowledges_with_a_replica_down() -> None:
+    """write_quorum 1 of 2: a write goes on while one replica refuses (or is
+    not registered), counts each row once, and is read back from the replica
+    that has it; with no replica of a bucket left it is refused."""
+    ids = ("s0", "s1", "s2")
+    engine, shards, reg = feature_cluster(ids, replicas=2, write_quorum=1)
+    people = [user(f"u{i}") for i in range(24)]
+    shards["s1"].error = Unavailable("shard s1 is down")
+    assert put(engine, PROFILE, [row(u, T0, age_bucket=u.entity_id) for u in people]) == (24, 0)
+    assert put(engine, PROFILE, [row(u, T0 - 1, age_bucket="old") for u in people]) == (0, 24)
+    result = get(engine, people)
+    assert [result[n]["user_profile__age_bucket"][:2] for n in range(24)] == [
+        (u.entity_id, None) for u in people
+    ]
+    reg.snapshot = replace(reg.snapshot, shards={"s0": reg.snapshot.shards["s0"]})
+    with pytest.raises(Unavailable, match=r"not registered; writes need 1 of 2"):
         put(engine, PROFILE, [row(u, T0 + 1, age_bucket="new") for u in people])

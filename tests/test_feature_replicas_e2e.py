@@ -52,27 +52,39 @@ def put(c: RetrievalClient, entity_id: str, ctr: float, label: str) -> None:
     c.put_features("stats", "v1", [(("item", entity_id), T0 + S, {"ctr": ctr, "label": label})])
 
 
+def replicated(reg: RegistryClient, docs: str, ids: list[str]) -> dict[str, list[str]]:
+    """Applies the tenants and `docs`; each id's replicas, as placed."""
+    reg.apply("\n---\n".join(json.dumps(d) for d in tenant_docs()))
+    reg.apply(docs)
+    buckets = reg.get("Placement", "features:stats", "v1").spec["buckets"]
+    return {i: buckets[bucket_of("t", i, FEATURE_BUCKETS)] for i in ids}
+
+
+def client(cluster: LocalCluster) -> RetrievalClient:
+    """No retries: a refused write is seen as such."""
+    return RetrievalClient(
+        cluster.coordinator_address,
+        tenant_id="t",
+        purpose="test",
+        retry=RetryPolicy(max_attempts=1),
+    )
+
+
+def loaded(c: RetrievalClient, ids: list[str]) -> None:
+    c.put_features("stats", "v1", [(("item", i), T0, {"ctr": 0.25, "label": "x"}) for i in ids])
+
+
 def test_a_dead_shard_costs_no_feature_value(make_cluster: ClusterFactory) -> None:
     cluster: LocalCluster = make_cluster(num_shards=3, lease_ttl=4)
     ids = [f"i{i}" for i in range(60)]
     with RegistryClient(cluster.coordinator_address) as reg:
-        reg.apply("\n---\n".join(json.dumps(d) for d in tenant_docs()))
-        reg.apply(REPLICATED)
-        buckets = reg.get("Placement", "features:stats", "v1").spec["buckets"]
-        replicas = {i: buckets[bucket_of("t", i, FEATURE_BUCKETS)] for i in ids}
+        replicas = replicated(reg, REPLICATED, ids)
         assert all(len(set(r)) == 2 for r in replicas.values())
         first_on_dead = [i for i in ids if replicas[i][0] == "shard-2"]
         held_by_dead = [i for i in ids if "shard-2" in replicas[i]]
         assert first_on_dead and len(held_by_dead) > len(first_on_dead)
-        with RetrievalClient(
-            cluster.coordinator_address,
-            tenant_id="t",
-            purpose="test",
-            retry=RetryPolicy(max_attempts=1),
-        ) as c:
-            c.put_features(
-                "stats", "v1", [(("item", i), T0, {"ctr": 0.25, "label": "x"}) for i in ids]
-            )
+        with client(cluster) as c:
+            loaded(c, ids)
             assert values(c, ids) == [(0.25, None, "x")] * len(ids)
             cluster.kill_shard("shard-2")
             assert "shard-2" in registered(reg)  # every call to it is refused
@@ -87,7 +99,9 @@ def test_a_dead_shard_costs_no_feature_value(make_cluster: ClusterFactory) -> No
 
             wait_until_gone(reg, "shard-2", cluster)
             assert values(c, [i for i in ids if i != early]) == [(0.25, None, "x")] * 59
-            with pytest.raises(VecshardError, match="writes need every replica") as refused:
+            with pytest.raises(
+                VecshardError, match=r"not registered; writes need 2 of 2"
+            ) as refused:
                 put(c, late, 0.5, "half")
             assert refused.value.code is grpc.StatusCode.UNAVAILABLE
             assert values(c, [late]) == [(0.25, None, "x")]  # refused before it was sent
@@ -116,8 +130,7 @@ def test_an_erasure_is_refused_while_a_shard_holding_copies_is_down(
     cluster: LocalCluster = make_cluster(num_shards=3, lease_ttl=4)
     subject = EntityKey("t", "item", "i7")
     with RegistryClient(cluster.coordinator_address) as reg:
-        reg.apply("\n---\n".join(json.dumps(d) for d in tenant_docs()))
-        reg.apply(REPLICATED)
+        replicated(reg, REPLICATED, [])
         with (
             RetrievalClient(cluster.coordinator_address, tenant_id="t", purpose="test") as c,
             ErasureClient(cluster.coordinator_address, retry=RetryPolicy(max_attempts=1)) as er,
@@ -138,3 +151,39 @@ def test_an_erasure_is_refused_while_a_shard_holding_copies_is_down(
                 cluster.restart_shard(sid)
                 serving(reg, sid)
                 assert values(c, [subject.entity_id]) == gone, sid
+
+
+QUORUM_ONE = REPLICATED.replace(
+    "spec: {name: stats, version: v1,", "spec: {name: stats, version: v1, write_quorum: 1,"
+)
+assert QUORUM_ONE != REPLICATED
+
+
+def test_with_a_write_quorum_of_one_writes_go_on_and_a_restarted_replica_catches_up(
+    make_cluster: ClusterFactory,
+) -> None:
+    """`write_quorum: 1` of two replicas: writes to a down shard's buckets are
+    acknowledged by the other replica — while the down shard is still leased
+    and after — and the restarted shard, before it serves, copies every row
+    acknowledged without it: alone (its peers killed) it answers them all."""
+    cluster: LocalCluster = make_cluster(num_shards=3, lease_ttl=4)
+    ids = [f"i{i}" for i in range(60)]
+    with RegistryClient(cluster.coordinator_address) as reg:
+        held = [i for i, r in replicated(reg, QUORUM_ONE, ids).items() if "shard-2" in r]
+        with client(cluster) as c:
+            loaded(c, ids)
+            cluster.kill_shard("shard-2")
+            assert "shard-2" in registered(reg)
+            for i in held[3:]:
+                put(c, i, 0.5, "half")  # acknowledged by the live replica
+            wait_until_gone(reg, "shard-2", cluster)
+            for i in held[:3]:
+                put(c, i, 0.75, "y")
+            want = [(0.75, None, "y")] * 3 + [(0.5, None, "half")] * (len(held) - 3)
+            assert values(c, held) == want
+
+            cluster.restart_shard("shard-2")
+            serving(reg, "shard-2")
+            cluster.kill_shard("shard-0")
+            cluster.kill_shard("shard-1")
+            assert values(c, held) == want  # shard-2 alone: it caught up

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from core.domain import VersionRef
 from core.errors import FailedPrecondition, InvalidArgument, NotFound, VecshardError
 from registry.admin import RegistryAdmin, parse_documents
 from registry.memory_store import InMemoryStore
@@ -122,3 +123,28 @@ def test_replicas_cannot_change_on_an_existing_version(make: Any) -> None:
     assert reg.snapshot().placements == before
     admin.apply(make(replicas=1))  # the same: fine
     admin.apply(make())  # not given: fine
+
+
+@pytest.mark.parametrize(
+    ("fields", "spec", "match"),
+    [
+        ({"replicas": 2}, {"write_quorum": 3}, r"write_quorum 3, but it has 2 replica\(s\)"),
+        ({}, {"write_quorum": 2}, r"write_quorum 2, but it has 1 replica\(s\)"),
+        ({"replicas": 2}, {"write_quorum": -1}, "write_quorum -1; expected 0"),
+        ({"replicas": 2}, {"write_quorum": True}, "write_quorum: expected int, got True"),
+    ],
+)
+def test_a_feature_group_write_quorum_its_replicas_cannot_meet_is_refused(
+    fields: dict[str, Any], spec: dict[str, Any], match: str
+) -> None:
+    reg, admin = fresh()
+    docs = group_docs(**fields)
+    docs[1]["spec"].update(spec)
+    for dry_run in (True, False):
+        with pytest.raises(InvalidArgument, match=match):
+            admin.apply(docs, dry_run=dry_run)
+    assert not reg.snapshot().placements
+    docs[1]["spec"]["write_quorum"] = 1
+    admin.apply(docs)
+    group = reg.snapshot().feature_catalog.groups[VersionRef("stats", "v1")]
+    assert group.group.write_quorum == 1
