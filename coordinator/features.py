@@ -276,7 +276,9 @@ class FeatureEngine:
         columns: RowColumns | None = None,
     ) -> tuple[int, int]:
         """Writes `rows` and `columns`; every row is checked before anything
-        is sent, and one bad row refuses the request (nothing is written)."""
+        is sent, and one bad row refuses the request (nothing is written).
+        Acknowledged once `write_quorum` replicas of each row's bucket (0:
+        all) have it; returns (written, ignored as older), each row once."""
         snap, schema = await self.registry.fresh(
             lambda s: (require_tenant(s, access.tenant_id), s.feature_catalog.schema(group))[1]
         )
