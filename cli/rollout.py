@@ -33,20 +33,28 @@ _IN_FLIGHT = re.compile(
 _REQUESTS = re.compile(r"^vecshard_grpc_requests_total\{([^}]*)\} ([0-9.eE+-]+)$", re.M)
 
 
+# Writes wait for every replica of their buckets (the default write quorum):
+# while a shard restarts, those to its buckets are refused UNAVAILABLE and
+# retried by their callers — what a restart means, not a broken shard.
+WRITES = ("Upsert", "UpsertColumns", "Delete", "PutFeatures")
+_LABEL = re.compile(r'(\w+)="([^"]*)"')
+
+
 def failed_requests_from_metrics(text: str) -> float:
     """Requests a coordinator answered with an error status (not OK, not
-    client mistakes such as INVALID_ARGUMENT/NOT_FOUND), from its Prometheus text."""
-    ignore = (
-        'code="OK"',
-        'code="INVALID_ARGUMENT"',
-        'code="NOT_FOUND"',
-        'code="PERMISSION_DENIED"',
-    )
-    return sum(
-        float(v)
-        for labels, v in _REQUESTS.findall(text)
-        if 'component="coordinator"' in labels and not any(i in labels for i in ignore)
-    )
+    client mistakes such as INVALID_ARGUMENT/NOT_FOUND, not a write refused
+    UNAVAILABLE while a replica is away), from its Prometheus text."""
+    ignore = {"OK", "INVALID_ARGUMENT", "NOT_FOUND", "PERMISSION_DENIED"}
+    failed = 0.0
+    for labels, v in _REQUESTS.findall(text):
+        label = dict(_LABEL.findall(labels))
+        code, method = label.get("code"), label.get("method")
+        if label.get("component") != "coordinator" or code in ignore:
+            continue
+        if code == "UNAVAILABLE" and method in WRITES:
+            continue
+        failed += float(v)
+    return failed
 
 
 def coordinator_errors(url: str) -> Callable[[], float]:

@@ -42,7 +42,9 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     rs.add_argument(
         "--metrics-url",
         help="a coordinator's Prometheus URL (e.g. a port-forward of :9100/metrics); a rise in "
-        "its failed requests while a shard restarts rolls that shard back and stops",
+        "its failed requests while a shard restarts rolls that shard back and stops (writes "
+        "refused UNAVAILABLE do not count: with every replica needed, those to the restarting "
+        "shard's buckets wait for it)",
     )
     rs.add_argument(
         "--max-new-errors", type=float, default=0.0, help="failed requests tolerated per shard"

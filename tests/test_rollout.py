@@ -15,7 +15,13 @@ import numpy as np
 import pytest
 
 from cli.local_cluster import LocalCluster
-from cli.rollout import KubectlFleet, LocalFleet, Rollout, in_flight_from_metrics
+from cli.rollout import (
+    KubectlFleet,
+    LocalFleet,
+    Rollout,
+    coordinator_errors,
+    in_flight_from_metrics,
+)
 from client.registry_client import RegistryClient
 from client.retrieval_client import Record, RetrievalClient
 from tests.conftest import ClusterFactory
@@ -206,8 +212,13 @@ def test_failed_requests_are_read_from_coordinator_metrics() -> None:
         'vecshard_grpc_requests_total{code="DEADLINE_EXCEEDED",component="coordinator",method="Search",service="s"} 2.0\n'
         'vecshard_grpc_requests_total{code="INVALID_ARGUMENT",component="coordinator",method="Search",service="s"} 7.0\n'
         'vecshard_grpc_requests_total{code="INTERNAL",component="shard",method="Search",service="s"} 5.0\n'
+        # A write refused while a replica restarts is expected; failing otherwise it counts.
+        'vecshard_grpc_requests_total{code="UNAVAILABLE",component="coordinator",method="Upsert",service="s"} 11.0\n'
+        'vecshard_grpc_requests_total{code="UNAVAILABLE",component="coordinator",method="PutFeatures",service="s"} 4.0\n'
+        'vecshard_grpc_requests_total{code="INTERNAL",component="coordinator",method="Upsert",service="s"} 1.0\n'
+        'vecshard_grpc_requests_total{component="coordinator",code="RESOURCE_EXHAUSTED",method="Delete",service="s"} 2.0\n'
     )
-    assert failed_requests_from_metrics(text) == 5.0
+    assert failed_requests_from_metrics(text) == 5.0 + 1.0 + 2.0
 
 
 def test_an_error_rise_rolls_the_shard_back(make_cluster: ClusterFactory) -> None:
@@ -224,3 +235,31 @@ def test_an_error_rise_rolls_the_shard_back(make_cluster: ClusterFactory) -> Non
         )
         with pytest.raises(RolloutFailed, match="7 requests failed while shard-0 restarted"):
             rollout.run()
+
+
+def test_a_rolling_restart_under_write_load_passes_the_error_check(
+    make_cluster: ClusterFactory,
+) -> None:
+    """With every replica needed for a write (the default write quorum), writes
+    to a restarting shard's buckets are refused UNAVAILABLE until it is back —
+    expected, and retried by their callers. The error check counted them, so
+    a rollout under any write load rolled its first shard back; it counts the
+    failures that mean a broken shard: reads, and writes failing otherwise."""
+    cluster = seeded(make_cluster)
+    urls = [f"http://127.0.0.1:{(c.ready or {})['metrics']}/metrics" for c in cluster.coordinators]
+    readers = [coordinator_errors(u) for u in urls]
+    log: list[str] = []
+    with (
+        RegistryClient(cluster.coordinator_target, who="test") as reg,
+        Load(cluster.coordinator_target) as load,
+    ):
+        load.acknowledged(20)
+        Rollout(
+            reg, LocalFleet(cluster), error_count=lambda: sum(r() for r in readers), say=log.append
+        ).run()
+        load.acknowledged(120)
+    assert [line for line in log if line.endswith("serving")] == [
+        f"[{s}] serving" for s in cluster.shard_ids()
+    ]
+    assert load.failures == [] and load.partials == 0
+    check_acknowledged(cluster, load)
