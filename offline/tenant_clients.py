@@ -9,6 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
+# The retries of a job's calls (client.connection.RetryPolicy). Why
+# longer than the SDK's: a job's writes ride out a shard's restart (a rolling
+# upgrade, a crash) — a write that needs every replica of a bucket is refused
+# UNAVAILABLE until the shard is back, and the default retries give up within
+# a second. The job's call timeout bounds the wait; past it the job stops,
+# resumable from its checkpoint.
+JOB_ATTEMPTS, JOB_BACKOFF = 60, (0.1, 5.0)
+
 
 class TenantClients:
     def __init__(
@@ -26,6 +34,7 @@ class TenantClients:
         """The tenant's `RetrievalClient`, opened on first use (imported
         late: jobs run in process against a store never load gRPC)."""
         if tenant not in self._clients:
+            from client.connection import RetryPolicy
             from client.retrieval_client import RetrievalClient
 
             self._clients[tenant] = RetrievalClient(
@@ -34,6 +43,7 @@ class TenantClients:
                 purpose=self.purpose,
                 timeout=self.timeout,
                 credentials=self.credentials,
+                retry=RetryPolicy(JOB_ATTEMPTS, *JOB_BACKOFF),
             )
         return self._clients[tenant]
 

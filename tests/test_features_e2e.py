@@ -308,3 +308,43 @@ def test_materialize_cli_copies_offline_rows_online_and_resumes(
             "home_ranker", "v1", [("item", f"m{n}") for n in range(50)], request_time_us=T0 + 60 * S
         )
     assert [e["price"].value for e in got.entities] == [float(n) for n in range(50)]
+
+
+def test_a_materialization_rides_out_a_shard_restart(
+    make_cluster: ClusterFactory, tmp_path
+) -> None:
+    """A shard is down when the job starts and back 3 s later: the job's
+    writes to its buckets are refused UNAVAILABLE meanwhile, and it waits
+    for the shard (the SDK's default retries gave up within a second, and
+    the job stopped) — and every row is acknowledged."""
+    import json
+    import random
+    import threading
+
+    from offline.materialize import GrpcFeatureSink, MaterializeJob, materialize
+    from offline.parquet_store import OfflineStore
+    from registry import codec
+    from tests.feature_catalog import CATALOG, DEFINITIONS, GROUPS, RANKER
+    from tests.test_feature_parity import DAYS, WRITTEN, data_set
+
+    cluster = make_cluster(num_shards=3, lease_ttl=4)
+    docs = [json.loads(codec.encode(o)) for o in (*DEFINITIONS, *GROUPS, RANKER)]
+    with RegistryClient(cluster.coordinator_target) as reg:
+        reg.apply([{"kind": d["kind"], "spec": d["spec"]} for d in docs] + tenant_docs())
+    offline = OfflineStore(tmp_path / "offline")
+    for group, rows in data_set(random.Random(5)).items():
+        offline.write_features(CATALOG.schema(group), rows)
+    group = WRITTEN[0]
+    job = MaterializeJob(
+        CATALOG.schema(group), start_date=DAYS[0], end_date=DAYS[-1], batch_size=50
+    )
+    cluster.kill_shard("shard-1")
+    back = threading.Timer(3.0, cluster.restart_shard, ("shard-1",))
+    back.start()
+    sink = GrpcFeatureSink(cluster.coordinator_target)
+    try:
+        report = materialize(job, offline, sink, tmp_path / "ck.json", progress=None)
+    finally:
+        back.join()
+        sink.close()
+    assert report.rows > 0 and report.written + report.ignored_older == report.rows
