@@ -33,8 +33,9 @@ from core.wire import filter_to_pb
 from protos.vecshard.v1 import common_pb2 as cpb
 from protos.vecshard.v1 import retrieval_pb2 as pb
 from protos.vecshard.v1 import retrieval_pb2_grpc
+from protos.vecshard.v1.internal import replication_pb2 as rpb
+from protos.vecshard.v1.internal import replication_pb2_grpc, shard_pb2_grpc
 from protos.vecshard.v1.internal import shard_pb2 as spb
-from protos.vecshard.v1.internal import shard_pb2_grpc
 from tests.conftest import ClusterFactory
 from tests.polling import poll
 from tests.specs import route_spec, tenant_docs
@@ -402,3 +403,24 @@ def test_a_shard_answers_only_vouched_calls_from_cluster_peers(cluster: LocalClu
                 metadata=vouch.metadata(ok),
             )
         assert err.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    # Replication exports every tenant's raw rows: other shards only, not a
+    # coordinator (and a shard may ask: an unknown group exports nothing).
+    exports = [
+        ("ExportBuckets", rpb.ExportRequest(index_name="ix", index_version="v1", buckets=[0])),
+        (
+            "ExportFeatureRows",
+            rpb.FeatureExportRequest(group_name="nope", group_version="v1", buckets=[0]),
+        ),
+    ]
+    for name, request in exports:
+        with grpc.secure_channel(address, peer) as ch:
+            with pytest.raises(grpc.RpcError) as err:
+                list(
+                    getattr(replication_pb2_grpc.ReplicationServiceStub(ch), name)(
+                        request, timeout=10
+                    )
+                )
+            assert err.value.code() is grpc.StatusCode.PERMISSION_DENIED, name
+    with grpc.secure_channel(address, shard_peer) as ch:
+        exporter = replication_pb2_grpc.ReplicationServiceStub(ch)
+        assert list(exporter.ExportFeatureRows(exports[1][1], timeout=10)) == []
