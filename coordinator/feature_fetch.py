@@ -22,7 +22,9 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from coordinator import metrics
 from coordinator.failover import alternates, failover_cover
+from coordinator.metrics import labeled
 from coordinator.model import FeatureBlock, GroupFetch
 from coordinator.partial import Decision, classify_shard_error
 from coordinator.replicas import ReplicaTracker
@@ -143,6 +145,8 @@ class FeatureFetcher:
                     return [self._unread(c, reason) for c in calls]
                 tried = tried | {sid}
                 blocks, again = self._failover(snap, calls, tried, reason)
+                if again:
+                    labeled(metrics.FEATURE_FAILOVERS, sid).inc()
                 parts = await asyncio.gather(
                     *(ask(alt, alt_addr, cs, tried) for (alt, alt_addr), cs in again.items())
                 )

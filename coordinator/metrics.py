@@ -93,6 +93,12 @@ FEATURE_MISSING = Counter(
     "Feature values not served as stored, by group and reason",
     ["group", "reason"],
 )
+FEATURE_FAILOVERS = Counter(
+    "vecshard_feature_failovers_total",
+    "GetFeatures calls a shard did not answer (down, refusing, overloaded) whose rows were "
+    "asked of the other replicas of their buckets",
+    ["shard_id"],
+)
 FEATURE_FRESHNESS = Gauge(
     "vecshard_feature_last_timestamp_seconds",
     "Newest feature_timestamp written through this coordinator, per group (freshness)",

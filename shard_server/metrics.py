@@ -14,7 +14,7 @@ import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Protocol
 
-from prometheus_client import REGISTRY, Counter, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -177,3 +177,15 @@ REGISTRY.register(COLLECTOR)
 def watch(partition: Observed) -> None:
     """Includes a partition in the segment gauges for as long as it lives."""
     COLLECTOR.add(partition)
+
+
+CATCH_UP = Counter(
+    "vecshard_shard_catch_up_total",
+    "What this shard copied from peer replicas when it started, by kind (records and "
+    "tombstones of index versions, feature rows)",
+    ["kind"],
+)
+CATCH_UP_SECONDS = Gauge(
+    "vecshard_shard_catch_up_seconds",
+    "How long this shard's catch-up from peer replicas took when it last started (both passes)",
+)

@@ -21,6 +21,7 @@ from protos.vecshard.v1.internal import replication_pb2 as pb
 from protos.vecshard.v1.internal import replication_pb2_grpc
 from shard_server.feature_replication import RawRows, catch_up_features, rows_in_buckets
 from shard_server.feature_store import FeatureStore
+from shard_server.metrics import CATCH_UP
 from shard_server.service import ShardNode
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,9 @@ def catch_up(
             for chunk in stub.ExportFeatureRows(req, timeout=timeout):
                 yield [(r.key, r.value) for r in chunk.records]
 
-    applied = catch_up_features(features, snap, node.shard_id, export_features)
+    rows = catch_up_features(features, snap, node.shard_id, export_features)
+    CATCH_UP.labels("feature_rows").inc(rows)
+    applied = 0
     for ref, placement in snap.placements.items():
         if ref not in snap.indexes:
             continue
@@ -101,4 +104,5 @@ def catch_up(
                 log.warning(
                     "catch-up of %s buckets %s from %s failed: %s", ref, sorted(buckets), peer, exc
                 )
-    return applied
+    CATCH_UP.labels("records").inc(applied)
+    return applied + rows

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from concurrent import futures
 from dataclasses import dataclass
 
@@ -30,6 +31,7 @@ from shard_server.erasure_servicer import ErasureServicer
 from shard_server.feature_service import FeatureNode
 from shard_server.feature_servicer import FeatureServicer
 from shard_server.feature_store import FeatureShardStore, FeatureStore
+from shard_server.metrics import CATCH_UP_SECONDS
 from shard_server.node_metrics import LEASE_LOSSES, watch_data_dir, watch_feature_cache
 from shard_server.replication import ReplicationServicer, catch_up
 from shard_server.service import ShardNode
@@ -133,6 +135,7 @@ def create_server(
     # unregistered, then again once registered as draining (coordinators send
     # it writes but no queries), so nothing written in between is missed.
     peer = identity.channel_credentials()
+    caught_up_from = time.monotonic()
     applied = catch_up(node, features, peer)
     registration = ShardRegistration(
         etcd,
@@ -148,6 +151,7 @@ def create_server(
     registration.on_lease_lost = LEASE_LOSSES.inc
     registration.start()
     applied += catch_up(node, features, peer)
+    CATCH_UP_SECONDS.set(time.monotonic() - caught_up_from)
     registration.set_state(ShardState.SERVING)
     if applied:
         log.info(

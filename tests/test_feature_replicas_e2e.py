@@ -9,7 +9,9 @@ before and after."""
 from __future__ import annotations
 
 import json
+import re
 import time
+import urllib.request
 
 import grpc
 import pytest
@@ -39,6 +41,15 @@ def values(c: RetrievalClient, ids: list[str]) -> list[tuple[object, ...]]:
         (e["stats__ctr"].value, e["stats__ctr"].missing_reason, e["stats__label"].value)
         for e in res.entities
     ]
+
+
+def metric(port: object, name: str, labels: str = "") -> float:
+    """A sample from a process's /metrics (0 when it has none yet)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    sample = r"^" + re.escape(name) + r"(\{[^}]*" + re.escape(labels) + r"[^}]*\})? (\S+)$"
+    found = re.search(sample, text, re.M)
+    return float(found.group(2)) if found else 0.0
 
 
 def serving(reg: RegistryClient, shard_id: str) -> None:
@@ -89,6 +100,13 @@ def test_a_dead_shard_costs_no_feature_value(make_cluster: ClusterFactory) -> No
             cluster.kill_shard("shard-2")
             assert "shard-2" in registered(reg)  # every call to it is refused
             assert values(c, ids) == [(0.25, None, "x")] * len(ids)
+            failovers = [
+                metric(
+                    (k.ready or {}).get("metrics"), "vecshard_feature_failovers_total", "shard-2"
+                )
+                for k in cluster.coordinators
+            ]
+            assert sum(failovers) >= 1
             early, late = held_by_dead[0], held_by_dead[1]
             with pytest.raises(VecshardError) as refused:
                 put(c, early, 0.5, "half")
@@ -106,8 +124,12 @@ def test_a_dead_shard_costs_no_feature_value(make_cluster: ClusterFactory) -> No
             assert refused.value.code is grpc.StatusCode.UNAVAILABLE
             assert values(c, [late]) == [(0.25, None, "x")]  # refused before it was sent
 
-            cluster.restart_shard("shard-2")
+            ready = cluster.restart_shard("shard-2")
             serving(reg, "shard-2")
+            # It copied at least the row the refused write left on its peer.
+            copied = metric(ready["metrics"], "vecshard_shard_catch_up_total", "feature_rows")
+            assert copied >= 1
+            assert metric(ready["metrics"], "vecshard_shard_catch_up_seconds") > 0
             for i in held_by_dead[2:]:
                 put(c, i, 0.75, "y")
             # The restarted shard alone: it copied the row it missed from its
