@@ -40,23 +40,25 @@ from coordinator.model import (
     FeatureBlock,
     FeatureResult,
 )
-from coordinator.quorum import ReplicaCall, needed, replica_count, run_quorum
+from coordinator.quorum import ReplicaCall, column_replica_sets, replica_count, run_quorum
 from coordinator.replicas import ReplicaTracker
 from coordinator.shard import ShardFactory
 from coordinator.snapshots import RegistryView
 from core.column_wire import RowColumns
 from core.domain import EntityKey, VersionRef
-from core.errors import InvalidArgument, PermissionDenied, Unavailable
+from core.errors import InvalidArgument, PermissionDenied
 from core.feature_columns import MISSING_REASONS, concat, empty
 from core.timestamps import check_time
 from registry.feature_batches import RowBatch, check_batch, rows_to_batch
 from registry.feature_catalog import GroupRead, readable
 from registry.features import GroupRow, GroupSchema, MissingReason
-from registry.model import Placement
+from registry.model import Placement, ShardMember
 from registry.placement import FEATURE_BUCKETS, feature_placement_ref, tenant_buckets_of
 from registry.snapshot import Snapshot
 
 _STALE = MISSING_REASONS.index("stale")
+# Rows of a batch sent to one replica set: the batch and their positions in it.
+Part = tuple[RowBatch, np.ndarray]
 
 
 def _now_us() -> int:
@@ -299,11 +301,10 @@ class FeatureEngine:
         placement = snap.placement(feature_placement_ref(group.name, group.version))
         tenant = snap.tenants.get(access.tenant_id)
         own_buckets = tenant.buckets if tenant else ()
-        replicas = replica_count(placement)
-        need = needed(schema.group.write_quorum, replicas)
-        # Rows by the replica set of their bucket: each replica of a set gets
-        # the same rows, so the set's first acknowledgement counts them.
-        per_set: dict[tuple[str, ...], tuple[set[int], list[tuple[RowBatch, np.ndarray]]]] = {}
+        # Rows by the replica set of their bucket (refused when a bucket has
+        # fewer registered replicas than the group's write quorum): each
+        # replica of a set gets the same rows, so its first ack counts them.
+        per_set: dict[tuple[str, ...], tuple[list[ShardMember], set[int], list[Part]]] = {}
         newest = 0
         for batch in batches:
             if not len(batch):
@@ -311,30 +312,22 @@ class FeatureEngine:
             newest = max(newest, int(batch.feature_timestamp.max()))
             ids = [k.entity_id for k in batch.entities]
             buckets = tenant_buckets_of(access.tenant_id, ids, FEATURE_BUCKETS, own_buckets)
-            for bucket in np.unique(buckets).tolist():
-                members = placement.buckets[bucket]
-                down = [sid for sid in members if sid not in snap.shards]
-                if len(members) - len(down) < need:
-                    raise Unavailable(
-                        f"feature bucket {bucket} of {group}: replica(s) {down} not registered; "
-                        f"writes need {need} of {len(members)}"
-                    )
-                held, parts = per_set.setdefault(members, (set(), []))
-                held.add(bucket)
-                parts.append((batch, np.flatnonzero(buckets == bucket)))
+            for name, (members, held, positions) in column_replica_sets(
+                snap, schema.group, placement, buckets
+            ).items():
+                entry = per_set.setdefault(name, (members, set(), []))
+                entry[1].update(held)
+                entry[2].append((batch, positions))
         calls = [
             ReplicaCall(
-                sid,
+                m.shard_id,
                 frozenset(held),
-                functools.partial(
-                    self._put_to, sid, snap.shards[sid].address, group, rows_of, timeout
-                ),
-                members,
+                functools.partial(self._put_to, m.shard_id, m.address, group, rows_of, timeout),
+                name,
             )
-            for members, (held, parts) in per_set.items()
+            for name, (members, held, parts) in per_set.items()
             for rows_of in [_gathered(schema, parts)]
-            for sid in members
-            if sid in snap.shards
+            for m in members
         ]
         announcing = None
         if group not in self._announced:
@@ -344,7 +337,11 @@ class FeatureEngine:
             )
         try:
             written, ignored = await run_quorum(
-                calls, schema.group.write_quorum, replicas, _no_summary, self.background.spawn
+                calls,
+                schema.group.write_quorum,
+                replica_count(placement),
+                _no_summary,
+                self.background.spawn,
             )
         finally:
             if announcing is not None:
@@ -385,7 +382,7 @@ def _no_summary(shard_id: str) -> None:
     """Feature writes invalidate no search summary (`run_quorum`'s `on_write`)."""
 
 
-def _gathered(schema: GroupSchema, parts: list[tuple[RowBatch, np.ndarray]]) -> RowBatch:
+def _gathered(schema: GroupSchema, parts: list[Part]) -> RowBatch:
     """The rows of `parts` as one batch for one shard (empty: the group's
     announcement)."""
     taken = [batch.take(rows) for batch, rows in parts]

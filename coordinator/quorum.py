@@ -17,10 +17,16 @@ import contextlib
 from collections import Counter
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
+
+import numpy as np
 
 from core.errors import Unavailable
+from registry.features import FeatureGroup
 from registry.model import IndexVersion, Placement, ShardMember
 from registry.snapshot import Snapshot
+
+Item = TypeVar("Item")
 
 
 def replica_count(placement: Placement) -> int:
@@ -34,21 +40,66 @@ def needed(quorum: int, replicas: int) -> int:
 
 
 def write_members(
-    snap: Snapshot, index: IndexVersion, bucket: int, placement: Placement
+    snap: Snapshot, written: IndexVersion | FeatureGroup, bucket: int, placement: Placement
 ) -> list[ShardMember]:
-    """The registered replicas of a bucket. With fewer than the quorum
-    registered the write is refused before anything is sent, rather than
-    half-written."""
+    """The registered replicas of a bucket of an index version or feature
+    group. With fewer than its write quorum registered the write is refused
+    before anything is sent, rather than half-written."""
     replicas = placement.buckets[bucket]
-    need = needed(index.write_quorum, len(replicas))
+    need = needed(written.write_quorum, len(replicas))
     out = [m for m in (snap.shards.get(s) for s in replicas) if m is not None]
     if len(out) < need:
         missing = [s for s in replicas if s not in snap.shards]
+        what = "index" if isinstance(written, IndexVersion) else "feature group"
         raise Unavailable(
-            f"bucket {bucket} of index {index.ref}: replica(s) {missing} not registered; "
+            f"bucket {bucket} of {what} {written.ref}: replica(s) {missing} not registered; "
             f"writes need {need} of {len(replicas)}"
         )
     return out
+
+
+# replica shard ids → (their members, the buckets they share, what they get)
+ReplicaSets = dict[tuple[str, ...], tuple[list[ShardMember], set[int], list[Item]]]
+
+
+def replica_sets(
+    snap: Snapshot,
+    index: IndexVersion,
+    placement: Placement,
+    items: Sequence[tuple[int, Item]],
+) -> ReplicaSets[Item]:
+    """Groups (bucket, item) pairs by the replica set of their bucket."""
+    sets: ReplicaSets[Item] = {}
+    for bucket, item in items:
+        members = write_members(snap, index, bucket, placement)
+        entry = sets.setdefault(tuple(m.shard_id for m in members), (members, set(), []))
+        entry[1].add(bucket)
+        entry[2].append(item)
+    return sets
+
+
+def column_replica_sets(
+    snap: Snapshot, index: IndexVersion | FeatureGroup, placement: Placement, buckets: np.ndarray
+) -> dict[tuple[str, ...], tuple[list[ShardMember], set[int], np.ndarray]]:
+    """`replica_sets` over a bucket array: per replica set (in the order its
+    first row comes), its members, its buckets and the rows placed in them
+    (in row order). The replicas of each distinct bucket are looked up once,
+    not per row."""
+    distinct, first = np.unique(buckets, return_index=True)
+    sets: dict[tuple[str, ...], tuple[list[ShardMember], set[int]]] = {}
+    ids: dict[tuple[str, ...], int] = {}
+    set_of_bucket = np.empty(distinct.shape[0], dtype=np.int64)
+    for i in np.argsort(first, kind="stable").tolist():
+        b = int(distinct[i])
+        members = write_members(snap, index, b, placement)
+        name = tuple(m.shard_id for m in members)
+        sets.setdefault(name, (members, set()))[1].add(b)
+        set_of_bucket[i] = ids.setdefault(name, len(ids))
+    set_of_row = set_of_bucket[np.searchsorted(distinct, buckets)]
+    return {
+        name: (members, bs, np.flatnonzero(set_of_row == ids[name]))
+        for name, (members, bs) in sets.items()
+    }
 
 
 @dataclass

@@ -15,9 +15,6 @@ import asyncio
 import functools
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar
-
-import numpy as np
 
 from coordinator import quality_metrics
 from coordinator.access import check_access, own_keys
@@ -28,7 +25,14 @@ from coordinator.dual_write import mirror_indexes
 from coordinator.model import Access, WriteRecord
 from coordinator.moves import MoveDelete, move_deletes, move_deletes_of
 from coordinator.packed_records import checked_columns
-from coordinator.quorum import ReplicaCall, replica_count, run_quorum, write_members
+from coordinator.quorum import (
+    ReplicaCall,
+    column_replica_sets,
+    replica_count,
+    replica_sets,
+    run_quorum,
+    write_members,
+)
 from coordinator.records import checked_records
 from coordinator.shard import Shard, ShardFactory
 from coordinator.snapshots import RegistryView
@@ -38,55 +42,12 @@ from core.record_columns import RecordColumns
 from registry.model import IndexVersion, Placement, ShardMember
 from registry.snapshot import Snapshot
 
-Item = TypeVar("Item")
-# replica shard ids → (their members, the buckets they share, what they get)
-ReplicaSets = dict[tuple[str, ...], tuple[list[ShardMember], set[int], list[Item]]]
 # Index versions of one embedding version written at once (`_write_all`).
 INDEX_WRITES_IN_FLIGHT = 4
 
 
 def now_micros() -> int:
     return time.time_ns() // 1000
-
-
-def replica_sets(
-    snap: Snapshot,
-    index: IndexVersion,
-    placement: Placement,
-    items: Sequence[tuple[int, Item]],
-) -> ReplicaSets[Item]:
-    """Groups (bucket, item) pairs by the replica set of their bucket."""
-    sets: ReplicaSets[Item] = {}
-    for bucket, item in items:
-        members = write_members(snap, index, bucket, placement)
-        entry = sets.setdefault(tuple(m.shard_id for m in members), (members, set(), []))
-        entry[1].add(bucket)
-        entry[2].append(item)
-    return sets
-
-
-def column_replica_sets(
-    snap: Snapshot, index: IndexVersion, placement: Placement, buckets: np.ndarray
-) -> dict[tuple[str, ...], tuple[list[ShardMember], set[int], np.ndarray]]:
-    """`replica_sets` over a bucket array: per replica set (in the order its
-    first row comes), its members, its buckets and the rows placed in them
-    (in row order). The replicas of each distinct bucket are looked up once,
-    not per row."""
-    distinct, first = np.unique(buckets, return_index=True)
-    sets: dict[tuple[str, ...], tuple[list[ShardMember], set[int]]] = {}
-    ids: dict[tuple[str, ...], int] = {}
-    set_of_bucket = np.empty(distinct.shape[0], dtype=np.int64)
-    for i in np.argsort(first, kind="stable").tolist():
-        b = int(distinct[i])
-        members = write_members(snap, index, b, placement)
-        name = tuple(m.shard_id for m in members)
-        sets.setdefault(name, (members, set()))[1].add(b)
-        set_of_bucket[i] = ids.setdefault(name, len(ids))
-    set_of_row = set_of_bucket[np.searchsorted(distinct, buckets)]
-    return {
-        name: (members, bs, np.flatnonzero(set_of_row == ids[name]))
-        for name, (members, bs) in sets.items()
-    }
 
 
 class Writes:

@@ -19,10 +19,10 @@ from hypothesis import strategies as st
 from coordinator.model import Access, WriteRecord
 from coordinator.moves import move_deletes, move_deletes_of
 from coordinator.packed_records import checked_columns
+from coordinator.quorum import column_replica_sets, replica_sets
 from coordinator.records import checked_records
 from coordinator.service import RetrievalEngine
 from coordinator.shard import Shard
-from coordinator.writes import column_replica_sets, replica_sets
 from core.domain import AttrType, AttrValue, EntityKey, Metric, VersionRef
 from core.errors import InvalidArgument, Unavailable, VecshardError
 from core.limits import DEFAULT_LIMITS

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 import urllib.request
 
 import grpc
@@ -25,6 +24,7 @@ from core.domain import EntityKey
 from core.errors import VecshardError
 from registry.placement import FEATURE_BUCKETS, bucket_of
 from tests.conftest import ClusterFactory
+from tests.polling import poll
 from tests.specs import tenant_docs
 from tests.test_lookup_faults import FEATURES, registered, wait_until_gone
 
@@ -53,10 +53,12 @@ def metric(port: object, name: str, labels: str = "") -> float:
 
 
 def serving(reg: RegistryClient, shard_id: str) -> None:
-    deadline = time.monotonic() + 30
-    while (shard_id, "serving") not in {(s.shard_id, s.state) for s in reg.status().shards}:
-        assert time.monotonic() < deadline, f"{shard_id} never served again"
-        time.sleep(0.1)
+    states = poll(
+        lambda: {s.shard_id: s.state for s in reg.status().shards},
+        lambda now: now.get(shard_id) == "serving",
+        timeout=30,
+    )
+    assert states.get(shard_id) == "serving", f"{shard_id} never served again: {states}"
 
 
 def put(c: RetrievalClient, entity_id: str, ctr: float, label: str) -> None:
