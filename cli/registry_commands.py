@@ -92,6 +92,16 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         d = verb(name, text, cmd_set_shard_state)
         d.add_argument("shard_id", help="e.g. shard-1")
         d.add_argument("--why", default="", help="reason, recorded with the change")
+    rt = verb(
+        "retire",
+        "take a feature group or set version out of service for good (shards drop a "
+        "group's rows; refused while a feature set or route uses it)",
+        cmd_retire,
+    )
+    rt.add_argument("kind", choices=["FeatureGroup", "FeatureSet"])
+    rt.add_argument("version", metavar="NAME@VERSION", help="e.g. item_stats@v1")
+    rt.add_argument("--why", default="", help="reason, recorded with the retirement")
+    rt.add_argument("--dry-run", action="store_true", help="check and show the effects only")
     verb("status", "the registry as the coordinator sees it", cmd_status)
     tp = verb(
         "train-placement", "train centroid placement from sample vectors", cmd_train_placement
@@ -140,6 +150,17 @@ def cmd_promote(args: argparse.Namespace) -> int:
     with _registry(args) as reg:
         obj = reg.promote(args.kind, args.name, args.version, args.status)
     print(f"{obj.kind} {args.name}@{args.version} is now {obj.spec['status']}")
+    return 0
+
+
+def cmd_retire(args: argparse.Namespace) -> int:
+    name, _, version = args.version.partition("@")  # the coordinator refuses an empty part
+    with _registry(args) as reg:
+        record, effects = reg.retire(args.kind, name, version, why=args.why, dry_run=args.dry_run)
+    for line in effects:
+        print(line)
+    if not args.dry_run:
+        print(f"retired at {record.spec['when']} by {record.spec['who']}")
     return 0
 
 

@@ -38,8 +38,8 @@ def _obj(o: pb.RegistryObject) -> RegistryObject:
 
 class RegistryClient:
     """`address` as for `RetrievalClient` (one or several coordinators). Reads,
-    `apply` (declarative) and `set_shard_state` are retried on another
-    coordinator when one is unreachable; `promote`, `switch_route`, `rollback`
+    `apply` (declarative), `retire` and `set_shard_state` are retried on
+    another coordinator when one is unreachable; `promote`, `switch_route`, `rollback`
     and `train_placement` are not (a retry could apply them twice).
 
     Credentials as for `RetrievalClient`; changes need a principal with the
@@ -134,6 +134,18 @@ class RegistryClient:
     def rollback(self, route: str, *, why: str = "") -> RegistryObject:
         req = pb.RollbackRequest(route=route, who=self.who, why=why)
         return _obj(self._rpc("Rollback", req, idempotent=False))
+
+    def retire(
+        self, kind: str, name: str, version: str, *, why: str = "", dry_run: bool = False
+    ) -> tuple[RegistryObject, builtins.list[str]]:
+        """Retires a FeatureGroup or FeatureSet version; returns the record
+        and what it did. Idempotent (retiring again answers the record), so
+        it is retried on another coordinator like a read."""
+        req = pb.RetireRequest(
+            kind=kind, name=name, version=version, who=self.who, why=why, dry_run=dry_run
+        )
+        resp = self._rpc("Retire", req)
+        return _obj(resp.retirement), builtins.list(resp.effects)
 
     # builtins.list: in the class body `list` is the method above.
     def history(self, route: str) -> builtins.list[RouteChange]:

@@ -165,6 +165,8 @@ def _registry(h: Hasher, req: Any, resp: Any) -> dict[str, Any]:
         changes = list(resp.changes)
         if changes and isinstance(changes[0], str):
             out["changes"] = changes[:200]
+    if resp is not None and hasattr(resp, "effects"):
+        out["effects"] = list(resp.effects)[:200]
     return out
 
 

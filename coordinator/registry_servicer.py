@@ -162,6 +162,23 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         )
         return pb.TrainPlacementResponse(buckets=buckets)
 
+    async def Retire(
+        self,
+        request: pb.RetireRequest,
+        context: grpc.aio.ServicerContext[pb.RetireRequest, pb.RetireResponse],
+    ) -> pb.RetireResponse:
+        record, effects = await asyncio.to_thread(
+            lambda: self.admin.retire(
+                request.kind,
+                request.name,
+                request.version,
+                who=request.who,
+                why=request.why,
+                dry_run=request.dry_run,
+            )
+        )
+        return pb.RetireResponse(retirement=_obj(record), effects=effects, dry_run=request.dry_run)
+
     async def Status(
         self,
         request: pb.StatusRequest,

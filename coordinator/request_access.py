@@ -107,6 +107,7 @@ RULES: dict[str, RpcRule] = {
     _G + "Rollback": RpcRule(Role.ADMIN, "admin", _who),
     _G + "SetShardState": RpcRule(Role.ADMIN, "admin"),
     _G + "TrainPlacement": RpcRule(Role.ADMIN, "admin"),
+    _G + "Retire": RpcRule(Role.ADMIN, "admin", _who),
     # Evaluation reads an index version without a route, across shards: an
     # operator's job (vecshard embeddings evaluate), so admin only.
     _V + "SearchIndex": RpcRule(Role.ADMIN, "admin", _access),

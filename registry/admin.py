@@ -32,6 +32,7 @@ from registry.model import (
     EmbeddingVersion,
     IndexVersion,
     Placement,
+    Retirement,
     Route,
     RouteChange,
     Status,
@@ -46,6 +47,8 @@ from registry.placement_options import (
     shards_to_place,
 )
 from registry.registry import Registry
+from registry.retired_versions import refuse_retired
+from registry.retirement import retire
 from registry.snapshot import Snapshot, resolve_bundle
 
 # Dependencies first: a route needs its bundle, a bundle its versions.
@@ -182,7 +185,10 @@ class RegistryAdmin:
 
             if cur is not None and cur != obj:
                 check_compatible_update(cur, obj)
-            FeatureCatalog.build(overlay.features.values())
+            if cur is None:
+                key = (type(obj).__name__, obj.name, getattr(obj, "version", ""))
+                refuse_retired(key[0], VersionRef(obj.name, key[2]), overlay.retired.get(key))
+            FeatureCatalog.build(overlay.features.values(), overlay.retired_texts)
         if isinstance(obj, Route):
             for arm, bundle in (
                 ("primary", obj.bundle),
@@ -343,6 +349,23 @@ class RegistryAdmin:
         return out
 
     # --- changes ---------------------------------------------------------------
+
+    def retire(
+        self,
+        kind: str,
+        name: str,
+        version: str,
+        who: str = "",
+        why: str = "",
+        dry_run: bool = False,
+    ) -> tuple[Retirement, builtins.list[str]]:
+        """Takes a feature group or set version out of service for good
+        (`registry.retirement`)."""
+        if not name or not version:
+            raise InvalidArgument(
+                f"retire {kind}: name {name!r}, version {version!r}; both are required"
+            )
+        return retire(self.registry, kind, VersionRef(name, version), who, why, dry_run)
 
     def promote(self, kind: str, name: str, version: str, status: str) -> Any:
         try:

@@ -66,6 +66,7 @@ def _register_features() -> None:
         quality.CanaryQuerySet,
         model.DualWrite,
         model.VersionRetention,
+        model.Retirement,
     ):
         register_kind(kind)
 

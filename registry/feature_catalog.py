@@ -5,7 +5,7 @@ may read (privacy). Built from a registry snapshot; pure."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from core.domain import VersionRef
 from core.errors import NotFound
@@ -21,14 +21,20 @@ from registry.features import (
 )
 
 
-def validate_feature_set(fs: FeatureSet, groups: Mapping[VersionRef, GroupSchema]) -> None:
+def validate_feature_set(
+    fs: FeatureSet,
+    groups: Mapping[VersionRef, GroupSchema],
+    retired: Mapping[tuple[str, VersionRef], str] | None = None,
+) -> None:
     """Every reference names an existing group version holding that feature."""
     for ref in fs.features:
         schema = groups.get(ref.group_ref)
         if schema is None:
+            gone = (retired or {}).get(("FeatureGroup", ref.group_ref))
             raise NotFound(
-                f"feature set {fs.ref}: group {ref.group_ref} does not exist; expected an exact, "
-                "registered group version"
+                f"feature set {fs.ref}: "
+                + (gone or f"group {ref.group_ref} does not exist")
+                + "; expected an exact, registered group version"
             )
         if ref.feature not in schema.names:
             raise NotFound(
@@ -56,29 +62,43 @@ class FeatureCatalog:
     definitions: Mapping[VersionRef, FeatureDefinition]
     groups: Mapping[VersionRef, GroupSchema]
     feature_sets: Mapping[VersionRef, FeatureSet]
+    # (kind, version) of retired groups and sets → what an error says of them.
+    retired: Mapping[tuple[str, VersionRef], str] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, objects: Iterable[FeatureObject]) -> FeatureCatalog:
+    def build(
+        cls,
+        objects: Iterable[FeatureObject],
+        retired: Mapping[tuple[str, VersionRef], str] | None = None,
+    ) -> FeatureCatalog:
         """Validates the whole graph; refuses a dangling or inconsistent reference."""
         objs = list(objects)
         defs = {o.ref: o for o in objs if isinstance(o, FeatureDefinition)}
         groups = {o.ref: validate_group(o, defs) for o in objs if isinstance(o, FeatureGroup)}
         sets = {o.ref: o for o in objs if isinstance(o, FeatureSet)}
         for fs in sets.values():
-            validate_feature_set(fs, groups)
-        return cls(defs, groups, sets)
+            validate_feature_set(fs, groups, retired)
+        return cls(defs, groups, sets, dict(retired or {}))
+
+    def _missing(self, kind: str, ref: VersionRef, known: Iterable[VersionRef]) -> NotFound:
+        retired = self.retired.get((kind, ref))
+        if retired is not None:
+            same = sorted(str(k) for k in known if k.name == ref.name)
+            return NotFound(f"{retired}; its current versions: {', '.join(same) or 'none'}")
+        what = "feature group" if kind == "FeatureGroup" else "feature set"
+        return NotFound(f"unknown {what} {ref}")
 
     def schema(self, group: VersionRef) -> GroupSchema:
         try:
             return self.groups[group]
         except KeyError:
-            raise NotFound(f"unknown feature group {group}") from None
+            raise self._missing("FeatureGroup", group, self.groups) from None
 
     def feature_set(self, ref: VersionRef) -> FeatureSet:
         try:
             return self.feature_sets[ref]
         except KeyError:
-            raise NotFound(f"unknown feature set {ref}") from None
+            raise self._missing("FeatureSet", ref, self.feature_sets) from None
 
     def plan(self, fs: FeatureSet) -> tuple[GroupRead, ...]:
         """The groups `fs` reads, in order of first reference."""

@@ -63,6 +63,9 @@ class Keys:
     def retention(self, name: str, version: str) -> str:
         return f"{self.prefix}retention/{name}/{version}"
 
+    def retired(self, kind: str, name: str, version: str) -> str:
+        return f"{self.prefix}retired/{kind}/{name}/{version}"
+
     def canary_set(self, name: str, version: str) -> str:
         return f"{self.prefix}canaries/{name}/{version}"
 

@@ -6,7 +6,7 @@ threads and compared; the etcd encoding lives in `registry.codec`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
@@ -237,3 +237,25 @@ class VersionRetention:
     deprecated_at: str
     keep_until: str
     archived_at: str = ""
+
+
+@dataclass(frozen=True)
+class Retirement:
+    """A feature group or feature set version taken out of service for good:
+    its definition leaves the registry, shards drop a group's rows, and the
+    same version can never be applied again (its old rows would not match
+    what a reader expects of it)."""
+
+    kind: str
+    name: str
+    version: str
+    who: str
+    when: str
+    why: str = ""
+
+
+def rollback_target(changes: Sequence[RouteChange]) -> Route | None:
+    """What a rollback of the route would point it back at (the state before
+    its last change), from its history in order; None when there is none."""
+    made = [c for c in changes if c.after is not None]
+    return made[-1].before if made else None

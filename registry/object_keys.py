@@ -16,6 +16,7 @@ from registry.model import (
     EmbeddingFamily,
     EmbeddingVersion,
     IndexVersion,
+    Retirement,
     Route,
     ShardStateIntent,
     Tenant,
@@ -49,6 +50,8 @@ def key_of(keys: Keys, obj: Any) -> str:
             return keys.dual_write(obj.family)
         case Principal():
             return keys.principal(obj.name)
+        case Retirement():
+            return keys.retired(obj.kind, obj.name, obj.version)
     kind = type(obj).__name__
     if kind in codec.KINDS:  # feature definitions, groups, sets
         return keys.feature(kind, obj.name, getattr(obj, "version", ""))

@@ -31,6 +31,7 @@ from registry.model import (
     ShardStateIntent,
     Status,
     Tenant,
+    rollback_target,
 )
 from registry.object_keys import key_of
 from registry.placement import (
@@ -41,6 +42,7 @@ from registry.placement import (
 )
 from registry.placement_options import check_replicas
 from registry.quality import check_gates_declared, gate_failures
+from registry.retired_versions import guard_object, guard_route
 from registry.snapshot import Snapshot, build_snapshot, resolve_bundle
 from registry.store import Delete, Entry, ModRevisionIs, Put, RegistryStore
 
@@ -331,11 +333,9 @@ class Registry:
 
     def put_object(self, obj: Any, shard_ids: Sequence[str] = (), replicas: int = 1) -> None:
         """Feature definitions, groups and sets: versioned; only owner and
-        description may change in place. Each is validated against what it
-        references (a group against its definitions, a set against its
-        groups) before it is written. A new feature group gets a placement
-        over the given shards: its rows live on the `replicas` shards owning
-        the entity's bucket."""
+        description change in place. Each is validated against what it
+        references before it is written (and a retired version refused). A
+        new group is placed: its rows live on `replicas` of `shard_ids`."""
         from registry.feature_catalog import FeatureCatalog
         from registry.features import FeatureGroup, check_compatible_update
 
@@ -362,7 +362,8 @@ class Registry:
             placement = assign_buckets(ref, FEATURE_BUCKETS, shards, replicas)
             ops.append(Put(self.keys.placement(ref.name, ref.version), codec.encode(placement)))
         expected = current.mod_revision if current is not None else 0
-        if not self.store.txn([ModRevisionIs(key, expected)], ops):
+        held, touched = guard_object(self.store, self.keys, obj)
+        if not self.store.txn([ModRevisionIs(key, expected), *held], [*ops, *touched]):
             raise Conflict(
                 f"{type(obj).__name__} {obj.name!r} changed concurrently; re-read and retry"
             )
@@ -411,12 +412,14 @@ class Registry:
         if before == route:
             return route
         change = RouteChange(route.name, revision, who or "unknown", _now(), why, before, route)
+        held, touched = guard_route(self.store, self.keys, snap, route)
         ok = self.store.txn(
-            [ModRevisionIs(key, revision)],
+            [ModRevisionIs(key, revision), *held],
             [
                 Put(key, codec.encode(route)),
                 Put(self.keys.route_history(route.name, revision), codec.encode(change)),
                 *self._history_trim(route.name),
+                *touched,
             ],
         )
         if not ok:
@@ -438,10 +441,9 @@ class Registry:
     def rollback(self, name: str, who: str = "", why: str = "") -> Route:
         """Points the route back at the bundles it had before its last change."""
         route, revision = self.route_with_revision(name)
-        changes = [c for c in self.history(name) if c.after is not None]
-        if not changes or changes[-1].before is None:
+        previous = rollback_target(self.history(name))
+        if previous is None:
             raise FailedPrecondition(f"route {name!r} has no earlier state to roll back to")
-        previous = changes[-1].before
         snap = self.snapshot()
         for bundle_name in (previous.bundle, previous.canary_bundle, previous.shadow_bundle):
             bundle = snap.bundles.get(bundle_name)

@@ -29,6 +29,7 @@ from registry.model import (
     EmbeddingVersion,
     IndexVersion,
     Placement,
+    Retirement,
     Route,
     RouteChange,
     ShardMember,
@@ -65,11 +66,27 @@ class Snapshot:
     retention: Mapping[VersionRef, VersionRetention] = field(default_factory=dict)
     # Who may call, with which role, for which tenants and purposes (DESIGN §10).
     principals: Mapping[str, Principal] = field(default_factory=dict)
+    # Feature group and set versions taken out of service, by (kind, name, version).
+    retired: Mapping[tuple[str, str, str], Retirement] = field(default_factory=dict)
 
     @functools.cached_property
     def feature_catalog(self) -> FeatureCatalog:
         """Validated feature definitions, groups and sets (built once per snapshot)."""
-        return FeatureCatalog.build(self.features.values())
+        return FeatureCatalog.build(self.features.values(), self.retired_texts)
+
+    @functools.cached_property
+    def retired_texts(self) -> Mapping[tuple[str, VersionRef], str]:
+        """What an error says of each retired version (`FeatureCatalog.retired`)."""
+        return {
+            (r.kind, VersionRef(r.name, r.version)): retired_text(r) for r in self.retired.values()
+        }
+
+    @functools.cached_property
+    def retired_groups(self) -> frozenset[VersionRef]:
+        """Feature group versions whose rows every shard drops."""
+        return frozenset(
+            VersionRef(r.name, r.version) for r in self.retired.values() if r.kind == "FeatureGroup"
+        )
 
     def family(self, name: str) -> EmbeddingFamily:
         try:
@@ -124,6 +141,7 @@ def build_snapshot(entries: list[Entry], revision: int, keys: Keys) -> Snapshot:
     dual_writes: dict[str, DualWrite] = {}
     retention: dict[VersionRef, VersionRetention] = {}
     principals: dict[str, Principal] = {}
+    retired: dict[tuple[str, str, str], Retirement] = {}
     history_prefix = keys.route_history("")[: -len("/")]
     for entry in entries:
         if entry.key.startswith(history_prefix):
@@ -164,6 +182,8 @@ def build_snapshot(entries: list[Entry], revision: int, keys: Keys) -> Snapshot:
                 retention[obj.index] = obj
             case Principal():
                 principals[obj.name] = obj
+            case Retirement():
+                retired[(obj.kind, obj.name, obj.version)] = obj
             case _:
                 features[
                     (type(obj).__name__, getattr(obj, "name", ""), getattr(obj, "version", ""))
@@ -189,7 +209,14 @@ def build_snapshot(entries: list[Entry], revision: int, keys: Keys) -> Snapshot:
         dual_writes,
         retention,
         principals,
+        retired,
     )
+
+
+def retired_text(r: Retirement) -> str:
+    """How an error names a retired version: who retired it, when and why."""
+    why = f": {r.why}" if r.why else ""
+    return f"{r.kind} {r.name}@{r.version} was retired at {r.when} by {r.who}{why}"
 
 
 def in_canary(route: str, subject: str, share: float) -> bool:

@@ -37,7 +37,7 @@ class SnapshotCache:
         self._lock = threading.Lock()
         self._cancel_watch: Callable[[], None] | None = None
         self._thread: threading.Thread | None = None
-        self._listeners: list[Callable[[Snapshot], None]] = []
+        self._listeners: list[Callable[[Snapshot], object]] = []
         self._last_warning = 0.0
         self._rereader = Rereader(
             registry.store.revision,
@@ -55,7 +55,7 @@ class SnapshotCache:
         """Seconds since the snapshot was last confirmed current."""
         return 0.0 if self._cancel_watch and self._loaded_at else time.monotonic() - self._loaded_at
 
-    def on_change(self, listener: Callable[[Snapshot], None]) -> None:
+    def on_change(self, listener: Callable[[Snapshot], object]) -> None:
         self._listeners.append(listener)
 
     def reread(self) -> Snapshot:

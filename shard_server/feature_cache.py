@@ -137,6 +137,17 @@ class FeatureRowCache:
             self._sizes[cf] = 0
             self._touched[cf] = self._clock()
 
+    def removed(self, cf: str) -> None:
+        """`cf` was dropped (its group version retired): its memory is
+        freed at once, and a warm-up of it in progress publishes nothing."""
+        self._complete.pop(cf, None)
+        self._sizes.pop(cf, None)
+        self._warming.pop(cf, None)
+        self.over_budget.discard(cf)
+        self._dropped_size.pop(cf, None)
+        self._retry_at.pop(cf, None)
+        self._touched.pop(cf, None)
+
     def begin_warm(self, cf: str) -> bool:
         """Starts recording the writes to `cf`; the caller then scans it (an
         iterator opened after this call) and hands the rows to `finish_warm`."""

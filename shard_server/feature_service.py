@@ -4,6 +4,7 @@ construction), a group's column at a time. No protobuf here."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -18,8 +19,12 @@ from registry.feature_batches import RowBatch
 from registry.feature_catalog import GroupRead, readable
 from registry.feature_values import resolve_columns
 from registry.features import GroupRow, GroupSchema, MissingReason, PutAck
+from registry.snapshot import Snapshot
 from registry.watcher import SnapshotCache
+from shard_server import metrics
 from shard_server.feature_store import FeatureStore, entity_key, entity_keys
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,26 @@ class FeatureNode:
         return GroupRead(
             schema, tuple(features), tuple(features), tuple(schema.definition(f) for f in features)
         )
+
+    def drop_retired(self, snap: Snapshot) -> list[VersionRef]:
+        """Drops the rows of every feature group version the registry
+        retired (registry listener, and at start for a shard that was down
+        when it happened). Only what a retirement names is dropped; a
+        failure is logged and retried on the next change or start."""
+        dropped = []
+        for ref in sorted(snap.retired_groups, key=str):
+            if not self.store.has_group(ref):
+                continue
+            try:
+                freed = self.store.drop_group(ref)
+            except Exception:  # noqa: BLE001 - one group must not stop the others or the watch
+                log.exception("dropping retired feature group %s failed; retried later", ref)
+                continue
+            metrics.FEATURE_GROUPS_DROPPED.inc()
+            metrics.FEATURE_BYTES_DROPPED.inc(freed)
+            log.info("dropped retired feature group %s (%.1f MiB on disk)", ref, freed / 2**20)
+            dropped.append(ref)
+        return dropped
 
     def put(self, group: VersionRef, rows: Sequence[GroupRow]) -> PutAck:
         schema = self._schema(group)

@@ -30,7 +30,7 @@ from typing import Protocol
 import numpy as np
 
 from core.domain import EntityKey, VersionRef
-from core.errors import Internal
+from core.errors import FailedPrecondition, Internal
 from registry.feature_batches import (
     RowBatch,
     StoredRows,
@@ -44,7 +44,7 @@ from registry.features import GroupRow, GroupSchema, PutAck
 from shard_server.feature_cache import FeatureRowCache, row_bytes
 from shard_server.feature_rows import decode_rows, encode_rows, row_times
 from shard_server.records import _part, parse_parts
-from shard_server.storage import ShardStore, StoreMemory
+from shard_server.storage import ShardStore, StoreMemory, dropped_family
 
 log = logging.getLogger(__name__)
 FEATURE_FAMILY = "features:"  # the prefix of every feature group version's family
@@ -96,6 +96,8 @@ class FeatureStorage(Protocol):
 
     def iter_prefix(self, cf: str, prefix: bytes) -> Iterator[tuple[bytes, bytes]]: ...
 
+    def drop_column_family(self, name: str) -> int: ...
+
 
 class FeatureShardStore(ShardStore):
     """`ShardStore` with column families created at runtime (one per feature
@@ -125,6 +127,8 @@ class FeatureShardStore(ShardStore):
         self._warmer.start()
         # Copies of groups read while over budget (FeatureRowCache.due).
         self._rewarmers: list[threading.Thread] = []
+        # Families dropped since open: never created again by a late write.
+        self._retired: set[str] = set()
 
     def ensure_column_family(self, name: str) -> None:
         # Why a lock: two writers creating the same family at once would make
@@ -132,6 +136,11 @@ class FeatureShardStore(ShardStore):
         with self._cf_lock:
             if name in self._cfs:
                 return
+            if name in self._retired:
+                raise FailedPrecondition(
+                    f"column family {name!r} was dropped on this shard (its feature group "
+                    "version was retired); a retired version is never written again"
+                )
             cf = self._db.create_column_family(name, self._cf_options())
             self._handles[name] = self._db.get_column_family_handle(name)
             with self._seq_lock:
@@ -141,12 +150,21 @@ class FeatureShardStore(ShardStore):
     def has_column_family(self, name: str) -> bool:
         return name in self._cfs
 
+    def drop_column_family(self, name: str) -> int:
+        with self._cf_lock:  # not racing a create of the same family
+            self._retired.add(name)
+            return super().drop_column_family(name)
+
+    def _dropped(self, name: str) -> None:
+        self.row_cache.removed(name)
+
     def multi_get(self, cf: str, keys: Sequence[bytes]) -> list[bytes | None]:
         rows = self.row_cache.rows(cf)
         if rows is None:
             if self.row_cache.due(cf):
                 self._rewarm(cf)
-            return super().multi_get(cf, keys)
+            with dropped_family():  # a read racing the group's retirement
+                return super().multi_get(cf, keys)
         get = rows.get
         return [get(k) for k in keys]
 
@@ -205,7 +223,8 @@ class FeatureShardStore(ShardStore):
         copied = 0
         for name in families:
             with self._seq_lock:
-                if not cache.begin_warm(name):
+                family = self._cfs.get(name)  # None: dropped since (retired)
+                if family is None or not cache.begin_warm(name):
                     continue
                 room = cache.room_for(name)
             # Opened after begin_warm: whatever it misses, begin_warm recorded.
@@ -216,7 +235,7 @@ class FeatureShardStore(ShardStore):
             rows: dict[bytes, bytes] = {}
             size = 0
             complete = True
-            it = self._cfs[name].iter()
+            it = family.iter()
             it.seek_to_first()
             while it.valid():
                 key, value = it.key(), it.value()
@@ -265,6 +284,13 @@ class FeatureStore:
         """False when this shard holds no data for the group version at all:
         its values are then `not_computed`, not `entity_not_found`."""
         return self._storage.has_column_family(column_family(group))
+
+    def drop_group(self, group: VersionRef) -> int:
+        """Drops every row of a retired group version (its column family);
+        returns the bytes RocksDB frees. Under the write lock: a put or a
+        copy in progress finishes first, and a later one is refused."""
+        with self._write_lock:
+            return self._storage.drop_column_family(column_family(group))
 
     def ensure_group(self, group: VersionRef) -> None:
         """Creates the group's column family (e.g. when the registry announces

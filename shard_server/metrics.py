@@ -189,3 +189,12 @@ CATCH_UP_SECONDS = Gauge(
     "vecshard_shard_catch_up_seconds",
     "How long this shard's catch-up from peer replicas took when it last started (both passes)",
 )
+
+FEATURE_GROUPS_DROPPED = Counter(
+    "vecshard_shard_feature_groups_dropped_total",
+    "Retired feature group versions whose rows this shard dropped",
+)
+FEATURE_BYTES_DROPPED = Counter(
+    "vecshard_shard_feature_dropped_bytes_total",
+    "Bytes of SST files freed by dropping retired feature group versions",
+)

@@ -105,11 +105,14 @@ def create_server(
     )
     shard_pb2_grpc.add_ShardServiceServicer_to_server(ShardServicer(node), server)
     features = FeatureStore(store)
+    feature_node = FeatureNode(features, cache)
+    feature_node.drop_retired(cache.snapshot)  # retired while this shard was down
+    cache.on_change(feature_node.drop_retired)
     replication_pb2_grpc.add_ReplicationServiceServicer_to_server(
         ReplicationServicer(node, features), server
     )
     features_pb2_grpc.add_FeatureShardServiceServicer_to_server(
-        FeatureServicer(FeatureNode(features, cache)), server
+        FeatureServicer(feature_node), server
     )
     erasure_pb2_grpc.add_ShardErasureServiceServicer_to_server(
         ErasureServicer(ShardEraser(node, store, cfg.data_dir)), server

@@ -14,6 +14,7 @@ memory than the vectors themselves."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import struct
 import threading
@@ -32,7 +33,7 @@ from rocksdict import (
     WriteOptions,
 )
 
-from core.errors import ResourceExhausted
+from core.errors import FailedPrecondition, ResourceExhausted
 from shard_server import metrics
 
 log = logging.getLogger(__name__)
@@ -131,13 +132,14 @@ class ShardStore:
         with self._seq_lock:
             seq = self._sequence + 1
             batch = WriteBatch(raw_mode=True)
-            for cf, key, value in puts:
-                batch.put(key, value, self._handles[cf])
-            stamp = encode_sequence(seq)
-            for cf, key in stamps:
-                batch.put(key, stamp, self._handles[cf])
-            for cf, key in deletes:
-                batch.delete(key, self._handles[cf])
+            with dropped_family():
+                for cf, key, value in puts:
+                    batch.put(key, value, self._handles[cf])
+                stamp = encode_sequence(seq)
+                for cf, key in stamps:
+                    batch.put(key, stamp, self._handles[cf])
+                for cf, key in deletes:
+                    batch.delete(key, self._handles[cf])
             batch.put(_SEQUENCE_KEY, str(seq).encode(), self._handles[META])
             self._commit(batch)
             self._sequence = seq
@@ -181,20 +183,21 @@ class ShardStore:
         with self._seq_lock:
             seq = self._sequence + 1
             batch = WriteBatch(raw_mode=True)
-            put, delete = batch.put, batch.delete
-            for cf, keys, values in put_cols:
-                handle = self._handles[cf]
-                for key, value in zip(keys, values, strict=True):
-                    put(key, value, handle)
-            stamp = encode_sequence(seq)
-            for cf, keys in stamps:
-                handle = self._handles[cf]
-                for key in keys:
-                    put(key, stamp, handle)
-            for cf, keys in delete_cols:
-                handle = self._handles[cf]
-                for key in keys:
-                    delete(key, handle)
+            with dropped_family():
+                put, delete = batch.put, batch.delete
+                for cf, keys, values in put_cols:
+                    handle = self._handles[cf]
+                    for key, value in zip(keys, values, strict=True):
+                        put(key, value, handle)
+                stamp = encode_sequence(seq)
+                for cf, keys in stamps:
+                    handle = self._handles[cf]
+                    for key in keys:
+                        put(key, stamp, handle)
+                for cf, keys in delete_cols:
+                    handle = self._handles[cf]
+                    for key in keys:
+                        delete(key, handle)
             batch.put(_SEQUENCE_KEY, str(seq).encode(), self._handles[META])
             self._commit(batch)
             self._sequence = seq
@@ -256,6 +259,26 @@ class ShardStore:
     def column_families(self) -> list[str]:
         return list(self._cfs)
 
+    def drop_column_family(self, name: str) -> int:
+        """Drops `name` and everything in it; returns the bytes of its SST
+        files, which RocksDB deletes once no iterator holds them. Under the
+        sequence lock: a write naming it afterwards fails before anything
+        is applied (`dropped_family`). 0 when there is no such family."""
+        if name in COLUMN_FAMILIES:
+            raise ValueError(f"column family {name!r} is the store's own; it is never dropped")
+        with self._seq_lock:
+            cf = self._cfs.pop(name, None)
+            if cf is None:
+                return 0
+            self._handles.pop(name, None)
+            size = int(cf.property_int_value("rocksdb.total-sst-files-size") or 0)
+            self._dropped(name)
+            self._db.drop_column_family(name)
+        return size
+
+    def _dropped(self, name: str) -> None:
+        """Called with the sequence lock held when `name` is dropped."""
+
     def close(self) -> None:
         """Closes column families before the database: RocksDB keeps its LOCK
         file while any handle is open, and a restart in the same process (or a
@@ -271,6 +294,19 @@ class ShardStore:
             log.exception(
                 "closing RocksDB at %s failed; its WAL is replayed on the next start", self.path
             )
+
+
+@contextlib.contextmanager
+def dropped_family() -> Iterator[None]:
+    """A write naming a dropped column family (a retired feature group's,
+    racing its drop) fails whole, with a reason, not a KeyError."""
+    try:
+        yield
+    except KeyError as exc:
+        raise FailedPrecondition(
+            f"column family {exc.args[0]!r} was dropped (its feature group version was "
+            "retired); nothing of this write was applied"
+        ) from None
 
 
 def encode_sequence(seq: int) -> bytes:

@@ -139,6 +139,7 @@ def test_every_public_method_has_an_access_rule() -> None:
     assert sorted(m.rsplit("/", 1)[1] for m in mutations) == [
         "Apply",
         "Promote",
+        "Retire",
         "Rollback",
         "SetShardState",
         "SwitchRoute",

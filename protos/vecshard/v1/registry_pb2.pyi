@@ -201,3 +201,29 @@ class TrainPlacementResponse(_message.Message):
     BUCKETS_FIELD_NUMBER: _ClassVar[int]
     buckets: int
     def __init__(self, buckets: _Optional[int] = ...) -> None: ...
+
+class RetireRequest(_message.Message):
+    __slots__ = ("kind", "name", "version", "who", "why", "dry_run")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    WHO_FIELD_NUMBER: _ClassVar[int]
+    WHY_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    name: str
+    version: str
+    who: str
+    why: str
+    dry_run: bool
+    def __init__(self, kind: _Optional[str] = ..., name: _Optional[str] = ..., version: _Optional[str] = ..., who: _Optional[str] = ..., why: _Optional[str] = ..., dry_run: _Optional[bool] = ...) -> None: ...
+
+class RetireResponse(_message.Message):
+    __slots__ = ("retirement", "effects", "dry_run")
+    RETIREMENT_FIELD_NUMBER: _ClassVar[int]
+    EFFECTS_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    retirement: RegistryObject
+    effects: _containers.RepeatedScalarFieldContainer[str]
+    dry_run: bool
+    def __init__(self, retirement: _Optional[_Union[RegistryObject, _Mapping]] = ..., effects: _Optional[_Iterable[str]] = ..., dry_run: _Optional[bool] = ...) -> None: ...

@@ -89,6 +89,11 @@ class RegistryServiceStub:
                 request_serializer=protos_dot_vecshard_dot_v1_dot_registry__pb2.TrainPlacementRequest.SerializeToString,
                 response_deserializer=protos_dot_vecshard_dot_v1_dot_registry__pb2.TrainPlacementResponse.FromString,
                 _registered_method=True)
+        self.Retire = channel.unary_unary(
+                '/vecshard.v1.RegistryService/Retire',
+                request_serializer=protos_dot_vecshard_dot_v1_dot_registry__pb2.RetireRequest.SerializeToString,
+                response_deserializer=protos_dot_vecshard_dot_v1_dot_registry__pb2.RetireResponse.FromString,
+                _registered_method=True)
 
 
 class RegistryServiceServicer:
@@ -166,6 +171,15 @@ class RegistryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Retire(self, request, context):
+        """Takes a FeatureGroup or FeatureSet version out of service for good:
+        it leaves the registry, shards drop a group's rows, and it can never be
+        applied again. Refused while something reads it (FAILED_PRECONDITION).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -223,6 +237,11 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     servicer.TrainPlacement,
                     request_deserializer=protos_dot_vecshard_dot_v1_dot_registry__pb2.TrainPlacementRequest.FromString,
                     response_serializer=protos_dot_vecshard_dot_v1_dot_registry__pb2.TrainPlacementResponse.SerializeToString,
+            ),
+            'Retire': grpc.unary_unary_rpc_method_handler(
+                    servicer.Retire,
+                    request_deserializer=protos_dot_vecshard_dot_v1_dot_registry__pb2.RetireRequest.FromString,
+                    response_serializer=protos_dot_vecshard_dot_v1_dot_registry__pb2.RetireResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -522,6 +541,33 @@ class RegistryService:
             '/vecshard.v1.RegistryService/TrainPlacement',
             protos_dot_vecshard_dot_v1_dot_registry__pb2.TrainPlacementRequest.SerializeToString,
             protos_dot_vecshard_dot_v1_dot_registry__pb2.TrainPlacementResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Retire(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vecshard.v1.RegistryService/Retire',
+            protos_dot_vecshard_dot_v1_dot_registry__pb2.RetireRequest.SerializeToString,
+            protos_dot_vecshard_dot_v1_dot_registry__pb2.RetireResponse.FromString,
             options,
             channel_credentials,
             insecure,
