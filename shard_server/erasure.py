@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.domain import EntityKey
+from core.errors import FailedPrecondition
 from shard_server.feature_store import FEATURE_FAMILY, entity_key
 from shard_server.service import ShardNode
 from shard_server.storage import TOMBSTONES, ShardStore
@@ -53,11 +54,14 @@ class ShardEraser:
         for cf in self.store.column_families():
             if not cf.startswith(FEATURE_FAMILY):
                 continue
-            found = self.store.multi_get(cf, raw)
-            dead = [(cf, k) for k, v in zip(raw, found, strict=True) if v is not None]
-            if dead:
-                self.store.write(deletes=dead)
-                deleted += len(dead)
+            try:
+                found = self.store.multi_get(cf, raw)
+                dead = [(cf, k) for k, v in zip(raw, found, strict=True) if v is not None]
+                if dead:
+                    self.store.write(deletes=dead)
+            except FailedPrecondition:
+                continue  # dropped meanwhile (its group retired): nothing of it is left
+            deleted += len(dead)
         return deleted
 
     def purge(self) -> int:

@@ -44,7 +44,7 @@ from registry.features import GroupRow, GroupSchema, PutAck
 from shard_server.feature_cache import FeatureRowCache, row_bytes
 from shard_server.feature_rows import decode_rows, encode_rows, row_times
 from shard_server.records import _part, parse_parts
-from shard_server.storage import ShardStore, StoreMemory, dropped_family
+from shard_server.storage import ShardStore, StoreMemory
 
 log = logging.getLogger(__name__)
 FEATURE_FAMILY = "features:"  # the prefix of every feature group version's family
@@ -163,8 +163,7 @@ class FeatureShardStore(ShardStore):
         if rows is None:
             if self.row_cache.due(cf):
                 self._rewarm(cf)
-            with dropped_family():  # a read racing the group's retirement
-                return super().multi_get(cf, keys)
+            return super().multi_get(cf, keys)
         get = rows.get
         return [get(k) for k in keys]
 

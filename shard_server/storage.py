@@ -119,7 +119,8 @@ class ShardStore:
     def multi_get(self, cf: str, keys: Sequence[bytes]) -> list[bytes | None]:
         if not keys:
             return []
-        return list(self._cfs[cf].get(list(keys)))  # type: ignore[arg-type]  # rocksdict stub: get() -> Any | None, a list for a list of keys
+        with dropped_family():  # a read racing a retired feature group's drop
+            return list(self._cfs[cf].get(list(keys)))  # type: ignore[arg-type]  # rocksdict stub: get() -> Any | None, a list for a list of keys
 
     def write(
         self,
@@ -132,7 +133,7 @@ class ShardStore:
         with self._seq_lock:
             seq = self._sequence + 1
             batch = WriteBatch(raw_mode=True)
-            with dropped_family():
+            with dropped_family(WRITE_REFUSED):
                 for cf, key, value in puts:
                     batch.put(key, value, self._handles[cf])
                 stamp = encode_sequence(seq)
@@ -183,7 +184,7 @@ class ShardStore:
         with self._seq_lock:
             seq = self._sequence + 1
             batch = WriteBatch(raw_mode=True)
-            with dropped_family():
+            with dropped_family(WRITE_REFUSED):
                 put, delete = batch.put, batch.delete
                 for cf, keys, values in put_cols:
                     handle = self._handles[cf]
@@ -214,13 +215,13 @@ class ShardStore:
     def flush_memtables(self) -> None:
         """Writes every memtable to disk and frees it (Flush before a planned
         restart: less WAL to replay, and the memory back)."""
-        for cf in self._cfs.values():
+        for cf in list(self._cfs.values()):  # a drop (retired feature group) may race it
             cf.flush(True)
 
     def memtable_bytes(self) -> int:
         return sum(
             int(cf.property_int_value("rocksdb.cur-size-all-mem-tables") or 0)
-            for cf in self._cfs.values()
+            for cf in list(self._cfs.values())  # a drop may race the metrics scrape
         )
 
     def iter_prefix(self, cf: str, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
@@ -296,16 +297,19 @@ class ShardStore:
             )
 
 
+WRITE_REFUSED = "; nothing of this write was applied"
+
+
 @contextlib.contextmanager
-def dropped_family() -> Iterator[None]:
-    """A write naming a dropped column family (a retired feature group's,
-    racing its drop) fails whole, with a reason, not a KeyError."""
+def dropped_family(consequence: str = "") -> Iterator[None]:
+    """A read or write naming a dropped column family (a retired feature
+    group's, racing its drop) fails whole, with a reason, not a KeyError."""
     try:
         yield
     except KeyError as exc:
         raise FailedPrecondition(
             f"column family {exc.args[0]!r} was dropped (its feature group version was "
-            "retired); nothing of this write was applied"
+            f"retired){consequence}"
         ) from None
 
 

@@ -147,3 +147,21 @@ def test_a_drop_racing_reads_writes_and_the_warm_up_loses_nothing_else(tmp_path:
         assert storage.row_cache.used_bytes < 200 * 1024  # activity only (~300 rows)
     finally:
         storage.close()
+
+
+def test_an_erasure_racing_a_drop_erases_the_other_groups(
+    shard: FeatureShardStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The eraser lists the families on disk, then reads each: one dropped
+    in between is skipped (nothing of it is left), not a failed erasure."""
+    from shard_server.erasure import ShardEraser
+
+    fs = FeatureStore(shard)
+    _load(fs)
+    listed = shard.column_families()
+    fs.drop_group(PROFILE)
+    monkeypatch.setattr(shard, "column_families", lambda: listed)
+    eraser = ShardEraser(None, shard, tmp_path)  # type: ignore[arg-type]  # node: not used here
+    assert eraser.delete_feature_rows([user("u000001"), user("u000002")]) == 2
+    assert fs.multi_get(ACTIVITY_S, [user("u000001"), user("u000003")])[0] is None
+    assert fs.multi_get(ACTIVITY_S, [user("u000003")])[0] is not None
