@@ -107,12 +107,17 @@ def _defs() -> tuple[list[FeatureObject], FeatureSet]:
     return [*defs, *groups, fs], fs
 
 
-def _docs(objs: list[FeatureObject]) -> list[dict[str, Any]]:
+def _docs(objs: list[FeatureObject], replicas: int = 1) -> list[dict[str, Any]]:
+    """Registry documents of `objs`; feature groups placed with `replicas`."""
     from registry import codec
 
-    return [
-        {"kind": d["kind"], "spec": d["spec"]} for d in (json.loads(codec.encode(o)) for o in objs)
-    ]
+    docs = []
+    for d in (json.loads(codec.encode(o)) for o in objs):
+        doc = {"kind": d["kind"], "spec": d["spec"]}
+        if d["kind"] == "FeatureGroup" and replicas > 1:
+            doc["replicas"] = replicas
+        docs.append(doc)
+    return docs
 
 
 EMBED_SPEC = f"""
@@ -364,18 +369,20 @@ def run(
     materialize_rows: int,
     profiler: str | None = None,
     profile_dir: Path = RESULTS / "profile",
+    replicas: int = 1,
 ) -> dict[str, Any]:
     objs, fs = _defs()
     catalog = FeatureCatalog.build(objs)
     data = Data(entities, users, seed)
     out: dict[str, Any] = {"entities": entities, "requests": requests, "users": users}
+    out["replicas"] = replicas
     with tempfile.TemporaryDirectory(prefix="vecshard-featbench-") as tmp:
         cluster = LocalCluster(Path(tmp) / "cluster", num_shards=SHARDS)
         cluster.start()
         try:
             creds = cluster.credentials()
             with RegistryClient(cluster.coordinator_address, credentials=creds) as reg:
-                reg.apply(_docs(objs))
+                reg.apply(_docs(objs, replicas))
                 reg.apply(EMBED_SPEC)
             with RetrievalClient(
                 cluster.coordinator_address,
@@ -426,6 +433,10 @@ def main(argv: list[str] | None = None) -> int:
         "--materialize-rows", type=int, default=None,
         help="rows materialized from Parquet (default: --entities; 0 skips)",
     )  # fmt: skip
+    p.add_argument(
+        "--replicas", type=int, default=1,
+        help=f"replicas of each feature group's buckets, 1..{SHARDS} (default 1)",
+    )  # fmt: skip
     p.add_argument("--out", type=Path, default=RESULTS / "features_bench.json")
     p.add_argument(
         "--profiler",
@@ -442,9 +453,12 @@ def main(argv: list[str] | None = None) -> int:
     why = missing(args.profiler) if args.profiler else None
     if why:
         p.error(why)
+    if not 1 <= args.replicas <= SHARDS:
+        p.error(f"--replicas {args.replicas}: expected 1..{SHARDS} (the shards started)")
     result = run(
-        args.entities, args.requests, args.users, args.seed, rows, args.profiler, args.profile_dir
-    )
+        args.entities, args.requests, args.users, args.seed, rows, args.profiler,
+        args.profile_dir, args.replicas,
+    )  # fmt: skip
     write_json(args.out, result)
     print(f"\n{'call':<28} {'':>10} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}")
     for name in ("get_features_800x2+1", "batch_get_embeddings_100"):

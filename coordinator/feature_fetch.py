@@ -27,7 +27,7 @@ from coordinator.failover import alternates, failover_cover
 from coordinator.metrics import labeled
 from coordinator.model import FeatureBlock, GroupFetch
 from coordinator.partial import Decision, classify_shard_error
-from coordinator.replicas import ReplicaTracker
+from coordinator.replicas import ReplicaTracker, ShardHealth
 from coordinator.shard import ShardFactory
 from core.errors import DeadlineExceeded
 from registry.feature_catalog import GroupRead
@@ -38,6 +38,8 @@ from registry.snapshot import Snapshot
 # Below this much time left a failover call could not answer: its rows are
 # answered `timeout` at once (a first call is always sent).
 MIN_FAILOVER_SECONDS = 0.002
+# A call is hedged after its shard's p95 of feature calls, never sooner.
+MIN_HEDGE_SECONDS = 0.002
 
 
 def missing_reason_of(exc: BaseException) -> MissingReason:
@@ -45,6 +47,13 @@ def missing_reason_of(exc: BaseException) -> MissingReason:
     if isinstance(exc, DeadlineExceeded):
         return MissingReason.TIMEOUT
     return MissingReason.UNAVAILABLE
+
+
+def _replicated(snap: Snapshot, call: Call) -> bool:
+    """Whether the call's group has more than one replica per bucket."""
+    ref = call.read.schema.ref
+    placement = snap.placements.get(feature_placement_ref(ref.name, ref.version))
+    return placement is not None and bool(placement.buckets) and len(placement.buckets[0]) > 1
 
 
 class Call:
@@ -97,10 +106,17 @@ Missing = Callable[[GroupRead, MissingReason, int], object]
 
 
 class FeatureFetcher:
-    def __init__(self, shards: ShardFactory, tracker: ReplicaTracker, missing: Missing) -> None:
+    def __init__(
+        self, shards: ShardFactory, tracker: ReplicaTracker, missing: Missing, hedge: bool = True
+    ) -> None:
         self.shards = shards
         self.tracker = tracker
         self.missing = missing
+        self.hedge = hedge
+        # Each shard's GetFeatures latencies, apart from its searches' (the
+        # tracker's): a feature call reads hundreds of rows and is slower,
+        # so a shared p95 would hedge searches late and feature calls early.
+        self._latency: dict[str, ShardHealth] = defaultdict(ShardHealth)
 
     def _block(self, call: Call, columns: object) -> FeatureBlock:
         read = call.read
@@ -110,6 +126,18 @@ class FeatureFetcher:
 
     def _unread(self, call: Call, reason: MissingReason) -> FeatureBlock:
         return self._block(call, self.missing(call.read, reason, len(call.rows)))
+
+    def hedge_delay(self, sid: str, remaining: float) -> float | None:
+        """Seconds to wait for `sid` before hedging (its p95 of feature
+        calls, at least 2 ms); None: no hedge (off, too few calls seen, or
+        no time left for a second call)."""
+        if not self.hedge:
+            return None
+        p95 = self._latency[sid].p95()
+        if p95 is None:
+            return None
+        delay = max(MIN_HEDGE_SECONDS, p95)
+        return delay if remaining > delay + MIN_FAILOVER_SECONDS else None
 
     async def fetch(
         self,
@@ -122,40 +150,84 @@ class FeatureFetcher:
     ) -> list[FeatureBlock]:
         """Every call's blocks; a shard that failed in a way the request
         survives is asked of other replicas, or answered for with its
-        missing reason."""
-        deadline = asyncio.get_running_loop().time() + budget
+        missing reason; one slower than its p95 is hedged."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + budget
+
+        async def asks(
+            by_shard: dict[tuple[str, str], list[Call]], tried: frozenset[str]
+        ) -> list[FeatureBlock]:
+            parts = await asyncio.gather(
+                *(ask(sid, addr, calls, tried) for (sid, addr), calls in by_shard.items())
+            )
+            return [b for part in parts for b in part]
+
+        async def recover(
+            sid: str, calls: list[Call], exc: BaseException, tried: frozenset[str]
+        ) -> list[FeatureBlock]:
+            """The blocks of `calls` after `sid` failed them with `exc`."""
+            if classify_shard_error(exc) is Decision.ABORT:
+                raise exc
+            reason = missing_reason_of(exc)
+            if reason is MissingReason.TIMEOUT:
+                # The call's deadline was the request's: too late to ask anyone else.
+                return [self._unread(c, reason) for c in calls]
+            tried = tried | {sid}
+            blocks, again = self._failover(snap, calls, tried, reason)
+            if again:
+                labeled(metrics.FEATURE_FAILOVERS, sid).inc()
+            return blocks + await asks(again, tried)
 
         async def ask(
             sid: str, addr: str, calls: list[Call], tried: frozenset[str]
         ) -> list[FeatureBlock]:
-            remaining = deadline - asyncio.get_running_loop().time()
+            remaining = deadline - loop.time()
             if tried and remaining < MIN_FAILOVER_SECONDS:
                 return [self._unread(c, MissingReason.TIMEOUT) for c in calls]
-            try:
-                answer = await self._call(
-                    sid, addr, tenant_id, calls, request_time, personalized, remaining
-                )
+            call = self._call(sid, addr, tenant_id, calls, request_time, personalized, remaining)
+            replicated = any(_replicated(snap, c) for c in calls)
+            delay = self.hedge_delay(sid, remaining) if replicated else None
+            if delay is None:  # no task, no timer: the common path costs nothing more
+                try:
+                    answer = await call
+                except Exception as exc:  # noqa: BLE001 - classified by recover
+                    return await recover(sid, calls, exc, tried)
                 return [self._block(c, cols) for c, cols in zip(calls, answer, strict=True)]
-            except Exception as exc:  # noqa: BLE001 - classified just below
-                if classify_shard_error(exc) is Decision.ABORT:
-                    raise
-                reason = missing_reason_of(exc)
-                if reason is MissingReason.TIMEOUT:
-                    # The call's deadline was the request's: too late to ask anyone else.
-                    return [self._unread(c, reason) for c in calls]
-                tried = tried | {sid}
-                blocks, again = self._failover(snap, calls, tried, reason)
+            primary = asyncio.ensure_future(call)
+            hedge: asyncio.Future[list[FeatureBlock]] | None = None
+            try:
+                done, _ = await asyncio.wait({primary}, timeout=delay)
+                hedged, again = ([], {}) if done else self._hedge_plan(snap, calls, tried | {sid})
                 if again:
-                    labeled(metrics.FEATURE_FAILOVERS, sid).inc()
-                parts = await asyncio.gather(
-                    *(ask(alt, alt_addr, cs, tried) for (alt, alt_addr), cs in again.items())
-                )
-                return blocks + [b for part in parts for b in part]
+                    metrics.FEATURE_HEDGES.labels("fired").inc()
+                    hedge = asyncio.ensure_future(asks(again, tried | {sid}))
+                    await asyncio.wait({primary, hedge}, return_when=asyncio.FIRST_COMPLETED)
+                if hedge is None or (primary.done() and primary.exception() is None):
+                    try:
+                        answer = await primary
+                    except Exception as exc:  # noqa: BLE001 - classified by recover
+                        return await recover(sid, calls, exc, tried)
+                    return [self._block(c, cols) for c, cols in zip(calls, answer, strict=True)]
+                # The hedge covers `hedged`; the primary alone the rest.
+                rest = [c for c in calls if not any(c is h for h in hedged)]
+                first = hedge.done()
+                blocks = await hedge
+                if first:
+                    metrics.FEATURE_HEDGES.labels("won").inc()
+                if not rest:
+                    return blocks
+                try:
+                    answer = await primary
+                except Exception as exc:  # noqa: BLE001 - classified by recover
+                    return blocks + await recover(sid, rest, exc, tried)
+                mine = dict(zip(map(id, calls), answer, strict=True))
+                return blocks + [self._block(c, mine[id(c)]) for c in rest]
+            finally:
+                for task in (primary, hedge):
+                    if task is not None and not task.done():
+                        task.cancel()
 
-        parts = await asyncio.gather(
-            *(ask(sid, addr, calls, frozenset()) for (sid, addr), calls in fetches.by_shard.items())
-        )
-        return [b for part in parts for b in part]
+        return await asks(fetches.by_shard, frozenset())
 
     async def _call(
         self,
@@ -182,8 +254,35 @@ class FeatureFetcher:
         except BaseException as exc:
             self.tracker.release(sid, None, failed=classify_shard_error(exc) is Decision.TOLERATE)
             raise
-        self.tracker.release(sid, time.perf_counter() - start)
+        latency = time.perf_counter() - start
+        self.tracker.release(sid, latency)
+        self._latency[sid].record(latency)
         return answer
+
+    def _cover(
+        self, snap: Snapshot, call: Call, tried: frozenset[str]
+    ) -> tuple[list[tuple[tuple[str, str], np.ndarray]], np.ndarray]:
+        """Who else answers for `call`'s rows: per replica of a cover (the
+        rule of `coordinator.failover`), the positions in `call.rows` it
+        answers for; and the positions no untried replica holds."""
+        ref = call.read.schema.ref
+        placement = snap.placement(feature_placement_ref(ref.name, ref.version))
+        held = np.unique(call.buckets).tolist()
+        candidates = alternates(snap, placement, held, tried)
+        coverable = sorted({b for _, _, bs in candidates for b in bs})
+        cover = failover_cover(coverable, candidates, tried) or []
+        answered = np.zeros(len(call.rows), dtype=np.bool_)
+        shares = []
+        for alt, address, share in cover:
+            mask = np.isin(call.buckets, share)
+            answered |= mask
+            shares.append(((alt, address), np.flatnonzero(mask)))
+        return shares, np.flatnonzero(~answered)
+
+    @staticmethod
+    def _ask_of(again: Fetches, call: Call, target: tuple[str, str], picked: np.ndarray) -> None:
+        rows, buckets = call.rows[picked], call.buckets[picked]
+        again.add(target, call.read, rows, buckets, call.fetch.entity_ids, picked)
 
     def _failover(
         self, snap: Snapshot, calls: list[Call], tried: frozenset[str], reason: MissingReason
@@ -193,21 +292,26 @@ class FeatureFetcher:
         blocks: list[FeatureBlock] = []
         again = Fetches()
         for call in calls:
-            ref = call.read.schema.ref
-            placement = snap.placement(feature_placement_ref(ref.name, ref.version))
-            held = np.unique(call.buckets).tolist()
-            candidates = alternates(snap, placement, held, tried)
-            coverable = sorted({b for _, _, bs in candidates for b in bs})
-            cover = failover_cover(coverable, candidates, tried) or []
-            answered = np.zeros(len(call.rows), dtype=np.bool_)
-            for alt, address, share in cover:
-                mask = np.isin(call.buckets, share)
-                answered |= mask
-                picked = np.flatnonzero(mask)
-                rows, buckets = call.rows[picked], call.buckets[picked]
-                again.add((alt, address), call.read, rows, buckets, call.fetch.entity_ids, picked)
-            if not answered.all():
-                lost = np.flatnonzero(~answered)
+            shares, lost = self._cover(snap, call, tried)
+            for target, picked in shares:
+                self._ask_of(again, call, target, picked)
+            if len(lost):
                 rows, buckets = call.rows[lost], call.buckets[lost]
                 blocks.append(self._unread(Call(call.read, rows, call.fetch, buckets), reason))
         return blocks, again.by_shard
+
+    def _hedge_plan(
+        self, snap: Snapshot, calls: list[Call], tried: frozenset[str]
+    ) -> tuple[list[Call], dict[tuple[str, str], list[Call]]]:
+        """The calls other replicas hold every row of (a group with one
+        replica is never hedged), and the calls that ask those replicas."""
+        hedged: list[Call] = []
+        again = Fetches()
+        for call in calls:
+            shares, lost = self._cover(snap, call, tried)
+            if len(lost) or not shares:
+                continue
+            hedged.append(call)
+            for target, picked in shares:
+                self._ask_of(again, call, target, picked)
+        return hedged, again.by_shard

@@ -108,7 +108,7 @@ class FeatureEngine:
         self.max_entities = max_entities
         self.fanout = fanout or FanoutSettings()
         self._announced: set[VersionRef] = set()
-        self.fetcher = FeatureFetcher(shards, tracker, wire.missing)
+        self.fetcher = FeatureFetcher(shards, tracker, wire.missing, self.fanout.hedge)
 
     def _bucket_shards(self, snap: Snapshot, group: VersionRef) -> list[tuple[str, str] | None]:
         """Per bucket of the group, the replica asked (None: none serving)."""

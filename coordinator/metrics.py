@@ -93,6 +93,12 @@ FEATURE_MISSING = Counter(
     "Feature values not served as stored, by group and reason",
     ["group", "reason"],
 )
+FEATURE_HEDGES = Counter(
+    "vecshard_feature_hedges_total",
+    "GetFeatures shard calls slower than the shard's p95 whose replicated rows were also asked "
+    "of other replicas (fired), and those the other replicas answered first (won)",
+    ["outcome"],
+)
 FEATURE_FAILOVERS = Counter(
     "vecshard_feature_failovers_total",
     "GetFeatures calls a shard did not answer (down, refusing, overloaded) whose rows were "

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import cast
 
 import numpy as np
 import pytest
+from prometheus_client import REGISTRY
 
 from coordinator.buckets import key_bucket
 from coordinator.feature_convert import ProtoFeatureWire
@@ -51,14 +53,19 @@ SHARDS = ("s0", "s1")
 
 
 def feature_cluster(
-    ids: Sequence[str] = SHARDS, replicas: int = 1, write_quorum: int = 0
+    ids: Sequence[str] = SHARDS,
+    replicas: int = 1,
+    write_quorum: int = 0,
+    replicas_of: Mapping[str, int] | None = None,
 ) -> tuple[FeatureEngine, dict[str, InMemoryShard], StaticRegistry]:
     """Every group's buckets round-robin over `ids` (by default even buckets
-    on s0, odd on s1), each bucket's replicas on the shards after its first."""
+    on s0, odd on s1), each bucket's replicas on the shards after its first;
+    `replicas_of` names groups with another number of replicas."""
     groups = [replace(g, write_quorum=write_quorum) for g in GROUPS]
     placements = {
-        ref: assign_buckets(ref, FEATURE_BUCKETS, ids, replicas)
-        for ref in (feature_placement_ref(g.name, g.version) for g in groups)
+        ref: assign_buckets(ref, FEATURE_BUCKETS, ids, (replicas_of or {}).get(g.name, replicas))
+        for g in groups
+        for ref in [feature_placement_ref(g.name, g.version)]
     }
     reg = registry_for(
         ids,
@@ -363,3 +370,69 @@ def test_a_write_quorum_below_the_replicas_acknowledges_with_a_replica_down() ->
     reg.snapshot = replace(reg.snapshot, shards={"s0": reg.snapshot.shards["s0"]})
     with pytest.raises(Unavailable, match=r"not registered; writes need 1 of 2"):
         put(engine, PROFILE, [row(u, T0 + 1, age_bucket="new") for u in people])
+
+
+def hedges(outcome: str) -> float:
+    return REGISTRY.get_sample_value("vecshard_feature_hedges_total", {"outcome": outcome}) or 0.0
+
+
+def warmed(engine: FeatureEngine, people: list[EntityKey], ids: Sequence[str]) -> None:
+    """Enough feature calls to every shard that each one's p95 is known."""
+    for _ in range(25):
+        get(engine, people)
+    assert all(engine.fetcher.hedge_delay(s, 5.0) is not None for s in ids)
+
+
+def test_a_replica_slower_than_its_p95_is_hedged_to_the_others() -> None:
+    """A replica that hangs (a stall, not a refusal) would hold its rows
+    until the deadline: past its p95 they are asked of the other replicas,
+    and the first answer wins — every value, in a fraction of the delay."""
+    ids = ("s0", "s1", "s2")
+    engine, shards, _ = feature_cluster(ids, replicas=2)
+    people = [user(f"u{i}") for i in range(24)]
+    put(engine, PROFILE, [row(u, T0, age_bucket=u.entity_id) for u in people])
+    warmed(engine, people, ids)
+    fired, won = hedges("fired"), hedges("won")
+    shards["s1"].delay = 3.0
+    start = time.monotonic()
+    result = get(engine, people, timeout=5.0)
+    took = time.monotonic() - start
+    assert [result[n]["user_profile__age_bucket"][:2] for n in range(24)] == [
+        (u.entity_id, None) for u in people
+    ]
+    assert not result.result.missing_by_reason.get("timeout")
+    assert took < 1.0, took
+    assert hedges("fired") == fired + 1 and hedges("won") == won + 1
+    shards["s1"].delay = 0.0
+    get(engine, people)  # answered in time: no hedge
+    assert hedges("fired") == fired + 1
+
+
+def test_rows_with_one_replica_still_wait_for_their_shard() -> None:
+    """Only groups another replica holds are hedged: in a call that also
+    carries a one-replica group, those rows come from the slow shard when
+    it answers (or `timeout`), the replicated ones from the hedge."""
+    ids = ("s0", "s1", "s2")
+    engine, shards, _ = feature_cluster(ids, replicas=1, replicas_of={PROFILE.name: 2})
+    people = [user(f"u{i}") for i in range(24)]
+    put(engine, PROFILE, [row(u, T0, age_bucket=u.entity_id) for u in people])
+    put(engine, ACTIVITY, [row(u, T0, ctr_7d=0.5) for u in people])
+    warmed(engine, people, ids)
+    fired = hedges("fired")
+    shards["s1"].delay = 0.6
+    start = time.monotonic()
+    result = get(engine, people, timeout=5.0)
+    assert time.monotonic() - start >= 0.6  # s1's own rows of the activity group
+    assert hedges("fired") == fired + 1
+    assert [result[n]["user_profile__age_bucket"][0] for n in range(24)] == [
+        u.entity_id for u in people
+    ]
+    assert [result[n]["user_ctr"][:2] for n in range(24)] == [(0.5, None)] * 24
+    # With no time for it, the slow shard's one-replica rows time out; the rest come back.
+    shards["s1"].delay = 3.0
+    result = get(engine, people, timeout=1.0)
+    reasons = {result[n]["user_ctr"][1] for n in range(24)}
+    assert reasons == {None, "timeout"}
+    assert [result[n]["user_profile__age_bucket"][0] for n in range(24)] == [
+        u.entity_id for u in people
+    ]

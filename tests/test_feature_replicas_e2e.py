@@ -9,7 +9,10 @@ before and after."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import time
 import urllib.request
 
 import grpc
@@ -211,3 +214,38 @@ def test_with_a_write_quorum_of_one_writes_go_on_and_a_restarted_replica_catches
             cluster.kill_shard("shard-0")
             cluster.kill_shard("shard-1")
             assert values(c, held) == want  # shard-2 alone: it caught up
+
+
+def test_a_stalled_replica_is_hedged(make_cluster: ClusterFactory) -> None:
+    """A shard that stops answering without refusing (SIGSTOP: a stall, a
+    partition) held its rows until the request's deadline, then answered
+    them `timeout`. With two replicas the coordinator asks the other
+    replicas once the call runs past the shard's p95: every value, in a
+    fraction of the deadline."""
+    cluster: LocalCluster = make_cluster(num_shards=3, lease_ttl=4)
+    ids = [f"i{i}" for i in range(60)]
+    with RegistryClient(cluster.coordinator_address) as reg:
+        replicas = replicated(reg, REPLICATED, ids)
+        assert any(r[0] == "shard-2" for r in replicas.values())
+        with client(cluster) as c:
+            loaded(c, ids)
+            for _ in range(30):  # every shard's p95 of feature calls is known
+                assert values(c, ids) == [(0.25, None, "x")] * len(ids)
+            pid = cluster.shards["shard-2"].pid
+            assert pid is not None
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                start = time.monotonic()
+                got = c.get_features(
+                    "ranker", "v1", [("item", i) for i in ids], request_time_us=T0 + 5 * S,
+                    timeout=5.0,
+                )  # fmt: skip
+                took = time.monotonic() - start
+            finally:
+                os.kill(pid, signal.SIGCONT)
+    assert [(e["stats__ctr"].value, e["stats__ctr"].missing_reason) for e in got.entities] == [
+        (0.25, None)
+    ] * len(ids)
+    assert took < 2.5, f"{took:.2f} s: waited for the stalled shard"
+    port = (cluster.coordinators[0].ready or {}).get("metrics")
+    assert metric(port, "vecshard_feature_hedges_total", 'outcome="won"') >= 1
