@@ -16,9 +16,11 @@ for a shard (DESIGN §8).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -47,6 +49,10 @@ def missing_reason_of(exc: BaseException) -> MissingReason:
     if isinstance(exc, DeadlineExceeded):
         return MissingReason.TIMEOUT
     return MissingReason.UNAVAILABLE
+
+
+def _succeeded(task: asyncio.Future[Any]) -> bool:
+    return task.done() and not task.cancelled() and task.exception() is None
 
 
 def _replicated(snap: Snapshot, call: Call) -> bool:
@@ -200,20 +206,26 @@ class FeatureFetcher:
                 hedged, again = ([], {}) if done else self._hedge_plan(snap, calls, tried | {sid})
                 if again:
                     metrics.FEATURE_HEDGES.labels("fired").inc()
-                    hedge = asyncio.ensure_future(asks(again, tried | {sid}))
+                    hedge = asyncio.ensure_future(
+                        self._hedge(again, tenant_id, request_time, personalized, deadline)
+                    )
                     await asyncio.wait({primary, hedge}, return_when=asyncio.FIRST_COMPLETED)
-                if hedge is None or (primary.done() and primary.exception() is None):
+                blocks = None
+                if hedge is not None and not _succeeded(primary):
+                    # The hedge's answer, if it has one; a hedge that failed
+                    # (another replica refused or stalled too) leaves the
+                    # primary to answer, as if there had been no hedge.
+                    with contextlib.suppress(Exception):
+                        blocks = await hedge
+                if blocks is None:
                     try:
                         answer = await primary
                     except Exception as exc:  # noqa: BLE001 - classified by recover
                         return await recover(sid, calls, exc, tried)
                     return [self._block(c, cols) for c, cols in zip(calls, answer, strict=True)]
-                # The hedge covers `hedged`; the primary alone the rest.
+                metrics.FEATURE_HEDGES.labels("won").inc()
+                # The hedge answered `hedged`; the primary alone has the rest.
                 rest = [c for c in calls if not any(c is h for h in hedged)]
-                first = hedge.done()
-                blocks = await hedge
-                if first:
-                    metrics.FEATURE_HEDGES.labels("won").inc()
                 if not rest:
                     return blocks
                 try:
@@ -228,6 +240,38 @@ class FeatureFetcher:
                         task.cancel()
 
         return await asks(fetches.by_shard, frozenset())
+
+    async def _hedge(
+        self,
+        again: dict[tuple[str, str], list[Call]],
+        tenant_id: str,
+        request_time: int,
+        personalized: bool,
+        deadline: float,
+    ) -> list[FeatureBlock]:
+        """The hedged calls' blocks, each from one attempt at another
+        replica; raises the first failure (the hedge then does not count:
+        no failover of its own — the primary is still running)."""
+        remaining = deadline - asyncio.get_running_loop().time()
+        tasks = {
+            asyncio.ensure_future(
+                self._call(alt, addr, tenant_id, cs, request_time, personalized, remaining)
+            ): cs
+            for (alt, addr), cs in again.items()
+        }
+        try:
+            done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            if pending:  # one failed
+                raise next(t.exception() for t in done if t.exception() is not None)  # type: ignore[misc]
+            return [
+                self._block(c, cols)
+                for task, cs in tasks.items()
+                for c, cols in zip(cs, task.result(), strict=True)
+            ]
+        finally:
+            for task in tasks:
+                if not task.done():
+                    task.cancel()
 
     async def _call(
         self,

@@ -436,3 +436,20 @@ def test_rows_with_one_replica_still_wait_for_their_shard() -> None:
     assert [result[n]["user_profile__age_bucket"][0] for n in range(24)] == [
         u.entity_id for u in people
     ]
+
+
+def test_a_hedge_that_fails_leaves_the_slow_replica_to_answer() -> None:
+    """One replica slow, the other refusing (a restart): the hedge fails at
+    once, and the values come from the slow replica — a failed hedge never
+    turns a slow answer into `unavailable`."""
+    ids = ("s0", "s1", "s2")
+    engine, shards, _ = feature_cluster(ids, replicas=2)
+    people = [user(f"u{i}") for i in range(24)]
+    put(engine, PROFILE, [row(u, T0, age_bucket=u.entity_id) for u in people])
+    warmed(engine, people, ids)
+    shards["s1"].delay = 0.5
+    shards["s2"].error = Unavailable("shard s2 is restarting")
+    result = get(engine, people, timeout=5.0)
+    assert [result[n]["user_profile__age_bucket"][:2] for n in range(24)] == [
+        (u.entity_id, None) for u in people
+    ]
