@@ -20,16 +20,16 @@ import contextlib
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import numpy as np
 
 from coordinator import metrics
 from coordinator.failover import alternates, failover_cover
+from coordinator.hedging import HedgeTimer, all_answers, succeeded
 from coordinator.metrics import labeled
 from coordinator.model import FeatureBlock, GroupFetch
 from coordinator.partial import Decision, classify_shard_error
-from coordinator.replicas import ReplicaTracker, ShardHealth
+from coordinator.replicas import ReplicaTracker
 from coordinator.shard import ShardFactory
 from core.errors import DeadlineExceeded
 from registry.feature_catalog import GroupRead
@@ -49,10 +49,6 @@ def missing_reason_of(exc: BaseException) -> MissingReason:
     if isinstance(exc, DeadlineExceeded):
         return MissingReason.TIMEOUT
     return MissingReason.UNAVAILABLE
-
-
-def _succeeded(task: asyncio.Future[Any]) -> bool:
-    return task.done() and not task.cancelled() and task.exception() is None
 
 
 def _replicated(snap: Snapshot, call: Call) -> bool:
@@ -118,11 +114,7 @@ class FeatureFetcher:
         self.shards = shards
         self.tracker = tracker
         self.missing = missing
-        self.hedge = hedge
-        # Each shard's GetFeatures latencies, apart from its searches' (the
-        # tracker's): a feature call reads hundreds of rows and is slower,
-        # so a shared p95 would hedge searches late and feature calls early.
-        self._latency: dict[str, ShardHealth] = defaultdict(ShardHealth)
+        self.hedges = HedgeTimer(hedge, MIN_HEDGE_SECONDS, MIN_FAILOVER_SECONDS)
 
     def _block(self, call: Call, columns: object) -> FeatureBlock:
         read = call.read
@@ -132,18 +124,6 @@ class FeatureFetcher:
 
     def _unread(self, call: Call, reason: MissingReason) -> FeatureBlock:
         return self._block(call, self.missing(call.read, reason, len(call.rows)))
-
-    def hedge_delay(self, sid: str, remaining: float) -> float | None:
-        """Seconds to wait for `sid` before hedging (its p95 of feature
-        calls, at least 2 ms); None: no hedge (off, too few calls seen, or
-        no time left for a second call)."""
-        if not self.hedge:
-            return None
-        p95 = self._latency[sid].p95()
-        if p95 is None:
-            return None
-        delay = max(MIN_HEDGE_SECONDS, p95)
-        return delay if remaining > delay + MIN_FAILOVER_SECONDS else None
 
     async def fetch(
         self,
@@ -192,7 +172,7 @@ class FeatureFetcher:
                 return [self._unread(c, MissingReason.TIMEOUT) for c in calls]
             call = self._call(sid, addr, tenant_id, calls, request_time, personalized, remaining)
             replicated = any(_replicated(snap, c) for c in calls)
-            delay = self.hedge_delay(sid, remaining) if replicated else None
+            delay = self.hedges.delay(sid, remaining) if replicated else None
             if delay is None:  # no task, no timer: the common path costs nothing more
                 try:
                     answer = await call
@@ -211,7 +191,7 @@ class FeatureFetcher:
                     )
                     await asyncio.wait({primary, hedge}, return_when=asyncio.FIRST_COMPLETED)
                 blocks = None
-                if hedge is not None and not _succeeded(primary):
+                if hedge is not None and not succeeded(primary):
                     # The hedge's answer, if it has one; a hedge that failed
                     # (another replica refused or stalled too) leaves the
                     # primary to answer, as if there had been no hedge.
@@ -249,29 +229,19 @@ class FeatureFetcher:
         personalized: bool,
         deadline: float,
     ) -> list[FeatureBlock]:
-        """The hedged calls' blocks, each from one attempt at another
-        replica; raises the first failure (the hedge then does not count:
-        no failover of its own — the primary is still running)."""
+        """The hedged calls' blocks, each from one attempt at another replica."""
         remaining = deadline - asyncio.get_running_loop().time()
-        tasks = {
-            asyncio.ensure_future(
+        answers = await all_answers(
+            [
                 self._call(alt, addr, tenant_id, cs, request_time, personalized, remaining)
-            ): cs
-            for (alt, addr), cs in again.items()
-        }
-        try:
-            done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-            if pending:  # one failed
-                raise next(t.exception() for t in done if t.exception() is not None)  # type: ignore[misc]
-            return [
-                self._block(c, cols)
-                for task, cs in tasks.items()
-                for c, cols in zip(cs, task.result(), strict=True)
+                for (alt, addr), cs in again.items()
             ]
-        finally:
-            for task in tasks:
-                if not task.done():
-                    task.cancel()
+        )
+        return [
+            self._block(c, cols)
+            for cs, answer in zip(again.values(), answers, strict=True)
+            for c, cols in zip(cs, answer, strict=True)
+        ]
 
     async def _call(
         self,
@@ -300,7 +270,7 @@ class FeatureFetcher:
             raise
         latency = time.perf_counter() - start
         self.tracker.release(sid, latency)
-        self._latency[sid].record(latency)
+        self.hedges.record(sid, latency)
         return answer
 
     def _cover(

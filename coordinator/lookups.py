@@ -19,17 +19,22 @@ too many keys, a malformed key, or an error every shard would give
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
 
+from coordinator import metrics
 from coordinator.access import check_access, own_keys
 from coordinator.config import Limits
 from coordinator.failover import alternates, failover_cover
 from coordinator.fanout import FanoutSettings
+from coordinator.hedging import HedgeTimer, all_answers, succeeded
 from coordinator.model import Access
 from coordinator.partial import Decision, classify_shard_error
+from coordinator.replicas import ReplicaTracker
 from coordinator.shard import ShardFactory
 from coordinator.snapshots import RegistryView
 from coordinator.writes import now_micros
@@ -45,13 +50,18 @@ Positions = npt.NDArray[np.int64]
 Answer = tuple[Positions, EmbeddingColumns]
 
 
-def primaries(snap: Snapshot, placement: Placement) -> tuple[dict[str, list[int]], list[int]]:
-    """Each bucket's first serving replica → the buckets it answers for; and
-    the buckets with no serving replica (their keys are unavailable)."""
+def primaries(
+    snap: Snapshot, placement: Placement, tracker: ReplicaTracker
+) -> tuple[dict[str, list[int]], list[int]]:
+    """Each bucket's replica to ask → the buckets it answers for; and the
+    buckets with no serving replica (their keys are unavailable). The first
+    serving replica in placement order, least busy first, one that failed
+    avoided for its cool-down (`ReplicaTracker.choose`), as feature reads."""
     out: dict[str, list[int]] = {}
     orphans = []
     for bucket, replicas in enumerate(placement.buckets):
-        sid = next((s for s in replicas if snap.serving_shard(s) is not None), None)
+        serving = [s for s in replicas if snap.serving_shard(s) is not None]
+        sid = tracker.choose(serving, by_position=True)
         if sid is None:
             orphans.append(bucket)
         else:
@@ -66,11 +76,14 @@ class Lookups:
         shards: ShardFactory,
         limits: Limits,
         fanout: FanoutSettings | None = None,
+        tracker: ReplicaTracker | None = None,
     ) -> None:
         self.registry = registry
         self.shards = shards
         self.limits = limits
         self.fanout = fanout or FanoutSettings()
+        self.tracker = tracker or ReplicaTracker()
+        self.hedges = HedgeTimer(self.fanout.hedge)
 
     async def batch_get(
         self,
@@ -95,7 +108,7 @@ class Lookups:
 
         async def fetch(snap: Snapshot) -> tuple[list[Answer], bool]:
             read = _Read(self, snap, index, owned, include_vectors, include_attributes, budget)
-            plan, orphans = primaries(snap, read.placement)
+            plan, orphans = primaries(snap, read.placement, self.tracker)
             parts = await asyncio.gather(
                 *(
                     read.ask(sid, snap.shards[sid].address, held, {sid})
@@ -132,7 +145,7 @@ class _Read:
         include_attributes: bool,
         budget: float,
     ) -> None:
-        self.shards = lookups.shards
+        self.shards, self.tracker, self.hedges = lookups.shards, lookups.tracker, lookups.hedges
         self.snap, self.index = snap, index
         self.placement = snap.placement(index.ref)
         self.keys = keys
@@ -149,7 +162,9 @@ class _Read:
                 tenant.buckets if tenant else (),
             )
         self.include_vectors, self.include_attributes = include_vectors, include_attributes
-        self.budget = budget
+        self.deadline = asyncio.get_running_loop().time() + budget
+        # Hedged only where every key has a bucket another replica holds.
+        self.hedgeable = bool(keys) and self.buckets[0] >= 0 and len(self.placement.buckets[0]) > 1
         self.width = snap.family(index.embedding.name).dimension if include_vectors else 0
         self.refused = False
 
@@ -163,25 +178,87 @@ class _Read:
         positions = self.positions(held)
         return positions, unanswered(len(positions), self.width)
 
+    async def _attempt(self, sid: str, address: str, positions: Positions) -> EmbeddingColumns:
+        """One call, counted by the replica tracker (in flight, latency, a
+        failure's cool-down) and timed for hedging."""
+        timeout = self.deadline - asyncio.get_running_loop().time()
+        if timeout <= 0:
+            raise DeadlineExceeded(f"no time left to ask shard {sid}")
+        self.tracker.acquire(sid)
+        start = time.perf_counter()
+        try:
+            # The call's deadline bounds it (DEADLINE_EXCEEDED past the budget).
+            answer = await self.shards(sid, address).batch_get(
+                self.index.ref,
+                [self.keys[p] for p in positions.tolist()],
+                self.include_vectors,
+                timeout,
+                include_attributes=self.include_attributes,
+            )
+        except asyncio.CancelledError:
+            self.tracker.release(sid, None)
+            raise
+        except BaseException as exc:
+            self.tracker.release(sid, None, failed=classify_shard_error(exc) is Decision.TOLERATE)
+            raise
+        latency = time.perf_counter() - start
+        self.tracker.release(sid, latency)
+        self.hedges.record(sid, latency)
+        return answer
+
+    async def _hedged(
+        self, sid: str, address: str, held: Sequence[int], tried: set[str], delay: float
+    ) -> list[Answer]:
+        """`sid`'s answer; past `delay` the same keys are also asked of a
+        cover of the other replicas, and the first complete answer wins."""
+        positions = self.positions(held)
+        primary = asyncio.ensure_future(self._attempt(sid, address, positions))
+        hedge: asyncio.Future[list[EmbeddingColumns]] | None = None
+        try:
+            done, _ = await asyncio.wait({primary}, timeout=delay)
+            others = tried | {sid}
+            cover = None if done else failover_cover(
+                held, alternates(self.snap, self.placement, held, others), others
+            )  # fmt: skip
+            if cover:
+                metrics.LOOKUP_HEDGES.labels("fired").inc()
+                shares = [self.positions(share) for _, _, share in cover]
+                hedge = asyncio.ensure_future(
+                    all_answers(
+                        [
+                            self._attempt(alt, addr, p)
+                            for (alt, addr, _), p in zip(cover, shares, strict=True)
+                        ]
+                    )
+                )
+                await asyncio.wait({primary, hedge}, return_when=asyncio.FIRST_COMPLETED)
+                if not succeeded(primary):
+                    with contextlib.suppress(Exception):  # a failed hedge: as if none
+                        answers = await hedge
+                        metrics.LOOKUP_HEDGES.labels("won").inc()
+                        return list(zip(shares, answers, strict=True))
+            return [(positions, await primary)]
+        finally:
+            for task in (primary, hedge):
+                if task is not None and not task.done():
+                    task.cancel()
+
     async def ask(
         self, sid: str, address: str, held: Sequence[int], tried: set[str]
     ) -> list[Answer]:
         """Answers for the keys of `held` buckets, from `sid` or, when it
         cannot answer, from the replicas the failover rule picks; keys no
-        one answered for are unavailable."""
+        one answered for are unavailable. A call past the shard's p95 is
+        hedged (`coordinator.hedging`)."""
         positions = self.positions(held)
         if not len(positions):
             return []
+        remaining = self.deadline - asyncio.get_running_loop().time()
+        delay = self.hedges.delay(sid, remaining) if self.hedgeable else None
         try:
-            # The call's deadline bounds it (DEADLINE_EXCEEDED past `budget`).
-            answer = await self.shards(sid, address).batch_get(
-                self.index.ref,
-                [self.keys[p] for p in positions.tolist()],
-                self.include_vectors,
-                self.budget,
-                include_attributes=self.include_attributes,
-            )
-            return [(positions, answer)]
+            if delay is not None:
+                return await self._hedged(sid, address, held, tried, delay)
+            return [(positions, await self._attempt(sid, address, positions))]
         except Exception as exc:  # noqa: BLE001 - classified just below
             if classify_shard_error(exc) is Decision.ABORT:
                 raise

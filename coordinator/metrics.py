@@ -99,6 +99,12 @@ FEATURE_HEDGES = Counter(
     "of other replicas (fired), and those the other replicas answered first (won)",
     ["outcome"],
 )
+LOOKUP_HEDGES = Counter(
+    "vecshard_lookup_hedges_total",
+    "BatchGetEmbeddings shard calls slower than the shard's p95 whose keys were also asked of "
+    "other replicas (fired), and those the other replicas answered first (won)",
+    ["outcome"],
+)
 FEATURE_FAILOVERS = Counter(
     "vecshard_feature_failovers_total",
     "GetFeatures calls a shard did not answer (down, refusing, overloaded) whose rows were "

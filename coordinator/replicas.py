@@ -61,8 +61,8 @@ class ReplicaTracker:
         ones); on a tie the lowest shard id, or with `by_position` the first
         candidate — a bucket's replicas in placement order, whose first
         replicas are spread evenly over the shards."""
-        if not candidates:
-            return None
+        if len(candidates) < 2:  # one replica (the default): nothing to rank
+            return candidates[0] if candidates else None
         now = time.monotonic() if now is None else now
         rank = {s: i for i, s in enumerate(candidates)} if by_position else None
         return min(

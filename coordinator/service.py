@@ -77,7 +77,7 @@ class RetrievalEngine:
         self.admission_control = Admission(self.limits)
         self.background = Background()
         self.writes = Writes(self.registry, shards, self.limits, self._written, self.background)
-        self.lookups = Lookups(self.registry, shards, self.limits)
+        self.lookups = Lookups(self.registry, shards, self.limits, fanout, self.tracker)
         self.plans = RoutePlans()
 
     def _written(self, shard_id: str) -> None:

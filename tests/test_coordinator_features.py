@@ -380,7 +380,7 @@ def warmed(engine: FeatureEngine, people: list[EntityKey], ids: Sequence[str]) -
     """Enough feature calls to every shard that each one's p95 is known."""
     for _ in range(25):
         get(engine, people)
-    assert all(engine.fetcher.hedge_delay(s, 5.0) is not None for s in ids)
+    assert all(engine.fetcher.hedges.delay(s, 5.0) is not None for s in ids)
 
 
 def test_a_replica_slower_than_its_p95_is_hedged_to_the_others() -> None:

@@ -16,19 +16,20 @@ import time
 import urllib.request
 
 import grpc
+import numpy as np
 import pytest
 
 from cli.local_cluster import LocalCluster
 from client.connection import RetryPolicy
 from client.erasure_client import ErasureClient
 from client.registry_client import RegistryClient
-from client.retrieval_client import RetrievalClient
+from client.retrieval_client import Record, RetrievalClient
 from core.domain import EntityKey
 from core.errors import VecshardError
 from registry.placement import FEATURE_BUCKETS, bucket_of
 from tests.conftest import ClusterFactory
 from tests.polling import poll
-from tests.specs import tenant_docs
+from tests.specs import route_spec, tenant_docs
 from tests.test_lookup_faults import FEATURES, registered, wait_until_gone
 
 pytestmark = pytest.mark.integration
@@ -218,19 +219,22 @@ def test_with_a_write_quorum_of_one_writes_go_on_and_a_restarted_replica_catches
 
 def test_a_stalled_replica_is_hedged(make_cluster: ClusterFactory) -> None:
     """A shard that stops answering without refusing (SIGSTOP: a stall, a
-    partition) held its rows until the request's deadline, then answered
-    them `timeout`. With two replicas the coordinator asks the other
-    replicas once the call runs past the shard's p95: every value, in a
-    fraction of the deadline."""
+    partition) held its rows and keys until the request's deadline, then
+    answered them `timeout` / `unavailable`. With two replicas the
+    coordinator asks the other replicas once a call runs past the shard's
+    p95: every value and every vector, in a fraction of the deadline."""
     cluster: LocalCluster = make_cluster(num_shards=3, lease_ttl=4)
     ids = [f"i{i}" for i in range(60)]
     with RegistryClient(cluster.coordinator_address) as reg:
         replicas = replicated(reg, REPLICATED, ids)
         assert any(r[0] == "shard-2" for r in replicas.values())
+        reg.apply(route_spec(dim=4, num_buckets=6, replicas=2))
         with client(cluster) as c:
             loaded(c, ids)
-            for _ in range(30):  # every shard's p95 of feature calls is known
+            c.upsert("v", "v1", [Record(i, np.ones(4), source_version=1) for i in ids])
+            for _ in range(30):  # every shard's p95 of feature calls and lookups is known
                 assert values(c, ids) == [(0.25, None, "x")] * len(ids)
+                assert c.get_embeddings("v", "v1", ids).statuses() == ["found"] * len(ids)
             pid = cluster.shards["shard-2"].pid
             assert pid is not None
             os.kill(pid, signal.SIGSTOP)
@@ -241,11 +245,17 @@ def test_a_stalled_replica_is_hedged(make_cluster: ClusterFactory) -> None:
                     timeout=5.0,
                 )  # fmt: skip
                 took = time.monotonic() - start
+                start = time.monotonic()
+                found = c.get_embeddings("v", "v1", ids, timeout=5.0).statuses()
+                took_lookup = time.monotonic() - start
             finally:
                 os.kill(pid, signal.SIGCONT)
     assert [(e["stats__ctr"].value, e["stats__ctr"].missing_reason) for e in got.entities] == [
         (0.25, None)
     ] * len(ids)
     assert took < 2.5, f"{took:.2f} s: waited for the stalled shard"
+    assert found == ["found"] * len(ids)
+    assert took_lookup < 2.5, f"{took_lookup:.2f} s: the lookup waited for the stalled shard"
     port = (cluster.coordinators[0].ready or {}).get("metrics")
     assert metric(port, "vecshard_feature_hedges_total", 'outcome="won"') >= 1
+    assert metric(port, "vecshard_lookup_hedges_total", 'outcome="won"') >= 1

@@ -1,0 +1,64 @@
+"""Hedging reads that are not searches (feature calls, lookups): when to
+hedge a call to a shard, and the hedge itself — one attempt per other
+replica, all of which must answer. Searches hedge in
+`coordinator.shard_calls`."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Awaitable, Sequence
+from typing import Any, TypeVar
+
+from coordinator.replicas import ShardHealth
+
+T = TypeVar("T")
+
+
+class HedgeTimer:
+    """When to hedge one kind of read (feature calls, lookups): per shard,
+    the p95 of that kind's own latencies, apart from its searches' (the
+    tracker's) — a feature call reads hundreds of rows and is slower, so a
+    shared p95 would hedge searches late and feature calls early."""
+
+    def __init__(self, enabled: bool = True, floor: float = 0.002, spare: float = 0.002) -> None:
+        self.enabled = enabled
+        # Never sooner than `floor`; only with `spare` seconds left after it.
+        self.floor, self.spare = floor, spare
+        self._shards: dict[str, ShardHealth] = defaultdict(ShardHealth)
+
+    def record(self, shard_id: str, latency: float) -> None:
+        self._shards[shard_id].record(latency)
+
+    def delay(self, shard_id: str, remaining: float) -> float | None:
+        """Seconds to wait for the shard before hedging; None: no hedge (off,
+        too few calls seen, or no time left for a second call)."""
+        if not self.enabled:
+            return None
+        p95 = self._shards[shard_id].p95()
+        if p95 is None:
+            return None
+        delay = max(self.floor, p95)
+        return delay if remaining > delay + self.spare else None
+
+
+def succeeded(task: asyncio.Future[Any]) -> bool:
+    return task.done() and not task.cancelled() and task.exception() is None
+
+
+async def all_answers(attempts: Sequence[Awaitable[T]]) -> list[T]:
+    """Every attempt's answer in order, or the first failure with the
+    others cancelled: a hedge that cannot answer for all of its rows does
+    not count (and runs no failover of its own — the call it hedges is
+    still running)."""
+    tasks = [asyncio.ensure_future(a) for a in attempts]
+    try:
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for task in tasks:
+            if task in done and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+        return [t.result() for t in tasks]
+    finally:
+        for task in tasks:
+            if not task.done():
+                task.cancel()
