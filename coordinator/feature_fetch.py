@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 
@@ -25,7 +24,7 @@ import numpy as np
 
 from coordinator import metrics
 from coordinator.failover import alternates, failover_cover
-from coordinator.hedging import HedgeTimer, all_answers, succeeded
+from coordinator.hedging import HedgeTimer, all_answers, counted, succeeded
 from coordinator.metrics import labeled
 from coordinator.model import FeatureBlock, GroupFetch
 from coordinator.partial import Decision, classify_shard_error
@@ -255,23 +254,15 @@ class FeatureFetcher:
     ) -> list[object]:
         """The call, counted by the replica tracker: a shard that failed is
         avoided for its cool-down, and replicas are chosen least busy first."""
-        self.tracker.acquire(sid)
-        start = time.perf_counter()
-        try:
-            # Past `timeout` the call fails DEADLINE_EXCEEDED: `timeout` values.
-            answer = await self.shards(sid, addr).get_feature_columns(
+        # Past `timeout` the call fails DEADLINE_EXCEEDED: `timeout` values.
+        return await counted(
+            self.tracker,
+            self.hedges,
+            sid,
+            lambda: self.shards(sid, addr).get_feature_columns(
                 tenant_id, [c.fetch for c in calls], request_time, personalized, timeout
-            )
-        except asyncio.CancelledError:
-            self.tracker.release(sid, None)
-            raise
-        except BaseException as exc:
-            self.tracker.release(sid, None, failed=classify_shard_error(exc) is Decision.TOLERATE)
-            raise
-        latency = time.perf_counter() - start
-        self.tracker.release(sid, latency)
-        self.hedges.record(sid, latency)
-        return answer
+            ),
+        )
 
     def _cover(
         self, snap: Snapshot, call: Call, tried: frozenset[str]

@@ -6,11 +6,13 @@ replica, all of which must answer. Searches hedge in
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import defaultdict
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-from coordinator.replicas import ShardHealth
+from coordinator.partial import Decision, classify_shard_error
+from coordinator.replicas import ReplicaTracker, ShardHealth
 
 T = TypeVar("T")
 
@@ -62,3 +64,25 @@ async def all_answers(attempts: Sequence[Awaitable[T]]) -> list[T]:
         for task in tasks:
             if not task.done():
                 task.cancel()
+
+
+async def counted(
+    tracker: ReplicaTracker, hedges: HedgeTimer, shard_id: str, call: Callable[[], Awaitable[T]]
+) -> T:
+    """One call to a shard, counted by the replica tracker (in flight, its
+    latency, a failure's cool-down: replicas are chosen least busy first and
+    one that failed is avoided) and timed for hedging."""
+    tracker.acquire(shard_id)
+    start = time.perf_counter()
+    try:
+        answer = await call()
+    except asyncio.CancelledError:
+        tracker.release(shard_id, None)
+        raise
+    except BaseException as exc:
+        tracker.release(shard_id, None, failed=classify_shard_error(exc) is Decision.TOLERATE)
+        raise
+    latency = time.perf_counter() - start
+    tracker.release(shard_id, latency)
+    hedges.record(shard_id, latency)
+    return answer

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -31,7 +30,7 @@ from coordinator.access import check_access, own_keys
 from coordinator.config import Limits
 from coordinator.failover import alternates, failover_cover
 from coordinator.fanout import FanoutSettings
-from coordinator.hedging import HedgeTimer, all_answers, succeeded
+from coordinator.hedging import HedgeTimer, all_answers, counted, succeeded
 from coordinator.model import Access
 from coordinator.partial import Decision, classify_shard_error
 from coordinator.replicas import ReplicaTracker
@@ -184,27 +183,19 @@ class _Read:
         timeout = self.deadline - asyncio.get_running_loop().time()
         if timeout <= 0:
             raise DeadlineExceeded(f"no time left to ask shard {sid}")
-        self.tracker.acquire(sid)
-        start = time.perf_counter()
-        try:
-            # The call's deadline bounds it (DEADLINE_EXCEEDED past the budget).
-            answer = await self.shards(sid, address).batch_get(
+        # The call's deadline bounds it (DEADLINE_EXCEEDED past the budget).
+        return await counted(
+            self.tracker,
+            self.hedges,
+            sid,
+            lambda: self.shards(sid, address).batch_get(
                 self.index.ref,
                 [self.keys[p] for p in positions.tolist()],
                 self.include_vectors,
                 timeout,
                 include_attributes=self.include_attributes,
-            )
-        except asyncio.CancelledError:
-            self.tracker.release(sid, None)
-            raise
-        except BaseException as exc:
-            self.tracker.release(sid, None, failed=classify_shard_error(exc) is Decision.TOLERATE)
-            raise
-        latency = time.perf_counter() - start
-        self.tracker.release(sid, latency)
-        self.hedges.record(sid, latency)
-        return answer
+            ),
+        )
 
     async def _hedged(
         self, sid: str, address: str, held: Sequence[int], tried: set[str], delay: float
