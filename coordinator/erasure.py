@@ -260,7 +260,11 @@ class ErasureEngine:
         return grpc.aio.secure_channel(address, self.credentials, options=serving.grpc_options())
 
     async def _delete_feature_rows(self, snap: Snapshot, subject: EntityKey) -> int:
-        request = epb.DeleteFeatureRowsRequest(entities=[key_to_pb(subject)])
+        # One time for every shard: the subject's rows stamped up to it are
+        # refused from now on (a replayed history), later ones accepted.
+        request = epb.DeleteFeatureRowsRequest(
+            entities=[key_to_pb(subject)], erased_at_us=time.time_ns() // 1000
+        )
         md = vouching.call_metadata()
 
         async def one(address: str) -> int:

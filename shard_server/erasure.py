@@ -4,16 +4,18 @@ Embedding records are tombstoned through the normal delete path (a delete
 wins over every write of its version or older, so no retry brings them
 back). What this module adds:
 
-- `delete_feature_rows`: the entity's rows in every feature group here;
+- `delete_feature_rows`: the entity's rows in every feature group here, and
+  a marker that refuses its history written (or copied) again;
 - `purge`: seal and compact every index partition (compaction rebuilds
   segments from live rows only, and replaced segment files are deleted), then
   compact every RocksDB column family into the bottom level, which drops
   deleted keys with their values and retires the WALs that held them;
 - `scan`: read every file under the data directory for the subject's bytes.
   Its stored vectors must appear nowhere. Its key may appear only in deletion
-  markers — the `tombstones` column family's files and RocksDB's MANIFEST
-  (which records each file's key range) — because the tombstone is what keeps
-  a replica that missed the delete, or a late retry, from bringing it back.
+  markers — the `tombstones` and `feature_erasures` column families' files
+  and RocksDB's MANIFEST (which records each file's key range) — because
+  the markers are what keep a replica that missed the delete, a late retry
+  or a replayed history from bringing it back.
 """
 
 from __future__ import annotations
@@ -25,10 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.domain import EntityKey
-from core.errors import FailedPrecondition
-from shard_server.feature_store import FEATURE_FAMILY, entity_key
+from shard_server.feature_store import FeatureStore, entity_key
 from shard_server.service import ShardNode
-from shard_server.storage import TOMBSTONES, ShardStore
+from shard_server.storage import FEATURE_ERASURES, TOMBSTONES, ShardStore
 
 log = logging.getLogger(__name__)
 
@@ -41,28 +42,19 @@ class FileMatch:
 
 
 class ShardEraser:
-    def __init__(self, node: ShardNode, store: ShardStore, data_dir: Path) -> None:
+    def __init__(
+        self, node: ShardNode, store: ShardStore, data_dir: Path, features: FeatureStore
+    ) -> None:
         self.node = node
         self.store = store
         self.data_dir = data_dir
+        self.features = features
 
-    def delete_feature_rows(self, keys: Sequence[EntityKey]) -> int:
-        """No lock with writers needed: a put racing this either lands first
-        (and is deleted) or after (a newer row, written after the erasure)."""
-        raw = [entity_key(k) for k in keys]
-        deleted = 0
-        for cf in self.store.column_families():
-            if not cf.startswith(FEATURE_FAMILY):
-                continue
-            try:
-                found = self.store.multi_get(cf, raw)
-                dead = [(cf, k) for k, v in zip(raw, found, strict=True) if v is not None]
-                if dead:
-                    self.store.write(deletes=dead)
-            except FailedPrecondition:
-                continue  # dropped meanwhile (its group retired): nothing of it is left
-            deleted += len(dead)
-        return deleted
+    def delete_feature_rows(self, keys: Sequence[EntityKey], erased_at: int) -> int:
+        """The entities' rows out of every feature group here, and erasure
+        markers that refuse their history written again
+        (`FeatureStore.erase`)."""
+        return self.features.erase([entity_key(k) for k in keys], erased_at)
 
     def purge(self) -> int:
         """Every index partition this shard holds, then RocksDB."""
@@ -80,7 +72,7 @@ class ShardEraser:
     def scan(
         self, data_patterns: Sequence[bytes], key_pattern: bytes
     ) -> tuple[int, list[FileMatch]]:
-        markers = self.store.sst_files(TOMBSTONES)
+        markers = self.store.sst_files(TOMBSTONES) | self.store.sst_files(FEATURE_ERASURES)
         files = sorted(p for p in self.data_dir.rglob("*") if p.is_file())
         matches: list[FileMatch] = []
         for path in files:

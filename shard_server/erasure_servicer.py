@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import grpc
 
 from core.wire import key_from_pb
@@ -17,7 +19,11 @@ class ErasureServicer(erasure_pb2_grpc.ShardErasureServiceServicer):
     def DeleteFeatureRows(
         self, request: pb.DeleteFeatureRowsRequest, context: grpc.ServicerContext
     ) -> pb.DeleteFeatureRowsResponse:
-        deleted = self.eraser.delete_feature_rows([key_from_pb(k) for k in request.entities])
+        # 0 (a coordinator older than the field): the shard's own clock.
+        erased_at = request.erased_at_us or time.time_ns() // 1000
+        deleted = self.eraser.delete_feature_rows(
+            [key_from_pb(k) for k in request.entities], erased_at
+        )
         return pb.DeleteFeatureRowsResponse(deleted=deleted)
 
     def Purge(self, request: pb.PurgeRequest, context: grpc.ServicerContext) -> pb.PurgeAck:

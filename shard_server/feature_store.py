@@ -41,14 +41,16 @@ from registry.feature_batches import (
 )
 from registry.feature_values import is_expired
 from registry.features import GroupRow, GroupSchema, PutAck
+from shard_server import metrics
 from shard_server.feature_cache import FeatureRowCache, row_bytes
 from shard_server.feature_rows import decode_rows, encode_rows, row_times
 from shard_server.records import _part, parse_parts
-from shard_server.storage import ShardStore, StoreMemory
+from shard_server.storage import FEATURE_ERASURES, ShardStore, StoreMemory
 
 log = logging.getLogger(__name__)
 FEATURE_FAMILY = "features:"  # the prefix of every feature group version's family
 _LENGTH = struct.Struct("<H")  # of a key part, as `records._part` writes it
+_TIME = struct.Struct("<q")  # an erasure marker's value: erased at, µs
 # Purges delete in chunks so one purge never holds the write lock for long.
 _PURGE_CHUNK = 4096
 
@@ -97,6 +99,8 @@ class FeatureStorage(Protocol):
     def iter_prefix(self, cf: str, prefix: bytes) -> Iterator[tuple[bytes, bytes]]: ...
 
     def drop_column_family(self, name: str) -> int: ...
+
+    def column_families(self) -> list[str]: ...
 
 
 class FeatureShardStore(ShardStore):
@@ -278,11 +282,48 @@ class FeatureStore:
         # Why a lock: put is read-compare-write; two puts of the same entity
         # interleaving could let the older row land last.
         self._write_lock = threading.Lock()
+        # Erased entities (key → erased at, µs): few, so kept in memory and
+        # checked only when there are any (`erase`).
+        self._erased: dict[bytes, int] = {
+            k: _TIME.unpack(v)[0] for k, v in storage.iter_prefix(FEATURE_ERASURES, b"")
+        }
 
     def has_group(self, group: VersionRef) -> bool:
         """False when this shard holds no data for the group version at all:
         its values are then `not_computed`, not `entity_not_found`."""
         return self._storage.has_column_family(column_family(group))
+
+    def _erased_before(self, key: bytes, feature_timestamp: int) -> bool:
+        """Whether a row of `key` stamped `feature_timestamp` belongs to an
+        erased subject's past (refused, and counted)."""
+        erased_at = self._erased.get(key)
+        if erased_at is None or feature_timestamp > erased_at:
+            return False
+        metrics.FEATURE_ROWS_ERASED.inc()
+        return True
+
+    def erase(self, keys: Sequence[bytes], erased_at: int) -> int:
+        """Deletes the entities' rows (`entity_key`s) from every feature
+        group version here, and marks each entity erased at `erased_at`
+        (µs) in the same synced batch: from then on a write or a replica's
+        copy of a row stamped at or before it is refused — a producer
+        replaying an erased subject's history cannot bring it back — and a
+        later one (new activity) is accepted. Returns the rows deleted."""
+        with self._write_lock:  # no put, copy or drop in between
+            deletes = []
+            for cf in self._storage.column_families():
+                if not cf.startswith(FEATURE_FAMILY):
+                    continue
+                try:
+                    found = self._storage.multi_get(cf, list(keys))
+                except FailedPrecondition:
+                    continue  # dropped (its group retired): nothing of it is left
+                deletes += [(cf, k) for k, v in zip(keys, found, strict=True) if v is not None]
+            marks = {k: max(erased_at, self._erased.get(k, erased_at)) for k in keys}
+            puts = [(FEATURE_ERASURES, k, _TIME.pack(t)) for k, t in marks.items()]
+            self._storage.write(puts=puts, deletes=deletes)
+            self._erased.update(marks)
+        return len(deletes)
 
     def drop_group(self, group: VersionRef) -> int:
         """Drops every row of a retired group version (its column family);
@@ -322,6 +363,8 @@ class FeatureStore:
                 for i, old in enumerate(stored)
                 if old is None or (ts[i], gen[i]) >= row_times(old)
             ]
+            if self._erased:
+                wins = [i for i in wins if not self._erased_before(keys[i], ts[i])]
             if wins:
                 rows = latest.take(np.array(wins, dtype=np.int64))
                 values = encode_rows(group, rows.feature_timestamp, rows.generated_at, rows.columns)
@@ -445,6 +488,8 @@ class FeatureStore:
                 for (key, value), old in zip(rows, stored, strict=True)
                 if old is None or row_times(value) > row_times(old)
             ]
+            if self._erased:
+                wins = [w for w in wins if not self._erased_before(w[1], row_times(w[2])[0])]
             if wins:
                 self._storage.write(puts=wins)
         return len(wins)

@@ -198,3 +198,8 @@ FEATURE_BYTES_DROPPED = Counter(
     "vecshard_shard_feature_dropped_bytes_total",
     "Bytes of SST files freed by dropping retired feature group versions",
 )
+FEATURE_ROWS_ERASED = Counter(
+    "vecshard_shard_feature_rows_erased_refused_total",
+    "Feature rows refused (written or copied) because their entity was erased after their "
+    "feature_timestamp: an erased subject's history replayed",
+)

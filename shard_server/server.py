@@ -115,7 +115,7 @@ def create_server(
         FeatureServicer(feature_node), server
     )
     erasure_pb2_grpc.add_ShardErasureServiceServicer_to_server(
-        ErasureServicer(ShardEraser(node, store, cfg.data_dir)), server
+        ErasureServicer(ShardEraser(node, store, cfg.data_dir, features)), server
     )
     health = serving.add_health_and_reflection(server, [SERVICE, FEATURE_SERVICE])
     port = server.add_secure_port(cfg.listen, credentials)

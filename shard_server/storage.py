@@ -43,7 +43,10 @@ TOMBSTONES = "tombstones"
 META = "meta"
 # record key → write sequence (int64 LE) of the batch that wrote the record
 SEQUENCES = "record_seqs"
-COLUMN_FAMILIES = (RECORDS, TOMBSTONES, META, SEQUENCES)
+# entity key → the time (µs, int64 LE) its subject was erased at: feature rows
+# stamped at or before it are refused (shard_server/feature_store.py).
+FEATURE_ERASURES = "feature_erasures"
+COLUMN_FAMILIES = (RECORDS, TOMBSTONES, META, SEQUENCES, FEATURE_ERASURES)
 _SEQUENCE_KEY = b"sequence"
 MIB = 1 << 20
 

@@ -31,7 +31,7 @@ from protos.vecshard.v1.internal import shard_pb2_grpc
 from registry.features import GroupRow
 from registry.registry import Registry
 from shard_server.feature_store import FeatureShardStore
-from shard_server.storage import TOMBSTONES
+from shard_server.storage import FEATURE_ERASURES, TOMBSTONES
 from tests.conftest import ClusterFactory
 from tests.polling import poll
 from tests.specs import tenant_docs
@@ -259,6 +259,11 @@ def test_a_subject_is_erased_everywhere_verified_and_gone_from_the_bytes(
         res = c.get_features("home_ranker", "v1", [("user", SUBJECT.entity_id)])
         reasons = {x.missing_reason for x in res.entities[0].values}
         assert reasons <= {"entity_not_found", "not_computed"}, reasons
+        # A producer replaying the subject's history: refused (an erasure marker).
+        replay = [(("user", SUBJECT.entity_id), 1_000, {"age_bucket": "25-34"})]
+        assert c.put_features("user_profile", "v1", replay) == (0, 1)
+        res = c.get_features("home_ranker", "v1", [("user", SUBJECT.entity_id)])
+        assert {x.missing_reason for x in res.entities[0].values} == reasons
     assert find_offline(offline, SUBJECT) == []
     audit = [
         json.loads(line)
@@ -276,12 +281,12 @@ def test_a_subject_is_erased_everywhere_verified_and_gone_from_the_bytes(
     assert all(SUBJECT.entity_id not in json.dumps(r) for r in audit)  # hashed, never raw
 
     # The bytes: no file of any shard holds one of its vectors; its id only in
-    # the tombstone column family's files and RocksDB's MANIFEST.
+    # the deletion markers' column families' files and RocksDB's MANIFEST.
     cluster.stop()
     for sid in cluster.shards:
         files = shard_files(cluster, sid)
         store = FeatureShardStore(cluster.data_dir / sid / "rocksdb")
-        markers = store.sst_files(TOMBSTONES)
+        markers = store.sst_files(TOMBSTONES) | store.sst_files(FEATURE_ERASURES)
         store.close()
         for path, content in files.items():
             assert not any(vec in content for vec in stored.values()), path

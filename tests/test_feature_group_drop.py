@@ -161,7 +161,7 @@ def test_an_erasure_racing_a_drop_erases_the_other_groups(
     listed = shard.column_families()
     fs.drop_group(PROFILE)
     monkeypatch.setattr(shard, "column_families", lambda: listed)
-    eraser = ShardEraser(None, shard, tmp_path)  # type: ignore[arg-type]  # node: not used here
-    assert eraser.delete_feature_rows([user("u000001"), user("u000002")]) == 2
+    eraser = ShardEraser(None, shard, tmp_path, fs)  # type: ignore[arg-type]  # node: unused
+    assert eraser.delete_feature_rows([user("u000001"), user("u000002")], T0) == 2
     assert fs.multi_get(ACTIVITY_S, [user("u000001"), user("u000003")])[0] is None
     assert fs.multi_get(ACTIVITY_S, [user("u000003")])[0] is not None

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from protos.vecshard.v1 import common_pb2 as protos_dot_vecshard_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)protos/vecshard/v1/internal/erasure.proto\x12\x14vecshard.v1.internal\x1a\x1fprotos/vecshard/v1/common.proto\"D\n\x18\x44\x65leteFeatureRowsRequest\x12(\n\x08\x65ntities\x18\x01 \x03(\x0b\x32\x16.vecshard.v1.EntityKey\",\n\x19\x44\x65leteFeatureRowsResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\r\"\x0e\n\x0cPurgeRequest\"\x1e\n\x08PurgeAck\x12\x12\n\npartitions\x18\x01 \x01(\r\"9\n\x0bScanRequest\x12\x15\n\rdata_patterns\x18\x01 \x03(\x0c\x12\x13\n\x0bkey_pattern\x18\x02 \x01(\x0c\"8\n\tFileMatch\x12\x0c\n\x04\x66ile\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0f\n\x07pattern\x18\x03 \x01(\x05\"O\n\x0cScanResponse\x12\r\n\x05\x66iles\x18\x01 \x01(\r\x12\x30\n\x07matches\x18\x02 \x03(\x0b\x32\x1f.vecshard.v1.internal.FileMatch2\xac\x02\n\x13ShardErasureService\x12t\n\x11\x44\x65leteFeatureRows\x12..vecshard.v1.internal.DeleteFeatureRowsRequest\x1a/.vecshard.v1.internal.DeleteFeatureRowsResponse\x12K\n\x05Purge\x12\".vecshard.v1.internal.PurgeRequest\x1a\x1e.vecshard.v1.internal.PurgeAck\x12R\n\tScanFiles\x12!.vecshard.v1.internal.ScanRequest\x1a\".vecshard.v1.internal.ScanResponseB`\n\x17io.vecshard.v1.internalP\x01ZCgithub.com/vecshard/vecshard/gen/go/vecshard/v1/internal;internalv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)protos/vecshard/v1/internal/erasure.proto\x12\x14vecshard.v1.internal\x1a\x1fprotos/vecshard/v1/common.proto\"Z\n\x18\x44\x65leteFeatureRowsRequest\x12(\n\x08\x65ntities\x18\x01 \x03(\x0b\x32\x16.vecshard.v1.EntityKey\x12\x14\n\x0c\x65rased_at_us\x18\x02 \x01(\x03\",\n\x19\x44\x65leteFeatureRowsResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\r\"\x0e\n\x0cPurgeRequest\"\x1e\n\x08PurgeAck\x12\x12\n\npartitions\x18\x01 \x01(\r\"9\n\x0bScanRequest\x12\x15\n\rdata_patterns\x18\x01 \x03(\x0c\x12\x13\n\x0bkey_pattern\x18\x02 \x01(\x0c\"8\n\tFileMatch\x12\x0c\n\x04\x66ile\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0f\n\x07pattern\x18\x03 \x01(\x05\"O\n\x0cScanResponse\x12\r\n\x05\x66iles\x18\x01 \x01(\r\x12\x30\n\x07matches\x18\x02 \x03(\x0b\x32\x1f.vecshard.v1.internal.FileMatch2\xac\x02\n\x13ShardErasureService\x12t\n\x11\x44\x65leteFeatureRows\x12..vecshard.v1.internal.DeleteFeatureRowsRequest\x1a/.vecshard.v1.internal.DeleteFeatureRowsResponse\x12K\n\x05Purge\x12\".vecshard.v1.internal.PurgeRequest\x1a\x1e.vecshard.v1.internal.PurgeAck\x12R\n\tScanFiles\x12!.vecshard.v1.internal.ScanRequest\x1a\".vecshard.v1.internal.ScanResponseB`\n\x17io.vecshard.v1.internalP\x01ZCgithub.com/vecshard/vecshard/gen/go/vecshard/v1/internal;internalv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,19 +34,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\027io.vecshard.v1.internalP\001ZCgithub.com/vecshard/vecshard/gen/go/vecshard/v1/internal;internalv1'
   _globals['_DELETEFEATUREROWSREQUEST']._serialized_start=100
-  _globals['_DELETEFEATUREROWSREQUEST']._serialized_end=168
-  _globals['_DELETEFEATUREROWSRESPONSE']._serialized_start=170
-  _globals['_DELETEFEATUREROWSRESPONSE']._serialized_end=214
-  _globals['_PURGEREQUEST']._serialized_start=216
-  _globals['_PURGEREQUEST']._serialized_end=230
-  _globals['_PURGEACK']._serialized_start=232
-  _globals['_PURGEACK']._serialized_end=262
-  _globals['_SCANREQUEST']._serialized_start=264
-  _globals['_SCANREQUEST']._serialized_end=321
-  _globals['_FILEMATCH']._serialized_start=323
-  _globals['_FILEMATCH']._serialized_end=379
-  _globals['_SCANRESPONSE']._serialized_start=381
-  _globals['_SCANRESPONSE']._serialized_end=460
-  _globals['_SHARDERASURESERVICE']._serialized_start=463
-  _globals['_SHARDERASURESERVICE']._serialized_end=763
+  _globals['_DELETEFEATUREROWSREQUEST']._serialized_end=190
+  _globals['_DELETEFEATUREROWSRESPONSE']._serialized_start=192
+  _globals['_DELETEFEATUREROWSRESPONSE']._serialized_end=236
+  _globals['_PURGEREQUEST']._serialized_start=238
+  _globals['_PURGEREQUEST']._serialized_end=252
+  _globals['_PURGEACK']._serialized_start=254
+  _globals['_PURGEACK']._serialized_end=284
+  _globals['_SCANREQUEST']._serialized_start=286
+  _globals['_SCANREQUEST']._serialized_end=343
+  _globals['_FILEMATCH']._serialized_start=345
+  _globals['_FILEMATCH']._serialized_end=401
+  _globals['_SCANRESPONSE']._serialized_start=403
+  _globals['_SCANRESPONSE']._serialized_end=482
+  _globals['_SHARDERASURESERVICE']._serialized_start=485
+  _globals['_SHARDERASURESERVICE']._serialized_end=785
 # @@protoc_insertion_point(module_scope)

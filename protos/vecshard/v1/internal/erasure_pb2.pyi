@@ -8,10 +8,12 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class DeleteFeatureRowsRequest(_message.Message):
-    __slots__ = ("entities",)
+    __slots__ = ("entities", "erased_at_us")
     ENTITIES_FIELD_NUMBER: _ClassVar[int]
+    ERASED_AT_US_FIELD_NUMBER: _ClassVar[int]
     entities: _containers.RepeatedCompositeFieldContainer[_common_pb2.EntityKey]
-    def __init__(self, entities: _Optional[_Iterable[_Union[_common_pb2.EntityKey, _Mapping]]] = ...) -> None: ...
+    erased_at_us: int
+    def __init__(self, entities: _Optional[_Iterable[_Union[_common_pb2.EntityKey, _Mapping]]] = ..., erased_at_us: _Optional[int] = ...) -> None: ...
 
 class DeleteFeatureRowsResponse(_message.Message):
     __slots__ = ("deleted",)
