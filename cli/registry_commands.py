@@ -142,6 +142,8 @@ def cmd_list(args: argparse.Namespace) -> int:
             name = obj.spec.get("name") or obj.spec.get("tenant_id") or obj.spec.get("shard_id", "")
             version = obj.spec.get("version", "")
             status = obj.spec.get("status", obj.spec.get("state", ""))
+            if obj.kind == "Retirement":  # which kind, when and by whom
+                status = f"{obj.spec['kind']} at {obj.spec['when']} by {obj.spec['who']}"
             print(f"{name:<28} {version:<12} {status:<12} rev {obj.mod_revision}")
     return 0
 

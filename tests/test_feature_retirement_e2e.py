@@ -90,6 +90,13 @@ def test_a_retired_group_leaves_every_shard(
             reg.apply(FEATURES)
         assert refused.value.code is grpc.StatusCode.FAILED_PRECONDITION
 
+        capsys.readouterr()
+        argv = ["registry", "list", "Retirement", "--coordinator", cluster.coordinator_address]
+        assert vecshard(argv) == 0
+        listed = capsys.readouterr().out.splitlines()
+        assert len(listed) == 2 and all(" v1 " in line for line in listed), listed
+        assert any("FeatureGroup at " in line and line.startswith("stats ") for line in listed)
+
         ready = cluster.restart_shard("shard-2")
         serving(reg, "shard-2")
         assert metric(ready["metrics"], DROPPED) == 1  # dropped at start, before serving
