@@ -94,6 +94,7 @@ def guard_route(store: RegistryStore, keys: Keys, snap: Snapshot, route: Route) 
 
 
 def arms(route: Route, label: str = "") -> list[tuple[str, str]]:
-    arms = [("primary", route.bundle), ("canary", route.canary_bundle)]
-    arms.append(("shadow", route.shadow_bundle))
-    return [(f"{label}{arm}", name) for arm, name in arms if name]
+    """The route's bundles by arm (primary, canary, shadow), those it has."""
+    named = [("primary", route.bundle), ("canary", route.canary_bundle)]
+    named.append(("shadow", route.shadow_bundle))
+    return [(f"{label}{arm}", name) for arm, name in named if name]
