@@ -16,15 +16,14 @@ for a shard (DESIGN §8).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import numpy as np
 
 from coordinator import metrics
 from coordinator.failover import alternates, failover_cover
-from coordinator.hedging import HedgeTimer, all_answers, counted, succeeded
+from coordinator.hedging import HedgeTimer, all_answers, counted, hedged_answer
 from coordinator.metrics import labeled
 from coordinator.model import FeatureBlock, GroupFetch
 from coordinator.partial import Decision, classify_shard_error
@@ -179,44 +178,35 @@ class FeatureFetcher:
                     return await recover(sid, calls, exc, tried)
                 return [self._block(c, cols) for c, cols in zip(calls, answer, strict=True)]
             primary = asyncio.ensure_future(call)
-            hedge: asyncio.Future[list[FeatureBlock]] | None = None
+            hedged: list[Call] = []
+
+            def start_hedge() -> Awaitable[list[FeatureBlock]] | None:
+                plan, again = self._hedge_plan(snap, calls, tried | {sid})
+                hedged.extend(plan)
+                if not again:
+                    return None
+                return self._hedge(again, tenant_id, request_time, personalized, deadline)
+
             try:
-                done, _ = await asyncio.wait({primary}, timeout=delay)
-                hedged, again = ([], {}) if done else self._hedge_plan(snap, calls, tried | {sid})
-                if again:
-                    metrics.FEATURE_HEDGES.labels("fired").inc()
-                    hedge = asyncio.ensure_future(
-                        self._hedge(again, tenant_id, request_time, personalized, deadline)
-                    )
-                    await asyncio.wait({primary, hedge}, return_when=asyncio.FIRST_COMPLETED)
-                blocks = None
-                if hedge is not None and not succeeded(primary):
-                    # The hedge's answer, if it has one; a hedge that failed
-                    # (another replica refused or stalled too) leaves the
-                    # primary to answer, as if there had been no hedge.
-                    with contextlib.suppress(Exception):
-                        blocks = await hedge
-                if blocks is None:
-                    try:
-                        answer = await primary
-                    except Exception as exc:  # noqa: BLE001 - classified by recover
-                        return await recover(sid, calls, exc, tried)
-                    return [self._block(c, cols) for c, cols in zip(calls, answer, strict=True)]
-                metrics.FEATURE_HEDGES.labels("won").inc()
-                # The hedge answered `hedged`; the primary alone has the rest.
-                rest = [c for c in calls if not any(c is h for h in hedged)]
+                blocks = await hedged_answer(primary, delay, start_hedge, metrics.FEATURE_HEDGES)
+                # Without a hedge's answer the primary answers every call;
+                # with one, the calls no other replica holds.
+                rest = (
+                    calls
+                    if blocks is None
+                    else [c for c in calls if all(c is not h for h in hedged)]
+                )
                 if not rest:
-                    return blocks
+                    return blocks or []
                 try:
                     answer = await primary
                 except Exception as exc:  # noqa: BLE001 - classified by recover
-                    return blocks + await recover(sid, rest, exc, tried)
+                    return (blocks or []) + await recover(sid, rest, exc, tried)
                 mine = dict(zip(map(id, calls), answer, strict=True))
-                return blocks + [self._block(c, mine[id(c)]) for c in rest]
+                return (blocks or []) + [self._block(c, mine[id(c)]) for c in rest]
             finally:
-                for task in (primary, hedge):
-                    if task is not None and not task.done():
-                        task.cancel()
+                if not primary.done():
+                    primary.cancel()
 
         return await asks(fetches.by_shard, frozenset())
 

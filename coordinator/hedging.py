@@ -86,3 +86,36 @@ async def counted(
     tracker.release(shard_id, latency)
     hedges.record(shard_id, latency)
     return answer
+
+
+async def hedged_answer(
+    primary: asyncio.Future[Any],
+    delay: float,
+    start_hedge: Callable[[], Awaitable[T] | None],
+    counter: Any,
+) -> T | None:
+    """Waits `delay` for `primary`; then starts `start_hedge()` (None: nothing
+    to hedge) and waits for either. The hedge's answer when it came while the
+    primary had not succeeded, else None: the caller awaits the primary (a
+    failed hedge counts as none). `counter` (labels fired/won) counts them.
+    The hedge is cancelled when not used; the primary is the caller's."""
+    hedge: asyncio.Future[T] | None = None
+    try:
+        done, _ = await asyncio.wait({primary}, timeout=delay)
+        work = None if done else start_hedge()
+        if work is None:
+            return None
+        counter.labels("fired").inc()
+        hedge = asyncio.ensure_future(work)
+        await asyncio.wait({primary, hedge}, return_when=asyncio.FIRST_COMPLETED)
+        if succeeded(primary):
+            return None
+        try:
+            answer = await hedge
+        except Exception:  # noqa: BLE001 - another replica refused or stalled too
+            return None
+        counter.labels("won").inc()
+        return answer
+    finally:
+        if hedge is not None and not hedge.done():
+            hedge.cancel()

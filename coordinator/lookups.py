@@ -19,8 +19,7 @@ too many keys, a malformed key, or an error every shard would give
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -30,7 +29,7 @@ from coordinator.access import check_access, own_keys
 from coordinator.config import Limits
 from coordinator.failover import alternates, failover_cover
 from coordinator.fanout import FanoutSettings
-from coordinator.hedging import HedgeTimer, all_answers, counted, succeeded
+from coordinator.hedging import HedgeTimer, all_answers, counted, hedged_answer
 from coordinator.model import Access
 from coordinator.partial import Decision, classify_shard_error
 from coordinator.replicas import ReplicaTracker
@@ -204,35 +203,28 @@ class _Read:
         cover of the other replicas, and the first complete answer wins."""
         positions = self.positions(held)
         primary = asyncio.ensure_future(self._attempt(sid, address, positions))
-        hedge: asyncio.Future[list[EmbeddingColumns]] | None = None
-        try:
-            done, _ = await asyncio.wait({primary}, timeout=delay)
+        shares: list[Positions] = []
+
+        def start_hedge() -> Awaitable[list[EmbeddingColumns]] | None:
             others = tried | {sid}
-            cover = None if done else failover_cover(
+            cover = failover_cover(
                 held, alternates(self.snap, self.placement, held, others), others
-            )  # fmt: skip
-            if cover:
-                metrics.LOOKUP_HEDGES.labels("fired").inc()
-                shares = [self.positions(share) for _, _, share in cover]
-                hedge = asyncio.ensure_future(
-                    all_answers(
-                        [
-                            self._attempt(alt, addr, p)
-                            for (alt, addr, _), p in zip(cover, shares, strict=True)
-                        ]
-                    )
-                )
-                await asyncio.wait({primary, hedge}, return_when=asyncio.FIRST_COMPLETED)
-                if not succeeded(primary):
-                    with contextlib.suppress(Exception):  # a failed hedge: as if none
-                        answers = await hedge
-                        metrics.LOOKUP_HEDGES.labels("won").inc()
-                        return list(zip(shares, answers, strict=True))
+            )
+            if not cover:
+                return None
+            shares.extend(self.positions(share) for _, _, share in cover)
+            return all_answers(
+                [self._attempt(alt, a, p) for (alt, a, _), p in zip(cover, shares, strict=True)]
+            )
+
+        try:
+            answers = await hedged_answer(primary, delay, start_hedge, metrics.LOOKUP_HEDGES)
+            if answers is not None:
+                return list(zip(shares, answers, strict=True))
             return [(positions, await primary)]
         finally:
-            for task in (primary, hedge):
-                if task is not None and not task.done():
-                    task.cancel()
+            if not primary.done():
+                primary.cancel()
 
     async def ask(
         self, sid: str, address: str, held: Sequence[int], tried: set[str]

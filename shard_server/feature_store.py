@@ -45,7 +45,7 @@ from shard_server import metrics
 from shard_server.feature_cache import FeatureRowCache, row_bytes
 from shard_server.feature_rows import decode_rows, encode_rows, row_times
 from shard_server.records import _part, parse_parts
-from shard_server.storage import FEATURE_ERASURES, ShardStore, StoreMemory
+from shard_server.storage import FEATURE_ERASURES, ShardStore, StoreMemory, dropped_family
 
 log = logging.getLogger(__name__)
 FEATURE_FAMILY = "features:"  # the prefix of every feature group version's family
@@ -167,7 +167,8 @@ class FeatureShardStore(ShardStore):
         if rows is None:
             if self.row_cache.due(cf):
                 self._rewarm(cf)
-            return super().multi_get(cf, keys)
+            with dropped_family():  # a read racing its group's retirement
+                return super().multi_get(cf, keys)
         get = rows.get
         return [get(k) for k in keys]
 

@@ -122,8 +122,7 @@ class ShardStore:
     def multi_get(self, cf: str, keys: Sequence[bytes]) -> list[bytes | None]:
         if not keys:
             return []
-        with dropped_family():  # a read racing a retired feature group's drop
-            return list(self._cfs[cf].get(list(keys)))  # type: ignore[arg-type]  # rocksdict stub: get() -> Any | None, a list for a list of keys
+        return list(self._cfs[cf].get(list(keys)))  # type: ignore[arg-type]  # rocksdict stub: get() -> Any | None, a list for a list of keys
 
     def write(
         self,
