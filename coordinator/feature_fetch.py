@@ -189,6 +189,8 @@ class FeatureFetcher:
 
             try:
                 blocks = await hedged_answer(primary, delay, start_hedge, metrics.FEATURE_HEDGES)
+                if blocks is not None and not primary.done():
+                    self.tracker.outran(sid)
                 # Without a hedge's answer the primary answers every call;
                 # with one, the calls no other replica holds.
                 rest = (

@@ -220,6 +220,8 @@ class _Read:
         try:
             answers = await hedged_answer(primary, delay, start_hedge, metrics.LOOKUP_HEDGES)
             if answers is not None:
+                if not primary.done():
+                    self.tracker.outran(sid)
                 return list(zip(shares, answers, strict=True))
             return [(positions, await primary)]
         finally:

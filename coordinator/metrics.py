@@ -48,6 +48,12 @@ SHADOW_LATENCY_DELTA = Histogram(
     buckets=(-0.05, -0.01, -0.005, -0.001, 0.0, 0.001, 0.005, 0.01, 0.05, 0.1),
 )
 SHADOW_ERRORS = Counter("vecshard_shadow_errors_total", "Shadow searches that failed", ["route"])
+REPLICA_COOLDOWNS = Counter(
+    "vecshard_replica_cooldowns_total",
+    "Times a shard was avoided for a cool-down while it has peer replicas: it failed a call "
+    "(failed), or hedges to its peers answered first several times in a row (slow: stalled)",
+    ["shard", "reason"],
+)
 HEDGES = Counter("vecshard_hedges_total", "Hedged shard calls, fired and won", ["route", "outcome"])
 SEARCH_PHASE = Histogram(
     "vecshard_search_phase_seconds",

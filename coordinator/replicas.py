@@ -2,8 +2,10 @@
 
 Replica choice is healthy first, then least in-flight, then shard id, so a
 slow or overloaded replica sheds load to its peers. A shard that just failed
-is avoided for a short cool-down. Latency is tracked per shard to hedge a
-call that has run past that shard's observed p95.
+is avoided for a short cool-down, and so is one that keeps being outrun by
+its hedges (stalled: a pause, a partition, an overloaded host — it neither
+answers nor refuses, and its lease may still be live). Latency is tracked per
+shard to hedge a call that has run past that shard's observed p95.
 """
 
 from __future__ import annotations
@@ -13,18 +15,25 @@ from collections import defaultdict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from coordinator import metrics
 from core.errors import ResourceExhausted
 
 # Latencies recorded before a shard's p95 is computed again: the window holds
 # 256, so a p95 at most 16 calls old differs from a fresh one by a few of
 # them — and sorting the window on every hedged call cost ~10 µs each.
 P95_REFRESH = 16
+# Hedges answering first in a row, with no answer from the shard in between,
+# before the shard is avoided for a cool-down. One is what a p95 hedge is for
+# (1 call in 20 of a healthy shard); several in a row is a shard that stalled.
+SLOW_AFTER = 3
 
 
 @dataclass
 class ShardHealth:
     in_flight: int = 0
     failed_until: float = 0.0
+    # Calls a hedge answered first since the shard last answered one itself.
+    outrun: int = 0
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=256))
     _p95: float | None = None
     _since_p95: int = P95_REFRESH  # latencies recorded since `_p95` was computed
@@ -46,9 +55,15 @@ class ShardHealth:
 class ReplicaTracker:
     """In-flight counts, failure cool-downs and latency windows per shard."""
 
-    def __init__(self, max_in_flight_per_shard: int = 256, cooldown: float = 1.0) -> None:
+    def __init__(
+        self,
+        max_in_flight_per_shard: int = 256,
+        cooldown: float = 1.0,
+        slow_after: int = SLOW_AFTER,
+    ) -> None:
         self.max_in_flight = max_in_flight_per_shard
         self.cooldown = cooldown
+        self.slow_after = slow_after
         self._shards: dict[str, ShardHealth] = defaultdict(ShardHealth)
 
     def health(self, shard_id: str) -> ShardHealth:
@@ -87,8 +102,26 @@ class ReplicaTracker:
         h.in_flight = max(0, h.in_flight - 1)
         if failed:
             h.failed_until = time.monotonic() + self.cooldown
+            metrics.labeled(metrics.REPLICA_COOLDOWNS, shard_id, "failed").inc()
         elif latency is not None:
             h.record(latency)
+            h.outrun = 0
+
+    def outran(self, shard_id: str, now: float | None = None) -> bool:
+        """A hedge answered a call to `shard_id` while the shard's own call
+        was still running. After `slow_after` in a row the shard is avoided
+        for a cool-down like a failed one (True): without it a stalled shard
+        was asked first by every request, each waiting its p95 before the
+        hedge, until its lease ran out — or for good, if the lease thread
+        kept running. After the cool-down one request asks it again; it
+        stays avoided until it answers a call itself."""
+        h = self._shards[shard_id]
+        h.outrun += 1
+        if h.outrun < self.slow_after:
+            return False
+        h.failed_until = (time.monotonic() if now is None else now) + self.cooldown
+        metrics.labeled(metrics.REPLICA_COOLDOWNS, shard_id, "slow").inc()
+        return True
 
     def hedge_delay(self, shard_id: str, floor: float = 0.002) -> float | None:
         """Seconds to wait before hedging a call to this shard (its p95)."""

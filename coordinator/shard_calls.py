@@ -179,6 +179,8 @@ class ShardCaller:
                         shard_id, hedged = tasks[task]
                         if hedged:
                             metrics.HEDGES.labels(route, "won").inc()
+                            if not primary.done():
+                                self.tracker.outran(t.shard_id)
                         answers, latency = task.result()
                         return answers, latency, hedged, shard_id
                     errors.append(exc)

@@ -408,6 +408,29 @@ def test_a_replica_slower_than_its_p95_is_hedged_to_the_others() -> None:
     assert hedges("fired") == fired + 1
 
 
+def test_a_replica_its_hedges_keep_outrunning_is_not_asked_first_during_a_cool_down() -> None:
+    """A stalled replica whose lease is still live was asked first by every
+    request, each waiting its p95 before the hedge: after three hedges in a
+    row answered for it, its buckets go to the other replicas for a while."""
+    ids = ("s0", "s1", "s2")
+    engine, shards, _ = feature_cluster(ids, replicas=2)
+    people = [user(f"u{i}") for i in range(24)]
+    put(engine, PROFILE, [row(u, T0, age_bucket=u.entity_id) for u in people])
+    warmed(engine, people, ids)
+    fired = hedges("fired")
+    asked = shards["s1"].ops["get_feature_columns"]
+    shards["s1"].delay = 3.0
+    for _ in range(8):
+        start = time.monotonic()
+        result = get(engine, people, timeout=5.0)
+        assert time.monotonic() - start < 1.0
+        assert [result[n]["user_profile__age_bucket"][:2] for n in range(24)] == [
+            (u.entity_id, None) for u in people
+        ]
+    assert shards["s1"].ops["get_feature_columns"] - asked == 3
+    assert hedges("fired") == fired + 3
+
+
 def test_rows_with_one_replica_still_wait_for_their_shard() -> None:
     """Only groups another replica holds are hedged: in a call that also
     carries a one-replica group, those rows come from the slow shard when

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -14,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
+from coordinator.fanin import Execution
 from coordinator.fanout import FanoutSettings, plan_targets
 from coordinator.model import ShardQuery
 from coordinator.replicas import P95_REFRESH, ReplicaTracker
@@ -25,6 +27,7 @@ from core.filters import Range
 from core.scoring import normalized
 from core.vectors import check_vector
 from registry.model import IndexVersion
+from registry.snapshot import Snapshot
 from tests.inmemory import InMemoryShard, snapshot_for
 from tests.static_registry import INDEX, registry_for
 
@@ -198,7 +201,11 @@ def test_a_slow_shard_first_in_bound_order_does_not_hold_the_later_waves() -> No
     assert [h.key for h in result.hits] == [h.key for h in without_s0.hits]
 
 
-def test_hedge_goes_to_another_replica_after_the_p95() -> None:
+def _slow_replica(
+    delay: float,
+) -> tuple[InMemoryShard, ReplicaTracker, SearchExecutor, Snapshot, Callable[[], Execution]]:
+    """Shard a (p95 ~1 ms, stalling `delay` s) and shard b holding the same
+    items, and a search of their one bucket."""
     a, b = InMemoryShard("a", Metric.L2, 4), InMemoryShard("b", Metric.L2, 4)
     rng = np.random.default_rng(0)
     for i in range(20):
@@ -212,18 +219,55 @@ def test_hedge_goes_to_another_replica_after_the_p95() -> None:
     by_id = {"a": a, "b": b}
     ex = SearchExecutor(lambda sid, addr: by_id[sid], tracker, settings=FanoutSettings(hedge=True))
     snap = snapshot_for([a, b], [["a", "b"]])
-    a.delay = 2.0
+    a.delay = delay
+    one = IndexVersion("ix", "v1", VersionRef("f", "v1"), num_buckets=1)
+    query = ShardQuery(np.zeros(4, np.float32), 3, "t")
+    return (
+        a,
+        tracker,
+        ex,
+        snap,
+        lambda: asyncio.run(ex.run(snap, one, snap.placement(INDEX), query, [0], 5.0)),
+    )
+
+
+def test_hedge_goes_to_another_replica_after_the_p95() -> None:
+    _, tracker, _, snap, search = _slow_replica(2.0)
     targets, _ = plan_targets(snap, snap.placement(INDEX), tracker, [0])
     assert targets[0].shard_id == "a" and targets[0].alternates == (("b", "mem://b", (0,)),)
-    one = IndexVersion("ix", "v1", VersionRef("f", "v1"), num_buckets=1)
-    result = asyncio.run(
-        ex.run(
-            snap, one, snap.placement(INDEX), ShardQuery(np.zeros(4, np.float32), 3, "t"), [0], 5.0
-        )
-    )
+    result = search()
     assert result.hedges_fired == 1 and not result.completeness.partial
     assert [t.shard_id for t in result.trace] == ["b"] and result.trace[0].hedged
     assert len(result.hits) == 3
+
+
+def test_a_shard_outrun_by_its_hedges_in_a_row_is_avoided_for_a_cool_down() -> None:
+    """A stalled replica neither answers nor refuses: each request asked it
+    first and waited its p95 before hedging. After SLOW_AFTER hedges in a
+    row answered for it, it is avoided like a failed one; a call it answers
+    itself in between clears the count (a healthy shard loses a hedge in 20)."""
+    tracker = ReplicaTracker(cooldown=1.0, slow_after=3)
+    assert not tracker.outran("a", now=100.0) and not tracker.outran("a", now=100.0)
+    tracker.release("a", 0.001)  # answered a call itself: not stalled
+    assert not tracker.outran("a", now=100.0) and not tracker.outran("a", now=100.0)
+    assert tracker.choose(["a", "b"], now=100.0) == "a"
+    assert tracker.outran("a", now=100.0)  # the third in a row
+    assert tracker.choose(["a", "b"], now=100.5) == "b"
+    assert tracker.choose(["a", "b"], now=101.5) == "a"  # cool-down over: asked again
+    assert tracker.outran("a", now=101.5)  # still stalled: avoided again at once
+    assert tracker.choose(["a", "b"], now=102.0) == "b"
+    assert tracker.choose(["a"], now=102.0) == "a"  # the only replica is still asked
+
+
+def test_a_stalled_replica_is_hedged_once_per_cool_down_not_on_every_search() -> None:
+    a, _, _, _, search = _slow_replica(3.0)
+    hedged = []
+    for _ in range(8):
+        result = search()
+        assert len(result.hits) == 3 and [t.shard_id for t in result.trace] == ["b"]
+        hedged.append(result.hedges_fired)
+    assert hedged == [1, 1, 1, 0, 0, 0, 0, 0]
+    assert a.ops["search"] == 3
 
 
 def test_a_shards_p95_follows_its_latencies_within_a_few_calls() -> None:

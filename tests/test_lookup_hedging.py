@@ -50,6 +50,21 @@ def test_a_stalled_replica_is_hedged_to_the_others() -> None:
     assert hedges("fired") == fired + 1  # answered in time: no hedge
 
 
+def test_a_replica_its_hedges_keep_outrunning_is_not_asked_first_during_a_cool_down() -> None:
+    """Without it a stalled replica (lease still live) was asked first by
+    every lookup, each waiting its p95 before the hedge."""
+    engine, shards = warmed()
+    fired = hedges("fired")
+    asked = shards["b"].ops["batch_get"]
+    shards["b"].delay = 3.0
+    for _ in range(8):
+        start = time.monotonic()
+        assert lookup(engine) == ["found"] * len(KEYS)
+        assert time.monotonic() - start < 1.0
+    assert shards["b"].ops["batch_get"] - asked == 3  # then avoided: its buckets went to a and c
+    assert hedges("fired") == fired + 3
+
+
 def test_a_hedge_that_fails_leaves_the_slow_replica_to_answer() -> None:
     engine, shards = warmed()
     shards["b"].delay = 0.4
