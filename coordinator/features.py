@@ -40,7 +40,13 @@ from coordinator.model import (
     FeatureBlock,
     FeatureResult,
 )
-from coordinator.quorum import ReplicaCall, column_replica_sets, replica_count, run_quorum
+from coordinator.quorum import (
+    ReplicaCall,
+    ReplicaRepair,
+    column_replica_sets,
+    replica_count,
+    run_quorum,
+)
 from coordinator.replicas import ReplicaTracker
 from coordinator.shard import ShardFactory
 from coordinator.snapshots import RegistryView
@@ -98,10 +104,13 @@ class FeatureEngine:
         max_entities: int = 5000,
         fanout: FanoutSettings | None = None,
         background: Background | None = None,
+        repair: ReplicaRepair | None = None,
     ) -> None:
         self.wire = wire
         # Replica writes still running when a write's quorum was met.
         self.background = background or Background()
+        # Replica writes that failed, retried in the background.
+        self.repair = repair or ReplicaRepair(self.background.spawn)
         self.registry = registry
         self.shards = shards
         self.tracker = tracker
@@ -342,6 +351,7 @@ class FeatureEngine:
                 replica_count(placement),
                 _no_summary,
                 self.background.spawn,
+                self.repair,
             )
         finally:
             if announcing is not None:

@@ -111,6 +111,12 @@ LOOKUP_HEDGES = Counter(
     "other replicas (fired), and those the other replicas answered first (won)",
     ["outcome"],
 )
+REPLICA_REPAIRS = Counter(
+    "vecshard_replica_write_repairs_total",
+    "Replica writes (index records, feature rows) that failed on one replica and were retried "
+    "in the background: repaired, gave_up (after ~8 s), dropped (too many held)",
+    ["outcome"],
+)
 FEATURE_FAILOVERS = Counter(
     "vecshard_feature_failovers_total",
     "GetFeatures calls a shard did not answer (down, refusing, overloaded) whose rows were "

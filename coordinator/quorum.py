@@ -13,14 +13,15 @@ misses them catches up from a peer before it serves again
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import Counter
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
+from coordinator import metrics
+from coordinator.partial import Decision, classify_shard_error
 from core.errors import Unavailable
 from registry.features import FeatureGroup
 from registry.model import IndexVersion, Placement, ShardMember
@@ -152,10 +153,84 @@ class ReplicaCall:
     group: Hashable | None = None
 
 
-async def _quietly(task: asyncio.Future[tuple[int, int]]) -> None:
-    """A write past the quorum: its failure was already tolerated."""
-    with contextlib.suppress(Exception):
+# Waits before each retry of a replica's failed write: about 8 s in all.
+REPAIR_DELAYS = (0.2, 0.5, 1.0, 2.0, 4.0)
+
+
+class ReplicaRepair:
+    """Replica writes that failed for a reason about the shard (a timeout,
+    an overload, a blip), retried in the background a few times.
+
+    Why: a write that reached some replicas of a bucket and not another —
+    acknowledged under a `write_quorum` below the replicas, or refused to
+    the caller after reaching the others — leaves the replicas disagreeing
+    until the row is written again or the lagging shard restarts (its
+    catch-up copies newer rows). A shard that stayed up was never repaired.
+    Retrying is safe: writes are versioned, so a late one that is older than
+    what the replica holds by then is ignored. Bounded: at most `limit`
+    writes are held for retry (each keeps its rows in memory), and closing
+    abandons them (a restart's catch-up covers what they would have done)."""
+
+    def __init__(
+        self,
+        spawn: Callable[[Awaitable[None]], None],
+        limit: int = 64,
+        delays: Sequence[float] = REPAIR_DELAYS,
+    ) -> None:
+        self.spawn, self.limit, self.delays = spawn, limit, tuple(delays)
+        self.held = 0
+        self.closed = False
+        self._retrying: set[asyncio.Task[Any]] = set()
+
+    def close(self) -> None:
+        """Abandons every retry (at shutdown: nothing waits on them)."""
+        self.closed = True
+        for task in list(self._retrying):
+            task.cancel()
+
+    def failed(self, call: ReplicaCall, exc: BaseException) -> None:
+        """`call` failed with `exc`: retried later, unless the error is about
+        the request (it would fail again) or too many are held."""
+        if classify_shard_error(exc) is not Decision.TOLERATE or self.closed:
+            return
+        if self.held >= self.limit:
+            metrics.REPLICA_REPAIRS.labels("dropped").inc()
+            return
+        self.held += 1
+        self.spawn(self._retry(call))
+
+    async def _retry(self, call: ReplicaCall) -> None:
+        me = asyncio.current_task()
+        if me is not None:
+            self._retrying.add(me)
+        try:
+            for delay in self.delays:
+                await asyncio.sleep(delay)
+                try:
+                    await call.run()
+                except Exception as exc:  # noqa: BLE001 - classified just below
+                    if classify_shard_error(exc) is not Decision.TOLERATE:
+                        break
+                    continue
+                metrics.REPLICA_REPAIRS.labels("repaired").inc()
+                return
+            metrics.REPLICA_REPAIRS.labels("gave_up").inc()
+        except asyncio.CancelledError:
+            return  # closed (or the loop ended): abandoned, as documented
+        finally:
+            self.held -= 1
+            self._retrying.discard(me)
+
+
+async def _settle(
+    task: asyncio.Future[tuple[int, int]], call: ReplicaCall, repair: ReplicaRepair | None
+) -> None:
+    """A write past the quorum: its failure was already tolerated; retried."""
+    try:
         await task
+    except Exception as exc:  # noqa: BLE001 - tolerated, handed to the repair
+        if repair is not None:
+            repair.failed(call, exc)
 
 
 async def run_quorum(
@@ -164,11 +239,12 @@ async def run_quorum(
     replicas: int,
     on_write: Callable[[str], None],
     background: Callable[[Awaitable[None]], None],
+    repair: ReplicaRepair | None = None,
 ) -> tuple[int, int]:
     """Runs every call; returns once each bucket has its quorum. `on_write`
     hears of every shard written to (when sent and when acknowledged: its
     cached summary no longer bounds its rows); `background` takes the calls
-    still running."""
+    still running; `repair` retries the ones that fail."""
     tally = QuorumTally(needed(quorum, replicas), frozenset().union(*(c.buckets for c in calls)))
     for c in calls:
         on_write(c.shard_id)
@@ -182,11 +258,13 @@ async def run_quorum(
             call, exc = tasks[task], task.exception()
             if exc is not None:
                 tally.fail(exc)
+                if repair is not None:
+                    repair.failed(call, exc)
                 continue
             on_write(call.shard_id)
             tally.ack(call.buckets, call.group, task.result())
     # Why before the result: with the quorum short, nothing is pending (the
     # loop only stops early once it is met), so no write is left unawaited.
     for task in pending:
-        background(_quietly(task))
+        background(_settle(task, tasks[task], repair))
     return tally.result()

@@ -75,6 +75,7 @@ class RunningCoordinator:
         serving.set_serving(self.health, [SERVICE, REGISTRY_SERVICE], False)
         for job in self.jobs:
             job.cancel()
+        self.engine.repair.close()  # a restart's catch-up covers what it would retry
         await self.engine.drain_background()
         if self.engine.summaries is not None:
             await self.engine.summaries.stop()
@@ -185,7 +186,12 @@ async def create_server(
         RetrievalServicer(
             engine,
             FeatureEngine(
-                view, pool.get, engine.tracker, ProtoFeatureWire(), background=engine.background
+                view,
+                pool.get,
+                engine.tracker,
+                ProtoFeatureWire(),
+                background=engine.background,
+                repair=engine.repair,
             ),
             cfg.default_timeout,
         ),

@@ -30,6 +30,7 @@ from coordinator.fanout import FanoutSettings
 from coordinator.lookups import Lookups
 from coordinator.model import Access, SearchQuery, SearchResult, WriteRecord
 from coordinator.plans import RoutePlans
+from coordinator.quorum import ReplicaRepair
 from coordinator.replicas import ReplicaTracker
 from coordinator.search import BoundsProvider, SearchExecutor, no_bounds, no_stats
 from coordinator.search_request import run_search, run_searches
@@ -76,7 +77,11 @@ class RetrievalEngine:
         )
         self.admission_control = Admission(self.limits)
         self.background = Background()
-        self.writes = Writes(self.registry, shards, self.limits, self._written, self.background)
+        # Replica writes that failed, retried in the background (index and feature writes).
+        self.repair = ReplicaRepair(self.background.spawn)
+        self.writes = Writes(
+            self.registry, shards, self.limits, self._written, self.background, self.repair
+        )
         self.lookups = Lookups(self.registry, shards, self.limits, fanout, self.tracker)
         self.plans = RoutePlans()
 

@@ -27,6 +27,7 @@ from coordinator.moves import MoveDelete, move_deletes, move_deletes_of
 from coordinator.packed_records import checked_columns
 from coordinator.quorum import (
     ReplicaCall,
+    ReplicaRepair,
     column_replica_sets,
     replica_count,
     replica_sets,
@@ -58,6 +59,7 @@ class Writes:
         limits: Limits,
         on_write: Callable[[str], None],
         background: Background,
+        repair: ReplicaRepair | None = None,
     ) -> None:
         self.registry = registry
         self.shards = shards
@@ -65,6 +67,7 @@ class Writes:
         self.limits = limits
         self.on_write = on_write
         self.background = background
+        self.repair = repair
 
     def _shard(self, m: ShardMember) -> Shard:
         return self.shards(m.shard_id, m.address)
@@ -78,6 +81,7 @@ class Writes:
             replica_count(placement),
             self.on_write,
             self.background.spawn,
+            self.repair,
         )
 
     async def _write_all(

@@ -1,0 +1,132 @@
+"""Replica writes that failed, retried in the background
+(`coordinator.quorum.ReplicaRepair`), on in-memory shards: a replica that
+missed a write for a passing reason gets it once it answers again, without
+a restart — under a write quorum below the replicas and when the write was
+refused to its caller — while an error about the request is never retried,
+the number held is bounded, and closing abandons them."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import pytest
+from prometheus_client import REGISTRY
+
+from coordinator.buckets import key_bucket
+from coordinator.quorum import ReplicaCall, ReplicaRepair
+from core.errors import InvalidArgument, Unavailable
+from registry.placement import FEATURE_BUCKETS, feature_placement_ref
+from tests.feature_catalog import PROFILE, T0, row, user
+from tests.static_registry import FAMILY
+from tests.test_coordinator_features import ME as FEATURE_ME
+from tests.test_coordinator_features import feature_cluster, get
+from tests.test_coordinator_writes import ME, RECORDS, cluster, keys_on
+
+ALL = {r.key.entity_id for r in RECORDS}
+
+
+def repairs(outcome: str) -> float:
+    labels = {"outcome": outcome}
+    return REGISTRY.get_sample_value("vecshard_replica_write_repairs_total", labels) or 0.0
+
+
+async def until(done: Callable[[], bool], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not done() and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    return done()
+
+
+@pytest.mark.parametrize("write_quorum", [1, 0])
+def test_a_replica_that_missed_a_write_gets_it_when_it_answers_again(write_quorum: int) -> None:
+    """Quorum 1 of 2: the write is acknowledged by a; quorum 0 (every
+    replica): it is refused to the caller, though a has it. Either way b
+    gets it once its blip has passed."""
+    engine, shards, _ = cluster([("a", "b"), ("a", "b")], write_quorum=write_quorum)
+    before = repairs("repaired")
+
+    async def scenario() -> None:
+        shards["b"].error = Unavailable("shard b: a passing failure")
+        if write_quorum:
+            await engine.upsert(ME, FAMILY, RECORDS, 5.0)
+        else:
+            with pytest.raises(Unavailable):
+                await engine.upsert(ME, FAMILY, RECORDS, 5.0)
+        assert keys_on(shards["a"]) == ALL and keys_on(shards["b"]) == set()
+        shards["b"].error = None
+        assert await until(lambda: keys_on(shards["b"]) == ALL)
+
+    asyncio.run(scenario())
+    assert repairs("repaired") == before + 1
+
+
+def test_a_feature_write_is_repaired_too() -> None:
+    """Quorum 1 of 2 on a feature group: s1 missed the write, then answers
+    again; once s0 and s2 refuse, the rows only s1 can answer are there."""
+    ids = ("s0", "s1", "s2")
+    engine, shards, reg = feature_cluster(ids, replicas=2, write_quorum=1)
+    people = [user(f"u{i}") for i in range(24)]
+
+    async def scenario() -> None:
+        shards["s1"].error = Unavailable("shard s1: a passing failure")
+        rows = [row(u, T0, age_bucket="x") for u in people]
+        assert await engine.put(FEATURE_ME, PROFILE, rows, 5.0) == (24, 0)
+        sent = shards["s1"].ops["put_features"]
+        shards["s1"].error = None
+        assert await until(lambda: shards["s1"].ops["put_features"] > sent)
+        await engine.background.drain()
+
+    asyncio.run(scenario())
+    shards["s0"].error = shards["s2"].error = Unavailable("down")
+    placement = reg.snapshot.placement(feature_placement_ref(PROFILE.name, PROFILE.version))
+    on_s1 = [
+        "s1" in placement.buckets[key_bucket(reg.snapshot, FEATURE_BUCKETS, u)] for u in people
+    ]
+    result = get(engine, people)
+    got = [result[n]["user_profile__age_bucket"][:2] for n in range(24)]
+    assert got == [("x", None) if mine else ("unknown", "unavailable") for mine in on_s1]
+    assert any(on_s1) and not all(on_s1)
+
+
+def test_an_error_about_the_request_is_never_retried() -> None:
+    engine, shards, _ = cluster([("a", "b"), ("a", "b")], write_quorum=0)
+
+    async def scenario() -> None:
+        shards["b"].error = InvalidArgument("shard b refuses the record")
+        with pytest.raises(InvalidArgument):
+            await engine.upsert(ME, FAMILY, RECORDS, 5.0)
+        shards["b"].error = None
+        await asyncio.sleep(0.5)
+
+    asyncio.run(scenario())
+    assert shards["b"].ops["upsert"] == 1 and keys_on(shards["b"]) == set()
+
+
+def test_the_repairs_held_are_bounded_and_closing_abandons_them() -> None:
+    calls = 0
+
+    async def refused() -> tuple[int, int]:
+        nonlocal calls
+        calls += 1
+        raise Unavailable("still down")
+
+    async def scenario() -> None:
+        tasks: list[asyncio.Future[None]] = []
+        repair = ReplicaRepair(lambda w: tasks.append(asyncio.ensure_future(w)), limit=2,
+                               delays=(0.05, 0.05, 10.0))  # fmt: skip
+        call = ReplicaCall("b", frozenset({0}), refused)
+        dropped = repairs("dropped")
+        for _ in range(3):
+            repair.failed(call, Unavailable("down"))
+        assert repair.held == 2 and repairs("dropped") == dropped + 1
+        await asyncio.sleep(0.3)  # both retried twice, now waiting 10 s
+        assert calls == 4
+        repair.close()
+        await asyncio.wait_for(asyncio.gather(*tasks), 1.0)
+        assert repair.held == 0
+        repair.failed(call, Unavailable("down"))  # closed: not held
+        assert repair.held == 0
+
+    asyncio.run(scenario())
