@@ -167,9 +167,12 @@ class ReplicaRepair:
     until the row is written again or the lagging shard restarts (its
     catch-up copies newer rows). A shard that stayed up was never repaired.
     Retrying is safe: writes are versioned, so a late one that is older than
-    what the replica holds by then is ignored. Bounded: at most `limit`
-    writes are held for retry (each keeps its rows in memory), and closing
-    abandons them (a restart's catch-up covers what they would have done)."""
+    what the replica holds by then is ignored; and only a write another
+    replica of the set acknowledged is retried, so a retry brings a replica
+    to its peers' state and never completes a write on one replica alone.
+    Bounded: at most `limit` writes are held for retry (each keeps its rows
+    in memory), and closing abandons them (a restart's catch-up covers what
+    they would have done)."""
 
     def __init__(
         self,
@@ -188,24 +191,34 @@ class ReplicaRepair:
         for task in list(self._retrying):
             task.cancel()
 
-    def failed(self, call: ReplicaCall, exc: BaseException) -> None:
+    def failed(self, call: ReplicaCall, exc: BaseException, acked: set[Hashable]) -> None:
         """`call` failed with `exc`: retried later, unless the error is about
-        the request (it would fail again) or too many are held."""
+        the request (it would fail again), the call counts for no replica
+        set (a move-delete), or too many are held. `acked`: the replica sets
+        of its request that some replica acknowledged, as they come in."""
         if classify_shard_error(exc) is not Decision.TOLERATE or self.closed:
+            return
+        if call.group is None:
             return
         if self.held >= self.limit:
             metrics.REPLICA_REPAIRS.labels("dropped").inc()
             return
         self.held += 1
-        self.spawn(self._retry(call))
+        self.spawn(self._retry(call, acked))
 
-    async def _retry(self, call: ReplicaCall) -> None:
+    async def _retry(self, call: ReplicaCall, acked: set[Hashable]) -> None:
         me = asyncio.current_task()
         if me is not None:
             self._retrying.add(me)
         try:
             for delay in self.delays:
                 await asyncio.sleep(delay)
+                if call.group not in acked:
+                    # No replica of the set has the write (yet): completing it
+                    # on this one alone, seconds later — maybe after a peer
+                    # restarted and caught up without it — would make the
+                    # replicas disagree where they now agree.
+                    continue
                 try:
                     await call.run()
                 except Exception as exc:  # noqa: BLE001 - classified just below
@@ -223,14 +236,20 @@ class ReplicaRepair:
 
 
 async def _settle(
-    task: asyncio.Future[tuple[int, int]], call: ReplicaCall, repair: ReplicaRepair | None
+    task: asyncio.Future[tuple[int, int]],
+    call: ReplicaCall,
+    repair: ReplicaRepair | None,
+    acked: set[Hashable],
 ) -> None:
     """A write past the quorum: its failure was already tolerated; retried."""
     try:
         await task
     except Exception as exc:  # noqa: BLE001 - tolerated, handed to the repair
         if repair is not None:
-            repair.failed(call, exc)
+            repair.failed(call, exc, acked)
+    else:
+        if call.group is not None:
+            acked.add(call.group)
 
 
 async def run_quorum(
@@ -251,6 +270,9 @@ async def run_quorum(
     tasks: dict[asyncio.Future[tuple[int, int]], ReplicaCall] = {
         asyncio.ensure_future(c.run()): c for c in calls
     }
+    # Replica sets some replica acknowledged (later ones too): only their
+    # failed calls are repaired.
+    acked: set[Hashable] = set()
     pending = set(tasks)
     while pending and not tally.met:
         done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
@@ -259,12 +281,14 @@ async def run_quorum(
             if exc is not None:
                 tally.fail(exc)
                 if repair is not None:
-                    repair.failed(call, exc)
+                    repair.failed(call, exc, acked)
                 continue
             on_write(call.shard_id)
             tally.ack(call.buckets, call.group, task.result())
+            if call.group is not None:
+                acked.add(call.group)
     # Why before the result: with the quorum short, nothing is pending (the
     # loop only stops early once it is met), so no write is left unawaited.
     for task in pending:
-        background(_settle(task, tasks[task], repair))
+        background(_settle(task, tasks[task], repair, acked))
     return tally.result()

@@ -90,6 +90,27 @@ def test_a_feature_write_is_repaired_too() -> None:
     assert any(on_s1) and not all(on_s1)
 
 
+def test_a_write_no_replica_acknowledged_is_not_completed_on_one() -> None:
+    """Both replicas failed the write: retrying each on its own could land
+    it on one alone, seconds later — after the other restarted and caught
+    up without it — and the replicas would disagree where they agreed."""
+    engine, shards, _ = cluster([("a", "b"), ("a", "b")], write_quorum=0)
+    engine.repair.delays = (0.05, 0.05, 0.05)
+
+    async def scenario() -> None:
+        shards["a"].error = Unavailable("shard a: a passing failure")
+        shards["b"].error = Unavailable("shard b is down")
+        with pytest.raises(Unavailable):
+            await engine.upsert(ME, FAMILY, RECORDS, 5.0)
+        shards["a"].error = None  # a answers again, b stays down
+        await asyncio.sleep(0.4)
+        assert engine.repair.held == 0
+
+    asyncio.run(scenario())
+    assert keys_on(shards["a"]) == set() == keys_on(shards["b"])
+    assert shards["a"].ops["upsert"] == 1  # never retried
+
+
 def test_an_error_about_the_request_is_never_retried() -> None:
     engine, shards, _ = cluster([("a", "b"), ("a", "b")], write_quorum=0)
 
@@ -116,17 +137,18 @@ def test_the_repairs_held_are_bounded_and_closing_abandons_them() -> None:
         tasks: list[asyncio.Future[None]] = []
         repair = ReplicaRepair(lambda w: tasks.append(asyncio.ensure_future(w)), limit=2,
                                delays=(0.05, 0.05, 10.0))  # fmt: skip
-        call = ReplicaCall("b", frozenset({0}), refused)
+        call = ReplicaCall("b", frozenset({0}), refused, group="set-ab")
+        acked: set[object] = {"set-ab"}  # replica a has the write
         dropped = repairs("dropped")
         for _ in range(3):
-            repair.failed(call, Unavailable("down"))
+            repair.failed(call, Unavailable("down"), acked)
         assert repair.held == 2 and repairs("dropped") == dropped + 1
         await asyncio.sleep(0.3)  # both retried twice, now waiting 10 s
         assert calls == 4
         repair.close()
         await asyncio.wait_for(asyncio.gather(*tasks), 1.0)
         assert repair.held == 0
-        repair.failed(call, Unavailable("down"))  # closed: not held
+        repair.failed(call, Unavailable("down"), acked)  # closed: not held
         assert repair.held == 0
 
     asyncio.run(scenario())
