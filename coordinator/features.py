@@ -41,9 +41,9 @@ from coordinator.model import (
     FeatureResult,
 )
 from coordinator.quorum import (
-    ReplicaCall,
     ReplicaRepair,
     column_replica_sets,
+    replica_call,
     replica_count,
     run_quorum,
 )
@@ -328,11 +328,11 @@ class FeatureEngine:
                 entry[1].update(held)
                 entry[2].append((batch, positions))
         calls = [
-            ReplicaCall(
-                m.shard_id,
-                frozenset(held),
-                functools.partial(self._put_to, m.shard_id, m.address, group, rows_of, timeout),
+            replica_call(
+                m,
+                held,
                 name,
+                functools.partial(self._put_to, group=group, rows=rows_of, timeout=timeout),
             )
             for name, (members, held, parts) in per_set.items()
             for rows_of in [_gathered(schema, parts)]

@@ -114,7 +114,7 @@ LOOKUP_HEDGES = Counter(
 REPLICA_REPAIRS = Counter(
     "vecshard_replica_write_repairs_total",
     "Replica writes (index records, feature rows) that failed on one replica and were retried "
-    "in the background: repaired, gave_up (after ~8 s), dropped (too many held)",
+    "in the background: repaired, gave_up (after ~8 s), dropped (the oldest, with too many held)",
     ["outcome"],
 )
 FEATURE_FAILOVERS = Counter(

@@ -16,7 +16,7 @@ import asyncio
 from collections import Counter
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import numpy as np
 
@@ -151,6 +151,30 @@ class ReplicaCall:
     buckets: frozenset[int]
     run: Callable[[], Awaitable[tuple[int, int]]]
     group: Hashable | None = None
+    # The address `run` sends to, and the same write sent to another address
+    # of the shard (a restarted shard comes back on a new one): how a repair
+    # reaches the shard where it is now. None: only `run`.
+    address: str = ""
+    to: Callable[[str], Awaitable[tuple[int, int]]] | None = None
+
+
+def replica_call(
+    member: ShardMember,
+    buckets: Iterable[int],
+    group: Hashable | None,
+    send: Callable[[str, str], Awaitable[tuple[int, int]]],
+) -> ReplicaCall:
+    """A write to `member`: `send(shard_id, address)` makes it, to the
+    member's address or, for a repair, to where the shard is registered then."""
+    sid = member.shard_id
+    return ReplicaCall(
+        sid,
+        frozenset(buckets),
+        lambda: send(sid, member.address),
+        group,
+        member.address,
+        lambda address: send(sid, address),
+    )
 
 
 # Waits before each retry of a replica's failed write: about 8 s in all.
@@ -170,20 +194,36 @@ class ReplicaRepair:
     what the replica holds by then is ignored; and only a write another
     replica of the set acknowledged is retried, so a retry brings a replica
     to its peers' state and never completes a write on one replica alone.
+
+    A retry goes to the address the shard is registered at then
+    (`address_of`), skipping an attempt while it is not registered: a shard
+    killed mid-write comes back on a new address, and its catch-up copies
+    only what its peers held when it ran — a write that reached a peer just
+    after (the coordinator still had the old address, or the call was in
+    flight) was lost to it for good before, found by the chaos soak as
+    replicas disagreeing on a key.
+
     Bounded: at most `limit` writes are held for retry (each keeps its rows
-    in memory), and closing abandons them (a restart's catch-up covers what
-    they would have done)."""
+    in memory); past it the oldest is abandoned — the newest matter most,
+    the older ones' shards have often restarted and caught up — and closing
+    abandons them all (a restart's catch-up covers what they would have done)."""
 
     def __init__(
         self,
         spawn: Callable[[Awaitable[None]], None],
         limit: int = 64,
         delays: Sequence[float] = REPAIR_DELAYS,
+        address_of: Callable[[str], str | None] | None = None,
     ) -> None:
         self.spawn, self.limit, self.delays = spawn, limit, tuple(delays)
-        self.held = 0
+        self.address_of = address_of
         self.closed = False
-        self._retrying: set[asyncio.Task[Any]] = set()
+        # Retries in the order they began (the oldest is dropped first).
+        self._retrying: dict[asyncio.Task[None], None] = {}
+
+    @property
+    def held(self) -> int:
+        return len(self._retrying)
 
     def close(self) -> None:
         """Abandons every retry (at shutdown: nothing waits on them)."""
@@ -200,16 +240,26 @@ class ReplicaRepair:
             return
         if call.group is None:
             return
-        if self.held >= self.limit:
+        while self.held >= self.limit:
+            oldest = next(iter(self._retrying))
+            del self._retrying[oldest]
+            oldest.cancel()
             metrics.REPLICA_REPAIRS.labels("dropped").inc()
-            return
-        self.held += 1
-        self.spawn(self._retry(call, acked))
+        task = asyncio.ensure_future(self._retry(call, acked))
+        self._retrying[task] = None
+        task.add_done_callback(lambda t: self._retrying.pop(t, None))
+        self.spawn(task)
+
+    def _attempt(self, call: ReplicaCall) -> Awaitable[tuple[int, int]] | None:
+        """The write to the shard where it is registered now (None: it is not)."""
+        if self.address_of is None or call.to is None:
+            return call.run()
+        address = self.address_of(call.shard_id)
+        if address is None:
+            return None
+        return call.run() if address == call.address else call.to(address)
 
     async def _retry(self, call: ReplicaCall, acked: set[Hashable]) -> None:
-        me = asyncio.current_task()
-        if me is not None:
-            self._retrying.add(me)
         try:
             for delay in self.delays:
                 await asyncio.sleep(delay)
@@ -219,8 +269,11 @@ class ReplicaRepair:
                     # restarted and caught up without it — would make the
                     # replicas disagree where they now agree.
                     continue
+                attempt = self._attempt(call)
+                if attempt is None:
+                    continue
                 try:
-                    await call.run()
+                    await attempt
                 except Exception as exc:  # noqa: BLE001 - classified just below
                     if classify_shard_error(exc) is not Decision.TOLERATE:
                         break
@@ -229,10 +282,7 @@ class ReplicaRepair:
                 return
             metrics.REPLICA_REPAIRS.labels("gave_up").inc()
         except asyncio.CancelledError:
-            return  # closed (or the loop ended): abandoned, as documented
-        finally:
-            self.held -= 1
-            self._retrying.discard(me)
+            return  # closed, dropped, or the loop ended: abandoned, as documented
 
 
 async def _settle(
@@ -274,19 +324,28 @@ async def run_quorum(
     # failed calls are repaired.
     acked: set[Hashable] = set()
     pending = set(tasks)
-    while pending and not tally.met:
-        done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
-            call, exc = tasks[task], task.exception()
-            if exc is not None:
-                tally.fail(exc)
-                if repair is not None:
-                    repair.failed(call, exc, acked)
-                continue
-            on_write(call.shard_id)
-            tally.ack(call.buckets, call.group, task.result())
-            if call.group is not None:
-                acked.add(call.group)
+    try:
+        while pending and not tally.met:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                call, exc = tasks[task], task.exception()
+                if exc is not None:
+                    tally.fail(exc)
+                    if repair is not None:
+                        repair.failed(call, exc, acked)
+                    continue
+                on_write(call.shard_id)
+                tally.ack(call.buckets, call.group, task.result())
+                if call.group is not None:
+                    acked.add(call.group)
+    except asyncio.CancelledError:
+        # The caller gave up (its deadline, a cancelled RPC) with calls out:
+        # they run on, and one that fails is repaired like any other — left
+        # alone, a write that reached one replica and failed on the other
+        # kept them disagreeing (the soak found it after a shard's restart).
+        for task in pending:
+            background(_settle(task, tasks[task], repair, acked))
+        raise
     # Why before the result: with the quorum short, nothing is pending (the
     # loop only stops early once it is met), so no write is left unawaited.
     for task in pending:

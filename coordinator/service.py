@@ -78,12 +78,18 @@ class RetrievalEngine:
         self.admission_control = Admission(self.limits)
         self.background = Background()
         # Replica writes that failed, retried in the background (index and feature writes).
-        self.repair = ReplicaRepair(self.background.spawn)
+        self.repair = ReplicaRepair(self.background.spawn, address_of=self._registered_at)
         self.writes = Writes(
             self.registry, shards, self.limits, self._written, self.background, self.repair
         )
         self.lookups = Lookups(self.registry, shards, self.limits, fanout, self.tracker)
         self.plans = RoutePlans()
+
+    def _registered_at(self, shard_id: str) -> str | None:
+        """Where a shard is registered now: a repaired write goes there (a
+        restarted shard has a new address)."""
+        member = self.registry.snapshot.shards.get(shard_id)
+        return member.address if member is not None else None
 
     def _written(self, shard_id: str) -> None:
         """A write reached (or is about to reach) the shard: its cached summary

@@ -16,6 +16,8 @@ import functools
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
+import numpy as np
+
 from coordinator import quality_metrics
 from coordinator.access import check_access, own_keys
 from coordinator.background import Background
@@ -29,6 +31,7 @@ from coordinator.quorum import (
     ReplicaCall,
     ReplicaRepair,
     column_replica_sets,
+    replica_call,
     replica_count,
     replica_sets,
     run_quorum,
@@ -71,6 +74,12 @@ class Writes:
 
     def _shard(self, m: ShardMember) -> Shard:
         return self.shards(m.shard_id, m.address)
+
+    def _sender(
+        self, write: Callable[[Shard], Awaitable[tuple[int, int]]]
+    ) -> Callable[[str, str], Awaitable[tuple[int, int]]]:
+        """`write` to a shard at an address (`quorum.replica_call`)."""
+        return lambda sid, address: write(self.shards(sid, address))
 
     async def _quorum(
         self, index: IndexVersion, placement: Placement, calls: Sequence[ReplicaCall]
@@ -148,11 +157,11 @@ class Writes:
                 snap, index, p, [(b, (r, b)) for r, b in zip(checked, buckets[n], strict=True)]
             )
             out = [
-                ReplicaCall(
-                    m.shard_id,
-                    frozenset(bs),
-                    functools.partial(self._shard(m).upsert, index.ref, recs, timeout),
+                replica_call(
+                    m,
+                    bs,
                     group,
+                    self._sender(functools.partial(_upsert, index.ref, recs, timeout)),
                 )
                 for group, (members, bs, recs) in sets.items()
                 for m in members
@@ -205,22 +214,12 @@ class Writes:
                 snap, index, p, buckets[n]
             ).items():
                 part = checked if rows.shape[0] == len(checked) else checked.take(rows)
-                out += [
-                    ReplicaCall(
-                        m.shard_id,
-                        frozenset(bs),
-                        functools.partial(
-                            self._shard(m).upsert_columns,
-                            index.ref,
-                            tenant,
-                            part,
-                            buckets[n][rows],
-                            timeout,
-                        ),
-                        group,
+                send = self._sender(
+                    functools.partial(
+                        _upsert_columns, index.ref, tenant, part, buckets[n][rows], timeout
                     )
-                    for m in members
-                ]
+                )
+                out += [replica_call(m, bs, group, send) for m in members]
             if index.placement == "centroid":
                 keys = [EntityKey(tenant, checked.entity_type, i) for i in checked.entity_ids]
                 moves = move_deletes_of(
@@ -316,11 +315,11 @@ class Writes:
                     by_key = [(key_bucket(snap, index.num_buckets, k), k) for k in owned]
                     groups = replica_sets(snap, index, placement, by_key)
                 calls = [
-                    ReplicaCall(
-                        m.shard_id,
-                        frozenset(bs),
-                        self._delete_run(self._shard(m), index.ref, ks, version, timeout),
+                    replica_call(
+                        m,
+                        bs,
                         group,
+                        self._sender(functools.partial(_delete, index.ref, ks, version, timeout)),
                     )
                     for group, (members, bs, ks) in groups.items()
                     for m in members
@@ -333,3 +332,30 @@ class Writes:
             return deleted
 
         return await self.registry.retry_if_moved(snap, remove)
+
+
+# A replica's write given its shard (`Writes._sender`), the write's other
+# arguments bound first.
+
+
+def _upsert(
+    index: VersionRef, records: Sequence[tuple[WriteRecord, int]], timeout: float, shard: Shard
+) -> Awaitable[tuple[int, int]]:
+    return shard.upsert(index, records, timeout)
+
+
+async def _delete(
+    index: VersionRef, keys: Sequence[EntityKey], version: int, timeout: float, shard: Shard
+) -> tuple[int, int]:
+    return await shard.delete(index, keys, version, timeout), 0
+
+
+def _upsert_columns(
+    index: VersionRef,
+    tenant: str,
+    records: RecordColumns,
+    buckets: np.ndarray,
+    timeout: float,
+    shard: Shard,
+) -> Awaitable[tuple[int, int]]:
+    return shard.upsert_columns(index, tenant, records, buckets, timeout)

@@ -8,6 +8,7 @@ the number held is bounded, and closing abandons them."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable
 
@@ -17,8 +18,10 @@ from prometheus_client import REGISTRY
 from coordinator.buckets import key_bucket
 from coordinator.quorum import ReplicaCall, ReplicaRepair
 from core.errors import InvalidArgument, Unavailable
+from registry.model import ShardMember
 from registry.placement import FEATURE_BUCKETS, feature_placement_ref
 from tests.feature_catalog import PROFILE, T0, row, user
+from tests.inmemory import InMemoryShard
 from tests.static_registry import FAMILY
 from tests.test_coordinator_features import ME as FEATURE_ME
 from tests.test_coordinator_features import feature_cluster, get
@@ -90,6 +93,49 @@ def test_a_feature_write_is_repaired_too() -> None:
     assert any(on_s1) and not all(on_s1)
 
 
+def test_a_replica_that_restarted_on_a_new_address_is_repaired_there() -> None:
+    """A shard killed mid-write comes back on a new address, and its
+    catch-up copies only what its peers held when it ran: a retry sent to
+    the old address could never land, and a write that reached the peer just
+    after the catch-up stayed missing on it for good (the chaos soak)."""
+    engine, shards, reg = cluster([("a", "b"), ("a", "b")], write_quorum=1)
+    engine.repair.delays = (0.05, 0.05, 0.1, 0.2)
+    by_address = {f"mem://{sid}": shard for sid, shard in shards.items()}
+    engine.writes.shards = lambda sid, address: by_address[address]
+    restarted = InMemoryShard("b", registry=reg)
+    by_address["mem://b-restarted"] = restarted
+
+    async def scenario() -> None:
+        shards["b"].error = Unavailable("shard b at mem://b was killed")
+        await engine.upsert(ME, FAMILY, RECORDS, 5.0)  # a acknowledged it
+        members = {**reg.snapshot.shards, "b": ShardMember("b", "mem://b-restarted")}
+        reg.snapshot = dataclasses.replace(reg.snapshot, shards=members)
+        assert await until(lambda: keys_on(restarted) == ALL)
+
+    asyncio.run(scenario())
+    assert shards["b"].ops["upsert"] <= 2  # the old address: only before the move was seen
+
+
+def test_a_write_whose_caller_gave_up_is_still_repaired() -> None:
+    """The caller's deadline or cancellation ended the request while a
+    replica's call was out: that call ran on and failed unseen, and a write
+    one replica had stayed missing on the other."""
+    engine, shards, _ = cluster([("a", "b"), ("a", "b")], write_quorum=0)
+    engine.repair.delays = (0.05, 0.05, 0.1, 0.5, 1.0)
+
+    async def scenario() -> None:
+        # b's call fails after the caller is gone.
+        shards["b"].delay, shards["b"].error = 0.3, Unavailable("shard b: a passing failure")
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(engine.upsert(ME, FAMILY, RECORDS, 5.0), 0.1)
+        assert keys_on(shards["a"]) == ALL and keys_on(shards["b"]) == set()
+        await asyncio.sleep(0.4)  # b's call has failed by now
+        shards["b"].delay, shards["b"].error = 0.0, None
+        assert await until(lambda: keys_on(shards["b"]) == ALL)
+
+    asyncio.run(scenario())
+
+
 def test_a_write_no_replica_acknowledged_is_not_completed_on_one() -> None:
     """Both replicas failed the write: retrying each on its own could land
     it on one alone, seconds later — after the other restarted and caught
@@ -142,11 +188,12 @@ def test_the_repairs_held_are_bounded_and_closing_abandons_them() -> None:
         dropped = repairs("dropped")
         for _ in range(3):
             repair.failed(call, Unavailable("down"), acked)
+        # The oldest was abandoned for the newest.
         assert repair.held == 2 and repairs("dropped") == dropped + 1
-        await asyncio.sleep(0.3)  # both retried twice, now waiting 10 s
-        assert calls == 4
+        await asyncio.sleep(0.3)  # the two held retried twice each, now waiting 10 s
+        assert calls == 4 and tasks[0].cancelled()
         repair.close()
-        await asyncio.wait_for(asyncio.gather(*tasks), 1.0)
+        await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 1.0)
         assert repair.held == 0
         repair.failed(call, Unavailable("down"), acked)  # closed: not held
         assert repair.held == 0
