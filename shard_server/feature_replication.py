@@ -8,9 +8,11 @@ would disagree for good once the writer gave up, and a read would answer
 the old or the new row depending on the replica it asked. So a starting
 shard copies, from one registered peer per bucket, every row of its
 replicated buckets that is newer than its own (`FeatureStore.apply_raw`:
-the write rule, so copying twice changes nothing), before it serves reads;
-like index catch-up it runs once unregistered and once registered as
-draining, when it already receives every write.
+the write rule, so copying twice changes nothing), before it serves reads.
+It runs once, registered as draining, when the shard already receives every
+write: one scan of the peers then covers what was written before (index
+catch-up also runs a first pass while unregistered; for feature rows it
+would scan every replicated row once more for nothing).
 """
 
 from __future__ import annotations

@@ -56,11 +56,12 @@ def catch_up(
     features: FeatureStore,
     credentials: grpc.ChannelCredentials,
     timeout: float = 120.0,
+    feature_rows: bool = True,
 ) -> int:
     """For every replicated bucket this shard holds, of index versions and of
-    feature groups, pulls from one registered peer replica (over mutual TLS,
-    as a shard). Returns how many records, tombstones and feature rows were
-    applied."""
+    feature groups (unless `feature_rows` is false), pulls from one
+    registered peer replica (over mutual TLS, as a shard). Returns how many
+    records, tombstones and feature rows were applied."""
     snap = node.registry.refresh()
 
     def export_features(address: str, group: VersionRef, buckets: list[int]) -> Iterator[RawRows]:
@@ -72,7 +73,7 @@ def catch_up(
             for chunk in stub.ExportFeatureRows(req, timeout=timeout):
                 yield [(r.key, r.value) for r in chunk.records]
 
-    rows = catch_up_features(features, snap, node.shard_id, export_features)
+    rows = catch_up_features(features, snap, node.shard_id, export_features) if feature_rows else 0
     CATCH_UP.labels("feature_rows").inc(rows)
     applied = 0
     for ref, placement in snap.placements.items():

@@ -134,12 +134,16 @@ def create_server(
     host = cfg.listen.rsplit(":", 1)[0]
     address = cfg.advertise or f"{'127.0.0.1' if host in ('0.0.0.0', '[::]', '') else host}:{port}"
     metrics_port = serving.start_metrics(cfg.metrics_host, cfg.metrics_port)
-    # Catch up from peer replicas before serving queries: first in bulk while
-    # unregistered, then again once registered as draining (coordinators send
-    # it writes but no queries), so nothing written in between is missed.
+    # Catch up from peer replicas before serving queries: index records first
+    # in bulk while unregistered, then again once registered as draining
+    # (coordinators send it writes but no queries), so nothing written in
+    # between is missed. Feature rows only in the second pass: there one scan
+    # of the peers covers everything written before the shard registered, and
+    # every later write reaches it directly — a first pass would scan every
+    # replicated row once more for nothing (a restart's cost is the scan).
     peer = identity.channel_credentials()
     caught_up_from = time.monotonic()
-    applied = catch_up(node, features, peer)
+    applied = catch_up(node, features, peer, feature_rows=False)
     registration = ShardRegistration(
         etcd,
         registry.keys,
