@@ -291,7 +291,9 @@ async def _settle(
     repair: ReplicaRepair | None,
     acked: set[Hashable],
 ) -> None:
-    """A write past the quorum: its failure was already tolerated; retried."""
+    """A write still out past the quorum, or when its caller gave up: a
+    failure goes to the repair; an acknowledgement makes the failed calls of
+    its replica set repairable."""
     try:
         await task
     except Exception as exc:  # noqa: BLE001 - tolerated, handed to the repair
