@@ -27,10 +27,12 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import shutil
 import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -286,6 +288,36 @@ def run_soak(
     )
 
 
+def repeated(
+    runs: int,
+    seed: int,
+    data_dir: Path | None,
+    soak: Callable[[int, Path], SoakReport],
+    log: Any = print,
+) -> list[tuple[int, SoakReport, Path | None]]:
+    """`runs` soaks with consecutive seeds, each in its own data directory
+    (under `data_dir`, or a temporary one): a passing run's is removed, a
+    failing run's kept — its processes' logs are what explains a violation
+    (the soak's replica divergences of stop 32 were traced through them).
+    Returns (seed, report, the directory kept or None) per run."""
+    out: list[tuple[int, SoakReport, Path | None]] = []
+    for n in range(runs):
+        s = seed + n
+        base = Path(tempfile.mkdtemp(prefix=f"vecshard-soak-{s}-", dir=data_dir))
+        report = soak(s, base)
+        kept = None if report.ok else base
+        if kept is None:
+            shutil.rmtree(base, ignore_errors=True)
+        verdict = "PASSED" if report.ok else f"FAILED (logs kept in {base}/logs)"
+        log(
+            f"soak run {n + 1}/{runs}, seed {s}: {verdict}: {sum(report.ops.values())} "
+            f"operations, {sum(report.faults.values())} faults, "
+            f"{sum(report.violations.values())} violations"
+        )
+        out.append((s, report, kept))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="vecshard soak",
@@ -296,6 +328,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--duration", type=float, default=600.0, help="seconds of load and faults")
     p.add_argument("--seed", type=int, default=1, help="random seed (workload and faults)")
+    p.add_argument(
+        "--runs",
+        type=int,
+        default=1,
+        help="soaks in a row with seeds --seed, --seed+1, ...; a failing run's data and logs "
+        "are kept (under --data-dir, else a temp dir), a passing run's removed. Many short "
+        "runs (--duration 40 --runs 20) find timing-dependent faults a long one can miss",
+    )
     p.add_argument(
         "--keys", type=int, default=150, help="keys per tenant (overlap grows as it shrinks)"
     )
@@ -308,13 +348,44 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--no-chaos", action="store_true", help="load only, no faults (a baseline)")
     p.add_argument(
-        "--data-dir", type=Path, help="keep the cluster's data here (default: a temp dir)"
+        "--data-dir",
+        type=Path,
+        help="keep the cluster's data here (default: a temp dir); with --runs, each run's "
+        "directory goes under it",
     )
-    p.add_argument("--out", type=Path, help="write the report as JSON here")
+    p.add_argument("--out", type=Path, help="write the report as JSON here (a list with --runs)")
     args = p.parse_args(argv)
     if args.shared_readers < 0:
         p.error("--shared-readers must be 0 or more")
+    if args.runs < 1:
+        p.error("--runs must be 1 or more")
     settings = WorkloadSettings(keys_per_tenant=args.keys, shared_readers=args.shared_readers)
+    if args.runs > 1:
+        if args.data_dir:
+            args.data_dir.mkdir(parents=True, exist_ok=True)
+        results = repeated(
+            args.runs,
+            args.seed,
+            args.data_dir,
+            lambda seed, d: run_soak(args.duration, seed, d, settings, not args.no_chaos),
+        )
+        if args.out:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(
+                json.dumps(
+                    [
+                        {"seed": s, "kept": str(k) if k else None, **asdict(r)}
+                        for s, r, k in results
+                    ],
+                    indent=2,
+                )
+            )
+        failed = [s for s, r, _ in results if not r.ok]
+        print(
+            f"soak {'PASSED' if not failed else 'FAILED'}: {args.runs} runs, "
+            f"{len(failed)} failed" + (f" (seeds {failed})" if failed else "")
+        )
+        return 1 if failed else 0
     report = run_soak(args.duration, args.seed, args.data_dir, settings, not args.no_chaos)
     text = json.dumps(asdict(report), indent=2)
     print(text)

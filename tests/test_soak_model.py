@@ -3,8 +3,13 @@ the answer it forbids and stays quiet on every answer the rules allow."""
 
 from __future__ import annotations
 
-import numpy as np
+from pathlib import Path
 
+import numpy as np
+import pytest
+
+from benchmarks.soak import SoakReport, repeated
+from benchmarks.soak import main as soak_main
 from benchmarks.soak_model import Model, Violation, vector_of
 
 K = ("t1", "k")
@@ -85,3 +90,35 @@ def test_nothing_is_stable_while_a_write_is_uncertain() -> None:
     m = model_with(("upsert", 5, 0, 1, True), ("upsert", 6, 2, 3, False))
     assert m.stable(K, 4, 5) is None
     assert m.check_search("t1", 4, 5, [], partial=False, expected=K) == []
+
+
+def test_repeated_soaks_keep_only_a_failing_runs_data(tmp_path: Path) -> None:
+    """`vecshard soak --runs N`: consecutive seeds, each run in its own
+    directory; a passing run's removed, a failing run's (its logs explain
+    the violation) kept and named."""
+    seen: list[tuple[int, Path]] = []
+
+    def soak(seed: int, data_dir: Path) -> SoakReport:
+        seen.append((seed, data_dir))
+        (data_dir / "logs").mkdir()
+        (data_dir / "logs" / "shard-0.log").write_text("applied e1@3")
+        bad = {"replica_divergence": 1} if seed == 8 else {}
+        return SoakReport(40.0, {"upsert_ok": 10}, {"shard_kill": 1}, bad)
+
+    lines: list[str] = []
+    results = repeated(3, 7, tmp_path, soak, log=lines.append)
+    assert [s for s, _ in seen] == [7, 8, 9]
+    assert len({d for _, d in seen}) == 3 and all(d.parent == tmp_path for _, d in seen)
+    assert [(s, r.ok, k) for s, r, k in results] == [
+        (7, True, None),
+        (8, False, seen[1][1]),
+        (9, True, None),
+    ]
+    assert [d.exists() for _, d in seen] == [False, True, False]
+    assert (seen[1][1] / "logs" / "shard-0.log").read_text() == "applied e1@3"
+    assert "seed 8: FAILED (logs kept in" in lines[1] and "seed 9: PASSED" in lines[2]
+
+
+def test_soak_refuses_zero_runs() -> None:
+    with pytest.raises(SystemExit):
+        soak_main(["--runs", "0"])
