@@ -16,6 +16,7 @@ for a shard (DESIGN §8).
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -188,9 +189,13 @@ class FeatureFetcher:
                 return self._hedge(again, tenant_id, request_time, personalized, deadline)
 
             try:
-                blocks = await hedged_answer(primary, delay, start_hedge, metrics.FEATURE_HEDGES)
-                if blocks is not None and not primary.done():
-                    self.tracker.outran(sid)
+                blocks = await hedged_answer(
+                    primary,
+                    delay,
+                    start_hedge,
+                    metrics.FEATURE_HEDGES,
+                    functools.partial(self.tracker.outran, sid),
+                )
                 # Without a hedge's answer the primary answers every call;
                 # with one, the calls no other replica holds.
                 rest = (

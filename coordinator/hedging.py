@@ -93,12 +93,15 @@ async def hedged_answer(
     delay: float,
     start_hedge: Callable[[], Awaitable[T] | None],
     counter: Any,
+    outran: Callable[[], object],
 ) -> T | None:
     """Waits `delay` for `primary`; then starts `start_hedge()` (None: nothing
     to hedge) and waits for either. The hedge's answer when it came while the
     primary had not succeeded, else None: the caller awaits the primary (a
-    failed hedge counts as none). `counter` (labels fired/won) counts them.
-    The hedge is cancelled when not used; the primary is the caller's."""
+    failed hedge counts as none). `counter` (labels fired/won) counts them;
+    `outran()` hears of a hedge that answered while the primary was still
+    running (`ReplicaTracker.outran`: a stalled shard). The hedge is
+    cancelled when not used; the primary is the caller's."""
     hedge: asyncio.Future[T] | None = None
     try:
         done, _ = await asyncio.wait({primary}, timeout=delay)
@@ -115,6 +118,8 @@ async def hedged_answer(
         except Exception:  # noqa: BLE001 - another replica refused or stalled too
             return None
         counter.labels("won").inc()
+        if not primary.done():
+            outran()
         return answer
     finally:
         if hedge is not None and not hedge.done():

@@ -19,6 +19,7 @@ too many keys, a malformed key, or an error every shard would give
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Sequence
 
 import numpy as np
@@ -218,10 +219,14 @@ class _Read:
             )
 
         try:
-            answers = await hedged_answer(primary, delay, start_hedge, metrics.LOOKUP_HEDGES)
+            answers = await hedged_answer(
+                primary,
+                delay,
+                start_hedge,
+                metrics.LOOKUP_HEDGES,
+                functools.partial(self.tracker.outran, sid),
+            )
             if answers is not None:
-                if not primary.done():
-                    self.tracker.outran(sid)
                 return list(zip(shares, answers, strict=True))
             return [(positions, await primary)]
         finally:

@@ -151,10 +151,9 @@ class ReplicaCall:
     buckets: frozenset[int]
     run: Callable[[], Awaitable[tuple[int, int]]]
     group: Hashable | None = None
-    # The address `run` sends to, and the same write sent to another address
-    # of the shard (a restarted shard comes back on a new one): how a repair
-    # reaches the shard where it is now. None: only `run`.
-    address: str = ""
+    # The same write sent to the shard at a given address (a restarted shard
+    # comes back on a new one): how a repair reaches it where it is now.
+    # None: only `run`.
     to: Callable[[str], Awaitable[tuple[int, int]]] | None = None
 
 
@@ -172,7 +171,6 @@ def replica_call(
         frozenset(buckets),
         lambda: send(sid, member.address),
         group,
-        member.address,
         lambda address: send(sid, address),
     )
 
@@ -255,9 +253,7 @@ class ReplicaRepair:
         if self.address_of is None or call.to is None:
             return call.run()
         address = self.address_of(call.shard_id)
-        if address is None:
-            return None
-        return call.run() if address == call.address else call.to(address)
+        return None if address is None else call.to(address)
 
     async def _retry(self, call: ReplicaCall, acked: set[Hashable]) -> None:
         try:

@@ -249,38 +249,24 @@ class Writes:
         moves: Sequence[MoveDelete],
         timeout: float,
     ) -> list[ReplicaCall]:
-        """Centroid placement: the older copies of moved keys go (uncounted)."""
+        """Centroid placement: the older copies of moved keys go (uncounted:
+        a call with no replica set counts nothing, `QuorumTally.ack`)."""
         members = self._all_members(snap, index, placement)
         return [
             ReplicaCall(
                 d.shard_id,
                 frozenset(),
-                self._delete_run(
-                    self._shard(members[d.shard_id]),
+                functools.partial(
+                    _delete,
                     index.ref,
                     d.keys,
                     d.source_version,
                     timeout,
-                    counted=False,
+                    self._shard(members[d.shard_id]),
                 ),
             )
             for d in moves
         ]
-
-    @staticmethod
-    def _delete_run(
-        shard: Shard,
-        index: VersionRef,
-        keys: Sequence[EntityKey],
-        source_version: int,
-        timeout: float,
-        counted: bool = True,
-    ) -> Callable[[], Awaitable[tuple[int, int]]]:
-        async def run() -> tuple[int, int]:
-            deleted = await shard.delete(index, keys, source_version, timeout)
-            return (deleted if counted else 0), 0
-
-        return run
 
     async def delete(
         self,
