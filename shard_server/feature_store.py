@@ -477,7 +477,9 @@ class FeatureStore:
         """Writes copied rows (key, value as stored) newer than the row stored
         (by `(feature_timestamp, generated_at)`, the write rule), so copying
         twice, or a copy crossing a fresh write, changes nothing; on equal
-        times the stored row stays. Returns how many were written."""
+        times the greater bytes win, so two replicas that kept different rows
+        of equal times agree once each copied the other's (anti-entropy).
+        Returns how many were written."""
         cf = column_family(group)
         with self._write_lock:
             self._storage.ensure_column_family(cf)
@@ -487,7 +489,7 @@ class FeatureStore:
             wins = [
                 (cf, key, value)
                 for (key, value), old in zip(rows, stored, strict=True)
-                if old is None or row_times(value) > row_times(old)
+                if old is None or (row_times(value), value) > (row_times(old), old)
             ]
             if self._erased:
                 wins = [w for w in wins if not self._erased_before(w[1], row_times(w[2])[0])]

@@ -58,7 +58,7 @@ from shard_server.storage import (
 )
 from shard_server.summary import SegmentSummary, merge_bucket_stats
 from shard_server.summary_leases import NewRows, SummaryLeases
-from shard_server.version_rules import applies, applying, delete_applies
+from shard_server.version_rules import applying, copy_applies, delete_applies
 
 log = logging.getLogger(__name__)
 
@@ -277,7 +277,7 @@ class IndexPartition:
                 take = [
                     (k, v)
                     for (k, v), old, tomb in zip(records, stored, tombs, strict=True)
-                    if old != v and applies(rec.source_version_of(v), old, tomb)
+                    if copy_applies(v, old, tomb)
                 ]
                 if take:
                     seq = self.store.write(

@@ -25,6 +25,20 @@ def applies(source_version: int, stored: bytes | None, tombstone: bytes | None) 
     return tombstone is None or source_version > rec.decode_tombstone(tombstone)
 
 
+def copy_applies(value: bytes, stored: bytes | None, tombstone: bytes | None) -> bool:
+    """Whether a peer's record (replication: catch-up, anti-entropy) replaces
+    what is stored: `applies`, except that of two different records of one
+    version the greater bytes win — a client's retry may replace its own
+    version, but two replicas that kept different writes of one version must
+    converge on the same one whichever copies from which."""
+    if stored == value:
+        return False
+    version = rec.source_version_of(value)
+    if stored is not None and version == rec.source_version_of(stored) and value < stored:
+        return False
+    return applies(version, stored, tombstone)
+
+
 def applying(
     source_versions: np.ndarray,
     stored: Sequence[bytes | None],

@@ -21,7 +21,12 @@ from registry.features import GroupRow, PutAck
 from registry.placement import FEATURE_BUCKETS, tenant_bucket
 from registry.snapshot import Snapshot
 from shard_server.feature_replication import rows_in_buckets
-from shard_server.feature_store import FeatureShardStore, FeatureStore, column_family
+from shard_server.feature_store import (
+    FeatureShardStore,
+    FeatureStore,
+    column_family,
+    parse_entity_key,
+)
 from shard_server.storage import StoreMemory
 from tests.feature_catalog import (
     ACTIVITY,
@@ -243,7 +248,9 @@ def test_copied_rows_follow_the_write_rule_and_only_their_buckets(
 ) -> None:
     """Replica catch-up (`shard_server.feature_replication`): a peer's rows of
     some buckets, copied as stored, land only where newer than the copy's own
-    (an older or equally old row stays), and copying again changes nothing."""
+    (an older row stays; of two equally old ones the greater bytes win, so
+    replicas copying from each other converge), and copying again changes
+    nothing."""
     _, mine = shard
     peer_storage = FeatureShardStore(tmp_path / "peer")
     peer = FeatureStore(peer_storage)
@@ -261,12 +268,25 @@ def test_copied_rows_follow_the_write_rule_and_only_their_buckets(
 
     copied = [r for part in rows_in_buckets(peer, Snapshot(), PROFILE, buckets) for r in part]
     assert len(copied) == len(wanted)
-    assert mine.apply_raw(PROFILE, copied) == len(wanted) - 2
+    mine_same = dict(
+        r for part in rows_in_buckets(mine, Snapshot(), PROFILE, buckets) for r in part
+    )
+    peer_same = dict(copied)
+    same_key = next(k for k in mine_same if parse_entity_key(k) == same)
+    peer_wins = peer_same[same_key] > mine_same[same_key]
+    assert mine.apply_raw(PROFILE, copied) == len(wanted) - 2 + peer_wins
     assert mine.apply_raw(PROFILE, copied) == 0
+    # The other way round, the equally old row goes to the peer if it is mine
+    # that wins: either way both now hold the same bytes.
+    back = [(same_key, mine_same[same_key])]
+    assert peer.apply_raw(PROFILE, back) == (not peer_wins)
+    assert mine.multi_get(PROFILE_S, [same]) == peer.multi_get(PROFILE_S, [same])
     got = values(mine.multi_get(PROFILE_S, people))
     for u, v in zip(people, got, strict=True):
-        if u in (newer, same):
+        if u == newer:
             assert v is not None and v["age_bucket"] == "mine"
+        elif u == same:
+            assert v is not None and v["age_bucket"] == ("peer" if peer_wins else "mine")
         elif u in wanted:
             assert v is not None and v["age_bucket"] == "peer"
         else:
