@@ -143,6 +143,9 @@ RULES: dict[str, ShardRule] = {
     "/vecshard.v1.internal.ReplicationService/ExportFeatureRows": ShardRule(
         frozenset({ComponentRole.SHARD})
     ),
+    "/vecshard.v1.internal.ReplicationService/BucketDigests": ShardRule(
+        frozenset({ComponentRole.SHARD})
+    ),
 }
 
 

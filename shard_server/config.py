@@ -65,6 +65,10 @@ class ShardConfig:
     # CPU the re-checks may use, as a share of one core: an exact re-check
     # scans the whole shard, so its cost grows with it (recall_check.CpuBudget).
     recall_sample_cpu_share: float = 0.02
+    # Anti-entropy (shard_server.anti_entropy): how often this shard compares
+    # its replicated buckets with a peer replica's and copies what differs;
+    # each round reads every replicated row once. 0 turns it off.
+    anti_entropy_interval_seconds: float = 300.0
     # -- RocksDB's own memory (shard_server.storage.StoreMemory) -------------
     # Memtables of all column families together, one memtable, block cache.
     rocksdb_memtable_mib: int = 64
@@ -91,6 +95,11 @@ class ShardConfig:
         if not 0.0 < self.recall_sample_cpu_share <= 1.0:
             raise ValueError(
                 f"recall_sample_cpu_share {self.recall_sample_cpu_share} must be in (0, 1]"
+            )
+        if self.anti_entropy_interval_seconds < 0:
+            raise ValueError(
+                f"anti_entropy_interval_seconds {self.anti_entropy_interval_seconds} must be ≥ 0 "
+                "(0 turns anti-entropy off)"
             )
         if self.maintenance_interval_seconds <= 0:
             raise ValueError("maintenance_interval_seconds must be > 0")

@@ -33,27 +33,36 @@ log = logging.getLogger(__name__)
 RawRows = list[tuple[bytes, bytes]]
 
 
-def rows_in_buckets(
+def bucketed_rows(
     store: FeatureStore, snap: Snapshot, group: VersionRef, buckets: set[int]
-) -> Iterator[RawRows]:
-    """The group's stored rows whose entity falls in `buckets`, in chunks
-    (a tenant with its own buckets places its entities in those only)."""
+) -> Iterator[tuple[np.ndarray, RawRows]]:
+    """The group's stored rows whose entity falls in `buckets`, in chunks,
+    each with its rows' buckets (a tenant with its own buckets places its
+    entities in those only)."""
+    wanted = np.array(sorted(buckets), dtype=np.int64)
     for part in store.iter_raw(group):
         ids_by_tenant: dict[str, list[int]] = defaultdict(list)
         keys = [parse_entity_key(k) for k, _ in part]
         for i, key in enumerate(keys):
             ids_by_tenant[key.tenant_id].append(i)
-        keep = np.zeros(len(part), dtype=np.bool_)
-        wanted = np.array(sorted(buckets), dtype=np.int64)
+        held = np.zeros(len(part), dtype=np.int64)
         for tenant_id, rows in ids_by_tenant.items():
             tenant = snap.tenants.get(tenant_id)
             own = tenant.buckets if tenant else ()
             ids = [keys[i].entity_id for i in rows]
-            held = tenant_buckets_of(tenant_id, ids, FEATURE_BUCKETS, own)
-            keep[rows] = np.isin(held, wanted)
-        picked = [pair for pair, k in zip(part, keep.tolist(), strict=True) if k]
-        if picked:
-            yield picked
+            held[rows] = tenant_buckets_of(tenant_id, ids, FEATURE_BUCKETS, own)
+        keep = np.isin(held, wanted)
+        if keep.any():
+            picked = [pair for pair, k in zip(part, keep.tolist(), strict=True) if k]
+            yield held[keep], picked
+
+
+def rows_in_buckets(
+    store: FeatureStore, snap: Snapshot, group: VersionRef, buckets: set[int]
+) -> Iterator[RawRows]:
+    """What a replica of `buckets` copies: `bucketed_rows` without the buckets."""
+    for _, rows in bucketed_rows(store, snap, group, buckets):
+        yield rows
 
 
 # (peer address, group, buckets) → the peer's rows of those buckets, in chunks.

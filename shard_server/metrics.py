@@ -190,6 +190,24 @@ CATCH_UP_SECONDS = Gauge(
     "How long this shard's catch-up from peer replicas took when it last started (both passes)",
 )
 
+ANTI_ENTROPY_ROUNDS = Counter(
+    "vecshard_shard_anti_entropy_rounds_total",
+    "Anti-entropy rounds this shard ran against its peer replicas, by outcome (done; failed: "
+    "a peer could not be compared or copied from, retried next round)",
+    ["outcome"],
+)
+ANTI_ENTROPY_BUCKETS = Counter(
+    "vecshard_shard_anti_entropy_buckets_total",
+    "Buckets an anti-entropy round compared with a peer replica, by kind (records, feature_rows) "
+    "and result (same, differed: copied from the peer)",
+    ["kind", "result"],
+)
+ANTI_ENTROPY_ROWS = Counter(
+    "vecshard_shard_anti_entropy_rows_total",
+    "Records, tombstones and feature rows anti-entropy copied from peer replicas (each one a "
+    "write a replica of its bucket had missed)",
+    ["kind"],
+)
 FEATURE_GROUPS_DROPPED = Counter(
     "vecshard_shard_feature_groups_dropped_total",
     "Retired feature group versions whose rows this shard dropped",

@@ -19,6 +19,7 @@ from core import runtime as serving
 from core.domain import VersionRef
 from protos.vecshard.v1.internal import replication_pb2 as pb
 from protos.vecshard.v1.internal import replication_pb2_grpc
+from shard_server.bucket_digests import BucketDigest, feature_digests, index_digests
 from shard_server.feature_replication import RawRows, catch_up_features, rows_in_buckets
 from shard_server.feature_store import FeatureStore
 from shard_server.metrics import CATCH_UP
@@ -50,6 +51,83 @@ class ReplicationServicer(replication_pb2_grpc.ReplicationServiceServicer):
         for rows in rows_in_buckets(self.features, snap, group, set(request.buckets)):
             yield pb.ExportChunk(records=[pb.RawEntry(key=k, value=v) for k, v in rows])
 
+    def BucketDigests(
+        self, request: pb.DigestRequest, context: grpc.ServicerContext
+    ) -> pb.DigestResponse:
+        buckets = set(request.buckets)
+        if request.group_name:
+            group = VersionRef(request.group_name, request.group_version)
+            snap = self.node.registry.snapshot
+            found = feature_digests(self.features, snap, group, buckets)
+        else:
+            ref = VersionRef(request.index_name, request.index_version)
+            found = index_digests(self.node.store, ref, buckets)
+        return pb.DigestResponse(
+            buckets=[
+                pb.BucketDigest(bucket=b, digest=d.digest, rows=d.rows)
+                for b, d in sorted(found.items())
+            ]
+        )
+
+
+def _channel(address: str, credentials: grpc.ChannelCredentials) -> grpc.Channel:
+    return grpc.secure_channel(address, credentials, options=serving.grpc_options())
+
+
+def export_feature_rows(
+    address: str,
+    group: VersionRef,
+    buckets: list[int],
+    credentials: grpc.ChannelCredentials,
+    timeout: float,
+) -> Iterator[RawRows]:
+    """A peer's rows of `buckets` of a feature group version, in chunks."""
+    with _channel(address, credentials) as channel:
+        stub = replication_pb2_grpc.ReplicationServiceStub(channel)
+        req = pb.FeatureExportRequest(
+            group_name=group.name, group_version=group.version, buckets=sorted(buckets)
+        )
+        for chunk in stub.ExportFeatureRows(req, timeout=timeout):
+            yield [(r.key, r.value) for r in chunk.records]
+
+
+def pull_index_buckets(
+    node: ShardNode,
+    ref: VersionRef,
+    address: str,
+    buckets: list[int],
+    credentials: grpc.ChannelCredentials,
+    timeout: float,
+) -> int:
+    """Applies a peer's records of `buckets` and its tombstones to this
+    shard's partition of `ref` (the write path's version rules); returns how
+    many changed something. Raises the peer's `grpc.RpcError`."""
+    part = node.partition(ref)
+    applied = 0
+    with _channel(address, credentials) as channel:
+        stub = replication_pb2_grpc.ReplicationServiceStub(channel)
+        req = pb.ExportRequest(
+            index_name=ref.name, index_version=ref.version, buckets=sorted(buckets)
+        )
+        for chunk in stub.ExportBuckets(req, timeout=timeout):
+            applied += part.apply_replicated(
+                [(r.key, r.value) for r in chunk.records],
+                [(t.key, t.source_version) for t in chunk.tombstones],
+            )
+    return applied
+
+
+def peer_digests(
+    address: str,
+    request: pb.DigestRequest,
+    credentials: grpc.ChannelCredentials,
+    timeout: float,
+) -> dict[int, BucketDigest]:
+    with _channel(address, credentials) as channel:
+        stub = replication_pb2_grpc.ReplicationServiceStub(channel)
+        resp = stub.BucketDigests(request, timeout=timeout)
+    return {d.bucket: BucketDigest(d.digest, d.rows) for d in resp.buckets}
+
 
 def catch_up(
     node: ShardNode,
@@ -65,13 +143,7 @@ def catch_up(
     snap = node.registry.refresh()
 
     def export_features(address: str, group: VersionRef, buckets: list[int]) -> Iterator[RawRows]:
-        with grpc.secure_channel(address, credentials, options=serving.grpc_options()) as channel:
-            stub = replication_pb2_grpc.ReplicationServiceStub(channel)
-            req = pb.FeatureExportRequest(
-                group_name=group.name, group_version=group.version, buckets=sorted(buckets)
-            )
-            for chunk in stub.ExportFeatureRows(req, timeout=timeout):
-                yield [(r.key, r.value) for r in chunk.records]
+        return export_feature_rows(address, group, buckets, credentials, timeout)
 
     rows = catch_up_features(features, snap, node.shard_id, export_features) if feature_rows else 0
     CATCH_UP.labels("feature_rows").inc(rows)
@@ -86,21 +158,10 @@ def catch_up(
             if peers:
                 by_peer.setdefault(peers[0], set()).add(b)
         for peer, buckets in by_peer.items():
-            address = snap.shards[peer].address
-            part = node.partition(ref)
             try:
-                with grpc.secure_channel(
-                    address, credentials, options=serving.grpc_options()
-                ) as channel:
-                    stub = replication_pb2_grpc.ReplicationServiceStub(channel)
-                    req = pb.ExportRequest(
-                        index_name=ref.name, index_version=ref.version, buckets=sorted(buckets)
-                    )
-                    for chunk in stub.ExportBuckets(req, timeout=timeout):
-                        applied += part.apply_replicated(
-                            [(r.key, r.value) for r in chunk.records],
-                            [(t.key, t.source_version) for t in chunk.tombstones],
-                        )
+                applied += pull_index_buckets(
+                    node, ref, snap.shards[peer].address, sorted(buckets), credentials, timeout
+                )
             except grpc.RpcError as exc:
                 log.warning(
                     "catch-up of %s buckets %s from %s failed: %s", ref, sorted(buckets), peer, exc

@@ -25,6 +25,7 @@ from registry.registry import Registry
 from registry.store import ETCD_START_WAIT_SECONDS, EtcdStore
 from registry.watcher import SnapshotCache
 from shard_server.access_guard import ShardAccessGuard
+from shard_server.anti_entropy import AntiEntropy
 from shard_server.config import ShardConfig
 from shard_server.erasure import ShardEraser
 from shard_server.erasure_servicer import ErasureServicer
@@ -52,6 +53,7 @@ class RunningShard:
     registration: ShardRegistration
     cache: SnapshotCache
     health: HealthServicer
+    anti_entropy: AntiEntropy
     health_server: grpc.Server | None = None
 
     def stop(self, grace: float) -> None:
@@ -59,6 +61,7 @@ class RunningShard:
         finish in-flight calls, then close storage."""
         serving.set_serving(self.health, [SERVICE], False)
         self.registration.close()
+        self.anti_entropy.stop()
         self.server.stop(grace).wait()
         if self.health_server is not None:
             self.health_server.stop(0).wait()
@@ -167,7 +170,20 @@ def create_server(
             applied,
         )
     serving.set_serving(health, [SERVICE, FEATURE_SERVICE], True)
+    # From here on, replicas that disagree (a write that reached only one of
+    # them, with no one left to repair it) are reconciled in the background.
+    anti_entropy = AntiEntropy(node, features, peer, cfg.anti_entropy_interval_seconds)
+    anti_entropy.start()
     log.info("shard %s serving on %s with %d index partitions", cfg.shard_id, address, opened)
     return RunningShard(
-        server, port, metrics_port, address, node, registration, cache, health, health_server
+        server,
+        port,
+        metrics_port,
+        address,
+        node,
+        registration,
+        cache,
+        health,
+        anti_entropy,
+        health_server,
     )

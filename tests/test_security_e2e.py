@@ -421,6 +421,14 @@ def test_a_shard_answers_only_vouched_calls_from_cluster_peers(cluster: LocalClu
                     )
                 )
             assert err.value.code() is grpc.StatusCode.PERMISSION_DENIED, name
+    # So do anti-entropy's digests (they say which rows a bucket holds).
+    digests = rpb.DigestRequest(group_name="nope", group_version="v1", buckets=[0, 1])
+    with grpc.secure_channel(address, peer) as ch:
+        with pytest.raises(grpc.RpcError) as err:
+            replication_pb2_grpc.ReplicationServiceStub(ch).BucketDigests(digests, timeout=10)
+        assert err.value.code() is grpc.StatusCode.PERMISSION_DENIED
     with grpc.secure_channel(address, shard_peer) as ch:
         exporter = replication_pb2_grpc.ReplicationServiceStub(ch)
         assert list(exporter.ExportFeatureRows(exports[1][1], timeout=10)) == []
+        answer = exporter.BucketDigests(digests, timeout=10)
+        assert [(d.bucket, d.digest, d.rows) for d in answer.buckets] == [(0, 0, 0), (1, 0, 0)]

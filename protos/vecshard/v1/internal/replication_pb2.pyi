@@ -6,6 +6,36 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class DigestRequest(_message.Message):
+    __slots__ = ("index_name", "index_version", "group_name", "group_version", "buckets")
+    INDEX_NAME_FIELD_NUMBER: _ClassVar[int]
+    INDEX_VERSION_FIELD_NUMBER: _ClassVar[int]
+    GROUP_NAME_FIELD_NUMBER: _ClassVar[int]
+    GROUP_VERSION_FIELD_NUMBER: _ClassVar[int]
+    BUCKETS_FIELD_NUMBER: _ClassVar[int]
+    index_name: str
+    index_version: str
+    group_name: str
+    group_version: str
+    buckets: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, index_name: _Optional[str] = ..., index_version: _Optional[str] = ..., group_name: _Optional[str] = ..., group_version: _Optional[str] = ..., buckets: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class BucketDigest(_message.Message):
+    __slots__ = ("bucket", "digest", "rows")
+    BUCKET_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    bucket: int
+    digest: int
+    rows: int
+    def __init__(self, bucket: _Optional[int] = ..., digest: _Optional[int] = ..., rows: _Optional[int] = ...) -> None: ...
+
+class DigestResponse(_message.Message):
+    __slots__ = ("buckets",)
+    BUCKETS_FIELD_NUMBER: _ClassVar[int]
+    buckets: _containers.RepeatedCompositeFieldContainer[BucketDigest]
+    def __init__(self, buckets: _Optional[_Iterable[_Union[BucketDigest, _Mapping]]] = ...) -> None: ...
+
 class ExportRequest(_message.Message):
     __slots__ = ("index_name", "index_version", "buckets")
     INDEX_NAME_FIELD_NUMBER: _ClassVar[int]

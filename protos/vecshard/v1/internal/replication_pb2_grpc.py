@@ -44,6 +44,11 @@ class ReplicationServiceStub:
                 request_serializer=protos_dot_vecshard_dot_v1_dot_internal_dot_replication__pb2.FeatureExportRequest.SerializeToString,
                 response_deserializer=protos_dot_vecshard_dot_v1_dot_internal_dot_replication__pb2.ExportChunk.FromString,
                 _registered_method=True)
+        self.BucketDigests = channel.unary_unary(
+                '/vecshard.v1.internal.ReplicationService/BucketDigests',
+                request_serializer=protos_dot_vecshard_dot_v1_dot_internal_dot_replication__pb2.DigestRequest.SerializeToString,
+                response_deserializer=protos_dot_vecshard_dot_v1_dot_internal_dot_replication__pb2.DigestResponse.FromString,
+                _registered_method=True)
 
 
 class ReplicationServiceServicer:
@@ -65,6 +70,16 @@ class ReplicationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BucketDigests(self, request, context):
+        """Per bucket, an order-independent digest of the live records of an index
+        version (or the rows of a feature group version) the shard holds in it:
+        anti-entropy between live replicas copies only the buckets whose digests
+        differ.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ReplicationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -77,6 +92,11 @@ def add_ReplicationServiceServicer_to_server(servicer, server):
                     servicer.ExportFeatureRows,
                     request_deserializer=protos_dot_vecshard_dot_v1_dot_internal_dot_replication__pb2.FeatureExportRequest.FromString,
                     response_serializer=protos_dot_vecshard_dot_v1_dot_internal_dot_replication__pb2.ExportChunk.SerializeToString,
+            ),
+            'BucketDigests': grpc.unary_unary_rpc_method_handler(
+                    servicer.BucketDigests,
+                    request_deserializer=protos_dot_vecshard_dot_v1_dot_internal_dot_replication__pb2.DigestRequest.FromString,
+                    response_serializer=protos_dot_vecshard_dot_v1_dot_internal_dot_replication__pb2.DigestResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -133,6 +153,33 @@ class ReplicationService:
             '/vecshard.v1.internal.ReplicationService/ExportFeatureRows',
             protos_dot_vecshard_dot_v1_dot_internal_dot_replication__pb2.FeatureExportRequest.SerializeToString,
             protos_dot_vecshard_dot_v1_dot_internal_dot_replication__pb2.ExportChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BucketDigests(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vecshard.v1.internal.ReplicationService/BucketDigests',
+            protos_dot_vecshard_dot_v1_dot_internal_dot_replication__pb2.DigestRequest.SerializeToString,
+            protos_dot_vecshard_dot_v1_dot_internal_dot_replication__pb2.DigestResponse.FromString,
             options,
             channel_credentials,
             insecure,

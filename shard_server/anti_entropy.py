@@ -1,0 +1,197 @@
+"""Anti-entropy between live replicas: every so often a serving shard
+compares, bucket by bucket, what it holds with a peer replica of the same
+buckets (`shard_server.bucket_digests`) and copies the peer's records (or
+feature rows) of the buckets that differ, with the write path's version
+rules.
+
+Catch-up at start and the coordinator's background write repair cover the
+usual ways replicas come to disagree; what neither sees is a write that
+reached one replica while the other stayed up and never got it — its
+coordinator killed mid-write (the repair's retries are in its memory), a
+replica registered but unreachable for longer than the repair retries, a
+write refused to its caller after reaching one replica and never retried.
+Without this those keys answer old or new by the replica a read asks, until
+they are written again or the lagging shard restarts.
+
+Each round pulls only (a peer pulls from this shard on its own round), from
+the next peer in turn per bucket, so with three replicas every replica
+eventually reads every other. Pulling is idempotent and version-ruled, so a
+round racing live writes, or a peer's, can only copy something twice, never
+regress a row: a digest that differs because a write is in flight costs one
+bucket's copy. Retired feature groups and archived index versions are left
+alone (their data is being dropped).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import grpc
+
+from core.domain import VersionRef
+from protos.vecshard.v1.internal import replication_pb2 as pb
+from registry.model import Status
+from registry.placement import feature_group_of
+from registry.snapshot import Snapshot
+from shard_server.bucket_digests import differing, feature_digests, index_digests
+from shard_server.feature_store import FeatureStore
+from shard_server.metrics import ANTI_ENTROPY_BUCKETS, ANTI_ENTROPY_ROUNDS, ANTI_ENTROPY_ROWS
+from shard_server.replication import export_feature_rows, peer_digests, pull_index_buckets
+from shard_server.service import ShardNode
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RoundReport:
+    """What one round did: buckets compared and found different, rows
+    (records, tombstones, feature rows) that changed, peers that failed."""
+
+    compared: int = 0
+    differed: int = 0
+    copied: int = 0
+    failed: int = 0
+
+
+def peer_plan(
+    snap: Snapshot, shard_id: str, buckets_of: Mapping[int, Sequence[str]], turn: int
+) -> dict[str, list[int]]:
+    """Which registered peer to compare each of this shard's buckets with
+    this turn: the replicas other than this shard, in placement order,
+    rotated by `turn`, so successive rounds read every peer."""
+    by_peer: dict[str, list[int]] = defaultdict(list)
+    for bucket, replicas in sorted(buckets_of.items()):
+        if shard_id not in replicas:
+            continue
+        peers = [s for s in replicas if s != shard_id and s in snap.shards]
+        if peers:
+            by_peer[peers[turn % len(peers)]].append(bucket)
+    return dict(by_peer)
+
+
+class AntiEntropy:
+    def __init__(
+        self,
+        node: ShardNode,
+        features: FeatureStore,
+        credentials: grpc.ChannelCredentials,
+        interval: float,
+        timeout: float = 120.0,
+    ) -> None:
+        self.node = node
+        self.features = features
+        self.credentials = credentials
+        self.interval = interval
+        self.timeout = timeout
+        self.turn = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="shard-anti-entropy", daemon=True)
+
+    def start(self) -> None:
+        if self.interval > 0:
+            self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        # Jittered, so the replicas of a cluster started together do not all
+        # scan at once.
+        while not self._stop.wait(self.interval * random.uniform(0.75, 1.25)):
+            try:
+                self.run_once()
+            except Exception:  # noqa: BLE001 - the next round tries again
+                ANTI_ENTROPY_ROUNDS.labels("failed").inc()
+                log.exception("anti-entropy round failed; the next one tries again")
+
+    def run_once(self) -> RoundReport:
+        """One round over every replicated index version and feature group."""
+        snap = self.node.registry.snapshot
+        report = RoundReport()
+        turn, self.turn = self.turn, self.turn + 1
+        for ref, placement in snap.placements.items():
+            group = feature_group_of(ref)
+            if group is not None:
+                if group in snap.retired_groups or not self.features.has_group(group):
+                    continue
+                kind = "feature_rows"
+            else:
+                index = snap.indexes.get(ref)
+                if index is None or index.status is Status.ARCHIVED:
+                    continue
+                kind = "records"
+            buckets_of = dict(enumerate(placement.buckets))
+            for peer, buckets in peer_plan(snap, self.node.shard_id, buckets_of, turn).items():
+                address = snap.shards[peer].address
+                try:
+                    self._reconcile(kind, group or ref, address, buckets, snap, report)
+                except grpc.RpcError as exc:
+                    report.failed += 1
+                    log.warning(
+                        "anti-entropy of %s with %s failed (next round tries again): %s",
+                        group or ref,
+                        peer,
+                        exc.details() if isinstance(exc, grpc.Call) else exc,
+                    )
+        ANTI_ENTROPY_ROUNDS.labels("failed" if report.failed else "done").inc()
+        if report.differed:
+            log.info(
+                "anti-entropy: %d of %d buckets differed from a peer; %d rows copied",
+                report.differed,
+                report.compared,
+                report.copied,
+            )
+        return report
+
+    def _reconcile(
+        self,
+        kind: str,
+        ref: VersionRef,
+        address: str,
+        buckets: list[int],
+        snap: Snapshot,
+        report: RoundReport,
+    ) -> None:
+        features = kind == "feature_rows"
+        request = (
+            pb.DigestRequest(group_name=ref.name, group_version=ref.version, buckets=buckets)
+            if features
+            else pb.DigestRequest(index_name=ref.name, index_version=ref.version, buckets=buckets)
+        )
+        theirs = peer_digests(address, request, self.credentials, self.timeout)
+        mine = (
+            feature_digests(self.features, snap, ref, buckets)
+            if features
+            else index_digests(self.node.store, ref, buckets)
+        )
+        different = differing(mine, theirs)
+        report.compared += len(buckets)
+        report.differed += len(different)
+        ANTI_ENTROPY_BUCKETS.labels(kind, "same").inc(len(buckets) - len(different))
+        if not different:
+            return
+        ANTI_ENTROPY_BUCKETS.labels(kind, "differed").inc(len(different))
+        copied = self._pull(kind, ref, address, different)
+        report.copied += copied
+        ANTI_ENTROPY_ROWS.labels(kind).inc(copied)
+
+    def _pull(self, kind: str, ref: VersionRef, address: str, buckets: list[int]) -> int:
+        if kind == "records":
+            return pull_index_buckets(
+                self.node, ref, address, buckets, self.credentials, self.timeout
+            )
+        copied = 0
+        for rows in export_feature_rows(address, ref, buckets, self.credentials, self.timeout):
+            # A group retired mid-round is being dropped: writing its rows
+            # again would recreate what the drop freed.
+            if ref in self.node.registry.snapshot.retired_groups:
+                break
+            copied += self.features.apply_raw(ref, rows)
+        return copied
