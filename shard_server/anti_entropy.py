@@ -25,8 +25,7 @@ alone (their data is being dropped).
 from __future__ import annotations
 
 import logging
-import random
-import threading
+import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -38,9 +37,17 @@ from protos.vecshard.v1.internal import replication_pb2 as pb
 from registry.model import Status
 from registry.placement import feature_group_of
 from registry.snapshot import Snapshot
-from shard_server.bucket_digests import differing, feature_digests, index_digests
+from shard_server.bucket_digests import (
+    BucketDigest,
+    differing,
+    feature_digests,
+    group_ttl,
+    index_digests,
+    unexpired,
+)
 from shard_server.feature_store import FeatureStore
 from shard_server.metrics import ANTI_ENTROPY_BUCKETS, ANTI_ENTROPY_ROUNDS, ANTI_ENTROPY_ROWS
+from shard_server.periodic import Periodic
 from shard_server.replication import export_feature_rows, peer_digests, pull_index_buckets
 from shard_server.service import ShardNode
 
@@ -89,27 +96,12 @@ class AntiEntropy:
         self.interval = interval
         self.timeout = timeout
         self.turn = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="shard-anti-entropy", daemon=True)
-
-    def start(self) -> None:
-        if self.interval > 0:
-            self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-
-    def _run(self) -> None:
-        # Jittered, so the replicas of a cluster started together do not all
-        # scan at once.
-        while not self._stop.wait(self.interval * random.uniform(0.75, 1.25)):
-            try:
-                self.run_once()
-            except Exception:  # noqa: BLE001 - the next round tries again
-                ANTI_ENTROPY_ROUNDS.labels("failed").inc()
-                log.exception("anti-entropy round failed; the next one tries again")
+        self.loop = Periodic(
+            "shard-anti-entropy",
+            self.run_once,
+            interval,
+            on_error=ANTI_ENTROPY_ROUNDS.labels("failed").inc,
+        )
 
     def run_once(self) -> RoundReport:
         """One round over every replicated index version and feature group."""
@@ -128,15 +120,22 @@ class AntiEntropy:
                     continue
                 kind = "records"
             buckets_of = dict(enumerate(placement.buckets))
-            for peer, buckets in peer_plan(snap, self.node.shard_id, buckets_of, turn).items():
-                address = snap.shards[peer].address
+            plan = peer_plan(snap, self.node.shard_id, buckets_of, turn)
+            if not plan:
+                continue
+            target = group or ref
+            # This shard's digests once (one scan), for every peer's buckets.
+            mine = self._digests(kind, target, [b for bs in plan.values() for b in bs], snap)
+            for peer, buckets in plan.items():
+                if self.loop.stopping:
+                    return report
                 try:
-                    self._reconcile(kind, group or ref, address, buckets, snap, report)
+                    self._reconcile(kind, target, snap.shards[peer].address, buckets, mine, report)
                 except grpc.RpcError as exc:
                     report.failed += 1
                     log.warning(
                         "anti-entropy of %s with %s failed (next round tries again): %s",
-                        group or ref,
+                        target,
                         peer,
                         exc.details() if isinstance(exc, grpc.Call) else exc,
                     )
@@ -150,27 +149,31 @@ class AntiEntropy:
             )
         return report
 
+    def _digests(
+        self, kind: str, ref: VersionRef, buckets: list[int], snap: Snapshot
+    ) -> dict[int, BucketDigest]:
+        if kind == "feature_rows":
+            return feature_digests(self.features, snap, ref, buckets, time.time_ns() // 1000)
+        return index_digests(self.node.store, ref, buckets)
+
     def _reconcile(
         self,
         kind: str,
         ref: VersionRef,
         address: str,
         buckets: list[int],
-        snap: Snapshot,
+        mine: dict[int, BucketDigest],
         report: RoundReport,
     ) -> None:
-        features = kind == "feature_rows"
-        request = (
-            pb.DigestRequest(group_name=ref.name, group_version=ref.version, buckets=buckets)
-            if features
-            else pb.DigestRequest(index_name=ref.name, index_version=ref.version, buckets=buckets)
-        )
+        if kind == "feature_rows":
+            request = pb.DigestRequest(
+                group_name=ref.name, group_version=ref.version, buckets=buckets
+            )
+        else:
+            request = pb.DigestRequest(
+                index_name=ref.name, index_version=ref.version, buckets=buckets
+            )
         theirs = peer_digests(address, request, self.credentials, self.timeout)
-        mine = (
-            feature_digests(self.features, snap, ref, buckets)
-            if features
-            else index_digests(self.node.store, ref, buckets)
-        )
         different = differing(mine, theirs)
         report.compared += len(buckets)
         report.differed += len(different)
@@ -188,10 +191,11 @@ class AntiEntropy:
                 self.node, ref, address, buckets, self.credentials, self.timeout
             )
         copied = 0
+        ttl = group_ttl(self.node.registry.snapshot, ref)
         for rows in export_feature_rows(address, ref, buckets, self.credentials, self.timeout):
             # A group retired mid-round is being dropped: writing its rows
             # again would recreate what the drop freed.
-            if ref in self.node.registry.snapshot.retired_groups:
+            if self.loop.stopping or ref in self.node.registry.snapshot.retired_groups:
                 break
-            copied += self.features.apply_raw(ref, rows)
+            copied += self.features.apply_raw(ref, unexpired(rows, ttl, time.time_ns() // 1000))
         return copied

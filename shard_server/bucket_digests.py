@@ -19,9 +19,11 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 from core.domain import VersionRef
+from registry.feature_values import is_expired
 from registry.snapshot import Snapshot
 from shard_server import records as rec
-from shard_server.feature_replication import bucketed_rows
+from shard_server.feature_replication import RawRows, bucketed_rows
+from shard_server.feature_rows import row_times
 from shard_server.feature_store import FeatureStore
 from shard_server.storage import RECORDS, ShardStore
 
@@ -76,14 +78,31 @@ def index_digests(
     return digests_of(rows, buckets)
 
 
+def group_ttl(snap: Snapshot, group: VersionRef) -> int | None:
+    schema = snap.feature_catalog.groups.get(group)
+    return schema.group.ttl_seconds if schema is not None else None
+
+
+def unexpired(rows: RawRows, ttl: int | None, now: int) -> RawRows:
+    """The rows not past the group's TTL at `now`: an expired row reads as
+    absent and is deleted on each replica on its own schedule
+    (`FeatureNode.purge_expired`), so anti-entropy neither counts nor copies
+    it — one replica having purged it first is no difference."""
+    if ttl is None:
+        return rows
+    return [(k, v) for k, v in rows if not is_expired(ttl, row_times(v)[0], now)]
+
+
 def feature_digests(
-    store: FeatureStore, snap: Snapshot, group: VersionRef, buckets: Collection[int]
+    store: FeatureStore, snap: Snapshot, group: VersionRef, buckets: Collection[int], now: int
 ) -> dict[int, BucketDigest]:
-    """Digests of a feature group version's stored rows."""
+    """Digests of a feature group version's stored rows live at `now`."""
+    ttl = group_ttl(snap, group)
 
     def rows() -> Iterable[tuple[int, bytes, bytes]]:
         for held, part in bucketed_rows(store, snap, group, set(buckets)):
             for b, (k, v) in zip(held.tolist(), part, strict=True):
-                yield b, k, v
+                if ttl is None or not is_expired(ttl, row_times(v)[0], now):
+                    yield b, k, v
 
     return digests_of(rows(), buckets)

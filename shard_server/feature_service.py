@@ -78,6 +78,24 @@ class FeatureNode:
             dropped.append(ref)
         return dropped
 
+    def purge_expired(self, now: int) -> int:
+        """Deletes the rows past their group's TTL at `now` (microseconds) in
+        every live group with a TTL this shard holds; returns how many. Such
+        a row already reads as absent; without this it would stay on disk and
+        in the row cache for good (a session group's rows, written once per
+        session, are nearly all expired)."""
+        snap = self.registry.snapshot
+        purged = 0
+        for group, schema in snap.feature_catalog.groups.items():
+            if schema.group.ttl_seconds is None or group in snap.retired_groups:
+                continue
+            if self.store.has_group(group):
+                purged += self.store.purge_expired(schema, now)
+        metrics.FEATURE_ROWS_EXPIRED.inc(purged)
+        if purged:
+            log.info("deleted %d feature rows past their group's TTL", purged)
+        return purged
+
     def put(self, group: VersionRef, rows: Sequence[GroupRow]) -> PutAck:
         schema = self._schema(group)
         # An empty batch announces the group: its partition exists from now

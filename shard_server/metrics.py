@@ -208,6 +208,10 @@ ANTI_ENTROPY_ROWS = Counter(
     "write a replica of its bucket had missed)",
     ["kind"],
 )
+FEATURE_ROWS_EXPIRED = Counter(
+    "vecshard_shard_feature_rows_expired_total",
+    "Feature rows deleted from disk and the row cache because they were past their group's TTL",
+)
 FEATURE_GROUPS_DROPPED = Counter(
     "vecshard_shard_feature_groups_dropped_total",
     "Retired feature group versions whose rows this shard dropped",

@@ -11,6 +11,7 @@ older", whatever arrived first. Applying twice changes nothing.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 
 import grpc
@@ -58,7 +59,7 @@ class ReplicationServicer(replication_pb2_grpc.ReplicationServiceServicer):
         if request.group_name:
             group = VersionRef(request.group_name, request.group_version)
             snap = self.node.registry.snapshot
-            found = feature_digests(self.features, snap, group, buckets)
+            found = feature_digests(self.features, snap, group, buckets, time.time_ns() // 1000)
         else:
             ref = VersionRef(request.index_name, request.index_version)
             found = index_digests(self.node.store, ref, buckets)

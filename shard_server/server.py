@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from concurrent import futures
 from dataclasses import dataclass
 
@@ -34,6 +35,7 @@ from shard_server.feature_servicer import FeatureServicer
 from shard_server.feature_store import FeatureShardStore, FeatureStore
 from shard_server.metrics import CATCH_UP_SECONDS
 from shard_server.node_metrics import LEASE_LOSSES, watch_data_dir, watch_feature_cache
+from shard_server.periodic import Periodic
 from shard_server.replication import ReplicationServicer, catch_up
 from shard_server.service import ShardNode
 from shard_server.servicer import ShardServicer
@@ -53,7 +55,8 @@ class RunningShard:
     registration: ShardRegistration
     cache: SnapshotCache
     health: HealthServicer
-    anti_entropy: AntiEntropy
+    # Timers: anti-entropy, expired feature rows (stopped before the store closes).
+    background: Sequence[Periodic]
     health_server: grpc.Server | None = None
 
     def stop(self, grace: float) -> None:
@@ -61,7 +64,8 @@ class RunningShard:
         finish in-flight calls, then close storage."""
         serving.set_serving(self.health, [SERVICE], False)
         self.registration.close()
-        self.anti_entropy.stop()
+        for loop in self.background:
+            loop.stop()
         self.server.stop(grace).wait()
         if self.health_server is not None:
             self.health_server.stop(0).wait()
@@ -171,9 +175,18 @@ def create_server(
         )
     serving.set_serving(health, [SERVICE, FEATURE_SERVICE], True)
     # From here on, replicas that disagree (a write that reached only one of
-    # them, with no one left to repair it) are reconciled in the background.
-    anti_entropy = AntiEntropy(node, features, peer, cfg.anti_entropy_interval_seconds)
-    anti_entropy.start()
+    # them, with no one left to repair it) are reconciled in the background,
+    # and feature rows past their TTL leave disk and memory.
+    background = [
+        AntiEntropy(node, features, peer, cfg.anti_entropy_interval_seconds).loop,
+        Periodic(
+            "shard-feature-expiry",
+            lambda: feature_node.purge_expired(time.time_ns() // 1000),
+            cfg.feature_expiry_interval_seconds,
+        ),
+    ]
+    for loop in background:
+        loop.start()
     log.info("shard %s serving on %s with %d index partitions", cfg.shard_id, address, opened)
     return RunningShard(
         server,
@@ -184,6 +197,6 @@ def create_server(
         registration,
         cache,
         health,
-        anti_entropy,
+        background,
         health_server,
     )

@@ -65,6 +65,7 @@ def test_engine_settings_come_from_config_and_bad_ones_stop_start_up(tmp_path: P
             "VECSHARD__SHARD__ROCKSDB_BLOCK_CACHE_MIB": "8",
             "VECSHARD__SHARD__FEATURE_CACHE_MIB": "0",
             "VECSHARD__SHARD__FEATURE_CACHE_IDLE_SECONDS": "30",
+            "VECSHARD__SHARD__ANTI_ENTROPY_INTERVAL_SECONDS": "0",
         },
         overrides=base,
     )
@@ -73,6 +74,7 @@ def test_engine_settings_come_from_config_and_bad_ones_stop_start_up(tmp_path: P
     memory = cfg.store_memory()
     assert (memory.block_cache_bytes, memory.feature_cache_bytes) == (8 << 20, 0)
     assert memory.feature_cache_idle_seconds == 30
+    assert (cfg.anti_entropy_interval_seconds, cfg.feature_expiry_interval_seconds) == (0, 600)
     for key, value, message in (
         ("SEAL_ROWS", "0", "seal_rows"),
         ("COMPACT_MIN_SEGMENTS", "1", "min_segments"),
@@ -81,6 +83,8 @@ def test_engine_settings_come_from_config_and_bad_ones_stop_start_up(tmp_path: P
         ("ROCKSDB_MEMTABLE_MIB", "0", "RocksDB memory bounds"),
         ("FEATURE_CACHE_MIB", "-1", "feature_cache_bytes"),
         ("FEATURE_CACHE_IDLE_SECONDS", "0", "feature_cache_idle_seconds"),
+        ("ANTI_ENTROPY_INTERVAL_SECONDS", "-1", "anti_entropy_interval_seconds -1.0 must be ≥ 0"),
+        ("FEATURE_EXPIRY_INTERVAL_SECONDS", "-5", "feature_expiry_interval_seconds"),
     ):
         with pytest.raises(ConfigError, match=message):
             load_settings(
