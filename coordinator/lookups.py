@@ -128,7 +128,7 @@ class Lookups:
             if fresh is not None:
                 answers, _ = await fetch(fresh)
         found = reconcile(answers, len(owned), width)
-        return owned, expire(found, family.ttl_seconds, now_micros())
+        return owned, expire(found, family.expiry_seconds, now_micros())
 
 
 class _Read:

@@ -148,7 +148,8 @@ def blank(c: EmbeddingColumns, mask: npt.NDArray[np.bool_], status: int) -> Embe
 
 
 def expire(c: EmbeddingColumns, ttl_seconds: int, now_us: int) -> EmbeddingColumns:
-    """Records created before the TTL read as missing (session embeddings)."""
+    """Records created before the TTL read as missing (session embeddings,
+    a family's retention), before the shards delete them."""
     if not ttl_seconds:
         return c
     old = (c.status == FOUND) & (c.created_at < now_us - ttl_seconds * 1_000_000)

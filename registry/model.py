@@ -59,13 +59,22 @@ class EmbeddingFamily:
     allowed_purposes: tuple[str, ...] = ()
     # Query families whose vectors may be scored against this family's items.
     compatible_query_families: tuple[str, ...] = ()
+    # How long a record is kept, by its created_at: past it, it reads as
+    # missing and the shards delete it (shard_server.record_expiry); 0 = kept
+    # until deleted.
     retention_days: int = 0
-    # Session embeddings: a record older than this (by created_at) reads as
-    # missing in lookups; 0 = kept until deleted.
+    # Session embeddings: the same, in seconds (the shorter of the two rules).
     ttl_seconds: int = 0
     # How long a deprecated index version of this family stays loadable as a
     # rollback target before its data is dropped (registry.migration).
     rollback_retention_seconds: int = 48 * 3600
+
+    @property
+    def expiry_seconds(self) -> int:
+        """Age (by created_at) past which a record reads as missing and is
+        deleted: the shorter of `ttl_seconds` and `retention_days`; 0: never."""
+        limits = [s for s in (self.ttl_seconds, self.retention_days * 86_400) if s > 0]
+        return min(limits, default=0)
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,7 @@ from shard_server.bucket_digests import (
 from shard_server.feature_store import FeatureStore
 from shard_server.metrics import ANTI_ENTROPY_BUCKETS, ANTI_ENTROPY_ROUNDS, ANTI_ENTROPY_ROWS
 from shard_server.periodic import Periodic
+from shard_server.record_expiry import expiry_cutoff
 from shard_server.replication import export_feature_rows, peer_digests, pull_index_buckets
 from shard_server.service import ShardNode
 
@@ -154,7 +155,8 @@ class AntiEntropy:
     ) -> dict[int, BucketDigest]:
         if kind == "feature_rows":
             return feature_digests(self.features, snap, ref, buckets, time.time_ns() // 1000)
-        return index_digests(self.node.store, ref, buckets)
+        cutoff = expiry_cutoff(snap, ref, time.time_ns() // 1000)
+        return index_digests(self.node.store, ref, buckets, cutoff)
 
     def _reconcile(
         self,
@@ -187,8 +189,9 @@ class AntiEntropy:
 
     def _pull(self, kind: str, ref: VersionRef, address: str, buckets: list[int]) -> int:
         if kind == "records":
+            cutoff = expiry_cutoff(self.node.registry.snapshot, ref, time.time_ns() // 1000)
             return pull_index_buckets(
-                self.node, ref, address, buckets, self.credentials, self.timeout
+                self.node, ref, address, buckets, self.credentials, self.timeout, cutoff
             )
         copied = 0
         ttl = group_ttl(self.node.registry.snapshot, ref)

@@ -68,13 +68,19 @@ def differing(mine: Mapping[int, BucketDigest], theirs: Mapping[int, BucketDiges
 
 
 def index_digests(
-    store: ShardStore, ref: VersionRef, buckets: Collection[int]
+    store: ShardStore, ref: VersionRef, buckets: Collection[int], expired_before: int = 0
 ) -> dict[int, BucketDigest]:
     """Digests of an index version's live records (a record's value names its
-    bucket). Tombstones take no part: a delete shows as the record's absence,
-    and a replica that copies a bucket also gets every tombstone."""
+    bucket) created at or after `expired_before` (`record_expiry`: older ones
+    are removed by each replica on its own schedule). Tombstones take no
+    part: a delete shows as the record's absence, and a replica that copies
+    a bucket also gets every tombstone."""
     prefix = rec.index_prefix(ref)
-    rows = ((rec.bucket_of_value(v), k, v) for k, v in store.iter_prefix(RECORDS, prefix))
+    rows = (
+        (rec.bucket_of_value(v), k, v)
+        for k, v in store.iter_prefix(RECORDS, prefix)
+        if not expired_before or rec.created_at_of(v) >= expired_before
+    )
     return digests_of(rows, buckets)
 
 

@@ -69,9 +69,11 @@ class ShardConfig:
     # its replicated buckets with a peer replica's and copies what differs;
     # each round reads every replicated row once. 0 turns it off.
     anti_entropy_interval_seconds: float = 300.0
-    # How often rows past their feature group's TTL are deleted (they read as
-    # absent already; this frees their disk and row-cache memory). 0: never.
-    feature_expiry_interval_seconds: float = 600.0
+    # How often embedding records past their family's ttl_seconds or
+    # retention_days, and feature rows past their group's TTL, are deleted
+    # (they read as missing already; this takes them out of search results,
+    # disk and memory). 0: never.
+    expiry_interval_seconds: float = 600.0
     # -- RocksDB's own memory (shard_server.storage.StoreMemory) -------------
     # Memtables of all column families together, one memtable, block cache.
     rocksdb_memtable_mib: int = 64
@@ -99,7 +101,7 @@ class ShardConfig:
             raise ValueError(
                 f"recall_sample_cpu_share {self.recall_sample_cpu_share} must be in (0, 1]"
             )
-        for name in ("anti_entropy_interval_seconds", "feature_expiry_interval_seconds"):
+        for name in ("anti_entropy_interval_seconds", "expiry_interval_seconds"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} {getattr(self, name)} must be ≥ 0 (0 turns it off)")
         if self.maintenance_interval_seconds <= 0:

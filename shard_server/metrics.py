@@ -208,6 +208,11 @@ ANTI_ENTROPY_ROWS = Counter(
     "write a replica of its bucket had missed)",
     ["kind"],
 )
+RECORDS_EXPIRED = Counter(
+    "vecshard_shard_records_expired_total",
+    "Embedding records deleted (tombstoned) because they were older than their family's "
+    "ttl_seconds or retention_days",
+)
 FEATURE_ROWS_EXPIRED = Counter(
     "vecshard_shard_feature_rows_expired_total",
     "Feature rows deleted from disk and the row cache because they were past their group's TTL",

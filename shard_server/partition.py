@@ -219,7 +219,17 @@ class IndexPartition:
             self.on_seal_due()
         return WriteResult(len(ready), ignored, seq)
 
-    def delete(self, keys: Sequence[EntityKey], source_version: int) -> WriteResult:
+    def delete(
+        self,
+        keys: Sequence[EntityKey],
+        source_version: int,
+        still: Callable[[bytes], bool] | None = None,
+        mark: bool = True,
+    ) -> WriteResult:
+        """`still`, if given, is asked of each stored record under the write
+        lock: a record it refuses is kept. Expiry re-checks a record's age
+        that way, and leaves no tombstone (`mark`): an expired key is missing,
+        not deleted, and a late copy of it is as expired as the original."""
         unique = list(dict.fromkeys(keys))
         raw_keys = [rec.keyed(self._prefix, k) for k in unique]
         with self._write_lock:
@@ -230,8 +240,11 @@ class IndexPartition:
             for raw_key, key, old, tomb in zip(raw_keys, unique, stored, tombs, strict=True):
                 if not delete_applies(source_version, old, tomb):
                     continue
-                new_tombs += tomb is None
-                puts.append((TOMBSTONES, raw_key, rec.encode_tombstone(source_version)))
+                if still is not None and (old is None or not still(old)):
+                    continue
+                if mark:
+                    new_tombs += tomb is None
+                    puts.append((TOMBSTONES, raw_key, rec.encode_tombstone(source_version)))
                 if old is not None:
                     deletes.append((RECORDS, raw_key))
                     deletes.append((SEQUENCES, raw_key))

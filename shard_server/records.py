@@ -124,6 +124,10 @@ def source_version_of(raw: bytes) -> int:
     return int(struct.unpack_from("<q", raw)[0])
 
 
+def created_at_of(raw: bytes) -> int:
+    return int(struct.unpack_from("<q", raw, 8)[0])
+
+
 def bucket_of_value(raw: bytes) -> int:
     """The bucket a stored record was placed in, without decoding the rest."""
     return int(_HEADER.unpack_from(raw)[3])

@@ -20,10 +20,12 @@ from core import runtime as serving
 from core.domain import VersionRef
 from protos.vecshard.v1.internal import replication_pb2 as pb
 from protos.vecshard.v1.internal import replication_pb2_grpc
+from shard_server import records as rec
 from shard_server.bucket_digests import BucketDigest, feature_digests, index_digests
 from shard_server.feature_replication import RawRows, catch_up_features, rows_in_buckets
 from shard_server.feature_store import FeatureStore
 from shard_server.metrics import CATCH_UP
+from shard_server.record_expiry import expiry_cutoff
 from shard_server.service import ShardNode
 
 log = logging.getLogger(__name__)
@@ -62,7 +64,8 @@ class ReplicationServicer(replication_pb2_grpc.ReplicationServiceServicer):
             found = feature_digests(self.features, snap, group, buckets, time.time_ns() // 1000)
         else:
             ref = VersionRef(request.index_name, request.index_version)
-            found = index_digests(self.node.store, ref, buckets)
+            cutoff = expiry_cutoff(self.node.registry.snapshot, ref, time.time_ns() // 1000)
+            found = index_digests(self.node.store, ref, buckets, cutoff)
         return pb.DigestResponse(
             buckets=[
                 pb.BucketDigest(bucket=b, digest=d.digest, rows=d.rows)
@@ -99,10 +102,12 @@ def pull_index_buckets(
     buckets: list[int],
     credentials: grpc.ChannelCredentials,
     timeout: float,
+    expired_before: int = 0,
 ) -> int:
-    """Applies a peer's records of `buckets` and its tombstones to this
-    shard's partition of `ref` (the write path's version rules); returns how
-    many changed something. Raises the peer's `grpc.RpcError`."""
+    """Applies a peer's records of `buckets` (but those created before
+    `expired_before`: `record_expiry`) and its tombstones to this shard's
+    partition of `ref` (the write path's version rules); returns how many
+    changed something. Raises the peer's `grpc.RpcError`."""
     part = node.partition(ref)
     applied = 0
     with _channel(address, credentials) as channel:
@@ -112,7 +117,11 @@ def pull_index_buckets(
         )
         for chunk in stub.ExportBuckets(req, timeout=timeout):
             applied += part.apply_replicated(
-                [(r.key, r.value) for r in chunk.records],
+                [
+                    (r.key, r.value)
+                    for r in chunk.records
+                    if not expired_before or rec.created_at_of(r.value) >= expired_before
+                ],
                 [(t.key, t.source_version) for t in chunk.tombstones],
             )
     return applied
@@ -161,7 +170,13 @@ def catch_up(
         for peer, buckets in by_peer.items():
             try:
                 applied += pull_index_buckets(
-                    node, ref, snap.shards[peer].address, sorted(buckets), credentials, timeout
+                    node,
+                    ref,
+                    snap.shards[peer].address,
+                    sorted(buckets),
+                    credentials,
+                    timeout,
+                    expiry_cutoff(snap, ref, time.time_ns() // 1000),
                 )
             except grpc.RpcError as exc:
                 log.warning(

@@ -36,6 +36,7 @@ from shard_server.feature_store import FeatureShardStore, FeatureStore
 from shard_server.metrics import CATCH_UP_SECONDS
 from shard_server.node_metrics import LEASE_LOSSES, watch_data_dir, watch_feature_cache
 from shard_server.periodic import Periodic
+from shard_server.record_expiry import expire_records
 from shard_server.replication import ReplicationServicer, catch_up
 from shard_server.service import ShardNode
 from shard_server.servicer import ShardServicer
@@ -174,15 +175,18 @@ def create_server(
             applied,
         )
     serving.set_serving(health, [SERVICE, FEATURE_SERVICE], True)
+
     # From here on, replicas that disagree (a write that reached only one of
     # them, with no one left to repair it) are reconciled in the background,
-    # and feature rows past their TTL leave disk and memory.
+    # and records and feature rows past their lifetimes leave disk and memory.
+    def expire(now: int) -> None:
+        expire_records(node, now)
+        feature_node.purge_expired(now)
+
     background = [
         AntiEntropy(node, features, peer, cfg.anti_entropy_interval_seconds).loop,
         Periodic(
-            "shard-feature-expiry",
-            lambda: feature_node.purge_expired(time.time_ns() // 1000),
-            cfg.feature_expiry_interval_seconds,
+            "shard-expiry", lambda: expire(time.time_ns() // 1000), cfg.expiry_interval_seconds
         ),
     ]
     for loop in background:

@@ -146,6 +146,9 @@ class ShardNode:
                 part.extend_schema(index)
                 self._metadata_only.get(ref, set()).difference_update(index.attributes)
 
+    def open_partitions(self) -> list[VersionRef]:
+        return list(self._partitions)
+
     def drop_archived(self, snap: Snapshot) -> list[VersionRef]:
         """Closes and deletes the data of every index version the registry
         archived (registry listener; also at start-up, for a drop cut short)."""

@@ -74,7 +74,7 @@ def test_engine_settings_come_from_config_and_bad_ones_stop_start_up(tmp_path: P
     memory = cfg.store_memory()
     assert (memory.block_cache_bytes, memory.feature_cache_bytes) == (8 << 20, 0)
     assert memory.feature_cache_idle_seconds == 30
-    assert (cfg.anti_entropy_interval_seconds, cfg.feature_expiry_interval_seconds) == (0, 600)
+    assert (cfg.anti_entropy_interval_seconds, cfg.expiry_interval_seconds) == (0, 600)
     for key, value, message in (
         ("SEAL_ROWS", "0", "seal_rows"),
         ("COMPACT_MIN_SEGMENTS", "1", "min_segments"),
@@ -84,7 +84,7 @@ def test_engine_settings_come_from_config_and_bad_ones_stop_start_up(tmp_path: P
         ("FEATURE_CACHE_MIB", "-1", "feature_cache_bytes"),
         ("FEATURE_CACHE_IDLE_SECONDS", "0", "feature_cache_idle_seconds"),
         ("ANTI_ENTROPY_INTERVAL_SECONDS", "-1", "anti_entropy_interval_seconds -1.0 must be ≥ 0"),
-        ("FEATURE_EXPIRY_INTERVAL_SECONDS", "-5", "feature_expiry_interval_seconds"),
+        ("EXPIRY_INTERVAL_SECONDS", "-5", "expiry_interval_seconds"),
     ):
         with pytest.raises(ConfigError, match=message):
             load_settings(

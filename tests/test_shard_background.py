@@ -12,11 +12,16 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
+
+from core.domain import EntityKey, VersionRef
 from registry.snapshot import Snapshot
-from shard_server.bucket_digests import feature_digests, unexpired
+from shard_server import records as rec
+from shard_server.bucket_digests import feature_digests, index_digests, unexpired
 from shard_server.feature_service import FeatureNode
 from shard_server.feature_store import FeatureShardStore, FeatureStore, column_family
 from shard_server.periodic import Periodic
+from shard_server.storage import RECORDS, ShardStore
 from tests.feature_catalog import CATALOG, HOUR, MINUTE, PROFILE, SESSION, T0, row, user
 
 SESSION_S, PROFILE_S = CATALOG.schema(SESSION), CATALOG.schema(PROFILE)  # TTL 30 min; none
@@ -100,6 +105,27 @@ def test_anti_entropy_neither_counts_nor_copies_expired_rows(tmp_path: Path) -> 
     assert len(unexpired(copied, 1800, T0)) == 1 and unexpired(copied, None, T0) == copied
     purged_storage.close()
     kept_storage.close()
+
+
+def test_anti_entropy_neither_counts_nor_copies_expired_records(tmp_path: Path) -> None:
+    """Records past their family's lifetime (`record_expiry`) the same way:
+    a replica that removed one and a replica that did not yet agree."""
+    index = VersionRef("ix", "v1")
+
+    def stored(eid: str, created_at: int) -> tuple[str, bytes, bytes]:
+        key = EntityKey("t", "item", eid)
+        value = rec.encode_record(rec.Record(key, np.ones(4, np.float32), 1, created_at=created_at))
+        return RECORDS, rec.record_key(index, key), value
+
+    expired, kept = ShardStore(tmp_path / "a"), ShardStore(tmp_path / "b")
+    expired.write(puts=[stored("new", T0)])
+    kept.write(puts=[stored("new", T0), stored("old", T0 - HOUR)])
+    assert index_digests(expired, index, [0], T0 - MINUTE) == index_digests(
+        kept, index, [0], T0 - MINUTE
+    )
+    assert index_digests(expired, index, [0]) != index_digests(kept, index, [0])
+    expired.close()
+    kept.close()
 
 
 def _catalogued() -> Snapshot:
