@@ -134,7 +134,7 @@ class AntiEntropy:
                     return report
                 try:
                     self._reconcile(kind, target, snap.shards[peer].address, buckets, mine, report)
-                except grpc.RpcError as exc:
+                except Exception as exc:  # noqa: BLE001 - one peer or index must not stop the rest
                     report.failed += 1
                     log.warning(
                         "anti-entropy of %s with %s failed (next round tries again): %s",

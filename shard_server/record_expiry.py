@@ -16,7 +16,6 @@ expired write is as expired as the original.
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 
 from core.domain import EntityKey, VersionRef
 from registry.model import Status
@@ -28,16 +27,17 @@ from shard_server.storage import RECORDS, ShardStore
 
 log = logging.getLogger(__name__)
 US_PER_SECOND = 1_000_000
+CHUNK = 4096
+ANY_VERSION = 2**63 - 1
 
 
-def expired_by_version(store: ShardStore, prefix: bytes, cutoff: int) -> dict[int, list[EntityKey]]:
-    """Keys of the records under `prefix` created before `cutoff`, by source
-    version (a delete names one version)."""
-    found: dict[int, list[EntityKey]] = defaultdict(list)
-    for raw_key, value in store.iter_prefix(RECORDS, prefix):
-        if rec.created_at_of(value) < cutoff:
-            found[rec.source_version_of(value)].append(rec.parse_record_key(raw_key)[1])
-    return found
+def expired_keys(store: ShardStore, prefix: bytes, cutoff: int) -> list[EntityKey]:
+    """Keys of the records under `prefix` created before `cutoff`."""
+    return [
+        rec.parse_record_key(raw_key)[1]
+        for raw_key, value in store.iter_prefix(RECORDS, prefix)
+        if rec.created_at_of(value) < cutoff
+    ]
 
 
 def expiry_cutoff(snap: Snapshot, ref: VersionRef, now: int) -> int:
@@ -65,8 +65,13 @@ def expire_records(node: ShardNode, now: int) -> int:
         def still_expired(raw: bytes, cutoff: int = cutoff) -> bool:
             return rec.created_at_of(raw) < cutoff
 
-        for version, keys in expired_by_version(node.store, rec.index_prefix(ref), cutoff).items():
-            removed += part.delete(keys, version, still=still_expired, mark=False).written
+        keys = expired_keys(node.store, rec.index_prefix(ref), cutoff)
+        # The rule is the age, checked again under the lock (`still`), not a
+        # version: any version of a record still expired goes, a chunk of
+        # keys per synced write.
+        for start in range(0, len(keys), CHUNK):
+            chunk = keys[start : start + CHUNK]
+            removed += part.delete(chunk, ANY_VERSION, still=still_expired, mark=False).written
     RECORDS_EXPIRED.inc(removed)
     if removed:
         log.info("deleted %d records past their family's ttl_seconds or retention_days", removed)
