@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -31,19 +32,36 @@ except ImportError:  # the bare SDK: tracing is a no-op
 log = logging.getLogger(__name__)
 TRACER = "vecshard"
 _active_seen = False
+_inactive_until = 0.0
+_RECHECK_SECONDS = 1.0
 
 
 def active() -> bool:
     """Whether a tracer provider is installed (by `configure`, or by the
     application around the SDK). Until then every call here returns at once:
-    the search path must not pay for spans nobody records."""
-    global _active_seen
+    the search path must not pay for spans nobody records. Asking
+    OpenTelemetry reads the environment each time (1.2 % of a coordinator's
+    CPU under SearchBatch, py-spy), so a negative answer is kept for a
+    second: a provider installed later is seen within that."""
+    global _active_seen, _inactive_until
     if _active_seen:
         return True
     if not AVAILABLE:
         return False
+    now = time.monotonic()
+    if now < _inactive_until:
+        return False
     _active_seen = not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+    _inactive_until = now + _RECHECK_SECONDS
     return _active_seen
+
+
+def provider_changed() -> None:
+    """A tracer provider was just installed: `active` looks again at once
+    rather than within a second (`configure` calls this; so may an
+    application that installs its own)."""
+    global _inactive_until
+    _inactive_until = 0.0
 
 
 @dataclass(frozen=True)
@@ -85,6 +103,7 @@ def configure(service: str, config: TracingConfig) -> bool:
     exporter = OTLPSpanExporter(endpoint=config.otlp_endpoint, insecure=config.insecure)
     provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
+    provider_changed()
     log.info("tracing to %s (sample ratio %s)", config.otlp_endpoint, config.sample_ratio)
     return True
 

@@ -99,6 +99,7 @@ def memory() -> InMemorySpanExporter:
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
+    tracing.provider_changed()
     return exporter
 
 
@@ -186,3 +187,28 @@ def test_tracing_is_off_without_an_endpoint() -> None:
     assert tracing.configure("x", tracing.TracingConfig()) is False
     with pytest.raises(ValueError, match="sample_ratio"):
         tracing.TracingConfig(sample_ratio=2.0)
+
+
+def test_without_a_provider_the_environment_is_read_once_a_second(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`active` is on every shard call's path: with no provider installed it
+    asks OpenTelemetry (an environment read) at most once a second, and a
+    provider installed meanwhile is seen at once through `provider_changed`."""
+    asked: list[int] = []
+    proxy = trace.ProxyTracerProvider()
+    installed: list[object] = [proxy]
+
+    def provider() -> object:
+        asked.append(1)
+        return installed[0]
+
+    monkeypatch.setattr(tracing, "_active_seen", False)
+    monkeypatch.setattr(tracing, "_inactive_until", 0.0)
+    monkeypatch.setattr(trace, "get_tracer_provider", provider)
+    assert [tracing.active() for _ in range(100)] == [False] * 100
+    assert len(asked) == 1
+    installed[0] = TracerProvider()
+    assert tracing.active() is False  # not looked at again yet
+    tracing.provider_changed()
+    assert tracing.active() is True and len(asked) == 2
