@@ -197,10 +197,12 @@ class AntiEntropy:
             )
         copied = 0
         ttl = group_ttl(self.node.registry.snapshot, ref)
-        for rows in export_feature_rows(address, ref, buckets, self.credentials, self.timeout):
+        exported = export_feature_rows(address, ref, buckets, self.credentials, self.timeout)
+        for rows, marks in exported:
             # A group retired mid-round is being dropped: writing its rows
             # again would recreate what the drop freed.
             if self.loop.stopping or ref in self.node.registry.snapshot.retired_groups:
                 break
+            self.features.apply_markers(marks)  # first: they refuse erased history
             copied += self.features.apply_raw(ref, unexpired(rows, ttl, time.time_ns() // 1000))
         return copied

@@ -33,28 +33,44 @@ log = logging.getLogger(__name__)
 RawRows = list[tuple[bytes, bytes]]
 
 
+def buckets_of_keys(snap: Snapshot, raw_keys: list[bytes]) -> np.ndarray:
+    """The feature bucket of each stored entity key (a tenant with its own
+    buckets places its entities in those only)."""
+    held = np.zeros(len(raw_keys), dtype=np.int64)
+    ids_by_tenant: dict[str, list[int]] = defaultdict(list)
+    keys = [parse_entity_key(k) for k in raw_keys]
+    for i, key in enumerate(keys):
+        ids_by_tenant[key.tenant_id].append(i)
+    for tenant_id, rows in ids_by_tenant.items():
+        tenant = snap.tenants.get(tenant_id)
+        own = tenant.buckets if tenant else ()
+        ids = [keys[i].entity_id for i in rows]
+        held[rows] = tenant_buckets_of(tenant_id, ids, FEATURE_BUCKETS, own)
+    return held
+
+
 def bucketed_rows(
     store: FeatureStore, snap: Snapshot, group: VersionRef, buckets: set[int]
 ) -> Iterator[tuple[np.ndarray, RawRows]]:
     """The group's stored rows whose entity falls in `buckets`, in chunks,
-    each with its rows' buckets (a tenant with its own buckets places its
-    entities in those only)."""
+    each with its rows' buckets."""
     wanted = np.array(sorted(buckets), dtype=np.int64)
     for part in store.iter_raw(group):
-        ids_by_tenant: dict[str, list[int]] = defaultdict(list)
-        keys = [parse_entity_key(k) for k, _ in part]
-        for i, key in enumerate(keys):
-            ids_by_tenant[key.tenant_id].append(i)
-        held = np.zeros(len(part), dtype=np.int64)
-        for tenant_id, rows in ids_by_tenant.items():
-            tenant = snap.tenants.get(tenant_id)
-            own = tenant.buckets if tenant else ()
-            ids = [keys[i].entity_id for i in rows]
-            held[rows] = tenant_buckets_of(tenant_id, ids, FEATURE_BUCKETS, own)
+        held = buckets_of_keys(snap, [k for k, _ in part])
         keep = np.isin(held, wanted)
         if keep.any():
             picked = [pair for pair, k in zip(part, keep.tolist(), strict=True) if k]
             yield held[keep], picked
+
+
+def markers_in_buckets(store: FeatureStore, snap: Snapshot, buckets: set[int]) -> dict[bytes, int]:
+    """This shard's erasure markers of entities in `buckets`."""
+    marks = list(store.markers.items())
+    if not marks:
+        return {}
+    held = buckets_of_keys(snap, [k for k, _ in marks])
+    keep = np.isin(held, np.array(sorted(buckets), dtype=np.int64)).tolist()
+    return {k: t for (k, t), kept in zip(marks, keep, strict=True) if kept}
 
 
 def rows_in_buckets(
@@ -65,8 +81,11 @@ def rows_in_buckets(
         yield rows
 
 
+# A peer's rows of some buckets, with (in the first chunk) its erasure markers
+# of entities in them.
+Exported = tuple[RawRows, dict[bytes, int]]
 # (peer address, group, buckets) → the peer's rows of those buckets, in chunks.
-Export = Callable[[str, VersionRef, list[int]], Iterator[RawRows]]
+Export = Callable[[str, VersionRef, list[int]], Iterator[Exported]]
 
 
 def catch_up_features(store: FeatureStore, snap: Snapshot, shard_id: str, export: Export) -> int:
@@ -86,7 +105,8 @@ def catch_up_features(store: FeatureStore, snap: Snapshot, shard_id: str, export
                 by_peer[peers[0]].append(b)
         for peer, buckets in by_peer.items():
             try:
-                for rows in export(snap.shards[peer].address, group, buckets):
+                for rows, marks in export(snap.shards[peer].address, group, buckets):
+                    store.apply_markers(marks)  # first: they refuse erased history
                     applied += store.apply_raw(group, rows)
             except Exception as exc:  # noqa: BLE001 - one peer's failure skips its buckets
                 log.warning(

@@ -22,7 +22,7 @@ import logging
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from itertools import chain
 from pathlib import Path
 from typing import Protocol
@@ -41,7 +41,7 @@ from registry.feature_batches import (
 )
 from registry.feature_values import is_expired
 from registry.features import GroupRow, GroupSchema, PutAck
-from shard_server import metrics
+from shard_server.erasure_markers import ErasureMarkers
 from shard_server.feature_cache import FeatureRowCache, row_bytes
 from shard_server.feature_rows import decode_rows, encode_rows, row_times
 from shard_server.records import _part, parse_parts
@@ -50,7 +50,6 @@ from shard_server.storage import FEATURE_ERASURES, ShardStore, StoreMemory, drop
 log = logging.getLogger(__name__)
 FEATURE_FAMILY = "features:"  # the prefix of every feature group version's family
 _LENGTH = struct.Struct("<H")  # of a key part, as `records._part` writes it
-_TIME = struct.Struct("<q")  # an erasure marker's value: erased at, µs
 # Purges delete in chunks so one purge never holds the write lock for long.
 _PURGE_CHUNK = 4096
 
@@ -283,25 +282,12 @@ class FeatureStore:
         # Why a lock: put is read-compare-write; two puts of the same entity
         # interleaving could let the older row land last.
         self._write_lock = threading.Lock()
-        # Erased entities (key → erased at, µs): few, so kept in memory and
-        # checked only when there are any (`erase`).
-        self._erased: dict[bytes, int] = {
-            k: _TIME.unpack(v)[0] for k, v in storage.iter_prefix(FEATURE_ERASURES, b"")
-        }
+        self.markers = ErasureMarkers(storage.iter_prefix(FEATURE_ERASURES, b""))
 
     def has_group(self, group: VersionRef) -> bool:
         """False when this shard holds no data for the group version at all:
         its values are then `not_computed`, not `entity_not_found`."""
         return self._storage.has_column_family(column_family(group))
-
-    def _erased_before(self, key: bytes, feature_timestamp: int) -> bool:
-        """Whether a row of `key` stamped `feature_timestamp` belongs to an
-        erased subject's past (refused, and counted)."""
-        erased_at = self._erased.get(key)
-        if erased_at is None or feature_timestamp > erased_at:
-            return False
-        metrics.FEATURE_ROWS_ERASED.inc()
-        return True
 
     def erase(self, keys: Sequence[bytes], erased_at: int) -> int:
         """Deletes the entities' rows (`entity_key`s) from every feature
@@ -320,11 +306,20 @@ class FeatureStore:
                 except FailedPrecondition:
                     continue  # dropped (its group retired): nothing of it is left
                 deletes += [(cf, k) for k, v in zip(keys, found, strict=True) if v is not None]
-            marks = {k: max(erased_at, self._erased.get(k, erased_at)) for k in keys}
-            puts = [(FEATURE_ERASURES, k, _TIME.pack(t)) for k, t in marks.items()]
-            self._storage.write(puts=puts, deletes=deletes)
-            self._erased.update(marks)
+            marks = self.markers.raised(dict.fromkeys(keys, erased_at))
+            self._storage.write(puts=self.markers.puts(marks), deletes=deletes)
+            self.markers.written(marks)
         return len(deletes)
+
+    def apply_markers(self, marks: Mapping[bytes, int]) -> int:
+        """A peer replica's erasure markers (`ErasureMarkers`), where later
+        than this shard's own; returns how many changed."""
+        with self._write_lock:
+            raised = self.markers.raised(marks)
+            if raised:
+                self._storage.write(puts=self.markers.puts(raised))
+                self.markers.written(raised)
+        return len(raised)
 
     def drop_group(self, group: VersionRef) -> int:
         """Drops every row of a retired group version (its column family);
@@ -364,8 +359,8 @@ class FeatureStore:
                 for i, old in enumerate(stored)
                 if old is None or (ts[i], gen[i]) >= row_times(old)
             ]
-            if self._erased:
-                wins = [i for i in wins if not self._erased_before(keys[i], ts[i])]
+            if self.markers:
+                wins = [i for i in wins if not self.markers.refuses(keys[i], ts[i])]
             if wins:
                 rows = latest.take(np.array(wins, dtype=np.int64))
                 values = encode_rows(group, rows.feature_timestamp, rows.generated_at, rows.columns)
@@ -491,8 +486,8 @@ class FeatureStore:
                 for (key, value), old in zip(rows, stored, strict=True)
                 if old is None or (row_times(value), value) > (row_times(old), old)
             ]
-            if self._erased:
-                wins = [w for w in wins if not self._erased_before(w[1], row_times(w[2])[0])]
+            if self.markers:
+                wins = [w for w in wins if not self.markers.refuses(w[1], row_times(w[2])[0])]
             if wins:
                 self._storage.write(puts=wins)
         return len(wins)

@@ -22,7 +22,12 @@ from protos.vecshard.v1.internal import replication_pb2 as pb
 from protos.vecshard.v1.internal import replication_pb2_grpc
 from shard_server import records as rec
 from shard_server.bucket_digests import BucketDigest, feature_digests, index_digests
-from shard_server.feature_replication import RawRows, catch_up_features, rows_in_buckets
+from shard_server.feature_replication import (
+    Exported,
+    catch_up_features,
+    markers_in_buckets,
+    rows_in_buckets,
+)
 from shard_server.feature_store import FeatureStore
 from shard_server.metrics import CATCH_UP
 from shard_server.record_expiry import expiry_cutoff
@@ -51,7 +56,13 @@ class ReplicationServicer(replication_pb2_grpc.ReplicationServiceServicer):
     ) -> Iterator[pb.ExportChunk]:
         group = VersionRef(request.group_name, request.group_version)
         snap = self.node.registry.snapshot
-        for rows in rows_in_buckets(self.features, snap, group, set(request.buckets)):
+        buckets = set(request.buckets)
+        marks = markers_in_buckets(self.features, snap, buckets)
+        if marks:
+            yield pb.ExportChunk(
+                erasures=[pb.ErasureMarker(key=k, erased_at_us=t) for k, t in sorted(marks.items())]
+            )
+        for rows in rows_in_buckets(self.features, snap, group, buckets):
             yield pb.ExportChunk(records=[pb.RawEntry(key=k, value=v) for k, v in rows])
 
     def BucketDigests(
@@ -84,15 +95,17 @@ def export_feature_rows(
     buckets: list[int],
     credentials: grpc.ChannelCredentials,
     timeout: float,
-) -> Iterator[RawRows]:
-    """A peer's rows of `buckets` of a feature group version, in chunks."""
+) -> Iterator[Exported]:
+    """A peer's rows of `buckets` of a feature group version, in chunks,
+    with its erasure markers of entities in them (`ErasureMarkers`)."""
     with _channel(address, credentials) as channel:
         stub = replication_pb2_grpc.ReplicationServiceStub(channel)
         req = pb.FeatureExportRequest(
             group_name=group.name, group_version=group.version, buckets=sorted(buckets)
         )
         for chunk in stub.ExportFeatureRows(req, timeout=timeout):
-            yield [(r.key, r.value) for r in chunk.records]
+            marks = {m.key: m.erased_at_us for m in chunk.erasures}
+            yield [(r.key, r.value) for r in chunk.records], marks
 
 
 def pull_index_buckets(
@@ -152,7 +165,7 @@ def catch_up(
     records, tombstones and feature rows were applied."""
     snap = node.registry.refresh()
 
-    def export_features(address: str, group: VersionRef, buckets: list[int]) -> Iterator[RawRows]:
+    def export_features(address: str, group: VersionRef, buckets: list[int]) -> Iterator[Exported]:
         return export_feature_rows(address, group, buckets, credentials, timeout)
 
     rows = catch_up_features(features, snap, node.shard_id, export_features) if feature_rows else 0

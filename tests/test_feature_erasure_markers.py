@@ -80,3 +80,27 @@ def test_markers_survive_a_restart_and_a_later_erasure_moves_them(tmp_path: Path
         assert fs.put(PROFILE_S, [row(GONE, ERASED_AT + 10, age_bucket="z")]) == PutAck(0, 1)
     finally:
         storage.close()
+
+
+def test_a_replica_that_lost_its_disk_takes_its_peers_markers(
+    store: FeatureStore, tmp_path: Path
+) -> None:
+    """Catch-up copies markers with rows (`apply_markers`): a fresh replica
+    then refuses the erased subject's history its peer refuses; a marker only
+    moves forward, and copying it again changes nothing."""
+    store.erase([entity_key(GONE)], ERASED_AT)
+    fresh_storage = FeatureShardStore(tmp_path / "fresh")
+    fresh = FeatureStore(fresh_storage)
+    marks = dict(store.markers.items())
+    assert marks == {entity_key(GONE): ERASED_AT}
+    assert fresh.apply_markers(marks) == 1
+    assert fresh.apply_markers(marks) == 0
+    assert fresh.apply_markers({entity_key(GONE): ERASED_AT - 1}) == 0  # older: kept
+    replay = [row(GONE, T0 + 50, age_bucket="again"), row(KEPT, T0, age_bucket="b")]
+    assert fresh.put(PROFILE_S, replay) == PutAck(1, 1)
+    assert fresh.put(PROFILE_S, [row(GONE, ERASED_AT + 1, age_bucket="new")]) == PutAck(1, 0)
+    fresh_storage.close()
+    # The markers survive a restart.
+    again = FeatureShardStore(tmp_path / "fresh")
+    assert dict(FeatureStore(again).markers.items()) == marks
+    again.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import time
 import urllib.request
@@ -179,6 +180,36 @@ def test_an_erasure_is_refused_while_a_shard_holding_copies_is_down(
                 cluster.restart_shard(sid)
                 serving(reg, sid)
                 assert values(c, [subject.entity_id]) == gone, sid
+
+
+def test_a_replica_that_lost_its_disk_refuses_an_erased_subjects_history(
+    make_cluster: ClusterFactory,
+) -> None:
+    """Erasure markers travel with catch-up: a shard whose data directory is
+    gone gets its peer's marker of an erased subject before it serves, so a
+    producer replaying the subject's history (rows stamped before the
+    erasure) is refused by both replicas — the lone restored replica answers
+    the subject as never written."""
+    cluster: LocalCluster = make_cluster(num_shards=2, lease_ttl=4)
+    subject = EntityKey("t", "item", "i7")
+    day_ago = time.time_ns() // 1000 - 86_400 * S
+    history = [(("item", "i7"), day_ago, {"ctr": 0.9, "label": "nine"})]
+    with RegistryClient(cluster.coordinator_address) as reg:
+        replicated(reg, REPLICATED, [])
+        with (
+            RetrievalClient(cluster.coordinator_address, tenant_id="t", purpose="test") as c,
+            ErasureClient(cluster.coordinator_address, retry=RetryPolicy(max_attempts=1)) as er,
+        ):
+            c.put_features("stats", "v1", history)
+            assert er.erase(subject, why="test").feature_rows_deleted == 2  # both replicas
+            cluster.kill_shard("shard-1")
+            shutil.rmtree(cluster.data_dir / "shard-1")  # its disk is lost
+            ready = cluster.restart_shard("shard-1")
+            serving(reg, "shard-1")
+            c.put_features("stats", "v1", history)  # the replay
+            assert metric(ready["metrics"], "vecshard_shard_feature_rows_erased_refused_total") >= 1
+            cluster.kill_shard("shard-0")  # shard-1 alone answers
+            assert values(c, ["i7"]) == [(0.5, "entity_not_found", "none")]
 
 
 QUORUM_ONE = REPLICATED.replace(

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-protos/vecshard/v1/internal/replication.proto\x12\x14vecshard.v1.internal\"v\n\rDigestRequest\x12\x12\n\nindex_name\x18\x01 \x01(\t\x12\x15\n\rindex_version\x18\x02 \x01(\t\x12\x12\n\ngroup_name\x18\x03 \x01(\t\x12\x15\n\rgroup_version\x18\x04 \x01(\t\x12\x0f\n\x07\x62uckets\x18\x05 \x03(\r\"<\n\x0c\x42ucketDigest\x12\x0e\n\x06\x62ucket\x18\x01 \x01(\r\x12\x0e\n\x06\x64igest\x18\x02 \x01(\x06\x12\x0c\n\x04rows\x18\x03 \x01(\x04\"E\n\x0e\x44igestResponse\x12\x33\n\x07\x62uckets\x18\x01 \x03(\x0b\x32\".vecshard.v1.internal.BucketDigest\"K\n\rExportRequest\x12\x12\n\nindex_name\x18\x01 \x01(\t\x12\x15\n\rindex_version\x18\x02 \x01(\t\x12\x0f\n\x07\x62uckets\x18\x03 \x03(\r\"R\n\x14\x46\x65\x61tureExportRequest\x12\x12\n\ngroup_name\x18\x01 \x01(\t\x12\x15\n\rgroup_version\x18\x02 \x01(\t\x12\x0f\n\x07\x62uckets\x18\x03 \x03(\r\"&\n\x08RawEntry\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\r\n\x05value\x18\x02 \x01(\x0c\"0\n\tTombstone\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\x16\n\x0esource_version\x18\x02 \x01(\x03\"s\n\x0b\x45xportChunk\x12/\n\x07records\x18\x01 \x03(\x0b\x32\x1e.vecshard.v1.internal.RawEntry\x12\x33\n\ntombstones\x18\x02 \x03(\x0b\x32\x1f.vecshard.v1.internal.Tombstone2\xb1\x02\n\x12ReplicationService\x12Y\n\rExportBuckets\x12#.vecshard.v1.internal.ExportRequest\x1a!.vecshard.v1.internal.ExportChunk0\x01\x12\x64\n\x11\x45xportFeatureRows\x12*.vecshard.v1.internal.FeatureExportRequest\x1a!.vecshard.v1.internal.ExportChunk0\x01\x12Z\n\rBucketDigests\x12#.vecshard.v1.internal.DigestRequest\x1a$.vecshard.v1.internal.DigestResponseB`\n\x17io.vecshard.v1.internalP\x01ZCgithub.com/vecshard/vecshard/gen/go/vecshard/v1/internal;internalv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-protos/vecshard/v1/internal/replication.proto\x12\x14vecshard.v1.internal\"v\n\rDigestRequest\x12\x12\n\nindex_name\x18\x01 \x01(\t\x12\x15\n\rindex_version\x18\x02 \x01(\t\x12\x12\n\ngroup_name\x18\x03 \x01(\t\x12\x15\n\rgroup_version\x18\x04 \x01(\t\x12\x0f\n\x07\x62uckets\x18\x05 \x03(\r\"<\n\x0c\x42ucketDigest\x12\x0e\n\x06\x62ucket\x18\x01 \x01(\r\x12\x0e\n\x06\x64igest\x18\x02 \x01(\x06\x12\x0c\n\x04rows\x18\x03 \x01(\x04\"E\n\x0e\x44igestResponse\x12\x33\n\x07\x62uckets\x18\x01 \x03(\x0b\x32\".vecshard.v1.internal.BucketDigest\"K\n\rExportRequest\x12\x12\n\nindex_name\x18\x01 \x01(\t\x12\x15\n\rindex_version\x18\x02 \x01(\t\x12\x0f\n\x07\x62uckets\x18\x03 \x03(\r\"R\n\x14\x46\x65\x61tureExportRequest\x12\x12\n\ngroup_name\x18\x01 \x01(\t\x12\x15\n\rgroup_version\x18\x02 \x01(\t\x12\x0f\n\x07\x62uckets\x18\x03 \x03(\r\"&\n\x08RawEntry\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\r\n\x05value\x18\x02 \x01(\x0c\"0\n\tTombstone\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\x16\n\x0esource_version\x18\x02 \x01(\x03\"\xaa\x01\n\x0b\x45xportChunk\x12/\n\x07records\x18\x01 \x03(\x0b\x32\x1e.vecshard.v1.internal.RawEntry\x12\x33\n\ntombstones\x18\x02 \x03(\x0b\x32\x1f.vecshard.v1.internal.Tombstone\x12\x35\n\x08\x65rasures\x18\x03 \x03(\x0b\x32#.vecshard.v1.internal.ErasureMarker\"2\n\rErasureMarker\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\x14\n\x0c\x65rased_at_us\x18\x02 \x01(\x03\x32\xb1\x02\n\x12ReplicationService\x12Y\n\rExportBuckets\x12#.vecshard.v1.internal.ExportRequest\x1a!.vecshard.v1.internal.ExportChunk0\x01\x12\x64\n\x11\x45xportFeatureRows\x12*.vecshard.v1.internal.FeatureExportRequest\x1a!.vecshard.v1.internal.ExportChunk0\x01\x12Z\n\rBucketDigests\x12#.vecshard.v1.internal.DigestRequest\x1a$.vecshard.v1.internal.DigestResponseB`\n\x17io.vecshard.v1.internalP\x01ZCgithub.com/vecshard/vecshard/gen/go/vecshard/v1/internal;internalv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -46,8 +46,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RAWENTRY']._serialized_end=523
   _globals['_TOMBSTONE']._serialized_start=525
   _globals['_TOMBSTONE']._serialized_end=573
-  _globals['_EXPORTCHUNK']._serialized_start=575
-  _globals['_EXPORTCHUNK']._serialized_end=690
-  _globals['_REPLICATIONSERVICE']._serialized_start=693
-  _globals['_REPLICATIONSERVICE']._serialized_end=998
+  _globals['_EXPORTCHUNK']._serialized_start=576
+  _globals['_EXPORTCHUNK']._serialized_end=746
+  _globals['_ERASUREMARKER']._serialized_start=748
+  _globals['_ERASUREMARKER']._serialized_end=798
+  _globals['_REPLICATIONSERVICE']._serialized_start=801
+  _globals['_REPLICATIONSERVICE']._serialized_end=1106
 # @@protoc_insertion_point(module_scope)

@@ -73,9 +73,19 @@ class Tombstone(_message.Message):
     def __init__(self, key: _Optional[bytes] = ..., source_version: _Optional[int] = ...) -> None: ...
 
 class ExportChunk(_message.Message):
-    __slots__ = ("records", "tombstones")
+    __slots__ = ("records", "tombstones", "erasures")
     RECORDS_FIELD_NUMBER: _ClassVar[int]
     TOMBSTONES_FIELD_NUMBER: _ClassVar[int]
+    ERASURES_FIELD_NUMBER: _ClassVar[int]
     records: _containers.RepeatedCompositeFieldContainer[RawEntry]
     tombstones: _containers.RepeatedCompositeFieldContainer[Tombstone]
-    def __init__(self, records: _Optional[_Iterable[_Union[RawEntry, _Mapping]]] = ..., tombstones: _Optional[_Iterable[_Union[Tombstone, _Mapping]]] = ...) -> None: ...
+    erasures: _containers.RepeatedCompositeFieldContainer[ErasureMarker]
+    def __init__(self, records: _Optional[_Iterable[_Union[RawEntry, _Mapping]]] = ..., tombstones: _Optional[_Iterable[_Union[Tombstone, _Mapping]]] = ..., erasures: _Optional[_Iterable[_Union[ErasureMarker, _Mapping]]] = ...) -> None: ...
+
+class ErasureMarker(_message.Message):
+    __slots__ = ("key", "erased_at_us")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    ERASED_AT_US_FIELD_NUMBER: _ClassVar[int]
+    key: bytes
+    erased_at_us: int
+    def __init__(self, key: _Optional[bytes] = ..., erased_at_us: _Optional[int] = ...) -> None: ...

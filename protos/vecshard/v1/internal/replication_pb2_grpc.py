@@ -64,7 +64,8 @@ class ReplicationServiceServicer:
 
     def ExportFeatureRows(self, request, context):
         """Every stored row of a feature group version whose entity falls in the
-        given buckets (`records` only), in chunks.
+        given buckets (`records`), in chunks; the first carries the erasure
+        markers of entities of those buckets (`erasures`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
