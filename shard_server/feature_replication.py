@@ -8,7 +8,11 @@ would disagree for good once the writer gave up, and a read would answer
 the old or the new row depending on the replica it asked. So a starting
 shard copies, from one registered peer per bucket, every row of its
 replicated buckets that is newer than its own (`FeatureStore.apply_raw`:
-the write rule, so copying twice changes nothing), before it serves reads.
+the write rule, so copying twice changes nothing), before it serves reads —
+and, first, the peer's erasure markers of entities in those buckets, so a
+shard restored after losing its disk refuses an erased subject's replayed
+history as its peers do (`shard_server.erasure_markers`). Retired group
+versions are not copied (their rows are being dropped).
 It runs once, registered as draining, when the shard already receives every
 write: one scan of the peers then covers what was written before (index
 catch-up also runs a first pass while unregistered; for feature rows it
@@ -96,7 +100,7 @@ def catch_up_features(store: FeatureStore, snap: Snapshot, shard_id: str, export
     applied = 0
     for ref, placement in snap.placements.items():
         group = feature_group_of(ref)
-        if group is None:
+        if group is None or group in snap.retired_groups:
             continue
         by_peer: dict[str, list[int]] = defaultdict(list)
         for b in placement.buckets_of(shard_id):

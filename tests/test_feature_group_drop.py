@@ -15,8 +15,10 @@ from rocksdict import Options, Rdict
 
 from core.domain import VersionRef
 from core.errors import FailedPrecondition
-from registry.model import Retirement
+from registry.model import Placement, Retirement, ShardMember
+from registry.placement import feature_placement_ref
 from registry.snapshot import Snapshot
+from shard_server.feature_replication import Exported, catch_up_features
 from shard_server.feature_service import FeatureNode
 from shard_server.feature_store import FeatureShardStore, FeatureStore, column_family
 from shard_server.storage import StoreMemory
@@ -165,3 +167,27 @@ def test_an_erasure_racing_a_drop_erases_the_other_groups(
     assert eraser.delete_feature_rows([user("u000001"), user("u000002")], T0) == 2
     assert fs.multi_get(ACTIVITY_S, [user("u000001"), user("u000003")])[0] is None
     assert fs.multi_get(ACTIVITY_S, [user("u000003")])[0] is not None
+
+
+def test_catch_up_copies_live_groups_only(shard: FeatureShardStore) -> None:
+    """A shard restored from its peers must not bring a retired group version
+    back (its rows are being dropped everywhere): catch-up asks only for the
+    live ones, markers first."""
+    asked: list[VersionRef] = []
+
+    def export(address: str, group: VersionRef, buckets: list[int]) -> Iterator[Exported]:
+        asked.append(group)
+        yield [], {b"marker": T0}
+
+    placements = {
+        feature_placement_ref(g.name, g.version): Placement(
+            feature_placement_ref(g.name, g.version), (("shard-0", "shard-1"),)
+        )
+        for g in (PROFILE, ACTIVITY)
+    }
+    members = {s: ShardMember(s, f"{s}:1") for s in ("shard-0", "shard-1")}
+    snap = dataclasses.replace(_retired(PROFILE), placements=placements, shards=members)
+    fs = FeatureStore(shard)
+    assert catch_up_features(fs, snap, "shard-0", export) == 0
+    assert asked == [ACTIVITY]
+    assert dict(fs.markers.items()) == {b"marker": T0}
