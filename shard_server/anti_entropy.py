@@ -26,16 +26,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import defaultdict
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import grpc
 
 from core.domain import VersionRef
 from protos.vecshard.v1.internal import replication_pb2 as pb
-from registry.model import Status
-from registry.placement import feature_group_of
 from registry.snapshot import Snapshot
 from shard_server.bucket_digests import (
     BucketDigest,
@@ -49,6 +45,7 @@ from shard_server.feature_store import FeatureStore
 from shard_server.metrics import ANTI_ENTROPY_BUCKETS, ANTI_ENTROPY_ROUNDS, ANTI_ENTROPY_ROWS
 from shard_server.periodic import Periodic
 from shard_server.record_expiry import expiry_cutoff
+from shard_server.replica_peers import FEATURE_ROWS, RECORDS, live_placements, peer_plan
 from shard_server.replication import export_feature_rows, peer_digests, pull_index_buckets
 from shard_server.service import ShardNode
 
@@ -64,22 +61,6 @@ class RoundReport:
     differed: int = 0
     copied: int = 0
     failed: int = 0
-
-
-def peer_plan(
-    snap: Snapshot, shard_id: str, buckets_of: Mapping[int, Sequence[str]], turn: int
-) -> dict[str, list[int]]:
-    """Which registered peer to compare each of this shard's buckets with
-    this turn: the replicas other than this shard, in placement order,
-    rotated by `turn`, so successive rounds read every peer."""
-    by_peer: dict[str, list[int]] = defaultdict(list)
-    for bucket, replicas in sorted(buckets_of.items()):
-        if shard_id not in replicas:
-            continue
-        peers = [s for s in replicas if s != shard_id and s in snap.shards]
-        if peers:
-            by_peer[peers[turn % len(peers)]].append(bucket)
-    return dict(by_peer)
 
 
 class AntiEntropy:
@@ -109,24 +90,11 @@ class AntiEntropy:
         snap = self.node.registry.snapshot
         report = RoundReport()
         turn, self.turn = self.turn, self.turn + 1
-        for ref, placement in snap.placements.items():
-            group = feature_group_of(ref)
-            if group is not None:
-                # A group this shard holds no rows of yet is compared too:
-                # every write of it may have missed this replica.
-                if group in snap.retired_groups:
-                    continue
-                kind = "feature_rows"
-            else:
-                index = snap.indexes.get(ref)
-                if index is None or index.status is Status.ARCHIVED:
-                    continue
-                kind = "records"
+        for kind, target, placement in live_placements(snap):
             buckets_of = dict(enumerate(placement.buckets))
             plan = peer_plan(snap, self.node.shard_id, buckets_of, turn)
             if not plan:
                 continue
-            target = group or ref
             # This shard's digests once (one scan), for every peer's buckets.
             mine = self._digests(kind, target, [b for bs in plan.values() for b in bs], snap)
             for peer, buckets in plan.items():
@@ -155,7 +123,7 @@ class AntiEntropy:
     def _digests(
         self, kind: str, ref: VersionRef, buckets: list[int], snap: Snapshot
     ) -> dict[int, BucketDigest]:
-        if kind == "feature_rows":
+        if kind == FEATURE_ROWS:
             return feature_digests(self.features, snap, ref, buckets, time.time_ns() // 1000)
         cutoff = expiry_cutoff(snap, ref, time.time_ns() // 1000)
         return index_digests(self.node.store, ref, buckets, cutoff)
@@ -169,7 +137,7 @@ class AntiEntropy:
         mine: dict[int, BucketDigest],
         report: RoundReport,
     ) -> None:
-        if kind == "feature_rows":
+        if kind == FEATURE_ROWS:
             request = pb.DigestRequest(
                 group_name=ref.name, group_version=ref.version, buckets=buckets
             )
@@ -190,7 +158,7 @@ class AntiEntropy:
         ANTI_ENTROPY_ROWS.labels(kind).inc(copied)
 
     def _pull(self, kind: str, ref: VersionRef, address: str, buckets: list[int]) -> int:
-        if kind == "records":
+        if kind == RECORDS:
             cutoff = expiry_cutoff(self.node.registry.snapshot, ref, time.time_ns() // 1000)
             return pull_index_buckets(
                 self.node, ref, address, buckets, self.credentials, self.timeout, cutoff

@@ -28,9 +28,10 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from core.domain import VersionRef
-from registry.placement import FEATURE_BUCKETS, feature_group_of, tenant_buckets_of
+from registry.placement import FEATURE_BUCKETS, tenant_buckets_of
 from registry.snapshot import Snapshot
 from shard_server.feature_store import FeatureStore, parse_entity_key
+from shard_server.replica_peers import FEATURE_ROWS, live_placements, peer_plan
 
 log = logging.getLogger(__name__)
 
@@ -98,15 +99,10 @@ def catch_up_features(store: FeatureStore, snap: Snapshot, shard_id: str, export
     were written. A peer that cannot be asked is logged and skipped: the
     shard then serves what it has, as before catch-up existed."""
     applied = 0
-    for ref, placement in snap.placements.items():
-        group = feature_group_of(ref)
-        if group is None or group in snap.retired_groups:
+    for kind, group, placement in live_placements(snap):
+        if kind != FEATURE_ROWS:
             continue
-        by_peer: dict[str, list[int]] = defaultdict(list)
-        for b in placement.buckets_of(shard_id):
-            peers = [s for s in placement.buckets[b] if s != shard_id and s in snap.shards]
-            if peers:
-                by_peer[peers[0]].append(b)
+        by_peer = peer_plan(snap, shard_id, dict(enumerate(placement.buckets)))
         for peer, buckets in by_peer.items():
             try:
                 for rows, marks in export(snap.shards[peer].address, group, buckets):

@@ -31,6 +31,7 @@ from shard_server.feature_replication import (
 from shard_server.feature_store import FeatureStore
 from shard_server.metrics import CATCH_UP
 from shard_server.record_expiry import expiry_cutoff
+from shard_server.replica_peers import RECORDS, live_placements, peer_plan
 from shard_server.service import ShardNode
 
 log = logging.getLogger(__name__)
@@ -171,29 +172,22 @@ def catch_up(
     rows = catch_up_features(features, snap, node.shard_id, export_features) if feature_rows else 0
     CATCH_UP.labels("feature_rows").inc(rows)
     applied = 0
-    for ref, placement in snap.placements.items():
-        if ref not in snap.indexes:
+    for kind, ref, placement in live_placements(snap):
+        if kind != RECORDS:
             continue
-        mine = placement.buckets_of(node.shard_id)
-        by_peer: dict[str, set[int]] = {}
-        for b in mine:
-            peers = [s for s in placement.buckets[b] if s != node.shard_id and s in snap.shards]
-            if peers:
-                by_peer.setdefault(peers[0], set()).add(b)
-        for peer, buckets in by_peer.items():
+        plan = peer_plan(snap, node.shard_id, dict(enumerate(placement.buckets)))
+        for peer, buckets in plan.items():
             try:
                 applied += pull_index_buckets(
                     node,
                     ref,
                     snap.shards[peer].address,
-                    sorted(buckets),
+                    buckets,
                     credentials,
                     timeout,
                     expiry_cutoff(snap, ref, time.time_ns() // 1000),
                 )
             except grpc.RpcError as exc:
-                log.warning(
-                    "catch-up of %s buckets %s from %s failed: %s", ref, sorted(buckets), peer, exc
-                )
+                log.warning("catch-up of %s buckets %s from %s failed: %s", ref, buckets, peer, exc)
     CATCH_UP.labels("records").inc(applied)
     return applied + rows

@@ -8,6 +8,7 @@ alone answers what the other was written."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 
 import grpc
@@ -162,3 +163,69 @@ def test_replicas_that_disagree_while_both_serve_converge(make_cluster: ClusterF
         # shard-1 alone answers the feature row only shard-0 was written.
         cluster.kill_shard("shard-0")
         assert values(c, ["i3", "i4"]) == [(0.75, None, "late"), (0.25, None, "x")]
+
+
+def test_a_shard_restarts_after_a_replicated_index_version_was_archived(
+    make_cluster: ClusterFactory,
+) -> None:
+    """Catch-up and anti-entropy copy live data only (`replica_peers`): a
+    replicated index version whose rollback retention ended is archived and
+    dropped, and a shard restarted after that starts (catch-up used to open
+    the archived partition to copy into it, which refuses, and the shard
+    failed to start) and runs its rounds without copying it back."""
+    cluster: LocalCluster = make_cluster(
+        num_shards=2,
+        num_coordinators=1,
+        lease_ttl=4,
+        extra_env={
+            "VECSHARD__COORDINATOR__RETENTION_SWEEP_SECONDS": "0.3",
+            "VECSHARD__SHARD__ANTI_ENTROPY_INTERVAL_SECONDS": "1",
+        },
+    )
+    family = {
+        "kind": "EmbeddingFamily",
+        "spec": {
+            "name": "old",
+            "entity_type": "item",
+            "dimension": DIM,
+            "metric": "l2",
+            "rollback_retention_seconds": 1,
+        },
+    }
+    index = {
+        "kind": "IndexVersion",
+        "replicas": 2,
+        "spec": {
+            "name": "oldix",
+            "version": "v1",
+            "embedding": {"name": "old", "version": "v1"},
+            "kind": "flat",
+            "num_buckets": BUCKETS,
+        },
+    }
+    with RegistryClient(cluster.coordinator_address) as reg, client(cluster) as c:
+        reg.apply(
+            [
+                *tenant_docs(),
+                family,
+                {"kind": "EmbeddingVersion", "spec": {"name": "old", "version": "v1"}},
+                index,
+            ]
+        )
+        c.upsert("old", "v1", [Record(f"i{n}", np.ones(DIM)) for n in range(8)])
+        reg.promote("IndexVersion", "oldix", "v1", "production")
+        reg.promote("IndexVersion", "oldix", "v1", "deprecated")
+        status = poll(
+            lambda: reg.get("IndexVersion", "oldix", "v1").spec["status"],
+            lambda s: s == "archived",
+            timeout=30,
+        )
+        assert status == "archived"
+        cluster.kill_shard("shard-1")
+        ready = cluster.restart_shard("shard-1")  # raised: the shard never got ready
+        time.sleep(2.5)  # anti-entropy rounds on both shards
+        for sid in ("shard-0", "shard-1"):
+            port = ready["metrics"] if sid == "shard-1" else cluster.shards[sid].ready["metrics"]  # type: ignore[index]
+            assert metric(port, "vecshard_shard_anti_entropy_rows_total", 'kind="records"') == 0, (
+                sid
+            )

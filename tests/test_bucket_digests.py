@@ -1,5 +1,5 @@
 """Anti-entropy's pure parts (`shard_server.bucket_digests`,
-`shard_server.anti_entropy.peer_plan`, `version_rules.copy_applies`), on
+`shard_server.replica_peers`, `version_rules.copy_applies`), on
 plain data: digests that agree exactly when the rows do, whatever order they
 are read in; the peer each bucket is compared with, turn by turn; and the
 copy rule that makes two replicas converge whichever copies from which."""
@@ -10,12 +10,21 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from core.domain import EntityKey
-from registry.model import ShardMember
+from core.domain import EntityKey, Metric, VersionRef
+from registry.model import (
+    EmbeddingFamily,
+    IndexKind,
+    IndexVersion,
+    Placement,
+    Retirement,
+    ShardMember,
+    Status,
+)
+from registry.placement import feature_placement_ref
 from registry.snapshot import Snapshot
 from shard_server import records as rec
-from shard_server.anti_entropy import peer_plan
 from shard_server.bucket_digests import BucketDigest, differing, digests_of
+from shard_server.replica_peers import FEATURE_ROWS, RECORDS, live_placements, peer_plan
 from shard_server.version_rules import copy_applies
 
 rows_st = st.lists(
@@ -71,6 +80,34 @@ def test_each_turn_compares_a_bucket_with_the_next_registered_peer() -> None:
     # Bucket 1 is not this shard's; bucket 3's peer is not registered.
     assert peer_plan(snap, "b", buckets, 0) == {"a": [0], "c": [1]}
     assert peer_plan(Snapshot(), "a", buckets, 0) == {}
+
+
+def test_only_live_placements_are_copied() -> None:
+    """An archived index version's and a retired group version's data is
+    being dropped: catch-up and anti-entropy leave them alone (a shard
+    restarted after an archive opened the archived partition to copy into it
+    and failed to start)."""
+    family = EmbeddingFamily("v", "item", 4, Metric.L2)
+    live, archived = VersionRef("ix", "v1"), VersionRef("ix", "v2")
+    indexes = {
+        live: IndexVersion("ix", "v1", VersionRef("v", "v1"), IndexKind.FLAT),
+        archived: IndexVersion(
+            "ix", "v2", VersionRef("v", "v1"), IndexKind.FLAT, status=Status.ARCHIVED
+        ),
+    }
+    groups = {"live": VersionRef("g", "v1"), "retired": VersionRef("g", "v2")}
+    refs = [live, archived] + [feature_placement_ref(g.name, g.version) for g in groups.values()]
+    placements = {r: Placement(r, (("a", "b"),)) for r in refs}
+    retired = {
+        ("FeatureGroup", "g", "v2"): Retirement(
+            "FeatureGroup", "g", "v2", "ana", "2026-11-28T00:00:00Z"
+        )
+    }
+    snap = Snapshot(families={"v": family}, indexes=indexes, placements=placements, retired=retired)
+    assert [(kind, ref) for kind, ref, _ in live_placements(snap)] == [
+        (RECORDS, live),
+        (FEATURE_ROWS, groups["live"]),
+    ]
 
 
 def _record(version: int, value: float) -> bytes:
