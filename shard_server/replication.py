@@ -18,6 +18,7 @@ import grpc
 
 from core import runtime as serving
 from core.domain import VersionRef
+from core.errors import VecshardError
 from protos.vecshard.v1.internal import replication_pb2 as pb
 from protos.vecshard.v1.internal import replication_pb2_grpc
 from shard_server import records as rec
@@ -187,7 +188,10 @@ def catch_up(
                     timeout,
                     expiry_cutoff(snap, ref, time.time_ns() // 1000),
                 )
-            except grpc.RpcError as exc:
+            except (grpc.RpcError, VecshardError) as exc:
+                # A peer that cannot be asked, or a partition here that cannot
+                # open (`load_all` left it closed, with its reason): the shard
+                # starts and serves the rest.
                 log.warning("catch-up of %s buckets %s from %s failed: %s", ref, buckets, peer, exc)
     CATCH_UP.labels("records").inc(applied)
     return applied + rows
