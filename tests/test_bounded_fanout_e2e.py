@@ -89,11 +89,13 @@ def test_centroid_placement_touches_few_shards_and_stays_exact(
             [Record(i, v) for i, v in zip(ids, data.base, strict=True)],
             batch_size=2000,
         )
-        # The exact answers first: computed between the searches (tens of ms
-        # each, in Python) they let the coordinators' summaries — a lease of
-        # 2 s, refreshed every 0.5 s — age on a loaded machine, and every
-        # shard without a fresh summary is searched (median 6 of 8 seen once
-        # in CI); the searches now run back to back once skips are seen.
+        # The exact answers first, so the searches run back to back right
+        # after skips were seen. A coordinator uses a shard's summary for 2 s
+        # from when it asked for it; on a loaded machine a slow Describe can
+        # leave it fresh only part of the time, and a shard without a fresh
+        # summary is searched — spread over seconds (the exact answers, tens
+        # of ms each, were computed between the searches) one CI run saw a
+        # median of 6 of 8 shards searched.
         want = [exact_top(data.base, ids, q, 10) for q in data.queries]
         _wait_for_skips(c, data.queries[0], searched_at_most=3)
         answers = [c.search("r", q, 10) for q in data.queries]
