@@ -90,8 +90,8 @@ def test_centroid_placement_touches_few_shards_and_stays_exact(
             batch_size=2000,
         )
         # The exact answers first, so the searches run back to back right
-        # after skips were seen. A coordinator uses a shard's summary for 2 s
-        # from when it asked for it; on a loaded machine a slow Describe can
+        # after skips were seen. A coordinator uses a shard's summary for its
+        # lease (1 s) from when it asked for it; on a loaded machine a slow Describe can
         # leave it fresh only part of the time, and a shard without a fresh
         # summary is searched — spread over seconds (the exact answers, tens
         # of ms each, were computed between the searches) one CI run saw a
