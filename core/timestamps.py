@@ -16,6 +16,7 @@ embedding's created_at) and refused with INVALID_ARGUMENT naming it.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -24,6 +25,13 @@ from core.errors import InvalidArgument
 
 MIN_US = 0
 MAX_US = 253_402_300_799_999_999  # 9999-12-31T23:59:59.999999Z
+
+
+def now_us() -> int:
+    """This machine's clock, in the wire's unit."""
+    return time.time_ns() // 1000
+
+
 EXPECTED = f"microseconds since the Unix epoch in [{MIN_US}, {MAX_US}] (1970 through 9999)"
 
 

@@ -25,12 +25,12 @@ alone (their data is being dropped).
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 
 import grpc
 
 from core.domain import VersionRef
+from core.timestamps import now_us
 from protos.vecshard.v1.internal import replication_pb2 as pb
 from registry.snapshot import Snapshot
 from shard_server.bucket_digests import (
@@ -91,8 +91,7 @@ class AntiEntropy:
         report = RoundReport()
         turn, self.turn = self.turn, self.turn + 1
         for kind, target, placement in live_placements(snap):
-            buckets_of = dict(enumerate(placement.buckets))
-            plan = peer_plan(snap, self.node.shard_id, buckets_of, turn)
+            plan = peer_plan(snap, self.node.shard_id, placement.buckets, turn)
             if not plan:
                 continue
             # This shard's digests once (one scan), for every peer's buckets.
@@ -124,8 +123,8 @@ class AntiEntropy:
         self, kind: str, ref: VersionRef, buckets: list[int], snap: Snapshot
     ) -> dict[int, BucketDigest]:
         if kind == FEATURE_ROWS:
-            return feature_digests(self.features, snap, ref, buckets, time.time_ns() // 1000)
-        cutoff = expiry_cutoff(snap, ref, time.time_ns() // 1000)
+            return feature_digests(self.features, snap, ref, buckets, now_us())
+        cutoff = expiry_cutoff(snap, ref, now_us())
         return index_digests(self.node.store, ref, buckets, cutoff)
 
     def _reconcile(
@@ -159,7 +158,7 @@ class AntiEntropy:
 
     def _pull(self, kind: str, ref: VersionRef, address: str, buckets: list[int]) -> int:
         if kind == RECORDS:
-            cutoff = expiry_cutoff(self.node.registry.snapshot, ref, time.time_ns() // 1000)
+            cutoff = expiry_cutoff(self.node.registry.snapshot, ref, now_us())
             return pull_index_buckets(
                 self.node, ref, address, buckets, self.credentials, self.timeout, cutoff
             )
@@ -172,5 +171,5 @@ class AntiEntropy:
             if self.loop.stopping or ref in self.node.registry.snapshot.retired_groups:
                 break
             self.features.apply_markers(marks)  # first: they refuse erased history
-            copied += self.features.apply_raw(ref, unexpired(rows, ttl, time.time_ns() // 1000))
+            copied += self.features.apply_raw(ref, unexpired(rows, ttl, now_us()))
         return copied

@@ -102,7 +102,7 @@ def catch_up_features(store: FeatureStore, snap: Snapshot, shard_id: str, export
     for kind, group, placement in live_placements(snap):
         if kind != FEATURE_ROWS:
             continue
-        by_peer = peer_plan(snap, shard_id, dict(enumerate(placement.buckets)))
+        by_peer = peer_plan(snap, shard_id, placement.buckets)
         for peer, buckets in by_peer.items():
             try:
                 for rows, marks in export(snap.shards[peer].address, group, buckets):

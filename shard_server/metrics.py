@@ -208,6 +208,11 @@ ANTI_ENTROPY_ROWS = Counter(
     "write a replica of its bucket had missed)",
     ["kind"],
 )
+EXPIRY_SWEEPS = Counter(
+    "vecshard_shard_expiry_sweeps_total",
+    "Completed sweeps for records and feature rows past their lifetimes (one every "
+    "expiry_interval_seconds: a flat line means the timer stopped)",
+)
 RECORDS_EXPIRED = Counter(
     "vecshard_shard_records_expired_total",
     "Embedding records deleted (tombstoned) because they were older than their family's "

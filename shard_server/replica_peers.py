@@ -7,7 +7,7 @@ each bucket."""
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 
 from core.domain import VersionRef
 from registry.model import Placement, Status
@@ -33,13 +33,14 @@ def live_placements(snap: Snapshot) -> Iterator[tuple[str, VersionRef, Placement
 
 
 def peer_plan(
-    snap: Snapshot, shard_id: str, buckets_of: Mapping[int, Sequence[str]], turn: int = 0
+    snap: Snapshot, shard_id: str, buckets: Sequence[Sequence[str]], turn: int = 0
 ) -> dict[str, list[int]]:
-    """Which registered peer to copy each of this shard's buckets from: the
+    """Which registered peer to copy each of this shard's buckets from
+    (`buckets`: a placement's replicas, by bucket): the
     replicas other than this shard, in placement order, rotated by `turn`
     (anti-entropy's rounds, so successive rounds read every peer)."""
     by_peer: dict[str, list[int]] = defaultdict(list)
-    for bucket, replicas in sorted(buckets_of.items()):
+    for bucket, replicas in enumerate(buckets):
         if shard_id not in replicas:
             continue
         peers = [s for s in replicas if s != shard_id and s in snap.shards]

@@ -11,7 +11,6 @@ older", whatever arrived first. Applying twice changes nothing.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterator
 
 import grpc
@@ -19,6 +18,7 @@ import grpc
 from core import runtime as serving
 from core.domain import VersionRef
 from core.errors import VecshardError
+from core.timestamps import now_us
 from protos.vecshard.v1.internal import replication_pb2 as pb
 from protos.vecshard.v1.internal import replication_pb2_grpc
 from shard_server import records as rec
@@ -74,10 +74,10 @@ class ReplicationServicer(replication_pb2_grpc.ReplicationServiceServicer):
         if request.group_name:
             group = VersionRef(request.group_name, request.group_version)
             snap = self.node.registry.snapshot
-            found = feature_digests(self.features, snap, group, buckets, time.time_ns() // 1000)
+            found = feature_digests(self.features, snap, group, buckets, now_us())
         else:
             ref = VersionRef(request.index_name, request.index_version)
-            cutoff = expiry_cutoff(self.node.registry.snapshot, ref, time.time_ns() // 1000)
+            cutoff = expiry_cutoff(self.node.registry.snapshot, ref, now_us())
             found = index_digests(self.node.store, ref, buckets, cutoff)
         return pb.DigestResponse(
             buckets=[
@@ -176,7 +176,7 @@ def catch_up(
     for kind, ref, placement in live_placements(snap):
         if kind != RECORDS:
             continue
-        plan = peer_plan(snap, node.shard_id, dict(enumerate(placement.buckets)))
+        plan = peer_plan(snap, node.shard_id, placement.buckets)
         for peer, buckets in plan.items():
             try:
                 applied += pull_index_buckets(
@@ -186,7 +186,7 @@ def catch_up(
                     buckets,
                     credentials,
                     timeout,
-                    expiry_cutoff(snap, ref, time.time_ns() // 1000),
+                    expiry_cutoff(snap, ref, now_us()),
                 )
             except (grpc.RpcError, VecshardError) as exc:
                 # A peer that cannot be asked, or a partition here that cannot

@@ -13,6 +13,7 @@ from grpc_health.v1.health import HealthServicer
 
 from core import runtime as serving
 from core.limits import DEFAULT_LIMITS, Limits
+from core.timestamps import now_us
 from core.tls import TlsSettings, server_credentials
 from protos.vecshard.v1.internal import (
     erasure_pb2_grpc,
@@ -33,7 +34,7 @@ from shard_server.erasure_servicer import ErasureServicer
 from shard_server.feature_service import FeatureNode
 from shard_server.feature_servicer import FeatureServicer
 from shard_server.feature_store import FeatureShardStore, FeatureStore
-from shard_server.metrics import CATCH_UP_SECONDS
+from shard_server.metrics import CATCH_UP_SECONDS, EXPIRY_SWEEPS
 from shard_server.node_metrics import LEASE_LOSSES, watch_data_dir, watch_feature_cache
 from shard_server.periodic import Periodic
 from shard_server.record_expiry import expire_records
@@ -179,15 +180,15 @@ def create_server(
     # From here on, replicas that disagree (a write that reached only one of
     # them, with no one left to repair it) are reconciled in the background,
     # and records and feature rows past their lifetimes leave disk and memory.
-    def expire(now: int) -> None:
+    def expire() -> None:
+        now = now_us()
         expire_records(node, now)
         feature_node.purge_expired(now)
+        EXPIRY_SWEEPS.inc()
 
     background = [
         AntiEntropy(node, features, peer, cfg.anti_entropy_interval_seconds).loop,
-        Periodic(
-            "shard-expiry", lambda: expire(time.time_ns() // 1000), cfg.expiry_interval_seconds
-        ),
+        Periodic("shard-expiry", expire, cfg.expiry_interval_seconds),
     ]
     for loop in background:
         loop.start()

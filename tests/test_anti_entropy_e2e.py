@@ -8,7 +8,6 @@ alone answers what the other was written."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Sequence
 
 import grpc
@@ -223,9 +222,16 @@ def test_a_shard_restarts_after_a_replicated_index_version_was_archived(
         assert status == "archived"
         cluster.kill_shard("shard-1")
         ready = cluster.restart_shard("shard-1")  # raised: the shard never got ready
-        time.sleep(2.5)  # anti-entropy rounds on both shards
-        for sid in ("shard-0", "shard-1"):
-            port = ready["metrics"] if sid == "shard-1" else cluster.shards[sid].ready["metrics"]  # type: ignore[index]
-            assert metric(port, "vecshard_shard_anti_entropy_rows_total", 'kind="records"') == 0, (
-                sid
-            )
+        ports = [cluster.shards["shard-0"].ready["metrics"], ready["metrics"]]  # type: ignore[index]
+
+        def rounds() -> list[float]:
+            return [
+                metric(p, "vecshard_shard_anti_entropy_rounds_total", 'outcome="done"')
+                for p in ports
+            ]
+
+        # Two rounds done on the restarted shard (its peer ran as many or more).
+        done = poll(rounds, lambda n: n[1] >= 2, timeout=15)
+        assert done[1] >= 2, done
+        for port in ports:
+            assert metric(port, "vecshard_shard_anti_entropy_rows_total", 'kind="records"') == 0

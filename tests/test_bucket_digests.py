@@ -74,7 +74,7 @@ def test_empty_buckets_agree_and_rows_outside_the_asked_buckets_are_ignored() ->
 def test_each_turn_compares_a_bucket_with_the_next_registered_peer() -> None:
     shards = {s: ShardMember(s, f"{s}:1") for s in ("a", "b", "c")}
     snap = Snapshot(shards=shards)
-    buckets = {0: ["a", "b", "c"], 1: ["b", "c"], 2: ["c", "a"], 3: ["a", "gone"]}
+    buckets = [["a", "b", "c"], ["b", "c"], ["c", "a"], ["a", "gone"]]
     assert peer_plan(snap, "a", buckets, 0) == {"b": [0], "c": [2]}
     assert peer_plan(snap, "a", buckets, 1) == {"c": [0, 2]}
     # Bucket 1 is not this shard's; bucket 3's peer is not registered.
