@@ -116,3 +116,26 @@ def canonical_scores_rows(
         else:
             out[lo:hi] = np.matmul(x, q[:, :, None])[..., 0]
     return out
+
+
+def rescore_width(approx: np.ndarray, k: int, window: np.ndarray) -> int:
+    """How many leading candidates of each row need canonical scores for the
+    row's k best to be exactly those that rescoring every candidate gives.
+
+    `approx` (b, n) holds approximate scores, each row best first; `window`
+    (b,) how far below a row's k-th approximate score a candidate may still
+    score canonically at least as well as one of the k above it (twice the
+    approximation's error bound there). A candidate further down is
+    canonically below k others, so no tie-break can rank it among the k best
+    — and in a row in order, those that are not are a prefix. Why: an
+    index's candidate list is ef long (64) for k of 10, and rescoring it
+    whole cost more of a batched shard search than the index itself. Rows
+    out of order (or holding NaN) get every candidate."""
+    b, n = int(approx.shape[0]), int(approx.shape[1])
+    if n <= k or b == 0:
+        return n
+    if not bool((approx[:, :-1] >= approx[:, 1:]).all()):
+        return n
+    floor = approx[:, k - 1].astype(np.float64) - window
+    within = approx >= floor[:, None]
+    return int(within.sum(axis=1).max())

@@ -95,6 +95,28 @@ class HnswIndex:
         scores = -np.sqrt(np.maximum(d, 0.0)) if self.metric is Metric.L2 else 1.0 - d
         return rows, scores.astype(np.float32)
 
+    def rescore_window(self, queries: np.ndarray, kth: np.ndarray, max_norm: float) -> np.ndarray:
+        """For `core.scoring.rescore_width`: twice the bound on how far one of
+        hnswlib's scores can be from the canonical one near a query's k-th
+        approximate score `kth`. hnswlib computes exact distances of the
+        stored float32 vectors in float32 arithmetic, so the bound is
+        rounding: a sum of d products (or squared differences) is within
+        (d + 2) float32 units of its magnitude, plus the roundings of the
+        conversions — 4 × (d + 8) units leaves twice that margin. L2
+        distances are non-negative sums, relative to the distance itself
+        (a candidate further out may err more, but falls further below);
+        inner products are relative to |q| · |x|, x the segment's longest
+        vector."""
+        d = queries.shape[1]
+        unit = 4.0 * (d + 8) * float(np.finfo(np.float32).eps / 2)
+        magnitude = np.abs(kth.astype(np.float64))
+        if self.metric is Metric.L2:
+            return magnitude * (2.0 * unit / (1.0 - unit)) + 1e-30
+        q64 = queries.astype(np.float64)
+        q_norms = np.sqrt(np.einsum("ij,ij->i", q64, q64))
+        bound = unit * (1.0 + magnitude + q_norms * max_norm * 1.001)
+        return 2.0 * bound
+
     def search_many(
         self, queries: np.ndarray, k: int, allowed_count: int, options: SearchOptions
     ) -> tuple[np.ndarray, np.ndarray] | None:

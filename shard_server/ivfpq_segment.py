@@ -164,6 +164,13 @@ class IvfPqIndex:
         scores = -np.sqrt(np.maximum(d, 0.0)) if self.metric is Metric.L2 else d
         return rows, scores.astype(np.float32)
 
+    def rescore_window(
+        self, queries: np.ndarray, kth: np.ndarray, max_norm: float
+    ) -> np.ndarray | None:
+        """None: product-quantized scores carry no usable error bound, so
+        every candidate is rescored (what the refine factor asks for)."""
+        return None
+
     def search_many(
         self, queries: np.ndarray, k: int, allowed_count: int, options: SearchOptions
     ) -> tuple[np.ndarray, np.ndarray] | None:

@@ -4,7 +4,8 @@ ivfpq; none = flat), and how a sealed segment is built from rows.
 A search computes the allowed rows (tenant, filter, not deleted) as one
 vectorized mask, lets the planner choose exact scan or index, pushes the mask
 down into the index, re-checks every candidate against it, and rescores the
-survivors canonically over the stored float32 vectors. The only mutable state
+survivors canonically over the stored float32 vectors (those that can still
+be among the k best, when the index bounds its scores' error: `_rescored`). The only mutable state
 is the deleted-row bitmap, written under the partition's write lock; a search
 reads it without a lock (a row deleted mid-search is a write that raced it).
 """
@@ -20,7 +21,7 @@ import numpy as np
 
 from core.domain import EntityKey, Metric
 from core.filters import Filter
-from core.scoring import canonical_scores, canonical_scores_rows
+from core.scoring import canonical_scores, canonical_scores_rows, rescore_width
 from registry.index_params import HnswParams, IndexParams, IvfPqParams
 from shard_server.exact import exact_candidates
 from shard_server.hnsw_segment import HnswIndex
@@ -78,6 +79,10 @@ class SealedSegment:
         # Each row's position in the global key order (DESIGN §6): the rows
         # never change, so ranking candidates is one lexsort, no key compared.
         self._key_rank = key_ranks(rows.keys)
+        # The longest vector bounds an inner product's rounding (`_rescored`).
+        self._max_norm = (
+            float(np.sqrt(rows.sq_norms.astype(np.float64).max())) if len(rows) else 0.0
+        )
         # Files holding the segment (set once persisted), deleted on release.
         self.files: dict[str, str] = {}
         self.directory: Path | None = None
@@ -182,6 +187,7 @@ class SealedSegment:
             if options.skip_rerank:
                 scores, approximate = approx, True
             else:
+                rows = self._rescored(query[None, :], rows[None, :], approx[None, :], k)[0]
                 scores = canonical_scores(self.metric, query, self.rows.vectors[rows])
         return segment_hits(
             scores,
@@ -242,6 +248,7 @@ class SealedSegment:
         if options.skip_rerank:
             scores, approximate = approx, True
         else:
+            rows = self._rescored(queries, rows, approx, k)
             scores = canonical_scores_rows(self.metric, queries, self.rows.vectors, rows)
             approximate = False
         return segment_hits_batch(
@@ -256,6 +263,21 @@ class SealedSegment:
             approximate,
             self._key_rank,
         )
+
+    def _rescored(
+        self, queries: np.ndarray, rows: np.ndarray, approx: np.ndarray, k: int
+    ) -> np.ndarray:
+        """The leading candidates (columns of `rows`) that can hold each
+        query's k canonical best: all of them unless the index bounds its
+        scores' error (`core.scoring.rescore_width`)."""
+        assert self.index is not None
+        b, n = rows.shape
+        if n <= k or b == 0:
+            return rows
+        window = self.index.rescore_window(queries, approx[:, k - 1], self._max_norm)
+        if window is None:
+            return rows
+        return rows[:, : rescore_width(approx, k, window)]
 
     def release(self) -> None:
         """Deletes the segment's files; called when no search holds it and the

@@ -129,6 +129,23 @@ class SegmentRows:
         )
 
     @classmethod
+    def numbered(cls, vectors: np.ndarray, tenant: str = "t", buckets: int = 4) -> SegmentRows:
+        """One tenant's rows keyed `item/k<i>`, in round-robin buckets, with no
+        attributes: a segment built straight from vectors (benchmarks and
+        tests of the search itself, where a partition's write path is noise)."""
+        n = int(vectors.shape[0])
+        return cls(
+            keys=KeyTable.of([EntityKey(tenant, "item", f"k{i}") for i in range(n)]),
+            vectors=vectors,
+            sq_norms=(vectors.astype(np.float64) ** 2).sum(axis=1).astype(np.float32),
+            tenants=np.zeros(n, np.int32),
+            tenant_names=(tenant,),
+            buckets=(np.arange(n) % buckets).astype(np.int32),
+            seqs=np.arange(n, dtype=np.int64),
+            columns=AttributeColumns({}, n),
+        )
+
+    @classmethod
     def concat(cls, schema: Mapping[str, AttrType], parts: Sequence[SegmentRows]) -> SegmentRows:
         """One set of rows from several (tenant codes remapped onto one table)."""
         names: dict[str, int] = {}

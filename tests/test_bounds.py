@@ -10,12 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core.bounds import ball_radii, score_upper_bound, score_upper_bounds
-from core.domain import EntityKey, Metric
+from core.domain import Metric
 from core.scoring import canonical_scores, normalized, prepare_query
 from registry.index_params import FlatParams, HnswParams, IndexParams, IvfPqParams
-from shard_server.columns import AttributeColumns
 from shard_server.ivfpq_segment import IvfPqTemplate
-from shard_server.key_table import KeyTable
 from shard_server.planner import PlannerPolicy
 from shard_server.sealed_segment import BuildSettings, build_sealed
 from shard_server.segment_rows import SegmentRows
@@ -85,17 +83,7 @@ def test_radii_round_up_to_float32() -> None:
 
 
 def _rows(x: np.ndarray) -> SegmentRows:
-    n = x.shape[0]
-    return SegmentRows(
-        keys=KeyTable.of([EntityKey("t", "item", f"k{i}") for i in range(n)]),
-        vectors=x,
-        sq_norms=(x.astype(np.float64) ** 2).sum(axis=1).astype(np.float32),
-        tenants=np.zeros(n, np.int32),
-        tenant_names=("t",),
-        buckets=(np.arange(n) % 4).astype(np.int32),
-        seqs=np.arange(n, dtype=np.int64),
-        columns=AttributeColumns({}, n),
-    )
+    return SegmentRows.numbered(x)
 
 
 @pytest.mark.parametrize("metric", list(Metric), ids=lambda m: m.value)
