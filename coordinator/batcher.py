@@ -14,8 +14,9 @@ Each caller keeps its own deadline and cancellation: a query that is
 cancelled (its caller gave up, lost a hedge, timed out) is dropped from the
 batch it waits in — before it is sent, or from the answer — and never
 cancels its batch-mates; a query whose deadline passed while it queued fails
-alone with DEADLINE_EXCEEDED. A call lives until the latest deadline among
-its live members. Batches are per shard, so a slow shard only delays
+alone with DEADLINE_EXCEEDED. A query the shard's access checks refuse
+fails alone too (`QueriesRefused`); its batch-mates get their answers. A
+call lives until the latest deadline among its live members. Batches are per shard, so a slow shard only delays
 queries bound for it.
 """
 
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from coordinator import metrics
+from coordinator.errors import QueriesRefused
 from coordinator.model import (
     GroupFetch,
     ShardAnswer,
@@ -143,6 +145,16 @@ class BatchingShard:
                 for m in batch:
                     m.future.cancel()
                 raise
+            except QueriesRefused as exc:  # each member its own outcome
+                for i, (m, answer) in enumerate(zip(batch, exc.answers, strict=True)):
+                    if m.future.done():
+                        continue
+                    refusal = exc.refused.get(i)
+                    if refusal is not None:
+                        m.future.set_exception(refusal)
+                    else:
+                        m.future.set_result(answer)  # type: ignore[arg-type]  # a ShardAnswer
+                return
             except Exception as exc:  # noqa: BLE001 - every waiting member gets it
                 for m in batch:
                     if not m.future.done():

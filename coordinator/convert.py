@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from coordinator.errors import QueriesRefused
 from coordinator.exclusion import BucketStats
 from coordinator.merge import Hit
 from coordinator.model import (
@@ -26,7 +27,7 @@ from core.column_wire import (
 from core.columns_wire import record_columns_from_pb, record_columns_to_pb
 from core.domain import AttrType, AttrValue, EntityKey, Metric, VersionRef, key_of
 from core.embedding_columns import FOUND, EmbeddingColumns
-from core.errors import InvalidArgument
+from core.errors import InvalidArgument, PermissionDenied
 from core.hits_wire import fill_packed_hits, split_utf8
 from core.record_columns import RecordColumns
 from core.vectors import from_bytes, to_bytes
@@ -348,7 +349,15 @@ def shard_packed_answers(
             )
         )
         start, ref_start = end, ref_start + refs
-    return out
+    if not resp.refused:
+        return out
+    refused = {r.query: PermissionDenied(f"shard {shard_id}: {r.message}") for r in resp.refused}
+    if len(refused) != len(resp.refused) or any(q >= n or counts[q] for q in refused):
+        raise InvalidArgument(
+            f"shard {shard_id} sent a malformed packed answer: a query refused twice, "
+            f"refused but answered, or beyond its {n} queries"
+        )
+    raise QueriesRefused(list(out), refused)
 
 
 def shard_upsert_batches(

@@ -3,6 +3,8 @@ the policy that turns a shard's failure into one of them.
 
     core.errors.VecshardError
     ├── (a shard's own status, re-raised with the shard named)
+    ├── PermissionDenied
+    │   └── QueriesRefused  some queries of one shard call refused, the others answered
     └── Unavailable     a shard could not be reached or has no serving replica
 """
 
@@ -10,7 +12,20 @@ from __future__ import annotations
 
 import grpc
 
-from core.errors import Unavailable, VecshardError, from_rpc_error
+from core.errors import PermissionDenied, Unavailable, VecshardError, from_rpc_error
+
+
+class QueriesRefused(PermissionDenied):
+    """A shard refused some queries of one call by its access checks and
+    answered the others (`PackedSearchResponse.refused`). The adaptive
+    batcher hands each waiting query its own outcome — a batch mixes callers,
+    and one caller's refusal must not fail the others; anyone else sees the
+    call refused, as it was before shards answered per query."""
+
+    def __init__(self, answers: list[object], refused: dict[int, PermissionDenied]) -> None:
+        super().__init__(refused[min(refused)].message)
+        self.answers = answers  # per query: its answer (a refused one's is empty)
+        self.refused = refused
 
 
 def shard_error(shard_id: str, address: str, exc: BaseException) -> VecshardError:

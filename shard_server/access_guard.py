@@ -19,7 +19,8 @@ interceptor, which turns its exceptions into statuses.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -112,6 +113,9 @@ class ShardRule:
     items: Callable[[Any], Items] | None = None
     role: Role = Role.READER
     per_item: bool = False  # a vouch per item (searches), else one per call
+    # Per-item refusals are answered per item (`refused_queries`): a batch
+    # mixes callers, and one caller's refusal must not fail the others.
+    partial: bool = False
 
 
 _COORD = frozenset({ComponentRole.COORDINATOR})
@@ -120,7 +124,7 @@ _F = "/vecshard.v1.internal.FeatureShardService/"
 _X = "/vecshard.v1.internal.ShardErasureService/"
 
 RULES: dict[str, ShardRule] = {
-    _S + "SearchPacked": ShardRule(_COORD, _search, Role.READER, per_item=True),
+    _S + "SearchPacked": ShardRule(_COORD, _search, Role.READER, per_item=True, partial=True),
     _S + "Search": ShardRule(_COORD, _search, Role.READER, per_item=True),
     _S + "BatchGet": ShardRule(_COORD, _keys, Role.READER),
     _S + "Upsert": ShardRule(_COORD, _upsert, Role.WRITER),
@@ -147,6 +151,19 @@ RULES: dict[str, ShardRule] = {
         frozenset({ComponentRole.SHARD})
     ),
 }
+
+
+# The queries of the call being served that the guard refused, by position
+# (a `partial` rule's call with some queries refused; None otherwise).
+_REFUSED: ContextVar[Mapping[int, PermissionDenied] | None] = ContextVar(
+    "vecshard_refused_queries", default=None
+)
+
+
+def refused_queries() -> Mapping[int, PermissionDenied]:
+    """For the servicer of a `partial` rule: the queries of this call it
+    must answer as refused, not search."""
+    return _REFUSED.get() or {}
 
 
 class ShardAccessGuard(grpc.ServerInterceptor):
@@ -187,7 +204,13 @@ class ShardAccessGuard(grpc.ServerInterceptor):
                 if streaming:
                     request = self._checked_stream(request, rule, md)
                 else:
-                    self.check(rule, rule.items(request), md)
+                    refused = self.check(rule, rule.items(request), md)
+                    if refused:
+                        token = _REFUSED.set(refused)
+                        try:
+                            return behavior(request, context)
+                        finally:
+                            _REFUSED.reset(token)
             return behavior(request, context)
 
         return wrapped
@@ -202,28 +225,42 @@ class ShardAccessGuard(grpc.ServerInterceptor):
 
     # -- the checks ----------------------------------------------------------
 
-    def check(self, rule: ShardRule, items: Items, md: Metadata) -> None:
+    def check(self, rule: ShardRule, items: Items, md: Metadata) -> dict[int, PermissionDenied]:
+        """Raises when the call is refused. Under a `partial` rule, items are
+        refused one by one: those refused come back by position while others
+        pass (the call fails only when every item is refused)."""
         vouches = from_metadata(md, len(items.tenants) if rule.per_item else 1)
-        if rule.per_item:
-            for i, (tenant, v) in enumerate(zip(items.tenants, vouches, strict=True)):
-                if tenant != v.tenant:
-                    raise PermissionDenied(
-                        f"item {i} is for tenant {tenant[:128]!r}, but the coordinator vouched "
-                        f"for {v.tenant[:128]!r}"
-                    )
-        else:
+        if not rule.per_item:
             for i, tenant in enumerate(items.tenants):
                 if tenant != vouches[0].tenant:
                     raise PermissionDenied(
                         f"item {i} is for tenant {tenant[:128]!r}, but the coordinator vouched "
                         f"for {vouches[0].tenant[:128]!r}"
                     )
-        checked: dict[Vouch, Principal] = {}
-        for v in vouches:
+            self._check_vouch(vouches[0], rule.role, items.index)
+            return {}
+        refused: dict[int, PermissionDenied] = {}
+        checked: dict[Vouch, Principal | PermissionDenied] = {}
+        for i, (tenant, v) in enumerate(zip(items.tenants, vouches, strict=True)):
+            if tenant != v.tenant:
+                refused[i] = PermissionDenied(
+                    f"item {i} is for tenant {tenant[:128]!r}, but the coordinator vouched "
+                    f"for {v.tenant[:128]!r}"
+                )
+                continue
             if v not in checked:
-                checked[v] = self._check_vouch(v, rule.role, items.index)
+                try:
+                    checked[v] = self._check_vouch(v, rule.role, items.index)
+                except PermissionDenied as exc:
+                    checked[v] = exc
+            found = checked[v]
+            if isinstance(found, PermissionDenied):
+                refused[i] = found
         if items.filters is not None and items.index is not None:
-            self._check_filters(items, vouches, checked)
+            self._check_filters(items, vouches, checked, refused)
+        if refused and (not rule.partial or len(refused) == len(items.tenants)):
+            raise refused[min(refused)]
+        return refused
 
     def _lookup(self, pick: Callable[[Snapshot], Any], what: str) -> tuple[Snapshot, Any]:
         """A principal or tenant unknown here is refused; an unknown index is
@@ -260,15 +297,26 @@ class ShardAccessGuard(grpc.ServerInterceptor):
         return principal
 
     def _check_filters(
-        self, items: Items, vouches: list[Vouch], checked: dict[Vouch, Principal]
+        self,
+        items: Items,
+        vouches: list[Vouch],
+        checked: dict[Vouch, Principal | PermissionDenied],
+        refused: dict[int, PermissionDenied],
     ) -> None:
+        """Adds to `refused` each query filtering on a restricted attribute
+        its principal is not granted."""
         assert items.index is not None and items.filters is not None
         index = self.registry.snapshot.indexes.get(items.index)
         if index is None or not index.restricted_attributes:
             return
-        for q, v in zip(items.filters, vouches, strict=True):
-            if q.HasField("filter"):
-                attrs = filter_attributes(filter_from_pb(q.filter))
+        for i, (q, v) in enumerate(zip(items.filters, vouches, strict=True)):
+            principal = checked.get(v)
+            if i in refused or not isinstance(principal, Principal) or not q.HasField("filter"):
+                continue
+            attrs = filter_attributes(filter_from_pb(q.filter))
+            try:
                 check_restricted_filter(
-                    checked[v].restricted_attributes, index, attrs, f"principal {v.principal!r}"
+                    principal.restricted_attributes, index, attrs, f"principal {v.principal!r}"
                 )
+            except PermissionDenied as exc:
+                refused[i] = exc

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -115,18 +115,24 @@ def packed_queries_from_pb(req: pb.PackedSearchRequest) -> list[Query]:
 
 
 def packed_search_response(
-    shard_id: str, results: Sequence[SearchResult]
+    shard_id: str,
+    results: Sequence[SearchResult],
+    refused: Mapping[int, Exception] | None = None,
 ) -> pb.PackedSearchResponse:
-    """Per-query arrays, concatenated: no message per hit (see shard.proto)."""
-    counts = [len(r.keys) for r in results]
-    total = sum(counts)
+    """Per-query arrays, concatenated: no message per hit (see shard.proto).
+    `results` answer the queries not `refused` (by position), in order."""
+    refused = refused or {}
+    slots: list[SearchResult | None] = list(results)
+    for i in sorted(refused):
+        slots.insert(i, None)
+    total = sum(len(r.keys) for r in results)
     ids, id_ends, table, type_codes = _packed_keys([r.keys for r in results])
     return pb.PackedSearchResponse(
         shard_id=shard_id,
         sequence=results[0].sequence if results else 0,
-        counts=counts,
-        candidates=[r.candidates for r in results],
-        approximate=[r.approximate for r in results],
+        counts=[len(r.keys) if r is not None else 0 for r in slots],
+        candidates=[r.candidates if r is not None else 0 for r in slots],
+        approximate=[r.approximate if r is not None else False for r in slots],
         scores=np.concatenate([r.scores for r in results]).astype("<f4").tobytes()
         if total
         else b"",
@@ -137,10 +143,11 @@ def packed_search_response(
         else b"",
         entity_types=table,
         type_codes=type_codes,
-        reference_counts=[len(r.reference_scores) for r in results],
+        reference_counts=[len(r.reference_scores) if r is not None else 0 for r in slots],
         reference_scores=np.array(
             [s for r in results for s in r.reference_scores], "<f4"
         ).tobytes(),
+        refused=[pb.QueryRefusal(query=i, message=str(exc)) for i, exc in sorted(refused.items())],
     )
 
 

@@ -11,6 +11,7 @@ from core.wire import key_from_pb
 from protos.vecshard.v1.internal import shard_pb2 as pb
 from protos.vecshard.v1.internal import shard_pb2_grpc
 from shard_server import convert
+from shard_server.access_guard import refused_queries
 from shard_server.memory import process_memory
 from shard_server.service import DEFAULT_SUMMARY_LEASE, ShardNode
 
@@ -65,10 +66,12 @@ class ShardServicer(shard_pb2_grpc.ShardServiceServicer):
     def SearchPacked(
         self, request: pb.PackedSearchRequest, context: grpc.ServicerContext
     ) -> pb.PackedSearchResponse:
-        results = self.node.search(
-            convert.index_ref(request.index), convert.packed_queries_from_pb(request)
-        )
-        return convert.packed_search_response(self.node.shard_id, results)
+        queries = convert.packed_queries_from_pb(request)
+        refused = refused_queries()
+        if refused:  # searched: the others; answered refused: these
+            queries = [q for i, q in enumerate(queries) if i not in refused]
+        results = self.node.search(convert.index_ref(request.index), queries)
+        return convert.packed_search_response(self.node.shard_id, results, refused)
 
     def BatchGet(
         self, request: pb.BatchGetRequest, context: grpc.ServicerContext

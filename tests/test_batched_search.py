@@ -17,9 +17,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from coordinator.batcher import BatchingShard
+from coordinator.errors import QueriesRefused
 from coordinator.merge import Hit, merge_ranked, merge_topk
 from coordinator.model import ShardAnswer, ShardQuery, WriteRecord
 from core.domain import AttrType, EntityKey, Metric, VersionRef
+from core.errors import PermissionDenied
 from core.filters import Range
 from core.ordering import order_key
 from registry.model import EmbeddingFamily, IndexKind, IndexVersion
@@ -322,6 +324,52 @@ def test_a_cancelled_member_is_dropped_and_its_batch_mates_answered() -> None:
     for i in (0, 1, 3, 4, 5):
         (want,) = asyncio.run(shard.search(INDEX, [qs[i]], 5.0))
         assert key(got[i][0]) == key(want)  # type: ignore[index]
+
+
+class Refusing(Jittery):
+    """A shard whose access checks refuse one tenant's queries and answer
+    the rest of the batch (as `PackedSearchResponse.refused` reads)."""
+
+    async def search(
+        self, index: VersionRef, qs: list[ShardQuery], timeout: float
+    ) -> list[ShardAnswer]:
+        answers = await super().search(index, qs, timeout)
+        refused = {
+            i: PermissionDenied(f"shard s: no grant for {q.tenant_id}")
+            for i, q in enumerate(qs)
+            if q.tenant_id == "t2"
+        }
+        if refused:
+            raise QueriesRefused(list(answers), refused)
+        return answers
+
+
+def test_a_refused_member_fails_alone_and_its_batch_mates_are_answered() -> None:
+    """A batch mixes callers: one caller's refusal by the shard must not
+    fail another's query that shared its call."""
+    shard = loaded_shard()
+    rng = np.random.default_rng(5)
+    qs = [
+        ShardQuery(rng.normal(size=4).astype(np.float32), 5, "t2" if i % 3 == 1 else "t1")
+        for i in range(7)
+    ]
+    refusing = Refusing(shard, random.Random(1))
+    batching = BatchingShard(refusing, max_batch=64, max_in_flight=1)  # type: ignore[arg-type]
+
+    async def scenario() -> list[object]:
+        return await asyncio.gather(
+            *(batching.search(INDEX, [q], 5.0) for q in qs), return_exceptions=True
+        )
+
+    got = asyncio.run(scenario())
+    assert refusing.batches == [1, 6]  # the second call carried both tenants
+    for q, outcome in zip(qs, got, strict=True):
+        if q.tenant_id == "t2":
+            assert isinstance(outcome, PermissionDenied) and "no grant for t2" in str(outcome)
+            assert not isinstance(outcome, QueriesRefused)  # its own refusal, not the call's
+        else:
+            (want,) = asyncio.run(shard.search(INDEX, [q], 5.0))
+            assert key(outcome[0]) == key(want)  # type: ignore[index]
 
 
 # -- columnar merge = reference merge ------------------------------------------------------

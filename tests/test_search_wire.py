@@ -7,12 +7,15 @@ bytes a list of keys packs into — and read back as those keys."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from coordinator.convert import shard_packed_answers
+from coordinator.errors import QueriesRefused
 from coordinator.model import ShardQuery
 from core.domain import EntityKey
+from core.errors import InvalidArgument, PermissionDenied
 from shard_server.convert import packed_search_response
 from shard_server.key_table import KeyRows, KeyTable
 from shard_server.model import SearchResult
@@ -73,3 +76,48 @@ def test_hits_of_two_tables_are_packed_key_by_key() -> None:
     queries = [ShardQuery(np.zeros(2, np.float32), 10, "t") for _ in mixed]
     got = [list(x.keys) for x in shard_packed_answers(packed, "s0", queries)]
     assert got == [[a[1], a[0]], [b[0]], [EntityKey("t", "item", "z")]]
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.booleans(), min_size=2, max_size=8).filter(lambda r: any(r) and not all(r)),
+    st.integers(0, 2**32 - 1),
+)
+def test_refused_queries_travel_by_position_and_the_others_keep_their_answers(
+    refused_at: list[bool], seed: int
+) -> None:
+    """A shard that refuses some queries of a batch (its access checks)
+    answers the others; the coordinator reads each query's own outcome."""
+    rng = np.random.default_rng(seed)
+    answered = [
+        _result([EntityKey("t", "item", f"q{i}-{j}") for j in range(3)], rng)
+        for i, refused in enumerate(refused_at)
+        if not refused
+    ]
+    refused = {
+        i: PermissionDenied(f"no grant for query {i}") for i, r in enumerate(refused_at) if r
+    }
+    packed = packed_search_response("s0", answered, refused)
+    queries = [ShardQuery(np.zeros(2, np.float32), 10, "t") for _ in refused_at]
+    with pytest.raises(QueriesRefused) as err:
+        shard_packed_answers(packed, "s0", queries)
+    assert set(err.value.refused) == set(refused)
+    for i, exc in err.value.refused.items():
+        assert exc.message == f"shard s0: no grant for query {i}"
+    got = [a for i, a in enumerate(err.value.answers) if i not in refused]
+    assert [list(a.keys) for a in got] == [list(r.keys) for r in answered]  # type: ignore[attr-defined]
+    assert all(not len(err.value.answers[i].keys) for i in refused)  # type: ignore[attr-defined]
+
+
+def test_a_refusal_of_an_answered_or_missing_query_is_malformed() -> None:
+    rng = np.random.default_rng(2)
+    queries = [ShardQuery(np.zeros(2, np.float32), 10, "t") for _ in range(2)]
+    packed = packed_search_response(
+        "s0", [_result([EntityKey("t", "item", "a")], rng)], {1: PermissionDenied("no")}
+    )
+    packed.refused[0].query = 0  # the answered one
+    with pytest.raises(InvalidArgument, match="malformed"):
+        shard_packed_answers(packed, "s0", queries)
+    packed.refused[0].query = 5  # beyond the batch
+    with pytest.raises(InvalidArgument, match="malformed"):
+        shard_packed_answers(packed, "s0", queries)

@@ -346,6 +346,49 @@ def shard_search(
         return response
 
 
+def test_a_shard_refuses_the_queries_of_a_batch_one_by_one(cluster: LocalCluster) -> None:
+    """A coordinator's batch mixes callers: the shard answers the queries
+    its checks allow — each exactly as alone — and refuses the others by
+    position (`PackedSearchResponse.refused`); only a batch it refuses
+    whole fails the call."""
+    peer = cluster.peer_credentials()
+    restricted: Filter = Eq("age_band", "18-24")
+    plan: list[tuple[str, Vouch, Filter | None]] = [
+        ("acme", Vouch(ADMIN, "p", "acme"), None),  # served
+        ("acme", Vouch("ghost", "p", "acme"), None),  # no such principal
+        ("acme", Vouch("analyst", "p", "acme"), restricted),  # granted the attribute
+        ("acme", Vouch("svc-a", "p", "acme"), restricted),  # not granted
+        ("globex", Vouch(ADMIN, "p", "acme"), None),  # not the tenant vouched for
+    ]
+    address = str(cluster.shards["shard-0"].ready["grpc"])  # type: ignore[index]  # started
+
+    def search(rows: list[tuple[str, Vouch, Filter | None]]) -> spb.PackedSearchResponse:
+        req = spb.PackedSearchRequest(
+            index=spb.IndexRef(name="ix", version="v1"),
+            vectors=np.stack([vector("e001")] * len(rows)).tobytes(),
+            dimension=DIM,
+            queries=[spb.Query(k=3, tenant_id=t, filter=filter_to_pb(f)) for t, _, f in rows],
+        )
+        with grpc.secure_channel(address, peer) as ch:
+            response: spb.PackedSearchResponse = shard_pb2_grpc.ShardServiceStub(ch).SearchPacked(
+                req, timeout=10, metadata=vouch.metadata([v for _, v, _ in rows])
+            )
+            return response
+
+    got = search(plan)
+    assert [r.query for r in got.refused] == [1, 3, 4]
+    why = [r.message for r in got.refused]
+    assert "ghost" in why[0] and "restricted attribute" in why[1] and "vouched" in why[2]
+    assert [got.counts[i] for i in (1, 3, 4)] == [0, 0, 0] and got.counts[0] == 3
+    alone = [search([plan[0]]), search([plan[2]])]
+    assert got.scores == alone[0].scores + alone[1].scores
+    assert got.entity_ids == alone[0].entity_ids + alone[1].entity_ids
+    assert not alone[0].refused and not alone[1].refused
+    with pytest.raises(grpc.RpcError) as err:
+        search([plan[1], plan[3]])  # every query refused: the call is
+    assert err.value.code() is grpc.StatusCode.PERMISSION_DENIED
+
+
 def test_a_shard_answers_only_vouched_calls_from_cluster_peers(cluster: LocalCluster) -> None:
     ca = cluster.certs.ca_file.read_bytes()
     peer = cluster.peer_credentials()

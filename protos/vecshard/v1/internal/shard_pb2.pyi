@@ -169,7 +169,7 @@ class PackedSearchRequest(_message.Message):
     def __init__(self, index: _Optional[_Union[IndexRef, _Mapping]] = ..., vectors: _Optional[bytes] = ..., dimension: _Optional[int] = ..., queries: _Optional[_Iterable[_Union[Query, _Mapping]]] = ...) -> None: ...
 
 class PackedSearchResponse(_message.Message):
-    __slots__ = ("shard_id", "sequence", "counts", "candidates", "approximate", "scores", "entity_ids", "id_ends", "buckets", "entity_types", "type_codes", "reference_counts", "reference_scores")
+    __slots__ = ("shard_id", "sequence", "counts", "candidates", "approximate", "scores", "entity_ids", "id_ends", "buckets", "entity_types", "type_codes", "reference_counts", "reference_scores", "refused")
     SHARD_ID_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     COUNTS_FIELD_NUMBER: _ClassVar[int]
@@ -183,6 +183,7 @@ class PackedSearchResponse(_message.Message):
     TYPE_CODES_FIELD_NUMBER: _ClassVar[int]
     REFERENCE_COUNTS_FIELD_NUMBER: _ClassVar[int]
     REFERENCE_SCORES_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
     shard_id: str
     sequence: int
     counts: _containers.RepeatedScalarFieldContainer[int]
@@ -196,7 +197,16 @@ class PackedSearchResponse(_message.Message):
     type_codes: bytes
     reference_counts: _containers.RepeatedScalarFieldContainer[int]
     reference_scores: bytes
-    def __init__(self, shard_id: _Optional[str] = ..., sequence: _Optional[int] = ..., counts: _Optional[_Iterable[int]] = ..., candidates: _Optional[_Iterable[int]] = ..., approximate: _Optional[_Iterable[bool]] = ..., scores: _Optional[bytes] = ..., entity_ids: _Optional[bytes] = ..., id_ends: _Optional[bytes] = ..., buckets: _Optional[bytes] = ..., entity_types: _Optional[_Iterable[str]] = ..., type_codes: _Optional[bytes] = ..., reference_counts: _Optional[_Iterable[int]] = ..., reference_scores: _Optional[bytes] = ...) -> None: ...
+    refused: _containers.RepeatedCompositeFieldContainer[QueryRefusal]
+    def __init__(self, shard_id: _Optional[str] = ..., sequence: _Optional[int] = ..., counts: _Optional[_Iterable[int]] = ..., candidates: _Optional[_Iterable[int]] = ..., approximate: _Optional[_Iterable[bool]] = ..., scores: _Optional[bytes] = ..., entity_ids: _Optional[bytes] = ..., id_ends: _Optional[bytes] = ..., buckets: _Optional[bytes] = ..., entity_types: _Optional[_Iterable[str]] = ..., type_codes: _Optional[bytes] = ..., reference_counts: _Optional[_Iterable[int]] = ..., reference_scores: _Optional[bytes] = ..., refused: _Optional[_Iterable[_Union[QueryRefusal, _Mapping]]] = ...) -> None: ...
+
+class QueryRefusal(_message.Message):
+    __slots__ = ("query", "message")
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    query: int
+    message: str
+    def __init__(self, query: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
 
 class BatchGetRequest(_message.Message):
     __slots__ = ("index", "keys", "include_vectors", "columnar", "tenant_id", "entity_type", "entity_ids", "include_attributes")
