@@ -11,6 +11,7 @@ that does not use it (and refuse, rightly, one that does).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import types
@@ -177,13 +178,20 @@ def check_note(where: str, **notes: str) -> None:
     check_document(notes, where)
 
 
+@functools.cache
+def _fields_of(cls: type) -> tuple[dict[str, Any], frozenset[str]]:
+    """A dataclass's resolved field types and names. Cached: resolving the
+    string annotations compiles each of them, half of decoding a registry
+    snapshot (every process rebuilds one on every change and every poll)."""
+    return typing.get_type_hints(cls), frozenset(f.name for f in dataclasses.fields(cls))
+
+
 def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
     """Builds `cls` from plain data, naming the field when a value is wrong."""
     where = where or cls.__name__
     if not isinstance(data, Mapping):
         raise InvalidArgument(f"{where}: expected a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
+    hints, names = _fields_of(cls)
     unknown = set(data) - names
     if unknown:
         raise InvalidArgument(
