@@ -297,29 +297,36 @@ class FeatureStore:
         replaying an erased subject's history cannot bring it back — and a
         later one (new activity) is accepted. Returns the rows deleted."""
         with self._write_lock:  # no put, copy or drop in between
-            deletes = []
-            for cf in self._storage.column_families():
-                if not cf.startswith(FEATURE_FAMILY):
-                    continue
-                try:
-                    found = self._storage.multi_get(cf, list(keys))
-                except FailedPrecondition:
-                    continue  # dropped (its group retired): nothing of it is left
-                deletes += [(cf, k) for k, v in zip(keys, found, strict=True) if v is not None]
+            deletes = [(cf, k) for cf, k, _ in self._rows_of(keys)]
             marks = self.markers.raised(dict.fromkeys(keys, erased_at))
             self._storage.write(puts=self.markers.puts(marks), deletes=deletes)
             self.markers.written(marks)
         return len(deletes)
 
     def apply_markers(self, marks: Mapping[bytes, int]) -> int:
-        """A peer replica's erasure markers (`ErasureMarkers`), where later
-        than this shard's own; returns how many changed."""
+        """A peer's erasure markers, where later than ours, with the erasure
+        this shard missed: its rows of those entities stamped at or before
+        their marker go in the same batch. Returns how many markers changed."""
         with self._write_lock:
-            raised = self.markers.raised(marks)
-            if raised:
-                self._storage.write(puts=self.markers.puts(raised))
+            if raised := self.markers.raised(marks):
+                rows = self._rows_of(list(raised))
+                gone = [(cf, k) for cf, k, v in rows if row_times(v)[0] <= raised[k]]
+                self._storage.write(puts=self.markers.puts(raised), deletes=gone)
                 self.markers.written(raised)
         return len(raised)
+
+    def _rows_of(self, keys: Sequence[bytes]) -> list[tuple[str, bytes, bytes]]:
+        """(family, key, value) of the entities' rows in every group version."""
+        found = []
+        for cf in self._storage.column_families():
+            if not cf.startswith(FEATURE_FAMILY):
+                continue
+            try:
+                values = self._storage.multi_get(cf, list(keys))
+            except FailedPrecondition:
+                continue  # dropped (its group retired): nothing of it is left
+            found += [(cf, k, v) for k, v in zip(keys, values, strict=True) if v is not None]
+        return found
 
     def drop_group(self, group: VersionRef) -> int:
         """Drops every row of a retired group version (its column family);

@@ -104,3 +104,27 @@ def test_a_replica_that_lost_its_disk_takes_its_peers_markers(
     again = FeatureShardStore(tmp_path / "fresh")
     assert dict(FeatureStore(again).markers.items()) == marks
     again.close()
+
+
+def test_a_replica_that_missed_the_erasure_drops_the_history_with_the_marker(
+    store: FeatureStore, tmp_path: Path
+) -> None:
+    """A replica down (or not yet one) when the erasure was sent still holds
+    the subject's rows; the peer's marker it copies (catch-up, anti-entropy)
+    takes them out of every group — those stamped at or before the marker,
+    not later activity — and the replicas then agree row for row."""
+    storage = FeatureShardStore(tmp_path / "missed")
+    missed = FeatureStore(storage)
+    missed.put(PROFILE_S, [row(GONE, T0, age_bucket="a"), row(KEPT, T0, age_bucket="b")])
+    missed.put(ACTIVITY_S, [row(GONE, ERASED_AT + 5, ctr_7d=0.75), row(KEPT, T0, ctr_7d=0.25)])
+    store.erase([entity_key(GONE)], ERASED_AT)
+    store.put(ACTIVITY_S, [row(GONE, ERASED_AT + 5, ctr_7d=0.75)])  # activity after it
+    assert missed.apply_markers(dict(store.markers.items())) == 1
+    assert values(missed) == [None, "b", 0.75, 0.25]
+    for group in (PROFILE, ACTIVITY):  # each pulls the other's rows: nothing moves
+        for part in store.iter_raw(group):
+            assert missed.apply_raw(group, part) == 0
+        for part in missed.iter_raw(group):
+            assert store.apply_raw(group, part) == 0
+        assert list(store.iter_raw(group)) == list(missed.iter_raw(group))
+    storage.close()
