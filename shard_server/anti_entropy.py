@@ -95,7 +95,12 @@ class AntiEntropy:
             if not plan:
                 continue
             # This shard's digests once (one scan), for every peer's buckets.
-            mine = self._digests(kind, target, [b for bs in plan.values() for b in bs], snap)
+            try:
+                mine = self._digests(kind, target, [b for bs in plan.values() for b in bs], snap)
+            except Exception as exc:  # noqa: BLE001 - e.g. a group dropped mid-scan
+                report.failed += 1
+                log.warning("anti-entropy of %s skipped: its digests failed: %s", target, exc)
+                continue
             for peer, buckets in plan.items():
                 if self.loop.stopping:
                     return report

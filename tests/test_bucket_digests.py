@@ -6,6 +6,8 @@ copy rule that makes two replicas converge whichever copies from which."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
@@ -23,6 +25,7 @@ from registry.model import (
 from registry.placement import feature_placement_ref
 from registry.snapshot import Snapshot
 from shard_server import records as rec
+from shard_server.anti_entropy import AntiEntropy
 from shard_server.bucket_digests import BucketDigest, differing, digests_of
 from shard_server.replica_peers import FEATURE_ROWS, RECORDS, live_placements, peer_plan
 from shard_server.version_rules import copy_applies
@@ -129,3 +132,32 @@ def test_copies_converge_whichever_replica_copies_from_which() -> None:
     assert copy_applies(one, None, None)
     assert not copy_applies(newer, None, rec.encode_tombstone(6))
     assert copy_applies(newer, None, rec.encode_tombstone(5))
+
+
+def test_one_placement_whose_digests_fail_does_not_end_the_round() -> None:
+    """A digest scan that fails (a group dropped mid-scan) skips that
+    placement, counted failed; the round goes on to the others."""
+    family = EmbeddingFamily("v", "item", 4, Metric.L2)
+    first, second = VersionRef("ix", "v1"), VersionRef("ix", "v2")
+    indexes = {
+        r: IndexVersion("ix", r.version, VersionRef("v", "v1"), IndexKind.FLAT)
+        for r in (first, second)
+    }
+    shards = {s: ShardMember(s, f"{s}:1") for s in ("a", "b")}
+    placements = {r: Placement(r, (("a", "b"),)) for r in (first, second)}
+    snap = Snapshot(families={"v": family}, indexes=indexes, placements=placements, shards=shards)
+    node = SimpleNamespace(registry=SimpleNamespace(snapshot=snap), shard_id="a")
+    ae = AntiEntropy(node, None, None, 0)  # type: ignore[arg-type]  # only what a round reads
+    reconciled: list[VersionRef] = []
+
+    def digests(
+        kind: str, ref: VersionRef, buckets: list[int], s: Snapshot
+    ) -> dict[int, BucketDigest]:
+        if ref == first:
+            raise KeyError("features:g:v1")
+        return {}
+
+    ae._digests = digests  # type: ignore[method-assign]
+    ae._reconcile = lambda kind, ref, *rest: reconciled.append(ref)  # type: ignore[method-assign]
+    report = ae.run_once()
+    assert (report.failed, reconciled) == (1, [second])
