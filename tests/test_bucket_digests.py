@@ -157,7 +157,7 @@ def test_one_placement_whose_digests_fail_does_not_end_the_round() -> None:
             raise KeyError("features:g:v1")
         return {}
 
-    ae._digests = digests  # type: ignore[method-assign]
+    ae._digests = digests  # type: ignore[method-assign,assignment]
     ae._reconcile = lambda kind, ref, *rest: reconciled.append(ref)  # type: ignore[method-assign]
     report = ae.run_once()
     assert (report.failed, reconciled) == (1, [second])
