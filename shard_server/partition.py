@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -91,6 +91,7 @@ class IndexPartition:
             raise FailedPrecondition(f"index version {index.ref}: {exc.message}") from None
         self._prefix = rec.index_prefix(index.ref)
         self._write_lock = threading.Lock()
+        self.retired = False  # archived and being dropped (`retire`)
         self._clock = clock
         # Summaries handed to coordinators, and the writes that must wait for
         # them to expire (shard_server.summary_leases).
@@ -256,24 +257,6 @@ class IndexPartition:
         metrics.RECORDS.labels(self.metrics_label, "deleted").inc(len(removed))
         return WriteResult(len(removed), 0, seq)
 
-    def export(
-        self, buckets: set[int], chunk: int = 2000
-    ) -> Iterator[tuple[list[tuple[bytes, bytes]], list[tuple[bytes, int]]]]:
-        """Raw records of `buckets` and every tombstone, for a peer catching up."""
-        records: list[tuple[bytes, bytes]] = []
-        for raw_key, value in self.store.iter_prefix(RECORDS, self._prefix):
-            if rec.bucket_of_value(value) in buckets:
-                records.append((raw_key, value))
-                if len(records) >= chunk:
-                    yield records, []
-                    records = []
-        tombs = [
-            (k, rec.decode_tombstone(v))
-            for k, v in self.store.iter_prefix(TOMBSTONES, self._prefix)
-        ]
-        for i in range(0, max(len(tombs), 1), chunk):
-            yield (records if i == 0 else []), tombs[i : i + chunk]
-
     def apply_replicated(
         self, records: Sequence[tuple[bytes, bytes]], tombstones: Sequence[tuple[bytes, int]]
     ) -> int:
@@ -283,6 +266,8 @@ class IndexPartition:
         applied = 0
         hold = 0.0
         with self._write_lock:
+            if self.retired:  # its data is being deleted: a copy would outlive it
+                raise FailedPrecondition(f"index version {self.index.ref} is archived; not copied")
             if records:
                 raw_keys = [k for k, _ in records]
                 stored = self.store.multi_get(RECORDS, raw_keys)
@@ -325,6 +310,12 @@ class IndexPartition:
                     applied += len(puts)
         self._wait_for_leases(hold)
         return applied
+
+    def retire(self) -> None:
+        """Archived: a copy in progress finishes before the data is dropped,
+        a later one is refused (it would write rows nothing deletes again)."""
+        with self._write_lock:
+            self.retired = True
 
     def serve_summaries(
         self, lease_seconds: float, holder: str = ""

@@ -34,6 +34,8 @@ from shard_server.metrics import CATCH_UP
 from shard_server.record_expiry import expiry_cutoff
 from shard_server.replica_peers import RECORDS, live_placements, peer_plan
 from shard_server.service import ShardNode
+from shard_server.storage import RECORDS as RECORDS_CF
+from shard_server.storage import TOMBSTONES, ShardStore
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +49,7 @@ class ReplicationServicer(replication_pb2_grpc.ReplicationServiceServicer):
         self, request: pb.ExportRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.ExportChunk]:
         part = self.node.partition(VersionRef(request.index_name, request.index_version))
-        for records, tombs in part.export(set(request.buckets)):
+        for records, tombs in export_records(part.store, part.index.ref, set(request.buckets)):
             yield pb.ExportChunk(
                 records=[pb.RawEntry(key=k, value=v) for k, v in records],
                 tombstones=[pb.Tombstone(key=k, source_version=s) for k, s in tombs],
@@ -108,6 +110,24 @@ def export_feature_rows(
         for chunk in stub.ExportFeatureRows(req, timeout=timeout):
             marks = {m.key: m.erased_at_us for m in chunk.erasures}
             yield [(r.key, r.value) for r in chunk.records], marks
+
+
+def export_records(
+    store: ShardStore, ref: VersionRef, buckets: set[int], chunk: int = 2000
+) -> Iterator[tuple[list[tuple[bytes, bytes]], list[tuple[bytes, int]]]]:
+    """Raw records of `buckets` and every tombstone of an index version,
+    for a peer catching up."""
+    prefix = rec.index_prefix(ref)
+    records: list[tuple[bytes, bytes]] = []
+    for raw_key, value in store.iter_prefix(RECORDS_CF, prefix):
+        if rec.bucket_of_value(value) in buckets:
+            records.append((raw_key, value))
+            if len(records) >= chunk:
+                yield records, []
+                records = []
+    tombs = [(k, rec.decode_tombstone(v)) for k, v in store.iter_prefix(TOMBSTONES, prefix)]
+    for i in range(0, max(len(tombs), 1), chunk):
+        yield (records if i == 0 else []), tombs[i : i + chunk]
 
 
 def pull_index_buckets(

@@ -158,6 +158,8 @@ class ShardNode:
                 continue
             with self._open_lock:
                 part = self._partitions.pop(ref, None)
+            if part is not None:
+                part.retire()  # a copy in progress lands before the drop, none after
             directory = self._directory(ref)
             if part is None and not directory.exists():
                 continue
