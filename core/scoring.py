@@ -40,13 +40,14 @@ def canonical_scores(metric: Metric, query: np.ndarray, vectors: np.ndarray) -> 
         return np.empty(0, dtype=F32)
     q = query.astype(np.float64)
     x = vectors.astype(np.float64)
-    if metric is Metric.L2:
-        diff = x - q
-        # Annotated: numpy's stubs type einsum's result as Any.
-        distance: np.ndarray = np.sqrt(np.einsum("ij,ij->i", diff, diff))
-        # "+ 0.0" turns -0.0 (an exact match) into 0.0, so equal scores are equal bytes.
-        return (-distance + 0.0).astype(F32)
-    return (x @ q).astype(F32)
+    with np.errstate(over="ignore"):  # a score past float32's range is ±inf
+        if metric is Metric.L2:
+            diff = x - q
+            # Annotated: numpy's stubs type einsum's result as Any.
+            distance: np.ndarray = np.sqrt(np.einsum("ij,ij->i", diff, diff))
+            # "+ 0.0" turns -0.0 (an exact match) into 0.0, so equal scores are equal bytes.
+            return (-distance + 0.0).astype(F32)
+        return (x @ q).astype(F32)
 
 
 def approx_scores(
@@ -55,14 +56,18 @@ def approx_scores(
     """Fast float32 scores that order like the canonical ones, and a bound on
     how far apart two of them may be from their canonical order (for L2 the
     scale is -distance², monotone in the canonical score)."""
-    dots = vectors @ query
     d = vectors.shape[1] if vectors.ndim == 2 else 1
-    qn = float(query @ query)
-    max_sq = float(sq_norms.max()) if sq_norms.size else 0.0
-    eps = 4.0 * d * float(np.finfo(F32).eps)
-    if metric is Metric.L2:
-        return 2.0 * dots - sq_norms, eps * (qn + max_sq) * 4.0
-    return dots, eps * float(np.sqrt(qn * max_sq)) * 2.0
+    # Overflow gives inf (or NaN): `exact_candidates` then rescores all.
+    with np.errstate(over="ignore", invalid="ignore"):
+        dots = vectors @ query
+        qn = float(query @ query)
+        max_sq = float(sq_norms.max()) if sq_norms.size else 0.0
+        eps = 4.0 * d * float(np.finfo(F32).eps)
+        # Products and squares that underflow err absolutely (SUBNORMAL each).
+        tiny = 8.0 * (d + 2) * SUBNORMAL
+        if metric is Metric.L2:
+            return 2.0 * dots - sq_norms, eps * (qn + max_sq) * 4.0 + tiny
+        return dots, eps * float(np.sqrt(qn * max_sq)) * 2.0 + tiny
 
 
 def prepare_queries(queries: np.ndarray, metric: Metric, normalize: bool) -> np.ndarray:
@@ -106,16 +111,25 @@ def canonical_scores_rows(
     d = vectors.shape[-1]
     step = max(1, CHUNK_BYTES // (c * d * 8))
     out = np.empty((n, c), dtype=F32)
-    for lo in range(0, n, step):
-        hi = min(n, lo + step)
-        x = (vectors[rows[lo:hi]] if rows is not None else vectors[lo:hi]).astype(np.float64)
-        q = queries[lo:hi].astype(np.float64)
-        if metric is Metric.L2:
-            diff = x - q[:, None, :]
-            out[lo:hi] = -np.sqrt(np.einsum("qcd,qcd->qc", diff, diff)) + 0.0
-        else:
-            out[lo:hi] = np.matmul(x, q[:, :, None])[..., 0]
+    with np.errstate(over="ignore"):  # a score past float32's range is ±inf
+        for lo in range(0, n, step):
+            hi = min(n, lo + step)
+            x = (vectors[rows[lo:hi]] if rows is not None else vectors[lo:hi]).astype(np.float64)
+            q = queries[lo:hi].astype(np.float64)
+            if metric is Metric.L2:
+                diff = x - q[:, None, :]
+                out[lo:hi] = -np.sqrt(np.einsum("qcd,qcd->qc", diff, diff)) + 0.0
+            else:
+                out[lo:hi] = np.matmul(x, q[:, :, None])[..., 0]
     return out
+
+
+# Approximate scores at or above this magnitude (or not finite) get no
+# trimming: a float32 sum this close to overflow may have overflowed.
+LARGEST_TRUSTED = 1e36
+# float32's smallest subnormal: the absolute rounding of a product or square
+# that underflows, which no relative bound covers.
+SUBNORMAL = float(np.finfo(F32).smallest_subnormal)
 
 
 def rescore_width(approx: np.ndarray, k: int, window: np.ndarray) -> int:
@@ -133,6 +147,10 @@ def rescore_width(approx: np.ndarray, k: int, window: np.ndarray) -> int:
     out of order (or holding NaN) get every candidate."""
     b, n = int(approx.shape[0]), int(approx.shape[1])
     if n <= k or b == 0:
+        return n
+    # Scores near float32's range overflowed somewhere (an infinite or NaN
+    # score, or one that may hide such a sum): no bound holds, rescore all.
+    if not (bool(np.isfinite(window).all()) and bool((np.abs(approx) < LARGEST_TRUSTED).all())):
         return n
     if not bool((approx[:, :-1] >= approx[:, 1:]).all()):
         return n

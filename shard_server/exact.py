@@ -40,11 +40,17 @@ def exact_candidates(
     if mask is not None and count < _GATHER_BELOW * n:
         rows = np.flatnonzero(mask)
         approx, tol = approx_scores(metric, query, vectors[rows], sq_norms[rows])
+        finite = bool(np.isfinite(approx).all())
     else:
         rows = np.arange(n, dtype=np.int64)
         approx, tol = approx_scores(metric, query, vectors, sq_norms)
+        finite = bool(np.isfinite(approx).all())
         if mask is not None:
             approx = np.where(mask, approx, -np.inf)
+    if not (finite and np.isfinite(tol)):
+        # A float32 sum overflowed (inf, or inf - inf): no band holds; the
+        # canonical (float64) scores of every allowed row decide.
+        return rows if mask is None or rows.shape[0] == count else np.flatnonzero(mask)
     m = approx.shape[0]
     kth = np.partition(approx, m - k)[m - k]
     return rows[np.flatnonzero(approx >= kth - 2.0 * tol)]

@@ -14,6 +14,7 @@ import hnswlib
 import numpy as np
 
 from core.domain import Metric
+from core.scoring import SUBNORMAL
 from registry.index_params import HnswParams
 from shard_server.segment import SearchOptions
 
@@ -21,6 +22,11 @@ from shard_server.segment import SearchOptions
 def _space(metric: Metric) -> str:
     # Cosine vectors are normalized at ingest, so inner product ranks them.
     return "l2" if metric is Metric.L2 else "ip"
+
+
+# A segment whose longest vector is shorter has squared norms (float32)
+# that may have underflowed: its inner products get no error bound.
+SMALLEST_NORM = 1e-15
 
 
 class HnswIndex:
@@ -95,26 +101,33 @@ class HnswIndex:
         scores = -np.sqrt(np.maximum(d, 0.0)) if self.metric is Metric.L2 else 1.0 - d
         return rows, scores.astype(np.float32)
 
-    def rescore_window(self, queries: np.ndarray, kth: np.ndarray, max_norm: float) -> np.ndarray:
+    def rescore_window(
+        self, queries: np.ndarray, kth: np.ndarray, max_norm: float
+    ) -> np.ndarray | None:
         """For `core.scoring.rescore_width`: twice the bound on how far one of
         hnswlib's scores can be from the canonical one near a query's k-th
         approximate score `kth`. hnswlib computes exact distances of the
         stored float32 vectors in float32 arithmetic, so the bound is
         rounding: a sum of d products (or squared differences) is within
         (d + 2) float32 units of its magnitude, plus the roundings of the
-        conversions — 4 × (d + 8) units leaves twice that margin. L2
-        distances are non-negative sums, relative to the distance itself
-        (a candidate further out may err more, but falls further below);
-        inner products are relative to |q| · |x|, x the segment's longest
-        vector."""
+        conversions — 4 × (d + 8) units leaves twice that margin — and an
+        absolute SUBNORMAL per term that underflows. L2 distances are
+        non-negative sums, relative to the distance itself (a candidate
+        further out may err more, but falls further below; the absolute part
+        becomes its square root through the distance's); inner products are
+        relative to |q| · |x|, x the segment's longest vector — None when
+        that length underflowed in float32 (no bound to give)."""
         d = queries.shape[1]
         unit = 4.0 * (d + 8) * float(np.finfo(np.float32).eps / 2)
+        tiny = 4.0 * (d + 2) * SUBNORMAL
         magnitude = np.abs(kth.astype(np.float64))
         if self.metric is Metric.L2:
-            return magnitude * (2.0 * unit / (1.0 - unit)) + 1e-30
+            return magnitude * (2.0 * unit / (1.0 - unit)) + 2.5 * float(np.sqrt(tiny))
+        if not max_norm > SMALLEST_NORM:
+            return None
         q64 = queries.astype(np.float64)
         q_norms = np.sqrt(np.einsum("ij,ij->i", q64, q64))
-        bound = unit * (1.0 + magnitude + q_norms * max_norm * 1.001)
+        bound = unit * (1.0 + magnitude + q_norms * max_norm * 1.001) + tiny
         return 2.0 * bound
 
     def search_many(

@@ -19,7 +19,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core.domain import Metric
-from core.scoring import normalized, rescore_width
+from core.ordering import order_key
+from core.scoring import canonical_scores, normalized, rescore_width
 from registry.index_params import HnswParams
 from shard_server.hnsw_segment import HnswIndex
 from shard_server.model import Query
@@ -170,3 +171,101 @@ def test_near_ties_keep_the_canonical_answer(metric: Metric, k: int) -> None:
     # Rescoring only hnswlib's own k best would have answered differently here.
     with patch("shard_server.sealed_segment.rescore_width", lambda _a, kk, _w: kk):
         assert _answers(seg, queries, k) != every
+
+
+# -- float32's edges (found in review): overflow and underflow ------------------------
+
+
+def _ip_overflow() -> tuple[np.ndarray, np.ndarray, int, int]:
+    """hnswlib's float32 dot products of the best rows overflow to +inf."""
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1.0, 1.0, size=(2000, 16)).astype(np.float32)
+    x[:, 0] = rng.uniform(-3.0, 3.0, size=2000)
+    x[:100, 0] = rng.uniform(4.0, 5.0, size=100)
+    q = np.zeros(16, np.float32)
+    q[0] = 1e38
+    return x, q, 64, 10
+
+
+def _ip_overflow_inside() -> tuple[np.ndarray, np.ndarray, int, int]:
+    """One product of the canonically best row overflows inside hnswlib's
+    sum (its approximate score is -inf; its canonical one is finite)."""
+    rng = np.random.default_rng(1)
+    n, d = 1100, 16
+    u = rng.normal(size=(20 * n, d))
+    u = 3 * u / np.linalg.norm(u, axis=1, keepdims=True)
+    x = u[u[:, 0] + u[:, 1] <= -0.5][:n].astype(np.float32)
+    x[0] = 0
+    x[0, 0], x[0, 1] = -7.0, 6.6
+    q = np.zeros(d, np.float32)
+    q[0] = q[1] = 5e37
+    return x, q, n + 200, 1
+
+
+def _ip_tiny_rows() -> tuple[np.ndarray, np.ndarray, int, int]:
+    """Rows so short their float32 squared norms underflow to 0, a huge query."""
+    rng = np.random.default_rng(3)
+    n, d = 1100, 16
+    base = rng.normal(size=(n, d)) * 1e-24
+    base[:, 1] = -base[:, 0] + rng.normal(size=n) * 1e-31
+    q = np.zeros(d, np.float32)
+    q[0] = q[1] = 1e30
+    return base.astype(np.float32), q, 64, 10
+
+
+def _l2_underflow() -> tuple[np.ndarray, np.ndarray, int, int]:
+    """Squares that underflow: hnswlib's distance errs absolutely."""
+    rng = np.random.default_rng(2)
+    n, d = 1100, 16
+    x = (rng.normal(size=(n, d)) * 1e-19).astype(np.float32)
+    for j in range(1, 6):
+        x[j] = (np.where(rng.random(d) < 0.5, -1, 1) * (2.6e-23 - j * 1e-25)).astype(np.float32)
+    x[0] = 0
+    x[0, 0] = 4e-23
+    return x, np.zeros(d, np.float32), 64, 1
+
+
+EDGES = {
+    "ip overflow": (Metric.INNER_PRODUCT, _ip_overflow),
+    "ip overflow inside a sum": (Metric.INNER_PRODUCT, _ip_overflow_inside),
+    "ip rows whose norms underflow": (Metric.INNER_PRODUCT, _ip_tiny_rows),
+    "l2 underflow": (Metric.L2, _l2_underflow),
+}
+
+
+def _brute_force(metric: Metric, x: np.ndarray, q: np.ndarray, k: int) -> tuple[object, ...]:
+    scores = canonical_scores(metric, q, x)
+    keys = list(SegmentRows.numbered(x).keys)
+    best = sorted(range(len(x)), key=lambda i: order_key(float(scores[i]), keys[i]))[:k]
+    return scores[best].tobytes(), [keys[i] for i in best]
+
+
+@pytest.mark.parametrize("case", list(EDGES))
+def test_float32_edges_keep_the_canonical_answer(case: str) -> None:
+    """Finite inputs (the API accepts them) whose float32 sums overflow or
+    underflow: no error bound holds there, so every candidate is rescored —
+    the HNSW answer equals rescoring all, and an exact search equals brute
+    force in float64."""
+    metric, make = EDGES[case]
+    x, q, ef, k = make()
+    params = HnswParams(M=16, ef_construction=64, ef_search=ef)
+    seg = build_sealed(
+        "s", SegmentRows.numbered(x), metric, params, None, BuildSettings(), PlannerPolicy()
+    )
+    trimmed = _answers(seg, q[None, :], k)
+    with patch.object(HnswIndex, "rescore_window", lambda *_: None):
+        every = _answers(seg, q[None, :], k)
+    assert trimmed == every
+    exact = seg.search(q, k, "t", None, SearchOptions(exact=True))
+    assert (exact.scores.tobytes(), list(exact.keys)) == _brute_force(metric, x, q, k)
+
+
+def test_the_near_tie_shells_scaled_into_subnormals_keep_their_answers() -> None:
+    for scale in (1e-19, 1e-21):
+        x, q = _shells(Metric.L2, 32, 1)
+        seg, queries = _segment(
+            Metric.L2, (x * scale).astype(np.float32), (q * scale).astype(np.float32)
+        )
+        for k in (1, 10):
+            trimmed, every, _ = _answers_by_width(seg, queries, k)
+            assert trimmed == every, (scale, k)
