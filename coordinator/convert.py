@@ -286,6 +286,7 @@ def shard_packed_pb(index: VersionRef, queries: Sequence[ShardQuery]) -> spb.Pac
         vectors=matrix.tobytes(),
         dimension=matrix.shape[1],
         queries=[_query_pb(q) for q in queries],
+        accepts_refusals=True,
     )
 
 

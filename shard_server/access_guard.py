@@ -43,6 +43,7 @@ from registry.access_policy import (
     require_role,
 )
 from registry.snapshot import Snapshot
+from shard_server.metrics import QUERIES_REFUSED
 
 
 class SnapshotSource(Protocol):
@@ -204,7 +205,9 @@ class ShardAccessGuard(grpc.ServerInterceptor):
                 if streaming:
                     request = self._checked_stream(request, rule, md)
                 else:
-                    refused = self.check(rule, rule.items(request), md)
+                    # Only a caller that reads per-query refusals gets them.
+                    partial = rule.partial and bool(request.accepts_refusals)
+                    refused = self.check(rule, rule.items(request), md, partial)
                     if refused:
                         token = _REFUSED.set(refused)
                         try:
@@ -225,10 +228,13 @@ class ShardAccessGuard(grpc.ServerInterceptor):
 
     # -- the checks ----------------------------------------------------------
 
-    def check(self, rule: ShardRule, items: Items, md: Metadata) -> dict[int, PermissionDenied]:
-        """Raises when the call is refused. Under a `partial` rule, items are
-        refused one by one: those refused come back by position while others
-        pass (the call fails only when every item is refused)."""
+    def check(
+        self, rule: ShardRule, items: Items, md: Metadata, partial: bool = False
+    ) -> dict[int, PermissionDenied]:
+        """Raises when the call is refused. With `partial` (a `partial` rule
+        whose caller reads per-query refusals), items are refused one by one:
+        those refused come back by position while others pass (the call fails
+        only when every item is refused)."""
         vouches = from_metadata(md, len(items.tenants) if rule.per_item else 1)
         if not rule.per_item:
             for i, tenant in enumerate(items.tenants):
@@ -242,9 +248,9 @@ class ShardAccessGuard(grpc.ServerInterceptor):
         refused: dict[int, PermissionDenied] = {}
         checked: dict[Vouch, Principal | PermissionDenied] = {}
         for i, (tenant, v) in enumerate(zip(items.tenants, vouches, strict=True)):
-            if tenant != v.tenant:
+            if tenant != v.tenant:  # no position: a batch mixes callers
                 refused[i] = PermissionDenied(
-                    f"item {i} is for tenant {tenant[:128]!r}, but the coordinator vouched "
+                    f"a query is for tenant {tenant[:128]!r}, but the coordinator vouched "
                     f"for {v.tenant[:128]!r}"
                 )
                 continue
@@ -258,8 +264,9 @@ class ShardAccessGuard(grpc.ServerInterceptor):
                 refused[i] = found
         if items.filters is not None and items.index is not None:
             self._check_filters(items, vouches, checked, refused)
-        if refused and (not rule.partial or len(refused) == len(items.tenants)):
+        if refused and (not partial or len(refused) == len(items.tenants)):
             raise refused[min(refused)]
+        QUERIES_REFUSED.inc(len(refused))
         return refused
 
     def _lookup(self, pick: Callable[[Snapshot], Any], what: str) -> tuple[Snapshot, Any]:

@@ -235,3 +235,11 @@ FEATURE_ROWS_ERASED = Counter(
     "Feature rows refused (written or copied) because their entity was erased after their "
     "feature_timestamp: an erased subject's history replayed",
 )
+
+
+QUERIES_REFUSED = Counter(
+    "vecshard_shard_queries_refused_total",
+    "Queries of a search batch the shard's access checks refused while answering the rest "
+    "(a coordinator and this shard disagreeing about a grant, or a coordinator's bug); "
+    "calls refused whole count in vecshard_grpc_requests_total",
+)

@@ -39,6 +39,7 @@ from protos.vecshard.v1.internal import shard_pb2 as spb
 from tests.conftest import ClusterFactory
 from tests.polling import poll
 from tests.specs import route_spec, tenant_docs
+from tests.test_feature_replicas_e2e import metric
 
 pytestmark = pytest.mark.integration
 DIM = 8
@@ -362,12 +363,15 @@ def test_a_shard_refuses_the_queries_of_a_batch_one_by_one(cluster: LocalCluster
     ]
     address = str(cluster.shards["shard-0"].ready["grpc"])  # type: ignore[index]  # started
 
-    def search(rows: list[tuple[str, Vouch, Filter | None]]) -> spb.PackedSearchResponse:
+    def search(
+        rows: list[tuple[str, Vouch, Filter | None]], accepts: bool = True
+    ) -> spb.PackedSearchResponse:
         req = spb.PackedSearchRequest(
             index=spb.IndexRef(name="ix", version="v1"),
             vectors=np.stack([vector("e001")] * len(rows)).tobytes(),
             dimension=DIM,
             queries=[spb.Query(k=3, tenant_id=t, filter=filter_to_pb(f)) for t, _, f in rows],
+            accepts_refusals=accepts,
         )
         with grpc.secure_channel(address, peer) as ch:
             response: spb.PackedSearchResponse = shard_pb2_grpc.ShardServiceStub(ch).SearchPacked(
@@ -375,8 +379,11 @@ def test_a_shard_refuses_the_queries_of_a_batch_one_by_one(cluster: LocalCluster
             )
             return response
 
+    port = cluster.shards["shard-0"].ready["metrics"]  # type: ignore[index]  # started
+    before = metric(port, "vecshard_shard_queries_refused_total")
     got = search(plan)
     assert [r.query for r in got.refused] == [1, 3, 4]
+    assert metric(port, "vecshard_shard_queries_refused_total") == before + 3
     why = [r.message for r in got.refused]
     assert "ghost" in why[0] and "restricted attribute" in why[1] and "vouched" in why[2]
     assert [got.counts[i] for i in (1, 3, 4)] == [0, 0, 0] and got.counts[0] == 3
@@ -386,6 +393,11 @@ def test_a_shard_refuses_the_queries_of_a_batch_one_by_one(cluster: LocalCluster
     assert not alone[0].refused and not alone[1].refused
     with pytest.raises(grpc.RpcError) as err:
         search([plan[1], plan[3]])  # every query refused: the call is
+    assert err.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    # A coordinator from before per-query refusals (it would read a refused
+    # query's empty slot as an answer): the batch is refused whole.
+    with pytest.raises(grpc.RpcError) as err:
+        search(plan, accepts=False)
     assert err.value.code() is grpc.StatusCode.PERMISSION_DENIED
 
 

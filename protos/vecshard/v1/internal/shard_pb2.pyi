@@ -157,16 +157,18 @@ class SearchResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[QueryResult, _Mapping]]] = ..., shard_id: _Optional[str] = ...) -> None: ...
 
 class PackedSearchRequest(_message.Message):
-    __slots__ = ("index", "vectors", "dimension", "queries")
+    __slots__ = ("index", "vectors", "dimension", "queries", "accepts_refusals")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     VECTORS_FIELD_NUMBER: _ClassVar[int]
     DIMENSION_FIELD_NUMBER: _ClassVar[int]
     QUERIES_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTS_REFUSALS_FIELD_NUMBER: _ClassVar[int]
     index: IndexRef
     vectors: bytes
     dimension: int
     queries: _containers.RepeatedCompositeFieldContainer[Query]
-    def __init__(self, index: _Optional[_Union[IndexRef, _Mapping]] = ..., vectors: _Optional[bytes] = ..., dimension: _Optional[int] = ..., queries: _Optional[_Iterable[_Union[Query, _Mapping]]] = ...) -> None: ...
+    accepts_refusals: bool
+    def __init__(self, index: _Optional[_Union[IndexRef, _Mapping]] = ..., vectors: _Optional[bytes] = ..., dimension: _Optional[int] = ..., queries: _Optional[_Iterable[_Union[Query, _Mapping]]] = ..., accepts_refusals: _Optional[bool] = ...) -> None: ...
 
 class PackedSearchResponse(_message.Message):
     __slots__ = ("shard_id", "sequence", "counts", "candidates", "approximate", "scores", "entity_ids", "id_ends", "buckets", "entity_types", "type_codes", "reference_counts", "reference_scores", "refused")
