@@ -5,9 +5,10 @@ A search computes the allowed rows (tenant, filter, not deleted) as one
 vectorized mask, lets the planner choose exact scan or index, pushes the mask
 down into the index, re-checks every candidate against it, and rescores the
 survivors canonically over the stored float32 vectors (those that can still
-be among the k best, when the index bounds its scores' error: `_rescored`). The only mutable state
-is the deleted-row bitmap, written under the partition's write lock; a search
-reads it without a lock (a row deleted mid-search is a write that raced it).
+be among the k best, when the index bounds its scores' error: `_rescored`).
+The only mutable state is the deleted-row bitmap, written under the
+partition's write lock; a search reads it without a lock (a row deleted
+mid-search is a write that raced it).
 """
 
 from __future__ import annotations
