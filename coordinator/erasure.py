@@ -53,7 +53,7 @@ from protos.vecshard.v1 import common_pb2 as cpb
 from protos.vecshard.v1.internal import erasure_pb2 as epb
 from protos.vecshard.v1.internal import erasure_pb2_grpc
 from registry.features import FeatureGroup
-from registry.model import IndexVersion
+from registry.model import IndexVersion, Status
 from registry.placement import feature_placement_ref
 from registry.snapshot import Snapshot
 
@@ -187,8 +187,15 @@ class ErasureEngine:
             key=lambda r: (r.name, r.version),
         )
         wanted = set(versions)
+        # Not archived ones: their data is gone (the shards drop it on the
+        # archive, or at start-up), and a shard refuses every call naming
+        # one — every erasure of the type would fail for good.
         indexes = sorted(
-            (ix for ix in snap.indexes.values() if ix.embedding in wanted),
+            (
+                ix
+                for ix in snap.indexes.values()
+                if ix.embedding in wanted and ix.status is not Status.ARCHIVED
+            ),
             key=lambda ix: (ix.name, ix.version),
         )
         return versions, indexes

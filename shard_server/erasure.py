@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.domain import EntityKey
+from registry.model import Status
 from shard_server.feature_store import FeatureStore, entity_key
 from shard_server.service import ShardNode
 from shard_server.storage import FEATURE_ERASURES, TOMBSTONES, ShardStore
@@ -62,7 +63,9 @@ class ShardEraser:
         refs = [
             ref
             for ref, placement in snap.placements.items()
-            if ref in snap.indexes and self.node.shard_id in placement.shards()
+            if ref in snap.indexes
+            and snap.indexes[ref].status is not Status.ARCHIVED  # dropped: nothing to flush
+            and self.node.shard_id in placement.shards()
         ]
         for ref in refs:
             self.node.flush(ref, compact=True)
