@@ -42,6 +42,18 @@ class ErasureMarkers:
         metrics.FEATURE_ROWS_ERASED.inc()
         return True
 
+    def erased(
+        self, keys: Iterable[bytes], erased_at: int, stamps: Iterable[tuple[bytes, int]]
+    ) -> dict[bytes, int]:
+        """The markers an erasure at `erased_at` raises: each key's at
+        `erased_at`, or at the newest stamp among its deleted rows (`stamps`)
+        if later — a producer's clock ahead of the coordinator's must not let
+        a replay (or a lagging replica's copy) of such a row back in."""
+        at = dict.fromkeys(keys, erased_at)
+        for key, stamp in stamps:
+            at[key] = max(at[key], stamp)
+        return self.raised(at)
+
     def raised(self, marks: Mapping[bytes, int]) -> dict[bytes, int]:
         """Of `marks`, those later than this shard's marker of their key (a
         marker only moves forward)."""

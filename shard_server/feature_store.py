@@ -290,18 +290,17 @@ class FeatureStore:
         return self._storage.has_column_family(column_family(group))
 
     def erase(self, keys: Sequence[bytes], erased_at: int) -> int:
-        """Deletes the entities' rows (`entity_key`s) from every feature
-        group version here, and marks each entity erased at `erased_at`
-        (µs) in the same synced batch: from then on a write or a replica's
-        copy of a row stamped at or before it is refused — a producer
-        replaying an erased subject's history cannot bring it back — and a
-        later one (new activity) is accepted. Returns the rows deleted."""
+        """Deletes the entities' rows (`entity_key`s) from every feature group
+        version here and marks each erased — at `erased_at` (µs), or its newest
+        row's stamp if later (a producer's clock ahead) — in one synced batch:
+        a row stamped at or before the mark (a replay, a replica's copy) is
+        refused, a later one (new activity) accepted. Returns rows deleted."""
         with self._write_lock:  # no put, copy or drop in between
-            deletes = [(cf, k) for cf, k, _ in self._rows_of(keys)]
-            marks = self.markers.raised(dict.fromkeys(keys, erased_at))
-            self._storage.write(puts=self.markers.puts(marks), deletes=deletes)
+            rows = self._rows_of(keys)
+            marks = self.markers.erased(keys, erased_at, [(k, row_times(v)[0]) for _, k, v in rows])
+            self._storage.write(puts=self.markers.puts(marks), deletes=[r[:2] for r in rows])
             self.markers.written(marks)
-        return len(deletes)
+        return len(rows)
 
     def apply_markers(self, marks: Mapping[bytes, int]) -> int:
         """A peer's erasure markers, where later than ours, with the erasure

@@ -128,3 +128,22 @@ def test_a_replica_that_missed_the_erasure_drops_the_history_with_the_marker(
             assert store.apply_raw(group, part) == 0
         assert list(store.iter_raw(group)) == list(missed.iter_raw(group))
     storage.close()
+
+
+def test_a_row_stamped_ahead_of_the_erasure_stays_erased(tmp_path: Path) -> None:
+    """A producer's clock an hour ahead of the coordinator's: the erasure
+    deletes its row, and the marker covers that row's stamp, so a replay of
+    the same row (or a lagging replica's copy of it) is refused — and real
+    activity after it is accepted (found in review)."""
+    storage = FeatureShardStore(tmp_path / "ahead")
+    fs = FeatureStore(storage)
+    ahead = row(GONE, T0 + 3600 * 10**6, age_bucket="secret")
+    fs.put(PROFILE_S, [ahead])
+    copy = list(next(iter(fs.iter_raw(PROFILE))))  # what a lagging peer exports
+    assert fs.erase([entity_key(GONE)], ERASED_AT) == 1
+    assert fs.put(PROFILE_S, [ahead]) == PutAck(0, 1)
+    assert fs.apply_raw(PROFILE, copy) == 0
+    assert fs.multi_get(PROFILE_S, [GONE]) == [None]
+    later = row(GONE, T0 + 3600 * 10**6 + 1, age_bucket="new")
+    assert fs.put(PROFILE_S, [later]) == PutAck(1, 0)
+    storage.close()
