@@ -155,6 +155,10 @@ class ReplicaCall:
     # comes back on a new one): how a repair reaches it where it is now.
     # None: only `run`.
     to: Callable[[str], Awaitable[tuple[int, int]]] | None = None
+    # A call with no replica set of its own (a move-delete): the groups of
+    # its request that must all be acknowledged before a repair retries it
+    # (deleting a key's old copy is right only once its new one landed).
+    after: frozenset[Hashable] = frozenset()
 
 
 def replica_call(
@@ -232,11 +236,11 @@ class ReplicaRepair:
     def failed(self, call: ReplicaCall, exc: BaseException, acked: set[Hashable]) -> None:
         """`call` failed with `exc`: retried later, unless the error is about
         the request (it would fail again), the call counts for no replica
-        set (a move-delete), or too many are held. `acked`: the replica sets
+        set and waits for none (`after`), or too many are held. `acked`: the replica sets
         of its request that some replica acknowledged, as they come in."""
         if classify_shard_error(exc) is not Decision.TOLERATE or self.closed:
             return
-        if call.group is None:
+        if call.group is None and not call.after:
             return
         while self.held >= self.limit:
             oldest = next(iter(self._retrying))
@@ -259,11 +263,12 @@ class ReplicaRepair:
         try:
             for delay in self.delays:
                 await asyncio.sleep(delay)
-                if call.group not in acked:
+                if not (call.after <= acked if call.group is None else call.group in acked):
                     # No replica of the set has the write (yet): completing it
                     # on this one alone, seconds later — maybe after a peer
                     # restarted and caught up without it — would make the
-                    # replicas disagree where they now agree.
+                    # replicas disagree where they now agree. (A move-delete:
+                    # not before every new copy of its keys landed.)
                     continue
                 attempt = self._attempt(call)
                 if attempt is None:

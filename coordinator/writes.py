@@ -173,6 +173,7 @@ class Writes:
                     p,
                     move_deletes(p, self._all_members(snap, index, p), checked, buckets[n]),
                     timeout,
+                    out,
                 )
             return out
 
@@ -225,7 +226,7 @@ class Writes:
                 moves = move_deletes_of(
                     p, self._all_members(snap, index, p), keys, buckets[n], checked.source_versions
                 )
-                out += self._move_delete_calls(snap, index, p, moves, timeout)
+                out += self._move_delete_calls(snap, index, p, moves, timeout, out)
             return out
 
         result = await self._write_all(snap, indexes, calls)
@@ -248,10 +249,16 @@ class Writes:
         placement: Placement,
         moves: Sequence[MoveDelete],
         timeout: float,
+        writes: Sequence[ReplicaCall],
     ) -> list[ReplicaCall]:
         """Centroid placement: the older copies of moved keys go (uncounted:
-        a call with no replica set counts nothing, `QuorumTally.ack`)."""
+        a call with no replica set counts nothing, `QuorumTally.ack`). One
+        that fails for a passing reason is repaired once every write of the
+        request to this index version (`writes`) was acknowledged somewhere:
+        else the old copy stayed searchable for good (one replica per bucket
+        has no peer for anti-entropy to compare it with)."""
         members = self._all_members(snap, index, placement)
+        after = frozenset(c.group for c in writes if c.group is not None)
         return [
             ReplicaCall(
                 d.shard_id,
@@ -264,6 +271,7 @@ class Writes:
                     timeout,
                     self._shard(members[d.shard_id]),
                 ),
+                after=after,
             )
             for d in moves
         ]

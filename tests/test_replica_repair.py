@@ -12,6 +12,7 @@ import dataclasses
 import time
 from collections.abc import Callable
 
+import numpy as np
 import pytest
 from prometheus_client import REGISTRY
 
@@ -19,13 +20,13 @@ from coordinator.buckets import key_bucket
 from coordinator.quorum import ReplicaCall, ReplicaRepair
 from core.errors import InvalidArgument, Unavailable
 from registry.model import ShardMember
-from registry.placement import FEATURE_BUCKETS, feature_placement_ref
+from registry.placement import FEATURE_BUCKETS, encode_centroids, feature_placement_ref
 from tests.feature_catalog import PROFILE, T0, row, user
 from tests.inmemory import InMemoryShard
 from tests.static_registry import FAMILY
 from tests.test_coordinator_features import ME as FEATURE_ME
 from tests.test_coordinator_features import feature_cluster, get
-from tests.test_coordinator_writes import ME, RECORDS, cluster, keys_on
+from tests.test_coordinator_writes import ME, RECORDS, cluster, keys_on, rec, run
 
 ALL = {r.key.entity_id for r in RECORDS}
 
@@ -197,5 +198,43 @@ def test_the_repairs_held_are_bounded_and_closing_abandons_them() -> None:
         assert repair.held == 0
         repair.failed(call, Unavailable("down"), acked)  # closed: not held
         assert repair.held == 0
+
+    asyncio.run(scenario())
+
+
+CENTROIDS = encode_centroids(np.array([[1, 0, 0, 0], [-1, 0, 0, 0]], np.float32))
+
+
+@pytest.mark.parametrize("new_copy_lands", [True, False])
+def test_a_failed_move_delete_is_repaired_once_the_new_copy_landed(new_copy_lands: bool) -> None:
+    """Centroid placement, one replica a bucket: an upsert that moves a key
+    to another shard deletes its older copy on the first. That delete
+    failing for a passing reason was acknowledged and never retried, so the
+    old copy — its old vector — stayed searchable for good (no peer of its
+    bucket for anti-entropy to compare with; found in review). It is now
+    repaired, but only once the new copy was acknowledged: deleting the old
+    one of a write that failed would lose the key."""
+    engine, shards, _ = cluster([("a",), ("b",)], placement="centroid", centroids=CENTROIDS)
+    engine.repair.delays = (0.05, 0.05, 0.1, 0.2)
+    run(lambda: engine.upsert(ME, FAMILY, [rec("k", [0.9, 0.1, 0, 0], 5)], 5.0))
+    assert keys_on(shards["a"]) == {"k"}
+
+    async def scenario() -> None:
+        shards["a"].error = Unavailable("shard a: a passing failure")
+        if not new_copy_lands:
+            shards["b"].error = Unavailable("shard b is down")
+            with pytest.raises(Unavailable):
+                await engine.upsert(ME, FAMILY, [rec("k", [-0.9, 0.1, 0, 0], 6)], 5.0)
+        else:
+            assert await engine.upsert(ME, FAMILY, [rec("k", [-0.9, 0.1, 0, 0], 6)], 5.0) == (1, 0)
+        assert keys_on(shards["a"]) == {"k"}  # the old copy, for now
+        shards["a"].error = None
+        if new_copy_lands:
+            assert await until(lambda: keys_on(shards["a"]) == set())
+            assert keys_on(shards["b"]) == {"k"}
+        else:
+            assert await until(lambda: engine.repair.held == 0)  # retries ended, none sent
+            assert keys_on(shards["a"]) == {"k"} and keys_on(shards["b"]) == set()
+            assert shards["a"].ops["delete"] == 1
 
     asyncio.run(scenario())
