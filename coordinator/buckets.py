@@ -9,7 +9,7 @@ a record depends on its vector (and a key alone does not say where it is).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 
 import numpy as np
 
@@ -69,6 +69,7 @@ def column_buckets(
     family = snap.family(index.embedding.name)
     allowed = np.array(tenant_buckets(index, tenant), dtype=np.int64)
     picked: np.ndarray = allowed[nearest(records.vectors, centroids[allowed], family.metric)]
+    _with_the_winner(records.entity_ids.raw_list(), records.source_versions.tolist(), picked)
     return picked
 
 
@@ -91,4 +92,25 @@ def record_buckets(
         )
         for i, p in zip(rows, picks, strict=True):
             out[i] = allowed[int(p)]
+    _with_the_winner([r.key for r in records], [r.source_version for r in records], out)
     return out
+
+
+def _with_the_winner(
+    keys: Sequence[Hashable], versions: Sequence[int], buckets: list[int] | np.ndarray
+) -> None:
+    """Rows of one key in one batch all go to the bucket of the row that
+    wins — the highest version, the last on a tie, as the shard keeps it
+    (`shard_server.row_batch.latest_rows`). Under centroid placement each
+    row's vector picks its own bucket: two rows of a key landed on two
+    shards, and neither move-delete (a version below) removed the other, so
+    the key lived twice (found in review)."""
+    if len(set(keys)) == len(keys):
+        return
+    best: dict[Hashable, int] = {}
+    for i, (key, version) in enumerate(zip(keys, versions, strict=True)):
+        j = best.get(key)
+        if j is None or version >= versions[j]:
+            best[key] = i
+    for i, key in enumerate(keys):
+        buckets[i] = buckets[best[key]]

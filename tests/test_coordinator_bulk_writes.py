@@ -112,11 +112,8 @@ def test_columns_leave_the_shards_as_the_same_records_one_by_one(placement: str)
     by_cols, shards_cols, _ = cluster(layout, **kw)
     by_recs, shards_recs, _ = cluster(layout, **kw)
     for round_ in range(3):  # later rounds move keys to other centroids and go stale
-        # With centroid placement a key given twice in one batch may land in
-        # two replica sets, and which of them answers first decides the
-        # counts (not the outcome): keys are distinct within a batch there.
-        pick = rng.choice(40, size=30, replace=False) if placement == "centroid" else None
-        ids = [f"k{i}" for i in (pick if pick is not None else rng.integers(0, 40, size=60))]
+        # Keys repeat within a batch: all rows of one go where the winner goes.
+        ids = [f"k{i}" for i in rng.integers(0, 40, size=60)]
         n = len(ids)
         vectors = rng.normal(size=(n, 4)).astype(np.float32)
         versions = rng.integers(1, 4 + round_, size=n).tolist()
@@ -279,3 +276,24 @@ def test_a_write_placed_on_a_shard_with_fewer_registered_replicas_sends_nothing(
     with pytest.raises(Unavailable, match=r"replica\(s\) \['b'\] not registered"):
         run(lambda: engine.upsert_columns(ME, FAMILY, columns(["x"], np.ones((1, 4))), 5.0))
     assert shards["a"].ops["upsert_columns"] == 0
+
+
+@pytest.mark.parametrize("as_columns", [False, True])
+def test_a_key_twice_in_one_batch_lives_once_under_centroid_placement(as_columns: bool) -> None:
+    """Each row's vector picks its own centroid: two rows of a key landed on
+    two shards and neither move-delete (a version below) removed the other —
+    the key lived twice (found in review). Every row of a key now goes where
+    the winner goes: the highest version, the last row on a tie (both rows
+    of `k` take the coordinator's clock)."""
+    centroids = encode_centroids(np.array([[1, 0, 0, 0], [-1, 0, 0, 0]], np.float32))
+    engine, shards, _ = cluster([("a",), ("b",)], placement="centroid", centroids=centroids)
+    near_a, near_b = [0.9, 0.1, 0.0, 0.0], [-0.9, 0.1, 0.0, 0.0]
+    batch = columns(["k", "k", "j", "j"], np.array([near_a, near_b, near_b, near_a]), [0, 0, 5, 3])
+    if as_columns:
+        run(functools.partial(engine.upsert_columns, ME, FAMILY, batch, 5.0))
+    else:
+        run(functools.partial(engine.upsert, ME, FAMILY, as_records(batch), 5.0))
+    stored = {sid: {k.entity_id: v for k, v in held.items()} for sid, held in state(shards).items()}
+    assert set(stored["a"]) == set() and set(stored["b"]) == {"k", "j"}
+    assert stored["b"]["k"][0] == stored["b"]["j"][0] == np.array(near_b, np.float32).tobytes()
+    assert stored["b"]["j"][1] == 5
