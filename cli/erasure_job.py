@@ -11,7 +11,12 @@ written atomically (temporary file, fsync, rename) after every step. Killed
 at any point — SIGKILL included — the same command resumes at the first step
 not recorded as done; every step is idempotent, so one cut short is simply
 run again. The state holds the subject's vectors only until verification;
-the final report keeps counts, never vectors.
+the final report keeps counts, never vectors. Run again once the job has
+completed, the command is a new request (new activity since): the finished
+state moves to `done/` and a new job starts. `--no-purge` stops the job
+before its purge, unverified, keeping what verification needs; the same
+command without it finishes the job. Only a job whose every check ran —
+the file scan included (`--no-scan` skips it) — reports `verified`.
 """
 
 from __future__ import annotations
@@ -92,19 +97,27 @@ def run_job(
 ) -> dict[str, Any]:
     """Runs (or resumes) the job; returns its report."""
     jid = job_id(subject)
-    state = JobState(state_dir / f"{jid}.json", subject)
+    path = state_dir / f"{jid}.json"
+    state = JobState(path, subject)
     if "report" in state.data:
-        say(
-            f"job {jid}: completed earlier; its report follows (rerun with a new --state-dir to redo)"
-        )
-        report: dict[str, Any] = state.data["report"]
-        return report
+        # A new request to erase the subject (new activity since, say): the
+        # finished job's state is kept beside, and a new one starts.
+        kept = state_dir / "done" / f"{jid}-{int(state.data['created'])}.json"
+        kept.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.replace(path, kept)
+        say(f"job {jid}: an earlier erasure of this subject completed ({kept}); starting anew")
+        state = JobState(path, subject)
     started = [s for s in STEPS if s in state.done]
     if started:
         say(f"job {jid}: resuming; done before: {', '.join(started)}")
     for step in STEPS:
         if step in state.done:
             continue
+        if step == "purge" and not purge:
+            # Tombstones only: the job waits (vectors kept to verify with)
+            # until the same command runs without --no-purge.
+            say(f"job {jid}: stopped before purge (--no-purge); rerun without it to finish")
+            return {**_partial(state, subject), "pending": ["purge", "offline", "verify"]}
         t0 = time.monotonic()
         result = _STEP[step](client, subject, state, jid, why, offline_roots, purge, scan_files)
         result["seconds"] = round(time.monotonic() - t0, 3)
@@ -160,8 +173,6 @@ def _purge(
     purge: bool,
     scan_files: bool,
 ) -> dict[str, Any]:
-    if not purge:
-        return {"skipped": True}
     r = client.purge(subject, jid, why)
     return {"shards": list(r.shards), "index_partitions_compacted": r.index_partitions_compacted}
 
@@ -208,7 +219,7 @@ def _verify(
     r = client.verify(
         subject,
         _copies(state.done["plan"]),
-        scan_files=scan_files and purge,
+        scan_files=scan_files,
         job_id=jid,
         why=why,
         offline_rows_removed=int(state.done["offline"].get("rows_removed", 0)),
@@ -262,6 +273,18 @@ def matches(verify: dict[str, Any]) -> int:
     )
 
 
+def _partial(state: JobState, subject: EntityKey) -> dict[str, Any]:
+    """What a job stopped before its purge reports: never verified."""
+    done = state.done
+    return {
+        "job_id": state.data["job_id"],
+        "subject": {"tenant_id": subject[0], "entity_type": subject[1], "entity_id": subject[2]},
+        "copies_found": len(done["plan"]["copies"]),
+        "erase": done["erase"],
+        "verified": False,
+    }
+
+
 def _report(state: JobState, subject: EntityKey) -> dict[str, Any]:
     done = state.done
     verify = done["verify"]
@@ -276,5 +299,6 @@ def _report(state: JobState, subject: EntityKey) -> dict[str, Any]:
         "offline": done["offline"],
         "verify": verify,
         "matches": matches(verify),
-        "verified": matches(verify) == 0,
+        # Every check ran clean: a skipped file scan (--no-scan) is not proof.
+        "verified": matches(verify) == 0 and int(verify["files_scanned"]) > 0,
     }
