@@ -45,8 +45,17 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         help="where the job's resumable state lives (default .vecshard/erasures)",
     )
     d.add_argument("--why", default="", help="the reason, recorded in the audit trail")
-    d.add_argument("--no-purge", action="store_true", help="tombstone only; purge later")
-    d.add_argument("--no-scan", action="store_true", help="skip the shards' file scan")
+    d.add_argument(
+        "--no-purge",
+        action="store_true",
+        help="stop after the tombstones, unverified (exit 3); the same command without it "
+        "purges and verifies later",
+    )
+    d.add_argument(
+        "--no-scan",
+        action="store_true",
+        help="skip the shards' file scan (then unverified: exit 3)",
+    )
     d.add_argument("--timeout", type=float, default=600.0, help="seconds per step (default 600)")
     d.set_defaults(func=cmd_delete_subject)
 
