@@ -46,6 +46,9 @@ class Cursor:
     last_score: float
     last_key: EntityKey
     shards: Pins
+    # Every bucket page 1 asked for: a later page reports those no pin covers
+    # (a shard that failed on page 1) missing, not the page complete.
+    buckets: tuple[int, ...] = ()
 
 
 def query_hash(vector: np.ndarray, k: int, tenant: str, flt: Filter | None) -> str:
@@ -68,6 +71,8 @@ def encode(c: Cursor) -> str:
         "k": list(c.last_key),
         "sh": {sid: [list(bs), seq] for sid, (bs, seq) in c.shards.items()},
     }
+    if c.buckets:
+        doc["ab"] = list(c.buckets)
     raw = json.dumps(doc, separators=(",", ":")).encode()
     if len(raw) > _DEFLATE_ABOVE:
         raw = zlib.compress(raw)
@@ -78,8 +83,10 @@ def decode(text: str) -> Cursor:
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
         doc = json.loads(raw if raw[:1] == b"{" else zlib.decompress(raw))
-        if doc.get("v") != VERSION:
-            raise ValueError(f"cursor version {doc.get('v')!r}")
+        if not isinstance(doc, dict) or doc.get("v") != VERSION:
+            raise ValueError("not a cursor of this version")
+        if not isinstance(doc.get("sh"), dict):
+            raise ValueError("its pins are not a mapping")
         return Cursor(
             route=doc["r"],
             bundle=doc["b"],
@@ -88,9 +95,13 @@ def decode(text: str) -> Cursor:
             served=int(doc["n"]),
             last_score=float(doc["s"]),
             last_key=EntityKey(*doc["k"]),
-            shards={sid: (tuple(bs), int(seq)) for sid, (bs, seq) in doc["sh"].items()},
+            shards={
+                str(sid): (tuple(int(b) for b in bs), int(seq))
+                for sid, (bs, seq) in doc["sh"].items()
+            },
+            buckets=tuple(int(b) for b in doc.get("ab", ())),
         )
-    except (ValueError, KeyError, TypeError, zlib.error) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError, zlib.error) as exc:
         raise InvalidArgument(
             f"cursor is not valid ({exc}); pass next_cursor from a previous response unchanged"
         ) from None
@@ -106,6 +117,7 @@ def next_cursor(
     trace: Sequence[ShardTrace],
     pins: Pins | None,
     k: int,
+    buckets: Sequence[int] = (),
 ) -> str:
     """The cursor for the page after `hits`, or "" when the page is not full
     (nothing follows). Page 1 pins every shard it asked or skipped by bound
@@ -122,5 +134,15 @@ def next_cursor(
             new_pins[t.shard_id] = (old[0], seq)
     last = hits[-1]
     return encode(
-        Cursor(route, bundle, index, qhash, served + len(hits), last.score, last.key, new_pins)
+        Cursor(
+            route,
+            bundle,
+            index,
+            qhash,
+            served + len(hits),
+            last.score,
+            last.key,
+            new_pins,
+            tuple(buckets),
+        )
     )

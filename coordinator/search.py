@@ -105,8 +105,11 @@ class SearchExecutor:
             wanted = [b for b in buckets if not self._excluded(index.ref, b, query)]
             targets, unavailable = plan_targets(snap, placement, self.tracker, wanted)
         else:
-            # A later page: the replicas and write sequences the first page pinned.
-            targets, unavailable = [], []
+            # A later page: the replicas and write sequences the first page
+            # pinned; a bucket no pin covers (its shard failed on page 1) is
+            # missing here too — its hits cannot join the order mid-way.
+            covered = {b for bs, _ in pins.values() for b in bs}
+            targets, unavailable = [], [b for b in buckets if b not in covered]
             for sid, (pinned, seq) in pins.items():
                 member = snap.serving_shard(sid)
                 if member is None:

@@ -78,7 +78,9 @@ def plan_search(snap: Snapshot, q: SearchQuery, resolved: ResolvedRoute) -> Plan
         snap.index(cur.index),
         dataclasses.replace(query, after=(cur.last_score, cur.last_key), served=cur.served),
         qhash,
-        sorted({b for bs, _ in cur.shards.values() for b in bs}),
+        # Every bucket of page 1 (those no pin covers are missing, not done);
+        # a cursor from before it named only the pinned ones.
+        list(cur.buckets) or sorted({b for bs, _ in cur.shards.values() for b in bs}),
         cur.shards,
         cur.served,
     )
@@ -193,6 +195,7 @@ def _answer(
             execution.trace,
             plan.pins,
             q.k,
+            plan.buckets,
         ),
     )
 

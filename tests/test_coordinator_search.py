@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
+from coordinator import cursor as cursors
 from coordinator.fanin import Execution
 from coordinator.fanout import FanoutSettings, plan_targets
 from coordinator.model import ShardQuery
@@ -153,6 +154,32 @@ def test_a_failed_shard_gives_partial_results_naming_its_buckets() -> None:
     assert result.completeness.missing_buckets == (1,)
     assert result.completeness.ratio == 0.75
     assert all(h.shard_id != "s1" for h in result.hits) and len(result.hits) == 10
+
+
+def test_a_later_page_reports_the_buckets_page_one_missed() -> None:
+    """Page 1 is partial (a shard failed); its cursor pins the shards that
+    answered. Page 2 asked only those and reported itself complete — the
+    failed shard's hits gone for good with no sign (found in review). It now
+    names the bucket no pin covers as missing, and `require_complete` sees it."""
+    shards = clustered_shards(Metric.L2, 4, 20, 4, seed=1)
+    shards[1].error = Unavailable("shard s1 is down")
+    ex = executor(shards, bounded=False)
+    first = run(ex, shards, np.zeros(4, np.float32), 5)
+    assert first.completeness.missing_buckets == (1,)
+    text = cursors.next_cursor(
+        "r", "b", IX.ref, "q", 0, first.hits, first.trace, None, 5, list(range(len(shards)))
+    )
+    cur = cursors.decode(text)
+    assert sorted(b for bs, _ in cur.shards.values() for b in bs) == [0, 2, 3]
+    shards[1].error = None  # back, but its hits cannot join the order mid-way
+    snap = snapshot_for(shards, [[s.shard_id] for s in shards])
+    last = first.hits[-1]
+    query = ShardQuery(np.zeros(4, np.float32), 5, "t", after=(last.score, last.key), served=5)
+    second = asyncio.run(
+        ex.run(snap, IX, snap.placement(INDEX), query, list(cur.buckets), 5.0, pins=cur.shards)
+    )
+    assert second.completeness.partial and second.completeness.missing_buckets == (1,)
+    assert all(h.shard_id != "s1" for h in second.hits)
 
 
 def test_a_request_error_aborts_instead_of_being_tolerated() -> None:

@@ -69,3 +69,39 @@ def test_query_hash_binds_vector_k_tenant_and_filter() -> None:
 def test_garbage_is_invalid_argument(bad: str) -> None:
     with pytest.raises(InvalidArgument, match="next_cursor"):
         decode(bad)
+
+
+def _raw(doc: object, deflate: bool = False) -> str:
+    raw = json.dumps(doc).encode()
+    return base64.urlsafe_b64encode(zlib.compress(raw) if deflate else raw).decode().rstrip("=")
+
+
+GOOD = json.loads(
+    base64.urlsafe_b64decode(
+        encode(Cursor("r", "b", VersionRef("ix", "v1"), "h", 1, 0.5, EntityKey("t", "e", "i"), {}))
+        + "=="
+    )
+)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        _raw({**GOOD, "sh": []}),  # pins as a list
+        _raw({**GOOD, "sh": {"s0": [[0, "x"], 1]}}),  # a bucket that is no number
+        _raw({**GOOD, "ab": ["x"]}),
+        _raw([GOOD], deflate=True),  # deflated, not an object
+        _raw("text"),
+    ],
+)
+def test_a_malformed_cursor_of_any_shape_is_invalid_argument(bad: str) -> None:
+    """Shapes that passed the first checks raised AttributeError: INTERNAL
+    instead of INVALID_ARGUMENT (found in review)."""
+    with pytest.raises(InvalidArgument, match="next_cursor"):
+        decode(bad)
+
+
+def test_the_buckets_of_page_one_travel_and_old_cursors_still_read() -> None:
+    c = Cursor("r", "b", VersionRef("ix", "v1"), "h", 1, 0.5, EntityKey("t", "e", "i"), {}, (0, 3))
+    assert decode(encode(c)) == c
+    assert decode(_raw(GOOD)).buckets == ()  # a cursor from before: no "ab"
