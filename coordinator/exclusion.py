@@ -8,12 +8,28 @@ exclusion can never drop a result — a false negative would be a wrong answer.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 from core.filters import And, Eq, Filter, In, Not, Or, Range
 
 # attribute → (min, max) over the bucket's live records that carry it
 BucketStats = Mapping[str, tuple[float, float]]
+
+
+_EXACT = float(2**53)
+
+
+def _widened(bounds: tuple[float, float]) -> tuple[float, float]:
+    """A bucket's min/max one float64 step wider: the shards keep integer
+    attributes as int64 and send their range as float64, which rounds past
+    2**53 (a nanosecond timestamp) by up to half a step — a value equal to
+    the true max compared greater than the rounded one, and the only bucket
+    holding it was excluded (found in review)."""
+    lo, hi = bounds
+    if max(abs(lo), abs(hi)) < _EXACT:  # every int64 below converts exactly
+        return lo, hi
+    return math.nextafter(lo, -math.inf), math.nextafter(hi, math.inf)
 
 
 def _outside(lo: float, hi: float, r: Range) -> bool:
@@ -38,16 +54,16 @@ def excludes(f: Filter | None, stats: BucketStats | None) -> bool:
         case Not():
             return False
         case Range(attr) if attr in stats:
-            return _outside(*stats[attr], f)
+            return _outside(*_widened(stats[attr]), f)
         case Eq(attr, value) if (
             attr in stats and isinstance(value, int | float) and not isinstance(value, bool)
         ):
-            lo, hi = stats[attr]
+            lo, hi = _widened(stats[attr])
             return value < lo or value > hi
         case In(attr, values) if attr in stats and all(
             isinstance(v, int | float) and not isinstance(v, bool) for v in values
         ):
-            lo, hi = stats[attr]
+            lo, hi = _widened(stats[attr])
             numbers = [v for v in values if isinstance(v, int | float)]  # all of them (guard)
             return all(v < lo or v > hi for v in numbers)
     # A leaf on an attribute no record in the bucket carries is false for all

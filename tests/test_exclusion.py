@@ -53,3 +53,28 @@ def test_excludes_what_min_max_rule_out() -> None:
     assert not excludes(Not(Range("price", gt=20)), stats)
     assert not excludes(Range("other", gt=0), stats)
     assert not excludes(Range("price", gt=99), None)
+
+
+BIG = 1_700_000_000_123_456_789  # a nanosecond timestamp: past float64's exact integers
+bigs = st.integers(BIG - 300, BIG + 300)
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(bigs, min_size=1, max_size=8),
+    st.one_of(
+        st.builds(Eq, st.just("ts"), bigs),
+        st.builds(In, st.just("ts"), st.lists(bigs, min_size=1, max_size=3).map(tuple)),
+        st.builds(Range, st.just("ts"), gte=bigs),
+        st.builds(Range, st.just("ts"), lte=bigs),
+        st.builds(Range, st.just("ts"), gt=bigs),
+        st.builds(Range, st.just("ts"), lt=bigs),
+    ),
+)
+def test_int64_stats_sent_as_float64_never_exclude_a_match(values: list[int], flt: Filter) -> None:
+    """Shards keep INT attributes as int64 and send a bucket's min/max as
+    float64, rounded past 2**53: the bucket holding an exact match was
+    excluded (found in review)."""
+    stats = {"ts": (float(min(values)), float(max(values)))}  # as the shard sends them
+    if excludes(flt, stats):
+        assert not any(matches(flt, {"ts": v}) for v in values)
