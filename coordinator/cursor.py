@@ -46,9 +46,11 @@ class Cursor:
     last_score: float
     last_key: EntityKey
     shards: Pins
-    # Every bucket page 1 asked for: a later page reports those no pin covers
-    # (a shard that failed on page 1) missing, not the page complete.
-    buckets: tuple[int, ...] = ()
+    # Buckets page 1 asked for that no pin covers (a shard that failed on
+    # page 1): a later page reports them missing, not itself complete. Only
+    # these, not every bucket: a cursor past 512 bytes is deflated, which
+    # tripled its cost at 64 buckets.
+    missing: tuple[int, ...] = ()
 
 
 def query_hash(vector: np.ndarray, k: int, tenant: str, flt: Filter | None) -> str:
@@ -71,8 +73,8 @@ def encode(c: Cursor) -> str:
         "k": list(c.last_key),
         "sh": {sid: [list(bs), seq] for sid, (bs, seq) in c.shards.items()},
     }
-    if c.buckets:
-        doc["ab"] = list(c.buckets)
+    if c.missing:
+        doc["mb"] = list(c.missing)
     raw = json.dumps(doc, separators=(",", ":")).encode()
     if len(raw) > _DEFLATE_ABOVE:
         raw = zlib.compress(raw)
@@ -99,7 +101,7 @@ def decode(text: str) -> Cursor:
                 str(sid): (tuple(int(b) for b in bs), int(seq))
                 for sid, (bs, seq) in doc["sh"].items()
             },
-            buckets=tuple(int(b) for b in doc.get("ab", ())),
+            missing=tuple(int(b) for b in doc.get("mb", ())),
         )
     except (ValueError, KeyError, TypeError, AttributeError, zlib.error) as exc:
         raise InvalidArgument(
@@ -143,6 +145,6 @@ def next_cursor(
             last.score,
             last.key,
             new_pins,
-            tuple(buckets),
+            tuple(sorted(set(buckets).difference(*(bs for bs, _ in new_pins.values())))),
         )
     )

@@ -78,9 +78,9 @@ def plan_search(snap: Snapshot, q: SearchQuery, resolved: ResolvedRoute) -> Plan
         snap.index(cur.index),
         dataclasses.replace(query, after=(cur.last_score, cur.last_key), served=cur.served),
         qhash,
-        # Every bucket of page 1 (those no pin covers are missing, not done);
-        # a cursor from before it named only the pinned ones.
-        list(cur.buckets) or sorted({b for bs, _ in cur.shards.values() for b in bs}),
+        # Every bucket of page 1: the pinned ones, and those no pin covers
+        # (missing on every page, not done).
+        sorted({b for bs, _ in cur.shards.values() for b in bs}.union(cur.missing)),
         cur.shards,
         cur.served,
     )

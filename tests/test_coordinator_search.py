@@ -175,8 +175,10 @@ def test_a_later_page_reports_the_buckets_page_one_missed() -> None:
     snap = snapshot_for(shards, [[s.shard_id] for s in shards])
     last = first.hits[-1]
     query = ShardQuery(np.zeros(4, np.float32), 5, "t", after=(last.score, last.key), served=5)
+    assert cur.missing == (1,)
+    page_two = sorted({b for bs, _ in cur.shards.values() for b in bs}.union(cur.missing))
     second = asyncio.run(
-        ex.run(snap, IX, snap.placement(INDEX), query, list(cur.buckets), 5.0, pins=cur.shards)
+        ex.run(snap, IX, snap.placement(INDEX), query, page_two, 5.0, pins=cur.shards)
     )
     assert second.completeness.partial and second.completeness.missing_buckets == (1,)
     assert all(h.shard_id != "s1" for h in second.hits)

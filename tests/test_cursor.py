@@ -89,7 +89,7 @@ GOOD = json.loads(
     [
         _raw({**GOOD, "sh": []}),  # pins as a list
         _raw({**GOOD, "sh": {"s0": [[0, "x"], 1]}}),  # a bucket that is no number
-        _raw({**GOOD, "ab": ["x"]}),
+        _raw({**GOOD, "mb": ["x"]}),
         _raw([GOOD], deflate=True),  # deflated, not an object
         _raw("text"),
     ],
@@ -101,7 +101,7 @@ def test_a_malformed_cursor_of_any_shape_is_invalid_argument(bad: str) -> None:
         decode(bad)
 
 
-def test_the_buckets_of_page_one_travel_and_old_cursors_still_read() -> None:
+def test_the_buckets_page_one_missed_travel_and_old_cursors_still_read() -> None:
     c = Cursor("r", "b", VersionRef("ix", "v1"), "h", 1, 0.5, EntityKey("t", "e", "i"), {}, (0, 3))
     assert decode(encode(c)) == c
-    assert decode(_raw(GOOD)).buckets == ()  # a cursor from before: no "ab"
+    assert decode(_raw(GOOD)).missing == ()  # none missed (or a cursor from before)
