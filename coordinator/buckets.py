@@ -16,7 +16,7 @@ import numpy as np
 from coordinator.model import WriteRecord
 from core.domain import EntityKey
 from core.errors import FailedPrecondition
-from core.record_columns import RecordColumns
+from core.record_columns import RecordColumns, batch_winners
 from registry.model import IndexVersion, Tenant
 from registry.placement import decode_centroids, nearest, tenant_bucket, tenant_buckets_of
 from registry.snapshot import Snapshot
@@ -100,17 +100,12 @@ def _with_the_winner(
     keys: Sequence[Hashable], versions: Sequence[int], buckets: list[int] | np.ndarray
 ) -> None:
     """Rows of one key in one batch all go to the bucket of the row that
-    wins — the highest version, the last on a tie, as the shard keeps it
-    (`shard_server.row_batch.latest_rows`). Under centroid placement each
-    row's vector picks its own bucket: two rows of a key landed on two
-    shards, and neither move-delete (a version below) removed the other, so
-    the key lived twice (found in review)."""
-    if len(set(keys)) == len(keys):
+    wins, as the shard keeps it (`core.record_columns.batch_winners`). Under
+    centroid placement each row's vector picks its own bucket: two rows of a
+    key landed on two shards, and neither move-delete (a version below)
+    removed the other, so the key lived twice (found in review)."""
+    best = batch_winners(keys, versions)
+    if best is None:
         return
-    best: dict[Hashable, int] = {}
-    for i, (key, version) in enumerate(zip(keys, versions, strict=True)):
-        j = best.get(key)
-        if j is None or version >= versions[j]:
-            best[key] = i
     for i, key in enumerate(keys):
         buckets[i] = buckets[best[key]]

@@ -14,7 +14,7 @@ codec is `core.columns_wire`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -292,3 +292,19 @@ def first_row(mask: np.ndarray | np.bool_) -> int | None:
     """The first row a boolean mask flags, or None."""
     hits = np.flatnonzero(mask)
     return int(hits[0]) if hits.size else None
+
+
+def batch_winners(keys: Sequence[Hashable], versions: Sequence[int]) -> dict[Hashable, int] | None:
+    """Which row of each key a batch that repeats keys keeps: the highest
+    source_version, the last on a tie (a retried batch is idempotent) — the
+    shard's rule (`shard_server.row_batch.latest_rows`), and where the
+    coordinator places a repeated key (`coordinator.buckets`). None when no
+    key repeats."""
+    if len(set(keys)) == len(keys):
+        return None
+    best: dict[Hashable, int] = {}
+    for i, (key, version) in enumerate(zip(keys, versions, strict=True)):
+        j = best.get(key)
+        if j is None or version >= versions[j]:
+            best[key] = i
+    return best

@@ -266,7 +266,8 @@ class ShardAccessGuard(grpc.ServerInterceptor):
             self._check_filters(items, vouches, checked, refused)
         if refused and (not partial or len(refused) == len(items.tenants)):
             raise refused[min(refused)]
-        QUERIES_REFUSED.inc(len(refused))
+        if refused:
+            QUERIES_REFUSED.inc(len(refused))
         return refused
 
     def _lookup(self, pick: Callable[[Snapshot], Any], what: str) -> tuple[Snapshot, Any]:

@@ -17,7 +17,7 @@ import numpy as np
 from core.domain import AttrType, AttrValue, EntityKey, Metric
 from core.errors import InvalidArgument
 from core.limits import DEFAULT_LIMITS, Limits
-from core.record_columns import AttributeColumn, RecordColumns, first_row
+from core.record_columns import AttributeColumn, RecordColumns, batch_winners, first_row
 from registry.model import EmbeddingFamily, IndexVersion
 from shard_server import records as rec
 
@@ -264,14 +264,8 @@ def prepare_rows(
 
 
 def latest_rows(raw_keys: Sequence[bytes], source_versions: np.ndarray) -> np.ndarray:
-    """Rows to keep when a key appears more than once: the highest
-    source_version wins, the last one on a tie (a retried batch is idempotent)."""
-    if len(set(raw_keys)) == len(raw_keys):
+    """Rows to keep when a key appears more than once (`batch_winners`)."""
+    best = batch_winners(raw_keys, source_versions.tolist())
+    if best is None:
         return np.arange(len(raw_keys), dtype=np.int64)
-    best: dict[bytes, int] = {}
-    versions = source_versions.tolist()
-    for i, key in enumerate(raw_keys):
-        j = best.get(key)
-        if j is None or versions[i] >= versions[j]:
-            best[key] = i
     return np.array(sorted(best.values()), dtype=np.int64)
