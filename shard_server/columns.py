@@ -9,6 +9,7 @@ plain arrays plus JSON, never pickles.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -216,6 +217,8 @@ class AttributeColumns:
                 return self._leaf(attr, n, values, eq=False)
             case Range(attr, gte, gt, lte, lt):
                 col, present = self._num[attr][:n], self._present[attr][:n]
+                if col.dtype == np.int64:
+                    return present & _int_range(col, gte, gt, lte, lt)
                 out = present.copy()
                 if gte is not None:
                     out &= col >= gte
@@ -242,3 +245,44 @@ class AttributeColumns:
             )
         col, present = self._num[attr][:n], self._present[attr][:n]
         return present & np.isin(col, np.asarray(values, dtype=col.dtype))
+
+
+_INT64 = np.iinfo(np.int64)
+
+
+def _int_range(
+    col: np.ndarray,
+    gte: float | None,
+    gt: float | None,
+    lte: float | None,
+    lt: float | None,
+) -> np.ndarray:
+    """Bounds arrive as doubles; numpy would compare an int64 column with
+    them in float64, rounding values past 2**53 (nanosecond timestamps), and
+    disagree with `core.filters.matches`. Over integers each bound is an exact
+    integer one: x > b ⇔ x ≥ ⌊b⌋ + 1, x ≥ b ⇔ x ≥ ⌈b⌉, and so on."""
+    lo, hi = int(_INT64.min), int(_INT64.max)
+    for bound, lower, strict in (
+        (gte, True, False),
+        (gt, True, True),
+        (lte, False, False),
+        (lt, False, True),
+    ):
+        if bound is None:
+            continue
+        if math.isnan(bound):
+            return np.zeros(col.shape[0], dtype=bool)
+        if math.isinf(bound):
+            if (bound > 0) == lower:  # x > +inf, x < -inf: nothing
+                return np.zeros(col.shape[0], dtype=bool)
+            continue
+        if lower:
+            lo = max(lo, math.floor(bound) + 1 if strict else math.ceil(bound))
+        else:
+            hi = min(hi, math.ceil(bound) - 1 if strict else math.floor(bound))
+    if lo > hi:
+        return np.zeros(col.shape[0], dtype=bool)
+    out = col >= np.int64(lo) if lo > _INT64.min else np.ones(col.shape[0], dtype=bool)
+    if hi < _INT64.max:
+        out &= col <= np.int64(hi)
+    return out

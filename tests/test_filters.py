@@ -131,3 +131,37 @@ def test_invalid_filters_say_what_was_expected(flt: Filter, message: str) -> Non
 def test_attributes_of_the_wrong_type_say_what_was_expected(name: str, value: AttrValue) -> None:
     with pytest.raises(InvalidArgument, match=f"attribute {name!r} is .*expected"):
         validate_attributes({name: value}, SCHEMA, "records[0]")
+
+
+_BIG = 2**53
+big_ints = (
+    st.integers(-(2**63), 2**63 - 1)
+    | st.integers(_BIG - 4, _BIG + 4)
+    | st.integers(-_BIG - 4, -_BIG + 4)
+)
+big_bounds = st.none() | big_ints.map(float) | st.floats(-1e19, 1e19, allow_nan=False)
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(big_ints, min_size=1, max_size=20),
+    st.builds(Range, st.just("n"), big_bounds, big_bounds, big_bounds, big_bounds),
+)
+def test_int64_ranges_compare_exactly_past_float64_precision(values: list[int], flt: Range) -> None:
+    """Range bounds travel as doubles; an int64 column must compare with them
+    exactly, as `matches` (Python's int/float comparison) does — numpy would
+    round both to float64 and, past 2**53, answer differently."""
+    cols = AttributeColumns(SCHEMA, capacity=len(values))
+    for i, v in enumerate(values):
+        cols.set_row(i, {"n": v})
+    got = cols.mask(flt, len(values))
+    want = [matches(flt, {"n": v}) for v in values]
+    assert got.tolist() == want
+
+
+def test_an_int64_just_past_2_to_the_53_is_greater_than_2_to_the_53() -> None:
+    cols = AttributeColumns(SCHEMA, capacity=2)
+    cols.set_row(0, {"n": _BIG + 1})
+    cols.set_row(1, {"n": _BIG})
+    assert cols.mask(Range("n", gt=float(_BIG)), 2).tolist() == [True, False]
+    assert cols.mask(Range("n", lt=float(_BIG)), 2).tolist() == [False, False]
