@@ -127,13 +127,22 @@ def next_cursor(
     keep their pins."""
     if len(hits) < k:
         return ""
-    answered = {t.shard_id: t for t in trace if t.outcome == "searched"}
+    # A replica can appear twice on page 1: for its own buckets and in a
+    # failover cover for another's; its pin holds both, at its later sequence.
+    answered: dict[str, int] = {}
+    for t in trace:
+        if t.outcome == "searched":
+            answered[t.shard_id] = max(answered.get(t.shard_id, 0), t.sequence)
     new_pins: Pins = dict(pins or {})
     for t in trace:
         if t.outcome in ("searched", "skipped_by_bound"):
-            old = new_pins.get(t.shard_id, (t.buckets, 0))
-            seq = old[1] or (answered[t.shard_id].sequence if t.shard_id in answered else 0)
-            new_pins[t.shard_id] = (old[0], seq)
+            sid = t.shard_id
+            old = new_pins.get(sid)
+            if old is None:
+                new_pins[sid] = (t.buckets, answered.get(sid, 0))
+            else:
+                kept = old[0] if pins and sid in pins else tuple(sorted({*old[0], *t.buckets}))
+                new_pins[sid] = (kept, old[1] or answered.get(sid, 0))
     last = hits[-1]
     return encode(
         Cursor(

@@ -78,8 +78,11 @@ class QueryFanin:
         latency: float,
         hedged: bool,
         answered_by: str,
+        buckets: tuple[int, ...] | None = None,
     ) -> None:
-        """`answer`: already calibrated where it was approximate."""
+        """`answer`: already calibrated where it was approximate; `buckets`:
+        those `answered_by` answered for, when a failover cover split the
+        target's among several replicas."""
         self.hedges += hedged
         self.searched += 1
         self.candidates += answer.candidates
@@ -87,7 +90,7 @@ class QueryFanin:
         self.trace.append(
             ShardTrace(
                 answered_by,
-                t.buckets,
+                t.buckets if buckets is None else buckets,
                 self.bounds[t.shard_id],
                 "searched",
                 wave,

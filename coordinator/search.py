@@ -264,17 +264,18 @@ class SearchExecutor:
         if isinstance(outcome, BaseException):
             fanin.fail(t, wave, outcome)
             return
-        answers, latency, hedged, answered_by = outcome
-        answer = answers[j]
-        if answer.approximate:
-            answer = ShardAnswer.of(
-                self.calibrator.calibrate(
-                    answered_by, index.ref, answer.hits, answer.reference_scores
-                ),
-                answer.candidates,
-                answer.sequence,
-            )
-        fanin.answer(t, wave, answer, latency, hedged, answered_by)
+        parts, latency, hedged = outcome
+        for answered_by, buckets, answers in parts:
+            answer = answers[j]
+            if answer.approximate:
+                answer = ShardAnswer.of(
+                    self.calibrator.calibrate(
+                        answered_by, index.ref, answer.hits, answer.reference_scores
+                    ),
+                    answer.candidates,
+                    answer.sequence,
+                )
+            fanin.answer(t, wave, answer, latency, hedged, answered_by, buckets)
 
     async def _fan_out(
         self,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 
 from coordinator import metrics
 from coordinator.failover import Alternate, failover_cover
@@ -21,9 +21,12 @@ from core import tracing
 from core.domain import VersionRef
 from core.errors import DeadlineExceeded, VecshardError
 
-# A shard call's answers (one per query it carried), its latency in seconds,
-# whether it was hedged, and the replica that answered.
-Outcome = tuple[list[ShardAnswer], float, bool, str]
+# One replica's part of a call: the replica, the buckets it answered for
+# (None: the target's), and its answers (one per query the call carried).
+Part = tuple[str, tuple[int, ...] | None, list[ShardAnswer]]
+# A shard call's parts (one, or a failover cover's members), its latency in
+# seconds, and whether it was hedged.
+Outcome = tuple[tuple[Part, ...], float, bool]
 
 
 def result_of(task: asyncio.Future[Outcome]) -> Outcome | BaseException:
@@ -32,6 +35,14 @@ def result_of(task: asyncio.Future[Outcome]) -> Outcome | BaseException:
         raise asyncio.CancelledError
     exc = task.exception()
     return exc if exc is not None else task.result()
+
+
+async def _whole(
+    shard_id: str, attempt: Awaitable[tuple[list[ShardAnswer], float]]
+) -> tuple[tuple[Part, ...], float]:
+    """One replica's answer for all of the target's buckets, as an outcome's parts."""
+    answers, latency = await attempt
+    return ((shard_id, None, answers),), latency
 
 
 class ShardCaller:
@@ -86,23 +97,19 @@ class ShardCaller:
         index: VersionRef,
         queries: Sequence[ShardQuery],
         deadline: float,
-    ) -> tuple[list[ShardAnswer], float]:
-        """Asks several replicas for one target's buckets; per query their
-        answers merge (duplicates are removed by the result merge)."""
-        parts = await asyncio.gather(
+    ) -> tuple[tuple[Part, ...], float]:
+        """Asks several replicas for one target's buckets. Each member stays
+        a part of its own: the cursor pins each to the buckets it answered
+        for at its own write sequence, and approximate scores are calibrated
+        by the replica that made them (the result merge removes duplicates)."""
+        answered = await asyncio.gather(
             *(self._attempt(sid, addr, index, queries, deadline) for sid, addr, _ in cover)
         )
-        merged = []
-        for i in range(len(queries)):
-            answers = [part[i] for part, _ in parts]
-            merged.append(
-                ShardAnswer.of(
-                    [h for a in answers for h in a.hits],
-                    sum(a.candidates for a in answers),
-                    max(a.sequence for a in answers),
-                )
-            )
-        return merged, max(lat for _, lat in parts)
+        parts = tuple(
+            (sid, buckets, answers)
+            for (sid, _, buckets), (answers, _) in zip(cover, answered, strict=True)
+        )
+        return parts, max(lat for _, lat in answered)
 
     async def _call_only(
         self, t: Target, index: VersionRef, queries: Sequence[ShardQuery], deadline: float
@@ -122,7 +129,7 @@ class ShardCaller:
             raise DeadlineExceeded(
                 f"shard {t.shard_id} did not answer before the deadline"
             ) from None
-        return answers, latency, False, t.shard_id
+        return ((t.shard_id, None, answers),), latency, False
 
     async def call(
         self,
@@ -138,11 +145,12 @@ class ShardCaller:
         if not t.alternates:
             return await self._call_only(t, index, queries, deadline)
         loop = asyncio.get_running_loop()
-        primary: asyncio.Future[tuple[list[ShardAnswer], float]] = asyncio.ensure_future(
-            self._attempt(t.shard_id, t.address, index, queries, deadline)
+        primary: asyncio.Future[tuple[tuple[Part, ...], float]] = asyncio.ensure_future(
+            _whole(t.shard_id, self._attempt(t.shard_id, t.address, index, queries, deadline))
         )
-        tasks: dict[asyncio.Future[tuple[list[ShardAnswer], float]], tuple[str, bool]] = {
-            primary: (t.shard_id, False)
+        # Each call in flight: the replicas it asks, and whether it is the hedge.
+        tasks: dict[asyncio.Future[tuple[tuple[Part, ...], float]], tuple[list[str], bool]] = {
+            primary: ([t.shard_id], False)
         }
         full = self._full_alternates(t)
         delay = self.tracker.hedge_delay(t.shard_id) if self.settings.hedge and full else None
@@ -154,15 +162,15 @@ class ShardCaller:
                 )
                 if done and primary.exception() is None:
                     # Answered before its p95 (most calls): nothing to race.
-                    answers, latency = primary.result()
-                    return answers, latency, False, t.shard_id
+                    parts, latency = primary.result()
+                    return parts, latency, False
                 if not done:
                     alt = self.tracker.choose([s for s, _ in full]) or full[0][0]
                     address = dict(full)[alt]
                     hedge = asyncio.ensure_future(
-                        self._attempt(alt, address, index, queries, deadline)
+                        _whole(alt, self._attempt(alt, address, index, queries, deadline))
                     )
-                    tasks[hedge] = (alt, True)
+                    tasks[hedge] = ([alt], True)
                     metrics.HEDGES.labels(route, "fired").inc()
             pending = set(tasks)
             while pending:
@@ -176,23 +184,23 @@ class ShardCaller:
                 for task in done:
                     exc = task.exception()
                     if exc is None:
-                        shard_id, hedged = tasks[task]
+                        hedged = tasks[task][1]
                         if hedged:
                             metrics.HEDGES.labels(route, "won").inc()
                             if not primary.done():
                                 self.tracker.outran(t.shard_id)
-                        answers, latency = task.result()
-                        return answers, latency, hedged, shard_id
+                        parts, latency = task.result()
+                        return parts, latency, hedged
                     errors.append(exc)
                     # Fail over: a replica that refuses (shutting down, crashed)
                     # is answered by another before the buckets count as missing.
-                    tried = {sid for sid, _ in tasks.values()}
+                    tried = {sid for asked, _ in tasks.values() for sid in asked}
                     cover = failover_cover(t.buckets, t.alternates, tried)
                     if cover and classify_shard_error(exc) is Decision.TOLERATE:
                         retry = asyncio.ensure_future(
                             self._attempt_cover(cover, index, queries, deadline)
                         )
-                        tasks[retry] = (cover[0][0], False)
+                        tasks[retry] = ([sid for sid, _, _ in cover], False)
                         pending.add(retry)
             raise errors[0]
         finally:

@@ -424,15 +424,22 @@ def test_buckets_excluded_by_min_max_are_not_asked_and_not_missing() -> None:
     assert not result.completeness.partial
 
 
-def test_failover_covers_every_bucket_when_no_single_replica_holds_them_all() -> None:
-    """Ring placement: a's buckets 0 and 1 have their other replicas on
-    different shards (b and c); losing a must not lose either bucket."""
+def _ring() -> tuple[InMemoryShard, InMemoryShard, InMemoryShard]:
+    """Bucket 0 on a and b, bucket 1 on a and c; five rows a bucket, row i of
+    bucket j at (10·j + i, 0)."""
     a, b, c = (InMemoryShard(n, Metric.L2, 2) for n in "abc")
     for bucket, holders in ((0, (a, b)), (1, (a, c))):
         for i in range(5):
             v = np.array([bucket * 10.0 + i, 0.0], np.float32)
             for s in holders:
                 s.add(EntityKey("t", "item", f"b{bucket}-{i}"), v, bucket)
+    return a, b, c
+
+
+def test_failover_covers_every_bucket_when_no_single_replica_holds_them_all() -> None:
+    """Ring placement: a's buckets 0 and 1 have their other replicas on
+    different shards (b and c); losing a must not lose either bucket."""
+    a, b, c = _ring()
     by_id = {"a": a, "b": b, "c": c}
     snap = snapshot_for([a, b, c], [["a", "b"], ["a", "c"]])
     two = IndexVersion("ix", "v1", VersionRef("f", "v1"), num_buckets=2)
@@ -451,3 +458,40 @@ def test_failover_covers_every_bucket_when_no_single_replica_holds_them_all() ->
     a.error = Unavailable("shard a is down")
     assert run_once() == want
     assert b.calls >= 1 and c.calls >= 1
+
+
+def test_the_next_page_after_a_failover_cover_asks_every_member_for_its_buckets() -> None:
+    """Ring placement: a's buckets 0 and 1 are covered by b and c when a
+    refuses. The trace labelled the whole cover with its first member, so the
+    cursor pinned b to both buckets: page 2 asked b alone, lost bucket 1's
+    rows and reported itself complete (found in review)."""
+    a, b, c = _ring()
+    by_id = {"a": a, "b": b, "c": c}
+    snap = snapshot_for([a, b, c], [["a", "b"], ["a", "c"]])
+    two = IndexVersion("ix", "v1", VersionRef("f", "v1"), num_buckets=2)
+    q = np.array([4.0, 0.0], np.float32)
+
+    def pages() -> list[list[str]]:
+        ex = SearchExecutor(
+            lambda sid, addr: by_id[sid], ReplicaTracker(), settings=FanoutSettings(hedge=False)
+        )
+        first = asyncio.run(
+            ex.run(snap, two, snap.placement(INDEX), ShardQuery(q, 3, "t"), [0, 1], 5.0)
+        )
+        assert not first.completeness.partial
+        cur = cursors.decode(
+            cursors.next_cursor("r", "b", two.ref, "q", 0, first.hits, first.trace, None, 3, [0, 1])
+        )
+        a.error = None  # page 2 asks the pinned replicas, whoever is up
+        last = first.hits[-1]
+        after = ShardQuery(q, 3, "t", after=(last.score, last.key), served=3)
+        second = asyncio.run(
+            ex.run(snap, two, snap.placement(INDEX), after, [0, 1], 5.0, pins=cur.shards)
+        )
+        assert not second.completeness.partial
+        return [[h.key.entity_id for h in r.hits] for r in (first, second)]
+
+    want = pages()
+    assert want == [["b0-4", "b0-3", "b0-2"], ["b0-1", "b0-0", "b1-0"]]
+    a.error = Unavailable("shard a is down")
+    assert pages() == want

@@ -105,3 +105,21 @@ def test_the_buckets_page_one_missed_travel_and_old_cursors_still_read() -> None
     c = Cursor("r", "b", VersionRef("ix", "v1"), "h", 1, 0.5, EntityKey("t", "e", "i"), {}, (0, 3))
     assert decode(encode(c)) == c
     assert decode(_raw(GOOD)).missing == ()  # none missed (or a cursor from before)
+
+
+def test_a_replica_answering_for_its_own_buckets_and_in_a_cover_is_pinned_to_both() -> None:
+    from coordinator.cursor import next_cursor
+    from coordinator.model import Hit, ShardTrace
+
+    hits = [Hit(1.0, EntityKey("t", "item", "x"), "b", 0)]
+    trace = [
+        ShardTrace("b", (2, 3), None, "searched", 0, sequence=5),
+        ShardTrace("a", (0, 1), None, "failed", 0),
+        ShardTrace("b", (0,), None, "searched", 0, sequence=7),
+        ShardTrace("c", (1,), None, "searched", 0, sequence=2),
+    ]
+    cur = decode(
+        next_cursor("r", "b", VersionRef("ix", "v1"), "q", 0, hits, trace, None, 1, [0, 1, 2, 3])
+    )
+    assert cur.shards == {"b": ((0, 2, 3), 7), "c": ((1,), 2)}
+    assert cur.missing == ()
