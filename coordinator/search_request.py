@@ -64,6 +64,12 @@ def plan_search(snap: Snapshot, q: SearchQuery, resolved: ResolvedRoute) -> Plan
         purpose=q.access.purpose,
     )
     qhash = cursors.query_hash(q.vector, q.k, q.access.tenant_id, q.filter)
+    if q.cursor and q.skip_rerank:
+        raise InvalidArgument(
+            "skip_rerank cannot continue a cursor: its scores are each shard's index "
+            "scores, on no common scale, so no page boundary is exact; page without "
+            "skip_rerank, or ask for a larger k"
+        )
     if not q.cursor:
         buckets = tenant_buckets(index, snap.tenants.get(q.access.tenant_id))
         return Plan(index, query, qhash, buckets)
@@ -185,7 +191,8 @@ def _answer(
         missing_buckets=completeness.missing_buckets,
         completeness=completeness.ratio,
         trace=execution.trace,
-        next_cursor=cursors.next_cursor(
+        # No page of a skip_rerank answer follows exactly (see plan_search).
+        next_cursor="" if q.skip_rerank else cursors.next_cursor(
             resolved.route.name,
             resolved.bundle.name,
             plan.index.ref,

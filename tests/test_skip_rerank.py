@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from benchmarks.synthetic_data import gaussian_mixture
+from client.errors import InvalidArgument
 from client.registry_client import RegistryClient
 from client.retrieval_client import Record, RetrievalClient
 from tests.conftest import ClusterFactory
@@ -39,4 +40,9 @@ def test_skip_rerank_is_calibrated_and_close_to_exact(make_cluster: ClusterFacto
             # the best hit's score was sampled: it is the exact canonical score
             if approx.hits[0].key == exact.hits[0].key:
                 assert approx.hits[0].score == pytest.approx(exact.hits[0].score, rel=1e-6)
-    assert float(np.mean(overlaps)) >= 0.8, overlaps
+        assert float(np.mean(overlaps)) >= 0.8, overlaps
+        # One page: its index scores set no exact boundary for a cursor.
+        q = data.queries[0]
+        assert approx.next_cursor == ""
+        with pytest.raises(InvalidArgument, match="skip_rerank cannot continue a cursor"):
+            c.search("r", q, 10, cursor=c.search("r", q, 10).next_cursor, skip_rerank=True)
