@@ -79,9 +79,20 @@ def plan_search(snap: Snapshot, q: SearchQuery, resolved: ResolvedRoute) -> Plan
             "cursor belongs to another search; send the same route, vector, k, tenant "
             "and filter as the first page"
         )
-    # The snapshot the first page read: its index version and replicas.
+    # The snapshot the first page read: its index version and replicas. The
+    # cursor is not signed, so the version it names is held to the route's
+    # embedding family (whose purposes and privacy were checked above) and
+    # its own restricted attributes.
+    paged = snap.index(cur.index)
+    if paged.embedding.name != index.embedding.name:
+        raise InvalidArgument(
+            f"cursor names index version {cur.index}, built on embedding family "
+            f"{paged.embedding.name!r}; route {q.route!r} serves family "
+            f"{index.embedding.name!r}: send the cursor the route's own search returned"
+        )
+    check_filter_grant(q.access, q.filter, paged, snap)
     return Plan(
-        snap.index(cur.index),
+        paged,
         dataclasses.replace(query, after=(cur.last_score, cur.last_key), served=cur.served),
         qhash,
         # Every bucket of page 1: the pinned ones, and those no pin covers
@@ -192,7 +203,9 @@ def _answer(
         completeness=completeness.ratio,
         trace=execution.trace,
         # No page of a skip_rerank answer follows exactly (see plan_search).
-        next_cursor="" if q.skip_rerank else cursors.next_cursor(
+        next_cursor=""
+        if q.skip_rerank
+        else cursors.next_cursor(
             resolved.route.name,
             resolved.bundle.name,
             plan.index.ref,
