@@ -16,12 +16,16 @@ from registry.migration import DualWrite, validate_dual_write
 from registry.model import IndexVersion, Status, frozen_map
 from registry.quality import CanaryQuerySet, IndexEvaluation, validate_canary_set
 from registry.registry import Registry
+from registry.retired_versions import Guard, hold_current
+from registry.serving_versions import live_targets
 from registry.store import ModRevisionIs, Put
 
 MODEL_CHANGE_KINDS = ("CanaryQuerySet", "DualWrite", "IndexEvaluation")
 
 
-def _cas_put(reg: Registry, obj: Any, what: str, create_only: bool = False) -> None:
+def _cas_put(
+    reg: Registry, obj: Any, what: str, create_only: bool = False, held: Guard = ([], [])
+) -> None:
     key = reg.key_of(obj)
     current = reg.store.get(key)
     if current is not None:
@@ -32,7 +36,9 @@ def _cas_put(reg: Registry, obj: Any, what: str, create_only: bool = False) -> N
                 f"{what} already exists with other content; it is immutable, create a new version"
             )
     expected = current.mod_revision if current is not None else 0
-    if not reg.store.txn([ModRevisionIs(key, expected)], [Put(key, codec.encode(obj))]):
+    if not reg.store.txn(
+        [ModRevisionIs(key, expected), *held[0]], [Put(key, codec.encode(obj)), *held[1]]
+    ):
         raise Conflict(f"{what} changed concurrently; re-read and retry")
 
 
@@ -61,8 +67,27 @@ def put_canary_set(reg: Registry, canary: CanaryQuerySet) -> None:
 
 
 def put_dual_write(reg: Registry, dw: DualWrite) -> None:
-    validate_dual_write(reg.snapshot(), dw)
-    _cas_put(reg, dw, f"dual-write setting of family {dw.family}")
+    """Enabling holds (and touches) the target's embedding version and live
+    index versions as validated: a status move racing it fails one side's
+    compare (`registry.serving_versions`)."""
+    snap = reg.snapshot()
+    validate_dual_write(snap, dw)
+    held: Guard = ([], [])
+    if dw.enabled:
+        target = VersionRef(dw.family, dw.to_version)
+        where = f"dual-write of {dw.family}"
+        hold_current(
+            reg.store,
+            reg.keys.embedding_version(dw.family, dw.to_version),
+            snap.revision,
+            held,
+            where,
+        )
+        for ref in live_targets(snap, target):
+            hold_current(
+                reg.store, reg.keys.index(ref.name, ref.version), snap.revision, held, where
+            )
+    _cas_put(reg, dw, f"dual-write setting of family {dw.family}", held=held)
 
 
 def put_model_change_object(reg: Registry, obj: Any) -> None:

@@ -43,6 +43,7 @@ from registry.placement import (
 from registry.placement_options import check_replicas
 from registry.quality import check_gates_declared, gate_failures
 from registry.retired_versions import guard_object, guard_route
+from registry.serving_versions import check_status_move
 from registry.snapshot import Snapshot, build_snapshot, resolve_bundle
 from registry.store import Delete, Entry, ModRevisionIs, Put, RegistryStore
 
@@ -72,14 +73,18 @@ class Registry:
         self.keys = Keys(prefix) if prefix else Keys()
         self.route_history_limit = route_history_limit
 
-    def _history_trim(self, name: str) -> list[Put | Delete]:
-        """Deletes of the oldest history entries of a route, so that with the
-        one about to be added it keeps `route_history_limit` entries. Part of
-        the same transaction as the change: the history never grows unbounded
-        and never loses the entry a rollback needs."""
-        entries, _ = self.store.list_prefix(self.keys.route_history(name))
+    def _history_ops(self, change: RouteChange) -> list[Put | Delete]:
+        """The change's history entry, and deletes of the oldest entries so
+        the route keeps `route_history_limit`. Part of the same transaction as
+        the change: the history never grows unbounded and never loses the
+        entry a rollback needs. Entries are keyed by the route's revision
+        before the change, in order; a creation has none (0 for every one
+        after a delete), so it takes the store's revision, past every earlier
+        entry and before every later one."""
+        entries, revision = self.store.list_prefix(self.keys.route_history(change.route))
         excess = len(entries) + 1 - self.route_history_limit
-        return [Delete(e.key) for e in entries[: max(0, excess)]]
+        key = self.keys.route_history(change.route, change.revision or revision)
+        return [Put(key, codec.encode(change)), *(Delete(e.key) for e in entries[: max(0, excess)])]
 
     def snapshot(self) -> Snapshot:
         entries, revision = self.store.list_prefix(self.keys.prefix)
@@ -95,13 +100,19 @@ class Registry:
         return None if entry is None else (codec.decode(entry.value), entry.mod_revision)
 
     def _put_versioned(
-        self, obj: Any, status: Status | None, what: str, also: Sequence[Put | Delete] = ()
+        self,
+        obj: Any,
+        status: Status | None,
+        what: str,
+        also: Sequence[Put | Delete] = (),
+        read: Entry | None = None,
     ) -> None:
         """Creates, or updates within the rules: content frozen once ready,
-        status only along the state machine. Compare-and-swap on the key;
+        status only along the state machine. Compare-and-swap on the key (as
+        `read`, when the caller checked a snapshot taken after reading it);
         `also` is written in the same transaction."""
         key = self.key_of(obj)
-        current = self.store.get(key)
+        current = read or self.store.get(key)
         if current is not None:
             old = codec.decode(current.value)
             if status is not None:
@@ -123,7 +134,8 @@ class Registry:
     def put_family(self, family: EmbeddingFamily) -> None:
         """Owner, purposes and compatibility lists may change; what vectors
         mean (entity type, dimension, metric, normalization) may not."""
-        found = self.read(self.keys.family(family.name))
+        key = self.keys.family(family.name)
+        found = self.read(key)
         if found is None:
             shape_bounds.check_family(family)  # on creation: one stored before stays writable
         else:
@@ -137,12 +149,16 @@ class Registry:
                     f"family {family.name!r}: {', '.join(fixed)} cannot change on an existing family; "
                     "create a new family"
                 )
-        self.store.put(self.keys.family(family.name), codec.encode(family))
+        expected = found[1] if found is not None else 0
+        if not self.store.txn([ModRevisionIs(key, expected)], [Put(key, codec.encode(family))]):
+            raise Conflict(f"family {family.name!r} changed concurrently; re-read and retry")
 
     def put_embedding_version(self, version: EmbeddingVersion) -> None:
         if self.store.get(self.keys.family(version.name)) is None:
             raise NotFound(f"unknown embedding family {version.name!r}; create it first")
-        self._put_versioned(version, version.status, f"embedding version {version.ref}")
+        read = self.store.get(self.key_of(version))
+        check_status_move(self.snapshot(), "EmbeddingVersion", version.ref, version.status)
+        self._put_versioned(version, version.status, f"embedding version {version.ref}", read=read)
 
     def create_index(
         self, index: IndexVersion, shard_ids: Sequence[str], replicas: int = 1
@@ -194,48 +210,10 @@ class Registry:
 
     def train_placement(self, ref: VersionRef, sample: Any, seed: int = 0) -> int:
         """Trains and stores the centroids of a `centroid`-placed index version
-        once (compare-and-swap: a second training is refused, since moving
-        centroids would strand placed data). Returns the number of buckets."""
-        import numpy as np
+        once. Returns the number of buckets."""
+        from registry.placement_training import train_stored_placement
 
-        from registry.placement import encode_centroids, train_centroids
-
-        found = self.read(self.keys.index(ref.name, ref.version))
-        if found is None:
-            raise NotFound(f"unknown index version {ref}")
-        index = found[0]
-        if index.placement != "centroid":
-            raise FailedPrecondition(
-                f"index {ref} uses {index.placement!r} placement; training applies to 'centroid'"
-            )
-        family = self.read(self.keys.family(index.embedding.name))
-        assert family is not None
-        vectors = np.asarray(sample, dtype=np.float32)
-        if vectors.ndim != 2 or vectors.shape[1] != family[0].dimension:
-            raise InvalidArgument(
-                f"sample has shape {vectors.shape}, expected (n, {family[0].dimension})"
-            )
-        if not np.isfinite(vectors).all():
-            raise InvalidArgument("sample contains NaN or Inf")
-        key = self.keys.placement(ref.name, ref.version)
-        entry = self.store.get(key)
-        if entry is None:
-            raise NotFound(f"index {ref} has no placement")
-        placement = codec.decode(entry.value)
-        if placement.centroids:
-            raise FailedPrecondition(
-                f"index {ref} already has trained centroids; they are immutable"
-            )
-        try:
-            centroids = train_centroids(vectors, index.num_buckets, family[0].metric, seed=seed)
-        except ValueError as exc:
-            raise InvalidArgument(f"cannot train placement of {ref}: {exc}") from None
-        updated = dataclasses.replace(placement, centroids=encode_centroids(centroids))
-        if not self.store.txn(
-            [ModRevisionIs(key, entry.mod_revision)], [Put(key, codec.encode(updated))]
-        ):
-            raise Conflict(f"placement of {ref} changed concurrently; re-read and retry")
-        return int(index.num_buckets)
+        return train_stored_placement(self.store, self.keys, ref, sample, seed)
 
     def set_status(self, kind: str, ref: VersionRef, status: Status) -> Any:
         """Moves an embedding or index version along the state machine."""
@@ -248,12 +226,15 @@ class Registry:
         )
         if key is None:
             raise InvalidArgument(f"status applies to EmbeddingVersion or IndexVersion, not {kind}")
-        found = self.read(key)
-        if found is None:
+        read = self.store.get(key)
+        if read is None:
             raise NotFound(f"unknown {kind} {ref}")
-        obj = dataclasses.replace(found[0], status=status)
-        also = self._status_effects(obj, found[0].status) if kind == "IndexVersion" else []
-        self._put_versioned(obj, status, f"{kind} {ref}", also)
+        old = codec.decode(read.value)
+        obj = dataclasses.replace(old, status=status)
+        if status != old.status:
+            check_status_move(self.snapshot(), kind, ref, status)
+        also = self._status_effects(obj, old.status) if kind == "IndexVersion" else []
+        self._put_versioned(obj, status, f"{kind} {ref}", also, read)
         return obj
 
     def _status_effects(self, index: IndexVersion, current: Status) -> list[Put | Delete]:
@@ -417,8 +398,7 @@ class Registry:
             [ModRevisionIs(key, revision), *held],
             [
                 Put(key, codec.encode(route)),
-                Put(self.keys.route_history(route.name, revision), codec.encode(change)),
-                *self._history_trim(route.name),
+                *self._history_ops(change),
                 *touched,
             ],
         )
@@ -445,6 +425,7 @@ class Registry:
         if previous is None:
             raise FailedPrecondition(f"route {name!r} has no earlier state to roll back to")
         snap = self.snapshot()
+        kept: list[tuple[str, VersionRef]] = []
         for bundle_name in (previous.bundle, previous.canary_bundle, previous.shadow_bundle):
             bundle = snap.bundles.get(bundle_name)
             index = snap.indexes.get(bundle.index) if bundle else None
@@ -453,6 +434,20 @@ class Registry:
                     f"cannot roll route {name!r} back to bundle {bundle_name!r}: "
                     + archived_reason(snap, index.ref)
                 )
+            if bundle is not None and index is not None:
+                kept += [("IndexVersion", index.ref)]
+                kept += [("EmbeddingVersion", bundle.query_embedding)]
+                kept += [("EmbeddingVersion", bundle.item_embedding)]
+        # A version deprecated since the switch is kept loadable for this: a
+        # rollback serves it again (its retention ends with it).
+        for kind, ref in dict.fromkeys(kept):
+            found = (
+                snap.indexes.get(ref)
+                if kind == "IndexVersion"
+                else snap.embedding_versions.get(ref)
+            )
+            if found is not None and found.status is Status.DEPRECATED:
+                self.set_status(kind, ref, Status.PRODUCTION)
         return self.put_route(
             previous, who, why or f"rollback from {route.bundle}", expected_revision=revision
         )
@@ -465,8 +460,7 @@ class Registry:
             [ModRevisionIs(self.keys.route(name), revision)],
             [
                 Delete(self.keys.route(name)),
-                Put(self.keys.route_history(name, revision), codec.encode(change)),
-                *self._history_trim(name),
+                *self._history_ops(change),
             ],
         )
         if not ok:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from core.domain import VersionRef
-from core.errors import FailedPrecondition, NotFound
+from core.errors import Conflict, FailedPrecondition, NotFound
 from registry import codec
 from registry.keys import Keys
 from registry.model import Retirement, Route
@@ -73,12 +73,24 @@ def guard_object(store: RegistryStore, keys: Keys, obj: Any) -> Guard:
 
 
 def guard_route(store: RegistryStore, keys: Keys, snap: Snapshot, route: Route) -> Guard:
-    """Conditions (and writes) for pointing `route` at its bundles: no
-    feature set they name is retired, and each still exists at commit."""
+    """Conditions (and writes) for pointing `route` at its bundles: each
+    bundle, its embedding and index versions (checked servable on `snap`) and
+    its feature set are unchanged at commit — a status move or a retirement
+    that read them before fails its own compare (`registry.serving_versions`)
+    — and no feature set is retired or missing."""
     guard: Guard = ([], [])
     for arm, name in arms(route):
         bundle = snap.bundles.get(name)
-        if bundle is None or bundle.feature_set is None:
+        if bundle is None:
+            continue  # resolve_bundle refused it already
+        for key in (
+            keys.bundle(name),
+            keys.embedding_version(bundle.query_embedding.name, bundle.query_embedding.version),
+            keys.embedding_version(bundle.item_embedding.name, bundle.item_embedding.version),
+            keys.index(bundle.index.name, bundle.index.version),
+        ):
+            hold_current(store, key, snap.revision, guard, f"route {route.name!r} ({arm})")
+        if bundle.feature_set is None:
             continue
         fs = bundle.feature_set
         record = snap.retired.get(("FeatureSet", fs.name, fs.version))
@@ -88,9 +100,22 @@ def guard_route(store: RegistryStore, keys: Keys, snap: Snapshot, route: Route) 
                 "point it at a bundle whose feature set is current"
             )
         entry = store.get(keys.feature("FeatureSet", fs.name, fs.version))
-        if entry is not None:
-            _hold(entry, guard)
+        if entry is None:
+            raise NotFound(
+                f"route {route.name!r} ({arm} bundle {name!r}): feature set {fs} does not "
+                "exist; apply it first, or point the route at a bundle whose feature set exists"
+            )
+        _hold(entry, guard)
     return guard
+
+
+def hold_current(store: RegistryStore, key: str, revision: int, guard: Guard, where: str) -> None:
+    """`_hold` of a key as `snap` (at `revision`) saw it: changed since, the
+    check made on the snapshot is stale."""
+    entry = store.get(key)
+    if entry is None or entry.mod_revision > revision:
+        raise Conflict(f"{where}: {key} changed while the switch was checked; re-read and retry")
+    _hold(entry, guard)
 
 
 def arms(route: Route, label: str = "") -> list[tuple[str, str]]:

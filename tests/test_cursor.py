@@ -109,7 +109,8 @@ def test_the_buckets_page_one_missed_travel_and_old_cursors_still_read() -> None
 
 def test_a_replica_answering_for_its_own_buckets_and_in_a_cover_is_pinned_to_both() -> None:
     from coordinator.cursor import next_cursor
-    from coordinator.model import Hit, ShardTrace
+    from coordinator.merge import Hit
+    from coordinator.model import ShardTrace
 
     hits = [Hit(1.0, EntityKey("t", "item", "x"), "b", 0)]
     trace = [

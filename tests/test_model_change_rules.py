@@ -153,6 +153,10 @@ def test_deprecated_index_is_kept_then_archived_and_rollback_to_it_is_refused(
 
 def test_archive_is_refused_while_the_retention_lasts(registry: Registry) -> None:
     setup_family(registry, retention=3600)
+    registry.put_embedding_version(EmbeddingVersion("items", "v2"))
+    registry.create_index(IndexVersion("ix", "v2", V2, num_buckets=2), SHARDS)
+    registry.put_bundle(Bundle("b2", V2, V2, VersionRef("ix", "v2")))
+    registry.put_route(Route("r", "b2"), why="new model")  # v1 serves no route now
     old = VersionRef("ix", "v1")
     registry.set_status("IndexVersion", old, Status.DEPRECATED)
     later = utc_now() + datetime.timedelta(hours=2)

@@ -1,0 +1,190 @@
+"""What a route or a dual-write depends on stays live, and registry writes
+racing each other are compare-and-swap (found in review, each with a
+reproduction on plain data): a status move took a served index version out
+from under its route; a route switch committed onto a version archived while
+it was checked; a family's dimension changed under a racing write; a route
+deleted and created again scrambled its history; a rollback inside the
+retention window was refused; failing a dual-write's target failed every
+write of the production version; a bundle could name a missing feature set."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from coordinator.dual_write import mirror_indexes
+from core.domain import Metric, VersionRef
+from core.errors import Conflict, FailedPrecondition, NotFound
+from registry.change_writes import put_dual_write
+from registry.memory_store import InMemoryStore
+from registry.migration import DualWrite
+from registry.model import Bundle, EmbeddingFamily, EmbeddingVersion, IndexVersion, Route, Status
+from registry.registry import Registry
+from registry.snapshot import resolve_route
+from registry.store import Entry
+
+V1, V2 = VersionRef("items", "v1"), VersionRef("items", "v2")
+IX1, IX2 = VersionRef("ix", "v1"), VersionRef("ix", "v2")
+
+
+class RacingStore(InMemoryStore):
+    """Runs `hook` once, right after the next read of `key`: another
+    operator's writes landing between this one's check and its commit."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hook: Callable[[], object] | None = None
+        self.key = ""
+
+    def get(self, key: str) -> Entry | None:
+        found = super().get(key)
+        self._race(key)
+        return found
+
+    def list_prefix(self, prefix: str) -> tuple[list[Entry], int]:
+        found = super().list_prefix(prefix)
+        self._race(prefix)
+        return found
+
+    def _race(self, key: str) -> None:
+        if self.hook is not None and key == self.key:
+            hook, self.hook = self.hook, None
+            hook()
+
+
+def two_models(reg: Registry, retention: int = 3600, v2: Status = Status.READY) -> None:
+    reg.put_family(
+        EmbeddingFamily("items", "item", 4, Metric.L2, rollback_retention_seconds=retention)
+    )
+    reg.put_embedding_version(EmbeddingVersion("items", "v1"))
+    reg.put_embedding_version(EmbeddingVersion("items", "v2", status=v2))
+    reg.create_index(IndexVersion("ix", "v1", V1, num_buckets=2), ["s0"])
+    reg.create_index(IndexVersion("ix", "v2", V2, num_buckets=2, status=v2), ["s0"])
+    reg.put_bundle(Bundle("b1", V1, V1, IX1))
+    reg.put_bundle(Bundle("b2", V2, V2, IX2))
+
+
+def test_a_version_a_route_serves_cannot_leave_service() -> None:
+    reg = Registry(InMemoryStore(), "/t/")
+    two_models(reg)
+    reg.put_route(Route("r", "b1", shadow_bundle="b2"))
+    with pytest.raises(FailedPrecondition, match="route 'r' \\(primary bundle 'b1'\\) serves it"):
+        reg.set_status("IndexVersion", IX1, Status.DEPRECATED)
+    with pytest.raises(FailedPrecondition, match="route 'r' \\(shadow bundle 'b2'\\)"):
+        reg.set_status("IndexVersion", IX2, Status.DEPRECATED)
+    with pytest.raises(FailedPrecondition, match="route 'r'"):
+        reg.put_embedding_version(EmbeddingVersion("items", "v1", status=Status.DEPRECATED))
+    resolve_route(reg.snapshot(), "r")  # still serves
+    reg.put_route(Route("r", "b2"))
+    reg.set_status("IndexVersion", IX1, Status.DEPRECATED)  # served by nothing now
+
+
+def test_a_switch_racing_an_archive_of_its_index_is_refused() -> None:
+    store = RacingStore()
+    a, b = Registry(store, "/t/"), Registry(store, "/t/")
+    two_models(a, retention=0)
+    a.put_route(Route("r", "b2"))
+
+    def retire_v1() -> None:  # operator A (and the sweeper) retire ix@v1
+        a.set_status("IndexVersion", IX1, Status.DEPRECATED)
+        a.set_status("IndexVersion", IX1, Status.ARCHIVED)
+
+    store.key, store.hook = a.keys.route("r"), retire_v1
+    with pytest.raises(Conflict):
+        b.put_route(Route("r", "b1"), why="back to v1")
+    assert reg_route(a) == "b2"
+
+
+def test_a_status_move_racing_a_switch_onto_its_version_is_refused() -> None:
+    store = RacingStore()
+    a, b = Registry(store, "/t/"), Registry(store, "/t/")
+    two_models(a)
+    a.put_route(Route("r", "b2"))
+    # B checks a snapshot (ix@v1 serves nothing), A switches r onto it, B commits.
+    store.key, store.hook = a.keys.prefix, lambda: a.put_route(Route("r", "b1"))
+    with pytest.raises(Conflict):
+        b.set_status("IndexVersion", IX1, Status.DEPRECATED)
+    resolve_route(a.snapshot(), "r")
+    assert reg_route(a) == "b1"
+
+
+def reg_route(reg: Registry) -> str:
+    return reg.snapshot().routes["r"].bundle
+
+
+def test_racing_family_writes_cannot_change_its_dimension() -> None:
+    store = RacingStore()
+    a, b = Registry(store, "/t/"), Registry(store, "/t/")
+
+    def operator_a() -> None:
+        a.put_family(EmbeddingFamily("items", "item", 4, Metric.L2))
+        a.put_embedding_version(EmbeddingVersion("items", "v1"))
+        a.create_index(IndexVersion("ix", "v1", V1, num_buckets=2), ["s0"])
+
+    store.key, store.hook = a.keys.family("items"), operator_a
+    with pytest.raises(Conflict):
+        b.put_family(EmbeddingFamily("items", "item", 8, Metric.L2))
+    assert a.snapshot().families["items"].dimension == 4
+
+
+def test_a_route_deleted_and_created_again_keeps_its_history_in_order() -> None:
+    reg = Registry(InMemoryStore(), "/t/")
+    two_models(reg)
+    reg.put_route(Route("r", "b1"), who="a", why="create")
+    reg.put_route(Route("r", "b2"), who="a", why="switch")
+    reg.delete_route("r", who="a", why="delete")
+    reg.put_route(Route("r", "b2"), who="b", why="re-create")
+    assert [c.why for c in reg.history("r")] == ["create", "switch", "delete", "re-create"]
+    with pytest.raises(FailedPrecondition, match="no earlier state"):
+        reg.rollback("r", who="b", why="oops")
+
+
+def test_a_rollback_inside_the_retention_serves_the_deprecated_version_again() -> None:
+    reg = Registry(InMemoryStore(), "/t/")
+    two_models(reg)
+    reg.put_route(Route("r", "b1"))
+    reg.put_route(Route("r", "b2"), why="new model")
+    reg.set_status("IndexVersion", IX1, Status.DEPRECATED)
+    reg.put_embedding_version(EmbeddingVersion("items", "v1", status=Status.DEPRECATED))
+    assert IX1 in reg.snapshot().retention
+    assert reg.rollback("r", why="ctr dropped").bundle == "b1"
+    snap = reg.snapshot()
+    assert snap.indexes[IX1].status is Status.PRODUCTION and IX1 not in snap.retention
+    assert snap.embedding_versions[V1].status is Status.PRODUCTION
+    resolve_route(snap, "r")
+
+
+def test_the_last_index_of_a_dual_write_target_stays_live_while_it_is_on() -> None:
+    reg = Registry(InMemoryStore(), "/t/")
+    two_models(reg, v2=Status.VALIDATING)
+    reg.put_route(Route("r", "b1"))
+    put_dual_write(reg, DualWrite("items", "v1", "v2", why="migration"))
+    with pytest.raises(FailedPrecondition, match="turn dual-write off first"):
+        reg.set_status("IndexVersion", IX2, Status.FAILED)
+    with pytest.raises(FailedPrecondition, match="turn dual-write off first"):
+        reg.put_embedding_version(EmbeddingVersion("items", "v2", status=Status.FAILED))
+    assert [ix.ref for ix in mirror_indexes(reg.snapshot(), V1)] == [IX2]
+    put_dual_write(reg, DualWrite("items", "v1", "v2", enabled=False))
+    reg.set_status("IndexVersion", IX2, Status.FAILED)
+    assert mirror_indexes(reg.snapshot(), V1) == []
+
+
+def test_enabling_dual_write_racing_a_failure_of_its_target_is_refused() -> None:
+    store = RacingStore()
+    a, b = Registry(store, "/t/"), Registry(store, "/t/")
+    two_models(a, v2=Status.VALIDATING)
+    store.key = a.keys.dual_write("items")
+    store.hook = lambda: a.set_status("IndexVersion", IX2, Status.FAILED)
+    with pytest.raises(Conflict):
+        put_dual_write(b, DualWrite("items", "v1", "v2"))
+    assert "items" not in a.snapshot().dual_writes
+
+
+def test_a_route_to_a_bundle_naming_a_missing_feature_set_is_refused() -> None:
+    reg = Registry(InMemoryStore(), "/t/")
+    two_models(reg)
+    reg.put_bundle(Bundle("bf", V1, V1, IX1, feature_set=VersionRef("ranker_fetures", "v1")))
+    with pytest.raises(NotFound, match="feature set ranker_fetures@v1 does not exist"):
+        reg.put_route(Route("r", "bf"))
+    assert "r" not in reg.snapshot().routes
