@@ -81,7 +81,7 @@ class CanaryRunner:
         self.timeout = timeout
 
     async def run_route(self, snap: Snapshot, route: str) -> float | None:
-        resolved = resolve_route(snap, route)
+        resolved = resolve_route(snap, route, primary=True)
         plan = canary_plan(snap, resolved)
         if plan is None:
             return None

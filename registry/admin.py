@@ -122,6 +122,9 @@ class Planned:
     doc: Mapping[str, Any]
     current: Any | None
     options: PlacementOptions = PlacementOptions()
+    # The revision `current` was read at (0: absent): a route is written only
+    # if still there, so the diff apply printed is what it replaced.
+    revision: int = 0
 
 
 class RegistryAdmin:
@@ -144,7 +147,9 @@ class RegistryAdmin:
                 codec.KINDS[kind], doc.get("spec") or {}, f"document {i} ({kind})"
             )
             found = self.registry.read(self.registry.key_of(obj))
-            planned.append(Planned(obj, doc, found[0] if found else None, options))
+            planned.append(
+                Planned(obj, doc, found[0] if found else None, options, found[1] if found else 0)
+            )
         planned.sort(key=lambda p: ORDER.index(type(p.obj).__name__))
         return planned
 
@@ -291,7 +296,7 @@ class RegistryAdmin:
             case Bundle():
                 reg.put_bundle(obj)
             case Route():
-                reg.put_route(obj, who, why)
+                reg.put_route(obj, who, why, expected_revision=p.revision)
             case Tenant():
                 reg.put_tenant(obj)
             case _ if type(obj).__name__ in MODEL_CHANGE_KINDS:

@@ -252,12 +252,17 @@ def resolve_bundle(
     )
 
 
-def resolve_route(snapshot: Snapshot, name: str, subject: str = "") -> ResolvedRoute:
+def resolve_route(
+    snapshot: Snapshot, name: str, subject: str = "", primary: bool = False
+) -> ResolvedRoute:
+    """The arm `subject` takes (the canary's share of subjects by a stable
+    hash); `primary`: the primary arm whoever asks (what the canary runner
+    measures — an empty subject hashes into the canary like any other)."""
     route = snapshot.routes.get(name)
     if route is None:
         known = ", ".join(sorted(snapshot.routes)) or "none"
         raise NotFound(f"unknown route {name!r}; known routes: {known}")
-    if route.canary_bundle and in_canary(route.name, subject, route.canary_share):
+    if not primary and route.canary_bundle and in_canary(route.name, subject, route.canary_share):
         return resolve_bundle(snapshot, route, route.canary_bundle, "canary")
     return resolve_bundle(snapshot, route, route.bundle)
 

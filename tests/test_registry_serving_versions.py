@@ -188,3 +188,20 @@ def test_a_route_to_a_bundle_naming_a_missing_feature_set_is_refused() -> None:
     with pytest.raises(NotFound, match="feature set ranker_fetures@v1 does not exist"):
         reg.put_route(Route("r", "bf"))
     assert "r" not in reg.snapshot().routes
+
+
+def test_apply_does_not_overwrite_a_switch_made_after_it_read_the_route() -> None:
+    """apply printed a diff against the route it read, then wrote without
+    that revision: bob's switch in between was silently reverted."""
+    from registry.admin import RegistryAdmin
+
+    store = RacingStore()
+    a, b = Registry(store, "/t/"), Registry(store, "/t/")
+    two_models(a)
+    a.put_route(Route("r", "b1"))
+    doc = {"kind": "Route", "spec": {"name": "r", "bundle": "b1", "shadow_bundle": "b2"}}
+    store.key = a.keys.route("r")
+    store.hook = lambda: RegistryAdmin(b).switch_route("r", "b2", who="bob", why="incident")
+    with pytest.raises(Conflict):
+        RegistryAdmin(a).apply([doc], who="alice", why="add shadow")
+    assert reg_route(a) == "b2"
