@@ -158,6 +158,9 @@ class Rollout:
         except Exception as exc:
             self.say(f"[{sid}] not ready ({exc}); rolling it back")
             self.fleet.rollback(sid)
+            # The old build serves again: drained, its buckets would have no
+            # serving replica until someone undrained it by hand.
+            self.registry.set_shard_state(sid, "serving")
             raise RolloutFailed(f"{sid} failed readiness: {exc}") from exc
         self.registry.set_shard_state(sid, "serving")
         self._wait(f"{sid} to serve", lambda: self._state(sid) == "serving", self.drain_timeout)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -263,3 +264,29 @@ def test_a_rolling_restart_under_write_load_passes_the_error_check(
     ]
     assert load.failures == [] and load.partials == 0
     check_acknowledged(cluster, load)
+
+
+def test_a_shard_that_fails_readiness_is_rolled_back_and_serves_again(
+    make_cluster: ClusterFactory,
+) -> None:
+    """The rollout drained the shard, restarted it, saw it fail readiness and
+    restarted the old build — leaving the registry's `draining` intent, so
+    the shard never got a query again (found in review)."""
+    from cli.rollout import RolloutFailed
+
+    class NeverReady(LocalFleet):
+        def wait_ready(self, shard_id: str, timeout: float) -> None:
+            raise RuntimeError("CrashLoopBackOff")
+
+    cluster = seeded(make_cluster)
+    with RegistryClient(cluster.coordinator_target, who="test") as reg:
+        rollout = Rollout(reg, NeverReady(cluster, ["shard-0"]), say=lambda m: None)
+        with pytest.raises(RolloutFailed, match="shard-0 failed readiness"):
+            rollout.run()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            states = {s.shard_id: s.state for s in reg.status().shards}
+            if states.get("shard-0") == "serving":
+                break
+            time.sleep(0.2)
+        assert states.get("shard-0") == "serving", states
