@@ -129,9 +129,9 @@ def _build(tp: Any, value: Any, where: str) -> Any:
         vt = args[1] if len(args) == 2 else Any
         return model.frozen_map({k: _build(vt, v, f"{where}.{k}") for k, v in value.items()})
     if tp in (int, float, str, bool):
-        if tp is float and isinstance(value, int):
+        if tp is float and isinstance(value, int) and not isinstance(value, bool):
             return float(value)
-        if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+        if not isinstance(value, tp) or (tp is not bool and isinstance(value, bool)):
             raise InvalidArgument(f"{where}: expected {tp.__name__}, got {value!r}")
     return value
 
@@ -164,6 +164,12 @@ def check_document(value: Any, where: str) -> None:
             raise InvalidArgument(f"{where}: text with a NUL character; expected none")
     elif isinstance(value, Mapping):
         for k, v in value.items():
+            if not isinstance(k, str):
+                # YAML reads `1:` as an integer key; stored, it would come back
+                # as "1" and differ from the document on every apply.
+                raise InvalidArgument(
+                    f"{where}: key {k!r} is {type(k).__name__}; expected text (quote it)"
+                )
             check_document(k, f"{where}.{k!r:.40}")
             check_document(v, f"{where}.{k}")
     elif isinstance(value, list | tuple):
@@ -205,7 +211,17 @@ def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
 
 
 def decode(raw: bytes) -> Any:
-    doc = json.loads(raw)
+    """A stored value; one that is not a registry document is INVALID_ARGUMENT
+    (readers skip it and name it), never a raw parsing error."""
+    try:
+        doc = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidArgument(f"registry value is not JSON: {exc}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("spec"), Mapping):
+        raise InvalidArgument(
+            f"registry value {raw[:60]!r} is not a document; expected an object with "
+            "schema, kind and spec"
+        )
     if doc.get("schema") != SCHEMA_VERSION:
         raise InvalidArgument(
             f"registry value has schema {doc.get('schema')!r}; this build reads {SCHEMA_VERSION}"
