@@ -20,9 +20,9 @@ from registry.feature_batches import RowBatch
 from registry.feature_catalog import FeatureCatalog, GroupRead
 from registry.feature_values import resolve_columns
 from registry.features import FeatureSet
-from shard_server.feature_store import FeatureShardStore, FeatureStore, entity_keys
+from shard_server.feature_store import FeatureShardStore, FeatureStore
 from shard_server.lookup_columns import read_embeddings, record_keys
-from shard_server.records import Record, encode_record, record_key
+from shard_server.records import Record, encode_record, entity_keys, record_key
 from shard_server.storage import RECORDS, StoreMemory
 
 Columns = dict[str, FeatureColumn]

@@ -54,7 +54,9 @@ from core.column_wire import RowColumns
 from core.domain import EntityKey, VersionRef
 from core.errors import InvalidArgument, PermissionDenied
 from core.feature_columns import MISSING_REASONS, concat, empty
+from core.limits import Limits
 from core.timestamps import check_time
+from registry.access_policy import check_purpose
 from registry.feature_batches import RowBatch, check_batch, rows_to_batch
 from registry.feature_catalog import GroupRead, readable
 from registry.features import GroupRow, GroupSchema, MissingReason
@@ -105,8 +107,10 @@ class FeatureEngine:
         fanout: FanoutSettings | None = None,
         background: Background | None = None,
         repair: ReplicaRepair | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.wire = wire
+        self.limits = limits or Limits()
         # Replica writes still running when a write's quorum was met.
         self.background = background or Background()
         # Replica writes that failed, retried in the background.
@@ -137,14 +141,15 @@ class FeatureEngine:
                 f"{len(entities)} entities in one request, expected at most {self.max_entities}"
             )
         if not isinstance(entities, EntityColumns):
-            return entity_columns(own_entities(entities, access))
-        if not all(entities.types) or not all(entities.ids):
+            entities = entity_columns(own_entities(entities, access))
+        elif not all(entities.types) or not all(entities.ids):
             blank = (
                 next(i for i, e in enumerate(entities.ids) if not e) if all(entities.types) else 0
             )
             raise InvalidArgument(
                 f"entities[{blank}]: entity_type and entity_id are required, got an empty one"
             )
+        self.limits.check_keys_of(access.tenant_id, entities.types, entities.ids, "entities")
         return entities
 
     async def get(
@@ -162,7 +167,7 @@ class FeatureEngine:
         ents = self._check(access, entities)
         snap, fs = await self.registry.fresh(
             lambda s: (
-                require_tenant(s, access.tenant_id),
+                check_purpose(access.purpose, require_tenant(s, access.tenant_id)),
                 s.feature_catalog.feature_set(feature_set),
             )[1]
         )
@@ -291,9 +296,15 @@ class FeatureEngine:
         Acknowledged once `write_quorum` replicas of each row's bucket (0:
         all) have it; returns (written, ignored as older), each row once."""
         snap, schema = await self.registry.fresh(
-            lambda s: (require_tenant(s, access.tenant_id), s.feature_catalog.schema(group))[1]
+            lambda s: (
+                check_purpose(access.purpose, require_tenant(s, access.tenant_id)),
+                s.feature_catalog.schema(group),
+            )[1]
         )
         owned = own_entities([r.entity for r in rows], access)
+        self.limits.check_keys_of(
+            access.tenant_id, [k.entity_type for k in owned], [k.entity_id for k in owned], "rows"
+        )
         batches = [
             rows_to_batch(schema, [r._replace(entity=k) for r, k in zip(rows, owned, strict=True)])
         ]
@@ -305,6 +316,7 @@ class FeatureEngine:
                     f"{access.tenant_id!r}"
                 )
             etype = their_type or schema.group.entity_type  # another is refused by the check
+            self.limits.check_keys_of(access.tenant_id, [etype], ids, "feature columns")
             keys = [EntityKey(access.tenant_id, etype, i) for i in ids]
             batches.append(check_batch(schema, RowBatch(keys, ts, gen, values)))
         placement = snap.placement(feature_placement_ref(group.name, group.version))

@@ -192,6 +192,7 @@ async def create_server(
                 ProtoFeatureWire(),
                 background=engine.background,
                 repair=engine.repair,
+                limits=engine.limits.input,
             ),
             cfg.default_timeout,
         ),

@@ -228,7 +228,16 @@ def key_columns_from_pb(
         raise InvalidArgument(
             f"{where}: a type index beyond the {len(m.entity_types)} entity types given"
         )
-    return list(m.entity_types), index, ids
+    types = list(m.entity_types)
+    if len(set(types)) != len(types):
+        # Rows are numbered per type: a type under two codes would be two
+        # half-lists of one type, answered out of place.
+        twice = next(t for i, t in enumerate(types) if t in types[:i])
+        raise InvalidArgument(
+            f"{where}: entity type {twice!r} is listed twice in entity_types; "
+            "expected each type once, with type_index pointing at it"
+        )
+    return types, index, ids
 
 
 def embeddings_to_pb(c: EmbeddingColumns) -> pb.EmbeddingColumns:

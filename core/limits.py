@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii
 
@@ -121,6 +121,20 @@ class Limits:
                 f"{what}: {count} in one request, expected at most {limit} "
                 f"(limits.{limit_name}); split the batch"
             )
+
+    def check_keys_of(
+        self, tenant_id: str, types: Sequence[str], ids: Sequence[str], where: str
+    ) -> None:
+        """A request's keys as lists (feature reads and writes: the caller's
+        tenant, a few types, many ids). Counted in characters first — one is
+        at most 4 UTF-8 bytes — so only a long id is encoded."""
+        for t in dict.fromkeys(types):
+            self.check_key(EntityKey(tenant_id, t, ""), where)
+        if not ids or max(map(len, ids)) * 4 <= self.max_entity_id_bytes:
+            return
+        for i, e in enumerate(ids):
+            if len(e) * 4 > self.max_entity_id_bytes:
+                self.check_key(EntityKey(tenant_id, "", e), f"{where} [{i}]")
 
     # --- the same limits over records as columns (core.record_columns) -------
     # One verdict per row equal to the per-record checks above, computed with

@@ -22,7 +22,8 @@ from registry.features import GroupRow, GroupSchema, MissingReason, PutAck
 from registry.snapshot import Snapshot
 from registry.watcher import SnapshotCache
 from shard_server import metrics
-from shard_server.feature_store import FeatureStore, entity_key, entity_keys
+from shard_server.feature_store import FeatureStore
+from shard_server.records import entity_key, entity_keys
 
 log = logging.getLogger(__name__)
 

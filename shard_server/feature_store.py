@@ -19,7 +19,6 @@ RocksDB batch synced to the WAL before it returns (through
 from __future__ import annotations
 
 import logging
-import struct
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -30,7 +29,7 @@ from typing import Protocol
 import numpy as np
 
 from core.domain import EntityKey, VersionRef
-from core.errors import FailedPrecondition, Internal
+from core.errors import FailedPrecondition
 from registry.feature_batches import (
     RowBatch,
     StoredRows,
@@ -44,12 +43,11 @@ from registry.features import GroupRow, GroupSchema, PutAck
 from shard_server.erasure_markers import ErasureMarkers
 from shard_server.feature_cache import FeatureRowCache, row_bytes
 from shard_server.feature_rows import decode_rows, encode_rows, row_times
-from shard_server.records import _part, parse_parts
+from shard_server.records import _part, entity_key, parse_entity_key
 from shard_server.storage import FEATURE_ERASURES, ShardStore, StoreMemory, dropped_family
 
 log = logging.getLogger(__name__)
 FEATURE_FAMILY = "features:"  # the prefix of every feature group version's family
-_LENGTH = struct.Struct("<H")  # of a key part, as `records._part` writes it
 # Purges delete in chunks so one purge never holds the write lock for long.
 _PURGE_CHUNK = 4096
 
@@ -58,24 +56,6 @@ def column_family(group: VersionRef) -> str:
     """Names never contain ':' (registry.features validates them), so this
     cannot collide with another group or with the shard's own families."""
     return f"{FEATURE_FAMILY}{group.name}:{group.version}"
-
-
-def entity_key(key: EntityKey) -> bytes:
-    return _part(key.tenant_id) + _part(key.entity_type) + _part(key.entity_id)
-
-
-def entity_keys(tenant_id: str, entity_type: str, entity_ids: Sequence[str]) -> list[bytes]:
-    """`entity_key` of many ids of one tenant and type (the prefix once)."""
-    prefix = _part(tenant_id) + _part(entity_type)
-    length = _LENGTH.pack
-    return [prefix + length(len(b)) + b for b in [i.encode() for i in entity_ids]]
-
-
-def parse_entity_key(raw: bytes) -> EntityKey:
-    parts = parse_parts(raw)
-    if len(parts) != 3:
-        raise Internal(f"malformed feature key {raw!r}; expected tenant, entity type, id")
-    return EntityKey(*parts)
 
 
 class FeatureStorage(Protocol):

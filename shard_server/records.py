@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from core.domain import AttrType, AttrValue, EntityKey, VersionRef
+from core.errors import Internal, InvalidArgument
 from core.record_columns import AttributeColumn
 
 _HEADER = struct.Struct(
@@ -37,7 +38,16 @@ assert _HEADER_DTYPE.itemsize == _HEADER.size
 
 def _part(s: str) -> bytes:
     b = s.encode()
-    return struct.pack("<H", len(b)) + b
+    try:
+        return struct.pack("<H", len(b)) + b
+    except struct.error:
+        raise InvalidArgument(key_part_too_long(len(b))) from None
+
+
+def key_part_too_long(size: int) -> str:
+    """A key part past the 2-byte length prefix: the coordinator's limits stop
+    it first (512-byte ids); a shard refuses it rather than fail the call."""
+    return f"a key part of {size} bytes; expected at most 65535 (and within limits)"
 
 
 def index_prefix(index: VersionRef) -> bytes:
@@ -219,3 +229,28 @@ def row_keys(prefix: bytes, keys: Sequence[EntityKey]) -> list[bytes]:
         return p
 
     return [prefix + part(t) + part(e) + _part(i) for t, e, i in keys]
+
+
+_LENGTH = struct.Struct("<H")  # of a key part, as `_part` writes it
+
+
+def entity_key(key: EntityKey) -> bytes:
+    return _part(key.tenant_id) + _part(key.entity_type) + _part(key.entity_id)
+
+
+def entity_keys(tenant_id: str, entity_type: str, entity_ids: Sequence[str]) -> list[bytes]:
+    """`entity_key` of many ids of one tenant and type (the prefix once)."""
+    prefix = _part(tenant_id) + _part(entity_type)
+    length = _LENGTH.pack
+    encoded = [i.encode() for i in entity_ids]
+    try:
+        return [prefix + length(len(b)) + b for b in encoded]
+    except struct.error:
+        raise InvalidArgument(key_part_too_long(max(map(len, encoded)))) from None
+
+
+def parse_entity_key(raw: bytes) -> EntityKey:
+    parts = parse_parts(raw)
+    if len(parts) != 3:
+        raise Internal(f"malformed feature key {raw!r}; expected tenant, entity type, id")
+    return EntityKey(*parts)

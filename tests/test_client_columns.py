@@ -96,6 +96,13 @@ def test_entities_become_columns_in_request_order_whatever_their_form() -> None:
     assert list(wire.entity_types) == ["user", "item"] and wire.type_index == bytes([0, 1, 1, 0])
     distinct, index, back_ids = key_columns_from_pb(wire, "test")
     assert [distinct[i] for i in index.tolist()] == want[0] and back_ids == want[1]
+    # A type listed twice (another client's encoder) would number its rows in
+    # two halves: refused (found in review: wrong rows, then INTERNAL).
+    twice = key_columns_to_pb(*want)
+    twice.entity_types.append("user")
+    twice.type_index = bytes([0, 1, 1, 2])
+    with pytest.raises(InvalidArgument, match="entity type 'user' is listed twice"):
+        key_columns_from_pb(twice, "test")
     with pytest.raises(InvalidArgument, match="257 entity types"):
         key_columns_to_pb([f"t{i}" for i in range(257)], [str(i) for i in range(257)])
     c.close()

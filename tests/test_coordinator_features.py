@@ -20,7 +20,7 @@ from prometheus_client import REGISTRY
 from coordinator.buckets import key_bucket
 from coordinator.feature_convert import ProtoFeatureWire
 from coordinator.features import FeatureEngine
-from coordinator.model import Access, FeatureResult
+from coordinator.model import Access, EntityColumns, FeatureResult
 from coordinator.replicas import ReplicaTracker
 from coordinator.shard import Shard
 from coordinator.snapshots import RegistryView
@@ -30,6 +30,7 @@ from core.errors import InvalidArgument, NotFound, PermissionDenied, Unavailable
 from protos.vecshard.v1.common_pb2 import ResolvedFeatureColumns
 from registry.feature_values import FeatureValue, resolved_values
 from registry.features import GroupRow
+from registry.model import Tenant
 from registry.placement import FEATURE_BUCKETS, assign_buckets, feature_placement_ref
 from tests.feature_catalog import (
     ACTIVITY,
@@ -304,7 +305,52 @@ def test_requests_are_checked_before_any_shard_is_asked() -> None:
             )
     with pytest.raises(InvalidArgument, match="reads as nanoseconds"):
         put(engine, PROFILE, [row(user("u"), T0 * 1000, age_bucket="a")])
+    # Found in review: feature ids had no length limit; one past 65,535 bytes
+    # failed its shard's call, and every entity on that shard read
+    # `unavailable`, or a write answered INTERNAL.
+    long = "é" * 257  # 257 characters, 514 bytes: past the 512-byte limit
+    with pytest.raises(InvalidArgument, match=r"entities \[1\]: entity_id is 514 bytes"):
+        get(engine, [user("u"), user(long)])
+    with pytest.raises(InvalidArgument, match=r"entity_id is 514 bytes"):
+        asyncio.run(
+            engine.get(
+                ME, ranker, EntityColumns(["user"], np.zeros(1, np.uint8), [long]), T0, True, 5.0
+            )
+        )
+    with pytest.raises(InvalidArgument, match=r"rows \[0\]: entity_id is 514 bytes"):
+        put(engine, PROFILE, [row(user(long), T0, age_bucket="a")])
+    with pytest.raises(InvalidArgument, match=r"feature columns \[1\]: entity_id is 514"):
+        asyncio.run(
+            engine.put(
+                ME,
+                PROFILE,
+                [],
+                5.0,
+                columns=("", "", ["u", long], np.array([T0, T0]), np.array([T0, T0]), {}),
+            )
+        )
     assert all(not s.log for s in shards.values())
+    get(engine, [user("é" * 128)])  # 256 bytes: within the limit
+
+
+def test_the_tenant_must_allow_the_purpose_of_a_feature_read_or_write() -> None:
+    """Searches and lookups checked it; feature reads and writes checked only
+    that the tenant exists (found in review: with no shard asked — behavioural
+    groups of a request that is not personalized — the answer was OK)."""
+    engine, shards, reg = feature_cluster()
+    put(engine, PROFILE, [row(user("u1"), T0, age_bucket="25-34")])
+    tenant = Tenant("acme", allowed_purposes=("ranking",))
+    reg.snapshot = replace(reg.snapshot, tenants={**reg.snapshot.tenants, "acme": tenant})
+    other = Access("acme", "analytics")
+    ranker = VersionRef(RANKER.name, RANKER.version)
+    asked_before = [asked(s) for s in shards.values()]
+    for personalized in (True, False):
+        with pytest.raises(PermissionDenied, match="does not allow purpose 'analytics'"):
+            asyncio.run(engine.get(other, ranker, [user("u1")], T0 + 60, personalized, 5.0))
+    with pytest.raises(PermissionDenied, match="does not allow purpose 'analytics'"):
+        asyncio.run(engine.put(other, PROFILE, [row(user("u2"), T0, age_bucket="x")], 5.0))
+    assert [asked(s) for s in shards.values()] == asked_before
+    get(engine, [user("u1")])  # the allowed purpose reads as before
 
 
 def asked(shard: InMemoryShard) -> int:

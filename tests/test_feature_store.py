@@ -292,3 +292,19 @@ def test_copied_rows_follow_the_write_rule_and_only_their_buckets(
         else:
             assert v is None  # another bucket: not copied
     peer_storage.close()
+
+
+def test_a_key_part_past_its_length_prefix_is_invalid_argument() -> None:
+    """A shard does not trust its caller's limits: an id past the 2-byte
+    length prefix raised struct.error (INTERNAL, and the coordinator counted
+    every entity of that shard `unavailable`)."""
+    from core.domain import EntityKey
+    from core.errors import InvalidArgument
+    from shard_server.records import entity_key, entity_keys
+
+    long = "x" * 70_000
+    with pytest.raises(InvalidArgument, match="key part of 70000 bytes; expected at most 65535"):
+        entity_keys("acme", "user", ["u1", long])
+    with pytest.raises(InvalidArgument, match="key part of 70000 bytes"):
+        entity_key(EntityKey("acme", "user", long))
+    assert parse_entity_key(entity_keys("acme", "user", ["é"])[0]) == EntityKey("acme", "user", "é")
