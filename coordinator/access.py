@@ -42,6 +42,14 @@ def check_access(access: Access, family: EmbeddingFamily, snap: Snapshot) -> Non
     check_purpose(access.purpose, require_tenant(snap, access.tenant_id), family)
 
 
+def allowed_tenant(snap: Snapshot, access: Access) -> Tenant:
+    """The caller's tenant, which must allow its purpose (feature reads and
+    writes: no embedding family to check beside it)."""
+    tenant = require_tenant(snap, access.tenant_id)
+    check_purpose(access.purpose, tenant)
+    return tenant
+
+
 def check_filter_grant(
     access: Access, f: Filter | None, index: IndexVersion, snap: Snapshot
 ) -> None:

@@ -30,7 +30,7 @@ from typing import Protocol
 import numpy as np
 
 from coordinator import metrics
-from coordinator.access import own_entities, require_tenant
+from coordinator.access import allowed_tenant, own_entities
 from coordinator.background import Background
 from coordinator.fanout import FanoutSettings
 from coordinator.feature_fetch import FeatureFetcher, Fetches
@@ -56,7 +56,6 @@ from core.errors import InvalidArgument, PermissionDenied
 from core.feature_columns import MISSING_REASONS, concat, empty
 from core.limits import Limits
 from core.timestamps import check_time
-from registry.access_policy import check_purpose
 from registry.feature_batches import RowBatch, check_batch, rows_to_batch
 from registry.feature_catalog import GroupRead, readable
 from registry.features import GroupRow, GroupSchema, MissingReason
@@ -167,7 +166,7 @@ class FeatureEngine:
         ents = self._check(access, entities)
         snap, fs = await self.registry.fresh(
             lambda s: (
-                check_purpose(access.purpose, require_tenant(s, access.tenant_id)),
+                allowed_tenant(s, access),
                 s.feature_catalog.feature_set(feature_set),
             )[1]
         )
@@ -297,7 +296,7 @@ class FeatureEngine:
         all) have it; returns (written, ignored as older), each row once."""
         snap, schema = await self.registry.fresh(
             lambda s: (
-                check_purpose(access.purpose, require_tenant(s, access.tenant_id)),
+                allowed_tenant(s, access),
                 s.feature_catalog.schema(group),
             )[1]
         )
