@@ -35,6 +35,7 @@ class SnapshotCache:
         self._changed = threading.Event()
         self._stop = threading.Event()
         self._lock = threading.Lock()
+        self._began = self._installed = 0  # reads begun; the last installed
         self._cancel_watch: Callable[[], None] | None = None
         self._thread: threading.Thread | None = None
         self._listeners: list[Callable[[Snapshot], object]] = []
@@ -68,10 +69,20 @@ class SnapshotCache:
         self._loaded_at = time.monotonic()
 
     def refresh(self) -> Snapshot:
-        """Reloads the whole prefix now; raises Unavailable if etcd cannot be read."""
+        """Reloads the whole prefix now; raises Unavailable if etcd cannot be read.
+
+        Of reads racing each other, the one begun last wins — ordered by when
+        they began, not by etcd's revision, which goes back when etcd is
+        restored from a backup (without `--bump-revision`): ordered by
+        revision, every read after a restore was discarded until the revision
+        passed the old one, serving the pre-restore registry meanwhile."""
+        with self._lock:
+            self._began += 1
+            ticket = self._began
         snap = self.registry.snapshot()
         with self._lock:
-            if snap.revision >= self._snapshot.revision:
+            if ticket > self._installed:
+                self._installed = ticket
                 self._snapshot = snap
                 self._loaded_at = time.monotonic()
         for listener in self._listeners:
@@ -90,6 +101,16 @@ class SnapshotCache:
             self._cancel_watch()
         if self._thread:
             self._thread.join(timeout=5)
+
+    def _drop_watch(self) -> None:
+        """Cancels the watch before a new one is made: dropped uncancelled, it
+        kept delivering events beside its successor (a leak per failure)."""
+        cancel, self._cancel_watch = self._cancel_watch, None
+        if cancel is not None:
+            try:
+                cancel()
+            except Exception as exc:  # noqa: BLE001 - a broken watch may not cancel cleanly
+                log.debug("cancelling the registry watch: %s", exc)
 
     def _on_event(self, exc: Exception | None) -> None:
         if exc is not None:
@@ -113,5 +134,5 @@ class SnapshotCache:
                 log.warning(
                     "registry refresh failed, serving snapshot %.1fs old: %s", self.staleness(), exc
                 )
-                self._cancel_watch = None
+                self._drop_watch()
                 self._stop.wait(min(self.poll_interval, 1.0))

@@ -187,3 +187,57 @@ def test_etcd_revision_is_the_listing_revision_and_grows(store: EtcdStore, prefi
     assert store.revision() == listed
     assert store.txn([], [Put(prefix + "k", b"v")])
     assert store.revision() == listed + 1
+
+
+def test_the_cache_follows_etcd_restored_to_an_older_revision() -> None:
+    """After etcd is restored from a backup (without --bump-revision) its
+    revision goes back; the cache installed a read only at a revision at
+    least its own, so it served the pre-restore registry until etcd's
+    revision passed the old one, reporting itself current (found in review).
+    Reads are now ordered by when they began."""
+    from registry.memory_store import InMemoryStore
+    from registry.model import Tenant
+
+    class Restorable(InMemoryStore):
+        def restore(self, backup: InMemoryStore) -> None:
+            """Its keys and revision become the backup's (nothing else)."""
+            with self._lock:
+                self._data, self._revision = dict(backup._data), backup._revision
+
+    backup, live = InMemoryStore(), Restorable()
+    Registry(backup, "/t/").put_tenant(Tenant("before"))
+    for i in range(20):
+        Registry(live, "/t/").put_tenant(Tenant(f"t{i}"))
+    cache = SnapshotCache(Registry(live, "/t/"), poll_interval=60)
+    assert "t19" in cache.refresh().tenants
+    live.restore(backup)
+    Registry(live, "/t/").put_tenant(Tenant("after"))
+    snap = cache.refresh()
+    assert set(snap.tenants) == {"before", "after"}, snap.tenants
+
+
+def test_a_failed_refresh_replaces_its_watch_instead_of_leaking_it() -> None:
+    """A refresh that raised dropped the watch without cancelling it: each
+    failure left one more watch delivering every event (found in review)."""
+    from registry.memory_store import InMemoryStore
+    from registry.model import Tenant
+
+    store = InMemoryStore()
+    reg = Registry(store, "/t/")
+    cache = SnapshotCache(reg, poll_interval=60)
+    failures = [RuntimeError("a listener failed")] * 3
+
+    def listener(snap: Snapshot) -> None:
+        if failures and "t0" in snap.tenants:
+            raise failures.pop()
+
+    cache.on_change(listener)
+    cache.start()
+    try:
+        reg.put_tenant(Tenant("t0"))
+        assert eventually(lambda: not failures, timeout=10)
+        reg.put_tenant(Tenant("t1"))
+        assert eventually(lambda: "t1" in cache.snapshot.tenants, timeout=10)
+        assert len(store._watches) == 1, store._watches
+    finally:
+        cache.stop()
