@@ -46,15 +46,21 @@ def put_evaluation(reg: Registry, ev: IndexEvaluation) -> None:
     """Stored with the index version it measured; a new evaluation replaces
     the last one (promotion judges the latest). Only while the version has
     not served: a ready version's evaluation is its promotion record."""
-    found = reg.read(reg.keys.index(ev.index.name, ev.index.version))
-    if found is None:
+    key = reg.keys.index(ev.index.name, ev.index.version)
+    entry = reg.store.get(key)
+    if entry is None:
         raise NotFound(f"evaluation of unknown index version {ev.index}")
-    if found[0].status not in (Status.BUILDING, Status.VALIDATING):
+    status = codec.decode(entry.value).status
+    if status not in (Status.BUILDING, Status.VALIDATING):
         raise FailedPrecondition(
-            f"index version {ev.index} is {found[0].status.value}; evaluations are recorded "
+            f"index version {ev.index} is {status.value}; evaluations are recorded "
             "while it is building or validating"
         )
-    _cas_put(reg, ev, f"evaluation of {ev.index}")
+    # Touches the version: a promotion that read it before judges this
+    # evaluation or fails its compare, never the one this replaces.
+    held: Guard = ([], [])
+    hold_current(reg.store, key, entry.mod_revision, held, f"evaluation of {ev.index}")
+    _cas_put(reg, ev, f"evaluation of {ev.index}", held=held)
 
 
 def put_canary_set(reg: Registry, canary: CanaryQuerySet) -> None:

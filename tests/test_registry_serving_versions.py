@@ -205,3 +205,25 @@ def test_apply_does_not_overwrite_a_switch_made_after_it_read_the_route() -> Non
     with pytest.raises(Conflict):
         RegistryAdmin(a).apply([doc], who="alice", why="add shadow")
     assert reg_route(a) == "b2"
+
+
+def test_a_promotion_racing_a_new_evaluation_is_refused() -> None:
+    """The promotion judged the evaluation it read; one replacing it before
+    the commit (a failing one) left the version ready on a record that fails
+    its gates (found in review)."""
+    import dataclasses
+
+    from registry.change_writes import put_evaluation
+    from tests.test_model_change_rules import GATES, evaluation
+
+    store = RacingStore()
+    a, b = Registry(store, "/t/"), Registry(store, "/t/")
+    two_models(a, v2=Status.VALIDATING)
+    gated = IndexVersion("ix", "v3", V2, num_buckets=2, status=Status.VALIDATING, gates=GATES)
+    a.create_index(gated, ["s0"])
+    put_evaluation(a, evaluation(gated.ref))
+    store.key = a.keys.evaluation("ix", "v3")
+    store.hook = lambda: put_evaluation(a, evaluation(gated.ref, canary_recall=0.1))
+    with pytest.raises(Conflict):
+        b.set_status("IndexVersion", gated.ref, Status.READY)
+    assert a.snapshot().indexes[gated.ref] == dataclasses.replace(gated)
