@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -12,11 +13,18 @@ from cli.refs import split_ref
 if TYPE_CHECKING:
     from client.retrieval_client import RetrievalClient
 
+# Not 1 (an error: no answer) nor 2 (usage): hits were printed, but they are
+# the best of the buckets that answered, so a script must not take them for
+# the top k.
+EXIT_PARTIAL = 3
+
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s = sub.add_parser(
         "search",
         help="top-k search through a route, by a vector or by a stored item",
+        epilog="An answer from only some buckets is printed with a 'partial answer' line "
+        f"on stderr and exits {EXIT_PARTIAL}; --require-complete makes it an error instead.",
     )
     _client_args(s)
     s.add_argument("--route", required=True, help="route name, e.g. home_feed")
@@ -25,6 +33,11 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     s.add_argument("--like", metavar="ENTITY_ID", help="use a stored item's embedding as the query")
     s.add_argument("--embedding", metavar="NAME@VERSION", help="embedding version for --like")
     s.add_argument("--filter", help='JSON filter, e.g. \'{"eq": {"category": "books"}}\'')
+    s.add_argument(
+        "--require-complete",
+        action="store_true",
+        help="fail (UNAVAILABLE or DEADLINE_EXCEEDED) rather than answer from part of the buckets",
+    )
     s.set_defaults(func=cmd_search)
 
     g = sub.add_parser("get", help="fetch stored embeddings by entity id (BatchGetEmbeddings)")
@@ -82,12 +95,22 @@ def cmd_search(args: argparse.Namespace) -> int:
             raise SystemExit(
                 "give --vector 0.1,0.2,... or --like ENTITY_ID --embedding NAME@VERSION"
             )
-        res = c.search(args.route, vector, args.k, filter=flt)
+        res = c.search(
+            args.route, vector, args.k, filter=flt, require_complete=args.require_complete
+        )
     print(f"route {res.route} → bundle {res.bundle}, index {res.index}, {res.metric}")
     for h in res.hits:
         print(
             f"{h.rank:>4}  {h.key.entity_type}/{h.key.entity_id:<20} {h.score:>10.5f}  {h.shard_id}"
         )
+    if res.partial:
+        missing = ", ".join(map(str, res.missing_buckets)) or "not reported"
+        print(
+            f"partial answer: completeness {res.completeness:.2f}, missing buckets {missing}; "
+            "the hits are the best of the buckets that answered",
+            file=sys.stderr,
+        )
+        return EXIT_PARTIAL
     return 0
 
 
