@@ -8,10 +8,13 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
+from core.domain import INT64_MAX, INT64_MIN
 from core.errors import InvalidArgument
 from core.filters import And, Eq, Filter, In, Not, Or, Range
+from core.wire import filter_to_pb
 
 _BOUNDS = ("gte", "gt", "lte", "lt")
 
@@ -24,6 +27,20 @@ def _single(d: Any, op: str) -> tuple[str, Any]:
 
 def _value(v: Any) -> Any:
     return tuple(v) if isinstance(v, list) else v
+
+
+def _bound(attr: str, name: str, v: Any) -> float:
+    """A range bound as written: float() would take true as 1, "20" as 20 and
+    fail on null with a TypeError (the SDK refuses all three)."""
+    ok = isinstance(v, int | float) and not isinstance(v, bool)
+    if ok and isinstance(v, int):
+        ok = INT64_MIN <= v <= INT64_MAX
+    if not ok or not math.isfinite(v):
+        raise InvalidArgument(
+            f'"range" on {attr!r}: {name} {json.dumps(v)}; expected a number '
+            "(an integer within int64 or a finite float)"
+        )
+    return float(v)
 
 
 def from_obj(obj: Any) -> Filter:
@@ -46,7 +63,7 @@ def from_obj(obj: Any) -> Filter:
             raise InvalidArgument(
                 f'"range" on {attr!r} takes bounds among {_BOUNDS}, got {bounds!r}'
             )
-        return Range(attr, **{k: float(v) for k, v in bounds.items()})
+        return Range(attr, **{k: _bound(attr, k, v) for k, v in bounds.items()})
     if op in ("and", "or"):
         if not isinstance(arg, list) or not arg:
             raise InvalidArgument(f'"{op}" takes a non-empty list of filters')
@@ -58,7 +75,12 @@ def from_obj(obj: Any) -> Filter:
 
 
 def parse(text: str) -> Filter:
+    """The filter `text` writes, refused here if the SDK would refuse it (a
+    boolean, null or out-of-int64 value), so the error comes before connecting."""
     try:
-        return from_obj(json.loads(text))
+        obj = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidArgument(f"filter is not valid JSON: {exc}") from None
+    f = from_obj(obj)
+    filter_to_pb(f)
+    return f

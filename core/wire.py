@@ -8,7 +8,7 @@ import numbers
 from collections.abc import Mapping
 from typing import Protocol
 
-from core.domain import AttrValue, EntityKey, Metric
+from core.domain import INT64_MAX, INT64_MIN, AttrValue, EntityKey, Metric
 from core.errors import InvalidArgument
 from core.feature_columns import FILL_CODE, REASON_CODE
 from core.filters import And, Eq, Filter, In, Not, Or, Range
@@ -47,6 +47,9 @@ def value_to_pb(v: AttrValue) -> pb.AttributeValue:
     if isinstance(v, str):
         return pb.AttributeValue(string_value=v)
     if isinstance(v, int):
+        # protobuf's own refusal is a ValueError, a traceback in the CLI.
+        if not INT64_MIN <= v <= INT64_MAX:
+            raise InvalidArgument(f"attribute value {v!r}: expected an int within int64")
         return pb.AttributeValue(int_value=v)
     if isinstance(v, float):
         return pb.AttributeValue(float_value=v)

@@ -165,3 +165,17 @@ def test_an_int64_just_past_2_to_the_53_is_greater_than_2_to_the_53() -> None:
     cols.set_row(1, {"n": _BIG})
     assert cols.mask(Range("n", gt=float(_BIG)), 2).tolist() == [True, False]
     assert cols.mask(Range("n", lt=float(_BIG)), 2).tolist() == [False, False]
+
+
+@pytest.mark.parametrize("value", [2**63, -(2**63) - 1, 10**20])
+def test_an_int_value_past_int64_is_refused_before_protobuf(value: int) -> None:
+    # protobuf refuses it with a ValueError: a traceback from the SDK or CLI.
+    with pytest.raises(InvalidArgument, match="expected an int within int64"):
+        filter_to_pb(Eq("n", value))
+    with pytest.raises(InvalidArgument, match="expected an int within int64"):
+        filter_to_pb(In("n", (1, value)))
+
+
+def test_int64_extremes_travel() -> None:
+    flt = In("n", (-(2**63), 2**63 - 1))
+    assert filter_from_pb(filter_to_pb(flt)) == flt
