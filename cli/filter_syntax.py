@@ -43,6 +43,24 @@ def _bound(attr: str, name: str, v: Any) -> float:
     return float(v)
 
 
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """JSON objects for `json.loads`: a key written twice is refused, where
+    json keeps the last and drops the other condition without a word."""
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise InvalidArgument(
+                f"filter: key {k!r} appears twice in one object; expected each key once "
+                '(combine conditions with {"and": [...]})'
+            )
+        out[k] = v
+    return out
+
+
+def _no_constant(name: str) -> Any:
+    raise InvalidArgument(f"filter: {name} is not JSON; expected a finite number")
+
+
 def from_obj(obj: Any) -> Filter:
     if not isinstance(obj, dict) or len(obj) != 1:
         raise InvalidArgument(
@@ -78,7 +96,7 @@ def parse(text: str) -> Filter:
     """The filter `text` writes, refused here if the SDK would refuse it (a
     boolean, null or out-of-int64 value), so the error comes before connecting."""
     try:
-        obj = json.loads(text)
+        obj = json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
         raise InvalidArgument(f"filter is not valid JSON: {exc}") from None
     f = from_obj(obj)

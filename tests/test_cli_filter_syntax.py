@@ -51,12 +51,27 @@ def test_int64_range_bounds_are_taken() -> None:
 
 
 @pytest.mark.parametrize(
+    "text",
+    [
+        # Written: category == books AND lang == en; json keeps only the last "eq".
+        '{"eq": {"category": "books"}, "eq": {"lang": "en"}}',
+        '{"range": {"price": {"gte": 5, "gte": 50}}}',
+        '{"and": [{"eq": {"a": 1, "a": 2}}]}',
+    ],
+)
+def test_a_key_written_twice_is_refused_not_dropped(text: str) -> None:
+    with pytest.raises(InvalidArgument, match="appears twice in one object"):
+        filter_syntax.parse(text)
+
+
+@pytest.mark.parametrize(
     ("text", "message"),
     [
         ('{"eq": {"n": 99999999999999999999}}', "expected an int within int64"),
         (f'{{"in": {{"n": [1, {-(2**63) - 1}]}}}}', "expected an int within int64"),
         ('{"eq": {"flag": true}}', "booleans are not an attribute type"),
         ('{"eq": {"n": null}}', "expected str, int, float or list of str"),
+        ('{"range": {"price": {"gte": NaN}}}', "NaN is not JSON"),
     ],
 )
 def test_a_value_the_sdk_would_refuse_is_refused_at_parse_time(text: str, message: str) -> None:
