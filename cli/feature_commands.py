@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 from pathlib import Path
 
 from cli.extras import require_extra
@@ -23,8 +24,8 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     mat.add_argument("--group", required=True, metavar="NAME@VERSION", help="feature group version")
     mat.add_argument("--offline", required=True, help="offline store root directory")
     mat.add_argument("--coordinator", required=True, help="coordinator address HOST:PORT")
-    mat.add_argument("--start", help="first day YYYY-MM-DD (default: all)")
-    mat.add_argument("--end", help="last day YYYY-MM-DD (default: all)")
+    mat.add_argument("--start", type=_day, help="first day YYYY-MM-DD (default: all)")
+    mat.add_argument("--end", type=_day, help="last day YYYY-MM-DD (default: all)")
     mat.add_argument(
         "--batch-size", type=int, default=10_000, help="rows per write (default 10000)"
     )
@@ -34,7 +35,20 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     mat.set_defaults(func=cmd_materialize)
 
 
+def _day(text: str) -> str:
+    """A day as the offline store names its partitions (date=YYYY-MM-DD): days
+    are compared as text there, so 2024-1-5 would select from 2024-10-01 on."""
+    try:
+        return datetime.date.fromisoformat(text).isoformat()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a day YYYY-MM-DD") from None
+
+
 def cmd_materialize(args: argparse.Namespace) -> int:
+    if args.start and args.end and args.start > args.end:
+        raise SystemExit(
+            f"--start {args.start} is after --end {args.end}: no day would be materialized"
+        )
     require_extra("vecshard features materialize", "offline")
     from client.registry_client import RegistryClient
     from core.domain import VersionRef
