@@ -7,12 +7,18 @@ string is never taken for a sequence of one-character ids
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
+from core.domain import INT64_MAX, INT64_MIN
 from core.errors import InvalidArgument
+
+# float(INT64_MAX) rounds up to 2**63, which is past int64: the floats that
+# fit are those in [-2**63, 2**63).
+_FLOAT_INT64_END = 2.0**63
 
 
 def _shown(value: Any) -> str:
@@ -71,6 +77,54 @@ def integer(value: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer):
         raise InvalidArgument(f"{what}: {_shown(value)}; expected an int")
     return int(value)
+
+
+def _fits_int64(v: Any) -> bool:
+    if isinstance(v, bool | np.bool_):
+        return False
+    if isinstance(v, int | np.integer):
+        return INT64_MIN <= int(v) <= INT64_MAX
+    if isinstance(v, float | np.floating):
+        f = float(v)
+        return math.isfinite(f) and f.is_integer() and -_FLOAT_INT64_END <= f < _FLOAT_INT64_END
+    return False
+
+
+def int64s(values: Any, what: str) -> np.ndarray:
+    """Integers (any shape) as int64, each exactly as given, or an
+    InvalidArgument naming the first that is not one: numpy's casts write
+    another number without a word — 12.9 as 12, NaN as -2**63, a uint64 past
+    2**63 as a negative. Integral floats are taken (a pandas integer column
+    with a gap is float64), bools are not."""
+    if values is None or isinstance(values, str | bytes):
+        raise InvalidArgument(f"{what}: {_shown(values)}; expected integers")
+    # A list goes through Python ints (object), not a common dtype: mixed
+    # ints and floats would become float64 and lose digits past 2**53.
+    arr = values if isinstance(values, np.ndarray) else np.asarray(values, dtype=object)
+    kind = arr.dtype.kind
+    if kind == "i":
+        return arr.astype(np.int64)
+    if kind == "u":
+        bad = arr > np.uint64(INT64_MAX)
+    elif kind == "f":
+        with np.errstate(invalid="ignore"):
+            bad = ~np.isfinite(arr) | (arr != np.trunc(arr))
+            bad |= (arr < -_FLOAT_INT64_END) | (arr >= _FLOAT_INT64_END)
+    elif kind == "O":
+        bad = np.fromiter((not _fits_int64(v) for v in arr.flat), dtype=bool, count=arr.size)
+    else:
+        raise InvalidArgument(f"{what}: {arr.dtype} values; expected integers")
+    if bad.any():
+        j = int(np.flatnonzero(bad)[0])
+        at = ", ".join(map(str, np.unravel_index(j, arr.shape)))
+        v = arr.flat[j]
+        shown = f"{v.item()!r} ({v.dtype})" if isinstance(v, np.generic) else _shown(v)
+        raise InvalidArgument(
+            f"{what}{f'[{at}]' if at else ''}: {shown}; expected an integer within int64"
+        )
+    if kind == "O":
+        return np.array([int(v) for v in arr.flat], dtype=np.int64).reshape(arr.shape)
+    return arr.astype(np.int64)
 
 
 def text(value: Any, what: str) -> str:

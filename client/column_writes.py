@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from client.arguments import entity_ids, float_vectors
+from client.arguments import entity_ids, float_vectors, int64s
 from client.connection import ClientCalls, now_micros
 from core.columns_wire import record_columns_to_pb
 from core.domain import AttrType, AttrValue
@@ -64,14 +64,20 @@ def attribute_column(name: str, values: ColumnLike, n: int) -> AttributeColumn:
     if isinstance(values, AttributeColumn):
         col = values
     elif isinstance(values, np.ndarray) and values.dtype.kind in "iuf":
-        kind = AttrType.FLOAT if values.dtype.kind == "f" else AttrType.INT
-        dtype = np.float64 if kind is AttrType.FLOAT else np.int64
-        col = AttributeColumn(kind, values.astype(dtype), np.ones(values.shape[0], dtype=bool))
+        present = np.ones(values.shape[0], dtype=bool)
+        if values.dtype.kind == "f":
+            col = AttributeColumn(AttrType.FLOAT, values.astype(np.float64), present)
+        else:
+            col = AttributeColumn(AttrType.INT, int64s(values, f"attribute {name!r}"), present)
     else:
         items: list[Any] = values.tolist() if isinstance(values, np.ndarray) else list(values)
         kind = _column_type(name, items)
-        items = [tuple(v) if isinstance(v, list) else v for v in items]
-        col = AttributeColumn.of(kind, items)
+        if kind is AttrType.INT:  # checked here, row by row, not wrapped by a cast
+            filled = [0 if v is None else v for v in items]
+            present = np.array([v is not None for v in items], dtype=bool)
+            col = AttributeColumn(kind, int64s(filled, f"attribute {name!r}"), present)
+        else:
+            col = AttributeColumn.of(kind, [tuple(v) if isinstance(v, list) else v for v in items])
     if len(col) != n:
         raise InvalidArgument(f"attribute {name!r}: {len(col)} values for {n} rows")
     return col
@@ -80,7 +86,7 @@ def attribute_column(name: str, values: ColumnLike, n: int) -> AttributeColumn:
 def _int64s(values: Sequence[int] | np.ndarray | None, n: int, what: str) -> np.ndarray:
     if values is None:
         return np.zeros(n, dtype=np.int64)
-    out = np.asarray(values, dtype=np.int64)
+    out = int64s(values, what)
     if out.shape != (n,):
         raise InvalidArgument(f"{what}: shape {out.shape}, expected ({n},)")
     return out

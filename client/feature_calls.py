@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from client.arguments import entity_ids, integer, items_of, key_parts
+from client.arguments import entity_ids, int64s, integer, items_of, key_parts
 from client.connection import ClientCalls
 from client.feature_results import FeatureResponse
 from core.column_wire import key_columns_to_pb, row_columns_to_pb
@@ -54,8 +54,11 @@ def to_column(name: str, values: Any) -> FeatureColumn:
     if isinstance(values, np.ndarray) and values.dtype.kind in _NUMPY:
         dtype = _NUMPY[values.dtype.kind]
         mask = np.ma.getmaskarray(values)
-        data = np.ma.getdata(values).astype(VALUE_DTYPE[dtype])
-        data[mask] = 0
+        if dtype == INT64:  # masked values are not written: only the others are checked
+            data = int64s(np.where(mask, 0, np.ma.getdata(values)), f"feature {name!r}")
+        else:
+            data = np.ma.getdata(values).astype(VALUE_DTYPE[dtype])
+            data[mask] = 0
         return FeatureColumn(dtype, ~mask, data)
     seq = list(values)
     kinds = {_KINDS.get(type(v)) for v in seq if v is not None}
@@ -71,6 +74,8 @@ def to_column(name: str, values: Any) -> FeatureColumn:
     if not kinds:  # all null: the server takes a null column of any dtype
         return from_values(FLOAT64, seq)
     kind = str(next(iter(kinds)))
+    if kind == INT64:  # a Python int past int64 would fail in numpy, far from its name
+        int64s([0 if v is None else v for v in seq], f"feature {name!r}")
     if kind == FLOAT_LIST:
         seq = [tuple(float(x) for x in v) if v is not None else None for v in seq]
     return from_values(kind, seq)
@@ -164,11 +169,13 @@ class FeatureCalls(ClientCalls):
                     "{feature: value})"
                 )
         names = list(dict.fromkeys(n for _, _, values in items for n in values))
-        ts = np.array([t for _, t, _ in items], dtype=np.int64)
+        ts = int64s([t for _, t, _ in items], "feature_timestamp_us of rows")
         if generated_at is not None:
-            gen = np.asarray(generated_at, dtype=np.int64)
+            gen = int64s(generated_at, "generated_at")
+        elif generated_at_us:
+            gen = np.full(len(items), int64s(generated_at_us, "generated_at_us"), dtype=np.int64)
         else:
-            gen = np.full(len(items), generated_at_us, dtype=np.int64) if generated_at_us else ts
+            gen = ts
         keys = [_key(e, f"rows[{n}] entity") for n, (e, _, _) in enumerate(items)]
         return self.put_feature_columns(
             group,
@@ -210,8 +217,8 @@ class FeatureCalls(ClientCalls):
             )
         ids = [k.entity_id for k in keys]
         n = len(ids)
-        ts = np.asarray(feature_timestamp_us, dtype=np.int64).reshape(-1)
-        gen = ts if generated_at_us is None else np.asarray(generated_at_us, dtype=np.int64)
+        ts = int64s(feature_timestamp_us, "feature_timestamp_us").reshape(-1)
+        gen = ts if generated_at_us is None else int64s(generated_at_us, "generated_at_us")
         cols = {name: to_column(name, v) for name, v in columns.items()}
         for what, length in [("feature_timestamp_us", len(ts)), ("generated_at_us", len(gen))] + [
             (f"feature {name!r}", len(c)) for name, c in cols.items()

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from cli.local_cluster import LocalCluster
-from client.arguments import entity_ids, float_vectors, integer, items_of, key_parts
+from client.arguments import entity_ids, float_vectors, int64s, integer, items_of, key_parts
 from client.erasure_client import ErasureClient
 from client.evaluation_client import EvaluationClient
 from client.registry_client import RegistryClient
@@ -66,6 +66,38 @@ def test_the_argument_checks_name_what_was_expected() -> None:
     for call, message in cases:
         with pytest.raises(InvalidArgument, match=message):
             call()
+
+
+def test_int64s_take_integers_exactly_and_name_the_first_that_is_not() -> None:
+    """numpy's casts wrote 12.9 as 12, NaN as -2**63 and a uint64 past 2**63
+    as a negative number."""
+    big = 2**62 + 1  # past 2**53: a float64 on the way would change it
+    assert int64s([1, 2.0, np.int8(3), big], "x").tolist() == [1, 2, 3, big]
+    assert int64s(np.array([2**63 - 1], dtype=np.uint64), "x").tolist() == [2**63 - 1]
+    assert int64s(np.array([-(2.0**63), 7.0]), "x").tolist() == [-(2**63), 7]
+    assert int64s(np.array([[1, 2]], dtype=np.int16), "x").dtype == np.int64
+    assert int64s([], "x").shape == (0,)
+    cases: list[tuple[Any, str]] = [
+        ([1, 12.9], r"x\[1\]: float 12.9; expected an integer within int64"),
+        (np.array([1.0, np.nan]), r"x\[1\]: nan \(float64\)"),
+        (np.array([np.inf]), r"x\[0\]: inf \(float64\)"),
+        (np.array([2.0**63]), r"x\[0\]: 9.223372036854776e\+18 \(float64\)"),
+        (np.array([2**63 + 5], dtype=np.uint64), r"x\[0\]: 9223372036854775813 \(uint64\)"),
+        ([2**63], r"x\[0\]: int 9223372036854775808"),
+        ([-(2**63) - 1], r"x\[0\]: int -9223372036854775809"),
+        ([np.uint64(2**64 - 1)], r"x\[0\]: 18446744073709551615 \(uint64\)"),
+        ([True], r"x\[0\]: bool True"),
+        ([1, None], r"x\[1\]: NoneType None"),
+        (["5"], r"x\[0\]: str '5'"),
+        ([[1, 2], [3, 4.5]], r"x\[1, 1\]: float 4.5"),
+        (5.5, r"x: float 5.5"),
+        (np.array([True]), "x: bool values; expected integers"),
+        (None, "x: NoneType None; expected integers"),
+        ("123", "x: str '123'; expected integers"),
+    ]
+    for value, message in cases:
+        with pytest.raises(InvalidArgument, match=message):
+            int64s(value, "x")
 
 
 @pytest.fixture(scope="module")

@@ -1,15 +1,18 @@
-"""The SDK's columns from user arrays (client.column_writes): attribute types
-inferred per column, None for rows without the attribute, and the checks
-that fail before anything is sent."""
+"""The SDK's columns from user arrays (client.column_writes, and
+client.feature_calls for features): attribute types inferred per column,
+None for rows without the attribute, and the checks that fail before
+anything is sent."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import pytest
 
 from client.column_writes import attribute_column, record_columns
+from client.feature_calls import to_column
 from core.domain import AttrType, EntityKey
 from core.errors import InvalidArgument
 
@@ -106,3 +109,57 @@ def test_entities_become_columns_in_request_order_whatever_their_form() -> None:
     with pytest.raises(InvalidArgument, match="257 entity types"):
         key_columns_to_pb([f"t{i}" for i in range(257)], [str(i) for i in range(257)])
     c.close()
+
+
+def test_integer_columns_are_written_as_given_or_refused() -> None:
+    """Versions, created_at, int attributes and int features went through
+    numpy's unchecked casts: a float version column with a gap (NaN) was
+    written as -2**63, 12.9 as 12, a uint64 past 2**63 as a negative number."""
+    one = np.ones((2, 2))
+    for column in ("source_versions", "created_at"):
+        with pytest.raises(InvalidArgument, match=rf"{column}\[0\]: nan \(float64\)"):
+            record_columns(["a", "b"], one, **odd({column: np.array([np.nan, 1.7e15])}))
+        with pytest.raises(InvalidArgument, match=rf"{column}\[1\]: float 12.9"):
+            record_columns(["a", "b"], one, **odd({column: [3, 12.9]}))
+    # A float column of whole numbers (pandas, once a gap was filled) is taken.
+    cols = record_columns(["a", "b"], one, source_versions=np.array([5.0, 1.7e15]))
+    assert cols.source_versions.tolist() == [5, 1_700_000_000_000_000]
+
+    big = np.array([2**63 + 5, 1], dtype=np.uint64)
+    with pytest.raises(InvalidArgument, match=r"attribute 'h'\[0\]: 9223372036854775813"):
+        attribute_column("h", big, 2)
+    with pytest.raises(InvalidArgument, match=r"attribute 'h'\[2\]: int 9223372036854775808"):
+        attribute_column("h", [1, None, 2**63], 3)
+    col = attribute_column("h", [2**63 - 1, None, -(2**63)], 3)
+    assert col.tolist() == [2**63 - 1, None, -(2**63)]
+    assert attribute_column("h", big[1:], 1).tolist() == [1]
+
+    with pytest.raises(InvalidArgument, match=r"feature 'n'\[0\]: 18446744073709551615"):
+        to_column("n", np.array([2**64 - 1], dtype=np.uint64))
+    with pytest.raises(InvalidArgument, match=r"feature 'n'\[1\]: int 9223372036854775808"):
+        to_column("n", [1, 2**63])
+    # A masked (null) value is not written, so it is not checked.
+    masked = np.ma.masked_array(np.array([2**64 - 1, 7], dtype=np.uint64), mask=[True, False])
+    feature = to_column("n", masked)
+    assert feature.valid.tolist() == [False, True] and feature.values.tolist() == [0, 7]
+
+
+def test_feature_timestamps_are_integers_or_refused_before_sending() -> None:
+    from client.retrieval_client import RetrievalClient
+
+    c = RetrievalClient("127.0.0.1:1", purpose="p")  # never reached
+    with pytest.raises(InvalidArgument, match=r"feature_timestamp_us\[1\]: nan"):
+        c.put_feature_columns("g", "v1", ["a", "b"], np.array([1.0, np.nan]), {"n": [1, 2]})
+    with pytest.raises(InvalidArgument, match=r"generated_at_us\[0\]: float 1.5"):
+        c.put_feature_columns("g", "v1", ["a"], [1], {"n": [1]}, generated_at_us=[1.5])
+    with pytest.raises(InvalidArgument, match=r"feature_timestamp_us of rows\[0\]: float 2.5"):
+        c.put_features("g", "v1", odd([(("user", "a"), 2.5, {"n": 1})]))
+    with pytest.raises(InvalidArgument, match=r"generated_at\[0\]: str '3'"):
+        c.put_features("g", "v1", [(("user", "a"), 2, {"n": 1})], generated_at=odd(["3"]))
+    with pytest.raises(InvalidArgument, match=r"generated_at_us: float 0.5"):
+        c.put_features("g", "v1", [(("user", "a"), 2, {"n": 1})], generated_at_us=odd(0.5))
+
+
+def odd(value: object) -> Any:
+    """An argument of a type its parameter does not declare."""
+    return value
