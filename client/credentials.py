@@ -72,7 +72,10 @@ class Credentials:
         creds = cls.from_files(
             token_file=env.get(ENV_TOKEN_FILE) or None, ca_file=env.get(ENV_CA_FILE) or None
         )
-        token = env.get(ENV_TOKEN) or creds.token
+        # Stripped as the token file is: a token put in the environment from a
+        # file or a Secret keeps its newline, which gRPC refuses in metadata
+        # (INTERNAL "Invalid metadata") on every call.
+        token = (env.get(ENV_TOKEN) or "").strip() or creds.token
         return cls(token, creds.root_certificates)
 
     def channel_credentials(self) -> grpc.ChannelCredentials:

@@ -161,3 +161,11 @@ def test_sdk_credentials_resolve_explicit_then_arguments_then_environment(
     monkeypatch.setenv("VECSHARD_TOKEN", "from-env")
     assert Credentials.from_env().token == "from-env"
     assert "from-env" not in repr(Credentials.from_env())  # never printed
+
+
+def test_a_token_from_the_environment_is_stripped_like_the_token_file() -> None:
+    # `export VECSHARD_TOKEN="$(cat t.jwt)"` keeps no newline, a Secret mounted
+    # as a variable does: gRPC then failed every call, INTERNAL "Invalid metadata".
+    creds = Credentials.from_env({"VECSHARD_TOKEN": " eyJabc.def.ghi\r\n"})
+    assert creds.call_metadata() == (("authorization", "Bearer eyJabc.def.ghi"),)
+    assert Credentials.from_env({"VECSHARD_TOKEN": "\n"}).token is None
