@@ -69,14 +69,7 @@ class Credentials:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Credentials:
         env = os.environ if env is None else env
-        creds = cls.from_files(
-            token_file=env.get(ENV_TOKEN_FILE) or None, ca_file=env.get(ENV_CA_FILE) or None
-        )
-        # Stripped as the token file is: a token put in the environment from a
-        # file or a Secret keeps its newline, which gRPC refuses in metadata
-        # (INTERNAL "Invalid metadata") on every call.
-        token = (env.get(ENV_TOKEN) or "").strip() or creds.token
-        return cls(token, creds.root_certificates)
+        return cls(_env_token(env), _env_ca(env))
 
     def channel_credentials(self) -> grpc.ChannelCredentials:
         """TLS only: the SDK sends the token as per-call metadata
@@ -104,6 +97,22 @@ class Credentials:
         return []
 
 
+def _env_token(env: Mapping[str, str]) -> str | None:
+    """VECSHARD_TOKEN, else the token file's; the file is read only then, so a
+    stale VECSHARD_TOKEN_FILE does not fail a client that does not use it."""
+    # Stripped as the token file is: a token put in the environment from a
+    # file or a Secret keeps its newline, which gRPC refuses in metadata
+    # (INTERNAL "Invalid metadata") on every call.
+    token = (env.get(ENV_TOKEN) or "").strip()
+    if token:
+        return token
+    return Credentials.from_files(token_file=env.get(ENV_TOKEN_FILE) or None).token
+
+
+def _env_ca(env: Mapping[str, str]) -> bytes | None:
+    return Credentials.from_files(ca_file=env.get(ENV_CA_FILE) or None).root_certificates
+
+
 def resolve(
     credentials: Credentials | None, token: str | None, root_certificates: bytes | None
 ) -> Credentials:
@@ -113,9 +122,10 @@ def resolve(
             raise InvalidArgument("give credentials= or token=/root_certificates=, not both")
         return credentials
     if token is not None or root_certificates is not None:
-        env = Credentials.from_env()
+        # Only what was not given is looked up: token= wins over the
+        # environment, so an unreadable VECSHARD_TOKEN_FILE must not matter.
         return Credentials(
-            token if token is not None else env.token,
-            root_certificates if root_certificates is not None else env.root_certificates,
+            token if token is not None else _env_token(os.environ),
+            root_certificates if root_certificates is not None else _env_ca(os.environ),
         )
     return Credentials.from_env()

@@ -163,6 +163,27 @@ def test_sdk_credentials_resolve_explicit_then_arguments_then_environment(
     assert "from-env" not in repr(Credentials.from_env())  # never printed
 
 
+def test_what_wins_does_not_need_what_it_wins_over_to_be_readable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A rotated-away token file made a client given token= (or run with
+    # VECSHARD_TOKEN) unbuildable: "cannot read credentials".
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_bytes(b"PEM")
+    monkeypatch.setenv("VECSHARD_TOKEN_FILE", str(tmp_path / "gone.jwt"))
+    monkeypatch.setenv("VECSHARD_CA_FILE", str(ca_file))
+    monkeypatch.delenv("VECSHARD_TOKEN", raising=False)
+    assert resolve(None, "explicit", None) == Credentials("explicit", b"PEM")
+    monkeypatch.setenv("VECSHARD_CA_FILE", str(tmp_path / "gone.pem"))
+    assert resolve(None, "explicit", b"MINE") == Credentials("explicit", b"MINE")
+    with pytest.raises(InvalidArgument, match="cannot read credentials.*gone.pem"):
+        resolve(None, "explicit", None)  # what is used is still read, and must be readable
+    monkeypatch.setenv("VECSHARD_TOKEN", "from-env")
+    assert resolve(None, None, b"MINE") == Credentials("from-env", b"MINE")
+    with pytest.raises(InvalidArgument, match="cannot read credentials.*gone.jwt"):
+        Credentials.from_env({"VECSHARD_TOKEN_FILE": str(tmp_path / "gone.jwt")})
+
+
 def test_a_token_from_the_environment_is_stripped_like_the_token_file() -> None:
     # `export VECSHARD_TOKEN="$(cat t.jwt)"` keeps no newline, a Secret mounted
     # as a variable does: gRPC then failed every call, INTERNAL "Invalid metadata".
