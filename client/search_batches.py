@@ -17,7 +17,7 @@ import numpy as np
 from client.arguments import float_vectors, integer, text
 from client.connection import ClientCalls
 from client.search_results import SearchResponse, hit_columns, response_fields
-from core.errors import InvalidArgument
+from core.errors import Internal, InvalidArgument
 from core.filters import Filter
 from core.hits_wire import HitColumns
 from core.vectors import to_bytes
@@ -87,6 +87,14 @@ class SearchBatches(ClientCalls):
                 ],
                 packed_hits=True,
             )
-            for r in self._rpc("SearchBatch", request, timeout).responses:
-                out.append(SearchResponse(hits=hit_columns(r), **response_fields(r)))
+            answers = self._rpc("SearchBatch", request, timeout).responses
+            # Answers are matched to queries by position only: one missing or
+            # extra would give every later row another query's hits.
+            if len(answers) != len(request.requests):
+                n = len(request.requests)
+                raise Internal(
+                    f"SearchBatch answered {n} queries (rows {lo} to {lo + n - 1}) with "
+                    f"{len(answers)} responses; expected one response per query"
+                )
+            out.extend(SearchResponse(hits=hit_columns(r), **response_fields(r)) for r in answers)
         return out
