@@ -84,7 +84,9 @@ def cmd_token(args: argparse.Namespace) -> int:
     require_extra("vecshard auth token", "server")
     from cli.pki import LocalPki
 
-    if args.ttl <= 0:
-        raise SystemExit("--ttl must be > 0 seconds")
+    if not args.ttl >= 1:
+        raise SystemExit(
+            f"--ttl {args.ttl:g}: expected at least 1 second (a token expires in whole seconds)"
+        )
     print(LocalPki(args.pki).mint(args.principal, args.ttl))
     return 0

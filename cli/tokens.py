@@ -13,6 +13,7 @@ Two shapes, both verified by the same code:
 from __future__ import annotations
 
 import base64
+import math
 import time
 import uuid
 from typing import Any
@@ -32,7 +33,9 @@ def _claims(principal: str, ttl_seconds: float, issuer: str, now: float | None) 
         "aud": TOKEN_AUDIENCE,
         "iat": t,
         "nbf": t - 5,
-        "exp": t + int(ttl_seconds),
+        # Rounded up: exp is in whole seconds, and int() made a 0.5 s token
+        # expire at its own iat (a negative TTL still mints an expired token).
+        "exp": t + math.ceil(ttl_seconds),
         "jti": uuid.uuid4().hex,
     }
 

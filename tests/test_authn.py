@@ -190,3 +190,21 @@ def test_a_token_from_the_environment_is_stripped_like_the_token_file() -> None:
     creds = Credentials.from_env({"VECSHARD_TOKEN": " eyJabc.def.ghi\r\n"})
     assert creds.call_metadata() == (("authorization", "Bearer eyJabc.def.ghi"),)
     assert Credentials.from_env({"VECSHARD_TOKEN": "\n"}).token is None
+
+
+@pytest.mark.parametrize(("ttl", "lifetime"), [(0.5, 1), (1, 1), (90.2, 91), (-300, -300)])
+def test_a_token_lives_at_least_its_ttl_in_whole_seconds(ttl: float, lifetime: int) -> None:
+    # int(ttl) made `auth token --ttl 0.5` a token expiring at its own iat.
+    key, jwk = new_signing_key()
+    claims = jwt.decode(
+        mint_token(key, jwk["kid"], "alice", ttl, now=1_000.7), options={"verify_signature": False}
+    )
+    assert (claims["iat"], claims["exp"] - claims["iat"]) == (1_000, lifetime)
+
+
+def test_auth_token_refuses_a_ttl_under_a_second(tmp_path: Path) -> None:
+    from cli.main import main
+
+    for ttl in ("0.5", "0", "nan"):
+        with pytest.raises(SystemExit, match=r"--ttl \S+: expected at least 1 second"):
+            main(["auth", "token", "--pki", str(tmp_path), "--principal", "alice", "--ttl", ttl])
