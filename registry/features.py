@@ -22,10 +22,9 @@ Missing reasons, and what each means (both paths):
 
 - `entity_not_found`: no live row for the entity in the group — never written,
   or older than the group's TTL. Expiry is reported exactly like absence so
-  that a purge of expired rows (compaction) never changes an answer as of now.
-  The purge goes by the shard's clock: a request time in the past may see a
-  row live then read `entity_not_found` once purged (the online store keeps
-  the latest row, not a history; the past comes from the offline store).
+  that a purge of expired rows never changes an answer as of now (by the
+  shard's clock: a past request time may see a row live then until it is
+  purged — the online store keeps the latest row, not its history).
 - `no_history`: a live row exists, but this feature is null in it (the
   pipeline ran and the entity had nothing to aggregate).
 - `stale`: a value exists but is older than the definition's freshness SLA;
