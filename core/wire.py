@@ -94,6 +94,16 @@ def filter_from_pb(f: pb.Filter, depth: int = 0) -> Filter | None:
     return Not(inner)
 
 
+def _fits_a_double(bound: numbers.Real) -> bool:
+    """Bounds travel as doubles: an integer past one's range was protobuf's
+    OverflowError (a traceback, not a refusal)."""
+    try:
+        float(bound)
+    except OverflowError:
+        return False
+    return True
+
+
 def filter_to_pb(f: Filter | None) -> pb.Filter:
     match f:
         case None:
@@ -107,10 +117,13 @@ def filter_to_pb(f: Filter | None) -> pb.Filter:
         case Range(attribute, gte, gt, lte, lt):
             for bound in (gte, gt, lte, lt):
                 if bound is not None and (
-                    isinstance(bound, bool) or not isinstance(bound, numbers.Real)
+                    isinstance(bound, bool)
+                    or not isinstance(bound, numbers.Real)
+                    or not _fits_a_double(bound)
                 ):
                     raise InvalidArgument(
-                        f"filter range {attribute!r}: bound {bound!r}; expected a number or None"
+                        f"filter range {attribute!r}: bound {bound!r:.40}; expected a number "
+                        "within a double's range, or None"
                     )
             return pb.Filter(range=pb.Range(attribute=attribute, gte=gte, gt=gt, lte=lte, lt=lt))
         case And(filters):

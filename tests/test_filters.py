@@ -179,3 +179,10 @@ def test_an_int_value_past_int64_is_refused_before_protobuf(value: int) -> None:
 def test_int64_extremes_travel() -> None:
     flt = In("n", (-(2**63), 2**63 - 1))
     assert filter_from_pb(filter_to_pb(flt)) == flt
+
+
+@pytest.mark.parametrize("bound", [10**400, -(10**309), True, "20"])
+def test_a_range_bound_that_is_no_double_is_refused_before_protobuf(bound: object) -> None:
+    with pytest.raises(InvalidArgument, match="expected a number within a double's range"):
+        filter_to_pb(Range("n", gte=bound))  # type: ignore[arg-type]  # what callers may pass
+    assert filter_from_pb(filter_to_pb(Range("n", gte=10**300))) == Range("n", gte=1e300)
