@@ -44,6 +44,12 @@ class Credentials:
     # through a port-forward); None: the address's host.
     server_name: str | None = None
 
+    def __post_init__(self) -> None:
+        # A token read from a file by the caller keeps its newline, which gRPC
+        # refuses as metadata on every call (INTERNAL "Invalid metadata").
+        if isinstance(self.token, str):
+            object.__setattr__(self, "token", self.token.strip() or None)
+
     def __repr__(self) -> str:  # tokens are secrets: never print one
         token = "<set>" if self.token else None
         return (

@@ -190,6 +190,10 @@ def test_a_token_from_the_environment_is_stripped_like_the_token_file() -> None:
     creds = Credentials.from_env({"VECSHARD_TOKEN": " eyJabc.def.ghi\r\n"})
     assert creds.call_metadata() == (("authorization", "Bearer eyJabc.def.ghi"),)
     assert Credentials.from_env({"VECSHARD_TOKEN": "\n"}).token is None
+    # ... and one the caller read from a file and passed itself.
+    assert Credentials("eyJabc.def.ghi\n").call_metadata() == (
+        ("authorization", "Bearer eyJabc.def.ghi"),
+    )
 
 
 @pytest.mark.parametrize(("ttl", "lifetime"), [(0.5, 1), (1, 1), (90.2, 91), (-300, -300)])
