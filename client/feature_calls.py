@@ -219,6 +219,8 @@ class FeatureCalls(ClientCalls):
         n = len(ids)
         ts = int64s(feature_timestamp_us, "feature_timestamp_us").reshape(-1)
         gen = ts if generated_at_us is None else int64s(generated_at_us, "generated_at_us")
+        if gen.ndim == 0:  # one time for the whole batch (a TypeError from len())
+            gen = np.full(n, int(gen), dtype=np.int64)
         cols = {name: to_column(name, v) for name, v in columns.items()}
         for what, length in [("feature_timestamp_us", len(ts)), ("generated_at_us", len(gen))] + [
             (f"feature {name!r}", len(c)) for name, c in cols.items()

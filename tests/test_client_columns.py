@@ -163,3 +163,26 @@ def test_feature_timestamps_are_integers_or_refused_before_sending() -> None:
 def odd(value: object) -> Any:
     """An argument of a type its parameter does not declare."""
     return value
+
+
+def test_one_generated_at_for_a_whole_batch_of_feature_columns() -> None:
+    """A scalar generated_at_us (the batch's run time) was a TypeError from
+    len(); it now stands for every row."""
+    from client.retrieval_client import RetrievalClient
+    from core.column_wire import row_columns_from_pb
+    from protos.vecshard.v1 import retrieval_pb2 as rpb
+
+    c = RetrievalClient("127.0.0.1:1", purpose="p")
+    sent: list[Any] = []
+
+    def rpc(method: str, request: Any, timeout: float | None) -> Any:
+        sent.extend(request)  # what would go on the wire; nothing is listening
+        return rpb.PutFeaturesResponse(written=2)
+
+    c._rpc = rpc  # type: ignore[method-assign]  # the transport, stood in
+    assert c.put_feature_columns(
+        "g", "v1", ["a", "b"], [5, 6], {"n": [1, 2]}, generated_at_us=9
+    ) == (2, 0)
+    (req,) = sent
+    assert row_columns_from_pb(req.columns, "test")[4].tolist() == [9, 9]
+    c.close()
