@@ -175,11 +175,11 @@ def test_one_generated_at_for_a_whole_batch_of_feature_columns() -> None:
     c = RetrievalClient("127.0.0.1:1", purpose="p")
     sent: list[Any] = []
 
-    def rpc(method: str, request: Any, timeout: float | None) -> Any:
+    def rpc(method: str, request: Any, timeout: float | None, *rest: Any) -> Any:
         sent.extend(request)  # what would go on the wire; nothing is listening
         return rpb.PutFeaturesResponse(written=2)
 
-    c._rpc = rpc  # type: ignore[method-assign]  # the transport, stood in
+    c._rpc = rpc  # type: ignore[method-assign,assignment]  # the transport, stood in
     assert c.put_feature_columns(
         "g", "v1", ["a", "b"], [5, 6], {"n": [1, 2]}, generated_at_us=9
     ) == (2, 0)
