@@ -168,6 +168,12 @@ class StringLists:
 ColumnValues = np.ndarray | PackedStrings | StringLists
 
 
+def type_fits(declared: AttrType, given: AttrType) -> bool:
+    """`core.filters.validate_attributes` over a column's type: an int is a
+    valid float, nothing else converts."""
+    return given is declared or (declared is AttrType.FLOAT and given is AttrType.INT)
+
+
 @dataclass(frozen=True, eq=False)
 class AttributeColumn:
     """One attribute over n rows: typed values and which rows carry it.

@@ -17,7 +17,7 @@ import numpy as np
 
 from core.domain import AttrType, AttrValue
 from core.filters import And, Eq, Filter, In, Not, Or, Range
-from core.record_columns import AttributeColumn
+from core.record_columns import AttributeColumn, type_fits
 
 
 class AttributeColumns:
@@ -62,12 +62,18 @@ class AttributeColumns:
             self._num[name][row] = value if value is not None else 0
 
     def set_rows(self, start: int, n: int, columns: Sequence[tuple[str, AttributeColumn]]) -> None:
-        """Rows start..start+n from a batch's columns (validated against the
-        schema: a declared attribute's column has its type, or int for float)."""
+        """Rows start..start+n from a batch's columns. A write is validated
+        against the schema, but rows stored before an attribute was declared
+        (kept then as metadata, of any type) come back from disk, a replica
+        or a racing write with their own: a column of another type is not
+        this attribute's (the row lacks it, as in a segment built before the
+        declaration) — converted, "cheap" failed the shard's start and 1.9
+        matched Eq(price, 1)."""
         end = start + n
         given: dict[str, list[AttributeColumn]] = {}
         for name, col in columns:
-            if name in self.schema and col.present.any():
+            kind = self.schema.get(name)
+            if kind is not None and type_fits(kind, col.type) and col.present.any():
                 given.setdefault(name, []).append(col)
         for name, num in self._num.items():
             values = np.zeros(n, dtype=num.dtype)

@@ -176,6 +176,7 @@ class SegmentLifecycle:
         self._write_lock = write_lock
         # Serializes seals, compactions and manifest writes of this partition.
         self._maintain_lock = threading.Lock()
+        self._retired = False  # archived: no seal or compaction writes files
         self._id_lock = threading.Lock()
         self._next_id = 1
         self.template: IvfPqTemplate | None = None
@@ -259,6 +260,13 @@ class SegmentLifecycle:
 
     # -- maintenance --------------------------------------------------------
 
+    def retire(self) -> None:
+        """Waits for a seal or compaction in progress; none runs after. Their
+        files written after the version's directory was dropped would stay
+        for good (a restart skips a version without its directory)."""
+        with self._maintain_lock:
+            self._retired = True
+
     def maintain(self) -> bool:
         """One step of background work; True if something was done."""
         return self.seal() or self.compact()
@@ -267,6 +275,8 @@ class SegmentLifecycle:
         """Seals the growing segment when due (or forced, if it has rows).
         A frozen segment whose earlier build failed is retried first."""
         with self._maintain_lock:
+            if self._retired:
+                return False
             frozen = [s for s in self.set.sealed if isinstance(s, GrowingSegment)]
             if frozen:
                 target = frozen[0]
@@ -308,6 +318,8 @@ class SegmentLifecycle:
     def compact(self, force: bool = False) -> bool:
         """Merges segments the compaction policy picks (all of them if forced)."""
         with self._maintain_lock:
+            if self._retired:
+                return False
             sealed = [s for s in self.set.sealed if isinstance(s, SealedSegment)]
             ids = set(
                 plan_compaction([self._stat(s) for s in sealed], self.policy.compaction, force)

@@ -183,6 +183,7 @@ class IndexPartition:
             ready = ready.take(keep)
             raw_keys = [raw_keys[i] for i in keep.tolist()]
         with self._write_lock:
+            self._check_live()
             tombs = self.store.multi_get(TOMBSTONES, raw_keys)
             applies_now = applying(
                 ready.source_versions, self.store.multi_get(RECORDS, raw_keys), tombs
@@ -234,6 +235,7 @@ class IndexPartition:
         unique = list(dict.fromkeys(keys))
         raw_keys = [rec.keyed(self._prefix, k) for k in unique]
         with self._write_lock:
+            self._check_live()
             stored = self.store.multi_get(RECORDS, raw_keys)
             tombs = self.store.multi_get(TOMBSTONES, raw_keys)
             puts, deletes, removed = [], [], []
@@ -266,18 +268,19 @@ class IndexPartition:
         applied = 0
         hold = 0.0
         with self._write_lock:
-            if self.retired:  # its data is being deleted: a copy would outlive it
-                raise FailedPrecondition(f"index version {self.index.ref} is archived; not copied")
+            self._check_live()
             if records:
                 raw_keys = [k for k, _ in records]
                 stored = self.store.multi_get(RECORDS, raw_keys)
                 tombs = self.store.multi_get(TOMBSTONES, raw_keys)
-                take = [
-                    (k, v)
+                picked = [
+                    (k, v, tomb is not None)
                     for (k, v), old, tomb in zip(records, stored, tombs, strict=True)
                     if copy_applies(v, old, tomb)
                 ]
+                take = [(k, v) for k, v, _ in picked]
                 if take:
+                    self.tombstones -= sum(revived for _, _, revived in picked)
                     seq = self.store.write(
                         puts=[(RECORDS, k, v) for k, v in take],
                         deletes=[(TOMBSTONES, k) for k, _ in take],
@@ -312,10 +315,16 @@ class IndexPartition:
         return applied
 
     def retire(self) -> None:
-        """Archived: a copy in progress finishes before the data is dropped,
-        a later one is refused (it would write rows nothing deletes again)."""
+        """Archived: a write, copy, seal or compaction in progress finishes
+        before the data is dropped; a later one is refused (it would leave
+        rows or files that nothing deletes again)."""
         with self._write_lock:
             self.retired = True
+        self.lifecycle.retire()
+
+    def _check_live(self) -> None:
+        if self.retired:  # its data is being deleted: a write would outlive it
+            raise FailedPrecondition(f"index version {self.index.ref} is archived; not written")
 
     def serve_summaries(
         self, lease_seconds: float, holder: str = ""

@@ -17,7 +17,13 @@ import numpy as np
 from core.domain import AttrType, AttrValue, EntityKey, Metric
 from core.errors import InvalidArgument
 from core.limits import DEFAULT_LIMITS, Limits
-from core.record_columns import AttributeColumn, RecordColumns, batch_winners, first_row
+from core.record_columns import (
+    AttributeColumn,
+    RecordColumns,
+    batch_winners,
+    first_row,
+    type_fits,
+)
 from registry.model import EmbeddingFamily, IndexVersion
 from shard_server import records as rec
 
@@ -193,12 +199,6 @@ def _check_limits(batch: RowBatch, limits: Limits) -> None:
     limits.check_attribute_columns(dict(batch.columns), n, lambda i: _where(batch, i))
 
 
-def _kind_ok(declared: AttrType, given: AttrType) -> bool:
-    """`core.filters.validate_attributes` over a column's type: an int is a
-    valid float, nothing else converts."""
-    return given is declared or (declared is AttrType.FLOAT and given is AttrType.INT)
-
-
 def prepare_rows(
     batch: RowBatch,
     family: EmbeddingFamily,
@@ -228,7 +228,7 @@ def prepare_rows(
         declared = index.attributes.get(name)
         if declared is None:
             continue  # stored as metadata, not filterable
-        row = first_row(col.present) if not _kind_ok(declared, col.type) else None
+        row = first_row(col.present) if not type_fits(declared, col.type) else None
         if row is None and col.type is AttrType.FLOAT:
             row = first_row(col.present & ~np.isfinite(np.asarray(col.values)))
             if row is not None:
