@@ -35,6 +35,7 @@ from client.feature_results import arrow_array
 from core.domain import VersionRef
 from core.errors import InvalidArgument
 from core.feature_columns import FILLS, MISSING_REASONS, ResolvedColumns
+from core.timestamps import check_times
 from offline.arrow_columns import stored_from_table
 from offline.parquet_store import TIMESTAMP, OfflineStore, arrow_type
 from registry.feature_batches import StoredRows
@@ -112,19 +113,31 @@ def _strings(table: pa.Table, column: str, what: str) -> pa.Array:
 
 
 def event_micros(table: pa.Table, column: str) -> np.ndarray:
-    """An event-time column (timestamp of any unit, or int64 µs) as int64 µs."""
+    """An event-time column (timestamp of any unit, or int64 µs) as int64 µs,
+    range-checked like every time that comes in: integer nanoseconds read as
+    µs would join each event with its entity's latest row, rows stamped after
+    the event included, without an error."""
     if column not in table.column_names:
         raise InvalidArgument(f"events have no column {column!r} (event time)")
     col = table.column(column)
     if col.null_count:
         raise InvalidArgument(f"events column {column!r} has nulls; every event needs a time")
-    if pa.types.is_timestamp(col.type):
-        col = col.cast(TIMESTAMP)
-    elif not pa.types.is_integer(col.type):
+    if not (pa.types.is_timestamp(col.type) or pa.types.is_integer(col.type)):
         raise InvalidArgument(
             f"events column {column!r} is {col.type}; expected a timestamp or int64 microseconds"
         )
-    return np.asarray(col.cast(pa.int64()).to_numpy(), dtype=np.int64)
+    try:
+        if pa.types.is_timestamp(col.type):
+            col = col.cast(TIMESTAMP)
+        micros = np.asarray(col.cast(pa.int64()).to_numpy(), dtype=np.int64)
+    except pa.ArrowInvalid as exc:
+        # A finer unit with digits below a microsecond, or a uint64 past int64.
+        raise InvalidArgument(
+            f"events column {column!r} ({col.type}) does not convert to int64 microseconds "
+            f"without loss: {exc}; truncate it to microseconds first"
+        ) from None
+    check_times(f"events column {column!r}", micros, lambda i: f"event {i}")
+    return micros
 
 
 def _entity_column(read: GroupRead, entity_columns: Mapping[str, str] | None) -> str:

@@ -185,6 +185,23 @@ def test_bad_event_tables_are_refused() -> None:
         point_in_time_join(ev, ACT, CAT, feats)
 
 
+def test_event_times_in_another_unit_are_refused() -> None:
+    """Found in review: nanoseconds in an int64 column were read as µs, so the
+    event took its entity's latest row, one written after the event; a
+    timestamp[ns] with digits below a µs raised a raw ArrowInvalid."""
+    feats = {ACTIVITY: table(ACTIVITY, [row(user("u"), T0 + 10 * S, ctr_7d=0.5)])}
+    ev = events(("u", T0 + 5 * S))
+    as_ns = ev.set_column(2, "event_time", pa.array([(T0 + 5 * S) * 1000], pa.int64()))
+    with pytest.raises(InvalidArgument, match="event 0: .* reads as nanoseconds"):
+        point_in_time_values(as_ns, ACT, CAT, feats)
+    fine = pa.array([(T0 + 5 * S) * 1000 + 1], pa.timestamp("ns", tz="UTC"))
+    with pytest.raises(InvalidArgument, match="truncate it to microseconds"):
+        point_in_time_values(ev.set_column(2, "event_time", fine), ACT, CAT, feats)
+    before_1970 = ev.set_column(2, "event_time", pa.array([-1], pa.int64()))
+    with pytest.raises(InvalidArgument, match="event_time"):
+        point_in_time_values(before_1970, ACT, CAT, feats)
+
+
 def test_training_set_from_the_offline_store_reads_only_what_it_needs(tmp_path: Path) -> None:
     store = OfflineStore(tmp_path)
     sess_rows = [
