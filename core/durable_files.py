@@ -45,11 +45,34 @@ def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> str:
 def write_file_atomic(path: Path, save: Callable[[Path], None]) -> str:
     """Like `write_atomic`, for libraries that only write to a path
     (hnswlib, faiss)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    save(tmp)
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
+    tmp = _saved(path, save)
     digest = sha256_file(tmp)
+    _publish(tmp, path)
+    return digest
+
+
+def save_file_atomic(path: Path, save: Callable[[Path], None]) -> None:
+    """`write_file_atomic` without the hash, for bulk data nobody checks by
+    hash (the offline store's Parquet files): reading it back would cost more
+    than writing it."""
+    _publish(_saved(path, save), path)
+
+
+def _saved(path: Path, save: Callable[[Path], None]) -> Path:
+    """`save` into a temporary name beside `path`, synced. The name starts
+    with a dot, so Arrow dataset discovery and `*.parquet` globs skip it; a
+    failed save (disk full) removes what it left."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        save(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def _publish(tmp: Path, path: Path) -> None:
     os.replace(tmp, path)
     fsync_dir(path.parent)
-    return digest

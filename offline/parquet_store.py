@@ -14,8 +14,9 @@ materialization reads only the days it needs. Times are
 `timestamp[us, UTC]` in the files (readable as times by every tool) and
 int64 microseconds in memory, like everywhere else in vecshard.
 
-Files are append-only with unique names, and rows keep their input order
-(`preserve_order`); readers visit files in sorted path order. That fixed order
+Files are append-only with unique names, each written under a temporary
+name readers skip and renamed into place once synced (`_write_file`), and
+rows keep their input order; readers visit files in sorted path order. That fixed order
 is what makes the one remaining tie — two rows of an entity with identical
 `(feature_timestamp, generated_at)` — resolve the same way in a join as in a
 materialization (the later row wins in both).
@@ -37,6 +38,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from core.domain import AttrValue, EntityKey, VersionRef
+from core.durable_files import fsync_dir, save_file_atomic
 from core.errors import InvalidArgument, NotFound
 from core.timestamps import check_times
 from registry.features import KEY_COLUMNS, TIME_COLUMNS, FeatureDType, GroupRow, GroupSchema
@@ -237,16 +239,15 @@ class OfflineStore:
         if table.num_rows == 0:
             return 0
         dates = pc.strftime(table.column("feature_timestamp"), format="%Y-%m-%d")
-        ds.write_dataset(
-            table.append_column("date", dates),
-            self.feature_dir(schema.ref),
-            format="parquet",
-            partitioning=_DATE_PARTITIONING,
-            basename_template=f"part-{uuid.uuid4().hex}-{{i}}.parquet",
-            existing_data_behavior="overwrite_or_ignore",
-            # Row order within a file is part of the tie-break contract.
-            preserve_order=True,
-        )
+        days = dates.combine_chunks().dictionary_encode()
+        codes = days.indices.to_numpy()
+        # Stable: row order within a file is part of the tie-break contract.
+        order = np.argsort(codes, kind="stable")
+        bounds = np.searchsorted(codes[order], np.arange(len(days.dictionary) + 1))
+        base = self.feature_dir(schema.ref)
+        for c, day in enumerate(days.dictionary.to_pylist()):
+            rows = table.take(pa.array(order[bounds[c] : bounds[c + 1]]))
+            _write_file(base / f"date={day}", rows)
         return int(table.num_rows)
 
     def feature_files(
@@ -333,14 +334,7 @@ class OfflineStore:
             raise InvalidArgument(f"{where}: a vector has NaN or Inf; expected finite values")
         if table.num_rows == 0:
             return 0
-        ds.write_dataset(
-            table,
-            self.embedding_dir(family.name, version),
-            format="parquet",
-            basename_template=f"part-{uuid.uuid4().hex}-{{i}}.parquet",
-            existing_data_behavior="overwrite_or_ignore",
-            preserve_order=True,
-        )
+        _write_file(self.embedding_dir(family.name, version), table)
         return int(table.num_rows)
 
     def read_embeddings(
@@ -352,6 +346,29 @@ class OfflineStore:
         target = embedding_schema(family.dimension)
         paths = sorted(str(p) for p in base.glob("*.parquet"))
         return ds.dataset(paths, schema=target, format="parquet").to_table(filter=filter)
+
+
+def _write_file(directory: Path, table: pa.Table) -> Path:
+    """One new file of `table`, in order, under a fresh name. Written under a
+    temporary name readers skip and renamed into place once synced: a write
+    that dies midway (a full disk, a kill) leaves no torn `*.parquet`, which
+    would fail every later read of the group or version."""
+    _make_dirs(directory)
+    path = directory / f"part-{uuid.uuid4().hex}-0.parquet"
+    save_file_atomic(path, lambda tmp: pq.write_table(table, tmp))
+    return path
+
+
+def _make_dirs(directory: Path) -> None:
+    """`directory` and its missing parents, each made durable in its parent
+    (a file's rename is durable only once the directories above it are)."""
+    missing = []
+    while not directory.is_dir():
+        missing.append(directory)
+        directory = directory.parent
+    for d in reversed(missing):
+        d.mkdir(exist_ok=True)
+        fsync_dir(d.parent)
 
 
 def _embeddings_table(family: EmbeddingFamily, rows: Sequence[EmbeddingRow]) -> pa.Table:

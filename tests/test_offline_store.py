@@ -4,6 +4,9 @@ checks as online, and embeddings."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +29,7 @@ from tests.feature_catalog import ACTIVITY, CATALOG, DAY, PROFILE, T0, item, row
 
 PROFILE_S = CATALOG.schema(PROFILE)
 ACTIVITY_S = CATALOG.schema(ACTIVITY)
+FAMILY = EmbeddingFamily("item_vec", "item", 3, Metric.COSINE)
 
 
 def test_schema_follows_the_definitions() -> None:
@@ -86,6 +90,56 @@ def test_appends_keep_every_row_in_a_fixed_file_order(tmp_path: Path) -> None:
     assert sum(f.num_rows for f in files) == 2
 
 
+_FULL_DISK_CHILD = """
+import resource, signal, sys
+from pathlib import Path
+import numpy as np
+import pyarrow as pa
+from offline.parquet_store import OfflineStore, EmbeddingRow
+from registry.model import EmbeddingFamily
+from core.domain import Metric
+from tests.feature_catalog import CATALOG, PROFILE, T0, item
+n = 200_000
+features = pa.table({
+    "tenant_id": ["acme"] * n, "entity_type": ["user"] * n,
+    "entity_id": [f"u{i}" for i in range(n)],
+    "feature_timestamp": pa.array([T0] * n, pa.int64()),
+    "generated_at": pa.array([T0] * n, pa.int64()),
+    "age_bucket": [f"bucket-{i}" for i in range(n)],
+})
+family = EmbeddingFamily("item_vec", "item", 3, Metric.COSINE)
+vecs = [EmbeddingRow(item(f"i{i}"), np.array([1.0, i, 0]), T0) for i in range(20_000)]
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # write() fails with EFBIG: a full disk
+resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
+store = OfflineStore(Path(sys.argv[1]))
+if sys.argv[2] == "features":
+    store.write_features(CATALOG.schema(PROFILE), features)
+else:
+    store.write_embeddings(family, "v1", vecs)
+"""
+
+
+@pytest.mark.parametrize("what", ["features", "embeddings"])
+def test_a_write_that_dies_midway_leaves_what_was_there_readable(tmp_path: Path, what: str) -> None:
+    """Found in review: files were written straight under their final names,
+    so a full disk or a kill left a torn Parquet file and every later read of
+    the group failed on it."""
+    store = OfflineStore(tmp_path)
+    store.write_features(PROFILE_S, [row(user("ok"), T0, account_days=1)])
+    store.write_embeddings(FAMILY, "v1", [EmbeddingRow(item("ok"), np.ones(3), T0)])
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    child = subprocess.run(
+        [sys.executable, "-c", _FULL_DISK_CHILD, str(tmp_path), what],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert child.returncode != 0 and "File too large" in child.stderr, child.stderr[-2000:]
+    assert store.read_features(PROFILE_S).column("entity_id").to_pylist() == ["ok"]
+    assert store.read_embeddings(FAMILY, "v1").column("entity_id").to_pylist() == ["ok"]
+    assert not [p.name for p in tmp_path.rglob("*") if p.name.startswith(".")]
+
+
 def _good() -> dict:
     return {
         "tenant_id": ["acme"], "entity_type": ["user"], "entity_id": ["a"],
@@ -138,9 +192,6 @@ def test_unknown_groups_are_not_found(tmp_path: Path) -> None:
     assert not store.has_features(PROFILE)
     with pytest.raises(NotFound, match="no offline data for feature group user_profile@v1"):
         store.read_features(PROFILE_S)
-
-
-FAMILY = EmbeddingFamily("item_vec", "item", 3, Metric.COSINE)
 
 
 def test_embeddings_partitioned_by_name_and_version(tmp_path: Path) -> None:
