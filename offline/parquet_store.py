@@ -4,8 +4,8 @@ read with the registry's own definitions.
 Layout under one root (hive partitioning, so any Arrow/Spark/DuckDB reader
 sees the partition columns):
 
-    features/group={g}/version={v}/date={YYYY-MM-DD}/part-{uuid}-{i}.parquet
-    embeddings/name={n}/version={v}/part-{uuid}-{i}.parquet
+    features/group={g}/version={v}/date={YYYY-MM-DD}/part-{ns}-{seq}-{uuid}.parquet
+    embeddings/name={n}/version={v}/part-{ns}-{seq}-{uuid}.parquet
 
 A feature file holds `tenant_id, entity_type, entity_id, feature_timestamp,
 generated_at` and one column per feature, typed from the definition's dtype
@@ -16,15 +16,23 @@ int64 microseconds in memory, like everywhere else in vecshard.
 
 Files are append-only with unique names, each written under a temporary
 name readers skip and renamed into place once synced (`_write_file`), and
-rows keep their input order; readers visit files in sorted path order. That fixed order
-is what makes the one remaining tie — two rows of an entity with identical
-`(feature_timestamp, generated_at)` — resolve the same way in a join as in a
-materialization (the later row wins in both).
+rows keep their input order; readers visit files in write order
+(`file_order`). That order is what makes the one remaining tie — two rows of
+an entity with identical `(feature_timestamp, generated_at)` — resolve the
+same way in a join as online: the later write wins, as an equal row replaces
+online. File names start with the write's time in nanoseconds and a
+per-process sequence, zero-padded, so they sort in write order; files named
+by earlier releases (`part-{uuid}-{i}`, whose order was a coin flip) sort
+before them.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+import re
+import threading
+import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -254,7 +262,7 @@ class OfflineStore:
         self, schema: GroupSchema, start_date: str | None = None, end_date: str | None = None
     ) -> list[FeatureFile]:
         """The group's files whose day is in [start_date, end_date], in the
-        one order every reader uses (by path)."""
+        one order every reader uses (`file_order`)."""
         base = self.feature_dir(schema.ref)
         if not base.is_dir():
             raise NotFound(
@@ -270,7 +278,7 @@ class OfflineStore:
             path = Path(frag.path)
             date = ds.get_partition_keys(frag.partition_expression)["date"]
             out.append(FeatureFile(path, date, frag.metadata.num_rows, path.stat().st_size))
-        return sorted(out, key=lambda f: str(f.path))
+        return sorted(out, key=lambda f: file_order(f.path))
 
     def read_features(
         self,
@@ -344,8 +352,33 @@ class OfflineStore:
         if not base.is_dir():
             raise NotFound(f"no offline embeddings {family.name}@{version} under {base}")
         target = embedding_schema(family.dimension)
-        paths = sorted(str(p) for p in base.glob("*.parquet"))
+        paths = [str(p) for p in sorted(base.glob("*.parquet"), key=file_order)]
         return ds.dataset(paths, schema=target, format="parquet").to_table(filter=filter)
+
+
+_ORDERED_NAME = re.compile(r"part-\d{20}-\d{12}-[0-9a-f]{32}")
+_names_lock = threading.Lock()
+_last_ns = 0
+_sequence = itertools.count()
+
+
+def _new_file_name() -> str:
+    """A name after every earlier one of this process, and after other
+    processes' earlier writes as far as the clock tells (the uuid only
+    keeps two processes' names apart)."""
+    global _last_ns
+    with _names_lock:
+        # Never backwards within a process, even if the wall clock is.
+        _last_ns = max(_last_ns, time.time_ns())
+        ns, seq = _last_ns, next(_sequence)
+    return f"part-{ns:020d}-{seq:012d}-{uuid.uuid4().hex}.parquet"
+
+
+def file_order(path: Path) -> tuple[str, bool, str]:
+    """The order readers visit a directory's files in: write order. Names
+    are fixed-width up to the first dot, so a file the erasure rewrote
+    (`offline.erasure`: the same name with a suffix) keeps its place."""
+    return str(path.parent), bool(_ORDERED_NAME.match(path.name)), path.name
 
 
 def _write_file(directory: Path, table: pa.Table) -> Path:
@@ -354,7 +387,7 @@ def _write_file(directory: Path, table: pa.Table) -> Path:
     that dies midway (a full disk, a kill) leaves no torn `*.parquet`, which
     would fail every later read of the group or version."""
     _make_dirs(directory)
-    path = directory / f"part-{uuid.uuid4().hex}-0.parquet"
+    path = directory / _new_file_name()
     save_file_atomic(path, lambda tmp: pq.write_table(table, tmp))
     return path
 

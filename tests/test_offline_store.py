@@ -78,16 +78,29 @@ def test_filters_prune_days_times_and_late_generations(tmp_path: Path) -> None:
     assert ids(store.read_features(PROFILE_S, generated_cutoff=T0 + DAY + 4)) == ["u0"]
 
 
-def test_appends_keep_every_row_in_a_fixed_file_order(tmp_path: Path) -> None:
+def test_appends_are_read_in_write_order(tmp_path: Path) -> None:
+    """Found in review: files were named part-{uuid4}, so which of two equal
+    (feature_timestamp, generated_at) rows a join took was a coin flip, while
+    online the last write wins."""
     store = OfflineStore(tmp_path)
-    store.write_features(PROFILE_S, [row(user("a"), T0, account_days=1)])
-    store.write_features(PROFILE_S, [row(user("a"), T0, account_days=2)])
-    first = store.read_features(PROFILE_S).column("account_days").to_pylist()
-    assert sorted(first) == [1, 2]
-    assert store.read_features(PROFILE_S).column("account_days").to_pylist() == first
+    for n in range(8):
+        store.write_features(PROFILE_S, [row(user("a"), T0, account_days=n)])
+        store.write_embeddings(FAMILY, "v1", [EmbeddingRow(item(f"i{n}"), np.ones(3), T0)])
+    assert store.read_features(PROFILE_S).column("account_days").to_pylist() == list(range(8))
+    ids = store.read_embeddings(FAMILY, "v1").column("entity_id").to_pylist()
+    assert ids == [f"i{n}" for n in range(8)]
     files = store.feature_files(PROFILE_S)
     assert [str(f.path) for f in files] == sorted(str(f.path) for f in files)
-    assert sum(f.num_rows for f in files) == 2
+    assert sum(f.num_rows for f in files) == 8
+
+
+def test_files_named_by_earlier_releases_are_read_first(tmp_path: Path) -> None:
+    store = OfflineStore(tmp_path)
+    store.write_features(PROFILE_S, [row(user("a"), T0, account_days=1)])
+    (old,) = store.feature_dir(PROFILE).rglob("*.parquet")
+    old.rename(old.with_name(f"part-{'f' * 32}-0.parquet"))  # the uuid4 naming
+    store.write_features(PROFILE_S, [row(user("a"), T0, account_days=2)])
+    assert store.read_features(PROFILE_S).column("account_days").to_pylist() == [1, 2]
 
 
 _FULL_DISK_CHILD = """
