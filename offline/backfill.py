@@ -244,12 +244,12 @@ def backfill(
     for f in files:
         rel = f.relative_to(job.source).as_posix() if job.source.is_dir() else f.name
         size = f.stat().st_size
-        state = ckpt.files.setdefault(rel, {"size": size, "batches": 0, "complete": False})
-        if state["size"] != size:
-            raise FailedPrecondition(
-                f"{f} is {size} bytes but was {state['size']} when checkpointed; a source file "
-                "must not change during a backfill (write new files instead)"
-            )
+        state = ckpt.entry(
+            rel,
+            size,
+            f,
+            "a source file must not change during a backfill (write new files instead)",
+        )
         if state["complete"]:
             bar.rejected.update(state.get("rejected", {}))
             bar.advance(pq.ParquetFile(f).metadata.num_rows, fresh=False)

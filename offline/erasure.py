@@ -2,12 +2,22 @@
 
 Every Parquet file under the store's root that holds a row of the subject
 (`tenant_id`, `entity_type`, `entity_id` columns: feature tables and
-embedding tables alike) is rewritten without those rows — written to a
-temporary file, fsynced, renamed over the original — so a reader sees the old
-file or the new one, never a torn one, and a rewrite killed midway is simply
-done again (idempotent: a file without the subject is left alone). A file
-left with no rows is removed. Materialization reads these files, so a later
-backfill cannot bring the subject back online.
+embedding tables alike) is rewritten without those rows under a new name —
+its own with `.e{n}` before `.parquet` — written through a temporary file,
+fsynced and renamed into place, and then the original is removed. A reader
+sees the old file or the new one (for a moment both: the same rows twice),
+never a torn one, and a rewrite killed midway is simply done again
+(idempotent: a file without the subject is left alone). A file left with no
+rows is removed. Materialization reads these files, so a later backfill
+cannot bring the subject back online.
+
+Why a new name: the checkpoints of materialization and backfill refuse a
+file whose size changed (they cannot tell which of its batches were sent),
+so a rewrite in place stopped them for good. A new name is a new file to
+them; `original_name` tells them which file it replaces, so one they already
+sent whole is not sent again. The offline store's names are fixed-width up
+to the first dot, so the suffix keeps the file's place in read order, which
+breaks ties between equal rows (`offline.parquet_store.file_order`).
 
 A key part a file lacks as a column is read from its hive partition
 directories (`entity_type=item/`, `tenant_id=acme/`), the way pyarrow and
@@ -20,7 +30,7 @@ not happen.
 
 from __future__ import annotations
 
-import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
@@ -31,6 +41,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from core.domain import EntityKey
+from core.durable_files import fsync_dir, save_file_atomic
 
 _KEYS = ("tenant_id", "entity_type", "entity_id")
 
@@ -101,17 +112,34 @@ def _files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*.parquet") if p.is_file())
 
 
+_REWRITTEN = re.compile(r"(?P<base>.+)\.e(?P<n>\d+)\.parquet")
+
+
+def original_name(name: str) -> str:
+    """The name (or relative path) of the file that `name` is a rewrite of,
+    through any number of erasures; `name` itself for one never rewritten."""
+    m = _REWRITTEN.fullmatch(name)
+    return f"{m['base']}.parquet" if m else name
+
+
+def rewritten_name(name: str) -> str:
+    """The name the next rewrite of file `name` takes."""
+    m = _REWRITTEN.fullmatch(name)
+    if m:
+        return f"{m['base']}.e{int(m['n']) + 1}.parquet"
+    return f"{name.removesuffix('.parquet')}.e1.parquet"
+
+
 def _rewrite(path: Path, table: pa.Table) -> None:
-    tmp = path.with_name(f".{path.name}.erasing")
-    pq.write_table(table, tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    save_file_atomic(
+        path.with_name(rewritten_name(path.name)), lambda tmp: pq.write_table(table, tmp)
+    )
+    _remove(path)
+
+
+def _remove(path: Path) -> None:
+    path.unlink()
+    fsync_dir(path.parent)
 
 
 def erase_offline(root: Path, subject: EntityKey) -> OfflineErasure:
@@ -134,7 +162,7 @@ def erase_offline(root: Path, subject: EntityKey) -> OfflineErasure:
         if kept.num_rows:
             _rewrite(path, kept)
         else:
-            path.unlink()
+            _remove(path)
         rewritten += 1
         removed += hits
     return OfflineErasure(len(files), rewritten, removed, tuple(unresolved))

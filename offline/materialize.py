@@ -14,7 +14,8 @@ checkpoint replays that one batch, and online writes are idempotent — a row
 older than the stored one is ignored, an equal one replaces it with the same
 bytes. Files that appear after a run (a late day) are picked up by the next
 run with the same checkpoint; a file that changed size since the checkpoint
-is refused rather than half-skipped.
+is refused rather than half-skipped (an erasure writes a new file instead,
+see `Checkpoint.entry`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import numpy as np
 
 from core.errors import FailedPrecondition, InvalidArgument
 from offline.arrow_columns import table_to_batch
+from offline.erasure import original_name
 from offline.parquet_store import OfflineStore
 from offline.tenant_clients import TenantClients
 from registry.feature_batches import RowBatch
@@ -156,6 +158,27 @@ class Checkpoint:
                 )
             self.files = doc["files"]
 
+    def entry(self, rel: str, size: int, path: Path, changed: str) -> dict[str, Any]:
+        """The state of file `rel` (relative to the job's base), added when
+        new; FailedPrecondition (`changed` says why) when its size changed
+        since. A file the offline erasure rewrote under a new name
+        (`offline.erasure.original_name`) starts complete when a file it
+        replaces was: its rows are a subset of rows already sent, and sending
+        them again after later files would hand a tie of equal rows back to
+        the older one online."""
+        state = self.files.get(rel)
+        if state is None:
+            origin = original_name(rel)
+            done = origin != rel and any(
+                st["complete"] for name, st in self.files.items() if original_name(name) == origin
+            )
+            state = self.files[rel] = {"size": size, "batches": 0, "complete": done}
+        if state["size"] != size:
+            raise FailedPrecondition(
+                f"{path} is {size} bytes but was {state['size']} when checkpointed; {changed}"
+            )
+        return state
+
     def save(self) -> None:
         doc = {"format": CHECKPOINT_FORMAT, "job": self.spec, "files": self.files}
         tmp = self.path.with_name(self.path.name + ".tmp")
@@ -188,12 +211,12 @@ def materialize(
     max_ts: int | None = None
     for f in files:
         rel = f.path.relative_to(base).as_posix()
-        state = ckpt.files.setdefault(rel, {"size": f.size, "batches": 0, "complete": False})
-        if state["size"] != f.size:
-            raise FailedPrecondition(
-                f"{f.path} is {f.size} bytes but was {state['size']} when checkpointed; offline "
-                "files are append-only, so refusing to guess what was already materialized"
-            )
+        state = ckpt.entry(
+            rel,
+            f.size,
+            f.path,
+            "offline files are append-only, so refusing to guess what was already materialized",
+        )
         if state["complete"]:
             skipped += state["batches"]
             bar.advance(f.num_rows, fresh=False)

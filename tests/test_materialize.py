@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from core.errors import FailedPrecondition
+from offline.erasure import erase_offline
 from offline.materialize import MaterializeJob, Progress, materialize
 from offline.parquet_store import FeatureFile, OfflineStore, table_to_rows
 from registry.feature_batches import RowBatch
@@ -161,6 +162,32 @@ def test_late_files_are_picked_up_and_changed_files_refused(
     pq.write_table(pq.read_table(victim).slice(0, 10), victim)
     with pytest.raises(FailedPrecondition, match="append-only"):
         materialize(job, offline, fs, ck, progress=None)
+
+
+def test_an_offline_erasure_neither_stops_nor_repeats_materialization(
+    online, tmp_path: Path
+) -> None:
+    """Found in review: the erasure rewrote files in place, and the
+    checkpoint refused the changed file on every later run."""
+    store = OfflineStore(tmp_path / "offline")
+    store.write_features(SCHEMA, [row(user("u"), T0, account_days=1), row(user("x"), T0)])
+    store.write_features(SCHEMA, [row(user("u"), T0, account_days=2)])  # a tie: the later wins
+    fs, ck, job = online("s"), tmp_path / "ck.json", MaterializeJob(SCHEMA)
+    materialize(job, store, fs, ck, progress=None)
+
+    assert erase_offline(store.root, user("x")).rows_removed == 1
+    store.write_features(SCHEMA, [row(user("new"), T0 + DAY, account_days=3)])
+    counting = CountingSink(fs)
+    report = materialize(job, store, counting, ck, progress=None)
+
+    # The rewritten first file was sent whole before: not again (it would
+    # hand u's tie back to the older row); only the new day's row is sent.
+    assert (report.rows, counting.batches) == (1, [1])
+    (u,) = fs.multi_get(SCHEMA, [user("u")])
+    assert u is not None and u.values["account_days"] == 2
+    # Read order (a join's tie-break) keeps the rewritten file first.
+    assert store.read_features(SCHEMA).column("account_days").to_pylist() == [1, 2, 3]
+    assert materialize(job, store, counting, ck, progress=None).rows == 0
 
 
 def test_a_checkpoint_of_another_job_is_refused(

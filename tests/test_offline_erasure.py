@@ -88,3 +88,26 @@ def test_rows_with_a_null_key_are_kept(tmp_path: Path) -> None:
 
     (path,) = tmp_path.glob("*.parquet")
     assert pq.read_table(path).column("tenant_id").to_pylist() == [None, "acme"]
+
+
+def test_a_rewrite_takes_a_new_name_and_a_killed_one_is_finished_by_a_rerun(
+    tmp_path: Path,
+) -> None:
+    """The new name keeps the original's up to its first dot, so read order
+    (the tie-break of equal rows) is unchanged; checkpoints see a new file."""
+    table = pa.table(
+        {"tenant_id": ["acme"] * 2, "entity_type": ["user"] * 2, "entity_id": ["42", "7"]}
+    )
+    original = _write(tmp_path / "part-0001.parquet", table)
+    saved = original.read_bytes()
+
+    erase_offline(tmp_path, SUBJECT)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["part-0001.e1.parquet"]
+    # Killed between the new file's rename and the old one's removal.
+    original.write_bytes(saved)
+    report = erase_offline(tmp_path, SUBJECT)
+
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["part-0001.e1.parquet"]
+    assert report.rows_removed == 1 and _ids(tmp_path, ".") == ["7"]
+    erase_offline(tmp_path, EntityKey("acme", "user", "7"))
+    assert not list(tmp_path.iterdir())
