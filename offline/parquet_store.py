@@ -328,20 +328,29 @@ class OfflineStore:
         self, family: EmbeddingFamily, version: str, data: pa.Table | Sequence[EmbeddingRow]
     ) -> int:
         """Appends embeddings of one family version; checks entity type,
-        dimension and finiteness like an online upsert."""
+        dimension, finiteness and `created_at` like an online upsert. `norm`
+        is computed from the vector (a table's own is replaced, and may be
+        left out), so it can be trusted wherever it is read."""
         target = embedding_schema(family.dimension)
         where = f"embedding {family.name}@{version}"
         table = data if isinstance(data, pa.Table) else _embeddings_table(family, data)
+        if "norm" not in table.column_names:
+            table = table.append_column("norm", pa.array(np.zeros(table.num_rows, np.float32)))
         try:
             table = table.select(target.names).cast(target)
-        except (KeyError, pa.ArrowInvalid, ValueError) as exc:
+        except (KeyError, pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as exc:
             raise InvalidArgument(f"{where}: expected columns {target.names}: {exc}") from None
         if pc.any(pc.not_equal(table.column("entity_type"), family.entity_type)).as_py():
             raise InvalidArgument(f"{where}: rows of entity type other than {family.entity_type!r}")
-        if table.num_rows and not np.isfinite(vectors(table)).all():
-            raise InvalidArgument(f"{where}: a vector has NaN or Inf; expected finite values")
         if table.num_rows == 0:
             return 0
+        vecs = vectors(table)
+        if not np.isfinite(vecs).all():
+            raise InvalidArgument(f"{where}: a vector has NaN or Inf; expected finite values")
+        micros = table.column("created_at").cast(pa.int64()).to_numpy()
+        check_times("created_at", micros, lambda i: f"{where}, row {i}")
+        norms = pa.array(_norms(vecs).astype(np.float32))
+        table = table.set_column(target.get_field_index("norm"), target.field("norm"), norms)
         _write_file(self.embedding_dir(family.name, version), table)
         return int(table.num_rows)
 
@@ -415,7 +424,6 @@ def _embeddings_table(family: EmbeddingFamily, rows: Sequence[EmbeddingRow]) -> 
                 f"expected ({dim},)"
             )
         vecs[i] = v
-    norms = np.sqrt(np.einsum("ij,ij->i", vecs.astype(np.float64), vecs.astype(np.float64)))
     attrs = [
         json.dumps(
             {k: list(v) if isinstance(v, tuple) else v for k, v in r.attributes.items()},
@@ -424,6 +432,7 @@ def _embeddings_table(family: EmbeddingFamily, rows: Sequence[EmbeddingRow]) -> 
         for r in rows
     ]
     target = embedding_schema(dim)
+    target = target.remove(target.get_field_index("norm"))  # write_embeddings computes it
     return pa.Table.from_arrays(
         [
             pa.array([r.key.tenant_id for r in rows], pa.string()),
@@ -433,11 +442,17 @@ def _embeddings_table(family: EmbeddingFamily, rows: Sequence[EmbeddingRow]) -> 
             pa.array([r.created_at for r in rows], pa.int64()).cast(TIMESTAMP),
             pa.array([r.source_version for r in rows], pa.int64()),
             pa.array([r.model_version for r in rows], pa.string()),
-            pa.array(norms.astype(np.float32)),
             pa.array(attrs, pa.string()),
         ],
         schema=target,
     )
+
+
+def _norms(vecs: np.ndarray) -> np.ndarray:
+    """Row norms, summed in float64 (float32 loses digits over long vectors)."""
+    wide = vecs.astype(np.float64)
+    norms: np.ndarray = np.sqrt(np.einsum("ij,ij->i", wide, wide))
+    return norms
 
 
 def _ts_scalar(micros: int) -> pa.Scalar:

@@ -240,3 +240,35 @@ def test_embeddings_are_checked_like_online_upserts(tmp_path: Path) -> None:
         store.write_embeddings(
             FAMILY, "v1", [EmbeddingRow(EntityKey("t", "user", "u"), np.zeros(3), T0)]
         )
+
+
+def _embedding_table(created_at: pa.Array, norm: float) -> pa.Table:
+    return pa.table(
+        {
+            "tenant_id": ["t"], "entity_type": ["item"], "entity_id": ["a"],
+            "vector": pa.FixedSizeListArray.from_arrays(pa.array([3.0, 4.0, 0.0], pa.float32()), 3),
+            "created_at": created_at, "source_version": pa.array([1], pa.int64()),
+            "model_version": ["m"], "norm": pa.array([norm], pa.float32()), "attributes": ["{}"],
+        }
+    )  # fmt: skip
+
+
+def test_embedding_tables_get_their_times_checked_and_their_norm_computed(
+    tmp_path: Path,
+) -> None:
+    """Found in review: a table's created_at in nanoseconds was stored as the
+    year ~55,800, and its norm column was stored as given."""
+    store = OfflineStore(tmp_path)
+    as_ns = pa.array([T0 * 1000], pa.int64())
+    with pytest.raises(InvalidArgument, match="row 0: created_at .* reads as nanoseconds"):
+        store.write_embeddings(FAMILY, "v1", _embedding_table(as_ns, 5.0))
+    below_us = pa.array([T0 * 1000 + 1], pa.timestamp("ns", tz="UTC"))
+    with pytest.raises(InvalidArgument, match="expected columns"):
+        store.write_embeddings(FAMILY, "v1", _embedding_table(below_us, 5.0))
+    assert not store.embedding_dir("item_vec", "v1").exists()
+
+    store.write_embeddings(FAMILY, "v1", _embedding_table(pa.array([T0], pa.int64()), 123.0))
+    store.write_embeddings(
+        FAMILY, "v1", _embedding_table(pa.array([T0], pa.int64()), 5.0).drop_columns(["norm"])
+    )
+    assert store.read_embeddings(FAMILY, "v1").column("norm").to_pylist() == [5.0, 5.0]
