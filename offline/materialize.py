@@ -34,7 +34,7 @@ import numpy as np
 from core.errors import FailedPrecondition, InvalidArgument
 from offline.arrow_columns import table_to_batch
 from offline.erasure import original_name
-from offline.parquet_store import OfflineStore
+from offline.parquet_store import OfflineStore, check_day_range
 from offline.tenant_clients import TenantClients
 from registry.feature_batches import RowBatch
 from registry.features import GroupSchema, PutAck
@@ -60,6 +60,7 @@ class MaterializeJob:
     batch_size: int = 10_000
 
     def __post_init__(self) -> None:
+        check_day_range(self.start_date, self.end_date)
         if self.batch_size <= 0:
             raise InvalidArgument(f"batch_size {self.batch_size}; expected a positive number")
 

@@ -28,6 +28,7 @@ before them.
 
 from __future__ import annotations
 
+import datetime
 import itertools
 import json
 import re
@@ -459,7 +460,31 @@ def _ts_scalar(micros: int) -> pa.Scalar:
     return pa.scalar(micros, pa.int64()).cast(TIMESTAMP)
 
 
+def check_day(what: str, day: str) -> str:
+    """`day` if it is a date as YYYY-MM-DD, else InvalidArgument naming it.
+    Day partitions are compared as text, so `2023-11-5` would select
+    2023-11-14 and every later day up to 2023-11-49."""
+    try:
+        ok = datetime.date.fromisoformat(day).isoformat() == day
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise InvalidArgument(f"{what} {day!r}; expected a UTC day as YYYY-MM-DD")
+    return day
+
+
+def check_day_range(start: str | None, end: str | None) -> None:
+    """Both days (either may be None: unbounded) valid, and in order."""
+    if start is not None:
+        check_day("start_date", start)
+    if end is not None:
+        check_day("end_date", end)
+    if start is not None and end is not None and start > end:
+        raise InvalidArgument(f"start_date {start} is after end_date {end}; expected start <= end")
+
+
 def _date_filter(start: str | None, end: str | None) -> ds.Expression | None:
+    check_day_range(start, end)
     expr = None
     if start is not None:
         expr = ds.field("date") >= start

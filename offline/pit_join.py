@@ -37,7 +37,7 @@ from core.errors import InvalidArgument
 from core.feature_columns import FILLS, MISSING_REASONS, ResolvedColumns
 from core.timestamps import check_times
 from offline.arrow_columns import stored_from_table
-from offline.parquet_store import TIMESTAMP, OfflineStore, arrow_type
+from offline.parquet_store import TIMESTAMP, OfflineStore, arrow_type, check_day
 from registry.feature_batches import StoredRows
 from registry.feature_catalog import FeatureCatalog, GroupRead, readable, readable_groups
 from registry.feature_values import (
@@ -290,6 +290,8 @@ def load_group_tables(
     only days up to the last event (or `end_date`), and, for a group with a
     TTL, nothing older than the first event minus the TTL (such rows could
     only ever resolve as expired, the same answer as no row)."""
+    if end_date is not None:
+        check_day("end_date", end_date)
     times = event_micros(events, event_time_column)
     out: dict[VersionRef, pa.Table] = {}
     if len(times) == 0:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from core.errors import FailedPrecondition
+from core.errors import FailedPrecondition, InvalidArgument
 from offline.erasure import erase_offline
 from offline.materialize import MaterializeJob, Progress, materialize
 from offline.parquet_store import FeatureFile, OfflineStore, table_to_rows
@@ -188,6 +188,28 @@ def test_an_offline_erasure_neither_stops_nor_repeats_materialization(
     # Read order (a join's tie-break) keeps the rewritten file first.
     assert store.read_features(SCHEMA).column("account_days").to_pylist() == [1, 2, 3]
     assert materialize(job, store, counting, ck, progress=None).rows == 0
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "message"),
+    [
+        (None, "2023-11-5", "end_date '2023-11-5'; expected a UTC day as YYYY-MM-DD"),
+        ("20231114", None, "start_date '20231114'"),
+        ("2023-11-31", None, "start_date '2023-11-31'"),
+        ("2023-11-17", "2023-11-16", "after end_date"),
+    ],
+)
+def test_day_ranges_are_days(
+    offline: OfflineStore, start: str | None, end: str | None, message: str
+) -> None:
+    """Found in review: days were compared as text unchecked, so an end of
+    2023-11-5 selected 2023-11-14 and every later day."""
+    with pytest.raises(InvalidArgument, match=message):
+        MaterializeJob(SCHEMA, start_date=start, end_date=end)
+    with pytest.raises(InvalidArgument, match=message):
+        offline.feature_files(SCHEMA, start, end)
+    days = [f.date for f in offline.feature_files(SCHEMA, "2023-11-16", "2023-11-16")]
+    assert days == ["2023-11-16"]
 
 
 def test_a_checkpoint_of_another_job_is_refused(

@@ -202,6 +202,13 @@ def test_event_times_in_another_unit_are_refused() -> None:
         point_in_time_values(before_1970, ACT, CAT, feats)
 
 
+def test_an_end_day_that_is_no_day_is_refused(tmp_path: Path) -> None:
+    store = OfflineStore(tmp_path)
+    store.write_features(CAT.schema(ACTIVITY), [row(user("u"), T0, ctr_7d=0.5)])
+    with pytest.raises(InvalidArgument, match="end_date '2023-11-5'"):
+        load_group_tables(events(("u", T0)), ACT, CAT, store, end_date="2023-11-5")
+
+
 def test_training_set_from_the_offline_store_reads_only_what_it_needs(tmp_path: Path) -> None:
     store = OfflineStore(tmp_path)
     sess_rows = [
