@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 
 from core.domain import AttrValue, EntityKey, VersionRef
 from core.errors import FailedPrecondition, InvalidArgument, NotFound
+from core.timestamps import check_times
 from offline.materialize import Checkpoint, Progress
 from offline.rate_limit import RowRateLimiter
 from offline.tenant_clients import TenantClients
@@ -151,11 +152,26 @@ def _column(table: pa.Table, name: str, default: Any) -> list[Any]:
 
 def _source_versions(table: pa.Table) -> np.ndarray:
     """The row's source_version, or its created_at in µs when it has none:
-    never the writer's clock, so replays repeat the same version."""
+    never the writer's clock, so replays repeat the same version. A
+    timestamp in another unit is converted (digits below a µs dropped); an
+    integer is taken as µs and range-checked: created_at in nanoseconds would
+    win over every later live write of the entity (stamped in µs) for good,
+    in milliseconds lose to every one."""
     versions = np.array(_column(table, "source_version", 0), dtype=np.int64)
     if "created_at" in table.column_names:
-        created = table.column("created_at").cast(pa.int64()).to_numpy(zero_copy_only=False)
-        versions = np.where(versions > 0, versions, np.nan_to_num(created, nan=0).astype(np.int64))
+        col = table.column("created_at")
+        if pa.types.is_timestamp(col.type):
+            col = col.cast(pa.timestamp("us", tz=col.type.tz), safe=False)
+        try:
+            micros = col.cast(pa.int64()).fill_null(0).to_numpy(zero_copy_only=False)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise InvalidArgument(
+                f"backfill source column 'created_at' is {col.type}: {exc}; expected a "
+                "timestamp or int64 microseconds"
+            ) from None
+        used = (versions <= 0) & (micros != 0)
+        check_times("created_at", micros[used], lambda i: f"row {np.flatnonzero(used)[i]}")
+        versions = np.where(versions > 0, versions, micros)
     return versions
 
 
@@ -256,7 +272,10 @@ def backfill(
             skipped += state["batches"]
             continue
         table = pq.read_table(f)
-        reasons, vectors, versions = judge_file(job, table)
+        try:
+            reasons, vectors, versions = judge_file(job, table)
+        except InvalidArgument as exc:
+            raise InvalidArgument(f"{f}: {exc.message}") from None
         rejected = np.flatnonzero(reasons != "")
         counts = Counter(reasons[rejected].tolist())
         if len(table) and len(rejected) / len(table) > job.max_reject_share:

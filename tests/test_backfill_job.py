@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from core.domain import VersionRef
-from core.errors import FailedPrecondition
+from core.errors import FailedPrecondition, InvalidArgument
 from offline.backfill import BackfillJob, VectorRow, backfill, reference_from_file
 from offline.rate_limit import RowRateLimiter
 from offline.vector_checks import (
@@ -193,3 +193,35 @@ def test_a_source_file_that_changed_is_refused(tmp_path: Path) -> None:
     write_file(src / "part-0.parquet", ["a"], np.ones((1, DIM)), [1])
     with pytest.raises(FailedPrecondition, match="must not change during a backfill"):
         backfill(job, Recording(), ckpt, tmp_path / "d", progress=None)
+
+
+T_US = 1_700_000_000_000_000  # 2023-11-14T22:13:20Z
+
+
+def _with_created_at(path: Path, created_at: pa.Array) -> None:
+    """`write_file`'s rows without a source_version: created_at gives it."""
+    write_file(path, ["a", "b"], np.ones((2, DIM)), [0, 0])
+    table = pq.read_table(path).drop_columns(["source_version"])
+    pq.write_table(table.append_column("created_at", created_at), path)
+
+
+@pytest.mark.parametrize("unit", ["s", "ms", "us", "ns"])
+def test_created_at_is_a_microsecond_source_version_in_any_unit(tmp_path: Path, unit: str) -> None:
+    """Found in review: created_at was cast to int64 in the file's own unit,
+    so nanoseconds beat every later live write (µs) for good."""
+    per_us = {"s": 1 / 1_000_000, "ms": 1 / 1000, "us": 1, "ns": 1000}[unit]
+    raw = [int(T_US * per_us), int((T_US + 2_000_000) * per_us) + (7 if unit == "ns" else 0)]
+    _with_created_at(tmp_path / "src" / "a.parquet", pa.array(raw, pa.timestamp(unit, "UTC")))
+    sink = Recording()
+    job = BackfillJob(tmp_path / "src", TARGET, DIM, "item")
+    backfill(job, sink, tmp_path / "ck.json", tmp_path / "dead", progress=None)
+    assert [r.source_version for r in sink.rows] == [T_US, T_US + 2_000_000]
+
+
+def test_integer_created_at_in_another_unit_is_refused(tmp_path: Path) -> None:
+    _with_created_at(tmp_path / "src" / "a.parquet", pa.array([T_US * 1000] * 2, pa.int64()))
+    sink = Recording()
+    job = BackfillJob(tmp_path / "src", TARGET, DIM, "item")
+    with pytest.raises(InvalidArgument, match=r"a\.parquet: row 0: created_at .*nanoseconds"):
+        backfill(job, sink, tmp_path / "ck.json", tmp_path / "dead", progress=None)
+    assert not sink.rows
