@@ -130,11 +130,16 @@ def source_files(source: Path) -> list[Path]:
 
 
 def _vectors(col: pa.ChunkedArray, dimension: int) -> tuple[np.ndarray, np.ndarray]:
-    """(n, dimension) float32, rows of another length zero-filled, and lengths."""
+    """(n, dimension) float32, rows of another length (or null) zero-filled,
+    and lengths (0 for a null)."""
     arr = col.combine_chunks()
     if pa.types.is_fixed_size_list(arr.type) and arr.type.list_size == dimension:
-        flat = arr.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
-        return flat.reshape(-1, dimension), np.full(len(arr), dimension)
+        # flatten() skips null slots, so the valid rows are placed by index.
+        valid = arr.is_valid().to_numpy(zero_copy_only=False)
+        flat = arr.filter(valid).flatten().to_numpy(zero_copy_only=False).astype(np.float32)
+        out = np.zeros((len(arr), dimension), dtype=np.float32)
+        out[valid] = flat.reshape(-1, dimension)
+        return out, np.where(valid, dimension, 0)
     lengths = pc.list_value_length(arr).to_numpy(zero_copy_only=False)
     out = np.zeros((len(arr), dimension), dtype=np.float32)
     values = arr.to_pylist()
@@ -175,6 +180,16 @@ def _source_versions(table: pa.Table) -> np.ndarray:
     return versions
 
 
+def _missing_keys(table: pa.Table) -> np.ndarray:
+    """True for rows with a null or empty key part: no subject to write."""
+    missing = np.zeros(table.num_rows, dtype=bool)
+    for name in ("tenant_id", "entity_type", "entity_id"):
+        col = table.column(name)
+        empty = pc.fill_null(pc.equal(pc.cast(col, pa.string()), ""), True)
+        missing |= empty.to_numpy(zero_copy_only=False)
+    return missing
+
+
 def judge_file(job: BackfillJob, table: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(reasons per row, vectors, source versions) for one whole file."""
     missing = [c for c in REQUIRED if c not in table.column_names]
@@ -185,6 +200,8 @@ def judge_file(job: BackfillJob, table: pa.Table) -> tuple[np.ndarray, np.ndarra
     reasons = check_rows(
         settings, _column(table, "entity_type", ""), lengths, vectors, job.reference
     )
+    reasons[~table.column("vector").is_valid().to_numpy(zero_copy_only=False)] = "missing_vector"
+    reasons[_missing_keys(table)] = "missing_key"
     versions = _source_versions(table)
     reasons[(reasons == "") & (versions <= 0)] = "no_source_version"
     keys = list(

@@ -8,7 +8,10 @@ Reasons, in the order they are checked (a row gets the first that applies):
 median norm), `norm_outlier` (log-norm more than `max_deviations` robust
 standard deviations from the reference), `duplicate_key` (the same key again
 in the file: the row with the highest source_version is kept, the last one
-on a tie, as the shards would keep it).
+on a tie, as the shards would keep it). The backfill itself marks a row
+`missing_key` (a null or empty tenant_id, entity_type or entity_id) or
+`missing_vector` (a null vector) before any of these, and
+`no_source_version` after them.
 
 The reference is the norm distribution of the family's history (an earlier
 version's offline embeddings) or, without one, of the dataset's own first
@@ -24,6 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 
 REASONS = (
+    "missing_key",  # a null or empty tenant_id, entity_type or entity_id
+    "missing_vector",  # a null vector
     "entity_type",
     "dimension",
     "non_finite",

@@ -225,3 +225,30 @@ def test_integer_created_at_in_another_unit_is_refused(tmp_path: Path) -> None:
     with pytest.raises(InvalidArgument, match=r"a\.parquet: row 0: created_at .*nanoseconds"):
         backfill(job, sink, tmp_path / "ck.json", tmp_path / "dead", progress=None)
     assert not sink.rows
+
+
+def test_rows_without_a_key_or_a_vector_are_dead_lettered(tmp_path: Path) -> None:
+    """Found in review: a null vector crashed the job (flatten() skips null
+    slots, so the matrix lost a row), and a null or empty entity_id was sent."""
+    src = tmp_path / "src" / "a.parquet"
+    write_file(src, [f"i{n}" for n in range(8)], np.ones((8, DIM)), range(1, 9))
+    table = pq.read_table(src)
+    vectors = table.column("vector").to_pylist()
+    vectors[1] = None
+    table = table.set_column(3, "vector", pa.array(vectors, table.schema.field("vector").type))
+    ids = table.column("entity_id").to_pylist()
+    ids[2], ids[3] = None, ""
+    table = table.set_column(2, "entity_id", pa.array(ids, pa.string()))
+    tenants = table.column("tenant_id").to_pylist()
+    tenants[4] = None
+    pq.write_table(table.set_column(0, "tenant_id", pa.array(tenants, pa.string())), src)
+    sink, dead = Recording(), tmp_path / "dead"
+    job = BackfillJob(src.parent, TARGET, DIM, "item", max_reject_share=0.9)
+
+    report = backfill(job, sink, tmp_path / "ck.json", dead, progress=None)
+
+    assert [r.key.entity_id for r in sink.rows] == ["i0", "i5", "i6", "i7"]
+    assert all(np.array_equal(r.vector, np.ones(DIM)) for r in sink.rows)
+    assert report.rejected == {"missing_vector": 1, "missing_key": 3}
+    letters = pq.read_table(next(dead.rglob("*.parquet"))).column("reason").to_pylist()
+    assert letters == ["missing_vector", "missing_key", "missing_key", "missing_key"]
