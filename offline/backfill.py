@@ -4,8 +4,9 @@ into a new embedding version, as a resumable, idempotent, rate-limited job
 
 Each file is read, validated as a whole (`offline.vector_checks`: reasons
 per row, duplicates by key within the file), its rejected rows written to a
-dead-letter Parquet file (one per source file, named after it, so a replay
-rewrites the same file), and its accepted rows written in fixed-size batches
+dead-letter Parquet file (one per source file, at its path below the
+source mirrored under the dead-letter directory, so a replay rewrites the
+same file), and its accepted rows written in fixed-size batches
 through a `VectorSink`; the checkpoint records each batch after it was
 acknowledged. A resumed job skips what the checkpoint says is done.
 
@@ -250,8 +251,11 @@ def _rows(
 
 
 def dead_letter_path(dead_letters: Path, source: Path, file: Path) -> Path:
-    rel = file.relative_to(source).as_posix() if source.is_dir() else file.name
-    return dead_letters / (rel.replace("/", "__").removesuffix(".parquet") + ".rejected.parquet")
+    """The source file's path below `source`, mirrored under `dead_letters`
+    (flattened names collided: `a/b.parquet` and `a__b.parquet` overwrote
+    each other's rejected rows)."""
+    rel = file.relative_to(source) if source.is_dir() else Path(file.name)
+    return dead_letters / rel.parent / (rel.name.removesuffix(".parquet") + ".rejected.parquet")
 
 
 def backfill(

@@ -252,3 +252,19 @@ def test_rows_without_a_key_or_a_vector_are_dead_lettered(tmp_path: Path) -> Non
     assert report.rejected == {"missing_vector": 1, "missing_key": 3}
     letters = pq.read_table(next(dead.rglob("*.parquet"))).column("reason").to_pylist()
     assert letters == ["missing_vector", "missing_key", "missing_key", "missing_key"]
+
+
+def test_dead_letters_mirror_the_source_tree(tmp_path: Path) -> None:
+    """Found in review: dead-letter names flattened directories with "__",
+    so `a/b.parquet`'s rejected rows were overwritten by `a__b.parquet`'s."""
+    src, dead = tmp_path / "src", tmp_path / "dead"
+    vecs = np.ones((4, DIM))
+    vecs[0] = 0.0  # zero_norm
+    write_file(src / "a" / "b.parquet", ["x0", "x1", "x2", "x3"], vecs, [1, 2, 3, 4])
+    write_file(src / "a__b.parquet", ["y0", "y1", "y2", "y3"], vecs, [1, 2, 3, 4])
+    job = BackfillJob(src, TARGET, DIM, "item")
+    assert backfill(job, Recording(), tmp_path / "ck.json", dead, progress=None).rejected == {
+        "zero_norm": 2
+    }
+    assert pq.read_table(dead / "a" / "b.rejected.parquet")["entity_id"].to_pylist() == ["x0"]
+    assert pq.read_table(dead / "a__b.rejected.parquet")["entity_id"].to_pylist() == ["y0"]
