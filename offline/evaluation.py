@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from client.evaluation_client import EvaluationClient
@@ -73,17 +74,29 @@ def production_index(reg: RegistryClient, index: IndexVersion) -> IndexVersion |
 
 
 def source_sample(source: Path, n: int, seed: int) -> list[dict[str, Any]]:
-    """Up to `n` source rows (keys and attributes), the same ones for a seed."""
+    """Up to `n` source rows (keys and attributes), the same ones for a seed,
+    in dataset order. Row numbers are drawn from the files' metadata and only
+    the row groups holding them are read: the source is the backfill's whole
+    dataset, and turning all of it into Python objects to keep `n` cost
+    memory and time in its size."""
+    files = [pq.ParquetFile(f) for f in source_files(source)]
+    total = sum(pf.metadata.num_rows for pf in files)
+    wanted = np.array(sorted(random.Random(seed).sample(range(total), min(n, total))), np.int64)
     rows: list[dict[str, Any]] = []
-    for f in source_files(source):
+    start = 0  # the first row of the current row group in the whole dataset
+    for pf in files:
         cols = [
             c
             for c in ("tenant_id", "entity_type", "entity_id", "attributes")
-            if c in pq.read_schema(f).names
+            if c in pf.schema_arrow.names
         ]
-        rows.extend(pq.read_table(f, columns=cols).to_pylist())
-    if len(rows) > n:
-        rows = random.Random(seed).sample(rows, n)
+        for g in range(pf.metadata.num_row_groups):
+            end = start + pf.metadata.row_group(g).num_rows
+            lo, hi = np.searchsorted(wanted, [start, end])
+            if hi > lo:
+                group = pf.read_row_group(g, columns=cols)
+                rows.extend(group.take(pa.array(wanted[lo:hi] - start)).to_pylist())
+            start = end
     return rows
 
 
