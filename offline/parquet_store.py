@@ -474,7 +474,8 @@ def check_day(what: str, day: str) -> str:
 
 
 def check_day_range(start: str | None, end: str | None) -> None:
-    """Both days (either may be None: unbounded) valid, and in order."""
+    """Both days (either may be None: unbounded) valid, and in order: for a
+    range a person gave, where start after end is a mistake."""
     if start is not None:
         check_day("start_date", start)
     if end is not None:
@@ -484,11 +485,12 @@ def check_day_range(start: str | None, end: str | None) -> None:
 
 
 def _date_filter(start: str | None, end: str | None) -> ds.Expression | None:
-    check_day_range(start, end)
+    """Days [start, end] (an empty range when start is after end: a join
+    whose events are older than its end_date's TTL window reads nothing)."""
     expr = None
     if start is not None:
-        expr = ds.field("date") >= start
+        expr = ds.field("date") >= check_day("start_date", start)
     if end is not None:
-        cond = ds.field("date") <= end
+        cond = ds.field("date") <= check_day("end_date", end)
         expr = cond if expr is None else expr & cond
     return expr

@@ -206,8 +206,11 @@ def test_day_ranges_are_days(
     2023-11-5 selected 2023-11-14 and every later day."""
     with pytest.raises(InvalidArgument, match=message):
         MaterializeJob(SCHEMA, start_date=start, end_date=end)
-    with pytest.raises(InvalidArgument, match=message):
-        offline.feature_files(SCHEMA, start, end)
+    if "after" in message:  # an empty range to the store (a join's TTL window may be one)
+        assert offline.feature_files(SCHEMA, start, end) == []
+    else:
+        with pytest.raises(InvalidArgument, match=message):
+            offline.feature_files(SCHEMA, start, end)
     days = [f.date for f in offline.feature_files(SCHEMA, "2023-11-16", "2023-11-16")]
     assert days == ["2023-11-16"]
 
