@@ -72,12 +72,18 @@ def bearer_token(metadata: Iterable[tuple[str, str | bytes]] | None) -> str:
 
 
 class _Jwks:
-    """The issuer keys, re-read when the file changes (key rotation)."""
+    """The issuer keys, re-read when the file changes (key rotation): on an
+    unknown kid, and at most `recheck` seconds after the last look otherwise
+    — re-read only for unknown kids, a key removed after a leak kept
+    verifying new tokens until a restart (found in review)."""
 
-    def __init__(self, path: Path | None) -> None:
+    def __init__(self, path: Path | None, recheck: float = 5.0) -> None:
         self.path = path
+        self.recheck = recheck
         self.keys: dict[str, Any] = {}
+        self.generation = 0  # how many times the key set changed
         self._mtime = -1.0
+        self._checked = 0.0
         self._lock = threading.Lock()
         self.reload()
 
@@ -85,6 +91,7 @@ class _Jwks:
         if self.path is None:
             return
         with self._lock:
+            self._checked = time.monotonic()
             mtime = self.path.stat().st_mtime
             if mtime == self._mtime:
                 return
@@ -92,7 +99,13 @@ class _Jwks:
             keys = {}
             for jwk in doc.get("keys", []):
                 keys[str(jwk["kid"])] = jwt.PyJWK(jwk).key
+            if keys != self.keys:
+                self.generation += 1
             self.keys, self._mtime = keys, mtime
+
+    def reload_if_due(self) -> None:
+        if time.monotonic() - self._checked >= self.recheck:
+            self.reload()
 
     def get(self, kid: str) -> Any:
         if kid not in self.keys:
@@ -110,10 +123,11 @@ class TokenVerifier:
         leeway: float = 30.0,
         cache_size: int = 10_000,
         clock: Callable[[], float] = time.time,
+        jwks_recheck: float = 5.0,
     ) -> None:
         if jwks_file is None and client_ca_pem is None:
             raise ValueError("no way to verify tokens: set [auth] jwks_file and/or client_ca_file")
-        self.jwks = _Jwks(jwks_file)
+        self.jwks = _Jwks(jwks_file, jwks_recheck)
         self.client_cas = x509.load_pem_x509_certificates(client_ca_pem) if client_ca_pem else []
         self.issuer = issuer
         self.leeway = leeway
@@ -124,7 +138,12 @@ class TokenVerifier:
 
     def verify(self, token: str) -> Identity:
         now = self.clock()
+        generation = self.jwks.generation
+        self.jwks.reload_if_due()
         with self._lock:
+            if self.jwks.generation != generation:
+                # Keys changed: a cached token of a removed key must not pass.
+                self._cache.clear()
             hit = self._cache.get(token)
             if hit is not None:
                 self._cache.move_to_end(token)
@@ -159,9 +178,13 @@ class TokenVerifier:
             via, cert_names = "jwks", False
         claims = self._decode(token, key, now)
         principal = str(claims["sub"])
+        expires = float(claims["exp"])
         if cert_names:
             self._check_names(key, principal)
-        return Identity(principal, float(claims["exp"]), via)
+            # Cached, a token must not outlive the certificate that signed it.
+            assert isinstance(key, _CertKey)
+            expires = min(expires, key.cert.not_valid_after_utc.timestamp())
+        return Identity(principal, expires, via)
 
     def _decode(self, token: str, key: Any, now: float) -> Mapping[str, Any]:
         try:

@@ -135,6 +135,44 @@ def test_a_rotated_jwks_is_picked_up_without_a_restart(pki: LocalPki, tmp_path: 
     assert v.verify(token).principal == "svc"
 
 
+def test_a_key_removed_from_the_jwks_stops_verifying_cached_tokens_too(tmp_path: Path) -> None:
+    """The JWKS was re-read only for an unknown kid: a key removed after a
+    leak kept verifying new tokens, and cached ones, until a restart (found
+    in review). It is now looked at every `jwks_recheck` seconds (5 by
+    default; 0 here), and a change empties the token cache."""
+    import os
+
+    old_key, old_jwk = new_signing_key()
+    new_key, new_jwk = new_signing_key()
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps({"keys": [old_jwk, new_jwk]}))
+    v = TokenVerifier(jwks, jwks_recheck=0)
+    cached = mint_token(old_key, old_jwk["kid"], "svc", 600)
+    assert v.verify(cached).principal == "svc"
+    jwks.write_text(json.dumps({"keys": [new_jwk]}))
+    os.utime(jwks, (time.time() + 5, time.time() + 5))
+    for token in (mint_token(old_key, old_jwk["kid"], "admin", 600), cached):
+        with pytest.raises(Unauthenticated, match="unknown key"):
+            v.verify(token)
+    assert v.verify(mint_token(new_key, new_jwk["kid"], "svc", 600)).principal == "svc"
+
+
+def test_a_cached_certificate_signed_token_does_not_outlive_its_certificate(
+    pki: LocalPki,
+) -> None:
+    from cryptography import x509
+
+    cert_pem, key_pem = pki.issue_principal_cert("svc-b", days=1)
+    not_after = x509.load_pem_x509_certificate(cert_pem).not_valid_after_utc.timestamp()
+    now = [time.time()]
+    v = TokenVerifier(pki.jwks_file, pki.ca_file.read_bytes(), clock=lambda: now[0], leeway=0)
+    token = mint_x5c_token(cert_pem, key_pem, "svc-b", 2 * 86_400)  # past the certificate
+    assert v.verify(token).via == "x5c"
+    now[0] = not_after + 1
+    with pytest.raises(Unauthenticated, match="expired"):
+        v.verify(token)
+
+
 def test_bearer_metadata() -> None:
     assert bearer_token([("authorization", "Bearer abc")]) == "abc"
     with pytest.raises(Unauthenticated, match="no credentials"):
