@@ -21,7 +21,7 @@ from typing import Any, Literal
 from core.errors import PermissionDenied
 from core.vouch import ERASURE_PURPOSE, Vouch
 from protos.vecshard.v1 import common_pb2 as cpb
-from registry.access_policy import Principal, Role, bind_purpose, bind_tenant
+from registry.access_policy import ANY, Principal, Role, bind_purpose, bind_tenant
 
 Binder = Callable[[Principal, Any], list[Vouch]]
 Audit = Literal["read", "write", "admin"]
@@ -48,10 +48,28 @@ def _batch(principal: Principal, request: Any) -> list[Vouch]:
     return [bind_access(principal, r.access) for r in request.requests]
 
 
+def _cluster_wide(principal: Principal, request: Any) -> list[Vouch]:
+    """Registry changes and reading grants are cluster-wide: they need an
+    admin of every tenant. An admin of one tenant (erasures of its subjects)
+    could otherwise apply a Principal granting itself every tenant (found in
+    review), or switch the routes other tenants are served by."""
+    if ANY not in principal.tenants:
+        raise PermissionDenied(
+            f"principal {principal.name!r} is an admin of tenant(s) {list(principal.tenants)} "
+            "only; registry changes and grants are cluster-wide and need tenants: ['*']"
+        )
+    return []
+
+
 def _who(principal: Principal, request: Any) -> list[Vouch]:
     """Registry changes record the authenticated principal as `who`."""
+    _cluster_wide(principal, request)
     request.who = principal.name
     return []
+
+
+def _grants_read(principal: Principal, request: Any) -> list[Vouch]:
+    return _cluster_wide(principal, request) if request.kind == "Principal" else []
 
 
 def _none(principal: Principal, request: Any) -> list[Vouch]:
@@ -96,17 +114,17 @@ RULES: dict[str, RpcRule] = {
     _R + "UpsertColumns": RpcRule(Role.WRITER, "write", _access),
     _R + "Delete": RpcRule(Role.WRITER, "write", _access),
     _R + "PutFeatures": RpcRule(Role.WRITER, "write", _access),
-    _G + "Get": RpcRule(Role.READER, role_of=_kind_role),
-    _G + "List": RpcRule(Role.READER, role_of=_kind_role),
+    _G + "Get": RpcRule(Role.READER, bind=_grants_read, role_of=_kind_role),
+    _G + "List": RpcRule(Role.READER, bind=_grants_read, role_of=_kind_role),
     _G + "History": RpcRule(Role.READER),
     _G + "CheckCompat": RpcRule(Role.READER),
     _G + "Status": RpcRule(Role.READER),
     _G + "Apply": RpcRule(Role.ADMIN, "admin", _who),
-    _G + "Promote": RpcRule(Role.ADMIN, "admin"),
+    _G + "Promote": RpcRule(Role.ADMIN, "admin", _cluster_wide),
     _G + "SwitchRoute": RpcRule(Role.ADMIN, "admin", _who),
     _G + "Rollback": RpcRule(Role.ADMIN, "admin", _who),
-    _G + "SetShardState": RpcRule(Role.ADMIN, "admin"),
-    _G + "TrainPlacement": RpcRule(Role.ADMIN, "admin"),
+    _G + "SetShardState": RpcRule(Role.ADMIN, "admin", _cluster_wide),
+    _G + "TrainPlacement": RpcRule(Role.ADMIN, "admin", _cluster_wide),
     _G + "Retire": RpcRule(Role.ADMIN, "admin", _who),
     # Evaluation reads an index version without a route, across shards: an
     # operator's job (vecshard embeddings evaluate), so admin only.

@@ -153,6 +153,30 @@ def test_reading_grants_needs_admin() -> None:
     assert rule.needed(registry_pb2.ListRequest(kind="Route")) is Role.READER
 
 
+def test_registry_changes_and_grants_need_an_admin_of_every_tenant() -> None:
+    """An admin of one tenant (erasures of its subjects) could Apply a
+    Principal granting itself every tenant, or switch the routes every
+    tenant is served by (found in review)."""
+    from google.protobuf import symbol_database
+
+    one = Principal("acme-admin", Role.ADMIN, ("acme",), ("*",))
+    every = Principal("ops", Role.ADMIN, ("*",), ("*",))
+    service = registry_pb2.DESCRIPTOR.services_by_name["RegistryService"]
+    db = symbol_database.Default()
+    for method in service.methods:
+        rule = RULES[f"/{service.full_name}/{method.name}"]
+        request = db.GetSymbol(method.input_type.full_name)()
+        if hasattr(request, "kind"):
+            request.kind = "Principal"
+        if rule.needed(request) is not Role.ADMIN:
+            continue
+        with pytest.raises(PermissionDenied, match="cluster-wide"):
+            rule.bind(one, request)
+        rule.bind(every, request)
+    route = registry_pb2.ListRequest(kind="Route")
+    assert RULES["/vecshard.v1.RegistryService/List"].bind(one, route) == []
+
+
 vouches = st.builds(Vouch, names, names, names)
 
 
