@@ -128,9 +128,12 @@ class GrowingSegment:
         self._cap = cap
 
     def extend_schema(self, added: Mapping[str, AttrType]) -> None:
-        """New filterable attributes (the caller holds the write lock)."""
-        self.schema.update(added)
-        self._columns.add_columns(added, self._cap)
+        """New filterable attributes (the caller holds the write lock; the
+        segment's own lock too, which searches and summaries read the columns
+        under — adding to them unlocked could fail one mid-iteration)."""
+        with self._lock:
+            self.schema.update(added)
+            self._columns.add_columns(added, self._cap)
 
     def upsert(
         self,
