@@ -14,6 +14,7 @@ query's tenant, under the configured purpose.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -114,6 +115,11 @@ class CanaryRunner:
         quality_metrics.CANARY_RECALL.labels(route).set(recall)
         if plan.baseline is not None:
             quality_metrics.CANARY_BASELINE.labels(route).set(plan.baseline)
+        else:
+            # The previous index version's baseline must not stand for this
+            # one's (the alert compares them).
+            with contextlib.suppress(KeyError):  # none was set
+                quality_metrics.CANARY_BASELINE.remove(route)
         return recall
 
     async def run_once(self) -> dict[str, float]:

@@ -53,3 +53,47 @@ def test_the_canary_runner_measures_the_primary_bundle(monkeypatch: pytest.Monke
     runner = runner_module.CanaryRunner(view, executor=None, interval=60)  # type: ignore[arg-type]
     asyncio.run(runner.run_once())
     assert measured and set(measured) == {"b1"}
+
+
+def test_a_route_switched_to_a_version_without_a_baseline_drops_the_old_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The baseline gauge kept the previous index version's value after a
+    switch to one with none, and the alert compared the new recall with it."""
+    import dataclasses
+
+    from prometheus_client import REGISTRY
+
+    from registry.quality import IndexEvaluation
+
+    reg = Registry(InMemoryStore(), "/t/")
+    reg.put_family(EmbeddingFamily("items", "item", 4, Metric.L2))
+    reg.put_embedding_version(EmbeddingVersion("items", "v1"))
+    reg.create_index(IndexVersion("ix", "v1", V1, num_buckets=2), ["s0"])
+    reg.put_bundle(Bundle("b1", V1, V1, VersionRef("ix", "v1")))
+    vec = encode_vector(np.ones(4, np.float32))
+    put_canary_set(reg, CanaryQuerySet("c1", "v1", V1, (CanaryQuery("t", vec, ("a",)),)))
+    reg.put_route(Route("rb", "b1"))
+    snap = reg.snapshot()
+    evaluated = IndexEvaluation(
+        VersionRef("ix", "v1"),
+        "2026-01-01T00:00:00+00:00",
+        10,
+        canary_set="c1@v1",
+        canary_recall=0.9,
+    )
+    with_baseline = dataclasses.replace(snap, evaluations={evaluated.index: evaluated})
+
+    async def searched(*args: Any) -> Any:
+        return types.SimpleNamespace(hits=[])
+
+    monkeypatch.setattr(runner_module, "run_search", searched)
+    labels = {"route": "rb"}
+    for view, want in ((with_baseline, 0.9), (snap, None)):
+        runner = runner_module.CanaryRunner(
+            types.SimpleNamespace(snapshot=view),  # type: ignore[arg-type]  # a snapshot is all it reads
+            executor=None,  # type: ignore[arg-type]  # run_search is stood in
+            interval=60,
+        )
+        asyncio.run(runner.run_once())
+        assert REGISTRY.get_sample_value("vecshard_canary_recall_baseline", labels) == want
