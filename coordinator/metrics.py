@@ -48,6 +48,11 @@ SHADOW_LATENCY_DELTA = Histogram(
     buckets=(-0.05, -0.01, -0.005, -0.001, 0.0, 0.001, 0.005, 0.01, 0.05, 0.1),
 )
 SHADOW_ERRORS = Counter("vecshard_shadow_errors_total", "Shadow searches that failed", ["route"])
+SHADOW_SKIPPED = Counter(
+    "vecshard_shadow_skipped_total",
+    "Shadow searches not run: the coordinator's shadow slots were full (load)",
+    ["route"],
+)
 REPLICA_COOLDOWNS = Counter(
     "vecshard_replica_cooldowns_total",
     "Times a shard was avoided for a cool-down while it has peer replicas: it failed a call "

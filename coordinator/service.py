@@ -34,7 +34,7 @@ from coordinator.quorum import ReplicaRepair
 from coordinator.replicas import ReplicaTracker
 from coordinator.search import BoundsProvider, SearchExecutor, no_bounds, no_stats
 from coordinator.search_request import run_search, run_searches
-from coordinator.shadow import compare_shadow
+from coordinator.shadow import ShadowSlots
 from coordinator.shard import ShardFactory
 from coordinator.snapshots import RegistryView, SnapshotSource
 from coordinator.summaries import SummaryCache
@@ -84,6 +84,7 @@ class RetrievalEngine:
         )
         self.lookups = Lookups(self.registry, shards, self.limits, fanout, self.tracker)
         self.plans = RoutePlans()
+        self.shadows = ShadowSlots()
 
     def _registered_at(self, shard_id: str) -> str | None:
         """Where a shard is registered now: a repaired write goes there (a
@@ -143,7 +144,9 @@ class RetrievalEngine:
                     self.registry, self.executor, q, shadow, timeout, time.perf_counter()
                 )
 
-            self.background.spawn(compare_shadow(q.route, result, search_shadow))
+            compare = self.shadows.run(q.route, result, search_shadow)
+            if compare is not None:
+                self.background.spawn(compare)
 
     async def search_many(
         self, queries: Sequence[SearchQuery], timeout: float
