@@ -167,7 +167,8 @@ class LocalCluster:
         return {
             **self._tls_env(ComponentRole.COORDINATOR),
             "VECSHARD__AUTH__JWKS_FILE": str(self.certs.jwks_file),
-            "VECSHARD__AUTH__CLIENT_CA_FILE": str(self.certs.ca_file),
+            # Not the cluster CA: etcd and shards trust that one (LocalPki).
+            "VECSHARD__AUTH__CLIENT_CA_FILE": str(self.certs.principals_ca_file),
             "VECSHARD__AUDIT__DIR": str(self.audit_dir),
             "VECSHARD__AUDIT__KEY_FILE": str(self.certs.audit_key_file),
         }

@@ -7,6 +7,13 @@ the role, an Ed25519 key that signs bearer tokens and its public JWKS, and the
 audit key. Everything lives under one directory, private keys 0600; an
 existing, still-valid set is reused, so restarts keep their identities.
 
+Principals' certificates (callers' x5c tokens) come from a second CA, the
+principals CA, that only coordinators trust (`auth.client_ca_file`): etcd
+trusts every client certificate of the cluster CA and has no RBAC, so a
+principal certificate from the cluster CA could write the registry and grant
+itself admin. A directory made before the principals CA existed gets one on
+first use.
+
 Elliptic-curve keys (P-256; Ed25519 for tokens): generating the whole set takes
 milliseconds, so every test session and local cluster can afford its own.
 """
@@ -174,6 +181,16 @@ def _expiring(cert_path: Path) -> bool:
     return cert.not_valid_after_utc - _now() < RENEW_BEFORE
 
 
+def _ensure_ca(cert_file: Path, key_file: Path, name: str) -> tuple[CertificateAuthority, bool]:
+    """(the CA, whether it is new): made when missing or about to expire."""
+    if _expiring(cert_file) or not key_file.exists():
+        ca = CertificateAuthority.create(name)
+        _write_private(key_file, _pem_key(ca.key))
+        cert_file.write_bytes(ca.cert_pem)
+        return ca, True
+    return CertificateAuthority.load(cert_file.read_bytes(), key_file.read_bytes()), False
+
+
 @dataclass(frozen=True)
 class LocalPki:
     """The files of a local cluster's PKI under `root`."""
@@ -198,6 +215,13 @@ class LocalPki:
         return TlsFiles(self.ca_file, self.cert_file("etcd"), self.key_file("etcd"))
 
     @property
+    def principals_ca_file(self) -> Path:
+        """The client CA of callers' x5c tokens, and nothing else: what
+        coordinators' `auth.client_ca_file` names. Never a component's trust
+        anchor (etcd would let its certificates write the registry)."""
+        return self.root / "principals-ca.pem"
+
+    @property
     def jwks_file(self) -> Path:
         return self.root / "jwks.json"
 
@@ -220,14 +244,8 @@ class LocalPki:
         pki = cls(root)
         root.mkdir(parents=True, exist_ok=True)
         os.chmod(root, 0o700)
-        if _expiring(pki.ca_file) or not pki.key_file("ca").exists():
-            ca = CertificateAuthority.create()
-            _write_private(pki.key_file("ca"), _pem_key(ca.key))
-            pki.ca_file.write_bytes(ca.cert_pem)
-            fresh_ca = True
-        else:
-            ca = pki.ca()
-            fresh_ca = False
+        ca, fresh_ca = _ensure_ca(pki.ca_file, pki.key_file("ca"), "vecshard local CA")
+        pki.principals_ca()
         leaves = {
             ComponentRole.COORDINATOR.value: [component_uri(ComponentRole.COORDINATOR)],
             ComponentRole.SHARD.value: [component_uri(ComponentRole.SHARD)],
@@ -246,9 +264,19 @@ class LocalPki:
             _write_private(pki.audit_key_file, secrets.token_hex(32).encode())
         return pki
 
+    def principals_ca(self) -> CertificateAuthority:
+        """The principals CA, made on first use: a directory from a release
+        that issued principal certificates from the cluster CA has none."""
+        ca, _ = _ensure_ca(
+            self.principals_ca_file, self.key_file("principals-ca"), "vecshard principals CA"
+        )
+        return ca
+
     def issue_principal_cert(self, name: str, days: int = LEAF_DAYS) -> tuple[bytes, bytes]:
-        """A client certificate naming a principal (for self-signed x5c tokens)."""
-        return self.ca().issue(
+        """A client certificate naming a principal (for self-signed x5c tokens),
+        from the principals CA: no component trusts it, so it opens no TLS
+        connection to etcd or a shard."""
+        return self.principals_ca().issue(
             name, uris=[principal_uri(name)], server=False, client=True, days=days
         )
 

@@ -17,6 +17,7 @@ from cli.tokens import mint_token, mint_x5c_token
 from client.credentials import Credentials, resolve
 from coordinator.authn import TokenVerifier, bearer_token
 from core.errors import InvalidArgument, Unauthenticated
+from core.identity import ComponentRole, principal_uri
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +27,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> LocalPki:
 
 @pytest.fixture
 def verifier(pki: LocalPki) -> TokenVerifier:
-    return TokenVerifier(pki.jwks_file, pki.ca_file.read_bytes())
+    return TokenVerifier(pki.jwks_file, pki.principals_ca_file.read_bytes())
 
 
 def signed(pki: LocalPki, **claims: object) -> str:
@@ -116,6 +117,22 @@ def test_certificate_signed_tokens_must_chain_to_the_ca_and_name_the_principal(
     without_ca = TokenVerifier(pki.jwks_file)
     with pytest.raises(Unauthenticated, match="not accepted"):
         without_ca.verify(mint_x5c_token(cert, key, "svc-b", 60))
+
+
+def test_cluster_ca_certificates_are_not_caller_credentials(
+    pki: LocalPki, verifier: TokenVerifier
+) -> None:
+    """Components' trust anchor is not the client CA: a cluster-CA certificate
+    (a component's, or one naming a principal, as releases before the
+    principals CA issued them) signs no token a coordinator accepts."""
+    cluster = pki.ca()
+    cert, key = cluster.issue("svc-b", uris=[principal_uri("svc-b")], server=False)
+    with pytest.raises(Unauthenticated, match="trusted CA"):
+        verifier.verify(mint_x5c_token(cert, key, "svc-b", 60))
+    component = pki.component(ComponentRole.COORDINATOR)
+    ccert, ckey = component.cert_file.read_bytes(), component.key_file.read_bytes()
+    with pytest.raises(Unauthenticated, match="trusted CA"):
+        verifier.verify(mint_x5c_token(ccert, ckey, "coordinator", 60))
 
 
 def test_a_rotated_jwks_is_picked_up_without_a_restart(pki: LocalPki, tmp_path: Path) -> None:

@@ -122,12 +122,17 @@ def test_calls_without_valid_credentials_are_unauthenticated_and_audited(
         "svc-a", uris=["spiffe://vecshard/principal/svc-a"], server=False
     )
     own_cert, own_key = cluster.certs.issue_principal_cert("svc-a")
+    # The cluster CA is the components' trust anchor, not callers'.
+    cluster_cert, cluster_key = cluster.certs.ca().issue(
+        "svc-a", uris=["spiffe://vecshard/principal/svc-a"], server=False
+    )
     bad = {
         "no token": None,
         "expired": cluster.certs.mint("svc-a", -300),
         "foreign key": mint_token(new_signing_key()[0], cluster.certs.signing_kid(), ADMIN, 600),
         "other CA": mint_x5c_token(evil_cert, evil_key, "svc-a", 600),
         "cert of another principal": mint_x5c_token(own_cert, own_key, "admin", 600),
+        "cluster CA": mint_x5c_token(cluster_cert, cluster_key, "svc-a", 600),
         "garbage": "not.a.jwt",
     }
     for why, token in bad.items():
@@ -424,10 +429,14 @@ def test_a_shard_answers_only_vouched_calls_from_cluster_peers(cluster: LocalClu
     cert, key = evil.issue("coordinator", uris=["spiffe://vecshard/coordinator"])
     forged = grpc.ssl_channel_credentials(ca, key, cert)
     assert refused(forged, "acme", ok) is grpc.StatusCode.UNAVAILABLE
-    # The cluster CA's certificate of a principal (not a component): refused.
+    # A principal's certificate is from the principals CA: the handshake fails.
     pcert, pkey = cluster.certs.issue_principal_cert("svc-a")
     principal = grpc.ssl_channel_credentials(ca, pkey, pcert)
-    assert refused(principal, "acme", ok) is grpc.StatusCode.PERMISSION_DENIED
+    assert refused(principal, "acme", ok) is grpc.StatusCode.UNAVAILABLE
+    # A cluster CA certificate that names no component role: refused.
+    ccert, ckey = cluster.certs.ca().issue("svc-a", uris=["spiffe://vecshard/principal/svc-a"])
+    not_a_component = grpc.ssl_channel_credentials(ca, ckey, ccert)
+    assert refused(not_a_component, "acme", ok) is grpc.StatusCode.PERMISSION_DENIED
     # A shard may not search another shard (replication only).
     shard_peer = cluster.peer_credentials(ComponentRole.SHARD)
     assert refused(shard_peer, "acme", ok) is grpc.StatusCode.PERMISSION_DENIED
