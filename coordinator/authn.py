@@ -16,7 +16,10 @@ Two ways to sign a token, one verifier:
 - by the principal itself, with the key of a certificate from the client CA
   (`[auth] client_ca_file`) carried in the `x5c` header; the certificate must
   name the principal (`spiffe://vecshard/principal/<sub>`). A certificate
-  from another CA is refused like a bad signature.
+  from another CA is refused like a bad signature. The client CA must not be
+  the cluster CA (`refuse_cluster_ca`): etcd trusts every client certificate
+  of the cluster CA, so principals' certificates from it could write the
+  registry.
 
 Verified tokens are cached until they expire, so a busy caller pays for the
 signature check once, not per request; expiry is still checked per request.
@@ -37,6 +40,7 @@ from typing import Any
 
 import jwt
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509 import verification
 
 from core.errors import Unauthenticated
@@ -111,6 +115,27 @@ class _Jwks:
         if kid not in self.keys:
             self.reload()
         return self.keys.get(kid)
+
+
+def refuse_cluster_ca(client_ca_pem: bytes, cluster_ca_pem: bytes) -> None:
+    """Raises ValueError when the client CA bundle shares a CA key with the
+    cluster CA bundle. Principals' certificates must come from a CA of their
+    own: etcd accepts any client certificate of the cluster CA and has no
+    RBAC, so a caller's own certificate from it could write itself an admin
+    grant. Compared by public key, so a re-issued CA certificate counts too."""
+
+    def keys(pem: bytes) -> set[bytes]:
+        return {
+            c.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+            for c in x509.load_pem_x509_certificates(pem)
+        }
+
+    if keys(client_ca_pem) & keys(cluster_ca_pem):
+        raise ValueError(
+            "auth.client_ca_file holds the cluster CA (tls.ca_file): principals' certificates "
+            "must come from a CA of their own, which etcd and shards do not trust "
+            "(`vecshard auth pki` makes principals-ca.pem; SECURITY.md §2)"
+        )
 
 
 class TokenVerifier:

@@ -17,7 +17,7 @@ from coordinator import metrics
 from coordinator.audit import AuditTrail
 from coordinator.audit_records import Hasher
 from coordinator.auth_interceptor import AuthInterceptor
-from coordinator.authn import TokenVerifier
+from coordinator.authn import TokenVerifier, refuse_cluster_ca
 from coordinator.canary_runner import CanaryRunner
 from coordinator.config import AuditSettings, AuthSettings, CoordinatorConfig
 from coordinator.erasure import ErasureEngine
@@ -124,9 +124,12 @@ async def create_server(
     files = tls.files()
     identity = files.read()
     public_credentials = server_credentials(files, require_client_cert=False)
+    client_ca = auth.client_ca_file.read_bytes() if auth.client_ca_file else None
+    if client_ca is not None:
+        refuse_cluster_ca(client_ca, identity.ca)
     verifier = TokenVerifier(
         auth.jwks_file,
-        auth.client_ca_file.read_bytes() if auth.client_ca_file else None,
+        client_ca,
         issuer=auth.issuer,
         leeway=auth.leeway_seconds,
         cache_size=auth.token_cache_size,

@@ -5,17 +5,21 @@ UNAUTHENTICATED, with no processes involved."""
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 import time
 from pathlib import Path
 
 import jwt
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509.oid import NameOID
 
 from cli.pki import CertificateAuthority, LocalPki, new_signing_key
 from cli.tokens import mint_token, mint_x5c_token
 from client.credentials import Credentials, resolve
-from coordinator.authn import TokenVerifier, bearer_token
+from coordinator.authn import TokenVerifier, bearer_token, refuse_cluster_ca
 from core.errors import InvalidArgument, Unauthenticated
 from core.identity import ComponentRole, principal_uri
 
@@ -133,6 +137,32 @@ def test_cluster_ca_certificates_are_not_caller_credentials(
     ccert, ckey = component.cert_file.read_bytes(), component.key_file.read_bytes()
     with pytest.raises(Unauthenticated, match="trusted CA"):
         verifier.verify(mint_x5c_token(ccert, ckey, "coordinator", 60))
+
+
+def test_a_coordinator_refuses_the_cluster_ca_as_its_client_ca(pki: LocalPki) -> None:
+    cluster = pki.ca_file.read_bytes()
+    principals = pki.principals_ca_file.read_bytes()
+    refuse_cluster_ca(principals, cluster)  # apart: accepted
+    with pytest.raises(ValueError, match="cluster CA"):
+        refuse_cluster_ca(cluster, cluster)
+    with pytest.raises(ValueError, match="cluster CA"):  # in a bundle
+        refuse_cluster_ca(principals + cluster, cluster)
+    # The same key re-issued under a new certificate is the same CA.
+    key = pki.ca().key
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "renamed")])
+    reissued = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(datetime.datetime.now(datetime.UTC))
+        .not_valid_after(datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+        .public_bytes(serialization.Encoding.PEM)
+    )
+    with pytest.raises(ValueError, match="cluster CA"):
+        refuse_cluster_ca(reissued, cluster)
 
 
 def test_a_rotated_jwks_is_picked_up_without_a_restart(pki: LocalPki, tmp_path: Path) -> None:
