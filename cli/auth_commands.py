@@ -1,10 +1,16 @@
 """`vecshard auth`: the issuer's side of credentials (server extra).
 
 - `auth pki --out DIR [--host NAME ...]`: a CA, certificates for the
-  coordinator, shard and etcd roles (URI SAN `spiffe://vecshard/<role>`), a
-  token-signing key with its public JWKS, and the audit key — what `vecshard
-  up` makes for itself, for clusters without cert-manager (load the files
-  into the Secrets `deploy/k8s` mounts);
+  coordinator, shard and etcd roles (URI SAN `spiffe://vecshard/<role>`), the
+  principals CA (coordinators' `auth.client_ca_file`), a token-signing key
+  with its public JWKS, and the audit key — what `vecshard up` makes for
+  itself, for clusters without cert-manager (load the files into the Secrets
+  `deploy/k8s` mounts);
+- `auth principal-cert --pki DIR --principal NAME --out PREFIX`: a client
+  certificate naming the principal (`spiffe://vecshard/principal/NAME`), from
+  the principals CA, for its self-signed (x5c) tokens. Never from the cluster
+  CA: etcd trusts every client certificate of that one and has no RBAC, so a
+  caller holding one could write itself an admin grant;
 - `auth token --pki DIR --principal NAME [--ttl SECONDS]`: a bearer token for
   a principal, signed with that directory's key (the principal's grant is a
   `kind: Principal` in the registry; a token alone grants nothing);
@@ -35,6 +41,21 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     )
     p.set_defaults(func=cmd_pki)
 
+    c = verbs.add_parser(
+        "principal-cert", help="a principal's certificate for x5c tokens (principals CA)"
+    )
+    c.add_argument("--pki", required=True, type=Path, help="directory made by `auth pki`")
+    c.add_argument("--principal", required=True, help="the principal it names (tokens' sub)")
+    c.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        metavar="PREFIX",
+        help="writes PREFIX.pem and PREFIX.key (0600)",
+    )
+    c.add_argument("--days", type=int, default=90, help="days until it expires (90)")
+    c.set_defaults(func=cmd_principal_cert)
+
     t = verbs.add_parser("token", help="print a bearer token for a principal")
     t.add_argument("--pki", required=True, type=Path, help="directory made by `auth pki`")
     t.add_argument("--principal", required=True, help="the principal the token names (sub)")
@@ -58,6 +79,21 @@ def cmd_pki(args: argparse.Namespace) -> int:
     pki = LocalPki.ensure(args.out, hosts=[*LOCAL_HOSTS, *args.host])
     print(f"CA {pki.ca_file}; certificates, token key ({pki.signing_key_file}), JWKS")
     print(f"({pki.jwks_file}) and audit key ({pki.audit_key_file}) under {args.out}")
+    print(f"principals CA {pki.principals_ca_file}: coordinators' client CA, nothing else's")
+    return 0
+
+
+def cmd_principal_cert(args: argparse.Namespace) -> int:
+    require_extra("vecshard auth principal-cert", "server")
+    from cli.pki import LocalPki, write_private
+
+    if not args.days >= 1:
+        raise SystemExit(f"--days {args.days}: expected at least 1")
+    cert, key = LocalPki(args.pki).issue_principal_cert(args.principal, days=args.days)
+    cert_file, key_file = Path(f"{args.out}.pem"), Path(f"{args.out}.key")
+    write_private(key_file, key)
+    cert_file.write_bytes(cert)
+    print(f"{cert_file} and {key_file}: principal {args.principal!r}, from the principals CA")
     return 0
 
 

@@ -51,7 +51,7 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes) -> None:
     """Written 0600 from the start, then renamed into place (never world-readable)."""
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -185,7 +185,7 @@ def _ensure_ca(cert_file: Path, key_file: Path, name: str) -> tuple[CertificateA
     """(the CA, whether it is new): made when missing or about to expire."""
     if _expiring(cert_file) or not key_file.exists():
         ca = CertificateAuthority.create(name)
-        _write_private(key_file, _pem_key(ca.key))
+        write_private(key_file, _pem_key(ca.key))
         cert_file.write_bytes(ca.cert_pem)
         return ca, True
     return CertificateAuthority.load(cert_file.read_bytes(), key_file.read_bytes()), False
@@ -254,14 +254,14 @@ class LocalPki:
         for name, uris in leaves.items():
             if fresh_ca or _expiring(pki.cert_file(name)) or not pki.key_file(name).exists():
                 cert, key = ca.issue(name, hosts=hosts, uris=uris)
-                _write_private(pki.key_file(name), key)
+                write_private(pki.key_file(name), key)
                 pki.cert_file(name).write_bytes(cert)
         if not pki.signing_key_file.exists() or not pki.jwks_file.exists():
             key_pem, jwk = new_signing_key()
-            _write_private(pki.signing_key_file, key_pem)
+            write_private(pki.signing_key_file, key_pem)
             pki.jwks_file.write_text(json.dumps({"keys": [jwk]}, indent=2))
         if not pki.audit_key_file.exists():
-            _write_private(pki.audit_key_file, secrets.token_hex(32).encode())
+            write_private(pki.audit_key_file, secrets.token_hex(32).encode())
         return pki
 
     def principals_ca(self) -> CertificateAuthority:
@@ -307,5 +307,5 @@ class LocalPki:
         except (OSError, jwt.PyJWTError, KeyError, ValueError):
             pass
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        _write_private(path, self.mint(principal, ttl_seconds).encode())
+        write_private(path, self.mint(principal, ttl_seconds).encode())
         return path

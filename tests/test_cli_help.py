@@ -53,7 +53,7 @@ SUBCOMMANDS = {
     ],
     "features": ["materialize"],
     "embeddings": ["backfill", "evaluate", "dual-write", "add-attribute"],
-    "auth": ["pki", "token", "bootstrap-admin"],
+    "auth": ["pki", "principal-cert", "token", "bootstrap-admin"],
     "audit": ["verify", "archive", "export"],
     "rollout": ["shards"],
     "bench": ["search"],

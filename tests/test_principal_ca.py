@@ -17,8 +17,11 @@ from pathlib import Path
 import pytest
 
 from cli.etcd_process import EtcdProcess
+from cli.main import main
 from cli.pki import LocalPki
-from core.errors import Unavailable
+from cli.tokens import mint_x5c_token
+from coordinator.authn import TokenVerifier
+from core.errors import Unauthenticated, Unavailable
 from core.identity import principal_uri
 from core.tls import TlsIdentity
 from registry.access_policy import ANY, Principal, Role
@@ -87,8 +90,8 @@ def test_a_pki_directory_of_an_earlier_release_gains_a_principals_ca(tmp_path: P
     """A `make run` data dir made before the principals CA: no
     principals-ca.{pem,key}. Its cluster identities are kept (running etcd
     and shards keep trusting each other); the principals CA is made on first
-    use, by `ensure()` (`vecshard up`) or straight by issuing a certificate
-    from a directory nobody ensured)."""
+    use, by `ensure()` (`vecshard up`, `vecshard auth pki`) or by issuing a
+    certificate from a directory nobody ensured (`vecshard auth principal-cert`)."""
     old = LocalPki.ensure(tmp_path / "old")
     old.principals_ca_file.unlink()
     old.key_file("principals-ca").unlink()
@@ -103,3 +106,28 @@ def test_a_pki_directory_of_an_earlier_release_gains_a_principals_ca(tmp_path: P
     assert upgraded.principals_ca_file.exists()
     after = {p.name: p.read_bytes() for p in old.root.iterdir() if p.is_file()}
     assert {n: after[n] for n in before} == before
+
+
+def test_auth_principal_cert_issues_from_the_principals_ca(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What an operator runs to give a workload (or rotate) its certificate:
+    its x5c tokens pass a coordinator whose client CA is the principals CA,
+    and the certificate opens no TLS connection that trusts the cluster CA."""
+    pki = LocalPki.ensure(tmp_path / "pki")
+    out = tmp_path / "feed"
+    assert (
+        main(
+            ["auth", "principal-cert", "--pki", str(pki.root), "--principal", "feed"]
+            + ["--out", str(out), "--days", "30"]
+        )
+        == 0
+    )
+    assert "principals CA" in capsys.readouterr().out
+    cert, key = (tmp_path / "feed.pem").read_bytes(), (tmp_path / "feed.key").read_bytes()
+    assert oct((tmp_path / "feed.key").stat().st_mode & 0o777) == "0o600"
+    verifier = TokenVerifier(None, pki.principals_ca_file.read_bytes())
+    assert verifier.verify(mint_x5c_token(cert, key, "feed", 60)).principal == "feed"
+    as_components_do = TokenVerifier(None, pki.ca_file.read_bytes())
+    with pytest.raises(Unauthenticated, match="trusted CA"):
+        as_components_do.verify(mint_x5c_token(cert, key, "feed", 60))
