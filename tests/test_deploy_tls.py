@@ -87,3 +87,23 @@ def test_cert_manager_issues_the_mounted_secrets_with_the_roles(tmp_path: Path) 
     assert f"*.vecshard-shard.{NAMESPACE}.svc.cluster.local" in shard["dnsNames"]
     etcd_host = the(objs, "ConfigMap", "vecshard-config")["data"]["etcd_endpoints"].split(":")[0]
     assert etcd_host in certs["vecshard-etcd-tls"]["spec"]["dnsNames"]
+
+
+def test_coordinators_take_callers_certificates_from_the_principals_ca_only() -> None:
+    """x5c tokens chain to the principals CA from the vecshard-auth Secret, not
+    to the cluster CA the components trust: etcd accepts every client
+    certificate of that one, so a caller's own could write the registry."""
+    coordinator = the(render("prod"), "Deployment", "vecshard-coordinator")
+    env = {e["name"]: e.get("value") for e in container(coordinator, "coordinator")["env"]}
+    client_ca = env["VECSHARD__AUTH__CLIENT_CA_FILE"]
+    assert client_ca != env["VECSHARD__TLS__CA_FILE"]
+    mounts = {
+        m["name"]: m["mountPath"] for m in container(coordinator, "coordinator")["volumeMounts"]
+    }
+    (auth,) = [
+        v
+        for v in pod_spec(coordinator)["volumes"]
+        if v.get("secret", {}).get("secretName") == "vecshard-auth"
+    ]
+    assert client_ca == f"{mounts[auth['name']]}/principals-ca.crt"
+    assert {"key": "principals-ca.crt", "path": "principals-ca.crt"} in auth["secret"]["items"]
