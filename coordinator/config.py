@@ -95,7 +95,8 @@ class AuthSettings:
 
     # Public keys of token issuers (JWKS); re-read when the file changes.
     jwks_file: Path | None = None
-    # CA whose certificates may sign a principal's own (x5c) tokens.
+    # CA whose certificates may sign a principal's own (x5c) tokens: the principals
+    # CA, never tls.ca_file (etcd trusts that one; the server refuses it here).
     client_ca_file: Path | None = None
     issuer: str = DEFAULT_ISSUER
     # Clock skew tolerated on exp/nbf (seconds).
