@@ -132,9 +132,9 @@ def refuse_cluster_ca(client_ca_pem: bytes, cluster_ca_pem: bytes) -> None:
 
     if keys(client_ca_pem) & keys(cluster_ca_pem):
         raise ValueError(
-            "auth.client_ca_file holds the cluster CA (tls.ca_file): principals' certificates "
-            "must come from a CA of their own, which etcd and shards do not trust "
-            "(`vecshard auth pki` makes principals-ca.pem; SECURITY.md §2)"
+            "auth.client_ca_file holds the cluster CA (tls.ca_file or tls.etcd_ca_file): "
+            "principals' certificates must come from a CA of their own, which etcd and "
+            "shards do not trust (`vecshard auth pki` makes principals-ca.pem; SECURITY.md §1)"
         )
 
 

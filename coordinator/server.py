@@ -124,9 +124,10 @@ async def create_server(
     files = tls.files()
     identity = files.read()
     public_credentials = server_credentials(files, require_client_cert=False)
+    etcd_identity = tls.etcd_files().read()
     client_ca = auth.client_ca_file.read_bytes() if auth.client_ca_file else None
-    if client_ca is not None:
-        refuse_cluster_ca(client_ca, identity.ca)
+    if client_ca is not None:  # etcd's CA (if its own) trusts its clients too
+        refuse_cluster_ca(client_ca, identity.ca + b"\n" + etcd_identity.ca)
     verifier = TokenVerifier(
         auth.jwks_file,
         client_ca,
@@ -134,7 +135,7 @@ async def create_server(
         leeway=auth.leeway_seconds,
         cache_size=auth.token_cache_size,
     )
-    etcd = EtcdStore(cfg.etcd, tls=tls.etcd_files().read())
+    etcd = EtcdStore(cfg.etcd, tls=etcd_identity)
     etcd.wait_reachable(ETCD_START_WAIT_SECONDS)
     registry = Registry(etcd, cfg.etcd_prefix)
     assert audit_settings.dir is not None and audit_settings.key_file is not None

@@ -147,6 +147,8 @@ def test_a_coordinator_refuses_the_cluster_ca_as_its_client_ca(pki: LocalPki) ->
         refuse_cluster_ca(cluster, cluster)
     with pytest.raises(ValueError, match="cluster CA"):  # in a bundle
         refuse_cluster_ca(principals + cluster, cluster)
+    with pytest.raises(ValueError, match="cluster CA"):  # etcd's own CA, beside tls.ca_file
+        refuse_cluster_ca(cluster, CertificateAuthority.create("etcd CA").cert_pem + cluster)
     # The same key re-issued under a new certificate is the same CA.
     key = pki.ca().key
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "renamed")])
