@@ -113,16 +113,10 @@ def test_auth_principal_cert_issues_from_the_principals_ca(
 ) -> None:
     """What an operator runs to give a workload (or rotate) its certificate:
     its x5c tokens pass a coordinator whose client CA is the principals CA,
-    and the certificate opens no TLS connection that trusts the cluster CA."""
+    and not one that trusts the cluster CA (what components trust)."""
     pki = LocalPki.ensure(tmp_path / "pki")
-    out = tmp_path / "feed"
-    assert (
-        main(
-            ["auth", "principal-cert", "--pki", str(pki.root), "--principal", "feed"]
-            + ["--out", str(out), "--days", "30"]
-        )
-        == 0
-    )
+    args = ["--pki", str(pki.root), "--principal", "feed", "--out", str(tmp_path / "feed")]
+    assert main(["auth", "principal-cert", *args, "--days", "30"]) == 0
     assert "principals CA" in capsys.readouterr().out
     cert, key = (tmp_path / "feed.pem").read_bytes(), (tmp_path / "feed.key").read_bytes()
     assert oct((tmp_path / "feed.key").stat().st_mode & 0o777) == "0o600"
