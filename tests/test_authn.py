@@ -214,7 +214,9 @@ def test_a_cached_certificate_signed_token_does_not_outlive_its_certificate(
     cert_pem, key_pem = pki.issue_principal_cert("svc-b", days=1)
     not_after = x509.load_pem_x509_certificate(cert_pem).not_valid_after_utc.timestamp()
     now = [time.time()]
-    v = TokenVerifier(pki.jwks_file, pki.ca_file.read_bytes(), clock=lambda: now[0], leeway=0)
+    v = TokenVerifier(
+        pki.jwks_file, pki.principals_ca_file.read_bytes(), clock=lambda: now[0], leeway=0
+    )
     token = mint_x5c_token(cert_pem, key_pem, "svc-b", 2 * 86_400)  # past the certificate
     assert v.verify(token).via == "x5c"
     now[0] = not_after + 1
