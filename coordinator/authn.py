@@ -159,16 +159,14 @@ class TokenVerifier:
         self.clock = clock
         self.cache_size = cache_size
         self._cache: OrderedDict[str, Identity] = OrderedDict()
+        self._cached_generation = self.jwks.generation
         self._lock = threading.Lock()
 
     def verify(self, token: str) -> Identity:
         now = self.clock()
-        generation = self.jwks.generation
         self.jwks.reload_if_due()
         with self._lock:
-            if self.jwks.generation != generation:
-                # Keys changed: a cached token of a removed key must not pass.
-                self._cache.clear()
+            self._forget_if_rotated()
             hit = self._cache.get(token)
             if hit is not None:
                 self._cache.move_to_end(token)
@@ -176,12 +174,23 @@ class TokenVerifier:
             if hit.expires_at + self.leeway < now:
                 raise Unauthenticated(f"token of {hit.principal!r} expired")
             return hit
-        identity = self._verify(token, now)
+        identity = self._verify(token, now)  # may re-read the keys (an unknown kid)
         with self._lock:
+            self._forget_if_rotated()
             self._cache[token] = identity
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
         return identity
+
+    def _forget_if_rotated(self) -> None:
+        """Keys changed since the cache was filled: a token of a removed key
+        must not pass from it. Compared with the generation the cache holds,
+        not one read per call — a re-read inside another call's verification
+        (a new kid) moved it between two reads, and the cache was never
+        emptied (found in review). Holds `_lock`."""
+        if self._cached_generation != self.jwks.generation:
+            self._cache.clear()
+            self._cached_generation = self.jwks.generation
 
     def _verify(self, token: str, now: float) -> Identity:
         if len(token) > MAX_TOKEN_BYTES:

@@ -206,6 +206,27 @@ def test_a_key_removed_from_the_jwks_stops_verifying_cached_tokens_too(tmp_path:
     assert v.verify(mint_token(new_key, new_jwk["kid"], "svc", 600)).principal == "svc"
 
 
+def test_a_new_kid_seen_first_still_empties_the_cache_of_the_removed_key(tmp_path: Path) -> None:
+    """The first call after a rotation carried the new key's token: its
+    unknown kid re-read the keys inside its own verification, after the
+    generation was compared, and no later call saw a change — the removed
+    key's cached token kept passing (found in review of the fix above)."""
+    import os
+
+    leaked, leaked_jwk = new_signing_key()
+    fresh, fresh_jwk = new_signing_key()
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps({"keys": [leaked_jwk]}))
+    v = TokenVerifier(jwks)  # the default: a look every 5 s
+    stolen = mint_token(leaked, leaked_jwk["kid"], "admin", 3600)
+    assert v.verify(stolen).principal == "admin"
+    jwks.write_text(json.dumps({"keys": [fresh_jwk]}))
+    os.utime(jwks, (time.time() + 5, time.time() + 5))
+    assert v.verify(mint_token(fresh, fresh_jwk["kid"], "svc", 600)).principal == "svc"
+    with pytest.raises(Unauthenticated, match="unknown key"):
+        v.verify(stolen)
+
+
 def test_a_cached_certificate_signed_token_does_not_outlive_its_certificate(
     pki: LocalPki,
 ) -> None:
