@@ -43,6 +43,12 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         help="the embedding version to write",
     )
     bf.add_argument("--coordinator", required=True, help="coordinator address(es) HOST:PORT[,...]")
+    bf.add_argument(
+        "--purpose",
+        default="backfill",
+        help="the purpose the writes are made for (default backfill): every tenant in the data "
+        "must allow it, and your grant must hold it",
+    )
     bf.add_argument("--batch-size", type=int, default=1000, help="rows per write (default 1000)")
     bf.add_argument(
         "--max-rows-per-s",
@@ -162,7 +168,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     checkpoint = Path(args.checkpoint or f".vecshard/backfill-{name}-{version}.json")
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
     dead = Path(args.dead_letter or checkpoint.with_suffix("").as_posix() + "-rejected")
-    sink = ClientVectorSink(args.coordinator)
+    sink = ClientVectorSink(args.coordinator, args.purpose)
     try:
         report = backfill(job, sink, checkpoint, dead)
     finally:

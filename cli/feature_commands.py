@@ -24,6 +24,12 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     mat.add_argument("--group", required=True, metavar="NAME@VERSION", help="feature group version")
     mat.add_argument("--offline", required=True, help="offline store root directory")
     mat.add_argument("--coordinator", required=True, help="coordinator address HOST:PORT")
+    mat.add_argument(
+        "--purpose",
+        default="materialization",
+        help="the purpose the writes are made for (default materialization): every tenant in "
+        "the data must allow it, and your grant must hold it",
+    )
     mat.add_argument("--start", type=_day, help="first day YYYY-MM-DD (default: all)")
     mat.add_argument("--end", type=_day, help="last day YYYY-MM-DD (default: all)")
     mat.add_argument(
@@ -69,7 +75,7 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     job = MaterializeJob(schema, args.start, args.end, args.batch_size)
     checkpoint = Path(args.checkpoint or f".vecshard/materialize-{name}-{version}.json")
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
-    sink = GrpcFeatureSink(args.coordinator)
+    sink = GrpcFeatureSink(args.coordinator, args.purpose)
     try:
         report = materialize(job, OfflineStore(Path(args.offline)), sink, checkpoint)
     finally:

@@ -34,3 +34,33 @@ def test_a_start_after_the_end_is_refused_before_anything_runs() -> None:
     args = build_parser().parse_args([*MATERIALIZE, "--start", "2024-02-01", "--end", "2024-01-31"])
     with pytest.raises(SystemExit, match="--start 2024-02-01 is after --end 2024-01-31"):
         cmd_materialize(args)
+
+
+def test_the_pipelines_write_for_a_purpose_the_example_tenants_allow() -> None:
+    """Feature writes check the tenant's purposes (as searches and embedding
+    writes did): materialization wrote with a fixed purpose the example
+    tenants did not list, and was refused (found in review)."""
+    from pathlib import Path
+
+    import yaml
+
+    args = build_parser().parse_args(MATERIALIZE)
+    assert args.purpose == "materialization"
+    assert build_parser().parse_args([*MATERIALIZE, "--purpose", "etl"]).purpose == "etl"
+    backfill = ["embeddings", "backfill", "--from", "/nowhere", "--to", "f@v1"]
+    bf = build_parser().parse_args([*backfill, "--coordinator", "127.0.0.1:1"])
+    examples = Path(__file__).resolve().parents[1] / "deploy" / "examples"
+    docs = [
+        d
+        for f in ("10-tenants.yaml", "20-embeddings.yaml")
+        for d in yaml.safe_load_all((examples / f).read_text())
+        if d
+    ]
+    for doc in docs:
+        allowed = doc["spec"].get("allowed_purposes")
+        if not allowed:
+            continue  # every purpose
+        if doc["kind"] == "Tenant":
+            assert {args.purpose, bf.purpose} <= set(allowed), doc["spec"]
+        elif doc["kind"] == "EmbeddingFamily":
+            assert bf.purpose in allowed, doc["spec"]
