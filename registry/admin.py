@@ -27,7 +27,9 @@ from registry.change_writes import (
 from registry.compat import bundle_parts, check_bundle
 from registry.features import FeatureGroup
 from registry.model import (
+    SERVABLE,
     Bundle,
+    DualWrite,
     EmbeddingFamily,
     EmbeddingVersion,
     IndexVersion,
@@ -49,6 +51,7 @@ from registry.placement_options import (
 from registry.registry import Registry
 from registry.retired_versions import refuse_retired
 from registry.retirement import retire
+from registry.serving_versions import check_status_move
 from registry.snapshot import Snapshot, resolve_bundle
 
 # Dependencies first: a route needs its bundle, a bundle its versions.
@@ -68,6 +71,16 @@ ORDER = [
     "IndexEvaluation",
 ]
 _FAMILY_FIXED = ("entity_type", "dimension", "metric", "normalize")
+
+
+def _leaves_service(p: Planned) -> bool:
+    """A version document whose status takes it out of ready/production."""
+    return (
+        isinstance(p.obj, EmbeddingVersion | IndexVersion)
+        and p.current is not None
+        and p.obj.status not in SERVABLE
+        and p.current.status in SERVABLE
+    )
 
 
 def parse_documents(text: str) -> list[dict[str, Any]]:
@@ -194,6 +207,10 @@ class RegistryAdmin:
                 key = (type(obj).__name__, obj.name, getattr(obj, "version", ""))
                 refuse_retired(key[0], VersionRef(obj.name, key[2]), overlay.retired.get(key))
             FeatureCatalog.build(overlay.features.values(), overlay.retired_texts)
+        if isinstance(obj, EmbeddingVersion | IndexVersion) and _leaves_service(p):
+            # Against the routes and dual-writes as the apply leaves them: a
+            # route it switches away is written before (`apply`'s order).
+            check_status_move(overlay, type(obj).__name__, obj.ref, obj.status)
         if isinstance(obj, Route):
             for arm, bundle in (
                 ("primary", obj.bundle),
@@ -209,8 +226,13 @@ class RegistryAdmin:
         families, versions = dict(snap.families), dict(snap.embedding_versions)
         features = dict(snap.features)
         indexes, bundles, placements = dict(snap.indexes), dict(snap.bundles), dict(snap.placements)
+        routes, dual_writes = dict(snap.routes), dict(snap.dual_writes)
         for p in planned:
             match p.obj:
+                case Route():
+                    routes[p.obj.name] = p.obj
+                case DualWrite():
+                    dual_writes[p.obj.family] = p.obj
                 case EmbeddingFamily():
                     families[p.obj.name] = p.obj
                 case EmbeddingVersion():
@@ -232,6 +254,8 @@ class RegistryAdmin:
             bundles=bundles,
             placements=placements,
             features=features,
+            routes=routes,
+            dual_writes=dual_writes,
         )
 
     def apply(
@@ -258,7 +282,9 @@ class RegistryAdmin:
                 lines.append(f"{_label(p.obj)} updated: " + "; ".join(_diff(p.current, p.obj)))
         if dry_run:
             return [f"{line} (dry run)" for line in lines]
-        for p in planned:
+        # A version leaving service last: after the routes switched away from
+        # it and the dual-writes turned off (else refused half-way through).
+        for p in sorted(planned, key=_leaves_service):
             if p.current == p.obj:
                 continue
             self._write(p, snap, who, why)

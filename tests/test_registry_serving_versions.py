@@ -227,3 +227,34 @@ def test_a_promotion_racing_a_new_evaluation_is_refused() -> None:
     with pytest.raises(Conflict):
         b.set_status("IndexVersion", gated.ref, Status.READY)
     assert a.snapshot().indexes[gated.ref] == dataclasses.replace(gated)
+
+
+def _ix1(status: str) -> dict[str, object]:
+    spec = {"name": "ix", "version": "v1", "embedding": {"name": "items", "version": "v1"}}
+    return {"kind": "IndexVersion", "spec": {**spec, "num_buckets": 2, "status": status}}
+
+
+def test_one_apply_switches_the_route_then_deprecates_what_it_served() -> None:
+    """README's model change steps 5 and 6 as one reviewed document: versions
+    were written before routes, so the deprecation was refused half-way
+    through (after a clean dry run) with the route still on the old bundle.
+    A version leaving service is now written last, and the dry run judges it
+    against the routes as the apply leaves them (found in review)."""
+    from registry.admin import RegistryAdmin
+
+    reg = Registry(InMemoryStore(), "/t/")
+    two_models(reg)
+    reg.put_route(Route("r", "b1"))
+    admin = RegistryAdmin(reg)
+    kept = [_ix1("deprecated"), {"kind": "Route", "spec": {"name": "r", "bundle": "b1"}}]
+    for dry_run in (True, False):
+        with pytest.raises(
+            FailedPrecondition, match="route 'r' \\(primary bundle 'b1'\\) serves it"
+        ):
+            admin.apply(kept, dry_run=dry_run)
+    assert reg.snapshot().indexes[IX1].status is Status.READY
+    docs = [_ix1("deprecated"), {"kind": "Route", "spec": {"name": "r", "bundle": "b2"}}]
+    assert all(line.endswith("(dry run)") for line in admin.apply(docs, dry_run=True))
+    admin.apply(docs, who="op", why="november model")
+    snap = reg.snapshot()
+    assert snap.routes["r"].bundle == "b2" and snap.indexes[IX1].status is Status.DEPRECATED
