@@ -246,14 +246,20 @@ def test_one_apply_switches_the_route_then_deprecates_what_it_served() -> None:
     two_models(reg)
     reg.put_route(Route("r", "b1"))
     admin = RegistryAdmin(reg)
-    kept = [_ix1("deprecated"), {"kind": "Route", "spec": {"name": "r", "bundle": "b1"}}]
+    kept: list[dict[str, object]] = [
+        _ix1("deprecated"),
+        {"kind": "Route", "spec": {"name": "r", "bundle": "b1"}},
+    ]
     for dry_run in (True, False):
         with pytest.raises(
             FailedPrecondition, match="route 'r' \\(primary bundle 'b1'\\) serves it"
         ):
             admin.apply(kept, dry_run=dry_run)
     assert reg.snapshot().indexes[IX1].status is Status.READY
-    docs = [_ix1("deprecated"), {"kind": "Route", "spec": {"name": "r", "bundle": "b2"}}]
+    docs: list[dict[str, object]] = [
+        _ix1("deprecated"),
+        {"kind": "Route", "spec": {"name": "r", "bundle": "b2"}},
+    ]
     assert all(line.endswith("(dry run)") for line in admin.apply(docs, dry_run=True))
     admin.apply(docs, who="op", why="november model")
     snap = reg.snapshot()
