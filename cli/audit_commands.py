@@ -84,6 +84,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(f"{directory.name}: {v.records} records in {v.files} file(s), {span}: {status}")
         for problem in v.problems:
             print(f"  {problem}")
+        for gap in v.gaps:  # found and written down by the coordinator at a restart
+            print(f"  gap: {gap}")
         bad += not v.ok
     return 1 if bad else 0
 

@@ -16,6 +16,12 @@ batches, each batch written and fsynced once. What that means for durability:
 Fail closed: when records cannot be written (disk full, I/O error) or the
 backlog passes `max_backlog`, requests are refused (UNAVAILABLE /
 RESOURCE_EXHAUSTED) rather than served unaudited.
+
+The head is anchored outside the files (`HeadAnchor`: etcd). At start the
+chain on disk is checked against the anchored head first: records cut while
+the coordinator was down are written down as a gap (`ChainWriter.reconcile`),
+logged and counted (`vecshard_audit_gaps_total`), and the anchor only moves
+forward, by compare-and-swap (`coordinator.audit_anchor`).
 """
 
 from __future__ import annotations
@@ -25,12 +31,33 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
-from core.audit_chain import ChainWriter
+from coordinator import metrics
+from core.audit_chain import ChainWriter, describe_gap
 from core.errors import ResourceExhausted, Unavailable
 
 log = logging.getLogger(__name__)
+
+
+class AnchorConflict(Exception):
+    """The anchored head is not the one this trail last anchored and is not
+    behind its head: another writer anchors under this chain's name, or
+    someone set the anchor. It is left as it is (never moved back)."""
+
+
+class HeadAnchor(Protocol):
+    """The chain's head kept outside its files (etcd), so that records cut
+    from the end of the files show."""
+
+    def read(self) -> tuple[int, str] | None:
+        """The anchored (seq, hash), or None when nothing is anchored."""
+        ...
+
+    def advance(self, seq: int, digest: str) -> None:
+        """Anchors a newer head; raises AnchorConflict rather than move the
+        anchor back or overwrite a head it did not write or read."""
+        ...
 
 
 class AuditTrail:
@@ -40,13 +67,15 @@ class AuditTrail:
         *,
         flush_interval: float = 0.1,
         max_backlog: int = 200_000,
-        anchor: Callable[[int, str], None] | None = None,
+        anchor: HeadAnchor | None = None,
         anchor_interval: float = 1.0,
         on_failure: Callable[[BaseException], None] | None = None,
     ) -> None:
-        """`anchor(seq, hash)` records the chain's head outside its files (etcd),
-        at most every `anchor_interval` seconds and at close; a failure is
-        logged and retried, never fails a request (the files are the record)."""
+        """`anchor` keeps the chain's head outside its files (etcd): read once
+        here, before anything is written (raises when it cannot be read: a
+        cut could not be found), and advanced at most every `anchor_interval`
+        seconds and at close; a failure to advance is logged and retried,
+        never fails a request (the files are the record)."""
         if flush_interval <= 0:
             raise ValueError("flush_interval must be > 0 seconds")
         # Called once, from the audit thread, when the trail first fails: the
@@ -69,8 +98,11 @@ class AuditTrail:
         self._failed: BaseException | None = None
         self.written = 0
         self.batches = 0
+        gap = self._reconcile()
         self._thread = threading.Thread(target=self._run, name="audit", daemon=True)
         self._thread.start()
+        if gap is not None:
+            self.record({**gap, "ts": time.time()})
         if writer.torn_bytes:
             self.record(
                 {
@@ -79,6 +111,30 @@ class AuditTrail:
                     "torn_bytes": writer.torn_bytes,
                 }
             )
+
+    def _reconcile(self) -> dict[str, Any] | None:
+        """The gap record to write first, if the chain on disk does not reach
+        the anchored head; said loudly, once, at start."""
+        if self.anchor is None:
+            return None
+        try:
+            anchored = self.anchor.read()
+        except BaseException:
+            self.writer.close()  # its lock: a retry in this process must be able to open it
+            raise
+        if anchored is not None:
+            self._anchored = anchored
+        gap = self.writer.reconcile(anchored)
+        if gap is not None:
+            metrics.AUDIT_GAPS.labels(gap["reason"]).inc()
+            log.error(
+                "audit chain %s: %s; writing a gap record at seq %d (`vecshard audit verify` "
+                "reports it from now on)",
+                self.writer.directory,
+                describe_gap(gap),
+                self.writer.seq + 1,
+            )
+        return gap
 
     def _check(self) -> None:
         if self._failed is not None:
@@ -159,7 +215,10 @@ class AuditTrail:
         if not force and now - self._anchored_at < self.anchor_interval:
             return
         try:
-            self.anchor(*head)
+            self.anchor.advance(*head)
+        except AnchorConflict as exc:
+            log.error("could not anchor the audit head at seq %d: %s", head[0], exc)
+            return
         except Exception as exc:  # noqa: BLE001 - etcd down: anchor again later
             log.warning("could not anchor the audit head at seq %d: %s", head[0], exc)
             return

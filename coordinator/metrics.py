@@ -34,6 +34,18 @@ AUDIT_CHAIN_BYTES = Gauge(
     "Bytes of this coordinator's audit chain files on disk (rotated files count until they "
     "are shipped and removed); about 870 bytes a Search, 540 a query of a SearchBatch",
 )
+AUDIT_GAPS = Counter(
+    "vecshard_audit_gaps_total",
+    "Gaps found in this coordinator's audit chain at start and written down as gap records: "
+    "behind (records cut while it was down), diverged (the chain was replaced), unanchored "
+    "(no head in etcd to check against); `vecshard audit verify` fails on each",
+    ["reason"],
+)
+AUDIT_ANCHOR_CONFLICTS = Counter(
+    "vecshard_audit_anchor_conflicts_total",
+    "Times the audit head anchored in etcd was not the one this coordinator last anchored "
+    "(another writer under its name, or someone set it); never moved back",
+)
 ROUTE_ARM = Counter("vecshard_route_requests_total", "Searches by route and arm", ["route", "arm"])
 SHADOW_OVERLAP = Histogram(
     "vecshard_shadow_topk_jaccard",

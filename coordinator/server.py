@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -15,6 +13,7 @@ from grpc_health.v1.health import HealthServicer
 
 from coordinator import metrics
 from coordinator.audit import AuditTrail
+from coordinator.audit_anchor import EtcdHeadAnchor
 from coordinator.audit_records import Hasher
 from coordinator.auth_interceptor import AuthInterceptor
 from coordinator.authn import TokenVerifier, refuse_cluster_ca
@@ -140,12 +139,7 @@ async def create_server(
     registry = Registry(etcd, cfg.etcd_prefix)
     assert audit_settings.dir is not None and audit_settings.key_file is not None
     chain_key, id_salt = derive_keys(read_secret(audit_settings.key_file))
-    head_key = registry.keys.audit_head(cfg.name)
-
-    def anchor(seq: int, digest: str) -> None:
-        doc = {"seq": seq, "hash": digest, "ts": time.time()}
-        registry.store.put(head_key, json.dumps(doc).encode())
-
+    anchor = EtcdHeadAnchor(registry.store, registry.keys.audit_head(cfg.name))
     audit = AuditTrail(
         ChainWriter(audit_settings.dir / cfg.name, chain_key, audit_settings.rotate_bytes),
         flush_interval=audit_settings.flush_interval,

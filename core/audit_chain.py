@@ -14,7 +14,11 @@ new file; the chain runs on across files.
 What a chain alone cannot show is a cut at its end (the newest records or
 file removed). So the coordinator also *anchors* its head — (seq, hash) — in
 etcd, outside the files, every second; verification against the anchor finds
-a removed tail too (`verify_chain(..., anchor=...)`).
+a removed tail too (`verify_chain(..., anchor=...)`). A cut made while the
+coordinator is down is found when it restarts (`ChainWriter.reconcile`): it
+writes a *gap* record naming the anchored head and what it found, which every
+later verification reports, and numbers on from the anchored head, so the
+anchor only ever moves forward.
 
 Stdlib only: the coordinator writes with it, `vecshard audit verify` and the
 Parquet export read with it.
@@ -38,6 +42,7 @@ GENESIS = "0" * 64
 PREFIX = "audit-"
 SUFFIX = ".jsonl"
 LOCK = ".lock"
+GAP = "gap"  # the `event` of a record that says records are missing before it
 
 
 def derive_keys(secret: bytes) -> tuple[bytes, bytes]:
@@ -76,6 +81,33 @@ def seal(key: bytes, seq: int, prev: str, record: Mapping[str, Any]) -> tuple[by
 
 def segment_files(directory: Path) -> list[Path]:
     return sorted(directory.glob(f"{PREFIX}*{SUFFIX}"))
+
+
+def _first_seq(path: Path) -> int:
+    """The seq a segment file starts at, from its name (`audit-<seq>.jsonl`)."""
+    try:
+        return int(path.name[len(PREFIX) : -len(SUFFIX)])
+    except ValueError:  # not a name the writer gives: no record is looked for there
+        return -1
+
+
+def hash_at(directory: Path, seq: int) -> str | None:
+    """The hash of record `seq` if this volume still holds it (it may have
+    been archived or removed): read from the one file whose name says it
+    starts at or before `seq`."""
+    starts = [p for p in segment_files(directory) if 0 <= _first_seq(p) <= seq]
+    if not starts:
+        return None
+    for _path, _n, line in iter_lines(directory, starts[-1:]):
+        if not line.endswith(b"\n"):
+            break
+        try:
+            record = json.loads(line)
+            if int(record["seq"]) == seq:
+                return str(record["hash"])
+        except (ValueError, KeyError, TypeError):
+            return None
+    return None
 
 
 def _last_record(path: Path) -> tuple[dict[str, Any] | None, int]:
@@ -125,6 +157,38 @@ class ChainWriter:
             if last is not None:
                 self.seq, self.prev = int(last["seq"]), str(last["hash"])
             self._open(files[-1])
+
+    def reconcile(self, anchored: tuple[int, str] | None) -> dict[str, Any] | None:
+        """Checks the head found on disk against the head anchored in etcd
+        before anything is appended, and returns the gap record to append
+        first, or None when the chain on disk reaches the anchored head.
+
+        A chain behind its anchor lost records while no writer held it (a
+        tail cut, a volume lost): the writer numbers on from the anchored
+        head and links to its hash, so sequence numbers are never reused and
+        the anchor never moves back; the gap record names both heads, and
+        `verify_chain` reports it. Refusing to start instead would recover
+        nothing (the records are gone either way) and would turn a cut, or a
+        pod that lost its volume, into an outage.
+
+        A chain at or past its anchor must hold the anchored record with the
+        anchored hash (else it was replaced: another chain, or a rewrite). A
+        non-empty chain with no anchor cannot be checked for a cut (the
+        anchor was removed, or etcd lost it): recorded too."""
+        head = {"head_seq": self.seq, "head_hash": self.prev}
+        if anchored is None:
+            if self.seq == 0:
+                return None  # a new chain: nothing to check yet
+            return {"event": GAP, "reason": "unanchored", **head}
+        a_seq, a_hash = anchored
+        found = {"anchored_seq": a_seq, "anchored_hash": a_hash, **head}
+        if self.seq < a_seq:
+            self.seq, self.prev = a_seq, a_hash
+            return {"event": GAP, "reason": "behind", **found}
+        at_anchor = hash_at(self.directory, a_seq) if a_seq > 0 else GENESIS
+        if at_anchor == a_hash:
+            return None
+        return {"event": GAP, "reason": "diverged", "hash_at_anchored_seq": at_anchor, **found}
 
     def disk_bytes(self) -> int:
         """Bytes of the chain's files on disk now (rotated ones included until
@@ -184,10 +248,14 @@ class Verification:
     last_seq: int = 0
     last_hash: str = GENESIS
     problems: list[str] = field(default_factory=list)
+    # Gaps the writer found and recorded (`ChainWriter.reconcile`): records
+    # are missing, but the chain around the gap record is intact, so it can
+    # still be archived; `ok` is false all the same.
+    gaps: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not self.problems
+        return not self.problems and not self.gaps
 
 
 def iter_lines(
@@ -197,6 +265,44 @@ def iter_lines(
         with open(path, "rb") as f:
             for n, line in enumerate(f, 1):
                 yield path, n, line
+
+
+def _gap_fits(record: Mapping[str, Any], seq: int, link: str, before: tuple[int, str]) -> bool:
+    """Whether a sealed gap record sits where its writer put it: right after
+    the head it found on disk (`before`, the record before it here), numbered
+    on from that head or from the anchored one. A gap record elsewhere (more
+    removed around it) is checked like any other record."""
+    head = (record.get("head_seq"), record.get("head_hash"))
+    if before[0] >= 0 and head != before:
+        return False
+    anchored = (record.get("anchored_seq"), record.get("anchored_hash"))
+    return (seq - 1, link) in (head, anchored)
+
+
+def describe_gap(record: Mapping[str, Any]) -> str:
+    """What a gap record says, for a person."""
+    reason = record.get("reason")
+    head, anchored = record.get("head_seq"), record.get("anchored_seq")
+    if reason == "behind":
+        return (
+            f"at a restart the chain ended at seq {head}, behind the head anchored in etcd at "
+            f"seq {anchored}: records {head + 1}..{anchored} were removed while no writer held it"
+            if isinstance(head, int) and isinstance(anchored, int)
+            else "at a restart the chain was behind the head anchored in etcd"
+        )
+    if reason == "diverged":
+        found = record.get("hash_at_anchored_seq")
+        what = "is not on this volume" if found is None else "has another hash"
+        return (
+            f"at a restart, the anchored record seq {anchored} {what}: "
+            "the chain was replaced or rewritten before it"
+        )
+    if reason == "unanchored":
+        return (
+            f"at a restart no head was anchored in etcd for this chain (at seq {head}): "
+            "a cut at its end before then cannot be ruled out"
+        )
+    return f"records are missing before it ({reason})"
 
 
 def verify_chain(
@@ -211,7 +317,9 @@ def verify_chain(
     first record found is taken as the start (older files were archived).
     With `anchor` (seq, hash) — the head the coordinator recorded elsewhere —
     the chain must reach that record, with that hash. `files`: only these of
-    the chain's files, in order (the closed ones, while the newest is written)."""
+    the chain's files, in order (the closed ones, while the newest is written).
+    A gap record its writer left (records lost while it was down) is reported
+    in `gaps`, and the check goes on past it."""
     chosen = segment_files(directory) if files is None else list(files)
     out = Verification(directory, files=len(chosen))
     anchored_hash: str | None = None
@@ -228,15 +336,19 @@ def verify_chain(
         except (ValueError, KeyError, TypeError) as exc:
             out.problems.append(f"{where}: not an audit record ({exc})")
             break
-        if expected_seq is not None and seq != expected_seq:
+        body = canonical({**record, "seq": seq, "prev": link})
+        sealed = hmac.compare_digest(chain_hash(key, link, body), str(digest))
+        before = (-1, "") if expected_seq is None or prev is None else (expected_seq - 1, prev)
+        if sealed and record.get("event") == GAP and _gap_fits(record, seq, link, before):
+            out.gaps.append(f"{where}: seq {seq}: {describe_gap(record)}")
+        elif expected_seq is not None and seq != expected_seq:
             kind = "removed" if seq > expected_seq else "reordered or duplicated"
             out.problems.append(f"{where}: seq {seq}, expected {expected_seq} (records {kind})")
             break
-        if prev is not None and link != prev:
+        elif prev is not None and link != prev:
             out.problems.append(f"{where}: seq {seq} links to a hash that is not its predecessor's")
             break
-        body = canonical({**record, "seq": seq, "prev": link})
-        if not hmac.compare_digest(chain_hash(key, link, body), str(digest)):
+        elif not sealed:
             out.problems.append(f"{where}: seq {seq} was altered (its hash does not match)")
             break
         if out.records == 0:
