@@ -6,6 +6,8 @@ enough for bulk writes of thousands of records), and so does every entity id
 a call names or returns — someone holding the salt can check whether a given
 id was returned to anyone, nobody can read ids back. Names of routes, versions,
 feature sets and registry objects are configuration, recorded as they are.
+A failure is recorded by its status code and its error's class, never its
+message (`error_field`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from protos.vecshard.v1 import common_pb2 as cpb
 
 # Salted hashes are 128 bits: enough to match a known id, and records stay short.
 _DIGEST = 16
-MAX_MESSAGE = 300
 
 
 class Hasher:
@@ -65,6 +66,19 @@ class Hasher:
         return self.key(
             cpb.EntityKey(tenant_id=tenant, entity_type=entity_type, entity_id=entity_id)
         )
+
+
+def error_field(exc: BaseException) -> str:
+    """What a record says of why a call failed: the error's class
+    (`InvalidArgument`, `QueriesRefused`; an unexpected exception's type),
+    never its message. A message tells the caller what was wrong, so it
+    names the offending key, attribute value or filter operand
+    (`records[3] ('acme', 'user', 'alice@…')`, `got 'x'`) — the raw ids and
+    values the trail promises to hold only hashed or not at all. Scrubbing
+    messages by pattern (quoted strings, tuples) would miss the next message
+    someone writes, or a quote cut by truncation; the class is fixed by the
+    code. The caller still gets the whole message in its status."""
+    return type(exc).__name__
 
 
 def _search(h: Hasher, req: Any, resp: Any) -> dict[str, Any]:

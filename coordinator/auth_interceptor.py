@@ -23,7 +23,7 @@ import grpc.aio
 
 from coordinator import vouching
 from coordinator.audit import AuditTrail
-from coordinator.audit_records import MAX_MESSAGE, Hasher, describe, put_features
+from coordinator.audit_records import Hasher, describe, error_field, put_features
 from coordinator.authn import TokenVerifier, bearer_token
 from coordinator.request_access import RULES, RpcRule
 from core.errors import PermissionDenied, VecshardError
@@ -121,10 +121,9 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                 raise
             except Exception as exc:
                 code = exc.code if isinstance(exc, VecshardError) else grpc.StatusCode.INTERNAL
-                message = exc.message if isinstance(exc, VecshardError) else type(exc).__name__
                 details = self._describe(method, None if streaming else request, None)
                 record.update(details, **stream_summary)
-                await self._finish(record, audit_class, vouches, code, message, start)
+                await self._finish(record, audit_class, vouches, code, error_field(exc), start)
                 raise
             record.update(
                 self._describe(method, None if streaming else request, response),
@@ -179,14 +178,16 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         audit_class: str,
         vouches: list[Vouch],
         code: grpc.StatusCode,
-        message: str,
+        error: str,
         start: float,
     ) -> None:
+        """`error`: what the record says of a failure (`error_field`: the
+        class, never the message, which names raw ids and values)."""
         record.update(_access_fields(vouches))
         record["code"] = code.name
         record["ms"] = round((time.perf_counter() - start) * 1e3, 3)
         if code is not grpc.StatusCode.OK:
-            record["error"] = message[:MAX_MESSAGE]
+            record["error"] = error
         if audit_class == "read":
             self.audit.record(record)
         else:
