@@ -6,6 +6,12 @@ enough for bulk writes of thousands of records), and so does every entity id
 a call names or returns — someone holding the salt can check whether a given
 id was returned to anyone, nobody can read ids back. Names of routes, versions,
 feature sets and registry objects are configuration, recorded as they are.
+
+An id is hashed with the tenant and entity type it has in the store, as
+(tenant, type, id), whichever form the call used: a key that leaves its
+tenant or type empty takes the caller's tenant and its family's, group's or
+index's type (`EntityTypes`), and so do ids sent bare or as columns — so one
+entity has one hash in every record, and the hash of a subject matches.
 A failure is recorded by its status code and its error's class, never its
 message (`error_field`).
 """
@@ -13,13 +19,20 @@ message (`error_field`).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
+import numpy as np
 from google.protobuf.message import Message
 
+from core.columns_wire import packed_strings_from_pb, row_count
+from core.domain import VersionRef
+from core.errors import VecshardError
 from core.hits_wire import packed_hits_from_pb
 from protos.vecshard.v1 import common_pb2 as cpb
+
+if TYPE_CHECKING:
+    from registry.snapshot import Snapshot
 
 # Salted hashes are 128 bits: enough to match a known id, and records stay short.
 _DIGEST = 16
@@ -68,6 +81,73 @@ class Hasher:
         )
 
 
+class EntityTypes(Protocol):
+    """The entity type of the ids a call names without one: a family's (by
+    embedding name), an index version's (its family's) or a feature group
+    version's; "" when the registry does not know it (the call then fails)."""
+
+    def of_family(self, name: str) -> str: ...
+
+    def of_index(self, name: str, version: str) -> str: ...
+
+    def of_group(self, name: str, version: str) -> str: ...
+
+
+class UnknownTypes:
+    """`EntityTypes` knowing none: ids keep the type their call gave."""
+
+    def of_family(self, name: str) -> str:
+        return ""
+
+    def of_index(self, name: str, version: str) -> str:
+        return ""
+
+    def of_group(self, name: str, version: str) -> str:
+        return ""
+
+
+UNKNOWN_TYPES = UnknownTypes()
+
+
+class SnapshotTypes:
+    """`EntityTypes` from the coordinator's registry snapshot (read per call:
+    a dict lookup or two)."""
+
+    def __init__(self, snapshot: Callable[[], Snapshot]) -> None:
+        self._snapshot = snapshot
+
+    def of_family(self, name: str) -> str:
+        family = self._snapshot().families.get(name)
+        return family.entity_type if family is not None else ""
+
+    def of_index(self, name: str, version: str) -> str:
+        index = self._snapshot().indexes.get(VersionRef(name, version))
+        return self.of_family(index.embedding.name) if index is not None else ""
+
+    def of_group(self, name: str, version: str) -> str:
+        try:
+            group = self._snapshot().feature_catalog.groups.get(VersionRef(name, version))
+        except VecshardError:  # an invalid catalog: the call fails on it too
+            return ""
+        return group.group.entity_type if group is not None else ""
+
+
+def _owned(
+    keys: Iterable[cpb.EntityKey], tenant: str, entity_type: str
+) -> list[tuple[str, str, str]]:
+    """Keys as stored: an empty tenant is the caller's, an empty type the
+    family's or group's (what `coordinator.access.own_key` fills in)."""
+    return [(k.tenant_id or tenant, k.entity_type or entity_type, k.entity_id) for k in keys]
+
+
+def _bare(ids: Iterable[str], tenant: str, entity_type: str) -> list[tuple[str, str, str]]:
+    return [(tenant, entity_type, i) for i in ids]
+
+
+def _packed(m: cpb.PackedStrings, what: str) -> list[str]:
+    return packed_strings_from_pb(m, row_count(m, what), what).tolist()
+
+
 def error_field(exc: BaseException) -> str:
     """What a record says of why a call failed: the error's class
     (`InvalidArgument`, `QueriesRefused`; an unexpected exception's type),
@@ -81,7 +161,8 @@ def error_field(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-def _search(h: Hasher, req: Any, resp: Any) -> dict[str, Any]:
+def _search(h: Hasher, req: Any, resp: Any, types: EntityTypes = UNKNOWN_TYPES) -> dict[str, Any]:
+    """Hits carry whole keys: `types` is not needed (the describers' shape)."""
     out: dict[str, Any] = {
         "route": req.route,
         "k": req.k,
@@ -110,39 +191,63 @@ def _search(h: Hasher, req: Any, resp: Any) -> dict[str, Any]:
     return out
 
 
-def _search_batch(h: Hasher, req: Any, resp: Any) -> dict[str, Any]:
+def _search_batch(h: Hasher, req: Any, resp: Any, types: EntityTypes) -> dict[str, Any]:
     answers = list(resp.responses) if resp is not None else [None] * len(req.requests)
-    parts = [_search(h, r, a) for r, a in zip(req.requests, answers, strict=True)]
+    parts = [_search(h, r, a, types) for r, a in zip(req.requests, answers, strict=True)]
     return {"queries": len(parts), "searches": parts}
 
 
-def _lookups(h: Hasher, req: Any, resp: Any) -> dict[str, Any]:
+def _lookups(h: Hasher, req: Any, resp: Any, types: EntityTypes) -> dict[str, Any]:
     out: dict[str, Any] = {
         "embedding": f"{req.embedding_name}@{req.embedding_version}",
-        "keys": len(req.keys),
+        "keys": len(req.keys) + len(req.entity_ids),
     }
-    if resp is not None:
-        found = [r.key for r in resp.records if r.status == cpb.FOUND]
-        out.update(results=len(found), result_ids=h.keys(found))
+    if resp is None:
+        return out
+    tenant, etype = req.access.tenant_id, types.of_family(req.embedding_name)
+    if resp.HasField("columns"):
+        # Columnar answers carry statuses in request order (keys, then
+        # entity_ids), not keys: the found ones are the request's.
+        named = _owned(req.keys, tenant, etype) + _bare(req.entity_ids, tenant, etype)
+        status = np.frombuffer(resp.columns.status, np.uint8)[: len(named)]
+        found = [named[i] for i in np.flatnonzero(status == cpb.FOUND).tolist()]
+    else:
+        found = _owned((r.key for r in resp.records if r.status == cpb.FOUND), tenant, etype)
+    out.update(results=len(found), result_ids=h._hashed(found))
     return out
 
 
-def _upsert(h: Hasher, req: Any, resp: Any) -> dict[str, Any]:
+def _upsert(h: Hasher, req: Any, resp: Any, types: EntityTypes) -> dict[str, Any]:
+    etype = types.of_family(req.embedding_name)
+    keys = _owned((r.key for r in req.records), req.access.tenant_id, etype)
+    return _written(h, req, resp, keys)
+
+
+def _upsert_columns(h: Hasher, req: Any, resp: Any, types: EntityTypes) -> dict[str, Any]:
+    etype = req.records.entity_type or types.of_family(req.embedding_name)
+    ids = _packed(req.records.entity_ids, "records.entity_ids")
+    return _written(h, req, resp, _bare(ids, req.access.tenant_id, etype))
+
+
+def _written(
+    h: Hasher, req: Any, resp: Any, keys: Sequence[tuple[str, str, str]]
+) -> dict[str, Any]:
     out: dict[str, Any] = {
         "embedding": f"{req.embedding_name}@{req.embedding_version}",
-        "records": len(req.records),
-        "ids": h.keys(r.key for r in req.records),
+        "records": len(keys),
+        "ids": h._hashed(keys),
     }
     if resp is not None:
         out.update(written=resp.written, ignored=resp.ignored_stale)
     return out
 
 
-def _delete(h: Hasher, req: Any, resp: Any) -> dict[str, Any]:
+def _delete(h: Hasher, req: Any, resp: Any, types: EntityTypes) -> dict[str, Any]:
+    keys = _owned(req.keys, req.access.tenant_id, types.of_family(req.embedding_name))
     out: dict[str, Any] = {
         "embedding": f"{req.embedding_name}@{req.embedding_version}",
-        "keys": len(req.keys),
-        "ids": h.keys(req.keys),
+        "keys": len(keys),
+        "ids": h._hashed(keys),
         "source_version": req.source_version,
     }
     if resp is not None:
@@ -150,22 +255,64 @@ def _delete(h: Hasher, req: Any, resp: Any) -> dict[str, Any]:
     return out
 
 
-def _features(h: Hasher, req: Any, resp: Any) -> dict[str, Any]:
+def _feature_entities(req: Any) -> list[tuple[str, str, str]]:
+    """The entities a feature read names, in request order: `entities`, then
+    `entity_columns` (one type index per id into their `entity_types`)."""
+    tenant, cols = req.access.tenant_id, req.entity_columns
+    types = list(cols.entity_types)
+    named = _owned(req.entities, tenant, "")
+    named += [(tenant, types[t], i) for t, i in zip(cols.type_index, cols.entity_ids, strict=True)]
+    return named
+
+
+def _features(h: Hasher, req: Any, resp: Any, types: EntityTypes) -> dict[str, Any]:
     out: dict[str, Any] = {
         "feature_set": f"{req.feature_set}@{req.feature_set_version}",
-        "entities": len(req.entities),
+        "entities": len(req.entities) + len(req.entity_columns.entity_ids),
         "personalized": req.personalized,
     }
-    if resp is not None:
-        out.update(
-            results=len(resp.entities),
-            result_ids=h.keys(e.entity for e in resp.entities),
-            missing=dict(resp.diagnostics.missing_by_reason),
-        )
+    if resp is None:
+        return out
+    if resp.blocks:
+        # A block's rows are positions among the request's entities of its
+        # type; every block of a group holds each of them once.
+        by_type: dict[str, list[tuple[str, str, str]]] = {}
+        for key in _feature_entities(req):
+            by_type.setdefault(key[1], []).append(key)
+        answered: dict[tuple[str, str, str], None] = {}
+        for block in resp.blocks:
+            of_type = by_type.get(block.entity_type, [])
+            for row in np.frombuffer(block.rows, "<i4").tolist():
+                if 0 <= row < len(of_type):
+                    answered[of_type[row]] = None
+        results = list(answered)
+        out.update(results=len(results), result_ids=h._hashed(results))
+    else:
+        results = _owned((e.entity for e in resp.entities), req.access.tenant_id, "")
+        out.update(results=len(results), result_ids=h._hashed(results))
+    out["missing"] = dict(resp.diagnostics.missing_by_reason)
     return out
 
 
-def _registry(h: Hasher, req: Any, resp: Any) -> dict[str, Any]:
+def _search_index(h: Hasher, req: Any, resp: Any, types: EntityTypes) -> dict[str, Any]:
+    """An evaluation search: query rows of one index version, hits as bare
+    ids of the caller's tenant and the index's entity type."""
+    out: dict[str, Any] = {
+        "index": f"{req.index_name}@{req.index_version}",
+        "k": req.k,
+        "queries": len(req.vectors) // (4 * req.dimension) if req.dimension else 0,
+        "query_hash": h(req.vectors + f"\x1f{req.dimension}\x1f{req.k}".encode()),
+    }
+    if resp is not None:
+        etype = types.of_index(req.index_name, req.index_version)
+        ids = _bare(
+            (i for hits in resp.results for i in hits.entity_ids), req.access.tenant_id, etype
+        )
+        out.update(results=len(ids), result_ids=h._hashed(ids), partial=resp.partial)
+    return out
+
+
+def _registry(h: Hasher, req: Any, resp: Any, types: EntityTypes) -> dict[str, Any]:
     """Registry calls: every field but bulk payloads (documents, samples)."""
     out: dict[str, Any] = {}
     for f, value in req.ListFields():
@@ -184,7 +331,7 @@ def _registry(h: Hasher, req: Any, resp: Any) -> dict[str, Any]:
     return out
 
 
-def _erasure(h: Hasher, req: Any, resp: Any) -> dict[str, Any]:
+def _erasure(h: Hasher, req: Any, resp: Any, types: EntityTypes) -> dict[str, Any]:
     base = req.erasure if hasattr(req, "erasure") else req
     s = base.subject
     out: dict[str, Any] = {
@@ -209,8 +356,8 @@ def _erasure(h: Hasher, req: Any, resp: Any) -> dict[str, Any]:
     return out
 
 
-def _search_debug(h: Hasher, req: Any, resp: Any) -> dict[str, Any]:
-    return _search(h, req, resp.response if resp is not None else None)
+def _search_debug(h: Hasher, req: Any, resp: Any, types: EntityTypes) -> dict[str, Any]:
+    return _search(h, req, resp.response if resp is not None else None, types)
 
 
 _BY_METHOD = {
@@ -219,32 +366,41 @@ _BY_METHOD = {
     "SearchBatch": _search_batch,
     "BatchGetEmbeddings": _lookups,
     "Upsert": _upsert,
+    "UpsertColumns": _upsert_columns,
     "Delete": _delete,
     "GetFeatures": _features,
+    "SearchIndex": _search_index,
 }
 
 
 def describe(
-    h: Hasher, method: str, request: Message | None, response: Message | None
+    h: Hasher,
+    method: str,
+    request: Message | None,
+    response: Message | None,
+    types: EntityTypes = UNKNOWN_TYPES,
 ) -> dict[str, Any]:
-    """Fields for one call of `method` (the full gRPC name)."""
+    """Fields for one call of `method` (the full gRPC name); `types` gives
+    the entity type of ids the call names without one."""
     if request is None:
         return {}
     service, name = method.rsplit("/", 1)
     if service.endswith("RegistryService"):
-        return _registry(h, request, response)
+        return _registry(h, request, response, types)
     if service.endswith("ErasureService"):
-        return _erasure(h, request, response)
+        return _erasure(h, request, response, types)
     if name == "DescribeRoute":
         return {"route": getattr(request, "route", "")}
     fn = _BY_METHOD.get(name)
-    return fn(h, request, response) if fn is not None else {}
+    return fn(h, request, response, types) if fn is not None else {}
 
 
-def put_features(h: Hasher, req: Any) -> dict[str, Any]:
-    """One message of the PutFeatures stream (rows are counted, ids hashed)."""
-    return {
-        "group": f"{req.group}@{req.group_version}",
-        "rows": len(req.rows),
-        "ids": h.keys(r.entity for r in req.rows),
-    }
+def put_features(h: Hasher, req: Any, types: EntityTypes = UNKNOWN_TYPES) -> dict[str, Any]:
+    """One message of the PutFeatures stream (rows are counted, ids hashed):
+    its `rows` and its `columns`, which it may carry together."""
+    tenant, etype = req.access.tenant_id, types.of_group(req.group, req.group_version)
+    keys = _owned((r.entity for r in req.rows), tenant, etype)
+    cols = req.columns
+    if cols.entity_ids:
+        keys += _bare(cols.entity_ids, cols.tenant_id or tenant, cols.entity_type or etype)
+    return {"group": f"{req.group}@{req.group_version}", "rows": len(keys), "ids": h._hashed(keys)}

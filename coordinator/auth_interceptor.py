@@ -23,7 +23,14 @@ import grpc.aio
 
 from coordinator import vouching
 from coordinator.audit import AuditTrail
-from coordinator.audit_records import Hasher, describe, error_field, put_features
+from coordinator.audit_records import (
+    UNKNOWN_TYPES,
+    EntityTypes,
+    Hasher,
+    describe,
+    error_field,
+    put_features,
+)
 from coordinator.authn import TokenVerifier, bearer_token
 from coordinator.request_access import RULES, RpcRule
 from core.errors import PermissionDenied, VecshardError
@@ -51,12 +58,16 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         audit: AuditTrail,
         hasher: Hasher,
         instance: str,
+        types: EntityTypes = UNKNOWN_TYPES,
     ) -> None:
+        """`types`: the entity type of ids a call names without one, so that
+        they hash as the stored keys do (`coordinator.audit_records`)."""
         self.verifier = verifier
         self.grants = grants
         self.audit = audit
         self.hasher = hasher
         self.instance = instance
+        self.types = types
 
     async def intercept_service(
         self,
@@ -138,7 +149,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         """The record's details; a bug here must not fail a call that was
         served — the record is still written, marked incomplete."""
         try:
-            return describe(self.hasher, method, request, response)
+            return describe(self.hasher, method, request, response, self.types)
         except Exception:  # noqa: BLE001 - see the docstring
             log.exception("audit: cannot describe a call of %s", method)
             return {"describe_error": True}
@@ -152,7 +163,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         summary: dict[str, Any],
     ) -> AsyncIterator[Any]:
         """A client stream whose every message is bound as it arrives."""
-        hasher = self.hasher
+        hasher, types = self.hasher, self.types
 
         async def bound() -> AsyncIterator[Any]:
             async for message in requests:
@@ -163,7 +174,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                 # An async generator runs in its consumer's context: the
                 # servicer's shard calls for this message see this caller.
                 vouching.CALLER.set(found[0] if found else None)
-                part = put_features(hasher, message)
+                part = put_features(hasher, message, types)
                 summary["messages"] = summary.get("messages", 0) + 1
                 summary["rows"] = summary.get("rows", 0) + part["rows"]
                 summary.setdefault("ids", []).extend(part["ids"])

@@ -14,7 +14,7 @@ from grpc_health.v1.health import HealthServicer
 from coordinator import metrics
 from coordinator.audit import AuditTrail
 from coordinator.audit_anchor import EtcdHeadAnchor
-from coordinator.audit_records import Hasher
+from coordinator.audit_records import Hasher, SnapshotTypes
 from coordinator.auth_interceptor import AuthInterceptor
 from coordinator.authn import TokenVerifier, refuse_cluster_ca
 from coordinator.canary_runner import CanaryRunner
@@ -176,7 +176,14 @@ async def create_server(
     server = grpc.aio.server(
         interceptors=[
             serving.AsyncServerInterceptor("coordinator"),
-            AuthInterceptor(verifier, _grants(view), audit, Hasher(id_salt), cfg.name),
+            AuthInterceptor(
+                verifier,
+                _grants(view),
+                audit,
+                Hasher(id_salt),
+                cfg.name,
+                SnapshotTypes(lambda: view.snapshot),
+            ),
         ],
         options=serving.grpc_options(),
     )
