@@ -87,6 +87,8 @@ def test_int64s_take_integers_exactly_and_name_the_first_that_is_not() -> None:
         ([-(2**63) - 1], r"x\[0\]: int -9223372036854775809"),
         ([np.uint64(2**64 - 1)], r"x\[0\]: 18446744073709551615 \(uint64\)"),
         ([True], r"x\[0\]: bool True"),
+        ([3, np.True_], r"x\[1\]: True \(bool\)"),  # numpy reads a list of these as ints
+        ([1, 2, True], r"x\[2\]: bool True"),
         ([1, None], r"x\[1\]: NoneType None"),
         (["5"], r"x\[0\]: str '5'"),
         ([[1, 2], [3, 4.5]], r"x\[1, 1\]: float 4.5"),
