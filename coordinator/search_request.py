@@ -80,16 +80,19 @@ def plan_search(snap: Snapshot, q: SearchQuery, resolved: ResolvedRoute) -> Plan
             "and filter as the first page"
         )
     # The snapshot the first page read: its index version and replicas. The
-    # cursor is not signed, so the version it names is held to the route's
-    # embedding family (whose purposes and privacy were checked above) and
-    # its own restricted attributes.
+    # cursor is not signed: the caller must be allowed the family that
+    # version is built on, whether the route switched family since page 1 or
+    # the cursor was edited (its purposes and privacy were checked above
+    # against the route's family only), and its restricted attributes.
     paged = snap.index(cur.index)
     if paged.embedding.name != index.embedding.name:
-        raise InvalidArgument(
-            f"cursor names index version {cur.index}, built on embedding family "
-            f"{paged.embedding.name!r}; route {q.route!r} serves family "
-            f"{index.embedding.name!r}: send the cursor the route's own search returned"
-        )
+        paged_family = snap.family(paged.embedding.name)
+        check_access(q.access, paged_family, snap)
+        if paged_family.dimension != family.dimension:
+            raise InvalidArgument(
+                f"cursor names index version {cur.index} of {paged_family.dimension}-d family "
+                f"{paged_family.name!r}; the query is {family.dimension}-d: start the search again"
+            )
     check_filter_grant(q.access, q.filter, paged, snap)
     return Plan(
         paged,

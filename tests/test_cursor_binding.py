@@ -1,8 +1,9 @@
-"""A cursor is plain data a caller could edit: the index version it names
-must belong to the route's embedding family, whose purposes and privacy the
-request was checked against, and a restricted filter needs its grant on that
+"""A cursor is plain data a caller could edit: the caller must be allowed
+the family of the index version it names (the request was checked against
+the route's family only), and a restricted filter needs its grant on that
 version too (found in review: an edited cursor could point page 2 at any
-index version of the registry)."""
+index version of the registry). A route switched to another family between
+pages still continues on page 1's version, for a caller allowed both."""
 
 from __future__ import annotations
 
@@ -68,9 +69,24 @@ def test_a_cursor_of_the_route_family_continues_on_its_own_version() -> None:
     assert plan.index == IX_OLD and plan.pins == {"s0": ((0, 1), 7)}
 
 
-def test_a_cursor_naming_another_family_is_refused() -> None:
-    with pytest.raises(InvalidArgument, match="embedding family 'secret'"):
+def test_a_cursor_naming_a_family_the_caller_may_not_read_is_refused() -> None:
+    with pytest.raises(PermissionDenied, match="may not read embedding family 'secret'"):
         plan_search(SNAP, _query(_cursor(OTHER.ref)), RESOLVED)
+
+
+def test_a_route_switched_to_another_family_between_pages_continues_on_page_one() -> None:
+    moved = IndexVersion("ix2", "v1", VersionRef("items2", "v1"), num_buckets=2)
+    families = {**SNAP.families, "items2": dataclasses.replace(ITEMS, name="items2")}
+    snap = dataclasses.replace(SNAP, families=families, indexes={**SNAP.indexes, moved.ref: moved})
+    now = dataclasses.replace(RESOLVED, index=moved)  # the route serves items2 now
+    assert plan_search(snap, _query(_cursor(IX.ref)), now).index == IX
+    wide = dataclasses.replace(ITEMS, dimension=8)
+    with pytest.raises(InvalidArgument, match="8-d family 'items'; the query is 4-d"):
+        plan_search(
+            dataclasses.replace(snap, families={**families, "items": wide}),
+            _query(_cursor(IX.ref)),
+            now,
+        )
 
 
 def test_a_restricted_filter_needs_its_grant_on_the_cursor_version() -> None:
