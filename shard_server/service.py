@@ -118,6 +118,7 @@ class ShardNode:
         self.policy = policy or LifecyclePolicy()
         self._partitions: dict[VersionRef, IndexPartition] = {}
         self._open_lock = threading.Lock()
+        self._drop_lock = threading.Lock()
         # faiss's OpenMP pool sizes index builds; searches run one query per call.
         faiss.omp_set_num_threads(self.policy.build.threads)
         self.maintainer = Maintainer(lambda: list(self._partitions.values()), maintenance_interval)
@@ -153,18 +154,22 @@ class ShardNode:
         """Closes and deletes the data of every index version the registry
         archived (registry listener; also at start-up, for a drop cut short)."""
         dropped = []
-        for ref, index in snap.indexes.items():
-            if index.status is not Status.ARCHIVED:
-                continue
-            with self._open_lock:
-                part = self._partitions.pop(ref, None)
-            if part is not None:
-                part.retire()  # a copy in progress lands before the drop, none after
-            directory = self._directory(ref)
-            if part is None and not directory.exists():
-                continue
-            drop_index_data(self.store, ref, directory)
-            dropped.append(ref)
+        # One drop at a time: a second caller (a registry listener on another
+        # thread) found the partition popped, its directory still there, and
+        # deleted it while the first waited for a seal that was writing files.
+        with self._drop_lock:
+            for ref, index in snap.indexes.items():
+                if index.status is not Status.ARCHIVED:
+                    continue
+                with self._open_lock:
+                    part = self._partitions.pop(ref, None)
+                if part is not None:
+                    part.retire()  # a write, copy or seal in progress lands first, none after
+                directory = self._directory(ref)
+                if part is None and not directory.exists():
+                    continue
+                drop_index_data(self.store, ref, directory)
+                dropped.append(ref)
         return dropped
 
     def load_all(self) -> int:
