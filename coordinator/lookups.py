@@ -103,10 +103,12 @@ class Lookups:
         index = indexes[0]
         width = family.dimension if include_vectors else 0
         _check_answer_size(len(owned), width)
-        budget = max(0.001, timeout - self.fanout.margin(timeout))
+        loop = asyncio.get_running_loop()
+        # One deadline for the request, a re-read on a fresh snapshot included.
+        deadline = loop.time() + max(0.001, timeout - self.fanout.margin(timeout))
 
         async def fetch(snap: Snapshot) -> tuple[list[Answer], bool]:
-            read = _Read(self, snap, index, owned, include_vectors, include_attributes, budget)
+            read = _Read(self, snap, index, owned, include_vectors, include_attributes, deadline)
             plan, orphans = primaries(snap, read.placement, self.tracker)
             parts = await asyncio.gather(
                 *(
@@ -120,13 +122,15 @@ class Lookups:
             return answers, read.refused or bool(orphans)
 
         answers, refused = await fetch(snap)
-        if refused:
+        if refused and loop.time() < deadline:
             # A shard that moved (restarted on a new address) refuses at the
             # old one, and one re-registering may be missing from a snapshot
-            # a moment old: once more on a fresh snapshot, if shards moved.
+            # a moment old: once more on a fresh snapshot, if shards moved,
+            # within what is left of the deadline. What the first read found
+            # stays (`reconcile` keeps the better answer of a key).
             fresh = await self.registry.moved(snap)
             if fresh is not None:
-                answers, _ = await fetch(fresh)
+                answers += (await fetch(fresh))[0]
         found = reconcile(answers, len(owned), width)
         return owned, expire(found, family.expiry_seconds, now_micros())
 
@@ -142,7 +146,7 @@ class _Read:
         keys: list[EntityKey],
         include_vectors: bool,
         include_attributes: bool,
-        budget: float,
+        deadline: float,
     ) -> None:
         self.shards, self.tracker, self.hedges = lookups.shards, lookups.tracker, lookups.hedges
         self.snap, self.index = snap, index
@@ -161,7 +165,7 @@ class _Read:
                 tenant.buckets if tenant else (),
             )
         self.include_vectors, self.include_attributes = include_vectors, include_attributes
-        self.deadline = asyncio.get_running_loop().time() + budget
+        self.deadline = deadline
         # Hedged only where every key has a bucket another replica holds.
         self.hedgeable = bool(keys) and self.buckets[0] >= 0 and len(self.placement.buckets[0]) > 1
         self.width = snap.family(index.embedding.name).dimension if include_vectors else 0
@@ -262,9 +266,11 @@ class _Read:
             coverable = sorted({b for _, _, bs in candidates for b in bs})
             lost = [b for b in held if b not in coverable]
             cover = failover_cover(coverable, candidates, tried) or []
-            tried = tried | {alt for alt, _, _ in cover}
+            # Each member's own failover may ask its siblings (they hold
+            # other buckets too): excluded, a third replica answering in the
+            # same request was never asked for a failed sibling's keys.
             parts = await asyncio.gather(
-                *(self.ask(alt, addr, share, tried) for alt, addr, share in cover)
+                *(self.ask(alt, addr, share, tried | {alt}) for alt, addr, share in cover)
             )
             answers = [a for part in parts for a in part]
             if lost:
