@@ -6,6 +6,7 @@ shard's status → the error tree (`coordinator.errors.shard_error`).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
@@ -23,6 +24,7 @@ from core import runtime as serving
 from core import tracing
 from core.domain import EntityKey, VersionRef
 from core.embedding_columns import EmbeddingColumns
+from core.errors import Unavailable
 from core.record_columns import RecordColumns
 from protos.vecshard.v1.internal import features_pb2_grpc, shard_pb2_grpc
 from protos.vecshard.v1.internal import shard_pb2 as spb
@@ -77,6 +79,22 @@ class RemoteShard:
             # UsageError: the channel was closed (the pool replaced a shard
             # that moved); like any unreachable shard, that is Unavailable.
             raise shard_error(self.shard_id, self.address, exc) from exc
+        except asyncio.CancelledError:
+            self._cancelled()
+            raise
+
+    def _cancelled(self) -> None:
+        """A call cancelled though its task was not: its channel closed under
+        it (a channel past its grace). grpc.aio says so with CancelledError,
+        which no caller expects from a call it did not cancel — the request
+        failed CANCELLED instead of failing over. Unavailable, as any shard
+        that cannot be reached; a real cancellation goes on as one."""
+        task = asyncio.current_task()
+        if task is None or not task.cancelling():
+            raise Unavailable(
+                f"shard {self.shard_id} at {self.address}: the call was cancelled with its "
+                "channel (the shard moved)"
+            ) from None
 
     async def search(
         self, index: VersionRef, queries: Sequence[ShardQuery], timeout: float
@@ -95,6 +113,9 @@ class RemoteShard:
                 self.packed = False
             except grpc.aio.UsageError as exc:
                 raise shard_error(self.shard_id, self.address, exc) from exc
+            except asyncio.CancelledError:
+                self._cancelled()
+                raise
             else:
                 return convert.shard_packed_answers(resp, self.shard_id, queries)
         legacy = convert.shard_search_pb(index, queries)
@@ -198,5 +219,6 @@ class RemoteShard:
             await self._call(lambda: self.stub.CheckRecall(req, timeout=timeout, metadata=md))
         )
 
-    async def close(self) -> None:
-        await self.channel.close()
+    async def close(self, grace: float | None = None) -> None:
+        """`grace`: how long calls in flight may finish (None: cancelled now)."""
+        await self.channel.close(grace)

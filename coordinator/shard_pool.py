@@ -3,7 +3,7 @@
 Each is a `BatchingShard` around a `RemoteShard`, so concurrent searches for
 one shard share a call (`calls_in_flight` per index version, then they queue). A shard that moved (a restart gets a new address)
 gets a new channel; the old one closes in the background, after the calls
-still using it.
+still using it (`CLOSE_GRACE`).
 """
 
 from __future__ import annotations
@@ -15,6 +15,19 @@ import grpc
 from coordinator.batcher import BatchingShard
 from coordinator.remote_shard import RemoteShard
 from coordinator.shard import Shard
+
+# How long calls on a replaced channel may still finish: longer than any
+# call's deadline. Closed at once, the calls of requests holding a snapshot a
+# revision older were cancelled, and each failed CANCELLED (found in review).
+CLOSE_GRACE = 60.0
+
+
+async def _retire(shard: Shard) -> None:
+    inner = shard.inner if isinstance(shard, BatchingShard) else shard
+    if isinstance(inner, RemoteShard):
+        await inner.close(CLOSE_GRACE)
+    else:
+        await shard.close()
 
 
 class ShardPool:
@@ -39,7 +52,7 @@ class ShardPool:
         shard = self._shards.get(shard_id)
         if shard is None or shard.address != address:
             if shard is not None:
-                task = asyncio.ensure_future(shard.close())
+                task = asyncio.ensure_future(_retire(shard))
                 self._closing.add(task)
                 task.add_done_callback(self._closing.discard)
             remote = RemoteShard(

@@ -1,0 +1,74 @@
+"""The pool replaces a shard's client when its address changes (a shard that
+moved, or two requests holding snapshots a revision apart). The old channel
+was closed at once, cancelling every call still on it, and grpc.aio says so
+with CancelledError in a task nobody cancelled: the request failed CANCELLED
+instead of answering or failing over (found in review). The old channel now
+closes after a grace; a call its channel does cancel is Unavailable."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import grpc
+import grpc.aio
+import pytest
+
+from coordinator.remote_shard import RemoteShard
+from coordinator.shard_pool import ShardPool
+from core.column_wire import embeddings_to_pb
+from core.domain import EntityKey
+from core.embedding_columns import MISSING, unanswered
+from core.errors import Unavailable
+from protos.vecshard.v1.internal import shard_pb2 as spb
+from protos.vecshard.v1.internal import shard_pb2_grpc
+from tests.static_registry import INDEX
+
+KEY = EntityKey("t", "item", "e1")
+
+
+class _Slow(shard_pb2_grpc.ShardServiceServicer):
+    async def BatchGet(self, request: Any, context: Any) -> spb.BatchGetResponse:  # noqa: N802 - gRPC's name
+        await asyncio.sleep(0.5)
+        missing = unanswered(len(request.keys) + len(request.entity_ids), 0, status=MISSING)
+        return spb.BatchGetResponse(columns=embeddings_to_pb(missing))
+
+
+async def _with_server(body: Any) -> Any:
+    server = grpc.aio.server()
+    shard_pb2_grpc.add_ShardServiceServicer_to_server(_Slow(), server)
+    port = server.add_secure_port("127.0.0.1:0", grpc.local_server_credentials())
+    await server.start()
+    try:
+        return await body(port)
+    finally:
+        await server.stop(None)
+
+
+def test_a_call_in_flight_outlives_the_channel_the_pool_replaced() -> None:
+    async def body(port: int) -> object:
+        pool = ShardPool(credentials=grpc.local_channel_credentials())
+        try:
+            call = asyncio.ensure_future(
+                pool.get("a", f"127.0.0.1:{port}").batch_get(INDEX, [KEY], False, 5.0)
+            )
+            await asyncio.sleep(0.1)
+            pool.get("a", f"localhost:{port}")  # another request's snapshot
+            return await call
+        finally:
+            await pool.close()
+
+    answer = asyncio.run(_with_server(body))
+    assert answer.statuses() == ["missing"]  # answered, not cancelled
+
+
+def test_a_call_its_channel_cancels_is_unavailable_not_cancelled() -> None:
+    async def body(port: int) -> None:
+        shard = RemoteShard("a", f"127.0.0.1:{port}", credentials=grpc.local_channel_credentials())
+        call = asyncio.ensure_future(shard.batch_get(INDEX, [KEY], False, 5.0))
+        await asyncio.sleep(0.1)
+        await shard.close()  # no grace: the call is cancelled under its task
+        with pytest.raises(Unavailable, match="cancelled with its channel"):
+            await call
+
+    asyncio.run(_with_server(body))
