@@ -23,7 +23,9 @@ class Admission:
         """Holds `weight` requests (a batch of searches counts each) for the
         duration of the block, or sheds the whole batch."""
         self.limits.input.check_count("searches", weight, "max_searches_per_request")
-        if self.in_flight + weight > self.limits.max_in_flight_requests:
+        # A batch heavier than the limit runs alone rather than never: with
+        # nothing in flight, it was shed on an idle coordinator for good.
+        if self.in_flight and self.in_flight + weight > self.limits.max_in_flight_requests:
             metrics.SHED.labels("coordinator_in_flight").inc()
             raise ResourceExhausted(
                 f"coordinator has {self.in_flight} searches in flight (limit "

@@ -67,14 +67,15 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
             pb.BatchGetEmbeddingsRequest, pb.BatchGetEmbeddingsResponse
         ],
     ) -> pb.BatchGetEmbeddingsResponse:
-        keys, found = await self.engine.batch_get(
-            convert.access_from_pb(request.access),
-            VersionRef(request.embedding_name, request.embedding_version),
-            convert.lookup_keys_from_pb(request),
-            request.include_vectors,
-            self._timeout(context),
-            include_attributes=request.include_attributes or not request.columnar,
-        )
+        async with self.engine.admission():  # shed like every read
+            keys, found = await self.engine.batch_get(
+                convert.access_from_pb(request.access),
+                VersionRef(request.embedding_name, request.embedding_version),
+                convert.lookup_keys_from_pb(request),
+                request.include_vectors,
+                self._timeout(context),
+                include_attributes=request.include_attributes or not request.columnar,
+            )
         return convert.lookups_to_pb(keys, found, request.columnar)
 
     async def Upsert(
