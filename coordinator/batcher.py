@@ -91,10 +91,21 @@ class BatchingShard:
             lane.queue.append(_Member(q, fut, deadline))
             futures.append(fut)
         self._pump(index, lane)
-        if len(futures) == 1:
-            return [await futures[0]]
+        # Its own deadline while it queues: a query waits for the call ahead
+        # of it to return, which may be stalled (it failed only then, long
+        # past its deadline; found in review).
+        waiting = asyncio.timeout_at(deadline)
         try:
-            return [await f for f in futures]
+            async with waiting:
+                if len(futures) == 1:
+                    return [await futures[0]]
+                return [await f for f in futures]
+        except TimeoutError:
+            if not waiting.expired():
+                raise
+            raise DeadlineExceeded(
+                f"shard {self.shard_id}: the deadline passed before its answer"
+            ) from None
         finally:
             for f in futures:  # on an error: this caller's other slots go too
                 if not f.cancel() and not f.cancelled():

@@ -396,3 +396,36 @@ def test_merge_ranked_is_merge_topk(lists: list[list[Hit]], k: int) -> None:
         unique = list({h.key: h for h in hs}.values())  # a shard answers a key once
         answers.append(ShardAnswer.of(unique, len(unique)))
     assert merge_ranked(answers, k) == merge_topk([a.hits for a in answers], k)
+
+
+def test_a_query_queued_behind_a_stalled_call_fails_at_its_own_deadline() -> None:
+    """Its deadline was checked only when the call ahead of it returned: a
+    query of 0.1 s queued behind a stalled call waited 1.5 s (found in
+    review)."""
+    import time
+
+    from core.errors import DeadlineExceeded
+
+    class Stalled:
+        shard_id, address = "a", "mem://a"
+
+        async def search(
+            self, index: VersionRef, qs: list[ShardQuery], timeout: float
+        ) -> list[ShardAnswer]:
+            await asyncio.sleep(min(timeout, 1.5))
+            return [ShardAnswer.of([], 0) for _ in qs]
+
+    shard = BatchingShard(Stalled())  # type: ignore[arg-type]  # the search half of a Shard
+    q = ShardQuery(np.zeros(4, np.float32), 1, "t")
+
+    async def queued() -> float:
+        stalled = asyncio.ensure_future(shard.search(INDEX, [q], 5.0))
+        await asyncio.sleep(0.01)
+        start = time.monotonic()
+        with pytest.raises(DeadlineExceeded, match="deadline passed before its answer"):
+            await shard.search(INDEX, [q], 0.1)
+        took = time.monotonic() - start
+        assert len(await stalled) == 1  # its batch-mate is answered
+        return took
+
+    assert asyncio.run(queued()) < 0.5
