@@ -136,16 +136,25 @@ class Rollout:
         errors_before = self.error_count() if self.error_count else 0.0
         self.say(f"[{sid}] draining")
         self.registry.set_shard_state(sid, "draining", "rollout")
-        self._wait(
-            f"{sid} to show as draining",
-            lambda: self._state(sid) == "draining",
-            self.drain_timeout,
-        )
-        self._wait(
-            f"{sid} in-flight requests to reach 0",
-            lambda: self.fleet.in_flight(sid) == 0,
-            self.drain_timeout,
-        )
+        try:
+            self._wait(
+                f"{sid} to show as draining",
+                lambda: self._state(sid) == "draining",
+                self.drain_timeout,
+            )
+            self._wait(
+                f"{sid} in-flight requests to reach 0",
+                lambda: self.fleet.in_flight(sid) == 0,
+                self.drain_timeout,
+            )
+        except Exception as exc:
+            # Not restarted, so it still serves the old build, healthy: the
+            # `draining` intent lives in etcd and outranks what the shard says
+            # of itself, so left there its buckets would lose a replica for good.
+            self.registry.set_shard_state(sid, "serving")
+            raise RolloutFailed(
+                f"{sid} did not drain ({exc}); it serves on, not restarted"
+            ) from exc
         self.say(f"[{sid}] idle; restarting")
         self.fleet.restart(sid)
         try:
