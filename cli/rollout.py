@@ -6,8 +6,9 @@
     → wait until the new process is Ready and registered
     → mark it serving → check the error rate → next shard.
 
-A failed readiness or an error-rate rise stops the rollout and rolls the
-current shard back. The protocol is one class over a `ShardFleet`, so the
+A failed restart or readiness, or an error-rate rise, stops the rollout and
+rolls the current shard back; a shard that does not drain in time is set
+serving again, not restarted. Either way no shard is left drained. The protocol is one class over a `ShardFleet`, so the
 same code drives Kubernetes and the local cluster the tests use.
 """
 
@@ -156,8 +157,12 @@ class Rollout:
                 f"{sid} did not drain ({exc}); it serves on, not restarted"
             ) from exc
         self.say(f"[{sid}] idle; restarting")
-        self.fleet.restart(sid)
+        step = "restart"
         try:
+            # Inside the rollback block: a restart can fail half-way (a local
+            # shard stopped but not started again) and then needs the rollback.
+            self.fleet.restart(sid)
+            step = "readiness"
             self.fleet.wait_ready(sid, self.ready_timeout)
             self._wait(
                 f"{sid} to register again",
@@ -165,12 +170,12 @@ class Rollout:
                 self.ready_timeout,
             )
         except Exception as exc:
-            self.say(f"[{sid}] not ready ({exc}); rolling it back")
+            self.say(f"[{sid}] {step} failed ({exc}); rolling it back")
             self.fleet.rollback(sid)
             # The old build serves again: drained, its buckets would have no
             # serving replica until someone undrained it by hand.
             self.registry.set_shard_state(sid, "serving")
-            raise RolloutFailed(f"{sid} failed readiness: {exc}") from exc
+            raise RolloutFailed(f"{sid} failed {step}: {exc}") from exc
         self.registry.set_shard_state(sid, "serving")
         self._wait(f"{sid} to serve", lambda: self._state(sid) == "serving", self.drain_timeout)
         if self.error_count is not None:

@@ -95,3 +95,16 @@ def test_a_failing_in_flight_probe_undrains_the_shard() -> None:
     with pytest.raises(RolloutFailed, match="connection refused"):
         Rollout(reg, Unreachable(), drain_timeout=1, say=lambda m: None).run()  # type: ignore[arg-type]
     assert reg.intents == {}
+
+
+def test_a_failed_restart_is_rolled_back_and_undrained() -> None:
+    """LocalFleet.restart raises after SIGTERM when the shard exits non-zero,
+    before starting it again: the restart sat outside the rollback block, so
+    the shard stayed stopped and drained."""
+    reg = RecordingRegistry(["shard-0"])
+    fleet = ScriptedFleet(restart_error=RolloutFailed("shard-0 exited with code 1 on SIGTERM"))
+    rollout = Rollout(reg, fleet, drain_timeout=1, say=lambda m: None)  # type: ignore[arg-type]
+    with pytest.raises(RolloutFailed, match="shard-0 failed restart: .*code 1"):
+        rollout.run()
+    assert fleet.rolled_back == ["shard-0"]
+    assert reg.intents == {}
