@@ -22,7 +22,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NoReturn, Protocol
 
 from client.registry_client import RegistryClient
 
@@ -170,21 +170,29 @@ class Rollout:
                 self.ready_timeout,
             )
         except Exception as exc:
-            self.say(f"[{sid}] {step} failed ({exc}); rolling it back")
-            self.fleet.rollback(sid)
-            # The old build serves again: drained, its buckets would have no
-            # serving replica until someone undrained it by hand.
-            self.registry.set_shard_state(sid, "serving")
-            raise RolloutFailed(f"{sid} failed {step}: {exc}") from exc
+            self._roll_back(sid, f"{sid} failed {step}: {exc}", exc)
         self.registry.set_shard_state(sid, "serving")
         self._wait(f"{sid} to serve", lambda: self._state(sid) == "serving", self.drain_timeout)
         if self.error_count is not None:
             new = self.error_count() - errors_before
             if new > self.max_new_errors:
-                self.say(f"[{sid}] error rate rose ({new:.0f} failed requests); rolling it back")
-                self.fleet.rollback(sid)
-                raise RolloutFailed(f"{new:.0f} requests failed while {sid} restarted")
+                self._roll_back(sid, f"{new:.0f} requests failed while {sid} restarted", None)
         self.say(f"[{sid}] serving")
+
+    def _roll_back(self, sid: str, why: str, cause: Exception | None) -> NoReturn:
+        """Rolls this one shard back and stops the rollout with `why`."""
+        assert self.registry is not None
+        self.say(f"[{sid}] {why}; rolling it back")
+        try:
+            self.fleet.rollback(sid)
+        except Exception as exc:
+            raise RolloutFailed(f"{why}; rolling {sid} back failed too: {exc}") from exc
+        finally:
+            # The old build serves again (or, if that failed too, the shard
+            # counts once it registers as Ready): left drained, its buckets
+            # would have no serving replica until someone undrained it by hand.
+            self.registry.set_shard_state(sid, "serving")
+        raise RolloutFailed(why) from cause
 
 
 class KubectlFleet:
@@ -316,16 +324,35 @@ class KubectlFleet:
             time.sleep(1.0)
 
     def rollback(self, shard_id: str) -> None:
-        if self._previous_image:
-            self._run(
-                self._cmd(
-                    "set",
-                    "image",
-                    f"statefulset/{self.sts}",
-                    f"{self.container}={self._previous_image}",
-                )
+        """Puts this one pod back on the previous revision, touching no other.
+
+        Reverting the template with the partition at this ordinal made the
+        controller recreate every higher ordinal too — already updated and
+        serving — undrained, while this one was still down. Instead the
+        template stays new and the partition goes just above this ordinal, so
+        the controller no longer updates it; deleting the pod then makes the
+        controller recreate it from `.status.currentRevision`, as it does every
+        pod below the partition. The higher ordinals keep the new image.
+        """
+        revisions = self._run(
+            self._cmd(
+                "get",
+                "statefulset",
+                self.sts,
+                "-o",
+                "jsonpath={.status.currentRevision} {.status.updateRevision}",
             )
-        self._run(self._partition_patch(self._ordinal(shard_id)))
+        ).split()
+        if len(revisions) != 2 or revisions[0] == revisions[1]:
+            # Every pod ran the new revision and was Ready, so the controller
+            # made it the current one: a recreated pod would get it again.
+            raise RolloutFailed(
+                f"cannot roll {shard_id} back alone: the StatefulSet has no previous revision "
+                f"left (revisions {revisions}); roll every shard back with "
+                f"`vecshard rollout shards --image {self._previous_image or 'OLD_IMAGE'}`"
+            )
+        self._run(self._partition_patch(self._ordinal(shard_id) + 1))
+        self._run(self._cmd("delete", "pod", shard_id, "--wait=false"))
 
 
 class LocalFleet:

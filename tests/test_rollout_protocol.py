@@ -1,7 +1,9 @@
 """The rollout protocol's failure paths, on fleets that fail on cue: however a
 shard's turn ends, it is not left drained in the registry (a `draining`
 intent lives in etcd and outranks what the shard says of itself, so its
-buckets would lose a serving replica until someone undrained it by hand).
+buckets would lose a serving replica until someone undrained it by hand);
+and `KubectlFleet` against `StatefulSetController`, a model of what the
+Kubernetes StatefulSet controller does with a RollingUpdate partition.
 
 The registry is `RecordingRegistry`, which keeps shard intents as the real
 one does (serving deletes the intent, anything else stores it); the happy
@@ -10,11 +12,14 @@ tests/test_rollout.py."""
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 
 import pytest
 
-from cli.rollout import Rollout, RolloutFailed
+from cli.rollout import KubectlFleet, Rollout, RolloutFailed
+
+OLD, NEW = "vecshard:1.0", "vecshard:2.0"
 
 
 class RecordingRegistry:
@@ -107,4 +112,130 @@ def test_a_failed_restart_is_rolled_back_and_undrained() -> None:
     with pytest.raises(RolloutFailed, match="shard-0 failed restart: .*code 1"):
         rollout.run()
     assert fleet.rolled_back == ["shard-0"]
+    assert reg.intents == {}
+
+
+class StatefulSetController:
+    """`kubectl` for `KubectlFleet`, over a StatefulSet modelled on the
+    controller's RollingUpdate rules (kubernetes pkg/controller/statefulset):
+
+    - `updateRevision` is the current template's revision;
+    - every pod with ordinal >= the partition on another revision is
+      recreated from `updateRevision`;
+    - a deleted pod is recreated from `updateRevision` at or above the
+      partition, from `currentRevision` below it;
+    - `currentRevision` becomes `updateRevision` once every pod runs it and is
+      Ready.
+
+    Changes apply at once (the real controller goes one pod at a time, which
+    changes no outcome here). A revision is named after its image; pods in
+    `broken` never get Ready on the new image."""
+
+    def __init__(self, replicas: int, broken: frozenset[int] = frozenset()) -> None:
+        self.replicas = replicas
+        self.template = OLD
+        self.current = OLD
+        self.partition = 0
+        self.pods = dict.fromkeys(range(replicas), OLD)
+        self.broken = broken
+        self.recreated: list[tuple[int, str, str]] = []  # (ordinal, from, to)
+
+    def _ready(self, ordinal: int) -> bool:
+        return not (self.pods.get(ordinal) == NEW and ordinal in self.broken)
+
+    def _reconcile(self) -> None:
+        for i in sorted(range(self.replicas), reverse=True):
+            want = self.template if i >= self.partition else self.current
+            if i not in self.pods:
+                self.recreated.append((i, "deleted", want))
+                self.pods[i] = want
+            elif i >= self.partition and self.pods[i] != self.template:
+                self.recreated.append((i, self.pods[i], self.template))
+                self.pods[i] = self.template
+        if all(p == self.template for p in self.pods.values()) and all(
+            self._ready(i) for i in self.pods
+        ):
+            self.current = self.template
+
+    def run(self, cmd: list[str]) -> str:
+        assert cmd[:3] == ["kubectl", "-n", "vecshard"] or cmd[1:3] == ["get", "--raw"], cmd
+        args = cmd[3:]
+        if args[:2] == ["patch", "statefulset"]:
+            patch = json.loads(args[args.index("-p") + 1])
+            self.partition = patch["spec"]["updateStrategy"]["rollingUpdate"]["partition"]
+        elif args[:2] == ["set", "image"]:
+            self.template = args[3].split("=", 1)[1]
+        elif args[:2] == ["delete", "pod"]:
+            del self.pods[int(args[2].rsplit("-", 1)[1])]
+        elif args[:2] == ["get", "statefulset"]:
+            fields = {
+                "{.spec.replicas}": str(self.replicas),
+                "{.status.updateRevision}": self.template,
+                "{.status.currentRevision}": self.current,
+                "{.spec.template.spec.containers[?(@.name=='shard')].image}": self.template,
+            }
+            out = args[-1].removeprefix("jsonpath=")
+            for path, value in fields.items():
+                out = out.replace(path, value)
+            return out
+        elif args[:2] == ["get", "pod"]:
+            i = int(args[2].rsplit("-", 1)[1])
+            return json.dumps(
+                {
+                    "metadata": {"labels": {"controller-revision-hash": self.pods[i]}},
+                    "status": {"conditions": [{"type": "Ready", "status": str(self._ready(i))}]},
+                }
+            )
+        elif cmd[1:3] == ["get", "--raw"]:
+            return ""  # metrics with no request in flight
+        else:
+            raise AssertionError(f"unexpected kubectl call {cmd}")
+        self._reconcile()
+        return ""
+
+
+def test_kubectl_rollback_recreates_only_the_failed_shard() -> None:
+    """3 shards rolled 2 → 1 → 0; shard 1 never gets Ready on the new image.
+    Rolling it back set the old image with the partition at 1, so the
+    controller also recreated ordinal 2 — updated and serving — undrained,
+    while ordinal 1 was still down: a bucket on shards 1 and 2 had no replica."""
+    sts = StatefulSetController(3, broken=frozenset({1}))
+    fleet = KubectlFleet(NEW, run=sts.run)
+    fleet.prepare()
+    reg = RecordingRegistry(fleet.shard_ids())
+    rollout = Rollout(reg, fleet, drain_timeout=1, ready_timeout=0, say=lambda m: None)  # type: ignore[arg-type]
+    with pytest.raises(RolloutFailed, match="vecshard-shard-1 failed readiness"):
+        rollout.run()
+    assert sts.recreated == [
+        (2, OLD, NEW),  # its turn
+        (1, OLD, NEW),  # its turn, never Ready
+        (1, "deleted", OLD),  # the rollback
+    ]
+    assert sts.pods == {0: OLD, 1: OLD, 2: NEW}
+    assert sts.partition == 2 and sts.template == NEW
+    assert reg.intents == {}
+
+
+def test_kubectl_rollback_after_the_update_completed_says_how_to_roll_back() -> None:
+    """The last shard's error check fails after every pod runs the new image
+    and is Ready: the controller has made it the current revision, so there
+    is nothing to recreate one pod from. The rollout says so and leaves
+    every pod alone, rather than restarting a shard onto the same image."""
+    sts = StatefulSetController(2)
+    fleet = KubectlFleet(NEW, run=sts.run)
+    fleet.prepare()
+    reg = RecordingRegistry(fleet.shard_ids())
+    errors = iter([0.0, 0.0, 0.0, 5.0])
+    rollout = Rollout(
+        reg,  # type: ignore[arg-type]
+        fleet,
+        drain_timeout=1,
+        ready_timeout=1,
+        error_count=lambda: next(errors),
+        say=lambda m: None,
+    )
+    with pytest.raises(RolloutFailed, match=r"5 requests failed .* --image vecshard:1\.0"):
+        rollout.run()
+    assert sts.pods == {0: NEW, 1: NEW}
+    assert len(sts.recreated) == 2
     assert reg.intents == {}
