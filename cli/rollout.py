@@ -223,7 +223,10 @@ class KubectlFleet:
 
     @staticmethod
     def _subprocess(cmd: list[str]) -> str:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        try:
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise RolloutFailed(f"{' '.join(cmd)} failed: {exc}") from exc
         if out.returncode != 0:
             raise RolloutFailed(f"{' '.join(cmd)} failed: {out.stderr.strip()}")
         return out.stdout
@@ -242,15 +245,16 @@ class KubectlFleet:
         return self._cmd("patch", "statefulset", self.sts, "-p", patch)
 
     def replicas(self) -> int:
+        """The StatefulSet's replica count, read with a `kubectl get` also for
+        --dry-run (it changes nothing): a plan for another count than the one
+        it would roll pins the wrong partition and skips or invents ordinals."""
         if self._replicas is None:
-            if self.dry_run:
-                self._replicas = 3
-            else:
-                self._replicas = int(
-                    self._run(
-                        self._cmd("get", "statefulset", self.sts, "-o", "jsonpath={.spec.replicas}")
-                    )
-                )
+            out = self._run(
+                self._cmd("get", "statefulset", self.sts, "-o", "jsonpath={.spec.replicas}")
+            ).strip()
+            if not out.isdigit():
+                raise RolloutFailed(f"statefulset/{self.sts} has no replica count (got {out!r})")
+            self._replicas = int(out)
         return self._replicas
 
     def prepare(self) -> list[list[str]]:

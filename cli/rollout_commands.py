@@ -50,7 +50,9 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "--max-new-errors", type=float, default=0.0, help="failed requests tolerated per shard"
     )
     rs.add_argument(
-        "--dry-run", action="store_true", help="print the kubectl commands, change nothing"
+        "--dry-run",
+        action="store_true",
+        help="print the kubectl commands, change nothing (reads the StatefulSet's replica count)",
     )
     rs.set_defaults(func=cmd_rollout_shards)
 
@@ -70,14 +72,16 @@ def cmd_rollout_shards(args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
     )
     if args.dry_run:
-        for cmd in fleet.prepare():
-            print(shlex.join(cmd))
-        for line in Rollout(None, fleet).dry_run():
-            print(line)
+        try:  # reads the StatefulSet's replica count, so kubectl must reach it
+            plan = [shlex.join(cmd) for cmd in fleet.prepare()] + Rollout(None, fleet).dry_run()
+        except RolloutFailed as exc:
+            print(f"dry run failed: {exc}", file=sys.stderr)
+            return 1
+        print("\n".join(plan))
         return 0
     with RegistryClient(args.coordinator, who=args.who or os.environ.get("USER", "rollout")) as reg:
-        fleet.prepare()
         try:
+            fleet.prepare()
             Rollout(
                 reg,
                 fleet,

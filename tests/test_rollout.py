@@ -161,7 +161,7 @@ def test_sigterm_on_a_shard_under_load_is_invisible_to_clients(
     cluster.restart_shard("shard-1")
 
 
-def test_kubectl_plan_lowers_the_partition_one_ordinal_at_a_time() -> None:
+def test_kubectl_plan_lowers_the_partition_one_ordinal_at_a_time(tmp_path: Path) -> None:
     ran: list[list[str]] = []
 
     def run(cmd: list[str]) -> str:
@@ -182,15 +182,33 @@ def test_kubectl_plan_lowers_the_partition_one_ordinal_at_a_time() -> None:
     ]
     fleet.restart("vecshard-shard-1")
     assert '"partition": 1' in ran[-1][-1]
+    # --dry-run plans for the StatefulSet's own replica count (it planned for
+    # 3 whatever it had), read with the one kubectl call it makes.
+    calls = tmp_path / "calls"
+    kubectl = tmp_path / "kubectl"
+    kubectl.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> {calls}\necho 5\n')
+    kubectl.chmod(0o755)
     out = subprocess.run(
-        [VECSHARD, "rollout", "shards", "--image", "x:2", "--dry-run"],
+        [VECSHARD, "rollout", "shards", "--image", "x:2", "--dry-run", "--kubectl", str(kubectl)],
         capture_output=True,
         text=True,
         timeout=60,
     )
-    assert out.returncode == 0
+    assert out.returncode == 0, out.stderr
     patches = [line for line in out.stdout.splitlines() if "patch statefulset" in line]
-    assert [p.split('"partition": ')[1][0] for p in patches] == ["3", "2", "1", "0"]
+    assert [p.split('"partition": ')[1][0] for p in patches] == ["5", "4", "3", "2", "1", "0"]
+    assert calls.read_text() == (
+        "-n vecshard get statefulset vecshard-shard -o jsonpath={.spec.replicas}\n"
+    )
+    kubectl.write_text("#!/bin/sh\necho 'connection refused' >&2\nexit 1\n")
+    out = subprocess.run(
+        [VECSHARD, "rollout", "shards", "--image", "x:2", "--dry-run", "--kubectl", str(kubectl)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 1 and out.stdout == ""
+    assert "dry run failed: " in out.stderr and "connection refused" in out.stderr
 
 
 def test_in_flight_parsing() -> None:

@@ -239,3 +239,21 @@ def test_kubectl_rollback_after_the_update_completed_says_how_to_roll_back() -> 
     assert sts.pods == {0: NEW, 1: NEW}
     assert len(sts.recreated) == 2
     assert reg.intents == {}
+
+
+def test_a_dry_run_plans_for_the_replicas_the_statefulset_has() -> None:
+    """It planned for 3 shards whatever the StatefulSet had: for 6 it pinned
+    `partition: 3` and planned ordinals 2, 1, 0, so an operator following it
+    released 3-5 at once, undrained. It reads `.spec.replicas` and changes
+    nothing."""
+    sts = StatefulSetController(6)
+    fleet = KubectlFleet(NEW, dry_run=True, run=sts.run)
+    first = fleet.prepare()[0]
+    assert json.loads(first[-1])["spec"]["updateStrategy"]["rollingUpdate"] == {"partition": 6}
+    plan = Rollout(None, fleet).dry_run()
+    assert [
+        json.loads(p.split(" -p ")[1].strip("'"))["spec"]["updateStrategy"]["rollingUpdate"]
+        for p in plan
+        if "patch" in p
+    ] == [{"partition": i} for i in (5, 4, 3, 2, 1, 0)]
+    assert (sts.template, sts.partition, sts.recreated) == (OLD, 0, [])
