@@ -14,9 +14,11 @@ The model, and what it assumes (each stated in the plan it prints):
   block-cache bounds, a full growing segment).
 * **A query** goes to one replica of every shard (hash placement). A shard
   spends a serving overhead (measured shard CPU minus the same search in
-  process) plus the search, which grows with the dimension (fitted, linear)
-  and with log₂ of the rows it holds (HNSW's hops: an assumption, scaled
-  from the measured rows); the coordinator spends a per-query part plus a
+  process, at the same setting) plus that search, scaled to the dimension by
+  the ingest benchmark's in-process search (fitted, linear: its ratio at d
+  over the measured d) and grown with log₂ of the rows it holds (HNSW's hops:
+  an assumption, scaled from the measured rows), so that planning the
+  measured point gives back its measured CPU; the coordinator spends a per-query part plus a
   part per shard (fitted over shard counts when the search benchmark
   measured several, otherwise all of it counted per shard).
 * **Cores** are CPU seconds per second divided by a target utilization;
@@ -73,7 +75,10 @@ class SearchMeasurement:
     shard_ms: float  # mean over the shards
     coordinator_ms: float
     coordinator_per_shard_ms: float  # fitted over shard counts, or all of it
+    # The search alone at the same setting, one query per call, and the rows
+    # of the in-process index it ran on.
     inprocess_search_ms: float | None = None
+    inprocess_rows: float | None = None
 
 
 @dataclass(frozen=True)
@@ -163,6 +168,7 @@ def parse_ingest(
         "rows_per_shard": dims[0].rows_per_shard,
         **first["cluster"]["search"],
         "inprocess_search_ms": dims[0].inprocess_search_ms,
+        "inprocess_rows": float(dims[0].build_rows),
     }
     return str(config.get("kind", "hnsw")), int(config.get("shards", 1)), dims, search
 
@@ -187,6 +193,7 @@ def search_from_ingest(point: Mapping[str, Any], kind: str, source: str) -> Sear
         coordinator_ms=coordinator,
         coordinator_per_shard_ms=coordinator / shards,
         inprocess_search_ms=point.get("inprocess_search_ms"),
+        inprocess_rows=point.get("inprocess_rows"),
     )
 
 
@@ -248,6 +255,7 @@ def search_from_bench(
         coordinator_ms=base + per_shard * int(best["shards"]),
         coordinator_per_shard_ms=per_shard,
         inprocess_search_ms=threads * 1e3 / float(inproc[0]["qps"]) if inproc else None,
+        inprocess_rows=n if inproc else None,
     )
 
 
@@ -329,6 +337,50 @@ def _per_dim(m: Measurements, values: Sequence[float], dim: int, what: str) -> t
     return a + b * dim, f"{a:,.4g} + {b:,.4g}·d fitted to {shown}"
 
 
+def _shard_search_ms(m: Measurements, d: int, rows: float) -> tuple[float, str]:
+    """A shard's CPU per query at dimension `d` holding `rows` rows, and how.
+
+    The measured shard CPU is a serving overhead plus the search itself; the
+    search is the in-process one measured at the same setting (`ref_ms` on
+    `ref_rows` rows at d=`s.dim`), scaled to the shard's rows by log₂ and to
+    `d` by the ingest benchmark's in-process search at `d` over the same at
+    `s.dim` (one setting, two dimensions: the ratio carries over to another
+    setting, its absolute cost does not). Both terms come from one baseline,
+    so planning the measured point gives back its measured shard CPU.
+    """
+    s = m.search
+    by_dim = [x.inprocess_search_ms for x in m.dims]
+    if s.inprocess_search_ms is not None and s.inprocess_rows is not None:
+        ref_ms, ref_rows = s.inprocess_search_ms, s.inprocess_rows
+        ref_how = f"in process at {s.setting or 'the same setting'}"
+    else:
+        ref_ms, _ = _per_dim(m, by_dim, s.dim, "search CPU")
+        ref_rows = float(m.dims[0].build_rows)
+        ref_how = (
+            "the ingest benchmark's in process, at its own setting (none measured at this one)"
+        )
+    if ref_ms <= 0:
+        raise MeasurementError(f"the in-process search CPU at d={s.dim} is {ref_ms:.4g} ms")
+
+    def log_rows(n: float) -> float:
+        return math.log2(max(n, 2)) / math.log2(max(ref_rows, 2))
+
+    at_point = ref_ms * log_rows(s.rows_per_shard)
+    overhead = max(s.shard_ms - at_point, 0.0)
+    scale, how_d = 1.0, "the measured dimension"
+    if d != s.dim:
+        at_d, how_d = _per_dim(m, by_dim, d, "search CPU")
+        scale = at_d / _per_dim(m, by_dim, s.dim, "search CPU")[0]
+    search = ref_ms * scale * log_rows(rows)
+    return overhead + search, (
+        f"serving overhead {overhead:.3f} ms (measured {s.shard_ms:.3f} minus the search, "
+        f"{ref_ms:.3f} ms {ref_how} on {ref_rows:,.0f} rows, × log2({s.rows_per_shard:,.0f})/"
+        f"log2({ref_rows:,.0f})) + search {ref_ms:.3f} ms × {scale:.3f} for d={d} over d={s.dim} "
+        f"(ingest benchmark's in-process search, {how_d}) × log2({rows:,.0f})/log2({ref_rows:,.0f}) "
+        f"= {overhead + search:.3f} ms"
+    )
+
+
 def plan(m: Measurements, t: Target) -> Plan:
     out: list[str] = []
     say = out.append
@@ -363,15 +415,8 @@ def plan(m: Measurements, t: Target) -> Plan:
 
     s = m.search
     n_in = float(m.dims[0].build_rows)
-    search_d, how_s = _per_dim(m, [x.inprocess_search_ms for x in m.dims], d, "search CPU")
-    search_at_point = (
-        s.inprocess_search_ms
-        if s.inprocess_search_ms is not None
-        else _per_dim(m, [x.inprocess_search_ms for x in m.dims], s.dim, "search CPU")[0]
-    )
-    overhead = max(s.shard_ms - search_at_point, 0.0)
-    grow = math.log2(max(rows, 2)) / math.log2(max(n_in, 2))
-    shard_ms = overhead + search_d * grow
+    grow = math.log2(max(rows, 2)) / math.log2(max(n_in, 2))  # builds: measured on n_in rows
+    shard_ms, shard_how = _shard_search_ms(m, d, rows)
     coord_base = max(s.coordinator_ms - s.coordinator_per_shard_ms * s.shards, 0.0)
     coord_ms = coord_base + s.coordinator_per_shard_ms * shards
     say(
@@ -379,11 +424,7 @@ def plan(m: Measurements, t: Target) -> Plan:
         f"{s.shards} shard(s) of {s.rows_per_shard:,.0f} rows at d={s.dim}: shard {s.shard_ms:.3f} ms, "
         f"coordinator {s.coordinator_ms:.3f} ms CPU per query"
     )
-    say(
-        f"shard CPU per query: serving overhead {overhead:.3f} ms (measured minus the search in "
-        f"process, {search_at_point:.3f} ms) + search {search_d:.3f} ms at d={d} ({how_s}) × "
-        f"log2({rows:,.0f})/log2({n_in:,.0f}) = {shard_ms:.3f} ms"
-    )
+    say(f"shard CPU per query: {shard_how}")
     say(
         f"coordinator CPU per query: {coord_base:.3f} + {s.coordinator_per_shard_ms:.3f} × {shards} "
         f"shards = {coord_ms:.3f} ms; every query reaches one replica of every shard"

@@ -97,10 +97,11 @@ def test_every_figure_follows_from_the_measurements(tmp_path: Path) -> None:
     assert p.vectors_per_shard == pytest.approx(1e8 / p.shards)
     assert p.shard_memory_bytes == pytest.approx(fixed + p.vectors_per_shard * bpv)
     assert p.total_memory_bytes == pytest.approx(p.shard_memory_bytes * p.shards * p.replicas)
-    # Shard CPU: overhead (1.1 measured − 0.1 in process at d=100) + search at d=300
-    # (0.3 by the line through (100, 0.1), (200, 0.2)) grown by log2 of the rows.
-    grow = math.log2(p.vectors_per_shard) / math.log2(N)
-    shard_ms = 1.0 + 0.3 * grow
+    # Shard CPU: overhead (1.1 measured on 50,000 rows a shard − the search, 0.1 in
+    # process on N rows at d=100, grown to 50,000 rows by log2) + the search at
+    # d=300 (× 0.3 / 0.1 by the line through (100, 0.1), (200, 0.2)) grown by log2.
+    overhead = 1.1 - 0.1 * math.log2(N / 2) / math.log2(N)
+    shard_ms = overhead + 0.1 * 3 * math.log2(p.vectors_per_shard) / math.log2(N)
     assert p.shard_cores == pytest.approx(p.shards * 1000 * shard_ms / 1e3 / 0.6)
     # Coordinator: all of the measured 2.0 ms counted per shard (one shard count measured).
     assert p.coordinator_cores == pytest.approx(1000 * (2.0 / 2 * p.shards) / 1e3 / 0.6)
@@ -173,3 +174,35 @@ def test_the_command_prints_the_plan_and_its_derivation(
         assert expected in out
     assert main([*argv, "--ingest", str(tmp_path / "missing.json")]) == 2
     assert "python -m benchmarks.ingest_bench" in capsys.readouterr().err
+
+
+def test_the_measured_point_plans_to_its_measured_shard_cpu(tmp_path: Path) -> None:
+    """The search benchmark's point for --recall 0.99 (ef_search=256: 2.5 ms of
+    shard CPU, 2.0 ms of it the search in process) planned as measured: 1
+    shard of 100,000 rows at d=128. The overhead was taken against the search
+    benchmark's in-process search (2.0) and the ingest benchmark's (0.1, at
+    its own ef_search) added back: 0.6 ms, a quarter of the CPU measured."""
+    ingest = write(
+        tmp_path, "ingest.json", ingest_doc({128: 1200.0, 384: 2300.0}, {128: 0.1, 384: 0.3})
+    )
+    search = {
+        "dataset": {"n": N, "dim": 128},
+        "settings": {"threads": 1},
+        "points": [
+            {
+                "system": "cluster", "kind": "hnsw", "shards": 1, "param": "ef_search",
+                "value": 256, "batch": 1, "recall_at_k": 0.99,
+                "cpu_ms_per_query_loaded": {"coordinator": 1.0, "shard-0": 2.5},
+            },
+            {"system": "in-process", "kind": "hnsw", "value": 256, "qps": 500.0},  # 2.0 ms
+        ],
+    }  # fmt: skip
+    m = load_measurements(ingest, write(tmp_path, "search.json", search), 0.99)
+    at_point = plan(m, Target(vectors=N, dim=128, qps=1000, recall=0.99))
+    assert at_point.shards == 1
+    assert at_point.shard_cores == pytest.approx(1000 * 2.5 / 1e3 / 0.6)
+    # At d=384 the search costs 0.3 / 0.1 times as much (the ingest benchmark's
+    # two dimensions, one setting); the 0.5 ms overhead stays.
+    at_384 = plan(m, Target(vectors=N, dim=384, qps=1000, recall=0.99, shard_memory_gib=256))
+    assert at_384.shards == 1
+    assert at_384.shard_cores == pytest.approx(1000 * (0.5 + 2.0 * 3) / 1e3 / 0.6)
