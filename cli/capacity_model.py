@@ -11,7 +11,7 @@ The model, and what it assumes (each stated in the plan it prints):
   a search pass touched every vector: index, keys, mapped vector pages).
 * **A shard** holds as many vectors as fit in `shard_memory × headroom`
   after its fixed memory (the empty shard's RSS, RocksDB's memtable and
-  block-cache bounds, a full growing segment).
+  block-cache bounds, the feature-row cache, a full growing segment).
 * **A query** goes to one replica of every shard (hash placement). A shard
   spends a serving overhead (measured shard CPU minus the same search in
   process, at the same setting) plus that search, scaled to the dimension by
@@ -298,8 +298,13 @@ class Target:
     cores_per_coordinator: int = 16
     utilization: float = 0.6
     upserts_per_second: float = 0.0
-    # RocksDB's bounds and the growing segment's seal threshold (shard settings).
-    rocksdb_mib: float = 96.0
+    # What a shard started with the defaults holds in memory beside its
+    # vectors: RocksDB's memtables and block cache, the feature-row cache, and
+    # a growing segment of up to `seal_rows`. ShardConfig's defaults, copied so
+    # that `capacity` needs no server extra; tests/test_capacity.py holds them equal.
+    memtable_mib: float = 64.0
+    block_cache_mib: float = 32.0
+    feature_cache_mib: float = 256.0
     seal_rows: int = 20_000
 
 
@@ -394,11 +399,12 @@ def plan(m: Measurements, t: Target) -> Plan:
     )
     empty = _mean([x.empty_shard_bytes for x in m.dims])
     growing = t.seal_rows * (4 * d + 330)
-    fixed = empty + t.rocksdb_mib * MIB + growing
+    fixed = empty + (t.memtable_mib + t.block_cache_mib + t.feature_cache_mib) * MIB + growing
     say(
         f"fixed memory per shard: {fixed / GIB:.2f} GiB = empty shard {empty / MIB:,.0f} MiB "
-        f"(measured) + RocksDB bounds {t.rocksdb_mib:.0f} MiB + a full growing segment "
-        f"({t.seal_rows:,} rows × {4 * d + 330} B)"
+        f"(measured) + RocksDB memtables {t.memtable_mib:.0f} MiB and block cache "
+        f"{t.block_cache_mib:.0f} MiB + feature cache {t.feature_cache_mib:.0f} MiB + a full "
+        f"growing segment ({t.seal_rows:,} rows × {4 * d + 330} B)"
     )
     usable = t.shard_memory_gib * GIB * t.memory_headroom - fixed
     if usable <= 0:

@@ -91,7 +91,7 @@ def test_every_figure_follows_from_the_measurements(tmp_path: Path) -> None:
     t = Target(vectors=1e8, dim=300, qps=1000, recall=0.95, replicas=2, shard_memory_gib=16)
     p = plan(m, t)
     bpv = 1800.0  # the line through (100, 1000) and (200, 1400)
-    fixed = 80 * MIB + 96 * MIB + 20_000 * (4 * 300 + 330)
+    fixed = 80 * MIB + (64 + 32 + 256) * MIB + 20_000 * (4 * 300 + 330)
     per_shard = math.floor((16 * GIB * 0.8 - fixed) / bpv)
     assert p.shards == math.ceil(1e8 / per_shard)
     assert p.vectors_per_shard == pytest.approx(1e8 / p.shards)
@@ -206,3 +206,22 @@ def test_the_measured_point_plans_to_its_measured_shard_cpu(tmp_path: Path) -> N
     at_384 = plan(m, Target(vectors=N, dim=384, qps=1000, recall=0.99, shard_memory_gib=256))
     assert at_384.shards == 1
     assert at_384.shard_cores == pytest.approx(1000 * (0.5 + 2.0 * 3) / 1e3 / 0.6)
+
+
+def test_fixed_memory_is_what_a_default_shard_holds() -> None:
+    """The plan counted 96 MiB of RocksDB bounds; a shard started with the
+    defaults (as the manifests start it) also keeps up to 256 MiB of feature
+    rows in memory, so every shard was planned 256 MiB short. The model keeps
+    its own copy of the defaults (capacity needs no server extra): held equal
+    to ShardConfig's here."""
+    from shard_server.config import ShardConfig
+
+    shard = ShardConfig(shard_id="s", data_dir=Path("/nonexistent"))
+    memory = shard.store_memory()
+    t = Target(vectors=1, dim=1, qps=1, recall=0.9)
+    assert (t.memtable_mib * MIB, t.block_cache_mib * MIB, t.feature_cache_mib * MIB) == (
+        memory.memtable_bytes,
+        memory.block_cache_bytes,
+        memory.feature_cache_bytes,
+    )
+    assert t.seal_rows == shard.seal_rows
