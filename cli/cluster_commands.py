@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
 import os
 import signal
@@ -97,10 +98,19 @@ def cmd_up(args: argparse.Namespace) -> int:
                 _rolling_restart(cluster)
                 signals.discard(signal.SIGHUP)  # asked again meanwhile: done
     finally:
-        print("stopping the local cluster ...", flush=True)
+        # Closing the terminal sends SIGHUP (a rolling restart) and then every
+        # print to it fails with EIO: the prints here must not keep the
+        # children — in sessions of their own, nothing else stops them — alive.
+        _say("stopping the local cluster ...")
         cluster.stop()
-        print("stopped.", flush=True)
+        _say("stopped.")
     return 0
+
+
+def _say(line: str) -> None:
+    """Prints a line, unless the terminal is gone."""
+    with contextlib.suppress(OSError):
+        print(line, flush=True)
 
 
 def _print_credentials(cluster: LocalCluster) -> None:

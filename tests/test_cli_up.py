@@ -3,12 +3,15 @@ Ctrl-C leaves no process behind."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
+import termios
 import time
 from pathlib import Path
 
@@ -93,3 +96,47 @@ def test_a_second_up_on_a_data_dir_in_use_is_refused_at_once(tmp_path: Path) -> 
     assert f"{data} is in use by another `vecshard up` (pid 4242)" in out.stderr
     assert "Traceback" not in out.stderr
     assert (data / "keep").exists()
+
+
+def test_closing_the_terminal_stops_every_process(tmp_path: Path) -> None:
+    """`make run` in a terminal that is closed: the hangup (SIGHUP, which `up`
+    takes for a rolling restart) made its next print fail with EIO, and so
+    did the first print of its clean-up, before it stopped anything: etcd,
+    the shards and the coordinator (each in a session of its own) ran on,
+    holding the data directory. Here `up` runs on a pseudo-terminal that is
+    its controlling terminal, and the terminal is closed."""
+    import pty
+
+    master, slave = pty.openpty()
+
+    def controlling_terminal() -> None:  # in the child, after setsid
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    proc = subprocess.Popen(
+        [VECSHARD, "up", "--shards", "2", "--data-dir", str(tmp_path / "d")],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,
+        preexec_fn=controlling_terminal,  # only an ioctl, between fork and exec
+    )
+    os.close(slave)
+    seen = b""
+    deadline = time.monotonic() + 120
+    while b"Press Ctrl-C" not in seen and time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 1.0)
+        if ready:
+            seen += os.read(master, 65536)
+    pids = [int(p) for p in re.findall(rb"pid (\d+)", seen)]
+    try:
+        assert len(pids) == 4, seen.decode(errors="replace")  # etcd, 2 shards, coordinator
+        os.close(master)  # the terminal hangs up
+        proc.wait(timeout=60)  # stopping the cluster waits for every child
+        assert [p for p in pids if _alive(p)] == []
+    finally:
+        for p in pids:  # what the test started, should a check above fail
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
