@@ -411,7 +411,14 @@ def plan(m: Measurements, t: Target) -> Plan:
         raise MeasurementError(
             f"--shard-memory-gib {t.shard_memory_gib} leaves no room for vectors"
         )
+    if bpv <= 0:
+        raise MeasurementError(f"memory per vector at d={d} comes out at {bpv:,.0f} B ({how})")
     per_shard_cap = math.floor(usable / bpv)
+    if per_shard_cap < 1:
+        raise MeasurementError(
+            f"--shard-memory-gib {t.shard_memory_gib} leaves {usable / MIB:,.1f} MiB for vectors "
+            f"of {bpv:,.0f} B each: not one fits; give shards more memory"
+        )
     shards = max(1, math.ceil(t.vectors / per_shard_cap))
     rows = t.vectors / shards
     say(

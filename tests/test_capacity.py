@@ -225,3 +225,15 @@ def test_fixed_memory_is_what_a_default_shard_holds() -> None:
         memory.feature_cache_bytes,
     )
     assert t.seal_rows == shard.seal_rows
+
+
+def test_a_shard_too_small_for_one_vector_is_refused(tmp_path: Path) -> None:
+    """Memory left after the fixed part but less than one vector: the shard
+    count divided by zero (floor(usable / bytes per vector) = 0)."""
+    m = load_measurements(
+        write(tmp_path, "i.json", ingest_doc({128: 1200.0, 384: 2300.0})), None, 0.9
+    )
+    fixed = 80 * MIB + (64 + 32 + 256) * MIB + 20_000 * (4 * 128 + 330)
+    gib = (fixed + 600) / 0.8 / GIB  # 600 B free, a vector takes 1,200
+    with pytest.raises(MeasurementError, match="not one fits"):
+        plan(m, Target(vectors=1e6, dim=128, qps=10, recall=0.9, shard_memory_gib=gib))
