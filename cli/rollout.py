@@ -8,8 +8,9 @@
 
 A failed restart or readiness, or an error-rate rise, stops the rollout and
 rolls the current shard back; a shard that does not drain in time is set
-serving again, not restarted. Either way no shard is left drained. The protocol is one class over a `ShardFleet`, so the
-same code drives Kubernetes and the local cluster the tests use.
+serving again, not restarted. Either way no shard is left drained. The
+protocol is one class over a `ShardFleet`, so the same code drives
+Kubernetes and the local cluster the tests use.
 """
 
 from __future__ import annotations
