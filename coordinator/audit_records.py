@@ -275,17 +275,12 @@ def _features(h: Hasher, req: Any, resp: Any, types: EntityTypes) -> dict[str, A
         return out
     if resp.blocks:
         # A block's rows are positions among the request's entities of its
-        # type; every block of a group holds each of them once.
-        by_type: dict[str, list[tuple[str, str, str]]] = {}
-        for key in _feature_entities(req):
-            by_type.setdefault(key[1], []).append(key)
-        answered: dict[tuple[str, str, str], None] = {}
-        for block in resp.blocks:
-            of_type = by_type.get(block.entity_type, [])
-            for row in np.frombuffer(block.rows, "<i4").tolist():
-                if 0 <= row < len(of_type):
-                    answered[of_type[row]] = None
-        results = list(answered)
+        # type, and the blocks of a group hold each of them once (a missing
+        # reason included): the answer covers every entity of a type with a
+        # block. Read so, not row by row — that loop cost more per request
+        # than the hashes.
+        answered = {block.entity_type for block in resp.blocks}
+        results = list(dict.fromkeys(k for k in _feature_entities(req) if k[1] in answered))
         out.update(results=len(results), result_ids=h._hashed(results))
     else:
         results = _owned((e.entity for e in resp.entities), req.access.tenant_id, "")
