@@ -41,7 +41,7 @@ from core import runtime as serving
 from core.domain import EntityKey, VersionRef
 from core.embedding_columns import EmbeddingColumns, expire, reconcile, unanswered
 from core.errors import DeadlineExceeded, InvalidArgument, Unavailable
-from registry.model import IndexVersion, Placement
+from registry.model import IndexVersion, Placement, Status
 from registry.placement import tenant_buckets_of
 from registry.snapshot import Snapshot
 
@@ -100,7 +100,7 @@ class Lookups:
         )
         check_access(access, family, snap)
         owned = own_keys(keys, access, family, "lookup", self.limits.input)
-        index = indexes[0]
+        index = lookup_index(indexes)
         width = family.dimension if include_vectors else 0
         _check_answer_size(len(owned), width)
         loop = asyncio.get_running_loop()
@@ -133,6 +133,24 @@ class Lookups:
                 answers += (await fetch(fresh))[0]
         found = reconcile(answers, len(owned), width)
         return owned, expire(found, family.expiry_seconds, now_micros())
+
+
+# Which index version of an embedding version a lookup reads: one that serves
+# first — writes reach every version, but one created later (a new kind being
+# tried, still building) lacks the rows written before it until backfilled,
+# and reading the first by name answered those keys `missing`.
+_READ_ORDER = {
+    Status.PRODUCTION: 0,
+    Status.READY: 1,
+    Status.DEPRECATED: 2,
+    Status.VALIDATING: 3,
+    Status.BUILDING: 4,
+}
+
+
+def lookup_index(indexes: Sequence[IndexVersion]) -> IndexVersion:
+    """The version a lookup reads (ties: the registry's order, by name)."""
+    return min(indexes, key=lambda ix: _READ_ORDER.get(ix.status, len(_READ_ORDER)))
 
 
 class _Read:

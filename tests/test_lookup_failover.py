@@ -83,3 +83,24 @@ def test_lookup_latencies_do_not_set_when_searches_hedge() -> None:
     assert hedges.delay("a", 10.0) is not None  # lookups keep their own p95
     delay = tracker.hedge_delay("a")
     assert delay is not None and delay < 0.01
+
+
+def test_a_lookup_reads_the_index_version_that_serves() -> None:
+    """Writes reach every index version of an embedding version, but one made
+    later (another kind being tried, still building) lacks the rows written
+    before it: lookups read the first by name and answered them `missing`
+    (found in review)."""
+    from coordinator.lookups import lookup_index
+    from core.domain import VersionRef
+    from registry.model import IndexVersion, Status
+
+    def ix(name: str, status: Status) -> IndexVersion:
+        return IndexVersion(name, "v1", VersionRef("items", "v1"), status=status)
+
+    trying = ix("a-ivfpq", Status.BUILDING)
+    serving = ix("b-hnsw", Status.PRODUCTION)
+    assert lookup_index([trying, serving]) == serving
+    assert lookup_index([trying, ix("c-flat", Status.READY)]).name == "c-flat"
+    assert (
+        lookup_index([ix("b", Status.READY), ix("a", Status.READY)]).name == "b"
+    )  # registry order
