@@ -84,3 +84,29 @@ def test_a_replica_that_refused_is_not_asked_first_during_its_cool_down() -> Non
     for _ in range(3):
         assert lookup(engine) == ["found"] * len(KEYS)
     assert shards["a"].ops["batch_get"] == asked  # its buckets went to b and c
+
+
+def test_a_hedge_asks_no_replica_for_buckets_without_keys() -> None:
+    """a holds buckets 0 and 1 (b and c hold one each); the keys are all in
+    bucket 0. The hedge asked c too — a call of no keys, whose near-zero
+    latency joined c's p95 (found in review)."""
+    from registry.placement import tenant_buckets_of
+
+    engine, shards, _ = cluster([("a", "b"), ("a", "c")])
+    run(lambda: engine.upsert(ME, FAMILY, RECORDS, 5.0))
+    buckets = tenant_buckets_of("t", [k.entity_id for k in KEYS], 2).tolist()
+    keys = [k for k, b in zip(KEYS, buckets, strict=True) if b == 0]
+    assert keys and len(keys) < len(KEYS)
+
+    def found() -> list[str]:
+        _, got = run(lambda: engine.batch_get(ME, FAMILY, keys, False, 5.0))
+        return list(got.statuses())
+
+    for _ in range(25):
+        assert found() == ["found"] * len(keys)
+    fired = hedges("fired")
+    asked_c = shards["c"].ops["batch_get"]
+    shards["a"].delay = 3.0
+    assert found() == ["found"] * len(keys)
+    assert hedges("fired") == fired + 1
+    assert shards["c"].ops["batch_get"] == asked_c
