@@ -53,16 +53,25 @@ class QueryFanin:
             ShardTrace(t.shard_id, t.buckets, self.bounds[t.shard_id], "skipped_by_bound", wave)
         )
 
-    def fail(self, t: Target, wave: int, exc: BaseException) -> None:
-        """A call the request survives (the caller raised those it cannot)."""
+    def fail(
+        self,
+        t: Target,
+        wave: int,
+        exc: BaseException,
+        shard_id: str | None = None,
+        buckets: tuple[int, ...] | None = None,
+    ) -> None:
+        """A call the request survives (the caller raised those it cannot);
+        `shard_id`, `buckets`: a failover member's, when only it failed."""
         timed_out = isinstance(exc, TimeoutError | DeadlineExceeded)
+        lost = t.buckets if buckets is None else buckets
         self.deadline_hit |= timed_out
         self.errors.append(exc)
-        self.missing.extend(t.buckets)
+        self.missing.extend(lost)
         self.trace.append(
             ShardTrace(
-                t.shard_id,
-                t.buckets,
+                shard_id or t.shard_id,
+                lost,
                 self.bounds[t.shard_id],
                 "timed_out" if timed_out else "failed",
                 wave,

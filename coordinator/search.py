@@ -266,6 +266,9 @@ class SearchExecutor:
             return
         parts, latency, hedged = outcome
         for answered_by, buckets, answers in parts:
+            if isinstance(answers, BaseException):  # a failover member's buckets
+                fanin.fail(t, wave, answers, answered_by, buckets)
+                continue
             answer = answers[j]
             if answer.approximate:
                 answer = ShardAnswer.of(

@@ -22,8 +22,9 @@ from core.domain import VersionRef
 from core.errors import DeadlineExceeded, VecshardError
 
 # One replica's part of a call: the replica, the buckets it answered for
-# (None: the target's), and its answers (one per query the call carried).
-Part = tuple[str, tuple[int, ...] | None, list[ShardAnswer]]
+# (None: the target's), and its answers (one per query the call carried) — or
+# the error of a failover member no replica was left to stand in for.
+Part = tuple[str, tuple[int, ...] | None, list[ShardAnswer] | VecshardError]
 # A shard call's parts (one, or a failover cover's members), its latency in
 # seconds, and whether it was hedged.
 Outcome = tuple[tuple[Part, ...], float, bool]
@@ -94,6 +95,8 @@ class ShardCaller:
     async def _attempt_cover(
         self,
         cover: list[Alternate],
+        candidates: Sequence[Alternate],
+        tried: set[str],
         index: VersionRef,
         queries: Sequence[ShardQuery],
         deadline: float,
@@ -101,15 +104,43 @@ class ShardCaller:
         """Asks several replicas for one target's buckets. Each member stays
         a part of its own: the cursor pins each to the buckets it answered
         for at its own write sequence, and approximate scores are calibrated
-        by the replica that made them (the result merge removes duplicates)."""
-        answered = await asyncio.gather(
-            *(self._attempt(sid, addr, index, queries, deadline) for sid, addr, _ in cover)
+        by the replica that made them (the result merge removes duplicates).
+        A member that fails has its buckets asked of the replicas left (its
+        siblings too: they hold other buckets); those no one is left for are
+        a failed part, missing from the answer — one member's failure failed
+        the whole cover, every bucket of the target missing."""
+        results = await asyncio.gather(
+            *(self._attempt(sid, addr, index, queries, deadline) for sid, addr, _ in cover),
+            return_exceptions=True,
         )
-        parts = tuple(
-            (sid, buckets, answers)
-            for (sid, _, buckets), (answers, _) in zip(cover, answered, strict=True)
-        )
-        return parts, max(lat for _, lat in answered)
+        failed = tried | {
+            sid
+            for (sid, _, _), r in zip(cover, results, strict=True)
+            if isinstance(r, BaseException)
+        }
+        parts: list[Part] = []
+        latency = 0.0
+        for (sid, _, buckets), result in zip(cover, results, strict=True):
+            if not isinstance(result, BaseException):
+                parts.append((sid, buckets, result[0]))
+                latency = max(latency, result[1])
+                continue
+            if not isinstance(result, VecshardError) or (
+                classify_shard_error(result) is Decision.ABORT
+            ):
+                raise result
+            left = failover_cover(buckets, candidates, failed)
+            if not left:
+                parts.append((sid, buckets, result))
+                continue
+            more, took = await self._attempt_cover(
+                left, candidates, failed, index, queries, deadline
+            )
+            parts.extend(more)
+            latency = max(latency, took)
+        if all(isinstance(answers, BaseException) for _, _, answers in parts):
+            raise next(answers for _, _, answers in parts if isinstance(answers, BaseException))
+        return tuple(parts), latency
 
     async def _call_only(
         self, t: Target, index: VersionRef, queries: Sequence[ShardQuery], deadline: float
@@ -198,7 +229,9 @@ class ShardCaller:
                     cover = failover_cover(t.buckets, t.alternates, tried)
                     if cover and classify_shard_error(exc) is Decision.TOLERATE:
                         retry = asyncio.ensure_future(
-                            self._attempt_cover(cover, index, queries, deadline)
+                            self._attempt_cover(
+                                cover, t.alternates, tried, index, queries, deadline
+                            )
                         )
                         tasks[retry] = ([sid for sid, _, _ in cover], False)
                         pending.add(retry)

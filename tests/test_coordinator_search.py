@@ -495,3 +495,36 @@ def test_the_next_page_after_a_failover_cover_asks_every_member_for_its_buckets(
     assert want == [["b0-4", "b0-3", "b0-2"], ["b0-1", "b0-0", "b1-0"]]
     a.error = Unavailable("shard a is down")
     assert pages() == want
+
+
+def test_a_failover_member_that_fails_is_stood_in_for_by_the_replicas_left() -> None:
+    """Bucket 0 on (a, b, c), 1 on (a, b, d), 2 on (a, c, d); a and b refuse.
+    a's cover is b for {0, 1} and c for {2}; when b failed the whole cover
+    failed — every bucket missing though c and d hold them all (found in
+    review). b's buckets go to c (0) and d (1) now; none is missing."""
+    shards = {n: InMemoryShard(n, Metric.L2, 2) for n in "abcd"}
+    holders = {0: "abc", 1: "abd", 2: "acd"}
+    for bucket, names in holders.items():
+        for i in range(3):
+            v = np.array([bucket * 10.0 + i, 0.0], np.float32)
+            for n in names:
+                shards[n].add(EntityKey("t", "item", f"b{bucket}-{i}"), v, bucket)
+    snap = snapshot_for(list(shards.values()), [list(names) for names in holders.values()])
+    three = IndexVersion("ix", "v1", VersionRef("f", "v1"), num_buckets=3)
+    q = ShardQuery(np.array([0.0, 0.0], np.float32), 9, "t")
+
+    def ranked() -> tuple[list[str], tuple[int, ...]]:
+        ex = SearchExecutor(
+            lambda sid, addr: shards[sid], ReplicaTracker(), settings=FanoutSettings(hedge=False)
+        )
+        res = asyncio.run(ex.run(snap, three, snap.placement(INDEX), q, [0, 1, 2], 5.0))
+        return [h.key.entity_id for h in res.hits], res.completeness.missing_buckets
+
+    want = ranked()
+    assert len(want[0]) == 9 and want[1] == ()
+    for n in "ab":
+        shards[n].error = Unavailable(f"shard {n} is down")
+    assert ranked() == want
+    shards["d"].error = Unavailable("shard d is down")  # bucket 1's last holder
+    hits, missing = ranked()
+    assert missing == (1,) and hits == [h for h in want[0] if not h.startswith("b1-")]
