@@ -83,8 +83,14 @@ class CertificateAuthority:
     cert: x509.Certificate
 
     @classmethod
-    def create(cls, name: str = "vecshard local CA", days: int = CA_DAYS) -> CertificateAuthority:
-        key = ec.generate_private_key(ec.SECP256R1())
+    def create(
+        cls,
+        name: str = "vecshard local CA",
+        days: int = CA_DAYS,
+        key: ec.EllipticCurvePrivateKey | None = None,
+    ) -> CertificateAuthority:
+        """`key`: an existing CA key under a new certificate (a re-issued CA)."""
+        key = key or ec.generate_private_key(ec.SECP256R1())
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
         cert = (
             x509.CertificateBuilder()

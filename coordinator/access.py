@@ -36,17 +36,11 @@ def require_tenant(snap: Snapshot, tenant_id: str) -> Tenant:
     )
 
 
-def check_access(access: Access, family: EmbeddingFamily, snap: Snapshot) -> None:
-    """The tenant must be registered, and the family and the tenant must
-    both allow the request's purpose."""
-    check_purpose(access.purpose, require_tenant(snap, access.tenant_id), family)
-
-
-def allowed_tenant(snap: Snapshot, access: Access) -> Tenant:
-    """The caller's tenant, which must allow its purpose (feature reads and
-    writes: no embedding family to check beside it)."""
+def check_access(access: Access, family: EmbeddingFamily | None, snap: Snapshot) -> Tenant:
+    """The tenant must be registered, and the family (feature reads and
+    writes: none) and the tenant must both allow the request's purpose."""
     tenant = require_tenant(snap, access.tenant_id)
-    check_purpose(access.purpose, tenant)
+    check_purpose(access.purpose, tenant, family)
     return tenant
 
 

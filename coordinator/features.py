@@ -30,7 +30,7 @@ from typing import Protocol
 import numpy as np
 
 from coordinator import metrics
-from coordinator.access import allowed_tenant, own_entities
+from coordinator.access import check_access, own_entities
 from coordinator.background import Background
 from coordinator.fanout import FanoutSettings
 from coordinator.feature_fetch import FeatureFetcher, Fetches
@@ -166,7 +166,7 @@ class FeatureEngine:
         ents = self._check(access, entities)
         snap, fs = await self.registry.fresh(
             lambda s: (
-                allowed_tenant(s, access),
+                check_access(access, None, s),
                 s.feature_catalog.feature_set(feature_set),
             )[1]
         )
@@ -296,7 +296,7 @@ class FeatureEngine:
         all) have it; returns (written, ignored as older), each row once."""
         snap, schema = await self.registry.fresh(
             lambda s: (
-                allowed_tenant(s, access),
+                check_access(access, None, s),
                 s.feature_catalog.schema(group),
             )[1]
         )

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from coordinator import metrics
 from coordinator.failover import Alternate, failover_cover
@@ -36,14 +37,6 @@ def result_of(task: asyncio.Future[Outcome]) -> Outcome | BaseException:
         raise asyncio.CancelledError
     exc = task.exception()
     return exc if exc is not None else task.result()
-
-
-async def _whole(
-    shard_id: str, attempt: Awaitable[tuple[list[ShardAnswer], float]]
-) -> tuple[tuple[Part, ...], float]:
-    """One replica's answer for all of the target's buckets, as an outcome's parts."""
-    answers, latency = await attempt
-    return ((shard_id, None, answers),), latency
 
 
 class ShardCaller:
@@ -176,13 +169,21 @@ class ShardCaller:
         if not t.alternates:
             return await self._call_only(t, index, queries, deadline)
         loop = asyncio.get_running_loop()
-        primary: asyncio.Future[tuple[tuple[Part, ...], float]] = asyncio.ensure_future(
-            _whole(t.shard_id, self._attempt(t.shard_id, t.address, index, queries, deadline))
+        primary: asyncio.Future[tuple[Any, float]] = asyncio.ensure_future(
+            self._attempt(t.shard_id, t.address, index, queries, deadline)
         )
-        # Each call in flight: the replicas it asks, and whether it is the hedge.
-        tasks: dict[asyncio.Future[tuple[tuple[Part, ...], float]], tuple[list[str], bool]] = {
-            primary: ([t.shard_id], False)
+        # Each call in flight: the replicas it asks, whether it is the hedge,
+        # and whether it is a failover cover (answering parts; an attempt
+        # answers for the whole target).
+        tasks: dict[asyncio.Future[tuple[Any, float]], tuple[list[str], bool, bool]] = {
+            primary: ([t.shard_id], False, False)
         }
+
+        def outcome(task: asyncio.Future[tuple[Any, float]]) -> Outcome:
+            asked, hedged, cover = tasks[task]
+            answered, latency = task.result()
+            return (answered if cover else ((asked[0], None, answered),)), latency, hedged
+
         full = self._full_alternates(t)
         delay = self.tracker.hedge_delay(t.shard_id) if self.settings.hedge and full else None
         errors: list[BaseException] = []
@@ -193,15 +194,14 @@ class ShardCaller:
                 )
                 if done and primary.exception() is None:
                     # Answered before its p95 (most calls): nothing to race.
-                    parts, latency = primary.result()
-                    return parts, latency, False
+                    return outcome(primary)
                 if not done:
                     alt = self.tracker.choose([s for s, _ in full]) or full[0][0]
                     address = dict(full)[alt]
                     hedge = asyncio.ensure_future(
-                        _whole(alt, self._attempt(alt, address, index, queries, deadline))
+                        self._attempt(alt, address, index, queries, deadline)
                     )
-                    tasks[hedge] = ([alt], True)
+                    tasks[hedge] = ([alt], True, False)
                     metrics.HEDGES.labels(route, "fired").inc()
             pending = set(tasks)
             while pending:
@@ -215,17 +215,15 @@ class ShardCaller:
                 for task in done:
                     exc = task.exception()
                     if exc is None:
-                        hedged = tasks[task][1]
-                        if hedged:
+                        if tasks[task][1]:  # the hedge
                             metrics.HEDGES.labels(route, "won").inc()
                             if not primary.done():
                                 self.tracker.outran(t.shard_id)
-                        parts, latency = task.result()
-                        return parts, latency, hedged
+                        return outcome(task)
                     errors.append(exc)
                     # Fail over: a replica that refuses (shutting down, crashed)
                     # is answered by another before the buckets count as missing.
-                    tried = {sid for asked, _ in tasks.values() for sid in asked}
+                    tried = {sid for asked, _, _ in tasks.values() for sid in asked}
                     cover = failover_cover(t.buckets, t.alternates, tried)
                     if cover and classify_shard_error(exc) is Decision.TOLERATE:
                         retry = asyncio.ensure_future(
@@ -233,7 +231,7 @@ class ShardCaller:
                                 cover, t.alternates, tried, index, queries, deadline
                             )
                         )
-                        tasks[retry] = ([sid for sid, _, _ in cover], False)
+                        tasks[retry] = ([sid for sid, _, _ in cover], False, True)
                         pending.add(retry)
             raise errors[0]
         finally:

@@ -5,7 +5,6 @@ UNAUTHENTICATED, with no processes involved."""
 from __future__ import annotations
 
 import base64
-import datetime
 import json
 import time
 from pathlib import Path
@@ -13,8 +12,7 @@ from pathlib import Path
 import jwt
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 
 from cli.pki import CertificateAuthority, LocalPki, new_signing_key
 from cli.tokens import mint_token, mint_x5c_token
@@ -38,7 +36,6 @@ def signed(pki: LocalPki, **claims: object) -> str:
     now = int(time.time())
     base = {"iss": "vecshard", "sub": "svc", "aud": "vecshard", "iat": now, "exp": now + 60}
     key = pki.signing_key_file.read_bytes()
-    from cryptography.hazmat.primitives import serialization
 
     private = serialization.load_pem_private_key(key, password=None)
     payload = {k: v for k, v in {**base, **claims}.items() if v is not None}
@@ -150,19 +147,7 @@ def test_a_coordinator_refuses_the_cluster_ca_as_its_client_ca(pki: LocalPki) ->
     with pytest.raises(ValueError, match="cluster CA"):  # etcd's own CA, beside tls.ca_file
         refuse_cluster_ca(cluster, CertificateAuthority.create("etcd CA").cert_pem + cluster)
     # The same key re-issued under a new certificate is the same CA.
-    key = pki.ca().key
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "renamed")])
-    reissued = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(datetime.datetime.now(datetime.UTC))
-        .not_valid_after(datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-        .public_bytes(serialization.Encoding.PEM)
-    )
+    reissued = CertificateAuthority.create("renamed", days=1, key=pki.ca().key).cert_pem
     with pytest.raises(ValueError, match="cluster CA"):
         refuse_cluster_ca(reissued, cluster)
 
@@ -230,7 +215,6 @@ def test_a_new_kid_seen_first_still_empties_the_cache_of_the_removed_key(tmp_pat
 def test_a_cached_certificate_signed_token_does_not_outlive_its_certificate(
     pki: LocalPki,
 ) -> None:
-    from cryptography import x509
 
     cert_pem, key_pem = pki.issue_principal_cert("svc-b", days=1)
     not_after = x509.load_pem_x509_certificate(cert_pem).not_valid_after_utc.timestamp()

@@ -408,19 +408,23 @@ def test_a_query_queued_behind_a_stalled_call_fails_at_its_own_deadline() -> Non
 
     class Stalled:
         shard_id, address = "a", "mem://a"
+        called: asyncio.Event
 
         async def search(
             self, index: VersionRef, qs: list[ShardQuery], timeout: float
         ) -> list[ShardAnswer]:
-            await asyncio.sleep(min(timeout, 1.5))
+            self.called.set()
+            await asyncio.sleep(min(timeout, 1.5))  # the stall
             return [ShardAnswer.of([], 0) for _ in qs]
 
-    shard = BatchingShard(Stalled())  # type: ignore[arg-type]  # the search half of a Shard
+    inner = Stalled()
+    shard = BatchingShard(inner)  # type: ignore[arg-type]  # the search half of a Shard
     q = ShardQuery(np.zeros(4, np.float32), 1, "t")
 
     async def queued() -> float:
+        inner.called = asyncio.Event()
         stalled = asyncio.ensure_future(shard.search(INDEX, [q], 5.0))
-        await asyncio.sleep(0.01)
+        await inner.called.wait()  # its call is out: the next query queues
         start = time.monotonic()
         with pytest.raises(DeadlineExceeded, match="deadline passed before its answer"):
             await shard.search(INDEX, [q], 0.1)

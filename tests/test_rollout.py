@@ -9,7 +9,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +25,7 @@ from cli.rollout import (
 from client.registry_client import RegistryClient
 from client.retrieval_client import Record, RetrievalClient
 from tests.conftest import ClusterFactory
+from tests.polling import poll
 from tests.specs import route_spec
 
 pytestmark = pytest.mark.integration
@@ -299,10 +299,10 @@ def test_a_shard_that_fails_readiness_is_rolled_back_and_serves_again(
         rollout = Rollout(reg, NeverReady(cluster, ["shard-0"]), say=lambda m: None)
         with pytest.raises(RolloutFailed, match="shard-0 failed readiness"):
             rollout.run()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            states = {s.shard_id: s.state for s in reg.status().shards}
-            if states.get("shard-0") == "serving":
-                break
-            time.sleep(0.2)
+        states = poll(
+            lambda: {s.shard_id: s.state for s in reg.status().shards},
+            lambda got: got.get("shard-0") == "serving",
+            timeout=30,
+            interval=0.2,
+        )
         assert states.get("shard-0") == "serving", states

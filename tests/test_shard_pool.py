@@ -28,31 +28,36 @@ KEY = EntityKey("t", "item", "e1")
 
 
 class _Slow(shard_pb2_grpc.ShardServiceServicer):
+    def __init__(self) -> None:
+        self.called = asyncio.Event()
+
     async def BatchGet(self, request: Any, context: Any) -> spb.BatchGetResponse:  # noqa: N802 - gRPC's name
-        await asyncio.sleep(0.5)
+        self.called.set()
+        await asyncio.sleep(0.5)  # still in flight when the channel goes
         missing = unanswered(len(request.keys) + len(request.entity_ids), 0, status=MISSING)
         return spb.BatchGetResponse(columns=embeddings_to_pb(missing))
 
 
 async def _with_server(body: Any) -> Any:
     server = grpc.aio.server()
-    shard_pb2_grpc.add_ShardServiceServicer_to_server(_Slow(), server)
+    slow = _Slow()
+    shard_pb2_grpc.add_ShardServiceServicer_to_server(slow, server)
     port = server.add_secure_port("127.0.0.1:0", grpc.local_server_credentials())
     await server.start()
     try:
-        return await body(port)
+        return await body(port, slow.called)
     finally:
         await server.stop(None)
 
 
 def test_a_call_in_flight_outlives_the_channel_the_pool_replaced() -> None:
-    async def body(port: int) -> object:
+    async def body(port: int, called: asyncio.Event) -> object:
         pool = ShardPool(credentials=grpc.local_channel_credentials())
         try:
             call = asyncio.ensure_future(
                 pool.get("a", f"127.0.0.1:{port}").batch_get(INDEX, [KEY], False, 5.0)
             )
-            await asyncio.sleep(0.1)
+            await called.wait()  # the call is on the channel
             pool.get("a", f"localhost:{port}")  # another request's snapshot
             return await call
         finally:
@@ -63,10 +68,10 @@ def test_a_call_in_flight_outlives_the_channel_the_pool_replaced() -> None:
 
 
 def test_a_call_its_channel_cancels_is_unavailable_not_cancelled() -> None:
-    async def body(port: int) -> None:
+    async def body(port: int, called: asyncio.Event) -> None:
         shard = RemoteShard("a", f"127.0.0.1:{port}", credentials=grpc.local_channel_credentials())
         call = asyncio.ensure_future(shard.batch_get(INDEX, [KEY], False, 5.0))
-        await asyncio.sleep(0.1)
+        await called.wait()  # the call is on the channel
         await shard.close()  # no grace: the call is cancelled under its task
         with pytest.raises(Unavailable, match="cancelled with its channel"):
             await call
