@@ -72,7 +72,8 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "--expected-revision",
         type=int,
         default=0,
-        help="fail if the route moved since this revision",
+        help="fail if the route moved since this revision (`registry get Route NAME` "
+        "and each switch print it)",
     )
     sw.add_argument("--why", default="", help="reason, recorded in route history")
     rb = verb("rollback", "point a route back at its previous bundles", cmd_rollback)
@@ -168,7 +169,7 @@ def cmd_retire(args: argparse.Namespace) -> int:
 
 def cmd_switch(args: argparse.Namespace) -> int:
     with _registry(args) as reg:
-        reg.switch_route(
+        obj = reg.switch_route(
             args.route,
             args.bundle,
             canary_bundle=args.canary_bundle or "",
@@ -177,14 +178,14 @@ def cmd_switch(args: argparse.Namespace) -> int:
             expected_revision=args.expected_revision,
             why=args.why,
         )
-    print(f"route {args.route} → {args.bundle}")
+    print(f"route {args.route} → {args.bundle} (rev {obj.mod_revision})")
     return 0
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
     with _registry(args) as reg:
         obj = reg.rollback(args.route, why=args.why)
-    print(f"route {args.route} rolled back to bundle {obj.spec['bundle']}")
+    print(f"route {args.route} rolled back to bundle {obj.spec['bundle']} (rev {obj.mod_revision})")
     return 0
 
 

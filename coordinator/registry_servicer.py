@@ -68,7 +68,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         obj = await asyncio.to_thread(
             self.admin.promote, request.kind, request.name, request.version, request.status
         )
-        return _obj(obj)
+        return _obj(obj, await asyncio.to_thread(self.admin.revision_written, obj))
 
     async def SwitchRoute(
         self,
@@ -87,16 +87,17 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
                 why=request.why,
             )
         )
-        return _obj(route)
+        return _obj(route, await asyncio.to_thread(self.admin.revision_written, route))
 
     async def Rollback(
         self,
         request: pb.RollbackRequest,
         context: grpc.aio.ServicerContext[pb.RollbackRequest, pb.RegistryObject],
     ) -> pb.RegistryObject:
-        return _obj(
-            await asyncio.to_thread(self.admin.rollback, request.route, request.who, request.why)
+        route = await asyncio.to_thread(
+            self.admin.rollback, request.route, request.who, request.why
         )
+        return _obj(route, await asyncio.to_thread(self.admin.revision_written, route))
 
     async def History(
         self,

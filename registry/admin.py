@@ -343,6 +343,14 @@ class RegistryAdmin:
             raise NotFound(f"no {kind} {name}{'@' + version if version else ''}")
         return found
 
+    def revision_written(self, obj: Any) -> int:
+        """The mod_revision of `obj` as just written, for a caller to chain its
+        next compare-and-swap on; 0 when the stored object already differs
+        (someone changed it since), so the caller re-reads rather than chaining
+        on a revision that would silently overwrite a change it never saw."""
+        found = self.registry.read(self.registry.key_of(obj))
+        return found[1] if found is not None and found[0] == obj else 0
+
     def _key(self, kind: str, name: str, version: str) -> str:
         keys = self.registry.keys
         table = {

@@ -19,7 +19,7 @@ import pytest
 from cli.local_cluster import LocalCluster
 from client.registry_client import RegistryClient
 from client.retrieval_client import Record, RetrievalClient
-from core.errors import FailedPrecondition
+from core.errors import Conflict, FailedPrecondition
 from tests.conftest import ClusterFactory, new_prefix
 
 pytestmark = pytest.mark.integration
@@ -91,6 +91,7 @@ def test_cli_change_reaches_another_coordinator_within_a_second(cluster: LocalCl
             "promote",
         )
         assert out.returncode == 0, out.stderr
+        assert re.search(r"\(rev [1-9][0-9]*\)", out.stdout), out.stdout  # to chain on
         t0 = time.monotonic()  # the CLI has returned: the change is committed in etcd
         while watcher.describe_route("home_feed", refresh=True).bundle != "home_2026_11":
             assert time.monotonic() - t0 < 5, "change never arrived"
@@ -100,6 +101,24 @@ def test_cli_change_reaches_another_coordinator_within_a_second(cluster: LocalCl
     rollback = cli("registry", "rollback", "home_feed", "--coordinator", other, "--why", "undo")
     assert "rolled back to bundle home_2026_10" in rollback.stdout
     assert elapsed < 1.0, f"propagation took {elapsed:.3f}s"
+
+
+def test_a_switch_and_a_rollback_answer_the_revision_to_chain_on(cluster: LocalCluster) -> None:
+    """A switch's answer carries the route's new mod_revision, so an operator
+    can chain the next compare-and-swap on it (it answered 0)."""
+    with RegistryClient(cluster.coordinator_target) as reg:
+        start = reg.get("Route", "home_feed")
+        switched = reg.switch_route(
+            "home_feed", "home_2026_11", expected_revision=start.mod_revision, why="chain"
+        )
+        assert switched.mod_revision == reg.get("Route", "home_feed").mod_revision
+        assert switched.mod_revision > start.mod_revision
+        back = reg.rollback("home_feed", why="chain back")
+        assert back.mod_revision == reg.get("Route", "home_feed").mod_revision
+        assert back.mod_revision > switched.mod_revision
+        with pytest.raises(Conflict):  # the revision it chains on is checked
+            reg.switch_route("home_feed", "home_2026_11", expected_revision=switched.mod_revision)
+        assert reg.get("Route", "home_feed").spec["bundle"] == start.spec["bundle"]
 
 
 def test_incompatible_switch_fails_and_leaves_the_route(cluster: LocalCluster) -> None:
