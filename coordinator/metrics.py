@@ -29,6 +29,11 @@ REGISTRY_STALENESS = Gauge(
 REGISTRY_REVISION = Gauge(
     "vecshard_registry_revision", "etcd revision of the serving snapshot", ["component"]
 )
+SHARD_CLIENTS = Gauge(
+    "vecshard_coordinator_shard_clients",
+    "Shard clients (a channel and a batcher each) this coordinator holds; follows the "
+    "registry's shard members",
+)
 AUDIT_CHAIN_BYTES = Gauge(
     "vecshard_audit_chain_bytes",
     "Bytes of this coordinator's audit chain files on disk (rotated files count until they "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -232,6 +233,13 @@ async def create_server(
         log.error("audit trail failed (%s): reporting NOT_SERVING until restarted", exc)
         loop.call_soon_threadsafe(serving.set_serving, health, [SERVICE, REGISTRY_SERVICE], False)
 
+    def shards_changed(snap: Snapshot) -> None:
+        # Called on the registry watch's thread; a closed loop: the coordinator is stopping.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(pool.keep_only, frozenset(snap.shards))
+
+    cache.on_change(shards_changed)
+    metrics.SHARD_CLIENTS.set_function(lambda: len(pool))
     audit.on_failure = audit_failed
     metrics.AUDIT_CHAIN_BYTES.set_function(audit.writer.disk_bytes)
     serving.set_serving(health, [SERVICE, REGISTRY_SERVICE], True)

@@ -1,14 +1,18 @@
 """`ShardPool`: one shard client per shard id, reused across requests.
 
 Each is a `BatchingShard` around a `RemoteShard`, so concurrent searches for
-one shard share a call (`calls_in_flight` per index version, then they queue). A shard that moved (a restart gets a new address)
-gets a new channel; the old one closes in the background, after the calls
-still using it (`CLOSE_GRACE`).
+one shard share a call (`calls_in_flight` per index version, then they
+queue). A shard that moved (a restart gets a new address) gets a new channel;
+the old one closes in the background, after the calls still using it
+(`CLOSE_GRACE`). A shard that left the registry has its client retired the
+same way (`keep_only`): a fleet that churns shard ids (autoscaling, pods
+renamed) otherwise kept a channel, a batcher and their buffers per id for good.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Collection
 
 import grpc
 
@@ -52,9 +56,7 @@ class ShardPool:
         shard = self._shards.get(shard_id)
         if shard is None or shard.address != address:
             if shard is not None:
-                task = asyncio.ensure_future(_retire(shard))
-                self._closing.add(task)
-                task.add_done_callback(self._closing.discard)
+                self._retire(shard)
             remote = RemoteShard(
                 shard_id,
                 address,
@@ -65,6 +67,21 @@ class ShardPool:
             shard = BatchingShard(remote, self.max_batch, self.calls_in_flight)
             self._shards[shard_id] = shard
         return shard
+
+    def _retire(self, shard: Shard) -> None:
+        task = asyncio.ensure_future(_retire(shard))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    def keep_only(self, shard_ids: Collection[str]) -> None:
+        """Retires the clients of shards not in `shard_ids` (the registry's
+        members). A request still holding an older snapshot that names one
+        gets a fresh client from `get`, retired at the next change."""
+        for shard_id in [s for s in self._shards if s not in shard_ids]:
+            self._retire(self._shards.pop(shard_id))
+
+    def __len__(self) -> int:
+        return len(self._shards)
 
     def remote(self, shard_id: str, address: str) -> RemoteShard:
         """The shard's unbatched client, for admin calls (recall checks)."""

@@ -233,6 +233,12 @@ def test_expired_lease_stops_routing_within_the_ttl(cluster: LocalCluster) -> No
     assert elapsed <= cluster.lease_ttl + 1.0, (
         f"took {elapsed:.2f}s with a {cluster.lease_ttl}s lease"
     )
+    # Its client (a channel, a batcher) is retired with it, not held for good.
+    assert cluster.coordinator is not None and cluster.coordinator.ready is not None
+    port = int(cluster.coordinator.ready["metrics"])
+    clients = "vecshard_coordinator_shard_clients"
+    while metric_value(port, clients) > len(cluster.shard_ids()) - 1:
+        assert time.monotonic() - t0 < 10, f"{metric_value(port, clients)} shard clients held"
     cluster.restart_shard("shard-2")
 
 

@@ -77,3 +77,29 @@ def test_a_call_its_channel_cancels_is_unavailable_not_cancelled() -> None:
             await call
 
     asyncio.run(_with_server(body))
+
+
+def test_the_clients_of_shards_that_left_the_registry_are_retired(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A fleet that churns shard ids kept a channel per id ever seen."""
+    monkeypatch.setattr("coordinator.shard_pool.CLOSE_GRACE", 0.01)
+
+    async def body(port: int, called: asyncio.Event) -> None:
+        pool = ShardPool(credentials=grpc.local_channel_credentials())
+        try:
+            kept = pool.get("a", f"127.0.0.1:{port}")
+            gone = pool.remote("b", f"127.0.0.1:{port}")
+            pool.keep_only({"a", "c"})
+            assert len(pool) == 1 and pool.get("a", f"127.0.0.1:{port}") is kept
+            for _ in range(200):  # the retired channel closes after its grace
+                if gone.channel.get_state() is grpc.ChannelConnectivity.SHUTDOWN:
+                    break
+                await asyncio.sleep(0.01)
+            assert gone.channel.get_state() is grpc.ChannelConnectivity.SHUTDOWN
+            # A request on an older snapshot still names it: it gets a new client.
+            assert pool.remote("b", f"127.0.0.1:{port}") is not gone
+        finally:
+            await pool.close()
+
+    asyncio.run(_with_server(body))
