@@ -198,22 +198,28 @@ def _search_batch(h: Hasher, req: Any, resp: Any, types: EntityTypes) -> dict[st
 
 
 def _lookups(h: Hasher, req: Any, resp: Any, types: EntityTypes) -> dict[str, Any]:
+    """Every key named (`ids`, refusals included: probing which ids exist is
+    a read of them) and the ones found (`result_ids`, a subset, hashed once)."""
+    tenant, etype = req.access.tenant_id, types.of_family(req.embedding_name)
+    named = _owned(req.keys, tenant, etype) + _bare(req.entity_ids, tenant, etype)
+    hashed = h._hashed(named)
     out: dict[str, Any] = {
         "embedding": f"{req.embedding_name}@{req.embedding_version}",
-        "keys": len(req.keys) + len(req.entity_ids),
+        "keys": len(named),
+        "ids": hashed,
     }
     if resp is None:
         return out
-    tenant, etype = req.access.tenant_id, types.of_family(req.embedding_name)
     if resp.HasField("columns"):
         # Columnar answers carry statuses in request order (keys, then
         # entity_ids), not keys: the found ones are the request's.
-        named = _owned(req.keys, tenant, etype) + _bare(req.entity_ids, tenant, etype)
         status = np.frombuffer(resp.columns.status, np.uint8)[: len(named)]
-        found = [named[i] for i in np.flatnonzero(status == cpb.FOUND).tolist()]
+        found = [hashed[i] for i in np.flatnonzero(status == cpb.FOUND).tolist()]
     else:
-        found = _owned((r.key for r in resp.records if r.status == cpb.FOUND), tenant, etype)
-    out.update(results=len(found), result_ids=h._hashed(found))
+        by_key = dict(zip(named, hashed, strict=True))
+        owned = _owned((r.key for r in resp.records if r.status == cpb.FOUND), tenant, etype)
+        found = [by_key[k] if k in by_key else h._hashed([k])[0] for k in owned]
+    out.update(results=len(found), result_ids=found)
     return out
 
 

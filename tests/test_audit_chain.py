@@ -414,3 +414,22 @@ def test_archiving_refuses_a_chain_that_does_not_verify_or_continue_the_archive(
     with pytest.raises(FailedPrecondition, match="does not verify"):
         archive_closed(chain, dest, KEY)
     assert segment_files(chain) == before
+
+
+def test_a_lookup_records_every_key_it_named_found_or_not_refused_or_not() -> None:
+    """SECURITY.md: every id a call named or returned. Lookups recorded only
+    the ids found: probing which ids exist, or a refused call, left no trace."""
+    h = Hasher(SALT)
+    keys = [cpb.EntityKey(tenant_id="acme", entity_type="user", entity_id=e) for e in "ab"]
+    req = pb.BatchGetEmbeddingsRequest(keys=keys)
+    answered = pb.BatchGetEmbeddingsResponse(
+        records=[
+            cpb.EmbeddingLookup(key=keys[0], status=cpb.FOUND),
+            cpb.EmbeddingLookup(key=keys[1], status=cpb.MISSING),
+        ]
+    )
+    method = "/vecshard.v1.RetrievalService/BatchGetEmbeddings"
+    record = describe(h, method, req, answered)
+    assert record["ids"] == [h.key(k) for k in keys]
+    assert record["result_ids"] == [h.key(keys[0])]
+    assert describe(h, method, req, None)["ids"] == [h.key(k) for k in keys]

@@ -69,6 +69,8 @@ def test_columnar_calls_hash_every_id_they_name_or_return(make_cluster: ClusterF
     assert (upsert["records"], set(upsert["ids"])) == (3, expected), upsert
     lookup = record_of(cluster, SERVICE + "BatchGetEmbeddings")
     assert (lookup["keys"], lookup["results"], set(lookup["result_ids"])) == (4, 3, expected)
+    # Named ones too: asking whether "absent" exists is a read of it.
+    assert set(lookup["ids"]) == expected | {h.subject("acme", "item", "absent")}
     put = record_of(cluster, SERVICE + "PutFeatures")
     assert (put["rows"], set(put["ids"])) == (3, expected), put
     read = record_of(cluster, SERVICE + "GetFeatures")
