@@ -224,3 +224,15 @@ def test_dev_and_prod_sizes() -> None:
     assert sizes["dev"]["coordinators"][0] == 1
     assert sizes["prod"]["coordinators"] == (3, 12)
     assert sizes["dev"]["shard_memory"] < sizes["prod"]["shard_memory"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_etcd_volumes_hold_the_backend_quota_with_room(overlay: str) -> None:
+    """The dev overlay's 1 Gi volume was under etcd's 2 GiB quota: the disk
+    would fill before the NOSPACE alarm (which refuses writes, recoverably)."""
+    etcd = the(render(overlay), "StatefulSet", "vecshard-etcd")
+    env = {e["name"]: e.get("value") for e in container(etcd, "etcd").get("env", [])}
+    quota = int(env.get("ETCD_QUOTA_BACKEND_BYTES") or 2 * 1024**3)
+    (claim,) = etcd["spec"]["volumeClaimTemplates"]
+    volume = quantity(claim["spec"]["resources"]["requests"]["storage"], "memory")
+    assert volume >= 1.5 * quota, f"{overlay}: a {volume:.0f}-byte volume, quota {quota}"
