@@ -36,6 +36,13 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     c.add_argument("--cores-per-shard", type=int, default=16, help="cores per shard process")
     c.add_argument("--utilization", type=float, default=0.6, help="target CPU use (0..1]")
     c.add_argument(
+        "--feature-cache-mib",
+        type=float,
+        default=256.0,
+        help="each shard's feature-row cache, as its `feature_cache_mib` setting "
+        "(default 256; 0 for shards that serve no features)",
+    )
+    c.add_argument(
         "--ingest",
         type=Path,
         help=f"ingest benchmark JSON (default: the newest {RESULTS}/ingest-*.json)",
@@ -64,9 +71,15 @@ def cmd_capacity(args: argparse.Namespace) -> int:
     search = args.search
     if search is None and (RESULTS / "search_bench.json").exists():
         search = RESULTS / "search_bench.json"
-    if not 0 < args.utilization <= 1 or args.replicas < 1 or min(args.vectors, args.qps) <= 0:
+    if (
+        not 0 < args.utilization <= 1
+        or args.replicas < 1
+        or min(args.vectors, args.qps) <= 0
+        or args.feature_cache_mib < 0
+    ):
         print(
-            "error: --utilization in (0, 1], --replicas ≥ 1, --vectors and --qps > 0",
+            "error: --utilization in (0, 1], --replicas ≥ 1, --vectors and --qps > 0, "
+            "--feature-cache-mib ≥ 0",
             file=sys.stderr,
         )
         return 2
@@ -80,6 +93,7 @@ def cmd_capacity(args: argparse.Namespace) -> int:
         cores_per_shard=args.cores_per_shard,
         utilization=args.utilization,
         upserts_per_second=args.upserts_per_second,
+        feature_cache_mib=args.feature_cache_mib,
     )
     try:
         measured = load_measurements(ingest, search, args.recall)

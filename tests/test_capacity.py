@@ -176,6 +176,21 @@ def test_the_command_prints_the_plan_and_its_derivation(
     assert "python -m benchmarks.ingest_bench" in capsys.readouterr().err
 
 
+def test_the_feature_cache_flag_reaches_the_plan(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A shard started with another `feature_cache_mib` (0 where it serves no
+    features) is planned with it: the command always counted 256 MiB."""
+    ingest = write(tmp_path, "ingest-1.json", ingest_doc({128: 1200.0, 384: 2300.0}))
+    argv = ["capacity", "--vectors", "1e8", "--dim", "768", "--qps", "50", "--ingest", str(ingest)]
+    assert main(argv) == 0
+    default = capsys.readouterr().out
+    assert main([*argv, "--feature-cache-mib", "0"]) == 0
+    none = capsys.readouterr().out
+    assert "feature cache 256 MiB" in default and "feature cache 0 MiB" in none
+    assert main([*argv, "--feature-cache-mib", "-1"]) == 2
+
+
 def test_the_measured_point_plans_to_its_measured_shard_cpu(tmp_path: Path) -> None:
     """The search benchmark's point for --recall 0.99 (ef_search=256: 2.5 ms of
     shard CPU, 2.0 ms of it the search in process) planned as measured: 1
