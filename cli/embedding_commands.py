@@ -164,6 +164,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         args.max_rows_per_s,
         reference,
         args.max_reject_share,
+        destination=args.coordinator,
     )
     checkpoint = Path(args.checkpoint or f".vecshard/backfill-{name}-{version}.json")
     checkpoint.parent.mkdir(parents=True, exist_ok=True)

@@ -72,7 +72,9 @@ def cmd_materialize(args: argparse.Namespace) -> int:
         ]
     catalog = FeatureCatalog.build(objs)
     schema = catalog.schema(VersionRef(name, version))
-    job = MaterializeJob(schema, args.start, args.end, args.batch_size)
+    job = MaterializeJob(
+        schema, args.start, args.end, args.batch_size, destination=args.coordinator
+    )
     checkpoint = Path(args.checkpoint or f".vecshard/materialize-{name}-{version}.json")
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
     sink = GrpcFeatureSink(args.coordinator, args.purpose)

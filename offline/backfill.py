@@ -82,12 +82,16 @@ class BackfillJob:
     max_rows_per_s: float = 0.0  # 0: unlimited
     reference: NormReference | None = None
     max_reject_share: float = DEFAULT_MAX_REJECT_SHARE
+    # Where the rows go (the CLI: the coordinator's address): a checkpoint of
+    # a job into one cluster must not mark the same job into another done.
+    destination: str = ""
 
     def spec(self) -> dict[str, Any]:
         ref = self.reference
         return {
-            "source": str(self.source),
+            "source": str(self.source.resolve()),
             "target": str(self.target),
+            "destination": self.destination,
             "batch_size": self.batch_size,
             "reference": None if ref is None else [ref.median_log, ref.sigma_log, ref.source],
         }

@@ -58,6 +58,9 @@ class MaterializeJob:
     start_date: str | None = None
     end_date: str | None = None
     batch_size: int = 10_000
+    # Where the rows go (the CLI: the coordinator's address): a checkpoint of
+    # a job into one cluster must not mark the same job into another done.
+    destination: str = ""
 
     def __post_init__(self) -> None:
         check_day_range(self.start_date, self.end_date)
@@ -72,6 +75,7 @@ class MaterializeJob:
             "start_date": self.start_date,
             "end_date": self.end_date,
             "batch_size": self.batch_size,
+            "destination": self.destination,
         }
 
 
@@ -202,7 +206,8 @@ def materialize(
     min_interval: float = 0.5,
 ) -> MaterializeReport:
     """Runs (or resumes) `job`; returns what this run did."""
-    ckpt = Checkpoint(checkpoint, job.spec())
+    # The source too: file names are relative to the store's root.
+    ckpt = Checkpoint(checkpoint, {**job.spec(), "offline": str(store.root.resolve())})
     base = store.feature_dir(job.group.ref)
     files = store.feature_files(job.group, job.start_date, job.end_date)
     bar = Progress(

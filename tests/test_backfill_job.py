@@ -175,6 +175,17 @@ def test_a_job_killed_mid_way_resumes_without_duplicating_or_skipping(tmp_path: 
     assert backfill(job, third, ckpt, dead, progress=None).written == 0 and not third.rows
 
 
+def test_a_checkpoint_is_bound_to_its_destination(tmp_path: Path) -> None:
+    """The same backfill into another cluster skipped every file as done."""
+    src = dataset(tmp_path)
+    ckpt, dead = tmp_path / "ckpt.json", tmp_path / "dead"
+    job = BackfillJob(src, TARGET, DIM, "item", batch_size=20, destination="a:1")
+    backfill(job, Recording(), ckpt, dead, progress=None)
+    other = BackfillJob(src, TARGET, DIM, "item", batch_size=20, destination="b:1")
+    with pytest.raises(FailedPrecondition, match="belongs to job"):
+        backfill(other, Recording(), ckpt, dead, progress=None)
+
+
 def test_a_file_mostly_rejected_stops_the_job_before_writing_it(tmp_path: Path) -> None:
     src = tmp_path / "src"
     write_file(src / "a.parquet", ["x", "y", "z"], np.zeros((3, DIM)), [1, 2, 3])

@@ -224,6 +224,25 @@ def test_a_checkpoint_of_another_job_is_refused(
         materialize(MaterializeJob(SCHEMA, batch_size=99), offline, online("b"), ck, progress=None)
 
 
+def test_a_checkpoint_is_bound_to_its_destination_and_its_source(
+    offline: OfflineStore, online, tmp_path: Path
+) -> None:
+    """The same group into another cluster (or from another offline store)
+    with the default checkpoint path skipped every batch as done (found in
+    review): nothing was written there, and the job said it succeeded."""
+    ck = tmp_path / "ck.json"
+    job = MaterializeJob(SCHEMA, batch_size=100, destination="cluster-a:50051")
+    materialize(job, offline, online("a"), ck, progress=None)
+    other = MaterializeJob(SCHEMA, batch_size=100, destination="cluster-b:50051")
+    with pytest.raises(FailedPrecondition, match="belongs to job .*cluster-a"):
+        materialize(other, offline, online("b"), ck, progress=None)
+    elsewhere = OfflineStore(tmp_path / "another-store")
+    with pytest.raises(FailedPrecondition, match="belongs to job"):
+        materialize(job, elsewhere, online("c"), ck, progress=None)
+    again = materialize(job, offline, online("d"), ck, progress=None)  # the same job resumes
+    assert again.skipped_batches > 0 and again.rows == 0
+
+
 def test_progress_line_reports_rate_and_eta() -> None:
     now = [0.0]
     out = io.StringIO()
