@@ -281,6 +281,13 @@ def backfill(
     min_interval: float = 0.5,
 ) -> BackfillReport:
     """Runs (or resumes) `job`; returns what this run did."""
+    if job.source.is_dir() and dead_letters.resolve().is_relative_to(job.source.resolve()):
+        # Its files would be read back as source on the next run (and as a
+        # source file that appeared mid-job by the checkpoint).
+        raise InvalidArgument(
+            f"dead-letter directory {dead_letters} is inside the source {job.source}; "
+            "put it elsewhere (the default is beside the checkpoint)"
+        )
     ckpt = Checkpoint(checkpoint, job.spec())
     files = source_files(job.source)
     total = sum(pq.ParquetFile(f).metadata.num_rows for f in files)

@@ -186,6 +186,16 @@ def test_a_checkpoint_is_bound_to_its_destination(tmp_path: Path) -> None:
         backfill(other, Recording(), ckpt, dead, progress=None)
 
 
+def test_a_dead_letter_directory_inside_the_source_is_refused(tmp_path: Path) -> None:
+    """Its rejected-row files would be read as source by the next run."""
+    src = dataset(tmp_path)
+    job = BackfillJob(src, TARGET, DIM, "item", batch_size=20)
+    sink = Recording()
+    with pytest.raises(InvalidArgument, match="inside the source"):
+        backfill(job, sink, tmp_path / "c.json", src / "rejected", progress=None)
+    assert not sink.rows and not (src / "rejected").exists()
+
+
 def test_a_file_mostly_rejected_stops_the_job_before_writing_it(tmp_path: Path) -> None:
     src = tmp_path / "src"
     write_file(src / "a.parquet", ["x", "y", "z"], np.zeros((3, DIM)), [1, 2, 3])
