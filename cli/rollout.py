@@ -137,18 +137,8 @@ class Rollout:
         assert self.registry is not None
         errors_before = self.error_count() if self.error_count else 0.0
         self.say(f"[{sid}] draining")
-        self.registry.set_shard_state(sid, "draining", "rollout")
         try:
-            self._wait(
-                f"{sid} to show as draining",
-                lambda: self._state(sid) == "draining",
-                self.drain_timeout,
-            )
-            self._wait(
-                f"{sid} in-flight requests to reach 0",
-                lambda: self.fleet.in_flight(sid) == 0,
-                self.drain_timeout,
-            )
+            self._drain(sid, "rollout")
         except Exception as exc:
             # Not restarted, so it still serves the old build, healthy: the
             # `draining` intent lives in etcd and outranks what the shard says
@@ -177,8 +167,33 @@ class Rollout:
         if self.error_count is not None:
             new = self.error_count() - errors_before
             if new > self.max_new_errors:
+                self._drain_before_rollback(sid)
                 self._roll_back(sid, f"{new:.0f} requests failed while {sid} restarted", None)
         self.say(f"[{sid}] serving")
+
+    def _drain(self, sid: str, reason: str) -> None:
+        """Marks the shard draining and waits until no request is in flight on it."""
+        assert self.registry is not None
+        self.registry.set_shard_state(sid, "draining", reason)
+        self._wait(
+            f"{sid} to show as draining", lambda: self._state(sid) == "draining", self.drain_timeout
+        )
+        self._wait(
+            f"{sid} in-flight requests to reach 0",
+            lambda: self.fleet.in_flight(sid) == 0,
+            self.drain_timeout,
+        )
+
+    def _drain_before_rollback(self, sid: str) -> None:
+        """A shard back to serving is drained again before it is rolled back:
+        deleting a serving pod cut the queries in flight on it. Best effort —
+        errors are rising, so a drain that does not finish in time does not
+        hold the rollback up."""
+        self.say(f"[{sid}] draining before the rollback")
+        try:
+            self._drain(sid, "rollout rollback")
+        except Exception as exc:  # noqa: BLE001 - best effort, see above
+            self.say(f"[{sid}] did not drain ({exc}); rolling back anyway")
 
     def _roll_back(self, sid: str, why: str, cause: Exception | None) -> NoReturn:
         """Rolls this one shard back and stops the rollout with `why`."""

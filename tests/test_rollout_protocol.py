@@ -115,6 +115,36 @@ def test_a_failed_restart_is_rolled_back_and_undrained() -> None:
     assert reg.intents == {}
 
 
+def test_an_error_rise_drains_the_shard_before_rolling_it_back() -> None:
+    """The shard was serving again when its error check failed: rolling it
+    back deleted a serving pod, cutting the queries in flight on it."""
+    reg = RecordingRegistry(["shard-0"])
+    order: list[str] = []
+
+    class Watched(ScriptedFleet):
+        def in_flight(self, shard_id: str) -> int:
+            order.append(f"in_flight:{reg.intents.get(shard_id, 'serving')}")
+            return 0
+
+        def rollback(self, shard_id: str) -> None:
+            order.append(f"rollback:{reg.intents.get(shard_id, 'serving')}")
+            super().rollback(shard_id)
+
+    fleet = Watched()
+    errors = iter([0.0, 3.0])
+    rollout = Rollout(
+        reg,  # type: ignore[arg-type]
+        fleet,
+        drain_timeout=1,
+        error_count=lambda: next(errors),
+        say=lambda m: None,
+    )
+    with pytest.raises(RolloutFailed, match="3 requests failed"):
+        rollout.run()
+    assert order[-2:] == ["in_flight:draining", "rollback:draining"]
+    assert fleet.rolled_back == ["shard-0"] and reg.intents == {}  # serving again after
+
+
 class StatefulSetController:
     """`kubectl` for `KubectlFleet`, over a StatefulSet modelled on the
     controller's RollingUpdate rules (kubernetes pkg/controller/statefulset):
