@@ -19,33 +19,27 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from core import tracing
 from core.domain import EntityKey, Metric
 from core.errors import FailedPrecondition, InvalidArgument
 from core.limits import DEFAULT_LIMITS, Limits
-from core.ordering import order_key
 from core.record_columns import RecordColumns
-from core.scoring import canonical_scores
 from registry.index_params import parse_index_params
 from registry.model import EmbeddingFamily, IndexVersion
 from shard_server import metrics
 from shard_server import records as rec
-from shard_server.aggregate import merge_segment_columns
 from shard_server.lifecycle import LifecycleEvents, LifecyclePolicy, SegmentLifecycle
 from shard_server.model import (
-    REFERENCE_SAMPLE,
     Lookup,
     LookupStatus,
     Query,
     SearchResult,
     WriteResult,
 )
-from shard_server.query_batch import prepared_queries
+from shard_server.partition_search import search_partition
 from shard_server.recovery import records_to_rebuild, recover_segments
 from shard_server.row_batch import RowBatch, latest_rows, prepare_rows
 from shard_server.segment import Segment
@@ -54,7 +48,6 @@ from shard_server.storage import (
     SEQUENCES,
     TOMBSTONES,
     ShardStore,
-    decode_sequence,
 )
 from shard_server.summary import SegmentSummary, merge_bucket_stats
 from shard_server.summary_leases import NewRows, SummaryLeases
@@ -374,114 +367,9 @@ class IndexPartition:
         return out
 
     def search(self, queries: Sequence[Query]) -> list[SearchResult]:
-        """Every query of a batch, answered as if it came alone: the batch is
-        validated and prepared as one matrix, and each segment searches it
-        at once (`Segment.search_batch`). Later pages go one by one."""
-        if not queries:
-            return []
-        matrix = prepared_queries(queries, self.family, self.index, self.normalize)
-        sequence = self.store.sequence
-        first = [i for i, q in enumerate(queries) if q.after is None and not q.max_sequence]
-        out: list[SearchResult | None] = [None] * len(queries)
-        with self.lifecycle.set.acquire() as segments:
-            if first:
-                batch = [queries[i] for i in first]
-                answers = self._search_segments(segments, matrix[first], batch, sequence)
-                for i, answer in zip(first, answers, strict=True):
-                    out[i] = answer
-            for i, q in enumerate(queries):
-                if out[i] is None:
-                    out[i] = replace(self._search_page(segments, matrix[i], q), sequence=sequence)
-        return [r for r in out if r is not None]
-
-    def _search_segments(
-        self,
-        segments: Sequence[Segment],
-        matrix: np.ndarray,
-        queries: Sequence[Query],
-        sequence: int = 0,
-    ) -> list[SearchResult]:
-        per_segment = []
-        for seg in segments:
-            start = time.perf_counter()
-            with tracing.span("shard.segment", kind=seg.kind, rows=len(seg)):
-                per_segment.append(seg.search_batch(matrix, queries))
-            metrics.observe_segment_batch(seg.kind, per_segment[-1], time.perf_counter() - start)
-        out = []
-        for qi, q in enumerate(queries):
-            parts = [answers[qi] for answers in per_segment]
-            plans: dict[str, int] = {}
-            candidates = 0
-            approximate = False
-            for res in parts:
-                if res.plan != "empty":
-                    plans[res.plan] = plans.get(res.plan, 0) + 1
-                candidates += res.candidates
-                approximate |= res.approximate
-            scores, keys, buckets, seqs = merge_segment_columns(parts, q.k)
-            reference: tuple[float, ...] = ()
-            if approximate and keys:
-                reference = self._exact_scores(matrix[qi], keys[:REFERENCE_SAMPLE])
-            out.append(
-                SearchResult(
-                    scores,
-                    keys,
-                    buckets,
-                    seqs,
-                    candidates,
-                    plans,
-                    approximate,
-                    sequence,
-                    reference,
-                )  # fmt: skip
-            )
-        return out
-
-    def _search_page(
-        self, segments: Sequence[Segment], vector: np.ndarray, q: Query
-    ) -> SearchResult:
-        """A later page: the best k items after the cursor's key among records
-        written no later than its watermark. Over-fetches (doubling) until k
-        such items are found or the candidates run out."""
-        after = order_key(*q.after) if q.after is not None else None
-        fetch = q.k + q.served
-        while True:
-            (res,) = self._search_segments(
-                segments, vector[None, :], [replace(q, k=fetch, after=None, max_sequence=0)]
-            )
-            hits = [h for h in res.hits if after is None or order_key(h.score, h.key) > after]
-            if q.max_sequence and hits:
-                raw = [rec.record_key(self.index.ref, h.key) for h in hits]
-                seqs = self.store.multi_get(SEQUENCES, raw)
-                hits = [
-                    h
-                    for h, s in zip(hits, seqs, strict=True)
-                    if s is not None and decode_sequence(s) <= q.max_sequence
-                ]
-            if len(hits) >= q.k or len(res.keys) < fetch:
-                return SearchResult.from_hits(
-                    hits[: q.k],
-                    res.candidates,
-                    plans=res.plans,
-                    approximate=res.approximate,
-                    reference_scores=res.reference_scores,
-                )
-            fetch *= 2
-
-    def _exact_scores(self, vector: np.ndarray, keys: Sequence[EntityKey]) -> tuple[float, ...]:
-        """Canonical scores of a few hits, from their stored vectors: the
-        reference sample for calibrating approximate scores (coordinator)."""
-        raws = self.store.multi_get(RECORDS, [rec.record_key(self.index.ref, k) for k in keys])
-        vectors = [
-            rec.decode_record(k, raw).vector
-            for k, raw in zip(keys, raws, strict=True)
-            if raw is not None
-        ]
-        if len(vectors) != len(keys):
-            return ()  # deleted meanwhile: no sample this time
-        return tuple(
-            float(s) for s in canonical_scores(self.family.metric, vector, np.stack(vectors))
-        )
+        """Every query of a batch, answered as if it came alone
+        (`shard_server.partition_search`)."""
+        return search_partition(self, queries)
 
     # -- maintenance (the shard's maintenance thread, or Flush) -------------
 

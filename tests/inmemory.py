@@ -240,7 +240,7 @@ class InMemoryShard:
         return [self._search_one(part, vec, q) for vec, q in zip(prepared, queries, strict=True)]
 
     def _search_one(self, part: _Partition, vector: np.ndarray, q: ShardQuery) -> ShardAnswer:
-        """`IndexPartition._search_page`: a later page over-fetches (doubling)
+        """`shard_server.partition_search._search_page`: a later page over-fetches (doubling)
         until k items after the cursor, written by its watermark, are found."""
         after = order_key(*q.after) if q.after is not None else None
         fetch = q.k + q.served if after is not None or q.max_sequence else q.k
