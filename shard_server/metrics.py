@@ -215,8 +215,8 @@ EXPIRY_SWEEPS = Counter(
 )
 RECORDS_EXPIRED = Counter(
     "vecshard_shard_records_expired_total",
-    "Embedding records deleted (tombstoned) because they were older than their family's "
-    "ttl_seconds or retention_days",
+    "Embedding records deleted (without a tombstone) because they were older than their "
+    "family's ttl_seconds or retention_days",
 )
 FEATURE_ROWS_EXPIRED = Counter(
     "vecshard_shard_feature_rows_expired_total",

@@ -10,7 +10,10 @@ the partition's write lock, so a record rewritten meanwhile with a fresh
 `created_at` stays. Replicas expire on their own schedules; anti-entropy
 neither counts nor copies an expired record (`expiry_cutoff`), so one
 replica having removed it first is no difference, and a late retry of an
-expired write is as expired as the original.
+expired write is as expired as the original — when it carries its
+`created_at`. One without (the coordinator stamps it now) of a version older
+than the expired one lands fresh: refusing it needs a tombstone at the
+expired version, and tombstones need collecting first (an open issue).
 """
 
 from __future__ import annotations
