@@ -182,8 +182,10 @@ def create_server(
     # and records and feature rows past their lifetimes leave disk and memory.
     def expire() -> None:
         now = now_us()
-        expire_records(node, now)
-        feature_node.purge_expired(now)
+        try:  # one side failing leaves the other's purge to run
+            expire_records(node, now)
+        finally:
+            feature_node.purge_expired(now)
         EXPIRY_SWEEPS.inc()
 
     background = [
