@@ -37,7 +37,38 @@ from protos.vecshard.v1 import common_pb2 as cpb
 from protos.vecshard.v1 import retrieval_pb2 as pb
 
 EntityLike = EntityKey | tuple[str, str]
-_KINDS = {bool: BOOL, int: INT64, float: FLOAT64, str: STRING, list: FLOAT_LIST, tuple: FLOAT_LIST}
+
+
+def _kind(v: Any) -> str | None:
+    """The dtype a Python or numpy scalar (or a list) is written as; None
+    when it is none of them. bool before int: a bool is an int in Python."""
+    if isinstance(v, bool | np.bool_):
+        return BOOL
+    if isinstance(v, int | np.integer):
+        return INT64
+    if isinstance(v, float | np.floating):
+        return FLOAT64
+    if isinstance(v, str):
+        return STRING
+    if isinstance(v, list | tuple | np.ndarray):
+        return FLOAT_LIST
+    return None
+
+
+def _float_list(name: str, row: int, v: Any) -> tuple[float, ...]:
+    """The items of a float_list, each a real number (the server's rule,
+    `registry.features.canonical_value`): float() turned "1" and True into
+    1.0 and wrote them, and a None raised a bare TypeError."""
+    items = v.tolist() if isinstance(v, np.ndarray) else v
+    for i, x in enumerate(items):
+        if isinstance(x, bool | np.bool_) or not isinstance(x, int | float | np.number):
+            raise InvalidArgument(
+                f"feature {name!r}, row {row}, item {i}: {x!r} is not a number; a float_list "
+                "holds numbers only (a null list is None, not a list with None in it)"
+            )
+    return tuple(float(x) for x in items)
+
+
 _NUMPY = {"b": BOOL, "i": INT64, "u": INT64, "f": FLOAT64}
 
 
@@ -61,7 +92,7 @@ def to_column(name: str, values: Any) -> FeatureColumn:
             data[mask] = 0
         return FeatureColumn(dtype, ~mask, data)
     seq = list(values)
-    kinds = {_KINDS.get(type(v)) for v in seq if v is not None}
+    kinds = {_kind(v) for v in seq if v is not None}
     if kinds == {INT64, FLOAT64}:  # a float feature written partly as ints
         kinds = {FLOAT64}
         seq = [float(v) if v is not None else None for v in seq]
@@ -77,7 +108,7 @@ def to_column(name: str, values: Any) -> FeatureColumn:
     if kind == INT64:  # a Python int past int64 would fail in numpy, far from its name
         int64s([0 if v is None else v for v in seq], f"feature {name!r}")
     if kind == FLOAT_LIST:
-        seq = [tuple(float(x) for x in v) if v is not None else None for v in seq]
+        seq = [_float_list(name, n, v) if v is not None else None for n, v in enumerate(seq)]
     return from_values(kind, seq)
 
 

@@ -15,6 +15,7 @@ from client.column_writes import attribute_column, record_columns
 from client.feature_calls import to_column
 from core.domain import AttrType, EntityKey
 from core.errors import InvalidArgument
+from core.feature_columns import BOOL, FLOAT64, FLOAT_LIST, INT64, STRING, from_values, same
 
 
 @pytest.mark.parametrize(
@@ -186,3 +187,25 @@ def test_one_generated_at_for_a_whole_batch_of_feature_columns() -> None:
     (req,) = sent
     assert row_columns_from_pb(req.columns, "test")[4].tolist() == [9, 9]
     c.close()
+
+
+@pytest.mark.parametrize("items", [["1", "2"], [True, False], [1.0, None]])
+def test_a_float_list_holds_numbers_only_as_the_server_says(items: list[object]) -> None:
+    """float() per item wrote "1" and True as 1.0 (the server's rule refuses
+    both), and a None item raised a bare TypeError (found in review)."""
+    with pytest.raises(InvalidArgument, match=r"feature 'emb', row 1, item \d: .* not a number"):
+        to_column("emb", [[0.5], items])
+
+
+def test_numpy_scalars_and_string_arrays_are_feature_values() -> None:
+    """Refused as "unknown types" though the docstring takes numpy arrays."""
+    cases = [
+        ([np.int64(3), None], INT64, [3, None]),
+        ([np.float64(0.5), np.float32(1.5)], FLOAT64, [0.5, 1.5]),
+        ([np.bool_(True), False], BOOL, [True, False]),
+        (np.array(["a", "bc"]), STRING, ["a", "bc"]),
+        ([np.array([1.0, 2.0]), None], FLOAT_LIST, [(1.0, 2.0), None]),
+    ]
+    for values, dtype, expected in cases:
+        col = to_column("f", values)
+        assert col.dtype == dtype and same(col, from_values(dtype, expected)), values
