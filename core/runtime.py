@@ -14,7 +14,8 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, NoReturn, TypeAlias
 
 import grpc
@@ -138,6 +139,38 @@ class _InjectedFault(Exception):
 _PASSTHROUGH = PASSTHROUGH
 
 
+@contextmanager
+def _served(
+    component: str, name: str, context: grpc.ServicerContext, fault: tuple[str, str] | None
+) -> Iterator[None]:
+    """One request of the thread-pool server, around its handling: the
+    injected fault, the span, the in-flight gauge, the status its error maps
+    to, its count and its duration."""
+    service, method = _split(name)
+    start = time.perf_counter()
+    code = grpc.StatusCode.OK
+    gauge = IN_FLIGHT.labels(component, service, method)
+    gauge.inc()
+    try:
+        _inject(fault)
+        with tracing.server_span(name, context, component=component):
+            yield
+    except GeneratorExit:  # a stream closed before its end: the caller went away
+        code = grpc.StatusCode.CANCELLED
+        raise
+    except Exception as exc:
+        aborted = context.code()  # type: ignore[attr-defined]  # grpc has it, its stub not
+        if aborted is not None:  # the servicer aborted on its own
+            code = aborted
+            raise
+        code, message = _status_of(exc)
+        context.abort(code, message)
+    finally:
+        gauge.dec()
+        REQUESTS.labels(component, service, method, code.name).inc()
+        LATENCY.labels(component, service, method).observe(time.perf_counter() - start)
+
+
 class SyncServerInterceptor(grpc.ServerInterceptor):
     """Errors → statuses and request metrics for the thread-pool server."""
 
@@ -158,7 +191,7 @@ class SyncServerInterceptor(grpc.ServerInterceptor):
         name = handler_call_details.method
         if handler is None or name.startswith(_PASSTHROUGH):
             return handler
-        service, method = _split(name)
+        _, method = _split(name)
         component = self.component
         # SearchPacked is the packed form of Search: a fault named for Search
         # (what game days and tests name) reaches both.
@@ -166,29 +199,25 @@ class SyncServerInterceptor(grpc.ServerInterceptor):
             self.faults.get("Search") if method == "SearchPacked" else None
         )
 
+        def served(context: grpc.ServicerContext) -> AbstractContextManager[None]:
+            return _served(component, name, context, fault)
+
         def wrap(behavior: Callable[..., Any]) -> Callable[..., Any]:
             def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
-                start = time.perf_counter()
-                code = grpc.StatusCode.OK
-                gauge = IN_FLIGHT.labels(component, service, method)
-                gauge.inc()
-                try:
-                    _inject(fault)
-                    with tracing.server_span(name, context, component=component):
-                        return behavior(request, context)
-                except Exception as exc:
-                    aborted = context.code()  # type: ignore[attr-defined]  # grpc has it, its stub not
-                    if aborted is not None:  # the servicer aborted on its own
-                        code = aborted
-                        raise
-                    code, message = _status_of(exc)
-                    context.abort(code, message)
-                finally:
-                    gauge.dec()
-                    REQUESTS.labels(component, service, method, code.name).inc()
-                    LATENCY.labels(component, service, method).observe(time.perf_counter() - start)
+                with served(context):
+                    return behavior(request, context)
 
-            return wrapped
+            # A response-streaming behaviour only makes its generator when
+            # called: the work (and its errors) happen while gRPC iterates it,
+            # after `wrapped` returned. So the iteration is what is wrapped —
+            # or errors reach the caller as UNKNOWN, the request counts OK at
+            # ~0 s, and the in-flight gauge (which a rollout waits to read 0
+            # before restarting a shard) drops while the stream still runs.
+            def streamed(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+                with served(context):
+                    yield from behavior(request, context)
+
+            return streamed if handler.response_streaming else wrapped
 
         return _rebuild(handler, wrap)
 
