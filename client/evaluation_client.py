@@ -1,6 +1,6 @@
 """A typed client for the coordinator's EvaluationService: measuring an
-index version before it serves (`vecshard embeddings evaluate`). Both calls
-only read, so they are retried on another coordinator like other reads."""
+index version before it serves (`vecshard embeddings evaluate`). Every call
+only reads, so they are retried on another coordinator like other reads."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import numpy as np
 
 from client.arguments import float_vectors
 from client.connection import Connection, RetryPolicy
+from core.column_wire import embeddings_from_pb
+from core.embedding_columns import EmbeddingColumns
 from core.errors import InvalidArgument
 from core.vectors import to_bytes
 from protos.vecshard.v1 import common_pb2 as cpb
@@ -85,6 +87,32 @@ class EvaluationClient:
         )
         resp = self._rpc("SearchIndex", req, timeout)
         return [list(r.entity_ids) for r in resp.results], bool(resp.partial)
+
+    def lookup_index(
+        self,
+        index: str,
+        tenant_id: str,
+        entity_ids: Sequence[str],
+        *,
+        include_vectors: bool = False,
+        timeout: float | None = None,
+    ) -> EmbeddingColumns:
+        """The records index version `index` (NAME@VERSION) itself holds
+        for `entity_ids` of `tenant_id`, in order, a status per id — not
+        those of its embedding version's serving index version, which
+        `RetrievalClient.batch_get` reads."""
+        name, _, version = index.partition("@")
+        if not name or not version:
+            raise InvalidArgument(f"index {index!r}: expected NAME@VERSION")
+        req = pb.LookupIndexRequest(
+            access=cpb.AccessContext(tenant_id=tenant_id, purpose=self.purpose),
+            index_name=name,
+            index_version=version,
+            entity_ids=entity_ids,
+            include_vectors=include_vectors,
+        )
+        resp = self._rpc("LookupIndex", req, timeout)
+        return embeddings_from_pb(resp.columns, len(entity_ids), "LookupIndex answer")
 
     def check_recall(
         self, index: str, k: int, sample_per_shard: int, seed: int = 0, timeout: float | None = None

@@ -211,15 +211,35 @@ def _lookups(h: Hasher, req: Any, resp: Any, types: EntityTypes) -> dict[str, An
     if resp is None:
         return out
     if resp.HasField("columns"):
-        # Columnar answers carry statuses in request order (keys, then
-        # entity_ids), not keys: the found ones are the request's.
-        status = np.frombuffer(resp.columns.status, np.uint8)[: len(named)]
-        found = [hashed[i] for i in np.flatnonzero(status == cpb.FOUND).tolist()]
+        found = _found_columns(hashed, resp.columns)
     else:
         by_key = dict(zip(named, hashed, strict=True))
         owned = _owned((r.key for r in resp.records if r.status == cpb.FOUND), tenant, etype)
         found = [by_key[k] if k in by_key else h._hashed([k])[0] for k in owned]
     out.update(results=len(found), result_ids=found)
+    return out
+
+
+def _found_columns(hashed: list[str], columns: Any) -> list[str]:
+    """Columnar answers carry statuses in request order (keys, then
+    entity_ids), not keys: the found ones are the request's."""
+    status = np.frombuffer(columns.status, np.uint8)[: len(hashed)]
+    return [hashed[i] for i in np.flatnonzero(status == cpb.FOUND).tolist()]
+
+
+def _lookup_index(h: Hasher, req: Any, resp: Any, types: EntityTypes) -> dict[str, Any]:
+    """An evaluation's lookup in one index version, recorded as a lookup is:
+    every id named, and the ones found."""
+    etype = types.of_index(req.index_name, req.index_version)
+    hashed = h._hashed(_bare(req.entity_ids, req.access.tenant_id, etype))
+    out: dict[str, Any] = {
+        "index": f"{req.index_name}@{req.index_version}",
+        "keys": len(hashed),
+        "ids": hashed,
+    }
+    if resp is not None:
+        found = _found_columns(hashed, resp.columns)
+        out.update(results=len(found), result_ids=found)
     return out
 
 
@@ -371,6 +391,7 @@ _BY_METHOD = {
     "Delete": _delete,
     "GetFeatures": _features,
     "SearchIndex": _search_index,
+    "LookupIndex": _lookup_index,
 }
 
 

@@ -1,7 +1,9 @@
 """Evaluation of index versions before they serve (DESIGN §11), for
 `EvaluationService`: a search on one index version without a route (a
-version is measured before any route may point at it), and each shard's
-recall against exact search on a sample of its own stored vectors.
+version is measured before any route may point at it), each shard's
+recall against exact search on a sample of its own stored vectors, and a
+lookup of keys in one index version (coverage: the rows that version holds,
+not those of the embedding version's serving index).
 
 Searches reuse the whole query path (`run_search`: access checks, fanout,
 merge) on a route resolved to the index version directly, so what is
@@ -18,12 +20,14 @@ from typing import Protocol
 
 import numpy as np
 
-from coordinator.access import check_access
+from coordinator.access import check_access, require_tenant
+from coordinator.lookups import Lookups
 from coordinator.model import Access, SearchQuery, SearchResult
 from coordinator.search import SearchExecutor
 from coordinator.search_request import run_search
 from coordinator.snapshots import RegistryView
-from core.domain import VersionRef
+from core.domain import EntityKey, VersionRef
+from core.embedding_columns import EmbeddingColumns
 from core.errors import FailedPrecondition, InvalidArgument, Unavailable
 from core.recall import check_recall_sample
 from registry.model import Bundle, IndexVersion, Route, Status
@@ -49,10 +53,17 @@ class RecallCheckable(Protocol):
     ) -> ShardRecall: ...
 
 
-def direct_route(snap: Snapshot, index: IndexVersion) -> ResolvedRoute:
-    """A route to `index` alone, for measuring it (never stored)."""
+def measurable(index: IndexVersion) -> IndexVersion:
+    """`index`, if it can be measured: a failed or archived one holds
+    nothing to measure (its placement may be gone)."""
     if index.status in (Status.FAILED, Status.ARCHIVED):
         raise FailedPrecondition(f"index version {index.ref} is {index.status.value}")
+    return index
+
+
+def direct_route(snap: Snapshot, index: IndexVersion) -> ResolvedRoute:
+    """A route to `index` alone, for measuring it (never stored)."""
+    measurable(index)
     family = snap.family(index.embedding.name)
     route = Route(EVALUATION_ROUTE, EVALUATION_ROUTE)
     bundle = Bundle(EVALUATION_ROUTE, index.embedding, index.embedding, index.ref)
@@ -67,10 +78,12 @@ class Evaluator:
         registry: RegistryView,
         executor: SearchExecutor,
         checkers: Callable[[str, str], RecallCheckable],
+        lookups: Lookups,
     ) -> None:
         self.registry = registry
         self.executor = executor
         self.checkers = checkers
+        self.lookups = lookups
 
     async def search_index(
         self, access: Access, ref: VersionRef, queries: np.ndarray, k: int, timeout: float
@@ -98,6 +111,26 @@ class Evaluator:
                 )
             )
         )
+
+    async def lookup_index(
+        self,
+        access: Access,
+        ref: VersionRef,
+        keys: Sequence[EntityKey],
+        include_vectors: bool,
+        timeout: float,
+    ) -> EmbeddingColumns:
+        """One answer per key, in order, from index version `ref` itself."""
+
+        def index_of(s: Snapshot) -> IndexVersion:
+            require_tenant(s, access.tenant_id)
+            return measurable(s.index(ref))
+
+        snap, index = await self.registry.fresh(index_of)
+        _, found = await self.lookups.read_index(
+            access, snap, index, keys, include_vectors, timeout
+        )
+        return found
 
     async def check_recall(
         self, ref: VersionRef, k: int, sample: int, seed: int, timeout: float

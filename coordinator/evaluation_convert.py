@@ -11,6 +11,9 @@ import numpy as np
 from coordinator.convert import access_from_pb
 from coordinator.evaluation import ShardRecall
 from coordinator.model import Access, SearchResult
+from core.column_wire import embeddings_to_pb
+from core.domain import EntityKey
+from core.embedding_columns import EmbeddingColumns
 from core.errors import InvalidArgument
 from protos.vecshard.v1 import common_pb2 as cpb
 from protos.vecshard.v1 import evaluation_pb2 as pb
@@ -27,6 +30,15 @@ def query_matrix(raw: bytes, dimension: int) -> np.ndarray:
             f"vectors: {len(raw)} bytes is not a whole number of rows of {dimension} float32 values"
         )
     return np.frombuffer(raw, dtype="<f4").reshape(-1, dimension).astype(np.float32)
+
+
+def lookup_keys(req: pb.LookupIndexRequest) -> list[EntityKey]:
+    """Bare ids: tenant and type are the caller's and the index's."""
+    return [EntityKey("", "", i) for i in req.entity_ids]
+
+
+def lookup_index_response(found: EmbeddingColumns) -> pb.LookupIndexResponse:
+    return pb.LookupIndexResponse(columns=embeddings_to_pb(found))
 
 
 def search_index_response(results: Sequence[SearchResult]) -> pb.SearchIndexResponse:

@@ -49,3 +49,17 @@ class EvaluationServicer(evaluation_pb2_grpc.EvaluationServiceServicer):
             self._timeout(context),
         )
         return convert.check_recall_response(shards)
+
+    async def LookupIndex(
+        self,
+        request: pb.LookupIndexRequest,
+        context: grpc.aio.ServicerContext[pb.LookupIndexRequest, pb.LookupIndexResponse],
+    ) -> pb.LookupIndexResponse:
+        found = await self.evaluator.lookup_index(
+            convert.access(request.access),
+            VersionRef(request.index_name, request.index_version),
+            convert.lookup_keys(request),
+            request.include_vectors,
+            self._timeout(context),
+        )
+        return convert.lookup_index_response(found)

@@ -94,13 +94,30 @@ class Lookups:
         include_attributes: bool = False,
     ) -> tuple[list[EntityKey], EmbeddingColumns]:
         """The keys (owned: tenant and type filled in) and one answer per
-        key, in request order, from the embedding version's first index."""
+        key, in request order, from the embedding version's serving index
+        version (`lookup_index`)."""
         snap, family, indexes = await self.registry.embedding_indexes(
             embedding, tenant_id=access.tenant_id
         )
+        return await self.read_index(
+            access, snap, lookup_index(indexes), keys, include_vectors, timeout, include_attributes
+        )
+
+    async def read_index(
+        self,
+        access: Access,
+        snap: Snapshot,
+        index: IndexVersion,
+        keys: Sequence[EntityKey],
+        include_vectors: bool,
+        timeout: float,
+        include_attributes: bool = False,
+    ) -> tuple[list[EntityKey], EmbeddingColumns]:
+        """`batch_get` from the index version named (evaluation measures
+        the rows one version holds): access checked on its family."""
+        family = snap.family(index.embedding.name)
         check_access(access, family, snap)
         owned = own_keys(keys, access, family, "lookup", self.limits.input)
-        index = lookup_index(indexes)
         width = family.dimension if include_vectors else 0
         _check_answer_size(len(owned), width)
         loop = asyncio.get_running_loop()

@@ -130,6 +130,7 @@ RULES: dict[str, RpcRule] = {
     # operator's job (vecshard embeddings evaluate), so admin only.
     _V + "SearchIndex": RpcRule(Role.ADMIN, "admin", _access),
     _V + "CheckRecall": RpcRule(Role.ADMIN, "admin"),
+    _V + "LookupIndex": RpcRule(Role.ADMIN, "admin", _access),
     _E + "PlanErasure": RpcRule(Role.ADMIN, "admin", _erasure),
     _E + "EraseSubject": RpcRule(Role.ADMIN, "admin", _erasure),
     _E + "PurgeSubject": RpcRule(Role.ADMIN, "admin", _erasure),

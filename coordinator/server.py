@@ -208,7 +208,9 @@ async def create_server(
         RegistryServicer(RegistryAdmin(registry), cache, view), server
     )
     evaluation_pb2_grpc.add_EvaluationServiceServicer_to_server(
-        EvaluationServicer(Evaluator(view, engine.executor, pool.remote), cfg.default_timeout),
+        EvaluationServicer(
+            Evaluator(view, engine.executor, pool.remote, engine.lookups), cfg.default_timeout
+        ),
         server,
     )
     erasure_pb2_grpc.add_ErasureServiceServicer_to_server(

@@ -32,7 +32,8 @@ import pyarrow.parquet as pq
 
 from client.evaluation_client import EvaluationClient
 from client.registry_client import RegistryClient
-from core.domain import EntityKey, VersionRef
+from core.domain import VersionRef
+from core.embedding_columns import FOUND
 from core.errors import NotFound
 from core.recall import mean, overlap_at_k, recall_at_k
 from offline.backfill import source_files
@@ -112,17 +113,33 @@ class Evaluation:
         self.coordinator = coordinator
         self.job = job
 
-    def _lookups(self, tenant: str, embedding: VersionRef, ids: list[tuple[str, str]]) -> list[Any]:
-        from client.retrieval_client import RetrievalClient
-
-        out = []
-        with RetrievalClient(
-            self.coordinator, tenant_id=tenant, purpose=self.job.purpose, timeout=60
-        ) as c:
-            for i in range(0, len(ids), 1000):
-                chunk = [EntityKey(tenant, t, e) for t, e in ids[i : i + 1000]]
-                out.extend(c.batch_get(embedding.name, embedding.version, chunk))
-        return out
+    @staticmethod
+    def _lookups(
+        ev: EvaluationClient,
+        tenant: str,
+        index: VersionRef,
+        ids: list[str],
+        include_vectors: bool = False,
+    ) -> tuple[list[bool], list[str], list[np.ndarray | None]]:
+        """For each id, in order, whether index version `index` itself holds
+        it, its model version and (`include_vectors`) its vector. Not a
+        BatchGetEmbeddings: that reads the embedding version's serving index
+        version, and a new index version of the same embedding version (a
+        kind being tried) lacking every row written before it read as full."""
+        found: list[bool] = []
+        models: list[str] = []
+        vectors: list[np.ndarray | None] = []
+        for i in range(0, len(ids), 1000):
+            chunk = ev.lookup_index(
+                str(index), tenant, ids[i : i + 1000], include_vectors=include_vectors
+            )
+            hits = (chunk.status == FOUND).tolist()
+            found.extend(hits)
+            models.extend(chunk.model_version(j) for j in range(len(chunk)))
+            vectors.extend(
+                chunk.vectors[j] if hit and include_vectors else None for j, hit in enumerate(hits)
+            )
+        return found, models, vectors
 
     def run(self) -> tuple[IndexEvaluation, list[str]]:
         job = self.job
@@ -151,7 +168,7 @@ class Evaluation:
                 fields.update(self._canary(reg, ev, index, family, canary_name, k))
             if job.source is not None:
                 sample = source_sample(job.source, job.coverage_sample, job.seed)
-                fields.update(self._coverage(index, sample))
+                fields.update(self._coverage(ev, index, sample))
                 prod = production_index(reg, index)
                 if prod is not None:
                     fields.update(self._overlap(ev, index, prod, sample, k))
@@ -220,20 +237,19 @@ class Evaluation:
             )
         return {"canary_set": label, "canary_recall": mean(recalls)}
 
-    def _coverage(self, index: IndexVersion, sample: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    def _coverage(
+        self, ev: EvaluationClient, index: IndexVersion, sample: Sequence[dict[str, Any]]
+    ) -> dict[str, Any]:
         attrs = self.job.coverage_attributes
         found_by_tenant: dict[str, list[int]] = {}
         by_attr: dict[str, list[int]] = defaultdict(lambda: [0, 0])
         models: dict[str, int] = defaultdict(int)
         for tenant, rows in sorted(_by_tenant(sample).items()):
-            lookups = self._lookups(
-                tenant, index.embedding, [(r["entity_type"], r["entity_id"]) for r in rows]
-            )
-            hits = [lk.status == "found" for lk in lookups]
+            hits, versions, _ = self._lookups(ev, tenant, index.ref, [r["entity_id"] for r in rows])
             found_by_tenant[tenant] = [sum(hits), len(hits)]
-            for r, hit, lk in zip(rows, hits, lookups, strict=True):
+            for r, hit, model in zip(rows, hits, versions, strict=True):
                 if hit:
-                    models[lk.model_version or "(none)"] += 1
+                    models[model or "(none)"] += 1
                 raw = r.get("attributes") or "{}"
                 values = json.loads(raw) if isinstance(raw, str) else dict(raw)
                 for a in attrs:
@@ -262,13 +278,11 @@ class Evaluation:
         )
         overlaps: list[float] = []
         for tenant, trs in sorted(_by_tenant(rows).items()):
-            ids = [(r["entity_type"], r["entity_id"]) for r in trs]
-            new = self._lookups(tenant, index.embedding, ids)
-            old = self._lookups(tenant, prod.embedding, ids)
+            ids = [r["entity_id"] for r in trs]
+            _, _, new = self._lookups(ev, tenant, index.ref, ids, include_vectors=True)
+            _, _, old = self._lookups(ev, tenant, prod.ref, ids, include_vectors=True)
             both = [
-                (a.vector, b.vector)
-                for a, b in zip(new, old, strict=True)
-                if a.vector is not None and b.vector is not None
+                (a, b) for a, b in zip(new, old, strict=True) if a is not None and b is not None
             ]
             if not both:
                 continue

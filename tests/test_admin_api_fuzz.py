@@ -100,6 +100,7 @@ def recorded(cluster: LocalCluster) -> Iterator[tuple[list[tuple[str, Any, Messa
             erasure.verify(subject, plan.copies, scan_files=False)
             evaluation.search_index("ix@v1", "acme", vectors[:2], 3)
             evaluation.check_recall("ix@v1", 3, 2)
+            evaluation.lookup_index("ix@v1", "acme", ["i1", "i2"])
             mp.undo()
             for _, _, request in seen:
                 if isinstance(request, registry_pb2.TrainPlacementRequest):
@@ -116,7 +117,7 @@ def test_mutated_admin_requests_get_an_actionable_status(
     assert set(names) >= {
         "TrainPlacement", "Upsert", "DescribeRoute", "Delete", "Get", "List", "History",
         "CheckCompat", "Status", "Promote", "SwitchRoute", "SetShardState", "PlanErasure",
-        "VerifyErasure", "SearchIndex", "CheckRecall",
+        "VerifyErasure", "SearchIndex", "CheckRecall", "LookupIndex",
     }  # fmt: skip
     rng = random.Random(11)
     refused: set[str] = set()

@@ -2,7 +2,8 @@
 as the per-key forms do — (tenant, type, id), with the caller's tenant and the
 family's, group's or index's type filled in — so a subject's hash matches in
 every record (coordinator.audit_records): UpsertColumns, columnar lookups by
-entity id, columnar feature reads and writes, evaluation's SearchIndex, and
+entity id, columnar feature reads and writes, evaluation's SearchIndex and
+LookupIndex, and
 per-key calls that send bare ids (their hash left tenant and type empty)."""
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ def test_columnar_calls_hash_every_id_they_name_or_return(make_cluster: ClusterF
         c.get_features("home_ranker", "v1", [("item", e) for e in IDS])
     with EvaluationClient(cluster.coordinator_target, purpose="p") as ev:
         hits, _partial = ev.search_index("ix@v1", "acme", matrix, k=1)
+        ev.lookup_index("ix@v1", "acme", [*IDS, "absent"])
     assert sorted(h for row in hits for h in row) == IDS
     with RetrievalClient(cluster.coordinator_target, tenant_id="acme", purpose="p") as c:
         c.delete("v", "v1", IDS[:1])  # a bare id (no tenant, no type) in the per-key form
@@ -78,4 +80,7 @@ def test_columnar_calls_hash_every_id_they_name_or_return(make_cluster: ClusterF
     search = record_of(cluster, "/vecshard.v1.EvaluationService/SearchIndex")
     assert (search["queries"], search["results"]) == (3, 3), search
     assert set(search["result_ids"]) == expected
+    held = record_of(cluster, "/vecshard.v1.EvaluationService/LookupIndex")
+    assert (held["keys"], held["results"], set(held["result_ids"])) == (4, 3, expected), held
+    assert set(held["ids"]) == expected | {h.subject("acme", "item", "absent")}
     assert record_of(cluster, SERVICE + "Delete")["ids"] == [h.subject("acme", "item", IDS[0])]

@@ -88,3 +88,23 @@ class CheckRecallResponse(_message.Message):
     SHARDS_FIELD_NUMBER: _ClassVar[int]
     shards: _containers.RepeatedCompositeFieldContainer[ShardRecall]
     def __init__(self, shards: _Optional[_Iterable[_Union[ShardRecall, _Mapping]]] = ...) -> None: ...
+
+class LookupIndexRequest(_message.Message):
+    __slots__ = ("access", "index_name", "index_version", "entity_ids", "include_vectors")
+    ACCESS_FIELD_NUMBER: _ClassVar[int]
+    INDEX_NAME_FIELD_NUMBER: _ClassVar[int]
+    INDEX_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ENTITY_IDS_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_VECTORS_FIELD_NUMBER: _ClassVar[int]
+    access: _common_pb2.AccessContext
+    index_name: str
+    index_version: str
+    entity_ids: _containers.RepeatedScalarFieldContainer[str]
+    include_vectors: bool
+    def __init__(self, access: _Optional[_Union[_common_pb2.AccessContext, _Mapping]] = ..., index_name: _Optional[str] = ..., index_version: _Optional[str] = ..., entity_ids: _Optional[_Iterable[str]] = ..., include_vectors: _Optional[bool] = ...) -> None: ...
+
+class LookupIndexResponse(_message.Message):
+    __slots__ = ("columns",)
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    columns: _common_pb2.EmbeddingColumns
+    def __init__(self, columns: _Optional[_Union[_common_pb2.EmbeddingColumns, _Mapping]] = ...) -> None: ...

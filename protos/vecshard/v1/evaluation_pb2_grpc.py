@@ -44,6 +44,11 @@ class EvaluationServiceStub:
                 request_serializer=protos_dot_vecshard_dot_v1_dot_evaluation__pb2.CheckRecallRequest.SerializeToString,
                 response_deserializer=protos_dot_vecshard_dot_v1_dot_evaluation__pb2.CheckRecallResponse.FromString,
                 _registered_method=True)
+        self.LookupIndex = channel.unary_unary(
+                '/vecshard.v1.EvaluationService/LookupIndex',
+                request_serializer=protos_dot_vecshard_dot_v1_dot_evaluation__pb2.LookupIndexRequest.SerializeToString,
+                response_deserializer=protos_dot_vecshard_dot_v1_dot_evaluation__pb2.LookupIndexResponse.FromString,
+                _registered_method=True)
 
 
 class EvaluationServiceServicer:
@@ -66,6 +71,17 @@ class EvaluationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def LookupIndex(self, request, context):
+        """Stored records of one index version by key (whatever its status, but
+        failed or archived), as BatchGetEmbeddings answers them: coverage counts
+        the rows the version itself holds. A BatchGetEmbeddings reads the
+        embedding version's serving index version, which a new index version of
+        the same embedding version is not. The caller's tenant scopes the keys.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EvaluationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -78,6 +94,11 @@ def add_EvaluationServiceServicer_to_server(servicer, server):
                     servicer.CheckRecall,
                     request_deserializer=protos_dot_vecshard_dot_v1_dot_evaluation__pb2.CheckRecallRequest.FromString,
                     response_serializer=protos_dot_vecshard_dot_v1_dot_evaluation__pb2.CheckRecallResponse.SerializeToString,
+            ),
+            'LookupIndex': grpc.unary_unary_rpc_method_handler(
+                    servicer.LookupIndex,
+                    request_deserializer=protos_dot_vecshard_dot_v1_dot_evaluation__pb2.LookupIndexRequest.FromString,
+                    response_serializer=protos_dot_vecshard_dot_v1_dot_evaluation__pb2.LookupIndexResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -134,6 +155,33 @@ class EvaluationService:
             '/vecshard.v1.EvaluationService/CheckRecall',
             protos_dot_vecshard_dot_v1_dot_evaluation__pb2.CheckRecallRequest.SerializeToString,
             protos_dot_vecshard_dot_v1_dot_evaluation__pb2.CheckRecallResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LookupIndex(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vecshard.v1.EvaluationService/LookupIndex',
+            protos_dot_vecshard_dot_v1_dot_evaluation__pb2.LookupIndexRequest.SerializeToString,
+            protos_dot_vecshard_dot_v1_dot_evaluation__pb2.LookupIndexResponse.FromString,
             options,
             channel_credentials,
             insecure,
