@@ -268,7 +268,11 @@ class ShardNode:
     ) -> WriteResult:
         part = self.partition(ref)
         self._check_buckets(ref, set(np.unique(buckets).tolist()))
-        return part.upsert_columns(tenant_id, records, buckets, writer)
+        result = part.upsert_columns(tenant_id, records, buckets, writer)
+        # As `upsert` does: bulk writes (backfills, upsert_matrix) carry most
+        # vectors, and a zero-vector alert blind to them misses a broken model.
+        observe_vectors(part.metrics_label, records.vectors)
+        return result
 
     def delete(
         self, ref: VersionRef, keys: Sequence[EntityKey], source_version: int

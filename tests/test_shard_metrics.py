@@ -1,17 +1,28 @@
 """The shard's counted histogram observation (`observe_times`) against
 prometheus_client's own `observe`: it reaches into the histogram's values,
-so an upstream change to them must fail here, not skew dashboards."""
+so an upstream change to them must fail here, not skew dashboards. And the
+written vectors' metrics (norms, zero vectors), fed by both write forms."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from types import SimpleNamespace
 from unittest.mock import patch
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Histogram
 
+from core.domain import EntityKey, Metric, VersionRef
+from core.record_columns import PackedStrings, RecordColumns
+from registry.model import EmbeddingFamily, EmbeddingVersion, IndexVersion, Placement
+from registry.snapshot import Snapshot
 from shard_server import metrics
+from shard_server.feature_store import FeatureShardStore
+from shard_server.records import Record
+from shard_server.service import ShardNode
 
 BUCKETS = (0.0001, 0.001, 0.01, 0.1, 1)
 
@@ -103,3 +114,60 @@ def test_without_the_histogram_internals_each_query_is_observed() -> None:
     plain = Plain()
     metrics.observe_times(plain, 0.002, 3)  # type: ignore[arg-type]
     assert plain.seen == [0.002] * 3
+
+
+FAMILY = EmbeddingFamily("fz", "user", 4, Metric.INNER_PRODUCT)
+WRITTEN = IndexVersion("ixz", "v1", VersionRef("fz", "v1"), num_buckets=1)
+
+
+def _node(tmp_path: Path) -> ShardNode:
+    snap = Snapshot(
+        families={"fz": FAMILY},
+        embedding_versions={VersionRef("fz", "v1"): EmbeddingVersion("fz", "v1")},
+        indexes={WRITTEN.ref: WRITTEN},
+        placements={WRITTEN.ref: Placement(WRITTEN.ref, (("s1",),))},
+    )
+    registry = SimpleNamespace(snapshot=snap, refresh=lambda: snap, reread=lambda: snap)
+    store = FeatureShardStore(tmp_path / "db")
+    return ShardNode("s1", store, registry, tmp_path / "segments")  # type: ignore[arg-type]
+
+
+def _vector_metrics() -> tuple[float, ...]:
+    labels = {"index": str(WRITTEN.ref)}
+    return tuple(
+        REGISTRY.get_sample_value(name, labels) or 0.0
+        for name in (
+            "vecshard_vectors_written_total",
+            "vecshard_zero_vectors_total",
+            "vecshard_vector_norm_count",
+        )
+    )
+
+
+@pytest.mark.parametrize("form", ["records", "columns"])
+def test_every_write_form_feeds_the_written_vector_metrics(tmp_path: Path, form: str) -> None:
+    """Bulk writes (backfills, `upsert_matrix`) carry most vectors: the
+    zero-vector alert must see them as it sees record-by-record writes."""
+    n = 10
+    vectors = np.zeros((n, 4), np.float32)
+    vectors[:6] = np.random.default_rng(0).normal(size=(6, 4))  # 4 zero vectors
+    ids = [f"u{i}" for i in range(n)]
+    versions = np.arange(1, n + 1, dtype=np.int64)
+    node = _node(tmp_path)
+    before = _vector_metrics()
+    try:
+        if form == "records":
+            node.upsert(
+                WRITTEN.ref,
+                [
+                    Record(EntityKey("acme", "user", e), v, int(sv), created_at=1)
+                    for e, v, sv in zip(ids, vectors, versions, strict=True)
+                ],
+            )
+        else:
+            columns = RecordColumns(PackedStrings.of(ids), vectors, versions, np.ones(n, np.int64))
+            node.upsert_columns(WRITTEN.ref, "acme", columns, np.zeros(n, np.int64))
+    finally:
+        node.close()
+    written, zeros, norms = (a - b for a, b in zip(_vector_metrics(), before, strict=True))
+    assert (written, zeros, norms) == (n, 4, n)
