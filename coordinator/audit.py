@@ -140,6 +140,7 @@ class AuditTrail:
         if self._failed is not None:
             raise Unavailable(f"audit trail cannot be written ({self._failed}); refusing requests")
         if len(self._queue) >= self.max_backlog:
+            metrics.SHED.labels("audit_backlog").inc()
             raise ResourceExhausted(
                 f"audit trail backlog of {len(self._queue)} records; shedding until it drains"
             )

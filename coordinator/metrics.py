@@ -105,7 +105,13 @@ WAVE_SKIP_RATE = Gauge(
 PARTIAL = Counter(
     "vecshard_search_partial_total", "Searches answered with partial results", ["route"]
 )
-SHED = Counter("vecshard_shed_total", "Requests shed with RESOURCE_EXHAUSTED", ["reason"])
+SHED = Counter(
+    "vecshard_shed_total",
+    "Requests (or shard calls) shed with RESOURCE_EXHAUSTED, by reason: coordinator_in_flight "
+    "(the coordinator's admission limit), audit_backlog (the audit trail's records wait to be "
+    "written), shard_in_flight (a shard's bound of calls in flight)",
+    ["reason"],
+)
 FEATURE_LATENCY = Histogram(
     "vecshard_feature_request_seconds",
     "GetFeatures latency",

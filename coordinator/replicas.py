@@ -92,6 +92,7 @@ class ReplicaTracker:
     def acquire(self, shard_id: str) -> None:
         h = self._shards[shard_id]
         if h.in_flight >= self.max_in_flight:
+            metrics.SHED.labels("shard_in_flight").inc()
             raise ResourceExhausted(
                 f"shard {shard_id} has {h.in_flight} calls in flight (limit {self.max_in_flight}); retry later"
             )

@@ -1,18 +1,26 @@
 """Load shedding (found in review): lookups were never shed — 10,000-key
 BatchGetEmbeddings were all taken past the coordinator's in-flight limit —
 and a batch heavier than the limit was shed for good, even on an idle
-coordinator."""
+coordinator. And every shed, whatever refused it, is counted by its reason in
+vecshard_shed_total (VecshardShedding): the audit backlog's and the per-shard
+bound's were not."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 
 from coordinator.admission import Admission
+from coordinator.audit import AuditTrail
 from coordinator.config import Limits
+from coordinator.replicas import ReplicaTracker
 from coordinator.service import RetrievalEngine
 from coordinator.servicer import RetrievalServicer
+from core.audit_chain import ChainWriter
 from core.errors import ResourceExhausted
 from protos.vecshard.v1 import common_pb2 as cpb
 from protos.vecshard.v1 import retrieval_pb2 as pb
@@ -66,3 +74,52 @@ def test_a_batch_heavier_than_the_limit_runs_alone() -> None:
         assert admission.in_flight == 0
 
     asyncio.run(batches())
+
+
+def _full_admission(tmp_path: Path) -> Callable[[], None]:
+    admission = Admission(Limits(max_in_flight_requests=1))
+
+    async def shed() -> None:
+        async with admission.admit(1), admission.admit(1):
+            pass
+
+    return lambda: asyncio.run(shed())
+
+
+def _audit_backlog(tmp_path: Path) -> Callable[[], None]:
+    trail = AuditTrail(ChainWriter(tmp_path, b"k" * 32), max_backlog=0)
+
+    def shed() -> None:
+        try:
+            trail.ready()
+        finally:
+            trail.close()
+
+    return shed
+
+
+def _busy_shard(tmp_path: Path) -> Callable[[], None]:
+    tracker = ReplicaTracker(max_in_flight_per_shard=1)
+    tracker.acquire("s0")
+    return lambda: tracker.acquire("s0")
+
+
+@pytest.mark.parametrize(
+    ("reason", "shedder"),
+    [
+        ("coordinator_in_flight", _full_admission),
+        ("audit_backlog", _audit_backlog),
+        ("shard_in_flight", _busy_shard),
+    ],
+)
+def test_every_shed_is_counted_by_its_reason(
+    tmp_path: Path, reason: str, shedder: Callable[[Path], Callable[[], None]]
+) -> None:
+    def counted() -> float:
+        return REGISTRY.get_sample_value("vecshard_shed_total", {"reason": reason}) or 0.0
+
+    shed = shedder(tmp_path)
+    before = counted()
+    with pytest.raises(ResourceExhausted):
+        shed()
+    assert counted() - before == 1
