@@ -25,13 +25,16 @@ def check_recall_sample(sample: int) -> None:
 def recall_at_k(found: Sequence[Hashable], relevant: Collection[Hashable], k: int) -> float:
     """Share of the relevant items (at most k of them count) among the first
     k found. With more than k relevant items the best possible is 1.0, not
-    k/len(relevant): a labelled set may list more relevant items than k."""
+    k/len(relevant): a labelled set may list more relevant items than k.
+    Items are distinct: an id listed twice is one relevant item (counted
+    twice, a perfect answer scored below 1.0)."""
     if k <= 0:
         raise ValueError(f"k={k}: expected k > 0")
-    if not relevant:
+    wanted = set(relevant)
+    if not wanted:
         return 1.0
-    hits = len(set(found[:k]) & set(relevant))
-    return hits / min(k, len(relevant))
+    hits = len(set(found[:k]) & wanted)
+    return hits / min(k, len(wanted))
 
 
 def overlap_at_k(a: Sequence[Hashable], b: Sequence[Hashable], k: int) -> float:

@@ -12,6 +12,7 @@ tightened or that it never measured. Pure functions over plain data.
 from __future__ import annotations
 
 import base64
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -81,6 +82,14 @@ def validate_canary_set(canary: CanaryQuerySet, dimension: int) -> None:
         if not q.tenant_id or not q.relevant_ids:
             raise InvalidArgument(
                 f"canary set {canary.label} query {i}: needs a tenant_id and relevant_ids"
+            )
+        repeated = sorted(r for r, n in Counter(q.relevant_ids).items() if n > 1)
+        if repeated:
+            # A label is a set: a repeat is a mistake in the labelling job,
+            # and stored as it is it would read as a recall no answer can reach.
+            raise InvalidArgument(
+                f"canary set {canary.label} query {i}: relevant_ids lists "
+                f"{', '.join(map(repr, repeated[:5]))} more than once; expected distinct ids"
             )
     canary_matrix(canary, dimension)
 

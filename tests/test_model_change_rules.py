@@ -7,13 +7,15 @@ from __future__ import annotations
 import dataclasses
 import datetime
 
+import numpy as np
 import pytest
 
 from core.domain import Metric, VersionRef
 from core.errors import FailedPrecondition, InvalidArgument, NotFound
 from core.recall import overlap_at_k, recall_at_k
 from registry.admin import RegistryAdmin
-from registry.change_writes import archive, put_dual_write, put_evaluation
+from registry.change_writes import archive, put_canary_set, put_dual_write, put_evaluation
+from registry.memory_store import InMemoryStore
 from registry.migration import DualWrite, due_for_archive, mirror_version, utc_now
 from registry.model import (
     Bundle,
@@ -24,7 +26,13 @@ from registry.model import (
     Route,
     Status,
 )
-from registry.quality import IndexEvaluation, gate_failures
+from registry.quality import (
+    CanaryQuery,
+    CanaryQuerySet,
+    IndexEvaluation,
+    encode_vector,
+    gate_failures,
+)
 from registry.registry import Registry
 from registry.snapshot import indexes_for_embedding
 
@@ -69,10 +77,29 @@ def test_recall_and_overlap_at_k() -> None:
     # More relevant items than k: finding k of them is perfect recall.
     assert recall_at_k(["a", "b"], ["a", "b", "c", "d"], 2) == 1.0
     assert recall_at_k([], [], 5) == 1.0
+    # An id listed twice is one relevant item: a perfect answer is 1.0.
+    assert recall_at_k(["a", "b", "c"], ["a", "a"], 10) == 1.0
+    assert recall_at_k(["a", "b"], ["a", "a", "b", "b"], 2) == 1.0
+    assert recall_at_k(["a", "x"], ["a", "a", "b"], 2) == 0.5
     assert overlap_at_k(["a", "b", "c", "d"], ["d", "c", "x", "y"], 4) == 0.5
     assert overlap_at_k([], [], 3) == 1.0
     with pytest.raises(ValueError):
         recall_at_k(["a"], ["a"], 0)
+
+
+def test_a_canary_set_listing_a_relevant_id_twice_is_refused_naming_the_query() -> None:
+    reg = Registry(InMemoryStore(), "/t/")
+    reg.put_family(EmbeddingFamily("items", "item", 4, Metric.L2))
+    reg.put_embedding_version(EmbeddingVersion("items", "v1"))
+    vec = encode_vector(np.ones(4, np.float32))
+    good = CanaryQuery("acme", vec, ("a", "b"))
+    repeated = CanaryQuery("acme", vec, ("a", "b", "a"))
+    canary = CanaryQuerySet("c", "v1", V1, (good, repeated))
+    with pytest.raises(InvalidArgument, match=r"c@v1 query 1: relevant_ids lists 'a' more"):
+        put_canary_set(reg, canary)
+    assert VersionRef("c", "v1") not in reg.snapshot().canary_sets
+    put_canary_set(reg, dataclasses.replace(canary, queries=(good,)))
+    assert VersionRef("c", "v1") in reg.snapshot().canary_sets
 
 
 def setup_family(reg: Registry, retention: int = 3600) -> None:
