@@ -88,7 +88,11 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     ev.add_argument("--k", type=int, help="k (default: the gates' k, else 10)")
     ev.add_argument("--canary-set", help="NAME@VERSION (default: the gates' canary set)")
     ev.add_argument(
-        "--sample", type=int, default=200, help="stored vectors per shard for recall (1..10,000)"
+        "--sample",
+        type=int,
+        default=200,
+        help="stored vectors per shard for recall (1..10,000); the gates' min_recall_sample "
+        "(default 100) counts the queries of all shards together",
     )
     ev.add_argument(
         "--coverage-attribute",

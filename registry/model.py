@@ -98,10 +98,14 @@ class QualityGates:
     """Thresholds an index version must pass in its stored evaluation
     (`registry.quality`) before it may become ready or production. A
     threshold of 0 is not gated; `canary_set` (NAME@VERSION) names the
-    labelled queries its canary recall is measured on."""
+    labelled queries its canary recall is measured on. `min_recall_sample`:
+    the queries (all shards' together) recall against exact search must be
+    measured on for `min_recall_vs_exact` to pass — one query per shard, a
+    stored vector finding itself, measures nothing."""
 
     k: int = 10
     min_recall_vs_exact: float = 0.0
+    min_recall_sample: int = 100
     canary_set: str = ""
     min_canary_recall: float = 0.0
     min_overlap_with_production: float = 0.0

@@ -158,6 +158,13 @@ def gate_failures(index: IndexVersion, evaluation: IndexEvaluation | None) -> li
             out.append(f"{name}: not measured (required ≥ {required:.3f})")
         elif measured < required:
             out.append(f"{name}: measured {measured:.3f} < required {required:.3f}")
+    few = evaluation.sample_size < gates.min_recall_sample
+    if gates.min_recall_vs_exact > 0 and evaluation.recall_vs_exact is not None and few:
+        out.append(
+            f"min_recall_vs_exact: measured on {evaluation.sample_size} queries, the gates need "
+            f"at least {gates.min_recall_sample} (min_recall_sample): evaluate with a larger "
+            "--sample (stored vectors per shard), or lower min_recall_sample for an index this small"
+        )
     return out
 
 
@@ -174,6 +181,10 @@ def check_gates_declared(index: IndexVersion) -> None:
         value = getattr(gates, name)
         if not 0.0 <= value <= 1.0:
             raise InvalidArgument(f"{where}: {name}={value}, expected a share in [0, 1]")
+    if gates.min_recall_sample < 0:
+        raise InvalidArgument(
+            f"{where}: min_recall_sample={gates.min_recall_sample}, expected a number of queries ≥ 0"
+        )
     if not 0.0 <= gates.min_coverage <= 1.0:
         raise InvalidArgument(f"{where}: min_coverage={gates.min_coverage}, expected [0, 1]")
     if gates.min_canary_recall > 0 and not gates.canary_set:

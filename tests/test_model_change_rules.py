@@ -30,6 +30,7 @@ from registry.quality import (
     CanaryQuery,
     CanaryQuerySet,
     IndexEvaluation,
+    check_gates_declared,
     encode_vector,
     gate_failures,
 )
@@ -48,6 +49,7 @@ def evaluation(ref: VersionRef, **measured: object) -> IndexEvaluation:
         "index": ref,
         "evaluated_at": "2026-01-01T00:00:00+00:00",
         "k": 10,
+        "sample_size": 200,
         "canary_set": "c@v1",
         "canary_recall": 0.95,
         "recall_vs_exact": 0.9,
@@ -70,6 +72,26 @@ def test_gate_failures_name_the_gate_the_measurement_and_the_requirement() -> No
         in gate_failures(ix, evaluation(ix.ref, canary_set="c@v0"))[0]
     )
     assert "k=5" in gate_failures(ix, evaluation(ix.ref, k=5))[0]
+
+
+def test_a_recall_gate_needs_its_minimum_sample() -> None:
+    """`--sample 1` measured recall on one stored vector per shard (a query
+    finding itself) and passed any min_recall_vs_exact."""
+    ix = IndexVersion("ix", "v2", V2, gates=QualityGates(k=10, min_recall_vs_exact=0.95))
+    assert gate_failures(ix, evaluation(ix.ref, sample_size=2, recall_vs_exact=1.0)) == [
+        "min_recall_vs_exact: measured on 2 queries, the gates need at least 100 "
+        "(min_recall_sample): evaluate with a larger --sample (stored vectors per shard), or "
+        "lower min_recall_sample for an index this small"
+    ]
+    assert gate_failures(ix, evaluation(ix.ref, sample_size=100, recall_vs_exact=1.0)) == []
+    small = dataclasses.replace(
+        ix, gates=QualityGates(min_recall_vs_exact=0.95, min_recall_sample=2)
+    )
+    assert gate_failures(small, evaluation(ix.ref, sample_size=2, recall_vs_exact=1.0)) == []
+    ungated = dataclasses.replace(ix, gates=QualityGates(min_coverage=0.5))
+    assert gate_failures(ungated, evaluation(ix.ref, sample_size=1, coverage=1.0)) == []
+    with pytest.raises(InvalidArgument, match="min_recall_sample=-1"):
+        check_gates_declared(dataclasses.replace(ix, gates=QualityGates(min_recall_sample=-1)))
 
 
 def test_recall_and_overlap_at_k() -> None:
