@@ -64,6 +64,23 @@ def canary_plan(snap: Snapshot, resolved: ResolvedRoute) -> CanaryPlan | None:
     return CanaryPlan(chosen, k, baseline)
 
 
+def exported_routes() -> set[str]:
+    """Routes this process exports a canary recall or baseline for."""
+    return {
+        sample.labels["route"]
+        for gauge in (quality_metrics.CANARY_RECALL, quality_metrics.CANARY_BASELINE)
+        for family in gauge.collect()
+        for sample in family.samples
+    }
+
+
+def forget_route(route: str) -> None:
+    """Drops a route's canary gauges (none set is fine)."""
+    for gauge in (quality_metrics.CANARY_RECALL, quality_metrics.CANARY_BASELINE):
+        with contextlib.suppress(KeyError):
+            gauge.remove(route)
+
+
 class CanaryRunner:
     def __init__(
         self,
@@ -85,6 +102,10 @@ class CanaryRunner:
         resolved = resolve_route(snap, route, primary=True)
         plan = canary_plan(snap, resolved)
         if plan is None:
+            # Nothing measures this route now (its bundle's query embedding
+            # has no canary set): the last version's numbers must not stand
+            # for it, or the drop alert fires on what it no longer serves.
+            forget_route(route)
             return None
         matrix = canary_matrix(plan.canary, resolved.query_family.dimension)
         t0 = time.perf_counter()
@@ -135,6 +156,8 @@ class CanaryRunner:
             if recall is not None:
                 quality_metrics.CANARY_RUNS.labels(route, "measured").inc()
                 out[route] = recall
+        for route in exported_routes() - set(snap.routes):  # deleted routes
+            forget_route(route)
         return out
 
     async def run_forever(self) -> None:

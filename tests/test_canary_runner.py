@@ -97,3 +97,59 @@ def test_a_route_switched_to_a_version_without_a_baseline_drops_the_old_one(
         )
         asyncio.run(runner.run_once())
         assert REGISTRY.get_sample_value("vecshard_canary_recall_baseline", labels) == want
+
+
+def test_a_route_no_canary_set_measures_any_more_exports_no_canary_numbers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Switched to a bundle whose query embedding has no canary set, or
+    deleted, a route kept its last recall and baseline for good: the drop
+    alert kept firing on a route that serves something else."""
+    import dataclasses
+
+    from prometheus_client import REGISTRY
+
+    from registry.quality import IndexEvaluation
+
+    reg = Registry(InMemoryStore(), "/t/")
+    reg.put_family(EmbeddingFamily("items", "item", 4, Metric.L2))
+    for v in ("v1", "v2"):
+        reg.put_embedding_version(EmbeddingVersion("items", v))
+        reg.create_index(IndexVersion("ix", v, VersionRef("items", v), num_buckets=2), ["s0"])
+        reg.put_bundle(
+            Bundle(f"b{v[1]}", VersionRef("items", v), VersionRef("items", v), VersionRef("ix", v))
+        )
+    vec = encode_vector(np.ones(4, np.float32))
+    put_canary_set(reg, CanaryQuerySet("c1", "v1", V1, (CanaryQuery("t", vec, ("a",)),)))
+    evaluated = IndexEvaluation(
+        VersionRef("ix", "v1"), "2026-01-01T00:00:00+00:00", 10, canary_set="c1@v1",
+        canary_recall=0.9,
+    )  # fmt: skip
+
+    async def searched(*args: Any) -> Any:
+        return types.SimpleNamespace(hits=[])  # recall 0: the drop alert fires for v1
+
+    monkeypatch.setattr(runner_module, "run_search", searched)
+
+    def exported(route: str) -> tuple[float | None, float | None]:
+        return tuple(  # type: ignore[return-value]
+            REGISTRY.get_sample_value(name, {"route": route})
+            for name in ("vecshard_canary_recall", "vecshard_canary_recall_baseline")
+        )
+
+    def run(routes: dict[str, str]) -> None:
+        for name, bundle in routes.items():
+            reg.put_route(Route(name, bundle))
+        snap = dataclasses.replace(reg.snapshot(), evaluations={evaluated.index: evaluated})
+        snap = dataclasses.replace(snap, routes={n: snap.routes[n] for n in routes})
+        runner = runner_module.CanaryRunner(
+            types.SimpleNamespace(snapshot=snap),  # type: ignore[arg-type]  # all it reads
+            executor=None,  # type: ignore[arg-type]  # run_search is stood in
+            interval=60,
+        )
+        asyncio.run(runner.run_once())
+
+    run({"switched": "b1", "deleted": "b1"})
+    assert exported("switched") == exported("deleted") == (0.0, 0.9)
+    run({"switched": "b2"})  # ix@v2 has no canary set; "deleted" is gone
+    assert exported("switched") == exported("deleted") == (None, None)
