@@ -12,6 +12,7 @@ same rows (DESIGN §11):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import random
@@ -190,6 +191,8 @@ class RecallSampler:
             queue.Queue(maxsize=capacity)
         )
         self._recent: dict[VersionRef, deque[float]] = {}
+        # Orders `forget` and a re-check finishing on the same index version.
+        self._estimates = threading.Lock()
         self._random = random.random
         self._thread: threading.Thread | None = None
         self.on_measured: Callable[[VersionRef, float], None] = lambda ref, value: None
@@ -224,6 +227,16 @@ class RecallSampler:
         recent = self._recent.get(ref)
         return mean(list(recent)) if recent else None
 
+    def forget(self, ref: VersionRef) -> None:
+        """An index version dropped from the shard (archived): its estimate
+        goes, or `vecshard_recall_estimate{index}` stays at its last value
+        for good and VecshardRecallEstimateLow fires on what nobody serves.
+        Its partition is retired first, so no re-check sets it again."""
+        with self._estimates:
+            self._recent.pop(ref, None)
+            with contextlib.suppress(KeyError):  # never measured
+                quality_metrics.RECALL_ESTIMATE.remove(str(ref))
+
     def _run(self) -> None:
         while True:
             item = self._queue.get()
@@ -243,8 +256,11 @@ class RecallSampler:
             if not exact.keys:
                 continue
             value = _recall(found, exact.keys, q.k)
-            recent = self._recent.setdefault(part.index.ref, deque(maxlen=self.window))
-            recent.append(value)
-            quality_metrics.RECALL_ESTIMATE.labels(label).set(mean(list(recent)))
+            with self._estimates:
+                if part.retired:  # dropped while it was re-checked: forgotten
+                    continue
+                recent = self._recent.setdefault(part.index.ref, deque(maxlen=self.window))
+                recent.append(value)
+                quality_metrics.RECALL_ESTIMATE.labels(label).set(mean(list(recent)))
             quality_metrics.RECALL_SAMPLES.labels(label, "measured").inc()
             self.on_measured(part.index.ref, value)

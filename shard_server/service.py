@@ -169,6 +169,7 @@ class ShardNode:
                 if part is None and not directory.exists():
                     continue
                 drop_index_data(self.store, ref, directory)
+                self.sampler.forget(ref)
                 dropped.append(ref)
         return dropped
 

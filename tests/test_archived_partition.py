@@ -3,7 +3,8 @@
 before deleting its data, so a copy in progress lands first (and is
 deleted with the rest) and every later chunk is refused — before, the
 stream's next chunk wrote rows through the old partition object after the
-delete, and nothing ever deleted them again (found in review)."""
+delete, and nothing ever deleted them again (found in review). Its recall
+estimate goes with it: the gauge kept its last value for good."""
 
 from __future__ import annotations
 
@@ -97,3 +98,54 @@ def test_a_replicated_copy_that_revives_a_deleted_key_lowers_the_tombstone_count
         == len(list(store.iter_prefix(TOMBSTONES, rec.index_prefix(INDEX.ref))))
     )
     store.close()
+
+
+def test_an_archived_index_version_exports_no_recall_estimate(tmp_path: Path) -> None:
+    """`vecshard_recall_estimate{index}` stayed at an archived version's last
+    value: VecshardRecallEstimateLow kept firing on data already deleted."""
+    import dataclasses
+    import threading
+    from types import SimpleNamespace
+
+    from prometheus_client import REGISTRY
+
+    from registry.model import EmbeddingVersion, Placement, Status
+    from registry.snapshot import Snapshot
+    from shard_server.feature_store import FeatureShardStore
+    from shard_server.model import Query
+    from shard_server.records import Record
+    from shard_server.service import ShardNode
+
+    live = Snapshot(
+        families={"f": FAMILY},
+        embedding_versions={VersionRef("f", "v1"): EmbeddingVersion("f", "v1")},
+        indexes={INDEX.ref: INDEX},
+        placements={INDEX.ref: Placement(INDEX.ref, (("s1",),) * INDEX.num_buckets)},
+    )
+    registry = SimpleNamespace(snapshot=live, refresh=lambda: live, reread=lambda: live)
+    store = FeatureShardStore(tmp_path / "db")
+    node = ShardNode("s1", store, registry, tmp_path / "segments", recall_sample_rate=1.0)  # type: ignore[arg-type]
+    measured = threading.Event()
+    node.sampler.on_measured = lambda ref, value: measured.set()
+    node.sampler.start()
+    labels = {"index": str(INDEX.ref)}
+    try:
+        vectors = np.random.default_rng(0).normal(size=(8, 4)).astype(np.float32)
+        node.upsert(
+            INDEX.ref,
+            [
+                Record(EntityKey("t", "item", f"k{i}"), v, 1, bucket=i % INDEX.num_buckets)
+                for i, v in enumerate(vectors)
+            ],
+        )
+        node.search(INDEX.ref, [Query(vectors[0], 3, "t")])
+        assert measured.wait(10)
+        assert REGISTRY.get_sample_value("vecshard_recall_estimate", labels) == 1.0
+        archived = dataclasses.replace(INDEX, status=Status.ARCHIVED)
+        assert node.drop_archived(dataclasses.replace(live, indexes={INDEX.ref: archived})) == [
+            INDEX.ref
+        ]
+        assert REGISTRY.get_sample_value("vecshard_recall_estimate", labels) is None
+        assert node.sampler.estimate(INDEX.ref) is None
+    finally:
+        node.close()
