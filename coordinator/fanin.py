@@ -30,6 +30,9 @@ class Execution:
     shards_skipped: int
     hedges_fired: int
     deadline_hit: bool
+    # Time spent merging shard answers (inside the fan-out: a query merges
+    # after each wave), so the fan-out's phase can be told from the merge's.
+    merge_seconds: float = 0.0
 
 
 @dataclass
@@ -46,6 +49,7 @@ class QueryFanin:
     skipped: int = 0
     hedges: int = 0
     deadline_hit: bool = False
+    merge_seconds: float = 0.0
 
     def skip(self, t: Target, wave: int) -> None:
         self.skipped += 1
@@ -122,6 +126,7 @@ class QueryFanin:
             shards_skipped=self.skipped,
             hedges_fired=self.hedges,
             deadline_hit=self.deadline_hit,
+            merge_seconds=self.merge_seconds,
         )
 
 

@@ -79,7 +79,8 @@ REPLICA_COOLDOWNS = Counter(
 HEDGES = Counter("vecshard_hedges_total", "Hedged shard calls, fired and won", ["route", "outcome"])
 SEARCH_PHASE = Histogram(
     "vecshard_search_phase_seconds",
-    "Search latency by phase",
+    "Search latency by phase: resolve (route, plan, access), fanout (waiting for shards), "
+    "merge (merging their answers, after each wave and at the end)",
     ["route", "phase"],
     buckets=(0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1, 5),
 )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import math
+import time
 from collections.abc import Awaitable, Callable, Sequence
 
 import numpy as np
@@ -217,9 +218,14 @@ class SearchExecutor:
             for t in ordered:
                 self._settle(fanin, index, t, 0, outcomes[t.shard_id], j)
         with tracing.span("coordinator.merge", queries=len(together)):
+            started = time.perf_counter()
             merged = merge_ranked_many(
                 [fanin.answers for _, fanin, _ in together], [queries[i].k for i, _, _ in together]
             )
+            # One merge for the batch: each of its queries waited for all of it.
+            spent = time.perf_counter() - started
+        for _, fanin, _ in together:
+            fanin.merge_seconds += spent
         return [
             (i, fanin.execution(hits, buckets))
             for (i, fanin, _), hits in zip(together, merged, strict=True)
@@ -330,7 +336,9 @@ class SearchExecutor:
                     raise outcome
                 self._settle(fanin, index, t, sent_in, outcome)
             with tracing.span("coordinator.merge", answers=len(fanin.answers)):
+                started = time.perf_counter()
                 hits = merge_ranked(fanin.answers, query.k)
+                fanin.merge_seconds += time.perf_counter() - started
         if len(plan) > 1:
             self.wave_policy.record(index.ref, sum(map(len, plan[1:])), fanin.skipped)
             rate = self.wave_policy.skip_rate(index.ref)

@@ -179,8 +179,12 @@ def _answer(
         if q.require_complete:
             require_complete(completeness, execution.errors, execution.deadline_hit)
     t3 = time.perf_counter()
+    # The merge runs inside the fan-out (after each wave) and after it.
+    merge = execution.merge_seconds + (t3 - t2)
+    fanout = max(0.0, (t2 - t1) - execution.merge_seconds)
     metrics.labeled(metrics.SEARCH_PHASE, q.route, "resolve").observe(t1 - t0)
-    metrics.labeled(metrics.SEARCH_PHASE, q.route, "fanout").observe(t2 - t1)
+    metrics.labeled(metrics.SEARCH_PHASE, q.route, "fanout").observe(fanout)
+    metrics.labeled(metrics.SEARCH_PHASE, q.route, "merge").observe(merge)
     metrics.labeled(metrics.SHARDS_PER_QUERY, q.route, "searched").observe(
         execution.shards_searched
     )
@@ -193,8 +197,8 @@ def _answer(
         metric=resolved.item_family.metric.value,
         diagnostics=Diagnostics(
             resolve_ms=(t1 - t0) * 1e3,
-            fanout_ms=(t2 - t1) * 1e3,
-            merge_ms=(t3 - t2) * 1e3,
+            fanout_ms=fanout * 1e3,
+            merge_ms=merge * 1e3,
             shards_searched=execution.shards_searched,
             candidates=execution.candidates,
             shards_skipped=execution.shards_skipped,

@@ -399,3 +399,42 @@ def test_buckets_excluded_by_min_max_are_not_asked_and_not_missing() -> None:
     result = asyncio.run(ex.run(snap, three, snap.placement(INDEX), q, [0, 1, 2], 5.0))
     assert shards[1].calls == 0 and shards[0].calls == 1 and shards[2].calls == 1
     assert not result.completeness.partial
+
+
+def test_every_phase_of_a_search_is_exported() -> None:
+    """The merge phase was in each answer's diagnostics but never exported,
+    though the dashboard's latency-by-phase panel and the latency alert
+    promise it; and it was measured after the fan-out, where only the final
+    checks run (a query merges inside the fan-out, after each wave)."""
+    from coordinator.model import Access, SearchQuery
+    from coordinator.search_request import run_search
+    from registry.model import Bundle, Route
+    from registry.snapshot import ResolvedRoute
+    from tests.static_registry import FAMILY
+
+    reg = registry_for(["s0"], [["s0"]])
+    shard = InMemoryShard("s0", registry=reg)
+    shard.add(EntityKey("t", "item", "a"), np.ones(4, np.float32), bucket=0)
+    engine = RetrievalEngine(reg, lambda s, a: shard)
+    snap = reg.snapshot
+    family = snap.families[FAMILY.name]
+    resolved = ResolvedRoute(
+        Route("rphase", "b"), Bundle("b", FAMILY, FAMILY, INDEX), snap.indexes[INDEX],
+        family, family, snap.placements[INDEX],
+    )  # fmt: skip
+    q = SearchQuery("rphase", Access("t", "p", principal="svc"), np.ones(4, np.float32), 1)
+    result = asyncio.run(
+        run_search(engine.registry, engine.executor, q, resolved, 5.0, time.perf_counter())
+    )
+    assert [h.key.entity_id for h in result.hits] == ["a"]
+    counts = {
+        phase: REGISTRY.get_sample_value(
+            "vecshard_search_phase_seconds_count", {"route": "rphase", "phase": phase}
+        )
+        for phase in ("resolve", "fanout", "merge")
+    }
+    assert counts == {"resolve": 1.0, "fanout": 1.0, "merge": 1.0}
+    merged = REGISTRY.get_sample_value(
+        "vecshard_search_phase_seconds_sum", {"route": "rphase", "phase": "merge"}
+    )
+    assert merged == pytest.approx(result.diagnostics.merge_ms / 1e3)

@@ -107,6 +107,8 @@ def test_a_batch_answers_each_query_as_run_does(
         queries.append(ShardQuery(q, k, "t", flt))
     alone, together, calls = both(shards, queries, bounded)
     assert [view(e) for e in together] == [view(e) for e in alone]
+    # Each query's merge is timed (its phase is told from the fan-out's).
+    assert all(e.merge_seconds > 0 for e in alone + together)
     if not bounded:
         assert calls == [1] * n_shards  # the whole batch in one call per shard
 
