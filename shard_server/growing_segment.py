@@ -96,6 +96,12 @@ class GrowingSegment:
     def state(self) -> str:
         return "sealing" if self._frozen else "growing"
 
+    def unindexed_age(self) -> float:
+        """Seconds since its first row was written (0 when it holds none):
+        how long that row has waited to be indexed in a sealed segment."""
+        first = self.first_write
+        return 0.0 if first is None else max(0.0, self._clock() - first)
+
     def __len__(self) -> int:
         return self._n
 

@@ -18,6 +18,8 @@ from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from shard_server.growing_segment import GrowingSegment
+
 RECORDS = Counter(
     "vecshard_shard_records_total",
     "Records handled by writes, by index version and outcome (written, ignored_stale, deleted)",
@@ -150,11 +152,22 @@ class _SegmentCollector(Collector):
             "Deleted rows / rows across an index version's segments",
             labels=["index"],
         )
+        # Read at every scrape, not when a seal completes (as the indexing lag
+        # histogram is): when sealing stops, this one keeps growing.
+        unindexed = GaugeMetricFamily(
+            "vecshard_indexing_unsealed_age_seconds",
+            "Age of the oldest row not yet in a sealed (indexed) segment, 0 when none waits: "
+            "a write's wait to be indexed, as it grows",
+            labels=["index"],
+        )
         with self._lock:
             partitions = list(self._partitions)
         for part in partitions:
             totals: dict[tuple[str, str], list[int]] = {}
+            oldest = 0.0
             for seg in part.current_segments():
+                if isinstance(seg, GrowingSegment):  # growing, or frozen being sealed
+                    oldest = max(oldest, seg.unindexed_age())
                 t = totals.setdefault((seg.kind, seg.state), [0, 0, 0, 0])
                 t[0] += 1
                 t[1] += len(seg)
@@ -167,7 +180,8 @@ class _SegmentCollector(Collector):
             all_rows = sum(t[1] for t in totals.values())
             all_deleted = sum(t[2] for t in totals.values())
             ratio.add_metric([label], all_deleted / all_rows if all_rows else 0.0)
-        yield from (count, rows, deleted, size, ratio)
+            unindexed.add_metric([label], oldest)
+        yield from (count, rows, deleted, size, ratio, unindexed)
 
 
 COLLECTOR = _SegmentCollector()

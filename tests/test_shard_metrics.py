@@ -1,7 +1,8 @@
 """The shard's counted histogram observation (`observe_times`) against
 prometheus_client's own `observe`: it reaches into the histogram's values,
 so an upstream change to them must fail here, not skew dashboards. And the
-written vectors' metrics (norms, zero vectors), fed by both write forms."""
+written vectors' metrics (norms, zero vectors), fed by both write forms; and
+the age of the oldest row waiting to be indexed."""
 
 from __future__ import annotations
 
@@ -171,3 +172,32 @@ def test_every_write_form_feeds_the_written_vector_metrics(tmp_path: Path, form:
         node.close()
     written, zeros, norms = (a - b for a, b in zip(_vector_metrics(), before, strict=True))
     assert (written, zeros, norms) == (n, 4, n)
+
+
+def test_the_oldest_unsealed_row_ages_while_sealing_does_not_happen(tmp_path: Path) -> None:
+    """vecshard_indexing_lag_seconds is observed when a seal completes: when
+    sealing stops it stops moving, and the indexing-lag alert could not fire.
+    The unsealed age is read at each scrape, so it keeps growing."""
+    from shard_server.partition import IndexPartition
+    from shard_server.storage import ShardStore
+
+    now = [1000.0]
+    index = IndexVersion("ixage", "v1", VersionRef("fz", "v1"), num_buckets=1)
+    store = ShardStore(tmp_path / "db")
+    part = IndexPartition(index, FAMILY, store, tmp_path / "seg", clock=lambda: now[0])
+    part.load()
+    labels = {"index": part.metrics_label}
+
+    def age() -> float | None:
+        return REGISTRY.get_sample_value("vecshard_indexing_unsealed_age_seconds", labels)
+
+    try:
+        assert age() == 0.0  # nothing waits
+        key = EntityKey("acme", "user", "u1")
+        part.upsert([Record(key, np.ones(4, np.float32), 1, created_at=1)])
+        now[0] += 700  # no seal ran
+        assert age() == 700.0
+        assert part.lifecycle.seal(force=True)
+        assert age() == 0.0
+    finally:
+        store.close()
