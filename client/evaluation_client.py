@@ -5,7 +5,7 @@ only reads, so they are retried on another coordinator like other reads."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -29,6 +29,8 @@ class ShardRecall:
     recall_by_kind: dict[str, float]
     rows_by_kind: dict[str, int]
     rows: int
+    # (query, segment) pairs each recall_by_kind was measured on.
+    queries_by_kind: dict[str, int] = field(default_factory=dict)
 
 
 class EvaluationClient:
@@ -134,6 +136,7 @@ class EvaluationClient:
                 dict(s.recall_by_kind),
                 {k: int(v) for k, v in s.rows_by_kind.items()},
                 int(s.rows),
+                dict(s.queries_by_kind),
             )
             for s in resp.shards
         ]

@@ -45,6 +45,8 @@ class ShardRecall:
     recall_by_kind: dict[str, float] = field(default_factory=dict)
     rows_by_kind: dict[str, int] = field(default_factory=dict)
     rows: int = 0
+    # (query, segment) pairs each kind's recall was measured on.
+    queries_by_kind: dict[str, int] = field(default_factory=dict)
 
 
 class RecallCheckable(Protocol):

@@ -61,6 +61,7 @@ def shard_recall(resp: spb.CheckRecallResponse) -> ShardRecall:
         {k.kind: k.recall for k in resp.kinds},
         {k.kind: int(k.rows) for k in resp.kinds},
         int(resp.rows),
+        {k.kind: k.queries for k in resp.kinds},
     )
 
 
@@ -74,6 +75,7 @@ def check_recall_response(shards: Sequence[ShardRecall]) -> pb.CheckRecallRespon
                 recall_by_kind=s.recall_by_kind,
                 rows_by_kind=s.rows_by_kind,
                 rows=s.rows,
+                queries_by_kind=s.queries_by_kind,
             )
             for s in shards
         ]

@@ -190,7 +190,10 @@ class Evaluation:
         rows_by_kind: dict[str, int] = defaultdict(int)
         for s in shards:
             for kind, value in s.recall_by_kind.items():
-                by_kind[kind].append((value, s.queries))
+                # Weighted by the pairs measured on that kind (a shard's few
+                # queries on a small segment kind must weigh few). An older
+                # coordinator sends no counts: the shard's queries, as before.
+                by_kind[kind].append((value, s.queries_by_kind.get(kind, s.queries)))
             for kind, rows in s.rows_by_kind.items():
                 rows_by_kind[kind] += rows
         total = sum(s.queries for s in measured)

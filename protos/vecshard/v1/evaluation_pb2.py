@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from protos.vecshard.v1 import common_pb2 as protos_dot_vecshard_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#protos/vecshard/v1/evaluation.proto\x12\x0bvecshard.v1\x1a\x1fprotos/vecshard/v1/common.proto\"\x9a\x01\n\x12SearchIndexRequest\x12*\n\x06\x61\x63\x63\x65ss\x18\x01 \x01(\x0b\x32\x1a.vecshard.v1.AccessContext\x12\x12\n\nindex_name\x18\x02 \x01(\t\x12\x15\n\rindex_version\x18\x03 \x01(\t\x12\x0f\n\x07vectors\x18\x04 \x01(\x0c\x12\x11\n\tdimension\x18\x05 \x01(\r\x12\t\n\x01k\x18\x06 \x01(\r\"/\n\tIndexHits\x12\x12\n\nentity_ids\x18\x01 \x03(\t\x12\x0e\n\x06scores\x18\x02 \x03(\x02\"O\n\x13SearchIndexResponse\x12\'\n\x07results\x18\x01 \x03(\x0b\x32\x16.vecshard.v1.IndexHits\x12\x0f\n\x07partial\x18\x02 \x01(\x08\"r\n\x12\x43heckRecallRequest\x12\x12\n\nindex_name\x18\x01 \x01(\t\x12\x15\n\rindex_version\x18\x02 \x01(\t\x12\t\n\x01k\x18\x03 \x01(\r\x12\x18\n\x10sample_per_shard\x18\x04 \x01(\r\x12\x0c\n\x04seed\x18\x05 \x01(\x04\"\xba\x02\n\x0bShardRecall\x12\x10\n\x08shard_id\x18\x01 \x01(\t\x12\x0f\n\x07queries\x18\x02 \x01(\r\x12\x0e\n\x06recall\x18\x03 \x01(\x01\x12\x42\n\x0erecall_by_kind\x18\x04 \x03(\x0b\x32*.vecshard.v1.ShardRecall.RecallByKindEntry\x12>\n\x0crows_by_kind\x18\x05 \x03(\x0b\x32(.vecshard.v1.ShardRecall.RowsByKindEntry\x12\x0c\n\x04rows\x18\x06 \x01(\x04\x1a\x33\n\x11RecallByKindEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x31\n\x0fRowsByKindEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"?\n\x13\x43heckRecallResponse\x12(\n\x06shards\x18\x01 \x03(\x0b\x32\x18.vecshard.v1.ShardRecall\"\x98\x01\n\x12LookupIndexRequest\x12*\n\x06\x61\x63\x63\x65ss\x18\x01 \x01(\x0b\x32\x1a.vecshard.v1.AccessContext\x12\x12\n\nindex_name\x18\x02 \x01(\t\x12\x15\n\rindex_version\x18\x03 \x01(\t\x12\x12\n\nentity_ids\x18\x04 \x03(\t\x12\x17\n\x0finclude_vectors\x18\x05 \x01(\x08\"E\n\x13LookupIndexResponse\x12.\n\x07\x63olumns\x18\x01 \x01(\x0b\x32\x1d.vecshard.v1.EmbeddingColumns2\x89\x02\n\x11\x45valuationService\x12P\n\x0bSearchIndex\x12\x1f.vecshard.v1.SearchIndexRequest\x1a .vecshard.v1.SearchIndexResponse\x12P\n\x0b\x43heckRecall\x12\x1f.vecshard.v1.CheckRecallRequest\x1a .vecshard.v1.CheckRecallResponse\x12P\n\x0bLookupIndex\x12\x1f.vecshard.v1.LookupIndexRequest\x1a .vecshard.v1.LookupIndexResponseBN\n\x0eio.vecshard.v1P\x01Z:github.com/vecshard/vecshard/gen/go/vecshard/v1;vecshardv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#protos/vecshard/v1/evaluation.proto\x12\x0bvecshard.v1\x1a\x1fprotos/vecshard/v1/common.proto\"\x9a\x01\n\x12SearchIndexRequest\x12*\n\x06\x61\x63\x63\x65ss\x18\x01 \x01(\x0b\x32\x1a.vecshard.v1.AccessContext\x12\x12\n\nindex_name\x18\x02 \x01(\t\x12\x15\n\rindex_version\x18\x03 \x01(\t\x12\x0f\n\x07vectors\x18\x04 \x01(\x0c\x12\x11\n\tdimension\x18\x05 \x01(\r\x12\t\n\x01k\x18\x06 \x01(\r\"/\n\tIndexHits\x12\x12\n\nentity_ids\x18\x01 \x03(\t\x12\x0e\n\x06scores\x18\x02 \x03(\x02\"O\n\x13SearchIndexResponse\x12\'\n\x07results\x18\x01 \x03(\x0b\x32\x16.vecshard.v1.IndexHits\x12\x0f\n\x07partial\x18\x02 \x01(\x08\"r\n\x12\x43heckRecallRequest\x12\x12\n\nindex_name\x18\x01 \x01(\t\x12\x15\n\rindex_version\x18\x02 \x01(\t\x12\t\n\x01k\x18\x03 \x01(\r\x12\x18\n\x10sample_per_shard\x18\x04 \x01(\r\x12\x0c\n\x04seed\x18\x05 \x01(\x04\"\xb6\x03\n\x0bShardRecall\x12\x10\n\x08shard_id\x18\x01 \x01(\t\x12\x0f\n\x07queries\x18\x02 \x01(\r\x12\x0e\n\x06recall\x18\x03 \x01(\x01\x12\x42\n\x0erecall_by_kind\x18\x04 \x03(\x0b\x32*.vecshard.v1.ShardRecall.RecallByKindEntry\x12>\n\x0crows_by_kind\x18\x05 \x03(\x0b\x32(.vecshard.v1.ShardRecall.RowsByKindEntry\x12\x0c\n\x04rows\x18\x06 \x01(\x04\x12\x44\n\x0fqueries_by_kind\x18\x07 \x03(\x0b\x32+.vecshard.v1.ShardRecall.QueriesByKindEntry\x1a\x33\n\x11RecallByKindEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x31\n\x0fRowsByKindEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\x1a\x34\n\x12QueriesByKindEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01\"?\n\x13\x43heckRecallResponse\x12(\n\x06shards\x18\x01 \x03(\x0b\x32\x18.vecshard.v1.ShardRecall\"\x98\x01\n\x12LookupIndexRequest\x12*\n\x06\x61\x63\x63\x65ss\x18\x01 \x01(\x0b\x32\x1a.vecshard.v1.AccessContext\x12\x12\n\nindex_name\x18\x02 \x01(\t\x12\x15\n\rindex_version\x18\x03 \x01(\t\x12\x12\n\nentity_ids\x18\x04 \x03(\t\x12\x17\n\x0finclude_vectors\x18\x05 \x01(\x08\"E\n\x13LookupIndexResponse\x12.\n\x07\x63olumns\x18\x01 \x01(\x0b\x32\x1d.vecshard.v1.EmbeddingColumns2\x89\x02\n\x11\x45valuationService\x12P\n\x0bSearchIndex\x12\x1f.vecshard.v1.SearchIndexRequest\x1a .vecshard.v1.SearchIndexResponse\x12P\n\x0b\x43heckRecall\x12\x1f.vecshard.v1.CheckRecallRequest\x1a .vecshard.v1.CheckRecallResponse\x12P\n\x0bLookupIndex\x12\x1f.vecshard.v1.LookupIndexRequest\x1a .vecshard.v1.LookupIndexResponseBN\n\x0eio.vecshard.v1P\x01Z:github.com/vecshard/vecshard/gen/go/vecshard/v1;vecshardv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,6 +37,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SHARDRECALL_RECALLBYKINDENTRY']._serialized_options = b'8\001'
   _globals['_SHARDRECALL_ROWSBYKINDENTRY']._loaded_options = None
   _globals['_SHARDRECALL_ROWSBYKINDENTRY']._serialized_options = b'8\001'
+  _globals['_SHARDRECALL_QUERIESBYKINDENTRY']._loaded_options = None
+  _globals['_SHARDRECALL_QUERIESBYKINDENTRY']._serialized_options = b'8\001'
   _globals['_SEARCHINDEXREQUEST']._serialized_start=86
   _globals['_SEARCHINDEXREQUEST']._serialized_end=240
   _globals['_INDEXHITS']._serialized_start=242
@@ -46,17 +48,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHECKRECALLREQUEST']._serialized_start=372
   _globals['_CHECKRECALLREQUEST']._serialized_end=486
   _globals['_SHARDRECALL']._serialized_start=489
-  _globals['_SHARDRECALL']._serialized_end=803
-  _globals['_SHARDRECALL_RECALLBYKINDENTRY']._serialized_start=701
-  _globals['_SHARDRECALL_RECALLBYKINDENTRY']._serialized_end=752
-  _globals['_SHARDRECALL_ROWSBYKINDENTRY']._serialized_start=754
-  _globals['_SHARDRECALL_ROWSBYKINDENTRY']._serialized_end=803
-  _globals['_CHECKRECALLRESPONSE']._serialized_start=805
-  _globals['_CHECKRECALLRESPONSE']._serialized_end=868
-  _globals['_LOOKUPINDEXREQUEST']._serialized_start=871
-  _globals['_LOOKUPINDEXREQUEST']._serialized_end=1023
-  _globals['_LOOKUPINDEXRESPONSE']._serialized_start=1025
-  _globals['_LOOKUPINDEXRESPONSE']._serialized_end=1094
-  _globals['_EVALUATIONSERVICE']._serialized_start=1097
-  _globals['_EVALUATIONSERVICE']._serialized_end=1362
+  _globals['_SHARDRECALL']._serialized_end=927
+  _globals['_SHARDRECALL_RECALLBYKINDENTRY']._serialized_start=771
+  _globals['_SHARDRECALL_RECALLBYKINDENTRY']._serialized_end=822
+  _globals['_SHARDRECALL_ROWSBYKINDENTRY']._serialized_start=824
+  _globals['_SHARDRECALL_ROWSBYKINDENTRY']._serialized_end=873
+  _globals['_SHARDRECALL_QUERIESBYKINDENTRY']._serialized_start=875
+  _globals['_SHARDRECALL_QUERIESBYKINDENTRY']._serialized_end=927
+  _globals['_CHECKRECALLRESPONSE']._serialized_start=929
+  _globals['_CHECKRECALLRESPONSE']._serialized_end=992
+  _globals['_LOOKUPINDEXREQUEST']._serialized_start=995
+  _globals['_LOOKUPINDEXREQUEST']._serialized_end=1147
+  _globals['_LOOKUPINDEXRESPONSE']._serialized_start=1149
+  _globals['_LOOKUPINDEXRESPONSE']._serialized_end=1218
+  _globals['_EVALUATIONSERVICE']._serialized_start=1221
+  _globals['_EVALUATIONSERVICE']._serialized_end=1486
 # @@protoc_insertion_point(module_scope)

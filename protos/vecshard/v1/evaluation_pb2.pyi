@@ -54,7 +54,7 @@ class CheckRecallRequest(_message.Message):
     def __init__(self, index_name: _Optional[str] = ..., index_version: _Optional[str] = ..., k: _Optional[int] = ..., sample_per_shard: _Optional[int] = ..., seed: _Optional[int] = ...) -> None: ...
 
 class ShardRecall(_message.Message):
-    __slots__ = ("shard_id", "queries", "recall", "recall_by_kind", "rows_by_kind", "rows")
+    __slots__ = ("shard_id", "queries", "recall", "recall_by_kind", "rows_by_kind", "rows", "queries_by_kind")
     class RecallByKindEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -69,19 +69,28 @@ class ShardRecall(_message.Message):
         key: str
         value: int
         def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class QueriesByKindEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     SHARD_ID_FIELD_NUMBER: _ClassVar[int]
     QUERIES_FIELD_NUMBER: _ClassVar[int]
     RECALL_FIELD_NUMBER: _ClassVar[int]
     RECALL_BY_KIND_FIELD_NUMBER: _ClassVar[int]
     ROWS_BY_KIND_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
+    QUERIES_BY_KIND_FIELD_NUMBER: _ClassVar[int]
     shard_id: str
     queries: int
     recall: float
     recall_by_kind: _containers.ScalarMap[str, float]
     rows_by_kind: _containers.ScalarMap[str, int]
     rows: int
-    def __init__(self, shard_id: _Optional[str] = ..., queries: _Optional[int] = ..., recall: _Optional[float] = ..., recall_by_kind: _Optional[_Mapping[str, float]] = ..., rows_by_kind: _Optional[_Mapping[str, int]] = ..., rows: _Optional[int] = ...) -> None: ...
+    queries_by_kind: _containers.ScalarMap[str, int]
+    def __init__(self, shard_id: _Optional[str] = ..., queries: _Optional[int] = ..., recall: _Optional[float] = ..., recall_by_kind: _Optional[_Mapping[str, float]] = ..., rows_by_kind: _Optional[_Mapping[str, int]] = ..., rows: _Optional[int] = ..., queries_by_kind: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class CheckRecallResponse(_message.Message):
     __slots__ = ("shards",)
