@@ -105,10 +105,11 @@ class FeatureRowCache:
             "idle": len(self.over_budget) - read,
         }
 
-    def rows(self, cf: str) -> dict[bytes, bytes] | None:
-        """The complete copy of `cf`, or None (read RocksDB). Notes the read:
-        a family read lately keeps its memory."""
-        self._touched[cf] = self._clock()
+    def rows(self, cf: str, touch: bool = True) -> dict[bytes, bytes] | None:
+        """The complete copy of `cf`, or None (read RocksDB). Notes a
+        serving read (`touch`): a family read lately keeps its memory."""
+        if touch:
+            self._touched[cf] = self._clock()
         return self._complete.get(cf)
 
     def due(self, cf: str) -> bool:

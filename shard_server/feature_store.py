@@ -69,6 +69,11 @@ class FeatureStorage(Protocol):
 
     def multi_get(self, cf: str, keys: Sequence[bytes]) -> list[bytes | None]: ...
 
+    def serve(self, cf: str, keys: Sequence[bytes]) -> list[bytes | None]:
+        """`multi_get` for a serving read: only these count as the family
+        being read (the row cache keeps memory for those)."""
+        ...
+
     def write(
         self,
         puts: Sequence[tuple[str, bytes, bytes]] = (),
@@ -141,12 +146,24 @@ class FeatureShardStore(ShardStore):
     def _dropped(self, name: str) -> None:
         self.row_cache.removed(name)
 
-    def multi_get(self, cf: str, keys: Sequence[bytes]) -> list[bytes | None]:
+    def serve(self, cf: str, keys: Sequence[bytes]) -> list[bytes | None]:
         rows = self.row_cache.rows(cf)
         if rows is None:
             if self.row_cache.due(cf):
                 self._rewarm(cf)
             with dropped_family():  # a read racing its group's retirement
+                return super().multi_get(cf, keys)
+        get = rows.get
+        return [get(k) for k in keys]
+
+    def multi_get(self, cf: str, keys: Sequence[bytes]) -> list[bytes | None]:
+        """Reads of the write side (puts, copies, erasure, purge): they use
+        the cache but do not count as the family being read — a version only
+        written (a producer still writing it during a model change) kept its
+        memory from the one the models read (found in review)."""
+        rows = self.row_cache.rows(cf, touch=False)
+        if rows is None:
+            with dropped_family():
                 return super().multi_get(cf, keys)
         get = rows.get
         return [get(k) for k in keys]
@@ -361,7 +378,7 @@ class FeatureStore:
         cf = column_family(group.ref)
         if not keys or not self._storage.has_column_family(cf):
             return decode_rows(group, [None] * len(keys))
-        return decode_rows(group, self._storage.multi_get(cf, list(keys)))
+        return decode_rows(group, self._storage.serve(cf, list(keys)))
 
     def multi_get(
         self,

@@ -369,9 +369,11 @@ def test_a_new_group_version_takes_the_memory_once_the_old_one_is_not_read(
     # Read and not in memory: what the over-budget alert is about.
     assert storage.row_cache.census() == {"in_memory": 1, "warming": 0, "over_budget": 1, "idle": 0}
     # The switch: only the new version is read; past idle_seconds the next
-    # read of it copies it, evicting the old one.
-    for _ in range(6):
+    # read of it copies it, evicting the old one — though a producer still
+    # writes the old one (a write is no read: it kept the old one's memory).
+    for step in range(6):
         clock.now += 61
+        fs.put(PROFILE_S, [row(user("u1"), T0 + 10_000 + step, account_days=step)])
         assert fs.multi_get(SESSION_S, users[:3])[1] is not None
         assert storage.wait_for_row_cache(30)
     assert storage.row_cache.over_budget == {CF} and storage.row_cache.evictions == 1
