@@ -120,6 +120,7 @@ class FeatureEngine:
         self.max_entities = max_entities
         self.fanout = fanout or FanoutSettings()
         self._announced: set[VersionRef] = set()
+        self._freshest: dict[str, int] = {}  # per group name: FEATURE_FRESHNESS
         self.fetcher = FeatureFetcher(shards, tracker, wire.missing, self.fanout.hedge)
 
     def _bucket_shards(self, snap: Snapshot, group: VersionRef) -> list[tuple[str, str] | None]:
@@ -367,7 +368,11 @@ class FeatureEngine:
         finally:
             if announcing is not None:
                 await announcing
-        if newest:
+        # The newest written so far: a backfill of older rows (ignored as
+        # older, or written below the newest) moved it back, a false
+        # freshness alert (found in review).
+        if written and newest > self._freshest.get(group.name, 0):
+            self._freshest[group.name] = newest
             metrics.FEATURE_FRESHNESS.labels(group.name).set(newest / 1e6)
         return written, ignored
 

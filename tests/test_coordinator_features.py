@@ -31,6 +31,7 @@ from registry.features import GroupRow
 from registry.placement import FEATURE_BUCKETS, assign_buckets, feature_placement_ref
 from tests.feature_catalog import (
     ACTIVITY,
+    DAY,
     DEFINITIONS,
     GROUPS,
     HOUR,
@@ -439,3 +440,19 @@ def test_a_hedge_that_fails_leaves_the_slow_replica_to_answer() -> None:
     assert [result[n]["user_profile__age_bucket"][:2] for n in range(24)] == [
         (u.entity_id, None) for u in people
     ]
+
+
+def test_an_older_backfill_does_not_move_the_freshness_gauge_back() -> None:
+    """vecshard_feature_last_timestamp_seconds is the newest written: it was
+    the last request's newest, so a backfill of week-old rows (all ignored as
+    older) moved it back a week — a false freshness alert (found in review)."""
+    engine, _, _ = feature_cluster()
+
+    async def go() -> None:
+        await engine.put(ME, ITEM, [row(item("i1"), T0, popularity=0.5)], 5.0)
+        await engine.put(ME, ITEM, [row(item("i1"), T0 - 7 * DAY, popularity=0.1)], 5.0)
+        await engine.put(ME, ITEM, [row(item("i2"), T0 - 7 * DAY, popularity=0.1)], 5.0)
+
+    asyncio.run(go())
+    got = REGISTRY.get_sample_value("vecshard_feature_last_timestamp_seconds", {"group": ITEM.name})
+    assert got == T0 / 1e6, f"gauge {got} s; the newest written is {T0 / 1e6} s"
