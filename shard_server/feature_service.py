@@ -5,17 +5,15 @@ construction), a group's column at a time. No protobuf here."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
-import numpy.typing as npt
-
+from core.column_wire import RowColumns
 from core.domain import EntityKey, VersionRef
 from core.errors import InvalidArgument
-from core.feature_columns import FeatureColumn, ResolvedColumns
+from core.feature_columns import ResolvedColumns
 from core.timestamps import check_time
-from registry.feature_batches import RowBatch
+from registry.feature_batches import RowBatch, check_batch, rows_to_batch
 from registry.feature_catalog import GroupRead, readable
 from registry.feature_values import resolve_columns
 from registry.features import GroupRow, GroupSchema, MissingReason, PutAck
@@ -35,6 +33,17 @@ class GroupFetch:
     group: VersionRef
     features: Sequence[str]
     entity_ids: Sequence[str]
+
+
+def _columns_batch(schema: GroupSchema, columns: RowColumns) -> RowBatch:
+    tenant_id, entity_type, entity_ids, feature_timestamp, generated_at, values = columns
+    etype = entity_type or schema.group.entity_type  # another is refused by the check
+    return RowBatch(
+        [EntityKey(tenant_id, etype, i) for i in entity_ids],
+        feature_timestamp,
+        generated_at,
+        values,
+    )
 
 
 class FeatureNode:
@@ -104,26 +113,30 @@ class FeatureNode:
         self.store.ensure_group(group)
         return self.store.put(schema, rows)
 
-    def put_columns(
-        self,
-        group: VersionRef,
-        tenant_id: str,
-        entity_type: str,
-        entity_ids: Sequence[str],
-        feature_timestamp: npt.NDArray[np.int64],
-        generated_at: npt.NDArray[np.int64],
-        columns: Mapping[str, FeatureColumn],
-    ) -> PutAck:
+    def put_columns(self, group: VersionRef, columns: RowColumns) -> PutAck:
         schema = self._schema(group)
-        etype = entity_type or schema.group.entity_type  # another is refused by the check
-        batch = RowBatch(
-            [EntityKey(tenant_id, etype, i) for i in entity_ids],
-            feature_timestamp,
-            generated_at,
-            columns,
-        )
+        batch = _columns_batch(schema, columns)
         self.store.ensure_group(group)
         return self.store.put_batch(schema, batch)
+
+    def put_message(
+        self, group: VersionRef, rows: Sequence[GroupRow], columns: RowColumns | None
+    ) -> PutAck:
+        """One `FeatureBatch`: its rows and its columns both checked before
+        either is written — the rows were written (synced) before the
+        columns were looked at, so a message refused INVALID_ARGUMENT left
+        its rows durable (found in review)."""
+        if columns is None:
+            return self.put(group, rows)
+        if not rows:
+            return self.put_columns(group, columns)
+        schema = self._schema(group)
+        batches = [rows_to_batch(schema, rows), _columns_batch(schema, columns)]
+        for batch in batches:
+            check_batch(schema, batch)
+        self.store.ensure_group(group)
+        acks = [self.store.put_batch(schema, batch) for batch in batches]
+        return PutAck(sum(a.written for a in acks), sum(a.ignored_older for a in acks))
 
     def _resolve(
         self, read: GroupRead, keys: Sequence[bytes], request_time: int, personalized: bool

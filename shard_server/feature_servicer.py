@@ -27,14 +27,15 @@ class FeatureServicer(features_pb2_grpc.FeatureShardServiceServicer):
         written = ignored = 0
         for batch in request_iterator:
             group = VersionRef(batch.group, batch.group_version)
-            acks = [self.node.put(group, [GroupRow(*feature_row_from_pb(r)) for r in batch.rows])]
-            if batch.HasField("columns"):
-                where = f"feature group {group}"
-                acks.append(
-                    self.node.put_columns(group, *row_columns_from_pb(batch.columns, where))
-                )
-            written += sum(a.written for a in acks)
-            ignored += sum(a.ignored_older for a in acks)
+            rows = [GroupRow(*feature_row_from_pb(r)) for r in batch.rows]
+            columns = (
+                row_columns_from_pb(batch.columns, f"feature group {group}")
+                if batch.HasField("columns")
+                else None
+            )
+            ack = self.node.put_message(group, rows, columns)
+            written += ack.written
+            ignored += ack.ignored_older
         return pb.FeatureAck(written=written, ignored_older=ignored)
 
     def GetFeatureColumns(

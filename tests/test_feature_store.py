@@ -12,15 +12,23 @@ import textwrap
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
+from core.column_wire import row_columns_to_pb
 from core.errors import InvalidArgument
+from core.feature_columns import from_values
+from core.wire import feature_row_to_pb
+from protos.vecshard.v1.internal import features_pb2 as pb
 from registry.feature_values import resolve_group
 from registry.features import GroupRow, PutAck
 from registry.placement import FEATURE_BUCKETS, tenant_bucket
 from registry.snapshot import Snapshot
 from shard_server.feature_replication import rows_in_buckets
+from shard_server.feature_service import FeatureNode
+from shard_server.feature_servicer import FeatureServicer
 from shard_server.feature_store import (
     FeatureShardStore,
     FeatureStore,
@@ -308,3 +316,31 @@ def test_a_key_part_past_its_length_prefix_is_invalid_argument() -> None:
     with pytest.raises(InvalidArgument, match="key part of 70000 bytes"):
         entity_key(EntityKey("acme", "user", long))
     assert parse_entity_key(entity_keys("acme", "user", ["é"])[0]) == EntityKey("acme", "user", "é")
+
+
+def test_a_bad_columns_part_writes_nothing_of_its_message(tmp_path: Path) -> None:
+    """A FeatureBatch's rows were written (synced) before its columns were
+    looked at: refused INVALID_ARGUMENT, its rows stayed (found in review)."""
+    storage = FeatureShardStore(tmp_path / "s")
+    fs = FeatureStore(storage)
+    reg = SimpleNamespace(snapshot=SimpleNamespace(feature_catalog=CATALOG))
+    reg.reread = lambda: reg.snapshot
+    servicer = FeatureServicer(FeatureNode(fs, reg))  # type: ignore[arg-type]
+    good_row = feature_row_to_pb(user("u1"), T0, T0, {"account_days": 7})
+    bad_columns = row_columns_to_pb(
+        "acme",
+        ["u2"],
+        np.array([T0]),
+        np.array([T0]),
+        {"no_such_feature": from_values("int64", [1])},
+    )
+    batch = pb.FeatureBatch(
+        group=PROFILE.name, group_version=PROFILE.version, rows=[good_row], columns=bad_columns
+    )
+    try:
+        with pytest.raises(InvalidArgument):
+            servicer.PutFeatures(iter([batch]), None)  # type: ignore[arg-type]
+        stored = fs.multi_get(CATALOG.schema(PROFILE), [user("u1")])
+        assert stored == [None], f"refused message left {stored[0]} written"
+    finally:
+        storage.close()
