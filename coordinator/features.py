@@ -162,6 +162,10 @@ class FeatureEngine:
         timeout: float,
     ) -> FeatureResult:
         t0 = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        # The calls' deadline, fixed on arrival: what the checks and a re-read
+        # of the registry take comes out of it.
+        deadline = loop.time() + max(0.001, timeout - self.fanout.margin(timeout))
         if request_time:  # 0: now
             check_time("request_time_us", request_time, f"feature set {feature_set}")
         ents = self._check(access, entities)
@@ -186,14 +190,15 @@ class FeatureEngine:
         blocks, fetches = self._route(snap, access, ents, reads_by_type, personalized)
         if fetches.unsure:
             # A bucket with no serving replica in a snapshot a moment old may
-            # have one now (a shard re-registering): route on a fresh one.
-            fresh = await self.registry.moved(snap)
+            # have one now (a shard re-registering): route on a fresh one —
+            # if the registry can be read within the time left.
+            fresh = await self.registry.moved(snap, deadline)
             if fresh is not None:
                 snap = fresh
                 blocks, fetches = self._route(snap, access, ents, reads_by_type, personalized)
         # The calls' deadline bounds them: past it they fail DEADLINE_EXCEEDED,
         # which answers their entities `timeout`.
-        budget = max(0.001, timeout - self.fanout.margin(timeout))
+        budget = max(0.001, deadline - loop.time())
         blocks += await self.fetcher.fetch(
             snap, access.tenant_id, fetches, request_time, personalized, budget
         )

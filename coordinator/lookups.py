@@ -145,7 +145,7 @@ class Lookups:
             # a moment old: once more on a fresh snapshot, if shards moved,
             # within what is left of the deadline. What the first read found
             # stays (`reconcile` keeps the better answer of a key).
-            fresh = await self.registry.moved(snap)
+            fresh = await self.registry.moved(snap, deadline)
             if fresh is not None:
                 answers += (await fetch(fresh))[0]
         found = reconcile(answers, len(owned), width)

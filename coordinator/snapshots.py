@@ -122,10 +122,24 @@ class RegistryView:
         snap, indexes = await self.fresh(writable, (NotFound, FailedPrecondition))
         return snap, snap.family(ref.name), indexes
 
-    async def moved(self, snap: Snapshot) -> Snapshot | None:
+    async def moved(self, snap: Snapshot, deadline: float | None = None) -> Snapshot | None:
         """After a shard was unreachable: the re-read snapshot if shards moved
-        since `snap` (a restarted shard comes back on a new address), else None."""
-        fresh = await self.reread()
+        since `snap` (a restarted shard comes back on a new address), else None.
+
+        None too when the registry cannot be read (etcd unreachable) or not
+        before `deadline` (event-loop time): nothing is known to have moved,
+        and the caller keeps what it has — the answers of the other shards
+        from the last good snapshot (DESIGN §3, §5). Raising here failed a
+        whole search that had a partial answer in hand."""
+        left = None if deadline is None else deadline - asyncio.get_running_loop().time()
+        if left is not None and left <= 0:
+            return None
+        try:
+            # The read is shared (see `reread`): giving up on it leaves it running
+            # for the others who wait on it.
+            fresh = await asyncio.wait_for(self.reread(), left)
+        except (Unavailable, TimeoutError):
+            return None
         return None if dict(fresh.shards) == dict(snap.shards) else fresh
 
     async def retry_if_moved(self, snap: Snapshot, op: Callable[[Snapshot], Awaitable[T]]) -> T:

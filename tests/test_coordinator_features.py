@@ -29,6 +29,7 @@ from protos.vecshard.v1.common_pb2 import ResolvedFeatureColumns
 from registry.feature_values import FeatureValue, resolved_values
 from registry.features import GroupRow
 from registry.placement import FEATURE_BUCKETS, assign_buckets, feature_placement_ref
+from registry.snapshot import Snapshot
 from tests.feature_catalog import (
     ACTIVITY,
     DAY,
@@ -238,6 +239,24 @@ def test_entities_of_a_bucket_without_a_serving_replica_are_unavailable() -> Non
     assert result[0]["user_profile__age_bucket"][:2] == ("25-34", None)
     assert result[1]["user_profile__age_bucket"][:2] == ("unknown", "unavailable")
     assert not [op for op, _ in shards["s1"].log if op.startswith("get_feature")]
+
+
+def test_a_bucket_without_a_replica_costs_its_entities_alone_while_etcd_is_down() -> None:
+    """A bucket with no serving replica sends the request to re-read the
+    registry (one may be re-registering); with etcd unreachable the re-read
+    raised and failed the whole request (found in review)."""
+    engine, _, reg = feature_cluster()
+    users0, users1 = users(reg)
+    put(engine, PROFILE, [row(u, T0, age_bucket="25-34") for u in (users0[0], users1[0])])
+    reg.snapshot = replace(reg.snapshot, shards={"s0": reg.snapshot.shards["s0"]})
+
+    def unreachable() -> Snapshot:
+        raise Unavailable("etcd at 127.0.0.1:2379 is unreachable")
+
+    reg.reread = unreachable  # type: ignore[method-assign]
+    result = get(engine, [users0[0], users1[0]])
+    assert result[0]["user_profile__age_bucket"][:2] == ("25-34", None)
+    assert result[1]["user_profile__age_bucket"][:2] == ("unknown", "unavailable")
 
 
 def test_stale_values_are_counted_and_served() -> None:
