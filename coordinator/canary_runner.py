@@ -109,6 +109,7 @@ class CanaryRunner:
             return None
         matrix = canary_matrix(plan.canary, resolved.query_family.dimension)
         t0 = time.perf_counter()
+        deadline = asyncio.get_running_loop().time() + self.timeout
         results = await asyncio.gather(
             *(
                 run_search(
@@ -121,7 +122,7 @@ class CanaryRunner:
                         plan.k,
                     ),
                     resolved,
-                    self.timeout,
+                    deadline,
                     t0,
                 )
                 for q, row in zip(plan.canary.queries, matrix, strict=True)

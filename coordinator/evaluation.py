@@ -98,6 +98,7 @@ class Evaluator:
         resolved = direct_route(snap, index)
         check_access(access, resolved.item_family, snap)
         t0 = time.perf_counter()
+        deadline = asyncio.get_running_loop().time() + timeout
         return list(
             await asyncio.gather(
                 *(
@@ -106,7 +107,7 @@ class Evaluator:
                         self.executor,
                         SearchQuery(EVALUATION_ROUTE, access, row, k),
                         resolved,
-                        timeout,
+                        deadline,
                         t0,
                     )
                     for row in queries

@@ -52,6 +52,12 @@ class FanoutSettings:
     def margin(self, timeout: float) -> float:
         return min(self.max_margin, max(self.min_margin, self.margin_share * timeout))
 
+    def calls_by(self, deadline: float, now: float) -> float:
+        """When the shard calls of a request due at `deadline` must end: the
+        margin kept back from the time left at `now`. Fixed once per request,
+        so a second run on a fresh snapshot ends by it too."""
+        return deadline - self.margin(max(0.0, deadline - now))
+
 
 def plan_targets(
     snap: Snapshot,

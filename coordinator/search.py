@@ -85,7 +85,10 @@ class SearchExecutor:
         self.wave_policy = wave_policy or WavePolicy()
 
     def _deadline(self, timeout: float) -> float:
-        return asyncio.get_running_loop().time() + max(0.0, timeout - self.settings.margin(timeout))
+        """`timeout`: how long the shard calls may take from now. The request
+        keeps its margin for merging and answering (`FanoutSettings.calls_by`)
+        and passes what is left of ONE deadline, on a second run too."""
+        return asyncio.get_running_loop().time() + max(0.0, timeout)
 
     async def run(
         self,

@@ -111,14 +111,16 @@ async def run_search(
     executor: SearchExecutor,
     q: SearchQuery,
     resolved: ResolvedRoute,
-    timeout: float,
+    deadline: float,
     t0: float,
 ) -> SearchResult:
-    """`t0`: when the request began (resolving its route counts as resolve time)."""
+    """`deadline`: the caller's, in event-loop time, fixed when the request
+    arrived (what resolving its route took is already spent); `t0`: when the
+    request began (resolving its route counts as resolve time)."""
     snap = registry.snapshot
     plan = plan_search(snap, q, resolved)
     t1 = time.perf_counter()
-    execution = await _execute(registry, executor, snap, plan, timeout, q.route)
+    execution = await _execute(registry, executor, snap, plan, deadline, q.route)
     return _answer(q, resolved, plan, execution, t0, t1, time.perf_counter())
 
 
@@ -126,7 +128,7 @@ async def run_searches(
     registry: RegistryView,
     executor: SearchExecutor,
     requests: Sequence[tuple[SearchQuery, ResolvedRoute]],
-    timeout: float,
+    deadline: float,
     t0: float,
 ) -> list[SearchResult]:
     """`run_search` of many first pages (a SearchBatch): planned one by one
@@ -146,7 +148,7 @@ async def run_searches(
 
     async def run(route: str, members: list[int]) -> None:
         group = [plans[i] for i in members]
-        found = await _execute_many(registry, executor, snap, group, timeout, route)
+        found = await _execute_many(registry, executor, snap, group, deadline, route)
         for i, execution in zip(members, found, strict=True):
             executions[i] = execution
 
@@ -232,22 +234,36 @@ async def _execute(
     executor: SearchExecutor,
     snap: Snapshot,
     plan: Plan,
-    timeout: float,
+    deadline: float,
     route: str,
 ) -> Execution:
+    loop = asyncio.get_running_loop()
+    # One deadline for both runs: a second run that began with the whole
+    # timeout again answered up to twice the caller's deadline late (found in
+    # review) — past a gRPC caller's deadline, losing the partial answer.
+    calls_by = executor.settings.calls_by(deadline, loop.time())
+
     async def run(s: Snapshot) -> Execution:
         placement = s.placement(plan.index.ref)
         return await executor.run(
-            s, plan.index, placement, plan.query, plan.buckets, timeout, route, plan.pins
+            s,
+            plan.index,
+            placement,
+            plan.query,
+            plan.buckets,
+            calls_by - loop.time(),
+            route,
+            plan.pins,
         )
 
     execution = await run(snap)
     if _refused(execution):
         # A restarted shard comes back on a new address: if the registry
-        # moved shards since, search once more on the fresh snapshot.
-        fresh = await registry.moved(snap)
-        if fresh is not None:
-            execution = await run(fresh)
+        # moved shards since, search once more on the fresh snapshot, with
+        # what is left of the deadline.
+        fresh = await registry.moved(snap, calls_by)
+        if fresh is not None and loop.time() < calls_by:
+            execution = _better(execution, await run(fresh))
     return execution
 
 
@@ -256,24 +272,32 @@ async def _execute_many(
     executor: SearchExecutor,
     snap: Snapshot,
     plans: list[Plan],
-    timeout: float,
+    deadline: float,
     route: str,
 ) -> list[Execution]:
     """`_execute` for first pages of one index version and bucket set."""
     first = plans[0]
+    loop = asyncio.get_running_loop()
+    calls_by = executor.settings.calls_by(deadline, loop.time())
 
     async def run(s: Snapshot, which: list[int]) -> list[Execution]:
         queries = [plans[i].query for i in which]
         placement = s.placement(first.index.ref)
         return await executor.run_many(
-            s, first.index, placement, queries, first.buckets, timeout, route
+            s, first.index, placement, queries, first.buckets, calls_by - loop.time(), route
         )
 
     executions = await run(snap, list(range(len(plans))))
     moved = [i for i, e in enumerate(executions) if _refused(e)]
     if moved:
-        fresh = await registry.moved(snap)
-        if fresh is not None:
+        fresh = await registry.moved(snap, calls_by)
+        if fresh is not None and loop.time() < calls_by:
             for i, execution in zip(moved, await run(fresh, moved), strict=True):
-                executions[i] = execution
+                executions[i] = _better(executions[i], execution)
     return executions
+
+
+def _better(first: Execution, retried: Execution) -> Execution:
+    """The run on a fresh snapshot, unless it answered fewer buckets than the
+    first: it had only what was left of the deadline."""
+    return retried if retried.completeness.ratio >= first.completeness.ratio else first

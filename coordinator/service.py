@@ -125,9 +125,12 @@ class RetrievalEngine:
         return resolved
 
     async def search(self, q: SearchQuery, timeout: float) -> SearchResult:
+        return await self._search(q, timeout, _deadline(timeout))
+
+    async def _search(self, q: SearchQuery, timeout: float, deadline: float) -> SearchResult:
         t0 = time.perf_counter()
         resolved = await self._resolve(q)
-        result = await run_search(self.registry, self.executor, q, resolved, timeout, t0)
+        result = await run_search(self.registry, self.executor, q, resolved, deadline, t0)
         self._shadow(q, resolved, result, timeout)
         return result
 
@@ -140,8 +143,9 @@ class RetrievalEngine:
         if shadow is not None and resolved.arm == "primary":
 
             async def search_shadow() -> SearchResult:
+                # In the background, with a budget of its own.
                 return await run_search(
-                    self.registry, self.executor, q, shadow, timeout, time.perf_counter()
+                    self.registry, self.executor, q, shadow, _deadline(timeout), time.perf_counter()
                 )
 
             compare = self.shadows.run(q.route, result, search_shadow)
@@ -156,6 +160,7 @@ class RetrievalEngine:
         share one call per shard, not a call, a task and a wait per query and
         shard); later pages go as `search` sends them."""
         t0 = time.perf_counter()
+        deadline = _deadline(timeout)
         resolved = [await self._resolve(q) for q in queries]
         firsts = [i for i, q in enumerate(queries) if not q.cursor]
         # Later pages: each pinned to the replicas its first page read.
@@ -165,12 +170,12 @@ class RetrievalEngine:
             if not firsts:
                 return []
             requests = [(queries[i], resolved[i]) for i in firsts]
-            results = await run_searches(self.registry, self.executor, requests, timeout, t0)
+            results = await run_searches(self.registry, self.executor, requests, deadline, t0)
             return list(zip(firsts, results, strict=True))
 
         async def page(i: int) -> list[tuple[int, SearchResult]]:
             one = await run_search(
-                self.registry, self.executor, queries[i], resolved[i], timeout, t0
+                self.registry, self.executor, queries[i], resolved[i], deadline, t0
             )
             return [(i, one)]
 
@@ -185,14 +190,15 @@ class RetrievalEngine:
         return answers
 
     async def search_debug(self, q: SearchQuery, timeout: float) -> tuple[SearchResult, str]:
-        result = await self.search(q, timeout)
+        deadline = _deadline(timeout)  # the caller's, for both searches
+        result = await self._search(q, timeout, deadline)
         resolved = await self.describe_route(q.route, q.access.subject_id)
         bundle_json = json.dumps(json.loads(codec.encode(resolved.bundle))["spec"], sort_keys=True)
         selectivity = 1.0
         if q.filter is not None:
             # Shards count the rows that pass tenant and filter; the same
             # search without the filter counts the tenant's rows.
-            base = await self.search(replace(q, filter=None, k=1), timeout)
+            base = await self._search(replace(q, filter=None, k=1), timeout, deadline)
             selectivity = result.diagnostics.candidates / max(1, base.diagnostics.candidates)
         return replace(result, filter_selectivity=selectivity), bundle_json
 
@@ -230,3 +236,10 @@ class RetrievalEngine:
         return await self.lookups.batch_get(
             access, embedding, keys, include_vectors, timeout, include_attributes
         )
+
+
+def _deadline(timeout: float) -> float:
+    """The request's deadline in event-loop time, fixed on its arrival: what
+    resolving its route takes (a registry re-read included) comes out of the
+    time its shard calls get, and so does a second run on a fresh snapshot."""
+    return asyncio.get_running_loop().time() + timeout

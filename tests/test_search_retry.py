@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import numpy as np
 
@@ -16,13 +19,14 @@ from coordinator.model import Access, SearchQuery, SearchResult
 from coordinator.service import RetrievalEngine
 from core.domain import EntityKey, Metric
 from core.errors import Unavailable
-from registry.model import Bundle, Route
+from registry.model import Bundle, Route, ShardMember
 from registry.snapshot import Snapshot
 from tests.inmemory import InMemoryShard
 from tests.static_registry import FAMILY, INDEX, registry_for
 from tests.test_coordinator_writes import RECORDS
 
 ME = Access("t", "test")
+T = TypeVar("T")
 
 
 def routed() -> Snapshot:
@@ -103,3 +107,74 @@ def test_a_lookup_answers_the_keys_it_can_when_a_shard_and_etcd_are_down() -> No
     statuses = asyncio.run(lookup())
     assert etcd.rereads == 1
     assert set(statuses) == {"found", "unavailable"}, statuses
+
+
+class Moving:
+    """The watched snapshot still has b at its old address; a re-read (after
+    `delay` s) finds it at a new one, where it refuses too."""
+
+    def __init__(self, snap: Snapshot, delay: float = 0.0) -> None:
+        self.snapshot, self.delay = snap, delay
+        self.fresh = dataclasses.replace(
+            snap, revision=2, shards={**snap.shards, "b": ShardMember("b", "mem://b-restarted")}
+        )
+        self.rereads = 0
+
+    def reread(self) -> Snapshot:
+        self.rereads += 1
+        time.sleep(self.delay)  # etcd, slow (in a worker thread)
+        return self.fresh
+
+
+def timed(work: Callable[[], Awaitable[T]]) -> tuple[float, T]:
+    async def go() -> tuple[float, T]:
+        start = time.monotonic()
+        got = await work()
+        return time.monotonic() - start, got
+
+    return asyncio.run(go())
+
+
+def test_a_search_run_again_on_a_fresh_snapshot_keeps_the_callers_deadline() -> None:
+    """a answers at the calls' deadline, b refuses: the second run on the
+    fresh snapshot began with the whole timeout again and answered after
+    ~1.8 s of a 1 s timeout (found in review)."""
+    by_id = shards()
+    by_id["a"].delay = 30.0
+    by_id["b"].error = Unavailable("shard b at mem://b is unavailable: connection refused")
+    engine = engine_over(Moving(routed()), by_id)
+    took, result = timed(lambda: engine.search(query(), 1.0))
+    assert took <= 1.0, f"answered after {took:.2f} s of a 1 s timeout"
+    assert result.partial and result.missing_buckets == (0, 1)
+    took, results = timed(lambda: engine.search_many([query(), query()], 1.0))
+    assert took <= 1.0, f"the batch answered after {took:.2f} s of a 1 s timeout"
+    assert all(r.missing_buckets == (0, 1) for r in results)
+
+
+def test_what_resolving_a_route_took_comes_out_of_the_shards_time() -> None:
+    """A route created a moment ago is found by a re-read of the registry
+    (0.4 s here); the shard calls then had the whole timeout again."""
+    by_id = shards()
+    by_id["a"].delay = 30.0
+    snap = routed()
+    unseen = Moving(dataclasses.replace(snap, routes={}), delay=0.4)
+    unseen.fresh = snap
+    engine = engine_over(unseen, by_id)
+    took, result = timed(lambda: engine.search(query(), 1.0))
+    assert unseen.rereads == 1
+    assert took <= 1.0, f"answered after {took:.2f} s of a 1 s timeout"
+    assert result.missing_buckets == (0,)
+
+
+def test_a_second_run_with_little_time_left_keeps_the_first_runs_answers() -> None:
+    """a answers in 0.25 s and b refuses; the registry re-read takes 0.45 s,
+    leaving the second run too little time for a: it answers less than the
+    first did, which stands."""
+    by_id = shards()
+    by_id["a"].delay = 0.25
+    by_id["b"].error = Unavailable("shard b at mem://b is unavailable: connection refused")
+    moving = Moving(routed(), delay=0.45)
+    engine = engine_over(moving, by_id)
+    took, result = timed(lambda: engine.search(query(), 1.0))
+    assert moving.rereads == 1 and by_id["a"].calls == 2  # it did run again
+    assert_partial_without_b(result)
