@@ -16,8 +16,12 @@ batch it waits in — before it is sent, or from the answer — and never
 cancels its batch-mates; a query whose deadline passed while it queued fails
 alone with DEADLINE_EXCEEDED. A query the shard's access checks refuse
 fails alone too (`QueriesRefused`); its batch-mates get their answers. A
-call lives until the latest deadline among its live members. Batches are per shard, so a slow shard only delays
-queries bound for it.
+call lives until the latest deadline among its live members: once every
+member has given up, the call is cancelled and its slot goes to the queries
+waiting for it — a call nobody waited for held the lane's only slot until
+the latest deadline its dead members had, and everything queued behind it
+failed DEADLINE_EXCEEDED though the shard was idle for it (found in review).
+Batches are per shard, so a slow shard only delays queries bound for it.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ from coordinator.shard import Shard
 from core import tracing
 from core.domain import EntityKey, VersionRef
 from core.embedding_columns import EmbeddingColumns
-from core.errors import DeadlineExceeded
+from core.errors import DeadlineExceeded, Internal
 from core.record_columns import RecordColumns
 from registry.feature_batches import RowBatch
 
@@ -59,6 +63,31 @@ class _Lane:
 
     queue: list[_Member] = field(default_factory=list)
     in_flight: int = 0
+
+
+class _Abandoned:
+    """Counts the live members of one call; when the last one gives up
+    (cancelled: its caller went away, its hedge won, its deadline passed),
+    cancels the call, as a gRPC call is cancelled when its caller goes."""
+
+    def __init__(self, call: asyncio.Future[list[ShardAnswer]], members: int) -> None:
+        self.call = call
+        self.live = members
+
+    @property
+    def all_gone(self) -> bool:
+        return self.live == 0
+
+    def gone(self, member: asyncio.Future[ShardAnswer]) -> None:
+        self.live -= 1
+        if self.live == 0 and not self.call.done():
+            self.call.cancel()
+
+
+def _fail(batch: list[_Member], exc: BaseException) -> None:
+    for m in batch:
+        if not m.future.done():
+            m.future.set_exception(exc)
 
 
 class BatchingShard:
@@ -146,30 +175,38 @@ class BatchingShard:
             # The call lives as long as its most patient member needs.
             remaining = max(0.001, max(m.deadline for m in batch) - loop.time())
             try:
-                # In the context of the member that opened the call; the
-                # others' spans end when it answers.
+                # In the context of the member that opened the call (the inner
+                # call's task copies it); the others' spans end when it answers.
                 with tracing.span(
                     "coordinator.shard_call", shard_id=self.shard_id, batch=len(batch)
                 ):
-                    answers = await self.inner.search(index, [m.query for m in batch], remaining)
+                    call = asyncio.ensure_future(
+                        self.inner.search(index, [m.query for m in batch], remaining)
+                    )
+                    abandoned = _Abandoned(call, len(batch))
+                    for m in batch:
+                        m.future.add_done_callback(abandoned.gone)
+                    answers = await call
+                # Checked here, not by the zip below: a short answer left the
+                # members past it unset, waiting out their deadlines.
+                if len(answers) != len(batch):
+                    raise Internal(
+                        f"shard {self.shard_id} answered {len(answers)} of {len(batch)} queries"
+                    )
             except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if abandoned.all_gone and not (task is not None and task.cancelling()):
+                    return  # every member gave up: the call is cancelled, its slot freed
+                # This task itself is cancelled (the loop is shutting down).
+                call.cancel()
                 for m in batch:
                     m.future.cancel()
                 raise
             except QueriesRefused as exc:  # each member its own outcome
-                for i, (m, answer) in enumerate(zip(batch, exc.answers, strict=True)):
-                    if m.future.done():
-                        continue
-                    refusal = exc.refused.get(i)
-                    if refusal is not None:
-                        m.future.set_exception(refusal)
-                    else:
-                        m.future.set_result(answer)  # type: ignore[arg-type]  # a ShardAnswer
+                self._refused(batch, exc)
                 return
             except Exception as exc:  # noqa: BLE001 - every waiting member gets it
-                for m in batch:
-                    if not m.future.done():
-                        m.future.set_exception(exc)
+                _fail(batch, exc)
                 return
             for m, answer in zip(batch, answers, strict=True):
                 if not m.future.done():  # a member that gave up is skipped
@@ -177,6 +214,19 @@ class BatchingShard:
         finally:
             lane.in_flight -= 1
             self._pump(index, lane)
+
+    def _refused(self, batch: list[_Member], exc: QueriesRefused) -> None:
+        if len(exc.answers) != len(batch):
+            _fail(batch, Internal(f"shard {self.shard_id} refused with a malformed answer: {exc}"))
+            return
+        for i, (m, answer) in enumerate(zip(batch, exc.answers, strict=True)):
+            if m.future.done():
+                continue
+            refusal = exc.refused.get(i)
+            if refusal is not None:
+                m.future.set_exception(refusal)
+            else:
+                m.future.set_result(answer)  # type: ignore[arg-type]  # a ShardAnswer
 
     async def upsert(
         self, index: VersionRef, records: Sequence[tuple[WriteRecord, int]], timeout: float
