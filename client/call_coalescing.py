@@ -22,6 +22,14 @@ The rules (no timer: nothing waits for company):
 - Each caller waits until its own deadline and no longer; a batch's
   deadline is the latest of its members', so nobody is cut short by a
   batch-mate's shorter one.
+- A queued caller waits for a call in flight to end only so long (its
+  patience): `queue_patience` of its own timeout, and once calls have been
+  timed no more than 4 times their recent p95 (at least 50 ms). Past it the
+  calls in flight are stalled (a paused coordinator, heavy searches with long
+  deadlines), and it leaves the queue and goes alone with the time it has
+  left: two stalled calls held every other thread of the client until their
+  own deadlines, unsent (found in review). At normal load a queued caller
+  leaves within a call or two, well inside its patience.
 - A failed batch is nobody's answer: each member sends its own request
   again alone, with the usual retries, within its own deadline — so one bad
   request's error reaches only its caller. Only a batch of one that failed
@@ -60,12 +68,19 @@ class Coalescing:
     max_batch: int = 64
     max_in_flight: int = 2
     max_lookup_keys: int = 4096
+    # The share of its own timeout a queued call waits for a call in flight
+    # to end before it goes alone (sooner once calls have been timed).
+    queue_patience: float = 0.5
 
     def __post_init__(self) -> None:
         for name in ("max_batch", "max_in_flight", "max_lookup_keys"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise InvalidArgument(f"{name}={value!r}: expected an int ≥ 1")
+        if not 0.0 < self.queue_patience <= 1.0:
+            raise InvalidArgument(
+                f"queue_patience={self.queue_patience!r}: expected a share of the timeout in (0, 1]"
+            )
 
 
 DEFAULT_COALESCING = Coalescing()
@@ -102,6 +117,9 @@ class BatchTransport(Protocol[Req, Resp]):
 
 _QUEUED, _SENT, _DONE, _GONE = range(4)
 _OK, _ERROR, _ALONE = range(3)
+# Patience once calls have been timed: this many times the p95 of the last
+# `_TIMED` calls (recomputed every `_RETIME` calls), and at least `_MIN_PATIENCE` s.
+_STALL_FACTOR, _MIN_PATIENCE, _TIMED, _RETIME = 4.0, 0.05, 64, 16
 
 
 class _Waiter(Generic[Req, Resp]):
@@ -130,6 +148,7 @@ class CoalescingStats:
     batches: int = 0  # batch calls sent
     batched_queries: int = 0  # queries they carried
     resent: int = 0  # queries sent again alone after their batch failed
+    impatient: int = 0  # queued queries sent alone, the calls in flight stalled
 
     @property
     def mean_batch(self) -> float:
@@ -155,6 +174,9 @@ class CallCoalescer(Generic[Req, Resp]):
         self._queue: deque[_Waiter[Req, Resp]] = deque()
         self._in_flight = 0
         self._closed = False
+        self._took: deque[float] = deque(maxlen=_TIMED)  # recent calls' durations
+        self._timed = 0
+        self._stalled_after: float | None = None  # 4 × their p95, once known
 
     @property
     def in_flight(self) -> int:
@@ -180,6 +202,7 @@ class CallCoalescer(Generic[Req, Resp]):
             else:
                 self._queue.append(waiter)
         if direct:
+            began = self._clock()
             try:
                 return self.transport.one(request, timeout)
             except Exception as exc:
@@ -187,7 +210,7 @@ class CallCoalescer(Generic[Req, Resp]):
                     raise Unavailable("the client was closed") from exc
                 raise
             finally:
-                self._ended()
+                self._ended(self._clock() - began)
         return self._await(waiter, timeout)
 
     def close(self) -> None:
@@ -198,19 +221,29 @@ class CallCoalescer(Generic[Req, Resp]):
             while self._queue:
                 self._settle(self._queue.popleft(), _ERROR, Unavailable("the client was closed"))
 
+    def _patience(self, timeout: float) -> float:
+        share = self.settings.queue_patience * timeout
+        stalled = self._stalled_after
+        return share if stalled is None else min(share, max(_MIN_PATIENCE, stalled))
+
     def _await(self, w: _Waiter[Req, Resp], timeout: float) -> Resp:
         remaining = w.deadline - self._clock()
-        if not (remaining > 0 and w.wake.acquire(timeout=remaining)):
+        patience = min(remaining, self._patience(timeout))
+        if not (patience > 0 and w.wake.acquire(timeout=patience)):
             with self._lock:
-                if w.state == _QUEUED:
+                impatient = w.state == _QUEUED
+                if impatient:  # the calls in flight are stalled: it goes alone
                     self._queue.remove(w)
                     w.state = _GONE
-                elif w.state == _SENT:
-                    w.state = _GONE  # its batch goes on for the others
-            if w.state == _GONE:
-                raise DeadlineExceeded(
-                    f"no answer within {timeout:.3g} s (queued behind the client's calls in flight)"
-                )
+            if impatient:
+                return self._alone(w, timeout)
+            remaining = w.deadline - self._clock()
+            if not (remaining > 0 and w.wake.acquire(timeout=remaining)):
+                with self._lock:
+                    if w.state == _SENT:
+                        w.state = _GONE  # its batch goes on for the others
+                if w.state == _GONE:
+                    raise DeadlineExceeded(f"no answer within {timeout:.3g} s (its batch call)")
         if w.outcome == _OK:
             return w.value  # type: ignore[return-value]
         if self._closed:  # whatever cut the call short, this is why
@@ -226,11 +259,42 @@ class CallCoalescer(Generic[Req, Resp]):
             self.stats.resent += 1
         return self.transport.one(w.request, remaining)
 
-    def _ended(self) -> None:
-        """A call in flight ended: its slot carries the queue, if any, as the
-        next batch. A loop, not recursion: a send that fails at once ends too."""
+    def _alone(self, w: _Waiter[Req, Resp], timeout: float) -> Resp:
+        """A queued caller past its patience, sent alone with what it has left
+        (outside the calls in flight: those are stalled)."""
+        remaining = w.deadline - self._clock()
+        if remaining <= 0:
+            raise DeadlineExceeded(
+                f"no answer within {timeout:.3g} s (queued behind the client's calls in flight)"
+            )
+        with self._lock:
+            if self._closed:
+                raise Unavailable("the client was closed")
+            self.stats.impatient += 1
+        try:
+            return self.transport.one(w.request, remaining)
+        except Exception as exc:
+            if self._closed:  # whatever cut the call short, this is why
+                raise Unavailable("the client was closed") from exc
+            raise
+
+    def _time(self, took: float) -> None:
+        """Under the lock: one call's duration, for the patience of queued calls."""
+        self._took.append(took)
+        self._timed += 1
+        if self._timed % _RETIME == 0:
+            ordered = sorted(self._took)
+            self._stalled_after = _STALL_FACTOR * ordered[int(0.95 * (len(ordered) - 1))]
+
+    def _ended(self, took: float | None) -> None:
+        """A call in flight ended (after `took` s): its slot carries the queue,
+        if any, as the next batch. A loop, not recursion: a send that fails at
+        once ends too."""
         while True:
             with self._lock:
+                if took is not None:
+                    self._time(took)
+                    took = None
                 batch = self._take()
                 if not batch:
                     self._in_flight -= 1
@@ -243,7 +307,9 @@ class CallCoalescer(Generic[Req, Resp]):
                 continue
             try:
                 self.transport.start(
-                    [w.request for w in batch], timeout, functools.partial(self._landed, batch)
+                    [w.request for w in batch],
+                    timeout,
+                    functools.partial(self._landed, batch, self._clock()),
                 )
                 return
             except Exception as exc:  # e.g. a closed channel: nobody's answer
@@ -273,11 +339,13 @@ class CallCoalescer(Generic[Req, Resp]):
             w.state = _SENT
         return batch
 
-    def _landed(self, batch: list[_Waiter[Req, Resp]], out: list[Resp] | BaseException) -> None:
+    def _landed(
+        self, batch: list[_Waiter[Req, Resp]], began: float, out: list[Resp] | BaseException
+    ) -> None:
         try:
             self._deliver(batch, out)
         finally:
-            self._ended()
+            self._ended(self._clock() - began)
 
     def _deliver(self, batch: list[_Waiter[Req, Resp]], out: list[Resp] | BaseException) -> None:
         outcomes: list[tuple[int, Resp | BaseException | None]]

@@ -222,7 +222,8 @@ def test_an_answer_of_the_wrong_length_is_nobodys_the_queries_go_again_alone() -
 
 def test_a_queued_caller_waits_no_longer_than_its_own_deadline() -> None:
     t = FakeTransport()
-    c = CallCoalescer(t, Coalescing(max_in_flight=1))
+    # Patient to its deadline: it never goes alone (see the stalled calls below).
+    c = CallCoalescer(t, Coalescing(max_in_flight=1, queue_patience=1.0))
     with ThreadPoolExecutor(4) as pool:
         first = blocked_first_call(c, t, pool)
         patient = pool.submit(c.call, "p", 5.0)
@@ -240,7 +241,7 @@ def test_a_queued_caller_waits_no_longer_than_its_own_deadline() -> None:
 
 def test_a_caller_whose_batch_is_in_flight_leaves_at_its_deadline_the_others_get_theirs() -> None:
     t = FakeTransport(delay=lambda: 0.3)
-    c = CallCoalescer(t, Coalescing(max_in_flight=1))
+    c = CallCoalescer(t, Coalescing(max_in_flight=1, queue_patience=1.0))
     with ThreadPoolExecutor(4) as pool:
         first = blocked_first_call(c, t, pool)
         patient = pool.submit(c.call, "p", 5.0)
@@ -288,6 +289,8 @@ def test_settings_are_checked() -> None:
         Coalescing(max_batch=0)
     with pytest.raises(InvalidArgument, match="max_in_flight=0"):
         Coalescing(max_in_flight=0)
+    with pytest.raises(InvalidArgument, match="queue_patience=0"):
+        Coalescing(queue_patience=0)
 
 
 @settings(max_examples=25, deadline=None)
@@ -333,7 +336,7 @@ def test_every_caller_gets_its_own_answer_under_any_timing(
         got = list(pool.map(one, requests))
     for r, g in zip(requests, got, strict=True):
         assert g == (f"refused {r}" if r.startswith("bad") else r.upper())
-    if c.stats.resent == 0:  # queries of a failed batch go again on their callers' own
+    if c.stats.resent == c.stats.impatient == 0:  # those go again on their callers' own
         assert t.most_in_flight <= max_in_flight
     assert all(len(b) <= max_batch for b in t.batches)
     assert all(len({t.group(r) for r in b}) == 1 for b in t.batches)  # one group a call
@@ -352,3 +355,61 @@ def test_the_grpc_transport_resends_what_a_retry_may_answer_and_gives_the_rest()
     assert transport.final(ValueError("closed channel")) is None
     refused = transport.final(Failure(grpc.StatusCode.INVALID_ARGUMENT))
     assert isinstance(refused, InvalidArgument) and "fake INVALID_ARGUMENT" in str(refused)
+
+
+class StallsSome(FakeTransport):
+    """Requests named 'slow…' stall until their own timeout (a paused
+    coordinator, a heavy query); every other request is answered at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def one(self, request: str, timeout: float) -> str:
+        if request.startswith("slow"):
+            with self.lock:
+                self.ones.append(request)
+            self.release.wait(timeout)
+            return answer(request)
+        return super().one(request, timeout)
+
+
+def test_stalled_calls_in_flight_do_not_hold_a_queued_caller_until_its_deadline() -> None:
+    """Two slow calls (the default max_in_flight) held every other thread of
+    the client until THEIR deadlines: a caller the server answers at once
+    failed DEADLINE_EXCEEDED unsent (found in review). Past its patience
+    (half its timeout) it goes alone."""
+    t = StallsSome()
+    c: CallCoalescer[str, str] = CallCoalescer(t, Coalescing())
+    with ThreadPoolExecutor(4) as pool:
+        slow = [pool.submit(c.call, f"slow{i}", 10.0) for i in range(2)]
+        _until(lambda: c.in_flight == 2)
+        t0 = time.monotonic()
+        assert c.call("fast", 0.5) == "FAST"
+        assert 0.2 < time.monotonic() - t0 < 0.5  # it waited its patience, not its deadline
+        t.release.set()
+        assert [f.result() for f in slow] == ["SLOW0", "SLOW1"]
+    assert "fast" in t.ones and c.stats.impatient == 1 and not c._queue
+    assert c.in_flight == 0
+
+
+def test_once_calls_are_timed_a_queued_caller_waits_a_few_of_them_not_half_its_timeout() -> None:
+    """After calls of ~1 ms, stalled calls hold a queued caller of 10 s for
+    about the 50 ms floor of its patience; at normal load the queue still
+    leaves in batches (nobody impatient)."""
+    t = StallsSome()
+    c: CallCoalescer[str, str] = CallCoalescer(t, Coalescing(max_in_flight=1))
+    with ThreadPoolExecutor(8) as pool:
+        rest = queued_behind_a_call(c, t, pool, list("abcdefg"))
+        assert {r: f.result() for r, f in rest.items()} == {r: r.upper() for r in "abcdefg"}
+        assert c.stats.batches == 1 and c.stats.impatient == 0
+        for i in range(16):  # timed calls
+            assert c.call(f"x{i}", 10.0) == f"X{i}"
+        slow = pool.submit(c.call, "slow", 10.0)
+        _until(lambda: "slow" in t.ones)
+        t0 = time.monotonic()
+        assert c.call("fast", 10.0) == "FAST"
+        assert time.monotonic() - t0 < 1.0
+        t.release.set()
+        assert slow.result() == "SLOW"
+    assert c.stats.impatient == 1
