@@ -406,7 +406,7 @@ def test_every_phase_of_a_search_is_exported() -> None:
     though the dashboard's latency-by-phase panel and the latency alert
     promise it; and it was measured after the fan-out, where only the final
     checks run (a query merges inside the fan-out, after each wave)."""
-    from coordinator.model import Access, SearchQuery
+    from coordinator.model import Access, SearchQuery, SearchResult
     from coordinator.search_request import run_search
     from registry.model import Bundle, Route
     from registry.snapshot import ResolvedRoute
@@ -423,9 +423,14 @@ def test_every_phase_of_a_search_is_exported() -> None:
         family, family, snap.placements[INDEX],
     )  # fmt: skip
     q = SearchQuery("rphase", Access("t", "p", principal="svc"), np.ones(4, np.float32), 1)
-    result = asyncio.run(
-        run_search(engine.registry, engine.executor, q, resolved, 5.0, time.perf_counter())
-    )
+
+    async def search() -> SearchResult:
+        deadline = asyncio.get_running_loop().time() + 5.0
+        return await run_search(
+            engine.registry, engine.executor, q, resolved, deadline, time.perf_counter()
+        )
+
+    result = asyncio.run(search())
     assert [h.key.entity_id for h in result.hits] == ["a"]
     counts = {
         phase: REGISTRY.get_sample_value(
