@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from client.arguments import entity_ids, int64s, integer, items_of, key_parts
+from client.column_writes import MAX_REQUEST_BYTES
 from client.connection import ClientCalls
 from client.feature_results import FeatureResponse
 from core.column_wire import key_columns_to_pb, row_columns_to_pb
@@ -30,6 +31,7 @@ from core.feature_columns import (
     INT64,
     STRING,
     VALUE_DTYPE,
+    VARIABLE,
     FeatureColumn,
     from_values,
 )
@@ -110,6 +112,31 @@ def to_column(name: str, values: Any) -> FeatureColumn:
     if kind == FLOAT_LIST:
         seq = [_float_list(name, n, v) if v is not None else None for n, v in enumerate(seq)]
     return from_values(kind, seq)
+
+
+def _request_rows(
+    ids: Sequence[str], cols: Mapping[str, FeatureColumn], batch_size: int
+) -> list[tuple[int, int]]:
+    """Row ranges of the stream's messages: at most `batch_size` rows and
+    about `MAX_REQUEST_BYTES` each (at least one row). By rows alone, 10,000
+    rows of a 1,024-item list made an 82 MB message, past what any channel
+    takes (found in review); one long row among short ones is sized as itself."""
+    n = len(ids)
+    if n == 0:
+        return [(0, 0)]
+    size = 16 + np.fromiter((len(i) for i in ids), dtype=np.int64, count=n) * 4
+    for c in cols.values():
+        width = VALUE_DTYPE[c.dtype].itemsize
+        size += c.lengths * width + 4 if c.dtype in VARIABLE else width
+    ends = np.cumsum(size)
+    out, start = [], 0
+    while start < n:
+        base = int(ends[start - 1]) if start else 0
+        fit = int(np.searchsorted(ends, base + MAX_REQUEST_BYTES, side="right"))
+        end = min(start + batch_size, max(fit, start + 1), n)
+        out.append((start, end))
+        start = end
+    return out
 
 
 class FeatureCalls(ClientCalls):
@@ -261,8 +288,9 @@ class FeatureCalls(ClientCalls):
         if batch_size <= 0:
             raise InvalidArgument(f"batch_size {batch_size}; expected a positive number")
         reqs = []
-        for start in range(0, max(n, 1), batch_size):
-            part = np.arange(start, min(n, start + batch_size))
+        for start, end in _request_rows(ids, cols, batch_size):
+            part = np.arange(start, end)
+            whole = start == 0 and end == n
             reqs.append(
                 pb.PutFeaturesRequest(
                     access=self.access,
@@ -270,10 +298,10 @@ class FeatureCalls(ClientCalls):
                     group_version=version,
                     columns=row_columns_to_pb(
                         "",
-                        ids[start : start + batch_size],
+                        ids[start:end],
                         ts[part],
                         gen[part],
-                        {name: c.take(part) if n > batch_size else c for name, c in cols.items()},
+                        {name: c if whole else c.take(part) for name, c in cols.items()},
                         entity_type=next(iter(types), ""),
                     ),
                 )

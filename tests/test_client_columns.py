@@ -209,3 +209,35 @@ def test_numpy_scalars_and_string_arrays_are_feature_values() -> None:
     for values, dtype, expected in cases:
         col = to_column("f", values)
         assert col.dtype == dtype and same(col, from_values(dtype, expected)), values
+
+
+def test_feature_column_requests_are_split_by_bytes_as_well_as_rows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """By rows alone, 10,000 rows of a 1,024-item list made one 82 MB
+    message, past every channel's limit (found in review). Here the budget
+    is made small: rows go in order, each message within it, and a row
+    larger than the budget goes alone."""
+    from client.retrieval_client import RetrievalClient
+    from core.column_wire import row_columns_from_pb
+    from protos.vecshard.v1 import retrieval_pb2 as rpb
+
+    budget = 64 << 10
+    monkeypatch.setattr("client.feature_calls.MAX_REQUEST_BYTES", budget)
+    c = RetrievalClient("127.0.0.1:1", purpose="p")
+    sent: list[Any] = []
+
+    def rpc(method: str, request: Any, timeout: float | None, *rest: Any) -> Any:
+        sent.extend(request)
+        return rpb.PutFeaturesResponse(written=0)
+
+    c._rpc = rpc  # type: ignore[method-assign,assignment]  # the transport, stood in
+    lists: list[Any] = [np.full(64, float(i)) for i in range(500)]
+    lists[250] = np.zeros(20_000)  # 160 KB: more than the whole budget
+    ids = [f"u{i}" for i in range(500)]
+    c.put_feature_columns("g", "v1", ids, np.arange(500) + 1, {"taste": lists}, batch_size=300)
+    got = [i for r in sent for i in row_columns_from_pb(r.columns, "r")[2]]
+    assert got == ids and len(sent) > 5
+    alone = [r for r in sent if r.columns.entity_ids == ["u250"]]
+    assert len(alone) == 1
+    assert all(r.ByteSize() <= budget * 1.1 for r in sent if r not in alone)
