@@ -3,7 +3,8 @@ its vector, so a new vector for a key may land in another bucket than the
 old one. The old copy must not stay behind (a search would return the key
 twice, once with a stale vector), so every other shard of the index deletes
 the key at the version just below the new record's: every older copy goes,
-and the tombstone cannot mask the new record or anything newer.
+and the tombstone cannot mask the new record or anything newer. The
+deletes are sent only once the new copies landed (`quorum.run_quorum`).
 """
 
 from __future__ import annotations

@@ -305,6 +305,25 @@ async def _settle(
             acked.add(call.group)
 
 
+async def _settle_then_send(
+    out: dict[asyncio.Future[tuple[int, int]], ReplicaCall],
+    held: Sequence[ReplicaCall],
+    repair: ReplicaRepair | None,
+    acked: set[Hashable],
+    on_write: Callable[[str], None],
+) -> None:
+    """The caller gave up with writes out and calls held for them (`after`):
+    once the writes settled, the held calls whose groups all landed are
+    sent (and repaired like any other); the others are dropped."""
+    await asyncio.gather(*(_settle(t, c, repair, acked) for t, c in out.items()))
+    ready = [c for c in held if c.after <= acked]
+    for c in ready:
+        on_write(c.shard_id)
+    await asyncio.gather(
+        *(_settle(asyncio.ensure_future(c.run()), c, repair, acked) for c in ready)
+    )
+
+
 async def run_quorum(
     calls: Sequence[ReplicaCall],
     quorum: int,
@@ -316,17 +335,37 @@ async def run_quorum(
     """Runs every call; returns once each bucket has its quorum. `on_write`
     hears of every shard written to (when sent and when acknowledged: its
     cached summary no longer bounds its rows); `background` takes the calls
-    still running; `repair` retries the ones that fail."""
+    still running; `repair` retries the ones that fail.
+
+    A call with an `after` set (a move-delete) is held back until every
+    group in it was acknowledged somewhere, then sent: sent at once, a
+    move-delete removed a key's acknowledged old copy while its new copy's
+    write was failing, and the key was gone everywhere though the caller
+    was told the write failed. Held calls whose groups never all land are
+    dropped: nothing is deleted."""
     tally = QuorumTally(needed(quorum, replicas), frozenset().union(*(c.buckets for c in calls)))
-    for c in calls:
-        on_write(c.shard_id)
-    tasks: dict[asyncio.Future[tuple[int, int]], ReplicaCall] = {
-        asyncio.ensure_future(c.run()): c for c in calls
-    }
+    held = [c for c in calls if c.after]
+    tasks: dict[asyncio.Future[tuple[int, int]], ReplicaCall] = {}
     # Replica sets some replica acknowledged (later ones too): only their
-    # failed calls are repaired.
+    # failed calls are repaired, and only once all of theirs landed are the
+    # held calls sent.
     acked: set[Hashable] = set()
-    pending = set(tasks)
+
+    def send(ready: Iterable[ReplicaCall]) -> set[asyncio.Future[tuple[int, int]]]:
+        started: set[asyncio.Future[tuple[int, int]]] = set()
+        for c in ready:
+            on_write(c.shard_id)
+            task = asyncio.ensure_future(c.run())
+            tasks[task] = c
+            started.add(task)
+        return started
+
+    def release() -> set[asyncio.Future[tuple[int, int]]]:
+        ready = [c for c in held if c.after <= acked]
+        held[:] = [c for c in held if not c.after <= acked]
+        return send(ready)
+
+    pending = send(c for c in calls if not c.after)
     try:
         while pending and not tally.met:
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
@@ -341,16 +380,18 @@ async def run_quorum(
                 tally.ack(call.buckets, call.group, task.result())
                 if call.group is not None:
                     acked.add(call.group)
+            pending |= release()
     except asyncio.CancelledError:
         # The caller gave up (its deadline, a cancelled RPC) with calls out:
         # they run on, and one that fails is repaired like any other — left
         # alone, a write that reached one replica and failed on the other
         # kept them disagreeing (the soak found it after a shard's restart).
-        for task in pending:
-            background(_settle(task, tasks[task], repair, acked))
+        # The held calls wait for them.
+        background(_settle_then_send({t: tasks[t] for t in pending}, held, repair, acked, on_write))
         raise
     # Why before the result: with the quorum short, nothing is pending (the
     # loop only stops early once it is met), so no write is left unawaited.
+    # Calls still held then wait for a group that failed: dropped.
     for task in pending:
         background(_settle(task, tasks[task], repair, acked))
     return tally.result()

@@ -252,9 +252,11 @@ class Writes:
         writes: Sequence[ReplicaCall],
     ) -> list[ReplicaCall]:
         """Centroid placement: the older copies of moved keys go (uncounted:
-        a call with no replica set counts nothing, `QuorumTally.ack`). One
-        that fails for a passing reason is repaired once every write of the
-        request to this index version (`writes`) was acknowledged somewhere:
+        a call with no replica set counts nothing, `QuorumTally.ack`), but
+        only once every write of the request to this index version (`writes`)
+        was acknowledged somewhere (`run_quorum` holds them until then, and
+        drops them if the request fails: the old copy is all the key has).
+        One that fails for a passing reason is repaired under the same gate:
         else the old copy stayed searchable for good (one replica per bucket
         has no peer for anti-entropy to compare it with)."""
         members = self._all_members(snap, index, placement)

@@ -78,6 +78,7 @@ def keys_on(shard: InMemoryShard) -> set[str]:
 
 
 RECORDS = [rec(f"e{i}", [float(i), 1.0, 0.0, 0.0], 10) for i in range(12)]
+CENTROIDS = encode_centroids(np.array([[1, 0, 0, 0], [-1, 0, 0, 0]], np.float32))
 
 
 # --- the quorum tally (pure) -------------------------------------------------------
@@ -176,8 +177,7 @@ def test_move_deletes_name_every_other_shard_and_the_version_below() -> None:
 
 
 def test_a_vector_that_moves_to_another_centroid_leaves_no_copy_behind() -> None:
-    centroids = encode_centroids(np.array([[1, 0, 0, 0], [-1, 0, 0, 0]], np.float32))
-    engine, shards, _ = cluster([("a",), ("b",)], placement="centroid", centroids=centroids)
+    engine, shards, _ = cluster([("a",), ("b",)], placement="centroid", centroids=CENTROIDS)
     k = EntityKey("t", "item", "k")
     run(lambda: engine.upsert(ME, FAMILY, [rec("k", [0.9, 0.1, 0, 0], 5)], 5.0))
     assert (keys_on(shards["a"]), keys_on(shards["b"])) == ({"k"}, set())
@@ -189,6 +189,46 @@ def test_a_vector_that_moves_to_another_centroid_leaves_no_copy_behind() -> None
     # The old copy's tombstone is below the new version: moving back works.
     run(lambda: engine.upsert(ME, FAMILY, [rec("k", [0.8, 0.0, 0.1, 0], 7)], 5.0))
     assert (keys_on(shards["a"]), keys_on(shards["b"])) == ({"k"}, set())
+
+
+def test_a_failed_move_keeps_the_old_acknowledged_copy() -> None:
+    """The move-delete of the old copy went out with the new write: with the
+    new bucket's shard down the caller was told UNAVAILABLE, yet the
+    acknowledged v5 copy was already deleted — the key gone everywhere
+    (found in review). The delete now waits for the new copy to land."""
+    engine, shards, _ = cluster([("a",), ("b",)], placement="centroid", centroids=CENTROIDS)
+    k = EntityKey("t", "item", "k")
+    run(lambda: engine.upsert(ME, FAMILY, [rec("k", [0.9, 0.1, 0, 0], 5)], 5.0))
+    shards["b"].error = Unavailable("shard b is down")
+    with pytest.raises(Unavailable):
+        run(lambda: engine.upsert(ME, FAMILY, [rec("k", [-0.9, 0.1, 0, 0], 6)], 5.0))
+    shards["b"].error = None
+    assert shards["a"].ops["delete"] == 0 and keys_on(shards["a"]) == {"k"}
+    _, found = run(lambda: engine.batch_get(ME, FAMILY, [k], False, 5.0))
+    assert found.statuses() == ["found"] and found.source_version.tolist() == [5]
+
+
+def test_a_move_delete_is_sent_only_once_the_new_copy_landed() -> None:
+    """The order on the shards: b's write is acknowledged before a hears of
+    the delete, though b answers slowly."""
+    engine, shards, _ = cluster([("a",), ("b",)], placement="centroid", centroids=CENTROIDS)
+    run(lambda: engine.upsert(ME, FAMILY, [rec("k", [0.9, 0.1, 0, 0], 5)], 5.0))
+    order: list[str] = []
+    shards["b"].delay = 0.1
+    for sid, op in (("a", "delete"), ("b", "upsert")):
+        shard, method = shards[sid], getattr(shards[sid], op)
+
+        async def logged(*args: Any, _m: Any = method, _s: str = sid, **kw: Any) -> Any:
+            order.append(f"{_s} sent")
+            out = await _m(*args, **kw)
+            order.append(f"{_s} done")
+            return out
+
+        setattr(shard, op, logged)
+    run(lambda: engine.upsert(ME, FAMILY, [rec("k", [-0.9, 0.1, 0, 0], 6)], 5.0))
+    run(lambda: engine.drain_background())
+    assert order == ["b sent", "b done", "a sent", "a done"]
+    assert (keys_on(shards["a"]), keys_on(shards["b"])) == (set(), {"k"})
 
 
 # --- lookup failover: the rule searches use ------------------------------------------

@@ -233,8 +233,27 @@ def test_a_failed_move_delete_is_repaired_once_the_new_copy_landed(new_copy_land
             assert await until(lambda: keys_on(shards["a"]) == set())
             assert keys_on(shards["b"]) == {"k"}
         else:
-            assert await until(lambda: engine.repair.held == 0)  # retries ended, none sent
+            assert await until(lambda: engine.repair.held == 0)  # b's retries ended
             assert keys_on(shards["a"]) == {"k"} and keys_on(shards["b"]) == set()
-            assert shards["a"].ops["delete"] == 1
+            assert shards["a"].ops["delete"] == 0  # held for the new copy: never sent
+
+    asyncio.run(scenario())
+
+
+def test_a_move_delete_whose_caller_gave_up_is_sent_once_the_new_copy_landed() -> None:
+    """The caller's deadline ended the request while the new copy's write
+    was out: the held delete of the old copy follows it when it lands."""
+    engine, shards, _ = cluster([("a",), ("b",)], placement="centroid", centroids=CENTROIDS)
+    run(lambda: engine.upsert(ME, FAMILY, [rec("k", [0.9, 0.1, 0, 0], 5)], 5.0))
+
+    async def scenario() -> None:
+        shards["b"].delay = 0.3
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(
+                engine.upsert(ME, FAMILY, [rec("k", [-0.9, 0.1, 0, 0], 6)], 5.0), 0.1
+            )
+        assert keys_on(shards["a"]) == {"k"}  # b has not answered yet
+        assert await until(lambda: keys_on(shards["a"]) == set())
+        assert keys_on(shards["b"]) == {"k"}
 
     asyncio.run(scenario())
