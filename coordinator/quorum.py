@@ -166,6 +166,7 @@ def replica_call(
     buckets: Iterable[int],
     group: Hashable | None,
     send: Callable[[str, str], Awaitable[tuple[int, int]]],
+    after: frozenset[Hashable] = frozenset(),
 ) -> ReplicaCall:
     """A write to `member`: `send(shard_id, address)` makes it, to the
     member's address or, for a repair, to where the shard is registered then."""
@@ -176,6 +177,7 @@ def replica_call(
         lambda: send(sid, member.address),
         group,
         lambda address: send(sid, address),
+        after,
     )
 
 

@@ -72,9 +72,6 @@ class Writes:
         self.background = background
         self.repair = repair
 
-    def _shard(self, m: ShardMember) -> Shard:
-        return self.shards(m.shard_id, m.address)
-
     def _sender(
         self, write: Callable[[Shard], Awaitable[tuple[int, int]]]
     ) -> Callable[[str, str], Awaitable[tuple[int, int]]]:
@@ -256,24 +253,22 @@ class Writes:
         only once every write of the request to this index version (`writes`)
         was acknowledged somewhere (`run_quorum` holds them until then, and
         drops them if the request fails: the old copy is all the key has).
-        One that fails for a passing reason is repaired under the same gate:
-        else the old copy stayed searchable for good (one replica per bucket
-        has no peer for anti-entropy to compare it with)."""
+        One that fails for a passing reason is repaired under the same gate,
+        at the address the shard is registered at then (`replica_call`: a
+        retry bound to the first address never reached a shard restarted
+        elsewhere): else the old copy stayed searchable for good (one
+        replica per bucket has no peer for anti-entropy to compare it with)."""
         members = self._all_members(snap, index, placement)
         after = frozenset(c.group for c in writes if c.group is not None)
         return [
-            ReplicaCall(
-                d.shard_id,
-                frozenset(),
-                functools.partial(
-                    _delete,
-                    index.ref,
-                    d.keys,
-                    d.source_version,
-                    timeout,
-                    self._shard(members[d.shard_id]),
+            replica_call(
+                members[d.shard_id],
+                (),
+                None,
+                self._sender(
+                    functools.partial(_delete, index.ref, d.keys, d.source_version, timeout)
                 ),
-                after=after,
+                after,
             )
             for d in moves
         ]

@@ -257,3 +257,26 @@ def test_a_move_delete_whose_caller_gave_up_is_sent_once_the_new_copy_landed() -
         assert keys_on(shards["b"]) == {"k"}
 
     asyncio.run(scenario())
+
+
+def test_a_move_delete_is_repaired_where_the_shard_restarted() -> None:
+    """The retry of a failed move-delete went to the shard at the address it
+    had when the write began: restarted elsewhere, it never got the delete,
+    and the old copy stayed searchable for good (found in review)."""
+    engine, shards, reg = cluster([("a",), ("b",)], placement="centroid", centroids=CENTROIDS)
+    engine.repair.delays = (0.05, 0.05, 0.1, 0.2, 0.3)
+    run(lambda: engine.upsert(ME, FAMILY, [rec("k", [0.9, 0.1, 0, 0], 5)], 5.0))
+    killed = InMemoryShard("a", registry=reg)
+    killed.error = Unavailable("shard a at mem://a was killed")
+    by_address = {"mem://a": killed, "mem://b": shards["b"], "mem://a-restarted": shards["a"]}
+    engine.writes.shards = lambda sid, address: by_address[address]
+
+    async def scenario() -> None:
+        assert await engine.upsert(ME, FAMILY, [rec("k", [-0.9, 0.1, 0, 0], 6)], 5.0) == (1, 0)
+        # a restarts, its data kept, on a new address
+        members = {**reg.snapshot.shards, "a": ShardMember("a", "mem://a-restarted")}
+        reg.snapshot = dataclasses.replace(reg.snapshot, shards=members)
+        assert await until(lambda: keys_on(shards["a"]) == set())
+
+    asyncio.run(scenario())
+    assert keys_on(shards["b"]) == {"k"} and killed.ops["delete"] >= 1
