@@ -244,9 +244,14 @@ class BatchingShard:
         return await self.inner.upsert_columns(index, tenant_id, records, buckets, timeout)
 
     async def delete(
-        self, index: VersionRef, keys: Sequence[EntityKey], source_version: int, timeout: float
+        self,
+        index: VersionRef,
+        keys: Sequence[EntityKey],
+        source_version: int,
+        timeout: float,
+        moved: bool = False,
     ) -> int:
-        return await self.inner.delete(index, keys, source_version, timeout)
+        return await self.inner.delete(index, keys, source_version, timeout, moved)
 
     async def batch_get(
         self,

@@ -419,10 +419,13 @@ def upsert_columns_from_pb(
 
 
 def shard_delete_pb(
-    index: VersionRef, keys: Sequence[EntityKey], source_version: int
+    index: VersionRef, keys: Sequence[EntityKey], source_version: int, moved: bool = False
 ) -> spb.DeleteRequest:
     return spb.DeleteRequest(
-        index=index_ref_pb(index), keys=[key_to_pb(k) for k in keys], source_version=source_version
+        index=index_ref_pb(index),
+        keys=[key_to_pb(k) for k in keys],
+        source_version=source_version,
+        moved=moved,
     )
 
 

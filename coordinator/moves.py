@@ -2,9 +2,12 @@
 its vector, so a new vector for a key may land in another bucket than the
 old one. The old copy must not stay behind (a search would return the key
 twice, once with a stale vector), so every other shard of the index deletes
-the key at the version just below the new record's: every older copy goes,
-and the tombstone cannot mask the new record or anything newer. The
-deletes are sent only once the new copies landed (`quorum.run_quorum`).
+the key as moved at the new record's version: every copy of that version or
+older goes — an equal version replaces a record, so a same-version write
+may move a key too — while the tombstone refuses only older writes and
+cannot mask the new record or anything newer (the shard's
+`DeleteRequest.moved`). The deletes are sent only once the new copies
+landed (`quorum.run_quorum`).
 """
 
 from __future__ import annotations
@@ -57,7 +60,7 @@ def move_deletes_of(
         moved = ~np.isin(buckets, np.array(placement.buckets_of(shard_id), dtype=np.int64))
         if not moved.any():
             continue
-        versions = source_versions[moved] - 1
+        versions = source_versions[moved]
         rows = np.flatnonzero(moved)
         for v in dict.fromkeys(versions.tolist()):
             out.append(

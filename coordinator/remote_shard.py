@@ -152,9 +152,14 @@ class RemoteShard:
         return ack.written, ack.ignored_stale
 
     async def delete(
-        self, index: VersionRef, keys: Sequence[EntityKey], source_version: int, timeout: float
+        self,
+        index: VersionRef,
+        keys: Sequence[EntityKey],
+        source_version: int,
+        timeout: float,
+        moved: bool = False,
     ) -> int:
-        req = convert.shard_delete_pb(index, keys, source_version)
+        req = convert.shard_delete_pb(index, keys, source_version, moved)
         md = _call_md()
         ack = await self._call(lambda: self.stub.Delete(req, timeout=timeout, metadata=md))
         return int(ack.deleted)

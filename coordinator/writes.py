@@ -266,7 +266,7 @@ class Writes:
                 (),
                 None,
                 self._sender(
-                    functools.partial(_delete, index.ref, d.keys, d.source_version, timeout)
+                    functools.partial(_move_delete, index.ref, d.keys, d.source_version, timeout)
                 ),
                 after,
             )
@@ -339,6 +339,12 @@ async def _delete(
     index: VersionRef, keys: Sequence[EntityKey], version: int, timeout: float, shard: Shard
 ) -> tuple[int, int]:
     return await shard.delete(index, keys, version, timeout), 0
+
+
+async def _move_delete(
+    index: VersionRef, keys: Sequence[EntityKey], version: int, timeout: float, shard: Shard
+) -> tuple[int, int]:
+    return await shard.delete(index, keys, version, timeout, moved=True), 0
 
 
 def _upsert_columns(

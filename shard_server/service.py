@@ -276,9 +276,9 @@ class ShardNode:
         return result
 
     def delete(
-        self, ref: VersionRef, keys: Sequence[EntityKey], source_version: int
+        self, ref: VersionRef, keys: Sequence[EntityKey], source_version: int, moved: bool = False
     ) -> WriteResult:
-        return self.partition(ref).delete(keys, source_version)
+        return self.partition(ref).delete(keys, source_version, moved=moved)
 
     def search(self, ref: VersionRef, queries: Sequence[Query]) -> list[SearchResult]:
         part = self.partition(ref)

@@ -58,14 +58,16 @@ class UpsertAck(_message.Message):
     def __init__(self, written: _Optional[int] = ..., ignored_stale: _Optional[int] = ..., sequence: _Optional[int] = ...) -> None: ...
 
 class DeleteRequest(_message.Message):
-    __slots__ = ("index", "keys", "source_version")
+    __slots__ = ("index", "keys", "source_version", "moved")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     KEYS_FIELD_NUMBER: _ClassVar[int]
     SOURCE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    MOVED_FIELD_NUMBER: _ClassVar[int]
     index: IndexRef
     keys: _containers.RepeatedCompositeFieldContainer[_common_pb2.EntityKey]
     source_version: int
-    def __init__(self, index: _Optional[_Union[IndexRef, _Mapping]] = ..., keys: _Optional[_Iterable[_Union[_common_pb2.EntityKey, _Mapping]]] = ..., source_version: _Optional[int] = ...) -> None: ...
+    moved: bool
+    def __init__(self, index: _Optional[_Union[IndexRef, _Mapping]] = ..., keys: _Optional[_Iterable[_Union[_common_pb2.EntityKey, _Mapping]]] = ..., source_version: _Optional[int] = ..., moved: _Optional[bool] = ...) -> None: ...
 
 class DeleteAck(_message.Message):
     __slots__ = ("deleted", "sequence")
