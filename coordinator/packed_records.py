@@ -15,6 +15,7 @@ from dataclasses import replace
 import numpy as np
 
 from coordinator.model import Access
+from coordinator.records import check_source_version
 from core.domain import AttrType, Metric
 from core.errors import InvalidArgument
 from core.limits import Limits
@@ -67,6 +68,9 @@ def checked_columns(
             f"{where(0)}: dimension {records.dimension} does not match, expected {family.dimension}"
         )
     check_times("created_at_unix_micros", records.created_at, where)  # 0: unset, now
+    row = first_row(records.source_versions < 0)
+    if row is not None:
+        check_source_version(int(records.source_versions[row]), where(row))
     vectors = records.vectors
     row = first_row(~np.isfinite(vectors).all(axis=1))
     if row is not None:

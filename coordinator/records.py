@@ -22,6 +22,19 @@ from core.vectors import check_vector
 from registry.model import EmbeddingFamily, IndexVersion
 
 
+def check_source_version(version: int, where: str) -> None:
+    """Versions are positive (0: unset, the coordinator's clock). Why: a
+    centroid move fences the key on every other shard just below its
+    version, and below INT64_MIN that wrapped to INT64_MAX — the key could
+    never be written there again; nor can a negative version be anything
+    but a mistake (the SDK's default is the clock in microseconds)."""
+    if version < 0:
+        raise InvalidArgument(
+            f"{where}: source_version {version}; expected a positive int64 "
+            "(or 0 for the coordinator's clock)"
+        )
+
+
 def _short(key: EntityKey) -> str:
     """A key for an error message: an oversized id must not flood the message."""
     return repr(tuple(part if len(part) <= 64 else part[:61] + "..." for part in key))
@@ -49,6 +62,7 @@ def checked_records(
         limits.check_attributes(r.attributes, where)
         limits.check_model_version(r.model_version, where)
         check_vector(r.vector, family.dimension, what=where)
+        check_source_version(r.source_version, where)
         if r.created_at:  # 0: unset, now
             check_time("created_at_unix_micros", r.created_at, where)
         if (family.metric is Metric.COSINE or family.normalize) and not np.any(r.vector):

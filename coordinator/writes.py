@@ -37,7 +37,7 @@ from coordinator.quorum import (
     run_quorum,
     write_members,
 )
-from coordinator.records import checked_records
+from coordinator.records import check_source_version, checked_records
 from coordinator.shard import Shard, ShardFactory
 from coordinator.snapshots import RegistryView
 from core.domain import EntityKey, VersionRef
@@ -289,6 +289,7 @@ class Writes:
         mirrored = mirror_indexes(snap, embedding)
         indexes = [*indexes, *mirrored]
         owned = own_keys(keys, access, family, "delete", self.limits.input)
+        check_source_version(source_version, "delete")
         version = source_version or now_micros()
 
         async def remove(snap: Snapshot) -> int:

@@ -144,6 +144,31 @@ def test_unset_versions_take_the_coordinators_clock() -> None:
     assert record.source_version > NOW // 2 and record.created_at == record.source_version
 
 
+@pytest.mark.parametrize("version", [-1, -(2**63)])
+def test_a_negative_source_version_is_refused_before_any_shard(version: int) -> None:
+    """Centroid placement fenced a moved key on every other shard just below
+    its version: INT64_MIN wrapped to an INT64_MAX tombstone there, and the
+    key could never be written to those shards again (found in review).
+    Versions are positive; 0 stays "unset: the coordinator's clock"."""
+    centroids = encode_centroids(np.array([[1, 0, 0, 0], [-1, 0, 0, 0]], np.float32))
+    engine, shards, _ = cluster([("a",), ("b",)], placement="centroid", centroids=centroids)
+    vec = np.array([[0.9, 0.1, 0, 0]], np.float32)
+    want = rf"records\[0\] .*: source_version {version}; expected a positive int64"
+    with pytest.raises(InvalidArgument, match=want):
+        run(lambda: engine.upsert_columns(ME, FAMILY, columns(["k"], vec, [version]), 5.0))
+    record = WriteRecord(EntityKey("t", "item", "k"), vec[0], version)
+    with pytest.raises(InvalidArgument, match=want):
+        run(lambda: engine.upsert(ME, FAMILY, [record], 5.0))
+    with pytest.raises(InvalidArgument, match=f"delete: source_version {version}"):
+        run(lambda: engine.delete(ME, FAMILY, [record.key], version, 5.0))
+    assert all(not s.ops for s in shards.values())
+    # The key is writable everywhere at an ordinary version.
+    first = replace(record, source_version=1)
+    assert run(lambda: engine.upsert(ME, FAMILY, [first], 5.0)) == (1, 0)
+    moved = replace(record, vector=np.array([-0.9, 0.1, 0, 0], np.float32), source_version=2)
+    assert run(lambda: engine.upsert(ME, FAMILY, [moved], 5.0)) == (1, 0)
+
+
 # --- the checks: the per-record verdict, over arrays --------------------------
 
 
@@ -167,7 +192,10 @@ def maybe_bad_batches(draw: st.DrawFn) -> RecordColumns:
     return RecordColumns(
         PackedStrings.of(ids),
         np.array(rows, np.float32),
-        np.array(draw(st.lists(st.integers(0, 9), min_size=n, max_size=n)), np.int64),
+        np.array(
+            draw(st.lists(st.sampled_from([0, 1, 9, -1, -(2**63)]), min_size=n, max_size=n)),
+            np.int64,
+        ),
         np.zeros(n, np.int64),
         {"price": AttributeColumn.of(kind, values)},
         entity_type=draw(st.sampled_from(["", "item", "user"])),
