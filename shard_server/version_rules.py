@@ -2,8 +2,9 @@
 upsert replaces what RocksDB holds for its key (`applies`, and `applying` for
 a whole batch at once), whether a delete changes anything
 (`delete_applies`) and the tombstone it leaves (`tombstone_after`; a
-centroid move-delete's fences only older writes). One home for the rules that client writes, deletes and
-replication (`IndexPartition`) share. Pure."""
+centroid move-delete's fences only older writes), and which of two records
+a copy between replicas keeps (`copy_order`). One home for the rules that
+client writes, deletes and replication (`IndexPartition`) share. Pure."""
 
 from __future__ import annotations
 
@@ -28,18 +29,26 @@ def applies(source_version: int, stored: bytes | None, tombstone: bytes | None) 
     return tombstone is None or source_version > rec.decode_tombstone(tombstone)
 
 
+def copy_order(raw: bytes) -> tuple[int, int, bytes]:
+    """Which of two stored records of a key is the later, for copies between
+    replicas: by source_version, then created_at — numbers, not the header's
+    little-endian bytes, under which created_at 255 sorted after 256 and an
+    earlier write replaced the later one acknowledged on the other replica —
+    then the bytes, only so that two different records of equal times still
+    have one winner."""
+    return rec.source_version_of(raw), rec.created_at_of(raw), raw
+
+
 def copy_applies(value: bytes, stored: bytes | None, tombstone: bytes | None) -> bool:
     """Whether a peer's record (replication: catch-up, anti-entropy) replaces
     what is stored: `applies`, except that of two different records of one
-    version the greater bytes win — a client's retry may replace its own
-    version, but two replicas that kept different writes of one version must
-    converge on the same one whichever copies from which."""
-    if stored == value:
+    version the later by `copy_order` wins — a client's retry may replace
+    its own version, but two replicas that kept different writes of one
+    version must converge on the same one whichever copies from which, and
+    on the later write (the coordinator stamps created_at on arrival)."""
+    if stored is not None and copy_order(value) <= copy_order(stored):
         return False
-    version = rec.source_version_of(value)
-    if stored is not None and version == rec.source_version_of(stored) and value < stored:
-        return False
-    return applies(version, stored, tombstone)
+    return applies(rec.source_version_of(value), stored, tombstone)
 
 
 def applying(

@@ -66,12 +66,13 @@ async def on_one_shard(
     upserts: Sequence[tuple[str, float, int]] = (),
     delete: tuple[str, int] | None = None,
     feature: tuple[str, float, str] | None = None,
+    created_at: int = 0,
 ) -> None:
     """Writes to one replica only, as a coordinator would send them."""
     address = str(cluster.shards[shard_id].ready["grpc"])  # type: ignore[index]  # started
     shard = Vouching(RemoteShard(shard_id, address, credentials=cluster.peer_credentials()))
     records = [
-        (WriteRecord(EntityKey("t", "item", i), np.full(DIM, x, np.float32), v), b)
+        (WriteRecord(EntityKey("t", "item", i), np.full(DIM, x, np.float32), v, "", created_at), b)
         for i, x, v in upserts
         for b in [bucket_of("t", i, BUCKETS)]
     ]
@@ -123,6 +124,11 @@ def test_replicas_that_disagree_while_both_serve_converge(make_cluster: ClusterF
         asyncio.run(on_one_shard(cluster, "shard-0", [("i1", 5.0, 7), ("new", 2.0, 1)]))
         asyncio.run(on_one_shard(cluster, "shard-0", feature=("i3", 0.75, "late")))
         asyncio.run(on_one_shard(cluster, "shard-1", delete=("i2", 9)))
+        # Two writes of one version: shard-0 kept the later (created_at +256),
+        # shard-1 the earlier (+255), whose little-endian header bytes are
+        # the greater — they won, rolling shard-0 back (found in review).
+        asyncio.run(on_one_shard(cluster, "shard-0", [("tie", 4.0, 3)], created_at=T0 + 256))
+        asyncio.run(on_one_shard(cluster, "shard-1", [("tie", 6.0, 3)], created_at=T0 + 255))
         assert digests(cluster, "shard-0") != agreed or digests(cluster, "shard-1") != agreed
 
         both = poll(
@@ -133,7 +139,7 @@ def test_replicas_that_disagree_while_both_serve_converge(make_cluster: ClusterF
         assert both[0] == both[1], "the replicas never agreed"
         assert both[0] != agreed
 
-        # shard-0 copied the delete; shard-1 the two records and the row
+        # shard-0 copied the delete; shard-1 the three records and the row
         # (counted just after the copy the digests saw).
         def copied() -> dict[tuple[str, str], float]:
             return {
@@ -148,7 +154,7 @@ def test_replicas_that_disagree_while_both_serve_converge(make_cluster: ClusterF
 
         want = {
             ("shard-0", "records"): 1,
-            ("shard-1", "records"): 2,
+            ("shard-1", "records"): 3,
             ("shard-1", "feature_rows"): 1,
         }
         counts = poll(copied, lambda got: all(got[k] >= n for k, n in want.items()), timeout=10)
@@ -156,9 +162,10 @@ def test_replicas_that_disagree_while_both_serve_converge(make_cluster: ClusterF
 
         # Each replica now holds what only the other was written.
         for sid in ("shard-0", "shard-1"):
-            got = asyncio.run(read_records(cluster, sid, ["i1", "new", "i2", "i4"]))
-            assert got.statuses() == ["found", "found", "deleted", "found"], sid
+            got = asyncio.run(read_records(cluster, sid, ["i1", "new", "i2", "i4", "tie"]))
+            assert got.statuses() == ["found", "found", "deleted", "found", "found"], sid
             assert got.vectors[0].tolist() == [5.0] * DIM, sid
+            assert got.vectors[4].tolist() == [4.0] * DIM, f"{sid}: the earlier write won"
         # shard-1 alone answers the feature row only shard-0 was written.
         cluster.kill_shard("shard-0")
         assert values(c, ["i3", "i4"]) == [(0.75, None, "late"), (0.25, None, "x")]

@@ -6,6 +6,7 @@ copy rule that makes two replicas converge whichever copies from which."""
 
 from __future__ import annotations
 
+from random import Random
 from types import SimpleNamespace
 
 import numpy as np
@@ -113,16 +114,19 @@ def test_only_live_placements_are_copied() -> None:
     ]
 
 
-def _record(version: int, value: float) -> bytes:
+def _record(version: int, value: float, created_at: int = 0) -> bytes:
     return rec.encode_record(
-        rec.Record(EntityKey("t", "item", "k"), np.full(4, value, np.float32), version)
+        rec.Record(
+            EntityKey("t", "item", "k"), np.full(4, value, np.float32), version, "", created_at
+        )
     )
 
 
 def test_copies_converge_whichever_replica_copies_from_which() -> None:
-    """Two replicas that kept different records of one version end on the
-    same one (the greater bytes) in either order; a newer version wins and a
-    delete of its version or later keeps it out, as for client writes."""
+    """Two replicas that kept different records of one version and time end
+    on the same one (the greater bytes) in either order; a newer version
+    wins and a delete of its version or later keeps it out, as for client
+    writes."""
     one, two = _record(5, 1.0), _record(5, 2.0)
     high, low = max(one, two), min(one, two)
     assert copy_applies(high, low, None) and not copy_applies(low, high, None)
@@ -132,6 +136,53 @@ def test_copies_converge_whichever_replica_copies_from_which() -> None:
     assert copy_applies(one, None, None)
     assert not copy_applies(newer, None, rec.encode_tombstone(6))
     assert copy_applies(newer, None, rec.encode_tombstone(5))
+
+
+def test_of_two_writes_of_one_version_the_later_created_wins_a_copy() -> None:
+    """created_at 255 and 256 as header bytes (little-endian: ff 00 / 00 01)
+    put the earlier write last, so copying rolled the later acknowledged
+    one back (found in review); the numbers come first."""
+    earlier, later = _record(5, 2.0, created_at=255), _record(5, 1.0, created_at=256)
+    assert earlier > later  # the bytes' order
+    assert copy_applies(later, earlier, None) and not copy_applies(earlier, later, None)
+    assert not copy_applies(_record(4, 9.0, created_at=10**6), later, None)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(1, 3),
+            st.sampled_from([0, 255, 256, 65_535, 65_536, 2**40]),
+            st.integers(0, 3),
+        ),
+        min_size=1,
+        max_size=6,
+    ),  # fmt: skip
+    st.randoms(use_true_random=False),
+)
+def test_copies_in_any_order_settle_on_the_latest_version_then_time(
+    writes: list[tuple[int, int, int]], rnd: Random
+) -> None:
+    """Replicas each holding one write, copying from one another in any
+    order (anti-entropy), all end on the same record: the greatest
+    (source_version, created_at) — whatever its bytes."""
+    held: list[bytes | None] = [_record(v, float(x), c) for v, c, x in writes]
+    for _ in range(3 * len(held) ** 2):
+        src, dst = rnd.randrange(len(held)), rnd.randrange(len(held))
+        value = held[src]
+        if value is not None and copy_applies(value, held[dst], None):
+            held[dst] = value
+    for src in range(len(held)):  # one full round: every pair once
+        for dst in range(len(held)):
+            value = held[src]
+            if value is not None and copy_applies(value, held[dst], None):
+                held[dst] = value
+    assert len(set(held)) == 1
+    (final,) = set(held)
+    assert final is not None
+    assert (rec.source_version_of(final), rec.created_at_of(final)) == max(
+        (v, c) for v, c, _ in writes
+    )
 
 
 def test_one_placement_whose_digests_fail_does_not_end_the_round() -> None:
