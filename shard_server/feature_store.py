@@ -41,6 +41,7 @@ from registry.feature_batches import (
 from registry.feature_values import is_expired
 from registry.features import GroupRow, GroupSchema, PutAck
 from shard_server.erasure_markers import ErasureMarkers
+from shard_server.export_chunks import CHUNK_BYTES, pair_size, sized_chunks
 from shard_server.feature_cache import FeatureRowCache, row_bytes
 from shard_server.feature_rows import decode_rows, encode_rows, row_times
 from shard_server.records import _part, entity_key, parse_entity_key
@@ -456,20 +457,16 @@ class FeatureStore:
             purged += len(dead)
         return purged
 
-    def iter_raw(self, group: VersionRef, chunk: int = 2048) -> Iterator[list[tuple[bytes, bytes]]]:
-        """Every stored row of the group as (key, value) as stored, in chunks:
+    def iter_raw(
+        self, group: VersionRef, chunk: int = 2048, max_bytes: int = CHUNK_BYTES
+    ) -> Iterator[list[tuple[bytes, bytes]]]:
+        """Every stored row of the group as (key, value) as stored, in chunks
+        of at most `chunk` rows and `max_bytes` (`shard_server.export_chunks`):
         what a replica of its buckets copies (`shard_server.feature_replication`)."""
         cf = column_family(group)
         if not self._storage.has_column_family(cf):
             return
-        part: list[tuple[bytes, bytes]] = []
-        for pair in self._storage.iter_prefix(cf, b""):
-            part.append(pair)
-            if len(part) >= chunk:
-                yield part
-                part = []
-        if part:
-            yield part
+        yield from sized_chunks(self._storage.iter_prefix(cf, b""), pair_size, chunk, max_bytes)
 
     def apply_raw(self, group: VersionRef, rows: Sequence[tuple[bytes, bytes]]) -> int:
         """Writes copied rows (key, value as stored) newer than the row stored

@@ -23,6 +23,7 @@ from protos.vecshard.v1.internal import replication_pb2 as pb
 from protos.vecshard.v1.internal import replication_pb2_grpc
 from shard_server import records as rec
 from shard_server.bucket_digests import BucketDigest, feature_digests, index_digests
+from shard_server.export_chunks import pair_size, sized_chunks
 from shard_server.feature_replication import (
     Exported,
     catch_up_features,
@@ -38,6 +39,9 @@ from shard_server.storage import RECORDS as RECORDS_CF
 from shard_server.storage import TOMBSTONES, ShardStore
 
 log = logging.getLogger(__name__)
+
+# Erasure markers of one chunk of a feature export (before its rows).
+MARKERS_PER_CHUNK = 10_000
 
 
 class ReplicationServicer(replication_pb2_grpc.ReplicationServiceServicer):
@@ -62,9 +66,9 @@ class ReplicationServicer(replication_pb2_grpc.ReplicationServiceServicer):
         snap = self.node.registry.snapshot
         buckets = set(request.buckets)
         marks = markers_in_buckets(self.features, snap, buckets)
-        if marks:
+        for part in sized_chunks(sorted(marks.items()), pair_size, MARKERS_PER_CHUNK):
             yield pb.ExportChunk(
-                erasures=[pb.ErasureMarker(key=k, erased_at_us=t) for k, t in sorted(marks.items())]
+                erasures=[pb.ErasureMarker(key=k, erased_at_us=t) for k, t in part]
             )
         for rows in rows_in_buckets(self.features, snap, group, buckets):
             yield pb.ExportChunk(records=[pb.RawEntry(key=k, value=v) for k, v in rows])
@@ -116,18 +120,27 @@ def export_records(
     store: ShardStore, ref: VersionRef, buckets: set[int], chunk: int = 2000
 ) -> Iterator[tuple[list[tuple[bytes, bytes]], list[tuple[bytes, int]]]]:
     """Raw records of `buckets` and every tombstone of an index version,
-    for a peer catching up."""
+    for a peer catching up: chunks of at most `chunk` records and
+    `export_chunks.CHUNK_BYTES` of them (and as much again of tombstones,
+    the last records riding with the first tombstones), at least one chunk."""
     prefix = rec.index_prefix(ref)
+    wanted = (
+        (k, v)
+        for k, v in store.iter_prefix(RECORDS_CF, prefix)
+        if rec.bucket_of_value(v) in buckets
+    )
     records: list[tuple[bytes, bytes]] = []
-    for raw_key, value in store.iter_prefix(RECORDS_CF, prefix):
-        if rec.bucket_of_value(value) in buckets:
-            records.append((raw_key, value))
-            if len(records) >= chunk:
-                yield records, []
-                records = []
-    tombs = [(k, rec.decode_tombstone(v)) for k, v in store.iter_prefix(TOMBSTONES, prefix)]
-    for i in range(0, max(len(tombs), 1), chunk):
-        yield (records if i == 0 else []), tombs[i : i + chunk]
+    for part in sized_chunks(wanted, pair_size, chunk):
+        if records:
+            yield records, []
+        records = part
+    tombs = ((k, rec.decode_tombstone(v)) for k, v in store.iter_prefix(TOMBSTONES, prefix))
+    first = True
+    for part_of_tombs in sized_chunks(tombs, pair_size, chunk):
+        yield (records if first else []), part_of_tombs
+        first = False
+    if first:
+        yield records, []
 
 
 def pull_index_buckets(
