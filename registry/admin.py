@@ -53,6 +53,7 @@ from registry.retired_versions import refuse_retired
 from registry.retirement import retire
 from registry.serving_versions import check_status_move
 from registry.snapshot import Snapshot, resolve_bundle
+from registry.tenant_buckets import check_buckets_kept
 
 # Dependencies first: a route needs its bundle, a bundle its versions.
 ORDER = [
@@ -193,6 +194,8 @@ class RegistryAdmin:
             attributes_added(
                 dataclasses.replace(cur, restricted_attributes=obj.restricted_attributes), obj
             )
+        if isinstance(obj, Tenant) and isinstance(cur, Tenant):
+            check_buckets_kept(cur, obj)
         if isinstance(obj, Bundle) and cur is not None and cur != obj:
             raise FailedPrecondition(
                 f"{_label(obj)} exists with other versions; bundles are immutable"

@@ -46,6 +46,7 @@ from registry.retired_versions import guard_object, guard_route
 from registry.serving_versions import check_status_move
 from registry.snapshot import Snapshot, build_snapshot, resolve_bundle
 from registry.store import Delete, Entry, ModRevisionIs, Put, RegistryStore
+from registry.tenant_buckets import check_buckets_kept
 
 
 def _now() -> str:
@@ -284,7 +285,13 @@ class Registry:
             raise Conflict(f"bundle {bundle.name!r} was created concurrently")
 
     def put_tenant(self, tenant: Tenant) -> None:
-        self.store.put(self.keys.tenant(tenant.tenant_id), codec.encode(tenant))
+        """Its buckets never change once set (`tenant_buckets`). Compare-and-swap."""
+        key = self.keys.tenant(tenant.tenant_id)
+        entry = self.store.get(key)
+        check_buckets_kept(codec.decode(entry.value) if entry else None, tenant)
+        revision = entry.mod_revision if entry else 0
+        if not self.store.txn([ModRevisionIs(key, revision)], [Put(key, codec.encode(tenant))]):
+            raise Conflict(f"tenant {tenant.tenant_id!r} changed concurrently; re-read and retry")
 
     def put_principal(self, principal: Principal) -> None:
         """A grant changes in place: the next request is checked against it."""

@@ -246,3 +246,28 @@ def test_the_registry_itself_refuses_sizes_its_callers_did_not_check(
         with pytest.raises(InvalidArgument, match=message):
             reg.create_index(bad, ["shard-0", "shard-1"])
     assert VersionRef("items_flat", "direct") not in reg.snapshot().indexes
+
+
+def test_a_tenants_buckets_cannot_change_once_it_exists(admin: RegistryAdmin) -> None:
+    """Records stay in the buckets they were written to: after a change of
+    the tenant's buckets a delete went to the new bucket's replicas and was
+    acknowledged while the record lived on, searchable (found in review)."""
+    first = {"kind": "Tenant", "spec": {"tenant_id": "moving", "buckets": [0]}}
+    admin.apply([first])
+    before = stored(admin)
+    for buckets in ([1], [0, 1], []):
+        doc = {"kind": "Tenant", "spec": {"tenant_id": "moving", "buckets": buckets}}
+        for dry_run in (True, False):
+            with pytest.raises(FailedPrecondition, match=r"'moving': buckets cannot change"):
+                admin.apply([doc], dry_run=dry_run)
+    with pytest.raises(FailedPrecondition, match=r"\[0\] -> all buckets.*create a new tenant"):
+        admin.registry.put_tenant(Tenant("moving"))  # jobs write without `apply`
+    assert stored(admin) == before
+    # Anything else about it may change; a new tenant takes any buckets.
+    renamed = {
+        "kind": "Tenant",
+        "spec": {"tenant_id": "moving", "buckets": [0], "display_name": "M"},
+    }
+    admin.apply([renamed, {"kind": "Tenant", "spec": {"tenant_id": "moved", "buckets": [1]}}])
+    tenants = admin.registry.snapshot().tenants
+    assert (tenants["moving"].display_name, tenants["moved"].buckets) == ("M", (1,))
