@@ -199,7 +199,7 @@ def test_a_float_list_holds_numbers_only_as_the_server_says(items: list[object])
 
 def test_numpy_scalars_and_string_arrays_are_feature_values() -> None:
     """Refused as "unknown types" though the docstring takes numpy arrays."""
-    cases = [
+    cases: list[tuple[Any, str, list[Any]]] = [
         ([np.int64(3), None], INT64, [3, None]),
         ([np.float64(0.5), np.float32(1.5)], FLOAT64, [0.5, 1.5]),
         ([np.bool_(True), False], BOOL, [True, False]),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -34,7 +35,7 @@ def test_a_key_updated_while_a_seal_swaps_the_growing_segment_is_still_found(
         entered, go_on = threading.Event(), threading.Event()
         original = sealed.search_batch
 
-        def slow_search_batch(queries, requests):  # type: ignore[no-untyped-def]
+        def slow_search_batch(queries: Any, requests: Any) -> Any:
             entered.set()
             assert go_on.wait(30)
             return original(queries, requests)
