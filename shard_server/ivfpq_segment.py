@@ -11,6 +11,15 @@ reranks `k * refine_factor` candidates exactly.
 GPU: with `use_gpu` and faiss reporting a device, unfiltered searches run on a
 GPU copy of the segment's index; filtered searches (IDSelector) and every
 build stay on the CPU, which is the default and the path CI tests.
+
+Threads: faiss parallelizes with OpenMP, whose thread count is a setting of
+each thread, not of the process: a thread that never set it starts at
+OpenMP's default, one per core. A shard calls faiss from gRPC worker threads
+(searches), the maintenance thread (training, adding, summaries) and the
+recall sampler, so a count set once where the shard was constructed held in
+none of them — every IVF-PQ query forked a team of one thread per core, and
+builds ignored `build_threads`. So every entry point into faiss sets the
+count of the thread it runs in (`set_faiss_threads`, a thread-local store).
 """
 
 from __future__ import annotations
@@ -30,6 +39,17 @@ from shard_server.segment import SearchOptions
 # faiss's generated type stubs miss much of its Python API (search
 # parameters, GPU helpers); it is used untyped here.
 faiss: Any = _faiss
+
+
+# One query runs on one thread: concurrent requests (gRPC workers) bring the
+# parallelism, and an OpenMP team per query costs more CPU than it saves time.
+SEARCH_THREADS = 1
+
+
+def set_faiss_threads(threads: int) -> None:
+    """Sets faiss's OpenMP thread count for the calling thread only (see the
+    module docstring: a count set in another thread does not hold here)."""
+    faiss.omp_set_num_threads(threads)
 
 
 def _faiss_metric(metric: Metric) -> int:
@@ -57,7 +77,9 @@ class IvfPqTemplate:
     metric: Metric
 
     @classmethod
-    def train(cls, vectors: np.ndarray, metric: Metric, params: IvfPqParams) -> IvfPqTemplate:
+    def train(
+        cls, vectors: np.ndarray, metric: Metric, params: IvfPqParams, threads: int = 1
+    ) -> IvfPqTemplate:
         n, dim = vectors.shape
         if n < params.min_train_rows:
             raise ValueError(f"IVF-PQ training needs ≥ {params.min_train_rows} vectors, got {n}")
@@ -74,6 +96,7 @@ class IvfPqTemplate:
         index.cp.seed = params.seed
         index.pq.cp.niter = params.train_iterations
         index.pq.cp.seed = params.seed
+        set_faiss_threads(threads)
         index.train(np.ascontiguousarray(sample, dtype=np.float32))
         return cls(faiss.clone_index(index), params, metric)
 
@@ -150,6 +173,7 @@ class IvfPqIndex:
         refine = options.refine_factor or self.params.refine_factor
         n = min(k * refine, allowed_count)
         q = np.ascontiguousarray(query, dtype=np.float32).reshape(1, -1)
+        set_faiss_threads(SEARCH_THREADS)
         if allowed is None:
             index = self._gpu if self._gpu is not None else self._index
             dist, labels = index.search(q, n, params=faiss.SearchParametersIVF(nprobe=nprobe))
@@ -181,6 +205,7 @@ class IvfPqIndex:
         refine = options.refine_factor or self.params.refine_factor
         n = min(k * refine, allowed_count)
         q = np.ascontiguousarray(queries, dtype=np.float32)
+        set_faiss_threads(SEARCH_THREADS)
         index = self._gpu if self._gpu is not None else self._index
         dist, labels = index.search(q, n, params=faiss.SearchParametersIVF(nprobe=nprobe))
         if (labels < 0).any():

@@ -387,7 +387,9 @@ class SegmentLifecycle:
         ):
             return
         start = time.perf_counter()
-        template = IvfPqTemplate.train(rows.vectors, self.family.metric, p)
+        template = IvfPqTemplate.train(
+            rows.vectors, self.family.metric, p, self.policy.build.threads
+        )
         self.directory.mkdir(parents=True, exist_ok=True)
         digest = write_file_atomic(self.directory / TEMPLATE_FILE, template.save)
         self.template, self._template_files = template, {TEMPLATE_FILE: digest}

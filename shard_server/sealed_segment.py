@@ -26,7 +26,7 @@ from core.scoring import canonical_scores, canonical_scores_rows, rescore_width
 from registry.index_params import HnswParams, IndexParams, IvfPqParams
 from shard_server.exact import exact_candidates
 from shard_server.hnsw_segment import HnswIndex
-from shard_server.ivfpq_segment import IvfPqIndex, IvfPqTemplate
+from shard_server.ivfpq_segment import IvfPqIndex, IvfPqTemplate, set_faiss_threads
 from shard_server.planner import Method, PlannerPolicy, plan_segment_search
 from shard_server.segment import (
     EMPTY_HITS,
@@ -320,6 +320,9 @@ def build_sealed(
     """Builds the segment of the index version's kind, or flat when it is too
     small for an index (or IVF-PQ has no trained template yet)."""
     index: AnnIndex | None = None
+    # The faiss calls below (IVF-PQ add, coarse assignment, k-means) run on
+    # the build threads of whichever thread seals or compacts.
+    set_faiss_threads(settings.threads)
     indexed = len(rows) >= settings.min_index_rows
     if indexed and isinstance(params, HnswParams):
         index = HnswIndex.build(rows.vectors, metric, params, settings.threads)

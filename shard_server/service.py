@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import faiss
 import numpy as np
 
 from core import tracing
@@ -119,8 +118,6 @@ class ShardNode:
         self._partitions: dict[VersionRef, IndexPartition] = {}
         self._open_lock = threading.Lock()
         self._drop_lock = threading.Lock()
-        # faiss's OpenMP pool sizes index builds; searches run one query per call.
-        faiss.omp_set_num_threads(self.policy.build.threads)
         self.maintainer = Maintainer(lambda: list(self._partitions.values()), maintenance_interval)
         self.sampler = RecallSampler(recall_sample_rate, cpu_share=recall_sample_cpu_share)
         # Per index version: attribute names writes carry that the registry

@@ -7,15 +7,46 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
+import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from benchmarks import search_bench
+from benchmarks.closed_loop import Timing, threaded_closed_loop
 from benchmarks.index_kinds import configure, default_sweeps
 from benchmarks.rate_search import RateSearch, find_max_rate, judge
 from benchmarks.recall_curves import CurvePoint, qps_at_recall, ratios_at_equal_recall
+
+# --------------------------------------------------------------------------------------------
+# In-process baselines
+# --------------------------------------------------------------------------------------------
+
+
+def test_ivfpq_queries_on_the_benchmark_threads_use_one_openmp_thread() -> None:
+    """OpenMP's thread count is per thread: pinned only where the index was built, every
+    query on a closed-loop worker thread forked a team of one thread per core (3.3x the
+    CPU of a pinned query on 2 cores), understating in-process IVF-PQ QPS."""
+    faiss = pytest.importorskip("faiss")
+    from benchmarks.inprocess_index import FaissIvfPq
+
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("needs 2+ cores to tell 1 OpenMP thread from the default")
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(3000, 16)).astype(np.float32)
+    index = FaissIvfPq(base, "l2", {"nlist": 16, "m": 4, "nbits": 4, "train_size": 3000}, 2)
+    seen: list[int] = []
+
+    def search(i: int) -> Any:
+        ids = index.search(base[i], 10)
+        seen.append(faiss.omp_get_max_threads())
+        return ids
+
+    threaded_closed_loop(search, 20, 10, 2, Timing(0.05, 0.0))
+    assert seen and set(seen) == {1}, f"OpenMP threads per in-process query: {sorted(set(seen))}"
+
 
 # --------------------------------------------------------------------------------------------
 # Curves

@@ -377,3 +377,70 @@ def test_index_params_defaults() -> None:
     assert parse_index_params(IndexKind.HNSW, {}, 128) == HnswParams()
     p = parse_index_params(IndexKind.IVFPQ, {"nlist": 256}, 128)
     assert isinstance(p, IvfPqParams) and (p.m, p.train_size) == (32, 10_000)
+
+
+# -- faiss's OpenMP threads in the threads that call it -----------------------
+
+
+def _in_a_new_thread(call: Any) -> int:
+    """Runs ``call`` in a thread whose OpenMP default is 2 threads (what a gRPC
+    worker, the maintenance thread or the recall sampler get on any multi-core
+    machine: the count is per thread) and returns the count ``call`` left."""
+    import threading
+
+    import faiss
+
+    seen: list[int] = []
+
+    def run() -> None:
+        faiss.omp_set_num_threads(2)
+        call()
+        seen.append(faiss.omp_get_max_threads())
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    assert seen, "the call raised"
+    return seen[0]
+
+
+def test_ivfpq_searches_use_one_openmp_thread_in_whatever_thread_runs_them(
+    loaded: dict[IndexKind, IndexPartition],
+) -> None:
+    part = loaded[IndexKind.IVFPQ]
+    _, queries = clustered(6000, 32, 1)
+    one = [Query(queries[0], 10, "t0")]
+    batch = [Query(q, 10, "t0") for q in queries[:8]]
+    filtered = [Query(queries[0], 10, "t0", Eq("cat", "b"))]
+    for queries_ in (one, batch, filtered):
+        assert _in_a_new_thread(lambda q=queries_: part.search(q)) == 1, (
+            "an IVF-PQ search forked an OpenMP team of the thread's default size"
+        )
+
+
+def test_ivfpq_builds_use_the_build_threads_in_whatever_thread_runs_them(
+    tmp_path: Path,
+) -> None:
+    base, _ = clustered(1200, 32, 2)
+    store = ShardStore(tmp_path / "rocksdb")
+    try:
+        part = IndexPartition(
+            index(IndexKind.IVFPQ, {"nlist": 16, "m": 8, "nbits": 4, "train_size": 1200}),
+            EmbeddingFamily("f", "item", 32, Metric.L2),
+            store,
+            tmp_path / "segments",
+            LifecyclePolicy(seal_rows=10_000, seal_age_seconds=3600),  # build threads: 1
+        )
+        part.load()
+        part.upsert(
+            [
+                Record(EntityKey("t0", "item", f"id-{i}"), v, 1, bucket=i % 4)
+                for i, v in enumerate(base)
+            ]
+        )
+        # Trains the template, adds the rows and summarises the segment (faiss k-means).
+        assert _in_a_new_thread(lambda: part.flush(compact=False)) == 1
+        assert part.lifecycle.template is not None
+        assert "ivfpq" in {s.kind for s in part.current_segments()}
+    finally:
+        store.close()
