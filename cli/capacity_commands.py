@@ -8,7 +8,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from cli.capacity_model import GIB, MeasurementError, Target, latest, load_measurements, plan
+from cli.capacity_measurements import MeasurementError, latest, load_measurements
+from cli.capacity_model import GIB, Target, plan
 
 RESULTS = Path("benchmarks") / "results"
 

@@ -30,259 +30,14 @@ The model, and what it assumes (each stated in the plan it prints):
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+
+from cli.capacity_measurements import MeasurementError, Measurements, fit_line, mean
 
 MIB = 1 << 20
 GIB = 1 << 30
-
-
-class MeasurementError(ValueError):
-    """No usable measurement: what is missing and how to produce it."""
-
-
-@dataclass(frozen=True)
-class DimMeasurement:
-    """One dimension of the ingest benchmark."""
-
-    dim: int
-    rows_per_shard: float
-    bytes_per_vector: float  # RSS above the empty shard, after the search pass
-    bytes_per_vector_after_flush: float
-    empty_shard_bytes: float
-    build_rows_per_s_per_core: float  # in-process index build of `build_rows`
-    build_rows: int
-    ingest_rows_per_s: float  # through the cluster (`shards` shards)
-    ingest_cpu_us_per_row: float  # coordinator + every shard, per row
-    inprocess_search_ms: float  # the search alone, one query per call
-
-
-@dataclass(frozen=True)
-class SearchMeasurement:
-    """CPU per query of a cluster at a recall (one point)."""
-
-    source: str
-    kind: str
-    dim: int
-    shards: int
-    rows_per_shard: float
-    recall: float
-    setting: str
-    shard_ms: float  # mean over the shards
-    coordinator_ms: float
-    coordinator_per_shard_ms: float  # fitted over shard counts, or all of it
-    # The search alone at the same setting, one query per call, and the rows
-    # of the in-process index it ran on.
-    inprocess_search_ms: float | None = None
-    inprocess_rows: float | None = None
-
-
-@dataclass(frozen=True)
-class Measurements:
-    files: tuple[str, ...]
-    machine: str
-    kind: str
-    dims: tuple[DimMeasurement, ...]
-    search: SearchMeasurement
-    ingest_shards: int
-
-
-def _mean(values: Sequence[float]) -> float:
-    return sum(values) / len(values)
-
-
-def _fit(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float]:
-    """Least-squares line y = a + b·x (b = 0 with one point)."""
-    if len(xs) == 1:
-        return ys[0], 0.0
-    mx, my = _mean(xs), _mean(ys)
-    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum(
-        (x - mx) ** 2 for x in xs
-    )
-    return my - b * mx, b
-
-
-def latest(directory: Path, pattern: str) -> Path | None:
-    found = sorted(directory.glob(pattern), key=lambda p: p.stat().st_mtime)
-    return found[-1] if found else None
-
-
-def _load(path: Path) -> dict[str, Any]:
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise MeasurementError(f"{path}: cannot read a measurement ({exc})") from None
-    if not isinstance(doc, dict):
-        raise MeasurementError(f"{path}: not a benchmark result (expected a JSON object)")
-    return doc
-
-
-def _machine(doc: Mapping[str, Any]) -> str:
-    m = doc.get("machine") or {}
-    load = (m.get("load_average_1_5_15") or [None])[0]
-    return (
-        f"{m.get('cpus_usable', '?')} CPUs ({m.get('cpu_model', '?')}), "
-        f"load average {load if load is None else round(float(load), 1)}, "
-        f"commit {str(m.get('git_commit') or '?')[:8]}, {m.get('date_utc', '?')}"
-    )
-
-
-def parse_ingest(
-    doc: Mapping[str, Any], source: str
-) -> tuple[str, int, list[DimMeasurement], dict[str, Any]]:
-    if doc.get("benchmark") != "ingest" or not doc.get("runs"):
-        raise MeasurementError(f"{source}: not an ingest benchmark result (no runs)")
-    config = doc.get("config", {})
-    dims = []
-    for run in doc["runs"]:
-        c = run["cluster"]
-        memory = list(c["memory"].values())
-        rows = _mean([m["rows"] for m in memory])
-        cpu = c["columns"]["cpu_us_per_row"]
-        dims.append(
-            DimMeasurement(
-                dim=int(run["dim"]),
-                rows_per_shard=rows,
-                bytes_per_vector=_mean([m["bytes_per_vector_after_search"]["rss"] for m in memory]),
-                bytes_per_vector_after_flush=_mean(
-                    [m["bytes_per_vector_after_flush"]["rss"] for m in memory]
-                ),
-                empty_shard_bytes=_mean([m["empty"]["rss"] for m in memory]),
-                build_rows_per_s_per_core=float(run["inprocess"]["build_rows_per_s"]),
-                build_rows=int(run["n"]),
-                ingest_rows_per_s=float(c["columns"]["rows_per_s"]),
-                ingest_cpu_us_per_row=sum(
-                    float(v) for k, v in cpu.items() if k != "client" and v is not None
-                ),
-                inprocess_search_ms=float(run["inprocess"]["search_cpu_ms_per_query"]),
-            )
-        )
-    first = doc["runs"][0]
-    search = {
-        "dim": int(first["dim"]),
-        "shards": int(config.get("shards", 1)),
-        "rows_per_shard": dims[0].rows_per_shard,
-        **first["cluster"]["search"],
-        "inprocess_search_ms": dims[0].inprocess_search_ms,
-        "inprocess_rows": float(dims[0].build_rows),
-    }
-    return str(config.get("kind", "hnsw")), int(config.get("shards", 1)), dims, search
-
-
-def _shard_ms(cpu: Mapping[str, float | None]) -> list[float]:
-    return [float(v) for k, v in cpu.items() if k.startswith("shard") and v is not None]
-
-
-def search_from_ingest(point: Mapping[str, Any], kind: str, source: str) -> SearchMeasurement:
-    cpu = point["cpu_ms_per_query"]
-    shards = int(point["shards"])
-    coordinator = float(cpu.get("coordinator") or 0.0)
-    return SearchMeasurement(
-        source=f"{source} (search pass)",
-        kind=kind,
-        dim=int(point["dim"]),
-        shards=shards,
-        rows_per_shard=float(point["rows_per_shard"]),
-        recall=float(point["recall_at_10"]),
-        setting=", ".join(f"{k}={v}" for k, v in point.get("params", {}).items()),
-        shard_ms=_mean(_shard_ms(cpu)),
-        coordinator_ms=coordinator,
-        coordinator_per_shard_ms=coordinator / shards,
-        inprocess_search_ms=point.get("inprocess_search_ms"),
-        inprocess_rows=point.get("inprocess_rows"),
-    )
-
-
-def search_from_bench(
-    doc: Mapping[str, Any], kind: str, recall: float, source: str
-) -> SearchMeasurement | None:
-    """The cheapest cluster point (CPU per query, single-query calls) at or
-    above the recall; the coordinator's CPU fitted over the shard counts."""
-    n = float((doc.get("dataset") or {}).get("n") or 0)
-    dim = int((doc.get("dataset") or {}).get("dim") or 0)
-    points = [
-        p
-        for p in doc.get("points", [])
-        if p.get("system") == "cluster"
-        and p.get("kind") == kind
-        and p.get("batch", 1) == 1
-        and (p.get("cpu_ms_per_query_loaded") or {}).get("coordinator") is not None
-        and _shard_ms(p["cpu_ms_per_query_loaded"])
-    ]
-    good = [p for p in points if float(p["recall_at_k"]) >= recall]
-    if not good or not n or not dim:
-        return None
-
-    def total(p: Mapping[str, Any]) -> float:
-        cpu = p["cpu_ms_per_query_loaded"]
-        return float(cpu["coordinator"]) + sum(_shard_ms(cpu))
-
-    best = min(good, key=total)
-    same_setting = [p for p in points if p.get("value") == best.get("value")]
-    shards = sorted({int(p["shards"]) for p in same_setting})
-    coord = [
-        _mean(
-            [
-                float(p["cpu_ms_per_query_loaded"]["coordinator"])
-                for p in same_setting
-                if p["shards"] == s
-            ]
-        )
-        for s in shards
-    ]
-    base, per_shard = _fit([float(s) for s in shards], coord)
-    if len(shards) == 1 or per_shard <= 0:
-        base, per_shard = 0.0, coord[0] / shards[0]
-    inproc = [
-        p for p in doc.get("points", [])
-        if p.get("system") == "in-process" and p.get("kind") == kind and p.get("value") == best.get("value")
-    ]  # fmt: skip
-    threads = float((doc.get("settings") or {}).get("threads") or 1)
-    cpu = best["cpu_ms_per_query_loaded"]
-    return SearchMeasurement(
-        source=f"{source} (cluster point)",
-        kind=kind,
-        dim=dim,
-        shards=int(best["shards"]),
-        rows_per_shard=n / int(best["shards"]),
-        recall=float(best["recall_at_k"]),
-        setting=f"{best.get('param')}={best.get('value')}" if best.get("param") else "",
-        shard_ms=_mean(_shard_ms(cpu)),
-        coordinator_ms=base + per_shard * int(best["shards"]),
-        coordinator_per_shard_ms=per_shard,
-        inprocess_search_ms=threads * 1e3 / float(inproc[0]["qps"]) if inproc else None,
-        inprocess_rows=n if inproc else None,
-    )
-
-
-def load_measurements(ingest: Path, search: Path | None, recall: float) -> Measurements:
-    doc = _load(ingest)
-    try:
-        kind, shards, dims, point = parse_ingest(doc, str(ingest))
-    except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
-        raise MeasurementError(
-            f"{ingest}: an ingest result without {exc} (written by an older benchmark?); "
-            "run `python -m benchmarks.ingest_bench` again"
-        ) from None
-    measured: SearchMeasurement | None = None
-    files = [str(ingest)]
-    if search is not None:
-        measured = search_from_bench(_load(search), kind, recall, str(search))
-        if measured is not None:
-            files.append(str(search))
-    if measured is None:
-        measured = search_from_ingest(point, kind, str(ingest))
-        if measured.recall < recall:
-            raise MeasurementError(
-                f"the measured search reached recall@10 {measured.recall:.3f} "
-                f"({measured.setting}), below --recall {recall}; run the search benchmark "
-                "(`vecshard bench search`, which sweeps the search effort) and pass --search"
-            )
-    return Measurements(tuple(files), _machine(doc), kind, tuple(dims), measured, shards)
 
 
 @dataclass(frozen=True)
@@ -337,7 +92,7 @@ def _per_dim(m: Measurements, values: Sequence[float], dim: int, what: str) -> t
             f"{what} was measured at d={int(dims[0])} only; measure at --dim {dim} or at two "
             "dimensions (python -m benchmarks.ingest_bench --dims 128,384)"
         )
-    a, b = _fit(dims, values)
+    a, b = fit_line(dims, values)
     shown = ", ".join(f"{v:,.4g} at d={int(d)}" for d, v in zip(dims, values, strict=True))
     return a + b * dim, f"{a:,.4g} + {b:,.4g}·d fitted to {shown}"
 
@@ -397,7 +152,7 @@ def plan(m: Measurements, t: Target) -> Plan:
         f"mapped vector files cached (after Flush, before searches touch them: {anon:,.0f} B); "
         f"raw float32 is {4 * d} B"
     )
-    empty = _mean([x.empty_shard_bytes for x in m.dims])
+    empty = mean([x.empty_shard_bytes for x in m.dims])
     growing = t.seal_rows * (4 * d + 330)
     fixed = empty + (t.memtable_mib + t.block_cache_mib + t.feature_cache_mib) * MIB + growing
     say(

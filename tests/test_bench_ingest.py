@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from benchmarks import ingest_bench
-from cli.capacity_model import Target, load_measurements, plan
+from cli.capacity_measurements import load_measurements
+from cli.capacity_model import Target, plan
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from cli.capacity_model import GIB, MIB, MeasurementError, Target, load_measurements, plan
+from cli.capacity_measurements import MeasurementError, load_measurements
+from cli.capacity_model import GIB, MIB, Target, plan
 from cli.main import main
 
 N = 100_000
