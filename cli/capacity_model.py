@@ -112,7 +112,7 @@ def _shard_search_ms(m: Measurements, d: int, rows: float) -> tuple[float, str]:
     by_dim = [x.inprocess_search_ms for x in m.dims]
     if s.inprocess_search_ms is not None and s.inprocess_rows is not None:
         ref_ms, ref_rows = s.inprocess_search_ms, s.inprocess_rows
-        ref_how = f"in process at {s.setting or 'the same setting'}"
+        ref_how = f"in process at {s.setting or 'the same setting'} ({s.inprocess_how})"
     else:
         ref_ms, _ = _per_dim(m, by_dim, s.dim, "search CPU")
         ref_rows = float(m.dims[0].build_rows)

@@ -128,13 +128,16 @@ def test_the_coordinator_is_fitted_over_shard_counts_from_the_search_benchmark(
         "points": [
             point(1, 1.5, 0.96, 64), point(2, 2.0, 0.97, 64), point(4, 3.0, 0.99, 64),
             point(1, 1.0, 0.90, 16),  # cheaper, but below the recall
-            {"system": "in-process", "kind": "hnsw", "value": 64, "qps": 10_000.0},
+            {
+                "system": "in-process", "kind": "hnsw", "value": 64, "qps": 10_000.0,
+                "cpu_ms_per_query_loaded": {"client": 0.15, "total": 0.15},
+            },
         ],
     }  # fmt: skip
     m = load_measurements(ingest, write(tmp_path, "search.json", search), 0.95)
     assert (m.search.shards, m.search.setting) == (1, "ef_search=64")
     assert m.search.coordinator_per_shard_ms == pytest.approx(0.5)  # 1.5, 2.0, 3.0 at 1, 2, 4
-    assert m.search.inprocess_search_ms == pytest.approx(0.2)  # 2 threads / 10,000 QPS
+    assert m.search.inprocess_search_ms == pytest.approx(0.15)  # measured CPU, not 2 / 10,000 QPS
     p = plan(m, Target(vectors=1e7, dim=128, qps=100, recall=0.95))
     assert p.coordinator_cores == pytest.approx(100 * (1.0 + 0.5 * p.shards) / 1e3 / 0.6)
 
@@ -222,6 +225,39 @@ def test_the_measured_point_plans_to_its_measured_shard_cpu(tmp_path: Path) -> N
     at_384 = plan(m, Target(vectors=N, dim=384, qps=1000, recall=0.99, shard_memory_gib=256))
     assert at_384.shards == 1
     assert at_384.shard_cores == pytest.approx(1000 * (0.5 + 2.0 * 3) / 1e3 / 0.6)
+
+
+def test_the_inprocess_search_cost_is_its_measured_cpu_not_wall_time(tmp_path: Path) -> None:
+    """2 threads at 2,000 QPS are 1.0 ms of wall time per query per thread, but
+    the benchmark measured 0.2 ms of CPU (threads waiting for a core): the
+    wall-time proxy left no serving overhead (0.5 − 1.0 < 0), and the measured
+    point planned to 1.0 ms of shard CPU instead of its measured 0.5."""
+    ingest = write(
+        tmp_path, "ingest.json", ingest_doc({128: 1200.0, 384: 2300.0}, {128: 0.1, 384: 0.3})
+    )
+    cluster = {
+        "system": "cluster", "kind": "hnsw", "shards": 1, "param": "ef_search", "value": 64,
+        "batch": 1, "recall_at_k": 0.97,
+        "cpu_ms_per_query_loaded": {"client": 0.5, "coordinator": 1.0, "shard-0": 0.5},
+    }  # fmt: skip
+    inproc = {"system": "in-process", "kind": "hnsw", "value": 64, "qps": 2000.0}
+    search = {
+        "dataset": {"n": N, "dim": 128},
+        "settings": {"threads": 2},
+        "points": [cluster, {**inproc, "cpu_ms_per_query_loaded": {"client": 0.2, "total": 0.2}}],
+    }
+    m = load_measurements(ingest, write(tmp_path, "search.json", search), 0.95)
+    assert m.search.inprocess_search_ms == pytest.approx(0.2)
+    p = plan(m, Target(vectors=N, dim=128, qps=1000, recall=0.95))
+    assert p.shards == 1
+    assert p.shard_cores == pytest.approx(1000 * 0.5 / 1e3 / 0.6)
+    assert any("0.200 ms in process at ef_search=64 (measured CPU)" in x for x in p.derivation)
+    # A point from an older benchmark, without CPU: wall time, and the plan says so.
+    search["points"] = [cluster, inproc]
+    m = load_measurements(ingest, write(tmp_path, "old.json", search), 0.95)
+    assert m.search.inprocess_search_ms == pytest.approx(1.0)
+    p = plan(m, Target(vectors=N, dim=128, qps=1000, recall=0.95))
+    assert any("wall time, 2 thread(s) / 2,000 QPS" in x for x in p.derivation)
 
 
 def test_fixed_memory_is_what_a_default_shard_holds() -> None:
