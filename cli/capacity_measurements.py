@@ -186,14 +186,33 @@ def _inprocess_search_ms(point: Mapping[str, Any], threads: float) -> tuple[floa
     )
 
 
+def _shards_reached(shards: int, replicas: int) -> int | None:
+    """Shards one query of a search-benchmark cluster reached. Buckets go
+    round robin, each on `replicas` distinct shards (`assign_buckets`), and
+    the coordinator asks one replica per bucket, preferring shards it already
+    chose: without replicas a query reaches every shard, with every shard
+    holding every bucket it reaches one. In between, the greedy cover varies
+    with the replicas' load: None, the point cannot be read as the model's
+    shards (each holding its share of the rows, each reached by every query)."""
+    replicas = min(max(replicas, 1), shards)
+    if replicas == 1:
+        return shards
+    return 1 if replicas == shards else None
+
+
 def search_from_bench(
     doc: Mapping[str, Any], kind: str, recall: float, source: str
 ) -> SearchMeasurement | None:
     """The cheapest cluster point (CPU per query, single-query calls) at or
-    above the recall; the coordinator's CPU fitted over the shard counts."""
+    above the recall; the coordinator's CPU fitted over the shards a query
+    reached. A point of a cluster run with `--replicas` is read as the
+    shards its queries reached: where every shard held every bucket, one
+    shard of all `n` rows whose CPU per query is the sum of the shards' (each
+    answered its share of the queries)."""
     n = float((doc.get("dataset") or {}).get("n") or 0)
     dim = int((doc.get("dataset") or {}).get("dim") or 0)
-    points = [
+    copies = {int(c["shards"]): int(c.get("replicas") or 1) for c in doc.get("clusters", [])}
+    candidates = [
         p
         for p in doc.get("points", [])
         if p.get("system") == "cluster"
@@ -202,7 +221,27 @@ def search_from_bench(
         and (p.get("cpu_ms_per_query_loaded") or {}).get("coordinator") is not None
         and _shard_ms(p["cpu_ms_per_query_loaded"])
     ]
+    reached = {
+        id(p): _shards_reached(int(p["shards"]), copies.get(int(p["shards"]), 1))
+        for p in candidates
+    }
+    points = [p for p in candidates if reached[id(p)] is not None]
     good = [p for p in points if float(p["recall_at_k"]) >= recall]
+    if not good and any(float(p["recall_at_k"]) >= recall for p in candidates):
+        shown = sorted(
+            {
+                (int(p["shards"]), copies[int(p["shards"])])
+                for p in candidates
+                if reached[id(p)] is None
+            }
+        )
+        raise MeasurementError(
+            f"{source}: the points at recall ≥ {recall} come from clusters of "
+            + ", ".join(f"{s} shards with --replicas {r}" for s, r in shown)
+            + ": a query reached a varying number of them (the coordinator's cover of the "
+            "replicas), which the model cannot read; run `vecshard bench search` with "
+            "--replicas 1, or with --replicas equal to the shard count"
+        )
     if not good or not n or not dim:
         return None
 
@@ -212,20 +251,20 @@ def search_from_bench(
 
     best = min(good, key=total)
     same_setting = [p for p in points if p.get("value") == best.get("value")]
-    shards = sorted({int(p["shards"]) for p in same_setting})
+    fanouts = sorted({reached[id(p)] or 0 for p in same_setting})
     coord = [
         mean(
             [
                 float(p["cpu_ms_per_query_loaded"]["coordinator"])
                 for p in same_setting
-                if p["shards"] == s
+                if reached[id(p)] == f
             ]
         )
-        for s in shards
+        for f in fanouts
     ]
-    base, per_shard = fit_line([float(s) for s in shards], coord)
-    if len(shards) == 1 or per_shard <= 0:
-        base, per_shard = 0.0, coord[0] / shards[0]
+    base, per_shard = fit_line([float(f) for f in fanouts], coord)
+    if len(fanouts) == 1 or per_shard <= 0:
+        base, per_shard = 0.0, coord[0] / fanouts[0]
     inproc = [
         p for p in doc.get("points", [])
         if p.get("system") == "in-process" and p.get("kind") == kind and p.get("value") == best.get("value")
@@ -233,16 +272,20 @@ def search_from_bench(
     threads = float((doc.get("settings") or {}).get("threads") or 1)
     inproc_ms, inproc_how = _inprocess_search_ms(inproc[0], threads) if inproc else (None, "")
     cpu = best["cpu_ms_per_query_loaded"]
+    fanout, held = reached[id(best)] or 1, int(best["shards"])
+    how = "cluster point"
+    if fanout < held:
+        how += f"; {held} shards each holding every bucket (--replicas {held}): a query reached one"
     return SearchMeasurement(
-        source=f"{source} (cluster point)",
+        source=f"{source} ({how})",
         kind=kind,
         dim=dim,
-        shards=int(best["shards"]),
-        rows_per_shard=n / int(best["shards"]),
+        shards=fanout,
+        rows_per_shard=n / fanout,
         recall=float(best["recall_at_k"]),
         setting=f"{best.get('param')}={best.get('value')}" if best.get("param") else "",
-        shard_ms=mean(_shard_ms(cpu)),
-        coordinator_ms=base + per_shard * int(best["shards"]),
+        shard_ms=mean(_shard_ms(cpu)) * held / fanout,
+        coordinator_ms=base + per_shard * fanout,
         coordinator_per_shard_ms=per_shard,
         inprocess_search_ms=inproc_ms,
         inprocess_rows=n if inproc else None,

@@ -260,6 +260,39 @@ def test_the_inprocess_search_cost_is_its_measured_cpu_not_wall_time(tmp_path: P
     assert any("wall time, 2 thread(s) / 2,000 QPS" in x for x in p.derivation)
 
 
+def _replicated_run(shards: int, replicas: int, shard_ms: float) -> dict[str, Any]:
+    return {
+        "dataset": {"n": N, "dim": 128},
+        "settings": {"threads": 1},
+        "clusters": [{"shards": shards, "replicas": replicas}],
+        "points": [
+            {
+                "system": "cluster", "kind": "hnsw", "shards": shards, "param": "ef_search",
+                "value": 64, "batch": 1, "recall_at_k": 0.97,
+                "cpu_ms_per_query_loaded": {
+                    "coordinator": 1.0, **{f"shard-{i}": shard_ms for i in range(shards)}
+                },
+            },
+        ],
+    }  # fmt: skip
+
+
+def test_a_replicated_search_point_is_read_as_the_shards_a_query_reached(tmp_path: Path) -> None:
+    """2 shards x 2 replicas: each shard holds all N rows and a query reaches
+    one of them (0.4 ms on each shard per query, averaged over every query, is
+    0.8 ms on the one reached). It was read as 2 shards of N/2 rows each
+    reached by every query at 0.4 ms, and the coordinator's cost split over 2."""
+    ingest = write(tmp_path, "ingest.json", ingest_doc({128: 1200.0, 384: 2300.0}))
+    m = load_measurements(ingest, write(tmp_path, "s.json", _replicated_run(2, 2, 0.4)), 0.95)
+    assert m.search.rows_per_shard == N, "each of 2 shards x 2 replicas holds every row"
+    assert (m.search.shards, m.search.shard_ms) == (1, pytest.approx(0.8))
+    assert m.search.coordinator_per_shard_ms == pytest.approx(1.0)
+    assert "a query reached one" in m.search.source
+    # 4 shards x 2 replicas: how many shards a query reached is not in the file.
+    with pytest.raises(MeasurementError, match="4 shards with --replicas 2"):
+        load_measurements(ingest, write(tmp_path, "r.json", _replicated_run(4, 2, 0.4)), 0.95)
+
+
 def test_fixed_memory_is_what_a_default_shard_holds() -> None:
     """The plan counted 96 MiB of RocksDB bounds; a shard started with the
     defaults (as the manifests start it) also keeps up to 256 MiB of feature
