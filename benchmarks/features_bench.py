@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from benchmarks.features_inprocess import InProcess, timed
+from benchmarks.features_inprocess import InProcess, timed, warm_up
 from benchmarks.process_cpu import CpuMeter, per_query_faults, per_query_ms
 from benchmarks.profile_search import PROFILERS, missing, print_where, profiled
 from benchmarks.run_record import machine, write_json
@@ -279,8 +279,7 @@ def measure_cluster(
         return took
 
     for name, call in (("get_features_800x2+1", features), ("batch_get_embeddings_100", lookups)):
-        for r in range(min(50, requests)):  # warm connections and caches
-            call(r)
+        warm_up(call, requests)
         with profiled(profiler, pids, profile_dir, name) as where:
             meter = CpuMeter(pids).start()
             start = time.perf_counter()
@@ -323,24 +322,27 @@ def measure_in_process(
         base.put(
             PROFILE, "user", data.users, T0, {"age": from_values("int64", [30] * len(data.users))}
         )
+        # The cluster's requests, drawn in its order, warmed up alike (`warm_up`).
         rng = np.random.default_rng(1)
-        feat, emb = [], []
-        for r in range(requests):
+
+        def features(r: int) -> float:
             pick = rng.choice(n, 800, replace=False)
-            ids_by_type = {
-                "user": [data.users[r % len(data.users)]],
-                "item": [data.items[p] for p in pick],
-            }
-            feat.append(timed(partial(base.get_features, ids_by_type, T0 + 1)))
-        for _ in range(requests):
+            ids = {"user": [data.users[r % len(data.users)]], "item": [data.items[p] for p in pick]}
+            return timed(partial(base.get_features, ids, T0 + 1))
+
+        def lookups(r: int) -> float:
             ids = [data.items[p] for p in rng.choice(n, 100, replace=False)]
-            emb.append(timed(partial(base.get_embeddings, INDEX, ids, DIM)))
+            return timed(partial(base.get_embeddings, INDEX, ids, DIM))
+
+        out: dict[str, Any] = {}
+        for name, call in (
+            ("get_features_800x2+1", features),
+            ("batch_get_embeddings_100", lookups),
+        ):
+            warm_up(call, requests)
+            out[name] = percentiles([call(r) for r in range(requests)])
         cache = base.storage.row_cache
-        return {
-            "get_features_800x2+1": percentiles(feat),
-            "batch_get_embeddings_100": percentiles(emb),
-            "feature_cache": {"bytes": cache.used_bytes, **cache.census()},
-        }
+        return out | {"feature_cache": {"bytes": cache.used_bytes, **cache.census()}}
     finally:
         base.close()
 
