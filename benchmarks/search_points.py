@@ -34,6 +34,9 @@ class Point:
     # CPU milliseconds per query by process (client, coordinator, shard-N), where measured.
     cpu_single: Mapping[str, float | None] | None = None
     cpu_loaded: Mapping[str, float | None] | None = None
+    # Recall over each query's other neighbours where queries are base rows
+    # (`ground_truth.without_self_matches`: bigann10k); None where none is.
+    recall_excluding_self: float | None = None
 
     @property
     def label(self) -> str:
@@ -57,6 +60,7 @@ class Point:
             "value": self.value,
             "batch": self.batch,
             "recall_at_k": self.recall,
+            "recall_at_k_excluding_self": self.recall_excluding_self,
             "qps": loaded["qps"],
             "p50_ms": loaded["latency"].get("p50_ms"),
             "p95_ms": loaded["latency"].get("p95_ms"),
@@ -71,7 +75,9 @@ class Point:
         }
 
 
-def recall_of(result: ClosedLoopResult, gt: NDArray[np.int32], k: int, say: Say) -> float:
+def recall_of(
+    result: ClosedLoopResult, gt: NDArray[np.int32] | NDArray[np.int64], k: int, say: Say
+) -> float:
     """Recall@k over the queries that were answered; a run that hit its time limit before
     answering them all says so, since its recall then covers fewer queries."""
     answered = result.answered if result.answered is not None else np.ones(len(gt), bool)
@@ -82,11 +88,24 @@ def recall_of(result: ClosedLoopResult, gt: NDArray[np.int32], k: int, say: Say)
     return recall_at_k(result.found_ids[answered], gt[answered], k)
 
 
+def recall_of_others(
+    result: ClosedLoopResult, others: NDArray[np.int64] | None, k: int
+) -> float | None:
+    """Recall@k over each query's true neighbours other than itself (``others``: the ground
+    truth from ``without_self_matches``); None where no query is a base row."""
+    return None if others is None else recall_of(result, others, k, lambda _: None)
+
+
 def describe(point: Point) -> str:
     d = point.to_dict()
     return (
         f"{point.label:<28} {point.setting:<16} recall {point.recall:.4f}  "
-        f"{d['qps']:9.1f} qps (p50 {d['p50_ms'] or 0:.3f} / p99 {d['p99_ms'] or 0:.3f} ms at "
+        + (
+            f"(excluding self {point.recall_excluding_self:.4f})  "
+            if point.recall_excluding_self is not None
+            else ""
+        )
+        + f"{d['qps']:9.1f} qps (p50 {d['p50_ms'] or 0:.3f} / p99 {d['p99_ms'] or 0:.3f} ms at "
         f"{point.loaded.workers} in flight)  single p50 {d['single_p50_ms'] or 0:.3f} ms"
         + (f"  errors {point.loaded.errors}" if point.loaded.errors else "")
         + (

@@ -18,11 +18,12 @@ from benchmarks.bench_cluster import PURPOSE, TENANT, BenchCluster, IndexPlan, S
 from benchmarks.blas_threads import set_blas_threads
 from benchmarks.closed_loop import ClosedLoopResult, Timing, grpc_closed_loop, threaded_closed_loop
 from benchmarks.datasets import Dataset
+from benchmarks.ground_truth import without_self_matches
 from benchmarks.index_kinds import KindSweep
 from benchmarks.inprocess_index import build
 from benchmarks.process_cpu import CpuMeter, per_query_ms
 from benchmarks.request_mix import access_context, search_requests
-from benchmarks.search_points import Point, Say, describe, recall_of
+from benchmarks.search_points import Point, Say, describe, recall_of, recall_of_others
 from protos.vecshard.v1 import retrieval_pb2 as pb
 
 # --------------------------------------------------------------------------------------------
@@ -37,6 +38,7 @@ def measure_inprocess(
     set_blas_threads(1)
     gt = dataset.ground_truth
     assert gt is not None
+    others = without_self_matches(dataset.base, dataset.queries, gt)
     points: list[Point] = []
     errors: list[dict[str, str]] = []
     for sweep in sweeps:
@@ -78,6 +80,7 @@ def measure_inprocess(
                 single,
                 loaded,
                 cpu_loaded=cpu,
+                recall_excluding_self=recall_of_others(loaded, others, args.k),
             )
             points.append(point)
             say(describe(point))
@@ -166,6 +169,7 @@ def measure_cluster(
 ) -> tuple[list[Point], dict[str, Any]]:
     gt = dataset.ground_truth
     assert gt is not None
+    others = without_self_matches(dataset.base, dataset.queries, gt)
     # A cluster smaller than --replicas keeps every bucket on every shard.
     replicas = min(getattr(args, "replicas", 1), shards)
     info: dict[str, Any] = {"shards": shards, "replicas": replicas, "support": {}}
@@ -266,6 +270,7 @@ def measure_cluster(
                 loaded,
                 cpu_single=cpu_single,
                 cpu_loaded=cpu_loaded,
+                recall_excluding_self=recall_of_others(loaded, others, args.k),
             )
             points.append(point)
             say(describe(point))

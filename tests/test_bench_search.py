@@ -16,6 +16,8 @@ import pytest
 
 from benchmarks import search_bench
 from benchmarks.closed_loop import Timing, threaded_closed_loop
+from benchmarks.datasets import load_real
+from benchmarks.ground_truth import recall_at_k, without_self_matches
 from benchmarks.index_kinds import configure, default_sweeps
 from benchmarks.rate_search import RateSearch, find_max_rate, judge
 from benchmarks.recall_curves import CurvePoint, qps_at_recall, ratios_at_equal_recall
@@ -46,6 +48,33 @@ def test_ivfpq_queries_on_the_benchmark_threads_use_one_openmp_thread() -> None:
 
     threaded_closed_loop(search, 20, 10, 2, Timing(0.05, 0.0))
     assert seen and set(seen) == {1}, f"OpenMP threads per in-process query: {sorted(set(seen))}"
+
+
+# --------------------------------------------------------------------------------------------
+# Recall on queries that are base rows
+# --------------------------------------------------------------------------------------------
+
+
+def test_recall_can_leave_out_a_query_finding_itself() -> None:
+    """bigann10k's queries are base rows: each finds itself at distance 0, a hit
+    any index scores. Without it, an answer holding itself and 8 of the 9 other
+    true neighbours recalls 8/9, not 9/10; a query that is no base row keeps its
+    ground truth."""
+    dataset = load_real("bigann10k")
+    assert dataset.ground_truth is not None
+    others = without_self_matches(dataset.base, dataset.queries, dataset.ground_truth)
+    assert others is not None
+    np.testing.assert_array_equal(others[:, 0], -1)  # every query is its own first neighbour
+    np.testing.assert_array_equal(others[:, 1:], dataset.ground_truth[:, 1:])
+    found = np.array(dataset.ground_truth[:, :10])
+    found[:, 9] = dataset.ground_truth[:, 10]  # the 10th true neighbour missed
+    assert recall_at_k(found, dataset.ground_truth, 10) == pytest.approx(0.9)
+    assert recall_at_k(found, others, 10) == pytest.approx(8 / 9)
+    base = np.eye(4, dtype=np.float32)
+    queries = np.array([[1, 0, 0, 0], [0.5, 0.5, 0, 0]], dtype=np.float32)
+    truth = np.array([[0, 1], [0, 1]])
+    assert without_self_matches(base, queries[1:], truth[1:]) is None
+    np.testing.assert_array_equal(without_self_matches(base, queries, truth), [[-1, 1], [0, 1]])
 
 
 # --------------------------------------------------------------------------------------------
