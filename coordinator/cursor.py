@@ -46,10 +46,12 @@ class Cursor:
     last_score: float
     last_key: EntityKey
     shards: Pins
-    # Buckets page 1 asked for that no pin covers (a shard that failed on
-    # page 1): a later page reports them missing, not itself complete. Only
-    # these, not every bucket: a cursor past 512 bytes is deflated, which
-    # tripled its cost at 64 buckets.
+    # Buckets page 1 reported missing (no serving replica, or their shard
+    # failed) that no pin covers: a later page reports them missing, not
+    # itself complete. Buckets page 1 excluded by their stats are in neither
+    # (nothing of the query is there: later pages skip them too). Only these,
+    # not every bucket: a cursor past 512 bytes is deflated, which tripled its
+    # cost at 64 buckets.
     missing: tuple[int, ...] = ()
 
 
@@ -119,12 +121,14 @@ def next_cursor(
     trace: Sequence[ShardTrace],
     pins: Pins | None,
     k: int,
-    buckets: Sequence[int] = (),
+    missing: Sequence[int] = (),
 ) -> str:
     """The cursor for the page after `hits`, or "" when the page is not full
     (nothing follows). Page 1 pins every shard it asked or skipped by bound
     (a skipped one gets its watermark when it first answers); later pages
-    keep their pins."""
+    keep their pins. `missing`: the buckets this page reported missing —
+    not every bucket no pin covers: one excluded by its stats was never
+    asked, and is not missing on any page."""
     if len(hits) < k:
         return ""
     # A replica can appear twice on page 1: for its own buckets and in a
@@ -154,6 +158,6 @@ def next_cursor(
             last.score,
             last.key,
             new_pins,
-            tuple(sorted(set(buckets).difference(*(bs for bs, _ in new_pins.values())))),
+            tuple(sorted(set(missing).difference(*(bs for bs, _ in new_pins.values())))),
         )
     )

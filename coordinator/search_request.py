@@ -224,7 +224,7 @@ def _answer(
             execution.trace,
             plan.pins,
             q.k,
-            plan.buckets,
+            completeness.missing_buckets,
         ),
     )
 

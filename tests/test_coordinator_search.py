@@ -167,7 +167,16 @@ def test_a_later_page_reports_the_buckets_page_one_missed() -> None:
     first = run(ex, shards, np.zeros(4, np.float32), 5)
     assert first.completeness.missing_buckets == (1,)
     text = cursors.next_cursor(
-        "r", "b", IX.ref, "q", 0, first.hits, first.trace, None, 5, list(range(len(shards)))
+        "r",
+        "b",
+        IX.ref,
+        "q",
+        0,
+        first.hits,
+        first.trace,
+        None,
+        5,
+        first.completeness.missing_buckets,
     )
     cur = cursors.decode(text)
     assert sorted(b for bs, _ in cur.shards.values() for b in bs) == [0, 2, 3]

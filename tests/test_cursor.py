@@ -120,7 +120,7 @@ def test_a_replica_answering_for_its_own_buckets_and_in_a_cover_is_pinned_to_bot
         ShardTrace("c", (1,), None, "searched", 0, sequence=2),
     ]
     cur = decode(
-        next_cursor("r", "b", VersionRef("ix", "v1"), "q", 0, hits, trace, None, 1, [0, 1, 2, 3])
+        next_cursor("r", "b", VersionRef("ix", "v1"), "q", 0, hits, trace, None, 1, [0, 1])
     )
     assert cur.shards == {"b": ((0, 2, 3), 7), "c": ((1,), 2)}
     assert cur.missing == ()

@@ -100,7 +100,7 @@ def test_the_next_page_after_a_failover_cover_asks_every_member_for_its_buckets(
         )
         assert not first.completeness.partial
         cur = cursors.decode(
-            cursors.next_cursor("r", "b", two.ref, "q", 0, first.hits, first.trace, None, 3, [0, 1])
+            cursors.next_cursor("r", "b", two.ref, "q", 0, first.hits, first.trace, None, 3)
         )
         a.error = None  # page 2 asks the pinned replicas, whoever is up
         last = first.hits[-1]
