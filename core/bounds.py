@@ -11,7 +11,8 @@ so the coordinator can skip a shard whose bound cannot beat its current k-th
 score. A bound must never be below a score the shard can return, including
 float32 rounding of the canonical score: it is computed in float64 and padded
 by a relative slack far above every rounding error involved (≈ 1e-6 of the
-magnitudes), which costs nothing in pruning power.
+magnitudes), which costs nothing in pruning power; a bound past float32's
+range is +inf, as the scores there are.
 
 Pure functions over numpy arrays; shards use `ball_radii` to build summaries
 and coordinators use `score_upper_bound` to read them, so the rounding rules
@@ -27,6 +28,7 @@ from core.domain import Metric
 # Relative padding: float32 rounding of a score is ≤ 2^-24 relative, the
 # float64 arithmetic here is ~1e-16; 2^-20 covers both with room to spare.
 _SLACK = 2.0**-20
+_F32_MAX = float(np.finfo(np.float32).max)
 # float64 values of one chunk of L2 differences (256 KiB: under malloc's mmap
 # threshold, so no page faults per call).
 _CHUNK_VALUES = 32_768
@@ -87,6 +89,11 @@ def score_upper_bounds(
         bound = np.einsum("kj,ij->ki", q, c) + qn * r
         scale = qn * (np.sqrt(np.einsum("ij,ij->i", c, c)) + r)
     out: np.ndarray = np.max(bound + _SLACK * (scale + np.abs(bound)) + 1e-30, axis=1)
+    # A score past float32's range is +inf (core.scoring), and an item at
+    # +inf can tie the k-th and win on entity_id: a bound that float32 would
+    # not hold is +inf too, not a finite float64 below that score. (Bounds
+    # below float32's range need nothing: such scores are -inf.)
+    out[out > _F32_MAX] = np.inf
     return out
 
 

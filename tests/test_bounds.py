@@ -138,3 +138,22 @@ def test_a_batch_of_queries_gets_exactly_the_bounds_each_would_alone(
     assert batch.shape == (n,) and np.array_equal(batch, alone)
     with pytest.raises(ValueError, match="expected"):
         score_upper_bounds(metric, queries[:, :-1] if dim > 1 else queries[0], centroids, radii)
+
+
+@pytest.mark.parametrize("metric", [Metric.INNER_PRODUCT, Metric.L2])
+def test_a_bound_past_float32s_range_is_infinite_as_the_score_is(metric: Metric) -> None:
+    """check_vector accepts any finite float32, and a canonical score past
+    float32's range is ±inf; the bound was a finite float64 below a +inf
+    score, so a shard holding an item that ties the k-th at +inf and wins
+    on entity_id was skipped (found in review)."""
+    from coordinator.fanout import can_skip
+    from coordinator.merge import Hit
+    from core.domain import EntityKey
+
+    q = np.full(4, 1e20 if metric is Metric.INNER_PRODUCT else 3e38, np.float32)
+    x = np.full((1, 4), 1e20 if metric is Metric.INNER_PRODUCT else -3e38, np.float32)
+    score = float(canonical_scores(metric, q, x)[0])
+    bound = score_upper_bound(metric, q, x.astype(np.float64), np.zeros(1))
+    assert bound >= score, f"bound {bound} < score {score}"
+    # The shard holding "a" at `score`, the k-th so far "z" at that score elsewhere.
+    assert not can_skip(bound, [Hit(score, EntityKey("t", "item", "z"), "s0", 0)], 1)
