@@ -234,7 +234,8 @@ def shard_search_pb(index: VersionRef, queries: Sequence[ShardQuery]) -> spb.Sea
                 has_after=q.after is not None,
                 after_score=q.after[0] if q.after else 0.0,
                 after_key=key_to_pb(q.after[1]) if q.after else None,
-                max_sequence=q.max_sequence,
+                max_sequence=q.max_sequence or 0,
+                pinned=q.max_sequence is not None,
                 served=q.served,
                 skip_rerank=q.skip_rerank,
             )
@@ -265,7 +266,8 @@ def _query_pb(q: ShardQuery) -> spb.Query:
     out = spb.Query(
         k=q.k,
         tenant_id=q.tenant_id,
-        max_sequence=q.max_sequence,
+        max_sequence=q.max_sequence or 0,
+        pinned=q.max_sequence is not None,
         served=q.served,
         skip_rerank=q.skip_rerank,
     )
@@ -494,4 +496,5 @@ def _index_summary(st: spb.IndexStats) -> IndexSummary | None:
         else np.zeros((0, st.dimension), np.float64),
         radii=np.concatenate(radii).astype(np.float64) if radii else np.zeros(0, np.float64),
         buckets=buckets,
+        sequence=st.summary_sequence if st.HasField("summary_sequence") else None,
     )

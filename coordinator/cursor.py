@@ -7,6 +7,19 @@ replicas for items strictly after that key and written no later than the
 pinned sequence, so pages never repeat an item and items arriving meanwhile
 cannot shift the order. Coordinators stay stateless: everything is in the
 cursor, which any coordinator can continue.
+
+A shard page 1 skipped by bound gave no answer, so no sequence of its own:
+it is pinned at the sequence of the summary it was skipped on
+(`IndexSummary.sequence`). That summary covers every row the shard held at
+that sequence, and its bound proved none of them could make page 1 — so
+reading the shard there on later pages is a snapshot consistent with page 1.
+(Reading it as it is now, as the pin 0 meant "no limit", served writes made
+after page 1, and an item page 1 served that moved to it since, twice.)
+
+A pin of 0 is a pin (a shard with no write yet holds nothing). A cursor
+from a coordinator before this rule wrote 0 for "not pinned yet": it lacks
+the `pz` mark, and its 0 pins read as None (pinned at the shard's first
+answer, as that coordinator did).
 """
 
 from __future__ import annotations
@@ -32,8 +45,9 @@ VERSION = 1
 # to shorten a ~200-byte cursor by a third. Either form decodes: a deflate
 # stream never begins with "{".
 _DEFLATE_ABOVE = 512
-# shard id → (buckets answered by it, its write sequence when page 1 was read)
-Pins = dict[str, tuple[tuple[int, ...], int]]
+# shard id → (buckets answered by it, its write sequence when page 1 was
+# read, or skipped it; None: not pinned yet, only in an older cursor)
+Pins = dict[str, tuple[tuple[int, ...], int | None]]
 
 
 @dataclass(frozen=True)
@@ -73,8 +87,10 @@ def encode(c: Cursor) -> str:
         "n": c.served,
         "s": c.last_score,
         "k": list(c.last_key),
-        "sh": {sid: [list(bs), seq] for sid, (bs, seq) in c.shards.items()},
+        "sh": {sid: [list(bs), seq or 0] for sid, (bs, seq) in c.shards.items()},
     }
+    if all(seq is not None for _, seq in c.shards.values()):
+        doc["pz"] = 1  # a 0 pin is a pin (an older coordinator ignores this)
     if c.missing:
         doc["mb"] = list(c.missing)
     raw = json.dumps(doc, separators=(",", ":")).encode()
@@ -91,6 +107,7 @@ def decode(text: str) -> Cursor:
             raise ValueError("not a cursor of this version")
         if not isinstance(doc.get("sh"), dict):
             raise ValueError("its pins are not a mapping")
+        zero_pins = doc.get("pz") == 1
         return Cursor(
             route=doc["r"],
             bundle=doc["b"],
@@ -100,7 +117,7 @@ def decode(text: str) -> Cursor:
             last_score=float(doc["s"]),
             last_key=EntityKey(*doc["k"]),
             shards={
-                str(sid): (tuple(int(b) for b in bs), int(seq))
+                str(sid): (tuple(int(b) for b in bs), int(seq) if zero_pins or seq else None)
                 for sid, (bs, seq) in doc["sh"].items()
             },
             missing=tuple(int(b) for b in doc.get("mb", ())),
@@ -124,29 +141,29 @@ def next_cursor(
     missing: Sequence[int] = (),
 ) -> str:
     """The cursor for the page after `hits`, or "" when the page is not full
-    (nothing follows). Page 1 pins every shard it asked or skipped by bound
-    (a skipped one gets its watermark when it first answers); later pages
-    keep their pins. `missing`: the buckets this page reported missing —
+    (nothing follows). Page 1 pins every shard it asked, at the sequence it
+    answered at, and every shard it skipped by bound, at the sequence of the
+    summary it was skipped on (see the module's docstring); later pages keep
+    their pins. `missing`: the buckets this page reported missing —
     not every bucket no pin covers: one excluded by its stats was never
     asked, and is not missing on any page."""
     if len(hits) < k:
         return ""
     # A replica can appear twice on page 1: for its own buckets and in a
     # failover cover for another's; its pin holds both, at its later sequence.
-    answered: dict[str, int] = {}
-    for t in trace:
-        if t.outcome == "searched":
-            answered[t.shard_id] = max(answered.get(t.shard_id, 0), t.sequence)
+    read = [t for t in trace if t.outcome in ("searched", "skipped_by_bound")]
+    at: dict[str, int] = {}
+    for t in read:
+        at[t.shard_id] = max(at.get(t.shard_id, 0), t.sequence)
     new_pins: Pins = dict(pins or {})
-    for t in trace:
-        if t.outcome in ("searched", "skipped_by_bound"):
-            sid = t.shard_id
-            old = new_pins.get(sid)
-            if old is None:
-                new_pins[sid] = (t.buckets, answered.get(sid, 0))
-            else:
-                kept = old[0] if pins and sid in pins else tuple(sorted({*old[0], *t.buckets}))
-                new_pins[sid] = (kept, old[1] or answered.get(sid, 0))
+    for t in read:
+        sid = t.shard_id
+        old = new_pins.get(sid)
+        if old is None:
+            new_pins[sid] = (t.buckets, at[sid])
+        else:
+            kept = old[0] if pins and sid in pins else tuple(sorted({*old[0], *t.buckets}))
+            new_pins[sid] = (kept, at[sid] if old[1] is None else old[1])
     last = hits[-1]
     return encode(
         Cursor(

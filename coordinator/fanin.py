@@ -41,6 +41,9 @@ class QueryFanin:
     bounds: dict[str, float | None]
     # Buckets no answer covers (no serving replica, or their call failed).
     missing: list[int]
+    # Per target with a bound, the write sequence its summary covers: what a
+    # shard skipped by bound is pinned at for the next pages.
+    sequences: dict[str, int] = field(default_factory=dict)
     answers: list[ShardAnswer] = field(default_factory=list)
     trace: list[ShardTrace] = field(default_factory=list)
     errors: list[BaseException] = field(default_factory=list)
@@ -54,7 +57,14 @@ class QueryFanin:
     def skip(self, t: Target, wave: int) -> None:
         self.skipped += 1
         self.trace.append(
-            ShardTrace(t.shard_id, t.buckets, self.bounds[t.shard_id], "skipped_by_bound", wave)
+            ShardTrace(
+                t.shard_id,
+                t.buckets,
+                self.bounds[t.shard_id],
+                "skipped_by_bound",
+                wave,
+                sequence=self.sequences[t.shard_id],
+            )
         )
 
     def fail(

@@ -41,9 +41,10 @@ class ShardQuery:
     tenant_id: str
     filter: Filter | None = None
     # Later pages (coordinator.cursor): strictly after this order key, written
-    # no later than `max_sequence`.
+    # no later than `max_sequence` (None: no limit; 0 is a pin, to a shard
+    # that held nothing yet).
     after: tuple[float, EntityKey] | None = None
-    max_sequence: int = 0
+    max_sequence: int | None = None
     served: int = 0
     skip_rerank: bool = False
     # Who the query is for (the shard checks the vouch: coordinator.vouching).
@@ -117,6 +118,21 @@ class IndexSummary:
     centroids: np.ndarray  # (n, d) float64, over all segments
     radii: np.ndarray  # (n,) float64
     buckets: dict[int, tuple[BucketStats, frozenset[str]]]
+    # The shard's write sequence the summary covers: every row written at or
+    # before it is inside. None: the shard did not say (one from before it).
+    sequence: int | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class ShardBounds:
+    """Per query, an upper bound on the scores a shard can return, from a
+    summary covering every row it held at write sequence `sequence`. A
+    search that skips the shard on them reads it at that sequence on its
+    next pages (coordinator.cursor): the rows it held then are the ones the
+    bound proved could not make this page."""
+
+    scores: np.ndarray  # float64, one per query
+    sequence: int
 
 
 @dataclass(frozen=True)
@@ -155,6 +171,8 @@ class ShardTrace:
     candidates: int = 0
     error: str = ""
     hedged: bool = False
+    # The shard's write sequence: when it answered (searched), or that of the
+    # summary it was skipped on (skipped_by_bound).
     sequence: int = 0
 
 

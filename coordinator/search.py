@@ -30,7 +30,7 @@ from coordinator.fanout import (
     waves,
 )
 from coordinator.merge import Hit, merge_ranked, merge_ranked_many
-from coordinator.model import ShardAnswer, ShardQuery
+from coordinator.model import ShardAnswer, ShardBounds, ShardQuery
 from coordinator.partial import Decision, classify_shard_error
 from coordinator.replicas import ReplicaTracker
 from coordinator.shard import ShardFactory
@@ -42,13 +42,14 @@ from registry.model import IndexVersion, Placement
 from registry.snapshot import Snapshot
 
 # (shard_id, index, query vectors as rows) → per row an upper bound on any
-# score the shard can return for that query, or None when the shard published
-# no summary. One search asks with one row, a SearchBatch with all of its
-# queries: a row's bound must not depend on the rows beside it.
-BoundsProvider = Callable[[str, VersionRef, np.ndarray], np.ndarray | None]
+# score the shard can return for that query, with the write sequence they
+# hold for, or None when the shard published no summary. One search asks
+# with one row, a SearchBatch with all of its queries: a row's bound must not
+# depend on the rows beside it.
+BoundsProvider = Callable[[str, VersionRef, np.ndarray], ShardBounds | None]
 
 
-def no_bounds(shard_id: str, index: VersionRef, vectors: np.ndarray) -> np.ndarray | None:
+def no_bounds(shard_id: str, index: VersionRef, vectors: np.ndarray) -> ShardBounds | None:
     return None
 
 
@@ -99,7 +100,7 @@ class SearchExecutor:
         buckets: Sequence[int],
         timeout: float,
         route: str = "",
-        pins: dict[str, tuple[tuple[int, ...], int]] | None = None,
+        pins: dict[str, tuple[tuple[int, ...], int | None]] | None = None,
     ) -> Execution:
         deadline = self._deadline(timeout)
         # Exact exclusion: buckets whose min/max rule the filter out are answered
@@ -120,9 +121,9 @@ class SearchExecutor:
                     unavailable.extend(pinned)
                 else:
                     targets.append(Target(sid, member.address, pinned))
-                    watermarks[sid] = seq
-        bounds = self._bounds(index, [query], targets)
-        fanin = QueryFanin({sid: b[0] for sid, b in bounds.items()}, list(unavailable))
+                    if seq is not None:  # None: an older coordinator's cursor
+                        watermarks[sid] = seq
+        fanin = self._fanin(self._bounds(index, [query], targets), 0, unavailable)
         plan = self._waves(index, fanin.bounds, targets)
         return await self._fan_out(
             index, query, plan, fanin, watermarks, len(buckets), deadline, route
@@ -162,7 +163,7 @@ class SearchExecutor:
             together: list[tuple[int, QueryFanin, list[Target]]] = []
             bounds = self._bounds(index, [queries[i] for i in members], targets)
             for j, i in enumerate(members):
-                fanin = QueryFanin({sid: b[j] for sid, b in bounds.items()}, list(unavailable))
+                fanin = self._fanin(bounds, j, unavailable)
                 plan = self._waves(index, fanin.bounds, targets)
                 if len(plan) > 1:
                     alone = self._fan_out(
@@ -236,14 +237,22 @@ class SearchExecutor:
 
     def _bounds(
         self, index: IndexVersion, queries: Sequence[ShardQuery], targets: Sequence[Target]
-    ) -> dict[str, list[float | None]]:
-        """Per target, each query's bound: one provider call per target."""
+    ) -> dict[str, ShardBounds | None]:
+        """Per target, its bounds for the queries: one provider call per target."""
         vectors = np.stack([q.vector for q in queries])
-        out: dict[str, list[float | None]] = {}
-        for t in targets:
-            found = self.bounds(t.shard_id, index.ref, vectors)
-            out[t.shard_id] = [None] * len(queries) if found is None else found.tolist()
-        return out
+        return {t.shard_id: self.bounds(t.shard_id, index.ref, vectors) for t in targets}
+
+    @staticmethod
+    def _fanin(
+        bounds: dict[str, ShardBounds | None], j: int, unavailable: Sequence[int]
+    ) -> QueryFanin:
+        """The `j`-th query's fan-in: its bound per target, and the write
+        sequence each bound holds for (a skipped shard's pin)."""
+        return QueryFanin(
+            {sid: None if b is None else float(b.scores[j]) for sid, b in bounds.items()},
+            list(unavailable),
+            {sid: b.sequence for sid, b in bounds.items() if b is not None},
+        )
 
     def _waves(
         self, index: IndexVersion, bounds: dict[str, float | None], targets: Sequence[Target]

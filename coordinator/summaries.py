@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from coordinator.exclusion import BucketStats
-from coordinator.model import IndexSummary, ShardIndex
+from coordinator.model import IndexSummary, ShardBounds, ShardIndex
 from core.bounds import score_upper_bounds
 from core.domain import VersionRef
 from registry.watcher import SnapshotCache
@@ -76,12 +76,15 @@ class SummaryCache:
             return None
         return e.summary
 
-    def bounds(self, shard_id: str, index: VersionRef, vectors: np.ndarray) -> np.ndarray | None:
+    def bounds(self, shard_id: str, index: VersionRef, vectors: np.ndarray) -> ShardBounds | None:
         """Per row of `vectors` (one search's query, or a SearchBatch's),
         the bound on the shard's scores; each row's the same alone or in a
-        batch (`core.bounds.score_upper_bounds`). None: no fresh summary."""
+        batch (`core.bounds.score_upper_bounds`). None: no fresh summary, or
+        one that does not say which writes it covers (a shard from before
+        `summary_sequence`): a shard skipped on it could not be pinned for
+        the search's next pages."""
         s = self._fresh(shard_id, index)
-        if s is None:
+        if s is None or s.sequence is None:
             return None
         snap = self.cache.snapshot
         ix = snap.indexes.get(index)
@@ -90,7 +93,7 @@ class SummaryCache:
         if family is not None and family.normalize:
             norms = np.sqrt(np.einsum("ij,ij->i", q, q))
             q = q / np.where(norms > 0, norms, 1.0)[:, None]
-        return score_upper_bounds(s.metric, q, s.centroids, s.radii)
+        return ShardBounds(score_upper_bounds(s.metric, q, s.centroids, s.radii), s.sequence)
 
     def bucket(self, index: VersionRef, bucket: int) -> tuple[BucketStats, frozenset[str]] | None:
         """Stats of a bucket over *every* replica of it, or None (never

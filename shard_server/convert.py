@@ -97,7 +97,8 @@ def _query(q: pb.Query, vector: np.ndarray) -> Query:
         if q.ef_search or q.nprobe or q.refine_factor or q.exact or q.skip_rerank
         else DEFAULT_OPTIONS,
         after=(q.after_score, key_from_pb(q.after_key)) if q.has_after else None,
-        max_sequence=q.max_sequence,
+        # `pinned` unset (an older coordinator): 0 meant no limit.
+        max_sequence=q.max_sequence if q.pinned or q.max_sequence else None,
         served=q.served,
     )
 
@@ -284,6 +285,7 @@ def index_stats_pb(s: IndexStats) -> pb.IndexStats:
         memory_bytes=s.memory_bytes,
         mapped_bytes=s.mapped_bytes,
         bytes_per_vector=s.bytes_per_vector,
+        summary_sequence=s.summary_sequence,
     )
 
 

@@ -48,9 +48,10 @@ class Query:
     filter: Filter | None = None
     options: SearchOptions = DEFAULT_OPTIONS
     # Pagination (see coordinator.cursor): items strictly after this order key,
-    # written no later than `max_sequence` (0 = no limit).
+    # written no later than `max_sequence` (None = no limit; 0 is a pin: a
+    # shard pinned before its first write holds nothing for the query).
     after: tuple[float, EntityKey] | None = None
-    max_sequence: int = 0
+    max_sequence: int | None = None
     served: int = 0
 
 

@@ -322,14 +322,19 @@ class IndexPartition:
 
     def serve_summaries(
         self, lease_seconds: float, holder: str = ""
-    ) -> list[tuple[Segment, SegmentSummary | None]]:
+    ) -> tuple[list[tuple[Segment, SegmentSummary | None]], int | None]:
         """Every segment with its summary, recorded as handed to `holder`, who
-        may skip this shard on it for `lease_seconds`. Under the write lock, so
-        every write is either in the summary or checked against it. During the
-        quiet period after a write that waited, no summaries (never skipped)."""
+        may skip this shard on it for `lease_seconds`, and the write sequence
+        they cover. Under the write lock, so every write is either in the
+        summary or checked against it, and every write of this index version
+        at or before that sequence is in it: a search that skipped the shard
+        on it reads the shard at that sequence on its next pages
+        (coordinator.cursor). During the quiet period after a write that
+        waited, no summaries (never skipped) and no sequence."""
         with self._write_lock:
             if not self.leases.may_serve():
-                return [(seg, None) for seg in self.current_segments()]
+                return [(seg, None) for seg in self.current_segments()], None
+            sequence = self.store.sequence
             out = [(seg, seg.summary()) for seg in self.current_segments()]
             # Recorded even with no segments: "empty" is a summary too (a
             # coordinator skips an empty shard), and the first write escapes it.
@@ -341,7 +346,7 @@ class IndexPartition:
                 lease_seconds,
                 holder,
             )
-            return [(seg, s) for seg, s in out]
+            return [(seg, s) for seg, s in out], sequence
 
     def _wait_for_leases(self, until: float) -> None:
         """Holds an acknowledgement (never the data: it is durable and

@@ -62,7 +62,7 @@ def search_partition(part: SearchedPartition, queries: Sequence[Query]) -> list[
         return []
     matrix = prepared_queries(queries, part.family, part.index, part.normalize)
     sequence = part.store.sequence
-    first = [i for i, q in enumerate(queries) if q.after is None and not q.max_sequence]
+    first = [i for i, q in enumerate(queries) if q.after is None and q.max_sequence is None]
     with contextlib.ExitStack() as held:
         segments = held.enter_context(part.lifecycle.set.acquire())
         for _ in range(SEAL_RACE_RETRIES):
@@ -151,10 +151,10 @@ def _search_page(
     fetch = q.k + q.served
     while True:
         (res,) = search_segments(
-            part, segments, vector[None, :], [replace(q, k=fetch, after=None, max_sequence=0)]
+            part, segments, vector[None, :], [replace(q, k=fetch, after=None, max_sequence=None)]
         )
         hits = [h for h in res.hits if after is None or order_key(h.score, h.key) > after]
-        if q.max_sequence and hits:
+        if q.max_sequence is not None and hits:
             raw = [rec.record_key(part.index.ref, h.key) for h in hits]
             seqs = part.store.multi_get(SEQUENCES, raw)
             hits = [

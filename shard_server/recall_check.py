@@ -129,7 +129,7 @@ def _sampleable(q: Query) -> bool:
     """First pages of ordinary queries: an exact or un-reranked query has no
     exact counterpart worth comparing, and a later page depends on its cursor."""
     o = q.options
-    return q.after is None and not q.max_sequence and not o.exact and not o.skip_rerank
+    return q.after is None and q.max_sequence is None and not o.exact and not o.skip_rerank
 
 
 class CpuBudget:

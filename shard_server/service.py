@@ -63,6 +63,8 @@ class IndexStats:
     segments: list[SegmentInfo] = field(default_factory=list)
     # Only with summaries.
     buckets: dict[int, BucketStats] = field(default_factory=dict)
+    # The write sequence the summaries cover (IndexPartition.serve_summaries).
+    summary_sequence: int | None = None
 
     @property
     def memory_bytes(self) -> int:
@@ -327,11 +329,12 @@ class ShardNode:
     ) -> IndexStats:
         """Stats of one index version; with `summary_lease`, also the segment
         summaries, handed out under that lease (shard_server.summary_leases)."""
+        sequence = None
         if summary_lease is None:
             segments = [_segment_info(s, None) for s in part.current_segments()]
             buckets = {}
         else:
-            served = part.serve_summaries(summary_lease, holder)
+            served, sequence = part.serve_summaries(summary_lease, holder)
             segments = [_segment_info(seg, summary) for seg, summary in served]
             buckets = merge_bucket_stats(s.buckets for _, s in served if s is not None)
         return IndexStats(
@@ -343,6 +346,7 @@ class ShardNode:
             part.family.dimension,
             segments,
             buckets,
+            sequence,
         )
 
     def describe(

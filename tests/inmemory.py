@@ -21,7 +21,6 @@ build for it are in `tests/static_registry.py`.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 from collections import Counter
 from collections.abc import Sequence
@@ -34,6 +33,7 @@ from coordinator.model import (
     GroupFetch,
     IndexSummary,
     ShardAnswer,
+    ShardBounds,
     ShardIndex,
     ShardQuery,
     WriteRecord,
@@ -141,13 +141,14 @@ class InMemoryShard:
         self.vectors: list[np.ndarray] = []  # what `add` placed (for true_bound)
         self._partitions: dict[VersionRef, _Partition] = {}
         self._features: dict[VersionRef, dict[EntityKey, GroupRow]] = {}
-        self._add_seq = itertools.count(1)
 
     # --- test helpers -----------------------------------------------------------
 
     def add(self, key: EntityKey, vec: np.ndarray, bucket: int, index: VersionRef = INDEX) -> None:
-        """Places a row directly (no validation, no version): search tests."""
-        self._partition(index).segment.upsert(key, vec, {}, bucket, next(self._add_seq))
+        """Places a row directly (no validation, no version): search tests.
+        A write like any other: it takes the next write sequence."""
+        self.sequence += 1
+        self._partition(index).segment.upsert(key, vec, {}, bucket, self.sequence)
         self.vectors.append(vec)
 
     def true_bound(self, query: np.ndarray) -> float:
@@ -156,6 +157,11 @@ class InMemoryShard:
             return float("-inf")
         q = prepare_query(query, self.metric, self.metric is Metric.COSINE)
         return float(canonical_scores(self.metric, q, np.stack(self.vectors)).max())
+
+    def true_bounds(self, queries: np.ndarray, slack: float = 0.0) -> ShardBounds:
+        """`true_bound` (plus `slack`) of each query row, at the shard's
+        sequence now: a bounds provider over `add`ed rows."""
+        return ShardBounds(np.array([self.true_bound(q) + slack for q in queries]), self.sequence)
 
     async def _enter(
         self, op: str, ref: VersionRef | None = None, timeout: float | None = None
@@ -244,14 +250,15 @@ class InMemoryShard:
         """`shard_server.partition_search._search_page`: a later page over-fetches (doubling)
         until k items after the cursor, written by its watermark, are found."""
         after = order_key(*q.after) if q.after is not None else None
-        fetch = q.k + q.served if after is not None or q.max_sequence else q.k
+        pinned = q.max_sequence is not None
+        fetch = q.k + q.served if after is not None or pinned else q.k
         while True:
             res = part.segment.search(vector, fetch, q.tenant_id, q.filter, DEFAULT_OPTIONS)
             hits = [
                 h
                 for h in res.hits
                 if (after is None or order_key(h.score, h.key) > after)
-                and (not q.max_sequence or h.seq <= q.max_sequence)
+                and (q.max_sequence is None or h.seq <= q.max_sequence)
             ]
             if len(hits) >= q.k or len(res.hits) < fetch:
                 return ShardAnswer.of(
@@ -393,6 +400,7 @@ class InMemoryShard:
                     b: ({a: (lo, hi) for a, (lo, hi, _) in st.ranges.items()}, st.tenants)
                     for b, st in s.buckets.items()
                 },
+                self.sequence,
             )
             out.append(ShardIndex(ref, len(part.records), len(part.tombstones), summary))
         return out

@@ -18,7 +18,7 @@ from prometheus_client import REGISTRY
 from coordinator import cursor as cursors
 from coordinator.fanin import Execution
 from coordinator.fanout import FanoutSettings, plan_targets
-from coordinator.model import ShardQuery
+from coordinator.model import ShardBounds, ShardQuery
 from coordinator.replicas import P95_REFRESH, ReplicaTracker
 from coordinator.search import SearchExecutor
 from coordinator.service import Limits, RetrievalEngine
@@ -67,7 +67,7 @@ def executor(
 ) -> SearchExecutor:
     by_id = {s.shard_id: s for s in shards}
     bounds = (
-        (lambda sid, ix, qs: np.array([by_id[sid].true_bound(q) + slack for q in qs]))
+        (lambda sid, ix, qs: by_id[sid].true_bounds(qs, slack))
         if bounded
         else (lambda sid, ix, q: None)
     )
@@ -223,7 +223,7 @@ def test_a_slow_shard_first_in_bound_order_does_not_hold_the_later_waves() -> No
     ex = SearchExecutor(
         lambda sid, addr: by_id[sid],
         ReplicaTracker(),
-        lambda sid, ix, vecs: np.full(len(vecs), bounds[sid]),
+        lambda sid, ix, vecs: ShardBounds(np.full(len(vecs), bounds[sid]), 0),
         FanoutSettings(first_wave=1, hedge=False),
     )
     start = time.monotonic()

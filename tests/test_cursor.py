@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from coordinator.cursor import Cursor, decode, encode, query_hash
+from coordinator.cursor import Cursor, Pins, decode, encode, query_hash
 from core.domain import EntityKey, VersionRef
 from core.errors import InvalidArgument
 from core.filters import Eq
@@ -35,7 +35,7 @@ def test_round_trip(score: float, key: EntityKey, served: int, shards: dict) -> 
 def test_small_cursors_are_plain_large_ones_deflated_and_both_decode() -> None:
     key = EntityKey("t", "item", "i-1")
     small = Cursor("r", "b", VersionRef("ix", "v1"), "h", 10, 0.5, key, {"s0": ((0, 1), 3)})
-    many = {f"shard-{i}": (tuple(range(i * 8, i * 8 + 8)), 10**9 + i) for i in range(64)}
+    many: Pins = {f"shard-{i}": (tuple(range(i * 8, i * 8 + 8)), 10**9 + i) for i in range(64)}
     large = Cursor("r", "b", VersionRef("ix", "v1"), "h", 10, 0.5, key, many)
     small_raw = base64.urlsafe_b64decode(encode(small) + "==")
     large_raw = base64.urlsafe_b64decode(encode(large) + "==")
@@ -124,3 +124,31 @@ def test_a_replica_answering_for_its_own_buckets_and_in_a_cover_is_pinned_to_bot
     )
     assert cur.shards == {"b": ((0, 2, 3), 7), "c": ((1,), 2)}
     assert cur.missing == ()
+
+
+def test_a_shard_skipped_by_bound_is_pinned_at_its_summarys_sequence() -> None:
+    """It was pinned at 0 — "no limit" to a shard — until it first answered."""
+    from coordinator.cursor import next_cursor
+    from coordinator.merge import Hit
+    from coordinator.model import ShardTrace
+
+    hits = [Hit(1.0, EntityKey("t", "item", "x"), "a", 0)]
+    trace = [
+        ShardTrace("a", (0,), 9.0, "searched", 0, sequence=5),
+        ShardTrace("b", (1,), 0.5, "skipped_by_bound", 1, sequence=3),
+        ShardTrace("c", (2,), None, "searched", 1, sequence=0),  # no write yet
+    ]
+    cur = decode(next_cursor("r", "b", VersionRef("ix", "v1"), "q", 0, hits, trace, None, 1))
+    assert cur.shards == {"a": ((0,), 5), "b": ((1,), 3), "c": ((2,), 0)}
+
+
+def test_a_zero_pin_of_an_older_cursor_is_not_pinned_yet() -> None:
+    """Before pins of 0 were pins, a cursor wrote 0 for a shard skipped on
+    page 1 (pinned at its first answer): read without the `pz` mark, 0 is
+    None, and a cursor still holding one is written without the mark."""
+    old = dict(GOOD, sh={"a": [[0], 0], "b": [[1], 4]})
+    del old["pz"]
+    cur = decode(_raw(old))
+    assert cur.shards == {"a": ((0,), None), "b": ((1,), 4)}
+    assert decode(encode(cur)) == cur
+    assert decode(_raw(dict(old, pz=1))).shards == {"a": ((0,), 0), "b": ((1,), 4)}

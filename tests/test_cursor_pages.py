@@ -123,3 +123,38 @@ def test_a_bucket_excluded_by_its_stats_is_not_missing_on_later_pages() -> None:
     assert not second.partial and second.missing_buckets == ()
     third = p.page(second.next_cursor)
     assert ids(third) == ["a4", "a5"] and not third.partial
+
+
+def test_a_shard_skipped_on_page_one_is_read_at_its_summarys_sequence() -> None:
+    """Page 1 skipped `b` by bound and pinned it at 0, which a shard read as
+    "no limit"; later pages read `b` as it was then: an item written after
+    page 1 leaked in, and one page 1 served that moved to b's bucket since
+    (centroid placement) was served twice (found in review). `b` is now
+    pinned at the sequence of the summary it was skipped on."""
+    p = pager()
+    p.write("a", [(f"a{i}", 10.0 - i) for i in range(4)])
+    p.write("b", [("b0", 1.0)])
+    first = p.page()
+    assert ids(first) == ["a0", "a1"]
+    assert [(t.shard_id, t.outcome) for t in first.trace][1] == ("b", "skipped_by_bound")
+    # After page 1: a new item on b, and a0 moved to b's bucket at a lower score.
+    p.write("b", [("new", 8.5), ("a0", 7.5)], version=2)
+    p.delete("a", "a0", version=2)
+    served, cursor = ids(first), first.next_cursor
+    while cursor:
+        page = p.page(cursor)
+        served += ids(page)
+        cursor = page.next_cursor
+    assert served == ["a0", "a1", "a2", "a3", "b0"]
+
+
+def test_a_shard_empty_on_page_one_stays_empty_on_later_pages() -> None:
+    """A shard with no write yet is at sequence 0, which pinned nothing."""
+    p = pager()
+    p.write("a", [(f"a{i}", 10.0 - i) for i in range(4)])
+    first = p.page()
+    assert ids(first) == ["a0", "a1"]
+    p.write("b", [("new", 8.5)])
+    second = p.page(first.next_cursor)
+    assert ids(second) == ["a2", "a3"]
+    assert p.page(second.next_cursor).hits == []

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from coordinator.fanin import Execution
 from coordinator.fanout import FanoutSettings, WavePolicy
-from coordinator.model import ShardQuery
+from coordinator.model import ShardBounds, ShardQuery
 from coordinator.replicas import ReplicaTracker
 from coordinator.search import SearchExecutor
 from core.domain import Metric
@@ -29,8 +29,8 @@ from tests.test_coordinator_search import IX, clustered_shards
 def executor(shards: list[InMemoryShard], bounded: bool, **kw: Any) -> SearchExecutor:
     by_id = {s.shard_id: s for s in shards}
 
-    def bounds(sid: str, ix: object, vectors: np.ndarray) -> np.ndarray | None:
-        return np.array([by_id[sid].true_bound(v) for v in vectors]) if bounded else None
+    def bounds(sid: str, ix: object, vectors: np.ndarray) -> ShardBounds | None:
+        return by_id[sid].true_bounds(vectors) if bounded else None
 
     return SearchExecutor(
         lambda sid, addr: by_id[sid],

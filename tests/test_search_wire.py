@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from coordinator.convert import shard_packed_answers
 from coordinator.errors import QueriesRefused
 from coordinator.model import ShardQuery
-from core.domain import EntityKey
+from core.domain import EntityKey, VersionRef
 from core.errors import InvalidArgument, PermissionDenied
 from shard_server.convert import packed_search_response
 from shard_server.key_table import KeyRows, KeyTable
@@ -121,3 +121,21 @@ def test_a_refusal_of_an_answered_or_missing_query_is_malformed() -> None:
     packed.refused[0].query = 5  # beyond the batch
     with pytest.raises(InvalidArgument, match="malformed"):
         shard_packed_answers(packed, "s0", queries)
+
+
+def test_a_pin_at_zero_travels_and_an_older_peers_zero_is_no_limit() -> None:
+    """A shard read 0 as "no limit", so a shard pinned before its first write
+    was read unpinned on later pages; `pinned` says 0 is a pin. An older
+    coordinator leaves it unset (its 0 still means no limit), an older
+    shard ignores it (as before)."""
+    from coordinator.convert import shard_packed_pb
+    from shard_server.convert import packed_queries_from_pb
+
+    v = np.ones(2, np.float32)
+    queries = [ShardQuery(v, 1, "t"), ShardQuery(v, 1, "t", max_sequence=0)]
+    queries.append(ShardQuery(v, 1, "t", max_sequence=7))
+    req = shard_packed_pb(VersionRef("ix", "v1"), queries)
+    assert [q.max_sequence for q in packed_queries_from_pb(req)] == [None, 0, 7]
+    for q in req.queries:
+        q.ClearField("pinned")  # what an older coordinator sends
+    assert [q.max_sequence for q in packed_queries_from_pb(req)] == [None, None, 7]

@@ -189,3 +189,35 @@ def test_close_ends_the_shard(make_shard: Callable[[], Shard], names: Names, wri
             await shard.batch_get(names.index, [key("a")], False, TIMEOUT)
 
     run(make_shard, body)
+
+
+def test_a_page_pinned_at_a_summarys_sequence_reads_what_the_summary_covered(
+    make_shard: Callable[[], Shard], names: Names, write: Write
+) -> None:
+    """A search that skipped the shard on a summary reads it at the
+    summary's sequence on its next pages (coordinator.cursor): a row written
+    since is not there, and a pin at 0 is a pin (nothing), not "no limit"."""
+    data = catalogue(6, seed=7)
+
+    async def body(shard: Shard) -> None:
+        await write(shard, names.index, data)
+
+        async def described() -> ShardIndex:
+            return {i.index: i for i in await shard.describe(TIMEOUT)}[names.index]
+
+        ix = await poll_async(described, lambda i: i.summary is not None, 15.0, 0.25)
+        assert ix.summary is not None and ix.summary.sequence is not None
+        late = record("late", data[0].vector.tolist())
+        await write(shard, names.index, [late])
+        q = data[0].vector
+        pinned = ShardQuery(q, 10, "t", max_sequence=ix.summary.sequence)
+        (answer,) = await shard.search(names.index, [pinned], TIMEOUT)
+        assert sorted(k.entity_id for k in answer.keys) == sorted(r.key.entity_id for r in data)
+        (nothing,) = await shard.search(
+            names.index, [ShardQuery(q, 10, "t", max_sequence=0)], TIMEOUT
+        )
+        assert list(nothing.keys) == []
+        (now,) = await shard.search(names.index, [ShardQuery(q, 10, "t")], TIMEOUT)
+        assert "late" in {k.entity_id for k in now.keys}
+
+    run(make_shard, body)

@@ -22,12 +22,13 @@ class FakeCache:
     snapshot: Snapshot
 
 
-def summary(tenants: set[str], lo: float, hi: float) -> IndexSummary:
+def summary(tenants: set[str], lo: float, hi: float, sequence: int | None = 4) -> IndexSummary:
     return IndexSummary(
         Metric.L2,
         np.zeros((1, 2), np.float32),
         np.ones(1, np.float32),
         {0: ({"price": (lo, hi)}, frozenset(tenants))},
+        sequence,
     )
 
 
@@ -68,3 +69,15 @@ def test_a_write_drops_the_writers_summary_of_that_shard() -> None:
     assert cache.bucket(IX, 0) is not None
     cache.invalidate("r2")
     assert cache.bucket(IX, 0) is None
+
+
+def test_bounds_say_the_sequence_they_hold_for_and_an_older_shards_give_none() -> None:
+    """A shard skipped on a summary is pinned at its sequence for the next
+    pages (coordinator.cursor); a shard from before summary_sequence does
+    not say it, so it is not skipped on its summary (its bucket stats still
+    exclude: an excluded bucket is read on no page)."""
+    cache = cache_with({"r1": summary({"t"}, 1, 5), "r2": summary({"t"}, 1, 5, sequence=None)})
+    found = cache.bounds("r1", IX, np.zeros((1, 2), np.float32))
+    assert found is not None and found.sequence == 4 and found.scores.shape == (1,)
+    assert cache.bounds("r2", IX, np.zeros((1, 2), np.float32)) is None
+    assert cache.bucket(IX, 0) is not None

@@ -83,7 +83,7 @@ def searches(
     ex = SearchExecutor(
         lambda sid, addr: by_id[sid],
         ReplicaTracker(),
-        lambda sid, ix, qs: np.array([by_id[sid].true_bound(q) + slack for q in qs]),
+        lambda sid, ix, qs: by_id[sid].true_bounds(qs, slack),
         FanoutSettings(first_wave=1, hedge=False),
         wave_policy=WavePolicy(warmup=8, explore_every=16),
     )

@@ -78,7 +78,7 @@ class DeleteAck(_message.Message):
     def __init__(self, deleted: _Optional[int] = ..., sequence: _Optional[int] = ...) -> None: ...
 
 class Query(_message.Message):
-    __slots__ = ("vector", "k", "filter", "tenant_id", "ef_search", "nprobe", "refine_factor", "exact", "skip_rerank", "has_after", "after_score", "after_key", "max_sequence", "served")
+    __slots__ = ("vector", "k", "filter", "tenant_id", "ef_search", "nprobe", "refine_factor", "exact", "skip_rerank", "has_after", "after_score", "after_key", "max_sequence", "served", "pinned")
     VECTOR_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
@@ -93,6 +93,7 @@ class Query(_message.Message):
     AFTER_KEY_FIELD_NUMBER: _ClassVar[int]
     MAX_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     SERVED_FIELD_NUMBER: _ClassVar[int]
+    PINNED_FIELD_NUMBER: _ClassVar[int]
     vector: bytes
     k: int
     filter: _common_pb2.Filter
@@ -107,7 +108,8 @@ class Query(_message.Message):
     after_key: _common_pb2.EntityKey
     max_sequence: int
     served: int
-    def __init__(self, vector: _Optional[bytes] = ..., k: _Optional[int] = ..., filter: _Optional[_Union[_common_pb2.Filter, _Mapping]] = ..., tenant_id: _Optional[str] = ..., ef_search: _Optional[int] = ..., nprobe: _Optional[int] = ..., refine_factor: _Optional[int] = ..., exact: _Optional[bool] = ..., skip_rerank: _Optional[bool] = ..., has_after: _Optional[bool] = ..., after_score: _Optional[float] = ..., after_key: _Optional[_Union[_common_pb2.EntityKey, _Mapping]] = ..., max_sequence: _Optional[int] = ..., served: _Optional[int] = ...) -> None: ...
+    pinned: bool
+    def __init__(self, vector: _Optional[bytes] = ..., k: _Optional[int] = ..., filter: _Optional[_Union[_common_pb2.Filter, _Mapping]] = ..., tenant_id: _Optional[str] = ..., ef_search: _Optional[int] = ..., nprobe: _Optional[int] = ..., refine_factor: _Optional[int] = ..., exact: _Optional[bool] = ..., skip_rerank: _Optional[bool] = ..., has_after: _Optional[bool] = ..., after_score: _Optional[float] = ..., after_key: _Optional[_Union[_common_pb2.EntityKey, _Mapping]] = ..., max_sequence: _Optional[int] = ..., served: _Optional[int] = ..., pinned: _Optional[bool] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
     __slots__ = ("index", "queries")
@@ -295,7 +297,7 @@ class BucketSummary(_message.Message):
     def __init__(self, bucket: _Optional[int] = ..., rows: _Optional[int] = ..., ranges: _Optional[_Iterable[_Union[AttributeRange, _Mapping]]] = ..., tenants: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class IndexStats(_message.Message):
-    __slots__ = ("index", "kind", "live_count", "tombstone_count", "segments", "buckets", "metric", "dimension", "memory_bytes", "mapped_bytes", "bytes_per_vector")
+    __slots__ = ("index", "kind", "live_count", "tombstone_count", "segments", "buckets", "metric", "dimension", "memory_bytes", "mapped_bytes", "bytes_per_vector", "summary_sequence")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     LIVE_COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -307,6 +309,7 @@ class IndexStats(_message.Message):
     MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAPPED_BYTES_FIELD_NUMBER: _ClassVar[int]
     BYTES_PER_VECTOR_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     index: IndexRef
     kind: str
     live_count: int
@@ -318,7 +321,8 @@ class IndexStats(_message.Message):
     memory_bytes: int
     mapped_bytes: int
     bytes_per_vector: float
-    def __init__(self, index: _Optional[_Union[IndexRef, _Mapping]] = ..., kind: _Optional[str] = ..., live_count: _Optional[int] = ..., tombstone_count: _Optional[int] = ..., segments: _Optional[_Iterable[_Union[SegmentSummary, _Mapping]]] = ..., buckets: _Optional[_Iterable[_Union[BucketSummary, _Mapping]]] = ..., metric: _Optional[_Union[_common_pb2.Metric, str]] = ..., dimension: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., mapped_bytes: _Optional[int] = ..., bytes_per_vector: _Optional[float] = ...) -> None: ...
+    summary_sequence: int
+    def __init__(self, index: _Optional[_Union[IndexRef, _Mapping]] = ..., kind: _Optional[str] = ..., live_count: _Optional[int] = ..., tombstone_count: _Optional[int] = ..., segments: _Optional[_Iterable[_Union[SegmentSummary, _Mapping]]] = ..., buckets: _Optional[_Iterable[_Union[BucketSummary, _Mapping]]] = ..., metric: _Optional[_Union[_common_pb2.Metric, str]] = ..., dimension: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., mapped_bytes: _Optional[int] = ..., bytes_per_vector: _Optional[float] = ..., summary_sequence: _Optional[int] = ...) -> None: ...
 
 class DescribeResponse(_message.Message):
     __slots__ = ("shard_id", "indexes", "sequence", "process_rss_bytes", "process_rss_anon_bytes", "process_rss_file_bytes")
