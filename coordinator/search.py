@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import numpy as np
 
 from coordinator import metrics
-from coordinator.calibration import Calibrator
+from coordinator.calibration import calibrate
 from coordinator.exclusion import BucketStats, excludes
 from coordinator.fanin import Execution, QueryFanin, numbered
 from coordinator.fanout import (
@@ -82,7 +82,6 @@ class SearchExecutor:
         self.settings = settings or FanoutSettings()
         self.caller = ShardCaller(shards, tracker, self.settings)
         self.stats = stats
-        self.calibrator = Calibrator()
         self.wave_policy = wave_policy or WavePolicy()
 
     def _deadline(self, timeout: float) -> float:
@@ -290,9 +289,7 @@ class SearchExecutor:
             answer = answers[j]
             if answer.approximate:
                 answer = ShardAnswer.of(
-                    self.calibrator.calibrate(
-                        answered_by, index.ref, answer.hits, answer.reference_scores
-                    ),
+                    calibrate(answer.hits, answer.reference_scores),
                     answer.candidates,
                     answer.sequence,
                 )
