@@ -80,7 +80,12 @@ class Pager:
             require_complete=require_complete,
         )
         view = RegistryView(self.registry)
-        return asyncio.run(run_search(view, self.executor, q, resolved, 5.0, time.perf_counter()))
+
+        async def search() -> SearchResult:
+            deadline = asyncio.get_running_loop().time() + 5.0  # event-loop time
+            return await run_search(view, self.executor, q, resolved, deadline, time.perf_counter())
+
+        return asyncio.run(search())
 
 
 def pager() -> Pager:
