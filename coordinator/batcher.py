@@ -244,14 +244,9 @@ class BatchingShard:
         return await self.inner.upsert_columns(index, tenant_id, records, buckets, timeout)
 
     async def delete(
-        self,
-        index: VersionRef,
-        keys: Sequence[EntityKey],
-        source_version: int,
-        timeout: float,
-        moved: bool = False,
+        self, index: VersionRef, keys: Sequence[EntityKey], source_version: int, timeout: float
     ) -> int:
-        return await self.inner.delete(index, keys, source_version, timeout, moved)
+        return await self.inner.delete(index, keys, source_version, timeout)
 
     async def batch_get(
         self,

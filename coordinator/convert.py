@@ -421,13 +421,10 @@ def upsert_columns_from_pb(
 
 
 def shard_delete_pb(
-    index: VersionRef, keys: Sequence[EntityKey], source_version: int, moved: bool = False
+    index: VersionRef, keys: Sequence[EntityKey], source_version: int
 ) -> spb.DeleteRequest:
     return spb.DeleteRequest(
-        index=index_ref_pb(index),
-        keys=[key_to_pb(k) for k in keys],
-        source_version=source_version,
-        moved=moved,
+        index=index_ref_pb(index), keys=[key_to_pb(k) for k in keys], source_version=source_version
     )
 
 

@@ -2,12 +2,18 @@
 its vector, so a new vector for a key may land in another bucket than the
 old one. The old copy must not stay behind (a search would return the key
 twice, once with a stale vector), so every other shard of the index deletes
-the key as moved at the new record's version: every copy of that version or
-older goes — an equal version replaces a record, so a same-version write
-may move a key too — while the tombstone refuses only older writes and
-cannot mask the new record or anything newer (the shard's
-`DeleteRequest.moved`). The deletes are sent only once the new copies
-landed (`quorum.run_quorum`).
+the key at the version just below the new record's: every older copy goes,
+and the tombstone cannot mask the new record or anything newer. The
+deletes are sent only once the new copies landed (`quorum.run_quorum`).
+
+A write of another vector at the same `source_version` (versions are meant
+to grow with every change of a record) that moves the key leaves the old
+copy too: deleting copies of the new record's own version was tried, and a
+move-delete arriving late (repaired, or sent after its caller gave up) then
+removed the key's copy written after it — moved back at that version — and
+the key was lost everywhere. Telling those apart needs a write stamp beside
+the version (an open issue); two copies of a misused version beat losing an
+acknowledged write.
 """
 
 from __future__ import annotations
@@ -60,7 +66,7 @@ def move_deletes_of(
         moved = ~np.isin(buckets, np.array(placement.buckets_of(shard_id), dtype=np.int64))
         if not moved.any():
             continue
-        versions = source_versions[moved]
+        versions = source_versions[moved] - 1
         rows = np.flatnonzero(moved)
         for v in dict.fromkeys(versions.tolist()):
             out.append(

@@ -152,14 +152,9 @@ class RemoteShard:
         return ack.written, ack.ignored_stale
 
     async def delete(
-        self,
-        index: VersionRef,
-        keys: Sequence[EntityKey],
-        source_version: int,
-        timeout: float,
-        moved: bool = False,
+        self, index: VersionRef, keys: Sequence[EntityKey], source_version: int, timeout: float
     ) -> int:
-        req = convert.shard_delete_pb(index, keys, source_version, moved)
+        req = convert.shard_delete_pb(index, keys, source_version)
         md = _call_md()
         ack = await self._call(lambda: self.stub.Delete(req, timeout=timeout, metadata=md))
         return int(ack.deleted)

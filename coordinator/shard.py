@@ -70,19 +70,11 @@ class Shard(Protocol):
         ...
 
     async def delete(
-        self,
-        index: VersionRef,
-        keys: Sequence[EntityKey],
-        source_version: int,
-        timeout: float,
-        moved: bool = False,
+        self, index: VersionRef, keys: Sequence[EntityKey], source_version: int, timeout: float
     ) -> int:
         """Tombstones the keys at `source_version` (or the newer version the
         key already had) and removes their records; returns how many records
-        were removed. Later writes of that version or older are ignored.
-        `moved` (a centroid move-delete: the key's new copy, of
-        `source_version`, is on another shard): records of that version go
-        too, but the tombstone refuses only older writes."""
+        were removed. Later writes of that version or older are ignored."""
         ...
 
     async def batch_get(

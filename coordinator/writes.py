@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 
 import numpy as np
 
@@ -171,6 +171,7 @@ class Writes:
                     move_deletes(p, self._all_members(snap, index, p), checked, buckets[n]),
                     timeout,
                     out,
+                    dict(zip((r.key for r in checked), buckets[n], strict=True)),
                 )
             return out
 
@@ -223,7 +224,8 @@ class Writes:
                 moves = move_deletes_of(
                     p, self._all_members(snap, index, p), keys, buckets[n], checked.source_versions
                 )
-                out += self._move_delete_calls(snap, index, p, moves, timeout, out)
+                key_buckets = dict(zip(keys, buckets[n].tolist(), strict=True))
+                out += self._move_delete_calls(snap, index, p, moves, timeout, out, key_buckets)
             return out
 
         result = await self._write_all(snap, indexes, calls)
@@ -247,31 +249,36 @@ class Writes:
         moves: Sequence[MoveDelete],
         timeout: float,
         writes: Sequence[ReplicaCall],
+        key_buckets: Mapping[EntityKey, int],
     ) -> list[ReplicaCall]:
         """Centroid placement: the older copies of moved keys go (uncounted:
         a call with no replica set counts nothing, `QuorumTally.ack`), but
-        only once every write of the request to this index version (`writes`)
-        was acknowledged somewhere (`run_quorum` holds them until then, and
-        drops them if the request fails: the old copy is all the key has).
+        only once the write of their new copies (the replica set of their
+        new bucket, `key_buckets`) was acknowledged somewhere (`run_quorum`
+        holds them until then, and drops them if that write fails: the old
+        copy is all the key has). Gated per replica set, not on every write
+        of the request: one failing replica set kept the old copies of keys
+        whose new copies had landed elsewhere — two live copies.
         One that fails for a passing reason is repaired under the same gate,
         at the address the shard is registered at then (`replica_call`: a
         retry bound to the first address never reached a shard restarted
         elsewhere): else the old copy stayed searchable for good (one
         replica per bucket has no peer for anti-entropy to compare it with)."""
         members = self._all_members(snap, index, placement)
-        after = frozenset(c.group for c in writes if c.group is not None)
-        return [
-            replica_call(
-                members[d.shard_id],
-                (),
-                None,
-                self._sender(
-                    functools.partial(_move_delete, index.ref, d.keys, d.source_version, timeout)
-                ),
-                after,
-            )
-            for d in moves
-        ]
+        group_of = {b: c.group for c in writes if c.group is not None for b in c.buckets}
+        every = frozenset(group_of.values())
+        out = []
+        for d in moves:
+            by_group: dict[Hashable, list[EntityKey]] = {}
+            for key in d.keys:
+                by_group.setdefault(group_of.get(int(key_buckets[key])), []).append(key)
+            for group, keys in by_group.items():
+                send = self._sender(
+                    functools.partial(_delete, index.ref, tuple(keys), d.source_version, timeout)
+                )
+                after = frozenset((group,)) if group is not None else every
+                out.append(replica_call(members[d.shard_id], (), None, send, after))
+        return out
 
     async def delete(
         self,
@@ -340,12 +347,6 @@ async def _delete(
     index: VersionRef, keys: Sequence[EntityKey], version: int, timeout: float, shard: Shard
 ) -> tuple[int, int]:
     return await shard.delete(index, keys, version, timeout), 0
-
-
-async def _move_delete(
-    index: VersionRef, keys: Sequence[EntityKey], version: int, timeout: float, shard: Shard
-) -> tuple[int, int]:
-    return await shard.delete(index, keys, version, timeout, moved=True), 0
 
 
 def _upsert_columns(

@@ -51,7 +51,7 @@ from shard_server.storage import (
 )
 from shard_server.summary import SegmentSummary, merge_bucket_stats
 from shard_server.summary_leases import NewRows, SummaryLeases
-from shard_server.version_rules import applying, copy_applies, delete_applies, tombstone_after
+from shard_server.version_rules import applying, copy_applies, delete_applies
 
 log = logging.getLogger(__name__)
 
@@ -220,13 +220,11 @@ class IndexPartition:
         source_version: int,
         still: Callable[[bytes], bool] | None = None,
         mark: bool = True,
-        moved: bool = False,
     ) -> WriteResult:
         """`still`, if given, is asked of each stored record under the write
         lock: a record it refuses is kept. Expiry re-checks a record's age
         that way, and leaves no tombstone (`mark`): an expired key is missing,
-        not deleted, and a late copy of it is as expired as the original.
-        `moved`: a centroid move-delete (`version_rules.tombstone_version`)."""
+        not deleted, and a late copy of it is as expired as the original."""
         unique = list(dict.fromkeys(keys))
         raw_keys = [rec.keyed(self._prefix, k) for k in unique]
         with self._write_lock:
@@ -236,15 +234,16 @@ class IndexPartition:
             puts, deletes, removed = [], [], []
             new_tombs = 0
             for raw_key, key, old, tomb in zip(raw_keys, unique, stored, tombs, strict=True):
-                if not delete_applies(source_version, old, tomb, moved):
+                if not delete_applies(source_version, old, tomb):
                     continue
                 if still is not None and (old is None or not still(old)):
                     continue
-                if mark and (raised := tombstone_after(source_version, tomb, moved)):
+                if mark:
                     new_tombs += tomb is None
-                    puts.append((TOMBSTONES, raw_key, raised))
+                    puts.append((TOMBSTONES, raw_key, rec.encode_tombstone(source_version)))
                 if old is not None:
-                    deletes += [(RECORDS, raw_key), (SEQUENCES, raw_key)]
+                    deletes.append((RECORDS, raw_key))
+                    deletes.append((SEQUENCES, raw_key))
                     removed.append(key)
             seq = self.store.write(puts=puts, deletes=deletes)
             for key in removed:

@@ -275,9 +275,9 @@ class ShardNode:
         return result
 
     def delete(
-        self, ref: VersionRef, keys: Sequence[EntityKey], source_version: int, moved: bool = False
+        self, ref: VersionRef, keys: Sequence[EntityKey], source_version: int
     ) -> WriteResult:
-        return self.partition(ref).delete(keys, source_version, moved=moved)
+        return self.partition(ref).delete(keys, source_version)
 
     def search(self, ref: VersionRef, queries: Sequence[Query]) -> list[SearchResult]:
         part = self.partition(ref)

@@ -54,7 +54,6 @@ class ShardServicer(shard_pb2_grpc.ShardServiceServicer):
             convert.index_ref(request.index),
             [key_from_pb(k) for k in request.keys],
             request.source_version,
-            request.moved,
         )
         return pb.DeleteAck(deleted=result.written, sequence=result.sequence)
 

@@ -1,11 +1,9 @@
 """The version rules of the shard's writes, over stored bytes: whether an
 upsert replaces what RocksDB holds for its key (`applies`, and `applying` for
 a whole batch at once), whether a delete changes anything
-(`delete_applies`) and the tombstone it leaves (`tombstone_after`; a
-centroid move-delete's fences only older writes), and which of two records
-a copy between replicas keeps (`copy_order`). One home for the rules that
-client writes, deletes and replication (`IndexPartition`) share. Pure."""
-
+(`delete_applies`), and which of two records a copy between replicas keeps
+(`copy_order`). One home for the rules that client writes, deletes and
+replication (`IndexPartition`) share. Pure."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -13,8 +11,6 @@ from collections.abc import Sequence
 import numpy as np
 
 from shard_server import records as rec
-
-INT64_MIN = -(2**63)
 
 
 def applies(source_version: int, stored: bytes | None, tombstone: bytes | None) -> bool:
@@ -74,38 +70,13 @@ def applying(
     return ok
 
 
-def tombstone_version(version: int, moved: bool = False) -> int:
-    """The tombstone a delete at `version` leaves: its version, or for a
-    centroid move-delete the one just below (the key's new copy, of
-    `version`, lives on another shard and may move back at that version).
-    Never below the int64 range."""
-    return max(version - 1, INT64_MIN) if moved else version
-
-
-def tombstone_after(version: int, tombstone: bytes | None, moved: bool = False) -> bytes | None:
-    """The tombstone a delete that applies leaves (`tombstone_version`), or
-    None where the key's own is as high already (a move-delete's may be)."""
-    bar = tombstone_version(version, moved)
-    if tombstone is not None and rec.decode_tombstone(tombstone) >= bar:
-        return None
-    return rec.encode_tombstone(bar)
-
-
-def delete_applies(
-    version: int, stored: bytes | None, tombstone: bytes | None, moved: bool = False
-) -> bool:
+def delete_applies(version: int, stored: bytes | None, tombstone: bytes | None) -> bool:
     """Whether a delete at `version` changes anything: it removes a stored
     record of its version or older (never a newer one: a late or stale delete
     must not lose a write acknowledged after it), and it raises the key's
-    tombstone to `tombstone_version` so that every later write at or below
-    it is refused.
-
-    A move-delete (`moved`) removes a copy of its own version too: a write of
-    an equal version replaces a record, so a same-version write that moved
-    the key to another shard left its old copy there (two live copies), had
-    the delete been made at the version below.
+    tombstone so that every later write of `version` or older is refused.
 
     One rule for client deletes, centroid move-deletes and replication."""
-    if stored is not None:
-        return rec.source_version_of(stored) <= version
-    return tombstone is None or rec.decode_tombstone(tombstone) < tombstone_version(version, moved)
+    if stored is not None and rec.source_version_of(stored) > version:
+        return False
+    return tombstone is None or rec.decode_tombstone(tombstone) < version

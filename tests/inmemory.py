@@ -69,7 +69,6 @@ from registry.model import EmbeddingFamily, IndexVersion, Placement, ShardMember
 from registry.snapshot import Snapshot
 from shard_server.growing_segment import GrowingSegment
 from shard_server.segment import DEFAULT_OPTIONS
-from shard_server.version_rules import tombstone_version
 from tests.static_registry import FAMILY, INDEX, RegistryReader
 
 # Buckets an index version has when no registry says (search-only tests).
@@ -325,29 +324,21 @@ class InMemoryShard:
         return written, len(latest) - written
 
     async def delete(
-        self,
-        index: VersionRef,
-        keys: Sequence[EntityKey],
-        source_version: int,
-        timeout: float,
-        moved: bool = False,
+        self, index: VersionRef, keys: Sequence[EntityKey], source_version: int, timeout: float
     ) -> int:
         """`IndexPartition.delete`: removes a record of the delete's version or
-        older (never a newer one) and raises the key's tombstone to it (a
-        move-delete: to the version below, `version_rules.tombstone_version`)."""
+        older (never a newer one) and raises the key's tombstone to it."""
         await self._enter("delete", index)
         part = self._partition(index)
         self.sequence += 1
         removed = 0
-        bar = tombstone_version(source_version, moved)
         for key in dict.fromkeys(keys):
             old = part.records.get(key)
             if old is not None and old[0].source_version > source_version:
                 continue  # a stale delete: the newer write stays
-            tomb = part.tombstones.get(key)
-            if old is None and tomb is not None and tomb >= bar:
+            if part.tombstones.get(key, source_version - 1) >= source_version:
                 continue
-            part.tombstones[key] = bar if tomb is None else max(tomb, bar)
+            part.tombstones[key] = source_version
             if old is not None:
                 del part.records[key]
                 part.segment.delete(key)

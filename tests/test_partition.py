@@ -85,24 +85,6 @@ def test_versions_retries_and_tombstones_survive_reopen(tmp_path: Path) -> None:
     store.close()
 
 
-def test_a_move_delete_removes_its_own_version_and_fences_only_older(tmp_path: Path) -> None:
-    """A centroid move-delete (`moved`): the key's new copy, of the same
-    version, lives on another shard, so this one's copy of that version
-    goes, yet the key may come back at that version (it moves back)."""
-    store, part = open_partition(tmp_path)
-    k = EntityKey("t", "item", "a")
-    part.upsert([rec("a", [1, 0, 0, 0], sv=5)])
-    assert part.delete([k], source_version=4, moved=True).written == 0  # older: kept
-    assert part.delete([k], source_version=5, moved=True).written == 1
-    assert part.tombstones == 1 and ids(part, [1, 0, 0, 0]) == []
-    assert part.upsert([rec("a", [1, 0, 0, 0], sv=4)]).ignored_stale == 1
-    assert part.upsert([rec("a", [0, 1, 0, 0], sv=5)]).written == 1
-    # Moved away again at 5 and back at 5: the tombstone stays below 5.
-    assert part.delete([k], source_version=5, moved=True).written == 1
-    assert part.upsert([rec("a", [0, 0, 1, 0], sv=5)]).written == 1
-    store.close()
-
-
 def test_within_a_batch_the_newest_version_wins(tmp_path: Path) -> None:
     store, part = open_partition(tmp_path)
     part.upsert([rec("a", [0, 1, 0, 0], sv=9), rec("a", [1, 0, 0, 0], sv=3)])

@@ -1,8 +1,7 @@
 """The `Shard` contract (coordinator/shard.py), writes and deletes: the
 version rules (a stale write is ignored and counted, an equal version
 replaces, a delete wins over its version and older and never removes a newer
-write; a move-delete also removes its own version, fencing only older ones),
-idempotent replay, and what a lookup says after a delete. Run
+write), idempotent replay, and what a lookup says after a delete. Run
 against the in-memory shard and a real shard process alike, through both
 write calls (tests/shard_contract_support.py)."""
 
@@ -124,24 +123,5 @@ def test_a_delete_never_removes_a_newer_write(
         # The older delete still fences writes of its version and older.
         await shard.delete(names.index, [key("k")], 100, TIMEOUT)
         assert await write(shard, names.index, [record("k", [1, 0, 0, 0], 50)]) == (0, 1)
-
-    run(make_shard, body)
-
-
-def test_a_move_delete_removes_its_version_and_fences_only_older_writes(
-    make_shard: Callable[[], Shard], names: Names, write: Write
-) -> None:
-    """`moved`: the key's new copy, of this version, lives on another shard
-    (centroid placement): this copy goes even at an equal version, and the
-    key may come back here at that version, never below it."""
-
-    async def body(shard: Shard) -> None:
-        await write(shard, names.index, [record("k", [1, 0, 0, 0], 5)])
-        assert await shard.delete(names.index, [key("k")], 4, TIMEOUT, moved=True) == 0
-        assert await shard.delete(names.index, [key("k")], 5, TIMEOUT, moved=True) == 1
-        assert await statuses(shard, names.index, ["k"]) == ["deleted"]
-        assert await write(shard, names.index, [record("k", [1, 1, 0, 0], 4)]) == (0, 1)
-        assert await write(shard, names.index, [record("k", [0, 1, 0, 0], 5)]) == (1, 0)
-        assert [e for e, _ in await search(shard, names.index, [0, 1, 0, 0], 3)] == [key("k")]
 
     run(make_shard, body)

@@ -17,7 +17,6 @@ from core.domain import Metric, VersionRef
 from registry.placement import decode_centroids, nearest
 from registry.registry import Registry
 from tests.conftest import ClusterFactory
-from tests.polling import poll
 from tests.specs import route_spec
 
 pytestmark = pytest.mark.integration
@@ -74,36 +73,6 @@ def test_a_late_older_write_in_another_region_removes_nothing(
             assert lk.vector is not None and lk.vector.tobytes() == CENTRES[here].tobytes()
             hits = c.search("r", CENTRES[here], k=5).hits
             assert [h.key.entity_id for h in hits] == ["k"]
-
-
-def test_a_same_version_write_in_another_region_leaves_one_copy(
-    make_cluster: ClusterFactory,
-) -> None:
-    """An equal version replaces a record, so k@5 rewritten as k@5 in a
-    region on another shard is stored there; its old copy stayed behind for
-    good (the move-delete was at version 4): searched near its old vector,
-    the key came back with it. It moves back at the same version too. (The
-    old copy goes just after the acknowledgement: polled.)"""
-    cluster, second = _centroid_cluster(make_cluster)
-    here, there = _regions_on_two_shards(cluster)
-
-    def answers(c: RetrievalClient, centre: np.ndarray) -> list[tuple[str, float]]:
-        return [(h.key.entity_id, round(h.score, 3)) for h in c.search("r", centre, k=5).hits]
-
-    def settled(c: RetrievalClient, centre: np.ndarray) -> list[tuple[str, float]]:
-        return poll(lambda: answers(c, centre), lambda h: h == [("k", moved)], 10.0)
-
-    # L2 scores are -distance: the copy near `there` answers a query at `here` so.
-    moved = round(-float(np.linalg.norm(CENTRES[here] - CENTRES[there])), 3)
-    with _client(cluster.coordinator_address) as a, _client(second) as b:
-        assert a.upsert("v", "v1", [Record("k", CENTRES[here], source_version=5)]) == (1, 0)
-        assert b.upsert("v", "v1", [Record("k", CENTRES[there], source_version=5)]) == (1, 0)
-        for c in (a, b):
-            assert settled(c, CENTRES[here]) == [("k", moved)], "the old copy still answers"
-        assert a.upsert("v", "v1", [Record("k", CENTRES[here], source_version=5)]) == (1, 0)
-        assert settled(b, CENTRES[there]) == [("k", moved)], "moving back left a copy behind"
-        (lk,) = b.batch_get("v", "v1", ["k"])
-        assert lk.vector is not None and lk.vector.tobytes() == CENTRES[here].tobytes()
 
 
 def test_concurrent_versions_across_regions_keep_exactly_the_newest(

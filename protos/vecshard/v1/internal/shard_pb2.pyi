@@ -58,16 +58,14 @@ class UpsertAck(_message.Message):
     def __init__(self, written: _Optional[int] = ..., ignored_stale: _Optional[int] = ..., sequence: _Optional[int] = ...) -> None: ...
 
 class DeleteRequest(_message.Message):
-    __slots__ = ("index", "keys", "source_version", "moved")
+    __slots__ = ("index", "keys", "source_version")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     KEYS_FIELD_NUMBER: _ClassVar[int]
     SOURCE_VERSION_FIELD_NUMBER: _ClassVar[int]
-    MOVED_FIELD_NUMBER: _ClassVar[int]
     index: IndexRef
     keys: _containers.RepeatedCompositeFieldContainer[_common_pb2.EntityKey]
     source_version: int
-    moved: bool
-    def __init__(self, index: _Optional[_Union[IndexRef, _Mapping]] = ..., keys: _Optional[_Iterable[_Union[_common_pb2.EntityKey, _Mapping]]] = ..., source_version: _Optional[int] = ..., moved: _Optional[bool] = ...) -> None: ...
+    def __init__(self, index: _Optional[_Union[IndexRef, _Mapping]] = ..., keys: _Optional[_Iterable[_Union[_common_pb2.EntityKey, _Mapping]]] = ..., source_version: _Optional[int] = ...) -> None: ...
 
 class DeleteAck(_message.Message):
     __slots__ = ("deleted", "sequence")
