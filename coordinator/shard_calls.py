@@ -39,6 +39,12 @@ def result_of(task: asyncio.Future[Outcome]) -> Outcome | BaseException:
     return exc if exc is not None else task.result()
 
 
+# A call that ran out of time counts against its shard (a cool-down) only if
+# it had a fair budget: this many of the shard's p95, and at least this long.
+FAIR_BUDGET_P95S = 4.0
+FAIR_BUDGET_FLOOR = 0.05
+
+
 class ShardCaller:
     def __init__(
         self, shards: ShardFactory, tracker: ReplicaTracker, settings: FanoutSettings
@@ -70,9 +76,13 @@ class ShardCaller:
             self.tracker.release(shard_id, None)
             raise
         except VecshardError as exc:
-            self.tracker.release(
-                shard_id, None, failed=classify_shard_error(exc) is Decision.TOLERATE
-            )
+            failed = classify_shard_error(exc) is Decision.TOLERATE
+            if isinstance(exc, DeadlineExceeded) and not self._fair_budget(shard_id, remaining):
+                # The caller's own short deadline, not a slow shard: a client
+                # asking with a few milliseconds put healthy replicas on a
+                # cool-down, and every other request then went without them.
+                failed = False
+            self.tracker.release(shard_id, None, failed=failed)
             raise
         except BaseException:
             self.tracker.release(shard_id, None, failed=True)
@@ -80,6 +90,13 @@ class ShardCaller:
         latency = time.perf_counter() - start
         self.tracker.release(shard_id, latency)
         return answers, latency
+
+    def _fair_budget(self, shard_id: str, remaining: float) -> bool:
+        """Whether a call given `remaining` seconds should have been answered:
+        several of the shard's recent p95 (`FAIR_BUDGET_P95S`), and at least
+        `FAIR_BUDGET_FLOOR`."""
+        p95 = self.tracker.hedge_delay(shard_id, floor=0.0) or 0.0
+        return remaining >= max(FAIR_BUDGET_FLOOR, FAIR_BUDGET_P95S * p95)
 
     def _full_alternates(self, t: Target) -> list[tuple[str, str]]:
         """Replicas holding every bucket of the target (safe to hedge to)."""

@@ -4,6 +4,7 @@ a whole batch at once), whether a delete changes anything
 (`delete_applies`), and which of two records a copy between replicas keeps
 (`copy_order`). One home for the rules that client writes, deletes and
 replication (`IndexPartition`) share. Pure."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence

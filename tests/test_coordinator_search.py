@@ -22,6 +22,7 @@ from coordinator.model import ShardBounds, ShardQuery
 from coordinator.replicas import P95_REFRESH, ReplicaTracker
 from coordinator.search import SearchExecutor
 from coordinator.service import Limits, RetrievalEngine
+from coordinator.shard_calls import ShardCaller
 from core.domain import EntityKey, Metric, VersionRef
 from core.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted, Unavailable
 from core.filters import Range
@@ -306,6 +307,35 @@ def test_a_stalled_replica_is_hedged_once_per_cool_down_not_on_every_search() ->
         hedged.append(result.hedges_fired)
     assert hedged == [1, 1, 1, 0, 0, 0, 0, 0]
     assert a.ops["search"] == 3
+
+
+def test_a_callers_own_short_deadline_does_not_cool_a_healthy_replica_down() -> None:
+    """A call given 10 ms timed out (DEADLINE_EXCEEDED from the shard) on a
+    replica answering in 30 ms: the replica went on a cool-down, and every
+    other request went without it (found in review). Only a call with a fair
+    budget (several of its p95, at least 50 ms) counts against it."""
+    a, tracker, _, _, _ = _slow_replica(0.03)
+
+    class GrpcDeadline:  # as a remote call: DEADLINE_EXCEEDED at its timeout
+        async def search(self, index: VersionRef, queries: Any, timeout: float) -> Any:
+            if a.delay > timeout:
+                await asyncio.sleep(timeout)
+                raise DeadlineExceeded("shard a: Deadline Exceeded")
+            return await a.search(index, queries, timeout)
+
+    caller = ShardCaller(lambda sid, addr: GrpcDeadline(), tracker, FanoutSettings())  # type: ignore[arg-type,return-value]
+    query = ShardQuery(np.zeros(4, np.float32), 3, "t")
+
+    async def ask(budget: float) -> None:
+        deadline = asyncio.get_running_loop().time() + budget
+        with pytest.raises(DeadlineExceeded):
+            await caller._attempt("a", "", INDEX, [query], deadline)
+
+    asyncio.run(ask(0.01))
+    assert tracker.choose(["a", "c"]) == "a"  # not cooled down
+    a.delay = 1.0  # stalled: a call with a fair budget that times out counts
+    asyncio.run(ask(0.1))
+    assert tracker.choose(["a", "c"]) == "c"
 
 
 def test_a_shards_p95_follows_its_latencies_within_a_few_calls() -> None:
