@@ -7,8 +7,12 @@ or a later backfill row is ordered by the usual version rules."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 from coordinator.buckets import require_trained
 from core.domain import VersionRef
+from core.errors import FailedPrecondition, InvalidArgument
 from registry.migration import mirror_version
 from registry.model import IndexVersion
 from registry.snapshot import Snapshot, indexes_for_embedding
@@ -23,3 +27,19 @@ def mirror_indexes(snap: Snapshot, ref: VersionRef) -> list[IndexVersion]:
     for index in indexes:
         require_trained(snap, index)
     return indexes
+
+
+@contextlib.contextmanager
+def copy_into(index: IndexVersion) -> Iterator[None]:
+    """A record refused by a dual-write target's index (`index`): the write
+    itself is valid for the version it names, so the error says that the
+    copy failed, where to, and what to do — not just "expected int"."""
+    try:
+        yield
+    except InvalidArgument as exc:
+        family = index.embedding.name
+        raise FailedPrecondition(
+            f"dual-write of family {family!r} copies this write into index {index.ref} "
+            f"(of {index.embedding}), which refuses it: {exc.message}; fix the record, or turn "
+            f"dual-write off (`vecshard embeddings dual-write {family} ... --off`)"
+        ) from None

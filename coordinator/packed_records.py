@@ -14,6 +14,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from coordinator.dual_write import copy_into
 from coordinator.model import Access
 from coordinator.records import check_source_version
 from core.domain import AttrType, Metric
@@ -38,9 +39,11 @@ def checked_columns(
     limits: Limits,
     max_records: int,
     now_micros: int,
+    mirrored: Sequence[IndexVersion] = (),
 ) -> RecordColumns:
     """The records with their entity type set to the family's and every
-    unset source_version and created_at set to `now_micros`."""
+    unset source_version and created_at set to `now_micros`. `mirrored`: the
+    dual-write target's indexes, which must take each record too."""
     n = len(records)
     if not n:
         raise InvalidArgument(f"upsert: no records; expected 1..{max_records}")
@@ -83,6 +86,9 @@ def checked_columns(
             )
     for index in indexes:
         _check_declared(records, index, where)
+    for index in mirrored:
+        with copy_into(index):
+            _check_declared(records, index, where)
     limits.check_attribute_columns(records.attributes, n, where)
     limits.check_model_version(records.model_version, "records")
     return replace(

@@ -12,6 +12,7 @@ from dataclasses import replace
 import numpy as np
 
 from coordinator.access import own_key
+from coordinator.dual_write import copy_into
 from coordinator.model import Access, WriteRecord
 from core.domain import EntityKey, Metric
 from core.errors import InvalidArgument
@@ -47,10 +48,12 @@ def checked_records(
     records: Sequence[WriteRecord],
     limits: Limits,
     now_micros: int,
+    mirrored: Sequence[IndexVersion] = (),
 ) -> list[WriteRecord]:
     """The records with their keys owned and their source_version and
     created_at defaulted to `now_micros`; the first bad one rejects the batch
-    (input limits included: core.limits)."""
+    (input limits included: core.limits). `mirrored`: the dual-write
+    target's indexes, which must take each record too (`copy_into`)."""
     if not records:
         raise InvalidArgument(f"upsert: no records; expected 1..{limits.max_records_per_request}")
     limits.check_count("upsert records", len(records), "max_records_per_request")
@@ -71,6 +74,9 @@ def checked_records(
             )
         for index in indexes:
             validate_attributes(r.attributes, index.attributes, where)
+        for index in mirrored:
+            with copy_into(index):
+                validate_attributes(r.attributes, index.attributes, where)
         out.append(
             replace(
                 r,

@@ -141,8 +141,10 @@ class Writes:
         )
         check_access(access, family, snap)
         mirrored = mirror_indexes(snap, embedding)  # dual-write: the first index still counts
+        checked = checked_records(
+            access, family, indexes, records, self.limits.input, now_micros(), mirrored
+        )
         indexes = [*indexes, *mirrored]
-        checked = checked_records(access, family, indexes, records, self.limits.input, now_micros())
         # Centroids trained a moment ago may not have reached the watch yet.
         snap, buckets = await self.registry.fresh(
             lambda s: [record_buckets(s, index, checked) for index in indexes],
@@ -191,7 +193,6 @@ class Writes:
         )
         check_access(access, family, snap)
         mirrored = mirror_indexes(snap, embedding)  # dual-write: the first index still counts
-        indexes = [*indexes, *mirrored]
         checked = checked_columns(
             access,
             family,
@@ -200,7 +201,9 @@ class Writes:
             self.limits.input,
             self.limits.input.max_records_per_request,
             now_micros(),
+            mirrored,
         )
+        indexes = [*indexes, *mirrored]
         tenant = access.tenant_id
         snap, buckets = await self.registry.fresh(
             lambda s: [column_buckets(s, index, tenant, checked) for index in indexes],

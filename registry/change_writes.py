@@ -12,7 +12,7 @@ from typing import Any
 from core.domain import AttrType, VersionRef
 from core.errors import Conflict, FailedPrecondition, InvalidArgument, NotFound
 from registry import codec
-from registry.migration import DualWrite, validate_dual_write
+from registry.migration import DualWrite, check_attribute_types, validate_dual_write
 from registry.model import IndexVersion, Status, frozen_map
 from registry.quality import CanaryQuerySet, IndexEvaluation, validate_canary_set
 from registry.registry import Registry
@@ -144,6 +144,10 @@ def add_index_attributes(reg: Registry, ref: VersionRef, added: Mapping[str, Att
     updated = dataclasses.replace(current, attributes=frozen_map({**current.attributes, **added}))
     if updated == current:
         return current
+    snap = reg.snapshot()
+    dw = snap.dual_writes.get(current.embedding.name)
+    if dw is not None and dw.enabled:  # a type the other side refuses breaks every write
+        check_attribute_types(dataclasses.replace(snap, indexes={**snap.indexes, ref: updated}), dw)
     if not reg.store.txn(
         [ModRevisionIs(key, entry.mod_revision)], [Put(key, codec.encode(updated))]
     ):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import datetime
 
-from core.domain import VersionRef
+from core.domain import AttrType, VersionRef
 from core.errors import FailedPrecondition, InvalidArgument, NotFound
 from registry.model import DualWrite, EmbeddingFamily, IndexVersion, Status, VersionRetention
 from registry.snapshot import Snapshot
@@ -55,13 +55,52 @@ def validate_dual_write(snap: Snapshot, dw: DualWrite) -> None:
                 f"dual-write of {dw.family}: {ref} is {found.status.value}; expected a live version"
             )
     target = VersionRef(dw.family, dw.to_version)
-    if dw.enabled and not any(
-        ix.embedding == target and ix.status not in (Status.FAILED, Status.ARCHIVED)
-        for ix in snap.indexes.values()
-    ):
+    if dw.enabled and not _live(snap, target):
         raise FailedPrecondition(
             f"dual-write of {dw.family}: {target} has no index version to write to; create one first"
         )
+    if dw.enabled:
+        check_attribute_types(snap, dw)
+
+
+def _live(snap: Snapshot, ref: VersionRef) -> list[IndexVersion]:
+    return sorted(
+        (
+            ix
+            for ix in snap.indexes.values()
+            if ix.embedding == ref and ix.status not in (Status.FAILED, Status.ARCHIVED)
+        ),
+        key=lambda ix: (ix.name, ix.version),
+    )
+
+
+def _carries(declared: AttrType, into: AttrType) -> bool:
+    """A value valid for `declared` is valid for `into` (an int is a valid float)."""
+    return declared is into or (declared is AttrType.INT and into is AttrType.FLOAT)
+
+
+def check_attribute_types(snap: Snapshot, dw: DualWrite) -> None:
+    """Refuses dual-write when an index of the new version declares an
+    attribute that an index of the old version declares with a type whose
+    values it refuses. Why: every write of the old version is checked against
+    the new version's indexes too (the copy must land), so each write carrying
+    that attribute would fail — an outage of the version that serves. (An
+    attribute only the new version declares cannot be checked in advance: a
+    write carrying it with another type fails naming the dual-write.)"""
+    source = VersionRef(dw.family, dw.from_version)
+    target = VersionRef(dw.family, dw.to_version)
+    for old in _live(snap, source):
+        for new in _live(snap, target):
+            for name, kind in sorted(old.attributes.items()):
+                into = new.attributes.get(name)
+                if into is not None and not _carries(kind, into):
+                    raise FailedPrecondition(
+                        f"dual-write of {dw.family}: attribute {name!r} is {kind.value} in "
+                        f"index {old.ref} (of {source}) but {into.value} in index {new.ref} "
+                        f"(of {target}): every write of {source} carrying it would be refused "
+                        f"by {new.ref}; create a version of {new.ref.name} typing it "
+                        f"{kind.value} (or not declaring it) first"
+                    )
 
 
 def retention_for(
