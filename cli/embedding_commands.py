@@ -105,7 +105,9 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     dw = em_sub.add_parser(
         "dual-write",
         help="copy every upsert and delete of a family's old version also into the new one "
-        "(through the coordinators) while a backfill runs; --off ends it",
+        "(through the coordinators) while a backfill runs; --off ends it. Refused while a "
+        "centroid-placed index of the new version is untrained or one of its indexes types an "
+        "attribute of the old version's otherwise",
     )
     dw.add_argument("family", help="embedding family name")
     dw.add_argument("--from", dest="from_version", required=True, help="old version")

@@ -25,7 +25,16 @@ def mirror_indexes(snap: Snapshot, ref: VersionRef) -> list[IndexVersion]:
         return []
     indexes = indexes_for_embedding(snap, target)
     for index in indexes:
-        require_trained(snap, index)
+        try:
+            require_trained(snap, index)
+        except FailedPrecondition as exc:
+            # The registry refuses enabling dual-write before the target is
+            # trained; an untrained centroid index of it created since lands here.
+            raise FailedPrecondition(
+                f"dual-write of family {ref.name!r} copies writes of {ref} into {target}: "
+                f"{exc.message}; or turn dual-write off "
+                f"(`vecshard embeddings dual-write {ref.name} ... --off`)"
+            ) from None
     return indexes
 
 

@@ -16,6 +16,7 @@ from typing import Protocol, TypeVar
 
 from coordinator.access import require_tenant
 from coordinator.buckets import require_trained
+from coordinator.dual_write import mirror_indexes
 from core.domain import VersionRef
 from core.errors import FailedPrecondition, NotFound, Unavailable
 from registry.model import EmbeddingFamily, IndexVersion
@@ -103,24 +104,38 @@ class RegistryView:
             return snap, lookup(snap)
 
     async def embedding_indexes(
-        self, ref: VersionRef, writing: bool = False, tenant_id: str | None = None
+        self, ref: VersionRef, tenant_id: str | None = None
     ) -> tuple[Snapshot, EmbeddingFamily, list[IndexVersion]]:
-        """The index versions built on an embedding version (writes go to all
-        of them, lookups read the first). Created a moment ago, the version
-        may reach the watch before its index does: FAILED_PRECONDITION
-        re-reads too, and so does (`writing`) a centroid-placed index whose
-        centroids this coordinator has not seen yet."""
+        """The index versions built on an embedding version (lookups read the
+        first). Created a moment ago, the version may reach the watch before
+        its index does: FAILED_PRECONDITION re-reads too."""
 
-        def writable(s: Snapshot) -> list[IndexVersion]:
+        def found(s: Snapshot) -> list[IndexVersion]:
             if tenant_id is not None:
                 require_tenant(s, tenant_id)  # registered a moment ago elsewhere?
-            indexes = indexes_for_embedding(s, ref)
-            for index in indexes if writing else ():
-                require_trained(s, index)  # trained a moment ago through another coordinator?
-            return indexes
+            return indexes_for_embedding(s, ref)
 
-        snap, indexes = await self.fresh(writable, (NotFound, FailedPrecondition))
+        snap, indexes = await self.fresh(found, (NotFound, FailedPrecondition))
         return snap, snap.family(ref.name), indexes
+
+    async def write_indexes(
+        self, ref: VersionRef, tenant_id: str
+    ) -> tuple[Snapshot, EmbeddingFamily, list[IndexVersion], list[IndexVersion]]:
+        """What a write of `ref` goes to: its own index versions, and those
+        dual-write copies it into (`coordinator.dual_write`), all read from
+        one snapshot — re-read, like a missing version, when a centroid-placed
+        one has no centroids here yet (trained a moment ago through another
+        coordinator?)."""
+
+        def writable(s: Snapshot) -> tuple[list[IndexVersion], list[IndexVersion]]:
+            require_tenant(s, tenant_id)
+            indexes = indexes_for_embedding(s, ref)
+            for index in indexes:
+                require_trained(s, index)
+            return indexes, mirror_indexes(s, ref)
+
+        snap, (indexes, mirrored) = await self.fresh(writable, (NotFound, FailedPrecondition))
+        return snap, snap.family(ref.name), indexes, mirrored
 
     async def moved(self, snap: Snapshot, deadline: float | None = None) -> Snapshot | None:
         """After a shard was unreachable: the re-read snapshot if shards moved

@@ -23,7 +23,6 @@ from coordinator.access import check_access, own_keys
 from coordinator.background import Background
 from coordinator.buckets import column_buckets, key_bucket, record_buckets
 from coordinator.config import Limits
-from coordinator.dual_write import mirror_indexes
 from coordinator.model import Access, WriteRecord
 from coordinator.moves import MoveDelete, move_deletes, move_deletes_of
 from coordinator.packed_records import checked_columns
@@ -136,11 +135,10 @@ class Writes:
         self, access: Access, embedding: VersionRef, records: Sequence[WriteRecord], timeout: float
     ) -> tuple[int, int]:
         """(written, ignored_stale)."""
-        snap, family, indexes = await self.registry.embedding_indexes(
-            embedding, writing=True, tenant_id=access.tenant_id
-        )
+        snap, family, indexes, mirrored = await self.registry.write_indexes(
+            embedding, access.tenant_id
+        )  # mirrored: dual-write's copies; the first index still counts
         check_access(access, family, snap)
-        mirrored = mirror_indexes(snap, embedding)  # dual-write: the first index still counts
         checked = checked_records(
             access, family, indexes, records, self.limits.input, now_micros(), mirrored
         )
@@ -188,11 +186,10 @@ class Writes:
         """`upsert` for records as columns: validated, placed and split per
         replica set with array operations; each shard gets its rows as one
         slice of the columns. (written, ignored_stale)."""
-        snap, family, indexes = await self.registry.embedding_indexes(
-            embedding, writing=True, tenant_id=access.tenant_id
-        )
+        snap, family, indexes, mirrored = await self.registry.write_indexes(
+            embedding, access.tenant_id
+        )  # mirrored: dual-write's copies; the first index still counts
         check_access(access, family, snap)
-        mirrored = mirror_indexes(snap, embedding)  # dual-write: the first index still counts
         checked = checked_columns(
             access,
             family,
@@ -292,11 +289,10 @@ class Writes:
         timeout: float,
     ) -> int:
         """Records removed (a record counted once per replica set holding it)."""
-        snap, family, indexes = await self.registry.embedding_indexes(
-            embedding, writing=True, tenant_id=access.tenant_id
+        snap, family, indexes, mirrored = await self.registry.write_indexes(
+            embedding, access.tenant_id
         )
         check_access(access, family, snap)
-        mirrored = mirror_indexes(snap, embedding)
         indexes = [*indexes, *mirrored]
         owned = own_keys(keys, access, family, "delete", self.limits.input)
         check_source_version(source_version, "delete")

@@ -61,6 +61,20 @@ def validate_dual_write(snap: Snapshot, dw: DualWrite) -> None:
         )
     if dw.enabled:
         check_attribute_types(snap, dw)
+        untrained = [
+            ix.ref
+            for ix in _live(snap, target)
+            if ix.placement == "centroid" and not snap.placement(ix.ref).centroids
+        ]
+        if untrained:
+            # Every write of the old version is copied into these: each would
+            # fail until they are trained (an outage of the serving version).
+            raise FailedPrecondition(
+                f"dual-write of {dw.family}: index version(s) {', '.join(map(str, untrained))} of "
+                f"{target} use centroid placement but their centroids are not trained, so no "
+                "write could be copied into them; train them first (`vecshard registry "
+                "train-placement`), then enable dual-write"
+            )
 
 
 def _live(snap: Snapshot, ref: VersionRef) -> list[IndexVersion]:

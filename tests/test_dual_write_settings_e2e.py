@@ -1,7 +1,8 @@
 """Model-change settings through real processes (etcd, 2 shards, 2
 coordinators; found in review): a dual-write the CLI accepted (exit 0) made
 every write of the serving version fail, with an error naming neither the
-new version nor dual-write."""
+new version nor dual-write: a target index typing an attribute otherwise, a
+centroid-placed target index with no trained centroids."""
 
 from __future__ import annotations
 
@@ -120,3 +121,18 @@ def test_a_write_the_dual_write_copy_refuses_names_the_copy(cluster: LocalCluste
         error = poll(attempt, bool, timeout=10)
         assert all(s in error for s in ("dual-write", "dwn_ix@v2", "'new'")), error
     assert writes_fail(cluster, fam) is None  # writes without it are copied as before
+
+
+def test_dual_write_into_an_untrained_centroid_index_is_refused_until_trained(
+    cluster: LocalCluster,
+) -> None:
+    fam = "dwc"
+    with RegistryClient(cluster.coordinator_target) as reg:
+        reg.apply(family_docs(fam, {"placement": "centroid"}))
+        code, err = dual_write(cluster, fam)
+        assert code != 0 and all(s in err for s in ("dwc_ix@v2", "not trained")), err
+        assert writes_fail(cluster, fam) is None  # the serving version still takes writes
+        reg.train_placement(f"{fam}_ix", "v2", np.random.default_rng(1).normal(size=(40, DIM)))
+    code, err = dual_write(cluster, fam)
+    assert code == 0, err
+    assert writes_fail(cluster, fam) is None
