@@ -19,7 +19,7 @@ from registry import codec, shape_bounds
 from registry.access_policy import Principal
 from registry.keys import Keys
 from registry.lifecycle import FROZEN, check_transition
-from registry.migration import archived_reason, check_archivable, retention_for, utc_now
+from registry.migration import check_archivable, retention_for, utc_now
 from registry.model import (
     Bundle,
     EmbeddingFamily,
@@ -43,6 +43,7 @@ from registry.placement import (
 from registry.placement_options import check_replicas
 from registry.quality import check_gates_declared, gate_failures
 from registry.retired_versions import guard_object, guard_route
+from registry.route_rollback import rollback_moves
 from registry.serving_versions import check_status_move
 from registry.snapshot import Snapshot, build_snapshot, resolve_bundle
 from registry.store import Delete, Entry, ModRevisionIs, Put, RegistryStore
@@ -234,11 +235,11 @@ class Registry:
         obj = dataclasses.replace(old, status=status)
         if status != old.status:
             check_status_move(self.snapshot(), kind, ref, status)
-        also = self._status_effects(obj, old.status) if kind == "IndexVersion" else []
+        also = self.status_effects(obj, old.status) if kind == "IndexVersion" else []
         self._put_versioned(obj, status, f"{kind} {ref}", also, read)
         return obj
 
-    def _status_effects(self, index: IndexVersion, current: Status) -> list[Put | Delete]:
+    def status_effects(self, index: IndexVersion, current: Status) -> list[Put | Delete]:
         """Gates and retention of an index version's status move (every path
         that promotes comes here: CLI, RegistryService, apply): ready and
         production need a passing evaluation (registry.quality); deprecated
@@ -359,11 +360,19 @@ class Registry:
     # --- routes ----------------------------------------------------------------
 
     def put_route(
-        self, route: Route, who: str = "", why: str = "", expected_revision: int | None = None
+        self,
+        route: Route,
+        who: str = "",
+        why: str = "",
+        expected_revision: int | None = None,
+        with_moves: tuple[Snapshot, Sequence[ModRevisionIs], Sequence[Put | Delete]] | None = None,
     ) -> Route:
         """Creates or switches a route in one transaction: compare the route's
         mod_revision (the one the caller read, or the current one), check the
-        new bundles resolve and are compatible, append a history entry."""
+        new bundles resolve and are compatible, append a history entry.
+        `with_moves` (a rollback's status moves): the snapshot as they leave
+        it, checked instead of the store's, and their conditions and writes,
+        committed in the same transaction."""
         codec.check_note(f"route {route.name!r}", who=who, why=why)
         if not route.bundle:
             raise InvalidArgument(f"route {route.name!r}: bundle is empty; a route serves a bundle")
@@ -379,7 +388,7 @@ class Registry:
                 "revision the route was read at (RegistryObject.mod_revision), or 0 for any"
             )
         key = self.keys.route(route.name)
-        snap = self.snapshot()
+        snap, moved, moves = with_moves or (self.snapshot(), (), ())
         for arm, bundle in (
             ("primary", route.bundle),
             ("canary", route.canary_bundle),
@@ -401,12 +410,14 @@ class Registry:
             return route
         change = RouteChange(route.name, revision, who or "unknown", _now(), why, before, route)
         held, touched = guard_route(self.store, self.keys, snap, route)
+        written = {op.key for op in moves}  # etcd refuses a key written twice
         ok = self.store.txn(
-            [ModRevisionIs(key, revision), *held],
+            [ModRevisionIs(key, revision), *moved, *(c for c in held if c.key not in written)],
             [
                 Put(key, codec.encode(route)),
                 *self._history_ops(change),
-                *touched,
+                *moves,
+                *(op for op in touched if op.key not in written),
             ],
         )
         if not ok:
@@ -426,38 +437,17 @@ class Registry:
         return [codec.decode(e.value) for e in entries]
 
     def rollback(self, name: str, who: str = "", why: str = "") -> Route:
-        """Points the route back at the bundles it had before its last change."""
+        """Points the route back at the bundles it had before its last change,
+        in one transaction with the re-promotions that needs (`registry.route_rollback`)."""
         route, revision = self.route_with_revision(name)
         previous = rollback_target(self.history(name))
         if previous is None:
             raise FailedPrecondition(f"route {name!r} has no earlier state to roll back to")
-        snap = self.snapshot()
-        kept: list[tuple[str, VersionRef]] = []
-        for bundle_name in (previous.bundle, previous.canary_bundle, previous.shadow_bundle):
-            bundle = snap.bundles.get(bundle_name)
-            index = snap.indexes.get(bundle.index) if bundle else None
-            if index is not None and index.status is Status.ARCHIVED:
-                raise FailedPrecondition(
-                    f"cannot roll route {name!r} back to bundle {bundle_name!r}: "
-                    + archived_reason(snap, index.ref)
-                )
-            if bundle is not None and index is not None:
-                kept += [("IndexVersion", index.ref)]
-                kept += [("EmbeddingVersion", bundle.query_embedding)]
-                kept += [("EmbeddingVersion", bundle.item_embedding)]
-        # A version deprecated since the switch is kept loadable for this: a
-        # rollback serves it again (its retention ends with it).
-        for kind, ref in dict.fromkeys(kept):
-            found = (
-                snap.indexes.get(ref)
-                if kind == "IndexVersion"
-                else snap.embedding_versions.get(ref)
-            )
-            if found is not None and found.status is Status.DEPRECATED:
-                self.set_status(kind, ref, Status.PRODUCTION)
-        return self.put_route(
-            previous, who, why or f"rollback from {route.bundle}", expected_revision=revision
+        moves = rollback_moves(
+            self.store, self.keys, self.snapshot(), name, previous, self.status_effects
         )
+        why = why or f"rollback from {route.bundle}"
+        return self.put_route(previous, who, why, expected_revision=revision, with_moves=moves)
 
     def delete_route(self, name: str, who: str = "", why: str = "") -> None:
         codec.check_note(f"route {name!r}", who=who, why=why)

@@ -9,6 +9,7 @@ write of the production version; a bundle could name a missing feature set."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import pytest
@@ -153,6 +154,57 @@ def test_a_rollback_inside_the_retention_serves_the_deprecated_version_again() -
     assert snap.indexes[IX1].status is Status.PRODUCTION and IX1 not in snap.retention
     assert snap.embedding_versions[V1].status is Status.PRODUCTION
     resolve_route(snap, "r")
+
+
+def retiring_v1(reg: Registry) -> None:
+    """r switched from b1 to b2, ix@v1 deprecated: kept as the rollback target."""
+    reg.put_route(Route("r", "b1"))
+    reg.put_route(Route("r", "b2"), why="new model")
+    reg.set_status("IndexVersion", IX1, Status.DEPRECATED)
+
+
+def still_retiring(reg: Registry) -> tuple[Status, bool]:
+    snap = reg.snapshot()
+    return snap.indexes[IX1].status, IX1 in snap.retention
+
+
+def test_a_rollback_that_loses_the_route_compare_changes_nothing() -> None:
+    """The status moves committed before the switch: ix@v1 stayed production
+    with no retention record (never archived) though the rollback failed."""
+    store = RacingStore()
+    a, b = Registry(store, "/t/"), Registry(store, "/t/")
+    two_models(a)
+    a.put_bundle(Bundle("b2-shadowed", V2, V2, IX2))
+    retiring_v1(a)
+    store.key = a.keys.prefix  # another operator switches r after B read its state
+    store.hook = lambda: a.put_route(Route("r", "b2-shadowed"), why="other operator")
+    with pytest.raises(Conflict):
+        b.rollback("r", why="ctr dropped")
+    assert still_retiring(a) == (Status.DEPRECATED, True)
+    assert reg_route(a) == "b2-shadowed"
+
+
+def test_a_rollback_to_a_bundle_that_no_longer_resolves_changes_nothing() -> None:
+    """Items searched with a query tower's embeddings; the item family stops
+    declaring the query family compatible after the switch."""
+    reg = Registry(InMemoryStore(), "/t/")
+    q1 = VersionRef("queries", "v1")
+    reg.put_family(EmbeddingFamily("queries", "user", 4, Metric.L2))
+    reg.put_embedding_version(EmbeddingVersion("queries", "v1"))
+    items = EmbeddingFamily("items", "item", 4, Metric.L2, compatible_query_families=("queries",))
+    reg.put_family(items)
+    reg.put_embedding_version(EmbeddingVersion("items", "v1", compatible_query_versions=(q1,)))
+    reg.put_embedding_version(EmbeddingVersion("items", "v2"))
+    reg.create_index(IndexVersion("ix", "v1", V1, num_buckets=2), ["s0"])
+    reg.create_index(IndexVersion("ix", "v2", V2, num_buckets=2), ["s0"])
+    reg.put_bundle(Bundle("b1", q1, V1, IX1))
+    reg.put_bundle(Bundle("b2", V2, V2, IX2))
+    retiring_v1(reg)
+    reg.put_family(dataclasses.replace(items, compatible_query_families=()))
+    with pytest.raises(FailedPrecondition, match="not declared compatible"):
+        reg.rollback("r")
+    assert still_retiring(reg) == (Status.DEPRECATED, True)
+    assert reg_route(reg) == "b2"
 
 
 def test_the_last_index_of_a_dual_write_target_stays_live_while_it_is_on() -> None:
