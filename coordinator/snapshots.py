@@ -20,7 +20,7 @@ from coordinator.dual_write import mirror_indexes
 from core.domain import VersionRef
 from core.errors import FailedPrecondition, NotFound, Unavailable
 from registry.model import EmbeddingFamily, IndexVersion
-from registry.snapshot import Snapshot, indexes_for_embedding
+from registry.snapshot import Snapshot, indexes_for_embedding, require_writable
 
 T = TypeVar("T")
 
@@ -129,6 +129,7 @@ class RegistryView:
 
         def writable(s: Snapshot) -> tuple[list[IndexVersion], list[IndexVersion]]:
             require_tenant(s, tenant_id)
+            require_writable(s, ref)
             indexes = indexes_for_embedding(s, ref)
             for index in indexes:
                 require_trained(s, index)

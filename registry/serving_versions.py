@@ -39,6 +39,8 @@ def check_status_move(snap: Snapshot, kind: str, ref: VersionRef, status: Status
                         f"({arm} bundle {name!r}) serves it; switch the route to another "
                         "bundle first (or roll it back)"
                     )
+    if kind == "EmbeddingVersion" and status is Status.ARCHIVED:
+        check_indexes_archived(snap, ref)
     index = snap.indexes.get(ref) if kind == "IndexVersion" else None
     family = index.embedding.name if index is not None else ref.name
     dw = snap.dual_writes.get(family)
@@ -63,3 +65,25 @@ def live_targets(snap: Snapshot, target: VersionRef) -> list[VersionRef]:
         ),
         key=lambda r: (r.name, r.version),
     )
+
+
+def check_indexes_archived(snap: Snapshot, ref: VersionRef) -> None:
+    """An embedding version is archived after its index versions. Why: a
+    deprecated index version is the rollback target until its retention
+    ends, and a rollback serves its embedding version again — archived, the
+    rollback was refused (and writes still went to its indexes)."""
+    live = sorted(
+        (ix for ix in snap.indexes.values() if ix.embedding == ref and ix.status not in _DEAD),
+        key=lambda ix: (ix.name, ix.version),
+    )
+    if live:
+        states = []
+        for ix in live:
+            kept = snap.retention.get(ix.ref)
+            until = f", kept as a rollback target until {kept.keep_until}" if kept else ""
+            states.append(f"{ix.ref} ({ix.status.value}{until})")
+        raise FailedPrecondition(
+            f"EmbeddingVersion {ref} cannot become archived while index version(s) built on it "
+            f"are not: {', '.join(states)}; it can be archived once they are (the retention "
+            "sweeper archives a deprecated index version when its rollback retention ends)"
+        )

@@ -279,6 +279,16 @@ def resolve_shadow(snapshot: Snapshot, route: Route) -> ResolvedRoute | None:
         return None
 
 
+def require_writable(snapshot: Snapshot, ref: VersionRef) -> None:
+    """Writes to an archived embedding version are refused: its data is
+    being dropped, and nothing may serve it again (`registry.serving_versions`)."""
+    found = snapshot.embedding_versions.get(ref)
+    if found is not None and found.status is Status.ARCHIVED:
+        raise FailedPrecondition(
+            f"embedding version {ref} is archived: it takes no writes; write a live version"
+        )
+
+
 def indexes_for_embedding(snapshot: Snapshot, ref: VersionRef) -> list[IndexVersion]:
     """Every index version built on an embedding version; writes go to all of them."""
     if ref.name not in snapshot.families:

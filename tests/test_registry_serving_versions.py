@@ -207,6 +207,54 @@ def test_a_rollback_to_a_bundle_that_no_longer_resolves_changes_nothing() -> Non
     assert reg_route(reg) == "b2"
 
 
+def test_an_embedding_version_is_archived_only_after_its_index_versions() -> None:
+    """Archiving items@v1 right after its deprecation destroyed the rollback
+    target inside ix@v1's retention, and writes to it were still accepted."""
+    reg = Registry(InMemoryStore(), "/t/")
+    two_models(reg, retention=48 * 3600)
+    retiring_v1(reg)
+    reg.set_status("EmbeddingVersion", V1, Status.DEPRECATED)
+    with pytest.raises(FailedPrecondition) as refused:
+        reg.set_status("EmbeddingVersion", V1, Status.ARCHIVED)
+    kept = reg.snapshot().retention[IX1].keep_until
+    assert all(s in refused.value.message for s in ("ix@v1 (deprecated", kept, "sweeper"))
+    with pytest.raises(FailedPrecondition, match="cannot become archived"):  # apply's path
+        reg.put_embedding_version(EmbeddingVersion("items", "v1", status=Status.ARCHIVED))
+    assert reg.rollback("r").bundle == "b1"  # the rollback target is intact
+
+    reg = Registry(InMemoryStore(), "/t/")
+    two_models(reg, retention=0)
+    retiring_v1(reg)
+    reg.set_status("EmbeddingVersion", V1, Status.DEPRECATED)
+    reg.set_status("IndexVersion", IX1, Status.ARCHIVED)  # its retention ended
+    reg.set_status("EmbeddingVersion", V1, Status.ARCHIVED)
+
+
+def test_writes_to_an_archived_embedding_version_are_refused() -> None:
+    """One archived before its index versions were (a registry from before
+    that rule) still had its writes accepted into them."""
+    import asyncio
+
+    from coordinator.snapshots import RegistryView
+    from registry.model import Tenant
+
+    reg = Registry(InMemoryStore(), "/t/")
+    two_models(reg)
+    reg.put_tenant(Tenant("acme"))
+    snap = reg.snapshot()
+    archived = EmbeddingVersion("items", "v1", status=Status.ARCHIVED)
+    old = dataclasses.replace(snap, embedding_versions={**snap.embedding_versions, V1: archived})
+
+    class Source:
+        snapshot = old
+
+        def reread(self) -> object:
+            return old
+
+    with pytest.raises(FailedPrecondition, match="items@v1 is archived: it takes no writes"):
+        asyncio.run(RegistryView(Source()).write_indexes(V1, "acme"))  # type: ignore[arg-type]
+
+
 def test_the_last_index_of_a_dual_write_target_stays_live_while_it_is_on() -> None:
     reg = Registry(InMemoryStore(), "/t/")
     two_models(reg, v2=Status.VALIDATING)
