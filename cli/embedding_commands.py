@@ -49,7 +49,9 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         help="the purpose the writes are made for (default backfill): every tenant in the data "
         "must allow it, and your grant must hold it",
     )
-    bf.add_argument("--batch-size", type=int, default=1000, help="rows per write (default 1000)")
+    bf.add_argument(
+        "--batch-size", type=int, default=1000, help="rows per write, at least 1 (default 1000)"
+    )
     bf.add_argument(
         "--max-rows-per-s",
         type=float,
@@ -146,9 +148,12 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         BackfillJob,
         ClientVectorSink,
         backfill,
+        check_limits,
         reference_from_file,
         source_files,
     )
+
+    check_limits(args.batch_size, args.max_rows_per_s, args.max_reject_share)  # before any I/O
 
     name, version = split_ref(args.target, "--to")
     with RegistryClient(args.coordinator) as reg:

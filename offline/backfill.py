@@ -20,6 +20,7 @@ version meanwhile is newer and is kept.
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from collections import Counter
@@ -72,6 +73,23 @@ class VectorSink(Protocol):
     def write(self, embedding: VersionRef, rows: Sequence[VectorRow]) -> tuple[int, int]: ...
 
 
+def check_limits(batch_size: int, max_rows_per_s: float, max_reject_share: float) -> None:
+    """A job's limits, refused at once rather than by what they do: a
+    negative batch size read no row (an empty range) and marked every file
+    done, exit 0; 0 crashed with a bare ValueError."""
+    if batch_size < 1:
+        raise InvalidArgument(f"backfill: batch size {batch_size}; expected at least 1")
+    if not 0 <= max_rows_per_s < math.inf:
+        raise InvalidArgument(
+            f"backfill: max rows per second {max_rows_per_s}; expected a finite number >= 0 "
+            "(0: no limit)"
+        )
+    if not 0 <= max_reject_share <= 1:
+        raise InvalidArgument(
+            f"backfill: max reject share {max_reject_share}; expected a share in [0, 1]"
+        )
+
+
 @dataclass(frozen=True)
 class BackfillJob:
     source: Path
@@ -85,6 +103,9 @@ class BackfillJob:
     # Where the rows go (the CLI: the coordinator's address): a checkpoint of
     # a job into one cluster must not mark the same job into another done.
     destination: str = ""
+
+    def __post_init__(self) -> None:
+        check_limits(self.batch_size, self.max_rows_per_s, self.max_reject_share)
 
     def spec(self) -> dict[str, Any]:
         ref = self.reference

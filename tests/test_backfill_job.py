@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -314,3 +315,36 @@ def test_a_batch_costs_the_same_in_a_small_and_a_large_file(tmp_path: Path) -> N
     small, large = seconds_per_batch(1_000), seconds_per_batch(200_000)
     # Linear: about 1x; the whole-file conversion made it ~100x.
     assert large < 10 * small, (small, large)
+
+
+@pytest.mark.parametrize(
+    ("limits", "says"),
+    [
+        ({"batch_size": -5}, "batch size -5; expected at least 1"),
+        ({"batch_size": 0}, "batch size 0; expected at least 1"),
+        ({"max_rows_per_s": -1.0}, "max rows per second -1.0"),
+        ({"max_rows_per_s": float("nan")}, "max rows per second nan"),
+        ({"max_reject_share": 1.5}, "max reject share 1.5"),
+    ],
+)
+def test_a_job_with_impossible_limits_is_refused(
+    tmp_path: Path, limits: dict[str, float], says: str
+) -> None:
+    """A negative batch size read no row and marked every file done (exit 0);
+    0 crashed with a bare ValueError."""
+    with pytest.raises(InvalidArgument, match=re.escape(says)):
+        BackfillJob(tmp_path, TARGET, DIM, "item", **limits)  # type: ignore[arg-type]
+
+
+def test_the_cli_refuses_a_batch_size_below_one_with_a_clean_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cli.main import main
+
+    argv = ["embeddings", "backfill", "--from", str(tmp_path), "--to", "items@v2"]
+    code = main([*argv, "--coordinator", "127.0.0.1:1", "--batch-size", "-5"])
+    err = capsys.readouterr().err
+    assert (code, err.strip()) == (
+        1,
+        "error (INVALID_ARGUMENT): backfill: batch size -5; expected at least 1",
+    )
