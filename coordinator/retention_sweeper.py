@@ -1,7 +1,8 @@
 """Archives deprecated index versions whose rollback retention has ended
 (DESIGN §11; rules in `registry.migration`). Every coordinator runs it; the
 archive is a compare-and-swap on the index version, so when two race, one
-wins and the other finds it archived already. Shards drop the data when the
+wins and the other loses the compare or finds it archived already — only
+the one that archived it logs and counts it. Shards drop the data when the
 archived status reaches them through their watch."""
 
 from __future__ import annotations
@@ -30,9 +31,17 @@ class RetentionSweeper:
         archived = []
         for ref in due_for_archive(self.cache.snapshot, utc_now()):
             try:
-                await asyncio.to_thread(archive, self.registry, ref)
-            except (Conflict, FailedPrecondition) as exc:
-                log.info("retention of %s: %s (another coordinator archived it?)", ref, exc)
+                moved = await asyncio.to_thread(archive, self.registry, ref)
+            except Conflict:
+                # Another coordinator's sweeper (or an operator) changed it while
+                # this one tried; the next round sees what became of it.
+                log.info("retention of %s: it changed while archiving; next round", ref)
+                continue
+            except FailedPrecondition as exc:  # re-promoted by a rollback since, ...
+                log.info("retention of %s: not archived: %s", ref, exc)
+                continue
+            if not moved:
+                log.debug("retention of %s: archived already (by another coordinator)", ref)
                 continue
             log.info("archived %s: its rollback retention ended", ref)
             quality_metrics.ARCHIVED.inc()

@@ -155,7 +155,8 @@ def add_index_attributes(reg: Registry, ref: VersionRef, added: Mapping[str, Att
     return updated
 
 
-def archive(reg: Registry, ref: VersionRef) -> Any:
+def archive(reg: Registry, ref: VersionRef) -> bool:
     """Archives a deprecated index version whose retention ended (refused
-    before that, naming until when it is kept)."""
-    return reg.set_status("IndexVersion", ref, Status.ARCHIVED)
+    before that, naming until when it is kept). False when it was archived
+    already: every coordinator's sweeper tries, one archives it."""
+    return reg.move_status("IndexVersion", ref, Status.ARCHIVED)[1]

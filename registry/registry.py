@@ -108,11 +108,11 @@ class Registry:
         what: str,
         also: Sequence[Put | Delete] = (),
         read: Entry | None = None,
-    ) -> None:
+    ) -> bool:
         """Creates, or updates within the rules: content frozen once ready,
         status only along the state machine. Compare-and-swap on the key (as
         `read`, when the caller checked a snapshot taken after reading it);
-        `also` is written in the same transaction."""
+        `also` is written in the same transaction. False: it was so already."""
         key = self.key_of(obj)
         current = read or self.store.get(key)
         if current is not None:
@@ -125,11 +125,12 @@ class Registry:
                     )
                 check_transition(what, old.status, status)
             if old == obj:
-                return
+                return False
         expected = current.mod_revision if current is not None else 0
         ops = [Put(key, codec.encode(obj)), *also]
         if not self.store.txn([ModRevisionIs(key, expected)], ops):
             raise Conflict(f"{what} changed concurrently; re-read and retry")
+        return True
 
     # --- objects -------------------------------------------------------------
 
@@ -219,6 +220,11 @@ class Registry:
 
     def set_status(self, kind: str, ref: VersionRef, status: Status) -> Any:
         """Moves an embedding or index version along the state machine."""
+        return self.move_status(kind, ref, status)[0]
+
+    def move_status(self, kind: str, ref: VersionRef, status: Status) -> tuple[Any, bool]:
+        """`set_status`, and whether this call moved it (False: it had that
+        status already — another coordinator's sweeper archived it first)."""
         key = (
             self.keys.embedding_version(ref.name, ref.version)
             if kind == "EmbeddingVersion"
@@ -236,8 +242,7 @@ class Registry:
         if status != old.status:
             check_status_move(self.snapshot(), kind, ref, status)
         also = self.status_effects(obj, old.status) if kind == "IndexVersion" else []
-        self._put_versioned(obj, status, f"{kind} {ref}", also, read)
-        return obj
+        return obj, self._put_versioned(obj, status, f"{kind} {ref}", also, read)
 
     def status_effects(self, index: IndexVersion, current: Status) -> list[Put | Delete]:
         """Gates and retention of an index version's status move (every path
