@@ -82,7 +82,9 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     ev = em_sub.add_parser(
         "evaluate",
         help="measure an index version (recall vs exact, canary recall, overlap with production, "
-        "coverage) and store the result with it; exit 1 when a gate fails",
+        "coverage) and store the result with it (only while it is building or validating: a "
+        "ready or production version keeps the evaluation it was promoted on, and the command "
+        "says 'not stored'); exit 1 when a gate fails",
     )
     ev.add_argument("index", metavar="NAME@VERSION", help="the index version")
     ev.add_argument("--coordinator", required=True, help="coordinator address(es) HOST:PORT[,...]")
@@ -210,8 +212,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         recall_sample_per_shard=args.sample,
         coverage_attributes=tuple(args.coverage_attribute),
     )
-    evaluation, failures = Evaluation(args.coordinator, job).run()
+    evaluation, failures, not_stored = Evaluation(args.coordinator, job).run()
     print(json.dumps(json.loads(codec.encode(evaluation))["spec"], indent=2, sort_keys=True))
+    if not_stored:
+        print(not_stored, file=sys.stderr)
     if failures:
         print(f"{args.index} fails its gates: " + "; ".join(failures), file=sys.stderr)
         return 1

@@ -141,7 +141,11 @@ class Evaluation:
             )
         return found, models, vectors
 
-    def run(self) -> tuple[IndexEvaluation, list[str]]:
+    def run(self) -> tuple[IndexEvaluation, list[str], str]:
+        """The evaluation, its failed gates, and why it was not stored ("" when
+        it was). Why not always stored: a ready or production version's
+        evaluation is the record it was promoted on (`registry.change_writes`),
+        so measuring a serving version reports without replacing it."""
         job = self.job
         with (
             RegistryClient(self.coordinator) as reg,
@@ -175,13 +179,18 @@ class Evaluation:
             evaluation = IndexEvaluation(**fields)
             failures = gate_failures(index, evaluation)
             evaluation = IndexEvaluation(**{**fields, "failures": tuple(failures)})
-            if index.status in (Status.BUILDING, Status.VALIDATING):
-                doc = {
-                    "kind": "IndexEvaluation",
-                    "spec": json.loads(codec.encode(evaluation))["spec"],
-                }
-                reg.apply([doc], why=f"evaluate {index.ref}")
-        return evaluation, failures
+            if index.status not in (Status.BUILDING, Status.VALIDATING):
+                not_stored = (
+                    f"not stored: {index.ref} is {index.status.value}; evaluations are recorded "
+                    "while building or validating"
+                )
+                return evaluation, failures, not_stored
+            doc = {
+                "kind": "IndexEvaluation",
+                "spec": json.loads(codec.encode(evaluation))["spec"],
+            }
+            reg.apply([doc], why=f"evaluate {index.ref}")
+        return evaluation, failures, ""
 
     def _recall_vs_exact(self, ev: EvaluationClient, index: IndexVersion, k: int) -> dict[str, Any]:
         shards = ev.check_recall(str(index.ref), k, self.job.recall_sample_per_shard, self.job.seed)

@@ -2,7 +2,8 @@
 coordinators; found in review): a dual-write the CLI accepted (exit 0) made
 every write of the serving version fail, with an error naming neither the
 new version nor dual-write: a target index typing an attribute otherwise, a
-centroid-placed target index with no trained centroids."""
+centroid-placed target index with no trained centroids. And an evaluation
+of a ready version, silently not stored."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from cli.local_cluster import LocalCluster
 from client.registry_client import RegistryClient
 from client.retrieval_client import Record, RetrievalClient
 from core.domain import AttrValue
-from core.errors import FailedPrecondition, VecshardError
+from core.errors import FailedPrecondition, NotFound, VecshardError
 from tests.conftest import ClusterFactory
 from tests.model_change_support import cli
 from tests.polling import poll
@@ -136,3 +137,19 @@ def test_dual_write_into_an_untrained_centroid_index_is_refused_until_trained(
     code, err = dual_write(cluster, fam)
     assert code == 0, err
     assert writes_fail(cluster, fam) is None
+
+
+def test_an_evaluation_of_a_ready_version_says_it_is_not_stored(cluster: LocalCluster) -> None:
+    """It stored nothing and said nothing, though the README said it was stored."""
+    fam = "dwe"
+    with RegistryClient(cluster.coordinator_target) as reg:
+        reg.apply(family_docs(fam, {}))
+    write_v1(cluster.coordinator_target, fam, {"cat": "c0"}, n=40)
+    out = cli(
+        "embeddings", "evaluate", f"{fam}_ix@v1", "--sample", "10",
+        "--coordinator", cluster.coordinator_target,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "not stored: dwe_ix@v1 is ready; evaluations are recorded while building" in out.stderr
+    with RegistryClient(cluster.coordinator_target) as reg, pytest.raises(NotFound):
+        reg.get("IndexEvaluation", f"{fam}_ix", "v1")

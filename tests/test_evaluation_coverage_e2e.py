@@ -85,7 +85,7 @@ def test_coverage_counts_the_rows_of_the_evaluated_index_version(
     write_parquet(src, ids, vectors, version=time.time_ns() // 1000)
     job = EvaluateJob(VersionRef("ix", "trial"), source=src, recall_sample_per_shard=10)
 
-    evaluation, failures = Evaluation(target, job).run()
+    evaluation, failures, _ = Evaluation(target, job).run()
     assert evaluation.coverage == 0.0
     assert evaluation.coverage_by_tenant == {"acme": 0.0}
     assert any("coverage" in f for f in failures), failures
@@ -105,6 +105,6 @@ def test_coverage_counts_the_rows_of_the_evaluated_index_version(
             c.upsert("items", "v1", [Record(i, v) for i, v in zip(ids, vectors, strict=True)])[0]
             == N
         )
-    evaluation, failures = Evaluation(target, job).run()
+    evaluation, failures, _ = Evaluation(target, job).run()
     assert evaluation.coverage == 1.0
     assert not [f for f in failures if "coverage" in f], failures
