@@ -49,10 +49,15 @@ def fit(approximate: Sequence[float], exact: Sequence[float]) -> tuple[float, fl
     x = np.asarray(approximate, dtype=np.float64)
     y = np.asarray(exact, dtype=np.float64)
     if x.size >= 2 and np.ptp(x) > 0:
-        xc = x - x.mean()
-        a = float(xc @ (y - y.mean()) / (xc @ xc))
-        if a > 0 and np.isfinite(a):
-            return a, float(y.mean() - a * x.mean())
+        # Differences too small (or too large) to square give no slope, not a
+        # warning: 0 or inf below, and then the offset.
+        with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
+            xc = x - x.mean()
+            spread = float(xc @ xc)
+            a = float(xc @ (y - y.mean())) / spread if 0 < spread < np.inf else 0.0
+            b = float(y.mean() - a * x.mean())
+        if a > 0 and np.isfinite(a) and np.isfinite(b):
+            return a, b
     return 1.0, float((y - x).mean())
 
 

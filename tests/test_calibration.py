@@ -117,3 +117,14 @@ def test_a_sample_without_a_slope_gives_an_offset() -> None:
     # 2.9 … it is shifted to just the lowest sampled score
     got = calibrate(hits("x", [10.0, 9.0, 6.0], "s"), [3.0, 2.9])
     assert [h.score for h in got][:2] == [3.0, 2.9] and got[2].score <= 2.9
+
+
+def test_a_sample_too_narrow_or_too_wide_to_square_fits_an_offset() -> None:
+    """Found by hypothesis in the full suite: differences of 1e-167 square to
+    0 (a division by zero warning, an error under pytest's filters)."""
+    assert fit([3.034096640801381e-167, 0.0], [0.0, 0.0]) == (
+        1.0,
+        float(-3.034096640801381e-167 / 2),
+    )
+    assert fit([1e300, -1e300], [1.0, 2.0])[0] == 1.0
+    assert fit([1.0, 2.0, 3.0], [2.0, 4.0, 6.0]) == (2.0, 0.0)
