@@ -25,7 +25,9 @@ from registry.snapshot import in_canary, resolve_route
 V1, V2 = VersionRef("items", "v1"), VersionRef("items", "v2")
 
 
-def test_the_canary_runner_measures_the_primary_bundle(monkeypatch: pytest.MonkeyPatch) -> None:
+def _two_versions() -> tuple[Registry, str]:
+    """A registry with items@v1 and @v2, an index and a bundle (b1, b2) of
+    each, and a query vector."""
     reg = Registry(InMemoryStore(), "/t/")
     reg.put_family(EmbeddingFamily("items", "item", 4, Metric.L2))
     for v in ("v1", "v2"):
@@ -34,7 +36,11 @@ def test_the_canary_runner_measures_the_primary_bundle(monkeypatch: pytest.Monke
         reg.put_bundle(
             Bundle(f"b{v[1]}", VersionRef("items", v), VersionRef("items", v), VersionRef("ix", v))
         )
-    vec = encode_vector(np.ones(4, np.float32))
+    return reg, encode_vector(np.ones(4, np.float32))
+
+
+def test_the_canary_runner_measures_the_primary_bundle(monkeypatch: pytest.MonkeyPatch) -> None:
+    reg, vec = _two_versions()
     for label, ref in (("c1", V1), ("c2", V2)):
         put_canary_set(reg, CanaryQuerySet(label, "v1", ref, (CanaryQuery("t", vec, ("a",)),)))
     reg.put_route(Route("r", "b1", canary_bundle="b2", canary_share=0.5))
@@ -111,15 +117,7 @@ def test_a_route_no_canary_set_measures_any_more_exports_no_canary_numbers(
 
     from registry.quality import IndexEvaluation
 
-    reg = Registry(InMemoryStore(), "/t/")
-    reg.put_family(EmbeddingFamily("items", "item", 4, Metric.L2))
-    for v in ("v1", "v2"):
-        reg.put_embedding_version(EmbeddingVersion("items", v))
-        reg.create_index(IndexVersion("ix", v, VersionRef("items", v), num_buckets=2), ["s0"])
-        reg.put_bundle(
-            Bundle(f"b{v[1]}", VersionRef("items", v), VersionRef("items", v), VersionRef("ix", v))
-        )
-    vec = encode_vector(np.ones(4, np.float32))
+    reg, vec = _two_versions()
     put_canary_set(reg, CanaryQuerySet("c1", "v1", V1, (CanaryQuery("t", vec, ("a",)),)))
     evaluated = IndexEvaluation(
         VersionRef("ix", "v1"), "2026-01-01T00:00:00+00:00", 10, canary_set="c1@v1",
