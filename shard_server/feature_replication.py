@@ -6,8 +6,8 @@ refused because one replica was down (still registered, its calls failing)
 may have reached the others. Without a copy, the replicas of those rows
 would disagree for good once the writer gave up, and a read would answer
 the old or the new row depending on the replica it asked. So a starting
-shard copies, from one registered peer per bucket, every row of its
-replicated buckets that is newer than its own (`FeatureStore.apply_raw`:
+shard copies, from a registered peer per bucket (the next one if it
+fails), every row of its replicated buckets that is newer than its own (`FeatureStore.apply_raw`:
 the write rule, so copying twice changes nothing), before it serves reads —
 and, first, the peer's erasure markers of entities in those buckets, so a
 shard restored after losing its disk refuses an erased subject's replayed
@@ -31,7 +31,12 @@ from core.domain import VersionRef
 from registry.placement import FEATURE_BUCKETS, tenant_buckets_of
 from registry.snapshot import Snapshot
 from shard_server.feature_store import FeatureStore, parse_entity_key
-from shard_server.replica_peers import FEATURE_ROWS, live_placements, peer_plan
+from shard_server.replica_peers import (
+    FEATURE_ROWS,
+    live_placements,
+    peer_candidates,
+    pull_from_replicas,
+)
 
 log = logging.getLogger(__name__)
 
@@ -93,27 +98,38 @@ Exported = tuple[RawRows, dict[bytes, int]]
 Export = Callable[[str, VersionRef, list[int]], Iterator[Exported]]
 
 
-def catch_up_features(store: FeatureStore, snap: Snapshot, shard_id: str, export: Export) -> int:
+# Buckets left uncaught, per feature group version (or index version).
+Missing = dict[VersionRef, set[int]]
+
+
+def catch_up_features(
+    store: FeatureStore,
+    snap: Snapshot,
+    shard_id: str,
+    export: Export,
+    only: Missing | None = None,
+) -> tuple[int, Missing]:
     """For every feature group placement with buckets this shard shares with
-    a registered peer, copies that peer's newer rows; returns how many rows
-    were written. A peer that cannot be asked is logged and skipped: the
-    shard then serves what it has, as before catch-up existed."""
+    a registered peer (of `only`, if given), copies the newer rows of the
+    first replica that answers, SERVING ones first; returns how many rows
+    were written and the buckets no replica answered for (the caller asks
+    again: the shard must not serve reads before it has them)."""
     applied = 0
+    missing: Missing = {}
     for kind, group, placement in live_placements(snap):
-        if kind != FEATURE_ROWS:
+        if kind != FEATURE_ROWS or (only is not None and group not in only):
             continue
-        by_peer = peer_plan(snap, shard_id, placement.buckets)
-        for peer, buckets in by_peer.items():
-            try:
-                for rows, marks in export(snap.shards[peer].address, group, buckets):
-                    store.apply_markers(marks)  # first: they refuse erased history
-                    applied += store.apply_raw(group, rows)
-            except Exception as exc:  # noqa: BLE001 - one peer's failure skips its buckets
-                log.warning(
-                    "feature catch-up of %s buckets %s from %s failed: %s",
-                    group,
-                    buckets,
-                    peer,
-                    exc,
-                )
-    return applied
+
+        def pull(peer: str, buckets: list[int], group: VersionRef = group) -> None:
+            nonlocal applied
+            for rows, marks in export(snap.shards[peer].address, group, buckets):
+                store.apply_markers(marks)  # first: they refuse erased history
+                applied += store.apply_raw(group, rows)
+
+        candidates = peer_candidates(snap, shard_id, placement.buckets)
+        failed = pull_from_replicas(
+            f"feature group {group}", candidates, pull, None if only is None else only[group]
+        )
+        if failed:
+            missing[group] = failed
+    return applied, missing

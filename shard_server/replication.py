@@ -1,6 +1,7 @@
-"""Replica catch-up (issue 5): a shard that missed writes while it was down —
+"""Replica export (issue 5): a shard that missed writes while it was down —
 possible when a write quorum below the replica count acknowledged them —
-copies them from a peer replica of the same buckets before it serves queries.
+copies them from a peer replica of the same buckets before it serves queries
+(`shard_server.catch_up`).
 
 The peer streams raw records of the buckets and every tombstone; the
 recovering shard applies them with the write path's version rules, so the
@@ -17,23 +18,15 @@ import grpc
 
 from core import runtime as serving
 from core.domain import VersionRef
-from core.errors import VecshardError
 from core.timestamps import now_us
 from protos.vecshard.v1.internal import replication_pb2 as pb
 from protos.vecshard.v1.internal import replication_pb2_grpc
 from shard_server import records as rec
 from shard_server.bucket_digests import BucketDigest, feature_digests, index_digests
 from shard_server.export_chunks import pair_size, sized_chunks
-from shard_server.feature_replication import (
-    Exported,
-    catch_up_features,
-    markers_in_buckets,
-    rows_in_buckets,
-)
+from shard_server.feature_replication import Exported, markers_in_buckets, rows_in_buckets
 from shard_server.feature_store import FeatureStore
-from shard_server.metrics import CATCH_UP
 from shard_server.record_expiry import expiry_cutoff
-from shard_server.replica_peers import RECORDS, live_placements, peer_plan
 from shard_server.service import ShardNode
 from shard_server.storage import RECORDS as RECORDS_CF
 from shard_server.storage import TOMBSTONES, ShardStore
@@ -185,46 +178,3 @@ def peer_digests(
         stub = replication_pb2_grpc.ReplicationServiceStub(channel)
         resp = stub.BucketDigests(request, timeout=timeout)
     return {d.bucket: BucketDigest(d.digest, d.rows) for d in resp.buckets}
-
-
-def catch_up(
-    node: ShardNode,
-    features: FeatureStore,
-    credentials: grpc.ChannelCredentials,
-    timeout: float = 120.0,
-    feature_rows: bool = True,
-) -> int:
-    """For every replicated bucket this shard holds, of index versions and of
-    feature groups (unless `feature_rows` is false), pulls from one
-    registered peer replica (over mutual TLS, as a shard). Returns how many
-    records, tombstones and feature rows were applied."""
-    snap = node.registry.refresh()
-
-    def export_features(address: str, group: VersionRef, buckets: list[int]) -> Iterator[Exported]:
-        return export_feature_rows(address, group, buckets, credentials, timeout)
-
-    rows = catch_up_features(features, snap, node.shard_id, export_features) if feature_rows else 0
-    CATCH_UP.labels("feature_rows").inc(rows)
-    applied = 0
-    for kind, ref, placement in live_placements(snap):
-        if kind != RECORDS:
-            continue
-        plan = peer_plan(snap, node.shard_id, placement.buckets)
-        for peer, buckets in plan.items():
-            try:
-                applied += pull_index_buckets(
-                    node,
-                    ref,
-                    snap.shards[peer].address,
-                    buckets,
-                    credentials,
-                    timeout,
-                    expiry_cutoff(snap, ref, now_us()),
-                )
-            except (grpc.RpcError, VecshardError) as exc:
-                # A peer that cannot be asked, or a partition here that cannot
-                # open (`load_all` left it closed, with its reason): the shard
-                # starts and serves the rest.
-                log.warning("catch-up of %s buckets %s from %s failed: %s", ref, buckets, peer, exc)
-    CATCH_UP.labels("records").inc(applied)
-    return applied + rows

@@ -28,6 +28,7 @@ from registry.store import ETCD_START_WAIT_SECONDS, EtcdStore
 from registry.watcher import SnapshotCache
 from shard_server.access_guard import ShardAccessGuard
 from shard_server.anti_entropy import AntiEntropy
+from shard_server.catch_up import catch_up, catch_up_fully
 from shard_server.config import ShardConfig
 from shard_server.erasure import ShardEraser
 from shard_server.erasure_servicer import ErasureServicer
@@ -38,7 +39,7 @@ from shard_server.metrics import CATCH_UP_SECONDS, EXPIRY_SWEEPS
 from shard_server.node_metrics import LEASE_LOSSES, watch_data_dir, watch_feature_cache
 from shard_server.periodic import Periodic
 from shard_server.record_expiry import expire_records
-from shard_server.replication import ReplicationServicer, catch_up
+from shard_server.replication import ReplicationServicer
 from shard_server.service import ShardNode
 from shard_server.servicer import ShardServicer
 
@@ -150,9 +151,12 @@ def create_server(
     # of the peers covers everything written before the shard registered, and
     # every later write reaches it directly — a first pass would scan every
     # replicated row once more for nothing (a restart's cost is the scan).
+    # The second pass asks each bucket's replicas in turn, and again, until
+    # some replica answered for every bucket (`catch_up`): the shard stays
+    # DRAINING until then.
     peer = identity.channel_credentials()
     caught_up_from = time.monotonic()
-    applied = catch_up(node, features, peer, feature_rows=False)
+    applied = catch_up(node, features, peer, feature_rows=False)[0]
     registration = ShardRegistration(
         etcd,
         registry.keys,
@@ -166,7 +170,7 @@ def create_server(
     )
     registration.on_lease_lost = LEASE_LOSSES.inc
     registration.start()
-    applied += catch_up(node, features, peer)
+    applied += catch_up_fully(node, features, peer)
     CATCH_UP_SECONDS.set(time.monotonic() - caught_up_from)
     registration.set_state(ShardState.SERVING)
     if applied:

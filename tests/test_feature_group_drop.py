@@ -188,6 +188,6 @@ def test_catch_up_copies_live_groups_only(shard: FeatureShardStore) -> None:
     members = {s: ShardMember(s, f"{s}:1") for s in ("shard-0", "shard-1")}
     snap = dataclasses.replace(_retired(PROFILE), placements=placements, shards=members)
     fs = FeatureStore(shard)
-    assert catch_up_features(fs, snap, "shard-0", export) == 0
+    assert catch_up_features(fs, snap, "shard-0", export) == (0, {})
     assert asked == [ACTIVITY]
     assert dict(fs.markers.items()) == {b"marker": T0}
