@@ -47,7 +47,8 @@ class ShardRegistration:
         )
 
     def start(self) -> None:
-        self.register()
+        if self._lease is None:  # registered already, ahead of the keep-alive
+            self.register()
         self._thread = threading.Thread(target=self._keepalive, name="shard-lease", daemon=True)
         self._thread.start()
 

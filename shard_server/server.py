@@ -38,6 +38,7 @@ from shard_server.feature_store import FeatureShardStore, FeatureStore
 from shard_server.metrics import CATCH_UP_SECONDS, EXPIRY_SWEEPS
 from shard_server.node_metrics import LEASE_LOSSES, watch_data_dir, watch_feature_cache
 from shard_server.periodic import Periodic
+from shard_server.read_gate import ReadGate
 from shard_server.record_expiry import expire_records
 from shard_server.replication import ReplicationServicer
 from shard_server.service import ShardNode
@@ -77,6 +78,15 @@ class RunningShard:
         self.node.store.close()
 
 
+def log_caught_up(shard_id: str, applied: int) -> None:
+    if applied:
+        log.info(
+            "shard %s caught up %d records, tombstones and feature rows from peer replicas",
+            shard_id,
+            applied,
+        )
+
+
 def create_server(
     cfg: ShardConfig, tls: TlsSettings, limits: Limits = DEFAULT_LIMITS
 ) -> RunningShard:
@@ -108,9 +118,11 @@ def create_server(
     watch_data_dir(cfg.data_dir)
     watch_feature_cache(store.row_cache)
 
+    # Reads are refused until the shard has caught up (`read_gate`).
+    gate = ReadGate(cfg.shard_id)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=cfg.max_workers, thread_name_prefix="shard-rpc"),
-        interceptors=[serving.SyncServerInterceptor("shard"), ShardAccessGuard(cache)],
+        interceptors=[serving.SyncServerInterceptor("shard"), gate, ShardAccessGuard(cache)],
         options=serving.grpc_options(),
     )
     shard_pb2_grpc.add_ShardServiceServicer_to_server(ShardServicer(node), server)
@@ -131,32 +143,10 @@ def create_server(
     port = server.add_secure_port(cfg.listen, credentials)
     if port == 0:
         raise OSError(f"could not bind {cfg.listen}")
-    server.start()
-    health_server = None
-    if cfg.health_listen:
-        probe, _ = serving.health_only_server(health, cfg.health_listen, aio=False)
-        assert isinstance(probe, grpc.Server)
-        probe.start()
-        health_server = probe
-    # Segments load before the shard says it is ready or registers.
-    opened = node.load_all()
-    node.start_maintenance()
     host = cfg.listen.rsplit(":", 1)[0]
     address = cfg.advertise or f"{'127.0.0.1' if host in ('0.0.0.0', '[::]', '') else host}:{port}"
     metrics_port = serving.start_metrics(cfg.metrics_host, cfg.metrics_port)
-    # Catch up from peer replicas before serving queries: index records first
-    # in bulk while unregistered, then again once registered as draining
-    # (coordinators send it writes but no queries), so nothing written in
-    # between is missed. Feature rows only in the second pass: there one scan
-    # of the peers covers everything written before the shard registered, and
-    # every later write reaches it directly — a first pass would scan every
-    # replicated row once more for nothing (a restart's cost is the scan).
-    # The second pass asks each bucket's replicas in turn, and again, until
-    # some replica answered for every bucket (`catch_up`): the shard stays
-    # DRAINING until then.
     peer = identity.channel_credentials()
-    caught_up_from = time.monotonic()
-    applied = catch_up(node, features, peer, feature_rows=False)[0]
     registration = ShardRegistration(
         etcd,
         registry.keys,
@@ -168,17 +158,41 @@ def create_server(
         ),
         ttl=cfg.lease_ttl,
     )
+
     registration.on_lease_lost = LEASE_LOSSES.inc
+    if etcd.get(registry.keys.shard(cfg.shard_id)) is not None:
+        # The previous process's key (SERVING, perhaps this very address)
+        # lingers until its lease expires: draining from now on, so
+        # coordinators stop sending this shard queries before it listens.
+        registration.register()
+    server.start()
+    health_server = None
+    if cfg.health_listen:
+        probe, _ = serving.health_only_server(health, cfg.health_listen, aio=False)
+        assert isinstance(probe, grpc.Server)
+        probe.start()
+        health_server = probe
+    # Segments load before the shard says it is ready or registers.
+    opened = node.load_all()
+    node.start_maintenance()
+    # Catch up from peer replicas before serving queries: index records first
+    # in bulk while unregistered, then again once registered as draining
+    # (coordinators send it writes but no queries), so nothing written in
+    # between is missed. Feature rows only in the second pass: there one scan
+    # of the peers covers everything written before the shard registered, and
+    # every later write reaches it directly — a first pass would scan every
+    # replicated row once more for nothing (a restart's cost is the scan).
+    # The second pass asks each bucket's replicas in turn, and again, until
+    # some replica answered for every bucket (`catch_up`): reads stay refused
+    # and the shard DRAINING until then.
+    caught_up_from = time.monotonic()
+    applied = catch_up(node, features, peer, feature_rows=False)[0]
     registration.start()
     applied += catch_up_fully(node, features, peer)
     CATCH_UP_SECONDS.set(time.monotonic() - caught_up_from)
+    gate.open()
     registration.set_state(ShardState.SERVING)
-    if applied:
-        log.info(
-            "shard %s caught up %d records, tombstones and feature rows from peer replicas",
-            cfg.shard_id,
-            applied,
-        )
+    log_caught_up(cfg.shard_id, applied)
     serving.set_serving(health, [SERVICE, FEATURE_SERVICE], True)
 
     # From here on, replicas that disagree (a write that reached only one of
