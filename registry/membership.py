@@ -31,20 +31,38 @@ class ShardRegistration:
         self._lease: Lease | None = None
         # Called when the lease had expired and the shard registered again.
         self.on_lease_lost: Callable[[], None] = lambda: None
+        # Every register and put checks `_closed` under this lock, and `close`
+        # sets it under it: a keep-alive inside a slow etcd call cannot
+        # register a stopping shard again after `close` revoked its lease.
+        self._lock = threading.Lock()
+        self._closed = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def register(self) -> None:
+        with self._lock:
+            self._register()
+
+    def _register(self) -> None:
+        if self._closed:
+            return
         self._lease = self.store.lease(self.ttl)
+        self._put()
+
+    def _put(self) -> None:
         self.store.put(
             self.keys.shard(self.member.shard_id), codec.encode(self.member), lease=self._lease
         )
 
     def set_state(self, state: ShardState) -> None:
-        self.member = dataclasses.replace(self.member, state=state)
-        self.store.put(
-            self.keys.shard(self.member.shard_id), codec.encode(self.member), lease=self._lease
-        )
+        with self._lock:
+            self.member = dataclasses.replace(self.member, state=state)
+            if not self._closed:
+                self._put()
 
     def start(self) -> None:
         if self._lease is None:  # registered already, ahead of the keep-alive
@@ -58,6 +76,8 @@ class ShardRegistration:
                 assert self._lease is not None
                 self._lease.refresh()
                 if self.store.get(self.keys.shard(self.member.shard_id)) is None:
+                    if self._closed:
+                        return  # `close` revoked it; `register` would refuse anyway
                     self.on_lease_lost()
                     self.register()  # lease expired while etcd was away: come back
             except Exception as exc:  # noqa: BLE001 - retry until etcd answers again
@@ -66,10 +86,13 @@ class ShardRegistration:
     def close(self) -> None:
         """Releases the lease so coordinators stop routing here at once."""
         self._stop.set()
+        with self._lock:
+            self._closed = True
+            lease = self._lease
         if self._thread:
             self._thread.join(timeout=5)
-        if self._lease is not None:
+        if lease is not None:
             try:
-                self._lease.revoke()
+                lease.revoke()
             except Exception as exc:  # noqa: BLE001 - the lease expires on its own anyway
                 log.warning("could not revoke lease: %s", exc)

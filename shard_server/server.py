@@ -188,7 +188,7 @@ def create_server(
     caught_up_from = time.monotonic()
     applied = catch_up(node, features, peer, feature_rows=False)[0]
     registration.start()
-    applied += catch_up_fully(node, features, peer)
+    applied += catch_up_fully(node, features, peer, lambda: registration.closed)
     CATCH_UP_SECONDS.set(time.monotonic() - caught_up_from)
     gate.open()
     registration.set_state(ShardState.SERVING)
