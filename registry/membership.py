@@ -2,7 +2,11 @@
 
 The key disappears when the lease expires, so a SIGKILLed shard stops being
 routed to within the TTL. A keep-alive thread refreshes the lease and, if it
-was lost (etcd restarted, long pause), registers again under a new one.
+was lost (etcd restarted, a pause longer than the TTL: GC, SIGSTOP, a
+partition from etcd), registers again under a new one — as DRAINING, not as
+what it was: while it was away, peers acknowledged writes and deletes without
+it (a write quorum below the replica count) and repair may have given up, so
+it catches up before it answers queries again, as at start-up.
 """
 
 from __future__ import annotations
@@ -20,6 +24,10 @@ from registry.store import Lease, RegistryStore
 log = logging.getLogger(__name__)
 
 
+def _nothing() -> None:
+    pass
+
+
 class ShardRegistration:
     def __init__(
         self, store: RegistryStore, keys: Keys, member: ShardMember, ttl: int = 10
@@ -29,13 +37,20 @@ class ShardRegistration:
         self.member = member
         self.ttl = ttl
         self._lease: Lease | None = None
-        # Called when the lease had expired and the shard registered again.
-        self.on_lease_lost: Callable[[], None] = lambda: None
+        # After a lost lease, in this order: `on_lease_lost` (the shard stops
+        # answering reads), registered again as DRAINING, `catch_up` (in a
+        # thread of its own: the keep-alive goes on refreshing the new lease
+        # meanwhile; it returns once every bucket is caught up), then — if no
+        # newer loss or `close` came in between — `on_serving` and SERVING.
+        self.on_lease_lost: Callable[[], None] = _nothing
+        self.catch_up: Callable[[], None] = _nothing
+        self.on_serving: Callable[[], None] = _nothing
         # Every register and put checks `_closed` under this lock, and `close`
         # sets it under it: a keep-alive inside a slow etcd call cannot
         # register a stopping shard again after `close` revoked its lease.
         self._lock = threading.Lock()
         self._closed = False
+        self._rejoining = False  # a catch-up after a lost lease is running
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -44,6 +59,8 @@ class ShardRegistration:
         return self._closed
 
     def register(self) -> None:
+        """Puts the member under a new lease (replacing a previous process's
+        key of this shard: its lease no longer keeps it)."""
         with self._lock:
             self._register()
 
@@ -65,23 +82,72 @@ class ShardRegistration:
                 self._put()
 
     def start(self) -> None:
-        if self._lease is None:  # registered already, ahead of the keep-alive
+        if self._lease is None:
             self.register()
         self._thread = threading.Thread(target=self._keepalive, name="shard-lease", daemon=True)
         self._thread.start()
+
+    def _holds_key(self) -> bool:
+        """The key is there and attached to this registration's lease (a key
+        under another lease is some other process's, kept alive by it)."""
+        entry = self.store.get(self.keys.shard(self.member.shard_id))
+        return (
+            entry is not None and self._lease is not None and entry.lease in (None, self._lease.id)
+        )
 
     def _keepalive(self) -> None:
         while not self._stop.wait(self.ttl / 3):
             try:
                 assert self._lease is not None
                 self._lease.refresh()
-                if self.store.get(self.keys.shard(self.member.shard_id)) is None:
-                    if self._closed:
-                        return  # `close` revoked it; `register` would refuse anyway
-                    self.on_lease_lost()
-                    self.register()  # lease expired while etcd was away: come back
+                if not self._holds_key():
+                    self._rejoin()
             except Exception as exc:  # noqa: BLE001 - retry until etcd answers again
                 log.warning("lease refresh failed, will retry: %s", exc)
+
+    def _rejoin(self) -> None:
+        """The lease expired while the shard was away: register again as
+        DRAINING (coordinators send it writes, no queries) and catch up."""
+        if self._closed:
+            return
+        log.warning(
+            "shard %s lost its registration (lease expired): draining until caught up",
+            self.member.shard_id,
+        )
+        self.on_lease_lost()
+        with self._lock:
+            self.member = dataclasses.replace(self.member, state=ShardState.DRAINING)
+            self._register()
+            if self._rejoining:
+                return  # the running catch-up sees the new lease and goes again
+            self._rejoining = True
+        threading.Thread(
+            target=self._serve_when_caught_up, name="shard-rejoin", daemon=True
+        ).start()
+
+    def _serve_when_caught_up(self) -> None:
+        """Catches up, and again if the lease was lost again meanwhile (what
+        was missed then may not be in what was copied); then SERVING."""
+        while True:
+            lease = self._lease
+            try:
+                self.catch_up()
+            except Exception:  # noqa: BLE001 - stays DRAINING: safe, and logged loudly
+                log.exception("catch-up after a lost lease failed: the shard stays draining")
+                with self._lock:
+                    self._rejoining = False
+                return
+            with self._lock:
+                if self._closed:
+                    self._rejoining = False
+                    return
+                if self._lease is lease:
+                    self.on_serving()
+                    self.member = dataclasses.replace(self.member, state=ShardState.SERVING)
+                    self._put()
+                    self._rejoining = False
+                    break
+        log.info("shard %s caught up after its lost lease: serving", self.member.shard_id)
 
     def close(self) -> None:
         """Releases the lease so coordinators stop routing here at once."""

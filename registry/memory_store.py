@@ -72,7 +72,7 @@ class InMemoryStore:
         with self._lock:
             self._check_open()
             v = self._data.get(key)
-            return None if v is None else Entry(key, v.value, v.mod_revision)
+            return None if v is None else Entry(key, v.value, v.mod_revision, v.lease)
 
     def list_prefix(self, prefix: str) -> tuple[list[Entry], int]:
         with self._lock:

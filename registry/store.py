@@ -34,6 +34,9 @@ class Entry:
     key: str
     value: bytes
     mod_revision: int
+    # The lease the key is attached to (0 or None: none), read by `get`: a
+    # registration checks the key is still its own, not another process's.
+    lease: int | None = None
 
 
 @dataclass(frozen=True)
@@ -138,7 +141,7 @@ class EtcdStore:
         value, meta = self._call(lambda: self._client.get(key))
         if value is None:
             return None
-        return Entry(key, value, meta.mod_revision)
+        return Entry(key, value, meta.mod_revision, meta.lease_id or None)
 
     def put(self, key: str, value: bytes, lease: Lease | None = None) -> None:
         self._call(lambda: self._client.put(key, value, lease=lease))

@@ -159,7 +159,15 @@ def create_server(
         ttl=cfg.lease_ttl,
     )
 
-    registration.on_lease_lost = LEASE_LOSSES.inc
+    def lease_lost() -> None:
+        LEASE_LOSSES.inc()
+        gate.close()
+
+    registration.on_lease_lost = lease_lost
+    registration.catch_up = lambda: log_caught_up(
+        cfg.shard_id, catch_up_fully(node, features, peer, lambda: registration.closed)
+    )
+    registration.on_serving = gate.open
     if etcd.get(registry.keys.shard(cfg.shard_id)) is not None:
         # The previous process's key (SERVING, perhaps this very address)
         # lingers until its lease expires: draining from now on, so

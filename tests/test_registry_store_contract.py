@@ -160,3 +160,17 @@ def test_closed_store_refuses_calls() -> None:
     s.close()
     with pytest.raises(Unavailable):
         s.get("/x")
+
+
+def test_get_names_the_keys_lease(store: RegistryStore, prefix: str) -> None:
+    """A shard's keep-alive tells its own registration from another
+    process's key of the same shard by the lease (`registry.membership`)."""
+    lease = store.lease(10)
+    store.put(prefix + "leased", b"x", lease=lease)
+    store.put(prefix + "plain", b"y")
+    try:
+        leased, plain = store.get(prefix + "leased"), store.get(prefix + "plain")
+        assert leased is not None and leased.lease == lease.id
+        assert plain is not None and not plain.lease
+    finally:
+        lease.revoke()

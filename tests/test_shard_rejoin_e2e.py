@@ -5,6 +5,8 @@ are not missing, acknowledged deletes do not come back (real processes)."""
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 
 import numpy as np
@@ -24,6 +26,45 @@ DIM = 8
 def spec(buckets: int, replicas: int) -> str:
     return route_spec(
         dim=DIM, metric="cosine", num_buckets=buckets, replicas=replicas, write_quorum=1
+    )
+
+
+def test_a_lost_lease_rejoins_draining_and_catches_up(make_cluster: ClusterFactory) -> None:
+    """SIGSTOP past the TTL (a GC pause, a partition from etcd): peers
+    acknowledge writes and deletes without the shard; it must catch up
+    before serving, not come back SERVING as it was."""
+    cluster = make_cluster(num_shards=2, num_coordinators=1, lease_ttl=3)
+    store = cluster.etcd_store()
+    key1 = f"{cluster.etcd_prefix}cluster/shards/shard-1"
+    rng = np.random.default_rng(0)
+    with (
+        RegistryClient(cluster.coordinator_target) as reg,
+        RetrievalClient(cluster.coordinator_target, tenant_id="t", purpose="p") as c,
+    ):
+        reg.apply(spec(4, 2))
+        c.upsert("v", "v1", [Record(f"e{i}", rng.normal(size=DIM)) for i in range(200)])
+        pid = cluster.shards["shard-1"].pid
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            assert eventually(lambda: store.get(key1) is None, 20), "lease never expired"
+            time.sleep(1.5)  # the coordinator's watch sees it
+            late = [Record(f"late{i}", rng.normal(size=DIM)) for i in range(50)]
+            assert c.upsert("v", "v1", late)[0] == 50
+            assert c.delete("v", "v1", [f"e{i}" for i in range(50)]) == 50
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert eventually(lambda: store.get(key1) is not None, 20), "shard-1 did not come back"
+        time.sleep(1.5)
+    cluster.shards["shard-0"].kill()  # the replica that holds the acknowledged writes
+    time.sleep(5)  # its lease expires: the coordinator reads shard-1 only
+    keys = [f"e{i}" for i in range(50)] + [f"late{i}" for i in range(50)]
+    with RetrievalClient(cluster.coordinator_target, tenant_id="t", purpose="p") as c:
+        got = {k: lk.status for k, lk in zip(keys, c.batch_get("v", "v1", keys), strict=True)}
+    resurrected = [k for k in keys[:50] if got[k] == "found"]
+    lost = [k for k in keys[50:] if got[k] != "found"]
+    assert not resurrected and not lost, (
+        f"{len(resurrected)} deleted keys served again, {len(lost)} acknowledged keys missing"
     )
 
 
