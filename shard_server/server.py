@@ -30,6 +30,7 @@ from shard_server.access_guard import ShardAccessGuard
 from shard_server.anti_entropy import AntiEntropy
 from shard_server.catch_up import catch_up, catch_up_fully
 from shard_server.config import ShardConfig
+from shard_server.data_dir_owner import claim_data_dir
 from shard_server.erasure import ShardEraser
 from shard_server.erasure_servicer import ErasureServicer
 from shard_server.feature_service import FeatureNode
@@ -92,6 +93,7 @@ def create_server(
 ) -> RunningShard:
     """Serves mutual TLS only: every peer must present a certificate from the
     cluster CA, and `ShardAccessGuard` admits only cluster components."""
+    claim_data_dir(cfg.data_dir, cfg.shard_id, cfg.etcd_prefix)  # before anything opens it
     files = tls.files()
     identity = files.read()
     credentials = server_credentials(files, require_client_cert=True)
