@@ -57,6 +57,12 @@ class SignalWaiter:
                 return None
         return self._received.popleft()
 
+    def pending(self) -> bool:
+        """Whether a signal came that `wait` has not returned yet, without
+        waiting or taking it (a long start-up polls it to stop early)."""
+        self._read_pipe(0)
+        return bool(self._received)
+
     def discard(self, signum: int) -> None:
         """Forgets the received `signum`s not yet returned (e.g. restart
         requests that came while a restart ran: one restart serves them)."""

@@ -81,11 +81,35 @@ class ShardRegistration:
             if not self._closed:
                 self._put()
 
+    @property
+    def lease(self) -> Lease | None:
+        return self._lease
+
     def start(self) -> None:
+        """Registers (unless registered already) and starts the keep-alive,
+        once: a shard that registered early (a previous process's key to
+        replace) starts it then, so a long segment load cannot let the new
+        lease expire and read as a lost one."""
+        if self._thread is not None:
+            return
         if self._lease is None:
             self.register()
         self._thread = threading.Thread(target=self._keepalive, name="shard-lease", daemon=True)
         self._thread.start()
+
+    def serve(self, since: Lease | None) -> bool:
+        """`on_serving` and SERVING — unless the lease changed since `since`
+        (the lease the caller's catch-up began under) or a lost lease's
+        catch-up is running: that one serves when it has caught up. Start-up
+        opened the gate and went SERVING on a catch-up that began before the
+        loss (found in review)."""
+        with self._lock:
+            if self._closed or self._rejoining or self._lease is not since:
+                return False
+            self.on_serving()
+            self.member = dataclasses.replace(self.member, state=ShardState.SERVING)
+            self._put()
+            return True
 
     def _holds_key(self) -> bool:
         """The key is there and attached to this registration's lease (a key
@@ -128,15 +152,21 @@ class ShardRegistration:
     def _serve_when_caught_up(self) -> None:
         """Catches up, and again if the lease was lost again meanwhile (what
         was missed then may not be in what was copied); then SERVING."""
+        wait = 0.5
         while True:
             lease = self._lease
             try:
                 self.catch_up()
-            except Exception:  # noqa: BLE001 - stays DRAINING: safe, and logged loudly
-                log.exception("catch-up after a lost lease failed: the shard stays draining")
-                with self._lock:
-                    self._rejoining = False
-                return
+            except Exception:  # noqa: BLE001 - stays DRAINING meanwhile: safe, logged loudly
+                # Right after a lost lease etcd may still be flapping: once
+                # failed, the shard refused reads for good (found in review).
+                log.exception("catch-up after a lost lease failed: draining, trying again")
+                if self._stop.wait(wait):
+                    with self._lock:
+                        self._rejoining = False
+                    return
+                wait = min(wait * 2, 10.0)
+                continue
             with self._lock:
                 if self._closed:
                     self._rejoining = False

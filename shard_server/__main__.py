@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     tracing.configure("vecshard-shard", load_settings(TracingConfig, "tracing", file=args.config))
     configure_allocator()
     signals = SignalWaiter((signal.SIGTERM, signal.SIGINT))
-    running = create_server(cfg, tls, limits)
+    running = create_server(cfg, tls, limits, stopping=signals.pending)
     serving.freeze_startup_heap()
     serving.announce_ready(
         role="shard", id=cfg.shard_id, grpc=running.address, metrics=running.metrics_port

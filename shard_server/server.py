@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent import futures
 from dataclasses import dataclass
 
@@ -89,7 +89,10 @@ def log_caught_up(shard_id: str, applied: int) -> None:
 
 
 def create_server(
-    cfg: ShardConfig, tls: TlsSettings, limits: Limits = DEFAULT_LIMITS
+    cfg: ShardConfig,
+    tls: TlsSettings,
+    limits: Limits = DEFAULT_LIMITS,
+    stopping: Callable[[], bool] = lambda: False,
 ) -> RunningShard:
     """Serves mutual TLS only: every peer must present a certificate from the
     cluster CA, and `ShardAccessGuard` admits only cluster components."""
@@ -173,8 +176,10 @@ def create_server(
     if etcd.get(registry.keys.shard(cfg.shard_id)) is not None:
         # The previous process's key (SERVING, perhaps this very address)
         # lingers until its lease expires: draining from now on, so
-        # coordinators stop sending this shard queries before it listens.
+        # coordinators stop sending this shard queries before it listens —
+        # kept alive from now on (a segment load may outlast the TTL).
         registration.register()
+        registration.start()
     server.start()
     health_server = None
     if cfg.health_listen:
@@ -198,11 +203,13 @@ def create_server(
     caught_up_from = time.monotonic()
     applied = catch_up(node, features, peer, feature_rows=False)[0]
     registration.start()
-    applied += catch_up_fully(node, features, peer, lambda: registration.closed)
+    lease = registration.lease  # a loss from here on is the rejoin's to catch up
+    applied += catch_up_fully(node, features, peer, lambda: registration.closed or stopping())
     CATCH_UP_SECONDS.set(time.monotonic() - caught_up_from)
-    gate.open()
-    registration.set_state(ShardState.SERVING)
-    log_caught_up(cfg.shard_id, applied)
+    # Stopped while catching up (SIGTERM: it was ignored until the catch-up
+    # ended, for ever while a registered peer kept failing): not served.
+    if not stopping() and registration.serve(lease):
+        log_caught_up(cfg.shard_id, applied)
     serving.set_serving(health, [SERVICE, FEATURE_SERVICE], True)
 
     # From here on, replicas that disagree (a write that reached only one of

@@ -110,3 +110,86 @@ def test_close_during_a_slow_refresh_leaves_no_registration() -> None:
     time.sleep(2.0)
     entry = store.get(KEY)
     assert entry is None, f"stopped shard registered again after close(): {entry.value!r}"
+
+
+def _lose_lease(store: PausableStore, events: list[str]) -> None:
+    store.paused.set()
+    poll(lambda: events, lambda e: "lost" in e, 5)
+    store.paused.clear()
+
+
+def test_start_up_does_not_serve_while_a_lost_leases_catch_up_runs() -> None:
+    """Start-up's catch-up began before the lease was lost: on its end it
+    opened the gate and went SERVING while the rejoin's catch-up (of what
+    peers acknowledged meanwhile) still ran (found in review). It serves
+    only under the lease its catch-up began with; the rejoin serves later."""
+    store = PausableStore()
+    member = ShardMember("shard-0", "127.0.0.1:1", state=ShardState.DRAINING)
+    reg = ShardRegistration(store, KEYS, member, ttl=1)
+    events: list[str] = []
+    done = threading.Event()
+    served: list[str] = []
+    reg.on_lease_lost = lambda: events.append("lost")
+
+    def catch_up() -> None:
+        events.append("catching up")
+        done.wait(10)
+
+    reg.catch_up = catch_up
+    reg.on_serving = lambda: served.append("open")
+    reg.start()
+    lease = reg.lease  # start-up's catch-up begins
+    try:
+        _lose_lease(store, events)
+        poll(lambda: events, lambda e: "catching up" in e, 5)
+        assert not reg.serve(lease)  # start-up's catch-up ends: not served
+        assert state(store) is ShardState.DRAINING and served == []
+        done.set()
+        poll(lambda: state(store), lambda s: s is ShardState.SERVING, 5)
+        assert served == ["open"]
+    finally:
+        done.set()
+        reg.close()
+
+
+def test_a_lost_leases_catch_up_that_fails_is_tried_again() -> None:
+    """One failure (etcd still flapping right after the loss) ended the
+    rejoin: the shard refused reads for good (found in review)."""
+    store = PausableStore()
+    reg = ShardRegistration(store, KEYS, ShardMember("shard-0", "127.0.0.1:1"), ttl=1)
+    events: list[str] = []
+    calls: list[int] = []
+
+    def catch_up() -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("etcd at 127.0.0.1:2379 is unreachable")
+
+    reg.on_lease_lost = lambda: events.append("lost")
+    reg.catch_up = catch_up
+    reg.start()
+    try:
+        _lose_lease(store, events)
+        poll(lambda: state(store), lambda s: s is ShardState.SERVING, 10)
+        assert len(calls) == 2
+    finally:
+        reg.close()
+
+
+def test_an_early_registration_is_kept_alive_through_a_long_start_up() -> None:
+    """Registered early (a previous process's key to replace), the shard
+    started its keep-alive only after loading segments: a load longer than
+    the TTL let the lease expire, read as a lost one (a second catch-up
+    racing start-up's). `start` runs once, right after the early register."""
+    store = PausableStore()
+    member = ShardMember("shard-0", "x", state=ShardState.DRAINING)
+    reg = ShardRegistration(store, KEYS, member, ttl=1)
+    events: list[str] = []
+    reg.on_lease_lost = lambda: events.append("lost")
+    reg.register()
+    reg.start()
+    time.sleep(1.6)  # segments load, the first catch-up pass
+    reg.start()  # where start-up starts it otherwise: once is enough
+    time.sleep(0.6)
+    reg.close()
+    assert "lost" not in events

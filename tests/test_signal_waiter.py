@@ -104,3 +104,21 @@ def test_a_burst_of_stop_signals_never_hangs_the_process() -> None:
         # gone (interpreter shutdown) may end it by default action.
         assert first in ("SIGTERM", "SIGINT")
         assert code in (0, -signal.SIGTERM, -signal.SIGINT)
+
+
+def test_pending_says_a_signal_came_without_taking_it(waiter: SignalWaiter) -> None:
+    """A shard's start-up catch-up polls it: SIGTERM was ignored until the
+    catch-up ended (for ever while a registered peer kept failing)."""
+    assert not waiter.pending()
+    os.kill(os.getpid(), signal.SIGUSR1)
+    assert poll_pending(waiter)
+    assert waiter.wait(timeout=1) == signal.SIGUSR1  # still there for `wait`
+
+
+def poll_pending(waiter: SignalWaiter) -> bool:
+    deadline = time.monotonic() + 5
+    while not waiter.pending():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
