@@ -51,7 +51,9 @@ def test_shard_statefulset(overlay: str) -> None:
     # Identity: the pod name is the shard id and the advertised DNS name.
     headless = the(objs, "Service", spec["serviceName"])
     assert headless["spec"]["clusterIP"] == "None"
-    assert headless["spec"]["publishNotReadyAddresses"] is False
+    # Resolvable before Ready: a shard catching up is registered DRAINING and
+    # gets writes (the registry, not readiness, keeps queries from it).
+    assert headless["spec"]["publishNotReadyAddresses"] is True
     env = {e["name"]: e for e in shard["env"]}
     assert env["VECSHARD_SHARD_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
