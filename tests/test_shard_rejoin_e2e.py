@@ -29,6 +29,11 @@ def spec(buckets: int, replicas: int) -> str:
     )
 
 
+def _members(reg: RegistryClient) -> dict[str, str]:
+    """The shards the coordinator's snapshot holds, and their states."""
+    return {m.shard_id: m.state for m in reg.status().shards}
+
+
 def test_a_lost_lease_rejoins_draining_and_catches_up(make_cluster: ClusterFactory) -> None:
     """SIGSTOP past the TTL (a GC pause, a partition from etcd): peers
     acknowledge writes and deletes without the shard; it must catch up
@@ -48,16 +53,17 @@ def test_a_lost_lease_rejoins_draining_and_catches_up(make_cluster: ClusterFacto
         os.kill(pid, signal.SIGSTOP)
         try:
             assert eventually(lambda: store.get(key1) is None, 20), "lease never expired"
-            time.sleep(1.5)  # the coordinator's watch sees it
+            assert eventually(lambda: "shard-1" not in _members(reg), 10)  # the watch saw it
             late = [Record(f"late{i}", rng.normal(size=DIM)) for i in range(50)]
             assert c.upsert("v", "v1", late)[0] == 50
             assert c.delete("v", "v1", [f"e{i}" for i in range(50)]) == 50
         finally:
             os.kill(pid, signal.SIGCONT)
         assert eventually(lambda: store.get(key1) is not None, 20), "shard-1 did not come back"
-        time.sleep(1.5)
-    cluster.shards["shard-0"].kill()  # the replica that holds the acknowledged writes
-    time.sleep(5)  # its lease expires: the coordinator reads shard-1 only
+        assert eventually(lambda: _members(reg).get("shard-1") == "serving", 30)
+        cluster.shards["shard-0"].kill()  # the replica that holds the acknowledged writes
+        # Its lease expires: the coordinator reads shard-1 only.
+        assert eventually(lambda: "shard-0" not in _members(reg), 20)
     keys = [f"e{i}" for i in range(50)] + [f"late{i}" for i in range(50)]
     with RetrievalClient(cluster.coordinator_target, tenant_id="t", purpose="p") as c:
         got = {k: lk.status for k, lk in zip(keys, c.batch_get("v", "v1", keys), strict=True)}
@@ -127,7 +133,8 @@ def test_catch_up_falls_back_to_a_live_replica(make_cluster: ClusterFactory) -> 
     cluster.shards["shard-2"].stop()  # the only replica that had them leaves
     store = cluster.etcd_store()
     assert eventually(lambda: store.get(f"{cluster.etcd_prefix}cluster/shards/shard-1") is None, 40)
-    time.sleep(1.5)
+    with RegistryClient(cluster.coordinator_target) as reg:
+        assert eventually(lambda: not {"shard-1", "shard-2"} & set(_members(reg)), 10)
     with RetrievalClient(cluster.coordinator_target, tenant_id="t", purpose="p") as c:
         got = [lk.status for lk in c.batch_get("v", "v1", late)]
     missing = sum(s != "found" for s in got)
